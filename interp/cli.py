@@ -1,0 +1,80 @@
+"""Command line: `python -m interp.cli <stage> '<job json>'`, one verb per Snakemake rule.
+
+Rules only wire: each passes its inputs, outputs, settings and threads as one JSON job to the
+stage function of the same name in `interp.stages`. User mistakes (`InputError`) print one
+clean line on stderr and exit 2; partial outputs are never left behind by the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from interp.errors import InputError
+
+
+def _run_stage(name: str, job_json: str) -> int:
+    from interp import stages
+
+    job = stages.Job.from_json(job_json)
+    fn = getattr(stages, name, None)
+    if fn is None or name.startswith("_") or name not in stages.STAGES:
+        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
+    t0 = time.perf_counter()
+    fn(job)
+    print(f"[interp] stage {name} finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _summary(configfiles: list[str]) -> int:
+    """Print where the report is and the wall time of every rule (from Snakemake benchmarks)."""
+    from interp.config import check_config, load_config_files
+    from interp.report.provenance import rule_timings
+
+    cfg = check_config(load_config_files(configfiles or ["configs/demo.yaml"]))
+    run = cfg["run"]
+    print(f"\nReport: reports/{run}/index.html\n        reports/{run}/report.json")
+    timings = rule_timings(Path("results") / run / "benchmarks")
+    if timings:
+        print("\nWall time per rule (seconds, from benchmark files):")
+        for row in timings:
+            print(f"  {row['rule']:<40s} {row['seconds']:8.1f}")
+        print(f"  {'total (sum of rules)':<40s} {sum(r['seconds'] for r in timings):8.1f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage = sub.add_parser("stage", help="run one pipeline stage from a JSON job (used by the rules)")
+    stage.add_argument("name")
+    stage.add_argument("job", help="JSON: {input, output, params, threads, log}")
+    check = sub.add_parser("check-config", help="validate config files, print the resolved config")
+    check.add_argument("configfile", nargs="+")
+    summary = sub.add_parser("summary", help="print the report path and per-rule wall times")
+    summary.add_argument("--configfile", action="append", default=[])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("lightning.pytorch", "pytorch_lightning", "lightning", "numba", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "stage":
+            return _run_stage(args.name, args.job)
+        if args.command == "check-config":
+            from interp.config import check_config, load_config_files
+
+            cfg = check_config(load_config_files(args.configfile), source=", ".join(args.configfile))
+            print(json.dumps(cfg, indent=2))
+            return 0
+        return _summary(args.configfile)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

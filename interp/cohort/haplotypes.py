@@ -1,0 +1,231 @@
+"""Per-haplotype sequences of a region, and their windows in reference coordinates.
+
+`haplotype_sequences` follows `bcftools consensus -H 1|2 -s SAMPLE` (records applied in
+position order; a record is skipped when the haplotype carries REF; a record whose first base
+lies at or before the last base of an already applied record is skipped and counted).
+Differences from bcftools, by design:
+- records whose REF span does not lie wholly inside the region are skipped (and counted);
+- unphased heterozygous calls follow the `unphased` policy ("ref" keeps REF, "N" masks REF's
+  span), where `bcftools -H 1` would take the first allele whatever the phasing;
+- missing calls follow `missing`: "ref" equals bcftools' default, "N" equals `--missing N`
+  (REF's span replaced by N; the masked record then blocks overlapping records as bcftools does).
+Output is upper case (bcftools keeps the FASTA's case).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from interp.cohort.vcf import Genotypes
+from interp.errors import InputError
+
+if TYPE_CHECKING:
+    from interp.genome.regions import Region
+
+_POLICIES = ("ref", "N")
+
+Edit = tuple[int, int, str]  # (0-based reference start, REF length, replacement sequence)
+
+
+class HaplotypeSet(dict):
+    """dict (sample, hap) -> sequence, plus what was applied.
+
+    edits: (sample, hap) -> list of (0-based start, REF length, replacement) actually applied.
+    n_overlapping_skipped: (sample, hap) -> records skipped for overlapping an applied one.
+    n_outside_skipped: records whose REF span crosses the region's end (skipped for everyone).
+    """
+
+    def __init__(self, region: Region) -> None:
+        super().__init__()
+        self.region = region
+        self.edits: dict[tuple[str, int], list[Edit]] = {}
+        self.n_overlapping_skipped: dict[tuple[str, int], int] = {}
+        self.n_outside_skipped = 0
+
+
+def _region_records(ref_seq: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int]:
+    """Indices of records inside `region` sorted by position, and how many cross its end.
+
+    Raises InputError if a record's REF disagrees with the reference (case-insensitive).
+    """
+    in_contig = np.array([c == region.contig for c in genotypes.contig], dtype=bool)
+    pos0 = genotypes.pos - 1
+    starts_inside = in_contig & (pos0 >= region.start) & (pos0 < region.end)
+    keep, n_outside = [], 0
+    for i in np.flatnonzero(starts_inside):
+        ref = genotypes.ref[i]
+        if pos0[i] + len(ref) > region.end:
+            n_outside += 1
+            continue
+        found = ref_seq[pos0[i]: pos0[i] + len(ref)].upper()
+        if found != ref.upper():
+            raise InputError(
+                f"VCF record {region.contig}:{genotypes.pos[i]} has REF={ref} but the reference has {found}"
+            )
+        keep.append(i)
+    keep = np.array(keep, dtype=np.int64)
+    order = np.argsort(genotypes.pos[keep], kind="stable")
+    return keep[order], n_outside
+
+
+def _choose_replacement(genotypes: Genotypes, i: int, sample: int, hap: int, missing: str,
+                        unphased: str) -> str | None:
+    """What haplotype `hap` (1|2) of `sample` writes over record i's REF span; None leaves it."""
+    call = genotypes.gt[i, sample]
+    allele = int(call[hap - 1])
+    ref_len = len(genotypes.ref[i])
+    if allele < 0:
+        return "N" * ref_len if missing == "N" else None
+    if not genotypes.phased[i, sample] and call[0] != call[1]:
+        return "N" * ref_len if unphased == "N" else None
+    if allele == 0:
+        return None
+    return genotypes.alt[i]
+
+
+def _apply(ref_seq: str, region: Region, edits: list[Edit]) -> str:
+    pieces, cursor = [], region.start
+    for start, ref_len, replacement in edits:
+        pieces.append(ref_seq[cursor:start])
+        pieces.append(replacement)
+        cursor = start + ref_len
+    pieces.append(ref_seq[cursor:region.end])
+    return "".join(pieces).upper()
+
+
+def haplotype_sequences(
+    ref_seq_by_contig: dict[str, str],
+    genotypes: Genotypes,
+    region: Region,
+    missing: str = "ref",
+    unphased: str = "ref",
+) -> HaplotypeSet:
+    """Sequences of both haplotypes of every sample over `region` (0-based half-open).
+
+    Returns a HaplotypeSet (a dict (sample, hap 1|2) -> upper-case sequence) with the applied
+    edits, so windows can be mapped back to reference coordinates. Lengths differ from
+    region.end - region.start where indels were applied. See the module docstring for the
+    bcftools-compatible rules and the two policies ("ref" or "N").
+    """
+    for name, policy in (("missing", missing), ("unphased", unphased)):
+        if policy not in _POLICIES:
+            raise InputError(f"haplotype policy {name}='{policy}' is not one of {', '.join(_POLICIES)}")
+    if region.contig not in ref_seq_by_contig:
+        raise InputError(f"region {region.name}: contig '{region.contig}' is not in the reference")
+    ref_seq = ref_seq_by_contig[region.contig]
+    if region.end > len(ref_seq) or region.start < 0 or region.start >= region.end:
+        raise InputError(f"region {region.name}: {region.contig}:{region.start}-{region.end} is not inside "
+                         f"the contig (length {len(ref_seq)})")
+    records, n_outside = _region_records(ref_seq, genotypes, region)
+    result = HaplotypeSet(region)
+    result.n_outside_skipped = n_outside
+    for s, sample in enumerate(genotypes.samples):
+        for hap in (1, 2):
+            edits: list[Edit] = []
+            frozen_until = -1  # last reference base (0-based) covered by an applied record
+            n_overlap = 0
+            for i in records:
+                replacement = _choose_replacement(genotypes, i, s, hap, missing, unphased)
+                if replacement is None:
+                    continue
+                start = int(genotypes.pos[i]) - 1
+                if start <= frozen_until:
+                    n_overlap += 1
+                    continue
+                ref_len = len(genotypes.ref[i])
+                edits.append((start, ref_len, replacement))
+                frozen_until = start + ref_len - 1
+            result[(sample, hap)] = _apply(ref_seq, region, edits)
+            result.edits[(sample, hap)] = edits
+            result.n_overlapping_skipped[(sample, hap)] = n_overlap
+    return result
+
+
+def _reference_offsets(region: Region, edits: list[Edit], hap_length: int) -> np.ndarray:
+    """[region length + 1] int64: where each reference base's bases start in the haplotype.
+
+    An edit's replacement is laid over REF's span base by base; bases beyond REF's length
+    (insertions) belong to REF's last base, and REF bases beyond the replacement emit nothing.
+    """
+    emitted = np.ones(region.end - region.start, dtype=np.int64)
+    for start, ref_len, replacement in edits:
+        k = start - region.start
+        for j in range(ref_len - 1):
+            emitted[k + j] = 1 if j < len(replacement) else 0
+        emitted[k + ref_len - 1] = max(len(replacement) - (ref_len - 1), 0)
+    offsets = np.concatenate([[0], np.cumsum(emitted)])
+    if offsets[-1] != hap_length:
+        raise ValueError("haplotype length does not match its edits")
+    return offsets
+
+
+def _tiles(region: Region, width: int, stride: int) -> list[tuple[int, int]]:
+    if width <= 0 or stride <= 0:
+        raise InputError(f"window width ({width}) and stride ({stride}) must be positive")
+    if region.end - region.start < width:
+        raise InputError(f"region {region.name} ({region.end - region.start} bp) is shorter than the "
+                         f"window width {width}")
+    return [(s, s + width) for s in range(region.start, region.end - width + 1, stride)]
+
+
+def haplotype_windows(
+    hap_seqs: HaplotypeSet,
+    region: Region,
+    genotypes: Genotypes,
+    width: int,
+    stride: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cut every haplotype into windows defined in reference coordinates.
+
+    Windows tile `region` as [start, start + width) every `stride` bases (full windows only).
+    A haplotype's window holds the haplotype bases aligned to that reference interval, so its
+    length differs from `width` where indels were applied.
+    `hap_seqs` must come from `haplotype_sequences` on the same region (its edits give the
+    alignment); `genotypes` is used to order samples.
+    Returns
+      assignments: sample, hap, region, window_index, window_id, start, end (0-based reference
+          coordinates), seq_hash (sha1 hex of the window sequence);
+      distinct: seq_hash, sequence, n_haplotypes (how many assignment rows carry it), each
+          distinct sequence once, in order of first appearance.
+    """
+    if not isinstance(hap_seqs, HaplotypeSet):
+        raise TypeError("hap_seqs must be the HaplotypeSet returned by haplotype_sequences")
+    if (hap_seqs.region.contig, hap_seqs.region.start, hap_seqs.region.end) != (
+            region.contig, region.start, region.end):
+        raise ValueError("hap_seqs were built for another region")
+    tiles = _tiles(region, width, stride)
+    columns: dict[str, list] = {k: [] for k in ("sample", "hap", "region", "window_index", "window_id",
+                                                "start", "end", "seq_hash")}
+    sequences: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for sample in genotypes.samples:
+        for hap in (1, 2):
+            sequence = hap_seqs[(sample, hap)]
+            offsets = _reference_offsets(region, hap_seqs.edits[(sample, hap)], len(sequence))
+            for index, (start, end) in enumerate(tiles):
+                window = sequence[offsets[start - region.start]: offsets[end - region.start]]
+                digest = hashlib.sha1(window.encode()).hexdigest()
+                if digest not in sequences:
+                    sequences[digest] = window
+                counts[digest] = counts.get(digest, 0) + 1
+                columns["sample"].append(sample)
+                columns["hap"].append(hap)
+                columns["region"].append(region.name)
+                columns["window_index"].append(index)
+                columns["window_id"].append(f"{region.name}:{index}")
+                columns["start"].append(start)
+                columns["end"].append(end)
+                columns["seq_hash"].append(digest)
+    assignments = pl.DataFrame(columns, schema={"sample": pl.String, "hap": pl.Int8, "region": pl.String,
+                                                "window_index": pl.Int32, "window_id": pl.String,
+                                                "start": pl.Int64, "end": pl.Int64, "seq_hash": pl.String})
+    distinct = pl.DataFrame(
+        {"seq_hash": list(sequences), "sequence": list(sequences.values()),
+         "n_haplotypes": [counts[h] for h in sequences]},
+        schema={"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64},
+    )
+    return assignments, distinct

@@ -1,0 +1,145 @@
+"""Load and check a run's config before any work starts.
+
+The schema (`workflow/schemas/config.schema.yaml`) is the single source of truth for keys, types
+and defaults. `check_config` turns the first schema violation into one short message naming the
+key, then checks what a schema cannot: that files exist and model cards are there.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from interp.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MODELS_DIR = ROOT / "models"
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line per schema error, naming the key the user has to fix."""
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return (f"unknown key {', '.join(repr(e) for e in extra)} in {where}; "
+                f"allowed keys: {', '.join(allowed)}")
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} ({error.instance!r})"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def _fill_defaults(schema: dict, instance: Any) -> None:
+    """Insert schema defaults into `instance` in place (objects only, recursively)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+            if sub.get("type") == "array" and isinstance(instance[key], list):
+                for item in instance[key]:
+                    _fill_defaults(sub.get("items", {}), item)
+
+
+def check_config(config: dict, base_dir: str | Path = ".", source: str = "config") -> dict:
+    """Validate `config` against the schema, fill defaults, check inputs exist.
+
+    Returns a new dict with defaults filled in. Raises InputError naming the key or path.
+    """
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        raise InputError(f"{source}: {_describe(errors[0])}")
+    cfg = copy.deepcopy(config)
+    _fill_defaults(schema, cfg)
+    base = Path(base_dir)
+
+    def must_exist(key: str, value: str | None) -> None:
+        if value is None:
+            return
+        if not (base / value).exists():
+            raise InputError(f"{source}: {key} = {value!r}: file not found")
+
+    must_exist("reference.fasta", cfg["reference"]["fasta"])
+    must_exist("reference.annotation", cfg["reference"].get("annotation"))
+    for name in cfg["models"]:
+        card = model_card_path(name)
+        if not card.exists():
+            known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+            raise InputError(f"{source}: models: no model card {card.relative_to(ROOT)} "
+                             f"(known cards: {', '.join(known)})")
+    for region in cfg["regions"]:
+        if "end" in region and region["end"] <= region.get("start", 0):
+            raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
+                             f"<= start {region.get('start', 0)}")
+    cohort = cfg["cohort"]
+    if cohort["enabled"]:
+        if cohort["source"] == "vcf":
+            for key in ("vcf", "samples"):
+                if key not in cohort:
+                    raise InputError(f"{source}: cohort.{key} is required when cohort.source is 'vcf'")
+                must_exist(f"cohort.{key}", cohort[key])
+        if not cohort["genes"] and "bed" not in cohort:
+            raise InputError(f"{source}: cohort needs regions: set cohort.genes (from the gene table) "
+                             "or cohort.bed")
+        if cohort["genes"] and not cfg["reference"].get("annotation"):
+            raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
+        must_exist("cohort.bed", cohort.get("bed"))
+    if cfg["sae"].get("layer") is None:
+        raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
+    if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
+        cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
+    return cfg
+
+
+def model_card_path(name: str) -> Path:
+    """models/<name>.yaml"""
+    return MODELS_DIR / f"{name}.yaml"
+
+
+def load_config_files(paths: list[str | Path]) -> dict:
+    """Merge YAML config files left to right (later keys win, like snakemake --configfile)."""
+    merged: dict = {}
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"config file {p} not found")
+        try:
+            with open(p) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: expected a mapping of config keys at the top level")
+        _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value

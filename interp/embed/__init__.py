@@ -1,0 +1,1 @@
+"""Embedding: the Embedder protocol, model back-ends, pooled and per-token stores."""

@@ -1,0 +1,374 @@
+"""Gene annotations (UCSC genePred-like tables, GTF, GFF3) as one tidy polars table.
+
+Every format is normalised to 0-based, end-exclusive intervals with one ``transcript`` row per
+transcript and one ``exon`` row per exon:
+
+    gene, transcript, contig, strand ("+"/"-"), feature ("transcript"|"exon"),
+    start (int64, 0-based), end (int64, exclusive), source_line (1-based line in the input)
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import polars as pl
+
+from interp.errors import InputError, where
+from interp.genome.fasta import resolve_contig
+
+FORMATS = ("ucsc", "gtf", "gff3")
+SCHEMA = {
+    "gene": pl.String,
+    "transcript": pl.String,
+    "contig": pl.String,
+    "strand": pl.String,
+    "feature": pl.String,
+    "start": pl.Int64,
+    "end": pl.Int64,
+    "source_line": pl.Int64,
+}
+# GFF3 feature types that carry exons; anything else that is an exon's Parent is accepted too.
+_GFF_TRANSCRIPT_TYPES = {"mRNA", "transcript", "ncRNA", "lnc_RNA", "lncRNA", "miRNA", "rRNA", "tRNA",
+                         "snRNA", "snoRNA", "pseudogenic_transcript", "primary_transcript"}
+
+
+@dataclass
+class _Transcript:
+    """Accumulates one transcript while a file is parsed (0-based half-open coordinates)."""
+
+    gene: str
+    contig: str
+    strand: str
+    line: int
+    span: tuple[int, int] | None = None
+    exons: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, line)
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"{path}: annotation file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as handle:
+            return handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read annotation file ({err})") from err
+
+
+def _int(text: str, path: Path, line: int, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{where(path, line=line, field=name)}: expected an integer coordinate, got {text!r}") \
+            from None
+
+
+def _strand(text: str, path: Path, line: int, name: str = "strand") -> str:
+    if text not in ("+", "-"):
+        raise InputError(f"{where(path, line=line, field=name)}: unknown strand {text!r}; expected '+' or '-'")
+    return text
+
+
+def _interval(start: int, end: int, path: Path, line: int, what: str) -> None:
+    """Check a 0-based half-open interval."""
+    if start < 0:
+        raise InputError(f"{where(path, line=line)}: {what} start {start} is negative")
+    if end < start:
+        raise InputError(f"{where(path, line=line)}: {what} end {end} is before its start {start}")
+
+
+def _to_frame(transcripts: dict[str, _Transcript], path: Path) -> pl.DataFrame:
+    if not transcripts:
+        raise InputError(f"{path}: annotation file has no transcripts or exons")
+    rows: dict[str, list] = {name: [] for name in SCHEMA}
+
+    def add(gene, transcript, tx, feature, start, end, line):
+        for key, value in zip(SCHEMA, (gene, transcript, tx.contig, tx.strand, feature, start, end, line),
+                              strict=True):
+            rows[key].append(value)
+
+    for name, tx in transcripts.items():
+        if not tx.exons and tx.span is None:
+            continue
+        exons = sorted(tx.exons)
+        span = tx.span or (exons[0][0], max(e[1] for e in exons))
+        add(tx.gene, name, tx, "transcript", span[0], span[1], tx.line)
+        for start, end, line in exons:
+            add(tx.gene, name, tx, "exon", start, end, line)
+    return pl.DataFrame(rows, schema=SCHEMA)
+
+
+# ---------------------------------------------------------------- UCSC genePred-like tables
+
+# Header spellings (lower-case, no underscores) for the columns we use.
+_UCSC_HEADER = {
+    "name": "transcript", "transcript": "transcript", "name2": "gene", "gene": "gene", "genename": "gene",
+    "chrom": "contig", "contig": "contig", "strand": "strand", "txstart": "tx_start", "txend": "tx_end",
+    "exonstart": "exon_starts", "exonstarts": "exon_starts", "exonend": "exon_ends", "exonends": "exon_ends",
+    "exoncount": "exon_count",
+}
+# Headerless layouts by column count: field -> column index.
+_UCSC_LAYOUTS = {
+    7: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_starts": 5, "exon_ends": 6},
+    10: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
+         "exon_starts": 8, "exon_ends": 9},  # genePred
+    15: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
+         "exon_starts": 8, "exon_ends": 9, "gene": 11},  # genePredExt
+    16: {"transcript": 1, "contig": 2, "strand": 3, "tx_start": 4, "tx_end": 5, "exon_count": 8,
+         "exon_starts": 9, "exon_ends": 10, "gene": 12},  # refGene with bin column
+}
+
+
+def _ucsc_columns(header: list[str], path: Path, line: int) -> dict[str, int]:
+    columns: dict[str, int] = {}
+    for index, name in enumerate(header):
+        key = _UCSC_HEADER.get(name.strip().lower().replace("_", ""))
+        if key and key not in columns:
+            columns[key] = index
+    missing = {"transcript", "contig", "strand", "tx_start", "tx_end", "exon_starts", "exon_ends"} - set(columns)
+    if missing:
+        raise InputError(f"{where(path, line=line)}: gene table header lacks column(s) {sorted(missing)}; "
+                         "expected NAME, CHROM, STRAND, TX_START, TX_END, EXON_START, EXON_END")
+    return columns
+
+
+def _coordinate_list(text: str, path: Path, line: int, name: str) -> list[int]:
+    return [_int(part, path, line, name) for part in text.strip().rstrip(",").split(",") if part.strip()]
+
+
+def _read_ucsc(path: Path, lines: list[str]) -> pl.DataFrame:
+    columns: dict[str, int] | None = None
+    header_names: list[str] = []
+    transcripts: dict[str, _Transcript] = {}
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        if raw.startswith("#"):
+            if columns is None and not transcripts:
+                header_names = raw.lstrip("#").split("\t")
+                columns = _ucsc_columns(header_names, path, line_no)
+            continue
+        fields = raw.split("\t")
+        if columns is None:
+            if len(fields) not in _UCSC_LAYOUTS:
+                raise InputError(f"{where(path, line=line_no)}: gene table row has {len(fields)} columns; "
+                                 f"expected one of {sorted(_UCSC_LAYOUTS)} (or a '#' header naming them)")
+            columns = _UCSC_LAYOUTS[len(fields)]
+            header_names = [f"column {i + 1}" for i in range(len(fields))]
+        width = len(header_names) if header_names else max(columns.values()) + 1
+        if len(fields) != width:
+            raise InputError(f"{where(path, line=line_no)}: gene table row has {len(fields)} columns; "
+                             f"expected {width}")
+        names = {key: header_names[i] if i < len(header_names) else key for key, i in columns.items()}
+        transcript = fields[columns["transcript"]].strip()
+        gene = fields[columns["gene"]].strip() if "gene" in columns else transcript
+        contig = fields[columns["contig"]].strip()
+        strand = _strand(fields[columns["strand"]].strip(), path, line_no, names["strand"])
+        tx_start = _int(fields[columns["tx_start"]], path, line_no, names["tx_start"])
+        tx_end = _int(fields[columns["tx_end"]], path, line_no, names["tx_end"])
+        _interval(tx_start, tx_end, path, line_no, "transcript")
+        starts = _coordinate_list(fields[columns["exon_starts"]], path, line_no, names["exon_starts"])
+        ends = _coordinate_list(fields[columns["exon_ends"]], path, line_no, names["exon_ends"])
+        if len(starts) != len(ends):
+            raise InputError(f"{where(path, line=line_no)}: {len(starts)} exon starts but {len(ends)} exon ends")
+        if "exon_count" in columns:
+            count = _int(fields[columns["exon_count"]], path, line_no, names["exon_count"])
+            if count != len(starts):
+                raise InputError(f"{where(path, line=line_no, field=names['exon_count'])}: exon count {count} "
+                                 f"but {len(starts)} exon starts are listed")
+        if not starts:
+            raise InputError(f"{where(path, line=line_no)}: transcript {transcript} lists no exons")
+        exons = []
+        for start, end in zip(starts, ends, strict=True):
+            _interval(start, end, path, line_no, "exon")
+            if start < tx_start or end > tx_end:
+                raise InputError(f"{where(path, line=line_no)}: exon {start}-{end} lies outside transcript "
+                                 f"{tx_start}-{tx_end}")
+            exons.append((start, end, line_no))
+        if transcript in transcripts:
+            raise InputError(f"{where(path, line=line_no)}: transcript name {transcript!r} appears twice "
+                             f"(first on line {transcripts[transcript].line})")
+        transcripts[transcript] = _Transcript(gene, contig, strand, line_no, (tx_start, tx_end), exons)
+    return _to_frame(transcripts, path)
+
+
+# ---------------------------------------------------------------- GTF / GFF3 (9 columns, 1-based closed)
+
+def _nine_columns(path: Path, lines: list[str]):
+    """Yield (line_no, fields) for the data lines of a GTF/GFF file, with checked coordinates."""
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        fields = raw.rstrip("\r").split("\t")
+        if len(fields) != 9:
+            raise InputError(f"{where(path, line=line_no)}: expected 9 tab-separated columns, got {len(fields)}")
+        start = _int(fields[3], path, line_no, "start")
+        end = _int(fields[4], path, line_no, "end")
+        if start < 1:
+            raise InputError(f"{where(path, line=line_no, field='start')}: start {start} must be >= 1 (1-based)")
+        if end < start:
+            raise InputError(f"{where(path, line=line_no)}: end {end} is before start {start}")
+        fields[3], fields[4] = start - 1, end  # 1-based closed -> 0-based half-open
+        yield line_no, fields
+
+
+def _gtf_attributes(text: str) -> dict[str, str]:
+    attributes = {}
+    for part in text.strip().split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        key, _, value = part.partition(" ")
+        attributes.setdefault(key, value.strip().strip('"'))
+    return attributes
+
+
+def _read_gtf(path: Path, lines: list[str]) -> pl.DataFrame:
+    transcripts: dict[str, _Transcript] = {}
+    for line_no, fields in _nine_columns(path, lines):
+        feature = fields[2]
+        if feature not in ("exon", "transcript"):
+            continue
+        attributes = _gtf_attributes(fields[8])
+        if "transcript_id" not in attributes:
+            raise InputError(f"{where(path, line=line_no, field='attributes')}: {feature} has no transcript_id")
+        transcript = attributes["transcript_id"]
+        gene = attributes.get("gene_name") or attributes.get("gene_id") or transcript
+        strand = _strand(fields[6], path, line_no)
+        tx = transcripts.get(transcript)
+        if tx is None:
+            tx = transcripts[transcript] = _Transcript(gene, fields[0], strand, line_no)
+        elif (tx.contig, tx.strand) != (fields[0], strand):
+            raise InputError(f"{where(path, line=line_no)}: transcript {transcript} changes contig or strand "
+                             f"(first seen on line {tx.line})")
+        if feature == "transcript":
+            tx.span, tx.line = (fields[3], fields[4]), line_no
+        else:
+            tx.exons.append((fields[3], fields[4], line_no))
+    return _to_frame(transcripts, path)
+
+
+def _gff_attributes(text: str) -> dict[str, str]:
+    attributes = {}
+    for part in text.strip().split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            attributes[key] = value
+    return attributes
+
+
+def _read_gff3(path: Path, lines: list[str]) -> pl.DataFrame:
+    features: dict[str, tuple[int, list]] = {}  # ID -> (line, fields)
+    exons: list[tuple[int, list, list[str]]] = []
+    for line_no, fields in _nine_columns(path, lines):
+        attributes = _gff_attributes(fields[8])
+        fields[8] = attributes
+        if "ID" in attributes:
+            features.setdefault(unquote(attributes["ID"]), (line_no, fields))
+        if fields[2] == "exon":
+            if "Parent" not in attributes:
+                raise InputError(f"{where(path, line=line_no, field='attributes')}: exon has no Parent=")
+            exons.append((line_no, fields, [unquote(p) for p in attributes["Parent"].split(",")]))
+
+    def display_name(feature_id: str) -> str:
+        attributes = features[feature_id][1][8]
+        return unquote(attributes.get("Name") or attributes.get("gene_name") or feature_id)
+
+    transcripts: dict[str, _Transcript] = {}
+    # Transcript-type features first, so transcripts without exons in the file keep their span.
+    for feature_id, (line_no, fields) in features.items():
+        attributes = fields[8]
+        if fields[2] not in _GFF_TRANSCRIPT_TYPES:
+            continue
+        parent = unquote(attributes.get("Parent", "").split(",")[0])
+        gene = display_name(parent) if parent in features else (parent or display_name(feature_id))
+        transcripts[feature_id] = _Transcript(gene, fields[0], _strand(fields[6], path, line_no), line_no,
+                                              (fields[3], fields[4]))
+    for line_no, fields, parents in exons:
+        strand = _strand(fields[6], path, line_no)
+        for parent in parents:
+            tx = transcripts.get(parent)
+            if tx is None:
+                if parent in features:  # exon hangs off a feature of an unlisted type: treat it as a transcript
+                    parent_line, parent_fields = features[parent]
+                    grand = unquote(parent_fields[8].get("Parent", "").split(",")[0])
+                    gene = display_name(grand) if grand in features else display_name(parent)
+                    span = (parent_fields[3], parent_fields[4])
+                else:
+                    parent_line, gene, span = line_no, parent, None
+                tx = transcripts[parent] = _Transcript(gene, fields[0], strand, parent_line, span)
+            if (tx.contig, tx.strand) != (fields[0], strand):
+                raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
+                                 f"{parent} (line {tx.line})")
+            tx.exons.append((fields[3], fields[4], line_no))
+    return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path)
+
+
+# ---------------------------------------------------------------- entry points
+
+def _sniff(path: Path, lines: list[str]) -> str:
+    name = path.name.lower()
+    for suffix in (".gz", ".bgz"):
+        name = name.removesuffix(suffix)
+    if name.endswith(".gtf"):
+        return "gtf"
+    if name.endswith((".gff", ".gff3")):
+        return "gff3"
+    for raw in lines:
+        if raw.startswith("##gff-version"):
+            return "gff3" if raw.split()[-1].startswith("3") else "gtf"
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        fields = raw.split("\t")
+        if len(fields) == 9 and fields[2] and fields[3].isdigit():
+            return "gtf" if 'gene_id "' in fields[8] or 'transcript_id "' in fields[8] else "gff3"
+        return "ucsc"
+    return "ucsc"
+
+
+def read_annotation(path: str | Path, fmt: str = "auto") -> pl.DataFrame:
+    """Read a gene annotation into the tidy table described in the module docstring.
+
+    `fmt` is "ucsc", "gtf", "gff3" or "auto" (by file extension, else by sniffing the content).
+    Rows come out per transcript in file order: the transcript row, then its exons by start.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path}: annotation file is empty")
+    fmt = fmt.lower()
+    if fmt == "gff":
+        fmt = "gff3"
+    if fmt == "auto":
+        fmt = _sniff(path, lines)
+    readers = {"ucsc": _read_ucsc, "gtf": _read_gtf, "gff3": _read_gff3}
+    if fmt not in readers:
+        raise InputError(f"annotation format {fmt!r} for {path} is unknown; expected auto, {', '.join(FORMATS)}")
+    return readers[fmt](path, lines)
+
+
+def to_contigs(
+    annotation: pl.DataFrame,
+    available: Iterable[str],
+    aliases: dict[str, str] | None = None,
+    drop_missing: bool = False,
+) -> pl.DataFrame:
+    """Rename the ``contig`` column to the FASTA's contig names (see `resolve_contig`).
+
+    With ``drop_missing=True`` rows on contigs the FASTA lacks are dropped instead of raising
+    (a genome-wide annotation used with a FASTA of a few chromosomes).
+    """
+    available = list(available)
+    mapping: dict[str, str] = {}
+    for contig in annotation["contig"].unique(maintain_order=True).to_list():
+        try:
+            mapping[contig] = resolve_contig(contig, available, aliases, source="annotation")
+        except InputError:
+            if not drop_missing:
+                raise
+    renamed = annotation.filter(pl.col("contig").is_in(list(mapping)))
+    return renamed.with_columns(pl.col("contig").replace_strict(mapping, return_dtype=pl.String))

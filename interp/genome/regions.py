@@ -1,0 +1,141 @@
+"""Genomic regions to embed: from the config, a BED file, or gene spans from an annotation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from interp.errors import InputError, where
+from interp.genome.fasta import resolve_contig
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named interval on a FASTA contig, 0-based and half-open: bases ``start .. end-1``."""
+
+    name: str
+    contig: str
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.contig}:{self.start}-{self.end}, {self.length} bases)"
+
+
+def _checked(name: str, contig: str, start: int, end: int, fasta: dict[str, str], location: str) -> Region:
+    """Build a Region after checking its bounds against the (already resolved) FASTA contig."""
+    size = len(fasta[contig])
+    if start < 0:
+        raise InputError(f"{location}: region {name} start {start} is negative")
+    if end > size:
+        raise InputError(f"{location}: region {name} end {end} is past the end of {contig} ({size} bases)")
+    if start >= end:
+        raise InputError(f"{location}: region {name} is empty or reversed (start {start} >= end {end})")
+    return Region(name, contig, start, end)
+
+
+def _coordinate(value: object, location: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InputError(f"{location}: expected an integer, got {value!r}")
+    try:
+        return int(str(value).replace(",", "").replace("_", ""))
+    except ValueError:
+        raise InputError(f"{location}: expected an integer, got {value!r}") from None
+
+
+def regions_from_config(
+    entries: list[dict], fasta: dict[str, str], aliases: dict[str, str] | None = None
+) -> list[Region]:
+    """Regions from config entries ``{"name", "contig", "start", "end"}``; `end` defaults to the contig end."""
+    regions: list[Region] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        location = f"config regions[{index}]"
+        if not isinstance(entry, dict) or "contig" not in entry:
+            raise InputError(f"{location}: expected a mapping with at least 'contig' (and name, start, end), "
+                             f"got {entry!r}")
+        contig = resolve_contig(str(entry["contig"]), fasta, aliases, source=location)
+        start = _coordinate(entry.get("start", 0), f"{location}, field start")
+        end = (_coordinate(entry["end"], f"{location}, field end") if entry.get("end") is not None
+               else len(fasta[contig]))
+        name = str(entry.get("name") or f"{contig}:{start}-{end}")
+        if name in seen:
+            raise InputError(f"{location}: duplicate region name {name!r}; region names must be unique")
+        seen.add(name)
+        regions.append(_checked(name, contig, start, end, fasta, location))
+    if not regions:
+        raise InputError("config regions: no regions listed; expected at least one")
+    return regions
+
+
+def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | None = None) -> list[Region]:
+    """Regions from a BED3+ file (0-based half-open); name from column 4, else ``contig:start-end``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: BED file not found")
+    regions: list[Region] = []
+    first_line: dict[str, int] = {}
+    with open(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) < 3:
+                raise InputError(f"{where(path, line=line_no)}: expected at least 3 columns "
+                                 f"(contig, start, end), got {len(fields)}")
+            location = where(path, line=line_no)
+            contig = resolve_contig(fields[0], fasta, aliases, source=location)
+            start = _coordinate(fields[1].strip(), where(path, line=line_no, field="start"))
+            end = _coordinate(fields[2].strip(), where(path, line=line_no, field="end"))
+            name = fields[3].strip() if len(fields) > 3 and fields[3].strip() not in ("", ".") else \
+                f"{contig}:{start}-{end}"
+            if name in first_line:
+                raise InputError(f"{location}: duplicate region name {name!r} (first on line {first_line[name]})")
+            first_line[name] = line_no
+            regions.append(_checked(name, contig, start, end, fasta, location))
+    if not regions:
+        raise InputError(f"{path}: BED file has no regions")
+    return regions
+
+
+def gene_regions(
+    annotation: pl.DataFrame,
+    genes: list[str],
+    flank: int,
+    fasta: dict[str, str],
+    aliases: dict[str, str] | None = None,
+) -> list[Region]:
+    """The span of all transcripts of each named gene, +/- `flank` bases, clipped to its contig.
+
+    Region names are the gene names. Contigs are resolved to the FASTA's names.
+    """
+    if flank < 0:
+        raise InputError(f"gene region flank must be >= 0, got {flank}")
+    spans = (
+        annotation.filter(pl.col("feature") == "transcript")
+        .group_by("gene", maintain_order=True)
+        .agg(pl.col("contig").unique(maintain_order=True), pl.col("start").min(), pl.col("end").max())
+    )
+    by_gene = {row["gene"]: row for row in spans.iter_rows(named=True)}
+    regions = []
+    for gene in genes:
+        if gene not in by_gene:
+            known = sorted(by_gene)
+            shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
+            raise InputError(f"gene {gene!r} is not in the annotation (known genes: {shown})")
+        row = by_gene[gene]
+        if len(row["contig"]) > 1:
+            raise InputError(f"gene {gene!r} has transcripts on several contigs ({', '.join(row['contig'])}); "
+                             "list a BED region instead")
+        contig = resolve_contig(row["contig"][0], fasta, aliases, source=f"annotation gene {gene}")
+        start = max(0, row["start"] - flank)
+        end = min(len(fasta[contig]), row["end"] + flank)
+        regions.append(_checked(gene, contig, start, end, fasta, f"annotation gene {gene}"))
+    return regions

@@ -1,0 +1,240 @@
+"""Masked-LM pretraining of `tiny-dnalm` and its held-out evaluation against Markov baselines.
+
+Training draws random crops of `seq_len` bases from the training sequences; crop i is a pure
+function of (seed, i), so the data stream, and with Lightning's deterministic mode the
+weights, are identical for identical inputs and seed. Masking is BERT-style: 15% of ACGT
+positions are selected; of those 80% become [MASK], 10% a random base, 10% stay.
+
+Held-out cross-entropy scores every ACGT base exactly once: each context-sized window is run
+`n_mask_groups` times, pass r masking the positions with pos % n_mask_groups == r, and the
+model's probability of the true base at the masked positions is read off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+
+from interp.errors import InputError
+from interp.lm.markov import markov_cross_entropy
+from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
+
+TRAINING_DEFAULTS = {
+    "seq_len": 128,
+    "batch_size": 32,
+    "max_steps": 300,
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "warmup_steps": 30,
+    "min_lr_ratio": 0.1,
+    "mask_prob": 0.15,
+    "n_mask_groups": 7,
+    "eval_batch_size": 32,
+}
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
+    """Merge card `architecture`/`training` with `overrides` (any key of either section)."""
+    arch_keys = {f.name for f in fields(TinyLMConfig)}
+    arch = dict(card.get("architecture") or {})
+    train = {**TRAINING_DEFAULTS, **(card.get("training") or {})}
+    for key, value in (overrides or {}).items():
+        if key in arch_keys:
+            arch[key] = value
+        elif key in TRAINING_DEFAULTS:
+            train[key] = value
+        else:
+            raise InputError(f"{card.get('name', 'model card')}: unknown override '{key}'; expected one of "
+                             f"{sorted(arch_keys | set(TRAINING_DEFAULTS))}")
+    unknown = set(arch) - arch_keys
+    if unknown:
+        raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
+    cfg = TinyLMConfig(**arch)
+    if train["seq_len"] > cfg.max_len:
+        raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
+                         f"exceeds architecture.max_len {cfg.max_len}")
+    return cfg, train
+
+
+def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of one crop. tokens int64 [L] -> (input ids [L], labels [L] with -100 = unscored)."""
+    inputs = tokens.copy()
+    labels = np.full_like(tokens, -100)
+    candidates = np.flatnonzero(tokens < 4)
+    if len(candidates) == 0:
+        return inputs, labels
+    n_pick = max(1, int(round(mask_prob * len(candidates))))
+    picked = rng.choice(candidates, size=n_pick, replace=False)
+    labels[picked] = tokens[picked]
+    action = rng.random(n_pick)
+    inputs[picked[action < 0.8]] = MASK_ID
+    randomised = picked[(action >= 0.8) & (action < 0.9)]
+    inputs[randomised] = rng.integers(0, 4, size=len(randomised))
+    return inputs, labels
+
+
+class CropDataset(Dataset):
+    """Item i: a random crop (padded to seq_len if its sequence is shorter), masked; a function of (seed, i)."""
+
+    def __init__(self, seqs: list[str], seq_len: int, n_items: int, seed: int, mask_prob: float) -> None:
+        self.tokens = [encode(s).numpy() for s in seqs if len(s) > 0]
+        lengths = np.array([len(t) for t in self.tokens], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.seq_len, self.n_items, self.seed, self.mask_prob = seq_len, n_items, seed, mask_prob
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, i])
+        seq = self.tokens[rng.choice(len(self.tokens), p=self.weights)]
+        start = int(rng.integers(0, max(1, len(seq) - self.seq_len + 1)))
+        crop = np.full(self.seq_len, PAD_ID, dtype=np.int64)
+        piece = seq[start:start + self.seq_len]
+        crop[:len(piece)] = piece
+        inputs, labels = mask_tokens(crop, rng, self.mask_prob)
+        return torch.from_numpy(inputs), torch.from_numpy(labels)
+
+
+class MaskedLMModule(pl.LightningModule):
+    """LightningModule wrapping TinyDNALM with AdamW + linear warmup / cosine decay."""
+
+    def __init__(self, cfg: TinyLMConfig, train: dict) -> None:
+        super().__init__()
+        self.model = TinyDNALM(cfg)
+        self.train_settings = train
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, labels = batch
+        logits = self.model(inputs)
+        return F.cross_entropy(logits.reshape(-1, 4), labels.reshape(-1), ignore_index=-100)
+
+    def configure_optimizers(self) -> dict:
+        s = self.train_settings
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=s["lr"])
+        warmup, total, floor = s["warmup_steps"], s["max_steps"], s["min_lr_ratio"]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@torch.inference_mode()
+def heldout_cross_entropy(model: TinyDNALM, seqs: list[str], n_mask_groups: int = 7, batch_size: int = 32,
+                          device: str = "cpu") -> tuple[float, int]:
+    """Mean per-base cross-entropy (nats) over every ACGT base of `seqs`, each scored once while masked.
+
+    Sequences are cut into non-overlapping windows of the model's context; each window is run
+    n_mask_groups times with positions pos % n_mask_groups == r masked in pass r.
+    Returns (cross-entropy, number of bases scored).
+    """
+    model.eval()
+    context = model.cfg.max_len
+    windows = [encode(s[i:i + context]) for s in seqs for i in range(0, len(s), context)]
+    jobs = [(w, r) for w in windows for r in range(n_mask_groups)]
+    total, n = 0.0, 0
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        length = max(len(w) for w, _ in chunk)
+        inputs = torch.full((len(chunk), length), PAD_ID, dtype=torch.long)
+        scored = torch.zeros((len(chunk), length), dtype=torch.bool)
+        for row, (w, r) in enumerate(chunk):
+            inputs[row, :len(w)] = w
+            group = (torch.arange(len(w)) % n_mask_groups == r) & (w < 4)
+            scored[row, :len(w)] = group
+        targets = inputs.clone()
+        inputs[scored] = MASK_ID
+        logp = torch.log_softmax(model(inputs.to(device)).float(), dim=-1).cpu()
+        total -= float(logp[scored].gather(1, targets[scored][:, None]).sum())
+        n += int(scored.sum())
+    if n == 0:
+        raise ValueError("no A/C/G/T bases in the held-out sequences")
+    return total / n, n
+
+
+def save_checkpoint(model: TinyDNALM, path: Path, name: str) -> None:
+    """safetensors weights with the architecture as JSON metadata; written to a temp name, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict()), "model": name})
+    os.replace(tmp, path)
+
+
+def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: dict, overrides: dict, seed: int,
+                        checkpoint_out: Path, threads: int = 1, accelerator: str = "cpu") -> dict:
+    """Train tiny-dnalm by masked LM, evaluate on held-out bases against order-0/3 Markov chains.
+
+    train_seqs / heldout_seqs: DNA strings (case is ignored). Returns the metrics dict; the
+    weights go to `checkpoint_out` (safetensors).
+    """
+    quiet_lightning()
+    train_seqs = [s.upper() for s in train_seqs]
+    heldout_seqs = [s.upper() for s in heldout_seqs]
+    if not any(train_seqs) or not any(heldout_seqs):
+        raise InputError("pretraining needs non-empty training and held-out sequences")
+    cfg, train = resolve_settings(card, overrides)
+    torch.set_num_threads(threads)
+    pl.seed_everything(seed, workers=True)
+    module = MaskedLMModule(cfg, train)
+    data = CropDataset(train_seqs, train["seq_len"], train["max_steps"] * train["batch_size"], seed,
+                       train["mask_prob"])
+    loader = DataLoader(data, batch_size=train["batch_size"], shuffle=False, num_workers=0)
+    trainer = pl.Trainer(max_steps=train["max_steps"], max_epochs=-1, deterministic=True, accelerator=accelerator,
+                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, gradient_clip_val=1.0)
+    started = time.perf_counter()
+    trainer.fit(module, loader)
+    train_seconds = time.perf_counter() - started
+
+    model = module.model
+    device = "cuda" if accelerator in ("cuda", "gpu") else "cpu"
+    model.to(device)
+    heldout_ce, n_heldout = heldout_cross_entropy(model, heldout_seqs, train["n_mask_groups"],
+                                                  train["eval_batch_size"], device)
+    order0, n0 = markov_cross_entropy(train_seqs, heldout_seqs, 0)
+    order3, n3 = markov_cross_entropy(train_seqs, heldout_seqs, 3)
+    assert n0 == n3 == n_heldout, "model and baselines must score the same bases"
+    model.cpu()
+    name = card.get("name", "tiny-dnalm")
+    save_checkpoint(model, checkpoint_out, name)
+    return {
+        "model": name,
+        "heldout_ce": heldout_ce,
+        "baseline_order0_ce": order0,
+        "baseline_order3_ce": order3,
+        "n_params": n_parameters(model),
+        "n_train_bases": int(sum(sum(c in "ACGT" for c in s) for s in train_seqs)),
+        "n_heldout_bases": n_heldout,
+        "steps": int(trainer.global_step),
+        "seed": seed,
+        "train_seconds": round(train_seconds, 2),
+        "beats_order0": bool(heldout_ce < order0),
+        "beats_order3": bool(heldout_ce < order3),
+    }

@@ -1,0 +1,465 @@
+"""Linear probes: many L2-penalised logistic regressions fitted in one Lightning run.
+
+A probe asks "is property T linearly readable from these activations?". Probes are fitted thousands of
+times (folds x targets x shuffled-label controls x permutations), so `fit_logistic` fits P independent
+probes at once: one LightningModule holds W [P, d] and b [P], the loss is the sum of the P independent
+objectives, and full-batch L-BFGS minimises it. The objectives do not share parameters, so the joint
+minimum is the set of individual minima.
+
+Each probe's objective equals scikit-learn's ``LogisticRegression(C=C)`` on standardised features,
+divided by ``C * n_train``::
+
+    mean_i logloss(y_i, x_i.w + b) + ||w||^2 / (2 * C * n_train)      (intercept unpenalised)
+
+Features are standardised per probe with that probe's training-row mean and sd (ddof=0, as
+``StandardScaler``); ``coef`` is reported in standardised units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as pl_light
+import torch
+from scipy.stats import rankdata
+from torch.utils.data import DataLoader
+
+from interp.errors import InputError
+
+for _name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+KMER_FEATURES = "kmer3"
+KMER_LAYER = "3-mer frequencies"
+
+
+@dataclass
+class ProbeConfig:
+    """Settings shared by every probe of one fit.
+
+    C: inverse L2 strength, as scikit-learn's ``LogisticRegression(C=...)``.
+    max_iter: L-BFGS iterations (one full-batch step of ``torch.optim.LBFGS``).
+    seed: seeds Lightning and every label shuffle.
+    accelerator: "cpu" or "cuda" (or anything Lightning accepts).
+    """
+
+    C: float = 1.0
+    max_iter: int = 200
+    seed: int = 0
+    accelerator: str = "cpu"
+
+
+@dataclass
+class LogisticProbes:
+    """P fitted probes.
+
+    coef [P, d] in standardised units; intercept [P]; mean, scale [P, d] the per-probe training-row
+    standardisation (scale of a constant feature is 1); n_train [P] training rows per probe.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    n_train: np.ndarray
+
+    @property
+    def n_probes(self) -> int:
+        return int(self.coef.shape[0])
+
+
+class _ProbeModule(pl_light.LightningModule):
+    """P logistic regressions on one shared X [n, d] or per-probe X [P, n, d], full batch."""
+
+    def __init__(self, X, y, train_mask, mean, scale, C: float, max_iter: int):
+        super().__init__()
+        self.automatic_optimization = True
+        n_probes, d = mean.shape
+        self.register_buffer("X", X)
+        self.register_buffer("y", y)
+        self.register_buffer("weight_rows", train_mask / train_mask.sum(dim=1, keepdim=True))
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+        self.register_buffer("l2", 1.0 / (2.0 * C * train_mask.sum(dim=1)))
+        self.W = torch.nn.Parameter(torch.zeros(n_probes, d, dtype=X.dtype))
+        self.b = torch.nn.Parameter(torch.zeros(n_probes, dtype=X.dtype))
+        self.max_iter = max_iter
+
+    def logits(self) -> torch.Tensor:
+        """[P, n] logits; standardisation is folded into the weights so X is never copied P times."""
+        w_raw = self.W / self.scale
+        offset = (w_raw * self.mean).sum(dim=1)
+        if self.X.ndim == 2:
+            z = w_raw @ self.X.T
+        else:
+            z = torch.einsum("pnd,pd->pn", self.X, w_raw)
+        return z - offset[:, None] + self.b[:, None]
+
+    def objective(self) -> torch.Tensor:
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(self.logits(), self.y, reduction="none")
+        per_probe = (bce * self.weight_rows).sum(dim=1) + self.l2 * (self.W**2).sum(dim=1)
+        return per_probe.sum()
+
+    def training_step(self, batch, batch_idx):
+        return self.objective()
+
+    def configure_optimizers(self):
+        return torch.optim.LBFGS(
+            self.parameters(),
+            lr=1.0,
+            max_iter=self.max_iter,
+            history_size=20,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
+
+
+def _check_inputs(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray):
+    X = np.asarray(X, dtype=np.float64)
+    train_mask = np.asarray(train_mask, dtype=bool)
+    if train_mask.ndim == 1:
+        train_mask = train_mask[None, :]
+    n_probes, n = train_mask.shape
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = np.broadcast_to(y, (n_probes, y.shape[0]))
+    if X.ndim not in (2, 3) or X.shape[-2] != n or y.shape != (n_probes, n):
+        raise InputError(
+            f"probe inputs: expected X [n, d] or [P, n, d], y [n] or [P, n], train_mask [P, n]; got "
+            f"X {X.shape}, y {y.shape}, train_mask {train_mask.shape}"
+        )
+    if X.ndim == 3 and X.shape[0] != n_probes:
+        raise InputError(f"probe inputs: X has {X.shape[0]} probe slices but train_mask has {n_probes} rows")
+    if not np.all(np.isfinite(X)):
+        raise InputError("probe inputs: X contains NaN or infinite values; expected finite activations")
+    if not np.all((y == 0) | (y == 1)):
+        raise InputError("probe inputs: labels must be 0/1")
+    if np.any(train_mask.sum(axis=1) == 0):
+        raise InputError("probe inputs: a probe has no training rows")
+    return X, np.array(y, dtype=np.float64, copy=True), train_mask
+
+
+def _standardisation(X: np.ndarray, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-probe training-row mean and sd, both [P, d]; a constant feature gets sd 1."""
+    w = train_mask / train_mask.sum(axis=1, keepdims=True)
+    if X.ndim == 2:
+        mean = w @ X
+        var = w @ (X**2) - mean**2
+    else:
+        mean = np.einsum("pn,pnd->pd", w, X)
+        var = np.einsum("pn,pnd->pd", w, (X - mean[:, None, :]) ** 2)
+    scale = np.sqrt(np.clip(var, 0.0, None))
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: ProbeConfig) -> LogisticProbes:
+    """Fit P independent L2 logistic probes in one Lightning fit (full batch, L-BFGS).
+
+    X: float [n, d] shared by all probes, or [P, n, d]; y: {0,1} [n] or [P, n];
+    train_mask: bool [P, n], the rows each probe is trained on. Each probe should see both classes in
+    its training rows (otherwise its intercept runs off towards +-infinity).
+    """
+    X, y, train_mask = _check_inputs(X, y, train_mask)
+    mean, scale = _standardisation(X, train_mask)
+    if cfg.accelerator == "cuda":
+        # cuBLAS needs this for deterministic matmuls under Trainer(deterministic=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    pl_light.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = _ProbeModule(
+        torch.from_numpy(X),
+        torch.from_numpy(y),
+        torch.from_numpy(train_mask.astype(np.float64)),
+        torch.from_numpy(mean),
+        torch.from_numpy(scale),
+        C=cfg.C,
+        max_iter=cfg.max_iter,
+    )
+    trainer = pl_light.Trainer(
+        max_epochs=1,
+        accelerator=cfg.accelerator,
+        devices=1,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    # the data lives in the module's buffers; the loader only ticks once per epoch
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, train_dataloaders=DataLoader([0], batch_size=1))
+    return LogisticProbes(
+        coef=module.W.detach().cpu().numpy().copy(),
+        intercept=module.b.detach().cpu().numpy().copy(),
+        mean=mean,
+        scale=scale,
+        n_train=train_mask.sum(axis=1),
+    )
+
+
+def decision_function(probes: LogisticProbes, X: np.ndarray) -> np.ndarray:
+    """Logits [P, n] of every probe on X [n, d] (shared) or [P, n, d]."""
+    X = np.asarray(X, dtype=np.float64)
+    w_raw = probes.coef / probes.scale
+    offset = (w_raw * probes.mean).sum(axis=1)
+    z = w_raw @ X.T if X.ndim == 2 else np.einsum("pnd,pd->pn", X, w_raw)
+    return z - offset[:, None] + probes.intercept[:, None]
+
+
+def predict_proba(probes: LogisticProbes, X: np.ndarray) -> np.ndarray:
+    """P(y=1) [P, n] of every probe on X [n, d] (shared) or [P, n, d]."""
+    z = decision_function(probes, X)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def auroc(y_true: np.ndarray, score: np.ndarray) -> np.ndarray | float:
+    """Area under the ROC curve via the Mann-Whitney U statistic, ties counted as 1/2.
+
+    y_true, score: [n] or [P, n] (rows are independent problems). NaN where a row lacks a class.
+    """
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    squeeze = s.ndim == 1
+    y, s = np.atleast_2d(y), np.atleast_2d(s)
+    y = np.broadcast_to(y, s.shape)
+    ranks = rankdata(s, axis=1)  # average ranks give ties half credit
+    n_pos = y.sum(axis=1)
+    n_neg = y.shape[1] - n_pos
+    u = (ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+    return float(out[0]) if squeeze else out
+
+
+def classification_metrics(y_true: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """AUROC, balanced accuracy and Matthews correlation of probabilities ``score`` [n] for y_true [n].
+
+    Predictions are ``score >= 0.5``. Metrics that need both classes are NaN without them.
+    """
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    pred = s >= 0.5
+    tp = float(np.sum(pred & y))
+    tn = float(np.sum(~pred & ~y))
+    fp = float(np.sum(pred & ~y))
+    fn = float(np.sum(~pred & y))
+    pos, neg = tp + fn, tn + fp
+    bacc = 0.5 * (tp / pos + tn / neg) if pos > 0 and neg > 0 else float("nan")
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    if pos > 0 and neg > 0:
+        mcc = (tp * tn - fp * fn) / denom if denom > 0 else 0.0
+    else:
+        mcc = float("nan")
+    return {"auroc": float(auroc(y, s)), "balanced_accuracy": float(bacc), "mcc": float(mcc)}
+
+
+def contiguous_folds(
+    block: np.ndarray, contig: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped CV over contiguous genome blocks, as (train_index, test_index) integer arrays.
+
+    block: int [n] block id per window; contig [n]; start, end [n] half-open 0-based coordinates.
+    Fold f tests the windows of the f-th block (in sorted block order) and trains on every other window
+    except those that overlap a test window on the same contig: overlapping windows share sequence
+    and would leak the test labels.
+    """
+    block = np.asarray(block)
+    contig = np.asarray(contig).astype(str)
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    folds = []
+    for b in np.unique(block):
+        is_test = block == b
+        leaks = np.zeros(block.shape[0], dtype=bool)
+        for c in np.unique(contig[is_test]):
+            sel = is_test & (contig == c)
+            m_start, m_end = _merge_intervals(start[sel], end[sel])
+            cand = np.flatnonzero(~is_test & (contig == c))
+            # the last merged test interval starting before this window ends is the only one that can hit it
+            j = np.searchsorted(m_start, end[cand], side="left") - 1
+            hit = (j >= 0) & (m_end[np.clip(j, 0, None)] > start[cand])
+            leaks[cand[hit]] = True
+        train = np.flatnonzero(~is_test & ~leaks)
+        folds.append((train, np.flatnonzero(is_test)))
+    return folds
+
+
+def _merge_intervals(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of half-open intervals as sorted disjoint (start, end) arrays."""
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    run_end = np.maximum.accumulate(e)
+    new = np.ones(s.shape[0], dtype=bool)
+    new[1:] = s[1:] >= run_end[:-1]
+    group = np.cumsum(new) - 1
+    m_end = np.zeros(group[-1] + 1, dtype=np.int64)
+    np.maximum.at(m_end, group, e)
+    return s[new], m_end
+
+
+def kmer_frequencies(seqs: list[str], k: int = 3) -> np.ndarray:
+    """Normalised k-mer counts [n, 4**k] (columns in lexicographic ACGT order), case-insensitive.
+
+    k-mers containing anything but A/C/G/T are skipped; a sequence with none gets a zero row.
+    """
+    lookup = np.full(256, 4, dtype=np.int64)
+    for i, base in enumerate("ACGT"):
+        lookup[ord(base)] = i
+        lookup[ord(base.lower())] = i
+    out = np.zeros((len(seqs), 4**k), dtype=np.float64)
+    powers = 4 ** np.arange(k - 1, -1, -1)
+    for row, seq in enumerate(seqs):
+        codes = lookup[np.frombuffer(seq.encode("ascii", "replace"), dtype=np.uint8)]
+        if codes.shape[0] < k:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+        valid = (windows < 4).all(axis=1)
+        counts = np.bincount(windows[valid] @ powers, minlength=4**k)
+        total = counts.sum()
+        if total:
+            out[row] = counts / total
+    return out
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return bool(y.any() and not y.all())
+
+
+def _cv_many(
+    X: np.ndarray, Y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], cfg: ProbeConfig, n_shuffles: int
+) -> list[dict]:
+    """Cross-validate T targets Y [T, n] on one X [n, d] with one `fit_logistic` call.
+
+    Shuffle s of target t uses one seeded permutation of that target's labels over all rows, applied to
+    training and test labels alike (a control task with the same label balance and no relation to X).
+    """
+    Y = np.asarray(Y).astype(bool)
+    n_targets, n = Y.shape
+    rng = np.random.default_rng(cfg.seed)
+    labels, masks, jobs = [], [], []  # jobs: (target, kind, shuffle, fold, test_idx)
+    results = [{"real": [], "shuffled": [], "n_folds_skipped": 0} for _ in range(n_targets)]
+    for t in range(n_targets):
+        shuffled = [Y[t][rng.permutation(n)] for _ in range(n_shuffles)]
+        for f, (train, test) in enumerate(folds):
+            if not (_both_classes(Y[t][train]) and _both_classes(Y[t][test])):
+                results[t]["n_folds_skipped"] += 1
+                continue
+            mask = np.zeros(n, dtype=bool)
+            mask[train] = True
+            for kind, s, y_row in [("real", -1, Y[t])] + [("shuffled", s, ys) for s, ys in enumerate(shuffled)]:
+                if kind == "shuffled" and not (_both_classes(y_row[train]) and _both_classes(y_row[test])):
+                    continue
+                labels.append(y_row)
+                masks.append(mask)
+                jobs.append((t, kind, s, f, test))
+    if not jobs:
+        return results
+    probes = fit_logistic(X, np.stack(labels), np.stack(masks), cfg)
+    proba = predict_proba(probes, X)
+    for p, (t, kind, s, f, test) in enumerate(jobs):
+        row = classification_metrics(labels[p][test], proba[p, test])
+        row.update(fold=f, shuffle=s, n_train=int(probes.n_train[p]), n_test=int(test.shape[0]))
+        results[t][kind].append(row)
+    return results
+
+
+def cross_validate(
+    X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], cfg: ProbeConfig, n_shuffles: int = 1
+) -> dict:
+    """Probe y [n] from X [n, d] over `folds`, with `n_shuffles` shuffled-label controls per fold.
+
+    Returns {"real": [per-fold metrics], "shuffled": [per fold x shuffle metrics], "n_folds_used",
+    "n_folds_skipped"}; each metrics dict has auroc, balanced_accuracy, mcc, fold, shuffle, n_train,
+    n_test. Folds whose training or test rows lack a class are skipped and counted.
+    """
+    out = _cv_many(X, np.asarray(y)[None, :], folds, cfg, n_shuffles)[0]
+    out["n_folds_used"] = len(out["real"])
+    return out
+
+
+def _summary(rows: list[dict]) -> dict[str, float]:
+    """Mean and sd (ddof=1; NaN for fewer than two) of the per-fold metrics."""
+    out = {}
+    for key, name in [("auroc", "auroc_mean"), ("balanced_accuracy", "balanced_accuracy"), ("mcc", "mcc")]:
+        vals = np.array([r[key] for r in rows], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        out[name] = float(vals.mean()) if vals.size else float("nan")
+        sd_name = "auroc_sd" if key == "auroc" else f"{key}_sd"
+        out[sd_name] = float(vals.std(ddof=1)) if vals.size > 1 else float("nan")
+    return out
+
+
+def _check_windows(windows: pl.DataFrame, targets: list[str], n_rows: dict) -> None:
+    required = ["window_index", "contig", "start", "end", "sequence", "block", *targets]
+    missing = [c for c in required if c not in windows.columns]
+    if missing:
+        raise InputError(f"windows table: missing column(s) {missing}; expected {required}")
+    for t in targets:
+        if windows.schema[t] != pl.Boolean:
+            raise InputError(f"windows table, field {t}: expected a boolean target column, got {windows.schema[t]}")
+        if windows[t].null_count():
+            raise InputError(f"windows table, field {t}: contains missing values")
+    for key, n in n_rows.items():
+        if n != windows.height:
+            raise InputError(
+                f"pooled activations {key}: {n} rows but the windows table has {windows.height} windows"
+            )
+
+
+def probe_table(
+    pooled: dict[tuple[str, str], np.ndarray],
+    windows: pl.DataFrame,
+    targets: list[str],
+    cfg: ProbeConfig,
+    n_shuffles: int = 1,
+) -> pl.DataFrame:
+    """One row per (model, layer, target, features) with fold-mean metrics over contiguous-block CV.
+
+    pooled: {(model, layer): X [n_windows, d]} in window order (sorted by window_index);
+    windows: window_index, contig, start, end, sequence, block and one bool column per target.
+    features is "embedding" (the activations), "shuffled" (same activations, shuffled labels; its
+    n_folds_used counts fold x shuffle fits) or "kmer3" (3-mer frequencies of the sequence, once per
+    target, with model "kmer3" and layer "3-mer frequencies").
+    """
+    _check_windows(windows, targets, {k: np.asarray(v).shape[0] for k, v in pooled.items()})
+    windows = windows.sort("window_index")
+    folds = contiguous_folds(
+        windows["block"].to_numpy(), windows["contig"].to_numpy(), windows["start"].to_numpy(),
+        windows["end"].to_numpy(),
+    )
+    Y = np.stack([windows[t].to_numpy() for t in targets]) if targets else np.zeros((0, windows.height), bool)
+    counts = {t: (int(Y[i].sum()), int((~Y[i]).sum())) for i, t in enumerate(targets)}
+    rows = []
+
+    def add(model: str, layer: str, features: str, t: str, res: dict, kind: str) -> None:
+        used = len(res[kind])
+        rows.append({
+            "model": model, "layer": layer, "target": t, "features": features, **_summary(res[kind]),
+            "n_folds_used": used, "n_folds_skipped": res["n_folds_skipped"],
+            "n_pos": counts[t][0], "n_neg": counts[t][1],
+        })
+
+    for (model, layer), X in pooled.items():
+        results = _cv_many(np.asarray(X, dtype=np.float64), Y, folds, cfg, n_shuffles)
+        for t, res in zip(targets, results, strict=True):
+            add(str(model), str(layer), "embedding", t, res, "real")
+            add(str(model), str(layer), "shuffled", t, res, "shuffled")
+    if targets:
+        kmers = kmer_frequencies(windows["sequence"].to_list(), k=3)
+        for t, res in zip(targets, _cv_many(kmers, Y, folds, cfg, 0), strict=True):
+            add(KMER_FEATURES, KMER_LAYER, KMER_FEATURES, t, res, "real")
+    schema = {
+        "model": pl.String, "layer": pl.String, "target": pl.String, "features": pl.String,
+        "auroc_mean": pl.Float64, "auroc_sd": pl.Float64, "balanced_accuracy": pl.Float64,
+        "balanced_accuracy_sd": pl.Float64, "mcc": pl.Float64, "mcc_sd": pl.Float64,
+        "n_folds_used": pl.Int64, "n_folds_skipped": pl.Int64, "n_pos": pl.Int64, "n_neg": pl.Int64,
+    }
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)

@@ -1,0 +1,1 @@
+"""The audit report: provenance, plots, and the HTML + JSON renderers."""

@@ -1,0 +1,85 @@
+"""What a reviewer needs to reproduce a run: config, input checksums, versions, seeds, models."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+PACKAGES = (
+    "interp", "torch", "pytorch-lightning", "snakemake", "anndata", "scanpy", "polars", "pyarrow", "numpy",
+    "scipy", "biopython", "pysam", "msprime", "tskit", "zarr", "safetensors", "transformers", "statsmodels",
+    "fairlearn", "scikit-learn", "jinja2", "matplotlib",
+)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, or of every file under a folder (sorted by relative path)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit(repo: str | Path = ".") -> str | None:
+    """HEAD of the repository holding the workflow, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def model_entries(cards: list[str], checkpoints: list[str]) -> list[dict]:
+    """[{name, card, card_sha256, checkpoint_sha256}] for every model of the run."""
+    by_name = {Path(c).stem: c for c in checkpoints}
+    entries = []
+    for card_path in cards:
+        with open(card_path) as fh:
+            card = yaml.safe_load(fh)
+        ckpt = by_name.get(card["name"])
+        entries.append({
+            "name": card["name"],
+            "card": card,
+            "card_sha256": sha256_file(card_path),
+            "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+            "checkpoint": ckpt or card.get("hf_id"),
+        })
+    return entries
+
+
+def rule_timings(benchmark_dir: str | Path) -> list[dict]:
+    """[{rule, seconds}] from Snakemake benchmark TSVs (one per rule or per rule+wildcards)."""
+    root = Path(benchmark_dir)
+    if not root.exists():
+        return []
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        with open(path) as fh:
+            records = list(csv.DictReader(fh, delimiter="\t"))
+        if not records:
+            continue
+        name = str(path.relative_to(root).with_suffix(""))
+        rows.append({"rule": name, "seconds": round(float(records[-1]["s"]), 2)})
+    return rows

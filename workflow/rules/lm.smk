@@ -1,0 +1,28 @@
+# Stage 2: pretrain the built-in tiny DNA LM (interp.lm). Other model families skip this.
+
+
+rule pretrain_tiny_dnalm:
+    input:
+        fasta=config["reference"]["fasta"],
+        card="models/{model}.yaml",
+    output:
+        checkpoint=f"{R}/lm/{{model}}.safetensors",
+        metrics=f"{R}/lm/{{model}}.metrics.json",
+    params:
+        job=job({"reference": config["reference"], "regions": config["regions"],
+                 "heldout_fraction": config["windows"]["heldout_fraction"],
+                 "overrides": config["lm"]["overrides"], "seed": config["seed"],
+                 "accelerator": "gpu" if GPU else "cpu"}),
+    log:
+        f"{R}/logs/pretrain_tiny_dnalm/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_tiny_dnalm/{{model}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "{STAGE} pretrain_tiny_dnalm {params.job:q} > {log:q} 2>&1"

@@ -1,0 +1,29 @@
+# Stage 8: candidate biomarkers, adjusted for ancestry PCs and covariates (interp.rank).
+
+if COHORT:
+
+    rule rank:
+        input:
+            emb_dirs=expand(f"{R}/cohort/emb/{{model}}", model=MODELS),
+            genotypes=f"{R}/cohort/genotypes.h5ad",
+            **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
+            fasta=config["reference"]["fasta"],
+        output:
+            parquet=f"{R}/rank/biomarkers.parquet",
+            tsv=f"{R}/rank/biomarkers.tsv",
+        params:
+            job=job({**config["rank"], "phenotypes": config["cohort"]["phenotypes"],
+                     "covariates": config["cohort"]["covariates"], "reference": config["reference"],
+                     "seed": config["seed"]}),
+        log:
+            f"{R}/logs/rank.log",
+        benchmark:
+            f"{R}/benchmarks/rank.tsv"
+        threads: THREADS
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        conda:
+            ENV
+        shell:
+            "{STAGE} rank {params.job:q} > {log:q} 2>&1"

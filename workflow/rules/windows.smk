@@ -1,0 +1,27 @@
+# Stage 1: reference windows with per-base labels (interp.genome).
+
+
+rule windows:
+    input:
+        fasta=config["reference"]["fasta"],
+        **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
+    output:
+        parquet=f"{R}/windows/windows.parquet",
+        tsv=f"{R}/windows/windows.tsv",
+        fasta=f"{R}/windows/windows.fa",
+        bases=f"{R}/windows/bases.parquet",
+    params:
+        job=job({"reference": config["reference"], "regions": config["regions"],
+                 "windows": config["windows"]}),
+    log:
+        f"{R}/logs/windows.log",
+    benchmark:
+        f"{R}/benchmarks/windows.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{STAGE} windows {params.job:q} > {log:q} 2>&1"
