@@ -26,8 +26,11 @@ sysdeps:
 		fi; \
 	fi
 
+# Rules run `python -m interp.cli`: put the venv first on PATH, as an activated venv would.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds --show-failed-logs
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --show-failed-logs
 	@$(BIN)/python -m interp.cli summary --configfile $(CONFIG)
 
 test: $(STAMP) sysdeps

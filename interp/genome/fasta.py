@@ -16,6 +16,7 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 from interp.errors import InputError, where
 
 _BAD_BASE = re.compile(r"[^ACGTNacgtn]")
+_BAD_BASE_IN_LINE = re.compile(r"[^ACGTNacgtn\s]")  # whitespace inside sequence lines is tolerated
 
 
 def _open_text(path: Path):
@@ -35,8 +36,7 @@ def _locate_bad_base(path: Path, record: str) -> tuple[int, int, str]:
                 continue
             if not in_record:
                 continue
-            stripped = line.rstrip()
-            match = _BAD_BASE.search(stripped)
+            match = _BAD_BASE_IN_LINE.search(line)
             if match:
                 return line_no, match.start() + 1, match.group()
     raise AssertionError(f"bad base of record {record} not found on rescan of {path}")
@@ -65,7 +65,7 @@ def read_fasta(path: str | Path) -> dict[str, str]:
             raise InputError(f"{path}: a FASTA record has an empty name after '>'")
         if name in sequences:
             raise InputError(f"{path}: duplicate FASTA record name '{name}'; record names must be unique")
-        sequence = sequence.replace(" ", "").replace("\t", "")
+        sequence = "".join(sequence.split())
         if not sequence:
             raise InputError(f"{path}: FASTA record '{name}' has zero bases")
         if _BAD_BASE.search(sequence):

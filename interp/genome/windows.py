@@ -108,11 +108,13 @@ def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.Data
     }
 
 
-def _resolved(fasta: Mapping[str, str], annotation: pl.DataFrame | None) -> pl.DataFrame | None:
+def _resolved(
+    fasta: Mapping[str, str], annotation: pl.DataFrame | None, aliases: dict[str, str] | None
+) -> pl.DataFrame | None:
     """Annotation with contigs renamed to the FASTA's (rows on contigs the FASTA lacks are dropped)."""
     if annotation is None:
         return None
-    return to_contigs(annotation, list(fasta), drop_missing=True)
+    return to_contigs(annotation, list(fasta), aliases, drop_missing=True)
 
 
 def _bases_frame(region: Region, tracks: dict) -> pl.DataFrame:
@@ -128,7 +130,10 @@ def _bases_frame(region: Region, tracks: dict) -> pl.DataFrame:
 
 
 def base_labels(
-    fasta: Mapping[str, str], regions: list[Region], annotation: pl.DataFrame | None
+    fasta: Mapping[str, str],
+    regions: list[Region],
+    annotation: pl.DataFrame | None,
+    aliases: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """One row per base of every region.
 
@@ -138,7 +143,7 @@ def base_labels(
     Where transcripts overlap, an exonic transcript's strand wins over an intronic one; among
     equals the transcript with the lowest start wins.
     """
-    annotation = _resolved(fasta, annotation)
+    annotation = _resolved(fasta, annotation, aliases)
     frames = [_bases_frame(region, _region_tracks(fasta, region, annotation)) for region in regions]
     return pl.concat(frames, how="vertical")
 
@@ -196,6 +201,7 @@ def build_windows(
     heldout_fraction: float,
     n_blocks: int,
     gc_high_quantile: float = 0.5,
+    aliases: dict[str, str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Tile `regions` into windows and summarise each; returns ``(windows, bases)``.
 
@@ -206,7 +212,8 @@ def build_windows(
       fractions, exon (exon_fraction > 0), repeat (repeat_fraction >= 0.5), gc_high (gc above the
       `gc_high_quantile` quantile over all windows), heldout (window starts at or after
       `heldout_start` of its region), block (0..n_blocks-1, contiguous runs of ~equal window counts).
-    bases is `base_labels` of the same regions.
+    bases is `base_labels` of the same regions. Annotation contigs are mapped onto the FASTA's
+    names (`aliases`, then the chr-prefix rule); annotation rows on other contigs are ignored.
     """
     if not regions:
         raise InputError("no regions to tile into windows")
@@ -215,7 +222,7 @@ def build_windows(
     names = [region.name for region in regions]
     if len(set(names)) != len(names):
         raise InputError(f"region names must be unique, got {names}")
-    annotation = _resolved(fasta, annotation)
+    annotation = _resolved(fasta, annotation, aliases)
     table, base_frames = _window_table(fasta, regions, annotation, width, stride, heldout_fraction)
     n = table.height
     if not 1 <= n_blocks <= n:

@@ -154,7 +154,8 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     pops, counts = np.unique(population, return_counts=True)
     validation = _read_json(inputs["validation"])
     hap_stats = _read_json(inputs["haplotype_stats"])
-    emb_stats = [_read_json(p) for p in _as_list(inputs.get("cohort_emb_stats"))]
+    emb_stats = [{k: v for k, v in _read_json(p).items() if k != "seconds"}  # wall clock is not reproducible
+                 for p in _as_list(inputs.get("cohort_emb_stats"))]
     out["cohort"] = {
         "source": cfg["cohort"]["source"],
         "n_samples": small_group(int(geno.n_obs)),

@@ -16,6 +16,7 @@ if COHORT:
             job=job({**config["audit"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "population_column": config["cohort"]["population_column"],
+                     "sae_layer": config["sae"]["layer"],
                      "seed": config["seed"]}),
         log:
             f"{R}/logs/audit.log",
@@ -28,4 +29,4 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} audit {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage audit {params.job:q} > {log:q} 2>&1"

@@ -4,9 +4,10 @@
 if COHORT:
     SAE_LAYER = config["sae"]["layer"]
 
+    COHORT_VCF = config_cohort_vcf()
+    COHORT_SAMPLES = config_cohort_samples()
+
     if config["cohort"]["source"] == "simulate":
-        COHORT_VCF = f"{R}/cohort/input/cohort.vcf.gz"
-        COHORT_SAMPLES = f"{R}/cohort/input/samples.tsv"
 
         rule simulate_cohort:
             input:
@@ -31,11 +32,7 @@ if COHORT:
             conda:
                 ENV
             shell:
-                "{STAGE} simulate_cohort {params.job:q} > {log:q} 2>&1"
-
-    else:
-        COHORT_VCF = config["cohort"]["vcf"]
-        COHORT_SAMPLES = config["cohort"]["samples"]
+                "python -m interp.cli stage simulate_cohort {params.job:q} > {log:q} 2>&1"
 
     COHORT_REF = {
         "fasta": config["reference"]["fasta"],
@@ -67,7 +64,7 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} check_cohort {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage check_cohort {params.job:q} > {log:q} 2>&1"
 
     rule haplotypes:
         input:
@@ -91,7 +88,7 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} haplotypes {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage haplotypes {params.job:q} > {log:q} 2>&1"
 
     rule ancestry:
         input:
@@ -113,7 +110,7 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} ancestry {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage ancestry {params.job:q} > {log:q} 2>&1"
 
     rule embed_cohort:
         input:
@@ -143,4 +140,4 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} embed_cohort {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage embed_cohort {params.job:q} > {log:q} 2>&1"

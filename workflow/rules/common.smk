@@ -62,4 +62,48 @@ def job(stage_params):
     return pack
 
 
-STAGE = "python -m interp.cli stage"
+
+
+def report_inputs(wildcards):
+    sae_layer = config["sae"]["layer"]
+    inputs = {
+        "windows": f"{R}/windows/windows.parquet",
+        "probes": f"{R}/probe/probes.parquet",
+        "emb_dirs": expand(f"{R}/emb/{{model}}", model=MODELS),
+        "sae_metrics": expand(f"{R}/sae/{{model}}/{sae_layer}/metrics.json", model=MODELS),
+        "sae_features": expand(f"{R}/sae/{{model}}/{sae_layer}/features.parquet", model=MODELS),
+        "sae_weights": expand(f"{R}/sae/{{model}}/{sae_layer}/weights.safetensors", model=MODELS),
+        "cards": [card_path(m) for m in MODELS],
+        "lm_metrics": [f"{R}/lm/{m}.metrics.json" for m in MODELS if load_card(m).get("family") == "tiny"],
+        "checkpoints": [f"{R}/lm/{m}.safetensors" for m in MODELS if load_card(m).get("family") == "tiny"],
+        "fasta": config["reference"]["fasta"],
+    }
+    if config["reference"]["annotation"]:
+        inputs["annotation"] = config["reference"]["annotation"]
+    if COHORT:
+        inputs.update({
+            "audit": f"{R}/audit/audit.parquet",
+            "audit_details": f"{R}/audit/audit.json",
+            "biomarkers": f"{R}/rank/biomarkers.parquet",
+            "genotypes": f"{R}/cohort/genotypes.h5ad",
+            "validation": f"{R}/cohort/validation.json",
+            "haplotype_stats": f"{R}/cohort/haplotypes.stats.json",
+            "cohort_emb_stats": expand(f"{R}/cohort/emb/{{model}}.stats.json", model=MODELS),
+            "cohort_vcf": config_cohort_vcf(),
+            "cohort_samples": config_cohort_samples(),
+        })
+        if config["cohort"]["source"] == "simulate":
+            inputs["truth"] = f"{R}/cohort/input/truth.json"
+    return inputs
+
+
+def config_cohort_vcf():
+    if config["cohort"]["source"] == "simulate":
+        return f"{R}/cohort/input/cohort.vcf.gz"
+    return config["cohort"]["vcf"]
+
+
+def config_cohort_samples():
+    if config["cohort"]["source"] == "simulate":
+        return f"{R}/cohort/input/samples.tsv"
+    return config["cohort"]["samples"]

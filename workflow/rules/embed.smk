@@ -28,4 +28,4 @@ rule embed:
     conda:
         ENV
     shell:
-        "{STAGE} embed {params.job:q} > {log:q} 2>&1"
+        "python -m interp.cli stage embed {params.job:q} > {log:q} 2>&1"

@@ -25,4 +25,4 @@ rule pretrain_tiny_dnalm:
     conda:
         ENV
     shell:
-        "{STAGE} pretrain_tiny_dnalm {params.job:q} > {log:q} 2>&1"
+        "python -m interp.cli stage pretrain_tiny_dnalm {params.job:q} > {log:q} 2>&1"

@@ -23,4 +23,4 @@ rule probe:
     conda:
         ENV
     shell:
-        "{STAGE} probe {params.job:q} > {log:q} 2>&1"
+        "python -m interp.cli stage probe {params.job:q} > {log:q} 2>&1"

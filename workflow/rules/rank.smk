@@ -26,4 +26,4 @@ if COHORT:
         conda:
             ENV
         shell:
-            "{STAGE} rank {params.job:q} > {log:q} 2>&1"
+            "python -m interp.cli stage rank {params.job:q} > {log:q} 2>&1"

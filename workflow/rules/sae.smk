@@ -24,4 +24,4 @@ rule sae:
     conda:
         ENV
     shell:
-        "{STAGE} sae {params.job:q} > {log:q} 2>&1"
+        "python -m interp.cli stage sae {params.job:q} > {log:q} 2>&1"

@@ -24,4 +24,4 @@ rule windows:
     conda:
         ENV
     shell:
-        "{STAGE} windows {params.job:q} > {log:q} 2>&1"
+        "python -m interp.cli stage windows {params.job:q} > {log:q} 2>&1"

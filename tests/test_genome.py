@@ -1,0 +1,409 @@
+"""Tests for interp.genome: FASTA, annotations, regions, windows and per-base labels."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from Bio import SeqIO
+
+from interp.errors import InputError
+from interp.genome import (
+    Region,
+    base_labels,
+    build_windows,
+    gene_regions,
+    heldout_start,
+    read_annotation,
+    read_bed,
+    read_fasta,
+    regions_from_config,
+    resolve_contig,
+    tile,
+    to_contigs,
+    window_label_tracks,
+    write_windows,
+)
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+DEMO_FASTA = DEMO / "hg19_chr17_1-40000.fa"
+DEMO_GENES = DEMO / "grch37_chr17_1-40000_genes.tsv"
+DOC2B_EXONS = [(6010, 6168), (11205, 11332), (11871, 11981), (13920, 13995), (22327, 22407), (30897, 31427)]
+
+
+@pytest.fixture(scope="module")
+def demo_fasta() -> dict[str, str]:
+    return read_fasta(DEMO_FASTA)
+
+
+@pytest.fixture(scope="module")
+def demo_genes() -> pl.DataFrame:
+    return read_annotation(DEMO_GENES)
+
+
+@pytest.fixture(scope="module")
+def demo_bases(demo_fasta, demo_genes) -> pl.DataFrame:
+    return base_labels(demo_fasta, [Region("demo", "chr17", 0, 40000)], demo_genes)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) runs of True in a bool array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+# ---------------------------------------------------------------- FASTA
+
+def test_demo_fasta_keeps_soft_masking(demo_fasta):
+    assert list(demo_fasta) == ["chr17"]
+    sequence = demo_fasta["chr17"]
+    assert len(sequence) == 40000
+    lower = sum(ch.islower() for ch in sequence)
+    assert 0.40 < lower / 40000 < 0.46  # ~43% soft-masked repeats
+
+
+def test_fasta_multi_record_and_wrapped_lines(tmp_path):
+    path = _write(tmp_path / "two.fa", ">a desc\nACGT\nacgn\n>b\nNNNN\n")
+    assert read_fasta(path) == {"a": "ACGTacgn", "b": "NNNN"}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "empty"),
+        ("ACGT\n", "no '>' records"),
+        (">a\nACGT\n>a\nACGT\n", "duplicate"),
+        (">a\n>b\nACGT\n", "'a' has zero bases"),
+    ],
+)
+def test_fasta_structure_errors(tmp_path, text, needle):
+    with pytest.raises(InputError, match=needle):
+        read_fasta(_write(tmp_path / "bad.fa", text))
+
+
+def test_fasta_bad_character_names_record_line_column(tmp_path):
+    path = _write(tmp_path / "bad.fa", ">ok\nACGT\n>chrX\nACGTACGT\nACGRAC\n")
+    with pytest.raises(InputError) as info:
+        read_fasta(path)
+    message = str(info.value)
+    assert "line 5" in message and "column 4" in message and "'R'" in message and "chrX" in message
+    assert str(path) in message
+
+
+def test_fasta_missing_file(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_fasta(tmp_path / "nope.fa")
+
+
+def test_resolve_contig_rules():
+    assert resolve_contig("17", ["chr17"]) == "chr17"
+    assert resolve_contig("chr17", ["17"]) == "17"
+    assert resolve_contig("MT", ["chrM", "chr1"]) == "chrM"
+    assert resolve_contig("chrM", ["MT"]) == "MT"
+    assert resolve_contig("chr17", ["chr17", "17"]) == "chr17"  # exact match beats the prefix rule
+    assert resolve_contig("NC_000017.10", ["chr17"], {"NC_000017.10": "chr17"}) == "chr17"
+    with pytest.raises(InputError) as info:
+        resolve_contig("5", ["chr17"], source="genes.gtf")
+    message = str(info.value)
+    assert "contig '5' (from genes.gtf) is not in the FASTA (contigs: chr17)" in message
+    assert "reference.contig_aliases" in message
+
+
+# ---------------------------------------------------------------- annotation
+
+def test_demo_annotation_ucsc(demo_genes):
+    exons = demo_genes.filter(pl.col("feature") == "exon")
+    assert exons.select("start", "end").rows() == DOC2B_EXONS
+    assert (exons["end"] - exons["start"]).sum() == 1080
+    transcript = demo_genes.filter(pl.col("feature") == "transcript").row(0, named=True)
+    assert (transcript["gene"], transcript["contig"], transcript["strand"]) == ("DOC2B", "17", "-")
+    assert (transcript["start"], transcript["end"], transcript["source_line"]) == (6010, 31427, 2)
+    assert demo_genes.schema["start"] == pl.Int64
+    assert to_contigs(demo_genes, ["chr17"], None)["contig"].unique().to_list() == ["chr17"]
+
+
+def _ucsc_to_gtf_and_gff3(genes: pl.DataFrame, tmp_path: Path) -> tuple[Path, Path]:
+    """Write the UCSC table as GTF (exon rows only) and GFF3 (gene/mRNA/exon), 1-based closed."""
+    exons = genes.filter(pl.col("feature") == "exon")
+    tx = genes.filter(pl.col("feature") == "transcript").row(0, named=True)
+    gtf = [
+        f'{r["contig"]}\ttest\texon\t{r["start"] + 1}\t{r["end"]}\t.\t{r["strand"]}\t.\t'
+        f'gene_id "G1"; transcript_id "T1"; gene_name "{r["gene"]}";'
+        for r in exons.iter_rows(named=True)
+    ]
+    gff = [
+        "##gff-version 3",
+        f'{tx["contig"]}\ttest\tgene\t{tx["start"] + 1}\t{tx["end"]}\t.\t{tx["strand"]}\t.\tID=gene1;Name={tx["gene"]}',
+        f'{tx["contig"]}\ttest\tmRNA\t{tx["start"] + 1}\t{tx["end"]}\t.\t{tx["strand"]}\t.\tID=tx1;Parent=gene1',
+    ] + [
+        f'{r["contig"]}\ttest\texon\t{r["start"] + 1}\t{r["end"]}\t.\t{r["strand"]}\t.\tID=e{i};Parent=tx1'
+        for i, r in enumerate(exons.iter_rows(named=True))
+    ]
+    return (_write(tmp_path / "genes.gtf", "\n".join(reversed(gtf)) + "\n"),
+            _write(tmp_path / "genes.gff3", "\n".join(gff) + "\n"))
+
+
+def test_gtf_and_gff3_match_ucsc(demo_genes, tmp_path):
+    gtf_path, gff_path = _ucsc_to_gtf_and_gff3(demo_genes, tmp_path)
+    columns = ["gene", "contig", "strand", "feature", "start", "end"]
+    expected = demo_genes.select(columns).sort("feature", "start")
+    for path in (gtf_path, gff_path):
+        got = read_annotation(path)  # format by extension
+        assert got.select(columns).sort("feature", "start").equals(expected), path
+    # GTF had no transcript rows: the span is derived from the exons; sniffing works without extensions.
+    sniffed = read_annotation(_write(tmp_path / "genes_gtf.txt", gtf_path.read_text()))
+    assert sniffed.filter(pl.col("feature") == "transcript").select("start", "end").row(0) == (6010, 31427)
+    assert read_annotation(_write(tmp_path / "genes_gff.txt", gff_path.read_text()))["transcript"][0] == "tx1"
+
+
+def test_gtf_source_lines(tmp_path):
+    path = _write(tmp_path / "a.gtf", "#comment\n"
+                  'chr1\tx\texon\t1\t10\t.\t+\t.\tgene_id "g"; transcript_id "t";\n'
+                  'chr1\tx\tCDS\t2\t9\t.\t+\t0\tgene_id "g"; transcript_id "t";\n'
+                  'chr1\tx\texon\t21\t30\t.\t+\t.\tgene_id "g"; transcript_id "t";\n')
+    got = read_annotation(path)
+    assert got.select("feature", "start", "end", "source_line", "gene").rows() == [
+        ("transcript", 0, 30, 2, "g"), ("exon", 0, 10, 2, "g"), ("exon", 20, 30, 4, "g")]
+
+
+def test_refgene_layout(tmp_path):
+    row = "585\tNM_1\tchr1\t+\t100\t500\t150\t450\t2\t100,300,\t200,500,\t0\tGENE1\tcmpl\tcmpl\t0,0,\n"
+    got = read_annotation(_write(tmp_path / "refGene.txt", row), fmt="ucsc")
+    assert got.select("gene", "transcript", "feature", "start", "end").rows() == [
+        ("GENE1", "NM_1", "transcript", 100, 500), ("GENE1", "NM_1", "exon", 100, 200),
+        ("GENE1", "NM_1", "exon", 300, 500)]
+
+
+HEADER = "#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "needles"),
+    [
+        ("end_before_start.tsv", "G\t17\t-\t500\t100\t500,\t100,\n", ["line 2", "before its start"]),
+        ("bad_int.tsv", "G\t17\t-\t1x\t100\t0,\t100,\n", ["line 2", "TX_START", "integer"]),
+        ("strand.tsv", "G\t17\t*\t0\t100\t0,\t100,\n", ["line 2", "unknown strand"]),
+        ("columns.tsv", "G\t17\t-\t0\t100\t0,\n", ["line 2", "6 columns", "expected 7"]),
+        ("count.tsv", "G\t17\t-\t0\t100\t0,50,\t40,\n", ["line 2", "2 exon starts but 1 exon ends"]),
+    ],
+)
+def test_ucsc_errors(tmp_path, name, body, needles):
+    path = _write(tmp_path / name, HEADER + body)
+    with pytest.raises(InputError) as info:
+        read_annotation(path)
+    for needle in [str(path), *needles]:
+        assert needle in str(info.value)
+
+
+def test_annotation_errors_gtf_and_empty(tmp_path):
+    with pytest.raises(InputError, match="empty"):
+        read_annotation(_write(tmp_path / "e.gtf", "\n"))
+    bad = _write(tmp_path / "b.gtf", '#x\nchr1\tx\texon\t50\t10\t.\t+\t.\tgene_id "g"; transcript_id "t";\n')
+    with pytest.raises(InputError, match=r"line 2: end 10 is before start 50"):
+        read_annotation(bad)
+    short = _write(tmp_path / "c.gff3", "chr1\tx\texon\t1\t10\t.\t+\n")
+    with pytest.raises(InputError, match="line 1: expected 9"):
+        read_annotation(short)
+
+
+# ---------------------------------------------------------------- regions
+
+def test_regions_from_config(demo_fasta):
+    regions = regions_from_config([{"name": "demo", "contig": "17", "start": 0},
+                                   {"contig": "chr17", "start": 100, "end": 300}], demo_fasta, None)
+    assert regions == [Region("demo", "chr17", 0, 40000), Region("chr17:100-300", "chr17", 100, 300)]
+    bad = [
+        ([{"name": "x", "contig": "5", "start": 0, "end": 10}], "contig '5'"),
+        ([{"name": "x", "contig": "chr17", "start": -1, "end": 10}], "negative"),
+        ([{"name": "x", "contig": "chr17", "start": 0, "end": 40001}], "past the end"),
+        ([{"name": "x", "contig": "chr17", "start": 10, "end": 10}], "start 10 >= end 10"),
+        ([{"name": "x", "contig": "chr17", "end": 10}, {"name": "x", "contig": "chr17", "end": 20}], "duplicate"),
+    ]
+    for entries, needle in bad:
+        with pytest.raises(InputError, match=needle):
+            regions_from_config(entries, demo_fasta, None)
+
+
+def test_read_bed(demo_fasta, tmp_path):
+    path = _write(tmp_path / "r.bed", "track name=x\n#c\n17\t0\t500\tpromoter\t0\t+\nchr17\t1000\t2000\n")
+    assert read_bed(path, demo_fasta, None) == [Region("promoter", "chr17", 0, 500),
+                                                Region("chr17:1000-2000", "chr17", 1000, 2000)]
+    with pytest.raises(InputError, match=r"contig 'chr5' \(from .*b\.bed, line 1\) is not in the FASTA"):
+        read_bed(_write(tmp_path / "b.bed", "chr5\t0\t10\n"), demo_fasta, None)
+    with pytest.raises(InputError, match=r"line 2, field end: expected an integer"):
+        read_bed(_write(tmp_path / "c.bed", "chr17\t0\t10\nchr17\t5\tten\n"), demo_fasta, None)
+
+
+def test_gene_regions(demo_genes, demo_fasta):
+    assert gene_regions(demo_genes, ["DOC2B"], 1000, demo_fasta) == [Region("DOC2B", "chr17", 5010, 32427)]
+    assert gene_regions(demo_genes, ["DOC2B"], 10**6, demo_fasta) == [Region("DOC2B", "chr17", 0, 40000)]
+    with pytest.raises(InputError, match=r"gene 'TP53' is not in the annotation \(known genes: DOC2B\)"):
+        gene_regions(demo_genes, ["TP53"], 0, demo_fasta)
+
+
+# ---------------------------------------------------------------- base labels
+
+def test_demo_exon_intron_labels(demo_bases, demo_fasta):
+    exon = demo_bases["exon"].to_numpy()
+    assert exon.sum() == 1080
+    assert _runs(exon) == DOC2B_EXONS
+    assert demo_bases["intron"].sum() == (31427 - 6010) - 1080
+    flags = demo_bases.select(pl.col("exon").cast(int) + pl.col("intron") + pl.col("intergenic"))
+    assert (flags.to_series() == 1).all()  # exactly one class per base
+    lower = sum(ch.islower() for ch in demo_fasta["chr17"])
+    assert demo_bases["repeat"].sum() == lower
+    assert "".join(demo_bases["base"].to_list()) == demo_fasta["chr17"].upper()
+
+
+def test_demo_minus_strand_exon_numbers(demo_bases):
+    exonic = demo_bases.filter(pl.col("exon"))
+    numbers = (exonic.group_by("exon_number")
+               .agg(lo=pl.col("pos").min(), hi=pl.col("pos").max() + 1, n=pl.len()).sort("exon_number"))
+    expected = list(reversed(DOC2B_EXONS))  # minus strand: the right-most exon is exon 1
+    assert numbers.select("lo", "hi").rows() == expected
+    assert numbers["n"].to_list() == [end - start for start, end in expected]  # each exon is one run
+    assert numbers["exon_number"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert set(demo_bases.filter(pl.col("exon") | pl.col("intron"))["strand"].unique()) == {"-"}
+    assert set(demo_bases.filter(pl.col("intergenic"))["strand"].unique()) == {"."}
+    assert (demo_bases.filter(~pl.col("exon"))["exon_number"] == 0).all()
+
+
+def test_plus_strand_and_overlapping_transcripts(tmp_path):
+    fasta = {"c": "A" * 100}
+    genes = _write(tmp_path / "g.gtf",
+                   'c\tx\texon\t11\t20\t.\t+\t.\tgene_id "P"; transcript_id "p";\n'
+                   'c\tx\texon\t41\t50\t.\t+\t.\tgene_id "P"; transcript_id "p";\n'
+                   'c\tx\texon\t31\t35\t.\t-\t.\tgene_id "M"; transcript_id "m";\n'
+                   'c\tx\texon\t71\t80\t.\t-\t.\tgene_id "M"; transcript_id "m";\n')
+    bases = base_labels(fasta, [Region("r", "c", 0, 100)], read_annotation(genes))
+    at = {row["pos"]: row for row in bases.iter_rows(named=True)}
+    assert at[10]["exon_number"] == 1 and at[45]["exon_number"] == 2 and at[10]["strand"] == "+"
+    # 30-35 is intronic for "p" (+) but exonic for "m" (-): the exonic transcript's strand wins
+    assert at[32]["exon"] and at[32]["strand"] == "-" and at[32]["exon_number"] == 2
+    assert at[25]["intron"] and at[25]["strand"] == "+"
+    assert at[75]["exon_number"] == 1 and at[60]["intron"] and at[90]["intergenic"]
+
+
+def test_gc_and_cpg_labels():
+    fasta = {"c": "ttCGaCGCGnAcg"}
+    bases = base_labels(fasta, [Region("r", "c", 2, 12)], None)
+    assert bases["base"].to_list() == list("CGACGCGNAC")
+    assert bases["gc"].to_list() == [ch in "GC" for ch in "CGACGCGNAC"]
+    # the last C pairs with the G just past the region: CpG uses contig context
+    assert bases["cpg"].to_list() == [True, True, False, True, True, True, True, False, False, True]
+    assert bases["repeat"].to_list() == [False, False, True, False, False, False, False, True, False, True]
+    assert bases["intergenic"].all() and (bases["strand"] == ".").all()
+
+
+# ---------------------------------------------------------------- windows
+
+def test_tile_counts_and_errors():
+    region = Region("demo", "chr17", 0, 40000)
+    windows = tile(region, 200, 100)
+    assert len(windows) == 399 and windows[0] == (0, 200) and windows[-1] == (39800, 40000)
+    assert len(tile(region, 200, 200)) == 200
+    assert tile(Region("r", "c", 10, 35), 10, 7) == [(10, 20), (17, 27), (24, 34)]
+    with pytest.raises(InputError) as info:
+        tile(Region("demo", "chr17", 0, 300), 500, 100)
+    assert "window width 500 is wider than region demo (chr17:0-300, 300 bases)" in str(info.value)
+
+
+def test_window_statistics_hand_made():
+    sequence = "CGCGAATTNN" + "ccggAATTGC"  # two windows of width 10
+    windows, _ = build_windows({"c": sequence}, [Region("r", "c", 0, 20)], None, width=10, stride=10,
+                               heldout_fraction=0.5, n_blocks=2)
+    first, second = windows.row(0, named=True), windows.row(1, named=True)
+    assert first["sequence"] == "CGCGAATTNN" and second["sequence"] == "CCGGAATTGC"
+    assert first["gc"] == pytest.approx(4 / 8)  # among the 8 ACGT bases
+    assert first["cpg_density"] == pytest.approx(2 / 10)
+    assert first["cpg_oe"] == pytest.approx(2 * 10 / (2 * 2))
+    assert first["n_fraction"] == pytest.approx(0.2) and first["repeat_fraction"] == 0
+    assert second["gc"] == pytest.approx(6 / 10)
+    assert second["cpg_density"] == pytest.approx(1 / 10)  # only the "cg" of ccgg; the trailing "GC" is not CpG
+    assert second["cpg_oe"] == pytest.approx(1 * 10 / (3 * 3))
+    assert second["repeat_fraction"] == pytest.approx(0.4) and not second["repeat"]
+    assert windows["gc_high"].to_list() == [False, True]
+    assert windows["heldout"].to_list() == [False, True] and windows["block"].to_list() == [0, 1]
+    assert windows["intergenic_fraction"].to_list() == [1.0, 1.0]
+    no_cg, _ = build_windows({"c": "AAAATTTTAA"}, [Region("r", "c", 0, 10)], None, 10, 10, 0.0, 1)
+    assert no_cg["cpg_oe"][0] == 0 and no_cg["cpg_density"][0] == 0 and not no_cg["heldout"][0]
+
+
+def test_demo_windows(demo_fasta, demo_genes):
+    started = time.perf_counter()
+    region = regions_from_config([{"name": "demo", "contig": "chr17", "start": 0, "end": 40000}], demo_fasta, None)
+    windows, bases = build_windows(demo_fasta, region, demo_genes, 200, 100, heldout_fraction=0.2, n_blocks=5)
+    assert time.perf_counter() - started < 2.0
+    assert windows.height == 399 and bases.height == 40000
+    assert windows["window_index"].to_list() == list(range(399))
+    assert windows["window_id"][0] == "chr17:0-200"
+    for row in windows.sample(25, seed=0).iter_rows(named=True):
+        raw = demo_fasta["chr17"][row["start"]:row["end"]]
+        assert row["sequence"] == raw.upper()
+        assert row["repeat_fraction"] == pytest.approx(sum(c.islower() for c in raw) / 200)
+        assert row["window_id"] == f"chr17:{row['start']}-{row['end']}"
+    assert not any(any(c.islower() for c in s) for s in windows["sequence"])
+    # exon fractions add back up to the exonic base count (each base is in two windows, except the ends)
+    exon_any = windows.filter(pl.col("exon"))
+    assert all(any(s < e1 and e0 < s + 200 for e0, e1 in DOC2B_EXONS) for s in exon_any["start"])
+    fractions = windows.select(pl.sum_horizontal(pl.col("^(exon|intron|intergenic)_fraction$")))
+    assert np.allclose(fractions.to_series().to_numpy(), 1.0)
+    cut = heldout_start(region[0], 0.2)
+    assert cut == 32000
+    assert windows.filter(pl.col("heldout"))["start"].min() == 32000
+    assert windows.filter(pl.col("heldout")).height == 79
+    assert windows.filter(~pl.col("heldout"))["start"].max() == 31900  # straddles 32000: not held out
+    sizes = windows.group_by("block").len().sort("block")["len"].to_list()
+    assert len(sizes) == 5 and max(sizes) - min(sizes) <= 1
+    assert (windows["block"].diff().drop_nulls() >= 0).all()  # contiguous
+    assert windows["gc_high"].sum() == (windows["gc"] > windows["gc"].median()).sum()
+    again, _ = build_windows(demo_fasta, region, demo_genes, 200, 100, heldout_fraction=0.2, n_blocks=5)
+    assert again.equals(windows)
+
+
+def test_windows_genome_order_and_errors(tmp_path):
+    fasta = {"a": "ACGT" * 50, "b": "GGCC" * 50}
+    regions = [Region("rb", "b", 0, 100), Region("ra2", "a", 100, 200), Region("ra1", "a", 0, 100)]
+    windows, bases = build_windows(fasta, regions, None, 50, 50, 0.0, 3)
+    assert windows["window_id"].to_list() == ["a:0-50", "a:50-100", "a:100-150", "a:150-200", "b:0-50", "b:50-100"]
+    assert bases.height == 300
+    with pytest.raises(InputError, match="n_blocks"):
+        build_windows(fasta, regions, None, 50, 50, 0.0, 7)
+    with pytest.raises(InputError, match="heldout_fraction"):
+        build_windows(fasta, regions, None, 50, 50, 1.0, 2)
+    with pytest.raises(InputError, match="wider than region"):
+        build_windows(fasta, regions, None, 150, 50, 0.0, 2)
+
+
+def test_write_windows_and_tracks(demo_fasta, demo_genes, tmp_path):
+    region = [Region("doc2b", "chr17", 5000, 7000)]
+    windows, bases = build_windows(demo_fasta, region, demo_genes, 500, 250, 0.25, 2)
+    out = tmp_path / "out"
+    paths = [out / "windows.parquet", out / "windows.tsv", out / "windows.fa", out / "bases.parquet"]
+    write_windows(windows, bases, *paths)
+    assert pl.read_parquet(paths[0]).equals(windows)
+    tsv = pl.read_csv(paths[1], separator="\t")
+    assert "sequence" not in tsv.columns and tsv.height == windows.height
+    records = list(SeqIO.parse(paths[2], "fasta"))
+    assert [r.id for r in records] == windows["window_id"].to_list()
+    assert [str(r.seq) for r in records] == windows["sequence"].to_list()
+    assert "region=doc2b" in records[0].description
+    assert pl.read_parquet(paths[3]).equals(bases)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    window = windows.row(3, named=True)  # chr17:5750-6250 contains the start of exon 6010-6168
+    tracks = window_label_tracks(bases, window, ["exon", "repeat", "exon_number"])
+    assert tracks["exon"].shape == (500,) and tracks["exon"].dtype == bool
+    assert _runs(tracks["exon"]) == [(6010 - 5750, 6168 - 5750)]
+    assert set(tracks["exon_number"][tracks["exon"]]) == {6}
+    raw = demo_fasta["chr17"][5750:6250]
+    assert tracks["repeat"].tolist() == [c.islower() for c in raw]
+    with pytest.raises(InputError, match="not fully covered"):
+        window_label_tracks(bases, {"contig": "chr17", "start": 6900, "end": 7100}, ["exon"])

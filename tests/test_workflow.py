@@ -1,0 +1,122 @@
+"""The workflow as a user runs it: config validation, lint, SLURM profile, and end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.conftest import copy_workflow, run_snakemake
+
+
+def _write_config(workdir: Path, cfg: dict) -> Path:
+    path = workdir / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_dry_run_of_demo_config_plans_every_stage(workflow_copy: Path) -> None:
+    res = run_snakemake(workflow_copy, "-n", "--quiet", "rules")
+    assert res.returncode == 0, res.stderr
+    for rule in ("windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "simulate_cohort", "check_cohort",
+                 "haplotypes", "ancestry", "embed_cohort", "audit", "rank", "report"):
+        assert rule in res.stdout, f"rule {rule} missing from the demo plan:\n{res.stdout}"
+
+
+def test_lint_reports_nothing(workflow_copy: Path) -> None:
+    res = run_snakemake(workflow_copy, "--lint")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_slurm_profile_parses(workflow_copy: Path) -> None:
+    res = run_snakemake(workflow_copy, "-n", "--profile", "configs/profiles/slurm")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"windwos": {"width": 100}}, "unknown key 'windwos'"),
+        ({"windows": {"width": "wide"}}, "windows.width: expected integer"),
+        ({"reference": {"fasta": "resources/demo/missing.fa"}}, "reference.fasta = 'resources/demo/missing.fa': file not found"),
+        ({"models": ["no-such-model"]}, "no model card models/no-such-model.yaml"),
+    ],
+)
+def test_bad_config_gets_one_clear_message(workflow_copy: Path, patch: dict, expected: str) -> None:
+    path = _write_config(workflow_copy, patch)
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    assert res.returncode != 0
+    assert expected in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+
+
+def test_region_on_absent_contig_fails_in_windows_rule(workflow_copy: Path) -> None:
+    path = _write_config(workflow_copy, {"regions": [{"name": "x", "contig": "chr5", "start": 0, "end": 1000}],
+                                         "cohort": {"enabled": False}})
+    res = run_snakemake(workflow_copy, "--configfile", str(path), "results/demo/windows/windows.parquet")
+    assert res.returncode != 0
+    log = (workflow_copy / "results" / "demo" / "logs" / "windows.log").read_text()
+    assert "chr5" in log and "not in the FASTA" in log, log
+    assert "Traceback" not in log
+    assert not (workflow_copy / "results" / "demo" / "windows" / "windows.parquet").exists()
+
+
+def _report_without_clock(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    report.pop("generated_at")
+    report.pop("timings")  # wall-clock seconds: measured, not reproducible
+    return report
+
+
+@pytest.mark.slow
+def test_end_to_end_twice_gives_identical_report(tmp_path: Path) -> None:
+    first, second = copy_workflow(tmp_path / "a"), copy_workflow(tmp_path / "b")
+    for wd in (first, second):
+        res = run_snakemake(wd, "--configfile", "configs/test.yaml", timeout=900)
+        assert res.returncode == 0, res.stderr[-5000:]
+    a = _report_without_clock(first / "reports" / "test" / "report.json")
+    b = _report_without_clock(second / "reports" / "test" / "report.json")
+    a["provenance"]["config"].pop("run", None)
+    b["provenance"]["config"].pop("run", None)
+    assert a == b
+
+
+def test_end_to_end_test_config(tmp_path: Path) -> None:
+    wd = copy_workflow(tmp_path / "wf")
+    res = run_snakemake(wd, "--configfile", "configs/test.yaml", timeout=900)
+    assert res.returncode == 0, res.stderr[-5000:]
+    report = json.loads((wd / "reports" / "test" / "report.json").read_text())
+    html = (wd / "reports" / "test" / "index.html").read_text()
+    for key in ("generated_at", "provenance", "lm", "probes", "sae", "timings", "audit", "biomarkers",
+                "truth_recovery"):
+        assert key in report, key
+    prov = report["provenance"]
+    for key in ("config", "inputs", "packages", "seeds", "models", "git_commit"):
+        assert key in prov
+    assert all(len(h) == 64 for h in prov["inputs"].values())
+    assert prov["models"][0]["checkpoint_sha256"] and len(prov["models"][0]["checkpoint_sha256"]) == 64
+    lm = report["lm"][0]
+    assert lm["heldout_ce"] < lm["baseline_order0_ce"], lm
+    probes = pl.DataFrame(report["probes"])
+    repeat = probes.filter(pl.col("target") == "repeat")
+    best = repeat.filter(pl.col("features") == "embedding")["auroc_mean"].max()
+    shuffled = repeat.filter(pl.col("features") == "shuffled")["auroc_mean"].max()
+    assert best - shuffled > 0.15, repeat
+    assert set(probes["features"].unique()) == {"embedding", "shuffled", "kmer3"}
+    sae = report["sae"][0]
+    assert sae["fvu"] < 0.3 and sae["l0"] <= sae["k"] and 0 <= sae["dead_fraction"] <= 1
+    assert {"timings", "audit"} <= set(report)
+    assert {r["rule"].split("/")[0] for r in report["timings"]} >= {"windows", "embed", "probe", "sae"}
+    for row in report["audit"]:
+        assert row["verdict"] in {"PASS", "WARN", "FAIL"}
+    assert "data:image/png;base64," in html and "<img src=\"http" not in html
+    # privacy: no per-sample identifiers in the report
+    samples = pl.read_csv(wd / "results" / "test" / "cohort" / "input" / "samples.tsv", separator="\t")
+    text = json.dumps(report)
+    assert not any(s in text or s in html for s in samples["sample_id"].to_list())
+    shutil.rmtree(wd / "results")
