@@ -270,9 +270,7 @@ def check_cohort(job: Job) -> None:
     """Validate VCF + samples.tsv against the reference before any work; keep an indexed copy of the VCF."""
     import shutil
 
-    import pysam
-
-    from interp.cohort.vcf import validate_cohort
+    from interp.cohort.vcf import ensure_indexed, validate_cohort
 
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
@@ -280,19 +278,15 @@ def check_cohort(job: Job) -> None:
     summary = validate_cohort(job.input["vcf"], samples, fasta,
                               job.params["reference"].get("contig_aliases") or {}, regions,
                               job.params["cohort"]["phenotypes"], job.params["n_folds"])
-    out = Path(job.output["vcf"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.gz")
-    src = Path(job.input["vcf"])
-    with open(src, "rb") as fh:
-        bgzipped = fh.read(4) == b"\x1f\x8b\x08\x04"  # BGZF magic: gzip with the extra field
-    if bgzipped:
+    # an indexed bgzipped copy, whatever the user gave (plain, gzip, bgzip; indexed or not)
+    staging = Path(job.output["vcf"]).parent / ".staging"
+    indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
+    index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
+    for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
+        tmp = Path(dst).with_name(f".{Path(dst).name}.tmp")
         shutil.copyfile(src, tmp)
-    else:
-        pysam.tabix_compress(str(src), str(tmp), force=True)
-    pysam.tabix_index(str(tmp), preset="vcf", force=True)
-    os.replace(f"{tmp}.tbi", job.output["tbi"])
-    os.replace(tmp, out)
+        os.replace(tmp, dst)
+    shutil.rmtree(staging, ignore_errors=True)
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
     write_json(summary, job.output["summary"])
 
@@ -319,7 +313,12 @@ def haplotypes(job: Job) -> None:
         a, d = haplotype_windows(seqs, region, geno, c["window"]["width"], c["window"]["stride"])
         assignments.append(a)
         distinct.append(d)
-    assign = pl.concat(assignments)
+    contig_of = {r.name: r.contig for r in regions}
+    assign = pl.concat(assignments).with_columns(
+        pl.col("region").replace_strict(contig_of, return_dtype=pl.String).alias("contig"))
+    assign = assign.with_columns(
+        (pl.col("contig") + ":" + pl.col("start").cast(pl.String) + "-" + pl.col("end").cast(pl.String))
+        .alias("window_id"))
     dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(),
                                                          pl.col("n_haplotypes").sum())
             .sort("seq_hash"))
@@ -355,9 +354,9 @@ def ancestry(job: Job) -> None:
         keep |= (contig == r.contig) & (pos0 >= r.start) & (pos0 < r.end)
     adata = adata[:, keep].copy()
     c = job.params["cohort"]
+    missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
     adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=max(c["n_pcs"], 2), seed=job.params["seed"])
-    dosage = np.asarray(adata.X, dtype=np.float32)
-    adata.obs["missing_rate"] = np.isnan(dosage).mean(axis=1)
+    adata.obs["missing_rate"] = missing_rate
     write_h5ad(adata, job.output["genotypes"])
 
 
@@ -391,7 +390,7 @@ def embed_cohort(job: Job) -> None:
                              token_transforms={"sae": (p["sae_layer"], sae_encode)})
     index_of = {h: i for i, h in enumerate(seqs["seq_hash"].to_list())}
     samples = geno.obs_names.tolist()
-    windows = (assign.select("window_index", "window_id", "region", "start", "end").unique()
+    windows = (assign.select("window_index", "window_id", "region", "contig", "start", "end").unique()
                .sort("window_index"))
     n_s, n_w = len(samples), windows.height
     # seq_index[s, w, h]: row of the distinct-sequence matrix for sample s, window w, haplotype h
@@ -567,7 +566,7 @@ def rank(job: Job) -> None:
         named = {k: v for k, v in _confounders(obs, p["covariates"]).items() if k in p["covariates"]}
         cov = np.hstack([np.asarray(geno.obsm["X_pca"])[:, :n_pcs]]
                         + [v[:, None] for v in named.values() if np.nanstd(v) > 0])
-        dosage = np.asarray(geno.X, dtype=np.float64)
+        dosage = np.asarray(geno.layers["dosage"], dtype=np.float64)
         vt = variant_association(dosage, y, cov, binary=_is_binary(y))
         vt = vt.with_columns(
             pl.Series("feature", v_ids), pl.lit("variant").alias("kind"), pl.lit("").alias("model"),
@@ -585,7 +584,7 @@ def rank(job: Job) -> None:
                 ft = ft.with_columns(
                     pl.Series("feature", w.var_names.astype(str).to_numpy()), pl.lit(w.uns["kind"]).alias("kind"),
                     pl.lit(w.uns["model"]).alias("model"), pl.lit(w.uns["layer"]).alias("layer"),
-                    pl.Series("contig", w.var["window_id"].astype(str).str.split(":").str[0].to_numpy()),
+                    pl.Series("contig", w.var["contig"].astype(str).to_numpy()),
                     pl.Series("start", w.var["start"].to_numpy().astype(np.int64)),
                     pl.Series("end", w.var["end"].to_numpy().astype(np.int64)),
                     pl.Series("stability", stab))

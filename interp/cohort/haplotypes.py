@@ -7,8 +7,10 @@ Differences from bcftools, by design:
 - records whose REF span does not lie wholly inside the region are skipped (and counted);
 - unphased heterozygous calls follow the `unphased` policy ("ref" keeps REF, "N" masks REF's
   span), where `bcftools -H 1` would take the first allele whatever the phasing;
-- missing calls follow `missing`: "ref" equals bcftools' default, "N" equals `--missing N`
-  (REF's span replaced by N; the masked record then blocks overlapping records as bcftools does).
+- missing calls follow `missing`: "ref" equals bcftools' default; "N" writes N over REF's whole
+  span and the masked record then blocks overlapping records. This equals `--missing N` for SNVs;
+  for multi-base REF alleles bcftools 1.16 writes a single N over REF's first base only and keeps
+  the rest of REF (tested in tests/test_haplotypes.py).
 Output is upper case (bcftools keeps the FASTA's case).
 """
 

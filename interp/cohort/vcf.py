@@ -494,10 +494,16 @@ def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> P
     try:
         if kind == "bgzf":
             shutil.copyfile(vcf_path, tmp)
-        else:
-            with _open_vcf(vcf_path) as vcf, pysam.VariantFile(str(tmp), "wz", header=vcf.header) as out:
-                for record in vcf:
-                    out.write(record)
+        elif kind == "plain":
+            pysam.tabix_compress(str(vcf_path), str(tmp), force=True)
+        else:  # plain gzip: decompress, then bgzip the text unchanged
+            plain = tmp.with_name(tmp.name + ".txt")
+            try:
+                with gzip.open(vcf_path, "rb") as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                pysam.tabix_compress(str(plain), str(tmp), force=True)
+            finally:
+                plain.unlink(missing_ok=True)
         tmp_index = Path(str(tmp) + ".tbi")
         _tabix(tmp, tmp_index, vcf_path)
         os.replace(tmp, target)

@@ -1,0 +1,215 @@
+"""Haplotype sequences must equal `bcftools consensus -H 1|2`; windows align to reference coordinates."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from interp.cohort.haplotypes import haplotype_sequences, haplotype_windows
+from interp.cohort.vcf import read_genotypes
+from interp.errors import InputError
+from interp.genome.fasta import read_fasta
+from interp.genome.regions import Region
+
+FASTA = Path("resources/demo/hg19_chr17_1-40000.fa")
+REGION = Region("demo", "chr17", 6000, 6400)
+needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
+
+
+def _records(ref: str) -> list[tuple[int, str, str]]:
+    """(1-based pos, REF, ALT): SNVs, insertions, deletions, an MNP and overlapping records."""
+    def base(pos: int, n: int = 1) -> str:
+        return ref[pos - 1: pos - 1 + n].upper()
+
+    def other(b: str) -> str:
+        return "A" if b != "A" else "C"
+
+    return [
+        (6010, base(6010), other(base(6010))),
+        (6020, base(6020), base(6020) + "GTA"),            # insertion
+        (6030, base(6030, 4), base(6030)),                  # 3-bp deletion
+        (6031, base(6031), other(base(6031))),              # SNV inside the deletion
+        (6050, base(6050), other(base(6050))),
+        (6050, base(6050), "G" if base(6050) != "G" else "T"),  # second record at the same position
+        (6100, base(6100, 11), base(6100)),                 # 10-bp deletion
+        (6105, base(6105, 2), base(6105) + "TT"),           # complex record inside it
+        (6200, base(6200, 2), other(base(6200)) + other(base(6201))),  # MNP
+        (6300, base(6300), base(6300) + "CCCC"),            # insertion
+        (6301, base(6301), other(base(6301))),              # SNV just after the insertion anchor
+        (6390, base(6390, 3), base(6390)),
+    ]
+
+
+def _write_vcf(path: Path, ref: str, n_samples: int, seed: int, missing_rate: float = 0.0,
+               snv_only: bool = False) -> list[str]:
+    """Phased VCF with random genotypes (some missing alleles); returns the sample names."""
+    rng = np.random.default_rng(seed)
+    samples = [f"S{i}" for i in range(n_samples)]
+    header = pysam.VariantHeader()
+    header.add_line(f"##contig=<ID=chr17,length={len(ref)}>")
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    for s in samples:
+        header.add_sample(s)
+    plain = path.with_suffix("")
+    with pysam.VariantFile(str(plain), "w", header=header) as out:
+        for pos, r, a in _records(ref):
+            if snv_only and len(r) + len(a) > 2:
+                continue
+            record = out.new_record(contig="chr17", start=pos - 1, alleles=(r, a))
+            for s in samples:
+                alleles = [int(x) for x in rng.integers(0, 2, size=2)]
+                gt = tuple(None if rng.random() < missing_rate else x for x in alleles)
+                record.samples[s]["GT"] = gt
+                record.samples[s].phased = True
+            out.write(record)
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    return samples
+
+
+def _bcftools(fasta: Path, vcf: Path, sample: str, hap: int, missing_n: bool) -> str:
+    command = ["bcftools", "consensus", "-f", str(fasta), "-s", sample, "-H", str(hap), str(vcf)]
+    if missing_n:
+        command[2:2] = ["-M", "N"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return "".join(result.stdout.splitlines()[1:])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hap")
+    reference = read_fasta(FASTA)
+    ref = reference["chr17"]
+    # bcftools reads a region FASTA named chr:from-to; upper-cased so output case matches ours.
+    region_fa = tmp / "region.fa"
+    region_fa.write_text(f">chr17:{REGION.start + 1}-{REGION.end}\n{ref[REGION.start:REGION.end].upper()}\n")
+    vcf_full = tmp / "phased.vcf.gz"
+    samples = _write_vcf(vcf_full, ref, 5, seed=1)
+    vcf_missing = tmp / "missing.vcf.gz"
+    _write_vcf(vcf_missing, ref, 5, seed=2, missing_rate=0.3)
+    vcf_missing_snv = tmp / "missing_snv.vcf.gz"
+    _write_vcf(vcf_missing_snv, ref, 5, seed=3, missing_rate=0.3, snv_only=True)
+    return {"reference": reference, "region_fa": region_fa, "full": vcf_full, "missing": vcf_missing,
+            "missing_snv": vcf_missing_snv, "samples": samples}
+
+
+@pytest.mark.oracle
+@needs_bcftools
+def test_matches_bcftools_consensus_snvs_and_indels(demo):
+    genotypes = read_genotypes(demo["full"])
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION)
+    lengths = set()
+    for sample in demo["samples"]:
+        for hap in (1, 2):
+            expected = _bcftools(demo["region_fa"], demo["full"], sample, hap, missing_n=False)
+            assert haps[(sample, hap)] == expected, (sample, hap)
+            lengths.add(len(expected))
+    assert len(lengths) > 1  # indels really changed lengths
+    assert sum(haps.n_overlapping_skipped.values()) > 0  # overlapping records really occurred
+
+
+@pytest.mark.oracle
+@needs_bcftools
+@pytest.mark.parametrize(("policy", "vcf"), [("ref", "missing"), ("ref", "missing_snv"), ("N", "missing_snv")])
+def test_missing_policies_match_bcftools(demo, policy, vcf):
+    genotypes = read_genotypes(demo[vcf])
+    assert (genotypes.gt < 0).any()
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION, missing=policy)
+    n_masked = 0
+    for sample in demo["samples"]:
+        for hap in (1, 2):
+            expected = _bcftools(demo["region_fa"], demo[vcf], sample, hap, missing_n=policy == "N")
+            assert haps[(sample, hap)] == expected, (sample, hap)
+            n_masked += expected.count("N")
+    assert (n_masked > 0) == (policy == "N")
+
+
+def test_missing_n_masks_whole_ref_span(demo):
+    """Documented difference: bcftools -M N writes one N over REF's first base only; we mask REF's span."""
+    genotypes = read_genotypes(demo["full"])
+    deletion = int(np.flatnonzero(genotypes.pos == 6100)[0])  # 11-bp REF
+    genotypes.gt[:, 0] = 0
+    genotypes.gt[deletion, 0] = [-1, 1]
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION, missing="N")
+    ref = demo["reference"]["chr17"].upper()
+    offset = 6099 - REGION.start
+    assert haps[("S0", 1)] == ref[REGION.start:6099] + "N" * 11 + ref[6110:REGION.end]
+    assert haps[("S0", 2)] == ref[REGION.start:6099] + ref[6099] + ref[6110:REGION.end]
+    assert haps[("S0", 1)][offset:offset + 12] == "N" * 11 + ref[6110]
+    # the masked span blocks the overlapping record at 6105, as an applied record would
+    genotypes.gt[int(np.flatnonzero(genotypes.pos == 6105)[0]), 0] = [1, 1]
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION, missing="N")
+    assert haps.n_overlapping_skipped[("S0", 1)] == 1
+    assert haps.n_overlapping_skipped[("S0", 2)] == 1
+
+
+def test_unphased_het_policy(demo, tmp_path):
+    genotypes = read_genotypes(demo["full"])
+    genotypes.gt[0, 0] = [0, 1]
+    genotypes.gt[0, 1] = [1, 1]
+    genotypes.phased[0, :2] = False
+    ref = demo["reference"]["chr17"]
+    pos0 = int(genotypes.pos[0]) - 1
+    offset = pos0 - REGION.start  # the first record is an SNV before any indel
+    kept = haplotype_sequences(demo["reference"], genotypes, REGION, unphased="ref")
+    masked = haplotype_sequences(demo["reference"], genotypes, REGION, unphased="N")
+    for hap in (1, 2):
+        assert kept[("S0", hap)][offset] == ref[pos0].upper()
+        assert masked[("S0", hap)][offset] == "N"
+        # unphased homozygous ALT is unambiguous: applied under both policies
+        assert kept[("S1", hap)][offset] == genotypes.alt[0] == masked[("S1", hap)][offset]
+
+
+def test_ref_mismatch_is_input_error(demo):
+    genotypes = read_genotypes(demo["full"])
+    genotypes.ref[0] = "A" if genotypes.ref[0] != "A" else "C"
+    with pytest.raises(InputError, match=r"chr17:6010 has REF="):
+        haplotype_sequences(demo["reference"], genotypes, REGION)
+
+
+def test_windows_follow_reference_coordinates(demo):
+    genotypes = read_genotypes(demo["full"])
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION)
+    width, stride = 100, 50
+    assignments, distinct = haplotype_windows(haps, REGION, genotypes, width, stride)
+    n_windows = (REGION.end - REGION.start - width) // stride + 1
+    assert assignments.height == len(genotypes.samples) * 2 * n_windows
+    assert distinct["seq_hash"].n_unique() == distinct.height
+    assert distinct["n_haplotypes"].sum() == assignments.height
+    by_hash = dict(zip(distinct["seq_hash"], distinct["sequence"], strict=True))
+    ref = demo["reference"]["chr17"].upper()
+    for sample in genotypes.samples:
+        for hap in (1, 2):
+            rows = assignments.filter((assignments["sample"] == sample) & (assignments["hap"] == hap))
+            # non-overlapping windows (every other one) concatenate back to the whole haplotype
+            tiles = rows.filter(rows["window_index"] % 2 == 0).sort("start")
+            assert "".join(by_hash[h] for h in tiles["seq_hash"]) == haps[(sample, hap)]
+            for row in rows.iter_rows(named=True):
+                sequence = by_hash[row["seq_hash"]]
+                assert hashlib.sha1(sequence.encode()).hexdigest() == row["seq_hash"]
+                touching = [e for e in haps.edits[(sample, hap)]
+                            if e[0] < row["end"] and e[0] + e[1] > row["start"]]
+                if not touching:
+                    assert sequence == ref[row["start"]:row["end"]]
+                elif all(row["start"] <= e[0] and e[0] + e[1] <= row["end"] for e in touching):
+                    assert len(sequence) == width + sum(len(r) - n for _, n, r in touching)
+    # the 3-bp insertion after the anchor at 6020 lies in window [6000, 6100) of haplotypes carrying it
+    carriers = [k for k, e in haps.edits.items() if any(s == 6019 for s, _, _ in e)]
+    assert carriers
+    sample, hap = carriers[0]
+    row = assignments.filter((assignments["sample"] == sample) & (assignments["hap"] == hap)
+                             & (assignments["start"] == 6000)).row(0, named=True)
+    window = by_hash[row["seq_hash"]]
+    assert window[19:23] == ref[6019] + "GTA"
+
+
+def test_window_arguments_checked(demo):
+    genotypes = read_genotypes(demo["full"])
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION)
+    with pytest.raises(InputError, match="shorter than the window width"):
+        haplotype_windows(haps, REGION, genotypes, 1000, 100)
