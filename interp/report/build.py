@@ -192,7 +192,7 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
 
 def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
     """How the planted answers of a simulated cohort were recovered."""
-    causal = truth["causal"]
+    causal = truth["causal_variant"]
     variant_id = f"{causal['contig']}:{causal['pos']}:{causal['ref']}:{causal['alt']}"
     variants = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") == "variant")).sort("p")
     variant_rank = None
