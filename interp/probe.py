@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,12 +47,14 @@ class ProbeConfig:
     max_iter: L-BFGS iterations (one full-batch step of ``torch.optim.LBFGS``).
     seed: seeds Lightning and every label shuffle.
     accelerator: "cpu" or "cuda" (or anything Lightning accepts).
+    num_threads: CPU threads during the fit; None picks 1 for small problems, torch's default otherwise.
     """
 
     C: float = 1.0
     max_iter: int = 200
     seed: int = 0
     accelerator: str = "cpu"
+    num_threads: int | None = None
 
 
 @dataclass
@@ -121,7 +124,9 @@ class _ProbeModule(pl_light.LightningModule):
 
 
 def _check_inputs(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray):
-    X = np.asarray(X, dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if not X.flags.writeable:  # torch refuses read-only arrays (e.g. np.broadcast_to views)
+        X = X.copy()
     train_mask = np.asarray(train_mask, dtype=bool)
     if train_mask.ndim == 1:
         train_mask = train_mask[None, :]
@@ -159,6 +164,29 @@ def _standardisation(X: np.ndarray, train_mask: np.ndarray) -> tuple[np.ndarray,
     return mean, scale
 
 
+def _threads_for(cfg: ProbeConfig, work: int) -> int | None:
+    """CPU threads for a fit of about `work` multiply-adds per evaluation (None: leave torch's setting).
+
+    L-BFGS on small probes is thousands of tiny vector ops; there, thread start-up costs more than the
+    arithmetic (and on a busy machine, 100x more), so small CPU fits run single-threaded.
+    """
+    if cfg.num_threads is not None:
+        return cfg.num_threads
+    return 1 if cfg.accelerator == "cpu" and work < 20_000_000 else None
+
+
+@contextmanager
+def _cpu_threads(n: int | None):
+    """Temporarily set torch's intra-op CPU threads to n."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: ProbeConfig) -> LogisticProbes:
     """Fit P independent L2 logistic probes in one Lightning fit (full batch, L-BFGS).
 
@@ -167,6 +195,7 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: Prob
     its training rows (otherwise its intercept runs off towards +-infinity).
     """
     X, y, train_mask = _check_inputs(X, y, train_mask)
+    n_probes = train_mask.shape[0]
     mean, scale = _standardisation(X, train_mask)
     if cfg.accelerator == "cuda":
         # cuBLAS needs this for deterministic matmuls under Trainer(deterministic=True)
@@ -192,7 +221,7 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: Prob
         enable_model_summary=False,
     )
     # the data lives in the module's buffers; the loader only ticks once per epoch
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cpu_threads(_threads_for(cfg, X.size * (n_probes if X.ndim == 2 else 1))):
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, train_dataloaders=DataLoader([0], batch_size=1))

@@ -489,7 +489,7 @@ def audit(job: Job) -> None:
             for phenotype in p["phenotypes"]:
                 y = a.obs[phenotype].to_numpy(dtype=float)
                 res = audit_phenotype(X, y, population, pcs, cfg, confounders=confounders)
-                attribution = feature_attribution(X, y, pcs)
+                attribution = feature_attribution(X, y, pcs, population)
                 row = {"phenotype": phenotype, "model": a.uns["model"], "layer": a.uns["layer"]}
                 row.update({k: v for k, v in res.items() if np.isscalar(v) or v is None})
                 row["reasons"] = "; ".join(res.get("reasons", []))
@@ -500,7 +500,7 @@ def audit(job: Job) -> None:
                 if sae_feats is not None:
                     F = np.asarray(sae_feats.X, dtype=np.float64)
                     alive = F.std(axis=0) > 0
-                    fa = feature_attribution(F[:, alive], y, pcs).with_columns(
+                    fa = feature_attribution(F[:, alive], y, pcs, population).with_columns(
                         pl.Series("feature", np.flatnonzero(alive)))
                     sae_leak = {
                         "n_features_alive": int(alive.sum()),

@@ -1,0 +1,222 @@
+"""Lightning logistic probes: scikit-learn agreement, batching, planted signals, leak-free folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from Bio import SeqIO
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef, roc_auc_score
+
+from interp.errors import InputError
+from interp.probe import (
+    ProbeConfig,
+    auroc,
+    classification_metrics,
+    contiguous_folds,
+    cross_validate,
+    fit_logistic,
+    kmer_frequencies,
+    predict_proba,
+    probe_table,
+)
+
+FASTA = Path(__file__).resolve().parents[1] / "resources" / "demo" / "hg19_chr17_1-40000.fa"
+
+
+def demo_windows(width: int = 200) -> pl.DataFrame:
+    """Tiled windows of the demo chr17 slice with repeat = lowercase (soft-masked) fraction >= 0.5."""
+    seq = str(next(SeqIO.parse(FASTA, "fasta")).seq)
+    starts = np.arange(0, len(seq) - width + 1, width)
+    seqs = [seq[s : s + width] for s in starts]
+    lower = np.array([sum(c.islower() for c in s) / width for s in seqs])
+    gc = np.array([sum(c in "GCgc" for c in s) / width for s in seqs])
+    return pl.DataFrame({
+        "window_index": np.arange(starts.size),
+        "contig": ["chr17"] * starts.size,
+        "start": starts,
+        "end": starts + width,
+        "sequence": seqs,
+        "block": (np.arange(starts.size) * 5) // starts.size,  # 5 contiguous blocks
+        "repeat": lower >= 0.5,
+        "gc_high": gc >= np.median(gc),
+    })
+
+
+def test_matches_sklearn_on_kmer_features_of_demo_genome():
+    w = demo_windows()
+    X = kmer_frequencies(w["sequence"].to_list(), k=3)
+    y = w["repeat"].to_numpy().astype(int)
+    assert 20 < y.sum() < y.size - 20  # both classes well represented
+    folds = contiguous_folds(w["block"].to_numpy(), w["contig"].to_numpy(), w["start"].to_numpy(),
+                             w["end"].to_numpy())
+    masks = np.zeros((len(folds), y.size), dtype=bool)
+    for f, (train, _) in enumerate(folds):
+        masks[f, train] = True
+    probes = fit_logistic(X, y, masks, ProbeConfig(C=1.0, max_iter=500))
+    proba = predict_proba(probes, X)
+    for f, (train, test) in enumerate(folds):
+        mu, sd = X[train].mean(0), X[train].std(0)
+        sd[sd < 1e-12] = 1.0
+        sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit((X[train] - mu) / sd, y[train])
+        sk_score = sk.predict_proba((X[test] - mu) / sd)[:, 1]
+        assert abs(auroc(y[test], proba[f, test]) - roc_auc_score(y[test], sk_score)) < 0.02
+        np.testing.assert_allclose(probes.coef[f], sk.coef_[0], atol=1e-3)
+        assert abs(probes.intercept[f] - sk.intercept_[0]) < 1e-3
+        np.testing.assert_allclose(proba[f, test], sk_score, atol=1e-4)
+
+
+def test_batched_fit_equals_fitting_each_probe_alone():
+    rng = np.random.default_rng(1)
+    n, d, P = 200, 12, 50
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, size=d) + rng.normal(size=d)
+    Y = (X @ rng.normal(size=(d, P)) + rng.normal(scale=2.0, size=(n, P)) > 0).T.astype(int)
+    masks = rng.random((P, n)) < 0.7
+    cfg = ProbeConfig(C=0.5, max_iter=300)
+    batched = fit_logistic(X, Y, masks, cfg)
+    per_probe_X = fit_logistic(np.broadcast_to(X, (P, n, d)), Y, masks, cfg)
+    np.testing.assert_allclose(per_probe_X.coef, batched.coef, atol=1e-4)
+    for p in range(0, P, 5):
+        alone = fit_logistic(X, Y[p], masks[p : p + 1], cfg)
+        np.testing.assert_allclose(alone.coef[0], batched.coef[p], atol=1e-4)
+        np.testing.assert_allclose(alone.intercept[0], batched.intercept[p], atol=1e-4)
+
+
+def test_fit_is_reproducible():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 5))
+    y = (X[:, 0] > 0).astype(int)
+    mask = np.ones((2, 80), dtype=bool)
+    a = fit_logistic(X, y, mask, ProbeConfig(seed=3))
+    b = fit_logistic(X, y, mask, ProbeConfig(seed=3))
+    np.testing.assert_array_equal(a.coef, b.coef)
+
+
+def planted_windows(n: int = 400, d: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    w = rng.normal(size=d)
+    y = (X @ w + 0.3 * rng.normal(size=n) > 0).astype(int)
+    starts = np.arange(n) * 100
+    return X, y, starts
+
+
+def test_planted_signal_is_found_and_shuffled_control_is_chance():
+    X, y, starts = planted_windows()
+    block = (np.arange(y.size) * 5) // y.size
+    folds = contiguous_folds(block, np.array(["c1"] * y.size), starts, starts + 150)  # windows overlap
+    res = cross_validate(X, y, folds, ProbeConfig(), n_shuffles=4)
+    real = np.mean([r["auroc"] for r in res["real"]])
+    shuffled = np.mean([r["auroc"] for r in res["shuffled"]])
+    assert real > 0.9
+    assert abs(shuffled - 0.5) < 0.1
+    assert res["n_folds_used"] == 5 and res["n_folds_skipped"] == 0
+    assert len(res["shuffled"]) == 20
+
+
+def test_folds_without_both_classes_are_skipped_and_counted():
+    X, y, starts = planted_windows(n=300)
+    block = np.repeat(np.arange(3), 100)
+    y = y.copy()
+    y[100:200] = 0  # block 1 has only negatives: its fold cannot be scored
+    folds = contiguous_folds(block, np.array(["c1"] * 300), starts, starts + 100)
+    res = cross_validate(X, y, folds, ProbeConfig(), n_shuffles=1)
+    assert res["n_folds_skipped"] == 1
+    assert res["n_folds_used"] == 2
+    assert sorted(r["fold"] for r in res["real"]) == [0, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_contiguous_folds_never_train_on_a_window_overlapping_the_test_block(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    contig = rng.choice(["chr1", "chr2", "chr3"], size=n)
+    start = rng.integers(0, 20_000, size=n)
+    end = start + rng.integers(1, 800, size=n)
+    order = np.lexsort((start, contig))
+    block = np.empty(n, dtype=np.int64)
+    block[order] = (np.arange(n) * 6) // n  # 6 contiguous blocks in genome order
+    folds = contiguous_folds(block, contig, start, end)
+    assert len(folds) == 6
+    tested = np.concatenate([test for _, test in folds])
+    assert np.array_equal(np.sort(tested), np.arange(n))  # every window tested exactly once
+    for train, test in folds:
+        assert np.intersect1d(train, test).size == 0
+        overlap = (
+            (contig[train][:, None] == contig[test][None, :])
+            & (start[train][:, None] < end[test][None, :])
+            & (start[test][None, :] < end[train][:, None])
+        )
+        assert not overlap.any()
+        # and nothing is dropped that did not overlap
+        others = np.setdiff1d(np.arange(n), test)
+        hits = (
+            (contig[others][:, None] == contig[test][None, :])
+            & (start[others][:, None] < end[test][None, :])
+            & (start[test][None, :] < end[others][:, None])
+        ).any(axis=1)
+        assert np.array_equal(np.sort(train), others[~hits])
+
+
+def test_auroc_and_metrics_match_sklearn_with_ties():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=(6, 120))
+    score = np.round(rng.random((6, 120)) + 0.3 * y, 1)  # rounding makes many ties
+    ours = auroc(y, score)
+    for i in range(6):
+        assert ours[i] == pytest.approx(roc_auc_score(y[i], score[i]), abs=1e-12)
+        m = classification_metrics(y[i], score[i])
+        assert m["auroc"] == pytest.approx(roc_auc_score(y[i], score[i]), abs=1e-12)
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y[i], score[i] >= 0.5))
+        assert m["mcc"] == pytest.approx(matthews_corrcoef(y[i], score[i] >= 0.5))
+    assert np.isnan(auroc(np.zeros(5), np.arange(5.0)))
+
+
+def test_kmer_frequencies_counts_and_skips_n():
+    f = kmer_frequencies(["ACGTNacg", "NN", "AAAA"], k=2)
+    assert f.shape == (3, 16)
+    # ACGTNacg -> AC CG GT (TN, NA skipped) AC CG
+    expected = np.zeros(16)
+    expected[[1, 6, 11]] = [2, 2, 1]
+    np.testing.assert_allclose(f[0], expected / 5)
+    assert f[1].sum() == 0
+    assert f[2, 0] == 1.0
+    np.testing.assert_allclose(kmer_frequencies(["ACGTACGT"], k=3).sum(), 1.0)
+
+
+def test_probe_table_rows_and_planted_target():
+    w = demo_windows(width=400)
+    rng = np.random.default_rng(5)
+    rep = w["repeat"].to_numpy().astype(float)
+    strong = rng.normal(size=(w.height, 8)) + 3.0 * rep[:, None]  # carries the repeat label
+    weak = rng.normal(size=(w.height, 8))  # carries nothing
+    pooled = {("toy", "layer1"): strong, ("toy", "layer0"): weak}
+    table = probe_table(pooled, w, ["repeat", "gc_high"], ProbeConfig(), n_shuffles=2)
+    assert table.height == 2 * 2 * 2 + 2
+    assert set(table["features"]) == {"embedding", "shuffled", "kmer3"}
+    kmer = table.filter(pl.col("features") == "kmer3")
+    assert kmer["model"].to_list() == ["kmer3", "kmer3"] and set(kmer["layer"]) == {"3-mer frequencies"}
+    row = table.filter((pl.col("layer") == "layer1") & (pl.col("target") == "repeat")
+                       & (pl.col("features") == "embedding")).row(0, named=True)
+    assert row["auroc_mean"] > 0.95
+    assert row["n_pos"] + row["n_neg"] == w.height and row["n_pos"] == int(rep.sum())
+    assert row["n_folds_used"] + row["n_folds_skipped"] == 5
+    weak_row = table.filter((pl.col("layer") == "layer0") & (pl.col("target") == "repeat")
+                            & (pl.col("features") == "embedding")).row(0, named=True)
+    assert abs(weak_row["auroc_mean"] - 0.5) < 0.2
+    assert {"auroc_sd", "balanced_accuracy_sd", "mcc", "mcc_sd"} <= set(table.columns)
+
+
+def test_bad_inputs_raise_input_error():
+    w = demo_windows(width=2000)
+    with pytest.raises(InputError, match="missing column"):
+        probe_table({("m", "l"): np.zeros((w.height, 2))}, w.drop("block"), ["repeat"], ProbeConfig())
+    with pytest.raises(InputError, match="rows"):
+        probe_table({("m", "l"): np.zeros((3, 2))}, w, ["repeat"], ProbeConfig())
+    X = np.ones((4, 2))
+    X[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        fit_logistic(X, np.array([0, 1, 0, 1]), np.ones((1, 4), bool), ProbeConfig())
