@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -210,7 +211,10 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, gradient_clip_val=1.0)
     started = time.perf_counter()
-    trainer.fit(module, loader)
+    with warnings.catch_warnings():
+        # single-process loading is deliberate: crops are cheap and must not depend on worker count
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, loader)
     train_seconds = time.perf_counter() - started
 
     model = module.model

@@ -1,0 +1,186 @@
+"""Run an embedder over genome windows (pooled AnnData + per-token zarr stores) or free sequences."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import polars as pl
+
+from interp.embed.base import Embedder, TokenActivations
+from interp.embed.store import TokenStoreWriter
+from interp.errors import InputError
+
+WINDOW_COLUMNS = ("window_index", "window_id", "contig", "start", "end", "sequence")
+
+
+def label_prefix_sums(bases: pl.DataFrame, label_names: tuple[str, ...] | list[str]) -> dict[str, dict]:
+    """Per contig: {"present": int64 [max_pos + 2], label: int64 [max_pos + 2]} prefix sums over positions.
+
+    `present[e] - present[s]` counts bases of [s, e) that are in the table; likewise per label,
+    so "any base in the span carries the label" is one subtraction.
+    """
+    missing = [c for c in ("contig", "pos", *label_names) if c not in bases.columns]
+    if missing:
+        raise InputError(f"bases table, field {missing[0]}: column missing (expected contig, pos and "
+                         f"{list(label_names)})")
+    sums: dict[str, dict] = {}
+    for (contig,), part in bases.group_by("contig", maintain_order=True):
+        pos = part["pos"].to_numpy().astype(np.int64)
+        size = int(pos.max()) + 1
+        per = {}
+        for name in ("present", *label_names):
+            flags = np.zeros(size, dtype=np.int64)
+            flags[pos] = 1 if name == "present" else part[name].cast(pl.Int64).to_numpy()
+            per[name] = np.concatenate([[0], np.cumsum(flags)])
+        sums[str(contig)] = per
+    return sums
+
+
+def span_any(prefix: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """uint8 [m]: 1 where the flag is set for at least one position of [start, end)."""
+    n = len(prefix) - 1
+    return (prefix[np.minimum(ends, n)] - prefix[np.minimum(starts, n)] > 0).astype(np.uint8)
+
+
+def check_windows(windows: pl.DataFrame) -> pl.DataFrame:
+    """Validate the windows table; return it sorted by window_index."""
+    missing = [c for c in WINDOW_COLUMNS if c not in windows.columns]
+    if missing:
+        raise InputError(f"windows table, field {missing[0]}: column missing (expected {list(WINDOW_COLUMNS)})")
+    windows = windows.sort("window_index")
+    bad = windows.filter(pl.col("sequence").str.len_chars() != (pl.col("end") - pl.col("start")))
+    if bad.height:
+        raise InputError(f"windows table, field sequence: window {bad['window_id'][0]} has a sequence whose "
+                         "length differs from end - start")
+    if windows["window_id"].n_unique() != windows.height:
+        raise InputError("windows table, field window_id: ids are not unique")
+    return windows
+
+
+def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: str, layer: str) -> None:
+    """AnnData .h5ad: X float32 [n_windows, d], obs = windows without sequence; temp name then rename."""
+    obs = windows.drop("sequence").to_pandas()
+    obs.index = windows["window_id"].cast(pl.String).to_list()
+    adata = ad.AnnData(X=pooled.astype(np.float32), obs=obs,
+                       uns={"model": model, "layer": layer, "pooling": "mean"})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.h5ad")
+    adata.write_h5ad(tmp)
+    os.replace(tmp, path)
+
+
+def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame, layers: list[str],
+                  token_layers: list[str], batch_size: int, pooled_out: dict[str, Path],
+                  token_out: dict[str, Path], label_names: tuple[str, ...] = ("exon", "intron", "repeat", "cpg"),
+                  ) -> dict:
+    """Embed every window; write a pooled .h5ad per layer and a token store per token layer.
+
+    Token labels: a token carries a label if any base it covers (window start + base_span, in
+    genome coordinates of the window's contig) has it in `bases`. Per-token activations are
+    streamed batch by batch to the stores, never all held at once.
+    Returns {"n_windows", "n_tokens", "seconds", "d": {layer: width}}.
+    """
+    started = time.perf_counter()
+    for layer in layers:
+        if layer not in pooled_out:
+            raise InputError(f"no pooled output path given for layer {layer}")
+    for layer in token_layers:
+        if layer not in token_out:
+            raise InputError(f"no token-store path given for layer {layer}")
+    windows = check_windows(windows)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    sums = label_prefix_sums(bases, label_names)
+    wanted = list(dict.fromkeys([*layers, *token_layers]))
+    pooled: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    writers: dict[str, TokenStoreWriter] = {}
+    n_tokens = 0
+    for first in range(0, windows.height, batch_size):
+        batch = windows.slice(first, batch_size)
+        acts = embedder.embed([s.upper() for s in batch["sequence"].to_list()], wanted)
+        for layer in layers:
+            pooled[layer].append(acts[layer].mean_pool())
+        if not token_layers:
+            continue
+        rows = token_rows(acts[token_layers[0]], batch, sums, label_names)
+        n_tokens += len(rows["window_index"])
+        for layer in token_layers:
+            a = acts[layer]
+            if layer not in writers:
+                writers[layer] = TokenStoreWriter(token_out[layer], a.values.shape[1], list(label_names),
+                                                  embedder.name, layer)
+            writers[layer].append(a.values[a.real_token_mask()], rows["window_index"], rows["base_start"],
+                                  rows["labels"])
+    widths = {}
+    for layer in layers:
+        matrix = np.concatenate(pooled[layer]) if pooled[layer] else np.zeros((0, 0), np.float32)
+        widths[layer] = int(matrix.shape[1])
+        write_pooled(pooled_out[layer], matrix, windows, embedder.name, layer)
+    for layer, writer in writers.items():
+        widths[layer] = writer.d
+        writer.close()
+    return {"n_windows": windows.height, "n_tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3),
+            "d": widths}
+
+
+def token_rows(acts: TokenActivations, batch: pl.DataFrame, sums: dict[str, dict],
+               label_names: tuple[str, ...] | list[str]) -> dict:
+    """For the real tokens of a batch: window_index int32 [m], base_start int32 [m], labels {name: uint8 [m]}."""
+    real = acts.real_token_mask()
+    seq_of_token = np.repeat(np.arange(acts.n_seqs), np.diff(acts.offsets))[real]
+    span = acts.base_span[real].astype(np.int64)
+    starts = batch["start"].to_numpy().astype(np.int64)[seq_of_token]
+    contigs = np.asarray(batch["contig"].cast(pl.String).to_list())[seq_of_token]
+    g_start, g_end = starts + span[:, 0], starts + span[:, 1]
+    labels = {name: np.zeros(len(span), dtype=np.uint8) for name in label_names}
+    for contig in np.unique(contigs):
+        if contig not in sums:
+            raise InputError(f"bases table, field contig: no bases for contig {contig} used by the windows")
+        sel = contigs == contig
+        present = sums[contig]["present"]
+        covered = present[np.minimum(g_end[sel], len(present) - 1)] - present[np.minimum(g_start[sel],
+                                                                                        len(present) - 1)]
+        if np.any(covered != g_end[sel] - g_start[sel]):
+            raise InputError(f"bases table: contig {contig} lacks some positions covered by the windows")
+        for name in label_names:
+            labels[name][sel] = span_any(sums[contig][name], g_start[sel], g_end[sel])
+    return {"window_index": batch["window_index"].to_numpy().astype(np.int32)[seq_of_token],
+            "base_start": span[:, 0].astype(np.int32), "labels": labels}
+
+
+def embed_sequences(embedder: Embedder, seqs: list[str], layers: list[str], batch_size: int,
+                    token_transforms: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] | None = None,
+                    ) -> dict[str, np.ndarray]:
+    """Mean-pooled activations of free sequences.
+
+    Returns {layer: float32 [n_seqs, d]} for `layers`, plus for each transform name (layer, fn)
+    the mean over each sequence's real tokens of fn(per-token activations [m, d]) -> [m, k].
+    """
+    token_transforms = token_transforms or {}
+    wanted = list(dict.fromkeys([*layers, *(layer for layer, _ in token_transforms.values())]))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in [*layers, *token_transforms]}
+    for first in range(0, len(seqs), batch_size):
+        acts = embedder.embed([s.upper() for s in seqs[first:first + batch_size]], wanted)
+        for layer in layers:
+            parts[layer].append(acts[layer].mean_pool())
+        for name, (layer, fn) in token_transforms.items():
+            a = acts[layer]
+            real = a.real_token_mask()
+            transformed = np.asarray(fn(a.values[real]), dtype=np.float32)
+            parts[name].append(TokenActivations(values=transformed, offsets=real_offsets(a),
+                                                base_span=a.base_span[real]).mean_pool())
+    return {name: np.concatenate(p).astype(np.float32) for name, p in parts.items()}
+
+
+def real_offsets(acts: TokenActivations) -> np.ndarray:
+    """int64 [n_seqs + 1]: offsets after dropping non-base tokens."""
+    real = acts.real_token_mask()
+    seq_of_token = np.repeat(np.arange(acts.n_seqs), np.diff(acts.offsets))
+    counts = np.bincount(seq_of_token[real], minlength=acts.n_seqs)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

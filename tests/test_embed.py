@@ -1,0 +1,317 @@
+"""Tests of the embedders (built-in tiny LM, local Hugging Face BERT) and the embedding runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from Bio import SeqIO
+
+from interp.embed.hf import HFEmbedder, spans_by_matching
+from interp.embed.registry import load_card, make_embedder
+from interp.embed.run import embed_sequences, embed_windows
+from interp.embed.store import TokenStore
+from interp.embed.tiny import TinyEmbedder
+from interp.errors import InputError
+from interp.lm.model import TinyDNALM, TinyLMConfig
+from interp.lm.pretrain import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_FASTA = ROOT / "resources/demo/hg19_chr17_1-40000.fa"
+LABELS = ("exon", "intron", "repeat", "cpg")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, dropout=0.0))
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save_checkpoint(model, path, "tiny-test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo() -> str:
+    return str(next(SeqIO.parse(str(DEMO_FASTA), "fasta")).seq)
+
+
+def make_tables(genome: str, n_windows: int = 7, width: int = 100, first: int = 5000):
+    """Windows over the soft-masked demo genome and a per-base table with planted labels."""
+    end = first + n_windows * width
+    pos = np.arange(first - 50, end + 50)
+    upper = genome.upper()
+    bases = pl.DataFrame({
+        "contig": ["chr17"] * len(pos),
+        "pos": pos,
+        "base": [upper[p] for p in pos],
+        "repeat": [genome[p].islower() for p in pos],
+        "exon": (pos % 37) < 5,
+        "intron": (pos % 37) >= 30,
+        "cpg": [upper[p:p + 2] == "CG" or upper[p - 1:p + 1] == "CG" for p in pos],
+    })
+    starts = np.arange(first, end, width)
+    windows = pl.DataFrame({
+        "window_index": np.arange(n_windows)[::-1].copy(),  # deliberately unsorted
+        "window_id": [f"chr17:{s}-{s + width}" for s in starts],
+        "region": ["demo"] * n_windows,
+        "contig": ["chr17"] * n_windows,
+        "start": starts,
+        "end": starts + width,
+        "sequence": [genome[s:s + width] for s in starts],  # soft-masked: embedder must upper-case
+        "gc": np.linspace(0.3, 0.6, n_windows),
+    })
+    return windows, bases
+
+
+# --- tiny embedder -----------------------------------------------------------------------------
+
+def test_tiny_upper_case_copy_is_bitwise_identical(tiny_checkpoint, demo):
+    emb = TinyEmbedder(tiny_checkpoint)
+    seq = demo[5000:5120]
+    assert any(c.islower() for c in seq)
+    a = emb.embed([seq], ["block2"])["block2"]
+    b = emb.embed([seq.upper()], ["block2"])["block2"]
+    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.base_span, np.stack([np.arange(120), np.arange(1, 121)], axis=1))
+
+
+def test_tiny_long_sequences_are_split_and_rejoined(tiny_checkpoint, demo):
+    emb = TinyEmbedder(tiny_checkpoint)
+    long, short = demo[100:250].upper(), demo[400:430].upper()
+    acts = emb.embed([long, short], ["embed", "block1"])
+    assert acts["block1"].offsets.tolist() == [0, 150, 180]
+    assert acts["block1"].values.shape == (180, 16)
+    # the second 64-base piece of `long` is run on its own
+    alone = emb.embed([long[64:128]], ["block1"])["block1"].values
+    assert np.allclose(acts["block1"].values[64:128], alone, atol=1e-5)
+    assert acts["block1"].base_span[149].tolist() == [149, 150]
+    with pytest.raises(InputError):
+        emb.embed([short], ["block7"])
+
+
+def test_bad_checkpoint_is_an_input_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="bad.safetensors"):
+        TinyEmbedder(bad)
+    with pytest.raises(InputError, match="not found"):
+        TinyEmbedder(tmp_path / "missing.safetensors")
+
+
+# --- embed_windows / embed_sequences -----------------------------------------------------------
+
+def run_windows(emb, windows, bases, out: Path):
+    return embed_windows(emb, windows, bases, layers=["embed", "block2"], token_layers=["block2"],
+                         batch_size=3, pooled_out={"embed": out / "embed.h5ad", "block2": out / "block2.h5ad"},
+                         token_out={"block2": out / "block2.zarr"}, label_names=LABELS)
+
+
+def test_embed_windows_outputs(tiny_checkpoint, demo, tmp_path):
+    emb = TinyEmbedder(tiny_checkpoint, name="tiny-test")
+    windows, bases = make_tables(demo)
+    stats = run_windows(emb, windows, bases, tmp_path)
+    assert stats["n_windows"] == 7 and stats["n_tokens"] == 700
+    adata = ad.read_h5ad(tmp_path / "block2.h5ad")
+    assert adata.X.dtype == np.float32 and adata.shape == (7, 16)
+    ordered = windows.sort("window_index")
+    assert list(adata.obs_names) == ordered["window_id"].to_list()
+    assert "sequence" not in adata.obs.columns and "gc" in adata.obs.columns
+    assert adata.uns["model"] == "tiny-test" and adata.uns["layer"] == "block2" and adata.uns["pooling"] == "mean"
+
+    store = TokenStore(tmp_path / "block2.zarr")
+    acts = store.activations[:]
+    widx = store.window_index[:]
+    assert store.n_tokens == 700 and store.label_names == list(LABELS)
+    for row, w in enumerate(ordered["window_index"].to_list()):
+        assert np.allclose(adata.X[row], acts[widx == w].mean(axis=0), atol=1e-6)
+
+    # labels: each character token carries exactly its base's flags
+    flags = {name: dict(zip(bases["pos"].to_list(), bases[name].to_list(), strict=True)) for name in LABELS}
+    start_of = dict(zip(ordered["window_index"].to_list(), ordered["start"].to_list(), strict=True))
+    genome_pos = np.array([start_of[w] for w in widx]) + store.base_start[:]
+    for name in LABELS:
+        expected = np.array([flags[name][p] for p in genome_pos], dtype=np.uint8)
+        assert np.array_equal(store.labels(name), expected), name
+        assert 0 < expected.sum() < len(expected), name  # planted labels are neither empty nor full
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_embed_windows_is_deterministic(tiny_checkpoint, demo, tmp_path):
+    emb = TinyEmbedder(tiny_checkpoint)
+    windows, bases = make_tables(demo)
+    run_windows(emb, windows, bases, tmp_path / "a")
+    run_windows(emb, windows, bases, tmp_path / "b")
+    assert np.array_equal(ad.read_h5ad(tmp_path / "a/embed.h5ad").X, ad.read_h5ad(tmp_path / "b/embed.h5ad").X)
+    sa, sb = TokenStore(tmp_path / "a/block2.zarr"), TokenStore(tmp_path / "b/block2.zarr")
+    assert np.array_equal(sa.activations[:], sb.activations[:])
+
+
+def test_embed_windows_bad_inputs(tiny_checkpoint, demo, tmp_path):
+    emb = TinyEmbedder(tiny_checkpoint)
+    windows, bases = make_tables(demo)
+    with pytest.raises(InputError, match="cpg"):
+        run_windows(emb, windows, bases.drop("cpg"), tmp_path)
+    with pytest.raises(InputError, match="lacks some positions"):
+        run_windows(emb, windows, bases.filter(pl.col("pos") != 5150), tmp_path)
+    short = windows.with_columns(pl.col("sequence").str.slice(0, 50))
+    with pytest.raises(InputError, match="end - start"):
+        run_windows(emb, short, bases, tmp_path)
+    assert not (tmp_path / "embed.h5ad").exists()
+
+
+def test_embed_sequences_with_token_transform(tiny_checkpoint, demo):
+    emb = TinyEmbedder(tiny_checkpoint)
+    seqs = [demo[1000:1090], demo[2000:2030].lower(), demo[3000:3200]]
+    w = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
+    out = embed_sequences(emb, seqs, ["block1"], batch_size=2,
+                          token_transforms={"feat": ("block2", lambda x: np.maximum(x @ w, 0))})
+    assert out["block1"].shape == (3, 16) and out["feat"].shape == (3, 5)
+    for i, s in enumerate(seqs):
+        acts = emb.embed([s.upper()], ["block1", "block2"])
+        assert np.allclose(out["block1"][i], acts["block1"].values.mean(axis=0), atol=1e-6)
+        assert np.allclose(out["feat"][i], np.maximum(acts["block2"].values @ w, 0).mean(axis=0), atol=1e-5)
+
+
+# --- model cards and registry -------------------------------------------------------------------
+
+def test_all_shipped_cards_load():
+    cards = {p.stem: load_card(p) for p in sorted((ROOT / "models").glob("*.yaml"))}
+    assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2", "hyenadna-tiny-1k", "caduceus-ph-131k",
+            "evo2-7b"} <= set(cards)
+    for card in cards.values():
+        assert card["description"] and card["license"]
+    assert cards["tiny-dnalm"]["trust_remote_code"] is False
+    assert cards["dnabert-2"]["hf_id"] == "zhihan1996/DNABERT-2-117M"
+
+
+def test_card_errors_name_file_and_key(tmp_path):
+    card = tmp_path / "broken.yaml"
+    card.write_text("name: x\nfamily: hf\nlayers: [hidden_states.1]\n")
+    with pytest.raises(InputError, match=r"broken.yaml, field context"):
+        load_card(card)
+    card.write_text("name: x\nfamily: jax\nlayers: [a]\ncontext: 10\n")
+    with pytest.raises(InputError, match=r"broken.yaml, field family"):
+        load_card(card)
+
+
+def test_evo2_without_package_and_tiny_without_checkpoint():
+    with pytest.raises(InputError, match="evo2"):
+        make_embedder(load_card(ROOT / "models/evo2-7b.yaml"), None)
+    with pytest.raises(InputError, match="checkpoint"):
+        make_embedder(load_card(ROOT / "models/tiny-dnalm.yaml"), None)
+
+
+def test_make_embedder_tiny(tiny_checkpoint):
+    card = load_card(ROOT / "models/tiny-dnalm.yaml")
+    emb = make_embedder(card, tiny_checkpoint)
+    assert emb.name == "tiny-dnalm" and emb.layers == ["embed", "block1", "block2"] and emb.context == 64
+
+
+# --- Hugging Face path, with a tiny local BERT --------------------------------------------------
+
+def build_local_bert(path: Path, kmer: int) -> Path:
+    """A random 2-layer BERT with a WordPiece tokenizer over single bases (kmer=1) or 3-mers (+ single bases)."""
+    import itertools
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = ["".join(p) for p in itertools.product("ACGTN", repeat=kmer)] + list("ACGTN") * (kmer > 1)
+    words = list(dict.fromkeys(words))
+    vocab = {tok: i for i, tok in enumerate(specials + words + ["##" + w for w in words])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100_000))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=128))
+    fast.save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+def hf_card(path: Path, **extra) -> dict:
+    return {"name": "local-bert", "family": "hf", "hf_id": str(path), "revision": "main", "context": 50,
+            "layers": ["hidden_states.0", "hidden_states.1", "hidden_states.2"], "trust_remote_code": False,
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def char_bert(tmp_path_factory) -> Path:
+    return build_local_bert(tmp_path_factory.mktemp("charbert"), kmer=1)
+
+
+@pytest.fixture(scope="module")
+def kmer_bert(tmp_path_factory) -> Path:
+    return build_local_bert(tmp_path_factory.mktemp("kmerbert"), kmer=3)
+
+
+def test_hf_character_tokens_exclude_specials(char_bert, demo):
+    from transformers import AutoModel, AutoTokenizer
+
+    emb = make_embedder(hf_card(char_bert), None)
+    seq = demo[7000:7040]
+    acts = emb.embed([seq.lower(), seq], ["hidden_states.2"])["hidden_states.2"]
+    assert acts.offsets.tolist() == [0, 40, 80]
+    assert np.array_equal(acts.base_span[:40], np.stack([np.arange(40), np.arange(1, 41)], axis=1))
+    assert np.array_equal(acts.values[:40], acts.values[40:])
+    # direct run: the embedder's rows are the hidden states without [CLS] and [SEP]
+    tok, model = AutoTokenizer.from_pretrained(char_bert), AutoModel.from_pretrained(char_bert)
+    with torch.inference_mode():
+        hidden = model(**tok([seq], return_tensors="pt"), output_hidden_states=True).hidden_states[2][0]
+    assert hidden.shape[0] == 42
+    assert np.allclose(acts.values[:40], hidden[1:-1].numpy(), atol=1e-5)
+
+
+def test_hf_kmer_spans_cover_several_bases_and_long_sequences_split(kmer_bert, demo):
+    emb = HFEmbedder(hf_card(kmer_bert))
+    seq = demo[9000:9110].upper()  # 110 bases -> pieces of 50, 50, 10
+    acts = emb.embed([seq, seq[:10]], ["hidden_states.1"])["hidden_states.1"]
+    span = acts.base_span
+    widths = span[:, 1] - span[:, 0]
+    first = span[acts.offsets[0]:acts.offsets[1]]
+    assert widths.max() == 3 and (widths == 3).mean() > 0.8
+    # spans of the long sequence tile it exactly, in its own coordinates, across piece boundaries
+    assert first[0, 0] == 0 and first[-1, 1] == 110 and np.array_equal(first[1:, 0], first[:-1, 1])
+    # piece 1 = 16 3-mers + 2 single bases; piece 2 starts a fresh 3-mer at base 50
+    assert first[15:19].tolist() == [[45, 48], [48, 49], [49, 50], [50, 53]]
+    assert acts.offsets[2] - acts.offsets[1] == 4  # 10 bases -> 3 + 3 + 3 + 1
+    pooled = embed_sequences(emb, [seq], ["hidden_states.1"], batch_size=1)["hidden_states.1"]
+    assert np.allclose(pooled[0], acts.values[:acts.offsets[1]].mean(axis=0), atol=1e-5)
+
+
+def test_spans_by_matching_for_slow_tokenizers():
+    spans = spans_by_matching(["[CLS]", "ACG", "##TT", "N", "\u2581ac", "[SEP]"], {"[CLS]", "[SEP]"}, "ACGTTNAC")
+    assert spans.tolist() == [[-1, -1], [0, 3], [3, 5], [5, 6], [6, 8], [-1, -1]]
+
+
+def test_hf_refuses_remote_code_without_opt_in(char_bert, tmp_path):
+    remote = tmp_path / "remote"
+    shutil.copytree(char_bert, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="trust_remote_code"):
+        HFEmbedder(hf_card(remote))
+
+
+def test_hf_refuses_pickle_checkpoint(char_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(char_bert, pickled)
+    state = load_file(str(pickled / "model.safetensors"))
+    (pickled / "model.safetensors").unlink()
+    torch.save(state, pickled / "pytorch_model.bin")
+    with pytest.raises(InputError, match="pickle"):
+        HFEmbedder(hf_card(pickled))

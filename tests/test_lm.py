@@ -1,0 +1,188 @@
+"""Tests of the built-in DNA LM: Markov baselines, the model, pretraining and held-out scoring."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from Bio import SeqIO
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from interp.errors import InputError
+from interp.lm.markov import markov_cross_entropy
+from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
+from interp.lm.pretrain import heldout_cross_entropy, mask_tokens, pretrain_tiny_dnalm, resolve_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_FASTA = ROOT / "resources/demo/hg19_chr17_1-40000.fa"
+CARD = ROOT / "models/tiny-dnalm.yaml"
+QUICK = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 256, "max_len": 64, "dropout": 0.0,
+         "seq_len": 64, "batch_size": 16, "max_steps": 300, "lr": 3e-3, "warmup_steps": 20}
+TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_len": 32, "seq_len": 32, "batch_size": 4,
+        "max_steps": 4, "warmup_steps": 1}
+
+
+def demo_sequence() -> str:
+    record = next(SeqIO.parse(str(DEMO_FASTA), "fasta"))
+    return str(record.seq)
+
+
+def card() -> dict:
+    return yaml.safe_load(CARD.read_text())
+
+
+# --- Markov baselines -------------------------------------------------------------------------
+
+def test_markov_matches_hand_computation():
+    # train "AACG": order-0 counts A2 C1 G1 T0 (n=4); order-1 contexts A->A, A->C, C->G.
+    ce, n = markov_cross_entropy(["AACG"], ["AC"], order=1, pseudocount=1.0)
+    p_a = (2 + 1) / (4 + 4)  # first base: no left context, backs off to order 0
+    p_c_given_a = (1 + 1) / (2 + 4)
+    assert n == 2
+    assert ce == pytest.approx(-(math.log(p_a) + math.log(p_c_given_a)) / 2, abs=1e-12)
+
+
+def test_markov_backs_off_after_n_and_skips_n():
+    ce, n = markov_cross_entropy(["AACG"], ["ANc"], order=1, pseudocount=1.0)
+    # A: order 0 (3/8); N: not scored; c: context is N -> order 0 P(C) = (1+1)/8
+    assert n == 2
+    assert ce == pytest.approx(-(math.log(3 / 8) + math.log(2 / 8)) / 2, abs=1e-12)
+
+
+def test_markov_order0_uniform_is_ln4_and_order3_finds_planted_chain():
+    rng = np.random.default_rng(0)
+    uniform = ["".join(rng.choice(list("ACGT"), size=100_000))]
+    test = ["".join(rng.choice(list("ACGT"), size=50_000))]
+    ce0, n = markov_cross_entropy(uniform, test, order=0)
+    assert n == 50_000
+    assert ce0 == pytest.approx(math.log(4), abs=0.002)
+    # planted chain: each base repeats the base 3 back with prob 0.7, else uniform
+    def chain(length):
+        codes = list(rng.integers(0, 4, size=3))
+        for _ in range(length - 3):
+            codes.append(codes[-3] if rng.random() < 0.7 else int(rng.integers(0, 4)))
+        return "".join("ACGT"[c] for c in codes)
+    train, held = [chain(50_000)], [chain(20_000)]
+    ce0, _ = markov_cross_entropy(train, held, order=0)
+    ce3, _ = markov_cross_entropy(train, held, order=3)
+    p_true = 0.7 + 0.3 / 4
+    entropy = -(p_true * math.log(p_true) + 3 * (0.075 * math.log(0.075)))
+    assert ce0 == pytest.approx(math.log(4), abs=0.01)
+    assert ce3 == pytest.approx(entropy, abs=0.03)
+
+
+def test_markov_rejects_empty_test():
+    with pytest.raises(ValueError):
+        markov_cross_entropy(["ACGT"], ["NNNN"], order=2)
+
+
+# --- model ----------------------------------------------------------------------------------
+
+def test_card_default_size_is_1_to_5_million_parameters():
+    cfg, _ = resolve_settings(card(), {})
+    assert 1_000_000 <= n_parameters(TinyDNALM(cfg)) <= 5_000_000
+
+
+def test_encode_upper_cases_and_maps_other_letters_to_n():
+    assert encode("acgtNRy").tolist() == [0, 1, 2, 3, 4, 4, 4]
+    assert torch.equal(encode("acgt"), encode("ACGT"))
+
+
+def test_forward_shapes_and_named_layers():
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=3, n_heads=2, d_ff=32, max_len=40)).eval()
+    tokens = encode("ACGTACGTNNACGT").repeat(2, 1)
+    assert model(tokens).shape == (2, 14, 4)
+    assert model.layer_names == ["embed", "block1", "block2", "block3"]
+    out = model.forward_layers(tokens, ["block3", "embed"])
+    assert list(out) == ["block3", "embed"] and out["block3"].shape == (2, 14, 16)
+    # the last block's output feeds the head
+    assert torch.allclose(model.head(model.ln_final(out["block3"])), model(tokens), atol=1e-6)
+    with pytest.raises(KeyError):
+        model.forward_layers(tokens, ["block9"])
+
+
+def test_padding_does_not_change_real_tokens():
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40)).eval()
+    seq = encode("ACGTTGCAAC")
+    padded = torch.cat([seq, torch.full((5,), PAD_ID)])[None]
+    assert torch.allclose(model(padded)[0, :10], model(seq[None])[0], atol=1e-5)
+
+
+def test_mask_tokens_bert_proportions():
+    rng = np.random.default_rng(1)
+    tokens = np.array(list(np.random.default_rng(2).integers(0, 4, size=20_000)) + [4] * 100)
+    inputs, labels = mask_tokens(tokens, rng, 0.15)
+    picked = labels != -100
+    assert picked.sum() == round(0.15 * 20_000)
+    assert not picked[-100:].any()  # N is never a target
+    assert np.array_equal(labels[picked], tokens[picked])
+    frac_mask = (inputs[picked] == MASK_ID).mean()
+    assert 0.77 < frac_mask < 0.83
+    assert np.array_equal(inputs[~picked], tokens[~picked])
+
+
+# --- held-out scoring and pretraining ---------------------------------------------------------
+
+def test_heldout_scores_every_acgt_base_once():
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=24))
+    seqs = ["ACGTNNACGTAC" * 5, "acgtA"]
+    ce, n = heldout_cross_entropy(model, seqs, n_mask_groups=7, batch_size=5)
+    assert n == sum(c in "ACGT" for s in seqs for c in s.upper())
+    assert ce == pytest.approx(math.log(4), abs=0.1)  # untrained model ~ uniform
+    _, n_markov = markov_cross_entropy(["ACGT"], seqs, order=3)
+    assert n_markov == n
+
+
+def test_overrides_are_validated():
+    with pytest.raises(InputError, match="unknown override"):
+        resolve_settings(card(), {"n_layer": 3})
+    with pytest.raises(InputError, match="seq_len"):
+        resolve_settings(card(), {"seq_len": 1000})
+
+
+def test_pretrain_is_deterministic(tmp_path):
+    seq = demo_sequence()
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}.safetensors"
+        metrics = pretrain_tiny_dnalm([seq[:2000]], [seq[2000:2400]], card(), TINY, seed=3, checkpoint_out=out)
+        runs.append((metrics, load_file(str(out))))
+    (m1, w1), (m2, w2) = runs
+    assert m1["heldout_ce"] == m2["heldout_ce"]
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert m1["steps"] == 4 and m1["seed"] == 3
+    with safe_open(str(tmp_path / "run0.safetensors"), framework="pt") as f:
+        assert '"d_model": 16' in f.metadata()["config"]
+    assert not list(tmp_path.glob("*.partial"))
+    other = pretrain_tiny_dnalm([seq[:2000]], [seq[2000:2400]], card(), TINY, seed=4,
+                                checkpoint_out=tmp_path / "other.safetensors")
+    assert other["heldout_ce"] != m1["heldout_ce"]
+
+
+def test_quick_pretrain_on_demo_beats_order0(tmp_path):
+    seq = demo_sequence()
+    metrics = pretrain_tiny_dnalm([seq[:32_000]], [seq[32_000:]], card(), QUICK, seed=0,
+                                  checkpoint_out=tmp_path / "quick.safetensors", threads=1)
+    assert metrics["n_heldout_bases"] == sum(c in "ACGT" for c in seq[32_000:].upper())
+    assert metrics["n_train_bases"] == sum(c in "ACGT" for c in seq[:32_000].upper())
+    assert metrics["beats_order0"], metrics
+    assert metrics["heldout_ce"] < metrics["baseline_order0_ce"] - 0.01, metrics
+    assert set(metrics) == {"model", "heldout_ce", "baseline_order0_ce", "baseline_order3_ce", "n_params",
+                            "n_train_bases", "n_heldout_bases", "steps", "seed", "train_seconds",
+                            "beats_order0", "beats_order3"}
+
+
+@pytest.mark.slow
+def test_card_default_pretrain_on_demo_beats_order0(tmp_path):
+    seq = demo_sequence()
+    metrics = pretrain_tiny_dnalm([seq[:32_000]], [seq[32_000:]], card(), {}, seed=0,
+                                  checkpoint_out=tmp_path / "default.safetensors", threads=1)
+    assert metrics["heldout_ce"] < metrics["baseline_order0_ce"] - 0.02, metrics
