@@ -177,7 +177,7 @@ def embed(job: Job) -> None:
     Path(job.output["tokens_dir"]).mkdir(parents=True, exist_ok=True)
     stats = embed_windows(embedder, win, bases, p["layers"], p["token_layers"], p["batch_size"],
                           pooled_out, token_out)
-    write_json({"model": card["name"], **stats}, job.output["stats"])
+    write_json({"model": card["name"], "layers": p["layers"], **stats}, job.output["stats"])
 
 
 def probe(job: Job) -> None:
