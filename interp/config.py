@@ -107,6 +107,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort["genes"] and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.get("bed"))
+        must_exist("cohort.ancestry_vcf", cohort.get("ancestry_vcf"))
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:

@@ -255,8 +255,18 @@ def simulate_cohort(job: Job) -> None:
     span = Region(name="+".join(r.name for r in regions), contig=regions[0].contig,
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     c = job.params["cohort"]
-    simulate(fasta, annotation, span, c["populations"], job.params["seed"], c["simulate"],
-             Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]))
+    from interp.cohort.simulate import simulate_ancestry_panel
+
+    sim = {k: v for k, v in c["simulate"].items() if k != "ancestry_panel"}
+    truth = simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
+                     Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]))
+    panel = c["simulate"]["ancestry_panel"]
+    if "panel" in job.output:
+        # written even with loci = 0 would be wrong: the rule only asks for it when loci > 0
+        info = simulate_ancestry_panel(c["populations"], job.params["seed"], panel["loci"], panel["locus_length"],
+                                       Path(job.output["panel"]))
+        truth["ancestry_panel"] = info
+        write_json(truth, job.output["truth"])
 
 
 def _samples(job: Job) -> pl.DataFrame:
@@ -288,7 +298,23 @@ def check_cohort(job: Job) -> None:
         os.replace(tmp, dst)
     shutil.rmtree(staging, ignore_errors=True)
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
+    if job.input.get("panel"):
+        summary["ancestry_panel"] = _check_panel(job.input["panel"], samples)
     write_json(summary, job.output["summary"])
+
+
+def _check_panel(panel_vcf: str, samples: pl.DataFrame) -> dict:
+    """The ancestry marker VCF must hold every sample of samples.tsv (extra samples are ignored)."""
+    from interp.cohort.vcf import vcf_samples
+    from interp.errors import InputError
+
+    present = set(vcf_samples(panel_vcf))
+    missing = [s for s in samples["sample_id"].to_list() if s not in present]
+    if missing:
+        shown = ", ".join(missing[:20])
+        raise InputError(f"{panel_vcf}: {len(missing)} sample(s) of samples.tsv are not in the ancestry VCF: "
+                         f"{shown}{' ...' if len(missing) > 20 else ''}")
+    return {"vcf": panel_vcf, "n_samples": len(present)}
 
 
 def _genotypes(job: Job, fasta: dict, samples: pl.DataFrame):
@@ -355,7 +381,26 @@ def ancestry(job: Job) -> None:
     adata = adata[:, keep].copy()
     c = job.params["cohort"]
     missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
-    adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=max(c["n_pcs"], 2), seed=job.params["seed"])
+    n_pcs = max(c["n_pcs"], 2)
+    if job.input.get("panel"):
+        # PCs from genome-wide-like markers, so the region's own (maybe causal) variants do not define them
+        from interp.cohort.vcf import read_genotypes
+
+        panel_geno = read_genotypes(job.input["panel"], samples=samples["sample_id"].to_list())
+        pcs = genotype_pca(genotype_anndata(panel_geno, samples), maf_min=c["maf"], n_pcs=n_pcs,
+                           seed=job.params["seed"])
+        pcs = pcs[adata.obs_names].copy()
+        keep_var = (adata.var["maf"].to_numpy() >= c["maf"]) & (adata.var["missing_rate"].to_numpy() <= 0.5)
+        adata = adata[:, keep_var].copy()
+        adata.layers["dosage"] = adata.X.copy()
+        for key in ("X_pca", "X_umap"):
+            adata.obsm[key] = pcs.obsm[key]
+        adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
+        adata.uns["pca"] = dict(pcs.uns["pca"])
+        adata.uns["ancestry_source"] = {"vcf": Path(job.input["panel"]).name, "n_markers": int(pcs.n_vars)}
+    else:
+        adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=n_pcs, seed=job.params["seed"])
+        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}
     adata.obs["missing_rate"] = missing_rate
     write_h5ad(adata, job.output["genotypes"])
 

@@ -415,3 +415,73 @@ def simulate_cohort(
     os.replace(tmp, out_samples)
     _atomic_text(out_truth, json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth
+
+
+# ---------------------------------------------------------------- ancestry panel
+
+PANEL_CONTIG = "ancestry_panel"
+
+
+def simulate_ancestry_panel(populations: dict[str, int], seed: int, n_loci: int, locus_length: int,
+                            out_vcf: str | Path, params: OutOfAfrica3G09 = OUT_OF_AFRICA_3G09) -> dict:
+    """Unlinked neutral loci of the same individuals, for genome-wide-like ancestry PCs.
+
+    Ancestry PCs computed from the one region under study would absorb the region's own
+    (possibly causal) variation; real studies take PCs from genome-wide markers. This simulates
+    `n_loci` independent loci of `locus_length` bp (recombination rate 0.5 between loci) under the
+    same demography and sample layout (IDs like YRI_0001 in population order, as `simulate_cohort`
+    names them), and writes their biallelic SNVs to a bgzipped, indexed VCF on a synthetic contig
+    `ancestry_panel` (alleles drawn by msprime's JC69 model; no reference FASTA is involved).
+    Returns {n_loci, locus_length, n_variants}.
+    """
+    _check_populations(populations)
+    ancestry_seed, mutation_seed = _seeds([int(seed), 0xA9CE], 2)
+    # independent replicates are independent loci; far cheaper than one simulation with free
+    # recombination between loci
+    replicates = msprime.sim_ancestry(samples={name: int(n) for name, n in populations.items()},
+                                      demography=out_of_africa_demography(params), sequence_length=locus_length,
+                                      recombination_rate=params.recombination_rate, random_seed=ancestry_seed,
+                                      ploidy=2, num_replicates=n_loci)
+    sample_ids, individual_nodes = None, None
+    positions, refs, alts, blocks = [], [], [], []
+    for i, ts in enumerate(replicates):
+        ts = msprime.sim_mutations(ts, rate=params.mutation_rate, random_seed=mutation_seed + i)
+        ts = ts.delete_sites([s.id for s in ts.sites() if len(s.mutations) != 1])
+        if sample_ids is None:
+            sample_ids, _, individual_nodes, _ = _sample_layout(ts, populations)
+        for v in ts.variants():
+            positions.append(i * locus_length + int(v.site.position) + 1)
+            refs.append(v.alleles[0])
+            alts.append(v.alleles[1])
+        if ts.num_sites:
+            blocks.append(ts.genotype_matrix())
+    haplotypes = np.concatenate(blocks) if blocks else np.zeros((0, 2 * len(sample_ids)), dtype=np.int8)
+    _write_vcf_text(Path(out_vcf), PANEL_CONTIG, n_loci * locus_length, sample_ids, positions, refs, alts,
+                    haplotypes, individual_nodes, seed)
+    return {"n_loci": n_loci, "locus_length": locus_length, "n_variants": len(positions)}
+
+
+def _write_vcf_text(path: Path, contig: str, contig_length: int, sample_ids: list[str], positions: list[int],
+                    refs: list[str], alts: list[str], haplotypes: np.ndarray, individual_nodes: np.ndarray,
+                    seed: int) -> None:
+    """Like `_write_vcf`, built as text (thousands of sites x hundreds of samples), then bgzip + tabix."""
+    lines = ["##fileformat=VCFv4.2", f"##source=interp.cohort.simulate ancestry panel seed={seed}",
+             f"##contig=<ID={contig},length={contig_length}>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Phased genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *sample_ids])]
+    a = haplotypes[:, individual_nodes[:, 0]].astype(str)
+    b = haplotypes[:, individual_nodes[:, 1]].astype(str)
+    gts = np.char.add(np.char.add(a, "|"), b)
+    for k, pos in enumerate(positions):
+        lines.append("\t".join([contig, str(pos), ".", refs[k], alts[k], ".", "PASS", ".", "GT", *gts[k]]))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.vcf")
+    gz = Path(str(tmp) + ".gz")
+    try:
+        tmp.write_text("\n".join(lines) + "\n")
+        pysam.tabix_compress(str(tmp), str(gz), force=True)
+        pysam.tabix_index(str(gz), preset="vcf", force=True)
+        os.replace(gz, path)
+        os.replace(str(gz) + ".tbi", str(path) + ".tbi")
+    finally:
+        for f in (tmp, gz, Path(str(gz) + ".tbi")):
+            f.unlink(missing_ok=True)

@@ -163,6 +163,7 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
         "n_variants": int(validation.get("n_variants_in_regions", geno.n_vars)),
         "n_variants_pca": int(geno.n_vars),
         "genotype_pc_variance_ratio": var_ratio[:5].tolist(),
+        "ancestry_markers": dict(geno.uns.get("ancestry_source", {})),
         "validation": {k: v for k, v in validation.items() if k not in ("samples",)},
         "haplotypes": hap_stats,
         "embedding": emb_stats,

@@ -18,6 +18,11 @@ if COHORT:
                 tbi=f"{COHORT_VCF}.tbi",
                 samples=COHORT_SAMPLES,
                 truth=f"{R}/cohort/input/truth.json",
+                **(
+                    {"panel": f"{R}/cohort/input/ancestry_panel.vcf.gz",
+                     "panel_tbi": f"{R}/cohort/input/ancestry_panel.vcf.gz.tbi"}
+                    if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
+                ),
             params:
                 job=job({"reference": config["reference"], "cohort": config["cohort"],
                          "seed": config["seed"]}),
@@ -45,6 +50,7 @@ if COHORT:
     rule check_cohort:
         input:
             **COHORT_REF,
+            **config_ancestry_vcf(),
             vcf=COHORT_VCF,
             samples=COHORT_SAMPLES,
         output:
@@ -93,6 +99,7 @@ if COHORT:
     rule ancestry:
         input:
             **COHORT_REF,
+            **config_ancestry_vcf(),
             vcf=f"{R}/cohort/cohort.vcf.gz",
             samples=COHORT_SAMPLES,
         output:

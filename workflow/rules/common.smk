@@ -107,3 +107,12 @@ def config_cohort_samples():
     if config["cohort"]["source"] == "simulate":
         return f"{R}/cohort/input/samples.tsv"
     return config["cohort"]["samples"]
+
+
+def config_ancestry_vcf():
+    """Markers for ancestry PCs: the simulated panel, the user's genome-wide VCF, or none (the cohort VCF)."""
+    if config["cohort"]["source"] == "simulate":
+        if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0:
+            return {"panel": f"{R}/cohort/input/ancestry_panel.vcf.gz"}
+        return {}
+    return {"panel": config["cohort"]["ancestry_vcf"]} if config["cohort"].get("ancestry_vcf") else {}

@@ -1,0 +1,141 @@
+"""Calibration on simulated cohorts: the cohort stages run for real (msprime cohort -> haplotypes ->
+genotype PCs -> tiny-LM embeddings of every distinct haplotype window -> audit -> rank) on three seeds.
+
+Planted answers (truth.json): `confounded` must FAIL the audit and `causal` / `null` must not; the
+planted causal variant must top the variant ranking and the top model-derived feature must lie in
+its window in at least 2 of 3 seeds; for `null`, no feature may pass q < 0.05 in at least 2 of 3 seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from interp import stages
+from interp.config import check_config
+from tests.conftest import DEMO_FASTA, DEMO_GENES, REPO
+
+SEEDS = (11, 12, 13)
+LAYER = "block2"
+
+
+def _config(seed: int) -> dict:
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg.update({"seed": seed, "run": f"calib{seed}"})
+    cfg["reference"].update({"fasta": str(DEMO_FASTA), "annotation": str(DEMO_GENES)})
+    cfg["audit"].update({"permutations": 99, "bootstrap": 20})
+    cfg["rank"].update({"resamples": 10})
+    return check_config(cfg, base_dir=REPO)
+
+
+def _job(inputs: dict, outputs: dict, params: dict) -> stages.Job:
+    return stages.Job(input={k: str(v) if isinstance(v, Path) else v for k, v in inputs.items()},
+                      output={k: str(v) for k, v in outputs.items()}, params=params, threads=1)
+
+
+@pytest.fixture(scope="module")
+def reference_model(tmp_path_factory) -> dict:
+    """A small tiny-dnalm and a TopK SAE on its block2 tokens, trained once for all seeds."""
+    out = tmp_path_factory.mktemp("reference")
+    cfg = _config(7)
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    common = {"reference": cfg["reference"], "regions": cfg["regions"]}
+    stages.windows(_job(ref, {"parquet": out / "w.parquet", "tsv": out / "w.tsv", "fasta": out / "w.fa",
+                              "bases": out / "b.parquet"}, {**common, "windows": cfg["windows"]}))
+    card = REPO / "models" / "tiny-dnalm.yaml"
+    overrides = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 128, "max_steps": 150}
+    stages.pretrain_tiny_dnalm(_job({"fasta": DEMO_FASTA, "card": card},
+                                    {"checkpoint": out / "lm.safetensors", "metrics": out / "lm.json"},
+                                    {**common, "heldout_fraction": 0.2, "overrides": overrides, "seed": 7}))
+    stages.embed(_job({"card": card, "checkpoint": out / "lm.safetensors", "windows": out / "w.parquet",
+                       "bases": out / "b.parquet"},
+                      {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
+                      {"layers": [LAYER], "token_layers": [LAYER], "batch_size": 64, "device": "cpu"}))
+    stages.sae(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
+                    {"weights": out / "sae.safetensors", "metrics": out / "sae.json", "features": out / "f.parquet"},
+                    {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "heldout_fraction": 0.2,
+                     "top_windows": 3, "model": "tiny-dnalm", "layer": LAYER, "seed": 7}))
+    return {"card": card, "checkpoint": out / "lm.safetensors", "sae": out / "sae.safetensors"}
+
+
+def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:
+    cfg = _config(seed)
+    c = out / "cohort"
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    params = {"reference": cfg["reference"], "cohort": cfg["cohort"], "n_folds": cfg["audit"]["n_folds"],
+              "seed": seed}
+    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
+                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
+                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    io = {**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv", "panel": c / "panel.vcf.gz"}
+    stages.check_cohort(_job(io, {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz",
+                                  "tbi": c / "cohort.vcf.gz.tbi"}, params))
+    io = {**io, "vcf": c / "cohort.vcf.gz"}
+    stages.haplotypes(_job(io, {"assignments": c / "hap.parquet", "sequences": c / "seq.parquet",
+                                "stats": c / "hap.json"}, params))
+    stages.ancestry(_job(io, {"genotypes": c / "geno.h5ad"}, params))
+    emb = c / "emb" / "tiny-dnalm"
+    stages.embed_cohort(_job({"card": reference_model["card"], "checkpoint": reference_model["checkpoint"],
+                              "sequences": c / "seq.parquet", "assignments": c / "hap.parquet",
+                              "genotypes": c / "geno.h5ad", "sae": reference_model["sae"]},
+                             {"out_dir": emb, "stats": c / "emb.json"},
+                             {"layers": [LAYER], "sae_layer": LAYER, "batch_size": 64, "device": "cpu",
+                              "keep_haplotypes": False}))
+    cohort_cfg = {"phenotypes": cfg["cohort"]["phenotypes"], "covariates": cfg["cohort"]["covariates"],
+                  "seed": seed}
+    stages.audit(_job({"emb_dirs": [str(emb)]}, {"parquet": c / "audit.parquet", "tsv": c / "audit.tsv",
+                                                 "details": c / "audit.json"},
+                      {**cfg["audit"], **cohort_cfg, "population_column": "population", "sae_layer": LAYER}))
+    stages.rank(_job({"emb_dirs": [str(emb)], "genotypes": c / "geno.h5ad", **ref},
+                     {"parquet": c / "bio.parquet", "tsv": c / "bio.tsv"},
+                     {**cfg["rank"], **cohort_cfg, "reference": cfg["reference"]}))
+    from interp.report.build import truth_recovery
+
+    audit = pl.read_parquet(c / "audit.parquet")
+    bio = pl.read_parquet(c / "bio.parquet")
+    truth = json.loads((c / "truth.json").read_text())
+    hap = json.loads((c / "hap.json").read_text())
+    return {"audit": audit, "bio": bio, "recovery": truth_recovery(truth, audit, bio), "hap": hap}
+
+
+@pytest.fixture(scope="module")
+def cohorts(reference_model, tmp_path_factory) -> dict[int, dict]:
+    return {seed: _run_cohort(seed, reference_model, tmp_path_factory.mktemp(f"seed{seed}")) for seed in SEEDS}
+
+
+def _verdict(result: dict, phenotype: str) -> str:
+    return result["audit"].filter(pl.col("phenotype") == phenotype)["verdict"][0]
+
+
+def test_confounded_fails_in_every_seed(cohorts) -> None:
+    verdicts = {s: _verdict(r, "confounded") for s, r in cohorts.items()}
+    assert all(v == "FAIL" for v in verdicts.values()), verdicts
+
+
+def test_causal_and_null_never_fail(cohorts) -> None:
+    for seed, result in cohorts.items():
+        for phenotype in ("causal", "null"):
+            assert _verdict(result, phenotype) != "FAIL", (seed, phenotype, result["audit"])
+
+
+def test_causal_variant_tops_variants_and_top_model_feature_sits_in_its_window(cohorts) -> None:
+    hits = [r["recovery"]["causal_variant_rank"] == 1 and r["recovery"]["top_model_feature_in_causal_window"]
+            for r in cohorts.values()]
+    assert sum(hits) >= 2, {s: r["recovery"] for s, r in cohorts.items()}
+
+
+def test_null_phenotype_has_no_discovery(cohorts) -> None:
+    clean = [r["bio"].filter((pl.col("phenotype") == "null") & (pl.col("q") < 0.05)).is_empty()
+             for r in cohorts.values()]
+    assert sum(clean) >= 2, clean
+
+
+def test_each_distinct_haplotype_window_is_embedded_once(cohorts) -> None:
+    for result in cohorts.values():
+        hap = result["hap"]
+        assert hap["n_distinct"] < hap["n_haplotype_windows"]
+        assert hap["dedup_ratio"] == pytest.approx(hap["n_haplotype_windows"] / hap["n_distinct"])
