@@ -190,7 +190,11 @@ def _logit_row(d: np.ndarray, y: np.ndarray, c: np.ndarray) -> tuple[float, floa
         ok = (fit.mle_retvals.get("converged", False) and np.isfinite(beta) and np.isfinite(se)
               and abs(beta) < 15 and np.all(np.abs(fit.params) < 30))
         if ok:
-            return beta, se, float(fit.tvalues[1]), float(fit.pvalues[1]), "logit"
+            # likelihood-ratio p: Wald p-values shrink for large log-ORs (Hauck-Donner), which would
+            # rank a strong causal variant below weaker ones
+            null = sm.Logit(y, np.column_stack([np.ones_like(d), c])).fit(disp=0, maxiter=100)
+            lr = max(2.0 * (float(fit.llf) - float(null.llf)), 0.0)
+            return beta, se, float(fit.tvalues[1]), float(stats.chi2.sf(lr, 1)), "logit"
     except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError):
         pass
     beta_full, cov_full, pl_full = _firth_fit(design, y)

@@ -171,7 +171,11 @@ def _tiles(region: Region, width: int, stride: int) -> list[tuple[int, int]]:
     if region.end - region.start < width:
         raise InputError(f"region {region.name} ({region.end - region.start} bp) is shorter than the "
                          f"window width {width}")
-    return [(s, s + width) for s in range(region.start, region.end - width + 1, stride)]
+    tiles = [(s, s + width) for s in range(region.start, region.end - width + 1, stride)]
+    if tiles[-1][1] < region.end:
+        # one last window aligned to the region's end, so no base (an exon at a gene's end) is left out
+        tiles.append((region.end - width, region.end))
+    return tiles
 
 
 def haplotype_windows(
@@ -183,7 +187,8 @@ def haplotype_windows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Cut every haplotype into windows defined in reference coordinates.
 
-    Windows tile `region` as [start, start + width) every `stride` bases (full windows only).
+    Windows tile `region` as [start, start + width) every `stride` bases (full windows only; a last
+    window aligned to the region's end covers any remainder).
     A haplotype's window holds the haplotype bases aligned to that reference interval, so its
     length differs from `width` where indels were applied.
     `hap_seqs` must come from `haplotype_sequences` on the same region (its edits give the
