@@ -20,6 +20,7 @@ def copy_workflow(dest: Path) -> Path:
     """Copy what a run needs (Snakefile, rules, schema, cards, configs, demo data) into `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copy(REPO / "environment.yml", dest / "environment.yml")
     for folder in ("workflow", "models", "configs", "resources"):
         shutil.copytree(REPO / folder, dest / folder, dirs_exist_ok=True)
     return dest

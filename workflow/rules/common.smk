@@ -37,7 +37,14 @@ def load_card(model):
 def model_layers(model):
     """Layers to pool for one model: the config's list, or all of the card's."""
     layers = config["embed"]["layers"]
-    return list(load_card(model)["layers"]) if layers == "all" else list(layers)
+    if layers != "all":
+        return list(layers)
+    card = load_card(model)
+    n_blocks = config["lm"]["overrides"].get("n_layers") if card.get("family") == "tiny" else None
+    if n_blocks is not None:
+        # the built-in model's depth can be overridden; its layers follow
+        return ["embed"] + [f"block{i}" for i in range(1, n_blocks + 1)]
+    return list(card["layers"])
 
 
 def checkpoint_input(model):
