@@ -368,8 +368,10 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, list[str]]:
     if within:
         reasons.append(f"within-population signal: permutation_p {p:.3f} <= alpha {cfg.alpha}")
     if anc_explains:
+        # with a within-population signal, ancestry predicting as well is context, not the explanation
+        what = "ancestry alone predicts as well" if within else "ancestry alone explains it"
         reasons.append(
-            f"ancestry alone explains it: auroc_ancestry_only {anc:.3f} >= auroc_random_cv {a:.3f} - "
+            f"{what}: auroc_ancestry_only {anc:.3f} >= auroc_random_cv {a:.3f} - "
             f"ancestry_margin {cfg.ancestry_margin}"
         )
     if big_drop:

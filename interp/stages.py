@@ -134,7 +134,8 @@ def pretrain_tiny_dnalm(job: Job) -> None:
     from interp.genome.windows import heldout_start
     from interp.lm.pretrain import pretrain_tiny_dnalm as pretrain
 
-    _set_threads(job.threads)
+    # one thread: multi-threaded CPU reductions made weights differ in the last bits between runs
+    _set_threads(1)
     p = job.params
     fasta = read_fasta(job.input["fasta"])
     regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
@@ -146,7 +147,7 @@ def pretrain_tiny_dnalm(job: Job) -> None:
         heldout.append(seq[cut:region.end].upper())
     card = load_card(job.input["card"])
     metrics = pretrain(train, heldout, card, p.get("overrides") or {}, p["seed"],
-                       Path(job.output["checkpoint"]), threads=job.threads,
+                       Path(job.output["checkpoint"]), threads=1,
                        accelerator=p.get("accelerator", "cpu"))
     write_json(metrics, job.output["metrics"])
 
@@ -205,12 +206,12 @@ def sae(job: Job) -> None:
     from interp.sae.config import SAEConfig
     from interp.sae.train import save_sae, train_sae
 
-    _set_threads(job.threads)
+    _set_threads(1)  # bitwise-reproducible weights (see pretrain_tiny_dnalm)
     p = job.params
     cfg = SAEConfig(n_features=p["n_features"], k=p["k"], lr=p["lr"], epochs=p["epochs"],
                     batch_size=p["batch_size"], seed=p["seed"], heldout_fraction=p["heldout_fraction"])
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
-    model, metrics = train_sae(store, cfg, threads=job.threads)
+    model, metrics = train_sae(store, cfg, threads=1)
     win = pl.read_parquet(job.input["windows"])
     features = feature_table(model, store, win, top_n=p["top_windows"])
     save_sae(model, job.output["weights"])

@@ -17,7 +17,7 @@ rule pretrain_tiny_dnalm:
         f"{R}/logs/pretrain_tiny_dnalm/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/pretrain_tiny_dnalm/{{model}}.tsv"
-    threads: THREADS
+    threads: 1  # single-threaded training is bitwise reproducible
     resources:
         mem_mb=4000,
         runtime=30,

@@ -16,7 +16,7 @@ rule sae:
         f"{R}/logs/sae/{{model}}/{{layer}}.log",
     benchmark:
         f"{R}/benchmarks/sae/{{model}}/{{layer}}.tsv"
-    threads: THREADS
+    threads: 1  # single-threaded training is bitwise reproducible
     resources:
         mem_mb=6000,
         runtime=60,
