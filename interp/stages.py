@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from interp.io import atomic_path, write_text_atomic
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae",
@@ -40,13 +41,7 @@ class Job:
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (temp file in the same folder, then rename), keys sorted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def write_table(df: pl.DataFrame, parquet: str | Path | None = None, tsv: str | Path | None = None) -> None:
@@ -54,24 +49,18 @@ def write_table(df: pl.DataFrame, parquet: str | Path | None = None, tsv: str | 
     for path, writer in ((parquet, "parquet"), (tsv, "tsv")):
         if path is None:
             continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        if writer == "parquet":
-            df.write_parquet(tmp)
-        else:
-            flat = df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items()
-                                    if isinstance(t, (pl.List, pl.Struct))])
-            flat.write_csv(tmp, separator="\t")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if writer == "parquet":
+                df.write_parquet(tmp)
+            else:
+                flat = df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items()
+                                        if isinstance(t, (pl.List, pl.Struct))])
+                flat.write_csv(tmp, separator="\t")
 
 
 def write_h5ad(adata, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.h5ad")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
 
 
 def _json_default(obj: Any) -> Any:

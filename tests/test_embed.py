@@ -32,7 +32,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, dropout=0.0))
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    save_checkpoint(model, path, "tiny-test")
+    save_checkpoint(model, path)
     return path
 
 

@@ -23,6 +23,7 @@ import tskit
 
 from interp.errors import InputError
 from interp.genome.fasta import resolve_contig
+from interp.io import write_text_atomic
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -236,12 +237,6 @@ def _add_mutation(ts: tskit.TreeSequence, position: int, node: int, time: float)
 # ---------------------------------------------------------------- writing
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_vcf(path: Path, contig: str, contig_length: int, sample_ids: list[str], positions: list[int],
                refs: list[str], alts: list[str], haplotypes: np.ndarray, individual_nodes: np.ndarray,
                seed: int) -> None:
@@ -413,7 +408,7 @@ def simulate_cohort(
     tmp = out_samples.with_name(f".{out_samples.name}.{os.getpid()}.tmp")
     samples.write_csv(tmp, separator="\t")
     os.replace(tmp, out_samples)
-    _atomic_text(out_truth, json.dumps(truth, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_truth, json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth
 
 

@@ -7,22 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from interp.embed.base import TokenActivations
 from interp.errors import InputError
+from interp.io import read_safetensors_metadata
 from interp.lm.model import PAD_ID, TinyDNALM, TinyLMConfig, encode
 
 
 def load_tiny_checkpoint(path: Path) -> TinyDNALM:
     """Rebuild TinyDNALM from a safetensors file whose metadata holds the architecture as JSON."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found (expected a safetensors file from the pretrain step)")
+    meta = read_safetensors_metadata(path, "tiny-dnalm checkpoint (a safetensors file from the pretrain step)")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
         if "config" not in meta:
             raise InputError(f"{path}: safetensors metadata has no 'config' (not a tiny-dnalm checkpoint)")
         model = TinyDNALM(TinyLMConfig(**json.loads(meta["config"])))

@@ -6,9 +6,7 @@ annotation (exon / intron / intergenic, transcript strand, exon number in transc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from Bio.SeqRecord import SeqRecord
 from interp.errors import InputError
 from interp.genome.annotation import to_contigs
 from interp.genome.regions import Region
+from interp.io import atomic_path
 
 # Per-base boolean label columns, in output order.
 BOOL_LABELS = ("repeat", "exon", "intron", "intergenic", "gc", "cpg")
@@ -249,20 +248,6 @@ def build_windows(
     return table, pl.concat(base_frames, how="vertical")
 
 
-@contextmanager
-def _atomic(path: str | Path):
-    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_windows(
     windows: pl.DataFrame,
     bases: pl.DataFrame,
@@ -272,18 +257,18 @@ def write_windows(
     bases_parquet: str | Path,
 ) -> None:
     """Write windows as parquet, TSV (no sequence column) and FASTA, and bases as parquet, atomically."""
-    with _atomic(windows_parquet) as tmp:
+    with atomic_path(windows_parquet) as tmp:
         windows.write_parquet(tmp)
-    with _atomic(windows_tsv) as tmp:
+    with atomic_path(windows_tsv) as tmp:
         windows.drop("sequence").write_csv(tmp, separator="\t")
-    with _atomic(windows_fasta) as tmp:
+    with atomic_path(windows_fasta) as tmp:
         records = (
             SeqRecord(Seq(sequence.upper()), id=window_id, description=f"region={region}")
             for window_id, region, sequence in windows.select("window_id", "region", "sequence").iter_rows()
         )
         with open(tmp, "w") as handle:
             SeqIO.write(records, handle, "fasta")
-    with _atomic(bases_parquet) as tmp:
+    with atomic_path(bases_parquet) as tmp:
         bases.write_parquet(tmp)
 
 

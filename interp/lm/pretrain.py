@@ -178,13 +178,15 @@ def heldout_cross_entropy(model: TinyDNALM, seqs: list[str], n_mask_groups: int 
     return total / n, n
 
 
-def save_checkpoint(model: TinyDNALM, path: Path, name: str) -> None:
+def save_checkpoint(model: TinyDNALM, path: Path) -> None:
     """safetensors weights with the architecture as JSON metadata; written to a temp name, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict()), "model": name})
+    # one metadata key: safetensors keeps metadata in a hash map, so with several keys their order in
+    # the file (and the file's sha256, which the report records) varies from process to process
+    save_file(state, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict(), sort_keys=True)})
     os.replace(tmp, path)
 
 
@@ -227,7 +229,7 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
     assert n0 == n3 == n_heldout, "model and baselines must score the same bases"
     model.cpu()
     name = card.get("name", "tiny-dnalm")
-    save_checkpoint(model, checkpoint_out, name)
+    save_checkpoint(model, checkpoint_out)
     return {
         "model": name,
         "heldout_ce": heldout_ce,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
+from interp.io import write_text_atomic
 from interp.report import plots
 from interp.report.provenance import git_commit, model_entries, package_versions, rule_timings, sha256_file
 
@@ -236,18 +236,10 @@ def build_report(inputs: dict, outputs: dict, params: dict) -> dict:
         figs.update(cfigs)
     report["timings"] = rule_timings(params["benchmarks"])
     report = _clean(report)
-    _write_text(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html").render(r=report, figs=figs, run=params["run"],
                                                   config_yaml=json.dumps(params["config"], indent=2))
-    _write_text(outputs["html"], html)
+    write_text_atomic(outputs["html"], html)
     return report
-
-
-def _write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, IterableDataset
 
 from interp.embed.store import TokenStore
 from interp.errors import InputError
+from interp.io import read_safetensors_metadata
 from interp.sae.config import SAEConfig
 from interp.sae.model import TopKSAE
 
@@ -297,7 +297,8 @@ def save_sae(model: TopKSAE, path: str | Path, extra_metadata: dict | None = Non
     path = Path(path)
     header = {"architecture": "topk", "d_in": model.d_in, "n_features": model.n_features, "k": model.k,
               "input_scale": float(model.input_scale)}
-    metadata = {METADATA_KEY: json.dumps(header), "extra": json.dumps(extra_metadata or {})}
+    # one metadata key (see interp.lm.pretrain.save_checkpoint): several would make the bytes vary
+    metadata = {METADATA_KEY: json.dumps({**header, "extra": extra_metadata or {}}, sort_keys=True)}
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     tmp = path.with_name(path.name + ".partial")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -306,17 +307,11 @@ def save_sae(model: TopKSAE, path: str | Path, extra_metadata: dict | None = Non
 
 def read_sae_metadata(path: str | Path) -> tuple[dict, dict]:
     """(architecture header, extra metadata) stored by `save_sae`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: SAE weights not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types for bad headers
-        raise InputError(f"{path}: not a safetensors file ({err})") from err
+    metadata = read_safetensors_metadata(path, "SAE weights")
     if METADATA_KEY not in metadata:
         raise InputError(f"{path}: safetensors file lacks the '{METADATA_KEY}' header written by save_sae")
-    return json.loads(metadata[METADATA_KEY]), json.loads(metadata.get("extra", "{}"))
+    header = json.loads(metadata[METADATA_KEY])
+    return header, header.pop("extra", {})
 
 
 def load_sae(path: str | Path) -> TopKSAE:

@@ -1,0 +1,48 @@
+"""Small file helpers every stage shares: atomic writes and safetensors metadata.
+
+Outputs are written to a temporary sibling and renamed into place, so a failed step never leaves a
+file that looks complete; checkpoints are read as safetensors only (no pickle).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from interp.errors import InputError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_safetensors_metadata(path: str | Path, what: str) -> dict[str, str]:
+    """The string metadata of a safetensors file; InputError naming `what` if absent or unreadable."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for bad headers
+        raise InputError(f"{path}: {what} is not a readable safetensors file ({err})") from err
