@@ -1,0 +1,136 @@
+"""Covariates as a user means them: the one design-matrix builder shared by audit and rank.
+
+* Numeric covariates are one column each (centred).
+* Categorical covariates (any non-numeric value) are one-hot encoded against their first level in sorted
+  order; casting category codes to floats would impose an order that levels do not have.
+* Missing values are refused (an `InputError` naming the covariate and the first samples) or imputed, as
+  the user chooses (`cohort.covariate_missing`): numeric ones by the mean plus a 0/1 "missing" indicator
+  column, categorical ones as a level of their own. What was done is returned in `info` for the report.
+* Descriptors such as the GC content of a sample's haplotypes are functions of the genotypes: adjusting
+  for them would remove part of a real genetic effect (over-adjustment), so they are reported beside the
+  audit but never enter a design matrix. `DESCRIPTORS` names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from interp.errors import InputError
+
+#: Per-sample quantities derived from the genotypes themselves: reported, never adjusted for.
+DESCRIPTORS = ("gc",)
+
+MissingPolicy = Literal["refuse", "impute"]
+_MISSING_TEXT = {"", "NA", "N/A", "NaN", "nan", "na", "."}
+
+
+@dataclass
+class CovariateDesign:
+    """A covariate design matrix and how it was made.
+
+    matrix: float64 [n, c] (no intercept; every column centred). columns: c column names, e.g. "age",
+    "batch=B2", "age:missing". info: per covariate {kind: numeric|categorical, levels, reference,
+    n_missing, missing_policy, columns}.
+    """
+
+    matrix: np.ndarray
+    columns: list[str] = field(default_factory=list)
+    info: dict[str, dict] = field(default_factory=dict)
+
+
+def _missing_mask(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "fiu":
+        return ~np.isfinite(values.astype(np.float64))
+    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in _MISSING_TEXT
+                     for v in values], dtype=bool)
+
+
+def _as_numeric(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+    """float64 values when every present value is a number, else None (categorical)."""
+    if values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    out = np.full(values.shape[0], np.nan)
+    for i, v in enumerate(values):
+        if missing[i]:
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+def covariate_design(
+    table: Mapping[str, Sequence],
+    names: Sequence[str],
+    missing: MissingPolicy = "refuse",
+    sample_ids: Sequence[str] | None = None,
+    source: str = "samples.tsv",
+) -> CovariateDesign:
+    """Build the design matrix of covariates `names` from `table` ({column: values [n]}).
+
+    missing: "refuse" raises InputError naming the covariate and up to 5 samples with no value;
+    "impute" fills numeric gaps with the mean and adds a "<name>:missing" indicator, and gives
+    categorical gaps a level "NA". Descriptors (`DESCRIPTORS`) are refused: they are not confounders.
+    Constant columns (one level, or no variation) are dropped and noted in info.
+    """
+    if missing not in ("refuse", "impute"):
+        raise InputError(f"covariate missing-value policy {missing!r}: expected 'refuse' or 'impute'")
+    cols: list[np.ndarray] = []
+    col_names: list[str] = []
+    info: dict[str, dict] = {}
+    n = None
+    for name in names:
+        if name in DESCRIPTORS:
+            raise InputError(f"covariate {name!r} is a function of the genotypes (a descriptor): it is reported, "
+                             "not adjusted for; remove it from cohort.covariates")
+        if name not in table:
+            raise InputError(f"{source}: covariate column {name!r} is missing")
+        values = np.asarray(table[name])
+        if values.dtype.kind not in "fiub":
+            values = values.astype(object)
+        if n is None:
+            n = values.shape[0]
+        elif values.shape[0] != n:
+            raise InputError(f"{source}: covariate {name!r} has {values.shape[0]} values, expected {n}")
+        miss = _missing_mask(values)
+        entry: dict = {"n_missing": int(miss.sum()), "missing_policy": missing}
+        if miss.any() and missing == "refuse":
+            who = [str(sample_ids[i]) for i in np.flatnonzero(miss)[:5]] if sample_ids is not None else []
+            shown = f" (samples {', '.join(who)}{' ...' if miss.sum() > 5 else ''})" if who else ""
+            raise InputError(f"{source}: covariate {name!r} has {int(miss.sum())} missing value(s){shown}; "
+                             "fill them in or set cohort.covariate_missing: impute")
+        numeric = _as_numeric(values, miss)
+        new_cols: list[tuple[str, np.ndarray]] = []
+        if numeric is not None:
+            entry["kind"] = "numeric"
+            x = numeric.copy()
+            if miss.any():
+                x[miss] = np.nanmean(x) if (~miss).any() else 0.0
+                new_cols.append((f"{name}:missing", miss.astype(np.float64)))
+            new_cols.insert(0, (name, x))
+        else:
+            entry["kind"] = "categorical"
+            labels = np.array(["NA" if m else str(v).strip() for v, m in zip(values, miss, strict=True)])
+            # the reference is the first observed level; "NA" (imputed) is never the reference
+            levels = sorted(set(labels[~miss].tolist())) + (["NA"] if miss.any() else [])
+            entry["levels"] = levels
+            entry["reference"] = levels[0]
+            for lv in levels[1:]:
+                new_cols.append((f"{name}={lv}", (labels == lv).astype(np.float64)))
+        kept = []
+        for cname, x in new_cols:
+            if np.ptp(x) > 0:
+                cols.append(x - x.mean())
+                col_names.append(cname)
+                kept.append(cname)
+        entry["columns"] = kept
+        if not kept:
+            entry["note"] = "constant: not adjusted for"
+        info[name] = entry
+    matrix = np.column_stack(cols) if cols else np.zeros((n or 0, 0))
+    return CovariateDesign(matrix=matrix.astype(np.float64), columns=col_names, info=info)

@@ -1,0 +1,49 @@
+"""Covariate design: one-hot categoricals, missing-value policies, descriptors refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from interp.covariates import covariate_design
+from interp.errors import InputError
+
+
+def test_three_level_categorical_is_one_hot_not_ordinal():
+    rng = np.random.default_rng(0)
+    batch = rng.choice(["B1", "B2", "B3"], size=300)
+    d = covariate_design({"batch": batch}, ["batch"])
+    assert d.columns == ["batch=B2", "batch=B3"]
+    assert d.info["batch"]["kind"] == "categorical" and d.info["batch"]["reference"] == "B1"
+    # a phenotype that depends on batch non-monotonically (B2 high, B1 and B3 equal) is fully explained
+    # by the one-hot design, which an ordinal code could not do: compare with statsmodels' C(batch)
+    y = (batch == "B2") * 2.0 + rng.normal(size=300)
+    X = np.column_stack([np.ones(300), d.matrix])
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    fit = smf.ols("y ~ C(batch)", pd.DataFrame({"y": y, "batch": batch})).fit()
+    assert np.allclose(beta[1:], fit.params.to_numpy()[1:], atol=1e-10)
+
+
+def test_missing_refused_names_covariate_and_samples():
+    with pytest.raises(InputError, match=r"'age' has 1 missing value.*s2"):
+        covariate_design({"age": np.array([30.0, np.nan, 50.0])}, ["age"], sample_ids=["s1", "s2", "s3"])
+
+
+def test_missing_imputed_with_indicator_and_na_level():
+    d = covariate_design({"age": np.array([30.0, np.nan, 50.0, 40.0]),
+                          "site": np.array(["a", "", "b", "a"], dtype=object)}, ["age", "site"], missing="impute")
+    assert d.columns == ["age", "age:missing", "site=b", "site=NA"]
+    assert d.info["age"]["n_missing"] == 1 and d.info["site"]["n_missing"] == 1
+    assert np.allclose(d.matrix[:, 0] + 40.0, [30.0, 40.0, 50.0, 40.0])
+
+
+def test_descriptor_gc_is_refused_as_a_confounder():
+    with pytest.raises(InputError, match="descriptor"):
+        covariate_design({"gc": np.ones(3)}, ["gc"])
+
+
+def test_constant_covariate_dropped_and_noted():
+    d = covariate_design({"sex": np.array([1.0, 1.0, 1.0])}, ["sex"])
+    assert d.matrix.shape == (3, 0) and "constant" in d.info["sex"]["note"]
