@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 CORES  ?= 2
 
-.PHONY: demo test test-all lint sysdeps venv clean dryrun-slurm bench
+.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench
 
 venv: $(STAMP)
 
@@ -34,10 +34,20 @@ demo: $(STAMP)
 	@$(BIN)/python -m interp.cli summary --configfile $(CONFIG)
 
 test: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not slurm" -q
 
 test-all: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -m "not slurm" -q
+
+# A one-node SLURM cluster on this machine (root; Debian slurm-wlm + munge), then the SLURM tests on it.
+slurm-up:
+	workflow/scripts/slurm_cluster.sh up
+
+slurm-down:
+	workflow/scripts/slurm_cluster.sh down
+
+test-slurm: $(STAMP) slurm-up
+	$(BIN)/python -m pytest -m slurm -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
