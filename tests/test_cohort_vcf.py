@@ -112,9 +112,9 @@ def test_validate_contig_then_ref_mismatch_on_real_data(kg_samples):
     fasta = read_fasta(FASTA)
     sheet = _sheet(kg_samples, case=[0, 1] * 314 + [0])
     with pytest.raises(InputError, match=r"VCF contigs '2' do not match any FASTA contig .*FASTA contigs: chr17"):
-        validate_cohort(KG, sheet, fasta, None, [], ["case"], 5)
+        validate_cohort(KG, sheet, fasta, None, None, ["case"], 5)
     with pytest.raises(InputError) as error:
-        validate_cohort(KG, sheet, fasta, {"2": "chr17"}, [], ["case"], 5)
+        validate_cohort(KG, sheet, fasta, {"2": "chr17"}, None, ["case"], 5)
     message = str(error.value)
     assert "REF alleles disagree with the reference FASTA" in message
     assert "of 381 records checked" in message
@@ -157,8 +157,11 @@ def test_validate_phenotype_class_checks_and_summary(tmp_path):
         validate_cohort(vcf, quantitative, fasta, None, regions, ["height"], 5)
     good = _sheet(ids, case=[0, 1] * 10)
     summary = validate_cohort(vcf, good, fasta, None, regions, ["case"], 5)
-    assert summary["n_samples"] == 20 and summary["n_variants"] == 4
+    # only the records inside the studied region are read and checked
+    assert summary["n_samples"] == 20 and summary["n_variants"] == 3 and summary["n_records_checked"] == 3
     assert summary["n_variants_in_regions"] == 3 and summary["contig_map"] == {"17": "chr17"}
+    whole = validate_cohort(vcf, good, fasta, None, None, ["case"], 5)
+    assert whole["n_records_checked"] == 4 and whole["n_variants_in_regions"] == 4
     assert 0 < summary["missing_rate"] < 0.3 and summary["n_multiallelic_skipped"] == 0
 
 
