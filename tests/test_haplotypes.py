@@ -213,3 +213,13 @@ def test_window_arguments_checked(demo):
     haps = haplotype_sequences(demo["reference"], genotypes, REGION)
     with pytest.raises(InputError, match="shorter than the window width"):
         haplotype_windows(haps, REGION, genotypes, 1000, 100)
+
+
+def test_indexed_reference_gives_the_same_haplotypes(demo):
+    from interp.genome.fasta import open_reference
+
+    genotypes = read_genotypes(demo["full"], regions=[REGION], fasta_contigs=["chr17"])
+    indexed = open_reference(FASTA)
+    from_index = haplotype_sequences(indexed, genotypes, REGION)
+    from_dict = haplotype_sequences(demo["reference"], read_genotypes(demo["full"]), REGION)
+    assert dict(from_index) == dict(from_dict) and from_index.edits == from_dict.edits

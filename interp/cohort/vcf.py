@@ -300,7 +300,11 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
             for contig, start, end in spans:
                 if contig not in known:
                     continue
-                for line in tabix.fetch(contig, start, end):
+                try:
+                    lines = list(tabix.fetch(contig, start, end))  # one region: bounded by region x samples
+                except ValueError as error:  # htslib reports a damaged block as a failed iteration
+                    raise _corrupt(path, error) from error
+                for line in lines:
                     pos0 = int(line.split("\t", 2)[1]) - 1
                     if start <= pos0 < end:
                         yield line
