@@ -407,7 +407,7 @@ def read_genotypes(
     regions_by_contig = _merged(regions) if regions is not None else None
     spans = None
     if regions is not None and is_indexed(vcf_path):
-        vcf_contigs = list(dict.fromkeys(indexed_contigs(vcf_path) + list(header.contigs)))
+        vcf_contigs = indexed_contigs(vcf_path)  # contigs with records; header-only ones have none
         rank = {name: i for i, name in enumerate(vcf_contigs)}
         spans = sorted(((name, start, end) for contig, merged in regions_by_contig.items()
                         for name in _vcf_names_of(vcf_contigs, contig, resolve) for start, end in merged),
