@@ -492,3 +492,19 @@ def test_write_windows_and_tracks(demo_fasta, demo_genes, tmp_path):
     assert tracks["repeat"].tolist() == [c.islower() for c in raw]
     with pytest.raises(InputError, match="not fully covered"):
         window_label_tracks(bases, {"contig": "chr17", "start": 6900, "end": 7100}, ["exon"])
+
+
+def test_reference_slices_across_fetch_blocks_equal_the_string(tmp_path):
+    rng = np.random.default_rng(3)
+    sequence = "".join(rng.choice(list("ACGTacgtN"), 200_003))
+    path = _write(tmp_path / "long.fa", ">c\n" + "\n".join(sequence[i:i + 70] for i in range(0, len(sequence), 70))
+                  + "\n")
+    reference = open_reference(path)
+    contig = reference["c"]
+    assert len(contig) == len(sequence) and str(contig) == sequence
+    for start in [0, 65_535, 65_536, 131_000, 199_990, *rng.integers(0, len(sequence), 30).tolist()]:
+        for width in (1, 2, 70, 65_536, 140_000):
+            assert contig[start:start + width] == sequence[start:start + width], (start, width)
+    assert contig[-5:] == sequence[-5:] and contig[10:20:3] == sequence[10:20:3] and contig[5:5] == ""
+    with pytest.raises(IndexError):
+        contig[len(sequence)]

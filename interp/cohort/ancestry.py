@@ -146,13 +146,19 @@ class MarkerDosages:
 
 
 def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max_missing: float = 0.5,
-                        chunk_records: int = 4096) -> MarkerDosages:
+                        chunk_records: int | None = None) -> MarkerDosages:
     """Stream a marker VCF in chunks into `MarkerDosages`, keeping markers with maf >= maf_min and
-    missing rate <= max_missing (never more than one chunk of unfiltered records in memory)."""
+    missing rate <= max_missing (never more than one chunk of unfiltered records in memory).
+
+    chunk_records: markers per block; default keeps a block's float32 standardised copy (made one block
+    at a time by the PCA) near 256 MB whatever the number of samples (4,096 markers up to 16k samples).
+    """
     from interp.cohort.vcf import iter_dosage_chunks
 
     blocks, freqs, n_read = [], [], 0
     n = len(samples)
+    if chunk_records is None:
+        chunk_records = int(max(16, min(4096, 2**26 // max(n, 1))))
     for chunk, _ in iter_dosage_chunks(vcf_path, samples, chunk_records):
         n_read += chunk.shape[0]
         called = chunk >= 0
