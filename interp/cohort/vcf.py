@@ -463,13 +463,41 @@ def read_genotypes(
     )
 
 
+# allele character -> value whose pairwise sums tell dosage (0..2), missing (< 0) and anything else (> 2)
+_ALLELE_CODE = np.full(256, 40, dtype=np.int8)
+_ALLELE_CODE[ord("0")], _ALLELE_CODE[ord("1")], _ALLELE_CODE[ord(".")] = 0, 1, -32
+_PHASE_SEPARATOR = np.zeros(256, dtype=bool)
+_PHASE_SEPARATOR[[ord("|"), ord("/")]] = True
+
+
+def _dosage_batch(calls: list[str], n_samples: int) -> np.ndarray | None:
+    """[k, n] int8 ALT dosages (-1 missing) of GT-only, one-digit diploid, biallelic records at once.
+
+    None unless every record has that layout (the caller then decodes record by record).
+    """
+    if any(len(c) != 4 * n_samples - 1 for c in calls):
+        return None
+    raw = np.frombuffer(("\t".join(calls) + "\t").encode("ascii", "replace"), dtype=np.uint8)
+    if raw.size != len(calls) * 4 * n_samples:
+        return None
+    cells = raw.reshape(len(calls), n_samples, 4)
+    if not ((cells[:, :, 3] == 9).all() and _PHASE_SEPARATOR[cells[:, :, 1]].all()):
+        return None
+    dose = _ALLELE_CODE[cells[:, :, 0]] + _ALLELE_CODE[cells[:, :, 2]]
+    if (dose > 2).any():
+        return None
+    dose[dose < 0] = -1
+    return dose
+
+
 def iter_dosage_chunks(
     vcf_path: str | Path, samples: list[str] | None = None, chunk_records: int = 4096
 ) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
     """Stream a VCF as chunks of int8 ALT dosages, for genome-wide marker panels.
 
     Yields (dosage [n_records_in_chunk, n_samples] int8: 0/1/2, -1 where either copy is missing;
-    info {"contig", "pos", "ref", "alt"} lists) for biallelic records, in file order. Memory is one chunk.
+    info {"contig", "pos", "ref", "alt"} lists) for biallelic records, in file order. Memory is one chunk
+    (its text and its int8 calls); GT-only records are decoded a chunk at a time with numpy.
     """
     path = Path(vcf_path)
     header = read_vcf_header(path)
@@ -481,31 +509,37 @@ def iter_dosage_chunks(
             raise InputError(f"{path}: {len(absent)} requested samples are not in the VCF header: {_first(absent)}")
         order = np.array([index[s] for s in samples], dtype=np.int64)
     n_all = len(header.samples)
-    n_out = n_all if order is None else len(order)
-    block = np.empty((chunk_records, n_out), dtype=np.int8)
-    info: dict[str, list] = {"contig": [], "pos": [], "ref": [], "alt": []}
-    filled = 0
+
+    def decode(pending: list[list[str]]) -> tuple[np.ndarray, dict[str, list]]:
+        dose = None
+        if all(f[8] == "GT" for f in pending):
+            dose = _dosage_batch([f[9] for f in pending], n_all)
+        if dose is None:  # another layout somewhere in the chunk: record by record
+            dose = np.empty((len(pending), n_all), dtype=np.int8)
+            for i, f in enumerate(pending):
+                decoded = _decode_gt(f[9], n_all) if f[8] == "GT" else None
+                if decoded is None:
+                    decoded = _parse_calls(f[9].split("\t"), f[8], n_all, f"{path}, record {f[0]}:{f[1]}")
+                gt = decoded[0]
+                dose[i] = gt.sum(axis=1, dtype=np.int8)
+                dose[i, (gt < 0).any(axis=1)] = -1
+        if order is not None:
+            dose = dose[:, order]
+        info = {"contig": [f[0] for f in pending], "pos": [int(f[1]) for f in pending],
+                "ref": [f[3].upper() for f in pending], "alt": [f[4].upper() for f in pending]}
+        return dose, info
+
+    pending: list[list[str]] = []
     for line in _record_lines(path, None):
         fields = line.split("\t", 9)
         if len(fields) < 10 or _biallelic(fields) != "ok":
             continue
-        decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
-        if decoded is None:
-            decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{path}, record {fields[0]}:{fields[1]}")
-        gt = decoded[0] if order is None else decoded[0][order]
-        dose = gt.sum(axis=1, dtype=np.int8)
-        dose[(gt < 0).any(axis=1)] = -1
-        block[filled] = dose
-        for key, value in zip(("contig", "pos", "ref", "alt"), (fields[0], int(fields[1]), fields[3].upper(),
-                                                               fields[4].upper()), strict=True):
-            info[key].append(value)
-        filled += 1
-        if filled == chunk_records:
-            yield block.copy(), info
-            info = {"contig": [], "pos": [], "ref": [], "alt": []}
-            filled = 0
-    if filled:
-        yield block[:filled].copy(), info
+        pending.append(fields)
+        if len(pending) == chunk_records:
+            yield decode(pending)
+            pending = []
+    if pending:
+        yield decode(pending)
 
 
 def _first(items: list[str], limit: int = 20) -> str:
