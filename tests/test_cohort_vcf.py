@@ -280,3 +280,20 @@ def test_dosage_chunks_match_genotypes(kg_samples):
     np.testing.assert_array_equal(dosage == -1, np.isnan(expected))
     np.testing.assert_array_equal(dosage[dosage >= 0], expected[~np.isnan(expected)])
     assert chunks[0][1]["pos"][0] == 10038
+
+
+def test_unmatched_record_contig_is_reported_unless_it_hides_a_studied_contig(tmp_path):
+    vcf, fasta, ids = _matching_cohort(tmp_path)
+    text = vcf.read_text().replace("##contig=<ID=17,length=40000>",
+                                   "##contig=<ID=17,length=40000>\n##contig=<ID=chrUn_decoy,length=900>")
+    vcf.write_text(text + "chrUn_decoy\t5\t.\tA\tC\t.\t.\t.\tGT" + "\t0|1" * len(ids) + "\n")
+    indexed = ensure_indexed(vcf, out_dir=tmp_path / "idx")
+    sheet = _sheet(ids, case=[0, 1] * 10)
+    for path in (vcf, indexed):  # a scan and the index agree
+        summary = validate_cohort(path, sheet, fasta, None, [Region("r", "chr17", 6000, 31500)], ["case"], 5)
+        assert summary["record_contigs_not_in_fasta"] == ["chrUn_decoy"] and summary["n_records_checked"] == 3
+        with pytest.raises(InputError, match=r"VCF contigs 'chrUn_decoy' do not match any FASTA contig"):
+            validate_cohort(path, sheet, fasta, None, None, ["case"], 5)
+    with pytest.raises(InputError, match=r"no VCF contig with records matches the studied contig\(s\) chr2"):
+        validate_cohort(indexed, sheet, {**fasta, "chr2": "A" * 100}, None, [Region("r", "chr2", 0, 50)],
+                        ["case"], 5)

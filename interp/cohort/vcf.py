@@ -566,7 +566,14 @@ def _check_sample_sets(vcf_path: Path, vcf_ids: list[str], sheet_ids: list[str])
     raise InputError(f"{vcf_path}: the VCF and the samples table list different samples; " + "; ".join(parts))
 
 
-def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases) -> dict[str, str]:
+def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases,
+                   region_contigs: set[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Map the VCF's contigs that have records onto FASTA contigs: (map, names matching none).
+
+    region_contigs None (the whole file is checked): any unmatched contig is an error. Otherwise an
+    unmatched contig is only reported (a genome-wide VCF may carry decoy or HLA contigs the FASTA
+    lacks), but every studied contig must be matched by one of the VCF's contigs.
+    """
     contig_map, unmatched = {}, []
     available = list(fasta)
     for name in vcf_contigs:
@@ -574,13 +581,16 @@ def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases) -> di
             contig_map[name] = resolve_contig(name, available, aliases, source=f"VCF {vcf_path}")
         except InputError:
             unmatched.append(name)
-    if unmatched:
+    missing = sorted(region_contigs - set(contig_map.values())) if region_contigs is not None else []
+    if (unmatched and region_contigs is None) or missing:
+        what = (f"no VCF contig with records matches the studied contig(s) {', '.join(missing)} (VCF contigs "
+                f"with records: {_first(vcf_contigs, 25)})" if missing else
+                f"VCF contigs {', '.join(repr(c) for c in unmatched[:20])} do not match any FASTA contig")
         raise InputError(
-            f"{vcf_path}: VCF contigs {', '.join(repr(c) for c in unmatched[:20])} do not match any FASTA contig "
-            f"(also tried adding/removing 'chr' and the contig aliases); FASTA contigs: "
+            f"{vcf_path}: {what} (also tried adding/removing 'chr' and the contig aliases); FASTA contigs: "
             f"{_first(available, 25)}; add an entry to reference.contig_aliases to map them"
         )
-    return contig_map
+    return contig_map, unmatched
 
 
 def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
@@ -664,12 +674,14 @@ def validate_cohort(
     indexed = is_indexed(vcf_path)
     by_contig = _merged(regions) if regions is not None else None
     if indexed:
-        contig_map = _check_contigs(vcf_path, indexed_contigs(vcf_path), fasta, aliases)
+        record_contigs = indexed_contigs(vcf_path)
     else:  # no index to say which contigs have records: one scan of the CHROM column
         seen: dict[str, None] = {}
         for line in _record_lines(vcf_path, None):
             seen.setdefault(line.split("\t", 1)[0], None)
-        contig_map = _check_contigs(vcf_path, list(seen), fasta, aliases)
+        record_contigs = list(seen)
+    contig_map, unmatched = _check_contigs(vcf_path, record_contigs, fasta, aliases,
+                                           set(by_contig) if by_contig is not None else None)
     spans = None
     if by_contig is not None and indexed:
         spans = [(name, start, end) for contig, merged in by_contig.items()
@@ -684,7 +696,9 @@ def validate_cohort(
         if len(fields) < 8:
             raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
         chrom, pos, ref = fields[0], int(fields[1]), fields[3]
-        contig = contig_map[chrom]
+        contig = contig_map.get(chrom)
+        if contig is None:  # a contig the FASTA lacks, reported above; it holds no studied region
+            continue
         if by_contig is not None and spans is None and not _in_regions(contig, pos - 1, by_contig):
             continue
         checked += 1
@@ -729,6 +743,7 @@ def validate_cohort(
         "n_other_skipped": n_other,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "contig_map": contig_map,
+        "record_contigs_not_in_fasta": unmatched[:50],
         "indexed": indexed,
         "scope": "whole file" if regions is None else "records inside the studied regions",
         **_header_contig_report(header, fasta, aliases),
