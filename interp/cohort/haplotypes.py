@@ -54,7 +54,8 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
 
     local: the reference bases of the region (local[0] is reference base region.start).
 
-    Raises InputError if a record's REF disagrees with the reference (case-insensitive).
+    Raises InputError if a record's REF disagrees with the reference (case-insensitive; a reference N
+    matches any base).
     """
     in_contig = np.array([c == region.contig for c in genotypes.contig], dtype=bool)
     pos0 = genotypes.pos - 1
@@ -67,7 +68,8 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
             continue
         offset = pos0[i] - region.start
         found = local[offset: offset + len(ref)].upper()
-        if found != ref.upper():
+        # a reference N (or an IUPAC code, read as N) does not know the base: not a mismatch, as in validation
+        if any(a != b and b != "N" for a, b in zip(ref.upper(), found, strict=True)):
             raise InputError(
                 f"VCF record {region.contig}:{genotypes.pos[i]} has REF={ref} but the reference has {found}"
             )
