@@ -54,6 +54,11 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _compression(path) != "plain" else open(path, "rb")
 
 
+def _one_line(error: Exception) -> str:
+    """An exception's message on one line (htslib messages may span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def default_cache_dir() -> Path:
     """Where indexes of read-only FASTAs go when no cache folder is given ($INTERP_CACHE or the temp dir)."""
     return Path(os.environ.get("INTERP_CACHE") or Path(tempfile.gettempdir()) / "interp-cache")
@@ -100,7 +105,7 @@ def _check_structure(path: Path, name_as: Path | None = None) -> None:
                 else:
                     n_bases += len(line.strip())
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise InputError(f"{shown}: truncated or corrupt compressed FASTA ({err})") from err
+        raise InputError(f"{shown}: truncated or corrupt compressed FASTA ({_one_line(err)})") from err
     if name is None:
         raise InputError(f"{shown}: FASTA file is empty or has no '>' records; expected at least one sequence")
     if n_bases == 0:
@@ -122,7 +127,7 @@ def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
                     shutil.copyfileobj(src, dst, 1 << 22)
                 os.replace(tmp, fasta)
             except (OSError, EOFError) as err:
-                raise InputError(f"{path}: truncated or corrupt gzip FASTA ({err})") from err
+                raise InputError(f"{path}: truncated or corrupt gzip FASTA ({_one_line(err)})") from err
             finally:
                 tmp.unlink(missing_ok=True)
         return fasta, Path(f"{fasta}.fai"), Path(f"{fasta}.gzi")
@@ -236,7 +241,7 @@ class Reference(Mapping[str, ContigSequence]):
             self._handle = pysam.FastaFile(str(fasta), filepath_index=str(fai),
                                            filepath_index_compressed=str(gzi) if gzi.exists() else None)
         except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot open FASTA through its index {fai} ({err}); delete the index "
+            raise InputError(f"{path}: cannot open FASTA through its index {fai} ({_one_line(err)}); delete the index "
                              "to have it rebuilt") from err
         self._fai = _read_fai(fai)
         self._contigs = {name: ContigSequence(self, name, int(row[0])) for name, row in self._fai.items()}
@@ -261,7 +266,7 @@ class Reference(Mapping[str, ContigSequence]):
         try:
             return self._handle.fetch(contig, start, end)
         except (OSError, ValueError, KeyError) as err:
-            raise InputError(f"{self.path}: cannot read {contig}:{start}-{end} ({err}); the file may be "
+            raise InputError(f"{self.path}: cannot read {contig}:{start}-{end} ({_one_line(err)}); the file may be "
                              "truncated or corrupt, or changed since its index was built") from err
 
     def checked(self, contig: str, start: int, end: int) -> tuple[str, list[tuple[int, str]]]:
