@@ -1,8 +1,14 @@
 """Cohort inputs: samples.tsv, VCF genotypes, and the checks run before any work starts.
 
-VCFs are read with pysam. Only biallelic records are kept (multi-allelic, symbolic and
-reference-only records are skipped and counted). Positions are 1-based as in the VCF;
-`Region` objects are 0-based half-open in FASTA contig names.
+Cost follows the regions studied: a bgzipped VCF with a .tbi/.csi is read region by region through
+its index (`pysam.TabixFile`), streamed, so time and memory grow with records-in-regions x samples,
+never with the file; only unindexed files are scanned (`check_cohort` makes an indexed copy once).
+Records are parsed from their text: GT-only one-digit diploid calls (`0|1`, `./.`), the layout of
+phased reference panels, are decoded with numpy; any other FORMAT or ploidy goes field by field.
+Marker panels stream as int8 dosage chunks (`iter_dosage_chunks`). Only biallelic records are kept
+(multi-allelic, symbolic and reference-only records are skipped and counted). Positions are 1-based as
+in the VCF; `Region` objects are 0-based half-open in FASTA contig names. A truncated or corrupt
+compressed VCF ends in a one-line InputError naming the file.
 """
 
 from __future__ import annotations
