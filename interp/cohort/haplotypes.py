@@ -57,7 +57,7 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
     Raises InputError if a record's REF disagrees with the reference (case-insensitive; a reference N
     matches any base).
     """
-    in_contig = np.array([c == region.contig for c in genotypes.contig], dtype=bool)
+    in_contig = np.asarray(genotypes.contig == region.contig, dtype=bool)
     pos0 = genotypes.pos - 1
     starts_inside = in_contig & (pos0 >= region.start) & (pos0 < region.end)
     keep, n_outside = [], 0
