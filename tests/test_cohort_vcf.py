@@ -297,3 +297,14 @@ def test_unmatched_record_contig_is_reported_unless_it_hides_a_studied_contig(tm
     with pytest.raises(InputError, match=r"no VCF contig with records matches the studied contig\(s\) chr2"):
         validate_cohort(indexed, sheet, {**fasta, "chr2": "A" * 100}, None, [Region("r", "chr2", 0, 50)],
                         ["case"], 5)
+
+
+def test_contig_beyond_tbi_limit_gets_a_csi_index(tmp_path):
+    vcf = tmp_path / "long.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1,length=700000000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\n"
+                   "1\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\n1\t600000000\t.\tA\tC\t.\t.\t.\tGT\t1|1\n")
+    indexed = ensure_indexed(vcf, out_dir=tmp_path / "idx")
+    far = read_genotypes(indexed, regions=[Region("r", "1", 599_999_000, 600_001_000)])
+    assert far.pos.tolist() == [600000000] and far.gt[0, 0].tolist() == [1, 1]

@@ -820,8 +820,13 @@ def _copy_bgzipped(vcf_path: Path, kind: str, tmp: Path) -> None:
 
 
 def _tabix(path: Path, index: Path, source: Path) -> None:
+    """Index `path` into `index`: TBI, or CSI when a position is beyond TBI's 2^29 limit (htslib reads
+    either format whatever the file is called)."""
     try:
-        pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index))
+        try:
+            pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index))
+        except OSError:
+            pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index), csi=True)
     except (OSError, ValueError) as error:
         detail = " ".join(str(error).split())
         raise InputError(f"{source}: cannot be tabix-indexed; is it complete (not truncated) and sorted by "
