@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 CORES  ?= 2
 
-.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench
+.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale
 
 venv: $(STAMP)
 
@@ -58,6 +58,10 @@ dryrun-slurm: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_store.py
+
+# issue 8's scale benchmark: 2,504 samples, a 20 Mb and an 80 Mb VCF (minutes; inputs cached in benchmarks/out/)
+bench-scale: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/scale_cohort.py
 
 clean:
 	rm -rf results reports/*/ .snakemake

@@ -8,7 +8,6 @@ modules each stage calls (named in its docstring), and their tests in `tests/tes
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,12 +81,17 @@ def _set_threads(n: int) -> None:
 
 
 def _reference(job: Job):
-    """(fasta dict, annotation frame or None) with annotation contigs mapped to the FASTA's names."""
+    """(indexed FASTA, annotation frame or None) with annotation contigs mapped to the FASTA's names.
+
+    The FASTA is an `interp.genome.fasta.Reference`: a mapping contig -> sequence supporting `len` and
+    slicing, fetched through the .fai only where used (a missing index goes to `reference_cache` when
+    the FASTA's folder is read-only).
+    """
     from interp.genome.annotation import read_annotation, to_contigs
-    from interp.genome.fasta import read_fasta
+    from interp.genome.fasta import open_reference
 
     ref = job.params["reference"]
-    fasta = read_fasta(job.input["fasta"])
+    fasta = open_reference(job.input["fasta"], job.params.get("reference_cache"))
     annotation = None
     if job.input.get("annotation"):
         annotation = read_annotation(job.input["annotation"], ref.get("annotation_format", "auto"))
@@ -113,12 +117,20 @@ def windows(job: Job) -> None:
                                w["heldout_fraction"], w["n_blocks"], w["gc_high_quantile"])
     o = job.output
     write_windows(win, bases, o["parquet"], o["tsv"], o["fasta"], o["bases"])
+    if o.get("reference"):
+        write_json(_reference_stats(fasta, regions), o["reference"])
+
+
+def _reference_stats(fasta, regions) -> dict:
+    """What the model saw of the reference: IUPAC codes in the regions (read as N), bases, contigs."""
+    return {"fasta": str(fasta.path), "n_contigs": len(fasta), "n_region_bases": sum(r.length for r in regions),
+            "iupac_to_n": fasta.ambiguity_counts(regions)}
 
 
 def pretrain_tiny_dnalm(job: Job) -> None:
     """Masked-LM pretraining of the built-in model on the training part of each region (interp.lm)."""
     from interp.embed.registry import load_card
-    from interp.genome.fasta import read_fasta
+    from interp.genome.fasta import open_reference
     from interp.genome.regions import regions_from_config
     from interp.genome.windows import heldout_start
     from interp.lm.pretrain import pretrain_tiny_dnalm as pretrain
@@ -126,7 +138,7 @@ def pretrain_tiny_dnalm(job: Job) -> None:
     # one thread: multi-threaded CPU reductions made weights differ in the last bits between runs
     _set_threads(1)
     p = job.params
-    fasta = read_fasta(job.input["fasta"])
+    fasta = open_reference(job.input["fasta"], p.get("reference_cache"))
     regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
     train, heldout = [], []
     for region in regions:
@@ -267,7 +279,11 @@ def _samples(job: Job) -> pl.DataFrame:
 
 
 def check_cohort(job: Job) -> None:
-    """Validate VCF + samples.tsv against the reference before any work; keep an indexed copy of the VCF."""
+    """Validate VCF + samples.tsv against the reference before any work; keep an indexed copy of the VCF.
+
+    The copy is made first (once; unchanged when the user's VCF is already bgzipped and indexed), so the
+    checks read only the records inside the studied regions, through the index.
+    """
     import shutil
 
     from interp.cohort.vcf import ensure_indexed, validate_cohort
@@ -275,19 +291,17 @@ def check_cohort(job: Job) -> None:
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
     samples = _samples(job)
-    summary = validate_cohort(job.input["vcf"], samples, fasta,
-                              job.params["reference"].get("contig_aliases") or {}, regions,
-                              job.params["cohort"]["phenotypes"], job.params["n_folds"])
-    # an indexed bgzipped copy, whatever the user gave (plain, gzip, bgzip; indexed or not)
     staging = Path(job.output["vcf"]).parent / ".staging"
     indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
+    summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
+                              regions, job.params["cohort"]["phenotypes"], job.params["n_folds"])
     index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
     for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
-        tmp = Path(dst).with_name(f".{Path(dst).name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
     shutil.rmtree(staging, ignore_errors=True)
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
+    summary["reference"] = _reference_stats(fasta, regions)
     if job.input.get("panel"):
         summary["ancestry_panel"] = _check_panel(job.input["panel"], samples)
     write_json(summary, job.output["summary"])
@@ -307,10 +321,11 @@ def _check_panel(panel_vcf: str, samples: pl.DataFrame) -> dict:
     return {"vcf": panel_vcf, "n_samples": len(present)}
 
 
-def _genotypes(job: Job, fasta: dict, samples: pl.DataFrame):
+def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):
+    """Genotypes of the studied regions only, fetched through the VCF's index."""
     from interp.cohort.vcf import read_genotypes
 
-    return read_genotypes(job.input["vcf"], samples=samples["sample_id"].to_list(), regions=None,
+    return read_genotypes(job.input["vcf"], samples=samples["sample_id"].to_list(), regions=regions,
                           fasta_contigs=list(fasta), aliases=job.params["reference"].get("contig_aliases") or {})
 
 
@@ -321,7 +336,7 @@ def haplotypes(job: Job) -> None:
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
     samples = _samples(job)
-    geno = _genotypes(job, fasta, samples)
+    geno = _genotypes(job, fasta, samples, regions)
     c = job.params["cohort"]
     assignments, distinct = [], []
     for region in regions:
@@ -354,32 +369,26 @@ def haplotypes(job: Job) -> None:
 
 
 def ancestry(job: Job) -> None:
-    """Genotype AnnData with PCs, UMAP and clusters (interp.cohort.ancestry)."""
-    from interp.cohort.ancestry import genotype_anndata, genotype_pca
+    """Genotype AnnData of the studied regions with ancestry PCs, UMAP and clusters (interp.cohort.ancestry).
+
+    With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages,
+    read in chunks, by a blockwise randomized SVD; otherwise from the regions' own variants.
+    """
+    from interp.cohort.ancestry import genotype_anndata, genotype_pca, marker_pca, read_marker_dosages
 
     _set_threads(job.threads)
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
     samples = _samples(job)
-    geno = _genotypes(job, fasta, samples)
+    geno = _genotypes(job, fasta, samples, regions)
     adata = genotype_anndata(geno, samples)
-    keep = np.zeros(adata.n_vars, dtype=bool)
-    pos0 = adata.var["pos"].to_numpy() - 1
-    contig = adata.var["contig"].astype(str).to_numpy()
-    for r in regions:
-        keep |= (contig == r.contig) & (pos0 >= r.start) & (pos0 < r.end)
-    adata = adata[:, keep].copy()
     c = job.params["cohort"]
     missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
     n_pcs = max(c["n_pcs"], 2)
     if job.input.get("panel"):
         # PCs from genome-wide-like markers, so the region's own (maybe causal) variants do not define them
-        from interp.cohort.vcf import read_genotypes
-
-        panel_geno = read_genotypes(job.input["panel"], samples=samples["sample_id"].to_list())
-        pcs = genotype_pca(genotype_anndata(panel_geno, samples), maf_min=c["maf"], n_pcs=n_pcs,
-                           seed=job.params["seed"])
-        pcs = pcs[adata.obs_names].copy()
+        markers = read_marker_dosages(job.input["panel"], adata.obs_names.tolist(), maf_min=c["maf"])
+        pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=job.params["seed"])
         keep_var = (adata.var["maf"].to_numpy() >= c["maf"]) & (adata.var["missing_rate"].to_numpy() <= 0.5)
         adata = adata[:, keep_var].copy()
         adata.layers["dosage"] = adata.X.copy()
@@ -387,7 +396,8 @@ def ancestry(job: Job) -> None:
             adata.obsm[key] = pcs.obsm[key]
         adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
         adata.uns["pca"] = dict(pcs.uns["pca"])
-        adata.uns["ancestry_source"] = {"vcf": Path(job.input["panel"]).name, "n_markers": int(pcs.n_vars)}
+        adata.uns["ancestry_source"] = {"vcf": Path(job.input["panel"]).name, "n_markers": markers.n_kept,
+                                        "n_markers_read": markers.n_read, "method": "randomized blockwise SVD"}
     else:
         adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=n_pcs, seed=job.params["seed"])
         adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}

@@ -94,3 +94,65 @@ def test_pca_matches_plink2(kg, tmp_path):
     # the full pipeline ran: UMAP and Leiden clusters for every sample
     assert ours.obsm["X_umap"].shape == (629, 2)
     assert ours.obs["cluster"].notna().all() and ours.obs["cluster"].nunique() >= 2
+
+
+# ---------------------------------------------------------------- genome-wide marker panels
+
+
+def _structured_vcf(path: Path, seed: int = 0, n_per_pop: int = 100, n_markers: int = 3000) -> list[str]:
+    """Three populations drifted from a common frequency (Balding-Nichols, Fst ~0.05 and ~0.1), 2% missing."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.uniform(0.05, 0.95, n_markers)
+    pops = []
+    for fst in (0.05, 0.05, 0.1):
+        a = p0 * (1 - fst) / fst
+        pops.append(rng.beta(a, (1 - p0) * (1 - fst) / fst))
+    freq = np.repeat(np.stack(pops), n_per_pop, axis=0)  # [n_samples, n_markers]
+    hap = (rng.random((2, *freq.shape)) < freq).astype(int)
+    samples = [f"s{i}" for i in range(freq.shape[0])]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=1,length=100000000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples])]
+    missing = rng.random(freq.shape) < 0.02
+    for j in range(n_markers):
+        calls = ["./." if missing[i, j] else f"{hap[0, i, j]}|{hap[1, i, j]}" for i in range(len(samples))]
+        lines.append("\t".join(["1", str(1000 + 30 * j), f"m{j}", "A", "G", ".", ".", ".", "GT", *calls]))
+    path.write_text("\n".join(lines) + "\n")
+    return samples
+
+
+def test_randomized_marker_pca_equals_exact_pca(tmp_path):
+    from interp.cohort.ancestry import randomized_genotype_pca, read_marker_dosages
+
+    vcf = tmp_path / "markers.vcf"
+    samples = _structured_vcf(vcf, n_markers=1500)
+    markers = read_marker_dosages(vcf, samples, maf_min=0.05, chunk_records=256)  # many small blocks
+    assert markers.n_read == 1500 and all(b.dtype == np.int8 for b in markers.blocks)
+    scores, ratio = randomized_genotype_pca(markers, n_pcs=4, seed=1)
+    exact = genotype_pca(genotype_anndata(read_genotypes(vcf), pl.DataFrame({"sample_id": samples})),
+                         maf_min=0.05, n_pcs=4, umap_and_clusters=False)
+    assert exact.uns["genotype_pca"]["n_variants"] == markers.n_kept
+    for k in range(2):  # the structured PCs: the same up to numerical precision
+        r = np.corrcoef(scores[:, k], exact.obsm["X_pca"][:, k])[0, 1]
+        assert r > 0.999, (k, r)  # both oriented the same way
+        np.testing.assert_allclose(ratio[k], exact.uns["pca"]["variance_ratio"][k], rtol=1e-3)
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(shutil.which("plink2") is None, reason="plink2 not installed")
+def test_marker_pca_matches_plink2(tmp_path):
+    from interp.cohort.ancestry import marker_pca, read_marker_dosages
+
+    vcf = tmp_path / "markers.vcf"
+    samples = _structured_vcf(vcf, seed=4)
+    subprocess.run(["plink2", "--vcf", str(vcf), "--maf", "0.05", "--pca", "3", "--double-id",
+                    "--out", str(tmp_path / "pc")], check=True, capture_output=True)
+    plink = pl.read_csv(tmp_path / "pc.eigenvec", separator="\t")
+    table = pl.DataFrame({"sample_id": samples, "population": np.repeat(["A", "B", "C"], 100)})
+    ours = marker_pca(read_marker_dosages(vcf, samples, maf_min=0.05, chunk_records=500), table, n_pcs=4, seed=0)
+    lookup = dict(zip(plink["IID"], zip(plink["PC1"], plink["PC2"], strict=True), strict=True))
+    theirs = np.array([lookup[s] for s in ours.obs_names])
+    for k in range(2):
+        r = np.corrcoef(theirs[:, k], ours.obsm["X_pca"][:, k])[0, 1]
+        assert abs(r) > 0.99, (k, r)
+    assert ours.obsm["X_umap"].shape == (300, 2) and ours.obs["cluster"].nunique() >= 2

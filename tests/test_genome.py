@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pysam
 import pytest
 from Bio import SeqIO
 
@@ -17,6 +20,7 @@ from interp.genome import (
     build_windows,
     gene_regions,
     heldout_start,
+    open_reference,
     read_annotation,
     read_bed,
     read_fasta,
@@ -90,12 +94,93 @@ def test_fasta_structure_errors(tmp_path, text, needle):
 
 
 def test_fasta_bad_character_names_record_line_column(tmp_path):
-    path = _write(tmp_path / "bad.fa", ">ok\nACGT\n>chrX\nACGTACGT\nACGRAC\n")
+    path = _write(tmp_path / "bad.fa", ">ok\nACGT\n>chrX\nACGTACGT\nACGXAC\n")
     with pytest.raises(InputError) as info:
         read_fasta(path)
     message = str(info.value)
-    assert "line 5" in message and "column 4" in message and "'R'" in message and "chrX" in message
+    assert "line 5" in message and "column 4" in message and "'X'" in message and "chrX" in message
     assert str(path) in message
+
+
+def _bgzip(plain: Path, out: Path) -> Path:
+    pysam.tabix_compress(str(plain), str(out), force=True)
+    return out
+
+
+@pytest.mark.parametrize("compression", ["plain", "bgzip", "gzip"])
+def test_indexed_reference_iupac_soft_masking_and_location(tmp_path, compression):
+    text = ">ok desc\nACGTacgt\nAC\n>chrX\nACGTACGT\nacRyNNNN\nAC*T\n"
+    path = _write(tmp_path / "g.fa", text)
+    if compression == "bgzip":
+        path = _bgzip(path, tmp_path / "g.fa.bgz")
+    elif compression == "gzip":
+        with gzip.open(tmp_path / "g.fa.gz", "wt") as handle:
+            handle.write(text)
+        path = tmp_path / "g.fa.gz"
+    reference = open_reference(path, cache_dir=tmp_path / "cache")
+    assert list(reference) == ["ok", "chrX"] and reference.lengths() == {"ok": 10, "chrX": 20}
+    assert reference["ok"][2:10] == "GTacgtAC" and reference["ok"][-1] == "C"
+    # IUPAC codes become N, keeping soft-masking as case; they are counted per code
+    assert reference["chrX"][8:16] == "acNnNNNN"
+    assert reference.ambiguity_counts([Region("x", "chrX", 0, 16), Region("y", "chrX", 5, 12)]) == {"R": 1, "Y": 1}
+    # a non-nucleotide is refused with file, line and column, only when its region is fetched
+    with pytest.raises(InputError, match=r"line 7, column 3: record 'chrX' has character '\*'") as info:
+        reference["chrX"][16:20]
+    assert str(path) in str(info.value)
+    if compression == "bgzip":
+        assert (tmp_path / "g.fa.bgz.fai").exists() and (tmp_path / "g.fa.bgz.gzi").exists()
+    if compression == "gzip":  # htslib cannot seek plain gzip: a bgzipped copy under the cache folder
+        assert list((tmp_path / "cache").glob("g.fa.*.bgz.fai"))
+
+
+def test_reference_index_goes_to_cache_when_folder_is_read_only(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = _write(folder / "g.fa", ">a\nACGT\n")
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write to read-only folders (root)")
+        reference = open_reference(path, cache_dir=tmp_path / "cache")
+        assert reference["a"][0:4] == "ACGT" and not (folder / "g.fa.fai").exists()
+        assert len(list((tmp_path / "cache").glob("g.fa.*.fai"))) == 1
+    finally:
+        folder.chmod(0o755)
+
+
+def test_reference_read_only_folder_logic_as_root(tmp_path, monkeypatch):
+    """The same decision, with the writability check forced (root may write anywhere)."""
+    from interp.genome import fasta as fasta_module
+
+    path = _write(tmp_path / "g.fa", ">a\nACGT\n")
+    monkeypatch.setattr(fasta_module, "_writable", lambda folder: False)
+    reference = open_reference(path, cache_dir=tmp_path / "cache")
+    assert reference["a"][1:3] == "CG" and not (tmp_path / "g.fa.fai").exists()
+    assert len(list((tmp_path / "cache").glob("g.fa.*.fai"))) == 1
+
+
+def test_truncated_compressed_fasta_is_one_line_input_error(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["".join(rng.choice(list("ACGT"), 60)) for _ in range(5000)]
+    plain = _write(tmp_path / "g.fa", ">a\n" + "\n".join(lines) + "\n")
+    whole = _bgzip(plain, tmp_path / "g.fa.gz").read_bytes()
+    cut = tmp_path / "cut.fa.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError) as info:
+        open_reference(cut, cache_dir=tmp_path / "cache")["a"][0:100]
+    message = str(info.value)
+    assert str(cut) in message and "\n" not in message
+    with gzip.open(tmp_path / "g2.fa.gz", "wb") as handle:
+        handle.write(plain.read_bytes())
+    cut2 = tmp_path / "cut2.fa.gz"
+    cut2.write_bytes((tmp_path / "g2.fa.gz").read_bytes()[:3000])
+    with pytest.raises(InputError, match=str(cut2)):
+        open_reference(cut2, cache_dir=tmp_path / "cache")
+
+
+def test_fasta_irregular_lines_are_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot be indexed as FASTA"):
+        read_fasta(_write(tmp_path / "irregular.fa", ">a\nACGT\nAC\nACGT\n"))
 
 
 def test_fasta_missing_file(tmp_path):
@@ -407,3 +492,19 @@ def test_write_windows_and_tracks(demo_fasta, demo_genes, tmp_path):
     assert tracks["repeat"].tolist() == [c.islower() for c in raw]
     with pytest.raises(InputError, match="not fully covered"):
         window_label_tracks(bases, {"contig": "chr17", "start": 6900, "end": 7100}, ["exon"])
+
+
+def test_reference_slices_across_fetch_blocks_equal_the_string(tmp_path):
+    rng = np.random.default_rng(3)
+    sequence = "".join(rng.choice(list("ACGTacgtN"), 200_003))
+    path = _write(tmp_path / "long.fa", ">c\n" + "\n".join(sequence[i:i + 70] for i in range(0, len(sequence), 70))
+                  + "\n")
+    reference = open_reference(path)
+    contig = reference["c"]
+    assert len(contig) == len(sequence) and str(contig) == sequence
+    for start in [0, 65_535, 65_536, 131_000, 199_990, *rng.integers(0, len(sequence), 30).tolist()]:
+        for width in (1, 2, 70, 65_536, 140_000):
+            assert contig[start:start + width] == sequence[start:start + width], (start, width)
+    assert contig[-5:] == sequence[-5:] and contig[10:20:3] == sequence[10:20:3] and contig[5:5] == ""
+    with pytest.raises(IndexError):
+        contig[len(sequence)]

@@ -213,3 +213,26 @@ def test_window_arguments_checked(demo):
     haps = haplotype_sequences(demo["reference"], genotypes, REGION)
     with pytest.raises(InputError, match="shorter than the window width"):
         haplotype_windows(haps, REGION, genotypes, 1000, 100)
+
+
+def test_indexed_reference_gives_the_same_haplotypes(demo):
+    from interp.genome.fasta import open_reference
+
+    genotypes = read_genotypes(demo["full"], regions=[REGION], fasta_contigs=["chr17"])
+    indexed = open_reference(FASTA)
+    from_index = haplotype_sequences(indexed, genotypes, REGION)
+    from_dict = haplotype_sequences(demo["reference"], read_genotypes(demo["full"]), REGION)
+    assert dict(from_index) == dict(from_dict) and from_index.edits == from_dict.edits
+
+
+def test_reference_n_at_a_variant_is_not_a_mismatch(demo):
+    """An IUPAC code in the FASTA is read as N; the VCF's REF there is accepted and the ALT applied."""
+    genotypes = read_genotypes(demo["full"])
+    i = int(np.flatnonzero(genotypes.pos == 6010)[0])
+    ref = dict(demo["reference"])
+    ref["chr17"] = ref["chr17"][:6009] + "N" + ref["chr17"][6010:]
+    seqs = haplotype_sequences(ref, genotypes, REGION)
+    for s, sample in enumerate(genotypes.samples):
+        for hap in (1, 2):
+            base = seqs[(sample, hap)][6009 - REGION.start]
+            assert base == (genotypes.alt[i] if genotypes.gt[i, s, hap - 1] == 1 else "N")

@@ -1,18 +1,23 @@
 """Cohort inputs: samples.tsv, VCF genotypes, and the checks run before any work starts.
 
-VCFs are read with pysam. Only biallelic records are kept (multi-allelic, symbolic and
-reference-only records are skipped and counted). Positions are 1-based as in the VCF;
-`Region` objects are 0-based half-open in FASTA contig names.
+Cost follows the regions studied: a bgzipped VCF with a .tbi/.csi is read region by region through
+its index (`pysam.TabixFile`), streamed, so time and memory grow with records-in-regions x samples,
+never with the file; only unindexed files are scanned (`check_cohort` makes an indexed copy once).
+Records are parsed from their text: GT-only one-digit diploid calls (`0|1`, `./.`), the layout of
+phased reference panels, are decoded with numpy; any other FORMAT or ploidy goes field by field.
+Marker panels stream as int8 dosage chunks (`iter_dosage_chunks`). Only biallelic records are kept
+(multi-allelic, symbolic and reference-only records are skipped and counted). Positions are 1-based as
+in the VCF; `Region` objects are 0-based half-open in FASTA contig names. A truncated or corrupt
+compressed VCF ends in a one-line InputError naming the file.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,44 +165,86 @@ def _compression(path: Path) -> str:
     return "plain"
 
 
-@contextmanager
-def _open_vcf(path: str | Path) -> Iterator[pysam.VariantFile]:
-    """Open a VCF (plain, bgzip or plain gzip) with pysam.
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="ascii", errors="replace") if _compression(path) != "plain" else (
+        open(path, encoding="ascii", errors="replace"))
 
-    htslib cannot read plain-gzip VCFs, so those are decompressed to a temporary file first.
-    """
-    path = Path(path)
+
+def _corrupt(path: Path, error: Exception) -> InputError:
+    """One-line error for a VCF that ends early or whose compressed blocks are damaged."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return InputError(f"{path}: truncated or corrupt VCF ({detail}); re-create it (bgzip, then tabix -p vcf)")
+
+
+@dataclass
+class VcfHeader:
+    """What the header says: samples (column order) and ##contig IDs with their lengths (None if unset)."""
+
+    samples: list[str]
+    contigs: dict[str, int | None]
+
+
+_CONTIG_ID = re.compile(r"[<,]ID=([^,>]+)")
+_CONTIG_LENGTH = re.compile(r"[<,]length=(\d+)")
+
+
+def read_vcf_header(vcf_path: str | Path) -> VcfHeader:
+    """Read only the header lines of a VCF (plain, gzip or bgzip); InputError if it is not a VCF."""
+    path = Path(vcf_path)
     if not path.exists():
         raise InputError(f"{path}: VCF does not exist")
-    tmp_dir = None
-    source = path
-    if _compression(path) == "gzip":
-        tmp_dir = tempfile.mkdtemp(prefix="interp_vcf_")
-        source = Path(tmp_dir) / "plain.vcf"
-        with gzip.open(path, "rb") as src, open(source, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    contigs: dict[str, int | None] = {}
     try:
-        try:
-            handle = pysam.VariantFile(str(source))
-        except (ValueError, OSError) as error:
-            raise InputError(f"{path}: cannot be read as a VCF ({error})") from error
-        try:
-            yield handle
-        finally:
-            handle.close()
-    finally:
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        with _open_text(path) as handle:
+            first = handle.readline()
+            if not first.startswith("##fileformat=VCF"):
+                raise InputError(f"{where(path, line=1)}: cannot be read as a VCF (expected '##fileformat=VCF...', "
+                                 f"found {first[:40].rstrip()!r})")
+            for line_no, line in enumerate(handle, start=2):
+                if line.startswith("##contig="):
+                    found = _CONTIG_ID.search(line)
+                    if found:
+                        length = _CONTIG_LENGTH.search(line)
+                        contigs[found.group(1)] = int(length.group(1)) if length else None
+                elif line.startswith("#CHROM"):
+                    columns = line.rstrip("\r\n").split("\t")
+                    if columns[:8] != _FIXED_COLUMNS:
+                        raise InputError(f"{where(path, line=line_no)}: header line must start with the tab-separated "
+                                         f"columns {' '.join(_FIXED_COLUMNS)}")
+                    return VcfHeader(samples=columns[9:], contigs=contigs)
+                elif not line.startswith("##"):
+                    break
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise _corrupt(path, error) from error
+    raise InputError(f"{path}: cannot be read as a VCF (no '#CHROM' header line before the records)")
+
+
+_FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
 
 
 def _has_index(path: Path) -> bool:
     return any(Path(str(path) + suffix).exists() for suffix in (".tbi", ".csi"))
 
 
+def is_indexed(vcf_path: str | Path) -> bool:
+    """True for a bgzipped VCF with a .tbi or .csi beside it (region queries go through the index)."""
+    path = Path(vcf_path)
+    return path.exists() and _compression(path) == "bgzf" and _has_index(path)
+
+
+def indexed_contigs(vcf_path: str | Path) -> list[str]:
+    """Contigs that have records, from the tabix/CSI index (no record is read)."""
+    path = Path(vcf_path)
+    try:
+        with pysam.TabixFile(str(path)) as tabix:
+            return list(tabix.contigs)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot open its tabix/CSI index ({' '.join(str(error).split())})") from error
+
+
 def vcf_samples(vcf_path: str | Path) -> list[str]:
     """Sample IDs in the VCF header, in file order."""
-    with _open_vcf(vcf_path) as vcf:
-        return list(vcf.header.samples)
+    return read_vcf_header(vcf_path).samples
 
 
 def _contig_resolver(vcf_path: Path, fasta_contigs, aliases):
@@ -216,8 +263,117 @@ def _contig_resolver(vcf_path: Path, fasta_contigs, aliases):
     return resolve, cache
 
 
+def _merged(regions: list[Region]) -> dict[str, list[tuple[int, int]]]:
+    """Regions merged per contig: {contig: sorted disjoint [(start, end)]} (0-based, half-open)."""
+    by_contig: dict[str, list[tuple[int, int]]] = {}
+    for region in sorted(regions, key=lambda r: (r.contig, r.start)):
+        spans = by_contig.setdefault(region.contig, [])
+        if spans and region.start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], region.end))
+        else:
+            spans.append((region.start, region.end))
+    return by_contig
+
+
 def _in_regions(contig: str, pos0: int, regions_by_contig: dict[str, list[tuple[int, int]]]) -> bool:
     return any(start <= pos0 < end for start, end in regions_by_contig.get(contig, ()))
+
+
+def _vcf_names_of(vcf_contigs: list[str], fasta_contig: str, resolve) -> list[str]:
+    """The VCF's contig names that map onto `fasta_contig`."""
+    names = []
+    for name in vcf_contigs:
+        try:
+            if resolve(name) == fasta_contig:
+                names.append(name)
+        except InputError:
+            continue
+    return names
+
+
+def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Iterator[str]:
+    """Record lines (no trailing newline) of the whole file, or of `spans` [(VCF contig, start, end)]
+    through the index, each record once: a record belongs to the span holding its first base."""
+    try:
+        if spans is None:
+            with _open_text(path) as handle:
+                for line in handle:
+                    if not line.startswith("#"):
+                        yield line.rstrip("\r\n")
+            return
+        with pysam.TabixFile(str(path)) as tabix:
+            known = set(tabix.contigs)
+            for contig, start, end in spans:
+                if contig not in known:
+                    continue
+                try:
+                    lines = list(tabix.fetch(contig, start, end))  # one region: bounded by region x samples
+                except ValueError as error:  # htslib reports a damaged block as a failed iteration
+                    raise _corrupt(path, error) from error
+                for line in lines:
+                    pos0 = int(line.split("\t", 2)[1]) - 1
+                    if start <= pos0 < end:
+                        yield line
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise _corrupt(path, error) from error
+
+
+def _decode_gt(calls: str, n_samples: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path for GT-only columns of one-digit diploid calls ('0|1', './.'): ([n, 2] int8, [n] phased).
+
+    None when the layout is anything else (then `_parse_calls` reads the fields one by one).
+    """
+    raw = np.frombuffer(calls.encode("ascii", "replace") + b"\t", dtype=np.uint8)
+    if raw.size != 4 * n_samples:
+        return None
+    cells = raw.reshape(n_samples, 4)
+    sep = cells[:, 1]
+    if not ((cells[:, 3] == 9).all() and ((sep == 124) | (sep == 47)).all()):
+        return None
+    alleles = cells[:, [0, 2]].astype(np.int16) - 48
+    alleles[cells[:, [0, 2]] == 46] = -1  # '.'
+    if ((alleles < -1) | (alleles > 9)).any():
+        return None
+    return alleles.astype(np.int8), sep == 124
+
+
+def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """General path: GT out of any FORMAT; haploid calls count as homozygous and phased."""
+    gt = np.full((n_samples, 2), -1, dtype=np.int8)
+    phased = np.zeros(n_samples, dtype=bool)
+    keys = format_field.split(":")
+    if "GT" not in keys:
+        return gt, phased
+    k = keys.index("GT")
+    for i, call in enumerate(fields[:n_samples]):
+        parts = call.split(":")
+        text = parts[k] if k < len(parts) else "."
+        if "|" in text or "/" in text:
+            alleles = re.split(r"[|/]", text)[:2]
+            phased[i] = "|" in text
+        else:
+            alleles = [text, text]
+            phased[i] = True
+        for copy, allele in enumerate(alleles):
+            if allele not in (".", ""):
+                try:
+                    gt[i, copy] = int(allele)
+                except ValueError:
+                    raise InputError(f"{where_}: genotype {text!r} is not a VCF GT value") from None
+    return gt, phased
+
+
+def _biallelic(fields: list[str]) -> str:
+    """'ok', 'multi' or 'other' (no ALT, symbolic, '*', or a non-base allele) for one record."""
+    ref, alt = fields[3], fields[4]
+    if alt == "." or not alt:
+        return "other"
+    if "," in alt:
+        return "multi"
+    if alt.startswith("<") or alt == "*" or not ref.isalpha() or not alt.isalpha():
+        return "other"
+    return "ok"
 
 
 def read_genotypes(
@@ -231,55 +387,73 @@ def read_genotypes(
 
     samples: keep these samples in this order (InputError if any is absent); None keeps all.
     regions: keep records whose first base lies in one of these 0-based half-open regions
-        (contigs in FASTA names); None keeps all.
+        (contigs in FASTA names); None keeps all. An indexed (bgzip + .tbi/.csi) VCF is read through
+        its index, region by region, so time and memory follow the regions (records x samples), not
+        the file; an unindexed one is scanned.
     fasta_contigs: contig names of the reference; VCF contigs are mapped onto them with
         `resolve_contig` (aliases, exact, chr rule), and unknown contigs raise InputError.
     Haploid calls (e.g. male chrX) are stored as homozygous and phased.
     """
     vcf_path = Path(vcf_path)
+    header = read_vcf_header(vcf_path)
     resolve, contig_map = _contig_resolver(vcf_path, fasta_contigs, aliases)
-    regions_by_contig: dict[str, list[tuple[int, int]]] = {}
-    for region in regions or []:
-        regions_by_contig.setdefault(region.contig, []).append((region.start, region.end))
+    header_samples = header.samples
+    if samples is None:
+        order = None
+        kept = header_samples
+    else:
+        index = {s: i for i, s in enumerate(header_samples)}
+        absent = [s for s in samples if s not in index]
+        if absent:
+            raise InputError(
+                f"{vcf_path}: {len(absent)} requested samples are not in the VCF header: {_first(absent)}"
+            )
+        order = np.array([index[s] for s in samples], dtype=np.int64)
+        kept = list(samples)
+    regions_by_contig = _merged(regions) if regions is not None else None
+    spans = None
+    if regions is not None and is_indexed(vcf_path):
+        vcf_contigs = indexed_contigs(vcf_path)  # contigs with records; header-only ones have none
+        rank = {name: i for i, name in enumerate(vcf_contigs)}
+        spans = sorted(((name, start, end) for contig, merged in regions_by_contig.items()
+                        for name in _vcf_names_of(vcf_contigs, contig, resolve) for start, end in merged),
+                       key=lambda s: (rank[s[0]], s[1]))
 
+    n_all = len(header_samples)
     contigs, positions, refs, alts, calls, phases = [], [], [], [], [], []
     n_multi = n_other = 0
-    with _open_vcf(vcf_path) as vcf:
-        header_samples = list(vcf.header.samples)
-        if samples is None:
-            order = np.arange(len(header_samples))
-            kept = header_samples
+    for line in _record_lines(vcf_path, spans):
+        fields = line.split("\t", 9)
+        if len(fields) < 8:
+            raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
+        kind = _biallelic(fields)
+        if kind != "ok":
+            n_multi += kind == "multi"
+            n_other += kind == "other"
+            continue
+        contig = resolve(fields[0])
+        pos = int(fields[1])
+        if regions_by_contig is not None and spans is None and not _in_regions(contig, pos - 1, regions_by_contig):
+            continue
+        if n_all == 0:
+            gt, phased = np.zeros((0, 2), dtype=np.int8), np.zeros(0, dtype=bool)
         else:
-            index = {s: i for i, s in enumerate(header_samples)}
-            absent = [s for s in samples if s not in index]
-            if absent:
-                raise InputError(
-                    f"{vcf_path}: {len(absent)} requested samples are not in the VCF header: "
-                    f"{_first(absent)}"
-                )
-            order = np.array([index[s] for s in samples], dtype=np.int64)
-            kept = list(samples)
-        for record in vcf:
-            if not record.alts:
-                n_other += 1
-                continue
-            if len(record.alts) > 1:
-                n_multi += 1
-                continue
-            alt = record.alts[0]
-            if alt.startswith("<") or alt in ("*", ".") or not record.ref.isalpha() or not alt.isalpha():
-                n_other += 1
-                continue
-            contig = resolve(record.chrom)
-            if regions is not None and not _in_regions(contig, record.pos - 1, regions_by_contig):
-                continue
-            gt, phased = _record_calls(record, len(header_samples))
-            contigs.append(contig)
-            positions.append(record.pos)
-            refs.append(record.ref.upper())
-            alts.append(alt.upper())
-            calls.append(gt[order])
-            phases.append(phased[order])
+            if len(fields) < 10:
+                raise InputError(f"{vcf_path}: record {fields[0]}:{pos} has no genotype columns for the "
+                                 f"{n_all} samples of the header")
+            decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
+            if decoded is None:
+                decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record "
+                                       f"{fields[0]}:{pos}")
+            gt, phased = decoded
+        if order is not None:
+            gt, phased = gt[order], phased[order]
+        contigs.append(contig)
+        positions.append(pos)
+        refs.append(fields[3].upper())
+        alts.append(fields[4].upper())
+        calls.append(gt)
+        phases.append(phased)
     n = len(kept)
     return Genotypes(
         samples=kept,
@@ -295,23 +469,83 @@ def read_genotypes(
     )
 
 
-def _record_calls(record, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """[n_samples, 2] int8 allele indices (-1 missing) and [n_samples] phased flags of one record."""
-    gt = np.full((n_samples, 2), -1, dtype=np.int8)
-    phased = np.zeros(n_samples, dtype=bool)
-    for i, call in enumerate(record.samples.values()):
-        alleles = call.get("GT")
-        if not alleles:
+# allele character -> value whose pairwise sums tell dosage (0..2), missing (< 0) and anything else (> 2)
+_ALLELE_CODE = np.full(256, 40, dtype=np.int8)
+_ALLELE_CODE[ord("0")], _ALLELE_CODE[ord("1")], _ALLELE_CODE[ord(".")] = 0, 1, -32
+_PHASE_SEPARATOR = np.zeros(256, dtype=bool)
+_PHASE_SEPARATOR[[ord("|"), ord("/")]] = True
+
+
+def _dosage_batch(calls: list[str], n_samples: int) -> np.ndarray | None:
+    """[k, n] int8 ALT dosages (-1 missing) of GT-only, one-digit diploid, biallelic records at once.
+
+    None unless every record has that layout (the caller then decodes record by record).
+    """
+    if any(len(c) != 4 * n_samples - 1 for c in calls):
+        return None
+    raw = np.frombuffer(("\t".join(calls) + "\t").encode("ascii", "replace"), dtype=np.uint8)
+    if raw.size != len(calls) * 4 * n_samples:
+        return None
+    cells = raw.reshape(len(calls), n_samples, 4)
+    if not ((cells[:, :, 3] == 9).all() and _PHASE_SEPARATOR[cells[:, :, 1]].all()):
+        return None
+    dose = _ALLELE_CODE[cells[:, :, 0]] + _ALLELE_CODE[cells[:, :, 2]]
+    if (dose > 2).any():
+        return None
+    dose[dose < 0] = -1
+    return dose
+
+
+def iter_dosage_chunks(
+    vcf_path: str | Path, samples: list[str] | None = None, chunk_records: int = 4096
+) -> Iterator[tuple[np.ndarray, dict[str, list]]]:
+    """Stream a VCF as chunks of int8 ALT dosages, for genome-wide marker panels.
+
+    Yields (dosage [n_records_in_chunk, n_samples] int8: 0/1/2, -1 where either copy is missing;
+    info {"contig", "pos", "ref", "alt"} lists) for biallelic records, in file order. Memory is one chunk
+    (its text and its int8 calls); GT-only records are decoded a chunk at a time with numpy.
+    """
+    path = Path(vcf_path)
+    header = read_vcf_header(path)
+    order = None
+    if samples is not None:
+        index = {s: i for i, s in enumerate(header.samples)}
+        absent = [s for s in samples if s not in index]
+        if absent:
+            raise InputError(f"{path}: {len(absent)} requested samples are not in the VCF header: {_first(absent)}")
+        order = np.array([index[s] for s in samples], dtype=np.int64)
+    n_all = len(header.samples)
+
+    def decode(pending: list[list[str]]) -> tuple[np.ndarray, dict[str, list]]:
+        dose = None
+        if all(f[8] == "GT" for f in pending):
+            dose = _dosage_batch([f[9] for f in pending], n_all)
+        if dose is None:  # another layout somewhere in the chunk: record by record
+            dose = np.empty((len(pending), n_all), dtype=np.int8)
+            for i, f in enumerate(pending):
+                decoded = _decode_gt(f[9], n_all) if f[8] == "GT" else None
+                if decoded is None:
+                    decoded = _parse_calls(f[9].split("\t"), f[8], n_all, f"{path}, record {f[0]}:{f[1]}")
+                gt = decoded[0]
+                dose[i] = gt.sum(axis=1, dtype=np.int8)
+                dose[i, (gt < 0).any(axis=1)] = -1
+        if order is not None:
+            dose = dose[:, order]
+        info = {"contig": [f[0] for f in pending], "pos": [int(f[1]) for f in pending],
+                "ref": [f[3].upper() for f in pending], "alt": [f[4].upper() for f in pending]}
+        return dose, info
+
+    pending: list[list[str]] = []
+    for line in _record_lines(path, None):
+        fields = line.split("\t", 9)
+        if len(fields) < 10 or _biallelic(fields) != "ok":
             continue
-        if len(alleles) == 1:
-            alleles = (alleles[0], alleles[0])
-            phased[i] = True
-        else:
-            phased[i] = call.phased
-        for copy in range(2):
-            if alleles[copy] is not None:
-                gt[i, copy] = alleles[copy]
-    return gt, phased
+        pending.append(fields)
+        if len(pending) == chunk_records:
+            yield decode(pending)
+            pending = []
+    if pending:
+        yield decode(pending)
 
 
 def _first(items: list[str], limit: int = 20) -> str:
@@ -338,46 +572,51 @@ def _check_sample_sets(vcf_path: Path, vcf_ids: list[str], sheet_ids: list[str])
     raise InputError(f"{vcf_path}: the VCF and the samples table list different samples; " + "; ".join(parts))
 
 
-def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta: dict[str, str], aliases) -> dict[str, str]:
+def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases,
+                   region_contigs: set[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Map the VCF's contigs that have records onto FASTA contigs: (map, names matching none).
+
+    region_contigs None (the whole file is checked): any unmatched contig is an error. Otherwise an
+    unmatched contig is only reported (a genome-wide VCF may carry decoy or HLA contigs the FASTA
+    lacks), but every studied contig must be matched by one of the VCF's contigs.
+    """
     contig_map, unmatched = {}, []
+    available = list(fasta)
     for name in vcf_contigs:
         try:
-            contig_map[name] = resolve_contig(name, list(fasta), aliases, source=f"VCF {vcf_path}")
+            contig_map[name] = resolve_contig(name, available, aliases, source=f"VCF {vcf_path}")
         except InputError:
             unmatched.append(name)
-    if unmatched:
+    missing = sorted(region_contigs - set(contig_map.values())) if region_contigs is not None else []
+    if (unmatched and region_contigs is None) or missing:
+        what = (f"no VCF contig with records matches the studied contig(s) {', '.join(missing)} (VCF contigs "
+                f"with records: {_first(vcf_contigs, 25)})" if missing else
+                f"VCF contigs {', '.join(repr(c) for c in unmatched[:20])} do not match any FASTA contig")
         raise InputError(
-            f"{vcf_path}: VCF contigs {', '.join(repr(c) for c in unmatched)} do not match any FASTA contig "
-            f"(also tried adding/removing 'chr' and the contig aliases); FASTA contigs: "
-            f"{_first(list(fasta), 25)}; add an entry to reference.contig_aliases to map them"
+            f"{vcf_path}: {what} (also tried adding/removing 'chr' and the contig aliases); FASTA contigs: "
+            f"{_first(available, 25)}; add an entry to reference.contig_aliases to map them"
         )
-    return contig_map
+    return contig_map, unmatched
 
 
-def _check_ref_alleles(vcf_path: Path, records: list[tuple[str, int, str]], fasta: dict[str, str],
-                       contig_map: dict[str, str]) -> int:
-    """Compare REF with the reference (case-insensitive); returns the number of records checked.
+def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
+    """Header ##contig lines vs the FASTA: names with no FASTA contig, and lengths that differ.
 
-    Reference positions that are 'N' are not counted as mismatches (the reference does not know).
+    Reported, not refused: a GRCh38 header lists thousands of contigs (decoys, HLA) that a FASTA of
+    the primary assembly may lack, and a region FASTA (like the demo's) is shorter than the contig.
     """
-    mismatches, checked = [], 0
-    for chrom, pos, ref in records:
-        contig = contig_map[chrom]
-        sequence = fasta[contig]
-        found = sequence[pos - 1: pos - 1 + len(ref)].upper()
-        checked += 1
-        if len(found) < len(ref):
-            mismatches.append(f"{chrom}:{pos} REF={ref} reference=(past the end of {contig}, "
-                              f"length {len(sequence)})")
-        elif any(a != b and b != "N" for a, b in zip(ref.upper(), found, strict=True)):
-            mismatches.append(f"{chrom}:{pos} REF={ref} reference={found}")
-    if mismatches:
-        raise InputError(
-            f"{vcf_path}: REF alleles disagree with the reference FASTA for {len(mismatches)} of {checked} "
-            f"records checked, e.g. {'; '.join(mismatches[:5])}. Is the VCF on the same genome build, and are "
-            "the contig aliases right?"
-        )
-    return checked
+    available = list(fasta)
+    unmatched, mismatched = [], []
+    for name, length in header.contigs.items():
+        try:
+            target = resolve_contig(name, available, aliases, source="VCF header")
+        except InputError:
+            unmatched.append(name)
+            continue
+        if length is not None and length != len(fasta[target]):
+            mismatched.append(f"{name}: VCF {length}, FASTA {target} {len(fasta[target])}")
+    return {"n_header_contigs": len(header.contigs), "header_contigs_not_in_fasta": unmatched[:50],
+            "n_header_contigs_not_in_fasta": len(unmatched), "contig_length_mismatches": mismatched[:50]}
 
 
 def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
@@ -412,50 +651,108 @@ def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int
 def validate_cohort(
     vcf_path: str | Path,
     samples: pl.DataFrame,
-    fasta: dict[str, str],
+    fasta,
     aliases: dict[str, str] | None,
-    regions: list[Region],
+    regions: list[Region] | None,
     phenotypes: list[str],
     n_folds: int,
     min_per_class: int | None = None,
 ) -> dict:
     """Check a cohort before any work starts; each failure is one InputError.
 
-    Checks, in order: sample IDs agree between VCF and samples table (both directions);
-    every VCF contig maps onto a FASTA contig; every REF allele matches the reference;
+    fasta: a `Reference` (or any mapping contig -> sliceable sequence).
+    regions: the studied regions (FASTA contig names); REF alleles are checked for the records whose
+        first base lies inside them, read through the index of an indexed VCF (streamed: memory is one
+        record). None checks every record of the file.
+    Checks, in order: sample IDs agree between the VCF header and the samples table (both directions);
+    every contig with records (from the index, or a scan of an unindexed file) maps onto a FASTA contig;
+    REF alleles match the reference (case-insensitive; reference N/IUPAC positions never mismatch);
     every phenotype has two classes with enough samples per class (binary) or enough samples
     (quantitative) for `n_folds`-fold cross-validation.
-    Returns n_samples, n_variants (biallelic), n_variants_in_regions, n_multiallelic_skipped,
-    missing_rate (fraction of missing calls among biallelic genotypes in the regions), contig_map.
+    Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
+    records among them), n_variants_in_regions, n_multiallelic_skipped, n_other_skipped, missing_rate
+    (missing calls among biallelic genotypes in the regions), contig_map, indexed, scope, and the
+    header-contig report (`_header_contig_report`).
     """
     vcf_path = Path(vcf_path)
-    with _open_vcf(vcf_path) as vcf:
-        vcf_ids = list(vcf.header.samples)
-        _check_sample_sets(vcf_path, vcf_ids, samples["sample_id"].to_list())
-        records, contigs = [], []
-        for record in vcf:
-            if record.chrom not in contigs:
-                contigs.append(record.chrom)
-            records.append((record.chrom, record.pos, record.ref))
-    contig_map = _check_contigs(vcf_path, contigs, fasta, aliases)
-    _check_ref_alleles(vcf_path, records, fasta, contig_map)
+    header = read_vcf_header(vcf_path)
+    _check_sample_sets(vcf_path, header.samples, samples["sample_id"].to_list())
+    indexed = is_indexed(vcf_path)
+    by_contig = _merged(regions) if regions is not None else None
+    if indexed:
+        record_contigs = indexed_contigs(vcf_path)
+    else:  # no index to say which contigs have records: one scan of the CHROM column
+        seen: dict[str, None] = {}
+        for line in _record_lines(vcf_path, None):
+            seen.setdefault(line.split("\t", 1)[0], None)
+        record_contigs = list(seen)
+    contig_map, unmatched = _check_contigs(vcf_path, record_contigs, fasta, aliases,
+                                           set(by_contig) if by_contig is not None else None)
+    spans = None
+    if by_contig is not None and indexed:
+        spans = [(name, start, end) for contig, merged in by_contig.items()
+                 for name in contig_map if contig_map[name] == contig for start, end in merged]
+    n_all = len(header.samples)
+    checked = biallelic = in_regions = n_multi = n_other = 0
+    n_missing = n_calls = 0
+    mismatches: list[str] = []
+    n_mismatch = 0
+    for line in _record_lines(vcf_path, spans):
+        fields = line.split("\t", 9)
+        if len(fields) < 8:
+            raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
+        chrom, pos, ref = fields[0], int(fields[1]), fields[3]
+        contig = contig_map.get(chrom)
+        if contig is None:  # a contig the FASTA lacks, reported above; it holds no studied region
+            continue
+        if by_contig is not None and spans is None and not _in_regions(contig, pos - 1, by_contig):
+            continue
+        checked += 1
+        sequence = fasta[contig]
+        found = sequence[pos - 1: pos - 1 + len(ref)].upper()
+        if len(found) < len(ref):
+            n_mismatch += 1
+            if len(mismatches) < 5:
+                mismatches.append(f"{chrom}:{pos} REF={ref} reference=(past the end of {contig}, "
+                                  f"length {len(sequence)})")
+        elif any(a != b and b != "N" for a, b in zip(ref.upper(), found, strict=True)):
+            n_mismatch += 1
+            if len(mismatches) < 5:
+                mismatches.append(f"{chrom}:{pos} REF={ref} reference={found}")
+        kind = _biallelic(fields)
+        if kind != "ok":
+            n_multi += kind == "multi"
+            n_other += kind == "other"
+            continue
+        biallelic += 1
+        if by_contig is None or _in_regions(contig, pos - 1, by_contig):
+            in_regions += 1
+            if n_all and len(fields) == 10:
+                decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
+                if decoded is None:
+                    decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record {chrom}:{pos}")
+                n_missing += int((decoded[0] < 0).sum())
+                n_calls += decoded[0].size
+    if n_mismatch:
+        raise InputError(
+            f"{vcf_path}: REF alleles disagree with the reference FASTA for {n_mismatch} of {checked} "
+            f"records checked, e.g. {'; '.join(mismatches[:5])}. Is the VCF on the same genome build, and are "
+            "the contig aliases right?"
+        )
     _check_phenotypes(samples, phenotypes, n_folds, min_per_class)
-
-    genotypes = read_genotypes(vcf_path, samples=vcf_ids, fasta_contigs=list(fasta), aliases=aliases)
-    by_contig: dict[str, list[tuple[int, int]]] = {}
-    for region in regions:
-        by_contig.setdefault(region.contig, []).append((region.start, region.end))
-    in_regions = np.array([_in_regions(c, p - 1, by_contig) for c, p in zip(genotypes.contig, genotypes.pos,
-                                                                            strict=True)], dtype=bool)
-    calls = genotypes.gt[in_regions]
-    missing_rate = float((calls < 0).mean()) if calls.size else 0.0
     return {
-        "n_samples": len(vcf_ids),
-        "n_variants": genotypes.n_variants,
-        "n_variants_in_regions": int(in_regions.sum()),
-        "n_multiallelic_skipped": genotypes.n_multiallelic_skipped,
-        "missing_rate": missing_rate,
+        "n_samples": n_all,
+        "n_records_checked": checked,
+        "n_variants": biallelic,
+        "n_variants_in_regions": in_regions,
+        "n_multiallelic_skipped": n_multi,
+        "n_other_skipped": n_other,
+        "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "contig_map": contig_map,
+        "record_contigs_not_in_fasta": unmatched[:50],
+        "indexed": indexed,
+        "scope": "whole file" if regions is None else "records inside the studied regions",
+        **_header_contig_report(header, fasta, aliases),
     }
 
 
@@ -492,6 +789,20 @@ def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> P
         return target
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.vcf.gz")
     try:
+        _copy_bgzipped(vcf_path, kind, tmp)
+        tmp_index = Path(str(tmp) + ".tbi")
+        _tabix(tmp, tmp_index, vcf_path)
+        os.replace(tmp, target)
+        os.replace(tmp_index, str(target) + ".tbi")
+    finally:
+        for leftover in (tmp, Path(str(tmp) + ".tbi")):
+            leftover.unlink(missing_ok=True)
+    return target
+
+
+def _copy_bgzipped(vcf_path: Path, kind: str, tmp: Path) -> None:
+    """Write a bgzipped copy of `vcf_path` (of compression `kind`) to `tmp`; InputError if it is damaged."""
+    try:
         if kind == "bgzf":
             shutil.copyfile(vcf_path, tmp)
         elif kind == "plain":
@@ -504,22 +815,22 @@ def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> P
                 pysam.tabix_compress(str(plain), str(tmp), force=True)
             finally:
                 plain.unlink(missing_ok=True)
-        tmp_index = Path(str(tmp) + ".tbi")
-        _tabix(tmp, tmp_index, vcf_path)
-        os.replace(tmp, target)
-        os.replace(tmp_index, str(target) + ".tbi")
-    finally:
-        for leftover in (tmp, Path(str(tmp) + ".tbi")):
-            leftover.unlink(missing_ok=True)
-    return target
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise _corrupt(vcf_path, error) from error
 
 
 def _tabix(path: Path, index: Path, source: Path) -> None:
+    """Index `path` into `index`: TBI, or CSI when a position is beyond TBI's 2^29 limit (htslib reads
+    either format whatever the file is called)."""
     try:
-        pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index))
+        try:
+            pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index))
+        except OSError:
+            pysam.tabix_index(str(path), preset="vcf", force=True, index=str(index), csi=True)
     except (OSError, ValueError) as error:
-        raise InputError(f"{source}: cannot be tabix-indexed; is it sorted by contig and position? "
-                         f"({error})") from error
+        detail = " ".join(str(error).split())
+        raise InputError(f"{source}: cannot be tabix-indexed; is it complete (not truncated) and sorted by "
+                         f"contig and position? ({detail})") from error
 
 
 def _index_atomically(vcf_path: Path) -> None:

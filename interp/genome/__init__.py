@@ -1,7 +1,7 @@
 """Reference genome inputs: FASTA, gene annotations, regions, and labelled windows."""
 
 from interp.genome.annotation import read_annotation, to_contigs
-from interp.genome.fasta import read_fasta, resolve_contig
+from interp.genome.fasta import ContigSequence, Reference, open_reference, read_fasta, resolve_contig
 from interp.genome.regions import Region, gene_regions, read_bed, regions_from_config
 from interp.genome.windows import (
     base_labels,
@@ -13,6 +13,9 @@ from interp.genome.windows import (
 )
 
 __all__ = [
+    "ContigSequence",
+    "Reference",
+    "open_reference",
     "Region",
     "base_labels",
     "build_windows",

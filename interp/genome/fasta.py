@@ -1,81 +1,369 @@
-"""Reference FASTA reading and contig-name resolution.
+"""Reference FASTA access through its index, and contig-name resolution.
 
-Sequences keep their case: lowercase marks soft-masked repeats and is used as a label,
-never shown to a model (windows upper-case their sequences).
+`open_reference` opens a FASTA (plain or bgzipped; plain gzip gets a bgzipped copy once) through
+`pysam.FastaFile`. A missing `.fai` (and `.gzi`) is built once, next to the file or, when that folder
+is read-only, under a cache folder. Sequences are fetched per region, never the whole genome.
+
+Sequences keep their case: lowercase marks soft-masked repeats and is used as a label, never shown to
+a model (windows upper-case their sequences). IUPAC ambiguity codes (R Y M K S W B D H V, as in
+GRCh37/38) become N (n when soft-masked) and are counted; any other character is refused with the
+file, line and column where it sits.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import re
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from Bio.SeqIO.FastaIO import SimpleFastaParser
+import pysam
 
 from interp.errors import InputError, where
 
-_BAD_BASE = re.compile(r"[^ACGTNacgtn]")
-_BAD_BASE_IN_LINE = re.compile(r"[^ACGTNacgtn\s]")  # whitespace inside sequence lines is tolerated
+if TYPE_CHECKING:
+    from interp.genome.regions import Region
+
+IUPAC_AMBIGUITY = "RYMKSWBDHV"
+_IUPAC_TO_N = str.maketrans(IUPAC_AMBIGUITY + IUPAC_AMBIGUITY.lower(), "N" * 10 + "n" * 10)
+_NOT_NUCLEOTIDE = re.compile(f"[^ACGTN{IUPAC_AMBIGUITY}acgtn{IUPAC_AMBIGUITY.lower()}]")
+_AMBIGUOUS = re.compile(f"[{IUPAC_AMBIGUITY}{IUPAC_AMBIGUITY.lower()}]")
+_BLOCK = 1 << 16  # bases fetched (and cached) at a time by ContigSequence
+_BGZF_MAGIC = b"\x1f\x8b\x08\x04"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt")
-    return open(path)
+def _compression(path: Path) -> str:
+    """'bgzf', 'gzip' or 'plain', from the file's first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == _BGZF_MAGIC:
+        return "bgzf"
+    if head[:2] == _GZIP_MAGIC:
+        return "gzip"
+    return "plain"
 
 
-def _locate_bad_base(path: Path, record: str) -> tuple[int, int, str]:
-    """Find (1-based line, 1-based column, char) of the first bad base of `record` in the file."""
-    in_record = False
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line.startswith(">"):
-                in_record = line[1:].split(None, 1)[0] == record if line[1:].strip() else False
-                continue
-            if not in_record:
-                continue
-            match = _BAD_BASE_IN_LINE.search(line)
-            if match:
-                return line_no, match.start() + 1, match.group()
-    raise AssertionError(f"bad base of record {record} not found on rescan of {path}")
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if _compression(path) != "plain" else open(path, "rb")
 
 
-def read_fasta(path: str | Path) -> dict[str, str]:
-    """Read a (optionally gzipped) FASTA file into ``{contig: sequence}``.
+def _one_line(error: Exception) -> str:
+    """An exception's message on one line (htslib messages may span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
-    Case is preserved (soft-masking kept). Only ``ACGTNacgtn`` are accepted; IUPAC
-    ambiguity codes are rejected too, because downstream labels assume one base per position.
+
+def default_cache_dir() -> Path:
+    """Where indexes of read-only FASTAs go when no cache folder is given ($INTERP_CACHE or the temp dir)."""
+    return Path(os.environ.get("INTERP_CACHE") or Path(tempfile.gettempdir()) / "interp-cache")
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _fingerprint(path: Path) -> str:
+    """Short key of a file's absolute path, size and mtime, so a cached index never serves another file."""
+    stat = path.stat()
+    key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def _check_structure(path: Path, name_as: Path | None = None) -> None:
+    """One pass over the headers before indexing: faidx silently drops empty and duplicate records.
+
+    Raises InputError for an empty file, text before the first '>', an empty record name, a duplicate
+    name, or a record without bases.
+    """
+    shown = name_as or path
+    seen: dict[str, int] = {}
+    name, name_line, n_bases = None, 0, 0
+    try:
+        with _open_binary(path) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if line.startswith(b">"):
+                    if name is not None and n_bases == 0:
+                        raise InputError(f"{where(shown, line=name_line)}: FASTA record '{name}' has zero bases")
+                    fields = line[1:].split(None, 1)
+                    if not fields:
+                        raise InputError(f"{where(shown, line=line_no)}: a FASTA record has an empty name after '>'")
+                    name = fields[0].decode("utf-8", "replace")
+                    if name in seen:
+                        raise InputError(f"{where(shown, line=line_no)}: duplicate FASTA record name '{name}' "
+                                         f"(first on line {seen[name]}); record names must be unique")
+                    seen[name], name_line, n_bases = line_no, line_no, 0
+                elif name is None:
+                    if line.strip():
+                        raise InputError(f"{where(shown, line=line_no)}: FASTA file has no '>' records: text comes "
+                                         "before the first '>' header")
+                else:
+                    n_bases += len(line.strip())
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise InputError(f"{shown}: truncated or corrupt compressed FASTA ({_one_line(err)})") from err
+    if name is None:
+        raise InputError(f"{shown}: FASTA file is empty or has no '>' records; expected at least one sequence")
+    if n_bases == 0:
+        raise InputError(f"{where(shown, line=name_line)}: FASTA record '{name}' has zero bases")
+
+
+def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
+    """(FASTA to open, its .fai, its .gzi): existing indexes next to the file, else where we may write."""
+    fasta = path
+    if _compression(path) == "gzip":  # htslib cannot seek plain gzip: a bgzipped copy, made once
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        fasta = folder / f"{path.name.removesuffix('.gz')}.{_fingerprint(path)}.bgz"
+        if not fasta.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            _check_structure(path)
+            tmp = fasta.with_name(f".{fasta.name}.{os.getpid()}.tmp")
+            try:
+                with gzip.open(path, "rb") as src, pysam.BGZFile(str(tmp), "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+                os.replace(tmp, fasta)
+            except (OSError, EOFError) as err:
+                raise InputError(f"{path}: truncated or corrupt gzip FASTA ({_one_line(err)})") from err
+            finally:
+                tmp.unlink(missing_ok=True)
+        return fasta, Path(f"{fasta}.fai"), Path(f"{fasta}.gzi")
+    beside = Path(f"{path}.fai"), Path(f"{path}.gzi")
+    needs_gzi = _compression(path) == "bgzf"
+    fresh = beside[0].exists() and beside[0].stat().st_mtime >= path.stat().st_mtime
+    if fresh and (not needs_gzi or beside[1].exists()):
+        return path, beside[0], beside[1]
+    if _writable(path.parent):
+        return path, beside[0], beside[1]
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    stem = f"{path.name}.{_fingerprint(path)}"
+    return path, folder / f"{stem}.fai", folder / f"{stem}.gzi"
+
+
+def _build_index(user_path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
+    """Write `fai` (and `gzi` for bgzip) atomically with htslib, after the structure check."""
+    if fai.exists() and fai.stat().st_mtime >= fasta.stat().st_mtime and (
+            _compression(fasta) != "bgzf" or gzi.exists()):
+        return
+    _check_structure(fasta, name_as=user_path)
+    fai.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.tmp"
+    tmp_fai, tmp_gzi = fai.with_name(f".{fai.name}.{tag}"), gzi.with_name(f".{gzi.name}.{tag}")
+    try:
+        args = [str(fasta), "--fai-idx", str(tmp_fai)]
+        if _compression(fasta) == "bgzf":
+            args += ["--gzi-idx", str(tmp_gzi)]
+        try:
+            pysam.faidx(*args)
+        except pysam.utils.SamtoolsError as err:
+            detail = " ".join(str(err).split())[-300:]
+            raise InputError(
+                f"{user_path}: cannot be indexed as FASTA ({detail}); every line of a record but its last must "
+                "hold the same number of bases, and a compressed FASTA must be complete (bgzip or gzip)"
+            ) from err
+        if tmp_gzi.exists():
+            os.replace(tmp_gzi, gzi)
+        os.replace(tmp_fai, fai)
+    finally:
+        tmp_fai.unlink(missing_ok=True)
+        tmp_gzi.unlink(missing_ok=True)
+
+
+class ContigSequence:
+    """One contig of a `Reference`: `len()`, `seq[i]` and `seq[a:b]` (str) fetched on demand.
+
+    Bases are fetched and cached in blocks of 64 kb, so repeated slices of one region cost one fetch.
+    IUPAC codes read as N (n when soft-masked); a slice covering any other character raises InputError.
+    """
+
+    def __init__(self, reference: Reference, name: str, length: int) -> None:
+        self.reference, self.name, self.length = reference, name, length
+        self._blocks: dict[int, tuple[str, list[tuple[int, str]]]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _block(self, index: int, lo: int, hi: int) -> str:
+        """Block `index`, after checking its bases lo:hi (block coordinates) hold no bad character."""
+        block = self._blocks.get(index)
+        if block is None:
+            start = index * _BLOCK
+            block = self.reference.checked(self.name, start, min(start + _BLOCK, self.length))
+            self._blocks[index] = block
+        text, bad = block
+        for offset, char in bad:
+            if lo <= offset < hi:
+                self.reference.refuse(self.name, index * _BLOCK + offset, char)
+        return text
+
+    def __getitem__(self, key: int | slice) -> str:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.length)
+            if step != 1:
+                return self[start:stop][::step] if start < stop else ""
+            if start >= stop:
+                return ""
+            first, last = start // _BLOCK, (stop - 1) // _BLOCK
+            lo, hi = start - first * _BLOCK, stop - last * _BLOCK
+            if first == last:
+                return self._block(first, lo, hi)[lo:hi]
+            pieces = [self._block(first, lo, _BLOCK)[lo:]]
+            pieces += [self._block(i, 0, _BLOCK) for i in range(first + 1, last)]
+            pieces.append(self._block(last, 0, hi)[:hi])
+            return "".join(pieces)
+        index = int(key)
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"position {key} outside contig {self.name} (length {self.length})")
+        return self[index:index + 1]
+
+    def __str__(self) -> str:
+        return self[0:self.length]
+
+    def __repr__(self) -> str:
+        return f"ContigSequence({self.name!r}, length={self.length})"
+
+
+class Reference(Mapping[str, ContigSequence]):
+    """An indexed FASTA as a read-only mapping contig name -> `ContigSequence`, in file order.
+
+    Use `open_reference`. `fetch(contig, start, end)` returns validated bases (0-based, end exclusive);
+    `ambiguity_counts(regions)` counts the IUPAC codes replaced inside regions.
+    """
+
+    def __init__(self, path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
+        self.path = path
+        try:
+            self._handle = pysam.FastaFile(str(fasta), filepath_index=str(fai),
+                                           filepath_index_compressed=str(gzi) if gzi.exists() else None)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot open FASTA through its index {fai} ({_one_line(err)}); delete the index "
+                             "to have it rebuilt") from err
+        self._fai = _read_fai(fai)
+        self._contigs = {name: ContigSequence(self, name, int(row[0])) for name, row in self._fai.items()}
+        if not self._contigs:
+            raise InputError(f"{path}: FASTA file is empty or has no '>' records; expected at least one sequence")
+
+    def __getitem__(self, name: str) -> ContigSequence:
+        return self._contigs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._contigs)
+
+    def __len__(self) -> int:
+        return len(self._contigs)
+
+    def lengths(self) -> dict[str, int]:
+        """{contig: length in bases}, from the index."""
+        return {name: seq.length for name, seq in self._contigs.items()}
+
+    def raw(self, contig: str, start: int, end: int) -> str:
+        """Bases exactly as in the file (0-based, end exclusive), unvalidated; InputError if unreadable."""
+        try:
+            return self._handle.fetch(contig, start, end)
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{self.path}: cannot read {contig}:{start}-{end} ({_one_line(err)}); the file may be "
+                             "truncated or corrupt, or changed since its index was built") from err
+
+    def checked(self, contig: str, start: int, end: int) -> tuple[str, list[tuple[int, str]]]:
+        """contig[start:end] with IUPAC codes -> N/n (case kept), and the (offset, char) of bad characters."""
+        sequence = self.raw(contig, start, end)
+        if len(sequence) != end - start:
+            raise InputError(f"{self.path}: {contig}:{start}-{end} returned {len(sequence)} bases instead of "
+                             f"{end - start}; the file may be truncated or its index stale")
+        bad = [(m.start(), m.group()) for m in _NOT_NUCLEOTIDE.finditer(sequence)]
+        return (sequence.translate(_IUPAC_TO_N) if _AMBIGUOUS.search(sequence) else sequence), bad
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        """Validated bases of contig[start:end]: case kept, IUPAC codes -> N/n, anything else refused."""
+        sequence, bad = self.checked(contig, start, end)
+        if bad:
+            self.refuse(contig, start + bad[0][0], bad[0][1])
+        return sequence
+
+    def ambiguity_counts(self, regions: Iterable[Region]) -> dict[str, int]:
+        """{IUPAC code (upper case): count} inside the union of `regions`; each base counted once."""
+        spans: dict[str, list[list[int]]] = {}
+        for region in sorted(regions, key=lambda r: (r.contig, r.start)):
+            merged = spans.setdefault(region.contig, [])
+            if merged and region.start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], region.end)
+            else:
+                merged.append([region.start, region.end])
+        counts: Counter[str] = Counter()
+        for contig, merged in spans.items():
+            for start, end in merged:
+                counts.update(m.upper() for m in _AMBIGUOUS.findall(self.raw(contig, start, end)))
+        return {code: counts[code] for code in sorted(counts)}
+
+    def refuse(self, contig: str, offset: int, char: str) -> None:
+        """InputError at the file line and column of base `offset` of `contig` (from the .fai layout)."""
+        _, record_offset, line_bases, line_width = self._fai[contig]
+        del line_width  # line and column follow from bases per line; bytes per line only skip line ends
+        line = _count_lines(self.path, record_offset) + 1 + offset // line_bases
+        location = f"{where(self.path, line=line)}, column {offset % line_bases + 1}"
+        raise InputError(
+            f"{location}: record '{contig}' has character {char!r} at base {offset + 1}; expected A, C, G, T, N "
+            f"or an IUPAC ambiguity code ({', '.join(IUPAC_AMBIGUITY)}), upper or lower case"
+        )
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _read_fai(fai: Path) -> dict[str, tuple[int, int, int, int]]:
+    """{name: (length, byte offset of the first base, bases per line, bytes per line)} from a .fai."""
+    rows = {}
+    for line in fai.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 5:
+            rows[fields[0]] = (int(fields[1]), int(fields[2]), int(fields[3]), int(fields[4]))
+    return rows
+
+
+def _count_lines(path: Path, offset: int) -> int:
+    """Newlines among the first `offset` uncompressed bytes of `path` (error path only)."""
+    count, remaining = 0, offset
+    with _open_binary(path) as handle:
+        while remaining > 0:
+            chunk = handle.read(min(remaining, 1 << 22))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return count
+
+
+def open_reference(path: str | Path, cache_dir: str | Path | None = None) -> Reference:
+    """Open a FASTA (plain, bgzip or gzip) through its index, building a missing index once.
+
+    cache_dir: where an index (or a bgzipped copy of a plain-gzip FASTA) goes when the FASTA's folder
+    is read-only; default `default_cache_dir()`. The workflow passes `results/<run>/reference/`.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: FASTA file not found")
-    sequences: dict[str, str] = {}
-    with _open_text(path) as handle:
-        try:
-            records = list(SimpleFastaParser(handle))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: not a readable FASTA file ({err})") from err
-    if not records:
+    if path.stat().st_size == 0:
         raise InputError(f"{path}: FASTA file is empty or has no '>' records; expected at least one sequence")
-    for title, sequence in records:
-        name = title.split(None, 1)[0] if title.strip() else ""
-        if not name:
-            raise InputError(f"{path}: a FASTA record has an empty name after '>'")
-        if name in sequences:
-            raise InputError(f"{path}: duplicate FASTA record name '{name}'; record names must be unique")
-        sequence = "".join(sequence.split())
-        if not sequence:
-            raise InputError(f"{path}: FASTA record '{name}' has zero bases")
-        if _BAD_BASE.search(sequence):
-            line, column, char = _locate_bad_base(path, name)
-            raise InputError(
-                f"{where(path, line=line)}, column {column}: record '{name}' has character {char!r}; "
-                "expected only A, C, G, T, N (upper or lower case; IUPAC codes are not accepted)"
-            )
-        sequences[name] = sequence
-    return sequences
+    fasta, fai, gzi = _index_paths(path, Path(cache_dir) if cache_dir is not None else None)
+    _build_index(path, fasta, fai, gzi)
+    return Reference(path, fasta, fai, gzi)
+
+
+def read_fasta(path: str | Path, cache_dir: str | Path | None = None) -> dict[str, str]:
+    """Every contig of a FASTA as ``{contig: sequence}`` (validated as `Reference.fetch`).
+
+    For small genomes and tests; workflows use `open_reference`, which fetches only the regions in use.
+    """
+    reference = open_reference(path, cache_dir)
+    try:
+        return {name: str(seq) for name, seq in reference.items()}
+    finally:
+        reference.close()
 
 
 def _chr_variants(name: str) -> list[str]:

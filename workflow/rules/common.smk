@@ -63,6 +63,10 @@ def job(stage_params):
         def plain(named):
             return {k: (list(v) if not isinstance(v, str) else v) for k, v in named.items()}
 
+        if "fasta" in dict(input.items()) and isinstance(params, dict):
+            # where a missing .fai goes when the FASTA's folder is read-only
+            params = {**params, "reference_cache": f"{R}/reference"}
+
         return json.dumps({"input": plain(input), "output": plain(output), "params": params,
                            "threads": threads}, sort_keys=True)
 

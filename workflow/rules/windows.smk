@@ -10,6 +10,7 @@ rule windows:
         tsv=f"{R}/windows/windows.tsv",
         fasta=f"{R}/windows/windows.fa",
         bases=f"{R}/windows/bases.parquet",
+        reference=f"{R}/windows/reference.json",
     params:
         job=job({"reference": config["reference"], "regions": config["regions"],
                  "windows": config["windows"]}),
