@@ -435,7 +435,7 @@ def logistic_many(D: np.ndarray, Y: np.ndarray, penalty: float = 1e-3, max_iter:
     beta[:, 0] = np.log(ybar / (1 - ybar))
 
     def objective(b):
-        eta = np.einsum("bnp,bp->bn", D, b)
+        eta = np.matmul(D, b[..., None])[..., 0]
         ll = (Y * eta - np.logaddexp(0.0, eta)).sum(axis=1)
         return ll - 0.5 * (pen * b**2).sum(axis=1), ll, eta
 
@@ -443,8 +443,9 @@ def logistic_many(D: np.ndarray, Y: np.ndarray, penalty: float = 1e-3, max_iter:
     for _ in range(max_iter):
         mu = 1.0 / (1.0 + np.exp(-eta))
         w = mu * (1 - mu)
-        grad = np.einsum("bnp,bn->bp", D, Y - mu) - pen * beta
-        hess = np.einsum("bnp,bn,bnq->bpq", D, w, D) + np.diag(pen + 1e-10)
+        Dt = D.transpose(0, 2, 1)
+        grad = np.matmul(Dt, (Y - mu)[..., None])[..., 0] - pen * beta
+        hess = np.matmul(Dt * w[:, None, :], D) + np.diag(pen + 1e-10)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         t = np.ones(B)
         for _ in range(20):  # halve steps that would lower the penalised likelihood
