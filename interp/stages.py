@@ -277,7 +277,7 @@ def check_cohort(job: Job) -> None:
     samples = _samples(job)
     summary = validate_cohort(job.input["vcf"], samples, fasta,
                               job.params["reference"].get("contig_aliases") or {}, regions,
-                              job.params["cohort"]["phenotypes"], job.params["n_folds"])
+                              job.params["cohort"]["phenotypes"], job.params["n_folds"], binary_only=True)
     # an indexed bgzipped copy, whatever the user gave (plain, gzip, bgzip; indexed or not)
     staging = Path(job.output["vcf"]).parent / ".staging"
     indexed = ensure_indexed(job.input["vcf"], out_dir=staging)

@@ -381,7 +381,7 @@ def _check_ref_alleles(vcf_path: Path, records: list[tuple[str, int, str]], fast
 
 
 def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
-                      min_per_class: int | None) -> None:
+                      min_per_class: int | None, binary_only: bool = False) -> None:
     for name in phenotypes:
         if name not in samples.columns:
             raise InputError(f"samples table: phenotype column '{name}' is missing; columns: "
@@ -402,6 +402,13 @@ def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int
                     f"{', '.join(f'{k}: {v}' for k, v in counts.items())}; each class needs at least {need} "
                     f"samples for {n_folds}-fold cross-validation"
                 )
+        elif binary_only:
+            shown = ", ".join(f"{v:g}" for v in distinct[:5]) + (" ..." if len(distinct) > 5 else "")
+            raise InputError(
+                f"samples table, field {name}: phenotype has values {shown}; the confound audit takes binary "
+                "phenotypes only (0 = control, 1 = case, empty or NA = missing). Recode the column, or remove it "
+                "from cohort.phenotypes"
+            )
         elif values.len() < 2 * n_folds:
             raise InputError(
                 f"samples table, field {name}: quantitative phenotype has {values.len()} non-missing samples; "
@@ -418,13 +425,15 @@ def validate_cohort(
     phenotypes: list[str],
     n_folds: int,
     min_per_class: int | None = None,
+    binary_only: bool = False,
 ) -> dict:
     """Check a cohort before any work starts; each failure is one InputError.
 
     Checks, in order: sample IDs agree between VCF and samples table (both directions);
     every VCF contig maps onto a FASTA contig; every REF allele matches the reference;
     every phenotype has two classes with enough samples per class (binary) or enough samples
-    (quantitative) for `n_folds`-fold cross-validation.
+    (quantitative) for `n_folds`-fold cross-validation; with binary_only (the workflow, whose audit takes
+    0/1 phenotypes only) a quantitative phenotype is refused, naming its column.
     Returns n_samples, n_variants (biallelic), n_variants_in_regions, n_multiallelic_skipped,
     missing_rate (fraction of missing calls among biallelic genotypes in the regions), contig_map.
     """
@@ -439,7 +448,7 @@ def validate_cohort(
             records.append((record.chrom, record.pos, record.ref))
     contig_map = _check_contigs(vcf_path, contigs, fasta, aliases)
     _check_ref_alleles(vcf_path, records, fasta, contig_map)
-    _check_phenotypes(samples, phenotypes, n_folds, min_per_class)
+    _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only)
 
     genotypes = read_genotypes(vcf_path, samples=vcf_ids, fasta_contigs=list(fasta), aliases=aliases)
     by_contig: dict[str, list[tuple[int, int]]] = {}
