@@ -397,3 +397,89 @@ def test_stratified_folds_balance_strata():
     assert np.array_equal(tested, np.arange(100))
     for _, test in folds:
         assert [np.sum(strata[test] == s) for s in "abc"] == [10, 6, 4]
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+def _embedding_dir(tmp_path, n_per: int = 150):
+    import anndata as ad
+    import pandas as pd
+
+    out = tmp_path / "emb" / "toy"
+    out.mkdir(parents=True)
+    # a small embedding (d = 8) so that a probe at n = 450 has the power to see OR 3
+    X, y, population, pcs = make_cohort("causal", 21, n_per=n_per, n_region=6, d=8)
+    _, y_anc, _, _ = make_cohort("ancestry", 21, n_per=n_per, n_region=6, d=8, prevalence=(0.1, 0.5, 0.85))
+    rng = np.random.default_rng(21)
+    obs = pd.DataFrame({"population": population, "causal": y.astype(float), "confounded": y_anc.astype(float),
+                        "sex": rng.choice(["F", "M"], size=y.size), "batch": rng.choice(["b1", "b2", "b3"], size=y.size),
+                        "gc": rng.normal(0.45, 0.01, size=y.size), "missing_rate": np.zeros(y.size)},
+                       index=[f"s{i}" for i in range(y.size)])
+    for layer in ("block1", "block2"):
+        a = ad.AnnData(X=(X + rng.normal(scale=0.1, size=X.shape)).astype(np.float32), obs=obs.copy())
+        a.obsm["X_pca"] = pcs
+        a.uns.update({"model": "toy", "layer": layer, "kind": "embedding"})
+        a.write_h5ad(out / f"{layer}.samples.h5ad")
+    return out
+
+
+def test_audit_stage_writes_adjusted_verdicts_for_every_row(tmp_path):
+    import json
+
+    import polars as pl
+
+    from interp import stages
+
+    emb = _embedding_dir(tmp_path)
+    params = {"n_folds": 3, "bootstrap": 50, "C": 1.0, "alpha": 0.05, "max_null_replicates": 999,
+              "stop_exceedances": 10, "multiplicity": "holm", "null": "bootstrap", "ancestry_bins": 4,
+              "min_effective_n": 30, "fail_max_within_auroc": 0.6, "phenotypes": ["causal", "confounded"],
+              "covariates": ["sex", "batch"], "covariate_missing": "refuse", "population_column": "population",
+              "sae_layer": "block2", "seed": 3}
+    out = {"parquet": tmp_path / "audit.parquet", "tsv": tmp_path / "audit.tsv", "details": tmp_path / "audit.json"}
+    stages.audit(stages.Job(input={"emb_dirs": [str(emb)]}, output={k: str(v) for k, v in out.items()},
+                            params=params))
+    table = pl.read_parquet(out["parquet"])
+    assert table.height == 4
+    assert set(table["multiplicity"]) == {"holm over 4 verdicts"}
+    for col in ("verdict", "verdict_rule", "reason", "reasons", "p_within", "p_within_adjusted", "p_signal",
+                "p_signal_adjusted", "n_null_replicates", "ancestry_auroc", "auroc_random_cv", "auroc_lopo_cv",
+                "auroc_residualised", "auroc_ancestry_only", "permutation_p", "within_auroc_ci_low"):
+        assert col in table.columns, col
+    np.testing.assert_allclose(table.sort("p_within")["p_within_adjusted"].to_numpy(),
+                               holm(table.sort("p_within")["p_within"].to_numpy()))
+    verdicts = dict(zip(table["phenotype"] + "/" + table["layer"], table["verdict"], strict=True))
+    assert verdicts["causal/block1"] == "PASS" and verdicts["causal/block2"] == "PASS", verdicts
+    assert "PASS" not in {verdicts["confounded/block1"], verdicts["confounded/block2"]}, verdicts
+    details = json.loads(out["details"].read_text())
+    d = details[0]
+    assert d["covariate_policy"]["missing"] == "refuse"
+    assert d["covariate_policy"]["covariates"]["batch"]["kind"] == "categorical"
+    assert d["covariate_policy"]["descriptors_not_adjusted_for"] == ["gc", "missing_rate"]
+    assert {g["population"] for g in d["by_population"]} == set(POPS)
+    assert all("auroc_ci_low" in g for g in d["by_population"])
+    assert d["attribution"]["n_ancestry_dominated"] <= d["attribution"]["n_features"]
+
+
+def test_audit_stage_refuses_or_imputes_missing_covariates(tmp_path):
+    import anndata as ad
+
+    from interp import stages
+
+    emb = _embedding_dir(tmp_path, n_per=40)
+    for path in emb.glob("*.samples.h5ad"):
+        a = ad.read_h5ad(path)
+        a.obs["batch"] = a.obs["batch"].astype(object)
+        a.obs.iloc[:3, a.obs.columns.get_loc("batch")] = np.nan
+        a.write_h5ad(path)
+    params = {"bootstrap": 20, "max_null_replicates": 99, "phenotypes": ["causal"], "covariates": ["batch"],
+              "covariate_missing": "refuse", "population_column": "population", "sae_layer": "none", "seed": 1,
+              "n_folds": 3}
+    out = {"parquet": tmp_path / "a.parquet", "tsv": tmp_path / "a.tsv", "details": tmp_path / "a.json"}
+    job = stages.Job(input={"emb_dirs": [str(emb)]}, output={k: str(v) for k, v in out.items()}, params=params)
+    with pytest.raises(InputError, match="covariate 'batch' has 3 missing"):
+        stages.audit(job)
+    job.params["covariate_missing"] = "impute"
+    stages.audit(job)
+    assert out["parquet"].exists()
