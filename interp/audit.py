@@ -371,7 +371,7 @@ def by_population(
 
 
 def ancestry_strata(population: np.ndarray, pcs: np.ndarray, n_bins: int, seed: int) -> tuple[np.ndarray, str]:
-    """Strata [n] (str) and where they came from: "labels" or "pc_bins".
+    """Strata [n] (str) and where they came from: "labels", "pc_bins" or "none".
 
     Population labels with two or more levels are the strata. Otherwise (labels absent, one label) the
     samples are binned by k-means on the genotype PCs (n_bins clusters, at most n / 20), so a cohort
@@ -383,8 +383,8 @@ def ancestry_strata(population: np.ndarray, pcs: np.ndarray, n_bins: int, seed: 
     from sklearn.cluster import KMeans
 
     k = int(max(1, min(n_bins, population.size // 20)))
-    if k < 2:
-        return population, "labels"
+    if k < 2:  # too few samples to bin: one stratum, the PCs alone carry ancestry
+        return population, "none"
     lab = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(np.asarray(pcs, dtype=np.float64))
     # name bins by their order along PC1 so the names do not depend on k-means' arbitrary numbering
     order = np.argsort(np.argsort([pcs[lab == c, 0].mean() for c in range(k)]))

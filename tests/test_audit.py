@@ -137,7 +137,7 @@ ANCESTRY_SCENARIOS = {
 
 @pytest.mark.parametrize("freq", [(0.3, 0.3, 0.3), (0.05, 0.3, 0.6)], ids=["flat", "differentiated"])
 def test_causal_variant_passes_and_never_fails(freq):
-    counts = verdict_counts(range(20), kind="causal", causal_freq=freq, odds_ratio=3.0)
+    counts = verdict_counts(range(16), kind="causal", causal_freq=freq, odds_ratio=3.0)
     n = sum(counts.values())
     assert_rate_at_most(counts["FAIL"], n, 0.05, f"causal {freq} FAIL {counts}")
     assert_rate_at_least(counts["PASS"], n, 0.8, f"causal {freq} PASS {counts}")
@@ -145,12 +145,12 @@ def test_causal_variant_passes_and_never_fails(freq):
 
 @pytest.mark.parametrize("scenario", list(ANCESTRY_SCENARIOS))
 def test_ancestry_only_phenotype_is_not_passed(scenario):
-    counts = verdict_counts(range(100, 120), kind="ancestry", **ANCESTRY_SCENARIOS[scenario])
+    counts = verdict_counts(range(100, 116), kind="ancestry", **ANCESTRY_SCENARIOS[scenario])
     assert_rate_at_most(counts["PASS"], sum(counts.values()), 0.05, f"ancestry-only {scenario} PASS {counts}")
 
 
 def test_null_phenotype_neither_passes_nor_fails():
-    counts = verdict_counts(range(200, 230), kind="null")
+    counts = verdict_counts(range(200, 224), kind="null")
     n = sum(counts.values())
     assert_rate_at_most(counts["PASS"], n, 0.05, f"null PASS {counts}")
     assert_rate_at_most(counts["FAIL"], n, 0.05, f"null FAIL {counts}")
@@ -158,9 +158,10 @@ def test_null_phenotype_neither_passes_nor_fails():
 
 
 def test_strong_ancestry_only_phenotype_fails():
-    """With strong prevalence differences the signal is there and ancestry explains it: FAIL, not PASS."""
+    """With strong prevalence differences the signal is there and ancestry explains it: mostly FAIL. (The
+    within-ancestry test still has its nominal 5% PASS rate: a calibrated test rejects a true null at alpha.)"""
     counts = verdict_counts(range(300, 310), kind="ancestry", prevalence=(0.1, 0.5, 0.85))
-    assert counts["FAIL"] >= 8, counts
+    assert_rate_at_least(counts["FAIL"], sum(counts.values()), 0.8, f"strong ancestry-only FAIL {counts}")
 
 
 # ------------------------------------------------------------------------------------------ rates (slow, fuller)
@@ -216,13 +217,17 @@ def test_audit_row_carries_numbers_intervals_and_rule():
 
 
 def test_collinear_phenotype_is_inconclusive():
-    """A population that is all cases, the others all controls: ancestry and phenotype cannot be separated."""
-    X, _, population, pcs = make_cohort("null", 5)
-    y = (population == "AFR").astype(int)
-    y[np.flatnonzero(population == "EUR")[:3]] = 1  # a handful of within-population cases
-    r = run(X, y, population, pcs, seed=5)
-    assert r["verdict"] == "INCONCLUSIVE" and r["verdict_rule"] == "ancestry_phenotype_collinear", r["reason"]
-    assert r["effective_n_within"] < 30
+    """A population that is all cases, the others (nearly) all controls: ancestry and phenotype cannot be
+    separated. PASS stays possible at the test's level (a significant within signal is still evidence)."""
+    counts = {}
+    for seed in range(8):
+        X, _, population, pcs = make_cohort("null", 50 + seed, n_per=100)
+        y = (population == "AFR").astype(int)
+        y[np.flatnonzero(population == "EUR")[:2]] = 1  # a couple of within-population cases
+        r = run(X, y, population, pcs, seed=seed)
+        counts[r["verdict_rule"]] = counts.get(r["verdict_rule"], 0) + 1
+        assert r["effective_n_within"] < 30 and r["verdict"] != "FAIL", r["reason"]
+    assert counts.get("ancestry_phenotype_collinear", 0) >= 6, counts
 
 
 def test_multiplicity_over_the_run():
