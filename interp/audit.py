@@ -46,10 +46,19 @@ Verdicts, in this order (`verdict_rule` names the one that decided):
   that is neither detected nor excluded).
 
 Effect size shown to users: the within-ancestry AUROC, the probability that a case scores above a control of
-the same stratum (per-stratum AUROCs of s, after removing s's linear dependence on the PCs, pooled with
-weights n_cases x n_controls), with a stratified bootstrap CI. The logistic probes of the earlier audit
-(random, population-stratified, leave-one-population-out and PC-residualised CV, an ancestry-only baseline,
-shuffled labels) are kept as a report: every L2 logistic probe there is `interp.probe.fit_logistic`, batched.
+the same stratum, with a bootstrap CI that resamples inside strata. Its scores are out-of-fold L2 logistic
+probes (`interp.probe.fit_logistic`) in folds stratified by stratum x phenotype, residualised on the PCs;
+per-stratum AUROCs are pooled with weights n_cases x n_controls. Those folds keep each training fold's
+per-stratum prevalence, so a probe that only learns stratum means cannot rank a held-out case below its
+stratum's controls; the leave-one-out scores of the test have that artefact (a leave-one-out stratum mean
+is anti-correlated with the left-out label), which is harmless for the test, whose null replicates share
+it, but would bias an effect size. The logistic probes of the earlier audit (random, stratified,
+leave-one-population-out and PC-residualised CV, shuffled labels, population read-outs) are kept as a
+report, all in two batched `fit_logistic` calls.
+
+Known limit: the tests condition on the genotype PCs, an estimate of ancestry. If the phenotype follows
+true ancestry and the embeddings carry ancestry information beyond the PCs (continuous admixture, PCs from
+few markers), part of that association looks within-ancestry; more (genome-wide) ancestry markers shrink it.
 """
 
 from __future__ import annotations
