@@ -254,14 +254,32 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
     gc = rng.normal(size=X.shape[0])
     design = covariate_design({"batch": np.array(["b1", "b2"])[batch]}, ["batch"])
     cfg = AuditConfig(seed=3, **FAST)
+    gc_by_ancestry = pcs[:, 0] / pcs[:, 0].std() + rng.normal(size=X.shape[0])
     r = assign_verdicts([audit_phenotype(X, y, population, pcs, cfg, covariates=design,
-                                         descriptors={"gc": gc})], cfg)[0]
+                                         descriptors={"gc": gc, "gc_by_ancestry": gc_by_ancestry})], cfg)[0]
     assert r["verdict"] != "PASS", r["reason"]
     assert r["p_covariates"] < 1e-6
     assert r["covariates"]["batch"]["adjusted_for"] and r["covariates"]["batch"]["kind"] == "categorical"
     assert r["descriptors"]["gc"]["adjusted_for"] is False and r["descriptors"]["gc"]["p_value"] > 0.001
+    assert r["descriptors"]["gc"]["ancestry_p"] > 0.001
+    assert r["descriptors"]["gc_by_ancestry"]["ancestry_p"] < 1e-6 and r["descriptors"]["gc_by_ancestry"]["ancestry_r2"] > 0.3
     unadjusted = run(X, y, population, pcs, seed=3)
     assert unadjusted["verdict"] == "PASS"  # without the batch the embedding signal looks within-ancestry
+
+
+def test_permutation_null_inside_strata():
+    """null: permute (labels given) keeps the verdicts of the two clear cases."""
+    X, y, population, pcs = make_cohort("causal", 8, causal_freq=(0.05, 0.3, 0.6))
+    r = run(X, y, population, pcs, seed=8, null="permute")
+    assert r["verdict"] == "PASS" and "permuted inside strata" in r["null_method"], r["reason"]
+    # on ancestry-only phenotypes the exact within-strata permutation null and the parametric bootstrap agree
+    diffs = []
+    for seed in (9, 10, 11):
+        X, y, population, pcs = make_cohort("ancestry", seed, prevalence=(0.1, 0.5, 0.85))
+        full = {"max_null_replicates": 99, "stop_exceedances": 1000}
+        diffs.append(run(X, y, population, pcs, seed=seed, null="permute", **full)["p_within"]
+                     - run(X, y, population, pcs, seed=seed, **full)["p_within"])
+    assert np.max(np.abs(diffs)) < 0.15, diffs
 
 
 def test_missing_phenotypes_are_dropped_and_counted():
