@@ -517,7 +517,7 @@ def audit(job: Job) -> None:
             "ancestry_bins", "min_effective_n", "fail_max_within_auroc")
     cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
-    pop_col = p.get("population_column") or "population"
+    pop_col = p.get("population_column")  # null: the cohort has no population labels, strata come from the PCs
     paths = [path for d in sorted(job.input["emb_dirs"]) for path in sorted(Path(d).glob("*.samples.h5ad"))]
     n_replicates = null_replicates_needed(len(paths) * len(p["phenotypes"]), cfg.alpha, cfg.max_null_replicates)
     results, extras = [], []
@@ -525,7 +525,8 @@ def audit(job: Job) -> None:
         a = ad.read_h5ad(path)
         X = np.asarray(a.X, dtype=np.float64)
         pcs = np.asarray(a.obsm["X_pca"], dtype=np.float64)
-        population = a.obs[pop_col].astype(str).to_numpy() if pop_col in a.obs else np.array(["all"] * a.n_obs)
+        population = (a.obs[pop_col].astype(str).to_numpy() if pop_col and pop_col in a.obs
+                      else np.array(["all"] * a.n_obs))
         covariates = covariate_design({c: a.obs[c].to_numpy() for c in p["covariates"] if c in a.obs},
                                       p["covariates"], missing=policy, sample_ids=a.obs_names.tolist())
         descriptors = {k: a.obs[k].to_numpy(dtype=float) for k in _DESCRIPTOR_COLUMNS if k in a.obs}

@@ -503,6 +503,9 @@ def test_audit_stage_refuses_or_imputes_missing_covariates(tmp_path):
     job = stages.Job(input={"emb_dirs": [str(emb)]}, output={k: str(v) for k, v in out.items()}, params=params)
     with pytest.raises(InputError, match="covariate 'batch' has 3 missing"):
         stages.audit(job)
-    job.params["covariate_missing"] = "impute"
+    job.params.update({"covariate_missing": "impute", "population_column": None})
     stages.audit(job)
-    assert out["parquet"].exists()
+    import polars as pl
+
+    row = pl.read_parquet(out["parquet"]).row(0, named=True)
+    assert row["strata_source"] == "pc_bins"  # population_column: null means no labels
