@@ -41,7 +41,9 @@ Verdicts, in this order (`verdict_rule` names the one that decided):
   `min_effective_n`: ancestry nearly determines the phenotype, so absence of a within signal says little.
 * FAIL `signal_explained_by_ancestry` (or `..._by_covariates`): signal, no within-ancestry signal, the
   ancestry (or covariate) likelihood-ratio test has p <= alpha, and the upper 95% bound of the
-  within-ancestry AUROC is below `fail_max_within_auroc` (the data exclude a within effect that large).
+  within-ancestry AUROC is below 0.5 + `fail_max_within_share` x (probe AUROC - 0.5): the data exclude
+  that more than that share of the apparent signal lies within ancestry. (An absolute bound such as 0.6 would
+  FAIL real single-variant effects, whose within-ancestry AUROC is often 0.55, whenever the test lacks power.)
 * INCONCLUSIVE `within_effect_undetermined`: everything else with a signal (e.g. a within-ancestry effect
   that is neither detected nor excluded).
 
@@ -95,7 +97,8 @@ class AuditConfig:
     null: "bootstrap" (parametric, from the ancestry model) or "permute" (y permuted inside strata).
     ancestry_bins: k-means bins of the genotype PCs used as strata when population labels are absent.
     min_effective_n: INCONCLUSIVE below this effective within-ancestry sample size.
-    fail_max_within_auroc: FAIL needs the within-ancestry AUROC's upper 95% bound below this.
+    fail_max_within_share: FAIL needs the within-ancestry AUROC's upper 95% bound to be below
+    0.5 + share x (probe AUROC - 0.5): at most that share of the apparent signal can be within ancestry.
     ridge_alpha: penalty of the closed-form ridge used for R^2 read-outs (standardised features).
     """
 
@@ -110,7 +113,7 @@ class AuditConfig:
     null: str = "bootstrap"
     ancestry_bins: int = 4
     min_effective_n: float = 30.0
-    fail_max_within_auroc: float = 0.6
+    fail_max_within_share: float = 0.5
     seed: int = 0
     ridge_alpha: float = 1.0
     max_iter: int = 200
@@ -885,20 +888,23 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, str, str]:
         return "INCONCLUSIVE", "ancestry_phenotype_collinear", (
             f"{base}; ancestry nearly determines the phenotype: effective within-ancestry n "
             f"{r['effective_n_within']:.1f} < {cfg.min_effective_n}, so the within test has little to work with")
-    small_within = np.isfinite(r["within_auroc_ci_high"]) and r["within_auroc_ci_high"] < cfg.fail_max_within_auroc
+    bound = 0.5 + cfg.fail_max_within_share * (r["auroc_probe"] - 0.5)
+    small_within = bool(np.isfinite(r["within_auroc_ci_high"]) and np.isfinite(bound)
+                        and r["within_auroc_ci_high"] < bound)
+    wa_bound = (f"{wa}, its upper bound < 0.5 + {cfg.fail_max_within_share} x (probe AUROC "
+                f"{_fmt(r['auroc_probe'])} - 0.5) = {_fmt(bound)}")
     pa, pc = r["p_ancestry"], r["p_covariates"]
     if small_within and np.isfinite(pa) and pa <= a:
         return "FAIL", "signal_explained_by_ancestry", (
             f"{base}; ancestry explains the phenotype (likelihood-ratio p {_fmt(pa)}, ancestry-only AUROC "
             f"{_fmt(r['auroc_ancestry_only'])} [{_fmt(r['auroc_ancestry_only_ci_low'])}, "
-            f"{_fmt(r['auroc_ancestry_only_ci_high'])}]); {wa} < {cfg.fail_max_within_auroc}")
+            f"{_fmt(r['auroc_ancestry_only_ci_high'])}]); {wa_bound}")
     if small_within and np.isfinite(pc) and pc <= a:
         return "FAIL", "signal_explained_by_covariates", (
-            f"{base}; the covariates explain the phenotype (likelihood-ratio p {_fmt(pc)}); {wa} < "
-            f"{cfg.fail_max_within_auroc}")
+            f"{base}; the covariates explain the phenotype (likelihood-ratio p {_fmt(pc)}); {wa_bound}")
     return "INCONCLUSIVE", "within_effect_undetermined", (
         f"{base}; a within-ancestry effect is neither detected nor excluded: {wa} (FAIL needs its upper bound "
-        f"< {cfg.fail_max_within_auroc} and ancestry or covariates significant: p {_fmt(pa)}, {_fmt(pc)})")
+        f"< {_fmt(bound)} and ancestry or covariates significant: p {_fmt(pa)}, {_fmt(pc)})")
 
 
 def assign_verdicts(results: list[dict], cfg: AuditConfig) -> list[dict]:

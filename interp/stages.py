@@ -514,7 +514,7 @@ def audit(job: Job) -> None:
     _set_threads(job.threads)
     p = job.params
     keys = ("n_folds", "bootstrap", "C", "alpha", "max_null_replicates", "stop_exceedances", "multiplicity", "null",
-            "ancestry_bins", "min_effective_n", "fail_max_within_auroc")
+            "ancestry_bins", "min_effective_n", "fail_max_within_share")
     cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
     pop_col = p.get("population_column")  # null: the cohort has no population labels, strata come from the PCs

@@ -457,7 +457,7 @@ def test_audit_stage_writes_adjusted_verdicts_for_every_row(tmp_path):
     emb = _embedding_dir(tmp_path)
     params = {"n_folds": 3, "bootstrap": 50, "C": 1.0, "alpha": 0.05, "max_null_replicates": 999,
               "stop_exceedances": 10, "multiplicity": "holm", "null": "bootstrap", "ancestry_bins": 4,
-              "min_effective_n": 30, "fail_max_within_auroc": 0.6, "phenotypes": ["causal", "confounded"],
+              "min_effective_n": 30, "fail_max_within_share": 0.5, "phenotypes": ["causal", "confounded"],
               "covariates": ["sex", "batch"], "covariate_missing": "refuse", "population_column": "population",
               "sae_layer": "block2", "seed": 3}
     out = {"parquet": tmp_path / "audit.parquet", "tsv": tmp_path / "audit.tsv", "details": tmp_path / "audit.json"}
