@@ -16,9 +16,10 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   also inside a label). Covariates come from `interp.covariates.covariate_design` (one-hot categoricals);
   descriptors of the genotypes (GC content, missing-genotype rate) are reported, never adjusted for.
 * **Within-ancestry test** (`p_within`): signed root likelihood-ratio statistic of s in the logistic
-  model y ~ A + s. Null: a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only model
-  (works for labels, PC bins and continuous ancestry alike; `null: permute` permutes y inside strata
-  instead), the probe refitted on y* and both models refitted. A probe that reads only ancestry earns on
+  model y ~ A + s. Null (`null: auto`): with population labels, y permuted inside the labelled strata
+  (exact when the phenotype depends on ancestry through the label); without labels (PC-bin strata,
+  continuous ancestry), a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only
+  model. The probe is refitted on every y* and both models are refitted. A probe that reads only ancestry earns on
   y* what it earns on y, so it is not significant.
 * **Signal test** (`p_signal`): the same statistic in y ~ 1 + s, null = y permuted over all samples: is
   there anything to explain?
@@ -94,7 +95,9 @@ class AuditConfig:
     max_null_replicates: cap on Monte Carlo null replicates per test (the stage lowers it to what the
     Holm level of the run needs). stop_exceedances: h of the sequential (Besag-Clifford) stop.
     first_round: replicates in the first sequential round (rounds double). multiplicity: "holm" or "bh".
-    null: "bootstrap" (parametric, from the ancestry model) or "permute" (y permuted inside strata).
+    null: "permute" (y permuted inside strata: exact when labels are the strata), "bootstrap"
+    (parametric, from the ancestry model: for PC-bin strata and continuous ancestry), or "auto" (permute
+    with population labels, bootstrap without).
     ancestry_bins: k-means bins of the genotype PCs used as strata when population labels are absent.
     min_effective_n: INCONCLUSIVE below this effective within-ancestry sample size.
     fail_max_within_share: FAIL needs the within-ancestry AUROC's upper 95% bound to be below
@@ -110,7 +113,7 @@ class AuditConfig:
     stop_exceedances: int = 10
     first_round: int = 64
     multiplicity: str = "holm"
-    null: str = "bootstrap"
+    null: str = "auto"
     ancestry_bins: int = 4
     min_effective_n: float = 30.0
     fail_max_within_share: float = 0.5
@@ -763,16 +766,17 @@ def audit_phenotype(
     nuis_fit = logistic_many(A, y[None])
     p_hat = nuis_fit["prob"][0]
     null_rng = np.random.default_rng([cfg.seed, 1])
-    if cfg.null == "bootstrap":
+    null = cfg.null if cfg.null != "auto" else ("permute" if strata_source == "labels" else "bootstrap")
+    if null == "bootstrap":
         def draw_within(m: int) -> np.ndarray:
             Y = (null_rng.random((m, n)) < p_hat).astype(np.float64)
             return signed_root_lr(Y, probe.loo_scores(Y)[0], A)
-    elif cfg.null == "permute":
+    elif null == "permute":
         def draw_within(m: int) -> np.ndarray:
             Y = np.stack([permute_within(y, strata, null_rng) for _ in range(m)]).astype(np.float64)
             return signed_root_lr(Y, probe.loo_scores(Y)[0], A)
     else:
-        raise InputError(f"audit.null {cfg.null!r}: expected 'bootstrap' or 'permute'")
+        raise InputError(f"audit.null {cfg.null!r}: expected 'auto', 'bootstrap' or 'permute'")
     sig_rng = np.random.default_rng([cfg.seed, 2])
 
     def draw_signal(m: int) -> np.ndarray:
@@ -783,7 +787,7 @@ def audit_phenotype(
     out["p_within"], out["n_null_replicates"], out["n_null_exceedances"] = sequential_mc_p(
         t_within, draw_within, h, b_max, cfg.first_round)
     out["p_signal"], out["n_signal_replicates"], _ = sequential_mc_p(t_signal, draw_signal, h, b_max, cfg.first_round)
-    out["null_method"] = ("parametric bootstrap from y ~ strata + PCs + covariates" if cfg.null == "bootstrap"
+    out["null_method"] = ("parametric bootstrap from y ~ strata + PCs + covariates" if null == "bootstrap"
                           else "phenotype permuted inside strata")
     out["permutation_p"] = out["p_within"]  # report.json name of the within-ancestry p
 

@@ -268,9 +268,9 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
 
 
 def test_permutation_null_inside_strata():
-    """null: permute (labels given) keeps the verdicts of the two clear cases."""
+    """With labels, null "auto" is the exact permutation inside strata; the parametric bootstrap agrees."""
     X, y, population, pcs = make_cohort("causal", 8, causal_freq=(0.05, 0.3, 0.6))
-    r = run(X, y, population, pcs, seed=8, null="permute")
+    r = run(X, y, population, pcs, seed=8)
     assert r["verdict"] == "PASS" and "permuted inside strata" in r["null_method"], r["reason"]
     # on ancestry-only phenotypes the exact within-strata permutation null and the parametric bootstrap agree
     diffs = []
@@ -278,7 +278,7 @@ def test_permutation_null_inside_strata():
         X, y, population, pcs = make_cohort("ancestry", seed, prevalence=(0.1, 0.5, 0.85))
         full = {"max_null_replicates": 99, "stop_exceedances": 1000}
         diffs.append(run(X, y, population, pcs, seed=seed, null="permute", **full)["p_within"]
-                     - run(X, y, population, pcs, seed=seed, **full)["p_within"])
+                     - run(X, y, population, pcs, seed=seed, null="bootstrap", **full)["p_within"])
     assert np.max(np.abs(diffs)) < 0.15, diffs
 
 
@@ -456,7 +456,7 @@ def test_audit_stage_writes_adjusted_verdicts_for_every_row(tmp_path):
 
     emb = _embedding_dir(tmp_path)
     params = {"n_folds": 3, "bootstrap": 50, "C": 1.0, "alpha": 0.05, "max_null_replicates": 999,
-              "stop_exceedances": 10, "multiplicity": "holm", "null": "bootstrap", "ancestry_bins": 4,
+              "stop_exceedances": 10, "multiplicity": "holm", "null": "auto", "ancestry_bins": 4,
               "min_effective_n": 30, "fail_max_within_share": 0.5, "phenotypes": ["causal", "confounded"],
               "covariates": ["sex", "batch"], "covariate_missing": "refuse", "population_column": "population",
               "sae_layer": "block2", "seed": 3}
