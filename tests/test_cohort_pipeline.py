@@ -27,7 +27,7 @@ def _config(seed: int) -> dict:
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     cfg.update({"seed": seed, "run": f"calib{seed}"})
     cfg["reference"].update({"fasta": str(DEMO_FASTA), "annotation": str(DEMO_GENES)})
-    cfg["audit"].update({"permutations": 99, "bootstrap": 20})
+    cfg["audit"].update({"max_null_replicates": 499, "bootstrap": 20})
     cfg["rank"].update({"resamples": 10})
     return check_config(cfg, base_dir=REPO)
 

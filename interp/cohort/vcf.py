@@ -620,7 +620,7 @@ def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
 
 
 def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
-                      min_per_class: int | None) -> None:
+                      min_per_class: int | None, binary_only: bool = False) -> None:
     for name in phenotypes:
         if name not in samples.columns:
             raise InputError(f"samples table: phenotype column '{name}' is missing; columns: "
@@ -641,6 +641,13 @@ def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int
                     f"{', '.join(f'{k}: {v}' for k, v in counts.items())}; each class needs at least {need} "
                     f"samples for {n_folds}-fold cross-validation"
                 )
+        elif binary_only:
+            shown = ", ".join(f"{v:g}" for v in distinct[:5]) + (" ..." if len(distinct) > 5 else "")
+            raise InputError(
+                f"samples table, field {name}: phenotype has values {shown}; the confound audit takes binary "
+                "phenotypes only (0 = control, 1 = case, empty or NA = missing). Recode the column, or remove it "
+                "from cohort.phenotypes"
+            )
         elif values.len() < 2 * n_folds:
             raise InputError(
                 f"samples table, field {name}: quantitative phenotype has {values.len()} non-missing samples; "
@@ -657,6 +664,7 @@ def validate_cohort(
     phenotypes: list[str],
     n_folds: int,
     min_per_class: int | None = None,
+    binary_only: bool = False,
 ) -> dict:
     """Check a cohort before any work starts; each failure is one InputError.
 
@@ -668,7 +676,8 @@ def validate_cohort(
     every contig with records (from the index, or a scan of an unindexed file) maps onto a FASTA contig;
     REF alleles match the reference (case-insensitive; reference N/IUPAC positions never mismatch);
     every phenotype has two classes with enough samples per class (binary) or enough samples
-    (quantitative) for `n_folds`-fold cross-validation.
+    (quantitative) for `n_folds`-fold cross-validation; with binary_only (the workflow, whose audit takes
+    0/1 phenotypes only) a quantitative phenotype is refused, naming its column.
     Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
     records among them), n_variants_in_regions, n_multiallelic_skipped, n_other_skipped, missing_rate
     (missing calls among biallelic genotypes in the regions), contig_map, indexed, scope, and the
@@ -739,7 +748,7 @@ def validate_cohort(
             f"records checked, e.g. {'; '.join(mismatches[:5])}. Is the VCF on the same genome build, and are "
             "the contig aliases right?"
         )
-    _check_phenotypes(samples, phenotypes, n_folds, min_per_class)
+    _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only)
     return {
         "n_samples": n_all,
         "n_records_checked": checked,

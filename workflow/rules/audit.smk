@@ -15,6 +15,7 @@ if COHORT:
         params:
             job=job({**config["audit"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
+                     "covariate_missing": config["cohort"]["covariate_missing"],
                      "population_column": config["cohort"]["population_column"],
                      "sae_layer": config["sae"]["layer"],
                      "seed": config["seed"]}),
