@@ -61,15 +61,20 @@ class NullModel:
         return np.sqrt(self.mu * (1.0 - self.mu)) if self.binary else np.ones_like(self.y)
 
 
-def _full_rank(z: np.ndarray) -> np.ndarray:
-    """Columns of z [n, r] with linearly dependent ones dropped (pivoted QR), so redundant covariates
-    cost a degree of freedom once."""
+def _design(covariates: np.ndarray) -> np.ndarray:
+    """[1, covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of the
+    centred covariates, so the intercept always stays first and a redundant covariate costs no degree of
+    freedom)."""
     from scipy.linalg import qr
 
-    _, r, piv = qr(z, mode="economic", pivoting=True)
+    n = covariates.shape[0]
+    if covariates.shape[1] == 0:
+        return np.ones((n, 1))
+    centred = covariates - covariates.mean(axis=0)
+    _, r, piv = qr(centred, mode="economic", pivoting=True)
     d = np.abs(np.diag(r))
-    keep = d > d[0] * max(z.shape) * np.finfo(float).eps * 10 if d.size else np.zeros(0, bool)
-    return z[:, np.sort(piv[keep])]
+    keep = d > max(d[0], 1e-300) * max(centred.shape) * np.finfo(float).eps * 10 if d[0] > 0 else d > np.inf
+    return np.column_stack([np.ones(n), covariates[:, np.sort(piv[keep])]])
 
 
 def _orthonormal(a: np.ndarray) -> np.ndarray:
@@ -117,7 +122,7 @@ def null_model(y: np.ndarray, covariates: np.ndarray | None, binary: bool) -> Nu
     c = np.zeros((n, 0)) if covariates is None else np.asarray(covariates, dtype=np.float64).reshape(n, -1)
     if not np.all(np.isfinite(c)):
         raise ValueError("covariates contain missing or non-finite values")
-    design = _full_rank(np.column_stack([np.ones(n), c]))
+    design = _design(c)
     df = n - design.shape[1] - 1
     if df < 1:
         raise ValueError(f"too few individuals ({n}) for {c.shape[1]} covariates")
@@ -185,18 +190,27 @@ def _spa_root(q: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray, k2_
 def _spa_tail(q: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray, k2_0: np.ndarray) -> np.ndarray:
     """Saddle-point tail probability: P(S >= q) for q > 0, P(S <= q) for q < 0 (Lugannani-Rice form
     of Barndorff-Nielsen: 1 - Phi(w + log(v / w) / w), w = sign(t) sqrt(2 (t q - K(t))), v = t sqrt(K''(t)))."""
+    # the score's range: every y_i at the end of its Bernoulli that maximises (minimises) g_i (y_i - mu_i)
+    s_max = np.sum(np.maximum(g * (1.0 - mu[:, None]), -g * mu[:, None]), axis=0)
+    s_min = np.sum(np.minimum(g * (1.0 - mu[:, None]), -g * mu[:, None]), axis=0)
+    span = s_max - s_min
     t = _spa_root(q, g, eta, mu, k2_0)
     k0, _, k2 = _cgf(t, g, eta, mu)
     w = np.sign(t) * np.sqrt(np.maximum(2.0 * (t * q - k0), 0.0))
     v = t * np.sqrt(k2)
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = w + np.log(v / w) / w
-    upper = stats.norm.sf(stat)
-    lower = stats.norm.cdf(stat)
-    out = np.where(q > 0, upper, lower)
+    out = np.where(q > 0, stats.norm.sf(stat), stats.norm.cdf(stat))
     # where the saddle point degenerates (w ~ 0) the normal approximation is exact enough
     normal = stats.norm.sf(np.abs(q) / np.sqrt(k2_0))
-    return np.where(np.isfinite(out), out, normal)
+    out = np.where(np.isfinite(out) & (v != 0), out, normal)
+    # at the end of the range the tail is the probability of that one configuration; beyond it, zero
+    tol = 1e-9 * (1.0 + span)
+    log_mu, log_1mu = np.log(mu)[:, None], np.log1p(-mu)[:, None]
+    at_max = np.exp(np.sum(np.where(g > 0, log_mu, np.where(g < 0, log_1mu, 0.0)), axis=0))
+    at_min = np.exp(np.sum(np.where(g < 0, log_mu, np.where(g > 0, log_1mu, 0.0)), axis=0))
+    out = np.where((q > 0) & (q >= s_max - tol), np.where(q > s_max + tol, 0.0, at_max), out)
+    return np.where((q < 0) & (q <= s_min + tol), np.where(q < s_min - tol, 0.0, at_min), out)
 
 
 def spa_pvalues(score: np.ndarray, g_adj: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -624,9 +638,9 @@ def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str) -> pl.DataFram
 
 
 def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
-    """Largest p rejected at BH level alpha (NaN when nothing is)."""
+    """Largest p rejected at BH level alpha (None when nothing is)."""
     sig = np.isfinite(q) & (q < alpha)
-    return float(np.max(p[sig])) if sig.any() else float("nan")
+    return float(np.max(p[sig])) if sig.any() else None
 
 
 def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None, variants: Family,
@@ -693,7 +707,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
                 vid = variants.features[v_j]
                 lead[cols] = vid
                 p_cond[cols] = pc
-                stays = pc <= threshold
+                stays = pc <= (threshold if threshold is not None else -1.0)
                 cond_sig[cols] = stays.tolist()
                 entry = lead_counts.setdefault(vid, {"lead_variant": vid, "n_significant_features": 0,
                                                      "n_explained": 0})
