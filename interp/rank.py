@@ -168,6 +168,12 @@ def _spa_root(q: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray, k2_
     t = q / k2_0
     lo = np.full_like(q, -np.inf)
     hi = np.full_like(q, np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _spa_newton(t, lo, hi, q, g, eta, mu, max_iter)
+
+
+def _spa_newton(t, lo, hi, q, g, eta, mu, max_iter):
+    # a q beyond the score's range (handled by the caller) has no root: t runs off, harmlessly
     for _ in range(max_iter):
         _, k1, k2 = _cgf(t, g, eta, mu)
         f = k1 - q
