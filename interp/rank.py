@@ -552,7 +552,7 @@ def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, bin
     else:
         xs, constant = x, x.std(axis=0) <= 1e-12
     filtered = np.where(constant, "constant",
-                        np.where(count < cfg.min_carriers, f"fewer than {cfg.min_carriers} carriers", ""))
+                        np.where(count < cfg.min_carriers, f"fewer than {cfg.min_carriers} carriers", "")).astype(object)
     tested = np.flatnonzero(filtered == "")
     res = association(xs[:, tested], null, cfg.spa_cutoff)
     untestable = ~np.isfinite(res["p"].to_numpy())
@@ -564,6 +564,7 @@ def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, bin
     method[tested] = res["method"].to_list()
     eff_method = np.full(m, "", dtype=object)
     eff_method[tested] = res["effect_method"].to_list()
+    method[tested[untestable]] = eff_method[tested[untestable]] = ""
     keep = np.flatnonzero(filtered == "")
     stab = np.full(m, np.nan)
     if keep.size and cfg.resamples > 0:

@@ -241,6 +241,20 @@ def test_carrier_and_minor_allele_counts():
     np.testing.assert_array_equal(minor_allele_count(d), [3, 1])
 
 
+def test_rank_family_filters_and_says_why():
+    rng = np.random.default_rng(12)
+    cov, _ = covariates(300, rng)
+    y = binary_phenotype(cov, 0.3, rng)
+    rare = np.zeros(300)
+    rare[:4] = 1.0
+    x = np.column_stack([2 * cov[:, 0] + 1, rng.normal(size=300), np.ones(300), rare])
+    res = rank_family(x, y, cov, True, RankConfig(resamples=3, refit_top=1), n_carriers=carrier_counts(x))
+    assert res["filtered"].to_list() == ["explained by covariates", "", "constant", "fewer than 10 carriers"]
+    assert res["method"].to_list() == ["", "score_spa", "", ""]
+    assert res["effect_method"][1] == "logit" and res["n_carriers"].to_list() == [299, 299, 0, 4]
+    assert np.isnan(res["p"].to_numpy()[[0, 2, 3]]).all() and res["q"][1] == res["p"][1]
+
+
 # ----------------------------------------------------------------------------- calibration as rates
 
 
