@@ -660,8 +660,9 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     feature with q < alpha: `tags_variants` (variants with |r| >= tag_r), `lead_variant` (the variant of
     its window with the smallest p for this phenotype) and `p_conditional` (the feature's p with that
     variant's dosage added as a covariate); `conditional_significant` when p_conditional is at or below
-    the family's BH threshold. summary: counts per phenotype and family, and how many significant model
-    features one lead variant explains.
+    the family's BH threshold; `p_conditional_top_variant`: its p given the phenotype's top variant (the
+    smallest variant p). summary: counts per phenotype and family, and how many significant model
+    features the lead variant of their window, or the one top variant, explains (p above the threshold).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
     keep = np.isfinite(y)
@@ -688,7 +689,10 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     for fam in [variants, *families]:
         summary["families"][fam.name] = {}
     lead_counts: dict[str, dict] = {}
-    n_sig_total = n_explained = n_no_lead = 0
+    n_sig_total = n_explained = n_no_lead = n_explained_top = 0
+    v_tested = np.flatnonzero(np.isfinite(v_p))
+    top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
+        if v_tested.size else None
     for fam in families:
         x = np.asarray(fam.matrix, dtype=np.float64)[keep]
         ft = rank_family(x, y, cov, binary, cfg, n_carriers=carrier_counts(x), null=null)
@@ -699,6 +703,11 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         lead = np.full(ft.height, None, dtype=object)
         p_cond = np.full(ft.height, np.nan)
         cond_sig = np.full(ft.height, None, dtype=object)
+        p_top = np.full(ft.height, np.nan)
+        if sig.size and top_v is not None:
+            # one variant for the whole phenotype: how many significant features does it alone explain?
+            p_top[sig] = conditional_pvalues(x[:, sig], null, dosage[:, top_v], cfg.spa_cutoff)
+            n_explained_top += int((p_top[sig] > (threshold if threshold is not None else -1.0)).sum())
         if sig.size:
             tags[sig] = tagged_variants(x[:, sig], dosage, variants.features, cfg.tag_r, cfg.max_tags)
             groups: dict[int, list[int]] = {}
@@ -724,7 +733,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
             n_sig_total += sig.size
         ft = ft.with_columns(pl.Series("tags_variants", tags.tolist(), dtype=pl.String),
                              pl.Series("lead_variant", lead.tolist(), dtype=pl.String),
-                             pl.Series("p_conditional", p_cond),
+                             pl.Series("p_conditional", p_cond), pl.Series("p_conditional_top_variant", p_top),
                              pl.Series("conditional_significant", cond_sig.tolist(), dtype=pl.Boolean))
         tables.append(_family_frame(fam, ft, phenotype))
     for t in tables:
@@ -739,6 +748,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
             "bh_threshold_p": _bh_threshold(t["p"].to_numpy(), t["q"].to_numpy(), cfg.alpha)}
     summary["linkage"] = {
         "n_significant_model_features": int(n_sig_total),
+        "top_variant": None if top_v is None else variants.features[top_v],
+        "n_explained_by_top_variant": int(n_explained_top),
         "n_explained_by_lead_variant": int(n_explained),
         "n_conditionally_significant": int(n_sig_total - n_explained - n_no_lead),
         "n_without_variant_in_window": int(n_no_lead),

@@ -498,4 +498,6 @@ def test_rank_stage_families_linkage_missing_phenotypes_and_quantitative(tmp_pat
     assert d0["method"] == "score_spa" and d0["effect_method"] in ("logit", "firth")
     link = by_ph["causal"]["linkage"]
     assert link["n_significant_model_features"] == 2 and link["n_explained_by_lead_variant"] == 1
+    assert link["top_variant"] == "chr17:1101:A:G" and link["n_explained_by_top_variant"] == 1
+    assert d0["p_conditional_top_variant"] == pytest.approx(d0["p_conditional"])
     assert rows["m/block1/r:0/dim2"]["tags_variants"] is None  # not significant: no linkage reporting

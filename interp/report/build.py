@@ -184,7 +184,8 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
     extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
-                             "tags_variants", "lead_variant", "p_conditional", "conditional_significant", "model",
+                             "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
+                             "p_conditional_top_variant", "model",
                              "layer", "gene", "exon_overlap", "nearest_variants") if c in bio.columns]
     # the top rows of each (phenotype, family): ranks of separate BH families are never interleaved
     family = ["family"] if "family" in bio.columns else []
