@@ -601,6 +601,10 @@ def rank(job: Job) -> None:
     table = _annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
                            np.asarray(variants.features))
     table = table.sort(["phenotype", "family", "rank"], nulls_last=True, maintain_order=True)
+    first = ["phenotype", "family", "rank", "feature", "short_name", "kind", "window", "effect", "ci_low", "ci_high",
+             "p", "q", "method", "effect_method", "n_carriers", "filtered", "stability", "tags_variants",
+             "lead_variant", "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope"]
+    table = table.select([c for c in first if c in table.columns] + [c for c in table.columns if c not in first])
     write_table(table, job.output["parquet"], job.output["tsv"])
     if job.output.get("summary"):
         write_json({"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
