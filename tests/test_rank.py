@@ -401,7 +401,7 @@ def test_rank_features_orders_by_p_then_z_and_leaves_untested_unranked():
 # ----------------------------------------------------------------------------- the stage, end to end
 
 
-def _stage_inputs(tmp_path: Path, seed: int = 3):
+def _stage_inputs(tmp_path: Path, seed: int = 3, batch_missing: bool = False):
     """A small cohort on chr17 of the demo reference: genotypes.h5ad (variants, PCs, phenotypes with NA,
     a 3-level categorical covariate) and one layer's window features in emb/<model>/block1.windows.h5ad.
 
@@ -412,7 +412,7 @@ def _stage_inputs(tmp_path: Path, seed: int = 3):
     n = 600
     ids = [f"s{i}" for i in range(n)]
     pcs = rng.normal(size=(n, 3))
-    batch = rng.choice(["A", "B", "C"], size=n)
+    batch = rng.choice(["A", "B", "C"], size=n).astype(object)
     v = 12
     dosage = rng.binomial(2, rng.uniform(0.1, 0.5, size=v), size=(n, v)).astype(float)
     pos = np.array([1100, 1300, 1400, 2100, 2200, 2300, 2400, 5000, 6000, 7000, 8000, 9000])
@@ -422,6 +422,8 @@ def _stage_inputs(tmp_path: Path, seed: int = 3):
     causal[:7] = np.nan
     null = (rng.random(n) < 0.2).astype(float)
     quant = 0.5 * a + 0.3 * pcs[:, 1] + rng.normal(size=n)
+    if batch_missing:
+        batch[[20, 30]] = None
     obs = pd.DataFrame({"causal": causal, "null": null, "height": quant, "batch": pd.Categorical(batch)},
                        index=ids)
     var = pd.DataFrame({"contig": ["chr17"] * v, "pos": pos + 1},
@@ -446,22 +448,40 @@ def _stage_inputs(tmp_path: Path, seed: int = 3):
     return emb
 
 
-def test_rank_stage_families_linkage_missing_phenotypes_and_quantitative(tmp_path):
+def _stage_job(tmp_path: Path, emb: Path, covariate_missing: str = "refuse"):
     from interp import stages
     from tests.conftest import DEMO_FASTA, DEMO_GENES
 
-    emb = _stage_inputs(tmp_path)
-    job = stages.Job(
+    return stages.Job(
         input={"emb_dirs": [str(emb)], "genotypes": str(tmp_path / "genotypes.h5ad"), "fasta": str(DEMO_FASTA),
                "annotation": str(DEMO_GENES)},
         output={"parquet": str(tmp_path / "bio.parquet"), "tsv": str(tmp_path / "bio.tsv"),
                 "summary": str(tmp_path / "summary.json")},
         params={"top_k": 2, "resamples": 5, "report_top": 10, "min_carriers": 10, "alpha": 0.05, "tag_r": 0.3,
                 "max_tags": 5, "refit_top": 3, "phenotypes": ["causal", "null", "height"], "covariates": ["batch"],
-                "covariate_missing": "refuse", "reference": {"annotation_format": "auto", "contig_aliases": {}},
-                "seed": 1},
+                "covariate_missing": covariate_missing,
+                "reference": {"annotation_format": "auto", "contig_aliases": {}}, "seed": 1},
         threads=1)
-    stages.rank(job)
+
+
+def test_rank_stage_refuses_or_imputes_missing_covariates(tmp_path):
+    from interp import stages
+    from interp.errors import InputError
+
+    emb = _stage_inputs(tmp_path, batch_missing=True)
+    with pytest.raises(InputError, match="covariate 'batch' has 2 missing"):
+        stages.rank(_stage_job(tmp_path, emb))
+    stages.rank(_stage_job(tmp_path, emb, covariate_missing="impute"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["covariates"]["batch"]["levels"] == ["A", "B", "C", "NA"]
+    assert "batch=NA" in summary["covariate_columns"]
+
+
+def test_rank_stage_families_linkage_missing_phenotypes_and_quantitative(tmp_path):
+    from interp import stages
+
+    emb = _stage_inputs(tmp_path)
+    stages.rank(_stage_job(tmp_path, emb))
     bio = pl.read_parquet(tmp_path / "bio.parquet")
     summary = json.loads((tmp_path / "summary.json").read_text())
     for col in ("phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q", "stability",
