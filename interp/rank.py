@@ -341,12 +341,14 @@ def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1
     return beta, np.linalg.pinv(info), value
 
 
-def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None) -> tuple[float, float, float, str]:
+def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
+                    with_p: bool = True) -> tuple[float, float, float, str]:
     """One logistic fit y ~ 1 + d + c -> (log-OR of d, se, likelihood-ratio p, method "logit" | "firth").
 
     Maximum likelihood (statsmodels); when the fit separates or does not converge (non-finite or huge
     estimates), Firth's penalised likelihood instead, with the penalised likelihood-ratio p against the
     covariates-only Firth fit (Heinze & Schemper 2002) and a Wald se from the penalised information.
+    with_p=False skips the covariates-only fit (p is then NaN): effects only.
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
@@ -360,16 +362,20 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None) -> tuple
             warnings.simplefilter("error", ConvergenceWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             fit = sm.Logit(y, design).fit(disp=0, maxiter=100)
-            null = sm.Logit(y, np.column_stack([np.ones_like(d), c])).fit(disp=0, maxiter=100)
+            null = sm.Logit(y, np.column_stack([np.ones_like(d), c])).fit(disp=0, maxiter=100) if with_p else None
         beta, se = float(fit.params[1]), float(fit.bse[1])
         ok = (fit.mle_retvals.get("converged", False) and np.isfinite(beta) and np.isfinite(se)
               and abs(beta) < 15 and np.all(np.abs(fit.params) < 30))
         if ok:
+            if null is None:
+                return beta, se, float("nan"), "logit"
             lr = max(2.0 * (float(fit.llf) - float(null.llf)), 0.0)
             return beta, se, float(stats.chi2.sf(lr, 1)), "logit"
     except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError):
         pass
     beta_full, cov_full, pl_full = _firth_fit(design, y)
+    if not with_p:
+        return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float("nan"), "firth"
     _, _, pl_null = _firth_fit(np.column_stack([np.ones_like(d), c]), y)
     lr = max(2.0 * (pl_full - pl_null), 0.0)
     return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float(stats.chi2.sf(lr, 1)), "firth"
@@ -518,7 +524,8 @@ class RankConfig:
     reporting). tag_r: |r| of feature vs variant dosage from which a variant counts as tagged.
     max_tags: tagged variants listed per feature. refit_top: columns per family whose effect is refitted
     by full logistic regression (binary phenotypes). spa_cutoff: |z| above which the SPA replaces the
-    normal approximation. top_k, resamples: stability selection. seed: resampling seed.
+    normal approximation. top_k, resamples: stability selection; stability_screen: the columns (best by p)
+    for which it is computed. seed: resampling seed.
     """
 
     min_carriers: int = 10
@@ -529,6 +536,7 @@ class RankConfig:
     spa_cutoff: float = 2.0
     top_k: int = 20
     resamples: int = 50
+    stability_screen: int = 2000
     seed: int = 0
 
 
@@ -568,11 +576,15 @@ def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, bin
     keep = np.flatnonzero(filtered == "")
     stab = np.full(m, np.nan)
     if keep.size and cfg.resamples > 0:
-        stab[keep] = stability(xs[:, keep], null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed, binary)
+        # screening: a column far down the full-sample ranking is essentially never in a half-sample's top_k;
+        # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
+        screened = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.stability_screen]
+        stab[screened] = stability(xs[:, screened], null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
+                                   binary)
     if binary and cfg.refit_top > 0 and keep.size:
         order = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.refit_top]
         for j in order:
-            beta, se, _, how = logistic_effect(xs[:, j], null.y, null.design[:, 1:])
+            beta, se, _, how = logistic_effect(xs[:, j], null.y, null.design[:, 1:], with_p=False)
             cols["effect"][j], cols["se"][j] = beta, se
             cols["ci_low"][j], cols["ci_high"][j] = beta - _Z975 * se, beta + _Z975 * se
             eff_method[j] = how

@@ -585,7 +585,7 @@ def rank(job: Job) -> None:
     geno = ad.read_h5ad(job.input["genotypes"])
     _, annotation = _reference(job)
     cfg = RankConfig(**{k: p[k] for k in ("min_carriers", "alpha", "tag_r", "max_tags", "refit_top", "top_k",
-                                          "resamples") if k in p}, seed=p["seed"])
+                                          "resamples", "stability_screen") if k in p}, seed=p["seed"])
     design = _rank_covariates(geno.obs, p["covariates"], p.get("covariate_missing", "refuse"))
     cov = np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix])
     variants = _variant_family(geno)

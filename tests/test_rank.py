@@ -255,6 +255,25 @@ def test_rank_family_filters_and_says_why():
     assert np.isnan(res["p"].to_numpy()[[0, 2, 3]]).all() and res["q"][1] == res["p"][1]
 
 
+def test_stability_is_computed_for_the_screened_best_columns():
+    """The screen (best columns by p, 100x top_k as in the defaults 2000 / 20) leaves out columns that
+    rarely reach a half-sample's top k: measured as the share of top-k slots they would have taken."""
+    rng = np.random.default_rng(13)
+    cov, _ = covariates(400, rng)
+    x = rng.normal(size=(400, 2000))
+    y = binary_phenotype(cov, 0.3, rng, extra=1.0 * x[:, 5])
+    cfg = {"resamples": 10, "top_k": 2, "refit_top": 0}
+    full = rank_family(x, y, cov, True, RankConfig(**cfg), n_carriers=carrier_counts(x))
+    screened = rank_family(x, y, cov, True, RankConfig(**cfg, stability_screen=200), n_carriers=carrier_counts(x))
+    best = np.argsort(full["p"].to_numpy())[:200]
+    s_full, s_scr = full["stability"].to_numpy(), screened["stability"].to_numpy()
+    assert np.isfinite(s_scr[best]).all() and np.isnan(np.delete(s_scr, best)).all()
+    assert s_scr[5] == s_full[5] == 1.0
+    left_out = np.delete(s_full, best).sum() / cfg["top_k"]
+    print(f"share of half-sample top-k slots taken by columns beyond the screen: {left_out:.3f}")
+    assert left_out <= 0.1
+
+
 # ----------------------------------------------------------------------------- calibration as rates
 
 
