@@ -1,73 +1,238 @@
-"""Association statistics for candidate biomarkers, adjusted for genotype PCs and covariates.
+"""Calibrated association statistics for candidate biomarkers, adjusted for genotype PCs and covariates.
 
-Two directions of test:
+The phenotype is always the outcome; every feature (a variant's dosage, one dimension of a window's
+embedding, one SAE feature of a window) is one predictor beside the covariates [1, PCs, covariates]:
 
-* `adjusted_association`: a model-derived feature is the outcome, the phenotype the predictor
-  (feature_j ~ 1 + phenotype + covariates), for tens of thousands of columns at once through
-  Frisch-Waugh-Lovell: residualise phenotype and features on [1, covariates] once, then every
-  slope, SE and p-value is a column-wise dot product.
-* `variant_association`: the phenotype is the outcome (phenotype ~ 1 + dosage_j + covariates),
-  OLS for a quantitative phenotype and logistic regression for a binary one.
+* binary phenotype (0/1): logistic regression. The null model y ~ 1 + covariates is fitted once; every
+  column is then tested by the efficient score test, vectorised over tens of thousands of columns. In
+  the tail (|z| > `spa_cutoff`) the normal approximation of the score is replaced by a saddle-point
+  approximation (SPA) of its exact null distribution given the fitted probabilities (Dey, Schmidt,
+  Abecasis & Lee 2017, AJHG 101:37, as in SPAtest / SAIGE), which keeps p calibrated for features
+  carried by few individuals when cases are unbalanced, where the normal (or t) approximation is far
+  too small. Method "score_spa". The effect is the log odds ratio per feature SD (per allele for a
+  variant): the one-step estimate U/I from the score for every column, and for the best `refit_top`
+  columns of each family a full logistic fit (statsmodels; Firth's penalised likelihood when the fit
+  separates), with its 95% Wald CI (`effect_method` "score", "logit" or "firth").
+* quantitative phenotype: ordinary least squares y ~ feature + covariates (vectorised through
+  Frisch-Waugh-Lovell; exact Student-t p). Method "ols"; effect in phenotype units per feature SD.
 
-Separation in logistic regression (a variant, possibly with the covariates, predicts the
-phenotype perfectly) makes the maximum-likelihood log-OR infinite. Such fits are detected
-(statsmodels' separation / convergence warnings, non-finite or huge estimates) and redone with
-Firth's penalised likelihood (Jeffreys-prior penalty); the p-value is then the penalised
-likelihood-ratio test against the covariates-only Firth fit (chi-square, 1 df), as recommended by
-Heinze & Schemper (2002), and the CI a Wald interval from the penalised information.
-Such rows carry method "firth"; ordinary fits carry "logit" or "ols".
+A feature carried by fewer than `min_carriers` individuals (individuals whose value differs from the
+column's modal value: a window's features take a handful of values, one per haplotype pair) or a
+variant with minor-allele count below it is not tested; it keeps a `filtered` reason and no p.
+
+Benjamini-Hochberg q-values are computed within one phenotype and one feature family (the variants;
+the embedding of one model layer; the SAE features of one model layer); `rank` is 1-based within it.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
-
-Kind = Literal["feature", "variant_linear", "variant_logistic"]
+from scipy import special, stats
 
 _Z975 = float(stats.norm.ppf(0.975))
 
 
-def _as_2d(a: np.ndarray, n: int, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2 or a.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} rows, got shape {a.shape}")
-    return a
+# ----------------------------------------------------------------------------- null models
 
 
-def _check_inputs(matrix: np.ndarray, phenotype: np.ndarray, covariates: np.ndarray | None,
-                  name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate shapes and NaNs; return float64 (matrix [n, m], phenotype [n], covariates [n, c])."""
-    y = np.asarray(phenotype, dtype=np.float64).ravel()
-    n = y.shape[0]
-    x = _as_2d(matrix, n, name)
-    c = np.zeros((n, 0)) if covariates is None else _as_2d(covariates, n, "covariates")
+@dataclass
+class NullModel:
+    """The covariates-only model of one phenotype, fitted once and shared by every column's test.
+
+    binary: logistic (True) or linear (False). y [n]. design [n, r] = [1, covariates] (full column rank).
+    mu [n]: fitted probabilities (binary) or fitted values. basis [n, r]: orthonormal basis of
+    sqrt(w) * design (w = mu (1 - mu) for binary, 1 for linear), the projection every column is
+    residualised against. df: residual degrees of freedom of y ~ feature + covariates (linear).
+    """
+
+    binary: bool
+    y: np.ndarray
+    design: np.ndarray
+    mu: np.ndarray
+    basis: np.ndarray
+    df: int
+
+    @property
+    def sqrt_w(self) -> np.ndarray:
+        return np.sqrt(self.mu * (1.0 - self.mu)) if self.binary else np.ones_like(self.y)
+
+
+def _design(covariates: np.ndarray) -> np.ndarray:
+    """[1, covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of the
+    centred covariates, so the intercept always stays first and a redundant covariate costs no degree of
+    freedom)."""
+    from scipy.linalg import qr
+
+    n = covariates.shape[0]
+    if covariates.shape[1] == 0:
+        return np.ones((n, 1))
+    centred = covariates - covariates.mean(axis=0)
+    _, r, piv = qr(centred, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    keep = d > max(d[0], 1e-300) * max(centred.shape) * np.finfo(float).eps * 10 if d[0] > 0 else d > np.inf
+    return np.column_stack([np.ones(n), covariates[:, np.sort(piv[keep])]])
+
+
+def _orthonormal(a: np.ndarray) -> np.ndarray:
+    q, _ = np.linalg.qr(a)
+    return q
+
+
+def logistic_null_fit(y: np.ndarray, design: np.ndarray, max_iter: int = 100,
+                      tol: float = 1e-10) -> np.ndarray:
+    """Maximum-likelihood logistic regression y ~ design by Newton-Raphson with step halving.
+
+    y [n] 0/1, design [n, r] (with intercept). Returns the fitted probabilities mu [n], clipped to
+    [1e-12, 1 - 1e-12] (a covariate level made only of cases drives some mu to 0 or 1; those
+    individuals then carry no information, as in the limit of the MLE).
+    """
+    beta = np.zeros(design.shape[1])
+    eta = design @ beta
+    loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+    for _ in range(max_iter):
+        mu = special.expit(eta)
+        w = mu * (1.0 - mu)
+        info = design.T @ (design * w[:, None])
+        step = np.linalg.lstsq(info, design.T @ (y - mu), rcond=None)[0]
+        size = 1.0
+        while size > 1e-8:
+            cand = beta + size * step
+            eta_c = design @ cand
+            ll_c = float(np.sum(y * eta_c - np.logaddexp(0.0, eta_c)))
+            if ll_c >= loglik - 1e-12:
+                break
+            size /= 2
+        beta, eta, gain = cand, eta_c, ll_c - loglik
+        loglik = ll_c
+        if np.max(np.abs(size * step)) < tol or abs(gain) < tol * 1e-2:
+            break
+    return np.clip(special.expit(eta), 1e-12, 1.0 - 1e-12)
+
+
+def null_model(y: np.ndarray, covariates: np.ndarray | None, binary: bool) -> NullModel:
+    """Fit the covariates-only model of phenotype y [n] on covariates [n, c] (None: intercept only)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    n = y.size
     if not np.all(np.isfinite(y)):
         raise ValueError("phenotype contains missing or non-finite values; drop those individuals first")
+    c = np.zeros((n, 0)) if covariates is None else np.asarray(covariates, dtype=np.float64).reshape(n, -1)
     if not np.all(np.isfinite(c)):
         raise ValueError("covariates contain missing or non-finite values")
-    return x, y, c
+    design = _design(c)
+    df = n - design.shape[1] - 1
+    if df < 1:
+        raise ValueError(f"too few individuals ({n}) for {c.shape[1]} covariates")
+    if binary:
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("binary phenotype must be coded 0/1")
+        if y.min() == y.max():
+            raise ValueError("binary phenotype has only one class")
+        mu = logistic_null_fit(y, design)
+        basis = _orthonormal(design * np.sqrt(mu * (1.0 - mu))[:, None])
+    else:
+        basis = _orthonormal(design)
+        mu = basis @ (basis.T @ y)
+        if np.sum((y - mu) ** 2) <= 1e-12 * max(1.0, float(y @ y)):
+            raise ValueError("phenotype is constant or fully explained by the covariates")
+    return NullModel(binary=binary, y=y, design=design, mu=mu, basis=basis, df=df)
 
 
-def _intercept_basis(covariates: np.ndarray) -> np.ndarray:
-    """Orthonormal basis Q [n, r] of the span of [1, covariates] (rank-revealing, so redundant
-    covariates cost a degree of freedom only once)."""
-    n = covariates.shape[0]
-    z = np.column_stack([np.ones(n), covariates])
-    u, s, _ = np.linalg.svd(z, full_matrices=False)
-    rank = int(np.sum(s > s[0] * max(z.shape) * np.finfo(float).eps))
-    return u[:, :rank]
+def with_covariate(null: NullModel, extra: np.ndarray) -> NullModel:
+    """The null model refitted with one more covariate column extra [n] (conditional tests)."""
+    c = np.column_stack([null.design[:, 1:], np.asarray(extra, dtype=np.float64)])
+    return null_model(null.y, c, null.binary)
 
 
-def _residualise(a: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """a - Q Q^T a: the part of each column of a [n, m] orthogonal to span(Q)."""
-    return a - q @ (q.T @ a)
+# ----------------------------------------------------------------------------- saddle point
+
+
+def _cgf(t: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray):
+    """Cumulant generating function K(t) of S = sum_i g_i (y_i - mu_i), y_i ~ Bernoulli(mu_i) independent,
+    and its first two derivatives, for one t per column. t [k], g [n, k], eta = logit(mu) [n]."""
+    a = eta[:, None] + g * t[None, :]
+    p = special.expit(a)
+    k0 = np.sum(np.logaddexp(0.0, a) - np.logaddexp(0.0, eta)[:, None], axis=0) - t * (mu @ g)
+    k1 = np.einsum("ik,ik->k", g, p - mu[:, None])
+    k2 = np.einsum("ik,ik->k", g * g, p * (1.0 - p))
+    return k0, k1, k2
+
+
+def _spa_root(q: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray, k2_0: np.ndarray,
+              max_iter: int = 100) -> np.ndarray:
+    """Solve K'(t) = q per column: safeguarded Newton (K' is increasing; a Newton step that leaves the
+    current bracket is replaced by bisection, or by doubling while the bracket is open)."""
+    t = q / k2_0
+    lo = np.full_like(q, -np.inf)
+    hi = np.full_like(q, np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _spa_newton(t, lo, hi, q, g, eta, mu, max_iter)
+
+
+def _spa_newton(t, lo, hi, q, g, eta, mu, max_iter):
+    # a q beyond the score's range (handled by the caller) has no root: t runs off, harmlessly
+    for _ in range(max_iter):
+        _, k1, k2 = _cgf(t, g, eta, mu)
+        f = k1 - q
+        hi = np.where(f > 0, np.minimum(hi, t), hi)
+        lo = np.where(f < 0, np.maximum(lo, t), lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = t - f / k2
+        inside = np.isfinite(newton) & (newton > lo) & (newton < hi)
+        both = np.isfinite(lo) & np.isfinite(hi)
+        fallback = np.where(both, 0.5 * (lo + hi),
+                            np.where(np.isfinite(lo), 2.0 * np.abs(lo) + 1.0, -2.0 * np.abs(hi) - 1.0))
+        t_new = np.where(inside, newton, fallback)
+        done = np.abs(t_new - t) <= 1e-10 * (1.0 + np.abs(t))
+        t = t_new
+        if np.all(done | (np.abs(f) <= 1e-12 * (1.0 + np.abs(q)))):
+            break
+    return t
+
+
+def _spa_tail(q: np.ndarray, g: np.ndarray, eta: np.ndarray, mu: np.ndarray, k2_0: np.ndarray) -> np.ndarray:
+    """Saddle-point tail probability: P(S >= q) for q > 0, P(S <= q) for q < 0 (Lugannani-Rice form
+    of Barndorff-Nielsen: 1 - Phi(w + log(v / w) / w), w = sign(t) sqrt(2 (t q - K(t))), v = t sqrt(K''(t)))."""
+    # the score's range: every y_i at the end of its Bernoulli that maximises (minimises) g_i (y_i - mu_i)
+    s_max = np.sum(np.maximum(g * (1.0 - mu[:, None]), -g * mu[:, None]), axis=0)
+    s_min = np.sum(np.minimum(g * (1.0 - mu[:, None]), -g * mu[:, None]), axis=0)
+    span = s_max - s_min
+    t = _spa_root(q, g, eta, mu, k2_0)
+    k0, _, k2 = _cgf(t, g, eta, mu)
+    w = np.sign(t) * np.sqrt(np.maximum(2.0 * (t * q - k0), 0.0))
+    v = t * np.sqrt(k2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = w + np.log(v / w) / w
+    out = np.where(q > 0, stats.norm.sf(stat), stats.norm.cdf(stat))
+    # where the saddle point degenerates (w ~ 0) the normal approximation is exact enough
+    normal = stats.norm.sf(np.abs(q) / np.sqrt(k2_0))
+    out = np.where(np.isfinite(out) & (v != 0), out, normal)
+    # at the end of the range the tail is the probability of that one configuration; beyond it, zero
+    tol = 1e-9 * (1.0 + span)
+    log_mu, log_1mu = np.log(mu)[:, None], np.log1p(-mu)[:, None]
+    at_max = np.exp(np.sum(np.where(g > 0, log_mu, np.where(g < 0, log_1mu, 0.0)), axis=0))
+    at_min = np.exp(np.sum(np.where(g < 0, log_mu, np.where(g > 0, log_1mu, 0.0)), axis=0))
+    out = np.where((q > 0) & (q >= s_max - tol), np.where(q > s_max + tol, 0.0, at_max), out)
+    return np.where((q < 0) & (q <= s_min + tol), np.where(q < s_min - tol, 0.0, at_min), out)
+
+
+def spa_pvalues(score: np.ndarray, g_adj: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Two-sided SPA p-values [k] = P(S >= |s|) + P(S <= -|s|) of observed scores s [k].
+
+    g_adj [n, k]: the columns adjusted for the covariates (g - X (X'WX)^-1 X'W g), so S = g_adj' (y - mu)
+    has the covariates' uncertainty accounted for; mu [n]: null-model probabilities.
+    """
+    eta = special.logit(mu)
+    k2_0 = np.einsum("ik,ik->k", g_adj * g_adj, (mu * (1.0 - mu))[:, None])
+    s = np.abs(score)
+    p = _spa_tail(s, g_adj, eta, mu, k2_0) + _spa_tail(-s, g_adj, eta, mu, k2_0)
+    return np.clip(p, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- column tests
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,61 +245,63 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scaled, constant
 
 
-def adjusted_association(features: np.ndarray, phenotype: np.ndarray,
-                         covariates: np.ndarray | None) -> pl.DataFrame:
-    """Test every feature column for association with the phenotype, adjusted for covariates.
+def association(x: np.ndarray, null: NullModel, spa_cutoff: float = 2.0, spa: bool = True,
+                chunk: int = 4096) -> pl.DataFrame:
+    """Test every column of x [n, m] against the phenotype of `null`, adjusted for its covariates.
 
-    Model per column j: z_j ~ 1 + phenotype + covariates, z_j the feature standardised to mean 0,
-    SD 1, so `effect` is the change in feature SDs per unit of phenotype (for a 0/1 phenotype: the
-    case-control difference in SDs). Equals statsmodels OLS on the standardised column exactly.
-
-    features [n, m], phenotype [n] (binary 0/1 or quantitative), covariates [n, c] (PCs etc.; may be
-    None or have 0 columns). Returns one row per column, in order: effect, se, ci_low, ci_high
-    (95%, Student t), t, p. Constant columns, or columns fully explained by the covariates, get
-    effect 0, t 0, p 1 and NaN se/CI.
+    Columns are used as given (standardise them first for effects per SD). Returns one row per column:
+    effect, se, ci_low, ci_high (95%), z (score z for binary, t for linear), p, method ("score_spa" or
+    "ols"). Binary: p from the score test with the SPA where |z| > spa_cutoff (spa=False: the normal
+    approximation everywhere, for ranking only); effect = U / I, the one-step log-OR, se = 1/sqrt(I)
+    (the score interval). Columns with no variation left after the covariates get p = NaN.
     """
-    x, y, c = _check_inputs(features, phenotype, covariates, "features")
-    n = y.shape[0]
-    q = _intercept_basis(c)
-    df = n - q.shape[1] - 1
-    if df < 1:
-        raise ValueError(f"too few individuals ({n}) for {c.shape[1]} covariates")
-    ry = _residualise(y[:, None], q)[:, 0]
-    if ry @ ry <= 1e-12 * max(1.0, y @ y):
-        raise ValueError("phenotype is constant or fully explained by the covariates")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, m = x.shape
+    if n != null.y.size:
+        raise ValueError(f"expected {null.y.size} rows, got {n}")
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain missing or non-finite values")
-    z, constant = _standardise(x)
-    rz = _residualise(z, q)
-    # Feature is the outcome, phenotype the single predictor: slope_j = <ry, rz_j> / <ry, ry>.
-    syy = float(ry @ ry)
-    szy = ry @ rz
-    szz = np.einsum("ij,ij->j", rz, rz)
-    beta = szy / syy
-    rss = np.maximum(szz - beta * szy, 0.0)
-    se = np.sqrt(rss / df / syy)
-    degenerate = constant | (szz <= 1e-20 * n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = beta / se
-    t = np.where(degenerate | ~np.isfinite(t), 0.0, t)
-    p = np.where(degenerate, 1.0, 2.0 * stats.t.sf(np.abs(t), df))
-    beta = np.where(degenerate, 0.0, beta)
-    se = np.where(degenerate, np.nan, se)
-    half = stats.t.ppf(0.975, df) * se
-    return pl.DataFrame({"effect": beta, "se": se, "ci_low": beta - half, "ci_high": beta + half,
-                         "t": t, "p": p})
+    out = {k: np.full(m, np.nan) for k in ("effect", "se", "z", "p")}
+    sw = null.sqrt_w
+    resid = null.y - null.mu
+    for lo in range(0, m, chunk):
+        xs = x[:, lo:lo + chunk]
+        # sqrt(W) g_adj = (I - QQ') sqrt(W) g: the part of each column the covariates do not explain
+        a = xs * sw[:, None]
+        a -= null.basis @ (null.basis.T @ a)
+        info = np.einsum("ij,ij->j", a, a)
+        scale = np.einsum("ij,ij->j", xs, xs) / n + 1.0
+        ok = info > 1e-10 * n * scale
+        u = resid @ xs if null.binary else resid @ (a / sw[:, None])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if null.binary:
+                z = u / np.sqrt(info)
+                effect, se = u / info, 1.0 / np.sqrt(info)
+                p = 2.0 * stats.norm.sf(np.abs(z))
+                tail = ok & (np.abs(z) > spa_cutoff)
+                if spa and tail.any():
+                    g_adj = a[:, tail] / sw[:, None]
+                    p[tail] = spa_pvalues(u[tail], g_adj, null.mu)
+            else:
+                effect = u / info
+                rss = np.maximum(float(resid @ resid) - effect * u, 0.0)
+                se = np.sqrt(rss / null.df / info)
+                z = effect / se
+                p = 2.0 * stats.t.sf(np.abs(z), null.df)
+        sl = slice(lo, lo + xs.shape[1])
+        for k, v in (("effect", effect), ("se", se), ("z", z), ("p", p)):
+            out[k][sl] = np.where(ok, v, np.nan)
+    half = (_Z975 if null.binary else float(stats.t.ppf(0.975, null.df))) * out["se"]
+    method = "score_spa" if null.binary else "ols"
+    return pl.DataFrame({"effect": out["effect"], "se": out["se"], "ci_low": out["effect"] - half,
+                         "ci_high": out["effect"] + half, "z": out["z"], "p": out["p"],
+                         "method": [method] * m, "effect_method": ["score" if null.binary else "ols"] * m},
+                        schema_overrides={"method": pl.String, "effect_method": pl.String})
 
 
-def _mean_impute(dosage: np.ndarray) -> np.ndarray:
-    """Replace NaN dosages by the column mean of the observed ones (all-missing -> 0)."""
-    d = np.array(dosage, dtype=np.float64, copy=True)
-    missing = ~np.isfinite(d)
-    if missing.any():
-        counts = (~missing).sum(axis=0)
-        sums = np.where(missing, 0.0, d).sum(axis=0)
-        means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-        d[missing] = np.take(means, np.nonzero(missing)[1])
-    return d
+# ----------------------------------------------------------------------------- logistic fits (effects)
 
 
 def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-8):
@@ -146,7 +313,7 @@ def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1
     """
     def penalised(beta):
         eta = x @ beta
-        mu = 1.0 / (1.0 + np.exp(-eta))
+        mu = special.expit(eta)
         w = mu * (1.0 - mu)
         info = x.T @ (x * w[:, None])
         sign, logdet = np.linalg.slogdet(info)
@@ -174,11 +341,20 @@ def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1
     return beta, np.linalg.pinv(info), value
 
 
-def _logit_row(d: np.ndarray, y: np.ndarray, c: np.ndarray) -> tuple[float, float, float, float, str]:
-    """One logistic fit phenotype ~ 1 + dosage + covariates -> (log-OR, se, z, p, method)."""
+def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
+                    with_p: bool = True) -> tuple[float, float, float, str]:
+    """One logistic fit y ~ 1 + d + c -> (log-OR of d, se, likelihood-ratio p, method "logit" | "firth").
+
+    Maximum likelihood (statsmodels); when the fit separates or does not converge (non-finite or huge
+    estimates), Firth's penalised likelihood instead, with the penalised likelihood-ratio p against the
+    covariates-only Firth fit (Heinze & Schemper 2002) and a Wald se from the penalised information.
+    with_p=False skips the covariates-only fit (p is then NaN): effects only.
+    """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
+    d = np.asarray(d, dtype=np.float64).ravel()
+    c = np.zeros((d.size, 0)) if c is None else np.asarray(c, dtype=np.float64).reshape(d.size, -1)
     design = np.column_stack([np.ones_like(d), d, c])
     try:
         with warnings.catch_warnings():
@@ -186,80 +362,65 @@ def _logit_row(d: np.ndarray, y: np.ndarray, c: np.ndarray) -> tuple[float, floa
             warnings.simplefilter("error", ConvergenceWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             fit = sm.Logit(y, design).fit(disp=0, maxiter=100)
+            null = sm.Logit(y, np.column_stack([np.ones_like(d), c])).fit(disp=0, maxiter=100) if with_p else None
         beta, se = float(fit.params[1]), float(fit.bse[1])
         ok = (fit.mle_retvals.get("converged", False) and np.isfinite(beta) and np.isfinite(se)
               and abs(beta) < 15 and np.all(np.abs(fit.params) < 30))
         if ok:
-            # likelihood-ratio p: Wald p-values shrink for large log-ORs (Hauck-Donner), which would
-            # rank a strong causal variant below weaker ones
-            null = sm.Logit(y, np.column_stack([np.ones_like(d), c])).fit(disp=0, maxiter=100)
+            if null is None:
+                return beta, se, float("nan"), "logit"
             lr = max(2.0 * (float(fit.llf) - float(null.llf)), 0.0)
-            return beta, se, float(fit.tvalues[1]), float(stats.chi2.sf(lr, 1)), "logit"
+            return beta, se, float(stats.chi2.sf(lr, 1)), "logit"
     except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError):
         pass
     beta_full, cov_full, pl_full = _firth_fit(design, y)
+    if not with_p:
+        return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float("nan"), "firth"
     _, _, pl_null = _firth_fit(np.column_stack([np.ones_like(d), c]), y)
     lr = max(2.0 * (pl_full - pl_null), 0.0)
-    se = float(np.sqrt(cov_full[1, 1]))
-    return float(beta_full[1]), se, float(beta_full[1] / se), float(stats.chi2.sf(lr, 1)), "firth"
+    return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float(stats.chi2.sf(lr, 1)), "firth"
 
 
-def variant_association(dosage: np.ndarray, phenotype: np.ndarray, covariates: np.ndarray | None,
-                        binary: bool) -> pl.DataFrame:
-    """Test each variant for association with the phenotype, adjusted for covariates.
+# ----------------------------------------------------------------------------- carriers, BH, ranking
 
-    Model per variant j: phenotype ~ 1 + dosage_j + covariates; OLS if not `binary`, else
-    logistic regression with `effect` the log odds ratio per allele (Firth fallback under
-    separation, see module docstring). dosage [n, v] in allele counts 0..2, NaN = missing
-    (mean-imputed per variant); phenotype [n] (0/1 when binary); covariates [n, c] or None.
 
-    Returns one row per variant, in order: effect (per allele), se, ci_low, ci_high (95%; Student t
-    for OLS, normal for logistic), z_or_t, p, method ("ols", "logit", "firth" or "monomorphic").
-    Monomorphic variants (after imputation) get effect 0, p 1, NaN se/CI.
-    """
-    d_raw, y, c = _check_inputs(dosage, phenotype, covariates, "dosage")
-    d = _mean_impute(d_raw)
-    n, v = d.shape
-    if binary and not np.all((y == 0) | (y == 1)):
-        raise ValueError("binary phenotype must be coded 0/1")
-    monomorphic = d.std(axis=0) <= 1e-12
-    q = _intercept_basis(c)
-    if not binary:
-        df = n - q.shape[1] - 1
-        if df < 1:
-            raise ValueError(f"too few individuals ({n}) for {c.shape[1]} covariates")
-        rd = _residualise(d, q)
-        ry = _residualise(y[:, None], q)
-        sdd = np.einsum("ij,ij->j", rd, rd)
-        sdy = ry[:, 0] @ rd
-        syy = float(ry[:, 0] @ ry[:, 0])
-        degenerate = monomorphic | (sdd <= 1e-20 * n)
-        safe = np.where(degenerate, 1.0, sdd)
-        beta = np.where(degenerate, 0.0, sdy / safe)
-        se = np.sqrt(np.maximum(syy - beta * sdy, 0.0) / df / safe)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = beta / se
-        t = np.where(degenerate | ~np.isfinite(t), 0.0, t)
-        p = np.where(degenerate, 1.0, 2.0 * stats.t.sf(np.abs(t), df))
-        se = np.where(degenerate, np.nan, se)
-        half = stats.t.ppf(0.975, df) * se
-        method = np.where(degenerate, "monomorphic", "ols")
-        return pl.DataFrame({"effect": beta, "se": se, "ci_low": beta - half, "ci_high": beta + half,
-                             "z_or_t": t, "p": p, "method": method.tolist()})
-    if y.min() == y.max():
-        raise ValueError("binary phenotype has only one class")
-    rows = []
-    for j in range(v):
-        if monomorphic[j]:
-            rows.append((0.0, np.nan, 0.0, 1.0, "monomorphic"))
-        else:
-            rows.append(_logit_row(d[:, j], y, c))
-    beta, se, z, p, method = (list(col) for col in zip(*rows, strict=True)) if rows else ([],) * 5
-    beta, se = np.asarray(beta, dtype=float), np.asarray(se, dtype=float)
-    return pl.DataFrame({"effect": beta, "se": se, "ci_low": beta - _Z975 * se,
-                         "ci_high": beta + _Z975 * se, "z_or_t": np.asarray(z, dtype=float),
-                         "p": np.asarray(p, dtype=float), "method": list(method)},
-                        schema_overrides={"method": pl.String})
+def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Per column of x [n, m]: the number of individuals whose value differs from the column's modal
+    (most frequent) value. A window feature takes one value per haplotype pair, so this counts the
+    carriers of anything but the commonest pair; a continuous column gives n - 1."""
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    n, m = x.shape
+    out = np.zeros(m, dtype=np.int64)
+    idx = np.arange(n)[:, None]
+    for lo in range(0, m, chunk):
+        s = np.sort(x[:, lo:lo + chunk], axis=0)
+        new = np.ones(s.shape, dtype=bool)
+        new[1:] = s[1:] != s[:-1]
+        start = np.maximum.accumulate(np.where(new, idx, 0), axis=0)
+        out[lo:lo + s.shape[1]] = n - (idx - start + 1).max(axis=0)
+    return out
+
+
+def minor_allele_count(dosage: np.ndarray) -> np.ndarray:
+    """Minor-allele count [v] of dosages [n, v] (0..2 alt alleles, NaN = missing, not counted)."""
+    d = np.asarray(dosage, dtype=np.float64)
+    alt = np.nansum(d, axis=0)
+    called = 2.0 * np.sum(np.isfinite(d), axis=0)
+    return np.rint(np.minimum(alt, called - alt)).astype(np.int64)
+
+
+def mean_impute(dosage: np.ndarray) -> np.ndarray:
+    """Replace NaN dosages by the column mean of the observed ones (all-missing -> 0)."""
+    d = np.array(dosage, dtype=np.float64, copy=True)
+    missing = ~np.isfinite(d)
+    if missing.any():
+        counts = (~missing).sum(axis=0)
+        sums = np.where(missing, 0.0, d).sum(axis=0)
+        means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+        d[missing] = np.take(means, np.nonzero(missing)[1])
+    return d
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -282,31 +443,25 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 def _ranking(table: pl.DataFrame) -> np.ndarray:
-    """Column indices ordered by p ascending, then |effect| descending, then index."""
+    """Row indices ordered by p ascending (NaN last), then |z| (or |effect|) descending, then index."""
     p = table["p"].to_numpy().astype(float)
-    effect = np.abs(table["effect"].to_numpy().astype(float))
+    tie = table["z"] if "z" in table.columns else table["effect"]
+    tie = np.abs(tie.to_numpy().astype(float))
     p = np.where(np.isnan(p), np.inf, p)
-    effect = np.where(np.isnan(effect), 0.0, effect)
-    return np.lexsort((np.arange(p.size), -effect, p))
+    tie = np.where(np.isnan(tie), 0.0, tie)
+    return np.lexsort((np.arange(p.size), -tie, p))
 
 
 def rank_features(table: pl.DataFrame) -> pl.DataFrame:
-    """Order rows by p (ascending; NaN last), then by |effect| (descending); add 1-based `rank`."""
+    """Order rows by p (ascending; NaN last), then |z| (descending); add 1-based `rank` (null where p is
+    NaN: untested rows are listed, not ranked)."""
     if table.height == 0:
         return table.with_columns(pl.Series("rank", [], dtype=pl.Int64))
     order = _ranking(table)
-    return table[order].with_columns(pl.Series("rank", np.arange(1, table.height + 1), dtype=pl.Int64))
-
-
-def _association(kind: Kind, features: np.ndarray, phenotype: np.ndarray,
-                 covariates: np.ndarray | None) -> pl.DataFrame:
-    if kind == "feature":
-        return adjusted_association(features, phenotype, covariates)
-    if kind == "variant_linear":
-        return variant_association(features, phenotype, covariates, binary=False)
-    if kind == "variant_logistic":
-        return variant_association(features, phenotype, covariates, binary=True)
-    raise ValueError(f"unknown association kind {kind!r}; expected feature, variant_linear, variant_logistic")
+    out = table[order]
+    tested = np.isfinite(out["p"].to_numpy().astype(float))
+    ranks = np.where(tested, np.cumsum(tested), 0)
+    return out.with_columns(pl.Series("rank", ranks, dtype=pl.Int64).replace(0, None))
 
 
 def half_samples(phenotype: np.ndarray, n_resamples: int, seed: int) -> list[np.ndarray]:
@@ -331,23 +486,286 @@ def half_samples(phenotype: np.ndarray, n_resamples: int, seed: int) -> list[np.
 
 
 def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarray | None, top_k: int,
-              n_resamples: int, seed: int, kind: Kind = "feature") -> np.ndarray:
+              n_resamples: int, seed: int, binary: bool) -> np.ndarray:
     """Stability selection: share [m] of half-sample resamples in which each column is in the top_k.
 
-    Each resample keeps n//2 individuals (stratified by class for a binary phenotype), reruns the
-    association test of `kind` ("feature": `adjusted_association`; "variant_linear" /
-    "variant_logistic": `variant_association`) and ranks columns as `rank_features` does.
-    features [n, m]; returns float64 [m] in [0, 1].
+    Each resample keeps n//2 individuals (stratified by class for a binary phenotype), refits the null
+    model there and ranks columns by |z| of the same test as `association` (score z for binary, OLS t
+    for quantitative; the normal approximation is enough for an ordering). features [n, m] (only the
+    columns that are tested); returns float64 [m] in [0, 1].
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     y = np.asarray(phenotype, dtype=np.float64).ravel()
-    c = None if covariates is None else _as_2d(covariates, y.size, "covariates")
+    c = None if covariates is None else np.asarray(covariates, dtype=np.float64).reshape(y.size, -1)
     if top_k < 1 or n_resamples < 1:
         raise ValueError("top_k and n_resamples must be >= 1")
     counts = np.zeros(x.shape[1])
+    if x.shape[1] == 0:
+        return counts
     for idx in half_samples(y, n_resamples, seed):
-        table = _association(kind, x[idx], y[idx], None if c is None else c[idx])
-        counts[_ranking(table)[:top_k]] += 1
+        null = null_model(y[idx], None if c is None else c[idx], binary)
+        z = np.abs(association(x[idx], null, spa=False)["z"].to_numpy())
+        z = np.where(np.isnan(z), -1.0, z)
+        counts[np.lexsort((np.arange(z.size), -z))[:top_k]] += 1
     return counts / n_resamples
+
+
+# ----------------------------------------------------------------------------- one family of tests
+
+
+@dataclass
+class RankConfig:
+    """Settings of the ranking (defaults live in workflow/schemas/config.schema.yaml; these match).
+
+    min_carriers: fewest individuals off a window feature's modal value (minor-allele count for a
+    variant) for a column to be tested. alpha: BH level that makes a feature significant (linkage
+    reporting). tag_r: |r| of feature vs variant dosage from which a variant counts as tagged.
+    max_tags: tagged variants listed per feature. refit_top: columns per family whose effect is refitted
+    by full logistic regression (binary phenotypes). spa_cutoff: |z| above which the SPA replaces the
+    normal approximation. top_k, resamples: stability selection; stability_screen: the columns (best by p)
+    for which it is computed. seed: resampling seed.
+    """
+
+    min_carriers: int = 10
+    alpha: float = 0.05
+    tag_r: float = 0.3
+    max_tags: int = 5
+    refit_top: int = 50
+    spa_cutoff: float = 2.0
+    top_k: int = 20
+    resamples: int = 50
+    stability_screen: int = 2000
+    seed: int = 0
+
+
+def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, binary: bool, cfg: RankConfig,
+                n_carriers: np.ndarray, filter_count: np.ndarray | None = None, standardise: bool = True,
+                null: NullModel | None = None) -> pl.DataFrame:
+    """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
+
+    x [n, m] the family's columns (variants: mean-imputed dosage, standardise=False so effects are per
+    allele; model features: standardise=True, effects per SD); n_carriers [m] reported per column;
+    filter_count [m] compared with cfg.min_carriers (default n_carriers; variants pass the minor-allele
+    count). Returns one row per column in input order: effect, se, ci_low, ci_high, z, p, q, method,
+    effect_method, n_carriers, filtered ("" when tested), stability.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, m = x.shape
+    null = null or null_model(y, covariates, binary)
+    count = n_carriers if filter_count is None else filter_count
+    if standardise:
+        xs, constant = _standardise(x)
+    else:
+        xs, constant = x, x.std(axis=0) <= 1e-12
+    filtered = np.where(constant, "constant",
+                        np.where(count < cfg.min_carriers, f"fewer than {cfg.min_carriers} carriers", "")).astype(object)
+    tested = np.flatnonzero(filtered == "")
+    res = association(xs[:, tested], null, cfg.spa_cutoff)
+    untestable = ~np.isfinite(res["p"].to_numpy())
+    filtered[tested[untestable]] = "explained by covariates"
+    cols = {k: np.full(m, np.nan) for k in ("effect", "se", "ci_low", "ci_high", "z", "p")}
+    for k in cols:
+        cols[k][tested] = res[k].to_numpy()
+    method = np.full(m, "", dtype=object)
+    method[tested] = res["method"].to_list()
+    eff_method = np.full(m, "", dtype=object)
+    eff_method[tested] = res["effect_method"].to_list()
+    method[tested[untestable]] = eff_method[tested[untestable]] = ""
+    keep = np.flatnonzero(filtered == "")
+    stab = np.full(m, np.nan)
+    if keep.size and cfg.resamples > 0:
+        # screening: a column far down the full-sample ranking is essentially never in a half-sample's top_k;
+        # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
+        screened = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.stability_screen]
+        stab[screened] = stability(xs[:, screened], null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
+                                   binary)
+    if binary and cfg.refit_top > 0 and keep.size:
+        order = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.refit_top]
+        for j in order:
+            beta, se, _, how = logistic_effect(xs[:, j], null.y, null.design[:, 1:], with_p=False)
+            cols["effect"][j], cols["se"][j] = beta, se
+            cols["ci_low"][j], cols["ci_high"][j] = beta - _Z975 * se, beta + _Z975 * se
+            eff_method[j] = how
+    return pl.DataFrame({**cols, "q": benjamini_hochberg(cols["p"]), "method": method.tolist(),
+                         "effect_method": eff_method.tolist(), "n_carriers": np.asarray(n_carriers, np.int64),
+                         "filtered": filtered.tolist(), "stability": stab},
+                        schema_overrides={"method": pl.String, "effect_method": pl.String, "filtered": pl.String})
+
+
+# ----------------------------------------------------------------------------- linkage
+
+
+def tagged_variants(features: np.ndarray, dosage: np.ndarray, variant_ids: list[str], r_min: float,
+                    max_tags: int) -> list[str]:
+    """Per feature column of features [n, k]: the variants (dosage [n, v], mean-imputed) whose Pearson
+    |r| with it is >= r_min, the strongest `max_tags` first, as "id(r=0.82);id2(r=-0.41)"."""
+    f, fc = _standardise(np.asarray(features, dtype=np.float64))
+    g, gc = _standardise(np.asarray(dosage, dtype=np.float64))
+    n = f.shape[0]
+    r = (f.T @ g) / max(n - 1, 1)
+    r[fc] = 0.0
+    r[:, gc] = 0.0
+    out = []
+    for row in r:
+        hits = np.flatnonzero(np.abs(row) >= r_min)
+        hits = hits[np.lexsort((hits, -np.abs(row[hits])))][:max_tags]
+        out.append(";".join(f"{variant_ids[j]}(r={row[j]:.2f})" for j in hits))
+    return out
+
+
+def conditional_pvalues(x: np.ndarray, null: NullModel, lead_dosage: np.ndarray, spa_cutoff: float) -> np.ndarray:
+    """p [k] of each column of x [n, k] with the lead variant's dosage [n] added to the covariates."""
+    cond = with_covariate(null, lead_dosage)
+    xs, _ = _standardise(np.asarray(x, dtype=np.float64))
+    p = association(xs, cond, spa_cutoff)["p"].to_numpy()
+    return np.where(np.isfinite(p), p, 1.0)  # nothing left beyond the lead variant
+
+
+@dataclass
+class Family:
+    """One feature family tested against each phenotype, BH-corrected on its own.
+
+    name: "variant", "embedding:<model>/<layer>" or "sae:<model>/<layer>". kind: variant | embedding | sae.
+    matrix [n, m]: dosages (NaN = missing) or window features, rows in the order of the phenotype.
+    features: m full ids; short_names: m readable names; contig, start, end [m]: 0-based half-open span
+    (a variant's base, a feature's window). model, layer: "" for variants.
+    """
+
+    name: str
+    kind: str
+    matrix: np.ndarray
+    features: list[str]
+    short_names: list[str]
+    contig: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    model: str = ""
+    layer: str = ""
+
+
+def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str) -> pl.DataFrame:
+    n_tested = int(np.isfinite(res["p"].to_numpy()).sum())
+    return res.with_columns(
+        pl.lit(phenotype).alias("phenotype"), pl.lit(fam.name).alias("family"),
+        pl.lit(f"BH within phenotype '{phenotype}' and family '{fam.name}' ({n_tested} tests)").alias("bh_scope"),
+        pl.Series("feature", fam.features, dtype=pl.String), pl.Series("short_name", fam.short_names, dtype=pl.String),
+        pl.lit(fam.kind).alias("kind"), pl.lit(fam.model).alias("model"), pl.lit(fam.layer).alias("layer"),
+        pl.Series("contig", np.asarray(fam.contig).astype(str), dtype=pl.String),
+        pl.Series("start", np.asarray(fam.start, dtype=np.int64)), pl.Series("end", np.asarray(fam.end, dtype=np.int64)))
+
+
+def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
+    """Largest p rejected at BH level alpha (None when nothing is)."""
+    sig = np.isfinite(q) & (q < alpha)
+    return float(np.max(p[sig])) if sig.any() else None
+
+
+def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None, variants: Family,
+                   families: list[Family], cfg: RankConfig) -> tuple[pl.DataFrame, dict]:
+    """Rank the variants and every model feature family for one phenotype, with linkage reporting.
+
+    y [n] (0/1 = binary, otherwise quantitative; NaN = missing: those individuals are dropped and
+    counted); covariates [n, c] (PCs and the covariate design, no intercept). Returns (table, summary):
+    one row per (family, column) with the test, BH q and `rank` within the family, and for each model
+    feature with q < alpha: `tags_variants` (variants with |r| >= tag_r), `lead_variant` (the variant of
+    its window with the smallest p for this phenotype) and `p_conditional` (the feature's p with that
+    variant's dosage added as a covariate); `conditional_significant` when p_conditional is at or below
+    the family's BH threshold; `p_conditional_top_variant`: its p given the phenotype's top variant (the
+    smallest variant p). summary: counts per phenotype and family, and how many significant model
+    features the lead variant of their window, or the one top variant, explains (p above the threshold).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    keep = np.isfinite(y)
+    y = y[keep]
+    cov = None if covariates is None else np.asarray(covariates, dtype=np.float64)[keep]
+    binary = bool(set(np.unique(y).tolist()) <= {0.0, 1.0})
+    summary: dict = {"phenotype": phenotype, "n_individuals": int(keep.sum()),
+                     "n_missing_phenotype": int((~keep).sum()),
+                     "type": "binary" if binary else "quantitative", "families": {}}
+    if binary:
+        summary["n_cases"] = int(y.sum())
+    try:
+        null = null_model(y, cov, binary)
+    except ValueError as err:
+        summary["skipped"] = str(err)
+        return pl.DataFrame(), summary
+    dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
+    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(dosage),
+                     filter_count=minor_allele_count(np.asarray(variants.matrix)[keep]), standardise=False, null=null)
+    vt = _family_frame(variants, vt, phenotype)
+    tables = [vt]
+    v_p = vt["p"].to_numpy()
+    v_contig, v_start = np.asarray(variants.contig).astype(str), np.asarray(variants.start, dtype=np.int64)
+    for fam in [variants, *families]:
+        summary["families"][fam.name] = {}
+    lead_counts: dict[str, dict] = {}
+    n_sig_total = n_explained = n_no_lead = n_explained_top = 0
+    v_tested = np.flatnonzero(np.isfinite(v_p))
+    top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
+        if v_tested.size else None
+    for fam in families:
+        x = np.asarray(fam.matrix, dtype=np.float64)[keep]
+        ft = rank_family(x, y, cov, binary, cfg, n_carriers=carrier_counts(x), null=null)
+        p, q = ft["p"].to_numpy(), ft["q"].to_numpy()
+        sig = np.flatnonzero(np.isfinite(q) & (q < cfg.alpha))
+        threshold = _bh_threshold(p, q, cfg.alpha)
+        tags = np.full(ft.height, None, dtype=object)
+        lead = np.full(ft.height, None, dtype=object)
+        p_cond = np.full(ft.height, np.nan)
+        cond_sig = np.full(ft.height, None, dtype=object)
+        p_top = np.full(ft.height, np.nan)
+        if sig.size and top_v is not None:
+            # one variant for the whole phenotype: how many significant features does it alone explain?
+            p_top[sig] = conditional_pvalues(x[:, sig], null, dosage[:, top_v], cfg.spa_cutoff)
+            n_explained_top += int((p_top[sig] > (threshold if threshold is not None else -1.0)).sum())
+        if sig.size:
+            tags[sig] = tagged_variants(x[:, sig], dosage, variants.features, cfg.tag_r, cfg.max_tags)
+            groups: dict[int, list[int]] = {}
+            for j in sig:
+                inside = np.flatnonzero((v_contig == str(fam.contig[j])) & (v_start >= fam.start[j])
+                                        & (v_start < fam.end[j]) & np.isfinite(v_p))
+                if inside.size == 0:
+                    n_no_lead += 1
+                    continue
+                groups.setdefault(int(inside[np.argmin(v_p[inside])]), []).append(int(j))
+            for v_j, cols in groups.items():
+                pc = conditional_pvalues(x[:, cols], null, dosage[:, v_j], cfg.spa_cutoff)
+                vid = variants.features[v_j]
+                lead[cols] = vid
+                p_cond[cols] = pc
+                stays = pc <= (threshold if threshold is not None else -1.0)
+                cond_sig[cols] = stays.tolist()
+                entry = lead_counts.setdefault(vid, {"lead_variant": vid, "n_significant_features": 0,
+                                                     "n_explained": 0})
+                entry["n_significant_features"] += len(cols)
+                entry["n_explained"] += int((~stays).sum())
+                n_explained += int((~stays).sum())
+            n_sig_total += sig.size
+        ft = ft.with_columns(pl.Series("tags_variants", tags.tolist(), dtype=pl.String),
+                             pl.Series("lead_variant", lead.tolist(), dtype=pl.String),
+                             pl.Series("p_conditional", p_cond), pl.Series("p_conditional_top_variant", p_top),
+                             pl.Series("conditional_significant", cond_sig.tolist(), dtype=pl.Boolean))
+        tables.append(_family_frame(fam, ft, phenotype))
+    for t in tables:
+        name = t["family"][0] if t.height else None
+        if name is None:
+            continue
+        filt = t.filter(pl.col("filtered") != "").group_by("filtered").len().sort("filtered")
+        summary["families"][name] = {
+            "n_features": t.height, "n_tested": int(t["p"].is_not_nan().sum()),
+            "filtered": {r["filtered"]: int(r["len"]) for r in filt.iter_rows(named=True)},
+            "n_significant": int((t["q"] < cfg.alpha).sum()),
+            "bh_threshold_p": _bh_threshold(t["p"].to_numpy(), t["q"].to_numpy(), cfg.alpha)}
+    summary["linkage"] = {
+        "n_significant_model_features": int(n_sig_total),
+        "top_variant": None if top_v is None else variants.features[top_v],
+        "n_explained_by_top_variant": int(n_explained_top),
+        "n_explained_by_lead_variant": int(n_explained),
+        "n_conditionally_significant": int(n_sig_total - n_explained - n_no_lead),
+        "n_without_variant_in_window": int(n_no_lead),
+        "by_lead_variant": sorted(lead_counts.values(), key=lambda e: (-e["n_significant_features"],
+                                                                        e["lead_variant"]))[:20]}
+    table = pl.concat([rank_features(t) for t in tables], how="diagonal_relaxed")
+    return table, summary

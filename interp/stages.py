@@ -621,71 +621,101 @@ def _mask_small_groups(groups: list[dict]) -> list[dict]:
 
 
 def rank(job: Job) -> None:
-    """Rank variants and model-derived window features per phenotype, adjusted for PCs (interp.rank)."""
+    """Rank variants and model-derived window features per phenotype and feature family, adjusted for PCs and
+    covariates, with linkage to the variants (interp.rank)."""
     import anndata as ad
 
-    from interp.rank import (
-        adjusted_association,
-        benjamini_hochberg,
-        rank_features,
-        stability,
-        variant_association,
-    )
+    from interp.rank import RankConfig, rank_phenotype
 
     _set_threads(job.threads)
     p = job.params
     geno = ad.read_h5ad(job.input["genotypes"])
-    fasta, annotation = _reference(job)
-    n_pcs = geno.obsm["X_pca"].shape[1]
-    var = geno.var
-    v_contig = var["contig"].astype(str).to_numpy()
-    v_pos0 = var["pos"].to_numpy().astype(np.int64) - 1
-    v_ids = var.index.astype(str).to_numpy()
-    tables = []
+    _, annotation = _reference(job)
+    cfg = RankConfig(**{k: p[k] for k in ("min_carriers", "alpha", "tag_r", "max_tags", "refit_top", "top_k",
+                                          "resamples", "stability_screen") if k in p}, seed=p["seed"])
+    design = _rank_covariates(geno.obs, p["covariates"], p.get("covariate_missing", "refuse"))
+    cov = np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix])
+    variants = _variant_family(geno)
+    families = [_window_family(path, geno.obs_names) for d in sorted(job.input["emb_dirs"])
+                for path in sorted(Path(d).glob("*.windows.h5ad"))]
+    tables, summaries = [], []
     for phenotype in p["phenotypes"]:
-        obs = geno.obs
-        y = obs[phenotype].to_numpy(dtype=float)
-        named = {k: v for k, v in _confounders(obs, p["covariates"]).items() if k in p["covariates"]}
-        cov = np.hstack([np.asarray(geno.obsm["X_pca"])[:, :n_pcs]]
-                        + [v[:, None] for v in named.values() if np.nanstd(v) > 0])
-        dosage = np.asarray(geno.layers["dosage"], dtype=np.float64)
-        vt = variant_association(dosage, y, cov, binary=_is_binary(y))
-        vt = vt.with_columns(
-            pl.Series("feature", v_ids), pl.lit("variant").alias("kind"), pl.lit("").alias("model"),
-            pl.lit("").alias("layer"), pl.Series("contig", v_contig), pl.Series("start", v_pos0),
-            pl.Series("end", v_pos0 + 1))
-        # stability ranks by the linear test: the same ordering as logistic in practice, 50x cheaper
-        vt = vt.with_columns(pl.Series("stability", stability(dosage, y, cov, p["top_k"], p["resamples"],
-                                                             p["seed"], kind="variant_linear")))
-        tables.append(_finish_rank(vt, phenotype, benjamini_hochberg, rank_features))
-        for d in sorted(job.input["emb_dirs"]):
-            for path in sorted(Path(d).glob("*.windows.h5ad")):
-                w = ad.read_h5ad(path)
-                F = np.asarray(w.X, dtype=np.float64)
-                ft = adjusted_association(F, y, cov)
-                stab = stability(F, y, cov, p["top_k"], p["resamples"], p["seed"], kind="feature")
-                ft = ft.with_columns(
-                    pl.Series("feature", w.var_names.astype(str).to_numpy()), pl.lit(w.uns["kind"]).alias("kind"),
-                    pl.lit(w.uns["model"]).alias("model"), pl.lit(w.uns["layer"]).alias("layer"),
-                    pl.Series("contig", w.var["contig"].astype(str).to_numpy()),
-                    pl.Series("start", w.var["start"].to_numpy().astype(np.int64)),
-                    pl.Series("end", w.var["end"].to_numpy().astype(np.int64)),
-                    pl.Series("stability", stab))
-                tables.append(_finish_rank(ft, phenotype, benjamini_hochberg, rank_features))
-    table = pl.concat(tables, how="diagonal_relaxed")
-    table = _annotate_loci(table, annotation, v_contig, v_pos0, v_ids)
-    table = table.sort(["phenotype", "kind", "rank"])
+        y = _phenotype_values(geno.obs[phenotype], phenotype)
+        t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg)
+        tables.append(t)
+        summaries.append(s)
+    table = pl.concat([t for t in tables if t.height], how="diagonal_relaxed")
+    table = _annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
+                           np.asarray(variants.features))
+    table = table.sort(["phenotype", "family", "rank"], nulls_last=True, maintain_order=True)
+    first = ["phenotype", "family", "rank", "feature", "short_name", "kind", "window", "effect", "ci_low", "ci_high",
+             "p", "q", "method", "effect_method", "n_carriers", "filtered", "stability", "tags_variants",
+             "lead_variant", "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope"]
+    table = table.select([c for c in first if c in table.columns] + [c for c in table.columns if c not in first])
     write_table(table, job.output["parquet"], job.output["tsv"])
+    if job.output.get("summary"):
+        write_json({"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
+                    "n_pcs": int(np.asarray(geno.obsm["X_pca"]).shape[1]), "config": cfg.__dict__},
+                   job.output["summary"])
 
 
-def _is_binary(y: np.ndarray) -> bool:
-    return set(np.unique(y[~np.isnan(y)]).tolist()) <= {0.0, 1.0}
+def _phenotype_values(col, name: str) -> np.ndarray:
+    """A phenotype column as float64 (missing -> NaN); text that is not a number is an input error."""
+    import pandas as pd
+
+    from interp.errors import InputError
+
+    values = pd.to_numeric(col.astype(object).where(col.notna(), None), errors="coerce").to_numpy(dtype=float)
+    bad = col.notna().to_numpy() & np.isnan(values)
+    if bad.any():
+        raise InputError(f"samples.tsv: phenotype {name!r} has non-numeric value {col[bad].iloc[0]!r}; "
+                         "expected 0/1 (binary) or numbers (quantitative), empty/NA for missing")
+    return values
 
 
-def _finish_rank(t: pl.DataFrame, phenotype: str, bh, rank_features) -> pl.DataFrame:
-    """BH q-values and 1-based ranks within one (phenotype, kind) family of tests."""
-    t = t.with_columns(pl.Series("q", bh(t["p"].to_numpy())), pl.lit(phenotype).alias("phenotype"))
-    return rank_features(t)
+def _rank_covariates(obs, names: list[str], missing: str):
+    """The rank stage's covariate design (one-hot categoricals, missing refused or imputed)."""
+    from interp.covariates import covariate_design
+
+    return covariate_design({n: obs[n].to_numpy() for n in names if n in obs}, names, missing=missing,
+                            sample_ids=obs.index.astype(str).tolist(), source="samples.tsv")
+
+
+def _variant_family(geno):
+    """Every variant of the cohort as one family: dosage [n, v], ids, 0-based positions."""
+    from interp.rank import Family
+
+    var = geno.var
+    ids = var.index.astype(str).tolist()
+    pos0 = var["pos"].to_numpy().astype(np.int64) - 1
+    short = []
+    for vid in ids:
+        parts = vid.split(":")
+        short.append(f"{parts[0]}:{parts[1]} {parts[2]}>{parts[3]}" if len(parts) == 4 else vid)
+    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float32)
+    return Family(name="variant", kind="variant", matrix=dosage, features=ids, short_names=short,
+                  contig=var["contig"].astype(str).to_numpy(), start=pos0, end=pos0 + 1)
+
+
+def _window_family(path: Path, sample_order):
+    """One model layer's window features (embedding dimensions or SAE features) as one family."""
+    import anndata as ad
+
+    from interp.rank import Family
+
+    w = ad.read_h5ad(path)
+    if list(w.obs_names) != list(sample_order):
+        w = w[list(sample_order)]
+    kind, model, layer = w.uns["kind"], w.uns["model"], w.uns["layer"]
+    contig = w.var["contig"].astype(str).to_numpy()
+    start = w.var["start"].to_numpy().astype(np.int64)
+    end = w.var["end"].to_numpy().astype(np.int64)
+    prefix = "f" if kind == "sae" else "d"
+    short = [f"{layer} {c}:{s}-{e} {prefix}{j}" for c, s, e, j in
+             zip(contig, start, end, w.var["dim"].to_numpy(), strict=True)]
+    return Family(name=f"{kind}:{model}/{layer}", kind=kind, matrix=np.asarray(w.X, dtype=np.float32),
+                  features=w.var_names.astype(str).tolist(), short_names=short, contig=contig, start=start,
+                  end=end, model=str(model), layer=str(layer))
 
 
 def _annotate_loci(t: pl.DataFrame, annotation, v_contig, v_pos0, v_ids) -> pl.DataFrame:

@@ -183,9 +183,18 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     top = cfg["rank"]["report_top"]
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
-    extra_bio = [c for c in ("model", "layer", "gene", "exon_overlap", "nearest_variants") if c in bio.columns]
-    rows = (bio.sort(["phenotype", "rank"]).group_by("phenotype", maintain_order=True).head(top))
+    extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
+                             "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
+                             "p_conditional_top_variant", "model",
+                             "layer", "gene", "exon_overlap", "nearest_variants") if c in bio.columns]
+    # the top rows of each (phenotype, family): ranks of separate BH families are never interleaved
+    family = ["family"] if "family" in bio.columns else []
+    tested = bio.filter(pl.col("rank").is_not_null())
+    rows = (tested.sort(["phenotype", *family, "rank"])
+            .group_by(["phenotype", *family], maintain_order=True).head(top))
     out["biomarkers"] = [{k: r.get(k) for k in bio_keys + extra_bio} for r in rows.iter_rows(named=True)]
+    if inputs.get("rank_summary"):
+        out["rank_summary"] = _read_json(inputs["rank_summary"])
     if inputs.get("truth"):
         out["truth_recovery"] = truth_recovery(_read_json(inputs["truth"]), audit, bio)
     return out, figs
@@ -199,7 +208,8 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
     variant_rank = None
     if variant_id in variants["feature"].to_list():
         variant_rank = variants["feature"].to_list().index(variant_id) + 1
-    model_feats = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") != "variant")).sort("rank")
+    model_feats = (bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") != "variant")
+                              & pl.col("rank").is_not_null()).sort(["p", "rank"]))
     top_model = model_feats.row(0, named=True) if not model_feats.is_empty() else None
     pos0 = causal["pos"] - 1
     top_in_window = bool(top_model and top_model["contig"] == causal["contig"]

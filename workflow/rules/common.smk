@@ -96,6 +96,7 @@ def report_inputs(wildcards):
             "audit": f"{R}/audit/audit.parquet",
             "audit_details": f"{R}/audit/audit.json",
             "biomarkers": f"{R}/rank/biomarkers.parquet",
+            "rank_summary": f"{R}/rank/summary.json",
             "genotypes": f"{R}/cohort/genotypes.h5ad",
             "validation": f"{R}/cohort/validation.json",
             "haplotype_stats": f"{R}/cohort/haplotypes.stats.json",

@@ -11,10 +11,12 @@ if COHORT:
         output:
             parquet=f"{R}/rank/biomarkers.parquet",
             tsv=f"{R}/rank/biomarkers.tsv",
+            summary=f"{R}/rank/summary.json",
         params:
             job=job({**config["rank"], "phenotypes": config["cohort"]["phenotypes"],
-                     "covariates": config["cohort"]["covariates"], "reference": config["reference"],
-                     "seed": config["seed"]}),
+                     "covariates": config["cohort"]["covariates"],
+                     "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
+                     "reference": config["reference"], "seed": config["seed"]}),
         log:
             f"{R}/logs/rank.log",
         benchmark:
