@@ -354,30 +354,44 @@ def build_report(inputs: dict, outputs: dict, params: dict) -> dict:
         report.update(coh)
         figs.update(cfigs)
     report["timings"] = rule_timings(params["benchmarks"])
+    return finish_report(report, figs, layer_order, _calibration_rows(inputs.get("calibration")),
+                         params["config"], params["run"], outputs)
+
+
+def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, list[str]],
+                  calibration_rows: list[dict] | None, config: dict, run: str, outputs: dict) -> dict:
+    """Add the summary, limitations and methods to the report's sections; write report.json, index.html
+    and report.pdf (when Chromium is installed; else the log says so and a stale PDF is removed)."""
     report = _clean(report)
-    first = summary.assemble(report, layer_order, _calibration_rows(inputs.get("calibration")))
+    first = summary.assemble(report, layer_order, calibration_rows)
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
-    report["methods"] = summary.methods(params["config"], report.get("audit"), report.get("biomarker_families"))
+    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"))
     report = _clean(report)
     write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.ChainableUndefined)
-    env.filters["num"] = fmt_num
-    env.filters["verdict_class"] = summary.verdict_class
-    html = env.get_template("report.html").render(r=report, figs=figs, run=params["run"],
-                                                  config_yaml=json.dumps(params["config"], indent=2))
-    write_text_atomic(outputs["html"], html)
+    write_text_atomic(outputs["html"], render_html(report, figs, run, config))
     pdf = Path(outputs.get("pdf") or Path(outputs["html"]).with_name("report.pdf"))
-    if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {params['run']}"):
+    if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {run}"):
         if pdf.exists():
             pdf.unlink()  # a PDF of an earlier run would contradict this index.html
             log.warning("removed the stale %s of an earlier run", pdf)
     return report
 
 
+def render_html(report: dict, figs: dict[str, str], run: str, config: dict) -> str:
+    """index.html from the report dict and its figures (base64 PNGs), one self-contained page."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.ChainableUndefined)
+    env.filters["num"] = fmt_num
+    env.filters["verdict_class"] = summary.verdict_class
+    return env.get_template("report.html").render(r=report, figs=figs, run=run,
+                                                  config_yaml=json.dumps(config, indent=2))
+
+
 def fmt_num(x: Any, spec: str = ".3f", missing: str = "n/a") -> str:
     """Template filter: a number formatted with `spec`, or `missing` for None/NaN/non-numbers ("<5" stays)."""
+    if isinstance(x, jinja2.Undefined):
+        return missing
     if isinstance(x, str):
         return x
     v = summary._num(x)

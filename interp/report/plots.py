@@ -212,9 +212,10 @@ def population_auroc(details: list[dict], layer_order: list[str]) -> str:
                    if isinstance(g.get("auroc"), (int, float))})
     fig, axes = plt.subplots(1, max(len(phenotypes), 1), figsize=(3.6 * max(len(phenotypes), 1) + 0.8,
                                                                0.42 * max(len(pops), 1) * max(len(layers), 1) ** 0.5 + 1.6),
-                             squeeze=False, sharey=True)
+                             squeeze=False, sharey=True, sharex=True)
+    all_lows, all_highs = [], []
     for ax, phenotype in zip(axes[0], phenotypes, strict=True):
-        lows, highs = [], []
+        lows, highs = all_lows, all_highs
         for li, layer in enumerate(layers):
             d = next((x for x in details if x["phenotype"] == phenotype and x.get("layer") == layer), None)
             if d is None:
@@ -234,11 +235,11 @@ def population_auroc(details: list[dict], layer_order: list[str]) -> str:
                         label=layer if g is (d.get("by_population") or [None])[0] else None)
                 lows.append(a)
                 highs.append(a)
-        lo, hi = _limits(lows + [0.5], highs + [0.5], floor=0.0, ceil=1.0)
-        ax.set_xlim(lo, hi)
         ax.axvline(0.5, color="grey", lw=0.6, ls=":")
         ax.set_title(phenotype, fontsize=10)
         ax.set_xlabel("AUROC within population", fontsize=8)
+    lo, hi = _limits(all_lows + [0.5], all_highs + [0.5], floor=0.0, ceil=1.0)
+    axes[0][0].set_xlim(lo, hi)
     axes[0][0].set_yticks(range(len(pops)), pops, fontsize=8)
     axes[0][0].set_ylim(-0.6, len(pops) - 0.4)
     axes[0][-1].legend(title="layer", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

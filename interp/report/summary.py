@@ -226,7 +226,7 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
         n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
         scope = next((r.get("bh_scope") for r in members if r.get("bh_scope")), None)
         if not scope:
-            scope = f"Benjamini-Hochberg over the {n} tests of this family for phenotype {phen}"
+            scope = f"Benjamini-Hochberg q within this family for phenotype {phen}"
         ranked = sorted(members, key=lambda r: (_num(r.get("rank")) or math.inf, _num(r.get("p")) or 1.0,
                                                 str(r.get("feature"))))
         table = []
