@@ -71,7 +71,7 @@ def small_group(n: int) -> int | str:
 def provenance(inputs: dict, params: dict) -> dict:
     cfg = params["config"]
     hashed = {}
-    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples"):
+    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration"):
         for path in _as_list(inputs.get(key)):
             hashed[path] = sha256_file(path)
     for path in _as_list(inputs.get("cards")):
@@ -217,9 +217,9 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     out["audit"] = [{k: r.get(k) for k in keys + extra} for r in audit.iter_rows(named=True)]
     out["audit_details"] = details
     figs["cv_schemes"] = plots.cv_schemes(audit)
-    first_layers = next(iter(layer_order.values()), [])
+    all_layers = list(dict.fromkeys(la for layers in layer_order.values() for la in layers))
     if any(d.get("by_population") for d in details):
-        figs["population_auroc"] = plots.population_auroc(details, first_layers)
+        figs["population_auroc"] = plots.population_auroc(details, all_layers)
 
     bio = pl.read_parquet(inputs["biomarkers"])
     top = cfg["rank"]["report_top"]
