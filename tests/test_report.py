@@ -274,3 +274,22 @@ def test_report_without_cohort_renders(tmp_path: Path) -> None:
     html = render_html(report, figs, "nocohort", cfg)
     assert "No cohort in this run" in html and 'id="model"' in html
     assert first["verdicts"] == [] and not first["calibration"]["available"]
+
+
+def test_linkage_summary_counts_signals_not_features() -> None:
+    rows = [{"phenotype": "c", "kind": "variant", "feature": "chr1:150:A:G", "q": 1e-6, "p": 1e-8, "contig": "chr1",
+             "start": 149, "end": 150},
+            {"phenotype": "c", "kind": "variant", "feature": "chr1:900:A:G", "q": 0.5, "p": 0.1, "contig": "chr1",
+             "start": 899, "end": 900}]
+    rows += [{"phenotype": "c", "kind": "embedding", "feature": f"m/l/chr1:0-1000/dim{i}", "q": 1e-3, "p": 1e-5,
+              "contig": "chr1", "start": 0 if i % 2 else 500, "end": 1000 if i % 2 else 1500} for i in range(40)]
+    rows += [{"phenotype": "n", "kind": "embedding", "feature": f"m/l/chr1:{i * 100}-1000/dim0", "q": 0.01, "p": 1e-4,
+              "contig": "chr1", "start": i * 100, "end": i * 100 + 1000} for i in range(30)]
+    link = {x["phenotype"]: x for x in summary.linkage_summary(rows)}
+    assert link["c"] == {"phenotype": "c", "n_model_features_q": 40, "n_windows": 2, "n_variants_q": 1,
+                         "lead_variant": "chr1:150 A>G", "n_tagged_variants": None}
+    assert link["n"]["n_windows"] == 30
+    caveats = [c for c in summary.detect_caveats({"biomarker_linkage": list(link.values())}) if c["id"] == "linked_features"]
+    assert len(caveats) == 1 and caveats[0]["text"].startswith("c: 40 model features at q < 0.05 lie in 2 window(s)")
+    rows[2]["tags_variants"] = "chr1:150:A:G,chr1:160:C:T"
+    assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2

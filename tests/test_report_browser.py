@@ -5,11 +5,12 @@ Checks: no console errors; no network request (the page is self-contained); the 
 card per phenotype on the first screen; every section present and reachable from the table of contents;
 every figure decoded; print CSS that keeps figures and cards whole; a PDF whose every page renders, with
 each numbered section starting a page. Screenshots are saved under the test's tmp dir (path printed; run
-with -s to see it). Skipped, with a note, where Chromium or poppler is not installed (`make sysdeps`).
+with -s to see it; INTERP_SCREENSHOT_DIR=<dir> keeps copies). Skipped, with a note, where Chromium or poppler is not installed (`make sysdeps`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,7 +83,12 @@ def check_page(html: Path, shots: Path, n_phenotypes: int) -> dict:
             "})")
     import json
 
-    print(f"\nreport screenshots: {first_screen} {full}")
+    keep = os.environ.get("INTERP_SCREENSHOT_DIR")  # pytest keeps only its last 3 tmp dirs
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for shot in (first_screen, full):
+            shutil.copy(shot, Path(keep) / f"{html.parent.name}_{shot.name}")
+    print(f"\nreport screenshots: {first_screen} {full}" + (f" (copied to {keep})" if keep else ""))
     return {"errors": errors, "external": external, **json.loads(found), **json.loads(printed),
             "n_phenotypes": n_phenotypes, "first_screen": first_screen}
 

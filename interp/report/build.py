@@ -233,6 +233,9 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     for fam in families:
         fam["rows"] = [{k: r.get(k) for k in FAMILY_KEYS if k in r} for r in fam["rows"]]
     out["biomarker_families"] = families
+    out["biomarker_linkage"] = summary.linkage_summary(
+        bio.select([c for c in ("phenotype", "kind", "q", "p", "contig", "start", "end", "feature", "tags_variants")
+                    if c in bio.columns]).to_dicts())
     truth = _read_json(inputs["truth"]) if inputs.get("truth") else None
     if truth is not None:
         out["truth_recovery"] = truth_recovery(truth, audit, bio)

@@ -241,6 +241,34 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
     return out
 
 
+def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
+    """How many separate signals the model-feature discoveries of each phenotype are.
+
+    Features of overlapping windows that all carry one variant are one signal, however many embedding
+    dimensions or SAE features pass. Per phenotype: [{phenotype, n_model_features_q, n_windows, n_variants_q,
+    lead_variant, n_tagged_variants}] (`n_tagged_variants` from rank's `tags_variants` when present).
+    """
+    out = []
+    phenotypes = list(OrderedDict.fromkeys(str(r["phenotype"]) for r in rows))
+    for ph in phenotypes:
+        sig = [r for r in rows if str(r["phenotype"]) == ph and _num(r.get("q")) is not None and r["q"] < q_level]
+        model = [r for r in sig if r.get("kind") not in ("variant", "variant_effect")]
+        variants = sorted((r for r in sig if r.get("kind") == "variant"), key=lambda r: (r.get("p") or 1.0))
+        windows = {(r.get("contig"), r.get("start"), r.get("end")) for r in model}
+        tagged = set()
+        for r in model:
+            tv = r.get("tags_variants")
+            if isinstance(tv, str) and tv:
+                tagged.update(t for t in re.split(r"[,;\s]+", tv) if t)
+            elif isinstance(tv, (list, tuple)):
+                tagged.update(map(str, tv))
+        out.append({"phenotype": ph, "n_model_features_q": len(model), "n_windows": len(windows),
+                    "n_variants_q": len(variants),
+                    "lead_variant": short_name(variants[0]) if variants else None,
+                    "n_tagged_variants": len(tagged) if tagged else None})
+    return out
+
+
 # ------------------------------------------------------------------------------------------ calibration
 RUN_AXES = {
     "n_samples": ("n_samples", "sample_size", "cohort_size", "n"),
@@ -405,6 +433,15 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     calib = (report.get("summary") or {}).get("calibration") or report.get("_calibration")
     if audit and calib is not None and not calib.get("available"):
         out.append(_caveat("no_calibration", "medium", calib.get("note", "Calibration not available."), "summary"))
+    for link in report.get("biomarker_linkage") or []:
+        n, w = link.get("n_model_features_q") or 0, link.get("n_windows") or 0
+        if n >= 20 and w <= max(5, n // 20):
+            lead = f" (lead variant {link['lead_variant']})" if link.get("lead_variant") else ""
+            tagged = (f", tagging {link['n_tagged_variants']} variant(s)" if link.get("n_tagged_variants") else "")
+            out.append(_caveat("linked_features", "medium",
+                               f"{link['phenotype']}: {n} model features at q < 0.05 lie in {w} window(s){tagged}, "
+                               f"beside {link.get('n_variants_q', 0)} significant variant(s){lead}: they are one or a "
+                               f"few linked signals, not {n} independent biomarkers.", "biomarkers"))
     truth = report.get("truth_recovery") or {}
     wrong = [k.replace("|", " / ") + f": {v.get('verdict')} (expected {v.get('expected')})"
              for k, v in (truth.get("verdicts") or {}).items() if v.get("as_expected") is False]
