@@ -293,3 +293,31 @@ def test_linkage_summary_counts_signals_not_features() -> None:
     assert len(caveats) == 1 and caveats[0]["text"].startswith("c: 40 model features at q < 0.05 lie in 2 window(s)")
     rows[2]["tags_variants"] = "chr1:150:A:G,chr1:160:C:T"
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
+
+
+def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
+    from interp.report.build import sae_atlas
+
+    sae_dir = tmp_path / "results" / "run" / "sae" / "m" / "block2"
+    (sae_dir / "atlas").mkdir(parents=True)
+    (sae_dir / "atlas" / "index.html").write_text("<html></html>")
+    metrics = sae_dir / "metrics.json"
+    report_dir = tmp_path / "reports" / "run"
+    report_dir.mkdir(parents=True)
+    assert sae_atlas({}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
+    assert sae_atlas({"atlas": "atlas/index.html"}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
+    assert sae_atlas({"atlas": "missing.html"}, metrics, report_dir) is None
+    (sae_dir / "atlas" / "index.html").unlink()
+    assert sae_atlas({}, metrics, report_dir) is None
+
+
+def test_sae_concept_counts_and_atlas_shown(tmp_path: Path) -> None:
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    report["sae"][0].update({"n_concepts_matched_sae": 5, "n_concepts_matched_neurons": 2,
+                             "atlas": "../atlas/index.html"})
+    first = summary.assemble(report, layers, None)
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=summary.methods(cfg))
+    html = render_html(report, figs, "x", cfg)
+    assert "sae: 5" in html and "neurons: 2" in html
+    assert 'href="../atlas/index.html"' in html
