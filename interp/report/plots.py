@@ -266,9 +266,11 @@ def regional_association(
         lp = -np.log10(np.clip(variants["p"].fill_null(1.0).to_numpy(), 1e-300, 1.0))
         ax.scatter(pos, lp, s=14, color="#4d4d4d", alpha=0.8, label="variants", zorder=3)
     fams = list(dict.fromkeys(model_top["family"].to_list())) if not model_top.is_empty() else []
-    for r in model_top.iter_rows(named=True):
+    top_lp = max([-np.log10(max(p_, 1e-300)) for p_ in model_top["p"].to_list()] + [1.0])
+    for k, r in enumerate(model_top.iter_rows(named=True)):
         color = PALETTE[(fams.index(r["family"]) + 1) % len(PALETTE)]
-        lp_ = -np.log10(max(r["p"], 1e-300))
+        # bars of families that share a window and a p would hide each other: stack them slightly
+        lp_ = -np.log10(max(r["p"], 1e-300)) + k * 0.03 * top_lp
         ax.axvspan(r["start"] + 1, r["end"], color=color, alpha=0.07, lw=0)
         ax.hlines(lp_, r["start"] + 1, r["end"], color=color, lw=3, zorder=4,
                   label=f"{r['family']} top: {r['short_name']}")
