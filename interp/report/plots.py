@@ -192,7 +192,9 @@ def cv_schemes(audit: pl.DataFrame) -> str:
     lo, hi = _limits(vals_all + [0.5], vals_all, floor=0.0, ceil=1.0)
     ax.set_xlim(lo, hi + 0.01)
     ax.axvline(0.5, color="grey", lw=0.6, ls=":")
-    ax.set_yticks(y, [f"{r['phenotype']} / {r['layer']}" for r in rows], fontsize=8)
+    many_models = len({r.get("model") for r in rows}) > 1
+    ax.set_yticks(y, [f"{r['phenotype']} / {r['model'] + '/' if many_models else ''}{r['layer']}" for r in rows],
+                  fontsize=8)
     for k in range(1, len(rows)):
         if rows[k]["phenotype"] != rows[k - 1]["phenotype"]:
             ax.axhline(y[k] + 0.5, color="#cccccc", lw=0.8)
