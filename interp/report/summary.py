@@ -440,8 +440,9 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
             tagged = (f", tagging {link['n_tagged_variants']} variant(s)" if link.get("n_tagged_variants") else "")
             out.append(_caveat("linked_features", "medium",
                                f"{link['phenotype']}: {n} model features at q < 0.05 lie in {w} window(s){tagged}, "
-                               f"beside {link.get('n_variants_q', 0)} significant variant(s){lead}: they are one or a "
-                               f"few linked signals, not {n} independent biomarkers.", "biomarkers"))
+                               f"beside {link.get('n_variants_q', 0)} significant variant(s){lead}: they are at most {w} "
+                               f"window-level signals carried by linked variants, not {n} independent biomarkers.",
+                               "biomarkers"))
     truth = report.get("truth_recovery") or {}
     wrong = [k.replace("|", " / ") + f": {v.get('verdict')} (expected {v.get('expected')})"
              for k, v in (truth.get("verdicts") or {}).items() if v.get("as_expected") is False]
