@@ -321,3 +321,16 @@ def test_sae_concept_counts_and_atlas_shown(tmp_path: Path) -> None:
     html = render_html(report, figs, "x", cfg)
     assert "sae: 5" in html and "neurons: 2" in html
     assert 'href="../atlas/index.html"' in html
+
+
+def test_pdf_skipped_with_a_log_line_when_the_browser_fails(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A browser that exits at once (here /bin/false) costs the PDF, never the run."""
+    from interp.report.browser import html_to_pdf
+
+    monkeypatch.setenv("INTERP_CHROMIUM", "/bin/false")
+    page = tmp_path / "index.html"
+    page.write_text("<html><body>x</body></html>")
+    with caplog.at_level(logging.WARNING):
+        assert html_to_pdf(page, tmp_path / "report.pdf", "t", timeout=20) is False
+    assert "report.pdf not written" in caplog.text
+    assert not (tmp_path / "report.pdf").exists()
