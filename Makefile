@@ -16,13 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
-# bcftools, plink2 and tabix are the oracles of the cohort tests (Debian packages).
+# bcftools, plink2 and tabix are the oracles of the cohort tests; chromium (headless) prints report.pdf and
+# runs the report's browser test, poppler-utils renders the PDF's pages in that test (Debian packages).
+SYSDEPS_CMDS := bcftools plink2 tabix chromium pdftoppm
+SYSDEPS_PKGS := bcftools plink2 tabix chromium poppler-utils
 sysdeps:
-	@if ! command -v bcftools >/dev/null || ! command -v plink2 >/dev/null || ! command -v tabix >/dev/null; then \
+	@missing=""; for c in $(SYSDEPS_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = "0" ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bcftools plink2 tabix >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS_PKGS) >/dev/null; \
 		else \
-			echo "note: bcftools/plink2/tabix missing and not root: oracle tests will be skipped"; \
+			echo "note:$$missing missing and not root: oracle tests and the report's browser/PDF tests will be skipped, and report.pdf not written"; \
 		fi; \
 	fi
 

@@ -38,6 +38,8 @@ def _summary(configfiles: list[str]) -> int:
     cfg = check_config(load_config_files(configfiles or ["configs/demo.yaml"]))
     run = cfg["run"]
     print(f"\nReport: reports/{run}/index.html\n        reports/{run}/report.json")
+    pdf = Path("reports") / run / "report.pdf"
+    print(f"        {pdf}" if pdf.exists() else "        (no report.pdf: Chromium not installed, see the report log)")
     timings = rule_timings(Path("results") / run / "benchmarks")
     if timings:
         print("\nWall time per rule (seconds, from benchmark files):")

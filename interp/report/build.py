@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ import numpy as np
 import polars as pl
 
 from interp.io import write_text_atomic
-from interp.report import plots
+from interp.report import plots, summary
+from interp.report.browser import html_to_pdf
 from interp.report.provenance import git_commit, model_entries, package_versions, rule_timings, sha256_file
 
 TEMPLATES = Path(__file__).parent / "templates"
 MIN_GROUP = 5
+log = logging.getLogger(__name__)
 
 
 def _clean(obj: Any, digits: int = 6) -> Any:
@@ -67,7 +71,7 @@ def small_group(n: int) -> int | str:
 def provenance(inputs: dict, params: dict) -> dict:
     cfg = params["config"]
     hashed = {}
-    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples"):
+    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration"):
         for path in _as_list(inputs.get(key)):
             hashed[path] = sha256_file(path)
     for path in _as_list(inputs.get("cards")):
@@ -83,6 +87,28 @@ def provenance(inputs: dict, params: dict) -> dict:
             "models": models, "git_commit": git_commit(Path(__file__).resolve().parents[2])}
 
 
+SAE_EXTRA = ("lift", "auprc", "dense_fraction", "loss_recovered", "fvu_test", "l0_test")
+
+
+def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | None) -> str | None:
+    """Link (relative to the report's folder) to the SAE's feature atlas page when the SAE stage made one:
+    metrics `atlas` / `atlas_path`, else `atlas/index.html` or `atlas.html` beside metrics.json."""
+    found = None
+    for key in ("atlas", "atlas_path", "atlas_html"):
+        if isinstance(metrics.get(key), str) and metrics[key]:
+            cand = Path(metrics[key])
+            found = cand if cand.is_absolute() or cand.exists() else Path(metrics_path).parent / cand
+            break
+    if found is None:
+        for cand in (Path(metrics_path).parent / "atlas" / "index.html", Path(metrics_path).parent / "atlas.html"):
+            if cand.exists():
+                found = cand
+                break
+    if found is None or not found.exists():
+        return None
+    return os.path.relpath(found.resolve(), Path(html_dir).resolve()) if html_dir else str(found)
+
+
 def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     """(json part, figures) for the LM, probes and SAE."""
     out: dict[str, Any] = {}
@@ -91,7 +117,7 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     for row in out["lm"]:
         row.pop("train_seconds", None)  # wall clock: lives in timings, not in the reproducible part
     if out["lm"]:
-        figs["lm"] = plots.lm_losses(out["lm"])
+        figs["lm"] = plots.lm_fit(out["lm"])
 
     probes = pl.read_parquet(inputs["probes"])
     out["probes"] = probes.to_dicts()
@@ -111,7 +137,9 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
         layer_order[model] = [layer for layer in order if layer in files]
         for layer, p in files.items():
             pooled[(model, layer)] = p
-    figs["probe_by_layer"] = plots.probe_auroc_by_layer(probes, layer_order)
+    figs["probe_by_layer"] = plots.probe_panels(probes, layer_order)
+    out["layers"] = layer_order
+    out["probe_notes_grouped"] = summary.group_probe_notes(out["probes"], layer_order)
 
     cfg = params["config"]
     sae_layer = cfg["sae"]["layer"]
@@ -133,7 +161,18 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
                 "top_windows": r.get("top_windows")} for r in alive.head(top_n).iter_rows(named=True)]
         entry = {k: m.get(k) for k in ("model", "layer", "architecture", "n_features", "k", "fvu", "l0",
                                        "dead_fraction", "n_train_tokens", "n_heldout_tokens")}
+        # metrics the SAE stage may add (honest labels, loss recovered, concept counts): passed through
+        for k, v in m.items():
+            if k in SAE_EXTRA or k.startswith("n_concepts_matched"):
+                entry[k] = v
+        for r, t in zip(alive.head(top_n).iter_rows(named=True), top, strict=True):
+            for k in ("lift", "best_lift", "auprc", "best_auprc", "precision", "best_precision"):
+                if r.get(k) is not None:
+                    t[k.removeprefix("best_")] = r[k]
         entry["top_features"] = top
+        atlas = sae_atlas(m, metrics_path, params.get("html_dir"))
+        if atlas:
+            entry["atlas"] = atlas
         entry["best_f1_by_label"] = {
             col[3:]: float(feats[col].max()) for col in feats.columns if col.startswith("f1_")}
         out["sae"].append(entry)
@@ -141,7 +180,7 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     return out, figs
 
 
-def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
+def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]]) -> tuple[dict, dict]:
     """(json part, figures) for the cohort: ancestry, verdicts, CV schemes, biomarkers, truth."""
     out: dict[str, Any] = {}
     figs: dict[str, str] = {}
@@ -177,7 +216,10 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     extra = [c for c in audit.columns if c not in keys]
     out["audit"] = [{k: r.get(k) for k in keys + extra} for r in audit.iter_rows(named=True)]
     out["audit_details"] = details
-    figs["cv_schemes"] = plots.cv_scheme_comparison(audit)
+    figs["cv_schemes"] = plots.cv_schemes(audit)
+    all_layers = list(dict.fromkeys(la for layers in layer_order.values() for la in layers))
+    if any(d.get("by_population") for d in details):
+        figs["population_auroc"] = plots.population_auroc(details, all_layers)
 
     bio = pl.read_parquet(inputs["biomarkers"])
     top = cfg["rank"]["report_top"]
@@ -195,9 +237,78 @@ def cohort_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     out["biomarkers"] = [{k: r.get(k) for k in bio_keys + extra_bio} for r in rows.iter_rows(named=True)]
     if inputs.get("rank_summary"):
         out["rank_summary"] = _read_json(inputs["rank_summary"])
-    if inputs.get("truth"):
-        out["truth_recovery"] = truth_recovery(_read_json(inputs["truth"]), audit, bio)
+    keep = [c for c in bio.columns if c in FAMILY_KEYS]
+    families = summary.family_tables(bio.select(keep).to_dicts(), top)
+    for fam in families:
+        fam["rows"] = [{k: r.get(k) for k in FAMILY_KEYS if k in r} for r in fam["rows"]]
+    out["biomarker_families"] = families
+    out["biomarker_linkage"] = summary.linkage_summary(
+        bio.select([c for c in ("phenotype", "kind", "q", "p", "contig", "start", "end", "feature", "tags_variants")
+                    if c in bio.columns]).to_dicts())
+    truth = _read_json(inputs["truth"]) if inputs.get("truth") else None
+    if truth is not None:
+        out["truth_recovery"] = truth_recovery(truth, audit, bio)
+    exons = _annotation_near(inputs, params, bio)
+    for phenotype in bio["phenotype"].unique(maintain_order=True).to_list():
+        figs[f"regional_{phenotype}"] = regional_plot(bio, phenotype, exons, truth)
     return out, figs
+
+
+FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", "layer", "window", "gene",
+               "exon_overlap", "effect", "ci_low", "ci_high", "p", "q", "stability", "rank", "method",
+               "n_carriers", "tags_variants", "lead_variant", "p_conditional", "bh_scope", "nearest_variants")
+
+
+def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFrame:
+    """Transcript and exon rows of the gene table on the biomarkers' contigs and span (empty without one)."""
+    from interp.genome.annotation import read_annotation, to_contigs
+
+    empty = pl.DataFrame(schema={"gene": pl.String, "transcript": pl.String, "contig": pl.String,
+                                 "strand": pl.String, "feature": pl.String, "start": pl.Int64, "end": pl.Int64})
+    if not inputs.get("annotation") or bio.is_empty():
+        return empty
+    ref = params["config"]["reference"]
+    ann = read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"))
+    contigs = bio["contig"].unique().to_list()
+    ann = to_contigs(ann, contigs, ref.get("contig_aliases") or {}, drop_missing=True)
+    lo, hi = int(bio["start"].min()), int(bio["end"].max())
+    return ann.filter(pl.col("contig").is_in(contigs) & (pl.col("start") < hi) & (pl.col("end") > lo)).select(
+        list(empty.columns))
+
+
+def regional_plot(bio: pl.DataFrame, phenotype: str, exons: pl.DataFrame, truth: dict | None) -> str:
+    """Regional association plot of one phenotype: every variant's -log10 p, the top feature of each model
+    family (up to 4, smallest p) as its window, the lead variant, the gene's exons; the planted causal
+    variant of a simulated cohort as a dotted line."""
+    sub = bio.filter(pl.col("phenotype") == phenotype)
+    contig = None
+    variants = sub.filter(pl.col("kind") == "variant").filter(pl.col("p").is_not_null())
+    if not variants.is_empty():
+        contig = variants.sort("p")["contig"][0]
+        variants = variants.filter(pl.col("contig") == contig)
+    variants = variants.with_columns((pl.col("start") + 1).alias("pos"))
+    lead = None
+    if not variants.is_empty():
+        r = variants.sort(["p", "pos"]).row(0, named=True)
+        lead = {"pos": r["pos"], "p": r["p"], "name": summary.short_name(r)}
+    model_rows = [dict(r, family=summary.family_of(r)) for r in
+                  sub.filter((pl.col("kind") != "variant") & pl.col("p").is_not_null()).sort(["p", "feature"])
+                  .iter_rows(named=True) if contig is None or r["contig"] == contig]
+    best: dict[str, dict] = {}
+    for r in model_rows:
+        best.setdefault(r["family"], r)
+    top = sorted(best.values(), key=lambda r: r["p"])[:4]
+    model_top = pl.DataFrame([{"start": int(r["start"]), "end": int(r["end"]), "p": float(r["p"]),
+                               "family": r["family"], "short_name": summary.short_name(r)} for r in top],
+                             schema={"start": pl.Int64, "end": pl.Int64, "p": pl.Float64, "family": pl.String,
+                                     "short_name": pl.String})
+    if contig is None and top:
+        contig = top[0]["contig"]
+    ex = exons.filter(pl.col("contig") == contig) if contig is not None else exons
+    truth_pos = None
+    if truth and phenotype == "causal" and truth.get("causal_variant", {}).get("contig") == contig:
+        truth_pos = int(truth["causal_variant"]["pos"])
+    return plots.regional_association(phenotype, variants.select("pos", "p"), model_top, ex, lead, truth_pos)
 
 
 def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
@@ -234,22 +345,67 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
     }
 
 
+def _calibration_rows(path: str | Path | None) -> list[dict] | None:
+    """Rows of the calibration table (a list, or {"rows": [...]}), or None when there is none."""
+    if not path or not Path(path).exists():
+        return None
+    data = _read_json(path)
+    rows = data.get("rows") if isinstance(data, dict) else data
+    return rows if isinstance(rows, list) else None
+
+
 def build_report(inputs: dict, outputs: dict, params: dict) -> dict:
-    """Write report.json and index.html; returns the report dict."""
+    """Write report.json, index.html and (where Chromium is installed) report.pdf; returns the report."""
+    params = dict(params, html_dir=str(Path(outputs["html"]).parent))
     report: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     report["provenance"] = provenance(inputs, params)
     ref, figs = reference_sections(inputs, params)
     report.update(ref)
+    layer_order = ref["layers"]
     if params["config"].get("cohort", {}).get("enabled"):
-        coh, cfigs = cohort_sections(inputs, params)
+        coh, cfigs = cohort_sections(inputs, params, layer_order)
         report.update(coh)
         figs.update(cfigs)
     report["timings"] = rule_timings(params["benchmarks"])
+    return finish_report(report, figs, layer_order, _calibration_rows(inputs.get("calibration")),
+                         params["config"], params["run"], outputs)
+
+
+def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, list[str]],
+                  calibration_rows: list[dict] | None, config: dict, run: str, outputs: dict) -> dict:
+    """Add the summary, limitations and methods to the report's sections; write report.json, index.html
+    and report.pdf (when Chromium is installed; else the log says so and a stale PDF is removed)."""
+    report = _clean(report)
+    first = summary.assemble(report, layer_order, calibration_rows)
+    report["limitations"] = first.pop("_all_caveats")
+    report["summary"] = first
+    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"))
     report = _clean(report)
     write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    html = env.get_template("report.html").render(r=report, figs=figs, run=params["run"],
-                                                  config_yaml=json.dumps(params["config"], indent=2))
-    write_text_atomic(outputs["html"], html)
+    write_text_atomic(outputs["html"], render_html(report, figs, run, config))
+    pdf = Path(outputs.get("pdf") or Path(outputs["html"]).with_name("report.pdf"))
+    if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {run}"):
+        if pdf.exists():
+            pdf.unlink()  # a PDF of an earlier run would contradict this index.html
+            log.warning("removed the stale %s of an earlier run", pdf)
     return report
+
+
+def render_html(report: dict, figs: dict[str, str], run: str, config: dict) -> str:
+    """index.html from the report dict and its figures (base64 PNGs), one self-contained page."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.ChainableUndefined)
+    env.filters["num"] = fmt_num
+    env.filters["verdict_class"] = summary.verdict_class
+    return env.get_template("report.html").render(r=report, figs=figs, run=run,
+                                                  config_yaml=json.dumps(config, indent=2))
+
+
+def fmt_num(x: Any, spec: str = ".3f", missing: str = "n/a") -> str:
+    """Template filter: a number formatted with `spec`, or `missing` for None/NaN/non-numbers ("<5" stays)."""
+    if isinstance(x, jinja2.Undefined):
+        return missing
+    if isinstance(x, str):
+        return x
+    v = summary._num(x)
+    return missing if v is None else format(v, spec)

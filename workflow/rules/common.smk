@@ -1,5 +1,6 @@
 # Config validation (before any rule runs) and the small helpers every rule file uses.
 import json
+import os
 import sys
 
 import yaml
@@ -106,6 +107,9 @@ def report_inputs(wildcards):
         })
         if config["cohort"]["source"] == "simulate":
             inputs["truth"] = f"{R}/cohort/input/truth.json"
+        calibration = config["report"].get("calibration")
+        if calibration and os.path.exists(calibration):  # optional: the summary says when it is absent
+            inputs["calibration"] = calibration
     return inputs
 
 

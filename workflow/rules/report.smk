@@ -1,4 +1,6 @@
 # Stage 9: the audit report, HTML + JSON with full provenance (interp.report).
+# report.pdf is printed beside index.html by headless Chromium when it is installed; it is not a declared
+# output because the run must succeed without it (the log then says why no PDF was written).
 
 
 rule report:

@@ -1,0 +1,598 @@
+"""What a reviewer reads first: verdicts per phenotype, calibration, caveats, grouped notes, methods.
+
+Plain functions over plain rows (dicts as in report.json), so every rule here is unit-tested on
+synthetic inputs (tests/test_report.py). Nothing here reads files; `interp.report.build` does.
+Keys that the audit, rank and SAE stages may or may not write (verdict_rule, reason, p_within_adjusted,
+family, short_name, ...) are used when present and derived or left out when absent.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+# Severity of a verdict for "the worst across layers". An unknown verdict string is treated like
+# INCONCLUSIVE (it cannot be read as a pass), and keeps its own text on the badge.
+SEVERITY = {"PASS": 0, "NO SIGNAL": 1, "WARN": 2, "INCONCLUSIVE": 2, "FAIL": 3}
+UNKNOWN_SEVERITY = 2
+SMALL_POPULATION = 50
+"""A population with fewer samples gets a caveat: its per-population AUROC has SE ~0.07 or more."""
+FEW_CASES = 20
+"""A phenotype with fewer cases (or controls) gets a caveat."""
+DEAD_FRACTION = 0.2
+"""An SAE with more dead features gets a caveat."""
+DENSE_FRACTION = 0.1
+"""An SAE with more dense features (firing on > 10% of tokens) gets a caveat."""
+
+
+def _num(x: Any) -> float | None:
+    """A finite float or None (NaN, None, strings such as "<5" are not numbers here)."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def verdict_class(verdict: str) -> str:
+    """CSS class of a verdict badge: v-pass, v-fail, v-warn, v-no-signal, v-inconclusive, v-other."""
+    v = str(verdict).upper()
+    known = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "NO SIGNAL": "no-signal", "INCONCLUSIVE": "inconclusive"}
+    return f"v-{known.get(v, 'other')}"
+
+
+def severity(verdict: str) -> int:
+    return SEVERITY.get(str(verdict).upper(), UNKNOWN_SEVERITY)
+
+
+def reason_of(row: dict) -> str:
+    """The one-sentence reason of an audit row: `reason` when the audit writes one, else its `reasons`."""
+    reason = row.get("reason")
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    reasons = row.get("reasons")
+    if isinstance(reasons, (list, tuple)):
+        reasons = "; ".join(str(r) for r in reasons)
+    return str(reasons).strip() if reasons else "no reason recorded by the audit"
+
+
+def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None = None) -> list[dict]:
+    """One verdict per phenotype: the worst over models x layers, with the (model, layer) that decided it.
+
+    Ties are broken by model order, then layer order (`layer_order[model]`, else the rows' order); the
+    other layers with the same verdict are listed in `also`. Returns, phenotypes in first-seen order,
+    [{phenotype, verdict, model, layer, reason, verdict_rule, also [layer], by_layer [{model, layer,
+    verdict}], css}].
+    """
+    layer_order = layer_order or {}
+    by_pheno: OrderedDict[str, list[dict]] = OrderedDict()
+    for row in audit:
+        by_pheno.setdefault(str(row["phenotype"]), []).append(row)
+
+    def position(row: dict, i: int) -> tuple:
+        models = list(layer_order)
+        m = models.index(row.get("model")) if row.get("model") in models else len(models)
+        layers = layer_order.get(row.get("model"), [])
+        lay = layers.index(row.get("layer")) if row.get("layer") in layers else len(layers) + i
+        return (m, lay)
+
+    out = []
+    for phenotype, rows in by_pheno.items():
+        ordered = [r for _, r in sorted(enumerate(rows), key=lambda t: position(t[1], t[0]))]
+        worst = max(severity(r["verdict"]) for r in ordered)
+        deciding = [r for r in ordered if severity(r["verdict"]) == worst]
+        # among equally severe verdicts of different strings (WARN vs INCONCLUSIVE) keep the first
+        first = deciding[0]
+        also = [r["layer"] if len({x.get("model") for x in ordered}) == 1 else f"{r.get('model')}/{r['layer']}"
+                for r in deciding[1:] if r["verdict"] == first["verdict"]]
+        out.append({
+            "phenotype": phenotype,
+            "verdict": str(first["verdict"]),
+            "model": first.get("model"),
+            "layer": first.get("layer"),
+            "reason": reason_of(first),
+            "verdict_rule": first.get("verdict_rule"),
+            "also": also,
+            "by_layer": [{"model": r.get("model"), "layer": r.get("layer"), "verdict": str(r["verdict"])}
+                         for r in ordered],
+            "css": verdict_class(first["verdict"]),
+        })
+    return out
+
+
+# ------------------------------------------------------------------------------------------ notes
+def group_probe_notes(probes: list[dict], layer_order: dict[str, list[str]]) -> list[str]:
+    """Fold-skip notes of the probe table, one line per (model, target, number skipped).
+
+    Rows with the same target and the same number of skipped folds are grouped across layers and
+    feature sets: "exon probes (tiny-dnalm): 1 of 5 folds skipped in every layer and in the shuffled
+    and 3-mer controls: a fold had no exon windows or only exon windows (22 of 399 windows are exon)".
+    """
+    groups: OrderedDict[tuple, dict] = OrderedDict()
+    for r in probes:
+        skipped = int(r.get("n_folds_skipped") or 0)
+        if skipped <= 0:
+            continue
+        target = str(r["target"])
+        model = r.get("model")
+        is_control = r.get("features") == "kmer3" or model not in layer_order
+        key = (target, skipped)
+        g = groups.setdefault(key, {"models": OrderedDict(), "features": [], "total": None,
+                                    "n_pos": r.get("n_pos"), "n_neg": r.get("n_neg")})
+        if not is_control:
+            g["models"].setdefault(model, []).append(r.get("layer"))
+        if r.get("features") not in g["features"]:
+            g["features"].append(r.get("features"))
+        if r.get("features") in ("embedding", "kmer3") and r.get("n_folds_used") is not None:
+            g["total"] = int(r["n_folds_used"]) + skipped
+    lines = []
+    for (target, skipped), g in groups.items():
+        total = f" of {g['total']}" if g["total"] else ""
+        fold_word = "fold" if skipped == 1 and not g["total"] else "folds"
+        where = []
+        for model, layers in g["models"].items():
+            all_layers = layer_order.get(model, [])
+            present = [la for la in all_layers if la in set(layers)]
+            if all_layers and len(present) == len(all_layers):
+                where.append(f"every layer of {model}" if len(g["models"]) > 1 else "every layer")
+            else:
+                where.append(f"{model} " + ", ".join(sorted(set(layers), key=lambda la: (
+                    all_layers.index(la) if la in all_layers else len(all_layers), la))))
+        controls = [c for c in ("shuffled", "kmer3") if c in g["features"]]
+        control_text = " and ".join("the 3-mer control" if c == "kmer3" else "the shuffled-label control"
+                                    for c in controls)
+        scope = " and ".join(x for x in (", ".join(where), control_text) if x)
+        counts = ""
+        if g["n_pos"] is not None and g["n_neg"] is not None:
+            counts = f" ({g['n_pos']} of {int(g['n_pos']) + int(g['n_neg'])} windows are {target})"
+        lines.append(f"{target} probes: {skipped}{total} {fold_word} skipped in {scope}: "
+                     f"a fold had no {target} windows or only {target} windows{counts}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ biomarkers
+def family_of(row: dict) -> str:
+    """Feature family of a biomarker row: `family` when rank writes it, else derived from kind/model/layer:
+    variant, embedding:<model>/<layer>, sae:<model>/<layer>, variant_effect:<model>."""
+    fam = row.get("family")
+    if isinstance(fam, str) and fam:
+        return fam
+    kind = str(row.get("kind") or "")
+    model, layer = row.get("model") or "", row.get("layer") or ""
+    if kind == "variant":
+        return "variant"
+    if kind == "variant_effect":
+        return f"variant_effect:{model}" if model else "variant_effect"
+    if model and layer:
+        return f"{kind}:{model}/{layer}"
+    return f"{kind}:{model}" if model else kind
+
+
+FAMILY_TITLES = {"variant": "Variants", "embedding": "Embedding features", "sae": "SAE features",
+                 "variant_effect": "Variant-effect scores"}
+
+
+def family_title(family: str) -> str:
+    """Human title: 'Embedding features: tiny-dnalm / block2'."""
+    kind, _, rest = family.partition(":")
+    title = FAMILY_TITLES.get(kind, kind.replace("_", " ").capitalize())
+    return f"{title}: {rest.replace('/', ' / ')}" if rest else title
+
+
+def short_name(row: dict) -> str:
+    """Short display name of a feature; the full id stays in `feature` (hover, JSON).
+
+    Variants 'chr17:6141:C:T' -> 'chr17:6141 C>T'; model features '<model>/<layer>/<window>/dim46' ->
+    'dim46' (the window has its own column); anything else: its last path component.
+    """
+    name = row.get("short_name")
+    if isinstance(name, str) and name:
+        return name
+    feature = str(row.get("feature", ""))
+    if row.get("kind") == "variant":
+        parts = feature.split(":")
+        if len(parts) == 4:
+            return f"{parts[0]}:{parts[1]} {parts[2]}>{parts[3]}"
+        return feature
+    return feature.rsplit("/", 1)[-1]
+
+
+def family_tables(rows: list[dict], top: int) -> list[dict]:
+    """Biomarker rows (all tests of a run) into one table per (phenotype, family), each with its BH scope.
+
+    `rows`: every tested feature (not only the top) so n_tests and the count at q < 0.05 are the family's.
+    Returns [{phenotype, family, title, kind, bh_scope, n_tests, n_q_below_0_05, rows [top by rank, with
+    short_name and family added]}], phenotypes in first-seen order, variants first, then model families.
+    """
+    groups: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
+    for r in rows:
+        groups.setdefault((str(r["phenotype"]), family_of(r)), []).append(r)
+    phen_order = list(OrderedDict.fromkeys(p for p, _ in groups))
+    kind_order = ["variant", "variant_effect", "embedding", "sae"]
+
+    def sort_key(key: tuple[str, str]) -> tuple:
+        phen, fam = key
+        kind = fam.partition(":")[0]
+        return (phen_order.index(phen), kind_order.index(kind) if kind in kind_order else len(kind_order), fam)
+
+    out = []
+    for phen, fam in sorted(groups, key=sort_key):
+        members = groups[(phen, fam)]
+        n = len(members)
+        n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
+        scope = next((r.get("bh_scope") for r in members if r.get("bh_scope")), None)
+        if not scope:
+            scope = f"Benjamini-Hochberg q within this family for phenotype {phen}"
+        ranked = sorted(members, key=lambda r: (_num(r.get("rank")) or math.inf, _num(r.get("p")) or 1.0,
+                                                str(r.get("feature"))))
+        table = []
+        for r in ranked[:top]:
+            entry = dict(r)
+            entry["family"] = fam
+            entry["short_name"] = short_name(r)
+            table.append(entry)
+        out.append({"phenotype": phen, "family": fam, "title": family_title(fam),
+                    "kind": fam.partition(":")[0], "bh_scope": scope, "n_tests": n,
+                    "n_q_below_0_05": n_sig, "rows": table})
+    return out
+
+
+def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
+    """How many separate signals the model-feature discoveries of each phenotype are.
+
+    Features of overlapping windows that all carry one variant are one signal, however many embedding
+    dimensions or SAE features pass. Per phenotype: [{phenotype, n_model_features_q, n_windows, n_variants_q,
+    lead_variant, n_tagged_variants}] (`n_tagged_variants` from rank's `tags_variants` when present).
+    """
+    out = []
+    phenotypes = list(OrderedDict.fromkeys(str(r["phenotype"]) for r in rows))
+    for ph in phenotypes:
+        sig = [r for r in rows if str(r["phenotype"]) == ph and _num(r.get("q")) is not None and r["q"] < q_level]
+        model = [r for r in sig if r.get("kind") not in ("variant", "variant_effect")]
+        variants = sorted((r for r in sig if r.get("kind") == "variant"), key=lambda r: (r.get("p") or 1.0))
+        windows = {(r.get("contig"), r.get("start"), r.get("end")) for r in model}
+        tagged = set()
+        for r in model:
+            tv = r.get("tags_variants")
+            if isinstance(tv, str) and tv:
+                tagged.update(t for t in re.split(r"[,;\s]+", tv) if t)
+            elif isinstance(tv, (list, tuple)):
+                tagged.update(map(str, tv))
+        out.append({"phenotype": ph, "n_model_features_q": len(model), "n_windows": len(windows),
+                    "n_variants_q": len(variants),
+                    "lead_variant": short_name(variants[0]) if variants else None,
+                    "n_tagged_variants": len(tagged) if tagged else None})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ calibration
+RUN_AXES = {
+    "n_samples": ("n_samples", "sample_size", "cohort_size", "n"),
+    "n_per_population": ("n_per_population", "per_population", "population_size"),
+    "n_populations": ("n_populations", "populations"),
+    "odds_ratio": ("odds_ratio", "or", "effect", "causal_effect", "effect_size"),
+    "permutations": ("permutations", "n_permutations", "n_null_replicates"),
+}
+
+
+def _axis_distance(a: float, b: float) -> float:
+    if a > 0 and b > 0:
+        return abs(math.log(a / b))
+    return abs(a - b)
+
+
+def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
+    """The calibration behind the verdicts: the cell of the calibration grid closest to this run.
+
+    `rows`: calibration.json rows {cell, axis, value, truth, n_replicates, verdict_rates {VERDICT:
+    {rate, ci_low, ci_high, count}}, power_variant, power_feature, type1, fdr}, or None when the run has
+    no calibration file. `run`: this run's characteristics (keys of RUN_AXES: n_samples, odds_ratio, ...).
+    A grid axis whose name matches one of them picks the cell with the nearest value (log scale); with
+    no matching axis the base cell is used. Returns {available, cell, axis, value, run_value, matched_by,
+    note, rows [{truth, n_replicates, verdict_rates, power_variant, power_feature, type1, fdr}]}.
+    """
+    if not rows:
+        return {"available": False, "rows": [],
+                "note": "Calibration is not available for this configuration: no calibration table "
+                        "(reports/calibration/calibration.json) was given to the report, so the error "
+                        "rates of these verdicts were not measured for it."}
+    best: tuple[float, str, dict] | None = None
+    for r in rows:
+        axis = str(r.get("axis") or "").lower()
+        value = _num(r.get("value"))
+        for key, names in RUN_AXES.items():
+            if axis in names and value is not None and _num(run.get(key)) is not None:
+                d = _axis_distance(value, float(run[key]))
+                if best is None or d < best[0]:
+                    best = (d, key, r)
+    if best is not None:
+        _, key, pick = best
+        matched_by = "nearest"
+        cell = pick.get("cell")
+        note = (f"Closest calibration cell to this run: {pick.get('axis')} = {pick.get('value')} "
+                f"(this run: {run[key]:g}).")
+    else:
+        base = [r for r in rows if str(r.get("cell", "")).lower() == "base"
+                or str(r.get("axis") or "").lower() in ("", "base", "none")]
+        if not base:
+            return {"available": False, "rows": [],
+                    "note": "Calibration is not available for this configuration: the calibration table "
+                            "has no base cell and no axis matching this run."}
+        pick, matched_by, cell = base[0], "base", base[0].get("cell")
+        note = "The calibration grid's base cell (no grid axis matches this run's configuration)."
+    chosen = [r for r in rows if r.get("cell") == cell]
+    keep = ("truth", "n_replicates", "verdict_rates", "power_variant", "power_feature", "type1", "fdr")
+    return {"available": True, "cell": cell, "axis": pick.get("axis"), "value": pick.get("value"),
+            "run_value": run.get(best[1]) if best else None, "matched_by": matched_by, "note": note,
+            "rows": [{k: r.get(k) for k in keep} for r in chosen]}
+
+
+# ------------------------------------------------------------------------------------------ caveats
+def _caveat(cid: str, severity_: str, text: str, section: str) -> dict:
+    return {"id": cid, "severity": severity_, "text": text, "section": section}
+
+
+def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None) -> list[dict]:
+    """Caveats computed from the run's own numbers; [{id, severity (high|medium|info), text, section}].
+
+    Checks: the LM against its order-3 Markov baseline; each probe target's best layer against the 3-mer
+    and shuffled controls; small populations and few cases; verdicts that disagree across layers; the
+    smallest attainable permutation p; SAE dead / dense fractions; calibration availability; planted
+    truth not recovered (simulated cohorts). The text states the numbers that triggered it.
+    """
+    out: list[dict] = []
+    for m in report.get("lm") or []:
+        ce, o3 = _num(m.get("heldout_ce")), _num(m.get("baseline_order3_ce"))
+        if ce is not None and o3 is not None and ce >= o3:
+            out.append(_caveat("lm_vs_markov3", "high",
+                               f"The language model {m.get('model')} does not beat the order-3 Markov baseline "
+                               f"(held-out cross-entropy {ce:.3f} vs {o3:.3f} nats/base): it has learnt no more "
+                               "about the sequence than 3-mer statistics.", "model"))
+    probes = report.get("probes") or []
+    targets = list(OrderedDict.fromkeys(str(p["target"]) for p in probes))
+    not_above_kmer, not_above_shuffled = [], []
+    for t in targets:
+        emb = [p for p in probes if p["target"] == t and p.get("features") == "embedding"
+               and _num(p.get("auroc_mean")) is not None]
+        if not emb:
+            continue
+        best = max(emb, key=lambda p: p["auroc_mean"])
+        b, sd = best["auroc_mean"], _num(best.get("auroc_sd")) or 0.0
+        kmer = [p for p in probes if p["target"] == t and p.get("features") == "kmer3"
+                and _num(p.get("auroc_mean")) is not None]
+        if kmer:
+            k = kmer[0]["auroc_mean"]
+            if b <= k + sd:
+                not_above_kmer.append(f"{t} (best layer {best.get('layer')} {b:.3f} ± {sd:.3f} vs 3-mer {k:.3f})")
+        shuf = [p for p in probes if p["target"] == t and p.get("features") == "shuffled"
+                and p.get("layer") == best.get("layer") and _num(p.get("auroc_mean")) is not None]
+        if shuf and b <= shuf[0]["auroc_mean"] + sd:
+            not_above_shuffled.append(f"{t} ({b:.3f} vs shuffled {shuf[0]['auroc_mean']:.3f})")
+    if not_above_kmer:
+        out.append(_caveat("probes_vs_kmer3", "medium",
+                           "Probes do not beat the 3-mer control by more than one fold-SD for: "
+                           + "; ".join(not_above_kmer) + ". For these targets the model adds nothing "
+                           "measurable over k-mer counts.", "represents"))
+    if not_above_shuffled:
+        out.append(_caveat("probes_vs_shuffled", "medium",
+                           "Probes are not above the shuffled-label control for: " + "; ".join(not_above_shuffled)
+                           + ".", "represents"))
+    cohort = report.get("cohort") or {}
+    small = []
+    for pop, n in (cohort.get("populations") or {}).items():
+        v = _num(n)
+        if v is None or v < SMALL_POPULATION:
+            small.append(f"{pop} (n = {n})")
+    if small:
+        out.append(_caveat("small_population", "medium",
+                           f"Few samples in {', '.join(small)} (under {SMALL_POPULATION}): per-population "
+                           "AUROCs there have wide intervals and within-population tests little power.", "audit"))
+    audit = report.get("audit") or []
+    few = OrderedDict()
+    for a in audit:
+        n, cases = _num(a.get("n_samples")), _num(a.get("n_cases"))
+        if n is not None and cases is not None and min(cases, n - cases) < FEW_CASES:
+            few[a["phenotype"]] = f"{a['phenotype']} ({int(cases)} cases of {int(n)})"
+    if few:
+        out.append(_caveat("few_cases", "medium", f"Few cases or controls (under {FEW_CASES}) for "
+                           + ", ".join(few.values()) + ".", "audit"))
+    by_pheno: dict[str, set] = defaultdict(set)
+    for a in audit:
+        by_pheno[a["phenotype"]].add(str(a["verdict"]))
+    split = {p: v for p, v in by_pheno.items() if len(v) > 1}
+    if split:
+        out.append(_caveat("verdicts_disagree", "medium", "Verdicts differ between layers for "
+                           + "; ".join(f"{p} ({', '.join(sorted(v))})" for p, v in split.items())
+                           + ": the summary shows the worst; see the audit section for each layer.", "audit"))
+    perms = [_num(a.get("n_null_replicates") or a.get("n_permutations")) for a in audit]
+    perms = [p for p in perms if p]
+    if perms:
+        b = int(min(perms))
+        p_min = 1.0 / (b + 1)
+        alpha = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("alpha"))
+        n_verdicts = len(audit)
+        if alpha is not None and p_min > alpha / max(n_verdicts, 1):
+            out.append(_caveat("permutation_floor", "medium",
+                               f"With {b} null replicates the smallest attainable p is {p_min:.3g}, above "
+                               f"alpha / number of verdicts = {alpha:g} / {n_verdicts} = {alpha / n_verdicts:.3g}: "
+                               "after multiplicity control across verdicts no permutation test can reach "
+                               "significance; raise audit.permutations.", "audit"))
+    for s in report.get("sae") or []:
+        dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
+        if dead is not None and dead > DEAD_FRACTION:
+            out.append(_caveat("sae_dead", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dead:.0%} of features "
+                               "never fire on held-out tokens.", "represents"))
+        if dense is not None and dense > DENSE_FRACTION:
+            out.append(_caveat("sae_dense", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dense:.0%} of features "
+                               "fire on more than 10% of tokens (dense features carry little concept "
+                               "information).", "represents"))
+    calib = (report.get("summary") or {}).get("calibration") or report.get("_calibration")
+    if audit and calib is not None and not calib.get("available"):
+        out.append(_caveat("no_calibration", "medium", calib.get("note", "Calibration not available."), "summary"))
+    for link in report.get("biomarker_linkage") or []:
+        n, w = link.get("n_model_features_q") or 0, link.get("n_windows") or 0
+        if n >= 20 and w <= max(5, n // 20):
+            lead = f" (lead variant {link['lead_variant']})" if link.get("lead_variant") else ""
+            tagged = (f", tagging {link['n_tagged_variants']} variant(s)" if link.get("n_tagged_variants") else "")
+            out.append(_caveat("linked_features", "medium",
+                               f"{link['phenotype']}: {n} model features at q < 0.05 lie in {w} window(s){tagged}, "
+                               f"beside {link.get('n_variants_q', 0)} significant variant(s){lead}: they are at most {w} "
+                               f"window-level signals carried by linked variants, not {n} independent biomarkers.",
+                               "biomarkers"))
+    truth = report.get("truth_recovery") or {}
+    wrong = [k.replace("|", " / ") + f": {v.get('verdict')} (expected {v.get('expected')})"
+             for k, v in (truth.get("verdicts") or {}).items() if v.get("as_expected") is False]
+    if wrong:
+        out.append(_caveat("truth_missed", "high", "Planted truth of the simulation not recovered: "
+                           + "; ".join(wrong) + ".", "audit"))
+    if truth and truth.get("causal_variant_rank") not in (None, 1):
+        out.append(_caveat("causal_rank", "medium", f"The planted causal variant {truth.get('causal_variant')} "
+                           f"ranks {truth.get('causal_variant_rank')} of {truth.get('n_variants_ranked')} variants.",
+                           "biomarkers"))
+    order = {"high": 0, "medium": 1, "info": 2}
+    return sorted(out, key=lambda c: order[c["severity"]])
+
+
+# ------------------------------------------------------------------------------------------ methods
+def _fmt(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None) -> list[dict]:
+    """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
+    multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers)."""
+    w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
+    out = [
+        {"name": "Language model fit",
+         "statistic": "held-out per-base cross-entropy (nats) of the masked LM, against order-0 and order-3 "
+                      "Markov models fitted on the training bases",
+         "scheme": f"last {_fmt(w.get('heldout_fraction'))} of each region held out",
+         "resampling": "none", "multiplicity": "not applicable", "thresholds": "beats a baseline = lower CE"},
+        {"name": "Linear probes",
+         "statistic": f"AUROC, balanced accuracy and MCC of L2 logistic regression (C = {_fmt(p.get('C'))}) "
+                      f"for {', '.join(p.get('targets', []))}",
+         "scheme": f"grouped k-fold over {w.get('n_blocks')} contiguous genome blocks, overlapping windows "
+                   "purged from training; folds lacking a class are skipped and reported",
+         "resampling": f"{p.get('n_shuffles')} label shuffle(s) per fold (selectivity control); 3-mer "
+                       "frequency control",
+         "multiplicity": "none (descriptive)", "thresholds": "none; mean ± SD over folds shown"},
+        {"name": "Sparse autoencoder",
+         "statistic": f"{s.get('n_features')} features, k = {s.get('k')}; held-out FVU, mean L0, dead fraction; "
+                      "per feature precision / recall / F1 of 'fires' against per-base labels",
+         "scheme": f"layer {s.get('layer')}; {_fmt(s.get('heldout_fraction'))} of windows held out",
+         "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
+    ]
+    cohort = config.get("cohort", {})
+    if cohort.get("enabled"):
+        a, r = config.get("audit", {}), config.get("rank", {})
+        rows = audit or []
+        rules = sorted({str(x["verdict_rule"]) for x in rows if x.get("verdict_rule")})
+        mult = sorted({str(x["multiplicity"]) for x in rows if x.get("multiplicity")})
+        n_null = sorted({int(x["n_null_replicates"]) for x in rows if _num(x.get("n_null_replicates"))})
+        within = ("within-population AUROC of the phenotype probe, mean of per-population out-of-fold AUROCs"
+                  if any("within_auroc" in x for x in rows) else
+                  "phenotype-probe AUROC under stratified, ancestry-stratified and leave-one-population-out CV "
+                  "and after residualising on genotype PCs inside each training fold; an ancestry-only "
+                  "baseline; a within-population permutation p")
+        thresholds = (f"min_auroc {a.get('min_auroc')}, alpha {a.get('alpha')}, max_drop {a.get('max_drop')}, "
+                      f"ancestry_margin {a.get('ancestry_margin')}")
+        if rules:
+            thresholds += "; verdict rules: " + " | ".join(rules)
+        out.append({
+            "name": "Ancestry audit (verdicts)",
+            "statistic": within,
+            "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}); "
+                      "leave-one-population-out; PCs from ancestry markers outside the studied region",
+            "resampling": (f"{n_null[0] if n_null else a.get('permutations')} null replicates (labels permuted "
+                           f"within population); {a.get('bootstrap')} bootstrap resamples per population for "
+                           "AUROC intervals"),
+            "multiplicity": ", ".join(mult) if mult else
+            "none across verdicts: each verdict is tested at alpha on its own",
+            "thresholds": thresholds,
+        })
+        scopes = sorted({f["bh_scope"] for f in families or [] if f.get("bh_scope")})
+        out.append({
+            "name": "Candidate biomarkers",
+            "statistic": "variants: logistic regression likelihood-ratio p (Firth under separation), OLS for a "
+                         "quantitative phenotype; model features: OLS of the standardised feature on phenotype "
+                         f"+ {cohort.get('n_pcs')} genotype PCs + covariates ({', '.join(cohort.get('covariates', [])) or 'none'})",
+            "scheme": "all samples; effect per allele (log-odds) or per feature SD with 95% CI",
+            "resampling": f"stability: share of {r.get('resamples')} half-sample resamples with the feature in "
+                          f"the top {r.get('top_k')}",
+            "multiplicity": "Benjamini-Hochberg q within one phenotype and one feature family"
+                            + (f" ({len(scopes)} scopes)" if scopes else ""),
+            "thresholds": "q < 0.05 counted as a discovery; top "
+                          f"{r.get('report_top')} per family reported",
+        })
+    return out
+
+
+def short_reason(text: str, limit: int = 240) -> str:
+    """A reason trimmed to one readable sentence (full text stays in the JSON)."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def run_characteristics(report: dict) -> dict[str, float]:
+    """This run's values on the calibration grid's axes (only those it has)."""
+    out: dict[str, float] = {}
+    cohort = report.get("cohort") or {}
+    n = _num(cohort.get("n_samples"))
+    if n is not None:
+        out["n_samples"] = n
+    sizes = [_num(v) for v in (cohort.get("populations") or {}).values()]
+    if sizes:
+        out["n_populations"] = float(len(sizes))
+        if all(v is not None for v in sizes):
+            out["n_per_population"] = float(min(sizes))
+    perms = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("permutations"))
+    if perms is not None:
+        out["permutations"] = perms
+    return out
+
+
+def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: list[dict] | None) -> dict:
+    """The report's first screen: {model [{name, family, source, checkpoint_sha256}], layers {model:
+    [layer]}, data {reference, regions, cohort}, verdicts (worst per phenotype), calibration, caveats
+    (high and medium severity; all of them go to report["limitations"])}."""
+    prov = report.get("provenance") or {}
+    cfg = prov.get("config") or {}
+    models = []
+    for m in prov.get("models") or []:
+        card = m.get("card") or {}
+        models.append({"name": m.get("name"), "family": card.get("family"),
+                       "source": card.get("hf_id") or ("trained by this run" if card.get("family") == "tiny"
+                                                      else m.get("checkpoint")),
+                       "checkpoint_sha256": m.get("checkpoint_sha256")})
+    ref = cfg.get("reference") or {}
+    data: dict[str, Any] = {
+        "reference": ref.get("fasta"),
+        "annotation": ref.get("annotation"),
+        "regions": [f"{r.get('name')} = {r.get('contig')}:{r.get('start')}-{r.get('end')}"
+                    for r in cfg.get("regions") or []],
+        "n_windows": None,
+    }
+    cohort = report.get("cohort")
+    if cohort:
+        data["cohort"] = {
+            "source": cohort.get("source"),
+            "regions": (cohort.get("validation") or {}).get("regions") or (cohort.get("haplotypes") or {}).get("regions"),
+            "n_samples": cohort.get("n_samples"),
+            "populations": cohort.get("populations"),
+            "n_variants": cohort.get("n_variants"),
+            "n_variants_pca": cohort.get("n_variants_pca"),
+            "n_ancestry_markers": (cohort.get("ancestry_markers") or {}).get("n_markers"),
+            "phenotypes": list(OrderedDict.fromkeys(a["phenotype"] for a in report.get("audit") or [])),
+        }
+    out = {"model": models, "layers": layer_order, "data": data,
+           "verdicts": worst_verdicts(report.get("audit") or [], layer_order),
+           "calibration": calibration_summary(calibration_rows, run_characteristics(report)) if cohort else
+           {"available": False, "rows": [], "note": "No cohort in this run: no verdicts to calibrate."}}
+    caveats = detect_caveats({**report, "summary": out}, layer_order)
+    # the calibration box of the summary already says when calibration is missing
+    out["caveats"] = [c for c in caveats if c["severity"] in ("high", "medium") and c["id"] != "no_calibration"]
+    return out | {"_all_caveats": caveats}

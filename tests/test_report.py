@@ -1,0 +1,336 @@
+"""The report's summary logic on synthetic inputs: worst verdict across layers, caveats, grouped notes,
+per-family biomarker tables, calibration matching, methods; and the report written without Chromium."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import report_synthetic as rs
+
+from interp.report import summary
+from interp.report.build import finish_report, fmt_num, render_html
+
+LAYERS = {"m": ["embed", "block1", "block2", "block3"]}
+
+
+def _row(phenotype: str, layer: str, verdict: str, **kw) -> dict:
+    return {"phenotype": phenotype, "model": "m", "layer": layer, "verdict": verdict, **kw}
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+def test_worst_verdict_across_layers_names_the_deciding_layer_and_its_reason() -> None:
+    audit = [_row("a", "embed", "PASS", reasons="fine"),
+             _row("a", "block2", "FAIL", reason="ancestry alone explains it."),
+             _row("a", "block1", "NO SIGNAL", reason="no signal"),
+             _row("a", "block3", "FAIL", reason="also ancestry."),
+             _row("b", "block1", "PASS", reason="within-population signal"),
+             _row("b", "embed", "PASS", reason="within-population signal (embed)")]
+    out = {v["phenotype"]: v for v in summary.worst_verdicts(audit, LAYERS)}
+    assert out["a"]["verdict"] == "FAIL"
+    assert out["a"]["layer"] == "block2"  # the first FAIL in layer order, not in row order
+    assert out["a"]["also"] == ["block3"]
+    assert out["a"]["reason"] == "ancestry alone explains it."
+    assert out["a"]["css"] == "v-fail"
+    assert [b["layer"] for b in out["a"]["by_layer"]] == ["embed", "block1", "block2", "block3"]
+    # all PASS: the first layer decides, the others are listed
+    assert (out["b"]["verdict"], out["b"]["layer"], out["b"]["also"]) == ("PASS", "embed", ["block1"])
+
+
+@pytest.mark.parametrize(("verdicts", "worst"), [
+    (["PASS", "NO SIGNAL"], "NO SIGNAL"),
+    (["NO SIGNAL", "INCONCLUSIVE"], "INCONCLUSIVE"),
+    (["INCONCLUSIVE", "FAIL", "PASS"], "FAIL"),
+    (["PASS", "WARN"], "WARN"),
+    (["PASS", "SOMETHING NEW"], "SOMETHING NEW"),  # an unknown verdict is never read as a pass
+])
+def test_verdict_severity_order(verdicts: list[str], worst: str) -> None:
+    audit = [_row("p", la, v, reason="r") for la, v in zip(LAYERS["m"], verdicts, strict=False)]
+    assert summary.worst_verdicts(audit, LAYERS)[0]["verdict"] == worst
+
+
+def test_reason_falls_back_to_the_reasons_list_or_string() -> None:
+    assert summary.reason_of({"reasons": ["a", "b"]}) == "a; b"
+    assert summary.reason_of({"reasons": "a; b", "reason": ""}) == "a; b"
+    assert summary.reason_of({"reason": "One sentence.", "reasons": "x"}) == "One sentence."
+    assert summary.reason_of({}) == "no reason recorded by the audit"
+
+
+# ------------------------------------------------------------------------------------------ notes
+def _probe(layer: str, target: str, features: str, skipped: int, model: str = "m", used: int = 4) -> dict:
+    return {"model": model, "layer": layer, "target": target, "features": features, "n_folds_skipped": skipped,
+            "n_folds_used": used, "n_pos": 22, "n_neg": 377}
+
+
+def test_repeated_fold_skip_notes_are_grouped_into_one_line() -> None:
+    probes = [_probe(la, "exon", f, 1) for la in LAYERS["m"] for f in ("embedding", "shuffled")]
+    probes.append(_probe("3-mer frequencies", "exon", "kmer3", 1, model="kmer3"))
+    probes += [_probe(la, "repeat", "embedding", 0, used=5) for la in LAYERS["m"]]
+    lines = summary.group_probe_notes(probes, LAYERS)
+    assert lines == ["exon probes: 1 of 5 folds skipped in every layer and the shuffled-label control and "
+                     "the 3-mer control: a fold had no exon windows or only exon windows (22 of 399 windows are exon)"]
+
+
+def test_fold_skip_notes_list_the_layers_when_not_every_layer_is_affected() -> None:
+    probes = [_probe("block1", "gc_high", "embedding", 2, used=3), _probe("block3", "gc_high", "embedding", 2, used=3),
+              _probe("embed", "gc_high", "embedding", 1)]
+    lines = summary.group_probe_notes(probes, LAYERS)
+    assert len(lines) == 2
+    assert lines[0].startswith("gc_high probes: 2 of 5 folds skipped in m block1, block3:")
+    assert lines[1].startswith("gc_high probes: 1 of 5 folds skipped in m embed:")
+
+
+# ------------------------------------------------------------------------------------------ caveats
+def _ids(report: dict) -> set[str]:
+    return {c["id"] for c in summary.detect_caveats(report, LAYERS)}
+
+
+def test_caveat_lm_not_beating_order3_markov_only_when_it_does_not() -> None:
+    worse = {"lm": [{"model": "m", "heldout_ce": 1.375, "baseline_order3_ce": 1.356}]}
+    better = {"lm": [{"model": "m", "heldout_ce": 1.30, "baseline_order3_ce": 1.356}]}
+    assert "lm_vs_markov3" in _ids(worse)
+    assert "lm_vs_markov3" not in _ids(better)
+    text = summary.detect_caveats(worse)[0]["text"]
+    assert "1.375" in text and "1.356" in text
+
+
+def test_caveat_probes_not_beating_the_kmer_control() -> None:
+    def probes(best: float) -> list[dict]:
+        rows = [{"model": "m", "layer": la, "target": "exon", "features": "embedding", "auroc_mean": best - 0.01 * i,
+                 "auroc_sd": 0.02} for i, la in enumerate(LAYERS["m"])]
+        rows += [{"model": "m", "layer": la, "target": "exon", "features": "shuffled", "auroc_mean": 0.5,
+                  "auroc_sd": 0.02} for la in LAYERS["m"]]
+        return rows + [{"model": "kmer3", "layer": "3-mer", "target": "exon", "features": "kmer3", "auroc_mean": 0.80,
+                        "auroc_sd": 0.02}]
+    assert "probes_vs_kmer3" in _ids({"probes": probes(0.81)})  # within one fold-SD of the 3-mer control
+    assert "probes_vs_kmer3" not in _ids({"probes": probes(0.90)})
+    assert "probes_vs_shuffled" in _ids({"probes": probes(0.51)})
+
+
+def test_caveat_small_or_masked_population_and_few_cases() -> None:
+    ok = {"cohort": {"populations": {"A": 200, "B": 300}},
+          "audit": [_row("p", "embed", "PASS", n_samples=500, n_cases=200)]}
+    assert not {"small_population", "few_cases"} & _ids(ok)
+    small = {"cohort": {"populations": {"A": 200, "B": "<5", "C": 30}},
+             "audit": [_row("p", "embed", "PASS", n_samples=235, n_cases=12)]}
+    caveats = {c["id"]: c["text"] for c in summary.detect_caveats(small)}
+    assert "B (n = <5)" in caveats["small_population"] and "C (n = 30)" in caveats["small_population"]
+    assert "A (" not in caveats["small_population"]
+    assert "p (12 cases of 235)" in caveats["few_cases"]
+
+
+def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> None:
+    cfg = {"provenance": {"config": {"audit": {"alpha": 0.05}}}}
+    few = dict(cfg, audit=[_row("p", la, "PASS", n_permutations=19) for la in LAYERS["m"]])
+    many = dict(cfg, audit=[_row("p", la, "PASS", n_permutations=19, n_null_replicates=1999) for la in LAYERS["m"]])
+    assert "permutation_floor" in _ids(few)
+    assert "permutation_floor" not in _ids(many)
+
+
+def test_caveat_verdicts_disagreeing_and_truth_not_recovered() -> None:
+    report = {"audit": [_row("p", "embed", "WARN"), _row("p", "block1", "FAIL")],
+              "truth_recovery": {"causal_variant_rank": 1, "verdicts": {
+                  "confounded|m|embed": {"verdict": "WARN", "expected": "FAIL", "as_expected": False}}}}
+    caveats = summary.detect_caveats(report)
+    assert caveats[0]["id"] == "truth_missed" and caveats[0]["severity"] == "high"  # high first
+    assert "verdicts_disagree" in {c["id"] for c in caveats}
+
+
+# ------------------------------------------------------------------------------------------ biomarkers
+def test_one_table_per_family_with_its_own_scope_and_ranks() -> None:
+    rows = []
+    for ph in ("causal", "null"):
+        for i in range(30):
+            rows.append({"phenotype": ph, "feature": f"chr1:{100 + i}:A:G", "kind": "variant", "model": "", "layer": "",
+                         "p": 0.001 * (i + 1), "q": 0.01 * (i + 1), "rank": i + 1})
+        for layer in ("block1", "block2"):
+            for i in range(20):
+                rows.append({"phenotype": ph, "feature": f"m/{layer}/chr1:0-1000/dim{i}", "kind": "embedding",
+                             "model": "m", "layer": layer, "p": 0.01 * (i + 1), "q": 0.2, "rank": i + 1})
+        rows.append({"phenotype": ph, "feature": "m/block2/chr1:0-1000/f3", "kind": "sae", "model": "m",
+                     "layer": "block2", "p": 0.5, "q": 0.9, "rank": 1, "family": "sae:m/block2",
+                     "bh_scope": "BH over the 1 SAE features of m/block2"})
+    tables = summary.family_tables(rows, top=10)
+    keys = [(t["phenotype"], t["family"]) for t in tables]
+    assert keys == [("causal", "variant"), ("causal", "embedding:m/block1"), ("causal", "embedding:m/block2"),
+                    ("causal", "sae:m/block2"), ("null", "variant"), ("null", "embedding:m/block1"),
+                    ("null", "embedding:m/block2"), ("null", "sae:m/block2")]
+    variant = tables[0]
+    assert variant["n_tests"] == 30 and len(variant["rows"]) == 10
+    assert variant["n_q_below_0_05"] == 4  # q = 0.01 .. 0.04
+    assert [r["rank"] for r in variant["rows"]] == list(range(1, 11))
+    assert variant["rows"][0]["short_name"] == "chr1:100 A>G"
+    assert variant["rows"][0]["feature"] == "chr1:100:A:G"  # the full id stays
+    emb = tables[1]
+    assert emb["title"] == "Embedding features: m / block1"
+    assert all(r["family"] == "embedding:m/block1" for r in emb["rows"])
+    assert emb["rows"][0]["short_name"] == "dim0"
+    assert "causal" in emb["bh_scope"]
+    assert tables[3]["bh_scope"] == "BH over the 1 SAE features of m/block2"  # rank's own scope is kept
+
+
+def test_family_is_derived_when_rank_does_not_write_it() -> None:
+    assert summary.family_of({"kind": "variant"}) == "variant"
+    assert summary.family_of({"kind": "embedding", "model": "nt", "layer": "layer.6"}) == "embedding:nt/layer.6"
+    assert summary.family_of({"kind": "sae", "model": "nt", "layer": "layer.6"}) == "sae:nt/layer.6"
+    assert summary.family_of({"kind": "variant_effect", "model": "nt", "layer": ""}) == "variant_effect:nt"
+    assert summary.family_of({"kind": "sae", "family": "sae:x/y", "model": "m", "layer": "l"}) == "sae:x/y"
+    assert summary.family_title("variant_effect:nt") == "Variant-effect scores: nt"
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() -> None:
+    rows = rs.calibration_rows()
+    near = summary.calibration_summary(rows, {"n_samples": 250})
+    assert near["available"] and near["cell"] == "n300" and near["matched_by"] == "nearest"
+    assert {r["truth"] for r in near["rows"]} == {"causal", "ancestry", "null"}
+    assert near["rows"][0]["verdict_rates"]["PASS"]["rate"] == 0.8
+    assert summary.calibration_summary(rows, {"n_samples": 5000})["cell"] == "n1000"
+    base = summary.calibration_summary(rows, {"odds_ratio": 2.0})
+    assert base["available"] and base["cell"] == "base" and base["matched_by"] == "base"
+    none = summary.calibration_summary(None, {"n_samples": 250})
+    assert not none["available"] and "not available" in none["note"]
+    no_base = summary.calibration_summary([r for r in rows if r["cell"] != "base"], {"odds_ratio": 2.0})
+    assert not no_base["available"]
+
+
+# ------------------------------------------------------------------------------------------ methods
+def test_methods_come_from_the_config() -> None:
+    cfg = rs.config()
+    cfg["audit"]["permutations"] = 499
+    cfg["audit"]["alpha"] = 0.01
+    entries = {m["name"]: m for m in summary.methods(cfg, [])}
+    assert set(entries) == {"Language model fit", "Linear probes", "Sparse autoencoder", "Ancestry audit (verdicts)",
+                            "Candidate biomarkers"}
+    audit = entries["Ancestry audit (verdicts)"]
+    assert "499 null replicates" in audit["resampling"] and "alpha 0.01" in audit["thresholds"]
+    assert f"{cfg['audit']['n_folds']}-fold" in audit["scheme"]
+    assert "none across verdicts" in audit["multiplicity"]
+    assert f"{cfg['windows']['n_blocks']} contiguous genome blocks" in entries["Linear probes"]["scheme"]
+    # the audit's own multiplicity and null-replicate counts win when it reports them
+    rows = [_row("p", "embed", "PASS", multiplicity="Holm over 9 verdicts", n_null_replicates=1999,
+                 verdict_rule="PASS if p_within_adjusted <= alpha", within_auroc=0.7)]
+    audit = {m["name"]: m for m in summary.methods(cfg, rows)}["Ancestry audit (verdicts)"]
+    assert audit["multiplicity"] == "Holm over 9 verdicts" and "1999 null replicates" in audit["resampling"]
+    assert "PASS if p_within_adjusted <= alpha" in audit["thresholds"]
+    no_cohort = rs.config(cohort=False)
+    assert len(summary.methods(no_cohort)) == 3
+
+
+def test_fmt_num_filter() -> None:
+    assert fmt_num(0.12345) == "0.123"
+    assert fmt_num(None) == "n/a" and fmt_num(float("nan"), missing="–") == "–"
+    assert fmt_num("<5") == "<5"
+
+
+# ------------------------------------------------------------------------------------------ the written report
+@pytest.mark.parametrize("new_keys", [True, False], ids=["new-interfaces", "legacy-interfaces"])
+def test_report_written_with_summary_first_and_every_section(tmp_path: Path, new_keys: bool, monkeypatch,
+                                                             caplog) -> None:
+    """Without Chromium: report.json and index.html are written, report.pdf is not (and the log says so),
+    and a stale PDF of an earlier run is removed."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    (tmp_path / "report.pdf").write_bytes(b"%PDF stale")
+    report, figs, layers, calib, cfg = rs.report_parts(new_keys=new_keys)
+    with caplog.at_level(logging.WARNING):
+        out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                            {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert "report.pdf not written: Chromium not found" in caplog.text
+    assert not (tmp_path / "report.pdf").exists()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    for key in ("generated_at", "provenance", "lm", "probes", "sae", "timings", "audit", "biomarkers",
+                "summary", "limitations", "methods", "biomarker_families"):
+        assert key in saved, key
+    s = saved["summary"]
+    assert {"model", "layers", "data", "verdicts", "calibration", "caveats"} <= set(s)
+    assert [v["phenotype"] for v in s["verdicts"]] == ["causal", "confounded", "null"]
+    assert s["calibration"]["available"] is new_keys
+    assert s["data"]["cohort"]["populations"]["CHB"] == "<5"
+    html = (tmp_path / "index.html").read_text()
+    order = [html.index(f'id="{sec}"') for sec in ("summary", "audit", "biomarkers", "represents", "model", "methods")]
+    assert order == sorted(order)
+    for v in s["verdicts"]:
+        assert f'data-phenotype="{v["phenotype"]}"' in html
+    # every family table is there with its scope; full ids on hover
+    for fam in saved["biomarker_families"]:
+        assert fam["bh_scope"].replace("<", "&lt;") in html
+    first = saved["biomarker_families"][0]["rows"][0]
+    assert f'title="{first["feature"]}"' in html
+    assert "Calibration is not available" in html or new_keys
+    # no individual-level rows: the synthetic cohort's sizes only as counts
+    assert "sample_id" not in html
+
+
+def test_report_without_cohort_renders(tmp_path: Path) -> None:
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    from interp.report import summary as sm
+
+    first = sm.assemble(report, layers, None)
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=sm.methods(cfg))
+    html = render_html(report, figs, "nocohort", cfg)
+    assert "No cohort in this run" in html and 'id="model"' in html
+    assert first["verdicts"] == [] and not first["calibration"]["available"]
+
+
+def test_linkage_summary_counts_signals_not_features() -> None:
+    rows = [{"phenotype": "c", "kind": "variant", "feature": "chr1:150:A:G", "q": 1e-6, "p": 1e-8, "contig": "chr1",
+             "start": 149, "end": 150},
+            {"phenotype": "c", "kind": "variant", "feature": "chr1:900:A:G", "q": 0.5, "p": 0.1, "contig": "chr1",
+             "start": 899, "end": 900}]
+    rows += [{"phenotype": "c", "kind": "embedding", "feature": f"m/l/chr1:0-1000/dim{i}", "q": 1e-3, "p": 1e-5,
+              "contig": "chr1", "start": 0 if i % 2 else 500, "end": 1000 if i % 2 else 1500} for i in range(40)]
+    rows += [{"phenotype": "n", "kind": "embedding", "feature": f"m/l/chr1:{i * 100}-1000/dim0", "q": 0.01, "p": 1e-4,
+              "contig": "chr1", "start": i * 100, "end": i * 100 + 1000} for i in range(30)]
+    link = {x["phenotype"]: x for x in summary.linkage_summary(rows)}
+    assert link["c"] == {"phenotype": "c", "n_model_features_q": 40, "n_windows": 2, "n_variants_q": 1,
+                         "lead_variant": "chr1:150 A>G", "n_tagged_variants": None}
+    assert link["n"]["n_windows"] == 30
+    caveats = [c for c in summary.detect_caveats({"biomarker_linkage": list(link.values())}) if c["id"] == "linked_features"]
+    assert len(caveats) == 1 and caveats[0]["text"].startswith("c: 40 model features at q < 0.05 lie in 2 window(s)")
+    rows[2]["tags_variants"] = "chr1:150:A:G,chr1:160:C:T"
+    assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
+
+
+def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
+    from interp.report.build import sae_atlas
+
+    sae_dir = tmp_path / "results" / "run" / "sae" / "m" / "block2"
+    (sae_dir / "atlas").mkdir(parents=True)
+    (sae_dir / "atlas" / "index.html").write_text("<html></html>")
+    metrics = sae_dir / "metrics.json"
+    report_dir = tmp_path / "reports" / "run"
+    report_dir.mkdir(parents=True)
+    assert sae_atlas({}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
+    assert sae_atlas({"atlas": "atlas/index.html"}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
+    assert sae_atlas({"atlas": "missing.html"}, metrics, report_dir) is None
+    (sae_dir / "atlas" / "index.html").unlink()
+    assert sae_atlas({}, metrics, report_dir) is None
+
+
+def test_sae_concept_counts_and_atlas_shown(tmp_path: Path) -> None:
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    report["sae"][0].update({"n_concepts_matched_sae": 5, "n_concepts_matched_neurons": 2,
+                             "atlas": "../atlas/index.html"})
+    first = summary.assemble(report, layers, None)
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=summary.methods(cfg))
+    html = render_html(report, figs, "x", cfg)
+    assert "sae: 5" in html and "neurons: 2" in html
+    assert 'href="../atlas/index.html"' in html
+
+
+def test_pdf_skipped_with_a_log_line_when_the_browser_fails(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A browser that exits at once (here /bin/false) costs the PDF, never the run."""
+    from interp.report.browser import html_to_pdf
+
+    monkeypatch.setenv("INTERP_CHROMIUM", "/bin/false")
+    page = tmp_path / "index.html"
+    page.write_text("<html><body>x</body></html>")
+    with caplog.at_level(logging.WARNING):
+        assert html_to_pdf(page, tmp_path / "report.pdf", "t", timeout=20) is False
+    assert "report.pdf not written" in caplog.text
+    assert not (tmp_path / "report.pdf").exists()
