@@ -16,9 +16,9 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   also inside a label). Covariates come from `interp.covariates.covariate_design` (one-hot categoricals);
   descriptors of the genotypes (GC content, missing-genotype rate) are reported, never adjusted for.
 * **Within-ancestry test** (`p_within`): signed root likelihood-ratio statistic of s in the logistic
-  model y ~ A + s. Null (`null: auto`): with population labels, y permuted inside the labelled strata
-  (exact when the phenotype depends on ancestry through the label); without labels (PC-bin strata,
-  continuous ancestry), a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only
+  model y ~ A + s. Null (`null: auto`): with population labels and no covariates, y permuted inside the
+  labelled strata (exact when the phenotype depends on ancestry through the label); otherwise (PC-bin
+  strata, continuous ancestry, covariates, which a permutation would decouple from y) a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only
   model. The probe is refitted on every y* and both models are refitted. A probe that reads only ancestry earns on
   y* what it earns on y, so it is not significant.
 * **Signal test** (`p_signal`): the same statistic in y ~ 1 + s, null = y permuted over all samples: is
@@ -96,8 +96,8 @@ class AuditConfig:
     Holm level of the run needs). stop_exceedances: h of the sequential (Besag-Clifford) stop.
     first_round: replicates in the first sequential round (rounds double). multiplicity: "holm" or "bh".
     null: "permute" (y permuted inside strata: exact when labels are the strata), "bootstrap"
-    (parametric, from the ancestry model: for PC-bin strata and continuous ancestry), or "auto" (permute
-    with population labels, bootstrap without).
+    (parametric, from the ancestry model: for PC-bin strata, continuous ancestry, covariates), or "auto"
+    (permute with population labels and no covariates, bootstrap otherwise).
     ancestry_bins: k-means bins of the genotype PCs used as strata when population labels are absent.
     min_effective_n: INCONCLUSIVE below this effective within-ancestry sample size.
     fail_max_within_share: FAIL needs the within-ancestry AUROC's upper 95% bound to be below
@@ -766,7 +766,9 @@ def audit_phenotype(
     nuis_fit = logistic_many(A, y[None])
     p_hat = nuis_fit["prob"][0]
     null_rng = np.random.default_rng([cfg.seed, 1])
-    null = cfg.null if cfg.null != "auto" else ("permute" if strata_source == "labels" else "bootstrap")
+    # permuting inside strata would also break the phenotype's link to covariates: with covariates, bootstrap
+    exact = strata_source == "labels" and nuis["covariates"].shape[1] == 0
+    null = cfg.null if cfg.null != "auto" else ("permute" if exact else "bootstrap")
     if null == "bootstrap":
         def draw_within(m: int) -> np.ndarray:
             Y = (null_rng.random((m, n)) < p_hat).astype(np.float64)

@@ -32,7 +32,7 @@ from interp.covariates import covariate_design
 from interp.errors import InputError
 
 POPS = ("AFR", "EUR", "EAS")
-FAST = {"bootstrap": 100, "max_null_replicates": 199}
+FAST = {"bootstrap": 100, "max_null_replicates": 199, "n_folds": 3}
 
 
 # ------------------------------------------------------------------------------------------ simulation
