@@ -105,7 +105,8 @@ def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> 
     assert {"timings", "audit"} <= set(report)
     assert {r["rule"].split("/")[0] for r in report["timings"]} >= {"windows", "embed", "probe", "sae"}
     for row in report["audit"]:
-        assert row["verdict"] in {"PASS", "WARN", "FAIL"}
+        assert row["verdict"] in {"PASS", "FAIL", "NO SIGNAL", "INCONCLUSIVE"}
+        assert row["reason"] and row["verdict_rule"] and row["p_within_adjusted"] >= row["p_within"]
     assert "data:image/png;base64," in html and "<img src=\"http" not in html
     # privacy: no per-sample identifiers in the report
     samples = pl.read_csv(wd / "results" / "test" / "cohort" / "input" / "samples.tsv", separator="\t")
