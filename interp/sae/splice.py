@@ -71,6 +71,11 @@ def masked_lm_losses(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, sequence
     if n == 0:
         raise ValueError("no maskable A/C/G/T bases in the held-out windows")
     losses = {k: v / n for k, v in totals.items()}
-    gap = losses["zero"] - losses["clean"]
-    recovered = (losses["zero"] - losses["sae"]) / gap if gap > 0 else float("nan")
+    recovered = recovered_fraction(losses["clean"], losses["zero"], losses["sae"])
     return {**losses, "loss_recovered": recovered, "n_masked": n}
+
+
+def recovered_fraction(clean: float, zero: float, sae: float) -> float:
+    """(L_zero - L_sae) / (L_zero - L_clean); NaN when zero ablation does not hurt (undefined)."""
+    gap = zero - clean
+    return (zero - sae) / gap if gap > 0 else float("nan")
