@@ -304,3 +304,17 @@ def test_config_check_rejects_bad_sweep():
     with pytest.raises(InputError, match="k"):
         check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", "k": 100000}]}}, base_dir=root,
                      source="config")
+
+
+def test_frontier_table_and_plots(tmp_path):
+    from interp.sae.run import frontier_plots, frontier_table
+
+    metrics = [{"name": n, "architecture": a, "n_features": 64, "k": k, "l0": l0, "fvu": fvu, "loss_recovered": lr,
+                "dead_fraction": 0.1, "dense_fraction": 0.0, "config": {"l1_coefficient": 0.1}}
+               for n, a, k, l0, fvu, lr in (("main", "topk", 16, 16.0, 0.01, 0.9), ("k4", "topk", 4, 4.0, 0.05, 0.7),
+                                           ("b", "batchtopk", 16, 15.5, 0.012, None))]
+    table = frontier_table(metrics)
+    assert table["name"].to_list() == ["k4", "b", "main"]  # by L0
+    assert table["loss_recovered"].null_count() == 1
+    frontier_plots(table, tmp_path / "fvu.png", tmp_path / "loss.png", "t")
+    assert (tmp_path / "fvu.png").stat().st_size > 1000 and (tmp_path / "loss.png").stat().st_size > 1000

@@ -7,8 +7,10 @@ validation maximum) and precision, recall, F1, lift (precision / prevalence) and
 on the test blocks, as InterPLM does. A unit's candidate concept is the one of highest validation F1
 among concepts with validation lift >= min_lift (else of highest validation F1). It is labelled
 with it only if on test blocks: lift >= min_lift, F1 above the "always fires" baseline 2p/(1+p)
-and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), and at least
-`min_true_positives` true positives; otherwise it is "unlabelled".
+and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), at least
+`min_true_positives` true positives, and precision significantly above prevalence (one-sided
+binomial test, Bonferroni over all units x concepts at family-wise `alpha`); otherwise it is
+"unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
 threshold chosen on validation) gives, per concept, what the raw activations can do at all.
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from scipy.stats import binom
 
 from interp.errors import InputError
 from interp.sae.concept_tracks import ConceptTracks
@@ -42,6 +45,9 @@ class LabelConfig:
     """precision / prevalence on test blocks needed for a label."""
     min_true_positives: int = 10
     """test tokens where the unit fires and the concept holds, needed for a label."""
+    alpha: float = 0.05
+    """family-wise error rate of the one-sided binomial test "precision > prevalence" on test tokens,
+    Bonferroni-corrected over all (unit, concept) pairs of the family (SAE features, or neurons)."""
     n_thresholds: int = 32
     """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
     probe_max_tokens: int = 20000
@@ -148,7 +154,11 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
     lift = _div(precision, prevalence)
     v_prev = _div(val.n_pos, val.n_tokens)[:, None]
     v_lift = _div(_div(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
-    passes = ((lift >= cfg.min_lift) & (f1 > f1_always) & (f1 > f1_random) & (tp >= cfg.min_true_positives))
+    # one-sided binomial test: tp or more of `fire` tokens carry the concept if firing were unrelated to it
+    p_value = binom.sf(tp - 1, fire.astype(np.int64), np.clip(prevalence, 0, 1))
+    p_value = np.where(fire > 0, p_value, 1.0)
+    passes = ((lift >= cfg.min_lift) & (f1 > f1_always) & (f1 > f1_random) & (tp >= cfg.min_true_positives)
+              & (p_value * C * U <= cfg.alpha))
     threshold = best * val.scale.numpy()[None, :] / T
     frame = pl.DataFrame({
         "kind": [kind] * (C * U),
@@ -157,7 +167,7 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
         "threshold": threshold.ravel(), "validation_f1": take(v_f1).ravel(), "validation_lift": v_lift.ravel(),
         "precision": precision.ravel(), "recall": recall.ravel(), "f1": f1.ravel(), "lift": lift.ravel(),
         "auprc": average_precision(t_fires, t_tp, test.n_tokens, test.n_pos).ravel(),
-        "prevalence": prevalence.ravel(), "density": density.ravel(), "true_positives": tp.ravel(),
+        "prevalence": prevalence.ravel(), "density": density.ravel(), "true_positives": tp.ravel(), "p_value": p_value.ravel(),
         "f1_always": f1_always.ravel(), "f1_random": f1_random.ravel(), "passes": passes.ravel(),
     })
     return frame
@@ -354,7 +364,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         "top_windows": [",".join(ids[int(v)] for v in row if v >= 0) for row in best_windows],
     }).join(sae_units.select(
         pl.col("unit").alias("feature"), "concept", "label", "threshold", "precision", "recall", "f1", "lift",
-        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random"),
+        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value"),
         on="feature", how="left").with_columns(
         pl.col("label").alias("best_label"), pl.col("f1").alias("best_f1")).sort("feature")
     # a feature that never fires cannot carry a label
@@ -385,7 +395,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         "n_validation_tokens": int(sae_counts[VALIDATION].n_tokens),
         "n_test_tokens": int(sae_counts[TEST].n_tokens),
         "label_rule": {"min_lift": cfg.min_lift, "min_true_positives": cfg.min_true_positives,
-                       "n_thresholds": cfg.n_thresholds},
+                       "n_thresholds": cfg.n_thresholds, "alpha": cfg.alpha},
     }
     units = pl.concat([sae_long, neuron_long])
     return features_df, units, summary
