@@ -201,7 +201,7 @@ def sae(job: Job) -> None:
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p["log_dir"], progress_bar=True)
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
     features, units, labels = label_features(model, store, windows, pl.read_parquet(job.input["bases"]), cfg,
                                              p["concepts"], p["labels"], p["top_windows"])
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
@@ -225,7 +225,7 @@ def sae_sweep(job: Job) -> None:
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p["log_dir"], progress_bar=True)
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
 

@@ -23,20 +23,27 @@ def _layer_module(lm: TinyDNALM, layer: str) -> torch.nn.Module:
 
 @torch.inference_mode()
 def masked_lm_losses(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, sequences: list[str],
-                     mask_prob: float = 0.15, seed: int = 0, batch_size: int = 32) -> dict:
+                     n_mask_groups: int = 7, seed: int = 0, batch_size: int = 32) -> dict:
     """Mean masked-LM cross-entropy (nats per masked ACGT base) with the layer clean, zeroed and
-    replaced by the SAE reconstruction; the same seeded masks for all three.
+    replaced by the SAE reconstruction; the same masks for all three.
 
-    sequences: DNA strings, cut into pieces of the LM's context. Returns {clean, zero, sae,
-    loss_recovered, n_masked}.
+    sequences: DNA strings, cut into pieces of the LM's context. Each piece is run n_mask_groups
+    times, pass r masking positions (i + offset) % n_mask_groups == r (seeded offset per piece), so
+    every ACGT base is scored once with about 1/n_mask_groups of the bases masked.
+    Returns {clean, zero, sae, loss_recovered, n_masked}.
     """
     lm = lm.eval()
     sae = sae.eval()
     module = _layer_module(lm, layer)
     context = lm.cfg.max_len
-    pieces = [encode(s[i:i + context]) for s in sequences for i in range(0, len(s), context)]
     rng = np.random.default_rng([seed, 404])
-    masks = [torch.from_numpy(rng.random(len(p)) < mask_prob) & (p < 4) for p in pieces]
+    pieces, masks = [], []
+    for piece in (encode(s[i:i + context]) for s in sequences for i in range(0, len(s), context)):
+        offset = int(rng.integers(n_mask_groups))
+        group = (torch.arange(len(piece)) + offset) % n_mask_groups
+        for r in range(n_mask_groups):
+            pieces.append(piece)
+            masks.append((group == r) & (piece < 4))
     mode = {"now": "clean"}
 
     def hook(_module, _inputs, output):
