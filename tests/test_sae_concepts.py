@@ -255,3 +255,42 @@ def test_loss_recovered_is_one_for_exact_and_zero_for_empty_reconstruction():
     assert np.isnan(recovered_fraction(2.0, 1.0, 1.5))
     with pytest.raises(ValueError, match="block layer"):
         masked_lm_losses(lm, "embed", exact, seqs)
+
+
+def _toy_lm_and_sae():
+    from interp.lm.model import TinyDNALM, TinyLMConfig
+
+    torch.manual_seed(0)
+    lm = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, max_len=64)).eval()
+    with torch.no_grad():
+        lm.head.weight.mul_(50)  # a confident read-out, as in a trained model
+    sae = TopKSAE(16, 32, 32)  # feature j < 16 reads +e_j, feature 16 + j reads -e_j
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.cat([torch.eye(16), -torch.eye(16)]))
+        sae.encoder.bias.zero_()
+        sae.W_dec.copy_(torch.cat([torch.eye(16), -torch.eye(16)]))
+        sae.b_dec.zero_()
+        # feature 0 writes the direction the LM head reads as "A" (centred, as LayerNorm sees it)
+        a = lm.head.weight[0] - lm.head.weight[0].mean()
+        sae.W_dec[0] = a / a.norm()
+    return lm, sae
+
+
+def test_steering_along_a_readout_direction_beats_random_controls():
+    from interp.sae.steer import steer
+
+    lm, sae = _toy_lm_and_sae()
+    seqs = ["ACGTAAGTCA" * 12, "AAAACCCGGT" * 12]
+    none = steer(lm, "block2", sae, 0, seqs, strength=0.0, n_random=4)
+    assert none["kl_firing"] == 0 and none["kl_other"] == 0 and not none["exceeds_control"]
+    assert none["n_firing"] > 0 and none["n_other"] > 0
+    strong = steer(lm, "block2", sae, 0, ["A" * 120], strength=20.0, n_random=16)
+    # pushing along the head's "A" direction raises p(A) everywhere, far more than random directions
+    assert strong["dp_other"] > 0.2 and strong["dp_other"] > max(strong["control_dp_other"])
+    assert strong["kl_other"] > np.median(strong["control_kl_other"])
+    assert len(strong["control_kl_firing"]) == 16
+    clamp = steer(lm, "block2", sae, 0, seqs, strength=0.0, mode="clamp", n_random=2)
+    assert clamp["kl_other"] == pytest.approx(0.0, abs=1e-6)  # clamping to 0 where it does not fire: no change
+    assert clamp["kl_firing"] > 0
+    with pytest.raises(ValueError, match="mode"):
+        steer(lm, "block2", sae, 0, seqs, strength=1.0, mode="scale")
