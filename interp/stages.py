@@ -19,7 +19,7 @@ import polars as pl
 from interp.io import atomic_path, write_text_atomic
 
 STAGES = (
-    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier",
+    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer",
     "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
     "report",
 )
@@ -228,6 +228,19 @@ def sae_sweep(job: Job) -> None:
                                         out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
+
+
+def sae_steer(job: Job) -> None:
+    """Steer the main SAE's top features in the built-in LM against random-direction controls (interp.sae.steer)."""
+    from interp.sae.run import sae_config, steer_on_test
+    from interp.sae.train import load_sae
+
+    _set_threads(1)
+    p = job.params
+    table = steer_on_test(job.input["checkpoint"], p["layer"], load_sae(job.input["weights"]),
+                          pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
+                          sae_config(p), p["steer"])
+    write_table(table, job.output["parquet"])
 
 
 def sae_frontier(job: Job) -> None:

@@ -18,6 +18,7 @@ from interp.sae import SAEConfig, TopKSAE, load_sae, read_sae_metadata, save_sae
 from interp.sae.concept_tracks import ConceptConfig
 from interp.sae.concepts import LabelConfig
 from interp.sae.splits import TEST, TRAIN, VALIDATION, block_split, windows_within
+from interp.sae.steer import SteerConfig
 from interp.sae.train import (
     TrainingTokens,
     build_sae,
@@ -83,7 +84,7 @@ def test_schema_defaults_match_dataclasses():
     """The schema is the one place for defaults: it must agree with every config dataclass."""
     sae = yaml.safe_load(SCHEMA.read_text())["properties"]["sae"]["properties"]
     for cls, props in ((SAEConfig, sae), (ConceptConfig, sae["concepts"]["properties"]),
-                       (LabelConfig, sae["labels"]["properties"])):
+                       (LabelConfig, sae["labels"]["properties"]), (SteerConfig, sae["steer"]["properties"])):
         default = cls()
         for f in fields(cls):
             if f.name == "seed":

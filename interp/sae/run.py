@@ -115,3 +115,19 @@ def frontier_plots(table: pl.DataFrame, fvu_png: str | Path, loss_png: str | Pat
         fig.tight_layout()
         fig.savefig(path, metadata={"Software": None})
         plt.close(fig)
+
+
+def steer_on_test(lm_checkpoint: str | Path, layer: str, sae: SparseAutoencoder, windows: pl.DataFrame,
+                  features: pl.DataFrame, cfg: SAEConfig, steer_params: dict) -> pl.DataFrame:
+    """`interp.sae.steer.steer_table` on up to max_windows windows lying wholly in test blocks."""
+    from interp.embed.tiny import load_tiny_checkpoint
+    from interp.sae.steer import SteerConfig, steer_table
+
+    steer_cfg = SteerConfig(**steer_params)
+    split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
+    test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
+    if test.height > steer_cfg.max_windows:
+        keep = np.sort(np.random.default_rng([cfg.seed, 6]).choice(test.height, steer_cfg.max_windows, replace=False))
+        test = test[keep]
+    lm = load_tiny_checkpoint(Path(lm_checkpoint))
+    return steer_table(lm, layer, sae, features, test["sequence"].to_list(), steer_cfg, seed=cfg.seed)

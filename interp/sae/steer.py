@@ -12,7 +12,10 @@ control: a feature's effect counts only where it exceeds the control's 95th perc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import polars as pl
 import torch
 
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, encode
@@ -102,3 +105,50 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
         "control_dp_firing": control[:, 2].tolist(), "control_dp_other": control[:, 3].tolist(),
         "exceeds_control": bool(n_firing > 0 and means[0, 0] > np.quantile(control[:, 0], 0.95)),
     }
+
+
+@dataclass
+class SteerConfig:
+    """Which features the workflow steers, and how hard."""
+
+    n_features: int = 4
+    """labelled features steered (highest test F1 first), topped up with the densest unlabelled ones."""
+    mode: str = "clamp"
+    """clamp (set the feature's activation) or add (add its decoder direction)."""
+    strength_multiplier: float = 4.0
+    """clamp value (or added amount) = this x the feature's mean activation when firing."""
+    n_random: int = 8
+    """random directions of the same norm per feature (the control)."""
+    max_windows: int = 40
+    """windows lying wholly in test blocks that are scored."""
+
+
+def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.DataFrame, sequences: list[str],
+                cfg: SteerConfig, seed: int = 0) -> pl.DataFrame:
+    """One row per steered feature: label, strength, KL and dp at/away from firing positions, the
+    control's median and 95th percentile, exceeds_control, and `flag` = labelled but no effect
+    beyond the control."""
+    alive = features.filter(pl.col("density") > 0)
+    labelled = alive.filter(pl.col("label") != "unlabelled").sort(["f1", "feature"], descending=[True, False])
+    others = alive.filter(pl.col("label") == "unlabelled").sort(["density", "feature"], descending=[True, False])
+    chosen = pl.concat([labelled, others]).head(cfg.n_features)
+    rows = []
+    for r in chosen.iter_rows(named=True):
+        strength = cfg.strength_multiplier * float(r["mean_activation"])
+        out = steer(lm, layer, sae, int(r["feature"]), sequences, strength, cfg.mode, cfg.n_random, seed=seed)
+        ctrl = np.asarray(out["control_kl_firing"])
+        rows.append({"feature": int(r["feature"]), "label": r["label"], "mode": cfg.mode, "strength": strength,
+                     "kl_firing": out["kl_firing"], "kl_other": out["kl_other"],
+                     "dp_firing": out["dp_firing"], "dp_other": out["dp_other"],
+                     "control_kl_firing_median": float(np.median(ctrl)),
+                     "control_kl_firing_q95": float(np.quantile(ctrl, 0.95)),
+                     "control_dp_firing_median": float(np.median(out["control_dp_firing"])),
+                     "n_firing": out["n_firing"], "n_other": out["n_other"],
+                     "exceeds_control": out["exceeds_control"],
+                     "flag": r["label"] != "unlabelled" and not out["exceeds_control"]})
+    return pl.DataFrame(rows, schema={"feature": pl.Int64, "label": pl.String, "mode": pl.String,
+                                      "strength": pl.Float64, "kl_firing": pl.Float64, "kl_other": pl.Float64,
+                                      "dp_firing": pl.Float64, "dp_other": pl.Float64,
+                                      "control_kl_firing_median": pl.Float64, "control_kl_firing_q95": pl.Float64,
+                                      "control_dp_firing_median": pl.Float64, "n_firing": pl.Int64,
+                                      "n_other": pl.Int64, "exceeds_control": pl.Boolean, "flag": pl.Boolean})

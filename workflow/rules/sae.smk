@@ -2,7 +2,7 @@
 # downstream) and labels its features; `sae_sweep` trains each `sae.sweep` entry as its own job;
 # `sae_frontier` plots the sweep's L0 vs FVU and L0 vs loss recovered.
 
-SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows"}
+SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer"}
 SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
 
 
@@ -102,3 +102,31 @@ rule sae_frontier:
         ENV
     shell:
         "python -m interp.cli stage sae_frontier {params.job:q} > {log:q} 2>&1"
+
+
+rule sae_steer:
+    wildcard_constraints:
+        model="[^/]+",
+        layer="[^/]+",
+    input:
+        checkpoint=f"{R}/lm/{{model}}.safetensors",  # the built-in LM only
+        weights=f"{R}/sae/{{model}}/{{layer}}/weights.safetensors",
+        features=f"{R}/sae/{{model}}/{{layer}}/features.parquet",
+        windows=f"{R}/windows/windows.parquet",
+    output:
+        parquet=f"{R}/sae/{{model}}/{{layer}}/steer.parquet",
+    params:
+        job=job(lambda wc: {**sae_base_params(), "steer": config["sae"]["steer"], "model": wc.model,
+                            "layer": wc.layer}),
+    log:
+        f"{R}/logs/sae_steer/{{model}}/{{layer}}.log",
+    benchmark:
+        f"{R}/benchmarks/sae_steer/{{model}}/{{layer}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "python -m interp.cli stage sae_steer {params.job:q} > {log:q} 2>&1"
