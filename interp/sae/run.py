@@ -83,8 +83,9 @@ def frontier_table(metrics: list[dict]) -> pl.DataFrame:
     for m in metrics:
         cfg = m.get("config", {})
         rows.append({"name": m.get("name", "main"), "architecture": m["architecture"], "n_features": m["n_features"],
-                     "k": m["k"], "l1_coefficient": cfg.get("l1_coefficient"),
-                     "l0_coefficient": cfg.get("l0_coefficient"), "l0": m["l0"], "fvu": m["fvu"],
+                     "k": m["k"],
+                     "l1_coefficient": cfg.get("l1_coefficient") if m["architecture"] == "relu" else None,
+                     "l0_coefficient": cfg.get("l0_coefficient") if m["architecture"] == "jumprelu" else None, "l0": m["l0"], "fvu": m["fvu"],
                      "loss_recovered": m.get("loss_recovered"), "dead_fraction": m["dead_fraction"],
                      "dense_fraction": m["dense_fraction"]})
     return pl.DataFrame(rows, schema={c: (pl.String if c in ("name", "architecture") else pl.Float64)
