@@ -270,7 +270,7 @@ def probe_baseline(samples: dict[int, tuple[list, list]], names: list[str], seed
 # ---------------------------------------------------------------- the whole analysis
 @torch.no_grad()
 def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.DataFrame, split: BlockSplit,
-                  tracks: ConceptTracks, cfg: LabelConfig | None = None, top_n: int = 5, rows: int = 16384,
+                  tracks: ConceptTracks, cfg: LabelConfig | None = None, top_n: int = 5, rows: int | None = None,
                   seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(features, units, summary), streamed over the store `rows` tokens at a time.
 
@@ -283,9 +283,13 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     (kind "neuron", unit = 2 * dim for the high direction, 2 * dim + 1 for the low one).
     summary: per concept prevalence, matches by SAE features and neurons, probe baseline, and the
     counts n_concepts_matched_sae / n_concepts_matched_neurons / n_labelled_features.
+    rows: tokens per read; by default about 2**25 dense values per chunk (16384 tokens for 512
+    features, 1024 for 32768), so a large dictionary or a wide model does not blow up memory.
     """
     cfg = cfg or LabelConfig()
     store = open_store(store_path)
+    if rows is None:
+        rows = max(256, min(16384, 2**25 // max(model.n_features, 2 * store.d)))
     if store.d != model.d_in:
         raise InputError(f"{store_path}: activations have width {store.d} but the SAE expects {model.d_in}")
     ids = _window_ids(windows)
