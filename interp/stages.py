@@ -19,7 +19,7 @@ import polars as pl
 from interp.io import atomic_path, write_text_atomic
 
 STAGES = (
-    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer",
+    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer", "sae_atlas",
     "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
     "report",
 )
@@ -241,6 +241,28 @@ def sae_steer(job: Job) -> None:
                           pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
                           sae_config(p), p["steer"])
     write_table(table, job.output["parquet"])
+
+
+def sae_atlas(job: Job) -> None:
+    """Static HTML atlas of the main SAE's features (interp.sae.atlas)."""
+    import shutil
+
+    from interp.sae.atlas import build_atlas
+    from interp.sae.train import load_sae
+
+    p = job.params
+    out = Path(job.output["atlas_dir"])
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_atlas(load_sae(job.input["weights"]), Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr",
+                    pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
+                    pl.read_parquet(job.input["units"]), tmp, per_page=p["atlas"]["per_page"],
+                    max_logos=p["atlas"]["max_logos"])
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)  # the folder appears only once complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sae_frontier(job: Job) -> None:

@@ -294,3 +294,24 @@ def test_steering_along_a_readout_direction_beats_random_controls():
     assert clamp["kl_firing"] > 0
     with pytest.raises(ValueError, match="mode"):
         steer(lm, "block2", sae, 0, seqs, strength=1.0, mode="scale")
+
+
+def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
+    from interp.sae.atlas import base_activations, build_atlas
+
+    features, units, _ = labelled
+    rng = np.random.default_rng(2)
+    windows = planted["windows"].with_columns(sequence=pl.Series(
+        ["".join(rng.choice(list("ACGT"), size=PER_WINDOW)) for _ in range(planted["windows"].height)]))
+    info = build_atlas(planted["model"], planted["path"], windows, features, units, tmp_path / "atlas",
+                       per_page=50, max_logos=3)
+    assert info == {"n_features": 128, "n_pages": 3, "n_logos": 3}
+    index = (tmp_path / "atlas" / "index.html").read_text()
+    assert index.count("<tr>") == 129 and "sortBy" in index
+    labelled_id = features.filter(pl.col("label") == "atom0")["feature"][0]
+    page = (tmp_path / "atlas" / f"page_{labelled_id // 50}.html").read_text()
+    assert f'id="f{labelled_id}"' in page and "atom0" in page and "rgba(220,60,40" in page
+    assert len(list((tmp_path / "atlas" / "logos").glob("*.png"))) == 3
+    # each base takes the activation of the token covering it (tokens of 2 bases here)
+    acts = base_activations(np.array([1.0, 0.0, 3.0]), np.array([0, 2, 4]), 6)
+    assert acts.tolist() == [1.0, 1.0, 0.0, 0.0, 3.0, 3.0]

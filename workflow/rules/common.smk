@@ -83,6 +83,7 @@ def report_inputs(wildcards):
         "sae_units": expand(f"{R}/sae/{{model}}/{sae_layer}/units.parquet", model=MODELS),
         "sae_steer": [f"{R}/sae/{m}/{sae_layer}/steer.parquet" for m in MODELS
                       if load_card(m).get("family") == "tiny"],
+        "sae_atlas": expand(f"{R}/sae/{{model}}/{sae_layer}/atlas", model=MODELS),
         "sae_frontier": expand(f"{R}/sae/{{model}}/{sae_layer}/frontier.parquet", model=MODELS),
         "sae_frontier_plots": expand(f"{R}/sae/{{model}}/{sae_layer}/frontier_{{plot}}.png", model=MODELS,
                                      plot=["l0_fvu", "l0_loss_recovered"]),

@@ -2,7 +2,7 @@
 # downstream) and labels its features; `sae_sweep` trains each `sae.sweep` entry as its own job;
 # `sae_frontier` plots the sweep's L0 vs FVU and L0 vs loss recovered.
 
-SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer"}
+SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas"}
 SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
 
 
@@ -130,3 +130,31 @@ rule sae_steer:
         ENV
     shell:
         "python -m interp.cli stage sae_steer {params.job:q} > {log:q} 2>&1"
+
+
+rule sae_atlas:
+    wildcard_constraints:
+        model="[^/]+",
+        layer="[^/]+",
+    input:
+        tokens_dir=f"{R}/tokens/{{model}}",
+        weights=f"{R}/sae/{{model}}/{{layer}}/weights.safetensors",
+        features=f"{R}/sae/{{model}}/{{layer}}/features.parquet",
+        units=f"{R}/sae/{{model}}/{{layer}}/units.parquet",
+        windows=f"{R}/windows/windows.parquet",
+    output:
+        atlas_dir=directory(f"{R}/sae/{{model}}/{{layer}}/atlas"),
+    params:
+        job=job(lambda wc: {"atlas": config["sae"]["atlas"], "model": wc.model, "layer": wc.layer}),
+    log:
+        f"{R}/logs/sae_atlas/{{model}}/{{layer}}.log",
+    benchmark:
+        f"{R}/benchmarks/sae_atlas/{{model}}/{{layer}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "python -m interp.cli stage sae_atlas {params.job:q} > {log:q} 2>&1"
