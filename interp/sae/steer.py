@@ -119,7 +119,7 @@ class SteerConfig:
     """clamp value (or added amount) = this x the feature's mean activation when firing."""
     n_random: int = 8
     """random directions of the same norm per feature (the control)."""
-    max_windows: int = 40
+    max_windows: int = 20
     """windows lying wholly in test blocks that are scored."""
 
 
