@@ -71,6 +71,16 @@ def job(stage_params):
 
 
 
+# SAE settings: the keys of config["sae"] that configure training (SAEConfig), and the sweep by name.
+SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas"}
+SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
+
+
+def sae_base_params():
+    """The main SAE's training settings and the run seed."""
+    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NON_TRAINING}, "seed": config["seed"]}
+
+
 def report_inputs(wildcards):
     sae_layer = config["sae"]["layer"]
     inputs = {

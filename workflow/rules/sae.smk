@@ -1,13 +1,7 @@
 # Stage 5: sparse autoencoders on one layer's per-token activations. `sae` trains the main SAE (used
 # downstream) and labels its features; `sae_sweep` trains each `sae.sweep` entry as its own job;
-# `sae_frontier` plots the sweep's L0 vs FVU and L0 vs loss recovered.
-
-SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas"}
-SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
-
-
-def sae_base_params():
-    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NON_TRAINING}, "seed": config["seed"]}
+# `sae_frontier` plots the sweep's L0 vs FVU and L0 vs loss recovered; `sae_steer` checks features
+# causally in the built-in LM; `sae_atlas` writes the HTML feature atlas.
 
 
 rule sae:
