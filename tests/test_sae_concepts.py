@@ -315,3 +315,20 @@ def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
     # each base takes the activation of the token covering it (tokens of 2 bases here)
     acts = base_activations(np.array([1.0, 0.0, 3.0]), np.array([0, 2, 4]), 6)
     assert acts.tolist() == [1.0, 1.0, 0.0, 0.0, 3.0, 3.0]
+
+
+def test_steer_table_flags_only_judged_labelled_features():
+    from interp.sae.steer import SteerConfig, steer_table
+
+    lm, sae = _toy_lm_and_sae()
+    seqs = ["ACGTAAGTCA" * 12]
+    features = pl.DataFrame({"feature": [0, 5, 7], "label": ["motif_X", "unlabelled", "motif_Y"],
+                             "f1": [0.9, 0.1, 0.5], "density": [0.5, 0.4, 0.3], "mean_activation": [0.0, 1.0, 0.0],
+                             "top_windows": ["w1", "", ""]})
+    table = steer_table(lm, "block2", sae, features, seqs, SteerConfig(n_features=3, n_random=2),
+                        window_sequences={"w1": "A" * 50})
+    assert table["feature"].to_list() == [0, 7, 5]  # labelled first (by F1), then the densest others
+    # strength 0 clamps: firing positions change (clamped to 0) but nothing beyond random controls of norm 1
+    # is demanded here; what matters: unjudged or unlabelled features are never flagged
+    for r in table.iter_rows(named=True):
+        assert r["flag"] == (r["label"] != "unlabelled" and r["judged"] and not r["exceeds_control"])

@@ -131,4 +131,6 @@ def steer_on_test(lm_checkpoint: str | Path, layer: str, sae: SparseAutoencoder,
         keep = np.sort(np.random.default_rng([cfg.seed, 6]).choice(test.height, steer_cfg.max_windows, replace=False))
         test = test[keep]
     lm = load_tiny_checkpoint(Path(lm_checkpoint))
-    return steer_table(lm, layer, sae, features, test["sequence"].to_list(), steer_cfg, seed=cfg.seed)
+    by_id = dict(zip(windows["window_id"].to_list(), windows["sequence"].to_list(), strict=True))
+    return steer_table(lm, layer, sae, features, test["sequence"].to_list(), steer_cfg, seed=cfg.seed,
+                       window_sequences=by_id)

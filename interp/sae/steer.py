@@ -124,10 +124,11 @@ class SteerConfig:
 
 
 def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.DataFrame, sequences: list[str],
-                cfg: SteerConfig, seed: int = 0) -> pl.DataFrame:
+                cfg: SteerConfig, seed: int = 0, window_sequences: dict[str, str] | None = None) -> pl.DataFrame:
     """One row per steered feature: label, strength, KL and dp at/away from firing positions, the
-    control's median and 95th percentile, exceeds_control, and `flag` = labelled but no effect
-    beyond the control."""
+    control's median and 95th percentile, exceeds_control, and `flag` = labelled, fires in the scored
+    windows (`judged`), yet no effect beyond the control. Each feature is scored on `sequences` plus
+    its own top windows (`window_sequences`: window_id -> sequence), so it fires somewhere."""
     alive = features.filter(pl.col("density") > 0)
     labelled = alive.filter(pl.col("label") != "unlabelled").sort(["f1", "feature"], descending=[True, False])
     others = alive.filter(pl.col("label") == "unlabelled").sort(["density", "feature"], descending=[True, False])
@@ -135,7 +136,10 @@ def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.
     rows = []
     for r in chosen.iter_rows(named=True):
         strength = cfg.strength_multiplier * float(r["mean_activation"])
-        out = steer(lm, layer, sae, int(r["feature"]), sequences, strength, cfg.mode, cfg.n_random, seed=seed)
+        own = [window_sequences[w] for w in (r.get("top_windows") or "").split(",") if w and window_sequences
+               and w in window_sequences]
+        out = steer(lm, layer, sae, int(r["feature"]), own + sequences, strength, cfg.mode, cfg.n_random,
+                    seed=seed)
         ctrl = np.asarray(out["control_kl_firing"])
         rows.append({"feature": int(r["feature"]), "label": r["label"], "mode": cfg.mode, "strength": strength,
                      "kl_firing": out["kl_firing"], "kl_other": out["kl_other"],
@@ -144,11 +148,12 @@ def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.
                      "control_kl_firing_q95": float(np.quantile(ctrl, 0.95)),
                      "control_dp_firing_median": float(np.median(out["control_dp_firing"])),
                      "n_firing": out["n_firing"], "n_other": out["n_other"],
-                     "exceeds_control": out["exceeds_control"],
-                     "flag": r["label"] != "unlabelled" and not out["exceeds_control"]})
+                     "exceeds_control": out["exceeds_control"], "judged": out["n_firing"] > 0,
+                     "flag": r["label"] != "unlabelled" and out["n_firing"] > 0 and not out["exceeds_control"]})
     return pl.DataFrame(rows, schema={"feature": pl.Int64, "label": pl.String, "mode": pl.String,
                                       "strength": pl.Float64, "kl_firing": pl.Float64, "kl_other": pl.Float64,
                                       "dp_firing": pl.Float64, "dp_other": pl.Float64,
                                       "control_kl_firing_median": pl.Float64, "control_kl_firing_q95": pl.Float64,
                                       "control_dp_firing_median": pl.Float64, "n_firing": pl.Int64,
-                                      "n_other": pl.Int64, "exceeds_control": pl.Boolean, "flag": pl.Boolean})
+                                      "n_other": pl.Int64, "exceeds_control": pl.Boolean, "judged": pl.Boolean,
+                                      "flag": pl.Boolean})
