@@ -287,11 +287,13 @@ def test_steering_along_a_readout_direction_beats_random_controls():
     strong = steer(lm, "block2", sae, 0, ["A" * 120], strength=20.0, n_random=16)
     # pushing along the head's "A" direction raises p(A) everywhere, far more than random directions
     assert strong["dp_other"] > 0.2 and strong["dp_other"] > max(strong["control_dp_other"])
-    assert strong["kl_other"] > np.median(strong["control_kl_other"])
+    if strong["n_firing"]:
+        assert strong["dp_firing"] > max(strong["control_dp_firing"])
     assert len(strong["control_kl_firing"]) == 16
     clamp = steer(lm, "block2", sae, 0, seqs, strength=0.0, mode="clamp", n_random=2)
-    assert clamp["kl_other"] == pytest.approx(0.0, abs=1e-6)  # clamping to 0 where it does not fire: no change
-    assert clamp["kl_firing"] > 0
+    # clamping to 0 removes the feature where it fires (on the unmasked bases): the prediction changes there,
+    # far more than at positions where it did not fire
+    assert clamp["kl_firing"] > 0 and clamp["kl_firing"] > 10 * clamp["kl_other"]
     with pytest.raises(ValueError, match="mode"):
         steer(lm, "block2", sae, 0, seqs, strength=1.0, mode="scale")
 

@@ -6,7 +6,7 @@ keeping the SAE's error term ("clamp": h + (strength - a_f(h)) d_f). Every base 
 while masked (mask groups, as for loss recovered); we compare the LM's predicted base
 distributions with and without the intervention: KL(steered || clean) and the change in the
 probability of the sequence's own base, separately at positions where the feature fires on the
-clean run and elsewhere. The same intervention along random directions of the same norm is the
+clean, unmasked sequence and elsewhere. The same intervention along random directions of the same norm is the
 control: a feature's effect counts only where it exceeds the control's 95th percentile.
 """
 
@@ -62,13 +62,15 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     gen = torch.Generator().manual_seed(seed)
     randoms = torch.randn(n_random, direction.numel(), generator=gen)
     randoms = randoms / randoms.norm(dim=1, keepdim=True) * direction.norm()
-    state = {"dir": None, "fires": None}
+    state = {"dir": None, "fires": None, "record": False}
 
     def hook(_module, _inputs, output):
         flat = output.reshape(-1, output.shape[-1])
         act = sae.encode(flat)[:, feature]
-        if state["dir"] is None:
+        if state["record"]:  # unmasked pass: where the feature fires on the real bases
             state["fires"] = (act > 0).reshape(output.shape[:-1])
+            return output
+        if state["dir"] is None:
             return output
         amount = (strength - act) if mode == "clamp" else torch.full_like(act, strength)
         return (flat + amount[:, None] * state["dir"][None]).reshape(output.shape)
@@ -79,7 +81,9 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     handle = module.register_forward_hook(hook)
     try:
         for inputs, scored, targets in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size):
-            state["dir"] = None
+            state["dir"], state["record"] = None, True
+            lm(targets)
+            state["record"] = False
             logp_clean = torch.log_softmax(lm(inputs).float(), dim=-1)[scored]
             fires = state["fires"][scored]
             own = targets[scored][:, None]
