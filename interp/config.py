@@ -112,7 +112,28 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
+    _check_sae_sweep(cfg["sae"], source)
     return cfg
+
+
+def _check_sae_sweep(sae: dict, source: str) -> None:
+    """The main SAE's settings and each sweep entry (name + overridden SAE keys) must make a valid SAEConfig."""
+    from dataclasses import fields
+
+    from interp.sae.config import SAEConfig
+
+    SAEConfig.from_params(sae).validate(f"{source}: sae")
+    names = {f.name for f in fields(SAEConfig)} - {"seed"}
+    seen = set()
+    for i, entry in enumerate(sae.get("sweep", [])):
+        unknown = sorted(set(entry) - names - {"name"})
+        if unknown:
+            raise InputError(f"{source}: sae.sweep[{i}] ({entry.get('name')}): unknown SAE keys {unknown}; "
+                             f"expected some of {sorted(names)}")
+        if entry["name"] in seen or entry["name"] == "main":
+            raise InputError(f"{source}: sae.sweep[{i}]: name {entry['name']!r} is used twice (or is 'main')")
+        seen.add(entry["name"])
+        SAEConfig.from_params({**sae, **entry}).validate(f"{source}: sae.sweep[{i}] ({entry['name']})")
 
 
 def model_card_path(name: str) -> Path:

@@ -18,7 +18,7 @@ import polars as pl
 from interp.io import atomic_path, write_text_atomic
 
 STAGES = (
-    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae",
+    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer", "sae_atlas",
     "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
     "report",
 )
@@ -202,22 +202,90 @@ def probe(job: Job) -> None:
 
 
 def sae(job: Job) -> None:
-    """TopK SAE on one layer's per-token activations, and its concept table (interp.sae)."""
-    from interp.sae.concepts import feature_table
-    from interp.sae.config import SAEConfig
-    from interp.sae.train import save_sae, train_sae
+    """The main SAE of one layer: training, evaluation, honest concept labels (interp.sae.run)."""
+    from interp.sae.run import label_features, sae_config, train_and_evaluate
+    from interp.sae.train import save_sae
 
     _set_threads(1)  # bitwise-reproducible weights (see pretrain_tiny_dnalm)
     p = job.params
-    cfg = SAEConfig(n_features=p["n_features"], k=p["k"], lr=p["lr"], epochs=p["epochs"],
-                    batch_size=p["batch_size"], seed=p["seed"], heldout_fraction=p["heldout_fraction"])
+    cfg = sae_config(p)
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
-    model, metrics = train_sae(store, cfg, threads=1)
-    win = pl.read_parquet(job.input["windows"])
-    features = feature_table(model, store, win, top_n=p["top_windows"])
-    save_sae(model, job.output["weights"])
+    windows = pl.read_parquet(job.input["windows"])
+    out_dir = Path(job.output["weights"]).parent
+    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
+    features, units, labels = label_features(model, store, windows, pl.read_parquet(job.input["bases"]), cfg,
+                                             p["concepts"], p["labels"], p["top_windows"])
+    save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_table(features, job.output["features"])
-    write_json({"model": p["model"], "layer": p["layer"], **metrics}, job.output["metrics"])
+    write_table(units, job.output["units"])
+    write_json({"model": p["model"], "layer": p["layer"], "name": "main", **metrics, "labels": labels,
+                "top_features": labels["top_features"],
+                "n_concepts_matched_sae": labels["n_concepts_matched_sae"],
+                "n_concepts_matched_neurons": labels["n_concepts_matched_neurons"]}, job.output["metrics"])
+
+
+def sae_sweep(job: Job) -> None:
+    """One SAE of the sweep (`sae.sweep` entry overriding the main settings): training and evaluation."""
+    from interp.sae.run import sae_config, train_and_evaluate
+    from interp.sae.train import save_sae
+
+    _set_threads(1)
+    p = job.params
+    cfg = sae_config(p["base"], p["overrides"])
+    store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
+    windows = pl.read_parquet(job.input["windows"])
+    out_dir = Path(job.output["weights"]).parent
+    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
+    save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
+    write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
+
+
+def sae_steer(job: Job) -> None:
+    """Steer the main SAE's top features in the built-in LM against random-direction controls (interp.sae.steer)."""
+    from interp.sae.run import sae_config, steer_on_test
+    from interp.sae.train import load_sae
+
+    _set_threads(1)
+    p = job.params
+    table = steer_on_test(job.input["checkpoint"], p["layer"], load_sae(job.input["weights"]),
+                          pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
+                          sae_config(p), p["steer"])
+    write_table(table, job.output["parquet"])
+
+
+def sae_atlas(job: Job) -> None:
+    """Static HTML atlas of the main SAE's features (interp.sae.atlas)."""
+    import shutil
+
+    from interp.sae.atlas import build_atlas
+    from interp.sae.train import load_sae
+
+    p = job.params
+    out = Path(job.output["atlas_dir"])
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_atlas(load_sae(job.input["weights"]), Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr",
+                    pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
+                    pl.read_parquet(job.input["units"]), tmp, per_page=p["atlas"]["per_page"],
+                    max_logos=p["atlas"]["max_logos"])
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)  # the folder appears only once complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sae_frontier(job: Job) -> None:
+    """The sweep's L0 vs FVU and L0 vs loss-recovered frontier, table and plots (interp.sae.run)."""
+    from interp.sae.run import frontier_plots, frontier_table
+
+    metrics = [json.loads(Path(path).read_text()) for path in job.input["metrics"]]
+    table = frontier_table(metrics)
+    write_table(table, job.output["parquet"])
+    with atomic_path(job.output["fvu_png"]) as fvu, atomic_path(job.output["loss_png"]) as loss:
+        frontier_plots(table, fvu, loss, f"{job.params['model']} {job.params['layer']}: SAE sweep")
 
 
 def report(job: Job) -> None:

@@ -55,10 +55,11 @@ def reference_model(tmp_path_factory) -> dict:
                        "bases": out / "b.parquet"},
                       {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
                       {"layers": [LAYER], "token_layers": [LAYER], "batch_size": 64, "device": "cpu"}))
-    stages.sae(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
-                    {"weights": out / "sae.safetensors", "metrics": out / "sae.json", "features": out / "f.parquet"},
-                    {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "heldout_fraction": 0.2,
-                     "top_windows": 3, "model": "tiny-dnalm", "layer": LAYER, "seed": 7}))
+    # the SAE alone (sae_sweep's stage: training and evaluation, without the concept labels)
+    stages.sae_sweep(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
+                          {"weights": out / "sae.safetensors", "metrics": out / "sae.json"},
+                          {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
+                           "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": LAYER}))
     return {"card": card, "checkpoint": out / "lm.safetensors", "sae": out / "sae.safetensors"}
 
 

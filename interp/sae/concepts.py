@@ -1,18 +1,187 @@
-"""Describe SAE features by what they fire on: density, label precision/recall/F1, top windows."""
+"""Honest concept labels for SAE features and, as a baseline, for the model's raw neurons.
+
+For every unit (SAE feature, or a neuron read in either direction) and concept
+(`interp.sae.concept_tracks`), "fires" means activation above a threshold. The threshold is chosen
+on the validation blocks (maximal F1 among `n_thresholds` evenly spaced levels up to the unit's
+validation maximum) and precision, recall, F1, lift (precision / prevalence) and AUPRC are reported
+on the test blocks, as InterPLM does. A unit's candidate concept is the one of highest validation F1
+among concepts with validation lift >= min_lift (else of highest validation F1). It is labelled
+with it only if on test blocks: lift >= min_lift, F1 above the "always fires" baseline 2p/(1+p)
+and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), at least
+`min_true_positives` true positives, and precision significantly above prevalence (one-sided
+binomial test, Bonferroni over all units x concepts at family-wise `alpha`); otherwise it is
+"unlabelled".
+
+A linear probe (logistic regression on standardised raw activations of a training-token sample,
+threshold chosen on validation) gives, per concept, what the raw activations can do at all.
+Everything streams over the store chunk by chunk; memory grows with features x concepts x
+thresholds, not with tokens (the probe uses samples of at most `probe_max_tokens` per split).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
+from scipy.stats import binom
 
 from interp.errors import InputError
-from interp.sae.model import TopKSAE
+from interp.sae.concept_tracks import ConceptTracks
+from interp.sae.model import SparseAutoencoder
+from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit
 from interp.sae.train import open_store
 
+UNLABELLED = "unlabelled"
 
+
+@dataclass
+class LabelConfig:
+    """When a unit earns a concept label."""
+
+    min_lift: float = 2.0
+    """precision / prevalence on test blocks needed for a label."""
+    min_true_positives: int = 10
+    """test tokens where the unit fires and the concept holds, needed for a label."""
+    alpha: float = 0.05
+    """family-wise error rate of the one-sided binomial test "precision > prevalence" on test tokens,
+    Bonferroni-corrected over all (unit, concept) pairs of the family (SAE features, or neurons)."""
+    n_thresholds: int = 32
+    """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
+    probe_max_tokens: int = 20000
+    """about this many tokens per split are sampled for the linear-probe baseline."""
+
+
+# ---------------------------------------------------------------- per-token concepts
+def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.ndarray,
+                   base_start: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """bool [m, C]: the concept holds on any base the token covers.
+
+    A token covers [base_start, next token's base_start) when the next row is the same window,
+    else one base. `cumulative` is the int32 [n + 1, C] cumulative sum of tracks.values.
+    """
+    w = np.asarray(window_index, dtype=np.int64)
+    bs = np.asarray(base_start, dtype=np.int64)
+    track_contig = np.array([tracks.contigs.index(c) if c in tracks.contigs else -1 for c in split.contigs])
+    cid = track_contig[split.window_contig[w]]
+    if (cid < 0).any():
+        raise InputError(f"bases table: no bases on contig {split.contigs[int(split.window_contig[w][cid < 0][0])]}")
+    rows = tracks.rows_of(cid, split.window_start[w] + bs)
+    nxt = np.r_[bs[1:], -1]
+    same = np.r_[w[1:] == w[:-1], False]
+    span = np.where(same & (nxt > bs), nxt - bs, 1)
+    end = np.minimum(rows + span, cumulative.shape[0] - 1)
+    return (cumulative[end] - cumulative[rows]) > 0
+
+
+# ---------------------------------------------------------------- streaming threshold statistics
+class ThresholdCounts:
+    """Firing counts of U units at T thresholds, overall and per concept, on one split.
+
+    Unit u fires at threshold level j (0..T-1) when its score > j * scale[u] / T.
+    """
+
+    def __init__(self, scale: np.ndarray, n_concepts: int, n_thresholds: int) -> None:
+        self.scale = torch.from_numpy(np.where(scale > 0, scale, 1.0)).double()
+        self.U, self.C, self.T = scale.size, n_concepts, n_thresholds
+        self.hist = torch.zeros(self.U * (self.T + 1), dtype=torch.float64)
+        self.hist_pos = torch.zeros(self.C, self.U * (self.T + 1), dtype=torch.float64)
+        self.n_tokens = 0
+        self.n_pos = np.zeros(n_concepts)
+
+    def add(self, scores: torch.Tensor, concepts: np.ndarray) -> None:
+        """scores [m, U] (>= 0 means nothing; only > 0 can fire), concepts bool [m, C]."""
+        self.n_tokens += scores.shape[0]
+        self.n_pos += concepts.sum(axis=0)
+        tok, unit = torch.nonzero(scores > 0, as_tuple=True)
+        if tok.numel() == 0:
+            return
+        level = torch.ceil(scores[tok, unit].double() * self.T / self.scale[unit]).clamp(0, self.T).long()
+        index = unit * (self.T + 1) + level
+        size = self.U * (self.T + 1)
+        self.hist += torch.bincount(index, minlength=size).double()
+        c = torch.from_numpy(concepts)
+        for j in range(self.C):
+            self.hist_pos[j] += torch.bincount(index, weights=c[tok, j].double(), minlength=size)
+
+    def fires(self) -> tuple[np.ndarray, np.ndarray]:
+        """(fires [U, T], true positives [C, U, T]): counts of tokens above each threshold level."""
+        h = self.hist.view(self.U, self.T + 1).numpy()[:, 1:]
+        hp = self.hist_pos.view(self.C, self.U, self.T + 1).numpy()[:, :, 1:]
+        # level l fires at thresholds j < l: reverse cumulative sums
+        return np.cumsum(h[:, ::-1], axis=1)[:, ::-1], np.cumsum(hp[:, :, ::-1], axis=2)[:, :, ::-1]
+
+
+def _div(a, b):
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return np.divide(a, b, out=np.zeros(a.shape), where=b > 0)
+
+
+def average_precision(fires: np.ndarray, tp: np.ndarray, n_tokens: int, n_pos: np.ndarray) -> np.ndarray:
+    """AP [C, U] from counts at decreasing score levels plus the all-tokens point (step interpolation,
+    as scikit-learn's average_precision_score on the quantised scores)."""
+    C, U, T = tp.shape
+    # thresholds from highest to lowest, then "every token"
+    f = np.concatenate([np.broadcast_to(fires[None, :, ::-1], (C, U, T)),
+                        np.full((C, U, 1), float(n_tokens))], axis=2)
+    t = np.concatenate([tp[:, :, ::-1], np.broadcast_to(n_pos[:, None, None], (C, U, 1))], axis=2)
+    recall = _div(t, n_pos[:, None, None])
+    precision = _div(t, f)
+    delta = np.diff(np.concatenate([np.zeros((C, U, 1)), recall], axis=2), axis=2)
+    return (delta * precision).sum(axis=2)
+
+
+def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], cfg: LabelConfig,
+                kind: str) -> pl.DataFrame:
+    """Long table: one row per (unit, concept) with validation-chosen threshold and test statistics."""
+    v_fires, v_tp = val.fires()
+    t_fires, t_tp = test.fires()
+    C, U, T = v_tp.shape
+    v_f1 = _div(2 * v_tp, v_fires[None] + val.n_pos[:, None, None])
+    best = v_f1.argmax(axis=2)                                    # [C, U], ties -> lowest threshold
+    take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
+    tp = take(t_tp)
+    fire = np.take_along_axis(np.broadcast_to(t_fires[None], t_tp.shape), best[..., None], axis=2)[..., 0]
+    prevalence = _div(test.n_pos, test.n_tokens)[:, None] * np.ones((C, U))
+    precision = _div(tp, fire)
+    recall = _div(tp, test.n_pos[:, None])
+    f1 = _div(2 * tp, fire + test.n_pos[:, None])
+    density = fire / max(test.n_tokens, 1)
+    f1_always = _div(2 * prevalence, 1 + prevalence)
+    f1_random = _div(2 * prevalence * density, prevalence + density)
+    lift = _div(precision, prevalence)
+    v_prev = _div(val.n_pos, val.n_tokens)[:, None]
+    v_lift = _div(_div(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
+    # one-sided binomial test: tp or more of `fire` tokens carry the concept if firing were unrelated to it
+    p_value = binom.sf(tp - 1, fire.astype(np.int64), np.clip(prevalence, 0, 1))
+    p_value = np.where(fire > 0, p_value, 1.0)
+    passes = ((lift >= cfg.min_lift) & (f1 > f1_always) & (f1 > f1_random) & (tp >= cfg.min_true_positives)
+              & (p_value * C * U <= cfg.alpha))
+    threshold = best * val.scale.numpy()[None, :] / T
+    frame = pl.DataFrame({
+        "kind": [kind] * (C * U),
+        "unit": np.tile(np.arange(U, dtype=np.int64), C),
+        "concept": np.repeat(np.array(names, dtype=object), U).tolist(),
+        "threshold": threshold.ravel(), "validation_f1": take(v_f1).ravel(), "validation_lift": v_lift.ravel(),
+        "precision": precision.ravel(), "recall": recall.ravel(), "f1": f1.ravel(), "lift": lift.ravel(),
+        "auprc": average_precision(t_fires, t_tp, test.n_tokens, test.n_pos).ravel(),
+        "prevalence": prevalence.ravel(), "density": density.ravel(), "true_positives": tp.ravel(), "p_value": p_value.ravel(),
+        "f1_always": f1_always.ravel(), "f1_random": f1_random.ravel(), "passes": passes.ravel(),
+    })
+    return frame
+
+
+def unit_labels(long: pl.DataFrame, min_lift: float) -> pl.DataFrame:
+    """One row per unit: its candidate concept (by validation) and label (test criteria)."""
+    ranked = long.with_columns(eligible=pl.col("validation_lift") >= min_lift).sort(
+        ["unit", "eligible", "validation_f1", "concept"], descending=[False, True, True, False])
+    first = ranked.group_by("unit", maintain_order=True).first()
+    return first.with_columns(label=pl.when(pl.col("passes")).then(pl.col("concept")).otherwise(pl.lit(UNLABELLED)))
+
+
+# ---------------------------------------------------------------- top windows (per feature)
 def window_max(features: torch.Tensor, window_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-window maximum of each feature within one chunk.
 
@@ -56,67 +225,181 @@ def _window_ids(windows: pl.DataFrame) -> dict[int, str]:
                     windows["window_id"].cast(pl.String).to_list(), strict=True))
 
 
-@torch.no_grad()
-def feature_table(model: TopKSAE, store_path: str | Path, windows: pl.DataFrame, top_n: int = 5,
-                  rows: int = 16384) -> pl.DataFrame:
-    """One row per SAE feature, streamed over the store `rows` tokens at a time.
+# ---------------------------------------------------------------- linear-probe baseline
+def probe_baseline(samples: dict[int, tuple[list, list]], names: list[str], seed: int) -> list[dict]:
+    """Per concept: logistic regression on standardised raw activations (train sample), threshold
+    chosen for F1 on the validation sample, precision / recall / F1 / lift / AUPRC on the test sample."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
 
-    Columns: feature (id), density (share of tokens where it fires), mean_activation (mean value
-    when firing, input-store units of the SAE code), for every store label L: precision_L, recall_L,
-    f1_L of "feature fires" against "token has label L"; best_label (label of highest F1, "none" if
-    that F1 is 0) and best_f1; top_windows (comma-joined window_id of the top_n windows by maximum
-    activation, highest first; only windows where it fires). Sorted by feature.
+    data = {}
+    for code, (xs, ys) in samples.items():
+        data[code] = (np.concatenate(xs) if xs else np.zeros((0, 0)), np.concatenate(ys) if ys else None)
+    x_tr, y_tr = data[TRAIN]
+    if x_tr.shape[0] == 0:
+        return []
+    mean, sd = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-8
+    out = []
+    for j, name in enumerate(names):
+        row = {"concept": name, "probe_f1": None, "probe_precision": None, "probe_recall": None,
+               "probe_lift": None, "probe_auprc": None}
+        y = y_tr[:, j]
+        x_va, y_va = data[VALIDATION]
+        x_te, y_te = data[TEST]
+        if y.min() == y.max() or y_va is None or y_te is None or not y_va[:, j].any() or not y_te[:, j].any():
+            out.append(row)
+            continue
+        model = LogisticRegression(max_iter=500, random_state=seed).fit((x_tr - mean) / sd, y)
+        p_va = model.predict_proba((x_va - mean) / sd)[:, 1]
+        p_te = model.predict_proba((x_te - mean) / sd)[:, 1]
+        candidates = np.unique(np.quantile(p_va, np.linspace(0, 1, 201)))
+        f1s = [2 * (y_va[:, j] & (p_va >= t)).sum() / ((p_va >= t).sum() + y_va[:, j].sum()) for t in candidates]
+        t = candidates[int(np.argmax(f1s))]
+        fire = p_te >= t
+        tp = float((fire & y_te[:, j]).sum())
+        prev = float(y_te[:, j].mean())
+        precision = tp / fire.sum() if fire.any() else 0.0
+        recall = tp / y_te[:, j].sum()
+        row.update(probe_f1=2 * tp / (fire.sum() + y_te[:, j].sum()), probe_precision=precision,
+                   probe_recall=recall, probe_lift=precision / prev,
+                   probe_auprc=float(average_precision_score(y_te[:, j], p_te)))
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- the whole analysis
+@torch.no_grad()
+def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.DataFrame, split: BlockSplit,
+                  tracks: ConceptTracks, cfg: LabelConfig | None = None, top_n: int = 5, rows: int | None = None,
+                  seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """(features, units, summary), streamed over the store `rows` tokens at a time.
+
+    features: one row per SAE feature: feature, density (share of all tokens where it fires),
+    mean_activation (mean code value when firing), concept (candidate), label (concept or
+    "unlabelled"), threshold, precision, recall, f1, lift, auprc, prevalence, label_density (test
+    density at the threshold), f1_always, f1_random, best_label (= label) and best_f1 (= f1, for
+    report compatibility), top_windows (comma-joined window_id of the top_n windows by maximum
+    activation). units: the long (unit, concept) table for SAE features (kind "sae") and neurons
+    (kind "neuron", unit = 2 * dim for the high direction, 2 * dim + 1 for the low one).
+    summary: per concept prevalence, matches by SAE features and neurons, probe baseline, and the
+    counts n_concepts_matched_sae / n_concepts_matched_neurons / n_labelled_features.
+    rows: tokens per read; by default about 2**25 dense values per chunk (16384 tokens for 512
+    features, 1024 for 32768), so a large dictionary or a wide model does not blow up memory.
     """
+    cfg = cfg or LabelConfig()
     store = open_store(store_path)
+    if rows is None:
+        rows = max(256, min(16384, 2**25 // max(model.n_features, 2 * store.d)))
     if store.d != model.d_in:
         raise InputError(f"{store_path}: activations have width {store.d} but the SAE expects {model.d_in}")
     ids = _window_ids(windows)
     model = model.cpu().eval()
-    n_features, labels = model.n_features, store.label_names
-    n_fire = np.zeros(n_features)
-    activation_sum = np.zeros(n_features)
-    true_pos = np.zeros((n_features, len(labels)))
-    label_count = np.zeros(len(labels))
-    best_values = np.zeros((n_features, top_n), dtype=np.float32)
-    best_windows = np.full((n_features, top_n), -1, dtype=np.int64)
-    for sl, x in store.iter_chunks(rows):
-        features = model.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
-        fires = (features > 0).to(torch.float64)
-        n_fire += fires.sum(dim=0).numpy()
-        activation_sum += features.sum(dim=0).double().numpy()
-        if labels:
-            y = np.column_stack([store.labels(name, sl) for name in labels]).astype(np.float64)
-            true_pos += (fires.T @ torch.from_numpy(y)).numpy()
-            label_count += y.sum(axis=0)
-        block_windows, block = window_max(features, np.asarray(store.window_index[sl]))
-        best_values, best_windows = merge_top(best_values, best_windows, block, block_windows.astype(np.int64))
+    F, d, names = model.n_features, store.d, tracks.names
+    cumulative = np.concatenate([np.zeros((1, len(names)), dtype=np.int32),
+                                 np.cumsum(tracks.values, axis=0, dtype=np.int32)])
 
-    unknown = sorted({int(w) for w in np.unique(best_windows) if w >= 0} - ids.keys())
+    def chunks():
+        for start in range(0, store.n_tokens, rows):
+            sl = slice(start, min(start + rows, store.n_tokens))
+            w, bs = np.asarray(store.window_index[sl]), np.asarray(store.base_start[sl])
+            yield sl, w, bs, split.of_tokens(w, bs)
+
+    # pass 1: scales on validation tokens (feature maxima, neuron ranges)
+    feat_max = np.zeros(F)
+    lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
+    for sl, _, _, code in chunks():
+        keep = code == VALIDATION
+        if not keep.any():
+            continue
+        x = np.asarray(store.activations[sl])[keep]
+        feat_max = np.maximum(feat_max, model.encode(torch.from_numpy(x)).max(dim=0).values.double().numpy())
+        lo, hi = np.minimum(lo, x.min(axis=0)), np.maximum(hi, x.max(axis=0))
+    if not np.isfinite(lo).all():
+        raise InputError(f"{store_path}: no validation tokens (check sae.validation_fraction / split_block_bases)")
+    span = np.maximum(hi - lo, 1e-12)
+    sae_counts = {c: ThresholdCounts(feat_max, len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
+    neuron_counts = {c: ThresholdCounts(np.ones(2 * d), len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
+    rate = min(1.0, cfg.probe_max_tokens / max(store.n_tokens * 0.15, 1))
+    rng = np.random.default_rng([seed, 97])
+    samples: dict[int, tuple[list, list]] = {TRAIN: ([], []), VALIDATION: ([], []), TEST: ([], [])}
+
+    # pass 2: all tokens (density, top windows); validation/test (threshold counts); probe samples
+    n_fire = np.zeros(F)
+    activation_sum = np.zeros(F)
+    best_values = np.zeros((F, top_n), dtype=np.float32)
+    best_windows = np.full((F, top_n), -1, dtype=np.int64)
+    lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
+    for sl, w, bs, code in chunks():
+        x = torch.from_numpy(np.asarray(store.activations[sl], dtype=np.float32))
+        features = model.encode(x)
+        n_fire += (features > 0).sum(dim=0).double().numpy()
+        activation_sum += features.sum(dim=0).double().numpy()
+        block_windows, block = window_max(features, w)
+        best_values, best_windows = merge_top(best_values, best_windows, block, block_windows.astype(np.int64))
+        concepts = token_concepts(tracks, split, w, bs, cumulative)
+        for c in (VALIDATION, TEST):
+            keep = torch.from_numpy(code == c)
+            if not bool(keep.any()):
+                continue
+            sae_counts[c].add(features[keep], concepts[keep.numpy()])
+            scaled = (x[keep].double() - lo_t) / span_t
+            # a neuron is read both ways; +1e-9 so the unit's validation minimum still "fires" at level 0
+            neuron_counts[c].add(torch.cat([scaled + 1e-9, 1 - scaled + 1e-9], dim=1), concepts[keep.numpy()])
+        take = rng.random(code.size) < rate
+        for c in (TRAIN, VALIDATION, TEST):
+            sel = take & (code == c)
+            if sel.any():
+                samples[c][0].append(x.numpy()[sel])
+                samples[c][1].append(concepts[sel])
+
+    unknown = sorted({int(v) for v in np.unique(best_windows) if v >= 0} - ids.keys())
     if unknown:
         raise InputError(f"windows table: no window_id for window_index {unknown[:5]} found in {store_path}")
+    sae_long = label_units(sae_counts[VALIDATION], sae_counts[TEST], names, cfg, "sae")
+    neuron_long = label_units(neuron_counts[VALIDATION], neuron_counts[TEST], names, cfg, "neuron")
+    sae_units = unit_labels(sae_long, cfg.min_lift)
+    neuron_units = unit_labels(neuron_long, cfg.min_lift)
+
     n_tokens = max(store.n_tokens, 1)
-    table = {
-        "feature": np.arange(n_features, dtype=np.int64),
+    features_df = pl.DataFrame({
+        "feature": np.arange(F, dtype=np.int64),
         "density": n_fire / n_tokens,
-        "mean_activation": np.divide(activation_sum, n_fire, out=np.zeros(n_features), where=n_fire > 0),
+        "mean_activation": np.divide(activation_sum, n_fire, out=np.zeros(F), where=n_fire > 0),
+        "top_windows": [",".join(ids[int(v)] for v in row if v >= 0) for row in best_windows],
+    }).join(sae_units.select(
+        pl.col("unit").alias("feature"), "concept", "label", "threshold", "precision", "recall", "f1", "lift",
+        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value"),
+        on="feature", how="left").with_columns(
+        pl.col("label").alias("best_label"), pl.col("f1").alias("best_f1")).sort("feature")
+    # a feature that never fires cannot carry a label
+    features_df = features_df.with_columns(
+        pl.when(pl.col("density") > 0).then(pl.col("label")).otherwise(pl.lit(UNLABELLED)).alias("label"),
+    ).with_columns(pl.col("label").alias("best_label"))
+
+    probes = {r["concept"]: r for r in probe_baseline(samples, names, seed)}
+    per_concept = []
+    for j, name in enumerate(names):
+        entry = {"concept": name, "prevalence": float(sae_counts[TEST].n_pos[j] / max(sae_counts[TEST].n_tokens, 1)),
+                 "n_test_positive": int(sae_counts[TEST].n_pos[j])}
+        for kind, long, units in (("sae", sae_long, sae_units), ("neuron", neuron_long, neuron_units)):
+            best = long.filter(pl.col("concept") == name).sort(["validation_f1", "unit"],
+                                                               descending=[True, False]).row(0, named=True)
+            entry[f"n_{kind}_labelled"] = int((units["label"] == name).sum())
+            entry[f"best_{kind}_unit"] = int(best["unit"])
+            for key in ("f1", "lift", "auprc", "precision", "recall"):
+                entry[f"best_{kind}_{key}"] = float(best[key])
+        entry.update({k: v for k, v in probes.get(name, {}).items() if k != "concept"})
+        per_concept.append(entry)
+    summary = {
+        "concepts": per_concept,
+        "n_concepts": len(names),
+        "n_concepts_matched_sae": int(sum(e["n_sae_labelled"] > 0 for e in per_concept)),
+        "n_concepts_matched_neurons": int(sum(e["n_neuron_labelled"] > 0 for e in per_concept)),
+        "n_labelled_features": int((features_df["label"] != UNLABELLED).sum()),
+        "n_validation_tokens": int(sae_counts[VALIDATION].n_tokens),
+        "n_test_tokens": int(sae_counts[TEST].n_tokens),
+        "label_rule": {"min_lift": cfg.min_lift, "min_true_positives": cfg.min_true_positives,
+                       "n_thresholds": cfg.n_thresholds, "alpha": cfg.alpha},
     }
-    f1_all = np.zeros((n_features, len(labels)))
-    for j, name in enumerate(labels):
-        tp = true_pos[:, j]
-        precision = np.divide(tp, n_fire, out=np.zeros(n_features), where=n_fire > 0)
-        recall = np.divide(tp, label_count[j], out=np.zeros(n_features), where=label_count[j] > 0)
-        denom = precision + recall
-        f1_all[:, j] = np.divide(2 * precision * recall, denom, out=np.zeros(n_features), where=denom > 0)
-        table[f"precision_{name}"] = precision
-        table[f"recall_{name}"] = recall
-        table[f"f1_{name}"] = f1_all[:, j]
-    if labels:
-        best = f1_all.argmax(axis=1)
-        best_f1 = f1_all[np.arange(n_features), best]
-        best_label = [labels[b] if f > 0 else "none" for b, f in zip(best, best_f1, strict=True)]
-    else:
-        best_f1, best_label = np.zeros(n_features), ["none"] * n_features
-    table["best_label"] = best_label
-    table["best_f1"] = best_f1
-    table["top_windows"] = [",".join(ids[int(w)] for w in row if w >= 0) for row in best_windows]
-    return pl.DataFrame(table)
+    units = pl.concat([sae_long, neuron_long])
+    return features_df, units, summary

@@ -1,62 +1,126 @@
-"""Training configuration of a sparse autoencoder."""
+"""Training configuration of a sparse autoencoder (one run of one architecture).
+
+The defaults here are the defaults of the `sae` section of `workflow/schemas/config.schema.yaml`
+(`tests/test_sae.py::test_schema_defaults_match_dataclass` keeps them equal).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 from interp.errors import InputError
+
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
+B_DEC_INITS = ("geometric_median", "mean", "zero")
 
 
 @dataclass
 class SAEConfig:
-    """Hyper-parameters of one TopK SAE run.
-
-    n_features: dictionary size F; k: active features per token; lr: Adam learning rate (inputs are
-    normalised to mean squared norm d, so it does not depend on the activation scale); epochs: passes
-    over the training tokens; batch_size: tokens per step; heldout_fraction: share of windows (not
-    tokens) kept out for evaluation; dead_after_tokens: a feature silent for this many training
-    tokens counts as dead and gets the AuxK loss; auxk_alpha: weight of that loss (0 disables it);
-    memory_budget_mb: training tokens are cached in memory when they fit, otherwise streamed from
-    the store through a shuffle buffer of this size.
-    """
+    """Hyper-parameters of one SAE run. Inputs are rescaled so a token's mean squared norm is d_in,
+    so learning rate and sparsity coefficients do not depend on the layer's activation scale."""
 
     architecture: str = "topk"
-    n_features: int = 1024
+    """relu (ReLU + L1 penalty), topk, batchtopk, jumprelu (L0 penalty, straight-through
+    estimator), or matryoshka (Matryoshka BatchTopK)."""
+    n_features: int = 512
+    """dictionary size F (number of features)."""
     k: int = 16
-    lr: float = 1e-3
-    epochs: int = 10
-    batch_size: int = 1024
+    """active features per token (topk), or on average per token in a batch (batchtopk, matryoshka)."""
+    l1_coefficient: float = 0.1
+    """relu: weight of the L1 penalty sum_f f_i (decoder rows have unit norm), in units of the
+    normalised MSE loss."""
+    l0_coefficient: float = 0.01
+    """jumprelu: weight of the L0 penalty (number of active features per token)."""
+    jumprelu_bandwidth: float = 0.05
+    """jumprelu: width of the rectangle kernel of the straight-through estimator (normalised units)."""
+    jumprelu_init_threshold: float = 0.05
+    """jumprelu: initial threshold of every feature (normalised units)."""
+    matryoshka_prefixes: list[float] = field(default_factory=lambda: [0.0625, 0.25, 1.0])
+    """matryoshka: nested dictionary sizes as fractions of n_features (increasing, last 1.0); the
+    loss is the mean reconstruction loss over these prefixes."""
+    threshold_momentum: float = 0.99
+    """batchtopk, matryoshka: momentum of the running inference threshold (mean over batches of the
+    smallest activation BatchTopK kept), so inference does not depend on the batch."""
+    lr: float = 0.001
+    """peak Adam learning rate."""
+    lr_warmup_fraction: float = 0.05
+    """share of training steps with a linear learning-rate warm-up from 0."""
+    lr_decay_fraction: float = 0.2
+    """share of training steps, at the end, with a linear decay to 0."""
+    epochs: int = 8
+    """passes over the training tokens."""
+    batch_size: int = 512
+    """tokens per optimiser step."""
     seed: int = 0
-    heldout_fraction: float = 0.1
-    dead_after_tokens: int = 200_000
-    auxk_alpha: float = 1 / 32
+    """seed of initialisation, data order and the split (set from the run's `seed`)."""
+    split_block_bases: int = 2000
+    """genome blocks of this many bases are assigned whole to train / validation / test."""
+    validation_fraction: float = 0.15
+    """share of genome blocks in the validation split (label thresholds are chosen there)."""
+    test_fraction: float = 0.15
+    """share of genome blocks in the test split (held-out FVU, label precision/recall/F1)."""
+    dead_after_tokens: int = 100_000
+    """a feature silent for this many training tokens is dead and gets the AuxK loss."""
+    auxk_alpha: float = 0.03125
+    """weight of the AuxK loss (the top dead features reconstruct the residual); 0 disables it."""
     normalize_inputs: bool = True
+    """rescale inputs so their mean squared norm is d_in (undone at decode)."""
+    b_dec_init: str = "geometric_median"
+    """decoder bias initialisation: geometric_median (Weiszfeld), mean, or zero, of a sample of
+    training tokens."""
+    init_sample_tokens: int = 8192
+    """size of the training-token sample for the decoder-bias initialisation."""
     memory_budget_mb: float = 1024.0
+    """training tokens are cached in memory when they fit, else streamed through a shuffle buffer of
+    this size."""
+    checkpoint_every_steps: int = 200
+    """write a resumable training state (safetensors) every this many steps."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_params(cls, params: dict) -> SAEConfig:
+        """Config from a mapping, ignoring keys that are not fields (e.g. layer, sweep)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
     def validate(self, source: str = "sae config") -> SAEConfig:
         """Raise InputError naming the offending field; return self."""
-        def bad(field: str, expected: str) -> InputError:
-            return InputError(f"{source}, field {field}: expected {expected}, got {getattr(self, field)!r}")
+        def bad(name: str, expected: str) -> InputError:
+            return InputError(f"{source}, field {name}: expected {expected}, got {getattr(self, name)!r}")
 
-        if self.architecture != "topk":
-            raise bad("architecture", '"topk"')
-        for name in ("n_features", "k", "epochs", "batch_size"):
+        if self.architecture not in ARCHITECTURES:
+            raise bad("architecture", f"one of {', '.join(ARCHITECTURES)}")
+        if self.b_dec_init not in B_DEC_INITS:
+            raise bad("b_dec_init", f"one of {', '.join(B_DEC_INITS)}")
+        for name in ("n_features", "k", "epochs", "batch_size", "split_block_bases", "dead_after_tokens",
+                     "init_sample_tokens", "checkpoint_every_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "a positive integer")
         if self.k > self.n_features:
             raise bad("k", f"at most n_features ({self.n_features})")
-        if not self.lr > 0:
-            raise bad("lr", "a positive number")
-        if not 0 < self.heldout_fraction < 1:
-            raise bad("heldout_fraction", "a number strictly between 0 and 1")
-        if self.dead_after_tokens < 1:
-            raise bad("dead_after_tokens", "a positive integer")
-        if self.auxk_alpha < 0:
-            raise bad("auxk_alpha", "a non-negative number")
-        if not self.memory_budget_mb > 0:
-            raise bad("memory_budget_mb", "a positive number of megabytes")
+        for name in ("lr", "jumprelu_bandwidth", "jumprelu_init_threshold", "memory_budget_mb"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a positive number")
+        for name in ("l1_coefficient", "l0_coefficient", "auxk_alpha"):
+            if not getattr(self, name) >= 0:
+                raise bad(name, "a non-negative number")
+        for name in ("lr_warmup_fraction", "lr_decay_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise bad(name, "a number in [0, 1)")
+        if self.lr_warmup_fraction + self.lr_decay_fraction > 1:
+            raise bad("lr_decay_fraction", "lr_warmup_fraction + lr_decay_fraction <= 1")
+        if not 0 < self.threshold_momentum < 1:
+            raise bad("threshold_momentum", "a number strictly between 0 and 1")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise bad(name, "a number strictly between 0 and 1")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise bad("test_fraction", "validation_fraction + test_fraction < 1")
+        prefixes = self.matryoshka_prefixes
+        if (not prefixes or any(not 0 < p <= 1 for p in prefixes) or prefixes[-1] != 1
+                or any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False))):
+            raise bad("matryoshka_prefixes", "increasing fractions in (0, 1] ending with 1.0")
         return self

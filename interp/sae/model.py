@@ -1,10 +1,14 @@
-"""`TopKSAE`: a sparse autoencoder that keeps the k largest ReLU pre-activations per token.
+"""`SparseAutoencoder`: the shared encoder / unit-norm decoder of every SAE architecture.
 
-Shapes: inputs x [n, d_in] in the activation scale of the store; features [n, F] dense tensors with
-at most k non-zeros per row. Internally inputs are multiplied by `input_scale` (chosen at training
-time so the mean squared norm of a token is d_in); `encode`/`decode`/`forward` take and return the
-original scale, the `*_normalized` variants work in the scaled space used by the loss.
-The decoder W_dec [F, d_in] has unit-norm rows (one direction per feature).
+Shapes: inputs x [n, d_in] in the activation scale of the store; features [n, F] dense tensors.
+Internally inputs are multiplied by `input_scale` (chosen at training time so the mean squared
+norm of a training token is d_in); `encode`/`decode`/`forward` take and return the original scale,
+the `*_normalized` variants work in the scaled space used by the loss. The decoder
+W_dec [F, d_in] has unit-norm rows (one direction per feature).
+
+An architecture (topk.py, relu.py, batchtopk.py, jumprelu.py, matryoshka.py) subclasses this and
+defines `encode_normalized` (inference, batch-independent), `train_encode` (training-time code
+and its sparsity penalty) and, where needed, `reconstruction_loss`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import torch
 from torch import nn
 
 
-class TopKSAE(nn.Module):
+class SparseAutoencoder(nn.Module):
+    architecture = "base"
+
     def __init__(self, d_in: int, n_features: int, k: int) -> None:
         super().__init__()
         self.d_in, self.n_features, self.k = d_in, n_features, k
@@ -24,6 +30,10 @@ class TopKSAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("input_scale", torch.tensor(1.0))
         self.set_decoder_norm_to_unit()
+
+    def hparams(self) -> dict:
+        """Architecture-specific constructor arguments beyond (d_in, n_features, k), stored in checkpoints."""
+        return {}
 
     @torch.no_grad()
     def set_decoder_norm_to_unit(self) -> None:
@@ -40,22 +50,38 @@ class TopKSAE(nn.Module):
         self.W_dec.grad -= parallel * self.W_dec.data
 
     def pre_activations(self, x_normalized: torch.Tensor) -> torch.Tensor:
-        """ReLU(W_enc (x - b_dec) + b_enc): [n, F], before the top-k selection."""
-        return torch.relu(self.encoder(x_normalized - self.b_dec))
+        """W_enc (x - b_dec) + b_enc: [n, F], before any non-linearity."""
+        return self.encoder(x_normalized - self.b_dec)
 
-    def select_top_k(self, pre: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """Keep the k largest entries of each row of pre [n, F], zero the rest."""
-        values, indices = pre.topk(k or self.k, dim=1, sorted=False)
-        return torch.zeros_like(pre).scatter(1, indices, values)
+    @staticmethod
+    def select_top_k(values: torch.Tensor, k: int) -> torch.Tensor:
+        """Keep the k largest entries of each row of values [n, F], zero the rest."""
+        top, indices = values.topk(k, dim=1, sorted=False)
+        return torch.zeros_like(values).scatter(1, indices, top)
 
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
-        return self.select_top_k(self.pre_activations(x_normalized))
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_from_sample(self, x_normalized: torch.Tensor) -> None:
+        """Data-dependent initialisation after b_dec is set (sample [n, d_in], normalised); default none."""
+
+    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training-time (features [n, F], pre-activations [n, F], sparsity penalty scalar)."""
+        pre = self.pre_activations(x_normalized)
+        return self.encode_normalized(x_normalized), pre, pre.new_zeros(())
 
     def decode_normalized(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.W_dec + self.b_dec
 
+    def reconstruction_loss(self, x_normalized: torch.Tensor, features: torch.Tensor,
+                            token_variance: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised MSE: sum of squared errors / (n * token variance), error [n, d] of the full code)."""
+        error = x_normalized - self.decode_normalized(features)
+        return error.pow(2).sum() / (x_normalized.shape[0] * token_variance), error
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x [n, d_in] (store scale) -> features [n, F], at most k non-zero per row."""
+        """x [n, d_in] (store scale) -> non-negative features [n, F]."""
         return self.encode_normalized(x * self.input_scale)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:

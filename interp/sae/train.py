@@ -1,11 +1,12 @@
-"""Train a `TopKSAE` on a per-token activation store with pytorch-lightning, streaming from disk.
+"""Train a sparse autoencoder on a per-token activation store with pytorch-lightning, streaming.
 
-Flow: (1) split windows into train / held-out by a seeded hash of window_index, so all tokens of a
-window land on one side; (2) one streaming pass over the training tokens for their mean and mean
-squared norm (input scale, b_dec init, loss denominator); (3) Lightning epochs over an
-`IterableDataset` that caches the training tokens if they fit in `memory_budget_mb`, else re-reads
-the store chunk by chunk through a shuffle buffer of that size; (4) one streaming pass over the
-held-out tokens for FVU, L0 and feature firing.
+Flow: (1) split tokens into train / validation / test by genome block (`interp.sae.splits`);
+(2) one streaming pass over the training tokens for their mean and mean squared norm (input scale,
+loss denominator) plus a bounded sample for the decoder-bias initialisation (geometric median);
+(3) Lightning epochs over an `IterableDataset` that caches the training tokens if they fit in
+`memory_budget_mb`, else re-reads the store chunk by chunk through a shuffle buffer of that size,
+with a resumable safetensors training state every `checkpoint_every_steps` steps and metrics
+in a CSV log; (4) one streaming pass over the validation and test tokens for FVU, L0 and density.
 """
 
 from __future__ import annotations
@@ -17,18 +18,29 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
+import polars as pl
+import pytorch_lightning as pl_lightning
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset
 
 from interp.embed.store import TokenStore
 from interp.errors import InputError
 from interp.io import read_safetensors_metadata
+from interp.sae.batchtopk import BatchTopKSAE
 from interp.sae.config import SAEConfig
-from interp.sae.model import TopKSAE
+from interp.sae.jumprelu import JumpReLUSAE
+from interp.sae.matryoshka import MatryoshkaSAE
+from interp.sae.model import SparseAutoencoder
+from interp.sae.relu import ReLUSAE
+from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit, block_split
+from interp.sae.topk import TopKSAE
 
 METADATA_KEY = "interp_sae"
+STATE_KEY = "interp_sae_state"
+ARCHITECTURE_CLASSES: dict[str, type[SparseAutoencoder]] = {
+    cls.architecture: cls for cls in (TopKSAE, ReLUSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE)}
+DENSITY_BINS = np.arange(-6.0, 0.01, 0.5)  # log10 edges of the feature-density histogram
 
 
 def open_store(path: str | Path) -> TokenStore:
@@ -41,49 +53,29 @@ def open_store(path: str | Path) -> TokenStore:
         raise InputError(f"{path}: not a complete token store ({err})") from err
 
 
-def window_uniform(window_index: np.ndarray, seed: int) -> np.ndarray:
-    """Deterministic pseudo-uniform float64 in [0, 1) per window id (splitmix64 of id and seed)."""
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):  # uint64 wrap-around is the point of the hash
-        z = window_index.astype(np.uint64) + np.asarray([seed % 2**32], dtype=np.uint64) * golden + golden
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+def build_sae(cfg: SAEConfig, d_in: int) -> SparseAutoencoder:
+    """Untrained SAE of `cfg.architecture`."""
+    extra = {"relu": {"l1_coefficient": cfg.l1_coefficient},
+             "batchtopk": {"threshold_momentum": cfg.threshold_momentum},
+             "matryoshka": {"threshold_momentum": cfg.threshold_momentum,
+                            "prefixes": tuple(cfg.matryoshka_prefixes)},
+             "jumprelu": {"l0_coefficient": cfg.l0_coefficient, "bandwidth": cfg.jumprelu_bandwidth,
+                          "init_threshold": cfg.jumprelu_init_threshold}}.get(cfg.architecture, {})
+    return ARCHITECTURE_CLASSES[cfg.architecture](d_in, cfg.n_features, cfg.k, **extra)
 
 
-def split_windows(store: TokenStore, heldout_fraction: float, seed: int,
-                  read_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """(train windows, held-out windows): sorted int arrays of window ids present in the store.
-
-    A window is held out when its hash is below `heldout_fraction`; if that leaves one side empty,
-    the window with the smallest (resp. largest) hash is moved across so both sides are non-empty.
-    """
-    windows = np.unique(np.concatenate(
-        [np.unique(store.window_index[s:s + read_rows]) for s in range(0, store.n_tokens, read_rows)]
-        or [np.zeros(0, dtype=np.int32)]))
-    if windows.size < 2:
-        raise InputError(f"{store.path}: need tokens from at least 2 windows to hold some out, "
-                         f"found {windows.size}")
-    u = window_uniform(windows, seed)
-    heldout = u < heldout_fraction
-    if not heldout.any():
-        heldout[np.argmin(u)] = True
-    if heldout.all():
-        heldout[np.argmax(u)] = False
-    return windows[~heldout], windows[heldout]
-
-
-def iter_split_chunks(store: TokenStore, heldout_windows: np.ndarray, want_heldout: bool,
-                      read_rows: int, order: np.ndarray | None = None):
-    """Yield float32 [m, d] activations of one side of the split, one store chunk at a time."""
+def iter_split_chunks(store: TokenStore, split: BlockSplit, want: int | tuple[int, ...], read_rows: int,
+                      order: np.ndarray | None = None, with_rows: bool = False):
+    """Yield float32 [m, d] activations of the tokens in split(s) `want`, one store chunk at a time
+    (with `with_rows`: (row slice, keep mask [rows], activations))."""
+    want = (want,) if isinstance(want, int) else tuple(want)
     starts = np.arange(0, store.n_tokens, read_rows)
     for s in (starts if order is None else starts[order]):
         sl = slice(int(s), min(int(s) + read_rows, store.n_tokens))
-        is_heldout = np.isin(store.window_index[sl], heldout_windows)
-        keep = is_heldout if want_heldout else ~is_heldout
+        keep = np.isin(split.of_tokens(store.window_index[sl], store.base_start[sl]), want)
         if keep.any():
-            yield np.asarray(store.activations[sl])[keep]
+            x = np.asarray(store.activations[sl])[keep]
+            yield (sl, keep, x) if with_rows else x
 
 
 class TrainingTokens(IterableDataset):
@@ -91,22 +83,25 @@ class TrainingTokens(IterableDataset):
 
     If n_train * d * 4 bytes fits in `budget_bytes` the tokens are read once and kept; otherwise each
     epoch visits store chunks in a seeded random order, pooling them in a buffer of about
-    `budget_bytes` that is shuffled and emptied batch by batch. `chunk_reads` counts store reads.
+    `budget_bytes` that is shuffled and emptied batch by batch. The order depends only on
+    (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
+    `chunk_reads` counts store reads.
     """
 
-    def __init__(self, store: TokenStore, heldout_windows: np.ndarray, n_train: int, batch_size: int,
+    def __init__(self, store: TokenStore, split: BlockSplit, n_train: int, batch_size: int,
                  seed: int, budget_bytes: float, read_rows: int) -> None:
-        self.store, self.heldout_windows = store, heldout_windows
+        self.store, self.split = store, split
         self.batch_size, self.seed, self.read_rows = batch_size, seed, read_rows
         self.n_chunks = -(-store.n_tokens // read_rows)
         self.buffer_rows = max(batch_size, int(budget_bytes // (4 * store.d)))
         self.cache_allowed = n_train * store.d * 4 <= budget_bytes
         self.cache: np.ndarray | None = None
         self.epoch = 0
+        self.skip_batches = 0
         self.chunk_reads = 0
 
     def _chunks(self, order: np.ndarray | None = None):
-        for rows in iter_split_chunks(self.store, self.heldout_windows, False, self.read_rows, order):
+        for rows in iter_split_chunks(self.store, self.split, TRAIN, self.read_rows, order):
             self.chunk_reads += 1
             yield rows
 
@@ -118,9 +113,7 @@ class TrainingTokens(IterableDataset):
             yield torch.from_numpy(np.ascontiguousarray(pool[start:min(start + self.batch_size, stop)]))
         return pool[stop:]
 
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
+    def _epoch_batches(self, rng: np.random.Generator):
         if self.cache_allowed:
             if self.cache is None:
                 self.cache = np.concatenate(list(self._chunks()))
@@ -140,81 +133,194 @@ class TrainingTokens(IterableDataset):
         if size:
             yield from self._batches(np.concatenate(pool), rng, final=True)
 
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, batch in enumerate(self._epoch_batches(rng)):
+            if i >= skip:
+                yield batch
 
-def input_statistics(store: TokenStore, heldout_windows: np.ndarray, read_rows: int
-                     ) -> tuple[np.ndarray, float, int]:
-    """Streaming (mean [d] float64, mean squared norm, count) of the training tokens."""
+
+def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sample_tokens: int, seed: int
+                     ) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """Streaming (mean [d] float64, mean squared norm, count) of the training tokens, and a uniform
+    random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples)."""
     total = np.zeros(store.d)
     sq = 0.0
     n = 0
-    for rows in iter_split_chunks(store, heldout_windows, False, read_rows):
+    rng = np.random.default_rng([seed, 31])
+    sample: list[np.ndarray] = []
+    for rows in iter_split_chunks(store, split, TRAIN, read_rows):
         rows = rows.astype(np.float64)
         total += rows.sum(axis=0)
         sq += float(np.einsum("ij,ij->", rows, rows))
         n += rows.shape[0]
+        # keep each row with a fixed probability bound; the merged sample is thinned at the end
+        take = rng.random(rows.shape[0]) < min(1.0, 4 * sample_tokens / max(store.n_tokens, 1))
+        sample.append(rows[take])
     if n == 0:
-        raise InputError(f"{store.path}: no training tokens after the held-out split")
-    return total / n, sq / n, n
+        raise InputError(f"{store.path}: no training tokens after the block split")
+    pooled = np.concatenate(sample) if sample else np.zeros((0, store.d))
+    if pooled.shape[0] > sample_tokens:
+        pooled = pooled[np.sort(rng.choice(pooled.shape[0], sample_tokens, replace=False))]
+    return total / n, sq / n, n, pooled
 
 
-class SAETraining(pl.LightningModule):
-    """Lightning wrapper: normalised-MSE loss (in units of the training variance) + optional AuxK."""
+def geometric_median(points: np.ndarray, max_iter: int = 200, tol: float = 1e-7) -> np.ndarray:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to points [n, d]."""
+    y = points.mean(axis=0)
+    for _ in range(max_iter):
+        dist = np.linalg.norm(points - y, axis=1)
+        w = 1.0 / np.maximum(dist, 1e-12)
+        new = (w[:, None] * points).sum(axis=0) / w.sum()
+        if np.linalg.norm(new - y) <= tol * max(np.linalg.norm(y), 1.0):
+            return new
+        y = new
+    return y
 
-    def __init__(self, sae: TopKSAE, cfg: SAEConfig, token_variance: float) -> None:
+
+def lr_factor(step: int, total_steps: int, warmup_fraction: float, decay_fraction: float) -> float:
+    """Learning-rate multiplier: linear warm-up from 0, constant 1, linear decay to 0 at the end."""
+    warmup = int(warmup_fraction * total_steps)
+    decay = int(decay_fraction * total_steps)
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay and step >= total_steps - decay:
+        return max(0.0, (total_steps - step) / decay)
+    return 1.0
+
+
+class SAETraining(pl_lightning.LightningModule):
+    """Lightning wrapper: the architecture's reconstruction + sparsity loss, plus AuxK on dead features.
+
+    `step` counts optimiser steps over the whole run (resumed runs included) and drives the schedule.
+    """
+
+    def __init__(self, sae: SparseAutoencoder, cfg: SAEConfig, token_variance: float, total_steps: int,
+                 state_path: Path | None = None, state_extra: dict | None = None,
+                 resume_tensors: dict | None = None) -> None:
         super().__init__()
-        self.sae, self.cfg = sae, cfg
+        self.sae, self.cfg, self.total_steps = sae, cfg, total_steps
+        self.state_path, self.state_extra, self.resume_tensors = state_path, state_extra or {}, resume_tensors
         self.token_variance = max(token_variance, 1e-12)  # mean ||x - mean||^2, normalised scale
         self.register_buffer("tokens_since_fired", torch.zeros(sae.n_features, dtype=torch.long))
         self.register_buffer("fired_this_epoch", torch.zeros(sae.n_features, dtype=torch.bool))
+        self.step = 0
+        self.epochs_done = 0
+        self.batch_in_epoch = 0
+        self.resumed_mid_epoch = False
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        factor = lr_factor(self.step, self.total_steps, self.cfg.lr_warmup_fraction, self.cfg.lr_decay_fraction)
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.cfg.lr * factor
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = batch * self.sae.input_scale
-        pre = self.sae.pre_activations(x)
-        features = self.sae.select_top_k(pre)
-        error = x - self.sae.decode_normalized(features)
-        loss = error.pow(2).sum() / (x.shape[0] * self.token_variance)
+        features, pre, sparsity = self.sae.train_encode(x)
+        recon_loss, error = self.sae.reconstruction_loss(x, features, self.token_variance)
+        loss = recon_loss + sparsity
         with torch.no_grad():
             fired = (features > 0).any(dim=0)
             self.tokens_since_fired = torch.where(fired, 0, self.tokens_since_fired + x.shape[0])
             self.fired_this_epoch = self.fired_this_epoch | fired
         dead = self.tokens_since_fired > self.cfg.dead_after_tokens
         n_dead = int(dead.sum())
+        aux_loss = torch.zeros(())
         if self.cfg.auxk_alpha > 0 and n_dead > 0:
             # AuxK: the top dead features must explain what the live ones missed, so they get gradient.
             k_aux = min(self.sae.d_in // 2, n_dead) or 1
-            aux = self.sae.select_top_k(torch.where(dead, pre, torch.zeros_like(pre)), k_aux)
+            acts = torch.relu(pre)
+            aux = self.sae.select_top_k(torch.where(dead, acts, torch.zeros_like(acts)), k_aux)
             target = error.detach()
             aux_error = aux @ self.sae.W_dec - target
             denom = (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
             scale = min(n_dead / (self.sae.d_in // 2 or 1), 1.0)
-            loss = loss + self.cfg.auxk_alpha * scale * aux_error.pow(2).sum() / denom
+            aux_loss = self.cfg.auxk_alpha * scale * aux_error.pow(2).sum() / denom
+            loss = loss + aux_loss
+        self.log_dict({"train_recon_loss": recon_loss.detach(), "train_sparsity_loss": sparsity.detach(),
+                       "train_auxk_loss": aux_loss.detach(), "train_l0": (features > 0).sum(1).float().mean(),
+                       "dead_features": float(n_dead),
+                       "lr": self.trainer.optimizers[0].param_groups[0]["lr"]},
+                      on_step=True, on_epoch=False, prog_bar=False)
         return loss
 
     def on_train_epoch_start(self) -> None:
+        if self.resumed_mid_epoch:
+            self.resumed_mid_epoch = False
+            return
+        self.batch_in_epoch = 0
         self.fired_this_epoch = torch.zeros_like(self.fired_this_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        self.epochs_done += 1
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.sae.remove_gradient_parallel_to_decoder()
 
+    def on_train_start(self) -> None:
+        if self.resume_tensors is not None:
+            restore_optimizer(self.trainer.optimizers[0], self.resume_tensors)
+            self.resume_tensors = None
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.sae.set_decoder_norm_to_unit()
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.state_path is not None and self.step % self.cfg.checkpoint_every_steps == 0:
+            save_training_state(self, self.trainer.optimizers[0], self.state_path, self.state_extra)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr)
 
 
+# ---------------------------------------------------------------- resumable training state
+def save_training_state(module: SAETraining, optimizer: torch.optim.Optimizer, path: str | Path,
+                        extra: dict) -> None:
+    """Model, AuxK bookkeeping, Adam moments and counters in one safetensors file (atomic)."""
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.sae.state_dict().items()}
+    tensors["train.tokens_since_fired"] = module.tokens_since_fired.cpu().contiguous()
+    tensors["train.fired_this_epoch"] = module.fired_this_epoch.cpu().to(torch.uint8).contiguous()
+    for i, p in enumerate(optimizer.param_groups[0]["params"]):
+        for key, value in optimizer.state.get(p, {}).items():
+            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    counters = {"step": module.step, "epochs_done": module.epochs_done, "batch_in_epoch": module.batch_in_epoch,
+                **extra}
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(counters, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    metadata = read_safetensors_metadata(path, "SAE training state")
+    if STATE_KEY not in metadata:
+        raise InputError(f"{path}: not an SAE training state (no '{STATE_KEY}' header)")
+    return load_file(str(path)), json.loads(metadata[STATE_KEY])
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put the Adam moments saved by `save_training_state` back on the optimizer's parameters."""
+    for i, p in enumerate(optimizer.param_groups[0]["params"]):
+        state = {key.split(".", 2)[2]: value for key, value in tensors.items() if key.startswith(f"optim.{i}.")}
+        if state:
+            optimizer.state[p] = {k: v.to(p.device) for k, v in state.items()}
+
+
+# ---------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_heldout(sae: TopKSAE, store: TokenStore, heldout_windows: np.ndarray, read_rows: int,
-                     batch_size: int, device: torch.device) -> dict:
-    """FVU (original scale), mean L0, token count and feature-fired mask [F] on held-out tokens."""
+def evaluate_split(sae: SparseAutoencoder, store: TokenStore, split: BlockSplit, which: int, read_rows: int,
+                   batch_size: int, device: torch.device) -> dict:
+    """FVU (original scale), mean L0, token count and per-feature firing counts [F] on one split."""
     sae = sae.to(device).eval()
     err = 0.0
     total = np.zeros(store.d)
     sq = 0.0
     l0 = 0
     n = 0
-    fired = torch.zeros(sae.n_features, dtype=torch.bool, device=device)
-    for rows in iter_split_chunks(store, heldout_windows, True, read_rows):
+    fire_count = torch.zeros(sae.n_features, dtype=torch.float64, device=device)
+    for rows in iter_split_chunks(store, split, which, read_rows):
         for start in range(0, rows.shape[0], batch_size):
             x = torch.from_numpy(rows[start:start + batch_size]).to(device)
             recon, features = sae(x)
@@ -223,11 +329,18 @@ def evaluate_heldout(sae: TopKSAE, store: TokenStore, heldout_windows: np.ndarra
             total += x.double().sum(dim=0).cpu().numpy()
             sq += float(x.double().pow(2).sum())
             l0 += int(active.sum())
-            fired |= active.any(dim=0)
+            fire_count += active.sum(dim=0).double()
             n += x.shape[0]
     variance = sq - float(total @ total) / max(n, 1)
-    return {"fvu": err / variance if variance > 0 else float("nan"), "l0": l0 / max(n, 1),
-            "n_heldout_tokens": n, "fired": fired.cpu()}
+    return {"fvu": err / variance if variance > 0 and n else float("nan"), "l0": l0 / max(n, 1),
+            "n_tokens": n, "fire_count": fire_count.cpu().numpy()}
+
+
+def density_histogram(density: np.ndarray) -> dict:
+    """Counts of features per log10(density) bin (edges DENSITY_BINS) and of never-firing features."""
+    alive = density[density > 0]
+    counts, _ = np.histogram(np.clip(np.log10(alive), DENSITY_BINS[0], DENSITY_BINS[-1]), bins=DENSITY_BINS)
+    return {"log10_edges": DENSITY_BINS.tolist(), "counts": counts.tolist(), "n_zero": int((density == 0).sum())}
 
 
 def _quiet_lightning() -> None:
@@ -239,64 +352,122 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")
 
 
-def train_sae(store_path: str | Path, cfg: SAEConfig, threads: int = 1, accelerator: str = "cpu",
-              read_rows: int | None = None) -> tuple[TopKSAE, dict]:
-    """Train a TopK SAE on the tokens in `store_path`; return (model on CPU, metrics).
+def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, threads: int = 1,
+              accelerator: str = "cpu", read_rows: int | None = None, state_path: str | Path | None = None,
+              log_dir: str | Path | None = None, callbacks: list | None = None, progress_bar: bool = False
+              ) -> tuple[SparseAutoencoder, dict]:
+    """Train an SAE of `cfg.architecture` on the tokens in `store_path`; return (model on CPU, metrics).
 
-    Metrics: architecture, n_features, k, d_in, fvu and l0 on held-out tokens, dead_fraction
-    (features firing on no held-out and no last-epoch training token), n_train_tokens,
-    n_heldout_tokens, n_train_windows, n_heldout_windows, epochs, seed, input_scale, chunk_reads.
-    `read_rows` is the store read size (default: the store's chunk length).
+    windows: the windows table (window_index, contig, start, end) that locates each token's bases.
+    state_path: resumable training state (safetensors); if it exists and was written for the same
+    config, training resumes from it; it is removed once training completes. log_dir: Lightning
+    CSV metrics (per step losses, L0, dead features, lr). read_rows: store read size (default: the
+    store's chunk length).
+
+    Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
+    dead_fraction (features firing on no test and no last-epoch training token), dense_fraction
+    (test density > 0.1), density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
+    epochs, steps, seed, input_scale, chunk_reads, resumed_from_step.
     """
     cfg.validate()
     store = open_store(store_path)
     read_rows = read_rows or int(store.activations.chunks[0])
-    train_windows, heldout_windows = split_windows(store, cfg.heldout_fraction, cfg.seed)
-    mean, mean_sq_norm, n_train = input_statistics(store, heldout_windows, read_rows)
+    split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
+    mean, mean_sq_norm, n_train, sample = input_statistics(store, split, read_rows, cfg.init_sample_tokens,
+                                                           cfg.seed)
     scale = float(np.sqrt(store.d / mean_sq_norm)) if cfg.normalize_inputs and mean_sq_norm > 0 else 1.0
     token_variance = (mean_sq_norm - float(mean @ mean)) * scale**2
+    steps_per_epoch = -(-n_train // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    resume = None
+    if state_path is not None and Path(state_path).exists():
+        tensors, counters = read_training_state(state_path)
+        if counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_train:
+            resume = (tensors, counters)
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     _quiet_lightning()
     try:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        sae = TopKSAE(store.d, cfg.n_features, cfg.k)
+        pl_lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+        sae = build_sae(cfg, store.d)
         sae.input_scale.fill_(scale)
-        sae.b_dec.data = torch.as_tensor(mean * scale, dtype=torch.float32)
-        module = SAETraining(sae, cfg, token_variance)
-        dataset = TrainingTokens(store, heldout_windows, n_train, cfg.batch_size, cfg.seed,
+        if cfg.b_dec_init == "geometric_median":
+            sae.b_dec.data = torch.as_tensor(geometric_median(sample * scale), dtype=torch.float32)
+        elif cfg.b_dec_init == "mean":
+            sae.b_dec.data = torch.as_tensor(mean * scale, dtype=torch.float32)
+        sae.init_from_sample(torch.as_tensor(sample * scale, dtype=torch.float32))
+        module = SAETraining(sae, cfg, token_variance, total_steps,
+                             Path(state_path) if state_path is not None else None,
+                             {"config": cfg.to_dict(), "n_train": n_train},
+                             resume[0] if resume is not None else None)
+        dataset = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed,
                                  cfg.memory_budget_mb * 2**20, read_rows)
-        trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=accelerator, devices=1, deterministic=True,
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=0)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*IterableDataset.*")
-            trainer.fit(module, DataLoader(dataset, batch_size=None, num_workers=0))
+        epochs_left = cfg.epochs
+        if resume is not None:
+            tensors, counters = resume
+            sae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            module.tokens_since_fired = tensors["train.tokens_since_fired"].clone()
+            module.fired_this_epoch = tensors["train.fired_this_epoch"].bool().clone()
+            module.step, module.epochs_done = counters["step"], counters["epochs_done"]
+            module.batch_in_epoch = counters["batch_in_epoch"]
+            if module.batch_in_epoch >= steps_per_epoch:  # saved on an epoch's last batch
+                module.epochs_done += 1
+                module.batch_in_epoch = 0
+            dataset.epoch = module.epochs_done
+            dataset.skip_batches = module.batch_in_epoch
+            module.resumed_mid_epoch = module.batch_in_epoch > 0
+            epochs_left = cfg.epochs - module.epochs_done
+        logger = pl_lightning.loggers.CSVLogger(str(log_dir), name="", version="") if log_dir else False
+        if epochs_left > 0:
+            trainer = pl_lightning.Trainer(
+                max_epochs=epochs_left, accelerator=accelerator, devices=1, deterministic=True,
+                logger=logger, log_every_n_steps=10, enable_checkpointing=False,
+                enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+                callbacks=list(callbacks or []))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                warnings.filterwarnings("ignore", message=".*IterableDataset.*")
+                warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+                trainer.fit(module, DataLoader(dataset, batch_size=None, num_workers=0))
         fired_last_epoch = module.fired_this_epoch.cpu()
-        heldout = evaluate_heldout(sae, store, heldout_windows, read_rows, max(cfg.batch_size, 1024),
-                                   _device(accelerator))
+        device = _device(accelerator)
+        test = evaluate_split(sae, store, split, TEST, read_rows, max(cfg.batch_size, 1024), device)
+        validation = evaluate_split(sae, store, split, VALIDATION, read_rows, max(cfg.batch_size, 1024), device)
     finally:
         torch.set_num_threads(previous_threads)
     sae = sae.cpu().eval()
-    fired = heldout.pop("fired") | fired_last_epoch
+    density = test["fire_count"] / max(test["n_tokens"], 1)
+    fired = torch.from_numpy(test["fire_count"] > 0) | fired_last_epoch
+    blocks = split.counts()
     metrics = {
         "architecture": cfg.architecture, "n_features": cfg.n_features, "k": cfg.k, "d_in": store.d,
-        "fvu": heldout["fvu"], "l0": heldout["l0"], "dead_fraction": float(1.0 - fired.float().mean()),
-        "n_train_tokens": n_train, "n_heldout_tokens": heldout["n_heldout_tokens"],
-        "n_train_windows": int(train_windows.size), "n_heldout_windows": int(heldout_windows.size),
-        "epochs": cfg.epochs, "seed": cfg.seed, "input_scale": scale, "chunk_reads": dataset.chunk_reads,
+        "fvu": test["fvu"], "l0": test["l0"], "validation_fvu": validation["fvu"],
+        "dead_fraction": float(1.0 - fired.float().mean()),
+        "dense_fraction": float((density > 0.1).mean()),
+        "density_histogram": density_histogram(density),
+        "n_train_tokens": n_train, "n_validation_tokens": validation["n_tokens"], "n_test_tokens": test["n_tokens"],
+        "n_heldout_tokens": test["n_tokens"],
+        "n_train_blocks": blocks["train"], "n_validation_blocks": blocks["validation"],
+        "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
+        "epochs": cfg.epochs, "steps": module.step, "seed": cfg.seed, "input_scale": scale,
+        "chunk_reads": dataset.chunk_reads,
+        "resumed_from_step": int(resume[1]["step"]) if resume is not None else None,
+        "config": cfg.to_dict(),
     }
+    if state_path is not None and Path(state_path).exists():
+        Path(state_path).unlink()
     return sae, metrics
 
 
-def save_sae(model: TopKSAE, path: str | Path, extra_metadata: dict | None = None) -> None:
-    """Write weights to `path` (safetensors) with architecture, sizes, input scale and any
-    JSON-serialisable `extra_metadata` (e.g. config, metrics) in the header; atomic rename."""
+# ---------------------------------------------------------------- persistence
+def save_sae(model: SparseAutoencoder, path: str | Path, extra_metadata: dict | None = None) -> None:
+    """Write weights to `path` (safetensors) with architecture, sizes, input scale, architecture
+    hyper-parameters and any JSON-serialisable `extra_metadata` (e.g. config) in the header; atomic."""
     path = Path(path)
-    header = {"architecture": "topk", "d_in": model.d_in, "n_features": model.n_features, "k": model.k,
-              "input_scale": float(model.input_scale)}
+    header = {"architecture": model.architecture, "d_in": model.d_in, "n_features": model.n_features,
+              "k": model.k, "input_scale": float(model.input_scale), "hparams": model.hparams()}
     # one metadata key (see interp.lm.pretrain.save_checkpoint): several would make the bytes vary
     metadata = {METADATA_KEY: json.dumps({**header, "extra": extra_metadata or {}}, sort_keys=True)}
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
@@ -314,16 +485,28 @@ def read_sae_metadata(path: str | Path) -> tuple[dict, dict]:
     return header, header.pop("extra", {})
 
 
-def load_sae(path: str | Path) -> TopKSAE:
-    """TopKSAE (CPU, eval mode) from a file written by `save_sae`."""
-    from safetensors.torch import load_file
-
+def load_sae(path: str | Path) -> SparseAutoencoder:
+    """SAE of the stored architecture (CPU, eval mode) from a file written by `save_sae`."""
     header, _ = read_sae_metadata(path)
-    if header.get("architecture") != "topk":
-        raise InputError(f"{path}: unsupported SAE architecture {header.get('architecture')!r}")
-    model = TopKSAE(int(header["d_in"]), int(header["n_features"]), int(header["k"]))
+    cls = ARCHITECTURE_CLASSES.get(header.get("architecture"))
+    if cls is None:
+        raise InputError(f"{path}: unsupported SAE architecture {header.get('architecture')!r}; "
+                         f"expected one of {sorted(ARCHITECTURE_CLASSES)}")
+    hparams = header.get("hparams", {})
+    if "prefixes" in hparams:
+        hparams = {**hparams, "prefixes": tuple(hparams["prefixes"])}
+    model = cls(int(header["d_in"]), int(header["n_features"]), int(header["k"]), **hparams)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as err:
         raise InputError(f"{path}: weights do not match the header ({err})") from err
     return model.eval()
+
+
+def fvu_on(model: SparseAutoencoder, x: np.ndarray) -> float:
+    """FVU of model on a dense float array x [n, d] (original scale), for tests and small data."""
+    with torch.no_grad():
+        t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+        recon, _ = model(t)
+    return float(((t.double() - recon.double()) ** 2).sum() / ((t.double() - t.double().mean(0)) ** 2).sum())
+

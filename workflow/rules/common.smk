@@ -76,6 +76,16 @@ def job(stage_params):
 
 
 
+# SAE settings: the keys of config["sae"] that configure training (SAEConfig), and the sweep by name.
+SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas"}
+SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
+
+
+def sae_base_params():
+    """The main SAE's training settings and the run seed."""
+    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NON_TRAINING}, "seed": config["seed"]}
+
+
 def report_inputs(wildcards):
     sae_layer = config["sae"]["layer"]
     inputs = {
@@ -85,6 +95,13 @@ def report_inputs(wildcards):
         "sae_metrics": expand(f"{R}/sae/{{model}}/{sae_layer}/metrics.json", model=MODELS),
         "sae_features": expand(f"{R}/sae/{{model}}/{sae_layer}/features.parquet", model=MODELS),
         "sae_weights": expand(f"{R}/sae/{{model}}/{sae_layer}/weights.safetensors", model=MODELS),
+        "sae_units": expand(f"{R}/sae/{{model}}/{sae_layer}/units.parquet", model=MODELS),
+        "sae_steer": [f"{R}/sae/{m}/{sae_layer}/steer.parquet" for m in MODELS
+                      if load_card(m).get("family") == "tiny"],
+        "sae_atlas": expand(f"{R}/sae/{{model}}/{sae_layer}/atlas", model=MODELS),
+        "sae_frontier": expand(f"{R}/sae/{{model}}/{sae_layer}/frontier.parquet", model=MODELS),
+        "sae_frontier_plots": expand(f"{R}/sae/{{model}}/{sae_layer}/frontier_{{plot}}.png", model=MODELS,
+                                     plot=["l0_fvu", "l0_loss_recovered"]),
         "cards": [card_path(m) for m in MODELS],
         "lm_metrics": [f"{R}/lm/{m}.metrics.json" for m in MODELS if load_card(m).get("family") == "tiny"],
         "checkpoints": [f"{R}/lm/{m}.safetensors" for m in MODELS if load_card(m).get("family") == "tiny"],

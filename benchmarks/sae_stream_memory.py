@@ -1,0 +1,95 @@
+"""Peak memory of SAE training streamed from the token store, at two store sizes 4x apart.
+
+Run: `python benchmarks/sae_stream_memory.py [n_tokens] [d]` (default 100000 tokens, d 128, so the
+stores are 51 MB and 205 MB of activations). Each training runs in a fresh process (1 epoch, TopK,
+memory_budget_mb 16, so the tokens are streamed through a 16 MB shuffle buffer) and reports its
+peak RSS; the script prints both and their ratio (streaming means about 1, loading the store would
+mean about 4 in the activations' share). A third process that only imports the stack and opens the
+store gives the fixed cost. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from interp.embed.store import TokenStoreWriter
+
+PER_WINDOW = 200
+
+
+def write_store(path: Path, n_tokens: int, d: int, chunk: int = 16384) -> None:
+    """Sparse-dictionary activations (4 of 256 atoms per token), 200 tokens per non-overlapping window."""
+    rng = np.random.default_rng(0)
+    atoms = rng.standard_normal((256, d)).astype(np.float32)
+    writer = TokenStoreWriter(path, d, [], model="bench", layer="bench", chunk_rows=chunk)
+    for start in range(0, n_tokens, chunk):
+        m = min(chunk, n_tokens - start)
+        idx = rng.integers(0, 256, size=(m, 4))
+        x = (rng.uniform(0.5, 2, size=(m, 4, 1)).astype(np.float32) * atoms[idx]).sum(axis=1)
+        writer.append(x, np.arange(start, start + m) // PER_WINDOW, np.arange(start, start + m) % PER_WINDOW, {})
+    writer.close()
+    n_windows = -(-n_tokens // PER_WINDOW)
+    starts = np.arange(n_windows) * PER_WINDOW
+    pl.DataFrame({"window_index": np.arange(n_windows), "window_id": [f"b:{s}" for s in starts],
+                  "contig": ["b"] * n_windows, "start": starts, "end": starts + PER_WINDOW}
+                 ).write_parquet(path.with_suffix(".windows.parquet"))
+
+
+def child(store: str, mode: str) -> None:
+    from interp.sae import SAEConfig, train_sae
+    from interp.sae.train import open_store
+
+    t0 = time.perf_counter()
+    if mode == "train":
+        windows = pl.read_parquet(Path(store).with_suffix(".windows.parquet"))
+        cfg = SAEConfig(n_features=512, k=16, epochs=1, batch_size=512, memory_budget_mb=16,
+                        split_block_bases=20 * PER_WINDOW)
+        _, metrics = train_sae(store, cfg, windows, threads=1)
+        extra = {"n_train_tokens": metrics["n_train_tokens"], "fvu": metrics["fvu"]}
+    else:
+        open_store(store)
+        extra = {}
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "seconds": time.perf_counter() - t0, **extra}))
+
+
+def run_child(store: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(store), mode], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    d = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "small.zarr", Path(tmp) / "large.zarr"
+        write_store(small, n, d)
+        write_store(large, 4 * n, d)
+        base = run_child(small, "open")
+        a = run_child(small, "train")
+        b = run_child(large, "train")
+    mb = n * d * 4 / 2**20
+    print(f"activations: {mb:.0f} MB vs {4 * mb:.0f} MB (4x); budget 16 MB")
+    print(f"fixed cost (import + open store): peak RSS {base['peak_rss_mb']:.0f} MB")
+    print(f"train {n} tokens:     peak RSS {a['peak_rss_mb']:.0f} MB, {a['seconds']:.1f} s, "
+          f"{a['n_train_tokens'] / a['seconds']:.0f} tokens/s")
+    print(f"train {4 * n} tokens: peak RSS {b['peak_rss_mb']:.0f} MB, {b['seconds']:.1f} s, "
+          f"{b['n_train_tokens'] / b['seconds']:.0f} tokens/s")
+    print(f"peak RSS ratio (4x store / 1x store): {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -1,0 +1,169 @@
+"""A static, browsable HTML atlas of SAE features.
+
+index.html: one row per feature (id, label, candidate concept, test F1, lift, density), sortable by
+clicking a column header, each linking to its section. page_<k>.html: the sections of features
+k*per_page .. (k+1)*per_page - 1: density, label, the feature's best concepts (test statistics from
+the units table), its top-activating windows with every base shaded by the activation of the token
+covering it, and a sequence logo (logomaker) of the bases around its strongest activations. Logos are
+PNG files rendered once into logos/ (only for the `max_logos` features listed first: labelled, then
+densest), so a 32k-feature atlas stays quick to build and to open.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from interp.sae.model import SparseAutoencoder
+from interp.sae.train import open_store
+
+BASES = "ACGT"
+
+
+def window_token_rows(store, wanted: set[int], read_rows: int = 1 << 20) -> dict[int, np.ndarray]:
+    """Store rows [k] of the tokens of each wanted window, streamed over window_index."""
+    found: dict[int, list[np.ndarray]] = {}
+    wanted_arr = np.array(sorted(wanted), dtype=np.int64)
+    for start in range(0, store.n_tokens, read_rows):
+        w = np.asarray(store.window_index[start:start + read_rows], dtype=np.int64)
+        hit = np.flatnonzero(np.isin(w, wanted_arr))
+        for value in np.unique(w[hit]):
+            found.setdefault(int(value), []).append(start + hit[w[hit] == value])
+    return {k: np.concatenate(v) for k, v in found.items()}
+
+
+def base_activations(codes: np.ndarray, base_start: np.ndarray, length: int) -> np.ndarray:
+    """float [length]: each base gets the activation of the token starting at or before it."""
+    out = np.zeros(length)
+    order = np.argsort(base_start, kind="stable")
+    starts, values = base_start[order], codes[order]
+    idx = np.searchsorted(starts, np.arange(length), side="right") - 1
+    ok = idx >= 0
+    out[ok] = values[idx[ok]]
+    return out
+
+
+def _logo_png(counts: np.ndarray, path: Path, title: str) -> None:
+    import logomaker
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = logomaker.transform_matrix(
+        __import__("pandas").DataFrame(counts + 0.01, columns=list(BASES)), from_type="counts", to_type="information")
+    fig, ax = plt.subplots(figsize=(max(3, counts.shape[0] * 0.3), 1.6), dpi=80)
+    logomaker.Logo(frame, ax=ax)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _shaded(sequence: str, acts: np.ndarray) -> str:
+    top = acts.max() if acts.size and acts.max() > 0 else 1.0
+    spans = []
+    for base, a in zip(sequence, acts, strict=True):
+        alpha = round(float(a / top), 2)
+        spans.append(f'<span style="background:rgba(220,60,40,{alpha})">{html.escape(base)}</span>' if alpha > 0
+                     else html.escape(base))
+    return "".join(spans)
+
+
+INDEX_JS = """<script>
+function sortBy(c){const t=document.getElementById('idx');const rows=[...t.tBodies[0].rows];
+const num=rows.every(r=>!isNaN(parseFloat(r.cells[c].dataset.v)));const asc=t.dataset.col==c&&t.dataset.dir=='d';
+rows.sort((a,b)=>{const x=a.cells[c].dataset.v,y=b.cells[c].dataset.v;
+const r=num?parseFloat(x)-parseFloat(y):x.localeCompare(y);return asc?r:-r;});
+t.dataset.col=c;t.dataset.dir=asc?'a':'d';rows.forEach(r=>t.tBodies[0].appendChild(r));}
+</script>"""
+STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:1em 2em}td,th{padding:2px 8px}"
+         "th{cursor:pointer;background:#eee}.seq{font-family:monospace;word-break:break-all}</style>")
+
+
+@torch.no_grad()
+def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.DataFrame, features: pl.DataFrame,
+                units: pl.DataFrame, out_dir: str | Path, per_page: int = 256, max_logos: int = 64,
+                flank: int = 5) -> dict:
+    """Write the atlas under out_dir; returns {n_features, n_pages, n_logos}.
+
+    features: `interp.sae.concepts.feature_table`'s table; units: its long (unit, concept) table;
+    windows: windows.parquet (window_index, window_id, sequence).
+    """
+    out = Path(out_dir)
+    (out / "logos").mkdir(parents=True, exist_ok=True)
+    store = open_store(store_path)
+    model = model.cpu().eval()
+    features = features.sort("feature")
+    n = features.height
+    n_pages = max(1, -(-n // per_page))
+    ordered = pl.concat([features.filter(pl.col("label") != "unlabelled").sort("f1", descending=True),
+                         features.filter(pl.col("label") == "unlabelled").sort("density", descending=True)])
+    logo_set = set(ordered.filter(pl.col("density") > 0)["feature"].head(max_logos).to_list())
+    sae_units = units.filter(pl.col("kind") == "sae")
+    by_id = dict(zip(windows["window_id"].to_list(), windows["window_index"].to_list(), strict=True))
+    sequences = dict(zip(windows["window_index"].to_list(), windows["sequence"].to_list(), strict=True))
+
+    rows = ["<tr>" + "".join(f'<td data-v="{html.escape(str(v))}">{cell}</td>' for v, cell in (
+        (r["feature"], f'<a href="page_{r["feature"] // per_page}.html#f{r["feature"]}">{r["feature"]}</a>'),
+        (r["label"], html.escape(r["label"])), (r["concept"], html.escape(str(r["concept"]))),
+        (round(r["f1"] or 0, 4), f'{r["f1"] or 0:.3f}'), (round(r["lift"] or 0, 4), f'{r["lift"] or 0:.2f}'),
+        (r["density"], f'{r["density"]:.4f}'))) + "</tr>" for r in features.iter_rows(named=True)]
+    head = "".join(f'<th onclick="sortBy({i})">{h}</th>'
+                   for i, h in enumerate(["feature", "label", "concept", "test F1", "lift", "density"]))
+    (out / "index.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>SAE feature atlas</title>{STYLE}{INDEX_JS}"
+        f"</head><body><h1>SAE feature atlas</h1><p>{n} features; click a header to sort. Labels follow the "
+        f"honest rule (validation threshold, test statistics, base-rate baselines).</p>"
+        f"<table id='idx'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")
+
+    n_logos = 0
+    for page in range(n_pages):
+        chunk = features.slice(page * per_page, per_page)
+        wanted = {by_id[w] for ws in chunk["top_windows"].to_list() for w in ws.split(",") if w}
+        token_rows = window_token_rows(store, wanted)
+        sections = []
+        for r in chunk.iter_rows(named=True):
+            f = r["feature"]
+            parts = [f'<h2 id="f{f}">feature {f}: {html.escape(r["label"])}</h2>',
+                     f'<p>density {r["density"]:.4f} (all tokens); mean activation when firing '
+                     f'{r["mean_activation"]:.3g}</p>']
+            best = sae_units.filter(pl.col("unit") == f).sort(["passes", "f1"], descending=True).head(5)
+            if best.height:
+                parts.append("<table><tr><th>concept</th><th>test F1</th><th>precision</th><th>recall</th>"
+                             "<th>lift</th><th>AUPRC</th><th>prevalence</th><th>passes</th></tr>" + "".join(
+                                 f"<tr><td>{html.escape(b['concept'])}</td><td>{b['f1']:.3f}</td>"
+                                 f"<td>{b['precision']:.3f}</td><td>{b['recall']:.3f}</td><td>{b['lift']:.2f}</td>"
+                                 f"<td>{b['auprc']:.3f}</td><td>{b['prevalence']:.3f}</td><td>{b['passes']}</td></tr>"
+                                 for b in best.iter_rows(named=True)) + "</table>")
+            counts = np.zeros((2 * flank + 1, 4))
+            for wid in [w for w in r["top_windows"].split(",") if w]:
+                w = by_id[wid]
+                idx = token_rows.get(w)
+                if idx is None:
+                    continue
+                x = torch.from_numpy(np.asarray(store.activations.get_orthogonal_selection((idx, slice(None)))))
+                codes = model.encode(x)[:, f].numpy()
+                seq = sequences[w]
+                acts = base_activations(codes, np.asarray(store.base_start.get_orthogonal_selection(idx)), len(seq))
+                parts.append(f'<p><b>{html.escape(wid)}</b> (max {acts.max():.3g})<br>'
+                             f'<span class="seq">{_shaded(seq, acts)}</span></p>')
+                if acts.max() > 0:
+                    for centre in np.flatnonzero(acts >= 0.5 * acts.max()):
+                        for j, pos in enumerate(range(centre - flank, centre + flank + 1)):
+                            if 0 <= pos < len(seq) and seq[pos].upper() in BASES:
+                                counts[j, BASES.index(seq[pos].upper())] += 1
+            if f in logo_set and counts.sum() > 0:
+                _logo_png(counts, out / "logos" / f"f{f}.png", f"feature {f}: bases around strong activations")
+                parts.append(f'<img src="logos/f{f}.png" alt="logo of feature {f}">')
+                n_logos += 1
+            sections.append("".join(parts))
+        (out / f"page_{page}.html").write_text(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>SAE features page {page}</title>{STYLE}"
+            f"</head><body><p><a href='index.html'>index</a></p>{''.join(sections)}</body></html>\n")
+    return {"n_features": n, "n_pages": n_pages, "n_logos": n_logos}

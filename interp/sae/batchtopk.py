@@ -1,0 +1,53 @@
+"""BatchTopK SAE (Bussmann et al. 2024): training keeps the k * n largest activations of a batch
+of n tokens, so k is an average per token; inference uses a threshold estimated during training
+(running mean of the smallest activation kept per batch), so a token's code does not depend on
+its batch."""
+
+from __future__ import annotations
+
+import torch
+
+from interp.sae.model import SparseAutoencoder
+
+
+class BatchTopKSAE(SparseAutoencoder):
+    architecture = "batchtopk"
+
+    def __init__(self, d_in: int, n_features: int, k: int, threshold_momentum: float = 0.99) -> None:
+        super().__init__(d_in, n_features, k)
+        self.threshold_momentum = threshold_momentum
+        self.register_buffer("threshold", torch.tensor(0.0))
+        self.register_buffer("threshold_updates", torch.tensor(0, dtype=torch.long))
+
+    def hparams(self) -> dict:
+        return {"threshold_momentum": self.threshold_momentum}
+
+    def batch_top_k(self, pre: torch.Tensor) -> torch.Tensor:
+        """Keep the k * n largest entries of relu(pre) [n, F] over the whole batch."""
+        acts = torch.relu(pre)
+        flat = acts.flatten()
+        top, indices = flat.topk(min(self.k * acts.shape[0], flat.numel()), sorted=False)
+        return torch.zeros_like(flat).scatter(0, indices, top).view_as(acts)
+
+    @torch.no_grad()
+    def update_threshold(self, features: torch.Tensor) -> None:
+        kept = features[features > 0]
+        if kept.numel() == 0:
+            return
+        smallest = kept.min()
+        if int(self.threshold_updates) == 0:
+            self.threshold.copy_(smallest)
+        else:
+            m = self.threshold_momentum
+            self.threshold.mul_(m).add_((1 - m) * smallest)
+        self.threshold_updates += 1
+
+    def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
+        acts = torch.relu(self.pre_activations(x_normalized))
+        return acts * (acts > self.threshold)
+
+    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pre = self.pre_activations(x_normalized)
+        features = self.batch_top_k(pre)
+        self.update_threshold(features)
+        return features, pre, pre.new_zeros(())

@@ -1,0 +1,172 @@
+"""Per-base biological concepts that SAE features and neurons are matched against.
+
+Concepts (bool per base of `bases.parquet`): exon, intron, repeat (soft-masked), cpg (the base
+is part of a CpG dinucleotide), gc_rich (G+C share >= `gc_rich_threshold` in the centred window of
+`gc_rich_window` bases), splice_donor (the last 3 exonic and first 6 intronic bases of an
+exon-intron boundary, in the gene's direction), splice_acceptor (the last 12 intronic and first 2
+exonic bases of an intron-exon boundary), and motif_<NAME> for each JASPAR motif: bases covered by
+a hit of its log-odds PSSM (pseudocount 0.5, uniform background) on either strand whose score's
+false-positive rate under the background is at most `motif_pvalue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from interp.errors import InputError
+
+DONOR_EXON, DONOR_INTRON = 3, 6
+ACCEPTOR_INTRON, ACCEPTOR_EXON = 12, 2
+
+
+@dataclass
+class ConceptConfig:
+    """Which concepts, and how they are defined."""
+
+    motifs: list[str] = field(default_factory=lambda: ["CTCF", "SP1", "YY1", "NRF1", "ELK1"])
+    """JASPAR (2024, CORE vertebrates) motif names; the first matrix of each name is used."""
+    motif_pvalue: float = 0.0001
+    """per-position false-positive rate of a motif hit under a uniform background."""
+    gc_rich_window: int = 50
+    """bases in the centred window of the gc_rich concept."""
+    gc_rich_threshold: float = 0.6
+    """G+C share at or above which a base is gc_rich."""
+
+
+@dataclass
+class ConceptTracks:
+    """Concept tracks over the rows of a bases table sorted by (contig, pos).
+
+    keys: int64 [n] sorted (contig id << 40 | pos); values: bool [n, C]; names: C concept names.
+    """
+
+    contigs: list[str]
+    keys: np.ndarray
+    values: np.ndarray
+    names: list[str]
+
+    def rows_of(self, contig_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Row index [m] of each (contig id, base position); InputError if a position is not in the table."""
+        key = (np.asarray(contig_ids, dtype=np.int64) << 40) | np.asarray(positions, dtype=np.int64)
+        rows = np.clip(np.searchsorted(self.keys, key), 0, max(self.keys.size - 1, 0))
+        if key.size and (self.keys.size == 0 or (self.keys[rows] != key).any()):
+            bad = key[self.keys[rows] != key][0]
+            raise InputError(f"bases table: no row for {self.contigs[int(bad >> 40)]}:{int(bad & (2**40 - 1))} "
+                             f"(a token of the store lies outside the labelled bases)")
+        return rows
+
+
+def _runs_of(mask: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(mask)
+
+
+def splice_sites(exon: np.ndarray, intron: np.ndarray, strand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(donor, acceptor) bool [n] over consecutive bases of one contig segment."""
+    n = exon.size
+    donor = np.zeros(n, dtype=bool)
+    acceptor = np.zeros(n, dtype=bool)
+    # boundary between base i and i + 1
+    ex_in = _runs_of(exon[:-1] & intron[1:])   # exon then intron, left to right
+    in_ex = _runs_of(intron[:-1] & exon[1:])   # intron then exon
+    plus = strand == "+"
+    minus = strand == "-"
+    for i in ex_in:
+        if plus[i + 1]:      # + strand: 5' end of intron -> donor
+            donor[max(0, i + 1 - DONOR_EXON):i + 1 + DONOR_INTRON] = True
+        elif minus[i + 1]:   # - strand: reading right to left this is intron -> exon: acceptor
+            acceptor[max(0, i + 1 - ACCEPTOR_EXON):i + 1 + ACCEPTOR_INTRON] = True
+    for i in in_ex:
+        if plus[i]:
+            acceptor[max(0, i + 1 - ACCEPTOR_INTRON):i + 1 + ACCEPTOR_EXON] = True
+        elif minus[i]:
+            donor[max(0, i + 1 - DONOR_INTRON):i + 1 + DONOR_EXON] = True
+    return donor, acceptor
+
+
+def gc_rich(bases: np.ndarray, window: int, threshold: float) -> np.ndarray:
+    """bool [n]: G+C share in the centred `window` (truncated at the ends) >= threshold."""
+    gc = np.isin(bases, [ord("G"), ord("C")]).astype(np.float64)
+    cs = np.concatenate([[0.0], np.cumsum(gc)])
+    idx = np.arange(bases.size)
+    lo = np.clip(idx - window // 2, 0, bases.size)
+    hi = np.clip(idx - window // 2 + window, 0, bases.size)
+    return (cs[hi] - cs[lo]) / np.maximum(hi - lo, 1) >= threshold
+
+
+def load_jaspar_motifs(names: list[str]):
+    """Bio.motifs Motif objects for JASPAR 2024 CORE names (pyjaspar's bundled database)."""
+    from pyjaspar import jaspardb
+
+    db = jaspardb(release="JASPAR2024")
+    motifs = []
+    for name in names:
+        found = db.fetch_motifs_by_name(name)
+        if not found:
+            raise InputError(f"sae.concepts.motifs: no JASPAR 2024 motif named {name!r}")
+        motifs.append(sorted(found, key=lambda m: m.matrix_id)[0])
+    return motifs
+
+
+def motif_scanner(motif, pvalue: float) -> tuple:
+    """(log-odds PSSM, score threshold) of a JASPAR motif: pseudocount 0.5, uniform background,
+    threshold = score whose false-positive rate under the background is `pvalue` (score grid 1e-3)."""
+    pssm = motif.counts.normalize(pseudocounts=0.5).log_odds()
+    return pssm, pssm.distribution(precision=10**3).threshold_fpr(pvalue)
+
+
+def motif_hits(sequence: str, pssm, threshold: float) -> np.ndarray:
+    """bool [len(sequence)]: bases covered by a hit of `pssm` (either strand) scoring >= threshold."""
+    from Bio.Seq import Seq
+
+    covered = np.zeros(len(sequence), dtype=bool)
+    # Bio's calculate scores both strands; N gives nan and never passes
+    length = pssm.length
+    if len(sequence) < length:
+        return covered
+    forward = np.asarray(pssm.calculate(Seq(sequence)), dtype=np.float64)
+    reverse = np.asarray(pssm.reverse_complement().calculate(Seq(sequence)), dtype=np.float64)
+    starts = np.flatnonzero((np.nan_to_num(forward, nan=-np.inf) >= threshold)
+                            | (np.nan_to_num(reverse, nan=-np.inf) >= threshold))
+    diff = np.zeros(len(sequence) + 1, dtype=np.int64)
+    np.add.at(diff, starts, 1)
+    np.add.at(diff, starts + length, -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
+def concept_tracks(bases: pl.DataFrame, cfg: ConceptConfig) -> ConceptTracks:
+    """Concept tracks of a bases table (columns contig, pos, base, exon, intron, repeat, cpg, strand).
+
+    Consecutive positions of one contig form a segment; splice sites, GC windows and motif hits
+    are computed within segments (never across a gap).
+    """
+    need = {"contig", "pos", "base", "exon", "intron", "repeat", "cpg", "strand"}
+    if need - set(bases.columns):
+        raise InputError(f"bases table: missing columns {sorted(need - set(bases.columns))}")
+    bases = bases.sort(["contig", "pos"])
+    contigs = sorted(bases["contig"].unique().to_list())
+    cid = {c: i for i, c in enumerate(contigs)}
+    contig_ids = np.array([cid[c] for c in bases["contig"].to_list()], dtype=np.int64)
+    pos = bases["pos"].to_numpy().astype(np.int64)
+    seq = np.frombuffer("".join(bases["base"].to_list()).upper().encode("ascii"), dtype=np.uint8)
+    exon = bases["exon"].to_numpy().astype(bool)
+    intron = bases["intron"].to_numpy().astype(bool)
+    strand = np.asarray(bases["strand"].to_list())
+    scanners = [motif_scanner(m, cfg.motif_pvalue) for m in load_jaspar_motifs(cfg.motifs)] if cfg.motifs else []
+    names = (["exon", "intron", "splice_donor", "splice_acceptor", "repeat", "cpg", "gc_rich"]
+             + [f"motif_{m}" for m in cfg.motifs])
+    values = np.zeros((pos.size, len(names)), dtype=bool)
+    values[:, 0], values[:, 1] = exon, intron
+    values[:, 4] = bases["repeat"].to_numpy().astype(bool)
+    values[:, 5] = bases["cpg"].to_numpy().astype(bool)
+    breaks = np.flatnonzero((np.diff(pos) != 1) | (np.diff(contig_ids) != 0)) + 1
+    for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [pos.size]]), strict=True):
+        seg = slice(int(lo), int(hi))
+        values[seg, 2], values[seg, 3] = splice_sites(exon[seg], intron[seg], strand[seg])
+        values[seg, 6] = gc_rich(seq[seg], cfg.gc_rich_window, cfg.gc_rich_threshold)
+        text = seq[seg].tobytes().decode("ascii")
+        for j, (pssm, threshold) in enumerate(scanners):
+            values[seg, 7 + j] = motif_hits(text, pssm, threshold)
+    return ConceptTracks(contigs, (contig_ids << 40) | pos, values, names)

@@ -1,0 +1,104 @@
+"""Train / validation / test token sets from non-overlapping genome blocks.
+
+Windows overlap (the demo's by 50%), so splitting by window would put the same bases on both
+sides. Instead the genome is cut into blocks of `block_bases` bases per contig, every block that
+some window touches is assigned whole to one split (a seeded permutation, so the shares are exact
+up to rounding), and each token goes to the split of the block holding its first base. A base
+position therefore belongs to exactly one split, whichever window it was embedded in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from interp.errors import InputError
+
+TRAIN, VALIDATION, TEST = 0, 1, 2
+SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
+
+
+@dataclass
+class BlockSplit:
+    """Lookup from (window_index, base offset in window) to split code (TRAIN / VALIDATION / TEST).
+
+    window_contig / window_start: int64 [max window_index + 1] (-1 contig = unknown window);
+    block_offset: int64 [n contigs] first global block id of each contig; block_split: int8 [n blocks].
+    """
+
+    block_bases: int
+    contigs: list[str]
+    window_contig: np.ndarray
+    window_start: np.ndarray
+    block_offset: np.ndarray
+    block_split: np.ndarray
+
+    def global_block(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
+        """int64 [m] global block id of each token's first base."""
+        w = np.asarray(window_index, dtype=np.int64)
+        if w.size and (w.max() >= self.window_contig.size or (self.window_contig[w] < 0).any()):
+            bad = w[(w >= self.window_contig.size) | (self.window_contig[np.minimum(w, self.window_contig.size - 1)] < 0)]
+            raise InputError(f"windows table: no row for window_index {sorted(set(bad.tolist()))[:5]} "
+                             f"found in the token store")
+        position = self.window_start[w] + np.asarray(base_start, dtype=np.int64)
+        return self.block_offset[self.window_contig[w]] + position // self.block_bases
+
+    def of_tokens(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
+        """int8 [m] split code of each token."""
+        return self.block_split[self.global_block(window_index, base_start)]
+
+    def counts(self) -> dict[str, int]:
+        """Number of blocks (touched by some window) per split."""
+        return {SPLIT_NAMES[c]: int((self.block_split == c).sum()) for c in SPLIT_NAMES}
+
+
+def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: float, test_fraction: float,
+                seed: int) -> BlockSplit:
+    """Assign the genome blocks touched by `windows` (columns window_index, contig, start, end) to splits.
+
+    At least one block goes to each split; fewer than 3 touched blocks is an InputError.
+    """
+    missing = {"window_index", "contig", "start", "end"} - set(windows.columns)
+    if missing:
+        raise InputError(f"windows table: expected columns window_index, contig, start, end; "
+                         f"missing {sorted(missing)}")
+    contigs = sorted(windows["contig"].unique().to_list())
+    contig_id = {c: i for i, c in enumerate(contigs)}
+    w_index = windows["window_index"].to_numpy().astype(np.int64)
+    starts = windows["start"].to_numpy().astype(np.int64)
+    ends = windows["end"].to_numpy().astype(np.int64)
+    cids = np.array([contig_id[c] for c in windows["contig"].to_list()], dtype=np.int64)
+    size = int(w_index.max()) + 1 if w_index.size else 0
+    window_contig = np.full(size, -1, dtype=np.int64)
+    window_start = np.zeros(size, dtype=np.int64)
+    window_contig[w_index], window_start[w_index] = cids, starts
+    n_per_contig = np.zeros(len(contigs), dtype=np.int64)
+    np.maximum.at(n_per_contig, cids, -(-ends // block_bases))
+    block_offset = np.concatenate([[0], np.cumsum(n_per_contig)[:-1]]).astype(np.int64)
+    touched = np.zeros(int(n_per_contig.sum()), dtype=bool)
+    for c, s, e in zip(cids, starts, ends, strict=True):
+        touched[block_offset[c] + s // block_bases: block_offset[c] + (max(e, s + 1) - 1) // block_bases + 1] = True
+    used = np.flatnonzero(touched)
+    if used.size < 3:
+        raise InputError(f"sae.split_block_bases = {block_bases}: the windows touch only {used.size} genome "
+                         f"block(s); need at least 3 for train/validation/test (use smaller blocks)")
+    order = np.random.default_rng([seed, 1729]).permutation(used)
+    n_test = min(max(1, round(test_fraction * used.size)), used.size - 2)
+    n_val = min(max(1, round(validation_fraction * used.size)), used.size - 1 - n_test)
+    split = np.full(touched.size, TRAIN, dtype=np.int8)
+    split[order[:n_test]] = TEST
+    split[order[n_test:n_test + n_val]] = VALIDATION
+    return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, split)
+
+
+def windows_within(split: BlockSplit, windows: pl.DataFrame, code: int) -> np.ndarray:
+    """bool [rows of windows]: every base of the window lies in blocks of split `code`."""
+    w = windows["window_index"].to_numpy().astype(np.int64)
+    first = split.global_block(w, np.zeros(w.size, dtype=np.int64))
+    last = split.global_block(w, (windows["end"].to_numpy() - windows["start"].to_numpy() - 1).clip(0))
+    ok = np.ones(w.size, dtype=bool)
+    for i in range(int((last - first).max(initial=0)) + 1):
+        ok &= (first + i > last) | (split.block_split[np.minimum(first + i, last)] == code)
+    return ok
