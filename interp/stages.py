@@ -231,7 +231,7 @@ def _cohort_regions(job: Job, fasta: dict, annotation):
 
 
 def simulate_cohort(job: Job) -> None:
-    """msprime Out-of-Africa cohort over the cohort region, with planted phenotypes (interp.cohort.simulate)."""
+    """msprime cohort (Out-of-Africa or admixed) over the cohort region, planted phenotypes (interp.cohort.simulate)."""
     from interp.cohort.simulate import simulate_cohort as simulate
 
     fasta, annotation = _reference(job)
@@ -245,18 +245,11 @@ def simulate_cohort(job: Job) -> None:
     span = Region(name="+".join(r.name for r in regions), contig=regions[0].contig,
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     c = job.params["cohort"]
-    from interp.cohort.simulate import simulate_ancestry_panel
-
     sim = {k: v for k, v in c["simulate"].items() if k != "ancestry_panel"}
-    truth = simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
-                     Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]))
-    panel = c["simulate"]["ancestry_panel"]
-    if "panel" in job.output:
-        # written even with loci = 0 would be wrong: the rule only asks for it when loci > 0
-        info = simulate_ancestry_panel(c["populations"], job.params["seed"], panel["loci"], panel["locus_length"],
-                                       Path(job.output["panel"]))
-        truth["ancestry_panel"] = info
-        write_json(truth, job.output["truth"])
+    # the panel is only an output when it has loci (see the rule)
+    simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
+             Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),
+             panel=c["simulate"]["ancestry_panel"], out_panel=job.output.get("panel"))
 
 
 def _samples(job: Job) -> pl.DataFrame:
