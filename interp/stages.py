@@ -21,7 +21,7 @@ from interp.io import atomic_path, write_text_atomic
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae",
     "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
-    "report",
+    "report", "calibration_replicate", "calibration",
 )
 
 
@@ -660,3 +660,25 @@ def _annotate_loci(t: pl.DataFrame, annotation, v_contig, v_pos0, v_ids) -> pl.D
     t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
                        (pl.col("kind") == "variant").alias("v"))
     return t.join(loci, on=["v", "contig", "start", "end"], how="left").drop("v")
+
+
+# ---------------------------------------------------------------- calibration suite
+def calibration_replicate(job: Job) -> None:
+    """One replicate of one calibration cell: simulate, run the cohort stages, summarise (interp.calibration)."""
+    from interp.calibration import run_replicate, select_cells
+
+    p = job.params
+    cell = select_cells([p["cell"]])[0]
+    shared = {"fasta": job.input["fasta"], "annotation": job.input["annotation"], "card": job.input["card"],
+              "checkpoint": job.input["checkpoint"], "sae": job.input["sae"], "model": p["model"],
+              "layers": p["layers"]}
+    summary = run_replicate(cell, p["replicate"], p["seed"], p["config"], shared, Path(p["workdir"]),
+                            threads=job.threads)
+    write_json(summary, job.output["summary"])
+
+
+def calibration(job: Job) -> None:
+    """Pool replicate summaries into the calibration table, plots and report (interp.calibration)."""
+    from interp.calibration import gather
+
+    gather(job.input["replicates"], job.output, meta=job.params)
