@@ -30,8 +30,10 @@ rule calibration_replicate:
         job=job(lambda wc: {"cell": wc.cell, "replicate": int(wc.replicate),
                             "seed": CAL["seed"] + int(wc.replicate), "model": CAL_MODEL,
                             "layers": model_layers(CAL_MODEL),
-                            "config": {k: config[k] for k in ("reference", "cohort", "audit", "rank", "embed",
-                                                              "sae", "calibration")},
+                            # not the replicate count or cell list: growing the suite must not rerun replicates
+                            "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "rank", "embed",
+                                                                 "sae")},
+                                       "calibration": {k: CAL[k] for k in ("alpha", "near_bp", "seed")}},
                             "workdir": f"{CAL_DIR}/work/{wc.cell}/{wc.replicate}"}),
     log:
         f"{CAL_DIR}/logs/{{cell}}/{{replicate}}.log",
