@@ -423,6 +423,24 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+def compact_markdown(rows: list[dict]) -> str:
+    """A short markdown table (for the README): verdict counts with 95% CIs, power, type-I, FDR per row."""
+    def short(r: dict | None) -> str:
+        return "" if not r or not r.get("n") else f"{r['count']}/{r['n']} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+    lines = ["| cell | truth | reps | verdicts: count/n [95% CI] | power variant | power feature | "
+             "type-I p<1e-2 | type-I p<1e-3 | FDR |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdicts = "; ".join(f"{name} {short(v)}" for name, v in sorted(r["verdict_rates"].items()))
+        t = r["type1"] or {}
+        t2 = "" if "0.01" not in t else f"{t['0.01']['rate']:.1e} ({t['0.01']['count']}/{t['0.01']['n']})"
+        t3 = "" if "0.001" not in t else f"{t['0.001']['rate']:.1e} ({t['0.001']['count']}/{t['0.001']['n']})"
+        fdr = "" if r["fdr"] is None else f"{r['fdr']['fdr']:.2f} ({r['fdr']['mean_discoveries']:.0f}/rep)"
+        lines.append(f"| {r['cell']} | {r['truth']} | {r['n_replicates']} | {verdicts} | {short(r['power_variant'])} | "
+                     f"{short(r['power_feature'])} | {t2} | {t3} | {fdr} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_report(rows: list[dict], meta: dict) -> str:
     """A calibration report (markdown): what ran, the targets, and the table."""
     frame = table_frame(rows)
@@ -440,7 +458,8 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
              "Targets (issue 7): causal with OR >= 2, n >= 1,000: FAIL <= 5%, PASS >= 80%; ancestry-only: "
              "PASS <= 5%; null: PASS <= 5% and FAIL <= 5%; rank type-I error within the binomial CI of the "
              "nominal level at 1e-2 and 1e-3.", "",
-             "![verdicts](verdicts.png)", "", "![power](power.png)", "", "![type-I error](type1.png)", ""]
+             "![verdicts](verdicts.png)", "", "![power](power.png)", "", "![type-I error](type1.png)", "",
+             "## Summary", "", compact_markdown(rows), "## Full table", ""]
     cols = frame.columns
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
