@@ -770,6 +770,7 @@ def simulate_ancestry_panel(populations: dict[str, int], seed: int, n_loci: int,
         if ts.num_sites:
             blocks.append(ts.genotype_matrix())
     haplotypes = np.concatenate(blocks) if blocks else np.zeros((0, 2 * len(sample_ids)), dtype=np.int8)
+    Path(out_vcf).parent.mkdir(parents=True, exist_ok=True)
     _write_vcf_text(Path(out_vcf), PANEL_CONTIG, n_loci * locus_length, sample_ids, positions, refs, alts,
                     haplotypes, individual_nodes, seed)
     info = {"n_loci": n_loci, "locus_length": locus_length, "n_variants": len(positions)}
