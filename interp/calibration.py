@@ -475,8 +475,8 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
     replicates = [json.loads(Path(p).read_text()) for p in replicate_files]
     rows = calibration_table(replicates)
     meta = {**(meta or {}), "n_replicate_files": len(replicates)}
-    write_text_atomic(out["json"], json.dumps({"meta": meta, "rows": rows}, indent=2, sort_keys=True,
-                                              default=_nan_safe) + "\n")
+    write_text_atomic(out["json"], json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
+                                              allow_nan=False) + "\n")
     write_text_atomic(out["tsv"], _tsv(table_frame(rows)))
     plot_dir = Path(out["report"]).parent
     write_plots(rows, plot_dir)
@@ -492,9 +492,16 @@ def _tsv(frame: pl.DataFrame) -> str:
     return buffer.getvalue()
 
 
-def _nan_safe(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
+def _strict(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars as Python numbers, NaN / inf as null."""
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj

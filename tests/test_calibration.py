@@ -170,6 +170,29 @@ def test_calibration_table_pools_replicates():
     assert {"PASS", "FAIL", "power_variant", "type1_0.01", "fdr"} <= set(frame.columns)
 
 
+def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
+    files = []
+    for r in range(4):
+        files.append(tmp_path / "reps" / f"{r}.json")
+        files[-1].parent.mkdir(exist_ok=True)
+        files[-1].write_text(json.dumps(_summary("base", r, "NO SIGNAL" if r else "PASS", True, 0.0, r, 50)))
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(_summary("labels=absent", 0, "FAIL", False, 0.5, 0, 10)))
+    out = {"tsv": tmp_path / "c.tsv", "json": tmp_path / "c.json", "report": tmp_path / "report" / "report.md"}
+    cal.gather([*files, single], out, meta={"near_bp": 500})
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    data = json.loads(out["json"].read_text(), parse_constant=refuse)  # no NaN / Infinity tokens
+    assert data["meta"]["n_replicate_files"] == 5 and len(data["rows"]) == 6
+    absent_null = data["rows"][5]
+    assert absent_null["cell"] == "labels=absent" and absent_null["type1"]["0.01"]["cluster_se"] is None
+    assert pl.read_csv(out["tsv"], separator="\t").height == 6
+    assert "| base | null | 4 |" in out["report"].read_text()
+    assert (out["report"].parent / "verdicts.png").exists()
+
+
 # ---------------------------------------------------------------- the workflow target
 
 
