@@ -256,6 +256,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
         {"out_dir": emb, "stats": w["emb.json"]},
         {"layers": shared["layers"], "sae_layer": config["sae"]["layer"], "batch_size": config["embed"]["batch_size"],
          "device": config["embed"]["device"], "keep_haplotypes": False})
+    # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
     common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"], "seed": seed}
     run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
                   "sequences": w["seq.parquet"]},
