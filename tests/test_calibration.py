@@ -191,6 +191,12 @@ def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
     assert pl.read_csv(out["tsv"], separator="\t").height == 6
     assert "| base | null | 4 |" in out["report"].read_text()
     assert (out["report"].parent / "verdicts.png").exists()
+    # the same from the command line, for partial results of a running suite
+    from interp.cli import main
+
+    assert main(["calibration-gather", str(tmp_path / "reps" / ".."), str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "calibration.json").read_text())["meta"]["n_replicate_files"] == 4
+    assert main(["calibration-gather", str(tmp_path / "nothing"), str(tmp_path / "cli2")]) == 2
 
 
 # ---------------------------------------------------------------- the workflow target
