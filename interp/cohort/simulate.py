@@ -418,20 +418,21 @@ def traced_ancestry(ts: tskit.TreeSequence, sc: Scenario) -> np.ndarray:
     """
     sources = list(sc.sources)
     pop_names = [ts.population(i).metadata["name"] for i in range(ts.num_populations)]
-    out = np.zeros((ts.num_samples, len(sources)), dtype=np.float64)
-    column = {int(u): k for k, u in enumerate(ts.samples())}
-    if sc.census_time is None:
-        for u in ts.samples():
-            out[column[int(u)], sources.index(pop_names[ts.node(u).population])] = ts.sequence_length
-        return out
-    census = np.flatnonzero((ts.tables.nodes.flags & msprime.NODE_IS_CEN_EVENT) > 0).astype(np.int32)
-    edges = ts.tables.link_ancestors(ts.samples(), census)
     source_of = np.array([sources.index(name) if name in sources else -1 for name in pop_names])
-    parent_source = source_of[ts.tables.nodes.population[edges.parent]]
+    out = np.zeros((ts.num_samples, len(sources)), dtype=np.float64)
+    samples = ts.samples()
+    column = np.full(ts.num_nodes, -1, dtype=np.int64)
+    column[samples] = np.arange(samples.size)
+    nodes = ts.tables.nodes
+    if sc.census_time is None:
+        out[np.arange(samples.size), source_of[nodes.population[samples]]] = ts.sequence_length
+        return out
+    census = np.flatnonzero((nodes.flags & msprime.NODE_IS_CEN_EVENT) > 0).astype(np.int32)
+    edges = ts.tables.link_ancestors(samples, census)
+    parent_source = source_of[nodes.population[edges.parent]]
     if (parent_source < 0).any():
         raise RuntimeError("a lineage was outside the source populations at the census")
-    rows = np.array([column[int(c)] for c in edges.child], dtype=np.int64)
-    np.add.at(out, (rows, parent_source), edges.right - edges.left)
+    np.add.at(out, (column[edges.child], parent_source), edges.right - edges.left)
     return out
 
 
@@ -763,10 +764,11 @@ def simulate_ancestry_panel(populations: dict[str, int], seed: int, n_loci: int,
         ts = ts.delete_sites([s.id for s in ts.sites() if len(s.mutations) != 1])
         if sample_ids is None:
             sample_ids, _, individual_nodes, _ = _sample_layout(ts, populations, labels, seed)
-        for v in ts.variants():
-            positions.append(i * locus_length + int(v.site.position) + 1)
-            refs.append(v.alleles[0])
-            alts.append(v.alleles[1])
+        # one mutation per kept site, mutations in site order: REF = ancestral, ALT = derived state
+        sites, mutations = ts.tables.sites, ts.tables.mutations
+        positions.extend((i * locus_length + sites.position.astype(np.int64) + 1).tolist())
+        refs.extend(tskit.unpack_strings(sites.ancestral_state, sites.ancestral_state_offset))
+        alts.extend(tskit.unpack_strings(mutations.derived_state, mutations.derived_state_offset))
         if ts.num_sites:
             blocks.append(ts.genotype_matrix())
     haplotypes = np.concatenate(blocks) if blocks else np.zeros((0, 2 * len(sample_ids)), dtype=np.int8)
@@ -785,15 +787,22 @@ def _write_vcf_text(path: Path, contig: str, contig_length: int, sample_ids: lis
              f"##contig=<ID={contig},length={contig_length}>",
              '##FORMAT=<ID=GT,Number=1,Type=String,Description="Phased genotype">',
              "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *sample_ids])]
-    a = haplotypes[:, individual_nodes[:, 0]].astype(str)
-    b = haplotypes[:, individual_nodes[:, 1]].astype(str)
-    gts = np.char.add(np.char.add(a, "|"), b)
-    for k, pos in enumerate(positions):
-        lines.append("\t".join([contig, str(pos), ".", refs[k], alts[k], ".", "PASS", ".", "GT", *gts[k]]))
+    # genotype columns as bytes: "a|b" + tab per sample, built in one array (no per-genotype Python objects)
+    n_sites, n_samples = haplotypes.shape[0], individual_nodes.shape[0]
+    cells = np.empty((n_sites, n_samples, 4), dtype=np.uint8)
+    cells[:, :, 0] = haplotypes[:, individual_nodes[:, 0]] + ord("0")
+    cells[:, :, 1] = ord("|")
+    cells[:, :, 2] = haplotypes[:, individual_nodes[:, 1]] + ord("0")
+    cells[:, :, 3] = ord("\t")
+    cells[:, -1, 3] = ord("\n")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.vcf")
     gz = Path(str(tmp) + ".gz")
     try:
-        tmp.write_text("\n".join(lines) + "\n")
+        with open(tmp, "wb") as handle:
+            handle.write(("\n".join(lines) + "\n").encode())
+            for k, pos in enumerate(positions):
+                handle.write(f"{contig}\t{pos}\t.\t{refs[k]}\t{alts[k]}\t.\tPASS\t.\tGT\t".encode())
+                handle.write(cells[k].tobytes())
         pysam.tabix_compress(str(tmp), str(gz), force=True)
         pysam.tabix_index(str(gz), preset="vcf", force=True)
         os.replace(gz, path)
