@@ -176,3 +176,52 @@ def test_ensure_indexed_never_touches_user_file(tmp_path):
     copy = ensure_indexed(KG, out_dir=out)
     assert copy.parent == out and read_genotypes(copy).gt.shape == (381, 629, 2)
     assert not list(out.glob(".*tmp*"))
+
+
+def test_fast_gt_parsing_equals_pysam_call_by_call(tmp_path):
+    """GT-only records of three-character calls are parsed from the record text; the result equals
+    pysam's call-by-call reading, and other records (haploid calls, more FORMAT fields) fall back."""
+    import pysam
+
+    from interp.cohort.vcf import _gt_only_calls, _record_calls, _record_calls_pysam
+
+    rows = [
+        ("GT", ["0|1", "1/0", "./.", ".|.", "1|1", "0/0"]),  # fast path
+        ("GT", ["0|1", "1", "./.", "0|0", "1|0", "."]),  # haploid calls: pysam
+        ("GT:DP", ["0|1:3", "1/0:4", "./.:.", "0|0:1", "1|1:9", "0/1:2"]),  # more fields: pysam
+    ]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=1000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"]
+                       + [f"s{i}" for i in range(6)])]
+    for k, (fmt, calls) in enumerate(rows):
+        lines.append("\t".join(["chr1", str(10 + k), ".", "A", "G", ".", "PASS", ".", fmt, *calls]))
+    path = tmp_path / "calls.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    with pysam.VariantFile(str(path)) as vcf:
+        records = list(vcf)
+    assert _gt_only_calls(records[0], 6) is not None
+    assert _gt_only_calls(records[1], 6) is None and _gt_only_calls(records[2], 6) is None
+    for record in records:
+        gt, phased = _record_calls(record, 6)
+        gt_ref, phased_ref = _record_calls_pysam(record, 6)
+        np.testing.assert_array_equal(gt, gt_ref)
+        np.testing.assert_array_equal(phased, phased_ref)
+    np.testing.assert_array_equal(_record_calls(records[0], 6)[0],
+                                  [[0, 1], [1, 0], [-1, -1], [-1, -1], [1, 1], [0, 0]])
+    np.testing.assert_array_equal(_record_calls(records[0], 6)[1], [True, False, False, True, True, False])
+
+
+def test_fast_and_pysam_reading_agree_on_real_and_simulated_vcfs(tmp_path):
+    from interp.cohort.simulate import simulate_ancestry_panel
+    from interp.cohort.vcf import _open_vcf, _record_calls, _record_calls_pysam
+
+    simulate_ancestry_panel({"YRI": 20, "CEU": 20, "CHB": 20}, 3, 5, 5000, tmp_path / "panel.vcf.gz")
+    for path in (KG, tmp_path / "panel.vcf.gz"):
+        with _open_vcf(path) as vcf:
+            n = len(vcf.header.samples)
+            for record in vcf:
+                a, b = _record_calls(record, n), _record_calls_pysam(record, n)
+                np.testing.assert_array_equal(a[0], b[0])
+                np.testing.assert_array_equal(a[1], b[1])
