@@ -329,7 +329,7 @@ def test_reduced_grid_gross_targets(reduced):
 @pytest.mark.slow
 def test_base_cells_at_full_size(shared_model, tmp_path):
     """Issue 7's targets on the base cell and the labels-absent / mild-confounding cells at n = 1,000,
-    10 replicates each (about 10 minutes on one core)."""
+    10 replicates each (30 replicates of about 45 CPU seconds: about 25 minutes on one core)."""
     files = _run_grid(shared_model, tmp_path, ["base", "labels=absent", "confounding=mild"], n=1000, replicates=10)
     rows = cal.calibration_table([json.loads(p.read_text()) for p in files])
     for r in rows:
