@@ -262,12 +262,13 @@ def _run_grid(shared: dict, out: Path, cells: list[str], n: int, replicates: int
     cfg = check_config(_config(7), base_dir=REPO)
     files = []
     for name in cells:
-        cell = {**cal.select_cells([name])[0], "n": n}  # the reduced grid shrinks n
         for r in range(replicates):
-            seed = cfg["calibration"]["seed"] + r
-            summary = cal.run_replicate(cell, r, seed, cfg, shared, out / "work" / name / str(r))
             files.append(out / name / f"{r}.json")
-            stages.write_json(summary, files[-1])
+            # the rule's stage, as Snakemake calls it; `n` shrinks the cell's cohort
+            stages.calibration_replicate(_job(
+                {k: shared[k] for k in ("fasta", "annotation", "card", "checkpoint", "sae")}, {"summary": files[-1]},
+                {"cell": name, "replicate": r, "seed": cfg["calibration"]["seed"] + r, "n": n, "model": shared["model"],
+                 "layers": shared["layers"], "config": cfg, "workdir": str(out / "work" / name / str(r))}))
     return files
 
 
@@ -293,6 +294,7 @@ def test_reduced_grid_machinery(reduced):
     assert len(reps) == 9
     for rep in reps:
         assert rep["variant"]["tested"], rep["variant"]  # the planted variant reached rank
+        assert rep["settings"]["n"] == rep["truth"]["n_samples"] == 120
         assert all(len(rep["verdicts"][p]) == 1 for p in cal.TRUTHS)
         assert rep["type1"]["all"]["n_tests"] > 100
         assert set(rep["stage_seconds"]) == {"simulate_cohort", "check_cohort", "haplotypes", "ancestry",
