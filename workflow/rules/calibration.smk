@@ -1,6 +1,6 @@
 # Calibration suite (interp.calibration): simulated replicates over a grid of scenarios, each running the
 # real cohort stages with the built-in LM and SAE trained once (rules pretrain_tiny_dnalm, embed, sae).
-# Only built when asked for: `snakemake --configfile configs/calibration.yaml calibration` (or
+# Only built when asked for: `snakemake calibration --configfile configs/calibration.yaml` (or
 # `make calibration`). One job per (cell, replicate), so a cluster runs it wide.
 
 from interp.calibration import select_cells
@@ -60,7 +60,7 @@ rule calibration:
     params:
         job=job({"near_bp": CAL["near_bp"], "alpha": CAL["alpha"], "cells": CAL_CELLS,
                  "replicates": CAL["replicates"],
-                 "command": "snakemake --configfile configs/calibration.yaml calibration"}),
+                 "command": "snakemake calibration --configfile configs/calibration.yaml"}),
     log:
         f"{CAL_DIR}/logs/calibration.log",
     threads: 1
