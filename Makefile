@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 CORES  ?= 2
 
-.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale
+.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale calibration
 
 venv: $(STAMP)
 
@@ -59,6 +59,10 @@ lint: $(STAMP)
 
 dryrun-slurm: $(STAMP)
 	$(BIN)/snakemake -n --profile configs/profiles/slurm --configfile $(CONFIG)
+
+# The calibration suite (hours on one core; run it wide with a profile, e.g. `--profile configs/profiles/slurm`).
+calibration: $(STAMP)
+	$(BIN)/snakemake calibration --cores $(CORES) --configfile configs/calibration.yaml --show-failed-logs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_store.py

@@ -15,6 +15,7 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/rank.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/calibration.smk"  # only built as the explicit target `calibration`
 
 
 rule all:

@@ -49,6 +49,20 @@ def _summary(configfiles: list[str]) -> int:
     return 0
 
 
+def _calibration_gather(replicates: Path, out: Path) -> int:
+    from interp.calibration import gather
+
+    files = sorted(replicates.glob("*/*.json"))
+    if not files:
+        raise InputError(f"{replicates}: no replicate summaries (<cell>/<replicate>.json) yet")
+    rows = gather(files, {"tsv": out / "calibration.tsv", "json": out / "calibration.json",
+                          "report": out / "report" / "report.md"},
+                  meta={"command": f"interp calibration-gather {replicates} {out}"})
+    print(f"{len(files)} replicate summaries, {len(rows)} rows -> {out}/calibration.tsv, calibration.json, "
+          "report/report.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("configfile", nargs="+")
     summary = sub.add_parser("summary", help="print the report path and per-rule wall times")
     summary.add_argument("--configfile", action="append", default=[])
+    cal = sub.add_parser("calibration-gather",
+                         help="pool the calibration replicate summaries written so far (partial results of a run)")
+    cal.add_argument("replicates", help="folder of <cell>/<replicate>.json, e.g. results/calibration/calibration/replicates")
+    cal.add_argument("out", help="folder for calibration.tsv, calibration.json and report/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("lightning.pytorch", "pytorch_lightning", "lightning", "numba", "matplotlib", "h5py"):
@@ -72,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = check_config(load_config_files(args.configfile), source=", ".join(args.configfile))
             print(json.dumps(cfg, indent=2))
             return 0
+        if args.command == "calibration-gather":
+            return _calibration_gather(Path(args.replicates), Path(args.out))
         return _summary(args.configfile)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

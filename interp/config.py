@@ -107,6 +107,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort["genes"] and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.get("bed"))
+        if (cohort["source"] == "simulate" and cohort["simulate"].get("labels") == "absent"
+                and cohort.get("population_column")):
+            raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
+                             "column): set cohort.population_column: null")
         must_exist("cohort.ancestry_vcf", cohort.get("ancestry_vcf"))
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")

@@ -20,7 +20,7 @@ from interp.io import atomic_path, write_text_atomic
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer", "sae_atlas",
     "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
-    "report",
+    "report", "calibration_replicate", "calibration",
 )
 
 
@@ -311,7 +311,7 @@ def _cohort_regions(job: Job, fasta: dict, annotation):
 
 
 def simulate_cohort(job: Job) -> None:
-    """msprime Out-of-Africa cohort over the cohort region, with planted phenotypes (interp.cohort.simulate)."""
+    """msprime cohort (Out-of-Africa or admixed) over the cohort region, planted phenotypes (interp.cohort.simulate)."""
     from interp.cohort.simulate import simulate_cohort as simulate
 
     fasta, annotation = _reference(job)
@@ -325,18 +325,11 @@ def simulate_cohort(job: Job) -> None:
     span = Region(name="+".join(r.name for r in regions), contig=regions[0].contig,
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     c = job.params["cohort"]
-    from interp.cohort.simulate import simulate_ancestry_panel
-
     sim = {k: v for k, v in c["simulate"].items() if k != "ancestry_panel"}
-    truth = simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
-                     Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]))
-    panel = c["simulate"]["ancestry_panel"]
-    if "panel" in job.output:
-        # written even with loci = 0 would be wrong: the rule only asks for it when loci > 0
-        info = simulate_ancestry_panel(c["populations"], job.params["seed"], panel["loci"], panel["locus_length"],
-                                       Path(job.output["panel"]))
-        truth["ancestry_panel"] = info
-        write_json(truth, job.output["truth"])
+    # the panel is only an output when it has loci (see the rule)
+    simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
+             Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),
+             panel=c["simulate"]["ancestry_panel"], out_panel=job.output.get("panel"))
 
 
 def _samples(job: Job) -> pl.DataFrame:
@@ -812,3 +805,27 @@ def _annotate_loci(t: pl.DataFrame, annotation, v_contig, v_pos0, v_ids) -> pl.D
     t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
                        (pl.col("kind") == "variant").alias("v"))
     return t.join(loci, on=["v", "contig", "start", "end"], how="left").drop("v")
+
+
+# ---------------------------------------------------------------- calibration suite
+def calibration_replicate(job: Job) -> None:
+    """One replicate of one calibration cell: simulate, run the cohort stages, summarise (interp.calibration)."""
+    from interp.calibration import run_replicate, select_cells
+
+    p = job.params
+    cell = select_cells([p["cell"]])[0]
+    if p.get("n"):  # a reduced grid (tests) shrinks the cohort
+        cell = {**cell, "n": int(p["n"])}
+    shared = {"fasta": job.input["fasta"], "annotation": job.input["annotation"], "card": job.input["card"],
+              "checkpoint": job.input["checkpoint"], "sae": job.input["sae"], "model": p["model"],
+              "layers": p["layers"]}
+    summary = run_replicate(cell, p["replicate"], p["seed"], p["config"], shared, Path(p["workdir"]),
+                            threads=job.threads)
+    write_json(summary, job.output["summary"])
+
+
+def calibration(job: Job) -> None:
+    """Pool replicate summaries into the calibration table, plots and report (interp.calibration)."""
+    from interp.calibration import gather
+
+    gather(job.input["replicates"], job.output, meta=job.params)

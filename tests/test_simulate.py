@@ -12,10 +12,16 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
+from scipy.special import expit
 
 from interp.cohort.ancestry import genotype_anndata, genotype_pca
 from interp.cohort.haplotypes import haplotype_sequences
-from interp.cohort.simulate import OUT_OF_AFRICA_3G09, out_of_africa_demography, simulate_cohort
+from interp.cohort.simulate import (
+    OUT_OF_AFRICA_3G09,
+    out_of_africa_demography,
+    simulate_cohort,
+    solve_intercept,
+)
 from interp.cohort.vcf import read_genotypes, read_samples_tsv
 from interp.errors import InputError
 from interp.genome.annotation import read_annotation
@@ -28,10 +34,14 @@ REGION = Region("DOC2B", "chr17", 6000, 31500)
 POPULATIONS = {"YRI": 60, "CEU": 60, "CHB": 60}
 
 
-def _run(out: Path, seed: int = 11):
+STRONG = {"confounded": {"strength": "strong"}}
+
+
+def _run(out: Path, seed: int = 11, sim: dict | None = None, populations: dict | None = None, panel=None):
     fasta, annotation = read_fasta(FASTA), read_annotation(GENES)
-    truth = simulate_cohort(fasta, annotation, REGION, POPULATIONS, seed, None, out / "cohort.vcf.gz",
-                            out / "samples.tsv", out / "truth.json")
+    truth = simulate_cohort(fasta, annotation, REGION, populations or POPULATIONS, seed,
+                            STRONG if sim is None else sim, out / "cohort.vcf.gz", out / "samples.tsv",
+                            out / "truth.json", panel=panel, out_panel=out / "panel.vcf.gz" if panel else None)
     return fasta, truth
 
 
@@ -100,9 +110,10 @@ def test_phenotypes_follow_the_plan(cohort):
     genotypes, samples, truth = cohort["genotypes"], cohort["samples"], cohort["truth"]
     dosage = genotypes.dosage()[int(np.flatnonzero(genotypes.pos == truth["causal_variant"]["pos"])[0])]
     causal = samples["causal"].to_numpy()
-    assert stats.ttest_ind(dosage[causal == 1], dosage[causal == 0]).pvalue < 1e-6
-    assert stats.ttest_ind(dosage[samples["null"].to_numpy() == 1],
-                           dosage[samples["null"].to_numpy() == 0]).pvalue > 1e-3
+    assert truth["causal_variant"]["id"] == (f"chr17:{truth['causal_variant']['pos']}:"
+                                             f"{truth['causal_variant']['ref']}:{truth['causal_variant']['alt']}")
+    # OR 2 per allele at n = 180: a one-sided test of a positive association (power ~0.8; seeded)
+    assert stats.mannwhitneyu(dosage[causal == 1], dosage[causal == 0], alternative="greater").pvalue < 0.05
     table = samples.group_by("population").agg(pl.col("confounded").mean()).sort("population")
     prevalence = dict(zip(table["population"], table["confounded"], strict=True))
     assert prevalence["YRI"] > prevalence["CHB"] > prevalence["CEU"]
@@ -110,6 +121,178 @@ def test_phenotypes_follow_the_plan(cohort):
                                                                            values="len").fill_null(0)
     assert stats.chi2_contingency(contingency.drop("population").to_numpy())[1] < 1e-4
     assert set(samples["sex"].to_list()) == {0.0, 1.0} and set(samples["batch"].to_list()) == {0.0, 1.0}
+    realised = truth["phenotypes"]["realised_case_fraction"]
+    assert realised["null"]["all"] == pytest.approx(samples["null"].mean())
+    assert truth["ancestry"]["mean"] == {p: pytest.approx(1 / 3) for p in POPULATIONS}
+
+
+def test_solve_intercept_hits_the_expected_case_fraction():
+    dosage = np.random.default_rng(0).binomial(2, 0.3, size=5000).astype(float)
+    for target in (0.1, 0.3, 0.5):
+        a = solve_intercept(np.log(2.0) * dosage, target)
+        assert float(expit(a + np.log(2.0) * dosage).mean()) == pytest.approx(target, abs=1e-9)
+
+
+def _coverage_ci(hits: int, n: int) -> tuple[float, float]:
+    ci = stats.binomtest(hits, n).proportion_ci(confidence_level=0.99, method="exact")
+    return ci.low, ci.high
+
+
+@pytest.fixture(scope="module")
+def base_cohort(tmp_path_factory):
+    """1,000 individuals (three populations), flat causal allele, OR 2, 30% cases: the calibration base."""
+    out = tmp_path_factory.mktemp("base")
+    _, truth = _run(out, seed=5, sim={}, populations={"YRI": 334, "CEU": 333, "CHB": 333})
+    genotypes = read_genotypes(out / "cohort.vcf.gz")
+    dosage = genotypes.dosage()[int(np.flatnonzero(genotypes.pos == truth["causal_variant"]["pos"])[0])]
+    population = np.array([s.split("_")[0] for s in genotypes.samples])
+    return {"truth": truth, "dosage": dosage, "population": population}
+
+
+@pytest.mark.parametrize("odds_ratio", [1.5, 3.0])
+def test_logistic_fit_recovers_the_planted_odds_ratio_as_a_rate(base_cohort, odds_ratio):
+    """Over 200 phenotype draws on the simulated genotypes, statsmodels' logistic fit of y on the causal
+    dosage covers the planted log OR in ~95% of replicates, and the mean case fraction is the target."""
+    import statsmodels.api as sm
+
+    from interp.cohort.simulate import DEFAULTS, _phenotypes, out_of_africa_scenario
+
+    config = {**DEFAULTS, "causal": {**DEFAULTS["causal"], "odds_ratio": odds_ratio},
+              "confounded": {**DEFAULTS["confounded"], "prevalence": {"YRI": 0.3, "CEU": 0.12, "CHB": 0.2}}}
+    dosage, population = base_cohort["dosage"], base_cohort["population"]
+    proportions = np.ones((len(dosage), 3)) / 3
+    rng = np.random.default_rng(1)
+    covered, estimates, fractions = 0, [], []
+    n_rep = 200
+    for _ in range(n_rep):
+        columns, truth = _phenotypes(config, out_of_africa_scenario(), dosage, list(population), proportions, rng)
+        fit = sm.Logit(columns["causal"], sm.add_constant(dosage)).fit(disp=0)
+        low, high = fit.conf_int()[1]
+        covered += low <= np.log(odds_ratio) <= high
+        estimates.append(fit.params[1])
+        fractions.append(columns["causal"].mean())
+    low, high = _coverage_ci(covered, n_rep)
+    assert low <= 0.95 <= high, covered
+    assert abs(np.mean(estimates) - np.log(odds_ratio)) < 4 * np.std(estimates) / np.sqrt(n_rep)
+    assert abs(np.mean(fractions) - 0.3) < 4 * np.std(fractions) / np.sqrt(n_rep)
+    assert truth["causal"]["expected_case_fraction"] == pytest.approx(0.3)
+
+
+def test_base_cohort_frequencies_and_case_fraction(base_cohort):
+    truth, dosage, population = base_cohort["truth"], base_cohort["dosage"], base_cohort["population"]
+    for name in ("YRI", "CEU", "CHB"):
+        assert dosage[population == name].mean() / 2 == pytest.approx(truth["causal_variant"]["freq"][name])
+        assert 0.2 <= truth["causal_variant"]["freq"][name] <= 0.5
+    realised = truth["phenotypes"]["realised_case_fraction"]
+    for phenotype in ("causal", "null", "confounded"):
+        n = 1000
+        k = round(realised[phenotype]["all"] * n)
+        expected = 0.3 if phenotype != "confounded" else np.mean([0.3, 0.12, 0.2])
+        assert stats.binomtest(k, n, expected).pvalue > 1e-3, (phenotype, realised)
+    assert truth["effects"]["causal"]["odds_ratio"] == 2.0
+
+
+def test_confounded_baseline_keeps_per_population_prevalence(base_cohort):
+    from interp.cohort.simulate import DEFAULTS, _phenotypes, out_of_africa_scenario
+
+    config = {**DEFAULTS, "causal": {**DEFAULTS["causal"], "confounding": "strong"},
+              "confounded": {**DEFAULTS["confounded"], "prevalence": {"YRI": 0.6, "CEU": 0.1, "CHB": 0.3}}}
+    dosage, population = base_cohort["dosage"], base_cohort["population"]
+    _, truth = _phenotypes(config, out_of_africa_scenario(), dosage, list(population),
+                           np.ones((len(dosage), 3)) / 3, np.random.default_rng(2))
+    for name, prevalence in {"YRI": 0.6, "CEU": 0.1, "CHB": 0.3}.items():
+        a = truth["causal"]["intercept"][name]
+        inside = population == name
+        assert float(expit(a + np.log(2) * dosage[inside]).mean()) == pytest.approx(prevalence)
+
+
+def test_differentiated_causal_allele_hits_its_targets(tmp_path):
+    targets = {"YRI": 0.05, "CEU": 0.3, "CHB": 0.6}
+    _, truth = _run(tmp_path, seed=3, sim={"causal": {"frequency": "differentiated", "target_freqs": targets}},
+                    populations={"YRI": 150, "CEU": 150, "CHB": 150})
+    freq = truth["causal_variant"]["freq"]
+    assert max(abs(freq[p] - targets[p]) for p in targets) <= 0.1
+    assert truth["causal_variant"]["max_abs_deviation_from_target"] == pytest.approx(
+        max(abs(freq[p] - targets[p]) for p in targets))
+    genotypes = read_genotypes(tmp_path / "cohort.vcf.gz")
+    dosage = genotypes.dosage()[int(np.flatnonzero(genotypes.pos == truth["causal_variant"]["pos"])[0])]
+    population = np.array([s.split("_")[0] for s in genotypes.samples])
+    assert dosage[population == "CHB"].mean() / 2 == pytest.approx(freq["CHB"])
+
+
+@pytest.fixture(scope="module")
+def admixed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("admixed")
+    _, truth = _run(out, seed=4, sim={"demography": "AmericanAdmixture_4B18", "labels": "absent",
+                                      "confounded": {"strength": "strong"}},
+                    populations={"ADMIX": 300}, panel={"loci": 60, "locus_length": 5000})
+    return {"out": out, "truth": truth}
+
+
+def test_admixture_proportions_match_the_4b18_model(admixed):
+    """Mean global ancestry of ADMIX individuals (census at the pulse, 12 generations ago) is the model's
+    1/6, 1/3, 1/2 within 4 standard errors."""
+    truth = admixed["truth"]
+    by_sample = np.array(list(truth["ancestry"]["by_sample"].values()))
+    assert by_sample.shape == (300, 3)
+    np.testing.assert_allclose(by_sample.sum(axis=1), 1, atol=1e-5)
+    se = by_sample.std(axis=0) / np.sqrt(len(by_sample))
+    for k, expected in enumerate([1 / 6, 1 / 3, 1 / 2]):
+        assert abs(by_sample[:, k].mean() - expected) < 4 * se[k] + 1e-3, (k, by_sample.mean(axis=0))
+    assert truth["demography"]["name"] == "AmericanAdmixture_4B18"
+    assert truth["ancestry"]["bases_traced_per_haplotype"] == pytest.approx(REGION.end - REGION.start + 60 * 5000)
+
+
+def test_admixed_ancestry_phenotype_is_logistic_in_the_proportion(admixed):
+    """The ancestry-only phenotype's odds ratio per SD of AFR proportion (strong: 3) is recovered by a
+    logistic fit within its CI in ~95% of 200 draws on the simulated proportions."""
+    import statsmodels.api as sm
+
+    from interp.cohort.simulate import DEFAULTS, _phenotypes, american_admixture_scenario
+
+    proportions = np.array(list(admixed["truth"]["ancestry"]["by_sample"].values()))
+    z = (proportions[:, 0] - proportions[:, 0].mean()) / proportions[:, 0].std()
+    config = {**DEFAULTS, "confounded": {**DEFAULTS["confounded"], "ancestry_odds_ratio": 3.0}}
+    sc, rng, covered = american_admixture_scenario(), np.random.default_rng(3), 0
+    for _ in range(200):
+        columns, _ = _phenotypes(config, sc, np.zeros(len(z)), ["ADMIX"] * len(z), proportions, rng)
+        low, high = sm.Logit(columns["confounded"], sm.add_constant(z)).fit(disp=0).conf_int()[1]
+        covered += low <= np.log(3.0) <= high
+    low, high = _coverage_ci(covered, 200)
+    assert low <= 0.95 <= high, covered
+
+
+def test_labels_absent_writes_no_population_column(admixed):
+    out = admixed["out"]
+    header = (out / "samples.tsv").read_text().splitlines()[0].split("\t")
+    assert header == ["sample_id", "causal", "confounded", "null", "sex", "batch"]
+    samples = read_samples_tsv(out / "samples.tsv", ["causal", "confounded", "null"], [], None)
+    assert all(s.startswith("S") and "ADMIX" not in s for s in samples["sample_id"].to_list())
+    panel = read_genotypes(out / "panel.vcf.gz")
+    assert list(panel.samples) == samples["sample_id"].to_list()
+
+
+def test_labels_absent_shuffles_discrete_populations(tmp_path):
+    """A user's cohort without labels: IDs and order say nothing of the population (truth keeps it)."""
+    _, truth = _run(tmp_path, seed=6, sim={"labels": "absent"})
+    ids = list(truth["ancestry"]["by_sample"])
+    yri = [k for k, v in enumerate(truth["ancestry"]["by_sample"].values()) if v[0] == 1.0]
+    assert len(yri) == 60 and yri != list(range(60))
+    assert all(i.startswith("S") for i in ids)
+
+
+def test_labels_absent_needs_a_null_population_column():
+    import yaml
+
+    from interp.config import check_config
+    from tests.conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg["cohort"]["simulate"]["labels"] = "absent"
+    with pytest.raises(InputError, match="population_column: null"):
+        check_config(cfg, base_dir=REPO)
+    cfg["cohort"]["population_column"] = None
+    check_config(cfg, base_dir=REPO)
 
 
 def _hudson_fst(dosage: np.ndarray, in_a: np.ndarray) -> float:
@@ -156,6 +339,12 @@ def test_bad_configuration_is_input_error(tmp_path):
     with pytest.raises(InputError, match="not in OutOfAfrica_3G09"):
         simulate_cohort(fasta, annotation, REGION, {"LWK": 10}, 1, None, tmp_path / "a.vcf.gz",
                         tmp_path / "s.tsv", tmp_path / "t.json")
+    with pytest.raises(InputError, match="replaced by causal.odds_ratio"):
+        simulate_cohort(fasta, annotation, REGION, POPULATIONS, 1, {"causal": {"effect": 2.0}},
+                        tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
+    with pytest.raises(InputError, match="not in AmericanAdmixture_4B18"):
+        simulate_cohort(fasta, annotation, REGION, POPULATIONS, 1, {"demography": "AmericanAdmixture_4B18"},
+                        tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
     with pytest.raises(InputError, match="no exon inside region"):
         simulate_cohort(fasta, annotation, Region("far", "chr17", 32000, 39000), POPULATIONS, 1, None,
                         tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")

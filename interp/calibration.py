@@ -1,0 +1,508 @@
+"""Calibration suite: error rates and power of the audit and rank, measured over simulated replicates.
+
+A grid of cohort scenarios (`grid_cells`): a base cell (OutOfAfrica_3G09, labels given, causal odds ratio
+2 per allele, flat causal allele frequency, 30% cases, no confounding, n = 1,000), then one axis varied
+at a time. Each replicate simulates one cohort carrying three phenotypes with known truth -- `causal`
+(one planted SNV), `confounded` (ancestry only) and `null` -- and runs the real pipeline stages on it
+(`interp.stages`: simulate_cohort, check_cohort, haplotypes, ancestry, embed_cohort with the shared
+built-in LM and SAE, audit, rank). `summarise_replicate` reduces one replicate to counts;
+`calibration_table` pools replicates per cell and truth into rates with Clopper-Pearson intervals.
+
+Definitions (per cell; "family" = one BH family of rank: the `family` column when rank writes one,
+else (kind, model, layer)):
+- verdict rate: share of (replicate, model, layer) audit verdicts of a truth equal to each verdict string.
+- power_variant: share of replicates whose planted causal variant has q < alpha in the variant family
+  of the causal phenotype.
+- power_feature: share of replicates in which the model feature (any non-variant family) with the
+  smallest p among those whose window holds the causal variant has q < alpha in its family.
+- type-I error at level t: share of the null phenotype's tests (all families, every replicate) with
+  p < t. Its Clopper-Pearson interval treats tests as independent; features in LD are not, so the
+  between-replicate (cluster) standard error is given beside it.
+- FDR: mean over replicates of the false discovery proportion V / max(R, 1) of the causal phenotype,
+  where R counts features with q < alpha (all families) and V those whose locus lies more than
+  `near_bp` bases from the causal variant (a window holding it is at distance 0).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+TRUTHS = {"causal": "causal", "confounded": "ancestry-only", "null": "null"}
+TYPE1_LEVELS = (1e-2, 1e-3, 1e-4)
+BASE = {"demography": "OutOfAfrica_3G09", "labels": "given", "odds_ratio": 2.0, "frequency": "flat",
+        "case_fraction": 0.3, "confounding": "none", "n": 1000}
+AXES = {
+    "odds_ratio": [1.2, 1.5, 2.0, 3.0],
+    "frequency": ["flat", "differentiated"],
+    "case_fraction": [0.1, 0.3, 0.5],
+    "confounding": ["none", "mild", "strong"],
+    "labels": ["given", "absent"],
+    "demography": ["OutOfAfrica_3G09", "AmericanAdmixture_4B18"],
+    "n": [300, 1000, 3000],
+}
+DIFFERENTIATED_TARGETS = {"YRI": 0.05, "CEU": 0.3, "CHB": 0.6}
+
+
+# ---------------------------------------------------------------- grid
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_cells(axes: dict[str, list] | None = None, base: dict | None = None) -> list[dict]:
+    """The base cell, then one cell per non-base value of each axis (one axis varied at a time).
+
+    Returns [{cell, axis, value, **settings}] with cell names "base" and "<axis>=<value>".
+    """
+    base = dict(BASE if base is None else base)
+    cells = [{"cell": "base", "axis": "base", "value": "base", **base}]
+    for axis, values in (AXES if axes is None else axes).items():
+        if axis not in base:
+            raise ValueError(f"unknown calibration axis {axis!r}; axes: {', '.join(base)}")
+        for value in values:
+            if value == base[axis]:
+                continue
+            cells.append({"cell": f"{axis}={_format(value)}", "axis": axis, "value": _format(value),
+                          **{**base, axis: value}})
+    return cells
+
+
+def select_cells(names: list[str] | None) -> list[dict]:
+    """Cells of the full grid by name (None: all), in grid order; unknown names raise ValueError."""
+    cells = grid_cells()
+    if not names:
+        return cells
+    known = {c["cell"]: c for c in cells}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"unknown calibration cell(s) {missing}; cells: {', '.join(known)}")
+    return [c for c in cells if c["cell"] in set(names)]
+
+
+def cell_cohort(cell: dict, cohort: dict) -> dict:
+    """The `cohort` config section of one cell: populations, simulate settings, population column."""
+    out = json.loads(json.dumps(cohort))
+    n = int(cell["n"])
+    if cell["demography"] == "AmericanAdmixture_4B18":
+        populations = {"ADMIX": n}
+    else:
+        size, extra = divmod(n, 3)
+        populations = {p: size + (k < extra) for k, p in enumerate(("YRI", "CEU", "CHB"))}
+    sim = out.setdefault("simulate", {})
+    sim.update({"demography": cell["demography"], "labels": cell["labels"],
+                "case_fraction": float(cell["case_fraction"])})
+    sim["causal"] = {**sim.get("causal", {}), "odds_ratio": float(cell["odds_ratio"]),
+                     "frequency": cell["frequency"], "confounding": cell["confounding"],
+                     "target_freqs": DIFFERENTIATED_TARGETS}
+    # the ancestry-only phenotype is never absent: at confounding "none" it stays mild
+    sim["confounded"] = {**sim.get("confounded", {}),
+                         "strength": cell["confounding"] if cell["confounding"] != "none" else "mild",
+                         "prevalence": None}
+    out.update({"populations": populations, "phenotypes": ["causal", "confounded", "null"],
+                "population_column": "population" if cell["labels"] == "given" else None})
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval for a binomial proportion k/n; (nan, nan) when n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    a = 1 - level
+    low = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    return low, high
+
+
+def rate(k: int, n: int, level: float = 0.95) -> dict:
+    """{rate, ci_low, ci_high, count, n} of k successes in n trials (Clopper-Pearson interval)."""
+    low, high = clopper_pearson(int(k), int(n), level)
+    return {"rate": (k / n) if n else float("nan"), "ci_low": low, "ci_high": high, "count": int(k), "n": int(n)}
+
+
+def cluster_se(counts: np.ndarray, totals: np.ndarray) -> float:
+    """Between-replicate standard error of the pooled ratio sum(counts) / sum(totals) (ratio estimator)."""
+    counts, totals = np.asarray(counts, float), np.asarray(totals, float)
+    r = len(counts)
+    if r < 2 or totals.sum() == 0:
+        return float("nan")
+    ratio = counts.sum() / totals.sum()
+    return float(np.sqrt(r / (r - 1) * ((counts - ratio * totals) ** 2).sum()) / totals.sum())
+
+
+# ---------------------------------------------------------------- one replicate
+
+
+def _families(bio: pl.DataFrame) -> pl.DataFrame:
+    if "family" in bio.columns:
+        return bio.with_columns(pl.col("family").cast(pl.String).alias("_family"))
+    return bio.with_columns(pl.concat_str([pl.col("kind"), pl.col("model").fill_null(""),
+                                           pl.col("layer").fill_null("")], separator="/").alias("_family"))
+
+
+def summarise_replicate(audit: pl.DataFrame, bio: pl.DataFrame, truth: dict, alpha: float = 0.05,
+                        near_bp: int = 500) -> dict:
+    """Counts of one replicate: verdicts per truth, power hits, null p-value exceedances, discoveries.
+
+    audit: rows (phenotype, model, layer, verdict); bio: rank's biomarkers (phenotype, feature, kind, p,
+    q, contig, start, end [, family]); truth: the simulation's truth.json.
+    """
+    verdicts = {}
+    for phenotype in TRUTHS:
+        rows = audit.filter(pl.col("phenotype") == phenotype)
+        verdicts[phenotype] = [{"model": r["model"], "layer": r["layer"], "verdict": str(r["verdict"])}
+                               for r in rows.iter_rows(named=True)]
+    bio = _families(bio)
+    causal = truth["causal_variant"]
+    variant_id = causal.get("id") or f"{causal['contig']}:{causal['pos']}:{causal['ref']}:{causal['alt']}"
+    pos0 = int(causal["pos"]) - 1
+    c = bio.filter(pl.col("phenotype") == "causal")
+    v = c.filter((pl.col("kind") == "variant") & (pl.col("feature") == variant_id))
+    variant = {"id": variant_id, "tested": v.height > 0,
+               "p": float(v["p"][0]) if v.height else None, "q": float(v["q"][0]) if v.height else None}
+    variant["hit"] = bool(v.height and np.isfinite(variant["q"]) and variant["q"] < alpha)
+    in_window = c.filter((pl.col("kind") != "variant") & (pl.col("contig") == causal["contig"])
+                         & (pl.col("start") <= pos0) & (pl.col("end") > pos0) & pl.col("p").is_not_nan())
+    feature = {"tested": in_window.height > 0}
+    if in_window.height:
+        top = in_window.sort("p").row(0, named=True)
+        feature.update({"feature": top["feature"], "family": top["_family"], "p": float(top["p"]),
+                        "q": float(top["q"]), "hit": bool(top["q"] < alpha)})
+    else:
+        feature["hit"] = False
+    # discoveries of the causal phenotype and how far each lies from the causal variant
+    found = c.filter(pl.col("q") < alpha)
+    distance = np.maximum(0, np.maximum(found["start"].to_numpy() - pos0, pos0 - (found["end"].to_numpy() - 1)))
+    far = (found["contig"].to_numpy().astype(str) != causal["contig"]) | (distance > near_bp)
+    discoveries = {"n": int(found.height), "false": int(far.sum()),
+                   "fdp": float(far.sum() / max(found.height, 1)),
+                   "by_family": {f: int(k) for f, k in found.group_by("_family").len().iter_rows()}}
+    null = bio.filter(pl.col("phenotype") == "null")
+    type1 = {}
+    for family, p in [("all", null["p"].to_numpy())] + [
+            (f, g["p"].to_numpy()) for (f,), g in null.group_by(["_family"], maintain_order=True)]:
+        p = p[np.isfinite(p)]
+        type1[family] = {"n_tests": int(p.size), **{f"{t:g}": int((p < t).sum()) for t in TYPE1_LEVELS}}
+    null_found = int(null.filter(pl.col("q") < alpha).height)
+    realised = truth.get("phenotypes", {}).get("realised_case_fraction", {})
+    return {
+        "verdicts": verdicts, "variant": variant, "feature": feature, "discoveries": discoveries,
+        "type1": type1, "null_discoveries": null_found,
+        "truth": {"causal_freq": causal.get("freq"), "case_fraction": {k: v.get("all") for k, v in realised.items()},
+                  "ancestry_sd": truth.get("ancestry", {}).get("sd"), "n_samples": truth.get("n_samples"),
+                  "n_variants": truth.get("n_variants")},
+    }
+
+
+def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: dict, workdir: Path,
+                  threads: int = 1, keep: bool = False) -> dict:
+    """Simulate one cohort of `cell` and run the real cohort stages on it; returns the replicate summary.
+
+    config: the run's checked config (reference, cohort, audit, rank, embed, sae keys); shared: paths
+    {fasta, annotation, card, checkpoint, sae} of the LM and SAE trained once per suite; workdir:
+    scratch folder (removed afterwards unless `keep`).
+    """
+    from interp import stages
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    workdir = Path(workdir)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    cohort = cell_cohort(cell, config["cohort"])
+    ref = {"fasta": str(shared["fasta"]), "annotation": str(shared["annotation"])}
+    params = {"reference": config["reference"], "cohort": cohort, "n_folds": config["audit"]["n_folds"],
+              "seed": seed}
+    w = {name: str(workdir / name) for name in (
+        "in.vcf.gz", "in.vcf.gz.tbi", "samples.tsv", "truth.json", "panel.vcf.gz", "panel.vcf.gz.tbi",
+        "validation.json", "cohort.vcf.gz", "cohort.vcf.gz.tbi", "hap.parquet", "seq.parquet", "hap.json",
+        "geno.h5ad", "emb", "emb.json", "audit.parquet", "audit.tsv", "audit.json", "bio.parquet", "bio.tsv")}
+    panel = cohort["simulate"]["ancestry_panel"]["loci"] > 0
+    seconds = {}
+
+    def run(stage: str, inputs: dict, outputs: dict, stage_params: dict) -> None:
+        s = time.perf_counter()
+        getattr(stages, stage)(stages.Job(input=inputs, output=outputs, params=stage_params, threads=threads))
+        seconds[stage] = round(time.perf_counter() - s, 2)
+
+    sim_out = {"vcf": w["in.vcf.gz"], "tbi": w["in.vcf.gz.tbi"], "samples": w["samples.tsv"],
+               "truth": w["truth.json"]}
+    if panel:
+        sim_out.update({"panel": w["panel.vcf.gz"], "panel_tbi": w["panel.vcf.gz.tbi"]})
+    run("simulate_cohort", ref, sim_out, params)
+    io = {**ref, "vcf": w["in.vcf.gz"], "samples": w["samples.tsv"], **({"panel": w["panel.vcf.gz"]} if panel else {})}
+    run("check_cohort", io, {"summary": w["validation.json"], "vcf": w["cohort.vcf.gz"],
+                             "tbi": w["cohort.vcf.gz.tbi"]}, params)
+    io = {**io, "vcf": w["cohort.vcf.gz"]}
+    run("haplotypes", io, {"assignments": w["hap.parquet"], "sequences": w["seq.parquet"], "stats": w["hap.json"]},
+        params)
+    run("ancestry", io, {"genotypes": w["geno.h5ad"]}, params)
+    model = shared["model"]
+    emb = str(Path(w["emb"]) / model)
+    run("embed_cohort", {"card": str(shared["card"]), "checkpoint": str(shared["checkpoint"]),
+                         "sequences": w["seq.parquet"], "assignments": w["hap.parquet"], "genotypes": w["geno.h5ad"],
+                         "sae": str(shared["sae"])},
+        {"out_dir": emb, "stats": w["emb.json"]},
+        {"layers": shared["layers"], "sae_layer": config["sae"]["layer"], "batch_size": config["embed"]["batch_size"],
+         "device": config["embed"]["device"], "keep_haplotypes": False})
+    # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
+    common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"], "seed": seed}
+    run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
+                  "sequences": w["seq.parquet"]},
+        {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
+        {**config["audit"], **common, "population_column": cohort["population_column"],
+         "sae_layer": config["sae"]["layer"]})
+    run("rank", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], **ref},
+        {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"]},
+        {**config["rank"], **common, "reference": config["reference"]})
+    truth = json.loads(Path(w["truth.json"]).read_text())
+    cal = config.get("calibration", {})
+    summary = summarise_replicate(pl.read_parquet(w["audit.parquet"]), pl.read_parquet(w["bio.parquet"]), truth,
+                                  alpha=float(cal.get("alpha", 0.05)), near_bp=int(cal.get("near_bp", 500)))
+    hap = json.loads(Path(w["hap.json"]).read_text())
+    summary.update({"cell": cell["cell"], "axis": cell["axis"], "value": cell["value"], "replicate": int(replicate),
+                    "seed": int(seed), "settings": {k: cell[k] for k in BASE},
+                    "n_distinct_windows": hap["n_distinct"], "dedup_ratio": hap["dedup_ratio"],
+                    "stage_seconds": seconds, "seconds": round(time.perf_counter() - t0, 2),
+                    # CPU time of this process: the wall time on one dedicated core (the work is single-threaded)
+                    "cpu_seconds": round(time.process_time() - cpu0, 2)})
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return summary
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def calibration_table(replicates: list[dict]) -> list[dict]:
+    """Rows {cell, axis, value, truth, n_replicates, verdict_rates, power_variant, power_feature, type1, fdr,
+    ...} pooled over replicate summaries; grid order of cells, truths causal / ancestry-only / null."""
+    by_cell: dict[str, list[dict]] = {}
+    for rep in replicates:
+        by_cell.setdefault(rep["cell"], []).append(rep)
+    order = {c["cell"]: k for k, c in enumerate(grid_cells())}
+    rows = []
+    for cell in sorted(by_cell, key=lambda c: (order.get(c, len(order)), c)):
+        reps = sorted(by_cell[cell], key=lambda r: r["replicate"])
+        first = reps[0]
+        for phenotype, truth in TRUTHS.items():
+            verdicts = [v["verdict"] for r in reps for v in r["verdicts"].get(phenotype, [])]
+            names = sorted(set(verdicts))
+            row: dict[str, Any] = {
+                "cell": cell, "axis": first["axis"], "value": first["value"], "truth": truth,
+                "n_replicates": len(reps), "n_verdicts": len(verdicts),
+                "verdict_rates": {name: rate(verdicts.count(name), len(verdicts)) for name in names},
+                "power_variant": None, "power_feature": None, "type1": None, "fdr": None,
+                "median_seconds": float(np.median([r["seconds"] for r in reps])),
+                "median_cpu_seconds": (float(np.median([r["cpu_seconds"] for r in reps]))
+                                       if all("cpu_seconds" in r for r in reps) else None),
+            }
+            if phenotype == "causal":
+                row["power_variant"] = rate(sum(r["variant"]["hit"] for r in reps), len(reps))
+                row["power_feature"] = rate(sum(r["feature"]["hit"] for r in reps), len(reps))
+                fdp = np.array([r["discoveries"]["fdp"] for r in reps])
+                row["fdr"] = {"fdr": float(fdp.mean()),
+                              "se": float(fdp.std(ddof=1) / np.sqrt(len(fdp))) if len(fdp) > 1 else float("nan"),
+                              "mean_discoveries": float(np.mean([r["discoveries"]["n"] for r in reps])),
+                              "mean_false": float(np.mean([r["discoveries"]["false"] for r in reps]))}
+            if phenotype == "null":
+                row["type1"] = {}
+                for level in TYPE1_LEVELS:
+                    key = f"{level:g}"
+                    counts = np.array([r["type1"]["all"][key] for r in reps])
+                    totals = np.array([r["type1"]["all"]["n_tests"] for r in reps])
+                    row["type1"][key] = {**rate(int(counts.sum()), int(totals.sum())),
+                                         "cluster_se": cluster_se(counts, totals)}
+                row["null_any_discovery"] = rate(sum(r["null_discoveries"] > 0 for r in reps), len(reps))
+            rows.append(row)
+    return rows
+
+
+def _fmt_rate(r: dict | None) -> str:
+    if not r or not r.get("n"):
+        return ""
+    return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['count']}/{r['n']})"
+
+
+def table_frame(rows: list[dict]) -> pl.DataFrame:
+    """Flat table for calibration.tsv: one column per verdict string (rate [95% CI] (count/n))."""
+    verdict_names = sorted({v for r in rows for v in r["verdict_rates"]})
+    flat = []
+    for r in rows:
+        out = {k: r[k] for k in ("cell", "axis", "value", "truth", "n_replicates", "n_verdicts")}
+        for name in verdict_names:
+            out[name] = _fmt_rate(r["verdict_rates"].get(name, rate(0, r["n_verdicts"])))
+        out["power_variant"] = _fmt_rate(r["power_variant"])
+        out["power_feature"] = _fmt_rate(r["power_feature"])
+        for level in TYPE1_LEVELS:
+            t = (r["type1"] or {}).get(f"{level:g}")
+            out[f"type1_{level:g}"] = "" if t is None else (
+                f"{t['rate']:.2e} [{t['ci_low']:.2e}, {t['ci_high']:.2e}] (cluster SE {t['cluster_se']:.1e})")
+        out["fdr"] = "" if r["fdr"] is None else f"{r['fdr']['fdr']:.2f} (SE {r['fdr']['se']:.2f}; " \
+            f"{r['fdr']['mean_discoveries']:.0f} discoveries/replicate)"
+        out["median_seconds"] = round(r["median_seconds"], 1)
+        flat.append(out)
+    return pl.DataFrame(flat)
+
+
+def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
+    """verdicts.png (verdict rates with 95% CIs per cell, one panel per truth), power.png, type1.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    verdict_names = sorted({v for r in rows for v in r["verdict_rates"]})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    for ax, truth in zip(axes, TRUTHS.values(), strict=True):
+        sub = [r for r in rows if r["truth"] == truth]
+        x = np.arange(len(sub))
+        width = 0.8 / max(len(verdict_names), 1)
+        for k, name in enumerate(verdict_names):
+            vals = [r["verdict_rates"].get(name) for r in sub]
+            y = np.array([v["rate"] if v else 0.0 for v in vals])
+            low = np.array([v["ci_low"] if v else 0.0 for v in vals])
+            high = np.array([v["ci_high"] if v else 0.0 for v in vals])
+            ax.bar(x + k * width, y, width, label=name, yerr=[y - low, high - y], capsize=2)
+        ax.set_xticks(x + 0.4 - width / 2, [r["cell"] for r in sub], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{truth} phenotype")
+        ax.axhline(0.05, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("share of verdicts (95% Clopper-Pearson CI)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "verdicts.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    causal = [r for r in rows if r["truth"] == "causal"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(causal))
+    for k, key in enumerate(("power_variant", "power_feature")):
+        y = np.array([r[key]["rate"] for r in causal])
+        err = [y - np.array([r[key]["ci_low"] for r in causal]), np.array([r[key]["ci_high"] for r in causal]) - y]
+        ax.errorbar(x + 0.15 * k, y, yerr=err, fmt="o", capsize=3, label=key.replace("_", " "))
+    ax.set_xticks(x, [r["cell"] for r in causal], rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("power (q < 0.05), 95% CI")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "power.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    null = [r for r in rows if r["truth"] == "null" and r["type1"]]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(null))
+    for k, level in enumerate(TYPE1_LEVELS):
+        t = [r["type1"][f"{level:g}"] for r in null]
+        y = np.array([v["rate"] for v in t]) / level
+        half = np.array([1.96 * v["cluster_se"] if np.isfinite(v["cluster_se"]) else 0.0 for v in t]) / level
+        ax.errorbar(x + 0.15 * k, y, yerr=half, fmt="o", capsize=3, label=f"p < {level:g}")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [r["cell"] for r in null], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("empirical / nominal type-I error\n(null phenotype, all families; 95% cluster CI)")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "type1.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def compact_markdown(rows: list[dict]) -> str:
+    """A short markdown table (for the README): verdict counts with 95% CIs, power, type-I, FDR per row."""
+    def short(r: dict | None) -> str:
+        return "" if not r or not r.get("n") else f"{r['count']}/{r['n']} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+    lines = ["| cell | truth | reps | verdicts: count/n [95% CI] | power variant | power feature | "
+             "type-I p<1e-2 | type-I p<1e-3 | FDR |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdicts = "; ".join(f"{name} {short(v)}" for name, v in sorted(r["verdict_rates"].items()))
+        t = r["type1"] or {}
+        t2 = "" if "0.01" not in t else f"{t['0.01']['rate']:.1e} ({t['0.01']['count']}/{t['0.01']['n']})"
+        t3 = "" if "0.001" not in t else f"{t['0.001']['rate']:.1e} ({t['0.001']['count']}/{t['0.001']['n']})"
+        fdr = "" if r["fdr"] is None else f"{r['fdr']['fdr']:.2f} ({r['fdr']['mean_discoveries']:.0f}/rep)"
+        lines.append(f"| {r['cell']} | {r['truth']} | {r['n_replicates']} | {verdicts} | {short(r['power_variant'])} | "
+                     f"{short(r['power_feature'])} | {t2} | {t3} | {fdr} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(rows: list[dict], meta: dict) -> str:
+    """A calibration report (markdown): what ran, the targets, and the table."""
+    frame = table_frame(rows)
+    lines = ["# Calibration of the audit and rank", "",
+             f"Generated from {meta.get('n_replicate_files', '?')} replicate summaries "
+             f"({meta.get('command', '')}). Each replicate simulates one cohort with a causal, an ancestry-only "
+             "and a null phenotype and runs the real pipeline stages (simulate_cohort, check_cohort, haplotypes, "
+             "ancestry, embed_cohort with the built-in tiny LM and its SAE, audit, rank).", "",
+             "Rates are shares of replicates (verdicts: of replicate x model x layer verdicts) with 95% "
+             "Clopper-Pearson intervals and (count/n). Type-I error: share of the null phenotype's tests "
+             "(all feature families) with p below the level; the interval treats tests as independent, the "
+             "cluster SE does not. FDR: mean false discovery proportion among q < 0.05 features of the causal "
+             "phenotype, a discovery being false when it lies more than "
+             f"{meta.get('near_bp', 500)} bp from the causal variant.", "",
+             "Targets (issue 7): causal with OR >= 2, n >= 1,000: FAIL <= 5%, PASS >= 80%; ancestry-only: "
+             "PASS <= 5%; null: PASS <= 5% and FAIL <= 5%; rank type-I error within the binomial CI of the "
+             "nominal level at 1e-2 and 1e-3.", "",
+             "![verdicts](verdicts.png)", "", "![power](power.png)", "", "![type-I error](type1.png)", "",
+             "## Summary", "", compact_markdown(rows), "## Full table", ""]
+    cols = frame.columns
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in frame.iter_rows():
+        lines.append("| " + " | ".join("" if v is None else str(v) for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None) -> list[dict]:
+    """Read replicate summaries, write calibration.{tsv,json}, the plots and report.md (atomically)."""
+    from interp.io import write_text_atomic
+
+    replicates = [json.loads(Path(p).read_text()) for p in replicate_files]
+    rows = calibration_table(replicates)
+    meta = {**(meta or {}), "n_replicate_files": len(replicates)}
+    write_text_atomic(out["json"], json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
+                                              allow_nan=False) + "\n")
+    write_text_atomic(out["tsv"], _tsv(table_frame(rows)))
+    plot_dir = Path(out["report"]).parent
+    write_plots(rows, plot_dir)
+    write_text_atomic(out["report"], markdown_report(rows, meta))
+    return rows
+
+
+def _tsv(frame: pl.DataFrame) -> str:
+    import io
+
+    buffer = io.StringIO()
+    frame.write_csv(buffer, separator="\t")
+    return buffer.getvalue()
+
+
+def _strict(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars as Python numbers, NaN / inf as null."""
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
