@@ -227,7 +227,8 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     w = {name: str(workdir / name) for name in (
         "in.vcf.gz", "in.vcf.gz.tbi", "samples.tsv", "truth.json", "panel.vcf.gz", "panel.vcf.gz.tbi",
         "validation.json", "cohort.vcf.gz", "cohort.vcf.gz.tbi", "hap.parquet", "seq.parquet", "hap.json",
-        "geno.h5ad", "emb", "emb.json", "audit.parquet", "audit.tsv", "audit.json", "bio.parquet", "bio.tsv")}
+        "geno.h5ad", "emb", "emb.json", "audit.parquet", "audit.tsv", "audit.json", "bio.parquet", "bio.tsv",
+        "rank.json")}
     panel = cohort["simulate"]["ancestry_panel"]["loci"] > 0
     seconds = {}
 
@@ -257,14 +258,15 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
         {"layers": shared["layers"], "sae_layer": config["sae"]["layer"], "batch_size": config["embed"]["batch_size"],
          "device": config["embed"]["device"], "keep_haplotypes": False})
     # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
-    common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"], "seed": seed}
+    common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
+              "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": seed}
     run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
                   "sequences": w["seq.parquet"]},
         {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
         {**config["audit"], **common, "population_column": cohort["population_column"],
          "sae_layer": config["sae"]["layer"]})
     run("rank", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], **ref},
-        {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"]},
+        {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"], "summary": w["rank.json"]},
         {**config["rank"], **common, "reference": config["reference"]})
     truth = json.loads(Path(w["truth.json"]).read_text())
     cal = config.get("calibration", {})
