@@ -221,7 +221,7 @@ def _config(seed: int) -> dict:
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
     cfg.update({"seed": seed})
     cfg["reference"].update({"fasta": str(DEMO_FASTA), "annotation": str(DEMO_GENES)})
-    cfg["audit"].update({"permutations": 99, "bootstrap": 20})
+    cfg["audit"].update({"max_null_replicates": 199, "bootstrap": 20})
     cfg["rank"].update({"resamples": 2})
     cfg["cohort"]["simulate"]["ancestry_panel"] = {"loci": 60, "locus_length": 5000}
     return cfg
@@ -250,10 +250,11 @@ def shared_model(tmp_path_factory) -> dict:
                        "bases": out / "b.parquet"},
                       {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
                       {"layers": [LAYER], "token_layers": [LAYER], "batch_size": 64, "device": "cpu"}))
-    stages.sae(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
-                    {"weights": out / "sae.safetensors", "metrics": out / "sae.json", "features": out / "f.parquet"},
-                    {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "heldout_fraction": 0.2,
-                     "top_windows": 3, "model": "tiny-dnalm", "layer": LAYER, "seed": 7}))
+    # the SAE alone (sae_sweep's stage: training and evaluation, without the concept labels)
+    stages.sae_sweep(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
+                          {"weights": out / "sae.safetensors", "metrics": out / "sae.json"},
+                          {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
+                           "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": LAYER}))
     return {"fasta": DEMO_FASTA, "annotation": DEMO_GENES, "card": card, "checkpoint": out / "lm.safetensors",
             "sae": out / "sae.safetensors", "model": "tiny-dnalm", "layers": [LAYER]}
 
