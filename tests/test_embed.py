@@ -182,22 +182,38 @@ def test_embed_sequences_with_token_transform(tiny_checkpoint, demo):
 
 def test_all_shipped_cards_load():
     cards = {p.stem: load_card(p) for p in sorted((ROOT / "models").glob("*.yaml"))}
-    assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2", "hyenadna-tiny-1k", "caduceus-ph-131k",
+    assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2-117m", "hyenadna-tiny-1k", "caduceus-ph-131k",
             "evo2-7b"} <= set(cards)
     for card in cards.values():
         assert card["description"] and card["license"]
     assert cards["tiny-dnalm"]["trust_remote_code"] is False
-    assert cards["dnabert-2"]["hf_id"] == "zhihan1996/DNABERT-2-117M"
+    assert cards["dnabert-2-117m"]["hf_id"] == "zhihan1996/DNABERT-2-117M"
 
 
 def test_card_errors_name_file_and_key(tmp_path):
     card = tmp_path / "broken.yaml"
-    card.write_text("name: x\nfamily: hf\nlayers: [hidden_states.1]\n")
-    with pytest.raises(InputError, match=r"broken.yaml, field context"):
-        load_card(card)
-    card.write_text("name: x\nfamily: jax\nlayers: [a]\ncontext: 10\n")
-    with pytest.raises(InputError, match=r"broken.yaml, field family"):
-        load_card(card)
+    good = "name: x\nfamily: hf\nhf_id: org/x\nlayers: [hidden_states.1]\ncontext: 10\nlicense: MIT\n"
+    cases = {
+        "name: x\nfamily: hf\nlayers: [hidden_states.1]\nlicense: MIT\n": "field context: required",
+        good.replace("family: hf", "family: jax"): "field family: expected one of",
+        good + "trust_remote_cod: true\n": "field trust_remote_cod: unknown card key",
+        good + "trust_remote_code: yes please\n": "field trust_remote_code: expected bool",
+        good.replace("context: 10", "context: -3"): "field context: expected a positive integer",
+        good + "tokenizer: 6mer\n": "field tokenizer: expected one of",
+        good + "pooling: max\n": "field pooling: expected one of",
+        good.replace("hf_id: org/x\n", ""): "field hf_id: required for family hf",
+        good.replace("[hidden_states.1]", "[a, a]"): "field layers: layer names repeat",
+        good + "chunk_overlap: 10\n": "field chunk_overlap",
+        "- just\n- a list\n": "expected a YAML mapping",
+    }
+    for text, message in cases.items():
+        card.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_card(card)
+    card.write_text(good)
+    loaded = load_card(card)
+    assert loaded["trust_remote_code"] is False and loaded["revision"] == "main" and loaded["pooling"] == "mean"
+    assert loaded["chunk_overlap"] == 1 and loaded["rc_average"] is False
 
 
 def test_evo2_without_package_and_tiny_without_checkpoint():
@@ -274,8 +290,8 @@ def test_hf_character_tokens_exclude_specials(char_bert, demo):
 
 
 def test_hf_kmer_spans_cover_several_bases_and_long_sequences_split(kmer_bert, demo):
-    emb = HFEmbedder(hf_card(kmer_bert))
-    seq = demo[9000:9110].upper()  # 110 bases -> pieces of 50, 50, 10
+    emb = HFEmbedder(hf_card(kmer_bert, chunk_overlap=0))
+    seq = demo[9000:9110].upper()  # 110 bases -> pieces of 50, 50, 10 (no overlap)
     acts = emb.embed([seq, seq[:10]], ["hidden_states.1"])["hidden_states.1"]
     span = acts.base_span
     widths = span[:, 1] - span[:, 0]
