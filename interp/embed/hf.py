@@ -95,7 +95,13 @@ class HFEmbedder:
 
     def __init__(self, card: dict, device: str = "cpu", cache_dir: str | None = None, dtype: str = "auto",
                  token_budget: int = 8192, max_rows: int = 512) -> None:
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForMaskedLM,
+            AutoTokenizer,
+        )
 
         self.name = card["name"]
         self.device = device
@@ -150,6 +156,8 @@ class HFEmbedder:
         # real tokens exactly as in an unpadded run because they never see later positions
         default_side = "left" if self.causal and self.accepts_mask else "right"
         self.padding_side = card.get("padding_side", default_side)
+        # a bidirectional model without an attention mask would let pads leak into every token
+        self.pad_free = not self.accepts_mask and not self.causal
         self.modules = dict(self.model.named_modules())
 
     def _load_model(self, cls, load_from: str, config, common: dict):
@@ -259,7 +267,8 @@ class HFEmbedder:
         pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
         tokens = self.tokenize([p.text for p in pieces])
         piece_out: list[tuple[np.ndarray, dict[str, np.ndarray]] | None] = [None] * len(pieces)
-        for batch in token_budget_batches([len(t[0]) for t in tokens], self.token_budget, self.max_rows):
+        for batch in token_budget_batches([len(t[0]) for t in tokens], self.token_budget, self.max_rows,
+                                          same_length=self.pad_free):
             acts, position = self.forward([tokens[i][0] for i in batch], layers)
             for row, i in enumerate(batch):
                 spans = tokens[i][1]

@@ -145,18 +145,22 @@ def rc_average(fwd_spans: np.ndarray, fwd_values: np.ndarray, rc_spans: np.ndarr
     return (0.5 * (fwd_values.astype(np.float64) + rc_on_fwd)).astype(np.float32)
 
 
-def token_budget_batches(lengths: list[int], budget: int, max_rows: int = 512) -> list[list[int]]:
+def token_budget_batches(lengths: list[int], budget: int, max_rows: int = 512,
+                         same_length: bool = False) -> list[list[int]]:
     """Group items into batches of similar length: rows x longest <= budget tokens.
 
     Items are sorted longest first (length bucketing), so padding is small; an item longer than
-    the budget gets a batch of its own. Returns lists of item indices; deterministic.
+    the budget gets a batch of its own. same_length: only equal lengths share a batch (no padding
+    at all; for bidirectional models that take no attention mask). Returns lists of item indices;
+    deterministic.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
-        if current and ((len(current) + 1) * longest > budget or len(current) >= max_rows):
+        full = (len(current) + 1) * longest > budget or len(current) >= max_rows
+        if current and (full or (same_length and lengths[i] != longest)):
             batches.append(current)
             current = []
         current.append(i)
