@@ -331,3 +331,24 @@ def test_hf_refuses_pickle_checkpoint(char_bert, tmp_path):
     torch.save(state, pickled / "pytorch_model.bin")
     with pytest.raises(InputError, match="pickle"):
         HFEmbedder(hf_card(pickled))
+
+
+def test_pool_tokens_mean_and_last_skip_special_tokens():
+    from interp.embed.base import TokenActivations
+    from interp.embed.run import pool_tokens
+
+    values = np.arange(12, dtype=np.float32).reshape(6, 2)
+    spans = np.array([[-1, -1], [0, 3], [3, 6], [-1, -1], [0, 1], [-1, -1]], dtype=np.int32)
+    acts = TokenActivations(values=values, offsets=np.array([0, 4, 6]), base_span=spans)
+    assert pool_tokens(acts, "mean").tolist() == [[3.0, 4.0], [8.0, 9.0]]  # CLS/SEP/pads excluded
+    assert pool_tokens(acts, "last").tolist() == [[4.0, 5.0], [8.0, 9.0]]
+    with pytest.raises(ValueError):
+        pool_tokens(acts, "max")
+
+
+def test_prefetch_command_line_skips_the_built_in_model(capsys):
+    from interp.cli import main
+
+    assert main(["prefetch", "tiny-dnalm"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"].startswith("built-in")
+    assert main(["prefetch"]) == 2
