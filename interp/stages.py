@@ -173,7 +173,8 @@ def embed(job: Job) -> None:
     stats = embed_windows(embedder, win, bases, p["layers"], p["token_layers"], p["batch_size"],
                           pooled_out, token_out)
     write_json({"model": card["name"], "layers": p["layers"], **stats,
-                "provenance": getattr(embedder, "provenance", None)}, job.output["stats"])
+                "provenance": getattr(embedder, "provenance", None),
+                "input_counts": getattr(embedder, "input_counts", None)}, job.output["stats"])
 
 
 def probe(job: Job) -> None:

@@ -93,6 +93,12 @@ def test_tiny_long_sequences_are_split_and_rejoined(tiny_checkpoint, demo):
     assert acts["block1"].base_span[149].tolist() == [149, 150]
     with pytest.raises(InputError):
         emb.embed([short], ["block7"])
+    with pytest.raises(InputError, match=r"'-' x1"):
+        emb.embed([short, short[:10] + "-" + short[11:]], ["block1"])
+    # IUPAC codes (GRCh38 has a few) are read as N and counted, never silently mapped
+    iupac = emb.embed([short[:10] + "Y" + short[11:]], ["block1"])["block1"].values
+    as_n = emb.embed([short[:10] + "N" + short[11:]], ["block1"])["block1"].values
+    assert np.array_equal(iupac, as_n) and emb.input_counts["iupac_as_N"] == 1 and emb.input_counts["N"] == 1
 
 
 def test_bad_checkpoint_is_an_input_error(tmp_path):

@@ -296,8 +296,8 @@ def test_long_sequences_are_chunked_with_overlap_and_stitched(folders, genome):
 
 def test_bad_characters_unknown_tokens_and_non_finite_fail_loudly(folders, embedders, genome):
     emb = embedders["hyena"]
-    with pytest.raises(InputError, match=r"sequence 1 .*'R' x2"):
-        emb.embed(["ACGT", "ACRGTR"], ["hidden_states.1"])
+    with pytest.raises(InputError, match=r"sequence 1 .*'\*' x1, '1' x2"):
+        emb.embed(["ACGT", "AC1GT1*"], ["hidden_states.1"])
     acgt_only = folders["hyena"].parent / "hyena_acgt"
     shutil.copytree(folders["hyena"], acgt_only)
     cfg = json.loads((acgt_only / "tokenizer_config.json").read_text())

@@ -159,6 +159,7 @@ class HFEmbedder:
         # a bidirectional model without an attention mask would let pads leak into every token
         self.pad_free = not self.accepts_mask and not self.causal
         self.modules = dict(self.model.named_modules())
+        self.input_counts: dict[str, int] = {}  # N and IUPAC-as-N bases seen (see pieces.clean_sequences)
 
     def _load_model(self, cls, load_from: str, config, common: dict):
         kwargs = {"config": config, "use_safetensors": True, "dtype": self.dtype, **common}
@@ -263,7 +264,7 @@ class HFEmbedder:
     def embed(self, seqs: list[str], layers: list[str]) -> dict[str, TokenActivations]:
         """DNA strings -> {layer: TokenActivations} over base-covering tokens, in sequence coordinates."""
         self._check_layers(layers)
-        seqs, _ = clean_sequences(seqs, self.name)
+        seqs, _ = clean_sequences(seqs, self.name, self.input_counts)
         pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
         tokens = self.tokenize([p.text for p in pieces])
         piece_out: list[tuple[np.ndarray, dict[str, np.ndarray]] | None] = [None] * len(pieces)

@@ -22,21 +22,35 @@ class NonFiniteActivations(RuntimeError):
     """A model produced NaN or infinite activations (e.g. BERT + SDPA in bf16 with padding)."""
 
 
-def clean_sequences(seqs: list[str], model: str) -> tuple[list[str], int]:
-    """Upper-case DNA; refuse anything but A, C, G, T, N (never silently UNK).
+IUPAC_AMBIGUOUS = frozenset("RYKMSWBDHV")
 
-    Returns (upper-cased sequences, number of N bases). IUPAC codes other than N, gaps and
-    digits are an InputError naming the first offending sequence and the characters found.
+
+def clean_sequences(seqs: list[str], model: str, counts: dict | None = None) -> tuple[list[str], int]:
+    """Upper-case DNA; IUPAC ambiguity codes become N and are counted; anything else is refused.
+
+    Never silently UNK: letters outside A, C, G, T, N and the IUPAC codes (gaps, digits, '*', ...)
+    are an InputError naming the first offending sequence and the characters found. GRCh38 itself
+    holds a few IUPAC codes, hence N rather than refusal for those. `counts` (optional) accumulates
+    {"N": bases that are N in the input, "iupac_as_N": ambiguity codes turned into N}.
+    Returns (cleaned sequences, number of N bases after cleaning).
     """
     out, n_count = [], 0
     for i, seq in enumerate(seqs):
         up = seq.upper()
         bad = set(up) - DNA
         if bad:
-            counts = Counter(c for c in up if c in bad)
-            shown = ", ".join(f"{c!r} x{k}" for c, k in sorted(counts.items()))
-            raise InputError(f"model {model}: sequence {i} has characters other than A, C, G, T, N ({shown}); "
-                             "replace them (e.g. IUPAC ambiguity codes by N) before embedding")
+            refused = bad - IUPAC_AMBIGUOUS
+            if refused:
+                found = Counter(c for c in up if c in refused)
+                shown = ", ".join(f"{c!r} x{k}" for c, k in sorted(found.items()))
+                raise InputError(f"model {model}: sequence {i} has characters other than A, C, G, T, N and IUPAC "
+                                 f"codes ({shown}); fix the input sequence before embedding")
+            n_iupac = sum(up.count(c) for c in bad)
+            if counts is not None:
+                counts["iupac_as_N"] = counts.get("iupac_as_N", 0) + n_iupac
+            up = up.translate(str.maketrans({c: "N" for c in bad}))
+        if counts is not None:
+            counts["N"] = counts.get("N", 0) + seq.upper().count("N")
         n_count += up.count("N")
         out.append(up)
     return out, n_count

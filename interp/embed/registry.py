@@ -150,6 +150,7 @@ class Evo2Embedder:
         self.rc_average = bool(card.get("rc_average", False))
         self.overlap = int(card.get("chunk_overlap", self.context // 8))
         self.model = Evo2(str(card["hf_id"]).split("/")[-1])
+        self.input_counts: dict[str, int] = {}
         self.provenance = {"hf_id": card["hf_id"], "revision_requested": card.get("revision"), "commit": None,
                            "trust_remote_code": False, "loaded_by": "evo2 package"}
 
@@ -163,7 +164,7 @@ class Evo2Embedder:
         unknown = set(layers) - set(self.layers)
         if unknown:
             raise InputError(f"model card {self.name}, field layers: unknown layers {sorted(unknown)}")
-        seqs, _ = clean_sequences(seqs, self.name)
+        seqs, _ = clean_sequences(seqs, self.name, self.input_counts)
         pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
         piece_out = []
         with torch.inference_mode():
