@@ -48,6 +48,7 @@ dryrun-slurm: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_store.py
+	$(BIN)/python benchmarks/embed_throughput.py
 
 clean:
 	rm -rf results reports/*/ .snakemake

@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--memory-windows", type=int, nargs=2, default=[256, 1024])
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the peak-memory part")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,7 +197,7 @@ def main() -> None:
                     diff = max(float(np.abs(a - b).max()) for a, b in zip(results[name][1], ref, strict=True))
                     assert diff <= 1e-4, f"{name} differs from the plain loop by {diff}"
                 print(f"{'':<34}outputs agree with the plain loop within 1e-4 (fp32)")
-        if args.device == "cpu":
+        if args.device == "cpu" and not args.skip_memory:
             rows = []
             for n in args.memory_windows:
                 run = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--memory-child",
