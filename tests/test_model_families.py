@@ -387,3 +387,39 @@ def test_real_weights_embed_as_carded(card_name, monkeypatch, genome):
     for layer in card["layers"]:
         assert acts[layer].values.shape[1] == card["hidden_size"]
         assert acts[layer].base_span[acts[layer].offsets[1] - 1, 1] == 600
+
+
+class FakeEvo2:
+    """Stand-in with the evo2 package's interface: byte tokenizer, embeddings by layer name.
+
+    Its 'activations' are causal running sums of the byte codes, so chunking and stitching are checkable.
+    """
+
+    class tokenizer:  # noqa: N801 - mirrors evo2.Evo2.tokenizer
+        @staticmethod
+        def tokenize(text):
+            return list(text.encode())
+
+    def __call__(self, ids, return_embeddings, layer_names):
+        assert return_embeddings
+        x = ids.float().cumsum(1)[..., None]
+        return None, {name: torch.cat([x, x * (k + 1)], -1) for k, name in enumerate(layer_names)}
+
+
+def test_evo2_embedder_chunks_byte_tokens_through_the_embedding_api():
+    from interp.embed.registry import Evo2Embedder
+
+    card = load_card(ROOT / "models/evo2-7b.yaml")
+    emb = Evo2Embedder({**card, "context": 50, "chunk_overlap": 10}, model=FakeEvo2())
+    seq = "ACGT" * 30  # 120 bases: chunks at 0, 40, 70
+    acts = emb.embed([seq, "acgtn"], ["blocks.28.mlp.l3"])["blocks.28.mlp.l3"]
+    assert acts.offsets.tolist() == [0, 120, 125]
+    assert acts.base_span[:120].tolist() == [[i, i + 1] for i in range(120)]
+    codes = np.frombuffer(seq.encode(), np.uint8).astype(float)
+    # hand-over at the middle of each overlap: bases 0-44 from chunk 0 (overlap 40-50), 45-79 from chunk 40
+    # (overlap 70-90), 80-119 from chunk 70; the running sums restart in every chunk
+    expected = np.concatenate([np.cumsum(codes[0:50])[:45], np.cumsum(codes[40:90])[5:40],
+                               np.cumsum(codes[70:120])[10:]])
+    np.testing.assert_allclose(acts.values[:120, 0], expected)
+    with pytest.raises(InputError, match="unknown layers"):
+        emb.embed([seq], ["blocks.99.mlp.l3"])

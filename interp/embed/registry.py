@@ -133,23 +133,26 @@ class Evo2Embedder:
     the transformers back-end; pieces run one at a time (Vortex batches poorly with padding).
     """
 
-    def __init__(self, card: dict, device: str = "cpu") -> None:
-        try:
-            from evo2 import Evo2
-        except ImportError as err:
-            raise InputError(f"model card {card['name']}: family evo2 needs the `evo2` package "
-                             "(pip install evo2, with its CUDA/Transformer Engine dependencies) and a CUDA GPU; "
-                             "it is not installed here") from err
-        import torch
+    def __init__(self, card: dict, device: str = "cpu", model=None) -> None:
+        """`model`: an already loaded evo2.Evo2 (or a stand-in with its interface, for tests)."""
+        if model is None:
+            try:
+                from evo2 import Evo2
+            except ImportError as err:
+                raise InputError(f"model card {card['name']}: family evo2 needs the `evo2` package "
+                                 "(pip install 'interp[evo2]', with its CUDA/Transformer Engine dependencies) and "
+                                 "a CUDA GPU; it is not installed here") from err
+            import torch
 
-        if not device.startswith("cuda") or not torch.cuda.is_available():
-            raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
+            if not device.startswith("cuda") or not torch.cuda.is_available():
+                raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
+            model = Evo2(str(card["hf_id"]).split("/")[-1])
         self.name, self.device, self.context = card["name"], device, int(card["context"])
         self.layers = list(card["layers"])
         self.pooling = card.get("pooling", "mean")
         self.rc_average = bool(card.get("rc_average", False))
         self.overlap = int(card.get("chunk_overlap", self.context // 8))
-        self.model = Evo2(str(card["hf_id"]).split("/")[-1])
+        self.model = model
         self.input_counts: dict[str, int] = {}
         self.provenance = {"hf_id": card["hf_id"], "revision_requested": card.get("revision"), "commit": None,
                            "trust_remote_code": False, "loaded_by": "evo2 package"}
