@@ -150,7 +150,7 @@ def _device(name: str) -> str:
 
 
 def _embed_options(p: dict) -> dict:
-    return {"hf_cache": p.get("hf_cache"), "dtype": p.get("dtype", "auto"), "token_budget": p.get("token_budget", 8192)}
+    return {"hf_cache": p.get("hf_cache"), "dtype": p.get("dtype", "auto"), "token_budget": p.get("token_budget")}
 
 
 def embed(job: Job) -> None:

@@ -358,3 +358,24 @@ def test_prefetch_command_line_skips_the_built_in_model(capsys):
     assert main(["prefetch", "tiny-dnalm"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped"].startswith("built-in")
     assert main(["prefetch"]) == 2
+
+
+def test_token_budget_batches_bucket_lengths_and_respect_the_budget():
+    from interp.embed.pieces import chunk_starts, token_budget_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 400, 300).tolist()
+    batches = token_budget_batches(lengths, 2048, max_rows=64)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 1.1 * sum(lengths)  # bucketing: under 10% padding
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) * longest <= 2048 or len(b) == 1
+        assert len(b) <= 64
+    same = token_budget_batches([5, 7, 5, 7, 6], 1000, same_length=True)
+    assert all(len({[5, 7, 5, 7, 6][i] for i in b}) == 1 for b in same) and len(same) == 3
+    assert token_budget_batches([3000, 10], 2048) == [[0], [1]]
+    assert chunk_starts(100, 100, 10) == [0]
+    assert chunk_starts(250, 100, 20) == [0, 80, 150]
+    assert chunk_starts(250, 100, 0) == [0, 100, 200]

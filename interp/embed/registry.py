@@ -103,11 +103,12 @@ def load_card(path: str | Path) -> dict:
 
 
 def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_cache: str | None = None,
-                  dtype: str = "auto", token_budget: int = 8192) -> Embedder:
+                  dtype: str = "auto", token_budget: int | None = None) -> Embedder:
     """Build the back-end named by card["family"]; `checkpoint` is needed only for family tiny.
 
     hf_cache: Hugging Face cache folder (None: the HF default); dtype: auto (bf16 on CUDA, fp32 on
-    CPU), float32, bfloat16 or float16; token_budget: padded tokens per forward pass.
+    CPU), float32, bfloat16 or float16; token_budget: padded tokens per forward pass (None: 2048 on CPU,
+    16384 on CUDA).
     """
     family = card["family"]
     if family == "tiny":
