@@ -167,8 +167,8 @@ def main() -> None:
 
     dna = genome()
     scale = 4 if args.quick else 1
-    sets = {"A: 1,024 seqs of 100-200 bases": sequence_set(dna, 1024 // scale, 100, 200, 1),
-            "B: 192 seqs of 200-1,200 bases": sequence_set(dna, 192 // scale, 200, 1200, 2)}
+    sets = {f"A: {1024 // scale:,} seqs of 100-200 bases": sequence_set(dna, 1024 // scale, 100, 200, 1),
+            f"B: {192 // scale:,} seqs of 200-1,200 bases": sequence_set(dna, 192 // scale, 200, 1200, 2)}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "nt50m")
         tok = AutoTokenizer.from_pretrained(model_dir)
