@@ -423,3 +423,31 @@ def test_evo2_embedder_chunks_byte_tokens_through_the_embedding_api():
     np.testing.assert_allclose(acts.values[:120, 0], expected)
     with pytest.raises(InputError, match="unknown layers"):
         emb.embed([seq], ["blocks.99.mlp.l3"])
+
+
+def test_causal_model_with_a_mask_is_left_padded_and_exact(tmp_path, genome):
+    """A GPT-style causal model (mask + position ids): left padding with shifted positions == unpadded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[BOS]", "A", "C", "G", "T", "N"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                            bos_token="[BOS]").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=8, n_embd=16, n_layer=2, n_head=2, n_positions=512)).save_pretrained(tmp_path)
+    emb = make_embedder(card_for(tmp_path, model_family="bert", tokenizer="character", hidden_size=16,
+                                 causal=True), None)
+    assert emb.padding_side == "left"
+    seqs = [genome[100:300], genome[500:537]]
+    together = emb.embed(seqs, ["hidden_states.2"])["hidden_states.2"]
+    assert together.base_span[:200].tolist() == [[i, i + 1] for i in range(200)]
+    for i, seq in enumerate(seqs):
+        alone = emb.embed([seq], ["hidden_states.2"])["hidden_states.2"].values
+        np.testing.assert_allclose(together.values[together.offsets[i]:together.offsets[i + 1]], alone,
+                                   atol=2e-5)
+    emb.accepts_positions = False  # left padding without shifted positions would change the short sequence
+    shifted = emb.embed(seqs, ["hidden_states.2"])["hidden_states.2"]
+    assert not np.allclose(shifted.values[200:], together.values[200:], atol=1e-3)

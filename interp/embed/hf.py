@@ -153,10 +153,12 @@ class HFEmbedder:
         params = inspect.signature(self.model.forward).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         self.accepts_mask = takes_any or "attention_mask" in params
-        # causal models that take a mask get left padding (last real token at the end, the convention
-        # of causal LMs); a causal model without a mask (HyenaDNA) gets right padding, which leaves its
-        # real tokens exactly as in an unpadded run because they never see later positions
-        default_side = "left" if self.causal and self.accepts_mask else "right"
+        self.accepts_positions = "position_ids" in params
+        # causal models that take a mask get left padding (the causal-LM convention: the last real token
+        # sits at the end), with position ids counted from each row's first real token so outputs equal
+        # an unpadded run; a causal model without a mask (HyenaDNA) gets right padding, which leaves its
+        # real tokens exactly as unpadded because they never see later positions
+        default_side = "left" if self.causal and self.accepts_mask and self.accepts_positions else "right"
         self.padding_side = card.get("padding_side", default_side)
         # a bidirectional model without an attention mask would let pads leak into every token
         self.pad_free = not self.accepts_mask and not self.causal
@@ -231,6 +233,8 @@ class HFEmbedder:
         inputs = {"input_ids": input_ids.to(self.device)}
         if self.accepts_mask:
             inputs["attention_mask"] = mask.to(self.device)
+        if self.padding_side == "left" and self.accepts_positions:
+            inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0).to(self.device)
         want_hidden = any(name.startswith("hidden_states.") for name in layers)
         try:
             out = self.model(**inputs, output_hidden_states=True) if want_hidden else self.model(**inputs)
