@@ -63,6 +63,26 @@ def _calibration_gather(replicates: Path, out: Path) -> int:
     return 0
 
 
+def _prefetch(cards: list[str], configfiles: list[str], cache: str | None) -> int:
+    """Download the models of the given cards (or of a config's `models`) into the HF cache."""
+    from interp.config import model_card_path
+    from interp.embed.hub import prefetch_models
+    from interp.embed.registry import load_card
+
+    paths = [Path(c) if Path(c).is_file() else model_card_path(c) for c in cards]
+    if configfiles:
+        from interp.config import check_config, load_config_files
+
+        cfg = check_config(load_config_files(configfiles), source=", ".join(configfiles))
+        paths += [model_card_path(name) for name in cfg["models"]]
+        cache = cache or cfg["embed"].get("hf_cache")
+    if not paths:
+        raise InputError("prefetch: name model cards or give --configfile")
+    for row in prefetch_models([load_card(p) for p in paths], cache or None):
+        print(json.dumps(row, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="pool the calibration replicate summaries written so far (partial results of a run)")
     cal.add_argument("replicates", help="folder of <cell>/<replicate>.json, e.g. results/calibration/calibration/replicates")
     cal.add_argument("out", help="folder for calibration.tsv, calibration.json and report/")
+    prefetch = sub.add_parser("prefetch", help="download every hub model named by model cards or a config "
+                                                "(run on a login node; compute nodes then use HF_HUB_OFFLINE=1)")
+    prefetch.add_argument("cards", nargs="*", help="model card files or names (models/<name>.yaml)")
+    prefetch.add_argument("--configfile", action="append", default=[], help="take the cards and embed.hf_cache "
+                                                                             "from these config files")
+    prefetch.add_argument("--cache", default=None, help="Hugging Face cache folder (overrides embed.hf_cache)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("lightning.pytorch", "pytorch_lightning", "lightning", "numba", "matplotlib", "h5py"):
@@ -92,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "calibration-gather":
             return _calibration_gather(Path(args.replicates), Path(args.out))
+        if args.command == "prefetch":
+            return _prefetch(args.cards, args.configfile, args.cache)
         return _summary(args.configfile)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -90,6 +90,9 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
             raise InputError(f"{source}: models: no model card {card.relative_to(ROOT)} "
                              f"(known cards: {', '.join(known)})")
+        from interp.embed.registry import load_card
+
+        load_card(card)  # a bad card stops the run here, naming the card file and field
     for region in cfg["regions"]:
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "

@@ -161,6 +161,10 @@ def _device(name: str) -> str:
     return name
 
 
+def _embed_options(p: dict) -> dict:
+    return {"hf_cache": p.get("hf_cache"), "dtype": p.get("dtype", "auto"), "token_budget": p.get("token_budget")}
+
+
 def embed(job: Job) -> None:
     """Pooled (h5ad) and per-token (zarr) activations of every window (interp.embed)."""
     from interp.embed.registry import load_card, make_embedder
@@ -170,7 +174,8 @@ def embed(job: Job) -> None:
     p = job.params
     card = load_card(job.input["card"])
     checkpoint = job.input.get("checkpoint")
-    embedder = make_embedder(card, Path(checkpoint) if checkpoint else None, _device(p["device"]))
+    embedder = make_embedder(card, Path(checkpoint) if checkpoint else None, _device(p["device"]),
+                             **_embed_options(p))
     win = pl.read_parquet(job.input["windows"])
     bases = pl.read_parquet(job.input["bases"])
     out_dir = Path(job.output["pooled_dir"])
@@ -179,7 +184,9 @@ def embed(job: Job) -> None:
     Path(job.output["tokens_dir"]).mkdir(parents=True, exist_ok=True)
     stats = embed_windows(embedder, win, bases, p["layers"], p["token_layers"], p["batch_size"],
                           pooled_out, token_out)
-    write_json({"model": card["name"], "layers": p["layers"], **stats}, job.output["stats"])
+    write_json({"model": card["name"], "layers": p["layers"], **stats,
+                "provenance": getattr(embedder, "provenance", None),
+                "input_counts": getattr(embedder, "input_counts", None)}, job.output["stats"])
 
 
 def probe(job: Job) -> None:
@@ -482,7 +489,7 @@ def embed_cohort(job: Job) -> None:
     p = job.params
     card = load_card(job.input["card"])
     ckpt = job.input.get("checkpoint")
-    embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]))
+    embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]), **_embed_options(p))
     seqs = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
     assign = pl.read_parquet(job.input["assignments"])
     geno = ad.read_h5ad(job.input["genotypes"])

@@ -93,6 +93,12 @@ def test_tiny_long_sequences_are_split_and_rejoined(tiny_checkpoint, demo):
     assert acts["block1"].base_span[149].tolist() == [149, 150]
     with pytest.raises(InputError):
         emb.embed([short], ["block7"])
+    with pytest.raises(InputError, match=r"'-' x1"):
+        emb.embed([short, short[:10] + "-" + short[11:]], ["block1"])
+    # IUPAC codes (GRCh38 has a few) are read as N and counted, never silently mapped
+    iupac = emb.embed([short[:10] + "Y" + short[11:]], ["block1"])["block1"].values
+    as_n = emb.embed([short[:10] + "N" + short[11:]], ["block1"])["block1"].values
+    assert np.array_equal(iupac, as_n) and emb.input_counts["iupac_as_N"] == 1 and emb.input_counts["N"] == 1
 
 
 def test_bad_checkpoint_is_an_input_error(tmp_path):
@@ -182,22 +188,38 @@ def test_embed_sequences_with_token_transform(tiny_checkpoint, demo):
 
 def test_all_shipped_cards_load():
     cards = {p.stem: load_card(p) for p in sorted((ROOT / "models").glob("*.yaml"))}
-    assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2", "hyenadna-tiny-1k", "caduceus-ph-131k",
+    assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2-117m", "hyenadna-tiny-1k", "caduceus-ph-131k",
             "evo2-7b"} <= set(cards)
     for card in cards.values():
         assert card["description"] and card["license"]
     assert cards["tiny-dnalm"]["trust_remote_code"] is False
-    assert cards["dnabert-2"]["hf_id"] == "zhihan1996/DNABERT-2-117M"
+    assert cards["dnabert-2-117m"]["hf_id"] == "zhihan1996/DNABERT-2-117M"
 
 
 def test_card_errors_name_file_and_key(tmp_path):
     card = tmp_path / "broken.yaml"
-    card.write_text("name: x\nfamily: hf\nlayers: [hidden_states.1]\n")
-    with pytest.raises(InputError, match=r"broken.yaml, field context"):
-        load_card(card)
-    card.write_text("name: x\nfamily: jax\nlayers: [a]\ncontext: 10\n")
-    with pytest.raises(InputError, match=r"broken.yaml, field family"):
-        load_card(card)
+    good = "name: x\nfamily: hf\nhf_id: org/x\nlayers: [hidden_states.1]\ncontext: 10\nlicense: MIT\n"
+    cases = {
+        "name: x\nfamily: hf\nlayers: [hidden_states.1]\nlicense: MIT\n": "field context: required",
+        good.replace("family: hf", "family: jax"): "field family: expected one of",
+        good + "trust_remote_cod: true\n": "field trust_remote_cod: unknown card key",
+        good + "trust_remote_code: yes please\n": "field trust_remote_code: expected bool",
+        good.replace("context: 10", "context: -3"): "field context: expected a positive integer",
+        good + "tokenizer: 6mer\n": "field tokenizer: expected one of",
+        good + "pooling: max\n": "field pooling: expected one of",
+        good.replace("hf_id: org/x\n", ""): "field hf_id: required for family hf",
+        good.replace("[hidden_states.1]", "[a, a]"): "field layers: layer names repeat",
+        good + "chunk_overlap: 10\n": "field chunk_overlap",
+        "- just\n- a list\n": "expected a YAML mapping",
+    }
+    for text, message in cases.items():
+        card.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_card(card)
+    card.write_text(good)
+    loaded = load_card(card)
+    assert loaded["trust_remote_code"] is False and loaded["revision"] == "main" and loaded["pooling"] == "mean"
+    assert loaded["chunk_overlap"] == 1 and loaded["rc_average"] is False
 
 
 def test_evo2_without_package_and_tiny_without_checkpoint():
@@ -274,8 +296,8 @@ def test_hf_character_tokens_exclude_specials(char_bert, demo):
 
 
 def test_hf_kmer_spans_cover_several_bases_and_long_sequences_split(kmer_bert, demo):
-    emb = HFEmbedder(hf_card(kmer_bert))
-    seq = demo[9000:9110].upper()  # 110 bases -> pieces of 50, 50, 10
+    emb = HFEmbedder(hf_card(kmer_bert, chunk_overlap=0))
+    seq = demo[9000:9110].upper()  # 110 bases -> pieces of 50, 50, 10 (no overlap)
     acts = emb.embed([seq, seq[:10]], ["hidden_states.1"])["hidden_states.1"]
     span = acts.base_span
     widths = span[:, 1] - span[:, 0]
@@ -315,3 +337,45 @@ def test_hf_refuses_pickle_checkpoint(char_bert, tmp_path):
     torch.save(state, pickled / "pytorch_model.bin")
     with pytest.raises(InputError, match="pickle"):
         HFEmbedder(hf_card(pickled))
+
+
+def test_pool_tokens_mean_and_last_skip_special_tokens():
+    from interp.embed.base import TokenActivations
+    from interp.embed.run import pool_tokens
+
+    values = np.arange(12, dtype=np.float32).reshape(6, 2)
+    spans = np.array([[-1, -1], [0, 3], [3, 6], [-1, -1], [0, 1], [-1, -1]], dtype=np.int32)
+    acts = TokenActivations(values=values, offsets=np.array([0, 4, 6]), base_span=spans)
+    assert pool_tokens(acts, "mean").tolist() == [[3.0, 4.0], [8.0, 9.0]]  # CLS/SEP/pads excluded
+    assert pool_tokens(acts, "last").tolist() == [[4.0, 5.0], [8.0, 9.0]]
+    with pytest.raises(ValueError):
+        pool_tokens(acts, "max")
+
+
+def test_prefetch_command_line_skips_the_built_in_model(capsys):
+    from interp.cli import main
+
+    assert main(["prefetch", "tiny-dnalm"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"].startswith("built-in")
+    assert main(["prefetch"]) == 2
+
+
+def test_token_budget_batches_bucket_lengths_and_respect_the_budget():
+    from interp.embed.pieces import chunk_starts, token_budget_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 400, 300).tolist()
+    batches = token_budget_batches(lengths, 2048, max_rows=64)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 1.1 * sum(lengths)  # bucketing: under 10% padding
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) * longest <= 2048 or len(b) == 1
+        assert len(b) <= 64
+    same = token_budget_batches([5, 7, 5, 7, 6], 1000, same_length=True)
+    assert all(len({[5, 7, 5, 7, 6][i] for i in b}) == 1 for b in same) and len(same) == 3
+    assert token_budget_batches([3000, 10], 2048) == [[0], [1]]
+    assert chunk_starts(100, 100, 10) == [0]
+    assert chunk_starts(250, 100, 20) == [0, 80, 150]
+    assert chunk_starts(250, 100, 0) == [0, 100, 200]

@@ -1,11 +1,17 @@
-"""`HFEmbedder`: per-token hidden states of Hugging Face transformers DNA models.
+"""`HFEmbedder`: per-token activations of Hugging Face transformers DNA models.
 
-Covers Nucleotide Transformer, DNABERT-2, HyenaDNA, Caduceus and any local model directory.
-Safety: `trust_remote_code` comes only from the model card (default False), weights load
-only from safetensors (pickle checkpoints are refused), and `revision` is pinned by the card.
+Covers Nucleotide Transformer (v1 native ESM, v2 remote code), DNABERT-2, GENA-LM, HyenaDNA,
+Caduceus and any local model folder, loaded with `from_pretrained` exactly as their authors
+intend. Safety: `trust_remote_code` comes only from the card (default False), weights load only
+from safetensors (pickle checkpoints are refused), the revision is pinned by the card and the
+snapshot commit actually loaded is recorded in `provenance`.
 
-Layers are named "hidden_states.<i>" (0 = embeddings). base_span comes from the fast
-tokenizer's offsets; slow tokenizers get spans by matching token strings left to right.
+Layers: "hidden_states.<i>" (0 = embeddings, via output_hidden_states) or a module path such as
+"encoder.layer.5" (via a forward hook; models that unpad tokens inside the encoder, like DNABERT-2,
+give [n_real_tokens, d] there, which is scattered back to [batch, T, d]).
+
+Speed: pieces are bucketed by token length and batched by a token budget (rows x longest),
+run under torch.inference_mode, in bf16 + SDPA on CUDA; each batch's activations go to the CPU once.
 """
 
 from __future__ import annotations
@@ -18,9 +24,20 @@ import numpy as np
 import torch
 
 from interp.embed.base import TokenActivations
+from interp.embed.hub import resolve_source
+from interp.embed.pieces import (
+    Piece,
+    check_finite,
+    clean_sequences,
+    plan_pieces,
+    rc_average,
+    stitch,
+    token_budget_batches,
+)
 from interp.errors import InputError
 
 _STRIP_PREFIXES = ("##", "\u2581", "\u0120")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def check_local_model_dir(path: Path, trust_remote_code: bool, card_name: str) -> None:
@@ -64,96 +81,238 @@ def spans_by_matching(tokens: list[str], special: set[str], seq: str) -> np.ndar
     return spans
 
 
-class HFEmbedder:
-    """transformers back-end. `card` keys: name, hf_id, revision, context (bases), layers,
-    trust_remote_code, optional hf_class ("model" | "masked_lm"), torch_dtype."""
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """auto: bfloat16 on CUDA, float32 elsewhere (CPU bf16 matmuls are slower and less exact)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"embed.dtype: expected auto, float32, bfloat16 or float16, got {dtype!r}")
+    return _DTYPES[dtype]
 
-    def __init__(self, card: dict, device: str = "cpu", batch_pieces: int = 8) -> None:
-        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+class HFEmbedder:
+    """transformers back-end driven by a model card (see interp.embed.registry for the fields)."""
+
+    def __init__(self, card: dict, device: str = "cpu", cache_dir: str | None = None, dtype: str = "auto",
+                 token_budget: int | None = None, max_rows: int = 512) -> None:
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForMaskedLM,
+            AutoTokenizer,
+        )
 
         self.name = card["name"]
         self.device = device
         self.context = int(card["context"])
         self.layers = list(card["layers"])
-        self.batch_pieces = batch_pieces
-        hf_id = str(card.get("hf_id") or "")
-        if not hf_id:
+        self.pooling = card.get("pooling", "mean")
+        self.causal = bool(card.get("causal", False))
+        self.rc_average = bool(card.get("rc_average", False))
+        self.overlap = int(card.get("chunk_overlap", self.context // 8))
+        # CPU: ~2k tokens x 512 wide keeps each activation a few MB (cache-sized elementwise ops; measured
+        # ~20% less CPU time than 8k); GPU: large batches fill the device
+        self.token_budget = int(token_budget or (16384 if device.startswith("cuda") else 2048))
+        self.max_rows = int(max_rows)
+        if not card.get("hf_id"):
             raise InputError(f"model card {self.name}, field hf_id: missing (a Hugging Face id or a local directory)")
         trust = bool(card.get("trust_remote_code", False))
-        revision = card.get("revision", "main")
-        local = Path(hf_id)
-        if local.is_dir():
-            check_local_model_dir(local, trust, self.name)
-            revision = None
-        common = {"revision": revision, "trust_remote_code": trust}
+        self.dtype = resolve_dtype(dtype, device)
+        source = resolve_source(card, cache_dir)
+        if source["local_dir"]:
+            check_local_model_dir(Path(source["local_dir"]), trust, self.name)
+            load_from, common = source["local_dir"], {"trust_remote_code": trust}
+        else:  # not cached yet: transformers downloads the pinned revision into cache_dir
+            load_from = source["hf_id"]
+            common = {"trust_remote_code": trust, "revision": source["revision"], "cache_dir": cache_dir}
+        classes = {"model": AutoModel, "masked_lm": AutoModelForMaskedLM, "causal_lm": AutoModelForCausalLM}
+        cls = classes[card.get("hf_class", "model")]
         try:
-            config = AutoConfig.from_pretrained(hf_id, **common)
-            self.tokenizer = AutoTokenizer.from_pretrained(hf_id, **common)
-            cls = AutoModelForMaskedLM if card.get("hf_class", "model") == "masked_lm" else AutoModel
-            self.model = cls.from_pretrained(hf_id, config=config, use_safetensors=True, **common)
+            config = AutoConfig.from_pretrained(load_from, **common)
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from, **common)
+            self.model = self._load_model(cls, load_from, config, common)
         except ValueError as err:
             if "trust_remote_code" in str(err):
-                raise InputError(f"model card {self.name}, field trust_remote_code: {hf_id} needs custom code; "
+                raise InputError(f"model card {self.name}, field trust_remote_code: {load_from} needs custom code; "
                                  f"set trust_remote_code: true in the card to allow it ({err})") from err
-            raise InputError(f"model card {self.name}: cannot load {hf_id}: {err}") from err
+            raise InputError(f"model card {self.name}: cannot load {load_from}: {err}") from err
         except OSError as err:
-            raise InputError(f"model card {self.name}, field hf_id: cannot load {hf_id} with safetensors weights "
-                             f"(pickle checkpoints are refused; no network?): {err}") from err
+            raise InputError(f"model card {self.name}, field hf_id: cannot load {load_from} with safetensors "
+                             f"weights (pickle checkpoints are refused; offline without a cached copy?): {err}") from err
         self.model.to(device).eval()
+        if not source["local_dir"]:
+            source = resolve_source(card, cache_dir)  # now cached: read the snapshot commit
+        self.provenance = {"hf_id": source["hf_id"], "revision_requested": source["revision"],
+                           "commit": source["commit"], "loaded_from": str(load_from), "trust_remote_code": trust,
+                           "offline": source["offline"], "dtype": str(self.dtype).replace("torch.", ""),
+                           "model_class": type(self.model).__name__}
         self.special_tokens = set(self.tokenizer.all_special_tokens)
+        self.unk_id = self.tokenizer.unk_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         params = inspect.signature(self.model.forward).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        self.accepted_inputs = {"input_ids", "attention_mask", "token_type_ids"} if takes_any else set(params)
+        self.accepts_mask = takes_any or "attention_mask" in params
+        self.accepts_positions = "position_ids" in params
+        # causal models that take a mask get left padding (the causal-LM convention: the last real token
+        # sits at the end), with position ids counted from each row's first real token so outputs equal
+        # an unpadded run; a causal model without a mask (HyenaDNA) gets right padding, which leaves its
+        # real tokens exactly as unpadded because they never see later positions
+        default_side = "left" if self.causal and self.accepts_mask and self.accepts_positions else "right"
+        self.padding_side = card.get("padding_side", default_side)
+        # a bidirectional model without an attention mask would let pads leak into every token
+        self.pad_free = not self.accepts_mask and not self.causal
+        self.modules = dict(self.model.named_modules())
+        self.input_counts: dict[str, int] = {}  # N and IUPAC-as-N bases seen (see pieces.clean_sequences)
 
-    def _tokenize(self, pieces: list[str]) -> tuple[dict, np.ndarray]:
-        """Tokenize pieces; return model inputs and base spans int32 [b, T, 2] ((-1,-1) for non-bases)."""
+    def _load_model(self, cls, load_from: str, config, common: dict):
+        kwargs = {"config": config, "use_safetensors": True, "dtype": self.dtype, **common}
+        if self.device.startswith("cuda"):
+            try:
+                return cls.from_pretrained(load_from, attn_implementation="sdpa", **kwargs)
+            except (ValueError, TypeError, ImportError):
+                pass  # custom code without SDPA support: its own attention
+        return cls.from_pretrained(load_from, **kwargs)
+
+    # ---------------------------------------------------------------- tokens
+    def tokenize(self, texts: list[str]) -> list[tuple[list[int], np.ndarray]]:
+        """Per text: (token ids incl. special tokens, spans int32 [n, 2], (-1, -1) for non-bases)."""
+        out = []
         if self.tokenizer.is_fast:
-            enc = self.tokenizer(pieces, return_offsets_mapping=True, padding=True, return_tensors="pt")
-            spans = enc.pop("offset_mapping").numpy().astype(np.int32)
-            spans[spans[..., 1] <= spans[..., 0]] = -1
-            spans[enc["attention_mask"].numpy() == 0] = -1
+            enc = self.tokenizer(texts, return_offsets_mapping=True)
+            for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+                spans = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
+                spans[spans[:, 1] <= spans[:, 0]] = -1
+                spans[np.isin(ids, self.tokenizer.all_special_ids)] = -1
+                out.append((list(ids), spans))
         else:
-            enc = self.tokenizer(pieces, padding=True, return_tensors="pt")
-            spans = np.full((*enc["input_ids"].shape, 2), -1, dtype=np.int32)
-            for row, piece in enumerate(pieces):
-                keep = enc["attention_mask"][row].numpy() == 1
-                idx = np.flatnonzero(keep)
-                tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][row, idx].tolist())
-                spans[row, idx] = spans_by_matching(tokens, self.special_tokens, piece)
-        # some models (HyenaDNA, Caduceus) take input_ids only
-        enc = {k: v for k, v in enc.items() if k in self.accepted_inputs}
-        return enc, spans
+            enc = self.tokenizer(texts)
+            for ids, text in zip(enc["input_ids"], texts, strict=True):
+                tokens = self.tokenizer.convert_ids_to_tokens(ids)
+                out.append((list(ids), spans_by_matching(tokens, self.special_tokens, text)))
+        if self.unk_id is not None:
+            for (ids, _), text in zip(out, texts, strict=True):
+                if self.unk_id in ids:
+                    raise InputError(f"model {self.name}: its tokenizer maps part of a sequence to the unknown token "
+                                     f"(first 60 bases: {text[:60]}); it has no token for some base "
+                                     "(N?), so the sequence cannot be embedded faithfully")
+        return out
+
+    # ---------------------------------------------------------------- forward
+    def _check_layers(self, layers: list[str]) -> None:
+        for name in layers:
+            if name not in self.layers:
+                raise InputError(f"model card {self.name}, field layers: unknown layer {name!r}; "
+                                 f"expected one of {self.layers}")
+            if not name.startswith("hidden_states.") and name not in self.modules:
+                raise InputError(f"model card {self.name}, field layers: {name!r} is not a module of "
+                                 f"{type(self.model).__name__} (e.g. {list(self.modules)[1:6]})")
+
+    def forward(self, ids: list[list[int]], layers: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Run one padded batch. Returns ({layer: float32 [b, T, d]}, row-position of each token [b, T] or -1)."""
+        b, longest = len(ids), max(len(x) for x in ids)
+        input_ids = torch.full((b, longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, longest), dtype=torch.long)
+        position = np.full((b, longest), -1, dtype=np.int64)
+        for row, x in enumerate(ids):
+            lo = longest - len(x) if self.padding_side == "left" else 0
+            input_ids[row, lo:lo + len(x)] = torch.tensor(x)
+            mask[row, lo:lo + len(x)] = 1
+            position[row, lo:lo + len(x)] = np.arange(len(x))
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        n_real = int(mask.sum())
+        for name in layers:
+            if name.startswith("hidden_states."):
+                continue
+
+            def hook(_module, _inputs, output, name=name):
+                captured[name] = output[0] if isinstance(output, (tuple, list)) else output
+
+            handles.append(self.modules[name].register_forward_hook(hook))
+        inputs = {"input_ids": input_ids.to(self.device)}
+        if self.accepts_mask:
+            inputs["attention_mask"] = mask.to(self.device)
+        if self.padding_side == "left" and self.accepts_positions:
+            inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0).to(self.device)
+        want_hidden = any(name.startswith("hidden_states.") for name in layers)
+        try:
+            out = self.model(**inputs, output_hidden_states=True) if want_hidden else self.model(**inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        result = {}
+        hidden = getattr(out, "hidden_states", None) if want_hidden else None
+        for name in layers:
+            if name.startswith("hidden_states."):
+                if hidden is None:
+                    raise InputError(f"model {self.name}: the model returns no hidden_states (its code ignores "
+                                     "output_hidden_states); name module paths as layers instead")
+                k = int(name.split(".", 1)[1])
+                if k >= len(hidden):
+                    raise InputError(f"model card {self.name}, field layers: {name} but the model has "
+                                     f"{len(hidden)} hidden states")
+                t = hidden[k]
+            else:
+                t = captured[name]
+            t = t.detach()
+            if t.dim() == 2 and t.shape[0] == n_real:  # unpadded [n_real, d] (DNABERT-2 style): scatter back
+                full = torch.zeros((b, longest, t.shape[1]), dtype=t.dtype, device=t.device)
+                full[mask.to(t.device).bool()] = t
+                t = full
+            if t.dim() != 3 or t.shape[:2] != (b, longest):
+                raise RuntimeError(f"model {self.name}, layer {name}: expected activations [batch, tokens, d] "
+                                   f"= [{b}, {longest}, d], got {tuple(t.shape)}")
+            result[name] = t.float().cpu().numpy()
+        return result, position
 
     @torch.inference_mode()
     def embed(self, seqs: list[str], layers: list[str]) -> dict[str, TokenActivations]:
-        """Upper-case DNA strings -> {"hidden_states.<i>": TokenActivations} over base-covering tokens."""
-        indices = {}
+        """DNA strings -> {layer: TokenActivations} over base-covering tokens, in sequence coordinates."""
+        self._check_layers(layers)
+        seqs, _ = clean_sequences(seqs, self.name, self.input_counts)
+        pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
+        tokens = self.tokenize([p.text for p in pieces])
+        piece_out: list[tuple[np.ndarray, dict[str, np.ndarray]] | None] = [None] * len(pieces)
+        for batch in token_budget_batches([len(t[0]) for t in tokens], self.token_budget, self.max_rows,
+                                          same_length=self.pad_free):
+            acts, position = self.forward([tokens[i][0] for i in batch], layers)
+            for row, i in enumerate(batch):
+                spans = tokens[i][1]
+                real = np.flatnonzero(spans[:, 1] > spans[:, 0])
+                cols = np.flatnonzero(position[row] >= 0)[real]
+                values = {}
+                for name in layers:
+                    values[name] = acts[name][row, cols]
+                    check_finite(values[name], self.name, name, describe(pieces[i]))
+                piece_out[i] = (spans[real], values)
+        return assemble(seqs, pieces, piece_out, layers, self.context, self.rc_average)
+
+
+def describe(piece: Piece) -> str:
+    """Human-readable window of a piece, for error messages."""
+    strand = "reverse strand, " if piece.rc else ""
+    return f"sequence {piece.seq} ({strand}bases {piece.start}-{piece.start + len(piece.text)})"
+
+
+def assemble(seqs: list[str], pieces: list[Piece], piece_out: list, layers: list[str], context: int,
+             with_rc: bool) -> dict[str, TokenActivations]:
+    """Stitch each sequence's chunks (and average with its reverse strand) into TokenActivations."""
+    by_key: dict[tuple[int, bool], list] = {}
+    for piece, out in zip(pieces, piece_out, strict=True):
+        by_key.setdefault((piece.seq, piece.rc), []).append((piece.start, out[0], out[1]))
+    spans_all, values_all = [], {name: [] for name in layers}
+    counts = []
+    for i, seq in enumerate(seqs):
+        spans, values = stitch(sorted(by_key[(i, False)], key=lambda c: c[0]), len(seq), context)
+        if with_rc:
+            rc_spans, rc_values = stitch(sorted(by_key[(i, True)], key=lambda c: c[0]), len(seq), context)
+            values = {name: rc_average(spans, values[name], rc_spans, rc_values[name], len(seq)) for name in layers}
+        spans_all.append(spans)
+        counts.append(len(spans))
         for name in layers:
-            if name not in self.layers or not name.startswith("hidden_states."):
-                raise InputError(f"model card {self.name}, field layers: unknown layer {name!r}; "
-                                 f"expected one of {self.layers}")
-            indices[name] = int(name.split(".", 1)[1])
-        pieces = [(i, a, s[a:a + self.context].upper()) for i, s in enumerate(seqs)
-                  for a in range(0, len(s), self.context)]
-        values: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-        spans_out, owner = [], []
-        for start in range(0, len(pieces), self.batch_pieces):
-            batch = pieces[start:start + self.batch_pieces]
-            enc, spans = self._tokenize([p for _, _, p in batch])
-            out = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
-            hidden = getattr(out, "hidden_states", None)
-            if hidden is None:
-                raise RuntimeError(f"{self.name}: the model returned no hidden_states "
-                                   "(its remote code ignores output_hidden_states)")
-            for row, (seq_i, offset, _) in enumerate(batch):
-                real = spans[row, :, 1] > spans[row, :, 0]
-                spans_out.append(spans[row, real] + offset)
-                owner.append(np.full(int(real.sum()), seq_i, dtype=np.int64))
-                for name, k in indices.items():
-                    values[name].append(hidden[k][row].float().cpu().numpy()[real])
-        owner_all = np.concatenate(owner) if owner else np.zeros(0, np.int64)
-        # pieces are generated in sequence order, so tokens are already grouped by sequence
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(owner_all, minlength=len(seqs)))]).astype(np.int64)
-        span_all = np.concatenate(spans_out).astype(np.int32) if spans_out else np.zeros((0, 2), np.int32)
-        return {name: TokenActivations(values=np.concatenate(values[name]).astype(np.float32), offsets=offsets,
-                                       base_span=span_all) for name in layers}
+            values_all[name].append(values[name])
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    span_all = np.concatenate(spans_all).astype(np.int32) if spans_all else np.zeros((0, 2), np.int32)
+    return {name: TokenActivations(values=np.concatenate(values_all[name]).astype(np.float32, copy=False),
+                                   offsets=offsets, base_span=span_all) for name in layers}

@@ -1,4 +1,22 @@
-"""Model cards (YAML) and the factory that turns a card into an `Embedder`."""
+"""Model cards (YAML) and the factory that turns a card into an `Embedder`.
+
+A card says where a model comes from and how to run it. Fields (checked by `check_card`):
+
+    name              card name (= file stem by convention)
+    family            back-end: tiny (built-in), hf (transformers), evo2 (the evo2 package)
+    model_family      what the model is: tiny, nucleotide-transformer, dnabert-2, gena-lm, hyenadna,
+                      caduceus, evo2, bert (any other transformers DNA model)
+    hf_id, revision   Hugging Face id + branch/tag/commit, or a local folder (hf, evo2)
+    tokenizer         character | kmer | bpe | byte
+    context           longest piece in bases run in one pass (longer sequences are chunked)
+    hidden_size       width of the hookable layers
+    layers            hookable layer names: "hidden_states.<i>" (0 = embeddings) or module paths
+    pooling           mean (over base-covering tokens; CLS/EOS/pads excluded) | last
+    causal            true for left-to-right models (HyenaDNA, Evo 2)
+    rc_average        average per-token outputs with the reverse-complement strand's, flipped back
+    license           the weights' licence
+    trust_remote_code run the model folder's own Python (off unless the card opts in)
+"""
 
 from __future__ import annotations
 
@@ -10,11 +28,70 @@ from interp.embed.base import Embedder
 from interp.errors import InputError, where
 
 FAMILIES = ("tiny", "hf", "evo2")
-REQUIRED_KEYS = ("name", "family", "layers", "context")
+MODEL_FAMILIES = ("tiny", "nucleotide-transformer", "dnabert-2", "gena-lm", "hyenadna", "caduceus", "evo2", "bert")
+TOKENIZERS = ("character", "kmer", "bpe", "byte")
+POOLINGS = ("mean", "last")
+HF_CLASSES = ("model", "masked_lm", "causal_lm")
+REQUIRED_KEYS = ("name", "family", "layers", "context", "license")
+# every key a card may have; anything else is a typo and is refused
+KNOWN_KEYS = {
+    "name": str, "family": str, "model_family": str, "description": str, "license": str, "hf_id": str,
+    "revision": str, "tokenizer": str, "context": int, "hidden_size": int, "layers": list, "pooling": str,
+    "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str, "torch_dtype": str,
+    "padding_side": str, "chunk_overlap": int, "prefetch_patterns": list, "architecture": dict, "training": dict,
+    "notes": str, "requires": str,
+}
+
+
+def check_card(card: object, path: str | Path) -> dict:
+    """Validate a parsed card and fill defaults; InputError naming file and field otherwise."""
+    if not isinstance(card, dict):
+        raise InputError(f"{path}: expected a YAML mapping of card fields")
+    for key in REQUIRED_KEYS:
+        if key not in card:
+            raise InputError(f"{where(path, field=key)}: required key missing")
+    for key, value in card.items():
+        if key not in KNOWN_KEYS:
+            raise InputError(f"{where(path, field=key)}: unknown card key; expected one of {sorted(KNOWN_KEYS)}")
+        kind = KNOWN_KEYS[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise InputError(f"{where(path, field=key)}: expected {kind.__name__}, got {value!r}")
+    if card["family"] not in FAMILIES:
+        raise InputError(f"{where(path, field='family')}: expected one of {list(FAMILIES)}, got {card['family']!r}")
+    enums = {"model_family": MODEL_FAMILIES, "tokenizer": TOKENIZERS, "pooling": POOLINGS, "hf_class": HF_CLASSES,
+             "padding_side": ("left", "right")}
+    for key, allowed in enums.items():
+        if key in card and card[key] not in allowed:
+            raise InputError(f"{where(path, field=key)}: expected one of {list(allowed)}, got {card[key]!r}")
+    if not card["layers"] or not all(isinstance(x, str) and x for x in card["layers"]):
+        raise InputError(f"{where(path, field='layers')}: expected a non-empty list of layer names")
+    if len(set(card["layers"])) != len(card["layers"]):
+        raise InputError(f"{where(path, field='layers')}: layer names repeat")
+    for key in ("context", "hidden_size"):
+        if key in card and card[key] <= 0:
+            raise InputError(f"{where(path, field=key)}: expected a positive integer")
+    if "chunk_overlap" in card and not 0 <= card["chunk_overlap"] < card["context"]:
+        raise InputError(f"{where(path, field='chunk_overlap')}: expected 0 <= overlap < context ({card['context']})")
+    if card["family"] in ("hf", "evo2") and not card.get("hf_id"):
+        raise InputError(f"{where(path, field='hf_id')}: required for family {card['family']} "
+                         "(a Hugging Face id or a local folder)")
+    if card["family"] == "evo2" and card.get("trust_remote_code"):
+        raise InputError(f"{where(path, field='trust_remote_code')}: evo2 cards load through the evo2 package, "
+                         "not transformers remote code; set it to false")
+    card.setdefault("trust_remote_code", False)
+    card.setdefault("revision", "main")
+    card.setdefault("pooling", "mean")
+    card.setdefault("causal", card["family"] == "evo2")
+    card.setdefault("rc_average", False)
+    card.setdefault("model_family", {"tiny": "tiny", "evo2": "evo2"}.get(card["family"], "bert"))
+    card.setdefault("chunk_overlap", card["context"] // 8)
+    card["card_path"] = str(path)
+    return card
 
 
 def load_card(path: str | Path) -> dict:
-    """Read and validate a model card; fills trust_remote_code (False) and revision ("main") defaults."""
+    """Read and validate a model card (see `check_card`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model card not found")
@@ -22,30 +99,17 @@ def load_card(path: str | Path) -> dict:
         card = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise InputError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(card, dict):
-        raise InputError(f"{path}: expected a YAML mapping of card fields")
-    for key in REQUIRED_KEYS:
-        if key not in card:
-            raise InputError(f"{where(path, field=key)}: required key missing")
-    if card["family"] not in FAMILIES:
-        raise InputError(f"{where(path, field='family')}: expected one of {list(FAMILIES)}, got {card['family']!r}")
-    if not isinstance(card["layers"], list) or not card["layers"] or \
-            not all(isinstance(x, str) for x in card["layers"]):
-        raise InputError(f"{where(path, field='layers')}: expected a non-empty list of layer names")
-    if not isinstance(card["context"], int) or isinstance(card["context"], bool) or card["context"] <= 0:
-        raise InputError(f"{where(path, field='context')}: expected a positive integer (bases)")
-    card.setdefault("trust_remote_code", False)
-    if not isinstance(card["trust_remote_code"], bool):
-        raise InputError(f"{where(path, field='trust_remote_code')}: expected true or false")
-    card.setdefault("revision", "main")
-    if card["family"] in ("hf", "evo2") and not card.get("hf_id"):
-        raise InputError(f"{where(path, field='hf_id')}: required for family {card['family']}")
-    card["card_path"] = str(path)
-    return card
+    return check_card(card, path)
 
 
-def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu") -> Embedder:
-    """Build the back-end named by card["family"]; `checkpoint` is needed only for family tiny."""
+def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_cache: str | None = None,
+                  dtype: str = "auto", token_budget: int | None = None) -> Embedder:
+    """Build the back-end named by card["family"]; `checkpoint` is needed only for family tiny.
+
+    hf_cache: Hugging Face cache folder (None: the HF default); dtype: auto (bf16 on CUDA, fp32 on
+    CPU), float32, bfloat16 or float16; token_budget: padded tokens per forward pass (None: 2048 on CPU,
+    16384 on CUDA).
+    """
     family = card["family"]
     if family == "tiny":
         from interp.embed.tiny import TinyEmbedder
@@ -56,47 +120,65 @@ def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu") -> E
     if family == "hf":
         from interp.embed.hf import HFEmbedder
 
-        return HFEmbedder(card, device=device)
+        return HFEmbedder(card, device=device, cache_dir=hf_cache, dtype=dtype, token_budget=token_budget)
     if family == "evo2":
         return Evo2Embedder(card, device=device)
     raise InputError(f"model card {card.get('name')}, field family: unknown family {family!r}")
 
 
 class Evo2Embedder:
-    """Evo 2 via the `evo2` package (StripedHyena 2; needs a CUDA GPU). Byte-level tokens: span [i, i+1)."""
+    """Evo 2 via the `evo2` package (StripedHyena 2; needs a CUDA GPU). Byte tokens: span [i, i+1).
 
-    def __init__(self, card: dict, device: str = "cpu") -> None:
-        try:
-            from evo2 import Evo2
-        except ImportError as err:
-            raise InputError(f"model card {card['name']}: family evo2 needs the `evo2` package "
-                             "(pip install evo2, with its CUDA/Transformer Engine dependencies) and a CUDA GPU; "
-                             "it is not installed here") from err
-        import torch
+    Layers are the package's embedding names (e.g. "blocks.28.mlp.l3"), read with its
+    `return_embeddings=True, layer_names=[...]` API. Long sequences are chunked and stitched like
+    the transformers back-end; pieces run one at a time (Vortex batches poorly with padding).
+    """
 
-        if not device.startswith("cuda") or not torch.cuda.is_available():
-            raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
+    def __init__(self, card: dict, device: str = "cpu", model=None) -> None:
+        """`model`: an already loaded evo2.Evo2 (or a stand-in with its interface, for tests)."""
+        if model is None:
+            try:
+                from evo2 import Evo2
+            except ImportError as err:
+                raise InputError(f"model card {card['name']}: family evo2 needs the `evo2` package "
+                                 "(pip install 'interp[evo2]', with its CUDA/Transformer Engine dependencies) and "
+                                 "a CUDA GPU; it is not installed here") from err
+            import torch
+
+            if not device.startswith("cuda") or not torch.cuda.is_available():
+                raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
+            model = Evo2(str(card["hf_id"]).split("/")[-1])
         self.name, self.device, self.context = card["name"], device, int(card["context"])
         self.layers = list(card["layers"])
-        self.model = Evo2(str(card["hf_id"]).split("/")[-1])
+        self.pooling = card.get("pooling", "mean")
+        self.rc_average = bool(card.get("rc_average", False))
+        self.overlap = int(card.get("chunk_overlap", self.context // 8))
+        self.model = model
+        self.input_counts: dict[str, int] = {}
+        self.provenance = {"hf_id": card["hf_id"], "revision_requested": card.get("revision"), "commit": None,
+                           "trust_remote_code": False, "loaded_by": "evo2 package"}
 
     def embed(self, seqs: list[str], layers: list[str]):
         import numpy as np
         import torch
 
-        from interp.embed.base import TokenActivations
+        from interp.embed.hf import assemble, describe
+        from interp.embed.pieces import check_finite, clean_sequences, plan_pieces
 
-        values: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+        unknown = set(layers) - set(self.layers)
+        if unknown:
+            raise InputError(f"model card {self.name}, field layers: unknown layers {sorted(unknown)}")
+        seqs, _ = clean_sequences(seqs, self.name, self.input_counts)
+        pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
+        piece_out = []
         with torch.inference_mode():
-            for seq in seqs:
-                for a in range(0, len(seq), self.context):
-                    ids = torch.tensor(self.model.tokenizer.tokenize(seq[a:a + self.context].upper()),
-                                       dtype=torch.int).unsqueeze(0).to(self.device)
-                    _, emb = self.model(ids, return_embeddings=True, layer_names=layers)
-                    for name in layers:
-                        values[name].append(emb[name][0].float().cpu().numpy())
-        lengths = np.array([len(s) for s in seqs])
-        pos = np.concatenate([np.arange(n) for n in lengths]).astype(np.int32)
-        return {name: TokenActivations(values=np.concatenate(values[name]).astype(np.float32),
-                                       offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                                       base_span=np.stack([pos, pos + 1], axis=1)) for name in layers}
+            for piece in pieces:
+                ids = torch.tensor(self.model.tokenizer.tokenize(piece.text), dtype=torch.int).unsqueeze(0)
+                _, emb = self.model(ids.to(self.device), return_embeddings=True, layer_names=layers)
+                values = {}
+                for name in layers:
+                    values[name] = emb[name][0].float().cpu().numpy()
+                    check_finite(values[name], self.name, name, describe(piece))
+                pos = np.arange(len(piece.text), dtype=np.int32)
+                piece_out.append((np.stack([pos, pos + 1], axis=1), values))
+        return assemble(seqs, pieces, piece_out, layers, self.context, self.rc_average)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import anndata as ad
@@ -98,18 +99,14 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     sums = label_prefix_sums(bases, label_names)
     wanted = list(dict.fromkeys([*layers, *token_layers]))
+    pooling = getattr(embedder, "pooling", "mean")
     pooled: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     writers: dict[str, TokenStoreWriter] = {}
     n_tokens = 0
-    for first in range(0, windows.height, batch_size):
-        batch = windows.slice(first, batch_size)
-        acts = embedder.embed([s.upper() for s in batch["sequence"].to_list()], wanted)
-        for layer in layers:
-            pooled[layer].append(acts[layer].mean_pool())
-        if not token_layers:
-            continue
+
+    def store(acts: dict[str, TokenActivations], batch: pl.DataFrame) -> int:
+        """Label and append one batch's tokens to the stores (runs on the writer thread)."""
         rows = token_rows(acts[token_layers[0]], batch, sums, label_names)
-        n_tokens += len(rows["window_index"])
         for layer in token_layers:
             a = acts[layer]
             if layer not in writers:
@@ -117,6 +114,24 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
                                                   embedder.name, layer)
             writers[layer].append(a.values[a.real_token_mask()], rows["window_index"], rows["base_start"],
                                   rows["labels"])
+        return len(rows["window_index"])
+
+    # one background writer: batch k is written while batch k+1 runs through the model; at most one
+    # batch waits, so memory stays bounded by two batches whatever the number of windows
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future | None = None
+        for first in range(0, windows.height, batch_size):
+            batch = windows.slice(first, batch_size)
+            acts = embedder.embed([s.upper() for s in batch["sequence"].to_list()], wanted)
+            for layer in layers:
+                pooled[layer].append(pool_tokens(acts[layer], pooling))
+            if not token_layers:
+                continue
+            if pending is not None:
+                n_tokens += pending.result()
+            pending = pool.submit(store, acts, batch)
+        if pending is not None:
+            n_tokens += pending.result()
     widths = {}
     for layer in layers:
         matrix = np.concatenate(pooled[layer]) if pooled[layer] else np.zeros((0, 0), np.float32)
@@ -154,6 +169,25 @@ def token_rows(acts: TokenActivations, batch: pl.DataFrame, sums: dict[str, dict
             "base_start": span[:, 0].astype(np.int32), "labels": labels}
 
 
+def pool_tokens(acts: TokenActivations, pooling: str = "mean") -> np.ndarray:
+    """float32 [n_seqs, d]: mean over each sequence's base-covering tokens, or its last one (causal models).
+
+    CLS/EOS/pad tokens never cover a base, so they are never pooled.
+    """
+    if pooling == "mean":
+        return acts.mean_pool()
+    if pooling == "last":
+        real = acts.real_token_mask()
+        last = np.full(acts.n_seqs, -1, dtype=np.int64)
+        seq_of_token = np.repeat(np.arange(acts.n_seqs), np.diff(acts.offsets))
+        idx = np.flatnonzero(real)
+        last[seq_of_token[idx]] = idx  # later tokens overwrite earlier ones
+        if np.any(last < 0):
+            raise ValueError("a sequence has no base-covering token; cannot pool it")
+        return acts.values[last].astype(np.float32)
+    raise ValueError(f"unknown pooling {pooling!r}; expected mean or last")
+
+
 def embed_sequences(embedder: Embedder, seqs: list[str], layers: list[str], batch_size: int,
                     token_transforms: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] | None = None,
                     ) -> dict[str, np.ndarray]:
@@ -163,12 +197,13 @@ def embed_sequences(embedder: Embedder, seqs: list[str], layers: list[str], batc
     the mean over each sequence's real tokens of fn(per-token activations [m, d]) -> [m, k].
     """
     token_transforms = token_transforms or {}
+    pooling = getattr(embedder, "pooling", "mean")
     wanted = list(dict.fromkeys([*layers, *(layer for layer, _ in token_transforms.values())]))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in [*layers, *token_transforms]}
     for first in range(0, len(seqs), batch_size):
         acts = embedder.embed([s.upper() for s in seqs[first:first + batch_size]], wanted)
         for layer in layers:
-            parts[layer].append(acts[layer].mean_pool())
+            parts[layer].append(pool_tokens(acts[layer], pooling))
         for name, (layer, fn) in token_transforms.items():
             a = acts[layer]
             real = a.real_token_mask()

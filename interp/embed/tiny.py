@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from interp.embed.base import TokenActivations
+from interp.embed.pieces import clean_sequences
 from interp.errors import InputError
 from interp.io import read_safetensors_metadata
 from interp.lm.model import PAD_ID, TinyDNALM, TinyLMConfig, encode
@@ -47,6 +48,9 @@ class TinyEmbedder:
         self.context = min(context or self.model.cfg.max_len, self.model.cfg.max_len)
         self.d = self.model.cfg.d_model
         self.batch_pieces = batch_pieces
+        self.pooling = "mean"
+        self.input_counts: dict[str, int] = {}
+        self.provenance = {"checkpoint": str(checkpoint), "trust_remote_code": False}
 
     @torch.inference_mode()
     def embed(self, seqs: list[str], layers: list[str]) -> dict[str, TokenActivations]:
@@ -54,6 +58,7 @@ class TinyEmbedder:
         unknown = set(layers) - set(self.layers)
         if unknown:
             raise InputError(f"model {self.name}: unknown layers {sorted(unknown)}; it has {self.layers}")
+        seqs, _ = clean_sequences(seqs, self.name, self.input_counts)  # refuse IUPAC codes instead of silently reading N
         pieces = [(i, s[a:a + self.context]) for i, s in enumerate(seqs) for a in range(0, len(s), self.context)]
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in layers}
         for start in range(0, len(pieces), self.batch_pieces):

@@ -134,6 +134,9 @@ if COHORT:
             job=job(lambda wc: {"layers": model_layers(wc.model), "sae_layer": SAE_LAYER,
                                 "batch_size": config["embed"]["batch_size"],
                                 "device": config["embed"]["device"],
+                                "dtype": config["embed"]["dtype"],
+                                "token_budget": config["embed"]["token_budget"],
+                                "hf_cache": config["embed"]["hf_cache"],
                                 "keep_haplotypes": config["cohort"]["keep_haplotypes"]}),
         log:
             f"{R}/logs/embed_cohort/{{model}}.log",

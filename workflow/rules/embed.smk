@@ -15,7 +15,10 @@ rule embed:
         job=job(lambda wc: {"layers": model_layers(wc.model),
                             "token_layers": config["embed"]["token_layers"],
                             "batch_size": config["embed"]["batch_size"],
-                            "device": config["embed"]["device"]}),
+                            "device": config["embed"]["device"],
+                            "dtype": config["embed"]["dtype"],
+                            "token_budget": config["embed"]["token_budget"],
+                            "hf_cache": config["embed"]["hf_cache"]}),
     log:
         f"{R}/logs/embed/{{model}}.log",
     benchmark:
@@ -29,3 +32,19 @@ rule embed:
         ENV
     shell:
         "python -m interp.cli stage embed {params.job:q} > {log:q} 2>&1"
+
+
+# `snakemake prefetch -c1` (on a login node with network): download every hub model the config names into
+# embed.hf_cache, at each card's revision. Compute nodes then run with HF_HUB_OFFLINE=1.
+rule prefetch:
+    output:
+        touch(f"{R}/prefetch.done"),
+    params:
+        cards=[card_path(m) for m in MODELS],
+        cache=config["embed"]["hf_cache"] or "",
+    log:
+        f"{R}/logs/prefetch.log",
+    conda:
+        ENV
+    shell:
+        "python -m interp.cli prefetch {params.cards:q} --cache {params.cache:q} > {log:q} 2>&1"

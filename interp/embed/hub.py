@@ -1,0 +1,105 @@
+"""Where Hugging Face models come from: local folders, the hub cache, offline mode, prefetching.
+
+HPC pattern: download on a login node (`interp prefetch`), then run offline on compute nodes
+with `HF_HUB_OFFLINE=1`; both read and write the same cache (`embed.hf_cache`, else
+`HF_HUB_CACHE` / `HF_HOME`, else ~/.cache/huggingface/hub).
+
+Provenance records what was actually loaded: for a hub id, the commit of the cache snapshot
+(`.../models--org--name/snapshots/<commit>/`), whatever revision (branch, tag) the card named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from interp.errors import InputError
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# files a transformers model needs; pickle weights are never fetched (safetensors only)
+PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.txt", "*.model", "tokenizer*", "*.md"]
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for no network access."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    return False
+
+
+def is_local_source(card: dict) -> bool:
+    """A card's hf_id names an existing local folder (then no hub and no revision are involved)."""
+    return Path(str(card.get("hf_id") or "")).expanduser().is_dir()
+
+
+def snapshot_commit(snapshot_dir: str | Path) -> str | None:
+    """The 40-hex commit of a hub-cache snapshot folder (`.../snapshots/<commit>`), else None."""
+    name = Path(snapshot_dir).name
+    return name if _COMMIT.match(name) and Path(snapshot_dir).parent.name == "snapshots" else None
+
+
+def resolve_source(card: dict, cache_dir: str | None) -> dict:
+    """Where a card's model will be read from, without downloading anything.
+
+    Returns {"hf_id", "revision" (as the card asks), "local_dir" (folder to load) or None,
+    "commit" (snapshot commit) or None, "offline"}. A hub id already in the cache resolves to its
+    snapshot folder and commit; offline, a hub id not in the cache is an InputError that says how
+    to prefetch it.
+    """
+    hf_id = str(card["hf_id"])
+    revision = str(card.get("revision") or "main")
+    offline = hub_offline()
+    out = {"hf_id": hf_id, "revision": revision, "local_dir": None, "commit": None, "offline": offline}
+    local = Path(hf_id).expanduser()
+    if local.is_dir():
+        out["local_dir"] = str(local)
+        out["revision"] = None
+        out["commit"] = snapshot_commit(local)
+        return out
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hf_id, "config.json", cache_dir=cache_dir, revision=revision)
+    if isinstance(found, str):
+        snap = Path(found).parent
+        out["local_dir"] = str(snap)
+        out["commit"] = snapshot_commit(snap)
+    elif offline:
+        raise InputError(f"model card {card['name']}, field hf_id: {hf_id} (revision {revision}) is not in the "
+                         f"Hugging Face cache {cache_dir or '(default)'} and HF_HUB_OFFLINE is set; download it "
+                         "first on a machine with network access: python -m interp.cli prefetch --configfile "
+                         "<your config>")
+    return out
+
+
+def prefetch_card(card: dict, cache_dir: str | None,
+                  download: Callable[..., str] | None = None) -> dict:
+    """Download one card's model files into the cache (safetensors, configs, tokenizer, remote code).
+
+    `download` defaults to huggingface_hub.snapshot_download (injectable for tests).
+    Returns {"name", "hf_id", "revision", "commit", "path"}; local folders and the built-in model
+    need nothing and are reported with path = the folder (or None).
+    """
+    base = {"name": card["name"], "hf_id": card.get("hf_id"), "revision": card.get("revision")}
+    if card["family"] == "tiny":
+        return {**base, "commit": None, "path": None, "skipped": "built-in model, trained by the workflow"}
+    if is_local_source(card):
+        return {**base, "commit": snapshot_commit(card["hf_id"]), "path": str(card["hf_id"]),
+                "skipped": "local folder"}
+    if hub_offline():
+        raise InputError("prefetch needs network access but HF_HUB_OFFLINE is set; run it on a login node "
+                         "without HF_HUB_OFFLINE")
+    if download is None:
+        from huggingface_hub import snapshot_download as download
+    patterns = list(card.get("prefetch_patterns") or PREFETCH_PATTERNS)
+    path = download(repo_id=str(card["hf_id"]), revision=str(card.get("revision") or "main"),
+                    cache_dir=cache_dir, allow_patterns=patterns)
+    return {**base, "commit": snapshot_commit(path), "path": str(path)}
+
+
+def prefetch_models(cards: list[dict], cache_dir: str | None,
+                    download: Callable[..., str] | None = None) -> list[dict]:
+    """prefetch_card for every card; one row per model (see prefetch_card)."""
+    return [prefetch_card(card, cache_dir, download) for card in cards]
