@@ -77,6 +77,7 @@ from scipy import stats
 
 from interp.covariates import CovariateDesign
 from interp.errors import InputError
+from interp.multiplicity import benjamini_hochberg, holm
 from interp.probe import ProbeConfig, auroc, fit_logistic, predict_proba
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -591,34 +592,6 @@ def null_replicates_needed(n_verdicts: int, alpha: float, cap: int, margin: int 
     strictest Holm level alpha / n_verdicts; at most cap, at least 99."""
     need = int(math.ceil(margin * max(n_verdicts, 1) / alpha)) - 1
     return int(max(99, min(cap, need)))
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values [m] (NaN stays NaN and is not counted)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adj, 1.0)
-    return out
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values [m] (NaN stays NaN and is not counted)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    q = p[order] * m / np.arange(1, m + 1)
-    out[order] = np.minimum(np.minimum.accumulate(q[::-1])[::-1], 1.0)
-    return out
 
 
 def adjust(p: np.ndarray, method: str) -> np.ndarray:

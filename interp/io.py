@@ -13,6 +13,20 @@ from pathlib import Path
 
 from interp.errors import InputError
 
+_BGZF_MAGIC = b"\x1f\x8b\x08\x04"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def compression(path: str | Path) -> str:
+    """'bgzf', 'gzip' or 'plain', from the file's first bytes (htslib can index only bgzf)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == _BGZF_MAGIC:
+        return "bgzf"
+    if head[:2] == _GZIP_MAGIC:
+        return "gzip"
+    return "plain"
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

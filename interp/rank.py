@@ -33,6 +33,8 @@ import numpy as np
 import polars as pl
 from scipy import special, stats
 
+from interp.multiplicity import benjamini_hochberg  # noqa: F401  (re-exported: rank's BH scope)
+
 _Z975 = float(stats.norm.ppf(0.975))
 
 
@@ -421,25 +423,6 @@ def mean_impute(dosage: np.ndarray) -> np.ndarray:
         means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
         d[missing] = np.take(means, np.nonzero(missing)[1])
     return d
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values [m] for p-values [m] (NaN p stays NaN and is not counted)."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    pv = p[ok]
-    m = pv.size
-    if m == 0:
-        return q
-    order = np.argsort(pv, kind="stable")
-    scaled = pv[order] * m / np.arange(1, m + 1)
-    # Step-up: q_(i) = min over j >= i of p_(j) m / j.
-    monotone = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(monotone, 1.0)
-    q[ok] = out
-    return q
 
 
 def _ranking(table: pl.DataFrame) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,3 +38,43 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.C
 @pytest.fixture
 def workflow_copy(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path / "wf")
+
+
+def report_without_clock(path: Path) -> dict:
+    """report.json without `generated_at` and the wall-clock `timings` (measured, not reproducible)."""
+    report = json.loads(Path(path).read_text())
+    report.pop("generated_at")
+    report.pop("timings")
+    return report
+
+
+def train_small_reference_model(out: Path, cfg: dict, layer: str) -> dict:
+    """A small tiny-dnalm and a TopK SAE on its `layer` tokens, through the real stages (windows,
+    pretrain_tiny_dnalm, embed, sae_sweep without concept labels), for tests that need real embeddings.
+
+    cfg: a checked config (its reference and regions are used). Returns {card, checkpoint, sae} paths.
+    """
+    from interp import stages
+
+    def job(inputs: dict, outputs: dict, params: dict) -> stages.Job:
+        return stages.Job(input={k: str(v) for k, v in inputs.items()},
+                          output={k: str(v) for k, v in outputs.items()}, params=params, threads=1)
+
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    common = {"reference": cfg["reference"], "regions": cfg["regions"]}
+    stages.windows(job(ref, {"parquet": out / "w.parquet", "tsv": out / "w.tsv", "fasta": out / "w.fa",
+                             "bases": out / "b.parquet"}, {**common, "windows": cfg["windows"]}))
+    card = REPO / "models" / "tiny-dnalm.yaml"
+    overrides = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 128, "max_steps": 150}
+    stages.pretrain_tiny_dnalm(job({"fasta": DEMO_FASTA, "card": card},
+                                   {"checkpoint": out / "lm.safetensors", "metrics": out / "lm.json"},
+                                   {**common, "heldout_fraction": 0.2, "overrides": overrides, "seed": 7}))
+    stages.embed(job({"card": card, "checkpoint": out / "lm.safetensors", "windows": out / "w.parquet",
+                      "bases": out / "b.parquet"},
+                     {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
+                     {"layers": [layer], "token_layers": [layer], "batch_size": 64, "device": "cpu"}))
+    stages.sae_sweep(job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
+                         {"weights": out / "sae.safetensors", "metrics": out / "sae.json"},
+                         {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
+                          "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": layer}))
+    return {"card": card, "checkpoint": out / "lm.safetensors", "sae": out / "sae.safetensors"}

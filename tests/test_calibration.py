@@ -21,7 +21,14 @@ from scipy import stats
 from interp import calibration as cal
 from interp import stages
 from interp.config import check_config
-from tests.conftest import DEMO_FASTA, DEMO_GENES, REPO, copy_workflow, run_snakemake
+from tests.conftest import (
+    DEMO_FASTA,
+    DEMO_GENES,
+    REPO,
+    copy_workflow,
+    run_snakemake,
+    train_small_reference_model,
+)
 
 LAYER = "block2"
 
@@ -235,28 +242,10 @@ def _job(inputs: dict, outputs: dict, params: dict) -> stages.Job:
 @pytest.fixture(scope="module")
 def shared_model(tmp_path_factory) -> dict:
     """The built-in LM (small) and a TopK SAE on its block2 tokens, trained once for all replicates."""
-    out = tmp_path_factory.mktemp("calibration_model")
     cfg = check_config(_config(7), base_dir=REPO)
-    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
-    common = {"reference": cfg["reference"], "regions": cfg["regions"]}
-    stages.windows(_job(ref, {"parquet": out / "w.parquet", "tsv": out / "w.tsv", "fasta": out / "w.fa",
-                              "bases": out / "b.parquet"}, {**common, "windows": cfg["windows"]}))
-    card = REPO / "models" / "tiny-dnalm.yaml"
-    overrides = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 128, "max_steps": 150}
-    stages.pretrain_tiny_dnalm(_job({"fasta": DEMO_FASTA, "card": card},
-                                    {"checkpoint": out / "lm.safetensors", "metrics": out / "lm.json"},
-                                    {**common, "heldout_fraction": 0.2, "overrides": overrides, "seed": 7}))
-    stages.embed(_job({"card": card, "checkpoint": out / "lm.safetensors", "windows": out / "w.parquet",
-                       "bases": out / "b.parquet"},
-                      {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
-                      {"layers": [LAYER], "token_layers": [LAYER], "batch_size": 64, "device": "cpu"}))
-    # the SAE alone (sae_sweep's stage: training and evaluation, without the concept labels)
-    stages.sae_sweep(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
-                          {"weights": out / "sae.safetensors", "metrics": out / "sae.json"},
-                          {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
-                           "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": LAYER}))
-    return {"fasta": DEMO_FASTA, "annotation": DEMO_GENES, "card": card, "checkpoint": out / "lm.safetensors",
-            "sae": out / "sae.safetensors", "model": "tiny-dnalm", "layers": [LAYER]}
+    model = train_small_reference_model(tmp_path_factory.mktemp("calibration_model"), cfg, LAYER)
+    return {"fasta": DEMO_FASTA, "annotation": DEMO_GENES, "card": model["card"], "checkpoint": model["checkpoint"],
+            "sae": model["sae"], "model": "tiny-dnalm", "layers": [LAYER]}
 
 
 def _run_grid(shared: dict, out: Path, cells: list[str], n: int, replicates: int) -> list[Path]:

@@ -18,7 +18,7 @@ import yaml
 
 from interp import stages
 from interp.config import check_config
-from tests.conftest import DEMO_FASTA, DEMO_GENES, REPO
+from tests.conftest import DEMO_FASTA, DEMO_GENES, REPO, train_small_reference_model
 
 SEEDS = (11, 12, 13)
 LAYER = "block2"
@@ -41,27 +41,7 @@ def _job(inputs: dict, outputs: dict, params: dict) -> stages.Job:
 @pytest.fixture(scope="module")
 def reference_model(tmp_path_factory) -> dict:
     """A small tiny-dnalm and a TopK SAE on its block2 tokens, trained once for all seeds."""
-    out = tmp_path_factory.mktemp("reference")
-    cfg = _config(7)
-    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
-    common = {"reference": cfg["reference"], "regions": cfg["regions"]}
-    stages.windows(_job(ref, {"parquet": out / "w.parquet", "tsv": out / "w.tsv", "fasta": out / "w.fa",
-                              "bases": out / "b.parquet"}, {**common, "windows": cfg["windows"]}))
-    card = REPO / "models" / "tiny-dnalm.yaml"
-    overrides = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 128, "max_steps": 150}
-    stages.pretrain_tiny_dnalm(_job({"fasta": DEMO_FASTA, "card": card},
-                                    {"checkpoint": out / "lm.safetensors", "metrics": out / "lm.json"},
-                                    {**common, "heldout_fraction": 0.2, "overrides": overrides, "seed": 7}))
-    stages.embed(_job({"card": card, "checkpoint": out / "lm.safetensors", "windows": out / "w.parquet",
-                       "bases": out / "b.parquet"},
-                      {"pooled_dir": out / "emb", "tokens_dir": out / "tokens", "stats": out / "emb.json"},
-                      {"layers": [LAYER], "token_layers": [LAYER], "batch_size": 64, "device": "cpu"}))
-    # the SAE alone (sae_sweep's stage: training and evaluation, without the concept labels)
-    stages.sae_sweep(_job({"tokens_dir": out / "tokens", "windows": out / "w.parquet"},
-                          {"weights": out / "sae.safetensors", "metrics": out / "sae.json"},
-                          {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
-                           "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": LAYER}))
-    return {"card": card, "checkpoint": out / "lm.safetensors", "sae": out / "sae.safetensors"}
+    return train_small_reference_model(tmp_path_factory.mktemp("reference"), _config(7), LAYER)
 
 
 def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:

@@ -6,14 +6,13 @@ these tests; `make test` deselects them. Skipped with a note when `sinfo` cannot
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_workflow, run_snakemake
+from tests.conftest import copy_workflow, report_without_clock, run_snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -23,13 +22,6 @@ def _cluster_up() -> bool:
         return False
     res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     return res.returncode == 0 and any(s in res.stdout for s in ("idle", "mixed", "allocated"))
-
-
-def _report_without_clock(path: Path) -> dict:
-    report = json.loads(path.read_text())
-    report.pop("generated_at")
-    report.pop("timings")  # wall-clock seconds: measured, not reproducible
-    return report
 
 
 def test_test_config_on_slurm_equals_local_run(tmp_path: Path) -> None:
@@ -45,5 +37,5 @@ def test_test_config_on_slurm_equals_local_run(tmp_path: Path) -> None:
     out = res.stdout + res.stderr
     # the jobs really went through sbatch, not a local fallback
     assert "sbatch" in out or "SLURM jobid" in out, out[-3000:]
-    assert _report_without_clock(cluster / "reports" / "test" / "report.json") == _report_without_clock(
+    assert report_without_clock(cluster / "reports" / "test" / "report.json") == report_without_clock(
         local / "reports" / "test" / "report.json")

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import copy_workflow, run_snakemake
+from tests.conftest import copy_workflow, report_without_clock, run_snakemake
 
 
 def _write_config(workdir: Path, cfg: dict) -> Path:
@@ -66,13 +66,6 @@ def test_region_on_absent_contig_fails_in_windows_rule(workflow_copy: Path) -> N
     assert not (workflow_copy / "results" / "demo" / "windows" / "windows.parquet").exists()
 
 
-def _report_without_clock(path: Path) -> dict:
-    report = json.loads(path.read_text())
-    report.pop("generated_at")
-    report.pop("timings")  # wall-clock seconds: measured, not reproducible
-    return report
-
-
 def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> None:
     """The tiny config end to end, twice from clean: every section present and real, and the same
     report.json both times apart from generated_at and the wall-clock timings."""
@@ -80,7 +73,7 @@ def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> 
     for workdir in (wd, again):
         res = run_snakemake(workdir, "--configfile", "configs/test.yaml", timeout=900)
         assert res.returncode == 0, res.stderr[-5000:]
-    assert _report_without_clock(wd / "reports" / "test" / "report.json") == _report_without_clock(
+    assert report_without_clock(wd / "reports" / "test" / "report.json") == report_without_clock(
         again / "reports" / "test" / "report.json")
     report = json.loads((wd / "reports" / "test" / "report.json").read_text())
     html = (wd / "reports" / "test" / "index.html").read_text()

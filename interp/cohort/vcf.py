@@ -28,12 +28,11 @@ import pysam
 
 from interp.errors import InputError, where
 from interp.genome.fasta import resolve_contig
+from interp.io import compression
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
 
-_BGZF_MAGIC = b"\x1f\x8b\x08\x04"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -154,19 +153,8 @@ def _to_float(values: list[str | None]) -> pl.Series:
 # ---------------------------------------------------------------- VCF reading
 
 
-def _compression(path: Path) -> str:
-    """'bgzf', 'gzip' or 'plain', from the file's first bytes."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head == _BGZF_MAGIC:
-        return "bgzf"
-    if head[:2] == _GZIP_MAGIC:
-        return "gzip"
-    return "plain"
-
-
 def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="ascii", errors="replace") if _compression(path) != "plain" else (
+    return gzip.open(path, "rt", encoding="ascii", errors="replace") if compression(path) != "plain" else (
         open(path, encoding="ascii", errors="replace"))
 
 
@@ -229,7 +217,7 @@ def _has_index(path: Path) -> bool:
 def is_indexed(vcf_path: str | Path) -> bool:
     """True for a bgzipped VCF with a .tbi or .csi beside it (region queries go through the index)."""
     path = Path(vcf_path)
-    return path.exists() and _compression(path) == "bgzf" and _has_index(path)
+    return path.exists() and compression(path) == "bgzf" and _has_index(path)
 
 
 def indexed_contigs(vcf_path: str | Path) -> list[str]:
@@ -780,7 +768,7 @@ def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> P
     vcf_path = Path(vcf_path)
     if not vcf_path.exists():
         raise InputError(f"{vcf_path}: VCF does not exist")
-    kind = _compression(vcf_path)
+    kind = compression(vcf_path)
     if kind == "bgzf" and _has_index(vcf_path):
         return vcf_path
     if kind == "bgzf" and out_dir is None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pysam
 
 from interp.errors import InputError, where
+from interp.io import compression
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -35,23 +36,10 @@ _IUPAC_TO_N = str.maketrans(IUPAC_AMBIGUITY + IUPAC_AMBIGUITY.lower(), "N" * 10 
 _NOT_NUCLEOTIDE = re.compile(f"[^ACGTN{IUPAC_AMBIGUITY}acgtn{IUPAC_AMBIGUITY.lower()}]")
 _AMBIGUOUS = re.compile(f"[{IUPAC_AMBIGUITY}{IUPAC_AMBIGUITY.lower()}]")
 _BLOCK = 1 << 16  # bases fetched (and cached) at a time by ContigSequence
-_BGZF_MAGIC = b"\x1f\x8b\x08\x04"
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _compression(path: Path) -> str:
-    """'bgzf', 'gzip' or 'plain', from the file's first bytes."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head == _BGZF_MAGIC:
-        return "bgzf"
-    if head[:2] == _GZIP_MAGIC:
-        return "gzip"
-    return "plain"
 
 
 def _open_binary(path: Path):
-    return gzip.open(path, "rb") if _compression(path) != "plain" else open(path, "rb")
+    return gzip.open(path, "rb") if compression(path) != "plain" else open(path, "rb")
 
 
 def _one_line(error: Exception) -> str:
@@ -115,7 +103,7 @@ def _check_structure(path: Path, name_as: Path | None = None) -> None:
 def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
     """(FASTA to open, its .fai, its .gzi): existing indexes next to the file, else where we may write."""
     fasta = path
-    if _compression(path) == "gzip":  # htslib cannot seek plain gzip: a bgzipped copy, made once
+    if compression(path) == "gzip":  # htslib cannot seek plain gzip: a bgzipped copy, made once
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         fasta = folder / f"{path.name.removesuffix('.gz')}.{_fingerprint(path)}.bgz"
         if not fasta.exists():
@@ -132,7 +120,7 @@ def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
                 tmp.unlink(missing_ok=True)
         return fasta, Path(f"{fasta}.fai"), Path(f"{fasta}.gzi")
     beside = Path(f"{path}.fai"), Path(f"{path}.gzi")
-    needs_gzi = _compression(path) == "bgzf"
+    needs_gzi = compression(path) == "bgzf"
     fresh = beside[0].exists() and beside[0].stat().st_mtime >= path.stat().st_mtime
     if fresh and (not needs_gzi or beside[1].exists()):
         return path, beside[0], beside[1]
@@ -146,7 +134,7 @@ def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
 def _build_index(user_path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
     """Write `fai` (and `gzi` for bgzip) atomically with htslib, after the structure check."""
     if fai.exists() and fai.stat().st_mtime >= fasta.stat().st_mtime and (
-            _compression(fasta) != "bgzf" or gzi.exists()):
+            compression(fasta) != "bgzf" or gzi.exists()):
         return
     _check_structure(fasta, name_as=user_path)
     fai.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +142,7 @@ def _build_index(user_path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
     tmp_fai, tmp_gzi = fai.with_name(f".{fai.name}.{tag}"), gzi.with_name(f".{gzi.name}.{tag}")
     try:
         args = [str(fasta), "--fai-idx", str(tmp_fai)]
-        if _compression(fasta) == "bgzf":
+        if compression(fasta) == "bgzf":
             args += ["--gzi-idx", str(tmp_gzi)]
         try:
             pysam.faidx(*args)
