@@ -78,3 +78,17 @@ def train_small_reference_model(out: Path, cfg: dict, layer: str) -> dict:
                          {"base": {"n_features": 128, "k": 8, "epochs": 2, "batch_size": 512, "lr": 1e-3, "seed": 7},
                           "overrides": {}, "name": "reference", "model": "tiny-dnalm", "layer": layer}))
     return {"card": card, "checkpoint": out / "lm.safetensors", "sae": out / "sae.safetensors"}
+
+
+def planted_dictionary(n_atoms: int, d_in: int, n_tokens: int, seed: int = 0):
+    """Synthetic SAE data with known features: unit-norm atoms [n_atoms, d_in], each token the sum of 3
+    atoms with coefficients in [1, 2], plus a 0.3 offset. Returns (rng, atoms, active [n_tokens, 3], x)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d_in))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    active = np.stack([rng.choice(n_atoms, 3, replace=False) for _ in range(n_tokens)])
+    coef = rng.uniform(1.0, 2.0, size=(n_tokens, 3))
+    x = np.einsum("nk,nkd->nd", coef, atoms[active]) + 0.3
+    return rng, atoms, active, x

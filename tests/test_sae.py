@@ -28,6 +28,7 @@ from interp.sae.train import (
     iter_split_chunks,
     lr_factor,
 )
+from tests.conftest import planted_dictionary
 
 D_IN, N_ATOMS, N_TOKENS, TOKENS_PER_WINDOW, CHUNK = 32, 64, 20_000, 100, 4096
 FAST = dict(n_features=128, k=3, epochs=10, batch_size=256, lr=2e-3, seed=0, dead_after_tokens=20_000,
@@ -49,12 +50,7 @@ def planted(tmp_path_factory):
     Token i is base i of chr1 (windows of 100 bases do not overlap here). Label "atom0" marks
     exactly the tokens that use atom 0; "shuffled" is that label permuted.
     """
-    rng = np.random.default_rng(0)
-    atoms = rng.normal(size=(N_ATOMS, D_IN))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    active = np.stack([rng.choice(N_ATOMS, 3, replace=False) for _ in range(N_TOKENS)])
-    coef = rng.uniform(1.0, 2.0, size=(N_TOKENS, 3))
-    x = np.einsum("nk,nkd->nd", coef, atoms[active]) + 0.3
+    rng, atoms, active, x = planted_dictionary(N_ATOMS, D_IN, N_TOKENS)
     window = np.arange(N_TOKENS) // TOKENS_PER_WINDOW
     atom0 = (active == 0).any(axis=1).astype(np.uint8)
     labels = {"atom0": atom0, "shuffled": rng.permutation(atom0)}

@@ -30,6 +30,7 @@ from interp.sae.concepts import (
 )
 from interp.sae.splits import TEST, VALIDATION, block_split
 from interp.sae.topk import TopKSAE
+from tests.conftest import planted_dictionary
 
 D_IN, N_ATOMS, N_TOKENS, PER_WINDOW = 32, 64, 20_000, 100
 FAST = dict(n_features=128, k=3, epochs=10, batch_size=256, lr=2e-3, seed=0, dead_after_tokens=20_000,
@@ -44,12 +45,7 @@ def clopper_pearson_upper(k: int, n: int, alpha: float = 0.05) -> float:
 def planted(tmp_path_factory):
     from interp.embed.store import TokenStoreWriter
 
-    rng = np.random.default_rng(0)
-    atoms = rng.normal(size=(N_ATOMS, D_IN))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    active = np.stack([rng.choice(N_ATOMS, 3, replace=False) for _ in range(N_TOKENS)])
-    coef = rng.uniform(1.0, 2.0, size=(N_TOKENS, 3))
-    x = np.einsum("nk,nkd->nd", coef, atoms[active]) + 0.3
+    rng, atoms, active, x = planted_dictionary(N_ATOMS, D_IN, N_TOKENS)
     window = np.arange(N_TOKENS) // PER_WINDOW
     path = tmp_path_factory.mktemp("concepts") / "tokens.zarr"
     writer = TokenStoreWriter(path, D_IN, [], "synthetic", "layer0", chunk_rows=4096)

@@ -13,11 +13,13 @@ and its sparsity penalty) and, where needed, `reconstruction_loss`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(nn.Module, ABC):
     architecture = "base"
 
     def __init__(self, d_in: int, n_features: int, k: int) -> None:
@@ -59,8 +61,9 @@ class SparseAutoencoder(nn.Module):
         top, indices = values.topk(k, dim=1, sorted=False)
         return torch.zeros_like(values).scatter(1, indices, top)
 
+    @abstractmethod
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Inference-time features [n, F] of normalised inputs [n, d_in]; each architecture defines it."""
 
     @torch.no_grad()
     def init_from_sample(self, x_normalized: torch.Tensor) -> None:
