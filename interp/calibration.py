@@ -151,18 +151,27 @@ def _families(bio: pl.DataFrame) -> pl.DataFrame:
                                            pl.col("layer").fill_null("")], separator="/").alias("_family"))
 
 
-def summarise_replicate(audit: pl.DataFrame, bio: pl.DataFrame, truth: dict, alpha: float = 0.05,
+def summarise_replicate(audit: pl.DataFrame, bio: pl.DataFrame | None, truth: dict, alpha: float = 0.05,
                         near_bp: int = 500) -> dict:
     """Counts of one replicate: verdicts per truth, power hits, null p-value exceedances, discoveries.
 
     audit: rows (phenotype, model, layer, verdict); bio: rank's biomarkers (phenotype, feature, kind, p,
-    q, contig, start, end [, family]); truth: the simulation's truth.json.
+    q, contig, start, end [, family]), or None when rank was not run (`calibration.rank_replicates`: the
+    rank keys are then None and "ranked" False); truth: the simulation's truth.json.
     """
     verdicts = {}
     for phenotype in TRUTHS:
         rows = audit.filter(pl.col("phenotype") == phenotype)
         verdicts[phenotype] = [{"model": r["model"], "layer": r["layer"], "verdict": str(r["verdict"])}
                                for r in rows.iter_rows(named=True)]
+    realised = truth.get("phenotypes", {}).get("realised_case_fraction", {})
+    truth_summary = {"causal_freq": truth["causal_variant"].get("freq"),
+                     "case_fraction": {k: v.get("all") for k, v in realised.items()},
+                     "ancestry_sd": truth.get("ancestry", {}).get("sd"), "n_samples": truth.get("n_samples"),
+                     "n_variants": truth.get("n_variants")}
+    if bio is None:
+        return {"verdicts": verdicts, "ranked": False, "variant": None, "feature": None, "discoveries": None,
+                "type1": None, "null_discoveries": None, "truth": truth_summary}
     bio = _families(bio)
     causal = truth["causal_variant"]
     variant_id = causal.get("id") or f"{causal['contig']}:{causal['pos']}:{causal['ref']}:{causal['alt']}"
@@ -195,23 +204,19 @@ def summarise_replicate(audit: pl.DataFrame, bio: pl.DataFrame, truth: dict, alp
         p = p[np.isfinite(p)]
         type1[family] = {"n_tests": int(p.size), **{f"{t:g}": int((p < t).sum()) for t in TYPE1_LEVELS}}
     null_found = int(null.filter(pl.col("q") < alpha).height)
-    realised = truth.get("phenotypes", {}).get("realised_case_fraction", {})
-    return {
-        "verdicts": verdicts, "variant": variant, "feature": feature, "discoveries": discoveries,
-        "type1": type1, "null_discoveries": null_found,
-        "truth": {"causal_freq": causal.get("freq"), "case_fraction": {k: v.get("all") for k, v in realised.items()},
-                  "ancestry_sd": truth.get("ancestry", {}).get("sd"), "n_samples": truth.get("n_samples"),
-                  "n_variants": truth.get("n_variants")},
-    }
+    return {"verdicts": verdicts, "ranked": True, "variant": variant, "feature": feature,
+            "discoveries": discoveries, "type1": type1, "null_discoveries": null_found, "truth": truth_summary}
 
 
 def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: dict, workdir: Path,
-                  threads: int = 1, keep: bool = False) -> dict:
+                  threads: int = 1, keep: bool = False, archive: Path | None = None) -> dict:
     """Simulate one cohort of `cell` and run the real cohort stages on it; returns the replicate summary.
 
     config: the run's checked config (reference, cohort, audit, rank, embed, sae keys); shared: paths
     {fasta, annotation, card, checkpoint, sae} of the LM and SAE trained once per suite; workdir:
-    scratch folder (removed afterwards unless `keep`).
+    scratch folder (removed afterwards unless `keep`). archive: a folder that keeps what `reaudit_replicate`
+    needs (sample embeddings, genotype PCs, truth, rank table; about 1 MB), so a changed audit can be
+    measured again on the same cohorts without simulating and embedding them again.
     """
     from interp import stages
 
@@ -248,7 +253,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     io = {**io, "vcf": w["cohort.vcf.gz"]}
     run("haplotypes", io, {"assignments": w["hap.parquet"], "sequences": w["seq.parquet"], "stats": w["hap.json"]},
         params)
-    run("ancestry", io, {"genotypes": w["geno.h5ad"]}, params)
+    run("ancestry", io, {"genotypes": w["geno.h5ad"]}, {**params, "umap_and_clusters": False})
     model = shared["model"]
     emb = str(Path(w["emb"]) / model)
     run("embed_cohort", {"card": str(shared["card"]), "checkpoint": str(shared["checkpoint"]),
@@ -265,12 +270,15 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
         {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
         {**config["audit"], **common, "population_column": cohort["population_column"],
          "sae_layer": config["sae"]["layer"]})
-    run("rank", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], **ref},
-        {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"], "summary": w["rank.json"]},
-        {**config["rank"], **common, "reference": config["reference"]})
-    truth = json.loads(Path(w["truth.json"]).read_text())
     cal = config.get("calibration", {})
-    summary = summarise_replicate(pl.read_parquet(w["audit.parquet"]), pl.read_parquet(w["bio.parquet"]), truth,
+    ranked = cal.get("rank_replicates") is None or replicate < int(cal["rank_replicates"])
+    if ranked:
+        run("rank", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], **ref},
+            {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"], "summary": w["rank.json"]},
+            {**config["rank"], **common, "reference": config["reference"]})
+    truth = json.loads(Path(w["truth.json"]).read_text())
+    summary = summarise_replicate(pl.read_parquet(w["audit.parquet"]),
+                                  pl.read_parquet(w["bio.parquet"]) if ranked else None, truth,
                                   alpha=float(cal.get("alpha", 0.05)), near_bp=int(cal.get("near_bp", 500)))
     hap = json.loads(Path(w["hap.json"]).read_text())
     summary.update({"cell": cell["cell"], "axis": cell["axis"], "value": cell["value"], "replicate": int(replicate),
@@ -279,9 +287,59 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                     "stage_seconds": seconds, "seconds": round(time.perf_counter() - t0, 2),
                     # CPU time of this process: the wall time on one dedicated core (the work is single-threaded)
                     "cpu_seconds": round(time.process_time() - cpu0, 2)})
+    if archive is not None:
+        _archive(workdir, Path(emb), Path(archive), summary)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return summary
+
+
+_ARCHIVED = ("truth.json", "bio.parquet", "geno.h5ad")
+
+
+def _archive(workdir: Path, emb: Path, archive: Path, summary: dict) -> None:
+    archive.mkdir(parents=True, exist_ok=True)
+    for name in _ARCHIVED:
+        if (workdir / name).exists():  # bio.parquet only where rank ran
+            shutil.copy2(workdir / name, archive / name)
+    for path in emb.glob("*.samples.h5ad"):
+        shutil.copy2(path, archive / path.name)
+    (archive / "summary.json").write_text(json.dumps(_strict(summary), indent=1))
+
+
+def reaudit_replicate(archive: Path, config: dict, population_column: str | None) -> dict:
+    """The replicate summary of an archived replicate (`run_replicate(archive=...)`) with the audit run
+    again by the current code: the cohort, embeddings and rank table are the archived ones."""
+    from interp import stages
+
+    archive = Path(archive)
+    before = json.loads((archive / "summary.json").read_text())
+    cell = select_cells([before["cell"]])[0]
+    cohort = cell_cohort(cell, config["cohort"])
+    work = archive / "reaudit"
+    work.mkdir(exist_ok=True)
+    emb = work / "emb"
+    emb.mkdir(exist_ok=True)
+    for path in archive.glob("*.samples.h5ad"):
+        target = emb / path.name
+        if not target.exists():
+            target.symlink_to(path.resolve())
+    out = {k: str(work / k) for k in ("audit.parquet", "audit.tsv", "audit.json")}
+    common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
+              "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": before["seed"]}
+    t0 = time.perf_counter()
+    stages.audit(stages.Job(input={"emb_dirs": [str(emb)], "genotypes": str(archive / "geno.h5ad")},
+                            output={"parquet": out["audit.parquet"], "tsv": out["audit.tsv"],
+                                    "details": out["audit.json"]},
+                            params={**config["audit"], **common, "population_column": cohort["population_column"],
+                                    "sae_layer": config["sae"]["layer"]}))
+    truth = json.loads((archive / "truth.json").read_text())
+    cal = config.get("calibration", {})
+    bio = archive / "bio.parquet"
+    summary = summarise_replicate(pl.read_parquet(out["audit.parquet"]), pl.read_parquet(bio) if bio.exists() else None,
+                                  truth, alpha=float(cal.get("alpha", 0.05)), near_bp=int(cal.get("near_bp", 500)))
+    seconds = dict(before["stage_seconds"], audit=round(time.perf_counter() - t0, 2))
+    return {**before, **summary, "stage_seconds": seconds, "reaudited": True}
 
 
 # ---------------------------------------------------------------- pooling
@@ -298,6 +356,7 @@ def calibration_table(replicates: list[dict]) -> list[dict]:
     for cell in sorted(by_cell, key=lambda c: (order.get(c, len(order)), c)):
         reps = sorted(by_cell[cell], key=lambda r: r["replicate"])
         first = reps[0]
+        ranked = [r for r in reps if r.get("variant") is not None]  # rank ran (calibration.rank_replicates)
         for phenotype, truth in TRUTHS.items():
             verdicts = [v["verdict"] for r in reps for v in r["verdicts"].get(phenotype, [])]
             names = sorted(set(verdicts))
@@ -310,23 +369,24 @@ def calibration_table(replicates: list[dict]) -> list[dict]:
                 "median_cpu_seconds": (float(np.median([r["cpu_seconds"] for r in reps]))
                                        if all("cpu_seconds" in r for r in reps) else None),
             }
-            if phenotype == "causal":
-                row["power_variant"] = rate(sum(r["variant"]["hit"] for r in reps), len(reps))
-                row["power_feature"] = rate(sum(r["feature"]["hit"] for r in reps), len(reps))
-                fdp = np.array([r["discoveries"]["fdp"] for r in reps])
+            row["n_ranked_replicates"] = len(ranked)
+            if phenotype == "causal" and ranked:
+                row["power_variant"] = rate(sum(r["variant"]["hit"] for r in ranked), len(ranked))
+                row["power_feature"] = rate(sum(r["feature"]["hit"] for r in ranked), len(ranked))
+                fdp = np.array([r["discoveries"]["fdp"] for r in ranked])
                 row["fdr"] = {"fdr": float(fdp.mean()),
                               "se": float(fdp.std(ddof=1) / np.sqrt(len(fdp))) if len(fdp) > 1 else float("nan"),
-                              "mean_discoveries": float(np.mean([r["discoveries"]["n"] for r in reps])),
-                              "mean_false": float(np.mean([r["discoveries"]["false"] for r in reps]))}
-            if phenotype == "null":
+                              "mean_discoveries": float(np.mean([r["discoveries"]["n"] for r in ranked])),
+                              "mean_false": float(np.mean([r["discoveries"]["false"] for r in ranked]))}
+            if phenotype == "null" and ranked:
                 row["type1"] = {}
                 for level in TYPE1_LEVELS:
                     key = f"{level:g}"
-                    counts = np.array([r["type1"]["all"][key] for r in reps])
-                    totals = np.array([r["type1"]["all"]["n_tests"] for r in reps])
+                    counts = np.array([r["type1"]["all"][key] for r in ranked])
+                    totals = np.array([r["type1"]["all"]["n_tests"] for r in ranked])
                     row["type1"][key] = {**rate(int(counts.sum()), int(totals.sum())),
                                          "cluster_se": cluster_se(counts, totals)}
-                row["null_any_discovery"] = rate(sum(r["null_discoveries"] > 0 for r in reps), len(reps))
+                row["null_any_discovery"] = rate(sum(r["null_discoveries"] > 0 for r in ranked), len(ranked))
             rows.append(row)
     return rows
 
@@ -343,6 +403,7 @@ def table_frame(rows: list[dict]) -> pl.DataFrame:
     flat = []
     for r in rows:
         out = {k: r[k] for k in ("cell", "axis", "value", "truth", "n_replicates", "n_verdicts")}
+        out["n_ranked_replicates"] = r.get("n_ranked_replicates", r["n_replicates"])
         for name in verdict_names:
             out[name] = _fmt_rate(r["verdict_rates"].get(name, rate(0, r["n_verdicts"])))
         out["power_variant"] = _fmt_rate(r["power_variant"])

@@ -453,21 +453,25 @@ def ancestry(job: Job) -> None:
     c = job.params["cohort"]
     missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
     n_pcs = max(c["n_pcs"], 2)
+    # UMAP and Leiden clusters are for the report's ancestry plot; the calibration suite skips them
+    umap = bool(job.params.get("umap_and_clusters", True))
     if job.input.get("panel"):
         # PCs from genome-wide-like markers, so the region's own (maybe causal) variants do not define them
         markers = read_marker_dosages(job.input["panel"], adata.obs_names.tolist(), maf_min=c["maf"])
-        pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=job.params["seed"])
+        pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=job.params["seed"], umap_and_clusters=umap)
         keep_var = (adata.var["maf"].to_numpy() >= c["maf"]) & (adata.var["missing_rate"].to_numpy() <= 0.5)
         adata = adata[:, keep_var].copy()
         adata.layers["dosage"] = adata.X.copy()
         for key in ("X_pca", "X_umap"):
-            adata.obsm[key] = pcs.obsm[key]
-        adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
+            if key in pcs.obsm:
+                adata.obsm[key] = pcs.obsm[key]
+        if "cluster" in pcs.obs:
+            adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
         adata.uns["pca"] = dict(pcs.uns["pca"])
         adata.uns["ancestry_source"] = {"vcf": Path(job.input["panel"]).name, "n_markers": markers.n_kept,
                                         "n_markers_read": markers.n_read, "method": "randomized blockwise SVD"}
     else:
-        adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=n_pcs, seed=job.params["seed"])
+        adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=n_pcs, seed=job.params["seed"], umap_and_clusters=umap)
         adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}
     adata.obs["missing_rate"] = missing_rate
     write_h5ad(adata, job.output["genotypes"])
@@ -592,7 +596,7 @@ def audit(job: Job) -> None:
     _set_threads(job.threads)
     p = job.params
     keys = ("n_folds", "bootstrap", "C", "alpha", "max_null_replicates", "stop_exceedances", "multiplicity", "null",
-            "ancestry_bins", "min_effective_n", "fail_max_within_share")
+            "ancestry_bins", "min_effective_n", "fail_max_within_share", "fail_within_margin")
     cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
     pop_col = p.get("population_column")  # null: the cohort has no population labels, strata come from the PCs
@@ -826,8 +830,9 @@ def calibration_replicate(job: Job) -> None:
     shared = {"fasta": job.input["fasta"], "annotation": job.input["annotation"], "card": job.input["card"],
               "checkpoint": job.input["checkpoint"], "sae": job.input["sae"], "model": p["model"],
               "layers": p["layers"]}
+    archive = p.get("archive")  # set by workflow/scripts/calibration_local.py --archive, not by the rule
     summary = run_replicate(cell, p["replicate"], p["seed"], p["config"], shared, Path(p["workdir"]),
-                            threads=job.threads)
+                            threads=job.threads, archive=Path(archive) if archive else None)
     write_json(summary, job.output["summary"])
 
 

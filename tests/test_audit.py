@@ -40,11 +40,12 @@ FAST = {"bootstrap": 100, "max_null_replicates": 199, "n_folds": 3}
 
 def make_cohort(kind: str, seed: int, n_per: int = 200, labels: bool = True, admixed: bool = False,
                 causal_freq=(0.3, 0.3, 0.3), odds_ratio: float = 3.0, prevalence=(0.3, 0.12, 0.2),
-                d: int = 32, n_region: int = 30, n_markers: int = 1000, fst: float = 0.1):
+                d: int = 32, n_region: int = 30, n_markers: int = 1000, fst: float = 0.1, baseline=None):
     """(X [n, d], y [n], population [n], pcs [n, 5], truth) for one planted scenario.
 
     kind: "causal" (logit P(y) = b0 + log(OR) x dosage of a causal SNP with per-population allele
-    frequencies causal_freq, same effect everywhere, ~30% cases), "ancestry" (prevalence by population, or
+    frequencies causal_freq, same effect everywhere, ~30% cases; baseline: per-population prevalences at the
+    mean dosage instead, i.e. a causal effect plus ancestry-dependent risk), "ancestry" (prevalence by population, or
     rising with the admixture proportion q in an admixed cohort; no genetic effect in the region), "null".
     labels=False gives every sample the label "all". admixed: one population of 3 x n_per samples whose
     genotypes mix the first two populations' frequencies with per-sample proportion q ~ U(0, 1).
@@ -81,6 +82,9 @@ def make_cohort(kind: str, seed: int, n_per: int = 200, labels: bool = True, adm
     if kind == "causal":
         beta = np.log(odds_ratio)
         b0 = np.log(0.3 / 0.7) - beta * g_causal.mean()
+        if baseline is not None:
+            base = np.asarray(baseline, dtype=float)[pop_idx]
+            b0 = np.log(base / (1 - base)) - beta * g_causal.mean()
         y = rng.random(n) < 1 / (1 + np.exp(-(b0 + beta * g_causal)))
     elif kind == "ancestry":
         if admixed:
@@ -143,6 +147,15 @@ def test_causal_variant_passes_and_never_fails(freq):
     assert_rate_at_least(counts["PASS"], n, 0.8, f"causal {freq} PASS {counts}")
 
 
+def test_causal_variant_with_strong_ancestry_risk_is_not_failed():
+    """A real effect on top of a six-fold prevalence difference between populations: the probe's signal is
+    mostly ancestry, yet the within-ancestry effect is real, so FAIL must stay rare (the absolute margin
+    of the FAIL rule; the share bound alone FAILed such cohorts whenever the within test missed)."""
+    counts = verdict_counts(range(400, 424), kind="causal", odds_ratio=2.0, baseline=(0.6, 0.1, 0.3))
+    n = sum(counts.values())
+    assert_rate_at_most(counts["FAIL"], n, 0.05, f"causal + strong ancestry risk FAIL {counts}")
+
+
 @pytest.mark.parametrize("scenario", list(ANCESTRY_SCENARIOS))
 def test_ancestry_only_phenotype_is_not_passed(scenario):
     counts = verdict_counts(range(100, 116), kind="ancestry", **ANCESTRY_SCENARIOS[scenario])
@@ -174,6 +187,13 @@ def test_causal_or2_n1000_rates(freq):
     n = sum(counts.values())
     assert_rate_at_most(counts["FAIL"], n, 0.05, f"causal OR 2 {freq} FAIL {counts}")
     assert_rate_at_least(counts["PASS"], n, 0.8, f"causal OR 2 {freq} PASS {counts}")
+
+
+@pytest.mark.slow
+def test_causal_with_strong_ancestry_risk_rates_full():
+    counts = verdict_counts(range(4000, 4100), kind="causal", odds_ratio=2.0, baseline=(0.6, 0.1, 0.3), n_per=334)
+    n = sum(counts.values())
+    assert_rate_at_most(counts["FAIL"], n, 0.05, f"causal OR 2 + strong ancestry risk FAIL {counts}")
 
 
 @pytest.mark.slow

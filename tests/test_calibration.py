@@ -152,6 +152,23 @@ def test_summarise_replicate_on_a_known_table(with_family):
     assert tight["discoveries"]["false"] == 2
 
 
+def test_summarise_replicate_without_rank():
+    """Replicates past `calibration.rank_replicates` have verdicts but no rank keys; the table pools rank
+    statistics over the ranked replicates only and says how many."""
+    s = cal.summarise_replicate(AUDIT, None, TRUTH)
+    assert s["ranked"] is False and s["variant"] is None and s["type1"] is None
+    assert s["verdicts"]["confounded"] == [{"model": "m", "layer": "b", "verdict": "FAIL"}]
+    ranked = _summary("base", 0, "PASS", True, 0.0, 3, 100)
+    unranked = {**_summary("base", 1, "FAIL", False, 0.0, 0, 100), "variant": None, "feature": None,
+                "discoveries": None, "type1": None, "null_discoveries": None}
+    rows = cal.calibration_table([ranked, unranked])
+    assert rows[0]["n_replicates"] == 2 and rows[0]["n_ranked_replicates"] == 1
+    assert rows[0]["verdict_rates"]["FAIL"] == cal.rate(1, 2)
+    assert rows[0]["power_variant"] == cal.rate(1, 1)
+    assert rows[2]["type1"]["0.01"]["count"] == 3 and rows[2]["type1"]["0.01"]["n"] == 100
+    assert cal.table_frame(rows)["n_ranked_replicates"].to_list() == [1, 1, 1]
+
+
 def _summary(cell: str, replicate: int, verdict: str, hit: bool, fdp: float, k: int, n: int) -> dict:
     verdicts = {p: [{"model": "m", "layer": "b", "verdict": verdict}] for p in cal.TRUTHS}
     return {"cell": cell, "axis": "base", "value": "base", "replicate": replicate, "verdicts": verdicts,
@@ -254,11 +271,13 @@ def _run_grid(shared: dict, out: Path, cells: list[str], n: int, replicates: int
     for name in cells:
         for r in range(replicates):
             files.append(out / name / f"{r}.json")
-            # the rule's stage, as Snakemake calls it; `n` shrinks the cell's cohort
+            # the rule's stage, as Snakemake calls it; `n` shrinks the cell's cohort; replicate 0 is archived
+            # (workflow/scripts/calibration_local.py --archive) for the re-audit test
             stages.calibration_replicate(_job(
                 {k: shared[k] for k in ("fasta", "annotation", "card", "checkpoint", "sae")}, {"summary": files[-1]},
                 {"cell": name, "replicate": r, "seed": cfg["calibration"]["seed"] + r, "n": n, "model": shared["model"],
-                 "layers": shared["layers"], "config": cfg, "workdir": str(out / "work" / name / str(r))}))
+                 "layers": shared["layers"], "config": cfg, "workdir": str(out / "work" / name / str(r)),
+                 **({"archive": str(out / "archive" / name / "0")} if r == 0 else {})}))
     return files
 
 
@@ -304,6 +323,20 @@ def test_reduced_grid_machinery(reduced):
     report = reduced["paths"]["report"]
     assert "| cell |" in report.read_text()
     assert all((report.parent / f).stat().st_size > 1000 for f in ("verdicts.png", "power.png", "type1.png"))
+
+
+def test_reaudit_of_an_archived_replicate_reproduces_its_summary(reduced):
+    """An archived replicate re-audited by the same code gives the same verdicts and the same rank counts."""
+    first = reduced["files"][0]
+    archive = first.parent.parent / "archive" / "base" / "0"
+    assert {p.name for p in archive.iterdir()} >= {"truth.json", "bio.parquet", "summary.json",
+                                                    f"{LAYER}.samples.h5ad"}
+    cfg = check_config(_config(7), base_dir=REPO)
+    again = cal.reaudit_replicate(archive, cfg, None)
+    before = json.loads(first.read_text())
+    assert again["reaudited"] is True
+    assert again["verdicts"] == before["verdicts"]
+    assert again["type1"] == before["type1"] and again["variant"] == before["variant"]
 
 
 def test_reduced_grid_gross_targets(reduced):

@@ -33,7 +33,8 @@ rule calibration_replicate:
                             # not the replicate count or cell list: growing the suite must not rerun replicates
                             "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "rank", "embed",
                                                                  "sae")},
-                                       "calibration": {k: CAL[k] for k in ("alpha", "near_bp", "seed")}},
+                                       "calibration": {k: CAL[k] for k in ("alpha", "near_bp", "seed",
+                                                                                       "rank_replicates")}},
                             "workdir": f"{CAL_DIR}/work/{wc.cell}/{wc.replicate}"}),
     log:
         f"{CAL_DIR}/logs/{{cell}}/{{replicate}}.log",
