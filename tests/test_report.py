@@ -82,6 +82,21 @@ def test_fold_skip_notes_list_the_layers_when_not_every_layer_is_affected() -> N
     assert lines[1].startswith("gc_high probes: 1 of 5 folds skipped in m embed:")
 
 
+def test_repeated_verdict_reasons_are_grouped_by_rule() -> None:
+    """Layers of one phenotype and model with the same verdict and rule fold into one entry; a different
+    rule (or verdict) stays separate."""
+    rows = [{"phenotype": "confounded", "model": "m", "layer": la, "verdict": "FAIL",
+             "verdict_rule": "signal_explained_by_ancestry", "reason": f"numbers of {la}"} for la in LAYERS["m"]]
+    rows.insert(1, {"phenotype": "confounded", "model": "m", "layer": "extra", "verdict": "INCONCLUSIVE",
+                    "verdict_rule": "within_effect_undetermined", "reason": "undetermined"})
+    rows.append({"phenotype": "null", "model": "m", "layer": "embed", "verdict": "NO SIGNAL",
+                 "verdict_rule": "no_signal", "reason": "nothing"})
+    groups = summary.group_verdict_reasons(rows)
+    assert [(g["phenotype"], g["verdict"], len(g["layers"])) for g in groups] == [
+        ("confounded", "FAIL", len(LAYERS["m"])), ("confounded", "INCONCLUSIVE", 1), ("null", "NO SIGNAL", 1)]
+    assert groups[0]["layers"] == list(LAYERS["m"]) and groups[0]["reason"] == f"numbers of {LAYERS['m'][0]}"
+
+
 # ------------------------------------------------------------------------------------------ caveats
 def _ids(report: dict) -> set[str]:
     return {c["id"] for c in summary.detect_caveats(report, LAYERS)}
@@ -260,6 +275,7 @@ def test_report_written_with_summary_first_and_every_section(tmp_path: Path, new
     first = saved["biomarker_families"][0]["rows"][0]
     assert f'title="{first["feature"]}"' in html
     assert "Calibration is not available" in html or new_keys
+    assert html.count("the same rule in") == sum(len(g["layers"]) > 1 for g in saved["audit_reasons_grouped"])
     # no individual-level rows: the synthetic cohort's sizes only as counts
     assert "sample_id" not in html
 

@@ -380,6 +380,7 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
     report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"))
+    report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_text_atomic(outputs["html"], render_html(report, figs, run, config))

@@ -104,6 +104,23 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
     return out
 
 
+def group_verdict_reasons(audit: list[dict]) -> list[dict]:
+    """The "why each verdict" list with repeats folded: rows of one phenotype and model that share a verdict
+    and a verdict_rule become one entry naming all their layers, with the first layer's reason as the
+    example (the numbers of every layer stay in the audit table and report.json).
+
+    Returns [{phenotype, model, verdict, verdict_rule, layers [str], reason, css}] in first-seen order.
+    """
+    groups: OrderedDict[tuple, dict] = OrderedDict()
+    for row in audit:
+        key = (str(row["phenotype"]), row.get("model"), str(row["verdict"]), row.get("verdict_rule"))
+        if key not in groups:
+            groups[key] = {"phenotype": key[0], "model": key[1], "verdict": key[2], "verdict_rule": key[3],
+                           "layers": [], "reason": reason_of(row), "css": verdict_class(row["verdict"])}
+        groups[key]["layers"].append(str(row.get("layer")))
+    return list(groups.values())
+
+
 # ------------------------------------------------------------------------------------------ notes
 def group_probe_notes(probes: list[dict], layer_order: dict[str, list[str]]) -> list[str]:
     """Fold-skip notes of the probe table, one line per (model, target, number skipped).

@@ -9,7 +9,8 @@ processes that import once. Finished replicates are skipped, so it can be stoppe
     python workflow/scripts/calibration_local.py --workers 2 --cells base confounding=strong \
         --replicates 100 [--archive results/calibration/calibration/archive]
 
-    python workflow/scripts/calibration_local.py --reaudit --archive results/calibration/calibration/archive
+    python workflow/scripts/calibration_local.py --reaudit --archive results/calibration/calibration/archive \
+        [--cells ...] [--first 0 --replicates 100]
 
 --archive keeps about 1 MB per replicate (embeddings, PCs, truth, rank table) so that `--reaudit` can
 rewrite every archived replicate's summary with the current audit code, without simulating or
@@ -55,7 +56,7 @@ def _run(job: dict) -> tuple[str, float, str]:
         return job["output"]["summary"], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
-def _reaudit(archive: Path) -> int:
+def _reaudit(archive: Path, cells: list[str] | None, replicates: range) -> int:
     from interp.calibration import reaudit_replicate
     from interp.config import check_config, load_config_files
 
@@ -63,6 +64,8 @@ def _reaudit(archive: Path) -> int:
     done = 0
     for folder in sorted(p.parent for p in archive.glob("*/*/summary.json")):
         cell, replicate = folder.parent.name, folder.name
+        if (cells and cell not in cells) or int(replicate) not in replicates:
+            continue
         summary = reaudit_replicate(folder, config, None)
         path = OUT / "replicates" / cell / f"{replicate}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ def main() -> int:
     if args.reaudit:
         if not args.archive:
             ap.error("--reaudit needs --archive")
-        return _reaudit(args.archive)
+        return _reaudit(args.archive, args.cells, range(args.first, args.first + args.replicates))
     if not args.cells:
         ap.error("--cells is required")
     targets = [str(OUT / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + args.replicates)
