@@ -1,12 +1,13 @@
 """Small file helpers every stage shares: atomic writes and safetensors metadata.
 
-Outputs are written to a temporary sibling and renamed into place, so a failed step never leaves a
-file that looks complete; checkpoints are read as safetensors only (no pickle).
+Outputs (files and whole folders) are written to a temporary sibling and renamed into place, so a
+failed step never leaves one that looks complete; checkpoints are read as safetensors only (no pickle).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder; it replaces the folder `path` only if the block succeeds.
+
+    The temporary name has no process id, so a folder left by a killed run is cleared by the next one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)  # the folder appears only once complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

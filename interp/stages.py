@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from interp.io import atomic_path, write_text_atomic
+from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer", "sae_atlas",
@@ -264,24 +264,15 @@ def sae_steer(job: Job) -> None:
 
 def sae_atlas(job: Job) -> None:
     """Static HTML atlas of the main SAE's features (interp.sae.atlas)."""
-    import shutil
-
     from interp.sae.atlas import build_atlas
     from interp.sae.train import load_sae
 
     p = job.params
-    out = Path(job.output["atlas_dir"])
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(job.output["atlas_dir"]) as folder:
         build_atlas(load_sae(job.input["weights"]), Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr",
                     pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
-                    pl.read_parquet(job.input["units"]), tmp, per_page=p["atlas"]["per_page"],
+                    pl.read_parquet(job.input["units"]), folder, per_page=p["atlas"]["per_page"],
                     max_logos=p["atlas"]["max_logos"])
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)  # the folder appears only once complete
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sae_frontier(job: Job) -> None:
@@ -477,6 +468,39 @@ def ancestry(job: Job) -> None:
     write_h5ad(adata, job.output["genotypes"])
 
 
+def _write_cohort_embeddings(folder: Path, pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: Any,
+                             geno: Any, windows: pl.DataFrame, card: dict, params: dict) -> None:
+    """Per model layer (and the SAE's features): `<name>.samples.h5ad` (or `sae.features.h5ad`), the
+    sample-level mean, and `<name>.windows.h5ad`, one column per (window, dimension), into `folder`."""
+    import anndata as ad
+
+    n_s, n_w = seq_index.shape[:2]
+    var_w = windows.to_pandas().set_index("window_id", drop=False)
+    for name, mat in pooled.items():
+        per = mat[seq_index]  # [n_samples, n_windows, 2, d]
+        d = per.shape[-1]
+        by_window = per.mean(axis=2)  # mean of the two haplotypes
+        sample_level = ad.AnnData(X=by_window.mean(axis=1).astype(np.float32), obs=obs.copy())
+        sample_level.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
+        if params.get("keep_haplotypes"):
+            sample_level.obsm["hap1"] = per[:, :, 0].mean(axis=1)
+            sample_level.obsm["hap2"] = per[:, :, 1].mean(axis=1)
+        layer = params["sae_layer"] if name == "sae" else name
+        kind = "sae" if name == "sae" else "embedding"
+        sample_level.uns.update({"model": card["name"], "layer": layer, "kind": kind})
+        # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
+        sample_level.write_h5ad(folder / (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"))
+        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
+        var["dim"] = np.tile(np.arange(d), n_w)
+        prefix = "f" if kind == "sae" else "dim"
+        var.index = [f"{card['name']}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"],
+                                                                                strict=True)]
+        wide = ad.AnnData(X=by_window.reshape(n_s, n_w * d).astype(np.float32), obs=obs.copy(), var=var)
+        wide.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
+        wide.uns.update({"model": card["name"], "layer": layer, "kind": kind})
+        wide.write_h5ad(folder / f"{name}.windows.h5ad")
+
+
 def embed_cohort(job: Job) -> None:
     """Embed each distinct haplotype window once, then pool per sample and per (sample, window)."""
     import time
@@ -522,42 +546,8 @@ def embed_cohort(job: Job) -> None:
     gc = np.array([_gc(s) for s in seqs["sequence"].to_list()])
     obs = geno.obs.copy()
     obs["gc"] = gc[seq_index].mean(axis=(1, 2))
-    out_dir = Path(job.output["out_dir"])
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp_dir.exists():
-        import shutil
-
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    var_w = windows.to_pandas().set_index("window_id", drop=False)
-    for name, mat in pooled.items():
-        per = mat[seq_index]  # [n_samples, n_windows, 2, d]
-        d = per.shape[-1]
-        by_window = per.mean(axis=2)  # mean of the two haplotypes
-        sample_level = ad.AnnData(X=by_window.mean(axis=1).astype(np.float32), obs=obs.copy())
-        sample_level.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
-        if p.get("keep_haplotypes"):
-            sample_level.obsm["hap1"] = per[:, :, 0].mean(axis=1)
-            sample_level.obsm["hap2"] = per[:, :, 1].mean(axis=1)
-        layer = p["sae_layer"] if name == "sae" else name
-        kind = "sae" if name == "sae" else "embedding"
-        sample_level.uns.update({"model": card["name"], "layer": layer, "kind": kind})
-        # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
-        sample_level.write_h5ad(tmp_dir / (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"))
-        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
-        var["dim"] = np.tile(np.arange(d), n_w)
-        prefix = "f" if kind == "sae" else "dim"
-        var.index = [f"{card['name']}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"],
-                                                                                strict=True)]
-        wide = ad.AnnData(X=by_window.reshape(n_s, n_w * d).astype(np.float32), obs=obs.copy(), var=var)
-        wide.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
-        wide.uns.update({"model": card["name"], "layer": layer, "kind": kind})
-        wide.write_h5ad(tmp_dir / f"{name}.windows.h5ad")
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    tmp_dir.rename(out_dir)
+    with atomic_dir(job.output["out_dir"]) as folder:
+        _write_cohort_embeddings(folder, pooled, seq_index, obs, geno, windows, card, p)
     n_hw = int(assign.height)
     write_json({"model": card["name"], "layers": p["layers"], "n_haplotype_windows": n_hw,
                 "n_distinct_sequences": int(seqs.height), "dedup_ratio": n_hw / max(int(seqs.height), 1),

@@ -145,7 +145,7 @@ def test_embed_windows_outputs(tiny_checkpoint, demo, tmp_path):
         expected = np.array([flags[name][p] for p in genome_pos], dtype=np.uint8)
         assert np.array_equal(store.labels(name), expected), name
         assert 0 < expected.sum() < len(expected), name  # planted labels are neither empty nor full
-    assert not list(tmp_path.glob("*.partial*"))
+    assert not list(tmp_path.glob("*.partial*")) and not list(tmp_path.glob("*.tmp*"))  # temp names gone
 
 
 def test_embed_windows_is_deterministic(tiny_checkpoint, demo, tmp_path):

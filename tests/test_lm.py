@@ -161,7 +161,7 @@ def test_pretrain_is_deterministic(tmp_path):
     assert m1["steps"] == 4 and m1["seed"] == 3
     with safe_open(str(tmp_path / "run0.safetensors"), framework="pt") as f:
         assert '"d_model": 16' in f.metadata()["config"]
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.tmp*"))  # temp names gone
     other = pretrain_tiny_dnalm([seq[:2000]], [seq[2000:2400]], card(), TINY, seed=4,
                                 checkpoint_out=tmp_path / "other.safetensors")
     assert other["heldout_ce"] != m1["heldout_ce"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ from scipy.special import expit
 
 from interp.errors import InputError
 from interp.genome.fasta import resolve_contig
-from interp.io import write_text_atomic
+from interp.io import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -455,9 +454,8 @@ def _write_vcf(path: Path, contig: str, contig_length: int, sample_ids: list[str
     header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Phased genotype">')
     for sample in sample_ids:
         header.add_sample(sample)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.vcf.gz")
-    tmp_index = Path(str(tmp) + ".tbi")
-    try:
+    # the index is the outer block, so the VCF is renamed into place before its index
+    with atomic_path(str(path) + ".tbi") as tmp_index, atomic_path(path) as tmp:
         with pysam.VariantFile(str(tmp), "wz", header=header) as out:
             for k, pos in enumerate(positions):
                 record = out.new_record(contig=contig, start=pos - 1, alleles=(refs[k], alts[k]))
@@ -467,11 +465,6 @@ def _write_vcf(path: Path, contig: str, contig_length: int, sample_ids: list[str
                     record.samples[sample].phased = True
                 out.write(record)
         pysam.tabix_index(str(tmp), preset="vcf", force=True, index=str(tmp_index))
-        os.replace(tmp, path)
-        os.replace(tmp_index, str(path) + ".tbi")
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_index.unlink(missing_ok=True)
 
 
 def _simulate_region(populations: dict[str, int], length: int, ref_seq: str, sc: Scenario,
@@ -718,9 +711,8 @@ def simulate_cohort(
         path.parent.mkdir(parents=True, exist_ok=True)
     _write_vcf(out_vcf, region.contig, len(fasta[region.contig]), sample_ids, positions, refs, alts,
                haplotypes, individual_nodes, seed, sc.name)
-    tmp = out_samples.with_name(f".{out_samples.name}.{os.getpid()}.tmp")
-    samples.write_csv(tmp, separator="\t")
-    os.replace(tmp, out_samples)
+    with atomic_path(out_samples) as tmp:
+        samples.write_csv(tmp, separator="\t")
     write_text_atomic(out_truth, json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth
 
@@ -795,18 +787,16 @@ def _write_vcf_text(path: Path, contig: str, contig_length: int, sample_ids: lis
     cells[:, :, 2] = haplotypes[:, individual_nodes[:, 1]] + ord("0")
     cells[:, :, 3] = ord("\t")
     cells[:, -1, 3] = ord("\n")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.vcf")
-    gz = Path(str(tmp) + ".gz")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(("\n".join(lines) + "\n").encode())
-            for k, pos in enumerate(positions):
-                handle.write(f"{contig}\t{pos}\t.\t{refs[k]}\t{alts[k]}\t.\tPASS\t.\tGT\t".encode())
-                handle.write(cells[k].tobytes())
-        pysam.tabix_compress(str(tmp), str(gz), force=True)
-        pysam.tabix_index(str(gz), preset="vcf", force=True)
-        os.replace(gz, path)
-        os.replace(str(gz) + ".tbi", str(path) + ".tbi")
-    finally:
-        for f in (tmp, gz, Path(str(gz) + ".tbi")):
-            f.unlink(missing_ok=True)
+    # the index is the outer block, so the VCF is renamed into place before its index
+    with atomic_path(str(path) + ".tbi") as tmp_index, atomic_path(path) as gz:
+        text = gz.with_name(gz.name + ".vcf")  # the plain text, a scratch file bgzipped into `gz`
+        try:
+            with open(text, "wb") as handle:
+                handle.write(("\n".join(lines) + "\n").encode())
+                for k, pos in enumerate(positions):
+                    handle.write(f"{contig}\t{pos}\t.\t{refs[k]}\t{alts[k]}\t.\tPASS\t.\tGT\t".encode())
+                    handle.write(cells[k].tobytes())
+            pysam.tabix_compress(str(text), str(gz), force=True)
+        finally:
+            text.unlink(missing_ok=True)
+        pysam.tabix_index(str(gz), preset="vcf", force=True, index=str(tmp_index))

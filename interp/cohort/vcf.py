@@ -14,7 +14,6 @@ compressed VCF ends in a one-line InputError naming the file.
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import pysam
 
 from interp.errors import InputError, where
 from interp.genome.fasta import resolve_contig
-from interp.io import compression
+from interp.io import atomic_path, compression
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -784,16 +783,10 @@ def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> P
         target = out_dir / f"{stem}.bgzip.vcf.gz"
     if target.exists() and _has_index(target) and target.stat().st_mtime >= vcf_path.stat().st_mtime:
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.vcf.gz")
-    try:
+    # the index is the outer block, so the VCF is renamed into place before its index
+    with atomic_path(str(target) + ".tbi") as tmp_index, atomic_path(target) as tmp:
         _copy_bgzipped(vcf_path, kind, tmp)
-        tmp_index = Path(str(tmp) + ".tbi")
         _tabix(tmp, tmp_index, vcf_path)
-        os.replace(tmp, target)
-        os.replace(tmp_index, str(target) + ".tbi")
-    finally:
-        for leftover in (tmp, Path(str(tmp) + ".tbi")):
-            leftover.unlink(missing_ok=True)
     return target
 
 
@@ -831,10 +824,6 @@ def _tabix(path: Path, index: Path, source: Path) -> None:
 
 
 def _index_atomically(vcf_path: Path) -> None:
-    index = Path(str(vcf_path) + ".tbi")
-    tmp = index.with_name(f".{index.name}.{os.getpid()}.tmp")
-    try:
+    """Add `<vcf_path>.tbi` beside the bgzipped VCF (left untouched), atomically."""
+    with atomic_path(str(vcf_path) + ".tbi") as tmp:
         _tabix(vcf_path, tmp, vcf_path)
-        os.replace(tmp, index)
-    finally:
-        tmp.unlink(missing_ok=True)

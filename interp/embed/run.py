@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +14,7 @@ import polars as pl
 from interp.embed.base import Embedder, TokenActivations
 from interp.embed.store import TokenStoreWriter
 from interp.errors import InputError
+from interp.io import atomic_path
 
 WINDOW_COLUMNS = ("window_index", "window_id", "contig", "start", "end", "sequence")
 
@@ -69,11 +69,8 @@ def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: s
     obs.index = windows["window_id"].cast(pl.String).to_list()
     adata = ad.AnnData(X=pooled.astype(np.float32), obs=obs,
                        uns={"model": model, "layer": layer, "pooling": "mean"})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.h5ad")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
 
 
 def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame, layers: list[str],

@@ -20,13 +20,14 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pysam
 
 from interp.errors import InputError, where
-from interp.io import compression
+from interp.io import atomic_path, compression
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -109,15 +110,12 @@ def _index_paths(path: Path, cache_dir: Path | None) -> tuple[Path, Path, Path]:
         if not fasta.exists():
             folder.mkdir(parents=True, exist_ok=True)
             _check_structure(path)
-            tmp = fasta.with_name(f".{fasta.name}.{os.getpid()}.tmp")
             try:
-                with gzip.open(path, "rb") as src, pysam.BGZFile(str(tmp), "wb") as dst:
+                with (atomic_path(fasta) as tmp, gzip.open(path, "rb") as src,
+                      pysam.BGZFile(str(tmp), "wb") as dst):
                     shutil.copyfileobj(src, dst, 1 << 22)
-                os.replace(tmp, fasta)
             except (OSError, EOFError) as err:
                 raise InputError(f"{path}: truncated or corrupt gzip FASTA ({_one_line(err)})") from err
-            finally:
-                tmp.unlink(missing_ok=True)
         return fasta, Path(f"{fasta}.fai"), Path(f"{fasta}.gzi")
     beside = Path(f"{path}.fai"), Path(f"{path}.gzi")
     needs_gzi = compression(path) == "bgzf"
@@ -137,12 +135,11 @@ def _build_index(user_path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
             compression(fasta) != "bgzf" or gzi.exists()):
         return
     _check_structure(fasta, name_as=user_path)
-    fai.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}.tmp"
-    tmp_fai, tmp_gzi = fai.with_name(f".{fai.name}.{tag}"), gzi.with_name(f".{gzi.name}.{tag}")
-    try:
+    bgzf = compression(fasta) == "bgzf"
+    # the .fai (the index whose freshness is checked) is the outer block, so it is renamed in last
+    with atomic_path(fai) as tmp_fai, (atomic_path(gzi) if bgzf else nullcontext()) as tmp_gzi:
         args = [str(fasta), "--fai-idx", str(tmp_fai)]
-        if compression(fasta) == "bgzf":
+        if bgzf:
             args += ["--gzi-idx", str(tmp_gzi)]
         try:
             pysam.faidx(*args)
@@ -152,12 +149,6 @@ def _build_index(user_path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
                 f"{user_path}: cannot be indexed as FASTA ({detail}); every line of a record but its last must "
                 "hold the same number of bases, and a compressed FASTA must be complete (bgzip or gzip)"
             ) from err
-        if tmp_gzi.exists():
-            os.replace(tmp_gzi, gzi)
-        os.replace(tmp_fai, fai)
-    finally:
-        tmp_fai.unlink(missing_ok=True)
-        tmp_gzi.unlink(missing_ok=True)
 
 
 class ContigSequence:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import fields
@@ -29,6 +28,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from interp.errors import InputError
+from interp.io import atomic_path
 from interp.lm.markov import markov_cross_entropy
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
 
@@ -180,14 +180,11 @@ def heldout_cross_entropy(model: TinyDNALM, seqs: list[str], n_mask_groups: int 
 
 def save_checkpoint(model: TinyDNALM, path: Path) -> None:
     """safetensors weights with the architecture as JSON metadata; written to a temp name, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # one metadata key: safetensors keeps metadata in a hash map, so with several keys their order in
     # the file (and the file's sha256, which the report records) varies from process to process
-    save_file(state, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict(), sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict(), sort_keys=True)})
 
 
 def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: dict, overrides: dict, seed: int,

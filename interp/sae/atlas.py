@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from interp.io import atomic_path, write_text_atomic
 from interp.sae.model import SparseAutoencoder
 from interp.sae.train import open_store
 
@@ -61,7 +62,8 @@ def _logo_png(counts: np.ndarray, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -116,7 +118,8 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
         (r["density"], f'{r["density"]:.4f}'))) + "</tr>" for r in features.iter_rows(named=True)]
     head = "".join(f'<th onclick="sortBy({i})">{h}</th>'
                    for i, h in enumerate(["feature", "label", "concept", "test F1", "lift", "density"]))
-    (out / "index.html").write_text(
+    write_text_atomic(
+        out / "index.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>SAE feature atlas</title>{STYLE}{INDEX_JS}"
         f"</head><body><h1>SAE feature atlas</h1><p>{n} features; click a header to sort. Labels follow the "
         f"honest rule (validation threshold, test statistics, base-rate baselines).</p>"
@@ -163,7 +166,8 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
                 parts.append(f'<img src="logos/f{f}.png" alt="logo of feature {f}">')
                 n_logos += 1
             sections.append("".join(parts))
-        (out / f"page_{page}.html").write_text(
+        write_text_atomic(
+            out / f"page_{page}.html",
             f"<!doctype html><html><head><meta charset='utf-8'><title>SAE features page {page}</title>{STYLE}"
             f"</head><body><p><a href='index.html'>index</a></p>{''.join(sections)}</body></html>\n")
     return {"n_features": n, "n_pages": n_pages, "n_logos": n_logos}

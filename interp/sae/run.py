@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from interp.io import atomic_path
 from interp.sae.concept_tracks import ConceptConfig, concept_tracks
 from interp.sae.concepts import UNLABELLED, LabelConfig, feature_table
 from interp.sae.config import SAEConfig
@@ -114,7 +115,8 @@ def frontier_plots(table: pl.DataFrame, fvu_png: str | Path, loss_png: str | Pat
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, metadata={"Software": None})
         plt.close(fig)
 
 

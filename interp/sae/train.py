@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from interp.embed.store import TokenStore
 from interp.errors import InputError
-from interp.io import read_safetensors_metadata
+from interp.io import atomic_path, read_safetensors_metadata
 from interp.sae.batchtopk import BatchTopKSAE
 from interp.sae.config import SAEConfig
 from interp.sae.jumprelu import JumpReLUSAE
@@ -288,9 +287,8 @@ def save_training_state(module: SAETraining, optimizer: torch.optim.Optimizer, p
             tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     counters = {"step": module.step, "epochs_done": module.epochs_done, "batch_in_epoch": module.batch_in_epoch,
                 **extra}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(counters, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(counters, sort_keys=True)})
 
 
 def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -471,9 +469,8 @@ def save_sae(model: SparseAutoencoder, path: str | Path, extra_metadata: dict | 
     # one metadata key (see interp.lm.pretrain.save_checkpoint): several would make the bytes vary
     metadata = {METADATA_KEY: json.dumps({**header, "extra": extra_metadata or {}}, sort_keys=True)}
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_sae_metadata(path: str | Path) -> tuple[dict, dict]:
