@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,7 @@ import yaml
 from interp.embed.store import TokenStore, TokenStoreWriter
 from interp.errors import InputError
 from interp.sae import SAEConfig, TopKSAE, load_sae, read_sae_metadata, save_sae, train_sae
-from interp.sae.concept_tracks import ConceptConfig
-from interp.sae.concepts import LabelConfig
 from interp.sae.splits import TEST, TRAIN, VALIDATION, block_split, windows_within
-from interp.sae.steer import SteerConfig
 from interp.sae.train import (
     TrainingTokens,
     build_sae,
@@ -33,7 +29,6 @@ from tests.conftest import planted_dictionary
 D_IN, N_ATOMS, N_TOKENS, TOKENS_PER_WINDOW, CHUNK = 32, 64, 20_000, 100, 4096
 FAST = dict(n_features=128, k=3, epochs=10, batch_size=256, lr=2e-3, seed=0, dead_after_tokens=20_000,
             split_block_bases=1000, lr_warmup_fraction=0.02, lr_decay_fraction=0.1)
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def planted_windows(n_windows: int, width: int = TOKENS_PER_WINDOW) -> pl.DataFrame:
@@ -74,19 +69,6 @@ def split_codes(planted, cfg: SAEConfig) -> np.ndarray:
     split = block_split(planted["windows"], cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction,
                         cfg.seed)
     return split.of_tokens(planted["window"], np.arange(N_TOKENS) % TOKENS_PER_WINDOW)
-
-
-def test_schema_defaults_match_dataclasses():
-    """The schema is the one place for defaults: it must agree with every config dataclass."""
-    sae = yaml.safe_load(SCHEMA.read_text())["properties"]["sae"]["properties"]
-    for cls, props in ((SAEConfig, sae), (ConceptConfig, sae["concepts"]["properties"]),
-                       (LabelConfig, sae["labels"]["properties"]), (SteerConfig, sae["steer"]["properties"])):
-        default = cls()
-        for f in fields(cls):
-            if f.name == "seed":
-                continue
-            assert f.name in props, f"{cls.__name__}.{f.name} missing from the schema"
-            assert props[f.name]["default"] == getattr(default, f.name), f"{cls.__name__}.{f.name}"
 
 
 def test_recovers_planted_dictionary(planted, trained):

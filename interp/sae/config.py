@@ -1,7 +1,7 @@
 """Training configuration of a sparse autoencoder (one run of one architecture).
 
 The defaults here are the defaults of the `sae` section of `workflow/schemas/config.schema.yaml`
-(`tests/test_sae.py::test_schema_defaults_match_dataclass` keeps them equal).
+(`tests/test_config_defaults.py` keeps them equal).
 """
 
 from __future__ import annotations
