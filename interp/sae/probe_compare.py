@@ -1,0 +1,242 @@
+"""Probes on SAE features vs probes on raw activations, side by side under the same CV (issue 10).
+
+Goodfire's question: a linear probe on a model's raw activations sometimes beats a probe on its SAE's
+features. `compare_probes` answers it for one label: over the same folds it fits
+
+* raw: an L2 logistic probe (`interp.probe.fit_logistic`) on the raw activations X [n, d];
+* sae k: the same probe on only k SAE features, for each k in `top_k`. The k features are chosen
+  inside each fold from the fold's training rows alone: the k with the largest |AUROC - 0.5| of the
+  feature against the label on those rows (a feature that is lower in the positives counts as much as
+  one that is higher; ties go to the lower feature index). Test rows never enter the choice.
+
+Both arms see the same training rows and are scored on the same test rows (folds where the training or
+test rows lack a class are skipped for both). Per k the summary gives the fold-mean AUROC of each arm,
+their difference (SAE - raw), and a paired 95% bootstrap interval of that difference: test rows are
+resampled within each fold, stratified by class, the same draw scoring both arms; the fitted probes
+are held fixed, so the interval reflects test-sample noise, not refitting. `winner` is "sae" when the
+interval lies above 0, "raw" when it lies below, else "tie".
+
+`window_features` builds the window-level inputs from a token store: the mean over each window's tokens
+of the raw activations and of the SAE's feature activations (the same pooling as the cohort's
+`sae.features.h5ad`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy.stats import rankdata
+
+from interp.errors import InputError
+from interp.probe import ProbeConfig, auroc, fit_logistic, predict_proba
+
+#: defaults of the `probe.sae_*` config keys
+DEFAULT_TOP_K = (1, 8, 32)
+DEFAULT_BOOTSTRAP = 1000
+
+Folds = Sequence[tuple[np.ndarray, np.ndarray]]
+
+FOLD_SCHEMA = {
+    "fold": pl.Int64, "k": pl.Int64, "n_train": pl.Int64, "n_test": pl.Int64, "auroc_raw": pl.Float64,
+    "auroc_sae": pl.Float64, "difference": pl.Float64, "selected": pl.List(pl.Int64),
+}
+SUMMARY_SCHEMA = {
+    "k": pl.Int64, "k_used": pl.Int64, "auroc_raw": pl.Float64, "auroc_sae": pl.Float64,
+    "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "winner": pl.String,
+    "n_folds_used": pl.Int64, "n_folds_skipped": pl.Int64, "n_folds_sae_better": pl.Int64,
+    "n_pos": pl.Int64, "n_neg": pl.Int64,
+}
+
+
+@dataclass
+class ProbeComparison:
+    """Result of `compare_probes`.
+
+    folds: one row per (used fold, k): fold, k, n_train, n_test, auroc_raw, auroc_sae, difference and
+    `selected`, the SAE feature indices chosen on that fold's training rows.
+    summary: one row per k: k, k_used (k capped at the number of SAE features), fold-mean auroc_raw and
+    auroc_sae, difference (SAE - raw), ci_low / ci_high (paired bootstrap), winner ("sae", "raw",
+    "tie"), n_folds_used, n_folds_skipped, n_folds_sae_better, n_pos, n_neg.
+    """
+
+    folds: pl.DataFrame
+    summary: pl.DataFrame
+
+
+def feature_auroc(F: np.ndarray, y: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """AUROC [m] of each column of F [n, m] as a score for the 0/1 labels y [n] (ties count 1/2).
+
+    NaN when y lacks a class. Columns are ranked `chunk` at a time, so memory stays O(n * chunk).
+    """
+    F = np.asarray(F)
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    out = np.full(F.shape[1], np.nan)
+    if n_pos == 0 or n_neg == 0:
+        return out
+    for first in range(0, F.shape[1], chunk):
+        ranks = rankdata(F[:, first:first + chunk], axis=0)
+        out[first:first + chunk] = (ranks[y].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return out
+
+
+def select_top_features(F: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Indices [min(k, m)] of the k columns of F [n, m] with the largest |AUROC - 0.5| for y [n],
+    computed on `rows` only (the training rows of a fold); ties go to the lower index."""
+    rows = np.asarray(rows)
+    score = np.abs(feature_auroc(np.asarray(F)[rows], np.asarray(y)[rows]) - 0.5)
+    score = np.nan_to_num(score, nan=0.0)
+    order = np.lexsort((np.arange(score.shape[0]), -score))  # by score descending, then index
+    return np.sort(order[:min(int(k), score.shape[0])])
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return bool(y.any() and not y.all())
+
+
+def _check(X: np.ndarray, F: np.ndarray, y: np.ndarray, top_k: Iterable[int]) -> tuple:
+    X = np.asarray(X, dtype=np.float64)
+    F = np.asarray(F, dtype=np.float64)
+    y_arr = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or F.ndim != 2 or y_arr.ndim != 1 or not (X.shape[0] == F.shape[0] == y_arr.shape[0]):
+        raise InputError(f"probe comparison: expected X [n, d], F [n, m], y [n]; got X {X.shape}, F {F.shape}, "
+                         f"y {y_arr.shape}")
+    if not np.all((y_arr == 0) | (y_arr == 1)):
+        raise InputError("probe comparison: labels must be 0/1")
+    ks = sorted({int(k) for k in top_k})
+    if not ks or ks[0] < 1:
+        raise InputError(f"probe comparison: top_k must be positive integers, got {list(top_k)}")
+    return X, F, y_arr.astype(bool), ks
+
+
+def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
+                   top_k: Iterable[int] = DEFAULT_TOP_K, cfg: ProbeConfig | None = None,
+                   n_bootstrap: int = DEFAULT_BOOTSTRAP, confidence: float = 0.95,
+                   seed: int = 0) -> ProbeComparison:
+    """Raw-activation probe vs sparse probe on the top-k SAE features, same folds (see the module doc).
+
+    X: float [n, d] raw activations; F: float [n, m] SAE feature activations of the same rows;
+    y: 0/1 [n]; folds: (train_index, test_index) integer arrays, used identically by both arms;
+    top_k: the k values; cfg: the logistic probe's settings (C, max_iter, seed), shared by both arms;
+    n_bootstrap: paired bootstrap draws of the test rows (0: no interval, and winner "tie");
+    confidence: the interval's level; seed: the bootstrap's generator.
+    """
+    X, F, y, ks = _check(X, F, y, top_k)
+    cfg = cfg or ProbeConfig()
+    n = y.shape[0]
+    used = [(f, np.asarray(tr), np.asarray(te)) for f, (tr, te) in enumerate(folds)
+            if _both_classes(y[np.asarray(tr)]) and _both_classes(y[np.asarray(te)])]
+    n_skipped = len(folds) - len(used)
+    k_used = {k: min(k, F.shape[1]) for k in ks}
+    fold_rows: list[dict] = []
+    summary_rows: list[dict] = []
+    counts = {"n_pos": int(y.sum()), "n_neg": int((~y).sum())}
+    if not used:
+        for k in ks:
+            summary_rows.append({"k": k, "k_used": k_used[k], "winner": "tie", "n_folds_used": 0,
+                                 "n_folds_skipped": n_skipped, "n_folds_sae_better": 0, **counts})
+        return ProbeComparison(pl.DataFrame(fold_rows, schema=FOLD_SCHEMA),
+                               pl.DataFrame(summary_rows, schema=SUMMARY_SCHEMA))
+    masks = np.zeros((len(used), n), dtype=bool)
+    for p, (_, train, _) in enumerate(used):
+        masks[p, train] = True
+    raw = predict_proba(fit_logistic(X, y, masks, cfg), X)  # [folds, n]
+    test_scores = {"raw": [raw[p, te] for p, (_, _, te) in enumerate(used)]}
+    selected: dict[int, list[np.ndarray]] = {}
+    for k in ks:
+        sel = [select_top_features(F, y, train, k) for _, train, _ in used]
+        selected[k] = sel
+        X_sel = np.stack([F[:, s] for s in sel])  # [folds, n, k]
+        sae = predict_proba(fit_logistic(X_sel, y, masks, cfg), X_sel)
+        test_scores[k] = [sae[p, te] for p, (_, _, te) in enumerate(used)]
+    rng = np.random.default_rng(seed)
+    draws = [_stratified_draws(y[te], n_bootstrap, rng) for _, _, te in used]
+    raw_auc = np.array([auroc(y[te], s) for (_, _, te), s in zip(used, test_scores["raw"], strict=True)])
+    raw_boot = _boot_auroc(used, y, test_scores["raw"], draws)
+    alpha = 1.0 - confidence
+    for k in ks:
+        sae_auc = np.array([auroc(y[te], s) for (_, _, te), s in zip(used, test_scores[k], strict=True)])
+        for p, (f, train, te) in enumerate(used):
+            fold_rows.append({"fold": f, "k": k, "n_train": int(train.shape[0]), "n_test": int(te.shape[0]),
+                              "auroc_raw": float(raw_auc[p]), "auroc_sae": float(sae_auc[p]),
+                              "difference": float(sae_auc[p] - raw_auc[p]),
+                              "selected": selected[k][p].tolist()})
+        diff = float(sae_auc.mean() - raw_auc.mean())
+        lo = hi = float("nan")
+        winner = "tie"
+        if n_bootstrap > 0:
+            boot = _boot_auroc(used, y, test_scores[k], draws) - raw_boot
+            lo, hi = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+            winner = "sae" if lo > 0 else "raw" if hi < 0 else "tie"
+        summary_rows.append({
+            "k": k, "k_used": k_used[k], "auroc_raw": float(raw_auc.mean()), "auroc_sae": float(sae_auc.mean()),
+            "difference": diff, "ci_low": lo, "ci_high": hi, "winner": winner, "n_folds_used": len(used),
+            "n_folds_skipped": n_skipped, "n_folds_sae_better": int((sae_auc > raw_auc).sum()), **counts,
+        })
+    return ProbeComparison(pl.DataFrame(fold_rows, schema=FOLD_SCHEMA),
+                           pl.DataFrame(summary_rows, schema=SUMMARY_SCHEMA))
+
+
+def _stratified_draws(y_test: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_draws, n_test] row indices (into the fold's test rows): positives resampled among positives and
+    negatives among negatives, so every draw keeps the fold's class counts."""
+    pos, neg = np.flatnonzero(y_test), np.flatnonzero(~y_test)
+    return np.concatenate([pos[rng.integers(0, pos.size, (n_draws, pos.size))],
+                           neg[rng.integers(0, neg.size, (n_draws, neg.size))]], axis=1)
+
+
+def _boot_auroc(used: list, y: np.ndarray, scores: list[np.ndarray], draws: list[np.ndarray]) -> np.ndarray:
+    """[n_draws] fold-mean AUROC of one arm over the paired bootstrap draws."""
+    if not draws or draws[0].shape[0] == 0:
+        return np.zeros(0)
+    per_fold = [auroc(y[te][d], s[d]) for (_, _, te), s, d in zip(used, scores, draws, strict=True)]
+    return np.mean(per_fold, axis=0)
+
+
+def window_features(store_path: str | Path, sae, window_index: np.ndarray, chunk_rows: int = 16384,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(X [n, d], F [n, m]) for the n windows `window_index` [n] (ids as in windows.parquet), in that
+    order: the mean over each window's tokens in the token store of the raw activations and of
+    `sae.encode` of them (float64). Tokens of other windows are ignored; a window without tokens is
+    refused."""
+    import torch
+    from scipy import sparse
+
+    from interp.embed.store import TokenStore
+
+    store = TokenStore(store_path)
+    ids = np.asarray(window_index, dtype=np.int64)
+    n = ids.shape[0]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    sums_x = np.zeros((n, store.d))
+    sums_f = np.zeros((n, int(sae.n_features)))
+    counts = np.zeros(n)
+    for sl, acts in store.iter_chunks(chunk_rows):
+        w = np.asarray(store.window_index[sl], dtype=np.int64)
+        at = np.clip(np.searchsorted(sorted_ids, w), 0, max(n - 1, 0))
+        keep = (sorted_ids[at] == w) if n else np.zeros(w.shape[0], dtype=bool)
+        rows, cols = order[at[keep]], np.flatnonzero(keep)
+        with torch.inference_mode():
+            feats = sae.encode(torch.from_numpy(np.ascontiguousarray(acts[keep], dtype=np.float32))).numpy()
+        # [n, tokens kept] 0/1 membership: one sparse product sums each window's tokens
+        member = sparse.csr_matrix((np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n, rows.size))
+        sums_x += member @ np.asarray(acts, dtype=np.float64)[cols]
+        sums_f += member @ feats.astype(np.float64)
+        counts += np.bincount(rows, minlength=n)
+    if np.any(counts == 0):
+        missing = ids[counts == 0]
+        raise InputError(f"{store_path}: {missing.size} window(s) have no tokens in the store "
+                         f"(first window_index {int(missing[0])})")
+    return sums_x / counts[:, None], sums_f / counts[:, None]
+
+
+def comparison_rows(result: ProbeComparison, **keys: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(summary, folds) with the identifying columns `keys` (e.g. model, layer, level, target) first."""
+    def tag(df: pl.DataFrame) -> pl.DataFrame:
+        return df.select([pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items()] + df.columns)
+    return tag(result.summary), tag(result.folds)

@@ -1,0 +1,152 @@
+"""Probes on SAE features vs raw activations (interp.sae.probe_compare): planted winners, leak-free feature
+selection, identical folds for both arms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from interp.embed.store import TokenStoreWriter
+from interp.probe import ProbeConfig, auroc
+from interp.sae import probe_compare
+from interp.sae.probe_compare import compare_probes, feature_auroc, select_top_features, window_features
+from interp.sae.topk import TopKSAE
+
+CFG = ProbeConfig(C=1.0, max_iter=200, seed=0)
+
+
+def planted(n: int = 600, m: int = 64, d: int = 16, p: float = 0.1, seed: int = 0):
+    """Sparse non-negative features F [n, m] (each fires with probability p) read through a random unit
+    dictionary D [m, d] into activations X = F D + noise [n, d]: more features than dimensions, so one
+    feature's activity is not a clean direction of X."""
+    rng = np.random.default_rng(seed)
+    D = rng.normal(size=(m, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    F = (rng.random((n, m)) < p) * rng.uniform(0.5, 2.0, (n, m))
+    X = F @ D + rng.normal(scale=0.05, size=(n, d))
+    return rng, F, X
+
+
+def interleaved_folds(n: int, k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    idx = np.arange(n)
+    return [(idx[idx % k != f], idx[idx % k == f]) for f in range(k)]
+
+
+def test_label_that_is_one_sae_feature_is_read_best_by_that_feature() -> None:
+    _, F, X = planted()
+    y = F[:, 3] > 0
+    res = compare_probes(X, F, y, interleaved_folds(600), top_k=[1, 8], cfg=CFG, n_bootstrap=500)
+    k1 = res.summary.filter(pl.col("k") == 1).row(0, named=True)
+    assert all(sel == [3] for sel in res.folds.filter(pl.col("k") == 1)["selected"].to_list())
+    assert k1["auroc_sae"] > 0.99
+    assert k1["difference"] >= 0.0  # matches or beats raw
+    assert k1["auroc_raw"] < 0.97  # the superposed direction is not perfectly readable from X ...
+    assert k1["winner"] == "sae" and k1["ci_low"] > 0  # ... so the one feature wins outright
+    assert k1["n_folds_used"] == 5 and k1["n_folds_sae_better"] == 5
+
+
+def test_dense_direction_of_x_is_read_best_by_the_raw_probe() -> None:
+    rng, F, X = planted(seed=2)
+    score = X @ rng.normal(size=X.shape[1])  # a direction spread over every feature's contribution
+    y = score > np.median(score)
+    res = compare_probes(X, F, y, interleaved_folds(600), top_k=[1, 8, 32], cfg=CFG, n_bootstrap=500)
+    s = {r["k"]: r for r in res.summary.iter_rows(named=True)}
+    assert s[1]["auroc_raw"] > 0.97
+    for k in (1, 8, 32):
+        assert s[k]["winner"] == "raw", s[k]
+        assert s[k]["ci_high"] < 0 and s[k]["difference"] < 0
+    assert s[1]["difference"] < -0.3  # one feature carries little of a dense direction
+    assert s[1]["auroc_sae"] < s[8]["auroc_sae"] < s[32]["auroc_sae"]  # more features, more of it
+
+
+def leaky_data(seed: int = 0):
+    """Feature 0 predicts y on the training rows only; feature 1 predicts y perfectly on the test rows
+    only, strongly enough that over all rows it looks best. Rows 0-99 train, 100-199 test."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    y = np.tile([True, False], n // 2)
+    F = rng.uniform(0, 1, size=(n, 6))
+    train, test = np.arange(100), np.arange(100, 200)
+    F[train, 0] = y[train] * 0.3 + rng.uniform(0, 1, 100)  # moderate, train only
+    F[test, 1] = y[test] + rng.uniform(0, 0.5, 100)  # perfect, test only
+    return F, y.astype(float), train, test
+
+
+def test_top_k_is_chosen_on_training_rows_only() -> None:
+    F, y, train, test = leaky_data()
+    # the case is built so that leakage would change the choice
+    assert select_top_features(F, y, np.arange(200), 1).tolist() == [1]
+    assert select_top_features(F, y, train, 1).tolist() == [0]
+    X = np.random.default_rng(1).normal(size=(200, 4))
+    res = compare_probes(X, F, y, [(train, test)], top_k=[1], cfg=CFG, n_bootstrap=0)
+    assert res.folds["selected"].to_list() == [[0]]
+    # feature 1 would have scored ~1.0 on this test fold; the honest probe on feature 0 is near chance
+    assert res.summary["auroc_sae"][0] < 0.7
+
+
+def test_feature_auroc_matches_the_probe_auroc_and_handles_ties() -> None:
+    rng = np.random.default_rng(3)
+    F = np.where(rng.random((50, 5)) < 0.6, 0.0, rng.random((50, 5)))  # many tied zeros
+    y = rng.random(50) < 0.4
+    np.testing.assert_allclose(feature_auroc(F, y, chunk=2), [auroc(y, F[:, j]) for j in range(5)])
+    assert np.isnan(feature_auroc(F, np.zeros(50, bool))).all()
+
+
+def test_both_arms_use_identical_folds(monkeypatch) -> None:
+    _, F, X = planted(n=300)
+    y = F[:, 5] > 0
+    folds = interleaved_folds(300, 4)
+    seen: list[tuple[int, np.ndarray]] = []
+    fit = probe_compare.fit_logistic
+
+    def spy(Xa, ya, masks, cfg):
+        seen.append((np.asarray(Xa).shape[-1], np.asarray(masks).copy()))
+        return fit(Xa, ya, masks, cfg)
+
+    monkeypatch.setattr(probe_compare, "fit_logistic", spy)
+    res = compare_probes(X, F, y, folds, top_k=[2, 8], cfg=CFG, n_bootstrap=50)
+    widths = [w for w, _ in seen]
+    assert widths == [X.shape[1], 2, 8]  # one raw fit, then one sparse fit per k
+    expected = np.zeros((4, 300), dtype=bool)
+    for f, (train, _) in enumerate(folds):
+        expected[f, train] = True
+    for _, masks in seen:
+        np.testing.assert_array_equal(masks, expected)
+    assert res.folds["fold"].to_list() == [0, 1, 2, 3] * 2
+    assert res.folds["n_test"].to_list() == [75] * 8 and res.folds["n_train"].to_list() == [225] * 8
+    # the raw arm's per-fold AUROC is one fit, reported identically beside every k
+    by_k = res.folds.pivot(on="k", index="fold", values="auroc_raw")
+    np.testing.assert_array_equal(by_k["2"].to_numpy(), by_k["8"].to_numpy())
+
+
+def test_fold_without_both_classes_is_skipped_for_both_arms() -> None:
+    _, F, X = planted(n=200)
+    y = np.zeros(200, dtype=bool)
+    y[:100:3] = True  # positives only in the first half
+    folds = [(np.arange(100, 200), np.arange(100)), (np.arange(100), np.arange(100, 200)),
+             (np.arange(0, 200, 2), np.arange(1, 200, 2))]
+    res = compare_probes(X, F, y, folds, top_k=[1], cfg=CFG, n_bootstrap=20)
+    assert res.summary["n_folds_used"][0] == 1 and res.summary["n_folds_skipped"][0] == 2
+    assert res.folds["fold"].to_list() == [2]
+
+
+def test_window_features_average_raw_and_sae_activations_per_window(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(40, 6)).astype(np.float32)
+    win = np.repeat([10, 11, 12, 13], 10)
+    writer = TokenStoreWriter(tmp_path / "l.zarr", 6, [], "m", "l", chunk_rows=7)
+    writer.append(acts, win, np.zeros(40, np.int32), {})
+    writer.close()
+    sae = TopKSAE(6, 12, 3)
+    X, F = window_features(tmp_path / "l.zarr", sae, np.array([12, 10, 11, 13]))
+    with torch.inference_mode():
+        codes = sae.encode(torch.from_numpy(acts)).numpy()
+    for row, w in enumerate([12, 10, 11, 13]):
+        np.testing.assert_allclose(X[row], acts[win == w].mean(0), rtol=1e-6)
+        np.testing.assert_allclose(F[row], codes[win == w].mean(0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(Exception, match="no tokens"):
+        window_features(tmp_path / "l.zarr", sae, np.array([10, 99]))
