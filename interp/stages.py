@@ -18,9 +18,9 @@ import polars as pl
 from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 STAGES = (
-    "windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "sae_sweep", "sae_frontier", "sae_steer", "sae_atlas",
-    "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank",
-    "report", "calibration_replicate", "calibration",
+    "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
+    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort",
+    "audit", "rank", "report", "calibration_replicate", "calibration",
 )
 
 
@@ -206,6 +206,53 @@ def probe(job: Job) -> None:
     cfg = ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"])
     table = probe_table(pooled, win, p["targets"], cfg, n_shuffles=p["n_shuffles"])
     write_table(table, job.output["parquet"], job.output["tsv"])
+
+
+def probe_sae(job: Job) -> None:
+    """Probes on the main SAE's top-k features vs on raw activations, same folds (interp.sae.probe_compare):
+    each probe target per window (genome-block folds, as `probe`) and, with a cohort, each phenotype per
+    sample (`<layer>.samples.h5ad` vs `sae.features.h5ad`, folds stratified by the phenotype)."""
+    import anndata as ad
+
+    from interp.audit import stratified_folds
+    from interp.probe import ProbeConfig, contiguous_folds
+    from interp.sae.probe_compare import compare_probes, comparison_rows, window_features
+    from interp.sae.train import load_sae
+
+    _set_threads(job.threads)
+    p = job.params
+    layer = p["sae_layer"]
+    opts = {"top_k": p["top_k"], "cfg": ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"]),
+            "n_bootstrap": p["bootstrap"], "seed": p["seed"]}
+    tables: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    win = pl.read_parquet(job.input["windows"]).sort("window_index")
+    folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
+                             win["end"].to_numpy())
+    for tokens_dir, weights in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True):
+        store = Path(tokens_dir) / f"{layer}.zarr"
+        X, F = window_features(store, load_sae(weights), win["window_index"].to_numpy())
+        for t in p["targets"]:
+            tables.append(comparison_rows(compare_probes(X, F, win[t].to_numpy(), folds, **opts),
+                                          model=Path(tokens_dir).name, layer=layer, level="window", target=t))
+    for emb_dir in job.input.get("cohort_emb_dirs", []):
+        raw_path, sae_path = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
+        if not (raw_path.exists() and sae_path.exists()):
+            continue  # no SAE features at this layer for the cohort: window level only
+        raw, feats = ad.read_h5ad(raw_path), ad.read_h5ad(sae_path)
+        if list(raw.obs_names) != list(feats.obs_names):
+            raise ValueError(f"{emb_dir}: samples of {raw_path.name} and {sae_path.name} differ")
+        for phenotype in p.get("phenotypes", []):
+            y = raw.obs[phenotype].to_numpy(dtype=float)
+            keep = np.isfinite(y)  # samples without a value are left out, as in the audit
+            folds_s = stratified_folds(y[keep], p["sample_folds"], p["seed"])
+            result = compare_probes(np.asarray(raw.X)[keep], np.asarray(feats.X)[keep], y[keep], folds_s,
+                                    **opts)
+            tables.append(comparison_rows(result, model=str(raw.uns["model"]), layer=layer, level="sample",
+                                          target=phenotype))
+    if not tables:
+        raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
+    write_table(pl.concat([s for s, _ in tables]), job.output["parquet"], job.output["tsv"])
+    write_table(pl.concat([f for _, f in tables]), job.output["folds"])
 
 
 def sae(job: Job) -> None:

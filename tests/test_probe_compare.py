@@ -1,20 +1,24 @@
 """Probes on SAE features vs raw activations (interp.sae.probe_compare): planted winners, leak-free feature
-selection, identical folds for both arms."""
+selection, identical folds for both arms, the pipeline stage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 import torch
 
+from interp import stages
 from interp.embed.store import TokenStoreWriter
-from interp.probe import ProbeConfig, auroc
+from interp.probe import ProbeConfig, auroc, contiguous_folds
 from interp.sae import probe_compare
 from interp.sae.probe_compare import compare_probes, feature_auroc, select_top_features, window_features
 from interp.sae.topk import TopKSAE
+from interp.sae.train import save_sae
 
 CFG = ProbeConfig(C=1.0, max_iter=200, seed=0)
 
@@ -150,3 +154,53 @@ def test_window_features_average_raw_and_sae_activations_per_window(tmp_path: Pa
         np.testing.assert_allclose(F[row], codes[win == w].mean(0), rtol=1e-5, atol=1e-7)
     with pytest.raises(Exception, match="no tokens"):
         window_features(tmp_path / "l.zarr", sae, np.array([10, 99]))
+
+
+def test_stage_writes_window_and_sample_rows(tmp_path: Path) -> None:
+    """The `probe_sae` stage on a token store, an SAE and a cohort folder: one row per (level, target, k)."""
+    rng = np.random.default_rng(0)
+    n_win, per, d = 60, 8, 8
+    sae = TopKSAE(d, 16, 4)
+    save_sae(sae, tmp_path / "sae.safetensors")
+    acts = rng.normal(size=(n_win * per, d)).astype(np.float32)
+    writer = TokenStoreWriter(tmp_path / "tokens" / "m" / "block2.zarr", d, [], "m", "block2")
+    writer.append(acts, np.repeat(np.arange(n_win), per), np.zeros(n_win * per, np.int32), {})
+    writer.close()
+    pooled = acts.reshape(n_win, per, d).mean(1)
+    windows = pl.DataFrame({"window_index": np.arange(n_win), "contig": ["chr1"] * n_win,
+                            "start": np.arange(n_win) * 100, "end": np.arange(n_win) * 100 + 100,
+                            "block": np.arange(n_win) // 12, "exon": pooled[:, 0] > 0})
+    windows.write_parquet(tmp_path / "windows.parquet")
+    n_s = 80
+    obs = pd.DataFrame({"causal": (np.arange(n_s) % 2).astype(float)}, index=[f"s{i}" for i in range(n_s)])
+    obs.loc["s0", "causal"] = np.nan  # a missing phenotype is left out
+    emb = tmp_path / "cohort" / "m"
+    emb.mkdir(parents=True)
+    ad.AnnData(X=rng.normal(size=(n_s, d)).astype(np.float32), obs=obs,
+               uns={"model": "m", "layer": "block2"}).write_h5ad(emb / "block2.samples.h5ad")
+    ad.AnnData(X=rng.random((n_s, 16)).astype(np.float32), obs=obs,
+               uns={"model": "m", "layer": "block2"}).write_h5ad(emb / "sae.features.h5ad")
+    out = {"parquet": tmp_path / "o.parquet", "tsv": tmp_path / "o.tsv", "folds": tmp_path / "f.parquet"}
+    job = stages.Job(input={"windows": str(tmp_path / "windows.parquet"),
+                            "tokens_dirs": [str(tmp_path / "tokens" / "m")],
+                            "sae_weights": [str(tmp_path / "sae.safetensors")], "cohort_emb_dirs": [str(emb)]},
+                     output={k: str(v) for k, v in out.items()},
+                     params={"targets": ["exon"], "C": 1.0, "max_iter": 100, "top_k": [1, 4], "bootstrap": 50,
+                             "sample_folds": 4, "sae_layer": "block2", "seed": 7, "phenotypes": ["causal"]})
+    stages.probe_sae(job)
+    table = pl.read_parquet(out["parquet"])
+    assert table.select("level", "target", "k").rows() == [("window", "exon", 1), ("window", "exon", 4),
+                                                            ("sample", "causal", 1), ("sample", "causal", 4)]
+    assert set(table["winner"]) <= {"sae", "raw", "tie"}
+    window = table.filter(pl.col("level") == "window")
+    assert window["n_folds_used"][0] + window["n_folds_skipped"][0] == 5  # the probe's genome-block folds
+    assert window["auroc_raw"][0] > 0.9  # exon is planted as a raw-activation direction
+    sample = table.filter(pl.col("level") == "sample")
+    assert (sample["n_pos"] + sample["n_neg"]).to_list() == [79, 79]
+    folds = pl.read_parquet(out["folds"])
+    assert folds.filter(pl.col("level") == "sample")["n_test"].sum() == 79 * 2
+    win_folds = contiguous_folds(windows["block"].to_numpy(), windows["contig"].to_numpy(),
+                                 windows["start"].to_numpy(), windows["end"].to_numpy())
+    wf = folds.filter((pl.col("level") == "window") & (pl.col("k") == 1))
+    assert wf["n_train"].to_list() == [len(win_folds[f][0]) for f in wf["fold"].to_list()]
+    assert (tmp_path / "o.tsv").read_text().startswith("model\tlayer\tlevel\ttarget\tk")

@@ -21,8 +21,8 @@ def _write_config(workdir: Path, cfg: dict) -> Path:
 def test_dry_run_of_demo_config_plans_every_stage(workflow_copy: Path) -> None:
     res = run_snakemake(workflow_copy, "-n", "--quiet", "rules")
     assert res.returncode == 0, res.stderr
-    for rule in ("windows", "pretrain_tiny_dnalm", "embed", "probe", "sae", "simulate_cohort", "check_cohort",
-                 "haplotypes", "ancestry", "embed_cohort", "audit", "rank", "report"):
+    for rule in ("windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "simulate_cohort",
+                 "check_cohort", "haplotypes", "ancestry", "embed_cohort", "audit", "rank", "report"):
         assert rule in res.stdout, f"rule {rule} missing from the demo plan:\n{res.stdout}"
 
 

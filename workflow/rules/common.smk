@@ -86,11 +86,25 @@ def sae_base_params():
     return {**{k: v for k, v in config["sae"].items() if k not in SAE_NON_TRAINING}, "seed": config["seed"]}
 
 
+def probe_sae_inputs(wildcards):
+    """Rule probe_sae: windows, each model's token store and main SAE, and the cohort embeddings if any."""
+    layer = config["sae"]["layer"]
+    inputs = {
+        "windows": f"{R}/windows/windows.parquet",
+        "tokens_dirs": expand(f"{R}/tokens/{{model}}", model=MODELS),
+        "sae_weights": expand(f"{R}/sae/{{model}}/{layer}/weights.safetensors", model=MODELS),
+    }
+    if COHORT:
+        inputs["cohort_emb_dirs"] = expand(f"{R}/cohort/emb/{{model}}", model=MODELS)
+    return inputs
+
+
 def report_inputs(wildcards):
     sae_layer = config["sae"]["layer"]
     inputs = {
         "windows": f"{R}/windows/windows.parquet",
         "probes": f"{R}/probe/probes.parquet",
+        "probe_sae": f"{R}/probe/sae_vs_raw.parquet",
         "emb_dirs": expand(f"{R}/emb/{{model}}", model=MODELS),
         "sae_metrics": expand(f"{R}/sae/{{model}}/{sae_layer}/metrics.json", model=MODELS),
         "sae_features": expand(f"{R}/sae/{{model}}/{sae_layer}/features.parquet", model=MODELS),

@@ -24,3 +24,34 @@ rule probe:
         ENV
     shell:
         "python -m interp.cli stage probe {params.job:q} > {log:q} 2>&1"
+
+
+# Probes on the main SAE's top-k features vs on raw activations, same folds: every probe target per
+# window and, with a cohort, every phenotype per sample (interp.sae.probe_compare).
+
+
+rule probe_sae:
+    input:
+        unpack(probe_sae_inputs),
+    output:
+        parquet=f"{R}/probe/sae_vs_raw.parquet",
+        tsv=f"{R}/probe/sae_vs_raw.tsv",
+        folds=f"{R}/probe/sae_vs_raw.folds.parquet",
+    params:
+        job=job({"targets": config["probe"]["targets"], "C": config["probe"]["C"],
+                 "max_iter": config["probe"]["max_iter"], "top_k": config["probe"]["sae_top_k"],
+                 "bootstrap": config["probe"]["sae_bootstrap"], "sample_folds": config["probe"]["sae_sample_folds"],
+                 "sae_layer": config["sae"]["layer"], "seed": config["seed"],
+                 "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
+    log:
+        f"{R}/logs/probe_sae.log",
+    benchmark:
+        f"{R}/benchmarks/probe_sae.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "python -m interp.cli stage probe_sae {params.job:q} > {log:q} 2>&1"
