@@ -1,5 +1,5 @@
 """Probes on SAE features vs raw activations (interp.sae.probe_compare): planted winners, leak-free feature
-selection, identical folds for both arms, the pipeline stage."""
+selection, identical folds for both arms, the pipeline stage and the report table."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ import torch
 from interp import stages
 from interp.embed.store import TokenStoreWriter
 from interp.probe import ProbeConfig, auroc, contiguous_folds
+from interp.report import summary
+from interp.report.build import render_html
 from interp.sae import probe_compare
 from interp.sae.probe_compare import compare_probes, feature_auroc, select_top_features, window_features
 from interp.sae.topk import TopKSAE
 from interp.sae.train import save_sae
+from tests import report_synthetic as rs
 
 CFG = ProbeConfig(C=1.0, max_iter=200, seed=0)
 
@@ -204,3 +207,18 @@ def test_stage_writes_window_and_sample_rows(tmp_path: Path) -> None:
     wf = folds.filter((pl.col("level") == "window") & (pl.col("k") == 1))
     assert wf["n_train"].to_list() == [len(win_folds[f][0]) for f in wf["fold"].to_list()]
     assert (tmp_path / "o.tsv").read_text().startswith("model\tlayer\tlevel\ttarget\tk")
+
+
+@pytest.mark.parametrize("with_rows", [True, False])
+def test_report_table_only_when_the_run_has_the_comparison(with_rows: bool) -> None:
+    report, figs, layers, _, cfg = rs.report_parts()
+    rows = [{"model": "tiny-dnalm", "layer": "block2", "target": "exon", "level": "window", "k": 8,
+             "auroc_raw": 0.91, "auroc_sae": 0.84, "difference": -0.07, "ci_low": -0.12, "ci_high": -0.02,
+             "winner": "raw", "n_folds_used": 5}]
+    first = summary.assemble(report, layers, None)
+    report = dict(report, probe_sae_vs_raw=rows if with_rows else [], limitations=first.pop("_all_caveats"),
+                  summary=first, methods=summary.methods(cfg))
+    html = render_html(report, figs, "synthetic", cfg)
+    assert ("Probes on SAE features vs raw activations" in html) is with_rows
+    if with_rows:
+        assert "-0.070" in html and "[-0.120, -0.020]" in html

@@ -1,7 +1,7 @@
 """Assemble report.json (the interface audit tools read) and the self-contained index.html.
 
 Stable keys of report.json: generated_at; provenance {config, inputs, packages, seeds, models,
-git_commit}; lm; probes; sae; timings; audit; biomarkers; truth_recovery. Everything except
+git_commit}; lm; probes; probe_sae_vs_raw; sae; timings; audit; biomarkers; truth_recovery. Everything except
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; groups of fewer
 than 5 samples are shown as "<5".
@@ -109,6 +109,19 @@ def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | No
     return os.path.relpath(found.resolve(), Path(html_dir).resolve()) if html_dir else str(found)
 
 
+PROBE_SAE_KEYS = ("model", "layer", "target", "level", "k", "auroc_raw", "auroc_sae", "difference", "ci_low",
+                  "ci_high", "winner", "n_folds_used")
+
+
+def probe_sae_rows(path: str | Path | None) -> list[dict]:
+    """report.json `probe_sae_vs_raw`: the SAE-features vs raw-activations probe table (interp.sae.probe_compare),
+    one row per (model, layer, target, level, k); [] when the run made none."""
+    if not path or not Path(path).exists():
+        return []
+    table = pl.read_parquet(path)
+    return table.select([k for k in PROBE_SAE_KEYS if k in table.columns]).to_dicts()
+
+
 def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     """(json part, figures) for the LM, probes and SAE."""
     out: dict[str, Any] = {}
@@ -138,6 +151,7 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
         for layer, p in files.items():
             pooled[(model, layer)] = p
     figs["probe_by_layer"] = plots.probe_panels(probes, layer_order)
+    out["probe_sae_vs_raw"] = probe_sae_rows(inputs.get("probe_sae"))
     out["layers"] = layer_order
     out["probe_notes_grouped"] = summary.group_probe_notes(out["probes"], layer_order)
 
