@@ -51,8 +51,10 @@ Verdicts, in this order (`verdict_rule` names the one that decided):
   test) and one larger than that share of the apparent signal. The absolute margin is what keeps a real
   but weak effect from FAILing when ancestry adds a large signal of its own: a single variant at OR 2 has
   a within-ancestry AUROC near 0.57, and under a six-fold prevalence difference between populations the
-  probe AUROC is about 0.7, so the share bound alone (0.6) sits above that effect and FAILed 2 of 9
-  causal replicates whose test had missed it.
+  probe AUROC is about 0.7, so the share bound alone (0.6) sits above that effect. In 24 Balding-Nichols
+  cohorts of 600 (OR 2, prevalences 0.6 / 0.1 / 0.3) the share bound alone FAILed 4, with the margin 1.
+  The price: at small n an ancestry-only phenotype is INCONCLUSIVE more often than FAIL, since the data
+  cannot exclude a within-ancestry effect of the margin.
 * INCONCLUSIVE `within_effect_undetermined`: everything else with a signal (e.g. a within-ancestry effect
   that is neither detected nor excluded).
 
