@@ -437,37 +437,20 @@ def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):
 
 def haplotypes(job: Job) -> None:
     """Per-sample, per-haplotype window sequences, deduplicated by hash (interp.cohort.haplotypes)."""
-    from interp.cohort.haplotypes import haplotype_sequences, haplotype_windows
+    from interp.cohort.haplotypes import cohort_haplotype_windows
 
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
     samples = _samples(job)
     geno = _genotypes(job, fasta, samples, regions)
     c = job.params["cohort"]
-    assignments, distinct = [], []
-    for region in regions:
-        seqs = haplotype_sequences(fasta, geno, region, missing=c["missing"], unphased=c["unphased"])
-        a, d = haplotype_windows(seqs, region, geno, c["window"]["width"], c["window"]["stride"])
-        assignments.append(a)
-        distinct.append(d)
-    contig_of = {r.name: r.contig for r in regions}
-    assign = pl.concat(assignments).with_columns(
-        pl.col("region").replace_strict(contig_of, return_dtype=pl.String).alias("contig"))
-    assign = assign.with_columns(
-        (pl.col("contig") + ":" + pl.col("start").cast(pl.String) + "-" + pl.col("end").cast(pl.String))
-        .alias("window_id"))
-    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(),
-                                                         pl.col("n_haplotypes").sum())
-            .sort("seq_hash"))
-    # window_index restarts per region: make it unique across regions, in genome order
-    order = (assign.select("region", "start").unique().sort(["region", "start"])
-             .with_row_index("cohort_window").with_columns(pl.col("cohort_window").cast(pl.Int64)))
-    assign = assign.join(order, on=["region", "start"]).drop("window_index").rename(
-        {"cohort_window": "window_index"}).sort(["sample", "hap", "window_index"])
+    assign, dist = cohort_haplotype_windows(fasta, geno, regions, c["window"]["width"], c["window"]["stride"],
+                                            missing=c["missing"], unphased=c["unphased"])
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
     n_windows = assign.height
-    write_json({"n_haplotype_windows": n_windows, "n_windows": order.height, "n_distinct": dist.height,
+    write_json({"n_haplotype_windows": n_windows, "n_windows": assign["window_index"].n_unique(),
+                "n_distinct": dist.height,
                 "dedup_ratio": n_windows / max(dist.height, 1), "missing_policy": c["missing"],
                 "unphased_policy": c["unphased"], "n_samples": samples.height,
                 "regions": [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]},

@@ -244,3 +244,66 @@ def haplotype_windows(
         schema={"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64},
     )
     return assignments, distinct
+
+
+def renumber_windows(assignments: pl.DataFrame) -> pl.DataFrame:
+    """Window indices unique across regions, in genome order.
+
+    assignments: rows of `haplotype_windows` for one or more regions (their `window_index` restarts at 0
+    in every region), with at least sample, hap, region, start, window_index.
+    Returns the same rows with `window_index` (Int64, now the last column) replaced by the rank of the
+    window's (region name, start) among all distinct (region, start) pairs sorted by region name then
+    start, so 0 .. n_windows - 1; rows sorted by sample, hap, window_index.
+    """
+    order = (assignments.select("region", "start").unique().sort(["region", "start"])
+             .with_row_index("cohort_window").with_columns(pl.col("cohort_window").cast(pl.Int64)))
+    return (assignments.join(order, on=["region", "start"]).drop("window_index")
+            .rename({"cohort_window": "window_index"}).sort(["sample", "hap", "window_index"]))
+
+
+def merge_region_windows(
+    assignments: list[pl.DataFrame],
+    distinct: list[pl.DataFrame],
+    contig_of: dict[str, str],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One cohort-wide table from the per-region outputs of `haplotype_windows`.
+
+    assignments, distinct: one frame each per region, as returned by `haplotype_windows`.
+    contig_of: region name -> contig (every region of `assignments` must be a key).
+    Returns
+      assignments: the rows of all regions plus `contig` and `window_id` ("contig:start-end", 0-based
+          half-open reference coordinates), window_index renumbered across regions (`renumber_windows`);
+      distinct: seq_hash, sequence, n_haplotypes (summed over regions), one row per hash, sorted by hash.
+    """
+    assign = pl.concat(assignments).with_columns(
+        pl.col("region").replace_strict(contig_of, return_dtype=pl.String).alias("contig"))
+    assign = assign.with_columns(
+        (pl.col("contig") + ":" + pl.col("start").cast(pl.String) + "-" + pl.col("end").cast(pl.String))
+        .alias("window_id"))
+    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(),
+                                                         pl.col("n_haplotypes").sum())
+            .sort("seq_hash"))
+    return renumber_windows(assign), dist
+
+
+def cohort_haplotype_windows(
+    ref_seq_by_contig: dict[str, str],
+    genotypes: Genotypes,
+    regions: list[Region],
+    width: int,
+    stride: int,
+    missing: str = "ref",
+    unphased: str = "ref",
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every sample's haplotype windows over all `regions`: `haplotype_sequences` and `haplotype_windows`
+    per region (windows of `width` bases every `stride` bases), merged by `merge_region_windows`.
+
+    Returns (assignments, distinct) as `merge_region_windows` does.
+    """
+    assignments, distinct = [], []
+    for region in regions:
+        seqs = haplotype_sequences(ref_seq_by_contig, genotypes, region, missing=missing, unphased=unphased)
+        a, d = haplotype_windows(seqs, region, genotypes, width, stride)
+        assignments.append(a)
+        distinct.append(d)
+    return merge_region_windows(assignments, distinct, {r.name: r.contig for r in regions})
