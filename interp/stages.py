@@ -463,38 +463,18 @@ def ancestry(job: Job) -> None:
     With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages,
     read in chunks, by a blockwise randomized SVD; otherwise from the regions' own variants.
     """
-    from interp.cohort.ancestry import genotype_anndata, genotype_pca, marker_pca, read_marker_dosages
+    from interp.cohort.ancestry import cohort_ancestry
 
     _set_threads(job.threads)
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
     samples = _samples(job)
     geno = _genotypes(job, fasta, samples, regions)
-    adata = genotype_anndata(geno, samples)
     c = job.params["cohort"]
-    missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
-    n_pcs = max(c["n_pcs"], 2)
     # UMAP and Leiden clusters are for the report's ancestry plot; the calibration suite skips them
-    umap = bool(job.params.get("umap_and_clusters", True))
-    if job.input.get("panel"):
-        # PCs from genome-wide-like markers, so the region's own (maybe causal) variants do not define them
-        markers = read_marker_dosages(job.input["panel"], adata.obs_names.tolist(), maf_min=c["maf"])
-        pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=job.params["seed"], umap_and_clusters=umap)
-        keep_var = (adata.var["maf"].to_numpy() >= c["maf"]) & (adata.var["missing_rate"].to_numpy() <= 0.5)
-        adata = adata[:, keep_var].copy()
-        adata.layers["dosage"] = adata.X.copy()
-        for key in ("X_pca", "X_umap"):
-            if key in pcs.obsm:
-                adata.obsm[key] = pcs.obsm[key]
-        if "cluster" in pcs.obs:
-            adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
-        adata.uns["pca"] = dict(pcs.uns["pca"])
-        adata.uns["ancestry_source"] = {"vcf": Path(job.input["panel"]).name, "n_markers": markers.n_kept,
-                                        "n_markers_read": markers.n_read, "method": "randomized blockwise SVD"}
-    else:
-        adata = genotype_pca(adata, maf_min=c["maf"], n_pcs=n_pcs, seed=job.params["seed"], umap_and_clusters=umap)
-        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}
-    adata.obs["missing_rate"] = missing_rate
+    adata = cohort_ancestry(geno, samples, maf_min=c["maf"], n_pcs=c["n_pcs"], seed=job.params["seed"],
+                            panel=job.input.get("panel"),
+                            umap_and_clusters=bool(job.params.get("umap_and_clusters", True)))
     write_h5ad(adata, job.output["genotypes"])
 
 

@@ -8,6 +8,7 @@ randomized SVD, never a float matrix of the whole panel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata
 import numpy as np
@@ -257,3 +258,68 @@ def marker_pca(
     result.uns["genotype_pca"] = {"n_variants_read": markers.n_read, "n_variants": markers.n_kept,
                                   "n_pcs": n_pcs, "seed": seed, "method": "randomized (blockwise int8)"}
     return result
+
+
+def merge_marker_pcs(
+    adata: anndata.AnnData,
+    pcs: anndata.AnnData,
+    source: dict,
+    maf_min: float = 0.05,
+    max_missing: float = 0.5,
+) -> anndata.AnnData:
+    """The studied regions' genotypes with the ancestry PCs of a marker panel.
+
+    adata: a `genotype_anndata` matrix [n_samples, n_variants] (X ALT dosage 0/1/2, NaN missing; var maf
+        and missing_rate). pcs: `marker_pca` of the same samples in the same order (obsm X_pca
+        [n_samples, n_pcs], optionally X_umap and obs cluster; uns pca). source: what the PCs came from,
+        stored as uns["ancestry_source"].
+    Returns a new AnnData over the variants with maf >= maf_min and missing_rate <= max_missing: X and
+    layers["dosage"] the (unstandardised) dosages, obsm X_pca (and X_umap), obs cluster when the panel has
+    clusters, uns["pca"] (a copy of the panel's), uns["ancestry_source"] = source.
+    """
+    if list(adata.obs_names) != list(pcs.obs_names):
+        raise ValueError("merge_marker_pcs: the genotypes and the panel PCs hold different samples or orders")
+    keep_var = (adata.var["maf"].to_numpy() >= maf_min) & (adata.var["missing_rate"].to_numpy() <= max_missing)
+    adata = adata[:, keep_var].copy()
+    adata.layers["dosage"] = adata.X.copy()
+    for key in ("X_pca", "X_umap"):
+        if key in pcs.obsm:
+            adata.obsm[key] = pcs.obsm[key]
+    if "cluster" in pcs.obs:
+        adata.obs["cluster"] = pcs.obs["cluster"].to_numpy()
+    adata.uns["pca"] = dict(pcs.uns["pca"])
+    adata.uns["ancestry_source"] = source
+    return adata
+
+
+def cohort_ancestry(
+    genotypes: Genotypes,
+    samples: pl.DataFrame,
+    maf_min: float = 0.05,
+    n_pcs: int = 10,
+    seed: int = 0,
+    panel=None,
+    umap_and_clusters: bool = True,
+) -> anndata.AnnData:
+    """Genotype AnnData of the studied regions with ancestry PCs (at least 2), UMAP and clusters.
+
+    With a marker panel VCF (`panel`), the PCs come from its markers (`read_marker_dosages`, `marker_pca`)
+    and are merged in by `merge_marker_pcs`, so the regions' own (maybe causal) variants do not define
+    them; otherwise from the regions' own variants (`genotype_pca`, X then standardised). Either way
+    obs["missing_rate"] is each sample's fraction of missing calls over all the regions' variants, before
+    any variant filter.
+    """
+    adata = genotype_anndata(genotypes, samples)
+    missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
+    n_pcs = max(n_pcs, 2)
+    if panel:
+        markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min)
+        pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
+        source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
+                  "method": "randomized blockwise SVD"}
+        adata = merge_marker_pcs(adata, pcs, source, maf_min=maf_min)
+    else:
+        adata = genotype_pca(adata, maf_min=maf_min, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
+        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}
+    adata.obs["missing_rate"] = missing_rate
+    return adata
