@@ -478,48 +478,15 @@ def ancestry(job: Job) -> None:
     write_h5ad(adata, job.output["genotypes"])
 
 
-def _write_cohort_embeddings(folder: Path, pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: Any,
-                             geno: Any, windows: pl.DataFrame, card: dict, params: dict) -> None:
-    """Per model layer (and the SAE's features): `<name>.samples.h5ad` (or `sae.features.h5ad`), the
-    sample-level mean, and `<name>.windows.h5ad`, one column per (window, dimension), into `folder`."""
-    import anndata as ad
-
-    n_s, n_w = seq_index.shape[:2]
-    var_w = windows.to_pandas().set_index("window_id", drop=False)
-    for name, mat in pooled.items():
-        per = mat[seq_index]  # [n_samples, n_windows, 2, d]
-        d = per.shape[-1]
-        by_window = per.mean(axis=2)  # mean of the two haplotypes
-        sample_level = ad.AnnData(X=by_window.mean(axis=1).astype(np.float32), obs=obs.copy())
-        sample_level.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
-        if params.get("keep_haplotypes"):
-            sample_level.obsm["hap1"] = per[:, :, 0].mean(axis=1)
-            sample_level.obsm["hap2"] = per[:, :, 1].mean(axis=1)
-        layer = params["sae_layer"] if name == "sae" else name
-        kind = "sae" if name == "sae" else "embedding"
-        sample_level.uns.update({"model": card["name"], "layer": layer, "kind": kind})
-        # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
-        sample_level.write_h5ad(folder / (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"))
-        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
-        var["dim"] = np.tile(np.arange(d), n_w)
-        prefix = "f" if kind == "sae" else "dim"
-        var.index = [f"{card['name']}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"],
-                                                                                strict=True)]
-        wide = ad.AnnData(X=by_window.reshape(n_s, n_w * d).astype(np.float32), obs=obs.copy(), var=var)
-        wide.obsm["X_pca"] = np.asarray(geno.obsm["X_pca"])
-        wide.uns.update({"model": card["name"], "layer": layer, "kind": kind})
-        wide.write_h5ad(folder / f"{name}.windows.h5ad")
-
-
 def embed_cohort(job: Job) -> None:
-    """Embed each distinct haplotype window once, then pool per sample and per (sample, window)."""
+    """Embed each distinct haplotype window once, then pool per sample and per (sample, window)
+    (interp.embed.cohort)."""
     import time
 
     import anndata as ad
-    import torch
 
+    from interp.embed.cohort import embed_distinct_windows, pool_cohort
     from interp.embed.registry import load_card, make_embedder
-    from interp.embed.run import embed_sequences
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
@@ -531,42 +498,17 @@ def embed_cohort(job: Job) -> None:
     seqs = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
     assign = pl.read_parquet(job.input["assignments"])
     geno = ad.read_h5ad(job.input["genotypes"])
-    sae_model = load_sae(job.input["sae"]).eval()
-
-    def sae_encode(acts: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return sae_model.encode(torch.from_numpy(np.ascontiguousarray(acts))).numpy()
-
-    pooled = embed_sequences(embedder, seqs["sequence"].to_list(), p["layers"], p["batch_size"],
-                             token_transforms={"sae": (p["sae_layer"], sae_encode)})
-    index_of = {h: i for i, h in enumerate(seqs["seq_hash"].to_list())}
-    samples = geno.obs_names.tolist()
-    windows = (assign.select("window_index", "window_id", "region", "contig", "start", "end").unique()
-               .sort("window_index"))
-    n_s, n_w = len(samples), windows.height
-    # seq_index[s, w, h]: row of the distinct-sequence matrix for sample s, window w, haplotype h
-    seq_index = np.full((n_s, n_w, 2), -1, dtype=np.int64)
-    s_pos = {s: i for i, s in enumerate(samples)}
-    a = assign.filter(pl.col("sample").is_in(samples))
-    seq_index[a["sample"].replace_strict(s_pos, return_dtype=pl.Int64).to_numpy(),
-              a["window_index"].to_numpy(), a["hap"].to_numpy() - 1] = (
-        a["seq_hash"].replace_strict(index_of, return_dtype=pl.Int64).to_numpy())
-    if (seq_index < 0).any():
-        raise ValueError("some (sample, window, haplotype) has no sequence")
-    gc = np.array([_gc(s) for s in seqs["sequence"].to_list()])
-    obs = geno.obs.copy()
-    obs["gc"] = gc[seq_index].mean(axis=(1, 2))
+    pooled = embed_distinct_windows(embedder, seqs["sequence"].to_list(), p["layers"], p["batch_size"],
+                                    load_sae(job.input["sae"]), p["sae_layer"])
+    tables = pool_cohort(pooled, seqs, assign, geno, card["name"], p["sae_layer"],
+                         keep_haplotypes=bool(p.get("keep_haplotypes")))
     with atomic_dir(job.output["out_dir"]) as folder:
-        _write_cohort_embeddings(folder, pooled, seq_index, obs, geno, windows, card, p)
+        for name, table in tables:
+            table.write_h5ad(folder / name)
     n_hw = int(assign.height)
     write_json({"model": card["name"], "layers": p["layers"], "n_haplotype_windows": n_hw,
                 "n_distinct_sequences": int(seqs.height), "dedup_ratio": n_hw / max(int(seqs.height), 1),
                 "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
-
-
-def _gc(seq: str) -> float:
-    acgt = sum(seq.count(b) for b in "ACGT")
-    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
 
 
 def _confounders(obs, covariates: list[str]) -> dict[str, np.ndarray]:

@@ -1,0 +1,140 @@
+"""Cohort embeddings: each distinct haplotype window is embedded once (`embed_distinct_windows`), then the
+per-sequence vectors are pooled per sample (`pool_cohort`).
+
+Shapes: n_seqs distinct window sequences, n_samples samples, n_windows cohort windows (the `window_index`
+of `interp.cohort.haplotypes.renumber_windows`, 0 .. n_windows - 1), d dimensions of a layer (or SAE
+features), 2 haplotypes per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
+
+    from interp.embed.base import Embedder
+
+
+def gc_fraction(seq: str) -> float:
+    """(G + C) / (A + C + G + T) of an upper-case sequence; other letters (N) are not counted; 0 when no
+    base is A, C, G or T."""
+    acgt = sum(seq.count(b) for b in "ACGT")
+    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
+
+
+def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: list[str], batch_size: int,
+                           sae_model: Any, sae_layer: str) -> dict[str, np.ndarray]:
+    """Mean-pooled activations of each distinct window sequence, and of its SAE features.
+
+    sae_model: an SAE (`interp.sae.train.load_sae`) whose `encode` maps torch float32 [m, d] activations
+    of `sae_layer` to [m, n_features] codes.
+    Returns {layer: float32 [n_seqs, d]} for `layers`, plus "sae": float32 [n_seqs, n_features], the mean
+    over each sequence's real tokens of the SAE codes (`interp.embed.run.embed_sequences`).
+    """
+    import torch
+
+    from interp.embed.run import embed_sequences
+
+    sae_model = sae_model.eval()
+
+    def sae_encode(acts: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return sae_model.encode(torch.from_numpy(np.ascontiguousarray(acts))).numpy()
+
+    return embed_sequences(embedder, sequences, layers, batch_size, token_transforms={"sae": (sae_layer, sae_encode)})
+
+
+def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: list[str],
+                   ) -> tuple[np.ndarray, pl.DataFrame]:
+    """Where each (sample, window, haplotype) finds its sequence.
+
+    assignments: sample, hap (1 | 2), window_index (0 .. n_windows - 1), window_id, region, contig, start,
+    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`); rows of samples not in `samples` are
+    ignored. seq_hashes: the hash of row i of the distinct-sequence matrix.
+    Returns (seq_index int64 [n_samples, n_windows, 2], the row of the distinct-sequence matrix for sample
+    s, window w, haplotype h + 1; windows: window_index, window_id, region, contig, start, end, one row
+    per window, sorted by window_index). Raises ValueError when some (sample, window, haplotype) has no row.
+    """
+    index_of = {h: i for i, h in enumerate(seq_hashes)}
+    windows = (assignments.select("window_index", "window_id", "region", "contig", "start", "end").unique()
+               .sort("window_index"))
+    n_s, n_w = len(samples), windows.height
+    seq_index = np.full((n_s, n_w, 2), -1, dtype=np.int64)
+    s_pos = {s: i for i, s in enumerate(samples)}
+    a = assignments.filter(pl.col("sample").is_in(samples))
+    seq_index[a["sample"].replace_strict(s_pos, return_dtype=pl.Int64).to_numpy(),
+              a["window_index"].to_numpy(), a["hap"].to_numpy() - 1] = (
+        a["seq_hash"].replace_strict(index_of, return_dtype=pl.Int64).to_numpy())
+    if (seq_index < 0).any():
+        raise ValueError("some (sample, window, haplotype) has no sequence")
+    return seq_index, windows
+
+
+def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.DataFrame, pcs: np.ndarray,
+                  windows: pl.DataFrame, model: str, sae_layer: str, keep_haplotypes: bool = False,
+                  ) -> Iterator[tuple[str, ad.AnnData]]:
+    """The cohort's embedding tables, one pair per entry of `pooled`, yielded one at a time as (file name,
+    AnnData).
+
+    pooled: {layer or "sae": float32 [n_seqs, d]} (`embed_distinct_windows`); seq_index, windows as from
+    `sequence_index`; obs: per-sample table [n_samples] (copied into each table); pcs: ancestry PCs
+    [n_samples, n_pcs] (obsm["X_pca"] of each table). For each entry, with h the mean of a sample's two
+    haplotypes' vectors in a window:
+      `<layer>.samples.h5ad` (`sae.features.h5ad` for "sae"): X float32 [n_samples, d], the mean of h over
+          windows; with keep_haplotypes, obsm hap1 / hap2 [n_samples, d], each haplotype's mean over windows;
+      `<layer>.windows.h5ad`: X float32 [n_samples, n_windows * d], h window-major (column w * d + j is
+          dimension j of window w); var: the window's columns, `dim` j, index
+          "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features).
+    Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae").
+    """
+    import anndata as ad
+
+    n_s, n_w = seq_index.shape[:2]
+    var_w = windows.to_pandas().set_index("window_id", drop=False)
+    for name, mat in pooled.items():
+        per = mat[seq_index]  # [n_samples, n_windows, 2, d]
+        d = per.shape[-1]
+        by_window = per.mean(axis=2)  # mean of the two haplotypes
+        sample_level = ad.AnnData(X=by_window.mean(axis=1).astype(np.float32), obs=obs.copy())
+        sample_level.obsm["X_pca"] = pcs
+        if keep_haplotypes:
+            sample_level.obsm["hap1"] = per[:, :, 0].mean(axis=1)
+            sample_level.obsm["hap2"] = per[:, :, 1].mean(axis=1)
+        layer = sae_layer if name == "sae" else name
+        kind = "sae" if name == "sae" else "embedding"
+        sample_level.uns.update({"model": model, "layer": layer, "kind": kind})
+        # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
+        yield (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"), sample_level
+        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
+        var["dim"] = np.tile(np.arange(d), n_w)
+        prefix = "f" if kind == "sae" else "dim"
+        var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"], strict=True)]
+        wide = ad.AnnData(X=by_window.reshape(n_s, n_w * d).astype(np.float32), obs=obs.copy(), var=var)
+        wide.obsm["X_pca"] = pcs
+        wide.uns.update({"model": model, "layer": layer, "kind": kind})
+        yield f"{name}.windows.h5ad", wide
+
+
+def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame,
+                genotypes: ad.AnnData, model: str, sae_layer: str, keep_haplotypes: bool = False,
+                ) -> Iterator[tuple[str, ad.AnnData]]:
+    """Per-sample cohort embedding tables from the distinct sequences' vectors.
+
+    pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i (seq_hash, sequence);
+    assignments: the haplotypes stage's table; genotypes: the ancestry stage's AnnData (its obs, in its
+    sample order, and obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction (`gc_fraction`)
+    of their 2 x n_windows window sequences. The index is checked now (ValueError when some sample,
+    window or haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
+    """
+    seq_index, windows = sequence_index(assignments, genotypes.obs_names.tolist(), sequences["seq_hash"].to_list())
+    gc = np.array([gc_fraction(s) for s in sequences["sequence"].to_list()])
+    obs = genotypes.obs.copy()
+    obs["gc"] = gc[seq_index].mean(axis=(1, 2))
+    return cohort_tables(pooled, seq_index, obs, np.asarray(genotypes.obsm["X_pca"]), windows, model, sae_layer,
+                         keep_haplotypes)
