@@ -511,29 +511,13 @@ def embed_cohort(job: Job) -> None:
                 "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
 
 
-def _confounders(obs, covariates: list[str]) -> dict[str, np.ndarray]:
-    """Per-sample confounders the audit checks beside ancestry."""
-    out = {}
-    for name in ["gc", "missing_rate", *covariates]:
-        if name in obs:
-            col = obs[name]
-            out[name] = (col.astype("category").cat.codes.to_numpy().astype(float)
-                         if col.dtype == object or str(col.dtype) == "category" else col.to_numpy(dtype=float))
-    return out
-
-
 def audit(job: Job) -> None:
-    """Ancestry / confound audit per phenotype x model x layer (interp.audit), verdicts adjusted over the run."""
+    """Ancestry / confound audit per phenotype x model x layer (interp.audit, interp.audit_summary), verdicts
+    adjusted over the run."""
     import anndata as ad
 
-    from interp.audit import (
-        AuditConfig,
-        assign_verdicts,
-        audit_phenotype,
-        feature_attribution,
-        null_replicates_needed,
-    )
-    from interp.covariates import covariate_design
+    from interp.audit import AuditConfig, assign_verdicts, null_replicates_needed
+    from interp.audit_summary import audit_embedding, audit_tables
 
     _set_threads(job.threads)
     p = job.params
@@ -541,97 +525,20 @@ def audit(job: Job) -> None:
             "ancestry_bins", "min_effective_n", "fail_max_within_share", "fail_within_margin")
     cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
-    pop_col = p.get("population_column")  # null: the cohort has no population labels, strata come from the PCs
     paths = [path for d in sorted(job.input["emb_dirs"]) for path in sorted(Path(d).glob("*.samples.h5ad"))]
     n_replicates = null_replicates_needed(len(paths) * len(p["phenotypes"]), cfg.alpha, cfg.max_null_replicates)
-    results, extras = [], []
+    audited = []
     for path in paths:
         a = ad.read_h5ad(path)
-        X = np.asarray(a.X, dtype=np.float64)
-        pcs = np.asarray(a.obsm["X_pca"], dtype=np.float64)
-        population = (a.obs[pop_col].astype(str).to_numpy() if pop_col and pop_col in a.obs
-                      else np.array(["all"] * a.n_obs))
-        covariates = covariate_design({c: a.obs[c].to_numpy() for c in p["covariates"] if c in a.obs},
-                                      p["covariates"], missing=policy, sample_ids=a.obs_names.tolist())
-        descriptors = {k: a.obs[k].to_numpy(dtype=float) for k in _DESCRIPTOR_COLUMNS if k in a.obs}
         sae_path = path.parent / "sae.features.h5ad"
         sae_feats = ad.read_h5ad(sae_path) if sae_path.exists() and a.uns["layer"] == p["sae_layer"] else None
-        for phenotype in p["phenotypes"]:
-            y = a.obs[phenotype].to_numpy(dtype=float)
-            res = audit_phenotype(X, y, population, pcs, cfg, covariates=covariates, descriptors=descriptors,
-                                  max_null_replicates=n_replicates)
-            res.update({"phenotype": phenotype, "model": a.uns["model"], "layer": a.uns["layer"]})
-            results.append(res)
-            extras.append({"attribution": _attribution_summary(feature_attribution(X, y, pcs, population)),
-                           "sae_feature_leakage": _sae_leakage(sae_feats, y, pcs, population)})
-    assign_verdicts(results, cfg)
-    rows, details = [], []
-    for res, extra in zip(results, extras, strict=True):
-        row = {k: res[k] for k in ("phenotype", "model", "layer")}
-        row.update({k: v for k, v in res.items() if k not in row and (np.isscalar(v) or v is None)})
-        row["reasons"] = res["reason"]
-        rows.append(row)
-        details.append({
-            **{k: res[k] for k in ("phenotype", "model", "layer", "verdict", "verdict_rule", "reason",
-                                   "multiplicity", "null_method", "strata_source")},
-            "reasons": res["reasons"], "thresholds": res["thresholds"],
-            "covariate_policy": {"missing": policy, "covariates": res["covariates"],
-                                 "descriptors_not_adjusted_for": sorted(res["descriptors"])},
-            "descriptors": res["descriptors"],
-            "by_population": _mask_small_groups(res["by_population"]),
-            "by_stratum": _mask_small_groups(res.get("by_stratum", [])),
-            "between_group_difference": res["between_group_difference"],
-            "auroc_lopo_by_population": res["auroc_lopo_by_population"],
-            **extra,
-        })
-    table = pl.DataFrame(rows).sort(["phenotype", "model", "layer"])
+        # population_column null: the cohort has no population labels, strata come from the PCs
+        audited += audit_embedding(a, sae_feats, p["phenotypes"], cfg, p["covariates"], covariate_missing=policy,
+                                   population_column=p.get("population_column"), max_null_replicates=n_replicates)
+    results = assign_verdicts([r for r, _ in audited], cfg)
+    table, details = audit_tables(results, [e for _, e in audited], policy)
     write_table(table, job.output["parquet"], job.output["tsv"])
     write_json(details, job.output["details"])
-
-
-#: per-sample columns of the embedding tables that are functions of the genotypes: reported, not adjusted for
-_DESCRIPTOR_COLUMNS = ("gc", "missing_rate")
-
-
-def _attribution_summary(attribution: pl.DataFrame) -> dict:
-    """Per-feature ancestry vs phenotype attribution of one embedding (interp.audit.feature_attribution)."""
-    return {
-        "n_features": attribution.height,
-        "n_ancestry_significant": int((attribution["q_ancestry"] <= 0.05).sum()),
-        "n_phenotype_significant": int((attribution["q_phenotype"] <= 0.05).sum()),
-        "n_ancestry_dominated": int(attribution["ancestry_dominated"].sum()),
-        "ancestry_dominated_rule": "BH q of the PCs' F-test <= 0.05 and its p below the phenotype's F-test p",
-        "top_ancestry": attribution.sort("p_ancestry").head(10).to_dicts(),
-        "top_phenotype": attribution.sort("p_phenotype").head(10).to_dicts()}
-
-
-def _sae_leakage(sae_feats, y: np.ndarray, pcs: np.ndarray, population: np.ndarray) -> dict | None:
-    """Per-SAE-feature ancestry leakage at the SAE layer (None for other layers)."""
-    from interp.audit import feature_attribution
-
-    if sae_feats is None:
-        return None
-    F = np.asarray(sae_feats.X, dtype=np.float64)
-    alive = F.std(axis=0) > 0
-    fa = feature_attribution(F[:, alive], y, pcs, population).with_columns(pl.Series("feature", np.flatnonzero(alive)))
-    return {
-        "n_features_alive": int(alive.sum()),
-        "n_features_population_auroc_over_0.8": int((fa["ancestry_auroc_feature"] > 0.8).sum()),
-        "n_ancestry_dominated": int(fa["ancestry_dominated"].sum()),
-        "top_leaky": fa.sort("ancestry_auroc_feature", descending=True).head(10).to_dicts(),
-        "top_phenotype": fa.sort("p_phenotype").head(10).to_dicts()}
-
-
-def _mask_small_groups(groups: list[dict]) -> list[dict]:
-    """Groups of fewer than 5 samples keep their name only; counts shown as "<5"."""
-    out = []
-    for g in groups:
-        n = g.get("n", 0)
-        if isinstance(n, (int, np.integer)) and n < 5:
-            out.append({"population": g.get("population"), "n": "<5"})
-        else:
-            out.append(g)
-    return out
 
 
 def rank(job: Job) -> None:

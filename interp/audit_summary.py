@@ -1,0 +1,147 @@
+"""The audit stage's work around `interp.audit`: one embedding table audited for every phenotype
+(`audit_embedding`), the summaries reported beside each verdict (`attribution_summary`,
+`sae_feature_leakage`), the masking of small groups (`mask_small_groups`) and the run's table and
+details (`audit_tables`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from interp.audit import AuditConfig, audit_phenotype, feature_attribution
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+#: per-sample columns of the embedding tables that are functions of the genotypes: reported, not adjusted for
+DESCRIPTOR_COLUMNS = ("gc", "missing_rate")
+
+#: groups smaller than this keep their name only in the details
+MIN_GROUP_SIZE = 5
+
+
+def attribution_summary(attribution: pl.DataFrame) -> dict:
+    """Counts and top rows of a per-feature ancestry vs phenotype attribution of one embedding.
+
+    attribution: `interp.audit.feature_attribution` output, one row per feature (q_ancestry, q_phenotype,
+    p_ancestry, p_phenotype, ancestry_dominated, ...). Returns n_features, the numbers of features with
+    BH q <= 0.05 for the PCs' and for the phenotype's F-test, n_ancestry_dominated, the rule's text, and
+    the 10 rows with the smallest p_ancestry (top_ancestry) and p_phenotype (top_phenotype) as dicts.
+    """
+    return {
+        "n_features": attribution.height,
+        "n_ancestry_significant": int((attribution["q_ancestry"] <= 0.05).sum()),
+        "n_phenotype_significant": int((attribution["q_phenotype"] <= 0.05).sum()),
+        "n_ancestry_dominated": int(attribution["ancestry_dominated"].sum()),
+        "ancestry_dominated_rule": "BH q of the PCs' F-test <= 0.05 and its p below the phenotype's F-test p",
+        "top_ancestry": attribution.sort("p_ancestry").head(10).to_dicts(),
+        "top_phenotype": attribution.sort("p_phenotype").head(10).to_dicts()}
+
+
+def sae_feature_leakage(features: np.ndarray | None, y: np.ndarray, pcs: np.ndarray,
+                        population: np.ndarray) -> dict | None:
+    """Per-SAE-feature ancestry leakage at the SAE layer (None when `features` is None: other layers).
+
+    features: [n_samples, n_features] sample-level SAE codes (`sae.features.h5ad`); y [n_samples]
+    phenotype (NaN left out); pcs [n_samples, k]; population [n_samples] labels.
+    Only alive features (non-zero SD over samples) are tested by `interp.audit.feature_attribution`; their
+    rows carry `feature`, the column index in `features`. Returns n_features_alive, the number of alive
+    features whose best one-population-vs-rest AUROC exceeds 0.8, n_ancestry_dominated, and the 10 leakiest
+    (by that AUROC) and 10 most phenotype-related (smallest p_phenotype) rows.
+    """
+    if features is None:
+        return None
+    F = np.asarray(features, dtype=np.float64)
+    alive = F.std(axis=0) > 0
+    fa = feature_attribution(F[:, alive], y, pcs, population).with_columns(pl.Series("feature", np.flatnonzero(alive)))
+    return {
+        "n_features_alive": int(alive.sum()),
+        "n_features_population_auroc_over_0.8": int((fa["ancestry_auroc_feature"] > 0.8).sum()),
+        "n_ancestry_dominated": int(fa["ancestry_dominated"].sum()),
+        "top_leaky": fa.sort("ancestry_auroc_feature", descending=True).head(10).to_dicts(),
+        "top_phenotype": fa.sort("p_phenotype").head(10).to_dicts()}
+
+
+def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[dict]:
+    """Groups (dicts with `n` samples) of fewer than `min_n` samples keep their population name only,
+    with n shown as "<5" (for the default min_n); others are returned unchanged, in order."""
+    out = []
+    for g in groups:
+        n = g.get("n", 0)
+        if isinstance(n, (int, np.integer)) and n < min_n:
+            out.append({"population": g.get("population"), "n": f"<{min_n}"})
+        else:
+            out.append(g)
+    return out
+
+
+def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotypes: list[str],
+                    cfg: AuditConfig, covariates: list[str], covariate_missing: str = "refuse",
+                    population_column: str | None = None, max_null_replicates: int | None = None,
+                    ) -> list[tuple[dict, dict]]:
+    """Audit one sample-level embedding table (`<layer>.samples.h5ad`) for every phenotype.
+
+    table: X [n_samples, d] embeddings, obs with the phenotypes (0/1, NaN missing), covariates, descriptor
+    columns (`DESCRIPTOR_COLUMNS`) and the population column, obsm["X_pca"] [n_samples, k], uns model and
+    layer. sae_features: the SAE's `sae.features.h5ad` of the same samples when this is the SAE layer, else
+    None. population_column: None or absent from obs puts every sample in one group "all" (strata then
+    come from the PCs). covariate_missing: the `interp.covariates.covariate_design` policy.
+    Returns per phenotype (`audit_phenotype`'s result with phenotype, model and layer added, no verdict
+    yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
+    """
+    from interp.covariates import covariate_design
+
+    X = np.asarray(table.X, dtype=np.float64)
+    pcs = np.asarray(table.obsm["X_pca"], dtype=np.float64)
+    population = (table.obs[population_column].astype(str).to_numpy()
+                  if population_column and population_column in table.obs else np.array(["all"] * table.n_obs))
+    design = covariate_design({c: table.obs[c].to_numpy() for c in covariates if c in table.obs}, covariates,
+                              missing=covariate_missing, sample_ids=table.obs_names.tolist())
+    descriptors = {k: table.obs[k].to_numpy(dtype=float) for k in DESCRIPTOR_COLUMNS if k in table.obs}
+    sae_matrix = None if sae_features is None else sae_features.X
+    out = []
+    for phenotype in phenotypes:
+        y = table.obs[phenotype].to_numpy(dtype=float)
+        res = audit_phenotype(X, y, population, pcs, cfg, covariates=design, descriptors=descriptors,
+                              max_null_replicates=max_null_replicates)
+        res.update({"phenotype": phenotype, "model": table.uns["model"], "layer": table.uns["layer"]})
+        out.append((res, {"attribution": attribution_summary(feature_attribution(X, y, pcs, population)),
+                          "sae_feature_leakage": sae_feature_leakage(sae_matrix, y, pcs, population)}))
+    return out
+
+
+def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str,
+                 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The audit's table and details from results with verdicts (`interp.audit.assign_verdicts`).
+
+    results, extras: in the same order, as from `audit_embedding`. Returns
+      table: one row per result, phenotype, model, layer then every scalar (or None) statistic, and
+          `reasons` (the verdict's reason), sorted by phenotype, model, layer;
+      details: one dict per result, in input order: verdict and its rule, reasons, thresholds, the
+          covariate policy, descriptors, per-population and per-stratum statistics (groups of fewer than 5
+          samples masked, `mask_small_groups`), the between-group difference, leave-one-population-out
+          AUROCs and the extras.
+    """
+    rows, details = [], []
+    for res, extra in zip(results, extras, strict=True):
+        row = {k: res[k] for k in ("phenotype", "model", "layer")}
+        row.update({k: v for k, v in res.items() if k not in row and (np.isscalar(v) or v is None)})
+        row["reasons"] = res["reason"]
+        rows.append(row)
+        details.append({
+            **{k: res[k] for k in ("phenotype", "model", "layer", "verdict", "verdict_rule", "reason",
+                                   "multiplicity", "null_method", "strata_source")},
+            "reasons": res["reasons"], "thresholds": res["thresholds"],
+            "covariate_policy": {"missing": covariate_missing, "covariates": res["covariates"],
+                                 "descriptors_not_adjusted_for": sorted(res["descriptors"])},
+            "descriptors": res["descriptors"],
+            "by_population": mask_small_groups(res["by_population"]),
+            "by_stratum": mask_small_groups(res.get("by_stratum", [])),
+            "between_group_difference": res["between_group_difference"],
+            "auroc_lopo_by_population": res["auroc_lopo_by_population"],
+            **extra,
+        })
+    return pl.DataFrame(rows).sort(["phenotype", "model", "layer"]), details
