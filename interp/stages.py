@@ -543,10 +543,11 @@ def audit(job: Job) -> None:
 
 def rank(job: Job) -> None:
     """Rank variants and model-derived window features per phenotype and feature family, adjusted for PCs and
-    covariates, with linkage to the variants (interp.rank)."""
+    covariates, with linkage to the variants (interp.rank, interp.rank_inputs)."""
     import anndata as ad
 
-    from interp.rank import RankConfig, rank_phenotype
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort, window_family
 
     _set_threads(job.threads)
     p = job.params
@@ -554,117 +555,13 @@ def rank(job: Job) -> None:
     _, annotation = _reference(job)
     cfg = RankConfig(**{k: p[k] for k in ("min_carriers", "alpha", "tag_r", "max_tags", "refit_top", "top_k",
                                           "resamples", "stability_screen") if k in p}, seed=p["seed"])
-    design = _rank_covariates(geno.obs, p["covariates"], p.get("covariate_missing", "refuse"))
-    cov = np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix])
-    variants = _variant_family(geno)
-    families = [_window_family(path, geno.obs_names) for d in sorted(job.input["emb_dirs"])
+    families = [window_family(ad.read_h5ad(path), geno.obs_names) for d in sorted(job.input["emb_dirs"])
                 for path in sorted(Path(d).glob("*.windows.h5ad"))]
-    tables, summaries = [], []
-    for phenotype in p["phenotypes"]:
-        y = _phenotype_values(geno.obs[phenotype], phenotype)
-        t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg)
-        tables.append(t)
-        summaries.append(s)
-    table = pl.concat([t for t in tables if t.height], how="diagonal_relaxed")
-    table = _annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
-                           np.asarray(variants.features))
-    table = table.sort(["phenotype", "family", "rank"], nulls_last=True, maintain_order=True)
-    first = ["phenotype", "family", "rank", "feature", "short_name", "kind", "window", "effect", "ci_low", "ci_high",
-             "p", "q", "method", "effect_method", "n_carriers", "filtered", "stability", "tags_variants",
-             "lead_variant", "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope"]
-    table = table.select([c for c in first if c in table.columns] + [c for c in table.columns if c not in first])
+    table, summary = rank_cohort(geno, families, annotation, p["phenotypes"], p["covariates"], cfg,
+                                 covariate_missing=p.get("covariate_missing", "refuse"))
     write_table(table, job.output["parquet"], job.output["tsv"])
     if job.output.get("summary"):
-        write_json({"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
-                    "n_pcs": int(np.asarray(geno.obsm["X_pca"]).shape[1]), "config": cfg.__dict__},
-                   job.output["summary"])
-
-
-def _phenotype_values(col, name: str) -> np.ndarray:
-    """A phenotype column as float64 (missing -> NaN); text that is not a number is an input error."""
-    import pandas as pd
-
-    from interp.errors import InputError
-
-    values = pd.to_numeric(col.astype(object).where(col.notna(), None), errors="coerce").to_numpy(dtype=float)
-    bad = col.notna().to_numpy() & np.isnan(values)
-    if bad.any():
-        raise InputError(f"samples.tsv: phenotype {name!r} has non-numeric value {col[bad].iloc[0]!r}; "
-                         "expected 0/1 (binary) or numbers (quantitative), empty/NA for missing")
-    return values
-
-
-def _rank_covariates(obs, names: list[str], missing: str):
-    """The rank stage's covariate design (one-hot categoricals, missing refused or imputed)."""
-    from interp.covariates import covariate_design
-
-    return covariate_design({n: obs[n].to_numpy() for n in names if n in obs}, names, missing=missing,
-                            sample_ids=obs.index.astype(str).tolist(), source="samples.tsv")
-
-
-def _variant_family(geno):
-    """Every variant of the cohort as one family: dosage [n, v], ids, 0-based positions."""
-    from interp.rank import Family
-
-    var = geno.var
-    ids = var.index.astype(str).tolist()
-    pos0 = var["pos"].to_numpy().astype(np.int64) - 1
-    short = []
-    for vid in ids:
-        parts = vid.split(":")
-        short.append(f"{parts[0]}:{parts[1]} {parts[2]}>{parts[3]}" if len(parts) == 4 else vid)
-    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float32)
-    return Family(name="variant", kind="variant", matrix=dosage, features=ids, short_names=short,
-                  contig=var["contig"].astype(str).to_numpy(), start=pos0, end=pos0 + 1)
-
-
-def _window_family(path: Path, sample_order):
-    """One model layer's window features (embedding dimensions or SAE features) as one family."""
-    import anndata as ad
-
-    from interp.rank import Family
-
-    w = ad.read_h5ad(path)
-    if list(w.obs_names) != list(sample_order):
-        w = w[list(sample_order)]
-    kind, model, layer = w.uns["kind"], w.uns["model"], w.uns["layer"]
-    contig = w.var["contig"].astype(str).to_numpy()
-    start = w.var["start"].to_numpy().astype(np.int64)
-    end = w.var["end"].to_numpy().astype(np.int64)
-    prefix = "f" if kind == "sae" else "d"
-    short = [f"{layer} {c}:{s}-{e} {prefix}{j}" for c, s, e, j in
-             zip(contig, start, end, w.var["dim"].to_numpy(), strict=True)]
-    return Family(name=f"{kind}:{model}/{layer}", kind=kind, matrix=np.asarray(w.X, dtype=np.float32),
-                  features=w.var_names.astype(str).tolist(), short_names=short, contig=contig, start=start,
-                  end=end, model=str(model), layer=str(layer))
-
-
-def _annotate_loci(t: pl.DataFrame, annotation, v_contig, v_pos0, v_ids) -> pl.DataFrame:
-    """Where each feature sits: its window (a variant's is the model window holding it), the gene and
-    exon it overlaps, and the variants inside it (nearest variants, up to 5)."""
-    model_windows = (t.filter(pl.col("kind") != "variant").select("contig", "start", "end").unique()
-                     .sort(["contig", "start"]))
-
-    def holding_window(contig: str, pos: int) -> str:
-        hit = model_windows.filter((pl.col("contig") == contig) & (pl.col("start") <= pos) & (pl.col("end") > pos))
-        return "" if hit.is_empty() else f"{contig}:{hit['start'][0]}-{hit['end'][0]}"
-
-    rows = []
-    for kind_is_variant, contig, start, end in (
-            t.select((pl.col("kind") == "variant").alias("v"), "contig", "start", "end").unique().iter_rows()):
-        gene, exon = "", False
-        if annotation is not None:
-            hit = annotation.filter((pl.col("contig") == contig) & (pl.col("start") < end) & (pl.col("end") > start))
-            exon = bool((hit["feature"] == "exon").any())
-            gene = ",".join(sorted(set(hit["gene"].to_list())))
-        inside = v_ids[(v_contig == contig) & (v_pos0 >= start) & (v_pos0 < end)]
-        window = holding_window(contig, start) if kind_is_variant else f"{contig}:{start}-{end}"
-        rows.append({"v": kind_is_variant, "contig": contig, "start": start, "end": end, "gene": gene,
-                     "exon_overlap": exon, "nearest_variants": ",".join(inside[:5].tolist()), "window": window})
-    loci = pl.DataFrame(rows, schema_overrides={"start": pl.Int64, "end": pl.Int64})
-    t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
-                       (pl.col("kind") == "variant").alias("v"))
-    return t.join(loci, on=["v", "contig", "start", "end"], how="left").drop("v")
+        write_json(summary, job.output["summary"])
 
 
 # ---------------------------------------------------------------- calibration suite

@@ -1,0 +1,167 @@
+"""The rank stage's inputs and outputs around `interp.rank`: phenotype values, the covariate design, the
+feature families built from the cohort's tables (`variant_family`, `window_family`), where each ranked
+feature sits (`annotate_loci`) and the whole run (`rank_cohort`).
+
+Coordinates: 0-based half-open [start, end) throughout (a variant's `pos` in the genotype table is 1-based).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from interp.rank import Family, RankConfig, rank_phenotype
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
+
+    from interp.covariates import CovariateDesign
+
+#: the rank table's leading columns, in this order; the rest follow in their own order
+RANK_FIRST_COLUMNS = (
+    "phenotype", "family", "rank", "feature", "short_name", "kind", "window", "effect", "ci_low", "ci_high", "p",
+    "q", "method", "effect_method", "n_carriers", "filtered", "stability", "tags_variants", "lead_variant",
+    "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope")
+
+
+def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
+    """A phenotype column as float64 [n] (missing -> NaN); text that is not a number is an InputError."""
+    import pandas as pd
+
+    from interp.errors import InputError
+
+    values = pd.to_numeric(col.astype(object).where(col.notna(), None), errors="coerce").to_numpy(dtype=float)
+    bad = col.notna().to_numpy() & np.isnan(values)
+    if bad.any():
+        raise InputError(f"samples.tsv: phenotype {name!r} has non-numeric value {col[bad].iloc[0]!r}; "
+                         "expected 0/1 (binary) or numbers (quantitative), empty/NA for missing")
+    return values
+
+
+def rank_covariates(obs: pd.DataFrame, names: list[str], missing: str) -> CovariateDesign:
+    """The rank stage's covariate design from the samples' obs (one-hot categoricals; missing values refused
+    or imputed as `missing` says; names absent from obs are reported by `covariate_design`)."""
+    from interp.covariates import covariate_design
+
+    return covariate_design({n: obs[n].to_numpy() for n in names if n in obs}, names, missing=missing,
+                            sample_ids=obs.index.astype(str).tolist(), source="samples.tsv")
+
+
+def variant_family(geno: ad.AnnData) -> Family:
+    """Every variant of the cohort as one family.
+
+    geno: the ancestry stage's AnnData (var index "contig:pos:ref:alt", var contig and 1-based pos;
+    layers["dosage"], else X, ALT dosage [n_samples, n_variants], NaN missing).
+    Returns a Family "variant": matrix float32 dosage, features the variant ids, short names
+    "contig:pos ref>alt", contig, start = pos - 1 and end = pos (0-based, the variant's first base).
+    """
+    var = geno.var
+    ids = var.index.astype(str).tolist()
+    pos0 = var["pos"].to_numpy().astype(np.int64) - 1
+    short = []
+    for vid in ids:
+        parts = vid.split(":")
+        short.append(f"{parts[0]}:{parts[1]} {parts[2]}>{parts[3]}" if len(parts) == 4 else vid)
+    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float32)
+    return Family(name="variant", kind="variant", matrix=dosage, features=ids, short_names=short,
+                  contig=var["contig"].astype(str).to_numpy(), start=pos0, end=pos0 + 1)
+
+
+def window_family(table: ad.AnnData, sample_order: list[str] | pd.Index) -> Family:
+    """One model layer's window features (embedding dimensions or SAE features) as one family.
+
+    table: a `<layer>.windows.h5ad` of `interp.embed.cohort.cohort_tables` (X [n_samples, n_windows * d];
+    var contig, start, end, dim; uns kind, model, layer), put in `sample_order` (which it must contain).
+    Returns a Family "<kind>:<model>/<layer>" with float32 matrix, features the var names and short names
+    "<layer> contig:start-end d<j>" ("f<j>" for SAE features).
+    """
+    if list(table.obs_names) != list(sample_order):
+        table = table[list(sample_order)]
+    kind, model, layer = table.uns["kind"], table.uns["model"], table.uns["layer"]
+    contig = table.var["contig"].astype(str).to_numpy()
+    start = table.var["start"].to_numpy().astype(np.int64)
+    end = table.var["end"].to_numpy().astype(np.int64)
+    prefix = "f" if kind == "sae" else "d"
+    short = [f"{layer} {c}:{s}-{e} {prefix}{j}" for c, s, e, j in
+             zip(contig, start, end, table.var["dim"].to_numpy(), strict=True)]
+    return Family(name=f"{kind}:{model}/{layer}", kind=kind, matrix=np.asarray(table.X, dtype=np.float32),
+                  features=table.var_names.astype(str).tolist(), short_names=short, contig=contig, start=start,
+                  end=end, model=str(model), layer=str(layer))
+
+
+def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np.ndarray, v_pos0: np.ndarray,
+                  v_ids: np.ndarray) -> pl.DataFrame:
+    """Where each ranked feature sits.
+
+    t: rank rows with kind, contig, start, end (a variant's own base, or a model feature's window).
+    annotation: features with contig, start, end, feature ("exon", ...), gene (or None: no gene, no exon).
+    v_contig, v_pos0, v_ids [n_variants]: every variant's contig, 0-based position and id, in file order.
+    Adds: `window` ("contig:start-end"; a variant's is the model window of t holding it, "" if none),
+    `gene` (the genes of the annotation rows overlapping [start, end), sorted, comma-joined),
+    `exon_overlap` (one of them is an exon) and `nearest_variants` (the first 5 variants inside [start, end),
+    comma-joined). start and end become Int64.
+    """
+    model_windows = (t.filter(pl.col("kind") != "variant").select("contig", "start", "end").unique()
+                     .sort(["contig", "start"]))
+
+    def holding_window(contig: str, pos: int) -> str:
+        hit = model_windows.filter((pl.col("contig") == contig) & (pl.col("start") <= pos) & (pl.col("end") > pos))
+        return "" if hit.is_empty() else f"{contig}:{hit['start'][0]}-{hit['end'][0]}"
+
+    rows = []
+    for kind_is_variant, contig, start, end in (
+            t.select((pl.col("kind") == "variant").alias("v"), "contig", "start", "end").unique().iter_rows()):
+        gene, exon = "", False
+        if annotation is not None:
+            hit = annotation.filter((pl.col("contig") == contig) & (pl.col("start") < end) & (pl.col("end") > start))
+            exon = bool((hit["feature"] == "exon").any())
+            gene = ",".join(sorted(set(hit["gene"].to_list())))
+        inside = v_ids[(v_contig == contig) & (v_pos0 >= start) & (v_pos0 < end)]
+        window = holding_window(contig, start) if kind_is_variant else f"{contig}:{start}-{end}"
+        rows.append({"v": kind_is_variant, "contig": contig, "start": start, "end": end, "gene": gene,
+                     "exon_overlap": exon, "nearest_variants": ",".join(inside[:5].tolist()), "window": window})
+    loci = pl.DataFrame(rows, schema_overrides={"start": pl.Int64, "end": pl.Int64})
+    t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
+                       (pl.col("kind") == "variant").alias("v"))
+    return t.join(loci, on=["v", "contig", "start", "end"], how="left").drop("v")
+
+
+def order_rank_table(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows by phenotype, family, rank (untested features, rank null, last; ties keep their order), columns
+    `RANK_FIRST_COLUMNS` first (those present), then the rest in their order."""
+    table = table.sort(["phenotype", "family", "rank"], nulls_last=True, maintain_order=True)
+    first = [c for c in RANK_FIRST_COLUMNS if c in table.columns]
+    return table.select(first + [c for c in table.columns if c not in first])
+
+
+def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFrame | None, phenotypes: list[str],
+                covariates: list[str], cfg: RankConfig, covariate_missing: str = "refuse",
+                ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Rank the variants and every model feature family for each phenotype (`interp.rank.rank_phenotype`),
+    adjusted for the ancestry PCs and the covariates.
+
+    geno: the ancestry stage's AnnData (obs with the phenotypes and covariates, obsm["X_pca"] [n, k], the
+    variants); families: `window_family` of each model layer, in the samples' order of geno.
+    Returns (table: one row per (phenotype, family, feature), with the locus columns of `annotate_loci`,
+    ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
+    covariate_columns (the design's), n_pcs, config).
+    """
+    design = rank_covariates(geno.obs, covariates, covariate_missing)
+    pcs = np.asarray(geno.obsm["X_pca"], dtype=np.float64)
+    cov = np.hstack([pcs, design.matrix])
+    variants = variant_family(geno)
+    tables, summaries = [], []
+    for phenotype in phenotypes:
+        y = phenotype_values(geno.obs[phenotype], phenotype)
+        t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg)
+        tables.append(t)
+        summaries.append(s)
+    table = pl.concat([t for t in tables if t.height], how="diagonal_relaxed")
+    table = annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
+                          np.asarray(variants.features))
+    summary = {"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
+               "n_pcs": int(pcs.shape[1]), "config": cfg.__dict__}
+    return order_rank_table(table), summary
