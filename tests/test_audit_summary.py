@@ -1,0 +1,107 @@
+"""interp.audit_summary: the audit stage's summaries (feature attribution, SAE feature leakage), the
+masking of groups under 5 samples, the table and details, and one embedding audited per phenotype."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+def test_mask_small_groups_hides_counts_below_five() -> None:
+    from interp.audit_summary import mask_small_groups
+
+    groups = [{"population": "A", "n": 4, "auroc": 0.7}, {"population": "B", "n": 5, "auroc": 0.6},
+              {"population": "C", "n": np.int64(2), "auroc": 0.9}, {"population": "D", "auroc": 0.5},
+              {"population": "E", "n": "<5"}]
+    out = mask_small_groups(groups)
+    assert out == [{"population": "A", "n": "<5"}, groups[1], {"population": "C", "n": "<5"},
+                   {"population": "D", "n": "<5"}, groups[4]]
+    assert mask_small_groups(groups, min_n=3)[0] == groups[0]
+    assert mask_small_groups([]) == []
+
+
+def test_attribution_summary_counts_and_orders() -> None:
+    from interp.audit_summary import attribution_summary
+
+    m = 12
+    attribution = pl.DataFrame({
+        "feature": np.arange(m), "p_ancestry": np.linspace(0.001, 0.9, m)[::-1],
+        "q_ancestry": [0.01, 0.04, 0.05, 0.06] + [0.5] * (m - 4),
+        "p_phenotype": np.linspace(0.001, 0.9, m), "q_phenotype": [0.2] * (m - 1) + [0.001],
+        "ancestry_dominated": [True, True] + [False] * (m - 2)})
+    s = attribution_summary(attribution)
+    assert (s["n_features"], s["n_ancestry_significant"], s["n_phenotype_significant"],
+            s["n_ancestry_dominated"]) == (12, 3, 1, 2)
+    assert [r["feature"] for r in s["top_ancestry"]] == list(range(11, 1, -1))
+    assert [r["feature"] for r in s["top_phenotype"]] == list(range(10))
+
+
+def test_sae_feature_leakage_finds_the_population_feature_and_skips_dead_ones() -> None:
+    from interp.audit_summary import sae_feature_leakage
+
+    rng = np.random.default_rng(0)
+    n = 80
+    population = np.repeat(["A", "B"], n // 2)
+    is_b = (population == "B").astype(float)
+    pcs = (is_b + rng.normal(scale=0.1, size=n))[:, None]
+    y = rng.integers(0, 2, n).astype(float)
+    F = np.column_stack([np.zeros(n), 3 * is_b + rng.normal(scale=0.2, size=n), rng.normal(size=n)])
+    assert sae_feature_leakage(None, y, pcs, population) is None
+    out = sae_feature_leakage(F, y, pcs, population)
+    assert out["n_features_alive"] == 2
+    assert out["n_features_population_auroc_over_0.8"] == 1
+    assert out["top_leaky"][0]["feature"] == 1  # the column of F, not of the alive features
+    assert {r["feature"] for r in out["top_leaky"]} == {1, 2}
+
+
+def _result(phenotype: str, layer: str, by_population: list[dict]) -> dict:
+    return {"phenotype": phenotype, "model": "m", "layer": layer, "verdict": "PASS", "verdict_rule": "r",
+            "reason": "why", "reasons": ["why"], "multiplicity": "holm over 2 verdicts", "null_method": "permute",
+            "strata_source": "labels", "thresholds": {"t": 1}, "covariates": {}, "descriptors": {"gc": {"r": 0.1}},
+            "by_population": by_population, "between_group_difference": 0.2, "auroc_lopo_by_population": {},
+            "p_within": 0.01, "n": 40, "auroc_ci": None}
+
+
+def test_audit_tables_rows_sorted_scalars_only_and_details_masked() -> None:
+    from interp.audit_summary import audit_tables
+
+    results = [_result("z", "block1", [{"population": "A", "n": 3}, {"population": "B", "n": 37}]),
+               _result("a", "block2", [{"population": "A", "n": 20}, {"population": "B", "n": 20}])]
+    extras = [{"attribution": {"n_features": 4}, "sae_feature_leakage": None}] * 2
+    table, details = audit_tables(results, extras, "impute")
+    assert table["phenotype"].to_list() == ["a", "z"]
+    assert table.columns[:3] == ["phenotype", "model", "layer"]
+    assert table.columns[-1] == "reasons" and table["reasons"].to_list() == ["why", "why"]
+    assert "thresholds" not in table.columns and "by_population" not in table.columns
+    assert "auroc_ci" in table.columns and "p_within" in table.columns
+    assert [d["phenotype"] for d in details] == ["z", "a"]  # input order
+    assert details[0]["by_population"] == [{"population": "A", "n": "<5"}, {"population": "B", "n": 37}]
+    assert details[0]["covariate_policy"] == {"missing": "impute", "covariates": {},
+                                              "descriptors_not_adjusted_for": ["gc"]}
+    assert details[0]["attribution"] == {"n_features": 4} and details[0]["sae_feature_leakage"] is None
+    assert details[1]["by_stratum"] == []
+
+
+def test_audit_embedding_one_group_without_population_labels() -> None:
+    import anndata as ad
+    import pandas as pd
+
+    from interp.audit import AuditConfig
+    from interp.audit_summary import audit_embedding
+
+    rng = np.random.default_rng(1)
+    n = 60
+    obs = pd.DataFrame({"pheno": rng.integers(0, 2, n).astype(float), "gc": rng.normal(0.4, 0.01, n),
+                        "population": np.repeat(["A", "B"], n // 2)}, index=[f"s{i}" for i in range(n)])
+    table = ad.AnnData(X=rng.normal(size=(n, 3)).astype(np.float32), obs=obs)
+    table.obsm["X_pca"] = rng.normal(size=(n, 2))
+    table.uns.update({"model": "m", "layer": "block1"})
+    cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=99, seed=0)
+    [(res, extra)] = audit_embedding(table, None, ["pheno"], cfg, [], max_null_replicates=99)
+    assert (res["phenotype"], res["model"], res["layer"]) == ("pheno", "m", "block1")
+    assert [g["population"] for g in res["by_population"]] == ["all"]
+    assert list(res["descriptors"]) == ["gc"]
+    assert extra["attribution"]["n_features"] == 3 and extra["sae_feature_leakage"] is None
+    [(labelled, _)] = audit_embedding(table, None, ["pheno"], cfg, [], population_column="population",
+                                      max_null_replicates=99)
+    assert sorted(g["population"] for g in labelled["by_population"]) == ["A", "B"]

@@ -1,0 +1,106 @@
+"""interp.embed.cohort: embedding each distinct haplotype window once and pooling per sample, on a
+hand-built cohort of 2 samples x 2 windows with known means."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+
+def _cohort_inputs():
+    """2 samples x 2 windows x 2 haplotypes over 3 distinct sequences (rows of `pooled`)."""
+    import anndata as ad
+    import pandas as pd
+
+    sequences = pl.DataFrame({"seq_hash": ["h0", "h1", "h2"], "sequence": ["GGCC", "AATT", "GANN"]})
+    # (sample, window, hap) -> hash
+    which = {("s1", 0, 1): "h0", ("s1", 0, 2): "h1", ("s1", 1, 1): "h2", ("s1", 1, 2): "h2",
+             ("s2", 0, 1): "h1", ("s2", 0, 2): "h1", ("s2", 1, 1): "h0", ("s2", 1, 2): "h2",
+             ("other", 0, 1): "h9"}  # a sample not in the genotypes: ignored
+    rows = [{"sample": s, "hap": h, "window_index": w, "window_id": f"chr1:{100 * w}-{100 * w + 50}",
+             "region": "g", "contig": "chr1", "start": 100 * w, "end": 100 * w + 50, "seq_hash": x}
+            for (s, w, h), x in which.items()]
+    assign = pl.DataFrame(rows)
+    geno = ad.AnnData(obs=pd.DataFrame({"population": ["A", "B"]}, index=["s1", "s2"]))
+    geno.obsm["X_pca"] = np.array([[1.0, 0.0], [0.0, 1.0]])
+    pooled = {"block1": np.array([[0.0, 10.0], [2.0, 20.0], [4.0, 40.0]], dtype=np.float32),
+              "sae": np.array([[1.0], [0.0], [3.0]], dtype=np.float32)}
+    return pooled, sequences, assign, geno
+
+
+def test_gc_fraction_ignores_n() -> None:
+    from interp.embed.cohort import gc_fraction
+
+    assert gc_fraction("GGCC") == 1.0
+    assert gc_fraction("GANN") == 0.5
+    assert gc_fraction("NNNN") == 0.0
+
+
+def test_sequence_index_maps_sample_window_haplotype_to_sequence_rows() -> None:
+    from interp.embed.cohort import sequence_index
+
+    _, sequences, assign, _ = _cohort_inputs()
+    seq_index, windows = sequence_index(assign, ["s2", "s1"], sequences["seq_hash"].to_list())
+    assert seq_index.tolist() == [[[1, 1], [0, 2]], [[0, 1], [2, 2]]]  # s2 first, as asked
+    assert windows["window_id"].to_list() == ["chr1:0-50", "chr1:100-150"]
+    with pytest.raises(ValueError, match="no sequence"):
+        sequence_index(assign.filter(pl.col("seq_hash") != "h1"), ["s1", "s2"], ["h0", "h2"])
+
+
+def test_pool_cohort_means_over_haplotypes_and_windows() -> None:
+    from interp.embed.cohort import pool_cohort
+
+    pooled, sequences, assign, geno = _cohort_inputs()
+    tables = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2", keep_haplotypes=True))
+    assert list(tables) == ["block1.samples.h5ad", "block1.windows.h5ad", "sae.features.h5ad",
+                            "sae.windows.h5ad"]
+    s = tables["block1.samples.h5ad"]
+    # s1: windows (h0+h1)/2 = [1, 15], (h2+h2)/2 = [4, 40] -> [2.5, 27.5]; s2: [2, 20], [2, 25] -> [2, 22.5]
+    np.testing.assert_allclose(s.X, [[2.5, 27.5], [2.0, 22.5]])
+    assert s.X.dtype == np.float32
+    np.testing.assert_allclose(s.obsm["hap1"], [[2.0, 25.0], [1.0, 15.0]])  # s1: h0, h2; s2: h1, h0
+    np.testing.assert_allclose(s.obsm["hap2"], [[3.0, 30.0], [3.0, 30.0]])  # s1: h1, h2; s2: h1, h2
+    np.testing.assert_array_equal(s.obsm["X_pca"], geno.obsm["X_pca"])
+    # gc: s1 over h0, h1, h2, h2 = (1 + 0 + 0.5 + 0.5) / 4; s2 over h1, h1, h0, h2 = (0 + 0 + 1 + 0.5) / 4
+    np.testing.assert_allclose(s.obs["gc"].to_numpy(), [0.5, 0.375])
+    assert s.obs["population"].tolist() == ["A", "B"]
+    assert dict(s.uns) == {"model": "m", "layer": "block1", "kind": "embedding"}
+    w = tables["block1.windows.h5ad"]
+    np.testing.assert_allclose(w.X, [[1.0, 15.0, 4.0, 40.0], [2.0, 20.0, 2.0, 25.0]])  # window-major
+    assert w.var_names.tolist() == ["m/block1/chr1:0-50/dim0", "m/block1/chr1:0-50/dim1",
+                                    "m/block1/chr1:100-150/dim0", "m/block1/chr1:100-150/dim1"]
+    assert w.var["dim"].tolist() == [0, 1, 0, 1]
+    assert w.var["start"].tolist() == [0, 0, 100, 100]
+    f = tables["sae.features.h5ad"]
+    np.testing.assert_allclose(f.X, [[(1 + 0 + 3 + 3) / 4], [(0 + 0 + 1 + 3) / 4]])
+    assert f.uns["layer"] == "block2" and f.uns["kind"] == "sae"
+    assert tables["sae.windows.h5ad"].var_names.tolist() == ["m/block2/chr1:0-50/f0", "m/block2/chr1:100-150/f0"]
+    plain = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2"))
+    assert "hap1" not in plain["block1.samples.h5ad"].obsm
+
+
+def test_embed_distinct_windows_adds_the_sae_codes_of_the_layer() -> None:
+    import torch
+
+    from interp.embed.base import TokenActivations
+    from interp.embed.cohort import embed_distinct_windows
+
+    class Embedder:
+        """Token i of a sequence has activation [i, 1] at every layer; every token is a base."""
+
+        def embed(self, seqs, layers):
+            values = np.concatenate([np.stack([np.arange(len(s)), np.ones(len(s))], 1) for s in seqs])
+            offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+            span = np.stack([np.concatenate([np.arange(len(s)) for s in seqs]),
+                             np.concatenate([np.arange(1, len(s) + 1) for s in seqs])], 1)
+            return {layer: TokenActivations(values=values.astype(np.float32), offsets=offsets, base_span=span)
+                    for layer in layers}
+
+    class Sae(torch.nn.Module):
+        def encode(self, x):
+            return torch.relu(x[:, :1] - 1.0)  # one feature: max(token index - 1, 0)
+
+    out = embed_distinct_windows(Embedder(), ["ACGT", "AC"], ["b1"], batch_size=1, sae_model=Sae(), sae_layer="b2")
+    np.testing.assert_allclose(out["b1"], [[1.5, 1.0], [0.5, 1.0]])
+    np.testing.assert_allclose(out["sae"], [[(0 + 0 + 1 + 2) / 4], [0.0]])
