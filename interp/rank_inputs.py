@@ -1,6 +1,7 @@
 """The rank stage's inputs and outputs around `interp.rank`: phenotype values, the covariate design, the
-feature families built from the cohort's tables (`variant_family`, `window_family`), where each ranked
-feature sits (`annotate_loci`) and the whole run (`rank_cohort`).
+feature families built from the cohort's tables (`variant_family`, `window_family`, and from zero-shot
+variant scores `variant_effect_family`), where each ranked feature sits (`annotate_loci`) and the whole run
+(`rank_cohort`).
 
 Coordinates: 0-based half-open [start, end) throughout (a variant's `pos` in the genotype table is 1-based).
 """
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from interp.rank import Family, RankConfig, rank_phenotype
+from interp.rank import Family, RankConfig, mean_impute, rank_phenotype
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -92,6 +93,70 @@ def window_family(table: ad.AnnData, sample_order: list[str] | pd.Index) -> Fami
                   end=end, model=str(model), layer=str(layer))
 
 
+def model_windows(families: list[Family]) -> pl.DataFrame:
+    """The distinct windows (contig, start, end; 0-based half-open) of the window families, sorted."""
+    frames = [pl.DataFrame({"contig": np.asarray(f.contig).astype(str), "start": np.asarray(f.start, dtype=np.int64),
+                            "end": np.asarray(f.end, dtype=np.int64)}) for f in families]
+    if not frames:
+        return pl.DataFrame(schema={"contig": pl.String, "start": pl.Int64, "end": pl.Int64})
+    return pl.concat(frames).unique().sort(["contig", "start", "end"])
+
+
+def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.DataFrame) -> Family | None:
+    """One model's zero-shot variant scores as a window burden family "variant_effect:<model>".
+
+    geno: the ancestry stage's AnnData (var index variant_id, contig, 1-based pos; layers["dosage"], else X,
+    ALT dosage, NaN missing, mean-imputed per variant as in the variant family). scores: the variant_effect
+    stage's table (variant_id, score, model; `interp.embed.variant_effect.score_cohort_variants`).
+    windows: contig, start, end (0-based half-open): the windows of the model's window features
+    (`model_windows`), so the burden and the embedding / SAE features of a window describe the same bases.
+
+    Feature of sample i and window w: B[i, w] = sum over the variants v in w of weight_v x dosage[i, v], with
+    weight_v = max(-score_v, 0), the "damaging" weight. score_v is log p(ALT) - log p(REF) (masked LLR or
+    causal delta), so a negative score means the model finds ALT less likely than REF; the burden counts
+    the ALT alleles a sample carries that the model finds surprising, each by how much. |score| was not
+    chosen: it would add ALT alleles the model finds *more* likely than REF (REF is the odd allele there)
+    with the same sign as damaging ones, mixing two opposite hypotheses in one sum and diluting either;
+    the test is two-sided, so a protective burden is still found. Known limit: the polarity is the
+    reference's, so a damaging REF allele (a common ALT with positive score) is not counted. Variants
+    without a score (non-SNVs, REF mismatch) and variants not in `scores` weigh 0. Only windows holding a
+    variant of positive weight are features (the others would be constant 0).
+    Returns None when no window has one. Feature ids "<model>/variant_effect/<contig>:<start>-<end>", short
+    names "burden <contig>:<start>-<end>"; kind "variant_effect", model set, layer "".
+    """
+    model = str(scores["model"][0]) if "model" in scores.columns and scores.height else "model"
+    scored = scores.filter(pl.col("score").is_not_null() & pl.col("score").is_not_nan())
+    score_of = dict(zip(scored["variant_id"].cast(pl.String).to_list(), scored["score"].to_list(), strict=True))
+    ids = geno.var.index.astype(str).tolist()
+    weight = np.array([max(-float(score_of.get(v, 0.0)), 0.0) for v in ids])
+    dosage = mean_impute(np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float64))
+    v_contig = geno.var["contig"].astype(str).to_numpy()
+    v_pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
+    by_contig = {}
+    for c in np.unique(v_contig):
+        idx = np.flatnonzero((v_contig == c) & (weight > 0))
+        idx = idx[np.argsort(v_pos0[idx], kind="stable")]
+        by_contig[c] = (idx, v_pos0[idx])
+    cols, feats, short, contig, start, end = [], [], [], [], [], []
+    for c, s, e in windows.select("contig", "start", "end").iter_rows():
+        idx, p0 = by_contig.get(c, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+        inside = idx[np.searchsorted(p0, s, side="left"):np.searchsorted(p0, e, side="left")]
+        if inside.size == 0:
+            continue
+        cols.append(dosage[:, inside] @ weight[inside])
+        feats.append(f"{model}/variant_effect/{c}:{s}-{e}")
+        short.append(f"burden {c}:{s}-{e}")
+        contig.append(c)
+        start.append(s)
+        end.append(e)
+    if not cols:
+        return None
+    return Family(name=f"variant_effect:{model}", kind="variant_effect",
+                  matrix=np.column_stack(cols).astype(np.float32), features=feats, short_names=short,
+                  contig=np.asarray(contig, dtype=object), start=np.asarray(start, dtype=np.int64),
+                  end=np.asarray(end, dtype=np.int64), model=model, layer="")
+
+
 def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np.ndarray, v_pos0: np.ndarray,
                   v_ids: np.ndarray) -> pl.DataFrame:
     """Where each ranked feature sits.
@@ -144,7 +209,8 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     adjusted for the ancestry PCs and the covariates.
 
     geno: the ancestry stage's AnnData (obs with the phenotypes and covariates, obsm["X_pca"] [n, k], the
-    variants); families: `window_family` of each model layer, in the samples' order of geno.
+    variants); families: `window_family` of each model layer, in the samples' order of geno, and any
+    `variant_effect_family` (each family its own BH scope).
     Returns (table: one row per (phenotype, family, feature), with the locus columns of `annotate_loci`,
     ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
     covariate_columns (the design's), n_pcs, config).

@@ -20,7 +20,7 @@ from interp.io import atomic_dir, atomic_path, write_text_atomic
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
     "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort",
-    "audit", "rank", "report", "calibration_replicate", "calibration",
+    "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration",
 )
 
 
@@ -511,6 +511,32 @@ def embed_cohort(job: Job) -> None:
                 "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
 
 
+def variant_effect(job: Job) -> None:
+    """Zero-shot score of every cohort variant under one model, on the reference window around it
+    (interp.embed.variant_effect): masked LLR or causal delta; non-SNVs get a null score and a count."""
+    import time
+
+    import anndata as ad
+
+    from interp.embed.registry import load_card
+    from interp.embed.variant_effect import cohort_variants, load_scorer, score_cohort_variants
+    from interp.genome.fasta import open_reference
+
+    _set_threads(job.threads)
+    t0 = time.perf_counter()
+    p = job.params
+    card = load_card(job.input["card"])
+    scorer = load_scorer(card, job.input.get("checkpoint"), _device(p["device"]), hf_cache=p.get("hf_cache"),
+                         dtype=p.get("dtype", "auto"), batch_size=p.get("batch_size", 64))
+    geno = ad.read_h5ad(job.input["genotypes"], backed="r")  # the variant table only
+    variants = cohort_variants(geno.var)
+    geno.file.close()
+    fasta = open_reference(job.input["fasta"], p.get("reference_cache"))
+    table, stats = score_cohort_variants(variants, fasta, scorer, width=p.get("width"))
+    write_table(table, job.output["parquet"])
+    write_json({**stats, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
+
+
 def audit(job: Job) -> None:
     """Ancestry / confound audit per phenotype x model x layer (interp.audit, interp.audit_summary), verdicts
     adjusted over the run."""
@@ -543,11 +569,13 @@ def audit(job: Job) -> None:
 
 def rank(job: Job) -> None:
     """Rank variants and model-derived window features per phenotype and feature family, adjusted for PCs and
-    covariates, with linkage to the variants (interp.rank, interp.rank_inputs)."""
+    covariates, with linkage to the variants (interp.rank, interp.rank_inputs). The optional input
+    `variant_effect` (the variant_effect stage's tables) adds one burden family per model over the same
+    windows; without it (the calibration suite) no such family is built."""
     import anndata as ad
 
     from interp.rank import RankConfig
-    from interp.rank_inputs import rank_cohort, window_family
+    from interp.rank_inputs import model_windows, rank_cohort, variant_effect_family, window_family
 
     _set_threads(job.threads)
     p = job.params
@@ -557,6 +585,11 @@ def rank(job: Job) -> None:
                                           "resamples", "stability_screen") if k in p}, seed=p["seed"])
     families = [window_family(ad.read_h5ad(path), geno.obs_names) for d in sorted(job.input["emb_dirs"])
                 for path in sorted(Path(d).glob("*.windows.h5ad"))]
+    scores = job.input.get("variant_effect") or []
+    windows = model_windows(families)
+    for path in sorted([scores] if isinstance(scores, str) else scores):
+        fam = variant_effect_family(geno, pl.read_parquet(path), windows)
+        families += [fam] if fam is not None else []
     table, summary = rank_cohort(geno, families, annotation, p["phenotypes"], p["covariates"], cfg,
                                  covariate_missing=p.get("covariate_missing", "refuse"))
     write_table(table, job.output["parquet"], job.output["tsv"])

@@ -540,3 +540,48 @@ def test_rank_stage_families_linkage_missing_phenotypes_and_quantitative(tmp_pat
     assert link["top_variant"] == "chr17:1101:A:G" and link["n_explained_by_top_variant"] == 1
     assert d0["p_conditional_top_variant"] == pytest.approx(d0["p_conditional"])
     assert rows["m/block1/r:0/dim2"]["tags_variants"] is None  # not significant: no linkage reporting
+
+
+def test_rank_stage_variant_effect_family_is_optional_and_scoped_on_its_own(tmp_path):
+    """The optional input `variant_effect` adds the family variant_effect:<model> with its own BH scope and
+    leaves every other row as it was; without the input (the calibration suite, even with the config's
+    rank.variant_effect true) the output is the run without the family."""
+    from interp import stages
+
+    emb = _stage_inputs(tmp_path)
+    ids = [f"chr17:{p + 1}:A:G" for p in (1100, 1300, 1400, 2100, 2200, 2300, 2400, 5000, 6000, 7000, 8000, 9000)]
+    scores = pl.DataFrame({"variant_id": ids, "score": [-3.0, -2.0, 1.0, -0.5, None] + [-1.0] * 7,
+                           "model": ["m"] * 12, "method": ["masked_llr"] * 12})
+    scores.write_parquet(tmp_path / "ve.parquet")
+
+    def run(name: str, with_scores: bool, **params) -> tuple[pl.DataFrame, dict]:
+        job = _stage_job(tmp_path, emb)
+        job.output = {k: str(tmp_path / f"{name}{Path(v).suffix}") for k, v in job.output.items()}
+        job.params.update(params)
+        if with_scores:
+            job.input["variant_effect"] = [str(tmp_path / "ve.parquet")]
+        stages.rank(job)
+        return pl.read_parquet(tmp_path / f"{name}.parquet"), json.loads((tmp_path / f"{name}.json").read_text())
+
+    without, s_without = run("without", False)
+    flag_only, _ = run("flag_only", False, variant_effect=True)
+    with_, s_with = run("with", True)
+    assert set(without["family"].unique()) == {"variant", "embedding:m/block1"}
+    assert flag_only.equals(without)  # the config key alone builds nothing
+    assert set(with_["family"].unique()) == {"variant", "embedding:m/block1", "variant_effect:m"}
+    assert with_.filter(pl.col("family") != "variant_effect:m").equals(without)  # other rows unchanged
+    for a, b in zip(s_without["phenotypes"], s_with["phenotypes"], strict=True):
+        assert {k: v for k, v in b["families"].items() if k != "variant_effect:m"} == a["families"]
+    ve = with_.filter(pl.col("family") == "variant_effect:m")
+    for phenotype, t in ve.group_by("phenotype"):
+        t = t.sort("rank")
+        # windows chr17:1000-1500 (3 x A + 2 x B; the +1 variant weighs 0) and chr17:2000-2500 (0.5 x one)
+        assert t["feature"].sort().to_list() == ["m/variant_effect/chr17:1000-1500", "m/variant_effect/chr17:2000-2500"]
+        assert set(t["bh_scope"]) == {f"BH within phenotype '{phenotype[0]}' and family 'variant_effect:m' (2 tests)"}
+        np.testing.assert_allclose(t["q"].to_numpy(), benjamini_hochberg(t["p"].to_numpy()))
+        assert set(t["window"]) == {"chr17:1000-1500", "chr17:2000-2500"}
+    w0 = ve.filter((pl.col("phenotype") == "causal") & (pl.col("rank") == 1)).row(0, named=True)
+    assert w0["feature"] == "m/variant_effect/chr17:1000-1500" and w0["q"] < 0.05
+    assert w0["short_name"] == "burden chr17:1000-1500" and w0["kind"] == "variant_effect"
+    assert w0["lead_variant"] == "chr17:1101:A:G"
+    assert "variant_effect:m" in s_with["phenotypes"][0]["families"]

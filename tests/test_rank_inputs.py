@@ -95,3 +95,109 @@ def test_order_rank_table_sorts_and_puts_key_columns_first() -> None:
     out = order_rank_table(t)
     assert out.columns == ["phenotype", "family", "rank", "p", "extra"]
     assert out["extra"].to_list() == ["e4", "e3", "e1", "e2"]
+
+
+# ------------------------------------------------------------------------------- variant-effect burden family
+def _tiny_geno(dosage: np.ndarray, contig: list[str], pos: list[int], ids: list[str]):
+    import anndata as ad
+    import pandas as pd
+
+    var = pd.DataFrame({"contig": contig, "pos": pos}, index=ids)
+    geno = ad.AnnData(X=np.zeros(dosage.shape, dtype=np.float32), var=var,
+                      obs=pd.DataFrame(index=[f"s{i}" for i in range(dosage.shape[0])]))
+    geno.layers["dosage"] = dosage.astype(np.float32)
+    return geno
+
+
+def test_variant_effect_family_is_the_damaging_weighted_burden_by_hand() -> None:
+    from interp.rank import Family
+    from interp.rank_inputs import model_windows, variant_effect_family
+
+    ids = ["chr1:101:A:G", "chr1:151:C:T", "chr1:201:G:A", "chr1:301:AT:A", "chr2:101:T:C", "chr1:251:A:C"]
+    dosage = np.array([[1, 2, 0, 1, 2, 1],
+                       [0, 1, np.nan, 0, 0, 0],  # v2 missing: mean of the observed 0 and 2
+                       [2, 0, 2, 2, 1, 1]], dtype=float)
+    geno = _tiny_geno(dosage, ["chr1", "chr1", "chr1", "chr1", "chr2", "chr1"], [101, 151, 201, 301, 101, 251], ids)
+    # v1 has a positive score (ALT more likely: weight 0), v3 (a deletion) none, v5 is not in the table
+    scores = pl.DataFrame({"variant_id": ids[:5], "score": [-2.0, 1.0, -0.5, None, -1.0], "model": ["m"] * 5})
+
+    def fam(contig, start, end):
+        return Family(name="embedding:m/b", kind="embedding", matrix=np.zeros((3, len(start))),
+                      features=[str(i) for i in range(len(start))], short_names=[""] * len(start),
+                      contig=np.array(contig), start=np.array(start), end=np.array(end))
+
+    windows = model_windows([fam(["chr1", "chr1", "chr2"], [150, 100, 0], [250, 200, 200]),
+                             fam(["chr1", "chr1", "chr3", "chr1"], [100, 300, 0, 100], [200, 400, 100, 200])])
+    assert windows.rows() == [("chr1", 100, 200), ("chr1", 150, 250), ("chr1", 300, 400), ("chr2", 0, 200),
+                              ("chr3", 0, 100)]
+    f = variant_effect_family(geno, scores, windows)
+    assert (f.name, f.kind, f.model, f.layer) == ("variant_effect:m", "variant_effect", "m", "")
+    # chr1:300-400 holds only the unscored deletion and chr3 no variant: no feature
+    assert f.features == ["m/variant_effect/chr1:100-200", "m/variant_effect/chr1:150-250",
+                          "m/variant_effect/chr2:0-200"]
+    assert f.short_names == ["burden chr1:100-200", "burden chr1:150-250", "burden chr2:0-200"]
+    np.testing.assert_array_equal(f.start, [100, 150, 0])
+    np.testing.assert_array_equal(f.end, [200, 250, 200])
+    # by hand: window 1 = 2 x d(v0) (v1 weighs 0; v2 at 0-based 200 is outside [100, 200)),
+    # window 2 = 0.5 x d(v2) (s1 imputed to 1), window 3 = 1 x d(v4)
+    np.testing.assert_allclose(f.matrix, [[2.0, 0.0, 2.0], [0.0, 0.5, 0.0], [4.0, 1.0, 1.0]])
+    assert f.matrix.dtype == np.float32
+    none = variant_effect_family(geno, scores.with_columns(pl.col("score").abs()), windows)
+    assert none is None  # no variant the model finds less likely than REF: no family
+
+
+def _planted_cohort(seed: int = 5):
+    """800 samples, 10 windows of 500 bases on chr1 with 3 independent variants each. The phenotype is
+    driven by the variant at 3,251 (score -6, window chr1:3000-3500) and, as strongly, by the one at 1,251
+    (score +6: ALT more likely than REF, weight 0; window chr1:1000-1500); the other scores are small."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n, starts = 800, np.arange(0, 5000, 500)
+    pos = np.array([s + off for s in starts for off in (51, 251, 451)])
+    v = pos.size
+    dosage = rng.binomial(2, rng.uniform(0.1, 0.3, size=v), size=(n, v)).astype(float)
+    ids = [f"chr1:{p}:A:G" for p in pos]
+    score = rng.uniform(-0.3, -0.01, size=v)
+    planted, decoy = int(np.flatnonzero(pos == 3251)[0]), int(np.flatnonzero(pos == 1251)[0])
+    score[planted], score[decoy] = -6.0, 6.0
+    pcs = rng.normal(size=(n, 2))
+    lin = -1.5 + 1.0 * dosage[:, planted] + 1.0 * dosage[:, decoy] + 0.2 * pcs[:, 0]
+    geno = _tiny_geno(dosage, ["chr1"] * v, pos.tolist(), ids)
+    geno.obs["causal"] = (rng.random(n) < 1 / (1 + np.exp(-lin))).astype(float)
+    geno.obs["null"] = (rng.random(n) < 0.3).astype(float)
+    geno.obs["sex"] = pd.Categorical(rng.choice(["F", "M"], size=n))
+    geno.obsm["X_pca"] = pcs
+    scores = pl.DataFrame({"variant_id": ids, "score": score, "model": ["m"] * v})
+    windows = pl.DataFrame({"contig": ["chr1"] * starts.size, "start": starts, "end": starts + 500})
+    return geno, scores, windows, pd
+
+
+def test_variant_effect_family_in_rank_cohort_own_scope_and_planted_window_first() -> None:
+    from interp.rank import RankConfig, benjamini_hochberg
+    from interp.rank_inputs import rank_cohort, variant_effect_family
+
+    geno, scores, windows, _ = _planted_cohort()
+    fam = variant_effect_family(geno, scores, windows)
+    cfg = RankConfig(resamples=4, top_k=3, refit_top=2, seed=1)
+    table, summary = rank_cohort(geno, [fam], None, ["causal", "null"], ["sex"], cfg)
+    assert set(table["family"].unique()) == {"variant", "variant_effect:m"}
+    ve = table.filter(pl.col("family") == "variant_effect:m")
+    assert set(ve["kind"].unique()) == {"variant_effect"} and set(ve["model"].unique()) == {"m"}
+    for phenotype in ("causal", "null"):
+        t = ve.filter(pl.col("phenotype") == phenotype).sort("rank")
+        assert t.height == 10  # every window holds a variant of positive weight
+        assert set(t["bh_scope"]) == {f"BH within phenotype '{phenotype}' and family 'variant_effect:m' (10 tests)"}
+        # BH within the family alone (not pooled with the 30 variant tests)
+        np.testing.assert_allclose(t["q"].to_numpy(), benjamini_hochberg(t["p"].to_numpy()))
+        assert t["rank"].to_list() == list(range(1, 11))
+        assert "variant_effect:m" in next(s for s in summary["phenotypes"] if s["phenotype"] == phenotype)["families"]
+    causal = ve.filter(pl.col("phenotype") == "causal").sort("rank")
+    top = causal.row(0, named=True)
+    # the planted damaging variant's window is first; the window of the equally causal variant with a
+    # positive score (weight 0 in the damaging burden) is not found: |score| would have found it
+    assert top["feature"] == "m/variant_effect/chr1:3000-3500" and top["q"] < 1e-6, causal
+    assert top["lead_variant"] == "chr1:3251:A:G"
+    decoy = causal.filter(pl.col("feature") == "m/variant_effect/chr1:1000-1500").row(0, named=True)
+    assert decoy["p"] > 0.01, decoy
+    assert causal.filter(pl.col("q") < 0.05)["feature"].to_list() == [top["feature"]]

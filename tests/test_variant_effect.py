@@ -129,3 +129,150 @@ def test_causal_delta_is_a_difference_of_sequence_logliks():
     assert delta == pytest.approx(sequence_loglik(model, tok, alt) - sequence_loglik(model, tok, ref), abs=1e-9)
     assert hf_causal_delta(model, tok, [alt], [5], ["A"], ["G"])[0] == pytest.approx(-delta, abs=1e-9)
     assert delta != 0
+
+
+# ---------------------------------------------------------------- cohort variants and the stage
+def test_variant_window_centres_the_variant_and_stays_inside_the_contig():
+    from interp.embed.variant_effect import variant_window
+
+    assert variant_window(1000, 500, 64) == (468, 532)  # the variant at offset 32
+    assert variant_window(1000, 5, 64) == (0, 64)
+    assert variant_window(1000, 999, 64) == (936, 1000)
+    assert variant_window(40, 10, 64) == (0, 40)  # a contig shorter than the window: all of it
+    assert variant_window(1000, 500, 65) == (468, 533)
+
+
+def test_score_cohort_variants_scores_snvs_and_counts_the_rest(random_tiny):
+    import polars as pl
+
+    from interp.embed.variant_effect import VariantScorer, score_cohort_variants
+
+    rng = np.random.default_rng(4)
+    chrom = "".join(rng.choice(list("ACGT"), 300))
+    fasta = {"c1": chrom.lower(), "c2": "ACGT" * 5}
+    pos = [150, 3, 299, 100, 120, 10, 7]  # 1-based
+    ref = [chrom[149], chrom[2], chrom[298], chrom[99:101], _other(chrom[119], 0), "A", "G"]
+    alt = [_other(chrom[149], 1), _other(chrom[2], 2), _other(chrom[298], 0), chrom[99], chrom[119], "C", "<DEL>"]
+    variants = pl.DataFrame({"variant_id": [f"v{i}" for i in range(7)], "contig": ["c1"] * 5 + ["c9", "c2"],
+                             "pos": pos, "ref": ref, "alt": alt})
+    scorer = VariantScorer("tiny", "masked_llr", 64,
+                           lambda w, p, r, a: tiny_masked_llr(random_tiny, w, p, r, a, batch_size=2))
+    table, stats = score_cohort_variants(variants, fasta, scorer, width=40, chunk=2)
+    assert table["variant_id"].to_list() == [f"v{i}" for i in range(7)]
+    assert table["skipped"].to_list() == ["", "", "", "not an SNV", "REF does not match the reference",
+                                          "outside the reference contig", "not an SNV"]
+    assert table["window_start"].to_list()[:3] == [129, 0, 260] and table["window_end"].to_list()[:3] == [169, 40, 300]
+    for i, (start, off) in enumerate(((129, 20), (0, 2), (260, 38))):  # centred; shifted at both ends
+        by_hand = tiny_masked_llr(random_tiny, [chrom[start:start + 40]], [off], [ref[i]], [alt[i]])[0]
+        assert table["score"][i] == pytest.approx(by_hand, abs=1e-9)
+    assert table["score"].null_count() == 4 and table["score"][:3].null_count() == 0
+    assert set(table["method"]) == {"masked_llr"} and set(table["model"]) == {"tiny"}
+    assert stats == {"model": "tiny", "method": "masked_llr", "context": 64, "width": 40, "n_variants": 7,
+                     "n_scored": 3, "n_not_snv": 2,
+                     "skipped": {"REF does not match the reference": 1, "not an SNV": 2,
+                                 "outside the reference contig": 1}}
+    wide, wide_stats = score_cohort_variants(variants.head(1), fasta, scorer, width=500)
+    assert wide_stats["width"] == 64 and wide["window_end"][0] - wide["window_start"][0] == 64  # capped at context
+
+    # a scorer that refuses one variant (e.g. an ALT token outside a BPE vocabulary): only that one stays null
+    def picky(w, p, r, a):
+        if "T" in a:
+            raise InputError("variant 0: token 'GGT' is not in the model's vocabulary")
+        return np.arange(len(w), dtype=float) + 1
+
+    snvs = pl.DataFrame({"variant_id": ["a", "b", "c"], "contig": ["c2"] * 3, "pos": [1, 2, 3],
+                         "ref": ["A", "C", "G"], "alt": ["G", "T", "A"]})
+    out, st = score_cohort_variants(snvs, fasta, VariantScorer("m", "masked_llr", 8, picky))
+    assert out["score"].to_list() == [1.0, None, 1.0]
+    assert out["skipped"][1] == "token 'GGT' is not in the model's vocabulary" and st["n_scored"] == 2
+
+
+def test_load_scorer_hf_masked_matches_the_library_llr(esm_6mer, tmp_path):
+    from interp.embed.variant_effect import load_scorer
+
+    model, tok = esm_6mer
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    card = {"name": "esm6", "family": "hf", "hf_id": str(tmp_path), "context": 48, "causal": False,
+            "trust_remote_code": False, "layers": ["hidden_states.1"]}
+    scorer = load_scorer(card, device="cpu", dtype="float32")
+    assert (scorer.method, scorer.context) == ("masked_llr", 48)
+    window = "ACGTAC" "GGATCC" "TTAGCA" "CATGCA"
+    got = scorer.score([window], [8], ["A"], ["T"])[0]  # needs the LM head: AutoModel has no logits
+    assert got == pytest.approx(hf_masked_llr(model, tok, [window], [8], ["A"], ["T"])[0], abs=1e-6)
+
+
+def test_evo2_causal_delta_matches_the_transformers_causal_delta():
+    """Through the evo2 package's interface (tokenizer.tokenize, model(ids) -> ((logits,), None)), with a
+    stand-in wrapping a small GPT-2: the same sum of log-probabilities as `hf_causal_delta`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interp.embed.variant_effect import evo2_causal_delta
+
+    spec = importlib.util.spec_from_file_location("tokchar", ROOT / "tests/families/tokenization_character.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tok = module.CharacterTokenizer()
+    torch.manual_seed(1)
+    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=12, n_embd=16, n_layer=2, n_head=2, n_positions=128)).eval()
+
+    class StandIn:
+        class tokenizer:  # noqa: N801 - the evo2 package's attribute name
+            @staticmethod
+            def tokenize(seq):
+                return tok(seq)["input_ids"]
+
+        def __call__(self, ids):
+            return (gpt(input_ids=ids.long()).logits,), None
+
+    ref = "ACGTTGCAGGATCCATACGT"
+    got = evo2_causal_delta(StandIn(), [ref, ref], [5, 9], ["G", "G"], ["A", "C"], device="cpu")
+    want = hf_causal_delta(gpt, tok, [ref, ref], [5, 9], ["G", "G"], ["A", "C"])
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert np.all(got != 0)
+
+
+def test_variant_effect_stage_on_the_demo_reference(random_tiny, tmp_path):
+    """The stage with the built-in model (a small random checkpoint): every SNV of genotypes.h5ad scored on
+    its centred reference window, a deletion and a wrong REF kept with a null score and counted."""
+    import json
+
+    import anndata as ad
+    import pandas as pd
+    import polars as pl
+
+    from interp import stages
+    from interp.genome.fasta import open_reference
+    from tests.conftest import DEMO_FASTA
+
+    chrom = open_reference(DEMO_FASTA)["chr17"]
+    rows = [(20001, chrom[20000], _other(chrom[20000].upper(), 0)), (6, chrom[5], _other(chrom[5].upper(), 1)),
+            (39995, chrom[39994], _other(chrom[39994].upper(), 2)), (30000, chrom[29999:30001], chrom[29999]),
+            (25001, _other(chrom[25000].upper(), 0), chrom[25000])]
+    ids = [f"chr17:{p}:{r.upper()}:{a.upper()}" for p, r, a in rows]
+    var = pd.DataFrame({"contig": ["chr17"] * 5, "pos": [r[0] for r in rows], "ref": [r[1].upper() for r in rows],
+                        "alt": [r[2].upper() for r in rows]}, index=ids)
+    ad.AnnData(X=np.zeros((3, 5), dtype=np.float32), var=var).write_h5ad(tmp_path / "genotypes.h5ad")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(random_tiny, ckpt)
+    job = stages.Job(input={"card": str(ROOT / "models" / "tiny-dnalm.yaml"), "checkpoint": str(ckpt),
+                            "genotypes": str(tmp_path / "genotypes.h5ad"), "fasta": str(DEMO_FASTA)},
+                     output={"parquet": str(tmp_path / "ve" / "tiny-dnalm.parquet"),
+                             "stats": str(tmp_path / "ve" / "tiny-dnalm.stats.json")},
+                     params={"width": None, "batch_size": 8, "device": "cpu", "dtype": "auto", "hf_cache": None,
+                             "reference_cache": str(tmp_path / "ref")})
+    stages.variant_effect(job)
+    table = pl.read_parquet(job.output["parquet"])
+    stats = json.loads(Path(job.output["stats"]).read_text())
+    assert table.columns[:7] == ["variant_id", "contig", "pos", "ref", "alt", "score", "method"]
+    assert table["variant_id"].to_list() == ids
+    # width null: the card's context (256) capped at the checkpoint's max_len (64)
+    assert (stats["width"], stats["n_variants"], stats["n_scored"], stats["n_not_snv"]) == (64, 5, 3, 1)
+    assert stats["skipped"] == {"REF does not match the reference": 1, "not an SNV": 1}
+    assert table["score"][3] is None and table["score"][4] is None
+    for i, (start, off) in enumerate(((19968, 32), (0, 5), (39936, 58))):
+        assert (table["window_start"][i], table["window_end"][i]) == (start, start + 64)
+        window = chrom[start:start + 64].upper()
+        by_hand = tiny_masked_llr(random_tiny, [window], [off], [rows[i][1].upper()], [rows[i][2]])[0]
+        assert table["score"][i] == pytest.approx(by_hand, abs=1e-9) and table["score"][i] != 0
+    assert set(table["method"]) == {"masked_llr"} and set(table["model"]) == {"tiny-dnalm"}

@@ -9,16 +9,28 @@ Negative scores: the model finds ALT less likely than REF. Only SNVs are scored 
 the token frame, so masked LLRs are not comparable). Sequences are windows around the variant;
 `pos` is the variant's 0-based position in its window, whose base there must equal REF.
 
-Library functions only: wiring the scores into rank and the report as a feature family is later work.
+`score_cohort_variants` scores every variant of a cohort on the reference window around it (the
+`variant_effect` stage writes `cohort/variant_effect/<model>.parquet`); `load_scorer` picks the scorer of a
+model card's family. The rank stage turns the scores into the `variant_effect:<model>` feature family
+(`interp.rank_inputs.variant_effect_family`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
+import polars as pl
 import torch
 
 from interp.embed.pieces import clean_sequences
 from interp.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def check_snvs(windows: list[str], positions: list[int], refs: list[str], alts: list[str]) -> list[str]:
@@ -52,7 +64,8 @@ def tiny_masked_llr(model, windows: list[str], positions: list[int], refs: list[
         for row, i in enumerate(idx):
             tokens[row, :len(windows[i])] = encode(windows[i])
             tokens[row, positions[i]] = MASK_ID
-        logp = torch.log_softmax(model(tokens).double(), dim=-1)  # [b, L, 4] over A, C, G, T
+        tokens = tokens.to(next(model.parameters()).device)
+        logp = torch.log_softmax(model(tokens).double(), dim=-1).cpu()  # [b, L, 4] over A, C, G, T
         for row, i in enumerate(idx):
             lp = logp[row, positions[i]]
             out[i] = float(lp[BASES.index(alts[i].upper())] - lp[BASES.index(refs[i].upper())])
@@ -116,3 +129,177 @@ def _ids_and_spans(tokenizer, seq: str) -> tuple[list[int], np.ndarray]:
     ids = tokenizer(seq)["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     return list(ids), spans_by_matching(tokens, set(tokenizer.all_special_tokens), seq)
+
+
+@torch.inference_mode()
+def evo2_causal_delta(model, windows: list[str], positions: list[int], refs: list[str], alts: list[str],
+                      device: str = "cuda") -> np.ndarray:
+    """float64 [n]: log p(ALT window) - log p(REF window) under Evo 2, through the `evo2` package's interface:
+    `model.tokenizer.tokenize(seq)` -> byte token ids, `model(ids)` -> (outputs, embeddings) with outputs[0]
+    the logits [batch, L, vocab]. Sums over predicted tokens 1..n-1, as `hf_causal_delta`."""
+    windows = check_snvs(windows, positions, refs, alts)
+
+    def loglik(seq: str) -> float:
+        ids = torch.tensor(model.tokenizer.tokenize(seq), dtype=torch.int).unsqueeze(0).to(device)
+        logits = model(ids)[0][0][0]  # [L, vocab]
+        logp = torch.log_softmax(logits[:-1].double(), dim=-1)
+        return float(logp.gather(1, ids[0, 1:, None].long()).sum())
+
+    out = np.zeros(len(windows))
+    for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
+        out[i] = loglik(w[:p] + alt.upper() + w[p + 1:]) - loglik(w)
+    return out
+
+
+# ---------------------------------------------------------------- cohort variants
+@dataclass
+class VariantScorer:
+    """One model's zero-shot scorer: score(windows, positions, refs, alts) -> float64 [n] (see module doc).
+
+    method: "masked_llr" (masked models) or "causal_delta" (causal models); context: the longest window,
+    in bases, the model takes in one pass (windows are never chunked: the score needs one forward pass).
+    """
+
+    model: str
+    method: str
+    context: int
+    score: Callable[[list[str], list[int], list[str], list[str]], np.ndarray]
+
+
+def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = "cpu", hf_cache: str | None = None,
+                dtype: str = "auto", batch_size: int = 64) -> VariantScorer:
+    """The scorer of a model card's family, loaded by the embedding loaders (`interp.embed`).
+
+    tiny: the built-in model from its checkpoint, masked LLR (`tiny_masked_llr`; context = the card's
+    context, at most the checkpoint's max_len). hf: `HFEmbedder` with its language-model head (the card's
+    hf_class when it is masked_lm or causal_lm, else causal_lm for a `causal` card, masked_lm otherwise):
+    `hf_causal_delta` or `hf_masked_llr`. evo2: the evo2 package's model, `evo2_causal_delta`.
+    """
+    name, family = card["name"], card["family"]
+    if family == "tiny":
+        from interp.embed.tiny import load_tiny_checkpoint
+
+        if checkpoint is None:
+            raise InputError(f"model card {name}: family tiny needs a checkpoint (run the pretrain step)")
+        tiny = load_tiny_checkpoint(Path(checkpoint)).to(device)
+        context = min(int(card["context"]), int(tiny.cfg.max_len))
+        return VariantScorer(name, "masked_llr", context,
+                             lambda w, p, r, a: tiny_masked_llr(tiny, w, p, r, a, batch_size=batch_size))
+    if family == "hf":
+        from interp.embed.hf import HFEmbedder
+
+        hf_class = card.get("hf_class")
+        if hf_class not in ("masked_lm", "causal_lm"):
+            hf_class = "causal_lm" if card.get("causal") else "masked_lm"
+        loaded = HFEmbedder({**card, "hf_class": hf_class}, device=device, cache_dir=hf_cache, dtype=dtype)
+        model, tok = loaded.model, loaded.tokenizer
+        if hf_class == "causal_lm":
+            return VariantScorer(name, "causal_delta", int(card["context"]),
+                                 lambda w, p, r, a: hf_causal_delta(model, tok, w, p, r, a))
+        return VariantScorer(name, "masked_llr", int(card["context"]),
+                             lambda w, p, r, a: hf_masked_llr(model, tok, w, p, r, a))
+    if family == "evo2":
+        from interp.embed.registry import Evo2Embedder
+
+        evo = Evo2Embedder(card, device=device)
+        return VariantScorer(name, "causal_delta", int(card["context"]),
+                             lambda w, p, r, a: evo2_causal_delta(evo.model, w, p, r, a, device=device))
+    raise InputError(f"model card {name}, field family: no variant-effect scorer for family {family!r}")
+
+
+def variant_window(length: int, pos0: int, width: int) -> tuple[int, int]:
+    """[start, end) of the `width`-base window around 0-based position `pos0` of a contig of `length` bases:
+    the variant at offset width // 2, the window shifted to stay inside the contig near its ends (the
+    whole contig when it is shorter than width)."""
+    width = min(int(width), int(length))
+    start = min(max(int(pos0) - width // 2, 0), int(length) - width)
+    return start, start + width
+
+
+def cohort_variants(var: pd.DataFrame) -> pl.DataFrame:
+    """variant_id, contig, pos (1-based), ref, alt of a genotype AnnData's var table (the ancestry stage's
+    `cohort/genotypes.h5ad`: index variant_id, columns contig, pos, ref, alt)."""
+    return pl.DataFrame({"variant_id": var.index.astype(str).tolist(),
+                         "contig": var["contig"].astype(str).tolist(),
+                         "pos": var["pos"].to_numpy().astype(np.int64),
+                         "ref": var["ref"].astype(str).tolist(), "alt": var["alt"].astype(str).tolist()})
+
+
+NOT_SNV = "not an SNV"
+REF_MISMATCH = "REF does not match the reference"
+OUTSIDE = "outside the reference contig"
+
+
+def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, width: int | None = None,
+                          chunk: int = 256) -> tuple[pl.DataFrame, dict]:
+    """Score every biallelic SNV of `variants` on the reference window around it.
+
+    variants: variant_id, contig, pos (1-based), ref, alt (`cohort_variants`). fasta: contig -> sequence
+    supporting len() and slicing (an `interp.genome.fasta.Reference`, or a dict of strings). Window:
+    `variant_window` of width `width` (None: the scorer's context; capped at the context). Variants run
+    `chunk` at a time; when the scorer refuses a chunk (InputError, e.g. a BPE model without the ALT
+    token), its variants are scored one by one and the refused ones keep a null score with the reason.
+    Returns (table, stats). table, in input order: variant_id, contig, pos, ref, alt, score (Float64; null
+    unless scored), method, model, window_start, window_end (0-based half-open; null when no window was
+    read), skipped ("" when scored, else the reason: "not an SNV", REF mismatch, ...). stats: model, method,
+    context, width, n_variants, n_scored, n_not_snv, skipped {reason: count}.
+    """
+    from collections import Counter
+
+    used = min(int(width or scorer.context), int(scorer.context))
+    n = variants.height
+    ids, contigs = variants["variant_id"].to_list(), variants["contig"].cast(pl.String).to_list()
+    pos = variants["pos"].cast(pl.Int64).to_list()
+    refs = [str(r).upper() for r in variants["ref"].to_list()]
+    alts = [str(a).upper() for a in variants["alt"].to_list()]
+    score = np.full(n, np.nan)
+    start = np.full(n, -1, dtype=np.int64)
+    end = np.full(n, -1, dtype=np.int64)
+    reason = [""] * n
+    snvs = []
+    for i in range(n):
+        if len(refs[i]) != 1 or len(alts[i]) != 1 or refs[i] not in "ACGT" or alts[i] not in "ACGT":
+            reason[i] = NOT_SNV
+        elif contigs[i] not in fasta or not 1 <= pos[i] <= len(fasta[contigs[i]]):
+            reason[i] = OUTSIDE
+        else:
+            snvs.append(i)
+    for first in range(0, len(snvs), chunk):
+        rows, windows, offsets = [], [], []
+        for i in snvs[first:first + chunk]:
+            seq = fasta[contigs[i]]
+            start[i], end[i] = variant_window(len(seq), pos[i] - 1, used)
+            window = str(seq[start[i]:end[i]]).upper()
+            offset = pos[i] - 1 - int(start[i])
+            if window[offset] != refs[i]:
+                reason[i] = REF_MISMATCH
+                continue
+            rows.append(i)
+            windows.append(window)
+            offsets.append(offset)
+        if not rows:
+            continue
+        r_refs, r_alts = [refs[i] for i in rows], [alts[i] for i in rows]
+        try:
+            score[rows] = scorer.score(windows, offsets, r_refs, r_alts)
+        except InputError:
+            for k, i in enumerate(rows):
+                try:
+                    score[i] = scorer.score(windows[k:k + 1], offsets[k:k + 1], r_refs[k:k + 1], r_alts[k:k + 1])[0]
+                except InputError as err:
+                    reason[i] = str(err).removeprefix("variant 0: ")
+    scored = np.array([r == "" for r in reason], dtype=bool)
+    table = pl.DataFrame({
+        "variant_id": ids, "contig": contigs, "pos": pl.Series(pos, dtype=pl.Int64), "ref": refs, "alt": alts,
+        "score": pl.Series(np.where(scored, score, np.nan), dtype=pl.Float64).fill_nan(None),
+        "method": [scorer.method] * n, "model": [scorer.model] * n,
+        "window_start": pl.Series(start, dtype=pl.Int64).replace(-1, None),
+        "window_end": pl.Series(end, dtype=pl.Int64).replace(-1, None),
+        "skipped": reason}, schema_overrides={"variant_id": pl.String, "contig": pl.String, "ref": pl.String,
+                                              "alt": pl.String, "method": pl.String, "model": pl.String,
+                                              "skipped": pl.String})
+    counts = Counter(r for r in reason if r)
+    stats = {"model": scorer.model, "method": scorer.method, "context": int(scorer.context), "width": used,
+             "n_variants": n, "n_scored": int(scored.sum()), "n_not_snv": int(counts.get(NOT_SNV, 0)),
+             "skipped": dict(sorted(counts.items()))}
+    return table, stats

@@ -31,8 +31,10 @@ rule calibration_replicate:
                             "seed": CAL["seed"] + int(wc.replicate), "model": CAL_MODEL,
                             "layers": model_layers(CAL_MODEL),
                             # not the replicate count or cell list: growing the suite must not rerun replicates
-                            "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "rank", "embed",
-                                                                 "sae")},
+                            # rank.variant_effect is left out: replicates never score variants, and a new
+                            # key must not change the params of replicates already run
+                            "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "embed", "sae")},
+                                       "rank": {k: v for k, v in config["rank"].items() if k != "variant_effect"},
                                        "calibration": {k: CAL[k] for k in ("alpha", "near_bp", "seed",
                                                                                        "rank_replicates")}},
                             "workdir": f"{CAL_DIR}/work/{wc.cell}/{wc.replicate}"}),

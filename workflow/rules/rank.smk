@@ -8,6 +8,8 @@ if COHORT:
             genotypes=f"{R}/cohort/genotypes.h5ad",
             **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
             fasta=config["reference"]["fasta"],
+            **({"variant_effect": expand(f"{R}/cohort/variant_effect/{{model}}.parquet", model=MODELS)}
+               if config["rank"]["variant_effect"] else {}),
         output:
             parquet=f"{R}/rank/biomarkers.parquet",
             tsv=f"{R}/rank/biomarkers.tsv",

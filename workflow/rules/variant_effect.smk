@@ -1,0 +1,36 @@
+# Stage 7b: zero-shot variant effect (interp.embed.variant_effect): each model scores every cohort variant on
+# the reference window around it (masked LLR or causal delta); rank sums the scores into one burden family
+# per model (`variant_effect:<model>`) when rank.variant_effect is true.
+
+if COHORT:
+
+    rule variant_effect:
+        input:
+            unpack(lambda wc: checkpoint_input(wc.model)),
+            card="models/{model}.yaml",
+            genotypes=f"{R}/cohort/genotypes.h5ad",
+            fasta=config["reference"]["fasta"],
+        output:
+            parquet=f"{R}/cohort/variant_effect/{{model}}.parquet",
+            stats=f"{R}/cohort/variant_effect/{{model}}.stats.json",
+        params:
+            job=job({"width": config["variant_effect"]["width"],
+                     "batch_size": config["embed"]["batch_size"],
+                     "device": config["embed"]["device"],
+                     "dtype": config["embed"]["dtype"],
+                     "hf_cache": config["embed"]["hf_cache"]}),
+        log:
+            f"{R}/logs/variant_effect/{{model}}.log",
+        benchmark:
+            f"{R}/benchmarks/variant_effect/{{model}}.tsv"
+        wildcard_constraints:
+            model="[^/]+",
+        threads: THREADS
+        resources:
+            mem_mb=4000,
+            runtime=60,
+            gpu=GPU,
+        conda:
+            ENV
+        shell:
+            "python -m interp.cli stage variant_effect {params.job:q} > {log:q} 2>&1"
