@@ -195,6 +195,27 @@ def test_family_is_derived_when_rank_does_not_write_it() -> None:
     assert summary.family_title("variant_effect:nt") == "Variant-effect scores: nt"
 
 
+def test_variant_effect_family_gets_its_own_table_and_a_methods_line() -> None:
+    rows = [{"phenotype": "c", "feature": "chr1:100:A:G", "kind": "variant", "model": "", "layer": "", "p": 0.01,
+             "q": 0.02, "rank": 1, "family": "variant", "bh_scope": "BH within phenotype 'c' and family 'variant'"}]
+    rows += [{"phenotype": "c", "feature": f"m/variant_effect/chr1:{w}-{w + 500}", "kind": "variant_effect",
+              "model": "m", "layer": "", "p": 0.001 * (k + 1), "q": 0.002 * (k + 1), "rank": k + 1,
+              "short_name": f"burden chr1:{w}-{w + 500}", "family": "variant_effect:m",
+              "bh_scope": "BH within phenotype 'c' and family 'variant_effect:m' (3 tests)"}
+             for k, w in enumerate((0, 500, 1000))]
+    tables = summary.family_tables(rows, top=10)
+    assert [t["family"] for t in tables] == ["variant", "variant_effect:m"]
+    ve = tables[1]
+    assert (ve["title"], ve["kind"], ve["n_tests"]) == ("Variant-effect scores: m", "variant_effect", 3)
+    assert ve["rows"][0]["short_name"] == "burden chr1:0-500" and "variant_effect:m" in ve["bh_scope"]
+    cfg = rs.config()
+    assert "Variant-effect burden" not in {m["name"] for m in summary.methods(cfg, [], tables[:1])}
+    entry = {m["name"]: m for m in summary.methods({**cfg, "variant_effect": {"width": 128}}, [], tables)}[
+        "Variant-effect burden"]
+    assert "max(-score, 0)" in entry["statistic"] and "128-base window" in entry["statistic"]
+    assert "variant_effect:m" in entry["scheme"]
+
+
 # ------------------------------------------------------------------------------------------ calibration
 def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() -> None:
     rows = rs.calibration_rows()
@@ -272,6 +293,9 @@ def test_report_written_with_summary_first_and_every_section(tmp_path: Path, new
     # every family table is there with its scope; full ids on hover
     for fam in saved["biomarker_families"]:
         assert fam["bh_scope"].replace("<", "&lt;") in html
+    has_ve = any(f["kind"] == "variant_effect" for f in saved["biomarker_families"])
+    assert has_ve is new_keys  # the synthetic rank table of the new interfaces has a variant-effect family
+    assert ("Variant-effect scores: " in html) is new_keys and ("Variant-effect burden" in html) is new_keys
     first = saved["biomarker_families"][0]["rows"][0]
     assert f'title="{first["feature"]}"' in html
     assert "Calibration is not available" in html or new_keys

@@ -481,7 +481,8 @@ def _fmt(x: Any) -> str:
 
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
-    multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers)."""
+    multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
+    variant-effect burden when `families` has a variant_effect:<model> family)."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -545,6 +546,22 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "thresholds": "q < 0.05 counted as a discovery; top "
                           f"{r.get('report_top')} per family reported",
         })
+        ve = sorted({f["family"] for f in families or [] if f.get("kind") == "variant_effect"})
+        if ve:
+            width = (config.get("variant_effect") or {}).get("width")
+            out.append({
+                "name": "Variant-effect burden",
+                "statistic": "per sample and window, the sum over the window's scored SNVs of max(-score, 0) x ALT "
+                             "dosage; score = the model's zero-shot log p(ALT) - log p(REF) (masked models: the "
+                             "variant masked; causal models: the whole window) on the reference "
+                             f"{f'{width}-base window' if width else 'window of the model context'} centred on the "
+                             "variant, so the burden counts the ALT alleles the model finds unlikely; then tested "
+                             "like the model features",
+                "scheme": "the windows of the model's window features; " + ", ".join(ve),
+                "resampling": "as the candidate biomarkers",
+                "multiplicity": "Benjamini-Hochberg q within one phenotype and one variant_effect:<model> family",
+                "thresholds": f"windows with at least {r.get('min_carriers')} samples off the modal burden tested",
+            })
     return out
 
 
