@@ -132,5 +132,7 @@ def covariate_design(
         if not kept:
             entry["note"] = "constant: not adjusted for"
         info[name] = entry
-    matrix = np.column_stack(cols) if cols else np.zeros((n or 0, 0))
+    if n is None:  # no covariates: zero columns, but still one row per sample so designs can be stacked
+        n = len(sample_ids) if sample_ids is not None else 0
+    matrix = np.column_stack(cols) if cols else np.zeros((n, 0))
     return CovariateDesign(matrix=matrix.astype(np.float64), columns=col_names, info=info)

@@ -201,3 +201,20 @@ def test_variant_effect_family_in_rank_cohort_own_scope_and_planted_window_first
     decoy = causal.filter(pl.col("feature") == "m/variant_effect/chr1:1000-1500").row(0, named=True)
     assert decoy["p"] > 0.01, decoy
     assert causal.filter(pl.col("q") < 0.05)["feature"].to_list() == [top["feature"]]
+
+
+def test_rank_cohort_without_covariates() -> None:
+    """No covariates (the schema default `cohort.covariates: []`): the design is the PCs alone, and the
+    variant results equal those with a constant covariate (which is dropped)."""
+    from interp.covariates import covariate_design
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort
+
+    assert covariate_design({}, [], sample_ids=["a", "b", "c"]).matrix.shape == (3, 0)
+    geno, _, _, pd = _planted_cohort()
+    cfg = RankConfig(resamples=2, top_k=3, refit_top=2, seed=1)
+    table, summary = rank_cohort(geno, [], None, ["causal"], [], cfg)
+    assert table.height == 30 and summary["covariate_columns"] == []
+    geno.obs["const"] = pd.Categorical(["x"] * geno.n_obs)
+    with_const, _ = rank_cohort(geno, [], None, ["causal"], ["const"], cfg)
+    np.testing.assert_allclose(table.sort("feature")["p"].to_numpy(), with_const.sort("feature")["p"].to_numpy())
