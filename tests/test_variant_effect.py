@@ -114,15 +114,20 @@ def test_masked_llr_over_six_mer_tokens(esm_6mer):
     assert llr1 == pytest.approx(float(lp[vocab["C"]] - lp[vocab["A"]]), abs=1e-9)
 
 
-def test_causal_delta_is_a_difference_of_sequence_logliks():
+def _character_gpt2(seed: int):
+    """A character tokenizer (tests/families) and a small random GPT-2 over its vocabulary."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     spec = importlib.util.spec_from_file_location("tokchar", ROOT / "tests/families/tokenization_character.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    tok = module.CharacterTokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=12, n_embd=16, n_layer=2, n_head=2, n_positions=128)).eval()
+    return module.CharacterTokenizer(), model
+
+
+def test_causal_delta_is_a_difference_of_sequence_logliks():
+    tok, model = _character_gpt2(seed=0)
     ref = "ACGTTGCAGGATCCATACGT"
     delta = hf_causal_delta(model, tok, [ref], [5], ["G"], ["A"])[0]
     alt = ref[:5] + "A" + ref[6:]
@@ -205,16 +210,9 @@ def test_load_scorer_hf_masked_matches_the_library_llr(esm_6mer, tmp_path):
 def test_evo2_causal_delta_matches_the_transformers_causal_delta():
     """Through the evo2 package's interface (tokenizer.tokenize, model(ids) -> ((logits,), None)), with a
     stand-in wrapping a small GPT-2: the same sum of log-probabilities as `hf_causal_delta`."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from interp.embed.variant_effect import evo2_causal_delta
 
-    spec = importlib.util.spec_from_file_location("tokchar", ROOT / "tests/families/tokenization_character.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tok = module.CharacterTokenizer()
-    torch.manual_seed(1)
-    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=12, n_embd=16, n_layer=2, n_head=2, n_positions=128)).eval()
+    tok, gpt = _character_gpt2(seed=1)
 
     class StandIn:
         class tokenizer:  # noqa: N801 - the evo2 package's attribute name
