@@ -9,15 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def _sorted_finite(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p as float [m], an all-NaN output [m], indices of the finite p in ascending order of p)."""
+    p = np.asarray(p, dtype=np.float64).ravel()
+    ok = np.flatnonzero(np.isfinite(p))
+    return p, np.full(p.shape, np.nan), ok[np.argsort(p[ok], kind="stable")]
+
+
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values [m] (family-wise error control)."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
+    p, out, order = _sorted_finite(p)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="stable")]
     adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out[order] = np.minimum(adj, 1.0)
     return out
@@ -25,13 +29,10 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg q-values [m] (false discovery rate): q_(i) = min over j >= i of p_(j) m / j."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
+    p, out, order = _sorted_finite(p)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="stable")]
     q = p[order] * m / np.arange(1, m + 1)
     out[order] = np.minimum(np.minimum.accumulate(q[::-1])[::-1], 1.0)
     return out

@@ -214,9 +214,8 @@ def probe_sae(job: Job) -> None:
     sample (`<layer>.samples.h5ad` vs `sae.features.h5ad`, folds stratified by the phenotype)."""
     import anndata as ad
 
-    from interp.audit import stratified_folds
     from interp.probe import ProbeConfig, contiguous_folds
-    from interp.sae.probe_compare import compare_probes, comparison_rows, window_features
+    from interp.sae.probe_compare import compare_samples, compare_windows
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
@@ -224,31 +223,17 @@ def probe_sae(job: Job) -> None:
     layer = p["sae_layer"]
     opts = {"top_k": p["top_k"], "cfg": ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"]),
             "n_bootstrap": p["bootstrap"], "seed": p["seed"]}
-    tables: list[tuple[pl.DataFrame, pl.DataFrame]] = []
     win = pl.read_parquet(job.input["windows"]).sort("window_index")
     folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
                              win["end"].to_numpy())
-    for tokens_dir, weights in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True):
-        store = Path(tokens_dir) / f"{layer}.zarr"
-        X, F = window_features(store, load_sae(weights), win["window_index"].to_numpy())
-        for t in p["targets"]:
-            tables.append(comparison_rows(compare_probes(X, F, win[t].to_numpy(), folds, **opts),
-                                          model=Path(tokens_dir).name, layer=layer, level="window", target=t))
+    models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
+              for d, w in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True)]
+    tables = compare_windows(win, folds, p["targets"], models, layer, **opts)
     for emb_dir in job.input.get("cohort_emb_dirs", []):
-        raw_path, sae_path = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
-        if not (raw_path.exists() and sae_path.exists()):
-            continue  # no SAE features at this layer for the cohort: window level only
-        raw, feats = ad.read_h5ad(raw_path), ad.read_h5ad(sae_path)
-        if list(raw.obs_names) != list(feats.obs_names):
-            raise ValueError(f"{emb_dir}: samples of {raw_path.name} and {sae_path.name} differ")
-        for phenotype in p.get("phenotypes", []):
-            y = raw.obs[phenotype].to_numpy(dtype=float)
-            keep = np.isfinite(y)  # samples without a value are left out, as in the audit
-            folds_s = stratified_folds(y[keep], p["sample_folds"], p["seed"])
-            result = compare_probes(np.asarray(raw.X)[keep], np.asarray(feats.X)[keep], y[keep], folds_s,
-                                    **opts)
-            tables.append(comparison_rows(result, model=str(raw.uns["model"]), layer=layer, level="sample",
-                                          target=phenotype))
+        raw, feats = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
+        if raw.exists() and feats.exists():  # else no SAE features at this layer: window level only
+            tables += compare_samples(ad.read_h5ad(raw), ad.read_h5ad(feats), p.get("phenotypes", []), layer,
+                                      p["sample_folds"], **opts)
     if not tables:
         raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
     write_table(pl.concat([s for s, _ in tables]), job.output["parquet"], job.output["tsv"])
@@ -485,30 +470,22 @@ def embed_cohort(job: Job) -> None:
 
     import anndata as ad
 
-    from interp.embed.cohort import embed_distinct_windows, pool_cohort
+    from interp.embed.cohort import embed_cohort_tables
     from interp.embed.registry import load_card, make_embedder
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
-    t0 = time.perf_counter()
-    p = job.params
-    card = load_card(job.input["card"])
-    ckpt = job.input.get("checkpoint")
+    t0, p = time.perf_counter(), job.params
+    card, ckpt = load_card(job.input["card"]), job.input.get("checkpoint")
     embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]), **_embed_options(p))
-    seqs = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
-    assign = pl.read_parquet(job.input["assignments"])
-    geno = ad.read_h5ad(job.input["genotypes"])
-    pooled = embed_distinct_windows(embedder, seqs["sequence"].to_list(), p["layers"], p["batch_size"],
-                                    load_sae(job.input["sae"]), p["sae_layer"])
-    tables = pool_cohort(pooled, seqs, assign, geno, card["name"], p["sae_layer"],
-                         keep_haplotypes=bool(p.get("keep_haplotypes")))
+    tables, stats = embed_cohort_tables(
+        embedder, pl.read_parquet(job.input["sequences"]), pl.read_parquet(job.input["assignments"]),
+        ad.read_h5ad(job.input["genotypes"]), card["name"], p["layers"], p["batch_size"],
+        load_sae(job.input["sae"]), p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")))
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
             table.write_h5ad(folder / name)
-    n_hw = int(assign.height)
-    write_json({"model": card["name"], "layers": p["layers"], "n_haplotype_windows": n_hw,
-                "n_distinct_sequences": int(seqs.height), "dedup_ratio": n_hw / max(int(seqs.height), 1),
-                "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
+    write_json({**stats, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
 
 
 def variant_effect(job: Job) -> None:

@@ -138,3 +138,21 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
     obs["gc"] = gc[seq_index].mean(axis=(1, 2))
     return cohort_tables(pooled, seq_index, obs, np.asarray(genotypes.obsm["X_pca"]), windows, model, sae_layer,
                          keep_haplotypes)
+
+
+def embed_cohort_tables(embedder: Embedder, sequences: pl.DataFrame, assignments: pl.DataFrame,
+                        genotypes: ad.AnnData, model: str, layers: list[str], batch_size: int, sae_model: Any,
+                        sae_layer: str, keep_haplotypes: bool = False,
+                        ) -> tuple[Iterator[tuple[str, ad.AnnData]], dict[str, Any]]:
+    """Embed each distinct window sequence once (`embed_distinct_windows`), then the per-sample tables
+    (`pool_cohort`, a lazy iterator so tables are written one at a time) and the run's counts {model,
+    layers, n_haplotype_windows, n_distinct_sequences, dedup_ratio}."""
+    sequences = sequences.sort("seq_hash")
+    pooled = embed_distinct_windows(embedder, sequences["sequence"].to_list(), layers, batch_size, sae_model,
+                                    sae_layer)
+    tables = pool_cohort(pooled, sequences, assignments, genotypes, model, sae_layer,
+                         keep_haplotypes=keep_haplotypes)
+    n_hw, n_seq = int(assignments.height), int(sequences.height)
+    stats = {"model": model, "layers": list(layers), "n_haplotype_windows": n_hw, "n_distinct_sequences": n_seq,
+             "dedup_ratio": n_hw / max(n_seq, 1)}
+    return tables, stats

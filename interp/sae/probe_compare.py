@@ -240,3 +240,41 @@ def comparison_rows(result: ProbeComparison, **keys: str) -> tuple[pl.DataFrame,
     def tag(df: pl.DataFrame) -> pl.DataFrame:
         return df.select([pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items()] + df.columns)
     return tag(result.summary), tag(result.folds)
+
+
+def compare_windows(window_table: pl.DataFrame, folds: Folds, targets: Sequence[str],
+                    models: Sequence[tuple[str, str | Path, object]], layer: str,
+                    **opts) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Window-level comparison for every (model, target): `compare_probes` on window means of the token
+    store's raw activations and SAE codes (`window_features`).
+
+    window_table: the windows sorted by window_index, one column per target; folds: over its rows;
+    models: (name, token store path, loaded SAE). Returns `comparison_rows` pairs (summary, folds).
+    """
+    out = []
+    for name, store, sae in models:
+        X, F = window_features(store, sae, window_table["window_index"].to_numpy())
+        for t in targets:
+            out.append(comparison_rows(compare_probes(X, F, window_table[t].to_numpy(), folds, **opts),
+                                       model=name, layer=layer, level="window", target=t))
+    return out
+
+
+def compare_samples(raw, feats, phenotypes: Sequence[str], layer: str, n_folds: int,
+                    **opts) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Sample-level comparison for each cohort phenotype: pooled embeddings `raw` ([samples, windows x d]
+    AnnData) against the samples' SAE features `feats` (same obs order), `n_folds` folds stratified by the
+    phenotype (seeded by opts["seed"]). Samples without a phenotype value are left out, as in the audit."""
+    from interp.audit import stratified_folds
+
+    if list(raw.obs_names) != list(feats.obs_names):
+        raise InputError("probe_sae: the samples of the pooled embeddings and of the SAE features differ")
+    out = []
+    for phenotype in phenotypes:
+        y = raw.obs[phenotype].to_numpy(dtype=float)
+        keep = np.isfinite(y)
+        folds = stratified_folds(y[keep], n_folds, int(opts.get("seed", 0)))
+        result = compare_probes(np.asarray(raw.X)[keep], np.asarray(feats.X)[keep], y[keep], folds, **opts)
+        out.append(comparison_rows(result, model=str(raw.uns["model"]), layer=layer, level="sample",
+                                   target=phenotype))
+    return out
