@@ -15,15 +15,19 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   (`ancestry_bins`). The PCs always enter as covariates, which carries continuous ancestry (admixture,
   also inside a label). Covariates come from `interp.covariates.covariate_design` (one-hot categoricals);
   descriptors of the genotypes (GC content, missing-genotype rate) are reported, never adjusted for.
-* **Within-ancestry test** (`p_within`): signed root likelihood-ratio statistic in the logistic model
-  y ~ A + s_w, where s_w is the same leave-one-out ridge probe fitted to the residual y - p̂(y | A) of the
-  ancestry model instead of to y (`within_statistic`): a probe fitted to y under strong ancestry risk
-  spends itself on the ancestry direction the test then conditions away. (In Balding-Nichols cohorts of
-  600 with OR 2 and a six-fold prevalence difference between populations, PASS went from 7 to 15 of 24.)
+* **Within-ancestry test** (`p_within`): the largest of two signed root likelihood-ratio statistics in the
+  logistic model y ~ A + s, one per probe score s (`within_statistic`): the leave-one-out ridge probe
+  fitted to the residual y - p̂(y | A) of the ancestry model, and the same probe fitted to y. Under strong
+  ancestry risk a probe fitted to y spends itself on the ancestry direction that the test then conditions
+  away, and misses a weaker within-ancestry effect; the residual probe does not. When the causal allele's
+  frequency differs between populations, the between-population part of y points the y-probe at the
+  causal direction, which the residual probe cannot use. The maximum is one statistic whose null
+  replicates refit both probes, so the null stays exact. (Balding-Nichols cohorts of 1,002, OR 2, 100
+  each: differentiated causal frequency PASS 59 -> 70 with the maximum; six-fold ancestry risk FAIL 8 -> 5.)
   Null (`null: auto`): with population labels and no covariates, y permuted inside the
   labelled strata (exact when the phenotype depends on ancestry through the label); otherwise (PC-bin
   strata, continuous ancestry, covariates, which a permutation would decouple from y) a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only
-  model. The probe (on the residual of each y*) and both models are refitted. A probe that reads only ancestry earns on
+  model. Both probes (on each y* and on its residual) and both models are refitted. A probe that reads only ancestry earns on
   y* what it earns on y, so it is not significant.
 * **Signal test** (`p_signal`): the same statistic in y ~ 1 + s, null = y permuted over all samples: is
   there anything to explain?
@@ -62,11 +66,18 @@ Effect size shown to users: the within-ancestry AUROC, the probability that a ca
 the same stratum, with a bootstrap CI that resamples inside strata. Its scores are out-of-fold L2 logistic
 probes (`interp.probe.fit_logistic`) in folds stratified by stratum x phenotype, residualised on strata +
 PCs inside each fold; only pairs scored by the same fold's probe are compared, and per stratum x fold
-AUROCs are pooled with weights n_cases x n_controls. Those folds keep each training fold's
+AUROCs are pooled with weights n_cases x n_controls. Two probes are fitted, as for the test: one on the
+embeddings, and one on the embeddings residualised on strata + PCs in each training fold (it can only
+learn within-ancestry directions); the larger estimate is reported (`within_auroc_probe` names it;
+`within_auroc_<probe>_probe` and its `_ci_low` / `_ci_high` keep both) and is the one the FAIL rule bounds, so a probe that spent itself on
+ancestry cannot make a real within-ancestry effect look excluded. Those folds keep each training fold's
 per-stratum prevalence, so a probe that only learns stratum means cannot rank a held-out case below its
 stratum's controls; the leave-one-out scores of the test have that artefact (a leave-one-out stratum mean
 is anti-correlated with the left-out label), which is harmless for the test, whose null replicates share
-it, but would bias an effect size. The logistic probes of the earlier audit (random, stratified,
+it, but would bias an effect size. Any estimate from a probe that must learn its direction is biased
+towards 0.5 (a single OR-2 variant, whose genotype gives a within AUROC near 0.57, is estimated near 0.52
+in the synthetic cohorts of the tests), so FAIL's equivalence bound is conservative only as far as that
+bias allows: this is what the measured FAIL rates below quantify. The logistic probes of the earlier audit (random, stratified,
 leave-one-population-out and PC-residualised CV, shuffled labels, population read-outs) are kept as a
 report, all in two batched `fit_logistic` calls.
 
@@ -583,18 +594,42 @@ def signed_root_lr(Y: np.ndarray, S: np.ndarray, nuisance: np.ndarray, reduced: 
     return np.where(ok, out, 0.0)
 
 
-def within_statistic(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The within-ancestry statistic [B] of responses Y [B, n] and the probe's penalties [B].
+#: the probes whose statistics `within_statistic` maximises: fitted to the ancestry-model residual, and to y
+WITHIN_PROBES = ("residual", "phenotype")
+#: the cross-validated probes whose within-ancestry AUROC the effect size takes the larger of
+WITHIN_AUROC_PROBES = ("phenotype", "ancestry_residualised")
 
-    The probe is fitted to the residual y - p(y | nuisance) of the ancestry (+ covariate) model, not to y:
-    fitted to y, a probe under strong ancestry risk spends itself on the ancestry direction that the test
-    then conditions away, and misses the weaker within-ancestry effect. The score then enters
-    `signed_root_lr` against the same nuisance. Any function of (y, X, strata) is a valid statistic for a
-    within-strata permutation or a parametric bootstrap, as long as each null replicate recomputes it.
+
+def within_statistics(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
+                      probes: tuple[str, ...] = WITHIN_PROBES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{probe name: (signed root LR statistics [B], penalties [B])} of responses Y [B, n] for each probe.
+
+    "residual": the probe is fitted to y - p(y | nuisance), the residual of the ancestry (+ covariate)
+    model: under strong ancestry risk a probe fitted to y spends itself on the ancestry direction that the
+    test then conditions away, and misses a weaker within-ancestry effect. "phenotype": fitted to y: when
+    the causal allele's frequency differs between populations, the between-population part of y points
+    the probe at the causal direction, which the residual probe cannot use. Each score enters
+    `signed_root_lr` against the same nuisance.
     """
+    Y = np.atleast_2d(Y)
     reduced = logistic_many(nuisance, Y)
-    S, lam = probe.loo_scores(np.atleast_2d(Y) - reduced["prob"])
-    return signed_root_lr(Y, S, nuisance, reduced=reduced), lam
+    out = {}
+    for name in probes:
+        target = Y - reduced["prob"] if name == "residual" else Y
+        S, lam = probe.loo_scores(target)
+        out[name] = (signed_root_lr(Y, S, nuisance, reduced=reduced), lam)
+    return out
+
+
+def within_statistic(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
+                     probes: tuple[str, ...] = WITHIN_PROBES) -> np.ndarray:
+    """The within-ancestry statistic [B] of responses Y [B, n]: the largest of `within_statistics`.
+
+    A maximum over probes is one statistic of (y, X, strata); since every null replicate recomputes it
+    with both probes refitted, a within-strata permutation or parametric bootstrap null stays exact, and
+    the test has the power of whichever probe suits the data.
+    """
+    return np.max(np.stack([t for t, _ in within_statistics(Y, probe, nuisance, probes).values()]), axis=0)
 
 
 # ------------------------------------------------------------------------------------------ Monte Carlo
@@ -780,9 +815,11 @@ def audit_phenotype(
     probe = RidgeProbe.from_embeddings(X)
     s_obs, lam = probe.loo_scores(y[None].astype(np.float64))
     out["probe_penalty"] = float(lam[0])
-    t_within_arr, lam_within = within_statistic(y[None].astype(np.float64), probe, A)
-    t_within = float(t_within_arr[0])
-    out["within_probe_penalty"] = float(lam_within[0])
+    observed = within_statistics(y[None].astype(np.float64), probe, A, WITHIN_PROBES)
+    t_within = max(float(t[0]) for t, _ in observed.values())
+    for name, (t, lam) in observed.items():  # flat scalars, so they reach the audit table
+        out[f"within_statistic_{name}_probe"], out[f"within_penalty_{name}_probe"] = float(t[0]), float(lam[0])
+    out["within_probe_penalty"] = float(observed[WITHIN_PROBES[0]][1][0])
     t_signal = float(signed_root_lr(y[None], s_obs, np.zeros((n, 0)))[0])
     out["within_statistic"], out["signal_statistic"] = t_within, t_signal
 
@@ -795,11 +832,11 @@ def audit_phenotype(
     if null == "bootstrap":
         def draw_within(m: int) -> np.ndarray:
             Y = (null_rng.random((m, n)) < p_hat).astype(np.float64)
-            return within_statistic(Y, probe, A)[0]
+            return within_statistic(Y, probe, A, WITHIN_PROBES)
     elif null == "permute":
         def draw_within(m: int) -> np.ndarray:
             Y = np.stack([permute_within(y, strata, null_rng) for _ in range(m)]).astype(np.float64)
-            return within_statistic(Y, probe, A)[0]
+            return within_statistic(Y, probe, A, WITHIN_PROBES)
     else:
         raise InputError(f"audit.null {cfg.null!r}: expected 'auto', 'bootstrap' or 'permute'")
     sig_rng = np.random.default_rng([cfg.seed, 2])
@@ -832,9 +869,20 @@ def audit_phenotype(
     eff_rng = np.random.default_rng([cfg.seed, 3])
     # folds stratified by stratum x phenotype keep every training fold's per-stratum prevalence, so a
     # probe that learns stratum means cannot score a held-out case below its stratum's controls
-    tested = oof["strat_fold"] >= 0
-    out.update(within_auroc(y[tested], oof["strat"][tested], strata[tested], pcs[tested], cfg.bootstrap, eff_rng,
-                            fold=oof["strat_fold"][tested]))
+    by_probe = {}
+    for name, key in (("phenotype", "strat"), ("ancestry_residualised", "strat_within")):
+        if name not in WITHIN_AUROC_PROBES:
+            continue
+        tested = oof[f"{key}_fold"] >= 0
+        by_probe[name] = within_auroc(y[tested], oof[key][tested], strata[tested], pcs[tested], cfg.bootstrap,
+                                      eff_rng, fold=oof[f"{key}_fold"][tested])
+    for name, est in by_probe.items():
+        out.update({f"within_auroc_{name}_probe{k.removeprefix('within_auroc')}": v for k, v in est.items()
+                    if k.startswith("within_auroc")})
+    # the headline (and the FAIL rule's bound) is the probe that finds more within-ancestry signal
+    best = max(by_probe, key=lambda k: np.nan_to_num(by_probe[k]["within_auroc"], nan=-np.inf))
+    out.update(by_probe[best])
+    out["within_auroc_probe"] = best
     ok = np.isfinite(oof["random"])
     out["auroc_probe"], out["auroc_probe_ci_low"], out["auroc_probe_ci_high"] = auroc_with_ci(
         y[ok], oof["random"][ok], cfg.bootstrap, eff_rng)
@@ -877,6 +925,9 @@ def _logistic_readouts(X, y, population, strata, pcs, cfg: AuditConfig, rng: np.
     res = shared.run(X, cfg)
     per_fold = _Jobs()
     per_fold.add_folds("residualised", y, random_folds, [residualise_in_fold(X, pcs, tr) for tr, _ in random_folds])
+    # a probe that can only see within-ancestry variation: X residualised on strata + PCs in each training fold
+    anc = nuisance_design(strata, pcs)["ancestry"]
+    per_fold.add_folds("strat_within", y, strat_folds, [residualise_in_fold(X, anc, tr) for tr, _ in strat_folds])
     res.update(per_fold.run(None, cfg))
     out: dict = {}
     out["ancestry_auroc"] = (_macro_ovr_auroc({c: res.get(f"pop:{c}", []) for c in pops}, population, n)
@@ -889,7 +940,9 @@ def _logistic_readouts(X, y, population, strata, pcs, cfg: AuditConfig, rng: np.
     out["auroc_residualised"] = _fold_auroc(res.get("residualised", []))[0]
     out["auroc_shuffled"] = _fold_auroc(res.get("shuffled", []))[0]
     return out, {"random": _oof_scores(res.get("random", []), n), "strat": _oof_scores(res.get("strat", []), n),
-                 "strat_fold": _oof_folds(res.get("strat", []), n)}
+                 "strat_fold": _oof_folds(res.get("strat", []), n),
+                 "strat_within": _oof_scores(res.get("strat_within", []), n),
+                 "strat_within_fold": _oof_folds(res.get("strat_within", []), n)}
 
 
 # ------------------------------------------------------------------------------------------ verdicts
