@@ -19,7 +19,8 @@ from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
-    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort",
+    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes_shard", "haplotypes", "ancestry",
+    "embed_cohort_shard", "embed_cohort",
     "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration",
 )
 
@@ -420,12 +421,18 @@ def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):
                           fasta_contigs=list(fasta), aliases=job.params["reference"].get("contig_aliases") or {})
 
 
-def haplotypes(job: Job) -> None:
-    """Per-sample, per-haplotype window sequences, deduplicated by hash (interp.cohort.haplotypes)."""
+def haplotypes_shard(job: Job) -> None:
+    """Per-sample, per-haplotype window sequences of one shard's regions, deduplicated by hash
+    (interp.cohort.haplotypes); params.shard {index, size} picks the regions (interp.cohort.shards.shard_slice;
+    absent: every region)."""
     from interp.cohort.haplotypes import cohort_haplotype_windows
+    from interp.cohort.shards import haplotype_stats, shard_slice
 
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
+    shard = job.params.get("shard")
+    if shard:
+        regions = regions[shard_slice(len(regions), int(shard["size"]), int(shard["index"]))]
     samples = _samples(job)
     geno = _genotypes(job, fasta, samples, regions)
     c = job.params["cohort"]
@@ -433,13 +440,27 @@ def haplotypes(job: Job) -> None:
                                             missing=c["missing"], unphased=c["unphased"])
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
-    n_windows = assign.height
-    write_json({"n_haplotype_windows": n_windows, "n_windows": assign["window_index"].n_unique(),
-                "n_distinct": dist.height,
-                "dedup_ratio": n_windows / max(dist.height, 1), "missing_policy": c["missing"],
-                "unphased_policy": c["unphased"], "n_samples": samples.height,
-                "regions": [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]},
-               job.output["stats"])
+    write_json(haplotype_stats(assign, dist, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
+                               c["missing"], c["unphased"]), job.output["stats"])
+
+
+def haplotypes(job: Job) -> None:
+    """The cohort's haplotype windows: the shards' tables gathered (inputs shard_assignments, shard_sequences,
+    shard_stats, in shard order; interp.cohort.shards.gather_haplotypes), or, without shards, every region
+    computed here (`haplotypes_shard`)."""
+    from interp.cohort.shards import gather_haplotypes
+
+    if not job.input.get("shard_assignments"):
+        haplotypes_shard(job)
+        return
+    names = ("shard_assignments", "shard_sequences", "shard_stats")
+    parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
+    assign, dist, stats = gather_haplotypes([pl.read_parquet(a) for a in parts[0]],
+                                            [pl.read_parquet(d) for d in parts[1]],
+                                            [json.loads(Path(x).read_text()) for x in parts[2]])
+    write_table(assign, job.output["assignments"])
+    write_table(dist, job.output["sequences"])
+    write_json(stats, job.output["stats"])
 
 
 def ancestry(job: Job) -> None:
@@ -463,29 +484,91 @@ def ancestry(job: Job) -> None:
     write_h5ad(adata, job.output["genotypes"])
 
 
-def embed_cohort(job: Job) -> None:
-    """Embed each distinct haplotype window once, then pool per sample and per (sample, window)
-    (interp.embed.cohort)."""
-    import time
+def _embedding_cache(p: dict, card: dict, checkpoint: str | None, embedder):
+    """The embedding cache of this model (interp.embed.cache) under params.cache, or None (no cache set, or a
+    hub model known only by a moving revision)."""
+    import logging
 
-    import anndata as ad
+    from interp.embed.cache import EmbeddingCache, model_identity
 
-    from interp.embed.cohort import embed_cohort_tables
+    if not p.get("cache"):
+        return None
+    commit = (getattr(embedder, "provenance", None) or {}).get("commit")
+    identity = model_identity(card, checkpoint, _device(p["device"]), p.get("dtype", "auto"), commit)
+    if identity is None:
+        logging.getLogger(__name__).warning("embedding cache off for %s: revision %r is not a pinned commit",
+                                            card["name"], card.get("revision"))
+        return None
+    return EmbeddingCache(p["cache"], identity)
+
+
+def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
+    """Vectors of each distinct sequence (rows sorted by seq_hash) under the rule's model, through the cache."""
+    from interp.embed.cache import sae_key
+    from interp.embed.cohort import embed_distinct_windows
     from interp.embed.registry import load_card, make_embedder
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
-    t0, p = time.perf_counter(), job.params
+    p = job.params
     card, ckpt = load_card(job.input["card"]), job.input.get("checkpoint")
     embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]), **_embed_options(p))
+    cache = _embedding_cache(p, card, ckpt, embedder)
+    vectors = embed_distinct_windows(embedder, sequences["sequence"].to_list(), p["layers"], p["batch_size"],
+                                     load_sae(job.input["sae"]), p["sae_layer"], cache=cache,
+                                     sae_cache_key=sae_key(job.input["sae"], p["sae_layer"]) if cache else None)
+    return vectors, {"cache": cache.stats() if cache else None}
+
+
+def embed_cohort_shard(job: Job) -> None:
+    """Vectors of each distinct haplotype window of one shard (its `sequences` table), each layer and the SAE's
+    codes, embedded only where the embedding cache lacks them (interp.embed.cohort, interp.embed.cache)."""
+    import time
+
+    from interp.cohort.shards import write_vectors
+
+    t0 = time.perf_counter()
+    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
+    vectors, stats = _embed_distinct(job, sequences)
+    write_vectors(job.output["vectors"], sequences["seq_hash"].to_list(), vectors)
+    write_json({**stats, "n_sequences": sequences.height, "seconds": round(time.perf_counter() - t0, 1)},
+               job.output["stats"])
+
+
+def embed_cohort(job: Job) -> None:
+    """Per-sample and per-(sample, window) tables of each layer and of the SAE's codes (interp.embed.cohort):
+    the distinct windows' vectors gathered from the shards (input shard_vectors, shard_stats;
+    interp.cohort.shards.gather_vectors), or, without shards, embedded here once each (through the cache)."""
+    import time
+
+    import anndata as ad
+
+    from interp.cohort.shards import gather_vectors, read_vectors
+    from interp.embed.cohort import embed_cohort_tables
+    from interp.embed.registry import load_card
+
+    t0, p = time.perf_counter(), job.params
+    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
+    shards = job.input.get("shard_vectors")
+    if shards:
+        shards = [shards] if isinstance(shards, str) else list(shards)
+        pooled = gather_vectors([read_vectors(v) for v in shards], sequences["seq_hash"].to_list())
+        stats = [json.loads(Path(x).read_text()) for x in job.input.get("shard_stats", [])]
+        caches = [s["cache"] for s in stats if s.get("cache")]
+        extra = {"n_shards": len(shards),
+                 "cache": {"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
+                 if caches else None}
+    else:
+        pooled, extra = _embed_distinct(job, sequences)
+        extra["n_shards"] = 0
     tables, stats = embed_cohort_tables(
-        embedder, pl.read_parquet(job.input["sequences"]), pl.read_parquet(job.input["assignments"]),
-        ad.read_h5ad(job.input["genotypes"]), card["name"], p["layers"], p["batch_size"],
-        load_sae(job.input["sae"]), p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")))
+        None, sequences, pl.read_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
+        load_card(job.input["card"])["name"], p["layers"], p.get("batch_size"), None, p["sae_layer"],
+        keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
             table.write_h5ad(folder / name)
-    write_json({**stats, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
+    write_json({**stats, **extra, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
 
 
 def variant_effect(job: Job) -> None:
