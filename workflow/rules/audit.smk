@@ -20,14 +20,13 @@ if COHORT:
                      "sae_layer": config["sae"]["layer"],
                      "seed": config["seed"]}),
         log:
-            f"{R}/logs/audit.log",
+            log_path("audit"),
         benchmark:
-            f"{R}/benchmarks/audit.tsv"
+            bench_path("audit")
         threads: THREADS
         resources:
-            mem_mb=8000,
-            runtime=60,
+            **scaled("audit"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage audit {params.job:q} > {log:q} 2>&1"
+            stage_shell("audit")

@@ -13,9 +13,9 @@ rule probe:
                  "max_iter": config["probe"]["max_iter"], "n_shuffles": config["probe"]["n_shuffles"],
                  "seed": config["seed"]}),
     log:
-        f"{R}/logs/probe.log",
+        log_path("probe"),
     benchmark:
-        f"{R}/benchmarks/probe.tsv"
+        bench_path("probe")
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -23,7 +23,7 @@ rule probe:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage probe {params.job:q} > {log:q} 2>&1"
+        stage_shell("probe")
 
 
 # Probes on the main SAE's top-k features vs on raw activations, same folds: every probe target per
@@ -44,9 +44,9 @@ rule probe_sae:
                  "sae_layer": config["sae"]["layer"], "seed": config["seed"],
                  "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
     log:
-        f"{R}/logs/probe_sae.log",
+        log_path("probe_sae"),
     benchmark:
-        f"{R}/benchmarks/probe_sae.tsv"
+        bench_path("probe_sae")
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -54,4 +54,4 @@ rule probe_sae:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage probe_sae {params.job:q} > {log:q} 2>&1"
+        stage_shell("probe_sae")

@@ -20,14 +20,13 @@ if COHORT:
                      "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
                      "reference": config["reference"], "seed": config["seed"]}),
         log:
-            f"{R}/logs/rank.log",
+            log_path("rank"),
         benchmark:
-            f"{R}/benchmarks/rank.tsv"
+            bench_path("rank")
         threads: THREADS
         resources:
-            mem_mb=8000,
-            runtime=60,
+            **scaled("rank"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage rank {params.job:q} > {log:q} 2>&1"
+            stage_shell("rank")
