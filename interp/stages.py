@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from interp.config import settings_from_section
 from interp.io import atomic_dir, atomic_path, write_text_atomic
+
+#: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
+PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds")
+RANK_NOT_FIT = ("report_top", "variant_effect")
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
@@ -204,8 +209,9 @@ def probe(job: Job) -> None:
     for path in paths:
         a = ad.read_h5ad(path)
         pooled[(a.uns["model"], a.uns["layer"])] = np.asarray(a.X, dtype=np.float32)
-    cfg = ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"])
-    table = probe_table(pooled, win, p["targets"], cfg, n_shuffles=p["n_shuffles"])
+    section = p["probe"]
+    cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
+    table = probe_table(pooled, win, section["targets"], cfg, n_shuffles=section["n_shuffles"])
     write_table(table, job.output["parquet"], job.output["tsv"])
 
 
@@ -221,20 +227,20 @@ def probe_sae(job: Job) -> None:
 
     _set_threads(job.threads)
     p = job.params
-    layer = p["sae_layer"]
-    opts = {"top_k": p["top_k"], "cfg": ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"]),
-            "n_bootstrap": p["bootstrap"], "seed": p["seed"]}
+    layer, section = p["sae_layer"], p["probe"]
+    cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
+    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": p["seed"]}
     win = pl.read_parquet(job.input["windows"]).sort("window_index")
     folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
                              win["end"].to_numpy())
     models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
               for d, w in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True)]
-    tables = compare_windows(win, folds, p["targets"], models, layer, **opts)
+    tables = compare_windows(win, folds, section["targets"], models, layer, **opts)
     for emb_dir in job.input.get("cohort_emb_dirs", []):
         raw, feats = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
         if raw.exists() and feats.exists():  # else no SAE features at this layer: window level only
             tables += compare_samples(ad.read_h5ad(raw), ad.read_h5ad(feats), p.get("phenotypes", []), layer,
-                                      p["sample_folds"], **opts)
+                                      section["sae_sample_folds"], **opts)
     if not tables:
         raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
     write_table(pl.concat([s for s, _ in tables]), job.output["parquet"], job.output["tsv"])
@@ -607,9 +613,7 @@ def audit(job: Job) -> None:
 
     _set_threads(job.threads)
     p = job.params
-    keys = ("n_folds", "bootstrap", "C", "alpha", "max_null_replicates", "stop_exceedances", "multiplicity", "null",
-            "ancestry_bins", "min_effective_n", "fail_max_within_share", "fail_within_margin")
-    cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
+    cfg = settings_from_section(AuditConfig, p["audit"], source="audit", seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
     paths = [path for d in sorted(job.input["emb_dirs"]) for path in sorted(Path(d).glob("*.samples.h5ad"))]
     n_replicates = null_replicates_needed(len(paths) * len(p["phenotypes"]), cfg.alpha, cfg.max_null_replicates)
@@ -641,8 +645,7 @@ def rank(job: Job) -> None:
     p = job.params
     geno = ad.read_h5ad(job.input["genotypes"])
     _, annotation = _reference(job)
-    cfg = RankConfig(**{k: p[k] for k in ("min_carriers", "alpha", "tag_r", "max_tags", "refit_top", "top_k",
-                                          "resamples", "stability_screen") if k in p}, seed=p["seed"])
+    cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
     families = [window_family(ad.read_h5ad(path), geno.obs_names) for d in sorted(job.input["emb_dirs"])
                 for path in sorted(Path(d).glob("*.windows.h5ad"))]
     scores = job.input.get("variant_effect") or []

@@ -9,9 +9,7 @@ rule probe:
         parquet=f"{R}/probe/probes.parquet",
         tsv=f"{R}/probe/probes.tsv",
     params:
-        job=job({"targets": config["probe"]["targets"], "C": config["probe"]["C"],
-                 "max_iter": config["probe"]["max_iter"], "n_shuffles": config["probe"]["n_shuffles"],
-                 "seed": config["seed"]}),
+        job=job({"probe": config["probe"], "seed": config["seed"]}),
     log:
         log_path("probe"),
     benchmark:
@@ -38,10 +36,7 @@ rule probe_sae:
         tsv=f"{R}/probe/sae_vs_raw.tsv",
         folds=f"{R}/probe/sae_vs_raw.folds.parquet",
     params:
-        job=job({"targets": config["probe"]["targets"], "C": config["probe"]["C"],
-                 "max_iter": config["probe"]["max_iter"], "top_k": config["probe"]["sae_top_k"],
-                 "bootstrap": config["probe"]["sae_bootstrap"], "sample_folds": config["probe"]["sae_sample_folds"],
-                 "sae_layer": config["sae"]["layer"], "seed": config["seed"],
+        job=job({"probe": config["probe"], "sae_layer": config["sae"]["layer"], "seed": config["seed"],
                  "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
     log:
         log_path("probe_sae"),
