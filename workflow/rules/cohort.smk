@@ -4,6 +4,9 @@
 if COHORT:
     SAE_LAYER = config["sae"]["layer"]
 
+    # the shard size only plans jobs: left out of the jobs' settings so changing it reruns no upstream rule
+    COHORT_SETTINGS = {k: v for k, v in config["cohort"].items() if k != "shard_genes"}
+    COHORT_BED = {"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}
     COHORT_VCF = config_cohort_vcf()
     COHORT_SAMPLES = config_cohort_samples()
 
@@ -11,6 +14,7 @@ if COHORT:
 
         rule simulate_cohort:
             input:
+                **COHORT_BED,
                 fasta=config["reference"]["fasta"],
                 annotation=config["reference"]["annotation"],
             output:
@@ -24,7 +28,7 @@ if COHORT:
                     if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
                 ),
             params:
-                job=job({"reference": config["reference"], "cohort": config["cohort"],
+                job=job({"reference": config["reference"], "cohort": COHORT_SETTINGS,
                          "seed": config["seed"]}),
             log:
                 log_path("simulate_cohort"),
@@ -42,11 +46,9 @@ if COHORT:
     COHORT_REF = {
         "fasta": config["reference"]["fasta"],
         **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
-        **({"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}),
+        **COHORT_BED,
     }
-    # the shard size only plans jobs: left out of the jobs' settings so changing it reruns no upstream rule
-    COHORT_PARAMS = {"reference": config["reference"],
-                     "cohort": {k: v for k, v in config["cohort"].items() if k != "shard_genes"},
+    COHORT_PARAMS = {"reference": config["reference"], "cohort": COHORT_SETTINGS,
                      "n_folds": config["audit"]["n_folds"], "seed": config["seed"]}
     SHARDS = cohort_shards()
     SHARD_DIR = f"{R}/cohort/shards/{{shard}}"
