@@ -40,7 +40,7 @@ def test_dry_run_plans_one_job_per_shard_and_sizes_resources(workflow_copy: Path
     for rule, count in (("haplotypes_shard", 3), ("embed_cohort_shard", 3), ("haplotypes", 1), ("embed_cohort", 1)):
         assert re.search(rf"^{rule}\s+{count}$", out, flags=re.M), f"{rule} x {count} not planned:\n{out}"
     for shard in ("s0000", "s0001", "s0002"):
-        assert f"results/shards/cohort/shards/{shard}/emb/tiny-dnalm.npz" in out
+        assert f"results/shards/cohort/shards/per1/{shard}/emb/tiny-dnalm.npz" in out
 
 
 def test_lint_reports_nothing(workflow_copy: Path) -> None:

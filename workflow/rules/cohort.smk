@@ -51,7 +51,8 @@ if COHORT:
     COHORT_PARAMS = {"reference": config["reference"], "cohort": COHORT_SETTINGS,
                      "n_folds": config["audit"]["n_folds"], "seed": config["seed"]}
     SHARDS = cohort_shards()
-    SHARD_DIR = f"{R}/cohort/shards/{{shard}}"
+    # the shard size is in the path: after a change of cohort.shard_genes no shard of the old size is reused
+    SHARD_DIR = f"{R}/cohort/shards/{shard_set()}/{{shard}}"
 
     wildcard_constraints:
         shard=r"s\d{4}",

@@ -74,6 +74,12 @@ def cohort_shards():
     return shard_names(cohort_n_regions(), config["cohort"]["shard_genes"])
 
 
+def shard_set():
+    """The folder of this shard size: `per<n>` regions, or `all` (cohort.shard_genes: 0)."""
+    n = config["cohort"]["shard_genes"]
+    return f"per{n}" if n else "all"
+
+
 def shard_regions(name):
     """How many regions shard `name` holds."""
     sl = shard_slice(cohort_n_regions(), config["cohort"]["shard_genes"], shard_index(name))
