@@ -43,7 +43,7 @@ class PlantedConfig:
     """order of the background Markov chain."""
     motifs: list[str] = field(default_factory=lambda: ["CTCF", "REST", "TP53", "ZNF143", "NRF1"])
     """JASPAR 2024 CORE names (pyjaspar's bundled database)."""
-    motif_rate: float = 2.0
+    motif_rate: float = 4.0
     repeat_unit: str = "GGAAT"
     repeat_copies: list[int] = field(default_factory=lambda: [8, 16])
     """copies of the unit per repeat instance (inclusive range)."""
