@@ -116,10 +116,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(),
                                  nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
-        self.cfg_conv = cfg.conv_kernel > 0
+        self.has_local = cfg.conv_kernel > 0
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        if self.cfg_conv:
+        if self.has_local:
             x = x + self.drop(self.local(self.ln0(x), keep))
         x = x + self.drop(self.attn(self.ln1(x), keep))
         return x + self.drop(self.mlp(self.ln2(x)))
