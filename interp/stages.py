@@ -26,7 +26,8 @@ STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
     "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes_shard", "haplotypes", "ancestry",
     "embed_cohort_shard", "embed_cohort",
-    "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration",
+    "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration", "planted_genome",
+    "planted_calibration",
 )
 
 
@@ -260,8 +261,14 @@ def sae(job: Job) -> None:
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
                                         out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
-    features, units, labels = label_features(model, store, windows, pl.read_parquet(job.input["bases"]), cfg,
-                                             p["concepts"], p["labels"], p["top_windows"])
+    bases = pl.read_parquet(job.input["bases"])
+    tracks = None
+    if job.input.get("planted_bed"):  # the planted calibration: its planted elements are the concepts
+        from interp.sae.planted_genome import planted_tracks, read_planted_bed
+
+        tracks = planted_tracks(bases, read_planted_bed(job.input["planted_bed"]))
+    features, units, labels = label_features(model, store, windows, bases, cfg, p["concepts"], p["labels"],
+                                             p["top_windows"], tracks=tracks)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_table(features, job.output["features"])
     write_table(units, job.output["units"])
@@ -683,3 +690,61 @@ def calibration(job: Job) -> None:
     from interp.calibration import gather
 
     gather(job.input["replicates"], job.output, meta=job.params)
+
+
+# ---------------------------------------------------------------- planted-motif calibration of the SAE
+def planted_genome(job: Job) -> None:
+    """Synthetic genome: order-3 Markov background fitted on the configured regions of the reference, with
+    planted JASPAR motifs, a periodic repeat and GC-rich islands (interp.sae.planted_genome)."""
+    from interp.genome.regions import regions_from_config
+    from interp.sae.planted_genome import PlantedConfig, write_planted
+    from interp.sae.planted_genome import planted_genome as build
+
+    fasta, _ = _reference(job)
+    p = job.params
+    regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
+    cfg = PlantedConfig.from_params(p["genome"])
+    sequence, elements, stats = build(cfg, [fasta[r.contig][r.start:r.end].upper() for r in regions])
+    write_planted(sequence, elements, cfg.contig, job.output["fasta"], job.output["bed"])
+    write_json(stats, job.output["stats"])
+
+
+def planted_calibration(job: Job) -> None:
+    """Match table of planted element types to SAE features (validation-chosen, test-reported), the LM vs
+    its order-3 Markov baseline, and the steering check of matched motif features (interp.sae.planted)."""
+    from interp.embed.tiny import load_tiny_checkpoint
+    from interp.sae.planted import PlantedTargets, match_table, match_verdict, steering_table
+    from interp.sae.planted_genome import read_planted_bed
+    from interp.sae.run import sae_config
+    from interp.sae.splits import TEST, block_split, windows_within
+    from interp.sae.train import load_sae
+
+    _set_threads(1)
+    p = job.params
+    targets = PlantedTargets(**p["targets"])
+    match = match_table(pl.read_parquet(job.input["units"]), targets)
+    verdict = match_verdict(match, targets)
+    cfg = sae_config(p["sae"])
+    windows = pl.read_parquet(job.input["windows"])
+    split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
+    test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
+    steering = steering_table(load_tiny_checkpoint(Path(job.input["checkpoint"])), p["layer"],
+                              load_sae(job.input["weights"]), match, pl.read_parquet(job.input["features"]), test,
+                              read_planted_bed(job.input["bed"]), seed=cfg.seed, **p["steer"])
+    lm = json.loads(Path(job.input["lm_metrics"]).read_text())
+    sae_metrics = json.loads(Path(job.input["sae_metrics"]).read_text())
+    lm_pass = bool(lm["heldout_ce"] < lm["baseline_order3_ce"])
+    steer_pass = bool(steering.height > 0 and steering["raises_motif"].all())
+    write_table(match, tsv=job.output["match"])
+    write_table(steering, tsv=job.output["steer"])
+    write_json({
+        "lm": {k: lm[k] for k in ("heldout_ce", "baseline_order0_ce", "baseline_order3_ce", "n_heldout_bases",
+                                  "steps", "n_params")},
+        "lm_beats_order3": lm_pass,
+        "sae": {k: sae_metrics.get(k) for k in ("fvu", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+                                                "n_features", "k")},
+        "match": match.to_dicts(), **{f"match_{k}": v for k, v in verdict.items()},
+        "steering": steering.to_dicts(), "steering_pass": steer_pass,
+        "pass": bool(lm_pass and verdict["pass"] and steer_pass),
+        "layer": p["layer"],
+    }, job.output["json"])

@@ -19,6 +19,8 @@ from interp.rank import RankConfig
 from interp.sae.concept_tracks import ConceptConfig
 from interp.sae.concepts import LabelConfig
 from interp.sae.config import SAEConfig
+from interp.sae.planted import PlantedTargets
+from interp.sae.planted_genome import PlantedConfig
 from interp.sae.steer import SteerConfig
 
 #: (dataclass, the dotted name of the config section it is built from)
@@ -30,10 +32,12 @@ BUILT_FROM_SECTION: list[tuple[type, str]] = [
     (ProbeConfig, "probe"),
     (AuditConfig, "audit"),
     (RankConfig, "rank"),
+    (PlantedConfig, "planted.genome"),
+    (PlantedTargets, "planted.targets"),
 ]
 
 #: sections whose dataclass holds nothing but config keys (the run's `seed` aside)
-EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer")
+EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer", "planted.genome", "planted.targets")
 
 NO_DEFAULT = object()
 
