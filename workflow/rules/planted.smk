@@ -42,7 +42,7 @@ rule planted_genome:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage planted_genome {params.job:q} > {log:q} 2>&1"
+        stage_shell("planted_genome")
 
 
 rule planted_windows:
@@ -67,7 +67,7 @@ rule planted_windows:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage windows {params.job:q} > {log:q} 2>&1"
+        stage_shell("windows")
 
 
 rule planted_lm:
@@ -94,7 +94,7 @@ rule planted_lm:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage pretrain_tiny_dnalm {params.job:q} > {log:q} 2>&1"
+        stage_shell("pretrain_tiny_dnalm")
 
 
 rule planted_embed:
@@ -123,7 +123,7 @@ rule planted_embed:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage embed {params.job:q} > {log:q} 2>&1"
+        stage_shell("embed")
 
 
 rule planted_sae:
@@ -154,7 +154,7 @@ rule planted_sae:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae")
 
 
 rule planted_calibration:
@@ -184,4 +184,4 @@ rule planted_calibration:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage planted_calibration {params.job:q} > {log:q} 2>&1"
+        stage_shell("planted_calibration")
