@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 CORES  ?= 2
 
-.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale calibration
+.PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale calibration planted
 
 venv: $(STAMP)
 
@@ -75,3 +75,9 @@ bench-scale: $(STAMP)
 
 clean:
 	rm -rf results reports/*/ .snakemake
+
+# Planted-motif calibration of the SAE features (README: Planted-motif calibration): a synthetic genome with
+# planted JASPAR motifs, a periodic repeat and GC-rich islands; built-in LM, SAE, match table, steering check.
+planted: $(STAMP)
+	$(BIN)/snakemake planted --cores $(CORES) --configfile $(CONFIG) --show-failed-logs
+	@cat results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['run'])")/planted/match.tsv

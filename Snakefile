@@ -17,6 +17,7 @@ include: "workflow/rules/audit.smk"
 include: "workflow/rules/rank.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/calibration.smk"  # only built as the explicit target `calibration`
+include: "workflow/rules/planted.smk"  # only built as the explicit target `planted`
 
 
 rule all:

@@ -268,14 +268,14 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
                   "sequences": w["seq.parquet"]},
         {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
-        {**config["audit"], **common, "population_column": cohort["population_column"],
+        {"audit": config["audit"], **common, "population_column": cohort["population_column"],
          "sae_layer": config["sae"]["layer"]})
     cal = config.get("calibration", {})
     ranked = cal.get("rank_replicates") is None or replicate < int(cal["rank_replicates"])
     if ranked:
         run("rank", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], **ref},
             {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"], "summary": w["rank.json"]},
-            {**config["rank"], **common, "reference": config["reference"]})
+            {"rank": config["rank"], **common, "reference": config["reference"]})
     truth = json.loads(Path(w["truth.json"]).read_text())
     summary = summarise_replicate(pl.read_parquet(w["audit.parquet"]),
                                   pl.read_parquet(w["bio.parquet"]) if ranked else None, truth,
@@ -331,7 +331,7 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
     stages.audit(stages.Job(input={"emb_dirs": [str(emb)], "genotypes": str(archive / "geno.h5ad")},
                             output={"parquet": out["audit.parquet"], "tsv": out["audit.tsv"],
                                     "details": out["audit.json"]},
-                            params={**config["audit"], **common, "population_column": cohort["population_column"],
+                            params={"audit": config["audit"], **common, "population_column": cohort["population_column"],
                                     "sae_layer": config["sae"]["layer"]}))
     truth = json.loads((archive / "truth.json").read_text())
     cal = config.get("calibration", {})

@@ -172,3 +172,26 @@ def _deep_update(base: dict, new: dict) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = value
+
+
+def settings_from_section(cls: type, section: dict, *, ignore: tuple[str, ...] | set[str] = (), source: str = "config",
+                          **extra: Any) -> Any:
+    """A settings dataclass built from a whole config section, plus `extra` fields (the run's seed).
+
+    Every key of `section` must be a field of `cls` or be named in `ignore` (keys of the section that other
+    code reads, e.g. rank.report_top for the report); anything else raises InputError naming the section, the
+    key and the fields `cls` has, instead of being silently dropped. Fields the section leaves out keep the
+    dataclass defaults (the schema's, `tests/test_config_defaults.py`).
+    """
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(section) - names - set(ignore))
+    if unknown:
+        raise InputError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(k) for k in unknown)} for {cls.__name__}; "
+                         f"expected some of {', '.join(sorted(names - set(extra)))}")
+    bad_extra = sorted(set(extra) - names)
+    if bad_extra:
+        raise TypeError(f"{cls.__name__} has no fields {bad_extra}")
+    return cls(**{k: v for k, v in section.items() if k in names}, **extra)

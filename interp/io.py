@@ -7,7 +7,9 @@ failed step never leaves one that looks complete; checkpoints are read as safete
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +32,17 @@ def compression(path: str | Path) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | Path, unique: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds.
+
+    unique: the temporary name also carries the host name and a random token (not only the process id),
+    for files that jobs on several machines may write at once into a shared folder (the embedding cache):
+    each writes its own temporary file and the last rename wins, never a mixed file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    tag = f"{os.getpid()}.{socket.gethostname()}.{secrets.token_hex(4)}" if unique else f"{os.getpid()}"
+    tmp = path.with_name(f".{path.name}.tmp{tag}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -15,12 +15,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from interp.config import settings_from_section
 from interp.io import atomic_dir, atomic_path, write_text_atomic
+
+#: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
+PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds")
+RANK_NOT_FIT = ("report_top", "variant_effect")
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
-    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes", "ancestry", "embed_cohort",
-    "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration",
+    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes_shard", "haplotypes", "ancestry",
+    "embed_cohort_shard", "embed_cohort",
+    "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration", "planted_genome",
+    "planted_calibration",
 )
 
 
@@ -203,8 +210,9 @@ def probe(job: Job) -> None:
     for path in paths:
         a = ad.read_h5ad(path)
         pooled[(a.uns["model"], a.uns["layer"])] = np.asarray(a.X, dtype=np.float32)
-    cfg = ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"])
-    table = probe_table(pooled, win, p["targets"], cfg, n_shuffles=p["n_shuffles"])
+    section = p["probe"]
+    cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
+    table = probe_table(pooled, win, section["targets"], cfg, n_shuffles=section["n_shuffles"])
     write_table(table, job.output["parquet"], job.output["tsv"])
 
 
@@ -220,20 +228,20 @@ def probe_sae(job: Job) -> None:
 
     _set_threads(job.threads)
     p = job.params
-    layer = p["sae_layer"]
-    opts = {"top_k": p["top_k"], "cfg": ProbeConfig(C=p["C"], max_iter=p["max_iter"], seed=p["seed"]),
-            "n_bootstrap": p["bootstrap"], "seed": p["seed"]}
+    layer, section = p["sae_layer"], p["probe"]
+    cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
+    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": p["seed"]}
     win = pl.read_parquet(job.input["windows"]).sort("window_index")
     folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
                              win["end"].to_numpy())
     models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
               for d, w in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True)]
-    tables = compare_windows(win, folds, p["targets"], models, layer, **opts)
+    tables = compare_windows(win, folds, section["targets"], models, layer, **opts)
     for emb_dir in job.input.get("cohort_emb_dirs", []):
         raw, feats = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
         if raw.exists() and feats.exists():  # else no SAE features at this layer: window level only
             tables += compare_samples(ad.read_h5ad(raw), ad.read_h5ad(feats), p.get("phenotypes", []), layer,
-                                      p["sample_folds"], **opts)
+                                      section["sae_sample_folds"], **opts)
     if not tables:
         raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
     write_table(pl.concat([s for s, _ in tables]), job.output["parquet"], job.output["tsv"])
@@ -253,8 +261,14 @@ def sae(job: Job) -> None:
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
                                         out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
-    features, units, labels = label_features(model, store, windows, pl.read_parquet(job.input["bases"]), cfg,
-                                             p["concepts"], p["labels"], p["top_windows"])
+    bases = pl.read_parquet(job.input["bases"])
+    tracks = None
+    if job.input.get("planted_bed"):  # the planted calibration: its planted elements are the concepts
+        from interp.sae.planted_genome import planted_tracks, read_planted_bed
+
+        tracks = planted_tracks(bases, read_planted_bed(job.input["planted_bed"]))
+    features, units, labels = label_features(model, store, windows, bases, cfg, p["concepts"], p["labels"],
+                                             p["top_windows"], tracks=tracks)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_table(features, job.output["features"])
     write_table(units, job.output["units"])
@@ -420,12 +434,18 @@ def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):
                           fasta_contigs=list(fasta), aliases=job.params["reference"].get("contig_aliases") or {})
 
 
-def haplotypes(job: Job) -> None:
-    """Per-sample, per-haplotype window sequences, deduplicated by hash (interp.cohort.haplotypes)."""
+def haplotypes_shard(job: Job) -> None:
+    """Per-sample, per-haplotype window sequences of one shard's regions, deduplicated by hash
+    (interp.cohort.haplotypes); params.shard {index, size} picks the regions (interp.cohort.shards.shard_slice;
+    absent: every region)."""
     from interp.cohort.haplotypes import cohort_haplotype_windows
+    from interp.cohort.shards import haplotype_stats, shard_slice
 
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, fasta, annotation)
+    shard = job.params.get("shard")
+    if shard:
+        regions = regions[shard_slice(len(regions), int(shard["size"]), int(shard["index"]))]
     samples = _samples(job)
     geno = _genotypes(job, fasta, samples, regions)
     c = job.params["cohort"]
@@ -433,13 +453,27 @@ def haplotypes(job: Job) -> None:
                                             missing=c["missing"], unphased=c["unphased"])
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
-    n_windows = assign.height
-    write_json({"n_haplotype_windows": n_windows, "n_windows": assign["window_index"].n_unique(),
-                "n_distinct": dist.height,
-                "dedup_ratio": n_windows / max(dist.height, 1), "missing_policy": c["missing"],
-                "unphased_policy": c["unphased"], "n_samples": samples.height,
-                "regions": [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]},
-               job.output["stats"])
+    write_json(haplotype_stats(assign, dist, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
+                               c["missing"], c["unphased"]), job.output["stats"])
+
+
+def haplotypes(job: Job) -> None:
+    """The cohort's haplotype windows: the shards' tables gathered (inputs shard_assignments, shard_sequences,
+    shard_stats, in shard order; interp.cohort.shards.gather_haplotypes), or, without shards, every region
+    computed here (`haplotypes_shard`)."""
+    from interp.cohort.shards import gather_haplotypes
+
+    if not job.input.get("shard_assignments"):
+        haplotypes_shard(job)
+        return
+    names = ("shard_assignments", "shard_sequences", "shard_stats")
+    parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
+    assign, dist, stats = gather_haplotypes([pl.read_parquet(a) for a in parts[0]],
+                                            [pl.read_parquet(d) for d in parts[1]],
+                                            [json.loads(Path(x).read_text()) for x in parts[2]])
+    write_table(assign, job.output["assignments"])
+    write_table(dist, job.output["sequences"])
+    write_json(stats, job.output["stats"])
 
 
 def ancestry(job: Job) -> None:
@@ -463,29 +497,91 @@ def ancestry(job: Job) -> None:
     write_h5ad(adata, job.output["genotypes"])
 
 
-def embed_cohort(job: Job) -> None:
-    """Embed each distinct haplotype window once, then pool per sample and per (sample, window)
-    (interp.embed.cohort)."""
-    import time
+def _embedding_cache(p: dict, card: dict, checkpoint: str | None, embedder):
+    """The embedding cache of this model (interp.embed.cache) under params.cache, or None (no cache set, or a
+    hub model known only by a moving revision)."""
+    import logging
 
-    import anndata as ad
+    from interp.embed.cache import EmbeddingCache, model_identity
 
-    from interp.embed.cohort import embed_cohort_tables
+    if not p.get("cache"):
+        return None
+    commit = (getattr(embedder, "provenance", None) or {}).get("commit")
+    identity = model_identity(card, checkpoint, _device(p["device"]), p.get("dtype", "auto"), commit)
+    if identity is None:
+        logging.getLogger(__name__).warning("embedding cache off for %s: revision %r is not a pinned commit",
+                                            card["name"], card.get("revision"))
+        return None
+    return EmbeddingCache(p["cache"], identity)
+
+
+def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
+    """Vectors of each distinct sequence (rows sorted by seq_hash) under the rule's model, through the cache."""
+    from interp.embed.cache import sae_key
+    from interp.embed.cohort import embed_distinct_windows
     from interp.embed.registry import load_card, make_embedder
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
-    t0, p = time.perf_counter(), job.params
+    p = job.params
     card, ckpt = load_card(job.input["card"]), job.input.get("checkpoint")
     embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]), **_embed_options(p))
+    cache = _embedding_cache(p, card, ckpt, embedder)
+    vectors = embed_distinct_windows(embedder, sequences["sequence"].to_list(), p["layers"], p["batch_size"],
+                                     load_sae(job.input["sae"]), p["sae_layer"], cache=cache,
+                                     sae_cache_key=sae_key(job.input["sae"], p["sae_layer"]) if cache else None)
+    return vectors, {"cache": cache.stats() if cache else None}
+
+
+def embed_cohort_shard(job: Job) -> None:
+    """Vectors of each distinct haplotype window of one shard (its `sequences` table), each layer and the SAE's
+    codes, embedded only where the embedding cache lacks them (interp.embed.cohort, interp.embed.cache)."""
+    import time
+
+    from interp.cohort.shards import write_vectors
+
+    t0 = time.perf_counter()
+    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
+    vectors, stats = _embed_distinct(job, sequences)
+    write_vectors(job.output["vectors"], sequences["seq_hash"].to_list(), vectors)
+    write_json({**stats, "n_sequences": sequences.height, "seconds": round(time.perf_counter() - t0, 1)},
+               job.output["stats"])
+
+
+def embed_cohort(job: Job) -> None:
+    """Per-sample and per-(sample, window) tables of each layer and of the SAE's codes (interp.embed.cohort):
+    the distinct windows' vectors gathered from the shards (input shard_vectors, shard_stats;
+    interp.cohort.shards.gather_vectors), or, without shards, embedded here once each (through the cache)."""
+    import time
+
+    import anndata as ad
+
+    from interp.cohort.shards import gather_vectors, read_vectors
+    from interp.embed.cohort import embed_cohort_tables
+    from interp.embed.registry import load_card
+
+    t0, p = time.perf_counter(), job.params
+    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
+    shards = job.input.get("shard_vectors")
+    if shards:
+        shards = [shards] if isinstance(shards, str) else list(shards)
+        pooled = gather_vectors([read_vectors(v) for v in shards], sequences["seq_hash"].to_list())
+        stats = [json.loads(Path(x).read_text()) for x in job.input.get("shard_stats", [])]
+        caches = [s["cache"] for s in stats if s.get("cache")]
+        extra = {"n_shards": len(shards),
+                 "cache": {"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
+                 if caches else None}
+    else:
+        pooled, extra = _embed_distinct(job, sequences)
+        extra["n_shards"] = 0
     tables, stats = embed_cohort_tables(
-        embedder, pl.read_parquet(job.input["sequences"]), pl.read_parquet(job.input["assignments"]),
-        ad.read_h5ad(job.input["genotypes"]), card["name"], p["layers"], p["batch_size"],
-        load_sae(job.input["sae"]), p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")))
+        None, sequences, pl.read_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
+        load_card(job.input["card"])["name"], p["layers"], p.get("batch_size"), None, p["sae_layer"],
+        keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
             table.write_h5ad(folder / name)
-    write_json({**stats, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
+    write_json({**stats, **extra, "seconds": round(time.perf_counter() - t0, 1)}, job.output["stats"])
 
 
 def variant_effect(job: Job) -> None:
@@ -524,9 +620,7 @@ def audit(job: Job) -> None:
 
     _set_threads(job.threads)
     p = job.params
-    keys = ("n_folds", "bootstrap", "C", "alpha", "max_null_replicates", "stop_exceedances", "multiplicity", "null",
-            "ancestry_bins", "min_effective_n", "fail_max_within_share", "fail_within_margin")
-    cfg = AuditConfig(**{k: p[k] for k in keys if k in p}, seed=p["seed"])
+    cfg = settings_from_section(AuditConfig, p["audit"], source="audit", seed=p["seed"])
     policy = p.get("covariate_missing", "refuse")
     paths = [path for d in sorted(job.input["emb_dirs"]) for path in sorted(Path(d).glob("*.samples.h5ad"))]
     n_replicates = null_replicates_needed(len(paths) * len(p["phenotypes"]), cfg.alpha, cfg.max_null_replicates)
@@ -558,8 +652,7 @@ def rank(job: Job) -> None:
     p = job.params
     geno = ad.read_h5ad(job.input["genotypes"])
     _, annotation = _reference(job)
-    cfg = RankConfig(**{k: p[k] for k in ("min_carriers", "alpha", "tag_r", "max_tags", "refit_top", "top_k",
-                                          "resamples", "stability_screen") if k in p}, seed=p["seed"])
+    cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
     families = [window_family(ad.read_h5ad(path), geno.obs_names) for d in sorted(job.input["emb_dirs"])
                 for path in sorted(Path(d).glob("*.windows.h5ad"))]
     scores = job.input.get("variant_effect") or []
@@ -597,3 +690,61 @@ def calibration(job: Job) -> None:
     from interp.calibration import gather
 
     gather(job.input["replicates"], job.output, meta=job.params)
+
+
+# ---------------------------------------------------------------- planted-motif calibration of the SAE
+def planted_genome(job: Job) -> None:
+    """Synthetic genome: order-3 Markov background fitted on the configured regions of the reference, with
+    planted JASPAR motifs, a periodic repeat and GC-rich islands (interp.sae.planted_genome)."""
+    from interp.genome.regions import regions_from_config
+    from interp.sae.planted_genome import PlantedConfig, write_planted
+    from interp.sae.planted_genome import planted_genome as build
+
+    fasta, _ = _reference(job)
+    p = job.params
+    regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
+    cfg = PlantedConfig.from_params(p["genome"])
+    sequence, elements, stats = build(cfg, [fasta[r.contig][r.start:r.end].upper() for r in regions])
+    write_planted(sequence, elements, cfg.contig, job.output["fasta"], job.output["bed"])
+    write_json(stats, job.output["stats"])
+
+
+def planted_calibration(job: Job) -> None:
+    """Match table of planted element types to SAE features (validation-chosen, test-reported), the LM vs
+    its order-3 Markov baseline, and the steering check of matched motif features (interp.sae.planted)."""
+    from interp.embed.tiny import load_tiny_checkpoint
+    from interp.sae.planted import PlantedTargets, match_table, match_verdict, steering_table
+    from interp.sae.planted_genome import read_planted_bed
+    from interp.sae.run import sae_config
+    from interp.sae.splits import TEST, block_split, windows_within
+    from interp.sae.train import load_sae
+
+    _set_threads(1)
+    p = job.params
+    targets = PlantedTargets(**p["targets"])
+    match = match_table(pl.read_parquet(job.input["units"]), targets)
+    verdict = match_verdict(match, targets)
+    cfg = sae_config(p["sae"])
+    windows = pl.read_parquet(job.input["windows"])
+    split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
+    test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
+    steering = steering_table(load_tiny_checkpoint(Path(job.input["checkpoint"])), p["layer"],
+                              load_sae(job.input["weights"]), match, pl.read_parquet(job.input["features"]), test,
+                              read_planted_bed(job.input["bed"]), seed=cfg.seed, **p["steer"])
+    lm = json.loads(Path(job.input["lm_metrics"]).read_text())
+    sae_metrics = json.loads(Path(job.input["sae_metrics"]).read_text())
+    lm_pass = bool(lm["heldout_ce"] < lm["baseline_order3_ce"])
+    steer_pass = bool(steering.height > 0 and steering["raises_motif"].all())
+    write_table(match, tsv=job.output["match"])
+    write_table(steering, tsv=job.output["steer"])
+    write_json({
+        "lm": {k: lm[k] for k in ("heldout_ce", "baseline_order0_ce", "baseline_order3_ce", "n_heldout_bases",
+                                  "steps", "n_params")},
+        "lm_beats_order3": lm_pass,
+        "sae": {k: sae_metrics.get(k) for k in ("fvu", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+                                                "n_features", "k")},
+        "match": match.to_dicts(), **{f"match_{k}": v for k, v in verdict.items()},
+        "steering": steering.to_dicts(), "steering_pass": steer_pass,
+        "pass": bool(lm_pass and verdict["pass"] and steer_pass),
+        "layer": p["layer"],
+    }, job.output["json"])

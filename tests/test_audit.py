@@ -515,9 +515,10 @@ def test_audit_stage_writes_adjusted_verdicts_for_every_row(tmp_path):
     from interp import stages
 
     emb = _embedding_dir(tmp_path)
-    params = {"n_folds": 3, "bootstrap": 50, "C": 1.0, "alpha": 0.05, "max_null_replicates": 999,
-              "stop_exceedances": 10, "multiplicity": "holm", "null": "auto", "ancestry_bins": 4,
-              "min_effective_n": 30, "fail_max_within_share": 0.5, "phenotypes": ["causal", "confounded"],
+    params = {"audit": {"n_folds": 3, "bootstrap": 50, "C": 1.0, "alpha": 0.05, "max_null_replicates": 999,
+                        "stop_exceedances": 10, "multiplicity": "holm", "null": "auto", "ancestry_bins": 4,
+                        "min_effective_n": 30, "fail_max_within_share": 0.5},
+              "phenotypes": ["causal", "confounded"],
               "covariates": ["sex", "batch"], "covariate_missing": "refuse", "population_column": "population",
               "sae_layer": "block2", "seed": 3}
     out = {"parquet": tmp_path / "audit.parquet", "tsv": tmp_path / "audit.tsv", "details": tmp_path / "audit.json"}
@@ -556,9 +557,9 @@ def test_audit_stage_refuses_or_imputes_missing_covariates(tmp_path):
         a.obs["batch"] = a.obs["batch"].astype(object)
         a.obs.iloc[:3, a.obs.columns.get_loc("batch")] = np.nan
         a.write_h5ad(path)
-    params = {"bootstrap": 20, "max_null_replicates": 99, "phenotypes": ["causal"], "covariates": ["batch"],
-              "covariate_missing": "refuse", "population_column": "population", "sae_layer": "none", "seed": 1,
-              "n_folds": 3}
+    params = {"audit": {"bootstrap": 20, "max_null_replicates": 99, "n_folds": 3}, "phenotypes": ["causal"],
+              "covariates": ["batch"], "covariate_missing": "refuse", "population_column": "population",
+              "sae_layer": "none", "seed": 1}
     out = {"parquet": tmp_path / "a.parquet", "tsv": tmp_path / "a.tsv", "details": tmp_path / "a.json"}
     job = stages.Job(input={"emb_dirs": [str(emb)]}, output={k: str(v) for k, v in out.items()}, params=params)
     with pytest.raises(InputError, match="covariate 'batch' has 3 missing"):

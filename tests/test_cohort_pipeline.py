@@ -75,10 +75,10 @@ def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:
                   "seed": seed}
     stages.audit(_job({"emb_dirs": [str(emb)]}, {"parquet": c / "audit.parquet", "tsv": c / "audit.tsv",
                                                  "details": c / "audit.json"},
-                      {**cfg["audit"], **cohort_cfg, "population_column": "population", "sae_layer": LAYER}))
+                      {"audit": cfg["audit"], **cohort_cfg, "population_column": "population", "sae_layer": LAYER}))
     stages.rank(_job({"emb_dirs": [str(emb)], "genotypes": c / "geno.h5ad", **ref},
                      {"parquet": c / "bio.parquet", "tsv": c / "bio.tsv"},
-                     {**cfg["rank"], **cohort_cfg, "reference": cfg["reference"]}))
+                     {"rank": cfg["rank"], **cohort_cfg, "reference": cfg["reference"]}))
     from interp.report.build import truth_recovery
 
     audit = pl.read_parquet(c / "audit.parquet")

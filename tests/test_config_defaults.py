@@ -19,6 +19,8 @@ from interp.rank import RankConfig
 from interp.sae.concept_tracks import ConceptConfig
 from interp.sae.concepts import LabelConfig
 from interp.sae.config import SAEConfig
+from interp.sae.planted import PlantedTargets
+from interp.sae.planted_genome import PlantedConfig
 from interp.sae.steer import SteerConfig
 
 #: (dataclass, the dotted name of the config section it is built from)
@@ -30,10 +32,12 @@ BUILT_FROM_SECTION: list[tuple[type, str]] = [
     (ProbeConfig, "probe"),
     (AuditConfig, "audit"),
     (RankConfig, "rank"),
+    (PlantedConfig, "planted.genome"),
+    (PlantedTargets, "planted.targets"),
 ]
 
 #: sections whose dataclass holds nothing but config keys (the run's `seed` aside)
-EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer")
+EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer", "planted.genome", "planted.targets")
 
 NO_DEFAULT = object()
 
@@ -102,3 +106,32 @@ def test_a_disagreement_names_the_key_and_both_values() -> None:
         "sae.k: schema default 16, Drifted default 8",
         "sae.normalize_inputs: schema default True, Drifted default 1",
     ]
+
+
+def test_settings_from_whole_sections_of_the_demo_config() -> None:
+    """The stages build AuditConfig / RankConfig / ProbeConfig from the whole section the rule passes."""
+    import yaml
+
+    from interp.config import ROOT, check_config, settings_from_section
+    from interp.stages import PROBE_NOT_FIT, RANK_NOT_FIT
+
+    cfg = check_config(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()), base_dir=ROOT)
+    audit = settings_from_section(AuditConfig, cfg["audit"], seed=5)
+    assert audit.seed == 5 and audit.n_folds == cfg["audit"]["n_folds"] and audit.null == cfg["audit"]["null"]
+    rank = settings_from_section(RankConfig, cfg["rank"], ignore=RANK_NOT_FIT, seed=1)
+    assert rank.resamples == cfg["rank"]["resamples"]
+    probe = settings_from_section(ProbeConfig, cfg["probe"], ignore=PROBE_NOT_FIT, seed=1)
+    assert probe.C == cfg["probe"]["C"]
+
+
+def test_settings_from_section_rejects_unknown_keys_clearly() -> None:
+    from interp.config import settings_from_section
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match=r"rank: unknown key 'resampels' for RankConfig; expected some of .*resamples"):
+        settings_from_section(RankConfig, {"resampels": 3}, source="rank")
+    with pytest.raises(InputError, match="keys 'a', 'b'"):
+        settings_from_section(ProbeConfig, {"a": 1, "b": 2, "C": 1.0})
+    assert settings_from_section(ProbeConfig, {"targets": ["exon"], "C": 2.0}, ignore=("targets",)).C == 2.0
+    with pytest.raises(TypeError):
+        settings_from_section(ProbeConfig, {}, not_a_field=1)

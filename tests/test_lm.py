@@ -115,6 +115,33 @@ def test_padding_does_not_change_real_tokens():
     assert torch.allclose(model(padded)[0, :10], model(seq[None])[0], atol=1e-5)
 
 
+def test_conv_kernel_off_is_the_original_architecture():
+    # conv_kernel=0 (the default) adds no module, draws no random numbers and leaves the checkpoint metadata
+    # as it was: the numbers below are this seeded model's logits from before the option existed
+    for cfg in (TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40),
+                TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40, conv_kernel=0)):
+        torch.manual_seed(0)
+        model = TinyDNALM(cfg).eval()
+        with torch.no_grad():
+            out = model(encode("ACGTTGCAACNNGATTACA")[None]).double()
+        assert float(out.sum()) == pytest.approx(0.44249041099101305, rel=1e-5)
+        assert float(out.abs().sum()) == pytest.approx(3.8870668513700366, rel=1e-5)
+        assert len(model.state_dict()) == 30 and not any("local" in k or "ln0" in k for k in model.state_dict())
+        assert cfg.to_dict() == {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "dropout": 0.1, "max_len": 40}
+    on = TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40, conv_kernel=5)
+    assert on.to_dict()["conv_kernel"] == 5 and TinyLMConfig(**on.to_dict()) == on
+    with pytest.raises(ValueError, match="odd"):
+        TinyLMConfig(conv_kernel=4)
+
+
+def test_conv_kernel_padding_does_not_change_real_tokens():
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40, conv_kernel=5)).eval()
+    seq = encode("ACGTTGCAAC")
+    padded = torch.cat([seq, torch.full((5,), PAD_ID)])[None]
+    assert torch.allclose(model(padded)[0, :10], model(seq[None])[0], atol=1e-5)
+
+
 def test_mask_tokens_bert_proportions():
     rng = np.random.default_rng(1)
     tokens = np.array(list(np.random.default_rng(2).integers(0, 4, size=20_000)) + [4] * 100)
@@ -146,6 +173,17 @@ def test_overrides_are_validated():
         resolve_settings(card(), {"n_layer": 3})
     with pytest.raises(InputError, match="seq_len"):
         resolve_settings(card(), {"seq_len": 1000})
+    with pytest.raises(InputError, match="conv_kernel"):
+        resolve_settings(card(), {"conv_kernel": 4})
+
+
+def test_schema_lm_override_defaults_resolve_against_the_card():
+    # the planted chain's default LM settings (config schema) name only card architecture / training keys
+    from interp.config import load_schema
+
+    overrides = load_schema()["properties"]["planted"]["properties"]["lm_overrides"]["default"]
+    cfg, train = resolve_settings(card(), overrides)
+    assert cfg.conv_kernel == overrides["conv_kernel"] > 0 and train["max_steps"] == overrides["max_steps"]
 
 
 def test_pretrain_is_deterministic(tmp_path):
@@ -178,6 +216,35 @@ def test_quick_pretrain_on_demo_beats_order0(tmp_path):
     assert set(metrics) == {"model", "heldout_ce", "baseline_order0_ce", "baseline_order3_ce", "n_params",
                             "n_train_bases", "n_heldout_bases", "steps", "seed", "train_seconds",
                             "beats_order0", "beats_order3"}
+
+
+def planted_kmer_sequence(n: int, rng: np.random.Generator, kmer: str = "GATTACAGC", every: int = 30) -> str:
+    """Uniform random bases with `kmer` written over them about once every `every` bases."""
+    seq = rng.choice(list("ACGT"), size=n)
+    for start in range(0, n - len(kmer), every):
+        at = start + int(rng.integers(0, every - len(kmer)))
+        seq[at:at + len(kmer)] = list(kmer)
+    return "".join(seq)
+
+
+def test_conv_kernel_learns_a_planted_kmer_beyond_order3(tmp_path):
+    # a planted 9-mer is predictable from its other 8 bases, which an order-3 chain sees only in part;
+    # with the local mixer a small model beats order 3 within a few hundred steps, while the same model
+    # without it (learned absolute positions only) is still at the order-0 level: attending to the
+    # neighbours has to be learned position by position, a long plateau (measured: 1.107 vs 1.384 nats,
+    # order 3 1.179, order 0 1.385)
+    rng = np.random.default_rng(0)
+    train, heldout = planted_kmer_sequence(30_000, rng), planted_kmer_sequence(3_000, rng)
+    quick = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "max_len": 32, "dropout": 0.0, "seq_len": 32,
+             "batch_size": 32, "max_steps": 200, "lr": 5e-3, "warmup_steps": 20, "conv_kernel": 9}
+    metrics = pretrain_tiny_dnalm([train], [heldout], card(), quick, seed=0,
+                                  checkpoint_out=tmp_path / "conv.safetensors", threads=1)
+    assert metrics["heldout_ce"] < metrics["baseline_order3_ce"] - 0.05 < metrics["baseline_order0_ce"], metrics
+    without = pretrain_tiny_dnalm([train], [heldout], card(), {**quick, "conv_kernel": 0}, seed=0,
+                                  checkpoint_out=tmp_path / "plain.safetensors", threads=1)
+    assert without["heldout_ce"] > metrics["heldout_ce"] + 0.1, (without, metrics)
+    with safe_open(str(tmp_path / "conv.safetensors"), framework="pt") as f:
+        assert '"conv_kernel": 9' in f.metadata()["config"]
 
 
 @pytest.mark.slow

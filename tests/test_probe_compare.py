@@ -188,8 +188,9 @@ def test_stage_writes_window_and_sample_rows(tmp_path: Path) -> None:
                             "tokens_dirs": [str(tmp_path / "tokens" / "m")],
                             "sae_weights": [str(tmp_path / "sae.safetensors")], "cohort_emb_dirs": [str(emb)]},
                      output={k: str(v) for k, v in out.items()},
-                     params={"targets": ["exon"], "C": 1.0, "max_iter": 100, "top_k": [1, 4], "bootstrap": 50,
-                             "sample_folds": 4, "sae_layer": "block2", "seed": 7, "phenotypes": ["causal"]})
+                     params={"probe": {"targets": ["exon"], "C": 1.0, "max_iter": 100, "sae_top_k": [1, 4],
+                                       "sae_bootstrap": 50, "sae_sample_folds": 4},
+                             "sae_layer": "block2", "seed": 7, "phenotypes": ["causal"]})
     stages.probe_sae(job)
     table = pl.read_parquet(out["parquet"])
     assert table.select("level", "target", "k").rows() == [("window", "exon", 1), ("window", "exon", 4),

@@ -476,8 +476,9 @@ def _stage_job(tmp_path: Path, emb: Path, covariate_missing: str = "refuse"):
                "annotation": str(DEMO_GENES)},
         output={"parquet": str(tmp_path / "bio.parquet"), "tsv": str(tmp_path / "bio.tsv"),
                 "summary": str(tmp_path / "summary.json")},
-        params={"top_k": 2, "resamples": 5, "report_top": 10, "min_carriers": 10, "alpha": 0.05, "tag_r": 0.3,
-                "max_tags": 5, "refit_top": 3, "phenotypes": ["causal", "null", "height"], "covariates": ["batch"],
+        params={"rank": {"top_k": 2, "resamples": 5, "report_top": 10, "min_carriers": 10, "alpha": 0.05,
+                         "tag_r": 0.3, "max_tags": 5, "refit_top": 3},
+                "phenotypes": ["causal", "null", "height"], "covariates": ["batch"],
                 "covariate_missing": covariate_missing,
                 "reference": {"annotation_format": "auto", "contig_aliases": {}}, "seed": 1},
         threads=1)

@@ -26,6 +26,23 @@ def test_dry_run_of_demo_config_plans_every_stage(workflow_copy: Path) -> None:
         assert rule in res.stdout, f"rule {rule} missing from the demo plan:\n{res.stdout}"
 
 
+def test_dry_run_plans_one_job_per_shard_and_sizes_resources(workflow_copy: Path) -> None:
+    """cohort.shard_genes: 1 over a BED of 3 regions plans 3 haplotype and 3 embedding shard jobs, gathered once."""
+    import re
+
+    (workflow_copy / "configs" / "three.bed").write_text(
+        "chr17\t6010\t14000\tpartA\nchr17\t14000\t22000\tpartB\nchr17\t22000\t31427\tpartC\n")
+    path = _write_config(workflow_copy, {"run": "shards",
+                                         "cohort": {"genes": [], "bed": "configs/three.bed", "shard_genes": 1}})
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    for rule, count in (("haplotypes_shard", 3), ("embed_cohort_shard", 3), ("haplotypes", 1), ("embed_cohort", 1)):
+        assert re.search(rf"^{rule}\s+{count}$", out, flags=re.M), f"{rule} x {count} not planned:\n{out}"
+    for shard in ("s0000", "s0001", "s0002"):
+        assert f"results/shards/cohort/shards/per1/{shard}/emb/tiny-dnalm.npz" in out
+
+
 def test_lint_reports_nothing(workflow_copy: Path) -> None:
     res = run_snakemake(workflow_copy, "--lint")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from interp.embed.base import Embedder
+    from interp.embed.cache import EmbeddingCache
 
 
 def gc_fraction(seq: str) -> float:
@@ -29,17 +30,25 @@ def gc_fraction(seq: str) -> float:
 
 
 def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: list[str], batch_size: int,
-                           sae_model: Any, sae_layer: str) -> dict[str, np.ndarray]:
+                           sae_model: Any, sae_layer: str, cache: EmbeddingCache | None = None,
+                           sae_cache_key: str | None = None) -> dict[str, np.ndarray]:
     """Mean-pooled activations of each distinct window sequence, and of its SAE features.
 
     sae_model: an SAE (`interp.sae.train.load_sae`) whose `encode` maps torch float32 [m, d] activations
     of `sae_layer` to [m, n_features] codes.
+    cache: an `interp.embed.cache.EmbeddingCache` of this model; sequences whose vectors it holds are not
+    run through the model (`interp.embed.cache.cached_vectors`); sae_cache_key (`interp.embed.cache.sae_key`)
+    names the SAE's codes in it, and is required with a cache.
     Returns {layer: float32 [n_seqs, d]} for `layers`, plus "sae": float32 [n_seqs, n_features], the mean
     over each sequence's real tokens of the SAE codes (`interp.embed.run.embed_sequences`).
     """
     import torch
 
+    from interp.embed.cache import cached_vectors
     from interp.embed.run import embed_sequences
+
+    if cache is not None and not sae_cache_key:
+        raise ValueError("embed_distinct_windows: a cache needs sae_cache_key (the SAE's weights identify its codes)")
 
     sae_model = sae_model.eval()
 
@@ -47,7 +56,11 @@ def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: lis
         with torch.inference_mode():
             return sae_model.encode(torch.from_numpy(np.ascontiguousarray(acts))).numpy()
 
-    return embed_sequences(embedder, sequences, layers, batch_size, token_transforms={"sae": (sae_layer, sae_encode)})
+    def compute(seqs: list[str]) -> dict[str, np.ndarray]:
+        return embed_sequences(embedder, seqs, layers, batch_size, token_transforms={"sae": (sae_layer, sae_encode)})
+
+    keys = {**{layer: layer for layer in layers}, "sae": sae_cache_key or "sae"}
+    return cached_vectors(sequences, keys, compute, cache)
 
 
 def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: list[str],
@@ -140,16 +153,22 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
                          keep_haplotypes)
 
 
-def embed_cohort_tables(embedder: Embedder, sequences: pl.DataFrame, assignments: pl.DataFrame,
+def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame, assignments: pl.DataFrame,
                         genotypes: ad.AnnData, model: str, layers: list[str], batch_size: int, sae_model: Any,
-                        sae_layer: str, keep_haplotypes: bool = False,
+                        sae_layer: str, keep_haplotypes: bool = False, cache: EmbeddingCache | None = None,
+                        sae_cache_key: str | None = None, pooled: dict[str, np.ndarray] | None = None,
                         ) -> tuple[Iterator[tuple[str, ad.AnnData]], dict[str, Any]]:
-    """Embed each distinct window sequence once (`embed_distinct_windows`), then the per-sample tables
-    (`pool_cohort`, a lazy iterator so tables are written one at a time) and the run's counts {model,
-    layers, n_haplotype_windows, n_distinct_sequences, dedup_ratio}."""
+    """Embed each distinct window sequence once (`embed_distinct_windows`, through `cache` when given), then
+    the per-sample tables (`pool_cohort`, a lazy iterator so tables are written one at a time) and the run's
+    counts {model, layers, n_haplotype_windows, n_distinct_sequences, dedup_ratio}.
+
+    pooled: the distinct sequences' vectors already computed (gathered from shards,
+    `interp.cohort.shards.gather_vectors`), rows in the order of `sequences` sorted by seq_hash; then nothing
+    is embedded here (embedder, batch_size, sae_model may be None)."""
     sequences = sequences.sort("seq_hash")
-    pooled = embed_distinct_windows(embedder, sequences["sequence"].to_list(), layers, batch_size, sae_model,
-                                    sae_layer)
+    if pooled is None:
+        pooled = embed_distinct_windows(embedder, sequences["sequence"].to_list(), layers, batch_size, sae_model,
+                                        sae_layer, cache=cache, sae_cache_key=sae_cache_key)
     tables = pool_cohort(pooled, sequences, assignments, genotypes, model, sae_layer,
                          keep_haplotypes=keep_haplotypes)
     n_hw, n_seq = int(assignments.height), int(sequences.height)

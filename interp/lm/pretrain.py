@@ -67,7 +67,10 @@ def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
     unknown = set(arch) - arch_keys
     if unknown:
         raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
-    cfg = TinyLMConfig(**arch)
+    try:
+        cfg = TinyLMConfig(**arch)
+    except ValueError as err:
+        raise InputError(f"{card.get('name', 'model card')}, field architecture: {err}") from err
     if train["seq_len"] > cfg.max_len:
         raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
                          f"exceeds architecture.max_len {cfg.max_len}")

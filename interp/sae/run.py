@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from interp.io import atomic_path
-from interp.sae.concept_tracks import ConceptConfig, concept_tracks
+from interp.sae.concept_tracks import ConceptConfig, ConceptTracks, concept_tracks
 from interp.sae.concepts import UNLABELLED, LabelConfig, feature_table
 from interp.sae.config import SAEConfig
 from interp.sae.model import SparseAutoencoder
@@ -58,11 +58,14 @@ def train_and_evaluate(store: str | Path, windows: pl.DataFrame, cfg: SAEConfig,
 
 
 def label_features(model: SparseAutoencoder, store: str | Path, windows: pl.DataFrame, bases: pl.DataFrame,
-                   cfg: SAEConfig, concepts: dict, labels: dict, top_n: int, n_top: int = 10
-                   ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+                   cfg: SAEConfig, concepts: dict, labels: dict, top_n: int, n_top: int = 10,
+                   tracks: ConceptTracks | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(features, units, summary) of `interp.sae.concepts.feature_table` with the run's split;
-    summary gains top_features: the labelled features of highest test F1 (at most n_top)."""
-    tracks = concept_tracks(bases, ConceptConfig(**concepts))
+    summary gains top_features: the labelled features of highest test F1 (at most n_top).
+    tracks: the concepts to match (default: `concept_tracks(bases, concepts)`; the planted
+    calibration passes its planted elements)."""
+    if tracks is None:
+        tracks = concept_tracks(bases, ConceptConfig(**concepts))
     split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
     features, units, summary = feature_table(model, store, windows, split, tracks, LabelConfig(**labels),
                                              top_n=top_n, seed=cfg.seed)

@@ -23,32 +23,43 @@ from interp.sae.model import SparseAutoencoder
 from interp.sae.splice import _layer_module
 
 
-def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, batch_size: int):
+def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, batch_size: int,
+             marks: list[np.ndarray] | None = None):
+    """(inputs, scored, targets, marked) batches; marked (bool, as scored) is all False without `marks`."""
     rng = np.random.default_rng([seed, 505])
     items = []
-    for piece in (encode(s[i:i + context]) for s in sequences for i in range(0, len(s), context)):
-        offset = int(rng.integers(n_mask_groups))
-        group = (torch.arange(len(piece)) + offset) % n_mask_groups
-        for r in range(n_mask_groups):
-            items.append((piece, (group == r) & (piece < 4)))
+    for k, s in enumerate(sequences):
+        for i in range(0, len(s), context):
+            piece = encode(s[i:i + context])
+            mark = (torch.from_numpy(np.asarray(marks[k][i:i + context], dtype=bool)) if marks is not None
+                    else torch.zeros(len(piece), dtype=torch.bool))
+            offset = int(rng.integers(n_mask_groups))
+            group = (torch.arange(len(piece)) + offset) % n_mask_groups
+            for r in range(n_mask_groups):
+                items.append((piece, (group == r) & (piece < 4), mark))
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        length = max(len(p) for p, _ in chunk)
+        length = max(len(p) for p, _, _ in chunk)
         inputs = torch.full((len(chunk), length), PAD_ID, dtype=torch.long)
         scored = torch.zeros((len(chunk), length), dtype=torch.bool)
-        for row, (p, m) in enumerate(chunk):
+        marked = torch.zeros((len(chunk), length), dtype=torch.bool)
+        for row, (p, m, mk) in enumerate(chunk):
             inputs[row, :len(p)] = p
             scored[row, :len(p)] = m
+            marked[row, :len(p)] = mk
         targets = inputs.clone()
         inputs[scored] = MASK_ID
-        yield inputs, scored, targets
+        yield inputs, scored, targets, marked
 
 
 @torch.inference_mode()
 def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, sequences: list[str],
           strength: float, mode: str = "add", n_random: int = 8, n_mask_groups: int = 7, seed: int = 0,
-          batch_size: int = 32) -> dict:
+          batch_size: int = 32, marks: list[np.ndarray] | None = None) -> dict:
     """Effect of steering `feature` vs random directions of the same norm.
+
+    marks: optional bool array per sequence (one value per base); when given, the "firing" group is
+    the marked bases (e.g. a planted motif's bases) instead of where the feature fires.
 
     Returns {kl_firing, kl_other, dp_firing, dp_other (mean change in p(own base)), n_firing,
     n_other, control_kl_firing / control_kl_other (lists over random directions), control_dp_*,
@@ -80,12 +91,13 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     n_firing = n_other = 0
     handle = module.register_forward_hook(hook)
     try:
-        for inputs, scored, targets in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size):
+        for inputs, scored, targets, marked in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size,
+                                                        marks):
             state["dir"], state["record"] = None, True
             lm(targets)
             state["record"] = False
             logp_clean = torch.log_softmax(lm(inputs).float(), dim=-1)[scored]
-            fires = state["fires"][scored]
+            fires = (marked if marks is not None else state["fires"])[scored]
             own = targets[scored][:, None]
             p_own_clean = logp_clean.exp().gather(1, own)[:, 0]
             n_firing += int(fires.sum())

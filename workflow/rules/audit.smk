@@ -13,21 +13,20 @@ if COHORT:
             tsv=f"{R}/audit/audit.tsv",
             details=f"{R}/audit/audit.json",
         params:
-            job=job({**config["audit"], "phenotypes": config["cohort"]["phenotypes"],
+            job=job({"audit": config["audit"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"]["covariate_missing"],
                      "population_column": config["cohort"]["population_column"],
                      "sae_layer": config["sae"]["layer"],
                      "seed": config["seed"]}),
         log:
-            f"{R}/logs/audit.log",
+            log_path("audit"),
         benchmark:
-            f"{R}/benchmarks/audit.tsv"
+            bench_path("audit")
         threads: THREADS
         resources:
-            mem_mb=8000,
-            runtime=60,
+            **scaled("audit"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage audit {params.job:q} > {log:q} 2>&1"
+            stage_shell("audit")

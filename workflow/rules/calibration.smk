@@ -49,7 +49,7 @@ rule calibration_replicate:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage calibration_replicate {params.job:q} > {log:q} 2>&1"
+        stage_shell("calibration_replicate")
 
 
 rule calibration:
@@ -73,4 +73,4 @@ rule calibration:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage calibration {params.job:q} > {log:q} 2>&1"
+        stage_shell("calibration")

@@ -4,6 +4,9 @@
 if COHORT:
     SAE_LAYER = config["sae"]["layer"]
 
+    # the shard size only plans jobs: left out of the jobs' settings so changing it reruns no upstream rule
+    COHORT_SETTINGS = {k: v for k, v in config["cohort"].items() if k != "shard_genes"}
+    COHORT_BED = {"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}
     COHORT_VCF = config_cohort_vcf()
     COHORT_SAMPLES = config_cohort_samples()
 
@@ -11,6 +14,7 @@ if COHORT:
 
         rule simulate_cohort:
             input:
+                **COHORT_BED,
                 fasta=config["reference"]["fasta"],
                 annotation=config["reference"]["annotation"],
             output:
@@ -24,12 +28,12 @@ if COHORT:
                     if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
                 ),
             params:
-                job=job({"reference": config["reference"], "cohort": config["cohort"],
+                job=job({"reference": config["reference"], "cohort": COHORT_SETTINGS,
                          "seed": config["seed"]}),
             log:
-                f"{R}/logs/simulate_cohort.log",
+                log_path("simulate_cohort"),
             benchmark:
-                f"{R}/benchmarks/simulate_cohort.tsv"
+                bench_path("simulate_cohort")
             threads: 1
             resources:
                 mem_mb=2000,
@@ -37,15 +41,21 @@ if COHORT:
             conda:
                 ENV
             shell:
-                "python -m interp.cli stage simulate_cohort {params.job:q} > {log:q} 2>&1"
+                stage_shell("simulate_cohort")
 
     COHORT_REF = {
         "fasta": config["reference"]["fasta"],
         **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
-        **({"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}),
+        **COHORT_BED,
     }
-    COHORT_PARAMS = {"reference": config["reference"], "cohort": config["cohort"],
+    COHORT_PARAMS = {"reference": config["reference"], "cohort": COHORT_SETTINGS,
                      "n_folds": config["audit"]["n_folds"], "seed": config["seed"]}
+    SHARDS = cohort_shards()
+    # the shard size is in the path: after a change of cohort.shard_genes no shard of the old size is reused
+    SHARD_DIR = f"{R}/cohort/shards/{shard_set()}/{{shard}}"
+
+    wildcard_constraints:
+        shard=r"s\d{4}",
 
     rule check_cohort:
         input:
@@ -60,9 +70,9 @@ if COHORT:
         params:
             job=job(COHORT_PARAMS),
         log:
-            f"{R}/logs/check_cohort.log",
+            log_path("check_cohort"),
         benchmark:
-            f"{R}/benchmarks/check_cohort.tsv"
+            bench_path("check_cohort")
         threads: 1
         resources:
             mem_mb=2000,
@@ -70,31 +80,58 @@ if COHORT:
         conda:
             ENV
         shell:
-            "python -m interp.cli stage check_cohort {params.job:q} > {log:q} 2>&1"
+            stage_shell("check_cohort")
 
-    rule haplotypes:
+    # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
+    rule haplotypes_shard:
         input:
             **COHORT_REF,
             vcf=f"{R}/cohort/cohort.vcf.gz",
             samples=COHORT_SAMPLES,
         output:
+            assignments=f"{SHARD_DIR}/haplotypes.parquet",
+            sequences=f"{SHARD_DIR}/sequences.parquet",
+            stats=f"{SHARD_DIR}/haplotypes.stats.json",
+        params:
+            job=job(lambda wc: {**COHORT_PARAMS, "shard": {"index": shard_index(wc.shard),
+                                                           "size": config["cohort"]["shard_genes"]}}),
+        log:
+            log_path("haplotypes_shard", "shard"),
+        benchmark:
+            bench_path("haplotypes_shard", "shard")
+        group:
+            "cohort_shards"
+        threads: 1
+        resources:
+            **scaled("haplotypes_shard", units=lambda wc, input: count_lines(input.samples) * shard_regions(wc.shard)),
+        conda:
+            ENV
+        shell:
+            stage_shell("haplotypes_shard")
+
+    # the shards gathered in shard order: the same tables as one job over every region
+    rule haplotypes:
+        input:
+            shard_assignments=expand(f"{SHARD_DIR}/haplotypes.parquet", shard=SHARDS),
+            shard_sequences=expand(f"{SHARD_DIR}/sequences.parquet", shard=SHARDS),
+            shard_stats=expand(f"{SHARD_DIR}/haplotypes.stats.json", shard=SHARDS),
+        output:
             assignments=f"{R}/cohort/haplotypes.parquet",
             sequences=f"{R}/cohort/sequences.parquet",
             stats=f"{R}/cohort/haplotypes.stats.json",
         params:
-            job=job(COHORT_PARAMS),
+            job=job({}),
         log:
-            f"{R}/logs/haplotypes.log",
+            log_path("haplotypes"),
         benchmark:
-            f"{R}/benchmarks/haplotypes.tsv"
+            bench_path("haplotypes")
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=20,
+            **scaled("haplotypes"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage haplotypes {params.job:q} > {log:q} 2>&1"
+            stage_shell("haplotypes")
 
     rule ancestry:
         input:
@@ -107,47 +144,66 @@ if COHORT:
         params:
             job=job(COHORT_PARAMS),
         log:
-            f"{R}/logs/ancestry.log",
+            log_path("ancestry"),
         benchmark:
-            f"{R}/benchmarks/ancestry.tsv"
+            bench_path("ancestry")
         threads: THREADS
         resources:
-            mem_mb=4000,
-            runtime=20,
+            **scaled("ancestry"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage ancestry {params.job:q} > {log:q} 2>&1"
+            stage_shell("ancestry")
 
-    rule embed_cohort:
+    # each distinct window sequence of a shard, through the embedding cache (embed.cache)
+    rule embed_cohort_shard:
         input:
             unpack(lambda wc: checkpoint_input(wc.model)),
             card="models/{model}.yaml",
-            sequences=f"{R}/cohort/sequences.parquet",
-            assignments=f"{R}/cohort/haplotypes.parquet",
-            genotypes=f"{R}/cohort/genotypes.h5ad",
+            sequences=f"{SHARD_DIR}/sequences.parquet",
             sae=f"{R}/sae/{{model}}/{SAE_LAYER}/weights.safetensors",
         output:
-            out_dir=directory(f"{R}/cohort/emb/{{model}}"),
-            stats=f"{R}/cohort/emb/{{model}}.stats.json",
+            vectors=f"{SHARD_DIR}/emb/{{model}}.npz",
+            stats=f"{SHARD_DIR}/emb/{{model}}.stats.json",
         params:
-            job=job(lambda wc: {"layers": model_layers(wc.model), "sae_layer": SAE_LAYER,
-                                "batch_size": config["embed"]["batch_size"],
-                                "device": config["embed"]["device"],
-                                "dtype": config["embed"]["dtype"],
-                                "token_budget": config["embed"]["token_budget"],
-                                "hf_cache": config["embed"]["hf_cache"],
-                                "keep_haplotypes": config["cohort"]["keep_haplotypes"]}),
+            job=job(cohort_embed_params),
         log:
-            f"{R}/logs/embed_cohort/{{model}}.log",
+            log_path("embed_cohort_shard", "model", "shard"),
         benchmark:
-            f"{R}/benchmarks/embed_cohort/{{model}}.tsv"
+            bench_path("embed_cohort_shard", "model", "shard")
+        group:
+            "cohort_embed_shards"
         threads: THREADS
         resources:
-            mem_mb=8000,
-            runtime=60,
+            **scaled("embed_cohort_shard"),
             gpu=GPU,
         conda:
             ENV
         shell:
-            "python -m interp.cli stage embed_cohort {params.job:q} > {log:q} 2>&1"
+            stage_shell("embed_cohort_shard")
+
+    # the shards' vectors gathered, pooled per sample and per (sample, window)
+    rule embed_cohort:
+        input:
+            card="models/{model}.yaml",
+            sequences=f"{R}/cohort/sequences.parquet",
+            assignments=f"{R}/cohort/haplotypes.parquet",
+            genotypes=f"{R}/cohort/genotypes.h5ad",
+            shard_vectors=lambda wc: expand(f"{SHARD_DIR}/emb/{wc.model}.npz", shard=SHARDS),
+            shard_stats=lambda wc: expand(f"{SHARD_DIR}/emb/{wc.model}.stats.json", shard=SHARDS),
+        output:
+            out_dir=directory(f"{R}/cohort/emb/{{model}}"),
+            stats=f"{R}/cohort/emb/{{model}}.stats.json",
+        params:
+            job=job(cohort_embed_params),
+        log:
+            log_path("embed_cohort", "model"),
+        benchmark:
+            bench_path("embed_cohort", "model")
+        threads: 1
+        resources:
+            **scaled("embed_cohort"),
+        conda:
+            ENV
+        shell:
+            stage_shell("embed_cohort")

@@ -7,8 +7,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from interp.cohort.shards import count_cohort_regions, shard_index, shard_names, shard_slice
 from interp.config import check_config
 from interp.errors import InputError
+from interp.resources import count_lines, job_resources
 
 try:
     # One short message naming the key or path, instead of a schema dump.
@@ -24,6 +26,73 @@ THREADS = config["threads"]
 MODELS = config["models"]
 COHORT = config["cohort"]["enabled"]
 GPU = 1 if config["embed"]["device"] == "cuda" else 0
+
+
+# ---- the tail shared by every rule: `log: log_path("x")`, `benchmark: bench_path("x")`, `shell: stage_shell("x")`
+def _per_job(folder, rule, wildcards, suffix):
+    return os.path.join(R, folder, rule, *(f"{{{w}}}" for w in wildcards)) + suffix
+
+
+def log_path(rule, *wildcards):
+    """results/<run>/logs/<rule>.log, or logs/<rule>/{w1}/{w2}.log for a rule with wildcards w1, w2."""
+    return _per_job("logs", rule, wildcards, ".log")
+
+
+def bench_path(rule, *wildcards):
+    """results/<run>/benchmarks/<rule>.tsv, or benchmarks/<rule>/{w1}.tsv (read by `interp summary`)."""
+    return _per_job("benchmarks", rule, wildcards, ".tsv")
+
+
+def stage_shell(stage):
+    """The one shell line of a rule: its stage of interp.stages, the rule's JSON job, output to its log."""
+    return f"python -m interp.cli stage {stage} {{params.job:q}} > {{log:q}} 2>&1"
+
+
+def scaled(rule, units=None):
+    """resources mem_mb and runtime of `rule` as functions of its inputs' size (interp.resources.job_resources);
+    units(wildcards, input) -> a count (samples x regions) where size alone says too little."""
+
+    def size(input):
+        return input.size_mb
+
+    def mem_mb(wildcards, input, attempt):
+        return job_resources(rule, size(input), units(wildcards, input) if units else 0, attempt)["mem_mb"]
+
+    def runtime(wildcards, input, attempt):
+        return job_resources(rule, size(input), units(wildcards, input) if units else 0, attempt)["runtime"]
+
+    return {"mem_mb": mem_mb, "runtime": runtime}
+
+
+# ---- cohort shards: cohort.shard_genes regions per haplotypes / embedding job (interp.cohort.shards)
+def cohort_n_regions():
+    c = config["cohort"]
+    return count_cohort_regions(c["genes"], c.get("bed"))
+
+
+def cohort_shards():
+    return shard_names(cohort_n_regions(), config["cohort"]["shard_genes"])
+
+
+def shard_set():
+    """The folder of this shard size: `per<n>` regions, or `all` (cohort.shard_genes: 0)."""
+    n = config["cohort"]["shard_genes"]
+    return f"per{n}" if n else "all"
+
+
+def shard_regions(name):
+    """How many regions shard `name` holds."""
+    sl = shard_slice(cohort_n_regions(), config["cohort"]["shard_genes"], shard_index(name))
+    return sl.stop - sl.start
+
+
+def cohort_embed_params(wildcards):
+    """Settings of the cohort embedding rules (embed_cohort_shard, embed_cohort) for one model."""
+    e = config["embed"]
+    return {"layers": model_layers(wildcards.model), "sae_layer": config["sae"]["layer"],
+            "batch_size": e["batch_size"], "device": e["device"], "dtype": e["dtype"],
+            "token_budget": e["token_budget"], "hf_cache": e["hf_cache"], "cache": e["cache"],
+            "keep_haplotypes": config["cohort"]["keep_haplotypes"]}
 
 
 def card_path(model):

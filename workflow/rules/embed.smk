@@ -20,18 +20,17 @@ rule embed:
                             "token_budget": config["embed"]["token_budget"],
                             "hf_cache": config["embed"]["hf_cache"]}),
     log:
-        f"{R}/logs/embed/{{model}}.log",
+        log_path("embed", "model"),
     benchmark:
-        f"{R}/benchmarks/embed/{{model}}.tsv"
+        bench_path("embed", "model")
     threads: THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **scaled("embed"),
         gpu=GPU,
     conda:
         ENV
     shell:
-        "python -m interp.cli stage embed {params.job:q} > {log:q} 2>&1"
+        stage_shell("embed")
 
 
 # `snakemake prefetch -c1` (on a login node with network): download every hub model the config names into
@@ -43,7 +42,7 @@ rule prefetch:
         cards=[card_path(m) for m in MODELS],
         cache=config["embed"]["hf_cache"] or "",
     log:
-        f"{R}/logs/prefetch.log",
+        log_path("prefetch"),
     conda:
         ENV
     shell:

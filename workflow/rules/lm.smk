@@ -14,9 +14,9 @@ rule pretrain_tiny_dnalm:
                  "overrides": config["lm"]["overrides"], "seed": config["seed"],
                  "accelerator": "gpu" if GPU else "cpu"}),
     log:
-        f"{R}/logs/pretrain_tiny_dnalm/{{model}}.log",
+        log_path("pretrain_tiny_dnalm", "model"),
     benchmark:
-        f"{R}/benchmarks/pretrain_tiny_dnalm/{{model}}.tsv"
+        bench_path("pretrain_tiny_dnalm", "model")
     threads: 1  # single-threaded training is bitwise reproducible
     resources:
         mem_mb=4000,
@@ -25,4 +25,4 @@ rule pretrain_tiny_dnalm:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage pretrain_tiny_dnalm {params.job:q} > {log:q} 2>&1"
+        stage_shell("pretrain_tiny_dnalm")

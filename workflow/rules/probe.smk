@@ -9,13 +9,11 @@ rule probe:
         parquet=f"{R}/probe/probes.parquet",
         tsv=f"{R}/probe/probes.tsv",
     params:
-        job=job({"targets": config["probe"]["targets"], "C": config["probe"]["C"],
-                 "max_iter": config["probe"]["max_iter"], "n_shuffles": config["probe"]["n_shuffles"],
-                 "seed": config["seed"]}),
+        job=job({"probe": config["probe"], "seed": config["seed"]}),
     log:
-        f"{R}/logs/probe.log",
+        log_path("probe"),
     benchmark:
-        f"{R}/benchmarks/probe.tsv"
+        bench_path("probe")
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -23,7 +21,7 @@ rule probe:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage probe {params.job:q} > {log:q} 2>&1"
+        stage_shell("probe")
 
 
 # Probes on the main SAE's top-k features vs on raw activations, same folds: every probe target per
@@ -38,15 +36,12 @@ rule probe_sae:
         tsv=f"{R}/probe/sae_vs_raw.tsv",
         folds=f"{R}/probe/sae_vs_raw.folds.parquet",
     params:
-        job=job({"targets": config["probe"]["targets"], "C": config["probe"]["C"],
-                 "max_iter": config["probe"]["max_iter"], "top_k": config["probe"]["sae_top_k"],
-                 "bootstrap": config["probe"]["sae_bootstrap"], "sample_folds": config["probe"]["sae_sample_folds"],
-                 "sae_layer": config["sae"]["layer"], "seed": config["seed"],
+        job=job({"probe": config["probe"], "sae_layer": config["sae"]["layer"], "seed": config["seed"],
                  "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
     log:
-        f"{R}/logs/probe_sae.log",
+        log_path("probe_sae"),
     benchmark:
-        f"{R}/benchmarks/probe_sae.tsv"
+        bench_path("probe_sae")
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -54,4 +49,4 @@ rule probe_sae:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage probe_sae {params.job:q} > {log:q} 2>&1"
+        stage_shell("probe_sae")

@@ -15,19 +15,18 @@ if COHORT:
             tsv=f"{R}/rank/biomarkers.tsv",
             summary=f"{R}/rank/summary.json",
         params:
-            job=job({**config["rank"], "phenotypes": config["cohort"]["phenotypes"],
+            job=job({"rank": config["rank"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
                      "reference": config["reference"], "seed": config["seed"]}),
         log:
-            f"{R}/logs/rank.log",
+            log_path("rank"),
         benchmark:
-            f"{R}/benchmarks/rank.tsv"
+            bench_path("rank")
         threads: THREADS
         resources:
-            mem_mb=8000,
-            runtime=60,
+            **scaled("rank"),
         conda:
             ENV
         shell:
-            "python -m interp.cli stage rank {params.job:q} > {log:q} 2>&1"
+            stage_shell("rank")

@@ -12,9 +12,9 @@ rule report:
     params:
         job=job({"config": config, "benchmarks": f"{R}/benchmarks", "run": RUN}),
     log:
-        f"{R}/logs/report.log",
+        log_path("report"),
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        bench_path("report")
     threads: 1
     resources:
         mem_mb=4000,
@@ -22,4 +22,4 @@ rule report:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage report {params.job:q} > {log:q} 2>&1"
+        stage_shell("report")

@@ -25,9 +25,9 @@ rule sae:
                             "model": wc.model, "layer": wc.layer,
                             "log_dir": f"{R}/logs/sae/{wc.model}/{wc.layer}/main_csv"}),
     log:
-        f"{R}/logs/sae/{{model}}/{{layer}}.log",
+        log_path("sae", "model", "layer"),
     benchmark:
-        f"{R}/benchmarks/sae/{{model}}/{{layer}}.tsv"
+        bench_path("sae", "model", "layer")
     threads: 1  # single-threaded training is bitwise reproducible
     resources:
         mem_mb=6000,
@@ -36,7 +36,7 @@ rule sae:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae")
 
 
 rule sae_sweep:
@@ -56,9 +56,9 @@ rule sae_sweep:
                             "model": wc.model, "layer": wc.layer,
                             "log_dir": f"{R}/logs/sae/{wc.model}/{wc.layer}/sweep_{wc.name}_csv"}),
     log:
-        f"{R}/logs/sae_sweep/{{model}}/{{layer}}/{{name}}.log",
+        log_path("sae_sweep", "model", "layer", "name"),
     benchmark:
-        f"{R}/benchmarks/sae_sweep/{{model}}/{{layer}}/{{name}}.tsv"
+        bench_path("sae_sweep", "model", "layer", "name")
     threads: 1
     resources:
         mem_mb=6000,
@@ -67,7 +67,7 @@ rule sae_sweep:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae_sweep {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae_sweep")
 
 
 rule sae_frontier:
@@ -85,9 +85,9 @@ rule sae_frontier:
     params:
         job=job(lambda wc: {"model": wc.model, "layer": wc.layer}),
     log:
-        f"{R}/logs/sae_frontier/{{model}}/{{layer}}.log",
+        log_path("sae_frontier", "model", "layer"),
     benchmark:
-        f"{R}/benchmarks/sae_frontier/{{model}}/{{layer}}.tsv"
+        bench_path("sae_frontier", "model", "layer")
     threads: 1
     resources:
         mem_mb=1000,
@@ -95,7 +95,7 @@ rule sae_frontier:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae_frontier {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae_frontier")
 
 
 rule sae_steer:
@@ -113,9 +113,9 @@ rule sae_steer:
         job=job(lambda wc: {**sae_base_params(), "steer": config["sae"]["steer"], "model": wc.model,
                             "layer": wc.layer}),
     log:
-        f"{R}/logs/sae_steer/{{model}}/{{layer}}.log",
+        log_path("sae_steer", "model", "layer"),
     benchmark:
-        f"{R}/benchmarks/sae_steer/{{model}}/{{layer}}.tsv"
+        bench_path("sae_steer", "model", "layer")
     threads: 1
     resources:
         mem_mb=2000,
@@ -123,7 +123,7 @@ rule sae_steer:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae_steer {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae_steer")
 
 
 rule sae_atlas:
@@ -141,9 +141,9 @@ rule sae_atlas:
     params:
         job=job(lambda wc: {"atlas": config["sae"]["atlas"], "model": wc.model, "layer": wc.layer}),
     log:
-        f"{R}/logs/sae_atlas/{{model}}/{{layer}}.log",
+        log_path("sae_atlas", "model", "layer"),
     benchmark:
-        f"{R}/benchmarks/sae_atlas/{{model}}/{{layer}}.tsv"
+        bench_path("sae_atlas", "model", "layer")
     threads: 1
     resources:
         mem_mb=2000,
@@ -151,4 +151,4 @@ rule sae_atlas:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage sae_atlas {params.job:q} > {log:q} 2>&1"
+        stage_shell("sae_atlas")

@@ -20,9 +20,9 @@ if COHORT:
                      "dtype": config["embed"]["dtype"],
                      "hf_cache": config["embed"]["hf_cache"]}),
         log:
-            f"{R}/logs/variant_effect/{{model}}.log",
+            log_path("variant_effect", "model"),
         benchmark:
-            f"{R}/benchmarks/variant_effect/{{model}}.tsv"
+            bench_path("variant_effect", "model")
         wildcard_constraints:
             model="[^/]+",
         threads: THREADS
@@ -33,4 +33,4 @@ if COHORT:
         conda:
             ENV
         shell:
-            "python -m interp.cli stage variant_effect {params.job:q} > {log:q} 2>&1"
+            stage_shell("variant_effect")

@@ -15,9 +15,9 @@ rule windows:
         job=job({"reference": config["reference"], "regions": config["regions"],
                  "windows": config["windows"]}),
     log:
-        f"{R}/logs/windows.log",
+        log_path("windows"),
     benchmark:
-        f"{R}/benchmarks/windows.tsv"
+        bench_path("windows")
     threads: 1
     resources:
         mem_mb=2000,
@@ -25,4 +25,4 @@ rule windows:
     conda:
         ENV
     shell:
-        "python -m interp.cli stage windows {params.job:q} > {log:q} 2>&1"
+        stage_shell("windows")

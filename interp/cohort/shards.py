@@ -1,0 +1,149 @@
+"""Cohort regions in shards: haplotypes and embeddings run per shard (one Snakemake job each), then are
+gathered into exactly the tables the one-job run writes.
+
+A shard is `cohort.shard_genes` consecutive regions of the cohort's region list (the genes of
+`cohort.genes` in their order, then the BED's records in file order); 0 puts every region in one shard.
+Shard `i` is named `s<i, 4 digits>`, so names sort in region order.
+
+Gathering is deterministic and equal, byte for byte once written, to the unsharded run: the haplotypes
+stage's window numbering and distinct-sequence table are functions of the whole set of rows
+(`interp.cohort.haplotypes.renumber_windows`, a group-by on the sequence hash sorted by hash), so they are
+recomputed from the concatenated shards; each distinct sequence's vectors come from the first shard holding
+it (the model gives one sequence the same vector whichever shard embeds it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from interp.cohort.haplotypes import renumber_windows
+from interp.errors import InputError
+
+
+def shard_count(n_regions: int, shard_genes: int) -> int:
+    """How many shards `n_regions` regions make at `shard_genes` regions a shard (0: one shard)."""
+    if n_regions < 1:
+        raise InputError("cohort: no regions to shard")
+    if shard_genes < 0:
+        raise InputError(f"cohort.shard_genes must be >= 0, got {shard_genes}")
+    return 1 if shard_genes == 0 else math.ceil(n_regions / shard_genes)
+
+
+def shard_names(n_regions: int, shard_genes: int) -> list[str]:
+    """['s0000', 's0001', ...], one per shard."""
+    return [shard_name(i) for i in range(shard_count(n_regions, shard_genes))]
+
+
+def shard_name(index: int) -> str:
+    return f"s{index:04d}"
+
+
+def shard_index(name: str) -> int:
+    """The index of a shard named by `shard_name`; InputError otherwise."""
+    if len(name) != 5 or not name.startswith("s") or not name[1:].isdigit():
+        raise InputError(f"shard name {name!r} is not s<4 digits>")
+    return int(name[1:])
+
+
+def shard_slice(n_regions: int, shard_genes: int, index: int) -> slice:
+    """The regions (a slice of the region list) of shard `index`."""
+    n = shard_count(n_regions, shard_genes)
+    if not 0 <= index < n:
+        raise InputError(f"shard {index} does not exist: {n_regions} regions make {n} shard(s) "
+                         f"at cohort.shard_genes = {shard_genes}")
+    if shard_genes == 0:
+        return slice(0, n_regions)
+    return slice(index * shard_genes, min((index + 1) * shard_genes, n_regions))
+
+
+def count_bed_regions(path: str | Path) -> int:
+    """Records of a BED file, counted as `interp.genome.regions.read_bed` reads them (blank, `#`, `track` and
+    `browser` lines skipped), without opening the FASTA: for planning shards before any job runs."""
+    with open(path) as handle:
+        return sum(1 for line in handle
+                   if line.strip() and not line.startswith(("#", "track", "browser")))
+
+
+def count_cohort_regions(genes: list[str], bed: str | Path | None) -> int:
+    """Regions of a cohort config: its genes plus its BED's records."""
+    return len(genes) + (count_bed_regions(bed) if bed else 0)
+
+
+def haplotype_stats(assignments: pl.DataFrame, distinct: pl.DataFrame, n_samples: int, regions: list[str],
+                    missing: str, unphased: str) -> dict:
+    """The haplotypes stage's counts (`haplotypes.stats.json`)."""
+    n_windows = assignments.height
+    return {"n_haplotype_windows": n_windows, "n_windows": assignments["window_index"].n_unique(),
+            "n_distinct": distinct.height, "dedup_ratio": n_windows / max(distinct.height, 1),
+            "missing_policy": missing, "unphased_policy": unphased, "n_samples": n_samples,
+            "regions": list(regions)}
+
+
+def gather_haplotypes(assignments: list[pl.DataFrame], distinct: list[pl.DataFrame], stats: list[dict],
+                      ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """One cohort-wide (assignments, distinct, stats) from the shards' outputs, listed in shard order.
+
+    assignments, distinct: each shard's tables (`interp.cohort.haplotypes.cohort_haplotype_windows` on its
+    regions); stats: each shard's `haplotype_stats`. Windows are renumbered over all shards
+    (`renumber_windows`), sequences shared by shards counted once with their haplotype counts summed; the
+    result equals `cohort_haplotype_windows` over all regions at once.
+    """
+    if not assignments or len(assignments) != len(distinct) or len(distinct) != len(stats):
+        raise ValueError("gather_haplotypes: give one assignments, distinct and stats per shard")
+    first = stats[0]
+    for s in stats[1:]:
+        for key in ("n_samples", "missing_policy", "unphased_policy"):
+            if s[key] != first[key]:
+                raise ValueError(f"gather_haplotypes: shards disagree on {key} ({first[key]!r} vs {s[key]!r})")
+    assign = renumber_windows(pl.concat(assignments)).rechunk()
+    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum())
+            .sort("seq_hash").rechunk())
+    regions = [r for s in stats for r in s["regions"]]
+    return assign, dist, haplotype_stats(assign, dist, first["n_samples"], regions, first["missing_policy"],
+                                         first["unphased_policy"])
+
+
+def write_vectors(path: str | Path, seq_hashes: list[str], vectors: dict[str, np.ndarray]) -> None:
+    """One shard's per-sequence vectors as .npz: `seq_hash` [n] and one float32 [n, d] array per name."""
+    from interp.io import atomic_path
+
+    if "seq_hash" in vectors:
+        raise ValueError("a vector set may not be named seq_hash")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, seq_hash=np.asarray(seq_hashes, dtype="U"), **vectors)
+
+
+def read_vectors(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as data:
+        return data["seq_hash"].tolist(), {k: data[k] for k in data.files if k != "seq_hash"}
+
+
+def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_hashes: list[str],
+                   ) -> dict[str, np.ndarray]:
+    """{name: float32 [len(seq_hashes), d]}: row i the vector of seq_hashes[i], from the first part holding it.
+
+    parts: (hashes, {name: [n_part, d]}) per shard, in shard order; every part must have the same names.
+    Raises ValueError naming a hash no part holds.
+    """
+    if not parts:
+        raise ValueError("gather_vectors: no shard vectors")
+    names = list(parts[0][1])
+    where: dict[str, tuple[int, int]] = {}
+    for p, (hashes, vecs) in enumerate(parts):
+        if list(vecs) != names:
+            raise ValueError(f"gather_vectors: shard {p} has vectors {list(vecs)}, shard 0 has {names}")
+        for row, h in enumerate(hashes):
+            where.setdefault(h, (p, row))
+    absent = [h for h in seq_hashes if h not in where]
+    if absent:
+        raise ValueError(f"gather_vectors: {len(absent)} sequence(s) in no shard, e.g. {absent[0]}")
+    out = {}
+    for name in names:
+        mats = [np.asarray(v[name], dtype=np.float32) for _, v in parts]
+        out[name] = np.stack([mats[p][row] for p, row in (where[h] for h in seq_hashes)]) if seq_hashes else \
+            np.zeros((0, mats[0].shape[1]), np.float32)
+    return out

@@ -1,0 +1,166 @@
+"""Content-addressed cache of pooled embeddings: a sequence seen once by a model is never embedded again.
+
+A cached vector is keyed by (model identity, layer, sequence hash):
+  model identity  the card's fields that decide what the model computes (family, hf_id, revision, layers,
+                  context, pooling, rc_average, chunk_overlap, architecture, ...), the sha256 of the
+                  checkpoint file (built-in model) or the hub snapshot commit actually loaded (hub models),
+                  and the numerics settings (device, dtype); see `model_identity`.
+  layer           a layer name, or a derived per-token quantity such as an SAE's codes, whose key names the
+                  SAE's weights by their sha256 (`sae_key`).
+  sequence hash   sha1 of the upper-case sequence (`sequence_hash`, the `seq_hash` of the haplotypes stage).
+
+Layout: `<root>/<model name>-<16 hex of the identity's sha256>/<layer key>/<2 hex>/<sequence hash>.npy`, one
+float32 vector per file, with `identity.json` beside the layer folders. Every file is written to a temporary
+sibling and renamed (`interp.io.atomic_path(unique=True)`), so jobs on several machines may fill the same
+cache at once: a reader sees a whole vector or none, and two writers of one key write the same bytes.
+A file that cannot be read as a vector of the expected width is treated as absent and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+#: card fields that describe a model without changing what it computes
+_NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name"}
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def sequence_hash(seq: str) -> str:
+    """sha1 hex of the upper-case sequence (equal to the haplotypes stage's `seq_hash`)."""
+    return hashlib.sha1(seq.upper().encode()).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(card: dict, checkpoint: str | Path | None = None, device: str = "cpu", dtype: str = "auto",
+                   commit: str | None = None) -> dict | None:
+    """What decides a model's activations, as a JSON-able dict; None when it cannot be pinned down.
+
+    checkpoint: the weights file (the built-in model; hashed). commit: the hub snapshot commit actually
+    loaded (`HFEmbedder.provenance["commit"]`). A hub model known only by a moving revision (a branch such
+    as `main`, no commit) has no identity: its weights may change under the same name, so it is not cached.
+    """
+    weights: dict[str, Any] = {}
+    if checkpoint is not None:
+        weights["checkpoint_sha256"] = file_sha256(checkpoint)
+    elif commit:
+        weights["commit"] = commit
+    elif _COMMIT.match(str(card.get("revision", ""))):
+        weights["commit"] = card["revision"]
+    else:
+        return None
+    fields = {k: v for k, v in sorted(card.items()) if k not in _NOT_IDENTITY}
+    return {"version": CACHE_VERSION, "model": card["name"], "card": fields, **weights,
+            "device": device.split(":")[0], "dtype": dtype}
+
+
+def model_key(identity: dict) -> str:
+    """`<model name>-<16 hex>`: the folder of one model identity."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(identity["model"]))
+    return f"{name}-{digest}"
+
+
+def sae_key(sae_weights: str | Path, layer: str) -> str:
+    """Cache layer key of an SAE's mean codes: `sae-<16 hex of the weights' sha256>@<layer>`."""
+    return f"sae-{file_sha256(sae_weights)[:16]}@{layer}"
+
+
+class EmbeddingCache:
+    """One model identity's cached vectors under `root`; counts hits and misses."""
+
+    def __init__(self, root: str | Path, identity: dict) -> None:
+        self.dir = Path(root) / model_key(identity)
+        self.identity = identity
+        self.hits = 0
+        self.misses = 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "identity.json"
+        if not meta.exists():
+            with atomic_path(meta, unique=True) as tmp:
+                tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
+
+    def path(self, layer: str, seq_hash: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._@-]", "_", layer)
+        return self.dir / safe / seq_hash[:2] / f"{seq_hash}.npy"
+
+    def get(self, layer: str, seq_hash: str) -> np.ndarray | None:
+        """The cached float32 vector, or None (absent or unreadable)."""
+        path = self.path(layer, seq_hash)
+        try:
+            vec = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:  # truncated by hand, foreign file: recompute and overwrite
+            log.warning("embedding cache: ignoring unreadable %s (%s)", path, err)
+            return None
+        if vec.ndim != 1 or vec.dtype != np.float32:
+            return None
+        return vec
+
+    def put(self, layer: str, seq_hash: str, vec: np.ndarray) -> None:
+        with atomic_path(self.path(layer, seq_hash), unique=True) as tmp:
+            np.save(tmp, np.ascontiguousarray(vec, dtype=np.float32), allow_pickle=False)
+
+    def stats(self) -> dict:
+        return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}
+
+
+def cached_vectors(seqs: Sequence[str], keys: dict[str, str],
+                   compute: Callable[[list[str]], dict[str, np.ndarray]],
+                   cache: EmbeddingCache | None) -> dict[str, np.ndarray]:
+    """{name: float32 [n_seqs, d]} for every name of `keys` ({output name: cache layer key}), computing only
+    the sequences that miss some name.
+
+    compute(sequences) -> {name: float32 [m, d]} runs the model on a list of sequences (in the given order).
+    Without a cache every sequence is computed in one call, exactly as before. With one, the sequences with
+    every name cached are read back, the rest are computed (one call, in their original order) and stored;
+    the returned rows are in the order of `seqs`. The hit/miss counters count sequences.
+    """
+    if cache is None:
+        return compute(list(seqs))
+    hashes = [sequence_hash(s) for s in seqs]
+    found: dict[str, list[np.ndarray | None]] = {name: [] for name in keys}
+    missing: list[int] = []
+    for i, h in enumerate(hashes):
+        got = {name: cache.get(key, h) for name, key in keys.items()}
+        if any(v is None for v in got.values()):
+            missing.append(i)
+        for name in keys:
+            found[name].append(got[name])
+    cache.hits += len(seqs) - len(missing)
+    cache.misses += len(missing)
+    if missing:
+        fresh = compute([seqs[i] for i in missing])
+        for name, key in keys.items():
+            for row, i in enumerate(missing):
+                vec = np.asarray(fresh[name][row], dtype=np.float32)
+                found[name][i] = vec
+                cache.put(key, hashes[i], vec)
+    out = {}
+    for name in keys:
+        widths = {v.shape[0] for v in found[name]}
+        if len(widths) > 1:
+            raise ValueError(f"embedding cache {cache.dir}: vectors of {name} have several widths {sorted(widths)}")
+        d = widths.pop() if widths else 0
+        out[name] = np.stack(found[name]).astype(np.float32) if found[name] else np.zeros((0, d), np.float32)
+    return out

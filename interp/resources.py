@@ -1,0 +1,66 @@
+"""Memory and run time a job asks the scheduler for, from the size of its inputs.
+
+`workflow/rules/common.smk` (`scaled`) passes each heavy rule's `input.size_mb` (and, for the per-shard
+cohort rules, the shard's regions times the cohort's samples) to `job_resources`; Snakemake calls it when
+the job is about to run, so the sizes are those of the real inputs. The estimate is linear,
+    mem_mb  = base_mb  + mb_per_mb  * size_mb  + mb_per_unit  * units
+    runtime = base_min + min_per_mb * size_mb  + min_per_unit * units     (minutes)
+times the attempt number (a job killed for memory or time asks for twice as much on its retry; the SLURM
+profile sets `retries: 1`), rounded up and capped. The coefficients in `SCALING` come from the measured
+runs of README's "Scale" section with a safety factor; they are a starting point, not a promise: override a
+rule with `--set-resources <rule>:mem_mb=<n>` where a site knows better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scaling:
+    base_mb: float
+    mb_per_mb: float = 0.0
+    base_min: float = 10.0
+    min_per_mb: float = 0.0
+    mb_per_unit: float = 0.0
+    min_per_unit: float = 0.0
+    max_mb: int = 512_000
+    max_min: int = 7 * 24 * 60
+
+
+#: per rule: what a job costs beyond a fixed base, per MB of input and per unit (samples x regions)
+SCALING: dict[str, Scaling] = {
+    # haplotype windows: memory follows samples x records of the shard's regions (README "Scale": 373 MB
+    # for 2,504 samples x one 30 kb gene); units = samples x regions of the shard
+    "haplotypes_shard": Scaling(base_mb=1000, mb_per_unit=0.2, base_min=5, min_per_unit=0.002),
+    "haplotypes": Scaling(base_mb=1000, mb_per_mb=4, base_min=5, min_per_mb=0.05),
+    # ancestry: marker VCF streamed in chunks, kept as int8 (976 MB for a 123 MB VCF of 2,504 samples)
+    "ancestry": Scaling(base_mb=2000, mb_per_mb=12, base_min=10, min_per_mb=0.2),
+    # embeddings: model weights dominate memory; time follows the sequences (parquet size)
+    "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
+    "embed_cohort_shard": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
+    "embed_cohort": Scaling(base_mb=4000, mb_per_mb=8, base_min=10, min_per_mb=0.2),
+    # audit and rank read every sample x window table into memory
+    "audit": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
+    "rank": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
+}
+
+
+def job_resources(rule: str, size_mb: float, units: float = 0.0, attempt: int = 1) -> dict[str, int]:
+    """{"mem_mb", "runtime"} for a job of `rule` (a key of `SCALING`) with inputs of `size_mb` MB."""
+    if rule not in SCALING:
+        raise KeyError(f"no resource scaling for rule {rule!r}; known: {sorted(SCALING)}")
+    if size_mb < 0 or units < 0 or attempt < 1:
+        raise ValueError(f"size_mb ({size_mb}) and units ({units}) must be >= 0 and attempt ({attempt}) >= 1")
+    s = SCALING[rule]
+    mem = (s.base_mb + s.mb_per_mb * size_mb + s.mb_per_unit * units) * attempt
+    minutes = (s.base_min + s.min_per_mb * size_mb + s.min_per_unit * units) * attempt
+    return {"mem_mb": min(math.ceil(mem), s.max_mb), "runtime": min(math.ceil(minutes), s.max_min)}
+
+
+def count_lines(path: str, header: bool = True) -> int:
+    """Data lines of a text table (samples.tsv): for `units` without parsing it."""
+    with open(path) as fh:
+        n = sum(1 for line in fh if line.strip())
+    return max(n - (1 if header else 0), 0)

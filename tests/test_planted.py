@@ -1,0 +1,219 @@
+"""Planted-motif calibration of SAE features: the synthetic genome, the match table, the steering control,
+and (slow) the whole `planted` rule chain against the issue's targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pysam
+import pytest
+
+from interp.genome.fasta import read_fasta
+from interp.sae.concepts import LabelConfig, ThresholdCounts, label_units
+from interp.sae.planted import PlantedTargets, match_table, match_verdict, steering_table, windows_with
+from interp.sae.planted_genome import (
+    PlantedConfig,
+    kmer_frequencies,
+    motif_frequencies,
+    planted_genome,
+    planted_tracks,
+    read_planted_bed,
+    write_planted,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_FASTA = ROOT / "resources" / "demo" / "hg19_chr17_1-40000.fa"
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory):
+    source = read_fasta(DEMO_FASTA)["chr17"].upper()
+    cfg = PlantedConfig(length=60_000, motifs=["CTCF", "REST"], motif_rate=1.0, repeat_rate=0.2, island_rate=0.05)
+    seq, elements, stats = planted_genome(cfg, [source])
+    out = tmp_path_factory.mktemp("planted")
+    write_planted(seq, elements, cfg.contig, out / "planted.fa", out / "planted.bed")
+    return {"cfg": cfg, "seq": seq, "elements": elements, "stats": stats, "source": source, "dir": out}
+
+
+def test_planted_elements_sit_where_the_bed_says(genome):
+    cfg, seq, elements = genome["cfg"], genome["seq"], genome["elements"]
+    # the FASTA (through its pysam index) and the BED round-trip
+    with pysam.FastaFile(str(genome["dir"] / "planted.fa")) as fa:
+        assert fa.fetch(cfg.contig) == seq
+    assert read_planted_bed(genome["dir"] / "planted.bed").equals(elements)
+    counts = dict(elements.group_by("name").len().iter_rows())
+    assert counts == {"motif_CTCF": 60, "motif_REST": 60, "repeat": 12, "gc_island": 3}
+    starts, ends = elements["start"].to_numpy(), elements["end"].to_numpy()
+    assert (starts[1:] - ends[:-1] >= cfg.min_gap).all() and starts[0] >= cfg.min_gap and ends[-1] <= cfg.length
+    freqs = motif_frequencies(["CTCF", "REST"])
+    comp = str.maketrans("ACGT", "TGCA")
+    llr: dict[str, list[float]] = {}
+    for r in elements.iter_rows(named=True):
+        piece = seq[r["start"]:r["end"]]
+        if r["name"] == "repeat":
+            unit = cfg.repeat_unit
+            assert piece == unit * (len(piece) // len(unit)) and cfg.repeat_copies[0] <= len(piece) // len(unit)
+        elif r["name"] == "gc_island":
+            assert cfg.island_length[0] <= len(piece) <= cfg.island_length[1]
+            assert 0.65 < sum(b in "GC" for b in piece) / len(piece) < 0.85
+        else:
+            f = freqs[r["name"].removeprefix("motif_")]
+            oriented = piece if r["strand"] == "+" else piece.translate(comp)[::-1]
+            assert len(piece) == f.shape[1]
+            # log-likelihood ratio, motif vs uniform, of the instance read on its own strand
+            llr.setdefault(r["name"], []).append(
+                sum(np.log(f["ACGT".index(b), j] / 0.25) for j, b in enumerate(oriented)))
+    for name, values in llr.items():
+        f = freqs[name.removeprefix("motif_")]
+        expected = float((f * np.log(f / 0.25)).sum())  # the motif's relative entropy (nats): E[LLR]
+        assert abs(np.mean(values) - expected) < 0.15 * expected, (name, np.mean(values), expected)
+        assert np.mean(np.asarray(values) > 0) > 0.95
+    # the strands are mixed
+    assert set(elements.filter(pl.col("name") == "motif_CTCF")["strand"]) == {"+", "-"}
+    # per-base tracks: exactly the planted bases
+    bases = pl.DataFrame({"contig": [cfg.contig] * cfg.length, "pos": np.arange(cfg.length)})
+    tracks = planted_tracks(bases, elements)
+    assert tracks.names == ["gc_island", "motif_CTCF", "motif_REST", "repeat"]
+    for j, name in enumerate(tracks.names):
+        sub = elements.filter(pl.col("name") == name)
+        expect = np.zeros(cfg.length, dtype=bool)
+        for s, e in sub.select("start", "end").iter_rows():
+            expect[s:e] = True
+        assert (tracks.values[:, j] == expect).all()
+
+
+def test_background_keeps_the_source_3mer_statistics(genome):
+    seq, elements = genome["seq"], genome["elements"]
+    background = np.frombuffer(seq.encode(), dtype=np.uint8).copy()
+    for s, e in elements.select("start", "end").iter_rows():
+        background[s:e] = ord("N")
+    k3_source = kmer_frequencies(genome["source"], 3)
+    k3_background = kmer_frequencies(background.tobytes().decode(), 3)
+    # 64 frequencies of about 1/64 each: the chain reproduces them within sampling noise
+    assert np.abs(k3_source - k3_background).max() < 0.004
+    assert np.corrcoef(k3_source, k3_background)[0, 1] > 0.97
+    # and the transition table it sampled from is the source's order-3 conditional frequencies
+    transition = np.asarray(genome["stats"]["background_transition"])
+    assert transition.shape == (64, 4) and np.allclose(transition.sum(axis=1), 1)
+    # CpG depletion of the (human) source carries over: CG is rarer than GC
+    k2 = kmer_frequencies(background.tobytes().decode(), 2)
+    assert k2[1 * 4 + 2] < 0.5 * k2[2 * 4 + 1]
+
+
+def test_same_seed_same_genome(genome):
+    again, elements, _ = planted_genome(genome["cfg"], [genome["source"]])
+    assert again == genome["seq"] and elements.equals(genome["elements"])
+
+
+def _counts(scores: np.ndarray, concepts: np.ndarray, scale: np.ndarray) -> ThresholdCounts:
+    import torch
+
+    counts = ThresholdCounts(scale, concepts.shape[1], 32)
+    counts.add(torch.from_numpy(scores), concepts)
+    return counts
+
+
+def test_match_table_finds_planted_features_and_counts_the_share():
+    """A synthetic activation matrix: feature 3 fires on type A (plus a little noise), feature 7 on
+    type B but also on as many random tokens, type C has no feature. Thresholds come from the
+    validation half; the table reports the test half."""
+    rng = np.random.default_rng(0)
+    n, F = 40_000, 12
+    concepts = np.zeros((n, 3), dtype=bool)
+    for j, rate in enumerate((0.03, 0.02, 0.02)):
+        starts = rng.choice(n - 20, size=int(rate * n / 15), replace=False)
+        for s in starts:
+            concepts[s:s + 15, j] = True
+    scores = np.where(rng.random((n, F)) < 0.05, rng.random((n, F)), 0.0)
+    scores[:, 3] = np.where(concepts[:, 0], 2 + rng.random(n), np.where(rng.random(n) < 0.002, 1.5, 0.0))
+    scores[:, 7] = np.where(concepts[:, 1] | (rng.random(n) < 0.02), 2 + rng.random(n), 0.0)
+    val, test = slice(0, n // 2), slice(n // 2, n)
+    scale = scores[val].max(axis=0)
+    long = label_units(_counts(scores[val], concepts[val], scale), _counts(scores[test], concepts[test], scale),
+                       ["A", "B", "C"], LabelConfig(), "sae")
+    targets = PlantedTargets()
+    match = match_table(long, targets)
+    assert match["concept"].to_list() == ["A", "B", "C"]
+    a, b, c = match.iter_rows(named=True)
+    assert a["feature"] == 3 and a["f1"] > 0.9 and a["lift"] > 20 and a["matched"]
+    assert b["feature"] == 7 and 0.4 < b["precision"] < 0.6 and not b["matched"]  # half its firing is noise
+    assert not c["matched"] and c["f1"] < 0.2
+    verdict = match_verdict(match, targets)
+    assert verdict["n_matched"] == 1 and verdict["n_types"] == 3 and not verdict["pass"]
+    assert match_verdict(match.filter(pl.col("concept") == "A"), targets)["pass"]
+    # the choice of feature is made on validation: a feature that is best on test only is not picked
+    assert (long.filter((pl.col("concept") == "A") & (pl.col("unit") == 3))["validation_f1"]
+            == long.filter(pl.col("concept") == "A")["validation_f1"].max()).all()
+
+
+def test_steering_raises_the_motif_bases_beyond_the_random_control():
+    from tests.test_sae_concepts import _toy_lm_and_sae
+
+    lm, sae = _toy_lm_and_sae()
+    # feature 0 writes the head's "A" direction: clamping it raises p(A) at the planted "motif" (A-runs)
+    seq = "CGTACGTCAAAAAAAAAAGTCGATCGTCAGTAAAAAAAAAACGT" * 2
+    windows = pl.DataFrame({"contig": ["c"], "start": [0], "end": [len(seq)], "sequence": [seq]})
+    elements = pl.DataFrame({"contig": ["c"] * 4, "start": [8, 31, 52, 75], "end": [18, 41, 62, 85],
+                             "name": ["motif_A"] * 4, "strand": ["+"] * 4})
+    seqs, marks = windows_with(windows, elements, "motif_A")
+    assert len(seqs) == 1 and marks[0].sum() == 40 and set(seq[i] for i in np.flatnonzero(marks[0])) == {"A"}
+    match = pl.DataFrame({"concept": ["motif_A", "motif_B", "gc_island"], "feature": [0, 5, 0],
+                          "matched": [True, False, True]})
+    features = pl.DataFrame({"feature": list(range(32)), "mean_activation": [5.0] * 32})
+    table = steering_table(lm, "block2", sae, match, features, windows, elements, strength_multiplier=4.0,
+                           n_random=8)
+    assert table["concept"].to_list() == ["motif_A"]  # matched motif types only
+    row = table.row(0, named=True)
+    assert row["n_motif_bases"] == 40 and row["strength"] == 20.0
+    assert row["dp_motif"] > 0.1 and row["dp_motif"] > row["control_dp_motif_q95"] and row["raises_motif"]
+    # the same feature clamped at 0 (no push along "A") does not beat the control
+    weak = steering_table(lm, "block2", sae, match, features.with_columns(mean_activation=pl.lit(0.0)), windows,
+                          elements, n_random=8)
+    assert not weak["raises_motif"][0]
+
+
+@pytest.fixture(scope="module")
+def planted_run():
+    """`snakemake planted` end to end on the default planted settings (about 3-4 minutes on 2 cores), run once."""
+    run = f"planted_test_{os.getpid()}_{time.time_ns()}"  # a fresh run: never up to date from an earlier session
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "planted", "-c2", "--directory", str(ROOT), "--configfile",
+           str(ROOT / "configs" / "demo.yaml"), "--config", f"run={run}"]
+    try:
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+        yield json.loads((ROOT / "results" / run / "planted" / "calibration.json").read_text())
+    finally:
+        shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_planted_lm_beats_order3_markov(planted_run):
+    # measured: held-out 1.0810 nats vs order-3 1.3214 and order-0 1.3745 (the LM's local convolution)
+    lm = planted_run["lm"]
+    assert lm["heldout_ce"] < lm["baseline_order3_ce"] < lm["baseline_order0_ce"], lm
+    assert planted_run["lm_beats_order3"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 2026-11-25: 1 of 7 planted types matched (gc_island F1 0.86, "
+                   "lift 14.6); repeat F1 0.70 (precision 0.95, lift 73), motifs F1 0.17-0.32 (lift 3.0-8.3): "
+                   "the LM's motif features are specific to position, base and strand (README, Planted-motif "
+                   "calibration)")
+def test_planted_types_matched_by_sae_features(planted_run):
+    assert planted_run["match_share_matched"] >= 0.8, planted_run["match"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="no motif type is matched, so there is no matched motif feature to steer "
+                   "(steering_pass is false on an empty steering table)")
+def test_planted_steering_beats_the_random_control(planted_run):
+    assert planted_run["steering_pass"], planted_run["steering"]
+    assert planted_run["pass"]

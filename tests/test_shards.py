@@ -1,0 +1,177 @@
+"""interp.cohort.shards: haplotypes and embeddings computed per shard of regions, then gathered, give the
+unsharded run's tables byte for byte (parquet and h5ad files compared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from interp.cohort.haplotypes import cohort_haplotype_windows
+from interp.cohort.shards import (
+    count_bed_regions,
+    count_cohort_regions,
+    gather_haplotypes,
+    gather_vectors,
+    haplotype_stats,
+    read_vectors,
+    shard_count,
+    shard_index,
+    shard_names,
+    shard_slice,
+    write_vectors,
+)
+from interp.cohort.vcf import Genotypes
+from interp.errors import InputError
+from interp.genome.regions import Region
+
+
+def test_shard_arithmetic() -> None:
+    assert shard_count(5, 0) == 1 and shard_count(5, 2) == 3 and shard_count(4, 2) == 2
+    assert shard_names(5, 2) == ["s0000", "s0001", "s0002"]
+    assert [shard_slice(5, 2, i) for i in range(3)] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert shard_slice(5, 0, 0) == slice(0, 5)
+    assert shard_index("s0012") == 12
+    with pytest.raises(InputError, match="does not exist"):
+        shard_slice(5, 2, 3)
+    with pytest.raises(InputError, match="s<4 digits>"):
+        shard_index("shard1")
+    with pytest.raises(InputError, match="no regions"):
+        shard_count(0, 1)
+
+
+def test_bed_regions_counted_as_read_bed_reads_them(tmp_path: Path) -> None:
+    bed = tmp_path / "r.bed"
+    bed.write_text("track name=x\n# comment\nchr1\t0\t10\ta\n\nchr1 20 30\nbrowser position\nchr2\t5\t9\n")
+    assert count_bed_regions(bed) == 3
+    assert count_cohort_regions(["G1", "G2"], bed) == 5 and count_cohort_regions(["G1"], None) == 1
+
+
+def _cohort(n_samples: int = 6) -> tuple[dict, Genotypes, list[Region]]:
+    """A random 3 kb contig whose last region repeats the first one's bases (sequences shared across shards),
+    SNVs, an insertion and a deletion, phased and unphased calls, 6 samples; regions not in name order."""
+    rng = np.random.default_rng(1)
+    bases = "".join(rng.choice(list("ACGT"), size=3000))
+    bases = bases[:2500] + bases[100:500] + bases[2900:]
+    regions = [Region("g1", "chr1", 100, 700), Region("g2", "chr1", 900, 1500), Region("g3", "chr1", 1600, 2400),
+               Region("g0", "chr1", 2500, 2900)]
+    pos0 = sorted(set(rng.choice(np.r_[150:650, 950:1450, 1650:2350], size=40, replace=False).tolist()))
+    ref = [bases[p] for p in pos0]
+    alt = ["ACGT"[("ACGT".index(r) + 1) % 4] for r in ref]
+    alt[3] = ref[3] + "TTA"  # insertion
+    ref[7], alt[7] = bases[pos0[7]:pos0[7] + 3], bases[pos0[7]]  # deletion
+    gt = rng.integers(0, 2, size=(len(pos0), n_samples, 2)).astype(np.int8)
+    gt[5, 0, 1] = -1  # one missing call
+    phased = rng.random((len(pos0), n_samples)) > 0.1
+    geno = Genotypes(samples=[f"S{i}" for i in range(n_samples)], contig=np.array(["chr1"] * len(pos0)),
+                     pos=np.array(pos0, dtype=np.int64) + 1, ref=ref, alt=alt, gt=gt, phased=phased)
+    return {"chr1": bases}, geno, regions
+
+
+def _write(df: pl.DataFrame, path: Path) -> bytes:
+    from interp.stages import write_table
+
+    write_table(df, path)
+    return path.read_bytes()
+
+
+def _sharded(fasta, geno, regions, shard_genes: int, width: int = 200):
+    parts = []
+    for i in range(shard_count(len(regions), shard_genes)):
+        part = regions[shard_slice(len(regions), shard_genes, i)]
+        a, d = cohort_haplotype_windows(fasta, geno, part, width, width, missing="N", unphased="N")
+        parts.append((a, d, haplotype_stats(a, d, len(geno.samples), [r.name for r in part], "N", "N")))
+    return parts
+
+
+@pytest.mark.parametrize("shard_genes", [1, 2, 3])
+def test_gathered_haplotypes_are_the_unsharded_tables_byte_for_byte(tmp_path: Path, shard_genes: int) -> None:
+    fasta, geno, regions = _cohort()
+    assign, dist = cohort_haplotype_windows(fasta, geno, regions, 200, 200, missing="N", unphased="N")
+    stats = haplotype_stats(assign, dist, len(geno.samples), [r.name for r in regions], "N", "N")
+    parts = _sharded(fasta, geno, regions, shard_genes)
+    g_assign, g_dist, g_stats = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
+    assert g_stats == stats
+    assert g_assign.equals(assign) and g_dist.equals(dist)
+    assert _write(g_assign, tmp_path / "a1.parquet") == _write(assign, tmp_path / "a0.parquet")
+    assert _write(g_dist, tmp_path / "d1.parquet") == _write(dist, tmp_path / "d0.parquet")
+    # the repeated region's windows are shared sequences: counted once, haplotype counts summed
+    per_shard = sum(d.height for _, d, _ in parts)
+    assert per_shard > dist.height or shard_genes == 3 and len(parts) == 2 and per_shard >= dist.height
+
+
+def test_gather_refuses_shards_of_other_policies() -> None:
+    fasta, geno, regions = _cohort()
+    parts = _sharded(fasta, geno, regions, 2)
+    a, d, s = (list(x) for x in zip(*parts, strict=True))
+    s[1] = {**s[1], "missing_policy": "ref"}
+    with pytest.raises(ValueError, match="missing_policy"):
+        gather_haplotypes(a, d, s)
+
+
+def test_gather_vectors_orders_rows_by_the_wanted_hashes(tmp_path: Path) -> None:
+    parts = [(["b", "a"], {"x": np.array([[2.0], [1.0]], np.float32)}),
+             (["c", "a"], {"x": np.array([[3.0], [9.0]], np.float32)})]  # "a" again: the first shard's row
+    write_vectors(tmp_path / "v.npz", *parts[1])
+    assert read_vectors(tmp_path / "v.npz")[0] == ["c", "a"]
+    out = gather_vectors([parts[0], read_vectors(tmp_path / "v.npz")], ["a", "b", "c"])
+    assert out["x"].tolist() == [[1.0], [2.0], [3.0]] and out["x"].dtype == np.float32
+    with pytest.raises(ValueError, match="in no shard"):
+        gather_vectors(parts, ["a", "z"])
+
+
+def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_path: Path) -> None:
+    """Haplotypes and tiny-LM embeddings per shard (each through its own cache-less embedding), gathered,
+    pooled: the h5ad files equal the unsharded run's."""
+    import anndata as ad
+    import pandas as pd
+
+    from interp.embed.cohort import embed_cohort_tables, embed_distinct_windows
+    from interp.embed.tiny import TinyEmbedder
+    from interp.lm.model import TinyDNALM, TinyLMConfig
+    from interp.lm.pretrain import save_checkpoint
+    from interp.sae.config import SAEConfig
+    from interp.sae.train import build_sae
+
+    torch.manual_seed(0)
+    save_checkpoint(TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, dropout=0.0)),
+                    tmp_path / "lm.safetensors")
+    emb = TinyEmbedder(tmp_path / "lm.safetensors")
+    sae = build_sae(SAEConfig(n_features=32, k=4, architecture="topk"), 16)
+    fasta, geno, regions = _cohort()
+    obs = pd.DataFrame({"population": ["A", "B"] * 3}, index=geno.samples)
+    genotypes = ad.AnnData(obs=obs)
+    genotypes.obsm["X_pca"] = np.random.default_rng(0).normal(size=(6, 2))
+    layers = ["block1", "block2"]
+
+    def tables(pooled, seqs, assign, folder: Path) -> dict[str, bytes]:
+        it, _ = embed_cohort_tables(None, seqs, assign, genotypes, "tiny", layers, None, None, "block2",
+                                    keep_haplotypes=True, pooled=pooled)
+        folder.mkdir()
+        out = {}
+        for name, table in it:
+            table.write_h5ad(folder / name)
+            out[name] = (folder / name).read_bytes()
+        return out
+
+    assign, dist = cohort_haplotype_windows(fasta, geno, regions, 200, 200, missing="N", unphased="N")
+    dist = dist.sort("seq_hash")
+    plain = embed_distinct_windows(emb, dist["sequence"].to_list(), layers, 8, sae, "block2")
+    parts = _sharded(fasta, geno, regions, 1)
+    vectors = []
+    for _, d, _ in parts:
+        d = d.sort("seq_hash")
+        vectors.append((d["seq_hash"].to_list(),
+                        embed_distinct_windows(emb, d["sequence"].to_list(), layers, 8, sae, "block2")))
+    g_assign, g_dist, _ = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
+    gathered = gather_vectors(vectors, g_dist["seq_hash"].to_list())
+    for name in plain:
+        assert np.array_equal(gathered[name], plain[name]), name
+    one = tables(plain, dist, assign, tmp_path / "unsharded")
+    many = tables(gathered, g_dist, g_assign, tmp_path / "sharded")
+    assert list(one) == list(many) and len(one) == 6
+    for name in one:
+        assert one[name] == many[name], name
