@@ -556,21 +556,15 @@ def embed_cohort(job: Job) -> None:
 
     import anndata as ad
 
-    from interp.cohort.shards import gather_vectors, read_vectors
+    from interp.cohort.shards import gather_shard_files
     from interp.embed.cohort import embed_cohort_tables
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
     sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
-    shards = job.input.get("shard_vectors")
-    if shards:
-        shards = [shards] if isinstance(shards, str) else list(shards)
-        pooled = gather_vectors([read_vectors(v) for v in shards], sequences["seq_hash"].to_list())
-        stats = [json.loads(Path(x).read_text()) for x in job.input.get("shard_stats", [])]
-        caches = [s["cache"] for s in stats if s.get("cache")]
-        extra = {"n_shards": len(shards),
-                 "cache": {"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
-                 if caches else None}
+    if job.input.get("shard_vectors"):
+        pooled, extra = gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
+                                           sequences["seq_hash"].to_list())
     else:
         pooled, extra = _embed_distinct(job, sequences)
         extra["n_shards"] = 0
@@ -713,38 +707,18 @@ def planted_calibration(job: Job) -> None:
     """Match table of planted element types to SAE features (validation-chosen, test-reported), the LM vs
     its order-3 Markov baseline, and the steering check of matched motif features (interp.sae.planted)."""
     from interp.embed.tiny import load_tiny_checkpoint
-    from interp.sae.planted import PlantedTargets, match_table, match_verdict, steering_table
+    from interp.sae.planted import PlantedTargets, planted_calibration
     from interp.sae.planted_genome import read_planted_bed
     from interp.sae.run import sae_config
-    from interp.sae.splits import TEST, block_split, windows_within
     from interp.sae.train import load_sae
 
     _set_threads(1)
-    p = job.params
-    targets = PlantedTargets(**p["targets"])
-    match = match_table(pl.read_parquet(job.input["units"]), targets)
-    verdict = match_verdict(match, targets)
-    cfg = sae_config(p["sae"])
-    windows = pl.read_parquet(job.input["windows"])
-    split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
-    test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
-    steering = steering_table(load_tiny_checkpoint(Path(job.input["checkpoint"])), p["layer"],
-                              load_sae(job.input["weights"]), match, pl.read_parquet(job.input["features"]), test,
-                              read_planted_bed(job.input["bed"]), seed=cfg.seed, **p["steer"])
-    lm = json.loads(Path(job.input["lm_metrics"]).read_text())
-    sae_metrics = json.loads(Path(job.input["sae_metrics"]).read_text())
-    lm_pass = bool(lm["heldout_ce"] < lm["baseline_order3_ce"])
-    steer_pass = bool(steering.height > 0 and steering["raises_motif"].all())
+    i, p = job.input, job.params
+    match, steering, summary = planted_calibration(
+        pl.read_parquet(i["units"]), pl.read_parquet(i["windows"]), read_planted_bed(i["bed"]),
+        load_tiny_checkpoint(Path(i["checkpoint"])), p["layer"], load_sae(i["weights"]), pl.read_parquet(i["features"]),
+        json.loads(Path(i["lm_metrics"]).read_text()), json.loads(Path(i["sae_metrics"]).read_text()),
+        PlantedTargets(**p["targets"]), sae_config(p["sae"]), p["steer"])
     write_table(match, tsv=job.output["match"])
     write_table(steering, tsv=job.output["steer"])
-    write_json({
-        "lm": {k: lm[k] for k in ("heldout_ce", "baseline_order0_ce", "baseline_order3_ce", "n_heldout_bases",
-                                  "steps", "n_params")},
-        "lm_beats_order3": lm_pass,
-        "sae": {k: sae_metrics.get(k) for k in ("fvu", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
-                                                "n_features", "k")},
-        "match": match.to_dicts(), **{f"match_{k}": v for k, v in verdict.items()},
-        "steering": steering.to_dicts(), "steering_pass": steer_pass,
-        "pass": bool(lm_pass and verdict["pass"] and steer_pass),
-        "layer": p["layer"],
-    }, job.output["json"])
+    write_json(summary, job.output["json"])

@@ -15,6 +15,7 @@ from interp.cohort.shards import (
     count_bed_regions,
     count_cohort_regions,
     gather_haplotypes,
+    gather_shard_files,
     gather_vectors,
     haplotype_stats,
     read_vectors,
@@ -121,6 +122,21 @@ def test_gather_vectors_orders_rows_by_the_wanted_hashes(tmp_path: Path) -> None
     assert out["x"].tolist() == [[1.0], [2.0], [3.0]] and out["x"].dtype == np.float32
     with pytest.raises(ValueError, match="in no shard"):
         gather_vectors(parts, ["a", "z"])
+
+
+def test_gather_shard_files_sums_cache_counts(tmp_path: Path) -> None:
+    import json
+
+    paths, stats = [], []
+    for i, (hashes, vec) in enumerate([(["b"], [[2.0]]), (["a"], [[1.0]])]):
+        write_vectors(tmp_path / f"{i}.npz", hashes, {"x": np.array(vec, np.float32)})
+        (tmp_path / f"{i}.json").write_text(json.dumps({"cache": {"hits": i, "misses": 3}}))
+        paths.append(str(tmp_path / f"{i}.npz"))
+        stats.append(str(tmp_path / f"{i}.json"))
+    pooled, extra = gather_shard_files(paths, stats, ["a", "b"])
+    assert pooled["x"].tolist() == [[1.0], [2.0]]
+    assert extra == {"n_shards": 2, "cache": {"hits": 1, "misses": 6}}
+    assert gather_shard_files(paths[0], [], ["b"])[1] == {"n_shards": 1, "cache": None}
 
 
 def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ it (the model gives one sequence the same vector whichever shard embeds it).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -147,3 +148,15 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
         out[name] = np.stack([mats[p][row] for p, row in (where[h] for h in seq_hashes)]) if seq_hashes else \
             np.zeros((0, mats[0].shape[1]), np.float32)
     return out
+
+
+def gather_shard_files(vector_paths: str | list[str], stats_paths: list[str], seq_hashes: list[str],
+                       ) -> tuple[dict[str, np.ndarray], dict]:
+    """The distinct windows' vectors gathered from the shards' `.npz` files (`gather_vectors`, rows in
+    seq_hashes order) and {n_shards, cache: summed embedding-cache hits and misses, or None}."""
+    paths = [vector_paths] if isinstance(vector_paths, str) else list(vector_paths)
+    pooled = gather_vectors([read_vectors(v) for v in paths], seq_hashes)
+    caches = [s["cache"] for s in (json.loads(Path(x).read_text()) for x in stats_paths) if s.get("cache")]
+    cache = ({"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
+             if caches else None)
+    return pooled, {"n_shards": len(paths), "cache": cache}

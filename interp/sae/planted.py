@@ -111,3 +111,39 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
                                       "dp_other": pl.Float64, "control_dp_motif_median": pl.Float64,
                                       "control_dp_motif_q95": pl.Float64, "kl_motif": pl.Float64,
                                       "control_kl_motif_q95": pl.Float64, "raises_motif": pl.Boolean})
+
+
+def planted_calibration(units: pl.DataFrame, windows: pl.DataFrame, elements: pl.DataFrame, lm, layer: str, sae,
+                        features: pl.DataFrame, lm_metrics: dict, sae_metrics: dict, targets: PlantedTargets,
+                        sae_cfg, steer: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The whole planted check: (match table, steering table, summary).
+
+    units: `label_units` output on the planted tracks; windows: the planted genome's windows, split into
+    blocks as the SAE's training split (`sae_cfg`: split_block_bases, validation/test fractions, seed), so
+    steering only sees test blocks; elements: the planted BED; lm / sae: the trained models; features: the
+    SAE's per-feature table (mean_activation); lm_metrics: the pretrain stage's held-out CE and Markov
+    baselines; steer: keyword settings of `steering_table`. The summary passes when the LM beats order-3,
+    the match share reaches its target and every matched motif feature raises its motif.
+    """
+    from interp.sae.splits import TEST, block_split, windows_within
+
+    match = match_table(units, targets)
+    verdict = match_verdict(match, targets)
+    split = block_split(windows, sae_cfg.split_block_bases, sae_cfg.validation_fraction, sae_cfg.test_fraction,
+                        sae_cfg.seed)
+    test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
+    steering = steering_table(lm, layer, sae, match, features, test, elements, seed=sae_cfg.seed, **steer)
+    lm_pass = bool(lm_metrics["heldout_ce"] < lm_metrics["baseline_order3_ce"])
+    steer_pass = bool(steering.height > 0 and steering["raises_motif"].all())
+    summary = {
+        "lm": {k: lm_metrics[k] for k in ("heldout_ce", "baseline_order0_ce", "baseline_order3_ce",
+                                          "n_heldout_bases", "steps", "n_params")},
+        "lm_beats_order3": lm_pass,
+        "sae": {k: sae_metrics.get(k) for k in ("fvu", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+                                                "n_features", "k")},
+        "match": match.to_dicts(), **{f"match_{k}": v for k, v in verdict.items()},
+        "steering": steering.to_dicts(), "steering_pass": steer_pass,
+        "pass": bool(lm_pass and verdict["pass"] and steer_pass),
+        "layer": layer,
+    }
+    return match, steering, summary
