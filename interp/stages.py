@@ -704,18 +704,24 @@ def planted_genome(job: Job) -> None:
 
 
 def planted_calibration(job: Job) -> None:
-    """Match table of planted element types to SAE features (validation-chosen, test-reported), the LM vs
-    its order-3 Markov baseline, and the steering check of matched motif features (interp.sae.planted)."""
+    """Match table of planted element types to SAE features (per base and per instance, validation-chosen,
+    test-reported, beside the PWM oracle), the LM vs its order-3 Markov baseline, and the steering check of
+    matched motif features (interp.sae.planted)."""
     from interp.embed.tiny import load_tiny_checkpoint
-    from interp.sae.planted import PlantedTargets, planted_calibration
-    from interp.sae.planted_genome import read_planted_bed
+    from interp.genome.fasta import read_fasta
+    from interp.sae.planted import PlantedGenome, PlantedTargets, planted_calibration
+    from interp.sae.planted_genome import motif_frequencies, read_planted_bed
     from interp.sae.run import sae_config
     from interp.sae.train import load_sae
 
     _set_threads(1)
     i, p = job.input, job.params
+    stats = json.loads(Path(i["stats"]).read_text())
+    genome = PlantedGenome(next(iter(read_fasta(i["fasta"]).values())), read_planted_bed(i["bed"]),
+                           pl.read_parquet(i["windows"]), np.asarray(stats["background_transition"]),
+                           motif_frequencies(stats["config"]["motifs"]))
     match, steering, summary = planted_calibration(
-        pl.read_parquet(i["units"]), pl.read_parquet(i["windows"]), read_planted_bed(i["bed"]),
+        pl.read_parquet(i["units"]), genome, Path(i["tokens_dir"]) / f"{p['layer']}.zarr",
         load_tiny_checkpoint(Path(i["checkpoint"])), p["layer"], load_sae(i["weights"]), pl.read_parquet(i["features"]),
         json.loads(Path(i["lm_metrics"]).read_text()), json.loads(Path(i["sae_metrics"]).read_text()),
         PlantedTargets(**p["targets"]), sae_config(p["sae"]), p["steer"])

@@ -61,6 +61,125 @@ def match_verdict(match: pl.DataFrame, targets: PlantedTargets) -> dict:
             "targets": {"min_f1": targets.min_f1, "min_lift": targets.min_lift, "min_share": targets.min_share}}
 
 
+INSTANCE_COLUMNS = ["concept", "instance_feature", "instance_threshold", "instance_validation_f1",
+                    "instance_precision", "instance_recall", "instance_f1", "instance_lift", "n_test_instances"]
+
+
+def base_split(windows: pl.DataFrame, split, contig: str, length: int) -> np.ndarray:
+    """int8 [length]: the split code (TRAIN / VALIDATION / TEST) of every base of `contig` that some window
+    covers (the block of the base, as `split.of_tokens`), -1 where no window reaches."""
+    code = np.full(length, -1, dtype=np.int8)
+    for row in windows.filter(pl.col("contig") == contig).iter_rows(named=True):
+        offsets = np.arange(row["end"] - row["start"], dtype=np.int64)
+        code[row["start"]:row["end"]] = split.of_tokens(np.full(offsets.size, row["window_index"]), offsets)
+    return code
+
+
+def _instance_ids(elements: pl.DataFrame, names: list[str], contig: str, length: int,
+                  split_code: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """(inside bool [length, C], ids, splits): ids per concept int64 [length], the index of the instance
+    covering the base or -1; splits per concept int8 [instances], the split holding the instance, -1
+    when it straddles splits or leaves the windows (it then counts per base only, not as an instance)."""
+    inside = np.zeros((length, len(names)), dtype=bool)
+    ids, splits = [], []
+    for j, name in enumerate(names):
+        sub = elements.filter((pl.col("name") == name) & (pl.col("contig") == contig)).select("start", "end")
+        idx = np.full(length, -1, dtype=np.int64)
+        where = np.full(sub.height, -1, dtype=np.int8)
+        for k, (s, e) in enumerate(sub.iter_rows()):
+            inside[s:e, j] = True
+            if e <= length and split_code[s] >= 0 and (split_code[s:e] == split_code[s]).all():
+                idx[s:e] = k
+                where[k] = split_code[s]
+        ids.append(idx)
+        splits.append(where)
+    return inside, ids, splits
+
+
+def instance_scores(model, store_path, windows: pl.DataFrame, split, elements: pl.DataFrame,
+                    n_thresholds: int = 32, rows: int = 16384) -> pl.DataFrame:
+    """InterPLM's instance-level match of SAE features to planted types, beside the per-base one.
+
+    For every feature and planted type: precision per base (fires on a base inside an instance of the
+    type), recall per instance (the share of instances on which the feature fires on at least one base;
+    InterPLM's `recall_per_domain`), and their harmonic mean, the instance F1 (InterPLM's
+    `f1_per_domain`). The threshold of each (feature, type) is the level of best validation instance
+    F1 among `n_thresholds` levels from 0 to the feature's validation maximum (as `interp.sae.concepts`),
+    the type's feature is the one of best validation instance F1 (ties: lowest feature), and everything
+    reported is measured on the test blocks (instances wholly within test blocks). One row per type:
+    INSTANCE_COLUMNS. model: the SAE; store_path: its layer's token store; windows / split: the
+    windows and the SAE's block split; elements: the planted BED (one contig).
+    """
+    import torch
+
+    from interp.sae.concepts import ThresholdCounts, _div
+    from interp.sae.splits import TEST, VALIDATION
+    from interp.sae.train import open_store
+
+    store = open_store(store_path)
+    model = model.cpu().eval()
+    contigs = windows["contig"].unique().to_list()
+    if len(contigs) != 1:
+        raise ValueError(f"instance_scores: expected the planted genome's one contig, got {contigs}")
+    contig = contigs[0]
+    length = int(windows["end"].max())
+    names = sorted(elements["name"].unique().to_list())
+    split_code = base_split(windows, split, contig, length)
+    inside, ids, inst_split = _instance_ids(elements, names, contig, length, split_code)
+    w_all = np.asarray(store.window_index[:], dtype=np.int64)
+    pos_all = split.window_start[w_all] + np.asarray(store.base_start[:], dtype=np.int64)
+    code_all = split_code[pos_all]
+
+    def encoded(want: int):
+        for start in range(0, store.n_tokens, rows):
+            sl = slice(start, min(start + rows, store.n_tokens))
+            keep = code_all[sl] == want
+            if keep.any():
+                x = torch.from_numpy(np.asarray(store.activations[sl], dtype=np.float32)[keep])
+                with torch.no_grad():
+                    yield pos_all[sl][keep], model.encode(x)
+
+    scale = np.zeros(model.n_features)
+    for _, f in encoded(VALIDATION):
+        scale = np.maximum(scale, f.max(dim=0).values.double().numpy())
+    stats = {}
+    for code in (VALIDATION, TEST):
+        counts = ThresholdCounts(scale, len(names), n_thresholds)
+        inst_max = [np.zeros((where.size, model.n_features), dtype=np.float32) for where in inst_split]
+        for pos, f in encoded(code):
+            counts.add(f, inside[pos])
+            fn = f.numpy()
+            for j, idx in enumerate(ids):
+                sel = idx[pos] >= 0
+                if sel.any():
+                    np.maximum.at(inst_max[j], idx[pos][sel], fn[sel])
+        fires, tp = counts.fires()                                     # [F, T], [C, F, T]
+        levels = np.arange(n_thresholds)[None, :] * counts.scale.numpy()[:, None] / n_thresholds  # [F, T]
+        hit = [(m[inst_split[j] == code][:, :, None] > levels[None]).sum(axis=0) for j, m in enumerate(inst_max)]
+        n_used = [int((where == code).sum()) for where in inst_split]
+        precision = _div(tp, fires[None])
+        recall = _div(np.stack(hit), np.array(n_used, dtype=np.float64)[:, None, None])
+        stats[code] = {"precision": precision, "recall": recall,
+                       "f1": _div(2 * precision * recall, precision + recall),
+                       "prevalence": _div(counts.n_pos, counts.n_tokens), "n": n_used}
+    best = stats[VALIDATION]["f1"].argmax(axis=2)                     # [C, F]
+    take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
+    v_f1 = take(stats[VALIDATION]["f1"])
+    out = []
+    for j, name in enumerate(names):
+        u = int(np.argmax(v_f1[j]))                                    # first maximum: lowest feature
+        t = stats[TEST]
+        precision = float(take(t["precision"])[j, u])
+        out.append({"concept": name, "instance_feature": u,
+                    "instance_threshold": float(best[j, u] * scale[u] / n_thresholds) if scale[u] > 0 else 0.0,
+                    "instance_validation_f1": float(v_f1[j, u]), "instance_precision": precision,
+                    "instance_recall": float(take(t["recall"])[j, u]), "instance_f1": float(take(t["f1"])[j, u]),
+                    "instance_lift": float(_div(precision, t["prevalence"][j])),
+                    "n_test_instances": int(t["n"][j])})
+    return pl.DataFrame(out, schema={c: (pl.String if c == "concept" else pl.Int64 if c in (
+        "instance_feature", "n_test_instances") else pl.Float64) for c in INSTANCE_COLUMNS})
+
+
 def windows_with(windows: pl.DataFrame, elements: pl.DataFrame, name: str) -> tuple[list[str], list[np.ndarray]]:
     """(sequences, marks) of the windows holding a base of element type `name`; marks: bool per base."""
     sub = elements.filter(pl.col("name") == name)
@@ -84,53 +203,97 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
     """Per matched motif type: clamp its feature at `strength_multiplier` x its mean activation when
     firing, in up to `max_windows` of `windows` (the caller passes test-block windows) that hold the
     motif; dp = mean change of p(own base) at the motif's bases (each masked once), against random
-    same-norm directions. `raises_motif` = dp above the controls' 95th percentile and above 0."""
+    same-norm directions. `raises_motif` = dp above the controls' 95th percentile and above 0.
+
+    A type is steered when it is matched per base (`matched`, its `feature`) or, where the table has
+    the instance-level columns, matched per instance only (`matched_instance`, its `instance_feature`);
+    the column `rule` (`per_base` / `instance`) says which."""
     from interp.sae.steer import steer
 
     mean_activation = dict(zip(features["feature"].to_list(), features["mean_activation"].to_list(), strict=True))
     rows = []
-    for r in match.filter(pl.col("matched") & pl.col("concept").str.starts_with("motif_")).iter_rows(named=True):
-        seqs, marks = windows_with(windows, elements, r["concept"])
+    picks = []
+    for r in match.filter(pl.col("concept").str.starts_with("motif_")).iter_rows(named=True):
+        if r["matched"]:
+            picks.append((r["concept"], int(r["feature"]), "per_base"))
+        elif r.get("matched_instance"):
+            picks.append((r["concept"], int(r["instance_feature"]), "instance"))
+    for concept, feature, rule in picks:
+        seqs, marks = windows_with(windows, elements, concept)
         if len(seqs) > max_windows:
             keep = np.sort(np.random.default_rng([seed, 8]).choice(len(seqs), max_windows, replace=False))
             seqs, marks = [seqs[i] for i in keep], [marks[i] for i in keep]
-        strength = strength_multiplier * float(mean_activation.get(r["feature"]) or 0.0)
-        out = steer(lm, layer, sae, int(r["feature"]), seqs, strength, mode="clamp", n_random=n_random, seed=seed,
+        strength = strength_multiplier * float(mean_activation.get(feature) or 0.0)
+        out = steer(lm, layer, sae, feature, seqs, strength, mode="clamp", n_random=n_random, seed=seed,
                     marks=marks)
         control = np.asarray(out["control_dp_firing"])
         q95 = float(np.quantile(control, 0.95)) if control.size else float("nan")
-        rows.append({"concept": r["concept"], "feature": int(r["feature"]), "strength": strength,
+        rows.append({"concept": concept, "feature": feature, "rule": rule, "strength": strength,
                      "n_windows": len(seqs), "n_motif_bases": int(out["n_firing"]),
                      "dp_motif": float(out["dp_firing"]), "dp_other": float(out["dp_other"]),
                      "control_dp_motif_median": float(np.median(control)), "control_dp_motif_q95": q95,
                      "kl_motif": float(out["kl_firing"]),
                      "control_kl_motif_q95": float(np.quantile(out["control_kl_firing"], 0.95)),
                      "raises_motif": bool(out["n_firing"] > 0 and out["dp_firing"] > max(q95, 0.0))})
-    return pl.DataFrame(rows, schema={"concept": pl.String, "feature": pl.Int64, "strength": pl.Float64,
+    return pl.DataFrame(rows, schema={"concept": pl.String, "feature": pl.Int64, "rule": pl.String,
+                                      "strength": pl.Float64,
                                       "n_windows": pl.Int64, "n_motif_bases": pl.Int64, "dp_motif": pl.Float64,
                                       "dp_other": pl.Float64, "control_dp_motif_median": pl.Float64,
                                       "control_dp_motif_q95": pl.Float64, "kl_motif": pl.Float64,
                                       "control_kl_motif_q95": pl.Float64, "raises_motif": pl.Boolean})
 
 
-def planted_calibration(units: pl.DataFrame, windows: pl.DataFrame, elements: pl.DataFrame, lm, layer: str, sae,
+@dataclass
+class PlantedGenome:
+    """The planted genome as the calibration reads it: its sequence, planted BED, windows and what
+    it was drawn from (the background chain and the motifs' frequency matrices, for the oracle)."""
+
+    sequence: str
+    elements: pl.DataFrame
+    windows: pl.DataFrame
+    transition: np.ndarray
+    """float64 [4**k, 4] background chain."""
+    motif_freqs: dict[str, np.ndarray]
+    """NAME -> float64 [4, w] frequencies (A, C, G, T rows) of each planted motif."""
+
+
+def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path, lm, layer: str, sae,
                         features: pl.DataFrame, lm_metrics: dict, sae_metrics: dict, targets: PlantedTargets,
                         sae_cfg, steer: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """The whole planted check: (match table, steering table, summary).
 
-    units: `label_units` output on the planted tracks; windows: the planted genome's windows, split into
+    units: `label_units` output on the planted tracks; genome: the planted genome, its windows split into
     blocks as the SAE's training split (`sae_cfg`: split_block_bases, validation/test fractions, seed), so
-    steering only sees test blocks; elements: the planted BED; lm / sae: the trained models; features: the
-    SAE's per-feature table (mean_activation); lm_metrics: the pretrain stage's held-out CE and Markov
-    baselines; steer: keyword settings of `steering_table`. The summary passes when the LM beats order-3,
-    the match share reaches its target and every matched motif feature raises its motif.
+    thresholds come from validation blocks and steering only sees test blocks; store_path: the layer's
+    token store (for the instance-level statistics); lm / sae: the trained models; features: the SAE's
+    per-feature table (mean_activation); lm_metrics: the pretrain stage's held-out CE and Markov
+    baselines; steer: keyword settings of `steering_table`.
+
+    The match table has per type the per-base match (`match_table`), InterPLM's instance-level match
+    (`instance_scores`; `matched_instance` = instance F1 >= min_f1 and lift >= min_lift) and the PWM
+    oracle's per-base test F1 (`interp.sae.planted_oracle`; null for the repeat and the islands). The
+    summary passes (`pass`) when the LM beats order 3, the per-base match share reaches its target and
+    every steered motif feature raises its motif; `pass_instance` is the same with the instance-level
+    share.
     """
+    from interp.sae.planted_oracle import oracle_table
     from interp.sae.splits import TEST, block_split, windows_within
 
-    match = match_table(units, targets)
-    verdict = match_verdict(match, targets)
+    windows, elements = genome.windows, genome.elements
     split = block_split(windows, sae_cfg.split_block_bases, sae_cfg.validation_fraction, sae_cfg.test_fraction,
                         sae_cfg.seed)
+    contig = windows["contig"][0]
+    oracle = oracle_table(genome.sequence, elements.filter(pl.col("contig") == contig), genome.transition,
+                          genome.motif_freqs, base_split(windows, split, contig, len(genome.sequence)))
+    instance = instance_scores(sae, store_path, windows, split, elements)
+    match = (match_table(units, targets)
+             .join(oracle.select("concept", "oracle_f1", "oracle_precision", "oracle_recall", "oracle_instance_f1"),
+                   on="concept", how="left")
+             .join(instance, on="concept", how="left")
+             .with_columns(((pl.col("instance_f1") >= targets.min_f1) & (pl.col("instance_lift") >= targets.min_lift))
+                           .fill_null(False).alias("matched_instance")))
+    verdict = match_verdict(match, targets)
+    verdict_instance = match_verdict(match.with_columns(pl.col("matched_instance").alias("matched")), targets)
     test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
     steering = steering_table(lm, layer, sae, match, features, test, elements, seed=sae_cfg.seed, **steer)
     lm_pass = bool(lm_metrics["heldout_ce"] < lm_metrics["baseline_order3_ce"])
@@ -139,11 +302,18 @@ def planted_calibration(units: pl.DataFrame, windows: pl.DataFrame, elements: pl
         "lm": {k: lm_metrics[k] for k in ("heldout_ce", "baseline_order0_ce", "baseline_order3_ce",
                                           "n_heldout_bases", "steps", "n_params")},
         "lm_beats_order3": lm_pass,
-        "sae": {k: sae_metrics.get(k) for k in ("fvu", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
-                                                "n_features", "k")},
+        "sae": {k: sae_metrics.get(k) for k in ("architecture", "fvu", "l0", "dead_fraction", "dense_fraction",
+                                                "loss_recovered", "n_features", "k")},
         "match": match.to_dicts(), **{f"match_{k}": v for k, v in verdict.items()},
+        **{f"match_instance_{k}": v for k, v in verdict_instance.items() if k != "targets"},
+        "match_rule": {"per_base": "the type's feature of best validation per-base F1; matched when its test "
+                                   "per-base F1 >= min_f1 and lift >= min_lift (the target)",
+                       "instance": "InterPLM's f1_per_domain: per-base precision, recall per instance (fires on "
+                                   ">= 1 base of it); the type's feature of best validation instance F1; matched "
+                                   "when its test instance F1 >= min_f1 and lift >= min_lift (reported beside)"},
         "steering": steering.to_dicts(), "steering_pass": steer_pass,
         "pass": bool(lm_pass and verdict["pass"] and steer_pass),
+        "pass_instance": bool(lm_pass and verdict_instance["pass"] and steer_pass),
         "layer": layer,
     }
     return match, steering, summary

@@ -159,7 +159,10 @@ rule planted_sae:
 
 rule planted_calibration:
     input:
+        fasta=f"{P}/genome/planted.fa",
         bed=f"{P}/genome/planted.bed",
+        stats=f"{P}/genome/planted.json",
+        tokens_dir=f"{P}/tokens/{PL_MODEL}",
         windows=f"{P}/windows/windows.parquet",
         checkpoint=f"{P}/lm/{PL_MODEL}.safetensors",
         lm_metrics=f"{P}/lm/{PL_MODEL}.metrics.json",
