@@ -43,7 +43,12 @@ TRAINING_DEFAULTS = {
     "mask_prob": 0.15,
     "n_mask_groups": 7,
     "eval_batch_size": 32,
+    "reverse_complement": 0.0,
 }
+"""reverse_complement: probability that a training crop is read on the other strand (reverse complement);
+0 (default) draws nothing, so training is bit for bit what it was before the option existed."""
+
+_RC_TOKEN = np.array([3, 2, 1, 0, 4, 5, 6], dtype=np.int64)  # A<->T, C<->G; N, [MASK], [PAD] unchanged
 
 
 def quiet_lightning() -> None:
@@ -97,11 +102,13 @@ def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_prob: float) 
 class CropDataset(Dataset):
     """Item i: a random crop (padded to seq_len if its sequence is shorter), masked; a function of (seed, i)."""
 
-    def __init__(self, seqs: list[str], seq_len: int, n_items: int, seed: int, mask_prob: float) -> None:
+    def __init__(self, seqs: list[str], seq_len: int, n_items: int, seed: int, mask_prob: float,
+                 reverse_complement: float = 0.0) -> None:
         self.tokens = [encode(s).numpy() for s in seqs if len(s) > 0]
         lengths = np.array([len(t) for t in self.tokens], dtype=np.float64)
         self.weights = lengths / lengths.sum()
         self.seq_len, self.n_items, self.seed, self.mask_prob = seq_len, n_items, seed, mask_prob
+        self.reverse_complement = reverse_complement
 
     def __len__(self) -> int:
         return self.n_items
@@ -112,6 +119,8 @@ class CropDataset(Dataset):
         start = int(rng.integers(0, max(1, len(seq) - self.seq_len + 1)))
         crop = np.full(self.seq_len, PAD_ID, dtype=np.int64)
         piece = seq[start:start + self.seq_len]
+        if self.reverse_complement > 0 and rng.random() < self.reverse_complement:
+            piece = _RC_TOKEN[piece[::-1]]
         crop[:len(piece)] = piece
         inputs, labels = mask_tokens(crop, rng, self.mask_prob)
         return torch.from_numpy(inputs), torch.from_numpy(labels)
@@ -207,7 +216,7 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
     pl.seed_everything(seed, workers=True)
     module = MaskedLMModule(cfg, train)
     data = CropDataset(train_seqs, train["seq_len"], train["max_steps"] * train["batch_size"], seed,
-                       train["mask_prob"])
+                       train["mask_prob"], train["reverse_complement"])
     loader = DataLoader(data, batch_size=train["batch_size"], shuffle=False, num_workers=0)
     trainer = pl.Trainer(max_steps=train["max_steps"], max_epochs=-1, deterministic=True, accelerator=accelerator,
                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
