@@ -374,3 +374,71 @@ def test_pdf_skipped_with_a_log_line_when_the_browser_fails(tmp_path: Path, monk
         assert html_to_pdf(page, tmp_path / "report.pdf", "t", timeout=20) is False
     assert "report.pdf not written" in caplog.text
     assert not (tmp_path / "report.pdf").exists()
+
+
+# ------------------------------------------------------------------------------------------ planted calibration
+def _planted_calibration() -> dict:
+    """A calibration.json of `make planted` (interp.sae.planted.planted_calibration), two types."""
+    return {
+        "layer": "block2", "pass": False, "pass_instance": False, "lm_beats_order3": True, "steering_pass": False,
+        "lm": {"heldout_ce": 1.081, "baseline_order0_ce": 1.3745, "baseline_order3_ce": 1.3214, "steps": 2500},
+        "sae": {"architecture": "topk", "n_features": 256, "k": 16},
+        "match_targets": {"min_f1": 0.8, "min_lift": 5.0, "min_share": 0.8},
+        "match_n_types": 2, "match_n_matched": 1, "match_share_matched": 0.5,
+        "match_instance_n_matched": 2, "match_instance_share_matched": 1.0,
+        "match": [{"concept": "gc_island", "feature": 97, "threshold": 1.2, "f1": 0.858, "precision": 0.799,
+                   "recall": 0.927, "lift": 14.5, "matched": True, "oracle_f1": None, "instance_feature": 97,
+                   "instance_f1": 0.981, "instance_recall": 1.0, "instance_lift": 17.5, "matched_instance": True},
+                  {"concept": "motif_TP53", "feature": 78, "threshold": 1.4, "f1": 0.251, "precision": 0.275,
+                   "recall": 0.231, "lift": 3.88, "matched": False, "oracle_f1": 0.991, "instance_feature": 148,
+                   "instance_f1": 0.958, "instance_recall": 0.949, "instance_lift": 13.7, "matched_instance": True}],
+        "steering": [{"concept": "motif_TP53", "feature": 148, "rule": "instance", "strength": 4.76, "n_windows": 20,
+                      "n_motif_bases": 379, "dp_motif": -0.0196, "dp_other": -0.0193, "control_dp_motif_q95": 0.0074,
+                      "raises_motif": False, "kl_motif": 0.01}],
+    }
+
+
+def test_planted_match_table_in_report_json_and_html(tmp_path: Path) -> None:
+    """report.planted: the committed planted calibration is shown (match table with the oracle and the
+    instance-level columns, LM vs Markov, steering); without the file the report says it is absent."""
+    from interp.report.build import PLANTED_MATCH_KEYS, planted_section
+
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(_planted_calibration()))
+    section = planted_section(path)
+    assert section["available"] and section["n_matched"] == 1 and section["n_types"] == 2
+    assert section["n_matched_instance"] == 2 and section["lm"]["baseline_order3_ce"] == 1.3214
+    assert set(section["match"][0]) <= set(PLANTED_MATCH_KEYS) and "threshold" not in section["match"][0]
+    assert section["steering"][0]["rule"] == "instance" and "kl_motif" not in section["steering"][0]
+    report, figs, layers, _, cfg = rs.report_parts(cohort=False)
+    report["planted"] = section
+    out = finish_report(report, figs, layers, None, cfg, "x",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["planted"] == out["planted"] and saved["planted"]["match"][1]["oracle_f1"] == 0.991
+    html = (tmp_path / "index.html").read_text()
+    start = html.index('id="planted"')
+    assert html.index('id="represents"') < start < html.index('id="model"')
+    box = html[start:html.index('id="model"')]
+    assert "<b>1 of 2</b> types matched (target: 80%)" in box and "2 of 2 matched" in box
+    assert "held-out cross-entropy 1.0810 nats vs 1.3214" in box and "beats it" in box
+    assert "<td class=\"l\">motif_TP53</td><td>78</td><td>0.251</td>" in box and "<td>0.991</td>" in box
+    assert "<td>-0.0196</td>" in box.replace("&#43;", "+") and "does not pass" in box
+    absent = planted_section(tmp_path / "missing.json")
+    assert not absent["available"] and "not available" in absent["note"]
+    html = render_html(dict(out, planted=absent), figs, "x", cfg)
+    assert "Not available." in html[html.index('id="planted"'):]
+
+
+def test_committed_planted_calibration_is_the_report_default() -> None:
+    """reports/planted/calibration.json (committed, made by `make planted`) is what report.planted points at,
+    and it holds what the report reads."""
+    from interp.report.build import planted_section
+
+    cfg = rs.config(cohort=False)
+    path = rs.REPO / cfg["report"]["planted"]
+    assert cfg["report"]["planted"] == "reports/planted/calibration.json" and path.exists()
+    section = planted_section(path)
+    assert section["available"] and section["n_types"] == len(section["match"]) == 7
+    assert {"oracle_f1", "instance_f1", "matched_instance"} <= set(section["match"][1])
+    assert section["lm"]["heldout_ce"] < section["lm"]["baseline_order3_ce"]

@@ -1,7 +1,7 @@
 """Assemble report.json (the interface audit tools read) and the self-contained index.html.
 
 Stable keys of report.json: generated_at; provenance {config, inputs, packages, seeds, models,
-git_commit}; lm; probes; probe_sae_vs_raw; sae; timings; audit; biomarkers; truth_recovery. Everything except
+git_commit}; lm; probes; probe_sae_vs_raw; sae; planted; timings; audit; biomarkers; truth_recovery. Everything except
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; groups of fewer
 than 5 samples are shown as "<5".
@@ -71,7 +71,7 @@ def small_group(n: int) -> int | str:
 def provenance(inputs: dict, params: dict) -> dict:
     cfg = params["config"]
     hashed = {}
-    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration"):
+    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration", "planted"):
         for path in _as_list(inputs.get(key)):
             hashed[path] = sha256_file(path)
     for path in _as_list(inputs.get("cards")):
@@ -371,6 +371,43 @@ def _calibration_rows(path: str | Path | None) -> list[dict] | None:
     return rows if isinstance(rows, list) else None
 
 
+PLANTED_MATCH_KEYS = ("concept", "feature", "f1", "precision", "recall", "lift", "matched", "oracle_f1",
+                      "instance_feature", "instance_precision", "instance_recall", "instance_f1", "instance_lift",
+                      "matched_instance", "n_test_instances")
+PLANTED_STEER_KEYS = ("concept", "feature", "rule", "strength", "n_windows", "n_motif_bases", "dp_motif",
+                      "control_dp_motif_q95", "dp_other", "raises_motif")
+
+
+def planted_section(path: str | Path | None) -> dict:
+    """report.json `planted`: the planted-motif calibration of the SAE features (`interp.sae.planted`,
+    `make planted`) read from its calibration.json (`report.planted`, default the committed
+    reports/planted/calibration.json): {available, source, note} and, when available, `pass`,
+    `pass_instance`, `layer`, `lm` {heldout_ce, baseline_order0_ce, baseline_order3_ce}, `lm_beats_order3`,
+    `sae`, `targets`, `n_types`, `n_matched`, `share_matched`, `n_matched_instance`,
+    `share_matched_instance`, `match` [PLANTED_MATCH_KEYS present], `steering` [PLANTED_STEER_KEYS present],
+    `steering_pass`."""
+    if not path or not Path(path).exists():
+        return {"available": False, "source": str(path) if path else None,
+                "note": "The planted-motif calibration of the SAE features is not available: no calibration.json "
+                        "of `make planted` was given (report.planted)."}
+    data = _read_json(path)
+    out = {"available": True, "source": str(path),
+           "note": "Measured on a synthetic genome with planted motifs, a repeat and GC islands (make planted); "
+                   "it calibrates the method (LM + SAE + labels), not this run's model.",
+           "pass": data.get("pass"), "pass_instance": data.get("pass_instance"), "layer": data.get("layer"),
+           "lm": {k: (data.get("lm") or {}).get(k) for k in ("heldout_ce", "baseline_order0_ce",
+                                                              "baseline_order3_ce")},
+           "lm_beats_order3": data.get("lm_beats_order3"), "sae": data.get("sae"),
+           "targets": data.get("match_targets"), "n_types": data.get("match_n_types"),
+           "n_matched": data.get("match_n_matched"), "share_matched": data.get("match_share_matched"),
+           "n_matched_instance": data.get("match_instance_n_matched"),
+           "share_matched_instance": data.get("match_instance_share_matched"),
+           "steering_pass": data.get("steering_pass")}
+    out["match"] = [{k: r[k] for k in PLANTED_MATCH_KEYS if k in r} for r in data.get("match") or []]
+    out["steering"] = [{k: r[k] for k in PLANTED_STEER_KEYS if k in r} for r in data.get("steering") or []]
+    return out
+
+
 def build_report(inputs: dict, outputs: dict, params: dict) -> dict:
     """Write report.json, index.html and (where Chromium is installed) report.pdf; returns the report."""
     params = dict(params, html_dir=str(Path(outputs["html"]).parent))
@@ -383,6 +420,7 @@ def build_report(inputs: dict, outputs: dict, params: dict) -> dict:
         coh, cfigs = cohort_sections(inputs, params, layer_order)
         report.update(coh)
         figs.update(cfigs)
+    report["planted"] = planted_section(inputs.get("planted"))
     report["timings"] = rule_timings(params["benchmarks"])
     return finish_report(report, figs, layer_order, _calibration_rows(inputs.get("calibration")),
                          params["config"], params["run"], outputs)

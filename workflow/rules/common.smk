@@ -192,6 +192,9 @@ def report_inputs(wildcards):
     }
     if config["reference"]["annotation"]:
         inputs["annotation"] = config["reference"]["annotation"]
+    planted = config["report"].get("planted")
+    if planted and os.path.exists(planted):  # optional: the report says when it is absent
+        inputs["planted"] = planted
     if COHORT:
         inputs.update({
             "audit": f"{R}/audit/audit.parquet",
