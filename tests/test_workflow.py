@@ -94,9 +94,11 @@ def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> 
         again / "reports" / "test" / "report.json")
     report = json.loads((wd / "reports" / "test" / "report.json").read_text())
     html = (wd / "reports" / "test" / "index.html").read_text()
-    for key in ("generated_at", "provenance", "lm", "probes", "sae", "timings", "audit", "biomarkers",
+    for key in ("generated_at", "provenance", "lm", "probes", "sae", "planted", "timings", "audit", "biomarkers",
                 "truth_recovery"):
         assert key in report, key
+    # the copy has no reports/planted/calibration.json: the report says the planted calibration is absent
+    assert report["planted"]["available"] is False and "Planted-motif calibration" in html
     prov = report["provenance"]
     for key in ("config", "inputs", "packages", "seeds", "models", "git_commit"):
         assert key in prov
