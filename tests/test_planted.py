@@ -230,3 +230,93 @@ def test_planted_types_matched_per_instance(planted_run):
 def test_planted_steering_beats_the_random_control(planted_run):
     assert planted_run["steering_pass"], planted_run["steering"]
     assert planted_run["pass"]
+
+
+# ---------------------------------------------------------------- the oracle and the instance-level match
+def _split_codes(windows: pl.DataFrame, block: int = 1000):
+    from interp.sae.planted import base_split
+    from interp.sae.splits import block_split
+
+    split = block_split(windows, block, 0.3, 0.3, 7)
+    return split, base_split(windows, split, windows["contig"][0], int(windows["end"].max()))
+
+
+def test_oracle_scanner_knows_the_motifs_and_the_background(genome):
+    """The PWM oracle: the background log-probabilities are the chain's, both strands are scanned, and on
+    the planted genome it calls the motif bases with high per-base F1 (the ceiling of the match table)."""
+    from interp.lm.markov import encode_acgt
+    from interp.sae.planted_oracle import background_logprob, covered, motif_llr, oracle_table
+
+    cfg, seq, elements = genome["cfg"], genome["seq"], genome["elements"]
+    transition = np.asarray(genome["stats"]["background_transition"])
+    codes = encode_acgt(seq[:500])
+    lp = background_logprob(codes, transition)
+    i = 100
+    ctx = int(codes[i - 3]) * 16 + int(codes[i - 2]) * 4 + int(codes[i - 1])
+    assert lp[i] == pytest.approx(np.log(transition[ctx, codes[i]]))
+    freqs = motif_frequencies(["CTCF", "REST"])
+    f = freqs["CTCF"]
+    consensus = "".join("ACGT"[j] for j in f.argmax(axis=0))
+    minus = consensus.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+    for planted in (consensus, minus):  # the consensus scores the same on either strand
+        s = "A" * 50 + planted + "C" * 50
+        c = encode_acgt(s)
+        llr = motif_llr(c, f, np.zeros(c.size))
+        assert int(llr.argmax()) == 50
+        assert llr[50] == pytest.approx(np.log(f.max(axis=0)).sum())
+    assert covered(np.array([False, True, False, False, True]), 3, 8).tolist() == [
+        False, True, True, True, True, True, True, False]
+    width = 500
+    starts = np.arange(0, cfg.length, width)
+    windows = pl.DataFrame({"window_index": np.arange(starts.size), "contig": [cfg.contig] * starts.size,
+                            "start": starts, "end": starts + width})
+    _, code = _split_codes(windows)
+    table = oracle_table(seq, elements, transition, freqs, code)
+    assert table["concept"].to_list() == ["motif_CTCF", "motif_REST"]
+    for r in table.iter_rows(named=True):
+        assert r["oracle_f1"] > 0.8 and r["oracle_instance_recall"] > 0.85, r
+
+
+def test_instance_recall_is_interplm_recall_per_domain(tmp_path):
+    """A feature that fires on the first base of every instance (and nowhere else) has per-base precision 1,
+    per-base recall 1/15 and instance recall 1: instance F1 1.0 (per-base F1 would be 0.125). It beats a
+    feature firing on every base of the instances and on as many background bases (precision 0.5)."""
+    import torch
+
+    from interp.embed.store import TokenStoreWriter
+    from interp.sae.planted import instance_scores
+    from interp.sae.splits import TEST
+    from interp.sae.topk import TopKSAE
+
+    rng = np.random.default_rng(3)
+    n, width = 30_000, 100
+    rows = []
+    pos = 50
+    while pos < n - 40:
+        rows.append(("c", pos, pos + 15, "motif_A", "+"))
+        pos += int(rng.integers(60, 140))
+    elements = pl.DataFrame(rows, schema=["contig", "start", "end", "name", "strand"], orient="row")
+    inside = np.zeros(n, dtype=bool)
+    first = np.zeros(n, dtype=bool)
+    for _, s, e, _, _ in rows:
+        inside[s:e] = True
+        first[s] = True
+    background = np.flatnonzero(~inside)
+    noisy = inside.copy()
+    noisy[rng.choice(background, size=int(inside.sum()), replace=False)] = True
+    x = np.stack([first.astype(np.float32), noisy.astype(np.float32), np.zeros(n, np.float32)], axis=1)
+    windows = pl.DataFrame({"window_index": np.arange(n // width), "contig": ["c"] * (n // width),
+                            "start": np.arange(0, n, width), "end": np.arange(width, n + 1, width)})
+    writer = TokenStoreWriter(tmp_path / "t.zarr", 3, [], "m", "l")
+    writer.append(x, np.repeat(np.arange(n // width), width), np.tile(np.arange(width), n // width), {})
+    writer.close()
+    sae = TopKSAE(3, 3, 3)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.eye(3))
+    split, code = _split_codes(windows)
+    table = instance_scores(sae, tmp_path / "t.zarr", windows, split, elements)
+    row = table.row(0, named=True)
+    assert row["concept"] == "motif_A" and row["instance_feature"] == 0
+    assert row["instance_precision"] == 1.0 and row["instance_recall"] == 1.0 and row["instance_f1"] == 1.0
+    test = code == TEST
+    assert row["n_test_instances"] > 50 and row["instance_lift"] == pytest.approx(1 / inside[test].mean())

@@ -18,9 +18,15 @@ intervention along random directions of the same norm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from interp.sae.model import SparseAutoencoder
+    from interp.sae.splits import BlockSplit
 
 MATCH_COLUMNS = ["concept", "feature", "threshold", "validation_f1", "f1", "precision", "recall", "lift", "auprc",
                  "prevalence", "density", "true_positives", "matched"]
@@ -65,7 +71,7 @@ INSTANCE_COLUMNS = ["concept", "instance_feature", "instance_threshold", "instan
                     "instance_precision", "instance_recall", "instance_f1", "instance_lift", "n_test_instances"]
 
 
-def base_split(windows: pl.DataFrame, split, contig: str, length: int) -> np.ndarray:
+def base_split(windows: pl.DataFrame, split: BlockSplit, contig: str, length: int) -> np.ndarray:
     """int8 [length]: the split code (TRAIN / VALIDATION / TEST) of every base of `contig` that some window
     covers (the block of the base, as `split.of_tokens`), -1 where no window reaches."""
     code = np.full(length, -1, dtype=np.int8)
@@ -96,8 +102,8 @@ def _instance_ids(elements: pl.DataFrame, names: list[str], contig: str, length:
     return inside, ids, splits
 
 
-def instance_scores(model, store_path, windows: pl.DataFrame, split, elements: pl.DataFrame,
-                    n_thresholds: int = 32, rows: int = 16384) -> pl.DataFrame:
+def instance_scores(model: SparseAutoencoder, store_path: str | Path, windows: pl.DataFrame, split: BlockSplit,
+                    elements: pl.DataFrame, n_thresholds: int = 32, rows: int = 16384) -> pl.DataFrame:
     """InterPLM's instance-level match of SAE features to planted types, beside the per-base one.
 
     For every feature and planted type: precision per base (fires on a base inside an instance of the
@@ -257,9 +263,9 @@ class PlantedGenome:
     """NAME -> float64 [4, w] frequencies (A, C, G, T rows) of each planted motif."""
 
 
-def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path, lm, layer: str, sae,
-                        features: pl.DataFrame, lm_metrics: dict, sae_metrics: dict, targets: PlantedTargets,
-                        sae_cfg, steer: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: str | Path, lm, layer: str,
+                        sae: SparseAutoencoder, features: pl.DataFrame, lm_metrics: dict, sae_metrics: dict,
+                        targets: PlantedTargets, sae_cfg, steer: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """The whole planted check: (match table, steering table, summary).
 
     units: `label_units` output on the planted tracks; genome: the planted genome, its windows split into
