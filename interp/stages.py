@@ -21,6 +21,8 @@ from interp.io import atomic_dir, atomic_path, write_text_atomic
 #: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
 PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds")
 RANK_NOT_FIT = ("report_top", "variant_effect")
+#: params of the SAE rules next to the `sae` section's keys: the job's own (the run's seed is passed as seed)
+SAE_JOB_KEYS = ("model", "log_dir", "seed")
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
@@ -248,14 +250,21 @@ def probe_sae(job: Job) -> None:
     write_table(pl.concat([f for _, f in tables]), job.output["folds"])
 
 
+def _sae_settings(params: dict, source: str = "sae"):
+    """SAEConfig of an SAE rule's params: the `sae` section's keys, the job's own (SAE_JOB_KEYS) and the seed."""
+    from interp.sae.config import sae_settings
+
+    return sae_settings(params, ignore=SAE_JOB_KEYS, source=source, seed=params["seed"])
+
+
 def sae(job: Job) -> None:
     """The main SAE of one layer: training, evaluation, honest concept labels (interp.sae.run)."""
-    from interp.sae.run import label_features, sae_config, train_and_evaluate
+    from interp.sae.run import label_features, train_and_evaluate
     from interp.sae.train import save_sae
 
     _set_threads(1)  # bitwise-reproducible weights (see pretrain_tiny_dnalm)
     p = job.params
-    cfg = sae_config(p)
+    cfg = _sae_settings(p)
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
@@ -280,12 +289,12 @@ def sae(job: Job) -> None:
 
 def sae_sweep(job: Job) -> None:
     """One SAE of the sweep (`sae.sweep` entry overriding the main settings): training and evaluation."""
-    from interp.sae.run import sae_config, train_and_evaluate
+    from interp.sae.run import train_and_evaluate
     from interp.sae.train import save_sae
 
     _set_threads(1)
     p = job.params
-    cfg = sae_config(p["base"], p["overrides"])
+    cfg = _sae_settings({**p["base"], **p["overrides"]}, source=f"sae.sweep {p['name']}")
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
@@ -297,14 +306,14 @@ def sae_sweep(job: Job) -> None:
 
 def sae_steer(job: Job) -> None:
     """Steer the main SAE's top features in the built-in LM against random-direction controls (interp.sae.steer)."""
-    from interp.sae.run import sae_config, steer_on_test
+    from interp.sae.run import steer_on_test
     from interp.sae.train import load_sae
 
     _set_threads(1)
     p = job.params
     table = steer_on_test(job.input["checkpoint"], p["layer"], load_sae(job.input["weights"]),
                           pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
-                          sae_config(p), p["steer"])
+                          _sae_settings(p), p["steer"])
     write_table(table, job.output["parquet"])
 
 
@@ -709,7 +718,6 @@ def planted_calibration(job: Job) -> None:
     from interp.embed.tiny import load_tiny_checkpoint
     from interp.sae.planted import PlantedTargets, planted_calibration
     from interp.sae.planted_genome import read_planted_bed
-    from interp.sae.run import sae_config
     from interp.sae.train import load_sae
 
     _set_threads(1)
@@ -718,7 +726,7 @@ def planted_calibration(job: Job) -> None:
         pl.read_parquet(i["units"]), pl.read_parquet(i["windows"]), read_planted_bed(i["bed"]),
         load_tiny_checkpoint(Path(i["checkpoint"])), p["layer"], load_sae(i["weights"]), pl.read_parquet(i["features"]),
         json.loads(Path(i["lm_metrics"]).read_text()), json.loads(Path(i["sae_metrics"]).read_text()),
-        PlantedTargets(**p["targets"]), sae_config(p["sae"]), p["steer"])
+        PlantedTargets(**p["targets"]), _sae_settings(p["sae"], "planted.sae"), p["steer"])
     write_table(match, tsv=job.output["match"])
     write_table(steering, tsv=job.output["steer"])
     write_json(summary, job.output["json"])
