@@ -260,8 +260,9 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                          "sequences": w["seq.parquet"], "assignments": w["hap.parquet"], "genotypes": w["geno.h5ad"],
                          "sae": str(shared["sae"])},
         {"out_dir": emb, "stats": w["emb.json"]},
+        # no embedding cache: a replicate's haplotype windows are its own (a key left out would be the schema's)
         {"layers": shared["layers"], "sae_layer": config["sae"]["layer"], "batch_size": config["embed"]["batch_size"],
-         "device": config["embed"]["device"], "keep_haplotypes": False})
+         "device": config["embed"]["device"], "cache": None, "keep_haplotypes": False})
     # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
     common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
               "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": seed}

@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from interp.cohort.config import CohortConfig
+from interp.embed.config import EmbedConfig
 from interp.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,24 +99,24 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
                              f"<= start {region.get('start', 0)}")
-    cohort = cfg["cohort"]
-    if cohort["enabled"]:
-        if cohort["source"] == "vcf":
+    settings_from_section(EmbedConfig, cfg["embed"], source=f"{source}: embed")
+    cohort = settings_from_section(CohortConfig, cfg["cohort"], source=f"{source}: cohort")
+    if cohort.enabled:
+        if cohort.source == "vcf":
             for key in ("vcf", "samples"):
-                if key not in cohort:
+                if getattr(cohort, key) is None:
                     raise InputError(f"{source}: cohort.{key} is required when cohort.source is 'vcf'")
-                must_exist(f"cohort.{key}", cohort[key])
-        if not cohort["genes"] and "bed" not in cohort:
+                must_exist(f"cohort.{key}", getattr(cohort, key))
+        if not cohort.genes and cohort.bed is None:
             raise InputError(f"{source}: cohort needs regions: set cohort.genes (from the gene table) "
                              "or cohort.bed")
-        if cohort["genes"] and not cfg["reference"].get("annotation"):
+        if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
-        must_exist("cohort.bed", cohort.get("bed"))
-        if (cohort["source"] == "simulate" and cohort["simulate"].get("labels") == "absent"
-                and cohort.get("population_column")):
+        must_exist("cohort.bed", cohort.bed)
+        if cohort.source == "simulate" and cohort.simulate.get("labels") == "absent" and cohort.population_column:
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")
-        must_exist("cohort.ancestry_vcf", cohort.get("ancestry_vcf"))
+        must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
