@@ -260,8 +260,9 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                          "sequences": w["seq.parquet"], "assignments": w["hap.parquet"], "genotypes": w["geno.h5ad"],
                          "sae": str(shared["sae"])},
         {"out_dir": emb, "stats": w["emb.json"]},
+        # no embedding cache: a replicate's haplotype windows are its own (a key left out would be the schema's)
         {"layers": shared["layers"], "sae_layer": config["sae"]["layer"], "batch_size": config["embed"]["batch_size"],
-         "device": config["embed"]["device"], "keep_haplotypes": False})
+         "device": config["embed"]["device"], "cache": None, "keep_haplotypes": False})
     # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
     common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
               "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": seed}
@@ -519,6 +520,11 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
              "cluster SE does not. FDR: mean false discovery proportion among q < 0.05 features of the causal "
              "phenotype, a discovery being false when it lies more than "
              f"{meta.get('near_bp', 500)} bp from the causal variant.", "",
+             *([f"Verdict counts pooled with an earlier table ({meta['prior']['path']}, "
+                f"{meta['prior']['meta'].get('n_replicate_files', '?')} replicate summaries, sha256 "
+                f"{meta['prior']['sha256'][:12]}): its replicates 0..n-1 of each cell plus the summaries here, "
+                "which start where it ends. Power, type-I error and FDR come from the replicates that ran rank "
+                "(`calibration.rank_replicates`).", ""] if meta.get("prior") else []),
              "Targets (issue 7): causal with OR >= 2, n >= 1,000: FAIL <= 5%, PASS >= 80%; ancestry-only: "
              "PASS <= 5%; null: PASS <= 5% and FAIL <= 5%; rank type-I error within the binomial CI of the "
              "nominal level at 1e-2 and 1e-3.", "",
@@ -532,13 +538,79 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None) -> list[dict]:
-    """Read replicate summaries, write calibration.{tsv,json}, the plots and report.md (atomically)."""
+_RANK_KEYS = ("power_variant", "power_feature", "type1", "fdr", "null_any_discovery")
+
+
+def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[str, int]) -> list[dict]:
+    """Rows of `calibration_table` over new replicate summaries pooled with the rows of an earlier table.
+
+    An earlier run whose per-replicate summaries are gone survives as its table (calibration.json rows);
+    replicates run since then add to it. Verdict counts of the same (cell, truth) are added and their rates
+    and Clopper-Pearson intervals recomputed. Rank statistics (power, type-I, FDR) are not poolable from a
+    table (the type-I cluster SE needs per-replicate counts), so they are taken from whichever side ran rank,
+    and pooling is refused when both did. first_new: {cell: smallest replicate index among the new
+    summaries}; it must be at least the earlier table's replicate count of that cell, because the earlier run
+    ran replicates 0, 1, ... of each cell (`calibration_local.py --first 0`). Pooling a table with summaries
+    it already counts therefore raises ValueError instead of counting them twice. `median_seconds` comes from
+    the new replicates where there are any. Each pooled row gets `n_replicates_prior` (its count in the
+    earlier table).
+    """
+    prior = {(r["cell"], r["truth"]): r for r in prior_rows}
+    new = {(r["cell"], r["truth"]): r for r in rows}
+    for cell, truth in new:
+        before = prior.get((cell, truth))
+        if before is not None and first_new[cell] < before["n_replicates"]:
+            raise ValueError(f"calibration cell {cell}: new replicates start at {first_new[cell]} but the earlier "
+                             f"table already holds {before['n_replicates']} replicates (0-{before['n_replicates'] - 1}"
+                             "); pooling would count replicates twice")
+    order = {c["cell"]: k for k, c in enumerate(grid_cells())}
+    truth_order = {t: k for k, t in enumerate(TRUTHS.values())}
+    pooled = []
+    for key in sorted(set(prior) | set(new), key=lambda k: (order.get(k[0], len(order)), k[0], truth_order[k[1]])):
+        a, b = prior.get(key), new.get(key)
+        if a is None or b is None:
+            pooled.append({**(a or b), "n_replicates_prior": a["n_replicates"] if a else 0})
+            continue
+        if a.get("n_ranked_replicates") and b.get("n_ranked_replicates"):
+            raise ValueError(f"calibration cell {key[0]}: both the earlier table and the new replicates ran rank; "
+                             "rank statistics cannot be pooled from a table (regather from replicate summaries)")
+        ranked = a if a.get("n_ranked_replicates") else b
+        n_verdicts = a["n_verdicts"] + b["n_verdicts"]
+        names = sorted(set(a["verdict_rates"]) | set(b["verdict_rates"]))
+        counts = {name: sum(side["verdict_rates"].get(name, {}).get("count", 0) for side in (a, b)) for name in names}
+        row = {**a, "n_replicates": a["n_replicates"] + b["n_replicates"], "n_verdicts": n_verdicts,
+               "verdict_rates": {name: rate(counts[name], n_verdicts) for name in names},
+               "n_ranked_replicates": ranked.get("n_ranked_replicates", 0),
+               **{k: ranked.get(k) for k in _RANK_KEYS if k in ranked},
+               "median_seconds": b["median_seconds"], "median_cpu_seconds": b.get("median_cpu_seconds"),
+               "n_replicates_prior": a["n_replicates"]}
+        pooled.append(row)
+    return pooled
+
+
+def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None,
+           prior: str | Path | None = None) -> list[dict]:
+    """Read replicate summaries, write calibration.{tsv,json}, the plots and report.md (atomically).
+
+    prior: an earlier calibration.json to pool with (`pool_with_prior`); its path, sha256 and meta are kept in
+    the new table's meta.
+    """
+    import hashlib
+
     from interp.io import write_text_atomic
 
     replicates = [json.loads(Path(p).read_text()) for p in replicate_files]
     rows = calibration_table(replicates)
     meta = {**(meta or {}), "n_replicate_files": len(replicates)}
+    if prior is not None:
+        text = Path(prior).read_text()
+        earlier = json.loads(text)
+        first_new: dict[str, int] = {}
+        for rep in replicates:
+            first_new[rep["cell"]] = min(first_new.get(rep["cell"], rep["replicate"]), rep["replicate"])
+        rows = pool_with_prior(rows, earlier["rows"], first_new)
+        meta["prior"] = {"path": str(prior), "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                         "meta": earlier.get("meta", {})}
     write_text_atomic(out["json"], json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
                                               allow_nan=False) + "\n")
     write_text_atomic(out["tsv"], _tsv(table_frame(rows)))

@@ -49,15 +49,20 @@ def _summary(configfiles: list[str]) -> int:
     return 0
 
 
-def _calibration_gather(replicates: Path, out: Path) -> int:
+def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None) -> int:
     from interp.calibration import gather
 
     files = sorted(replicates.glob("*/*.json"))
     if not files:
         raise InputError(f"{replicates}: no replicate summaries (<cell>/<replicate>.json) yet")
-    rows = gather(files, {"tsv": out / "calibration.tsv", "json": out / "calibration.json",
-                          "report": out / "report" / "report.md"},
-                  meta={"command": f"interp calibration-gather {replicates} {out}"})
+    if prior is not None and not prior.is_file():
+        raise InputError(f"{prior}: no such calibration table (--prior expects an earlier calibration.json)")
+    command = f"interp calibration-gather {replicates} {out}" + (f" --prior {prior}" if prior else "")
+    try:
+        rows = gather(files, {"tsv": out / "calibration.tsv", "json": out / "calibration.json",
+                              "report": out / "report" / "report.md"}, meta={"command": command}, prior=prior)
+    except ValueError as exc:
+        raise InputError(f"{prior}: {exc}") from None
     print(f"{len(files)} replicate summaries, {len(rows)} rows -> {out}/calibration.tsv, calibration.json, "
           "report/report.md")
     return 0
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="pool the calibration replicate summaries written so far (partial results of a run)")
     cal.add_argument("replicates", help="folder of <cell>/<replicate>.json, e.g. results/calibration/calibration/replicates")
     cal.add_argument("out", help="folder for calibration.tsv, calibration.json and report/")
+    cal.add_argument("--prior", default=None, help="an earlier calibration.json (replicates 0.. of each cell, whose "
+                                                   "summaries are gone) to pool the verdict counts with")
     prefetch = sub.add_parser("prefetch", help="download every hub model named by model cards or a config "
                                                 "(run on a login node; compute nodes then use HF_HUB_OFFLINE=1)")
     prefetch.add_argument("cards", nargs="*", help="model card files or names (models/<name>.yaml)")
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cfg, indent=2))
             return 0
         if args.command == "calibration-gather":
-            return _calibration_gather(Path(args.replicates), Path(args.out))
+            return _calibration_gather(Path(args.replicates), Path(args.out),
+                                       Path(args.prior) if args.prior else None)
         if args.command == "prefetch":
             return _prefetch(args.cards, args.configfile, args.cache)
         return _summary(args.configfile)

@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from interp.cohort.config import CohortConfig
+from interp.embed.config import EmbedConfig
 from interp.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,24 +99,24 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
                              f"<= start {region.get('start', 0)}")
-    cohort = cfg["cohort"]
-    if cohort["enabled"]:
-        if cohort["source"] == "vcf":
+    settings_from_section(EmbedConfig, cfg["embed"], source=f"{source}: embed")
+    cohort = settings_from_section(CohortConfig, cfg["cohort"], source=f"{source}: cohort")
+    if cohort.enabled:
+        if cohort.source == "vcf":
             for key in ("vcf", "samples"):
-                if key not in cohort:
+                if getattr(cohort, key) is None:
                     raise InputError(f"{source}: cohort.{key} is required when cohort.source is 'vcf'")
-                must_exist(f"cohort.{key}", cohort[key])
-        if not cohort["genes"] and "bed" not in cohort:
+                must_exist(f"cohort.{key}", getattr(cohort, key))
+        if not cohort.genes and cohort.bed is None:
             raise InputError(f"{source}: cohort needs regions: set cohort.genes (from the gene table) "
                              "or cohort.bed")
-        if cohort["genes"] and not cfg["reference"].get("annotation"):
+        if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
-        must_exist("cohort.bed", cohort.get("bed"))
-        if (cohort["source"] == "simulate" and cohort["simulate"].get("labels") == "absent"
-                and cohort.get("population_column")):
+        must_exist("cohort.bed", cohort.bed)
+        if cohort.source == "simulate" and cohort.simulate.get("labels") == "absent" and cohort.population_column:
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")
-        must_exist("cohort.ancestry_vcf", cohort.get("ancestry_vcf"))
+        must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
@@ -124,23 +126,20 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
 
 
 def _check_sae_sweep(sae: dict, source: str) -> None:
-    """The main SAE's settings and each sweep entry (name + overridden SAE keys) must make a valid SAEConfig."""
-    from dataclasses import fields
+    """The whole `sae` section and each sweep entry (a name + the training keys it overrides) must make a valid
+    SAEConfig; an entry's key that is not a training setting (nor `name`) is refused by name."""
+    from interp.sae.config import SAEConfig, sae_settings
 
-    from interp.sae.config import SAEConfig
-
-    SAEConfig.from_params(sae).validate(f"{source}: sae")
-    names = {f.name for f in fields(SAEConfig)} - {"seed"}
+    sae_settings(sae, source=f"{source}: sae")
     seen = set()
     for i, entry in enumerate(sae.get("sweep", [])):
-        unknown = sorted(set(entry) - names - {"name"})
-        if unknown:
-            raise InputError(f"{source}: sae.sweep[{i}] ({entry.get('name')}): unknown SAE keys {unknown}; "
-                             f"expected some of {sorted(names)}")
+        where = f"{source}: sae.sweep[{i}] ({entry.get('name')})"
+        overrides = {k: v for k, v in entry.items() if k != "name"}
+        settings_from_section(SAEConfig, overrides, source=where, seed=0)  # the seed is the run's, not an entry's
         if entry["name"] in seen or entry["name"] == "main":
             raise InputError(f"{source}: sae.sweep[{i}]: name {entry['name']!r} is used twice (or is 'main')")
         seen.add(entry["name"])
-        SAEConfig.from_params({**sae, **entry}).validate(f"{source}: sae.sweep[{i}] ({entry['name']})")
+        sae_settings({**sae, **overrides}, source=where)
 
 
 def model_card_path(name: str) -> Path:
@@ -180,18 +179,20 @@ def settings_from_section(cls: type, section: dict, *, ignore: tuple[str, ...] |
 
     Every key of `section` must be a field of `cls` or be named in `ignore` (keys of the section that other
     code reads, e.g. rank.report_top for the report); anything else raises InputError naming the section, the
-    key and the fields `cls` has, instead of being silently dropped. Fields the section leaves out keep the
-    dataclass defaults (the schema's, `tests/test_config_defaults.py`).
+    key and the fields `cls` has, instead of being silently dropped. The fields `extra` sets are the run's, not
+    the section's: a section key of that name is refused too, unless ignored (then `extra` wins). Fields the
+    section leaves out keep the dataclass defaults (the schema's, `tests/test_config_defaults.py`).
     """
     from dataclasses import fields
 
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(section) - names - set(ignore))
-    if unknown:
-        raise InputError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(repr(k) for k in unknown)} for {cls.__name__}; "
-                         f"expected some of {', '.join(sorted(names - set(extra)))}")
     bad_extra = sorted(set(extra) - names)
     if bad_extra:
         raise TypeError(f"{cls.__name__} has no fields {bad_extra}")
-    return cls(**{k: v for k, v in section.items() if k in names}, **extra)
+    keys = names - set(extra)
+    unknown = sorted(set(section) - keys - set(ignore))
+    if unknown:
+        raise InputError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(k) for k in unknown)} for {cls.__name__}; "
+                         f"expected some of {', '.join(sorted(keys))}")
+    return cls(**{k: v for k, v in section.items() if k in keys}, **extra)

@@ -15,12 +15,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from interp.cohort.config import CohortConfig
 from interp.config import settings_from_section
+from interp.embed.config import EmbedConfig
 from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 #: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
 PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds")
 RANK_NOT_FIT = ("report_top", "variant_effect")
+#: params of the SAE rules next to the `sae` section's keys: the job's own (the run's seed is passed as seed)
+SAE_JOB_KEYS = ("model", "log_dir", "seed")
+#: params of the cohort embedding rules next to the `embed` section's keys: the job's own
+EMBED_COHORT_JOB_KEYS = ("sae_layer", "keep_haplotypes")
+#: params of the variant_effect rule next to the `embed` section's keys: the job's own
+VARIANT_EFFECT_JOB_KEYS = ("width", "reference_cache")
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
@@ -168,8 +176,9 @@ def _device(name: str) -> str:
     return name
 
 
-def _embed_options(p: dict) -> dict:
-    return {"hf_cache": p.get("hf_cache"), "dtype": p.get("dtype", "auto"), "token_budget": p.get("token_budget")}
+def _embed_settings(params: dict, ignore: tuple[str, ...] = ()) -> EmbedConfig:
+    """EmbedConfig of an embedding rule's params: the `embed` section's keys and the job's own (`ignore`)."""
+    return settings_from_section(EmbedConfig, params, ignore=ignore, source="embed")
 
 
 def embed(job: Job) -> None:
@@ -178,20 +187,18 @@ def embed(job: Job) -> None:
     from interp.embed.run import embed_windows
 
     _set_threads(job.threads)
-    p = job.params
+    e = _embed_settings(job.params)
     card = load_card(job.input["card"])
     checkpoint = job.input.get("checkpoint")
-    embedder = make_embedder(card, Path(checkpoint) if checkpoint else None, _device(p["device"]),
-                             **_embed_options(p))
+    embedder = make_embedder(card, Path(checkpoint) if checkpoint else None, _device(e.device), **e.model_options())
     win = pl.read_parquet(job.input["windows"])
     bases = pl.read_parquet(job.input["bases"])
     out_dir = Path(job.output["pooled_dir"])
-    pooled_out = {layer: out_dir / f"{layer}.h5ad" for layer in p["layers"]}
-    token_out = {layer: Path(job.output["tokens_dir"]) / f"{layer}.zarr" for layer in p["token_layers"]}
+    pooled_out = {layer: out_dir / f"{layer}.h5ad" for layer in e.layers}
+    token_out = {layer: Path(job.output["tokens_dir"]) / f"{layer}.zarr" for layer in e.token_layers}
     Path(job.output["tokens_dir"]).mkdir(parents=True, exist_ok=True)
-    stats = embed_windows(embedder, win, bases, p["layers"], p["token_layers"], p["batch_size"],
-                          pooled_out, token_out)
-    write_json({"model": card["name"], "layers": p["layers"], **stats,
+    stats = embed_windows(embedder, win, bases, e.layers, e.token_layers, e.batch_size, pooled_out, token_out)
+    write_json({"model": card["name"], "layers": e.layers, **stats,
                 "provenance": getattr(embedder, "provenance", None),
                 "input_counts": getattr(embedder, "input_counts", None)}, job.output["stats"])
 
@@ -248,14 +255,21 @@ def probe_sae(job: Job) -> None:
     write_table(pl.concat([f for _, f in tables]), job.output["folds"])
 
 
+def _sae_settings(params: dict, source: str = "sae"):
+    """SAEConfig of an SAE rule's params: the `sae` section's keys, the job's own (SAE_JOB_KEYS) and the seed."""
+    from interp.sae.config import sae_settings
+
+    return sae_settings(params, ignore=SAE_JOB_KEYS, source=source, seed=params["seed"])
+
+
 def sae(job: Job) -> None:
     """The main SAE of one layer: training, evaluation, honest concept labels (interp.sae.run)."""
-    from interp.sae.run import label_features, sae_config, train_and_evaluate
+    from interp.sae.run import label_features, train_and_evaluate
     from interp.sae.train import save_sae
 
     _set_threads(1)  # bitwise-reproducible weights (see pretrain_tiny_dnalm)
     p = job.params
-    cfg = sae_config(p)
+    cfg = _sae_settings(p)
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
@@ -280,12 +294,12 @@ def sae(job: Job) -> None:
 
 def sae_sweep(job: Job) -> None:
     """One SAE of the sweep (`sae.sweep` entry overriding the main settings): training and evaluation."""
-    from interp.sae.run import sae_config, train_and_evaluate
+    from interp.sae.run import train_and_evaluate
     from interp.sae.train import save_sae
 
     _set_threads(1)
     p = job.params
-    cfg = sae_config(p["base"], p["overrides"])
+    cfg = _sae_settings({**p["base"], **p["overrides"]}, source=f"sae.sweep {p['name']}")
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
@@ -297,14 +311,14 @@ def sae_sweep(job: Job) -> None:
 
 def sae_steer(job: Job) -> None:
     """Steer the main SAE's top features in the built-in LM against random-direction controls (interp.sae.steer)."""
-    from interp.sae.run import sae_config, steer_on_test
+    from interp.sae.run import steer_on_test
     from interp.sae.train import load_sae
 
     _set_threads(1)
     p = job.params
     table = steer_on_test(job.input["checkpoint"], p["layer"], load_sae(job.input["weights"]),
                           pl.read_parquet(job.input["windows"]), pl.read_parquet(job.input["features"]),
-                          sae_config(p), p["steer"])
+                          _sae_settings(p), p["steer"])
     write_table(table, job.output["parquet"])
 
 
@@ -340,15 +354,19 @@ def report(job: Job) -> None:
 
 
 # ---------------------------------------------------------------- cohort part
-def _cohort_regions(job: Job, fasta: dict, annotation):
+def _cohort_settings(job: Job) -> CohortConfig:
+    """CohortConfig of the whole `cohort` section the cohort rules pass (without shard_genes, which only plans jobs)."""
+    return settings_from_section(CohortConfig, job.params["cohort"], source="cohort")
+
+
+def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     """Regions of the cohort: genes from the gene table (+ flank) and/or a BED file."""
     from interp.genome.regions import gene_regions, read_bed
 
-    c = job.params["cohort"]
     aliases = job.params["reference"].get("contig_aliases") or {}
     regions = []
-    if c.get("genes"):
-        regions += gene_regions(annotation, c["genes"], c.get("flank", 0), fasta)
+    if c.genes:
+        regions += gene_regions(annotation, c.genes, c.flank, fasta)
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
     return regions
@@ -358,8 +376,9 @@ def simulate_cohort(job: Job) -> None:
     """msprime cohort (Out-of-Africa or admixed) over the cohort region, planted phenotypes (interp.cohort.simulate)."""
     from interp.cohort.simulate import simulate_cohort as simulate
 
+    c = _cohort_settings(job)
     fasta, annotation = _reference(job)
-    regions = _cohort_regions(job, fasta, annotation)
+    regions = _cohort_regions(job, c, fasta, annotation)
     if len({r.contig for r in regions}) != 1:
         from interp.errors import InputError
 
@@ -368,19 +387,17 @@ def simulate_cohort(job: Job) -> None:
 
     span = Region(name="+".join(r.name for r in regions), contig=regions[0].contig,
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
-    c = job.params["cohort"]
-    sim = {k: v for k, v in c["simulate"].items() if k != "ancestry_panel"}
+    sim = {k: v for k, v in c.simulate.items() if k != "ancestry_panel"}
     # the panel is only an output when it has loci (see the rule)
-    simulate(fasta, annotation, span, c["populations"], job.params["seed"], sim,
+    simulate(fasta, annotation, span, c.populations, job.params["seed"], sim,
              Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),
-             panel=c["simulate"]["ancestry_panel"], out_panel=job.output.get("panel"))
+             panel=c.simulate["ancestry_panel"], out_panel=job.output.get("panel"))
 
 
-def _samples(job: Job) -> pl.DataFrame:
+def _samples(job: Job, c: CohortConfig) -> pl.DataFrame:
     from interp.cohort.vcf import read_samples_tsv
 
-    c = job.params["cohort"]
-    return read_samples_tsv(job.input["samples"], c["phenotypes"], c["covariates"], c.get("population_column"))
+    return read_samples_tsv(job.input["samples"], c.phenotypes, c.covariates, c.population_column)
 
 
 def check_cohort(job: Job) -> None:
@@ -393,13 +410,14 @@ def check_cohort(job: Job) -> None:
 
     from interp.cohort.vcf import ensure_indexed, validate_cohort
 
+    c = _cohort_settings(job)
     fasta, annotation = _reference(job)
-    regions = _cohort_regions(job, fasta, annotation)
-    samples = _samples(job)
+    regions = _cohort_regions(job, c, fasta, annotation)
+    samples = _samples(job, c)
     staging = Path(job.output["vcf"]).parent / ".staging"
     indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
     summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
-                              regions, job.params["cohort"]["phenotypes"], job.params["n_folds"], binary_only=True)
+                              regions, c.phenotypes, job.params["n_folds"], binary_only=True)
     index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
     for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
         with atomic_path(dst) as tmp:
@@ -441,20 +459,20 @@ def haplotypes_shard(job: Job) -> None:
     from interp.cohort.haplotypes import cohort_haplotype_windows
     from interp.cohort.shards import haplotype_stats, shard_slice
 
+    c = _cohort_settings(job)
     fasta, annotation = _reference(job)
-    regions = _cohort_regions(job, fasta, annotation)
+    regions = _cohort_regions(job, c, fasta, annotation)
     shard = job.params.get("shard")
     if shard:
         regions = regions[shard_slice(len(regions), int(shard["size"]), int(shard["index"]))]
-    samples = _samples(job)
+    samples = _samples(job, c)
     geno = _genotypes(job, fasta, samples, regions)
-    c = job.params["cohort"]
-    assign, dist = cohort_haplotype_windows(fasta, geno, regions, c["window"]["width"], c["window"]["stride"],
-                                            missing=c["missing"], unphased=c["unphased"])
+    assign, dist = cohort_haplotype_windows(fasta, geno, regions, c.window["width"], c.window["stride"],
+                                            missing=c.missing, unphased=c.unphased)
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
     write_json(haplotype_stats(assign, dist, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
-                               c["missing"], c["unphased"]), job.output["stats"])
+                               c.missing, c.unphased), job.output["stats"])
 
 
 def haplotypes(job: Job) -> None:
@@ -485,34 +503,34 @@ def ancestry(job: Job) -> None:
     from interp.cohort.ancestry import cohort_ancestry
 
     _set_threads(job.threads)
+    c = _cohort_settings(job)
     fasta, annotation = _reference(job)
-    regions = _cohort_regions(job, fasta, annotation)
-    samples = _samples(job)
+    regions = _cohort_regions(job, c, fasta, annotation)
+    samples = _samples(job, c)
     geno = _genotypes(job, fasta, samples, regions)
-    c = job.params["cohort"]
     # UMAP and Leiden clusters are for the report's ancestry plot; the calibration suite skips them
-    adata = cohort_ancestry(geno, samples, maf_min=c["maf"], n_pcs=c["n_pcs"], seed=job.params["seed"],
+    adata = cohort_ancestry(geno, samples, maf_min=c.maf, n_pcs=c.n_pcs, seed=job.params["seed"],
                             panel=job.input.get("panel"),
                             umap_and_clusters=bool(job.params.get("umap_and_clusters", True)))
     write_h5ad(adata, job.output["genotypes"])
 
 
-def _embedding_cache(p: dict, card: dict, checkpoint: str | None, embedder):
-    """The embedding cache of this model (interp.embed.cache) under params.cache, or None (no cache set, or a
+def _embedding_cache(e: EmbedConfig, card: dict, checkpoint: str | None, embedder):
+    """The embedding cache of this model (interp.embed.cache) under embed.cache, or None (no cache set, or a
     hub model known only by a moving revision)."""
     import logging
 
     from interp.embed.cache import EmbeddingCache, model_identity
 
-    if not p.get("cache"):
+    if not e.cache:
         return None
     commit = (getattr(embedder, "provenance", None) or {}).get("commit")
-    identity = model_identity(card, checkpoint, _device(p["device"]), p.get("dtype", "auto"), commit)
+    identity = model_identity(card, checkpoint, _device(e.device), e.dtype, commit)
     if identity is None:
         logging.getLogger(__name__).warning("embedding cache off for %s: revision %r is not a pinned commit",
                                             card["name"], card.get("revision"))
         return None
-    return EmbeddingCache(p["cache"], identity)
+    return EmbeddingCache(e.cache, identity)
 
 
 def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
@@ -523,13 +541,13 @@ def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
-    p = job.params
+    e, sae_layer = _embed_settings(job.params, EMBED_COHORT_JOB_KEYS), job.params["sae_layer"]
     card, ckpt = load_card(job.input["card"]), job.input.get("checkpoint")
-    embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(p["device"]), **_embed_options(p))
-    cache = _embedding_cache(p, card, ckpt, embedder)
-    vectors = embed_distinct_windows(embedder, sequences["sequence"].to_list(), p["layers"], p["batch_size"],
-                                     load_sae(job.input["sae"]), p["sae_layer"], cache=cache,
-                                     sae_cache_key=sae_key(job.input["sae"], p["sae_layer"]) if cache else None)
+    embedder = make_embedder(card, Path(ckpt) if ckpt else None, _device(e.device), **e.model_options())
+    cache = _embedding_cache(e, card, ckpt, embedder)
+    vectors = embed_distinct_windows(embedder, sequences["sequence"].to_list(), e.layers, e.batch_size,
+                                     load_sae(job.input["sae"]), sae_layer, cache=cache,
+                                     sae_cache_key=sae_key(job.input["sae"], sae_layer) if cache else None)
     return vectors, {"cache": cache.stats() if cache else None}
 
 
@@ -561,6 +579,7 @@ def embed_cohort(job: Job) -> None:
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
+    e = _embed_settings(p, EMBED_COHORT_JOB_KEYS)
     sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
     if job.input.get("shard_vectors"):
         pooled, extra = gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
@@ -570,7 +589,7 @@ def embed_cohort(job: Job) -> None:
         extra["n_shards"] = 0
     tables, stats = embed_cohort_tables(
         None, sequences, pl.read_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
-        load_card(job.input["card"])["name"], p["layers"], p.get("batch_size"), None, p["sae_layer"],
+        load_card(job.input["card"])["name"], e.layers, e.batch_size, None, p["sae_layer"],
         keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
@@ -592,9 +611,10 @@ def variant_effect(job: Job) -> None:
     _set_threads(job.threads)
     t0 = time.perf_counter()
     p = job.params
+    e = _embed_settings(p, VARIANT_EFFECT_JOB_KEYS)
     card = load_card(job.input["card"])
-    scorer = load_scorer(card, job.input.get("checkpoint"), _device(p["device"]), hf_cache=p.get("hf_cache"),
-                         dtype=p.get("dtype", "auto"), batch_size=p.get("batch_size", 64))
+    scorer = load_scorer(card, job.input.get("checkpoint"), _device(e.device), hf_cache=e.hf_cache, dtype=e.dtype,
+                         batch_size=e.batch_size)
     geno = ad.read_h5ad(job.input["genotypes"], backed="r")  # the variant table only
     variants = cohort_variants(geno.var)
     geno.file.close()
@@ -708,23 +728,16 @@ def planted_calibration(job: Job) -> None:
     test-reported, beside the PWM oracle), the LM vs its order-3 Markov baseline, and the steering check of
     matched motif features (interp.sae.planted)."""
     from interp.embed.tiny import load_tiny_checkpoint
-    from interp.genome.fasta import read_fasta
-    from interp.sae.planted import PlantedGenome, PlantedTargets, planted_calibration
-    from interp.sae.planted_genome import motif_frequencies, read_planted_bed
-    from interp.sae.run import sae_config
+    from interp.sae.planted import PlantedTargets, load_planted_genome, planted_calibration
     from interp.sae.train import load_sae
 
     _set_threads(1)
     i, p = job.input, job.params
-    stats = json.loads(Path(i["stats"]).read_text())
-    genome = PlantedGenome(next(iter(read_fasta(i["fasta"]).values())), read_planted_bed(i["bed"]),
-                           pl.read_parquet(i["windows"]), np.asarray(stats["background_transition"]),
-                           motif_frequencies(stats["config"]["motifs"]))
     match, steering, summary = planted_calibration(
-        pl.read_parquet(i["units"]), genome, Path(i["tokens_dir"]) / f"{p['layer']}.zarr",
+        pl.read_parquet(i["units"]), load_planted_genome(i["fasta"], i["bed"], i["windows"], i["stats"]), Path(i["tokens_dir"]) / f"{p['layer']}.zarr",
         load_tiny_checkpoint(Path(i["checkpoint"])), p["layer"], load_sae(i["weights"]), pl.read_parquet(i["features"]),
         json.loads(Path(i["lm_metrics"]).read_text()), json.loads(Path(i["sae_metrics"]).read_text()),
-        PlantedTargets(**p["targets"]), sae_config(p["sae"]), p["steer"])
+        PlantedTargets(**p["targets"]), _sae_settings(p["sae"], "planted.sae"), p["steer"])
     write_table(match, tsv=job.output["match"])
     write_table(steering, tsv=job.output["steer"])
     write_json(summary, job.output["json"])

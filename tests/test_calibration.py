@@ -223,6 +223,56 @@ def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
     assert main(["calibration-gather", str(tmp_path / "nothing"), str(tmp_path / "cli2")]) == 2
 
 
+def _unranked(summary: dict) -> dict:
+    return {**summary, "variant": None, "feature": None, "discoveries": None, "type1": None,
+            "null_discoveries": None}
+
+
+def test_pooling_with_an_earlier_table_equals_pooling_all_summaries(tmp_path):
+    """A table of replicates 0..5 (rank in 0..2) pooled with summaries 6..11 gives the verdict rates, counts and
+    intervals of one table over all 12, and the rank statistics of the ranked replicates; pooling the result
+    again with the same summaries is refused (it would count them twice), from the command line too."""
+    verdicts = ["PASS", "FAIL", "NO SIGNAL", "PASS", "INCONCLUSIVE", "PASS"] * 2
+    reps = [_summary("base", r, v, r % 2 == 0, 0.25, r, 100) if r < 3 else _unranked(_summary("base", r, v, False,
+                                                                                              0.0, 0, 100))
+            for r, v in enumerate(verdicts)]
+    reps.append(_summary("labels=absent", 0, "FAIL", True, 0.0, 1, 10))  # a cell only the earlier table has
+    earlier = {"meta": {"n_replicate_files": 7}, "rows": cal.calibration_table(reps[:6] + reps[12:])}
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps(earlier))
+    files = []
+    for rep in reps[6:12]:
+        files.append(tmp_path / "reps" / "base" / f"{rep['replicate']}.json")
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        files[-1].write_text(json.dumps(rep))
+    out = {"tsv": tmp_path / "c.tsv", "json": tmp_path / "c.json", "report": tmp_path / "report" / "report.md"}
+    pooled = cal.gather(files, out, prior=prior)
+    whole = cal.calibration_table(reps)
+    assert [(r["cell"], r["truth"]) for r in pooled] == [(r["cell"], r["truth"]) for r in whole]
+    for p_row, w_row in zip(pooled, whole, strict=True):
+        for key in ("n_replicates", "n_verdicts", "verdict_rates", "n_ranked_replicates", "power_variant",
+                    "power_feature", "fdr"):
+            same = json.dumps(p_row[key], sort_keys=True) == json.dumps(w_row[key], sort_keys=True)  # NaN == NaN
+            assert same, (p_row["cell"], p_row["truth"], key)
+        if w_row["type1"]:
+            assert p_row["type1"]["0.01"]["count"] == w_row["type1"]["0.01"]["count"]
+    assert pooled[0]["n_replicates_prior"] == 6 and pooled[0]["verdict_rates"]["PASS"] == cal.rate(6, 12)
+    meta = json.loads(out["json"].read_text())["meta"]
+    assert meta["prior"]["path"] == str(prior) and len(meta["prior"]["sha256"]) == 64
+    assert "pooled with an earlier table" in out["report"].read_text()
+    with pytest.raises(ValueError, match="twice"):
+        cal.gather(files, {k: tmp_path / "again" / Path(v).name for k, v in out.items()}, prior=out["json"])
+    from interp.cli import main
+
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "cli"), "--prior",
+                 str(out["json"])]) == 2
+    assert not (tmp_path / "cli" / "calibration.json").exists()
+    # both sides ranked: rank statistics cannot be pooled from a table
+    ranked_new = [_summary("base", 6, "PASS", True, 0.0, 1, 100)]
+    with pytest.raises(ValueError, match="rank"):
+        cal.pool_with_prior(cal.calibration_table(ranked_new), earlier["rows"], {"base": 6})
+
+
 # ---------------------------------------------------------------- the workflow target
 
 

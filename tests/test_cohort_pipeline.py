@@ -70,7 +70,7 @@ def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:
                               "genotypes": c / "geno.h5ad", "sae": reference_model["sae"]},
                              {"out_dir": emb, "stats": c / "emb.json"},
                              {"layers": [LAYER], "sae_layer": LAYER, "batch_size": 64, "device": "cpu",
-                              "keep_haplotypes": False}))
+                              "cache": None, "keep_haplotypes": False}))
     cohort_cfg = {"phenotypes": cfg["cohort"]["phenotypes"], "covariates": cfg["cohort"]["covariates"],
                   "seed": seed}
     stages.audit(_job({"emb_dirs": [str(emb)]}, {"parquet": c / "audit.parquet", "tsv": c / "audit.tsv",

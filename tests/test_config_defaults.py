@@ -2,7 +2,8 @@
 
 A key the user leaves out gets the schema's default (`interp.config.check_config` fills it in), so
 every settings dataclass built from a config section must have the same default for each field that
-is also a key of that section; a test failure names the key and both values.
+is also a key of that section; a test failure names the key and both values. A key the schema gives no
+default is optional: its field defaults to None (absent).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any
 import pytest
 
 from interp.audit import AuditConfig
+from interp.cohort.config import CohortConfig
 from interp.config import load_schema
+from interp.embed.config import EmbedConfig
 from interp.probe import ProbeConfig
 from interp.rank import RankConfig
 from interp.sae.concept_tracks import ConceptConfig
 from interp.sae.concepts import LabelConfig
-from interp.sae.config import SAEConfig
+from interp.sae.config import NOT_TRAINING, SAEConfig
 from interp.sae.planted import PlantedTargets
 from interp.sae.planted_genome import PlantedConfig
 from interp.sae.steer import SteerConfig
@@ -34,10 +37,20 @@ BUILT_FROM_SECTION: list[tuple[type, str]] = [
     (RankConfig, "rank"),
     (PlantedConfig, "planted.genome"),
     (PlantedTargets, "planted.targets"),
+    (EmbedConfig, "embed"),
+    (CohortConfig, "cohort"),
 ]
 
 #: sections whose dataclass holds nothing but config keys (the run's `seed` aside)
-EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer", "planted.genome", "planted.targets")
+EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer", "planted.genome", "planted.targets", "embed",
+                     "cohort")
+
+#: sections whose every key is a field of their dataclass, but the keys named here (read by other code)
+EVERY_KEY_A_FIELD: list[tuple[type, str, tuple[str, ...]]] = [
+    (SAEConfig, "sae", NOT_TRAINING),
+    (EmbedConfig, "embed", ()),
+    (CohortConfig, "cohort", ()),
+]
 
 NO_DEFAULT = object()
 
@@ -73,6 +86,8 @@ def disagreements(cls: type, dotted: str) -> list[str]:
             continue
         ours = field_default(f)
         schema = props[f.name].get("default", NO_DEFAULT)
+        if schema is NO_DEFAULT and ours is None:  # an optional key
+            continue
         if ours is NO_DEFAULT or schema is NO_DEFAULT or not same_value(ours, schema):
             shown = ["(none)" if v is NO_DEFAULT else repr(v) for v in (schema, ours)]
             out.append(f"{dotted}.{f.name}: schema default {shown[0]}, {cls.__name__} default {shown[1]}")
@@ -91,6 +106,15 @@ def test_every_setting_is_a_schema_key(cls: type, dotted: str) -> None:
     props = section_properties(dotted)
     missing = [f.name for f in fields(cls) if f.name != "seed" and f.name not in props]
     assert not missing, f"{cls.__name__} fields {missing} are not keys of the schema's {dotted} section"
+
+
+@pytest.mark.parametrize(("cls", "dotted", "other"), EVERY_KEY_A_FIELD, ids=[d for _, d, _ in EVERY_KEY_A_FIELD])
+def test_every_key_of_the_section_is_a_setting(cls: type, dotted: str, other: tuple[str, ...]) -> None:
+    """The dataclass is built from the whole section: a key of it that is not a field would be refused."""
+    names = {f.name for f in fields(cls)}
+    missing = [k for k in section_properties(dotted) if k not in names and k not in other]
+    assert not missing, f"keys {missing} of the schema's {dotted} section are not fields of {cls.__name__}"
+    assert not set(other) & names, f"{cls.__name__}: fields {sorted(set(other) & names)} listed as read elsewhere"
 
 
 def test_a_disagreement_names_the_key_and_both_values() -> None:
@@ -122,6 +146,15 @@ def test_settings_from_whole_sections_of_the_demo_config() -> None:
     assert rank.resamples == cfg["rank"]["resamples"]
     probe = settings_from_section(ProbeConfig, cfg["probe"], ignore=PROBE_NOT_FIT, seed=1)
     assert probe.C == cfg["probe"]["C"]
+    embed = settings_from_section(EmbedConfig, cfg["embed"])
+    assert embed.cache == cfg["embed"]["cache"] and embed.token_layers == cfg["embed"]["token_layers"]
+    cohort = settings_from_section(CohortConfig, cfg["cohort"])
+    assert cohort.window == {"width": 500, "stride": 500} and cohort.simulate["causal"]["odds_ratio"] == 3.0
+    assert cohort.vcf is None and cohort.genes == ["DOC2B"]
+    from interp.sae.config import sae_settings
+
+    sae = sae_settings(cfg["sae"], seed=3)
+    assert (sae.seed, sae.k, sae.architecture) == (3, cfg["sae"]["k"], cfg["sae"]["architecture"])
 
 
 def test_settings_from_section_rejects_unknown_keys_clearly() -> None:
@@ -135,3 +168,69 @@ def test_settings_from_section_rejects_unknown_keys_clearly() -> None:
     assert settings_from_section(ProbeConfig, {"targets": ["exon"], "C": 2.0}, ignore=("targets",)).C == 2.0
     with pytest.raises(TypeError):
         settings_from_section(ProbeConfig, {}, not_a_field=1)
+    # the run's seed is not a key of the section, unless the section is a rule's params that carry it
+    with pytest.raises(InputError, match="unknown key 'seed' for ProbeConfig"):
+        settings_from_section(ProbeConfig, {"seed": 3}, seed=1)
+    assert settings_from_section(ProbeConfig, {"seed": 3}, ignore=("seed",), seed=1).seed == 1
+
+
+@pytest.mark.parametrize(("cls", "section", "key"), [
+    (EmbedConfig, "embed", "batch_sise"), (CohortConfig, "cohort", "n_pc"), (SAEConfig, "sae", "n_featurs")])
+def test_unknown_key_of_a_whole_section_is_named(cls: type, section: str, key: str) -> None:
+    from interp.config import settings_from_section
+    from interp.errors import InputError
+    from interp.sae.config import sae_settings
+
+    with pytest.raises(InputError, match=rf"^{section}: unknown key '{key}' for {cls.__name__}; expected some of "):
+        if cls is SAEConfig:
+            sae_settings({"layer": "block2", "k": 8, key: 1})  # NOT_TRAINING keys such as layer are fine
+        else:
+            settings_from_section(cls, {key: 1}, source=section)
+
+
+def _run_stage(name: str, params: dict, capsys) -> str:
+    """Run stage `name` through the command line with `params` and no real inputs; return stderr."""
+    import json
+
+    from interp.cli import main
+
+    rc = main(["stage", name, json.dumps({"input": {"card": "models/tiny-dnalm.yaml"}, "output": {},
+                                          "params": params})])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_stages_refuse_an_unknown_key_with_one_clean_line(capsys) -> None:
+    """A stage names the unknown key and the section before it touches any input, and the command line prints
+    it without a traceback (exit status 2), like every InputError."""
+    err = _run_stage("sae", {"n_featurs": 8, "layer": "block2", "model": "m", "seed": 1}, capsys)
+    assert err.startswith("error: sae: unknown key 'n_featurs' for SAEConfig"), err
+    err = _run_stage("sae_sweep", {"base": {"k": 8, "seed": 1}, "overrides": {"kk": 4}, "name": "k4",
+                                   "layer": "block2", "model": "m"}, capsys)
+    assert err.startswith("error: sae.sweep k4: unknown key 'kk' for SAEConfig"), err
+    err = _run_stage("embed", {"layers": ["block2"], "token_layers": [], "batch_sise": 8}, capsys)
+    assert err.startswith("error: embed: unknown key 'batch_sise' for EmbedConfig"), err
+    err = _run_stage("embed_cohort", {"layers": ["block2"], "sae_layer": "block2", "keep_haplotypes": False,
+                                      "devise": "cpu"}, capsys)
+    assert err.startswith("error: embed: unknown key 'devise' for EmbedConfig"), err
+    err = _run_stage("check_cohort", {"cohort": {"enabled": True, "n_pc": 3}, "reference": {}, "seed": 1}, capsys)
+    assert err.startswith("error: cohort: unknown key 'n_pc' for CohortConfig"), err
+
+
+def test_check_config_refuses_unknown_keys_of_sweep_entries_cleanly(tmp_path, capsys) -> None:
+    """`interp check-config`: an unknown key of sae.sweep[i] (which the schema leaves open) is named with the entry."""
+    import yaml
+
+    from interp.cli import main
+    from interp.config import ROOT
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["sae"]["sweep"] = [{"name": "k8", "k": 8}, {"name": "wide", "n_feature": 1024}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: sae.sweep[1] (wide): unknown key 'n_feature' for SAEConfig"), err
+    assert "Traceback" not in err

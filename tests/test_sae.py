@@ -274,9 +274,10 @@ def test_config_check_rejects_bad_sweep():
     ok = check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "k8", "k": 8}]}}, base_dir=root,
                       source="config")
     assert ok["sae"]["sweep"] == [{"name": "k8", "k": 8}]
-    with pytest.raises(InputError, match="unknown SAE keys"):
-        check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", "kk": 8}]}}, base_dir=root,
-                     source="config")
+    for key in ("kk", "seed", "layer"):  # a misspelt key; the run's seed; a key that is not a training setting
+        with pytest.raises(InputError, match=rf"config: sae.sweep\[0\] \(x\): unknown key '{key}' for SAEConfig"):
+            check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", key: 8}]}}, base_dir=root,
+                         source="config")
     with pytest.raises(InputError, match="used twice"):
         check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x"}, {"name": "x"}]}}, base_dir=root,
                      source="config")

@@ -61,6 +61,7 @@ def test_slurm_profile_parses(workflow_copy: Path) -> None:
         ({"windows": {"width": "wide"}}, "windows.width: expected integer"),
         ({"reference": {"fasta": "resources/demo/missing.fa"}}, "reference.fasta = 'resources/demo/missing.fa': file not found"),
         ({"models": ["no-such-model"]}, "no model card models/no-such-model.yaml"),
+        ({"sae": {"sweep": [{"name": "k8", "kk": 8}]}}, "sae.sweep[0] (k8): unknown key 'kk' for SAEConfig"),
     ],
 )
 def test_bad_config_gets_one_clear_message(workflow_copy: Path, patch: dict, expected: str) -> None:

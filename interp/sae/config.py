@@ -1,15 +1,18 @@
 """Training configuration of a sparse autoencoder (one run of one architecture).
 
 The defaults here are the defaults of the `sae` section of `workflow/schemas/config.schema.yaml`
-(`tests/test_config_defaults.py` keeps them equal).
+(`tests/test_config_defaults.py` keeps them equal). `sae_settings` builds one from the whole section.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from interp.errors import InputError
 
+#: keys of the `sae` section that other code reads (the rules, feature labels, steering, the atlas), not
+#: training settings
+NOT_TRAINING = ("layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas")
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 B_DEC_INITS = ("geometric_median", "mean", "zero")
 
@@ -79,12 +82,6 @@ class SAEConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_params(cls, params: dict) -> SAEConfig:
-        """Config from a mapping, ignoring keys that are not fields (e.g. layer, sweep)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
-
     def validate(self, source: str = "sae config") -> SAEConfig:
         """Raise InputError naming the offending field; return self."""
         def bad(name: str, expected: str) -> InputError:
@@ -124,3 +121,16 @@ class SAEConfig:
                 or any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False))):
             raise bad("matryoshka_prefixes", "increasing fractions in (0, 1] ending with 1.0")
         return self
+
+
+def sae_settings(section: dict, *, seed: int = 0, ignore: tuple[str, ...] = (), source: str = "sae") -> SAEConfig:
+    """The validated SAEConfig of a whole `sae` section (a sweep entry's keys merged over it) and the run's seed.
+
+    Keys of NOT_TRAINING and `ignore` (a rule's params hold the section's training keys next to the job's own:
+    model, log_dir, the seed) are skipped; any other key that is not a field raises InputError naming it and
+    `source` (`interp.config.settings_from_section`).
+    """
+    from interp.config import settings_from_section
+
+    cfg = settings_from_section(SAEConfig, section, ignore=(*NOT_TRAINING, *ignore), source=source, seed=seed)
+    return cfg.validate(source)

@@ -263,6 +263,18 @@ class PlantedGenome:
     """NAME -> float64 [4, w] frequencies (A, C, G, T rows) of each planted motif."""
 
 
+def load_planted_genome(fasta: str | Path, bed: str | Path, windows: str | Path, stats: str | Path) -> PlantedGenome:
+    """The planted genome from the `planted_genome` stage's files (FASTA, BED, stats JSON) and its windows."""
+    import json
+
+    from interp.genome.fasta import read_fasta
+    from interp.sae.planted_genome import motif_frequencies, read_planted_bed
+
+    info = json.loads(Path(stats).read_text())
+    return PlantedGenome(next(iter(read_fasta(fasta).values())), read_planted_bed(bed), pl.read_parquet(windows),
+                         np.asarray(info["background_transition"]), motif_frequencies(info["config"]["motifs"]))
+
+
 def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: str | Path, lm, layer: str,
                         sae: SparseAutoencoder, features: pl.DataFrame, lm_metrics: dict, sae_metrics: dict,
                         targets: PlantedTargets, sae_cfg, steer: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:

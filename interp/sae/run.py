@@ -1,4 +1,4 @@
-"""One SAE job end to end, as the workflow runs it: config from params, training, evaluation
+"""One SAE job end to end, as the workflow runs it: training, evaluation
 (held-out FVU / L0 / dead and dense fractions, loss recovered in the LM), honest labels, and the
 sweep's frontier (L0 vs FVU, L0 vs loss recovered)."""
 
@@ -16,12 +16,6 @@ from interp.sae.config import SAEConfig
 from interp.sae.model import SparseAutoencoder
 from interp.sae.splits import TEST, block_split, windows_within
 from interp.sae.train import train_sae
-
-
-def sae_config(params: dict, overrides: dict | None = None) -> SAEConfig:
-    """SAEConfig from the `sae` config section (+ a sweep entry's overrides) and the run seed."""
-    merged = {**params, **(overrides or {})}
-    return SAEConfig.from_params(merged).validate("config key sae")
 
 
 def loss_recovered_on_test(lm_checkpoint: str | Path, layer: str, sae: SparseAutoencoder, windows: pl.DataFrame,

@@ -11,6 +11,7 @@ from interp.cohort.shards import count_cohort_regions, shard_index, shard_names,
 from interp.config import check_config
 from interp.errors import InputError
 from interp.resources import count_lines, job_resources
+from interp.sae.config import NOT_TRAINING as SAE_NOT_TRAINING
 
 try:
     # One short message naming the key or path, instead of a schema dump.
@@ -145,14 +146,14 @@ def job(stage_params):
 
 
 
-# SAE settings: the keys of config["sae"] that configure training (SAEConfig), and the sweep by name.
-SAE_NON_TRAINING = {"layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas"}
+# SAE settings: the keys of config["sae"] that configure training (SAEConfig: all but SAE_NOT_TRAINING), and
+# the sweep by name.
 SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in config["sae"]["sweep"]}
 
 
 def sae_base_params():
     """The main SAE's training settings and the run seed."""
-    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NON_TRAINING}, "seed": config["seed"]}
+    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NOT_TRAINING}, "seed": config["seed"]}
 
 
 def probe_sae_inputs(wildcards):

@@ -1,0 +1,62 @@
+"""Settings of the cohort stages: the `cohort` config section as a dataclass.
+
+The defaults are those of the `cohort` section of `workflow/schemas/config.schema.yaml`
+(`tests/test_config_defaults.py` keeps them equal); a key the schema gives no default (vcf, samples, bed,
+ancestry_vcf) is optional and None when absent. The stages build it from the whole section with
+`interp.config.settings_from_section(CohortConfig, params["cohort"], ...)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CohortConfig:
+    """Where the cohort comes from (simulated or a VCF), which regions and windows, and its ancestry PCs."""
+
+    enabled: bool = False
+    """run the cohort part (audit, rank) at all."""
+    source: str = "simulate"
+    """simulate (msprime, `simulate`) or vcf (the user's `vcf` and `samples`)."""
+    vcf: str | None = None
+    """bgzipped VCF (source: vcf)."""
+    samples: str | None = None
+    """samples.tsv: sample_id, phenotypes, covariates, population (source: vcf)."""
+    ancestry_vcf: str | None = None
+    """genome-wide markers for the ancestry PCs (None: the studied regions' own variants)."""
+    genes: list[str] = field(default_factory=list)
+    """genes of the gene table (reference.annotation) whose spans are studied."""
+    bed: str | None = None
+    """BED file of further studied regions."""
+    flank: int = 0
+    """bases added on each side of every gene."""
+    window: dict = field(default_factory=dict)
+    """haplotype windows {width, stride}: a dict with its own schema (`cohort.window`), whose defaults
+    check_config fills in."""
+    populations: dict[str, int] = field(default_factory=lambda: {"YRI": 60, "CEU": 60, "CHB": 60})
+    """simulated samples per population."""
+    phenotypes: list[str] = field(default_factory=lambda: ["causal", "confounded", "null"])
+    """binary phenotype columns of samples.tsv that are audited and ranked."""
+    covariates: list[str] = field(default_factory=list)
+    """covariate columns of samples.tsv."""
+    covariate_missing: str = "refuse"
+    """refuse or impute missing covariate values."""
+    population_column: str | None = "population"
+    """population label column of samples.tsv (None: no labels; strata from ancestry PCs)."""
+    missing: str = "ref"
+    """a missing genotype becomes the reference base (ref) or N."""
+    unphased: str = "ref"
+    """an unphased heterozygous genotype becomes the reference base (ref) or N."""
+    keep_haplotypes: bool = False
+    """also keep each haplotype's mean embedding (obsm hap1 / hap2 of the per-sample tables)."""
+    shard_genes: int = 0
+    """regions (genes, then BED records) per haplotypes / embedding job; 0: one job for all."""
+    maf: float = 0.05
+    """minor allele frequency below which variants are left out of the ancestry PCs."""
+    n_pcs: int = 5
+    """genotype principal components."""
+    simulate: dict = field(default_factory=dict)
+    """settings of the simulated cohort (demography, labels, case_fraction, causal, confounded, null,
+    ancestry_panel): a nested dict with its own schema (`cohort.simulate`), whose defaults check_config fills
+    in, read by `interp.cohort.simulate`."""
