@@ -452,7 +452,7 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    causal = [r for r in rows if r["truth"] == "causal"]
+    causal = [r for r in rows if r["truth"] == "causal" and r["power_variant"]]  # cells that ran rank
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(causal))
     for k, key in enumerate(("power_variant", "power_feature")):
@@ -541,7 +541,8 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
 _RANK_KEYS = ("power_variant", "power_feature", "type1", "fdr", "null_any_discovery")
 
 
-def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[str, int]) -> list[dict]:
+def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[str, int],
+                    supersede: tuple[str, ...] = ()) -> list[dict]:
     """Rows of `calibration_table` over new replicate summaries pooled with the rows of an earlier table.
 
     An earlier run whose per-replicate summaries are gone survives as its table (calibration.json rows);
@@ -553,9 +554,13 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
     ran replicates 0, 1, ... of each cell (`calibration_local.py --first 0`). Pooling a table with summaries
     it already counts therefore raises ValueError instead of counting them twice. `median_seconds` comes from
     the new replicates where there are any. Each pooled row gets `n_replicates_prior` (its count in the
-    earlier table).
+    earlier table). supersede: cells whose earlier rows are dropped, not pooled (the cell's simulation
+    changed since, so its new replicates, from 0, replace them); ValueError when one is not in the earlier table.
     """
-    prior = {(r["cell"], r["truth"]): r for r in prior_rows}
+    unknown = sorted(set(supersede) - {r["cell"] for r in prior_rows})
+    if unknown:
+        raise ValueError(f"cannot supersede calibration cell(s) {unknown}: not in the earlier table")
+    prior = {(r["cell"], r["truth"]): r for r in prior_rows if r["cell"] not in set(supersede)}
     new = {(r["cell"], r["truth"]): r for r in rows}
     for cell, truth in new:
         before = prior.get((cell, truth))
@@ -589,11 +594,11 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
 
 
 def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None,
-           prior: str | Path | None = None) -> list[dict]:
+           prior: str | Path | None = None, supersede: tuple[str, ...] = ()) -> list[dict]:
     """Read replicate summaries, write calibration.{tsv,json}, the plots and report.md (atomically).
 
     prior: an earlier calibration.json to pool with (`pool_with_prior`); its path, sha256 and meta are kept in
-    the new table's meta.
+    the new table's meta. supersede: cells of `prior` replaced by the new summaries (meta["superseded_cells"]).
     """
     import hashlib
 
@@ -608,9 +613,12 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
         first_new: dict[str, int] = {}
         for rep in replicates:
             first_new[rep["cell"]] = min(first_new.get(rep["cell"], rep["replicate"]), rep["replicate"])
-        rows = pool_with_prior(rows, earlier["rows"], first_new)
+        rows = pool_with_prior(rows, earlier["rows"], first_new, tuple(supersede))
         meta["prior"] = {"path": str(prior), "sha256": hashlib.sha256(text.encode()).hexdigest(),
                          "meta": earlier.get("meta", {})}
+        meta["superseded_cells"] = sorted(supersede)
+    elif supersede:
+        raise ValueError("supersede names cells of an earlier table: give prior too")
     write_text_atomic(out["json"], json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
                                               allow_nan=False) + "\n")
     write_text_atomic(out["tsv"], _tsv(table_frame(rows)))

@@ -49,7 +49,8 @@ def _summary(configfiles: list[str]) -> int:
     return 0
 
 
-def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None) -> int:
+def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
+                        supersede: tuple[str, ...] = ()) -> int:
     from interp.calibration import gather
 
     files = sorted(replicates.glob("*/*.json"))
@@ -57,10 +58,12 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None) 
         raise InputError(f"{replicates}: no replicate summaries (<cell>/<replicate>.json) yet")
     if prior is not None and not prior.is_file():
         raise InputError(f"{prior}: no such calibration table (--prior expects an earlier calibration.json)")
-    command = f"interp calibration-gather {replicates} {out}" + (f" --prior {prior}" if prior else "")
+    command = (f"interp calibration-gather {replicates} {out}" + (f" --prior {prior}" if prior else "")
+               + "".join(f" --supersede {cell}" for cell in supersede))
     try:
         rows = gather(files, {"tsv": out / "calibration.tsv", "json": out / "calibration.json",
-                              "report": out / "report" / "report.md"}, meta={"command": command}, prior=prior)
+                              "report": out / "report" / "report.md"}, meta={"command": command}, prior=prior,
+                      supersede=tuple(supersede))
     except ValueError as exc:
         raise InputError(f"{prior}: {exc}") from None
     print(f"{len(files)} replicate summaries, {len(rows)} rows -> {out}/calibration.tsv, calibration.json, "
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("out", help="folder for calibration.tsv, calibration.json and report/")
     cal.add_argument("--prior", default=None, help="an earlier calibration.json (replicates 0.. of each cell, whose "
                                                    "summaries are gone) to pool the verdict counts with")
+    cal.add_argument("--supersede", action="append", default=[], metavar="CELL",
+                     help="a cell of --prior whose rows are dropped, not pooled: its simulation changed, and the new "
+                          "replicates (from 0) replace it (repeatable)")
     prefetch = sub.add_parser("prefetch", help="download every hub model named by model cards or a config "
                                                 "(run on a login node; compute nodes then use HF_HUB_OFFLINE=1)")
     prefetch.add_argument("cards", nargs="*", help="model card files or names (models/<name>.yaml)")
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "calibration-gather":
             return _calibration_gather(Path(args.replicates), Path(args.out),
-                                       Path(args.prior) if args.prior else None)
+                                       Path(args.prior) if args.prior else None, tuple(args.supersede))
         if args.command == "prefetch":
             return _prefetch(args.cards, args.configfile, args.cache)
         return _summary(args.configfile)

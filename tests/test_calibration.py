@@ -273,6 +273,45 @@ def test_pooling_with_an_earlier_table_equals_pooling_all_summaries(tmp_path):
         cal.pool_with_prior(cal.calibration_table(ranked_new), earlier["rows"], {"base": 6})
 
 
+
+def test_superseded_cells_are_replaced_not_pooled(tmp_path):
+    """A cell whose simulation changed is rerun from replicate 0: with supersede its earlier rows are dropped
+    and the table equals one over the new summaries alone (other cells of the earlier table are kept); without
+    supersede the overlap is refused; an unknown cell, or supersede without a prior, is refused too."""
+    old = [_summary("labels=absent", r, "PASS", False, 0.0, 0, 10) for r in range(4)]
+    kept = [_summary("base", r, "FAIL", False, 0.0, 0, 10) for r in range(3)]
+    earlier = {"meta": {}, "rows": cal.calibration_table(old + kept)}
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps(earlier))
+    new = [_unranked(_summary("labels=absent", r, v, False, 0.0, 0, 10))
+           for r, v in enumerate(["NO SIGNAL", "NO SIGNAL", "PASS"])]
+    files = []
+    for rep in new:
+        files.append(tmp_path / "reps" / rep["cell"] / f"{rep['replicate']}.json")
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        files[-1].write_text(json.dumps(rep))
+    out = {"tsv": tmp_path / "c.tsv", "json": tmp_path / "c.json", "report": tmp_path / "report" / "report.md"}
+    with pytest.raises(ValueError, match="twice"):
+        cal.gather(files, out, prior=prior)
+    rows = {(r["cell"], r["truth"]): r for r in cal.gather(files, out, prior=prior, supersede=("labels=absent",))}
+    alone = {(r["cell"], r["truth"]): r for r in cal.calibration_table(new)}
+    for key, row in alone.items():
+        assert rows[key]["verdict_rates"] == row["verdict_rates"] and rows[key]["n_replicates"] == 3
+        assert rows[key]["n_replicates_prior"] == 0
+    assert rows[("base", "causal")]["n_replicates"] == 3  # untouched cells of the earlier table stay
+    assert json.loads(out["json"].read_text())["meta"]["superseded_cells"] == ["labels=absent"]
+    with pytest.raises(ValueError, match="not in the earlier table"):
+        cal.gather(files, out, prior=prior, supersede=("odds_ratio=3",))
+    with pytest.raises(ValueError, match="give prior"):
+        cal.gather(files, out, supersede=("labels=absent",))
+    from interp.cli import main
+
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "cli"), "--prior", str(prior),
+                 "--supersede", "labels=absent"]) == 0
+    assert "--supersede labels=absent" in json.loads((tmp_path / "cli" / "calibration.json").read_text())["meta"][
+        "command"]
+
+
 # ---------------------------------------------------------------- the workflow target
 
 

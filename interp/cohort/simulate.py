@@ -640,7 +640,10 @@ def simulate_cohort(
     alts = [str(rng.choice([b for b in _BASES if b != r])) for r in refs]
     causal_index = int(np.flatnonzero(np.array([int(s.position) for s in ts.sites()]) == position)[0])
 
-    # global ancestry: the region and the marker panel, weighted by bases
+    # global ancestry: the marker panel, which stands for the rest of the genome. The studied region is
+    # left out: in a real genome it is ~1e-5 of the bases, but next to a 1-Mb panel of 5-kb loci it is one
+    # long ancestry tract worth several loci, so an "ancestry-only" phenotype would partly be a function
+    # of the region's own local ancestry (PASS would then be right). Without a panel, the region's.
     ancestry = traced_ancestry(ts, sc)
     panel_info = None
     out_panel = Path(out_panel) if out_panel is not None else None
@@ -648,7 +651,7 @@ def simulate_cohort(
         panel_info, panel_ancestry = simulate_ancestry_panel(
             populations, seed, int(panel["loci"]), int(panel["locus_length"]), out_panel,
             demography=config["demography"], labels=config["labels"], return_ancestry=True)
-        ancestry = ancestry + panel_ancestry
+        ancestry = panel_ancestry
     proportions = _individual_proportions(ancestry, individual_nodes)
 
     n = len(sample_ids)
@@ -691,7 +694,8 @@ def simulate_cohort(
                         "null": float(config["case_fraction"])},
         "ancestry": {
             "sources": list(sc.sources),
-            "from": "census at the admixture time" if sc.census_time is not None else "population labels",
+            "from": ("census at the admixture time" if sc.census_time is not None else "population labels"),
+            "bases": "ancestry panel" if panel_info is not None else "studied region",
             "bases_traced_per_haplotype": float(ancestry[0].sum()),
             "mean": {s: float(proportions[:, k].mean()) for k, s in enumerate(sc.sources)},
             "sd": {s: float(proportions[:, k].std()) for k, s in enumerate(sc.sources)},
