@@ -49,6 +49,18 @@ AXES = {
     "n": [300, 1000, 3000],
 }
 DIFFERENTIATED_TARGETS = {"YRI": 0.05, "CEU": 0.3, "CHB": 0.6}
+#: cells outside the one-axis-at-a-time grid. "admixed_with_sources": admixture inside one (withheld) label.
+#: In AmericanAdmixture_4B18 alone (one pulse, 12 generations, loci simulated independently) an individual's
+#: ancestry proportion varies only by which source each panel locus drew (sd ~0.02), independently of the
+#: studied region, so an ancestry-only phenotype there is nothing the region can read. Mixing the admixed
+#: group with individuals of two of its sources (a fraction `source_share`, split evenly) gives ancestry that
+#: differs between individuals at every locus, as in a real cohort whose admixed and unadmixed members
+#: share one label or none.
+EXTRA_CELLS = [
+    {"cell": "admixed_with_sources", "axis": "combined", "value": "AmericanAdmixture_4B18 + AFR, EUR; labels absent",
+     **BASE, "demography": "AmericanAdmixture_4B18", "labels": "absent", "source_share": 0.4,
+     "sources": ("AFR", "EUR")},
+]
 
 
 # ---------------------------------------------------------------- grid
@@ -77,8 +89,9 @@ def grid_cells(axes: dict[str, list] | None = None, base: dict | None = None) ->
 
 
 def select_cells(names: list[str] | None) -> list[dict]:
-    """Cells of the full grid by name (None: all), in grid order; unknown names raise ValueError."""
-    cells = grid_cells()
+    """Cells of the full grid and `EXTRA_CELLS` by name (None: all), in grid order; unknown names raise
+    ValueError."""
+    cells = grid_cells() + [dict(c) for c in EXTRA_CELLS]
     if not names:
         return cells
     known = {c["cell"]: c for c in cells}
@@ -93,7 +106,9 @@ def cell_cohort(cell: dict, cohort: dict) -> dict:
     out = json.loads(json.dumps(cohort))
     n = int(cell["n"])
     if cell["demography"] == "AmericanAdmixture_4B18":
-        populations = {"ADMIX": n}
+        sources = list(cell.get("sources", ()))
+        per_source = int(round(n * float(cell.get("source_share", 0.0)) / max(len(sources), 1)))
+        populations = {"ADMIX": n - per_source * len(sources), **{s: per_source for s in sources}}
     else:
         size, extra = divmod(n, 3)
         populations = {p: size + (k < extra) for k, p in enumerate(("YRI", "CEU", "CHB"))}
@@ -283,7 +298,8 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                                   alpha=float(cal.get("alpha", 0.05)), near_bp=int(cal.get("near_bp", 500)))
     hap = json.loads(Path(w["hap.json"]).read_text())
     summary.update({"cell": cell["cell"], "axis": cell["axis"], "value": cell["value"], "replicate": int(replicate),
-                    "seed": int(seed), "settings": {k: cell[k] for k in BASE},
+                    "seed": int(seed),
+                    "settings": {k: cell[k] for k in BASE} | {k: cell[k] for k in ("source_share", "sources") if k in cell},
                     "n_distinct_windows": hap["n_distinct"], "dedup_ratio": hap["dedup_ratio"],
                     "stage_seconds": seconds, "seconds": round(time.perf_counter() - t0, 2),
                     # CPU time of this process: the wall time on one dedicated core (the work is single-threaded)

@@ -98,6 +98,9 @@ def test_cell_cohort_settings():
     assert base["simulate"]["confounded"]["strength"] == "mild" and base["population_column"] == "population"
     admixed = cal.cell_cohort(cal.select_cells(["demography=AmericanAdmixture_4B18"])[0], cohort)
     assert admixed["populations"] == {"ADMIX": 1000}
+    mixed = cal.cell_cohort(cal.select_cells(["admixed_with_sources"])[0], cohort)
+    assert mixed["populations"] == {"ADMIX": 600, "AFR": 200, "EUR": 200}
+    assert mixed["population_column"] is None and mixed["simulate"]["demography"] == "AmericanAdmixture_4B18"
     absent = cal.cell_cohort(cal.select_cells(["labels=absent"])[0], cohort)
     assert absent["population_column"] is None and absent["simulate"]["labels"] == "absent"
     strong = cal.cell_cohort(cal.select_cells(["confounding=strong"])[0], cohort)
