@@ -523,6 +523,23 @@ class RankConfig:
     seed: int = 0
 
 
+def columns_to_test(x: np.ndarray, min_carriers: int, count: np.ndarray, standardise: bool = True,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of x [n, m] as `rank_family` tests them, and why any is not tested.
+
+    count [m]: carriers (minor-allele count for variants), compared with min_carriers. Returns (x scaled to
+    mean 0, SD 1 when `standardise`, else as given [n, m]; filtered [m] object: "" for a tested column, else
+    "constant" or "fewer than <min_carriers> carriers").
+    """
+    if standardise:
+        xs, constant = _standardise(x)
+    else:
+        xs, constant = x, x.std(axis=0) <= 1e-12
+    filtered = np.where(constant, "constant",
+                        np.where(count < min_carriers, f"fewer than {min_carriers} carriers", "")).astype(object)
+    return xs, filtered
+
+
 def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, binary: bool, cfg: RankConfig,
                 n_carriers: np.ndarray, filter_count: np.ndarray | None = None, standardise: bool = True,
                 null: NullModel | None = None) -> pl.DataFrame:
@@ -537,13 +554,8 @@ def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, bin
     x = np.asarray(x, dtype=np.float64)
     n, m = x.shape
     null = null or null_model(y, covariates, binary)
-    count = n_carriers if filter_count is None else filter_count
-    if standardise:
-        xs, constant = _standardise(x)
-    else:
-        xs, constant = x, x.std(axis=0) <= 1e-12
-    filtered = np.where(constant, "constant",
-                        np.where(count < cfg.min_carriers, f"fewer than {cfg.min_carriers} carriers", "")).astype(object)
+    xs, filtered = columns_to_test(x, cfg.min_carriers, n_carriers if filter_count is None else filter_count,
+                                   standardise)
     tested = np.flatnonzero(filtered == "")
     res = association(xs[:, tested], null, cfg.spa_cutoff)
     untestable = ~np.isfinite(res["p"].to_numpy())

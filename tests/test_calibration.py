@@ -398,6 +398,8 @@ def test_reduced_grid_machinery(reduced):
         assert rep["settings"]["n"] == rep["truth"]["n_samples"] == 120
         assert all(len(rep["verdicts"][p]) == 1 for p in cal.TRUTHS)
         assert rep["type1"]["all"]["n_tests"] > 100
+        redraw = rep["type1_redraw"]  # calibration.null_redraws fresh null phenotypes on the same features
+        assert redraw["draws"] == 20 and redraw["all"]["n_tests"] > 10 * rep["type1"]["all"]["n_tests"]
         assert set(rep["stage_seconds"]) == {"simulate_cohort", "check_cohort", "haplotypes", "ancestry",
                                              "embed_cohort", "audit", "rank"}
     admixed = [r for r in reps if r["cell"].startswith("demography=")]
@@ -410,6 +412,8 @@ def test_reduced_grid_machinery(reduced):
             assert v["ci_low"] <= v["rate"] <= v["ci_high"]
     data = json.loads(reduced["paths"]["json"].read_text())
     assert data["rows"][0]["verdict_rates"] and "type1" in data["rows"][2]
+    assert data["rows"][2]["type1_redraw"]["n_replicates"] == 3 and "type1_redraw_0.01" in pl.read_csv(
+        reduced["paths"]["tsv"], separator="\t").columns
     tsv = pl.read_csv(reduced["paths"]["tsv"], separator="\t")
     assert tsv.height == 9
     report = reduced["paths"]["report"]
@@ -459,3 +463,39 @@ def test_base_cells_at_full_size(shared_model, tmp_path):
             assert _not_above(rates.get("PASS"), 0.05), r
         if r["truth"] == "null":
             assert _not_above(rates.get("FAIL"), 0.05), r
+
+
+def test_null_redraws_are_calibrated_on_independent_features(tmp_path):
+    """`null_redraw_type1` tests fresh null phenotypes as rank does: on independent features (50 variants at
+    MAF 0.05-0.5, 300 window features) and 40 draws, the counts below 1e-2 and 1e-3 (14,000 independent
+    tests) fall inside the 99.9% binomial interval of the nominal level, as do the per-family counts."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    n, n_var, n_feat = 500, 50, 300
+    samples = [f"S{i:04d}" for i in range(n)]
+    maf = rng.uniform(0.05, 0.5, n_var)
+    dosage = rng.binomial(2, maf, size=(n, n_var)).astype(np.float32)
+    var = pd.DataFrame({"contig": "chr1", "pos": np.arange(n_var) * 100 + 1},
+                       index=[f"chr1:{k * 100 + 1}:A:G" for k in range(n_var)])
+    obs = pd.DataFrame({"null": rng.binomial(1, 0.3, n), "sex": rng.integers(0, 2, n)}, index=samples)
+    geno = ad.AnnData(X=dosage, obs=obs, var=var, layers={"dosage": dosage},
+                      obsm={"X_pca": rng.normal(size=(n, 5))})
+    geno.write_h5ad(tmp_path / "geno.h5ad")
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    wvar = pd.DataFrame({"contig": "chr1", "start": np.repeat(np.arange(10) * 1000, 30),
+                         "end": np.repeat(np.arange(10) * 1000 + 1000, 30), "dim": np.tile(np.arange(30), 10)},
+                        index=[f"w{k}" for k in range(n_feat)])
+    table = ad.AnnData(X=rng.normal(size=(n, n_feat)).astype(np.float32), obs=pd.DataFrame(index=samples), var=wvar,
+                       uns={"kind": "embedding", "model": "m", "layer": "b"})
+    table.write_h5ad(emb / "b.windows.h5ad")
+    out = cal.null_redraw_type1(tmp_path / "geno.h5ad", [emb], ["sex"], "refuse", {"min_carriers": 10}, 40, 3)
+    assert out["draws"] == 40 and set(out) == {"draws", "variant", "embedding:m/b", "all"}
+    assert out["all"]["n_tests"] == 40 * (n_var + n_feat)
+    for family in ("all", "embedding:m/b"):
+        for level in (1e-2, 1e-3):
+            k, total = out[family][f"{level:g}"], out[family]["n_tests"]
+            low, high = cal.clopper_pearson(k, total, 0.999)
+            assert low <= level <= high, (family, level, k, total)
