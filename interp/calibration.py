@@ -37,6 +37,9 @@ from scipy import stats
 
 TRUTHS = {"causal": "causal", "confounded": "ancestry-only", "null": "null"}
 TYPE1_LEVELS = (1e-2, 1e-3, 1e-4)
+#: calibration.null_redraws' default (the schema's); the rule passes the key only when it differs, so that
+#: replicates run before the key existed keep their params and are not rerun
+NULL_REDRAWS = 20
 BASE = {"demography": "OutOfAfrica_3G09", "labels": "given", "odds_ratio": 2.0, "frequency": "flat",
         "case_fraction": 0.3, "confounding": "none", "n": 1000}
 AXES = {
@@ -293,7 +296,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
             {"parquet": w["bio.parquet"], "tsv": w["bio.tsv"], "summary": w["rank.json"]},
             {"rank": config["rank"], **common, "reference": config["reference"]})
     truth = json.loads(Path(w["truth.json"]).read_text())
-    redraws = int(cal.get("null_redraws", 0)) if ranked else 0
+    redraws = int(cal.get("null_redraws", NULL_REDRAWS)) if ranked else 0
     type1_redraw = null_redraw_type1(w["geno.h5ad"], [emb], common["covariates"], common["covariate_missing"],
                                      config["rank"], redraws, seed) if redraws else None
     summary = summarise_replicate(pl.read_parquet(w["audit.parquet"]),

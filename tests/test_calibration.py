@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -322,9 +323,23 @@ def test_calibration_target_builds_its_dag(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     overlay = tmp_path / "cal.yaml"
     overlay.write_text(yaml.safe_dump({"calibration": {"replicates": 3, "cells": ["base", "labels=absent"]}}))
-    result = run_snakemake(wf, "-n", "calibration", "--configfile", "configs/calibration.yaml", str(overlay))
+    result = run_snakemake(wf, "-n", "-p", "calibration", "--configfile", "configs/calibration.yaml", str(overlay))
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"calibration_replicate\s+6\b", result.stdout), result.stdout[-2000:]
+    # the replicate jobs get the redraw count the stage uses: the default by omission (so replicates run before
+    # the key existed keep their params), any other value explicitly
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["calibration"]["properties"]["null_redraws"]["default"] == cal.NULL_REDRAWS
+
+    def calibration_params(stdout: str) -> list[dict]:
+        found = re.findall(r"interp\.cli stage calibration_replicate (.*?) > ", stdout)
+        return [json.loads(shlex.split(m)[0])["params"]["config"]["calibration"] for m in found]
+
+    assert all("null_redraws" not in c for c in calibration_params(result.stdout))
+    overlay.write_text(yaml.safe_dump({"calibration": {"replicates": 1, "cells": ["base"], "null_redraws": 5}}))
+    result = run_snakemake(wf, "-n", "-p", "calibration", "--configfile", "configs/calibration.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [c["null_redraws"] for c in calibration_params(result.stdout)] == [5]
 
 
 # ---------------------------------------------------------------- reduced grid, real stages

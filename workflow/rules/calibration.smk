@@ -3,7 +3,7 @@
 # Only built when asked for: `snakemake calibration --configfile configs/calibration.yaml` (or
 # `make calibration`). One job per (cell, replicate), so a cluster runs it wide.
 
-from interp.calibration import select_cells
+from interp.calibration import NULL_REDRAWS, select_cells
 
 CAL = config["calibration"]
 CAL_MODEL = CAL["model"]
@@ -35,8 +35,10 @@ rule calibration_replicate:
                             # key must not change the params of replicates already run
                             "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "embed", "sae")},
                                        "rank": {k: v for k, v in config["rank"].items() if k != "variant_effect"},
-                                       "calibration": {k: CAL[k] for k in ("alpha", "near_bp", "seed",
-                                                                                       "rank_replicates")}},
+                                       "calibration": {**{k: CAL[k] for k in ("alpha", "near_bp", "seed",
+                                                                                          "rank_replicates")},
+                                                       **({"null_redraws": CAL["null_redraws"]}
+                                                          if CAL["null_redraws"] != NULL_REDRAWS else {})}},
                             "workdir": f"{CAL_DIR}/work/{wc.cell}/{wc.replicate}"}),
     log:
         f"{CAL_DIR}/logs/{{cell}}/{{replicate}}.log",
