@@ -343,22 +343,18 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
         minor_allele_count,
         null_model,
     )
-    from interp.rank_inputs import rank_covariates, variant_family, window_family
+    from interp.rank_inputs import rank_design, variant_family, window_families
     from interp.stages import RANK_NOT_FIT
 
     cfg = settings_from_section(RankConfig, rank, ignore=RANK_NOT_FIT, source="rank", seed=seed)
     geno = ad.read_h5ad(genotypes)
-    design = rank_covariates(geno.obs, covariates, covariate_missing)
-    cov = np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix])
-    variants = variant_family(geno)
-    raw = np.asarray(variants.matrix, dtype=np.float64)
+    cov, _ = rank_design(geno, covariates, covariate_missing)
+    raw = np.asarray(variant_family(geno).matrix, dtype=np.float64)
     dosage = mean_impute(raw)
     matrices = {"variant": columns_to_test(dosage, cfg.min_carriers, minor_allele_count(raw), standardise=False)}
-    for d in emb_dirs:
-        for path in sorted(Path(d).glob("*.windows.h5ad")):
-            fam = window_family(ad.read_h5ad(path), geno.obs_names)
-            x = np.asarray(fam.matrix, dtype=np.float64)
-            matrices[fam.name] = columns_to_test(x, cfg.min_carriers, carrier_counts(x))
+    for fam in window_families(emb_dirs, geno.obs_names):
+        x = np.asarray(fam.matrix, dtype=np.float64)
+        matrices[fam.name] = columns_to_test(x, cfg.min_carriers, carrier_counts(x))
     matrices = {name: xs[:, filtered == ""] for name, (xs, filtered) in matrices.items()}
     y_null = geno.obs["null"].to_numpy(dtype=np.float64)
     case_fraction = float(np.nanmean(y_null))

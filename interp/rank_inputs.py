@@ -8,6 +8,7 @@ Coordinates: 0-based half-open [start, end) throughout (a variant's `pos` in the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,21 @@ def rank_covariates(obs: pd.DataFrame, names: list[str], missing: str) -> Covari
 
     return covariate_design({n: obs[n].to_numpy() for n in names if n in obs}, names, missing=missing,
                             sample_ids=obs.index.astype(str).tolist(), source="samples.tsv")
+
+
+def rank_design(geno: ad.AnnData, covariates: list[str], missing: str) -> tuple[np.ndarray, CovariateDesign]:
+    """The adjustment every rank test uses: [n, k + c] = the ancestry PCs (obsm["X_pca"]) and the covariate
+    design (`rank_covariates`), with that design."""
+    design = rank_covariates(geno.obs, covariates, missing)
+    return np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix]), design
+
+
+def window_families(emb_dirs: list[str | Path], sample_order: list[str] | pd.Index) -> list[Family]:
+    """`window_family` of every `*.windows.h5ad` in emb_dirs (sorted), rows in `sample_order`."""
+    import anndata
+
+    return [window_family(anndata.read_h5ad(path), sample_order) for d in sorted(str(e) for e in emb_dirs)
+            for path in sorted(Path(d).glob("*.windows.h5ad"))]
 
 
 def variant_family(geno: ad.AnnData) -> Family:
@@ -215,9 +231,7 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
     covariate_columns (the design's), n_pcs, config).
     """
-    design = rank_covariates(geno.obs, covariates, covariate_missing)
-    pcs = np.asarray(geno.obsm["X_pca"], dtype=np.float64)
-    cov = np.hstack([pcs, design.matrix])
+    cov, design = rank_design(geno, covariates, covariate_missing)
     variants = variant_family(geno)
     tables, summaries = [], []
     for phenotype in phenotypes:
@@ -229,5 +243,5 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     table = annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
                           np.asarray(variants.features))
     summary = {"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
-               "n_pcs": int(pcs.shape[1]), "config": cfg.__dict__}
+               "n_pcs": int(geno.obsm["X_pca"].shape[1]), "config": cfg.__dict__}
     return order_rank_table(table), summary

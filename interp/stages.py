@@ -660,15 +660,14 @@ def rank(job: Job) -> None:
     import anndata as ad
 
     from interp.rank import RankConfig
-    from interp.rank_inputs import model_windows, rank_cohort, variant_effect_family, window_family
+    from interp.rank_inputs import model_windows, rank_cohort, variant_effect_family, window_families
 
     _set_threads(job.threads)
     p = job.params
     geno = ad.read_h5ad(job.input["genotypes"])
     _, annotation = _reference(job)
     cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
-    families = [window_family(ad.read_h5ad(path), geno.obs_names) for d in sorted(job.input["emb_dirs"])
-                for path in sorted(Path(d).glob("*.windows.h5ad"))]
+    families = window_families(job.input["emb_dirs"], geno.obs_names)
     scores = job.input.get("variant_effect") or []
     windows = model_windows(families)
     for path in sorted([scores] if isinstance(scores, str) else scores):
