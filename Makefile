@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 CORES  ?= 2
+# pytest-xdist workers for `make test`; one test file per worker (module fixtures are built once)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-all test-slurm slurm-up slurm-down lint sysdeps venv clean dryrun-slurm bench bench-scale calibration planted
 
@@ -38,10 +40,10 @@ demo: $(STAMP)
 	@$(BIN)/python -m interp.cli summary --configfile $(CONFIG)
 
 test: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slow and not slurm" -q
+	$(BIN)/python -m pytest -m "not slow and not slurm" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slurm" -q
+	$(BIN)/python -m pytest -m "not slurm" -q -n $(TEST_WORKERS) --dist loadfile
 
 # A one-node SLURM cluster on this machine (root; Debian slurm-wlm + munge), then the SLURM tests on it.
 slurm-up:

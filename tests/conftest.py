@@ -16,6 +16,18 @@ DEMO_FASTA = REPO / "resources" / "demo" / "hg19_chr17_1-40000.fa"
 DEMO_GENES = REPO / "resources" / "demo" / "grch37_chr17_1-40000_genes.tsv"
 KG_VCF = REPO / "tests" / "data" / "1kg_pilot_chr2_10038-40424.vcf.gz"
 
+# The longest files (minutes each: end-to-end runs, the reduced calibration grid) are collected first, so that
+# `make test`'s workers (pytest-xdist, one file per worker) start them at once rather than end on them.
+LONGEST_FIRST = ("test_workflow.py", "test_calibration.py", "test_cohort_pipeline.py", "test_audit.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file is kept
+
 
 def copy_workflow(dest: Path) -> Path:
     """Copy what a run needs (Snakefile, rules, schema, cards, configs, demo data) into `dest`."""

@@ -12,6 +12,10 @@ processes that import once. Finished replicates are skipped, so it can be stoppe
     python workflow/scripts/calibration_local.py --reaudit --archive results/calibration/calibration/archive \
         [--cells ...] [--first 0 --replicates 100]
 
+--run NAME writes into results/NAME/ instead of results/calibration/ (a separate measurement that is
+gathered on its own, e.g. ranked replicates rerun with null redraws); it uses the LM and SAE under
+results/NAME/, which `snakemake ... --config run=NAME` trains (or link those of results/calibration).
+
 --archive keeps about 1 MB per replicate (embeddings, PCs, truth, rank table) so that `--reaudit` can
 rewrite every archived replicate's summary with the current audit code, without simulating or
 embedding again.
@@ -30,12 +34,14 @@ import time
 from pathlib import Path
 
 CONFIGS = ["configs/demo.yaml", "configs/calibration.yaml"]
-OUT = Path("results/calibration/calibration")
+RUN = "calibration"  # the run name of configs/calibration.yaml
 
 
-def _jobs(targets: list[str]) -> list[dict]:
+def _jobs(targets: list[str], run: str) -> list[dict]:
     """Job JSON of each pending target, from a Snakemake dry run that prints the shell commands."""
     cmd = ["snakemake", "-n", "-p", *targets, "--configfile", *CONFIGS]
+    if run != RUN:
+        cmd += ["--config", f"run={run}"]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     jobs = []
     for line in text.splitlines():
@@ -56,7 +62,7 @@ def _run(job: dict) -> tuple[str, float, str]:
         return job["output"]["summary"], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
-def _reaudit(archive: Path, cells: list[str] | None, replicates: range) -> int:
+def _reaudit(archive: Path, out: Path, cells: list[str] | None, replicates: range) -> int:
     from interp.calibration import reaudit_replicate
     from interp.config import check_config, load_config_files
 
@@ -67,7 +73,7 @@ def _reaudit(archive: Path, cells: list[str] | None, replicates: range) -> int:
         if (cells and cell not in cells) or int(replicate) not in replicates:
             continue
         summary = reaudit_replicate(folder, config, None)
-        path = OUT / "replicates" / cell / f"{replicate}.json"
+        path = out / "replicates" / cell / f"{replicate}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
         done += 1
@@ -83,20 +89,22 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--archive", type=Path, help="keep each replicate's audit inputs here (see --reaudit)")
     ap.add_argument("--reaudit", action="store_true", help="re-run the audit on the archived replicates")
+    ap.add_argument("--run", default=RUN, help="run name: outputs under results/RUN/calibration")
     args = ap.parse_args()
+    out = Path("results") / args.run / "calibration"
     if args.reaudit:
         if not args.archive:
             ap.error("--reaudit needs --archive")
-        return _reaudit(args.archive, args.cells, range(args.first, args.first + args.replicates))
+        return _reaudit(args.archive, out, args.cells, range(args.first, args.first + args.replicates))
     if not args.cells:
         ap.error("--cells is required")
-    targets = [str(OUT / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + args.replicates)
+    targets = [str(out / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + args.replicates)
                for c in args.cells]
     pending = [t for t in targets if not Path(t).exists()]
     if not pending:
         print("nothing to do", file=sys.stderr)
         return 0
-    jobs = _jobs(pending)
+    jobs = _jobs(pending, args.run)
     if args.archive:
         for job in jobs:
             p = job["params"]
