@@ -174,6 +174,9 @@ def test_steering_raises_the_motif_bases_beyond_the_random_control():
     row = table.row(0, named=True)
     assert row["n_motif_bases"] == 40 and row["strength"] == 20.0
     assert row["dp_motif"] > 0.1 and row["dp_motif"] > row["control_dp_motif_q95"] and row["raises_motif"]
+    # the check clamps where the feature fires; the clamp at every position is reported beside
+    assert 0 < row["n_clamped"] <= len(seq) and row["raises_motif_everywhere"]
+    assert row["dp_motif_everywhere"] > row["control_dp_motif_q95_everywhere"]
     # the same feature clamped at 0 (no push along "A") does not beat the control
     weak = steering_table(lm, "block2", sae, match, features.with_columns(mean_activation=pl.lit(0.0)), windows,
                           elements, n_random=8)

@@ -292,6 +292,17 @@ def test_steering_along_a_readout_direction_beats_random_controls():
     assert clamp["kl_firing"] > 0 and clamp["kl_firing"] > 10 * clamp["kl_other"]
     with pytest.raises(ValueError, match="mode"):
         steer(lm, "block2", sae, 0, seqs, strength=1.0, mode="scale")
+    # positions="firing" intervenes only where the feature fires on the unmasked bases. block2 is the last
+    # block (then LayerNorm and the head, per position), so the other positions' predictions stay exactly
+    # as they were, for the feature and for the random directions applied at the same positions
+    local = steer(lm, "block2", sae, 0, seqs, strength=20.0, mode="clamp", n_random=3, positions="firing")
+    assert local["positions"] == "firing" and local["n_fired"] == local["n_firing"] > 0
+    assert local["kl_other"] == 0 and max(local["control_kl_other"]) == 0
+    assert local["kl_firing"] > 0 and local["dp_firing"] > max(local["control_dp_firing"])
+    everywhere = steer(lm, "block2", sae, 0, seqs, strength=20.0, mode="clamp", n_random=3)
+    assert everywhere["kl_other"] > 0
+    with pytest.raises(ValueError, match="positions"):
+        steer(lm, "block2", sae, 0, seqs, strength=1.0, positions="some")
 
 
 def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):

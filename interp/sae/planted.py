@@ -10,7 +10,7 @@ feature's test F1 >= `min_f1` and lift >= `min_lift`; the calibration passes whe
 `min_share` of the types are matched.
 
 Steering check: for each matched motif feature, clamping the feature (`interp.sae.steer.steer`,
-mode clamp) in windows of the test blocks holding that motif must raise the LM's probability of
+mode clamp, where it fires) in windows of the test blocks holding that motif must raise the LM's probability of
 the motif's own bases (each scored once while masked) more than the 95th percentile of the same
 intervention along random directions of the same norm.
 """
@@ -209,7 +209,14 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
     """Per matched motif type: clamp its feature at `strength_multiplier` x its mean activation when
     firing, in up to `max_windows` of `windows` (the caller passes test-block windows) that hold the
     motif; dp = mean change of p(own base) at the motif's bases (each masked once), against random
-    same-norm directions. `raises_motif` = dp above the controls' 95th percentile and above 0.
+    same-norm directions clamped at the same positions. `raises_motif` = dp above the controls' 95th
+    percentile and above 0.
+
+    The check clamps the feature where it fires on the unmasked window (`steer(positions="firing")`,
+    `n_clamped` positions): the motif features of a small LM fire at one offset of each instance (a
+    position, base and strand), and amplifying them there asks whether they carry the motif's base. The
+    same clamp at every position of the window (writing that one base everywhere) is reported beside, in
+    the `*_everywhere` columns, and does not decide.
 
     A type is steered when it is matched per base (`matched`, its `feature`) or, where the table has
     the instance-level columns, matched per instance only (`matched_instance`, its `instance_feature`);
@@ -230,23 +237,28 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
             keep = np.sort(np.random.default_rng([seed, 8]).choice(len(seqs), max_windows, replace=False))
             seqs, marks = [seqs[i] for i in keep], [marks[i] for i in keep]
         strength = strength_multiplier * float(mean_activation.get(feature) or 0.0)
-        out = steer(lm, layer, sae, feature, seqs, strength, mode="clamp", n_random=n_random, seed=seed,
-                    marks=marks)
-        control = np.asarray(out["control_dp_firing"])
-        q95 = float(np.quantile(control, 0.95)) if control.size else float("nan")
-        rows.append({"concept": concept, "feature": feature, "rule": rule, "strength": strength,
-                     "n_windows": len(seqs), "n_motif_bases": int(out["n_firing"]),
-                     "dp_motif": float(out["dp_firing"]), "dp_other": float(out["dp_other"]),
-                     "control_dp_motif_median": float(np.median(control)), "control_dp_motif_q95": q95,
-                     "kl_motif": float(out["kl_firing"]),
-                     "control_kl_motif_q95": float(np.quantile(out["control_kl_firing"], 0.95)),
-                     "raises_motif": bool(out["n_firing"] > 0 and out["dp_firing"] > max(q95, 0.0))})
-    return pl.DataFrame(rows, schema={"concept": pl.String, "feature": pl.Int64, "rule": pl.String,
-                                      "strength": pl.Float64,
-                                      "n_windows": pl.Int64, "n_motif_bases": pl.Int64, "dp_motif": pl.Float64,
-                                      "dp_other": pl.Float64, "control_dp_motif_median": pl.Float64,
-                                      "control_dp_motif_q95": pl.Float64, "kl_motif": pl.Float64,
-                                      "control_kl_motif_q95": pl.Float64, "raises_motif": pl.Boolean})
+        row = {"concept": concept, "feature": feature, "rule": rule, "strength": strength, "n_windows": len(seqs)}
+        for positions, suffix in (("firing", ""), ("all", "_everywhere")):
+            out = steer(lm, layer, sae, feature, seqs, strength, mode="clamp", n_random=n_random, seed=seed,
+                        marks=marks, positions=positions)
+            control = np.asarray(out["control_dp_firing"])
+            q95 = float(np.quantile(control, 0.95)) if control.size else float("nan")
+            applied = out["n_firing"] > 0 and (positions == "all" or out["n_fired"] > 0)
+            row.update({f"dp_motif{suffix}": float(out["dp_firing"]), f"dp_other{suffix}": float(out["dp_other"]),
+                        f"control_dp_motif_median{suffix}": float(np.median(control)),
+                        f"control_dp_motif_q95{suffix}": q95, f"kl_motif{suffix}": float(out["kl_firing"]),
+                        f"control_kl_motif_q95{suffix}": float(np.quantile(out["control_kl_firing"], 0.95)),
+                        f"raises_motif{suffix}": bool(applied and out["dp_firing"] > max(q95, 0.0))})
+            if positions == "firing":
+                row.update({"n_motif_bases": int(out["n_firing"]), "n_clamped": int(out["n_fired"])})
+        rows.append(row)
+    numbers = ("dp_motif", "dp_other", "control_dp_motif_median", "control_dp_motif_q95", "kl_motif",
+               "control_kl_motif_q95")
+    schema = {"concept": pl.String, "feature": pl.Int64, "rule": pl.String, "strength": pl.Float64,
+              "n_windows": pl.Int64, "n_motif_bases": pl.Int64, "n_clamped": pl.Int64,
+              **{k: pl.Float64 for k in numbers}, "raises_motif": pl.Boolean,
+              **{f"{k}_everywhere": pl.Float64 for k in numbers}, "raises_motif_everywhere": pl.Boolean}
+    return pl.DataFrame(rows, schema=schema).select(list(schema))
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A forward hook on block i adds `strength` x the feature's decoder direction (store scale) to the
 layer's output at every position ("add"), or sets the feature's activation to `strength` while
-keeping the SAE's error term ("clamp": h + (strength - a_f(h)) d_f). Every base is scored once
+keeping the SAE's error term ("clamp": h + (strength - a_f(h)) d_f), at every position
+(`positions="all"`) or only where the feature fires on the clean, unmasked sequence (`positions="firing"`:
+the feature amplified where it is present, not written where it never is). Every base is scored once
 while masked (mask groups, as for loss recovered); we compare the LM's predicted base
 distributions with and without the intervention: KL(steered || clean) and the change in the
 probability of the sequence's own base, separately at positions where the feature fires on the
@@ -55,18 +57,23 @@ def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, 
 @torch.inference_mode()
 def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, sequences: list[str],
           strength: float, mode: str = "add", n_random: int = 8, n_mask_groups: int = 7, seed: int = 0,
-          batch_size: int = 32, marks: list[np.ndarray] | None = None) -> dict:
+          batch_size: int = 32, marks: list[np.ndarray] | None = None, positions: str = "all") -> dict:
     """Effect of steering `feature` vs random directions of the same norm.
 
     marks: optional bool array per sequence (one value per base); when given, the "firing" group is
     the marked bases (e.g. a planted motif's bases) instead of where the feature fires.
+    positions: "all" (intervene at every position) or "firing" (only where the feature fires on the
+    clean, unmasked sequence; the random directions are applied at the same positions).
 
-    Returns {kl_firing, kl_other, dp_firing, dp_other (mean change in p(own base)), n_firing,
+    Returns {feature, mode, positions, strength, n_fired (scored positions where the feature fires on the
+    unmasked sequence), kl_firing, kl_other, dp_firing, dp_other (mean change in p(own base)), n_firing,
     n_other, control_kl_firing / control_kl_other (lists over random directions), control_dp_*,
     exceeds_control (KL at firing positions above the controls' 95th percentile)}.
     """
     if mode not in ("add", "clamp"):
         raise ValueError(f"steering mode must be 'add' or 'clamp', got {mode!r}")
+    if positions not in ("all", "firing"):
+        raise ValueError(f"steering positions must be 'all' or 'firing', got {positions!r}")
     lm, sae = lm.eval(), sae.eval()
     module = _layer_module(lm, layer)
     direction = (sae.W_dec[feature] / sae.input_scale).detach()
@@ -84,11 +91,13 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
         if state["dir"] is None:
             return output
         amount = (strength - act) if mode == "clamp" else torch.full_like(act, strength)
+        if positions == "firing":
+            amount = amount * state["fires"].reshape(-1).to(amount.dtype)
         return (flat + amount[:, None] * state["dir"][None]).reshape(output.shape)
 
     directions = [direction] + list(randoms)
     sums = np.zeros((len(directions), 4))  # kl_firing, kl_other, dp_firing, dp_other
-    n_firing = n_other = 0
+    n_firing = n_other = n_fired = 0  # n_fired: positions where the feature fires (unmasked pass)
     handle = module.register_forward_hook(hook)
     try:
         for inputs, scored, targets, marked in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size,
@@ -96,6 +105,7 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
             state["dir"], state["record"] = None, True
             lm(targets)
             state["record"] = False
+            n_fired += int(state["fires"][scored].sum())
             logp_clean = torch.log_softmax(lm(inputs).float(), dim=-1)[scored]
             fires = (marked if marks is not None else state["fires"])[scored]
             own = targets[scored][:, None]
@@ -114,7 +124,7 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     means = sums / np.array([max(n_firing, 1), max(n_other, 1), max(n_firing, 1), max(n_other, 1)])
     control = means[1:]
     return {
-        "feature": feature, "mode": mode, "strength": strength,
+        "feature": feature, "mode": mode, "positions": positions, "strength": strength, "n_fired": n_fired,
         "kl_firing": means[0, 0], "kl_other": means[0, 1], "dp_firing": means[0, 2], "dp_other": means[0, 3],
         "n_firing": n_firing, "n_other": n_other,
         "control_kl_firing": control[:, 0].tolist(), "control_kl_other": control[:, 1].tolist(),
