@@ -274,3 +274,27 @@ def test_reverse_complement_crops_read_the_other_strand():
         flipped = complement[a.flip(0)]
         keep = (la.flip(0) == -100) & (lb == -100)  # bases masked in neither crop
         assert keep.sum() >= 30 and torch.equal(b[keep], flipped[keep])
+
+
+def test_span_masking_masks_runs_at_the_stated_rate():
+    """Training option mask_span: the scored bases come in runs of mask_span contiguous positions (never N
+    or padding), about mask_prob of the ACGT bases in all; mask_span 1 draws exactly BERT's masking."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 4, size=4000)
+    tokens[1000:1010] = 4  # N: never scored
+    base = np.random.default_rng(5)
+    a_in, a_lab = mask_tokens(tokens, base, 0.15)
+    b_in, b_lab = mask_tokens(tokens, np.random.default_rng(5), 0.15, span=1)
+    assert np.array_equal(a_in, b_in) and np.array_equal(a_lab, b_lab)
+    rates, run_lengths = [], []
+    for seed in range(20):
+        _, labels = mask_tokens(tokens, np.random.default_rng(seed), 0.15, span=8)
+        scored = labels != -100
+        assert not scored[1000:1010].any()
+        rates.append(scored[tokens < 4].mean())
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], scored.astype(int), [0]])))
+        run_lengths += list(edges[1::2] - edges[::2])
+    # overlapping spans merge, so the rate sits a little under 0.15 and most runs are 8 or longer
+    assert 0.12 < np.mean(rates) <= 0.15 and np.median(run_lengths) >= 8
+    with pytest.raises(InputError, match="mask_span"):
+        resolve_settings({"name": "tiny"}, {"mask_span": 0})

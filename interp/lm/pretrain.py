@@ -44,9 +44,13 @@ TRAINING_DEFAULTS = {
     "n_mask_groups": 7,
     "eval_batch_size": 32,
     "reverse_complement": 0.0,
+    "mask_span": 1,
 }
 """reverse_complement: probability that a training crop is read on the other strand (reverse complement);
-0 (default) draws nothing, so training is bit for bit what it was before the option existed."""
+0 (default) draws nothing, so training is bit for bit what it was before the option existed.
+mask_span: bases per masked span (SpanBERT-style, fixed length); about mask_prob of the bases are masked in
+spans of this many contiguous bases, so a masked base's neighbours are often masked too and the model must
+infer it from further away. 1 (default) is BERT's per-base masking, bit for bit as before the option."""
 
 _RC_TOKEN = np.array([3, 2, 1, 0, 4, 5, 6], dtype=np.int64)  # A<->T, C<->G; N, [MASK], [PAD] unchanged
 
@@ -76,21 +80,37 @@ def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
         cfg = TinyLMConfig(**arch)
     except ValueError as err:
         raise InputError(f"{card.get('name', 'model card')}, field architecture: {err}") from err
+    if int(train["mask_span"]) < 1:
+        raise InputError(f"{card.get('name', 'model card')}, field training.mask_span: expected an integer >= 1, "
+                         f"got {train['mask_span']}")
     if train["seq_len"] > cfg.max_len:
         raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
                          f"exceeds architecture.max_len {cfg.max_len}")
     return cfg, train
 
 
-def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_prob: float) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking of one crop. tokens int64 [L] -> (input ids [L], labels [L] with -100 = unscored)."""
+def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_prob: float,
+                span: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of one crop. tokens int64 [L] -> (input ids [L], labels [L] with -100 = unscored).
+
+    span > 1: the picked bases come in runs of `span` contiguous positions (about mask_prob of the ACGT
+    bases in all; runs may overlap or reach past N / padding, which are never picked)."""
     inputs = tokens.copy()
     labels = np.full_like(tokens, -100)
     candidates = np.flatnonzero(tokens < 4)
     if len(candidates) == 0:
         return inputs, labels
-    n_pick = max(1, int(round(mask_prob * len(candidates))))
-    picked = rng.choice(candidates, size=n_pick, replace=False)
+    if span > 1:
+        n_spans = max(1, int(round(mask_prob * len(candidates) / span)))
+        starts = rng.choice(candidates, size=min(n_spans, len(candidates)), replace=False)
+        covered = np.zeros(len(tokens), dtype=bool)
+        for start in starts:
+            covered[start:start + span] = True
+        picked = np.flatnonzero(covered & (tokens < 4))
+        n_pick = len(picked)
+    else:
+        n_pick = max(1, int(round(mask_prob * len(candidates))))
+        picked = rng.choice(candidates, size=n_pick, replace=False)
     labels[picked] = tokens[picked]
     action = rng.random(n_pick)
     inputs[picked[action < 0.8]] = MASK_ID
@@ -103,12 +123,12 @@ class CropDataset(Dataset):
     """Item i: a random crop (padded to seq_len if its sequence is shorter), masked; a function of (seed, i)."""
 
     def __init__(self, seqs: list[str], seq_len: int, n_items: int, seed: int, mask_prob: float,
-                 reverse_complement: float = 0.0) -> None:
+                 reverse_complement: float = 0.0, mask_span: int = 1) -> None:
         self.tokens = [encode(s).numpy() for s in seqs if len(s) > 0]
         lengths = np.array([len(t) for t in self.tokens], dtype=np.float64)
         self.weights = lengths / lengths.sum()
         self.seq_len, self.n_items, self.seed, self.mask_prob = seq_len, n_items, seed, mask_prob
-        self.reverse_complement = reverse_complement
+        self.reverse_complement, self.mask_span = reverse_complement, int(mask_span)
 
     def __len__(self) -> int:
         return self.n_items
@@ -122,7 +142,7 @@ class CropDataset(Dataset):
         if self.reverse_complement > 0 and rng.random() < self.reverse_complement:
             piece = _RC_TOKEN[piece[::-1]]
         crop[:len(piece)] = piece
-        inputs, labels = mask_tokens(crop, rng, self.mask_prob)
+        inputs, labels = mask_tokens(crop, rng, self.mask_prob, self.mask_span)
         return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
@@ -216,7 +236,7 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
     pl.seed_everything(seed, workers=True)
     module = MaskedLMModule(cfg, train)
     data = CropDataset(train_seqs, train["seq_len"], train["max_steps"] * train["batch_size"], seed,
-                       train["mask_prob"], train["reverse_complement"])
+                       train["mask_prob"], train["reverse_complement"], train["mask_span"])
     loader = DataLoader(data, batch_size=train["batch_size"], shuffle=False, num_workers=0)
     trainer = pl.Trainer(max_steps=train["max_steps"], max_epochs=-1, deterministic=True, accelerator=accelerator,
                          devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
