@@ -18,7 +18,8 @@ KG_VCF = REPO / "tests" / "data" / "1kg_pilot_chr2_10038-40424.vcf.gz"
 
 # The longest files (minutes each: end-to-end runs, the reduced calibration grid) are collected first, so that
 # `make test`'s workers (pytest-xdist, one file per worker) start them at once rather than end on them.
-LONGEST_FIRST = ("test_workflow.py", "test_calibration.py", "test_cohort_pipeline.py", "test_audit.py")
+LONGEST_FIRST = ("test_end_to_end.py", "test_calibration.py", "test_workflow.py", "test_cohort_pipeline.py",
+                 "test_audit.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
