@@ -423,6 +423,108 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
     return {**before, **summary, "stage_seconds": seconds, "reaudited": True}
 
 
+# ---------------------------------------------------------------- oracle
+
+
+def oracle_causal_p(geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4, seed: int = 0) -> float:
+    """Likelihood-ratio p of the planted causal variant's dosage in logistic causal ~ ancestry + covariates
+    + dosage: the test of an analyst who knew the variant, adjusted as the audit adjusts.
+
+    This is the ceiling of the audit's within-ancestry test, which must find the variant's direction in the
+    embeddings among everything else they carry. The nuisance is the audit's (`interp.audit.ancestry_strata`
+    from the population labels, or PC bins without them; the PCs; `interp.covariates.covariate_design`).
+    geno: the ancestry stage's AnnData (layers["dosage"] [n, variants] of the region's variants, obs with the
+    phenotypes and covariates, obsm["X_pca"]); truth: the simulation's truth.json (`causal_variant.id`);
+    cohort: the cell's cohort config (`cell_cohort`: population_column, covariates, covariate_missing).
+    Samples with no causal phenotype are left out. NaN when the variant is not among geno's variants.
+    """
+    from interp.audit import ancestry_strata, lr_test, nuisance_design
+    from interp.covariates import covariate_design
+
+    vid = truth["causal_variant"]["id"]
+    if vid not in geno.var_names:
+        return float("nan")
+    dosage = np.asarray(geno[:, vid].layers["dosage"], dtype=np.float64).reshape(-1)
+    y = geno.obs["causal"].to_numpy(dtype=np.float64)
+    keep = np.isfinite(y) & np.isfinite(dosage)
+    column = cohort.get("population_column")
+    population = (geno.obs[column].astype(str).to_numpy() if column and column in geno.obs
+                  else np.array(["all"] * geno.n_obs))
+    pcs = np.asarray(geno.obsm["X_pca"], dtype=np.float64)
+    covs = list(cohort.get("covariates") or [])
+    design = covariate_design({c: geno.obs[c].to_numpy()[keep] for c in covs if c in geno.obs}, covs,
+                              missing=cohort.get("covariate_missing", "refuse"),
+                              sample_ids=geno.obs_names[keep].tolist())
+    strata, _ = ancestry_strata(population[keep], pcs[keep], ancestry_bins, seed)
+    nuis = nuisance_design(strata, pcs[keep], design.matrix)
+    reduced = np.hstack([nuis["ancestry"], nuis["covariates"]])
+    p, _ = lr_test(y[keep], reduced, dosage[keep, None] - dosage[keep].mean())
+    return p
+
+
+def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alpha: float = 0.05) -> list[dict]:
+    """Per cell of an archive (`run_replicate(archive=...)`: <cell>/<replicate>/{summary,truth}.json,
+    geno.h5ad): the audit's causal PASS rate beside the oracle's power (`oracle_causal_p`).
+
+    The oracle is significant at alpha / m, m the replicate's number of verdicts (phenotypes x layers: the
+    strictest level of the audit's Holm family; the audit's causal verdict often meets a looser one, so the
+    comparison favours the audit). Rows {cell, n_replicates, replicates (first, last), oracle_level,
+    oracle_significant, audit_pass (each `rate`), audit_pass_when_oracle_significant, audit_pass_when_not,
+    oracle_log10_p_median, audit_pass_by_oracle_p: {"<1e-6", "1e-6..1e-4", "1e-4..1e-2", ">=1e-2"}: [PASS, n]}.
+    """
+    import anndata as ad
+
+    archive = Path(archive)
+    names = cells if cells is not None else sorted(p.name for p in archive.iterdir() if p.is_dir())
+    bands = (("<1e-6", 0.0, 1e-6), ("1e-6..1e-4", 1e-6, 1e-4), ("1e-4..1e-2", 1e-4, 1e-2), (">=1e-2", 1e-2, 2.0))
+    rows = []
+    for name in names:
+        cell = select_cells([name])[0]
+        cohort = cell_cohort(cell, config["cohort"])
+        ps, passed, levels, reps = [], [], [], []
+        for folder in sorted((archive / name).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1):
+            if not (folder / "summary.json").exists() or not (folder / "geno.h5ad").exists():
+                continue
+            summary = json.loads((folder / "summary.json").read_text())
+            truth = json.loads((folder / "truth.json").read_text())
+            p = oracle_causal_p(ad.read_h5ad(folder / "geno.h5ad"), truth, cohort,
+                                int(config["audit"].get("ancestry_bins", 4)), int(summary["seed"]))
+            m = sum(len(v) for v in summary["verdicts"].values())
+            for v in summary["verdicts"]["causal"]:
+                ps.append(p)
+                passed.append(v["verdict"] == "PASS")
+                levels.append(alpha / max(m, 1))
+                reps.append(int(summary["replicate"]))
+        if not ps:
+            continue
+        p_arr, pass_arr = np.asarray(ps), np.asarray(passed)
+        sig = np.isfinite(p_arr) & (p_arr <= np.asarray(levels))
+        rows.append({
+            "cell": name, "n_replicates": len(set(reps)), "replicates": [min(reps), max(reps)],
+            "oracle_level": float(min(levels)), "oracle_significant": rate(int(sig.sum()), sig.size),
+            "audit_pass": rate(int(pass_arr.sum()), pass_arr.size),
+            "audit_pass_when_oracle_significant": rate(int((pass_arr & sig).sum()), int(sig.sum())),
+            "audit_pass_when_not": rate(int((pass_arr & ~sig).sum()), int((~sig).sum())),
+            "oracle_log10_p_median": float(np.nanmedian(np.log10(np.clip(p_arr, 1e-300, 1.0)))),
+            "audit_pass_by_oracle_p": {label: [int((pass_arr & (p_arr >= lo) & (p_arr < hi)).sum()),
+                                               int(((p_arr >= lo) & (p_arr < hi)).sum())]
+                                       for label, lo, hi in bands},
+        })
+    return rows
+
+
+def oracle_markdown(rows: list[dict]) -> str:
+    """The `oracle_rows` table as markdown: rate [95% Clopper-Pearson interval] (count/n)."""
+    lines = ["| cell | replicates | audit PASS | oracle significant | audit PASS where the oracle is | audit PASS "
+             "by oracle p: <1e-6 / 1e-6..1e-4 / 1e-4..1e-2 / >=1e-2 |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        bands = " / ".join(f"{k}/{n}" for k, n in r["audit_pass_by_oracle_p"].values())
+        lines.append(f"| {r['cell']} | {r['n_replicates']} ({r['replicates'][0]}-{r['replicates'][1]}) | "
+                     f"{_fmt_rate(r['audit_pass'])} | {_fmt_rate(r['oracle_significant'])} | "
+                     f"{_fmt_rate(r['audit_pass_when_oracle_significant'])} | {bands} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- pooling
 
 

@@ -71,6 +71,24 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
     return 0
 
 
+def _calibration_oracle(archive: Path, out: Path, cells: list[str] | None, configfiles: list[str]) -> int:
+    from interp.calibration import oracle_markdown, oracle_rows
+    from interp.config import check_config, load_config_files
+    from interp.io import write_text_atomic
+
+    if not archive.is_dir():
+        raise InputError(f"{archive}: no such calibration archive (calibration_local.py --archive writes one)")
+    config = check_config(load_config_files(configfiles), source=", ".join(configfiles))
+    rows = oracle_rows(archive, config, cells, alpha=float(config.get("calibration", {}).get("alpha", 0.05)))
+    if not rows:
+        raise InputError(f"{archive}: no archived replicate (<cell>/<replicate>/summary.json, geno.h5ad)")
+    command = f"interp calibration-oracle {archive} {out}" + (f" --cells {' '.join(cells)}" if cells else "")
+    write_text_atomic(out, json.dumps({"meta": {"command": command, "configfiles": configfiles}, "rows": rows},
+                                      indent=2, sort_keys=True) + "\n")
+    print(oracle_markdown(rows), end="")
+    return 0
+
+
 def _prefetch(cards: list[str], configfiles: list[str], cache: str | None) -> int:
     """Download the models of the given cards (or of a config's `models`) into the HF cache."""
     from interp.config import model_card_path
@@ -110,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--supersede", action="append", default=[], metavar="CELL",
                      help="a cell of --prior whose rows are dropped, not pooled: its simulation changed, and the new "
                           "replicates (from 0) replace it (repeatable)")
+    oracle = sub.add_parser("calibration-oracle",
+                            help="the audit's causal PASS rate beside a test of the known causal variant, per cell "
+                                 "of a calibration archive")
+    oracle.add_argument("archive", help="folder of <cell>/<replicate>/ (calibration_local.py --archive)")
+    oracle.add_argument("out", help="JSON file for the table (printed as markdown too)")
+    oracle.add_argument("--cells", nargs="+", default=None, help="cells to read (default: every cell folder)")
+    oracle.add_argument("--configfile", action="append", default=None,
+                        help="the suite's config files (default: configs/demo.yaml configs/calibration.yaml)")
     prefetch = sub.add_parser("prefetch", help="download every hub model named by model cards or a config "
                                                 "(run on a login node; compute nodes then use HF_HUB_OFFLINE=1)")
     prefetch.add_argument("cards", nargs="*", help="model card files or names (models/<name>.yaml)")
@@ -132,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "calibration-gather":
             return _calibration_gather(Path(args.replicates), Path(args.out),
                                        Path(args.prior) if args.prior else None, tuple(args.supersede))
+        if args.command == "calibration-oracle":
+            return _calibration_oracle(Path(args.archive), Path(args.out), args.cells,
+                                       args.configfile or ["configs/demo.yaml", "configs/calibration.yaml"])
         if args.command == "prefetch":
             return _prefetch(args.cards, args.configfile, args.cache)
         return _summary(args.configfile)
