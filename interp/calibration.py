@@ -426,6 +426,10 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
 # ---------------------------------------------------------------- oracle
 
 
+#: bands of the oracle's p in which `oracle_rows` counts the audit's PASSes: (label, low, high), low <= p < high
+ORACLE_P_BANDS = (("<1e-6", 0.0, 1e-6), ("1e-6..1e-4", 1e-6, 1e-4), ("1e-4..1e-2", 1e-4, 1e-2), (">=1e-2", 1e-2, 2.0))
+
+
 def oracle_causal_p(geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4, seed: int = 0) -> float:
     """Likelihood-ratio p of the planted causal variant's dosage in logistic causal ~ ancestry + covariates
     + dosage: the test of an analyst who knew the variant, adjusted as the audit adjusts.
@@ -476,7 +480,6 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
 
     archive = Path(archive)
     names = cells if cells is not None else sorted(p.name for p in archive.iterdir() if p.is_dir())
-    bands = (("<1e-6", 0.0, 1e-6), ("1e-6..1e-4", 1e-6, 1e-4), ("1e-4..1e-2", 1e-4, 1e-2), (">=1e-2", 1e-2, 2.0))
     rows = []
     for name in names:
         cell = select_cells([name])[0]
@@ -508,7 +511,7 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
             "oracle_log10_p_median": float(np.nanmedian(np.log10(np.clip(p_arr, 1e-300, 1.0)))),
             "audit_pass_by_oracle_p": {label: [int((pass_arr & (p_arr >= lo) & (p_arr < hi)).sum()),
                                                int(((p_arr >= lo) & (p_arr < hi)).sum())]
-                                       for label, lo, hi in bands},
+                                       for label, lo, hi in ORACLE_P_BANDS},
         })
     return rows
 
@@ -518,7 +521,8 @@ def oracle_markdown(rows: list[dict]) -> str:
     lines = ["| cell | replicates | audit PASS | oracle significant | audit PASS where the oracle is | audit PASS "
              "by oracle p: <1e-6 / 1e-6..1e-4 / 1e-4..1e-2 / >=1e-2 |", "|---|---|---|---|---|---|"]
     for r in rows:
-        bands = " / ".join(f"{k}/{n}" for k, n in r["audit_pass_by_oracle_p"].values())
+        counts = r["audit_pass_by_oracle_p"]  # in band order, also when read back from sorted JSON
+        bands = " / ".join("{}/{}".format(*counts[label]) for label, _, _ in ORACLE_P_BANDS)
         lines.append(f"| {r['cell']} | {r['n_replicates']} ({r['replicates'][0]}-{r['replicates'][1]}) | "
                      f"{_fmt_rate(r['audit_pass'])} | {_fmt_rate(r['oracle_significant'])} | "
                      f"{_fmt_rate(r['audit_pass_when_oracle_significant'])} | {bands} |")

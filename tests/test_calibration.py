@@ -586,3 +586,7 @@ def test_oracle_rows_cross_tabulate_the_audit_verdicts(tmp_path):
     assert row["audit_pass_when_oracle_significant"]["count"] == 1 and row["audit_pass_when_not"]["n"] == 0
     assert sum(n for _, n in row["audit_pass_by_oracle_p"].values()) == 2
     assert "| base | 2 (0-1) |" in cal.oracle_markdown([row])
+    # the bands print in p order, also from JSON written with sorted keys
+    shuffled = {**row, "audit_pass_by_oracle_p": {">=1e-2": [0, 9], "<1e-6": [1, 1], "1e-4..1e-2": [0, 7],
+                                                  "1e-6..1e-4": [1, 2]}}
+    assert cal.oracle_markdown([shuffled]).rstrip().endswith("| 1/1 / 1/2 / 0/7 / 0/9 |")
