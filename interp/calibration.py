@@ -444,11 +444,13 @@ def oracle_causal_p(geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4
     """
     from interp.audit import ancestry_strata, lr_test, nuisance_design
     from interp.covariates import covariate_design
+    from interp.rank_inputs import variant_family
 
     vid = truth["causal_variant"]["id"]
-    if vid not in geno.var_names:
+    variants = variant_family(geno)  # the dosage rank tests (layers["dosage"], else X; NaN missing)
+    if vid not in variants.features:
         return float("nan")
-    dosage = np.asarray(geno[:, vid].layers["dosage"], dtype=np.float64).reshape(-1)
+    dosage = variants.matrix[:, variants.features.index(vid)].astype(np.float64)
     y = geno.obs["causal"].to_numpy(dtype=np.float64)
     keep = np.isfinite(y) & np.isfinite(dosage)
     column = cohort.get("population_column")
@@ -475,11 +477,16 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
     comparison favours the audit). Rows {cell, n_replicates, replicates (first, last), oracle_level,
     oracle_significant, audit_pass (each `rate`), audit_pass_when_oracle_significant, audit_pass_when_not,
     oracle_log10_p_median, audit_pass_by_oracle_p: {"<1e-6", "1e-6..1e-4", "1e-4..1e-2", ">=1e-2"}: [PASS, n]}.
+    A named cell that is unknown or has no folder in the archive raises ValueError.
     """
     import anndata as ad
 
     archive = Path(archive)
     names = cells if cells is not None else sorted(p.name for p in archive.iterdir() if p.is_dir())
+    select_cells(names)  # unknown names raise, listing the known cells
+    absent = [name for name in names if not (archive / name).is_dir()]
+    if absent:
+        raise ValueError(f"{archive}: no archived replicates of cell(s) {absent}")
     rows = []
     for name in names:
         cell = select_cells([name])[0]

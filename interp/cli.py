@@ -79,7 +79,10 @@ def _calibration_oracle(archive: Path, out: Path, cells: list[str] | None, confi
     if not archive.is_dir():
         raise InputError(f"{archive}: no such calibration archive (calibration_local.py --archive writes one)")
     config = check_config(load_config_files(configfiles), source=", ".join(configfiles))
-    rows = oracle_rows(archive, config, cells, alpha=float(config.get("calibration", {}).get("alpha", 0.05)))
+    try:
+        rows = oracle_rows(archive, config, cells, alpha=float(config.get("calibration", {}).get("alpha", 0.05)))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if not rows:
         raise InputError(f"{archive}: no archived replicate (<cell>/<replicate>/summary.json, geno.h5ad)")
     command = f"interp calibration-oracle {archive} {out}" + (f" --cells {' '.join(cells)}" if cells else "")

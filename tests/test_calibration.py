@@ -535,7 +535,7 @@ def _oracle_cohort(rng: np.random.Generator, n_per: int, odds_ratio: float, labe
     pcs = np.array([centre[p] for p in pops]) + rng.normal(scale=0.3, size=(pops.size, 2))
     obs = pd.DataFrame({"causal": y, "sex": rng.integers(0, 2, pops.size), **({"population": pops} if labels else {})},
                        index=[f"S{i}" for i in range(pops.size)])
-    var = pd.DataFrame({"pos": [100, 200]}, index=["chr1:100:A:G", "chr1:200:C:T"])
+    var = pd.DataFrame({"contig": "chr1", "pos": [100, 200]}, index=["chr1:100:A:G", "chr1:200:C:T"])
     X = np.stack([dosage, rng.binomial(2, 0.3, pops.size).astype(np.float32)], axis=1)
     geno = ad.AnnData(X=X, obs=obs, var=var, layers={"dosage": X}, obsm={"X_pca": pcs})
     return geno, {"causal_variant": {"id": "chr1:100:A:G"}}
@@ -590,3 +590,21 @@ def test_oracle_rows_cross_tabulate_the_audit_verdicts(tmp_path):
     shuffled = {**row, "audit_pass_by_oracle_p": {">=1e-2": [0, 9], "<1e-6": [1, 1], "1e-4..1e-2": [0, 7],
                                                   "1e-6..1e-4": [1, 2]}}
     assert cal.oracle_markdown([shuffled]).rstrip().endswith("| 1/1 / 1/2 / 0/7 / 0/9 |")
+
+
+def test_oracle_command_refuses_an_unknown_or_unarchived_cell(tmp_path, capsys):
+    """Bad input to `interp calibration-oracle`: exit 2 with the reason, no traceback, no output file."""
+    from interp.cli import main
+
+    (tmp_path / "archive" / "base").mkdir(parents=True)
+    out = tmp_path / "oracle.json"
+    configs = [str(REPO / "configs" / "demo.yaml"), str(REPO / "configs" / "calibration.yaml")]
+    for cells, message in ((["no_such_cell"], "unknown calibration cell"), (["n=300"], "no archived replicates")):
+        argv = ["calibration-oracle", str(tmp_path / "archive"), str(out), "--cells", *cells]
+        argv += [a for c in configs for a in ("--configfile", c)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main(["calibration-oracle", str(tmp_path / "missing"), str(out)]) == 2
+    assert "no such calibration archive" in capsys.readouterr().err
+    assert not out.exists()
