@@ -81,3 +81,19 @@ def test_region_on_absent_contig_fails_in_windows_rule(workflow_copy: Path) -> N
     assert "Traceback" not in log
     assert not (workflow_copy / "results" / "demo" / "windows" / "windows.parquet").exists()
 
+
+
+def test_changed_setting_reruns_the_rule_and_unchanged_does_not(workflow_copy: Path) -> None:
+    """Every rule's settings are a plain param, so Snakemake's params trigger reruns a rule when the config
+    changes it (the JSON `job` param reads input/output, which Snakemake counts as derived and ignores)."""
+    target = "results/demo/windows/windows.parquet"
+    done = run_snakemake(workflow_copy, target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    same = run_snakemake(workflow_copy, "-n", target)
+    assert same.returncode == 0 and "Nothing to be done" in same.stdout + same.stderr, same.stdout + same.stderr
+    width = yaml.safe_load((workflow_copy / "configs" / "demo.yaml").read_text())["windows"]["width"]
+    path = _write_config(workflow_copy, {"windows": {"width": width // 2}})
+    changed = run_snakemake(workflow_copy, "-n", target, "--configfile", "configs/demo.yaml", str(path))
+    out = changed.stdout + changed.stderr
+    assert changed.returncode == 0, out
+    assert "rule windows:" in out and "Params have changed" in out, out

@@ -13,7 +13,7 @@ if COHORT:
             tsv=f"{R}/audit/audit.tsv",
             details=f"{R}/audit/audit.json",
         params:
-            job=job({"audit": config["audit"], "phenotypes": config["cohort"]["phenotypes"],
+            **rule_params({"audit": config["audit"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"]["covariate_missing"],
                      "population_column": config["cohort"]["population_column"],

@@ -27,7 +27,7 @@ rule calibration_replicate:
     output:
         summary=f"{CAL_DIR}/replicates/{{cell}}/{{replicate}}.json",
     params:
-        job=job(lambda wc: {"cell": wc.cell, "replicate": int(wc.replicate),
+        **rule_params(lambda wc: {"cell": wc.cell, "replicate": int(wc.replicate),
                             "seed": CAL["seed"] + int(wc.replicate), "model": CAL_MODEL,
                             "layers": model_layers(CAL_MODEL),
                             # not the replicate count or cell list: growing the suite must not rerun replicates
@@ -63,7 +63,7 @@ rule calibration:
         json=f"{CAL_DIR}/calibration.json",
         report=f"{CAL_DIR}/report/report.md",
     params:
-        job=job({"near_bp": CAL["near_bp"], "alpha": CAL["alpha"], "cells": CAL_CELLS,
+        **rule_params({"near_bp": CAL["near_bp"], "alpha": CAL["alpha"], "cells": CAL_CELLS,
                  "replicates": CAL["replicates"],
                  "command": "snakemake calibration --configfile configs/calibration.yaml"}),
     log:

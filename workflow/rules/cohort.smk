@@ -28,7 +28,7 @@ if COHORT:
                     if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
                 ),
             params:
-                job=job({"reference": config["reference"], "cohort": COHORT_SETTINGS,
+                **rule_params({"reference": config["reference"], "cohort": COHORT_SETTINGS,
                          "seed": config["seed"]}),
             log:
                 log_path("simulate_cohort"),
@@ -68,7 +68,7 @@ if COHORT:
             vcf=f"{R}/cohort/cohort.vcf.gz",
             tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
         params:
-            job=job(COHORT_PARAMS),
+            **rule_params(COHORT_PARAMS),
         log:
             log_path("check_cohort"),
         benchmark:
@@ -93,7 +93,7 @@ if COHORT:
             sequences=f"{SHARD_DIR}/sequences.parquet",
             stats=f"{SHARD_DIR}/haplotypes.stats.json",
         params:
-            job=job(lambda wc: {**COHORT_PARAMS, "shard": {"index": shard_index(wc.shard),
+            **rule_params(lambda wc: {**COHORT_PARAMS, "shard": {"index": shard_index(wc.shard),
                                                            "size": config["cohort"]["shard_genes"]}}),
         log:
             log_path("haplotypes_shard", "shard"),
@@ -120,7 +120,7 @@ if COHORT:
             sequences=f"{R}/cohort/sequences.parquet",
             stats=f"{R}/cohort/haplotypes.stats.json",
         params:
-            job=job({}),
+            **rule_params({}),
         log:
             log_path("haplotypes"),
         benchmark:
@@ -142,7 +142,7 @@ if COHORT:
         output:
             genotypes=f"{R}/cohort/genotypes.h5ad",
         params:
-            job=job(COHORT_PARAMS),
+            **rule_params(COHORT_PARAMS),
         log:
             log_path("ancestry"),
         benchmark:
@@ -166,7 +166,7 @@ if COHORT:
             vectors=f"{SHARD_DIR}/emb/{{model}}.npz",
             stats=f"{SHARD_DIR}/emb/{{model}}.stats.json",
         params:
-            job=job(cohort_embed_params),
+            **rule_params(cohort_embed_params),
         log:
             log_path("embed_cohort_shard", "model", "shard"),
         benchmark:
@@ -195,7 +195,7 @@ if COHORT:
             out_dir=directory(f"{R}/cohort/emb/{{model}}"),
             stats=f"{R}/cohort/emb/{{model}}.stats.json",
         params:
-            job=job(cohort_embed_params),
+            **rule_params(cohort_embed_params),
         log:
             log_path("embed_cohort", "model"),
         benchmark:

@@ -144,6 +144,21 @@ def job(stage_params):
     return pack
 
 
+def settings(stage_params):
+    """The rule's settings as a plain JSON string (a params function of the wildcards only, or a string): the
+    one param Snakemake's params rerun trigger sees, since `job` reads input/output and so counts as derived
+    from them. Changing a setting in the config then reruns the rules it reaches."""
+    if callable(stage_params):
+        return lambda wildcards: json.dumps(stage_params(wildcards), sort_keys=True, default=str)
+    return json.dumps(stage_params, sort_keys=True, default=str)
+
+
+def rule_params(stage_params):
+    """params of a stage rule: `job` (the JSON job the stage reads) and `settings` (what the rerun trigger
+    compares)."""
+    return {"job": job(stage_params), "settings": settings(stage_params)}
+
+
 
 
 # SAE settings: the keys of config["sae"] that configure training (SAEConfig: all but SAE_NOT_TRAINING), and

@@ -12,7 +12,7 @@ rule embed:
         tokens_dir=directory(f"{R}/tokens/{{model}}"),
         stats=f"{R}/emb/{{model}}.stats.json",
     params:
-        job=job(lambda wc: {"layers": model_layers(wc.model),
+        **rule_params(lambda wc: {"layers": model_layers(wc.model),
                             "token_layers": config["embed"]["token_layers"],
                             "batch_size": config["embed"]["batch_size"],
                             "device": config["embed"]["device"],

@@ -9,7 +9,7 @@ rule pretrain_tiny_dnalm:
         checkpoint=f"{R}/lm/{{model}}.safetensors",
         metrics=f"{R}/lm/{{model}}.metrics.json",
     params:
-        job=job({"reference": config["reference"], "regions": config["regions"],
+        **rule_params({"reference": config["reference"], "regions": config["regions"],
                  "heldout_fraction": config["windows"]["heldout_fraction"],
                  "overrides": config["lm"]["overrides"], "seed": config["seed"],
                  "accelerator": "gpu" if GPU else "cpu"}),

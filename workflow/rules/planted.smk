@@ -30,7 +30,7 @@ rule planted_genome:
         bed=f"{P}/genome/planted.bed",
         stats=f"{P}/genome/planted.json",
     params:
-        job=job({"reference": config["reference"], "regions": config["regions"], "genome": PL["genome"]}),
+        **rule_params({"reference": config["reference"], "regions": config["regions"], "genome": PL["genome"]}),
     log:
         f"{P}/logs/planted_genome.log",
     benchmark:
@@ -55,7 +55,7 @@ rule planted_windows:
         fasta=f"{P}/windows/windows.fa",
         bases=f"{P}/windows/bases.parquet",
     params:
-        job=job({"reference": PL_REFERENCE, "regions": PL_REGIONS, "windows": PL_WINDOWS}),
+        **rule_params({"reference": PL_REFERENCE, "regions": PL_REGIONS, "windows": PL_WINDOWS}),
     log:
         f"{P}/logs/planted_windows.log",
     benchmark:
@@ -79,7 +79,7 @@ rule planted_lm:
         checkpoint=f"{P}/lm/{PL_MODEL}.safetensors",
         metrics=f"{P}/lm/{PL_MODEL}.metrics.json",
     params:
-        job=job({"reference": PL_REFERENCE, "regions": PL_REGIONS,
+        **rule_params({"reference": PL_REFERENCE, "regions": PL_REGIONS,
                  "heldout_fraction": PL_WINDOWS["heldout_fraction"], "overrides": PL["lm_overrides"],
                  "seed": config["seed"], "accelerator": "gpu" if GPU else "cpu"}),
     log:
@@ -108,7 +108,7 @@ rule planted_embed:
         tokens_dir=directory(f"{P}/tokens/{PL_MODEL}"),
         stats=f"{P}/emb/{PL_MODEL}.stats.json",
     params:
-        job=job({"layers": [PL_LAYER], "token_layers": [PL_LAYER], "batch_size": config["embed"]["batch_size"],
+        **rule_params({"layers": [PL_LAYER], "token_layers": [PL_LAYER], "batch_size": config["embed"]["batch_size"],
                  "device": config["embed"]["device"], "dtype": config["embed"]["dtype"],
                  "token_budget": config["embed"]["token_budget"], "hf_cache": None}),
     log:
@@ -139,7 +139,7 @@ rule planted_sae:
         features=f"{P}/sae/{PL_MODEL}/{PL_LAYER}/features.parquet",
         units=f"{P}/sae/{PL_MODEL}/{PL_LAYER}/units.parquet",
     params:
-        job=job({**PL_SAE, "concepts": config["sae"]["concepts"], "labels": config["sae"]["labels"],
+        **rule_params({**PL_SAE, "concepts": config["sae"]["concepts"], "labels": config["sae"]["labels"],
                  "top_windows": config["sae"]["top_windows"], "model": PL_MODEL, "layer": PL_LAYER,
                  "log_dir": f"{P}/logs/sae/{PL_MODEL}/{PL_LAYER}/main_csv"}),
     log:
@@ -175,7 +175,7 @@ rule planted_calibration:
         match=f"{P}/match.tsv",
         steer=f"{P}/steer.tsv",
     params:
-        job=job({"targets": PL["targets"], "steer": PL["steer"], "sae": PL_SAE, "layer": PL_LAYER}),
+        **rule_params({"targets": PL["targets"], "steer": PL["steer"], "sae": PL_SAE, "layer": PL_LAYER}),
     log:
         f"{P}/logs/planted_calibration.log",
     benchmark:

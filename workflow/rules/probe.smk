@@ -9,7 +9,7 @@ rule probe:
         parquet=f"{R}/probe/probes.parquet",
         tsv=f"{R}/probe/probes.tsv",
     params:
-        job=job({"probe": config["probe"], "seed": config["seed"]}),
+        **rule_params({"probe": config["probe"], "seed": config["seed"]}),
     log:
         log_path("probe"),
     benchmark:
@@ -36,7 +36,7 @@ rule probe_sae:
         tsv=f"{R}/probe/sae_vs_raw.tsv",
         folds=f"{R}/probe/sae_vs_raw.folds.parquet",
     params:
-        job=job({"probe": config["probe"], "sae_layer": config["sae"]["layer"], "seed": config["seed"],
+        **rule_params({"probe": config["probe"], "sae_layer": config["sae"]["layer"], "seed": config["seed"],
                  "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
     log:
         log_path("probe_sae"),

@@ -15,7 +15,7 @@ if COHORT:
             tsv=f"{R}/rank/biomarkers.tsv",
             summary=f"{R}/rank/summary.json",
         params:
-            job=job({"rank": config["rank"], "phenotypes": config["cohort"]["phenotypes"],
+            **rule_params({"rank": config["rank"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
                      "reference": config["reference"], "seed": config["seed"]}),

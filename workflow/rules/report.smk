@@ -10,7 +10,7 @@ rule report:
         html=f"reports/{RUN}/index.html",
         json=f"reports/{RUN}/report.json",
     params:
-        job=job({"config": config, "benchmarks": f"{R}/benchmarks", "run": RUN}),
+        **rule_params({"config": config, "benchmarks": f"{R}/benchmarks", "run": RUN}),
     log:
         log_path("report"),
     benchmark:

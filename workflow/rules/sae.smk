@@ -20,7 +20,7 @@ rule sae:
         features=f"{R}/sae/{{model}}/{{layer}}/features.parquet",
         units=f"{R}/sae/{{model}}/{{layer}}/units.parquet",
     params:
-        job=job(lambda wc: {**sae_base_params(), "concepts": config["sae"]["concepts"],
+        **rule_params(lambda wc: {**sae_base_params(), "concepts": config["sae"]["concepts"],
                             "labels": config["sae"]["labels"], "top_windows": config["sae"]["top_windows"],
                             "model": wc.model, "layer": wc.layer,
                             "log_dir": f"{R}/logs/sae/{wc.model}/{wc.layer}/main_csv"}),
@@ -52,7 +52,7 @@ rule sae_sweep:
         weights=f"{R}/sae/{{model}}/{{layer}}/sweep/{{name}}/weights.safetensors",
         metrics=f"{R}/sae/{{model}}/{{layer}}/sweep/{{name}}/metrics.json",
     params:
-        job=job(lambda wc: {"base": sae_base_params(), "overrides": SAE_SWEEP[wc.name], "name": wc.name,
+        **rule_params(lambda wc: {"base": sae_base_params(), "overrides": SAE_SWEEP[wc.name], "name": wc.name,
                             "model": wc.model, "layer": wc.layer,
                             "log_dir": f"{R}/logs/sae/{wc.model}/{wc.layer}/sweep_{wc.name}_csv"}),
     log:
@@ -83,7 +83,7 @@ rule sae_frontier:
         fvu_png=f"{R}/sae/{{model}}/{{layer}}/frontier_l0_fvu.png",
         loss_png=f"{R}/sae/{{model}}/{{layer}}/frontier_l0_loss_recovered.png",
     params:
-        job=job(lambda wc: {"model": wc.model, "layer": wc.layer}),
+        **rule_params(lambda wc: {"model": wc.model, "layer": wc.layer}),
     log:
         log_path("sae_frontier", "model", "layer"),
     benchmark:
@@ -110,7 +110,7 @@ rule sae_steer:
     output:
         parquet=f"{R}/sae/{{model}}/{{layer}}/steer.parquet",
     params:
-        job=job(lambda wc: {**sae_base_params(), "steer": config["sae"]["steer"], "model": wc.model,
+        **rule_params(lambda wc: {**sae_base_params(), "steer": config["sae"]["steer"], "model": wc.model,
                             "layer": wc.layer}),
     log:
         log_path("sae_steer", "model", "layer"),
@@ -139,7 +139,7 @@ rule sae_atlas:
     output:
         atlas_dir=directory(f"{R}/sae/{{model}}/{{layer}}/atlas"),
     params:
-        job=job(lambda wc: {"atlas": config["sae"]["atlas"], "model": wc.model, "layer": wc.layer}),
+        **rule_params(lambda wc: {"atlas": config["sae"]["atlas"], "model": wc.model, "layer": wc.layer}),
     log:
         log_path("sae_atlas", "model", "layer"),
     benchmark:

@@ -14,7 +14,7 @@ if COHORT:
             parquet=f"{R}/cohort/variant_effect/{{model}}.parquet",
             stats=f"{R}/cohort/variant_effect/{{model}}.stats.json",
         params:
-            job=job({"width": config["variant_effect"]["width"],
+            **rule_params({"width": config["variant_effect"]["width"],
                      "batch_size": config["embed"]["batch_size"],
                      "device": config["embed"]["device"],
                      "dtype": config["embed"]["dtype"],

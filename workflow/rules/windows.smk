@@ -12,7 +12,7 @@ rule windows:
         bases=f"{R}/windows/bases.parquet",
         reference=f"{R}/windows/reference.json",
     params:
-        job=job({"reference": config["reference"], "regions": config["regions"],
+        **rule_params({"reference": config["reference"], "regions": config["regions"],
                  "windows": config["windows"]}),
     log:
         log_path("windows"),
