@@ -185,7 +185,8 @@ def test_steering_raises_the_motif_bases_beyond_the_random_control():
 
 @pytest.fixture(scope="module")
 def planted_run():
-    """`snakemake planted` end to end on the default planted settings (about 3-4 minutes on 2 cores), run once."""
+    """`snakemake planted` end to end on the default planted settings (about 20 minutes on 2 cores: the d_model
+    256 LM trains on one thread), run once."""
     run = f"planted_test_{os.getpid()}_{time.time_ns()}"  # a fresh run: never up to date from an earlier session
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "planted", "-c2", "--directory", str(ROOT), "--configfile",
@@ -199,18 +200,18 @@ def planted_run():
 
 @pytest.mark.slow
 def test_planted_lm_beats_order3_markov(planted_run):
-    # measured: held-out 1.0810 nats vs order-3 1.3214 and order-0 1.3745 (the LM's local convolution)
+    # measured: held-out 1.0796 nats vs order-3 1.3214 and order-0 1.3745 (the LM's local convolution)
     lm = planted_run["lm"]
     assert lm["heldout_ce"] < lm["baseline_order3_ce"] < lm["baseline_order0_ce"], lm
     assert planted_run["lm_beats_order3"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-03: 1 of 7 planted types matched per base (gc_island F1 "
-                   "0.86, lift 14.5); repeat F1 0.70 (precision 0.97, lift 75), motifs F1 0.16-0.32 (lift 2.9-8.2) "
-                   "against PWM-oracle F1 0.85-0.99; a linear probe on any layer reaches 0.29-0.63 for the motifs: "
-                   "the LM's motif features are specific to position, base and strand (README, Planted-motif "
-                   "calibration)")
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-03 (d_model 256 LM, TopK 1,024): 1 of 7 planted types "
+                   "matched per base (gc_island F1 0.85, lift 14.7); repeat F1 0.56 (precision 0.98, lift 75), motifs "
+                   "F1 0.17-0.33 against PWM-oracle F1 0.85-0.99 and a linear probe on the same activations of "
+                   "0.66-0.88: the SAE's motif features are conjunctions of type, offset, base and strand (feature "
+                   "absorption; README, Planted-motif calibration)")
 def test_planted_types_matched_by_sae_features(planted_run):
     assert planted_run["match_share_matched"] >= 0.8, planted_run["match"]
 
@@ -218,7 +219,7 @@ def test_planted_types_matched_by_sae_features(planted_run):
 @pytest.mark.slow
 def test_planted_types_matched_per_instance(planted_run):
     """InterPLM's reading (per-base precision, recall per instance), reported beside the per-base target:
-    measured 2026-12-03, 6 of 7 types (instance F1 0.85-1.00, lift 11-77; CTCF 0.76 is not matched)."""
+    measured 2026-12-03 (d_model 256 LM, TopK 1,024), 7 of 7 types (instance F1 0.83-0.99, lift 12-74)."""
     assert planted_run["match_instance_share_matched"] >= 0.8, planted_run["match"]
     for row in planted_run["match"]:
         assert row["matched_instance"] == (row["instance_f1"] >= 0.8 and row["instance_lift"] >= 5.0)
@@ -227,10 +228,10 @@ def test_planted_types_matched_per_instance(planted_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-03: no motif type is matched per base; of the four motif "
-                   "features matched per instance (NRF1, REST, TP53, ZNF143), clamped where they fire, only NRF1 "
-                   "raises its motif's bases above the random control (dp +0.0162 vs control q95 +0.0021; the "
-                   "others -0.0002 to +0.0009 vs +0.0005 to +0.0010)")
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-03 (d_model 256 LM, TopK 1,024): no motif type is matched "
+                   "per base, so `pass` stays false; of the five motif features matched per instance, clamped where "
+                   "they fire, four raise their motif's bases above the random control (dp +0.0015 to +0.0025 vs "
+                   "control q95 +0.0002 to +0.0014) and NRF1's does not (-0.0037 vs +0.0028)")
 def test_planted_steering_beats_the_random_control(planted_run):
     assert planted_run["steering_pass"], planted_run["steering"]
     assert planted_run["pass"]
