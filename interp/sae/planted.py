@@ -71,6 +71,24 @@ INSTANCE_COLUMNS = ["concept", "instance_feature", "instance_threshold", "instan
                     "instance_precision", "instance_recall", "instance_f1", "instance_lift", "n_test_instances"]
 
 
+#: per-type baselines beside the SAE's match, from the SAE stage's own concept analysis (`interp.sae.concepts`,
+#: same blocks): a logistic probe on the raw activations and the best single neuron
+BASELINE_COLUMNS = {"probe_f1": "probe_f1", "probe_lift": "probe_lift", "best_neuron_f1": "neuron_f1",
+                    "best_neuron_unit": "neuron"}
+
+
+def baseline_columns(sae_metrics: dict) -> pl.DataFrame:
+    """One row per concept: `probe_f1`, `probe_lift` (logistic regression on the standardised raw activations,
+    threshold chosen on validation blocks, test blocks) and `neuron_f1`, `neuron` (the raw neuron of best
+    validation F1, read either way), from `sae_metrics["labels"]["concepts"]` of the planted SAE; null where
+    the SAE stage did not compute them. Does any SAE feature come close to what the activations hold?"""
+    schema = {"concept": pl.String, "probe_f1": pl.Float64, "probe_lift": pl.Float64, "neuron_f1": pl.Float64,
+              "neuron": pl.Int64}
+    rows = [{"concept": c["concept"], **{new: c.get(old) for old, new in BASELINE_COLUMNS.items()}}
+            for c in (sae_metrics.get("labels") or {}).get("concepts") or []]
+    return pl.DataFrame(rows, schema=schema)
+
+
 def base_split(windows: pl.DataFrame, split: BlockSplit, contig: str, length: int) -> np.ndarray:
     """int8 [length]: the split code (TRAIN / VALIDATION / TEST) of every base of `contig` that some window
     covers (the block of the base, as `split.of_tokens`), -1 where no window reaches."""
@@ -320,6 +338,7 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
              .join(oracle.select("concept", "oracle_f1", "oracle_precision", "oracle_recall", "oracle_instance_f1"),
                    on="concept", how="left")
              .join(instance, on="concept", how="left")
+             .join(baseline_columns(sae_metrics), on="concept", how="left")
              .with_columns(((pl.col("instance_f1") >= targets.min_f1) & (pl.col("instance_lift") >= targets.min_lift))
                            .fill_null(False).alias("matched_instance")))
     verdict = match_verdict(match, targets)
@@ -340,7 +359,10 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
                                    "per-base F1 >= min_f1 and lift >= min_lift (the target)",
                        "instance": "InterPLM's f1_per_domain: per-base precision, recall per instance (fires on "
                                    ">= 1 base of it); the type's feature of best validation instance F1; matched "
-                                   "when its test instance F1 >= min_f1 and lift >= min_lift (reported beside)"},
+                                   "when its test instance F1 >= min_f1 and lift >= min_lift (reported beside)",
+                       "baselines": "probe_f1: a logistic probe on the raw activations (train blocks; threshold on "
+                                    "validation, F1 on test); neuron_f1: the best raw neuron, chosen as the "
+                                    "features are (reported beside, never substituted)"},
         "steering": steering.to_dicts(), "steering_pass": steer_pass,
         "pass": bool(lm_pass and verdict["pass"] and steer_pass),
         "pass_instance": bool(lm_pass and verdict_instance["pass"] and steer_pass),
