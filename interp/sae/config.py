@@ -41,6 +41,16 @@ class SAEConfig:
     matryoshka_prefixes: list[float] = field(default_factory=lambda: [0.0625, 0.25, 1.0])
     """matryoshka: nested dictionary sizes as fractions of n_features (increasing, last 1.0); the
     loss is the mean reconstruction loss over these prefixes."""
+    temporal_fraction: float = 0.0
+    """share of the dictionary (its first features) trained with the temporal contrastive loss of
+    T-SAE (Bhalla et al. 2025): pulled together on adjacent tokens of a window, apart across windows,
+    so features can stand for spans (motif instances, islands); 0 turns it off."""
+    temporal_coefficient: float = 1.0
+    """weight of the temporal contrastive loss, in units of the normalised MSE loss."""
+    temporal_temperature: float = 0.1
+    """temperature of the temporal contrastive loss (InfoNCE on cosine similarity)."""
+    temporal_gap: int = 1
+    """tokens between the two members of a temporal pair (1: adjacent tokens, as in T-SAE)."""
     threshold_momentum: float = 0.99
     """batchtopk, matryoshka: momentum of the running inference threshold (mean over batches of the
     smallest activation BatchTopK kept), so inference does not depend on the batch."""
@@ -92,7 +102,7 @@ class SAEConfig:
         if self.b_dec_init not in B_DEC_INITS:
             raise bad("b_dec_init", f"one of {', '.join(B_DEC_INITS)}")
         for name in ("n_features", "k", "epochs", "batch_size", "split_block_bases", "dead_after_tokens",
-                     "init_sample_tokens", "checkpoint_every_steps"):
+                     "init_sample_tokens", "checkpoint_every_steps", "temporal_gap"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "a positive integer")
@@ -101,7 +111,15 @@ class SAEConfig:
         for name in ("lr", "jumprelu_bandwidth", "jumprelu_init_threshold", "memory_budget_mb"):
             if not getattr(self, name) > 0:
                 raise bad(name, "a positive number")
-        for name in ("l1_coefficient", "l0_coefficient", "auxk_alpha"):
+        if not 0 <= self.temporal_fraction < 1:
+            raise bad("temporal_fraction", "a number in [0, 1)")
+        if self.temporal_fraction > 0 and round(self.temporal_fraction * self.n_features) < 1:
+            raise bad("temporal_fraction", f"at least 1 / n_features ({1 / self.n_features:.3g}) when not 0")
+        if self.temporal_fraction > 0 and self.batch_size < 4:
+            raise bad("batch_size", "at least 4 with temporal_fraction > 0 (pairs need negatives)")
+        if not self.temporal_temperature > 0:
+            raise bad("temporal_temperature", "a positive number")
+        for name in ("l1_coefficient", "l0_coefficient", "auxk_alpha", "temporal_coefficient"):
             if not getattr(self, name) >= 0:
                 raise bad(name, "a non-negative number")
         for name in ("lr_warmup_fraction", "lr_decay_fraction"):

@@ -33,6 +33,7 @@ from interp.sae.matryoshka import MatryoshkaSAE
 from interp.sae.model import SparseAutoencoder
 from interp.sae.relu import ReLUSAE
 from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit, block_split
+from interp.sae.temporal import adjacent_pair_starts, temporal_contrastive_loss
 from interp.sae.topk import TopKSAE
 
 METADATA_KEY = "interp_sae"
@@ -77,8 +78,36 @@ def iter_split_chunks(store: TokenStore, split: BlockSplit, want: int | tuple[in
             yield (sl, keep, x) if with_rows else x
 
 
+def iter_split_pairs(store: TokenStore, split: BlockSplit, want: int, read_rows: int,
+                     order: np.ndarray | None = None, gap: int = 1):
+    """Yield float32 [p, 2, d] non-overlapping pairs of tokens `gap` apart in one window, both in split
+    `want` (`interp.sae.temporal.adjacent_pair_starts`), one store chunk at a time. A pair that would
+    straddle two store chunks is skipped."""
+    starts = np.arange(0, store.n_tokens, read_rows)
+    for s in (starts if order is None else starts[order]):
+        sl = slice(int(s), min(int(s) + read_rows, store.n_tokens))
+        window_index = np.asarray(store.window_index[sl])
+        keep = split.of_tokens(window_index, store.base_start[sl]) == want
+        first = adjacent_pair_starts(window_index, keep, gap)
+        if first.size:
+            x = np.asarray(store.activations[sl])
+            yield np.stack([x[first], x[first + gap]], axis=1)
+
+
+def count_split_pairs(store: TokenStore, split: BlockSplit, want: int, read_rows: int, gap: int = 1) -> int:
+    """Number of pairs `iter_split_pairs` yields (reads only the token index arrays)."""
+    n = 0
+    for s in range(0, store.n_tokens, read_rows):
+        sl = slice(s, min(s + read_rows, store.n_tokens))
+        window_index = np.asarray(store.window_index[sl])
+        n += adjacent_pair_starts(window_index, split.of_tokens(window_index, store.base_start[sl]) == want,
+                                  gap).size
+    return n
+
+
 class TrainingTokens(IterableDataset):
-    """Shuffled float32 batches [batch_size, d] of the training tokens, reshuffled every epoch.
+    """Shuffled float32 batches [batch_size, d] of the training tokens, reshuffled every epoch; with
+    `pairs`, batches [batch_size, 2, d] of adjacent-token pairs (`iter_split_pairs`; n_train counts pairs).
 
     If n_train * d * 4 bytes fits in `budget_bytes` the tokens are read once and kept; otherwise each
     epoch visits store chunks in a seeded random order, pooling them in a buffer of about
@@ -88,19 +117,22 @@ class TrainingTokens(IterableDataset):
     """
 
     def __init__(self, store: TokenStore, split: BlockSplit, n_train: int, batch_size: int,
-                 seed: int, budget_bytes: float, read_rows: int) -> None:
-        self.store, self.split = store, split
+                 seed: int, budget_bytes: float, read_rows: int, pairs: bool = False, gap: int = 1) -> None:
+        self.store, self.split, self.pairs, self.gap = store, split, pairs, gap
         self.batch_size, self.seed, self.read_rows = batch_size, seed, read_rows
         self.n_chunks = -(-store.n_tokens // read_rows)
-        self.buffer_rows = max(batch_size, int(budget_bytes // (4 * store.d)))
-        self.cache_allowed = n_train * store.d * 4 <= budget_bytes
+        row_bytes = 4 * store.d * (2 if pairs else 1)
+        self.buffer_rows = max(batch_size, int(budget_bytes // row_bytes))
+        self.cache_allowed = n_train * row_bytes <= budget_bytes
         self.cache: np.ndarray | None = None
         self.epoch = 0
         self.skip_batches = 0
         self.chunk_reads = 0
 
     def _chunks(self, order: np.ndarray | None = None):
-        for rows in iter_split_chunks(self.store, self.split, TRAIN, self.read_rows, order):
+        chunks = (iter_split_pairs(self.store, self.split, TRAIN, self.read_rows, order, self.gap) if self.pairs
+                  else iter_split_chunks(self.store, self.split, TRAIN, self.read_rows, order))
+        for rows in chunks:
             self.chunk_reads += 1
             yield rows
 
@@ -205,6 +237,7 @@ class SAETraining(pl_lightning.LightningModule):
         self.token_variance = max(token_variance, 1e-12)  # mean ||x - mean||^2, normalised scale
         self.register_buffer("tokens_since_fired", torch.zeros(sae.n_features, dtype=torch.long))
         self.register_buffer("fired_this_epoch", torch.zeros(sae.n_features, dtype=torch.bool))
+        self.n_temporal = round(cfg.temporal_fraction * sae.n_features)
         self.step = 0
         self.epochs_done = 0
         self.batch_in_epoch = 0
@@ -216,10 +249,16 @@ class SAETraining(pl_lightning.LightningModule):
             group["lr"] = self.cfg.lr * factor
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        x = batch * self.sae.input_scale
+        # a batch of adjacent-token pairs [B, 2, d] is encoded as 2B tokens (pair members interleaved)
+        x = batch.reshape(-1, batch.shape[-1]) * self.sae.input_scale
         features, pre, sparsity = self.sae.train_encode(x)
         recon_loss, error = self.sae.reconstruction_loss(x, features, self.token_variance)
         loss = recon_loss + sparsity
+        temporal_loss = torch.zeros(())
+        if batch.ndim == 3:
+            high = features[:, :self.n_temporal].reshape(batch.shape[0], 2, self.n_temporal)
+            temporal_loss = temporal_contrastive_loss(high[:, 0], high[:, 1], self.cfg.temporal_temperature)
+            loss = loss + self.cfg.temporal_coefficient * temporal_loss
         with torch.no_grad():
             fired = (features > 0).any(dim=0)
             self.tokens_since_fired = torch.where(fired, 0, self.tokens_since_fired + x.shape[0])
@@ -239,7 +278,8 @@ class SAETraining(pl_lightning.LightningModule):
             aux_loss = self.cfg.auxk_alpha * scale * aux_error.pow(2).sum() / denom
             loss = loss + aux_loss
         self.log_dict({"train_recon_loss": recon_loss.detach(), "train_sparsity_loss": sparsity.detach(),
-                       "train_auxk_loss": aux_loss.detach(), "train_l0": (features > 0).sum(1).float().mean(),
+                       "train_auxk_loss": aux_loss.detach(), "train_temporal_loss": temporal_loss.detach(),
+                       "train_l0": (features > 0).sum(1).float().mean(),
                        "dead_features": float(n_dead),
                        "lr": self.trainer.optimizers[0].param_groups[0]["lr"]},
                       on_step=True, on_epoch=False, prog_bar=False)
@@ -365,7 +405,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
     dead_fraction (features firing on no test and no last-epoch training token), dense_fraction
     (test density > 0.1), density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
-    epochs, steps, seed, input_scale, chunk_reads, resumed_from_step.
+    epochs, steps, seed, input_scale, chunk_reads, resumed_from_step, n_train_pairs (adjacent-token
+    pairs per epoch with temporal_fraction > 0, else 0).
     """
     cfg.validate()
     store = open_store(store_path)
@@ -375,13 +416,19 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                                                            cfg.seed)
     scale = float(np.sqrt(store.d / mean_sq_norm)) if cfg.normalize_inputs and mean_sq_norm > 0 else 1.0
     token_variance = (mean_sq_norm - float(mean @ mean)) * scale**2
-    steps_per_epoch = -(-n_train // cfg.batch_size)
+    temporal = cfg.temporal_fraction > 0
+    # temporal: batches of batch_size // 2 adjacent-token pairs, so a step still sees batch_size tokens
+    n_rows = count_split_pairs(store, split, TRAIN, read_rows, cfg.temporal_gap) if temporal else n_train
+    rows_per_batch = cfg.batch_size // 2 if temporal else cfg.batch_size
+    if n_rows == 0:
+        raise InputError(f"{store_path}: no adjacent training-token pairs for temporal_fraction > 0")
+    steps_per_epoch = -(-n_rows // rows_per_batch)
     total_steps = cfg.epochs * steps_per_epoch
 
     resume = None
     if state_path is not None and Path(state_path).exists():
         tensors, counters = read_training_state(state_path)
-        if counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_train:
+        if counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows:
             resume = (tensors, counters)
 
     previous_threads = torch.get_num_threads()
@@ -398,10 +445,11 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         sae.init_from_sample(torch.as_tensor(sample * scale, dtype=torch.float32))
         module = SAETraining(sae, cfg, token_variance, total_steps,
                              Path(state_path) if state_path is not None else None,
-                             {"config": cfg.to_dict(), "n_train": n_train},
+                             {"config": cfg.to_dict(), "n_train": n_rows},
                              resume[0] if resume is not None else None)
-        dataset = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed,
-                                 cfg.memory_budget_mb * 2**20, read_rows)
+        dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed,
+                                 cfg.memory_budget_mb * 2**20, read_rows, pairs=temporal,
+                                 gap=cfg.temporal_gap)
         epochs_left = cfg.epochs
         if resume is not None:
             tensors, counters = resume
@@ -445,7 +493,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "dead_fraction": float(1.0 - fired.float().mean()),
         "dense_fraction": float((density > 0.1).mean()),
         "density_histogram": density_histogram(density),
-        "n_train_tokens": n_train, "n_validation_tokens": validation["n_tokens"], "n_test_tokens": test["n_tokens"],
+        "n_train_tokens": n_train, "n_train_pairs": n_rows if temporal else 0, "n_validation_tokens": validation["n_tokens"], "n_test_tokens": test["n_tokens"],
         "n_heldout_tokens": test["n_tokens"],
         "n_train_blocks": blocks["train"], "n_validation_blocks": blocks["validation"],
         "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
