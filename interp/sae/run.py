@@ -71,8 +71,8 @@ def label_features(model: SparseAutoencoder, store: str | Path, windows: pl.Data
     return features, units, summary
 
 
-FRONTIER_COLUMNS = ["name", "architecture", "n_features", "k", "l1_coefficient", "l0_coefficient", "l0", "fvu",
-                    "loss_recovered", "dead_fraction", "dense_fraction"]
+FRONTIER_COLUMNS = ["name", "architecture", "n_features", "k", "l1_coefficient", "l0_coefficient", "temporal_fraction",
+                    "l0", "fvu", "loss_recovered", "dead_fraction", "dense_fraction"]
 
 
 def frontier_table(metrics: list[dict]) -> pl.DataFrame:
@@ -83,7 +83,8 @@ def frontier_table(metrics: list[dict]) -> pl.DataFrame:
         rows.append({"name": m.get("name", "main"), "architecture": m["architecture"], "n_features": m["n_features"],
                      "k": m["k"],
                      "l1_coefficient": cfg.get("l1_coefficient") if m["architecture"] == "relu" else None,
-                     "l0_coefficient": cfg.get("l0_coefficient") if m["architecture"] == "jumprelu" else None, "l0": m["l0"], "fvu": m["fvu"],
+                     "l0_coefficient": cfg.get("l0_coefficient") if m["architecture"] == "jumprelu" else None,
+                     "temporal_fraction": cfg.get("temporal_fraction", 0.0), "l0": m["l0"], "fvu": m["fvu"],
                      "loss_recovered": m.get("loss_recovered"), "dead_fraction": m["dead_fraction"],
                      "dense_fraction": m["dense_fraction"]})
     return pl.DataFrame(rows, schema={c: (pl.String if c in ("name", "architecture") else pl.Float64)
