@@ -5,7 +5,9 @@ stores are 51 MB and 205 MB of activations). Each training runs in a fresh proce
 memory_budget_mb 16, so the tokens are streamed through a 16 MB shuffle buffer) and reports its
 peak RSS; the script prints both and their ratio (streaming means about 1, loading the store would
 mean about 4 in the activations' share). A third process that only imports the stack and opens the
-store gives the fixed cost. Nothing is asserted.
+store gives the fixed cost. With `--temporal` the same two trainings run again with the T-SAE temporal loss
+(`temporal_fraction` 0.2: batches of adjacent-token pairs) and the script prints their peak RSS ratio and
+their tokens/s against the plain runs'. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -45,14 +47,16 @@ def write_store(path: Path, n_tokens: int, d: int, chunk: int = 16384) -> None:
 
 
 def child(store: str, mode: str) -> None:
+    """mode: open (import + open the store), train, or train-temporal."""
     from interp.sae import SAEConfig, train_sae
     from interp.sae.train import open_store
 
     t0 = time.perf_counter()
-    if mode == "train":
+    if mode.startswith("train"):
         windows = pl.read_parquet(Path(store).with_suffix(".windows.parquet"))
         cfg = SAEConfig(n_features=512, k=16, epochs=1, batch_size=512, memory_budget_mb=16,
-                        split_block_bases=20 * PER_WINDOW)
+                        split_block_bases=20 * PER_WINDOW,
+                        temporal_fraction=0.2 if mode == "train-temporal" else 0.0)
         _, metrics = train_sae(store, cfg, windows, threads=1)
         extra = {"n_train_tokens": metrics["n_train_tokens"], "fvu": metrics["fvu"]}
     else:
@@ -69,8 +73,10 @@ def run_child(store: Path, mode: str) -> dict:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    d = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+    temporal = "--temporal" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--temporal"]
+    n = int(args[0]) if len(args) > 0 else 100_000
+    d = int(args[1]) if len(args) > 1 else 128
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "small.zarr", Path(tmp) / "large.zarr"
         write_store(small, n, d)
@@ -78,6 +84,9 @@ def main() -> None:
         base = run_child(small, "open")
         a = run_child(small, "train")
         b = run_child(large, "train")
+        if temporal:
+            ta = run_child(small, "train-temporal")
+            tb = run_child(large, "train-temporal")
     mb = n * d * 4 / 2**20
     print(f"activations: {mb:.0f} MB vs {4 * mb:.0f} MB (4x); budget 16 MB")
     print(f"fixed cost (import + open store): peak RSS {base['peak_rss_mb']:.0f} MB")
@@ -86,6 +95,12 @@ def main() -> None:
     print(f"train {4 * n} tokens: peak RSS {b['peak_rss_mb']:.0f} MB, {b['seconds']:.1f} s, "
           f"{b['n_train_tokens'] / b['seconds']:.0f} tokens/s")
     print(f"peak RSS ratio (4x store / 1x store): {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
+    if temporal:
+        for size, plain, pairs in ((n, a, ta), (4 * n, b, tb)):
+            print(f"temporal, {size} tokens: peak RSS {pairs['peak_rss_mb']:.0f} MB "
+                  f"({pairs['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x plain), {pairs['seconds']:.1f} s, "
+                  f"tokens/s {pairs['n_train_tokens'] / pairs['seconds'] / (plain['n_train_tokens'] / plain['seconds']):.3f}x plain")
+        print(f"temporal peak RSS ratio (4x store / 1x store): {tb['peak_rss_mb'] / ta['peak_rss_mb']:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ import pytest
 
 from interp.genome.fasta import read_fasta
 from interp.sae.concepts import LabelConfig, ThresholdCounts, label_units
-from interp.sae.planted import PlantedTargets, match_table, match_verdict, steering_table, windows_with
+from interp.sae.planted import (
+    PlantedTargets,
+    check_rows,
+    match_table,
+    match_verdict,
+    steering_table,
+    windows_with,
+)
 from interp.sae.planted_genome import (
     PlantedConfig,
     kmer_frequencies,
@@ -201,6 +208,12 @@ def test_steering_raises_the_motif_bases_beyond_the_random_control():
     weak = steering_table(lm, "block2", sae, match, features.with_columns(mean_activation=pl.lit(0.0)), windows,
                           elements, n_random=8)
     assert not weak["raises_motif"][0]
+    # an unmatched type's best per-base feature is steered beside (rule per_base_best), outside the check
+    unmatched = match.with_columns(matched=pl.lit(False))
+    beside = steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=8, best_unmatched=True)
+    assert beside["rule"].to_list() == ["per_base_best"] and beside["raises_motif"][0]  # motif_B has no windows
+    assert check_rows(beside).height == 0
+    assert steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=8).height == 0
 
 
 @pytest.fixture(scope="module")
