@@ -220,9 +220,11 @@ class KillAfter(pl_lightning.Callback):
             raise RuntimeError("simulated kill")
 
 
-@pytest.mark.parametrize("architecture", ["topk", "jumprelu"])
-def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, architecture):
-    cfg = SAEConfig(**{**FAST, "epochs": 3, "checkpoint_every_steps": 20, "architecture": architecture,
+@pytest.mark.parametrize("settings", [{"architecture": "topk"}, {"architecture": "jumprelu"},
+                                      {"architecture": "topk", "temporal_fraction": 0.25}],
+                         ids=["topk", "jumprelu", "topk-temporal"])
+def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, settings):
+    cfg = SAEConfig(**{**FAST, "epochs": 3, "checkpoint_every_steps": 20, **settings,
                        "memory_budget_mb": 0.5})  # streamed through the buffer, not cached
     reference, ref_metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
     state = tmp_path / "state.safetensors"

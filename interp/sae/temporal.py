@@ -1,8 +1,8 @@
 """Temporal SAE (T-SAE; Bhalla et al. 2025): a contrastive loss that pulls the activations of the
 dictionary's first `temporal_fraction` features ("high-level" features) together on adjacent tokens of
 one window and apart across windows, so a feature can stand for a span (a motif instance, an island)
-rather than for one offset inside it. Pairs are `temporal_gap` tokens apart (1: adjacent, as in T-SAE). With Matryoshka prefixes these features are also the first
-prefix, so they must reconstruct on their own.
+rather than for one offset inside it. Pairs are `temporal_gap` tokens apart (1: adjacent, as in T-SAE).
+With Matryoshka prefixes these features are also the first prefix, so they must reconstruct on their own.
 """
 
 from __future__ import annotations

@@ -69,36 +69,36 @@ def iter_split_chunks(store: TokenStore, split: BlockSplit, want: int | tuple[in
     """Yield float32 [m, d] activations of the tokens in split(s) `want`, one store chunk at a time
     (with `with_rows`: (row slice, keep mask [rows], activations))."""
     want = (want,) if isinstance(want, int) else tuple(want)
-    starts = np.arange(0, store.n_tokens, read_rows)
-    for s in (starts if order is None else starts[order]):
-        sl = slice(int(s), min(int(s) + read_rows, store.n_tokens))
+    for sl in _chunk_slices(store, read_rows, order):
         keep = np.isin(split.of_tokens(store.window_index[sl], store.base_start[sl]), want)
         if keep.any():
             x = np.asarray(store.activations[sl])[keep]
             yield (sl, keep, x) if with_rows else x
 
 
+def _chunk_slices(store: TokenStore, read_rows: int, order: np.ndarray | None = None):
+    """Row slices of `read_rows` over the store, in `order` of chunks if given."""
+    starts = np.arange(0, store.n_tokens, read_rows)
+    for s in (starts if order is None else starts[order]):
+        yield slice(int(s), min(int(s) + read_rows, store.n_tokens))
+
+
 def iter_split_pairs(store: TokenStore, split: BlockSplit, want: int, read_rows: int,
                      order: np.ndarray | None = None, gap: int = 1):
     """Yield float32 [p, 2, d] non-overlapping pairs of tokens `gap` apart in one window, both in split
-    `want` (`interp.sae.temporal.adjacent_pair_starts`), one store chunk at a time. A pair that would
-    straddle two store chunks is skipped."""
-    starts = np.arange(0, store.n_tokens, read_rows)
-    for s in (starts if order is None else starts[order]):
-        sl = slice(int(s), min(int(s) + read_rows, store.n_tokens))
-        window_index = np.asarray(store.window_index[sl])
-        keep = split.of_tokens(window_index, store.base_start[sl]) == want
-        first = adjacent_pair_starts(window_index, keep, gap)
+    `want` (`interp.sae.temporal.adjacent_pair_starts`), one store chunk at a time (`iter_split_chunks`).
+    A pair that would straddle two store chunks is skipped."""
+    for sl, keep, x in iter_split_chunks(store, split, want, read_rows, order, with_rows=True):
+        first = adjacent_pair_starts(np.asarray(store.window_index[sl]), keep, gap)
         if first.size:
-            x = np.asarray(store.activations[sl])
-            yield np.stack([x[first], x[first + gap]], axis=1)
+            kept_row = np.cumsum(keep) - 1  # row of the chunk -> row of x (the kept rows)
+            yield np.stack([x[kept_row[first]], x[kept_row[first + gap]]], axis=1)
 
 
 def count_split_pairs(store: TokenStore, split: BlockSplit, want: int, read_rows: int, gap: int = 1) -> int:
     """Number of pairs `iter_split_pairs` yields (reads only the token index arrays)."""
     n = 0
-    for s in range(0, store.n_tokens, read_rows):
-        sl = slice(s, min(s + read_rows, store.n_tokens))
+    for sl in _chunk_slices(store, read_rows):
         window_index = np.asarray(store.window_index[sl])
         n += adjacent_pair_starts(window_index, split.of_tokens(window_index, store.base_start[sl]) == want,
                                   gap).size
@@ -109,7 +109,7 @@ class TrainingTokens(IterableDataset):
     """Shuffled float32 batches [batch_size, d] of the training tokens, reshuffled every epoch; with
     `pairs`, batches [batch_size, 2, d] of adjacent-token pairs (`iter_split_pairs`; n_train counts pairs).
 
-    If n_train * d * 4 bytes fits in `budget_bytes` the tokens are read once and kept; otherwise each
+    If n_train rows (d or 2d float32 each) fit in `budget_bytes` they are read once and kept; otherwise each
     epoch visits store chunks in a seeded random order, pooling them in a buffer of about
     `budget_bytes` that is shuffled and emptied batch by batch. The order depends only on
     (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
@@ -493,7 +493,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "dead_fraction": float(1.0 - fired.float().mean()),
         "dense_fraction": float((density > 0.1).mean()),
         "density_histogram": density_histogram(density),
-        "n_train_tokens": n_train, "n_train_pairs": n_rows if temporal else 0, "n_validation_tokens": validation["n_tokens"], "n_test_tokens": test["n_tokens"],
+        "n_train_tokens": n_train, "n_train_pairs": n_rows if temporal else 0,
+        "n_validation_tokens": validation["n_tokens"], "n_test_tokens": test["n_tokens"],
         "n_heldout_tokens": test["n_tokens"],
         "n_train_blocks": blocks["train"], "n_validation_blocks": blocks["validation"],
         "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
