@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_store.py
 	$(BIN)/python benchmarks/bench_rank_score.py
 	$(BIN)/python benchmarks/embed_throughput.py
+	$(BIN)/python benchmarks/cohort_windows_memory.py
 
 # issue 8's scale benchmark: 2,504 samples, a 20 Mb and an 80 Mb VCF (minutes; inputs cached in benchmarks/out/)
 bench-scale: $(STAMP)

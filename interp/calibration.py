@@ -353,7 +353,7 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
     dosage = mean_impute(raw)
     matrices = {"variant": columns_to_test(dosage, cfg.min_carriers, minor_allele_count(raw), standardise=False)}
     for fam in window_families(emb_dirs, geno.obs_names):
-        x = np.asarray(fam.matrix, dtype=np.float64)
+        x = fam.columns().read(slice(None))  # calibration cohorts are small: the whole family at once
         matrices[fam.name] = columns_to_test(x, cfg.min_carriers, carrier_counts(x))
     matrices = {name: xs[:, filtered == ""] for name, (xs, filtered) in matrices.items()}
     y_null = geno.obs["null"].to_numpy(dtype=np.float64)

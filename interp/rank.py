@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -540,51 +541,73 @@ def columns_to_test(x: np.ndarray, min_carriers: int, count: np.ndarray, standar
     return xs, filtered
 
 
-def rank_family(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, binary: bool, cfg: RankConfig,
-                n_carriers: np.ndarray, filter_count: np.ndarray | None = None, standardise: bool = True,
-                null: NullModel | None = None) -> pl.DataFrame:
+#: columns of a model feature family read, standardised and tested at a time (memory ~ 4 x n x this x 8 B)
+COLUMN_CHUNK = 2048
+
+
+def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray | None, binary: bool,
+                cfg: RankConfig, n_carriers: np.ndarray | None = None, filter_count: np.ndarray | None = None,
+                standardise: bool = True, null: NullModel | None = None, chunk: int | None = None,
+                ) -> pl.DataFrame:
     """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
 
-    x [n, m] the family's columns (variants: mean-imputed dosage, standardise=False so effects are per
-    allele; model features: standardise=True, effects per SD); n_carriers [m] reported per column;
-    filter_count [m] compared with cfg.min_carriers (default n_carriers; variants pass the minor-allele
-    count). Returns one row per column in input order: effect, se, ci_low, ci_high, z, p, q, method,
-    effect_method, n_carriers, filtered ("" when tested), stability.
+    x: the family's columns [n, m], an array or a `Columns` reader (an on-disk table is then read `chunk`
+    columns at a time, default `COLUMN_CHUNK`, so memory follows n x chunk, not m; variants: mean-imputed dosage,
+    standardise=False so effects are per allele; model features: standardise=True, effects per SD);
+    n_carriers [m] reported per column (None: `carrier_counts` of each block); filter_count [m] compared
+    with cfg.min_carriers (default n_carriers; variants pass the minor-allele count). Returns one row per
+    column in input order: effect, se, ci_low, ci_high, z, p, q, method, effect_method, n_carriers,
+    filtered ("" when tested), stability.
     """
-    x = np.asarray(x, dtype=np.float64)
-    n, m = x.shape
+    cols_in = x if isinstance(x, Columns) else Columns(np.asarray(x, dtype=np.float64))
+    m, chunk = cols_in.n_columns, max(1, chunk or COLUMN_CHUNK)
     null = null or null_model(y, covariates, binary)
-    xs, filtered = columns_to_test(x, cfg.min_carriers, n_carriers if filter_count is None else filter_count,
-                                   standardise)
-    tested = np.flatnonzero(filtered == "")
-    res = association(xs[:, tested], null, cfg.spa_cutoff)
-    untestable = ~np.isfinite(res["p"].to_numpy())
-    filtered[tested[untestable]] = "explained by covariates"
     cols = {k: np.full(m, np.nan) for k in ("effect", "se", "ci_low", "ci_high", "z", "p")}
-    for k in cols:
-        cols[k][tested] = res[k].to_numpy()
     method = np.full(m, "", dtype=object)
-    method[tested] = res["method"].to_list()
     eff_method = np.full(m, "", dtype=object)
-    eff_method[tested] = res["effect_method"].to_list()
-    method[tested[untestable]] = eff_method[tested[untestable]] = ""
+    filtered = np.full(m, "", dtype=object)
+    carriers = np.zeros(m, dtype=np.int64) if n_carriers is None else np.asarray(n_carriers, dtype=np.int64)
+    for lo in range(0, m, chunk):
+        sl = slice(lo, min(lo + chunk, m))
+        block = cols_in.read(sl)
+        if n_carriers is None:
+            carriers[sl] = carrier_counts(block)
+        count = carriers[sl] if filter_count is None else np.asarray(filter_count)[sl]
+        xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
+        tested = np.flatnonzero(filt == "")
+        res = association(xs[:, tested], null, cfg.spa_cutoff)
+        untestable = ~np.isfinite(res["p"].to_numpy())
+        filt[tested[untestable]] = "explained by covariates"
+        for k in cols:
+            cols[k][lo + tested] = res[k].to_numpy()
+        method[lo + tested] = res["method"].to_list()
+        eff_method[lo + tested] = res["effect_method"].to_list()
+        method[lo + tested[untestable]] = eff_method[lo + tested[untestable]] = ""
+        filtered[sl] = filt
+
+    def scaled(which: np.ndarray) -> np.ndarray:
+        block = cols_in.read(which)
+        return columns_to_test(block, cfg.min_carriers, np.zeros(which.size), standardise)[0]
+
     keep = np.flatnonzero(filtered == "")
+    best_first = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))]
     stab = np.full(m, np.nan)
     if keep.size and cfg.resamples > 0:
         # screening: a column far down the full-sample ranking is essentially never in a half-sample's top_k;
         # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
-        screened = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.stability_screen]
-        stab[screened] = stability(xs[:, screened], null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
+        screened = np.sort(best_first[:cfg.stability_screen])
+        stab[screened] = stability(scaled(screened), null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
                                    binary)
     if binary and cfg.refit_top > 0 and keep.size:
-        order = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))][:cfg.refit_top]
-        for j in order:
-            beta, se, _, how = logistic_effect(xs[:, j], null.y, null.design[:, 1:], with_p=False)
+        order = np.sort(best_first[:cfg.refit_top])
+        top = scaled(order)
+        for i, j in enumerate(order):
+            beta, se, _, how = logistic_effect(top[:, i], null.y, null.design[:, 1:], with_p=False)
             cols["effect"][j], cols["se"][j] = beta, se
             cols["ci_low"][j], cols["ci_high"][j] = beta - _Z975 * se, beta + _Z975 * se
             eff_method[j] = how
     return pl.DataFrame({**cols, "q": benjamini_hochberg(cols["p"]), "method": method.tolist(),
-                         "effect_method": eff_method.tolist(), "n_carriers": np.asarray(n_carriers, np.int64),
+                         "effect_method": eff_method.tolist(), "n_carriers": carriers,
                          "filtered": filtered.tolist(), "stability": stab},
                         schema_overrides={"method": pl.String, "effect_method": pl.String, "filtered": pl.String})
 
@@ -619,18 +642,59 @@ def conditional_pvalues(x: np.ndarray, null: NullModel, lead_dosage: np.ndarray,
 
 
 @dataclass
+class Columns:
+    """Columns of a feature matrix read on demand, as float64.
+
+    source [N, m]: an array, or an on-disk 2-D dataset (an h5py Dataset, e.g. the X of a `<layer>.windows.h5ad`)
+    that is only ever read a block of columns at a time; rows [n]: the row positions of source used, in the
+    order wanted (None: all rows as stored).
+    """
+
+    source: Any
+    rows: np.ndarray | None = None
+
+    @property
+    def n_columns(self) -> int:
+        return int(self.source.shape[1])
+
+    def read(self, cols: slice | np.ndarray) -> np.ndarray:
+        """float64 [n, k] of the columns `cols` (a slice, or increasing column indices)."""
+        if isinstance(cols, np.ndarray):
+            cols = np.asarray(cols, dtype=np.int64)
+            if cols.size == 0:
+                n = self.source.shape[0] if self.rows is None else self.rows.size
+                return np.zeros((n, 0))
+            if isinstance(self.source, np.ndarray):
+                block = self.source[:, cols]
+            else:  # on disk: one hyperslab per run of nearby columns, never the span of all of them
+                block = np.empty((self.source.shape[0], cols.size), dtype=np.float64)
+                i = 0
+                while i < cols.size:
+                    j = int(np.searchsorted(cols, cols[i] + COLUMN_CHUNK))
+                    span = self.source[:, int(cols[i]):int(cols[j - 1]) + 1]
+                    block[:, i:j] = span[:, cols[i:j] - cols[i]]
+                    i = j
+        else:
+            block = self.source[:, cols]
+        block = np.asarray(block, dtype=np.float64)
+        return block if self.rows is None else block[self.rows]
+
+
+@dataclass
 class Family:
     """One feature family tested against each phenotype, BH-corrected on its own.
 
     name: "variant", "embedding:<model>/<layer>" or "sae:<model>/<layer>". kind: variant | embedding | sae.
-    matrix [n, m]: dosages (NaN = missing) or window features, rows in the order of the phenotype.
+    matrix [N, m]: dosages (NaN = missing) or window features; an array, or for window features possibly an
+    on-disk dataset that rank reads a block of columns at a time (`Columns`). rows [n]: the rows of matrix
+    in the order of the phenotype (None: matrix is already in that order).
     features: m full ids; short_names: m readable names; contig, start, end [m]: 0-based half-open span
     (a variant's base, a feature's window). model, layer: "" for variants.
     """
 
     name: str
     kind: str
-    matrix: np.ndarray
+    matrix: Any
     features: list[str]
     short_names: list[str]
     contig: np.ndarray
@@ -638,6 +702,14 @@ class Family:
     end: np.ndarray
     model: str = ""
     layer: str = ""
+    rows: np.ndarray | None = None
+
+    def columns(self, keep: np.ndarray | None = None) -> Columns:
+        """A reader of this family's columns, rows in phenotype order, restricted to the boolean mask keep."""
+        rows = np.arange(self.matrix.shape[0]) if self.rows is None else np.asarray(self.rows)
+        if keep is not None:
+            rows = rows[np.asarray(keep, dtype=bool)]
+        return Columns(self.matrix, None if (self.rows is None and keep is None) else rows)
 
 
 def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str) -> pl.DataFrame:
@@ -701,8 +773,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
         if v_tested.size else None
     for fam in families:
-        x = np.asarray(fam.matrix, dtype=np.float64)[keep]
-        ft = rank_family(x, y, cov, binary, cfg, n_carriers=carrier_counts(x), null=null)
+        x = fam.columns(keep)
+        ft = rank_family(x, y, cov, binary, cfg, null=null)
         p, q = ft["p"].to_numpy(), ft["q"].to_numpy()
         sig = np.flatnonzero(np.isfinite(q) & (q < cfg.alpha))
         threshold = _bh_threshold(p, q, cfg.alpha)
@@ -711,12 +783,16 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         p_cond = np.full(ft.height, np.nan)
         cond_sig = np.full(ft.height, None, dtype=object)
         p_top = np.full(ft.height, np.nan)
+        for lo in range(0, sig.size, COLUMN_CHUNK):  # significant columns, a block at a time
+            part = sig[lo:lo + COLUMN_CHUNK]
+            block = x.read(part)
+            if top_v is not None:
+                # one variant for the whole phenotype: how many significant features does it alone explain?
+                p_top[part] = conditional_pvalues(block, null, dosage[:, top_v], cfg.spa_cutoff)
+            tags[part] = tagged_variants(block, dosage, variants.features, cfg.tag_r, cfg.max_tags)
         if sig.size and top_v is not None:
-            # one variant for the whole phenotype: how many significant features does it alone explain?
-            p_top[sig] = conditional_pvalues(x[:, sig], null, dosage[:, top_v], cfg.spa_cutoff)
             n_explained_top += int((p_top[sig] > (threshold if threshold is not None else -1.0)).sum())
         if sig.size:
-            tags[sig] = tagged_variants(x[:, sig], dosage, variants.features, cfg.tag_r, cfg.max_tags)
             groups: dict[int, list[int]] = {}
             for j in sig:
                 inside = np.flatnonzero((v_contig == str(fam.contig[j])) & (v_start >= fam.start[j])
@@ -726,7 +802,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
                     continue
                 groups.setdefault(int(inside[np.argmin(v_p[inside])]), []).append(int(j))
             for v_j, cols in groups.items():
-                pc = conditional_pvalues(x[:, cols], null, dosage[:, v_j], cfg.spa_cutoff)
+                pc = conditional_pvalues(x.read(np.asarray(cols)), null, dosage[:, v_j], cfg.spa_cutoff)
                 vid = variants.features[v_j]
                 lead[cols] = vid
                 p_cond[cols] = pc

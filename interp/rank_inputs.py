@@ -60,10 +60,9 @@ def rank_design(geno: ad.AnnData, covariates: list[str], missing: str) -> tuple[
 
 
 def window_families(emb_dirs: list[str | Path], sample_order: list[str] | pd.Index) -> list[Family]:
-    """`window_family` of every `*.windows.h5ad` in emb_dirs (sorted), rows in `sample_order`."""
-    import anndata
-
-    return [window_family(anndata.read_h5ad(path), sample_order) for d in sorted(str(e) for e in emb_dirs)
+    """`window_family` of every `*.windows.h5ad` in emb_dirs (sorted), rows in `sample_order`; each family's
+    matrix stays on disk and is read a block of columns at a time."""
+    return [window_family(path, sample_order) for d in sorted(str(e) for e in emb_dirs)
             for path in sorted(Path(d).glob("*.windows.h5ad"))]
 
 
@@ -87,26 +86,49 @@ def variant_family(geno: ad.AnnData) -> Family:
                   contig=var["contig"].astype(str).to_numpy(), start=pos0, end=pos0 + 1)
 
 
-def window_family(table: ad.AnnData, sample_order: list[str] | pd.Index) -> Family:
+def window_family(table: str | Path | ad.AnnData, sample_order: list[str] | pd.Index) -> Family:
     """One model layer's window features (embedding dimensions or SAE features) as one family.
 
     table: a `<layer>.windows.h5ad` of `interp.embed.cohort.cohort_tables` (X [n_samples, n_windows * d];
-    var contig, start, end, dim; uns kind, model, layer), put in `sample_order` (which it must contain).
-    Returns a Family "<kind>:<model>/<layer>" with float32 matrix, features the var names and short names
+    var contig, start, end, dim; uns kind, model, layer), as a path (its X stays on disk, an h5py Dataset
+    that `interp.rank.Columns` reads a block of columns at a time: hundreds of genes x thousands of samples
+    do not fit in memory) or an AnnData in memory. Rows are taken in `sample_order` (which the table must
+    contain; `Family.rows`).
+    Returns a Family "<kind>:<model>/<layer>" with features the var names and short names
     "<layer> contig:start-end d<j>" ("f<j>" for SAE features).
     """
-    if list(table.obs_names) != list(sample_order):
-        table = table[list(sample_order)]
-    kind, model, layer = table.uns["kind"], table.uns["model"], table.uns["layer"]
-    contig = table.var["contig"].astype(str).to_numpy()
-    start = table.var["start"].to_numpy().astype(np.int64)
-    end = table.var["end"].to_numpy().astype(np.int64)
+    import anndata
+
+    from interp.errors import InputError
+
+    if isinstance(table, (str, Path)):
+        import h5py
+
+        path = Path(table)
+        meta = anndata.read_h5ad(path, backed="r")
+        matrix = h5py.File(path, "r")["X"]
+        if not isinstance(matrix, h5py.Dataset) or matrix.ndim != 2:
+            raise InputError(f"{path}: X must be a dense 2-D matrix (a windows table of the embed_cohort stage)")
+        meta.file.close()
+    else:
+        meta, matrix = table, np.asarray(table.X, dtype=np.float32)
+    position = {s: i for i, s in enumerate(meta.obs_names.astype(str))}
+    missing = [s for s in sample_order if str(s) not in position]
+    if missing:
+        raise InputError(f"windows table {meta.uns.get('model')}/{meta.uns.get('layer')}: lacks sample "
+                         f"{missing[0]!r} of the genotypes ({len(missing)} missing)")
+    rows = np.array([position[str(s)] for s in sample_order], dtype=np.int64)
+    kind, model, layer = meta.uns["kind"], meta.uns["model"], meta.uns["layer"]
+    contig = meta.var["contig"].astype(str).to_numpy()
+    start = meta.var["start"].to_numpy().astype(np.int64)
+    end = meta.var["end"].to_numpy().astype(np.int64)
     prefix = "f" if kind == "sae" else "d"
     short = [f"{layer} {c}:{s}-{e} {prefix}{j}" for c, s, e, j in
-             zip(contig, start, end, table.var["dim"].to_numpy(), strict=True)]
-    return Family(name=f"{kind}:{model}/{layer}", kind=kind, matrix=np.asarray(table.X, dtype=np.float32),
-                  features=table.var_names.astype(str).tolist(), short_names=short, contig=contig, start=start,
-                  end=end, model=str(model), layer=str(layer))
+             zip(contig, start, end, meta.var["dim"].to_numpy(), strict=True)]
+    return Family(name=f"{kind}:{model}/{layer}", kind=kind, matrix=matrix,
+                  features=meta.var_names.astype(str).tolist(), short_names=short, contig=contig, start=start,
+                  end=end, model=str(model), layer=str(layer),
+                  rows=None if np.array_equal(rows, np.arange(matrix.shape[0])) else rows)
 
 
 def model_windows(families: list[Family]) -> pl.DataFrame:

@@ -3,6 +3,8 @@ hand-built cohort of 2 samples x 2 windows with known means."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -48,7 +50,9 @@ def test_sequence_index_maps_sample_window_haplotype_to_sequence_rows() -> None:
         sequence_index(assign.filter(pl.col("seq_hash") != "h1"), ["s1", "s2"], ["h0", "h2"])
 
 
-def test_pool_cohort_means_over_haplotypes_and_windows() -> None:
+def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
+    import anndata as ad
+
     from interp.embed.cohort import pool_cohort
 
     pooled, sequences, assign, geno = _cohort_inputs()
@@ -66,7 +70,10 @@ def test_pool_cohort_means_over_haplotypes_and_windows() -> None:
     np.testing.assert_allclose(s.obs["gc"].to_numpy(), [0.5, 0.375])
     assert s.obs["population"].tolist() == ["A", "B"]
     assert dict(s.uns) == {"model": "m", "layer": "block1", "kind": "embedding"}
-    w = tables["block1.windows.h5ad"]
+    tables["block1.windows.h5ad"].write_h5ad(tmp_path / "w.h5ad")
+    w = ad.read_h5ad(tmp_path / "w.h5ad")
+    assert w.X.dtype == np.float32 and w.uns["kind"] == "embedding"
+    np.testing.assert_array_equal(w.obsm["X_pca"], geno.obsm["X_pca"])
     np.testing.assert_allclose(w.X, [[1.0, 15.0, 4.0, 40.0], [2.0, 20.0, 2.0, 25.0]])  # window-major
     assert w.var_names.tolist() == ["m/block1/chr1:0-50/dim0", "m/block1/chr1:0-50/dim1",
                                     "m/block1/chr1:100-150/dim0", "m/block1/chr1:100-150/dim1"]
@@ -75,9 +82,36 @@ def test_pool_cohort_means_over_haplotypes_and_windows() -> None:
     f = tables["sae.features.h5ad"]
     np.testing.assert_allclose(f.X, [[(1 + 0 + 3 + 3) / 4], [(0 + 0 + 1 + 3) / 4]])
     assert f.uns["layer"] == "block2" and f.uns["kind"] == "sae"
-    assert tables["sae.windows.h5ad"].var_names.tolist() == ["m/block2/chr1:0-50/f0", "m/block2/chr1:100-150/f0"]
+    assert tables["sae.windows.h5ad"].var.index.tolist() == ["m/block2/chr1:0-50/f0", "m/block2/chr1:100-150/f0"]
     plain = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2"))
     assert "hap1" not in plain["block1.samples.h5ad"].obsm
+
+
+def test_pooling_by_window_blocks_gives_the_same_tables(tmp_path: Path, monkeypatch) -> None:
+    """Pooling runs over blocks of windows so that memory follows the block, not the number of windows
+    (hundreds of genes): one window per block must give the same sample means, gc and windows table."""
+    import anndata as ad
+
+    from interp.embed import cohort
+
+    pooled, sequences, assign, geno = _cohort_inputs()
+
+    def tables(folder: Path) -> dict:
+        folder.mkdir()
+        out = {}
+        for name, table in cohort.pool_cohort(pooled, sequences, assign, geno, "m", "block2", keep_haplotypes=True):
+            table.write_h5ad(folder / name)
+            out[name] = ad.read_h5ad(folder / name)
+        return out
+
+    whole = tables(tmp_path / "whole")
+    monkeypatch.setattr(cohort, "POOL_CHUNK_BYTES", 1)
+    blocks = tables(tmp_path / "blocks")
+    for name, a in whole.items():
+        np.testing.assert_allclose(blocks[name].X, a.X, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(blocks[name].obs["gc"], a.obs["gc"], rtol=1e-12)
+        assert blocks[name].var_names.tolist() == a.var_names.tolist()
+    np.testing.assert_allclose(blocks["block1.samples.h5ad"].obsm["hap1"], whole["block1.samples.h5ad"].obsm["hap1"])
 
 
 def test_embed_distinct_windows_adds_the_sae_codes_of_the_layer() -> None:

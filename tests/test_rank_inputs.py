@@ -3,6 +3,8 @@ against a tiny annotation table and the rank table's order."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -40,21 +42,28 @@ def test_variant_family_positions_names_and_dosage() -> None:
     np.testing.assert_array_equal(variant_family(geno).matrix, np.zeros((2, 3)))  # X without a dosage layer
 
 
-def test_window_family_follows_the_sample_order() -> None:
+def test_window_family_follows_the_sample_order(tmp_path: Path) -> None:
+    """In memory and on disk (the rank stage's path: X stays in the h5ad and is read by column blocks)."""
     import anndata as ad
     import pandas as pd
 
+    from interp.errors import InputError
     from interp.rank_inputs import window_family
 
     var = pd.DataFrame({"contig": ["chr1"] * 2, "start": [100, 100], "end": [150, 150], "dim": [0, 1]},
                        index=["m/b2/chr1:100-150/f0", "m/b2/chr1:100-150/f1"])
     w = ad.AnnData(X=np.array([[1, 2], [3, 4]], dtype=np.float32), obs=pd.DataFrame(index=["s2", "s1"]), var=var)
     w.uns.update({"kind": "sae", "model": "m", "layer": "b2"})
-    fam = window_family(w, ["s1", "s2"])
-    assert (fam.name, fam.kind, fam.model, fam.layer) == ("sae:m/b2", "sae", "m", "b2")
-    np.testing.assert_array_equal(fam.matrix, [[3, 4], [1, 2]])
-    assert fam.short_names == ["b2 chr1:100-150 f0", "b2 chr1:100-150 f1"]
-    assert fam.features == ["m/b2/chr1:100-150/f0", "m/b2/chr1:100-150/f1"]
+    w.write_h5ad(tmp_path / "sae.windows.h5ad")
+    for source in (w, tmp_path / "sae.windows.h5ad"):
+        fam = window_family(source, ["s1", "s2"])
+        assert (fam.name, fam.kind, fam.model, fam.layer) == ("sae:m/b2", "sae", "m", "b2")
+        np.testing.assert_array_equal(fam.columns().read(slice(None)), [[3, 4], [1, 2]])
+        np.testing.assert_array_equal(fam.columns(np.array([False, True])).read(np.array([1])), [[2]])
+        assert fam.short_names == ["b2 chr1:100-150 f0", "b2 chr1:100-150 f1"]
+        assert fam.features == ["m/b2/chr1:100-150/f0", "m/b2/chr1:100-150/f1"]
+        with pytest.raises(InputError, match="lacks sample 's3'"):
+            window_family(source, ["s1", "s3"])
 
 
 def test_annotate_loci_against_a_tiny_annotation() -> None:

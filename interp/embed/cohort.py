@@ -9,6 +9,7 @@ features), 2 haplotypes per sample.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,49 +90,101 @@ def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: li
     return seq_index, windows
 
 
+#: bytes of float32 [n_samples, windows, 2, d] gathered at a time when pooling (bounds the pooling's memory)
+POOL_CHUNK_BYTES = 1 << 27
+
+
+def _window_chunks(n_s: int, n_w: int, d: int) -> Iterator[slice]:
+    """Slices of windows whose gathered [n_s, k, 2, d] float32 block stays within `POOL_CHUNK_BYTES` (>= 1
+    window)."""
+    step = max(1, POOL_CHUNK_BYTES // max(1, n_s * 2 * d * 4))
+    for lo in range(0, n_w, step):
+        yield slice(lo, min(lo + step, n_w))
+
+
+class WindowTable:
+    """A `<layer>.windows.h5ad` table, written window block by window block (`write_h5ad`), so that pooling
+    never holds [n_samples, n_windows, 2, d] at once: its memory follows the block (`POOL_CHUNK_BYTES`),
+    not the number of windows. The file is an ordinary AnnData h5ad (dense float32 X [n_samples,
+    n_windows * d], window-major, HDF5-chunked so that column blocks read quickly; lzf-compressed for SAE
+    codes, which are mostly zeros).
+    """
+
+    def __init__(self, mat: np.ndarray, seq_index: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame,
+                 pcs: np.ndarray, uns: dict[str, str]) -> None:
+        self.mat, self.seq_index, self.obs, self.var, self.pcs, self.uns = mat, seq_index, obs, var, pcs, uns
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.seq_index.shape[0], self.var.shape[0]
+
+    def write_h5ad(self, path: str | Path) -> None:
+        import anndata as ad
+        import h5py
+
+        n_s, n_w = self.seq_index.shape[:2]
+        d = self.mat.shape[1]
+        shell = ad.AnnData(obs=self.obs, var=self.var)
+        shell.obsm["X_pca"] = self.pcs
+        shell.uns.update(self.uns)
+        shell.write_h5ad(path)
+        with h5py.File(path, "a") as f:
+            n_cols = n_w * d
+            chunks = (max(1, min(n_s, 256)), max(1, min(n_cols, 1024))) if n_s and n_cols else None
+            # SAE codes are mostly zeros (78% in the demo's pooled windows): lzf stores them in a fraction
+            x = f.create_dataset("X", shape=(n_s, n_cols), dtype="float32", chunks=chunks,
+                                 compression="lzf" if self.uns.get("kind") == "sae" and chunks else None)
+            x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
+            for sl in _window_chunks(n_s, n_w, d):
+                block = self.mat[self.seq_index[:, sl]].mean(axis=2)  # [n_s, k, d], mean of the 2 haplotypes
+                x[:, sl.start * d:sl.stop * d] = block.reshape(n_s, -1).astype(np.float32)
+
+
 def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.DataFrame, pcs: np.ndarray,
                   windows: pl.DataFrame, model: str, sae_layer: str, keep_haplotypes: bool = False,
-                  ) -> Iterator[tuple[str, ad.AnnData]]:
+                  ) -> Iterator[tuple[str, ad.AnnData | WindowTable]]:
     """The cohort's embedding tables, one pair per entry of `pooled`, yielded one at a time as (file name,
-    AnnData).
+    table).
 
     pooled: {layer or "sae": float32 [n_seqs, d]} (`embed_distinct_windows`); seq_index, windows as from
     `sequence_index`; obs: per-sample table [n_samples] (copied into each table); pcs: ancestry PCs
     [n_samples, n_pcs] (obsm["X_pca"] of each table). For each entry, with h the mean of a sample's two
     haplotypes' vectors in a window:
-      `<layer>.samples.h5ad` (`sae.features.h5ad` for "sae"): X float32 [n_samples, d], the mean of h over
-          windows; with keep_haplotypes, obsm hap1 / hap2 [n_samples, d], each haplotype's mean over windows;
-      `<layer>.windows.h5ad`: X float32 [n_samples, n_windows * d], h window-major (column w * d + j is
-          dimension j of window w); var: the window's columns, `dim` j, index
-          "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features).
-    Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae").
+      `<layer>.samples.h5ad` (`sae.features.h5ad` for "sae"), an AnnData: X float32 [n_samples, d], the mean
+          of h over windows; with keep_haplotypes, obsm hap1 / hap2 [n_samples, d], each haplotype's mean
+          over windows;
+      `<layer>.windows.h5ad`, a `WindowTable` (write it with its `write_h5ad`): X float32 [n_samples,
+          n_windows * d], h window-major (column w * d + j is dimension j of window w); var: the window's
+          columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features).
+    Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae"). Pooling runs over
+    blocks of windows (`POOL_CHUNK_BYTES`), so memory follows n_samples x d, not the number of windows.
     """
     import anndata as ad
 
     n_s, n_w = seq_index.shape[:2]
     var_w = windows.to_pandas().set_index("window_id", drop=False)
     for name, mat in pooled.items():
-        per = mat[seq_index]  # [n_samples, n_windows, 2, d]
-        d = per.shape[-1]
-        by_window = per.mean(axis=2)  # mean of the two haplotypes
-        sample_level = ad.AnnData(X=by_window.mean(axis=1).astype(np.float32), obs=obs.copy())
+        d = mat.shape[-1]
+        total = np.zeros((n_s, 2, d), dtype=np.float64)  # per haplotype, summed over windows
+        for sl in _window_chunks(n_s, n_w, d):
+            total += mat[seq_index[:, sl]].sum(axis=1, dtype=np.float64)
+        per_hap = total / max(n_w, 1)
+        sample_level = ad.AnnData(X=per_hap.mean(axis=1).astype(np.float32), obs=obs.copy())
         sample_level.obsm["X_pca"] = pcs
         if keep_haplotypes:
-            sample_level.obsm["hap1"] = per[:, :, 0].mean(axis=1)
-            sample_level.obsm["hap2"] = per[:, :, 1].mean(axis=1)
+            sample_level.obsm["hap1"] = per_hap[:, 0].astype(mat.dtype)
+            sample_level.obsm["hap2"] = per_hap[:, 1].astype(mat.dtype)
         layer = sae_layer if name == "sae" else name
         kind = "sae" if name == "sae" else "embedding"
-        sample_level.uns.update({"model": model, "layer": layer, "kind": kind})
+        uns = {"model": model, "layer": layer, "kind": kind}
+        sample_level.uns.update(uns)
         # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
         yield (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"), sample_level
         var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
         var["dim"] = np.tile(np.arange(d), n_w)
         prefix = "f" if kind == "sae" else "dim"
         var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"], strict=True)]
-        wide = ad.AnnData(X=by_window.reshape(n_s, n_w * d).astype(np.float32), obs=obs.copy(), var=var)
-        wide.obsm["X_pca"] = pcs
-        wide.uns.update({"model": model, "layer": layer, "kind": kind})
-        yield f"{name}.windows.h5ad", wide
+        yield f"{name}.windows.h5ad", WindowTable(mat, seq_index, obs.copy(), var, pcs, uns)
 
 
 def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame,
@@ -148,7 +201,11 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
     seq_index, windows = sequence_index(assignments, genotypes.obs_names.tolist(), sequences["seq_hash"].to_list())
     gc = np.array([gc_fraction(s) for s in sequences["sequence"].to_list()])
     obs = genotypes.obs.copy()
-    obs["gc"] = gc[seq_index].mean(axis=(1, 2))
+    n_s, n_w = seq_index.shape[:2]
+    gc_sum = np.zeros(n_s)
+    for sl in _window_chunks(n_s, n_w, 1):
+        gc_sum += gc[seq_index[:, sl]].sum(axis=(1, 2))
+    obs["gc"] = gc_sum / max(2 * n_w, 1)
     return cohort_tables(pooled, seq_index, obs, np.asarray(genotypes.obsm["X_pca"]), windows, model, sae_layer,
                          keep_haplotypes)
 
