@@ -849,6 +849,7 @@ def audit_phenotype(
     out["p_within"], out["n_null_replicates"], out["n_null_exceedances"] = sequential_mc_p(
         t_within, draw_within, h, b_max, cfg.first_round)
     out["p_signal"], out["n_signal_replicates"], _ = sequential_mc_p(t_signal, draw_signal, h, b_max, cfg.first_round)
+    out["n_null_replicates_max"] = b_max  # B: the smallest attainable p is 1 / (B + 1)
     out["null_method"] = ("parametric bootstrap from y ~ strata + PCs + covariates" if null == "bootstrap"
                           else "phenotype permuted inside strata")
     out["permutation_p"] = out["p_within"]  # report.json name of the within-ancestry p

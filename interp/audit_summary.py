@@ -86,10 +86,11 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
 
     table: X [n_samples, d] embeddings, obs with the phenotypes (0/1, NaN missing), covariates, descriptor
     columns (`DESCRIPTOR_COLUMNS`) and the population column, obsm["X_pca"] [n_samples, k], uns model and
-    layer. sae_features: the SAE's `sae.features.h5ad` of the same samples when this is the SAE layer, else
-    None. population_column: None or absent from obs puts every sample in one group "all" (strata then
+    layer, and uns region when the table is one region's (`interp.embed.cohort.region_sample_tables`; absent:
+    the whole cohort's pooled embedding). sae_features: the SAE's `sae.features.h5ad` of the same samples when
+    this is the SAE layer, else None. population_column: None or absent from obs puts every sample in one group "all" (strata then
     come from the PCs). covariate_missing: the `interp.covariates.covariate_design` policy.
-    Returns per phenotype (`audit_phenotype`'s result with phenotype, model and layer added, no verdict
+    Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
     yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
     """
     from interp.covariates import covariate_design
@@ -107,7 +108,8 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
         y = table.obs[phenotype].to_numpy(dtype=float)
         res = audit_phenotype(X, y, population, pcs, cfg, covariates=design, descriptors=descriptors,
                               max_null_replicates=max_null_replicates)
-        res.update({"phenotype": phenotype, "model": table.uns["model"], "layer": table.uns["layer"]})
+        res.update({"phenotype": phenotype, "model": table.uns["model"], "layer": table.uns["layer"],
+                    "region": table.uns.get("region")})
         out.append((res, {"attribution": attribution_summary(feature_attribution(X, y, pcs, population)),
                           "sae_feature_leakage": sae_feature_leakage(sae_matrix, y, pcs, population)}))
     return out
@@ -118,8 +120,9 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
     """The audit's table and details from results with verdicts (`interp.audit.assign_verdicts`).
 
     results, extras: in the same order, as from `audit_embedding`. Returns
-      table: one row per result, phenotype, model, layer then every scalar (or None) statistic, and
-          `reasons` (the verdict's reason), sorted by phenotype, model, layer;
+      table: one row per result, phenotype, model, layer, region (null for the whole cohort's embedding)
+          then every scalar (or None) statistic, and `reasons` (the verdict's reason), sorted by phenotype,
+          model, layer, region (the whole cohort's row first);
       details: one dict per result, in input order: verdict and its rule, reasons, thresholds, the
           covariate policy, descriptors, per-population and per-stratum statistics (groups of fewer than 5
           samples masked, `mask_small_groups`), the between-group difference, leave-one-population-out
@@ -127,13 +130,14 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
     """
     rows, details = [], []
     for res, extra in zip(results, extras, strict=True):
-        row = {k: res[k] for k in ("phenotype", "model", "layer")}
+        row = {k: res.get(k) for k in ("phenotype", "model", "layer", "region")}
         row.update({k: v for k, v in res.items() if k not in row and (np.isscalar(v) or v is None)})
         row["reasons"] = res["reason"]
         rows.append(row)
         details.append({
             **{k: res[k] for k in ("phenotype", "model", "layer", "verdict", "verdict_rule", "reason",
                                    "multiplicity", "null_method", "strata_source")},
+            "region": res.get("region"),
             "reasons": res["reasons"], "thresholds": res["thresholds"],
             "covariate_policy": {"missing": covariate_missing, "covariates": res["covariates"],
                                  "descriptors_not_adjusted_for": sorted(res["descriptors"])},
@@ -144,4 +148,5 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "auroc_lopo_by_population": res["auroc_lopo_by_population"],
             **extra,
         })
-    return pl.DataFrame(rows).sort(["phenotype", "model", "layer"]), details
+    table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))
+    return table.sort(["phenotype", "model", "layer", "region"], nulls_last=False), details

@@ -67,6 +67,8 @@ def audit_rows(new_keys: bool) -> list[dict]:
             else:
                 row["reasons"] = "within-population signal: permutation_p 0.005 <= alpha 0.05"
             rows.append(row)
+            if new_keys and phenotype == "causal" and layer == LAYERS[-1]:  # one region's own verdict (by_region)
+                rows.append(row | {"region": "GENE2", "verdict": "NO SIGNAL", "reason": "GENE2: no signal"})
     return rows
 
 
@@ -76,7 +78,7 @@ def details(audit: list[dict]) -> list[dict]:
         pops = [{"population": p, "n": 60, "prevalence": 0.4, "auroc": 0.7 + 0.05 * i, "auroc_ci_low": 0.6 + 0.05 * i,
                  "auroc_ci_high": 0.8 + 0.05 * i} for i, p in enumerate(("CEU", "YRI"))]
         pops.append({"population": "CHB", "n": "<5"})
-        out.append({k: a[k] for k in ("phenotype", "model", "layer", "verdict")} | {
+        out.append({k: a[k] for k in ("phenotype", "model", "layer", "verdict")} | {"region": a.get("region")} | {
             "by_population": pops, "confounders": {"sex": {"association": {"p_value": 0.5},
                                                            "auroc_residualised": 0.84, "auroc_drop": 0.01}}})
     return out

@@ -137,10 +137,10 @@ def test_settings_from_whole_sections_of_the_demo_config() -> None:
     import yaml
 
     from interp.config import ROOT, check_config, settings_from_section
-    from interp.stages import PROBE_NOT_FIT, RANK_NOT_FIT
+    from interp.stages import AUDIT_NOT_FIT, PROBE_NOT_FIT, RANK_NOT_FIT
 
     cfg = check_config(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()), base_dir=ROOT)
-    audit = settings_from_section(AuditConfig, cfg["audit"], seed=5)
+    audit = settings_from_section(AuditConfig, cfg["audit"], ignore=AUDIT_NOT_FIT, seed=5)
     assert audit.seed == 5 and audit.n_folds == cfg["audit"]["n_folds"] and audit.null == cfg["audit"]["null"]
     rank = settings_from_section(RankConfig, cfg["rank"], ignore=RANK_NOT_FIT, seed=1)
     assert rank.resamples == cfg["rank"]["resamples"]

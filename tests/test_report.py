@@ -39,6 +39,23 @@ def test_worst_verdict_across_layers_names_the_deciding_layer_and_its_reason() -
     assert (out["b"]["verdict"], out["b"]["layer"], out["b"]["also"]) == ("PASS", "embed", ["block1"])
 
 
+def test_region_rows_reach_the_headline_only_when_they_fail() -> None:
+    """audit.by_region: a gene without the effect is NO SIGNAL by design and must not turn the phenotype's
+    headline from PASS to NO SIGNAL; a region whose signal ancestry explains (FAIL) must reach it."""
+    audit = [_row("a", "block2", "PASS", reason="whole cohort"),
+             _row("a", "block2", "NO SIGNAL", region="GENE1", reason="not here"),
+             _row("a", "block2", "PASS", region="GENE2", reason="here"),
+             _row("b", "block2", "PASS", reason="whole cohort"),
+             _row("b", "block2", "FAIL", region="GENE3", reason="ancestry explains GENE3's signal")]
+    out = {v["phenotype"]: v for v in summary.worst_verdicts(audit, LAYERS)}
+    assert (out["a"]["verdict"], out["a"]["region"]) == ("PASS", None)
+    assert [b["region"] for b in out["a"]["by_layer"]] == [None]
+    assert (out["b"]["verdict"], out["b"]["region"]) == ("FAIL", "GENE3")
+    assert "verdicts_disagree" not in {c["id"] for c in summary.detect_caveats({"audit": audit[:3]}, LAYERS)}
+    groups = summary.group_verdict_reasons(audit[:3])
+    assert [g["layers"] for g in groups] == [["block2", "block2 (region GENE2)"], ["block2 (region GENE1)"]]
+
+
 @pytest.mark.parametrize(("verdicts", "worst"), [
     (["PASS", "NO SIGNAL"], "NO SIGNAL"),
     (["NO SIGNAL", "INCONCLUSIVE"], "INCONCLUSIVE"),
@@ -142,6 +159,14 @@ def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> N
     many = dict(cfg, audit=[_row("p", la, "PASS", n_permutations=19, n_null_replicates=1999) for la in LAYERS["m"]])
     assert "permutation_floor" in _ids(few)
     assert "permutation_floor" not in _ids(many)
+    # sequential tests stop early: the run's B, not the fewest replicates a test used, sets the floor
+    stopped = dict(cfg, audit=[_row("p", la, "NO SIGNAL", n_null_replicates=12, n_null_replicates_max=1999)
+                               for la in LAYERS["m"]])
+    assert "permutation_floor" not in _ids(stopped)
+    capped = dict(cfg, audit=[_row("p", la, "PASS", n_null_replicates=12, n_null_replicates_max=39)
+                              for la in LAYERS["m"]])
+    assert "audit.max_null_replicates" in {c["id"]: c["text"] for c in summary.detect_caveats(capped)}[
+        "permutation_floor"]
 
 
 def test_caveat_verdicts_disagreeing_and_truth_not_recovered() -> None:
@@ -300,6 +325,9 @@ def test_report_written_with_summary_first_and_every_section(tmp_path: Path, new
     assert f'title="{first["feature"]}"' in html
     assert "Calibration is not available" in html or new_keys
     assert html.count("the same rule in") == sum(len(g["layers"]) > 1 for g in saved["audit_reasons_grouped"])
+    # a region's own row (audit.by_region) is in the table, not in the headline unless it FAILs
+    assert ("/ region GENE2</td>" in html) is new_keys
+    assert all(b.get("region") is None for v in s["verdicts"] for b in v["by_layer"])
     # no individual-level rows: the synthetic cohort's sizes only as counts
     assert "sample_id" not in html
 

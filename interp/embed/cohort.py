@@ -187,6 +187,64 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
         yield f"{name}.windows.h5ad", WindowTable(mat, seq_index, obs.copy(), var, pcs, uns)
 
 
+def window_regions(path: str | Path) -> list[str]:
+    """The regions of a `<layer>.windows.h5ad` table (var column `region`), in the order of their first
+    window."""
+    import anndata as ad
+
+    meta = ad.read_h5ad(path, backed="r")
+    try:
+        return list(dict.fromkeys(meta.var["region"].astype(str).tolist()))
+    finally:
+        meta.file.close()
+
+
+def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Iterator[ad.AnnData]:
+    """Per-region sample-level tables from a `<layer>.windows.h5ad` (`cohort_tables`), one region at a time.
+
+    samples: the layer's `<layer>.samples.h5ad` AnnData (obs, obsm, uns are copied; its rows set the sample
+    order). For each region (`window_regions` order) yields an AnnData like `samples` whose X float32
+    [n_samples, d] is the mean over the region's windows of h (the mean of a sample's two haplotypes'
+    vectors), i.e. the sample table of a cohort of that region alone, with uns["region"] set. X of the
+    windows table stays on disk and is read a block of windows at a time (`interp.rank.Columns`), so memory
+    follows n_samples x d, not the region's windows.
+    """
+    import anndata as ad
+    import h5py
+
+    from interp.rank import COLUMN_CHUNK, Columns
+
+    meta = ad.read_h5ad(windows_path, backed="r")
+    try:
+        position = {s: i for i, s in enumerate(meta.obs_names.astype(str))}
+        region = meta.var["region"].astype(str).to_numpy()
+        dim = meta.var["dim"].to_numpy().astype(np.int64)
+    finally:
+        meta.file.close()
+    missing = [s for s in samples.obs_names.astype(str) if s not in position]
+    if missing:
+        raise ValueError(f"{windows_path}: lacks sample {missing[0]!r} of the sample table ({len(missing)} missing)")
+    d = int(dim.max()) + 1 if dim.size else 0
+    if d != samples.n_vars:
+        raise ValueError(f"{windows_path}: {d} dimensions per window, the sample table has {samples.n_vars}")
+    rows = np.array([position[s] for s in samples.obs_names.astype(str)], dtype=np.int64)
+    window_of_col = np.arange(region.size) // max(d, 1)
+    step = max(1, COLUMN_CHUNK // max(d, 1))  # windows read at a time
+    with h5py.File(windows_path, "r") as f:
+        cols = Columns(f["X"], rows)
+        for name in dict.fromkeys(region.tolist()):
+            windows = np.unique(window_of_col[region == name])
+            total = np.zeros((rows.size, d))
+            for lo in range(0, windows.size, step):
+                idx = (windows[lo:lo + step, None] * d + np.arange(d)).ravel()
+                total += cols.read(idx).reshape(rows.size, -1, d).sum(axis=1)
+            table = ad.AnnData(X=(total / windows.size).astype(np.float32), obs=samples.obs.copy())
+            for key, value in samples.obsm.items():
+                table.obsm[key] = np.asarray(value)
+            table.uns.update({**samples.uns, "region": name, "n_region_windows": int(windows.size)})
+            yield table
+
+
 def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame,
                 genotypes: ad.AnnData, model: str, sae_layer: str, keep_haplotypes: bool = False,
                 ) -> Iterator[tuple[str, ad.AnnData]]:

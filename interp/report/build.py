@@ -225,7 +225,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     }
     audit = pl.read_parquet(inputs["audit"])
     details = _read_json(inputs["audit_details"])
-    keys = ["phenotype", "model", "layer", "verdict", "ancestry_auroc", "auroc_random_cv", "auroc_lopo_cv",
+    keys = ["phenotype", "model", "layer", "region", "verdict", "ancestry_auroc", "auroc_random_cv", "auroc_lopo_cv",
             "auroc_residualised", "auroc_ancestry_only", "permutation_p"]
     extra = [c for c in audit.columns if c not in keys]
     out["audit"] = [{k: r.get(k) for k in keys + extra} for r in audit.iter_rows(named=True)]
@@ -348,7 +348,8 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
         ph = r["phenotype"]
         exp = expected.get(ph)
         ok = None if exp is None else r["verdict"] not in wrong[ph]
-        verdicts[f"{ph}|{r['model']}|{r['layer']}"] = {"verdict": r["verdict"], "expected": exp, "as_expected": ok}
+        key = f"{ph}|{r['model']}|{r['layer']}" + (f"|{r['region']}" if r.get("region") else "")
+        verdicts[key] = {"verdict": r["verdict"], "expected": exp, "as_expected": ok}
     null_hits = bio.filter((pl.col("phenotype") == "null") & (pl.col("q") < 0.05)).height
     return {
         "causal_variant": variant_id,

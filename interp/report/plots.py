@@ -193,8 +193,8 @@ def cv_schemes(audit: pl.DataFrame) -> str:
     ax.set_xlim(lo, hi + 0.01)
     ax.axvline(0.5, color="grey", lw=0.6, ls=":")
     many_models = len({r.get("model") for r in rows}) > 1
-    ax.set_yticks(y, [f"{r['phenotype']} / {r['model'] + '/' if many_models else ''}{r['layer']}" for r in rows],
-                  fontsize=8)
+    ax.set_yticks(y, [f"{r['phenotype']} / {r['model'] + '/' if many_models else ''}{r['layer']}"
+                      f"{' / ' + r['region'] if r.get('region') else ''}" for r in rows], fontsize=8)
     for k in range(1, len(rows)):
         if rows[k]["phenotype"] != rows[k - 1]["phenotype"]:
             ax.axhline(y[k] + 0.5, color="#cccccc", lw=0.8)
@@ -219,7 +219,8 @@ def population_auroc(details: list[dict], layer_order: list[str]) -> str:
     for ax, phenotype in zip(axes[0], phenotypes, strict=True):
         lows, highs = all_lows, all_highs
         for li, layer in enumerate(layers):
-            d = next((x for x in details if x["phenotype"] == phenotype and x.get("layer") == layer), None)
+            d = next((x for x in details if x["phenotype"] == phenotype and x.get("layer") == layer
+                      and not x.get("region")), None)  # the whole cohort's row; regions are in the table
             if d is None:
                 continue
             off = (li - (len(layers) - 1) / 2) * (0.7 / max(len(layers), 1))

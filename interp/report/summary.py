@@ -64,13 +64,18 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
     """One verdict per phenotype: the worst over models x layers, with the (model, layer) that decided it.
 
     Ties are broken by model order, then layer order (`layer_order[model]`, else the rows' order); the
-    other layers with the same verdict are listed in `also`. Returns, phenotypes in first-seen order,
-    [{phenotype, verdict, model, layer, reason, verdict_rule, also [layer], by_layer [{model, layer,
-    verdict}], css}].
+    other layers with the same verdict are listed in `also`. Rows of one region (`region` set, audit.by_region)
+    count only when FAIL (then `region` names it). Returns, phenotypes in first-seen order,
+    [{phenotype, verdict, model, layer, region, reason, verdict_rule, also [layer], by_layer [{model, layer,
+    region, verdict}], css}].
     """
     layer_order = layer_order or {}
     by_pheno: OrderedDict[str, list[dict]] = OrderedDict()
     for row in audit:
+        # a region's own verdict (audit.by_region) decides only when it is FAIL: a gene without the effect is
+        # NO SIGNAL by design, while ancestry explaining one gene's signal must reach the headline
+        if row.get("region") and str(row["verdict"]).upper() != "FAIL":
+            continue
         by_pheno.setdefault(str(row["phenotype"]), []).append(row)
 
     def position(row: dict, i: int) -> tuple:
@@ -94,11 +99,12 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
             "verdict": str(first["verdict"]),
             "model": first.get("model"),
             "layer": first.get("layer"),
+            "region": first.get("region"),
             "reason": reason_of(first),
             "verdict_rule": first.get("verdict_rule"),
             "also": also,
-            "by_layer": [{"model": r.get("model"), "layer": r.get("layer"), "verdict": str(r["verdict"])}
-                         for r in ordered],
+            "by_layer": [{"model": r.get("model"), "layer": r.get("layer"), "region": r.get("region"),
+                          "verdict": str(r["verdict"])} for r in ordered],
             "css": verdict_class(first["verdict"]),
         })
     return out
@@ -106,8 +112,9 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
 
 def group_verdict_reasons(audit: list[dict]) -> list[dict]:
     """The "why each verdict" list with repeats folded: rows of one phenotype and model that share a verdict
-    and a verdict_rule become one entry naming all their layers, with the first layer's reason as the
-    example (the numbers of every layer stay in the audit table and report.json).
+    and a verdict_rule become one entry naming all their layers ("<layer> (region <name>)" for a region's
+    row, audit.by_region), with the first layer's reason as the example (the numbers of every layer stay in
+    the audit table and report.json).
 
     Returns [{phenotype, model, verdict, verdict_rule, layers [str], reason, css}] in first-seen order.
     """
@@ -117,7 +124,8 @@ def group_verdict_reasons(audit: list[dict]) -> list[dict]:
         if key not in groups:
             groups[key] = {"phenotype": key[0], "model": key[1], "verdict": key[2], "verdict_rule": key[3],
                            "layers": [], "reason": reason_of(row), "css": verdict_class(row["verdict"])}
-        groups[key]["layers"].append(str(row.get("layer")))
+        region = row.get("region")
+        groups[key]["layers"].append(str(row.get("layer")) + (f" (region {region})" if region else ""))
     return list(groups.values())
 
 
@@ -419,16 +427,20 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            + ", ".join(few.values()) + ".", "audit"))
     by_pheno: dict[str, set] = defaultdict(set)
     for a in audit:
-        by_pheno[a["phenotype"]].add(str(a["verdict"]))
+        if not a.get("region"):  # regions differ by design (audit.by_region): the genes without the effect
+            by_pheno[a["phenotype"]].add(str(a["verdict"]))
     split = {p: v for p, v in by_pheno.items() if len(v) > 1}
     if split:
         out.append(_caveat("verdicts_disagree", "medium", "Verdicts differ between layers for "
                            + "; ".join(f"{p} ({', '.join(sorted(v))})" for p, v in split.items())
                            + ": the summary shows the worst; see the audit section for each layer.", "audit"))
-    perms = [_num(a.get("n_null_replicates") or a.get("n_permutations")) for a in audit]
+    # the run's null size B: n_null_replicates_max, else the most any test used (sequential tests stop early,
+    # so the fewest used says nothing about the attainable p)
+    perms = [_num(a.get("n_null_replicates_max") or a.get("n_null_replicates") or a.get("n_permutations"))
+             for a in audit]
     perms = [p for p in perms if p]
     if perms:
-        b = int(min(perms))
+        b = int(max(perms))
         p_min = 1.0 / (b + 1)
         alpha = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("alpha"))
         n_verdicts = len(audit)
@@ -437,7 +449,7 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                                f"With {b} null replicates the smallest attainable p is {p_min:.3g}, above "
                                f"alpha / number of verdicts = {alpha:g} / {n_verdicts} = {alpha / n_verdicts:.3g}: "
                                "after multiplicity control across verdicts no permutation test can reach "
-                               "significance; raise audit.permutations.", "audit"))
+                               "significance; raise audit.max_null_replicates.", "audit"))
     for s in report.get("sae") or []:
         dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
         if dead is not None and dead > DEAD_FRACTION:
