@@ -10,7 +10,10 @@ Each measurement runs in a fresh process and reports its peak RSS (ru_maxrss):
 - `write`: the streamed writer (window blocks of `POOL_CHUNK_BYTES`) vs `whole-write`, the former way:
   `mat[seq_index].mean(axis=2)` for all windows at once, then one AnnData write;
 - `rank`: the window family read from disk by column blocks (`COLUMN_CHUNK`) vs `whole-rank`, the former
-  way: the table's X loaded whole as float64, then ranked in memory.
+  way: the table's X loaded whole as float64, then ranked in memory;
+- `regions`: the per-region sample tables of `audit.by_region` (`interp.embed.cohort.region_sample_tables`,
+  window blocks read from disk; regions of `REGION_WINDOWS` windows, so 4x the windows is 4x the regions)
+  vs `whole-regions`: X loaded whole, then each region's mean taken from it.
 
 It prints each peak, the 4x/1x ratio per way, and the new/old ratio at 4x. Nothing is asserted. Streaming
 means a 4x/1x ratio near 1 in the table's share of memory; loading means about 4.
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 N_HAP = 10  # distinct haplotype vectors per window
+REGION_WINDOWS = 50  # windows per region (a gene of 25 kb in windows of 500 bases)
 
 
 def inputs(n_s: int, d: int, n_w: int, seed: int = 0):
@@ -44,7 +48,7 @@ def inputs(n_s: int, d: int, n_w: int, seed: int = 0):
     obs = pd.DataFrame({"pheno": y}, index=[f"s{i}" for i in range(n_s)])
     starts = np.arange(n_w) * 500
     windows = pl.DataFrame({"window_index": np.arange(n_w), "window_id": [f"chr1:{s}-{s + 500}" for s in starts],
-                            "region": ["G"] * n_w, "contig": ["chr1"] * n_w, "start": starts, "end": starts + 500})
+                            "region": [f"G{i // REGION_WINDOWS}" for i in range(n_w)], "contig": ["chr1"] * n_w, "start": starts, "end": starts + 500})
     return pooled, seq_index, obs, pcs, windows
 
 
@@ -69,6 +73,22 @@ def child(mode: str, n_s: int, d: int, n_w: int, folder: str) -> None:
             whole.obsm["X_pca"] = table.pcs
             whole.uns.update(table.uns)
             whole.write_h5ad(Path(folder) / f"whole{n_w}.h5ad")
+    elif mode in ("regions", "whole-regions"):
+        from interp.embed.cohort import region_sample_tables
+
+        meta = ad.read_h5ad(path, backed="r")
+        samples = ad.AnnData(X=np.zeros((meta.n_obs, d), dtype=np.float32), obs=meta.obs.copy())
+        samples.obsm["X_pca"] = np.asarray(meta.obsm["X_pca"])
+        samples.uns.update({k: meta.uns[k] for k in ("model", "layer", "kind")})
+        region = meta.var["region"].astype(str).to_numpy()
+        meta.file.close()
+        if mode == "regions":
+            n_tables = sum(1 for _ in region_sample_tables(samples, path))
+        else:
+            x = ad.read_h5ad(path).X.reshape(n_s, n_w, d)
+            window_region = region[::d]
+            n_tables = len([x[:, window_region == g].mean(axis=1) for g in dict.fromkeys(window_region)])
+        assert n_tables == -(-n_w // REGION_WINDOWS)
     else:
         meta = ad.read_h5ad(path, backed="r")
         y = meta.obs["pheno"].to_numpy(dtype=float)
@@ -107,16 +127,16 @@ def main() -> None:
           f"(table {n_s * sizes[0] * d * 4 / 1e6:.0f} MB and {n_s * sizes[1] * d * 4 / 1e6:.0f} MB of float32)")
     with tempfile.TemporaryDirectory() as folder:
         res = {}
-        for mode in ("write", "whole-write", "rank", "whole-rank"):
+        for mode in ("write", "whole-write", "rank", "whole-rank", "regions", "whole-regions"):
             for size in sizes:
                 res[mode, size] = run(mode, n_s, d, size, folder)
                 print(f"{mode:12s} windows {size:6d}: peak RSS {res[mode, size]['peak_mb']:8.1f} MB, "
                       f"{res[mode, size]['seconds']:7.2f} s", flush=True)
     print()
-    for new, old in (("write", "whole-write"), ("rank", "whole-rank")):
+    for new, old in (("write", "whole-write"), ("rank", "whole-rank"), ("regions", "whole-regions")):
         r_new = res[new, sizes[1]]["peak_mb"] / res[new, sizes[0]]["peak_mb"]
         r_old = res[old, sizes[1]]["peak_mb"] / res[old, sizes[0]]["peak_mb"]
-        print(f"{new:6s}: 4x/1x peak RSS {r_new:.2f} (the former way {r_old:.2f}); at 4x, new/former "
+        print(f"{new:7s}: 4x/1x peak RSS {r_new:.2f} (the former way {r_old:.2f}); at 4x, new/former "
               f"{res[new, sizes[1]]['peak_mb'] / res[old, sizes[1]]['peak_mb']:.2f} of the memory, "
               f"{res[new, sizes[1]]['seconds'] / res[old, sizes[1]]['seconds']:.2f} of the time")
 
