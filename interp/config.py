@@ -51,12 +51,16 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def _fill_defaults(schema: dict, instance: Any) -> None:
-    """Insert schema defaults into `instance` in place (objects only, recursively)."""
+    """Insert schema defaults into `instance` in place (objects only, recursively). An object property marked
+    `x-merge-default: true` (a dict of overrides, e.g. planted.lm_overrides) that the config gives keeps the
+    default's other keys: setting one key does not drop the rest."""
     if not isinstance(instance, dict) or schema.get("type") != "object":
         return
     for key, sub in schema.get("properties", {}).items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
+        elif sub.get("x-merge-default") and isinstance(instance.get(key), dict):
+            instance[key] = {**copy.deepcopy(sub["default"]), **instance[key]}
         if key in instance:
             _fill_defaults(sub, instance[key])
             if sub.get("type") == "array" and isinstance(instance[key], list):

@@ -234,3 +234,22 @@ def test_check_config_refuses_unknown_keys_of_sweep_entries_cleanly(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: sae.sweep[1] (wide): unknown key 'n_feature' for SAEConfig"), err
     assert "Traceback" not in err
+
+
+def test_partial_override_dicts_keep_the_rest_of_their_default() -> None:
+    """planted.lm_overrides / .sae / .windows (x-merge-default): a config that sets one key keeps the default's
+    others. (Setting max_steps alone once replaced the whole dict: the planted LM lost d_model 256 and
+    conv_kernel 15 and sat at the base-composition loss.) Dicts without the mark are taken as given."""
+    import yaml
+
+    from interp.config import ROOT, check_config, load_schema
+
+    planted = load_schema()["properties"]["planted"]["properties"]
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["planted"] = {"lm_overrides": {"max_steps": 8000}, "sae": {"epochs": 2}, "windows": {"stride": 64}}
+    cfg["lm"] = {"overrides": {"d_model": 32}}
+    out = check_config(cfg, base_dir=ROOT)
+    assert out["planted"]["lm_overrides"] == {**planted["lm_overrides"]["default"], "max_steps": 8000}
+    assert out["planted"]["sae"] == {**planted["sae"]["default"], "epochs": 2}
+    assert out["planted"]["windows"] == {"width": 128, "stride": 64}
+    assert out["lm"]["overrides"] == {"d_model": 32}
