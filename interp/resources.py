@@ -41,7 +41,9 @@ SCALING: dict[str, Scaling] = {
     "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort_shard": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort": Scaling(base_mb=4000, mb_per_mb=8, base_min=10, min_per_mb=0.2),
-    # audit and rank read every sample x window table into memory
+    # audit and rank take the per-window tables as input (read a block at a time since 2026-12-04, so memory
+    # is over-provisioned by this scaling; time does follow them: rank tests every column, audit.by_region
+    # audits one more embedding per region)
     "audit": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
     "rank": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
 }
