@@ -1,4 +1,5 @@
-"""The audit stage's work around `interp.audit`: one embedding table audited for every phenotype
+"""The audit stage's work around `interp.audit`: the whole run (`audit_run`: every embedding table, and with
+audit.by_region every region's, verdicts adjusted together), one embedding table audited for every phenotype
 (`audit_embedding`), the summaries reported beside each verdict (`attribution_summary`,
 `sae_feature_leakage`), the masking of small groups (`mask_small_groups`) and the run's table and
 details (`audit_tables`).
@@ -6,12 +7,20 @@ details (`audit_tables`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from interp.audit import AuditConfig, audit_phenotype, feature_attribution
+from interp.audit import (
+    AuditConfig,
+    assign_verdicts,
+    audit_phenotype,
+    feature_attribution,
+    null_replicates_needed,
+)
+from interp.errors import InputError
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -150,3 +159,53 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
         })
     table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))
     return table.sort(["phenotype", "model", "layer", "region"], nulls_last=False), details
+
+
+def region_windows_path(samples_path: Path) -> Path:
+    """The `<layer>.windows.h5ad` beside a `<layer>.samples.h5ad` (InputError when it is missing)."""
+    path = samples_path.with_name(samples_path.name.replace(".samples.h5ad", ".windows.h5ad"))
+    if not path.exists():
+        raise InputError(f"audit.by_region: {path} is missing (the embed_cohort stage writes it beside "
+                         f"{samples_path.name})")
+    return path
+
+
+def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str], cfg: AuditConfig,
+              by_region: bool = False, sae_layer: str | None = None, covariate_missing: str = "refuse",
+              population_column: str | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The audit stage: every `<layer>.samples.h5ad` of every embedding folder audited for every phenotype
+    (`audit_embedding`; the SAE features' leakage at `sae_layer`), with by_region also each region's own pooled
+    embedding (`interp.embed.cohort.region_sample_tables`, when the windows table has two or more regions),
+    all verdicts adjusted together (`interp.audit.assign_verdicts`). The Monte Carlo null size B is what the
+    strictest Holm level of that many verdicts needs (`null_replicates_needed`), at most
+    cfg.max_null_replicates; when the cap keeps that level out of reach a warning names the B needed.
+    Returns `audit_tables`' (table, details).
+    """
+    import logging
+
+    import anndata as ad
+
+    from interp.embed.cohort import region_sample_tables, window_regions
+
+    paths = [path for d in sorted(emb_dirs) for path in sorted(Path(d).glob("*.samples.h5ad"))]
+    windows = {path: region_windows_path(path) for path in paths} if by_region else {}
+    n_regions = {path: len(window_regions(w)) for path, w in windows.items()}
+    regions = {path: w for path, w in windows.items() if n_regions[path] > 1}  # one region: the cohort's own
+    n_verdicts = (len(paths) + sum(n_regions[path] for path in regions)) * len(phenotypes)
+    b = null_replicates_needed(n_verdicts, cfg.alpha, cfg.max_null_replicates)
+    if 1 / (b + 1) > cfg.alpha / max(n_verdicts, 1):
+        logging.getLogger(__name__).warning(
+            "audit: %d verdicts need p <= %.3g, but audit.max_null_replicates %d allows p >= %.3g: no verdict "
+            "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts, cfg.alpha / n_verdicts,
+            cfg.max_null_replicates, 1 / (b + 1), null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
+    kw = {"covariate_missing": covariate_missing, "population_column": population_column, "max_null_replicates": b}
+    audited = []
+    for path in paths:
+        table = ad.read_h5ad(path)
+        sae_path = path.parent / "sae.features.h5ad"
+        sae = ad.read_h5ad(sae_path) if sae_path.exists() and table.uns["layer"] == sae_layer else None
+        audited += audit_embedding(table, sae, phenotypes, cfg, covariates, **kw)
+        for region_table in region_sample_tables(table, regions[path]) if path in regions else ():
+            audited += audit_embedding(region_table, None, phenotypes, cfg, covariates, **kw)
+    results = assign_verdicts([r for r, _ in audited], cfg)
+    return audit_tables(results, [e for _, e in audited], covariate_missing)

@@ -26,16 +26,6 @@ RANK_NOT_FIT = ("report_top", "variant_effect")
 #: audit keys read by the stage, not by interp.audit.AuditConfig
 AUDIT_NOT_FIT = ("by_region",)
 
-
-def region_windows_path(samples_path: Path) -> Path:
-    """The `<layer>.windows.h5ad` beside a `<layer>.samples.h5ad` (InputError when it is missing)."""
-    from interp.errors import InputError
-
-    path = samples_path.with_name(samples_path.name.replace(".samples.h5ad", ".windows.h5ad"))
-    if not path.exists():
-        raise InputError(f"audit.by_region: {path} is missing (the embed_cohort stage writes it beside "
-                         f"{samples_path.name})")
-    return path
 #: params of the SAE rules next to the `sae` section's keys: the job's own (the run's seed is passed as seed)
 SAE_JOB_KEYS = ("model", "log_dir", "seed")
 #: params of the cohort embedding rules next to the `embed` section's keys: the job's own
@@ -638,46 +628,18 @@ def variant_effect(job: Job) -> None:
 
 
 def audit(job: Job) -> None:
-    """Ancestry / confound audit per phenotype x model x layer (interp.audit, interp.audit_summary), and with
-    audit.by_region per region too (interp.embed.cohort.region_sample_tables), verdicts adjusted over the run."""
-    import anndata as ad
-
-    from interp.audit import AuditConfig, assign_verdicts, null_replicates_needed
-    from interp.audit_summary import audit_embedding, audit_tables
-    from interp.embed.cohort import region_sample_tables, window_regions
+    """Ancestry / confound audit per phenotype x model x layer, and with audit.by_region per region too,
+    verdicts adjusted over the run (interp.audit_summary.audit_run)."""
+    from interp.audit import AuditConfig
+    from interp.audit_summary import audit_run
 
     _set_threads(job.threads)
     p = job.params
     cfg = settings_from_section(AuditConfig, p["audit"], ignore=AUDIT_NOT_FIT, source="audit", seed=p["seed"])
-    policy = p.get("covariate_missing", "refuse")
-    paths = [path for d in sorted(job.input["emb_dirs"]) for path in sorted(Path(d).glob("*.samples.h5ad"))]
-    # audit.by_region: each region's own pooled embedding is audited too (with one region it is the cohort's)
-    windows = {path: region_windows_path(path) for path in paths} if p["audit"].get("by_region") else {}
-    n_regions = {path: len(window_regions(w)) for path, w in windows.items()}
-    regions = {path: w for path, w in windows.items() if n_regions[path] > 1}
-    n_tables = len(paths) + sum(n_regions[path] for path in regions)
-    n_verdicts = n_tables * len(p["phenotypes"])
-    n_replicates = null_replicates_needed(n_verdicts, cfg.alpha, cfg.max_null_replicates)
-    if 1 / (n_replicates + 1) > cfg.alpha / n_verdicts:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "audit: %d verdicts need p <= %.3g, but audit.max_null_replicates %d allows p >= %.3g: no verdict "
-            "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts, cfg.alpha / n_verdicts,
-            cfg.max_null_replicates, 1 / (n_replicates + 1), null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
-    audited = []
-    kw = {"covariate_missing": policy, "population_column": p.get("population_column"),
-          "max_null_replicates": n_replicates}
-    for path in paths:
-        a = ad.read_h5ad(path)
-        sae_path = path.parent / "sae.features.h5ad"
-        sae_feats = ad.read_h5ad(sae_path) if sae_path.exists() and a.uns["layer"] == p["sae_layer"] else None
-        # population_column null: the cohort has no population labels, strata come from the PCs
-        audited += audit_embedding(a, sae_feats, p["phenotypes"], cfg, p["covariates"], **kw)
-        for table in region_sample_tables(a, regions[path]) if path in regions else ():
-            audited += audit_embedding(table, None, p["phenotypes"], cfg, p["covariates"], **kw)
-    results = assign_verdicts([r for r, _ in audited], cfg)
-    table, details = audit_tables(results, [e for _, e in audited], policy)
+    table, details = audit_run(job.input["emb_dirs"], p["phenotypes"], p["covariates"], cfg,
+                               by_region=bool(p["audit"].get("by_region")), sae_layer=p["sae_layer"],
+                               covariate_missing=p.get("covariate_missing", "refuse"),
+                               population_column=p.get("population_column"))
     write_table(table, job.output["parquet"], job.output["tsv"])
     write_json(details, job.output["details"])
 

@@ -215,3 +215,14 @@ def test_region_verdicts_find_a_diluted_effect_and_keep_the_error_rates():
     assert lo_region > hi_cohort, counts  # the region's verdict finds what the diluted whole misses
     for key in ("causal_fail", "null_any_pass", "confounded_any_pass"):
         assert clopper_pearson(counts[key], reps)[0] <= 0.05, (key, counts)
+
+
+def test_region_tables_refuse_a_windows_table_of_other_samples(tmp_path):
+    import anndata as ad
+
+    obs, pcs, h, windows = region_cohort(7, n_per=10)
+    emb = write_tables(tmp_path / "emb", obs, pcs, h, windows)
+    samples = ad.read_h5ad(emb / "block2.samples.h5ad")
+    samples.obs_names = [f"x{i}" for i in range(samples.n_obs)]
+    with pytest.raises(InputError, match=r"block2.windows.h5ad: lacks sample 'x0' of the sample table \(30 missing\)"):
+        next(region_sample_tables(samples, emb / "block2.windows.h5ad"))

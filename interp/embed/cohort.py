@@ -212,6 +212,7 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
     import anndata as ad
     import h5py
 
+    from interp.errors import InputError
     from interp.rank import COLUMN_CHUNK, Columns
 
     meta = ad.read_h5ad(windows_path, backed="r")
@@ -223,10 +224,10 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
         meta.file.close()
     missing = [s for s in samples.obs_names.astype(str) if s not in position]
     if missing:
-        raise ValueError(f"{windows_path}: lacks sample {missing[0]!r} of the sample table ({len(missing)} missing)")
+        raise InputError(f"{windows_path}: lacks sample {missing[0]!r} of the sample table ({len(missing)} missing)")
     d = int(dim.max()) + 1 if dim.size else 0
     if d != samples.n_vars:
-        raise ValueError(f"{windows_path}: {d} dimensions per window, the sample table has {samples.n_vars}")
+        raise InputError(f"{windows_path}: {d} dimensions per window, the sample table has {samples.n_vars}")
     rows = np.array([position[s] for s in samples.obs_names.astype(str)], dtype=np.int64)
     window_of_col = np.arange(region.size) // max(d, 1)
     step = max(1, COLUMN_CHUNK // max(d, 1))  # windows read at a time
