@@ -260,7 +260,7 @@ def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() ->
 # ------------------------------------------------------------------------------------------ methods
 def test_methods_come_from_the_config() -> None:
     cfg = rs.config()
-    cfg["audit"]["permutations"] = 499
+    cfg["audit"]["max_null_replicates"] = 499
     cfg["audit"]["alpha"] = 0.01
     entries = {m["name"]: m for m in summary.methods(cfg, [])}
     assert set(entries) == {"Language model fit", "Linear probes", "Sparse autoencoder", "Ancestry audit (verdicts)",
@@ -272,10 +272,16 @@ def test_methods_come_from_the_config() -> None:
     assert f"{cfg['windows']['n_blocks']} contiguous genome blocks" in entries["Linear probes"]["scheme"]
     # the audit's own multiplicity and null-replicate counts win when it reports them
     rows = [_row("p", "embed", "PASS", multiplicity="Holm over 9 verdicts", n_null_replicates=1999,
-                 verdict_rule="PASS if p_within_adjusted <= alpha", within_auroc=0.7)]
+                 verdict_rule="PASS if p_within_adjusted <= alpha", within_auroc=0.7, p_within=0.01)]
     audit = {m["name"]: m for m in summary.methods(cfg, rows)}["Ancestry audit (verdicts)"]
     assert audit["multiplicity"] == "Holm over 9 verdicts" and "1999 null replicates" in audit["resampling"]
     assert "PASS if p_within_adjusted <= alpha" in audit["thresholds"]
+    assert "signed root likelihood-ratio" in audit["statistic"]
+    scan_rows = [{**rows[0], "within_statistic_kind": "window_scan", "n_null_replicates_max": 3999,
+                  "null_method": "phenotype permuted inside strata"}]
+    audit = {m["name"]: m for m in summary.methods(cfg, scan_rows)}["Ancestry audit (verdicts)"]
+    assert "each window's own (audit.window_scan)" in audit["statistic"]
+    assert "up to 3999 null replicates" in audit["resampling"] and "permuted inside strata" in audit["resampling"]
     no_cohort = rs.config(cohort=False)
     assert len(summary.methods(no_cohort)) == 3
 

@@ -523,23 +523,35 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         rules = sorted({str(x["verdict_rule"]) for x in rows if x.get("verdict_rule")})
         mult = sorted({str(x["multiplicity"]) for x in rows if x.get("multiplicity")})
         n_null = sorted({int(x["n_null_replicates"]) for x in rows if _num(x.get("n_null_replicates"))})
-        within = ("within-population AUROC of the phenotype probe, mean of per-population out-of-fold AUROCs"
-                  if any("within_auroc" in x for x in rows) else
-                  "phenotype-probe AUROC under stratified, ancestry-stratified and leave-one-population-out CV "
-                  "and after residualising on genotype PCs inside each training fold; an ancestry-only "
-                  "baseline; a within-population permutation p")
-        thresholds = (f"min_auroc {a.get('min_auroc')}, alpha {a.get('alpha')}, max_drop {a.get('max_drop')}, "
-                      f"ancestry_margin {a.get('ancestry_margin')}")
+        n_max = sorted({int(x["n_null_replicates_max"]) for x in rows if _num(x.get("n_null_replicates_max"))})
+        scan = any(x.get("within_statistic_kind") == "window_scan" for x in rows) or bool(a.get("window_scan"))
+        if any("p_within" in x for x in rows) or not rows:
+            score = ("the largest score statistic over the pooled embedding and each window's own "
+                     "(audit.window_scan)" if scan else
+                     "the larger of two signed root likelihood-ratio statistics")
+            within = (f"within-ancestry test: {score} of a leave-one-out ridge probe score (fitted to the phenotype "
+                      "and to the ancestry model's residual) added to logistic phenotype ~ strata + genotype PCs + "
+                      "covariates; signal test: the same in phenotype ~ 1 + score; effect size: within-ancestry "
+                      "AUROC of out-of-fold L2 logistic probes with a bootstrap interval")
+        else:  # an audit table from before the calibrated audit
+            within = ("phenotype-probe AUROC under stratified, ancestry-stratified and leave-one-population-out CV "
+                      "and after residualising on genotype PCs inside each training fold; an ancestry-only "
+                      "baseline; a within-population permutation p")
+        thresholds = (f"alpha {a.get('alpha')}, min_effective_n {a.get('min_effective_n')}, fail_within_margin "
+                      f"{a.get('fail_within_margin')}, fail_max_within_share {a.get('fail_max_within_share')}")
         if rules:
             thresholds += "; verdict rules: " + " | ".join(rules)
+        methods_null = sorted({str(x["null_method"]) for x in rows if x.get("null_method")})
+        b = n_max[-1] if n_max else (n_null[-1] if n_null else a.get("max_null_replicates", a.get("permutations")))
         out.append({
             "name": "Ancestry audit (verdicts)",
             "statistic": within,
-            "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}); "
-                      "leave-one-population-out; PCs from ancestry markers outside the studied region",
-            "resampling": (f"{n_null[0] if n_null else a.get('permutations')} null replicates (labels permuted "
-                           f"within population); {a.get('bootstrap')} bootstrap resamples per population for "
-                           "AUROC intervals"),
+            "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
+                      "sizes; leave-one-out ridge probes for the tests; PCs from ancestry markers outside the "
+                      "studied region",
+            "resampling": (f"up to {b} null replicates, sequential (Besag-Clifford) "
+                           f"({'; '.join(methods_null) if methods_null else 'phenotype permuted inside strata'}); "
+                           f"{a.get('bootstrap')} bootstrap resamples for AUROC intervals"),
             "multiplicity": ", ".join(mult) if mult else
             "none across verdicts: each verdict is tested at alpha on its own",
             "thresholds": thresholds,

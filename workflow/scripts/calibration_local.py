@@ -10,7 +10,7 @@ processes that import once. Finished replicates are skipped, so it can be stoppe
         --replicates 100 [--archive results/calibration/calibration/archive]
 
     python workflow/scripts/calibration_local.py --reaudit --archive results/calibration/calibration/archive \
-        [--cells ...] [--first 0 --replicates 100]
+        [--cells ...] [--first 0 --replicates 100] [--run NAME --overlay configs/audit-window-scan.yaml]
 
 --run NAME writes into results/NAME/ instead of results/calibration/ (a separate measurement that is
 gathered on its own, e.g. ranked replicates rerun with null redraws); it uses the LM and SAE under
@@ -37,9 +37,9 @@ CONFIGS = ["configs/demo.yaml", "configs/calibration.yaml"]
 RUN = "calibration"  # the run name of configs/calibration.yaml
 
 
-def _jobs(targets: list[str], run: str) -> list[dict]:
+def _jobs(targets: list[str], run: str, configs: list[str]) -> list[dict]:
     """Job JSON of each pending target, from a Snakemake dry run that prints the shell commands."""
-    cmd = ["snakemake", "-n", "-p", *targets, "--configfile", *CONFIGS]
+    cmd = ["snakemake", "-n", "-p", *targets, "--configfile", *configs]
     if run != RUN:
         cmd += ["--config", f"run={run}"]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -62,22 +62,29 @@ def _run(job: dict) -> tuple[str, float, str]:
         return job["output"]["summary"], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
-def _reaudit(archive: Path, out: Path, cells: list[str] | None, replicates: range) -> int:
+def _reaudit_one(task: tuple[str, str, list[str]]) -> str:
     from interp.calibration import reaudit_replicate
     from interp.config import check_config, load_config_files
 
-    config = check_config(load_config_files(CONFIGS))
-    done = 0
+    folder, path, configs = task
+    summary = reaudit_replicate(Path(folder), check_config(load_config_files(configs)), None)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=1))
+    return path
+
+
+def _reaudit(archive: Path, out: Path, cells: list[str] | None, replicates: range, configs: list[str],
+             workers: int) -> int:
+    tasks = []
     for folder in sorted(p.parent for p in archive.glob("*/*/summary.json")):
         cell, replicate = folder.parent.name, folder.name
         if (cells and cell not in cells) or int(replicate) not in replicates:
             continue
-        summary = reaudit_replicate(folder, config, None)
-        path = out / "replicates" / cell / f"{replicate}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1))
-        done += 1
-    print(f"re-audited {done} archived replicates", file=sys.stderr)
+        tasks.append((str(folder), str(out / "replicates" / cell / f"{replicate}.json"), configs))
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for path in pool.imap_unordered(_reaudit_one, tasks):
+            print(f"{time.strftime('%H:%M:%S')} {path}", file=sys.stderr, flush=True)
+    print(f"re-audited {len(tasks)} archived replicates", file=sys.stderr)
     return 0
 
 
@@ -90,12 +97,16 @@ def main() -> int:
     ap.add_argument("--archive", type=Path, help="keep each replicate's audit inputs here (see --reaudit)")
     ap.add_argument("--reaudit", action="store_true", help="re-run the audit on the archived replicates")
     ap.add_argument("--run", default=RUN, help="run name: outputs under results/RUN/calibration")
+    ap.add_argument("--overlay", nargs="*", default=[],
+                    help="config files merged over configs/demo.yaml + configs/calibration.yaml (e.g. another audit)")
     args = ap.parse_args()
+    configs = CONFIGS + [str(p) for p in args.overlay]
     out = Path("results") / args.run / "calibration"
     if args.reaudit:
         if not args.archive:
             ap.error("--reaudit needs --archive")
-        return _reaudit(args.archive, out, args.cells, range(args.first, args.first + args.replicates))
+        return _reaudit(args.archive, out, args.cells, range(args.first, args.first + args.replicates), configs,
+                        args.workers)
     if not args.cells:
         ap.error("--cells is required")
     targets = [str(out / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + args.replicates)
@@ -104,7 +115,7 @@ def main() -> int:
     if not pending:
         print("nothing to do", file=sys.stderr)
         return 0
-    jobs = _jobs(pending, args.run)
+    jobs = _jobs(pending, args.run, configs)
     if args.archive:
         for job in jobs:
             p = job["params"]
