@@ -128,8 +128,6 @@ class AuditConfig:
     fail_within_margin: ... and below 0.5 + margin: the data exclude a within-ancestry effect (AUROC
     units) larger than this.
     ridge_alpha: penalty of the closed-form ridge used for R^2 read-outs (standardised features).
-    window_scan: the within-ancestry and signal statistics are the maximum over the pooled embedding and
-    each window's own (`window_scan_statistic`) instead of the pooled embedding's alone.
     """
 
     n_folds: int = 5
@@ -149,7 +147,6 @@ class AuditConfig:
     ridge_alpha: float = 1.0
     max_iter: int = 200
     accelerator: str = "cpu"
-    window_scan: bool = False
 
 
 # ----------------------------------------------------------------------------------------------- folds
@@ -635,33 +632,6 @@ def within_statistic(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
     return np.max(np.stack([t for t, _ in within_statistics(Y, probe, nuisance, probes).values()]), axis=0)
 
 
-def window_scan_statistic(Y: np.ndarray, probes: list[RidgeProbe], nuisance: np.ndarray,
-                          targets: tuple[str, ...] = WITHIN_PROBES) -> tuple[np.ndarray, np.ndarray]:
-    """The window-scan statistic [B] of responses Y [B, n], and the index [B] of the probe that gave it.
-
-    probes: one `RidgeProbe` per embedding of the scan (the pooled embedding, then each window's own);
-    nuisance [n, q] (q may be 0: the signal test). For each probe and each target ("residual": y minus the
-    ancestry model's fit; "phenotype": y, as in `within_statistics`) the leave-one-out ridge score enters
-    `signed_root_lr` against the nuisance, and the statistic is the largest over probes and targets.
-    An effect that one window shows clearly is diluted in the region's mean embedding by the other windows;
-    the maximum finds the window, and since every null replicate takes the same maximum (probes refitted),
-    the permutation or bootstrap null pays for the search and stays exact. (Rao score statistics instead of
-    the likelihood ratio cost a seventh of the time and lost power: a leave-one-out score built from y gives
-    them heavy null tails, which the maximum over ~100 of them amplifies; README, audit stage.)
-    """
-    Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
-    reduced = logistic_many(nuisance, Y)
-    best = np.full(Y.shape[0], -np.inf)
-    where = np.zeros(Y.shape[0], dtype=np.int64)
-    for i, probe in enumerate(probes):
-        for name in targets:
-            S, _ = probe.loo_scores(Y - reduced["prob"] if name == "residual" else Y)
-            t = signed_root_lr(Y, S, nuisance, reduced=reduced)
-            better = t > best
-            best[better], where[better] = t[better], i
-    return best, where
-
-
 # ------------------------------------------------------------------------------------------ Monte Carlo
 
 
@@ -821,7 +791,6 @@ def audit_phenotype(
     covariates: CovariateDesign | None = None,
     descriptors: dict[str, np.ndarray] | None = None,
     max_null_replicates: int | None = None,
-    windows: list[np.ndarray] | None = None,
 ) -> dict:
     """Statistics of one (phenotype, model, layer) audit: raw p-values, effect sizes, read-outs; no verdict.
 
@@ -829,20 +798,10 @@ def audit_phenotype(
     population [n] labels ("all" or one value when there are none); pcs [n, k] genotype PCs from
     ancestry markers; covariates: `interp.covariates.covariate_design` output (entering the nuisance
     model); descriptors {name: [n]} reported only. max_null_replicates: B of the Monte Carlo tests
-    (default cfg.max_null_replicates; the stage passes `null_replicates_needed`). windows: with
-    cfg.window_scan, the per-window sample embeddings [n, d_w] whose mean is X (InputError when absent);
-    the within and signal tests then use `window_scan_statistic` over X and every window.
+    (default cfg.max_null_replicates; the stage passes `null_replicates_needed`).
     `assign_verdicts` adds the multiplicity-adjusted p-values and the verdict.
     """
-    if cfg.window_scan:
-        if not windows:
-            raise InputError("audit.window_scan: no per-window embeddings were given for this table")
-        if any(np.shape(w)[0] != np.shape(X)[0] for w in windows):
-            raise InputError(f"audit.window_scan: every window's embedding needs {np.shape(X)[0]} rows, one per "
-                             "sample of the pooled table")
-    X, y_in, population, pcs, cov, desc, n_missing = _check_inputs(X, y, population, pcs, covariates, descriptors)
-    kept = ~np.isnan(np.asarray(y).astype(np.float64))  # the samples _check_inputs kept
-    y = y_in
+    X, y, population, pcs, cov, desc, n_missing = _check_inputs(X, y, population, pcs, covariates, descriptors)
     n = X.shape[0]
     b_max = int(max_null_replicates or cfg.max_null_replicates)
     rng = np.random.default_rng(cfg.seed)
@@ -862,25 +821,7 @@ def audit_phenotype(
         out[f"within_statistic_{name}_probe"], out[f"within_penalty_{name}_probe"] = float(t[0]), float(lam[0])
     out["within_probe_penalty"] = float(observed[WITHIN_PROBES[0]][1][0])
     t_signal = float(signed_root_lr(y[None], s_obs, np.zeros((n, 0)))[0])
-    no_nuisance = np.zeros((n, 0))
-    if cfg.window_scan:
-        scan = [probe] + [RidgeProbe.from_embeddings(np.asarray(w, dtype=np.float64)[kept]) for w in windows]
-        t, where = window_scan_statistic(y[None].astype(np.float64), scan, A)
-        # without a nuisance the residual probe is the phenotype probe (both targets centred): one target
-        t_within, t_signal = float(t[0]), float(window_scan_statistic(y[None].astype(np.float64), scan,
-                                                                      no_nuisance, ("phenotype",))[0][0])
-        out["scan_window_index"] = int(where[0]) - 1  # -1: the pooled embedding
     out["within_statistic"], out["signal_statistic"] = t_within, t_signal
-    out["within_statistic_kind"] = "window_scan" if cfg.window_scan else "pooled"
-    out["n_scan_windows"] = len(windows) if cfg.window_scan else 0
-
-    def within_null(Y: np.ndarray) -> np.ndarray:
-        return window_scan_statistic(Y, scan, A)[0] if cfg.window_scan else within_statistic(Y, probe, A)
-
-    def signal_null(Y: np.ndarray) -> np.ndarray:
-        if cfg.window_scan:
-            return window_scan_statistic(Y, scan, no_nuisance, ("phenotype",))[0]
-        return signed_root_lr(Y, probe.loo_scores(Y)[0], no_nuisance)
 
     nuis_fit = logistic_many(A, y[None])
     p_hat = nuis_fit["prob"][0]
@@ -890,16 +831,19 @@ def audit_phenotype(
     null = cfg.null if cfg.null != "auto" else ("permute" if exact else "bootstrap")
     if null == "bootstrap":
         def draw_within(m: int) -> np.ndarray:
-            return within_null((null_rng.random((m, n)) < p_hat).astype(np.float64))
+            Y = (null_rng.random((m, n)) < p_hat).astype(np.float64)
+            return within_statistic(Y, probe, A, WITHIN_PROBES)
     elif null == "permute":
         def draw_within(m: int) -> np.ndarray:
-            return within_null(np.stack([permute_within(y, strata, null_rng) for _ in range(m)]).astype(np.float64))
+            Y = np.stack([permute_within(y, strata, null_rng) for _ in range(m)]).astype(np.float64)
+            return within_statistic(Y, probe, A, WITHIN_PROBES)
     else:
         raise InputError(f"audit.null {cfg.null!r}: expected 'auto', 'bootstrap' or 'permute'")
     sig_rng = np.random.default_rng([cfg.seed, 2])
 
     def draw_signal(m: int) -> np.ndarray:
-        return signal_null(np.stack([sig_rng.permutation(y) for _ in range(m)]).astype(np.float64))
+        Y = np.stack([sig_rng.permutation(y) for _ in range(m)]).astype(np.float64)
+        return signed_root_lr(Y, probe.loo_scores(Y)[0], np.zeros((n, 0)))
 
     h = cfg.stop_exceedances
     out["p_within"], out["n_null_replicates"], out["n_null_exceedances"] = sequential_mc_p(

@@ -90,7 +90,7 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[d
 def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotypes: list[str],
                     cfg: AuditConfig, covariates: list[str], covariate_missing: str = "refuse",
                     population_column: str | None = None, max_null_replicates: int | None = None,
-                    windows: list[np.ndarray] | None = None) -> list[tuple[dict, dict]]:
+                    ) -> list[tuple[dict, dict]]:
     """Audit one sample-level embedding table (`<layer>.samples.h5ad`) for every phenotype.
 
     table: X [n_samples, d] embeddings, obs with the phenotypes (0/1, NaN missing), covariates, descriptor
@@ -99,7 +99,6 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     the whole cohort's pooled embedding). sae_features: the SAE's `sae.features.h5ad` of the same samples when
     this is the SAE layer, else None. population_column: None or absent from obs puts every sample in one group "all" (strata then
     come from the PCs). covariate_missing: the `interp.covariates.covariate_design` policy.
-    windows: the table's per-window embeddings for audit.window_scan (`interp.embed.cohort.window_sample_matrices`).
     Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
     yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
     """
@@ -117,7 +116,7 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     for phenotype in phenotypes:
         y = table.obs[phenotype].to_numpy(dtype=float)
         res = audit_phenotype(X, y, population, pcs, cfg, covariates=design, descriptors=descriptors,
-                              max_null_replicates=max_null_replicates, windows=windows)
+                              max_null_replicates=max_null_replicates)
         res.update({"phenotype": phenotype, "model": table.uns["model"], "layer": table.uns["layer"],
                     "region": table.uns.get("region")})
         out.append((res, {"attribution": attribution_summary(feature_attribution(X, y, pcs, population)),
@@ -162,12 +161,11 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
     return table.sort(["phenotype", "model", "layer", "region"], nulls_last=False), details
 
 
-def region_windows_path(samples_path: Path, option: str = "audit.by_region") -> Path:
-    """The `<layer>.windows.h5ad` beside a `<layer>.samples.h5ad` (InputError naming `option`, the setting
-    that needs it, when it is missing)."""
+def region_windows_path(samples_path: Path) -> Path:
+    """The `<layer>.windows.h5ad` beside a `<layer>.samples.h5ad` (InputError when it is missing)."""
     path = samples_path.with_name(samples_path.name.replace(".samples.h5ad", ".windows.h5ad"))
     if not path.exists():
-        raise InputError(f"{option}: {path} is missing (the embed_cohort stage writes it beside "
+        raise InputError(f"audit.by_region: {path} is missing (the embed_cohort stage writes it beside "
                          f"{samples_path.name})")
     return path
 
@@ -187,14 +185,12 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
 
     import anndata as ad
 
-    from interp.embed.cohort import region_sample_tables, window_regions, window_sample_matrices
+    from interp.embed.cohort import region_sample_tables, window_regions
 
     paths = [path for d in sorted(emb_dirs) for path in sorted(Path(d).glob("*.samples.h5ad"))]
-    option = "audit.by_region" if by_region else "audit.window_scan"
-    windows = {path: region_windows_path(path, option) for path in paths} if by_region or cfg.window_scan else {}
+    windows = {path: region_windows_path(path) for path in paths} if by_region else {}
     n_regions = {path: len(window_regions(w)) for path, w in windows.items()}
-    regions = ({path: w for path, w in windows.items() if n_regions[path] > 1}  # one region: the cohort's own
-               if by_region else {})
+    regions = {path: w for path, w in windows.items() if n_regions[path] > 1}  # one region: the cohort's own
     n_verdicts = (len(paths) + sum(n_regions[path] for path in regions)) * len(phenotypes)
     b = null_replicates_needed(n_verdicts, cfg.alpha, cfg.max_null_replicates)
     if 1 / (b + 1) > cfg.alpha / max(n_verdicts, 1):
@@ -208,12 +204,8 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
         table = ad.read_h5ad(path)
         sae_path = path.parent / "sae.features.h5ad"
         sae = ad.read_h5ad(sae_path) if sae_path.exists() and table.uns["layer"] == sae_layer else None
-        scan = window_sample_matrices(table, windows[path]) if cfg.window_scan else None
-        audited += audit_embedding(table, sae, phenotypes, cfg, covariates, windows=scan, **kw)
-        del scan
+        audited += audit_embedding(table, sae, phenotypes, cfg, covariates, **kw)
         for region_table in region_sample_tables(table, regions[path]) if path in regions else ():
-            scan = (window_sample_matrices(table, regions[path], region_table.uns["region"])
-                    if cfg.window_scan else None)
-            audited += audit_embedding(region_table, None, phenotypes, cfg, covariates, windows=scan, **kw)
+            audited += audit_embedding(region_table, None, phenotypes, cfg, covariates, **kw)
     results = assign_verdicts([r for r, _ in audited], cfg)
     return audit_tables(results, [e for _, e in audited], covariate_missing)

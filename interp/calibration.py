@@ -233,7 +233,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     config: the run's checked config (reference, cohort, audit, rank, embed, sae keys); shared: paths
     {fasta, annotation, card, checkpoint, sae} of the LM and SAE trained once per suite; workdir:
     scratch folder (removed afterwards unless `keep`). archive: a folder that keeps what `reaudit_replicate`
-    needs (sample and per-window embeddings, genotype PCs, truth, rank table; about 30 MB at n = 1,000), so a changed audit can be
+    needs (sample embeddings, genotype PCs, truth, rank table; about 1 MB), so a changed audit can be
     measured again on the same cohorts without simulating and embedding them again.
     """
     from interp import stages
@@ -383,7 +383,7 @@ def _archive(workdir: Path, emb: Path, archive: Path, summary: dict) -> None:
     for name in _ARCHIVED:
         if (workdir / name).exists():  # bio.parquet only where rank ran
             shutil.copy2(workdir / name, archive / name)
-    for path in [*emb.glob("*.samples.h5ad"), *emb.glob("*.windows.h5ad")]:  # windows: the audit's window scan
+    for path in emb.glob("*.samples.h5ad"):
         shutil.copy2(path, archive / path.name)
     (archive / "summary.json").write_text(json.dumps(_strict(summary), indent=1))
 
@@ -401,7 +401,7 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
     work.mkdir(exist_ok=True)
     emb = work / "emb"
     emb.mkdir(exist_ok=True)
-    for path in [*archive.glob("*.samples.h5ad"), *archive.glob("*.windows.h5ad")]:
+    for path in archive.glob("*.samples.h5ad"):
         target = emb / path.name
         if not target.exists():
             target.symlink_to(path.resolve())

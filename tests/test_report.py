@@ -277,10 +277,8 @@ def test_methods_come_from_the_config() -> None:
     assert audit["multiplicity"] == "Holm over 9 verdicts" and "1999 null replicates" in audit["resampling"]
     assert "PASS if p_within_adjusted <= alpha" in audit["thresholds"]
     assert "signed root likelihood-ratio" in audit["statistic"]
-    scan_rows = [{**rows[0], "within_statistic_kind": "window_scan", "n_null_replicates_max": 3999,
-                  "null_method": "phenotype permuted inside strata"}]
-    audit = {m["name"]: m for m in summary.methods(cfg, scan_rows)}["Ancestry audit (verdicts)"]
-    assert "each window's own (audit.window_scan)" in audit["statistic"]
+    b_rows = [{**rows[0], "n_null_replicates_max": 3999, "null_method": "phenotype permuted inside strata"}]
+    audit = {m["name"]: m for m in summary.methods(cfg, b_rows)}["Ancestry audit (verdicts)"]
     assert "up to 3999 null replicates" in audit["resampling"] and "permuted inside strata" in audit["resampling"]
     no_cohort = rs.config(cohort=False)
     assert len(summary.methods(no_cohort)) == 3

@@ -246,56 +246,6 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
             yield table
 
 
-def window_sample_matrices(samples: ad.AnnData, windows_path: str | Path, region: str | None = None,
-                           max_bytes: int = 2 * 1024**3) -> list[np.ndarray]:
-    """Each window's own sample embeddings from a `<layer>.windows.h5ad` (`cohort_tables`), for the audit's
-    window scan (`interp.audit.window_scan_statistic`).
-
-    samples: the layer's `<layer>.samples.h5ad` AnnData (its rows set the sample order); region: only that
-    region's windows (None: every window). Returns one float32 [n_samples, d] matrix per window, in table
-    order. They are held in memory together (n_samples x n_windows x d x 4 bytes, and the scan's probes about
-    twice that again): over `max_bytes` raises InputError.
-    """
-    import anndata as ad
-    import h5py
-
-    from interp.errors import InputError
-    from interp.rank import COLUMN_CHUNK, Columns
-
-    meta = ad.read_h5ad(windows_path, backed="r")
-    try:
-        position = {s: i for i, s in enumerate(meta.obs_names.astype(str))}
-        regions = meta.var["region"].astype(str).to_numpy()
-        dim = meta.var["dim"].to_numpy().astype(np.int64)
-    finally:
-        meta.file.close()
-    missing = [s for s in samples.obs_names.astype(str) if s not in position]
-    if missing:
-        raise InputError(f"{windows_path}: lacks sample {missing[0]!r} of the sample table ({len(missing)} missing)")
-    d = int(dim.max()) + 1 if dim.size else 0
-    if d != samples.n_vars:
-        raise InputError(f"{windows_path}: {d} dimensions per window, the sample table has {samples.n_vars}")
-    window_of_col = np.arange(regions.size) // max(d, 1)
-    windows = np.unique(window_of_col if region is None else window_of_col[regions == region])
-    if region is not None and windows.size == 0:
-        raise InputError(f"{windows_path}: no window of region {region!r}")
-    need = samples.n_obs * windows.size * d * 4
-    if need > max_bytes:
-        raise InputError(f"audit.window_scan: {windows.size} windows x {samples.n_obs} samples x {d} dimensions "
-                         f"need {need / 1024**3:.1f} GiB at once (limit {max_bytes / 1024**3:.1f} GiB); study "
-                         "fewer regions per run or set audit.window_scan: false")
-    rows = np.array([position[s] for s in samples.obs_names.astype(str)], dtype=np.int64)
-    step = max(1, COLUMN_CHUNK // max(d, 1))
-    out = []
-    with h5py.File(windows_path, "r") as f:
-        cols = Columns(f["X"], rows)
-        for lo in range(0, windows.size, step):
-            idx = (windows[lo:lo + step, None] * d + np.arange(d)).ravel()
-            block = cols.read(idx).reshape(rows.size, -1, d).astype(np.float32)
-            out += [np.ascontiguousarray(block[:, j]) for j in range(block.shape[1])]
-    return out
-
-
 def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame,
                 genotypes: ad.AnnData, model: str, sae_layer: str, keep_haplotypes: bool = False,
                 ) -> Iterator[tuple[str, ad.AnnData]]:

@@ -524,15 +524,12 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         mult = sorted({str(x["multiplicity"]) for x in rows if x.get("multiplicity")})
         n_null = sorted({int(x["n_null_replicates"]) for x in rows if _num(x.get("n_null_replicates"))})
         n_max = sorted({int(x["n_null_replicates_max"]) for x in rows if _num(x.get("n_null_replicates_max"))})
-        scan = any(x.get("within_statistic_kind") == "window_scan" for x in rows) or bool(a.get("window_scan"))
         if any("p_within" in x for x in rows) or not rows:
-            score = ("the largest score statistic over the pooled embedding and each window's own "
-                     "(audit.window_scan)" if scan else
-                     "the larger of two signed root likelihood-ratio statistics")
-            within = (f"within-ancestry test: {score} of a leave-one-out ridge probe score (fitted to the phenotype "
-                      "and to the ancestry model's residual) added to logistic phenotype ~ strata + genotype PCs + "
-                      "covariates; signal test: the same in phenotype ~ 1 + score; effect size: within-ancestry "
-                      "AUROC of out-of-fold L2 logistic probes with a bootstrap interval")
+            within = ("within-ancestry test: the larger of two signed root likelihood-ratio statistics of a "
+                      "leave-one-out ridge probe score (fitted to the phenotype and to the ancestry model's "
+                      "residual) added to logistic phenotype ~ strata + genotype PCs + covariates; signal test: the "
+                      "same in phenotype ~ 1 + score; effect size: within-ancestry AUROC of out-of-fold L2 logistic "
+                      "probes with a bootstrap interval")
         else:  # an audit table from before the calibrated audit
             within = ("phenotype-probe AUROC under stratified, ancestry-stratified and leave-one-population-out CV "
                       "and after residualising on genotype PCs inside each training fold; an ancestry-only "

@@ -10,7 +10,7 @@ processes that import once. Finished replicates are skipped, so it can be stoppe
         --replicates 100 [--archive results/calibration/calibration/archive]
 
     python workflow/scripts/calibration_local.py --reaudit --archive results/calibration/calibration/archive \
-        [--cells ...] [--first 0 --replicates 100] [--run NAME --overlay configs/audit-window-scan.yaml]
+        [--cells ...] [--first 0 --replicates 100] [--run NAME --overlay my-audit.yaml]
 
 --run NAME writes into results/NAME/ instead of results/calibration/ (a separate measurement that is
 gathered on its own, e.g. ranked replicates rerun with null redraws); it uses the LM and SAE under
