@@ -7,6 +7,7 @@ details (`audit_tables`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,8 +182,6 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
     cfg.max_null_replicates; when the cap keeps that level out of reach a warning names the B needed.
     Returns `audit_tables`' (table, details).
     """
-    import logging
-
     import anndata as ad
 
     from interp.embed.cohort import region_sample_tables, window_regions

@@ -539,7 +539,7 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         if rules:
             thresholds += "; verdict rules: " + " | ".join(rules)
         methods_null = sorted({str(x["null_method"]) for x in rows if x.get("null_method")})
-        b = n_max[-1] if n_max else (n_null[-1] if n_null else a.get("max_null_replicates", a.get("permutations")))
+        b = n_max[-1] if n_max else (n_null[-1] if n_null else a.get("max_null_replicates"))
         out.append({
             "name": "Ancestry audit (verdicts)",
             "statistic": within,

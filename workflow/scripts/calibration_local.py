@@ -62,12 +62,20 @@ def _run(job: dict) -> tuple[str, float, str]:
         return job["output"]["summary"], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
-def _reaudit_one(task: tuple[str, str, list[str]]) -> str:
-    from interp.calibration import reaudit_replicate
+_CONFIG: dict = {}  # the checked config of a re-audit worker, loaded once per process (`_load_config`)
+
+
+def _load_config(configs: list[str]) -> None:
     from interp.config import check_config, load_config_files
 
-    folder, path, configs = task
-    summary = reaudit_replicate(Path(folder), check_config(load_config_files(configs)), None)
+    _CONFIG.update(check_config(load_config_files(configs)))
+
+
+def _reaudit_one(task: tuple[str, str]) -> str:
+    from interp.calibration import reaudit_replicate
+
+    folder, path = task
+    summary = reaudit_replicate(Path(folder), _CONFIG, None)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(summary, indent=1))
     return path
@@ -80,8 +88,8 @@ def _reaudit(archive: Path, out: Path, cells: list[str] | None, replicates: rang
         cell, replicate = folder.parent.name, folder.name
         if (cells and cell not in cells) or int(replicate) not in replicates:
             continue
-        tasks.append((str(folder), str(out / "replicates" / cell / f"{replicate}.json"), configs))
-    with mp.get_context("spawn").Pool(workers) as pool:
+        tasks.append((str(folder), str(out / "replicates" / cell / f"{replicate}.json")))
+    with mp.get_context("spawn").Pool(workers, initializer=_load_config, initargs=(configs,)) as pool:
         for path in pool.imap_unordered(_reaudit_one, tasks):
             print(f"{time.strftime('%H:%M:%S')} {path}", file=sys.stderr, flush=True)
     print(f"re-audited {len(tasks)} archived replicates", file=sys.stderr)
