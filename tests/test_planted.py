@@ -167,12 +167,16 @@ def test_baseline_columns_carry_the_sae_stage_probe_and_neuron_per_type():
     from interp.sae.planted import baseline_columns
 
     metrics = {"labels": {"concepts": [
-        {"concept": "motif_A", "probe_f1": 0.85, "probe_lift": 14.0, "best_neuron_f1": 0.4, "best_neuron_unit": 7},
+        {"concept": "motif_A", "probe_f1": 0.85, "probe_lift": 14.0, "best_neuron_f1": 0.4, "best_neuron_unit": 7,
+         "direction_f1": 0.3, "subspace8_f1": 0.5, "subspace32_f1": 0.82, "subspace_dim": 32},
         {"concept": "repeat", "probe_f1": None, "best_neuron_f1": 0.9, "best_neuron_unit": 3}]}}
     table = baseline_columns(metrics)
-    assert table.columns == ["concept", "probe_f1", "probe_lift", "neuron_f1", "neuron"]
+    assert table.columns == ["concept", "probe_f1", "probe_lift", "neuron_f1", "neuron", "direction_f1",
+                             "subspace8_f1", "subspace32_f1", "subspace_dim"]
     assert table.row(0, named=True) == {"concept": "motif_A", "probe_f1": 0.85, "probe_lift": 14.0,
-                                        "neuron_f1": 0.4, "neuron": 7}
+                                        "neuron_f1": 0.4, "neuron": 7, "direction_f1": 0.3, "subspace8_f1": 0.5,
+                                        "subspace32_f1": 0.82, "subspace_dim": 32}
+    assert table.row(1, named=True)["subspace_dim"] is None
     assert table.row(1, named=True)["probe_f1"] is None and table.row(1, named=True)["neuron"] == 3
     empty = baseline_columns({})
     assert empty.height == 0 and empty.columns == table.columns

@@ -423,7 +423,8 @@ def _planted_calibration() -> dict:
                    "instance_f1": 0.981, "instance_recall": 1.0, "instance_lift": 17.5, "matched_instance": True},
                   {"concept": "motif_TP53", "feature": 78, "threshold": 1.4, "f1": 0.251, "precision": 0.275,
                    "recall": 0.231, "lift": 3.88, "matched": False, "oracle_f1": 0.991, "instance_feature": 148,
-                   "instance_f1": 0.958, "instance_recall": 0.949, "instance_lift": 13.7, "matched_instance": True}],
+                   "instance_f1": 0.958, "instance_recall": 0.949, "instance_lift": 13.7, "matched_instance": True,
+                   "direction_f1": 0.49, "subspace8_f1": 0.71, "subspace32_f1": 0.87, "subspace_dim": 16}],
         "steering": [{"concept": "motif_TP53", "feature": 148, "rule": "instance", "strength": 4.76, "n_windows": 20,
                       "n_motif_bases": 379, "dp_motif": -0.0196, "dp_other": -0.0193, "control_dp_motif_q95": 0.0074,
                       "raises_motif": False, "kl_motif": 0.01}],
@@ -456,6 +457,8 @@ def test_planted_match_table_in_report_json_and_html(tmp_path: Path) -> None:
     assert "held-out cross-entropy 1.0810 nats vs 1.3214" in box and "beats it" in box
     assert "<td class=\"l\">motif_TP53</td><td>78</td><td>0.251</td>" in box and "<td>0.991</td>" in box
     assert "<td>-0.0196</td>" in box.replace("&#43;", "+") and "does not pass" in box
+    # the geometry columns: one direction or a subspace (the island row has none: "–")
+    assert "<td>0.490</td><td>0.71 / 0.87</td><td>16</td></tr>" in box and "<td>–</td><td>– / –</td><td>–</td>" in box
     absent = planted_section(tmp_path / "missing.json")
     assert not absent["available"] and "not available" in absent["note"]
     html = render_html(dict(out, planted=absent), figs, "x", cfg)

@@ -374,7 +374,8 @@ def _calibration_rows(path: str | Path | None) -> list[dict] | None:
 
 PLANTED_MATCH_KEYS = ("concept", "feature", "f1", "precision", "recall", "lift", "matched", "oracle_f1",
                       "instance_feature", "instance_precision", "instance_recall", "instance_f1", "instance_lift",
-                      "matched_instance", "n_test_instances", "probe_f1", "neuron_f1")
+                      "matched_instance", "n_test_instances", "probe_f1", "neuron_f1", "direction_f1", "subspace8_f1",
+                      "subspace32_f1", "subspace_dim")
 PLANTED_STEER_KEYS = ("concept", "feature", "rule", "strength", "n_windows", "n_motif_bases", "n_clamped",
                       "dp_motif", "control_dp_motif_q95", "dp_other", "raises_motif", "dp_motif_everywhere",
                       "control_dp_motif_q95_everywhere", "raises_motif_everywhere")

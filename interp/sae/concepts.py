@@ -13,7 +13,9 @@ binomial test, Bonferroni over all units x concepts at family-wise `alpha`); oth
 "unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
-threshold chosen on validation) gives, per concept, what the raw activations can do at all.
+threshold chosen on validation) gives, per concept, what the raw activations can do at all;
+`interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
+(what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x concepts x
 thresholds, not with tokens (the probe uses samples of at most `probe_max_tokens` per split).
 """
@@ -29,6 +31,7 @@ import torch
 from scipy.stats import binom
 
 from interp.errors import InputError
+from interp.sae.concept_geometry import concept_geometry
 from interp.sae.concept_tracks import ConceptTracks
 from interp.sae.model import SparseAutoencoder
 from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit
@@ -377,6 +380,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     ).with_columns(pl.col("label").alias("best_label"))
 
     probes = {r["concept"]: r for r in probe_baseline(samples, names, seed)}
+    geometry = {r["concept"]: r for r in concept_geometry(samples, names)}
     per_concept = []
     for j, name in enumerate(names):
         entry = {"concept": name, "prevalence": float(sae_counts[TEST].n_pos[j] / max(sae_counts[TEST].n_tokens, 1)),
@@ -389,6 +393,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             for key in ("f1", "lift", "auprc", "precision", "recall"):
                 entry[f"best_{kind}_{key}"] = float(best[key])
         entry.update({k: v for k, v in probes.get(name, {}).items() if k != "concept"})
+        entry.update({k: v for k, v in geometry.get(name, {}).items() if k != "concept"})
         per_concept.append(entry)
     summary = {
         "concepts": per_concept,

@@ -74,16 +74,20 @@ INSTANCE_COLUMNS = ["concept", "instance_feature", "instance_threshold", "instan
 #: per-type baselines beside the SAE's match, from the SAE stage's own concept analysis (`interp.sae.concepts`,
 #: same blocks): a logistic probe on the raw activations and the best single neuron
 BASELINE_COLUMNS = {"probe_f1": "probe_f1", "probe_lift": "probe_lift", "best_neuron_f1": "neuron_f1",
-                    "best_neuron_unit": "neuron"}
+                    "best_neuron_unit": "neuron", "direction_f1": "direction_f1", "subspace8_f1": "subspace8_f1",
+                    "subspace32_f1": "subspace32_f1", "subspace_dim": "subspace_dim"}
 
 
 def baseline_columns(sae_metrics: dict) -> pl.DataFrame:
     """One row per concept: `probe_f1`, `probe_lift` (logistic regression on the standardised raw activations,
     threshold chosen on validation blocks, test blocks) and `neuron_f1`, `neuron` (the raw neuron of best
-    validation F1, read either way), from `sae_metrics["labels"]["concepts"]` of the planted SAE; null where
-    the SAE stage did not compute them. Does any SAE feature come close to what the activations hold?"""
+    validation F1, read either way), `direction_f1`, `subspace8_f1`, `subspace32_f1`, `subspace_dim` (is the
+    type one direction or a subspace: `interp.sae.concept_geometry`), from `sae_metrics["labels"]["concepts"]`
+    of the planted SAE; null where the SAE stage did not compute them. Does any SAE feature come close to what
+    the activations hold, and could one?"""
     schema = {"concept": pl.String, "probe_f1": pl.Float64, "probe_lift": pl.Float64, "neuron_f1": pl.Float64,
-              "neuron": pl.Int64}
+              "neuron": pl.Int64, "direction_f1": pl.Float64, "subspace8_f1": pl.Float64,
+              "subspace32_f1": pl.Float64, "subspace_dim": pl.Int64}
     rows = [{"concept": c["concept"], **{new: c.get(old) for old, new in BASELINE_COLUMNS.items()}}
             for c in (sae_metrics.get("labels") or {}).get("concepts") or []]
     return pl.DataFrame(rows, schema=schema)
