@@ -56,3 +56,23 @@ def test_concepts_too_rare_in_training_or_absent_from_a_split_get_nulls():
     rows = concept_geometry(samples, names)
     assert all(r["direction_f1"] is None and r["subspace_dim"] is None for r in rows)
     assert concept_geometry({TRAIN: ([], []), VALIDATION: ([], []), TEST: ([], [])}, ["a"])[0]["subspace32_f1"] is None
+
+
+def test_wide_inputs_take_the_randomized_svd_and_agree_with_the_exact_one(monkeypatch):
+    """Above EXACT_SVD_VALUES (concept tokens x width) the top directions come from a seeded randomized SVD,
+    so a wide model costs O(n d k); on the planted concepts it gives the exact path's answer."""
+    import interp.sae.concept_geometry as geometry
+
+    samples, names = _samples(0)
+    exact = {r["concept"]: r for r in concept_geometry(samples, names)}
+    monkeypatch.setattr(geometry, "EXACT_SVD_VALUES", 0)
+    called = []
+    real = geometry._top_directions
+    monkeypatch.setattr(geometry, "_top_directions", lambda m, k, seed: called.append(m.shape) or real(m, k, seed))
+    fast = {r["concept"]: r for r in geometry.concept_geometry(samples, names)}
+    assert called and all(shape[1] == D for shape in called)
+    for name in names:
+        assert fast[name]["subspace_dim"] == exact[name]["subspace_dim"]
+        assert fast[name]["direction_f1"] == exact[name]["direction_f1"]  # the direction needs no SVD
+        for g in (8, 16, 32):
+            assert abs(fast[name][f"subspace{g}_f1"] - exact[name][f"subspace{g}_f1"]) < 0.02

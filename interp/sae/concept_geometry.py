@@ -25,6 +25,10 @@ from interp.sae.splits import TEST, TRAIN, VALIDATION
 
 #: subspace dimensions tried
 SUBSPACE_DIMS = (2, 4, 8, 16, 32)
+#: above this many values (concept tokens x width) the principal directions come from a randomized SVD
+EXACT_SVD_VALUES = 20_000_000
+#: concept tokens used for its principal directions (evenly spaced over the training sample)
+MAX_SVD_ROWS = 20_000
 
 
 def best_threshold_f1(score_val: np.ndarray, y_val: np.ndarray, score_test: np.ndarray, y_test: np.ndarray,
@@ -40,36 +44,84 @@ def best_threshold_f1(score_val: np.ndarray, y_val: np.ndarray, score_test: np.n
     return float(f1_val[best]), f1_test
 
 
+def _chunked_moments(x: np.ndarray, rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation [d] of x [m, d] in float64, without a float64 copy of x."""
+    total = np.zeros(x.shape[1])
+    for s in range(0, x.shape[0], rows):
+        total += x[s:s + rows].sum(axis=0, dtype=np.float64)
+    mean = total / x.shape[0]
+    squares = np.zeros(x.shape[1])
+    for s in range(0, x.shape[0], rows):
+        squares += ((x[s:s + rows] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(squares / x.shape[0])
+
+
+def _top_directions(m: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Top-k right singular vectors [k, d] of m [n, d]: exact for small inputs, randomized (fixed seed) for
+    large ones, so a wide model's concept of 10^5 tokens costs O(n d k), not O(n d^2)."""
+    if m.shape[0] * m.shape[1] <= EXACT_SVD_VALUES:
+        return np.linalg.svd(m, full_matrices=False)[2][:k]
+    from sklearn.utils.extmath import randomized_svd
+
+    return randomized_svd(m, n_components=k, n_oversamples=16, random_state=seed)[2]
+
+
 def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], min_f1: float = 0.8,
-                     dims: tuple[int, ...] = SUBSPACE_DIMS) -> list[dict]:
+                     dims: tuple[int, ...] = SUBSPACE_DIMS, seed: int = 0) -> list[dict]:
     """Per concept: {concept, direction_f1, subspace{g}_f1 for g in dims, subspace_dim}; None where a split
-    has no token of the concept (or the training sample has fewer than max(dims) of them)."""
-    data = {code: (np.concatenate(xs).astype(np.float64), np.concatenate(ys)) if xs else (None, None)
-            for code, (xs, ys) in samples.items()}
+    has no token of the concept (or the training sample has fewer than max(dims) of them).
+
+    Memory: the training sample is read in place (float64 copies of at most MAX_SVD_ROWS of one concept's
+    tokens, and 8,192-row blocks); the validation and test samples are standardised once.
+    """
+    data = {code: (np.concatenate(xs), np.concatenate(ys)) if xs else (None, None) for code, (xs, ys) in samples.items()}
     x_tr, c_tr = data[TRAIN]
     empty = {"direction_f1": None, **{f"subspace{g}_f1": None for g in dims}, "subspace_dim": None}
     if x_tr is None or data[VALIDATION][0] is None or data[TEST][0] is None:
         return [{"concept": name, **empty} for name in names]
-    mean, sd = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-8
-    z = {code: ((x - mean) / sd, c) for code, (x, c) in data.items()}
-    z_tr = z[TRAIN][0]
+    mean, sd = _chunked_moments(x_tr)
+    sd = sd + 1e-8
+
+    def standardised(x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float64) - mean) / sd
+
     background = ~c_tr.any(axis=1)
-    centre = z_tr[background].mean(axis=0) if background.any() else np.zeros(z_tr.shape[1])
-    norm2 = {code: ((zz - centre) ** 2).sum(axis=1) + 1e-12 for code, (zz, _) in z.items()}
+    centre = standardised(x_tr[background]).mean(axis=0) if background.any() else np.zeros(x_tr.shape[1])
+    column_sum = np.zeros(x_tr.shape[1])  # of the standardised training sample: (sum x - m mean) / sd
+    for s in range(0, x_tr.shape[0], 8192):
+        column_sum += x_tr[s:s + 8192].sum(axis=0, dtype=np.float64)
+    column_sum = (column_sum - x_tr.shape[0] * mean) / sd
+    held = {}
+    for code in (VALIDATION, TEST):
+        zc = standardised(data[code][0]) - centre  # around the background mean
+        held[code] = (zc, np.einsum("ij,ij->i", zc, zc) + 1e-12, data[code][1])
     out = []
     for j, name in enumerate(names):
-        y = {code: c[:, j] for code, (_, c) in z.items()}
+        y_tr = c_tr[:, j]
         row = {"concept": name, **empty}
-        if y[TRAIN].sum() < max(dims) or not y[VALIDATION].any() or not y[TEST].any() or y[TRAIN].all():
+        n_pos = int(y_tr.sum())
+        if n_pos < max(dims) or n_pos == y_tr.size or not held[VALIDATION][2][:, j].any() \
+                or not held[TEST][2][:, j].any():
             out.append(row)
             continue
-        direction = z_tr[y[TRAIN]].mean(axis=0) - z_tr[~y[TRAIN]].mean(axis=0)
-        proj = {code: zz @ direction for code, (zz, _) in z.items()}
-        row["direction_f1"] = best_threshold_f1(proj[VALIDATION], y[VALIDATION], proj[TEST], y[TEST])[1]
-        _, _, vt = np.linalg.svd(z_tr[y[TRAIN]] - centre, full_matrices=False)
+        pos_rows = np.flatnonzero(y_tr)
+        pos_sum = np.zeros(x_tr.shape[1])
+        for s in range(0, n_pos, 8192):
+            pos_sum += standardised(x_tr[pos_rows[s:s + 8192]]).sum(axis=0)
+        direction = pos_sum / n_pos - (column_sum - pos_sum) / (y_tr.size - n_pos)
+        # the principal directions from at most MAX_SVD_ROWS of the concept's tokens, evenly spaced
+        keep = pos_rows[np.unique(np.linspace(0, n_pos - 1, min(n_pos, MAX_SVD_ROWS)).astype(np.int64))]
+        vt = _top_directions(standardised(x_tr[keep]) - centre, max(dims), seed)
+        scores = {}
+        for code, (zc, norm2, c) in held.items():
+            energy = np.cumsum((zc @ vt.T) ** 2, axis=1)  # [m, max(dims)]
+            # the projection on the direction is taken around the background mean: a constant shift of
+            # every score, which moves no threshold
+            scores[code] = (zc @ direction, energy / norm2[:, None], c[:, j])
+        (d_va, s_va, y_va), (d_te, s_te, y_te) = scores[VALIDATION], scores[TEST]
+        row["direction_f1"] = best_threshold_f1(d_va, y_va, d_te, y_te)[1]
         for g in dims:
-            share = {code: (((zz - centre) @ vt[:g].T) ** 2).sum(axis=1) / norm2[code] for code, (zz, _) in z.items()}
-            f1_val, f1_test = best_threshold_f1(share[VALIDATION], y[VALIDATION], share[TEST], y[TEST])
+            f1_val, f1_test = best_threshold_f1(s_va[:, g - 1], y_va, s_te[:, g - 1], y_te)
             row[f"subspace{g}_f1"] = f1_test
             if row["subspace_dim"] is None and f1_val >= min_f1:
                 row["subspace_dim"] = g

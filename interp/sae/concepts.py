@@ -380,7 +380,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     ).with_columns(pl.col("label").alias("best_label"))
 
     probes = {r["concept"]: r for r in probe_baseline(samples, names, seed)}
-    geometry = {r["concept"]: r for r in concept_geometry(samples, names)}
+    geometry = {r["concept"]: r for r in concept_geometry(samples, names, seed=seed)}
     per_concept = []
     for j, name in enumerate(names):
         entry = {"concept": name, "prevalence": float(sae_counts[TEST].n_pos[j] / max(sae_counts[TEST].n_tokens, 1)),
