@@ -1,10 +1,12 @@
 """Is a concept one direction in the activations, or a subspace? A baseline beside the SAE's labels.
 
-An SAE latent writes one decoder direction, so the best it can do for a concept is what one direction
-does. Some concepts are multi-dimensional (Engels et al. 2024): a motif type, for instance, may be held as
-one direction per offset and strand, so that the tokens of the type share a subspace but no direction.
-Then no single latent marks every base of the type, whatever the dictionary, while a linear probe (a
-signed read-out of many dimensions) still separates it. Both read-outs below are fitted on the training
+An SAE latent writes one decoder direction back into the activations. Some concepts are
+multi-dimensional (Engels et al. 2024): a motif type, for instance, may be held as one direction per
+offset and strand, so that its tokens share a subspace but little of any one direction. A linear probe
+still reads it (one direction w, a signed sum of the offset directions), but writing w back reconstructs
+little of any one token, so a dictionary trained to reconstruct has little reason to learn a latent that
+fires on all of them. The read-outs below describe that geometry; they are not bounds on what a latent
+can score. Both are fitted on the training
 sample with the concept's labels (supervised, like the probe); thresholds are chosen for F1 on the
 validation sample and F1 is reported on the test sample:
 
@@ -31,17 +33,24 @@ EXACT_SVD_VALUES = 20_000_000
 MAX_SVD_ROWS = 20_000
 
 
+def best_threshold(score_val: np.ndarray, y_val: np.ndarray, n_levels: int = 201) -> tuple[float, float]:
+    """(threshold t, validation F1) of "score >= t", t the validation-score quantile (of n_levels evenly
+    spaced) with the best validation F1 (the first on ties). score_val [m] float, y_val [m] bool. Shared by
+    the probe baseline (`interp.sae.concepts.probe_baseline`) and the read-outs here."""
+    levels = np.unique(np.quantile(score_val, np.linspace(0.0, 1.0, n_levels)))
+    f1_val = np.array([2 * (y_val & (score_val >= t)).sum() / ((score_val >= t).sum() + y_val.sum()) for t in levels])
+    best = int(np.argmax(f1_val))
+    return float(levels[best]), float(f1_val[best])
+
+
 def best_threshold_f1(score_val: np.ndarray, y_val: np.ndarray, score_test: np.ndarray, y_test: np.ndarray,
                       n_levels: int = 201) -> tuple[float, float]:
-    """(validation F1, test F1) of "score >= t", t chosen among validation-score quantiles for the best
-    validation F1. score_* [m] float, y_* [m] bool."""
-    levels = np.unique(np.quantile(score_val, np.linspace(0.0, 1.0, n_levels)))
-    fire = score_val[None, :] >= levels[:, None]  # [L, m]
-    f1_val = 2 * (fire & y_val[None, :]).sum(1) / (fire.sum(1) + y_val.sum())
-    best = int(np.argmax(f1_val))
-    fire_test = score_test >= levels[best]
+    """(validation F1, test F1) of "score >= t", t chosen by `best_threshold` on validation.
+    score_* [m] float, y_* [m] bool."""
+    t, f1_val = best_threshold(score_val, y_val, n_levels)
+    fire_test = score_test >= t
     f1_test = 2 * float((fire_test & y_test).sum()) / max(float(fire_test.sum() + y_test.sum()), 1.0)
-    return float(f1_val[best]), f1_test
+    return f1_val, f1_test
 
 
 def _chunked_moments(x: np.ndarray, rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +94,16 @@ def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], mi
     def standardised(x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float64) - mean) / sd
 
-    background = ~c_tr.any(axis=1)
-    centre = standardised(x_tr[background]).mean(axis=0) if background.any() else np.zeros(x_tr.shape[1])
-    column_sum = np.zeros(x_tr.shape[1])  # of the standardised training sample: (sum x - m mean) / sd
-    for s in range(0, x_tr.shape[0], 8192):
-        column_sum += x_tr[s:s + 8192].sum(axis=0, dtype=np.float64)
-    column_sum = (column_sum - x_tr.shape[0] * mean) / sd
+    def standardised_sum(rows: np.ndarray) -> np.ndarray:
+        """Column sums of the standardised training rows `rows`, 8,192 at a time."""
+        total = np.zeros(x_tr.shape[1])
+        for s in range(0, rows.size, 8192):
+            total += standardised(x_tr[rows[s:s + 8192]]).sum(axis=0)
+        return total
+
+    background = np.flatnonzero(~c_tr.any(axis=1))
+    centre = standardised_sum(background) / background.size if background.size else np.zeros(x_tr.shape[1])
+    column_sum = standardised_sum(np.arange(x_tr.shape[0]))
     held = {}
     for code in (VALIDATION, TEST):
         zc = standardised(data[code][0]) - centre  # around the background mean
@@ -105,9 +118,7 @@ def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], mi
             out.append(row)
             continue
         pos_rows = np.flatnonzero(y_tr)
-        pos_sum = np.zeros(x_tr.shape[1])
-        for s in range(0, n_pos, 8192):
-            pos_sum += standardised(x_tr[pos_rows[s:s + 8192]]).sum(axis=0)
+        pos_sum = standardised_sum(pos_rows)
         direction = pos_sum / n_pos - (column_sum - pos_sum) / (y_tr.size - n_pos)
         # the principal directions from at most MAX_SVD_ROWS of the concept's tokens, evenly spaced
         keep = pos_rows[np.unique(np.linspace(0, n_pos - 1, min(n_pos, MAX_SVD_ROWS)).astype(np.int64))]

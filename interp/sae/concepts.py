@@ -31,7 +31,7 @@ import torch
 from scipy.stats import binom
 
 from interp.errors import InputError
-from interp.sae.concept_geometry import concept_geometry
+from interp.sae.concept_geometry import best_threshold, concept_geometry
 from interp.sae.concept_tracks import ConceptTracks
 from interp.sae.model import SparseAutoencoder
 from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit
@@ -255,9 +255,7 @@ def probe_baseline(samples: dict[int, tuple[list, list]], names: list[str], seed
         model = LogisticRegression(max_iter=500, random_state=seed).fit((x_tr - mean) / sd, y)
         p_va = model.predict_proba((x_va - mean) / sd)[:, 1]
         p_te = model.predict_proba((x_te - mean) / sd)[:, 1]
-        candidates = np.unique(np.quantile(p_va, np.linspace(0, 1, 201)))
-        f1s = [2 * (y_va[:, j] & (p_va >= t)).sum() / ((p_va >= t).sum() + y_va[:, j].sum()) for t in candidates]
-        t = candidates[int(np.argmax(f1s))]
+        t, _ = best_threshold(p_va, y_va[:, j])
         fire = p_te >= t
         tp = float((fire & y_te[:, j]).sum())
         prev = float(y_te[:, j].mean())
