@@ -65,9 +65,11 @@ class NullModel:
 
 
 def _design(covariates: np.ndarray) -> np.ndarray:
-    """[1, covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of the
-    centred covariates, so the intercept always stays first and a redundant covariate costs no degree of
-    freedom)."""
+    """[1, centred covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of
+    the centred covariates, so the intercept always stays first and a redundant covariate costs no degree
+    of freedom). Centred, because a covariate far from 0 relative to its spread (a year, a position) makes
+    X^T W X so ill-conditioned that Newton's least-squares step cuts off a direction and stops at the
+    intercept-only fit; the column span, and so every fit and test, is the same."""
     from scipy.linalg import qr
 
     n = covariates.shape[0]
@@ -77,7 +79,7 @@ def _design(covariates: np.ndarray) -> np.ndarray:
     _, r, piv = qr(centred, mode="economic", pivoting=True)
     d = np.abs(np.diag(r))
     keep = d > max(d[0], 1e-300) * max(centred.shape) * np.finfo(float).eps * 10 if d[0] > 0 else d > np.inf
-    return np.column_stack([np.ones(n), covariates[:, np.sort(piv[keep])]])
+    return np.column_stack([np.ones(n), centred[:, np.sort(piv[keep])]])
 
 
 def _orthonormal(a: np.ndarray) -> np.ndarray:
@@ -307,13 +309,21 @@ def association(x: np.ndarray, null: NullModel, spa_cutoff: float = 2.0, spa: bo
 # ----------------------------------------------------------------------------- logistic fits (effects)
 
 
-def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-8):
+def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-8,
+               fixed_zero: int | None = None):
     """Firth-penalised logistic regression: maximise l(b) + 0.5 log|X^T W X|.
 
     x [n, p] design (with intercept), y [n] 0/1. Returns (beta [p], cov [p, p], penalised loglik).
     Newton steps on the modified score X^T (y - mu + h (0.5 - mu)), h the hat-matrix diagonal,
-    with step halving so the penalised log-likelihood never decreases.
+    with step halving so the penalised log-likelihood never decreases. fixed_zero = j holds b_j at 0 and
+    maximises over the other coefficients with the penalty of the whole design x: the restricted fit of
+    the penalised likelihood-ratio test (Heinze & Schemper 2002, as logistf does). Refitting the design
+    without column j instead would change the penalty and add its difference to the statistic.
     """
+    free = np.ones(x.shape[1], dtype=bool)
+    if fixed_zero is not None:
+        free[fixed_zero] = False
+
     def penalised(beta):
         eta = x @ beta
         mu = special.expit(eta)
@@ -330,7 +340,8 @@ def _firth_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1
         xw = x * np.sqrt(w)[:, None]
         h = np.einsum("ij,jk,ik->i", xw, info_inv, xw)
         score = x.T @ (y - mu + h * (0.5 - mu))
-        step = info_inv @ score
+        step = np.zeros_like(beta)
+        step[free] = np.linalg.pinv(info[np.ix_(free, free)]) @ score[free]
         step_size = 1.0
         while step_size > 1e-6:
             candidate = beta + step_size * step
@@ -350,8 +361,9 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
 
     Maximum likelihood (statsmodels); when the fit separates or does not converge (non-finite or huge
     estimates), Firth's penalised likelihood instead, with the penalised likelihood-ratio p against the
-    covariates-only Firth fit (Heinze & Schemper 2002) and a Wald se from the penalised information.
-    with_p=False skips the covariates-only fit (p is then NaN): effects only.
+    fit with d's coefficient held at 0 under the same (whole-design) penalty (Heinze & Schemper 2002) and a
+    Wald se from the penalised information.
+    with_p=False skips the restricted fit (p is then NaN): effects only.
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
@@ -379,7 +391,7 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
     beta_full, cov_full, pl_full = _firth_fit(design, y)
     if not with_p:
         return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float("nan"), "firth"
-    _, _, pl_null = _firth_fit(np.column_stack([np.ones_like(d), c]), y)
+    _, _, pl_null = _firth_fit(design, y, fixed_zero=1)
     lr = max(2.0 * (pl_full - pl_null), 0.0)
     return float(beta_full[1]), float(np.sqrt(cov_full[1, 1])), float(stats.chi2.sf(lr, 1)), "firth"
 
