@@ -91,6 +91,7 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[d
 def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotypes: list[str],
                     cfg: AuditConfig, covariates: list[str], covariate_missing: str = "refuse",
                     population_column: str | None = None, max_null_replicates: int | None = None,
+                    categorical_covariates: list[str] | tuple = (),
                     ) -> list[tuple[dict, dict]]:
     """Audit one sample-level embedding table (`<layer>.samples.h5ad`) for every phenotype.
 
@@ -99,7 +100,8 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     layer, and uns region when the table is one region's (`interp.embed.cohort.region_sample_tables`; absent:
     the whole cohort's pooled embedding). sae_features: the SAE's `sae.features.h5ad` of the same samples when
     this is the SAE layer, else None. population_column: None or absent from obs puts every sample in one group "all" (strata then
-    come from the PCs). covariate_missing: the `interp.covariates.covariate_design` policy.
+    come from the PCs). covariate_missing, categorical_covariates: the `interp.covariates.covariate_design`
+    policy and the covariates one-hot encoded even when coded as numbers.
     Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
     yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
     """
@@ -110,7 +112,8 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     population = (table.obs[population_column].astype(str).to_numpy()
                   if population_column and population_column in table.obs else np.array(["all"] * table.n_obs))
     design = covariate_design({c: table.obs[c].to_numpy() for c in covariates if c in table.obs}, covariates,
-                              missing=covariate_missing, sample_ids=table.obs_names.tolist())
+                              missing=covariate_missing, sample_ids=table.obs_names.tolist(),
+                              categorical=categorical_covariates)
     descriptors = {k: table.obs[k].to_numpy(dtype=float) for k in DESCRIPTOR_COLUMNS if k in table.obs}
     sae_matrix = None if sae_features is None else sae_features.X
     out = []
@@ -173,7 +176,8 @@ def region_windows_path(samples_path: Path) -> Path:
 
 def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str], cfg: AuditConfig,
               by_region: bool = False, sae_layer: str | None = None, covariate_missing: str = "refuse",
-              population_column: str | None = None) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+              population_column: str | None = None, categorical_covariates: list[str] | tuple = (),
+              ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """The audit stage: every `<layer>.samples.h5ad` of every embedding folder audited for every phenotype
     (`audit_embedding`; the SAE features' leakage at `sae_layer`), with by_region also each region's own pooled
     embedding (`interp.embed.cohort.region_sample_tables`, when the windows table has two or more regions),
@@ -197,7 +201,8 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
             "audit: %d verdicts need p <= %.3g, but audit.max_null_replicates %d allows p >= %.3g: no verdict "
             "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts, cfg.alpha / n_verdicts,
             cfg.max_null_replicates, 1 / (b + 1), null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
-    kw = {"covariate_missing": covariate_missing, "population_column": population_column, "max_null_replicates": b}
+    kw = {"covariate_missing": covariate_missing, "population_column": population_column, "max_null_replicates": b,
+          "categorical_covariates": categorical_covariates}
     audited = []
     for path in paths:
         table = ad.read_h5ad(path)

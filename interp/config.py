@@ -117,6 +117,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.bed)
+        stray = [c for c in cohort.categorical_covariates if c not in cohort.covariates]
+        if stray:
+            raise InputError(f"{source}: cohort.categorical_covariates {stray} must also be listed in "
+                             f"cohort.covariates ({cohort.covariates})")
         if cohort.source == "simulate" and cohort.simulate.get("labels") == "absent" and cohort.population_column:
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")

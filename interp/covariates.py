@@ -1,8 +1,11 @@
 """Covariates as a user means them: the one design-matrix builder shared by audit and rank.
 
 * Numeric covariates are one column each (centred).
-* Categorical covariates (any non-numeric value) are one-hot encoded against their first level in sorted
-  order; casting category codes to floats would impose an order that levels do not have.
+* Categorical covariates (any non-numeric value, or named in `categorical`, e.g. a batch coded 1/2/3:
+  `cohort.categorical_covariates`) are one-hot encoded against their first level in sorted order; casting
+  category codes to floats would impose an order that levels do not have. A numeric covariate with 3-10
+  distinct integer values is kept numeric (an age in years, a count) but its `info` carries a note
+  saying how to declare it categorical.
 * Missing values are refused (an `InputError` naming the covariate and the first samples) or imputed, as
   the user chooses (`cohort.covariate_missing`): numeric ones by the mean plus a 0/1 "missing" indicator
   column, categorical ones as a level of their own. What was done is returned in `info` for the report.
@@ -49,6 +52,13 @@ def _missing_mask(values: np.ndarray) -> np.ndarray:
                      for v in values], dtype=bool)
 
 
+def _level(value) -> str:
+    """A category label; codes read as floats (2.0) are written as the integers they are (2)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def _as_numeric(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
     """float64 values when every present value is a number, else None (categorical)."""
     if values.dtype.kind in "fiub":
@@ -70,16 +80,22 @@ def covariate_design(
     missing: MissingPolicy = "refuse",
     sample_ids: Sequence[str] | None = None,
     source: str = "samples.tsv",
+    categorical: Sequence[str] = (),
 ) -> CovariateDesign:
     """Build the design matrix of covariates `names` from `table` ({column: values [n]}).
 
     missing: "refuse" raises InputError naming the covariate and up to 5 samples with no value;
     "impute" fills numeric gaps with the mean and adds a "<name>:missing" indicator, and gives
-    categorical gaps a level "NA". Descriptors (`DESCRIPTORS`) are refused: they are not confounders.
-    Constant columns (one level, or no variation) are dropped and noted in info.
+    categorical gaps a level "NA". categorical: covariates one-hot encoded even when every value is a
+    number (category codes); each must be one of `names`. Descriptors (`DESCRIPTORS`) are refused: they
+    are not confounders. Constant columns (one level, or no variation) are dropped and noted in info.
     """
     if missing not in ("refuse", "impute"):
         raise InputError(f"covariate missing-value policy {missing!r}: expected 'refuse' or 'impute'")
+    unknown = [c for c in categorical if c not in names]
+    if unknown:
+        raise InputError(f"categorical covariate(s) {', '.join(map(repr, unknown))} are not among the covariates "
+                         f"({', '.join(names) or 'none'}); add them to cohort.covariates")
     cols: list[np.ndarray] = []
     col_names: list[str] = []
     info: dict[str, dict] = {}
@@ -104,10 +120,15 @@ def covariate_design(
             shown = f" (samples {', '.join(who)}{' ...' if miss.sum() > 5 else ''})" if who else ""
             raise InputError(f"{source}: covariate {name!r} has {int(miss.sum())} missing value(s){shown}; "
                              "fill them in or set cohort.covariate_missing: impute")
-        numeric = _as_numeric(values, miss)
+        numeric = None if name in categorical else _as_numeric(values, miss)
         new_cols: list[tuple[str, np.ndarray]] = []
         if numeric is not None:
             entry["kind"] = "numeric"
+            present = numeric[~miss]
+            n_levels = np.unique(present).size
+            if 3 <= n_levels <= 10 and np.all(present == np.round(present)):
+                entry["note"] = (f"{n_levels} distinct integer values, adjusted for as one linear term; if they "
+                                 "are category codes (a batch, a site), list it in cohort.categorical_covariates")
             x = numeric.copy()
             if miss.any():
                 x[miss] = np.nanmean(x) if (~miss).any() else 0.0
@@ -115,7 +136,9 @@ def covariate_design(
             new_cols.insert(0, (name, x))
         else:
             entry["kind"] = "categorical"
-            labels = np.array(["NA" if m else str(v).strip() for v, m in zip(values, miss, strict=True)])
+            if name in categorical:
+                entry["declared"] = True
+            labels = np.array(["NA" if m else _level(v) for v, m in zip(values, miss, strict=True)])
             # the reference is the first observed level; "NA" (imputed) is never the reference
             levels = sorted(set(labels[~miss].tolist())) + (["NA"] if miss.any() else [])
             entry["levels"] = levels

@@ -43,19 +43,23 @@ def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
     return values
 
 
-def rank_covariates(obs: pd.DataFrame, names: list[str], missing: str) -> CovariateDesign:
-    """The rank stage's covariate design from the samples' obs (one-hot categoricals; missing values refused
-    or imputed as `missing` says; names absent from obs are reported by `covariate_design`)."""
+def rank_covariates(obs: pd.DataFrame, names: list[str], missing: str,
+                    categorical: list[str] | tuple = ()) -> CovariateDesign:
+    """The rank stage's covariate design from the samples' obs (one-hot categoricals, `categorical` ones too
+    when coded as numbers; missing values refused or imputed as `missing` says; names absent from obs are
+    reported by `covariate_design`)."""
     from interp.covariates import covariate_design
 
     return covariate_design({n: obs[n].to_numpy() for n in names if n in obs}, names, missing=missing,
-                            sample_ids=obs.index.astype(str).tolist(), source="samples.tsv")
+                            sample_ids=obs.index.astype(str).tolist(), source="samples.tsv",
+                            categorical=categorical)
 
 
-def rank_design(geno: ad.AnnData, covariates: list[str], missing: str) -> tuple[np.ndarray, CovariateDesign]:
+def rank_design(geno: ad.AnnData, covariates: list[str], missing: str,
+                categorical: list[str] | tuple = ()) -> tuple[np.ndarray, CovariateDesign]:
     """The adjustment every rank test uses: [n, k + c] = the ancestry PCs (obsm["X_pca"]) and the covariate
     design (`rank_covariates`), with that design."""
-    design = rank_covariates(geno.obs, covariates, missing)
+    design = rank_covariates(geno.obs, covariates, missing, categorical)
     return np.hstack([np.asarray(geno.obsm["X_pca"], dtype=np.float64), design.matrix]), design
 
 
@@ -242,6 +246,7 @@ def order_rank_table(table: pl.DataFrame) -> pl.DataFrame:
 
 def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFrame | None, phenotypes: list[str],
                 covariates: list[str], cfg: RankConfig, covariate_missing: str = "refuse",
+                categorical_covariates: list[str] | tuple = (),
                 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Rank the variants and every model feature family for each phenotype (`interp.rank.rank_phenotype`),
     adjusted for the ancestry PCs and the covariates.
@@ -253,7 +258,7 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
     covariate_columns (the design's), n_pcs, config).
     """
-    cov, design = rank_design(geno, covariates, covariate_missing)
+    cov, design = rank_design(geno, covariates, covariate_missing, categorical_covariates)
     variants = variant_family(geno)
     tables, summaries = [], []
     for phenotype in phenotypes:

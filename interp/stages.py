@@ -639,7 +639,8 @@ def audit(job: Job) -> None:
     table, details = audit_run(job.input["emb_dirs"], p["phenotypes"], p["covariates"], cfg,
                                by_region=bool(p["audit"].get("by_region")), sae_layer=p["sae_layer"],
                                covariate_missing=p.get("covariate_missing", "refuse"),
-                               population_column=p.get("population_column"))
+                               population_column=p.get("population_column"),
+                               categorical_covariates=p.get("categorical_covariates", []))
     write_table(table, job.output["parquet"], job.output["tsv"])
     write_json(details, job.output["details"])
 
@@ -666,7 +667,8 @@ def rank(job: Job) -> None:
         fam = variant_effect_family(geno, pl.read_parquet(path), windows)
         families += [fam] if fam is not None else []
     table, summary = rank_cohort(geno, families, annotation, p["phenotypes"], p["covariates"], cfg,
-                                 covariate_missing=p.get("covariate_missing", "refuse"))
+                                 covariate_missing=p.get("covariate_missing", "refuse"),
+                                 categorical_covariates=p.get("categorical_covariates", []))
     write_table(table, job.output["parquet"], job.output["tsv"])
     if job.output.get("summary"):
         write_json(summary, job.output["summary"])

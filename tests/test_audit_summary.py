@@ -105,3 +105,8 @@ def test_audit_embedding_one_group_without_population_labels() -> None:
     [(labelled, _)] = audit_embedding(table, None, ["pheno"], cfg, [], population_column="population",
                                       max_null_replicates=99)
     assert sorted(g["population"] for g in labelled["by_population"]) == ["A", "B"]
+    # a site coded 1/2/3, declared categorical (cohort.categorical_covariates), enters as one-hot columns
+    table.obs["site"] = np.arange(n) % 3 + 1.0
+    [(declared, _)] = audit_embedding(table, None, ["pheno"], cfg, ["site"], max_null_replicates=99,
+                                      categorical_covariates=["site"])
+    assert declared["covariates"]["site"]["columns"] == ["site=2", "site=3"]

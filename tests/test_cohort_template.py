@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from interp.config import check_config, load_config_files
+from interp.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_template_passes_the_schema_with_files_in_place(tmp_path):
+def _filled(tmp_path):
     template = yaml.safe_load((REPO / "configs" / "cohort_template.yaml").read_text())
     for key in ("fasta", "annotation"):
         (tmp_path / Path(template["reference"][key]).name).write_text("placeholder\n")
@@ -21,6 +23,19 @@ def test_template_passes_the_schema_with_files_in_place(tmp_path):
         template["cohort"][key] = str(tmp_path / Path(template["cohort"][key]).name)
     filled = tmp_path / "my_cohort.yaml"
     filled.write_text(yaml.safe_dump(template))
-    merged = load_config_files([REPO / "configs" / "demo.yaml", filled])  # as snakemake --configfile merges
-    cfg = check_config(merged, base_dir=REPO, source="cohort_template.yaml")
+    return load_config_files([REPO / "configs" / "demo.yaml", filled])  # as snakemake --configfile merges
+
+
+def test_template_passes_the_schema_with_files_in_place(tmp_path):
+    cfg = check_config(_filled(tmp_path), base_dir=REPO, source="cohort_template.yaml")
     assert cfg["cohort"]["source"] == "vcf" and cfg["cohort"]["ancestry_vcf"].endswith("pruned.vcf.gz")
+    assert cfg["cohort"]["categorical_covariates"] == []
+
+
+def test_categorical_covariate_must_be_listed_as_a_covariate(tmp_path):
+    merged = _filled(tmp_path)
+    merged["cohort"]["categorical_covariates"] = ["batch"]  # the template's covariates are sex and age
+    with pytest.raises(InputError, match=r"cohort.categorical_covariates \['batch'\] must also be listed"):
+        check_config(merged, base_dir=REPO, source="my_cohort.yaml")
+    merged["cohort"]["categorical_covariates"] = ["sex"]
+    assert check_config(merged, base_dir=REPO)["cohort"]["categorical_covariates"] == ["sex"]

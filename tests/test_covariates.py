@@ -47,3 +47,28 @@ def test_descriptor_gc_is_refused_as_a_confounder():
 def test_constant_covariate_dropped_and_noted():
     d = covariate_design({"sex": np.array([1.0, 1.0, 1.0])}, ["sex"])
     assert d.matrix.shape == (3, 0) and "constant" in d.info["sex"]["note"]
+
+
+def test_integer_coded_batch_declared_categorical_is_one_hot():
+    """A batch coded 1/2/3 (read from samples.tsv as floats) is one linear term unless declared: declared, it
+    is one-hot and explains a non-monotone batch effect as statsmodels' C(batch) does; undeclared, the
+    design says how to declare it."""
+    rng = np.random.default_rng(1)
+    batch = rng.choice([1.0, 2.0, 3.0], size=300)
+    undeclared = covariate_design({"batch": batch}, ["batch"])
+    assert undeclared.columns == ["batch"] and undeclared.info["batch"]["kind"] == "numeric"
+    assert "cohort.categorical_covariates" in undeclared.info["batch"]["note"]
+    d = covariate_design({"batch": batch}, ["batch"], categorical=["batch"])
+    assert d.columns == ["batch=2", "batch=3"]
+    assert d.info["batch"]["kind"] == "categorical" and d.info["batch"]["declared"]
+    y = (batch == 2.0) * 2.0 + rng.normal(size=300)
+    beta, *_ = np.linalg.lstsq(np.column_stack([np.ones(300), d.matrix]), y, rcond=None)
+    fit = smf.ols("y ~ C(batch)", pd.DataFrame({"y": y, "batch": batch})).fit()
+    assert np.allclose(beta[1:], fit.params.to_numpy()[1:], atol=1e-10)
+    # an age in years with many distinct values carries no note
+    assert "note" not in covariate_design({"age": rng.integers(20, 80, 300).astype(float)}, ["age"]).info["age"]
+
+
+def test_declared_categorical_must_be_a_covariate():
+    with pytest.raises(InputError, match="'site' are not among the covariates"):
+        covariate_design({"batch": np.array([1.0, 2.0])}, ["batch"], categorical=["site"])

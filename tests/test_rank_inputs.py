@@ -227,3 +227,17 @@ def test_rank_cohort_without_covariates() -> None:
     geno.obs["const"] = pd.Categorical(["x"] * geno.n_obs)
     with_const, _ = rank_cohort(geno, [], None, ["causal"], ["const"], cfg)
     np.testing.assert_allclose(table.sort("feature")["p"].to_numpy(), with_const.sort("feature")["p"].to_numpy())
+
+
+def test_rank_cohort_declared_categorical_covariate_is_one_hot() -> None:
+    """cohort.categorical_covariates reaches rank's design: a site coded 1/2/3 is two one-hot columns."""
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort
+
+    geno, _, _, _ = _planted_cohort()
+    geno.obs["site"] = np.arange(geno.n_obs) % 3 + 1.0
+    cfg = RankConfig(resamples=2, top_k=3, refit_top=2, seed=1)
+    _, linear = rank_cohort(geno, [], None, ["causal"], ["site"], cfg)
+    _, onehot = rank_cohort(geno, [], None, ["causal"], ["site"], cfg, categorical_covariates=["site"])
+    assert linear["covariate_columns"] == ["site"]
+    assert onehot["covariate_columns"] == ["site=2", "site=3"]

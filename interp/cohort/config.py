@@ -42,6 +42,8 @@ class CohortConfig:
     """covariate columns of samples.tsv."""
     covariate_missing: str = "refuse"
     """refuse or impute missing covariate values."""
+    categorical_covariates: list[str] = field(default_factory=list)
+    """covariates one-hot encoded even when every value is a number (category codes: a batch 1/2/3)."""
     population_column: str | None = "population"
     """population label column of samples.tsv (None: no labels; strata from ancestry PCs)."""
     missing: str = "ref"

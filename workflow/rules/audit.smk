@@ -16,6 +16,7 @@ if COHORT:
             **rule_params({"audit": config["audit"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"]["covariate_missing"],
+                     "categorical_covariates": config["cohort"]["categorical_covariates"],
                      "population_column": config["cohort"]["population_column"],
                      "sae_layer": config["sae"]["layer"],
                      "seed": config["seed"]}),

@@ -18,6 +18,7 @@ if COHORT:
             **rule_params({"rank": config["rank"], "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
+                     "categorical_covariates": config["cohort"]["categorical_covariates"],
                      "reference": config["reference"], "seed": config["seed"]}),
         log:
             log_path("rank"),
