@@ -1030,8 +1030,9 @@ def feature_attribution(
     Samples whose y is NaN are left out.
 
     A fair comparison of the two (partial R^2 of k PCs against that of one phenotype column would favour
-    the PCs even for pure noise): p_ancestry is the F-test of the k PCs given the phenotype (df k, n-k-2),
-    p_phenotype the F-test of the phenotype given the PCs (df 1, n-k-2), q_* their Benjamini-Hochberg
+    the PCs even for pure noise): p_ancestry is the F-test of the k PCs given the phenotype (df k, n-k-2;
+    k the rank the PCs add, so a redundant column costs nothing), p_phenotype the F-test of the phenotype
+    given the PCs (df 1, n-k-2), q_* their Benjamini-Hochberg
     q-values over the features, and ancestry_dominated = q_ancestry <= alpha and p_ancestry < p_phenotype
     (the ancestry association is significant and stronger, on the same scale, than the phenotype's).
     """
@@ -1063,8 +1064,11 @@ def feature_attribution(
             a = auroc(population == c, F.T)  # [m], one AUROC per feature
             best = np.maximum(best, np.maximum(a, 1.0 - a))
         anc_auc = best
-    n, k = F.shape[0], pcs.shape[1]
-    df_res = n - k - 2
+    # degrees of freedom from ranks, not column counts: a redundant PC column adds no freedom to either fit
+    ones_y = np.hstack([ones, y])
+    full_rank = np.linalg.matrix_rank(np.hstack([ones_y, pcs]))
+    n, k = F.shape[0], full_rank - np.linalg.matrix_rank(ones_y)
+    df_res = n - full_rank
     with np.errstate(invalid="ignore", divide="ignore"):
         f_anc = ((ssr_no_pcs - ssr_full) / k) / (ssr_full / df_res)
         f_phe = (ssr_no_y - ssr_full) / (ssr_full / df_res)

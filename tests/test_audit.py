@@ -450,6 +450,25 @@ def test_ancestry_dominated_count_on_noise_and_planted_features():
     assert int(np.argmax(leak)) == 3
 
 
+def test_feature_attribution_f_tests_match_statsmodels_with_a_redundant_pc():
+    """The two F-tests match statsmodels' nested-model comparison, also when a PC column is redundant (its
+    degrees of freedom come from the rank, not the column count)."""
+    import statsmodels.api as sm
+
+    X, y, population, pcs = make_cohort("null", 3, n_per=60)
+    pcs = np.column_stack([pcs[:, :3], pcs[:, 0] + pcs[:, 1]])  # 4 columns, rank 3
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(y.size, 2))
+    F[:, 1] += 0.4 * pcs[:, 0] / pcs[:, 0].std() + 0.3 * y
+    table = feature_attribution(F, y, pcs, population)
+    for j in range(2):
+        full = sm.OLS(F[:, j], np.column_stack([np.ones(y.size), y, pcs])).fit()
+        no_pcs = sm.OLS(F[:, j], np.column_stack([np.ones(y.size), y])).fit()
+        no_y = sm.OLS(F[:, j], np.column_stack([np.ones(y.size), pcs])).fit()
+        assert table["p_ancestry"][j] == pytest.approx(full.compare_f_test(no_pcs)[1], rel=1e-6)
+        assert table["p_phenotype"][j] == pytest.approx(full.compare_f_test(no_y)[1], rel=1e-6)
+
+
 def test_residualisation_uses_training_rows_only():
     rng = np.random.default_rng(0)
     X, Z = rng.normal(size=(50, 4)), rng.normal(size=(50, 3))
