@@ -336,6 +336,50 @@ def test_oracle_scanner_knows_the_motifs_and_the_background(genome):
         assert r["oracle_f1"] > 0.8 and r["oracle_instance_recall"] > 0.85, r
 
 
+def test_oracle_threshold_ignores_the_test_blocks():
+    """The oracle's threshold grid and choice come from the validation blocks: the highest-scoring motif
+    hit written into a test block (so the contig's maximum LLR rises) leaves the threshold unchanged."""
+    from interp.sae.planted_oracle import background_logprob, motif_llr, oracle_table
+    from interp.sae.splits import TEST, TRAIN, VALIDATION
+
+    rng = np.random.default_rng(0)
+    n, w = 9000, 8
+    freq = np.full((4, w), 0.1)
+    consensus = rng.integers(0, 4, w)
+    freq[consensus, np.arange(w)] = 0.7
+    uniform = np.full((1, 4), 0.25)  # order-0 background
+    codes = rng.integers(0, 4, n)
+    split = np.full(n, TRAIN, dtype=np.int8)
+    split[:3000], split[6000:] = VALIDATION, TEST
+    rows = []
+    for start in range(100, n - 20, 150):
+        while True:  # sampled instances, never the exact consensus
+            inst = np.array([rng.choice(4, p=freq[:, j]) for j in range(w)])
+            if not (inst == consensus).all():
+                break
+        codes[start:start + w] = inst
+        rows.append(("c", start, start + w, "motif_M"))
+    elements = pl.DataFrame(rows, schema=["contig", "start", "end", "name"], orient="row")
+
+    def table(c):
+        return oracle_table("".join("ACGT"[i] for i in c), elements, uniform, {"M": freq}, split).row(0, named=True)
+
+    top = np.log(0.7 / 0.25) * w
+    while True:  # break any exact consensus hit (either strand) that the background drew by chance
+        hits = np.flatnonzero(motif_llr(codes, freq, background_logprob(codes, uniform)) > top - 1e-6)
+        if not hits.size:
+            break
+        codes[hits[0] + 1] = (codes[hits[0] + 1] + 1) % 4
+    before = table(codes)
+    edited = codes.copy()
+    first_test = next(r[1] for r in rows if split[r[1]] == TEST)
+    edited[first_test:first_test + w] = consensus
+    assert motif_llr(edited, freq, background_logprob(edited, uniform)).max() == pytest.approx(top)
+    after = table(edited)
+    assert after["oracle_threshold"] == before["oracle_threshold"]
+    assert after["oracle_validation_f1"] == before["oracle_validation_f1"]
+
+
 def test_instance_recall_is_interplm_recall_per_domain(tmp_path):
     """A feature that fires on the first base of every instance (and nowhere else) has per-base precision 1,
     per-base recall 1/15 and instance recall 1: instance F1 1.0 (per-base F1 would be 0.125). It beats a

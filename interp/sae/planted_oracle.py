@@ -112,7 +112,11 @@ def oracle_table(sequence: str, elements: pl.DataFrame, transition: np.ndarray, 
         for s, e in sub:
             truth[s:e] = True
         val, test = split_code == VALIDATION, split_code == TEST
-        top = float(llr[np.isfinite(llr)].max()) if np.isfinite(llr).any() else 0.0
+        # the grid's top from starts that call a validation base, so test bases cannot move the threshold
+        starts = np.arange(llr.size)
+        cum = np.concatenate([[0], np.cumsum(val)])
+        graded = llr[np.isfinite(llr) & (cum[np.minimum(starts + w, n)] > cum[np.minimum(starts, n)])]
+        top = float(graded.max()) if graded.size else 0.0
         levels = np.linspace(0.0, max(top, 1e-9), n_thresholds, endpoint=False)
         val_f1 = np.array([_f1(covered(llr > t, w, n)[val], truth[val])[2] for t in levels])
         best = int(val_f1.argmax())
