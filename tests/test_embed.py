@@ -110,6 +110,21 @@ def test_bad_checkpoint_is_an_input_error(tmp_path):
         TinyEmbedder(tmp_path / "missing.safetensors")
 
 
+def test_diverged_checkpoint_is_refused_with_model_and_layer(tmp_path):
+    """A checkpoint whose weights hold NaN (a diverged training) stops at embedding with a clean error naming
+    model and layer, instead of writing NaN into the stores that probes and SAEs read."""
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, dropout=0.0))
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "blocks.1" in n).fill_(float("nan"))
+    path = tmp_path / "diverged.safetensors"
+    save_checkpoint(model, path)
+    emb = TinyEmbedder(path)
+    assert np.isfinite(emb.embed(["ACGTACGT"], ["block1"])["block1"].values).all()
+    with pytest.raises(InputError, match="model tiny-dnalm, layer block2: .* non-finite activation"):
+        emb.embed(["ACGTACGT"], ["block2"])
+
+
 # --- embed_windows / embed_sequences -----------------------------------------------------------
 
 def run_windows(emb, windows, bases, out: Path):

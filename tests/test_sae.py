@@ -194,6 +194,19 @@ def test_lr_schedule_warms_up_and_decays():
     assert all(b <= a for a, b in zip(f[80:], f[81:], strict=False)) and f[99] == pytest.approx(0.05)
 
 
+def test_non_finite_training_tokens_are_refused(planted, tmp_path):
+    """A store holding a NaN activation (written by another tool, or before embedding checked) stops SAE
+    training with the store's name instead of training NaN weights."""
+    x = planted["x"][:5000].copy()
+    x[::97, 4] = np.nan  # in every split
+    path = tmp_path / "nan.zarr"
+    writer = TokenStoreWriter(path, D_IN, [], "synthetic", "layer0", chunk_rows=CHUNK)
+    writer.append(x, planted["window"][:5000], np.arange(5000) % TOKENS_PER_WINDOW, {})
+    writer.close()
+    with pytest.raises(InputError, match="nan.zarr: the training tokens hold NaN"):
+        train_sae(path, SAEConfig(**FAST), planted_windows(5000 // TOKENS_PER_WINDOW), threads=1)
+
+
 def test_streaming_reshuffles_and_reads_every_epoch(planted):
     cfg = SAEConfig(**FAST)
     store = TokenStore(planted["path"])

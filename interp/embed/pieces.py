@@ -18,8 +18,9 @@ DNA = frozenset("ACGTN")
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
 
-class NonFiniteActivations(RuntimeError):
-    """A model produced NaN or infinite activations (e.g. BERT + SDPA in bf16 with padding)."""
+class NonFiniteActivations(InputError):
+    """A model produced NaN or infinite activations (e.g. BERT + SDPA in bf16 with padding, or a diverged
+    checkpoint): the user's model or dtype setting, so a clean error rather than a traceback."""
 
 
 IUPAC_AMBIGUOUS = frozenset("RYKMSWBDHV")
@@ -188,5 +189,6 @@ def check_finite(values: np.ndarray, model: str, layer: str, where_text: str) ->
     if not np.all(np.isfinite(values)):
         bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
         raise NonFiniteActivations(f"model {model}, layer {layer}: {bad} non-finite activation values in "
-                                   f"{where_text}; in bf16/fp16 with padding this is a known attention overflow, "
-                                   "try embed.dtype: float32")
+                                   f"{where_text}; in bf16/fp16 with padding this is a known attention overflow "
+                                   "(try embed.dtype: float32); in float32 the checkpoint itself has likely "
+                                   "diverged")

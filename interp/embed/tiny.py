@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from interp.embed.base import TokenActivations
-from interp.embed.pieces import clean_sequences
+from interp.embed.pieces import check_finite, clean_sequences
 from interp.errors import InputError
 from interp.io import read_safetensors_metadata
 from interp.lm.model import PAD_ID, TinyDNALM, TinyLMConfig, encode
@@ -69,6 +69,9 @@ class TinyEmbedder:
             found = self.model.forward_layers(tokens.to(self.device), layers)
             for name in layers:
                 acts = found[name].float().cpu().numpy()
+                # a diverged checkpoint would otherwise carry NaN into every store, probe and SAE downstream
+                last = pieces[min(start + self.batch_pieces, len(pieces)) - 1][0]
+                check_finite(acts, self.name, name, f"sequences {pieces[start][0]}-{last}")
                 outputs[name].extend(acts[row, :len(t)] for row, t in enumerate(batch))
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

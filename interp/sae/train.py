@@ -192,6 +192,9 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
         sample.append(rows[take])
     if n == 0:
         raise InputError(f"{store.path}: no training tokens after the block split")
+    if not (np.all(np.isfinite(total)) and np.isfinite(sq)):
+        raise InputError(f"{store.path}: the training tokens hold NaN or infinite activations; re-embed (the "
+                         "model or its dtype produced them) before training an SAE")
     pooled = np.concatenate(sample) if sample else np.zeros((0, store.d))
     if pooled.shape[0] > sample_tokens:
         pooled = pooled[np.sort(rng.choice(pooled.shape[0], sample_tokens, replace=False))]
