@@ -21,6 +21,7 @@ from interp.audit import (
     feature_attribution,
     null_replicates_needed,
 )
+from interp.cohort.vcf import population_obs_column
 from interp.errors import InputError
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     columns (`DESCRIPTOR_COLUMNS`) and the population column, obsm["X_pca"] [n_samples, k], uns model and
     layer, and uns region when the table is one region's (`interp.embed.cohort.region_sample_tables`; absent:
     the whole cohort's pooled embedding). sae_features: the SAE's `sae.features.h5ad` of the same samples when
-    this is the SAE layer, else None. population_column: None or absent from obs puts every sample in one group "all" (strata then
+    this is the SAE layer, else None. population_column: the obs column of the labels (an InputError when
+    absent); None puts every sample in one group "all" (strata then
     come from the PCs). covariate_missing, categorical_covariates: the `interp.covariates.covariate_design`
     policy and the covariates one-hot encoded even when coded as numbers.
     Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
@@ -109,8 +111,11 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
 
     X = np.asarray(table.X, dtype=np.float64)
     pcs = np.asarray(table.obsm["X_pca"], dtype=np.float64)
-    population = (table.obs[population_column].astype(str).to_numpy()
-                  if population_column and population_column in table.obs else np.array(["all"] * table.n_obs))
+    if population_column and population_column not in table.obs:
+        raise InputError(f"{table.uns.get('model')} {table.uns.get('layer')}: the sample table has no population "
+                         f"column {population_column!r} (it has {', '.join(map(str, table.obs.columns))})")
+    population = (table.obs[population_column].astype(str).to_numpy() if population_column
+                  else np.array(["all"] * table.n_obs))
     design = covariate_design({c: table.obs[c].to_numpy() for c in covariates if c in table.obs}, covariates,
                               missing=covariate_missing, sample_ids=table.obs_names.tolist(),
                               categorical=categorical_covariates)
@@ -201,7 +206,9 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
             "audit: %d verdicts need p <= %.3g, but audit.max_null_replicates %d allows p >= %.3g: no verdict "
             "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts, cfg.alpha / n_verdicts,
             cfg.max_null_replicates, 1 / (b + 1), null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
-    kw = {"covariate_missing": covariate_missing, "population_column": population_column, "max_null_replicates": b,
+    # samples.tsv's population column, whatever its name, is `population` in the cohort's tables
+    kw = {"covariate_missing": covariate_missing, "population_column": population_obs_column(population_column),
+          "max_null_replicates": b,
           "categorical_covariates": categorical_covariates}
     audited = []
     for path in paths:

@@ -18,6 +18,7 @@ import polars as pl
 from interp.cohort.config import CohortConfig
 from interp.config import settings_from_section
 from interp.embed.config import EmbedConfig
+from interp.errors import InputError
 from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 #: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
@@ -404,28 +405,45 @@ def _samples(job: Job, c: CohortConfig) -> pl.DataFrame:
 
 
 def check_cohort(job: Job) -> None:
-    """Validate VCF + samples.tsv against the reference before any work; keep an indexed copy of the VCF.
+    """Validate VCF + samples.tsv (covariates included) against the reference before any work.
 
-    The copy is made first (once; unchanged when the user's VCF is already bgzipped and indexed), so the
-    checks read only the records inside the studied regions, through the index.
+    cohort/cohort.vcf.gz (+ index) is then a link to the user's VCF when it is bgzipped and indexed (no
+    copy: cost follows the regions read, not the file), else an indexed copy made once. The checks read only
+    the records inside the studied regions, through the index. Errors name the user's file, and a failed
+    check leaves no copy behind.
     """
+    import os
+    import re
     import shutil
 
     from interp.cohort.vcf import ensure_indexed, validate_cohort
+    from interp.covariates import covariate_design
 
     c = _cohort_settings(job)
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, c, fasta, annotation)
     samples = _samples(job, c)
+    # covariates are checked here, before any genotype is read, not first at the audit
+    covariate_design({n: samples[n].to_numpy() for n in c.covariates}, c.covariates, missing=c.covariate_missing,
+                     sample_ids=samples["sample_id"].to_list(), source=str(job.input["samples"]),
+                     categorical=c.categorical_covariates)
     staging = Path(job.output["vcf"]).parent / ".staging"
-    indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
-    summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
-                              regions, c.phenotypes, job.params["n_folds"], binary_only=True)
-    index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
-    for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
+        summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
+                                  regions, c.phenotypes, job.params["n_folds"], binary_only=True)
+        index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
+        for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
+            with atomic_path(dst) as tmp:
+                if indexed == Path(job.input["vcf"]):  # bgzipped and indexed: used as it is, not copied
+                    os.symlink(src.resolve(), tmp)
+                else:  # the indexed copy made of a plain or unindexed VCF
+                    shutil.move(src, tmp)
+    except InputError as err:  # name the user's file, not the indexed copy made of it
+        raise InputError(re.sub(re.escape(str(staging)) + r"/\S*?(?=[:;,\s]|$)", str(job.input["vcf"]),
+                                str(err))) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
     summary["reference"] = _reference_stats(fasta, regions)
     if job.input.get("panel"):

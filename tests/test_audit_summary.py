@@ -110,3 +110,29 @@ def test_audit_embedding_one_group_without_population_labels() -> None:
     [(declared, _)] = audit_embedding(table, None, ["pheno"], cfg, ["site"], max_null_replicates=99,
                                       categorical_covariates=["site"])
     assert declared["covariates"]["site"]["columns"] == ["site=2", "site=3"]
+
+
+def test_audit_run_finds_labels_from_a_population_column_of_any_name(tmp_path) -> None:
+    """cohort.population_column names samples.tsv's column (here `superpopulation`); the cohort's tables carry
+    it as `population`, and the audit must stratify by those labels, not fall back to PC bins."""
+    import anndata as ad
+    import pandas as pd
+
+    from interp.audit import AuditConfig
+    from interp.audit_summary import audit_run
+
+    rng = np.random.default_rng(2)
+    n = 60
+    obs = pd.DataFrame({"pheno": rng.integers(0, 2, n).astype(float), "population": np.repeat(["A", "B"], n // 2)},
+                       index=[f"s{i}" for i in range(n)])
+    table = ad.AnnData(X=rng.normal(size=(n, 3)).astype(np.float32), obs=obs)
+    table.obsm["X_pca"] = rng.normal(size=(n, 2))
+    table.uns.update({"model": "m", "layer": "block1"})
+    (tmp_path / "m").mkdir()
+    table.write_h5ad(tmp_path / "m" / "block1.samples.h5ad")
+    cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=99, seed=0)
+    _, details = audit_run([str(tmp_path / "m")], ["pheno"], [], cfg, population_column="superpopulation")
+    assert details[0]["strata_source"] == "labels"
+    assert sorted(g["population"] for g in details[0]["by_population"]) == ["A", "B"]
+    _, unlabelled = audit_run([str(tmp_path / "m")], ["pheno"], [], cfg, population_column=None)
+    assert unlabelled[0]["strata_source"] == "pc_bins"

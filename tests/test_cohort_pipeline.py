@@ -130,3 +130,44 @@ def test_each_distinct_haplotype_window_is_embedded_once(cohorts) -> None:
         hap = result["hap"]
         assert hap["n_distinct"] < hap["n_haplotype_windows"]
         assert hap["dedup_ratio"] == pytest.approx(hap["n_haplotype_windows"] / hap["n_distinct"])
+
+
+def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariates_first(tmp_path) -> None:
+    """check_cohort: an indexed bgzipped VCF is linked, not copied; a plain VCF's errors name the user's file
+    and leave no indexed copy behind; covariates (missing values) are refused here, before any genotype
+    work, naming the samples file."""
+    import gzip
+    import os
+
+    from interp.errors import InputError
+
+    cfg = _config(11)
+    c = tmp_path / "cohort"
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    params = {"reference": cfg["reference"], "cohort": cfg["cohort"], "n_folds": cfg["audit"]["n_folds"], "seed": 11}
+    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
+                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
+                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    out = {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi"}
+    stages.check_cohort(_job({**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv"}, out, params))
+    assert os.path.islink(out["vcf"]) and Path(out["vcf"]).resolve() == (c / "in.vcf.gz").resolve()
+    assert os.path.islink(out["tbi"])
+    for p in out.values():
+        p.unlink()
+
+    plain = c / "user.vcf"
+    plain.write_bytes(gzip.decompress((c / "in.vcf.gz").read_bytes()))
+    table = pl.read_csv(c / "samples.tsv", separator="\t")
+    table.slice(1).write_csv(c / "fewer.tsv", separator="\t")  # the VCF's first sample is not in the sheet
+    with pytest.raises(InputError) as err:
+        stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "fewer.tsv"}, out, params))
+    assert str(err.value).startswith(f"{plain}: the VCF and the samples table list different samples")
+    assert ".staging" not in str(err.value) and not (c / ".staging").exists()
+    assert not out["vcf"].exists()
+
+    ages = [None if i == 3 else 40.0 + i % 20 for i in range(table.height)]
+    table.with_columns(pl.Series("age", ages)).write_csv(c / "aged.tsv", separator="\t", null_value="NA")
+    with_age = {**params, "cohort": {**params["cohort"], "covariates": ["age"]}}
+    with pytest.raises(InputError, match=rf"{c / 'aged.tsv'}: covariate 'age' has 1 missing value"):
+        stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "aged.tsv"}, out, with_age))
+    assert not (c / ".staging").exists()

@@ -62,7 +62,7 @@ def test_sample_subset_order_regions_and_contig_mapping(kg_samples):
     assert (genotypes.contig == "chr2").all() and genotypes.contig_map == {"2": "chr2"}
     assert ((genotypes.pos > 10037) & (genotypes.pos <= 10200)).all()
     np.testing.assert_array_equal(genotypes.gt, full.gt[: genotypes.n_variants][:, [5, 0]])
-    with pytest.raises(InputError, match="not in the VCF header: nobody"):
+    with pytest.raises(InputError, match="not in the VCF header: 'nobody'"):
         read_genotypes(KG, samples=["nobody"])
 
 
@@ -99,20 +99,47 @@ def test_samples_tsv_errors(tmp_path):
         read_samples_tsv(path, ["case"], [], None)
 
 
+def test_samples_tsv_population_labels_and_header(tmp_path):
+    """The population column, whatever its name, is `population` in the table the stages read (the audit
+    and the report look it up there); empty labels and a repeated header column are refused."""
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample_id\tsuperpopulation\tcase\nA\tAFR \t1\nB\tEUR\t0\n")
+    table = read_samples_tsv(path, ["case"], [], "superpopulation")
+    assert table.columns == ["sample_id", "population", "case"] and table["population"].to_list() == ["AFR", "EUR"]
+    path.write_text("sample_id\tsuperpopulation\tcase\nA\tAFR\t1\nB\t\t0\nC\tNA\t1\n")
+    with pytest.raises(InputError, match=r"field superpopulation: 2 sample\(s\) have no population label "
+                                         r"\(lines 3, 4\).*population_column: null"):
+        read_samples_tsv(path, ["case"], [], "superpopulation")
+    path.write_text("sample_id\tcase\tsex\tcase\nA\t1\t0\t0\nB\t0\t1\t1\n")
+    with pytest.raises(InputError, match=r"samples.tsv, line 1: column\(s\) 'case' appear more than once"):
+        read_samples_tsv(path, ["case"], ["sex"], None)
+
+
+def test_repeated_vcf_sample_is_refused(tmp_path):
+    """Genotypes are read by sample name: a VCF header naming one sample twice is refused, not read as one."""
+    vcf = tmp_path / "dup.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\tS1\n"
+                   "chr17\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\t0|0\t1|1\n")
+    with pytest.raises(InputError, match=r"dup.vcf: the VCF header lists sample\(s\) more than once: 'S1'"):
+        validate_cohort(vcf, _sheet(["S1", "S2"], case=[0, 1]), read_fasta(FASTA), {}, None, ["case"], 2)
+
+
 def test_validate_sample_mismatch_lists_samples(kg_samples):
     fasta = read_fasta(FASTA)
     sheet = _sheet(kg_samples[2:] + ["EXTRA1"], case=[0, 1] * 314)
     with pytest.raises(InputError) as error:
         validate_cohort(KG, sheet, fasta, {"2": "chr17"}, [], ["case"], 5)
     message = str(error.value)
-    assert f"in the VCF but not in the samples table: {kg_samples[0]}, {kg_samples[1]} (2 in all)" in message
-    assert "in the samples table but not in the VCF: EXTRA1 (1 in all)" in message
+    assert f"in the VCF but not in the samples table: '{kg_samples[0]}', '{kg_samples[1]}' (2 in all)" in message
+    assert "in the samples table but not in the VCF: 'EXTRA1' (1 in all)" in message
 
 
 def test_validate_contig_then_ref_mismatch_on_real_data(kg_samples):
     fasta = read_fasta(FASTA)
     sheet = _sheet(kg_samples, case=[0, 1] * 314 + [0])
-    with pytest.raises(InputError, match=r"VCF contigs '2' do not match any FASTA contig .*FASTA contigs: chr17"):
+    with pytest.raises(InputError, match=r"VCF contigs '2' do not match any FASTA contig .*FASTA contigs: 'chr17'"):
         validate_cohort(KG, sheet, fasta, None, None, ["case"], 5)
     with pytest.raises(InputError) as error:
         validate_cohort(KG, sheet, fasta, {"2": "chr17"}, None, ["case"], 5)

@@ -82,6 +82,15 @@ def _is_number(text: str) -> bool:
 
 _MISSING_TEXT = {"", "NA", "na", "NaN", "nan", "."}
 
+#: the name the population labels carry in every table after samples.tsv (whatever its column is called)
+POPULATION = "population"
+
+
+def population_obs_column(configured: str | None) -> str | None:
+    """The obs column of the population labels in the cohort's tables: `POPULATION` when the config names
+    a population column of samples.tsv (`read_samples_tsv` renames it), None without labels."""
+    return POPULATION if configured else None
+
 
 def read_samples_tsv(
     path: str | Path,
@@ -103,6 +112,12 @@ def read_samples_tsv(
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
         raise InputError(f"{path}: cannot be read as a tab-separated table ({error})") from error
     header = table.columns
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        raw_header = handle.readline().rstrip("\r\n").split("\t")
+    repeated = sorted({c for c in raw_header if raw_header.count(c) > 1})
+    if repeated:
+        raise InputError(f"{where(path, line=1)}: column(s) {', '.join(map(repr, repeated))} appear more than "
+                         "once in the header; each column name must be unique")
     wanted = ["sample_id"] + ([population_column] if population_column else []) + phenotypes + covariates
     for column in wanted:
         if column not in header:
@@ -128,7 +143,14 @@ def read_samples_tsv(
 
     columns: dict[str, pl.Series] = {"sample_id": table["sample_id"]}
     if population_column:
-        columns["population"] = table[population_column].fill_null("")
+        labels = table[population_column].to_list()
+        empty = [row + 2 for row, v in enumerate(labels) if v is None or v.strip() in _MISSING_TEXT]
+        if empty:
+            shown = ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "")
+            raise InputError(f"{where(path, field=population_column)}: {len(empty)} sample(s) have no population "
+                             f"label (lines {shown}); fill them in (e.g. from the ancestry PCs) or set "
+                             "cohort.population_column: null to let the audit bin the PCs for every sample")
+        columns[POPULATION] = pl.Series([v.strip() for v in labels], dtype=pl.String)
     for name in phenotypes:
         values = table[name].to_list()
         for row, value in enumerate(values):
@@ -537,7 +559,7 @@ def iter_dosage_chunks(
 
 def _first(items: list[str], limit: int = 20) -> str:
     """First `limit` items, comma-separated, with the total count."""
-    shown = ", ".join(items[:limit])
+    shown = ", ".join(f"'{s}'" for s in items[:limit])  # quoted: a stray space in an ID shows
     more = f", ... ({len(items)} in all)" if len(items) > limit else f" ({len(items)} in all)"
     return shown + more
 
@@ -546,6 +568,11 @@ def _first(items: list[str], limit: int = 20) -> str:
 
 
 def _check_sample_sets(vcf_path: Path, vcf_ids: list[str], sheet_ids: list[str]) -> None:
+    seen: set[str] = set()
+    repeated = [s for s in vcf_ids if s in seen or seen.add(s)]
+    if repeated:  # genotypes are read by sample name: a repeated column would give one sample another's
+        raise InputError(f"{vcf_path}: the VCF header lists sample(s) more than once: {_first(repeated)}; "
+                         "rename or drop the duplicates (bcftools reheader / bcftools view -s)")
     vcf_set, sheet_set = set(vcf_ids), set(sheet_ids)
     only_vcf = [s for s in vcf_ids if s not in sheet_set]
     only_sheet = [s for s in sheet_ids if s not in vcf_set]

@@ -22,6 +22,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
+from interp.cohort.vcf import population_obs_column
 from interp.io import write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
@@ -200,8 +201,8 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     figs: dict[str, str] = {}
     cfg = params["config"]
     geno = ad.read_h5ad(inputs["genotypes"])
-    pop_col = cfg["cohort"].get("population_column") or "population"
-    population = geno.obs[pop_col].astype(str).to_numpy() if pop_col in geno.obs else np.array(["all"] * geno.n_obs)
+    pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
+    population = geno.obs[pop_col].astype(str).to_numpy() if pop_col else np.array(["all"] * geno.n_obs)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
     figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio)
     pops, counts = np.unique(population, return_counts=True)
