@@ -32,10 +32,10 @@ def _run_stage(name: str, job_json: str) -> int:
 
 def _summary(configfiles: list[str]) -> int:
     """Print where the report is and the wall time of every rule (from Snakemake benchmarks)."""
-    from interp.config import check_config, load_config_files
+    from interp.config import check_config, load_workflow_config
     from interp.report.provenance import rule_timings
 
-    cfg = check_config(load_config_files(configfiles or ["configs/demo.yaml"]))
+    cfg = check_config(load_workflow_config(configfiles))
     run = cfg["run"]
     print(f"\nReport: reports/{run}/index.html\n        reports/{run}/report.json")
     pdf = Path("reports") / run / "report.pdf"
@@ -73,12 +73,12 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
 
 def _calibration_oracle(archive: Path, out: Path, cells: list[str] | None, configfiles: list[str]) -> int:
     from interp.calibration import oracle_markdown, oracle_rows
-    from interp.config import check_config, load_config_files
+    from interp.config import check_config, load_workflow_config
     from interp.io import write_text_atomic
 
     if not archive.is_dir():
         raise InputError(f"{archive}: no such calibration archive (calibration_local.py --archive writes one)")
-    config = check_config(load_config_files(configfiles), source=", ".join(configfiles))
+    config = check_config(load_workflow_config(configfiles), source=", ".join(configfiles))
     try:
         rows = oracle_rows(archive, config, cells, alpha=float(config.get("calibration", {}).get("alpha", 0.05)))
     except ValueError as exc:
@@ -100,9 +100,9 @@ def _prefetch(cards: list[str], configfiles: list[str], cache: str | None) -> in
 
     paths = [Path(c) if Path(c).is_file() else model_card_path(c) for c in cards]
     if configfiles:
-        from interp.config import check_config, load_config_files
+        from interp.config import check_config, load_workflow_config
 
-        cfg = check_config(load_config_files(configfiles), source=", ".join(configfiles))
+        cfg = check_config(load_workflow_config(configfiles), source=", ".join(configfiles))
         paths += [model_card_path(name) for name in cfg["models"]]
         cache = cache or cfg["embed"].get("hf_cache")
     if not paths:
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     stage = sub.add_parser("stage", help="run one pipeline stage from a JSON job (used by the rules)")
     stage.add_argument("name")
     stage.add_argument("job", help="JSON: {input, output, params, threads, log}")
-    check = sub.add_parser("check-config", help="validate config files, print the resolved config")
+    check = sub.add_parser("check-config", help="validate config files (merged over configs/demo.yaml, as the Snakefile "
+                           "does), print the resolved config")
     check.add_argument("configfile", nargs="+")
     summary = sub.add_parser("summary", help="print the report path and per-rule wall times")
     summary.add_argument("--configfile", action="append", default=[])
@@ -153,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stage":
             return _run_stage(args.name, args.job)
         if args.command == "check-config":
-            from interp.config import check_config, load_config_files
+            from interp.config import check_config, load_workflow_config
 
-            cfg = check_config(load_config_files(args.configfile), source=", ".join(args.configfile))
+            cfg = check_config(load_workflow_config(args.configfile), source=", ".join(args.configfile))
             print(json.dumps(cfg, indent=2))
             return 0
         if args.command == "calibration-gather":

@@ -21,6 +21,8 @@ from interp.errors import InputError
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = ROOT / "models"
+#: the Snakefile's `configfile:`, under every --configfile the user gives
+DEFAULT_CONFIG = ROOT / "configs" / "demo.yaml"
 
 
 def load_schema() -> dict:
@@ -117,6 +119,15 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.bed)
+        roles = [("phenotype", p) for p in cohort.phenotypes] + [("covariate", c) for c in cohort.covariates]
+        roles += [("population column", cohort.population_column)] if cohort.population_column else []
+        seen: dict[str, str] = {}
+        for role, column in roles:
+            if column in seen:  # e.g. a phenotype adjusted for itself explains every test away
+                raise InputError(f"{source}: samples.tsv column {column!r} is listed both as {seen[column]} and as "
+                                 f"{role}; each column has one role (cohort.phenotypes, cohort.covariates, "
+                                 "cohort.population_column)")
+            seen[column] = role
         stray = [c for c in cohort.categorical_covariates if c not in cohort.covariates]
         if stray:
             raise InputError(f"{source}: cohort.categorical_covariates {stray} must also be listed in "
@@ -153,6 +164,13 @@ def _check_sae_sweep(sae: dict, source: str) -> None:
 def model_card_path(name: str) -> Path:
     """models/<name>.yaml"""
     return MODELS_DIR / f"{name}.yaml"
+
+
+def load_workflow_config(paths: list[str | Path]) -> dict:
+    """The config Snakemake runs with `--configfile paths`: `DEFAULT_CONFIG` first, then `paths` merged
+    over it (none: the default alone), so the command-line tools see what the workflow sees."""
+    rest = [p for p in paths if Path(p).resolve() != DEFAULT_CONFIG.resolve()]
+    return load_config_files([DEFAULT_CONFIG, *rest])
 
 
 def load_config_files(paths: list[str | Path]) -> dict:

@@ -370,10 +370,33 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     aliases = job.params["reference"].get("contig_aliases") or {}
     regions = []
     if c.genes:
-        regions += gene_regions(annotation, c.genes, c.flank, fasta)
+        try:
+            regions += gene_regions(annotation, c.genes, c.flank, fasta)
+        except InputError:
+            _explain_dropped_genes(job, c.genes, annotation, list(fasta))
+            raise
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
     return regions
+
+
+def _explain_dropped_genes(job: Job, genes: list[str], annotation, contigs: list[str]) -> None:
+    """Raise a clearer error when a gene is in the annotation but on a contig the FASTA lacks (`_reference`
+    drops those rows); return otherwise. Reads the annotation again, on this error path only."""
+    from interp.genome.annotation import read_annotation
+
+    known = set(annotation["gene"].to_list()) if annotation is not None else set()
+    missing = [g for g in genes if g not in known]
+    if not missing or not job.input.get("annotation"):
+        return
+    raw = read_annotation(job.input["annotation"], job.params["reference"].get("annotation_format", "auto"))
+    hits = raw.filter(pl.col("gene").is_in(missing)).group_by("gene", maintain_order=True).agg(pl.col("contig").first())
+    if hits.height:
+        where_ = ", ".join(f"{g} on '{c}'" for g, c in hits.iter_rows())
+        shown = ", ".join(f"'{n}'" for n in contigs[:10]) + (f", ... ({len(contigs)} in all)" if len(contigs) > 10 else "")
+        raise InputError(f"{job.input['annotation']}: gene(s) {where_} lie on contigs the FASTA "
+                         f"({job.input['fasta']}) does not have (it has {shown}); map the names with "
+                         "reference.contig_aliases, or use the FASTA the annotation was made for")
 
 
 def simulate_cohort(job: Job) -> None:

@@ -171,3 +171,21 @@ def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariate
     with pytest.raises(InputError, match=rf"{c / 'aged.tsv'}: covariate 'age' has 1 missing value"):
         stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "aged.tsv"}, out, with_age))
     assert not (c / ".staging").exists()
+
+
+def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> None:
+    """A genome-wide annotation with a one-chromosome FASTA keeps only the FASTA's contigs; a studied gene on
+    another contig gets an error naming that contig, not 'not in the annotation'."""
+    from interp.cohort.config import CohortConfig
+    from interp.errors import InputError
+
+    genes = tmp_path / "genes.tsv"
+    genes.write_text(DEMO_GENES.read_text() + "TP53\t2\t-\t7565097\t7590856\t7565097,\t7590856,\n")
+    cfg = _config(11)
+    job = _job({"fasta": DEMO_FASTA, "annotation": genes}, {}, {"reference": cfg["reference"]})
+    fasta, annotation = stages._reference(job)
+    with pytest.raises(InputError, match=r"genes.tsv: gene\(s\) TP53 on '2' lie on contigs the FASTA .* does not "
+                                         r"have \(it has 'chr17'\)"):
+        stages._cohort_regions(job, CohortConfig(genes=["DOC2B", "TP53"]), fasta, annotation)
+    with pytest.raises(InputError, match=r"gene 'BRCA9' is not in the annotation"):
+        stages._cohort_regions(job, CohortConfig(genes=["BRCA9"]), fasta, annotation)

@@ -39,3 +39,23 @@ def test_categorical_covariate_must_be_listed_as_a_covariate(tmp_path):
         check_config(merged, base_dir=REPO, source="my_cohort.yaml")
     merged["cohort"]["categorical_covariates"] = ["sex"]
     assert check_config(merged, base_dir=REPO)["cohort"]["categorical_covariates"] == ["sex"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"covariates": ["sex", "case"]}, "'case' is listed both as phenotype and as covariate"),
+    ({"covariates": ["superpopulation"]}, "'superpopulation' is listed both as covariate and as population column"),
+    ({"phenotypes": ["case", "case"]}, "'case' is listed both as phenotype and as phenotype"),
+])
+def test_a_samples_column_has_one_role(tmp_path, change, message):
+    """A phenotype adjusted for itself (or the labels as a covariate) would explain every test away."""
+    merged = _filled(tmp_path)
+    merged["cohort"].update(change)
+    with pytest.raises(InputError, match=message):
+        check_config(merged, base_dir=REPO, source="my_cohort.yaml")
+
+
+def test_command_line_tools_merge_over_the_default_config_like_the_snakefile():
+    """configs/test.yaml leaves `models` and more to configs/demo.yaml: check-config and summary accept it."""
+    from interp.cli import main
+
+    assert main(["check-config", str(REPO / "configs" / "test.yaml")]) == 0

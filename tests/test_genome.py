@@ -332,6 +332,10 @@ def test_gene_regions(demo_genes, demo_fasta):
     assert gene_regions(demo_genes, ["DOC2B"], 10**6, demo_fasta) == [Region("DOC2B", "chr17", 0, 40000)]
     with pytest.raises(InputError, match=r"gene 'TP53' is not in the annotation \(known genes: DOC2B\)"):
         gene_regions(demo_genes, ["TP53"], 0, demo_fasta)
+    far = demo_genes.with_columns(pl.col("start") + 10**6, pl.col("end") + 10**6)  # another build's coordinates
+    with pytest.raises(InputError, match=r"annotation gene DOC2B: chr17:1006010-.* lies past the end of chr17 in "
+                                         r"the FASTA \(40000 bases\); are the annotation and the FASTA"):
+        gene_regions(far, ["DOC2B"], 0, demo_fasta)
 
 
 # ---------------------------------------------------------------- base labels

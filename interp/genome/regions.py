@@ -135,6 +135,10 @@ def gene_regions(
             raise InputError(f"gene {gene!r} has transcripts on several contigs ({', '.join(row['contig'])}); "
                              "list a BED region instead")
         contig = resolve_contig(row["contig"][0], fasta, aliases, source=f"annotation gene {gene}")
+        if row["start"] >= len(fasta[contig]):
+            raise InputError(f"annotation gene {gene}: {contig}:{row['start']}-{row['end']} lies past the end of "
+                             f"{contig} in the FASTA ({len(fasta[contig])} bases); are the annotation and the FASTA "
+                             "of the same genome build?")
         start = max(0, row["start"] - flank)
         end = min(len(fasta[contig]), row["end"] + flank)
         regions.append(_checked(gene, contig, start, end, fasta, f"annotation gene {gene}"))
