@@ -427,6 +427,10 @@ def _samples(job: Job, c: CohortConfig) -> pl.DataFrame:
     return read_samples_tsv(job.input["samples"], c.phenotypes, c.covariates, c.population_column)
 
 
+#: above this share of unphased heterozygous calls, `cohort.unphased: ref` (erase them) is refused
+MAX_UNPHASED_WITH_REF = 0.5
+
+
 def check_cohort(job: Job) -> None:
     """Validate VCF + samples.tsv (covariates included) against the reference before any work.
 
@@ -455,6 +459,12 @@ def check_cohort(job: Job) -> None:
         indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
         summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
                                   regions, c.phenotypes, job.params["n_folds"], binary_only=True)
+        if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and c.unphased == "ref":
+            raise InputError(
+                f"{indexed}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
+                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
+                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
+                "to mask them knowingly")
         index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
         for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
             with atomic_path(dst) as tmp:

@@ -172,6 +172,17 @@ def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariate
         stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "aged.tsv"}, out, with_age))
     assert not (c / ".staging").exists()
 
+    # an unphased VCF: under unphased: ref every heterozygous call would become REF, so it is refused;
+    # unphased: N masks them knowingly and is recorded
+    text = plain.read_text().split("\n")
+    unphased = c / "unphased.vcf"
+    unphased.write_text("\n".join(line if line.startswith("#") else line.replace("|", "/") for line in text))
+    with pytest.raises(InputError, match=r"unphased.vcf: 100% of the \d+ heterozygous calls .* are unphased"):
+        stages.check_cohort(_job({**ref, "vcf": unphased, "samples": c / "samples.tsv"}, out, params))
+    masked = {**params, "cohort": {**params["cohort"], "unphased": "N"}}
+    stages.check_cohort(_job({**ref, "vcf": unphased, "samples": c / "samples.tsv"}, out, masked))
+    assert json.loads(out["summary"].read_text())["unphased_het_rate"] == 1.0
+
 
 def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> None:
     """A genome-wide annotation with a one-chromosome FASTA keeps only the FASTA's contigs; a studied gene on

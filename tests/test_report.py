@@ -153,6 +153,14 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "p (12 cases of 235)" in caveats["few_cases"]
 
 
+def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
+    phased = {"cohort": {"validation": {"unphased_het_rate": 0.0}, "haplotypes": {"unphased_policy": "ref"}}}
+    assert "unphased_calls" not in _ids(phased)
+    masked = {"cohort": {"validation": {"unphased_het_rate": 0.25}, "haplotypes": {"unphased_policy": "N"}}}
+    [caveat] = [c for c in summary.detect_caveats(masked) if c["id"] == "unphased_calls"]
+    assert "25.0% of the heterozygous calls" in caveat["text"] and "masked (N)" in caveat["text"]
+
+
 def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> None:
     cfg = {"provenance": {"config": {"audit": {"alpha": 0.05}}}}
     few = dict(cfg, audit=[_row("p", la, "PASS", n_permutations=19) for la in LAYERS["m"]])

@@ -694,8 +694,10 @@ def validate_cohort(
     0/1 phenotypes only) a quantitative phenotype is refused, naming its column.
     Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
     records among them), n_variants_in_regions, n_multiallelic_skipped, n_other_skipped, missing_rate
-    (missing calls among biallelic genotypes in the regions), contig_map, indexed, scope, and the
-    header-contig report (`_header_contig_report`).
+    (missing calls among biallelic genotypes in the regions), n_het_calls and unphased_het_rate (of the
+    heterozygous calls there, the share written with '/'), contig_map, indexed, scope, and the
+    header-contig report (`_header_contig_report`). With regions, a VCF with no biallelic record inside
+    them is refused.
     """
     vcf_path = Path(vcf_path)
     header = read_vcf_header(vcf_path)
@@ -717,7 +719,7 @@ def validate_cohort(
                  for name in contig_map if contig_map[name] == contig for start, end in merged]
     n_all = len(header.samples)
     checked = biallelic = in_regions = n_multi = n_other = 0
-    n_missing = n_calls = 0
+    n_missing = n_calls = n_het = n_unphased_het = 0
     mismatches: list[str] = []
     n_mismatch = 0
     for line in _record_lines(vcf_path, spans):
@@ -754,14 +756,22 @@ def validate_cohort(
                 decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
                 if decoded is None:
                     decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record {chrom}:{pos}")
-                n_missing += int((decoded[0] < 0).sum())
-                n_calls += decoded[0].size
+                gt, phased = decoded
+                n_missing += int((gt < 0).sum())
+                n_calls += gt.size
+                het = (gt[:, 0] != gt[:, 1]) & (gt >= 0).all(axis=1)
+                n_het += int(het.sum())
+                n_unphased_het += int((het & ~phased).sum())
     if n_mismatch:
         raise InputError(
             f"{vcf_path}: REF alleles disagree with the reference FASTA for {n_mismatch} of {checked} "
             f"records checked, e.g. {'; '.join(mismatches[:5])}. Is the VCF on the same genome build, and are "
             "the contig aliases right?"
         )
+    if regions is not None and in_regions == 0:
+        raise InputError(f"{vcf_path}: no biallelic record lies inside the studied regions "
+                         f"({sum(len(m) for m in by_contig.values())} merged intervals on {', '.join(by_contig)}); "
+                         "every haplotype would be the reference. Check cohort.genes / cohort.bed and the VCF")
     _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only)
     return {
         "n_samples": n_all,
@@ -771,6 +781,8 @@ def validate_cohort(
         "n_multiallelic_skipped": n_multi,
         "n_other_skipped": n_other,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
+        "n_het_calls": n_het,
+        "unphased_het_rate": n_unphased_het / n_het if n_het else 0.0,
         "contig_map": contig_map,
         "record_contigs_not_in_fasta": unmatched[:50],
         "indexed": indexed,

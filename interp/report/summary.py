@@ -407,6 +407,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            "Probes are not above the shuffled-label control for: " + "; ".join(not_above_shuffled)
                            + ".", "represents"))
     cohort = report.get("cohort") or {}
+    validation = cohort.get("validation") or {}
+    unphased = _num(validation.get("unphased_het_rate"))
+    if unphased is not None and unphased > 0.01:
+        policy = (cohort.get("haplotypes") or {}).get("unphased_policy", "ref")
+        out.append(_caveat("unphased_calls", "medium" if unphased < 0.1 else "high",
+                           f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
+                           f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
+                           "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
     small = []
     for pop, n in (cohort.get("populations") or {}).items():
         v = _num(n)
