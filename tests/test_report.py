@@ -485,3 +485,27 @@ def test_committed_planted_calibration_is_the_report_default() -> None:
     assert section["available"] and section["n_types"] == len(section["match"]) == 7
     assert {"oracle_f1", "instance_f1", "matched_instance"} <= set(section["match"][1])
     assert section["lm"]["heldout_ce"] < section["lm"]["baseline_order3_ce"]
+
+
+def test_large_input_digest_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch) -> None:
+    """A whole-genome FASTA or chromosome VCF is hashed once per version of the file, not by every report."""
+    import hashlib
+    import os
+
+    from interp.report import provenance
+
+    monkeypatch.setattr(provenance, "CACHE_DIGEST_BYTES", 1000)
+    big = tmp_path / "big.vcf.gz"
+    big.write_bytes(b"x" * 5000)
+    cache = tmp_path / "sha256"
+    assert provenance.sha256_cached(big, cache) == hashlib.sha256(b"x" * 5000).hexdigest()
+    [entry] = list(cache.glob("*.json"))
+    reads = []
+    monkeypatch.setattr(provenance, "sha256_file", lambda p, chunk=0: reads.append(p) or "recomputed")
+    assert provenance.sha256_cached(big, cache) == hashlib.sha256(b"x" * 5000).hexdigest() and not reads
+    big.write_bytes(b"y" * 5000)  # same size, new content and mtime
+    os.utime(big, ns=(entry.stat().st_mtime_ns + 10**9, entry.stat().st_mtime_ns + 10**9))
+    assert provenance.sha256_cached(big, cache) == "recomputed" and reads
+    small = tmp_path / "samples.tsv"
+    small.write_bytes(b"s" * 10)
+    assert provenance.sha256_cached(small, cache) == "recomputed"  # small files are always read

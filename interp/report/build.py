@@ -26,7 +26,14 @@ from interp.cohort.vcf import population_obs_column
 from interp.io import write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
-from interp.report.provenance import git_commit, model_entries, package_versions, rule_timings, sha256_file
+from interp.report.provenance import (
+    git_commit,
+    model_entries,
+    package_versions,
+    rule_timings,
+    sha256_cached,
+    sha256_file,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 MIN_GROUP = 5
@@ -72,9 +79,11 @@ def small_group(n: int) -> int | str:
 def provenance(inputs: dict, params: dict) -> dict:
     cfg = params["config"]
     hashed = {}
+    # the embedding cache's sibling: shared by runs, so each version of a large input is read once
+    digests = Path(cfg.get("embed", {}).get("cache") or "results/cache/embeddings").parent / "sha256"
     for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration", "planted"):
         for path in _as_list(inputs.get(key)):
-            hashed[path] = sha256_file(path)
+            hashed[path] = sha256_cached(path, digests)
     for path in _as_list(inputs.get("cards")):
         hashed[path] = sha256_file(path)
     seeds = {"seed": cfg["seed"], "lm": cfg["seed"], "probe": cfg["seed"], "sae": cfg["seed"]}

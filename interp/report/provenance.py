@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,38 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()
+
+
+#: files at least this large have their digest cached (`sha256_cached`)
+CACHE_DIGEST_BYTES = 64 << 20
+
+
+def sha256_cached(path: str | Path, cache_dir: str | Path | None) -> str:
+    """`sha256_file` of a file, kept in `cache_dir` for files of CACHE_DIGEST_BYTES or more, keyed on the
+    file's real path, size and modification time: a whole-genome FASTA or a chromosome VCF is read once per
+    version of the file, not by every report. Folders, small files and cache_dir None: computed each time."""
+    path = Path(path)
+    if cache_dir is None or not path.is_file() or path.stat().st_size < CACHE_DIGEST_BYTES:
+        return sha256_file(path)
+    real = path.resolve()
+    stat = real.stat()
+    key = {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = Path(cache_dir) / f"{hashlib.sha256(str(real).encode()).hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(entry.read_text())
+        if {k: cached.get(k) for k in key} == key:
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(real)
+    try:
+        from interp.io import write_text_atomic
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(entry, json.dumps({**key, "sha256": digest}) + "\n")
+    except OSError:  # a read-only cache only costs the next report another read
+        pass
+    return digest
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
