@@ -458,7 +458,8 @@ def check_cohort(job: Job) -> None:
     try:
         indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
         summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
-                                  regions, c.phenotypes, job.params["n_folds"], binary_only=True)
+                                  regions, c.phenotypes, job.params["n_folds"], binary_only=True,
+                                  samples_source=str(job.input["samples"]))
         if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and c.unphased == "ref":
             raise InputError(
                 f"{indexed}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "

@@ -44,7 +44,8 @@ def test_categorical_covariate_must_be_listed_as_a_covariate(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"covariates": ["sex", "case"]}, "'case' is listed both as phenotype and as covariate"),
     ({"covariates": ["superpopulation"]}, "'superpopulation' is listed both as covariate and as population column"),
-    ({"phenotypes": ["case", "case"]}, "'case' is listed both as phenotype and as phenotype"),
+    ({"phenotypes": ["case", "case"]}, r"cohort.phenotypes: \['case', 'case'\] has non-unique elements"),
+    ({"genes": ["BRCA1", "BRCA1"]}, r"cohort.genes: \['BRCA1', 'BRCA1'\] has non-unique elements"),
 ])
 def test_a_samples_column_has_one_role(tmp_path, change, message):
     """A phenotype adjusted for itself (or the labels as a covariate) would explain every test away."""

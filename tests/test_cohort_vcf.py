@@ -202,8 +202,10 @@ def test_validate_phenotype_class_checks_and_summary(tmp_path):
                                          r"at least 10"):
         validate_cohort(vcf, quantitative, fasta, None, regions, ["height"], 5)
     quantitative = _sheet(ids, height=[1.5 + i for i in range(20)])
-    with pytest.raises(InputError, match=r"field height: phenotype has values 1.5, 2.5, .*binary phenotypes only"):
-        validate_cohort(vcf, quantitative, fasta, None, regions, ["height"], 5, binary_only=True)
+    with pytest.raises(InputError, match=r"^my/samples.tsv, line 2, field height: value 1.5 \(the phenotype has "
+                                         r"values 1.5, 2.5, .*binary phenotypes only"):
+        validate_cohort(vcf, quantitative, fasta, None, regions, ["height"], 5, binary_only=True,
+                        samples_source="my/samples.tsv")
     good = _sheet(ids, case=[0, 1] * 10)
     summary = validate_cohort(vcf, good, fasta, None, regions, ["case"], 5)
     # only the records inside the studied region are read and checked

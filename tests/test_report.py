@@ -153,6 +153,12 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "p (12 cases of 235)" in caveats["few_cases"]
 
 
+def test_caveat_one_population_label() -> None:
+    assert "one_population_label" in _ids({"cohort": {"populations": {"ADMIX": 600}}})
+    assert "one_population_label" not in _ids({"cohort": {"populations": {"all": 600}}})  # no labels at all
+    assert "one_population_label" not in _ids({"cohort": {"populations": {"A": 300, "B": 300}}})
+
+
 def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     phased = {"cohort": {"validation": {"unphased_het_rate": 0.0}, "haplotypes": {"unphased_policy": "ref"}}}
     assert "unphased_calls" not in _ids(phased)

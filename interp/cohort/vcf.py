@@ -634,16 +634,18 @@ def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
 
 
 def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
-                      min_per_class: int | None, binary_only: bool = False) -> None:
+                      min_per_class: int | None, binary_only: bool = False, source: str = "samples table") -> None:
+    """Each phenotype: two classes with enough samples each (binary), or enough samples (quantitative, unless
+    binary_only). Errors name `source` (the samples file) and, for a non-binary value, its line."""
     for name in phenotypes:
         if name not in samples.columns:
-            raise InputError(f"samples table: phenotype column '{name}' is missing; columns: "
+            raise InputError(f"{source}: phenotype column '{name}' is missing; columns: "
                              f"{', '.join(samples.columns)}")
         values = samples[name].drop_nulls().cast(pl.Float64)
         distinct = sorted(set(values.to_list()))
         if len(distinct) < 2:
             raise InputError(
-                f"samples table, field {name}: phenotype has a single class ({distinct[0] if distinct else 'none'}"
+                f"{source}, field {name}: phenotype has a single class ({distinct[0] if distinct else 'none'}"
                 f", {values.len()} non-missing samples); it cannot be predicted"
             )
         if set(distinct) <= {0.0, 1.0}:
@@ -651,20 +653,23 @@ def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int
             counts = {int(v): int((values == v).sum()) for v in distinct}
             if min(counts.values()) < need:
                 raise InputError(
-                    f"samples table, field {name}: binary phenotype has class counts "
+                    f"{source}, field {name}: binary phenotype has class counts "
                     f"{', '.join(f'{k}: {v}' for k, v in counts.items())}; each class needs at least {need} "
                     f"samples for {n_folds}-fold cross-validation"
                 )
         elif binary_only:
             shown = ", ".join(f"{v:g}" for v in distinct[:5]) + (" ..." if len(distinct) > 5 else "")
+            column = samples[name].to_list()
+            row = next(i for i, v in enumerate(column) if v is not None and v not in (0.0, 1.0))
             raise InputError(
-                f"samples table, field {name}: phenotype has values {shown}; the confound audit takes binary "
+                f"{where(source, line=row + 2, field=name)}: value {column[row]:g} (the phenotype has values "
+                f"{shown}); the confound audit takes binary "
                 "phenotypes only (0 = control, 1 = case, empty or NA = missing). Recode the column, or remove it "
                 "from cohort.phenotypes"
             )
         elif values.len() < 2 * n_folds:
             raise InputError(
-                f"samples table, field {name}: quantitative phenotype has {values.len()} non-missing samples; "
+                f"{source}, field {name}: quantitative phenotype has {values.len()} non-missing samples; "
                 f"needs at least {2 * n_folds} for {n_folds}-fold cross-validation"
             )
 
@@ -679,6 +684,7 @@ def validate_cohort(
     n_folds: int,
     min_per_class: int | None = None,
     binary_only: bool = False,
+    samples_source: str = "samples table",
 ) -> dict:
     """Check a cohort before any work starts; each failure is one InputError.
 
@@ -772,7 +778,7 @@ def validate_cohort(
         raise InputError(f"{vcf_path}: no biallelic record lies inside the studied regions "
                          f"({sum(len(m) for m in by_contig.values())} merged intervals on {', '.join(by_contig)}); "
                          "every haplotype would be the reference. Check cohort.genes / cohort.bed and the VCF")
-    _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only)
+    _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only, samples_source)
     return {
         "n_samples": n_all,
         "n_records_checked": checked,

@@ -415,6 +415,12 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
                            f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
                            "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
+    labels = list(cohort.get("populations") or {})
+    if len(labels) == 1 and labels[0] != "all":
+        out.append(_caveat("one_population_label", "medium",
+                           f"Every sample carries the population label {labels[0]!r}: the audit's strata come from "
+                           "k-means bins of the ancestry PCs, as without labels (admixture inside the label is "
+                           "carried by the PCs).", "audit"))
     small = []
     for pop, n in (cohort.get("populations") or {}).items():
         v = _num(n)
