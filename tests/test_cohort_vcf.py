@@ -136,10 +136,11 @@ def test_validation_counts_unphased_heterozygous_calls_and_needs_records_in_the_
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
                    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\tS3\tS4\n"
-                   f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t0|1\t0/1\t1/0\t1/1\n")
+                   f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t0|1\t0/1\t1/0\t./.\n")
     sheet = _sheet(["S1", "S2", "S3", "S4"], case=[0, 1, 0, 1])
     summary = validate_cohort(vcf, sheet, fasta, {}, [Region("r", "chr17", 900, 1100)], ["case"], 2)
     assert summary["n_het_calls"] == 3 and summary["unphased_het_rate"] == pytest.approx(2 / 3)
+    assert summary["n_samples_mostly_missing"] == 1
     with pytest.raises(InputError, match=r"calls.vcf: no biallelic record lies inside the studied regions"):
         validate_cohort(vcf, sheet, fasta, {}, [Region("r", "chr17", 2000, 3000)], ["case"], 2)
 

@@ -165,6 +165,8 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     masked = {"cohort": {"validation": {"unphased_het_rate": 0.25}, "haplotypes": {"unphased_policy": "N"}}}
     [caveat] = [c for c in summary.detect_caveats(masked) if c["id"] == "unphased_calls"]
     assert "25.0% of the heterozygous calls" in caveat["text"] and "masked (N)" in caveat["text"]
+    assert "samples_mostly_missing" not in _ids(masked)
+    assert "samples_mostly_missing" in _ids({"cohort": {"validation": {"n_samples_mostly_missing": 2}}})
 
 
 def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> None:

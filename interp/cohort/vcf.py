@@ -700,7 +700,8 @@ def validate_cohort(
     0/1 phenotypes only) a quantitative phenotype is refused, naming its column.
     Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
     records among them), n_variants_in_regions, n_multiallelic_skipped, n_other_skipped, missing_rate
-    (missing calls among biallelic genotypes in the regions), n_het_calls and unphased_het_rate (of the
+    (missing calls among biallelic genotypes in the regions), n_samples_mostly_missing (samples with a
+    missing call at over half of those records), n_het_calls and unphased_het_rate (of the
     heterozygous calls there, the share written with '/'), contig_map, indexed, scope, and the
     header-contig report (`_header_contig_report`). With regions, a VCF with no biallelic record inside
     them is refused.
@@ -726,6 +727,7 @@ def validate_cohort(
     n_all = len(header.samples)
     checked = biallelic = in_regions = n_multi = n_other = 0
     n_missing = n_calls = n_het = n_unphased_het = 0
+    per_sample_missing = np.zeros(len(header.samples), dtype=np.int64)  # records with a missing call, per sample
     mismatches: list[str] = []
     n_mismatch = 0
     for line in _record_lines(vcf_path, spans):
@@ -763,6 +765,7 @@ def validate_cohort(
                 if decoded is None:
                     decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record {chrom}:{pos}")
                 gt, phased = decoded
+                per_sample_missing += (gt < 0).any(axis=1)
                 n_missing += int((gt < 0).sum())
                 n_calls += gt.size
                 het = (gt[:, 0] != gt[:, 1]) & (gt >= 0).all(axis=1)
@@ -788,6 +791,8 @@ def validate_cohort(
         "n_other_skipped": n_other,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "n_het_calls": n_het,
+        # a count, not who: samples missing most genotypes become (nearly) the reference under missing: ref
+        "n_samples_mostly_missing": int((per_sample_missing > 0.5 * in_regions).sum()) if in_regions else 0,
         "unphased_het_rate": n_unphased_het / n_het if n_het else 0.0,
         "contig_map": contig_map,
         "record_contigs_not_in_fasta": unmatched[:50],

@@ -415,6 +415,12 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
                            f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
                            "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
+    mostly_missing = _num(validation.get("n_samples_mostly_missing"))
+    if mostly_missing:
+        out.append(_caveat("samples_mostly_missing", "medium",
+                           f"{int(mostly_missing)} sample(s) have missing genotypes at over half of the variants in "
+                           "the studied regions; their haplotypes are mostly the reference (or N), per "
+                           "cohort.missing.", "audit"))
     labels = list(cohort.get("populations") or {})
     if len(labels) == 1 and labels[0] != "all":
         out.append(_caveat("one_population_label", "medium",
