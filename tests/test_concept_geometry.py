@@ -76,3 +76,18 @@ def test_wide_inputs_take_the_randomized_svd_and_agree_with_the_exact_one(monkey
         assert fast[name]["direction_f1"] == exact[name]["direction_f1"]  # the direction needs no SVD
         for g in (8, 16, 32):
             assert abs(fast[name][f"subspace{g}_f1"] - exact[name][f"subspace{g}_f1"]) < 0.02
+
+
+def test_narrow_activations_fit_only_subspaces_below_their_width():
+    """A 16-wide layer: subspaces of 16 or 32 dimensions would hold every token whole, so they are null; the
+    narrower ones and the direction are still read (this raised an IndexError before)."""
+    rng = np.random.default_rng(0)
+    samples = {}
+    for code in (TRAIN, VALIDATION, TEST):
+        x = rng.normal(size=(3000, 16))
+        y = rng.random(3000) < 0.1
+        x[y, 0] += 8.0
+        samples[code] = ([x], [y[:, None]])
+    [row] = concept_geometry(samples, ["shift"])
+    assert row["direction_f1"] > 0.9 and row["subspace_dim"] == 2
+    assert row["subspace8_f1"] is not None and row["subspace16_f1"] is None and row["subspace32_f1"] is None

@@ -75,6 +75,27 @@ def labelled(planted):
                          planted["tracks"], LabelConfig(), top_n=3, rows=3000)
 
 
+def test_probe_samples_hold_about_the_cap_in_every_split(planted, monkeypatch):
+    """probe_max_tokens bounds each split's probe sample (the training split is about 4x the others: a rate
+    from an assumed split size gave it about 4.7x the cap)."""
+    import interp.sae.concepts as concepts
+    from interp.sae.splits import TRAIN
+
+    seen = {}
+    original = concepts.probe_baseline
+
+    def spy(samples, names, seed):
+        seen.update({code: sum(block.shape[0] for block in samples[code][0]) for code in samples})
+        return original(samples, names, seed)
+
+    monkeypatch.setattr(concepts, "probe_baseline", spy)
+    cap = 1500
+    feature_table(planted["model"], planted["path"], planted["windows"], planted["split"], planted["tracks"],
+                  LabelConfig(probe_max_tokens=cap), top_n=1, rows=3000)
+    for code in (TRAIN, VALIDATION, TEST):  # binomial draws around the cap (SD about 39)
+        assert 0.85 * cap < seen[code] < 1.15 * cap, seen
+
+
 def test_planted_concept_is_labelled_and_artefacts_are_not(planted, labelled):
     features, units, summary = labelled
     assert features.height == 128 and features["feature"].to_list() == list(range(128))

@@ -78,7 +78,8 @@ def _top_directions(m: np.ndarray, k: int, seed: int) -> np.ndarray:
 def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], min_f1: float = 0.8,
                      dims: tuple[int, ...] = SUBSPACE_DIMS, seed: int = 0) -> list[dict]:
     """Per concept: {concept, direction_f1, subspace{g}_f1 for g in dims, subspace_dim}; None where a split
-    has no token of the concept (or the training sample has fewer than max(dims) of them).
+    has no token of the concept (or the training sample has fewer than max(dims) of them), and for every g
+    not below the activations' width d (narrow models).
 
     Memory: the training sample is read in place (float64 copies of at most MAX_SVD_ROWS of one concept's
     tokens, and 8,192-row blocks); the validation and test samples are standardised once.
@@ -90,6 +91,8 @@ def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], mi
         return [{"concept": name, **empty} for name in names]
     mean, sd = _chunked_moments(x_tr)
     sd = sd + 1e-8
+    # a subspace as wide as the activations holds all of every token: only g below the width says anything
+    fitted = tuple(g for g in dims if g < x_tr.shape[1])
 
     def standardised(x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float64) - mean) / sd
@@ -113,7 +116,7 @@ def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], mi
         y_tr = c_tr[:, j]
         row = {"concept": name, **empty}
         n_pos = int(y_tr.sum())
-        if n_pos < max(dims) or n_pos == y_tr.size or not held[VALIDATION][2][:, j].any() \
+        if n_pos < max(fitted, default=1) or n_pos == y_tr.size or not held[VALIDATION][2][:, j].any() \
                 or not held[TEST][2][:, j].any():
             out.append(row)
             continue
@@ -122,16 +125,16 @@ def concept_geometry(samples: dict[int, tuple[list, list]], names: list[str], mi
         direction = pos_sum / n_pos - (column_sum - pos_sum) / (y_tr.size - n_pos)
         # the principal directions from at most MAX_SVD_ROWS of the concept's tokens, evenly spaced
         keep = pos_rows[np.unique(np.linspace(0, n_pos - 1, min(n_pos, MAX_SVD_ROWS)).astype(np.int64))]
-        vt = _top_directions(standardised(x_tr[keep]) - centre, max(dims), seed)
+        vt = _top_directions(standardised(x_tr[keep]) - centre, max(fitted, default=1), seed)
         scores = {}
         for code, (zc, norm2, c) in held.items():
-            energy = np.cumsum((zc @ vt.T) ** 2, axis=1)  # [m, max(dims)]
+            energy = np.cumsum((zc @ vt.T) ** 2, axis=1)  # [m, max(fitted)]
             # the projection on the direction is taken around the background mean: a constant shift of
             # every score, which moves no threshold
             scores[code] = (zc @ direction, energy / norm2[:, None], c[:, j])
         (d_va, s_va, y_va), (d_te, s_te, y_te) = scores[VALIDATION], scores[TEST]
         row["direction_f1"] = best_threshold_f1(d_va, y_va, d_te, y_te)[1]
-        for g in dims:
+        for g in fitted:
             f1_val, f1_test = best_threshold_f1(s_va[:, g - 1], y_va, s_te[:, g - 1], y_te)
             row[f"subspace{g}_f1"] = f1_test
             if row["subspace_dim"] is None and f1_val >= min_f1:

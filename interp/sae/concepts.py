@@ -17,7 +17,7 @@ threshold chosen on validation) gives, per concept, what the raw activations can
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x concepts x
-thresholds, not with tokens (the probe uses samples of at most `probe_max_tokens` per split).
+thresholds, not with tokens (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
 from __future__ import annotations
@@ -305,10 +305,12 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             w, bs = np.asarray(store.window_index[sl]), np.asarray(store.base_start[sl])
             yield sl, w, bs, split.of_tokens(w, bs)
 
-    # pass 1: scales on validation tokens (feature maxima, neuron ranges)
+    # pass 1: scales on validation tokens (feature maxima, neuron ranges); tokens per split
     feat_max = np.zeros(F)
     lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
+    per_split = np.zeros(3, dtype=np.int64)
     for sl, _, _, code in chunks():
+        per_split += np.bincount(code[code >= 0], minlength=3)[:3]
         keep = code == VALIDATION
         if not keep.any():
             continue
@@ -320,7 +322,8 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     span = np.maximum(hi - lo, 1e-12)
     sae_counts = {c: ThresholdCounts(feat_max, len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
     neuron_counts = {c: ThresholdCounts(np.ones(2 * d), len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
-    rate = min(1.0, cfg.probe_max_tokens / max(store.n_tokens * 0.15, 1))
+    # each split's probe sample holds about probe_max_tokens (the training split is the largest)
+    rate = np.minimum(1.0, cfg.probe_max_tokens / np.maximum(per_split, 1))
     rng = np.random.default_rng([seed, 97])
     samples: dict[int, tuple[list, list]] = {TRAIN: ([], []), VALIDATION: ([], []), TEST: ([], [])}
 
@@ -346,7 +349,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             scaled = (x[keep].double() - lo_t) / span_t
             # a neuron is read both ways; +1e-9 so the unit's validation minimum still "fires" at level 0
             neuron_counts[c].add(torch.cat([scaled + 1e-9, 1 - scaled + 1e-9], dim=1), concepts[keep.numpy()])
-        take = rng.random(code.size) < rate
+        take = rng.random(code.size) < rate[np.clip(code, 0, 2)]
         for c in (TRAIN, VALIDATION, TEST):
             sel = take & (code == c)
             if sel.any():
