@@ -201,6 +201,9 @@ def test_token_concepts_cover_every_base_of_a_multi_base_token():
     # window 0 holds two 6-base tokens: [0, 6) covers base 4, [6, 12) does not
     got = token_concepts(tracks, split, np.array([0, 0, 1]), np.array([0, 6, 0]), cumulative)
     assert got[:, 0].tolist() == [True, False, False]
+    # a chunk that ends after the first token: told the next row, its token still covers bases 0-5
+    assert token_concepts(tracks, split, np.array([0]), np.array([0]), cumulative, (0, 6))[:, 0].tolist() == [True]
+    assert token_concepts(tracks, split, np.array([0]), np.array([0]), cumulative)[:, 0].tolist() == [False]
 
 
 def test_splice_sites_follow_the_strand():

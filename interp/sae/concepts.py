@@ -59,11 +59,14 @@ class LabelConfig:
 
 # ---------------------------------------------------------------- per-token concepts
 def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.ndarray,
-                   base_start: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+                   base_start: np.ndarray, cumulative: np.ndarray,
+                   following: tuple[int, int] | None = None) -> np.ndarray:
     """bool [m, C]: the concept holds on any base the token covers.
 
     A token covers [base_start, next token's base_start) when the next row is the same window,
-    else one base. `cumulative` is the int32 [n + 1, C] cumulative sum of tracks.values.
+    else one base. `cumulative` is the int32 [n + 1, C] cumulative sum of tracks.values. following: the
+    (window_index, base_start) of the store row after these rows (None at the store's end), so that a chunk's
+    last token covers its bases as it would inside the chunk.
     """
     w = np.asarray(window_index, dtype=np.int64)
     bs = np.asarray(base_start, dtype=np.int64)
@@ -72,8 +75,9 @@ def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.nd
     if (cid < 0).any():
         raise InputError(f"bases table: no bases on contig {split.contigs[int(split.window_contig[w][cid < 0][0])]}")
     rows = tracks.rows_of(cid, split.window_start[w] + bs)
-    nxt = np.r_[bs[1:], -1]
-    same = np.r_[w[1:] == w[:-1], False]
+    nxt_w, nxt_bs = following if following is not None else (-1, -1)
+    nxt = np.r_[bs[1:], nxt_bs]
+    same = np.r_[w[1:] == w[:-1], w.size > 0 and w[-1] == nxt_w]
     span = np.where(same & (nxt > bs), nxt - bs, 1)
     end = np.minimum(rows + span, cumulative.shape[0] - 1)
     return (cumulative[end] - cumulative[rows]) > 0
@@ -303,13 +307,15 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         for start in range(0, store.n_tokens, rows):
             sl = slice(start, min(start + rows, store.n_tokens))
             w, bs = np.asarray(store.window_index[sl]), np.asarray(store.base_start[sl])
-            yield sl, w, bs, split.of_tokens(w, bs)
+            after = ((int(store.window_index[sl.stop]), int(store.base_start[sl.stop]))
+                     if sl.stop < store.n_tokens else None)
+            yield sl, w, bs, split.of_tokens(w, bs), after
 
     # pass 1: scales on validation tokens (feature maxima, neuron ranges); tokens per split
     feat_max = np.zeros(F)
     lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
     per_split = np.zeros(3, dtype=np.int64)
-    for sl, _, _, code in chunks():
+    for sl, _, _, code, _ in chunks():
         per_split += np.bincount(code[code >= 0], minlength=3)[:3]
         keep = code == VALIDATION
         if not keep.any():
@@ -333,14 +339,14 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     best_values = np.zeros((F, top_n), dtype=np.float32)
     best_windows = np.full((F, top_n), -1, dtype=np.int64)
     lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
-    for sl, w, bs, code in chunks():
+    for sl, w, bs, code, after in chunks():
         x = torch.from_numpy(np.asarray(store.activations[sl], dtype=np.float32))
         features = model.encode(x)
         n_fire += (features > 0).sum(dim=0).double().numpy()
         activation_sum += features.sum(dim=0).double().numpy()
         block_windows, block = window_max(features, w)
         best_values, best_windows = merge_top(best_values, best_windows, block, block_windows.astype(np.int64))
-        concepts = token_concepts(tracks, split, w, bs, cumulative)
+        concepts = token_concepts(tracks, split, w, bs, cumulative, after)
         for c in (VALIDATION, TEST):
             keep = torch.from_numpy(code == c)
             if not bool(keep.any()):
