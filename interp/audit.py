@@ -105,6 +105,8 @@ from interp.probe import ProbeConfig, auroc, fit_logistic, predict_proba
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 VERDICTS = ("PASS", "FAIL", "NO SIGNAL", "INCONCLUSIVE")
+#: groups of fewer samples are never reported on (counts masked, statistics left out)
+MIN_REPORTED_GROUP = 5
 #: ridge penalties tried by the leave-one-out probe, in units of n (standardised embeddings)
 RIDGE_GRID = tuple(float(v) for v in np.logspace(-2, 2, 9))
 
@@ -391,7 +393,9 @@ def by_population(
     """Per-population AUROC / accuracy of out-of-fold scores (fairlearn MetricFrame) with bootstrap CIs.
 
     Returns ([{population, n, prevalence, auroc, auroc_ci_low, auroc_ci_high, accuracy, accuracy_ci_low,
-    accuracy_ci_high}], {metric: between-group difference (max - min over populations)}).
+    accuracy_ci_high}], {metric: between-group difference (max - min over the populations of at least
+    MIN_REPORTED_GROUP samples; NaN with fewer than two such)}): a difference that takes a group of 2-4
+    people as its extreme would report on them.
     CIs are 2.5/97.5% quantiles of `n_boot` seeded resamples within each population (NaN when
     n_boot < 2); MetricFrame's own n_boot resamples the whole cohort and is ~50x slower.
     """
@@ -412,8 +416,10 @@ def by_population(
             row[f"{m}_ci_low"] = ci[m][0] if ci else float("nan")
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
-    diff = frame.difference(method="between_groups")
-    return groups, {m: float(diff[m]) for m in ("auroc", "accuracy", "prevalence")}
+    shown = [g for g in groups if g["n"] >= MIN_REPORTED_GROUP]
+    diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
+                else float("nan")) for m in ("auroc", "accuracy", "prevalence")}
+    return groups, diff
 
 
 # ------------------------------------------------------------------------------------------ ancestry model

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from interp.audit import (
+    MIN_REPORTED_GROUP,
     AuditConfig,
     assign_verdicts,
     audit_phenotype,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 DESCRIPTOR_COLUMNS = ("gc", "missing_rate")
 
 #: groups smaller than this keep their name only in the details
-MIN_GROUP_SIZE = 5
+MIN_GROUP_SIZE = MIN_REPORTED_GROUP
 
 
 def attribution_summary(attribution: pl.DataFrame) -> dict:
@@ -74,6 +75,11 @@ def sae_feature_leakage(features: np.ndarray | None, y: np.ndarray, pcs: np.ndar
         "n_ancestry_dominated": int(fa["ancestry_dominated"].sum()),
         "top_leaky": fa.sort("ancestry_auroc_feature", descending=True).head(10).to_dicts(),
         "top_phenotype": fa.sort("p_phenotype").head(10).to_dicts()}
+
+
+def _group_size(groups: list[dict], population: str) -> int:
+    """n of `population` among by_population's groups (0 when absent)."""
+    return next((int(g.get("n", 0)) for g in groups if g.get("population") == population), 0)
 
 
 def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[dict]:
@@ -163,7 +169,9 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "by_population": mask_small_groups(res["by_population"]),
             "by_stratum": mask_small_groups(res.get("by_stratum", [])),
             "between_group_difference": res["between_group_difference"],
-            "auroc_lopo_by_population": res["auroc_lopo_by_population"],
+            # a held-out population of fewer than MIN_GROUP_SIZE samples: its AUROC would rank those few
+            "auroc_lopo_by_population": {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
+                                         if _group_size(res["by_population"], pop) >= MIN_GROUP_SIZE},
             **extra,
         })
     table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))

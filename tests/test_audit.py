@@ -589,3 +589,25 @@ def test_audit_stage_refuses_or_imputes_missing_covariates(tmp_path):
 
     row = pl.read_parquet(out["parquet"]).row(0, named=True)
     assert row["strata_source"] == "pc_bins"  # population_column: null means no labels
+
+
+def test_between_group_difference_leaves_out_groups_under_five() -> None:
+    """A group of 2-4 people is never reported on: the between-group difference spans the larger groups only,
+    matching fairlearn's between-groups difference on them."""
+    from fairlearn.metrics import MetricFrame
+
+    from interp.audit import by_population
+
+    rng = np.random.default_rng(0)
+    population = np.array(["A"] * 60 + ["B"] * 60 + ["RARE"] * 4)
+    y = rng.integers(0, 2, population.size).astype(float)
+    y[-4:] = [1, 0, 1, 0]
+    score = rng.normal(size=population.size) + 0.5 * y
+    score[-4:] = [5.0, -5.0, 5.0, -5.0]  # a perfect AUROC in the small group: the extreme if it counted
+    groups, diff = by_population(y, score, population, n_boot=0, seed=0)
+    big = population != "RARE"
+    frame = MetricFrame(metrics={"prevalence": lambda t, p: float(np.mean(t))}, y_true=y[big], y_pred=score[big],
+                        sensitive_features=population[big])
+    assert diff["prevalence"] == pytest.approx(float(frame.difference(method="between_groups")["prevalence"]))
+    aucs = {g["population"]: g["auroc"] for g in groups}
+    assert diff["auroc"] == pytest.approx(abs(aucs["A"] - aucs["B"])) and aucs["RARE"] == 1.0

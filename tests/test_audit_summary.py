@@ -58,7 +58,8 @@ def _result(phenotype: str, layer: str, by_population: list[dict]) -> dict:
     return {"phenotype": phenotype, "model": "m", "layer": layer, "verdict": "PASS", "verdict_rule": "r",
             "reason": "why", "reasons": ["why"], "multiplicity": "holm over 2 verdicts", "null_method": "permute",
             "strata_source": "labels", "thresholds": {"t": 1}, "covariates": {}, "descriptors": {"gc": {"r": 0.1}},
-            "by_population": by_population, "between_group_difference": 0.2, "auroc_lopo_by_population": {},
+            "by_population": by_population, "between_group_difference": 0.2,
+            "auroc_lopo_by_population": {g["population"]: 0.6 for g in by_population},
             "p_within": 0.01, "n": 40, "auroc_ci": None}
 
 
@@ -76,6 +77,9 @@ def test_audit_tables_rows_sorted_scalars_only_and_details_masked() -> None:
     assert "auroc_ci" in table.columns and "p_within" in table.columns
     assert [d["phenotype"] for d in details] == ["z", "a"]  # input order
     assert details[0]["by_population"] == [{"population": "A", "n": "<5"}, {"population": "B", "n": 37}]
+    # the held-out-population AUROC of a group under 5 is left out, as its other statistics are
+    assert details[0]["auroc_lopo_by_population"] == {"B": 0.6}
+    assert details[1]["auroc_lopo_by_population"] == {"A": 0.6, "B": 0.6}
     assert details[0]["covariate_policy"] == {"missing": "impute", "covariates": {},
                                               "descriptors_not_adjusted_for": ["gc"]}
     assert details[0]["attribution"] == {"n_features": 4} and details[0]["sae_feature_leakage"] is None

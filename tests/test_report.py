@@ -517,3 +517,26 @@ def test_large_input_digest_is_cached_by_path_size_and_mtime(tmp_path, monkeypat
     small = tmp_path / "samples.tsv"
     small.write_bytes(b"s" * 10)
     assert provenance.sha256_cached(small, cache) == "recomputed"  # small files are always read
+
+
+def test_ancestry_plot_draws_no_individual_and_no_group_under_five(monkeypatch) -> None:
+    """The PCA figure shows cell densities (cells of at least 5) and per-population ellipses: no point per
+    person, and a population of fewer than 5 is neither drawn nor named."""
+    import numpy as np
+
+    from interp.report import plots
+
+    captured = {}
+    monkeypatch.setattr(plots, "to_png", lambda fig: captured.setdefault("fig", fig) and "png")
+    rng = np.random.default_rng(0)
+    pcs = np.vstack([rng.normal(0, 1, (60, 3)), rng.normal(4, 1, (60, 3)), rng.normal(8, 1, (2, 3))])
+    population = np.array(["CEU"] * 60 + ["YRI"] * 60 + ["RARE"] * 2)
+    plots.ancestry_pca(pcs, population, np.array([0.3, 0.1]))
+    ax = captured["fig"].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["CEU (n = 60)", "YRI (n = 60)"] and "1 group(s) under 5 not shown" in ax.get_title()
+    # the only point markers are the two centres; the hexbin's cells hold at least 5 samples each
+    markers = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert len(markers) == 2 and all(len(line.get_xdata()) == 1 for line in markers)
+    [hexbin] = ax.collections
+    assert hexbin.get_array().min() >= 5

@@ -213,7 +213,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
     population = geno.obs[pop_col].astype(str).to_numpy() if pop_col else np.array(["all"] * geno.n_obs)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
-    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio)
+    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP)
     pops, counts = np.unique(population, return_counts=True)
     validation = _read_json(inputs["validation"])
     hap_stats = _read_json(inputs["haplotype_stats"])

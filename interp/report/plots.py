@@ -58,16 +58,40 @@ def feature_density_histogram(density: np.ndarray) -> str:
     return to_png(fig)
 
 
-def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.ndarray) -> str:
-    """Genotype PC1/PC2 of the cohort coloured by population."""
+def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.ndarray, min_group: int = 5) -> str:
+    """Genotype PC1/PC2 of the cohort without individual points (reports carry no individual-level data):
+    the density of samples in hexagonal cells holding at least `min_group` of them, and per population of at
+    least `min_group` samples its centre and 1- and 2-SD covariance ellipses. Smaller populations are counted
+    in the title, never drawn or named."""
+    from matplotlib.patches import Ellipse
+
     fig, ax = plt.subplots(figsize=(5, 4))
-    for i, pop in enumerate(sorted(set(population.tolist()))):
-        m = population == pop
-        ax.scatter(pcs[m, 0], pcs[m, 1], s=10, color=PALETTE[i % len(PALETTE)], label=f"{pop}")
+    xy = np.asarray(pcs, dtype=np.float64)[:, :2]
+    if xy.shape[0] >= min_group:
+        # cells coarse enough that a cell holds several samples on average
+        cells = int(np.clip(np.sqrt(xy.shape[0] / (2 * min_group)), 5, 40))
+        ax.hexbin(xy[:, 0], xy[:, 1], gridsize=cells, mincnt=min_group, cmap="Greys", alpha=0.5, linewidths=0)
+    pops, counts = np.unique(population.astype(str), return_counts=True)
+    hidden = 0
+    for i, (pop, n) in enumerate(zip(pops, counts, strict=True)):
+        if n < min_group:
+            hidden += 1
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        group = xy[population.astype(str) == pop]
+        centre, cov = group.mean(axis=0), np.cov(group.T)
+        vals, vecs = np.linalg.eigh(cov)
+        angle = float(np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1])))
+        for k, style in ((1, "-"), (2, ":")):
+            w, h = 2 * k * np.sqrt(np.maximum(vals[::-1], 0))
+            ax.add_patch(Ellipse(centre, w, h, angle=angle, fill=False, color=color, linestyle=style))
+        ax.plot(*centre, "o", color=color, label=f"{pop} (n = {n})")
+    ax.autoscale_view()
     ax.set_xlabel(f"genotype PC1 ({variance_ratio[0]:.0%})")
     ax.set_ylabel(f"genotype PC2 ({variance_ratio[1]:.0%})")
     ax.legend(fontsize=8)
-    ax.set_title("Cohort ancestry (genotype PCA)")
+    note = f"; {hidden} group(s) under {min_group} not shown" if hidden else ""
+    ax.set_title(f"Cohort ancestry (genotype PCA): centres, 1/2-SD ellipses{note}", fontsize=9)
     return to_png(fig)
 
 
