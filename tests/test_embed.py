@@ -342,6 +342,40 @@ def test_hf_refuses_remote_code_without_opt_in(char_bert, tmp_path):
         HFEmbedder(hf_card(remote))
 
 
+def test_hf_refuses_custom_code_from_another_repository(char_bert, tmp_path):
+    """auto_map "other/repo--module.Class" pulls code from another repository's latest files, which the
+    card's revision does not pin: refused even with trust_remote_code, before any of it runs."""
+    remote = tmp_path / "cross"
+    shutil.copytree(char_bert, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "someone/else--modeling_custom.CustomModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="takes custom code from another repository"):
+        HFEmbedder({**hf_card(remote), "trust_remote_code": True})
+
+
+def test_pickle_weights_need_an_evo2_card_that_opts_in(tmp_path):
+    from interp.embed.hub import prefetch_card
+    from interp.embed.registry import Evo2Embedder, check_card
+
+    card = load_card(ROOT / "models" / "evo2-1b.yaml")
+    assert card["trust_pickle_weights"] is True
+    stub = {k: v for k, v in card.items() if k != "trust_pickle_weights"}
+    with pytest.raises(InputError, match="field trust_pickle_weights: the evo2 package loads"):
+        Evo2Embedder(stub, device="cuda")
+    fetched = []
+    row = prefetch_card(card, str(tmp_path), download=lambda **kw: fetched.append(kw) or str(tmp_path))
+    assert fetched and "*.pt" in fetched[0]["allow_patterns"] and row["name"] == "evo2-1b"
+    with pytest.raises(InputError, match=r"prefetch_patterns: \['\*.bin'\] would fetch pickle weights"):
+        prefetch_card({"name": "x", "family": "hf", "hf_id": "a/b", "prefetch_patterns": ["*.bin"]}, None,
+                      download=lambda **kw: "never")
+    with pytest.raises(InputError, match="field revision: the evo2 package downloads"):
+        check_card({**{k: v for k, v in card.items() if k != "card_path"}, "revision": "a" * 40}, "evo2.yaml")
+    with pytest.raises(InputError, match="field trust_pickle_weights: only evo2 cards"):
+        check_card({"name": "x", "family": "hf", "hf_id": "a/b", "layers": ["l"], "context": 8, "license": "MIT",
+                    "trust_pickle_weights": True}, "x.yaml")
+
+
 def test_hf_refuses_pickle_checkpoint(char_bert, tmp_path):
     from safetensors.torch import load_file
 

@@ -540,3 +540,12 @@ def test_ancestry_plot_draws_no_individual_and_no_group_under_five(monkeypatch) 
     assert len(markers) == 2 and all(len(line.get_xdata()) == 1 for line in markers)
     [hexbin] = ax.collections
     assert hexbin.get_array().min() >= 5
+
+
+def test_caveat_remote_code_from_a_moving_revision() -> None:
+    def report(revision: str, trust: bool = True) -> dict:
+        card = {"family": "hf", "trust_remote_code": trust, "revision": revision}
+        return {"provenance": {"models": [{"name": "dnabert-2-117m", "card": card}]}}
+    assert "remote_code_unpinned" in _ids(report("main"))
+    assert "remote_code_unpinned" not in _ids(report("0123456789abcdef0123456789abcdef01234567"))
+    assert "remote_code_unpinned" not in _ids(report("main", trust=False))

@@ -48,11 +48,23 @@ def check_local_model_dir(path: Path, trust_remote_code: bool, card_name: str) -
         if config.get("auto_map") and not trust_remote_code:
             raise InputError(f"model card {card_name}, field trust_remote_code: {path} needs custom model code "
                              "(config.json has auto_map); set trust_remote_code: true in the card to allow it")
+        check_code_source(config.get("auto_map"), card_name, str(path))
     has_safetensors = any(path.glob("*.safetensors"))
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.ckpt"))
     if has_pickle and not has_safetensors:
         raise InputError(f"model card {card_name}, field hf_id: {path} only has pickle weights (.bin/.pt); "
                          "refusing to load them, convert the checkpoint to safetensors")
+
+
+def check_code_source(auto_map: object, card_name: str, where_text: str) -> None:
+    """Refuse custom code fetched from another repository (`auto_map` "other/repo--module.Class"): it comes
+    from that repository's latest files whatever revision the card pins."""
+    values = auto_map.values() if isinstance(auto_map, dict) else []
+    for value in values:
+        for ref in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(ref, str) and "--" in ref:
+                raise InputError(f"model card {card_name}: {where_text} takes custom code from another repository "
+                                 f"({ref!r}), which no revision of this card pins; refusing it")
 
 
 def spans_by_matching(tokens: list[str], special: set[str], seq: str) -> np.ndarray:
@@ -101,6 +113,7 @@ class HFEmbedder:
             AutoModelForCausalLM,
             AutoModelForMaskedLM,
             AutoTokenizer,
+            PretrainedConfig,
         )
 
         self.name = card["name"]
@@ -129,6 +142,10 @@ class HFEmbedder:
         classes = {"model": AutoModel, "masked_lm": AutoModelForMaskedLM, "causal_lm": AutoModelForCausalLM}
         cls = classes[card.get("hf_class", "model")]
         try:
+            # config.json read as data first, so cross-repository code is refused before any of it runs
+            raw, _ = PretrainedConfig.get_config_dict(load_from, **{k: v for k, v in common.items()
+                                                                    if k != "trust_remote_code"})
+            check_code_source(raw.get("auto_map"), self.name, str(load_from))
             config = AutoConfig.from_pretrained(load_from, **common)
             self.tokenizer = AutoTokenizer.from_pretrained(load_from, **common)
             self.model = self._load_model(cls, load_from, config, common)

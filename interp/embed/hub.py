@@ -18,7 +18,8 @@ from pathlib import Path
 from interp.errors import InputError
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# files a transformers model needs; pickle weights are never fetched (safetensors only)
+# files a transformers model needs; pickle weights are never fetched (safetensors only) unless an evo2
+# card opts in with trust_pickle_weights (its package can only read its .pt checkpoint)
 PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.txt", "*.model", "tokenizer*", "*.md"]
 
 
@@ -94,6 +95,10 @@ def prefetch_card(card: dict, cache_dir: str | None,
     if download is None:
         from huggingface_hub import snapshot_download as download
     patterns = list(card.get("prefetch_patterns") or PREFETCH_PATTERNS)
+    pickled = [p for p in patterns if p.rstrip("*").endswith((".pt", ".bin", ".ckpt", ".pth", ".pkl"))]
+    if pickled and not card.get("trust_pickle_weights"):
+        raise InputError(f"model card {card['name']}, field prefetch_patterns: {pickled} would fetch pickle "
+                         "weights; transformers models load from safetensors (drop them)")
     path = download(repo_id=str(card["hf_id"]), revision=str(card.get("revision") or "main"),
                     cache_dir=cache_dir, allow_patterns=patterns)
     return {**base, "commit": snapshot_commit(path), "path": str(path)}

@@ -20,6 +20,8 @@ A card says where a model comes from and how to run it. Fields (checked by `chec
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import yaml
@@ -39,8 +41,13 @@ KNOWN_KEYS = {
     "revision": str, "tokenizer": str, "context": int, "hidden_size": int, "layers": list, "pooling": str,
     "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str, "torch_dtype": str,
     "padding_side": str, "chunk_overlap": int, "prefetch_patterns": list, "architecture": dict, "training": dict,
-    "notes": str, "requires": str,
+    "notes": str, "requires": str, "trust_pickle_weights": bool,
 }
+
+
+def revision_pinned(card: dict) -> bool:
+    """The card names a commit (40 hex digits), not a branch or tag that can move."""
+    return bool(re.fullmatch(r"[0-9a-f]{40}", str(card.get("revision") or "")))
 
 
 def check_card(card: object, path: str | Path) -> dict:
@@ -79,6 +86,12 @@ def check_card(card: object, path: str | Path) -> dict:
     if card["family"] == "evo2" and card.get("trust_remote_code"):
         raise InputError(f"{where(path, field='trust_remote_code')}: evo2 cards load through the evo2 package, "
                          "not transformers remote code; set it to false")
+    if card["family"] == "evo2" and card.get("revision", "main") != "main":
+        raise InputError(f"{where(path, field='revision')}: the evo2 package downloads the repository's latest "
+                         f"files itself, so revision {card['revision']!r} cannot be honoured; use main")
+    if card["family"] != "evo2" and card.get("trust_pickle_weights"):
+        raise InputError(f"{where(path, field='trust_pickle_weights')}: only evo2 cards may opt in to pickle "
+                         "weights; transformers models load from safetensors")
     card.setdefault("trust_remote_code", False)
     card.setdefault("revision", "main")
     card.setdefault("pooling", "mean")
@@ -122,7 +135,7 @@ def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_c
 
         return HFEmbedder(card, device=device, cache_dir=hf_cache, dtype=dtype, token_budget=token_budget)
     if family == "evo2":
-        return Evo2Embedder(card, device=device)
+        return Evo2Embedder(card, device=device, hf_cache=hf_cache)
     raise InputError(f"model card {card.get('name')}, field family: unknown family {family!r}")
 
 
@@ -134,9 +147,14 @@ class Evo2Embedder:
     the transformers back-end; pieces run one at a time (Vortex batches poorly with padding).
     """
 
-    def __init__(self, card: dict, device: str = "cpu", model=None) -> None:
-        """`model`: an already loaded evo2.Evo2 (or a stand-in with its interface, for tests)."""
+    def __init__(self, card: dict, device: str = "cpu", model=None, hf_cache: str | None = None) -> None:
+        """`model`: an already loaded evo2.Evo2 (or a stand-in with its interface, for tests); hf_cache: the
+        Hugging Face cache the package downloads into (HF_HUB_CACHE; None: its default)."""
         if model is None:
+            if not card.get("trust_pickle_weights"):
+                raise InputError(f"model card {card['name']}, field trust_pickle_weights: the evo2 package loads "
+                                 "Evo 2's pickled .pt checkpoint (torch.load inside its Vortex back-end), which "
+                                 "can run code; set trust_pickle_weights: true in the card to accept that")
             try:
                 from evo2 import Evo2
             except ImportError as err:
@@ -147,7 +165,13 @@ class Evo2Embedder:
 
             if not device.startswith("cuda") or not torch.cuda.is_available():
                 raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
-            model = Evo2(str(card["hf_id"]).split("/")[-1])
+            if hf_cache:  # the package downloads through huggingface_hub's default cache
+                os.environ["HF_HUB_CACHE"] = str(hf_cache)
+            try:
+                model = Evo2(str(card["hf_id"]).split("/")[-1])
+            except (OSError, RuntimeError, ValueError) as err:
+                raise InputError(f"model card {card['name']}: the evo2 package could not load "
+                                 f"{card['hf_id']} (offline without a cached copy, or no GPU memory?): {err}") from err
         self.name, self.device, self.context = card["name"], device, int(card["context"])
         self.layers = list(card["layers"])
         self.pooling = card.get("pooling", "mean")
@@ -155,8 +179,9 @@ class Evo2Embedder:
         self.overlap = int(card.get("chunk_overlap", self.context // 8))
         self.model = model
         self.input_counts: dict[str, int] = {}
-        self.provenance = {"hf_id": card["hf_id"], "revision_requested": card.get("revision"), "commit": None,
-                           "trust_remote_code": False, "loaded_by": "evo2 package"}
+        self.provenance = {"hf_id": card["hf_id"], "revision_requested": "main (the evo2 package fetches the latest)",
+                           "commit": None, "trust_remote_code": False, "trust_pickle_weights": True,
+                           "loaded_by": "evo2 package"}
 
     def embed(self, seqs: list[str], layers: list[str]):
         import numpy as np

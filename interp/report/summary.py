@@ -370,6 +370,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     truth not recovered (simulated cohorts). The text states the numbers that triggered it.
     """
     out: list[dict] = []
+    moving = [m.get("name") for m in (report.get("provenance") or {}).get("models") or []
+              if (m.get("card") or {}).get("trust_remote_code")
+              and not re.fullmatch(r"[0-9a-f]{40}", str((m.get("card") or {}).get("revision") or ""))]
+    if moving:
+        out.append(_caveat("remote_code_unpinned", "medium",
+                           f"{', '.join(moving)} ran custom model code from a moving revision (the card names a "
+                           "branch, not a commit): the commit loaded is in the embedding stats' provenance; pin "
+                           "`revision` to that commit in the card to make the code fixed.", "represents"))
     for m in report.get("lm") or []:
         ce, o3 = _num(m.get("heldout_ce")), _num(m.get("baseline_order3_ce"))
         if ce is not None and o3 is not None and ce >= o3:
