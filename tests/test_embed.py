@@ -376,6 +376,18 @@ def test_pickle_weights_need_an_evo2_card_that_opts_in(tmp_path):
                     "trust_pickle_weights": True}, "x.yaml")
 
 
+def test_card_with_a_repeated_key_or_not_utf8_is_refused(tmp_path):
+    card = (ROOT / "models" / "hyenadna-tiny-1k.yaml").read_text()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(card + "trust_remote_code: false\n")
+    with pytest.raises(InputError, match=r"twice.yaml: not valid YAML: .*key 'trust_remote_code' is given twice"):
+        load_card(twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(card.encode() + "notes: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin.yaml: not UTF-8 text"):
+        load_card(latin)
+
+
 def test_hf_refuses_pickle_checkpoint(char_bert, tmp_path):
     from safetensors.torch import load_file
 
