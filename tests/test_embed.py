@@ -332,12 +332,17 @@ def test_spans_by_matching_for_slow_tokenizers():
     assert spans.tolist() == [[-1, -1], [0, 3], [3, 5], [5, 6], [6, 8], [-1, -1]]
 
 
+def _with_auto_map(model_dir: Path, out: Path, target: str) -> Path:
+    """A copy of a local model folder whose config.json asks for custom code `target`."""
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": target}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
 def test_hf_refuses_remote_code_without_opt_in(char_bert, tmp_path):
-    remote = tmp_path / "remote"
-    shutil.copytree(char_bert, remote)
-    config = json.loads((remote / "config.json").read_text())
-    config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
-    (remote / "config.json").write_text(json.dumps(config))
+    remote = _with_auto_map(char_bert, tmp_path / "remote", "modeling_custom.CustomModel")
     with pytest.raises(InputError, match="trust_remote_code"):
         HFEmbedder(hf_card(remote))
 
@@ -345,11 +350,7 @@ def test_hf_refuses_remote_code_without_opt_in(char_bert, tmp_path):
 def test_hf_refuses_custom_code_from_another_repository(char_bert, tmp_path):
     """auto_map "other/repo--module.Class" pulls code from another repository's latest files, which the
     card's revision does not pin: refused even with trust_remote_code, before any of it runs."""
-    remote = tmp_path / "cross"
-    shutil.copytree(char_bert, remote)
-    config = json.loads((remote / "config.json").read_text())
-    config["auto_map"] = {"AutoModel": "someone/else--modeling_custom.CustomModel"}
-    (remote / "config.json").write_text(json.dumps(config))
+    remote = _with_auto_map(char_bert, tmp_path / "cross", "someone/else--modeling_custom.CustomModel")
     with pytest.raises(InputError, match="takes custom code from another repository"):
         HFEmbedder({**hf_card(remote), "trust_remote_code": True})
 
