@@ -365,38 +365,21 @@ def _cohort_settings(job: Job) -> CohortConfig:
 
 def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     """Regions of the cohort: genes from the gene table (+ flank) and/or a BED file."""
-    from interp.genome.regions import gene_regions, read_bed
+    from interp.genome.regions import explain_dropped_genes, gene_regions, read_bed
 
     aliases = job.params["reference"].get("contig_aliases") or {}
     regions = []
     if c.genes:
         try:
             regions += gene_regions(annotation, c.genes, c.flank, fasta)
-        except InputError:
-            _explain_dropped_genes(job, c.genes, annotation, list(fasta))
+        except InputError:  # a gene on a contig the FASTA lacks was dropped with it: say so
+            if job.input.get("annotation"):
+                explain_dropped_genes(job.input["annotation"], job.params["reference"].get("annotation_format", "auto"),
+                                      c.genes, annotation, list(fasta))
             raise
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
     return regions
-
-
-def _explain_dropped_genes(job: Job, genes: list[str], annotation, contigs: list[str]) -> None:
-    """Raise a clearer error when a gene is in the annotation but on a contig the FASTA lacks (`_reference`
-    drops those rows); return otherwise. Reads the annotation again, on this error path only."""
-    from interp.genome.annotation import read_annotation
-
-    known = set(annotation["gene"].to_list()) if annotation is not None else set()
-    missing = [g for g in genes if g not in known]
-    if not missing or not job.input.get("annotation"):
-        return
-    raw = read_annotation(job.input["annotation"], job.params["reference"].get("annotation_format", "auto"))
-    hits = raw.filter(pl.col("gene").is_in(missing)).group_by("gene", maintain_order=True).agg(pl.col("contig").first())
-    if hits.height:
-        where_ = ", ".join(f"{g} on '{c}'" for g, c in hits.iter_rows())
-        shown = ", ".join(f"'{n}'" for n in contigs[:10]) + (f", ... ({len(contigs)} in all)" if len(contigs) > 10 else "")
-        raise InputError(f"{job.input['annotation']}: gene(s) {where_} lie on contigs the FASTA "
-                         f"({job.input['fasta']}) does not have (it has {shown}); map the names with "
-                         "reference.contig_aliases, or use the FASTA the annotation was made for")
 
 
 def simulate_cohort(job: Job) -> None:
@@ -407,8 +390,6 @@ def simulate_cohort(job: Job) -> None:
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, c, fasta, annotation)
     if len({r.contig for r in regions}) != 1:
-        from interp.errors import InputError
-
         raise InputError("cohort.simulate: the simulated cohort's regions must lie on one contig")
     from interp.genome.regions import Region
 
@@ -427,76 +408,20 @@ def _samples(job: Job, c: CohortConfig) -> pl.DataFrame:
     return read_samples_tsv(job.input["samples"], c.phenotypes, c.covariates, c.population_column)
 
 
-#: above this share of unphased heterozygous calls, `cohort.unphased: ref` (erase them) is refused
-MAX_UNPHASED_WITH_REF = 0.5
-
-
 def check_cohort(job: Job) -> None:
-    """Validate VCF + samples.tsv (covariates included) against the reference before any work.
-
-    cohort/cohort.vcf.gz (+ index) is then a link to the user's VCF when it is bgzipped and indexed (no
-    copy: cost follows the regions read, not the file), else an indexed copy made once. The checks read only
-    the records inside the studied regions, through the index. Errors name the user's file, and a failed
-    check leaves no copy behind.
-    """
-    import os
-    import re
-    import shutil
-
-    from interp.cohort.vcf import ensure_indexed, validate_cohort
-    from interp.covariates import covariate_design
+    """Validate VCF + samples.tsv (covariates included) against the reference before any work, and place the
+    VCF for the cohort rules (interp.cohort.check.check_cohort_inputs)."""
+    from interp.cohort.check import check_cohort_inputs
 
     c = _cohort_settings(job)
     fasta, annotation = _reference(job)
     regions = _cohort_regions(job, c, fasta, annotation)
-    samples = _samples(job, c)
-    # covariates are checked here, before any genotype is read, not first at the audit
-    covariate_design({n: samples[n].to_numpy() for n in c.covariates}, c.covariates, missing=c.covariate_missing,
-                     sample_ids=samples["sample_id"].to_list(), source=str(job.input["samples"]),
-                     categorical=c.categorical_covariates)
-    staging = Path(job.output["vcf"]).parent / ".staging"
-    try:
-        indexed = ensure_indexed(job.input["vcf"], out_dir=staging)
-        summary = validate_cohort(indexed, samples, fasta, job.params["reference"].get("contig_aliases") or {},
-                                  regions, c.phenotypes, job.params["n_folds"], binary_only=True,
-                                  samples_source=str(job.input["samples"]))
-        if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and c.unphased == "ref":
-            raise InputError(
-                f"{indexed}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
-                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
-                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
-                "to mask them knowingly")
-        index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
-        for src, dst in ((indexed, job.output["vcf"]), (index, job.output["tbi"])):
-            with atomic_path(dst) as tmp:
-                if indexed == Path(job.input["vcf"]):  # bgzipped and indexed: used as it is, not copied
-                    os.symlink(src.resolve(), tmp)
-                else:  # the indexed copy made of a plain or unindexed VCF
-                    shutil.move(src, tmp)
-    except InputError as err:  # name the user's file, not the indexed copy made of it
-        raise InputError(re.sub(re.escape(str(staging)) + r"/\S*?(?=[:;,\s]|$)", str(job.input["vcf"]),
-                                str(err))) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
+    summary = check_cohort_inputs(job.input["vcf"], job.input["samples"], _samples(job, c), fasta,
+                                  job.params["reference"].get("contig_aliases") or {}, regions, c,
+                                  job.params["n_folds"], job.output["vcf"], job.output["tbi"],
+                                  panel=job.input.get("panel"))
     summary["reference"] = _reference_stats(fasta, regions)
-    if job.input.get("panel"):
-        summary["ancestry_panel"] = _check_panel(job.input["panel"], samples)
     write_json(summary, job.output["summary"])
-
-
-def _check_panel(panel_vcf: str, samples: pl.DataFrame) -> dict:
-    """The ancestry marker VCF must hold every sample of samples.tsv (extra samples are ignored)."""
-    from interp.cohort.vcf import vcf_samples
-    from interp.errors import InputError
-
-    present = set(vcf_samples(panel_vcf))
-    missing = [s for s in samples["sample_id"].to_list() if s not in present]
-    if missing:
-        shown = ", ".join(missing[:20])
-        raise InputError(f"{panel_vcf}: {len(missing)} sample(s) of samples.tsv are not in the ancestry VCF: "
-                         f"{shown}{' ...' if len(missing) > 20 else ''}")
-    return {"vcf": panel_vcf, "n_samples": len(present)}
 
 
 def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):

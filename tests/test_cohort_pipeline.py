@@ -195,7 +195,7 @@ def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> 
     cfg = _config(11)
     job = _job({"fasta": DEMO_FASTA, "annotation": genes}, {}, {"reference": cfg["reference"]})
     fasta, annotation = stages._reference(job)
-    with pytest.raises(InputError, match=r"genes.tsv: gene\(s\) TP53 on '2' lie on contigs the FASTA .* does not "
+    with pytest.raises(InputError, match=r"genes.tsv: gene\(s\) TP53 on '2' lie on contigs the FASTA does not "
                                          r"have \(it has 'chr17'\)"):
         stages._cohort_regions(job, CohortConfig(genes=["DOC2B", "TP53"]), fasta, annotation)
     with pytest.raises(InputError, match=r"gene 'BRCA9' is not in the annotation"):

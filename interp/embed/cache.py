@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from interp.embed.hub import is_commit
 from interp.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 #: card fields that describe a model without changing what it computes
 _NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name"}
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def sequence_hash(seq: str) -> str:
@@ -64,7 +64,7 @@ def model_identity(card: dict, checkpoint: str | Path | None = None, device: str
         weights["checkpoint_sha256"] = file_sha256(checkpoint)
     elif commit:
         weights["commit"] = commit
-    elif _COMMIT.match(str(card.get("revision", ""))):
+    elif is_commit(card.get("revision")):
         weights["commit"] = card["revision"]
     else:
         return None

@@ -36,10 +36,15 @@ def is_local_source(card: dict) -> bool:
     return Path(str(card.get("hf_id") or "")).expanduser().is_dir()
 
 
+def is_commit(revision: object) -> bool:
+    """A 40-hex commit id, which cannot move (a branch or tag can)."""
+    return bool(_COMMIT.match(str(revision or "")))
+
+
 def snapshot_commit(snapshot_dir: str | Path) -> str | None:
     """The 40-hex commit of a hub-cache snapshot folder (`.../snapshots/<commit>`), else None."""
     name = Path(snapshot_dir).name
-    return name if _COMMIT.match(name) and Path(snapshot_dir).parent.name == "snapshots" else None
+    return name if is_commit(name) and Path(snapshot_dir).parent.name == "snapshots" else None
 
 
 def resolve_source(card: dict, cache_dir: str | None) -> dict:

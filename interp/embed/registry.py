@@ -21,7 +21,6 @@ A card says where a model comes from and how to run it. Fields (checked by `chec
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import yaml
@@ -44,10 +43,6 @@ KNOWN_KEYS = {
     "notes": str, "requires": str, "trust_pickle_weights": bool,
 }
 
-
-def revision_pinned(card: dict) -> bool:
-    """The card names a commit (40 hex digits), not a branch or tag that can move."""
-    return bool(re.fullmatch(r"[0-9a-f]{40}", str(card.get("revision") or "")))
 
 
 def check_card(card: object, path: str | Path) -> dict:

@@ -143,3 +143,25 @@ def gene_regions(
         end = min(len(fasta[contig]), row["end"] + flank)
         regions.append(_checked(gene, contig, start, end, fasta, f"annotation gene {gene}"))
     return regions
+
+
+def explain_dropped_genes(annotation_path: str | Path, annotation_format: str, genes: list[str],
+                          kept: pl.DataFrame | None, fasta_contigs: list[str]) -> None:
+    """Raise an InputError naming the contig of each gene in `genes` that the annotation has but `kept` (the
+    annotation restricted to the FASTA's contigs) lost; return when there is none. Reads the annotation again:
+    call it on the error path only."""
+    from interp.genome.annotation import read_annotation
+
+    known = set(kept["gene"].to_list()) if kept is not None else set()
+    missing = [g for g in genes if g not in known]
+    if not missing:
+        return
+    raw = read_annotation(annotation_path, annotation_format)
+    hits = raw.filter(pl.col("gene").is_in(missing)).group_by("gene", maintain_order=True).agg(pl.col("contig").first())
+    if hits.height:
+        found = ", ".join(f"{g} on '{c}'" for g, c in hits.iter_rows())
+        shown = ", ".join(f"'{n}'" for n in fasta_contigs[:10])
+        shown += f", ... ({len(fasta_contigs)} in all)" if len(fasta_contigs) > 10 else ""
+        raise InputError(f"{annotation_path}: gene(s) {found} lie on contigs the FASTA does not have (it has "
+                         f"{shown}); map the names with reference.contig_aliases, or use the FASTA the annotation "
+                         "was made for")

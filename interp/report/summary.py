@@ -13,6 +13,8 @@ import re
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+from interp.embed.hub import is_commit
+
 # Severity of a verdict for "the worst across layers". An unknown verdict string is treated like
 # INCONCLUSIVE (it cannot be read as a pass), and keeps its own text on the badge.
 SEVERITY = {"PASS": 0, "NO SIGNAL": 1, "WARN": 2, "INCONCLUSIVE": 2, "FAIL": 3}
@@ -372,7 +374,7 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     out: list[dict] = []
     moving = [m.get("name") for m in (report.get("provenance") or {}).get("models") or []
               if (m.get("card") or {}).get("trust_remote_code")
-              and not re.fullmatch(r"[0-9a-f]{40}", str((m.get("card") or {}).get("revision") or ""))]
+              and not is_commit((m.get("card") or {}).get("revision"))]
     if moving:
         out.append(_caveat("remote_code_unpinned", "medium",
                            f"{', '.join(moving)} ran custom model code from a moving revision (the card names a "

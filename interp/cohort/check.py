@@ -1,0 +1,79 @@
+"""The check_cohort stage's library function: a user's VCF + samples.tsv checked before any work.
+
+`check_cohort_inputs` runs the checks of `interp.cohort.vcf.validate_cohort` (samples, contigs, REF alleles,
+records in the regions, phenotypes) plus the covariates, the share of unphased calls and the ancestry panel's
+samples, then puts the VCF where the cohort rules read it: a link to the user's file when it is bgzipped and
+indexed (cost follows the regions read, not the file), else the indexed copy made once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from interp.cohort.config import CohortConfig
+from interp.cohort.vcf import ensure_indexed, validate_cohort, vcf_samples
+from interp.covariates import covariate_design
+from interp.errors import InputError
+from interp.genome.regions import Region
+from interp.io import atomic_path
+
+#: above this share of unphased heterozygous calls, `cohort.unphased: ref` (which erases them) is refused
+MAX_UNPHASED_WITH_REF = 0.5
+
+
+def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.DataFrame, fasta,
+                        aliases: dict[str, str], regions: list[Region], cohort: CohortConfig, n_folds: int,
+                        out_vcf: str | Path, out_index: str | Path, panel: str | Path | None = None) -> dict:
+    """Check the cohort's inputs and place the VCF at out_vcf / out_index; returns `validate_cohort`'s
+    summary with `regions` and, with a panel, `ancestry_panel`.
+
+    samples: `read_samples_tsv` of samples_path. Every failure is one InputError naming the user's file
+    (never the indexed copy), and a failure leaves no copy behind.
+    """
+    # covariates first, before any genotype is read (the audit would otherwise find them after embedding)
+    covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
+                     missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
+                     source=str(samples_path), categorical=cohort.categorical_covariates)
+    staging = Path(out_vcf).parent / ".staging"
+    try:
+        indexed = ensure_indexed(vcf, out_dir=staging)
+        summary = validate_cohort(indexed, samples, fasta, aliases, regions, cohort.phenotypes, n_folds,
+                                  binary_only=True, samples_source=str(samples_path))
+        if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and cohort.unphased == "ref":
+            raise InputError(
+                f"{indexed}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
+                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
+                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
+                "to mask them knowingly")
+        index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
+        for src, dst in ((indexed, out_vcf), (index, out_index)):
+            with atomic_path(dst) as tmp:
+                if indexed == Path(vcf):  # bgzipped and indexed: used as it is, not copied
+                    os.symlink(src.resolve(), tmp)
+                else:  # the indexed copy made of a plain or unindexed VCF
+                    shutil.move(src, tmp)
+    except InputError as err:
+        # the checks read the indexed copy; the user knows their own file
+        raise InputError(re.sub(re.escape(str(staging)) + r"/\S*?(?=[:;,\s]|$)", str(vcf), str(err))) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
+    if panel:
+        summary["ancestry_panel"] = check_panel(panel, samples)
+    return summary
+
+
+def check_panel(panel_vcf: str | Path, samples: pl.DataFrame) -> dict:
+    """The ancestry marker VCF must hold every sample of samples.tsv (extra samples are ignored)."""
+    present = set(vcf_samples(panel_vcf))
+    missing = [s for s in samples["sample_id"].to_list() if s not in present]
+    if missing:
+        shown = ", ".join(missing[:20])
+        raise InputError(f"{panel_vcf}: {len(missing)} sample(s) of samples.tsv are not in the ancestry VCF: "
+                         f"{shown}{' ...' if len(missing) > 20 else ''}")
+    return {"vcf": str(panel_vcf), "n_samples": len(present)}
