@@ -451,3 +451,39 @@ def test_causal_model_with_a_mask_is_left_padded_and_exact(tmp_path, genome):
     emb.accepts_positions = False  # left padding without shifted positions would change the short sequence
     shifted = emb.embed(seqs, ["hidden_states.2"])["hidden_states.2"]
     assert not np.allclose(shifted.values[200:], together.values[200:], atol=1e-3)
+
+
+def test_pieces_over_max_tokens_are_cut_shorter(folders, tmp_path, genome):
+    """NT-v1-style learned absolute positions: an N run gives one token per base, more tokens than positions."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    folder = tmp_path / "nt_absolute"
+    shutil.copytree(folders["nt"], folder)  # its 6-mer tokenizer; the model is replaced below
+    torch.manual_seed(0)
+    # positions count from padding_idx + 1 = 2: 102 positions hold 100 tokens (<cls> + <eos> + 98)
+    EsmForMaskedLM(EsmConfig(vocab_size=4107, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=102, position_embedding_type="absolute",
+                             pad_token_id=1, mask_token_id=2, token_dropout=False)).save_pretrained(folder)
+    fields = {**CARDS["nt"], "hidden_size": 16, "context": 540, "layers": ["hidden_states.1"]}
+    clean = genome[10000:10540]  # 90 6-mers + <cls> + <eos> = 92 tokens: fits
+    gapped = genome[10000:10300] + "N" * 200 + genome[10500:10540]  # 50 + 200 + 6 + 2 tokens: does not
+    plain = make_embedder(card_for(folder, **fields), None)
+    with pytest.raises(IndexError):
+        plain.embed([gapped], ["hidden_states.1"])
+    emb = make_embedder(card_for(folder, **fields, max_tokens=100), None)
+    pieces, tokens, contexts = emb.plan([clean, gapped])
+    assert contexts[0] == 540 and contexts[1] < 540
+    assert max(len(ids) for ids, _ in tokens) <= 100
+    acts = emb.embed([clean, gapped], ["hidden_states.1"])["hidden_states.1"]
+    o = acts.offsets
+    spans = acts.base_span[o[1]:o[2]]
+    covered = np.zeros(len(gapped), int)
+    for a, b in spans:
+        covered[a:b] += 1
+    assert covered.min() == 1 and covered.max() <= 2  # every base, at most one token's overlap at a seam
+    # a sequence that fits is embedded exactly as without the limit
+    alone = plain.embed([clean], ["hidden_states.1"])["hidden_states.1"].values
+    np.testing.assert_allclose(acts.values[o[0]:o[1]], alone, atol=2e-5, rtol=1e-4)
+    with pytest.raises(InputError, match="max_tokens"):
+        check_card({"name": "t", "family": "tiny", "license": "x", "context": 10, "layers": ["embed"],
+                    "max_tokens": 12}, "t.yaml")
