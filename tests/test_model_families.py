@@ -487,3 +487,35 @@ def test_pieces_over_max_tokens_are_cut_shorter(folders, tmp_path, genome):
     with pytest.raises(InputError, match="max_tokens"):
         check_card({"name": "t", "family": "tiny", "license": "x", "context": 10, "layers": ["embed"],
                     "max_tokens": 12}, "t.yaml")
+
+
+def test_sentencepiece_style_word_marker_covers_no_base(tmp_path, genome):
+    """A Metaspace pre-tokenizer (SentencePiece-style BPE) may emit a bare U+2581 first token whose offsets (0, 1)
+    claim the first base, which the next token covers too: it must be left out like CLS/SEP."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from interp.embed.variant_effect import _ids_and_spans
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"],
+                                  initial_alphabet=list("ACGTN"), show_progress=False)
+    bpe.train_from_iterator([genome[i:i + 500] for i in range(10000, 40000, 500)], trainer=trainer)
+    bpe.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 1),
+                                                                                                 ("[SEP]", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]")
+    tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, pad_token_id=3)).save_pretrained(tmp_path)
+    seq = genome[20000:20120]
+    assert tok.convert_ids_to_tokens(tok(seq)["input_ids"])[1] == "\u2581"  # the case this test is about
+    emb = make_embedder(card_for(tmp_path, tokenizer="bpe", hidden_size=16, layers=["hidden_states.1"]), None)
+    acts = emb.embed([seq], ["hidden_states.1"])["hidden_states.1"]
+    spans = acts.base_span
+    assert spans[0, 0] == 0 and spans[-1, 1] == len(seq)
+    assert np.array_equal(spans[1:, 0], spans[:-1, 1])  # tokens tile the bases, none counted twice
+    ids, ve_spans = _ids_and_spans(tok, seq)
+    assert ve_spans[1].tolist() == [-1, -1]  # variant effect: the marker is never the token holding base 0

@@ -93,6 +93,21 @@ def spans_by_matching(tokens: list[str], special: set[str], seq: str) -> np.ndar
     return spans
 
 
+def spans_from_offsets(ids: list[int], offsets: list, tokens: list[str], special_ids: list[int]) -> np.ndarray:
+    """int32 [n_tokens, 2]: base spans from a fast tokenizer's character offsets.
+
+    Special tokens, empty offsets and tokens that are only a word-piece marker get (-1, -1): a bare U+2581
+    (a SentencePiece-style Metaspace pre-tokenizer's word start) has offsets claiming the base it precedes,
+    which the next token covers too.
+    """
+    spans = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
+    spans[spans[:, 1] <= spans[:, 0]] = -1
+    spans[np.isin(ids, special_ids)] = -1
+    marker_only = [k for k, tok in enumerate(tokens) if tok and not tok.lstrip("".join(_STRIP_PREFIXES))]
+    spans[marker_only] = -1
+    return spans
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """auto: bfloat16 on CUDA, float32 elsewhere (CPU bf16 matmuls are slower and less exact)."""
     if dtype == "auto":
@@ -200,9 +215,8 @@ class HFEmbedder:
         if self.tokenizer.is_fast:
             enc = self.tokenizer(texts, return_offsets_mapping=True)
             for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
-                spans = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
-                spans[spans[:, 1] <= spans[:, 0]] = -1
-                spans[np.isin(ids, self.tokenizer.all_special_ids)] = -1
+                spans = spans_from_offsets(ids, offsets, self.tokenizer.convert_ids_to_tokens(ids),
+                                           self.tokenizer.all_special_ids)
                 out.append((list(ids), spans))
         else:
             enc = self.tokenizer(texts)
