@@ -36,11 +36,12 @@ TOKENIZERS = ("character", "kmer", "bpe", "byte")
 POOLINGS = ("mean", "last")
 HF_CLASSES = ("model", "masked_lm", "causal_lm")
 REQUIRED_KEYS = ("name", "family", "layers", "context", "license")
-# every key a card may have; anything else is a typo and is refused
+# every key a card may have; anything else is a typo and is refused (the dtype is the run's embed.dtype, not a
+# card's: a card key for it would be silently ignored)
 KNOWN_KEYS = {
     "name": str, "family": str, "model_family": str, "description": str, "license": str, "hf_id": str,
     "revision": str, "tokenizer": str, "context": int, "hidden_size": int, "layers": list, "pooling": str,
-    "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str, "torch_dtype": str,
+    "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str,
     "padding_side": str, "chunk_overlap": int, "prefetch_patterns": list, "architecture": dict, "training": dict,
     "notes": str, "requires": str, "trust_pickle_weights": bool, "max_tokens": int,
 }
