@@ -519,3 +519,9 @@ def test_sentencepiece_style_word_marker_covers_no_base(tmp_path, genome):
     assert np.array_equal(spans[1:, 0], spans[:-1, 1])  # tokens tile the bases, none counted twice
     ids, ve_spans = _ids_and_spans(tok, seq)
     assert ve_spans[1].tolist() == [-1, -1]  # variant effect: the marker is never the token holding base 0
+
+
+def test_card_hidden_size_is_checked_against_the_layers(folders, genome):
+    wrong = make_embedder(card_for(folders["gena"], **{**CARDS["gena"], "hidden_size": 768}), None)
+    with pytest.raises(InputError, match="field hidden_size: 768, but layer hidden_states.1 is 32 wide"):
+        wrong.embed([genome[5000:5100]], ["hidden_states.1"])

@@ -135,6 +135,7 @@ class HFEmbedder:
         self.device = device
         self.context = int(card["context"])
         self.layers = list(card["layers"])
+        self.hidden_size = card.get("hidden_size")  # width the card states for its layers (checked when run)
         self.pooling = card.get("pooling", "mean")
         self.causal = bool(card.get("causal", False))
         self.rc_average = bool(card.get("rc_average", False))
@@ -317,6 +318,9 @@ class HFEmbedder:
                 for name in layers:
                     values[name] = acts[name][row, cols]
                     check_finite(values[name], self.name, name, describe(pieces[i]))
+                    if self.hidden_size is not None and values[name].shape[1] != self.hidden_size:
+                        raise InputError(f"model card {self.name}, field hidden_size: {self.hidden_size}, but layer "
+                                         f"{name} is {values[name].shape[1]} wide")
                 piece_out[i] = (spans[real], values)
         return assemble(seqs, pieces, piece_out, layers, contexts, self.rc_average)
 
