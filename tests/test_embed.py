@@ -218,6 +218,8 @@ def test_card_errors_name_file_and_key(tmp_path):
         "name: x\nfamily: hf\nlayers: [hidden_states.1]\nlicense: MIT\n": "field context: required",
         good.replace("family: hf", "family: jax"): "field family: expected one of",
         good + "trust_remote_cod: true\n": "field trust_remote_cod: unknown card key",
+        # the dtype is embed.dtype's: a card key for it was accepted and silently ignored
+        good + "torch_dtype: bfloat16\n": "field torch_dtype: unknown card key",
         good + "trust_remote_code: yes please\n": "field trust_remote_code: expected bool",
         good.replace("context: 10", "context: -3"): "field context: expected a positive integer",
         good + "tokenizer: 6mer\n": "field tokenizer: expected one of",

@@ -451,3 +451,77 @@ def test_causal_model_with_a_mask_is_left_padded_and_exact(tmp_path, genome):
     emb.accepts_positions = False  # left padding without shifted positions would change the short sequence
     shifted = emb.embed(seqs, ["hidden_states.2"])["hidden_states.2"]
     assert not np.allclose(shifted.values[200:], together.values[200:], atol=1e-3)
+
+
+def test_pieces_over_max_tokens_are_cut_shorter(folders, tmp_path, genome):
+    """NT-v1-style learned absolute positions: an N run gives one token per base, more tokens than positions."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    folder = tmp_path / "nt_absolute"
+    shutil.copytree(folders["nt"], folder)  # its 6-mer tokenizer; the model is replaced below
+    torch.manual_seed(0)
+    # positions count from padding_idx + 1 = 2: 102 positions hold 100 tokens (<cls> + <eos> + 98)
+    EsmForMaskedLM(EsmConfig(vocab_size=4107, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=102, position_embedding_type="absolute",
+                             pad_token_id=1, mask_token_id=2, token_dropout=False)).save_pretrained(folder)
+    fields = {**CARDS["nt"], "hidden_size": 16, "context": 540, "layers": ["hidden_states.1"]}
+    clean = genome[10000:10540]  # 90 6-mers + <cls> + <eos> = 92 tokens: fits
+    gapped = genome[10000:10300] + "N" * 200 + genome[10500:10540]  # 50 + 200 + 6 + 2 tokens: does not
+    plain = make_embedder(card_for(folder, **fields), None)
+    with pytest.raises(IndexError):
+        plain.embed([gapped], ["hidden_states.1"])
+    emb = make_embedder(card_for(folder, **fields, max_tokens=100), None)
+    pieces, tokens, contexts = emb.plan([clean, gapped])
+    assert contexts[0] == 540 and contexts[1] < 540
+    assert max(len(ids) for ids, _ in tokens) <= 100
+    acts = emb.embed([clean, gapped], ["hidden_states.1"])["hidden_states.1"]
+    o = acts.offsets
+    spans = acts.base_span[o[1]:o[2]]
+    covered = np.zeros(len(gapped), int)
+    for a, b in spans:
+        covered[a:b] += 1
+    assert covered.min() == 1 and covered.max() <= 2  # every base, at most one token's overlap at a seam
+    # a sequence that fits is embedded exactly as without the limit
+    alone = plain.embed([clean], ["hidden_states.1"])["hidden_states.1"].values
+    np.testing.assert_allclose(acts.values[o[0]:o[1]], alone, atol=2e-5, rtol=1e-4)
+    with pytest.raises(InputError, match="max_tokens"):
+        check_card({"name": "t", "family": "tiny", "license": "x", "context": 10, "layers": ["embed"],
+                    "max_tokens": 12}, "t.yaml")
+
+
+def test_sentencepiece_style_word_marker_covers_no_base(tmp_path, genome):
+    """A Metaspace pre-tokenizer (SentencePiece-style BPE) may emit a bare U+2581 first token whose offsets (0, 1)
+    claim the first base, which the next token covers too: it must be left out like CLS/SEP."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from interp.embed.variant_effect import _ids_and_spans
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"],
+                                  initial_alphabet=list("ACGTN"), show_progress=False)
+    bpe.train_from_iterator([genome[i:i + 500] for i in range(10000, 40000, 500)], trainer=trainer)
+    bpe.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 1),
+                                                                                                 ("[SEP]", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]")
+    tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, pad_token_id=3)).save_pretrained(tmp_path)
+    seq = genome[20000:20120]
+    assert tok.convert_ids_to_tokens(tok(seq)["input_ids"])[1] == "\u2581"  # the case this test is about
+    emb = make_embedder(card_for(tmp_path, tokenizer="bpe", hidden_size=16, layers=["hidden_states.1"]), None)
+    acts = emb.embed([seq], ["hidden_states.1"])["hidden_states.1"]
+    spans = acts.base_span
+    assert spans[0, 0] == 0 and spans[-1, 1] == len(seq)
+    assert np.array_equal(spans[1:, 0], spans[:-1, 1])  # tokens tile the bases, none counted twice
+    ids, ve_spans = _ids_and_spans(tok, seq)
+    assert ve_spans[1].tolist() == [-1, -1]  # variant effect: the marker is never the token holding base 0
+
+
+def test_card_hidden_size_is_checked_against_the_layers(folders, genome):
+    wrong = make_embedder(card_for(folders["gena"], **{**CARDS["gena"], "hidden_size": 768}), None)
+    with pytest.raises(InputError, match="field hidden_size: 768, but layer hidden_states.1 is 32 wide"):
+        wrong.embed([genome[5000:5100]], ["hidden_states.1"])

@@ -93,6 +93,21 @@ def spans_by_matching(tokens: list[str], special: set[str], seq: str) -> np.ndar
     return spans
 
 
+def spans_from_offsets(ids: list[int], offsets: list, tokens: list[str], special_ids: list[int]) -> np.ndarray:
+    """int32 [n_tokens, 2]: base spans from a fast tokenizer's character offsets.
+
+    Special tokens, empty offsets and tokens that are only a word-piece marker get (-1, -1): a bare U+2581
+    (a SentencePiece-style Metaspace pre-tokenizer's word start) has offsets claiming the base it precedes,
+    which the next token covers too.
+    """
+    spans = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
+    spans[spans[:, 1] <= spans[:, 0]] = -1
+    spans[np.isin(ids, special_ids)] = -1
+    marker_only = [k for k, tok in enumerate(tokens) if tok and not tok.lstrip("".join(_STRIP_PREFIXES))]
+    spans[marker_only] = -1
+    return spans
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """auto: bfloat16 on CUDA, float32 elsewhere (CPU bf16 matmuls are slower and less exact)."""
     if dtype == "auto":
@@ -120,10 +135,13 @@ class HFEmbedder:
         self.device = device
         self.context = int(card["context"])
         self.layers = list(card["layers"])
+        self.hidden_size = card.get("hidden_size")  # width the card states for its layers (checked when run)
         self.pooling = card.get("pooling", "mean")
         self.causal = bool(card.get("causal", False))
         self.rc_average = bool(card.get("rc_average", False))
         self.overlap = int(card.get("chunk_overlap", self.context // 8))
+        # the model's own limit in tokens (special tokens included), e.g. learned absolute positions; None: none
+        self.max_tokens = int(card["max_tokens"]) if card.get("max_tokens") else None
         # CPU: ~2k tokens x 512 wide keeps each activation a few MB (cache-sized elementwise ops; measured
         # ~20% less CPU time than 8k); GPU: large batches fill the device
         self.token_budget = int(token_budget or (16384 if device.startswith("cuda") else 2048))
@@ -198,9 +216,8 @@ class HFEmbedder:
         if self.tokenizer.is_fast:
             enc = self.tokenizer(texts, return_offsets_mapping=True)
             for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
-                spans = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
-                spans[spans[:, 1] <= spans[:, 0]] = -1
-                spans[np.isin(ids, self.tokenizer.all_special_ids)] = -1
+                spans = spans_from_offsets(ids, offsets, self.tokenizer.convert_ids_to_tokens(ids),
+                                           self.tokenizer.all_special_ids)
                 out.append((list(ids), spans))
         else:
             enc = self.tokenizer(texts)
@@ -288,8 +305,7 @@ class HFEmbedder:
         """DNA strings -> {layer: TokenActivations} over base-covering tokens, in sequence coordinates."""
         self._check_layers(layers)
         seqs, _ = clean_sequences(seqs, self.name, self.input_counts)
-        pieces = plan_pieces(seqs, self.context, self.overlap, self.rc_average)
-        tokens = self.tokenize([p.text for p in pieces])
+        pieces, tokens, contexts = self.plan(seqs)
         piece_out: list[tuple[np.ndarray, dict[str, np.ndarray]] | None] = [None] * len(pieces)
         for batch in token_budget_batches([len(t[0]) for t in tokens], self.token_budget, self.max_rows,
                                           same_length=self.pad_free):
@@ -302,8 +318,44 @@ class HFEmbedder:
                 for name in layers:
                     values[name] = acts[name][row, cols]
                     check_finite(values[name], self.name, name, describe(pieces[i]))
+                    if self.hidden_size is not None and values[name].shape[1] != self.hidden_size:
+                        raise InputError(f"model card {self.name}, field hidden_size: {self.hidden_size}, but layer "
+                                         f"{name} is {values[name].shape[1]} wide")
                 piece_out[i] = (spans[real], values)
-        return assemble(seqs, pieces, piece_out, layers, self.context, self.rc_average)
+        return assemble(seqs, pieces, piece_out, layers, contexts, self.rc_average)
+
+    def plan(self, seqs: list[str]) -> tuple[list[Piece], list[tuple[list[int], np.ndarray]], list[int]]:
+        """Pieces of the (cleaned) sequences, their tokens (see `tokenize`) and each sequence's context in bases.
+
+        Sequences are cut into pieces of `context` bases. With the card's `max_tokens`, a sequence with a piece
+        that tokenizes to more tokens than that (special tokens included) is cut again into shorter pieces,
+        overlap scaled alike, until every piece fits: k-mer and BPE vocabularies give more tokens per base on
+        N runs and other sequence they cover poorly (Nucleotide Transformer: one token per base around N),
+        and a model with learned absolute positions fails on a piece longer than its positions.
+        """
+        contexts = [self.context] * len(seqs)
+        while True:
+            overlaps = [self.overlap * c // self.context for c in contexts]
+            pieces = plan_pieces(seqs, contexts, overlaps, self.rc_average)
+            tokens = self.tokenize([p.text for p in pieces])
+            if self.max_tokens is None:
+                return pieces, tokens, contexts
+            shrink: dict[int, int] = {}
+            for piece, (ids, spans) in zip(pieces, tokens, strict=True):
+                if len(ids) <= self.max_tokens:
+                    continue
+                n_real = int(np.count_nonzero(spans[:, 1] > spans[:, 0]))
+                room = self.max_tokens - (len(ids) - n_real)  # tokens left for bases beside the special tokens
+                if room < 1 or contexts[piece.seq] == 1:
+                    raise InputError(f"model card {self.name}, field max_tokens: {describe(piece)} is "
+                                     f"{len(ids)} tokens, more than max_tokens {self.max_tokens} even at "
+                                     f"{contexts[piece.seq]} base(s) a piece")
+                fit = max(1, min(contexts[piece.seq] - 1, contexts[piece.seq] * room // n_real))
+                shrink[piece.seq] = min(shrink.get(piece.seq, fit), fit)
+            if not shrink:
+                return pieces, tokens, contexts
+            for i, context in shrink.items():
+                contexts[i] = context
 
 
 def describe(piece: Piece) -> str:
@@ -312,18 +364,22 @@ def describe(piece: Piece) -> str:
     return f"sequence {piece.seq} ({strand}bases {piece.start}-{piece.start + len(piece.text)})"
 
 
-def assemble(seqs: list[str], pieces: list[Piece], piece_out: list, layers: list[str], context: int,
+def assemble(seqs: list[str], pieces: list[Piece], piece_out: list, layers: list[str], context: int | list[int],
              with_rc: bool) -> dict[str, TokenActivations]:
-    """Stitch each sequence's chunks (and average with its reverse strand) into TokenActivations."""
+    """Stitch each sequence's chunks (and average with its reverse strand) into TokenActivations.
+
+    context: the piece length in bases the sequences were cut with, one value or one per sequence.
+    """
+    contexts = context if isinstance(context, list) else [context] * len(seqs)
     by_key: dict[tuple[int, bool], list] = {}
     for piece, out in zip(pieces, piece_out, strict=True):
         by_key.setdefault((piece.seq, piece.rc), []).append((piece.start, out[0], out[1]))
     spans_all, values_all = [], {name: [] for name in layers}
     counts = []
     for i, seq in enumerate(seqs):
-        spans, values = stitch(sorted(by_key[(i, False)], key=lambda c: c[0]), len(seq), context)
+        spans, values = stitch(sorted(by_key[(i, False)], key=lambda c: c[0]), len(seq), contexts[i])
         if with_rc:
-            rc_spans, rc_values = stitch(sorted(by_key[(i, True)], key=lambda c: c[0]), len(seq), context)
+            rc_spans, rc_values = stitch(sorted(by_key[(i, True)], key=lambda c: c[0]), len(seq), contexts[i])
             values = {name: rc_average(spans, values[name], rc_spans, rc_values[name], len(seq)) for name in layers}
         spans_all.append(spans)
         counts.append(len(spans))

@@ -87,14 +87,20 @@ class Piece:
     rc: bool = False
 
 
-def plan_pieces(seqs: list[str], context: int, overlap: int, rc_average: bool) -> list[Piece]:
-    """All pieces to run: each sequence (and, with rc_average, its reverse complement) in chunks."""
+def plan_pieces(seqs: list[str], context: int | list[int], overlap: int | list[int], rc_average: bool,
+                ) -> list[Piece]:
+    """All pieces to run: each sequence (and, with rc_average, its reverse complement) in chunks.
+
+    context, overlap: in bases, one value for all sequences or one per sequence.
+    """
+    contexts = context if isinstance(context, list) else [context] * len(seqs)
+    overlaps = overlap if isinstance(overlap, list) else [overlap] * len(seqs)
     pieces = []
     for i, seq in enumerate(seqs):
         strands = [(seq, False)] + ([(reverse_complement(seq), True)] if rc_average else [])
         for text, rc in strands:
-            for a in chunk_starts(len(text), context, overlap):
-                pieces.append(Piece(i, a, text[a:a + context], rc))
+            for a in chunk_starts(len(text), contexts[i], overlaps[i]):
+                pieces.append(Piece(i, a, text[a:a + contexts[i]], rc))
     return pieces
 
 

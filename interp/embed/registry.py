@@ -9,6 +9,8 @@ A card says where a model comes from and how to run it. Fields (checked by `chec
     hf_id, revision   Hugging Face id + branch/tag/commit, or a local folder (hf, evo2)
     tokenizer         character | kmer | bpe | byte
     context           longest piece in bases run in one pass (longer sequences are chunked)
+    max_tokens        (hf, optional) most tokens, special tokens included, the model takes in one pass;
+                      a sequence whose piece tokenizes to more is cut into shorter pieces
     hidden_size       width of the hookable layers
     layers            hookable layer names: "hidden_states.<i>" (0 = embeddings) or module paths
     pooling           mean (over base-covering tokens; CLS/EOS/pads excluded) | last
@@ -34,13 +36,14 @@ TOKENIZERS = ("character", "kmer", "bpe", "byte")
 POOLINGS = ("mean", "last")
 HF_CLASSES = ("model", "masked_lm", "causal_lm")
 REQUIRED_KEYS = ("name", "family", "layers", "context", "license")
-# every key a card may have; anything else is a typo and is refused
+# every key a card may have; anything else is a typo and is refused (the dtype is the run's embed.dtype, not a
+# card's: a card key for it would be silently ignored)
 KNOWN_KEYS = {
     "name": str, "family": str, "model_family": str, "description": str, "license": str, "hf_id": str,
     "revision": str, "tokenizer": str, "context": int, "hidden_size": int, "layers": list, "pooling": str,
-    "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str, "torch_dtype": str,
+    "causal": bool, "rc_average": bool, "trust_remote_code": bool, "hf_class": str,
     "padding_side": str, "chunk_overlap": int, "prefetch_patterns": list, "architecture": dict, "training": dict,
-    "notes": str, "requires": str, "trust_pickle_weights": bool,
+    "notes": str, "requires": str, "trust_pickle_weights": bool, "max_tokens": int,
 }
 
 
@@ -70,7 +73,7 @@ def check_card(card: object, path: str | Path) -> dict:
         raise InputError(f"{where(path, field='layers')}: expected a non-empty list of layer names")
     if len(set(card["layers"])) != len(card["layers"]):
         raise InputError(f"{where(path, field='layers')}: layer names repeat")
-    for key in ("context", "hidden_size"):
+    for key in ("context", "hidden_size", "max_tokens"):
         if key in card and card[key] <= 0:
             raise InputError(f"{where(path, field=key)}: expected a positive integer")
     if "chunk_overlap" in card and not 0 <= card["chunk_overlap"] < card["context"]:
@@ -84,6 +87,9 @@ def check_card(card: object, path: str | Path) -> dict:
     if card["family"] == "evo2" and card.get("revision", "main") != "main":
         raise InputError(f"{where(path, field='revision')}: the evo2 package downloads the repository's latest "
                          f"files itself, so revision {card['revision']!r} cannot be honoured; use main")
+    if "max_tokens" in card and card["family"] != "hf":
+        raise InputError(f"{where(path, field='max_tokens')}: only transformers (family hf) models have a token "
+                         "limit apart from context; remove it")
     if card["family"] != "evo2" and card.get("trust_pickle_weights"):
         raise InputError(f"{where(path, field='trust_pickle_weights')}: only evo2 cards may opt in to pickle "
                          "weights; transformers models load from safetensors")

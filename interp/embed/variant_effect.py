@@ -119,13 +119,13 @@ def sequence_loglik(model, tokenizer, seq: str) -> float:
 
 
 def _ids_and_spans(tokenizer, seq: str) -> tuple[list[int], np.ndarray]:
-    from interp.embed.hf import spans_by_matching
+    from interp.embed.hf import spans_by_matching, spans_from_offsets
 
     if tokenizer.is_fast:
         enc = tokenizer(seq, return_offsets_mapping=True)
-        spans = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
-        spans[np.isin(enc["input_ids"], tokenizer.all_special_ids)] = -1
-        return list(enc["input_ids"]), spans
+        ids = enc["input_ids"]
+        return list(ids), spans_from_offsets(ids, enc["offset_mapping"], tokenizer.convert_ids_to_tokens(ids),
+                                             tokenizer.all_special_ids)
     ids = tokenizer(seq)["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     return list(ids), spans_by_matching(tokens, set(tokenizer.all_special_tokens), seq)
