@@ -383,6 +383,16 @@ def test_linkage_summary_counts_signals_not_features() -> None:
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
 
 
+def test_tagged_variants_counted_once_whatever_r_each_feature_gives() -> None:
+    """rank writes tags as "id(r=0.82);id2(r=-0.41)": two features tagging the same variants with other r values
+    tag the same 2 variants, not 4 (the demo's note claimed 3,203 tagged variants among 32)."""
+    rows = [{"phenotype": "c", "kind": "embedding", "feature": f"m/l/chr1:0-1000/dim{i}", "q": 1e-3, "p": 1e-5,
+             "contig": "chr1", "start": 0, "end": 1000,
+             "tags_variants": f"chr1:150:A:G(r={0.9 - i / 100:.2f});chr1:160:C:T(r=-{0.5 + i / 100:.2f})"}
+            for i in range(3)]
+    assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
+
+
 def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
     from interp.report.build import sae_atlas
 

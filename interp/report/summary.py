@@ -268,12 +268,19 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
     return out
 
 
+def _variant_id(tag: str) -> str:
+    """The variant id of one of rank's `tags_variants` entries ("chr1:150:A:G(r=0.82)" -> "chr1:150:A:G"): each
+    feature states its own r, so the same variant tagged by two features must count once."""
+    return re.sub(r"\(r=[^)]*\)$", "", tag.strip())
+
+
 def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
     """How many separate signals the model-feature discoveries of each phenotype are.
 
     Features of overlapping windows that all carry one variant are one signal, however many embedding
     dimensions or SAE features pass. Per phenotype: [{phenotype, n_model_features_q, n_windows, n_variants_q,
-    lead_variant, n_tagged_variants}] (`n_tagged_variants` from rank's `tags_variants` when present).
+    lead_variant, n_tagged_variants}] (`n_tagged_variants`: distinct variants named in rank's `tags_variants`,
+    when present, whatever r each feature gives them).
     """
     out = []
     phenotypes = list(OrderedDict.fromkeys(str(r["phenotype"]) for r in rows))
@@ -286,9 +293,9 @@ def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
         for r in model:
             tv = r.get("tags_variants")
             if isinstance(tv, str) and tv:
-                tagged.update(t for t in re.split(r"[,;\s]+", tv) if t)
+                tagged.update(_variant_id(t) for t in re.split(r"[,;\s]+", tv) if t)
             elif isinstance(tv, (list, tuple)):
-                tagged.update(map(str, tv))
+                tagged.update(_variant_id(str(t)) for t in tv)
         out.append({"phenotype": ph, "n_model_features_q": len(model), "n_windows": len(windows),
                     "n_variants_q": len(variants),
                     "lead_variant": short_name(variants[0]) if variants else None,
