@@ -559,3 +559,65 @@ def test_caveat_remote_code_from_a_moving_revision() -> None:
     assert "remote_code_unpinned" in _ids(report("main"))
     assert "remote_code_unpinned" not in _ids(report("0123456789abcdef0123456789abcdef01234567"))
     assert "remote_code_unpinned" not in _ids(report("main", trust=False))
+
+
+# ------------------------------------------------------------------------------------------ reproducibility, provenance
+def _html(report: dict, figs: dict, layers: dict, calib: list | None, cfg: dict) -> str:
+    """index.html of synthetic report sections, with the summary, limitations and methods finish_report adds."""
+    first = summary.assemble(report, layers, calib)
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=summary.methods(cfg, report.get("audit"),
+                                                                             report.get("biomarker_families")),
+                  audit_reasons_grouped=summary.group_verdict_reasons(report.get("audit") or []))
+    return render_html(report, figs, "synthetic", cfg)
+
+
+def test_embedding_cache_state_and_wall_clock_stay_out_of_report_json() -> None:
+    """cohort.embedding came from embed_cohort's stats.json with its cache hits / misses: a rerun with a warm
+    embedding cache wrote {hits: 282, misses: 0} where the first run wrote {hits: 0, misses: 282}."""
+    from interp.report.build import run_state_removed
+
+    first = {"model": "m", "n_distinct_sequences": 282, "cache": {"hits": 0, "misses": 282}, "seconds": 9.1}
+    rerun = {"model": "m", "n_distinct_sequences": 282, "cache": {"hits": 282, "misses": 0}, "seconds": 0.9}
+    assert run_state_removed(first) == run_state_removed(rerun) == {"model": "m", "n_distinct_sequences": 282}
+
+
+def test_git_dirty_state_is_recorded(tmp_path: Path) -> None:
+    import subprocess
+
+    from interp.report.provenance import git_dirty
+
+    assert git_dirty(tmp_path) is None  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    (tmp_path / "results.txt").write_text("untracked outputs do not count\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) is True
+
+
+def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: Path) -> None:
+    """A hub model's checkpoint_sha256 is None: the snapshot commit the embedder loaded (emb/<model>.stats.json)
+    is its weights' identity, and must be in provenance.models[] and the provenance table."""
+    from interp.report.build import loaded_weights
+
+    emb = tmp_path / "emb" / "nt"
+    emb.mkdir(parents=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (tmp_path / "emb" / "nt.stats.json").write_text(json.dumps({"provenance": {
+        "hf_id": "org/nt", "revision_requested": "main", "commit": commit, "trust_remote_code": True,
+        "loaded_from": "/root/.cache/huggingface/hub/models--org--nt/snapshots/" + commit, "offline": True}}))
+    weights = loaded_weights([str(emb), str(tmp_path / "emb" / "absent")])
+    assert weights == {"nt": {"hf_id": "org/nt", "revision_requested": "main", "commit": commit,
+                              "trust_remote_code": True}}
+    report, figs, layers, calib, cfg = rs.report_parts()
+    report["provenance"]["models"].append({"name": "nt", "card": {"family": "hf", "hf_id": "org/nt"},
+                                           "checkpoint_sha256": None, "card_sha256": "d" * 64,
+                                           "weights": weights["nt"]})
+    report["provenance"]["git_dirty"] = True
+    html = _html(report, figs, layers, calib, cfg)
+    assert f"org/nt@{commit}" in html and "with uncommitted changes" in html
+
