@@ -621,3 +621,13 @@ def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: P
     html = _html(report, figs, layers, calib, cfg)
     assert f"org/nt@{commit}" in html and "with uncommitted changes" in html
 
+
+def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline() -> None:
+    """The template compared heldout_ce with the baselines itself (a None baseline, NaN in the metrics, raised
+    TypeError); it shows the stage's beats_order0 / beats_order3."""
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    report["lm"] = [dict(report["lm"][0], baseline_order3_ce=None, beats_order3=None)]
+    html = _html(report, figs, layers, calib, cfg)
+    row = html[html.index("<td class=\"l\">tiny-dnalm</td><td>1.3747"):]
+    row = row[: row.index("</tr>")]
+    assert "<td>yes</td><td>n/a</td>" in row
