@@ -631,3 +631,21 @@ def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline()
     row = html[html.index("<td class=\"l\">tiny-dnalm</td><td>1.3747"):]
     row = row[: row.index("</tr>")]
     assert "<td>yes</td><td>n/a</td>" in row
+
+
+@pytest.mark.parametrize("source", ["panel", "regions"])
+def test_ancestry_pcs_source_stated_truly(tmp_path: Path, monkeypatch, source: str) -> None:
+    """Without a marker panel the PCs come from the studied regions' own variants (ancestry_source vcf "cohort");
+    the summary and Methods said "markers outside the regions" whatever the source."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    if source == "regions":
+        report["cohort"]["ancestry_markers"] = {"vcf": "cohort", "n_markers": 40}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    html = (tmp_path / "index.html").read_text()
+    audit_method = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))
+    assert out["summary"]["data"]["cohort"]["ancestry_pcs_from"] == source
+    assert ("markers outside the regions" in html) is (source == "panel")
+    assert ("outside the studied regions" in audit_method["scheme"]) is (source == "panel")
+    assert ("regions' own" in audit_method["scheme"]) is (source == "regions")

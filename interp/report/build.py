@@ -478,7 +478,8 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     first = summary.assemble(report, layer_order, calibration_rows)
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
-    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"))
+    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"),
+                                        (report.get("cohort") or {}).get("ancestry_markers"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -528,10 +528,22 @@ def _fmt(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None) -> list[dict]:
+def pcs_from(ancestry_markers: dict | None) -> str | None:
+    """What the genotype PCs were computed from, by report.json `cohort.ancestry_markers` (the genotype
+    table's ancestry_source): "panel" (a marker VCF: the simulated panel or cohort.ancestry_vcf), "regions"
+    (no panel: the studied regions' own variants, vcf "cohort"), or None when not recorded."""
+    vcf = (ancestry_markers or {}).get("vcf")
+    if not vcf:
+        return None
+    return "regions" if vcf == "cohort" else "panel"
+
+
+def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
+            ancestry_markers: dict | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
-    variant-effect burden when `families` has a variant_effect:<model> family)."""
+    variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
+    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`)."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -581,8 +593,11 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "name": "Ancestry audit (verdicts)",
             "statistic": within,
             "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
-                      "sizes; leave-one-out ridge probes for the tests; PCs from ancestry markers outside the "
-                      "studied region",
+                      "sizes; leave-one-out ridge probes for the tests; "
+                      + {"panel": "PCs from ancestry markers outside the studied regions",
+                         "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
+                                    "given, so the regions' variants, causal ones included, define them)",
+                         None: "genotype PCs"}[pcs_from(ancestry_markers)],
             "resampling": (f"up to {b} null replicates, sequential (Besag-Clifford) "
                            f"({'; '.join(methods_null) if methods_null else 'phenotype permuted inside strata'}); "
                            f"{a.get('bootstrap')} bootstrap resamples for AUROC intervals"),
@@ -678,6 +693,7 @@ def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: 
             "n_variants": cohort.get("n_variants"),
             "n_variants_pca": cohort.get("n_variants_pca"),
             "n_ancestry_markers": (cohort.get("ancestry_markers") or {}).get("n_markers"),
+            "ancestry_pcs_from": pcs_from(cohort.get("ancestry_markers")),
             "phenotypes": list(OrderedDict.fromkeys(a["phenotype"] for a in report.get("audit") or [])),
         }
     out = {"model": models, "layers": layer_order, "data": data,
