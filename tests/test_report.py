@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -649,3 +650,17 @@ def test_ancestry_pcs_source_stated_truly(tmp_path: Path, monkeypatch, source: s
     assert ("markers outside the regions" in html) is (source == "panel")
     assert ("outside the studied regions" in audit_method["scheme"]) is (source == "panel")
     assert ("regions' own" in audit_method["scheme"]) is (source == "regions")
+
+
+def test_each_verdict_card_shows_its_rule_and_multiplicity() -> None:
+    """Each verdict carries the numbers, their intervals, and the rule that decided it: the summary's cards
+    showed the reason only (the rule was in report.json and further down the page)."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    html = _html(report, figs, layers, calib, cfg)
+    cards = html.split('<div class="vcard')[1:]
+    verdicts = summary.worst_verdicts(report["audit"], layers)
+    assert len(cards) == len(verdicts) == 3
+    for card, v in zip(cards, verdicts, strict=True):
+        assert v["verdict_rule"] and v["multiplicity"]
+        card = card[: card.index('<div class="where">')]
+        assert html_escape(f"rule: {v['verdict_rule']}; multiplicity: {v['multiplicity']}", quote=False) in card
