@@ -152,6 +152,12 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "B (n = <5)" in caveats["small_population"] and "C (n = 30)" in caveats["small_population"]
     assert "A (" not in caveats["small_population"]
     assert "p (12 cases of 235)" in caveats["few_cases"]
+    # a group under MIN_REPORTED_GROUP is not counted exactly, neither the cases nor the controls (n - cases)
+    tiny = {"audit": [_row("p", "embed", "PASS", n_samples=235, n_cases=3),
+                      _row("q", "embed", "PASS", n_samples=235, n_cases=232)]}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats(tiny)}["few_cases"]
+    assert "p (<5 cases of 235)" in text and "q (<5 controls of 235)" in text
+    assert "3 cases" not in text and "232 cases" not in text
 
 
 def test_caveat_one_population_label() -> None:

@@ -22,6 +22,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
+from interp.audit import MIN_REPORTED_GROUP
 from interp.cohort.vcf import population_obs_column
 from interp.io import write_text_atomic
 from interp.report import plots, summary
@@ -37,7 +38,7 @@ from interp.report.provenance import (
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
-MIN_GROUP = 5
+MIN_GROUP = MIN_REPORTED_GROUP  # one threshold for the audit's tables and the report's counts
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +75,7 @@ def _read_json(path: str | Path) -> dict:
 
 def small_group(n: int) -> int | str:
     """Counts under MIN_GROUP are masked so no individual can be singled out."""
-    return "<5" if n < MIN_GROUP else int(n)
+    return f"<{MIN_GROUP}" if n < MIN_GROUP else int(n)
 
 
 #: keys of a stage's stats.json that describe how this execution went, not what it computed: the wall clock, and

@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+from interp.audit import MIN_REPORTED_GROUP
 from interp.embed.hub import is_commit
 
 # Severity of a verdict for "the worst across layers". An unknown verdict string is treated like
@@ -458,7 +459,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     for a in audit:
         n, cases = _num(a.get("n_samples")), _num(a.get("n_cases"))
         if n is not None and cases is not None and min(cases, n - cases) < FEW_CASES:
-            few[a["phenotype"]] = f"{a['phenotype']} ({int(cases)} cases of {int(n)})"
+            # a group under MIN_REPORTED_GROUP is never counted exactly (cases, or controls = n - cases)
+            if cases < MIN_REPORTED_GROUP:
+                count = f"<{MIN_REPORTED_GROUP} cases of {int(n)}"
+            elif n - cases < MIN_REPORTED_GROUP:
+                count = f"<{MIN_REPORTED_GROUP} controls of {int(n)}"
+            else:
+                count = f"{int(cases)} cases of {int(n)}"
+            few[a["phenotype"]] = f"{a['phenotype']} ({count})"
     if few:
         out.append(_caveat("few_cases", "medium", f"Few cases or controls (under {FEW_CASES}) for "
                            + ", ".join(few.values()) + ".", "audit"))
