@@ -69,8 +69,8 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
     Ties are broken by model order, then layer order (`layer_order[model]`, else the rows' order); the
     other layers with the same verdict are listed in `also`. Rows of one region (`region` set, audit.by_region)
     count only when FAIL (then `region` names it). Returns, phenotypes in first-seen order,
-    [{phenotype, verdict, model, layer, region, reason, verdict_rule, also [layer], by_layer [{model, layer,
-    region, verdict}], css}].
+    [{phenotype, verdict, model, layer, region, reason, verdict_rule, multiplicity, also [layer], by_layer
+    [{model, layer, region, verdict}], css}].
     """
     layer_order = layer_order or {}
     by_pheno: OrderedDict[str, list[dict]] = OrderedDict()
@@ -105,6 +105,7 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
             "region": first.get("region"),
             "reason": reason_of(first),
             "verdict_rule": first.get("verdict_rule"),
+            "multiplicity": first.get("multiplicity"),
             "also": also,
             "by_layer": [{"model": r.get("model"), "layer": r.get("layer"), "region": r.get("region"),
                           "verdict": str(r["verdict"])} for r in ordered],
