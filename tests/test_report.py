@@ -670,3 +670,61 @@ def test_each_verdict_card_shows_its_rule_and_multiplicity() -> None:
         assert v["verdict_rule"] and v["multiplicity"]
         card = card[: card.index('<div class="where">')]
         assert html_escape(f"rule: {v['verdict_rule']}; multiplicity: {v['multiplicity']}", quote=False) in card
+
+
+# ------------------------------------------------------------------------------------------ README documents the keys
+def _readme_report_json_words() -> set[str]:
+    """Every name in backticks in README's report.json documentation (Outputs, up to the privacy line)."""
+    import re
+
+    text = (rs.REPO / "README.md").read_text()
+    start = text.index("`reports/<run>/report.json` is an interface")
+    doc = text[start: text.index("Privacy: the report holds", start)]
+    words: set[str] = set()
+    for quoted in re.findall(r"`([^`]+)`", doc):
+        words.update(w.strip(".") for w in re.split(r"[^A-Za-z0-9_.*]+", quoted) if w.strip("."))
+    return words
+
+
+#: keys of the audit before the calibrated audit that the synthetic report keeps (old tables must still render);
+#: no stage writes them now
+LEGACY_KEYS = {"n_permutations", "confounders"}
+
+
+def _documented(key: str, words: set[str]) -> bool:
+    """Named, or covered by a `prefix_*` pattern, or `x_ci_low` / `x_ci_high` of a documented `x` ("(+ `_ci_low`,
+    `_ci_high`)" in the README)."""
+    for suffix in ("_ci_low", "_ci_high"):
+        if key.endswith(suffix) and suffix in words and _documented(key.removesuffix(suffix), words):
+            return True
+    return key in words or key in LEGACY_KEYS or any(w.endswith("*") and key.startswith(w[:-1]) for w in words)
+
+
+def test_every_top_and_second_level_report_json_key_is_documented_in_the_readme(tmp_path: Path, monkeypatch) -> None:
+    """Keys of report.json are an interface, documented in README (Outputs): every key a full report writes at
+    the top level, and inside each section (a section's dict keys, or the keys of its rows), is named there.
+    Dicts keyed by data (layers {model: ...}) are not keys."""
+    from interp.report.build import PROBE_SAE_KEYS, planted_section
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    (tmp_path / "planted.json").write_text(json.dumps(_planted_calibration()))
+    report["planted"] = planted_section(tmp_path / "planted.json")
+    report["probe_sae_vs_raw"] = [dict.fromkeys(PROBE_SAE_KEYS, 0)]
+    report["probe_notes"] = ["m block1 exon (embedding): 1 fold(s) skipped"]
+    report["biomarker_linkage"] = summary.linkage_summary(report["biomarkers"])
+    report["rank_summary"] = {"config": {}, "n_pcs": 10, "covariate_columns": [], "covariates": {}, "phenotypes": [
+        {"phenotype": "causal", "type": "binary", "n_individuals": 124, "n_missing_phenotype": 0, "n_cases": 60,
+         "families": {}, "linkage": {}}]}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    words = _readme_report_json_words()
+    missing = [k for k in out if not _documented(k, words)]
+    for section, value in out.items():
+        if section == "layers":
+            continue
+        rows = value if isinstance(value, list) else [value]
+        for row in rows:
+            if isinstance(row, dict):
+                missing += [f"{section}.{k}" for k in row if not _documented(k, words)]
+    assert not sorted(set(missing)), f"report.json keys not documented in README (Outputs): {sorted(set(missing))}"
