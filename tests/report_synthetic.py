@@ -160,7 +160,7 @@ def report_parts(new_keys: bool = True, cohort: bool = True, seed: int = 0):
                        "models": [{"name": MODEL, "card": {"family": "tiny"}, "checkpoint_sha256": "a" * 64,
                                    "card_sha256": "b" * 64}], "git_commit": "c" * 40},
         "lm": [{"model": MODEL, "heldout_ce": 1.3747, "baseline_order0_ce": 1.3964, "baseline_order3_ce": 1.3564,
-                "n_params": 84164, "steps": 300}],
+                "n_params": 84164, "steps": 300, "beats_order0": True, "beats_order3": False}],
         "probes": pr, "layers": layer_order,
         "probe_notes_grouped": summary.group_probe_notes(pr, layer_order),
         "sae": [{"model": MODEL, "layer": "block2", "architecture": "topk", "n_features": 128, "k": 8, "fvu": 0.008,

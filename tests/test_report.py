@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,12 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "B (n = <5)" in caveats["small_population"] and "C (n = 30)" in caveats["small_population"]
     assert "A (" not in caveats["small_population"]
     assert "p (12 cases of 235)" in caveats["few_cases"]
+    # a group under MIN_REPORTED_GROUP is not counted exactly, neither the cases nor the controls (n - cases)
+    tiny = {"audit": [_row("p", "embed", "PASS", n_samples=235, n_cases=3),
+                      _row("q", "embed", "PASS", n_samples=235, n_cases=232)]}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats(tiny)}["few_cases"]
+    assert "p (<5 cases of 235)" in text and "q (<5 controls of 235)" in text
+    assert "3 cases" not in text and "232 cases" not in text
 
 
 def test_caveat_one_population_label() -> None:
@@ -383,6 +390,16 @@ def test_linkage_summary_counts_signals_not_features() -> None:
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
 
 
+def test_tagged_variants_counted_once_whatever_r_each_feature_gives() -> None:
+    """rank writes tags as "id(r=0.82);id2(r=-0.41)": two features tagging the same variants with other r values
+    tag the same 2 variants, not 4 (the demo's note claimed 3,203 tagged variants among 32)."""
+    rows = [{"phenotype": "c", "kind": "embedding", "feature": f"m/l/chr1:0-1000/dim{i}", "q": 1e-3, "p": 1e-5,
+             "contig": "chr1", "start": 0, "end": 1000,
+             "tags_variants": f"chr1:150:A:G(r={0.9 - i / 100:.2f});chr1:160:C:T(r=-{0.5 + i / 100:.2f})"}
+            for i in range(3)]
+    assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
+
+
 def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
     from interp.report.build import sae_atlas
 
@@ -549,3 +566,165 @@ def test_caveat_remote_code_from_a_moving_revision() -> None:
     assert "remote_code_unpinned" in _ids(report("main"))
     assert "remote_code_unpinned" not in _ids(report("0123456789abcdef0123456789abcdef01234567"))
     assert "remote_code_unpinned" not in _ids(report("main", trust=False))
+
+
+# ------------------------------------------------------------------------------------------ reproducibility, provenance
+def _html(report: dict, figs: dict, layers: dict, calib: list | None, cfg: dict) -> str:
+    """index.html of synthetic report sections, with the summary, limitations and methods finish_report adds."""
+    first = summary.assemble(report, layers, calib)
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=summary.methods(cfg, report.get("audit"),
+                                                                             report.get("biomarker_families")),
+                  audit_reasons_grouped=summary.group_verdict_reasons(report.get("audit") or []))
+    return render_html(report, figs, "synthetic", cfg)
+
+
+def test_embedding_cache_state_and_wall_clock_stay_out_of_report_json() -> None:
+    """cohort.embedding came from embed_cohort's stats.json with its cache hits / misses: a rerun with a warm
+    embedding cache wrote {hits: 282, misses: 0} where the first run wrote {hits: 0, misses: 282}."""
+    from interp.report.build import run_state_removed
+
+    first = {"model": "m", "n_distinct_sequences": 282, "cache": {"hits": 0, "misses": 282}, "seconds": 9.1}
+    rerun = {"model": "m", "n_distinct_sequences": 282, "cache": {"hits": 282, "misses": 0}, "seconds": 0.9}
+    assert run_state_removed(first) == run_state_removed(rerun) == {"model": "m", "n_distinct_sequences": 282}
+
+
+def test_git_dirty_state_is_recorded(tmp_path: Path) -> None:
+    import subprocess
+
+    from interp.report.provenance import git_dirty
+
+    assert git_dirty(tmp_path) is None  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    (tmp_path / "results.txt").write_text("untracked outputs do not count\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) is True
+
+
+def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: Path) -> None:
+    """A hub model's checkpoint_sha256 is None: the snapshot commit the embedder loaded (emb/<model>.stats.json)
+    is its weights' identity, and must be in provenance.models[] and the provenance table."""
+    from interp.report.build import loaded_weights
+
+    emb = tmp_path / "emb" / "nt"
+    emb.mkdir(parents=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (tmp_path / "emb" / "nt.stats.json").write_text(json.dumps({"provenance": {
+        "hf_id": "org/nt", "revision_requested": "main", "commit": commit, "trust_remote_code": True,
+        "loaded_from": "/root/.cache/huggingface/hub/models--org--nt/snapshots/" + commit, "offline": True}}))
+    weights = loaded_weights([str(emb), str(tmp_path / "emb" / "absent")])
+    assert weights == {"nt": {"hf_id": "org/nt", "revision_requested": "main", "commit": commit,
+                              "trust_remote_code": True}}
+    report, figs, layers, calib, cfg = rs.report_parts()
+    report["provenance"]["models"].append({"name": "nt", "card": {"family": "hf", "hf_id": "org/nt"},
+                                           "checkpoint_sha256": None, "card_sha256": "d" * 64,
+                                           "weights": weights["nt"]})
+    report["provenance"]["git_dirty"] = True
+    html = _html(report, figs, layers, calib, cfg)
+    assert f"org/nt@{commit}" in html and "with uncommitted changes" in html
+
+
+def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline() -> None:
+    """The template compared heldout_ce with the baselines itself (a None baseline, NaN in the metrics, raised
+    TypeError); it shows the stage's beats_order0 / beats_order3."""
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    report["lm"] = [dict(report["lm"][0], baseline_order3_ce=None, beats_order3=None)]
+    html = _html(report, figs, layers, calib, cfg)
+    row = html[html.index("<td class=\"l\">tiny-dnalm</td><td>1.3747"):]
+    row = row[: row.index("</tr>")]
+    assert "<td>yes</td><td>n/a</td>" in row
+
+
+@pytest.mark.parametrize("source", ["panel", "regions"])
+def test_ancestry_pcs_source_stated_truly(tmp_path: Path, monkeypatch, source: str) -> None:
+    """Without a marker panel the PCs come from the studied regions' own variants (ancestry_source vcf "cohort");
+    the summary and Methods said "markers outside the regions" whatever the source."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    if source == "regions":
+        report["cohort"]["ancestry_markers"] = {"vcf": "cohort", "n_markers": 40}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    html = (tmp_path / "index.html").read_text()
+    audit_method = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))
+    assert out["summary"]["data"]["cohort"]["ancestry_pcs_from"] == source
+    assert ("markers outside the regions" in html) is (source == "panel")
+    assert ("outside the studied regions" in audit_method["scheme"]) is (source == "panel")
+    assert ("regions' own" in audit_method["scheme"]) is (source == "regions")
+
+
+def test_each_verdict_card_shows_its_rule_and_multiplicity() -> None:
+    """Each verdict carries the numbers, their intervals, and the rule that decided it: the summary's cards
+    showed the reason only (the rule was in report.json and further down the page)."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    html = _html(report, figs, layers, calib, cfg)
+    cards = html.split('<div class="vcard')[1:]
+    verdicts = summary.worst_verdicts(report["audit"], layers)
+    assert len(cards) == len(verdicts) == 3
+    for card, v in zip(cards, verdicts, strict=True):
+        assert v["verdict_rule"] and v["multiplicity"]
+        card = card[: card.index('<div class="where">')]
+        assert html_escape(f"rule: {v['verdict_rule']}; multiplicity: {v['multiplicity']}", quote=False) in card
+
+
+# ------------------------------------------------------------------------------------------ README documents the keys
+def _readme_report_json_words() -> set[str]:
+    """Every name in backticks in README's report.json documentation (Outputs, up to the privacy line)."""
+    import re
+
+    text = (rs.REPO / "README.md").read_text()
+    start = text.index("`reports/<run>/report.json` is an interface")
+    doc = text[start: text.index("Privacy: the report holds", start)]
+    words: set[str] = set()
+    for quoted in re.findall(r"`([^`]+)`", doc):
+        words.update(w.strip(".") for w in re.split(r"[^A-Za-z0-9_.*]+", quoted) if w.strip("."))
+    return words
+
+
+#: keys of the audit before the calibrated audit that the synthetic report keeps (old tables must still render);
+#: no stage writes them now
+LEGACY_KEYS = {"n_permutations", "confounders"}
+
+
+def _documented(key: str, words: set[str]) -> bool:
+    """Named, or covered by a `prefix_*` pattern, or `x_ci_low` / `x_ci_high` of a documented `x` ("(+ `_ci_low`,
+    `_ci_high`)" in the README)."""
+    for suffix in ("_ci_low", "_ci_high"):
+        if key.endswith(suffix) and suffix in words and _documented(key.removesuffix(suffix), words):
+            return True
+    return key in words or key in LEGACY_KEYS or any(w.endswith("*") and key.startswith(w[:-1]) for w in words)
+
+
+def test_every_top_and_second_level_report_json_key_is_documented_in_the_readme(tmp_path: Path, monkeypatch) -> None:
+    """Keys of report.json are an interface, documented in README (Outputs): every key a full report writes at
+    the top level, and inside each section (a section's dict keys, or the keys of its rows), is named there.
+    Dicts keyed by data (layers {model: ...}) are not keys."""
+    from interp.report.build import PROBE_SAE_KEYS, planted_section
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    (tmp_path / "planted.json").write_text(json.dumps(_planted_calibration()))
+    report["planted"] = planted_section(tmp_path / "planted.json")
+    report["probe_sae_vs_raw"] = [dict.fromkeys(PROBE_SAE_KEYS, 0)]
+    report["probe_notes"] = ["m block1 exon (embedding): 1 fold(s) skipped"]
+    report["biomarker_linkage"] = summary.linkage_summary(report["biomarkers"])
+    report["rank_summary"] = {"config": {}, "n_pcs": 10, "covariate_columns": [], "covariates": {}, "phenotypes": [
+        {"phenotype": "causal", "type": "binary", "n_individuals": 124, "n_missing_phenotype": 0, "n_cases": 60,
+         "families": {}, "linkage": {}}]}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    words = _readme_report_json_words()
+    missing = [k for k in out if not _documented(k, words)]
+    for section, value in out.items():
+        if section == "layers":
+            continue
+        rows = value if isinstance(value, list) else [value]
+        for row in rows:
+            if isinstance(row, dict):
+                missing += [f"{section}.{k}" for k in row if not _documented(k, words)]
+    assert not sorted(set(missing)), f"report.json keys not documented in README (Outputs): {sorted(set(missing))}"

@@ -22,12 +22,14 @@ import jinja2
 import numpy as np
 import polars as pl
 
+from interp.audit import MIN_REPORTED_GROUP
 from interp.cohort.vcf import population_obs_column
 from interp.io import write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
 from interp.report.provenance import (
     git_commit,
+    git_dirty,
     model_entries,
     package_versions,
     rule_timings,
@@ -36,7 +38,7 @@ from interp.report.provenance import (
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
-MIN_GROUP = 5
+MIN_GROUP = MIN_REPORTED_GROUP  # one threshold for the audit's tables and the report's counts
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,35 @@ def _read_json(path: str | Path) -> dict:
 
 def small_group(n: int) -> int | str:
     """Counts under MIN_GROUP are masked so no individual can be singled out."""
-    return "<5" if n < MIN_GROUP else int(n)
+    return f"<{MIN_GROUP}" if n < MIN_GROUP else int(n)
+
+
+#: keys of a stage's stats.json that describe how this execution went, not what it computed: the wall clock, and
+#: the embedding cache's hits and misses (a rerun with a warm cache hits where the first run missed)
+RUN_STATE_KEYS = ("seconds", "cache")
+
+
+def run_state_removed(stats: dict) -> dict:
+    """A stats.json without RUN_STATE_KEYS: what the report may carry and a rerun reproduces."""
+    return {k: v for k, v in stats.items() if k not in RUN_STATE_KEYS}
+
+
+#: what the embedder records of the weights it loaded (`<emb dir>.stats.json` provenance) that identifies them;
+#: `loaded_from` (an absolute path into a local cache) and `offline` describe the machine, not the weights
+WEIGHTS_KEYS = ("hf_id", "revision_requested", "commit", "checkpoint", "trust_remote_code", "trust_pickle_weights",
+                "dtype", "model_class", "loaded_by")
+
+
+def loaded_weights(emb_dirs: list[str]) -> dict[str, dict]:
+    """{model: the WEIGHTS_KEYS of the embedder's provenance} from the embed stage's `<emb dir>.stats.json`
+    (a hub model's snapshot commit actually loaded, whatever revision its card names); {} where absent."""
+    out = {}
+    for d in emb_dirs:
+        stats_path = Path(d).with_suffix(".stats.json")
+        prov = (_read_json(stats_path).get("provenance") or {}) if stats_path.exists() else {}
+        if prov:
+            out[Path(d).name] = {k: prov[k] for k in WEIGHTS_KEYS if k in prov}
+    return out
 
 
 def provenance(inputs: dict, params: dict) -> dict:
@@ -90,11 +120,14 @@ def provenance(inputs: dict, params: dict) -> dict:
     if cfg.get("cohort", {}).get("enabled"):
         seeds.update({"cohort": cfg["seed"], "audit": cfg["seed"], "rank": cfg["seed"]})
     models = model_entries(_as_list(inputs.get("cards")), _as_list(inputs.get("checkpoints")))
+    weights = loaded_weights(_as_list(inputs.get("emb_dirs")))
     for entry in models:
+        entry["weights"] = weights.get(entry["name"])
         sae_w = [w for w in _as_list(inputs.get("sae_weights")) if f"/sae/{entry['name']}/" in w]
         entry["sae_sha256"] = {Path(w).parent.name: sha256_file(w) for w in sae_w}
     return {"config": cfg, "inputs": hashed, "packages": package_versions(), "seeds": seeds,
-            "models": models, "git_commit": git_commit(Path(__file__).resolve().parents[2])}
+            "models": models, "git_commit": git_commit(Path(__file__).resolve().parents[2]),
+            "git_dirty": git_dirty(Path(__file__).resolve().parents[2])}
 
 
 SAE_EXTRA = ("lift", "auprc", "dense_fraction", "loss_recovered", "fvu_test", "l0_test")
@@ -217,8 +250,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     pops, counts = np.unique(population, return_counts=True)
     validation = _read_json(inputs["validation"])
     hap_stats = _read_json(inputs["haplotype_stats"])
-    emb_stats = [{k: v for k, v in _read_json(p).items() if k != "seconds"}  # wall clock is not reproducible
-                 for p in _as_list(inputs.get("cohort_emb_stats"))]
+    emb_stats = [run_state_removed(_read_json(p)) for p in _as_list(inputs.get("cohort_emb_stats"))]
     out["cohort"] = {
         "source": cfg["cohort"]["source"],
         "n_samples": small_group(int(geno.n_obs)),
@@ -447,7 +479,8 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     first = summary.assemble(report, layer_order, calibration_rows)
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
-    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"))
+    report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"),
+                                        (report.get("cohort") or {}).get("ancestry_markers"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")

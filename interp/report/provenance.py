@@ -84,6 +84,18 @@ def git_commit(repo: str | Path = ".") -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def git_dirty(repo: str | Path = ".") -> bool | None:
+    """Whether the checkout holding the workflow has uncommitted changes to tracked files (then `git_commit`
+    alone does not say which code ran), or None outside a git checkout. Untracked files (results, scratch)
+    do not count."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def model_entries(cards: list[str], checkpoints: list[str]) -> list[dict]:
     """[{name, card, card_sha256, checkpoint_sha256}] for every model of the run."""
     by_name = {Path(c).stem: c for c in checkpoints}

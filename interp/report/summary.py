@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+from interp.audit import MIN_REPORTED_GROUP
 from interp.embed.hub import is_commit
 
 # Severity of a verdict for "the worst across layers". An unknown verdict string is treated like
@@ -68,8 +69,8 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
     Ties are broken by model order, then layer order (`layer_order[model]`, else the rows' order); the
     other layers with the same verdict are listed in `also`. Rows of one region (`region` set, audit.by_region)
     count only when FAIL (then `region` names it). Returns, phenotypes in first-seen order,
-    [{phenotype, verdict, model, layer, region, reason, verdict_rule, also [layer], by_layer [{model, layer,
-    region, verdict}], css}].
+    [{phenotype, verdict, model, layer, region, reason, verdict_rule, multiplicity, also [layer], by_layer
+    [{model, layer, region, verdict}], css}].
     """
     layer_order = layer_order or {}
     by_pheno: OrderedDict[str, list[dict]] = OrderedDict()
@@ -104,6 +105,7 @@ def worst_verdicts(audit: list[dict], layer_order: dict[str, list[str]] | None =
             "region": first.get("region"),
             "reason": reason_of(first),
             "verdict_rule": first.get("verdict_rule"),
+            "multiplicity": first.get("multiplicity"),
             "also": also,
             "by_layer": [{"model": r.get("model"), "layer": r.get("layer"), "region": r.get("region"),
                           "verdict": str(r["verdict"])} for r in ordered],
@@ -268,12 +270,19 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
     return out
 
 
+def _variant_id(tag: str) -> str:
+    """The variant id of one of rank's `tags_variants` entries ("chr1:150:A:G(r=0.82)" -> "chr1:150:A:G"): each
+    feature states its own r, so the same variant tagged by two features must count once."""
+    return re.sub(r"\(r=[^)]*\)$", "", tag.strip())
+
+
 def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
     """How many separate signals the model-feature discoveries of each phenotype are.
 
     Features of overlapping windows that all carry one variant are one signal, however many embedding
     dimensions or SAE features pass. Per phenotype: [{phenotype, n_model_features_q, n_windows, n_variants_q,
-    lead_variant, n_tagged_variants}] (`n_tagged_variants` from rank's `tags_variants` when present).
+    lead_variant, n_tagged_variants}] (`n_tagged_variants`: distinct variants named in rank's `tags_variants`,
+    when present, whatever r each feature gives them).
     """
     out = []
     phenotypes = list(OrderedDict.fromkeys(str(r["phenotype"]) for r in rows))
@@ -286,9 +295,9 @@ def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
         for r in model:
             tv = r.get("tags_variants")
             if isinstance(tv, str) and tv:
-                tagged.update(t for t in re.split(r"[,;\s]+", tv) if t)
+                tagged.update(_variant_id(t) for t in re.split(r"[,;\s]+", tv) if t)
             elif isinstance(tv, (list, tuple)):
-                tagged.update(map(str, tv))
+                tagged.update(_variant_id(str(t)) for t in tv)
         out.append({"phenotype": ph, "n_model_features_q": len(model), "n_windows": len(windows),
                     "n_variants_q": len(variants),
                     "lead_variant": short_name(variants[0]) if variants else None,
@@ -451,7 +460,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     for a in audit:
         n, cases = _num(a.get("n_samples")), _num(a.get("n_cases"))
         if n is not None and cases is not None and min(cases, n - cases) < FEW_CASES:
-            few[a["phenotype"]] = f"{a['phenotype']} ({int(cases)} cases of {int(n)})"
+            # a group under MIN_REPORTED_GROUP is never counted exactly (cases, or controls = n - cases)
+            if cases < MIN_REPORTED_GROUP:
+                count = f"<{MIN_REPORTED_GROUP} cases of {int(n)}"
+            elif n - cases < MIN_REPORTED_GROUP:
+                count = f"<{MIN_REPORTED_GROUP} controls of {int(n)}"
+            else:
+                count = f"{int(cases)} cases of {int(n)}"
+            few[a["phenotype"]] = f"{a['phenotype']} ({count})"
     if few:
         out.append(_caveat("few_cases", "medium", f"Few cases or controls (under {FEW_CASES}) for "
                            + ", ".join(few.values()) + ".", "audit"))
@@ -521,10 +537,22 @@ def _fmt(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None) -> list[dict]:
+def pcs_from(ancestry_markers: dict | None) -> str | None:
+    """What the genotype PCs were computed from, by report.json `cohort.ancestry_markers` (the genotype
+    table's ancestry_source): "panel" (a marker VCF: the simulated panel or cohort.ancestry_vcf), "regions"
+    (no panel: the studied regions' own variants, vcf "cohort"), or None when not recorded."""
+    vcf = (ancestry_markers or {}).get("vcf")
+    if not vcf:
+        return None
+    return "regions" if vcf == "cohort" else "panel"
+
+
+def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
+            ancestry_markers: dict | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
-    variant-effect burden when `families` has a variant_effect:<model> family)."""
+    variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
+    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`)."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -574,8 +602,11 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "name": "Ancestry audit (verdicts)",
             "statistic": within,
             "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
-                      "sizes; leave-one-out ridge probes for the tests; PCs from ancestry markers outside the "
-                      "studied region",
+                      "sizes; leave-one-out ridge probes for the tests; "
+                      + {"panel": "PCs from ancestry markers outside the studied regions",
+                         "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
+                                    "given, so the regions' variants, causal ones included, define them)",
+                         None: "genotype PCs"}[pcs_from(ancestry_markers)],
             "resampling": (f"up to {b} null replicates, sequential (Besag-Clifford) "
                            f"({'; '.join(methods_null) if methods_null else 'phenotype permuted inside strata'}); "
                            f"{a.get('bootstrap')} bootstrap resamples for AUROC intervals"),
@@ -671,6 +702,7 @@ def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: 
             "n_variants": cohort.get("n_variants"),
             "n_variants_pca": cohort.get("n_variants_pca"),
             "n_ancestry_markers": (cohort.get("ancestry_markers") or {}).get("n_markers"),
+            "ancestry_pcs_from": pcs_from(cohort.get("ancestry_markers")),
             "phenotypes": list(OrderedDict.fromkeys(a["phenotype"] for a in report.get("audit") or [])),
         }
     out = {"model": models, "layers": layer_order, "data": data,
