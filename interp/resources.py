@@ -14,6 +14,8 @@ rule with `--set-resources <rule>:mem_mb=<n>` where a site knows better.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -35,7 +37,8 @@ SCALING: dict[str, Scaling] = {
     # for 2,504 samples x one 30 kb gene); units = samples x regions of the shard
     "haplotypes_shard": Scaling(base_mb=1000, mb_per_unit=0.2, base_min=5, min_per_unit=0.002),
     "haplotypes": Scaling(base_mb=1000, mb_per_mb=4, base_min=5, min_per_mb=0.05),
-    # ancestry: marker VCF streamed in chunks, kept as int8 (976 MB for a 123 MB VCF of 2,504 samples)
+    # ancestry: marker VCF streamed in chunks, kept as int8 (976 MB for a 123 MB VCF of 2,504 samples); sized by
+    # the marker VCF alone (`SIZED_BY`): the cohort VCF, FASTA and annotation are read only in the regions
     "ancestry": Scaling(base_mb=2000, mb_per_mb=12, base_min=10, min_per_mb=0.2),
     # embeddings: model weights dominate memory; time follows the sequences (parquet size)
     "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
@@ -46,6 +49,14 @@ SCALING: dict[str, Scaling] = {
     # audits one more embedding per region)
     "audit": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
     "rank": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
+}
+
+#: per rule: the inputs whose size counts (`inputs_size_mb`); rules not listed count every input. A whole-genome
+#: FASTA, a GENCODE GTF or a chromosome VCF is read only in the regions studied, so its size says nothing of the
+#: cost (counted, a 3 GB FASTA + 1.5 GB GTF asked rank for 13 GB and 38 hours more)
+SIZED_BY: dict[str, tuple[str, ...]] = {
+    "ancestry": ("panel",),
+    "rank": ("emb_dirs", "genotypes", "variant_effect"),
 }
 
 
@@ -59,6 +70,19 @@ def job_resources(rule: str, size_mb: float, units: float = 0.0, attempt: int = 
     mem = (s.base_mb + s.mb_per_mb * size_mb + s.mb_per_unit * units) * attempt
     minutes = (s.base_min + s.min_per_mb * size_mb + s.min_per_unit * units) * attempt
     return {"mem_mb": min(math.ceil(mem), s.max_mb), "runtime": min(math.ceil(minutes), s.max_min)}
+
+
+def inputs_size_mb(input: object, names: Iterable[str]) -> float:
+    """Size in MB of the inputs `names` of a job, as Snakemake's `input.size_mb` counts them (`os.path.getsize`:
+    symlinks followed, a folder its own entry only): `input` is Snakemake's (or any object with those
+    attributes), each a path or a list of paths; an absent name or a missing file counts 0."""
+    total = 0
+    for name in names:
+        value = getattr(input, name, None)
+        for path in [value] if isinstance(value, str | os.PathLike) else list(value or []):
+            if os.path.exists(path):
+                total += os.path.getsize(path)
+    return total / (1 << 20)
 
 
 def count_lines(path: str, header: bool = True) -> int:

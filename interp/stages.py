@@ -99,38 +99,53 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
-def _reference(job: Job):
+def _reference(job: Job, genes: list[str] | None = None, spans: list[tuple[str, int, int]] | None = None):
     """(indexed FASTA, annotation frame or None) with annotation contigs mapped to the FASTA's names.
 
     The FASTA is an `interp.genome.fasta.Reference`: a mapping contig -> sequence supporting `len` and
     slicing, fetched through the .fai only where used (a missing index goes to `reference_cache` when
-    the FASTA's folder is read-only).
+    the FASTA's folder is read-only). See `_annotation` for `genes` and `spans`.
     """
-    from interp.genome.annotation import read_annotation, to_contigs
     from interp.genome.fasta import open_reference
 
-    ref = job.params["reference"]
     fasta = open_reference(job.input["fasta"], job.params.get("reference_cache"))
-    annotation = None
-    if job.input.get("annotation"):
-        annotation = read_annotation(job.input["annotation"], ref.get("annotation_format", "auto"))
-        raw = annotation
-        # a genome-wide annotation with a one-chromosome FASTA is fine; one matching nothing is not
-        annotation = to_contigs(raw, fasta.keys(), ref.get("contig_aliases") or {}, drop_missing=True)
-        if annotation.is_empty() and not raw.is_empty():
-            to_contigs(raw, fasta.keys(), ref.get("contig_aliases") or {})  # raises, naming the contig
-    return fasta, annotation
+    return fasta, _annotation(job, fasta, genes, spans)
+
+
+def _annotation(job: Job, fasta, genes: list[str] | None = None, spans: list[tuple[str, int, int]] | None = None):
+    """The annotation (None without one) with contigs mapped to the FASTA's names; with `genes` or `spans`
+    [(FASTA contig, start, end), 0-based half-open] only the transcripts of those genes and those overlapping
+    those spans (`interp.genome.annotation.KeepStudied`: memory follows what is studied, not the file)."""
+    from interp.genome.annotation import KeepStudied, read_annotation, to_contigs
+    from interp.genome.fasta import resolve_contig
+
+    if not job.input.get("annotation"):
+        return None
+    ref = job.params["reference"]
+    aliases = ref.get("contig_aliases") or {}
+    keep = None if genes is None and spans is None else KeepStudied(fasta.keys(), aliases, genes or (), spans or ())
+    raw = read_annotation(job.input["annotation"], ref.get("annotation_format", "auto"), keep=keep)
+    # a genome-wide annotation with a one-chromosome FASTA is fine; one matching nothing is not
+    annotation = to_contigs(raw, fasta.keys(), aliases, drop_missing=True)
+    if keep is not None:  # raw holds the studied transcripts only: whether any contig of the file matched
+        if keep.contigs_seen and not keep.contigs_matched:
+            resolve_contig(keep.contigs_seen[0], list(fasta.keys()), aliases, source="annotation")  # raises
+    elif annotation.is_empty() and not raw.is_empty():
+        to_contigs(raw, fasta.keys(), aliases)  # raises, naming the contig
+    return annotation
 
 
 # ---------------------------------------------------------------- reference part
 def windows(job: Job) -> None:
     """Tile regions into windows with per-base labels (interp.genome)."""
+    from interp.genome.fasta import open_reference
     from interp.genome.regions import regions_from_config
     from interp.genome.windows import build_windows, write_windows
 
-    fasta, annotation = _reference(job)
     p = job.params
+    fasta = open_reference(job.input["fasta"], p.get("reference_cache"))
     regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
+    annotation = _annotation(job, fasta, spans=[(r.contig, r.start, r.end) for r in regions])
     w = p["windows"]
     win, bases = build_windows(fasta, regions, annotation, w["width"], w["stride"],
                                w["heldout_fraction"], w["n_blocks"], w["gc_high_quantile"])
@@ -376,6 +391,9 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
             if job.input.get("annotation"):
                 explain_dropped_genes(job.input["annotation"], job.params["reference"].get("annotation_format", "auto"),
                                       c.genes, annotation, list(fasta))
+                # the annotation may hold only the studied genes (`_annotation`): the error from the whole file
+                # names the genes it does know
+                gene_regions(_annotation(job, fasta), c.genes, c.flank, fasta)
             raise
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
@@ -414,7 +432,7 @@ def check_cohort(job: Job) -> None:
     from interp.cohort.check import check_cohort_inputs
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job)
+    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
     regions = _cohort_regions(job, c, fasta, annotation)
     summary = check_cohort_inputs(job.input["vcf"], job.input["samples"], _samples(job, c), fasta,
                                   job.params["reference"].get("contig_aliases") or {}, regions, c,
@@ -440,7 +458,7 @@ def haplotypes_shard(job: Job) -> None:
     from interp.cohort.shards import haplotype_stats, shard_slice
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job)
+    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
     regions = _cohort_regions(job, c, fasta, annotation)
     shard = job.params.get("shard")
     if shard:
@@ -484,7 +502,7 @@ def ancestry(job: Job) -> None:
 
     _set_threads(job.threads)
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job)
+    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
     regions = _cohort_regions(job, c, fasta, annotation)
     samples = _samples(job, c)
     geno = _genotypes(job, fasta, samples, regions)
@@ -635,11 +653,14 @@ def rank(job: Job) -> None:
     _set_threads(job.threads)
     p = job.params
     geno = ad.read_h5ad(job.input["genotypes"])
-    _, annotation = _reference(job)
     cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
     families = window_families(job.input["emb_dirs"], geno.obs_names)
-    scores = job.input.get("variant_effect") or []
+    # the annotation rows the ranked loci can overlap: the variants' bases and the model windows
     windows = model_windows(families)
+    pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
+    loci = list(zip(geno.var["contig"].astype(str), pos0.tolist(), (pos0 + 1).tolist(), strict=True))
+    _, annotation = _reference(job, spans=loci + list(windows.iter_rows()))
+    scores = job.input.get("variant_effect") or []
     for path in sorted([scores] if isinstance(scores, str) else scores):
         fam = variant_effect_family(geno, pl.read_parquet(path), windows)
         families += [fam] if fam is not None else []

@@ -305,6 +305,36 @@ def test_header_contig_report_and_unmatched_record_contigs(tmp_path):
     assert summary["contig_length_mismatches"] == ["17: VCF 81195210, FASTA chr17 40000"]
 
 
+def test_region_records_are_streamed_one_at_a_time(kg_indexed, monkeypatch):
+    """Records of a region come from the index one at a time: the first is handed on before the next is read
+    (a region of a VCF with thousands of samples is never held whole as text)."""
+    from interp.cohort import vcf as vcf_module
+
+    pulled, tabix_file = [], pysam.TabixFile
+
+    class Counting:
+        def __init__(self, path):
+            self._tabix = tabix_file(path)
+            self.contigs = self._tabix.contigs
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._tabix.close()
+
+        def fetch(self, *args):
+            for line in self._tabix.fetch(*args):
+                pulled.append(line)
+                yield line
+
+    monkeypatch.setattr(vcf_module.pysam, "TabixFile", Counting)
+    lines = vcf_module._record_lines(kg_indexed, [("2", 10037, 40000)])
+    first = next(lines)
+    assert pulled == [first]
+    assert len([first, *lines]) == len(pulled) > 50
+
+
 def test_truncated_vcf_is_one_line_input_error(tmp_path, kg_indexed):
     data = kg_indexed.read_bytes()
     cut = tmp_path / "cut.vcf.gz"

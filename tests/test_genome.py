@@ -299,6 +299,52 @@ def test_annotation_errors_gtf_and_empty(tmp_path):
         read_annotation(short)
 
 
+def test_read_annotation_keeps_only_the_studied_transcripts(tmp_path):
+    """keep=KeepStudied: the genes named (any contig) and the transcripts overlapping the spans, each whole
+    (an exon outside the span stays: exon numbers count every exon); annotation contigs map onto the FASTA's."""
+    from interp.genome.annotation import KeepStudied
+
+    def tx(contig, gene, name, exons):
+        return "".join(f'{contig}\tx\texon\t{s + 1}\t{e}\t.\t+\t.\tgene_id "{gene}"; transcript_id "{name}";\n'
+                       for s, e in exons)
+
+    path = _write(tmp_path / "a.gtf", tx("1", "A", "a1", [(0, 50), (900, 1000)])      # overlaps chr1:950-960
+                  + tx("1", "B", "b1", [(2000, 2100)])                                  # outside every span
+                  + tx("5", "C", "c1", [(10, 20)])                                      # named gene, no FASTA contig
+                  + tx("1", "D", "d1", [(100, 200)]))                                   # inside A's span only
+    keep = KeepStudied(["chr1", "chr2"], genes=["C"], spans=[("chr1", 950, 960), ("chr2", 0, 10)])
+    got = read_annotation(path, keep=keep)
+    assert got.select("transcript", "feature", "start", "end").rows() == [
+        ("a1", "transcript", 0, 1000), ("a1", "exon", 0, 50), ("a1", "exon", 900, 1000),
+        ("c1", "transcript", 10, 20), ("c1", "exon", 10, 20)]
+    assert keep.contigs_seen == ["1", "5"] and keep.contigs_matched == ["1"]
+    assert read_annotation(path, keep=KeepStudied(["chr1"], spans=[("chr1", 1000, 2001)]))["transcript"].unique(
+        maintain_order=True).to_list() == ["b1"]
+    assert read_annotation(path).height == 9  # no keep: every transcript
+
+
+def test_windows_stage_reads_only_the_annotation_of_its_regions(tmp_path):
+    """The windows stage's labels equal those from the whole annotation, from the rows overlapping its regions."""
+    from interp import stages
+    from interp.genome.annotation import KeepStudied
+
+    genes = _write(tmp_path / "genes.tsv", DEMO_GENES.read_text() + "FAR\t17\t+\t39000\t39900\t39000,\t39900,\n")
+    out = {k: str(tmp_path / f"w.{k}") for k in ("parquet", "tsv", "fasta", "bases")}
+    job = stages.Job(input={"fasta": str(DEMO_FASTA), "annotation": str(genes)}, output=out,
+                     params={"reference": {"annotation_format": "auto", "contig_aliases": {}},
+                             "regions": [{"name": "r", "contig": "chr17", "start": 5000, "end": 15000}],
+                             "windows": {"width": 200, "stride": 100, "heldout_fraction": 0.2, "n_blocks": 2,
+                                         "gc_high_quantile": 0.5}}, threads=1)
+    stages.windows(job)
+    fasta = open_reference(DEMO_FASTA)
+    whole = to_contigs(read_annotation(genes), list(fasta), drop_missing=True)
+    expected, bases = build_windows(fasta, [Region("r", "chr17", 5000, 15000)], whole, 200, 100, 0.2, 2, 0.5)
+    assert pl.read_parquet(out["parquet"]).equals(expected)
+    assert pl.read_parquet(out["bases"]).equals(bases)
+    keep = KeepStudied(list(fasta), spans=[("chr17", 5000, 15000)])
+    assert "FAR" not in read_annotation(genes, keep=keep)["gene"].to_list()
+
+
 # ---------------------------------------------------------------- regions
 
 def test_regions_from_config(demo_fasta):
@@ -512,3 +558,28 @@ def test_reference_slices_across_fetch_blocks_equal_the_string(tmp_path):
     assert contig[-5:] == sequence[-5:] and contig[10:20:3] == sequence[10:20:3] and contig[5:5] == ""
     with pytest.raises(IndexError):
         contig[len(sequence)]
+
+
+def test_cohort_stages_read_the_genes_studied_and_name_the_known_ones(tmp_path):
+    """The cohort stages keep the studied genes' transcripts only; an unknown gene's error still lists the genes
+    of the whole file, and a gene on a contig the FASTA lacks is named with its contig."""
+    from types import SimpleNamespace
+
+    from interp import stages
+
+    genes = _write(tmp_path / "genes.tsv", DEMO_GENES.read_text() + "ELSEWHERE\t5\t+\t10\t900\t10,\t900,\n")
+    job = stages.Job(input={"fasta": str(DEMO_FASTA), "annotation": str(genes)}, output={},
+                     params={"reference": {"annotation_format": "auto", "contig_aliases": {}}}, threads=1)
+    fasta, annotation = stages._reference(job, genes=["DOC2B"], spans=[])
+    assert annotation["gene"].unique().to_list() == ["DOC2B"]
+    [region] = stages._cohort_regions(job, SimpleNamespace(genes=["DOC2B"], flank=100), fasta, annotation)
+    assert (region.contig, region.start, region.end) == ("chr17", 5910, 31527)
+    for gene, needle in (("NOPE", "known genes: .*DOC2B"), ("ELSEWHERE", "ELSEWHERE on '5'")):
+        _, annotation = stages._reference(job, genes=[gene], spans=[])
+        with pytest.raises(InputError, match=needle):
+            stages._cohort_regions(job, SimpleNamespace(genes=[gene], flank=0), fasta, annotation)
+    other = _write(tmp_path / "other.tsv", "#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\n"
+                   "t1\tscaffold_9\t+\t10\t900\t10,\t900,\n")
+    job.input["annotation"] = str(other)
+    with pytest.raises(InputError, match="contig 'scaffold_9'"):  # an annotation of another naming
+        stages._reference(job, genes=["t1"], spans=[])

@@ -279,3 +279,55 @@ def test_merge_region_windows_adds_contig_window_id_and_sums_shared_sequences() 
     assert first["window_index"].to_list() == [0, 1, 2]
     with pytest.raises(pl.exceptions.InvalidOperationError):
         merge_region_windows([a], [d1], {"g1": "chr1"})  # a region without a contig
+
+
+def _one_by_one(genotypes, region: Region, ref: str, missing: str, unphased: str) -> dict:
+    """The module docstring's rules, record by record and haplotype by haplotype: (sample, hap) -> edits."""
+    out = {}
+    order = np.argsort(genotypes.pos, kind="stable")
+    for s, sample in enumerate(genotypes.samples):
+        for hap in (1, 2):
+            edits, frozen = [], -1
+            for i in order:
+                call, start, ref_len = genotypes.gt[i, s], int(genotypes.pos[i]) - 1, len(genotypes.ref[i])
+                allele = int(call[hap - 1])
+                if allele < 0:
+                    write = "N" * ref_len if missing == "N" else None
+                elif not genotypes.phased[i, s] and call[0] != call[1]:
+                    write = "N" * ref_len if unphased == "N" else None
+                else:
+                    write = genotypes.alt[i] if allele else None
+                if write is None:
+                    continue
+                if start > frozen:
+                    edits.append((start, ref_len, write))
+                    frozen = start + ref_len - 1
+            out[(sample, hap)] = edits
+    return out
+
+
+def test_haplotype_rules_for_every_policy_and_sequences_built_from_the_edits():
+    """Random calls with missing and unphased genotypes and overlapping records: the edits follow the rules
+    applied one by one, and each sequence is built from its edits when read (no sequence per haplotype is held)."""
+    from interp.cohort.vcf import Genotypes
+
+    rng = np.random.default_rng(5)
+    ref = "".join(rng.choice(list("ACGT"), 800))
+    k, n = 40, 12
+    pos = np.sort(rng.choice(np.arange(20, 760), k, replace=False)).astype(np.int64) + 1
+    pos[7] = pos[6] + 1  # an overlapping record
+    refs = [ref[p - 1:p - 1 + int(rng.integers(1, 4))] for p in pos]
+    genotypes = Genotypes(
+        samples=[f"s{i}" for i in range(n)], contig=np.array(["c"] * k, dtype=object), pos=pos, ref=refs,
+        alt=[str(rng.choice(["A", "CG", "T", "GAT"])) for _ in pos],
+        gt=rng.choice([-1, 0, 1], size=(k, n, 2), p=[0.1, 0.6, 0.3]).astype(np.int8),
+        phased=rng.random((k, n)) < 0.7, n_multiallelic_skipped=0, n_other_skipped=0, contig_map={})
+    region = Region("r", "c", 10, 790)
+    for missing in ("ref", "N"):
+        for unphased in ("ref", "N"):
+            haps = haplotype_sequences({"c": ref}, genotypes, region, missing=missing, unphased=unphased)
+            assert haps.edits == _one_by_one(genotypes, region, ref, missing, unphased), (missing, unphased)
+    key = ("s0", 1)
+    haps.edits[key] = [(100, 1, "TT")]
+    assert haps[key] == ref[10:100] + "TT" + ref[101:790]  # read from the edits, not stored
+    assert len(haps) == 2 * n and set(haps) == set(haps.edits)

@@ -728,3 +728,21 @@ def test_every_top_and_second_level_report_json_key_is_documented_in_the_readme(
             if isinstance(row, dict):
                 missing += [f"{section}.{k}" for k in row if not _documented(k, words)]
     assert not sorted(set(missing)), f"report.json keys not documented in README (Outputs): {sorted(set(missing))}"
+
+
+def test_annotation_near_the_biomarkers_reads_only_their_span(tmp_path: Path) -> None:
+    """The regional plot's gene rows: those overlapping the biomarkers' span, as from the whole gene table."""
+    import polars as pl
+
+    from interp.genome.annotation import read_annotation, to_contigs
+    from interp.report.build import _annotation_near
+    from tests.conftest import DEMO_GENES
+
+    genes = tmp_path / "genes.tsv"
+    genes.write_text(DEMO_GENES.read_text() + "FAR\t17\t+\t39000\t39900\t39000,\t39900,\n"
+                     "OTHER\t5\t+\t6000\t7000\t6000,\t7000,\n")
+    bio = pl.DataFrame({"contig": ["chr17", "chr17"], "start": [6500, 11000], "end": [6501, 11500]})
+    got = _annotation_near({"annotation": str(genes)}, {"config": {"reference": {}}}, bio)
+    whole = to_contigs(read_annotation(genes), ["chr17"], drop_missing=True)
+    expected = whole.filter((pl.col("start") < 11500) & (pl.col("end") > 6500)).select(got.columns)
+    assert got.equals(expected) and set(got["gene"]) == {"DOC2B"}

@@ -39,3 +39,29 @@ def test_unknown_rule_and_bad_sizes_are_refused() -> None:
 def test_count_lines_skips_header_and_blank_lines(tmp_path: Path) -> None:
     (tmp_path / "s.tsv").write_text("sample_id\tp\nA\t1\nB\t0\n\n")
     assert count_lines(str(tmp_path / "s.tsv")) == 2
+
+
+def test_ancestry_and_rank_are_sized_by_their_own_inputs_not_the_reference(tmp_path: Path) -> None:
+    """A whole-genome FASTA, a GENCODE GTF and a chromosome VCF are read only in the regions studied: their size
+    must not raise ancestry's or rank's request (sparse files: sizes without the disk)."""
+    from types import SimpleNamespace
+
+    from interp.resources import SIZED_BY, inputs_size_mb
+
+    def sized(name: str, mb: int) -> str:
+        path = tmp_path / name
+        with open(path, "wb") as fh:
+            fh.truncate(mb << 20)
+        return str(path)
+
+    vcf = tmp_path / "cohort.vcf.gz"
+    vcf.symlink_to(sized("chr1.vcf.gz", 20_000))
+    (tmp_path / "emb").mkdir()
+    ancestry = SimpleNamespace(fasta=sized("genome.fa", 3_000), annotation=sized("gencode.gtf", 1_500),
+                               vcf=str(vcf), panel=sized("markers.vcf.gz", 120), samples=sized("samples.tsv", 1))
+    rank = SimpleNamespace(fasta=ancestry.fasta, annotation=ancestry.annotation, emb_dirs=[str(tmp_path / "emb")],
+                           genotypes=sized("genotypes.h5ad", 40), variant_effect=[sized("ve.parquet", 2)])
+    assert inputs_size_mb(ancestry, SIZED_BY["ancestry"]) == 120
+    assert 42 <= inputs_size_mb(rank, SIZED_BY["rank"]) < 42.1  # the folder counts its entry, as in Snakemake
+    assert inputs_size_mb(ancestry, ["vcf"]) == 20_000  # a link counts its target
+    assert job_resources("rank", inputs_size_mb(rank, SIZED_BY["rank"]))["runtime"] < 60

@@ -17,6 +17,7 @@ Output is upper case (bcftools keeps the FASTA's case).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,20 +34,32 @@ _POLICIES = ("ref", "N")
 Edit = tuple[int, int, str]  # (0-based reference start, REF length, replacement sequence)
 
 
-class HaplotypeSet(dict):
-    """dict (sample, hap) -> sequence, plus what was applied.
+class HaplotypeSet(Mapping[tuple[str, int], str]):
+    """Mapping (sample, hap) -> sequence, plus what was applied.
 
+    Holds the region's reference bases once and each haplotype's edits; a haplotype's sequence is built
+    from them when it is read (O(region length) each time), so memory is the edits, never
+    samples x 2 x region length of sequence (3,000 samples over a 500 kb gene would be 3 GB).
     edits: (sample, hap) -> list of (0-based start, REF length, replacement) actually applied.
     n_overlapping_skipped: (sample, hap) -> records skipped for overlapping an applied one.
     n_outside_skipped: records whose REF span crosses the region's end (skipped for everyone).
     """
 
-    def __init__(self, region: Region) -> None:
-        super().__init__()
+    def __init__(self, region: Region, local: str = "") -> None:
         self.region = region
+        self.local = local  # the region's reference bases (local[0] is reference base region.start)
         self.edits: dict[tuple[str, int], list[Edit]] = {}
         self.n_overlapping_skipped: dict[tuple[str, int], int] = {}
         self.n_outside_skipped = 0
+
+    def __getitem__(self, key: tuple[str, int]) -> str:
+        return _apply(self.local, self.region, self.edits[key])
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.edits)
+
+    def __len__(self) -> int:
+        return len(self.edits)
 
 
 def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int]:
@@ -79,19 +92,20 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
     return keep[order], n_outside
 
 
-def _choose_replacement(genotypes: Genotypes, i: int, sample: int, hap: int, missing: str,
-                        unphased: str) -> str | None:
-    """What haplotype `hap` (1|2) of `sample` writes over record i's REF span; None leaves it."""
-    call = genotypes.gt[i, sample]
-    allele = int(call[hap - 1])
-    ref_len = len(genotypes.ref[i])
-    if allele < 0:
-        return "N" * ref_len if missing == "N" else None
-    if not genotypes.phased[i, sample] and call[0] != call[1]:
-        return "N" * ref_len if unphased == "N" else None
-    if allele == 0:
-        return None
-    return genotypes.alt[i]
+def _acting_records(genotypes: Genotypes, records: np.ndarray, missing: str, unphased: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `records` write over their REF span, for every haplotype at once.
+
+    Returns (acts [n_samples, 2, k] bool: haplotype (sample, hap 1|2) writes record records[j];
+    masks [n_samples, 2, k] bool: what it writes is N over REF's span, else the ALT allele). A missing
+    allele writes N under missing "N"; otherwise an unphased heterozygous call writes N under unphased "N";
+    otherwise an ALT allele writes ALT; anything else leaves REF.
+    """
+    gt = genotypes.gt[records].transpose(1, 2, 0)  # [n_samples, 2, k]
+    is_missing = gt < 0
+    unphased_het = (~genotypes.phased[records].T & (gt[:, 0] != gt[:, 1]))[:, None, :]  # [n_samples, 1, k]
+    acts = np.where(is_missing, missing == "N", np.where(unphased_het, unphased == "N", gt != 0))
+    return acts, is_missing | unphased_het
 
 
 def _apply(local: str, region: Region, edits: list[Edit]) -> str:
@@ -114,8 +128,8 @@ def haplotype_sequences(
 ) -> HaplotypeSet:
     """Sequences of both haplotypes of every sample over `region` (0-based half-open).
 
-    Returns a HaplotypeSet (a dict (sample, hap 1|2) -> upper-case sequence) with the applied
-    edits, so windows can be mapped back to reference coordinates. `ref_seq_by_contig` may be a dict of
+    Returns a HaplotypeSet (a mapping (sample, hap 1|2) -> upper-case sequence, each built when read) with the
+    applied edits, so windows can be mapped back to reference coordinates. `ref_seq_by_contig` may be a dict of
     str or an indexed `Reference` (only the region's bases are fetched). Lengths differ from
     region.end - region.start where indels were applied. See the module docstring for the
     bcftools-compatible rules and the two policies ("ref" or "N").
@@ -131,25 +145,26 @@ def haplotype_sequences(
                          f"the contig (length {len(ref_seq)})")
     local = ref_seq[region.start:region.end]  # one fetch from an indexed reference; plain str below
     records, n_outside = _region_records(local, genotypes, region)
-    result = HaplotypeSet(region)
+    result = HaplotypeSet(region, local)
     result.n_outside_skipped = n_outside
+    acts, masks = _acting_records(genotypes, records, missing, unphased)
+    starts = (genotypes.pos[records] - 1).tolist()
+    ref_lens = [len(genotypes.ref[i]) for i in records]
+    alts = [genotypes.alt[i] for i in records]
     for s, sample in enumerate(genotypes.samples):
         for hap in (1, 2):
             edits: list[Edit] = []
             frozen_until = -1  # last reference base (0-based) covered by an applied record
             n_overlap = 0
-            for i in records:
-                replacement = _choose_replacement(genotypes, i, s, hap, missing, unphased)
-                if replacement is None:
-                    continue
-                start = int(genotypes.pos[i]) - 1
+            mask = masks[s, hap - 1]
+            for j in np.flatnonzero(acts[s, hap - 1]).tolist():  # records in position order
+                start = starts[j]
                 if start <= frozen_until:
                     n_overlap += 1
                     continue
-                ref_len = len(genotypes.ref[i])
-                edits.append((start, ref_len, replacement))
+                ref_len = ref_lens[j]
+                edits.append((start, ref_len, "N" * ref_len if mask[j] else alts[j]))
                 frozen_until = start + ref_len - 1
-            result[(sample, hap)] = _apply(local, region, edits)
             result.edits[(sample, hap)] = edits
             result.n_overlapping_skipped[(sample, hap)] = n_overlap
     return result

@@ -300,6 +300,20 @@ def _vcf_names_of(vcf_contigs: list[str], fasta_contig: str, resolve) -> list[st
     return names
 
 
+def _fetched(path: Path, tabix: pysam.TabixFile, contig: str, start: int, end: int) -> Iterator[str]:
+    """The record lines tabix returns for contig:start-end, one at a time (a region of a chromosome VCF with
+    thousands of samples holds gigabytes of text: never all of it at once)."""
+    lines = tabix.fetch(contig, start, end)
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except ValueError as error:  # htslib reports a damaged block as a failed iteration
+            raise _corrupt(path, error) from error
+        yield line
+
+
 def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Iterator[str]:
     """Record lines (no trailing newline) of the whole file, or of `spans` [(VCF contig, start, end)]
     through the index, each record once: a record belongs to the span holding its first base."""
@@ -315,11 +329,7 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
             for contig, start, end in spans:
                 if contig not in known:
                     continue
-                try:
-                    lines = list(tabix.fetch(contig, start, end))  # one region: bounded by region x samples
-                except ValueError as error:  # htslib reports a damaged block as a failed iteration
-                    raise _corrupt(path, error) from error
-                for line in lines:
+                for line in _fetched(path, tabix, contig, start, end):
                     pos0 = int(line.split("\t", 2)[1]) - 1
                     if start <= pos0 < end:
                         yield line

@@ -9,8 +9,9 @@ transcript and one ``exon`` row per exon:
 
 from __future__ import annotations
 
+import bisect
 import gzip
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -48,14 +49,16 @@ class _Transcript:
     exons: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, line)
 
 
-def _read_lines(path: Path) -> list[str]:
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines without their line ends, streamed (a 1.5 GB GENCODE GTF is never held whole)."""
     if not path.is_file():
         raise InputError(f"{path}: annotation file not found")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt") as handle:
-            return handle.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
+            for line in handle:
+                yield line.rstrip("\r\n")
+    except (OSError, EOFError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read annotation file ({err})") from err
 
 
@@ -81,7 +84,12 @@ def _interval(start: int, end: int, path: Path, line: int, what: str) -> None:
         raise InputError(f"{where(path, line=line)}: {what} end {end} is before its start {start}")
 
 
-def _to_frame(transcripts: dict[str, _Transcript], path: Path) -> pl.DataFrame:
+#: keep(gene, contig, start, end) -> bool: which transcripts `read_annotation` returns (contig as in the file,
+#: 0-based half-open transcript span)
+Keep = Callable[[str, str, int, int], bool]
+
+
+def _to_frame(transcripts: dict[str, _Transcript], path: Path, keep: Keep | None = None) -> pl.DataFrame:
     if not transcripts:
         raise InputError(f"{path}: annotation file has no transcripts or exons")
     rows: dict[str, list] = {name: [] for name in SCHEMA}
@@ -96,6 +104,8 @@ def _to_frame(transcripts: dict[str, _Transcript], path: Path) -> pl.DataFrame:
             continue
         exons = sorted(tx.exons)
         span = tx.span or (exons[0][0], max(e[1] for e in exons))
+        if keep is not None and not keep(tx.gene, tx.contig, span[0], span[1]):
+            continue
         add(tx.gene, name, tx, "transcript", span[0], span[1], tx.line)
         for start, end, line in exons:
             add(tx.gene, name, tx, "exon", start, end, line)
@@ -140,7 +150,7 @@ def _coordinate_list(text: str, path: Path, line: int, name: str) -> list[int]:
     return [_int(part, path, line, name) for part in text.strip().rstrip(",").split(",") if part.strip()]
 
 
-def _read_ucsc(path: Path, lines: list[str]) -> pl.DataFrame:
+def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     columns: dict[str, int] | None = None
     header_names: list[str] = []
     transcripts: dict[str, _Transcript] = {}
@@ -193,12 +203,12 @@ def _read_ucsc(path: Path, lines: list[str]) -> pl.DataFrame:
             raise InputError(f"{where(path, line=line_no)}: transcript name {transcript!r} appears twice "
                              f"(first on line {transcripts[transcript].line})")
         transcripts[transcript] = _Transcript(gene, contig, strand, line_no, (tx_start, tx_end), exons)
-    return _to_frame(transcripts, path)
+    return _to_frame(transcripts, path, keep)
 
 
 # ---------------------------------------------------------------- GTF / GFF3 (9 columns, 1-based closed)
 
-def _nine_columns(path: Path, lines: list[str]):
+def _nine_columns(path: Path, lines: Iterable[str]):
     """Yield (line_no, fields) for the data lines of a GTF/GFF file, with checked coordinates."""
     for line_no, raw in enumerate(lines, start=1):
         if not raw.strip() or raw.startswith("#"):
@@ -227,7 +237,7 @@ def _gtf_attributes(text: str) -> dict[str, str]:
     return attributes
 
 
-def _read_gtf(path: Path, lines: list[str]) -> pl.DataFrame:
+def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     transcripts: dict[str, _Transcript] = {}
     for line_no, fields in _nine_columns(path, lines):
         feature = fields[2]
@@ -249,7 +259,7 @@ def _read_gtf(path: Path, lines: list[str]) -> pl.DataFrame:
             tx.span, tx.line = (fields[3], fields[4]), line_no
         else:
             tx.exons.append((fields[3], fields[4], line_no))
-    return _to_frame(transcripts, path)
+    return _to_frame(transcripts, path, keep)
 
 
 def _gff_attributes(text: str) -> dict[str, str]:
@@ -261,7 +271,7 @@ def _gff_attributes(text: str) -> dict[str, str]:
     return attributes
 
 
-def _read_gff3(path: Path, lines: list[str]) -> pl.DataFrame:
+def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     features: dict[str, tuple[int, list]] = {}  # ID -> (line, fields)
     exons: list[tuple[int, list, list[str]]] = []
     for line_no, fields in _nine_columns(path, lines):
@@ -305,12 +315,12 @@ def _read_gff3(path: Path, lines: list[str]) -> pl.DataFrame:
                 raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
                                  f"{parent} (line {tx.line})")
             tx.exons.append((fields[3], fields[4], line_no))
-    return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path)
+    return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path, keep)
 
 
 # ---------------------------------------------------------------- entry points
 
-def _sniff(path: Path, lines: list[str]) -> str:
+def _sniff(path: Path, lines: Iterable[str]) -> str:
     name = path.name.lower()
     for suffix in (".gz", ".bgz"):
         name = name.removesuffix(suffix)
@@ -330,25 +340,72 @@ def _sniff(path: Path, lines: list[str]) -> str:
     return "ucsc"
 
 
-def read_annotation(path: str | Path, fmt: str = "auto") -> pl.DataFrame:
+def read_annotation(path: str | Path, fmt: str = "auto", keep: Keep | None = None) -> pl.DataFrame:
     """Read a gene annotation into the tidy table described in the module docstring.
 
     `fmt` is "ucsc", "gtf", "gff3" or "auto" (by file extension, else by sniffing the content).
     Rows come out per transcript in file order: the transcript row, then its exons by start.
+    keep: when given, only the transcripts (and their exons) for which ``keep(gene, contig, start, end)``
+    is true (the contig as the file names it, the transcript's 0-based half-open span): the file is
+    streamed line by line, so memory follows the parsed transcripts, never the file's text, and the
+    table the genes studied.
     """
     path = Path(path)
-    lines = _read_lines(path)
-    if not any(line.strip() for line in lines):
+    if not any(line.strip() for line in _lines(path)):
         raise InputError(f"{path}: annotation file is empty")
     fmt = fmt.lower()
     if fmt == "gff":
         fmt = "gff3"
     if fmt == "auto":
-        fmt = _sniff(path, lines)
+        fmt = _sniff(path, _lines(path))
     readers = {"ucsc": _read_ucsc, "gtf": _read_gtf, "gff3": _read_gff3}
     if fmt not in readers:
         raise InputError(f"annotation format {fmt!r} for {path} is unknown; expected auto, {', '.join(FORMATS)}")
-    return readers[fmt](path, lines)
+    return readers[fmt](path, _lines(path), keep)
+
+
+class KeepStudied:
+    """A `keep` for `read_annotation`: the transcripts of `genes` (on any contig), and those overlapping one of
+    `spans` [(FASTA contig, start, end)] (0-based half-open) once their contig is mapped onto `available`
+    (the FASTA's contigs; `resolve_contig` with `aliases`).
+
+    After the read, `contigs_seen` lists the file's contigs asked about and `contigs_matched` those that map
+    onto `available`, so a caller can tell an annotation of another naming (no contig matches) from one
+    with nothing in the spans.
+    """
+
+    def __init__(self, available: Iterable[str], aliases: dict[str, str] | None = None,
+                 genes: Iterable[str] = (), spans: Iterable[tuple[str, int, int]] = ()) -> None:
+        self.available, self.aliases, self.genes = list(available), aliases, set(genes)
+        self._starts: dict[str, list[int]] = {}
+        self._ends: dict[str, list[int]] = {}  # running maximum of the ends, per contig, in start order
+        for contig, start, end in sorted(spans):
+            starts, ends = self._starts.setdefault(contig, []), self._ends.setdefault(contig, [])
+            starts.append(start)
+            ends.append(max(end, ends[-1]) if ends else end)
+        self._resolved: dict[str, str | None] = {}
+        self.contigs_seen: list[str] = []
+        self.contigs_matched: list[str] = []
+
+    def _fasta_name(self, contig: str) -> str | None:
+        if contig not in self._resolved:
+            try:
+                self._resolved[contig] = resolve_contig(contig, self.available, self.aliases, source="annotation")
+                self.contigs_matched.append(contig)
+            except InputError:
+                self._resolved[contig] = None
+            self.contigs_seen.append(contig)
+        return self._resolved[contig]
+
+    def __call__(self, gene: str, contig: str, start: int, end: int) -> bool:
+        name = self._fasta_name(contig)
+        if gene in self.genes:
+            return True
+        if name is None or name not in self._starts:
+            return False
+        # spans starting before `end`; one of them overlaps iff the largest end among them is past `start`
+        k = bisect.bisect_left(self._starts[name], end)
+        return k > 0 and self._ends[name][k - 1] > start
 
 
 def to_contigs(

@@ -317,17 +317,19 @@ FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", 
 
 def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFrame:
     """Transcript and exon rows of the gene table on the biomarkers' contigs and span (empty without one)."""
-    from interp.genome.annotation import read_annotation, to_contigs
+    from interp.genome.annotation import KeepStudied, read_annotation, to_contigs
 
     empty = pl.DataFrame(schema={"gene": pl.String, "transcript": pl.String, "contig": pl.String,
                                  "strand": pl.String, "feature": pl.String, "start": pl.Int64, "end": pl.Int64})
     if not inputs.get("annotation") or bio.is_empty():
         return empty
     ref = params["config"]["reference"]
-    ann = read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"))
+    aliases = ref.get("contig_aliases") or {}
     contigs = bio["contig"].unique().to_list()
-    ann = to_contigs(ann, contigs, ref.get("contig_aliases") or {}, drop_missing=True)
     lo, hi = int(bio["start"].min()), int(bio["end"].max())
+    ann = read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"),
+                          keep=KeepStudied(contigs, aliases, spans=[(c, lo, hi) for c in contigs]))
+    ann = to_contigs(ann, contigs, aliases, drop_missing=True)
     return ann.filter(pl.col("contig").is_in(contigs) & (pl.col("start") < hi) & (pl.col("end") > lo)).select(
         list(empty.columns))
 

@@ -53,8 +53,11 @@ def scaled(rule, units=None):
     """resources mem_mb and runtime of `rule` as functions of its inputs' size (interp.resources.job_resources);
     units(wildcards, input) -> a count (samples x regions) where size alone says too little."""
 
+    from interp.resources import SIZED_BY, inputs_size_mb
+
     def size(input):
-        return input.size_mb
+        # only the inputs whose size tells the cost (interp.resources.SIZED_BY): not a genome read by region
+        return inputs_size_mb(input, SIZED_BY[rule]) if rule in SIZED_BY else input.size_mb
 
     def mem_mb(wildcards, input, attempt):
         return job_resources(rule, size(input), units(wildcards, input) if units else 0, attempt)["mem_mb"]
