@@ -30,6 +30,8 @@ def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> 
     for key in ("config", "inputs", "packages", "seeds", "models", "git_commit"):
         assert key in prov
     assert all(len(h) == 64 for h in prov["inputs"].values())
+    # the ancestry markers decide the PCs every verdict conditions on
+    assert any(path.endswith("ancestry_panel.vcf.gz") for path in prov["inputs"]), prov["inputs"]
     assert prov["models"][0]["checkpoint_sha256"] and len(prov["models"][0]["checkpoint_sha256"]) == 64
     lm = report["lm"][0]
     assert lm["heldout_ce"] < lm["baseline_order0_ce"], lm

@@ -111,7 +111,7 @@ def provenance(inputs: dict, params: dict) -> dict:
     hashed = {}
     # the embedding cache's sibling: shared by runs, so each version of a large input is read once
     digests = Path(cfg.get("embed", {}).get("cache") or "results/cache/embeddings").parent / "sha256"
-    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "calibration", "planted"):
+    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "ancestry_vcf", "calibration", "planted"):
         for path in _as_list(inputs.get(key)):
             hashed[path] = sha256_cached(path, digests)
     for path in _as_list(inputs.get("cards")):

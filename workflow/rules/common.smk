@@ -226,6 +226,8 @@ def report_inputs(wildcards):
             "cohort_emb_stats": expand(f"{R}/cohort/emb/{{model}}.stats.json", model=MODELS),
             "cohort_vcf": config_cohort_vcf(),
             "cohort_samples": config_cohort_samples(),
+            # the ancestry markers decide the PCs every verdict conditions on: their digest is provenance too
+            **{"ancestry_vcf": path for path in config_ancestry_vcf().values()},
         })
         if config["cohort"]["source"] == "simulate":
             inputs["truth"] = f"{R}/cohort/input/truth.json"
