@@ -63,7 +63,8 @@ def audit_rows(new_keys: bool) -> list[dict]:
                             "verdict_rule": "PASS if p_within_adjusted <= alpha and ancestry does not explain it",
                             "p_within": 0.0005, "p_within_adjusted": 0.004, "p_signal": 0.0005,
                             "p_signal_adjusted": 0.004, "n_null_replicates": 1999, "multiplicity": "Holm over 12 verdicts",
-                            "within_auroc": 0.71, "within_auroc_ci_low": 0.62, "within_auroc_ci_high": 0.80})
+                            "within_auroc": 0.71, "within_auroc_ci_low": 0.62, "within_auroc_ci_high": 0.80,
+                            "auroc_ancestry_only_ci_low": 0.39, "auroc_ancestry_only_ci_high": 0.53})
             else:
                 row["reasons"] = "within-population signal: permutation_p 0.005 <= alpha 0.05"
             rows.append(row)

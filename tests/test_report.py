@@ -746,3 +746,11 @@ def test_annotation_near_the_biomarkers_reads_only_their_span(tmp_path: Path) ->
     whole = to_contigs(read_annotation(genes), ["chr17"], drop_missing=True)
     expected = whole.filter((pl.col("start") < 11500) & (pl.col("end") > 6500)).select(got.columns)
     assert got.equals(expected) and set(got["gene"]) == {"DOC2B"}
+
+
+def test_audit_table_shows_the_ancestry_only_auroc_with_its_interval() -> None:
+    """report.json has the ancestry-only AUROC's bootstrap interval; the audit table showed the point alone."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    html = _html(report, figs, layers, calib, cfg)
+    table = html[html.index("<h2>1. Audit"):html.index("<h3>Why each verdict")]
+    assert "ancestry only [95% CI]" in table and "0.460 [0.390, 0.530]" in table
