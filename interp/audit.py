@@ -970,7 +970,8 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, str, str]:
     if np.isfinite(pw) and pw <= a:
         return "PASS", "within_ancestry_signal", (
             f"signal within ancestry: p_within {_fmt(r['p_within'])}, adjusted {_fmt(pw)} <= alpha {a} {tail}; "
-            f"{wa}; ancestry-only AUROC {_fmt(r['auroc_ancestry_only'])}")
+            f"{wa}; ancestry-only AUROC {_fmt(r['auroc_ancestry_only'])} [{_fmt(r.get('auroc_ancestry_only_ci_low'))}, "
+            f"{_fmt(r.get('auroc_ancestry_only_ci_high'))}]")
     if not (np.isfinite(ps) and ps <= a):
         return "NO SIGNAL", "no_signal", (
             f"nothing to explain: p_signal {_fmt(r['p_signal'])}, adjusted {_fmt(ps)} > alpha {a} {tail}; "

@@ -245,6 +245,8 @@ def test_audit_row_carries_numbers_intervals_and_rule():
     assert r["within_auroc_ci_low"] > 0.5
     assert r["ancestry_auroc"] > 0.9  # ancestry is written all over the embeddings
     assert str(round(r["p_within"], 3))[:4] in r["reason"] or f"{r['p_within']:.3g}" in r["reason"]
+    assert (f"ancestry-only AUROC {r['auroc_ancestry_only']:.3g} [{r['auroc_ancestry_only_ci_low']:.3g}, "
+            f"{r['auroc_ancestry_only_ci_high']:.3g}]") in r["reason"]  # the PASS reason gives the interval too
     groups = r["by_population"]
     assert sorted(g["population"] for g in groups) == sorted(POPS)
     for g in groups:
