@@ -219,6 +219,33 @@ def test_splice_sites_follow_the_strand():
     assert np.flatnonzero(acceptor).tolist() == list(range(8, 22))
 
 
+def test_concept_tracks_of_overlapping_regions_equal_those_of_their_union():
+    # base_labels lists a base once per region holding it; the duplicates must not cut the contig into
+    # one-base segments (which loses splice sites and truncates the GC windows in the overlap)
+    from interp.genome import Region, base_labels
+    from interp.sae.concept_tracks import ConceptConfig, concept_tracks
+    from interp.sae.planted_genome import planted_tracks
+
+    rng = np.random.default_rng(3)
+    seq = "".join(rng.choice(list("ACGT"), size=400))
+    seq = seq[:150] + "GC" * 40 + seq[230:]
+    annotation = pl.DataFrame({
+        "gene": ["g"] * 3, "transcript": ["t"] * 3, "contig": ["c"] * 3, "strand": ["+"] * 3,
+        "feature": ["transcript", "exon", "exon"], "start": [100, 100, 300], "end": [350, 180, 350],
+        "source_line": [1, 1, 1]})
+    cfg = ConceptConfig(motifs=[])
+    whole = concept_tracks(base_labels({"c": seq}, [Region("a", "c", 0, 400)], annotation), cfg)
+    bases = base_labels({"c": seq}, [Region("a", "c", 0, 260), Region("b", "c", 120, 400)], annotation)
+    split = concept_tracks(bases, cfg)
+    assert np.array_equal(split.keys, whole.keys)
+    assert np.array_equal(split.values, whole.values)
+    assert split.values[:, split.names.index("splice_donor")].sum() == 9
+    elements = pl.DataFrame({"contig": ["c"], "start": [170], "end": [190], "name": ["m"]})
+    planted = planted_tracks(bases, elements)
+    assert np.array_equal(planted.keys, whole.keys)
+    assert np.flatnonzero(planted.values[:, 0]).tolist() == list(range(170, 190))
+
+
 def test_gc_rich_window():
     seq = np.frombuffer(b"A" * 50 + b"G" * 50 + b"T" * 50, dtype=np.uint8)
     rich = gc_rich(seq, 20, 0.6)

@@ -140,12 +140,14 @@ def concept_tracks(bases: pl.DataFrame, cfg: ConceptConfig) -> ConceptTracks:
     """Concept tracks of a bases table (columns contig, pos, base, exon, intron, repeat, cpg, strand).
 
     Consecutive positions of one contig form a segment; splice sites, GC windows and motif hits
-    are computed within segments (never across a gap).
+    are computed within segments (never across a gap). A base listed more than once (regions that
+    overlap: `base_labels` gives each region its rows) is kept once; its labels come from the contig,
+    so the copies agree.
     """
     need = {"contig", "pos", "base", "exon", "intron", "repeat", "cpg", "strand"}
     if need - set(bases.columns):
         raise InputError(f"bases table: missing columns {sorted(need - set(bases.columns))}")
-    bases = bases.sort(["contig", "pos"])
+    bases = bases.unique(subset=["contig", "pos"], keep="first", maintain_order=True).sort(["contig", "pos"])
     contigs = sorted(bases["contig"].unique().to_list())
     cid = {c: i for i, c in enumerate(contigs)}
     contig_ids = np.array([cid[c] for c in bases["contig"].to_list()], dtype=np.int64)
