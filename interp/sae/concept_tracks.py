@@ -7,7 +7,9 @@ an intron of some transcript, in its direction), splice_acceptor (the last 12 in
 exonic bases at an intron's 3' end); both come from the bases table (`interp.genome.base_labels`, per
 transcript), and motif_<NAME> for each JASPAR motif: bases covered by
 a hit of its log-odds PSSM (pseudocount 0.5, uniform background) on either strand whose score's
-false-positive rate under the background is at most `motif_pvalue`.
+false-positive rate per strand under the background is about `motif_pvalue` (Biopython's score-grid
+approximation: 0.92-1.03 x motif_pvalue for the default motifs), so a base position starts a hit on
+one strand or the other at about twice that rate.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class ConceptConfig:
     motifs: list[str] = field(default_factory=lambda: ["CTCF", "SP1", "YY1", "NRF1", "ELK1"])
     """JASPAR (2024, CORE vertebrates) motif names; the first matrix of each name is used."""
     motif_pvalue: float = 0.0001
-    """per-position false-positive rate of a motif hit under a uniform background."""
+    """per-position, per-strand false-positive rate of a motif hit under a uniform background (either
+    strand: about twice this)."""
     gc_rich_window: int = 50
     """bases in the centred window of the gc_rich concept."""
     gc_rich_threshold: float = 0.6
@@ -83,7 +86,8 @@ def load_jaspar_motifs(names: list[str]):
 
 def motif_scanner(motif, pvalue: float) -> tuple:
     """(log-odds PSSM, score threshold) of a JASPAR motif: pseudocount 0.5, uniform background,
-    threshold = score whose false-positive rate under the background is `pvalue` (score grid 1e-3)."""
+    threshold = the highest score whose upper tail under the background reaches `pvalue`, on Biopython's
+    score grid (1000 points per motif position; the exact one-strand rate there is within a few % of it)."""
     pssm = motif.counts.normalize(pseudocounts=0.5).log_odds()
     return pssm, pssm.distribution(precision=10**3).threshold_fpr(pvalue)
 
