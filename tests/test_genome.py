@@ -411,6 +411,18 @@ def test_demo_minus_strand_exon_numbers(demo_bases):
     assert (demo_bases.filter(~pl.col("exon"))["exon_number"] == 0).all()
 
 
+def test_demo_splice_sites_sit_on_gt_ag(demo_bases, demo_fasta):
+    # DOC2B is on the minus strand: each intron reads GT..AG in transcript direction, i.e. CT..AC on the
+    # plus strand; the donor holds the intron's right end (+ 3 exonic bases), the acceptor its left end
+    seq = demo_fasta["chr17"].upper()
+    introns = [(end, start) for (_, end), (start, _) in zip(DOC2B_EXONS[:-1], DOC2B_EXONS[1:], strict=True)]
+    assert {seq[lo:lo + 2] for lo, _ in introns} == {"CT"} and {seq[hi - 2:hi] for _, hi in introns} == {"AC"}
+    donor = _runs(demo_bases["splice_donor"].to_numpy())
+    acceptor = _runs(demo_bases["splice_acceptor"].to_numpy())
+    assert donor == [(hi - 6, hi + 3) for _, hi in introns]
+    assert acceptor == [(lo - 2, lo + 12) for lo, _ in introns]
+
+
 def test_plus_strand_and_overlapping_transcripts(tmp_path):
     fasta = {"c": "A" * 100}
     genes = _write(tmp_path / "g.gtf",

@@ -17,7 +17,6 @@ from interp.sae.concept_tracks import (
     load_jaspar_motifs,
     motif_hits,
     motif_scanner,
-    splice_sites,
 )
 from interp.sae.concepts import (
     UNLABELLED,
@@ -206,17 +205,85 @@ def test_token_concepts_cover_every_base_of_a_multi_base_token():
     assert token_concepts(tracks, split, np.array([0]), np.array([0]), cumulative)[:, 0].tolist() == [False]
 
 
+def _gene_table(rows: list[tuple[str, str, list[tuple[int, int]]]]) -> pl.DataFrame:
+    """The tidy annotation of (transcript, strand, exons) on contig "c" (one gene per transcript)."""
+    table = []
+    for name, strand, exons in rows:
+        table.append((name, name, "c", strand, "transcript", exons[0][0], exons[-1][1], 1))
+        table += [(name, name, "c", strand, "exon", s, e, 1) for s, e in exons]
+    return pl.DataFrame(table, orient="row", schema=["gene", "transcript", "contig", "strand", "feature", "start",
+                                                     "end", "source_line"])
+
+
+def _splice_tracks(seq: str, rows, regions=None) -> tuple[np.ndarray, np.ndarray]:
+    from interp.genome import Region, base_labels
+    from interp.sae.concept_tracks import ConceptConfig, concept_tracks
+
+    regions = regions or [Region("a", "c", 0, len(seq))]
+    tracks = concept_tracks(base_labels({"c": seq}, regions, _gene_table(rows)), ConceptConfig(motifs=[]))
+    return (np.flatnonzero(tracks.values[:, tracks.names.index("splice_donor")]).tolist(),
+            np.flatnonzero(tracks.values[:, tracks.names.index("splice_acceptor")]).tolist())
+
+
 def test_splice_sites_follow_the_strand():
-    # + strand: exon 0..9, intron 10..29, exon 30..39
-    exon = np.zeros(40, dtype=bool)
-    exon[:10] = exon[30:] = True
-    intron = ~exon
-    donor, acceptor = splice_sites(exon, intron, np.array(["+"] * 40))
-    assert np.flatnonzero(donor).tolist() == list(range(7, 16))  # 3 exonic + 6 intronic bases
-    assert np.flatnonzero(acceptor).tolist() == list(range(18, 32))  # 12 intronic + 2 exonic
-    donor, acceptor = splice_sites(exon, intron, np.array(["-"] * 40))
-    assert np.flatnonzero(donor).tolist() == list(range(24, 33))  # gene runs right to left
-    assert np.flatnonzero(acceptor).tolist() == list(range(8, 22))
+    # exon 0..9, intron 10..29, exon 30..39
+    seq = "ACGT" * 10
+    donor, acceptor = _splice_tracks(seq, [("t", "+", [(0, 10), (30, 40)])])
+    assert donor == list(range(7, 16))  # 3 exonic + 6 intronic bases
+    assert acceptor == list(range(18, 32))  # 12 intronic + 2 exonic
+    donor, acceptor = _splice_tracks(seq, [("t", "-", [(0, 10), (30, 40)])])
+    assert donor == list(range(24, 33))  # gene runs right to left
+    assert acceptor == list(range(8, 22))
+
+
+def test_splice_sites_come_from_each_transcripts_own_introns():
+    # t2 ends at 220 inside t1's intron: a transcript end, not a donor; the union of exons hid nothing else
+    seq = "ACGT" * 100
+    rows = [("t1", "+", [(100, 150), (300, 350)]), ("t2", "+", [(100, 150), (200, 220)])]
+    donor, acceptor = _splice_tracks(seq, rows)
+    assert donor == list(range(147, 156))
+    assert acceptor == list(range(188, 202)) + list(range(288, 302))
+    # an antisense gene's exon inside a + intron: its sites are minus-strand ones, whatever the intron's strand
+    rows = [("p", "+", [(100, 150), (300, 350)]), ("m", "-", [(180, 200), (250, 260)])]
+    donor, acceptor = _splice_tracks(seq, rows)
+    assert donor == list(range(147, 156)) + list(range(244, 253))
+    assert acceptor == list(range(198, 212)) + list(range(288, 302))
+    # two isoforms with different 5' splice sites: both donors are labelled
+    rows = [("t1", "+", [(100, 150), (300, 350)]), ("t2", "+", [(100, 160), (300, 350)])]
+    donor, _ = _splice_tracks(seq, rows)
+    assert donor == list(range(147, 156)) + list(range(157, 166))
+    # a region boundary inside a site does not cut it
+    from interp.genome import Region
+    donor, _ = _splice_tracks(seq, [("t", "+", [(100, 150), (300, 350)])],
+                              [Region("a", "c", 0, 152), Region("b", "c", 152, 400)])
+    assert donor == list(range(147, 156))
+
+
+def test_concept_tracks_of_overlapping_regions_equal_those_of_their_union():
+    # base_labels lists a base once per region holding it; the duplicates must not cut the contig into
+    # one-base segments (which loses splice sites and truncates the GC windows in the overlap)
+    from interp.genome import Region, base_labels
+    from interp.sae.concept_tracks import ConceptConfig, concept_tracks
+    from interp.sae.planted_genome import planted_tracks
+
+    rng = np.random.default_rng(3)
+    seq = "".join(rng.choice(list("ACGT"), size=400))
+    seq = seq[:150] + "GC" * 40 + seq[230:]
+    annotation = pl.DataFrame({
+        "gene": ["g"] * 3, "transcript": ["t"] * 3, "contig": ["c"] * 3, "strand": ["+"] * 3,
+        "feature": ["transcript", "exon", "exon"], "start": [100, 100, 300], "end": [350, 180, 350],
+        "source_line": [1, 1, 1]})
+    cfg = ConceptConfig(motifs=[])
+    whole = concept_tracks(base_labels({"c": seq}, [Region("a", "c", 0, 400)], annotation), cfg)
+    bases = base_labels({"c": seq}, [Region("a", "c", 0, 260), Region("b", "c", 120, 400)], annotation)
+    split = concept_tracks(bases, cfg)
+    assert np.array_equal(split.keys, whole.keys)
+    assert np.array_equal(split.values, whole.values)
+    assert split.values[:, split.names.index("splice_donor")].sum() == 9
+    elements = pl.DataFrame({"contig": ["c"], "start": [170], "end": [190], "name": ["m"]})
+    planted = planted_tracks(bases, elements)
+    assert np.array_equal(planted.keys, whole.keys)
+    assert np.flatnonzero(planted.values[:, 0]).tolist() == list(range(170, 190))
 
 
 def test_gc_rich_window():

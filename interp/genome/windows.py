@@ -1,7 +1,8 @@
 """Fixed-width windows over regions, with per-window summaries and per-base labels.
 
 Per-base labels come from the FASTA (case = soft-masked repeats, G/C, CpG) and from the
-annotation (exon / intron / intergenic, transcript strand, exon number in transcript direction).
+annotation (exon / intron / intergenic, transcript strand, exon number in transcript direction,
+splice donor / acceptor sites of each transcript's introns).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from interp.genome.regions import Region
 from interp.io import atomic_path
 
 # Per-base boolean label columns, in output order.
-BOOL_LABELS = ("repeat", "exon", "intron", "intergenic", "gc", "cpg")
+BOOL_LABELS = ("repeat", "exon", "intron", "intergenic", "splice_donor", "splice_acceptor", "gc", "cpg")
+# Splice-site widths in bases, in transcript direction: a donor is the last DONOR_EXON exonic and the
+# first DONOR_INTRON intronic bases at an intron's 5' end (GT), an acceptor the last ACCEPTOR_INTRON
+# intronic and the first ACCEPTOR_EXON exonic bases at its 3' end (AG).
+DONOR_EXON, DONOR_INTRON = 3, 6
+ACCEPTOR_INTRON, ACCEPTOR_EXON = 12, 2
 
 
 def tile(region: Region, width: int, stride: int) -> list[tuple[int, int]]:
@@ -43,6 +49,37 @@ def heldout_start(region: Region, heldout_fraction: float) -> int:
     return region.end - int(round(heldout_fraction * region.length))
 
 
+def splice_intervals(
+    exons: list[tuple[int, int]], strand: str
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(donor, acceptor) half-open genome intervals of one transcript's introns.
+
+    exons: the transcript's exons as 0-based half-open (start, end); strand "+" or "-". An intron is a
+    gap between consecutive exons (by start). On "+" the donor sits at the intron's left end and the
+    acceptor at its right end; on "-" (read right to left) the other way round. Each part is clipped to
+    its exon and its intron, so a short exon or intron never lends bases of the next one.
+    """
+    spans = sorted(exons)
+    donors: list[tuple[int, int]] = []
+    acceptors: list[tuple[int, int]] = []
+    reach = spans[0][1] if spans else 0
+    for (prev_start, _), (next_start, next_end) in zip(spans[:-1], spans[1:], strict=True):
+        left_exon_start, intron_start, intron_end = prev_start, reach, next_start
+        reach = max(reach, next_end)
+        if intron_end <= intron_start:  # abutting or overlapping exons: no intron between them
+            continue
+        if strand == "+":
+            donors.append((max(intron_start - DONOR_EXON, left_exon_start),
+                           min(intron_start + DONOR_INTRON, intron_end)))
+            acceptors.append((max(intron_end - ACCEPTOR_INTRON, intron_start),
+                              min(intron_end + ACCEPTOR_EXON, next_end)))
+        else:
+            donors.append((max(intron_end - DONOR_INTRON, intron_start), min(intron_end + DONOR_EXON, next_end)))
+            acceptors.append((max(intron_start - ACCEPTOR_EXON, left_exon_start),
+                              min(intron_start + ACCEPTOR_INTRON, intron_end)))
+    return donors, acceptors
+
+
 def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.DataFrame | None) -> dict:
     """Per-base label arrays of one region, each of length ``region.length``."""
     if region.contig not in fasta:
@@ -62,6 +99,7 @@ def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.Data
     in_tx = np.zeros(n, dtype=bool)
     strand = np.full(n, ".", dtype="<U1")
     exon_number = np.zeros(n, dtype=np.int32)
+    splice = {"splice_donor": np.zeros(n, dtype=bool), "splice_acceptor": np.zeros(n, dtype=bool)}
     if annotation is not None and annotation.height:
         rows = annotation.filter(
             (pl.col("contig") == region.contig) & (pl.col("start") < region.end) & (pl.col("end") > region.start)
@@ -93,6 +131,14 @@ def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.Data
                 free = exon_number[lo:hi] == 0
                 exon_number[lo:hi][free] = number
                 strand[lo:hi][free] = tx["strand"]
+            # Splice sites of this transcript's own introns (a union over transcripts).
+            spans = list(zip(tx_exons["start"].to_list(), tx_exons["end"].to_list(), strict=True))
+            for name, intervals in zip(("splice_donor", "splice_acceptor"),
+                                       splice_intervals(spans, tx["strand"]), strict=True):
+                for start, end in intervals:
+                    lo, hi = max(start, region.start) - region.start, min(end, region.end) - region.start
+                    if lo < hi:
+                        splice[name][lo:hi] = True
     return {
         "base": upper,
         "repeat": (raw >= ord("a")),
@@ -101,6 +147,7 @@ def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.Data
         "intergenic": ~in_tx & ~in_exon,
         "strand": strand,
         "exon_number": exon_number,
+        **splice,
         "gc": (upper == ord("G")) | (upper == ord("C")),
         "cpg": cpg,
         "cg_start": cg_at[1:],  # a CG dinucleotide starts at this base (its G may lie past the region)
@@ -137,8 +184,9 @@ def base_labels(
     """One row per base of every region.
 
     Columns: contig, pos (0-based), region, base (upper-case), repeat (lower-case in FASTA),
-    exon, intron, intergenic, gc, cpg (part of a forward-strand CG), strand ("+", "-", "."),
-    exon_number (1-based in transcript direction; 0 where not exonic).
+    exon, intron, intergenic, splice_donor, splice_acceptor (within a donor / acceptor site of some
+    transcript's intron, see `splice_intervals`), gc, cpg (part of a forward-strand CG), strand ("+",
+    "-", "."), exon_number (1-based in transcript direction; 0 where not exonic).
     Where transcripts overlap, an exonic transcript's strand wins over an intronic one; among
     equals the transcript with the lowest start wins.
     """

@@ -2,11 +2,14 @@
 
 Concepts (bool per base of `bases.parquet`): exon, intron, repeat (soft-masked), cpg (the base
 is part of a CpG dinucleotide), gc_rich (G+C share >= `gc_rich_threshold` in the centred window of
-`gc_rich_window` bases), splice_donor (the last 3 exonic and first 6 intronic bases of an
-exon-intron boundary, in the gene's direction), splice_acceptor (the last 12 intronic and first 2
-exonic bases of an intron-exon boundary), and motif_<NAME> for each JASPAR motif: bases covered by
+`gc_rich_window` bases), splice_donor (the last 3 exonic and first 6 intronic bases at the 5' end of
+an intron of some transcript, in its direction), splice_acceptor (the last 12 intronic and first 2
+exonic bases at an intron's 3' end); both come from the bases table (`interp.genome.base_labels`, per
+transcript), and motif_<NAME> for each JASPAR motif: bases covered by
 a hit of its log-odds PSSM (pseudocount 0.5, uniform background) on either strand whose score's
-false-positive rate under the background is at most `motif_pvalue`.
+false-positive rate per strand under the background is about `motif_pvalue` (Biopython's score-grid
+approximation: 0.92-1.03 x motif_pvalue for the default motifs), so a base position starts a hit on
+one strand or the other at about twice that rate.
 """
 
 from __future__ import annotations
@@ -18,9 +21,6 @@ import polars as pl
 
 from interp.errors import InputError
 
-DONOR_EXON, DONOR_INTRON = 3, 6
-ACCEPTOR_INTRON, ACCEPTOR_EXON = 12, 2
-
 
 @dataclass
 class ConceptConfig:
@@ -29,7 +29,8 @@ class ConceptConfig:
     motifs: list[str] = field(default_factory=lambda: ["CTCF", "SP1", "YY1", "NRF1", "ELK1"])
     """JASPAR (2024, CORE vertebrates) motif names; the first matrix of each name is used."""
     motif_pvalue: float = 0.0001
-    """per-position false-positive rate of a motif hit under a uniform background."""
+    """per-position, per-strand false-positive rate of a motif hit under a uniform background (either
+    strand: about twice this)."""
     gc_rich_window: int = 50
     """bases in the centred window of the gc_rich concept."""
     gc_rich_threshold: float = 0.6
@@ -59,33 +60,6 @@ class ConceptTracks:
         return rows
 
 
-def _runs_of(mask: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(mask)
-
-
-def splice_sites(exon: np.ndarray, intron: np.ndarray, strand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(donor, acceptor) bool [n] over consecutive bases of one contig segment."""
-    n = exon.size
-    donor = np.zeros(n, dtype=bool)
-    acceptor = np.zeros(n, dtype=bool)
-    # boundary between base i and i + 1
-    ex_in = _runs_of(exon[:-1] & intron[1:])   # exon then intron, left to right
-    in_ex = _runs_of(intron[:-1] & exon[1:])   # intron then exon
-    plus = strand == "+"
-    minus = strand == "-"
-    for i in ex_in:
-        if plus[i + 1]:      # + strand: 5' end of intron -> donor
-            donor[max(0, i + 1 - DONOR_EXON):i + 1 + DONOR_INTRON] = True
-        elif minus[i + 1]:   # - strand: reading right to left this is intron -> exon: acceptor
-            acceptor[max(0, i + 1 - ACCEPTOR_EXON):i + 1 + ACCEPTOR_INTRON] = True
-    for i in in_ex:
-        if plus[i]:
-            acceptor[max(0, i + 1 - ACCEPTOR_INTRON):i + 1 + ACCEPTOR_EXON] = True
-        elif minus[i]:
-            donor[max(0, i + 1 - DONOR_INTRON):i + 1 + DONOR_EXON] = True
-    return donor, acceptor
-
-
 def gc_rich(bases: np.ndarray, window: int, threshold: float) -> np.ndarray:
     """bool [n]: G+C share in the centred `window` (truncated at the ends) >= threshold."""
     gc = np.isin(bases, [ord("G"), ord("C")]).astype(np.float64)
@@ -112,7 +86,8 @@ def load_jaspar_motifs(names: list[str]):
 
 def motif_scanner(motif, pvalue: float) -> tuple:
     """(log-odds PSSM, score threshold) of a JASPAR motif: pseudocount 0.5, uniform background,
-    threshold = score whose false-positive rate under the background is `pvalue` (score grid 1e-3)."""
+    threshold = the highest score whose upper tail under the background reaches `pvalue`, on Biopython's
+    score grid (1000 points per motif position; the exact one-strand rate there is within a few % of it)."""
     pssm = motif.counts.normalize(pseudocounts=0.5).log_odds()
     return pssm, pssm.distribution(precision=10**3).threshold_fpr(pvalue)
 
@@ -137,34 +112,32 @@ def motif_hits(sequence: str, pssm, threshold: float) -> np.ndarray:
 
 
 def concept_tracks(bases: pl.DataFrame, cfg: ConceptConfig) -> ConceptTracks:
-    """Concept tracks of a bases table (columns contig, pos, base, exon, intron, repeat, cpg, strand).
+    """Concept tracks of a bases table (columns contig, pos, base, exon, intron, splice_donor,
+    splice_acceptor, repeat, cpg, as `interp.genome.base_labels` writes them).
 
-    Consecutive positions of one contig form a segment; splice sites, GC windows and motif hits
-    are computed within segments (never across a gap).
+    Consecutive positions of one contig form a segment; GC windows and motif hits are computed within
+    segments (never across a gap). A base listed more than once (regions that overlap: `base_labels`
+    gives each region its rows) is kept once; its labels come from the contig, so the copies agree.
     """
-    need = {"contig", "pos", "base", "exon", "intron", "repeat", "cpg", "strand"}
+    need = {"contig", "pos", "base", "exon", "intron", "splice_donor", "splice_acceptor", "repeat", "cpg"}
     if need - set(bases.columns):
-        raise InputError(f"bases table: missing columns {sorted(need - set(bases.columns))}")
-    bases = bases.sort(["contig", "pos"])
+        raise InputError(f"bases table: missing columns {sorted(need - set(bases.columns))} (a bases.parquet "
+                         "written before splice sites were labelled per transcript: rerun the windows stage)")
+    bases = bases.unique(subset=["contig", "pos"], keep="first", maintain_order=True).sort(["contig", "pos"])
     contigs = sorted(bases["contig"].unique().to_list())
     cid = {c: i for i, c in enumerate(contigs)}
     contig_ids = np.array([cid[c] for c in bases["contig"].to_list()], dtype=np.int64)
     pos = bases["pos"].to_numpy().astype(np.int64)
     seq = np.frombuffer("".join(bases["base"].to_list()).upper().encode("ascii"), dtype=np.uint8)
-    exon = bases["exon"].to_numpy().astype(bool)
-    intron = bases["intron"].to_numpy().astype(bool)
-    strand = np.asarray(bases["strand"].to_list())
     scanners = [motif_scanner(m, cfg.motif_pvalue) for m in load_jaspar_motifs(cfg.motifs)] if cfg.motifs else []
     names = (["exon", "intron", "splice_donor", "splice_acceptor", "repeat", "cpg", "gc_rich"]
              + [f"motif_{m}" for m in cfg.motifs])
     values = np.zeros((pos.size, len(names)), dtype=bool)
-    values[:, 0], values[:, 1] = exon, intron
-    values[:, 4] = bases["repeat"].to_numpy().astype(bool)
-    values[:, 5] = bases["cpg"].to_numpy().astype(bool)
+    for j, name in enumerate(names[:6]):  # exon, intron, splice_donor, splice_acceptor, repeat, cpg
+        values[:, j] = bases[name].to_numpy().astype(bool)
     breaks = np.flatnonzero((np.diff(pos) != 1) | (np.diff(contig_ids) != 0)) + 1
     for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [pos.size]]), strict=True):
         seg = slice(int(lo), int(hi))
-        values[seg, 2], values[seg, 3] = splice_sites(exon[seg], intron[seg], strand[seg])
         values[seg, 6] = gc_rich(seq[seg], cfg.gc_rich_window, cfg.gc_rich_threshold)
         text = seq[seg].tobytes().decode("ascii")
         for j, (pssm, threshold) in enumerate(scanners):

@@ -208,10 +208,11 @@ def read_planted_bed(path: str | Path) -> pl.DataFrame:
 
 def planted_tracks(bases: pl.DataFrame, elements: pl.DataFrame) -> ConceptTracks:
     """Concept tracks (one per element type, sorted names) over a bases table (columns contig, pos):
-    the base lies inside a planted element of that type."""
+    the base lies inside a planted element of that type. A base listed more than once (overlapping
+    regions) is kept once."""
     if {"contig", "pos"} - set(bases.columns):
         raise InputError("bases table: expected columns contig and pos")
-    bases = bases.select("contig", "pos").sort(["contig", "pos"])
+    bases = bases.select("contig", "pos").unique(maintain_order=True).sort(["contig", "pos"])
     contigs = sorted(bases["contig"].unique().to_list())
     cid = {c: i for i, c in enumerate(contigs)}
     contig_ids = np.array([cid[c] for c in bases["contig"].to_list()], dtype=np.int64)
