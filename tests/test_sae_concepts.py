@@ -350,6 +350,44 @@ def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
     assert acts.tolist() == [1.0, 1.0, 0.0, 0.0, 3.0, 3.0]
 
 
+def test_atlas_encodes_each_window_once_and_every_link_resolves(planted, labelled, tmp_path):
+    """At 32k features the atlas must not encode a window once per feature listing it (per_page x top_n
+    full encodes per page): each wanted window's tokens go through the SAE once. Index links name the
+    page that holds the feature even when the table skips feature ids; a store of another width is refused."""
+    import re
+
+    from interp.errors import InputError
+    from interp.sae.atlas import build_atlas
+
+    features, units, _ = labelled
+    features = features.filter(pl.col("feature") % 3 != 1)  # ids no longer 0..n-1
+    rng = np.random.default_rng(3)
+    windows = planted["windows"].with_columns(sequence=pl.Series(
+        ["".join(rng.choice(list("ACGT"), size=PER_WINDOW)) for _ in range(planted["windows"].height)]))
+    model = planted["model"]
+    encoded = []
+    original = model.encode
+
+    def counting(x):
+        encoded.append(x.shape[0])
+        return original(x)
+
+    model.encode = counting
+    try:
+        build_atlas(model, planted["path"], windows, features, units, tmp_path / "atlas", per_page=20, max_logos=0)
+    finally:
+        del model.encode
+    distinct = {w for ws in features["top_windows"].to_list() for w in ws.split(",") if w}
+    assert len(distinct) > 0 and sum(encoded) == len(distinct) * PER_WINDOW
+    index = (tmp_path / "atlas" / "index.html").read_text()
+    links = re.findall(r'href="(page_\d+\.html)#(f\d+)"', index)
+    assert len(links) == features.height
+    for page, anchor in links:
+        assert f'id="{anchor}"' in (tmp_path / "atlas" / page).read_text(), (page, anchor)
+    with pytest.raises(InputError, match="does not match the SAE's d_in"):
+        build_atlas(TopKSAE(D_IN + 1, 8, 2), planted["path"], windows, features, units, tmp_path / "other")
+
+
 def test_steer_table_flags_only_judged_labelled_features():
     from interp.sae.steer import SteerConfig, steer_table
 
