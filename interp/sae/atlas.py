@@ -165,8 +165,9 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
                          features.filter(pl.col("label") == "unlabelled").sort("density", descending=True)])
     logo_set = set(ordered.filter(pl.col("density") > 0)["feature"].head(max_logos).to_list())
     best_units: dict[int, list[dict]] = {}
-    for b in (units.filter(pl.col("kind") == "sae").sort(["unit", "passes", "f1"], descending=[False, True, True])
-              .group_by("unit", maintain_order=True).head(5).iter_rows(named=True)):
+    sae_units = units.filter(pl.col("kind") == "sae").sort(["unit", "passes", "f1", "concept"],
+                                                           descending=[False, True, True, False])
+    for b in sae_units.group_by("unit", maintain_order=True).head(5).iter_rows(named=True):
         best_units.setdefault(b["unit"], []).append(b)
     by_id = dict(zip(windows["window_id"].to_list(), windows["window_index"].to_list(), strict=True))
     sequences = dict(zip(windows["window_index"].to_list(), windows["sequence"].to_list(), strict=True))
