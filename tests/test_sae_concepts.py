@@ -329,6 +329,28 @@ def test_steering_along_a_readout_direction_beats_random_controls():
         steer(lm, "block2", sae, 0, seqs, strength=1.0, positions="some")
 
 
+def test_a_direction_the_lm_cannot_see_is_flagged():
+    """A decoder direction along the all-ones vector, written after the last block, is removed by the final
+    LayerNorm: steering it changes nothing (KL ~ 0 at and away from firing positions, in every mode), while
+    random directions of the same norm at the same positions do; a feature labelled so is flagged."""
+    from interp.sae.steer import SteerConfig, steer, steer_table
+
+    lm, sae = _toy_lm_and_sae()
+    with torch.no_grad():
+        sae.W_dec[1] = torch.ones(16) / 4.0
+        sae.input_scale.fill_(2.5)  # the direction in store scale has norm 1 / 2.5; the controls too
+    seqs = ["ACGTAAGTCA" * 12, "AAAACCCGGT" * 12]
+    for mode in ("add", "clamp"):
+        for positions in ("all", "firing"):
+            out = steer(lm, "block2", sae, 1, seqs, strength=20.0, mode=mode, n_random=8, positions=positions)
+            assert out["n_firing"] > 0 and out["kl_firing"] < 1e-6 and out["kl_other"] < 1e-6
+            assert min(out["control_kl_firing"]) > 0.1 and not out["exceeds_control"]
+    features = pl.DataFrame({"feature": [1], "label": ["motif_X"], "f1": [0.9], "density": [0.5],
+                             "mean_activation": [5.0], "top_windows": [""]})
+    table = steer_table(lm, "block2", sae, features, seqs, SteerConfig(n_features=1, n_random=8))
+    assert table["flag"].to_list() == [True] and table["judged"].to_list() == [True]
+
+
 def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
     from interp.sae.atlas import base_activations, build_atlas
 
