@@ -265,6 +265,37 @@ def test_state_for_another_config_is_not_resumed(planted, tmp_path):
     assert metrics["resumed_from_step"] is None
 
 
+def test_state_of_another_store_or_damaged_is_not_resumed(planted, tmp_path):
+    """A state is resumed only on the tokens it was trained on: a store of the same size and width (another
+    layer, a re-embedding) or of another width starts over, and so does an unreadable (truncated) state."""
+    cfg = SAEConfig(**{**FAST, "epochs": 1, "checkpoint_every_steps": 5})
+    state = tmp_path / "state.safetensors"
+
+    def interrupted() -> None:
+        with pytest.raises(RuntimeError, match="simulated kill"):
+            train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state,
+                      callbacks=[KillAfter(7)])
+        assert state.exists()
+
+    for name, x in (("same_size.zarr", planted["x"][::-1] * 2), ("wider.zarr", np.hstack([planted["x"]] * 2))):
+        other = tmp_path / name
+        writer = TokenStoreWriter(other, x.shape[1], [], "synthetic", "layer0", chunk_rows=CHUNK)
+        writer.append(x, planted["window"], np.arange(N_TOKENS) % TOKENS_PER_WINDOW, {})
+        writer.close()
+        interrupted()
+        with pytest.warns(UserWarning, match="another config or token store"):
+            _, metrics = train_sae(other, cfg, planted["windows"], threads=1, state_path=state)
+        assert metrics["resumed_from_step"] is None
+    interrupted()
+    state.write_bytes(state.read_bytes()[:1000])  # a damaged state: a lost cache, not a stop
+    with pytest.warns(UserWarning, match="not resuming"):
+        _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state)
+    assert metrics["resumed_from_step"] is None and not state.exists()
+    interrupted()  # the same store and config still resume
+    _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state)
+    assert metrics["resumed_from_step"] == 5
+
+
 def test_bad_inputs_are_input_errors(planted, tmp_path):
     with pytest.raises(InputError, match="architecture"):
         SAEConfig(architecture="gated").validate()

@@ -396,6 +396,28 @@ def test_steering_along_a_readout_direction_beats_random_controls():
         steer(lm, "block2", sae, 0, seqs, strength=1.0, positions="some")
 
 
+def test_a_direction_the_lm_cannot_see_is_flagged():
+    """A decoder direction along the all-ones vector, written after the last block, is removed by the final
+    LayerNorm: steering it changes nothing (KL ~ 0 at and away from firing positions, in every mode), while
+    random directions of the same norm at the same positions do; a feature labelled so is flagged."""
+    from interp.sae.steer import SteerConfig, steer, steer_table
+
+    lm, sae = _toy_lm_and_sae()
+    with torch.no_grad():
+        sae.W_dec[1] = torch.ones(16) / 4.0
+        sae.input_scale.fill_(2.5)  # the direction in store scale has norm 1 / 2.5; the controls too
+    seqs = ["ACGTAAGTCA" * 12, "AAAACCCGGT" * 12]
+    for mode in ("add", "clamp"):
+        for positions in ("all", "firing"):
+            out = steer(lm, "block2", sae, 1, seqs, strength=20.0, mode=mode, n_random=8, positions=positions)
+            assert out["n_firing"] > 0 and out["kl_firing"] < 1e-6 and out["kl_other"] < 1e-6
+            assert min(out["control_kl_firing"]) > 0.1 and not out["exceeds_control"]
+    features = pl.DataFrame({"feature": [1], "label": ["motif_X"], "f1": [0.9], "density": [0.5],
+                             "mean_activation": [5.0], "top_windows": [""]})
+    table = steer_table(lm, "block2", sae, features, seqs, SteerConfig(n_features=1, n_random=8))
+    assert table["flag"].to_list() == [True] and table["judged"].to_list() == [True]
+
+
 def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
     from interp.sae.atlas import base_activations, build_atlas
 
@@ -415,6 +437,44 @@ def test_atlas_pages_index_and_logos(planted, labelled, tmp_path):
     # each base takes the activation of the token covering it (tokens of 2 bases here)
     acts = base_activations(np.array([1.0, 0.0, 3.0]), np.array([0, 2, 4]), 6)
     assert acts.tolist() == [1.0, 1.0, 0.0, 0.0, 3.0, 3.0]
+
+
+def test_atlas_encodes_each_window_once_and_every_link_resolves(planted, labelled, tmp_path):
+    """At 32k features the atlas must not encode a window once per feature listing it (per_page x top_n
+    full encodes per page): each wanted window's tokens go through the SAE once. Index links name the
+    page that holds the feature even when the table skips feature ids; a store of another width is refused."""
+    import re
+
+    from interp.errors import InputError
+    from interp.sae.atlas import build_atlas
+
+    features, units, _ = labelled
+    features = features.filter(pl.col("feature") % 3 != 1)  # ids no longer 0..n-1
+    rng = np.random.default_rng(3)
+    windows = planted["windows"].with_columns(sequence=pl.Series(
+        ["".join(rng.choice(list("ACGT"), size=PER_WINDOW)) for _ in range(planted["windows"].height)]))
+    model = planted["model"]
+    encoded = []
+    original = model.encode
+
+    def counting(x):
+        encoded.append(x.shape[0])
+        return original(x)
+
+    model.encode = counting
+    try:
+        build_atlas(model, planted["path"], windows, features, units, tmp_path / "atlas", per_page=20, max_logos=0)
+    finally:
+        del model.encode
+    distinct = {w for ws in features["top_windows"].to_list() for w in ws.split(",") if w}
+    assert len(distinct) > 0 and sum(encoded) == len(distinct) * PER_WINDOW
+    index = (tmp_path / "atlas" / "index.html").read_text()
+    links = re.findall(r'href="(page_\d+\.html)#(f\d+)"', index)
+    assert len(links) == features.height
+    for page, anchor in links:
+        assert f'id="{anchor}"' in (tmp_path / "atlas" / page).read_text(), (page, anchor)
+    with pytest.raises(InputError, match="does not match the SAE's d_in"):
+        build_atlas(TopKSAE(D_IN + 1, 8, 2), planted["path"], windows, features, units, tmp_path / "other")
 
 
 def test_steer_table_flags_only_judged_labelled_features():

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from interp.errors import InputError
 from interp.io import atomic_path, write_text_atomic
 from interp.sae.model import SparseAutoencoder
 from interp.sae.train import open_store
@@ -35,6 +36,58 @@ def window_token_rows(store, wanted: set[int], read_rows: int = 1 << 20) -> dict
         for value in np.unique(w[hit]):
             found.setdefault(int(value), []).append(start + hit[w[hit] == value])
     return {k: np.concatenate(v) for k, v in found.items()}
+
+
+def window_codes(model: SparseAutoencoder, store, needs: dict[int, list[int]], token_rows: dict[int, np.ndarray],
+                 batch_tokens: int = 1024, read_rows: int = 1 << 16
+                 ) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]], dict[int, np.ndarray]]:
+    """Encode the tokens of each wanted window once and keep only the features that list it.
+
+    needs: window_index -> features whose top windows include it; token_rows: `window_token_rows`.
+    Windows are read in groups of about `read_rows` tokens and encoded in batches of about `batch_tokens`
+    tokens (one dense code block [batch, F] at a time, so memory is bounded by batch_tokens x F, never
+    features x tokens). Returns ({(feature, window): (positions int32 [m] into the window's token rows,
+    activations float32 [m]) of the tokens where the feature is non-zero}, {window: base_start int32
+    [tokens of the window]}).
+    """
+    codes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    starts: dict[int, np.ndarray] = {}
+    windows = sorted((w for w in needs if w in token_rows), key=lambda w: int(token_rows[w][0]))
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        block = model.encode(torch.from_numpy(np.concatenate([x for _, x in pending])))
+        offset = 0
+        for w, x in pending:
+            cols = block[offset:offset + x.shape[0]][:, needs[w]].numpy()  # [tokens of w, features needing w]
+            for j, f in enumerate(needs[w]):
+                nz = np.flatnonzero(cols[:, j] > 0)
+                codes[(f, w)] = (nz.astype(np.int32), cols[nz, j].astype(np.float32))
+            offset += x.shape[0]
+        pending.clear()
+
+    group: list[int] = []
+    for i, w in enumerate(windows):
+        group.append(w)
+        if i + 1 < len(windows) and sum(token_rows[g].size for g in group) < read_rows:
+            continue
+        rows = np.concatenate([token_rows[g] for g in group])
+        unique, inverse = np.unique(rows, return_inverse=True)
+        x_all = np.asarray(store.activations.get_orthogonal_selection((unique, slice(None))))[inverse]
+        base_all = np.asarray(store.base_start.get_orthogonal_selection(unique))[inverse]
+        offset = 0
+        for g in group:
+            n = token_rows[g].size
+            starts[g] = base_all[offset:offset + n].astype(np.int32)
+            if sum(x.shape[0] for _, x in pending) + n > batch_tokens:
+                flush()
+            pending.append((g, x_all[offset:offset + n]))
+            offset += n
+        group = []
+    flush()
+    return codes, starts
 
 
 def base_activations(codes: np.ndarray, base_start: np.ndarray, length: int) -> np.ndarray:
@@ -100,19 +153,27 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
     out = Path(out_dir)
     (out / "logos").mkdir(parents=True, exist_ok=True)
     store = open_store(store_path)
+    if store.d != model.d_in:
+        raise InputError(f"{store_path}: token store width {store.d} does not match the SAE's d_in {model.d_in} "
+                         "(a store of another model or layer?)")
     model = model.cpu().eval()
     features = features.sort("feature")
     n = features.height
     n_pages = max(1, -(-n // per_page))
+    page_of = {f: i // per_page for i, f in enumerate(features["feature"].to_list())}
     ordered = pl.concat([features.filter(pl.col("label") != "unlabelled").sort("f1", descending=True),
                          features.filter(pl.col("label") == "unlabelled").sort("density", descending=True)])
     logo_set = set(ordered.filter(pl.col("density") > 0)["feature"].head(max_logos).to_list())
-    sae_units = units.filter(pl.col("kind") == "sae")
+    best_units: dict[int, list[dict]] = {}
+    sae_units = units.filter(pl.col("kind") == "sae").sort(["unit", "passes", "f1", "concept"],
+                                                           descending=[False, True, True, False])
+    for b in sae_units.group_by("unit", maintain_order=True).head(5).iter_rows(named=True):
+        best_units.setdefault(b["unit"], []).append(b)
     by_id = dict(zip(windows["window_id"].to_list(), windows["window_index"].to_list(), strict=True))
     sequences = dict(zip(windows["window_index"].to_list(), windows["sequence"].to_list(), strict=True))
 
     rows = ["<tr>" + "".join(f'<td data-v="{html.escape(str(v))}">{cell}</td>' for v, cell in (
-        (r["feature"], f'<a href="page_{r["feature"] // per_page}.html#f{r["feature"]}">{r["feature"]}</a>'),
+        (r["feature"], f'<a href="page_{page_of[r["feature"]]}.html#f{r["feature"]}">{r["feature"]}</a>'),
         (r["label"], html.escape(r["label"])), (r["concept"], html.escape(str(r["concept"]))),
         (round(r["f1"] or 0, 4), f'{r["f1"] or 0:.3f}'), (round(r["lift"] or 0, 4), f'{r["lift"] or 0:.2f}'),
         (r["density"], f'{r["density"]:.4f}'))) + "</tr>" for r in features.iter_rows(named=True)]
@@ -125,35 +186,40 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
         f"honest rule (validation threshold, test statistics, base-rate baselines).</p>"
         f"<table id='idx'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")
 
+    # every wanted window is read and encoded once for all the features listing it (not once per feature)
+    needs: dict[int, list[int]] = {}
+    for f, ws in zip(features["feature"].to_list(), features["top_windows"].to_list(), strict=True):
+        for wid in dict.fromkeys(w for w in (ws or "").split(",") if w):
+            needs.setdefault(by_id[wid], []).append(f)
+    codes, base_starts = window_codes(model, store, needs, window_token_rows(store, set(needs)))
+
     n_logos = 0
     for page in range(n_pages):
         chunk = features.slice(page * per_page, per_page)
-        wanted = {by_id[w] for ws in chunk["top_windows"].to_list() for w in ws.split(",") if w}
-        token_rows = window_token_rows(store, wanted)
         sections = []
         for r in chunk.iter_rows(named=True):
             f = r["feature"]
             parts = [f'<h2 id="f{f}">feature {f}: {html.escape(r["label"])}</h2>',
                      f'<p>density {r["density"]:.4f} (all tokens); mean activation when firing '
                      f'{r["mean_activation"]:.3g}</p>']
-            best = sae_units.filter(pl.col("unit") == f).sort(["passes", "f1"], descending=True).head(5)
-            if best.height:
+            best = best_units.get(f, [])
+            if best:
                 parts.append("<table><tr><th>concept</th><th>test F1</th><th>precision</th><th>recall</th>"
                              "<th>lift</th><th>AUPRC</th><th>prevalence</th><th>passes</th></tr>" + "".join(
                                  f"<tr><td>{html.escape(b['concept'])}</td><td>{b['f1']:.3f}</td>"
                                  f"<td>{b['precision']:.3f}</td><td>{b['recall']:.3f}</td><td>{b['lift']:.2f}</td>"
                                  f"<td>{b['auprc']:.3f}</td><td>{b['prevalence']:.3f}</td><td>{b['passes']}</td></tr>"
-                                 for b in best.iter_rows(named=True)) + "</table>")
+                                 for b in best) + "</table>")
             counts = np.zeros((2 * flank + 1, 4))
-            for wid in [w for w in r["top_windows"].split(",") if w]:
+            for wid in dict.fromkeys(w for w in (r["top_windows"] or "").split(",") if w):
                 w = by_id[wid]
-                idx = token_rows.get(w)
-                if idx is None:
+                if w not in base_starts:
                     continue
-                x = torch.from_numpy(np.asarray(store.activations.get_orthogonal_selection((idx, slice(None)))))
-                codes = model.encode(x)[:, f].numpy()
+                positions, values = codes[(f, w)]
+                token_codes = np.zeros(base_starts[w].size)
+                token_codes[positions] = values
                 seq = sequences[w]
-                acts = base_activations(codes, np.asarray(store.base_start.get_orthogonal_selection(idx)), len(seq))
+                acts = base_activations(token_codes, base_starts[w], len(seq))
                 parts.append(f'<p><b>{html.escape(wid)}</b> (max {acts.max():.3g})<br>'
                              f'<span class="seq">{_shaded(seq, acts)}</span></p>')
                 if acts.max() > 0:

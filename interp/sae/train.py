@@ -11,6 +11,7 @@ in a CSV log; (4) one streaming pass over the validation and test tokens for FVU
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -199,6 +200,16 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
     if pooled.shape[0] > sample_tokens:
         pooled = pooled[np.sort(rng.choice(pooled.shape[0], sample_tokens, replace=False))]
     return total / n, sq / n, n, pooled
+
+
+def training_data_fingerprint(store: TokenStore, mean: np.ndarray, mean_sq_norm: float) -> dict:
+    """What a resumable training state must have been trained on: the store's model, layer, width and
+    token count, and the training tokens' mean [d] (sha256 of its float64 bytes) and mean squared norm
+    (`input_statistics`), so a state from another store of the same size (another layer, a re-embedding)
+    is not resumed."""
+    return {"model": str(store.model), "layer": str(store.layer), "d": int(store.d), "n_tokens": int(store.n_tokens),
+            "mean_sha256": hashlib.sha256(np.ascontiguousarray(mean, dtype=np.float64).tobytes()).hexdigest(),
+            "mean_sq_norm": float(mean_sq_norm)}
 
 
 def geometric_median(points: np.ndarray, max_iter: int = 200, tol: float = 1e-7) -> np.ndarray:
@@ -401,7 +412,9 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
 
     windows: the windows table (window_index, contig, start, end) that locates each token's bases.
     state_path: resumable training state (safetensors); if it exists and was written for the same
-    config, training resumes from it; it is removed once training completes. log_dir: Lightning
+    config and training data (`training_data_fingerprint`), training resumes from it, else (another
+    config or store, or an unreadable file) it starts over with a warning; it is removed once training
+    completes. log_dir: Lightning
     CSV metrics (per step losses, L0, dead features, lr). read_rows: store read size (default: the
     store's chunk length).
 
@@ -428,11 +441,20 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     steps_per_epoch = -(-n_rows // rows_per_batch)
     total_steps = cfg.epochs * steps_per_epoch
 
+    data = training_data_fingerprint(store, mean, mean_sq_norm)
     resume = None
     if state_path is not None and Path(state_path).exists():
-        tensors, counters = read_training_state(state_path)
-        if counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows:
-            resume = (tensors, counters)
+        try:
+            tensors, counters = read_training_state(state_path)
+        except InputError as err:  # a damaged state is a lost cache, not a reason to stop: start over
+            warnings.warn(f"not resuming: {err}; training starts from step 0", stacklevel=2)
+        else:
+            if (counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows
+                    and counters.get("data") == data):
+                resume = (tensors, counters)
+            else:
+                warnings.warn(f"{state_path}: training state was written for another config or token store; "
+                              "training starts from step 0 (the state is overwritten)", stacklevel=2)
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
@@ -448,7 +470,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         sae.init_from_sample(torch.as_tensor(sample * scale, dtype=torch.float32))
         module = SAETraining(sae, cfg, token_variance, total_steps,
                              Path(state_path) if state_path is not None else None,
-                             {"config": cfg.to_dict(), "n_train": n_rows},
+                             {"config": cfg.to_dict(), "n_train": n_rows, "data": data},
                              resume[0] if resume is not None else None)
         dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed,
                                  cfg.memory_budget_mb * 2**20, read_rows, pairs=temporal,
