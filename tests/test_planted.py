@@ -200,7 +200,7 @@ def test_steering_raises_the_motif_bases_beyond_the_random_control():
                           "matched": [True, False, True]})
     features = pl.DataFrame({"feature": list(range(32)), "mean_activation": [5.0] * 32})
     table = steering_table(lm, "block2", sae, match, features, windows, elements, strength_multiplier=4.0,
-                           n_random=8)
+                           n_random=19)
     assert table["concept"].to_list() == ["motif_A"]  # matched motif types only
     row = table.row(0, named=True)
     assert row["n_motif_bases"] == 40 and row["strength"] == 20.0
@@ -210,14 +210,14 @@ def test_steering_raises_the_motif_bases_beyond_the_random_control():
     assert row["dp_motif_everywhere"] > row["control_dp_motif_q95_everywhere"]
     # the same feature clamped at 0 (no push along "A") does not beat the control
     weak = steering_table(lm, "block2", sae, match, features.with_columns(mean_activation=pl.lit(0.0)), windows,
-                          elements, n_random=8)
+                          elements, n_random=19)
     assert not weak["raises_motif"][0]
     # an unmatched type's best per-base feature is steered beside (rule per_base_best), outside the check
     unmatched = match.with_columns(matched=pl.lit(False))
-    beside = steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=8, best_unmatched=True)
+    beside = steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=19, best_unmatched=True)
     assert beside["rule"].to_list() == ["per_base_best"] and beside["raises_motif"][0]  # motif_B has no windows
     assert check_rows(beside).height == 0
-    assert steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=8).height == 0
+    assert steering_table(lm, "block2", sae, unmatched, features, windows, elements, n_random=19).height == 0
 
 
 @pytest.fixture(scope="module")

@@ -409,12 +409,12 @@ def test_a_direction_the_lm_cannot_see_is_flagged():
     seqs = ["ACGTAAGTCA" * 12, "AAAACCCGGT" * 12]
     for mode in ("add", "clamp"):
         for positions in ("all", "firing"):
-            out = steer(lm, "block2", sae, 1, seqs, strength=20.0, mode=mode, n_random=8, positions=positions)
+            out = steer(lm, "block2", sae, 1, seqs, strength=20.0, mode=mode, n_random=19, positions=positions)
             assert out["n_firing"] > 0 and out["kl_firing"] < 1e-6 and out["kl_other"] < 1e-6
             assert min(out["control_kl_firing"]) > 0.1 and not out["exceeds_control"]
     features = pl.DataFrame({"feature": [1], "label": ["motif_X"], "f1": [0.9], "density": [0.5],
                              "mean_activation": [5.0], "top_windows": [""]})
-    table = steer_table(lm, "block2", sae, features, seqs, SteerConfig(n_features=1, n_random=8))
+    table = steer_table(lm, "block2", sae, features, seqs, SteerConfig(n_features=1, n_random=19))
     assert table["flag"].to_list() == [True] and table["judged"].to_list() == [True]
 
 
@@ -492,3 +492,18 @@ def test_steer_table_flags_only_judged_labelled_features():
     # is demanded here; what matters: unjudged or unlabelled features are never flagged
     for r in table.iter_rows(named=True):
         assert r["flag"] == (r["label"] != "unlabelled" and r["judged"] and not r["exceeds_control"])
+
+
+def test_steering_control_is_a_monte_carlo_test():
+    """The control was "above the controls' 95th percentile": with 8 random directions an effect below the
+    largest control passed (KL 6.04 against a largest control of 6.53). It is now the Monte Carlo p of the
+    feature's effect among the controls, which reaches 0.05 only above all of at least 19."""
+    from interp.sae.steer import CONTROL_ALPHA, N_RANDOM, control_p
+
+    controls = [1.0] * 7 + [6.53]
+    assert np.quantile(controls, 0.95) < 6.04  # the old rule passed this
+    assert control_p(6.04, controls) == 2 / 9 > CONTROL_ALPHA
+    assert control_p(7.0, controls) == 1 / 9 > CONTROL_ALPHA  # 8 controls can never reach 0.05
+    assert control_p(7.0, [1.0] * N_RANDOM) == 1 / 20 <= CONTROL_ALPHA
+    assert control_p(1.0, [1.0, 0.5, 2.0]) == 3 / 4  # ties count against the feature
+    assert control_p(float("nan"), [1.0]) == 1.0 and control_p(1.0, []) == 1.0

@@ -226,13 +226,14 @@ def windows_with(windows: pl.DataFrame, elements: pl.DataFrame, name: str) -> tu
 
 
 def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFrame, windows: pl.DataFrame,
-                   elements: pl.DataFrame, strength_multiplier: float = 4.0, n_random: int = 8,
+                   elements: pl.DataFrame, strength_multiplier: float = 4.0, n_random: int = 19,
                    max_windows: int = 20, seed: int = 0, best_unmatched: bool = False) -> pl.DataFrame:
     """Per matched motif type: clamp its feature at `strength_multiplier` x its mean activation when
     firing, in up to `max_windows` of `windows` (the caller passes test-block windows) that hold the
     motif; dp = mean change of p(own base) at the motif's bases (each masked once), against random
-    same-norm directions clamped at the same positions. `raises_motif` = dp above the controls' 95th
-    percentile and above 0.
+    same-norm directions clamped at the same positions. `raises_motif` = dp above 0 and its Monte Carlo p
+    against the controls (`interp.sae.steer.control_p`, column `control_p_motif`) <= 0.05: above all of at
+    least 19 controls.
 
     The check clamps the feature where it fires on the unmasked window (`steer(positions="firing")`,
     `n_clamped` positions): the motif features of a small LM fire at one offset of each instance (a
@@ -245,7 +246,7 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
     the column `rule` (`per_base` / `instance`) says which. With `best_unmatched`, each motif type not
     matched per base also has its best per-base feature (`feature`) steered, with rule `per_base_best`:
     reported beside, it does not enter the check (`check_rows`)."""
-    from interp.sae.steer import steer
+    from interp.sae.steer import CONTROL_ALPHA, control_p, steer
 
     mean_activation = dict(zip(features["feature"].to_list(), features["mean_activation"].to_list(), strict=True))
     rows = []
@@ -272,16 +273,18 @@ def steering_table(lm, layer: str, sae, match: pl.DataFrame, features: pl.DataFr
             control = np.asarray(out["control_dp_firing"])
             q95 = float(np.quantile(control, 0.95)) if control.size else float("nan")
             applied = out["n_firing"] > 0 and (positions == "all" or out["n_fired"] > 0)
+            p = control_p(float(out["dp_firing"]), control)
             row.update({f"dp_motif{suffix}": float(out["dp_firing"]), f"dp_other{suffix}": float(out["dp_other"]),
                         f"control_dp_motif_median{suffix}": float(np.median(control)),
                         f"control_dp_motif_q95{suffix}": q95, f"kl_motif{suffix}": float(out["kl_firing"]),
                         f"control_kl_motif_q95{suffix}": float(np.quantile(out["control_kl_firing"], 0.95)),
-                        f"raises_motif{suffix}": bool(applied and out["dp_firing"] > max(q95, 0.0))})
+                        f"control_p_motif{suffix}": p,
+                        f"raises_motif{suffix}": bool(applied and out["dp_firing"] > 0.0 and p <= CONTROL_ALPHA)})
             if positions == "firing":
                 row.update({"n_motif_bases": int(out["n_firing"]), "n_clamped": int(out["n_fired"])})
         rows.append(row)
     numbers = ("dp_motif", "dp_other", "control_dp_motif_median", "control_dp_motif_q95", "kl_motif",
-               "control_kl_motif_q95")
+               "control_kl_motif_q95", "control_p_motif")
     schema = {"concept": pl.String, "feature": pl.Int64, "rule": pl.String, "strength": pl.Float64,
               "n_windows": pl.Int64, "n_motif_bases": pl.Int64, "n_clamped": pl.Int64,
               **{k: pl.Float64 for k in numbers}, "raises_motif": pl.Boolean,

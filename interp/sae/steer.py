@@ -9,7 +9,8 @@ while masked (mask groups, as for loss recovered); we compare the LM's predicted
 distributions with and without the intervention: KL(steered || clean) and the change in the
 probability of the sequence's own base, separately at positions where the feature fires on the
 clean, unmasked sequence and elsewhere. The same intervention along random directions of the same norm is the
-control: a feature's effect counts only where it exceeds the control's 95th percentile.
+control, read as a Monte Carlo test (`control_p`): p = (1 + controls at least as large) / (1 + controls), and a
+feature's effect counts when p <= CONTROL_ALPHA, which takes at least 19 controls and an effect above all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ import torch
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, encode
 from interp.sae.model import SparseAutoencoder
 from interp.sae.splice import _layer_module
+
+#: level of the steering control's Monte Carlo test (`control_p`)
+CONTROL_ALPHA = 0.05
+#: random directions per feature by default: the fewest with which p can reach CONTROL_ALPHA
+N_RANDOM = 19
+
+
+def control_p(effect: float, control: np.ndarray | list[float]) -> float:
+    """Monte Carlo p [0, 1] of `effect` against same-norm random-direction effects `control` [n_random]:
+    (1 + #{control >= effect}) / (1 + n_random); the random directions are exchangeable with the feature's under
+    "the feature's direction is no more effective than a random one". NaN effect or no control: 1."""
+    control = np.asarray(control, dtype=np.float64)
+    if not np.isfinite(effect) or control.size == 0:
+        return 1.0
+    return float((1 + np.count_nonzero(control >= effect)) / (1 + control.size))
 
 
 def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, batch_size: int,
@@ -56,7 +72,7 @@ def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, 
 
 @torch.inference_mode()
 def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, sequences: list[str],
-          strength: float, mode: str = "add", n_random: int = 8, n_mask_groups: int = 7, seed: int = 0,
+          strength: float, mode: str = "add", n_random: int = N_RANDOM, n_mask_groups: int = 7, seed: int = 0,
           batch_size: int = 32, marks: list[np.ndarray] | None = None, positions: str = "all") -> dict:
     """Effect of steering `feature` vs random directions of the same norm.
 
@@ -68,7 +84,8 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     Returns {feature, mode, positions, strength, n_fired (scored positions where the feature fires on the
     unmasked sequence), kl_firing, kl_other, dp_firing, dp_other (mean change in p(own base)), n_firing,
     n_other, control_kl_firing / control_kl_other (lists over random directions), control_dp_*,
-    exceeds_control (KL at firing positions above the controls' 95th percentile)}.
+    control_p (`control_p` of the KL at firing positions), exceeds_control (control_p <= CONTROL_ALPHA, with
+    positions scored)}.
     """
     if mode not in ("add", "clamp"):
         raise ValueError(f"steering mode must be 'add' or 'clamp', got {mode!r}")
@@ -123,13 +140,14 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
         handle.remove()
     means = sums / np.array([max(n_firing, 1), max(n_other, 1), max(n_firing, 1), max(n_other, 1)])
     control = means[1:]
+    p = control_p(float(means[0, 0]), control[:, 0])
     return {
         "feature": feature, "mode": mode, "positions": positions, "strength": strength, "n_fired": n_fired,
         "kl_firing": means[0, 0], "kl_other": means[0, 1], "dp_firing": means[0, 2], "dp_other": means[0, 3],
         "n_firing": n_firing, "n_other": n_other,
         "control_kl_firing": control[:, 0].tolist(), "control_kl_other": control[:, 1].tolist(),
         "control_dp_firing": control[:, 2].tolist(), "control_dp_other": control[:, 3].tolist(),
-        "exceeds_control": bool(n_firing > 0 and means[0, 0] > np.quantile(control[:, 0], 0.95)),
+        "control_p": p, "exceeds_control": bool(n_firing > 0 and p <= CONTROL_ALPHA),
     }
 
 
@@ -143,8 +161,9 @@ class SteerConfig:
     """clamp (set the feature's activation) or add (add its decoder direction)."""
     strength_multiplier: float = 4.0
     """clamp value (or added amount) = this x the feature's mean activation when firing."""
-    n_random: int = 8
-    """random directions of the same norm per feature (the control)."""
+    n_random: int = N_RANDOM
+    """random directions of the same norm per feature (the control); at least 19, so that the control's Monte
+    Carlo p can reach 0.05."""
     max_windows: int = 20
     """windows lying wholly in test blocks that are scored."""
 
@@ -152,7 +171,7 @@ class SteerConfig:
 def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.DataFrame, sequences: list[str],
                 cfg: SteerConfig, seed: int = 0, window_sequences: dict[str, str] | None = None) -> pl.DataFrame:
     """One row per steered feature: label, strength, KL and dp at/away from firing positions, the
-    control's median and 95th percentile, exceeds_control, and `flag` = labelled, fires in the scored
+    control's median and 95th percentile, its Monte Carlo p (`control_p`), exceeds_control, and `flag` = labelled, fires in the scored
     windows (`judged`), yet no effect beyond the control. Each feature is scored on `sequences` plus
     its own top windows (`window_sequences`: window_id -> sequence), so it fires somewhere."""
     alive = features.filter(pl.col("density") > 0)
@@ -173,13 +192,14 @@ def steer_table(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, features: pl.
                      "control_kl_firing_median": float(np.median(ctrl)),
                      "control_kl_firing_q95": float(np.quantile(ctrl, 0.95)),
                      "control_dp_firing_median": float(np.median(out["control_dp_firing"])),
-                     "n_firing": out["n_firing"], "n_other": out["n_other"],
+                     "control_p": out["control_p"], "n_firing": out["n_firing"], "n_other": out["n_other"],
                      "exceeds_control": out["exceeds_control"], "judged": out["n_firing"] > 0,
                      "flag": r["label"] != "unlabelled" and out["n_firing"] > 0 and not out["exceeds_control"]})
     return pl.DataFrame(rows, schema={"feature": pl.Int64, "label": pl.String, "mode": pl.String,
                                       "strength": pl.Float64, "kl_firing": pl.Float64, "kl_other": pl.Float64,
                                       "dp_firing": pl.Float64, "dp_other": pl.Float64,
                                       "control_kl_firing_median": pl.Float64, "control_kl_firing_q95": pl.Float64,
-                                      "control_dp_firing_median": pl.Float64, "n_firing": pl.Int64,
+                                      "control_dp_firing_median": pl.Float64, "control_p": pl.Float64,
+                                      "n_firing": pl.Int64,
                                       "n_other": pl.Int64, "exceeds_control": pl.Boolean, "judged": pl.Boolean,
                                       "flag": pl.Boolean})
