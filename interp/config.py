@@ -92,6 +92,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
 
     must_exist("reference.fasta", cfg["reference"]["fasta"])
     must_exist("reference.annotation", cfg["reference"].get("annotation"))
+    cards: dict[str, dict] = {}
     for name in cfg["models"]:
         card = model_card_path(name)
         if not card.exists():
@@ -100,7 +101,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
                              f"(known cards: {', '.join(known)})")
         from interp.embed.registry import load_card
 
-        load_card(card)  # a bad card stops the run here, naming the card file and field
+        cards[name] = load_card(card)  # a bad card stops the run here, naming the card file and field
     for region in cfg["regions"]:
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
@@ -138,10 +139,42 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
+    _check_layers(cfg, cards, source)
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)
     return cfg
+
+
+def model_layer_names(card: dict, lm_overrides: dict | None) -> list[str]:
+    """The layers a model has: its card's `layers`, or for the built-in model (family tiny) under
+    `lm.overrides.n_layers`, `embed` and `block1`..`block<n>` (its depth follows the override)."""
+    n_blocks = (lm_overrides or {}).get("n_layers") if card.get("family") == "tiny" else None
+    if n_blocks is None:
+        return list(card["layers"])
+    if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
+        raise InputError(f"lm.overrides.n_layers: expected a positive integer, got {n_blocks!r}")
+    return ["embed"] + [f"block{i}" for i in range(1, n_blocks + 1)]
+
+
+def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:
+    """embed.layers, embed.token_layers and sae.layer must be layers of every model in `models`: a name the
+    model lacks would otherwise fail only in the embed rule, after the built-in model has been trained."""
+    wanted = [("embed.layers", [] if cfg["embed"]["layers"] == "all" else list(cfg["embed"]["layers"])),
+              ("embed.token_layers", list(cfg["embed"]["token_layers"])),
+              ("sae.layer", [cfg["sae"]["layer"]])]
+    for name, card in cards.items():
+        try:
+            have = model_layer_names(card, cfg["lm"]["overrides"])
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+        for key, layers in wanted:
+            missing = [layer for layer in layers if layer not in have]
+            if missing:
+                depth = (" (lm.overrides.n_layers sets its depth)"
+                         if card.get("family") == "tiny" and "n_layers" in cfg["lm"]["overrides"] else "")
+                raise InputError(f"{source}: {key}: model {name} has no layer {', '.join(map(repr, missing))}; "
+                                 f"its layers are {', '.join(have)}{depth}")
 
 
 def _check_sae_sweep(sae: dict, source: str) -> None:

@@ -1,0 +1,58 @@
+"""The workflow as a user meets it: bad configs refused at the start with one line, interrupted jobs, rule
+directives (the rest: test_workflow.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_snakemake
+
+
+def _check_config(tmp_path: Path, patch: dict, capsys) -> tuple[int, str]:
+    """`interp check-config <patch>` (merged over configs/demo.yaml): exit status and stderr."""
+    from interp.cli import main
+
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(patch))
+    rc = main(["check-config", str(path)])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"sae": {"layer": "block9"}}, "sae.layer: model tiny-dnalm has no layer 'block9'; its layers are embed, "
+                                       "block1, block2, block3, block4, block5"),
+        ({"embed": {"layers": ["embed", "blok1"]}}, "embed.layers: model tiny-dnalm has no layer 'blok1'"),
+        ({"embed": {"token_layers": ["block7"]}}, "embed.token_layers: model tiny-dnalm has no layer 'block7'"),
+        # the built-in model's depth follows lm.overrides.n_layers; demo's sae.layer is block2
+        ({"lm": {"overrides": {"n_layers": 1}}}, "embed.token_layers: model tiny-dnalm has no layer 'block2'; its "
+                                                 "layers are embed, block1 (lm.overrides.n_layers sets its depth)"),
+        ({"lm": {"overrides": {"n_layers": "2"}}}, "lm.overrides.n_layers: expected a positive integer, got '2'"),
+    ],
+)
+def test_layer_a_model_lacks_is_refused_by_check_config(tmp_path: Path, capsys, patch: dict, expected: str) -> None:
+    """Once such a config passed the check and failed only in the embed rule, after the LM had been trained."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_layers_the_model_has_pass(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"lm": {"overrides": {"n_layers": 3}}, "sae": {"layer": "block3"},
+                                       "embed": {"layers": ["embed", "block3"], "token_layers": ["block1"]}}, capsys)
+    assert rc == 0, err
+
+
+def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy: Path) -> None:
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"sae": {"layer": "block9"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "sae.layer: model tiny-dnalm has no layer 'block9'" in out, out
+    assert "Traceback" not in out, out
