@@ -56,3 +56,23 @@ def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy:
     assert res.returncode != 0
     assert "sae.layer: model tiny-dnalm has no layer 'block9'" in out, out
     assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_slurm_profile_asks_for_each_rule_threads(threads: int) -> None:
+    """The SLURM plugin's --cpus-per-task is the rule's threads unless a cpus_per_task resource is set; the profile
+    once set cpus_per_task: 2 for every rule, so threads: 8 ran 8 threads on 2 CPUs (and 1-thread rules held 2)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting
+
+    from interp.config import ROOT
+
+    profile = yaml.safe_load((ROOT / "configs" / "profiles" / "slurm" / "config.yaml").read_text())
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(threads=threads, resources=Resources(profile.get("default-resources", {})))
+    for gpu in (False, True):
+        assert get_cpu_setting(job, gpu) == f"--cpus-per-task={threads}"
