@@ -137,6 +137,11 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")
         must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
+        width, stride = cohort.window["width"], cohort.window["stride"]
+        if stride > width:
+            raise InputError(f"{source}: cohort.window.stride ({stride}) is larger than cohort.window.width ({width}): "
+                             "the bases between windows, and the variants there, would be in no haplotype window; "
+                             "use a stride of at most the width")
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     _check_layers(cfg, cards, source)

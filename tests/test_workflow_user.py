@@ -76,3 +76,13 @@ def test_slurm_profile_asks_for_each_rule_threads(threads: int) -> None:
     job = SimpleNamespace(threads=threads, resources=Resources(profile.get("default-resources", {})))
     for gpu in (False, True):
         assert get_cpu_setting(job, gpu) == f"--cpus-per-task={threads}"
+
+
+def test_cohort_window_stride_past_the_width_is_refused(tmp_path: Path, capsys) -> None:
+    """Haplotype windows every `stride` bases, `width` long: a larger stride once silently left the variants
+    between windows out of every window (and so out of the audit and rank)."""
+    rc, err = _check_config(tmp_path, {"cohort": {"window": {"width": 100, "stride": 500}}}, capsys)
+    assert rc == 2, err
+    assert "cohort.window.stride (500) is larger than cohort.window.width (100)" in err, err
+    rc, err = _check_config(tmp_path, {"cohort": {"window": {"width": 500, "stride": 250}}}, capsys)
+    assert rc == 0, err
