@@ -86,3 +86,44 @@ def test_cohort_window_stride_past_the_width_is_refused(tmp_path: Path, capsys) 
     assert "cohort.window.stride (500) is larger than cohort.window.width (100)" in err, err
     rc, err = _check_config(tmp_path, {"cohort": {"window": {"width": 500, "stride": 250}}}, capsys)
     assert rc == 0, err
+
+
+_RULE_DIRECTIVES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(snakefile=Path("Snakefile"), resource_settings=ResourceSettings(),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]), workdir=Path("."))
+    print(json.dumps({r.name: {"output": bool(r.output), "log": bool(r.log), "benchmark": bool(r.benchmark),
+                               "resources": sorted(r.resources)} for r in wf._workflow.rules}))
+"""
+
+
+def test_every_rule_has_log_benchmark_threads_and_resources(workflow_copy: Path) -> None:
+    """Snakemake-workflows style: every rule that makes files has log, benchmark, threads and mem_mb / runtime
+    (prefetch once lacked benchmark, threads and resources; calibration its benchmark)."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _RULE_DIRECTIVES, "configs/calibration.yaml"], cwd=workflow_copy,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rules = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"windows", "report", "prefetch", "calibration", "planted_sae"} <= set(rules)
+    text = "\n".join(p.read_text() for p in sorted((workflow_copy / "workflow" / "rules").glob("*.smk")))
+    bad = []
+    for name, rule in rules.items():
+        if not rule["output"]:  # target rules: all, planted
+            continue
+        missing = [key for key in ("log", "benchmark") if not rule[key]]
+        missing += [key for key in ("mem_mb", "runtime") if key not in rule["resources"]]
+        block = re.search(rf"^\s*rule {name}:\n(.*?)(?=^\s*rule \w+:|\Z)", text, flags=re.M | re.S)
+        if block is None or not re.search(r"^\s+threads:", block.group(1), flags=re.M):
+            missing.append("threads")
+        if missing:
+            bad.append(f"{name}: {missing}")
+    assert not bad, bad
