@@ -20,10 +20,10 @@ from interp.errors import InputError
 def _run_stage(name: str, job_json: str) -> int:
     from interp import stages
 
-    job = stages.Job.from_json(job_json)
     fn = getattr(stages, name, None)
     if fn is None or name.startswith("_") or name not in stages.STAGES:
-        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
+        raise InputError(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
+    job = stages.Job.from_json(job_json)
     t0 = time.perf_counter()
     fn(job)
     print(f"[interp] stage {name} finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

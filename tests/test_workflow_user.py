@@ -127,3 +127,21 @@ def test_every_rule_has_log_benchmark_threads_and_resources(workflow_copy: Path)
         if missing:
             bad.append(f"{name}: {missing}")
     assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["stage", "windows", "not json"], "error: stage job: not valid JSON"),
+        (["stage", "windows", "[]"], "error: stage job: expected a JSON object with input, output"),
+        (["stage", "no_such_stage", "{}"], "error: unknown stage 'no_such_stage'; stages: windows,"),
+    ],
+)
+def test_stage_verb_refuses_a_bad_job_in_one_line(capsys, args: list[str], expected: str) -> None:
+    """`interp stage` typed by hand: a job that is not the rules' JSON once ended in a JSONDecodeError or
+    AttributeError traceback."""
+    from interp.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
