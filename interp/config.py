@@ -49,6 +49,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} ({error.instance!r})"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"{where}: {error.instance!r} is not allowed; expected {error.schema['description']}"
     return f"{where}: {error.message}"
 
 

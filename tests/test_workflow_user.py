@@ -145,3 +145,18 @@ def test_stage_verb_refuses_a_bad_job_in_one_line(capsys, args: list[str], expec
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("run", ["..", ".", ".hidden", "-x", "a/b", "a b"])
+def test_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path: Path, capsys, run: str) -> None:
+    """run '..' once passed the schema: results/../ and reports/../index.html wrote into the repository itself
+    (its benchmarks/ folder among them), and run '.' wrote reports/index.html beside every run's folder."""
+    rc, err = _check_config(tmp_path, {"run": run}, capsys)
+    assert rc == 2, err
+    assert f"run: {run!r} is not allowed; expected a name for results/<run>/" in err, err
+
+
+@pytest.mark.parametrize("run", ["demo", "7", "my_cohort-v2.1"])
+def test_plain_run_names_pass(tmp_path: Path, capsys, run: str) -> None:
+    rc, err = _check_config(tmp_path, {"run": run}, capsys)
+    assert rc == 0, err
