@@ -160,3 +160,14 @@ def test_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path: Path, cap
 def test_plain_run_names_pass(tmp_path: Path, capsys, run: str) -> None:
     rc, err = _check_config(tmp_path, {"run": run}, capsys)
     assert rc == 0, err
+
+
+def test_sweep_name_dotdot_is_refused(tmp_path: Path, capsys) -> None:
+    """sae.sweep name '..' once passed: rule sae_sweep's outputs sae/<model>/<layer>/sweep/../weights.safetensors
+    and metrics.json were the main SAE's own files, so the sweep entry's SAE could silently replace the main SAE
+    used by the cohort embedding, audit and rank."""
+    rc, err = _check_config(tmp_path, {"sae": {"sweep": [{"name": "..", "k": 4}]}}, capsys)
+    assert rc == 2, err
+    assert "sae.sweep.0.name: '..' is not allowed; expected a name for sae/<model>/<layer>/sweep/<name>/" in err, err
+    rc, err = _check_config(tmp_path, {"models": ["../configs/test"]}, capsys)
+    assert rc == 2 and "models.0: '../configs/test' is not allowed; expected a model card name" in err, err
