@@ -147,6 +147,13 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     _check_layers(cfg, cards, source)
+    if cfg.get("calibration", {}).get("cells"):
+        from interp.calibration import select_cells
+
+        try:  # the Snakefile plans the calibration target's cells whatever the target, so a bad name stops any run
+            select_cells(cfg["calibration"]["cells"])
+        except ValueError as exc:
+            raise InputError(f"{source}: calibration.cells: {exc}") from None
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)

@@ -171,3 +171,18 @@ def test_sweep_name_dotdot_is_refused(tmp_path: Path, capsys) -> None:
     assert "sae.sweep.0.name: '..' is not allowed; expected a name for sae/<model>/<layer>/sweep/<name>/" in err, err
     rc, err = _check_config(tmp_path, {"models": ["../configs/test"]}, capsys)
     assert rc == 2 and "models.0: '../configs/test' is not allowed; expected a model card name" in err, err
+
+
+def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """calibration.cells naming no cell once passed check-config, and every snakemake run (whatever its target)
+    ended in a ValueError with traceback lines from calibration.smk."""
+    rc, err = _check_config(tmp_path, {"calibration": {"cells": ["base", "nosuchcell"]}}, capsys)
+    assert rc == 2, err
+    assert "calibration.cells: unknown calibration cell(s) ['nosuchcell']; cells: base," in err, err
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"calibration": {"cells": ["nosuchcell"]}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: calibration.cells: unknown calibration cell(s)" in out, out
+    assert "ValueError" not in out and "select_cells" not in out, out
