@@ -91,6 +91,8 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             return
         if not (base / value).exists():
             raise InputError(f"{source}: {key} = {value!r}: file not found")
+        if (base / value).is_dir():
+            raise InputError(f"{source}: {key} = {value!r}: is a folder; expected a file")
 
     must_exist("reference.fasta", cfg["reference"]["fasta"])
     must_exist("reference.annotation", cfg["reference"].get("annotation"))
@@ -122,6 +124,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.bed)
+        if cohort.bed is not None:  # the Snakefile counts its records to plan shards before any job runs
+            from interp.cohort.shards import count_bed_regions
+
+            count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
         roles = [("phenotype", p) for p in cohort.phenotypes] + [("covariate", c) for c in cohort.covariates]
         roles += [("population column", cohort.population_column)] if cohort.population_column else []
         seen: dict[str, str] = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from interp.errors import InputError
 from tests.conftest import run_snakemake
 
 
@@ -186,3 +187,34 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     assert res.returncode != 0
     assert "invalid configuration: config: calibration.cells: unknown calibration cell(s)" in out, out
     assert "ValueError" not in out and "select_cells" not in out, out
+
+
+def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """cohort.bed is read when the Snakefile is parsed (to plan shards): a folder or a gzipped BED once passed
+    check-config and stopped snakemake with an IsADirectoryError / UnicodeDecodeError traceback."""
+    import gzip
+
+    from interp.genome.regions import read_bed
+
+    gz = tmp_path / "regions.bed.gz"
+    gz.write_bytes(gzip.compress(b"chr17\t6010\t14000\tpartA\n"))
+    for bed, expected in ((str(tmp_path), "is a folder; expected a file"),
+                          (str(gz), "not a plain-text BED file (gzipped? give it uncompressed)")):
+        rc, err = _check_config(tmp_path, {"cohort": {"genes": [], "bed": bed}}, capsys)
+        assert rc == 2, err
+        assert f"cohort.bed = {bed!r}: {expected}" in err, err
+    with pytest.raises(InputError, match="not a plain-text BED file"):
+        read_bed(gz, {"chr17": "A" * 20000})
+    (workflow_copy / "configs" / "regions.bed.gz").write_bytes(gz.read_bytes())
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed.gz"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "cohort.bed = 'configs/regions.bed.gz': not a plain-text BED file" in out, out
+    assert "UnicodeDecodeError" not in out, out
+
+
+def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"reference": {"fasta": str(tmp_path)}}, capsys)
+    assert rc == 2 and f"reference.fasta = {str(tmp_path)!r}: is a folder; expected a file" in err, err
