@@ -37,6 +37,9 @@ def _summary(configfiles: list[str]) -> int:
 
     cfg = check_config(load_workflow_config(configfiles))
     run = cfg["run"]
+    if not (Path("reports") / run / "index.html").is_file():
+        raise InputError(f"reports/{run}/index.html: no report for run {run!r} yet (run snakemake with the same "
+                         "config first)")
     print(f"\nReport: reports/{run}/index.html\n        reports/{run}/report.json")
     pdf = Path("reports") / run / "report.pdf"
     print(f"        {pdf}" if pdf.exists() else "        (no report.pdf: Chromium not installed, see the report log)")

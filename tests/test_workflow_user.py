@@ -218,3 +218,21 @@ def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, cap
 def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
     rc, err = _check_config(tmp_path, {"reference": {"fasta": str(tmp_path)}}, capsys)
     assert rc == 2 and f"reference.fasta = {str(tmp_path)!r}: is a folder; expected a file" in err, err
+
+
+def test_summary_of_a_run_without_a_report_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`interp summary` once printed 'Report: reports/<run>/index.html' for a run that had written none."""
+    from interp.cli import main
+    from interp.config import ROOT, load_workflow_config
+
+    reference = load_workflow_config([])["reference"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump({"run": "never_run", "reference": {
+        "fasta": str(ROOT / reference["fasta"]), "annotation": str(ROOT / reference["annotation"])}}))
+    assert main(["summary", "--configfile", "user.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: reports/never_run/index.html: no report for run 'never_run' yet"), err
+    (tmp_path / "reports" / "never_run").mkdir(parents=True)
+    (tmp_path / "reports" / "never_run" / "index.html").write_text("<html></html>")
+    assert main(["summary", "--configfile", "user.yaml"]) == 0
+    assert "Report: reports/never_run/index.html" in capsys.readouterr().out
