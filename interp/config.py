@@ -163,6 +163,11 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)
+    if cfg.get("planted", {}).get("sae"):  # the planted SAE: `sae` with planted.sae merged over it (rule planted_sae)
+        from interp.sae.config import SAEConfig, sae_settings
+
+        settings_from_section(SAEConfig, cfg["planted"]["sae"], source=f"{source}: planted.sae", seed=0)
+        sae_settings({**cfg["sae"], **cfg["planted"]["sae"]}, source=f"{source}: planted.sae")
     return cfg
 
 

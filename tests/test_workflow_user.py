@@ -236,3 +236,29 @@ def test_summary_of_a_run_without_a_report_says_so(tmp_path: Path, capsys, monke
     (tmp_path / "reports" / "never_run" / "index.html").write_text("<html></html>")
     assert main(["summary", "--configfile", "user.yaml"]) == 0
     assert "Report: reports/never_run/index.html" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"planted": {"windows": {"widht": 64}}}, "unknown key 'widht' in planted.windows; allowed keys: "
+                                                  "gc_high_quantile, heldout_fraction, n_blocks, stride, width"),
+        ({"planted": {"windows": {"stride": 0}}}, "planted.windows.stride: 0 is less than the minimum of 1"),
+        ({"planted": {"sae": {"n_featurs": 64}}}, "planted.sae: unknown key 'n_featurs' for SAEConfig"),
+        ({"planted": {"sae": {"k": 5000}}}, "planted.sae, field k: expected at most n_features (1024), got 5000"),
+    ],
+)
+def test_planted_overrides_are_checked_like_their_sections(tmp_path: Path, capsys, patch: dict,
+                                                           expected: str) -> None:
+    """planted.windows and planted.sae (merged over `windows` / `sae` for the `planted` target) once took any key:
+    a misspelt windows key was silently ignored, and a bad SAE key stopped planted_sae only after the planted
+    LM had trained (about 17 minutes)."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err, err
+
+
+def test_planted_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"planted": {"windows": {"width": 64, "n_blocks": 4},
+                                                   "sae": {"epochs": 2, "k": 8}}}, capsys)
+    assert rc == 0, err
