@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 import yaml
 
@@ -262,3 +264,53 @@ def test_planted_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> Non
     rc, err = _check_config(tmp_path, {"planted": {"windows": {"width": 64, "n_blocks": 4},
                                                    "sae": {"epochs": 2, "k": 8}}}, capsys)
     assert rc == 0, err
+
+
+def _token_store(path: Path, x: np.ndarray, tokens_per_window: int = 100) -> Path:
+    from interp.embed.store import TokenStoreWriter
+
+    n = len(x)
+    writer = TokenStoreWriter(path, x.shape[1], ["none"], "synthetic", "layer0", chunk_rows=4096)
+    writer.append(x, np.arange(n) // tokens_per_window, np.arange(n) % tokens_per_window,
+                  {"none": np.zeros(n, dtype=np.uint8)})
+    writer.close()
+    return path
+
+
+def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
+    """The SAE's training state (sae/<model>/<layer>/train_state.safetensors) resumed whenever the SAE settings and
+    the training-token count matched: after a crash, a rerun on new tokens of the same shape (the LM retrained
+    under changed lm.overrides, a new checkpoint) went on from weights fitted to the old tokens, and its SAE
+    differed from a clean run. The state now also carries a fingerprint of the tokens."""
+    import pytorch_lightning as pl_lightning
+    import torch
+
+    from interp.sae import SAEConfig, train_sae
+
+    class KillAfter(pl_lightning.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            if module.step >= 12:
+                raise RuntimeError("simulated kill")
+
+    rng = np.random.default_rng(0)
+    n, d = 6000, 16
+    old = _token_store(tmp_path / "old.zarr", rng.normal(size=(n, d)).astype(np.float32))
+    new = _token_store(tmp_path / "new.zarr", rng.normal(size=(n, d)).astype(np.float32))
+    starts = np.arange(n // 100) * 100
+    windows = pl.DataFrame({"window_index": np.arange(n // 100), "contig": ["chr1"] * (n // 100), "start": starts,
+                            "end": starts + 100, "window_id": [f"chr1:{s}-{s + 100}" for s in starts]})
+    cfg = SAEConfig(n_features=32, k=2, epochs=3, batch_size=256, seed=0, split_block_bases=500,
+                    checkpoint_every_steps=5, init_sample_tokens=512)
+    state = tmp_path / "train_state.safetensors"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_sae(old, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
+    assert state.exists()
+    resumed, metrics = train_sae(new, cfg, windows, threads=1, state_path=state)
+    clean, _ = train_sae(new, cfg, windows, threads=1)
+    assert metrics["resumed_from_step"] is None
+    for (name, a), (_, b) in zip(clean.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # the same tokens still resume
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_sae(new, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
+    assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10

@@ -11,6 +11,7 @@ in a CSV log; (4) one streaming pass over the validation and test tokens for FVU
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -401,7 +402,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
 
     windows: the windows table (window_index, contig, start, end) that locates each token's bases.
     state_path: resumable training state (safetensors); if it exists and was written for the same
-    config, training resumes from it; it is removed once training completes. log_dir: Lightning
+    config and the same tokens, training resumes from it; it is removed once training completes. log_dir: Lightning
     CSV metrics (per step losses, L0, dead features, lr). read_rows: store read size (default: the
     store's chunk length).
 
@@ -428,10 +429,14 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     steps_per_epoch = -(-n_rows // rows_per_batch)
     total_steps = cfg.epochs * steps_per_epoch
 
+    # the state resumes only for the same settings and the same tokens (a fingerprint of the token sample drawn
+    # above): after a crash, a rerun on a new store of the same shape (a retrained LM) starts afresh
+    tokens_key = hashlib.sha256(np.ascontiguousarray(sample).tobytes()).hexdigest()[:16]
     resume = None
     if state_path is not None and Path(state_path).exists():
         tensors, counters = read_training_state(state_path)
-        if counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows:
+        if (counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows
+                and counters.get("tokens") == tokens_key):
             resume = (tensors, counters)
 
     previous_threads = torch.get_num_threads()
@@ -448,7 +453,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         sae.init_from_sample(torch.as_tensor(sample * scale, dtype=torch.float32))
         module = SAETraining(sae, cfg, token_variance, total_steps,
                              Path(state_path) if state_path is not None else None,
-                             {"config": cfg.to_dict(), "n_train": n_rows},
+                             {"config": cfg.to_dict(), "n_train": n_rows, "tokens": tokens_key},
                              resume[0] if resume is not None else None)
         dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed,
                                  cfg.memory_budget_mb * 2**20, read_rows, pairs=temporal,
