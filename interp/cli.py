@@ -20,10 +20,10 @@ from interp.errors import InputError
 def _run_stage(name: str, job_json: str) -> int:
     from interp import stages
 
-    job = stages.Job.from_json(job_json)
     fn = getattr(stages, name, None)
     if fn is None or name.startswith("_") or name not in stages.STAGES:
-        raise SystemExit(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
+        raise InputError(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
+    job = stages.Job.from_json(job_json)
     t0 = time.perf_counter()
     fn(job)
     print(f"[interp] stage {name} finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -37,6 +37,9 @@ def _summary(configfiles: list[str]) -> int:
 
     cfg = check_config(load_workflow_config(configfiles))
     run = cfg["run"]
+    if not (Path("reports") / run / "index.html").is_file():
+        raise InputError(f"reports/{run}/index.html: no report for run {run!r} yet (run snakemake with the same "
+                         "config first)")
     print(f"\nReport: reports/{run}/index.html\n        reports/{run}/report.json")
     pdf = Path("reports") / run / "report.pdf"
     print(f"        {pdf}" if pdf.exists() else "        (no report.pdf: Chromium not installed, see the report log)")

@@ -49,6 +49,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} ({error.instance!r})"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"{where}: {error.instance!r} is not allowed; expected {error.schema['description']}"
     return f"{where}: {error.message}"
 
 
@@ -89,9 +91,12 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             return
         if not (base / value).exists():
             raise InputError(f"{source}: {key} = {value!r}: file not found")
+        if (base / value).is_dir():
+            raise InputError(f"{source}: {key} = {value!r}: is a folder; expected a file")
 
     must_exist("reference.fasta", cfg["reference"]["fasta"])
     must_exist("reference.annotation", cfg["reference"].get("annotation"))
+    cards: dict[str, dict] = {}
     for name in cfg["models"]:
         card = model_card_path(name)
         if not card.exists():
@@ -100,7 +105,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
                              f"(known cards: {', '.join(known)})")
         from interp.embed.registry import load_card
 
-        load_card(card)  # a bad card stops the run here, naming the card file and field
+        cards[name] = load_card(card)  # a bad card stops the run here, naming the card file and field
     for region in cfg["regions"]:
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
@@ -119,6 +124,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.genes and not cfg["reference"].get("annotation"):
             raise InputError(f"{source}: cohort.genes needs reference.annotation (the gene table)")
         must_exist("cohort.bed", cohort.bed)
+        if cohort.bed is not None:  # the Snakefile counts its records to plan shards before any job runs
+            from interp.cohort.shards import count_bed_regions
+
+            count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
         roles = [("phenotype", p) for p in cohort.phenotypes] + [("covariate", c) for c in cohort.covariates]
         roles += [("population column", cohort.population_column)] if cohort.population_column else []
         seen: dict[str, str] = {}
@@ -136,12 +145,61 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")
         must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
+        width, stride = cohort.window["width"], cohort.window["stride"]
+        if stride > width:
+            raise InputError(f"{source}: cohort.window.stride ({stride}) is larger than cohort.window.width ({width}): "
+                             "the bases between windows, and the variants there, would be in no haplotype window; "
+                             "use a stride of at most the width")
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
+    _check_layers(cfg, cards, source)
+    if cfg.get("calibration", {}).get("cells"):
+        from interp.calibration import select_cells
+
+        try:  # the Snakefile plans the calibration target's cells whatever the target, so a bad name stops any run
+            select_cells(cfg["calibration"]["cells"])
+        except ValueError as exc:
+            raise InputError(f"{source}: calibration.cells: {exc}") from None
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)
+    if cfg.get("planted", {}).get("sae"):  # the planted SAE: `sae` with planted.sae merged over it (rule planted_sae)
+        from interp.sae.config import SAEConfig, sae_settings
+
+        settings_from_section(SAEConfig, cfg["planted"]["sae"], source=f"{source}: planted.sae", seed=0)
+        sae_settings({**cfg["sae"], **cfg["planted"]["sae"]}, source=f"{source}: planted.sae")
     return cfg
+
+
+def model_layer_names(card: dict, lm_overrides: dict | None) -> list[str]:
+    """The layers a model has: its card's `layers`, or for the built-in model (family tiny) under
+    `lm.overrides.n_layers`, `embed` and `block1`..`block<n>` (its depth follows the override)."""
+    n_blocks = (lm_overrides or {}).get("n_layers") if card.get("family") == "tiny" else None
+    if n_blocks is None:
+        return list(card["layers"])
+    if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
+        raise InputError(f"lm.overrides.n_layers: expected a positive integer, got {n_blocks!r}")
+    return ["embed"] + [f"block{i}" for i in range(1, n_blocks + 1)]
+
+
+def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:
+    """embed.layers, embed.token_layers and sae.layer must be layers of every model in `models`: a name the
+    model lacks would otherwise fail only in the embed rule, after the built-in model has been trained."""
+    wanted = [("embed.layers", [] if cfg["embed"]["layers"] == "all" else list(cfg["embed"]["layers"])),
+              ("embed.token_layers", list(cfg["embed"]["token_layers"])),
+              ("sae.layer", [cfg["sae"]["layer"]])]
+    for name, card in cards.items():
+        try:
+            have = model_layer_names(card, cfg["lm"]["overrides"])
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+        for key, layers in wanted:
+            missing = [layer for layer in layers if layer not in have]
+            if missing:
+                depth = (" (lm.overrides.n_layers sets its depth)"
+                         if card.get("family") == "tiny" and "n_layers" in cfg["lm"]["overrides"] else "")
+                raise InputError(f"{source}: {key}: model {name} has no layer {', '.join(map(repr, missing))}; "
+                                 f"its layers are {', '.join(have)}{depth}")
 
 
 def _check_sae_sweep(sae: dict, source: str) -> None:

@@ -52,7 +52,14 @@ class Job:
 
     @classmethod
     def from_json(cls, text: str) -> Job:
-        data = json.loads(text)
+        """The JSON job a rule passes (`{input, output, params, threads}`); InputError if it is not one."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"stage job: not valid JSON ({exc}); expected {{input, output, params, threads}}") from None
+        if not isinstance(data, dict) or not {"input", "output"} <= set(data):
+            raise InputError(f"stage job: expected a JSON object with input, output, params and threads, got "
+                             f"{text[:80]!r}")
         return cls(input=data.get("input", {}), output=data.get("output", {}),
                    params=data.get("params", {}), threads=int(data.get("threads", 1)))
 

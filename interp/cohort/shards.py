@@ -61,12 +61,16 @@ def shard_slice(n_regions: int, shard_genes: int, index: int) -> slice:
     return slice(index * shard_genes, min((index + 1) * shard_genes, n_regions))
 
 
-def count_bed_regions(path: str | Path) -> int:
+def count_bed_regions(path: str | Path, source: str | None = None) -> int:
     """Records of a BED file, counted as `interp.genome.regions.read_bed` reads them (blank, `#`, `track` and
-    `browser` lines skipped), without opening the FASTA: for planning shards before any job runs."""
-    with open(path) as handle:
-        return sum(1 for line in handle
-                   if line.strip() and not line.startswith(("#", "track", "browser")))
+    `browser` lines skipped), without opening the FASTA: for planning shards before any job runs. A file that is
+    not plain text (a gzipped BED) raises InputError naming it (`source`, else the path)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return sum(1 for line in handle
+                       if line.strip() and not line.startswith(("#", "track", "browser")))
+    except UnicodeDecodeError:
+        raise InputError(f"{source or path}: not a plain-text BED file (gzipped? give it uncompressed)") from None
 
 
 def count_cohort_regions(genes: list[str], bed: str | Path | None) -> int:

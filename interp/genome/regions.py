@@ -81,7 +81,11 @@ def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | 
         raise InputError(f"{path}: BED file not found")
     regions: list[Region] = []
     first_line: dict[str, int] = {}
-    with open(path) as handle:
+    try:
+        path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a plain-text BED file (gzipped? give it uncompressed)") from None
+    with open(path, encoding="utf-8") as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or line.startswith(("#", "track", "browser")):

@@ -68,6 +68,8 @@ rule calibration:
                  "command": "snakemake calibration --configfile configs/calibration.yaml"}),
     log:
         f"{CAL_DIR}/logs/calibration.log",
+    benchmark:
+        f"{CAL_DIR}/benchmarks/calibration.tsv"
     threads: 1
     resources:
         mem_mb=2000,

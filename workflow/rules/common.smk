@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from interp.cohort.shards import count_cohort_regions, shard_index, shard_names, shard_slice
-from interp.config import check_config
+from interp.config import check_config, model_layer_names
 from interp.errors import InputError
 from interp.resources import count_lines, job_resources
 from interp.sae.config import NOT_TRAINING as SAE_NOT_TRAINING
@@ -113,12 +113,8 @@ def model_layers(model):
     layers = config["embed"]["layers"]
     if layers != "all":
         return list(layers)
-    card = load_card(model)
-    n_blocks = config["lm"]["overrides"].get("n_layers") if card.get("family") == "tiny" else None
-    if n_blocks is not None:
-        # the built-in model's depth can be overridden; its layers follow
-        return ["embed"] + [f"block{i}" for i in range(1, n_blocks + 1)]
-    return list(card["layers"])
+    # the built-in model's depth can be overridden; its layers follow
+    return model_layer_names(load_card(model), config["lm"]["overrides"])
 
 
 def checkpoint_input(model):

@@ -43,6 +43,12 @@ rule prefetch:
         cache=config["embed"]["hf_cache"] or "",
     log:
         log_path("prefetch"),
+    benchmark:
+        bench_path("prefetch")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,  # downloads: the largest cards are several GB
     conda:
         ENV
     shell:

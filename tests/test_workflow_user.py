@@ -1,0 +1,316 @@
+"""The workflow as a user meets it: bad configs refused at the start with one line, interrupted jobs, rule
+directives (the rest: test_workflow.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from interp.errors import InputError
+from tests.conftest import run_snakemake
+
+
+def _check_config(tmp_path: Path, patch: dict, capsys) -> tuple[int, str]:
+    """`interp check-config <patch>` (merged over configs/demo.yaml): exit status and stderr."""
+    from interp.cli import main
+
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(patch))
+    rc = main(["check-config", str(path)])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"sae": {"layer": "block9"}}, "sae.layer: model tiny-dnalm has no layer 'block9'; its layers are embed, "
+                                       "block1, block2, block3, block4, block5"),
+        ({"embed": {"layers": ["embed", "blok1"]}}, "embed.layers: model tiny-dnalm has no layer 'blok1'"),
+        ({"embed": {"token_layers": ["block7"]}}, "embed.token_layers: model tiny-dnalm has no layer 'block7'"),
+        # the built-in model's depth follows lm.overrides.n_layers; demo's sae.layer is block2
+        ({"lm": {"overrides": {"n_layers": 1}}}, "embed.token_layers: model tiny-dnalm has no layer 'block2'; its "
+                                                 "layers are embed, block1 (lm.overrides.n_layers sets its depth)"),
+        ({"lm": {"overrides": {"n_layers": "2"}}}, "lm.overrides.n_layers: expected a positive integer, got '2'"),
+    ],
+)
+def test_layer_a_model_lacks_is_refused_by_check_config(tmp_path: Path, capsys, patch: dict, expected: str) -> None:
+    """Once such a config passed the check and failed only in the embed rule, after the LM had been trained."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_layers_the_model_has_pass(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"lm": {"overrides": {"n_layers": 3}}, "sae": {"layer": "block3"},
+                                       "embed": {"layers": ["embed", "block3"], "token_layers": ["block1"]}}, capsys)
+    assert rc == 0, err
+
+
+def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy: Path) -> None:
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"sae": {"layer": "block9"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "sae.layer: model tiny-dnalm has no layer 'block9'" in out, out
+    assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_slurm_profile_asks_for_each_rule_threads(threads: int) -> None:
+    """The SLURM plugin's --cpus-per-task is the rule's threads unless a cpus_per_task resource is set; the profile
+    once set cpus_per_task: 2 for every rule, so threads: 8 ran 8 threads on 2 CPUs (and 1-thread rules held 2)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting
+
+    from interp.config import ROOT
+
+    profile = yaml.safe_load((ROOT / "configs" / "profiles" / "slurm" / "config.yaml").read_text())
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(threads=threads, resources=Resources(profile.get("default-resources", {})))
+    for gpu in (False, True):
+        assert get_cpu_setting(job, gpu) == f"--cpus-per-task={threads}"
+
+
+def test_cohort_window_stride_past_the_width_is_refused(tmp_path: Path, capsys) -> None:
+    """Haplotype windows every `stride` bases, `width` long: a larger stride once silently left the variants
+    between windows out of every window (and so out of the audit and rank)."""
+    rc, err = _check_config(tmp_path, {"cohort": {"window": {"width": 100, "stride": 500}}}, capsys)
+    assert rc == 2, err
+    assert "cohort.window.stride (500) is larger than cohort.window.width (100)" in err, err
+    rc, err = _check_config(tmp_path, {"cohort": {"window": {"width": 500, "stride": 250}}}, capsys)
+    assert rc == 0, err
+
+
+_RULE_DIRECTIVES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(snakefile=Path("Snakefile"), resource_settings=ResourceSettings(),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]), workdir=Path("."))
+    print(json.dumps({r.name: {"output": bool(r.output), "log": bool(r.log), "benchmark": bool(r.benchmark),
+                               "resources": sorted(r.resources)} for r in wf._workflow.rules}))
+"""
+
+
+def test_every_rule_has_log_benchmark_threads_and_resources(workflow_copy: Path) -> None:
+    """Snakemake-workflows style: every rule that makes files has log, benchmark, threads and mem_mb / runtime
+    (prefetch once lacked benchmark, threads and resources; calibration its benchmark)."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _RULE_DIRECTIVES, "configs/calibration.yaml"], cwd=workflow_copy,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rules = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"windows", "report", "prefetch", "calibration", "planted_sae"} <= set(rules)
+    text = "\n".join(p.read_text() for p in sorted((workflow_copy / "workflow" / "rules").glob("*.smk")))
+    bad = []
+    for name, rule in rules.items():
+        if not rule["output"]:  # target rules: all, planted
+            continue
+        missing = [key for key in ("log", "benchmark") if not rule[key]]
+        missing += [key for key in ("mem_mb", "runtime") if key not in rule["resources"]]
+        block = re.search(rf"^\s*rule {name}:\n(.*?)(?=^\s*rule \w+:|\Z)", text, flags=re.M | re.S)
+        if block is None or not re.search(r"^\s+threads:", block.group(1), flags=re.M):
+            missing.append("threads")
+        if missing:
+            bad.append(f"{name}: {missing}")
+    assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["stage", "windows", "not json"], "error: stage job: not valid JSON"),
+        (["stage", "windows", "[]"], "error: stage job: expected a JSON object with input, output"),
+        (["stage", "no_such_stage", "{}"], "error: unknown stage 'no_such_stage'; stages: windows,"),
+    ],
+)
+def test_stage_verb_refuses_a_bad_job_in_one_line(capsys, args: list[str], expected: str) -> None:
+    """`interp stage` typed by hand: a job that is not the rules' JSON once ended in a JSONDecodeError or
+    AttributeError traceback."""
+    from interp.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("run", ["..", ".", ".hidden", "-x", "a/b", "a b"])
+def test_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path: Path, capsys, run: str) -> None:
+    """run '..' once passed the schema: results/../ and reports/../index.html wrote into the repository itself
+    (its benchmarks/ folder among them), and run '.' wrote reports/index.html beside every run's folder."""
+    rc, err = _check_config(tmp_path, {"run": run}, capsys)
+    assert rc == 2, err
+    assert f"run: {run!r} is not allowed; expected a name for results/<run>/" in err, err
+
+
+@pytest.mark.parametrize("run", ["demo", "7", "my_cohort-v2.1"])
+def test_plain_run_names_pass(tmp_path: Path, capsys, run: str) -> None:
+    rc, err = _check_config(tmp_path, {"run": run}, capsys)
+    assert rc == 0, err
+
+
+def test_sweep_name_dotdot_is_refused(tmp_path: Path, capsys) -> None:
+    """sae.sweep name '..' once passed: rule sae_sweep's outputs sae/<model>/<layer>/sweep/../weights.safetensors
+    and metrics.json were the main SAE's own files, so the sweep entry's SAE could silently replace the main SAE
+    used by the cohort embedding, audit and rank."""
+    rc, err = _check_config(tmp_path, {"sae": {"sweep": [{"name": "..", "k": 4}]}}, capsys)
+    assert rc == 2, err
+    assert "sae.sweep.0.name: '..' is not allowed; expected a name for sae/<model>/<layer>/sweep/<name>/" in err, err
+    rc, err = _check_config(tmp_path, {"models": ["../configs/test"]}, capsys)
+    assert rc == 2 and "models.0: '../configs/test' is not allowed; expected a model card name" in err, err
+
+
+def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """calibration.cells naming no cell once passed check-config, and every snakemake run (whatever its target)
+    ended in a ValueError with traceback lines from calibration.smk."""
+    rc, err = _check_config(tmp_path, {"calibration": {"cells": ["base", "nosuchcell"]}}, capsys)
+    assert rc == 2, err
+    assert "calibration.cells: unknown calibration cell(s) ['nosuchcell']; cells: base," in err, err
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"calibration": {"cells": ["nosuchcell"]}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: calibration.cells: unknown calibration cell(s)" in out, out
+    assert "ValueError" not in out and "select_cells" not in out, out
+
+
+def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """cohort.bed is read when the Snakefile is parsed (to plan shards): a folder or a gzipped BED once passed
+    check-config and stopped snakemake with an IsADirectoryError / UnicodeDecodeError traceback."""
+    import gzip
+
+    from interp.genome.regions import read_bed
+
+    gz = tmp_path / "regions.bed.gz"
+    gz.write_bytes(gzip.compress(b"chr17\t6010\t14000\tpartA\n"))
+    for bed, expected in ((str(tmp_path), "is a folder; expected a file"),
+                          (str(gz), "not a plain-text BED file (gzipped? give it uncompressed)")):
+        rc, err = _check_config(tmp_path, {"cohort": {"genes": [], "bed": bed}}, capsys)
+        assert rc == 2, err
+        assert f"cohort.bed = {bed!r}: {expected}" in err, err
+    with pytest.raises(InputError, match="not a plain-text BED file"):
+        read_bed(gz, {"chr17": "A" * 20000})
+    (workflow_copy / "configs" / "regions.bed.gz").write_bytes(gz.read_bytes())
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed.gz"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "cohort.bed = 'configs/regions.bed.gz': not a plain-text BED file" in out, out
+    assert "UnicodeDecodeError" not in out, out
+
+
+def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"reference": {"fasta": str(tmp_path)}}, capsys)
+    assert rc == 2 and f"reference.fasta = {str(tmp_path)!r}: is a folder; expected a file" in err, err
+
+
+def test_summary_of_a_run_without_a_report_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`interp summary` once printed 'Report: reports/<run>/index.html' for a run that had written none."""
+    from interp.cli import main
+    from interp.config import ROOT, load_workflow_config
+
+    reference = load_workflow_config([])["reference"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump({"run": "never_run", "reference": {
+        "fasta": str(ROOT / reference["fasta"]), "annotation": str(ROOT / reference["annotation"])}}))
+    assert main(["summary", "--configfile", "user.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: reports/never_run/index.html: no report for run 'never_run' yet"), err
+    (tmp_path / "reports" / "never_run").mkdir(parents=True)
+    (tmp_path / "reports" / "never_run" / "index.html").write_text("<html></html>")
+    assert main(["summary", "--configfile", "user.yaml"]) == 0
+    assert "Report: reports/never_run/index.html" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"planted": {"windows": {"widht": 64}}}, "unknown key 'widht' in planted.windows; allowed keys: "
+                                                  "gc_high_quantile, heldout_fraction, n_blocks, stride, width"),
+        ({"planted": {"windows": {"stride": 0}}}, "planted.windows.stride: 0 is less than the minimum of 1"),
+        ({"planted": {"sae": {"n_featurs": 64}}}, "planted.sae: unknown key 'n_featurs' for SAEConfig"),
+        ({"planted": {"sae": {"k": 5000}}}, "planted.sae, field k: expected at most n_features (1024), got 5000"),
+    ],
+)
+def test_planted_overrides_are_checked_like_their_sections(tmp_path: Path, capsys, patch: dict,
+                                                           expected: str) -> None:
+    """planted.windows and planted.sae (merged over `windows` / `sae` for the `planted` target) once took any key:
+    a misspelt windows key was silently ignored, and a bad SAE key stopped planted_sae only after the planted
+    LM had trained (about 17 minutes)."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err, err
+
+
+def test_planted_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
+    rc, err = _check_config(tmp_path, {"planted": {"windows": {"width": 64, "n_blocks": 4},
+                                                   "sae": {"epochs": 2, "k": 8}}}, capsys)
+    assert rc == 0, err
+
+
+def _token_store(path: Path, x: np.ndarray, tokens_per_window: int = 100) -> Path:
+    from interp.embed.store import TokenStoreWriter
+
+    n = len(x)
+    writer = TokenStoreWriter(path, x.shape[1], ["none"], "synthetic", "layer0", chunk_rows=4096)
+    writer.append(x, np.arange(n) // tokens_per_window, np.arange(n) % tokens_per_window,
+                  {"none": np.zeros(n, dtype=np.uint8)})
+    writer.close()
+    return path
+
+
+def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
+    """The SAE's training state (sae/<model>/<layer>/train_state.safetensors) resumed whenever the SAE settings and
+    the training-token count matched: after a crash, a rerun on new tokens of the same shape (the LM retrained
+    under changed lm.overrides, a new checkpoint) went on from weights fitted to the old tokens, and its SAE
+    differed from a clean run. The state now also carries a fingerprint of the tokens."""
+    import pytorch_lightning as pl_lightning
+    import torch
+
+    from interp.sae import SAEConfig, train_sae
+
+    class KillAfter(pl_lightning.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            if module.step >= 12:
+                raise RuntimeError("simulated kill")
+
+    rng = np.random.default_rng(0)
+    n, d = 6000, 16
+    old = _token_store(tmp_path / "old.zarr", rng.normal(size=(n, d)).astype(np.float32))
+    new = _token_store(tmp_path / "new.zarr", rng.normal(size=(n, d)).astype(np.float32))
+    starts = np.arange(n // 100) * 100
+    windows = pl.DataFrame({"window_index": np.arange(n // 100), "contig": ["chr1"] * (n // 100), "start": starts,
+                            "end": starts + 100, "window_id": [f"chr1:{s}-{s + 100}" for s in starts]})
+    cfg = SAEConfig(n_features=32, k=2, epochs=3, batch_size=256, seed=0, split_block_bases=500,
+                    checkpoint_every_steps=5, init_sample_tokens=512)
+    state = tmp_path / "train_state.safetensors"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_sae(old, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
+    assert state.exists()
+    resumed, metrics = train_sae(new, cfg, windows, threads=1, state_path=state)
+    clean, _ = train_sae(new, cfg, windows, threads=1)
+    assert metrics["resumed_from_step"] is None
+    for (name, a), (_, b) in zip(clean.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # the same tokens still resume
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_sae(new, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
+    assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10
