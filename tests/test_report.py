@@ -510,6 +510,9 @@ def test_committed_planted_calibration_is_the_report_default() -> None:
     assert section["available"] and section["n_types"] == len(section["match"]) == 7
     assert {"oracle_f1", "instance_f1", "matched_instance"} <= set(section["match"][1])
     assert section["lm"]["heldout_ce"] < section["lm"]["baseline_order3_ce"]
+    # the steering rows carry the Monte Carlo control p that decides raises_motif (eleventh session's rerun)
+    assert all(0 < r["control_p_motif"] <= 1 for r in section["steering"])
+    assert all(r["raises_motif"] == (r["control_p_motif"] <= 0.05 and r["dp_motif"] > 0) for r in section["steering"])
 
 
 def test_large_input_digest_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch) -> None:

@@ -422,7 +422,8 @@ PLANTED_MATCH_KEYS = ("concept", "feature", "f1", "precision", "recall", "lift",
                       "subspace32_f1", "subspace_dim")
 PLANTED_STEER_KEYS = ("concept", "feature", "rule", "strength", "n_windows", "n_motif_bases", "n_clamped",
                       "dp_motif", "control_dp_motif_q95", "dp_other", "raises_motif", "dp_motif_everywhere",
-                      "control_dp_motif_q95_everywhere", "raises_motif_everywhere")
+                      "control_dp_motif_q95_everywhere", "raises_motif_everywhere", "control_p_motif",
+                      "control_p_motif_everywhere")
 
 
 def planted_section(path: str | Path | None) -> dict:
