@@ -89,6 +89,18 @@ def test_recovers_planted_dictionary(planted, trained):
     assert sum(hist["counts"]) + hist["n_zero"] == FAST["n_features"]
 
 
+def test_dead_fraction_on_test_tokens_is_reported_beside_the_training_window(planted, trained):
+    """dead_fraction_test counts features that fire on no held-out (test-block) token, recomputed here by
+    encoding those tokens; dead_fraction (test tokens or the last training epoch) can only be lower."""
+    model, metrics = trained
+    codes = split_codes(planted, SAEConfig(**FAST))
+    with torch.no_grad():
+        fires = (model.encode(torch.from_numpy(planted["x"][codes == TEST].astype(np.float32))) > 0).any(dim=0)
+    assert metrics["dead_fraction_test"] == pytest.approx(float((~fires).float().mean()))
+    assert metrics["dead_fraction_test"] == metrics["density_histogram"]["n_zero"] / FAST["n_features"]
+    assert metrics["dead_fraction"] <= metrics["dead_fraction_test"]
+
+
 def test_untrained_model_is_much_worse(planted, trained):
     torch.manual_seed(0)
     model = TopKSAE(D_IN, 128, 3)

@@ -419,8 +419,10 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     store's chunk length).
 
     Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
-    dead_fraction (features firing on no test and no last-epoch training token), dense_fraction
-    (test density > 0.1), density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
+    dead_fraction (features firing on no test and no last-epoch training token: the window is the
+    n_test_tokens plus one epoch of training tokens), dead_fraction_test (features firing on no test
+    token: held-out only, the window is n_test_tokens), dense_fraction (test density > 0.1),
+    density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
     epochs, steps, seed, input_scale, chunk_reads, resumed_from_step, n_train_pairs (adjacent-token
     pairs per epoch with temporal_fraction > 0, else 0).
     """
@@ -516,6 +518,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "architecture": cfg.architecture, "n_features": cfg.n_features, "k": cfg.k, "d_in": store.d,
         "fvu": test["fvu"], "l0": test["l0"], "validation_fvu": validation["fvu"],
         "dead_fraction": float(1.0 - fired.float().mean()),
+        "dead_fraction_test": float((test["fire_count"] == 0).mean()),
         "dense_fraction": float((density > 0.1).mean()),
         "density_histogram": density_histogram(density),
         "n_train_tokens": n_train, "n_train_pairs": n_rows if temporal else 0,
