@@ -30,8 +30,8 @@ class SAEConfig:
     k: int = 16
     """active features per token (topk), or on average per token in a batch (batchtopk, matryoshka)."""
     l1_coefficient: float = 0.1
-    """relu: weight of the L1 penalty sum_f f_i (decoder rows have unit norm), in units of the
-    normalised MSE loss."""
+    """relu: weight of the L1 penalty, the token mean of sum_f f_i / sqrt(d_in) (normalised units; decoder
+    rows have unit norm, so this is also the decoder-norm-weighted L1), in units of the normalised MSE loss."""
     l0_coefficient: float = 0.01
     """jumprelu: weight of the L0 penalty (number of active features per token)."""
     jumprelu_bandwidth: float = 0.05
