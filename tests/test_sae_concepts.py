@@ -330,6 +330,10 @@ def test_loss_recovered_is_one_for_exact_and_zero_for_empty_reconstruction():
     out = masked_lm_losses(lm, "block1", exact, seqs, seed=1)
     assert out["zero"] != pytest.approx(out["clean"], abs=1e-3)  # the hook really replaces the layer
     assert out["sae"] == pytest.approx(out["clean"], abs=1e-5)
+    with torch.no_grad():  # input normalisation (and b_dec) are undone before the reconstruction is spliced in
+        exact.input_scale.fill_(37.0)
+        exact.b_dec.fill_(0.5)
+    assert masked_lm_losses(lm, "block1", exact, seqs, seed=1)["sae"] == pytest.approx(out["clean"], abs=1e-4)
     empty = TopKSAE(16, 32, 2)
     with torch.no_grad():
         empty.encoder.bias.fill_(-1e9)
