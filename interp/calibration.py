@@ -541,11 +541,21 @@ def oracle_markdown(rows: list[dict]) -> str:
 
 
 def calibration_table(replicates: list[dict]) -> list[dict]:
-    """Rows {cell, axis, value, truth, n_replicates, verdict_rates, power_variant, power_feature, type1, fdr,
-    ...} pooled over replicate summaries; grid order of cells, truths causal / ancestry-only / null."""
+    """Rows {cell, axis, value, truth, n_replicates, replicates, verdict_rates, power_variant, power_feature,
+    type1, fdr, ...} pooled over replicate summaries; grid order of cells, truths causal / ancestry-only / null.
+
+    replicates: [first, last] replicate index of the cell (a failed replicate leaves a gap, so last + 1 can
+    exceed n_replicates). A replicate index given twice in one cell raises ValueError.
+    """
     by_cell: dict[str, list[dict]] = {}
     for rep in replicates:
         by_cell.setdefault(rep["cell"], []).append(rep)
+    for cell, reps in by_cell.items():
+        indices = [int(r["replicate"]) for r in reps]
+        if len(set(indices)) < len(indices):
+            twice = sorted({i for i in indices if indices.count(i) > 1})
+            raise ValueError(f"calibration cell {cell}: replicate(s) {twice} given more than once; pooling would "
+                             "count them twice")
     order = {c["cell"]: k for k, c in enumerate(grid_cells())}
     rows = []
     for cell in sorted(by_cell, key=lambda c: (order.get(c, len(order)), c)):
@@ -557,7 +567,8 @@ def calibration_table(replicates: list[dict]) -> list[dict]:
             names = sorted(set(verdicts))
             row: dict[str, Any] = {
                 "cell": cell, "axis": first["axis"], "value": first["value"], "truth": truth,
-                "n_replicates": len(reps), "n_verdicts": len(verdicts),
+                "n_replicates": len(reps), "replicates": [int(reps[0]["replicate"]), int(reps[-1]["replicate"])],
+                "n_verdicts": len(verdicts),
                 "verdict_rates": {name: rate(verdicts.count(name), len(verdicts)) for name in names},
                 "power_variant": None, "power_feature": None, "type1": None, "fdr": None,
                 "median_seconds": float(np.median([r["seconds"] for r in reps])),
@@ -762,8 +773,10 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
     table (the type-I cluster SE needs per-replicate counts), so they are taken from whichever side ran rank,
     and pooling is refused when both did. first_new: {cell: smallest replicate index among the new
     summaries}; it must be at least the earlier table's replicate count of that cell, because the earlier run
-    ran replicates 0, 1, ... of each cell (`calibration_local.py --first 0`). Pooling a table with summaries
-    it already counts therefore raises ValueError instead of counting them twice. `median_seconds` comes from
+    ran replicates 0, 1, ... of each cell (`calibration_local.py --first 0`); where the earlier row records its
+    `replicates` [first, last], it must exceed last (a replicate that failed, e.g. no variant matching the
+    frequencies, leaves a gap: 58 replicates can end at index 58). Pooling a table with summaries it already
+    counts therefore raises ValueError instead of counting them twice. `median_seconds` comes from
     the new replicates where there are any. Each pooled row gets `n_replicates_prior` (its count in the
     earlier table). supersede: cells whose earlier rows are dropped, not pooled (the cell's simulation
     changed since, so its new replicates, from 0, replace them); ValueError when one is not in the earlier table.
@@ -775,9 +788,12 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
     new = {(r["cell"], r["truth"]): r for r in rows}
     for cell, truth in new:
         before = prior.get((cell, truth))
-        if before is not None and first_new[cell] < before["n_replicates"]:
+        if before is None:
+            continue
+        last = int(before["replicates"][1]) if before.get("replicates") else int(before["n_replicates"]) - 1
+        if first_new[cell] <= last:
             raise ValueError(f"calibration cell {cell}: new replicates start at {first_new[cell]} but the earlier "
-                             f"table already holds {before['n_replicates']} replicates (0-{before['n_replicates'] - 1}"
+                             f"table already holds {before['n_replicates']} replicates (0-{last}"
                              "); pooling would count replicates twice")
     order = {c["cell"]: k for k, c in enumerate(grid_cells())}
     truth_order = {t: k for k, t in enumerate(TRUTHS.values())}
@@ -794,7 +810,10 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
         n_verdicts = a["n_verdicts"] + b["n_verdicts"]
         names = sorted(set(a["verdict_rates"]) | set(b["verdict_rates"]))
         counts = {name: sum(side["verdict_rates"].get(name, {}).get("count", 0) for side in (a, b)) for name in names}
+        first = int(a["replicates"][0]) if a.get("replicates") else 0
         row = {**a, "n_replicates": a["n_replicates"] + b["n_replicates"], "n_verdicts": n_verdicts,
+               **({"replicates": [min(first, int(b["replicates"][0])), int(b["replicates"][1])]}
+                  if b.get("replicates") else {}),
                "verdict_rates": {name: rate(counts[name], n_verdicts) for name in names},
                "n_ranked_replicates": ranked.get("n_ranked_replicates", 0),
                **{k: ranked.get(k) for k in _RANK_KEYS if k in ranked},

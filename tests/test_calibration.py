@@ -278,6 +278,23 @@ def test_pooling_with_an_earlier_table_equals_pooling_all_summaries(tmp_path):
 
 
 
+def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
+    """An earlier table whose replicate 2 failed (no matching variant) holds 3 replicates, 0, 1 and 3: new
+    summaries from 3 on would count replicate 3 twice (the count alone, 3, let them through) and are refused;
+    from 4 on they pool. The same replicate twice among the summaries of one cell is refused too."""
+    earlier = cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in (0, 1, 3)])
+    assert earlier[0]["n_replicates"] == 3 and earlier[0]["replicates"] == [0, 3]
+    again = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
+    with pytest.raises(ValueError, match="twice"):
+        cal.pool_with_prior(again, earlier, {"base": 3})
+    later = cal.calibration_table([_unranked(_summary("base", r, "FAIL", False, 0.0, 0, 10)) for r in (4, 5)])
+    pooled = cal.pool_with_prior(later, earlier, {"base": 4})
+    assert pooled[0]["n_replicates"] == 5 and pooled[0]["replicates"] == [0, 5]
+    assert pooled[0]["verdict_rates"]["PASS"] == cal.rate(3, 5)
+    with pytest.raises(ValueError, match="more than once"):
+        cal.calibration_table([_summary("base", 1, "PASS", False, 0.0, 0, 10)] * 2)
+
+
 def test_superseded_cells_are_replaced_not_pooled(tmp_path):
     """A cell whose simulation changed is rerun from replicate 0: with supersede its earlier rows are dropped
     and the table equals one over the new summaries alone (other cells of the earlier table are kept); without
