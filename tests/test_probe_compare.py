@@ -238,6 +238,7 @@ def test_stage_writes_window_and_sample_rows(tmp_path: Path) -> None:
     assert window["auroc_raw"][0] > 0.9  # exon is planted as a raw-activation direction
     sample = table.filter(pl.col("level") == "sample")
     assert (sample["n_pos"] + sample["n_neg"]).to_list() == [79, 79]
+    assert sample["n_missing"].to_list() == [1, 1] and window["n_missing"].to_list() == [0, 0]
     folds = pl.read_parquet(out["folds"])
     assert folds.filter(pl.col("level") == "sample")["n_test"].sum() == 79 * 2
     win_folds = contiguous_folds(windows["block"].to_numpy(), windows["contig"].to_numpy(),

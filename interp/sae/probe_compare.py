@@ -56,7 +56,7 @@ SUMMARY_SCHEMA = {
     "k": pl.Int64, "k_used": pl.Int64, "auroc_raw": pl.Float64, "auroc_sae": pl.Float64,
     "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "winner": pl.String,
     "boot_ci_low": pl.Float64, "boot_ci_high": pl.Float64, "n_folds_used": pl.Int64, "n_folds_skipped": pl.Int64, "n_folds_sae_better": pl.Int64,
-    "n_pos": pl.Int64, "n_neg": pl.Int64,
+    "n_pos": pl.Int64, "n_neg": pl.Int64, "n_missing": pl.Int64,
 }
 
 
@@ -68,7 +68,9 @@ class ProbeComparison:
     `selected`, the SAE feature indices chosen on that fold's training rows.
     summary: one row per k: k, k_used (k capped at the number of SAE features), fold-mean auroc_raw and
     auroc_sae, difference (SAE - raw), ci_low / ci_high (`fold_interval`), winner ("sae", "raw",
-    "tie", from ci_low / ci_high), boot_ci_low / boot_ci_high (test-row bootstrap, test noise only), n_folds_used, n_folds_skipped, n_folds_sae_better, n_pos, n_neg.
+    "tie", from ci_low / ci_high), boot_ci_low / boot_ci_high (test-row bootstrap, test noise only),
+    n_folds_used, n_folds_skipped, n_folds_sae_better, n_pos, n_neg, n_missing (rows left out before the
+    comparison for a missing label, as the caller counted them).
     """
 
     folds: pl.DataFrame
@@ -124,14 +126,15 @@ def _check(X: np.ndarray, F: np.ndarray, y: np.ndarray, top_k: Iterable[int]) ->
 def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
                    top_k: Iterable[int] = DEFAULT_TOP_K, cfg: ProbeConfig | None = None,
                    n_bootstrap: int = DEFAULT_BOOTSTRAP, confidence: float = 0.95,
-                   seed: int = 0) -> ProbeComparison:
+                   seed: int = 0, n_missing: int = 0) -> ProbeComparison:
     """Raw-activation probe vs sparse probe on the top-k SAE features, same folds (see the module doc).
 
     X: float [n, d] raw activations; F: float [n, m] SAE feature activations of the same rows;
     y: 0/1 [n]; folds: (train_index, test_index) integer arrays, used identically by both arms;
     top_k: the k values; cfg: the logistic probe's settings (C, max_iter, seed), shared by both arms;
     n_bootstrap: paired bootstrap draws of the test rows for boot_ci_low / boot_ci_high (0: none);
-    confidence: the interval's level; seed: the bootstrap's generator.
+    confidence: the interval's level; seed: the bootstrap's generator; n_missing: rows the caller left
+    out for a missing label (reported only).
     """
     X, F, y, ks = _check(X, F, y, top_k)
     cfg = cfg or ProbeConfig()
@@ -142,7 +145,7 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
     k_used = {k: min(k, F.shape[1]) for k in ks}
     fold_rows: list[dict] = []
     summary_rows: list[dict] = []
-    counts = {"n_pos": int(y.sum()), "n_neg": int((~y).sum())}
+    counts = {"n_pos": int(y.sum()), "n_neg": int((~y).sum()), "n_missing": int(n_missing)}
     if not used:
         for k in ks:
             summary_rows.append({"k": k, "k_used": k_used[k], "winner": "tie", "n_folds_used": 0,
@@ -293,7 +296,8 @@ def compare_samples(raw, feats, phenotypes: Sequence[str], layer: str, n_folds: 
                     **opts) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
     """Sample-level comparison for each cohort phenotype: pooled embeddings `raw` ([samples, windows x d]
     AnnData) against the samples' SAE features `feats` (same obs order), `n_folds` folds stratified by the
-    phenotype (seeded by opts["seed"]). Samples without a phenotype value are left out, as in the audit."""
+    phenotype (seeded by opts["seed"]). Samples without a phenotype value are left out, as in the audit, and
+    counted in n_missing."""
     from interp.audit import stratified_folds
 
     if list(raw.obs_names) != list(feats.obs_names):
@@ -303,7 +307,8 @@ def compare_samples(raw, feats, phenotypes: Sequence[str], layer: str, n_folds: 
         y = raw.obs[phenotype].to_numpy(dtype=float)
         keep = np.isfinite(y)
         folds = stratified_folds(y[keep], n_folds, int(opts.get("seed", 0)))
-        result = compare_probes(np.asarray(raw.X)[keep], np.asarray(feats.X)[keep], y[keep], folds, **opts)
+        result = compare_probes(np.asarray(raw.X)[keep], np.asarray(feats.X)[keep], y[keep], folds,
+                                n_missing=int((~keep).sum()), **opts)
         out.append(comparison_rows(result, model=str(raw.uns["model"]), layer=layer, level="sample",
                                    target=phenotype))
     return out
