@@ -70,6 +70,43 @@ def test_dense_direction_of_x_is_read_best_by_the_raw_probe() -> None:
     assert s[1]["auroc_sae"] < s[8]["auroc_sae"] < s[32]["auroc_sae"]  # more features, more of it
 
 
+def null_in_runs(seed: int, n: int = 300):
+    """A null label for activations X and SAE features F whose rows come in runs of 10 sharing the label and
+    a latent (as neighbouring windows share sequence), with 5 contiguous blocks of 60 rows as folds."""
+    rng, F, X = planted(n=n, seed=1000 + seed)
+    run = np.arange(n) // 10
+    y = (rng.random(run.max() + 1) < 0.3)[run]
+    X = X + rng.normal(size=(run.max() + 1, X.shape[1]))[run]
+    F = F + (rng.random((run.max() + 1, F.shape[1])) < 0.1)[run]
+    idx = np.arange(n)
+    return X, F, y, [(idx[idx // 60 != f], idx[idx // 60 == f]) for f in range(5)]
+
+
+def test_null_label_is_a_tie_and_the_sae_arm_stays_at_chance() -> None:
+    """Neither arm can read a null label, so a winner is a false call: at 95% it may come in about 5% of
+    seeds. The old test-row bootstrap interval (probes fixed, rows independent) called one in ~60%."""
+    cfg = ProbeConfig(C=1.0, max_iter=100, seed=0)
+    calls, sae_auc = [], []
+    for seed in range(50):
+        X, F, y, folds = null_in_runs(seed)
+        res = compare_probes(X, F, y, folds, top_k=[1, 8], cfg=cfg, n_bootstrap=100, seed=seed)
+        calls += [w != "tie" for w in res.summary["winner"]]
+        sae_auc += res.summary["auroc_sae"].to_list()
+        s = res.summary
+        assert ((s["ci_low"] <= s["difference"]) & (s["difference"] <= s["ci_high"])).all()
+    assert np.mean(calls) <= 0.15, np.mean(calls)
+    assert abs(np.mean(sae_auc) - 0.5) < 0.03  # top-k chosen on training rows only: no inflation
+
+
+def test_fold_interval_is_the_corrected_paired_t() -> None:
+    d = np.array([0.02, -0.01, 0.05, 0.03, 0.00])
+    lo, hi = probe_compare.fold_interval(d, [240] * 5, [60] * 5)
+    half = 2.7764451 * d.std(ddof=1) * np.sqrt(1 / 5 + 60 / 240)
+    np.testing.assert_allclose([lo, hi], [d.mean() - half, d.mean() + half], rtol=1e-6)
+    assert lo < 0 < hi  # 4 of 5 folds favour the SAE, yet 5 folds cannot tell
+    assert np.isnan(probe_compare.fold_interval(d[:1], [240], [60])).all()
+
+
 def leaky_data(seed: int = 0):
     """Feature 0 predicts y on the training rows only; feature 1 predicts y perfectly on the test rows
     only, strongly enough that over all rows it looks best. Rows 0-99 train, 100-199 test."""
@@ -201,6 +238,7 @@ def test_stage_writes_window_and_sample_rows(tmp_path: Path) -> None:
     assert window["auroc_raw"][0] > 0.9  # exon is planted as a raw-activation direction
     sample = table.filter(pl.col("level") == "sample")
     assert (sample["n_pos"] + sample["n_neg"]).to_list() == [79, 79]
+    assert sample["n_missing"].to_list() == [1, 1] and window["n_missing"].to_list() == [0, 0]
     folds = pl.read_parquet(out["folds"])
     assert folds.filter(pl.col("level") == "sample")["n_test"].sum() == 79 * 2
     win_folds = contiguous_folds(windows["block"].to_numpy(), windows["contig"].to_numpy(),
