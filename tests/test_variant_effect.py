@@ -136,6 +136,32 @@ def test_causal_delta_is_a_difference_of_sequence_logliks():
     assert delta != 0
 
 
+
+def test_causal_delta_refuses_a_variant_in_the_unpredicted_first_token():
+    """The character tokenizer (as HyenaDNA's) puts no start token before base 0, so base 0 is never
+    predicted: its delta held only how the base conditions the rest, not p(ALT) vs p(REF). Refused (HF and
+    the evo2 interface alike); base 1 is predicted and scored."""
+    from interp.embed.variant_effect import evo2_causal_delta
+
+    tok, model = _character_gpt2(seed=0)
+    ref = "ACGTTGCAGGATCCATACGT"
+    with pytest.raises(InputError, match="first token"):
+        hf_causal_delta(model, tok, [ref], [0], ["A"], ["C"])
+    assert hf_causal_delta(model, tok, [ref], [1], ["C"], ["A"])[0] != 0
+
+    class StandIn:
+        class tokenizer:  # noqa: N801 - the evo2 package's attribute name
+            @staticmethod
+            def tokenize(seq):
+                return tok(seq)["input_ids"]
+
+        def __call__(self, ids):
+            return (model(input_ids=ids.long()).logits,), None
+
+    with pytest.raises(InputError, match="first token"):
+        evo2_causal_delta(StandIn(), [ref], [0], ["A"], ["C"], device="cpu")
+
+
 # ---------------------------------------------------------------- cohort variants and the stage
 def test_variant_window_centres_the_variant_and_stays_inside_the_contig():
     from interp.embed.variant_effect import variant_window

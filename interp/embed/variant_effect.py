@@ -4,7 +4,10 @@
       LLR = log p(ALT | context, variant masked) - log p(REF | context, variant masked);
   for k-mer / BPE tokenizers the whole token holding the variant is masked and the token strings
   with REF and with ALT at that base are compared (both must be in the vocabulary).
-- Causal models: log p(ALT sequence) - log p(REF sequence), summed over every predicted token.
+- Causal models: log p(ALT sequence) - log p(REF sequence), summed over every predicted token. A
+  variant in the window's first token is refused when the tokenizer puts no start token before it
+  (HyenaDNA's character tokenizer, Evo 2's bytes): that token is never predicted, so the score would not
+  hold p(ALT) vs p(REF) at all (`score_cohort_variants` meets this only at a contig's first base).
 Negative scores: the model finds ALT less likely than REF. Only SNVs are scored (an indel changes
 the token frame, so masked LLRs are not comparable). Sequences are windows around the variant;
 `pos` is the variant's 0-based position in its window, whose base there must equal REF.
@@ -105,9 +108,18 @@ def hf_causal_delta(model, tokenizer, windows: list[str], positions: list[int], 
     windows = check_snvs(windows, positions, refs, alts)
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
+        _, spans = _ids_and_spans(tokenizer, w)
+        if int(np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))[0]) == 0:
+            raise InputError(unpredicted_first_token(i))
         alt_w = w[:p] + alt.upper() + w[p + 1:]
         out[i] = sequence_loglik(model, tokenizer, alt_w) - sequence_loglik(model, tokenizer, w)
     return out
+
+
+def unpredicted_first_token(i: int) -> str:
+    """The refusal of a causal score for variant `i` sitting in the window's first token."""
+    return (f"variant {i}: in the window's first token, which a causal model without a start token never "
+            "predicts (the score would leave out p(ALT) vs p(REF) itself); give it left context")
 
 
 @torch.inference_mode()
@@ -147,6 +159,8 @@ def evo2_causal_delta(model, windows: list[str], positions: list[int], refs: lis
 
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
+        if p == 0:  # byte tokens, no start token: base 0 is never predicted
+            raise InputError(unpredicted_first_token(i))
         out[i] = loglik(w[:p] + alt.upper() + w[p + 1:]) - loglik(w)
     return out
 
