@@ -162,6 +162,23 @@ def test_causal_delta_refuses_a_variant_in_the_unpredicted_first_token():
         evo2_causal_delta(StandIn(), [ref], [0], ["A"], ["C"], device="cpu")
 
 
+def test_alt_equal_to_ref_is_not_an_snv(random_tiny):
+    """A record with ALT = REF (the VCF reader keeps it: both are letters) is no variant: the cohort scorer
+    keeps it null as "not an SNV" rather than scoring it 0 and counting it as scored."""
+    import polars as pl
+
+    from interp.embed.variant_effect import VariantScorer, score_cohort_variants
+
+    window = "ACGTTGCAGGATCCATACGT"
+    scorer = VariantScorer("tiny", "masked_llr", 64, lambda w, p, r, a: tiny_masked_llr(random_tiny, w, p, r, a))
+    variants = pl.DataFrame({"variant_id": ["same", "snv"], "contig": ["c1", "c1"], "pos": [5, 5],
+                             "ref": ["T", "T"], "alt": ["T", "G"]})
+    table, stats = score_cohort_variants(variants, {"c1": window}, scorer)
+    assert table["skipped"].to_list() == ["not an SNV", ""]
+    assert table["score"][0] is None and table["score"][1] is not None
+    assert stats["n_scored"] == 1 and stats["n_not_snv"] == 1
+
+
 # ---------------------------------------------------------------- cohort variants and the stage
 def test_variant_window_centres_the_variant_and_stays_inside_the_contig():
     from interp.embed.variant_effect import variant_window

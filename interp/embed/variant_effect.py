@@ -246,7 +246,8 @@ OUTSIDE = "outside the reference contig"
 
 def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, width: int | None = None,
                           chunk: int = 256) -> tuple[pl.DataFrame, dict]:
-    """Score every biallelic SNV of `variants` on the reference window around it.
+    """Score every biallelic SNV of `variants` on the reference window around it (a record with ALT equal
+    to REF is no SNV: null score, "not an SNV").
 
     variants: variant_id, contig, pos (1-based), ref, alt (`cohort_variants`). fasta: contig -> sequence
     supporting len() and slicing (an `interp.genome.fasta.Reference`, or a dict of strings). Window:
@@ -272,7 +273,8 @@ def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, 
     reason = [""] * n
     snvs = []
     for i in range(n):
-        if len(refs[i]) != 1 or len(alts[i]) != 1 or refs[i] not in "ACGT" or alts[i] not in "ACGT":
+        if (len(refs[i]) != 1 or len(alts[i]) != 1 or refs[i] not in "ACGT" or alts[i] not in "ACGT"
+                or refs[i] == alts[i]):
             reason[i] = NOT_SNV
         elif contigs[i] not in fasta or not 1 <= pos[i] <= len(fasta[contigs[i]]):
             reason[i] = OUTSIDE
