@@ -169,11 +169,13 @@ def test_tiny_model_vectors_are_bit_identical_with_and_without_the_cache(tmp_pat
         assert np.array_equal(plain[name], cached[name]), name
 
 
-def test_unreadable_file_is_a_miss_and_is_rewritten(tmp_path: Path, tiny: dict) -> None:
+@pytest.mark.parametrize("content", [b"not a numpy file", b""], ids=["foreign", "empty"])
+def test_unreadable_file_is_a_miss_and_is_rewritten(tmp_path: Path, tiny: dict, content: bytes) -> None:
+    """A foreign file, or an empty one (a rename that reached the disk before the data, then a crash)."""
     cache = EmbeddingCache(tmp_path, _identity(tiny["ckpt"]))
     cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.ones((len(s), 3), np.float32)}, cache)
     path = cache.path("x", sequence_hash("ACGT"))
-    path.write_bytes(b"not a numpy file")
+    path.write_bytes(content)
     calls = []
 
     def compute(s):
@@ -213,3 +215,4 @@ def test_hub_model_on_a_moving_revision_is_not_cached() -> None:
     assert model_identity(card, None) is None
     assert model_identity(card, None, commit="a" * 40)["commit"] == "a" * 40
     assert model_identity({**card, "revision": "b" * 40}, None)["commit"] == "b" * 40
+

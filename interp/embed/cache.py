@@ -110,7 +110,7 @@ class EmbeddingCache:
             vec = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as err:  # truncated by hand, foreign file: recompute and overwrite
+        except (OSError, ValueError, EOFError) as err:  # empty, truncated, foreign file: recompute and overwrite
             log.warning("embedding cache: ignoring unreadable %s (%s)", path, err)
             return None
         if vec.ndim != 1 or vec.dtype != np.float32:
