@@ -216,3 +216,11 @@ def test_hub_model_on_a_moving_revision_is_not_cached() -> None:
     assert model_identity(card, None, commit="a" * 40)["commit"] == "a" * 40
     assert model_identity({**card, "revision": "b" * 40}, None)["commit"] == "b" * 40
 
+
+def test_local_model_folder_is_not_cached_under_the_cards_revision(tmp_path: Path) -> None:
+    """A local folder is loaded as it is (its files may be replaced in place); a commit-looking revision in the
+    card does not describe it, so it gives no identity; a hub-cache snapshot folder's commit does."""
+    card = {"name": "nt", "family": "hf", "hf_id": str(tmp_path), "revision": "b" * 40, "layers": ["a"],
+            "context": 10}
+    assert model_identity(card, None) is None
+    assert model_identity(card, None, commit="c" * 40)["commit"] == "c" * 40

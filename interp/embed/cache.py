@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.embed.hub import is_commit
+from interp.embed.hub import is_commit, is_local_source
 from interp.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,16 @@ def model_identity(card: dict, checkpoint: str | Path | None = None, device: str
     checkpoint: the weights file (the built-in model; hashed). commit: the hub snapshot commit actually
     loaded (`HFEmbedder.provenance["commit"]`). A hub model known only by a moving revision (a branch such
     as `main`, no commit) has no identity: its weights may change under the same name, so it is not cached.
+    Neither has a local model folder that is not a hub-cache snapshot (`.../snapshots/<commit>`, whose commit
+    comes as `commit`): its files may be replaced in place, and the card's `revision` does not describe them
+    (a local folder is loaded as it is, whatever revision the card names).
     """
     weights: dict[str, Any] = {}
     if checkpoint is not None:
         weights["checkpoint_sha256"] = file_sha256(checkpoint)
     elif commit:
         weights["commit"] = commit
-    elif is_commit(card.get("revision")):
+    elif is_commit(card.get("revision")) and not is_local_source(card):
         weights["commit"] = card["revision"]
     else:
         return None
