@@ -224,3 +224,36 @@ def test_local_model_folder_is_not_cached_under_the_cards_revision(tmp_path: Pat
             "context": 10}
     assert model_identity(card, None) is None
     assert model_identity(card, None, commit="c" * 40)["commit"] == "c" * 40
+
+
+def test_a_cache_that_cannot_be_written_is_read_and_the_job_goes_on(tmp_path: Path, tiny: dict, monkeypatch,
+                                                                    caplog) -> None:
+    """Hits are served from a read-only cache, misses computed and returned, no write attempted after the first
+    failure; a cache folder that cannot even be created is all misses."""
+    import contextlib
+
+    import interp.embed.cache as cache_module
+
+    ident = _identity(tiny["ckpt"])
+    filled = EmbeddingCache(tmp_path / "c", ident)
+    cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.ones((len(s), 3), np.float32)}, filled)
+    (filled.dir / "identity.json").unlink()  # a new cache opened on it would write it again
+    attempts = []
+
+    @contextlib.contextmanager
+    def read_only(path, unique=False):
+        attempts.append(path)
+        raise PermissionError(30, "Read-only file system", str(path))
+        yield
+
+    monkeypatch.setattr(cache_module, "atomic_path", read_only)
+    cache = EmbeddingCache(tmp_path / "c", ident)
+    out = cached_vectors(["ACGT", "GGCC", "TTAA"], {"x": "x"},
+                         lambda s: {"x": np.full((len(s), 3), 2, np.float32)}, cache)
+    assert out["x"].tolist() == [[1.0] * 3, [2.0] * 3, [2.0] * 3]
+    assert (cache.hits, cache.misses, cache.writable, len(attempts)) == (1, 2, False, 1)
+    assert "cannot be written" in caplog.text
+    (tmp_path / "file").write_text("")
+    nowhere = EmbeddingCache(tmp_path / "file" / "cache", ident)
+    out = cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.full((len(s), 3), 2, np.float32)}, nowhere)
+    assert out["x"].tolist() == [[2.0] * 3] and not nowhere.writable
