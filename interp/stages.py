@@ -532,8 +532,9 @@ def _embedding_cache(e: EmbedConfig, card: dict, checkpoint: str | None, embedde
     commit = (getattr(embedder, "provenance", None) or {}).get("commit")
     identity = model_identity(card, checkpoint, _device(e.device), e.dtype, commit)
     if identity is None:
-        logging.getLogger(__name__).warning("embedding cache off for %s: revision %r is not a pinned commit",
-                                            card["name"], card.get("revision"))
+        logging.getLogger(__name__).warning("embedding cache off for %s: its weights are not pinned (revision %r "
+                                            "is not a commit, or hf_id is a local folder)", card["name"],
+                                            card.get("revision"))
         return None
     return EmbeddingCache(e.cache, identity)
 

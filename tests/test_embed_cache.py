@@ -169,11 +169,13 @@ def test_tiny_model_vectors_are_bit_identical_with_and_without_the_cache(tmp_pat
         assert np.array_equal(plain[name], cached[name]), name
 
 
-def test_unreadable_file_is_a_miss_and_is_rewritten(tmp_path: Path, tiny: dict) -> None:
+@pytest.mark.parametrize("content", [b"not a numpy file", b""], ids=["foreign", "empty"])
+def test_unreadable_file_is_a_miss_and_is_rewritten(tmp_path: Path, tiny: dict, content: bytes) -> None:
+    """A foreign file, or an empty one (a rename that reached the disk before the data, then a crash)."""
     cache = EmbeddingCache(tmp_path, _identity(tiny["ckpt"]))
     cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.ones((len(s), 3), np.float32)}, cache)
     path = cache.path("x", sequence_hash("ACGT"))
-    path.write_bytes(b"not a numpy file")
+    path.write_bytes(content)
     calls = []
 
     def compute(s):
@@ -213,3 +215,45 @@ def test_hub_model_on_a_moving_revision_is_not_cached() -> None:
     assert model_identity(card, None) is None
     assert model_identity(card, None, commit="a" * 40)["commit"] == "a" * 40
     assert model_identity({**card, "revision": "b" * 40}, None)["commit"] == "b" * 40
+
+
+def test_local_model_folder_is_not_cached_under_the_cards_revision(tmp_path: Path) -> None:
+    """A local folder is loaded as it is (its files may be replaced in place); a commit-looking revision in the
+    card does not describe it, so it gives no identity; a hub-cache snapshot folder's commit does."""
+    card = {"name": "nt", "family": "hf", "hf_id": str(tmp_path), "revision": "b" * 40, "layers": ["a"],
+            "context": 10}
+    assert model_identity(card, None) is None
+    assert model_identity(card, None, commit="c" * 40)["commit"] == "c" * 40
+
+
+def test_a_cache_that_cannot_be_written_is_read_and_the_job_goes_on(tmp_path: Path, tiny: dict, monkeypatch,
+                                                                    caplog) -> None:
+    """Hits are served from a read-only cache, misses computed and returned, no write attempted after the first
+    failure; a cache folder that cannot even be created is all misses."""
+    import contextlib
+
+    import interp.embed.cache as cache_module
+
+    ident = _identity(tiny["ckpt"])
+    filled = EmbeddingCache(tmp_path / "c", ident)
+    cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.ones((len(s), 3), np.float32)}, filled)
+    (filled.dir / "identity.json").unlink()  # a new cache opened on it would write it again
+    attempts = []
+
+    @contextlib.contextmanager
+    def read_only(path, unique=False):
+        attempts.append(path)
+        raise PermissionError(30, "Read-only file system", str(path))
+        yield
+
+    monkeypatch.setattr(cache_module, "atomic_path", read_only)
+    cache = EmbeddingCache(tmp_path / "c", ident)
+    out = cached_vectors(["ACGT", "GGCC", "TTAA"], {"x": "x"},
+                         lambda s: {"x": np.full((len(s), 3), 2, np.float32)}, cache)
+    assert out["x"].tolist() == [[1.0] * 3, [2.0] * 3, [2.0] * 3]
+    assert (cache.hits, cache.misses, cache.writable, len(attempts)) == (1, 2, False, 1)
+    assert "cannot be written" in caplog.text
+    (tmp_path / "file").write_text("")
+    nowhere = EmbeddingCache(tmp_path / "file" / "cache", ident)
+    out = cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.full((len(s), 3), 2, np.float32)}, nowhere)
+    assert out["x"].tolist() == [[2.0] * 3] and not nowhere.writable

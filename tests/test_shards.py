@@ -124,6 +124,14 @@ def test_gather_vectors_orders_rows_by_the_wanted_hashes(tmp_path: Path) -> None
         gather_vectors(parts, ["a", "z"])
 
 
+def test_gather_vectors_refuses_a_shard_whose_rows_and_hashes_disagree() -> None:
+    good = (["a"], {"x": np.array([[1.0]], np.float32)})
+    for bad in [(["b", "c"], {"x": np.array([[2.0], [3.0], [4.0]], np.float32)}),
+                (["b", "c"], {"x": np.array([[2.0]], np.float32)})]:
+        with pytest.raises(ValueError, match="2 sequence hashes"):
+            gather_vectors([good, bad], ["a", "b"])
+
+
 def test_gather_shard_files_sums_cache_counts(tmp_path: Path) -> None:
     import json
 

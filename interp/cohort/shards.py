@@ -131,7 +131,8 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
                    ) -> dict[str, np.ndarray]:
     """{name: float32 [len(seq_hashes), d]}: row i the vector of seq_hashes[i], from the first part holding it.
 
-    parts: (hashes, {name: [n_part, d]}) per shard, in shard order; every part must have the same names.
+    parts: (hashes, {name: [n_part, d]}) per shard, in shard order; every part must have the same names and
+    one row per hash (a part whose rows and hashes disagree could pair a hash with another's vector).
     Raises ValueError naming a hash no part holds.
     """
     if not parts:
@@ -141,6 +142,10 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
     for p, (hashes, vecs) in enumerate(parts):
         if list(vecs) != names:
             raise ValueError(f"gather_vectors: shard {p} has vectors {list(vecs)}, shard 0 has {names}")
+        for name, mat in vecs.items():
+            if np.ndim(mat) != 2 or len(mat) != len(hashes):
+                raise ValueError(f"gather_vectors: shard {p} has {len(hashes)} sequence hashes but vectors {name} "
+                                 f"of shape {np.shape(mat)}")
         for row, h in enumerate(hashes):
             where.setdefault(h, (p, row))
     absent = [h for h in seq_hashes if h not in where]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.embed.hub import is_commit
+from interp.embed.hub import is_commit, is_local_source
 from interp.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,16 @@ def model_identity(card: dict, checkpoint: str | Path | None = None, device: str
     checkpoint: the weights file (the built-in model; hashed). commit: the hub snapshot commit actually
     loaded (`HFEmbedder.provenance["commit"]`). A hub model known only by a moving revision (a branch such
     as `main`, no commit) has no identity: its weights may change under the same name, so it is not cached.
+    Neither has a local model folder that is not a hub-cache snapshot (`.../snapshots/<commit>`, whose commit
+    comes as `commit`): its files may be replaced in place, and the card's `revision` does not describe them
+    (a local folder is loaded as it is, whatever revision the card names).
     """
     weights: dict[str, Any] = {}
     if checkpoint is not None:
         weights["checkpoint_sha256"] = file_sha256(checkpoint)
     elif commit:
         weights["commit"] = commit
-    elif is_commit(card.get("revision")):
+    elif is_commit(card.get("revision")) and not is_local_source(card):
         weights["commit"] = card["revision"]
     else:
         return None
@@ -86,18 +89,33 @@ def sae_key(sae_weights: str | Path, layer: str) -> str:
 
 
 class EmbeddingCache:
-    """One model identity's cached vectors under `root`; counts hits and misses."""
+    """One model identity's cached vectors under `root`; counts hits and misses.
+
+    A cache that cannot be written (a read-only or full file system, a shared folder of another user) is
+    still read: its hits are served, the misses are computed and returned, and writing stops after one
+    warning (`writable` turns False), so the job does not fail for its cache.
+    """
 
     def __init__(self, root: str | Path, identity: dict) -> None:
         self.dir = Path(root) / model_key(identity)
         self.identity = identity
         self.hits = 0
         self.misses = 0
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.writable = True
         meta = self.dir / "identity.json"
         if not meta.exists():
-            with atomic_path(meta, unique=True) as tmp:
-                tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(meta, unique=True) as tmp:
+                    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, default=str) + "\n")
+            except OSError as err:
+                self._stop_writing(err)
+
+    def _stop_writing(self, err: OSError) -> None:
+        """Warn once that the cache cannot be written, and write no more."""
+        log.warning("embedding cache %s cannot be written (%s); reading it only, new vectors are not stored",
+                    self.dir, err)
+        self.writable = False
 
     def path(self, layer: str, seq_hash: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._@-]", "_", layer)
@@ -110,7 +128,7 @@ class EmbeddingCache:
             vec = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as err:  # truncated by hand, foreign file: recompute and overwrite
+        except (OSError, ValueError, EOFError) as err:  # empty, truncated, foreign file: recompute and overwrite
             log.warning("embedding cache: ignoring unreadable %s (%s)", path, err)
             return None
         if vec.ndim != 1 or vec.dtype != np.float32:
@@ -118,8 +136,14 @@ class EmbeddingCache:
         return vec
 
     def put(self, layer: str, seq_hash: str, vec: np.ndarray) -> None:
-        with atomic_path(self.path(layer, seq_hash), unique=True) as tmp:
-            np.save(tmp, np.ascontiguousarray(vec, dtype=np.float32), allow_pickle=False)
+        """Store a float32 vector (atomically); nothing, after one warning, when the cache cannot be written."""
+        if not self.writable:
+            return
+        try:
+            with atomic_path(self.path(layer, seq_hash), unique=True) as tmp:
+                np.save(tmp, np.ascontiguousarray(vec, dtype=np.float32), allow_pickle=False)
+        except OSError as err:
+            self._stop_writing(err)
 
     def stats(self) -> dict:
         return {"dir": str(self.dir), "hits": self.hits, "misses": self.misses}
