@@ -33,7 +33,10 @@ from interp.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: the embedding code's version in every cache key: bump it whenever a change to interp/embed changes what is
+#: computed for the same model and sequence (the key cannot see code). 2: a SentencePiece word marker no longer
+#: counts as a base-covering token (2026-12-04), which changed pooled vectors of Metaspace BPE tokenizers.
+CACHE_VERSION = 2
 #: card fields that describe a model without changing what it computes
 _NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name"}
 
