@@ -137,6 +137,22 @@ def test_causal_delta_is_a_difference_of_sequence_logliks():
 
 
 
+def _evo2_stand_in(tok, model):
+    """The evo2 package's interface (tokenizer.tokenize, model(ids) -> ((logits,), None)) around a transformers
+    causal LM."""
+
+    class StandIn:
+        class tokenizer:  # noqa: N801 - the evo2 package's attribute name
+            @staticmethod
+            def tokenize(seq):
+                return tok(seq)["input_ids"]
+
+        def __call__(self, ids):
+            return (model(input_ids=ids.long()).logits,), None
+
+    return StandIn()
+
+
 def test_causal_delta_refuses_a_variant_in_the_unpredicted_first_token():
     """The character tokenizer (as HyenaDNA's) puts no start token before base 0, so base 0 is never
     predicted: its delta held only how the base conditions the rest, not p(ALT) vs p(REF). Refused (HF and
@@ -149,17 +165,8 @@ def test_causal_delta_refuses_a_variant_in_the_unpredicted_first_token():
         hf_causal_delta(model, tok, [ref], [0], ["A"], ["C"])
     assert hf_causal_delta(model, tok, [ref], [1], ["C"], ["A"])[0] != 0
 
-    class StandIn:
-        class tokenizer:  # noqa: N801 - the evo2 package's attribute name
-            @staticmethod
-            def tokenize(seq):
-                return tok(seq)["input_ids"]
-
-        def __call__(self, ids):
-            return (model(input_ids=ids.long()).logits,), None
-
     with pytest.raises(InputError, match="first token"):
-        evo2_causal_delta(StandIn(), [ref], [0], ["A"], ["C"], device="cpu")
+        evo2_causal_delta(_evo2_stand_in(tok, model), [ref], [0], ["A"], ["C"], device="cpu")
 
 
 def test_alt_equal_to_ref_is_not_an_snv(random_tiny):
@@ -257,17 +264,8 @@ def test_evo2_causal_delta_matches_the_transformers_causal_delta():
 
     tok, gpt = _character_gpt2(seed=1)
 
-    class StandIn:
-        class tokenizer:  # noqa: N801 - the evo2 package's attribute name
-            @staticmethod
-            def tokenize(seq):
-                return tok(seq)["input_ids"]
-
-        def __call__(self, ids):
-            return (gpt(input_ids=ids.long()).logits,), None
-
     ref = "ACGTTGCAGGATCCATACGT"
-    got = evo2_causal_delta(StandIn(), [ref, ref], [5, 9], ["G", "G"], ["A", "C"], device="cpu")
+    got = evo2_causal_delta(_evo2_stand_in(tok, gpt), [ref, ref], [5, 9], ["G", "G"], ["A", "C"], device="cpu")
     want = hf_causal_delta(gpt, tok, [ref, ref], [5, 9], ["G", "G"], ["A", "C"])
     np.testing.assert_allclose(got, want, atol=1e-9)
     assert np.all(got != 0)
