@@ -511,3 +511,28 @@ def test_steering_control_is_a_monte_carlo_test():
     assert control_p(7.0, [1.0] * N_RANDOM) == 1 / 20 <= CONTROL_ALPHA
     assert control_p(1.0, [1.0, 0.5, 2.0]) == 3 / 4  # ties count against the feature
     assert control_p(float("nan"), [1.0]) == 1.0 and control_p(1.0, []) == 1.0
+
+
+def test_steering_control_rejects_a_random_direction_at_its_level():
+    """Under the null (the feature's direction is itself a random direction of the same norm) the Monte Carlo
+    control must call an effect in at most 5% of replicates; 120 replicates of a random decoder direction on
+    the toy LM, each with its own controls. Measured: 4/120; the old "above the 95th percentile of 8" rule called
+    14/120 of the same (95% CI from 6.5%), which fails this."""
+    from scipy.stats import binomtest
+
+    from interp.sae.steer import steer
+
+    lm, sae = _toy_lm_and_sae()
+    seqs = ["ACGTAAGTCAGGCATTACGA" * 3]
+    called = 0
+    n = 120
+    for r in range(n):
+        gen = torch.Generator().manual_seed(10_000 + r)
+        direction = torch.randn(16, generator=gen)
+        with torch.no_grad():
+            sae.W_dec[2] = direction / direction.norm()
+        out = steer(lm, "block2", sae, 2, seqs, strength=5.0, mode="add", seed=r, n_mask_groups=3)
+        assert out["n_firing"] > 0
+        called += out["exceeds_control"]
+    ci_low = binomtest(called, n).proportion_ci(method="exact").low
+    assert ci_low <= 0.05, f"random directions called {called}/{n}"
