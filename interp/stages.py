@@ -412,7 +412,7 @@ def simulate_cohort(job: Job) -> None:
     from interp.cohort.simulate import simulate_cohort as simulate
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job)
+    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
     regions = _cohort_regions(job, c, fasta, annotation)
     if len({r.contig for r in regions}) != 1:
         raise InputError("cohort.simulate: the simulated cohort's regions must lie on one contig")
@@ -709,12 +709,13 @@ def calibration(job: Job) -> None:
 def planted_genome(job: Job) -> None:
     """Synthetic genome: order-3 Markov background fitted on the configured regions of the reference, with
     planted JASPAR motifs, a periodic repeat and GC-rich islands (interp.sae.planted_genome)."""
+    from interp.genome.fasta import open_reference
     from interp.genome.regions import regions_from_config
     from interp.sae.planted_genome import PlantedConfig, write_planted
     from interp.sae.planted_genome import planted_genome as build
 
-    fasta, _ = _reference(job)
     p = job.params
+    fasta = open_reference(job.input["fasta"], p.get("reference_cache"))  # the annotation is not used here
     regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
     cfg = PlantedConfig.from_params(p["genome"])
     sequence, elements, stats = build(cfg, [fasta[r.contig][r.start:r.end].upper() for r in regions])
