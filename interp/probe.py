@@ -79,7 +79,7 @@ class LogisticProbes:
 class _ProbeModule(pl_light.LightningModule):
     """P logistic regressions on one shared X [n, d] or per-probe X [P, n, d], full batch."""
 
-    def __init__(self, X, y, train_mask, mean, scale, C: float, max_iter: int):
+    def __init__(self, X, y, train_mask, mean, scale, C, max_iter: int):
         super().__init__()
         self.automatic_optimization = True
         n_probes, d = mean.shape
@@ -88,7 +88,7 @@ class _ProbeModule(pl_light.LightningModule):
         self.register_buffer("weight_rows", train_mask / train_mask.sum(dim=1, keepdim=True))
         self.register_buffer("mean", mean)
         self.register_buffer("scale", scale)
-        self.register_buffer("l2", 1.0 / (2.0 * C * train_mask.sum(dim=1)))
+        self.register_buffer("l2", 1.0 / (2.0 * C * train_mask.sum(dim=1)))  # C: scalar or [P]
         self.W = torch.nn.Parameter(torch.zeros(n_probes, d, dtype=X.dtype))
         self.b = torch.nn.Parameter(torch.zeros(n_probes, dtype=X.dtype))
         self.max_iter = max_iter
@@ -121,6 +121,14 @@ class _ProbeModule(pl_light.LightningModule):
             tolerance_change=1e-12,
             line_search_fn="strong_wolfe",
         )
+
+
+def _per_probe_C(C: float | np.ndarray, n_probes: int) -> torch.Tensor:
+    """C as a float64 tensor [P] (one value broadcast to every probe)."""
+    C = np.broadcast_to(np.asarray(C, dtype=np.float64), (n_probes,))
+    if not np.all(np.isfinite(C) & (C > 0)):
+        raise InputError(f"probe C must be positive and finite; got {np.unique(C).tolist()}")
+    return torch.from_numpy(np.array(C))
 
 
 def _check_inputs(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray):
@@ -187,12 +195,14 @@ def _cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: ProbeConfig) -> LogisticProbes:
+def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: ProbeConfig,
+                 C: float | np.ndarray | None = None) -> LogisticProbes:
     """Fit P independent L2 logistic probes in one Lightning fit (full batch, L-BFGS).
 
     X: float [n, d] shared by all probes, or [P, n, d]; y: {0,1} [n] or [P, n];
     train_mask: bool [P, n], the rows each probe is trained on. Each probe should see both classes in
     its training rows (otherwise its intercept runs off towards +-infinity).
+    C: inverse L2 strength, one value or one per probe [P] (None: cfg.C).
     """
     X, y, train_mask = _check_inputs(X, y, train_mask)
     n_probes = train_mask.shape[0]
@@ -207,7 +217,7 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: Prob
         torch.from_numpy(train_mask.astype(np.float64)),
         torch.from_numpy(mean),
         torch.from_numpy(scale),
-        C=cfg.C,
+        C=_per_probe_C(cfg.C if C is None else C, n_probes),
         max_iter=cfg.max_iter,
     )
     trainer = pl_light.Trainer(

@@ -22,7 +22,7 @@ from interp.errors import InputError
 from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 #: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
-PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds")
+PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds", "sae_C_grid")
 RANK_NOT_FIT = ("report_top", "variant_effect")
 #: audit keys read by the stage, not by interp.audit.AuditConfig
 AUDIT_NOT_FIT = ("by_region",)
@@ -256,14 +256,15 @@ def probe_sae(job: Job) -> None:
     import anndata as ad
 
     from interp.probe import ProbeConfig, contiguous_folds
-    from interp.sae.probe_compare import compare_samples, compare_windows
+    from interp.sae.probe_compare import DEFAULT_C_GRID, compare_samples, compare_windows
     from interp.sae.train import load_sae
 
     _set_threads(job.threads)
     p = job.params
     layer, section = p["sae_layer"], p["probe"]
     cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
-    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": p["seed"]}
+    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": p["seed"],
+            "C_grid": section.get("sae_C_grid", DEFAULT_C_GRID)}
     win = pl.read_parquet(job.input["windows"]).sort("window_index")
     folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
                              win["end"].to_numpy())

@@ -144,27 +144,110 @@ def test_both_arms_use_identical_folds(monkeypatch) -> None:
     _, F, X = planted(n=300)
     y = F[:, 5] > 0
     folds = interleaved_folds(300, 4)
-    seen: list[tuple[int, np.ndarray]] = []
+    seen: list[tuple[int, np.ndarray, object]] = []
     fit = probe_compare.fit_logistic
 
-    def spy(Xa, ya, masks, cfg):
-        seen.append((np.asarray(Xa).shape[-1], np.asarray(masks).copy()))
-        return fit(Xa, ya, masks, cfg)
+    def spy(Xa, ya, masks, cfg, C=None):
+        seen.append((np.asarray(Xa).shape[-1], np.asarray(masks).copy(), C))
+        return fit(Xa, ya, masks, cfg, C=C)
 
     monkeypatch.setattr(probe_compare, "fit_logistic", spy)
-    res = compare_probes(X, F, y, folds, top_k=[2, 8], cfg=CFG, n_bootstrap=50)
-    widths = [w for w, _ in seen]
-    assert widths == [X.shape[1], 2, 8]  # one raw fit, then one sparse fit per k
+    grid = (0.01, 1.0)
+    res = compare_probes(X, F, y, folds, top_k=[2, 8], cfg=CFG, n_bootstrap=50, C_grid=grid)
     expected = np.zeros((4, 300), dtype=bool)
     for f, (train, _) in enumerate(folds):
         expected[f, train] = True
-    for _, masks in seen:
-        np.testing.assert_array_equal(masks, expected)
+    final = [(w, m, C) for w, m, C in seen if m.shape == expected.shape and np.array_equal(m, expected)]
+    assert [w for w, _, _ in final] == [X.shape[1], 2, 8]  # one final fit per arm, on the folds' training rows
+    for _, _, C in final:  # each fold refitted with its own chosen C
+        assert np.asarray(C).shape == (4,) and set(np.asarray(C).tolist()) <= set(grid)
+    inner = [(w, m, C) for w, m, C in seen if not np.array_equal(m, expected)]
+    assert len(inner) == 3 * len(grid)  # per arm, one inner fit per grid value
+    test_of = [np.zeros(300, dtype=bool) for _ in folds]
+    for f, (_, te) in enumerate(folds):
+        test_of[f][te] = True
+    for _, masks, C in inner:  # inner probes train inside one fold's training rows: no test row seen
+        assert float(C) in grid and masks.shape[0] == 4 * 3
+        for row in masks:
+            assert any(not (row & t).any() for t in test_of)
     assert res.folds["fold"].to_list() == [0, 1, 2, 3] * 2
     assert res.folds["n_test"].to_list() == [75] * 8 and res.folds["n_train"].to_list() == [225] * 8
     # the raw arm's per-fold AUROC is one fit, reported identically beside every k
     by_k = res.folds.pivot(on="k", index="fold", values="auroc_raw")
     np.testing.assert_array_equal(by_k["2"].to_numpy(), by_k["8"].to_numpy())
+    # with an empty grid each arm is one fit at cfg.C
+    seen.clear()
+    untuned = compare_probes(X, F, y, folds, top_k=[2, 8], cfg=CFG, n_bootstrap=0, C_grid=())
+    assert [w for w, _, _ in seen] == [X.shape[1], 2, 8]
+    assert set(untuned.folds["C_raw"]) == set(untuned.folds["C_sae"]) == {CFG.C}
+
+
+def nuisance_cancelling(seed: int, n: int = 300):
+    """The label is carried by s; the first column reads s + 2 * noise and the second the noise itself, so
+    only a weakly penalised raw probe (w ~ (1, -2)) recovers s; a strongly penalised one keeps the mean
+    difference direction (the first column alone)."""
+    rng = np.random.default_rng(seed)
+    s, noise = rng.normal(size=n), rng.normal(size=n)
+    X = np.column_stack([s + 2 * noise, noise, rng.normal(size=(n, 8))])
+    y = rng.random(n) < 1 / (1 + np.exp(-3 * s))
+    return X, np.abs(rng.normal(size=(n, 6))), y
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_arm_chooses_its_own_C_and_a_bad_fixed_C_no_longer_decides(seed: int) -> None:
+    """A fixed C of 1e-4 (shared by both arms) cripples the raw probe here (AUROC about 0.65); chosen per
+    arm on inner folds, the raw arm takes the weak penalty and reads the label (about 0.9)."""
+    X, F, y = nuisance_cancelling(seed)
+    cfg = ProbeConfig(C=1e-4, max_iter=200, seed=0)
+    fixed = compare_probes(X, F, y, interleaved_folds(300), top_k=[1], cfg=cfg, n_bootstrap=0, C_grid=())
+    tuned = compare_probes(X, F, y, interleaved_folds(300), top_k=[1], cfg=cfg, n_bootstrap=0,
+                           C_grid=(1e-4, 0.01, 1.0))
+    assert fixed.summary["auroc_raw"][0] < 0.72
+    assert tuned.summary["auroc_raw"][0] > 0.82
+    assert tuned.folds["C_raw"].to_list() == [1.0] * 5 and tuned.summary["C_raw"][0] == 1.0
+
+
+def test_chosen_C_matches_scikit_learn_inner_cv() -> None:
+    """The C chosen in each fold is the argmax of the mean inner-fold AUROC of scikit-learn's
+    LogisticRegression on standardised features (the objective fit_logistic documents)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 60))  # 5 of 60 columns carry the label: the best C differs between folds
+    y = rng.random(120) < 1 / (1 + np.exp(-1.5 * X[:, :5].sum(1) / np.sqrt(5)))
+    F = np.abs(rng.normal(size=(120, 4)))
+    grid = (1e-3, 0.03, 1.0)
+    folds = interleaved_folds(120)
+    res = compare_probes(X, F, y, folds, top_k=[1], cfg=CFG, n_bootstrap=0, C_grid=grid)
+    assert len(set(res.folds["C_raw"])) == 3  # measured: every grid value chosen in some fold
+    for f, (train, _) in enumerate(folds):
+        means = []
+        for C in grid:
+            scores = []
+            for tr, va in probe_compare.stratified_inner_folds(y, train, probe_compare.N_INNER_FOLDS, CFG.seed):
+                scaler = StandardScaler().fit(X[tr])
+                model = LogisticRegression(C=C, max_iter=2000, tol=1e-10).fit(scaler.transform(X[tr]), y[tr])
+                scores.append(auroc(y[va], model.decision_function(scaler.transform(X[va]))))
+            means.append(np.mean(scores))
+        assert res.folds["C_raw"][f] == grid[int(np.argmax(np.round(means, 6)))], (f, means)
+
+
+def test_block_inner_folds_hold_out_contiguous_runs_without_overlap_leaks() -> None:
+    n = 60
+    start = np.arange(n) * 50
+    end = start + 100  # each window overlaps the next by half
+    contig = np.array(["chr1"] * n)
+    train = np.setdiff1d(np.arange(n), np.arange(20, 30))  # an outer fold's training rows
+    inner = probe_compare.block_inner_folds(train, contig, start, end, n_inner=3)
+    assert len(inner) == 3
+    held = np.concatenate([va for _, va in inner])
+    assert np.array_equal(np.sort(held), train)  # every training window validated exactly once
+    for tr, va in inner:
+        assert set(tr) <= set(train) and set(va) <= set(train) and not set(tr) & set(va)
+        assert np.all(np.diff(np.sort(va)) >= 1) and va.size >= 15
+        for i in tr:  # no inner training window overlaps a validation window
+            assert not np.any((start[va] < end[i]) & (start[i] < end[va]))
 
 
 def test_fold_without_both_classes_is_skipped_for_both_arms() -> None:

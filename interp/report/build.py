@@ -153,7 +153,7 @@ def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | No
 
 
 PROBE_SAE_KEYS = ("model", "layer", "target", "level", "k", "auroc_raw", "auroc_sae", "difference", "ci_low",
-                  "ci_high", "winner", "n_folds_used", "n_missing")
+                  "ci_high", "winner", "n_folds_used", "n_missing", "C_raw", "C_sae")
 
 
 def probe_sae_rows(path: str | Path | None) -> list[dict]:

@@ -10,7 +10,11 @@ features. `compare_probes` answers it for one label: over the same folds it fits
   one that is higher; ties go to the lower feature index). Test rows never enter the choice.
 
 Both arms see the same training rows and are scored on the same test rows (folds where the training or
-test rows lack a class are skipped for both). Per k the summary gives the fold-mean AUROC of each arm,
+test rows lack a class are skipped for both). Each arm's L2 strength is its own: inside each fold, C is
+chosen from `C_grid` by the mean AUROC over inner folds of that fold's training rows (`inner_folds`;
+ties go to the smaller C), and the arm is refitted on all the fold's training rows with it. A single C
+shared by a 1-feature and a d-dimensional probe would favour one of them by its regularisation alone.
+The chosen values are reported per fold (`C_raw`, `C_sae`). With an empty grid both arms use cfg.C. Per k the summary gives the fold-mean AUROC of each arm,
 their difference (SAE - raw), and a paired 95% interval of that difference over the folds
 (`fold_interval`): a t interval on the per-fold differences whose variance is inflated for the folds'
 shared training rows (Nadeau & Bengio's corrected resampled t), so it carries refitting and
@@ -31,7 +35,7 @@ of the raw activations and of the SAE's feature activations (the same pooling as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,23 +44,28 @@ import polars as pl
 from scipy.stats import rankdata
 
 from interp.errors import InputError
-from interp.probe import ProbeConfig, auroc, fit_logistic, predict_proba
+from interp.probe import ProbeConfig, auroc, contiguous_folds, fit_logistic, predict_proba
 
 #: defaults of the `probe.sae_*` config keys
 DEFAULT_TOP_K = (1, 8, 32)
 DEFAULT_BOOTSTRAP = 1000
+#: default of `probe.sae_C_grid`: the inverse L2 strengths each arm chooses from inside each fold
+DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
+#: inner folds of a fold's training rows on which C is chosen
+N_INNER_FOLDS = 3
 
 Folds = Sequence[tuple[np.ndarray, np.ndarray]]
 
 FOLD_SCHEMA = {
     "fold": pl.Int64, "k": pl.Int64, "n_train": pl.Int64, "n_test": pl.Int64, "auroc_raw": pl.Float64,
-    "auroc_sae": pl.Float64, "difference": pl.Float64, "selected": pl.List(pl.Int64),
+    "auroc_sae": pl.Float64, "difference": pl.Float64, "selected": pl.List(pl.Int64), "C_raw": pl.Float64,
+    "C_sae": pl.Float64,
 }
 SUMMARY_SCHEMA = {
     "k": pl.Int64, "k_used": pl.Int64, "auroc_raw": pl.Float64, "auroc_sae": pl.Float64,
     "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "winner": pl.String,
     "boot_ci_low": pl.Float64, "boot_ci_high": pl.Float64, "n_folds_used": pl.Int64, "n_folds_skipped": pl.Int64, "n_folds_sae_better": pl.Int64,
-    "n_pos": pl.Int64, "n_neg": pl.Int64, "n_missing": pl.Int64,
+    "n_pos": pl.Int64, "n_neg": pl.Int64, "n_missing": pl.Int64, "C_raw": pl.Float64, "C_sae": pl.Float64,
 }
 
 
@@ -70,7 +79,8 @@ class ProbeComparison:
     auroc_sae, difference (SAE - raw), ci_low / ci_high (`fold_interval`), winner ("sae", "raw",
     "tie", from ci_low / ci_high), boot_ci_low / boot_ci_high (test-row bootstrap, test noise only),
     n_folds_used, n_folds_skipped, n_folds_sae_better, n_pos, n_neg, n_missing (rows left out before the
-    comparison for a missing label, as the caller counted them).
+    comparison for a missing label, as the caller counted them), C_raw / C_sae (the median over folds of
+    each arm's chosen C; per fold in `folds`).
     """
 
     folds: pl.DataFrame
@@ -126,15 +136,19 @@ def _check(X: np.ndarray, F: np.ndarray, y: np.ndarray, top_k: Iterable[int]) ->
 def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
                    top_k: Iterable[int] = DEFAULT_TOP_K, cfg: ProbeConfig | None = None,
                    n_bootstrap: int = DEFAULT_BOOTSTRAP, confidence: float = 0.95,
-                   seed: int = 0, n_missing: int = 0) -> ProbeComparison:
+                   seed: int = 0, n_missing: int = 0, C_grid: Sequence[float] = DEFAULT_C_GRID,
+                   inner_folds: Callable[[np.ndarray], Folds] | None = None) -> ProbeComparison:
     """Raw-activation probe vs sparse probe on the top-k SAE features, same folds (see the module doc).
 
     X: float [n, d] raw activations; F: float [n, m] SAE feature activations of the same rows;
     y: 0/1 [n]; folds: (train_index, test_index) integer arrays, used identically by both arms;
-    top_k: the k values; cfg: the logistic probe's settings (C, max_iter, seed), shared by both arms;
+    top_k: the k values; cfg: the logistic probe's settings (max_iter, seed; C when C_grid is empty);
     n_bootstrap: paired bootstrap draws of the test rows for boot_ci_low / boot_ci_high (0: none);
     confidence: the interval's level; seed: the bootstrap's generator; n_missing: rows the caller left
-    out for a missing label (reported only).
+    out for a missing label (reported only); C_grid: the C values each arm chooses from inside each fold
+    (empty: cfg.C for both); inner_folds: maps a fold's training rows [t] to (train, validation) index
+    arrays into the n rows, all within those rows (default `stratified_inner_folds`: for independent rows;
+    rows correlated by position, as overlapping windows, need blocks: `block_inner_folds`).
     """
     X, F, y, ks = _check(X, F, y, top_k)
     cfg = cfg or ProbeConfig()
@@ -155,14 +169,19 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
     masks = np.zeros((len(used), n), dtype=bool)
     for p, (_, train, _) in enumerate(used):
         masks[p, train] = True
-    raw = predict_proba(fit_logistic(X, y, masks, cfg), X)  # [folds, n]
+    grid = tuple(sorted({float(c) for c in C_grid}))
+    inner = inner_folds or (lambda train: stratified_inner_folds(y, train, N_INNER_FOLDS, cfg.seed))
+    inner_by_fold = [[(np.asarray(a), np.asarray(b)) for a, b in inner(train)] if grid else []
+                     for _, train, _ in used]
+    raw, C_chosen = _fit_tuned(X, y, masks, inner_by_fold, grid, cfg)  # [folds, n], {arm: [folds]}
+    chosen = {"raw": C_chosen}
     test_scores = {"raw": [raw[p, te] for p, (_, _, te) in enumerate(used)]}
     selected: dict[int, list[np.ndarray]] = {}
     for k in ks:
         sel = [select_top_features(F, y, train, k) for _, train, _ in used]
         selected[k] = sel
         X_sel = np.stack([F[:, s] for s in sel])  # [folds, n, k]
-        sae = predict_proba(fit_logistic(X_sel, y, masks, cfg), X_sel)
+        sae, chosen[k] = _fit_tuned(X_sel, y, masks, inner_by_fold, grid, cfg)
         test_scores[k] = [sae[p, te] for p, (_, _, te) in enumerate(used)]
     rng = np.random.default_rng(seed)
     draws = [_stratified_draws(y[te], n_bootstrap, rng) for _, _, te in used]
@@ -175,7 +194,8 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
             fold_rows.append({"fold": f, "k": k, "n_train": int(train.shape[0]), "n_test": int(te.shape[0]),
                               "auroc_raw": float(raw_auc[p]), "auroc_sae": float(sae_auc[p]),
                               "difference": float(sae_auc[p] - raw_auc[p]),
-                              "selected": selected[k][p].tolist()})
+                              "selected": selected[k][p].tolist(), "C_raw": float(chosen["raw"][p]),
+                              "C_sae": float(chosen[k][p])})
         diff = float(sae_auc.mean() - raw_auc.mean())
         lo, hi = fold_interval(sae_auc - raw_auc, [tr.shape[0] for _, tr, _ in used],
                                [te.shape[0] for _, _, te in used], confidence)
@@ -189,9 +209,70 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
             "difference": diff, "ci_low": lo, "ci_high": hi, "winner": winner, "boot_ci_low": boot_lo,
             "boot_ci_high": boot_hi, "n_folds_used": len(used),
             "n_folds_skipped": n_skipped, "n_folds_sae_better": int((sae_auc > raw_auc).sum()), **counts,
+            "C_raw": float(np.median(chosen["raw"])), "C_sae": float(np.median(chosen[k])),
         })
     return ProbeComparison(pl.DataFrame(fold_rows, schema=FOLD_SCHEMA),
                            pl.DataFrame(summary_rows, schema=SUMMARY_SCHEMA))
+
+
+def stratified_inner_folds(y: np.ndarray, train: np.ndarray, n_inner: int, seed: int) -> Folds:
+    """Inner (train, validation) folds of the rows `train`, stratified by y: for independent rows (samples).
+    Index arrays into y's rows; fewer folds when a class has fewer than n_inner rows; none below 2."""
+    from interp.audit import stratified_folds
+
+    train = np.asarray(train)
+    y_train = np.asarray(y)[train].astype(bool)
+    n_inner = min(int(n_inner), int(y_train.sum()), int((~y_train).sum()))
+    if n_inner < 2:
+        return []
+    return [(train[a], train[b]) for a, b in stratified_folds(y_train, n_inner, seed)]
+
+
+def block_inner_folds(train: np.ndarray, contig: np.ndarray, start: np.ndarray, end: np.ndarray,
+                      n_inner: int = N_INNER_FOLDS) -> Folds:
+    """Inner folds of the rows `train` for windows: the training windows in genome order cut into n_inner
+    contiguous runs, each held out in turn, with every window that overlaps it left out of the inner
+    training rows (`interp.probe.contiguous_folds`), so overlapping windows cannot leak into the choice of C.
+
+    contig, start, end [n]: every row's coordinates (half-open); returns index arrays into the n rows.
+    """
+    train = np.asarray(train)
+    contig = np.asarray(contig).astype(str)
+    start, end = np.asarray(start), np.asarray(end)
+    order = train[np.lexsort((start[train], contig[train]))]
+    run = np.arange(order.size) * int(n_inner) // max(order.size, 1)
+    inner = contiguous_folds(run, contig[order], start[order], end[order])
+    return [(order[a], order[b]) for a, b in inner]
+
+
+def _fit_tuned(Xa: np.ndarray, y: np.ndarray, masks: np.ndarray, inner_by_fold: list[Folds],
+               grid: tuple[float, ...], cfg: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Probe scores [folds, n] of one arm, each fold refitted on its training rows with the C [folds] that
+    scored the best mean inner-fold AUROC (ties: the smaller C; no usable inner fold: cfg.C).
+
+    Xa: [n, d] shared by the folds or [folds, n, d]; masks: bool [folds, n] the folds' training rows;
+    inner_by_fold: per fold, (train, validation) index arrays within its training rows.
+    """
+    n_folds = masks.shape[0]
+    best = np.full(n_folds, float(cfg.C))
+    pairs = [(p, tr, va) for p, inner in enumerate(inner_by_fold) for tr, va in inner
+             if _both_classes(y[tr]) and _both_classes(y[va])]
+    if grid and pairs:
+        inner_masks = np.zeros((len(pairs), y.shape[0]), dtype=bool)
+        for q, (_, tr, _) in enumerate(pairs):
+            inner_masks[q, tr] = True
+        fold_of = np.array([p for p, _, _ in pairs])
+        X_inner = Xa if Xa.ndim == 2 else Xa[fold_of]
+        score = np.zeros((len(grid), n_folds))
+        counted = np.bincount(fold_of, minlength=n_folds)
+        for g, C in enumerate(grid):
+            prob = predict_proba(fit_logistic(X_inner, y, inner_masks, cfg, C=C), X_inner)
+            for q, (p, _, va) in enumerate(pairs):
+                score[g, p] += auroc(y[va], prob[q, va]) / counted[p]
+        tuned = counted > 0
+        # argmax takes the first maximum: the smallest C (strongest penalty) among equals
+        best[tuned] = np.asarray(grid)[np.argmax(np.round(score[:, tuned], 12), axis=0)]
+    return predict_proba(fit_logistic(Xa, y, masks, cfg, C=best), Xa), best
 
 
 def fold_interval(differences: np.ndarray, n_train: Sequence[int], n_test: Sequence[int],
@@ -280,9 +361,12 @@ def compare_windows(window_table: pl.DataFrame, folds: Folds, targets: Sequence[
     """Window-level comparison for every (model, target): `compare_probes` on window means of the token
     store's raw activations and SAE codes (`window_features`).
 
-    window_table: the windows sorted by window_index, one column per target; folds: over its rows;
-    models: (name, token store path, loaded SAE). Returns `comparison_rows` pairs (summary, folds).
+    window_table: the windows sorted by window_index (with contig, start, end), one column per target;
+    folds: over its rows; models: (name, token store path, loaded SAE). C is chosen on contiguous runs of
+    each fold's training windows (`block_inner_folds`). Returns `comparison_rows` pairs (summary, folds).
     """
+    coords = [window_table[c].to_numpy() for c in ("contig", "start", "end")]
+    opts = {"inner_folds": lambda train: block_inner_folds(train, *coords), **opts}
     out = []
     for name, store, sae in models:
         X, F = window_features(store, sae, window_table["window_index"].to_numpy())
