@@ -405,7 +405,26 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
             raise
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
+    seen: set[str] = set()
+    for r in regions:
+        if r.name in seen:
+            raise InputError(f"cohort: region name {r.name!r} comes twice (cohort.genes and the BED "
+                             f"{job.input.get('bed')} both name it); region names must be unique")
+        seen.add(r.name)
     return regions
+
+
+def _studied_regions(job: Job, c: CohortConfig):
+    """(indexed FASTA, the cohort's regions): read from check_cohort's `regions.bed` when the job has it, so
+    that the annotation is parsed once per run and not once per shard; otherwise from the annotation."""
+    if job.input.get("regions"):
+        from interp.genome.fasta import open_reference
+        from interp.genome.regions import read_bed
+
+        fasta = open_reference(job.input["fasta"], job.params.get("reference_cache"))
+        return fasta, read_bed(job.input["regions"], fasta)
+    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
+    return fasta, _cohort_regions(job, c, fasta, annotation)
 
 
 def simulate_cohort(job: Job) -> None:
@@ -440,13 +459,16 @@ def check_cohort(job: Job) -> None:
     from interp.cohort.check import check_cohort_inputs
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
-    regions = _cohort_regions(job, c, fasta, annotation)
+    fasta, regions = _studied_regions(job, c)
     summary = check_cohort_inputs(job.input["vcf"], job.input["samples"], _samples(job, c), fasta,
                                   job.params["reference"].get("contig_aliases") or {}, regions, c,
                                   job.params["n_folds"], job.output["vcf"], job.output["tbi"],
                                   panel=job.input.get("panel"))
     summary["reference"] = _reference_stats(fasta, regions)
+    if job.output.get("regions"):  # for the cohort rules after it: the annotation is not read again
+        from interp.genome.regions import write_regions_bed
+
+        write_regions_bed(regions, job.output["regions"])
     write_json(summary, job.output["summary"])
 
 
@@ -466,8 +488,7 @@ def haplotypes_shard(job: Job) -> None:
     from interp.cohort.shards import haplotype_stats, shard_slice
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
-    regions = _cohort_regions(job, c, fasta, annotation)
+    fasta, regions = _studied_regions(job, c)
     shard = job.params.get("shard")
     if shard:
         regions = regions[shard_slice(len(regions), int(shard["size"]), int(shard["index"]))]
@@ -510,8 +531,7 @@ def ancestry(job: Job) -> None:
 
     _set_threads(job.threads)
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
-    regions = _cohort_regions(job, c, fasta, annotation)
+    fasta, regions = _studied_regions(job, c)
     samples = _samples(job, c)
     geno = _genotypes(job, fasta, samples, regions)
     # UMAP and Leiden clusters are for the report's ancestry plot; the calibration suite skips them

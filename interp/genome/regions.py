@@ -109,6 +109,18 @@ def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | 
     return regions
 
 
+def write_regions_bed(regions: list[Region], path: str | Path) -> None:
+    """The regions as BED4 (contig, start, end, name; 0-based half-open), in their order: `read_bed` reads
+    them back as they were. Written whole to a temporary file, then renamed (no half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write("# studied regions: contig, start, end (0-based, half-open), name\n")
+        for r in regions:
+            out.write(f"{r.contig}\t{r.start}\t{r.end}\t{r.name}\n")
+    tmp.replace(path)
+
+
 def gene_regions(
     annotation: pl.DataFrame,
     genes: list[str],

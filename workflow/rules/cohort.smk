@@ -67,6 +67,7 @@ if COHORT:
             summary=f"{R}/cohort/validation.json",
             vcf=f"{R}/cohort/cohort.vcf.gz",
             tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
+            regions=f"{R}/cohort/regions.bed",
         params:
             **rule_params(COHORT_PARAMS),
         log:
@@ -83,9 +84,12 @@ if COHORT:
             stage_shell("check_cohort")
 
     # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
+    # the regions as check_cohort resolved them: the annotation is parsed once per run, not once per shard
+    COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.bed"}
+
     rule haplotypes_shard:
         input:
-            **COHORT_REF,
+            **COHORT_REGIONS,
             vcf=f"{R}/cohort/cohort.vcf.gz",
             samples=COHORT_SAMPLES,
         output:
@@ -135,7 +139,7 @@ if COHORT:
 
     rule ancestry:
         input:
-            **COHORT_REF,
+            **COHORT_REGIONS,
             **config_ancestry_vcf(),
             vcf=f"{R}/cohort/cohort.vcf.gz",
             samples=COHORT_SAMPLES,
