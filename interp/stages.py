@@ -575,7 +575,8 @@ def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
     vectors = embed_distinct_windows(embedder, sequences["sequence"].to_list(), e.layers, e.batch_size,
                                      load_sae(job.input["sae"]), sae_layer, cache=cache,
                                      sae_cache_key=sae_key(job.input["sae"], sae_layer) if cache else None)
-    return vectors, {"cache": cache.stats() if cache else None}
+    # the device resolved here (embed.device auto: per node); shards on different devices differ numerically
+    return vectors, {"cache": cache.stats() if cache else None, "devices": [_device(e.device)]}
 
 
 def embed_cohort_shard(job: Job) -> None:

@@ -176,6 +176,14 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     assert "samples_mostly_missing" in _ids({"cohort": {"validation": {"n_samples_mostly_missing": 2}}})
 
 
+def test_caveat_mixed_devices_only_when_shards_ran_on_more_than_one() -> None:
+    one = {"cohort": {"embedding": [{"devices": ["cuda"]}, {"devices": ["cpu"]}]}}  # two models, one device each
+    assert "mixed_devices" not in _ids(one)
+    mixed = {"cohort": {"embedding": [{"devices": ["cpu", "cuda"]}]}}
+    [caveat] = [c for c in summary.detect_caveats(mixed) if c["id"] == "mixed_devices"]
+    assert "cpu, cuda" in caveat["text"] and "embed.device" in caveat["text"]
+
+
 def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> None:
     cfg = {"provenance": {"config": {"audit": {"alpha": 0.05}}}}
     few = dict(cfg, audit=[_row("p", la, "PASS", n_permutations=19) for la in LAYERS["m"]])

@@ -138,13 +138,16 @@ def test_gather_shard_files_sums_cache_counts(tmp_path: Path) -> None:
     paths, stats = [], []
     for i, (hashes, vec) in enumerate([(["b"], [[2.0]]), (["a"], [[1.0]])]):
         write_vectors(tmp_path / f"{i}.npz", hashes, {"x": np.array(vec, np.float32)})
-        (tmp_path / f"{i}.json").write_text(json.dumps({"cache": {"hits": i, "misses": 3}}))
+        (tmp_path / f"{i}.json").write_text(json.dumps({"cache": {"hits": i, "misses": 3},
+                                                        "devices": ["cpu" if i == 0 else "cuda"]}))
         paths.append(str(tmp_path / f"{i}.npz"))
         stats.append(str(tmp_path / f"{i}.json"))
     pooled, extra = gather_shard_files(paths, stats, ["a", "b"])
     assert pooled["x"].tolist() == [[1.0], [2.0]]
-    assert extra == {"n_shards": 2, "cache": {"hits": 1, "misses": 6}}
-    assert gather_shard_files(paths[0], [], ["b"])[1] == {"n_shards": 1, "cache": None}
+    # the shards' devices are gathered, so a run mixing CPU and GPU numerics says so (caveat mixed_devices)
+    assert extra == {"n_shards": 2, "cache": {"hits": 1, "misses": 6}, "devices": ["cpu", "cuda"]}
+    assert gather_shard_files(paths[0], [stats[0]], ["b"])[1]["devices"] == ["cpu"]
+    assert gather_shard_files(paths[0], [], ["b"])[1] == {"n_shards": 1, "cache": None, "devices": []}
 
 
 def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_path: Path) -> None:

@@ -162,10 +162,13 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
 def gather_shard_files(vector_paths: str | list[str], stats_paths: list[str], seq_hashes: list[str],
                        ) -> tuple[dict[str, np.ndarray], dict]:
     """The distinct windows' vectors gathered from the shards' `.npz` files (`gather_vectors`, rows in
-    seq_hashes order) and {n_shards, cache: summed embedding-cache hits and misses, or None}."""
+    seq_hashes order) and {n_shards, cache: summed embedding-cache hits and misses, or None, devices: the
+    sorted devices the shards embedded on ("unknown" for a shard that did not say)}."""
     paths = [vector_paths] if isinstance(vector_paths, str) else list(vector_paths)
     pooled = gather_vectors([read_vectors(v) for v in paths], seq_hashes)
-    caches = [s["cache"] for s in (json.loads(Path(x).read_text()) for x in stats_paths) if s.get("cache")]
+    stats = [json.loads(Path(x).read_text()) for x in stats_paths]
+    caches = [s["cache"] for s in stats if s.get("cache")]
     cache = ({"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
              if caches else None)
-    return pooled, {"n_shards": len(paths), "cache": cache}
+    devices = sorted({d for s in stats for d in (s.get("devices") or ["unknown"])})
+    return pooled, {"n_shards": len(paths), "cache": cache, "devices": devices}

@@ -434,6 +434,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
                            f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
                            "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
+    mixed = sorted({d for e in (cohort.get("embedding") or []) if len(e.get("devices") or []) > 1
+                    for d in e["devices"]})
+    if mixed:
+        out.append(_caveat("mixed_devices", "medium",
+                           f"The cohort's windows were embedded on more than one device ({', '.join(mixed)}; "
+                           "embed.device auto on nodes with and without a GPU). Floating-point results differ "
+                           "slightly between devices, so the tables are not bit-for-bit reproducible on other "
+                           "nodes; set embed.device to one device for a reproducible run.", "audit"))
     mostly_missing = _num(validation.get("n_samples_mostly_missing"))
     if mostly_missing:
         out.append(_caveat("samples_mostly_missing", "medium",
