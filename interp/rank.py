@@ -488,7 +488,9 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
     Each resample keeps n//2 individuals (stratified by class for a binary phenotype), refits the null
     model there and ranks columns by |z| of the same test as `association` (score z for binary, OLS t
     for quantitative; the normal approximation is enough for an ordering). features [n, m] (only the
-    columns that are tested); returns float64 [m] in [0, 1].
+    columns that are tested); returns float64 [m] in [0, 1]: the share among the resamples whose null model
+    could be fitted (a half-sample can have too few individuals for the covariates, or a constant
+    quantitative phenotype, where the whole sample does not); all NaN when none could.
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
@@ -500,12 +502,17 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
     counts = np.zeros(x.shape[1])
     if x.shape[1] == 0:
         return counts
+    fitted = 0
     for idx in half_samples(y, n_resamples, seed):
-        null = null_model(y[idx], None if c is None else c[idx], binary)
+        try:
+            null = null_model(y[idx], None if c is None else c[idx], binary)
+        except ValueError:  # this half cannot carry the null model: it does not vote
+            continue
+        fitted += 1
         z = np.abs(association(x[idx], null, spa=False)["z"].to_numpy())
         z = np.where(np.isnan(z), -1.0, z)
         counts[np.lexsort((np.arange(z.size), -z))[:top_k]] += 1
-    return counts / n_resamples
+    return counts / fitted if fitted else np.full(x.shape[1], np.nan)
 
 
 # ----------------------------------------------------------------------------- one family of tests
