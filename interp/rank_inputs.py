@@ -30,7 +30,9 @@ RANK_FIRST_COLUMNS = (
 
 
 def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
-    """A phenotype column as float64 [n] (missing -> NaN); text that is not a number is an InputError."""
+    """A phenotype column as float64 [n] (missing -> NaN); text that is not a number is an InputError, and so is
+    a column with exactly two values other than 0/1 (a case/control phenotype coded 1/2, say): rank would test
+    it as quantitative by OLS, whose t-test is anti-conservative for features with few carriers."""
     import pandas as pd
 
     from interp.errors import InputError
@@ -40,6 +42,10 @@ def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
     if bad.any():
         raise InputError(f"samples.tsv: phenotype {name!r} has non-numeric value {col[bad].iloc[0]!r}; "
                          "expected 0/1 (binary) or numbers (quantitative), empty/NA for missing")
+    distinct = np.unique(values[np.isfinite(values)])
+    if distinct.size == 2 and not set(distinct.tolist()) <= {0.0, 1.0}:
+        raise InputError(f"samples.tsv: phenotype {name!r} has two values ({distinct[0]:g}, {distinct[1]:g}); "
+                         "code a binary phenotype 0/1 (1 = case), empty/NA for missing")
     return values
 
 

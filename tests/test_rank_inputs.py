@@ -22,6 +22,22 @@ def test_phenotype_values_numbers_missing_and_text() -> None:
         phenotype_values(pd.Series(["1", "case"], dtype=object), "p")
 
 
+def test_phenotype_values_refuses_a_two_valued_phenotype_not_coded_0_1() -> None:
+    """A case/control column coded 1/2 used to be taken as quantitative and tested by OLS (the t-test the
+    issue showed anti-conservative for rare carriers); it is refused with a message. 0/1, and quantitative
+    columns with more values, pass."""
+    import pandas as pd
+
+    from interp.errors import InputError
+    from interp.rank_inputs import phenotype_values
+
+    with pytest.raises(InputError, match=r"phenotype 'p' has two values \(1, 2\); code a binary phenotype 0/1"):
+        phenotype_values(pd.Series([1, 2, 2, None, 1], dtype=object), "p")
+    np.testing.assert_array_equal(phenotype_values(pd.Series([0, 1, None], dtype=object), "p"), [0, 1, np.nan])
+    np.testing.assert_array_equal(phenotype_values(pd.Series([1, 1, None], dtype=object), "p"), [1, 1, np.nan])
+    np.testing.assert_array_equal(phenotype_values(pd.Series([1.5, 2, 3], dtype=object), "p"), [1.5, 2, 3])
+
+
 def test_variant_family_positions_names_and_dosage() -> None:
     import anndata as ad
     import pandas as pd
