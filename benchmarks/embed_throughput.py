@@ -20,7 +20,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,13 @@ from interp.embed.registry import check_card, make_embedder  # noqa: E402
 
 DEMO = ROOT / "resources/demo/hg19_chr17_1-40000.fa"
 LAYER = "hidden_states.12"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM, MiB). Not ru_maxrss: Linux carries a process's ru_maxrss across exec, so
+    a child started by subprocess would report the parent's peak whenever it is larger than its own."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def genome() -> str:
@@ -130,6 +136,7 @@ def memory_child(model_dir: str, n_windows: int) -> None:
     import polars as pl
 
     from interp.embed.run import embed_windows
+    from interp.embed.store import TokenStore
 
     dna = genome()
     emb = make_embedder(card(Path(model_dir)), None)
@@ -145,7 +152,9 @@ def memory_child(model_dir: str, n_windows: int) -> None:
         embed_windows(emb, windows, bases, [LAYER], [LAYER], 64, {LAYER: Path(tmp) / "p.h5ad"},
                       {LAYER: Path(tmp) / "t.zarr"})
         seconds = time.perf_counter() - t0
-    print(json.dumps({"n_windows": n_windows, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        store = TokenStore(Path(tmp) / "t.zarr")
+        store_mib = store.n_tokens * store.d * 4 / 2**20  # what holding the activations whole would add
+    print(json.dumps({"n_windows": n_windows, "peak_rss_mib": peak_rss_mib(), "store_mib": store_mib,
                       "seconds": seconds}))
 
 
@@ -217,7 +226,8 @@ def main() -> None:
                 rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
             for row in rows:
                 print(f"embed_windows + token store, {row['n_windows']:>5} windows of 200 bases: peak RSS "
-                      f"{row['peak_rss_mib']:.0f} MiB ({row['seconds']:.1f} s)")
+                      f"{row['peak_rss_mib']:.0f} MiB ({row['seconds']:.1f} s; activations in the store "
+                      f"{row['store_mib']:.1f} MiB)")
             print(f"peak memory ratio at 4x the input: {rows[1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}")
 
 
