@@ -4,7 +4,7 @@ per null replicate, both measured in this run.
 
 Run: `OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [n] [d]` (defaults 1000, 128). Three phenotypes on
 one synthetic cohort: a causal variant (PASS, runs to the maximum null replicates), an ancestry-only
-phenotype and a null one (both stop early). Nothing is asserted.
+phenotype (INCONCLUSIVE; its within-ancestry nulls stop early) and a null one (stops early). Nothing is asserted.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Printed per set and method: tokens/s (model tokens incl. CLS/EOS, padding not co
 the plain loop, and the share of this machine's fp32 matmul peak (measured here, same threads) reached
 at 2 x non-embedding parameters FLOPs per token. Outputs (last layer, per token) must agree with the
 plain loop within 1e-4 (asserted). Then peak memory (RSS) of embed_windows with a per-token store at
-two input sizes 4x apart, each in a fresh process.
+two input sizes 4x apart, each in a fresh process (default 1,024 and 4,096 windows of 200 bases, 70 and
+280 MiB of activations: both past the store's first zarr chunks of 16,384 tokens, 32 MiB each at width
+512; at 256 vs 1,024 windows the peak still grew by about the activations written).
 
 Run: `python benchmarks/embed_throughput.py [--quick] [--device cuda] [--dtype bfloat16]`.
 Speed figures are measured, never asserted; on a shared machine other load lowers them.
@@ -20,7 +22,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,13 @@ from interp.embed.registry import check_card, make_embedder  # noqa: E402
 
 DEMO = ROOT / "resources/demo/hg19_chr17_1-40000.fa"
 LAYER = "hidden_states.12"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM, MiB). Not ru_maxrss: Linux carries a process's ru_maxrss across exec, so
+    a child started by subprocess would report the parent's peak whenever it is larger than its own."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def genome() -> str:
@@ -130,6 +138,7 @@ def memory_child(model_dir: str, n_windows: int) -> None:
     import polars as pl
 
     from interp.embed.run import embed_windows
+    from interp.embed.store import TokenStore
 
     dna = genome()
     emb = make_embedder(card(Path(model_dir)), None)
@@ -145,7 +154,9 @@ def memory_child(model_dir: str, n_windows: int) -> None:
         embed_windows(emb, windows, bases, [LAYER], [LAYER], 64, {LAYER: Path(tmp) / "p.h5ad"},
                       {LAYER: Path(tmp) / "t.zarr"})
         seconds = time.perf_counter() - t0
-    print(json.dumps({"n_windows": n_windows, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        store = TokenStore(Path(tmp) / "t.zarr")
+        store_mib = store.n_tokens * store.d * 4 / 2**20  # what holding the activations whole would add
+    print(json.dumps({"n_windows": n_windows, "peak_rss_mib": peak_rss_mib(), "store_mib": store_mib,
                       "seconds": seconds}))
 
 
@@ -155,7 +166,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--memory-windows", type=int, nargs=2, default=[256, 1024])
+    parser.add_argument("--memory-windows", type=int, nargs=2, default=[1024, 4096])
     parser.add_argument("--skip-memory", action="store_true", help="leave out the peak-memory part")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +228,8 @@ def main() -> None:
                 rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
             for row in rows:
                 print(f"embed_windows + token store, {row['n_windows']:>5} windows of 200 bases: peak RSS "
-                      f"{row['peak_rss_mib']:.0f} MiB ({row['seconds']:.1f} s)")
+                      f"{row['peak_rss_mib']:.0f} MiB ({row['seconds']:.1f} s; activations in the store "
+                      f"{row['store_mib']:.1f} MiB)")
             print(f"peak memory ratio at 4x the input: {rows[1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}")
 
 

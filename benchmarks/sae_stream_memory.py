@@ -13,7 +13,6 @@ their tokens/s against the plain runs'. Nothing is asserted.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,13 @@ import polars as pl
 from interp.embed.store import TokenStoreWriter
 
 PER_WINDOW = 200
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM, MiB). Not ru_maxrss: Linux carries a process's ru_maxrss across exec, so
+    a child started by subprocess would report the parent's peak whenever it is larger than its own."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def write_store(path: Path, n_tokens: int, d: int, chunk: int = 16384) -> None:
@@ -62,7 +68,7 @@ def child(store: str, mode: str) -> None:
     else:
         open_store(store)
         extra = {}
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"peak_rss_mb": peak_rss_mib(),
                       "seconds": time.perf_counter() - t0, **extra}))
 
 

@@ -1,7 +1,7 @@
 """Does a cohort run's cost follow the region studied, not the VCF? (issue 8's scale benchmark)
 
 Builds (once, cached under benchmarks/out/scale/): an msprime cohort of N diploid samples in three
-populations (island model) over L Mb, written as a phased VCF; a 4x longer VCF with the same density
+populations (out-of-Africa model) over L Mb, written as a phased VCF; a 4x longer VCF with the same density
 (the same simulated L Mb tiled four times along the contig, so the gene's records are identical in
 both files); a synthetic FASTA (default 100 Mb, soft-masked blocks, a few IUPAC codes) that carries
 every VCF REF allele; one gene of 30 kb in a UCSC-style table; samples.tsv.
