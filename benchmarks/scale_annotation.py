@@ -5,8 +5,8 @@ one of `--genes` genes and one 4x larger (the extra genes on other contigs and f
 gene with 4 transcripts of 10 exons plus CDS rows and GENCODE's long attribute lists. Then, in a fresh process
 each, reads every file whole (`read_annotation`) and keeping the studied genes only
 (`keep=KeepStudied(..., genes=...)`, what the cohort stages do) and prints CPU seconds, peak RSS (VmHWM) and
-the 4x/1x ratios. The file is still scanned line by line (time follows the file), and every transcript is parsed before
-the studied ones are kept, so memory still grows with the file, far less than a whole read.
+the 4x/1x ratios. The file is still scanned line by line (time follows the file); a transcript that is not studied is
+dropped at its `transcript` line, so memory follows the studied genes.
 
     nice -n 10 python benchmarks/scale_annotation.py            # 2,000 and 8,000 genes (62 and 248 MB)
 """

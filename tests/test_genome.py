@@ -323,6 +323,39 @@ def test_read_annotation_keeps_only_the_studied_transcripts(tmp_path):
     assert read_annotation(path).height == 9  # no keep: every transcript
 
 
+def test_gtf_transcripts_not_kept_are_dropped_at_their_transcript_line(tmp_path, monkeypatch):
+    """With `transcript` lines (GENCODE, Ensembl), a transcript `keep` refuses is dropped when its line is read,
+    with any exons read before it: the kept table is the one filtered at the end, and the parser never holds
+    the unstudied transcripts' exons (memory follows the studied genes, not the file)."""
+    from interp.genome import annotation as annotation_module
+    from interp.genome.annotation import KeepStudied
+
+    def tx(contig, gene, name, start, end, exons, exons_first=False):
+        line = f'{contig}\tx\t{{}}\t{{}}\t{{}}\t.\t+\t.\tgene_id "{gene}"; transcript_id "{name}";\n'
+        ex = "".join(line.format("exon", s + 1, e) for s, e in exons)
+        head = line.format("transcript", start + 1, end)
+        return ex + head if exons_first else head + ex
+
+    text = (tx("1", "A", "a1", 0, 1000, [(0, 50), (900, 1000)])
+            + "".join(tx("1", f"G{i}", f"g{i}", 5000 + i, 5100 + i, [(5000 + i, 5050 + i)] * 3) for i in range(200))
+            + tx("1", "B", "b1", 2000, 2100, [(2000, 2100)], exons_first=True)
+            + tx("1", "D", "d1", 100, 200, [(100, 200)]))
+    path = _write(tmp_path / "a.gtf", text)
+    keep = KeepStudied(["chr1"], spans=[("chr1", 950, 960)])
+    largest = []
+    to_frame = annotation_module._to_frame
+    monkeypatch.setattr(annotation_module, "_to_frame",
+                        lambda txs, *a, **k: largest.append(len(txs)) or to_frame(txs, *a, **k))
+    got = read_annotation(path, keep=keep)
+    assert got.select("transcript", "feature", "start", "end").rows() == [
+        ("a1", "transcript", 0, 1000), ("a1", "exon", 0, 50), ("a1", "exon", 900, 1000)]
+    assert largest == [1]  # only a1 reached the end of the parse; 202 others were dropped on the way
+    whole = read_annotation(path)
+    assert whole.filter(pl.col("transcript") == "a1").equals(got)
+    none = read_annotation(path, keep=KeepStudied(["chr1"], spans=[("chr1", 90000, 90010)]))
+    assert none.height == 0 and none.columns == whole.columns
+
+
 def test_windows_stage_reads_only_the_annotation_of_its_regions(tmp_path):
     """The windows stage's labels equal those from the whole annotation, from the rows overlapping its regions."""
     from interp import stages

@@ -239,6 +239,9 @@ def _gtf_attributes(text: str) -> dict[str, str]:
 
 def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     transcripts: dict[str, _Transcript] = {}
+    # transcripts `keep` refused at their `transcript` line (GENCODE and Ensembl give one before the exons):
+    # dropped there with any exons read before it, so memory follows the kept transcripts, not the file
+    dropped: set[str] = set()
     for line_no, fields in _nine_columns(path, lines):
         feature = fields[2]
         if feature not in ("exon", "transcript"):
@@ -247,6 +250,8 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
         if "transcript_id" not in attributes:
             raise InputError(f"{where(path, line=line_no, field='attributes')}: {feature} has no transcript_id")
         transcript = attributes["transcript_id"]
+        if transcript in dropped:
+            continue
         gene = attributes.get("gene_name") or attributes.get("gene_id") or transcript
         strand = _strand(fields[6], path, line_no)
         tx = transcripts.get(transcript)
@@ -257,8 +262,13 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
                              f"(first seen on line {tx.line})")
         if feature == "transcript":
             tx.span, tx.line = (fields[3], fields[4]), line_no
+            if keep is not None and not keep(tx.gene, tx.contig, *tx.span):
+                del transcripts[transcript]
+                dropped.add(transcript)
         else:
             tx.exons.append((fields[3], fields[4], line_no))
+    if not transcripts and dropped:  # transcripts there were, none studied
+        return pl.DataFrame(schema=SCHEMA)
     return _to_frame(transcripts, path, keep)
 
 
