@@ -47,6 +47,30 @@ def write_gtf(path: Path, n_genes: int) -> None:
                     out.write(f"{contig}\tHAVANA\tCDS\t{e + 1}\t{e + 200}\t.\t{strand}\t0\t{ea}\n")
 
 
+def write_gff3(path: Path, n_genes: int) -> None:
+    """The same genes as `write_gtf` in GENCODE-style GFF3 (gene -> mRNA -> exon / CDS, every row an ID)."""
+    with open(path, "w") as out:
+        out.write("##gff-version 3\n")
+        for g in range(n_genes):
+            contig = ("chr1", "chr2")[g % 2] if g < 400 else f"chr{3 + g % 20}"
+            start = 1_000_000 + (g // 2) * 100_000 if g < 400 else 1_000_000 + g * 1000
+            strand = "+-"[g % 2]
+            gid = f"gene:ENSG{g:011d}"
+            out.write(f"{contig}\tensembl\tgene\t{start + 1}\t{start + 30_000}\t.\t{strand}\t.\tID={gid};"
+                      f"Name=G{g:04d};biotype=protein_coding;gene_id=ENSG{g:011d};version=1\n")
+            for t in range(4):
+                tid = f"transcript:ENST{g:08d}{t:03d}"
+                lo, hi = start + t * 100, start + 30_000 - t * 100
+                out.write(f"{contig}\tensembl\tmRNA\t{lo + 1}\t{hi}\t.\t{strand}\t.\tID={tid};Parent={gid};"
+                          f"Name=G{g:04d}-20{t};biotype=protein_coding;tag=basic;transcript_id=ENST{g:08d}{t:03d}\n")
+                for k in range(10):
+                    e = lo + k * (hi - lo - 200) // 9
+                    out.write(f"{contig}\tensembl\texon\t{e + 1}\t{e + 200}\t.\t{strand}\t.\tParent={tid};"
+                              f"ID=exon:ENST{g:08d}{t:03d}:{k + 1};Name=ENSE{g:08d}{t}{k:02d};exon_id=ENSE{g:08d}{t}{k:02d};rank={k + 1};version=1\n")
+                    out.write(f"{contig}\tensembl\tCDS\t{e + 1}\t{e + 200}\t.\t{strand}\t0\t"
+                              f"ID=CDS:ENSP{g:08d}{t:03d};Parent={tid};protein_id=ENSP{g:08d}{t:03d}\n")
+
+
 CHILD = """
 import json, resource, sys, time
 from interp.genome.annotation import KeepStudied, read_annotation
@@ -68,13 +92,15 @@ def measure(path: Path, mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--format", choices=("gtf", "gff3"), default="gtf")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     files = {}
+    writer = write_gtf if args.format == "gtf" else write_gff3
     for label, n in (("1x", args.genes), ("4x", 4 * args.genes)):
-        files[label] = OUT / f"genes_{n}.gtf"
+        files[label] = OUT / f"genes_{n}.{args.format}"
         if not files[label].exists():
-            write_gtf(files[label], n)
+            writer(files[label], n)
     rows = {(label, mode): measure(path, mode) for label, path in files.items() for mode in ("whole", "studied")}
     print(f"{'read':8} {'file':>5} {'MB':>6} {'rows':>8} {'CPU s':>6} {'peak RSS MB':>11}")
     for (label, mode), r in rows.items():

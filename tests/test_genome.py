@@ -356,6 +356,42 @@ def test_gtf_transcripts_not_kept_are_dropped_at_their_transcript_line(tmp_path,
     assert none.height == 0 and none.columns == whole.columns
 
 
+def _gff3_gene(contig, g, start, n_tx=2, unsorted=False):
+    """GENCODE-style GFF3 rows of one gene: gene, mRNAs, exons and CDS, every row with an ID; unsorted puts
+    each transcript's exons first and the gene line last."""
+    gene = f"{contig}\tx\tgene\t{start + 1}\t{start + 1000}\t.\t+\t.\tID=gene:{g};Name={g}\n"
+    rows = []
+    for t in range(n_tx):
+        tid = f"tx:{g}.{t}"
+        exons = [f"{contig}\tx\t{kind}\t{start + 100 * k + 1}\t{start + 100 * k + 50}\t.\t+\t.\t"
+                 f"ID={kind}:{g}.{t}.{k};Parent={tid}\n" for k in range(3) for kind in ("exon", "CDS")]
+        mrna = f"{contig}\tx\tmRNA\t{start + 1}\t{start + 1000 - t}\t.\t+\t.\tID={tid};Parent=gene:{g}\n"
+        rows += exons + [mrna] if unsorted else [mrna] + exons
+    return "".join(rows + [gene] if unsorted else [gene] + rows)
+
+
+@pytest.mark.parametrize("unsorted", [False, True], ids=["sorted", "unsorted"])
+def test_gff3_is_streamed_and_keeps_what_a_whole_read_keeps(tmp_path, monkeypatch, unsorted):
+    """GFF3 read with keep: the same rows as the whole read filtered; in a sorted file (gene before its
+    transcripts) an unstudied transcript is dropped at its own line and never reaches the end of the parse.
+    In an unsorted file (exons first, gene last) the gene names still resolve and nothing is lost."""
+    from interp.genome import annotation as annotation_module
+    from interp.genome.annotation import KeepStudied
+
+    path = _write(tmp_path / "a.gff3", "##gff-version 3\n" + "".join(
+        _gff3_gene("chr1", f"G{i}", 10_000 * i, unsorted=unsorted) for i in range(50)))
+    sizes = []
+    to_frame = annotation_module._to_frame
+    monkeypatch.setattr(annotation_module, "_to_frame",
+                        lambda txs, *a, **k: sizes.append(len(txs)) or to_frame(txs, *a, **k))
+    whole = read_annotation(path)
+    assert whole.filter(pl.col("feature") == "transcript")["gene"].unique().len() == 50
+    assert whole.filter(pl.col("transcript") == "tx:G7.1")["gene"].unique().to_list() == ["G7"]
+    got = read_annotation(path, keep=KeepStudied(["chr1"], genes=["G7"], spans=[("chr1", 30_500, 30_600)]))
+    assert got.equals(whole.filter(pl.col("gene").is_in(["G7", "G3"])))
+    assert sizes[0] == 100 and sizes[1] == (100 if unsorted else 4)  # sorted: only G3's and G7's reach the end
+
+
 def test_windows_stage_reads_only_the_annotation_of_its_regions(tmp_path):
     """The windows stage's labels equal those from the whole annotation, from the rows overlapping its regions."""
     from interp import stages

@@ -14,6 +14,7 @@ import gzip
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import polars as pl
@@ -281,50 +282,96 @@ def _gff_attributes(text: str) -> dict[str, str]:
     return attributes
 
 
+#: GFF3 feature types that are never a parent in Ensembl / GENCODE / RefSeq files: not kept as features (a
+#: GENCODE GFF3 gives every exon, CDS and UTR row an ID; 3 million of them would dominate memory)
+_GFF_LEAF_TYPES = {"exon", "CDS", "five_prime_UTR", "three_prime_UTR", "UTR", "start_codon", "stop_codon",
+                   "stop_codon_redefined_as_selenocysteine", "intron"}
+
+
+class _GffFeature(NamedTuple):
+    """What a GFF3 feature with an ID contributes to its children: line, type, contig, span, name, parent."""
+
+    line: int
+    type: str
+    contig: str
+    start: int
+    end: int
+    name: str | None  # Name= (else gene_name=), unquoted
+    parent: str  # the first Parent=, unquoted ("" when none)
+
+
 def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
-    features: dict[str, tuple[int, list]] = {}  # ID -> (line, fields)
-    exons: list[tuple[int, list, list[str]]] = []
+    """Streamed: each ID'd feature is kept as a small `_GffFeature`, exons go to their transcript as they come,
+    and with `keep` a transcript refused at its own line (its gene already read, as in Ensembl and GENCODE
+    files) is dropped there with its exons, so memory follows the studied transcripts. Exons whose parent
+    is not (yet) a transcript wait in `pending` until it comes or the file ends."""
+    features: dict[str, _GffFeature] = {}
+    transcripts: dict[str, _Transcript] = {}
+    pending: dict[str, list[tuple[int, str, str, int, int]]] = {}  # parent -> [(line, contig, strand, start, end)]
+    dropped: set[str] = set()
+
+    def display_name(feature_id: str) -> str:
+        return features[feature_id].name or feature_id
+
+    def gene_of(feature_id: str, parent: str) -> str:
+        return display_name(parent) if parent in features else (parent or display_name(feature_id))
+
+    def add_exon(tx: _Transcript, parent: str, line_no: int, contig: str, strand: str, start: int, end: int):
+        if (tx.contig, tx.strand) != (contig, strand):
+            raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
+                             f"{parent} (line {tx.line})")
+        tx.exons.append((start, end, line_no))
+
     for line_no, fields in _nine_columns(path, lines):
         attributes = _gff_attributes(fields[8])
-        fields[8] = attributes
-        if "ID" in attributes:
-            features.setdefault(unquote(attributes["ID"]), (line_no, fields))
+        parent = unquote(attributes.get("Parent", "").split(",")[0])
+        if "ID" in attributes and fields[2] not in _GFF_LEAF_TYPES:
+            feature_id = unquote(attributes["ID"])
+            if feature_id not in features:
+                name = attributes.get("Name") or attributes.get("gene_name")
+                features[feature_id] = _GffFeature(line_no, fields[2], fields[0], fields[3], fields[4],
+                                                   unquote(name) if name else None, parent)
+                if fields[2] in _GFF_TRANSCRIPT_TYPES:
+                    strand = _strand(fields[6], path, line_no)
+                    tx = _Transcript(gene_of(feature_id, parent), fields[0], strand, line_no, (fields[3], fields[4]))
+                    if keep is not None and parent in features and not keep(tx.gene, tx.contig, *tx.span):
+                        dropped.add(feature_id)
+                        pending.pop(feature_id, None)
+                    else:
+                        transcripts[feature_id] = tx
+                        for args in pending.pop(feature_id, []):
+                            add_exon(tx, feature_id, *args)
         if fields[2] == "exon":
             if "Parent" not in attributes:
                 raise InputError(f"{where(path, line=line_no, field='attributes')}: exon has no Parent=")
-            exons.append((line_no, fields, [unquote(p) for p in attributes["Parent"].split(",")]))
-
-    def display_name(feature_id: str) -> str:
-        attributes = features[feature_id][1][8]
-        return unquote(attributes.get("Name") or attributes.get("gene_name") or feature_id)
-
-    transcripts: dict[str, _Transcript] = {}
-    # Transcript-type features first, so transcripts without exons in the file keep their span.
-    for feature_id, (line_no, fields) in features.items():
-        attributes = fields[8]
-        if fields[2] not in _GFF_TRANSCRIPT_TYPES:
-            continue
-        parent = unquote(attributes.get("Parent", "").split(",")[0])
-        gene = display_name(parent) if parent in features else (parent or display_name(feature_id))
-        transcripts[feature_id] = _Transcript(gene, fields[0], _strand(fields[6], path, line_no), line_no,
-                                              (fields[3], fields[4]))
-    for line_no, fields, parents in exons:
-        strand = _strand(fields[6], path, line_no)
-        for parent in parents:
-            tx = transcripts.get(parent)
-            if tx is None:
-                if parent in features:  # exon hangs off a feature of an unlisted type: treat it as a transcript
-                    parent_line, parent_fields = features[parent]
-                    grand = unquote(parent_fields[8].get("Parent", "").split(",")[0])
-                    gene = display_name(grand) if grand in features else display_name(parent)
-                    span = (parent_fields[3], parent_fields[4])
+            strand = _strand(fields[6], path, line_no)
+            for exon_parent in (unquote(p) for p in attributes["Parent"].split(",")):
+                if exon_parent in dropped:
+                    continue
+                if exon_parent in transcripts:
+                    add_exon(transcripts[exon_parent], exon_parent, line_no, fields[0], strand, fields[3], fields[4])
                 else:
-                    parent_line, gene, span = line_no, parent, None
-                tx = transcripts[parent] = _Transcript(gene, fields[0], strand, parent_line, span)
-            if (tx.contig, tx.strand) != (fields[0], strand):
-                raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
-                                 f"{parent} (line {tx.line})")
-            tx.exons.append((fields[3], fields[4], line_no))
+                    pending.setdefault(exon_parent, []).append((line_no, fields[0], strand, fields[3], fields[4]))
+    # exons whose parent never came as a transcript-type feature
+    for parent, exons in pending.items():
+        first_line, contig, strand = exons[0][0], exons[0][1], exons[0][2]
+        if parent in features:  # exon hangs off a feature of an unlisted type: treat it as a transcript
+            feature = features[parent]
+            grand = feature.parent
+            gene = display_name(grand) if grand in features else display_name(parent)
+            tx = _Transcript(gene, contig, strand, feature.line, (feature.start, feature.end))
+        else:
+            tx = _Transcript(parent, contig, strand, first_line, None)
+        transcripts[parent] = tx
+        for args in exons:
+            add_exon(tx, parent, *args)
+    # gene names resolved now that every feature is read (a gene line after its transcript's, in unsorted files)
+    for feature_id, tx in transcripts.items():
+        feature = features.get(feature_id)
+        if feature is not None and feature.type in _GFF_TRANSCRIPT_TYPES:
+            tx.gene = gene_of(feature_id, feature.parent)
+    if not transcripts and dropped:  # transcripts there were, none studied
+        return pl.DataFrame(schema=SCHEMA)
     return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path, keep)
 
 
