@@ -24,14 +24,20 @@ OUT = REPO / "benchmarks" / "out" / "annotation"
 STUDIED = [f"G{g:04d}" for g in range(200)]
 
 
+def gene_place(g: int) -> tuple[str, int, str]:
+    """(contig, 0-based start, strand) of gene g: genes 0-399 on chr1/chr2 (the first 200 studied), the rest
+    on chr3..chr22."""
+    contig = ("chr1", "chr2")[g % 2] if g < 400 else f"chr{3 + g % 20}"
+    start = 1_000_000 + (g // 2) * 100_000 if g < 400 else 1_000_000 + g * 1000
+    return contig, start, "+-"[g % 2]
+
+
 def write_gtf(path: Path, n_genes: int) -> None:
     """GENCODE-like GTF: genes 0-399 on chr1/chr2 (the first 200 studied), the rest on chr3..chr22."""
     with open(path, "w") as out:
         out.write("##description: synthetic GENCODE-like annotation\n")
         for g in range(n_genes):
-            contig = ("chr1", "chr2")[g % 2] if g < 400 else f"chr{3 + g % 20}"
-            start = 1_000_000 + (g // 2) * 100_000 if g < 400 else 1_000_000 + g * 1000
-            strand = "+-"[g % 2]
+            contig, start, strand = gene_place(g)
             common = (f'gene_id "ENSG{g:011d}.1"; gene_type "protein_coding"; gene_name "G{g:04d}"; level 2; '
                       f'hgnc_id "HGNC:{g}"; havana_gene "OTTHUMG{g:011d}.1";')
             out.write(f"{contig}\tHAVANA\tgene\t{start + 1}\t{start + 30_000}\t.\t{strand}\t.\t{common}\n")
@@ -52,9 +58,7 @@ def write_gff3(path: Path, n_genes: int) -> None:
     with open(path, "w") as out:
         out.write("##gff-version 3\n")
         for g in range(n_genes):
-            contig = ("chr1", "chr2")[g % 2] if g < 400 else f"chr{3 + g % 20}"
-            start = 1_000_000 + (g // 2) * 100_000 if g < 400 else 1_000_000 + g * 1000
-            strand = "+-"[g % 2]
+            contig, start, strand = gene_place(g)
             gid = f"gene:ENSG{g:011d}"
             out.write(f"{contig}\tensembl\tgene\t{start + 1}\t{start + 30_000}\t.\t{strand}\t.\tID={gid};"
                       f"Name=G{g:04d};biotype=protein_coding;gene_id=ENSG{g:011d};version=1\n")
