@@ -14,8 +14,9 @@ test rows lack a class are skipped for both). Each arm's L2 strength is its own:
 chosen from `C_grid` by the mean AUROC over inner folds of that fold's training rows (`inner_folds`;
 ties go to the smaller C), and the arm is refitted on all the fold's training rows with it. A single C
 shared by a 1-feature and a d-dimensional probe would favour one of them by its regularisation alone.
-The chosen values are reported per fold (`C_raw`, `C_sae`). With an empty grid both arms use cfg.C. Per k the summary gives the fold-mean AUROC of each arm,
-their difference (SAE - raw), and a paired 95% interval of that difference over the folds
+The chosen values are reported per fold (`C_raw`, `C_sae`). With an empty grid both arms use cfg.C.
+Per k the summary gives the fold-mean AUROC of each arm, their difference (SAE - raw), and a paired 95%
+interval of that difference over the folds
 (`fold_interval`): a t interval on the per-fold differences whose variance is inflated for the folds'
 shared training rows (Nadeau & Bengio's corrected resampled t), so it carries refitting and
 between-block variation. `winner` is "sae" when that interval lies above 0, "raw" when it lies below,
