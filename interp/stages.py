@@ -415,14 +415,14 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
 
 
 def _studied_regions(job: Job, c: CohortConfig):
-    """(indexed FASTA, the cohort's regions): read from check_cohort's `regions.bed` when the job has it, so
-    that the annotation is parsed once per run and not once per shard; otherwise from the annotation."""
+    """(indexed FASTA, the cohort's regions): read from check_cohort's `regions.parquet` when the job has it,
+    so that the annotation is parsed once per run and not once per shard; otherwise from the annotation."""
     if job.input.get("regions"):
         from interp.genome.fasta import open_reference
-        from interp.genome.regions import read_bed
+        from interp.genome.regions import read_regions
 
         fasta = open_reference(job.input["fasta"], job.params.get("reference_cache"))
-        return fasta, read_bed(job.input["regions"], fasta)
+        return fasta, read_regions(job.input["regions"], fasta)
     fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
     return fasta, _cohort_regions(job, c, fasta, annotation)
 
@@ -466,9 +466,9 @@ def check_cohort(job: Job) -> None:
                                   panel=job.input.get("panel"))
     summary["reference"] = _reference_stats(fasta, regions)
     if job.output.get("regions"):  # for the cohort rules after it: the annotation is not read again
-        from interp.genome.regions import write_regions_bed
+        from interp.genome.regions import write_regions
 
-        write_regions_bed(regions, job.output["regions"])
+        write_regions(regions, job.output["regions"])
     write_json(summary, job.output["summary"])
 
 

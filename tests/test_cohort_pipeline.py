@@ -59,9 +59,9 @@ def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:
                                       "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
     io = {**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv", "panel": c / "panel.vcf.gz"}
     stages.check_cohort(_job(io, {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz",
-                                  "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.bed"}, params))
-    # as the workflow runs them: the regions from check_cohort's regions.bed, no annotation
-    io = {"fasta": DEMO_FASTA, "regions": c / "regions.bed", "vcf": c / "cohort.vcf.gz",
+                                  "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet"}, params))
+    # as the workflow runs them: the regions from check_cohort's regions.parquet, no annotation
+    io = {"fasta": DEMO_FASTA, "regions": c / "regions.parquet", "vcf": c / "cohort.vcf.gz",
           "samples": c / "samples.tsv", "panel": c / "panel.vcf.gz"}
     stages.haplotypes(_job(io, {"assignments": c / "hap.parquet", "sequences": c / "seq.parquet",
                                 "stats": c / "hap.json"}, params))
@@ -205,12 +205,12 @@ def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> 
 
 
 def test_cohort_regions_are_resolved_once_and_read_back_unchanged(tmp_path) -> None:
-    """check_cohort writes the regions it resolved (regions.bed); the shard and ancestry jobs read them from
-    it without the annotation (a missing annotation path is never opened) and get the same regions; a region
-    name given by both cohort.genes and the BED is refused."""
+    """check_cohort writes the regions it resolved (regions.parquet); the shard and ancestry jobs read them from
+    it without the annotation (a missing annotation path is never opened) and get the same regions, whatever
+    the names hold; a region name given by both cohort.genes and the BED is refused."""
     from interp.cohort.config import CohortConfig
     from interp.errors import InputError
-    from interp.genome.regions import write_regions_bed
+    from interp.genome.regions import Region, write_regions
 
     cfg = _config(11)
     bed = tmp_path / "extra.bed"
@@ -219,12 +219,17 @@ def test_cohort_regions_are_resolved_once_and_read_back_unchanged(tmp_path) -> N
     job = _job({"fasta": DEMO_FASTA, "annotation": DEMO_GENES, "bed": bed}, {}, {"reference": cfg["reference"]})
     fasta, expected = stages._studied_regions(job, c)
     assert [r.name for r in expected] == ["DOC2B", "locusA", "locusB"]
-    write_regions_bed(expected, tmp_path / "regions.bed")
-    again = _job({"fasta": DEMO_FASTA, "regions": tmp_path / "regions.bed", "annotation": tmp_path / "absent.gtf"},
+    odd = [Region(" track #1\t.", "chr17", 5, 10), Region(".", "chr17", 0, 3)]  # what a BED line could not carry
+    write_regions(expected + odd, tmp_path / "regions.parquet")
+    again = _job({"fasta": DEMO_FASTA, "regions": tmp_path / "regions.parquet", "annotation": tmp_path / "absent.gtf"},
                  {}, {"reference": cfg["reference"]})
     _, read_back = stages._studied_regions(again, c)
-    assert read_back == expected
+    assert read_back == expected + odd
     assert not list(tmp_path.glob("*.tmp"))
+    write_regions([Region("x", "chr9", 0, 10)], tmp_path / "other.parquet")
+    with pytest.raises(InputError, match=r"other.parquet, row 1: contig 'chr9' is not in the FASTA"):
+        stages._studied_regions(_job({"fasta": DEMO_FASTA, "regions": tmp_path / "other.parquet"}, {},
+                                     {"reference": cfg["reference"]}), c)
     bed.write_text("chr17\t100\t900\tDOC2B\n")
     with pytest.raises(InputError, match=r"region name 'DOC2B' comes twice"):
         stages._studied_regions(job, c)

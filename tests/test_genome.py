@@ -370,6 +370,29 @@ def _gff3_gene(contig, g, start, n_tx=2, unsorted=False):
     return "".join(rows + [gene] if unsorted else [gene] + rows)
 
 
+def test_annotation_errors_do_not_depend_on_what_is_studied(tmp_path):
+    """A malformed transcript is refused whether or not `keep` studies it (a dropped transcript keeps a small
+    record for the checks), and a GTF transcript with two `transcript` lines is refused: its span, and so
+    whether it is studied, would be ambiguous."""
+    from interp.genome.annotation import KeepStudied
+
+    nothing = KeepStudied(["chr1", "chr2"], spans=[("chr1", 90000, 90010)])
+    line = 'chr{}\tx\t{}\t{}\t{}\t.\t{}\t.\tgene_id "G"; transcript_id "T";\n'
+    moved = _write(tmp_path / "moved.gtf", line.format(1, "transcript", 1, 100, "+") + line.format(2, "exon", 1, 50, "+"))
+    twice = _write(tmp_path / "twice.gtf", line.format(1, "transcript", 1, 100, "+") + line.format(1, "exon", 1, 50, "+")
+                   + line.format(1, "transcript", 500, 600, "+"))
+    gff = _write(tmp_path / "moved.gff3", "chr1\tx\tgene\t1\t100\t.\t+\t.\tID=G\n"
+                 "chr1\tx\tmRNA\t1\t100\t.\t+\t.\tID=T;Parent=G\n"
+                 "chr2\tx\texon\t1\t50\t.\t-\t.\tParent=T\n")
+    for keep in (None, nothing):
+        with pytest.raises(InputError, match=r"moved.gtf, line 2: transcript T changes contig or strand"):
+            read_annotation(moved, keep=keep)
+        with pytest.raises(InputError, match=r"twice.gtf, line 3: transcript T has a second 'transcript' line"):
+            read_annotation(twice, keep=keep)
+        with pytest.raises(InputError, match=r"moved.gff3, line 3: exon's contig/strand differ from its parent T"):
+            read_annotation(gff, keep=keep)
+
+
 @pytest.mark.parametrize("unsorted", [False, True], ids=["sorted", "unsorted"])
 def test_gff3_is_streamed_and_keeps_what_a_whole_read_keeps(tmp_path, monkeypatch, unsorted):
     """GFF3 read with keep: the same rows as the whole read filtered; in a sorted file (gene before its

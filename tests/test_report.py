@@ -179,6 +179,8 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
 def test_caveat_mixed_devices_only_when_shards_ran_on_more_than_one() -> None:
     one = {"cohort": {"embedding": [{"devices": ["cuda"]}, {"devices": ["cpu"]}]}}  # two models, one device each
     assert "mixed_devices" not in _ids(one)
+    resumed = {"cohort": {"embedding": [{"devices": ["cpu", "unknown"]}]}}  # a shard from before devices were kept
+    assert "mixed_devices" not in _ids(resumed)
     mixed = {"cohort": {"embedding": [{"devices": ["cpu", "cuda"]}]}}
     [caveat] = [c for c in summary.detect_caveats(mixed) if c["id"] == "mixed_devices"]
     assert "cpu, cuda" in caveat["text"] and "embed.device" in caveat["text"]

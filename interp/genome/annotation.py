@@ -241,8 +241,9 @@ def _gtf_attributes(text: str) -> dict[str, str]:
 def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     transcripts: dict[str, _Transcript] = {}
     # transcripts `keep` refused at their `transcript` line (GENCODE and Ensembl give one before the exons):
-    # dropped there with any exons read before it, so memory follows the kept transcripts, not the file
-    dropped: set[str] = set()
+    # dropped there with any exons read before it, so memory follows the kept transcripts, not the file; a
+    # small record stays, so that their later lines get the same checks whatever is studied
+    dropped: dict[str, _Transcript] = {}
     for line_no, fields in _nine_columns(path, lines):
         feature = fields[2]
         if feature not in ("exon", "transcript"):
@@ -251,22 +252,23 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
         if "transcript_id" not in attributes:
             raise InputError(f"{where(path, line=line_no, field='attributes')}: {feature} has no transcript_id")
         transcript = attributes["transcript_id"]
-        if transcript in dropped:
-            continue
         gene = attributes.get("gene_name") or attributes.get("gene_id") or transcript
         strand = _strand(fields[6], path, line_no)
-        tx = transcripts.get(transcript)
+        tx = transcripts.get(transcript) or dropped.get(transcript)
         if tx is None:
             tx = transcripts[transcript] = _Transcript(gene, fields[0], strand, line_no)
         elif (tx.contig, tx.strand) != (fields[0], strand):
             raise InputError(f"{where(path, line=line_no)}: transcript {transcript} changes contig or strand "
                              f"(first seen on line {tx.line})")
         if feature == "transcript":
+            if tx.span is not None:  # its span, and whether it is studied, must be one
+                raise InputError(f"{where(path, line=line_no)}: transcript {transcript} has a second "
+                                 f"'transcript' line (the first on line {tx.line})")
             tx.span, tx.line = (fields[3], fields[4]), line_no
             if keep is not None and not keep(tx.gene, tx.contig, *tx.span):
                 del transcripts[transcript]
-                dropped.add(transcript)
-        else:
+                dropped[transcript] = _Transcript(tx.gene, tx.contig, tx.strand, tx.line, tx.span)
+        elif transcript in transcripts:
             tx.exons.append((fields[3], fields[4], line_no))
     if not transcripts and dropped:  # transcripts there were, none studied
         return pl.DataFrame(schema=SCHEMA)
@@ -308,7 +310,7 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
     features: dict[str, _GffFeature] = {}
     transcripts: dict[str, _Transcript] = {}
     pending: dict[str, list[tuple[int, str, str, int, int]]] = {}  # parent -> [(line, contig, strand, start, end)]
-    dropped: set[str] = set()
+    dropped: dict[str, _Transcript] = {}  # transcripts keep refused at their own line (exons checked, not held)
 
     def display_name(feature_id: str) -> str:
         return features[feature_id].name or feature_id
@@ -335,8 +337,10 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
                     strand = _strand(fields[6], path, line_no)
                     tx = _Transcript(gene_of(feature_id, parent), fields[0], strand, line_no, (fields[3], fields[4]))
                     if keep is not None and parent in features and not keep(tx.gene, tx.contig, *tx.span):
-                        dropped.add(feature_id)
-                        pending.pop(feature_id, None)
+                        dropped[feature_id] = tx  # no exons: kept for the contig/strand check of its exons
+                        for args in pending.pop(feature_id, []):
+                            add_exon(tx, feature_id, *args)
+                        tx.exons.clear()
                     else:
                         transcripts[feature_id] = tx
                         for args in pending.pop(feature_id, []):
@@ -347,6 +351,8 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
             strand = _strand(fields[6], path, line_no)
             for exon_parent in (unquote(p) for p in attributes["Parent"].split(",")):
                 if exon_parent in dropped:
+                    add_exon(dropped[exon_parent], exon_parent, line_no, fields[0], strand, fields[3], fields[4])
+                    dropped[exon_parent].exons.clear()
                     continue
                 if exon_parent in transcripts:
                     add_exon(transcripts[exon_parent], exon_parent, line_no, fields[0], strand, fields[3], fields[4])

@@ -109,16 +109,29 @@ def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | 
     return regions
 
 
-def write_regions_bed(regions: list[Region], path: str | Path) -> None:
-    """The regions as BED4 (contig, start, end, name; 0-based half-open), in their order: `read_bed` reads
-    them back as they were. Written whole to a temporary file, then renamed (no half-written file)."""
+def write_regions(regions: list[Region], path: str | Path) -> None:
+    """The regions as a table (name, contig, start, end; 0-based half-open) in their order, which
+    `read_regions` reads back exactly (any name or contig). Written whole to a temporary file, then renamed
+    (no half-written file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write("# studied regions: contig, start, end (0-based, half-open), name\n")
-        for r in regions:
-            out.write(f"{r.contig}\t{r.start}\t{r.end}\t{r.name}\n")
+    pl.DataFrame({"name": [r.name for r in regions], "contig": [r.contig for r in regions],
+                  "start": [r.start for r in regions], "end": [r.end for r in regions]},
+                 schema={"name": pl.String, "contig": pl.String, "start": pl.Int64, "end": pl.Int64}
+                 ).write_parquet(tmp)
     tmp.replace(path)
+
+
+def read_regions(path: str | Path, fasta: dict[str, str]) -> list[Region]:
+    """Regions written by `write_regions`, in order, each checked against the FASTA (contig and bounds)."""
+    table = pl.read_parquet(path)
+    out = []
+    for row, (name, contig, start, end) in enumerate(table.select("name", "contig", "start", "end").iter_rows()):
+        if contig not in fasta:
+            raise InputError(f"{path}, row {row + 1}: contig {contig!r} is not in the FASTA; the regions were "
+                             "resolved against another reference: rerun check_cohort")
+        out.append(_checked(name, contig, int(start), int(end), fasta, f"{path}, row {row + 1}"))
+    return out
 
 
 def gene_regions(

@@ -434,8 +434,9 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
                            f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
                            "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
-    mixed = sorted({d for e in (cohort.get("embedding") or []) if len(e.get("devices") or []) > 1
-                    for d in e["devices"]})
+    # "unknown": a shard from before devices were recorded (a resumed run), not a second device
+    known = [sorted(set(e.get("devices") or []) - {"unknown"}) for e in (cohort.get("embedding") or [])]
+    mixed = sorted({d for devices in known if len(devices) > 1 for d in devices})
     if mixed:
         out.append(_caveat("mixed_devices", "medium",
                            f"The cohort's windows were embedded on more than one device ({', '.join(mixed)}; "

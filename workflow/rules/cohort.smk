@@ -67,7 +67,7 @@ if COHORT:
             summary=f"{R}/cohort/validation.json",
             vcf=f"{R}/cohort/cohort.vcf.gz",
             tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
-            regions=f"{R}/cohort/regions.bed",
+            regions=f"{R}/cohort/regions.parquet",
         params:
             **rule_params(COHORT_PARAMS),
         log:
@@ -85,7 +85,7 @@ if COHORT:
 
     # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
     # the regions as check_cohort resolved them: the annotation is parsed once per run, not once per shard
-    COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.bed"}
+    COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.parquet"}
 
     rule haplotypes_shard:
         input:
