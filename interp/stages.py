@@ -250,36 +250,19 @@ def probe(job: Job) -> None:
 
 
 def probe_sae(job: Job) -> None:
-    """Probes on the main SAE's top-k features vs on raw activations, same folds (interp.sae.probe_compare):
-    each probe target per window (genome-block folds, as `probe`) and, with a cohort, each phenotype per
-    sample (`<layer>.samples.h5ad` vs `sae.features.h5ad`, folds stratified by the phenotype)."""
-    import anndata as ad
-
-    from interp.probe import ProbeConfig, contiguous_folds
-    from interp.sae.probe_compare import DEFAULT_C_GRID, compare_samples, compare_windows
-    from interp.sae.train import load_sae
+    """Probes on the main SAE's top-k features vs on raw activations, same folds
+    (interp.sae.probe_compare.compare_run): per window and, with a cohort, per sample."""
+    from interp.probe import ProbeConfig
+    from interp.sae.probe_compare import compare_run
 
     _set_threads(job.threads)
     p = job.params
-    layer, section = p["sae_layer"], p["probe"]
-    cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
-    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": p["seed"],
-            "C_grid": section.get("sae_C_grid", DEFAULT_C_GRID)}
-    win = pl.read_parquet(job.input["windows"]).sort("window_index")
-    folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
-                             win["end"].to_numpy())
-    models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
-              for d, w in zip(job.input["tokens_dirs"], job.input["sae_weights"], strict=True)]
-    tables = compare_windows(win, folds, section["targets"], models, layer, **opts)
-    for emb_dir in job.input.get("cohort_emb_dirs", []):
-        raw, feats = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
-        if raw.exists() and feats.exists():  # else no SAE features at this layer: window level only
-            tables += compare_samples(ad.read_h5ad(raw), ad.read_h5ad(feats), p.get("phenotypes", []), layer,
-                                      section["sae_sample_folds"], **opts)
-    if not tables:
-        raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
-    write_table(pl.concat([s for s, _ in tables]), job.output["parquet"], job.output["tsv"])
-    write_table(pl.concat([f for _, f in tables]), job.output["folds"])
+    cfg = settings_from_section(ProbeConfig, p["probe"], ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
+    summary, folds = compare_run(pl.read_parquet(job.input["windows"]), job.input["tokens_dirs"],
+                                 job.input["sae_weights"], job.input.get("cohort_emb_dirs", []), p["sae_layer"],
+                                 p["probe"], cfg, p.get("phenotypes", []), p["seed"])
+    write_table(summary, job.output["parquet"], job.output["tsv"])
+    write_table(folds, job.output["folds"])
 
 
 def _sae_settings(params: dict, source: str = "sae"):
@@ -388,7 +371,7 @@ def _cohort_settings(job: Job) -> CohortConfig:
 
 def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     """Regions of the cohort: genes from the gene table (+ flank) and/or a BED file."""
-    from interp.genome.regions import explain_dropped_genes, gene_regions, read_bed
+    from interp.genome.regions import explain_dropped_genes, gene_regions, read_bed, require_unique_names
 
     aliases = job.params["reference"].get("contig_aliases") or {}
     regions = []
@@ -405,13 +388,7 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
             raise
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
-    seen: set[str] = set()
-    for r in regions:
-        if r.name in seen:
-            raise InputError(f"cohort: region name {r.name!r} comes twice (cohort.genes and the BED "
-                             f"{job.input.get('bed')} both name it); region names must be unique")
-        seen.add(r.name)
-    return regions
+    return require_unique_names(regions, f"cohort.genes and the BED {job.input.get('bed')}")
 
 
 def _studied_regions(job: Job, c: CohortConfig):

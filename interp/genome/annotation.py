@@ -266,8 +266,8 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
                                  f"'transcript' line (the first on line {tx.line})")
             tx.span, tx.line = (fields[3], fields[4]), line_no
             if keep is not None and not keep(tx.gene, tx.contig, *tx.span):
-                del transcripts[transcript]
-                dropped[transcript] = _Transcript(tx.gene, tx.contig, tx.strand, tx.line, tx.span)
+                dropped[transcript] = transcripts.pop(transcript)
+                tx.exons.clear()
         elif transcript in transcripts:
             tx.exons.append((fields[3], fields[4], line_no))
     if not transcripts and dropped:  # transcripts there were, none studied

@@ -109,6 +109,18 @@ def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | 
     return regions
 
 
+def require_unique_names(regions: list[Region], sources: str) -> list[Region]:
+    """`regions` unchanged when no name comes twice; else an InputError naming it and `sources` (what the
+    regions were gathered from): later stages key windows and shards by region name."""
+    seen: set[str] = set()
+    for r in regions:
+        if r.name in seen:
+            raise InputError(f"cohort: region name {r.name!r} comes twice ({sources} both name it); region "
+                             "names must be unique")
+        seen.add(r.name)
+    return regions
+
+
 def write_regions(regions: list[Region], path: str | Path) -> None:
     """The regions as a table (name, contig, start, end; 0-based half-open) in their order, which
     `read_regions` reads back exactly (any name or contig). Written whole to a temporary file, then renamed

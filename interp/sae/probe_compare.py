@@ -397,3 +397,36 @@ def compare_samples(raw, feats, phenotypes: Sequence[str], layer: str, n_folds: 
         out.append(comparison_rows(result, model=str(raw.uns["model"]), layer=layer, level="sample",
                                    target=phenotype))
     return out
+
+
+def compare_run(windows: pl.DataFrame, tokens_dirs: Sequence[str | Path], sae_weights: Sequence[str | Path],
+                cohort_emb_dirs: Sequence[str | Path], layer: str, section: dict, cfg: ProbeConfig,
+                phenotypes: Sequence[str], seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(summary, folds) tables of the `probe_sae` rule: every probe target per window (`compare_windows` on
+    the probe's genome-block folds, `interp.probe.contiguous_folds`) for each model's token store and SAE,
+    and each phenotype per sample (`compare_samples`) for each cohort folder holding `<layer>.samples.h5ad`
+    and `sae.features.h5ad` (a folder without them has no SAE features at this layer: window level only).
+
+    section: the config's `probe` section (targets, sae_top_k, sae_bootstrap, sae_sample_folds, sae_C_grid);
+    cfg: the probe settings built from it.
+    """
+    import anndata as ad
+
+    from interp.sae.train import load_sae
+
+    opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": seed,
+            "C_grid": section.get("sae_C_grid", DEFAULT_C_GRID)}
+    win = windows.sort("window_index")
+    folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
+                             win["end"].to_numpy())
+    models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
+              for d, w in zip(tokens_dirs, sae_weights, strict=True)]
+    tables = compare_windows(win, folds, section["targets"], models, layer, **opts)
+    for emb_dir in cohort_emb_dirs:
+        raw, feats = Path(emb_dir) / f"{layer}.samples.h5ad", Path(emb_dir) / "sae.features.h5ad"
+        if raw.exists() and feats.exists():
+            tables += compare_samples(ad.read_h5ad(raw), ad.read_h5ad(feats), list(phenotypes), layer,
+                                      section["sae_sample_folds"], **opts)
+    if not tables:
+        raise ValueError("probe_sae: no model to compare (no token store and SAE given)")
+    return pl.concat([t for t, _ in tables]), pl.concat([f for _, f in tables])
