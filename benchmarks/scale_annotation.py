@@ -32,8 +32,9 @@ def gene_place(g: int) -> tuple[str, int, str]:
     return contig, start, "+-"[g % 2]
 
 
-def write_gtf(path: Path, n_genes: int) -> None:
-    """GENCODE-like GTF: genes 0-399 on chr1/chr2 (the first 200 studied), the rest on chr3..chr22."""
+def write_gtf(path: Path, n_genes: int, transcript_lines: bool = True) -> None:
+    """GENCODE-like GTF: genes 0-399 on chr1/chr2 (the first 200 studied), the rest on chr3..chr22; without
+    `transcript_lines`, exon and CDS rows only (as some older or hand-made GTFs)."""
     with open(path, "w") as out:
         out.write("##description: synthetic GENCODE-like annotation\n")
         for g in range(n_genes):
@@ -45,7 +46,8 @@ def write_gtf(path: Path, n_genes: int) -> None:
                 attrs = (common + f' transcript_id "ENST{g:08d}{t:03d}.1"; transcript_type "protein_coding"; '
                          f'transcript_name "G{g:04d}-20{t}"; protein_id "ENSP{g:08d}{t:03d}.1"; tag "basic";')
                 lo, hi = start + t * 100, start + 30_000 - t * 100
-                out.write(f"{contig}\tHAVANA\ttranscript\t{lo + 1}\t{hi}\t.\t{strand}\t.\t{attrs}\n")
+                if transcript_lines:
+                    out.write(f"{contig}\tHAVANA\ttranscript\t{lo + 1}\t{hi}\t.\t{strand}\t.\t{attrs}\n")
                 for k in range(10):
                     e = lo + k * (hi - lo - 200) // 9
                     ea = attrs + f' exon_number {k + 1}; exon_id "ENSE{g:08d}{t}{k:02d}.1";'
@@ -96,13 +98,16 @@ def measure(path: Path, mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genes", type=int, default=2000)
-    parser.add_argument("--format", choices=("gtf", "gff3"), default="gtf")
+    parser.add_argument("--format", choices=("gtf", "gtf-exons", "gff3"), default="gtf",
+                        help="gtf-exons: a GTF without transcript lines")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     files = {}
-    writer = write_gtf if args.format == "gtf" else write_gff3
+    writers = {"gtf": write_gtf, "gff3": write_gff3,
+               "gtf-exons": lambda path, n: write_gtf(path, n, transcript_lines=False)}
+    writer = writers[args.format]
     for label, n in (("1x", args.genes), ("4x", 4 * args.genes)):
-        files[label] = OUT / f"genes_{n}.{args.format}"
+        files[label] = OUT / (f"genes_{n}.exons.gtf" if args.format == "gtf-exons" else f"genes_{n}.{args.format}")
         if not files[label].exists():
             writer(files[label], n)
     rows = {(label, mode): measure(path, mode) for label, path in files.items() for mode in ("whole", "studied")}

@@ -356,6 +356,33 @@ def test_gtf_transcripts_not_kept_are_dropped_at_their_transcript_line(tmp_path,
     assert none.height == 0 and none.columns == whole.columns
 
 
+def test_exon_only_gtf_holds_no_exons_until_its_transcripts_are_decided(tmp_path, monkeypatch):
+    """A GTF without `transcript` lines (or with exons before it): a transcript's span is known only at the
+    end, so its exons are not held while the file is read (only its span); the transcripts `keep` then
+    accepts get their exons from a second pass. The table is the whole read's, filtered."""
+    from interp.genome import annotation as annotation_module
+    from interp.genome.annotation import KeepStudied
+
+    line = '1\tx\t{}\t{}\t{}\t.\t+\t.\tgene_id "{}"; transcript_id "{}";\n'
+    text = "".join(line.format("exon", 5000 + i + 1, 5050 + i, f"G{i}", f"g{i}") for i in range(200) for _ in range(3))
+    text = (line.format("exon", 1, 50, "A", "a1") + text + line.format("exon", 901, 1000, "A", "a1")  # spans 950
+            + line.format("exon", 2001, 2100, "B", "b1") + line.format("transcript", 1, 2100, "B", "b1")
+            + line.format("exon", 2201, 2300, "B", "b1") + line.format("exon", 3001, 3100, "C", "c1"))
+    path = _write(tmp_path / "exons.gtf", text)
+    keep = KeepStudied(["chr1"], spans=[("chr1", 950, 960)])
+    held = []
+    collect = annotation_module._collect_unheld_exons
+    monkeypatch.setattr(annotation_module, "_collect_unheld_exons", lambda p, txs, k: held.append(
+        sum(len(t.exons) for t in txs.values())) or collect(p, txs, k))
+    got = read_annotation(path, keep=keep)
+    assert held == [1]  # of 604 exons read, only b1's after its (studied) transcript line was held
+    whole = read_annotation(path)
+    assert got.equals(whole.filter(pl.col("transcript").is_in(["a1", "b1"])))
+    assert got.filter(pl.col("feature") == "exon").select("transcript", "start", "source_line").rows() == [
+        ("a1", 0, 1), ("a1", 900, 602), ("b1", 2000, 603), ("b1", 2200, 605)]
+    assert got.filter(pl.col("feature") == "transcript")["end"].to_list() == [1000, 2100]
+
+
 def _gff3_gene(contig, g, start, n_tx=2, unsorted=False):
     """GENCODE-style GFF3 rows of one gene: gene, mRNAs, exons and CDS, every row with an ID; unsorted puts
     each transcript's exons first and the gene line last."""

@@ -48,6 +48,8 @@ class _Transcript:
     line: int
     span: tuple[int, int] | None = None
     exons: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, line)
+    exon_span: tuple[int, int] | None = None  # of the exons read but not held (GTF with `keep`)
+    unheld: int = 0  # exons read but not held: collected by a second pass if the transcript is kept
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -239,15 +241,21 @@ def _gtf_attributes(text: str) -> dict[str, str]:
 
 
 def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
+    """GTF reader. With `keep`, a transcript is decided at its `transcript` line (GENCODE and Ensembl give one
+    before the exons): refused ones are dropped there and later exons are not held; exons of a transcript
+    whose `transcript` line has not come (exon-only GTFs, or exons first) are not held either, only their
+    span, and the transcripts `keep` accepts at the end of the file get their exons from a second pass.
+    Memory follows the studied transcripts' exons plus one small record per transcript of the file."""
     transcripts: dict[str, _Transcript] = {}
-    # transcripts `keep` refused at their `transcript` line (GENCODE and Ensembl give one before the exons):
-    # dropped there with any exons read before it, so memory follows the kept transcripts, not the file; a
-    # small record stays, so that their later lines get the same checks whatever is studied
+    # transcripts `keep` refused at their `transcript` line: a small record stays, so that their later lines
+    # get the same checks whatever is studied
     dropped: dict[str, _Transcript] = {}
+    seen = False
     for line_no, fields in _nine_columns(path, lines):
         feature = fields[2]
         if feature not in ("exon", "transcript"):
             continue
+        seen = True
         attributes = _gtf_attributes(fields[8])
         if "transcript_id" not in attributes:
             raise InputError(f"{where(path, line=line_no, field='attributes')}: {feature} has no transcript_id")
@@ -268,11 +276,39 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
             if keep is not None and not keep(tx.gene, tx.contig, *tx.span):
                 dropped[transcript] = transcripts.pop(transcript)
                 tx.exons.clear()
-        elif transcript in transcripts:
+        elif transcript not in transcripts:
+            continue
+        elif keep is None or tx.span is not None:
             tx.exons.append((fields[3], fields[4], line_no))
-    if not transcripts and dropped:  # transcripts there were, none studied
+        else:  # not yet decided: only its span grows
+            lo, hi = tx.exon_span or (fields[3], fields[4])
+            tx.exon_span, tx.unheld = (min(lo, fields[3]), max(hi, fields[4])), tx.unheld + 1
+    if keep is not None:
+        _collect_unheld_exons(path, transcripts, keep)
+    if not transcripts and seen:  # transcripts there were, none studied
         return pl.DataFrame(schema=SCHEMA)
     return _to_frame(transcripts, path, keep)
+
+
+def _collect_unheld_exons(path: Path, transcripts: dict[str, _Transcript], keep: Keep) -> None:
+    """At the end of a GTF read with `keep`: drop the transcripts with unheld exons that `keep` refuses on
+    their whole span, and read the exons of those it accepts from a second pass over the file."""
+    wanted: set[str] = set()
+    for name in [n for n, tx in transcripts.items() if tx.unheld]:
+        tx = transcripts[name]
+        span = tx.exon_span if tx.span is None else tx.span
+        if keep(tx.gene, tx.contig, *span):
+            wanted.add(name)
+            tx.exons.clear()  # all of them again, in file order, from the second pass
+        else:
+            del transcripts[name]
+    if not wanted:
+        return
+    for line_no, fields in _nine_columns(path, _lines(path)):
+        if fields[2] == "exon":
+            name = _gtf_attributes(fields[8]).get("transcript_id")
+            if name in wanted:
+                transcripts[name].exons.append((fields[3], fields[4], line_no))
 
 
 def _gff_attributes(text: str) -> dict[str, str]:
