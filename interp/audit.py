@@ -306,36 +306,90 @@ def _macro_ovr_auroc(results_by_class: dict[str, list], labels: np.ndarray, n: i
 # ------------------------------------------------------------------------------------------ inputs
 
 
+#: text that means "no value" in a phenotype or population label (as samples.tsv reads it), plus what
+#: str() makes of a missing value (None, NaN, pandas' NA)
+_MISSING_TEXT = {"", "NA", "na", "N/A", "NaN", "nan", ".", "None", "<NA>"}
+
+
+def _is_missing(value) -> bool:
+    """True for None, a float NaN, pandas' NA and the `_MISSING_TEXT` strings."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return True
+    return str(value).strip() in _MISSING_TEXT
+
+
+def _first_rows(mask: np.ndarray, limit: int = 5) -> str:
+    """The first `limit` row indices where mask [n] is True, e.g. "rows 3, 17, 40 ..."."""
+    rows = np.flatnonzero(mask)
+    return "rows " + ", ".join(map(str, rows[:limit])) + (" ..." if rows.size > limit else "")
+
+
+def _phenotype_values(y: np.ndarray) -> np.ndarray:
+    """y [n] as float64, NaN where missing (None, NaN, NA, "" ...); InputError naming the first value that is
+    not a number."""
+    if y.dtype.kind in "fiub":
+        return y.astype(np.float64)
+    out = np.full(y.shape[0], np.nan)
+    for i, v in enumerate(y):
+        if _is_missing(v):
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"audit phenotype: value {v!r} (row {i}) is not a number; expected 0 (control), "
+                             "1 (case) or NA (missing)") from None
+    return out
+
+
 def _check_inputs(X, y, population, pcs, covariates, descriptors):
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise InputError(f"audit embeddings: expected a [n_samples, d] matrix, got shape {X.shape}")
     n = X.shape[0]
     y = np.asarray(y)
-    population = np.asarray(population).astype(str)
+    if y.ndim == 2 and y.shape[1] == 1:  # one phenotype as a column
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InputError(f"audit phenotype: expected one value per sample [n_samples], got shape {y.shape}")
+    population = np.asarray(population)
     pcs = np.asarray(pcs, dtype=np.float64)
     if pcs.ndim == 1:
         pcs = pcs[:, None]
     for name, arr in [("phenotype", y), ("population", population), ("genotype PCs", pcs)]:
         if arr.shape[0] != n:
             raise InputError(f"audit {name}: {arr.shape[0]} samples but the embeddings have {n}")
-    if not np.all(np.isfinite(X)) or not np.all(np.isfinite(pcs)):
-        raise InputError("audit inputs: embeddings or genotype PCs contain NaN/inf; expected finite values")
-    try:
-        y_num = y.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError("audit phenotype: expected binary 0/1 values") from err
+    for name, arr in (("embeddings", X), ("genotype PCs", pcs)):
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            raise InputError(f"audit {name}: {int(bad.sum())} sample(s) have NaN/inf values ({_first_rows(bad)}); "
+                             "expected finite values")
+    y_num = _phenotype_values(y)
     keep = ~np.isnan(y_num)  # samples without a phenotype are left out, not guessed
-    if not np.all((y_num[keep] == 0) | (y_num[keep] == 1)):
-        raise InputError("audit phenotype: expected binary 0/1 values (quantitative phenotypes are refused "
-                         "at validation)")
-    if np.unique(y_num[keep]).size < 2:
+    values = np.unique(y_num[keep])
+    if not np.all((values == 0) | (values == 1)):
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (" ..." if values.size > 5 else "")
+        hint = " (coded 1/2 as in plink? recode 1 -> 0 and 2 -> 1)" if set(values) == {1.0, 2.0} else ""
+        raise InputError(f"audit phenotype: expected binary 0/1 values, found {shown}{hint}; quantitative "
+                         "phenotypes are refused at validation")
+    if values.size < 2:
         raise InputError("audit phenotype: needs both cases (1) and controls (0) among samples with a value")
+    no_label = keep & np.array([_is_missing(v) for v in population], dtype=bool)
+    if no_label.any():  # a missing label would otherwise become a population of its own ("nan", "None")
+        raise InputError(f"audit population: {int(no_label.sum())} sample(s) with a phenotype have no population "
+                         f"label ({_first_rows(no_label)}); fill them in, or audit without labels (strata then "
+                         "come from the genotype PCs)")
+    population = population.astype(str)
     cov = None
     if covariates is not None:
-        cov = np.asarray(covariates.matrix, dtype=np.float64).reshape(n, -1)
-        if cov.shape[0] != n:
-            raise InputError(f"audit covariates: {cov.shape[0]} rows but the embeddings have {n} samples")
+        cov = np.asarray(covariates.matrix, dtype=np.float64)
+        if cov.size == 0:
+            cov = np.zeros((n, 0))
+        if cov.ndim == 1:
+            cov = cov[:, None]
+        # checked before any reshape: a matrix of another sample set must not be folded into n rows
+        if cov.ndim != 2 or cov.shape[0] != n:
+            raise InputError(f"audit covariates: a design matrix of shape {cov.shape} but the embeddings have {n} "
+                             "samples; build it from the same samples, in the same order")
         if not np.all(np.isfinite(cov)):
             raise InputError("audit covariates: the design matrix contains NaN/inf")
         cov = cov[keep]
@@ -800,8 +854,9 @@ def audit_phenotype(
 ) -> dict:
     """Statistics of one (phenotype, model, layer) audit: raw p-values, effect sizes, read-outs; no verdict.
 
-    X [n, d] sample embeddings; y [n] binary phenotype (NaN: left out, counted in n_missing_phenotype);
-    population [n] labels ("all" or one value when there are none); pcs [n, k] genotype PCs from
+    X [n, d] sample embeddings; y [n] binary phenotype, 0/1 as numbers or text (NaN, None, "NA": left out,
+    counted in n_missing_phenotype); population [n] labels ("all" or one value when there are none; a sample
+    with a phenotype and no label is an InputError); pcs [n, k] genotype PCs from
     ancestry markers; covariates: `interp.covariates.covariate_design` output (entering the nuisance
     model); descriptors {name: [n]} reported only. max_null_replicates: B of the Monte Carlo tests
     (default cfg.max_null_replicates; the stage passes `null_replicates_needed`).

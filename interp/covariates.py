@@ -9,6 +9,7 @@
 * Missing values are refused (an `InputError` naming the covariate and the first samples) or imputed, as
   the user chooses (`cohort.covariate_missing`): numeric ones by the mean plus a 0/1 "missing" indicator
   column, categorical ones as a level of their own. What was done is returned in `info` for the report.
+  An infinite number is a bad value, not a missing one: it is always refused.
 * Descriptors such as the GC content of a sample's haplotypes are functions of the genotypes: adjusting
   for them would remove part of a real genetic effect (over-adjustment), so they are reported beside the
   audit but never enter a design matrix. `DESCRIPTORS` names them.
@@ -28,7 +29,8 @@ from interp.errors import InputError
 DESCRIPTORS = ("gc",)
 
 MissingPolicy = Literal["refuse", "impute"]
-_MISSING_TEXT = {"", "NA", "N/A", "NaN", "nan", "na", "."}
+#: text that means "no value"; "<NA>" is what str() makes of pandas' NA (nullable columns)
+_MISSING_TEXT = {"", "NA", "N/A", "NaN", "nan", "na", ".", "<NA>"}
 
 
 @dataclass
@@ -46,10 +48,18 @@ class CovariateDesign:
 
 
 def _missing_mask(values: np.ndarray) -> np.ndarray:
+    """[n] True where a value is missing: NaN, None, pandas' NA or a `_MISSING_TEXT` string (an infinite number
+    is not missing: `covariate_design` refuses it)."""
     if values.dtype.kind in "fiu":
-        return ~np.isfinite(values.astype(np.float64))
-    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in _MISSING_TEXT
-                     for v in values], dtype=bool)
+        return np.isnan(values.astype(np.float64))
+    return np.array([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+                     or str(v).strip() in _MISSING_TEXT for v in values], dtype=bool)
+
+
+def _samples(mask: np.ndarray, sample_ids: Sequence[str] | None) -> str:
+    """The first 5 samples where mask [n] is True, as ' (samples s1, s7 ...)'; '' without sample_ids."""
+    who = [str(sample_ids[i]) for i in np.flatnonzero(mask)[:5]] if sample_ids is not None else []
+    return f" (samples {', '.join(who)}{' ...' if mask.sum() > 5 else ''})" if who else ""
 
 
 def _level(value) -> str:
@@ -86,7 +96,8 @@ def covariate_design(
 
     missing: "refuse" raises InputError naming the covariate and up to 5 samples with no value;
     "impute" fills numeric gaps with the mean and adds a "<name>:missing" indicator, and gives
-    categorical gaps a level "NA". categorical: covariates one-hot encoded even when every value is a
+    categorical gaps a level "NA" (missing: NaN, None, pandas' NA, "", "NA", "."; an infinite value is refused
+    either way). categorical: covariates one-hot encoded even when every value is a
     number (category codes); each must be one of `names`. Descriptors (`DESCRIPTORS`) are refused: they
     are not confounders. Constant columns (one level, or no variation) are dropped and noted in info.
     """
@@ -113,14 +124,18 @@ def covariate_design(
             n = values.shape[0]
         elif values.shape[0] != n:
             raise InputError(f"{source}: covariate {name!r} has {values.shape[0]} values, expected {n}")
+        if sample_ids is not None and len(sample_ids) != n:
+            raise InputError(f"{source}: covariate {name!r} has {n} values for {len(sample_ids)} samples")
         miss = _missing_mask(values)
         entry: dict = {"n_missing": int(miss.sum()), "missing_policy": missing}
         if miss.any() and missing == "refuse":
-            who = [str(sample_ids[i]) for i in np.flatnonzero(miss)[:5]] if sample_ids is not None else []
-            shown = f" (samples {', '.join(who)}{' ...' if miss.sum() > 5 else ''})" if who else ""
-            raise InputError(f"{source}: covariate {name!r} has {int(miss.sum())} missing value(s){shown}; "
-                             "fill them in or set cohort.covariate_missing: impute")
+            raise InputError(f"{source}: covariate {name!r} has {int(miss.sum())} missing value(s)"
+                             f"{_samples(miss, sample_ids)}; fill them in or set cohort.covariate_missing: impute")
         numeric = None if name in categorical else _as_numeric(values, miss)
+        if numeric is not None and np.isinf(numeric).any():  # a bad value, not a missing one: never imputed
+            bad = np.isinf(numeric)
+            raise InputError(f"{source}: covariate {name!r} has {int(bad.sum())} infinite value(s)"
+                             f"{_samples(bad, sample_ids)}; expected finite numbers (NA for a missing value)")
         new_cols: list[tuple[str, np.ndarray]] = []
         if numeric is not None:
             entry["kind"] = "numeric"

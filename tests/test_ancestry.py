@@ -241,3 +241,21 @@ def test_cohort_ancestry_with_panel_takes_the_pcs_from_the_panel(tmp_path) -> No
     assert out.uns["ancestry_source"] == {"vcf": "panel.vcf", "n_markers": markers.n_kept,
                                           "n_markers_read": 300, "method": "randomized blockwise SVD"}
     np.testing.assert_array_equal(out.X, out.layers["dosage"])  # region dosages, not standardised
+
+
+def test_panel_with_a_sample_listed_twice_is_refused(tmp_path) -> None:
+    """A duplicated sample column in the ancestry VCF: which column is that sample's was the last one, silently."""
+    from interp.cohort.ancestry import read_marker_dosages
+    from interp.cohort.check import check_panel
+
+    panel = tmp_path / "panel.vcf"
+    samples = _structured_vcf(panel, n_per_pop=4, n_markers=20)
+    lines = panel.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
+    lines[header] = lines[header].replace("\ts5\t", "\ts1\t")  # s1 twice, s5 gone
+    panel.write_text("\n".join(lines) + "\n")
+    wanted = [s for s in samples if s != "s5"]
+    with pytest.raises(InputError, match="more than once: 's1'"):
+        read_marker_dosages(panel, wanted)
+    with pytest.raises(InputError, match="more than once: s1;"):
+        check_panel(panel, pl.DataFrame({"sample_id": wanted}))

@@ -28,7 +28,7 @@ from interp.audit import (
     sequential_mc_p,
     stratified_folds,
 )
-from interp.covariates import covariate_design
+from interp.covariates import CovariateDesign, covariate_design
 from interp.errors import InputError
 
 POPS = ("AFR", "EUR", "EAS")
@@ -368,6 +368,44 @@ def test_bad_inputs_raise_input_error():
         audit_phenotype(X, y[:-1], population, pcs, AuditConfig(**FAST))
     with pytest.raises(InputError, match="descriptor gc"):
         audit_phenotype(X, y, population, pcs, AuditConfig(**FAST), descriptors={"gc": np.zeros(3)})
+
+
+def test_covariate_matrix_of_other_samples_is_refused_not_reshaped():
+    """A design of 2n rows and one column was silently folded into n rows of two columns; an empty design
+    with no rows (no covariates, no sample_ids) crashed the reshape."""
+    X, y, population, pcs = make_cohort("null", 0, n_per=30)
+    other = CovariateDesign(matrix=np.arange(2.0 * y.size)[:, None], columns=["age"])
+    with pytest.raises(InputError, match=r"covariates: a design matrix of shape \(180, 1\).*90 samples"):
+        audit_phenotype(X, y, population, pcs, AuditConfig(**FAST), covariates=other)
+    r = audit_phenotype(X, y, population, pcs, AuditConfig(**FAST), covariates=covariate_design({}, []))
+    assert r["n_samples"] == y.size and np.isnan(r["p_covariates"])
+
+
+def test_missing_population_labels_are_refused_not_a_population():
+    """None / NaN labels (or their str() forms) became a population "None" / "nan" of their own."""
+    X, y, population, pcs = make_cohort("null", 0, n_per=30)
+    labels = population.astype(object)
+    labels[[3, 50]] = [None, np.nan]
+    for given in (labels, labels.astype(str)):
+        with pytest.raises(InputError, match=r"2 sample\(s\) with a phenotype have no population label \(rows 3, 50\)"):
+            audit_phenotype(X, y, given, pcs, AuditConfig(**FAST))
+    y_missing = y.astype(float)
+    y_missing[[3, 50]] = np.nan  # samples left out anyway need no label
+    r = audit_phenotype(X, y_missing, labels, pcs, AuditConfig(**FAST))
+    assert r["n_strata"] == 3 and r["n_missing_phenotype"] == 2
+
+
+def test_phenotype_as_text_and_coded_one_two():
+    """Text phenotypes with "NA" for missing are read as samples.tsv reads them; a 1/2 coding is named."""
+    X, y, population, pcs = make_cohort("null", 0, n_per=30)
+    text = y.astype(str).astype(object)
+    text[:4] = ["NA", "", None, "nan"]
+    r = audit_phenotype(X, text, population, pcs, AuditConfig(**FAST))
+    assert r["n_missing_phenotype"] == 4 and r["n_samples"] == y.size - 4
+    with pytest.raises(InputError, match=r"found 1, 2 \(coded 1/2 as in plink"):
+        audit_phenotype(X, y + 1, population, pcs, AuditConfig(**FAST))
+    with pytest.raises(InputError, match=r"value 'case' \(row 0\) is not a number"):
+        audit_phenotype(X, np.where(np.arange(y.size) == 0, "case", text), population, pcs, AuditConfig(**FAST))
 
 
 # ------------------------------------------------------------------------------------------ building blocks

@@ -72,3 +72,28 @@ def test_integer_coded_batch_declared_categorical_is_one_hot():
 def test_declared_categorical_must_be_a_covariate():
     with pytest.raises(InputError, match="'site' are not among the covariates"):
         covariate_design({"batch": np.array([1.0, 2.0])}, ["batch"], categorical=["site"])
+
+
+def test_pandas_na_is_missing_not_a_level():
+    """A nullable pandas column gives pd.NA, which is a missing value (refused or imputed), never a level
+    "<NA>" (which, sorting first, became the reference)."""
+    site = pd.Series(["a", pd.NA, "b", "a"], dtype="string").to_numpy()
+    with pytest.raises(InputError, match=r"'site' has 1 missing value.*s2"):
+        covariate_design({"site": site}, ["site"], sample_ids=["s1", "s2", "s3", "s4"])
+    d = covariate_design({"site": site}, ["site"], missing="impute")
+    assert d.columns == ["site=b", "site=NA"] and d.info["site"]["reference"] == "a"
+    assert d.info["site"]["n_missing"] == 1
+
+
+def test_infinite_value_is_refused_not_imputed():
+    """inf is a bad value, not a missing one: refused under both policies, naming the sample (it was imputed
+    as a mean under impute, and text "inf" put NaN columns into the design)."""
+    for values in (np.array([30.0, np.inf, 50.0]), np.array(["30", "inf", "50"], dtype=object)):
+        for policy in ("refuse", "impute"):
+            with pytest.raises(InputError, match=r"'age' has 1 infinite value.*s2"):
+                covariate_design({"age": values}, ["age"], missing=policy, sample_ids=["s1", "s2", "s3"])
+
+
+def test_sample_ids_must_match_the_values():
+    with pytest.raises(InputError, match="'age' has 3 values for 2 samples"):
+        covariate_design({"age": np.array([30.0, 40.0, 50.0])}, ["age"], sample_ids=["s1", "s2"])

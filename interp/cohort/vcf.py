@@ -532,6 +532,12 @@ def iter_dosage_chunks(
         absent = [s for s in samples if s not in index]
         if absent:
             raise InputError(f"{path}: {len(absent)} requested samples are not in the VCF header: {_first(absent)}")
+        wanted = set(samples)
+        seen: set[str] = set()
+        repeated = [s for s in header.samples if s in wanted and (s in seen or seen.add(s))]
+        if repeated:  # which column would be that sample's genotypes is ambiguous
+            raise InputError(f"{path}: the VCF header lists sample(s) more than once: {_first(repeated)}; "
+                             "rename or drop the duplicates (bcftools reheader / bcftools view -s)")
         order = np.array([index[s] for s in samples], dtype=np.int64)
     n_all = len(header.samples)
 
