@@ -329,6 +329,18 @@ def test_hf_kmer_spans_cover_several_bases_and_long_sequences_split(kmer_bert, d
     assert np.allclose(pooled[0], acts.values[:acts.offsets[1]].mean(axis=0), atol=1e-5)
 
 
+def test_hf_empty_sequence_has_no_tokens(char_bert):
+    """An empty sequence tokenizes to special tokens only: it gets no rows (as with the built-in LM), on both
+    strands, instead of a bare numpy error from stitching; pooling it says why it cannot."""
+    for rc in (False, True):
+        emb = HFEmbedder(hf_card(char_bert, rc_average=rc))
+        acts = emb.embed(["ACGT", "", "AC"], ["hidden_states.1"])["hidden_states.1"]
+        assert acts.offsets.tolist() == [0, 4, 4, 6] and acts.values.shape == (6, 32)
+        assert acts.base_span.tolist() == [[0, 1], [1, 2], [2, 3], [3, 4], [0, 1], [1, 2]]
+        with pytest.raises(ValueError, match="no base-covering token"):
+            embed_sequences(emb, ["ACGT", ""], ["hidden_states.1"], batch_size=2)
+
+
 def test_spans_by_matching_for_slow_tokenizers():
     spans = spans_by_matching(["[CLS]", "ACG", "##TT", "N", "\u2581ac", "[SEP]"], {"[CLS]", "[SEP]"}, "ACGTTNAC")
     assert spans.tolist() == [[-1, -1], [0, 3], [3, 5], [5, 6], [6, 8], [-1, -1]]

@@ -177,6 +177,17 @@ def test_overrides_are_validated():
         resolve_settings(card(), {"conv_kernel": 4})
 
 
+def test_pretrain_refuses_sequences_without_bases(tmp_path):
+    """Training sequences that are all N (an assembly gap) gave no masked labels: the run "trained" on nothing and
+    reported beating the order-0 baseline; held-out all N failed only after training. Both are refused first."""
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(InputError, match="A/C/G/T bases in the training and held-out sequences; they have 0 and 200"):
+        pretrain_tiny_dnalm(["N" * 500, "nnnn"], ["ACGT" * 50], card(), TINY, seed=0, checkpoint_out=out)
+    with pytest.raises(InputError, match="they have 8 and 0"):
+        pretrain_tiny_dnalm(["ACGTNACGT"], ["N" * 50], card(), TINY, seed=0, checkpoint_out=out)
+    assert not out.exists()
+
+
 def test_schema_lm_override_defaults_resolve_against_the_card():
     # the planted chain's default LM settings (config schema) name only card architecture / training keys
     from interp.config import load_schema

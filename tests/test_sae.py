@@ -356,3 +356,40 @@ def test_frontier_table_and_plots(tmp_path):
     assert table["loss_recovered"].null_count() == 1
     frontier_plots(table, tmp_path / "fvu.png", tmp_path / "loss.png", "t")
     assert (tmp_path / "fvu.png").stat().st_size > 1000 and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def _steer_lm_and_sae():
+    """A 2-block TinyDNALM (d_model 16) and a TopK SAE whose feature j < 16 reads and writes +e_j."""
+    from interp.lm.model import TinyDNALM, TinyLMConfig
+
+    torch.manual_seed(0)
+    lm = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, max_len=64)).eval()
+    with torch.no_grad():
+        lm.head.weight.mul_(50)
+    sae = TopKSAE(16, 32, 32)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.cat([torch.eye(16), -torch.eye(16)]))
+        sae.encoder.bias.zero_()
+        sae.W_dec.copy_(torch.cat([torch.eye(16), -torch.eye(16)]))
+        sae.b_dec.zero_()
+    return lm, sae
+
+
+def test_steer_runs_a_half_precision_lm_and_checks_marks():
+    """The hook hands the block's output back in the LM's dtype and the SAE reads it in its own (an LM in
+    bfloat16, as on a GPU, with a float32 SAE: a dtype error before); marks not one per base are refused."""
+    from interp.sae.steer import steer
+
+    seqs = ["ACGTAAGTCA" * 12]
+    lm, sae = _steer_lm_and_sae()
+    ref = steer(lm, "block1", sae, 0, seqs, strength=5.0, n_random=2)
+    for dtype in (torch.bfloat16, torch.float64):
+        low = steer(lm.to(dtype), "block1", sae, 0, seqs, strength=5.0, n_random=2)
+        assert low["n_firing"] == ref["n_firing"] > 0
+        assert low["kl_firing"] == pytest.approx(ref["kl_firing"], rel=0.05)
+        assert low["control_kl_firing"] == pytest.approx(ref["control_kl_firing"], rel=0.05)
+    lm.float()
+    with pytest.raises(ValueError, match="sequence 0 has 120 bases but 100 marks"):
+        steer(lm, "block1", sae, 0, seqs, strength=5.0, n_random=1, marks=[np.ones(100, dtype=bool)])
+    with pytest.raises(ValueError, match="0 arrays for 1 sequences"):
+        steer(lm, "block1", sae, 0, seqs, strength=5.0, n_random=1, marks=[])

@@ -134,7 +134,8 @@ def stitch(chunks: list[tuple[int, np.ndarray, dict[str, np.ndarray]]], length: 
             keep_vals[name].append(values[name][keep])
         covered = int(spans[keep][-1, 1])
     span_all = np.concatenate(keep_spans).astype(np.int32) if keep_spans else np.zeros((0, 2), np.int32)
-    return span_all, {name: np.concatenate(v) for name, v in keep_vals.items()}
+    # no token kept (an empty sequence: only special tokens): [0, d] values, as for any other sequence
+    return span_all, {name: np.concatenate(v) if v else chunks[0][2][name][:0] for name, v in keep_vals.items()}
 
 
 def per_base(spans: np.ndarray, values: np.ndarray, length: int) -> np.ndarray:

@@ -231,6 +231,11 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
     heldout_seqs = [s.upper() for s in heldout_seqs]
     if not any(train_seqs) or not any(heldout_seqs):
         raise InputError("pretraining needs non-empty training and held-out sequences")
+    n_train_bases = sum(s.count(b) for s in train_seqs for b in "ACGT")
+    n_heldout_acgt = sum(s.count(b) for s in heldout_seqs for b in "ACGT")
+    if not n_train_bases or not n_heldout_acgt:  # all N (an assembly gap): nothing to learn or score
+        raise InputError(f"pretraining needs A/C/G/T bases in the training and held-out sequences; they have "
+                         f"{n_train_bases} and {n_heldout_acgt}")
     cfg, train = resolve_settings(card, overrides)
     torch.set_num_threads(threads)
     pl.seed_everything(seed, workers=True)
@@ -265,7 +270,7 @@ def pretrain_tiny_dnalm(train_seqs: list[str], heldout_seqs: list[str], card: di
         "baseline_order0_ce": order0,
         "baseline_order3_ce": order3,
         "n_params": n_parameters(model),
-        "n_train_bases": int(sum(sum(c in "ACGT" for c in s) for s in train_seqs)),
+        "n_train_bases": int(n_train_bases),
         "n_heldout_bases": n_heldout,
         "steps": int(trainer.global_step),
         "seed": seed,

@@ -44,6 +44,12 @@ def control_p(effect: float, control: np.ndarray | list[float]) -> float:
 def _batches(sequences: list[str], context: int, n_mask_groups: int, seed: int, batch_size: int,
              marks: list[np.ndarray] | None = None):
     """(inputs, scored, targets, marked) batches; marked (bool, as scored) is all False without `marks`."""
+    if marks is not None:
+        if len(marks) != len(sequences):
+            raise ValueError(f"marks: {len(marks)} arrays for {len(sequences)} sequences")
+        for k, (s, m) in enumerate(zip(sequences, marks, strict=True)):
+            if len(m) != len(s):
+                raise ValueError(f"marks: sequence {k} has {len(s)} bases but {len(m)} marks")
     rng = np.random.default_rng([seed, 505])
     items = []
     for k, s in enumerate(sequences):
@@ -93,15 +99,17 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
         raise ValueError(f"steering positions must be 'all' or 'firing', got {positions!r}")
     lm, sae = lm.eval(), sae.eval()
     module = _layer_module(lm, layer)
-    direction = (sae.W_dec[feature] / sae.input_scale).detach()
+    device = next(lm.parameters()).device
+    direction = (sae.W_dec[feature] / sae.input_scale).detach().to(device)
+    # drawn on the CPU generator whatever the device, so a seed gives the same controls everywhere
     gen = torch.Generator().manual_seed(seed)
-    randoms = torch.randn(n_random, direction.numel(), generator=gen)
+    randoms = torch.randn(n_random, direction.numel(), generator=gen).to(device)
     randoms = randoms / randoms.norm(dim=1, keepdim=True) * direction.norm()
     state = {"dir": None, "fires": None, "record": False}
 
     def hook(_module, _inputs, output):
         flat = output.reshape(-1, output.shape[-1])
-        act = sae.encode(flat)[:, feature]
+        act = sae.encode(flat.to(sae.W_dec))[:, feature].to(flat.device)  # the SAE's device and dtype
         if state["record"]:  # unmasked pass: where the feature fires on the real bases
             state["fires"] = (act > 0).reshape(output.shape[:-1])
             return output
@@ -110,15 +118,15 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
         amount = (strength - act) if mode == "clamp" else torch.full_like(act, strength)
         if positions == "firing":
             amount = amount * state["fires"].reshape(-1).to(amount.dtype)
-        return (flat + amount[:, None] * state["dir"][None]).reshape(output.shape)
+        return (flat + amount[:, None] * state["dir"][None]).reshape(output.shape).to(output.dtype)
 
     directions = [direction] + list(randoms)
     sums = np.zeros((len(directions), 4))  # kl_firing, kl_other, dp_firing, dp_other
     n_firing = n_other = n_fired = 0  # n_fired: positions where the feature fires (unmasked pass)
     handle = module.register_forward_hook(hook)
     try:
-        for inputs, scored, targets, marked in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size,
-                                                        marks):
+        for batch in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size, marks):
+            inputs, scored, targets, marked = (t.to(device) for t in batch)
             state["dir"], state["record"] = None, True
             lm(targets)
             state["record"] = False
