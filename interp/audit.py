@@ -99,6 +99,7 @@ from scipy import stats
 
 from interp.covariates import CovariateDesign
 from interp.errors import InputError
+from interp.io import is_missing
 from interp.multiplicity import benjamini_hochberg, holm
 from interp.probe import ProbeConfig, auroc, fit_logistic, predict_proba
 
@@ -306,18 +307,6 @@ def _macro_ovr_auroc(results_by_class: dict[str, list], labels: np.ndarray, n: i
 # ------------------------------------------------------------------------------------------ inputs
 
 
-#: text that means "no value" in a phenotype or population label (as samples.tsv reads it), plus what
-#: str() makes of a missing value (None, NaN, pandas' NA)
-_MISSING_TEXT = {"", "NA", "na", "N/A", "NaN", "nan", ".", "None", "<NA>"}
-
-
-def _is_missing(value) -> bool:
-    """True for None, a float NaN, pandas' NA and the `_MISSING_TEXT` strings."""
-    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
-        return True
-    return str(value).strip() in _MISSING_TEXT
-
-
 def _first_rows(mask: np.ndarray, limit: int = 5) -> str:
     """The first `limit` row indices where mask [n] is True, e.g. "rows 3, 17, 40 ..."."""
     rows = np.flatnonzero(mask)
@@ -331,7 +320,7 @@ def _phenotype_values(y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64)
     out = np.full(y.shape[0], np.nan)
     for i, v in enumerate(y):
-        if _is_missing(v):
+        if is_missing(v):
             continue
         try:
             out[i] = float(v)
@@ -373,7 +362,7 @@ def _check_inputs(X, y, population, pcs, covariates, descriptors):
                          "phenotypes are refused at validation")
     if values.size < 2:
         raise InputError("audit phenotype: needs both cases (1) and controls (0) among samples with a value")
-    no_label = keep & np.array([_is_missing(v) for v in population], dtype=bool)
+    no_label = keep & np.array([is_missing(v) for v in population], dtype=bool)
     if no_label.any():  # a missing label would otherwise become a population of its own ("nan", "None")
         raise InputError(f"audit population: {int(no_label.sum())} sample(s) with a phenotype have no population "
                          f"label ({_first_rows(no_label)}); fill them in, or audit without labels (strata then "

@@ -24,13 +24,12 @@ from typing import Literal
 import numpy as np
 
 from interp.errors import InputError
+from interp.io import is_missing
 
 #: Per-sample quantities derived from the genotypes themselves: reported, never adjusted for.
 DESCRIPTORS = ("gc",)
 
 MissingPolicy = Literal["refuse", "impute"]
-#: text that means "no value"; "<NA>" is what str() makes of pandas' NA (nullable columns)
-_MISSING_TEXT = {"", "NA", "N/A", "NaN", "nan", "na", ".", "<NA>"}
 
 
 @dataclass
@@ -48,12 +47,11 @@ class CovariateDesign:
 
 
 def _missing_mask(values: np.ndarray) -> np.ndarray:
-    """[n] True where a value is missing: NaN, None, pandas' NA or a `_MISSING_TEXT` string (an infinite number
+    """[n] True where a value is missing (`interp.io.is_missing`: NaN, None, pandas' NA, "NA", "." ...; an infinite number
     is not missing: `covariate_design` refuses it)."""
     if values.dtype.kind in "fiu":
         return np.isnan(values.astype(np.float64))
-    return np.array([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
-                     or str(v).strip() in _MISSING_TEXT for v in values], dtype=bool)
+    return np.array([is_missing(v) for v in values], dtype=bool)
 
 
 def _samples(mask: np.ndarray, sample_ids: Sequence[str] | None) -> str:

@@ -16,6 +16,18 @@ from pathlib import Path
 
 from interp.errors import InputError
 
+#: text that means "no value" in samples.tsv and in the audit's inputs (phenotypes, labels, covariates); "None",
+#: "nan" and "<NA>" are also what str() makes of Python's None, a float NaN and pandas' NA
+MISSING_TEXT = frozenset({"", "NA", "na", "N/A", "NaN", "nan", ".", "None", "<NA>"})
+
+
+def is_missing(value: object) -> bool:
+    """True for None, a float NaN and the `MISSING_TEXT` strings (surrounding spaces ignored)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return str(value).strip() in MISSING_TEXT
+
+
 _BGZF_MAGIC = b"\x1f\x8b\x08\x04"
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -27,7 +27,7 @@ import pysam
 
 from interp.errors import InputError, where
 from interp.genome.fasta import resolve_contig
-from interp.io import atomic_path, compression
+from interp.io import MISSING_TEXT, atomic_path, compression
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -79,8 +79,6 @@ def _is_number(text: str) -> bool:
         return False
     return True
 
-
-_MISSING_TEXT = {"", "NA", "na", "NaN", "nan", "."}
 
 #: the name the population labels carry in every table after samples.tsv (whatever its column is called)
 POPULATION = "population"
@@ -144,7 +142,7 @@ def read_samples_tsv(
     columns: dict[str, pl.Series] = {"sample_id": table["sample_id"]}
     if population_column:
         labels = table[population_column].to_list()
-        empty = [row + 2 for row, v in enumerate(labels) if v is None or v.strip() in _MISSING_TEXT]
+        empty = [row + 2 for row, v in enumerate(labels) if v is None or v.strip() in MISSING_TEXT]
         if empty:
             shown = ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "")
             raise InputError(f"{where(path, field=population_column)}: {len(empty)} sample(s) have no population "
@@ -154,7 +152,7 @@ def read_samples_tsv(
     for name in phenotypes:
         values = table[name].to_list()
         for row, value in enumerate(values):
-            if value is not None and value not in _MISSING_TEXT and not _is_number(value):
+            if value is not None and value not in MISSING_TEXT and not _is_number(value):
                 raise InputError(
                     f"{where(path, line=row + 2, field=name)}: phenotype value '{value}' is not a number "
                     "(expected 0/1 for binary or a number for quantitative traits; NA for missing)"
@@ -162,13 +160,13 @@ def read_samples_tsv(
         columns[name] = _to_float(values)
     for name in covariates:
         values = table[name].to_list()
-        numeric = all(v is None or v in _MISSING_TEXT or _is_number(v) for v in values)
+        numeric = all(v is None or v in MISSING_TEXT or _is_number(v) for v in values)
         columns[name] = _to_float(values) if numeric else table[name]
     return pl.DataFrame(columns).select(list(columns))
 
 
 def _to_float(values: list[str | None]) -> pl.Series:
-    return pl.Series([None if v is None or v in _MISSING_TEXT else float(v) for v in values], dtype=pl.Float64)
+    return pl.Series([None if v is None or v in MISSING_TEXT else float(v) for v in values], dtype=pl.Float64)
 
 
 # ---------------------------------------------------------------- VCF reading
