@@ -32,7 +32,8 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
 * **Signal test** (`p_signal`): the same statistic in y ~ 1 + s, null = y permuted over all samples: is
   there anything to explain?
 * **Ancestry test** (`p_ancestry`, `p_covariates`): analytic likelihood-ratio tests of the strata + PCs
-  (and of the covariates) in the logistic model of y; plus the ancestry-only AUROC (cross-validated
+  (and of the covariates) in the logistic model of y, each beyond the other, and of both together
+  (`p_ancestry_and_covariates`; NaN without covariates); plus the ancestry-only AUROC (cross-validated
   logistic regression on A) with a bootstrap CI.
 
 Monte Carlo p-values are sequential (Besag & Clifford 1991): replicates are drawn in doubling rounds and
@@ -48,8 +49,9 @@ Verdicts, in this order (`verdict_rule` names the one that decided):
 * INCONCLUSIVE `ancestry_phenotype_collinear`: signal, no within-ancestry signal, and the effective
   within-ancestry sample size n_eff = sum p̂(1 - p̂) / (ȳ(1 - ȳ)) (p̂ from the ancestry model) is below
   `min_effective_n`: ancestry nearly determines the phenotype, so absence of a within signal says little.
-* FAIL `signal_explained_by_ancestry` (or `..._by_covariates`): signal, no within-ancestry signal, the
-  ancestry (or covariate) likelihood-ratio test has p <= alpha, and the upper 95% bound of the
+* FAIL `signal_explained_by_ancestry` (or `..._by_covariates`, or `..._by_ancestry_and_covariates` when only
+  both together are significant: covariates collinear with ancestry): signal, no within-ancestry signal, the
+  ancestry (or covariate, or joint) likelihood-ratio test has p <= alpha, and the upper 95% bound of the
   within-ancestry AUROC is below both 0.5 + `fail_within_margin` and 0.5 + `fail_max_within_share` x
   (probe AUROC - 0.5): the data exclude a within-ancestry effect larger than the margin (an equivalence
   test) and one larger than that share of the apparent signal. The absolute margin is what keeps a real
@@ -908,6 +910,10 @@ def audit_phenotype(
     cov_cols = nuis["covariates"]
     out["p_ancestry"], out["df_ancestry"] = lr_test(y, cov_cols, nuis["ancestry"])
     out["p_covariates"], out["df_covariates"] = lr_test(y, nuis["ancestry"], cov_cols)
+    # both together, for covariates collinear with ancestry (a site that is a population): each adds nothing
+    # beyond the other, so neither test above can be significant, however strongly the two explain y
+    out["p_ancestry_and_covariates"], out["df_ancestry_and_covariates"] = (
+        lr_test(y, np.zeros((y.size, 0)), A) if cov_cols.shape[1] else (float("nan"), 0))
     ybar = y.mean()
     out["effective_n_within"] = float((p_hat * (1 - p_hat)).sum() / (ybar * (1 - ybar)))
     counts = [(int(y[strata == g].sum()), int((strata == g).sum())) for g in np.unique(strata)]
@@ -1040,9 +1046,15 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, str, str]:
     if small_within and np.isfinite(pc) and pc <= a:
         return "FAIL", "signal_explained_by_covariates", (
             f"{base}; the covariates explain the phenotype (likelihood-ratio p {_fmt(pc)}); {wa_bound}")
+    pj = r.get("p_ancestry_and_covariates", float("nan"))
+    if small_within and np.isfinite(pj) and pj <= a:
+        return "FAIL", "signal_explained_by_ancestry_and_covariates", (
+            f"{base}; ancestry and the covariates together explain the phenotype (likelihood-ratio p {_fmt(pj)}), "
+            f"neither beyond the other (p {_fmt(pa)}, {_fmt(pc)}): they are collinear, so which of them cannot be "
+            f"told; {wa_bound}")
     return "INCONCLUSIVE", "within_effect_undetermined", (
         f"{base}; a within-ancestry effect is neither detected nor excluded: {wa} (FAIL needs its upper bound "
-        f"< {_fmt(bound)} and ancestry or covariates significant: p {_fmt(pa)}, {_fmt(pc)})")
+        f"< {_fmt(bound)} and ancestry or covariates significant: p {_fmt(pa)}, {_fmt(pc)}, together {_fmt(pj)})")
 
 
 def assign_verdicts(results: list[dict], cfg: AuditConfig) -> list[dict]:

@@ -306,6 +306,27 @@ def test_multiplicity_over_the_run():
     assert all(r["p_within_adjusted"] >= r["p_within"] for r in results)
 
 
+def test_a_covariate_that_is_the_population_does_not_hide_ancestry():
+    """A site covariate identical to the population labels: ancestry and the covariate each add nothing beyond
+    the other (p_ancestry, p_covariates not significant), so only their joint test can show that they explain
+    the phenotype. Verdicts match the audit without the covariate (FAIL by the joint rule where that one
+    FAILs), and a causal phenotype is not FAILed with it."""
+    for seed in range(4):
+        X, y, population, pcs = make_cohort("ancestry", seed, prevalence=(0.6, 0.1, 0.3))
+        cfg = AuditConfig(seed=seed, **FAST)
+        site = covariate_design({"site": population}, ["site"])
+        plain = run(X, y, population, pcs, seed=seed)
+        r = assign_verdicts([audit_phenotype(X, y, population, pcs, cfg, covariates=site)], cfg)[0]
+        assert r["p_ancestry"] > 0.01 and r["p_ancestry_and_covariates"] < 1e-10 and r["df_ancestry_and_covariates"] > 0
+        assert r["verdict"] == plain["verdict"], (r["reason"], plain["reason"])
+        if r["verdict"] == "FAIL":
+            assert r["verdict_rule"] == "signal_explained_by_ancestry_and_covariates", r["reason"]
+        X, y, population, pcs = make_cohort("causal", 10 + seed, causal_freq=(0.1, 0.5, 0.9))
+        r = assign_verdicts([audit_phenotype(X, y, population, pcs, cfg, covariates=site)], cfg)[0]
+        assert r["verdict"] != "FAIL", r["reason"]
+    assert np.isnan(plain["p_ancestry_and_covariates"])  # no covariates: nothing joint to test
+
+
 def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported():
     """A batch that tracks the phenotype and marks the embeddings: adjusting for it leaves no within signal."""
     X, _, population, pcs = make_cohort("null", 3)
