@@ -375,6 +375,22 @@ def _steer_lm_and_sae():
     return lm, sae
 
 
+def test_loss_recovered_runs_a_half_precision_lm():
+    """The splice hook reads the layer in the SAE's dtype and hands the reconstruction back in the LM's (an LM
+    in bfloat16 with a float32 SAE: a dtype error before); the losses agree with the float32 run."""
+    from interp.sae.splice import masked_lm_losses
+
+    seqs = ["ACGTAAGTCA" * 12]
+    lm, sae = _steer_lm_and_sae()
+    ref = masked_lm_losses(lm, "block1", sae, seqs, n_mask_groups=3)
+    for dtype in (torch.bfloat16, torch.float64):
+        low = masked_lm_losses(lm.to(dtype), "block1", sae, seqs, n_mask_groups=3)
+        assert low["n_masked"] == ref["n_masked"]
+        for key in ("clean", "zero", "sae"):
+            assert low[key] == pytest.approx(ref[key], rel=0.03), key
+    lm.float()
+
+
 def test_steer_runs_a_half_precision_lm_and_checks_marks():
     """The hook hands the block's output back in the LM's dtype and the SAE reads it in its own (an LM in
     bfloat16, as on a GPU, with a float32 SAE: a dtype error before); marks not one per base are refused."""

@@ -36,6 +36,7 @@ def masked_lm_losses(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, sequence
     sae = sae.eval()
     module = _layer_module(lm, layer)
     context = lm.cfg.max_len
+    device = next(lm.parameters()).device
     rng = np.random.default_rng([seed, 404])
     pieces, masks = [], []
     for piece in (encode(s[i:i + context]) for s in sequences for i in range(0, len(s), context)):
@@ -50,8 +51,8 @@ def masked_lm_losses(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, sequence
         if mode["now"] == "zero":
             return torch.zeros_like(output)
         if mode["now"] == "sae":
-            flat = output.reshape(-1, output.shape[-1])
-            return sae.decode(sae.encode(flat)).reshape(output.shape).to(output.dtype)
+            flat = output.reshape(-1, output.shape[-1]).to(sae.W_dec)  # the SAE's device and dtype
+            return sae.decode(sae.encode(flat)).reshape(output.shape).to(output)
         return output
 
     totals = {"clean": 0.0, "zero": 0.0, "sae": 0.0}
@@ -66,6 +67,7 @@ def masked_lm_losses(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, sequence
             for row, (p, m) in enumerate(zip(chunk, chunk_masks, strict=True)):
                 inputs[row, :len(p)] = p
                 scored[row, :len(p)] = m
+            inputs, scored = inputs.to(device), scored.to(device)
             targets = inputs[scored]
             inputs[scored] = MASK_ID
             for name in totals:
