@@ -173,6 +173,10 @@ def test_overrides_are_validated():
         resolve_settings(card(), {"n_layer": 3})
     with pytest.raises(InputError, match="seq_len"):
         resolve_settings(card(), {"seq_len": 1000})
+    # shorter training crops would leave the position embeddings past them untrained, used by every window
+    with pytest.raises(InputError, match="seq_len: 256 is shorter than architecture.max_len 512"):
+        resolve_settings(card(), {"max_len": 512})
+    assert resolve_settings(card(), {"max_len": 512, "seq_len": 512})[0].max_len == 512
     with pytest.raises(InputError, match="conv_kernel"):
         resolve_settings(card(), {"conv_kernel": 4})
 

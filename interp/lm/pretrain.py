@@ -83,9 +83,12 @@ def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
     if int(train["mask_span"]) < 1:
         raise InputError(f"{card.get('name', 'model card')}, field training.mask_span: expected an integer >= 1, "
                          f"got {train['mask_span']}")
-    if train["seq_len"] > cfg.max_len:
+    if train["seq_len"] != cfg.max_len:
+        # crops sit at positions 0..seq_len-1: a shorter seq_len leaves the learned position embeddings past
+        # it untrained, yet embedding, scoring, loss recovered and steering all run max_len windows
         raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
-                         f"exceeds architecture.max_len {cfg.max_len}")
+                         f"{'exceeds' if train['seq_len'] > cfg.max_len else 'is shorter than'} architecture.max_len "
+                         f"{cfg.max_len}; set both to the same length (lm.overrides: {{max_len: N, seq_len: N}})")
     return cfg, train
 
 
