@@ -55,26 +55,29 @@ def write_gtf(path: Path, n_genes: int, transcript_lines: bool = True) -> None:
                     out.write(f"{contig}\tHAVANA\tCDS\t{e + 1}\t{e + 200}\t.\t{strand}\t0\t{ea}\n")
 
 
-def write_gff3(path: Path, n_genes: int) -> None:
-    """The same genes as `write_gtf` in GENCODE-style GFF3 (gene -> mRNA -> exon / CDS, every row an ID)."""
+def write_gff3(path: Path, n_genes: int, unsorted: bool = False) -> None:
+    """The same genes as `write_gtf` in GENCODE-style GFF3 (gene -> mRNA -> exon / CDS, every row an ID);
+    `unsorted`: each gene's rows children first (exons and CDS, then the mRNA, the gene line last)."""
     with open(path, "w") as out:
         out.write("##gff-version 3\n")
         for g in range(n_genes):
             contig, start, strand = gene_place(g)
             gid = f"gene:ENSG{g:011d}"
-            out.write(f"{contig}\tensembl\tgene\t{start + 1}\t{start + 30_000}\t.\t{strand}\t.\tID={gid};"
-                      f"Name=G{g:04d};biotype=protein_coding;gene_id=ENSG{g:011d};version=1\n")
+            rows = [f"{contig}\tensembl\tgene\t{start + 1}\t{start + 30_000}\t.\t{strand}\t.\tID={gid};"
+                    f"Name=G{g:04d};biotype=protein_coding;gene_id=ENSG{g:011d};version=1\n"]
             for t in range(4):
                 tid = f"transcript:ENST{g:08d}{t:03d}"
                 lo, hi = start + t * 100, start + 30_000 - t * 100
-                out.write(f"{contig}\tensembl\tmRNA\t{lo + 1}\t{hi}\t.\t{strand}\t.\tID={tid};Parent={gid};"
-                          f"Name=G{g:04d}-20{t};biotype=protein_coding;tag=basic;transcript_id=ENST{g:08d}{t:03d}\n")
+                tx = [f"{contig}\tensembl\tmRNA\t{lo + 1}\t{hi}\t.\t{strand}\t.\tID={tid};Parent={gid};"
+                      f"Name=G{g:04d}-20{t};biotype=protein_coding;tag=basic;transcript_id=ENST{g:08d}{t:03d}\n"]
                 for k in range(10):
                     e = lo + k * (hi - lo - 200) // 9
-                    out.write(f"{contig}\tensembl\texon\t{e + 1}\t{e + 200}\t.\t{strand}\t.\tParent={tid};"
+                    tx.append(f"{contig}\tensembl\texon\t{e + 1}\t{e + 200}\t.\t{strand}\t.\tParent={tid};"
                               f"ID=exon:ENST{g:08d}{t:03d}:{k + 1};Name=ENSE{g:08d}{t}{k:02d};exon_id=ENSE{g:08d}{t}{k:02d};rank={k + 1};version=1\n")
-                    out.write(f"{contig}\tensembl\tCDS\t{e + 1}\t{e + 200}\t.\t{strand}\t0\t"
+                    tx.append(f"{contig}\tensembl\tCDS\t{e + 1}\t{e + 200}\t.\t{strand}\t0\t"
                               f"ID=CDS:ENSP{g:08d}{t:03d};Parent={tid};protein_id=ENSP{g:08d}{t:03d}\n")
+                rows += tx[1:] + tx[:1] if unsorted else tx  # unsorted: the mRNA after its exons
+            out.writelines(rows[1:] + rows[:1] if unsorted else rows)  # unsorted: the gene line last
 
 
 CHILD = """
@@ -98,16 +101,19 @@ def measure(path: Path, mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genes", type=int, default=2000)
-    parser.add_argument("--format", choices=("gtf", "gtf-exons", "gff3"), default="gtf",
-                        help="gtf-exons: a GTF without transcript lines")
+    parser.add_argument("--format", choices=("gtf", "gtf-exons", "gff3", "gff3-unsorted"), default="gtf",
+                        help="gtf-exons: a GTF without transcript lines; gff3-unsorted: children before parents")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     files = {}
     writers = {"gtf": write_gtf, "gff3": write_gff3,
-               "gtf-exons": lambda path, n: write_gtf(path, n, transcript_lines=False)}
+               "gtf-exons": lambda path, n: write_gtf(path, n, transcript_lines=False),
+               "gff3-unsorted": lambda path, n: write_gff3(path, n, unsorted=True)}
     writer = writers[args.format]
     for label, n in (("1x", args.genes), ("4x", 4 * args.genes)):
-        files[label] = OUT / (f"genes_{n}.exons.gtf" if args.format == "gtf-exons" else f"genes_{n}.{args.format}")
+        name = {"gtf-exons": f"genes_{n}.exons.gtf", "gff3-unsorted": f"genes_{n}.unsorted.gff3"}.get(
+            args.format, f"genes_{n}.{args.format}")
+        files[label] = OUT / name
         if not files[label].exists():
             writer(files[label], n)
     rows = {(label, mode): measure(path, mode) for label, path in files.items() for mode in ("whole", "studied")}

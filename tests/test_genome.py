@@ -420,6 +420,20 @@ def test_annotation_errors_do_not_depend_on_what_is_studied(tmp_path):
             read_annotation(gff, keep=keep)
 
 
+def test_gff3_exon_listing_its_parent_twice_is_one_exon(tmp_path):
+    """"Parent=T,T" names T once: one exon row, whether the exon is read after T, before it, or with keep."""
+    from interp.genome.annotation import KeepStudied
+
+    mrna = "chr1\tx\tmRNA\t1\t100\t.\t+\t.\tID=T;Parent=G\n"
+    exon = "chr1\tx\texon\t1\t50\t.\t+\t.\tParent=T,T\n"
+    gene = "chr1\tx\tgene\t1\t100\t.\t+\t.\tID=G;Name=G\n"
+    for order, text in (("sorted", gene + mrna + exon), ("unsorted", exon + mrna + gene)):
+        path = _write(tmp_path / f"{order}.gff3", text)
+        for keep in (None, KeepStudied(["chr1"], genes=["G"])):
+            got = read_annotation(path, keep=keep)
+            assert got["feature"].to_list() == ["transcript", "exon"], (order, keep)
+
+
 @pytest.mark.parametrize("unsorted", [False, True], ids=["sorted", "unsorted"])
 def test_gff3_is_streamed_and_keeps_what_a_whole_read_keeps(tmp_path, monkeypatch, unsorted):
     """GFF3 read with keep: the same rows as the whole read filtered; in a sorted file (gene before its
@@ -437,9 +451,16 @@ def test_gff3_is_streamed_and_keeps_what_a_whole_read_keeps(tmp_path, monkeypatc
     whole = read_annotation(path)
     assert whole.filter(pl.col("feature") == "transcript")["gene"].unique().len() == 50
     assert whole.filter(pl.col("transcript") == "tx:G7.1")["gene"].unique().to_list() == ["G7"]
+    held = []
+    collect = annotation_module._collect_unheld_gff3_exons
+    monkeypatch.setattr(annotation_module, "_collect_unheld_gff3_exons", lambda p, txs, k: held.append(
+        (len(txs), sum(len(t.exons) for t in txs.values()))) or collect(p, txs, k))
     got = read_annotation(path, keep=KeepStudied(["chr1"], genes=["G7"], spans=[("chr1", 30_500, 30_600)]))
     assert got.equals(whole.filter(pl.col("gene").is_in(["G7", "G3"])))
-    assert sizes[0] == 100 and sizes[1] == (100 if unsorted else 4)  # sorted: only G3's and G7's reach the end
+    assert sizes[0] == 100 and sizes[1] == 4  # only G3's and G7's reach the end
+    # sorted: the other transcripts were dropped at their own line, G3's and G7's exons held as they came;
+    # unsorted: every transcript waits for its gene, without exons (a second pass reads G3's and G7's)
+    assert held == ([(100, 0)] if unsorted else [(4, 12)])
 
 
 def test_windows_stage_reads_only_the_annotation_of_its_regions(tmp_path):

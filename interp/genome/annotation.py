@@ -338,15 +338,36 @@ class _GffFeature(NamedTuple):
     parent: str  # the first Parent=, unquoted ("" when none)
 
 
+@dataclass
+class _PendingExons:
+    """Exons whose parent has not come (yet): held (`exons`) only without `keep`; with it, their span, count
+    and the first line of each (contig, strand) they name, enough for the checks and a second pass."""
+
+    keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (contig, strand) -> first line
+    exons: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, line), without keep only
+    span: tuple[int, int] | None = None
+    count: int = 0
+
+    def add(self, line_no: int, contig: str, strand: str, start: int, end: int, hold: bool) -> None:
+        self.keys.setdefault((contig, strand), line_no)
+        lo, hi = self.span or (start, end)
+        self.span, self.count = (min(lo, start), max(hi, end)), self.count + 1
+        if hold:
+            self.exons.append((start, end, line_no))
+
+
 def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.DataFrame:
     """Streamed: each ID'd feature is kept as a small `_GffFeature`, exons go to their transcript as they come,
     and with `keep` a transcript refused at its own line (its gene already read, as in Ensembl and GENCODE
     files) is dropped there with its exons, so memory follows the studied transcripts. Exons whose parent
-    is not (yet) a transcript wait in `pending` until it comes or the file ends."""
+    is not (yet) a transcript wait in `pending` until it comes or the file ends. With `keep`, exons that
+    cannot be placed in a studied transcript when read (their parent or its gene not read yet, in unsorted
+    files) are not held: the transcripts `keep` accepts at the end get them from a second pass."""
     features: dict[str, _GffFeature] = {}
     transcripts: dict[str, _Transcript] = {}
-    pending: dict[str, list[tuple[int, str, str, int, int]]] = {}  # parent -> [(line, contig, strand, start, end)]
+    pending: dict[str, _PendingExons] = {}
     dropped: dict[str, _Transcript] = {}  # transcripts keep refused at their own line (exons checked, not held)
+    undecided: set[str] = set()  # with keep: transcripts read before their gene (held without exons)
 
     def display_name(feature_id: str) -> str:
         return features[feature_id].name or feature_id
@@ -354,11 +375,28 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
     def gene_of(feature_id: str, parent: str) -> str:
         return display_name(parent) if parent in features else (parent or display_name(feature_id))
 
-    def add_exon(tx: _Transcript, parent: str, line_no: int, contig: str, strand: str, start: int, end: int):
+    def check(tx: _Transcript, parent: str, line_no: int, contig: str, strand: str) -> None:
         if (tx.contig, tx.strand) != (contig, strand):
-            raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
-                             f"{parent} (line {tx.line})")
-        tx.exons.append((start, end, line_no))
+            mismatch(tx, parent, line_no)
+
+    def mismatch(tx: _Transcript, parent: str, line_no: int) -> None:
+        raise InputError(f"{where(path, line=line_no)}: exon's contig/strand differ from its parent "
+                         f"{parent} (line {tx.line})")
+
+    def adopt(tx: _Transcript, parent: str, waiting: _PendingExons | None, hold: bool) -> None:
+        """The pending exons of `parent` go to tx: checked (the first that differs raises), then held or
+        counted for the second pass."""
+        if waiting is None:
+            return
+        wrong = [line for key, line in waiting.keys.items() if key != (tx.contig, tx.strand)]
+        if wrong:  # the first of them in the file, as if each had been checked when read
+            mismatch(tx, parent, min(wrong))
+        if hold and keep is None:
+            tx.exons.extend(waiting.exons)
+        elif hold:
+            tx.unheld += waiting.count
+            lo, hi = tx.exon_span or waiting.span
+            tx.exon_span = (min(lo, waiting.span[0]), max(hi, waiting.span[1]))
 
     for line_no, fields in _nine_columns(path, lines):
         attributes = _gff_attributes(fields[8])
@@ -372,31 +410,36 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
                 if fields[2] in _GFF_TRANSCRIPT_TYPES:
                     strand = _strand(fields[6], path, line_no)
                     tx = _Transcript(gene_of(feature_id, parent), fields[0], strand, line_no, (fields[3], fields[4]))
-                    if keep is not None and parent in features and not keep(tx.gene, tx.contig, *tx.span):
+                    decided = keep is not None and (parent in features or not parent)  # its gene name is final
+                    if decided and not keep(tx.gene, tx.contig, *tx.span):
                         dropped[feature_id] = tx  # no exons: kept for the contig/strand check of its exons
-                        for args in pending.pop(feature_id, []):
-                            add_exon(tx, feature_id, *args)
-                        tx.exons.clear()
+                        adopt(tx, feature_id, pending.pop(feature_id, None), hold=False)
                     else:
                         transcripts[feature_id] = tx
-                        for args in pending.pop(feature_id, []):
-                            add_exon(tx, feature_id, *args)
+                        if keep is not None and not decided:
+                            undecided.add(feature_id)
+                        adopt(tx, feature_id, pending.pop(feature_id, None), hold=True)
         if fields[2] == "exon":
             if "Parent" not in attributes:
                 raise InputError(f"{where(path, line=line_no, field='attributes')}: exon has no Parent=")
             strand = _strand(fields[6], path, line_no)
-            for exon_parent in (unquote(p) for p in attributes["Parent"].split(",")):
+            # each parent once: "Parent=T,T" is one exon of T
+            for exon_parent in dict.fromkeys(unquote(p) for p in attributes["Parent"].split(",")):
                 if exon_parent in dropped:
-                    add_exon(dropped[exon_parent], exon_parent, line_no, fields[0], strand, fields[3], fields[4])
-                    dropped[exon_parent].exons.clear()
-                    continue
-                if exon_parent in transcripts:
-                    add_exon(transcripts[exon_parent], exon_parent, line_no, fields[0], strand, fields[3], fields[4])
+                    check(dropped[exon_parent], exon_parent, line_no, fields[0], strand)
+                elif exon_parent in transcripts:
+                    tx = transcripts[exon_parent]
+                    check(tx, exon_parent, line_no, fields[0], strand)
+                    if exon_parent in undecided:
+                        tx.unheld += 1
+                    else:
+                        tx.exons.append((fields[3], fields[4], line_no))
                 else:
-                    pending.setdefault(exon_parent, []).append((line_no, fields[0], strand, fields[3], fields[4]))
+                    pending.setdefault(exon_parent, _PendingExons()).add(
+                        line_no, fields[0], strand, fields[3], fields[4], hold=keep is None)
     # exons whose parent never came as a transcript-type feature
-    for parent, exons in pending.items():
-        first_line, contig, strand = exons[0][0], exons[0][1], exons[0][2]
+    for parent, waiting in pending.items():
+        (contig, strand), first_line = next(iter(waiting.keys.items()))
         if parent in features:  # exon hangs off a feature of an unlisted type: treat it as a transcript
             feature = features[parent]
             grand = feature.parent
@@ -405,16 +448,38 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
         else:
             tx = _Transcript(parent, contig, strand, first_line, None)
         transcripts[parent] = tx
-        for args in exons:
-            add_exon(tx, parent, *args)
+        adopt(tx, parent, waiting, hold=True)
     # gene names resolved now that every feature is read (a gene line after its transcript's, in unsorted files)
     for feature_id, tx in transcripts.items():
         feature = features.get(feature_id)
         if feature is not None and feature.type in _GFF_TRANSCRIPT_TYPES:
             tx.gene = gene_of(feature_id, feature.parent)
-    if not transcripts and dropped:  # transcripts there were, none studied
+    had_any = bool(transcripts or dropped)
+    if keep is not None:
+        _collect_unheld_gff3_exons(path, transcripts, keep)
+    if not transcripts and had_any:  # transcripts there were, none studied
         return pl.DataFrame(schema=SCHEMA)
     return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path, keep)
+
+
+def _collect_unheld_gff3_exons(path: Path, transcripts: dict[str, _Transcript], keep: Keep) -> None:
+    """At the end of a GFF3 read with `keep`: drop the transcripts with unheld exons that `keep` refuses, and
+    read the exons of those it accepts from a second pass (the GFF3 counterpart of `_collect_unheld_exons`)."""
+    wanted: set[str] = set()
+    for name in [n for n, tx in transcripts.items() if tx.unheld]:
+        tx = transcripts[name]
+        span = tx.span or tx.exon_span  # no span of its own: a parent that never came, all its exons unheld
+        if keep(tx.gene, tx.contig, *span):
+            wanted.add(name)
+            tx.exons.clear()  # all of them again from the second pass
+        else:
+            del transcripts[name]
+    if not wanted:
+        return
+    for line_no, fields in _nine_columns(path, _lines(path)):
+        if fields[2] == "exon":
+            for parent in {unquote(p) for p in _gff_attributes(fields[8]).get("Parent", "").split(",")} & wanted:
+                transcripts[parent].exons.append((fields[3], fields[4], line_no))
 
 
 # ---------------------------------------------------------------- entry points
