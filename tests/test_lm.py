@@ -107,6 +107,25 @@ def test_forward_shapes_and_named_layers():
         model.forward_layers(tokens, ["block9"])
 
 
+def test_forward_from_a_block_continues_the_forward_pass():
+    """forward_from(block i's output) is the rest of `forward`, bit for bit (steering runs the blocks up to its
+    layer once and the rest once per direction), padding included; forward_layers stops at its last layer."""
+    torch.manual_seed(0)
+    model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=3, n_heads=2, d_ff=32, max_len=40, conv_kernel=3)).eval()
+    tokens = torch.stack([encode("ACGTACGTNNACGT"), torch.cat([encode("ACGTAC"), torch.full((8,), PAD_ID)])])
+    for layer in ("block1", "block2", "block3"):
+        hidden = model.forward_layers(tokens, [layer])[layer]
+        assert torch.equal(model.forward_from(hidden, layer, tokens), model(tokens)), layer
+    ran = []
+    hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]
+    model.forward_layers(tokens, ["block1"])
+    assert ran == [0]
+    for h in hooks:
+        h.remove()
+    with pytest.raises(KeyError, match="block layer"):
+        model.forward_from(hidden, "embed", tokens)
+
+
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(0)
     model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=40)).eval()

@@ -157,7 +157,8 @@ class TinyDNALM(nn.Module):
         keep = tokens != PAD_ID
         return None if bool(keep.all()) else keep
 
-    def _run(self, tokens: torch.Tensor, want: set[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, tokens: torch.Tensor, want: set[str],
+             stop_early: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if tokens.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_len {self.cfg.max_len}")
         keep = self._keep(tokens)
@@ -166,6 +167,8 @@ class TinyDNALM(nn.Module):
         found = {"embed": x} if "embed" in want else {}
         x = self.embed_drop(x)
         for i, block in enumerate(self.blocks):
+            if stop_early and len(found) == len(want):  # the later blocks would change nothing returned
+                break
             x = block(x, keep)
             if f"block{i + 1}" in want:
                 found[f"block{i + 1}"] = x
@@ -181,8 +184,20 @@ class TinyDNALM(nn.Module):
         unknown = set(layers) - set(self.layer_names)
         if unknown:
             raise KeyError(f"unknown layers {sorted(unknown)}; this model has {self.layer_names}")
-        _, found = self._run(tokens, set(layers))
+        _, found = self._run(tokens, set(layers), stop_early=True)
         return {name: found[name] for name in layers}
+
+    def forward_from(self, hidden: torch.Tensor, layer: str, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [b, L, 4] from `hidden` [b, L, d_model] put in place of block `layer`'s output ("block<i>"):
+        the remaining blocks, the final norm and the head, as `forward` runs them (tokens [b, L]: the input,
+        for its padding mask). With hidden = forward_layers(tokens, [layer])[layer] it equals forward(tokens)."""
+        if layer not in self.layer_names[1:]:
+            raise KeyError(f"forward_from needs a block layer ({', '.join(self.layer_names[1:])}), got {layer!r}")
+        keep = self._keep(tokens)
+        x = hidden
+        for block in self.blocks[int(layer[5:]):]:
+            x = block(x, keep)
+        return self.head(self.ln_final(x))
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -1,11 +1,12 @@
 """Causal check of an SAE feature by steering the built-in LM.
 
-A forward hook on block i adds `strength` x the feature's decoder direction (store scale) to the
+At block i it adds `strength` x the feature's decoder direction (store scale) to the
 layer's output at every position ("add"), or sets the feature's activation to `strength` while
 keeping the SAE's error term ("clamp": h + (strength - a_f(h)) d_f), at every position
 (`positions="all"`) or only where the feature fires on the clean, unmasked sequence (`positions="firing"`:
 the feature amplified where it is present, not written where it never is). Every base is scored once
-while masked (mask groups, as for loss recovered); we compare the LM's predicted base
+while masked (mask groups, as for loss recovered). The blocks up to i run once per batch and only the rest
+of the model once per direction (`TinyDNALM.forward_from`), as a forward hook at block i would. We compare the LM's predicted base
 distributions with and without the intervention: KL(steered || clean) and the change in the
 probability of the sequence's own base, separately at positions where the feature fires on the
 clean, unmasked sequence and elsewhere. The same intervention along random directions of the same norm is the
@@ -98,54 +99,47 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     if positions not in ("all", "firing"):
         raise ValueError(f"steering positions must be 'all' or 'firing', got {positions!r}")
     lm, sae = lm.eval(), sae.eval()
-    module = _layer_module(lm, layer)
+    _layer_module(lm, layer)  # a block layer, or a clear error
     device = next(lm.parameters()).device
     direction = (sae.W_dec[feature] / sae.input_scale).detach().to(device)
     # drawn on the CPU generator whatever the device, so a seed gives the same controls everywhere
     gen = torch.Generator().manual_seed(seed)
     randoms = torch.randn(n_random, direction.numel(), generator=gen).to(device)
     randoms = randoms / randoms.norm(dim=1, keepdim=True) * direction.norm()
-    state = {"dir": None, "fires": None, "record": False}
-
-    def hook(_module, _inputs, output):
-        flat = output.reshape(-1, output.shape[-1])
-        act = sae.encode(flat.to(sae.W_dec))[:, feature].to(flat.device)  # the SAE's device and dtype
-        if state["record"]:  # unmasked pass: where the feature fires on the real bases
-            state["fires"] = (act > 0).reshape(output.shape[:-1])
-            return output
-        if state["dir"] is None:
-            return output
-        amount = (strength - act) if mode == "clamp" else torch.full_like(act, strength)
-        if positions == "firing":
-            amount = amount * state["fires"].reshape(-1).to(amount.dtype)
-        return (flat + amount[:, None] * state["dir"][None]).reshape(output.shape).to(output.dtype)
-
     directions = [direction] + list(randoms)
     sums = np.zeros((len(directions), 4))  # kl_firing, kl_other, dp_firing, dp_other
     n_firing = n_other = n_fired = 0  # n_fired: positions where the feature fires (unmasked pass)
-    handle = module.register_forward_hook(hook)
-    try:
-        for batch in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size, marks):
-            inputs, scored, targets, marked = (t.to(device) for t in batch)
-            state["dir"], state["record"] = None, True
-            lm(targets)
-            state["record"] = False
-            n_fired += int(state["fires"][scored].sum())
-            logp_clean = torch.log_softmax(lm(inputs).float(), dim=-1)[scored]
-            fires = (marked if marks is not None else state["fires"])[scored]
-            own = targets[scored][:, None]
-            p_own_clean = logp_clean.exp().gather(1, own)[:, 0]
-            n_firing += int(fires.sum())
-            n_other += int((~fires).sum())
-            for j, d in enumerate(directions):
-                state["dir"] = d
-                logp = torch.log_softmax(lm(inputs).float(), dim=-1)[scored]
-                kl = (logp.exp() * (logp - logp_clean)).sum(dim=1)
-                dp = logp.exp().gather(1, own)[:, 0] - p_own_clean
-                sums[j] += [float(kl[fires].sum()), float(kl[~fires].sum()),
-                            float(dp[fires].sum()), float(dp[~fires].sum())]
-    finally:
-        handle.remove()
+
+    def feature_of(hidden: torch.Tensor) -> torch.Tensor:
+        """The feature's activation [b * L] (the SAE's dtype) on block output hidden [b, L, d] (read in the SAE's
+        device and dtype)."""
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return sae.encode(flat.to(sae.W_dec))[:, feature].to(flat.device)
+
+    # the blocks up to the layer run once per batch; only the rest of the model runs once per direction
+    for batch in _batches(sequences, lm.cfg.max_len, n_mask_groups, seed, batch_size, marks):
+        inputs, scored, targets, marked = (t.to(device) for t in batch)
+        fired = (feature_of(lm.forward_layers(targets, [layer])[layer]) > 0).reshape(targets.shape)
+        n_fired += int(fired[scored].sum())  # on the real, unmasked bases
+        hidden = lm.forward_layers(inputs, [layer])[layer]
+        logp_clean = torch.log_softmax(lm.forward_from(hidden, layer, inputs).float(), dim=-1)[scored]
+        act = feature_of(hidden)
+        amount = (strength - act) if mode == "clamp" else torch.full_like(act, strength)
+        if positions == "firing":
+            amount = amount * fired.reshape(-1).to(amount.dtype)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        fires = (marked if marks is not None else fired)[scored]
+        own = targets[scored][:, None]
+        p_own_clean = logp_clean.exp().gather(1, own)[:, 0]
+        n_firing += int(fires.sum())
+        n_other += int((~fires).sum())
+        for j, d in enumerate(directions):
+            steered = (flat + amount[:, None] * d[None]).reshape(hidden.shape).to(hidden.dtype)
+            logp = torch.log_softmax(lm.forward_from(steered, layer, inputs).float(), dim=-1)[scored]
+            kl = (logp.exp() * (logp - logp_clean)).sum(dim=1)
+            dp = logp.exp().gather(1, own)[:, 0] - p_own_clean
+            sums[j] += [float(kl[fires].sum()), float(kl[~fires].sum()),
+                        float(dp[fires].sum()), float(dp[~fires].sum())]
     means = sums / np.array([max(n_firing, 1), max(n_other, 1), max(n_firing, 1), max(n_other, 1)])
     control = means[1:]
     p = control_p(float(means[0, 0]), control[:, 0])
