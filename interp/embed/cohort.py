@@ -155,14 +155,19 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
           over windows;
       `<layer>.windows.h5ad`, a `WindowTable` (write it with its `write_h5ad`): X float32 [n_samples,
           n_windows * d], h window-major (column w * d + j is dimension j of window w); var: the window's
-          columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features).
+          columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features;
+          "<window_id>@<region>" where overlapping regions share a window_id).
     Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae"). Pooling runs over
     blocks of windows (`POOL_CHUNK_BYTES`), so memory follows n_samples x d, not the number of windows.
     """
     import anndata as ad
 
     n_s, n_w = seq_index.shape[:2]
-    var_w = windows.to_pandas().set_index("window_id", drop=False)
+    var_w = windows.to_pandas()
+    # overlapping regions can share a window's bases (one window_id, two regions): named by region there
+    shared = var_w["window_id"].duplicated(keep=False).to_numpy()
+    labels = np.where(shared, var_w["window_id"].astype(str) + "@" + var_w["region"].astype(str),
+                      var_w["window_id"].astype(str))
     for name, mat in pooled.items():
         d = mat.shape[-1]
         total = np.zeros((n_s, 2, d), dtype=np.float64)  # per haplotype, summed over windows
@@ -180,10 +185,10 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
         sample_level.uns.update(uns)
         # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
         yield (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"), sample_level
-        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
+        var = var_w.iloc[np.repeat(np.arange(n_w), d)].reset_index(drop=True)  # by position: ids may repeat
         var["dim"] = np.tile(np.arange(d), n_w)
         prefix = "f" if kind == "sae" else "dim"
-        var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"], strict=True)]
+        var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(np.repeat(labels, d), var["dim"], strict=True)]
         yield f"{name}.windows.h5ad", WindowTable(mat, seq_index, obs.copy(), var, pcs, uns)
 
 
