@@ -82,11 +82,21 @@ def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: li
     seq_index = np.full((n_s, n_w, 2), -1, dtype=np.int64)
     s_pos = {s: i for i, s in enumerate(samples)}
     a = assignments.filter(pl.col("sample").is_in(samples))
+    unknown = a.filter(~pl.col("seq_hash").is_in(seq_hashes))["seq_hash"].unique()
+    if unknown.len():
+        raise ValueError(f"{unknown.len()} sequence hash(es) of the haplotype windows are not in the sequences "
+                         f"table, e.g. {unknown[0]} (tables of different haplotypes runs?)")
     seq_index[a["sample"].replace_strict(s_pos, return_dtype=pl.Int64).to_numpy(),
               a["window_index"].to_numpy(), a["hap"].to_numpy() - 1] = (
         a["seq_hash"].replace_strict(index_of, return_dtype=pl.Int64).to_numpy())
     if (seq_index < 0).any():
-        raise ValueError("some (sample, window, haplotype) has no sequence")
+        absent = [s for s in samples if (seq_index[s_pos[s]] < 0).all()]
+        if absent:
+            raise ValueError(f"{len(absent)} sample(s) have no haplotype windows, e.g. {absent[0]!r}: the "
+                             "haplotypes and genotypes tables come from different sample sets")
+        s, w, h = (int(x) for x in np.argwhere(seq_index < 0)[0])
+        raise ValueError(f"sample {samples[s]!r} has no sequence for window {windows['window_id'][w]} haplotype "
+                         f"{h + 1}: some (sample, window, haplotype) has no sequence")
     return seq_index, windows
 
 
@@ -285,8 +295,17 @@ def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame, assi
 
     pooled: the distinct sequences' vectors already computed (gathered from shards,
     `interp.cohort.shards.gather_vectors`), rows in the order of `sequences` sorted by seq_hash; then nothing
-    is embedded here (embedder, batch_size, sae_model may be None)."""
+    is embedded here (embedder, batch_size, sae_model may be None); ValueError when they are not `layers` and
+    "sae", one row per sequence (vectors of another run's layers or sequences)."""
     sequences = sequences.sort("seq_hash")
+    if pooled is not None:
+        if sorted(pooled) != sorted({*layers, "sae"}):
+            raise ValueError(f"embed_cohort_tables: the given vectors hold {sorted(pooled)}, the run asks for "
+                             f"{sorted({*layers, 'sae'})}")
+        wrong = {name: len(m) for name, m in pooled.items() if len(m) != sequences.height}
+        if wrong:
+            raise ValueError(f"embed_cohort_tables: {sequences.height} distinct sequences but vectors with "
+                             f"{wrong} rows")
     if pooled is None:
         pooled = embed_distinct_windows(embedder, sequences["sequence"].to_list(), layers, batch_size, sae_model,
                                         sae_layer, cache=cache, sae_cache_key=sae_cache_key)
