@@ -48,6 +48,14 @@ def test_sequence_index_maps_sample_window_haplotype_to_sequence_rows() -> None:
     assert windows["window_id"].to_list() == ["chr1:0-50", "chr1:100-150"]
     with pytest.raises(ValueError, match="no sequence"):
         sequence_index(assign.filter(pl.col("seq_hash") != "h1"), ["s1", "s2"], ["h0", "h2"])
+    # tables of two different runs: named, not a polars mapping error or an anonymous hole
+    with pytest.raises(ValueError, match="1 sequence hash.* not in the sequences table, e.g. h1"):
+        sequence_index(assign, ["s1", "s2"], ["h0", "h2"])
+    with pytest.raises(ValueError, match="different sample sets"):
+        sequence_index(assign, ["s1", "s3"], sequences["seq_hash"].to_list())
+    with pytest.raises(ValueError, match="sample 's1' has no sequence for window chr1:100-150 haplotype 2"):
+        sequence_index(assign.filter((pl.col("sample") != "s1") | (pl.col("window_index") == 0)
+                                     | (pl.col("hap") == 1)), ["s1", "s2"], sequences["seq_hash"].to_list())
 
 
 def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
@@ -138,3 +146,42 @@ def test_embed_distinct_windows_adds_the_sae_codes_of_the_layer() -> None:
     out = embed_distinct_windows(Embedder(), ["ACGT", "AC"], ["b1"], batch_size=1, sae_model=Sae(), sae_layer="b2")
     np.testing.assert_allclose(out["b1"], [[1.5, 1.0], [0.5, 1.0]])
     np.testing.assert_allclose(out["sae"], [[(0 + 0 + 1 + 2) / 4], [0.0]])
+
+
+def test_overlapping_regions_sharing_a_window_id_get_one_column_block_each(tmp_path: Path) -> None:
+    """Two overlapping regions (a gene and a BED record over the same bases) tile the same window, so two
+    window_index values share one window_id "chr1:0-50": the windows table has one block of d columns per
+    window (selecting var rows by window_id doubled them and pooling crashed), named apart by region."""
+    import anndata as ad
+
+    from interp.embed.cohort import pool_cohort, region_sample_tables
+
+    pooled, sequences, assign, geno = _cohort_inputs()
+    assign = assign.with_columns(
+        pl.when(pl.col("window_index") == 1).then(pl.lit("g2")).otherwise(pl.col("region")).alias("region"),
+        pl.lit("chr1:0-50").alias("window_id"), pl.lit(0).alias("start"), pl.lit(50).alias("end"))
+    tables = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2"))
+    np.testing.assert_allclose(tables["block1.samples.h5ad"].X, [[2.5, 27.5], [2.0, 22.5]])
+    tables["block1.windows.h5ad"].write_h5ad(tmp_path / "w.h5ad")
+    w = ad.read_h5ad(tmp_path / "w.h5ad")
+    np.testing.assert_allclose(w.X, [[1.0, 15.0, 4.0, 40.0], [2.0, 20.0, 2.0, 25.0]])
+    assert w.var_names.tolist() == ["m/block1/chr1:0-50@g/dim0", "m/block1/chr1:0-50@g/dim1",
+                                    "m/block1/chr1:0-50@g2/dim0", "m/block1/chr1:0-50@g2/dim1"]
+    assert w.var["region"].tolist() == ["g", "g", "g2", "g2"]
+    by_region = list(region_sample_tables(tables["block1.samples.h5ad"], tmp_path / "w.h5ad"))
+    np.testing.assert_allclose(by_region[1].X, [[4.0, 40.0], [2.0, 25.0]])
+
+
+def test_given_vectors_must_be_the_runs_layers_and_sequences() -> None:
+    """Vectors gathered from shards of another run (other layers, other sequences) are refused by name, not
+    pooled into tables of the wrong layers or indexed past their rows."""
+    from interp.embed.cohort import embed_cohort_tables
+
+    pooled, sequences, assign, geno = _cohort_inputs()
+    tables, _ = embed_cohort_tables(None, sequences, assign, geno, "m", ["block1"], 1, None, "block2", pooled=pooled)
+    assert [name for name, _ in tables][:1] == ["block1.samples.h5ad"]
+    with pytest.raises(ValueError, match="hold \\['block1', 'sae'\\], the run asks for \\['block1', 'block2', 'sae'\\]"):
+        embed_cohort_tables(None, sequences, assign, geno, "m", ["block1", "block2"], 1, None, "block2", pooled=pooled)
+    short = {k: v[:2] for k, v in pooled.items()}
+    with pytest.raises(ValueError, match="3 distinct sequences but vectors with"):
+        embed_cohort_tables(None, sequences, assign, geno, "m", ["block1"], 1, None, "block2", pooled=short)

@@ -148,6 +148,10 @@ def test_gather_shard_files_sums_cache_counts(tmp_path: Path) -> None:
     assert extra == {"n_shards": 2, "cache": {"hits": 1, "misses": 6}, "devices": ["cpu", "cuda"]}
     assert gather_shard_files(paths[0], [stats[0]], ["b"])[1]["devices"] == ["cpu"]
     assert gather_shard_files(paths[0], [], ["b"])[1] == {"n_shards": 1, "cache": None, "devices": []}
+    # one shard's stats as a plain path, as its vectors (it was read character by character)
+    assert gather_shard_files(paths[0], stats[0], ["b"])[1]["devices"] == ["cpu"]
+    with pytest.raises(ValueError, match="2 vector files but 1 stats files"):
+        gather_shard_files(paths, stats[:1], ["a", "b"])
 
 
 def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_path: Path) -> None:

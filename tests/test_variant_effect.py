@@ -114,6 +114,35 @@ def test_masked_llr_over_six_mer_tokens(esm_6mer):
     assert llr1 == pytest.approx(float(lp[vocab["C"]] - lp[vocab["A"]]), abs=1e-9)
 
 
+def test_masked_llr_keeps_the_word_piece_marker_of_the_variant_token(tmp_path):
+    """A WordPiece tokenizer writes the second piece of ACGA as '##GA', a different token from a word-initial
+    'GA': the LLR compares '##TA' with '##GA' (it compared 'TA' with 'GA', both in the vocabulary: a wrong
+    score with no error)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    words = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", *"ACGTN", *(f"##{b}" for b in "ACGTN"),
+             "AC", "GA", "TA", "##GA", "##TA"]
+    wp = Tokenizer(models.WordPiece({t: i for i, t in enumerate(words)}, unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.Whitespace()
+    wp.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 1),
+                                                                                             ("[SEP]", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]")
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=32, pad_token_id=3)).eval()
+    ids = tok("ACGA")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["[CLS]", "AC", "##GA", "[SEP]"]
+    llr = hf_masked_llr(model, tok, ["ACGA"], [2], ["G"], ["T"])[0]
+    ids[2] = tok.mask_token_id
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, 2].double(), -1)
+    vocab = tok.get_vocab()
+    assert llr == pytest.approx(float(lp[vocab["##TA"]] - lp[vocab["##GA"]]), abs=1e-9)
+    assert llr != pytest.approx(float(lp[vocab["TA"]] - lp[vocab["GA"]]), abs=1e-6)
+
+
 def _character_gpt2(seed: int):
     """A character tokenizer (tests/families) and a small random GPT-2 over its vocabulary."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -184,6 +213,32 @@ def test_alt_equal_to_ref_is_not_an_snv(random_tiny):
     assert table["skipped"].to_list() == ["not an SNV", ""]
     assert table["score"][0] is None and table["score"][1] is not None
     assert stats["n_scored"] == 1 and stats["n_not_snv"] == 1
+
+
+def test_snv_padded_by_shared_bases_is_scored_as_its_substituted_base(random_tiny):
+    """`bcftools norm -m-` without the reference splits AT>CT,A into AT>CT (an SNV A>C kept with T after it) and
+    AT>A: the padded record is the SNV at its one differing base (it was left null as "not an SNV"); its
+    padding must match the reference; a two-base substitution stays unscored."""
+    import polars as pl
+
+    from interp.embed.variant_effect import VariantScorer, score_cohort_variants, snv_of
+
+    assert snv_of(10, "AT", "CT") == (10, "A", "C") and snv_of(10, "GA", "GC") == (11, "A", "C")
+    assert snv_of(10, "AT", "A") is None and snv_of(10, "AC", "GT") is None and snv_of(10, "A", "A") is None
+    chrom = "".join(np.random.default_rng(5).choice(list("ACGT"), 200))
+    scorer = VariantScorer("tiny", "masked_llr", 64, lambda w, p, r, a: tiny_masked_llr(random_tiny, w, p, r, a))
+    b = chrom[99]  # 1-based 100
+    variants = pl.DataFrame({
+        "variant_id": ["plain", "suffix", "prefix", "bad_pad", "mnv"], "contig": ["c1"] * 5,
+        "pos": [100, 100, 99, 100, 100],
+        "ref": [b, chrom[99:101], chrom[98:100], b + _other(chrom[100], 0), chrom[99:101]],
+        "alt": [_other(b, 1), _other(b, 1) + chrom[100], chrom[98] + _other(b, 1), _other(b, 1) + _other(chrom[100], 0),
+                _other(b, 1) + _other(chrom[100], 0)]})
+    table, stats = score_cohort_variants(variants, {"c1": chrom}, scorer, width=40)
+    assert table["skipped"].to_list() == ["", "", "", "REF does not match the reference", "not an SNV"]
+    assert table["score"][1] == table["score"][0] and table["score"][2] == table["score"][0]
+    assert table["score"][0] is not None and stats["n_scored"] == 3
+    assert table["window_start"].to_list()[:3] == [79, 79, 79] and table["pos"].to_list()[2] == 99
 
 
 # ---------------------------------------------------------------- cohort variants and the stage

@@ -159,14 +159,18 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
     return out
 
 
-def gather_shard_files(vector_paths: str | list[str], stats_paths: list[str], seq_hashes: list[str],
+def gather_shard_files(vector_paths: str | list[str], stats_paths: str | list[str], seq_hashes: list[str],
                        ) -> tuple[dict[str, np.ndarray], dict]:
     """The distinct windows' vectors gathered from the shards' `.npz` files (`gather_vectors`, rows in
     seq_hashes order) and {n_shards, cache: summed embedding-cache hits and misses, or None, devices: the
-    sorted devices the shards embedded on ("unknown" for a shard that did not say)}."""
+    sorted devices the shards embedded on ("unknown" for a shard that did not say)}. A single shard's paths
+    may come as plain strings; stats_paths, when given, holds one file per vector file."""
     paths = [vector_paths] if isinstance(vector_paths, str) else list(vector_paths)
+    stats_list = [stats_paths] if isinstance(stats_paths, str) else list(stats_paths)
+    if stats_list and len(stats_list) != len(paths):
+        raise ValueError(f"gather_shard_files: {len(paths)} vector files but {len(stats_list)} stats files")
     pooled = gather_vectors([read_vectors(v) for v in paths], seq_hashes)
-    stats = [json.loads(Path(x).read_text()) for x in stats_paths]
+    stats = [json.loads(Path(x).read_text()) for x in stats_list]
     caches = [s["cache"] for s in stats if s.get("cache")]
     cache = ({"hits": sum(c["hits"] for c in caches), "misses": sum(c["misses"] for c in caches)}
              if caches else None)

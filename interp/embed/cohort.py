@@ -82,11 +82,21 @@ def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: li
     seq_index = np.full((n_s, n_w, 2), -1, dtype=np.int64)
     s_pos = {s: i for i, s in enumerate(samples)}
     a = assignments.filter(pl.col("sample").is_in(samples))
+    unknown = a.filter(~pl.col("seq_hash").is_in(seq_hashes))["seq_hash"].unique()
+    if unknown.len():
+        raise ValueError(f"{unknown.len()} sequence hash(es) of the haplotype windows are not in the sequences "
+                         f"table, e.g. {unknown[0]} (tables of different haplotypes runs?)")
     seq_index[a["sample"].replace_strict(s_pos, return_dtype=pl.Int64).to_numpy(),
               a["window_index"].to_numpy(), a["hap"].to_numpy() - 1] = (
         a["seq_hash"].replace_strict(index_of, return_dtype=pl.Int64).to_numpy())
     if (seq_index < 0).any():
-        raise ValueError("some (sample, window, haplotype) has no sequence")
+        absent = [s for s in samples if (seq_index[s_pos[s]] < 0).all()]
+        if absent:
+            raise ValueError(f"{len(absent)} sample(s) have no haplotype windows, e.g. {absent[0]!r}: the "
+                             "haplotypes and genotypes tables come from different sample sets")
+        s, w, h = (int(x) for x in np.argwhere(seq_index < 0)[0])
+        raise ValueError(f"sample {samples[s]!r} has no sequence for window {windows['window_id'][w]} haplotype "
+                         f"{h + 1}: some (sample, window, haplotype) has no sequence")
     return seq_index, windows
 
 
@@ -155,14 +165,19 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
           over windows;
       `<layer>.windows.h5ad`, a `WindowTable` (write it with its `write_h5ad`): X float32 [n_samples,
           n_windows * d], h window-major (column w * d + j is dimension j of window w); var: the window's
-          columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features).
+          columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features;
+          "<window_id>@<region>" where overlapping regions share a window_id).
     Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae"). Pooling runs over
     blocks of windows (`POOL_CHUNK_BYTES`), so memory follows n_samples x d, not the number of windows.
     """
     import anndata as ad
 
     n_s, n_w = seq_index.shape[:2]
-    var_w = windows.to_pandas().set_index("window_id", drop=False)
+    var_w = windows.to_pandas()
+    # overlapping regions can share a window's bases (one window_id, two regions): named by region there
+    shared = var_w["window_id"].duplicated(keep=False).to_numpy()
+    labels = np.where(shared, var_w["window_id"].astype(str) + "@" + var_w["region"].astype(str),
+                      var_w["window_id"].astype(str))
     for name, mat in pooled.items():
         d = mat.shape[-1]
         total = np.zeros((n_s, 2, d), dtype=np.float64)  # per haplotype, summed over windows
@@ -180,10 +195,10 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
         sample_level.uns.update(uns)
         # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
         yield (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"), sample_level
-        var = var_w.loc[np.repeat(var_w.index.to_numpy(), d)].reset_index(drop=True)
+        var = var_w.iloc[np.repeat(np.arange(n_w), d)].reset_index(drop=True)  # by position: ids may repeat
         var["dim"] = np.tile(np.arange(d), n_w)
         prefix = "f" if kind == "sae" else "dim"
-        var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(var["window_id"], var["dim"], strict=True)]
+        var.index = [f"{model}/{layer}/{w}/{prefix}{j}" for w, j in zip(np.repeat(labels, d), var["dim"], strict=True)]
         yield f"{name}.windows.h5ad", WindowTable(mat, seq_index, obs.copy(), var, pcs, uns)
 
 
@@ -280,8 +295,17 @@ def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame, assi
 
     pooled: the distinct sequences' vectors already computed (gathered from shards,
     `interp.cohort.shards.gather_vectors`), rows in the order of `sequences` sorted by seq_hash; then nothing
-    is embedded here (embedder, batch_size, sae_model may be None)."""
+    is embedded here (embedder, batch_size, sae_model may be None); ValueError when they are not `layers` and
+    "sae", one row per sequence (vectors of another run's layers or sequences)."""
     sequences = sequences.sort("seq_hash")
+    if pooled is not None:
+        if sorted(pooled) != sorted({*layers, "sae"}):
+            raise ValueError(f"embed_cohort_tables: the given vectors hold {sorted(pooled)}, the run asks for "
+                             f"{sorted({*layers, 'sae'})}")
+        wrong = {name: len(m) for name, m in pooled.items() if len(m) != sequences.height}
+        if wrong:
+            raise ValueError(f"embed_cohort_tables: {sequences.height} distinct sequences but vectors with "
+                             f"{wrong} rows")
     if pooled is None:
         pooled = embed_distinct_windows(embedder, sequences["sequence"].to_list(), layers, batch_size, sae_model,
                                         sae_layer, cache=cache, sae_cache_key=sae_cache_key)

@@ -86,10 +86,8 @@ def hf_masked_llr(model, tokenizer, windows: list[str], positions: list[int], re
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
         ids, spans = _ids_and_spans(tokenizer, w)
-        k = int(np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))[0])
-        ref_text = w[spans[k, 0]:spans[k, 1]]
-        alt_text = ref_text[:p - spans[k, 0]] + alt.upper() + ref_text[p - spans[k, 0] + 1:]
-        missing = [t for t in (ref_text, alt_text) if t not in vocab]
+        k, ref_token, alt_token = _variant_tokens(tokenizer, ids, spans, w, p, alt, i)
+        missing = [t for t in (ref_token, alt_token) if t not in vocab]
         if missing:
             raise InputError(f"variant {i}: token {missing[0]!r} is not in the model's vocabulary; "
                              "masked LLRs need REF and ALT tokens the model can predict")
@@ -97,8 +95,29 @@ def hf_masked_llr(model, tokenizer, windows: list[str], positions: list[int], re
         masked[k] = tokenizer.mask_token_id
         logits = model(input_ids=torch.tensor([masked], device=model.device)).logits[0, k].double()
         logp = torch.log_softmax(logits, dim=-1)
-        out[i] = float(logp[vocab[alt_text]] - logp[vocab[ref_text]])
+        out[i] = float(logp[vocab[alt_token]] - logp[vocab[ref_token]])
     return out
+
+
+def _variant_tokens(tokenizer, ids: list[int], spans: np.ndarray, w: str, p: int, alt: str,
+                    i: int) -> tuple[int, str, str]:
+    """(k, REF token, ALT token): the index in `ids` of the token holding base `p` of window `w`, that token's
+    vocabulary string, and the same string with ALT at base p. A word-piece marker the token string carries
+    (WordPiece '##', SentencePiece U+2581, byte-level U+0120) is kept in both: 'GA' and '##GA' are different
+    tokens, and the model predicts the one that stands in the sequence."""
+    holding = np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))
+    if holding.size == 0:
+        raise InputError(f"variant {i}: no token of the tokenized window covers its base {p}")
+    k = int(holding[0])
+    start, end = int(spans[k, 0]), int(spans[k, 1])
+    ref_token = tokenizer.convert_ids_to_tokens(ids[k])
+    marker = len(ref_token) - (end - start)
+    if marker < 0 or ref_token[marker:].upper() != w[start:end]:
+        raise InputError(f"variant {i}: token {ref_token!r} does not spell its bases {w[start:end]!r}; "
+                         "cannot form the ALT token")
+    cut = marker + p - start
+    alt_token = ref_token[:cut] + (alt.upper() if ref_token[cut].isupper() else alt.lower()) + ref_token[cut + 1:]
+    return k, ref_token, alt_token
 
 
 @torch.inference_mode()
@@ -109,7 +128,10 @@ def hf_causal_delta(model, tokenizer, windows: list[str], positions: list[int], 
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
         _, spans = _ids_and_spans(tokenizer, w)
-        if int(np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))[0]) == 0:
+        holding = np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))
+        if holding.size == 0:
+            raise InputError(f"variant {i}: no token of the tokenized window covers its base {p}")
+        if int(holding[0]) == 0:
             raise InputError(unpredicted_first_token(i))
         alt_w = w[:p] + alt.upper() + w[p + 1:]
         out[i] = sequence_loglik(model, tokenizer, alt_w) - sequence_loglik(model, tokenizer, w)
@@ -239,6 +261,20 @@ def cohort_variants(var: pd.DataFrame) -> pl.DataFrame:
                          "ref": var["ref"].astype(str).tolist(), "alt": var["alt"].astype(str).tolist()})
 
 
+def snv_of(pos: int, ref: str, alt: str) -> tuple[int, str, str] | None:
+    """(pos, REF base, ALT base) of a record substituting one base, or None. REF and ALT (upper-case A, C, G,
+    T) may carry shared bases around the substituted one, as a multi-allelic record split without the
+    reference keeps them (`bcftools norm -m-` turns AT>CT,A into AT>CT and AT>A): AT>CT at pos is the SNV A>C
+    at pos, GA>GC the SNV A>C at pos + 1. pos: 1-based, of REF's first base."""
+    if len(ref) != len(alt) or not ref or set(ref + alt) - set("ACGT"):
+        return None
+    differ = [k for k in range(len(ref)) if ref[k] != alt[k]]
+    if len(differ) != 1:
+        return None
+    k = differ[0]
+    return pos + k, ref[k], alt[k]
+
+
 NOT_SNV = "not an SNV"
 REF_MISMATCH = "REF does not match the reference"
 OUTSIDE = "outside the reference contig"
@@ -247,14 +283,15 @@ OUTSIDE = "outside the reference contig"
 def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, width: int | None = None,
                           chunk: int = 256) -> tuple[pl.DataFrame, dict]:
     """Score every biallelic SNV of `variants` on the reference window around it (a record with ALT equal
-    to REF is no SNV: null score, "not an SNV").
+    to REF is no SNV: null score, "not an SNV"; one with REF and ALT padded by shared bases, such as AT>CT,
+    is scored as its one substituted base, `snv_of`, whose REF bases must all match the reference).
 
     variants: variant_id, contig, pos (1-based), ref, alt (`cohort_variants`). fasta: contig -> sequence
     supporting len() and slicing (an `interp.genome.fasta.Reference`, or a dict of strings). Window:
     `variant_window` of width `width` (None: the scorer's context; capped at the context). Variants run
     `chunk` at a time; when the scorer refuses a chunk (InputError, e.g. a BPE model without the ALT
     token), its variants are scored one by one and the refused ones keep a null score with the reason.
-    Returns (table, stats). table, in input order: variant_id, contig, pos, ref, alt, score (Float64; null
+    Returns (table, stats). table, in input order: variant_id, contig, pos, ref, alt (the record's), score (Float64; null
     unless scored), method, model, window_start, window_end (0-based half-open; null when no window was
     read), skipped ("" when scored, else the reason: "not an SNV", REF mismatch, ...). stats: model, method,
     context, width, n_variants, n_scored, n_not_snv, skipped {reason: count}.
@@ -271,23 +308,27 @@ def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, 
     start = np.full(n, -1, dtype=np.int64)
     end = np.full(n, -1, dtype=np.int64)
     reason = [""] * n
-    snvs = []
+    snvs, snv = [], {}
     for i in range(n):
-        if (len(refs[i]) != 1 or len(alts[i]) != 1 or refs[i] not in "ACGT" or alts[i] not in "ACGT"
-                or refs[i] == alts[i]):
+        found = snv_of(pos[i], refs[i], alts[i])
+        if found is None:
             reason[i] = NOT_SNV
-        elif contigs[i] not in fasta or not 1 <= pos[i] <= len(fasta[contigs[i]]):
+        elif contigs[i] not in fasta or not 1 <= pos[i] <= pos[i] + len(refs[i]) - 1 <= len(fasta[contigs[i]]):
             reason[i] = OUTSIDE
+        elif len(refs[i]) > 1 and str(fasta[contigs[i]][pos[i] - 1:pos[i] - 1 + len(refs[i])]).upper() != refs[i]:
+            reason[i] = REF_MISMATCH
         else:
             snvs.append(i)
+            snv[i] = found
     for first in range(0, len(snvs), chunk):
         rows, windows, offsets = [], [], []
         for i in snvs[first:first + chunk]:
             seq = fasta[contigs[i]]
-            start[i], end[i] = variant_window(len(seq), pos[i] - 1, used)
+            at, ref_base, _ = snv[i]
+            start[i], end[i] = variant_window(len(seq), at - 1, used)
             window = str(seq[start[i]:end[i]]).upper()
-            offset = pos[i] - 1 - int(start[i])
-            if window[offset] != refs[i]:
+            offset = at - 1 - int(start[i])
+            if window[offset] != ref_base:
                 reason[i] = REF_MISMATCH
                 continue
             rows.append(i)
@@ -295,7 +336,7 @@ def score_cohort_variants(variants: pl.DataFrame, fasta, scorer: VariantScorer, 
             offsets.append(offset)
         if not rows:
             continue
-        r_refs, r_alts = [refs[i] for i in rows], [alts[i] for i in rows]
+        r_refs, r_alts = [snv[i][1] for i in rows], [snv[i][2] for i in rows]
         try:
             score[rows] = scorer.score(windows, offsets, r_refs, r_alts)
         except InputError:
