@@ -209,6 +209,36 @@ def test_windows_follow_reference_coordinates(demo):
     assert window[19:23] == ref[6019] + "GTA"
 
 
+def test_window_removed_by_a_deletion_holds_the_deletion_junction(demo, tmp_path):
+    """A 150-bp deletion removes whole 50-bp windows from the haplotype carrying it: those windows hold the 50
+    haplotype bases centred on the junction (empty windows crashed pooling downstream); the other haplotype's
+    windows are the reference's."""
+    ref = demo["reference"]["chr17"]
+    header = pysam.VariantHeader()
+    header.add_line(f"##contig=<ID=chr17,length={len(ref)}>")
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    header.add_sample("S0")
+    plain = tmp_path / "del.vcf"
+    with pysam.VariantFile(str(plain), "w", header=header) as out:
+        record = out.new_record(contig="chr17", start=6099, alleles=(ref[6099:6250].upper(), ref[6099].upper()))
+        record.samples["S0"]["GT"] = (1, 0)
+        record.samples["S0"].phased = True
+        out.write(record)
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    genotypes = read_genotypes(tmp_path / "del.vcf.gz")
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION)
+    assignments, distinct = haplotype_windows(haps, REGION, genotypes, 50, 50)
+    by_hash = dict(zip(distinct["seq_hash"], distinct["sequence"], strict=True))
+    carrier = haps[("S0", 1)]
+    assert carrier == ref[6000:6100].upper() + ref[6250:6400].upper()
+    for row in assignments.iter_rows(named=True):
+        window = by_hash[row["seq_hash"]]
+        if row["hap"] == 2 or not (6100 <= row["start"] and row["end"] <= 6250):
+            continue
+        assert window == carrier[75:125], row  # the junction sits at haplotype base 100
+    assert all(by_hash[h] for h in assignments["seq_hash"])
+
+
 def test_window_arguments_checked(demo):
     genotypes = read_genotypes(demo["full"])
     haps = haplotype_sequences(demo["reference"], genotypes, REGION)

@@ -213,7 +213,9 @@ def haplotype_windows(
     Windows tile `region` as [start, start + width) every `stride` bases (full windows only; a last
     window aligned to the region's end covers any remainder).
     A haplotype's window holds the haplotype bases aligned to that reference interval, so its
-    length differs from `width` where indels were applied.
+    length differs from `width` where indels were applied. A window whose interval a deletion removes
+    entirely (no base left) holds instead the `width` haplotype bases centred on the deletion's junction
+    (what that haplotype has at the locus), so every window has bases to embed.
     `hap_seqs` must come from `haplotype_sequences` on the same region (its edits give the
     alignment); `genotypes` is used to order samples.
     Returns
@@ -237,7 +239,14 @@ def haplotype_windows(
             sequence = hap_seqs[(sample, hap)]
             offsets = _reference_offsets(region, hap_seqs.edits[(sample, hap)], len(sequence))
             for index, (start, end) in enumerate(tiles):
-                window = sequence[offsets[start - region.start]: offsets[end - region.start]]
+                junction = offsets[start - region.start]
+                window = sequence[junction: offsets[end - region.start]]
+                if not window:  # a deletion removed every base of the interval: embed its junction instead
+                    if not sequence:
+                        raise InputError(f"haplotype {hap} of sample {sample} has no bases left in region "
+                                         f"{region.name}: its deletions remove all of it")
+                    lo = max(0, min(junction - width // 2, len(sequence) - width))
+                    window = sequence[lo: lo + width]
                 digest = hashlib.sha1(window.encode()).hexdigest()
                 if digest not in sequences:
                     sequences[digest] = window
