@@ -159,16 +159,31 @@ def _check_inputs(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray):
 
 
 def _standardisation(X: np.ndarray, train_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-probe training-row mean and sd, both [P, d]; a constant feature gets sd 1."""
-    w = train_mask / train_mask.sum(axis=1, keepdims=True)
+    """Per-probe training-row mean and sd, both [P, d]; a constant feature gets sd 1.
+
+    For shared X [n, d] the variance is E[x^2] - mean^2 (one product for all probes); where that
+    difference cancels (sd below 1e-3 |mean|, constant features included) it is recomputed as the mean
+    squared deviation, else rounding noise (sd ~1e-9) would stand in for a constant feature's sd and
+    blow up its test values. Constant is scikit-learn's rule (`StandardScaler`): var within rounding.
+    """
+    n_train = train_mask.sum(axis=1, keepdims=True)
+    w = train_mask / n_train
     if X.ndim == 2:
         mean = w @ X
         var = w @ (X**2) - mean**2
+        probe, feature = np.nonzero(var <= 1e-6 * mean**2)
+        step = max(1, 2**22 // max(X.shape[0], 1))  # bounded memory: [n, step] deviations at a time
+        for lo in range(0, probe.size, step):
+            p, j = probe[lo:lo + step], feature[lo:lo + step]
+            var[p, j] = np.einsum("nk,kn->k", (X[:, j] - mean[p, j]) ** 2, w[p])
     else:
         mean = np.einsum("pn,pnd->pd", w, X)
         var = np.einsum("pn,pnd->pd", w, (X - mean[:, None, :]) ** 2)
-    scale = np.sqrt(np.clip(var, 0.0, None))
-    scale[scale < 1e-12] = 1.0
+    var = np.clip(var, 0.0, None)
+    eps = np.finfo(np.float64).eps
+    constant = var <= n_train * eps * var + (n_train * eps * mean) ** 2
+    scale = np.sqrt(var)
+    scale[constant | (scale < 1e-12)] = 1.0
     return mean, scale
 
 

@@ -185,6 +185,20 @@ def test_block_split_puts_each_base_in_one_split():
         block_split(windows, 100_000, 0.15, 0.15, seed=0)
 
 
+def test_block_counts_cover_only_blocks_a_window_touches():
+    """Windows of a region far from the contig start (and a gap): blocks before and between them belong to no
+    split, so n_train_blocks is not inflated by them (it counted 1,000 empty blocks as training blocks)."""
+    starts = np.concatenate([1_000_000 + np.arange(20) * 100, 1_500_000 + np.arange(20) * 100])
+    windows = pl.DataFrame({"window_index": np.arange(starts.size), "contig": ["chr1"] * starts.size,
+                            "start": starts, "end": starts + 200})
+    split = block_split(windows, 1000, 0.2, 0.2, seed=0)
+    counts = split.counts()
+    assert sum(counts.values()) == 6  # 1,000,000-1,002,100 and 1,500,000-1,502,100: three 1 kb blocks each
+    assert counts["validation"] == 1 and counts["test"] == 1
+    w = np.repeat(np.arange(starts.size), 200)
+    assert set(np.unique(split.of_tokens(w, np.tile(np.arange(200), starts.size)))) <= {TRAIN, VALIDATION, TEST}
+
+
 def test_geometric_median_minimises_distance_sum():
     rng = np.random.default_rng(1)
     points = np.concatenate([rng.normal(size=(300, 5)), rng.normal(50, 1, size=(40, 5))])

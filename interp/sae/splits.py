@@ -18,6 +18,7 @@ from interp.errors import InputError
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
+UNUSED = -1  #: code of a block no window touches (in no split)
 
 
 @dataclass
@@ -25,7 +26,8 @@ class BlockSplit:
     """Lookup from (window_index, base offset in window) to split code (TRAIN / VALIDATION / TEST).
 
     window_contig / window_start: int64 [max window_index + 1] (-1 contig = unknown window);
-    block_offset: int64 [n contigs] first global block id of each contig; block_split: int8 [n blocks].
+    block_offset: int64 [n contigs] first global block id of each contig; block_split: int8 [n blocks]
+    (UNUSED for a block that no window touches, e.g. before the first region of a contig).
     """
 
     block_bases: int
@@ -87,7 +89,8 @@ def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: fl
     order = np.random.default_rng([seed, 1729]).permutation(used)
     n_test = min(max(1, round(test_fraction * used.size)), used.size - 2)
     n_val = min(max(1, round(validation_fraction * used.size)), used.size - 1 - n_test)
-    split = np.full(touched.size, TRAIN, dtype=np.int8)
+    split = np.full(touched.size, UNUSED, dtype=np.int8)
+    split[used] = TRAIN
     split[order[:n_test]] = TEST
     split[order[n_test:n_test + n_val]] = VALIDATION
     return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, split)
