@@ -492,6 +492,9 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             dataset.skip_batches = module.batch_in_epoch
             module.resumed_mid_epoch = module.batch_in_epoch > 0
             epochs_left = cfg.epochs - module.epochs_done
+        if resume is not None and log_dir and (Path(log_dir) / "metrics.csv").exists():
+            # the logger rewrites metrics.csv: the interrupted attempt's rows stay, under the step they reach
+            (Path(log_dir) / "metrics.csv").rename(Path(log_dir) / f"metrics.until_step{module.step}.csv")
         logger = pl_lightning.loggers.CSVLogger(str(log_dir), name="", version="") if log_dir else False
         if epochs_left > 0:
             trainer = pl_lightning.Trainer(
