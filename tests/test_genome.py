@@ -178,6 +178,33 @@ def test_truncated_compressed_fasta_is_one_line_input_error(tmp_path):
         open_reference(cut2, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("compression", ["plain", "bgzip"])
+def test_index_newer_than_a_replaced_fasta_is_refused_as_stale(tmp_path, compression):
+    """A FASTA replaced keeping an older mtime (cp -p, rsync -a) leaves a .fai that looks fresh but is not."""
+    old = ">c1\n" + "ACGTTGCAAC\n" * 10 + ">c2\n" + "GGGGGCCCCC\n" * 5
+    new = ">c1 a longer header\n" + "ACGTTGCAAC\n" * 10 + ">c2\n" + "GGGGGCCCCC\n" * 5
+    crlf = ">c1\r\n" + "ACGTTGCAAC\r\n" * 10 + ">c2 x\r\n" + "GGGGGCCCCC\r\n" * 4 + "GGG"
+    for text in (old, crlf):  # a matching index passes, LF or CRLF, with or without a final line end
+        plain = _write(tmp_path / "ok.fa", text)
+        path = plain if compression == "plain" else _bgzip(plain, tmp_path / "ok.fa.bgz")
+        for index in (Path(f"{path}.fai"), Path(f"{path}.gzi")):
+            index.unlink(missing_ok=True)
+        reference = open_reference(path)
+        assert reference["c1"][0:12] == "ACGTTGCAACAC" and str(reference["c2"]).startswith("GGGGG")
+    plain = _write(tmp_path / "g.fa", old)
+    path = plain if compression == "plain" else _bgzip(plain, tmp_path / "g.fa.bgz")
+    open_reference(path).close()  # builds the index
+    stamp = path.stat()
+    plain = _write(tmp_path / "g.fa", new)
+    if compression == "bgzip":
+        _bgzip(plain, path)
+    os.utime(path, ns=(stamp.st_atime_ns - 10**10, stamp.st_mtime_ns - 10**10))  # older than its index
+    reference = open_reference(path)
+    for contig in ("c1", "c2"):  # before: 'extra desc' read as bases, or a newline refused at "base 20"
+        with pytest.raises(InputError, match=rf"index .*\.fai does not match the file \(record '{contig}'"):
+            reference[contig][0:10]
+
+
 def test_fasta_irregular_lines_are_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot be indexed as FASTA"):
         read_fasta(_write(tmp_path / "irregular.fa", ">a\nACGT\nAC\nACGT\n"))

@@ -12,11 +12,13 @@ file, line and column where it sits.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -215,7 +217,9 @@ class Reference(Mapping[str, ContigSequence]):
     """
 
     def __init__(self, path: Path, fasta: Path, fai: Path, gzi: Path) -> None:
-        self.path = path
+        self.path, self._fasta, self._fai_path, self._gzi = path, fasta, fai, gzi
+        self._verified: set[str] = set()
+        self._gzi_blocks: tuple[list[int], list[int]] | None = None
         try:
             self._handle = pysam.FastaFile(str(fasta), filepath_index=str(fai),
                                            filepath_index_compressed=str(gzi) if gzi.exists() else None)
@@ -242,6 +246,8 @@ class Reference(Mapping[str, ContigSequence]):
 
     def raw(self, contig: str, start: int, end: int) -> str:
         """Bases exactly as in the file (0-based, end exclusive), unvalidated; InputError if unreadable."""
+        if contig not in self._verified and contig in self._fai:
+            self._verify_record(contig)
         try:
             return self._handle.fetch(contig, start, end)
         except (OSError, ValueError, KeyError) as err:
@@ -278,6 +284,53 @@ class Reference(Mapping[str, ContigSequence]):
             for start, end in merged:
                 counts.update(m.upper() for m in _AMBIGUOUS.findall(self.raw(contig, start, end)))
         return {code: counts[code] for code in sorted(counts)}
+
+    def _bytes_at(self, start: int, size: int) -> bytes:
+        """`size` uncompressed bytes of the FASTA from byte `start` (plain, or bgzip through its .gzi)."""
+        if compression(self._fasta) != "bgzf":
+            with open(self._fasta, "rb") as handle:
+                handle.seek(start)
+                return handle.read(size)
+        from Bio import bgzf
+
+        if self._gzi_blocks is None:  # .gzi: uint64 n, then n (compressed, uncompressed) block offsets
+            data = self._gzi.read_bytes()
+            pairs = [(0, 0)] + [struct.unpack_from("<QQ", data, 8 + 16 * i)
+                                for i in range(struct.unpack_from("<Q", data)[0])]
+            self._gzi_blocks = [c for c, _ in pairs], [u for _, u in pairs]
+        compressed, uncompressed = self._gzi_blocks
+        block = bisect.bisect_right(uncompressed, start) - 1
+        with bgzf.BgzfReader(str(self._fasta), "rb") as handle:
+            handle.seek(bgzf.make_virtual_offset(compressed[block], start - uncompressed[block]))
+            return handle.read(size)
+
+    def _verify_record(self, contig: str) -> None:
+        """InputError unless the index's layout of `contig` matches the file: its bases start right after a
+        '>contig' header line and end at a line end followed by the next '>' header (or the file's end).
+
+        A .fai newer than its FASTA passes the freshness check even when it was built for another version of
+        the file (a FASTA replaced with `cp -p` or `rsync -a`); its offsets then point at the wrong bytes.
+        """
+        length, offset, line_bases, line_width = self._fai[contig]
+        last = offset + (length - 1) // line_bases * line_width + (length - 1) % line_bases + 1 if length else offset
+        try:
+            before = self._bytes_at(max(0, offset - 1024), min(offset, 1024))
+            after = self._bytes_at(last, 8)
+        except (OSError, ValueError, EOFError, struct.error):
+            before, after = b"", b"x"
+        header = before[:-1].rsplit(b"\n", 1)
+        complete = len(header) == 2 or offset <= 1024  # the whole header line was read
+        fields = header[-1].rstrip(b"\r")[1:].split(None, 1)
+        name_ok = not complete or (header[-1].startswith(b">") and fields[:1] == [contig.encode()])
+        tail = after.lstrip(b"\r\n")
+        if not (before.endswith(b"\n") and name_ok and (tail == b"" or tail.startswith(b">"))
+                and (length == 0 or after[:1] in (b"\n", b"\r", b""))):
+            raise InputError(
+                f"{self.path}: its index {self._fai_path} does not match the file (record '{contig}' is not where "
+                "the index puts it); the index was built for another version of the file: delete it (and its "
+                ".gzi) to have it rebuilt"
+            )
+        self._verified.add(contig)
 
     def refuse(self, contig: str, offset: int, char: str) -> None:
         """InputError at the file line and column of base `offset` of `contig` (from the .fai layout)."""
