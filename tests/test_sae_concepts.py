@@ -292,6 +292,14 @@ def test_gc_rich_window():
     assert not rich[:40].any() and rich[55:95].all() and not rich[110:].any()
 
 
+def test_gc_rich_share_is_among_known_bases():
+    """An assembly gap (N) next to a CpG island: N neither dilutes the G+C share nor is gc_rich itself."""
+    seq = np.frombuffer(b"N" * 30 + b"GC" * 30 + b"AT" * 30, dtype=np.uint8)
+    rich = gc_rich(seq, 20, 0.6)
+    assert rich[30:85].all() and not rich[:30].any()  # before: the island's first 10 bases were not gc_rich
+    assert not rich[95:].any()
+
+
 def test_motif_hits_find_planted_sites_at_the_stated_false_positive_rate():
     motif = load_jaspar_motifs(["CTCF"])[0]
     pssm, threshold = motif_scanner(motif, 1e-4)

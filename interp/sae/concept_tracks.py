@@ -1,11 +1,12 @@
 """Per-base biological concepts that SAE features and neurons are matched against.
 
 Concepts (bool per base of `bases.parquet`): exon, intron, repeat (soft-masked), cpg (the base
-is part of a CpG dinucleotide), gc_rich (G+C share >= `gc_rich_threshold` in the centred window of
-`gc_rich_window` bases), splice_donor (the last 3 exonic and first 6 intronic bases at the 5' end of
-an intron of some transcript, in its direction), splice_acceptor (the last 12 intronic and first 2
-exonic bases at an intron's 3' end); both come from the bases table (`interp.genome.base_labels`, per
-transcript), and motif_<NAME> for each JASPAR motif: bases covered by
+is part of a CpG dinucleotide), gc_rich (G+C share of the A/C/G/T bases >= `gc_rich_threshold` in the
+centred window of `gc_rich_window` bases; N bases count neither way and are never gc_rich),
+splice_donor (the last 3 exonic and first 6 intronic bases at the 5' end of an intron of some
+transcript, in its direction), splice_acceptor (the last 12 intronic and first 2 exonic bases at an
+intron's 3' end); both come from the bases table (`interp.genome.base_labels`, per transcript), and
+motif_<NAME> for each JASPAR motif: bases covered by
 a hit of its log-odds PSSM (pseudocount 0.5, uniform background) on either strand whose score's
 false-positive rate per strand under the background is about `motif_pvalue` (Biopython's score-grid
 approximation: 0.92-1.03 x motif_pvalue for the default motifs), so a base position starts a hit on
@@ -61,13 +62,19 @@ class ConceptTracks:
 
 
 def gc_rich(bases: np.ndarray, window: int, threshold: float) -> np.ndarray:
-    """bool [n]: G+C share in the centred `window` (truncated at the ends) >= threshold."""
+    """bool [n]: G+C share of the A/C/G/T bases in the centred `window` (truncated at the ends) >= threshold.
+
+    bases: uint8 [n] upper-case ASCII. N bases (assembly gaps, IUPAC codes) count neither way, as in the
+    windows' `gc`, so a GC-rich stretch next to a gap stays GC-rich; an N base itself is never gc_rich.
+    """
     gc = np.isin(bases, [ord("G"), ord("C")]).astype(np.float64)
+    known = bases != ord("N")
     cs = np.concatenate([[0.0], np.cumsum(gc)])
+    cs_known = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
     idx = np.arange(bases.size)
     lo = np.clip(idx - window // 2, 0, bases.size)
     hi = np.clip(idx - window // 2 + window, 0, bases.size)
-    return (cs[hi] - cs[lo]) / np.maximum(hi - lo, 1) >= threshold
+    return known & ((cs[hi] - cs[lo]) / np.maximum(cs_known[hi] - cs_known[lo], 1) >= threshold)
 
 
 def load_jaspar_motifs(names: list[str]):
