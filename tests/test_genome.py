@@ -276,6 +276,20 @@ def test_gtf_and_gff3_match_ucsc(demo_genes, tmp_path):
     assert read_annotation(_write(tmp_path / "genes_gff.txt", gff_path.read_text()))["transcript"][0] == "tx1"
 
 
+def test_ucsc_transcript_placed_twice_is_two_transcripts(tmp_path):
+    """refGene lists a PAR transcript once per chromosome under one name: each row is a placement, the later
+    ones named <name>_dup<k> (as genePredToGtf does), not refused; with keep, only the studied placement."""
+    from interp.genome.annotation import KeepStudied
+
+    row = "585\tNM_1\t{}\t+\t100\t500\t100\t500\t2\t100,300,\t200,500,\t0\tSHOX\tcmpl\tcmpl\t0,1,\n"
+    path = _write(tmp_path / "refGene.txt", row.format("chrX") + row.format("chrY") + row.format("chrY_alt"))
+    got = read_annotation(path, "ucsc").filter(pl.col("feature") == "transcript")
+    assert got.select("transcript", "contig", "gene").rows() == [
+        ("NM_1", "chrX", "SHOX"), ("NM_1_dup1", "chrY", "SHOX"), ("NM_1_dup2", "chrY_alt", "SHOX")]
+    studied = read_annotation(path, "ucsc", keep=KeepStudied(["chrY"], spans=[("chrY", 150, 160)]))
+    assert studied["transcript"].unique().to_list() == ["NM_1_dup1"]
+
+
 def test_gtf_source_lines(tmp_path):
     path = _write(tmp_path / "a.gtf", "#comment\n"
                   'chr1\tx\texon\t1\t10\t.\t+\t.\tgene_id "g"; transcript_id "t";\n'

@@ -203,8 +203,12 @@ def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
                                  f"{tx_start}-{tx_end}")
             exons.append((start, end, line_no))
         if transcript in transcripts:
-            raise InputError(f"{where(path, line=line_no)}: transcript name {transcript!r} appears twice "
-                             f"(first on line {transcripts[transcript].line})")
+            # one row per placement: refGene, ncbiRefSeq and knownGene map some transcripts to several loci
+            # (PAR genes on chrX and chrY, alternate haplotypes); named as genePredToGtf names them
+            placement = 1
+            while f"{transcript}_dup{placement}" in transcripts:
+                placement += 1
+            transcript = f"{transcript}_dup{placement}"
         transcripts[transcript] = _Transcript(gene, contig, strand, line_no, (tx_start, tx_end), exons)
     return _to_frame(transcripts, path, keep)
 
