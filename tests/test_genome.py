@@ -563,6 +563,9 @@ def test_gene_regions(demo_genes, demo_fasta):
     with pytest.raises(InputError, match=r"annotation gene DOC2B: chr17:1006010-.* lies past the end of chr17 in "
                                          r"the FASTA \(40000 bases\); are the annotation and the FASTA"):
         gene_regions(far, ["DOC2B"], 0, demo_fasta)
+    across = demo_genes.with_columns(pl.col("start") + 20_000, pl.col("end") + 20_000)  # starts in, ends past
+    with pytest.raises(InputError, match=r"annotation gene DOC2B: chr17:26010-51427 ends past the end of chr17"):
+        gene_regions(across, ["DOC2B"], 0, demo_fasta)  # clipped silently before: part of the gene lost
 
 
 # ---------------------------------------------------------------- base labels

@@ -153,7 +153,8 @@ def gene_regions(
     fasta: dict[str, str],
     aliases: dict[str, str] | None = None,
 ) -> list[Region]:
-    """The span of all transcripts of each named gene, +/- `flank` bases, clipped to its contig.
+    """The span of all transcripts of each named gene, +/- `flank` bases, the flank clipped to its contig (a gene
+    that ends past the contig's end is an InputError: annotation and FASTA of different builds).
 
     Region names are the gene names. Contigs are resolved to the FASTA's names.
     """
@@ -176,8 +177,9 @@ def gene_regions(
             raise InputError(f"gene {gene!r} has transcripts on several contigs ({', '.join(row['contig'])}); "
                              "list a BED region instead")
         contig = resolve_contig(row["contig"][0], fasta, aliases, source=f"annotation gene {gene}")
-        if row["start"] >= len(fasta[contig]):
-            raise InputError(f"annotation gene {gene}: {contig}:{row['start']}-{row['end']} lies past the end of "
+        if row["end"] > len(fasta[contig]):  # the flank may be clipped at the contig's end, the gene may not
+            where_ = "lies" if row["start"] >= len(fasta[contig]) else "ends"
+            raise InputError(f"annotation gene {gene}: {contig}:{row['start']}-{row['end']} {where_} past the end of "
                              f"{contig} in the FASTA ({len(fasta[contig])} bases); are the annotation and the FASTA "
                              "of the same genome build?")
         start = max(0, row["start"] - flank)
