@@ -570,6 +570,19 @@ def test_gene_regions(demo_genes, demo_fasta):
 
 # ---------------------------------------------------------------- base labels
 
+def test_transcript_without_exon_rows_does_not_make_its_span_intronic(demo_genes, demo_fasta):
+    """A transcript listed without exons (a file cut to transcript lines) is left out of the labels: before,
+    its whole span came out intronic."""
+    from interp.genome.windows import base_labels
+
+    region = [Region("r", "chr17", 35000, 36000)]
+    lone = pl.DataFrame({"gene": ["X"], "transcript": ["x1"], "contig": ["chr17"], "strand": ["+"],
+                         "feature": ["transcript"], "start": [35100], "end": [35900], "source_line": [1]},
+                        schema=demo_genes.schema)
+    labels = base_labels(demo_fasta, region, pl.concat([demo_genes, lone]))
+    assert not labels["intron"].any() and labels["intergenic"].all()
+
+
 def test_demo_exon_intron_labels(demo_bases, demo_fasta):
     exon = demo_bases["exon"].to_numpy()
     assert exon.sum() == 1080

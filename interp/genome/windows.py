@@ -110,6 +110,9 @@ def _region_tracks(fasta: Mapping[str, str], region: Region, annotation: pl.Data
             (pl.col("feature") == "exon") & (pl.col("contig") == region.contig) & pl.col("transcript").is_in(names)
         ).sort("start")
         exons_of = {key[0]: frame for key, frame in exons.partition_by("transcript", as_dict=True).items()}
+        # a transcript listed without exon rows (a file cut to transcript lines, CDS-only children) says
+        # nothing about its exons: it must not make its whole span intronic
+        transcripts = transcripts.filter(pl.col("transcript").is_in(list(exons_of)))
         # Intronic strand: the first transcript (by start) that covers a base claims it.
         for tx in transcripts.iter_rows(named=True):
             lo, hi = max(tx["start"], region.start) - region.start, min(tx["end"], region.end) - region.start
@@ -188,7 +191,8 @@ def base_labels(
     transcript's intron, see `splice_intervals`), gc, cpg (part of a forward-strand CG), strand ("+",
     "-", "."), exon_number (1-based in transcript direction; 0 where not exonic).
     Where transcripts overlap, an exonic transcript's strand wins over an intronic one; among
-    equals the transcript with the lowest start wins.
+    equals the transcript with the lowest start wins. A transcript without exon rows is left out (it would
+    make its whole span intronic).
     """
     annotation = _resolved(fasta, annotation, aliases)
     frames = [_bases_frame(region, _region_tracks(fasta, region, annotation)) for region in regions]
