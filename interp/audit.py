@@ -951,7 +951,7 @@ def audit_phenotype(
         y, oof["strat"], population, cfg.bootstrap, cfg.seed)
     if strata_source == "pc_bins":
         out["by_stratum"], _ = by_population(y, oof["strat"], strata, cfg.bootstrap, cfg.seed)
-    out["covariates"] = {name: {**info, "adjusted_for": True} for name, info in
+    out["covariates"] = {name: {**info, "adjusted_for": bool(info.get("columns", True))} for name, info in
                          (covariates.info.items() if covariates is not None else [])}
     out["descriptors"] = {name: descriptor_report(v, y, strata, pcs) for name, v in desc.items()}
     out["thresholds"] = asdict(cfg) | {"max_null_replicates_used": b_max}

@@ -335,7 +335,8 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
     batch = np.where(rng.random(X.shape[0]) < 0.85, y, 1 - y)
     X = X + 2.0 * np.outer(batch, rng.normal(size=X.shape[1]) / np.sqrt(X.shape[1]))
     gc = rng.normal(size=X.shape[0])
-    design = covariate_design({"batch": np.array(["b1", "b2"])[batch]}, ["batch"])
+    design = covariate_design({"batch": np.array(["b1", "b2"])[batch], "site": np.array(["s1"] * X.shape[0])},
+                              ["batch", "site"])
     cfg = AuditConfig(seed=3, **FAST)
     gc_by_ancestry = pcs[:, 0] / pcs[:, 0].std() + rng.normal(size=X.shape[0])
     r = assign_verdicts([audit_phenotype(X, y, population, pcs, cfg, covariates=design,
@@ -343,6 +344,7 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
     assert r["verdict"] != "PASS", r["reason"]
     assert r["p_covariates"] < 1e-6
     assert r["covariates"]["batch"]["adjusted_for"] and r["covariates"]["batch"]["kind"] == "categorical"
+    assert r["covariates"]["site"]["adjusted_for"] is False  # constant: dropped from the design, said so
     assert r["descriptors"]["gc"]["adjusted_for"] is False and r["descriptors"]["gc"]["p_value"] > 0.001
     assert r["descriptors"]["gc"]["ancestry_p"] > 0.001
     assert r["descriptors"]["gc_by_ancestry"]["ancestry_p"] < 1e-6 and r["descriptors"]["gc_by_ancestry"]["ancestry_r2"] > 0.3

@@ -288,6 +288,9 @@ def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() ->
     assert not none["available"] and "not available" in none["note"]
     no_base = summary.calibration_summary([r for r in rows if r["cell"] != "base"], {"odds_ratio": 2.0})
     assert not no_base["available"]
+    # the run's null-replicate cap is read from the config key that exists (`permutations` was renamed)
+    run = summary.run_characteristics({"provenance": {"config": {"audit": {"max_null_replicates": 999}}}})
+    assert run == {"permutations": 999.0}
 
 
 # ------------------------------------------------------------------------------------------ methods

@@ -674,7 +674,9 @@ def run_characteristics(report: dict) -> dict[str, float]:
         out["n_populations"] = float(len(sizes))
         if all(v is not None for v in sizes):
             out["n_per_population"] = float(min(sizes))
-    perms = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("permutations"))
+    audit_cfg = ((report.get("provenance") or {}).get("config") or {}).get("audit", {})
+    # the cap on Monte Carlo null replicates (`permutations` in configs before the calibrated audit)
+    perms = _num(audit_cfg.get("max_null_replicates", audit_cfg.get("permutations")))
     if perms is not None:
         out["permutations"] = perms
     return out
