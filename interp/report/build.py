@@ -130,7 +130,7 @@ def provenance(inputs: dict, params: dict) -> dict:
             "git_dirty": git_dirty(Path(__file__).resolve().parents[2])}
 
 
-SAE_EXTRA = ("lift", "auprc", "dense_fraction", "loss_recovered", "fvu_test", "l0_test")
+SAE_EXTRA = ("dense_fraction", "loss_recovered")  # SAE metrics copied into report.json when present
 
 
 def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | None) -> str | None:
