@@ -23,6 +23,8 @@ SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = ROOT / "models"
 #: the Snakefile's `configfile:`, under every --configfile the user gives
 DEFAULT_CONFIG = ROOT / "configs" / "demo.yaml"
+#: the built-in model the planted-motif calibration trains with planted.lm_overrides (workflow/rules/planted.smk)
+PLANTED_MODEL = "tiny-dnalm"
 
 
 def load_schema() -> dict:
@@ -35,18 +37,63 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
+#: JSON schema / YAML names of the Python types a YAML file loads as
+_YAML_TYPE = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+              dict: "object"}
+#: why a YAML key or value is null or a boolean when the user wrote a word
+_YAML_WORDS = {None: "an unquoted null, ~ or empty value is YAML's null: quote \"null\" to mean the word",
+               True: "YAML reads unquoted yes/no/on/off/true/false as booleans: quote the word",
+               False: "YAML reads unquoted yes/no/on/off/true/false as booleans: quote the word"}
+
+
+def _shown_key(key: Any) -> str:
+    """A config key as the user wrote it; a YAML null or boolean key says how it came about."""
+    if key is None or isinstance(key, bool):
+        return f"{_YAML_TYPE[type(key)] if key is None else str(key).lower()} ({_YAML_WORDS[key]})"
+    return repr(key)
+
+
+def _expected(schema: dict) -> str:
+    """What a (sub)schema accepts, in words: 'integer or null', "one of ['cpu', 'cuda']", 'array of string'."""
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    if "oneOf" in schema or "anyOf" in schema:
+        return " or ".join(_expected(s) for s in schema.get("oneOf", schema.get("anyOf")))
+    types = schema.get("type")
+    if types is None:
+        return "a value"
+    words = []
+    for t in [types] if isinstance(types, str) else types:
+        items = schema.get("items", {}) if t == "array" else {}
+        words.append(f"{'non-empty ' if schema.get('minItems') and t == 'array' else ''}{t}"
+                     + (f" of {_expected(items)}" if items.get("type") or items.get("enum") else ""))
+    return " or ".join(words)
+
+
+def _got(value: Any, expected: str) -> str:
+    """The type and value the user gave; a null or boolean where a string is expected says why it is one."""
+    name = _YAML_TYPE.get(type(value), type(value).__name__)
+    hint = ""
+    if (value is None or isinstance(value, bool)) and "string" in expected:
+        hint = f"; {_YAML_WORDS[value]}"
+    elif value is None:
+        hint = "; an empty value or ~ is YAML's null"
+    return f"{name} ({value!r}{hint})"
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line per schema error, naming the key the user has to fix."""
     where = _key_path(error)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return (f"unknown key {', '.join(repr(e) for e in extra)} in {where}; "
+        extra = sorted((k for k in error.instance if k not in allowed), key=str)
+        return (f"unknown key {', '.join(_shown_key(e) for e in extra)} in {where}; "
                 f"allowed keys: {', '.join(allowed)}")
     if error.validator == "required":
         return f"{where}: {error.message}"
-    if error.validator == "type":
-        return f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} ({error.instance!r})"
+    if error.validator in ("type", "oneOf", "anyOf"):
+        expected = _expected(error.schema)
+        return f"{where}: expected {expected}, got {_got(error.instance, expected)}"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "pattern" and error.schema.get("description"):
@@ -152,6 +199,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
                              "use a stride of at most the width")
     if cfg["sae"].get("layer") is None:
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
+    _check_lm_overrides(cfg, cards, source)
     _check_layers(cfg, cards, source)
     if cfg.get("calibration", {}).get("cells"):
         from interp.calibration import select_cells
@@ -180,6 +228,25 @@ def model_layer_names(card: dict, lm_overrides: dict | None) -> list[str]:
     if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
         raise InputError(f"lm.overrides.n_layers: expected a positive integer, got {n_blocks!r}")
     return ["embed"] + [f"block{i}" for i in range(1, n_blocks + 1)]
+
+
+def _check_lm_overrides(cfg: dict, cards: dict[str, dict], source: str) -> None:
+    """lm.overrides (every built-in model of `models`) and planted.lm_overrides (the planted target's tiny-dnalm)
+    must be keys of the card's `architecture` / `training` and give a consistent model: a misspelt key would
+    otherwise stop only the pretrain rule, after the windows are built (the schema leaves these dicts open)."""
+    from interp.lm.config import resolve_settings
+
+    checks = [("lm.overrides", card, cfg["lm"]["overrides"]) for card in cards.values() if card.get("family") == "tiny"]
+    planted = cfg.get("planted", {}).get("lm_overrides")
+    if planted is not None and model_card_path(PLANTED_MODEL).exists():
+        from interp.embed.registry import load_card
+
+        checks.append(("planted.lm_overrides", load_card(model_card_path(PLANTED_MODEL)), planted))
+    for key, card, overrides in checks:
+        try:
+            resolve_settings(card, overrides)
+        except InputError as exc:
+            raise InputError(f"{source}: {key}: {exc}") from None
 
 
 def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:

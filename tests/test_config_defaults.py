@@ -25,6 +25,7 @@ from interp.sae.config import NOT_TRAINING, SAEConfig
 from interp.sae.planted import PlantedTargets
 from interp.sae.planted_genome import PlantedConfig
 from interp.sae.steer import SteerConfig
+from interp.stages import AUDIT_NOT_FIT, PROBE_NOT_FIT, RANK_NOT_FIT
 
 #: (dataclass, the dotted name of the config section it is built from)
 BUILT_FROM_SECTION: list[tuple[type, str]] = [
@@ -45,11 +46,21 @@ BUILT_FROM_SECTION: list[tuple[type, str]] = [
 EVERY_FIELD_A_KEY = ("sae", "sae.concepts", "sae.labels", "sae.steer", "planted.genome", "planted.targets", "embed",
                      "cohort")
 
-#: sections whose every key is a field of their dataclass, but the keys named here (read by other code)
+#: sections whose every key is a field of their dataclass, but the keys named here (read by other code): the
+#: stages build each from the whole section (`settings_from_section`, or `cls(**section)`), so a schema key that
+#: is neither would pass check-config and then stop that stage
 EVERY_KEY_A_FIELD: list[tuple[type, str, tuple[str, ...]]] = [
     (SAEConfig, "sae", NOT_TRAINING),
     (EmbedConfig, "embed", ()),
     (CohortConfig, "cohort", ()),
+    (AuditConfig, "audit", AUDIT_NOT_FIT),
+    (RankConfig, "rank", RANK_NOT_FIT),
+    (ProbeConfig, "probe", PROBE_NOT_FIT),
+    (ConceptConfig, "sae.concepts", ()),
+    (LabelConfig, "sae.labels", ()),
+    (SteerConfig, "sae.steer", ()),
+    (PlantedConfig, "planted.genome", ()),
+    (PlantedTargets, "planted.targets", ()),
 ]
 
 NO_DEFAULT = object()
@@ -253,3 +264,119 @@ def test_partial_override_dicts_keep_the_rest_of_their_default() -> None:
     assert out["planted"]["sae"] == {**planted["sae"]["default"], "epochs": 2}
     assert out["planted"]["windows"] == {"width": 128, "stride": 64}
     assert out["lm"]["overrides"] == {"d_model": 32}
+
+
+def _signature_defaults(fn) -> dict[str, Any]:
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def _keyword_and_constant_defaults() -> list[tuple[str, str, Any]]:
+    """(dotted key, where the code keeps its own default, that default) for keys the stages read without a
+    settings dataclass: as keyword arguments (`**section`), module constants or a default table."""
+    from interp import calibration
+    from interp.sae import probe_compare
+    from interp.sae.atlas import build_atlas
+    from interp.sae.planted import steering_table
+
+    out = []
+    for fn, dotted in ((build_atlas, "sae.atlas"), (steering_table, "planted.steer")):
+        defaults = _signature_defaults(fn)
+        out += [(f"{dotted}.{k}", f"{fn.__name__}({k}=)", defaults.get(k, NO_DEFAULT)) for k in section_properties(dotted)]
+    out += [("probe.sae_top_k", "probe_compare.DEFAULT_TOP_K", list(probe_compare.DEFAULT_TOP_K)),
+            ("probe.sae_bootstrap", "probe_compare.DEFAULT_BOOTSTRAP", probe_compare.DEFAULT_BOOTSTRAP),
+            ("probe.sae_C_grid", "probe_compare.DEFAULT_C_GRID", list(probe_compare.DEFAULT_C_GRID)),
+            # calibration.smk passes null_redraws to a replicate only when it differs from this constant
+            ("calibration.null_redraws", "calibration.NULL_REDRAWS", calibration.NULL_REDRAWS)]
+    return out
+
+
+def schema_default(dotted: str) -> Any:
+    parent, _, key = dotted.rpartition(".")
+    return section_properties(parent)[key].get("default", NO_DEFAULT)
+
+
+@pytest.mark.parametrize(("dotted", "where", "ours"), _keyword_and_constant_defaults(),
+                         ids=[d for d, _, _ in _keyword_and_constant_defaults()])
+def test_keyword_and_constant_defaults_are_the_schema_defaults(dotted: str, where: str, ours: Any) -> None:
+    """Keys read as keyword arguments or through module constants (no dataclass) carry a second default in the
+    code; it must be the schema's (the one check_config fills in), or a caller outside the workflow, and
+    calibration replicates that leave null_redraws out, get another value."""
+    schema = schema_default(dotted)
+    assert ours is not NO_DEFAULT, f"{dotted}: {where} has no default (schema {schema!r})"
+    assert same_value(ours, schema), f"{dotted}: schema default {schema!r}, {where} {ours!r}"
+
+
+def test_simulation_defaults_are_the_schema_defaults() -> None:
+    """`interp.cohort.simulate.DEFAULTS`, the table cohort.simulate is merged over, agrees with the schema on
+    every key both have, and knows every key of the schema's section (it refuses any other)."""
+    from interp.cohort.simulate import DEFAULTS
+
+    props = section_properties("cohort.simulate")
+    problems = [f"cohort.simulate.{k}: not in simulate.DEFAULTS" for k in props
+                if k not in DEFAULTS and k != "ancestry_panel"]  # the panel is read by the ancestry stage
+    for key, value in DEFAULTS.items():
+        sub = props[key]
+        if isinstance(value, dict) and "properties" in sub:
+            for k, v in value.items():
+                if k in sub["properties"] and not same_value(v, sub["properties"][k].get("default", NO_DEFAULT)):
+                    problems.append(f"cohort.simulate.{key}.{k}: schema default "
+                                    f"{sub['properties'][k].get('default')!r}, simulate.DEFAULTS {v!r}")
+            problems += [f"cohort.simulate.{key}.{k}: not in simulate.DEFAULTS" for k in sub["properties"]
+                         if k not in value]
+        elif not same_value(value, sub.get("default", NO_DEFAULT)):
+            problems.append(f"cohort.simulate.{key}: schema default {sub.get('default')!r}, simulate.DEFAULTS "
+                            f"{value!r}")
+    assert not problems, "\n".join(problems)
+
+
+def _readme_table_keys() -> set[str]:
+    """Keys the README's Configuration table names: a row's first cell lists `a.b.c`, then `.d` for a.b.d;
+    `x.*` stands for every key under x; words in parentheses are values, not keys."""
+    import re
+
+    from interp.config import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Configuration"):text.index("## Outputs")]
+    top = set(load_schema()["properties"])
+    named: set[str] = set()
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cell, parent, depth = line.split(" | ")[0], None, 0
+        for piece in re.split(r"(`[^`]*`|[()])", cell):
+            depth += (piece == "(") - (piece == ")")
+            if depth or not piece.startswith("`"):
+                continue
+            token = piece.strip("`").replace('"', "")
+            if token.startswith(".") and parent is not None:
+                named.add(parent + token[1:])
+            elif token.split(".")[0] in top:
+                named.add(token)
+                parent = token.removesuffix(".*").rpartition(".")[0] + "." if "." in token else token + "."
+    return named
+
+
+def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
+    """Dotted schema keys that are not sections (objects with properties of their own)."""
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        if sub.get("type") == "object" and sub.get("properties") and not sub.get("x-merge-default"):
+            out += _leaf_keys(sub, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+def test_every_schema_key_is_in_the_readme_table() -> None:
+    named = _readme_table_keys()
+    wildcards = [k.removesuffix(".*") + "." for k in named if k.endswith(".*")]
+    missing = [k for k in _leaf_keys(load_schema()) if k not in named and not k.startswith(tuple(wildcards))]
+    assert not missing, f"schema keys without a row in README.md's Configuration table: {missing}"
+    keys = set(_leaf_keys(load_schema()))
+    keys |= {k.rpartition(".")[0] for k in keys}  # the sections too: a row may name one (`planted.steer`)
+    stale = sorted(k.removesuffix(".*") for k in named if k.removesuffix(".*") not in keys
+                   and not any(k.startswith(leaf + ".") for leaf in keys))  # a leaf's own keys: lm.overrides.n_layers
+    assert not stale, f"README.md's Configuration table names keys the schema does not have: {stale}"

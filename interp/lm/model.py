@@ -17,12 +17,12 @@ steps. The convolution gives every block relative position from the start.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from interp.lm.config import TinyLMConfig
 
 BASES = "ACGT"
 VOCAB = ["A", "C", "G", "T", "N", "[MASK]", "[PAD]"]
@@ -34,30 +34,6 @@ for _i, _b in enumerate(BASES):
     _TOKEN_OF_BYTE[ord(_b.lower())] = _i
 
 
-@dataclass
-class TinyLMConfig:
-    """Architecture. max_len is the context in bases (= tokens)."""
-
-    d_model: int = 128
-    n_layers: int = 6
-    n_heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
-    max_len: int = 256
-    conv_kernel: int = 0
-    """width (odd) of a depthwise Conv1d local mixer, a residual branch ahead of each block's attention; 0 = none."""
-
-    def __post_init__(self) -> None:
-        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
-            raise ValueError(f"conv_kernel must be 0 or a positive odd number, got {self.conv_kernel}")
-
-    def to_dict(self) -> dict:
-        """The fields; options left at their off value are left out, so a checkpoint of the original
-        architecture carries the same metadata (and bytes) as before the option existed."""
-        out = asdict(self)
-        if not self.conv_kernel:
-            del out["conv_kernel"]
-        return out
 
 
 def encode(seq: str) -> torch.Tensor:

@@ -17,7 +17,6 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from interp.errors import InputError
 from interp.io import atomic_path
+from interp.lm.config import TRAINING_DEFAULTS, resolve_settings  # noqa: F401  (re-exported)
 from interp.lm.markov import markov_cross_entropy
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
-
-TRAINING_DEFAULTS = {
-    "seq_len": 128,
-    "batch_size": 32,
-    "max_steps": 300,
-    "lr": 1e-3,
-    "weight_decay": 0.01,
-    "warmup_steps": 30,
-    "min_lr_ratio": 0.1,
-    "mask_prob": 0.15,
-    "n_mask_groups": 7,
-    "eval_batch_size": 32,
-    "reverse_complement": 0.0,
-    "mask_span": 1,
-}
-"""reverse_complement: probability that a training crop is read on the other strand (reverse complement);
-0 (default) draws nothing, so training is bit for bit what it was before the option existed.
-mask_span: bases per masked span (SpanBERT-style, fixed length); about mask_prob of the bases are masked in
-spans of this many contiguous bases, so a masked base's neighbours are often masked too and the model must
-infer it from further away. 1 (default) is BERT's per-base masking, bit for bit as before the option."""
 
 _RC_TOKEN = np.array([3, 2, 1, 0, 4, 5, 6], dtype=np.int64)  # A<->T, C<->G; N, [MASK], [PAD] unchanged
 
@@ -58,38 +38,6 @@ _RC_TOKEN = np.array([3, 2, 1, 0, 4, 5, 6], dtype=np.int64)  # A<->T, C<->G; N, 
 def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
-    """Merge card `architecture`/`training` with `overrides` (any key of either section)."""
-    arch_keys = {f.name for f in fields(TinyLMConfig)}
-    arch = dict(card.get("architecture") or {})
-    train = {**TRAINING_DEFAULTS, **(card.get("training") or {})}
-    for key, value in (overrides or {}).items():
-        if key in arch_keys:
-            arch[key] = value
-        elif key in TRAINING_DEFAULTS:
-            train[key] = value
-        else:
-            raise InputError(f"{card.get('name', 'model card')}: unknown override '{key}'; expected one of "
-                             f"{sorted(arch_keys | set(TRAINING_DEFAULTS))}")
-    unknown = set(arch) - arch_keys
-    if unknown:
-        raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
-    try:
-        cfg = TinyLMConfig(**arch)
-    except ValueError as err:
-        raise InputError(f"{card.get('name', 'model card')}, field architecture: {err}") from err
-    if int(train["mask_span"]) < 1:
-        raise InputError(f"{card.get('name', 'model card')}, field training.mask_span: expected an integer >= 1, "
-                         f"got {train['mask_span']}")
-    if train["seq_len"] != cfg.max_len:
-        # crops sit at positions 0..seq_len-1: a shorter seq_len leaves the learned position embeddings past
-        # it untrained, yet embedding, scoring, loss recovered and steering all run max_len windows
-        raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
-                         f"{'exceeds' if train['seq_len'] > cfg.max_len else 'is shorter than'} architecture.max_len "
-                         f"{cfg.max_len}; set both to the same length (lm.overrides: {{max_len: N, seq_len: N}})")
-    return cfg, train
 
 
 def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, mask_prob: float,

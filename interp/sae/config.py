@@ -37,7 +37,8 @@ class SAEConfig:
     jumprelu_bandwidth: float = 0.05
     """jumprelu: width of the rectangle kernel of the straight-through estimator (normalised units)."""
     jumprelu_init_threshold: float = 0.05
-    """jumprelu: initial threshold of every feature (normalised units)."""
+    """jumprelu: smallest initial threshold of a feature (normalised units); each starts at the (1 - k/F)
+    quantile of its activations on the initialisation sample, at least this."""
     matryoshka_prefixes: list[float] = field(default_factory=lambda: [0.0625, 0.25, 1.0])
     """matryoshka: nested dictionary sizes as fractions of n_features (increasing, last 1.0); the
     loss is the mean reconstruction loss over these prefixes."""

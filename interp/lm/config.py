@@ -1,0 +1,91 @@
+"""Settings of the built-in LM `tiny-dnalm`: its architecture (`TinyLMConfig`), training defaults, and how a
+model card's `architecture` / `training` and the config's overrides (`lm.overrides`, `planted.lm_overrides`)
+combine (`resolve_settings`).
+
+Free of torch, so that `interp.config.check_config` can refuse a misspelt override before any rule runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from interp.errors import InputError
+
+
+@dataclass
+class TinyLMConfig:
+    """Architecture. max_len is the context in bases (= tokens)."""
+
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    max_len: int = 256
+    conv_kernel: int = 0
+    """width (odd) of a depthwise Conv1d local mixer, a residual branch ahead of each block's attention; 0 = none."""
+
+    def __post_init__(self) -> None:
+        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
+            raise ValueError(f"conv_kernel must be 0 or a positive odd number, got {self.conv_kernel}")
+
+    def to_dict(self) -> dict:
+        """The fields; options left at their off value are left out, so a checkpoint of the original
+        architecture carries the same metadata (and bytes) as before the option existed."""
+        out = asdict(self)
+        if not self.conv_kernel:
+            del out["conv_kernel"]
+        return out
+
+
+TRAINING_DEFAULTS = {
+    "seq_len": 128,
+    "batch_size": 32,
+    "max_steps": 300,
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "warmup_steps": 30,
+    "min_lr_ratio": 0.1,
+    "mask_prob": 0.15,
+    "n_mask_groups": 7,
+    "eval_batch_size": 32,
+    "reverse_complement": 0.0,
+    "mask_span": 1,
+}
+"""reverse_complement: probability that a training crop is read on the other strand (reverse complement);
+0 (default) draws nothing, so training is bit for bit what it was before the option existed.
+mask_span: bases per masked span (SpanBERT-style, fixed length); about mask_prob of the bases are masked in
+spans of this many contiguous bases, so a masked base's neighbours are often masked too and the model must
+infer it from further away. 1 (default) is BERT's per-base masking, bit for bit as before the option."""
+
+
+def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
+    """Merge card `architecture`/`training` with `overrides` (any key of either section)."""
+    arch_keys = {f.name for f in fields(TinyLMConfig)}
+    arch = dict(card.get("architecture") or {})
+    train = {**TRAINING_DEFAULTS, **(card.get("training") or {})}
+    for key, value in (overrides or {}).items():
+        if key in arch_keys:
+            arch[key] = value
+        elif key in TRAINING_DEFAULTS:
+            train[key] = value
+        else:
+            raise InputError(f"{card.get('name', 'model card')}: unknown override '{key}'; expected one of "
+                             f"{sorted(arch_keys | set(TRAINING_DEFAULTS))}")
+    unknown = set(arch) - arch_keys
+    if unknown:
+        raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
+    try:
+        cfg = TinyLMConfig(**arch)
+    except ValueError as err:
+        raise InputError(f"{card.get('name', 'model card')}, field architecture: {err}") from err
+    if int(train["mask_span"]) < 1:
+        raise InputError(f"{card.get('name', 'model card')}, field training.mask_span: expected an integer >= 1, "
+                         f"got {train['mask_span']}")
+    if train["seq_len"] != cfg.max_len:
+        # crops sit at positions 0..seq_len-1: a shorter seq_len leaves the learned position embeddings past
+        # it untrained, yet embedding, scoring, loss recovered and steering all run max_len windows
+        raise InputError(f"{card.get('name', 'model card')}, field training.seq_len: {train['seq_len']} "
+                         f"{'exceeds' if train['seq_len'] > cfg.max_len else 'is shorter than'} architecture.max_len "
+                         f"{cfg.max_len}; set both to the same length (lm.overrides: {{max_len: N, seq_len: N}})")
+    return cfg, train

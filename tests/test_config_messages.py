@@ -1,0 +1,90 @@
+"""`interp check-config` (the check the Snakefile runs first): a misspelt key anywhere, or a value of the wrong
+type, stops with one line that names the key and what was expected, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def _check_config(tmp_path: Path, text: str, capsys) -> tuple[int, str]:
+    """`interp check-config` on a user config (YAML text, merged over configs/demo.yaml): status and stderr."""
+    from interp.cli import main
+
+    path = tmp_path / "user.yaml"
+    path.write_text(text)
+    rc = main(["check-config", str(path)])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("seeed: 3", "unknown key 'seeed' in (top level); allowed keys: audit, calibration, "),
+    ("sae: {n_featurs: 8}", "unknown key 'n_featurs' in sae; allowed keys: "),
+    ("sae: {steer: {nrandom: 3}}", "unknown key 'nrandom' in sae.steer; allowed keys: "),
+    ("audit: {bootstrapp: 8}", "unknown key 'bootstrapp' in audit; allowed keys: "),
+    ("cohort: {n_pc: 3}", "unknown key 'n_pc' in cohort; allowed keys: "),
+    ("cohort: {simulate: {causal: {oddsratio: 3}}}", "unknown key 'oddsratio' in cohort.simulate.causal; "),
+    ("sae: {n_features: many}", "sae.n_features: expected integer, got string ('many')"),
+    ("audit: {alpha: '0.05'}", "audit.alpha: expected number, got string ('0.05')"),
+    ("embed: {token_budget: big}", "embed.token_budget: expected integer or null, got string ('big')"),
+    ("embed: {device: gpu}", "embed.device: 'gpu' is not one of ['cpu', 'cuda', 'auto']"),
+])
+def test_unknown_keys_and_wrong_types_are_named(tmp_path: Path, capsys, text: str, expected: str) -> None:
+    rc, err = _check_config(tmp_path, text, capsys)
+    assert rc == 2 and err.startswith(f"error: {tmp_path / 'user.yaml'}: {expected}"), err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # an unquoted `null:` key (audit's and cohort.simulate's "null") is YAML's null, not the word; with another
+    # unknown key beside it, sorting the keys raised TypeError (a traceback instead of a message)
+    ("audit: {null: permute}", "unknown key null (an unquoted null, ~ or empty value is YAML's null: quote \"null\" "
+                               "to mean the word) in audit"),
+    ("audit: {null: permute, fo: 1}", "unknown key null (an unquoted null"),
+    ("cohort: {phenotypes: [causal, null]}", "cohort.phenotypes.1: expected string, got null (None; an unquoted null"),
+    ("sae: {n_features: }", "sae.n_features: expected integer, got null (None; an empty value or ~ is YAML's null)"),
+    ("sae: {n_features: yes}", "sae.n_features: expected integer, got boolean (True)"),
+    ("probe: {sae_top_k: 8}", "probe.sae_top_k: expected non-empty array of integer, got integer (8)"),
+    # oneOf: once "3 is not valid under any of the given schemas", without what is valid
+    ("embed: {layers: 3}", "embed.layers: expected one of ['all'] or non-empty array of string, got integer (3)"),
+])
+def test_yaml_nulls_booleans_and_alternatives_are_explained(tmp_path: Path, capsys, text: str,
+                                                            expected: str) -> None:
+    rc, err = _check_config(tmp_path, text, capsys)
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.startswith(f"error: {tmp_path / 'user.yaml'}: {expected}"), err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("lm: {overrides: {d_modl: 64}}", "lm.overrides: tiny-dnalm: unknown override 'd_modl'; expected one of "),
+    ("lm: {overrides: {max_len: 128}}", "lm.overrides: tiny-dnalm, field training.seq_len: 256 exceeds "
+                                        "architecture.max_len 128"),
+    ("planted: {lm_overrides: {max_step: 5000}}", "planted.lm_overrides: tiny-dnalm: unknown override 'max_step'"),
+])
+def test_lm_overrides_are_checked_before_any_rule(tmp_path: Path, capsys, text: str, expected: str) -> None:
+    """The schema leaves lm.overrides and planted.lm_overrides open: a misspelt key once passed check-config and
+    stopped only the pretrain rule (for planted.lm_overrides, after the planted genome and windows were built)."""
+    rc, err = _check_config(tmp_path, text, capsys)
+    assert rc == 2 and err.startswith(f"error: {tmp_path / 'user.yaml'}: {expected}"), err
+
+
+def test_lm_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
+    text = yaml.safe_dump({"lm": {"overrides": {"max_steps": 10, "max_len": 128, "seq_len": 128}},
+                           "planted": {"lm_overrides": {"max_steps": 10}}})
+    rc, err = _check_config(tmp_path, text, capsys)
+    assert rc == 0, err
+
+
+def test_check_config_does_not_import_torch() -> None:
+    """The Snakefile runs check_config on every invocation (a dry run too): the override check stays torch-free."""
+    import subprocess
+    import sys
+
+    from interp.config import ROOT
+
+    code = ("import sys, yaml; from interp.config import check_config, ROOT; "
+            "check_config(yaml.safe_load((ROOT / 'configs' / 'demo.yaml').read_text()), base_dir=ROOT); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
