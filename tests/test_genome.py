@@ -413,8 +413,8 @@ def test_exon_only_gtf_holds_no_exons_until_its_transcripts_are_decided(tmp_path
     keep = KeepStudied(["chr1"], spans=[("chr1", 950, 960)])
     held = []
     collect = annotation_module._collect_unheld_exons
-    monkeypatch.setattr(annotation_module, "_collect_unheld_exons", lambda p, txs, k: held.append(
-        sum(len(t.exons) for t in txs.values())) or collect(p, txs, k))
+    monkeypatch.setattr(annotation_module, "_collect_unheld_exons", lambda p, txs, *a: held.append(
+        sum(len(t.exons) for t in txs.values())) or collect(p, txs, *a))
     got = read_annotation(path, keep=keep)
     assert held == [1]  # of 604 exons read, only b1's after its (studied) transcript line was held
     whole = read_annotation(path)
@@ -493,9 +493,9 @@ def test_gff3_is_streamed_and_keeps_what_a_whole_read_keeps(tmp_path, monkeypatc
     assert whole.filter(pl.col("feature") == "transcript")["gene"].unique().len() == 50
     assert whole.filter(pl.col("transcript") == "tx:G7.1")["gene"].unique().to_list() == ["G7"]
     held = []
-    collect = annotation_module._collect_unheld_gff3_exons
-    monkeypatch.setattr(annotation_module, "_collect_unheld_gff3_exons", lambda p, txs, k: held.append(
-        (len(txs), sum(len(t.exons) for t in txs.values()))) or collect(p, txs, k))
+    collect = annotation_module._collect_unheld_exons
+    monkeypatch.setattr(annotation_module, "_collect_unheld_exons", lambda p, txs, *a: held.append(
+        (len(txs), sum(len(t.exons) for t in txs.values()))) or collect(p, txs, *a))
     got = read_annotation(path, keep=KeepStudied(["chr1"], genes=["G7"], spans=[("chr1", 30_500, 30_600)]))
     assert got.equals(whole.filter(pl.col("gene").is_in(["G7", "G3"])))
     assert sizes[0] == 100 and sizes[1] == 4  # only G3's and G7's reach the end

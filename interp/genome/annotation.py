@@ -288,19 +288,23 @@ def _read_gtf(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl.
             lo, hi = tx.exon_span or (fields[3], fields[4])
             tx.exon_span, tx.unheld = (min(lo, fields[3]), max(hi, fields[4])), tx.unheld + 1
     if keep is not None:
-        _collect_unheld_exons(path, transcripts, keep)
+        _collect_unheld_exons(path, transcripts, keep, _gtf_transcript_of)
     if not transcripts and seen:  # transcripts there were, none studied
         return pl.DataFrame(schema=SCHEMA)
     return _to_frame(transcripts, path, keep)
 
 
-def _collect_unheld_exons(path: Path, transcripts: dict[str, _Transcript], keep: Keep) -> None:
-    """At the end of a GTF read with `keep`: drop the transcripts with unheld exons that `keep` refuses on
-    their whole span, and read the exons of those it accepts from a second pass over the file."""
+def _collect_unheld_exons(path: Path, transcripts: dict[str, _Transcript], keep: Keep,
+                          parents_of: Callable[[str], Iterable[str]]) -> None:
+    """At the end of a GTF / GFF3 read with `keep`: drop the transcripts with unheld exons that `keep` refuses
+    on their whole span, and read the exons of those it accepts from a second pass over the file.
+
+    parents_of: an exon line's attribute text -> the transcripts it belongs to (GTF: its transcript_id; GFF3:
+    its Parent= list)."""
     wanted: set[str] = set()
     for name in [n for n, tx in transcripts.items() if tx.unheld]:
         tx = transcripts[name]
-        span = tx.exon_span if tx.span is None else tx.span
+        span = tx.span or tx.exon_span  # no span of its own: all its exons are unheld
         if keep(tx.gene, tx.contig, *span):
             wanted.add(name)
             tx.exons.clear()  # all of them again, in file order, from the second pass
@@ -310,9 +314,14 @@ def _collect_unheld_exons(path: Path, transcripts: dict[str, _Transcript], keep:
         return
     for line_no, fields in _nine_columns(path, _lines(path)):
         if fields[2] == "exon":
-            name = _gtf_attributes(fields[8]).get("transcript_id")
-            if name in wanted:
+            for name in set(parents_of(fields[8])) & wanted:
                 transcripts[name].exons.append((fields[3], fields[4], line_no))
+
+
+def _gtf_transcript_of(attributes: str) -> list[str]:
+    """The transcript_id of a GTF line's attributes, as a list (none: empty)."""
+    name = _gtf_attributes(attributes).get("transcript_id")
+    return [name] if name is not None else []
 
 
 def _gff_attributes(text: str) -> dict[str, str]:
@@ -460,30 +469,11 @@ def _read_gff3(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
             tx.gene = gene_of(feature_id, feature.parent)
     had_any = bool(transcripts or dropped)
     if keep is not None:
-        _collect_unheld_gff3_exons(path, transcripts, keep)
+        _collect_unheld_exons(path, transcripts, keep, lambda text: (
+            unquote(p) for p in _gff_attributes(text).get("Parent", "").split(",")))
     if not transcripts and had_any:  # transcripts there were, none studied
         return pl.DataFrame(schema=SCHEMA)
     return _to_frame({k: v for k, v in transcripts.items() if v.exons or v.span}, path, keep)
-
-
-def _collect_unheld_gff3_exons(path: Path, transcripts: dict[str, _Transcript], keep: Keep) -> None:
-    """At the end of a GFF3 read with `keep`: drop the transcripts with unheld exons that `keep` refuses, and
-    read the exons of those it accepts from a second pass (the GFF3 counterpart of `_collect_unheld_exons`)."""
-    wanted: set[str] = set()
-    for name in [n for n, tx in transcripts.items() if tx.unheld]:
-        tx = transcripts[name]
-        span = tx.span or tx.exon_span  # no span of its own: a parent that never came, all its exons unheld
-        if keep(tx.gene, tx.contig, *span):
-            wanted.add(name)
-            tx.exons.clear()  # all of them again from the second pass
-        else:
-            del transcripts[name]
-    if not wanted:
-        return
-    for line_no, fields in _nine_columns(path, _lines(path)):
-        if fields[2] == "exon":
-            for parent in {unquote(p) for p in _gff_attributes(fields[8]).get("Parent", "").split(",")} & wanted:
-                transcripts[parent].exons.append((fields[3], fields[4], line_no))
 
 
 # ---------------------------------------------------------------- entry points
