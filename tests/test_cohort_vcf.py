@@ -85,7 +85,8 @@ def test_samples_tsv_errors(tmp_path):
     table = read_samples_tsv(path, ["case"], ["sex"], "population")
     assert table.columns == ["sample_id", "population", "case", "sex"] and table["case"].to_list() == [1.0, 0.0]
     with pytest.raises(InputError, match=r"samples.tsv, line 1, field batch: column 'batch' is missing; the "
-                                         r"header has: sample_id, population, case, sex"):
+                                         r"header has: sample_id, population, case, sex; it is named in "
+                                         r"cohort.covariates \(configs/demo.yaml's value unless"):
         read_samples_tsv(path, ["case"], ["batch"], "population")
     path.write_text("sample_id\tcase\nA\t1\nB\tyes\n")
     with pytest.raises(InputError, match=r"line 3, field case: phenotype value 'yes' is not a number"):

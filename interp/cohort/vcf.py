@@ -119,9 +119,12 @@ def read_samples_tsv(
     wanted = ["sample_id"] + ([population_column] if population_column else []) + phenotypes + covariates
     for column in wanted:
         if column not in header:
+            # a config that leaves cohort.covariates out inherits configs/demo.yaml's [sex, batch]
+            hint = ("; it is named in cohort.covariates (configs/demo.yaml's value unless your config sets its own: "
+                    "`covariates: []` for none)" if column in covariates else "")
             raise InputError(
                 f"{where(path, line=1, field=column)}: column '{column}' is missing; "
-                f"the header has: {', '.join(header)}"
+                f"the header has: {', '.join(header)}{hint}"
             )
     if table.height == 0:
         raise InputError(f"{path}: has a header but no samples")
