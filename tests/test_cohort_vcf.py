@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,14 @@ import polars as pl
 import pysam
 import pytest
 
-from interp.cohort.vcf import ensure_indexed, read_genotypes, read_samples_tsv, validate_cohort, vcf_samples
+from interp.cohort.vcf import (
+    ensure_indexed,
+    iter_dosage_chunks,
+    read_genotypes,
+    read_samples_tsv,
+    validate_cohort,
+    vcf_samples,
+)
 from interp.errors import InputError
 from interp.genome.fasta import read_fasta
 from interp.genome.regions import Region
@@ -411,3 +419,96 @@ def test_reader_equals_pysam_call_by_call_on_real_and_simulated_vcfs(tmp_path):
                     assert bool(ours.phased[i, j]) == (call.phased or len(call["GT"]) == 1), (path, i, j)
                 i += 1
         assert i == ours.n_variants > 10
+
+
+# ---------------------------------------------------------------- real-world quirks (review-vcf)
+
+_QUIRK_HEADER = ("##fileformat=VCFv4.3\n##contig=<ID=chr2,length=1000>\n##contig=<ID=chrX,length=1000>\n"
+                 '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                 "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n")
+
+
+def _bgzip(path: Path, text: str) -> Path:
+    plain = path.with_suffix(".txt")
+    plain.write_text(text)
+    pysam.tabix_compress(str(plain), str(path), force=True)
+    return path
+
+
+def test_stale_index_is_not_trusted(tmp_path):
+    """An index older than its VCF (rewritten after tabix) made region reads miss records silently."""
+    chr2 = "".join(f"chr2\t{p}\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n" for p in range(20, 30))
+    chrx = "chrX\t5\t.\tA\tC\t.\t.\t.\tGT\t1\t0|1\n"
+    vcf = _bgzip(tmp_path / "c.vcf.gz", _QUIRK_HEADER + chr2 + chrx)
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    more = "".join(f"chr2\t{p}\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n" for p in range(20, 60))
+    _bgzip(vcf, _QUIRK_HEADER + more + chrx)
+    index = Path(f"{vcf}.tbi")
+    stamp = vcf.stat().st_mtime
+    os.utime(index, (stamp - 10, stamp - 10))
+    regions = [Region("x", "chrX", 0, 100)]
+    assert read_genotypes(vcf, regions=regions).n_variants == 1  # was 0: the old offsets point into chr2
+    copy = ensure_indexed(vcf, out_dir=tmp_path / "out")  # check_cohort's call: a fresh indexed copy
+    assert copy != vcf and read_genotypes(copy, regions=regions).n_variants == 1
+    assert ensure_indexed(vcf) == vcf and index.stat().st_mtime >= stamp  # in place: the index is rewritten
+    np.testing.assert_array_equal(read_genotypes(vcf, regions=regions).gt[0], [[1, 1], [0, 1]])
+
+
+def test_malformed_calls_are_named_not_misread(tmp_path):
+    """A short line shifted nothing but left samples missing, '0|2' in a biallelic record gave allele 2, and
+    '0|1|1' lost a copy; each is now an InputError naming the record. A trailing tab stays harmless."""
+    cases = {"chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\n": r"chr2:5: 1 genotype columns; the header names 2",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t0|1\t1|1\n": "3 genotype columns",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|2\t0|1\n": r"'0\|2' names ALT allele 2, but the record has one",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT:DP\t0|2:3\t0|1:4\n": "names ALT allele 2",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1|1\t0|1\n": "ploidy 3",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|x\t0|1\n": "is not a VCF GT value"}
+    for record, message in cases.items():
+        vcf = tmp_path / "bad.vcf"
+        vcf.write_text(_QUIRK_HEADER + record)
+        with pytest.raises(InputError, match=message):
+            read_genotypes(vcf)
+    vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|.\t\n")
+    np.testing.assert_array_equal(read_genotypes(vcf).gt[0], [[0, 1], [1, -1]])
+    # the dosage stream refused '0|2' the same way (it summed it to dosage 2)
+    vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|2\t0|1\n")
+    with pytest.raises(InputError, match="names ALT allele 2"):
+        list(iter_dosage_chunks(vcf))
+
+
+def test_scanned_region_read_counts_and_contigs_like_the_indexed_one(tmp_path):
+    """Without an index, skipped records outside the regions were counted, and a contig the FASTA lacks
+    (anywhere in the file) stopped the read."""
+    text = (_QUIRK_HEADER.replace("##contig=<ID=chrX", "##contig=<ID=HLA-A*01:01,length=9>\n##contig=<ID=chrX")
+            + "chr2\t9\t.\tAC\tA\t.\t.\t.\tGT\t0|1\t1|1\n"
+            + "chr2\t11\t.\tA\t<DEL>\t.\t.\t.\tGT\t0|1\t1|1\n"
+            + "chr2\t15\t.\tA\t*\t.\t.\t.\tGT\t0|1\t1|1\n"
+            + "chr2\t16\t.\tA\tC,G\t.\t.\t.\tGT\t0|1\t1|2\n"
+            + "HLA-A*01:01\t3\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
+    vcf = tmp_path / "s.vcf"
+    vcf.write_text(text)
+    indexed = ensure_indexed(vcf, out_dir=tmp_path / "idx")
+    regions = [Region("r", "2", 7, 12)]
+    for path in (vcf, indexed):
+        genotypes = read_genotypes(path, regions=regions, fasta_contigs=["2", "X"])
+        assert list(genotypes.pos) == [9] and genotypes.contig_map["chr2"] == "2"
+        assert (genotypes.n_other_skipped, genotypes.n_multiallelic_skipped) == (1, 0), path
+
+
+def test_bcf_is_named_as_such(tmp_path):
+    vcf = tmp_path / "q.vcf"
+    vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
+    bcf = tmp_path / "q.bcf"
+    with pysam.VariantFile(str(vcf)) as src, pysam.VariantFile(str(bcf), "wb", header=src.header) as dst:
+        for record in src:
+            dst.write(record)
+    for call in (read_genotypes, ensure_indexed):
+        with pytest.raises(InputError, match=r"q.bcf: is a BCF \(binary VCF\); convert it .*bcftools view -Oz"):
+            call(bcf)
+
+
+def test_samples_tsv_row_with_extra_tab_names_its_line(tmp_path):
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("sample_id\tcase\na\t1\nb\t0\t\n")
+    with pytest.raises(InputError, match=r"s.tsv, line 3: 3 tab-separated fields, but the header has 2 columns"):
+        read_samples_tsv(sheet, ["case"], [])

@@ -108,7 +108,7 @@ def read_samples_tsv(
     try:
         table = pl.read_csv(path, separator="\t", infer_schema=False, comment_prefix=None)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
-        raise InputError(f"{path}: cannot be read as a tab-separated table ({error})") from error
+        raise _unreadable_table(path, error) from error
     header = table.columns
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         raw_header = handle.readline().rstrip("\r\n").split("\t")
@@ -168,6 +168,20 @@ def read_samples_tsv(
     return pl.DataFrame(columns).select(list(columns))
 
 
+def _unreadable_table(path: Path, error: Exception) -> InputError:
+    """One-line error for a sample sheet polars cannot read: the first row with more tab-separated fields than
+    the header (a stray or trailing tab) by its line, else polars' reason."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        n_columns = len(handle.readline().rstrip("\r\n").split("\t"))
+        for line_no, line in enumerate(handle, start=2):
+            n_fields = len(line.rstrip("\r\n").split("\t"))
+            if n_fields > n_columns:
+                return InputError(f"{where(path, line=line_no)}: {n_fields} tab-separated fields, but the header "
+                                  f"has {n_columns} columns (a stray or trailing tab?)")
+    detail = " ".join(str(error).split())
+    return InputError(f"{path}: cannot be read as a tab-separated table ({detail})")
+
+
 def _to_float(values: list[str | None]) -> pl.Series:
     return pl.Series([None if v is None or v in MISSING_TEXT else float(v) for v in values], dtype=pl.Float64)
 
@@ -207,6 +221,9 @@ def read_vcf_header(vcf_path: str | Path) -> VcfHeader:
     try:
         with _open_text(path) as handle:
             first = handle.readline()
+            if first.startswith("BCF"):  # binary VCF: bcftools reads it, this text reader does not
+                raise InputError(f"{path}: is a BCF (binary VCF); convert it to a bgzipped VCF: bcftools view -Oz "
+                                 f"-o {path.name.removesuffix('.bcf')}.vcf.gz {path.name}, then tabix -p vcf")
             if not first.startswith("##fileformat=VCF"):
                 raise InputError(f"{where(path, line=1)}: cannot be read as a VCF (expected '##fileformat=VCF...', "
                                  f"found {first[:40].rstrip()!r})")
@@ -232,12 +249,26 @@ def read_vcf_header(vcf_path: str | Path) -> VcfHeader:
 _FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
 
 
+def _indexes(path: Path) -> list[Path]:
+    """The .tbi / .csi files beside `path`."""
+    return [index for suffix in (".tbi", ".csi") if (index := Path(str(path) + suffix)).exists()]
+
+
+def _stale(index: Path, path: Path) -> bool:
+    """True when `index` is older than the VCF it indexes (htslib's rule, whole seconds): the VCF was
+    rewritten after indexing, and region queries through it silently miss records (or hit damaged blocks)."""
+    return int(index.stat().st_mtime) < int(path.stat().st_mtime)
+
+
 def _has_index(path: Path) -> bool:
-    return any(Path(str(path) + suffix).exists() for suffix in (".tbi", ".csi"))
+    """True when `path` has a .tbi or .csi beside it and none of them is stale."""
+    indexes = _indexes(path)
+    return bool(indexes) and not any(_stale(index, path) for index in indexes)
 
 
 def is_indexed(vcf_path: str | Path) -> bool:
-    """True for a bgzipped VCF with a .tbi or .csi beside it (region queries go through the index)."""
+    """True for a bgzipped VCF with a .tbi or .csi beside it (region queries go through the index); an index
+    older than the VCF counts as none (the file is then scanned, or `ensure_indexed` indexes it anew)."""
     path = Path(vcf_path)
     return path.exists() and compression(path) == "bgzf" and _has_index(path)
 
@@ -352,14 +383,20 @@ def _decode_gt(calls: str, n_samples: int) -> tuple[np.ndarray, np.ndarray] | No
         return None
     alleles = cells[:, [0, 2]].astype(np.int16) - 48
     alleles[cells[:, [0, 2]] == 46] = -1  # '.'
-    if ((alleles < -1) | (alleles > 9)).any():
+    if ((alleles < -1) | (alleles > 1)).any():  # `_parse_calls` names what is wrong
         return None
     return alleles.astype(np.int8), sep == 124
 
 
 def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: str
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """General path: GT out of any FORMAT; haploid calls count as homozygous and phased."""
+    """General path: GT out of any FORMAT of a biallelic record, for `fields` [n_samples] sample columns:
+    ([n_samples, 2] int8 allele indices, -1 missing; [n_samples] phased). Haploid calls count as homozygous
+    and phased. InputError (naming `where_`) for a column count that differs from the header's, a ploidy above
+    2, or an allele index other than 0, 1 or '.'.
+    """
+    if len(fields) < n_samples or any(fields[n_samples:]):  # a cut or merged line (a trailing tab is fine)
+        raise InputError(f"{where_}: {len(fields)} genotype columns; the header names {n_samples} samples")
     gt = np.full((n_samples, 2), -1, dtype=np.int8)
     phased = np.zeros(n_samples, dtype=bool)
     keys = format_field.split(":")
@@ -370,17 +407,22 @@ def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: s
         parts = call.split(":")
         text = parts[k] if k < len(parts) else "."
         if "|" in text or "/" in text:
-            alleles = re.split(r"[|/]", text)[:2]
+            alleles = re.split(r"[|/]", text)
             phased[i] = "|" in text
         else:
             alleles = [text, text]
             phased[i] = True
+        if len(alleles) > 2:
+            raise InputError(f"{where_}: genotype {text!r} has ploidy {len(alleles)}; only haploid and diploid "
+                             "calls can be read")
         for copy, allele in enumerate(alleles):
-            if allele not in (".", ""):
-                try:
-                    gt[i, copy] = int(allele)
-                except ValueError:
-                    raise InputError(f"{where_}: genotype {text!r} is not a VCF GT value") from None
+            if allele in (".", ""):
+                continue
+            if allele not in ("0", "1"):
+                what = "is not a VCF GT value" if not allele.isdigit() else (
+                    f"names ALT allele {allele}, but the record has one ALT allele")
+                raise InputError(f"{where_}: genotype {text!r} {what} (expected 0, 1 or '.' per copy)")
+            gt[i, copy] = int(allele)
     return gt, phased
 
 
@@ -412,7 +454,8 @@ def read_genotypes(
         the file; an unindexed one is scanned.
     fasta_contigs: contig names of the reference; VCF contigs are mapped onto them with
         `resolve_contig` (aliases, exact, chr rule), and unknown contigs raise InputError.
-    Haploid calls (e.g. male chrX) are stored as homozygous and phased.
+    Haploid calls (e.g. male chrX) are stored as homozygous and phased. FILTER is not read: records that
+    failed a filter are kept like PASS ones.
     """
     vcf_path = Path(vcf_path)
     header = read_vcf_header(vcf_path)
@@ -446,15 +489,20 @@ def read_genotypes(
         fields = line.split("\t", 9)
         if len(fields) < 8:
             raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
+        pos = int(fields[1])
+        if regions_by_contig is not None and spans is None:  # a scan: only records inside the regions count
+            try:
+                contig = resolve(fields[0])
+            except InputError:  # a contig the FASTA lacks (decoy, HLA) holds no studied region
+                continue
+            if not _in_regions(contig, pos - 1, regions_by_contig):
+                continue
         kind = _biallelic(fields)
         if kind != "ok":
             n_multi += kind == "multi"
             n_other += kind == "other"
             continue
         contig = resolve(fields[0])
-        pos = int(fields[1])
-        if regions_by_contig is not None and spans is None and not _in_regions(contig, pos - 1, regions_by_contig):
-            continue
         if n_all == 0:
             gt, phased = np.zeros((0, 2), dtype=np.int8), np.zeros(0, dtype=bool)
         else:
@@ -825,20 +873,21 @@ def validate_cohort(
 def ensure_indexed(vcf_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Return the path of a bgzipped, tabix-indexed copy of `vcf_path`, making one if needed.
 
-    - bgzipped with a .tbi/.csi next to it: returned unchanged.
-    - bgzipped without index, no `out_dir`: a .tbi is added next to it (the VCF itself is untouched).
+    - bgzipped with a .tbi/.csi next to it, not older than the VCF: returned unchanged.
+    - bgzipped without index, no `out_dir`: a .tbi is added next to it (the VCF itself is untouched); an
+      index older than the VCF (rewritten after indexing) is written anew.
     - otherwise (plain text, plain gzip, or `out_dir` given): `<out_dir>/<name>.vcf.gz` + `.tbi` are
       written (temp names, then renamed); `out_dir` defaults to the VCF's folder. The user's file is
       never overwritten.
     """
     vcf_path = Path(vcf_path)
-    if not vcf_path.exists():
-        raise InputError(f"{vcf_path}: VCF does not exist")
+    read_vcf_header(vcf_path)  # a missing file, a BCF or a non-VCF is named before anything is copied
     kind = compression(vcf_path)
     if kind == "bgzf" and _has_index(vcf_path):
         return vcf_path
-    if kind == "bgzf" and out_dir is None:
-        _index_atomically(vcf_path)
+    if kind == "bgzf" and out_dir is None:  # no index, or a stale one: (re)written under its own name
+        for index in [i for i in _indexes(vcf_path) if _stale(i, vcf_path)] or [Path(str(vcf_path) + ".tbi")]:
+            _index_atomically(vcf_path, index)
         return vcf_path
     out_dir = Path(out_dir) if out_dir is not None else vcf_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -890,7 +939,7 @@ def _tabix(path: Path, index: Path, source: Path) -> None:
                          f"contig and position? ({detail})") from error
 
 
-def _index_atomically(vcf_path: Path) -> None:
-    """Add `<vcf_path>.tbi` beside the bgzipped VCF (left untouched), atomically."""
-    with atomic_path(str(vcf_path) + ".tbi") as tmp:
+def _index_atomically(vcf_path: Path, index: Path) -> None:
+    """Write `index` (`<vcf_path>.tbi` or `.csi`) beside the bgzipped VCF (left untouched), atomically."""
+    with atomic_path(index) as tmp:
         _tabix(vcf_path, tmp, vcf_path)
