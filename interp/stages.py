@@ -502,7 +502,7 @@ def ancestry(job: Job) -> None:
     """Genotype AnnData of the studied regions with ancestry PCs, UMAP and clusters (interp.cohort.ancestry).
 
     With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages,
-    read in chunks, by a blockwise randomized SVD; otherwise from the regions' own variants.
+    read in chunks (exact Gram matrix, or a blockwise randomized SVD beyond 4,096 samples); otherwise from the regions' own variants.
     """
     from interp.cohort.ancestry import cohort_ancestry
 

@@ -239,7 +239,7 @@ def test_cohort_ancestry_with_panel_takes_the_pcs_from_the_panel(tmp_path) -> No
     direct = marker_pca(markers, table, n_pcs=3, seed=1, umap_and_clusters=False)
     np.testing.assert_array_equal(out.obsm["X_pca"], direct.obsm["X_pca"])
     assert out.uns["ancestry_source"] == {"vcf": "panel.vcf", "n_markers": markers.n_kept,
-                                          "n_markers_read": 300, "method": "randomized blockwise SVD"}
+                                          "n_markers_read": 300, "method": "exact blockwise Gram"}
     np.testing.assert_array_equal(out.X, out.layers["dosage"])  # region dosages, not standardised
 
 
@@ -259,3 +259,125 @@ def test_panel_with_a_sample_listed_twice_is_refused(tmp_path) -> None:
         read_marker_dosages(panel, wanted)
     with pytest.raises(InputError, match="more than once: s1;"):
         check_panel(panel, pl.DataFrame({"sample_id": wanted}))
+
+
+def _exact_scores(markers) -> tuple[np.ndarray, np.ndarray]:
+    """Dense reference: mean-imputed standardised genotypes [n_samples, n_kept], full SVD: (U S, S^2 / total)."""
+    dosage = np.concatenate(markers.blocks).T.astype(float)
+    dosage[dosage < 0] = np.nan
+    z, _ = standardise_genotypes(dosage)
+    u, s, _ = np.linalg.svd(z.astype(np.float64), full_matrices=False)
+    return u * s, s**2 / np.square(s).sum()
+
+
+def test_marker_pca_gives_every_pc_exactly_not_only_the_structured_ones(tmp_path) -> None:
+    """Three populations: PC1-2 carry the structure, PC3-5 have small eigengaps. The randomized SVD found only
+    PC1-2 (PC3-5 correlated 0.15-0.79 with the exact ones, variance ratios 5% off); plink2 --pca is exact."""
+    from interp.cohort.ancestry import marker_pca, read_marker_dosages
+
+    vcf = tmp_path / "markers.vcf"
+    samples = _structured_vcf(vcf, seed=4, n_per_pop=60, n_markers=1500)
+    markers = read_marker_dosages(vcf, samples, maf_min=0.05)
+    ours = marker_pca(markers, pl.DataFrame({"sample_id": samples}), n_pcs=5, seed=0, umap_and_clusters=False)
+    exact, ratio = _exact_scores(markers)
+    for k in range(5):
+        r = np.corrcoef(ours.obsm["X_pca"][:, k], exact[:, k])[0, 1]
+        assert abs(r) > 0.999, (k, r)
+    np.testing.assert_allclose(ours.uns["pca"]["variance_ratio"], ratio[:5], rtol=1e-4)
+    assert ours.uns["genotype_pca"]["method"].startswith("exact")
+    scores = ours.obsm["X_pca"]
+    assert all(scores[np.argmax(np.abs(scores[:, k])), k] > 0 for k in range(5))
+    # the PCs do not depend on the chunk size, nor (exact route) on the seed
+    small = marker_pca(read_marker_dosages(vcf, samples, maf_min=0.05, chunk_records=7),
+                       pl.DataFrame({"sample_id": samples}), n_pcs=5, seed=9, umap_and_clusters=False)
+    np.testing.assert_allclose(small.obsm["X_pca"], scores, atol=1e-3 * np.abs(scores).max())
+    # beyond exact_max_samples the randomized route still finds the structured PCs
+    randomized = marker_pca(markers, pl.DataFrame({"sample_id": samples}), n_pcs=5, seed=0,
+                            umap_and_clusters=False, exact_max_samples=10)
+    assert randomized.uns["genotype_pca"]["method"].startswith("randomized")
+    for k in range(2):
+        assert np.corrcoef(randomized.obsm["X_pca"][:, k], scores[:, k])[0, 1] > 0.999
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(shutil.which("plink2") is None, reason="plink2 not installed")
+def test_marker_pca_matches_plink2_meanimpute_on_every_pc_of_real_data(tmp_path) -> None:
+    """Real 1000 Genomes pilot calls, 44% missing, a subset of samples in another order than the VCF's.
+
+    Missing calls are mean-imputed, as plink2 --pca meanimpute: every PC agrees (|r| > 0.99) and the
+    eigenvalue ratios agree. (Plain plink2 --pca drops missing pairs from the relationship matrix: on these
+    data its PC7 correlates only 0.96 with the mean-imputed one.)"""
+    from interp.cohort.ancestry import marker_pca, read_marker_dosages
+    from interp.cohort.vcf import vcf_samples
+
+    studied = vcf_samples(KG)[::-2]  # every other sample, reversed
+    keep = tmp_path / "keep.txt"
+    keep.write_text("".join(f"{s}\t{s}\n" for s in studied))
+    subprocess.run(["plink2", "--vcf", str(KG), "--keep", str(keep), "--maf", "0.05", "--geno", "0.5", "--pca", "8",
+                    "meanimpute", "--double-id", "--set-missing-var-ids", "@:#", "--threads", "1",
+                    "--out", str(tmp_path / "pc")], check=True, capture_output=True)
+    plink = pl.read_csv(tmp_path / "pc.eigenvec", separator="\t")
+    eigenvalues = np.loadtxt(tmp_path / "pc.eigenval")
+    markers = read_marker_dosages(KG, studied, maf_min=0.05, max_missing=0.5, chunk_records=50)
+    ours = marker_pca(markers, pl.DataFrame({"sample_id": studied}), n_pcs=8, seed=0, umap_and_clusters=False)
+    assert ours.obs_names.tolist() == studied
+    rows = {s: i for i, s in enumerate(plink["IID"])}
+    order = [rows[s] for s in studied]
+    for k in range(8):
+        r = np.corrcoef(plink[f"PC{k + 1}"].to_numpy()[order], ours.obsm["X_pca"][:, k])[0, 1]
+        assert abs(r) > 0.99, (k, r)
+    ratio = ours.uns["pca"]["variance_ratio"]
+    np.testing.assert_allclose(ratio / ratio[0], eigenvalues / eigenvalues[0], rtol=1e-3)
+
+
+def test_marker_chunks_are_sized_by_every_sample_the_vcf_header_decodes(tmp_path, monkeypatch) -> None:
+    """A panel of many more samples than studied: each chunk decodes all the header's samples, so its size
+    must follow them (it followed the studied samples only: 4,096 records x 500k biobank samples, ~8 GB)."""
+    from interp.cohort import ancestry
+    from interp.cohort import vcf as vcf_module
+
+    vcf = tmp_path / "panel.vcf"
+    samples = _structured_vcf(vcf, n_per_pop=20, n_markers=100)  # 60 samples in the header
+    monkeypatch.setattr(ancestry, "CHUNK_GENOTYPES", 60 * 20)
+    sizes = []
+    original = vcf_module.iter_dosage_chunks
+
+    def spy(path, wanted, chunk_records):
+        for chunk, info in original(path, wanted, chunk_records):
+            sizes.append(chunk.shape)
+            yield chunk, info
+
+    monkeypatch.setattr(vcf_module, "iter_dosage_chunks", spy)
+    markers = ancestry.read_marker_dosages(vcf, samples[:4], maf_min=0.0)
+    assert markers.n_read == 100
+    assert sizes == [(20, 4)] * 5  # 1,200 genotypes / 60 header samples, not / 4 studied ones
+
+
+def test_monomorphic_markers_do_not_count_as_kept_at_maf_0(tmp_path) -> None:
+    """maf 0 is allowed: monomorphic markers (standardised to 0) counted as kept, so a panel of nothing but
+    monomorphic markers gave all-zero PCs silently instead of the 'too few markers' error."""
+    from interp.cohort.ancestry import marker_pca, read_marker_dosages
+
+    vcf = tmp_path / "panel.vcf"
+    samples = _structured_vcf(vcf, n_per_pop=10, n_markers=30)
+    lines = vcf.read_text().splitlines()
+    records = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    for i in records[:20]:  # 20 of the 30 markers monomorphic
+        fields = lines[i].split("\t")
+        lines[i] = "\t".join(fields[:9] + ["0|0"] * len(samples))
+    vcf.write_text("\n".join(lines) + "\n")
+    markers = read_marker_dosages(vcf, samples, maf_min=0.0)
+    # the 20 and one of the other 10, fixed for ALT by drift (ALT frequency 1), are dropped
+    assert markers.n_read == 30 and markers.n_kept == 9
+    assert ((markers.alt_freq > 0) & (markers.alt_freq < 1)).all()
+    mono = tmp_path / "mono.vcf"
+    mono.write_text("\n".join(lines[:records[0]] + [lines[i] for i in records[:20]]) + "\n")
+    with pytest.raises(InputError, match="only 0 markers"):
+        marker_pca(read_marker_dosages(mono, samples, maf_min=0.0), pl.DataFrame({"sample_id": samples}),
+                   umap_and_clusters=False)
+    genotypes = _planted(n_var=30)
+    genotypes.gt[:20] = 0
+    adata = genotype_anndata(genotypes, pl.DataFrame({"sample_id": genotypes.samples}))
+    expected = int((adata.var["maf"] > 0).sum())
+    assert expected < 30
+    assert genotype_pca(adata, maf_min=0.0, umap_and_clusters=False).uns["genotype_pca"]["n_variants"] == expected

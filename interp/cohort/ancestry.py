@@ -1,8 +1,10 @@
 """Genotype PCA (plink2-style standardisation), neighbours, UMAP and Leiden clusters with scanpy.
 
 Two routes: `genotype_pca` (scanpy, exact) for the few variants of a studied region, and `marker_pca`
-for a genome-wide ancestry-marker VCF (100k-500k markers): int8 dosages read in chunks and a blockwise
-randomized SVD, never a float matrix of the whole panel.
+for a genome-wide ancestry-marker VCF (100k-500k markers): int8 dosages read in chunks, then the exact
+samples x samples Gram matrix accumulated one block at a time (up to `EXACT_MAX_SAMPLES` samples) or a
+blockwise randomized SVD beyond, never a float matrix of the whole panel. Missing genotypes are
+mean-imputed, as `plink2 --pca meanimpute` (plain `plink2 --pca` drops missing pairs instead).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def genotype_pca(
 ) -> anndata.AnnData:
     """Genotype PCA, UMAP and Leiden clusters of a `genotype_anndata` matrix.
 
-    Keeps variants with maf >= maf_min and missing_rate <= max_missing, standardises like plink2
+    Keeps polymorphic variants with maf >= maf_min and missing_rate <= max_missing, standardises like plink2
     --pca (see `standardise_genotypes`), runs scanpy PCA (covariance eigendecomposition:
     deterministic), orients each PC so its largest-|score| sample is positive, then neighbours,
     UMAP and Leiden (igraph flavour) with `seed` (skipped when umap_and_clusters is False; the first
@@ -96,7 +98,9 @@ def genotype_pca(
     obsm["X_pca"] [n_samples, n_pcs], varm["PCs"], uns["pca"]["variance_ratio"], obsm["X_umap"],
     obs["cluster"] (categorical), uns["genotype_pca"] (filters and counts).
     """
-    keep = (adata.var["maf"].to_numpy() >= maf_min) & (adata.var["missing_rate"].to_numpy() <= max_missing)
+    maf = adata.var["maf"].to_numpy()
+    # maf > 0: a monomorphic variant standardises to 0 and carries nothing (maf_min may be 0)
+    keep = (maf >= maf_min) & (maf > 0) & (adata.var["missing_rate"].to_numpy() <= max_missing)
     n_keep = int(keep.sum())
     max_pcs = min(adata.n_obs, n_keep) - 1
     if max_pcs < 2:
@@ -146,27 +150,34 @@ class MarkerDosages:
     n_kept: int
 
 
+#: genotypes per chunk of a marker VCF (int8 or float32 each): 2^26, 256 MB as float32
+CHUNK_GENOTYPES = 2**26
+
+
 def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max_missing: float = 0.5,
                         chunk_records: int | None = None) -> MarkerDosages:
-    """Stream a marker VCF in chunks into `MarkerDosages`, keeping markers with maf >= maf_min and
-    missing rate <= max_missing (never more than one chunk of unfiltered records in memory).
+    """Stream a marker VCF in chunks into `MarkerDosages`, keeping polymorphic markers with maf >= maf_min
+    and missing rate <= max_missing (never more than one chunk of unfiltered records in memory).
 
-    chunk_records: markers per block; default keeps a block's float32 standardised copy (made one block
-    at a time by the PCA) near 256 MB whatever the number of samples (4,096 markers up to 16k samples).
+    chunk_records: markers per block; default keeps a chunk's decoding (over every sample of the VCF
+    header, studied or not) and a block's float32 standardised copy (made one block at a time by the PCA)
+    near 256 MB whatever the number of samples (4,096 markers up to 16k samples).
     """
-    from interp.cohort.vcf import iter_dosage_chunks
+    from interp.cohort.vcf import iter_dosage_chunks, read_vcf_header
 
     blocks, freqs, n_read = [], [], 0
     n = len(samples)
-    if chunk_records is None:
-        chunk_records = int(max(16, min(4096, 2**26 // max(n, 1))))
+    if chunk_records is None:  # a panel of many more samples than studied is decoded in full, chunk by chunk
+        n_decoded = max(n, len(read_vcf_header(vcf_path).samples))
+        chunk_records = int(max(16, min(4096, CHUNK_GENOTYPES // max(n_decoded, 1))))
     for chunk, _ in iter_dosage_chunks(vcf_path, samples, chunk_records):
         n_read += chunk.shape[0]
         called = chunk >= 0
         n_called = called.sum(axis=1)
         alt = np.where(called, chunk, 0).sum(axis=1) / (2 * np.maximum(n_called, 1))
         maf = np.minimum(alt, 1 - alt)
-        keep = (n_called > 0) & (maf >= maf_min) & (1 - n_called / max(n, 1) <= max_missing)
+        # maf > 0: a monomorphic marker standardises to 0 and carries nothing (maf_min may be 0)
+        keep = (n_called > 0) & (maf >= maf_min) & (maf > 0) & (1 - n_called / max(n, 1) <= max_missing)
         if keep.any():
             blocks.append(np.ascontiguousarray(chunk[keep]))
             freqs.append(alt[keep])
@@ -189,6 +200,34 @@ def _standardised_blocks(markers: MarkerDosages):
         if missing.any():
             z[missing] = 0.0
         yield z
+
+
+#: up to this many samples `marker_pca` eigendecomposes the exact Gram matrix (n^2 float64: 128 MB at
+#: 4,096), as plink2 does below ~5k samples; the randomized SVD only finds the PCs with a clear eigengap
+#: (its PC3-PC10 of three populations correlated 0.1-0.8 with the exact ones) and depends on the seed.
+EXACT_MAX_SAMPLES = 4096
+
+
+def exact_genotype_pca(markers: MarkerDosages, n_pcs: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top principal components of the standardised genotypes Z [n_samples, n_kept] from the exact
+    Gram matrix Z Z^T [n_samples, n_samples], accumulated one standardised block at a time (one pass).
+
+    The same as plink2 --pca meanimpute (PCs up to sign, eigenvalue ratios) and as scanpy's exact PCA.
+    Returns scores U S [n_samples, n_pcs] (oriented by `_orient`) and variance_ratio [n_pcs] (each PC's
+    variance over the total variance of Z).
+    """
+    n = len(markers.samples)
+    gram = np.zeros((n, n))
+    for z in _standardised_blocks(markers):
+        gram += z.T @ z
+    total = float(np.trace(gram))
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    top = np.argsort(eigenvalues)[::-1][:n_pcs]
+    singular = np.sqrt(np.clip(eigenvalues[top], 0, None))
+    scores = vectors[:, top] * singular
+    scores = scores - scores.mean(axis=0)  # Z's columns have mean 0 already; guards float error
+    _orient(scores, np.zeros((0, scores.shape[1])))
+    return scores.astype(np.float32), (singular ** 2 / total if total > 0 else np.zeros(n_pcs))
 
 
 def randomized_genotype_pca(markers: MarkerDosages, n_pcs: int = 10, seed: int = 0, oversample: int = 10,
@@ -234,9 +273,12 @@ def marker_pca(
     n_neighbors: int = 15,
     leiden_resolution: float = 0.5,
     umap_and_clusters: bool = True,
+    exact_max_samples: int = EXACT_MAX_SAMPLES,
 ) -> anndata.AnnData:
-    """Ancestry PCs (randomized, out-of-core), UMAP and Leiden clusters of a genome-wide marker panel.
+    """Ancestry PCs (out-of-core), UMAP and Leiden clusters of a genome-wide marker panel.
 
+    The PCs are exact (`exact_genotype_pca`) up to exact_max_samples samples, randomized
+    (`randomized_genotype_pca`, with `seed`) beyond.
     Returns a samples x 0 AnnData (obs: the samples table in `markers.samples` order) with
     obsm["X_pca"], uns["pca"]["variance_ratio"], obsm["X_umap"], obs["cluster"], and
     uns["genotype_pca"] (n_variants read / kept, n_pcs, seed, method).
@@ -249,14 +291,19 @@ def marker_pca(
         raise InputError(f"ancestry PCA: only {markers.n_kept} markers pass the MAF and missingness filters for "
                          f"{len(markers.samples)} samples; need at least 3 of each")
     n_pcs = min(n_pcs, max_pcs)
-    scores, ratio = randomized_genotype_pca(markers, n_pcs, seed)
+    if len(markers.samples) <= exact_max_samples:
+        scores, ratio = exact_genotype_pca(markers, n_pcs)
+        method = "exact (blockwise int8 Gram)"
+    else:
+        scores, ratio = randomized_genotype_pca(markers, n_pcs, seed)
+        method = "randomized (blockwise int8)"
     result = anndata.AnnData(obs=obs)
     result.obsm["X_pca"] = scores
     result.uns["pca"] = {"variance_ratio": ratio}
     if umap_and_clusters:
         _embed_and_cluster(result, n_neighbors, leiden_resolution, seed)
     result.uns["genotype_pca"] = {"n_variants_read": markers.n_read, "n_variants": markers.n_kept,
-                                  "n_pcs": n_pcs, "seed": seed, "method": "randomized (blockwise int8)"}
+                                  "n_pcs": n_pcs, "seed": seed, "method": method}
     return result
 
 
@@ -316,7 +363,8 @@ def cohort_ancestry(
         markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min)
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
-                  "method": "randomized blockwise SVD"}
+                  "method": ("exact blockwise Gram" if pcs.uns["genotype_pca"]["method"].startswith("exact")
+                             else "randomized blockwise SVD")}
         adata = merge_marker_pcs(adata, pcs, source, maf_min=maf_min)
     else:
         adata = genotype_pca(adata, maf_min=maf_min, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
