@@ -87,6 +87,17 @@ def test_multiallelic_records_are_skipped_and_counted(tmp_path):
     np.testing.assert_array_equal(genotypes.phased[0], [True, False])
 
 
+def test_samples_tsv_short_row_is_refused_not_read_as_missing(tmp_path):
+    """A row with fewer fields than the header (a phenotype left off, not written NA) is refused by its line:
+    it was read with its last columns missing, silently dropping that sample's phenotype."""
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample_id\tpopulation\tcase\nA\tYRI\t1\nB\tCEU\nC\tCEU\tNA\n")
+    with pytest.raises(InputError, match=r"samples.tsv, line 3: 2 tab-separated fields, but the header has 3"):
+        read_samples_tsv(path, ["case"], [], "population")
+    path.write_text("sample_id\tpopulation\tcase\nA\tYRI\t1\nB\tCEU\t\n\n")  # empty field and blank line: fine
+    assert read_samples_tsv(path, ["case"], [], "population")["case"].to_list() == [1.0, None]
+
+
 def test_samples_tsv_errors(tmp_path):
     path = tmp_path / "samples.tsv"
     path.write_text("sample_id\tpopulation\tcase\tsex\nA\tYRI\t1\t0\nB\tCEU\t0\t1\n")

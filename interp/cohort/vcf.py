@@ -110,8 +110,18 @@ def read_samples_tsv(
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
         raise _unreadable_table(path, error) from error
     header = table.columns
+    # trailing blank lines (an editor's last newline or two) are no samples; a blank line inside stays an error
+    blank = table.select(pl.all_horizontal(pl.all().fill_null("").str.strip_chars() == "")).to_series().to_list()
+    while blank and blank[-1]:
+        blank.pop()
+    table = table.head(len(blank))
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         raw_header = handle.readline().rstrip("\r\n").split("\t")
+        for line_no, line in enumerate(handle, start=2):  # polars fills a short row's last fields with nulls
+            n_fields = len(line.rstrip("\r\n").split("\t"))
+            if line.strip() and n_fields < len(raw_header):
+                raise InputError(f"{where(path, line=line_no)}: {n_fields} tab-separated fields, but the header has "
+                                 f"{len(raw_header)} columns; a missing value still needs its field (write NA)")
     repeated = sorted({c for c in raw_header if raw_header.count(c) > 1})
     if repeated:
         raise InputError(f"{where(path, line=1)}: column(s) {', '.join(map(repr, repeated))} appear more than "
