@@ -180,8 +180,7 @@ def _standardisation(X: np.ndarray, train_mask: np.ndarray) -> tuple[np.ndarray,
         mean = np.einsum("pn,pnd->pd", w, X)
         var = np.einsum("pn,pnd->pd", w, (X - mean[:, None, :]) ** 2)
     var = np.clip(var, 0.0, None)
-    eps = np.finfo(np.float64).eps
-    constant = var <= n_train * eps * var + (n_train * eps * mean) ** 2
+    constant = var <= (n_train * np.finfo(np.float64).eps * mean) ** 2  # zero up to summation rounding
     scale = np.sqrt(var)
     scale[constant | (scale < 1e-12)] = 1.0
     return mean, scale

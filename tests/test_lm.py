@@ -14,9 +14,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from interp.errors import InputError
+from interp.lm.config import resolve_settings
 from interp.lm.markov import markov_cross_entropy
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
-from interp.lm.pretrain import heldout_cross_entropy, mask_tokens, pretrain_tiny_dnalm, resolve_settings
+from interp.lm.pretrain import heldout_cross_entropy, mask_tokens, pretrain_tiny_dnalm
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_FASTA = ROOT / "resources/demo/hg19_chr17_1-40000.fa"

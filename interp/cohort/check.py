@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import polars as pl
 
 from interp.cohort.config import CohortConfig
-from interp.cohort.vcf import ensure_indexed, validate_cohort, vcf_samples
+from interp.cohort.vcf import ensure_indexed, refuse_repeated_samples, validate_cohort, vcf_samples
 from interp.covariates import covariate_design
 from interp.errors import InputError
 from interp.genome.regions import Region
@@ -73,12 +72,7 @@ def check_panel(panel_vcf: str | Path, samples: pl.DataFrame) -> dict:
     """The ancestry marker VCF must hold every sample of samples.tsv once (extra samples are ignored)."""
     header = vcf_samples(panel_vcf)
     present = set(header)
-    wanted = set(samples["sample_id"].to_list())
-    repeated = sorted(s for s, k in Counter(header).items() if k > 1 and s in wanted)
-    if repeated:
-        raise InputError(f"{panel_vcf}: the ancestry VCF header lists sample(s) of samples.tsv more than once: "
-                         f"{', '.join(repeated[:20])}{' ...' if len(repeated) > 20 else ''}; rename or drop the "
-                         "duplicates (bcftools reheader / bcftools view -s)")
+    refuse_repeated_samples(panel_vcf, header, samples["sample_id"].to_list())
     missing = [s for s in samples["sample_id"].to_list() if s not in present]
     if missing:
         shown = ", ".join(missing[:20])

@@ -108,7 +108,11 @@ def read_samples_tsv(
     try:
         table = pl.read_csv(path, separator="\t", infer_schema=False, comment_prefix=None)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
-        raise _unreadable_table(path, error) from error
+        detail = " ".join(str(error).split())
+        raise _ragged_row(path) or InputError(f"{path}: cannot be read as a tab-separated table ({detail})") from error
+    ragged = _ragged_row(path)  # polars fills a short row's last fields with nulls: never read it so
+    if ragged:
+        raise ragged
     header = table.columns
     # trailing blank lines (an editor's last newline or two) are no samples; a blank line inside stays an error
     blank = table.select(pl.all_horizontal(pl.all().fill_null("").str.strip_chars() == "")).to_series().to_list()
@@ -117,11 +121,6 @@ def read_samples_tsv(
     table = table.head(len(blank))
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         raw_header = handle.readline().rstrip("\r\n").split("\t")
-        for line_no, line in enumerate(handle, start=2):  # polars fills a short row's last fields with nulls
-            n_fields = len(line.rstrip("\r\n").split("\t"))
-            if line.strip() and n_fields < len(raw_header):
-                raise InputError(f"{where(path, line=line_no)}: {n_fields} tab-separated fields, but the header has "
-                                 f"{len(raw_header)} columns; a missing value still needs its field (write NA)")
     repeated = sorted({c for c in raw_header if raw_header.count(c) > 1})
     if repeated:
         raise InputError(f"{where(path, line=1)}: column(s) {', '.join(map(repr, repeated))} appear more than "
@@ -178,18 +177,18 @@ def read_samples_tsv(
     return pl.DataFrame(columns).select(list(columns))
 
 
-def _unreadable_table(path: Path, error: Exception) -> InputError:
-    """One-line error for a sample sheet polars cannot read: the first row with more tab-separated fields than
-    the header (a stray or trailing tab) by its line, else polars' reason."""
+def _ragged_row(path: Path) -> InputError | None:
+    """The first non-blank row of a sample sheet whose tab-separated field count differs from the header's, as
+    an InputError naming its line (a stray or trailing tab; a value left off instead of written NA), or None."""
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         n_columns = len(handle.readline().rstrip("\r\n").split("\t"))
         for line_no, line in enumerate(handle, start=2):
             n_fields = len(line.rstrip("\r\n").split("\t"))
-            if n_fields > n_columns:
+            if line.strip() and n_fields != n_columns:
+                why = "a stray or trailing tab?" if n_fields > n_columns else "a missing value still needs its field: NA"
                 return InputError(f"{where(path, line=line_no)}: {n_fields} tab-separated fields, but the header "
-                                  f"has {n_columns} columns (a stray or trailing tab?)")
-    detail = " ".join(str(error).split())
-    return InputError(f"{path}: cannot be read as a tab-separated table ({detail})")
+                                  f"has {n_columns} columns ({why})")
+    return None
 
 
 def _to_float(values: list[str | None]) -> pl.Series:
@@ -591,12 +590,7 @@ def iter_dosage_chunks(
         absent = [s for s in samples if s not in index]
         if absent:
             raise InputError(f"{path}: {len(absent)} requested samples are not in the VCF header: {_first(absent)}")
-        wanted = set(samples)
-        seen: set[str] = set()
-        repeated = [s for s in header.samples if s in wanted and (s in seen or seen.add(s))]
-        if repeated:  # which column would be that sample's genotypes is ambiguous
-            raise InputError(f"{path}: the VCF header lists sample(s) more than once: {_first(repeated)}; "
-                             "rename or drop the duplicates (bcftools reheader / bcftools view -s)")
+        refuse_repeated_samples(path, header.samples, samples)
         order = np.array([index[s] for s in samples], dtype=np.int64)
     n_all = len(header.samples)
 
@@ -630,6 +624,16 @@ def iter_dosage_chunks(
             pending = []
     if pending:
         yield decode(pending)
+
+
+def refuse_repeated_samples(path: str | Path, header_samples: list[str], wanted: list[str]) -> None:
+    """InputError when the VCF header at `path` lists one of the `wanted` samples more than once: which column
+    holds that sample's genotypes would be ambiguous."""
+    wanted_set, seen = set(wanted), set()
+    repeated = sorted({s for s in header_samples if s in wanted_set and (s in seen or seen.add(s))})
+    if repeated:
+        raise InputError(f"{path}: the VCF header lists sample(s) more than once: {_first(repeated)}; "
+                         "rename or drop the duplicates (bcftools reheader / bcftools view -s)")
 
 
 def _first(items: list[str], limit: int = 20) -> str:

@@ -9,6 +9,7 @@ import polars as pl
 
 from interp.errors import InputError, where
 from interp.genome.fasta import resolve_contig
+from interp.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,11 @@ def write_regions(regions: list[Region], path: str | Path) -> None:
     """The regions as a table (name, contig, start, end; 0-based half-open) in their order, which
     `read_regions` reads back exactly (any name or contig). Written whole to a temporary file, then renamed
     (no half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pl.DataFrame({"name": [r.name for r in regions], "contig": [r.contig for r in regions],
-                  "start": [r.start for r in regions], "end": [r.end for r in regions]},
-                 schema={"name": pl.String, "contig": pl.String, "start": pl.Int64, "end": pl.Int64}
-                 ).write_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pl.DataFrame({"name": [r.name for r in regions], "contig": [r.contig for r in regions],
+                      "start": [r.start for r in regions], "end": [r.end for r in regions]},
+                     schema={"name": pl.String, "contig": pl.String, "start": pl.Int64, "end": pl.Int64}
+                     ).write_parquet(tmp)
 
 
 def read_regions(path: str | Path, fasta: dict[str, str]) -> list[Region]:

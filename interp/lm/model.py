@@ -34,8 +34,6 @@ for _i, _b in enumerate(BASES):
     _TOKEN_OF_BYTE[ord(_b.lower())] = _i
 
 
-
-
 def encode(seq: str) -> torch.Tensor:
     """LongTensor [L] of token ids; upper-cases first, non-ACGT letters -> N."""
     raw = np.frombuffer(seq.upper().encode("ascii", errors="replace"), dtype=np.uint8)

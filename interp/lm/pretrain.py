@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from interp.errors import InputError
 from interp.io import atomic_path
-from interp.lm.config import TRAINING_DEFAULTS, resolve_settings  # noqa: F401  (re-exported)
+from interp.lm.config import resolve_settings
 from interp.lm.markov import markov_cross_entropy
 from interp.lm.model import MASK_ID, PAD_ID, TinyDNALM, TinyLMConfig, encode, n_parameters
 
