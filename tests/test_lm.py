@@ -201,6 +201,37 @@ def test_overrides_are_validated():
         resolve_settings(card(), {"conv_kernel": 4})
 
 
+@pytest.mark.parametrize(("override", "expected"), [
+    # YAML 1.1 reads 1e-3 as text; it used to reach AdamW and fail there, after the windows were built
+    ({"lr": "1e-3"}, "override lr: expected a number > 0.0, got '1e-3' (text: write 0.001 or 1.0e-3"),
+    ({"d_model": "128"}, "override d_model: expected an integer >= 1, got '128' (text"),
+    ({"batch_size": 0}, "override batch_size: expected an integer >= 1, got 0"),
+    ({"max_steps": 2.5}, "override max_steps: expected an integer >= 1, got 2.5"),
+    ({"mask_prob": 0.0}, "override mask_prob: expected a number in (0.0, 1.0], got 0.0"),
+    ({"dropout": -0.1}, "override dropout: expected a number in [0.0, 1.0], got -0.1"),
+    ({"lr": float("nan")}, "override lr: expected a number > 0.0, got nan"),
+    ({"reverse_complement": True}, "override reverse_complement: expected a number in [0.0, 1.0], got True"),
+    ({"n_heads": 3}, "field architecture: d_model 128 is not divisible by n_heads 3"),
+])
+def test_override_values_are_checked_for_type_and_range(override, expected):
+    with pytest.raises(InputError) as err:
+        resolve_settings(card(), override)
+    assert expected in str(err.value), err.value
+
+
+def test_card_values_are_checked_too():
+    bad = card()
+    bad["training"]["lr"] = "2e-3"
+    with pytest.raises(InputError, match=r"field training\.lr: expected a number > 0.0, got '2e-3'"):
+        resolve_settings(bad, {})
+
+
+def test_valid_override_values_pass():
+    cfg, train = resolve_settings(card(), {"lr": 0.003, "mask_prob": 1.0, "warmup_steps": 0, "dropout": 0.0,
+                                           "weight_decay": 0, "min_lr_ratio": 1})
+    assert train["lr"] == 0.003 and train["warmup_steps"] == 0 and cfg.dropout == 0.0
+
+
 def test_pretrain_refuses_sequences_without_bases(tmp_path):
     """Training sequences that are all N (an assembly gap) gave no masked labels: the run "trained" on nothing and
     reported beating the order-0 baseline; held-out all N failed only after training. Both are refused first."""

@@ -34,7 +34,8 @@ def _check_config(tmp_path: Path, patch: dict, capsys) -> tuple[int, str]:
         # the built-in model's depth follows lm.overrides.n_layers; demo's sae.layer is block2
         ({"lm": {"overrides": {"n_layers": 1}}}, "embed.token_layers: model tiny-dnalm has no layer 'block2'; its "
                                                  "layers are embed, block1 (lm.overrides.n_layers sets its depth)"),
-        ({"lm": {"overrides": {"n_layers": "2"}}}, "lm.overrides.n_layers: expected a positive integer, got '2'"),
+        ({"lm": {"overrides": {"n_layers": "2"}}}, "lm.overrides: tiny-dnalm, override n_layers: expected an integer >= 1, got '2'"),
+        ({"lm": {"overrides": {"lr": "1e-3"}}}, "lm.overrides: tiny-dnalm, override lr: expected a number > 0"),
     ],
 )
 def test_layer_a_model_lacks_is_refused_by_check_config(tmp_path: Path, capsys, patch: dict, expected: str) -> None:

@@ -7,6 +7,7 @@ Free of torch, so that `interp.config.check_config` can refuse a misspelt overri
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from interp.errors import InputError
@@ -59,8 +60,46 @@ spans of this many contiguous bases, so a masked base's neighbours are often mas
 infer it from further away. 1 (default) is BERT's per-base masking, bit for bit as before the option."""
 
 
+#: (kind, low, high, low_inclusive) of every numeric setting: a wrong type or range is refused by the config
+#: check, before any rule runs, instead of failing inside torch after the windows are built
+_VALUE_RULES = {
+    "d_model": ("int", 1, None, True), "n_layers": ("int", 1, None, True), "n_heads": ("int", 1, None, True),
+    "d_ff": ("int", 1, None, True), "max_len": ("int", 1, None, True), "conv_kernel": ("int", 0, None, True),
+    "dropout": ("float", 0.0, 1.0, True),
+    "seq_len": ("int", 1, None, True), "batch_size": ("int", 1, None, True), "max_steps": ("int", 1, None, True),
+    "warmup_steps": ("int", 0, None, True), "n_mask_groups": ("int", 1, None, True),
+    "eval_batch_size": ("int", 1, None, True), "mask_span": ("int", 1, None, True),
+    "lr": ("float", 0.0, None, False), "weight_decay": ("float", 0.0, None, True),
+    "min_lr_ratio": ("float", 0.0, 1.0, True), "mask_prob": ("float", 0.0, 1.0, False),
+    "reverse_complement": ("float", 0.0, 1.0, True),
+}
+
+
+def _check_value(where: str, key: str, value) -> None:
+    """Refuse a setting of the wrong type or outside its range (`_VALUE_RULES`), naming the field."""
+    kind, low, high, low_inclusive = _VALUE_RULES[key]
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok_type = is_int or (kind == "float" and isinstance(value, float))
+    hint = ""
+    if isinstance(value, str):
+        hint = (" (text: write it without quotes)" if kind == "int" else
+                " (text: write 0.001 or 1.0e-3; YAML reads 1e-3, without a dot, as a string)")
+    expected = {"int": "an integer", "float": "a number"}[kind]
+    if high is None:
+        bounds = f" {'>=' if low_inclusive else '>'} {low}"
+    else:
+        bounds = f" in {'[' if low_inclusive else '('}{low}, {high}]"
+    if not ok_type:
+        raise InputError(f"{where}{key}: expected {expected}{bounds}, got {value!r}{hint}")
+    if kind == "float" and not math.isfinite(value):
+        raise InputError(f"{where}{key}: expected {expected}{bounds}, got {value!r}")
+    if (value < low if low_inclusive else value <= low) or (high is not None and value > high):
+        raise InputError(f"{where}{key}: expected {expected}{bounds}, got {value!r}")
+
+
 def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
-    """Merge card `architecture`/`training` with `overrides` (any key of either section)."""
+    """Merge card `architecture`/`training` with `overrides` (any key of either section); every numeric
+    setting is checked for type and range (`_VALUE_RULES`)."""
     arch_keys = {f.name for f in fields(TinyLMConfig)}
     arch = dict(card.get("architecture") or {})
     train = {**TRAINING_DEFAULTS, **(card.get("training") or {})}
@@ -75,6 +114,15 @@ def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
     unknown = set(arch) - arch_keys
     if unknown:
         raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
+    name = card.get('name', 'model card')
+    given = overrides or {}
+    for section, values in (("architecture", arch), ("training", train)):
+        for key, value in values.items():
+            if key in _VALUE_RULES:
+                _check_value(f"{name}, override " if key in given else f"{name}, field {section}.", key, value)
+    if arch.get("d_model", TinyLMConfig.d_model) % arch.get("n_heads", TinyLMConfig.n_heads):
+        raise InputError(f"{name}, field architecture: d_model {arch.get('d_model', TinyLMConfig.d_model)} is not "
+                         f"divisible by n_heads {arch.get('n_heads', TinyLMConfig.n_heads)}")
     try:
         cfg = TinyLMConfig(**arch)
     except ValueError as err:
