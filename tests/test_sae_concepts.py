@@ -175,6 +175,36 @@ def test_random_units_are_rarely_labelled_and_signal_units_are():
     assert true_labels / n_signal > 0.8, (true_labels, n_signal)
 
 
+def test_neuron_units_are_numbered_as_documented(tmp_path):
+    """units.parquet documents a neuron unit as 2 * dim (read high) and 2 * dim + 1 (read low): a concept
+    marked by low values of dim 1 of 3 is best matched by unit 3, one marked by high values of dim 2 by unit 4
+    (the code numbered them d + dim and dim: units 4 and 2)."""
+    from interp.embed.store import TokenStoreWriter
+
+    rng = np.random.default_rng(0)
+    d, per, n_windows = 3, 50, 40
+    n = per * n_windows
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    low1, high2 = x[:, 1] < -1.0, x[:, 2] > 1.0
+    writer = TokenStoreWriter(tmp_path / "t.zarr", d, [], "s", "l", chunk_rows=512)
+    writer.append(x, np.arange(n) // per, np.arange(n) % per, {})
+    writer.close()
+    starts = np.arange(n_windows) * per
+    windows = pl.DataFrame({"window_index": np.arange(n_windows), "contig": ["c"] * n_windows, "start": starts,
+                            "end": starts + per, "window_id": [f"c:{s}" for s in starts]})
+    tracks = ConceptTracks(["c"], np.arange(n, dtype=np.int64), np.column_stack([low1, high2]), ["low1", "high2"])
+    torch.manual_seed(0)
+    _, units, summary = feature_table(TopKSAE(d, 4, 1), tmp_path / "t.zarr", windows,
+                                      block_split(windows, 100, 0.2, 0.2, 0), tracks, LabelConfig(), top_n=1)
+    best = {c["concept"]: c["best_neuron_unit"] for c in summary["concepts"]}
+    assert best == {"low1": 3, "high2": 4}
+    neurons = units.filter(pl.col("kind") == "neuron")
+    assert sorted(set(neurons["unit"].to_list())) == list(range(2 * d))
+    # a unit and its flip share a dimension: at threshold level 0 both fire on every validation token
+    low = neurons.filter((pl.col("unit") == 3) & (pl.col("concept") == "low1")).row(0, named=True)
+    assert low["precision"] > 0.9 and low["recall"] > 0.5
+
+
 def test_always_firing_unit_scores_the_always_baseline():
     n = 1000
     concept = np.zeros((n, 1), dtype=bool)

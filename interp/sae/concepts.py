@@ -353,8 +353,10 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                 continue
             sae_counts[c].add(features[keep], concepts[keep.numpy()])
             scaled = (x[keep].double() - lo_t) / span_t
-            # a neuron is read both ways; +1e-9 so the unit's validation minimum still "fires" at level 0
-            neuron_counts[c].add(torch.cat([scaled + 1e-9, 1 - scaled + 1e-9], dim=1), concepts[keep.numpy()])
+            # a neuron is read both ways (unit 2 * dim high, 2 * dim + 1 low); +1e-9 so the unit's validation
+            # minimum still "fires" at level 0
+            both = torch.stack([scaled + 1e-9, 1 - scaled + 1e-9], dim=2).reshape(scaled.shape[0], 2 * d)
+            neuron_counts[c].add(both, concepts[keep.numpy()])
         take = rng.random(code.size) < rate[np.clip(code, 0, 2)]
         for c in (TRAIN, VALIDATION, TEST):
             sel = take & (code == c)
