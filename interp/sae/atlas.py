@@ -161,8 +161,10 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
     n = features.height
     n_pages = max(1, -(-n // per_page))
     page_of = {f: i // per_page for i, f in enumerate(features["feature"].to_list())}
-    ordered = pl.concat([features.filter(pl.col("label") != "unlabelled").sort("f1", descending=True),
-                         features.filter(pl.col("label") == "unlabelled").sort("density", descending=True)])
+    # ties keep feature order (polars' sort is not stable by default), so the logo set is the same every run
+    ordered = pl.concat([
+        features.filter(pl.col("label") != "unlabelled").sort("f1", descending=True, maintain_order=True),
+        features.filter(pl.col("label") == "unlabelled").sort("density", descending=True, maintain_order=True)])
     logo_set = set(ordered.filter(pl.col("density") > 0)["feature"].head(max_logos).to_list())
     best_units: dict[int, list[dict]] = {}
     sae_units = units.filter(pl.col("kind") == "sae").sort(["unit", "passes", "f1", "concept"],
