@@ -770,3 +770,17 @@ def test_audit_table_shows_the_ancestry_only_auroc_with_its_interval() -> None:
     html = _html(report, figs, layers, calib, cfg)
     table = html[html.index("<h2>1. Audit"):html.index("<h3>Why each verdict")]
     assert "ancestry only [95% CI]" in table and "0.460 [0.390, 0.530]" in table
+
+
+def test_family_counts_and_rows_are_of_tested_features_only() -> None:
+    """rank writes every column of a family, the untested ones (too few carriers, constant) with rank empty and
+    p NaN; n_tests must be the tested ones (the BH scope's own count), not every column: the demo's family
+    header read "BH within ... (4224 tests); 6528 tests"."""
+    rows = [{"phenotype": "c", "feature": f"m/b1/chr1:0-1000/dim{i}", "kind": "embedding", "model": "m",
+             "layer": "b1", "p": 0.01 * (i + 1), "q": 0.04 * (i + 1), "rank": i + 1} for i in range(3)]
+    rows += [{"phenotype": "c", "feature": f"m/b1/chr1:0-1000/dim{i}", "kind": "embedding", "model": "m",
+              "layer": "b1", "p": float("nan"), "q": float("nan"), "rank": None} for i in range(3, 8)]
+    (table,) = summary.family_tables(rows, top=10)
+    assert table["n_tests"] == 3
+    assert table["n_q_below_0_05"] == 1
+    assert [r["rank"] for r in table["rows"]] == [1, 2, 3]

@@ -233,7 +233,8 @@ def short_name(row: dict) -> str:
 def family_tables(rows: list[dict], top: int) -> list[dict]:
     """Biomarker rows (all tests of a run) into one table per (phenotype, family), each with its BH scope.
 
-    `rows`: every tested feature (not only the top) so n_tests and the count at q < 0.05 are the family's.
+    `rows`: every feature (not only the top) so n_tests and the count at q < 0.05 are the family's; rows that
+    rank left untested (`rank` empty, p NaN: too few carriers, constant) are neither counted nor listed.
     Returns [{phenotype, family, title, kind, bh_scope, n_tests, n_q_below_0_05, rows [top by rank, with
     short_name and family added]}], phenotypes in first-seen order, variants first, then model families.
     """
@@ -250,10 +251,11 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
 
     out = []
     for phen, fam in sorted(groups, key=sort_key):
-        members = groups[(phen, fam)]
+        members = [r for r in groups[(phen, fam)]
+                   if (_num(r["rank"]) is not None if "rank" in r else _num(r.get("p")) is not None)]
         n = len(members)
         n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
-        scope = next((r.get("bh_scope") for r in members if r.get("bh_scope")), None)
+        scope = next((r.get("bh_scope") for r in groups[(phen, fam)] if r.get("bh_scope")), None)
         if not scope:
             scope = f"Benjamini-Hochberg q within this family for phenotype {phen}"
         ranked = sorted(members, key=lambda r: (_num(r.get("rank")) or math.inf, _num(r.get("p")) or 1.0,
