@@ -784,3 +784,25 @@ def test_family_counts_and_rows_are_of_tested_features_only() -> None:
     assert table["n_tests"] == 3
     assert table["n_q_below_0_05"] == 1
     assert [r["rank"] for r in table["rows"]] == [1, 2, 3]
+
+
+def test_truth_recovery_ranks_the_causal_variant_among_tested_variants_only() -> None:
+    """A variant rank leaves untested (too few carriers: rank empty, p NaN) is not "ranked": it must not count
+    in n_variants_ranked, and an untested causal variant has no rank (not the last place among NaNs)."""
+    import polars as pl
+
+    from interp.report.build import truth_recovery
+
+    def variant(pos: int, p: float, rank: int | None) -> dict:
+        return {"phenotype": "causal", "feature": f"chr1:{pos}:A:G", "kind": "variant", "contig": "chr1",
+                "start": pos - 1, "end": pos, "window": "", "p": p, "q": p, "stability": 0.5, "rank": rank}
+
+    bio = pl.DataFrame([variant(100, 0.01, 1), variant(200, 0.2, 2), variant(300, float("nan"), None),
+                        variant(400, float("nan"), None)])
+    audit = pl.DataFrame({"phenotype": ["causal"], "model": ["m"], "layer": ["b1"], "verdict": ["PASS"]})
+    truth = {"causal_variant": {"contig": "chr1", "pos": 200, "ref": "A", "alt": "G"}}
+    out = truth_recovery(truth, audit, bio)
+    assert (out["causal_variant_rank"], out["n_variants_ranked"]) == (2, 2)
+    truth["causal_variant"]["pos"] = 400
+    out = truth_recovery(truth, audit, bio)
+    assert (out["causal_variant_rank"], out["n_variants_ranked"]) == (None, 2)

@@ -373,7 +373,9 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
     """How the planted answers of a simulated cohort were recovered."""
     causal = truth["causal_variant"]
     variant_id = f"{causal['contig']}:{causal['pos']}:{causal['ref']}:{causal['alt']}"
-    variants = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") == "variant")).sort("p")
+    # the variants rank tested (an untested one, too few carriers, has rank empty and p NaN)
+    tested = pl.col("rank").is_not_null() if "rank" in bio.columns else pl.col("p").is_not_nan()
+    variants = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") == "variant") & tested).sort("p")
     variant_rank = None
     if variant_id in variants["feature"].to_list():
         variant_rank = variants["feature"].to_list().index(variant_id) + 1
