@@ -806,3 +806,27 @@ def test_truth_recovery_ranks_the_causal_variant_among_tested_variants_only() ->
     truth["causal_variant"]["pos"] = 400
     out = truth_recovery(truth, audit, bio)
     assert (out["causal_variant_rank"], out["n_variants_ranked"]) == (None, 2)
+
+
+def test_biomarker_table_shows_a_dash_not_none_for_a_missing_optional_column() -> None:
+    """lead_variant / p_conditional are set only for significant model features: the rows after the first
+    showed the literal "None" in the demo's tables."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    fam = next(f for f in report["biomarker_families"] if f["kind"] == "embedding")
+    fam["rows"][0].update(lead_variant="chr17:6141:C:T", p_conditional=0.2)
+    for r in fam["rows"][1:]:
+        r.update(lead_variant=None, p_conditional=None)
+    html = _html(report, figs, layers, calib, cfg)
+    assert "<td>chr17:6141:C:T</td>" in html
+    assert "<td>None</td>" not in html
+
+
+def test_sae_methods_name_the_sae_splits_of_the_config() -> None:
+    """The SAE's held-out data are the test genome blocks of sae.test_fraction (sae.heldout_fraction does not
+    exist): the demo's methods table read "None of windows held out"."""
+    cfg = rs.config(cohort=False)
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "None" not in sae["scheme"]
+    s = cfg["sae"]
+    assert f"{s['split_block_bases']}-base genome blocks" in sae["scheme"]
+    assert f"{s['test_fraction']:g} of them held out as test" in sae["scheme"]

@@ -582,7 +582,9 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         {"name": "Sparse autoencoder",
          "statistic": f"{s.get('n_features')} features, k = {s.get('k')}; held-out FVU, mean L0, dead fraction; "
                       "per feature precision / recall / F1 of 'fires' against per-base labels",
-         "scheme": f"layer {s.get('layer')}; {_fmt(s.get('heldout_fraction'))} of windows held out",
+         "scheme": f"layer {s.get('layer')}; windows split by {s.get('split_block_bases')}-base genome blocks, "
+                   f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
+                   "of them held out as test (FVU and L0 are measured there)",
          "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
     ]
     cohort = config.get("cohort", {})
