@@ -830,3 +830,44 @@ def test_sae_methods_name_the_sae_splits_of_the_config() -> None:
     s = cfg["sae"]
     assert f"{s['split_block_bases']}-base genome blocks" in sae["scheme"]
     assert f"{s['test_fraction']:g} of them held out as test" in sae["scheme"]
+
+
+def _calibration_cell_as_written() -> list[dict]:
+    """One cell of reports/calibration/calibration.json as interp.calibration writes it: power a rate dict, FDR
+    {fdr, se, ...}, type-I {level: rate dict + cluster_se}, and verdict_rates only for verdicts that occurred."""
+    def rate(k: int, n: int, low: float, high: float) -> dict:
+        return {"rate": k / n, "ci_low": low, "ci_high": high, "count": k, "n": n}
+
+    base = {"cell": "n=300", "axis": "n", "value": 300, "n_replicates": 100, "n_verdicts": 100}
+    return [
+        base | {"truth": "causal", "verdict_rates": {"PASS": rate(47, 100, 0.369, 0.572),
+                                                      "NO SIGNAL": rate(53, 100, 0.428, 0.631)},
+                "power_variant": rate(12, 20, 0.3605, 0.8088), "power_feature": rate(11, 20, 0.3153, 0.7694),
+                "fdr": {"fdr": 0.438049, "se": 0.0902, "mean_discoveries": 811.9, "mean_false": 684.1},
+                "type1": None},
+        base | {"truth": "ancestry-only", "verdict_rates": {"FAIL": rate(1, 100, 0.0003, 0.0545),
+                                                             "NO SIGNAL": rate(99, 100, 0.9455, 0.9997)},
+                "power_variant": None, "power_feature": None, "fdr": None, "type1": None},
+        base | {"truth": "null", "verdict_rates": {"NO SIGNAL": rate(97, 100, 0.915, 0.994),
+                                                    "PASS": rate(3, 100, 0.0062, 0.0852)},
+                "power_variant": None, "power_feature": None, "fdr": None,
+                "type1": {"0.01": rate(2167, 205964, 0.0101, 0.0110) | {"cluster_se": 0.0009},
+                          "0.001": rate(241, 205964, 0.00103, 0.00133) | {"cluster_se": 0.0001}}},
+    ]
+
+
+def test_calibration_box_shows_power_fdr_type1_and_zero_rates_of_the_calibration_table() -> None:
+    """calibration.json gives power as a rate dict, FDR as {fdr, se}, type-I per p level, and leaves out a
+    verdict that never occurred: the demo's box showed "–" for every power, FDR and type-I cell, and "–" for
+    P(FAIL | causal), whose 0 of 100 (upper bound 0.036) is what a reviewer reads it for."""
+    report, figs, layers, _, cfg = rs.report_parts()
+    cal = summary.calibration_summary(_calibration_cell_as_written(), {"n_samples": 300.0})
+    causal = next(r for r in cal["rows"] if r["truth"] == "causal")
+    assert causal["verdict_rates"]["FAIL"]["count"] == 0 and causal["verdict_rates"]["FAIL"]["n"] == 100
+    assert causal["verdict_rates"]["FAIL"]["ci_high"] == pytest.approx(0.0362, abs=1e-4)
+    html = _html(report, figs, layers, _calibration_cell_as_written(), cfg)
+    box = html[html.index('id="calibration"'):html.index("Key caveats")]
+    assert "0.00 [0.00, 0.04]" in box  # P(FAIL | causal), P(FAIL | null)
+    assert "0.60 [0.36, 0.81]" in box and "0.55 [0.32, 0.77]" in box  # power (variant), power (feature)
+    assert "0.438" in box  # FDR
+    assert "1.05e-02" in box and "1.17e-03" in box  # type-I error at p < 0.01 and p < 0.001

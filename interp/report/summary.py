@@ -364,9 +364,20 @@ def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
         note = "The calibration grid's base cell (no grid axis matches this run's configuration)."
     chosen = [r for r in rows if r.get("cell") == cell]
     keep = ("truth", "n_replicates", "verdict_rates", "power_variant", "power_feature", "type1", "fdr")
+    out_rows = [{k: r.get(k) for k in keep} for r in chosen]
+    # calibration.json lists only the verdicts a truth produced: one never produced is 0 of n (with its
+    # interval), as calibration.tsv shows it, not unknown
+    names = list(OrderedDict.fromkeys(v for r in out_rows for v in (r["verdict_rates"] or {})))
+    for r in out_rows:
+        rates = dict(r["verdict_rates"] or {})
+        n = next((x.get("n") for x in rates.values() if isinstance(x, dict) and x.get("n")), None)
+        if n:
+            from interp.calibration import rate
+
+            r["verdict_rates"] = {v: rates.get(v) or rate(0, int(n)) for v in names}
     return {"available": True, "cell": cell, "axis": pick.get("axis"), "value": pick.get("value"),
             "run_value": run.get(best[1]) if best else None, "matched_by": matched_by, "note": note,
-            "rows": [{k: r.get(k) for k in keep} for r in chosen]}
+            "rows": out_rows}
 
 
 # ------------------------------------------------------------------------------------------ caveats
