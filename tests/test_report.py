@@ -871,3 +871,24 @@ def test_calibration_box_shows_power_fdr_type1_and_zero_rates_of_the_calibration
     assert "0.60 [0.36, 0.81]" in box and "0.55 [0.32, 0.77]" in box  # power (variant), power (feature)
     assert "0.438" in box  # FDR
     assert "1.05e-02" in box and "1.17e-03" in box  # type-I error at p < 0.01 and p < 0.001
+
+
+def test_a_failing_html_render_leaves_the_earlier_report_pair_untouched(tmp_path: Path, monkeypatch) -> None:
+    """report.json and index.html are one pair: a template error must not leave a new report.json beside the
+    index.html of an earlier run (each file is atomic, but report.json was written before the page rendered)."""
+    import interp.report.build as build
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    (tmp_path / "report.json").write_text('{"earlier": true}\n')
+    (tmp_path / "index.html").write_text("<html>earlier</html>")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template error")
+
+    monkeypatch.setattr(build, "render_html", broken)
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    with pytest.raises(RuntimeError, match="template error"):
+        build.finish_report(report, figs, layers, calib, cfg, "synthetic",
+                            {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert (tmp_path / "report.json").read_text() == '{"earlier": true}\n'
+    assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"

@@ -488,8 +488,11 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
                                         (report.get("cohort") or {}).get("ancestry_markers"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
-    write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(outputs["html"], render_html(report, figs, run, config))
+    # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    page = render_html(report, figs, run, config)
+    write_text_atomic(outputs["json"], text)
+    write_text_atomic(outputs["html"], page)
     pdf = Path(outputs.get("pdf") or Path(outputs["html"]).with_name("report.pdf"))
     if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {run}"):
         if pdf.exists():
