@@ -892,3 +892,21 @@ def test_a_failing_html_render_leaves_the_earlier_report_pair_untouched(tmp_path
                             {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
     assert (tmp_path / "report.json").read_text() == '{"earlier": true}\n'
     assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"
+
+
+def test_caveat_shuffled_control_is_the_best_probes_own_model() -> None:
+    """Two hub models share layer names (layer.6): the best probe's shuffled-label control is its own model's,
+    not the first model's row of the same layer name."""
+    rows = [{"model": "a", "layer": "layer.6", "target": "exon", "features": "embedding", "auroc_mean": 0.55,
+             "auroc_sd": 0.02},
+            {"model": "a", "layer": "layer.6", "target": "exon", "features": "shuffled", "auroc_mean": 0.54,
+             "auroc_sd": 0.02},
+            {"model": "b", "layer": "layer.6", "target": "exon", "features": "embedding", "auroc_mean": 0.90,
+             "auroc_sd": 0.02},
+            {"model": "b", "layer": "layer.6", "target": "exon", "features": "shuffled", "auroc_mean": 0.92,
+             "auroc_sd": 0.02}]
+    caveats = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}
+    assert "exon (0.900 vs shuffled 0.920)" in caveats.get("probes_vs_shuffled", "")
+    rows[3]["auroc_mean"] = 0.50
+    rows[1]["auroc_mean"] = 0.95
+    assert "probes_vs_shuffled" not in {c["id"] for c in summary.detect_caveats({"probes": rows})}

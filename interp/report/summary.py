@@ -426,7 +426,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
             if b <= k + sd:
                 not_above_kmer.append(f"{t} (best layer {best.get('layer')} {b:.3f} ± {sd:.3f} vs 3-mer {k:.3f})")
         shuf = [p for p in probes if p["target"] == t and p.get("features") == "shuffled"
-                and p.get("layer") == best.get("layer") and _num(p.get("auroc_mean")) is not None]
+                and p.get("model") == best.get("model") and p.get("layer") == best.get("layer")
+                and _num(p.get("auroc_mean")) is not None]
         if shuf and b <= shuf[0]["auroc_mean"] + sd:
             not_above_shuffled.append(f"{t} ({b:.3f} vs shuffled {shuf[0]['auroc_mean']:.3f})")
     if not_above_kmer:
