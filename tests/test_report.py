@@ -770,3 +770,143 @@ def test_audit_table_shows_the_ancestry_only_auroc_with_its_interval() -> None:
     html = _html(report, figs, layers, calib, cfg)
     table = html[html.index("<h2>1. Audit"):html.index("<h3>Why each verdict")]
     assert "ancestry only [95% CI]" in table and "0.460 [0.390, 0.530]" in table
+
+
+def test_family_counts_and_rows_are_of_tested_features_only() -> None:
+    """rank writes every column of a family, the untested ones (too few carriers, constant) with rank empty and
+    p NaN; n_tests must be the tested ones (the BH scope's own count), not every column: the demo's family
+    header read "BH within ... (4224 tests); 6528 tests"."""
+    rows = [{"phenotype": "c", "feature": f"m/b1/chr1:0-1000/dim{i}", "kind": "embedding", "model": "m",
+             "layer": "b1", "p": 0.01 * (i + 1), "q": 0.04 * (i + 1), "rank": i + 1} for i in range(3)]
+    rows += [{"phenotype": "c", "feature": f"m/b1/chr1:0-1000/dim{i}", "kind": "embedding", "model": "m",
+              "layer": "b1", "p": float("nan"), "q": float("nan"), "rank": None} for i in range(3, 8)]
+    (table,) = summary.family_tables(rows, top=10)
+    assert table["n_tests"] == 3
+    assert table["n_q_below_0_05"] == 1
+    assert [r["rank"] for r in table["rows"]] == [1, 2, 3]
+
+
+def test_truth_recovery_ranks_the_causal_variant_among_tested_variants_only() -> None:
+    """A variant rank leaves untested (too few carriers: rank empty, p NaN) is not "ranked": it must not count
+    in n_variants_ranked, and an untested causal variant has no rank (not the last place among NaNs)."""
+    import polars as pl
+
+    from interp.report.build import truth_recovery
+
+    def variant(pos: int, p: float, rank: int | None) -> dict:
+        return {"phenotype": "causal", "feature": f"chr1:{pos}:A:G", "kind": "variant", "contig": "chr1",
+                "start": pos - 1, "end": pos, "window": "", "p": p, "q": p, "stability": 0.5, "rank": rank}
+
+    bio = pl.DataFrame([variant(100, 0.01, 1), variant(200, 0.2, 2), variant(300, float("nan"), None),
+                        variant(400, float("nan"), None)])
+    audit = pl.DataFrame({"phenotype": ["causal"], "model": ["m"], "layer": ["b1"], "verdict": ["PASS"]})
+    truth = {"causal_variant": {"contig": "chr1", "pos": 200, "ref": "A", "alt": "G"}}
+    out = truth_recovery(truth, audit, bio)
+    assert (out["causal_variant_rank"], out["n_variants_ranked"]) == (2, 2)
+    truth["causal_variant"]["pos"] = 400
+    out = truth_recovery(truth, audit, bio)
+    assert (out["causal_variant_rank"], out["n_variants_ranked"]) == (None, 2)
+
+
+def test_biomarker_table_shows_a_dash_not_none_for_a_missing_optional_column() -> None:
+    """lead_variant / p_conditional are set only for significant model features: the rows after the first
+    showed the literal "None" in the demo's tables."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    fam = next(f for f in report["biomarker_families"] if f["kind"] == "embedding")
+    fam["rows"][0].update(lead_variant="chr17:6141:C:T", p_conditional=0.2)
+    for r in fam["rows"][1:]:
+        r.update(lead_variant=None, p_conditional=None)
+    html = _html(report, figs, layers, calib, cfg)
+    assert "<td>chr17:6141:C:T</td>" in html
+    assert "<td>None</td>" not in html
+
+
+def test_sae_methods_name_the_sae_splits_of_the_config() -> None:
+    """The SAE's held-out data are the test genome blocks of sae.test_fraction (sae.heldout_fraction does not
+    exist): the demo's methods table read "None of windows held out"."""
+    cfg = rs.config(cohort=False)
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "None" not in sae["scheme"]
+    s = cfg["sae"]
+    assert f"{s['split_block_bases']}-base genome blocks" in sae["scheme"]
+    assert f"{s['test_fraction']:g} of them held out as test" in sae["scheme"]
+
+
+def _calibration_cell_as_written() -> list[dict]:
+    """One cell of reports/calibration/calibration.json as interp.calibration writes it: power a rate dict, FDR
+    {fdr, se, ...}, type-I {level: rate dict + cluster_se}, and verdict_rates only for verdicts that occurred."""
+    def rate(k: int, n: int, low: float, high: float) -> dict:
+        return {"rate": k / n, "ci_low": low, "ci_high": high, "count": k, "n": n}
+
+    base = {"cell": "n=300", "axis": "n", "value": 300, "n_replicates": 100, "n_verdicts": 100}
+    return [
+        base | {"truth": "causal", "verdict_rates": {"PASS": rate(47, 100, 0.369, 0.572),
+                                                      "NO SIGNAL": rate(53, 100, 0.428, 0.631)},
+                "power_variant": rate(12, 20, 0.3605, 0.8088), "power_feature": rate(11, 20, 0.3153, 0.7694),
+                "fdr": {"fdr": 0.438049, "se": 0.0902, "mean_discoveries": 811.9, "mean_false": 684.1},
+                "type1": None},
+        base | {"truth": "ancestry-only", "verdict_rates": {"FAIL": rate(1, 100, 0.0003, 0.0545),
+                                                             "NO SIGNAL": rate(99, 100, 0.9455, 0.9997)},
+                "power_variant": None, "power_feature": None, "fdr": None, "type1": None},
+        base | {"truth": "null", "verdict_rates": {"NO SIGNAL": rate(97, 100, 0.915, 0.994),
+                                                    "PASS": rate(3, 100, 0.0062, 0.0852)},
+                "power_variant": None, "power_feature": None, "fdr": None,
+                "type1": {"0.01": rate(2167, 205964, 0.0101, 0.0110) | {"cluster_se": 0.0009},
+                          "0.001": rate(241, 205964, 0.00103, 0.00133) | {"cluster_se": 0.0001}}},
+    ]
+
+
+def test_calibration_box_shows_power_fdr_type1_and_zero_rates_of_the_calibration_table() -> None:
+    """calibration.json gives power as a rate dict, FDR as {fdr, se}, type-I per p level, and leaves out a
+    verdict that never occurred: the demo's box showed "–" for every power, FDR and type-I cell, and "–" for
+    P(FAIL | causal), whose 0 of 100 (upper bound 0.036) is what a reviewer reads it for."""
+    report, figs, layers, _, cfg = rs.report_parts()
+    cal = summary.calibration_summary(_calibration_cell_as_written(), {"n_samples": 300.0})
+    causal = next(r for r in cal["rows"] if r["truth"] == "causal")
+    assert causal["verdict_rates"]["FAIL"]["count"] == 0 and causal["verdict_rates"]["FAIL"]["n"] == 100
+    assert causal["verdict_rates"]["FAIL"]["ci_high"] == pytest.approx(0.0362, abs=1e-4)
+    html = _html(report, figs, layers, _calibration_cell_as_written(), cfg)
+    box = html[html.index('id="calibration"'):html.index("Key caveats")]
+    assert "0.00 [0.00, 0.04]" in box  # P(FAIL | causal), P(FAIL | null)
+    assert "0.60 [0.36, 0.81]" in box and "0.55 [0.32, 0.77]" in box  # power (variant), power (feature)
+    assert "0.438" in box  # FDR
+    assert "1.05e-02" in box and "1.17e-03" in box  # type-I error at p < 0.01 and p < 0.001
+
+
+def test_a_failing_html_render_leaves_the_earlier_report_pair_untouched(tmp_path: Path, monkeypatch) -> None:
+    """report.json and index.html are one pair: a template error must not leave a new report.json beside the
+    index.html of an earlier run (each file is atomic, but report.json was written before the page rendered)."""
+    import interp.report.build as build
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    (tmp_path / "report.json").write_text('{"earlier": true}\n')
+    (tmp_path / "index.html").write_text("<html>earlier</html>")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template error")
+
+    monkeypatch.setattr(build, "render_html", broken)
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=False)
+    with pytest.raises(RuntimeError, match="template error"):
+        build.finish_report(report, figs, layers, calib, cfg, "synthetic",
+                            {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert (tmp_path / "report.json").read_text() == '{"earlier": true}\n'
+    assert (tmp_path / "index.html").read_text() == "<html>earlier</html>"
+
+
+def test_caveat_shuffled_control_is_the_best_probes_own_model() -> None:
+    """Two hub models share layer names (layer.6): the best probe's shuffled-label control is its own model's,
+    not the first model's row of the same layer name."""
+    rows = [{"model": "a", "layer": "layer.6", "target": "exon", "features": "embedding", "auroc_mean": 0.55,
+             "auroc_sd": 0.02},
+            {"model": "a", "layer": "layer.6", "target": "exon", "features": "shuffled", "auroc_mean": 0.54,
+             "auroc_sd": 0.02},
+            {"model": "b", "layer": "layer.6", "target": "exon", "features": "embedding", "auroc_mean": 0.90,
+             "auroc_sd": 0.02},
+            {"model": "b", "layer": "layer.6", "target": "exon", "features": "shuffled", "auroc_mean": 0.92,
+             "auroc_sd": 0.02}]
+    caveats = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}
+    assert "exon (0.900 vs shuffled 0.920)" in caveats.get("probes_vs_shuffled", "")
+    rows[3]["auroc_mean"] = 0.50
+    rows[1]["auroc_mean"] = 0.95
+    assert "probes_vs_shuffled" not in {c["id"] for c in summary.detect_caveats({"probes": rows})}

@@ -373,7 +373,9 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
     """How the planted answers of a simulated cohort were recovered."""
     causal = truth["causal_variant"]
     variant_id = f"{causal['contig']}:{causal['pos']}:{causal['ref']}:{causal['alt']}"
-    variants = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") == "variant")).sort("p")
+    # the variants rank tested (an untested one, too few carriers, has rank empty and p NaN)
+    tested = pl.col("rank").is_not_null() if "rank" in bio.columns else pl.col("p").is_not_nan()
+    variants = bio.filter((pl.col("phenotype") == "causal") & (pl.col("kind") == "variant") & tested).sort("p")
     variant_rank = None
     if variant_id in variants["feature"].to_list():
         variant_rank = variants["feature"].to_list().index(variant_id) + 1
@@ -486,8 +488,11 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
                                         (report.get("cohort") or {}).get("ancestry_markers"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
-    write_text_atomic(outputs["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(outputs["html"], render_html(report, figs, run, config))
+    # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    page = render_html(report, figs, run, config)
+    write_text_atomic(outputs["json"], text)
+    write_text_atomic(outputs["html"], page)
     pdf = Path(outputs.get("pdf") or Path(outputs["html"]).with_name("report.pdf"))
     if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {run}"):
         if pdf.exists():

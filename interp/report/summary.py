@@ -233,7 +233,8 @@ def short_name(row: dict) -> str:
 def family_tables(rows: list[dict], top: int) -> list[dict]:
     """Biomarker rows (all tests of a run) into one table per (phenotype, family), each with its BH scope.
 
-    `rows`: every tested feature (not only the top) so n_tests and the count at q < 0.05 are the family's.
+    `rows`: every feature (not only the top) so n_tests and the count at q < 0.05 are the family's; rows that
+    rank left untested (`rank` empty, p NaN: too few carriers, constant) are neither counted nor listed.
     Returns [{phenotype, family, title, kind, bh_scope, n_tests, n_q_below_0_05, rows [top by rank, with
     short_name and family added]}], phenotypes in first-seen order, variants first, then model families.
     """
@@ -250,10 +251,11 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
 
     out = []
     for phen, fam in sorted(groups, key=sort_key):
-        members = groups[(phen, fam)]
+        members = [r for r in groups[(phen, fam)]
+                   if (_num(r["rank"]) is not None if "rank" in r else _num(r.get("p")) is not None)]
         n = len(members)
         n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
-        scope = next((r.get("bh_scope") for r in members if r.get("bh_scope")), None)
+        scope = next((r.get("bh_scope") for r in groups[(phen, fam)] if r.get("bh_scope")), None)
         if not scope:
             scope = f"Benjamini-Hochberg q within this family for phenotype {phen}"
         ranked = sorted(members, key=lambda r: (_num(r.get("rank")) or math.inf, _num(r.get("p")) or 1.0,
@@ -362,9 +364,20 @@ def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
         note = "The calibration grid's base cell (no grid axis matches this run's configuration)."
     chosen = [r for r in rows if r.get("cell") == cell]
     keep = ("truth", "n_replicates", "verdict_rates", "power_variant", "power_feature", "type1", "fdr")
+    out_rows = [{k: r.get(k) for k in keep} for r in chosen]
+    # calibration.json lists only the verdicts a truth produced: one never produced is 0 of n (with its
+    # interval), as calibration.tsv shows it, not unknown
+    names = list(OrderedDict.fromkeys(v for r in out_rows for v in (r["verdict_rates"] or {})))
+    for r in out_rows:
+        rates = dict(r["verdict_rates"] or {})
+        n = next((x.get("n") for x in rates.values() if isinstance(x, dict) and x.get("n")), None)
+        if n:
+            from interp.calibration import rate
+
+            r["verdict_rates"] = {v: rates.get(v) or rate(0, int(n)) for v in names}
     return {"available": True, "cell": cell, "axis": pick.get("axis"), "value": pick.get("value"),
             "run_value": run.get(best[1]) if best else None, "matched_by": matched_by, "note": note,
-            "rows": [{k: r.get(k) for k in keep} for r in chosen]}
+            "rows": out_rows}
 
 
 # ------------------------------------------------------------------------------------------ caveats
@@ -413,7 +426,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
             if b <= k + sd:
                 not_above_kmer.append(f"{t} (best layer {best.get('layer')} {b:.3f} ± {sd:.3f} vs 3-mer {k:.3f})")
         shuf = [p for p in probes if p["target"] == t and p.get("features") == "shuffled"
-                and p.get("layer") == best.get("layer") and _num(p.get("auroc_mean")) is not None]
+                and p.get("model") == best.get("model") and p.get("layer") == best.get("layer")
+                and _num(p.get("auroc_mean")) is not None]
         if shuf and b <= shuf[0]["auroc_mean"] + sd:
             not_above_shuffled.append(f"{t} ({b:.3f} vs shuffled {shuf[0]['auroc_mean']:.3f})")
     if not_above_kmer:
@@ -580,7 +594,9 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         {"name": "Sparse autoencoder",
          "statistic": f"{s.get('n_features')} features, k = {s.get('k')}; held-out FVU, mean L0, dead fraction; "
                       "per feature precision / recall / F1 of 'fires' against per-base labels",
-         "scheme": f"layer {s.get('layer')}; {_fmt(s.get('heldout_fraction'))} of windows held out",
+         "scheme": f"layer {s.get('layer')}; windows split by {s.get('split_block_bases')}-base genome blocks, "
+                   f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
+                   "of them held out as test (FVU and L0 are measured there)",
          "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
     ]
     cohort = config.get("cohort", {})
