@@ -14,6 +14,7 @@ from collections import OrderedDict, defaultdict
 from typing import Any
 
 from interp.audit import MIN_REPORTED_GROUP
+from interp.calibration import rate
 from interp.embed.hub import is_commit
 
 # Severity of a verdict for "the worst across layers". An unknown verdict string is treated like
@@ -372,8 +373,6 @@ def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
         rates = dict(r["verdict_rates"] or {})
         n = next((x.get("n") for x in rates.values() if isinstance(x, dict) and x.get("n")), None)
         if n:
-            from interp.calibration import rate
-
             r["verdict_rates"] = {v: rates.get(v) or rate(0, int(n)) for v in names}
     return {"available": True, "cell": cell, "axis": pick.get("axis"), "value": pick.get("value"),
             "run_value": run.get(best[1]) if best else None, "matched_by": matched_by, "note": note,
