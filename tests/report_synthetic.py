@@ -80,8 +80,12 @@ def details(audit: list[dict]) -> list[dict]:
                  "auroc_ci_high": 0.8 + 0.05 * i} for i, p in enumerate(("CEU", "YRI"))]
         pops.append({"population": "CHB", "n": "<5"})
         out.append({k: a[k] for k in ("phenotype", "model", "layer", "verdict")} | {"region": a.get("region")} | {
-            "by_population": pops, "confounders": {"sex": {"association": {"p_value": 0.5},
-                                                           "auroc_residualised": 0.84, "auroc_drop": 0.01}}})
+            "by_population": pops, "by_stratum": [],
+            # as interp.audit.descriptor_report writes them (a constant descriptor has NaN statistics, no auroc)
+            "descriptors": {"gc": {"kind": "descriptor", "adjusted_for": False, "pearson_r": -0.0529,
+                                   "p_value": 0.3616, "auroc": 0.4614, "ancestry_r2": 0.1535, "ancestry_p": 2.19e-08},
+                            "missing_rate": {"kind": "descriptor", "adjusted_for": False, "pearson_r": None,
+                                             "p_value": None, "ancestry_r2": None, "ancestry_p": None}}})
     return out
 
 

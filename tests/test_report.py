@@ -910,3 +910,18 @@ def test_caveat_shuffled_control_is_the_best_probes_own_model() -> None:
     rows[3]["auroc_mean"] = 0.50
     rows[1]["auroc_mean"] = 0.95
     assert "probes_vs_shuffled" not in {c["id"] for c in summary.detect_caveats({"probes": rows})}
+
+
+def test_per_layer_details_show_the_genotype_descriptors_the_audit_writes() -> None:
+    """The section promised confounders but read a `confounders` key the audit stopped writing: the descriptors
+    (haplotype GC content, missing-genotype rate: reported, never adjusted for) were in report.json only."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    html = _html(report, figs, layers, calib, cfg)
+    section = html.split("Per-population performance and confounders")[1].split("</details>")[0]
+    assert "<td class=\"l\">gc</td><td>-0.053</td><td>0.362</td><td>0.461</td><td>0.153</td><td>2.19e-08</td>" in section
+    assert "<td class=\"l\">missing_rate</td><td>–</td><td>–</td><td>–</td><td>–</td><td>–</td>" in section
+    assert "Ancestry strata from genotype-PC bins" not in section  # labelled strata: no PC-bin table
+    report["audit_details"][0]["by_stratum"] = [{"population": "bin0", "n": 40, "prevalence": 0.25, "auroc": 0.66,
+                                                 "auroc_ci_low": 0.5, "auroc_ci_high": 0.8}]
+    section = _html(report, figs, layers, calib, cfg).split("Per-population performance")[1].split("</details>")[0]
+    assert "<td class=\"l\">bin0</td><td>40</td><td>0.25</td><td>0.660 [0.500, 0.800]</td>" in section
