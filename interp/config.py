@@ -153,6 +153,11 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         from interp.embed.registry import load_card
 
         cards[name] = load_card(card)  # a bad card stops the run here, naming the card file and field
+    calibration_card = model_card_path(cfg["calibration"]["model"])
+    if not calibration_card.exists():  # once: a FileNotFoundError traceback from common.smk (target calibration)
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+        raise InputError(f"{source}: calibration.model: no model card {calibration_card.relative_to(ROOT)} "
+                         f"(known cards: {', '.join(known)})")
     for region in cfg["regions"]:
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "

@@ -191,6 +191,21 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     assert "ValueError" not in out and "select_cells" not in out, out
 
 
+def test_calibration_model_without_a_card_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """calibration.model naming no card once passed check-config, and `snakemake calibration` stopped with an
+    InputFunctionException: a FileNotFoundError traceback through common.smk's load_card."""
+    rc, err = _check_config(tmp_path, {"calibration": {"model": "nosuchmodel"}}, capsys)
+    assert rc == 2, err
+    assert "calibration.model: no model card models/nosuchmodel.yaml (known cards: " in err, err
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"calibration": {"model": "nosuchmodel", "cells": ["base"], "replicates": 1}}))
+    res = run_snakemake(workflow_copy, "calibration", "-n", "--configfile", "configs/calibration.yaml", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: calibration.model: no model card models/nosuchmodel.yaml" in out, out
+    assert "FileNotFoundError" not in out and "Traceback" not in out, out
+
+
 def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
     """cohort.bed is read when the Snakefile is parsed (to plan shards): a folder or a gzipped BED once passed
     check-config and stopped snakemake with an IsADirectoryError / UnicodeDecodeError traceback."""
