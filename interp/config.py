@@ -179,7 +179,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.bed is not None:  # the Snakefile counts its records to plan shards before any job runs
             from interp.cohort.shards import count_bed_regions
 
-            count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
+            n_bed = count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
+            if n_bed == 0 and not cohort.genes:
+                raise InputError(f"{source}: cohort.bed = {cohort.bed!r}: no records (blank, '#', 'track' and "
+                                 "'browser' lines only) and cohort.genes is empty: the cohort has no regions")
         roles = [("phenotype", p) for p in cohort.phenotypes] + [("covariate", c) for c in cohort.covariates]
         roles += [("population column", cohort.population_column)] if cohort.population_column else []
         seen: dict[str, str] = {}

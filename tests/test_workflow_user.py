@@ -232,6 +232,28 @@ def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, cap
     assert "UnicodeDecodeError" not in out, out
 
 
+def test_empty_bed_without_genes_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """An empty cohort.bed (or one of comments only) with no cohort.genes once passed check-config, and snakemake
+    stopped with 'InputError in file common.smk ... cohort: no regions to shard' and traceback lines, naming
+    neither the BED nor the key."""
+    bed = tmp_path / "regions.bed"
+    for text in ("", "# no regions yet\ntrack name=x\n\n"):
+        bed.write_text(text)
+        rc, err = _check_config(tmp_path, {"cohort": {"genes": [], "bed": str(bed)}}, capsys)
+        assert rc == 2, err
+        assert f"cohort.bed = {str(bed)!r}: no records" in err and "the cohort has no regions" in err, err
+    rc, err = _check_config(tmp_path, {"cohort": {"bed": str(bed)}}, capsys)  # demo's gene DOC2B is a region
+    assert rc == 0, err
+    (workflow_copy / "configs" / "regions.bed").write_text("")
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: cohort.bed = 'configs/regions.bed': no records" in out, out
+    assert "no regions to shard" not in out, out
+
+
 def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
     rc, err = _check_config(tmp_path, {"reference": {"fasta": str(tmp_path)}}, capsys)
     assert rc == 2 and f"reference.fasta = {str(tmp_path)!r}: is a folder; expected a file" in err, err
