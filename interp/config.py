@@ -313,11 +313,17 @@ def load_config_files(paths: list[str | Path]) -> dict:
         p = Path(path)
         if not p.exists():
             raise InputError(f"config file {p} not found")
+        if p.is_dir():
+            raise InputError(f"config file {p} is a folder; expected a YAML file")
         try:
-            with open(p) as fh:
+            with open(p, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
         except yaml.YAMLError as exc:
             raise InputError(f"{p}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); expected YAML") from None
+        except OSError as exc:
+            raise InputError(f"config file {p}: cannot be read ({exc.strerror})") from None
         if not isinstance(data, dict):
             raise InputError(f"{p}: expected a mapping of config keys at the top level")
         _deep_update(merged, data)

@@ -254,6 +254,21 @@ def test_empty_bed_without_genes_is_one_config_error(tmp_path: Path, capsys, wor
     assert "no regions to shard" not in out, out
 
 
+def test_config_file_that_is_a_folder_or_not_text_is_one_line(tmp_path: Path, capsys) -> None:
+    """`interp check-config` (and summary, prefetch) once answered a folder or a binary file given as the config
+    with an IsADirectoryError / UnicodeDecodeError traceback."""
+    from interp.cli import main
+
+    binary = tmp_path / "user.yaml"
+    binary.write_bytes(b"run: \xff\xfe\n")
+    for path, expected in ((tmp_path, f"config file {tmp_path} is a folder; expected a YAML file"),
+                           (binary, f"{binary}: not a UTF-8 text file")):
+        rc = main(["check-config", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.startswith(f"error: {expected}") and len(err.strip().splitlines()) == 1, err
+
+
 def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
     rc, err = _check_config(tmp_path, {"reference": {"fasta": str(tmp_path)}}, capsys)
     assert rc == 2 and f"reference.fasta = {str(tmp_path)!r}: is a folder; expected a file" in err, err
