@@ -191,6 +191,14 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     assert "ValueError" not in out and "select_cells" not in out, out
 
 
+def test_model_listed_twice_is_refused(tmp_path: Path, capsys) -> None:
+    """models: [tiny-dnalm, tiny-dnalm] once passed: every rule got each embedding folder twice, and the audit
+    (audit_summary.audit_run) tested each (phenotype, layer) twice, doubling the Holm family of every verdict."""
+    rc, err = _check_config(tmp_path, {"models": ["tiny-dnalm", "tiny-dnalm"]}, capsys)
+    assert rc == 2, err
+    assert "models: ['tiny-dnalm', 'tiny-dnalm'] has non-unique elements" in err, err
+
+
 def test_calibration_model_without_a_card_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
     """calibration.model naming no card once passed check-config, and `snakemake calibration` stopped with an
     InputFunctionException: a FileNotFoundError traceback through common.smk's load_card."""
