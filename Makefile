@@ -76,8 +76,11 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	nice -n 10 $(BIN)/python benchmarks/scale_cohort.py
 
+# reports/calibration/ and reports/planted/ are tracked results (reports/README.md), not run outputs: kept
 clean:
-	rm -rf results reports/*/ .snakemake
+	rm -rf results .snakemake
+	@if [ -d reports ]; then find reports -mindepth 1 -maxdepth 1 -type d ! -name calibration ! -name planted \
+		-exec rm -rf {} +; fi
 
 # Planted-motif calibration of the SAE features (README: Planted-motif calibration): a synthetic genome with
 # planted JASPAR motifs, a periodic repeat and GC-rich islands; built-in LM, SAE, match table, steering check.
