@@ -86,4 +86,4 @@ clean:
 # planted JASPAR motifs, a periodic repeat and GC-rich islands; built-in LM, SAE, match table, steering check.
 planted: $(STAMP)
 	$(BIN)/snakemake planted --cores $(CORES) --configfile $(CONFIG) --show-failed-logs
-	@cat results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['run'])")/planted/match.tsv
+	@cat results/$$($(BIN)/python -c "from interp.config import load_workflow_config as c; print(c(['$(CONFIG)'])['run'])")/planted/match.tsv
