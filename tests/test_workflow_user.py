@@ -374,3 +374,34 @@ def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_sae(new, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
     assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10
+
+
+def test_calibration_reaudit_never_leaves_a_half_written_summary(tmp_path: Path, monkeypatch) -> None:
+    """calibration_local.py --reaudit rewrote each replicate summary in place with Path.write_text: a run stopped
+    mid-write (the script is meant to be stopped and restarted) left a truncated JSON where the earlier summary
+    was, which `snakemake calibration` then took as a finished replicate."""
+    import importlib.util
+    import json
+
+    import interp.calibration
+
+    spec = importlib.util.spec_from_file_location("calibration_local",
+                                                  Path(__file__).parent.parent / "workflow/scripts/calibration_local.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(interp.calibration, "reaudit_replicate", lambda folder, config, _: {"verdicts": ["PASS"] * 50})
+    target = tmp_path / "replicates" / "base" / "0.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps({"verdicts": ["earlier"]}))
+
+    def interrupted(self: Path, text: str, *args, **kwargs) -> int:
+        with open(self, "w") as fh:
+            fh.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script._reaudit_one((str(tmp_path / "archive" / "base" / "0"), str(target)))
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"verdicts": ["earlier"]}
+    assert [p.name for p in target.parent.iterdir()] == ["0.json"]

@@ -73,11 +73,11 @@ def _load_config(configs: list[str]) -> None:
 
 def _reaudit_one(task: tuple[str, str]) -> str:
     from interp.calibration import reaudit_replicate
+    from interp.io import write_text_atomic
 
     folder, path = task
     summary = reaudit_replicate(Path(folder), _CONFIG, None)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=1))
+    write_text_atomic(path, json.dumps(summary, indent=1))  # a stopped re-audit keeps the earlier summary whole
     return path
 
 
