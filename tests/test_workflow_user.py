@@ -376,19 +376,26 @@ def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
     assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10
 
 
-def test_calibration_reaudit_never_leaves_a_half_written_summary(tmp_path: Path, monkeypatch) -> None:
-    """calibration_local.py --reaudit rewrote each replicate summary in place with Path.write_text: a run stopped
-    mid-write (the script is meant to be stopped and restarted) left a truncated JSON where the earlier summary
-    was, which `snakemake calibration` then took as a finished replicate."""
+def _calibration_local():
+    """workflow/scripts/calibration_local.py as a module."""
     import importlib.util
-    import json
-
-    import interp.calibration
 
     spec = importlib.util.spec_from_file_location("calibration_local",
                                                   Path(__file__).parent.parent / "workflow/scripts/calibration_local.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_calibration_reaudit_never_leaves_a_half_written_summary(tmp_path: Path, monkeypatch) -> None:
+    """calibration_local.py --reaudit rewrote each replicate summary in place with Path.write_text: a run stopped
+    mid-write (the script is meant to be stopped and restarted) left a truncated JSON where the earlier summary
+    was, which `snakemake calibration` then took as a finished replicate."""
+    import json
+
+    import interp.calibration
+
+    script = _calibration_local()
     monkeypatch.setattr(interp.calibration, "reaudit_replicate", lambda folder, config, _: {"verdicts": ["PASS"] * 50})
     target = tmp_path / "replicates" / "base" / "0.json"
     target.parent.mkdir(parents=True)
@@ -405,3 +412,19 @@ def test_calibration_reaudit_never_leaves_a_half_written_summary(tmp_path: Path,
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"verdicts": ["earlier"]}
     assert [p.name for p in target.parent.iterdir()] == ["0.json"]
+
+
+def test_calibration_local_shows_snakemakes_message_for_a_bad_config(workflow_copy: Path, monkeypatch) -> None:
+    """calibration_local.py planned its jobs with `snakemake -n -p` under check=True and captured output: a bad
+    --overlay config ended in a CalledProcessError traceback that hid snakemake's message naming the key."""
+    import os
+    import sys
+
+    script = _calibration_local()
+    (workflow_copy / "overlay.yaml").write_text("audit: {alpha: '0.05'}\n")
+    monkeypatch.chdir(workflow_copy)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with pytest.raises(SystemExit) as exc:
+        script._jobs(["results/calibration/calibration/replicates/base/0.json"], "calibration",
+                     [*script.CONFIGS, "overlay.yaml"])
+    assert "audit.alpha: expected number, got string ('0.05')" in str(exc.value), exc.value
