@@ -209,6 +209,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     _check_lm_overrides(cfg, cards, source)
     _check_layers(cfg, cards, source)
+    _check_planted_layer(cfg, source)
     if cfg.get("calibration", {}).get("cells"):
         from interp.calibration import select_cells
 
@@ -275,6 +276,23 @@ def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:
                          if card.get("family") == "tiny" and "n_layers" in cfg["lm"]["overrides"] else "")
                 raise InputError(f"{source}: {key}: model {name} has no layer {', '.join(map(repr, missing))}; "
                                  f"its layers are {', '.join(have)}{depth}")
+
+
+def _check_planted_layer(cfg: dict, source: str) -> None:
+    """planted.layer must be a layer of the planted target's tiny-dnalm at planted.lm_overrides' depth: a name it
+    lacks would otherwise fail only in rule planted_embed, after the planted LM has been trained (minutes)."""
+    planted = cfg.get("planted", {})
+    if planted.get("layer") is None or not model_card_path(PLANTED_MODEL).exists():
+        return
+    from interp.embed.registry import load_card
+
+    try:
+        have = model_layer_names(load_card(model_card_path(PLANTED_MODEL)), planted.get("lm_overrides"))
+    except InputError as exc:
+        raise InputError(f"{source}: planted.{exc}") from None
+    if planted["layer"] not in have:
+        raise InputError(f"{source}: planted.layer: model {PLANTED_MODEL} has no layer {planted['layer']!r} at "
+                         f"planted.lm_overrides' depth; its layers are {', '.join(have)}")
 
 
 def _check_sae_sweep(sae: dict, source: str) -> None:

@@ -320,6 +320,24 @@ def test_planted_overrides_are_checked_like_their_sections(tmp_path: Path, capsy
     assert expected in err, err
 
 
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"planted": {"layer": "block9"}}, "planted.layer: model tiny-dnalm has no layer 'block9' at "
+                                          "planted.lm_overrides' depth; its layers are embed, block1, block2, block3"),
+        ({"planted": {"lm_overrides": {"n_layers": 1}}}, "planted.layer: model tiny-dnalm has no layer 'block2'"),
+    ],
+)
+def test_planted_layer_the_planted_model_lacks_is_refused(tmp_path: Path, capsys, patch: dict, expected: str) -> None:
+    """planted.layer was never checked: a layer the planted LM lacks (at planted.lm_overrides' n_layers) failed
+    only in rule planted_embed, after the planted LM had been trained."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    rc, err = _check_config(tmp_path, {"planted": {"layer": "block1", "lm_overrides": {"n_layers": 1}}}, capsys)
+    assert rc == 0, err
+
+
 def test_planted_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
     rc, err = _check_config(tmp_path, {"planted": {"windows": {"width": 64, "n_blocks": 4},
                                                    "sae": {"epochs": 2, "k": 8}}}, capsys)
