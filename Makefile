@@ -76,11 +76,14 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	nice -n 10 $(BIN)/python benchmarks/scale_cohort.py
 
+# reports/calibration/ and reports/planted/ are tracked results (reports/README.md), not run outputs: kept
 clean:
-	rm -rf results reports/*/ .snakemake
+	rm -rf results .snakemake
+	@if [ -d reports ]; then find reports -mindepth 1 -maxdepth 1 -type d ! -name calibration ! -name planted \
+		-exec rm -rf {} +; fi
 
 # Planted-motif calibration of the SAE features (README: Planted-motif calibration): a synthetic genome with
 # planted JASPAR motifs, a periodic repeat and GC-rich islands; built-in LM, SAE, match table, steering check.
 planted: $(STAMP)
 	$(BIN)/snakemake planted --cores $(CORES) --configfile $(CONFIG) --show-failed-logs
-	@cat results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['run'])")/planted/match.tsv
+	@cat results/$$($(BIN)/python -c "from interp.config import load_workflow_config as c; print(c(['$(CONFIG)'])['run'])")/planted/match.tsv

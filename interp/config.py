@@ -153,6 +153,11 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         from interp.embed.registry import load_card
 
         cards[name] = load_card(card)  # a bad card stops the run here, naming the card file and field
+    calibration_card = model_card_path(cfg["calibration"]["model"])
+    if not calibration_card.exists():  # once: a FileNotFoundError traceback from common.smk (target calibration)
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+        raise InputError(f"{source}: calibration.model: no model card {calibration_card.relative_to(ROOT)} "
+                         f"(known cards: {', '.join(known)})")
     for region in cfg["regions"]:
         if "end" in region and region["end"] <= region.get("start", 0):
             raise InputError(f"{source}: regions: region {region['name']!r} has end {region['end']} "
@@ -174,7 +179,10 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if cohort.bed is not None:  # the Snakefile counts its records to plan shards before any job runs
             from interp.cohort.shards import count_bed_regions
 
-            count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
+            n_bed = count_bed_regions(base / cohort.bed, source=f"{source}: cohort.bed = {cohort.bed!r}")
+            if n_bed == 0 and not cohort.genes:
+                raise InputError(f"{source}: cohort.bed = {cohort.bed!r}: no records (blank, '#', 'track' and "
+                                 "'browser' lines only) and cohort.genes is empty: the cohort has no regions")
         roles = [("phenotype", p) for p in cohort.phenotypes] + [("covariate", c) for c in cohort.covariates]
         roles += [("population column", cohort.population_column)] if cohort.population_column else []
         seen: dict[str, str] = {}
@@ -201,6 +209,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         raise InputError(f"{source}: sae.layer is required (one of the model's layers)")
     _check_lm_overrides(cfg, cards, source)
     _check_layers(cfg, cards, source)
+    _check_planted_layer(cfg, source)
     if cfg.get("calibration", {}).get("cells"):
         from interp.calibration import select_cells
 
@@ -269,6 +278,23 @@ def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:
                                  f"its layers are {', '.join(have)}{depth}")
 
 
+def _check_planted_layer(cfg: dict, source: str) -> None:
+    """planted.layer must be a layer of the planted target's tiny-dnalm at planted.lm_overrides' depth: a name it
+    lacks would otherwise fail only in rule planted_embed, after the planted LM has been trained (minutes)."""
+    planted = cfg.get("planted", {})
+    if planted.get("layer") is None or not model_card_path(PLANTED_MODEL).exists():
+        return
+    from interp.embed.registry import load_card
+
+    try:
+        have = model_layer_names(load_card(model_card_path(PLANTED_MODEL)), planted.get("lm_overrides"))
+    except InputError as exc:
+        raise InputError(f"{source}: planted.{exc}") from None
+    if planted["layer"] not in have:
+        raise InputError(f"{source}: planted.layer: model {PLANTED_MODEL} has no layer {planted['layer']!r} at "
+                         f"planted.lm_overrides' depth; its layers are {', '.join(have)}")
+
+
 def _check_sae_sweep(sae: dict, source: str) -> None:
     """The whole `sae` section and each sweep entry (a name + the training keys it overrides) must make a valid
     SAEConfig; an entry's key that is not a training setting (nor `name`) is refused by name."""
@@ -305,11 +331,17 @@ def load_config_files(paths: list[str | Path]) -> dict:
         p = Path(path)
         if not p.exists():
             raise InputError(f"config file {p} not found")
+        if p.is_dir():
+            raise InputError(f"config file {p} is a folder; expected a YAML file")
         try:
-            with open(p) as fh:
+            with open(p, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
         except yaml.YAMLError as exc:
             raise InputError(f"{p}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); expected YAML") from None
+        except OSError as exc:
+            raise InputError(f"config file {p}: cannot be read ({exc.strerror})") from None
         if not isinstance(data, dict):
             raise InputError(f"{p}: expected a mapping of config keys at the top level")
         _deep_update(merged, data)

@@ -192,6 +192,29 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     assert "ValueError" not in out and "select_cells" not in out, out
 
 
+def test_model_listed_twice_is_refused(tmp_path: Path, capsys) -> None:
+    """models: [tiny-dnalm, tiny-dnalm] once passed: every rule got each embedding folder twice, and the audit
+    (audit_summary.audit_run) tested each (phenotype, layer) twice, doubling the Holm family of every verdict."""
+    rc, err = _check_config(tmp_path, {"models": ["tiny-dnalm", "tiny-dnalm"]}, capsys)
+    assert rc == 2, err
+    assert "models: ['tiny-dnalm', 'tiny-dnalm'] has non-unique elements" in err, err
+
+
+def test_calibration_model_without_a_card_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """calibration.model naming no card once passed check-config, and `snakemake calibration` stopped with an
+    InputFunctionException: a FileNotFoundError traceback through common.smk's load_card."""
+    rc, err = _check_config(tmp_path, {"calibration": {"model": "nosuchmodel"}}, capsys)
+    assert rc == 2, err
+    assert "calibration.model: no model card models/nosuchmodel.yaml (known cards: " in err, err
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"calibration": {"model": "nosuchmodel", "cells": ["base"], "replicates": 1}}))
+    res = run_snakemake(workflow_copy, "calibration", "-n", "--configfile", "configs/calibration.yaml", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: calibration.model: no model card models/nosuchmodel.yaml" in out, out
+    assert "FileNotFoundError" not in out and "Traceback" not in out, out
+
+
 def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
     """cohort.bed is read when the Snakefile is parsed (to plan shards): a folder or a gzipped BED once passed
     check-config and stopped snakemake with an IsADirectoryError / UnicodeDecodeError traceback."""
@@ -216,6 +239,43 @@ def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, cap
     assert res.returncode != 0
     assert "cohort.bed = 'configs/regions.bed.gz': not a plain-text BED file" in out, out
     assert "UnicodeDecodeError" not in out, out
+
+
+def test_empty_bed_without_genes_is_one_config_error(tmp_path: Path, capsys, workflow_copy: Path) -> None:
+    """An empty cohort.bed (or one of comments only) with no cohort.genes once passed check-config, and snakemake
+    stopped with 'InputError in file common.smk ... cohort: no regions to shard' and traceback lines, naming
+    neither the BED nor the key."""
+    bed = tmp_path / "regions.bed"
+    for text in ("", "# no regions yet\ntrack name=x\n\n"):
+        bed.write_text(text)
+        rc, err = _check_config(tmp_path, {"cohort": {"genes": [], "bed": str(bed)}}, capsys)
+        assert rc == 2, err
+        assert f"cohort.bed = {str(bed)!r}: no records" in err and "the cohort has no regions" in err, err
+    rc, err = _check_config(tmp_path, {"cohort": {"bed": str(bed)}}, capsys)  # demo's gene DOC2B is a region
+    assert rc == 0, err
+    (workflow_copy / "configs" / "regions.bed").write_text("")
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed"}}))
+    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "invalid configuration: config: cohort.bed = 'configs/regions.bed': no records" in out, out
+    assert "no regions to shard" not in out, out
+
+
+def test_config_file_that_is_a_folder_or_not_text_is_one_line(tmp_path: Path, capsys) -> None:
+    """`interp check-config` (and summary, prefetch) once answered a folder or a binary file given as the config
+    with an IsADirectoryError / UnicodeDecodeError traceback."""
+    from interp.cli import main
+
+    binary = tmp_path / "user.yaml"
+    binary.write_bytes(b"run: \xff\xfe\n")
+    for path, expected in ((tmp_path, f"config file {tmp_path} is a folder; expected a YAML file"),
+                           (binary, f"{binary}: not a UTF-8 text file")):
+        rc = main(["check-config", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.startswith(f"error: {expected}") and len(err.strip().splitlines()) == 1, err
 
 
 def test_fasta_that_is_a_folder_is_one_config_error(tmp_path: Path, capsys) -> None:
@@ -259,6 +319,24 @@ def test_planted_overrides_are_checked_like_their_sections(tmp_path: Path, capsy
     rc, err = _check_config(tmp_path, patch, capsys)
     assert rc == 2, err
     assert expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"planted": {"layer": "block9"}}, "planted.layer: model tiny-dnalm has no layer 'block9' at "
+                                          "planted.lm_overrides' depth; its layers are embed, block1, block2, block3"),
+        ({"planted": {"lm_overrides": {"n_layers": 1}}}, "planted.layer: model tiny-dnalm has no layer 'block2'"),
+    ],
+)
+def test_planted_layer_the_planted_model_lacks_is_refused(tmp_path: Path, capsys, patch: dict, expected: str) -> None:
+    """planted.layer was never checked: a layer the planted LM lacks (at planted.lm_overrides' n_layers) failed
+    only in rule planted_embed, after the planted LM had been trained."""
+    rc, err = _check_config(tmp_path, patch, capsys)
+    assert rc == 2, err
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    rc, err = _check_config(tmp_path, {"planted": {"layer": "block1", "lm_overrides": {"n_layers": 1}}}, capsys)
+    assert rc == 0, err
 
 
 def test_planted_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
@@ -315,3 +393,57 @@ def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_sae(new, cfg, windows, threads=1, state_path=state, callbacks=[KillAfter()])
     assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10
+
+
+def _calibration_local():
+    """workflow/scripts/calibration_local.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibration_local",
+                                                  Path(__file__).parent.parent / "workflow/scripts/calibration_local.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_calibration_reaudit_never_leaves_a_half_written_summary(tmp_path: Path, monkeypatch) -> None:
+    """calibration_local.py --reaudit rewrote each replicate summary in place with Path.write_text: a run stopped
+    mid-write (the script is meant to be stopped and restarted) left a truncated JSON where the earlier summary
+    was, which `snakemake calibration` then took as a finished replicate."""
+    import json
+
+    import interp.calibration
+
+    script = _calibration_local()
+    monkeypatch.setattr(interp.calibration, "reaudit_replicate", lambda folder, config, _: {"verdicts": ["PASS"] * 50})
+    target = tmp_path / "replicates" / "base" / "0.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps({"verdicts": ["earlier"]}))
+
+    def interrupted(self: Path, text: str, *args, **kwargs) -> int:
+        with open(self, "w") as fh:
+            fh.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script._reaudit_one((str(tmp_path / "archive" / "base" / "0"), str(target)))
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"verdicts": ["earlier"]}
+    assert [p.name for p in target.parent.iterdir()] == ["0.json"]
+
+
+def test_calibration_local_shows_snakemakes_message_for_a_bad_config(workflow_copy: Path, monkeypatch) -> None:
+    """calibration_local.py planned its jobs with `snakemake -n -p` under check=True and captured output: a bad
+    --overlay config ended in a CalledProcessError traceback that hid snakemake's message naming the key."""
+    import os
+    import sys
+
+    script = _calibration_local()
+    (workflow_copy / "overlay.yaml").write_text("audit: {alpha: '0.05'}\n")
+    monkeypatch.chdir(workflow_copy)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with pytest.raises(SystemExit) as exc:
+        script._jobs(["results/calibration/calibration/replicates/base/0.json"], "calibration",
+                     [*script.CONFIGS, "overlay.yaml"])
+    assert "audit.alpha: expected number, got string ('0.05')" in str(exc.value), exc.value

@@ -42,7 +42,10 @@ def _jobs(targets: list[str], run: str, configs: list[str]) -> list[dict]:
     cmd = ["snakemake", "-n", "-p", *targets, "--configfile", *configs]
     if run != RUN:
         cmd += ["--config", f"run={run}"]
-    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:  # a bad config or target: snakemake's own message, not a CalledProcessError traceback
+        raise SystemExit(f"error: {shlex.join(cmd)} failed:\n{(res.stdout + res.stderr).strip()}")
+    text = res.stdout
     jobs = []
     for line in text.splitlines():
         m = re.search(r"interp\.cli stage calibration_replicate (.*?) > ", line)
@@ -73,11 +76,11 @@ def _load_config(configs: list[str]) -> None:
 
 def _reaudit_one(task: tuple[str, str]) -> str:
     from interp.calibration import reaudit_replicate
+    from interp.io import write_text_atomic
 
     folder, path = task
     summary = reaudit_replicate(Path(folder), _CONFIG, None)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=1))
+    write_text_atomic(path, json.dumps(summary, indent=1))  # a stopped re-audit keeps the earlier summary whole
     return path
 
 
