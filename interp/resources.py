@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,26 @@ SCALING: dict[str, Scaling] = {
     "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort_shard": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort": Scaling(base_mb=4000, mb_per_mb=8, base_min=10, min_per_mb=0.2),
-    # audit and rank take the per-window tables as input (read a block at a time since 2026-12-04, so memory
-    # is over-provisioned by this scaling; time does follow them: rank tests every column, audit.by_region
-    # audits one more embedding per region)
-    "audit": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
-    "rank": Scaling(base_mb=4000, mb_per_mb=3, base_min=30, min_per_mb=0.5),
+    # audit and rank: sized by the embedding tables inside their folders (`SIZED_BY`). rank reads the per-window
+    # tables a block of columns at a time: memory grows per column (its results), 0.19 MB per MB of table at
+    # 1,000 samples (README "Scale": 388 -> 446 MB from 102 to 410 MB), time per value (the demo's 97 MB in 15 s,
+    # 0.0026 min/MB; x4 here). The audit reads the sample tables ([n, d] per layer) and, with audit.by_region,
+    # the per-window ones region by region, each region one more audit (x8 the rank's time per MB)
+    "audit": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
+    "audit_by_region": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
+    "rank": Scaling(base_mb=4000, mb_per_mb=0.25, base_min=30, min_per_mb=0.01),
 }
 
 #: per rule: the inputs whose size counts (`inputs_size_mb`); rules not listed count every input. A whole-genome
 #: FASTA, a GENCODE GTF or a chromosome VCF is read only in the regions studied, so its size says nothing of the
-#: cost (counted, a 3 GB FASTA + 1.5 GB GTF asked rank for 13 GB and 38 hours more)
+#: cost (counted, a 3 GB FASTA + 1.5 GB GTF asked rank for 13 GB and 38 hours more). "name/glob" counts the files
+#: matching glob inside the folder input `name` (Snakemake's input.size_mb counts a folder as its own entry, 4 kB,
+#: so an 18 GB windows table asked rank for its base 30 minutes)
 SIZED_BY: dict[str, tuple[str, ...]] = {
     "ancestry": ("panel",),
-    "rank": ("emb_dirs", "genotypes", "variant_effect"),
+    "audit": ("emb_dirs/*.samples.h5ad", "genotypes"),
+    "audit_by_region": ("emb_dirs/*.h5ad", "genotypes"),
+    "rank": ("emb_dirs/*.h5ad", "genotypes", "variant_effect"),
 }
 
 
@@ -73,14 +81,18 @@ def job_resources(rule: str, size_mb: float, units: float = 0.0, attempt: int = 
 
 
 def inputs_size_mb(input: object, names: Iterable[str]) -> float:
-    """Size in MB of the inputs `names` of a job, as Snakemake's `input.size_mb` counts them (`os.path.getsize`:
-    symlinks followed, a folder its own entry only): `input` is Snakemake's (or any object with those
-    attributes), each a path or a list of paths; an absent name or a missing file counts 0."""
+    """Size in MB of the inputs `names` of a job: `input` is Snakemake's (or any object with those attributes),
+    each a path or a list of paths; a name "input/glob" counts the files matching glob inside each folder of that
+    input (symlinks followed), a plain name the path itself (`os.path.getsize`, as Snakemake's `input.size_mb`:
+    a folder its own entry only). An absent name or a missing file counts 0."""
     total = 0
-    for name in names:
+    for entry in names:
+        name, _, pattern = entry.partition("/")
         value = getattr(input, name, None)
         for path in [value] if isinstance(value, str | os.PathLike) else list(value or []):
-            if os.path.exists(path):
+            if pattern and os.path.isdir(path):
+                total += sum(f.stat().st_size for f in Path(path).glob(pattern) if f.is_file())
+            elif not pattern and os.path.exists(path):
                 total += os.path.getsize(path)
     return total / (1 << 20)
 

@@ -62,6 +62,29 @@ def test_ancestry_and_rank_are_sized_by_their_own_inputs_not_the_reference(tmp_p
     rank = SimpleNamespace(fasta=ancestry.fasta, annotation=ancestry.annotation, emb_dirs=[str(tmp_path / "emb")],
                            genotypes=sized("genotypes.h5ad", 40), variant_effect=[sized("ve.parquet", 2)])
     assert inputs_size_mb(ancestry, SIZED_BY["ancestry"]) == 120
-    assert 42 <= inputs_size_mb(rank, SIZED_BY["rank"]) < 42.1  # the folder counts its entry, as in Snakemake
+    assert inputs_size_mb(rank, SIZED_BY["rank"]) == 42  # an empty embedding folder counts nothing
     assert inputs_size_mb(ancestry, ["vcf"]) == 20_000  # a link counts its target
     assert job_resources("rank", inputs_size_mb(rank, SIZED_BY["rank"]))["runtime"] < 60
+
+
+def test_audit_and_rank_are_sized_by_the_tables_inside_their_embedding_folders(tmp_path: Path) -> None:
+    """Snakemake's input.size_mb counts a folder as its own 4 kB entry: rank asked for its base 30 minutes and
+    4 GB whatever the per-window tables inside held (3,000 samples x 12,000 windows x d 128: 18 GB a layer)."""
+    from types import SimpleNamespace
+
+    from interp.resources import SIZED_BY, inputs_size_mb
+
+    emb = tmp_path / "emb" / "m"
+    emb.mkdir(parents=True)
+    for name, mb in (("block1.windows.h5ad", 18_000), ("block2.windows.h5ad", 18_000), ("block1.samples.h5ad", 2),
+                     ("block2.samples.h5ad", 2), ("notes.txt", 500)):
+        with open(emb / name, "wb") as fh:
+            fh.truncate(mb << 20)
+    job = SimpleNamespace(emb_dirs=[str(emb)], genotypes=str(emb / "block1.samples.h5ad"), variant_effect=[])
+    assert inputs_size_mb(job, SIZED_BY["rank"]) == 36_006
+    assert inputs_size_mb(job, SIZED_BY["audit"]) == 6  # sample tables only: the audit reads no windows table
+    assert inputs_size_mb(job, SIZED_BY["audit_by_region"]) == 36_006
+    rank = job_resources("rank", inputs_size_mb(job, SIZED_BY["rank"]))
+    # at the demo's measured 0.0026 min/MB this rank takes about 94 min; it asks for x4, and memory by column
+    assert 6 * 60 < rank["runtime"] < 12 * 60 and 8_000 < rank["mem_mb"] < 16_000
+    assert job_resources("audit", 6)["runtime"] == 31  # a plain audit stays at its base

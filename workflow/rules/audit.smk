@@ -26,7 +26,7 @@ if COHORT:
             bench_path("audit")
         threads: THREADS
         resources:
-            **scaled("audit"),
+            **scaled("audit_by_region" if config["audit"]["by_region"] else "audit"),
         conda:
             ENV
         shell:

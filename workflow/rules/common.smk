@@ -50,8 +50,9 @@ def stage_shell(stage):
 
 
 def scaled(rule, units=None):
-    """resources mem_mb and runtime of `rule` as functions of its inputs' size (interp.resources.job_resources);
-    units(wildcards, input) -> a count (samples x regions) where size alone says too little."""
+    """resources mem_mb and runtime of `rule` (a key of interp.resources.SCALING) as functions of its inputs' size
+    (interp.resources.job_resources); units(wildcards, input) -> a count (samples x regions) where size alone
+    says too little."""
 
     from interp.resources import SIZED_BY, inputs_size_mb
 
