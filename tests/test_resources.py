@@ -88,3 +88,23 @@ def test_audit_and_rank_are_sized_by_the_tables_inside_their_embedding_folders(t
     # at the demo's measured 0.0026 min/MB this rank takes about 94 min; it asks for x4, and memory by column
     assert 6 * 60 < rank["runtime"] < 12 * 60 and 8_000 < rank["mem_mb"] < 16_000
     assert job_resources("audit", 6)["runtime"] == 31  # a plain audit stays at its base
+
+
+def test_every_rule_asks_for_more_on_a_retry() -> None:
+    """Rules with a fixed request (sae, pretrain, variant_effect, probe, ...) asked for the same memory and time
+    on the SLURM profile's retry, so a job killed for either failed again; each now goes through `fixed` or
+    `scaled` (times the attempt number), never a bare number."""
+    import re
+
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    blocks = 0
+    for smk in sorted(rules.glob("*.smk")):
+        text = smk.read_text()
+        for m in re.finditer(r"^(\s*)resources:\n((?:\1\s+.*\n)+)", text, flags=re.M):
+            blocks += 1
+            body = m.group(2)
+            assert re.search(r"\*\*(fixed|scaled)\(", body), f"{smk.name}: {body}"
+            assert not re.search(r"^\s*(mem_mb|runtime)\s*=", body, flags=re.M), f"{smk.name}: {body}"
+    assert blocks >= 25
+    common = (rules / "common.smk").read_text()
+    assert "mem_mb * attempt" in common and "runtime * attempt" in common

@@ -46,8 +46,7 @@ rule calibration_replicate:
         f"{CAL_DIR}/benchmarks/{{cell}}/{{replicate}}.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **fixed(mem_mb=8000, runtime=60),
     conda:
         ENV
     shell:
@@ -72,8 +71,7 @@ rule calibration:
         f"{CAL_DIR}/benchmarks/calibration.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **fixed(mem_mb=2000, runtime=10),
     conda:
         ENV
     shell:

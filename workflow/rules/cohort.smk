@@ -36,8 +36,7 @@ if COHORT:
                 bench_path("simulate_cohort")
             threads: 1
             resources:
-                mem_mb=2000,
-                runtime=10,
+                **fixed(mem_mb=2000, runtime=10),
             conda:
                 ENV
             shell:
@@ -76,8 +75,7 @@ if COHORT:
             bench_path("check_cohort")
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **fixed(mem_mb=2000, runtime=10),
         conda:
             ENV
         shell:

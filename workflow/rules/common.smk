@@ -49,6 +49,14 @@ def stage_shell(stage):
     return f"python -m interp.cli stage {stage} {{params.job:q}} > {{log:q}} 2>&1"
 
 
+def fixed(mem_mb, runtime):
+    """resources mem_mb and runtime where the cost does not follow the inputs: these on the first attempt,
+    times the attempt number on a retry (the SLURM profile's `retries: 1`), as `scaled` does, so a job killed
+    for memory or time does not ask for the same again."""
+    return {"mem_mb": lambda wildcards, attempt: mem_mb * attempt,
+            "runtime": lambda wildcards, attempt: runtime * attempt}
+
+
 def scaled(rule, units=None):
     """resources mem_mb and runtime of `rule` (a key of interp.resources.SCALING) as functions of its inputs' size
     (interp.resources.job_resources); units(wildcards, input) -> a count (samples x regions) where size alone

@@ -47,8 +47,7 @@ rule prefetch:
         bench_path("prefetch")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=120,  # downloads: the largest cards are several GB
+        **fixed(mem_mb=2000, runtime=120),  # downloads: the largest cards are several GB
     conda:
         ENV
     shell:

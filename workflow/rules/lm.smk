@@ -19,8 +19,7 @@ rule pretrain_tiny_dnalm:
         bench_path("pretrain_tiny_dnalm", "model")
     threads: 1  # single-threaded training is bitwise reproducible
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
         gpu=GPU,
     conda:
         ENV

@@ -37,8 +37,7 @@ rule planted_genome:
         f"{P}/benchmarks/planted_genome.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **fixed(mem_mb=1000, runtime=10),
     conda:
         ENV
     shell:
@@ -62,8 +61,7 @@ rule planted_windows:
         f"{P}/benchmarks/planted_windows.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **fixed(mem_mb=2000, runtime=10),
     conda:
         ENV
     shell:
@@ -88,8 +86,7 @@ rule planted_lm:
         f"{P}/benchmarks/planted_lm.tsv"
     threads: 1  # single-threaded training is bitwise reproducible
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
         gpu=GPU,
     conda:
         ENV
@@ -117,8 +114,7 @@ rule planted_embed:
         f"{P}/benchmarks/planted_embed.tsv"
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
         gpu=GPU,
     conda:
         ENV
@@ -148,8 +144,7 @@ rule planted_sae:
         f"{P}/benchmarks/planted_sae.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
         gpu=GPU,
     conda:
         ENV
@@ -182,8 +177,7 @@ rule planted_calibration:
         f"{P}/benchmarks/planted_calibration.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **fixed(mem_mb=2000, runtime=20),
     conda:
         ENV
     shell:

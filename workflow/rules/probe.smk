@@ -16,8 +16,7 @@ rule probe:
         bench_path("probe")
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
     conda:
         ENV
     shell:
@@ -44,8 +43,7 @@ rule probe_sae:
         bench_path("probe_sae")
     threads: THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **fixed(mem_mb=4000, runtime=30),
     conda:
         ENV
     shell:

@@ -17,8 +17,7 @@ rule report:
         bench_path("report")
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **fixed(mem_mb=4000, runtime=10),
     conda:
         ENV
     shell:

@@ -30,8 +30,7 @@ rule sae:
         bench_path("sae", "model", "layer")
     threads: 1  # single-threaded training is bitwise reproducible
     resources:
-        mem_mb=6000,
-        runtime=60,
+        **fixed(mem_mb=6000, runtime=60),
         gpu=GPU,
     conda:
         ENV
@@ -61,8 +60,7 @@ rule sae_sweep:
         bench_path("sae_sweep", "model", "layer", "name")
     threads: 1
     resources:
-        mem_mb=6000,
-        runtime=60,
+        **fixed(mem_mb=6000, runtime=60),
         gpu=GPU,
     conda:
         ENV
@@ -90,8 +88,7 @@ rule sae_frontier:
         bench_path("sae_frontier", "model", "layer")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **fixed(mem_mb=1000, runtime=10),
     conda:
         ENV
     shell:
@@ -118,8 +115,7 @@ rule sae_steer:
         bench_path("sae_steer", "model", "layer")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **fixed(mem_mb=2000, runtime=20),
     conda:
         ENV
     shell:
@@ -146,8 +142,7 @@ rule sae_atlas:
         bench_path("sae_atlas", "model", "layer")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **fixed(mem_mb=2000, runtime=20),
     conda:
         ENV
     shell:

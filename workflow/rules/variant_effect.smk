@@ -27,8 +27,7 @@ if COHORT:
             model="[^/]+",
         threads: THREADS
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **fixed(mem_mb=4000, runtime=60),
             gpu=GPU,
         conda:
             ENV

@@ -20,8 +20,7 @@ rule windows:
         bench_path("windows")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **fixed(mem_mb=2000, runtime=10),
     conda:
         ENV
     shell:
