@@ -925,3 +925,30 @@ def test_per_layer_details_show_the_genotype_descriptors_the_audit_writes() -> N
                                                  "auroc_ci_low": 0.5, "auroc_ci_high": 0.8}]
     section = _html(report, figs, layers, calib, cfg).split("Per-population performance")[1].split("</details>")[0]
     assert "<td class=\"l\">bin0</td><td>40</td><td>0.25</td><td>0.660 [0.500, 0.800]</td>" in section
+
+
+def test_regional_plot_leaves_out_untested_features(monkeypatch) -> None:
+    """rank writes untested features (too few carriers) with p NaN; the plot took them as a family's top feature
+    (polars sorts NaN last, so a family of untested features only was drawn with a NaN bar)."""
+    import polars as pl
+
+    from interp.report import build
+
+    nan = float("nan")
+    rows = [("chr1:101:A:G", "variant", "", 100, 101, 1e-4), ("chr1:201:C:T", "variant", "", 200, 201, nan),
+            ("m/block1/chr1:0-1000/dim3", "embedding", "block1", 0, 1000, 1e-3),
+            ("m/block2/chr1:0-1000/dim1", "embedding", "block2", 0, 1000, nan),
+            ("m/sae/chr1:0-1000/f7", "sae", "block2", 0, 1000, nan)]
+    bio = pl.DataFrame([{"phenotype": "causal", "feature": f, "kind": k, "model": "m", "layer": layer,
+                         "contig": "chr1", "start": s, "end": e, "p": p} for f, k, layer, s, e, p in rows])
+    captured = {}
+
+    def fake(phenotype, variants, model_top, exons, lead, truth_pos):
+        captured.update(variants=variants, model_top=model_top, lead=lead)
+        return "png"
+
+    monkeypatch.setattr(build.plots, "regional_association", fake)
+    exons = pl.DataFrame(schema={"contig": pl.String, "start": pl.Int64, "end": pl.Int64})
+    assert build.regional_plot(bio, "causal", exons, None) == "png"
+    assert captured["variants"]["pos"].to_list() == [101] and captured["lead"]["pos"] == 101
+    assert captured["model_top"]["p"].to_list() == [1e-3]  # the NaN families are not drawn

@@ -338,9 +338,10 @@ def regional_plot(bio: pl.DataFrame, phenotype: str, exons: pl.DataFrame, truth:
     """Regional association plot of one phenotype: every variant's -log10 p, the top feature of each model
     family (up to 4, smallest p) as its window, the lead variant, the gene's exons; the planted causal
     variant of a simulated cohort as a dotted line."""
-    sub = bio.filter(pl.col("phenotype") == phenotype)
+    # untested rows (too few carriers, constant) have p NaN: not drawn, never a family's top
+    sub = bio.filter((pl.col("phenotype") == phenotype) & pl.col("p").is_not_null() & pl.col("p").is_not_nan())
     contig = None
-    variants = sub.filter(pl.col("kind") == "variant").filter(pl.col("p").is_not_null())
+    variants = sub.filter(pl.col("kind") == "variant")
     if not variants.is_empty():
         contig = variants.sort("p")["contig"][0]
         variants = variants.filter(pl.col("contig") == contig)
@@ -350,7 +351,7 @@ def regional_plot(bio: pl.DataFrame, phenotype: str, exons: pl.DataFrame, truth:
         r = variants.sort(["p", "pos"]).row(0, named=True)
         lead = {"pos": r["pos"], "p": r["p"], "name": summary.short_name(r)}
     model_rows = [dict(r, family=summary.family_of(r)) for r in
-                  sub.filter((pl.col("kind") != "variant") & pl.col("p").is_not_null()).sort(["p", "feature"])
+                  sub.filter(pl.col("kind") != "variant").sort(["p", "feature"])
                   .iter_rows(named=True) if contig is None or r["contig"] == contig]
     best: dict[str, dict] = {}
     for r in model_rows:
