@@ -952,3 +952,17 @@ def test_regional_plot_leaves_out_untested_features(monkeypatch) -> None:
     assert build.regional_plot(bio, "causal", exons, None) == "png"
     assert captured["variants"]["pos"].to_list() == [101] and captured["lead"]["pos"] == 101
     assert captured["model_top"]["p"].to_list() == [1e-3]  # the NaN families are not drawn
+
+
+def test_samples_without_a_population_label_are_one_named_group() -> None:
+    """A sample with no population label (and no phenotype) was counted as population "nan" in report.json's
+    cohort.populations and drawn as such in the ancestry plot."""
+    import pandas as pd
+
+    from interp.report.build import population_labels
+
+    obs = pd.DataFrame({"population": pd.Categorical(["CEU", None, "YRI", "CEU"])})
+    assert population_labels(obs, "population").tolist() == ["CEU", "(no label)", "YRI", "CEU"]
+    obs = pd.DataFrame({"population": ["CEU", "NA", "nan", "YRI"]})
+    assert population_labels(obs, "population").tolist() == ["CEU", "(no label)", "(no label)", "YRI"]
+    assert population_labels(obs, None).tolist() == ["all"] * 4

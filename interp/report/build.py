@@ -24,7 +24,7 @@ import polars as pl
 
 from interp.audit import MIN_REPORTED_GROUP
 from interp.cohort.vcf import population_obs_column
-from interp.io import write_text_atomic
+from interp.io import is_missing, write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
 from interp.report.provenance import (
@@ -237,6 +237,15 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     return out, figs
 
 
+def population_labels(obs, pop_col: str | None) -> np.ndarray:
+    """[n_samples] str population of each sample for the report's counts and ancestry plot: "all" without a
+    population column; a sample without a label (allowed when it has no phenotype value: the audit refuses it
+    otherwise) is the group "(no label)", not the text "nan"."""
+    if not pop_col:
+        return np.array(["all"] * len(obs))
+    return np.array(["(no label)" if is_missing(v) else str(v) for v in obs[pop_col].astype(object)])
+
+
 def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]]) -> tuple[dict, dict]:
     """(json part, figures) for the cohort: ancestry, verdicts, CV schemes, biomarkers, truth."""
     out: dict[str, Any] = {}
@@ -244,7 +253,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     cfg = params["config"]
     geno = ad.read_h5ad(inputs["genotypes"])
     pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
-    population = geno.obs[pop_col].astype(str).to_numpy() if pop_col else np.array(["all"] * geno.n_obs)
+    population = population_labels(geno.obs, pop_col)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
     figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP)
     pops, counts = np.unique(population, return_counts=True)
