@@ -402,7 +402,8 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
 def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Per column of x [n, m]: the number of individuals whose value differs from the column's modal
     (most frequent) value. A window feature takes one value per haplotype pair, so this counts the
-    carriers of anything but the commonest pair; a continuous column gives n - 1."""
+    carriers of anything but the commonest pair; a continuous column gives n - 1. NaN (a missing genotype)
+    is no value: it is not counted, and the mode is that of the observed values."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
@@ -414,7 +415,9 @@ def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
         new = np.ones(s.shape, dtype=bool)
         new[1:] = s[1:] != s[:-1]
         start = np.maximum.accumulate(np.where(new, idx, 0), axis=0)
-        out[lo:lo + s.shape[1]] = n - (idx - start + 1).max(axis=0)
+        # NaNs sort last and never equal each other: runs of one, never longer than the modal run
+        missing = np.isnan(s).sum(axis=0) if s.dtype.kind == "f" else 0
+        out[lo:lo + s.shape[1]] = np.maximum(n - (idx - start + 1).max(axis=0) - missing, 0)
     return out
 
 
@@ -778,7 +781,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
-    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(dosage),
+    # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier)
+    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
                      filter_count=minor_allele_count(np.asarray(variants.matrix)[keep]), standardise=False, null=null)
     vt = _family_frame(variants, vt, phenotype)
     tables = [vt]
