@@ -364,12 +364,18 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
     fit with d's coefficient held at 0 under the same (whole-design) penalty (Heinze & Schemper 2002) and a
     Wald se from the penalised information.
     with_p=False skips the restricted fit (p is then NaN): effects only.
+    The covariates are centred and scaled to SD 1 first (d's coefficient, se and p do not change), so that
+    the check for huge estimates does not depend on their units (a call rate with SD 0.01 and a real effect
+    has a coefficient in the hundreds).
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
     d = np.asarray(d, dtype=np.float64).ravel()
-    c = np.zeros((d.size, 0)) if c is None else np.asarray(c, dtype=np.float64).reshape(d.size, -1)
+    c = np.zeros((d.size, 0)) if c is None else np.array(c, dtype=np.float64).reshape(d.size, -1)
+    sd = c.std(axis=0)
+    varies = sd > 0
+    c[:, varies] = (c[:, varies] - c[:, varies].mean(axis=0)) / sd[varies]
     design = np.column_stack([np.ones_like(d), d, c])
     try:
         with warnings.catch_warnings():
