@@ -65,11 +65,13 @@ class NullModel:
 
 
 def _design(covariates: np.ndarray) -> np.ndarray:
-    """[1, centred covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of
+    """[1, standardised covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of
     the centred covariates, so the intercept always stays first and a redundant covariate costs no degree
     of freedom). Centred, because a covariate far from 0 relative to its spread (a year, a position) makes
     X^T W X so ill-conditioned that Newton's least-squares step cuts off a direction and stops at the
-    intercept-only fit; the column span, and so every fit and test, is the same."""
+    intercept-only fit; the kept columns are then scaled to SD 1, because covariates in very different units
+    (read depth beside a call rate) do the same to the smaller one. The column span, and so every fit and
+    test, is the same."""
     from scipy.linalg import qr
 
     n = covariates.shape[0]
@@ -79,7 +81,8 @@ def _design(covariates: np.ndarray) -> np.ndarray:
     _, r, piv = qr(centred, mode="economic", pivoting=True)
     d = np.abs(np.diag(r))
     keep = d > max(d[0], 1e-300) * max(centred.shape) * np.finfo(float).eps * 10 if d[0] > 0 else d > np.inf
-    return np.column_stack([np.ones(n), centred[:, np.sort(piv[keep])]])
+    kept = centred[:, np.sort(piv[keep])]
+    return np.column_stack([np.ones(n), kept / kept.std(axis=0)])
 
 
 def _orthonormal(a: np.ndarray) -> np.ndarray:

@@ -136,6 +136,30 @@ def test_null_model_with_a_covariate_far_from_zero_matches_statsmodels():
     np.testing.assert_allclose(null.mu, fit.predict(), rtol=1e-6, atol=1e-9)
 
 
+def test_null_model_with_covariates_in_very_different_units_matches_statsmodels():
+    """Two real covariates with SDs 1e-4 and 1e4 (a call rate beside a read depth): X^T W X had condition
+    ~1e16, Newton's least-squares step cut off the small one and the null model ignored it (mu off the MLE by
+    0.59; a feature correlated with it got p 3.5e-28 instead of 0.085). Unit-free: same mu and p as SD 1."""
+    from scipy import special
+
+    rng = np.random.default_rng(9)
+    n = 1000
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    y = (rng.random(n) < special.expit(-1 + 1.0 * a + 0.8 * b)).astype(float)
+    x = np.column_stack([rng.normal(size=n), a + rng.normal(size=n)])
+    fit = sm.Logit(y, sm.add_constant(np.column_stack([a, b]))).fit(disp=0)
+    want = association(x, null_model(y, np.column_stack([a, b]), binary=True))["p"].to_numpy()
+    assert want[1] > 0.01
+    for sa, sb in ((1e-4, 1e4), (1e-8, 1.0), (1e-5, 1e5)):
+        cov = np.column_stack([sa * a + 3.0, sb * b])
+        null = null_model(y, cov, binary=True)
+        np.testing.assert_allclose(null.mu, fit.predict(), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(association(x, null)["p"].to_numpy(), want, rtol=1e-6)
+        lin = association(x, null_model(y + a, cov, binary=False))["p"].to_numpy()
+        np.testing.assert_allclose(lin, association(x, null_model(y + a, np.column_stack([a, b]), False))["p"],
+                                   rtol=1e-6)
+
+
 def test_score_test_matches_statsmodels_score_test_and_lr():
     rng = np.random.default_rng(1)
     cov, _ = covariates(800, rng)
