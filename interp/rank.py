@@ -65,11 +65,13 @@ class NullModel:
 
 
 def _design(covariates: np.ndarray) -> np.ndarray:
-    """[1, centred covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of
+    """[1, standardised covariates] [n, 1 + r] with linearly dependent covariate columns dropped (pivoted QR of
     the centred covariates, so the intercept always stays first and a redundant covariate costs no degree
     of freedom). Centred, because a covariate far from 0 relative to its spread (a year, a position) makes
     X^T W X so ill-conditioned that Newton's least-squares step cuts off a direction and stops at the
-    intercept-only fit; the column span, and so every fit and test, is the same."""
+    intercept-only fit; the kept columns are then scaled to SD 1, because covariates in very different units
+    (read depth beside a call rate) do the same to the smaller one. The column span, and so every fit and
+    test, is the same."""
     from scipy.linalg import qr
 
     n = covariates.shape[0]
@@ -79,7 +81,8 @@ def _design(covariates: np.ndarray) -> np.ndarray:
     _, r, piv = qr(centred, mode="economic", pivoting=True)
     d = np.abs(np.diag(r))
     keep = d > max(d[0], 1e-300) * max(centred.shape) * np.finfo(float).eps * 10 if d[0] > 0 else d > np.inf
-    return np.column_stack([np.ones(n), centred[:, np.sort(piv[keep])]])
+    kept = centred[:, np.sort(piv[keep])]
+    return np.column_stack([np.ones(n), kept / kept.std(axis=0)])
 
 
 def _orthonormal(a: np.ndarray) -> np.ndarray:
@@ -364,12 +367,18 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
     fit with d's coefficient held at 0 under the same (whole-design) penalty (Heinze & Schemper 2002) and a
     Wald se from the penalised information.
     with_p=False skips the restricted fit (p is then NaN): effects only.
+    The covariates are centred and scaled to SD 1 first (d's coefficient, se and p do not change), so that
+    the check for huge estimates does not depend on their units (a call rate with SD 0.01 and a real effect
+    has a coefficient in the hundreds).
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
     d = np.asarray(d, dtype=np.float64).ravel()
-    c = np.zeros((d.size, 0)) if c is None else np.asarray(c, dtype=np.float64).reshape(d.size, -1)
+    c = np.zeros((d.size, 0)) if c is None else np.array(c, dtype=np.float64).reshape(d.size, -1)
+    sd = c.std(axis=0)
+    varies = sd > 0
+    c[:, varies] = (c[:, varies] - c[:, varies].mean(axis=0)) / sd[varies]
     design = np.column_stack([np.ones_like(d), d, c])
     try:
         with warnings.catch_warnings():
@@ -402,7 +411,8 @@ def logistic_effect(d: np.ndarray, y: np.ndarray, c: np.ndarray | None,
 def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Per column of x [n, m]: the number of individuals whose value differs from the column's modal
     (most frequent) value. A window feature takes one value per haplotype pair, so this counts the
-    carriers of anything but the commonest pair; a continuous column gives n - 1."""
+    carriers of anything but the commonest pair; a continuous column gives n - 1. NaN (a missing genotype)
+    is no value: it is not counted, and the mode is that of the observed values."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
@@ -414,7 +424,9 @@ def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
         new = np.ones(s.shape, dtype=bool)
         new[1:] = s[1:] != s[:-1]
         start = np.maximum.accumulate(np.where(new, idx, 0), axis=0)
-        out[lo:lo + s.shape[1]] = n - (idx - start + 1).max(axis=0)
+        # NaNs sort last and never equal each other: runs of one, never longer than the modal run
+        missing = np.isnan(s).sum(axis=0) if s.dtype.kind == "f" else 0
+        out[lo:lo + s.shape[1]] = np.maximum(n - (idx - start + 1).max(axis=0) - missing, 0)
     return out
 
 
@@ -778,7 +790,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
-    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(dosage),
+    # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier)
+    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
                      filter_count=minor_allele_count(np.asarray(variants.matrix)[keep]), standardise=False, null=null)
     vt = _family_frame(variants, vt, phenotype)
     tables = [vt]

@@ -272,6 +272,11 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
         t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg)
         tables.append(t)
         summaries.append(s)
+    if not any(t.height for t in tables):
+        from interp.errors import InputError
+
+        raise InputError("rank: no phenotype could be tested: " + ", ".join(
+            f"{s['phenotype']!r} ({s.get('skipped', 'no features')})" for s in summaries))
     table = pl.concat([t for t in tables if t.height], how="diagonal_relaxed")
     table = annotate_loci(table, annotation, np.asarray(variants.contig), np.asarray(variants.start),
                           np.asarray(variants.features))

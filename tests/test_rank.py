@@ -136,6 +136,30 @@ def test_null_model_with_a_covariate_far_from_zero_matches_statsmodels():
     np.testing.assert_allclose(null.mu, fit.predict(), rtol=1e-6, atol=1e-9)
 
 
+def test_null_model_with_covariates_in_very_different_units_matches_statsmodels():
+    """Two real covariates with SDs 1e-4 and 1e4 (a call rate beside a read depth): X^T W X had condition
+    ~1e16, Newton's least-squares step cut off the small one and the null model ignored it (mu off the MLE by
+    0.59; a feature correlated with it got p 3.5e-28 instead of 0.085). Unit-free: same mu and p as SD 1."""
+    from scipy import special
+
+    rng = np.random.default_rng(9)
+    n = 1000
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    y = (rng.random(n) < special.expit(-1 + 1.0 * a + 0.8 * b)).astype(float)
+    x = np.column_stack([rng.normal(size=n), a + rng.normal(size=n)])
+    fit = sm.Logit(y, sm.add_constant(np.column_stack([a, b]))).fit(disp=0)
+    want = association(x, null_model(y, np.column_stack([a, b]), binary=True))["p"].to_numpy()
+    assert want[1] > 0.01
+    for sa, sb in ((1e-4, 1e4), (1e-8, 1.0), (1e-5, 1e5)):
+        cov = np.column_stack([sa * a + 3.0, sb * b])
+        null = null_model(y, cov, binary=True)
+        np.testing.assert_allclose(null.mu, fit.predict(), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(association(x, null)["p"].to_numpy(), want, rtol=1e-6)
+        lin = association(x, null_model(y + a, cov, binary=False))["p"].to_numpy()
+        np.testing.assert_allclose(lin, association(x, null_model(y + a, np.column_stack([a, b]), False))["p"],
+                                   rtol=1e-6)
+
+
 def test_score_test_matches_statsmodels_score_test_and_lr():
     rng = np.random.default_rng(1)
     cov, _ = covariates(800, rng)
@@ -230,6 +254,25 @@ def test_logistic_effect_matches_statsmodels_and_firth_under_separation():
     assert how == "firth" and np.isfinite(beta) and beta > 1 and np.isfinite(se) and p < 1e-10
 
 
+def test_logistic_effect_does_not_depend_on_the_covariates_units():
+    """A covariate with SD 0.01 (a call rate, say) and a real effect has a coefficient near 110: the check
+    for huge estimates (|coefficient| >= 30) took that for separation and refitted by Firth (effect 0.630,
+    p 5.1e-3, "firth") where the MLE is 0.640, p 4.7e-3; the same covariate x100 gave "logit"."""
+    rng = np.random.default_rng(8)
+    n = 300
+    c = rng.normal(size=n) * 0.01
+    d = rng.binomial(2, 0.3, n).astype(float)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1 + 0.4 * d + 100 * c)))).astype(float)
+    fit = sm.Logit(y, sm.add_constant(np.column_stack([d, c]))).fit(disp=0)
+    null = sm.Logit(y, sm.add_constant(c)).fit(disp=0)
+    assert abs(fit.params[2]) > 30
+    for scale in (1.0, 100.0, 1e4):
+        beta, se, p, how = logistic_effect(d, y, scale * c[:, None] + 5.0)
+        assert how == "logit"
+        np.testing.assert_allclose([beta, se], [fit.params[1], fit.bse[1]], rtol=1e-6)
+        assert p == pytest.approx(stats.chi2.sf(2 * (fit.llf - null.llf), 1), rel=1e-6)
+
+
 def _penalised_loglik_oracle(x, y, fixed=None):
     """max over b (b_fixed = 0) of l(b) + 0.5 log|X^T W X| with the whole design x, by BFGS (logistf's PLR)."""
     from scipy import optimize, special
@@ -296,6 +339,29 @@ def test_carrier_and_minor_allele_counts():
     np.testing.assert_array_equal(carrier_counts(x), [2, 4, 2])
     d = np.array([[0, 2], [1, 2], [2, 2], [np.nan, 1]], dtype=float)
     np.testing.assert_array_equal(minor_allele_count(d), [3, 1])
+
+
+def test_variant_carriers_do_not_count_missing_genotypes():
+    """A variant with 12 heterozygous carriers and 30 missing calls: rank reported n_carriers 42 (the 30
+    mean-imputed dosages differ from the modal 0, so they counted as carriers); the carriers are 12."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(21)
+    n = 400
+    d = np.zeros((n, 2))
+    d[:12, 0] = 1.0
+    d[100:130, 0] = np.nan
+    d[:, 1] = rng.binomial(2, 0.3, size=n)
+    d[200:210, 1] = np.nan
+    np.testing.assert_array_equal(carrier_counts(d), [12, (d[:, 1] > 0).sum()])
+    assert carrier_counts(np.full((3, 1), np.nan)).tolist() == [0]
+    variants = Family("variant", "variant", d, ["v0", "v1"], ["v0", "v1"], np.array(["c", "c"]), np.array([1, 2]),
+                      np.array([2, 3]))
+    y = (rng.random(n) < 0.3).astype(float)
+    y[5] = np.nan  # one of the 12 carriers has no phenotype
+    table, _ = rank_phenotype("p", y, None, variants, [], RankConfig(resamples=0, refit_top=0))
+    got = dict(zip(table["feature"], table["n_carriers"], strict=True))
+    assert got == {"v0": 11, "v1": int((d[:, 1] > 0).sum() - (d[5, 1] > 0))}
 
 
 def test_rank_family_filters_and_says_why():

@@ -257,3 +257,21 @@ def test_rank_cohort_declared_categorical_covariate_is_one_hot() -> None:
     _, onehot = rank_cohort(geno, [], None, ["causal"], ["site"], cfg, categorical_covariates=["site"])
     assert linear["covariate_columns"] == ["site"]
     assert onehot["covariate_columns"] == ["site=2", "site=3"]
+
+
+def test_rank_cohort_with_no_testable_phenotype_says_why() -> None:
+    """Every phenotype skipped (one class after its missing values, or constant): rank_cohort died on
+    polars' "cannot concat empty list"; it is an InputError naming each phenotype and its reason."""
+    from interp.errors import InputError
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort
+
+    geno, _, _, _ = _planted_cohort()
+    geno.obs["all_cases"] = 1.0
+    geno.obs["constant"] = 2.5
+    cfg = RankConfig(resamples=2, top_k=3, refit_top=2, seed=1)
+    with pytest.raises(InputError, match=r"no phenotype could be tested: 'all_cases' \(binary phenotype has only "
+                                         r"one class\), 'constant' \(phenotype is constant"):
+        rank_cohort(geno, [], None, ["all_cases", "constant"], [], cfg)
+    table, summary = rank_cohort(geno, [], None, ["all_cases", "causal"], [], cfg)  # one is enough
+    assert set(table["phenotype"]) == {"causal"} and "skipped" in summary["phenotypes"][0]
