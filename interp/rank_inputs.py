@@ -217,8 +217,10 @@ def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np
     `exon_overlap` (one of them is an exon) and `nearest_variants` (the first 5 variants inside [start, end),
     comma-joined). start and end become Int64.
     """
+    # sorted on every column: a variant inside two windows of the same start takes the shorter, whatever order
+    # unique() returned
     model_windows = (t.filter(pl.col("kind") != "variant").select("contig", "start", "end").unique()
-                     .sort(["contig", "start"]))
+                     .sort(["contig", "start", "end"]))
 
     def holding_window(contig: str, pos: int) -> str:
         hit = model_windows.filter((pl.col("contig") == contig) & (pl.col("start") <= pos) & (pl.col("end") > pos))
@@ -239,7 +241,8 @@ def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np
     loci = pl.DataFrame(rows, schema_overrides={"start": pl.Int64, "end": pl.Int64})
     t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
                        (pl.col("kind") == "variant").alias("v"))
-    return t.join(loci, on=["v", "contig", "start", "end"], how="left").drop("v")
+    # rank's row order kept (polars promises no join order otherwise; untested rows tie in order_rank_table)
+    return t.join(loci, on=["v", "contig", "start", "end"], how="left", maintain_order="left").drop("v")
 
 
 def order_rank_table(table: pl.DataFrame) -> pl.DataFrame:

@@ -275,3 +275,19 @@ def test_rank_cohort_with_no_testable_phenotype_says_why() -> None:
         rank_cohort(geno, [], None, ["all_cases", "constant"], [], cfg)
     table, summary = rank_cohort(geno, [], None, ["all_cases", "causal"], [], cfg)  # one is enough
     assert set(table["phenotype"]) == {"causal"} and "skipped" in summary["phenotypes"][0]
+
+
+def test_annotate_loci_keeps_row_order_and_picks_the_shorter_window_on_a_tie() -> None:
+    """Rows come back in rank's order (the join promised none), and a variant inside two windows that start at
+    the same base (two models' window widths) is placed in the shorter one, not in whichever unique() gave."""
+    from interp.rank_inputs import annotate_loci
+
+    rows = [("variant", "chr1", 150, 151), ("embedding", "chr1", 100, 400), ("embedding", "chr1", 100, 200)]
+    rows = rows * 50 + [("variant", "chr1", 350, 351)]
+    t = pl.DataFrame({"kind": [r[0] for r in rows], "contig": [r[1] for r in rows], "start": [r[2] for r in rows],
+                      "end": [r[3] for r in rows], "order": list(range(len(rows)))})
+    out = annotate_loci(t, None, np.array(["chr1", "chr1"]), np.array([150, 350]), np.array(["v1", "v2"]))
+    assert out["order"].to_list() == list(range(len(rows)))
+    windows = dict(zip(out.filter(pl.col("kind") == "variant")["start"].to_list(),
+                       out.filter(pl.col("kind") == "variant")["window"].to_list(), strict=False))
+    assert windows == {150: "chr1:100-200", 350: "chr1:100-400"}
