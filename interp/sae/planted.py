@@ -355,9 +355,9 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
     instance = instance_scores(sae, store_path, windows, split, elements)
     match = (match_table(units, targets)
              .join(oracle.select("concept", "oracle_f1", "oracle_precision", "oracle_recall", "oracle_instance_f1"),
-                   on="concept", how="left")
-             .join(instance, on="concept", how="left")
-             .join(baseline_columns(sae_metrics), on="concept", how="left")
+                   on="concept", how="left", maintain_order="left")
+             .join(instance, on="concept", how="left", maintain_order="left")
+             .join(baseline_columns(sae_metrics), on="concept", how="left", maintain_order="left")
              .with_columns(((pl.col("instance_f1") >= targets.min_f1) & (pl.col("instance_lift") >= targets.min_lift))
                            .fill_null(False).alias("matched_instance")))
     verdict = match_verdict(match, targets)
