@@ -623,7 +623,9 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     keep = np.flatnonzero(filtered == "")
     best_first = keep[np.lexsort((keep, -np.abs(cols["z"][keep]), cols["p"][keep]))]
     stab = np.full(m, np.nan)
-    if keep.size and cfg.resamples > 0:
+    # a family of top_k or fewer tested columns puts every column in every top_k: stability would read 1 for all,
+    # a null feature with p 0.99 included, so it is not computed (NaN) there
+    if keep.size > cfg.top_k and cfg.resamples > 0:
         # screening: a column far down the full-sample ranking is essentially never in a half-sample's top_k;
         # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
         screened = np.sort(best_first[:cfg.stability_screen])

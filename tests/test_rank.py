@@ -790,3 +790,19 @@ def assert_same_table(got: pl.DataFrame, want: pl.DataFrame) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, equal_nan=True, err_msg=c)
         else:
             assert got[c].equals(want[c], check_names=False), c
+
+
+def test_stability_is_empty_in_a_family_no_larger_than_top_k():
+    """With top_k 20 and 6 tested columns every column is in every half-sample's top 20: stability read 1.0 for
+    all of them, a null feature with p near 1 included."""
+    rng = np.random.default_rng(3)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 0.8 * y
+    small = rank_family(x, y, None, True, RankConfig(top_k=20, resamples=10), n_carriers=carrier_counts(x))
+    assert np.isnan(small["stability"].to_numpy()).all() and small["p"].to_numpy()[0] < 1e-6
+    x_wide = np.column_stack([x, rng.normal(size=(n, 30))])
+    wide = rank_family(x_wide, y, None, True, RankConfig(top_k=20, resamples=10), n_carriers=carrier_counts(x_wide))
+    stab = wide["stability"].to_numpy()
+    assert stab[0] == 1.0 and np.nanmin(stab) < 1.0
