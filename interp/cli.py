@@ -1,5 +1,6 @@
-"""Command line: `python -m interp.cli stage <stage> '<job json>'` (what every rule but `prefetch` runs), and the
-verbs `check-config`, `summary`, `calibration-gather`, `calibration-oracle` and `prefetch`.
+"""Command line: `python -m interp.cli stage <stage> '<job json>'` (every rule but `prefetch`), and more.
+
+The other verbs: `check-config`, `summary`, `calibration-gather`, `calibration-oracle` and `prefetch`.
 
 Rules only wire: each passes its inputs, outputs, settings and threads as one JSON job to a stage
 function in `interp.stages` (of the rule's own name, except the `planted_*` rules that rerun `windows`,
