@@ -1,7 +1,10 @@
-"""Command line: `python -m interp.cli <stage> '<job json>'`, one verb per Snakemake rule.
+"""Command line: `python -m interp.cli stage <stage> '<job json>'` (every rule but `prefetch`), and more.
 
-Rules only wire: each passes its inputs, outputs, settings and threads as one JSON job to the
-stage function of the same name in `interp.stages`. User mistakes (`InputError`) print one
+The other verbs: `check-config`, `summary`, `calibration-gather`, `calibration-oracle` and `prefetch`.
+
+Rules only wire: each passes its inputs, outputs, settings and threads as one JSON job to a stage
+function in `interp.stages` (of the rule's own name, except the `planted_*` rules that rerun `windows`,
+`pretrain_tiny_dnalm`, `embed` and `sae` on the planted genome). User mistakes (`InputError`) print one
 clean line on stderr and exit 2; partial outputs are never left behind by the stages.
 """
 
