@@ -295,6 +295,25 @@ def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
         cal.calibration_table([_summary("base", 1, "PASS", False, 0.0, 0, 10)] * 2)
 
 
+
+def test_gather_command_skips_the_temporary_file_of_a_summary_being_written(tmp_path):
+    """calibration-gather runs while replicates are still written: a summary's temporary sibling
+    (interp.io.atomic_path: .<name>.tmp<pid>.json, half written, or whole but not yet renamed) is not a
+    summary of its own."""
+    from interp.cli import main
+
+    reps = tmp_path / "reps" / "base"
+    reps.mkdir(parents=True)
+    for r in range(2):
+        (reps / f"{r}.json").write_text(json.dumps(_summary("base", r, "PASS", False, 0.0, 0, 10)))
+    (reps / ".1.json.tmp4242.json").write_text(json.dumps(_summary("base", 1, "PASS", False, 0.0, 0, 10)))
+    (reps / ".2.json.tmp4243.json").write_text('{"cell": "base", "repl')
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert data["meta"]["n_replicate_files"] == 2 and data["rows"][0]["n_replicates"] == 2
+
+
+
 def test_superseded_cells_are_replaced_not_pooled(tmp_path):
     """A cell whose simulation changed is rerun from replicate 0: with supersede its earlier rows are dropped
     and the table equals one over the new summaries alone (other cells of the earlier table are kept); without
