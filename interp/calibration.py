@@ -379,13 +379,16 @@ _ARCHIVED = ("truth.json", "bio.parquet", "geno.h5ad")
 
 
 def _archive(workdir: Path, emb: Path, archive: Path, summary: dict) -> None:
+    from interp.io import write_text_atomic
+
     archive.mkdir(parents=True, exist_ok=True)
     for name in _ARCHIVED:
         if (workdir / name).exists():  # bio.parquet only where rank ran
             shutil.copy2(workdir / name, archive / name)
     for path in emb.glob("*.samples.h5ad"):
         shutil.copy2(path, archive / path.name)
-    (archive / "summary.json").write_text(json.dumps(_strict(summary), indent=1))
+    # written last and atomically: its presence marks a complete archive (oracle_rows, --reaudit)
+    write_text_atomic(archive / "summary.json", json.dumps(_strict(summary), indent=1))
 
 
 def reaudit_replicate(archive: Path, config: dict, population_column: str | None) -> dict:

@@ -313,6 +313,25 @@ def test_gather_command_skips_the_temporary_file_of_a_summary_being_written(tmp_
     assert data["meta"]["n_replicate_files"] == 2 and data["rows"][0]["n_replicates"] == 2
 
 
+def test_archived_summary_is_written_atomically(tmp_path, monkeypatch):
+    """summary.json marks an archived replicate as complete (oracle_rows, --reaudit read it): a write cut
+    short leaves the earlier summary whole, not a truncated file."""
+    archive, work, emb = tmp_path / "archive", tmp_path / "work", tmp_path / "emb"
+    for folder in (archive, work, emb):
+        folder.mkdir()
+    (archive / "summary.json").write_text(json.dumps({"replicate": 0, "before": True}))
+    original = Path.write_text
+
+    def cut_short(self, text, *args, **kwargs):
+        original(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        cal._archive(work, emb, archive, {"replicate": 0, "before": False, "verdicts": {"causal": []}})
+    monkeypatch.undo()
+    assert json.loads((archive / "summary.json").read_text()) == {"replicate": 0, "before": True}
+
 
 def test_superseded_cells_are_replaced_not_pooled(tmp_path):
     """A cell whose simulation changed is rerun from replicate 0: with supersede its earlier rows are dropped
