@@ -295,6 +295,23 @@ def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
         cal.calibration_table([_summary("base", 1, "PASS", False, 0.0, 0, 10)] * 2)
 
 
+def test_pooling_refuses_a_pooled_table_that_does_not_record_its_replicates():
+    """The committed table pooled 16 replicates (0-15) of odds_ratio=3 with summaries 20-103 and kept no
+    [first, last]: its n_replicates (100) says nothing of where it ends, so new summaries from 100 on would
+    count 100-103 twice (reports/calibration/replicates/odds_ratio=3/100.json is in it). Such a table is refused
+    as a prior; a plain earlier table without ranges (replicates 0.. of each cell) still pools."""
+    committed = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    row = next(r for r in committed if r["cell"] == "odds_ratio=3" and r["truth"] == "causal")
+    assert "replicates" not in row and row["n_replicates"] == 100
+    assert (REPO / "reports" / "calibration" / "replicates" / "odds_ratio=3" / "100.json").exists()
+    new = cal.calibration_table([_unranked(_summary("odds_ratio=3", 100, "PASS", False, 0.0, 0, 10))])
+    with pytest.raises(ValueError, match="does not record"):
+        cal.pool_with_prior(new, committed, {"odds_ratio=3": 100})
+    plain = [{k: v for k, v in r.items() if k != "replicates"}
+             for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(3)])]
+    later = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
+    assert cal.pool_with_prior(later, plain, {"base": 3})[0]["n_replicates"] == 4
+
 
 def test_gather_command_skips_the_temporary_file_of_a_summary_being_written(tmp_path):
     """calibration-gather runs while replicates are still written: a summary's temporary sibling
