@@ -379,13 +379,16 @@ _ARCHIVED = ("truth.json", "bio.parquet", "geno.h5ad")
 
 
 def _archive(workdir: Path, emb: Path, archive: Path, summary: dict) -> None:
+    from interp.io import write_text_atomic
+
     archive.mkdir(parents=True, exist_ok=True)
     for name in _ARCHIVED:
         if (workdir / name).exists():  # bio.parquet only where rank ran
             shutil.copy2(workdir / name, archive / name)
     for path in emb.glob("*.samples.h5ad"):
         shutil.copy2(path, archive / path.name)
-    (archive / "summary.json").write_text(json.dumps(_strict(summary), indent=1))
+    # written last and atomically: its presence marks a complete archive (oracle_rows, --reaudit)
+    write_text_atomic(archive / "summary.json", json.dumps(_strict(summary), indent=1))
 
 
 def reaudit_replicate(archive: Path, config: dict, population_column: str | None) -> dict:
@@ -775,8 +778,10 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
     summaries}; it must be at least the earlier table's replicate count of that cell, because the earlier run
     ran replicates 0, 1, ... of each cell (`calibration_local.py --first 0`); where the earlier row records its
     `replicates` [first, last], it must exceed last (a replicate that failed, e.g. no variant matching the
-    frequencies, leaves a gap: 58 replicates can end at index 58). Pooling a table with summaries it already
-    counts therefore raises ValueError instead of counting them twice. `median_seconds` comes from
+    frequencies, leaves a gap: 58 replicates can end at index 58). An earlier table that is itself pooled
+    (rows with `n_replicates_prior`) but records no `replicates` is refused: its new part may have begun
+    anywhere. Pooling a table with summaries it already counts therefore raises ValueError instead of counting
+    them twice. `median_seconds` comes from
     the new replicates where there are any. Each pooled row gets `n_replicates_prior` (its count in the
     earlier table). supersede: cells whose earlier rows are dropped, not pooled (the cell's simulation
     changed since, so its new replicates, from 0, replace them); ValueError when one is not in the earlier table.
@@ -790,6 +795,11 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
         before = prior.get((cell, truth))
         if before is None:
             continue
+        if not before.get("replicates") and "n_replicates_prior" in before:
+            # a pooled table's new part began anywhere (e.g. 20-103 after 0-15): its count is not its end
+            raise ValueError(f"calibration cell {cell}: the earlier table is itself pooled and does not record "
+                             "which replicates it holds ([first, last]); pooling could count replicates twice "
+                             "(regather it from its replicate summaries and its own prior)")
         last = int(before["replicates"][1]) if before.get("replicates") else int(before["n_replicates"]) - 1
         if first_new[cell] <= last:
             raise ValueError(f"calibration cell {cell}: new replicates start at {first_new[cell]} but the earlier "

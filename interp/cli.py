@@ -59,7 +59,8 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
                         supersede: tuple[str, ...] = ()) -> int:
     from interp.calibration import gather
 
-    files = sorted(replicates.glob("*/*.json"))
+    # not the hidden temporary sibling of a summary being written (interp.io.atomic_path: .<name>.tmp<pid>.json)
+    files = sorted(p for p in replicates.glob("*/*.json") if not p.name.startswith("."))
     if not files:
         raise InputError(f"{replicates}: no replicate summaries (<cell>/<replicate>.json) yet")
     if prior is not None and not prior.is_file():

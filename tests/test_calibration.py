@@ -295,6 +295,61 @@ def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
         cal.calibration_table([_summary("base", 1, "PASS", False, 0.0, 0, 10)] * 2)
 
 
+def test_pooling_refuses_a_pooled_table_that_does_not_record_its_replicates():
+    """The committed table pooled 16 replicates (0-15) of odds_ratio=3 with summaries 20-103 and kept no
+    [first, last]: its n_replicates (100) says nothing of where it ends, so new summaries from 100 on would
+    count 100-103 twice (reports/calibration/replicates/odds_ratio=3/100.json is in it). Such a table is refused
+    as a prior; a plain earlier table without ranges (replicates 0.. of each cell) still pools."""
+    committed = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    row = next(r for r in committed if r["cell"] == "odds_ratio=3" and r["truth"] == "causal")
+    assert "replicates" not in row and row["n_replicates"] == 100
+    assert (REPO / "reports" / "calibration" / "replicates" / "odds_ratio=3" / "100.json").exists()
+    new = cal.calibration_table([_unranked(_summary("odds_ratio=3", 100, "PASS", False, 0.0, 0, 10))])
+    with pytest.raises(ValueError, match="does not record"):
+        cal.pool_with_prior(new, committed, {"odds_ratio=3": 100})
+    plain = [{k: v for k, v in r.items() if k != "replicates"}
+             for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(3)])]
+    later = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
+    assert cal.pool_with_prior(later, plain, {"base": 3})[0]["n_replicates"] == 4
+
+
+def test_gather_command_skips_the_temporary_file_of_a_summary_being_written(tmp_path):
+    """calibration-gather runs while replicates are still written: a summary's temporary sibling
+    (interp.io.atomic_path: .<name>.tmp<pid>.json, half written, or whole but not yet renamed) is not a
+    summary of its own."""
+    from interp.cli import main
+
+    reps = tmp_path / "reps" / "base"
+    reps.mkdir(parents=True)
+    for r in range(2):
+        (reps / f"{r}.json").write_text(json.dumps(_summary("base", r, "PASS", False, 0.0, 0, 10)))
+    (reps / ".1.json.tmp4242.json").write_text(json.dumps(_summary("base", 1, "PASS", False, 0.0, 0, 10)))
+    (reps / ".2.json.tmp4243.json").write_text('{"cell": "base", "repl')
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert data["meta"]["n_replicate_files"] == 2 and data["rows"][0]["n_replicates"] == 2
+
+
+def test_archived_summary_is_written_atomically(tmp_path, monkeypatch):
+    """summary.json marks an archived replicate as complete (oracle_rows, --reaudit read it): a write cut
+    short leaves the earlier summary whole, not a truncated file."""
+    archive, work, emb = tmp_path / "archive", tmp_path / "work", tmp_path / "emb"
+    for folder in (archive, work, emb):
+        folder.mkdir()
+    (archive / "summary.json").write_text(json.dumps({"replicate": 0, "before": True}))
+    original = Path.write_text
+
+    def cut_short(self, text, *args, **kwargs):
+        original(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError):
+        cal._archive(work, emb, archive, {"replicate": 0, "before": False, "verdicts": {"causal": []}})
+    monkeypatch.undo()
+    assert json.loads((archive / "summary.json").read_text()) == {"replicate": 0, "before": True}
+
+
 def test_superseded_cells_are_replaced_not_pooled(tmp_path):
     """A cell whose simulation changed is rerun from replicate 0: with supersede its earlier rows are dropped
     and the table equals one over the new summaries alone (other cells of the earlier table are kept); without
