@@ -447,3 +447,21 @@ def test_calibration_local_shows_snakemakes_message_for_a_bad_config(workflow_co
         script._jobs(["results/calibration/calibration/replicates/base/0.json"], "calibration",
                      [*script.CONFIGS, "overlay.yaml"])
     assert "audit.alpha: expected number, got string ('0.05')" in str(exc.value), exc.value
+
+
+def test_calibration_reaudit_covers_every_archived_replicate_by_default(tmp_path: Path, monkeypatch) -> None:
+    """--reaudit took --replicates' default of 100 as its range, so replicates 100-199 of the cells run to 200
+    (mild confounding, admixed_with_sources) were silently left with their old summaries."""
+    import sys
+
+    script = _calibration_local()
+    seen: list[range] = []
+    monkeypatch.setattr(script, "_reaudit", lambda archive, out, cells, replicates, configs, workers:
+                        seen.append(replicates) or 0)
+    monkeypatch.setattr(sys, "argv", ["calibration_local.py", "--reaudit", "--archive", "a"])
+    script.main()
+    assert 0 in seen[-1] and 150 in seen[-1] and 10**6 in seen[-1]
+    monkeypatch.setattr(sys, "argv", ["calibration_local.py", "--reaudit", "--archive", "a", "--first", "100",
+                                      "--replicates", "50"])
+    script.main()
+    assert seen[-1] == range(100, 150)

@@ -102,7 +102,8 @@ def _reaudit(archive: Path, out: Path, cells: list[str] | None, replicates: rang
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", required=False, help="cell names (interp.calibration.grid_cells)")
-    ap.add_argument("--replicates", type=int, default=100, help="replicates 0..N-1 of each cell")
+    ap.add_argument("--replicates", type=int, default=None,
+                    help="replicates first..first+N-1 of each cell (default 100; with --reaudit, every archived one)")
     ap.add_argument("--first", type=int, default=0, help="first replicate index")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--archive", type=Path, help="keep each replicate's audit inputs here (see --reaudit)")
@@ -116,11 +117,14 @@ def main() -> int:
     if args.reaudit:
         if not args.archive:
             ap.error("--reaudit needs --archive")
-        return _reaudit(args.archive, out, args.cells, range(args.first, args.first + args.replicates), configs,
+        # every archived replicate from --first unless --replicates bounds it (mild confounding has 0-199)
+        last = args.first + args.replicates if args.replicates is not None else sys.maxsize
+        return _reaudit(args.archive, out, args.cells, range(args.first, last), configs,
                         args.workers)
     if not args.cells:
         ap.error("--cells is required")
-    targets = [str(out / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + args.replicates)
+    n_replicates = 100 if args.replicates is None else args.replicates
+    targets = [str(out / "replicates" / c / f"{r}.json") for r in range(args.first, args.first + n_replicates)
                for c in args.cells]
     pending = [t for t in targets if not Path(t).exists()]
     if not pending:
