@@ -859,12 +859,13 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
         meta["superseded_cells"] = sorted(supersede)
     elif supersede:
         raise ValueError("supersede names cells of an earlier table: give prior too")
-    write_text_atomic(out["json"], json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
-                                              allow_nan=False) + "\n")
-    write_text_atomic(out["tsv"], _tsv(table_frame(rows)))
-    plot_dir = Path(out["report"]).parent
-    write_plots(rows, plot_dir)
-    write_text_atomic(out["report"], markdown_report(rows, meta))
+    # everything rendered (plots written) before any table is replaced: a failure leaves the earlier set whole
+    texts = {"json": json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
+                                allow_nan=False) + "\n",
+             "tsv": _tsv(table_frame(rows)), "report": markdown_report(rows, meta)}
+    write_plots(rows, Path(out["report"]).parent)
+    for key in ("json", "tsv", "report"):
+        write_text_atomic(out[key], texts[key])
     return rows
 
 

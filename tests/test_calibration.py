@@ -227,6 +227,26 @@ def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
     assert main(["calibration-gather", str(tmp_path / "nothing"), str(tmp_path / "cli2")]) == 2
 
 
+def test_gather_that_fails_in_its_plots_leaves_the_earlier_tables(tmp_path, monkeypatch):
+    """gather wrote calibration.json and .tsv before the plots: a plotting failure left new tables beside the
+    earlier report.md."""
+    f = tmp_path / "reps" / "0.json"
+    f.parent.mkdir()
+    f.write_text(json.dumps(_summary("base", 0, "PASS", True, 0.0, 0, 50)))
+    out = {"tsv": tmp_path / "c.tsv", "json": tmp_path / "c.json", "report": tmp_path / "report" / "report.md"}
+    for key in out:
+        out[key].parent.mkdir(exist_ok=True)
+        out[key].write_text("earlier")
+
+    def broken(rows, folder):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(cal, "write_plots", broken)
+    with pytest.raises(RuntimeError):
+        cal.gather([f], out, meta={})
+    assert all(out[key].read_text() == "earlier" for key in out)
+
+
 def _unranked(summary: dict) -> dict:
     return {**summary, "variant": None, "feature": None, "discoveries": None, "type1": None,
             "null_discoveries": None}
