@@ -199,6 +199,23 @@ def test_embed_sequences_with_token_transform(tiny_checkpoint, demo):
         assert np.allclose(out["feat"][i], np.maximum(acts["block2"].values @ w, 0).mean(axis=0), atol=1e-5)
 
 
+
+def test_a_layer_named_twice_is_pooled_and_stored_once(tiny_checkpoint, demo, tmp_path):
+    """embed.layers / token_layers listing a layer twice: each batch's pooled rows were appended twice (the
+    cohort path then took other sequences' vectors for later rows) and every token was stored twice."""
+    emb = TinyEmbedder(tiny_checkpoint)
+    seqs = [demo[1000 + 100 * i:1040 + 100 * i] for i in range(5)]
+    once = embed_sequences(emb, seqs, ["block1"], batch_size=2)["block1"]
+    twice = embed_sequences(emb, seqs, ["block1", "block1"], batch_size=2)["block1"]
+    assert twice.shape == once.shape == (5, 16)
+    np.testing.assert_array_equal(twice, once)
+    windows, bases = make_tables(demo)
+    stats = embed_windows(emb, windows, bases, layers=["embed", "embed"], token_layers=["block2", "block2"],
+                          batch_size=3, pooled_out={"embed": tmp_path / "embed.h5ad"},
+                          token_out={"block2": tmp_path / "block2.zarr"}, label_names=LABELS)
+    assert stats["n_tokens"] == 700 and TokenStore(tmp_path / "block2.zarr").n_tokens == 700
+    assert ad.read_h5ad(tmp_path / "embed.h5ad").shape == (7, 16)
+
 # --- model cards and registry -------------------------------------------------------------------
 
 def test_all_shipped_cards_load():

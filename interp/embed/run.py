@@ -85,6 +85,8 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
     Returns {"n_windows", "n_tokens", "seconds", "d": {layer: width}}.
     """
     started = time.perf_counter()
+    # a layer named twice (embed.layers: [block2, block2]) would pool and store every token twice
+    layers, token_layers = list(dict.fromkeys(layers)), list(dict.fromkeys(token_layers))
     for layer in layers:
         if layer not in pooled_out:
             raise InputError(f"no pooled output path given for layer {layer}")
@@ -194,6 +196,7 @@ def embed_sequences(embedder: Embedder, seqs: list[str], layers: list[str], batc
     the mean over each sequence's real tokens of fn(per-token activations [m, d]) -> [m, k].
     """
     token_transforms = token_transforms or {}
+    layers = list(dict.fromkeys(layers))  # a layer named twice would give each batch's rows twice
     pooling = getattr(embedder, "pooling", "mean")
     wanted = list(dict.fromkeys([*layers, *(layer for layer, _ in token_transforms.values())]))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in [*layers, *token_transforms]}
