@@ -218,6 +218,22 @@ def test_a_layer_named_twice_is_pooled_and_stored_once(tiny_checkpoint, demo, tm
 
 # --- model cards and registry -------------------------------------------------------------------
 
+def test_card_pooling_last_reaches_the_built_in_model_and_the_h5ad(tiny_checkpoint, demo, tmp_path):
+    """A card's `pooling: last` was ignored by the built-in model (always mean) and every h5ad said mean."""
+    card = load_card(ROOT / "models/tiny-dnalm.yaml")
+    card["pooling"] = "last"
+    emb = make_embedder(card, tiny_checkpoint)
+    windows, bases = make_tables(demo)
+    embed_windows(emb, windows, bases, layers=["block2"], token_layers=["block2"], batch_size=3,
+                  pooled_out={"block2": tmp_path / "block2.h5ad"}, token_out={"block2": tmp_path / "block2.zarr"},
+                  label_names=LABELS)
+    adata = ad.read_h5ad(tmp_path / "block2.h5ad")
+    assert adata.uns["pooling"] == "last"
+    store = TokenStore(tmp_path / "block2.zarr")
+    acts, widx = store.activations[:], store.window_index[:]
+    for row, w in enumerate(windows.sort("window_index")["window_index"].to_list()):
+        np.testing.assert_array_equal(adata.X[row], acts[widx == w][-1])
+
 def test_all_shipped_cards_load():
     cards = {p.stem: load_card(p) for p in sorted((ROOT / "models").glob("*.yaml"))}
     assert {"tiny-dnalm", "nucleotide-transformer-v2-50m", "dnabert-2-117m", "hyenadna-tiny-1k", "caduceus-ph-131k",

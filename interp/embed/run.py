@@ -63,12 +63,13 @@ def check_windows(windows: pl.DataFrame) -> pl.DataFrame:
     return windows
 
 
-def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: str, layer: str) -> None:
+def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: str, layer: str,
+                 pooling: str = "mean") -> None:
     """AnnData .h5ad: X float32 [n_windows, d], obs = windows without sequence; temp name then rename."""
     obs = windows.drop("sequence").to_pandas()
     obs.index = windows["window_id"].cast(pl.String).to_list()
     adata = ad.AnnData(X=pooled.astype(np.float32), obs=obs,
-                       uns={"model": model, "layer": layer, "pooling": "mean"})
+                       uns={"model": model, "layer": layer, "pooling": pooling})
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
 
@@ -135,7 +136,7 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
     for layer in layers:
         matrix = np.concatenate(pooled[layer]) if pooled[layer] else np.zeros((0, 0), np.float32)
         widths[layer] = int(matrix.shape[1])
-        write_pooled(pooled_out[layer], matrix, windows, embedder.name, layer)
+        write_pooled(pooled_out[layer], matrix, windows, embedder.name, layer, pooling)
     for layer, writer in writers.items():
         widths[layer] = writer.d
         writer.close()
