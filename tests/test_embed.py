@@ -199,7 +199,40 @@ def test_embed_sequences_with_token_transform(tiny_checkpoint, demo):
         assert np.allclose(out["feat"][i], np.maximum(acts["block2"].values @ w, 0).mean(axis=0), atol=1e-5)
 
 
+
+def test_a_layer_named_twice_is_pooled_and_stored_once(tiny_checkpoint, demo, tmp_path):
+    """embed.layers / token_layers listing a layer twice: each batch's pooled rows were appended twice (the
+    cohort path then took other sequences' vectors for later rows) and every token was stored twice."""
+    emb = TinyEmbedder(tiny_checkpoint)
+    seqs = [demo[1000 + 100 * i:1040 + 100 * i] for i in range(5)]
+    once = embed_sequences(emb, seqs, ["block1"], batch_size=2)["block1"]
+    twice = embed_sequences(emb, seqs, ["block1", "block1"], batch_size=2)["block1"]
+    assert twice.shape == once.shape == (5, 16)
+    np.testing.assert_array_equal(twice, once)
+    windows, bases = make_tables(demo)
+    stats = embed_windows(emb, windows, bases, layers=["embed", "embed"], token_layers=["block2", "block2"],
+                          batch_size=3, pooled_out={"embed": tmp_path / "embed.h5ad"},
+                          token_out={"block2": tmp_path / "block2.zarr"}, label_names=LABELS)
+    assert stats["n_tokens"] == 700 and TokenStore(tmp_path / "block2.zarr").n_tokens == 700
+    assert ad.read_h5ad(tmp_path / "embed.h5ad").shape == (7, 16)
+
 # --- model cards and registry -------------------------------------------------------------------
+
+def test_card_pooling_last_reaches_the_built_in_model_and_the_h5ad(tiny_checkpoint, demo, tmp_path):
+    """A card's `pooling: last` was ignored by the built-in model (always mean) and every h5ad said mean."""
+    card = load_card(ROOT / "models/tiny-dnalm.yaml")
+    card["pooling"] = "last"
+    emb = make_embedder(card, tiny_checkpoint)
+    windows, bases = make_tables(demo)
+    embed_windows(emb, windows, bases, layers=["block2"], token_layers=["block2"], batch_size=3,
+                  pooled_out={"block2": tmp_path / "block2.h5ad"}, token_out={"block2": tmp_path / "block2.zarr"},
+                  label_names=LABELS)
+    adata = ad.read_h5ad(tmp_path / "block2.h5ad")
+    assert adata.uns["pooling"] == "last"
+    store = TokenStore(tmp_path / "block2.zarr")
+    acts, widx = store.activations[:], store.window_index[:]
+    for row, w in enumerate(windows.sort("window_index")["window_index"].to_list()):
+        np.testing.assert_array_equal(adata.X[row], acts[widx == w][-1])
 
 def test_all_shipped_cards_load():
     cards = {p.stem: load_card(p) for p in sorted((ROOT / "models").glob("*.yaml"))}

@@ -273,6 +273,18 @@ def test_dnabert2_layers_come_from_hooks_on_unpadded_encoder(embedders, genome):
         emb.embed(seqs, ["encoder.layer.7"])
 
 
+def test_left_padding_the_model_cannot_take_exactly_is_refused(folders, embedders, genome):
+    """A card's padding_side: left on a causal model without an attention mask (HyenaDNA) let the pads before a
+    shorter sequence flow into its activations, which then depended on the batch."""
+    assert embedders["hyena"].padding_side == "right"
+    with pytest.raises(InputError, match="padding_side: left padding needs .* no attention_mask"):
+        make_embedder(card_for(folders["hyena"], **{**CARDS["hyena"], "padding_side": "left"}), None)
+    emb = make_embedder(card_for(folders["bert_bpe"], **{**CARDS["bert_bpe"], "padding_side": "left"}), None)
+    seqs = [genome[5000:5300], genome[7000:7137]]
+    together = emb.embed(seqs, ["hidden_states.2"])["hidden_states.2"]
+    alone = emb.embed([seqs[1]], ["hidden_states.2"])["hidden_states.2"]
+    np.testing.assert_allclose(together.values[together.offsets[1]:], alone.values, atol=2e-5)
+
 def test_long_sequences_are_chunked_with_overlap_and_stitched(folders, genome):
     hyena = make_embedder(card_for(folders["hyena"], **{**CARDS["hyena"], "context": 64, "chunk_overlap": 16}),
                           None)

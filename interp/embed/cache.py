@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 #: the embedding code's version in every cache key: bump it whenever a change to interp/embed changes what is
 #: computed for the same model and sequence (the key cannot see code). 2: a SentencePiece word marker no longer
 #: counts as a base-covering token (2026-12-04), which changed pooled vectors of Metaspace BPE tokenizers.
-CACHE_VERSION = 2
+#: 3: a tiny card's `pooling: last` is honoured (its vectors were mean-pooled, cached under a key naming last), and
+#: a layer listed twice no longer mixes other sequences' vectors into the cached rows.
+CACHE_VERSION = 3
 #: card fields that describe a model without changing what it computes
 _NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name"}
 

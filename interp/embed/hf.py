@@ -195,6 +195,13 @@ class HFEmbedder:
         # real tokens exactly as unpadded because they never see later positions
         default_side = "left" if self.causal and self.accepts_mask and self.accepts_positions else "right"
         self.padding_side = card.get("padding_side", default_side)
+        if self.padding_side == "left" and not (self.accepts_mask and self.accepts_positions):
+            # pads before the real tokens: seen by a model without a mask, or shifting the real tokens'
+            # positions without position ids, so a sequence's activations would depend on its batch
+            raise InputError(f"model card {self.name}, field padding_side: left padding needs a model that takes "
+                             f"attention_mask and position_ids, and {type(self.model).__name__} takes "
+                             f"{'no attention_mask' if not self.accepts_mask else 'no position_ids'}; use right "
+                             "(or leave padding_side out)")
         # a bidirectional model without an attention mask would let pads leak into every token
         self.pad_free = not self.accepts_mask and not self.causal
         self.modules = dict(self.model.named_modules())

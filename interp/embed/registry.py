@@ -147,7 +147,8 @@ def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_c
 
         if checkpoint is None:
             raise InputError(f"model card {card['name']}: family tiny needs a checkpoint (run the pretrain step)")
-        return TinyEmbedder(Path(checkpoint), name=card["name"], device=device, context=card["context"])
+        return TinyEmbedder(Path(checkpoint), name=card["name"], device=device, context=card["context"],
+                            pooling=card.get("pooling", "mean"))
     if family == "hf":
         from interp.embed.hf import HFEmbedder
 

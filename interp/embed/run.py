@@ -63,12 +63,13 @@ def check_windows(windows: pl.DataFrame) -> pl.DataFrame:
     return windows
 
 
-def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: str, layer: str) -> None:
+def write_pooled(path: Path, pooled: np.ndarray, windows: pl.DataFrame, model: str, layer: str,
+                 pooling: str = "mean") -> None:
     """AnnData .h5ad: X float32 [n_windows, d], obs = windows without sequence; temp name then rename."""
     obs = windows.drop("sequence").to_pandas()
     obs.index = windows["window_id"].cast(pl.String).to_list()
     adata = ad.AnnData(X=pooled.astype(np.float32), obs=obs,
-                       uns={"model": model, "layer": layer, "pooling": "mean"})
+                       uns={"model": model, "layer": layer, "pooling": pooling})
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
 
@@ -85,6 +86,8 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
     Returns {"n_windows", "n_tokens", "seconds", "d": {layer: width}}.
     """
     started = time.perf_counter()
+    # a layer named twice (embed.layers: [block2, block2]) would pool and store every token twice
+    layers, token_layers = list(dict.fromkeys(layers)), list(dict.fromkeys(token_layers))
     for layer in layers:
         if layer not in pooled_out:
             raise InputError(f"no pooled output path given for layer {layer}")
@@ -133,7 +136,7 @@ def embed_windows(embedder: Embedder, windows: pl.DataFrame, bases: pl.DataFrame
     for layer in layers:
         matrix = np.concatenate(pooled[layer]) if pooled[layer] else np.zeros((0, 0), np.float32)
         widths[layer] = int(matrix.shape[1])
-        write_pooled(pooled_out[layer], matrix, windows, embedder.name, layer)
+        write_pooled(pooled_out[layer], matrix, windows, embedder.name, layer, pooling)
     for layer, writer in writers.items():
         widths[layer] = writer.d
         writer.close()
@@ -194,6 +197,7 @@ def embed_sequences(embedder: Embedder, seqs: list[str], layers: list[str], batc
     the mean over each sequence's real tokens of fn(per-token activations [m, d]) -> [m, k].
     """
     token_transforms = token_transforms or {}
+    layers = list(dict.fromkeys(layers))  # a layer named twice would give each batch's rows twice
     pooling = getattr(embedder, "pooling", "mean")
     wanted = list(dict.fromkeys([*layers, *(layer for layer, _ in token_transforms.values())]))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in [*layers, *token_transforms]}

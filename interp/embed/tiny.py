@@ -40,7 +40,7 @@ class TinyEmbedder:
     """
 
     def __init__(self, checkpoint: Path, name: str = "tiny-dnalm", device: str = "cpu",
-                 context: int | None = None, batch_pieces: int = 64) -> None:
+                 context: int | None = None, batch_pieces: int = 64, pooling: str = "mean") -> None:
         self.model = load_tiny_checkpoint(checkpoint).to(device)
         self.name = name
         self.device = device
@@ -48,7 +48,7 @@ class TinyEmbedder:
         self.context = min(context or self.model.cfg.max_len, self.model.cfg.max_len)
         self.d = self.model.cfg.d_model
         self.batch_pieces = batch_pieces
-        self.pooling = "mean"
+        self.pooling = pooling  # the card's: mean over the bases' tokens, or the last one
         self.input_counts: dict[str, int] = {}
         self.provenance = {"checkpoint": str(checkpoint), "trust_remote_code": False}
 
