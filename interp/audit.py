@@ -1032,7 +1032,8 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, str, str]:
         return "INCONCLUSIVE", "ancestry_phenotype_collinear", (
             f"{base}; ancestry nearly determines the phenotype: effective within-ancestry n "
             f"{r['effective_n_within']:.1f} < {cfg.min_effective_n}, so the within test has little to work with")
-    bound = 0.5 + min(cfg.fail_within_margin, cfg.fail_max_within_share * (r["auroc_probe"] - 0.5))
+    # np.minimum keeps a NaN probe AUROC NaN (Python's min returned the margin): then nothing is excluded
+    bound = 0.5 + float(np.minimum(cfg.fail_within_margin, cfg.fail_max_within_share * (r["auroc_probe"] - 0.5)))
     small_within = bool(np.isfinite(r["within_auroc_ci_high"]) and np.isfinite(bound)
                         and r["within_auroc_ci_high"] < bound)
     wa_bound = (f"{wa}, its upper bound < {_fmt(bound)} = 0.5 + min(margin {cfg.fail_within_margin}, "

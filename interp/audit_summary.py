@@ -110,11 +110,19 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     absent); None puts every sample in one group "all" (strata then
     come from the PCs). covariate_missing, categorical_covariates: the `interp.covariates.covariate_design`
     policy and the covariates one-hot encoded even when coded as numbers.
+    Sample IDs (obs_names) repeated in the table are an InputError.
     Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
     yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
     """
     from interp.covariates import covariate_design
 
+    ids = table.obs_names.astype(str)
+    repeated = sorted(set(ids[ids.duplicated()]))
+    if repeated:  # a copy is its own neighbour for the probe, whose null replicates split the copies' labels
+        shown = ", ".join(f"'{s}'" for s in repeated[:20]) + (" ..." if len(repeated) > 20 else "")
+        raise InputError(f"{table.uns.get('model')} {table.uns.get('layer')}: {len(repeated)} sample ID(s) appear "
+                         f"more than once in the sample table ({shown}); a sample counted twice makes a false "
+                         "within-ancestry signal: drop or rename the duplicates")
     X = np.asarray(table.X, dtype=np.float64)
     pcs = np.asarray(table.obsm["X_pca"], dtype=np.float64)
     if population_column and population_column not in table.obs:

@@ -27,6 +27,7 @@ from interp.audit import (
     residualise_in_fold,
     sequential_mc_p,
     stratified_folds,
+    verdict,
 )
 from interp.covariates import CovariateDesign, covariate_design
 from interp.errors import InputError
@@ -304,6 +305,41 @@ def test_multiplicity_over_the_run():
     np.testing.assert_allclose([r["p_within_adjusted"] for r in results], holm(raw))
     assert all(r["multiplicity"] == "holm over 3 verdicts" for r in results)
     assert all(r["p_within_adjusted"] >= r["p_within"] for r in results)
+
+
+def test_verdict_rules_at_their_boundaries():
+    """Each rule of the module docstring at its boundary: p exactly alpha is significant, NaN p is not, an
+    effective n exactly min_effective_n is not "below", a CI bound exactly at 0.5 + margin (or at the share
+    bound) is not "below"; a NaN probe AUROC makes the share bound NaN, so nothing is excluded (no FAIL)."""
+    cfg = AuditConfig()
+    base = {"p_within": 0.5, "p_signal": 1e-3, "p_within_adjusted": 0.5, "p_signal_adjusted": 1e-3,
+            "multiplicity": "holm over 1 verdict", "within_auroc": 0.5, "within_auroc_ci_low": 0.45,
+            "within_auroc_ci_high": 0.52, "auroc_probe": 0.8, "auroc_probe_ci_low": 0.7, "auroc_probe_ci_high": 0.9,
+            "auroc_ancestry_only": 0.8, "auroc_ancestry_only_ci_low": 0.7, "auroc_ancestry_only_ci_high": 0.9,
+            "effective_n_within": 100.0, "p_ancestry": 1e-3, "p_covariates": float("nan"),
+            "p_ancestry_and_covariates": float("nan")}
+
+    def rule(**kw) -> str:
+        return verdict({**base, **kw}, cfg)[1]
+
+    assert rule() == "signal_explained_by_ancestry"
+    assert rule(p_within_adjusted=0.05) == "within_ancestry_signal"
+    assert rule(p_within_adjusted=float("nan")) == "signal_explained_by_ancestry"
+    assert rule(p_signal_adjusted=0.05) == "signal_explained_by_ancestry"
+    assert rule(p_signal_adjusted=float("nan")) == "no_signal"
+    assert rule(effective_n_within=30.0) == "signal_explained_by_ancestry"
+    assert rule(effective_n_within=29.99) == "ancestry_phenotype_collinear"
+    assert rule(within_auroc_ci_high=0.55) == "within_effect_undetermined"
+    assert rule(within_auroc_ci_high=0.5499) == "signal_explained_by_ancestry"
+    assert rule(auroc_probe=0.58, within_auroc_ci_high=0.54) == "within_effect_undetermined"
+    assert rule(auroc_probe=0.58, within_auroc_ci_high=0.5399) == "signal_explained_by_ancestry"
+    assert rule(within_auroc_ci_high=float("nan")) == "within_effect_undetermined"
+    assert rule(p_ancestry=0.05) == "signal_explained_by_ancestry"
+    assert rule(p_ancestry=float("nan"), p_covariates=0.01) == "signal_explained_by_covariates"
+    assert rule(p_ancestry=0.2, p_covariates=0.3, p_ancestry_and_covariates=0.01) == (
+        "signal_explained_by_ancestry_and_covariates")
+    # min(margin, share x (NaN - 0.5)) was the margin (Python's min skips a NaN second argument): FAIL
+    assert rule(auroc_probe=float("nan")) == "within_effect_undetermined"
 
 
 def test_a_covariate_that_is_the_population_does_not_hide_ancestry():
