@@ -1028,7 +1028,7 @@ def verdict(r: dict, cfg: AuditConfig) -> tuple[str, str, str]:
             f"probe AUROC {_fmt(r['auroc_probe'])} [{_fmt(r['auroc_probe_ci_low'])}, "
             f"{_fmt(r['auroc_probe_ci_high'])}]")
     base = f"signal (p_signal adjusted {_fmt(ps)}) but none within ancestry (p_within adjusted {_fmt(pw)} > {a})"
-    if r["effective_n_within"] < cfg.min_effective_n:
+    if not r["effective_n_within"] >= cfg.min_effective_n:  # NaN (unknown) is not enough either: never a FAIL
         return "INCONCLUSIVE", "ancestry_phenotype_collinear", (
             f"{base}; ancestry nearly determines the phenotype: effective within-ancestry n "
             f"{r['effective_n_within']:.1f} < {cfg.min_effective_n}, so the within test has little to work with")

@@ -329,6 +329,7 @@ def test_verdict_rules_at_their_boundaries():
     assert rule(p_signal_adjusted=float("nan")) == "no_signal"
     assert rule(effective_n_within=30.0) == "signal_explained_by_ancestry"
     assert rule(effective_n_within=29.99) == "ancestry_phenotype_collinear"
+    assert rule(effective_n_within=float("nan")) == "ancestry_phenotype_collinear"  # was FAIL: NaN < 30 is False
     assert rule(within_auroc_ci_high=0.55) == "within_effect_undetermined"
     assert rule(within_auroc_ci_high=0.5499) == "signal_explained_by_ancestry"
     assert rule(auroc_probe=0.58, within_auroc_ci_high=0.54) == "within_effect_undetermined"
