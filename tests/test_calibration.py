@@ -320,13 +320,19 @@ def test_pooling_refuses_a_pooled_table_that_does_not_record_its_replicates():
     [first, last]: its n_replicates (100) says nothing of where it ends, so new summaries from 100 on would
     count 100-103 twice (reports/calibration/replicates/odds_ratio=3/100.json is in it). Such a table is refused
     as a prior; a plain earlier table without ranges (replicates 0.. of each cell) still pools."""
-    committed = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    # the committed table as it was until 2026-12-05 (regathered since, with ranges): the ranges left out
+    committed = [{k: v for k, v in r.items() if k != "replicates"}
+                 for r in json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]]
     row = next(r for r in committed if r["cell"] == "odds_ratio=3" and r["truth"] == "causal")
-    assert "replicates" not in row and row["n_replicates"] == 100
+    assert row["n_replicates"] == 100 and "n_replicates_prior" in row
     assert (REPO / "reports" / "calibration" / "replicates" / "odds_ratio=3" / "100.json").exists()
     new = cal.calibration_table([_unranked(_summary("odds_ratio=3", 100, "PASS", False, 0.0, 0, 10))])
     with pytest.raises(ValueError, match="does not record"):
         cal.pool_with_prior(new, committed, {"odds_ratio=3": 100})
+    # with its range (0-103) the same new replicate is refused as already held
+    ranged = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    with pytest.raises(ValueError, match="already holds"):
+        cal.pool_with_prior(new, ranged, {"odds_ratio=3": 100})
     plain = [{k: v for k, v in r.items() if k != "replicates"}
              for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(3)])]
     later = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
