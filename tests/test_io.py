@@ -83,3 +83,40 @@ def test_write_table_leaves_no_new_parquet_beside_the_old_tsv_when_the_tsv_fails
         write_table(pl.DataFrame({"x": [2]}), parquet, tsv)
     assert (parquet.read_bytes(), tsv.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet", "t.tsv"]
+
+
+def _gzip_with_extra_field(data: bytes, subfield: bytes) -> bytes:
+    """One gzip member whose header carries the FEXTRA field `subfield` (as dictzip's 'RA' or BGZF's 'BC')."""
+    import struct
+    import zlib
+
+    header = b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", len(subfield)) + subfield
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = deflate.compress(data) + deflate.flush()
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+def test_compression_tells_bgzf_from_a_gzip_with_another_extra_field(tmp_path: Path) -> None:
+    """BGZF is a gzip header with the extra subfield 'BC' (htslib's test); a gzip file whose header has another
+    extra field (dictzip's 'RA') is plain gzip, and a FASTA so compressed is read, not refused as a bad bgzip."""
+    import gzip
+    import struct
+
+    import pysam
+
+    from interp.genome.fasta import read_fasta
+    from interp.io import compression
+
+    text = b">chrT\nACGTACGTAC\nGGCC\n"
+    plain = tmp_path / "genome.fa"
+    plain.write_bytes(text)
+    pysam.tabix_compress(str(plain), str(tmp_path / "genome.fa.bgz"))
+    (tmp_path / "genome.fa.gz").write_bytes(gzip.compress(text))
+    dictzip = tmp_path / "dictzip" / "genome.fa.dz"
+    dictzip.parent.mkdir()
+    dictzip.write_bytes(_gzip_with_extra_field(text, b"RA" + struct.pack("<H", 4) + bytes(4)))
+    assert gzip.decompress(dictzip.read_bytes()) == text
+    assert [compression(tmp_path / n) for n in ("genome.fa", "genome.fa.bgz", "genome.fa.gz")] == [
+        "plain", "bgzf", "gzip"]
+    assert compression(dictzip) == "gzip"
+    assert read_fasta(dictzip, tmp_path / "cache") == {"chrT": "ACGTACGTACGGCC"}
