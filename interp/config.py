@@ -16,7 +16,7 @@ import yaml
 
 from interp.cohort.config import CohortConfig
 from interp.embed.config import EmbedConfig
-from interp.errors import InputError
+from interp.errors import InputError, yaml_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -337,7 +337,7 @@ def load_config_files(paths: list[str | Path]) -> dict:
             with open(p, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
         except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML: {exc}") from None
+            raise InputError(f"{p}: not valid YAML: {yaml_problem(exc)}") from None
         except UnicodeDecodeError as exc:
             raise InputError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); expected YAML") from None
         except OSError as exc:

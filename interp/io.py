@@ -28,15 +28,17 @@ def is_missing(value: object) -> bool:
     return str(value).strip() in MISSING_TEXT
 
 
-_BGZF_MAGIC = b"\x1f\x8b\x08\x04"
 _GZIP_MAGIC = b"\x1f\x8b"
+#: a BGZF block's gzip header (htslib's check_header): deflate with the FEXTRA flag, whose one extra subfield
+#: (XLEN 6) is 'BC' of length 2; a gzip file with another extra field (dictzip's 'RA') is plain gzip
+_GZIP_DEFLATE, _FEXTRA, _BGZF_EXTRA = b"\x1f\x8b\x08", 0x04, b"\x06\x00BC\x02\x00"
 
 
 def compression(path: str | Path) -> str:
     """'bgzf', 'gzip' or 'plain', from the file's first bytes (htslib can index only bgzf)."""
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head == _BGZF_MAGIC:
+        head = handle.read(16)
+    if head[:3] == _GZIP_DEFLATE and len(head) == 16 and head[3] & _FEXTRA and head[10:] == _BGZF_EXTRA:
         return "bgzf"
     if head[:2] == _GZIP_MAGIC:
         return "gzip"

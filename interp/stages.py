@@ -8,6 +8,7 @@ modules each stage calls (named in its docstring), and their tests in `tests/tes
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,16 +71,22 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def write_table(df: pl.DataFrame, parquet: str | Path | None = None, tsv: str | Path | None = None) -> None:
-    """Write a polars table as parquet and/or TSV, each atomically."""
-    for path, writer in ((parquet, "parquet"), (tsv, "tsv")):
-        if path is None:
-            continue
-        with atomic_path(path) as tmp:
+    """Write a polars table as parquet and/or TSV, each atomically; both are written under temporary names
+    before either is renamed, so a failed write leaves neither new file beside an old one.
+
+    In the TSV a list or struct column holds each value as JSON text (polars cannot cast them to strings).
+    """
+    with ExitStack() as renames:  # each temporary file is renamed into place only once all are written
+        for path, writer in ((parquet, "parquet"), (tsv, "tsv")):
+            if path is None:
+                continue
+            tmp = renames.enter_context(atomic_path(path))
             if writer == "parquet":
                 df.write_parquet(tmp)
             else:
-                flat = df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items()
-                                        if isinstance(t, (pl.List, pl.Struct))])
+                nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Struct))]
+                flat = df.with_columns([pl.Series(c, [None if v is None else json.dumps(v, default=str)
+                                                      for v in df[c].to_list()], dtype=pl.String) for c in nested])
                 flat.write_csv(tmp, separator="\t")
 
 

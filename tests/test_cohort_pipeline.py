@@ -233,3 +233,37 @@ def test_cohort_regions_are_resolved_once_and_read_back_unchanged(tmp_path) -> N
     bed.write_text("chr17\t100\t900\tDOC2B\n")
     with pytest.raises(InputError, match=r"region name 'DOC2B' comes twice"):
         stages._studied_regions(job, c)
+
+
+def test_check_cohort_refusing_the_ancestry_panel_places_no_vcf(tmp_path) -> None:
+    """An ancestry panel lacking a sample of samples.tsv is refused before the VCF and its index are placed:
+    the failed stage leaves no cohort.vcf.gz / .tbi that look complete."""
+    import gzip
+
+    import pysam
+
+    from interp.errors import InputError
+
+    cfg = _config(11)
+    cohort = {**cfg["cohort"], "populations": {"YRI": 20, "CEU": 20, "CHB": 20}}
+    c = tmp_path / "cohort"
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    params = {"reference": cfg["reference"], "cohort": cohort, "n_folds": cfg["audit"]["n_folds"], "seed": 11}
+    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
+                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
+                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    lines = gzip.decompress((c / "panel.vcf.gz").read_bytes()).decode().splitlines()
+    short = c / "short_panel.vcf"  # the last sample's column dropped
+    short.write_text("\n".join(line if line.startswith("##") else line.rsplit("\t", 1)[0] for line in lines) + "\n")
+    pysam.tabix_compress(str(short), f"{short}.gz")
+    pysam.tabix_index(f"{short}.gz", preset="vcf")
+    out = {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi",
+           "regions": c / "regions.parquet"}
+    inputs = {**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv", "panel": f"{short}.gz"}
+    with pytest.raises(InputError, match=r"short_panel.vcf.gz: 1 sample\(s\) of samples.tsv are not in the ancestry "
+                                         r"VCF: CHB_0020"):
+        stages.check_cohort(_job(inputs, out, params))
+    assert [p.name for p in out.values() if p.exists() or p.is_symlink()] == []
+    stages.check_cohort(_job({**inputs, "panel": c / "panel.vcf.gz"}, out, params))
+    assert json.loads(out["summary"].read_text())["ancestry_panel"]["n_samples"] == 60
+    assert out["vcf"].is_symlink() and out["tbi"].is_symlink()

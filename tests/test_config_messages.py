@@ -88,3 +88,22 @@ def test_check_config_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_yaml_that_does_not_parse_is_one_line_naming_file_line_and_column(tmp_path: Path, capsys) -> None:
+    """A config or model card that is not valid YAML was reported with PyYAML's several-line text (a model card's
+    as '<unicode string>' with a caret under the source line); it is one line naming the file, line and column."""
+    import json
+
+    from interp.cli import main
+
+    rc, err = _check_config(tmp_path, "run: demo\n  bad: [1\n", capsys)
+    assert rc == 2
+    assert err == f"error: {tmp_path / 'user.yaml'}: not valid YAML: line 2, column 6: mapping values are not " \
+                  "allowed here\n"
+    card = tmp_path / "card.yaml"
+    card.write_text("name: x\nfamily: [tiny\n")
+    job = {"input": {"card": str(card)}, "output": {}, "params": {"layers": ["block1"], "token_layers": []}}
+    assert main(["stage", "embed", json.dumps(job)]) == 2
+    assert capsys.readouterr().err == (f"error: {card}: not valid YAML: line 3, column 1: while parsing a flow "
+                                       "sequence, expected ',' or ']', but got '<stream end>'\n")

@@ -183,6 +183,9 @@ def test_embed_windows_bad_inputs(tiny_checkpoint, demo, tmp_path):
     short = windows.with_columns(pl.col("sequence").str.slice(0, 50))
     with pytest.raises(InputError, match="end - start"):
         run_windows(emb, short, bases, tmp_path)
+    # no windows: not 0 x 0 pooled tables and no token store, written without an error
+    with pytest.raises(InputError, match="windows table: no windows"):
+        run_windows(emb, windows.head(0), bases, tmp_path)
     assert not (tmp_path / "embed.h5ad").exists()
 
 

@@ -39,6 +39,8 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
     covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
                      missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
                      source=str(samples_path), categorical=cohort.categorical_covariates)
+    # the panel too: its failure must not come after the VCF has been placed at out_vcf / out_index
+    panel_summary = check_panel(panel, samples) if panel else None
     staging = Path(out_vcf).parent / ".staging"
     try:
         indexed = ensure_indexed(vcf, out_dir=staging)
@@ -63,8 +65,8 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
-    if panel:
-        summary["ancestry_panel"] = check_panel(panel, samples)
+    if panel_summary is not None:
+        summary["ancestry_panel"] = panel_summary
     return summary
 
 

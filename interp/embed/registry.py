@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from interp.embed.base import Embedder
-from interp.errors import InputError, where
+from interp.errors import InputError, where, yaml_problem
 
 FAMILIES = ("tiny", "hf", "evo2")
 MODEL_FAMILIES = ("tiny", "nucleotide-transformer", "dnabert-2", "gena-lm", "hyenadna", "caduceus", "evo2", "bert")
@@ -114,7 +114,7 @@ def load_card(path: str | Path) -> dict:
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err})") from err
     except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML: {err}") from err
+        raise InputError(f"{path}: not valid YAML: {yaml_problem(err)}") from err
     return check_card(card, path)
 
 

@@ -53,6 +53,8 @@ def check_windows(windows: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in WINDOW_COLUMNS if c not in windows.columns]
     if missing:
         raise InputError(f"windows table, field {missing[0]}: column missing (expected {list(WINDOW_COLUMNS)})")
+    if windows.height == 0:  # else every pooled table would be 0 x 0 and no token store written, with no error
+        raise InputError("windows table: no windows (expected the rows the windows stage writes)")
     windows = windows.sort("window_index")
     bad = windows.filter(pl.col("sequence").str.len_chars() != (pl.col("end") - pl.col("start")))
     if bad.height:
