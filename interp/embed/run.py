@@ -183,7 +183,8 @@ def pool_tokens(acts: TokenActivations, pooling: str = "mean") -> np.ndarray:
         last = np.full(acts.n_seqs, -1, dtype=np.int64)
         seq_of_token = np.repeat(np.arange(acts.n_seqs), np.diff(acts.offsets))
         idx = np.flatnonzero(real)
-        last[seq_of_token[idx]] = idx  # later tokens overwrite earlier ones
+        # the largest real token index per sequence (np.maximum.at: a repeated-index assignment has no defined order)
+        np.maximum.at(last, seq_of_token[idx], idx)
         if np.any(last < 0):
             raise ValueError("a sequence has no base-covering token; cannot pool it")
         return acts.values[last].astype(np.float32)
