@@ -13,7 +13,8 @@ Layout: `<root>/<model name>-<16 hex of the identity's sha256>/<layer key>/<2 he
 float32 vector per file, with `identity.json` beside the layer folders. Every file is written to a temporary
 sibling and renamed (`interp.io.atomic_path(unique=True)`), so jobs on several machines may fill the same
 cache at once: a reader sees a whole vector or none, and two writers of one key write the same bytes.
-A file that cannot be read as a vector of the expected width is treated as absent and rewritten.
+A file that cannot be read as a one-dimensional float32 vector is treated as absent and rewritten; cached vectors
+of one layer with different widths (a cache written over by hand) stop the job with the cache folder named.
 """
 
 from __future__ import annotations
