@@ -116,24 +116,30 @@ def test_audit_embedding_one_group_without_population_labels() -> None:
     assert declared["covariates"]["site"]["columns"] == ["site=2", "site=3"]
 
 
-def test_audit_run_finds_labels_from_a_population_column_of_any_name(tmp_path) -> None:
-    """cohort.population_column names samples.tsv's column (here `superpopulation`); the cohort's tables carry
-    it as `population`, and the audit must stratify by those labels, not fall back to PC bins."""
+def _write_sample_table(folder, ids: list[str], seed: int) -> None:
+    """A 2-population sample table of len(ids) samples (3 random embedding columns, 2 PCs, a random binary
+    phenotype `pheno`) at folder/m/block1.samples.h5ad."""
     import anndata as ad
     import pandas as pd
 
-    from interp.audit import AuditConfig
-    from interp.audit_summary import audit_run
-
-    rng = np.random.default_rng(2)
-    n = 60
+    rng = np.random.default_rng(seed)
+    n = len(ids)
     obs = pd.DataFrame({"pheno": rng.integers(0, 2, n).astype(float), "population": np.repeat(["A", "B"], n // 2)},
-                       index=[f"s{i}" for i in range(n)])
+                       index=ids)
     table = ad.AnnData(X=rng.normal(size=(n, 3)).astype(np.float32), obs=obs)
     table.obsm["X_pca"] = rng.normal(size=(n, 2))
     table.uns.update({"model": "m", "layer": "block1"})
-    (tmp_path / "m").mkdir()
-    table.write_h5ad(tmp_path / "m" / "block1.samples.h5ad")
+    (folder / "m").mkdir()
+    table.write_h5ad(folder / "m" / "block1.samples.h5ad")
+
+
+def test_audit_run_finds_labels_from_a_population_column_of_any_name(tmp_path) -> None:
+    """cohort.population_column names samples.tsv's column (here `superpopulation`); the cohort's tables carry
+    it as `population`, and the audit must stratify by those labels, not fall back to PC bins."""
+    from interp.audit import AuditConfig
+    from interp.audit_summary import audit_run
+
+    _write_sample_table(tmp_path, [f"s{i}" for i in range(60)], seed=2)
     cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=99, seed=0)
     _, details = audit_run([str(tmp_path / "m")], ["pheno"], [], cfg, population_column="superpopulation")
     assert details[0]["strata_source"] == "labels"
@@ -146,24 +152,13 @@ def test_audit_run_refuses_duplicate_sample_ids(tmp_path) -> None:
     """A sample listed twice in an embedding table was audited twice: its copy is its own neighbour for the
     leave-one-out probe, whose null replicates give the two copies independent labels. On a null phenotype
     with 150 of 300 samples listed twice that gave p_within 0.005-0.03 and PASS in 3 of 3 cohorts."""
-    import anndata as ad
-    import pandas as pd
     import pytest
 
     from interp.audit import AuditConfig
     from interp.audit_summary import audit_run
     from interp.errors import InputError
 
-    rng = np.random.default_rng(3)
-    n = 60
-    ids = [f"s{i}" for i in range(50)] + [f"s{i}" for i in range(10)]
-    obs = pd.DataFrame({"pheno": rng.integers(0, 2, n).astype(float), "population": np.repeat(["A", "B"], n // 2)},
-                       index=ids)
-    table = ad.AnnData(X=rng.normal(size=(n, 3)).astype(np.float32), obs=obs)
-    table.obsm["X_pca"] = rng.normal(size=(n, 2))
-    table.uns.update({"model": "m", "layer": "block1"})
-    (tmp_path / "m").mkdir()
-    table.write_h5ad(tmp_path / "m" / "block1.samples.h5ad")
+    _write_sample_table(tmp_path, [f"s{i}" for i in range(50)] + [f"s{i}" for i in range(10)], seed=3)
     cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=99, seed=0)
     with pytest.raises(InputError, match=r"m block1: 10 sample ID\(s\) appear more than once.*'s0', 's1'"):
         audit_run([str(tmp_path / "m")], ["pheno"], [], cfg, population_column="population")
