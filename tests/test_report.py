@@ -966,3 +966,26 @@ def test_samples_without_a_population_label_are_one_named_group() -> None:
     obs = pd.DataFrame({"population": ["CEU", "NA", "nan", "YRI"]})
     assert population_labels(obs, "population").tolist() == ["CEU", "(no label)", "(no label)", "YRI"]
     assert population_labels(obs, None).tolist() == ["all"] * 4
+
+
+def test_first_screen_counts_each_phenotypes_missing_samples_and_names_the_covariates() -> None:
+    """A user cohort with NA phenotypes and a one-hot covariate: the audit dropped and counted the NA rows and
+    adjusted for the covariate's levels, but the HTML report said neither (only report.json had them)."""
+    report, figs, layers, calib, cfg = rs.report_parts(cohort=True)
+    for a in report["audit"]:
+        a.update(n_samples=165, n_missing_phenotype=15, n_cases=60)
+    policy = {"missing": "refuse", "covariates": {
+        "site": {"adjusted_for": True, "columns": ["site=north", "site=south"], "kind": "categorical",
+                 "levels": ["east", "north", "south"], "reference": "east", "n_missing": 0},
+        "age": {"adjusted_for": True, "columns": ["age"], "kind": "numeric", "n_missing": 0}}}
+    report["audit_details"] = [{"phenotype": a["phenotype"], "covariate_policy": policy} for a in report["audit"]]
+    first = summary.assemble(report, layers, None)
+    ph = report["audit"][0]["phenotype"]
+    counts = first["data"]["cohort"]["phenotype_counts"]
+    assert counts[ph] == {"n_samples": 165, "n_missing": 15, "n_cases": 60}
+    assert first["data"]["cohort"]["covariates"] == ["site (categorical: north, south vs east)", "age"]
+    report = dict(report, summary={k: v for k, v in first.items() if k != "_all_caveats"},
+                  limitations=first["_all_caveats"], methods=summary.methods(cfg))
+    html = render_html(report, figs, "x", cfg)
+    assert f"{ph} (165 analysed, 60 cases; 15 with a missing value left out)" in html
+    assert "Covariates adjusted for</dt><dd>site (categorical: north, south vs east), age" in html

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from interp.errors import InputError
+from interp.genome.fasta import read_fasta
 from tests.conftest import run_snakemake
 
 
@@ -60,6 +61,32 @@ def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy:
     assert res.returncode != 0
     assert "sae.layer: model tiny-dnalm has no layer 'block9'" in out, out
     assert "Traceback" not in out, out
+
+
+
+def test_a_bad_samples_tsv_stops_the_run_before_the_lm_is_trained(workflow_copy: Path) -> None:
+    """check_cohort runs first: a quantitative phenotype in samples.tsv was refused only after the reference
+    LM had been trained and the windows embedded (README: "refused by check_cohort before any work")."""
+    data = workflow_copy / "data"
+    data.mkdir()
+    ids = [f"S{i}" for i in range(1, 9)]
+    ref = read_fasta(workflow_copy / "resources" / "demo" / "hg19_chr17_1-40000.fa")["chr17"][6999].upper()
+    alt = "G" if ref != "G" else "T"
+    (data / "cohort.vcf").write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(ids) + "\n"
+        f"chr17\t7000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t" + "\t".join(["0|1", "0|0"] * 4) + "\n")
+    (data / "samples.tsv").write_text("sample_id\theight\n" + "".join(f"{s}\t1.{i}5\n" for i, s in enumerate(ids)))
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"run": "bad", "sae": {"sweep": []}, "cohort": {
+        "source": "vcf", "vcf": "data/cohort.vcf", "samples": "data/samples.tsv", "phenotypes": ["height"],
+        "covariates": [], "population_column": None, "genes": ["DOC2B"]}}))
+    res = run_snakemake(workflow_copy, "--configfile", str(path), "--show-failed-logs")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "field height" in out and "binary phenotypes only" in out, out
+    assert "rule pretrain_tiny_dnalm:" not in out and not (workflow_copy / "results" / "bad" / "lm").exists(), out
 
 
 @pytest.mark.parametrize("threads", [1, 4])

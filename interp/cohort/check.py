@@ -39,8 +39,6 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
     covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
                      missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
                      source=str(samples_path), categorical=cohort.categorical_covariates)
-    # the panel too: its failure must not come after the VCF has been placed at out_vcf / out_index
-    panel_summary = check_panel(panel, samples) if panel else None
     staging = Path(out_vcf).parent / ".staging"
     try:
         indexed = ensure_indexed(vcf, out_dir=staging)
@@ -52,6 +50,9 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
                 "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
                 "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
                 "to mask them knowingly")
+        # the panel after the cohort VCF (a samples.tsv row in neither file is the cohort VCF's mismatch, not
+        # the panel's), and before the VCF is placed at out_vcf / out_index: its failure leaves nothing placed
+        panel_summary = check_panel(panel, samples) if panel else None
         index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
         for src, dst in ((indexed, out_vcf), (index, out_index)):
             with atomic_path(dst) as tmp:

@@ -697,6 +697,34 @@ def run_characteristics(report: dict) -> dict[str, float]:
     return out
 
 
+def phenotype_counts(audit: list[dict]) -> dict[str, dict]:
+    """{phenotype: {n_samples, n_missing, n_cases}} of the audit (the samples analysed, those left out for a
+    missing phenotype value), from its first whole-cohort row per phenotype."""
+    out: dict[str, dict] = {}
+    for a in audit:
+        if a.get("phenotype") not in out and not a.get("region"):
+            out[a["phenotype"]] = {"n_samples": a.get("n_samples"), "n_missing": a.get("n_missing_phenotype"),
+                                   "n_cases": a.get("n_cases")}
+    return out
+
+
+def covariate_labels(details: list[dict]) -> list[str]:
+    """The covariates the audit adjusted for, as shown: a categorical one with its one-hot levels against the
+    reference level, a numeric one by name (with its note, such as an undeclared integer code)."""
+    policy = next((d["covariate_policy"] for d in details if d.get("covariate_policy")), {})
+    out = []
+    for name, cov in (policy.get("covariates") or {}).items():
+        if cov.get("adjusted_for") is False:
+            continue
+        if cov.get("kind") == "categorical":
+            ref = cov.get("reference")
+            levels = [str(v) for v in cov.get("levels") or [] if v != ref]
+            out.append(f"{name} (categorical: {', '.join(levels)} vs {ref})")
+        else:
+            out.append(f"{name} ({cov['note']})" if cov.get("note") else name)
+    return out
+
+
 def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: list[dict] | None) -> dict:
     """The report's first screen: {model [{name, family, source, checkpoint_sha256}], layers {model:
     [layer]}, data {reference, regions, cohort}, verdicts (worst per phenotype), calibration, caveats
@@ -730,6 +758,8 @@ def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: 
             "n_ancestry_markers": (cohort.get("ancestry_markers") or {}).get("n_markers"),
             "ancestry_pcs_from": pcs_from(cohort.get("ancestry_markers")),
             "phenotypes": list(OrderedDict.fromkeys(a["phenotype"] for a in report.get("audit") or [])),
+            "phenotype_counts": phenotype_counts(report.get("audit") or []),
+            "covariates": covariate_labels(report.get("audit_details") or []),
         }
     out = {"model": models, "layers": layer_order, "data": data,
            "verdicts": worst_verdicts(report.get("audit") or [], layer_order),

@@ -73,6 +73,8 @@ if COHORT:
             log_path("check_cohort"),
         benchmark:
             bench_path("check_cohort")
+        # first of all jobs: a bad samples.tsv, VCF or panel stops the run before the LM is trained and embeds
+        priority: 100
         threads: 1
         resources:
             **fixed(mem_mb=2000, runtime=10),

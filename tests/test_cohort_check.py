@@ -1,0 +1,46 @@
+"""check_cohort_inputs: which file a sample mismatch is blamed on."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from interp.cohort.check import check_cohort_inputs
+from interp.cohort.config import CohortConfig
+from interp.errors import InputError
+from interp.genome.fasta import read_fasta
+from interp.genome.regions import Region
+
+FASTA = "resources/demo/hg19_chr17_1-40000.fa"
+
+
+def _vcf(path, fasta, samples: list[str]) -> None:
+    ref = fasta["chr17"][999].upper()
+    alt = "G" if ref != "G" else "T"
+    gts = "\t".join("0|1" if i % 2 else "0|0" for i in range(len(samples)))
+    path.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples) + "\n"
+                    f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t{gts}\n")
+
+
+def test_a_sample_in_neither_vcf_is_blamed_on_the_cohort_vcf_not_the_ancestry_panel(tmp_path) -> None:
+    """A samples.tsv row absent from the cohort VCF (and so from the panel too) was reported as missing from
+    the ancestry VCF, sending the user to rebuild the wrong file; the cohort VCF's sample check comes first."""
+    fasta = read_fasta(FASTA)
+    ids = [f"S{i}" for i in range(1, 9)]
+    vcf, panel = tmp_path / "cohort.vcf", tmp_path / "panel.vcf"
+    _vcf(vcf, fasta, ids)
+    _vcf(panel, fasta, ids)
+    sheet = pl.DataFrame({"sample_id": ids + ["EXTRA"], "case": [0, 1] * 4 + [0]})
+    out_vcf, out_tbi = tmp_path / "out" / "cohort.vcf.gz", tmp_path / "out" / "cohort.vcf.gz.tbi"
+    out_vcf.parent.mkdir()
+    with pytest.raises(InputError, match=r"cohort.vcf: .*in the samples table but not in the VCF: 'EXTRA'"):
+        check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, [Region("r", "chr17", 900, 1100)],
+                            CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi, panel=panel)
+    # a sample only the panel lacks is still refused naming the panel, and nothing is left placed
+    _vcf(vcf, fasta, ids + ["EXTRA"])
+    with pytest.raises(InputError, match=r"panel.vcf: 1 sample\(s\) of samples.tsv are not in the ancestry VCF: EXTRA"):
+        check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, [Region("r", "chr17", 900, 1100)],
+                            CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi, panel=panel)
+    assert sorted(p.name for p in out_vcf.parent.iterdir()) == []
