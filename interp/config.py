@@ -200,6 +200,8 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")
         must_exist("cohort.ancestry_vcf", cohort.ancestry_vcf)
+        if cohort.source == "vcf":
+            _check_samples_sheet(base / cohort.samples, cohort, cfg["audit"]["n_folds"])
         width, stride = cohort.window["width"], cohort.window["stride"]
         if stride > width:
             raise InputError(f"{source}: cohort.window.stride ({stride}) is larger than cohort.window.width ({width}): "
@@ -276,6 +278,21 @@ def _check_layers(cfg: dict, cards: dict[str, dict], source: str) -> None:
                          if card.get("family") == "tiny" and "n_layers" in cfg["lm"]["overrides"] else "")
                 raise InputError(f"{source}: {key}: model {name} has no layer {', '.join(map(repr, missing))}; "
                                  f"its layers are {', '.join(have)}{depth}")
+
+
+def _check_samples_sheet(path: Path, cohort, n_folds: int) -> None:
+    """samples.tsv alone (its columns, phenotypes, population labels, covariates), as check_cohort checks it: read
+    at config time, it stops a quantitative phenotype or a missing covariate before any job starts (on several
+    cores the LM training would otherwise start beside check_cohort and be waited for). Cheap: the sheet only,
+    no VCF."""
+    from interp.cohort.vcf import _check_phenotypes, read_samples_tsv
+    from interp.covariates import covariate_design
+
+    samples = read_samples_tsv(path, cohort.phenotypes, cohort.covariates, cohort.population_column)
+    _check_phenotypes(samples, cohort.phenotypes, n_folds, None, binary_only=True, source=str(path))
+    covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
+                     missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
+                     source=str(path), categorical=cohort.categorical_covariates)
 
 
 def _check_planted_layer(cfg: dict, source: str) -> None:

@@ -21,6 +21,9 @@ def _filled(tmp_path):
     for key in ("vcf", "samples", "ancestry_vcf"):
         (tmp_path / Path(template["cohort"][key]).name).write_text("placeholder\n")
         template["cohort"][key] = str(tmp_path / Path(template["cohort"][key]).name)
+    # check_config reads the samples sheet itself (phenotypes, covariates): one the template describes
+    rows = [f"S{i}\t{'EUR' if i % 2 else 'AFR'}\t{i % 3 % 2}\t{i % 2 + 1}\t{30 + i}" for i in range(24)]
+    Path(template["cohort"]["samples"]).write_text("sample_id\tsuperpopulation\tcase\tsex\tage\n" + "\n".join(rows) + "\n")
     filled = tmp_path / "my_cohort.yaml"
     filled.write_text(yaml.safe_dump(template))
     return load_config_files([REPO / "configs" / "demo.yaml", filled])  # as snakemake --configfile merges

@@ -89,6 +89,27 @@ def test_a_bad_samples_tsv_stops_the_run_before_the_lm_is_trained(workflow_copy:
     assert "rule pretrain_tiny_dnalm:" not in out and not (workflow_copy / "results" / "bad" / "lm").exists(), out
 
 
+@pytest.mark.parametrize(("sheet", "expected"), [
+    ("sample_id\theight\n" + "".join(f"S{i}\t1.{i}5\n" for i in range(8)),
+     "line 2, field height: value 1.05 (the phenotype has values 1.05, 1.15, 1.25, 1.35, 1.45 ...); the confound "
+     "audit takes binary phenotypes only"),
+    ("sample_id\theight\tage\n" + "".join(f"S{i}\t{i % 2}\t{'' if i == 3 else 40 + i}\n" for i in range(12)),
+     "covariate 'age' has 1 missing value(s) (samples S3)"),
+])
+def test_check_config_reads_the_samples_sheet(tmp_path: Path, capsys, sheet: str, expected: str) -> None:
+    """samples.tsv problems (a quantitative phenotype, a missing covariate) were found only by the check_cohort
+    job; on several cores the LM training started beside it and was waited for. check-config now reads the
+    sheet (not the VCF) and stops the run before any job."""
+    (tmp_path / "cohort.vcf").write_text("placeholder\n")
+    (tmp_path / "samples.tsv").write_text(sheet)
+    covariates = ["age"] if "age" in sheet else []
+    rc, err = _check_config(tmp_path, {"cohort": {
+        "source": "vcf", "vcf": str(tmp_path / "cohort.vcf"), "samples": str(tmp_path / "samples.tsv"),
+        "phenotypes": ["height"], "covariates": covariates, "population_column": None}}, capsys)
+    assert rc == 2 and expected in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("threads", [1, 4])
 def test_slurm_profile_asks_for_each_rule_threads(threads: int) -> None:
     """The SLURM plugin's --cpus-per-task is the rule's threads unless a cpus_per_task resource is set; the profile
