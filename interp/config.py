@@ -285,11 +285,11 @@ def _check_samples_sheet(path: Path, cohort, n_folds: int) -> None:
     at config time, it stops a quantitative phenotype or a missing covariate before any job starts (on several
     cores the LM training would otherwise start beside check_cohort and be waited for). Cheap: the sheet only,
     no VCF."""
-    from interp.cohort.vcf import _check_phenotypes, read_samples_tsv
+    from interp.cohort.vcf import check_phenotypes, read_samples_tsv
     from interp.covariates import covariate_design
 
     samples = read_samples_tsv(path, cohort.phenotypes, cohort.covariates, cohort.population_column)
-    _check_phenotypes(samples, cohort.phenotypes, n_folds, None, binary_only=True, source=str(path))
+    check_phenotypes(samples, cohort.phenotypes, n_folds, None, binary_only=True, source=str(path))
     covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
                      missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
                      source=str(path), categorical=cohort.categorical_covariates)

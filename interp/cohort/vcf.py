@@ -712,7 +712,7 @@ def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
             "n_header_contigs_not_in_fasta": len(unmatched), "contig_length_mismatches": mismatched[:50]}
 
 
-def _check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
+def check_phenotypes(samples: pl.DataFrame, phenotypes: list[str], n_folds: int,
                       min_per_class: int | None, binary_only: bool = False, source: str = "samples table") -> None:
     """Each phenotype: two classes with enough samples each (binary), or enough samples (quantitative, unless
     binary_only). Errors name `source` (the samples file) and, for a non-binary value, its line."""
@@ -860,7 +860,7 @@ def validate_cohort(
         raise InputError(f"{vcf_path}: no biallelic record lies inside the studied regions "
                          f"({sum(len(m) for m in by_contig.values())} merged intervals on {', '.join(by_contig)}); "
                          "every haplotype would be the reference. Check cohort.genes / cohort.bed and the VCF")
-    _check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only, samples_source)
+    check_phenotypes(samples, phenotypes, n_folds, min_per_class, binary_only, samples_source)
     return {
         "n_samples": n_all,
         "n_records_checked": checked,
