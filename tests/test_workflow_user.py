@@ -53,12 +53,18 @@ def test_layers_the_model_has_pass(tmp_path: Path, capsys) -> None:
     assert rc == 0, err
 
 
-def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy: Path) -> None:
+def _failed_dry_run(workflow_copy: Path, config: dict) -> str:
+    """`snakemake -n` with `config` as the user's config file: it must fail; returns its stdout + stderr."""
     path = workflow_copy / "configs" / "user.yaml"
-    path.write_text(yaml.safe_dump({"sae": {"layer": "block9"}}))
+    path.write_text(yaml.safe_dump(config))
     res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
     out = res.stdout + res.stderr
-    assert res.returncode != 0
+    assert res.returncode != 0, out
+    return out
+
+
+def test_snakemake_refuses_a_layer_the_model_lacks_before_any_job(workflow_copy: Path) -> None:
+    out = _failed_dry_run(workflow_copy, {"sae": {"layer": "block9"}})
     assert "sae.layer: model tiny-dnalm has no layer 'block9'" in out, out
     assert "Traceback" not in out, out
 
@@ -231,11 +237,7 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     rc, err = _check_config(tmp_path, {"calibration": {"cells": ["base", "nosuchcell"]}}, capsys)
     assert rc == 2, err
     assert "calibration.cells: unknown calibration cell(s) ['nosuchcell']; cells: base," in err, err
-    path = workflow_copy / "configs" / "user.yaml"
-    path.write_text(yaml.safe_dump({"calibration": {"cells": ["nosuchcell"]}}))
-    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+    out = _failed_dry_run(workflow_copy, {"calibration": {"cells": ["nosuchcell"]}})
     assert "invalid configuration: config: calibration.cells: unknown calibration cell(s)" in out, out
     assert "ValueError" not in out and "select_cells" not in out, out
 
@@ -280,11 +282,7 @@ def test_bed_that_is_a_folder_or_gzipped_is_one_config_error(tmp_path: Path, cap
     with pytest.raises(InputError, match="not a plain-text BED file"):
         read_bed(gz, {"chr17": "A" * 20000})
     (workflow_copy / "configs" / "regions.bed.gz").write_bytes(gz.read_bytes())
-    path = workflow_copy / "configs" / "user.yaml"
-    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed.gz"}}))
-    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+    out = _failed_dry_run(workflow_copy, {"cohort": {"genes": [], "bed": "configs/regions.bed.gz"}})
     assert "cohort.bed = 'configs/regions.bed.gz': not a plain-text BED file" in out, out
     assert "UnicodeDecodeError" not in out, out
 
@@ -302,11 +300,7 @@ def test_empty_bed_without_genes_is_one_config_error(tmp_path: Path, capsys, wor
     rc, err = _check_config(tmp_path, {"cohort": {"bed": str(bed)}}, capsys)  # demo's gene DOC2B is a region
     assert rc == 0, err
     (workflow_copy / "configs" / "regions.bed").write_text("")
-    path = workflow_copy / "configs" / "user.yaml"
-    path.write_text(yaml.safe_dump({"cohort": {"genes": [], "bed": "configs/regions.bed"}}))
-    res = run_snakemake(workflow_copy, "-n", "--configfile", str(path))
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+    out = _failed_dry_run(workflow_copy, {"cohort": {"genes": [], "bed": "configs/regions.bed"}})
     assert "invalid configuration: config: cohort.bed = 'configs/regions.bed': no records" in out, out
     assert "no regions to shard" not in out, out
 
