@@ -14,7 +14,7 @@ import yaml
 from interp.embed.store import TokenStore, TokenStoreWriter
 from interp.errors import InputError
 from interp.sae import SAEConfig, TopKSAE, load_sae, read_sae_metadata, save_sae, train_sae
-from interp.sae.splits import TEST, TRAIN, VALIDATION, block_split, windows_within
+from interp.sae.splits import TEST, TRAIN, UNUSED, VALIDATION, block_split, windows_within
 from interp.sae.train import (
     TrainingTokens,
     build_sae,
@@ -170,8 +170,12 @@ def test_block_split_puts_each_base_in_one_split():
     bs = np.tile(np.arange(width), n)
     codes = split.of_tokens(w, bs)
     pos = starts[w] + bs
-    per_base = pl.DataFrame({"pos": pos, "code": codes}).group_by("pos").agg(pl.col("code").n_unique())
+    used = codes != UNUSED
+    per_base = (pl.DataFrame({"pos": pos[used], "code": codes[used]}).group_by("pos")
+                .agg(pl.col("code").n_unique()))
     assert per_base["code"].max() == 1
+    # ... and that split is the block's, the one `of_bases` gives whatever the window
+    assert (codes[used] == split.of_bases(w, bs)[used]).all()
     counts = split.counts()
     assert counts == {"train": 14, "validation": 3, "test": 3}
     # whole windows inside test blocks really are all-test
@@ -180,9 +184,38 @@ def test_block_split_puts_each_base_in_one_split():
     for i in np.flatnonzero(inside):
         assert (codes[w == i] == TEST).all()
     for i in np.flatnonzero(~inside):
-        assert (codes[w == i] != TEST).any()
+        assert (codes[w == i] != TEST).all()
     with pytest.raises(InputError, match="at least 3"):
         block_split(windows, 100_000, 0.15, 0.15, seed=0)
+
+
+def test_tokens_of_windows_straddling_splits_are_in_no_split():
+    """A token's activation depends on its whole window (the model's context): a window over blocks of two
+    splits would give a held-out token the context of training bases (and an activation close to its
+    training neighbours'). Every token of a split comes from a window lying wholly in that split's blocks;
+    the straddling windows' tokens are UNUSED, and counted."""
+    width, stride, n = 200, 100, 399
+    starts = np.arange(n) * stride
+    windows = pl.DataFrame({"window_index": np.arange(n), "contig": ["chr17"] * n, "start": starts,
+                            "end": starts + width})
+    split = block_split(windows, 2000, 0.15, 0.15, seed=3)
+    w = np.repeat(np.arange(n), width)
+    bs = np.tile(np.arange(width), n)
+    codes = split.of_tokens(w, bs)
+    blocks = split.of_bases(w, bs)
+    for i in range(n):
+        own = blocks[w == i]
+        if (own == own[0]).all():
+            assert (codes[w == i] == own[0]).all()
+        else:  # straddles an edge between two splits: none of its tokens is in a split
+            assert (codes[w == i] == UNUSED).all()
+    counts = split.window_counts()
+    assert counts["straddling"] > 0 and sum(counts.values()) == n
+    assert counts["test"] == int(windows_within(split, windows, TEST).sum())
+    # windows as wide as the blocks: no window lies wholly in a held-out split -> a clear error, not an empty split
+    with pytest.raises(InputError, match="no window lies wholly in the .*Use blocks several times"):
+        block_split(windows.with_columns(pl.col("start") * 20, pl.col("end") * 20 + 4000), 2000, 0.15, 0.15,
+                    seed=3)
 
 
 def test_block_counts_cover_only_blocks_a_window_touches():
@@ -196,7 +229,7 @@ def test_block_counts_cover_only_blocks_a_window_touches():
     assert sum(counts.values()) == 6  # 1,000,000-1,002,100 and 1,500,000-1,502,100: three 1 kb blocks each
     assert counts["validation"] == 1 and counts["test"] == 1
     w = np.repeat(np.arange(starts.size), 200)
-    assert set(np.unique(split.of_tokens(w, np.tile(np.arange(200), starts.size)))) <= {TRAIN, VALIDATION, TEST}
+    assert set(np.unique(split.of_bases(w, np.tile(np.arange(200), starts.size)))) <= {TRAIN, VALIDATION, TEST}
 
 
 def test_geometric_median_minimises_distance_sum():

@@ -220,8 +220,9 @@ def test_always_firing_unit_scores_the_always_baseline():
 
 
 def test_token_concepts_cover_every_base_of_a_multi_base_token():
-    windows = pl.DataFrame({"window_index": [0, 1, 2, 3], "contig": ["c"] * 4, "start": [0, 6, 12, 18],
-                            "end": [12, 18, 24, 30]})
+    # windows 4-8 lie in one 6-base block each, so every split has a window wholly inside it
+    windows = pl.DataFrame({"window_index": list(range(9)), "contig": ["c"] * 9,
+                            "start": [0, 6, 12, 18, 0, 6, 12, 18, 24], "end": [12, 18, 24, 30, 6, 12, 18, 24, 30]})
     split = block_split(windows, 6, 0.2, 0.2, 0)
     values = np.zeros((30, 1), dtype=bool)
     values[4, 0] = True

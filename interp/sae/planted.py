@@ -93,13 +93,21 @@ def baseline_columns(sae_metrics: dict) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def base_split(windows: pl.DataFrame, split: BlockSplit, contig: str, length: int) -> np.ndarray:
+def base_split(windows: pl.DataFrame, split: BlockSplit, contig: str, length: int,
+               tokens: bool = False) -> np.ndarray:
     """int8 [length]: the split code (TRAIN / VALIDATION / TEST) of every base of `contig` that some window
-    covers (the block of the base, as `split.of_tokens`), -1 where no window reaches."""
+    covers (the block of the base, `split.of_bases`), -1 where no window reaches. With `tokens`, a base
+    counts only where some window lying wholly in its split covers it (`split.of_tokens`: the bases whose
+    model tokens are in that split), else -1."""
     code = np.full(length, -1, dtype=np.int8)
     for row in windows.filter(pl.col("contig") == contig).iter_rows(named=True):
         offsets = np.arange(row["end"] - row["start"], dtype=np.int64)
-        code[row["start"]:row["end"]] = split.of_tokens(np.full(offsets.size, row["window_index"]), offsets)
+        where = np.full(offsets.size, row["window_index"])
+        if tokens:  # a base's block is one split: any window's non-negative code is that split
+            np.maximum(code[row["start"]:row["end"]], split.of_tokens(where, offsets),
+                       out=code[row["start"]:row["end"]])
+        else:
+            code[row["start"]:row["end"]] = split.of_bases(where, offsets)
     return code
 
 
@@ -152,11 +160,12 @@ def instance_scores(model: SparseAutoencoder, store_path: str | Path, windows: p
     contig = contigs[0]
     length = int(windows["end"].max())
     names = sorted(elements["name"].unique().to_list())
-    split_code = base_split(windows, split, contig, length)
+    split_code = base_split(windows, split, contig, length, tokens=True)
     inside, ids, inst_split = _instance_ids(elements, names, contig, length, split_code)
     w_all = np.asarray(store.window_index[:], dtype=np.int64)
     pos_all = split.window_start[w_all] + np.asarray(store.base_start[:], dtype=np.int64)
-    code_all = split_code[pos_all]
+    # a token counts in its base's split only when its window lies in that split (`BlockSplit.of_tokens`)
+    code_all = np.where(split.window_split[w_all] == split_code[pos_all], split_code[pos_all], -1)
 
     def encoded(want: int):
         for start in range(0, store.n_tokens, rows):

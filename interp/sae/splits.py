@@ -5,6 +5,13 @@ sides. Instead the genome is cut into blocks of `block_bases` bases per contig, 
 some window touches is assigned whole to one split (a seeded permutation, so the shares are exact
 up to rounding), and each token goes to the split of the block holding its first base. A base
 position therefore belongs to exactly one split, whichever window it was embedded in.
+
+A token's activation also depends on its window's other bases (the model's context). A window that
+straddles blocks of two splits would give a test token the context of training bases, and its
+activation would be nearly a copy of its training neighbours' (with labels shared across the edge):
+a supervised read-out fitted on training tokens would score it too well. So the tokens of such a
+window are in no split (UNUSED): every token of a split comes from a window lying wholly in that
+split's blocks, a guard band of about one window length at each edge between splits.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from interp.errors import InputError
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
-UNUSED = -1  #: code of a block no window touches (in no split)
+UNUSED = -1  #: code of a block no window touches, or of a token whose window straddles splits (in no split)
 
 
 @dataclass
@@ -27,7 +34,9 @@ class BlockSplit:
 
     window_contig / window_start: int64 [max window_index + 1] (-1 contig = unknown window);
     block_offset: int64 [n contigs] first global block id of each contig; block_split: int8 [n blocks]
-    (UNUSED for a block that no window touches, e.g. before the first region of a contig).
+    (UNUSED for a block that no window touches, e.g. before the first region of a contig);
+    window_split: int8 [max window_index + 1] the split of a window whose bases all lie in blocks of
+    that one split, UNUSED for a window that straddles splits (or an unknown window).
     """
 
     block_bases: int
@@ -36,6 +45,7 @@ class BlockSplit:
     window_start: np.ndarray
     block_offset: np.ndarray
     block_split: np.ndarray
+    window_split: np.ndarray
 
     def global_block(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
         """int64 [m] global block id of each token's first base."""
@@ -48,12 +58,27 @@ class BlockSplit:
         return self.block_offset[self.window_contig[w]] + position // self.block_bases
 
     def of_tokens(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
-        """int8 [m] split code of each token."""
+        """int8 [m] split code of each token: its block's, or UNUSED when its window straddles splits."""
+        code = self.block_split[self.global_block(window_index, base_start)]
+        return np.where(code == self.window_split[np.asarray(window_index, dtype=np.int64)], code,
+                        np.int8(UNUSED)).astype(np.int8)
+
+    def of_bases(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
+        """int8 [m] split code of the block holding each base, whatever its window (for scores that use
+        no model context, such as a motif scanner on the sequence itself)."""
         return self.block_split[self.global_block(window_index, base_start)]
 
     def counts(self) -> dict[str, int]:
         """Number of blocks (touched by some window) per split."""
         return {SPLIT_NAMES[c]: int((self.block_split == c).sum()) for c in SPLIT_NAMES}
+
+    def window_counts(self) -> dict[str, int]:
+        """Number of windows per split, and of windows straddling splits (`straddling`: their tokens
+        are in no split)."""
+        known = self.window_contig >= 0
+        out = {SPLIT_NAMES[c]: int(((self.window_split == c) & known).sum()) for c in SPLIT_NAMES}
+        out["straddling"] = int(((self.window_split == UNUSED) & known).sum())
+        return out
 
 
 def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: float, test_fraction: float,
@@ -93,15 +118,25 @@ def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: fl
     split[used] = TRAIN
     split[order[:n_test]] = TEST
     split[order[n_test:n_test + n_val]] = VALIDATION
-    return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, split)
+    first = block_offset[cids] + starts // block_bases
+    last = block_offset[cids] + (np.maximum(ends, starts + 1) - 1) // block_bases
+    code = split[first]
+    pure = np.ones(first.size, dtype=bool)
+    for i in range(1, int((last - first).max(initial=0)) + 1):
+        pure &= (first + i > last) | (split[np.minimum(first + i, last)] == code)
+    window_split = np.full(size, UNUSED, dtype=np.int8)
+    window_split[w_index] = np.where(pure, code, UNUSED)
+    short = [SPLIT_NAMES[c] for c in SPLIT_NAMES if not (window_split == c).any()]
+    if short:
+        raise InputError(f"sae.split_block_bases = {block_bases}: no window lies wholly in the {' or '.join(short)} "
+                         f"blocks (windows up to {int((ends - starts).max())} bases; {int((~pure).sum())} of "
+                         f"{pure.size} straddle splits, and their tokens are left out so that no held-out token "
+                         f"has training bases in its context). Use blocks several times the window length")
+    return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, split, window_split)
 
 
 def windows_within(split: BlockSplit, windows: pl.DataFrame, code: int) -> np.ndarray:
     """bool [rows of windows]: every base of the window lies in blocks of split `code`."""
     w = windows["window_index"].to_numpy().astype(np.int64)
-    first = split.global_block(w, np.zeros(w.size, dtype=np.int64))
-    last = split.global_block(w, (windows["end"].to_numpy() - windows["start"].to_numpy() - 1).clip(0))
-    ok = np.ones(w.size, dtype=bool)
-    for i in range(int((last - first).max(initial=0)) + 1):
-        ok &= (first + i > last) | (split.block_split[np.minimum(first + i, last)] == code)
-    return ok
+    split.global_block(w, np.zeros(w.size, dtype=np.int64))  # refuses windows the split does not know
+    return split.window_split[w] == code

@@ -529,6 +529,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "n_heldout_tokens": test["n_tokens"],
         "n_train_blocks": blocks["train"], "n_validation_blocks": blocks["validation"],
         "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
+        "n_windows_straddling_splits": split.window_counts()["straddling"],
         "epochs": cfg.epochs, "steps": module.step, "seed": cfg.seed, "input_scale": scale,
         "chunk_reads": dataset.chunk_reads,
         "resumed_from_step": int(resume[1]["step"]) if resume is not None else None,
