@@ -222,6 +222,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
     if cfg["sae"]["layer"] not in cfg["embed"]["token_layers"]:
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)
+    _check_split_blocks(cfg, source)
     if cfg.get("planted", {}).get("sae"):  # the planted SAE: `sae` with planted.sae merged over it (rule planted_sae)
         from interp.sae.config import SAEConfig, sae_settings
 
@@ -327,6 +328,33 @@ def _check_sae_sweep(sae: dict, source: str) -> None:
             raise InputError(f"{source}: sae.sweep[{i}]: name {entry['name']!r} is used twice (or is 'main')")
         seen.add(entry["name"])
         sae_settings({**sae, **overrides}, source=where)
+
+
+def _check_split_blocks(cfg: dict, source: str) -> None:
+    """sae.split_block_bases (and a sweep entry's or planted.sae's own) must be at least twice the width of the
+    windows the SAE reads: the tokens of a window straddling two splits are in no split
+    (`interp.sae.splits`), so blocks about one window long would leave out about half the tokens and almost
+    none in the small validation and test splits; refused before anything is embedded."""
+    from interp.sae.config import SAEConfig
+
+    default = SAEConfig.split_block_bases
+    sae = cfg["sae"]
+    checks = [("sae.split_block_bases", sae.get("split_block_bases", default), "windows.width",
+               (cfg.get("windows") or {}).get("width"))]
+    checks += [(f"sae.sweep[{i}].split_block_bases", e["split_block_bases"], "windows.width",
+                (cfg.get("windows") or {}).get("width"))
+               for i, e in enumerate(sae.get("sweep", [])) if "split_block_bases" in e]
+    planted = cfg.get("planted") or {}
+    if planted:
+        block = (planted.get("sae") or {}).get("split_block_bases", sae.get("split_block_bases", default))
+        checks.append(("planted.sae.split_block_bases (else sae.split_block_bases)", block, "planted.windows.width",
+                       (planted.get("windows") or {}).get("width")))
+    for key, block, width_key, width in checks:
+        if isinstance(block, int) and isinstance(width, int) and block < 2 * width:
+            raise InputError(f"{source}: {key} = {block} is less than twice {width_key} ({width}): a window that "
+                             f"straddles blocks of two splits gives none of its tokens to any split, so about "
+                             f"{min(100, round(100 * width / block))}% of windows would be left out. Use blocks of "
+                             f"at least {2 * width} bases (several times the window length)")
 
 
 def model_card_path(name: str) -> Path:

@@ -247,6 +247,35 @@ def test_check_config_refuses_unknown_keys_of_sweep_entries_cleanly(tmp_path, ca
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c["sae"].update(split_block_bases=300), "sae.split_block_bases = 300"),
+    (lambda c: c["sae"].update(sweep=[{"name": "small_blocks", "split_block_bases": 250}]),
+     "sae.sweep[0].split_block_bases = 250"),
+    (lambda c: c.update(planted={"windows": {"width": 600, "stride": 600}}), "planted.sae.split_block_bases"),
+])
+def test_split_blocks_shorter_than_two_windows_are_refused_before_embedding(tmp_path, capsys, change, key) -> None:
+    """The tokens of a window straddling two splits are in no split (`interp.sae.splits`): with blocks under two
+    window lengths most windows would be left out, and the SAE stage would stop only after the embedding.
+    `interp check-config` refuses it by name first (demo: 200-base windows; planted: 128)."""
+    import yaml
+
+    from interp.cli import main
+    from interp.config import ROOT
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    change(cfg)
+    path = tmp_path / "blocks.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {key}"), err
+    assert "less than twice" in err and "Traceback" not in err
+    ok = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    ok["sae"]["split_block_bases"] = 400  # exactly twice the demo's 200-base windows
+    path.write_text(yaml.safe_dump(ok))
+    assert main(["check-config", str(path)]) == 0
+
+
 def test_partial_override_dicts_keep_the_rest_of_their_default() -> None:
     """planted.lm_overrides / .sae / .windows (x-merge-default): a config that sets one key keeps the default's
     others. (Setting max_steps alone once replaced the whole dict: the planted LM lost d_model 256 and
