@@ -423,3 +423,127 @@ def test_instance_recall_is_interplm_recall_per_domain(tmp_path):
     assert row["instance_precision"] == 1.0 and row["instance_recall"] == 1.0 and row["instance_f1"] == 1.0
     test = code == TEST
     assert row["n_test_instances"] > 50 and row["instance_lift"] == pytest.approx(1 / inside[test].mean())
+
+
+def _absent_concept_units():
+    """SAE units on two concepts: "A" (feature 0 fires on it, validation and test) and "C", present on
+    the validation half only (absent from the test blocks); feature 1 never fires on the test half."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    concepts = np.zeros((2 * n, 2), dtype=bool)
+    concepts[rng.choice(2 * n, 400, replace=False), 0] = True
+    concepts[rng.choice(n, 200, replace=False), 1] = True       # "C": validation half only
+    scores = np.zeros((2 * n, 3))
+    scores[:, 0] = np.where(concepts[:, 0], 1.0, 0.0)
+    scores[:n, 1] = np.where(concepts[:n, 1], 1.0, 0.0)         # feature 1: silent on the test half
+    scores[:, 2] = np.where(rng.random(2 * n) < 0.1, rng.random(2 * n), 0.0)
+    val, test = slice(0, n), slice(n, 2 * n)
+    scale = scores[val].max(axis=0)
+    return label_units(_counts(scores[val], concepts[val], scale), _counts(scores[test], concepts[test], scale),
+                       ["A", "C"], LabelConfig(min_true_positives=1), "sae")
+
+
+def test_undefined_concept_statistics_are_nan_not_zero():
+    """A concept absent from the test blocks has no test recall, F1, lift or AUPRC (0/0): NaN, never 0 (which
+    reads as "measured, and the feature missed it"); a unit that never fires on test has no precision and no
+    lift. F1 stays defined (0) when the concept is there and the unit is silent. No label on NaN."""
+    long = _absent_concept_units()
+    c = long.filter(pl.col("concept") == "C")
+    for key in ("recall", "f1", "lift", "auprc"):
+        assert c[key].is_nan().all(), key
+    assert (c["prevalence"] == 0).all() and not c["passes"].any()
+    silent = long.filter((pl.col("unit") == 1) & (pl.col("concept") == "A")).row(0, named=True)
+    assert np.isnan(silent["precision"]) and np.isnan(silent["lift"]) and silent["f1"] == 0.0
+    assert silent["recall"] == 0.0
+    a = long.filter((pl.col("unit") == 0) & (pl.col("concept") == "A")).row(0, named=True)
+    assert a["f1"] == 1.0 and a["passes"]
+
+
+def test_undefined_statistics_never_match_and_never_win_a_choice():
+    """The match table of a type absent from the test blocks: NaN F1 and lift, not matched (polars orders NaN
+    above every number, so `NaN >= 0.8` would be true), and a NaN validation F1 never outranks a number."""
+    from interp.sae.concepts import unit_labels
+
+    long = _absent_concept_units()
+    targets = PlantedTargets(min_f1=0.5, min_lift=1.0)
+    match = match_table(long, targets)
+    c = match.filter(pl.col("concept") == "C").row(0, named=True)
+    assert np.isnan(c["f1"]) and np.isnan(c["lift"]) and c["matched"] is False
+    a = match.filter(pl.col("concept") == "A").row(0, named=True)
+    assert a["feature"] == 0 and a["matched"]
+    verdict = match_verdict(match, targets)
+    assert verdict["n_matched"] == 1 and verdict["n_types"] == 2
+    # a concept absent from validation: NaN validation F1 ranks below every unit with a number
+    flipped = long.with_columns(pl.when((pl.col("concept") == "A") & (pl.col("unit") == 2))
+                                .then(float("nan")).otherwise(pl.col("validation_f1")).alias("validation_f1"),
+                                pl.when(pl.col("unit") == 2).then(float("nan")).otherwise(pl.col("validation_lift"))
+                                .alias("validation_lift"))
+    assert match_table(flipped, targets).filter(pl.col("concept") == "A")["feature"].item() == 0
+    labels = unit_labels(flipped, 2.0)
+    assert labels.filter(pl.col("unit") == 0)["concept"].item() == "A"
+    assert match_verdict(match.head(0), targets)["share_matched"] is None
+
+
+def test_oracle_statistics_of_a_motif_absent_from_the_test_blocks_are_nan():
+    from interp.sae.planted_oracle import oracle_table
+    from interp.sae.splits import TEST, TRAIN, VALIDATION
+
+    rng = np.random.default_rng(1)
+    n, w = 3000, 6
+    freq = np.full((4, w), 0.05)
+    consensus = rng.integers(0, 4, w)
+    freq[consensus, np.arange(w)] = 0.85
+    codes = rng.integers(0, 4, n)
+    split = np.full(n, TRAIN, dtype=np.int8)
+    split[:1000], split[2000:] = VALIDATION, TEST
+    rows = []
+    for start in range(50, 1900, 100):  # instances in the validation and training blocks only
+        codes[start:start + w] = consensus
+        rows.append(("c", start, start + w, "motif_M"))
+    elements = pl.DataFrame(rows, schema=["contig", "start", "end", "name"], orient="row")
+    seq = "".join("ACGT"[i] for i in codes)
+    r = oracle_table(seq, elements, np.full((1, 4), 0.25), {"M": freq}, split).row(0, named=True)
+    assert r["oracle_validation_f1"] > 0.5
+    for key in ("oracle_recall", "oracle_f1", "oracle_instance_recall", "oracle_instance_f1"):
+        assert np.isnan(r[key]), key
+
+
+def test_instance_statistics_without_test_instances_are_nan_and_unmatched(tmp_path):
+    """Instances only outside the test blocks: no test instance recall (0/0), so instance recall, F1 and the
+    matched_instance flag are NaN / NaN / false, not 0 (or, with polars' NaN >= level, true); the summary
+    written to JSON carries them as null."""
+    import torch
+
+    from interp.embed.store import TokenStoreWriter
+    from interp.sae.concepts import at_least
+    from interp.sae.planted import instance_scores, json_nulls
+    from interp.sae.splits import TEST
+    from interp.sae.topk import TopKSAE
+
+    n, width = 20_000, 100
+    windows = pl.DataFrame({"window_index": np.arange(n // width), "contig": ["c"] * (n // width),
+                            "start": np.arange(0, n, width), "end": np.arange(width, n + 1, width)})
+    split, code = _split_codes(windows)
+    rows = [("c", s, s + 10, "motif_A", "+") for s in range(20, n - 20, 97)
+            if code[s] >= 0 and code[s] != TEST and (code[s:s + 10] == code[s]).all()]
+    elements = pl.DataFrame(rows, schema=["contig", "start", "end", "name", "strand"], orient="row")
+    first = np.zeros(n, dtype=np.float32)
+    first[[r[1] for r in rows]] = 1.0
+    x = np.stack([first, np.zeros(n, np.float32)], axis=1)
+    writer = TokenStoreWriter(tmp_path / "t.zarr", 2, [], "m", "l")
+    writer.append(x, np.repeat(np.arange(n // width), width), np.tile(np.arange(width), n // width), {})
+    writer.close()
+    sae = TopKSAE(2, 2, 2)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.eye(2))
+    row = instance_scores(sae, tmp_path / "t.zarr", windows, split, elements).row(0, named=True)
+    assert row["n_test_instances"] == 0 and row["instance_validation_f1"] == 1.0 and row["instance_feature"] == 0
+    for key in ("instance_precision", "instance_recall", "instance_f1", "instance_lift"):
+        assert np.isnan(row[key]), key
+    table = pl.DataFrame([row]).with_columns(
+        (at_least("instance_f1", 0.8) & at_least("instance_lift", 5.0)).alias("matched_instance"))
+    assert table["matched_instance"].to_list() == [False]
+    clean = json_nulls({"match": table.to_dicts(), "share": float("nan"), "n": 3, "ok": True})
+    assert clean["match"][0]["instance_f1"] is None and clean["share"] is None and clean["n"] == 3
+    text = json.dumps(clean, allow_nan=False)  # strict JSON: no bare NaN token
+    assert json.loads(text)["match"][0]["instance_recall"] is None

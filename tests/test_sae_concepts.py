@@ -575,3 +575,28 @@ def test_steering_control_rejects_a_random_direction_at_its_level():
         called += out["exceeds_control"]
     ci_low = binomtest(called, n).proportion_ci(method="exact").low
     assert ci_low <= 0.05, f"random directions called {called}/{n}"
+
+
+def test_a_concept_absent_from_the_test_blocks_has_null_statistics(planted):
+    """The planted atom, kept only outside the test blocks: its test recall, F1, lift and AUPRC are undefined,
+    so the summary (metrics.json) carries null, not 0, the long table NaN, and no unit is labelled with it;
+    the summary is strict JSON."""
+    import json
+
+    split = planted["split"]
+    code = split.of_tokens(planted["window"], np.arange(N_TOKENS) % PER_WINDOW)
+    values = np.column_stack([planted["atom0"], planted["atom0"] & (code != TEST)])
+    tracks = ConceptTracks(["chr1"], np.arange(N_TOKENS, dtype=np.int64), values, ["atom0", "atom0_not_test"])
+    features, units, summary = feature_table(planted["model"], planted["path"], planted["windows"], split, tracks,
+                                             LabelConfig(), top_n=3, rows=3000)
+    entry = {c["concept"]: c for c in summary["concepts"]}
+    gone = entry["atom0_not_test"]
+    assert gone["prevalence"] == 0.0 and gone["n_test_positive"] == 0 and gone["n_sae_labelled"] == 0
+    for kind in ("sae", "neuron"):
+        for key in ("f1", "lift", "auprc", "recall"):
+            assert gone[f"best_{kind}_{key}"] is None, (kind, key)
+    assert entry["atom0"]["best_sae_f1"] > 0.5  # the same atom, measured on test
+    long = units.filter(pl.col("concept") == "atom0_not_test")
+    assert long["f1"].is_nan().all() and long["auprc"].is_nan().all() and not long["passes"].any()
+    assert (features["label"] != "atom0_not_test").all()
+    json.dumps(summary, allow_nan=False)

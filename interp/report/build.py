@@ -213,7 +213,9 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
                                            _as_list(inputs.get("sae_features")), strict=True):
         m = _read_json(metrics_path)
         feats = pl.read_parquet(features_path)
-        alive = feats.filter(pl.col("density") > 0).sort(["best_f1", "feature"], descending=[True, False])
+        # an undefined F1 (NaN: its concept absent from the test blocks) sorts last, not first as polars orders NaN
+        alive = feats.filter(pl.col("density") > 0).sort([pl.col("best_f1").fill_nan(None), "feature"],
+                                                         descending=[True, False], nulls_last=True)
         top = [{"id": r["feature"], "label": r["best_label"], "f1": r["best_f1"], "density": r["density"],
                 "top_windows": r.get("top_windows")} for r in alive.head(top_n).iter_rows(named=True)]
         entry = {k: m.get(k) for k in ("model", "layer", "architecture", "n_features", "k", "fvu", "l0",

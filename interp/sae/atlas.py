@@ -163,12 +163,14 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
     page_of = {f: i // per_page for i, f in enumerate(features["feature"].to_list())}
     # ties keep feature order (polars' sort is not stable by default), so the logo set is the same every run
     ordered = pl.concat([
-        features.filter(pl.col("label") != "unlabelled").sort("f1", descending=True, maintain_order=True),
+        features.filter(pl.col("label") != "unlabelled").sort(pl.col("f1").fill_nan(None), descending=True,
+                                                              nulls_last=True, maintain_order=True),
         features.filter(pl.col("label") == "unlabelled").sort("density", descending=True, maintain_order=True)])
     logo_set = set(ordered.filter(pl.col("density") > 0)["feature"].head(max_logos).to_list())
     best_units: dict[int, list[dict]] = {}
-    sae_units = units.filter(pl.col("kind") == "sae").sort(["unit", "passes", "f1", "concept"],
-                                                           descending=[False, True, True, False])
+    # an undefined F1 (NaN, the concept absent from the test blocks) sorts last (polars orders NaN first)
+    sae_units = units.filter(pl.col("kind") == "sae").sort(["unit", "passes", pl.col("f1").fill_nan(None), "concept"],
+                                                           descending=[False, True, True, False], nulls_last=True)
     for b in sae_units.group_by("unit", maintain_order=True).head(5).iter_rows(named=True):
         best_units.setdefault(b["unit"], []).append(b)
     by_id = dict(zip(windows["window_id"].to_list(), windows["window_index"].to_list(), strict=True))

@@ -122,8 +122,36 @@ class ThresholdCounts:
 
 
 def _div(a, b):
+    """a / b, 0 where b is not positive: for scores a choice is made on (an argmax), never for reporting."""
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     return np.divide(a, b, out=np.zeros(a.shape), where=b > 0)
+
+
+def _ratio(a, b):
+    """a / b, NaN (undefined) where b is not positive or either is NaN: the reported statistics. A precision
+    with nothing fired, a recall or F1 of a concept absent from the split, a lift at prevalence 0 are
+    undefined, not 0 (0 would read as "measured, and the unit missed it")."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return np.divide(a, b, out=np.full(a.shape, np.nan), where=b > 0)
+
+
+def finite_or_none(value):
+    """A float for JSON: None (null) where it is NaN or infinite (undefined), else the float."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def nan_last(column: str) -> pl.Expr:
+    """`column` with NaN as null, to sort with nulls last: polars orders NaN above every number, so a
+    descending sort would put an undefined statistic first."""
+    return pl.col(column).fill_nan(None)
+
+
+def at_least(column: str, level: float) -> pl.Expr:
+    """`column >= level`, false where the column is NaN or null (polars' `NaN >= level` is true)."""
+    return (pl.col(column).fill_nan(None) >= level).fill_null(False)
 
 
 def average_precision(fires: np.ndarray, tp: np.ndarray, n_tokens: int, n_pos: np.ndarray) -> np.ndarray:
@@ -137,7 +165,8 @@ def average_precision(fires: np.ndarray, tp: np.ndarray, n_tokens: int, n_pos: n
     recall = _div(t, n_pos[:, None, None])
     precision = _div(t, f)
     delta = np.diff(np.concatenate([np.zeros((C, U, 1)), recall], axis=2), axis=2)
-    return (delta * precision).sum(axis=2)
+    # a concept absent from the split has no precision-recall curve: undefined, not 0
+    return np.where(n_pos[:, None] > 0, (delta * precision).sum(axis=2), np.nan)
 
 
 def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], cfg: LabelConfig,
@@ -151,19 +180,26 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
     take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
     tp = take(t_tp)
     fire = np.take_along_axis(np.broadcast_to(t_fires[None], t_tp.shape), best[..., None], axis=2)[..., 0]
-    prevalence = _div(test.n_pos, test.n_tokens)[:, None] * np.ones((C, U))
-    precision = _div(tp, fire)
-    recall = _div(tp, test.n_pos[:, None])
-    f1 = _div(2 * tp, fire + test.n_pos[:, None])
-    density = fire / max(test.n_tokens, 1)
-    f1_always = _div(2 * prevalence, 1 + prevalence)
-    f1_random = _div(2 * prevalence * density, prevalence + density)
-    lift = _div(precision, prevalence)
-    v_prev = _div(val.n_pos, val.n_tokens)[:, None]
-    v_lift = _div(_div(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
+    # undefined statistics are NaN (`_ratio`): recall, F1, lift, AUPRC of a concept absent from the test
+    # blocks, precision and lift of a unit that never fires there; F1 is 0 (defined) when the concept is
+    # there and the unit is silent. The threshold choice above reads 0 for an undefined validation F1.
+    prevalence = _ratio(test.n_pos, test.n_tokens)[:, None] * np.ones((C, U))
+    has_pos = (test.n_pos > 0)[:, None]
+    precision = _ratio(tp, fire)
+    recall = _ratio(tp, test.n_pos[:, None])
+    f1 = np.where(has_pos, _ratio(2 * tp, fire + test.n_pos[:, None]), np.nan)
+    density = _ratio(fire, test.n_tokens)
+    f1_always = _ratio(2 * prevalence, 1 + prevalence)
+    f1_random = _ratio(2 * prevalence * density, prevalence + density)
+    lift = _ratio(precision, prevalence)
+    v_prev = _ratio(val.n_pos, val.n_tokens)[:, None]
+    v_lift = _ratio(_ratio(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
+    validation_f1 = np.where((val.n_pos > 0)[:, None], take(v_f1), np.nan)
     # one-sided binomial test: tp or more of `fire` tokens carry the concept if firing were unrelated to it
-    p_value = binom.sf(tp - 1, fire.astype(np.int64), np.clip(prevalence, 0, 1))
+    with np.errstate(invalid="ignore"):
+        p_value = binom.sf(tp - 1, fire.astype(np.int64), np.clip(np.nan_to_num(prevalence), 0, 1))
     p_value = np.where(fire > 0, p_value, 1.0)
+    # every comparison with NaN is false: no label on an undefined statistic
     passes = ((lift >= cfg.min_lift) & (f1 > f1_always) & (f1 > f1_random) & (tp >= cfg.min_true_positives)
               & (p_value * C * U <= cfg.alpha))
     threshold = best * val.scale.numpy()[None, :] / T
@@ -171,7 +207,7 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
         "kind": [kind] * (C * U),
         "unit": np.tile(np.arange(U, dtype=np.int64), C),
         "concept": np.repeat(np.array(names, dtype=object), U).tolist(),
-        "threshold": threshold.ravel(), "validation_f1": take(v_f1).ravel(), "validation_lift": v_lift.ravel(),
+        "threshold": threshold.ravel(), "validation_f1": validation_f1.ravel(), "validation_lift": v_lift.ravel(),
         "precision": precision.ravel(), "recall": recall.ravel(), "f1": f1.ravel(), "lift": lift.ravel(),
         "auprc": average_precision(t_fires, t_tp, test.n_tokens, test.n_pos).ravel(),
         "prevalence": prevalence.ravel(), "density": density.ravel(), "true_positives": tp.ravel(), "p_value": p_value.ravel(),
@@ -182,9 +218,9 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
 
 def unit_labels(long: pl.DataFrame, min_lift: float) -> pl.DataFrame:
     """One row per unit: its candidate concept (by validation) and label (test criteria)."""
-    ranked = long.with_columns(eligible=pl.col("validation_lift") >= min_lift).sort(
-        ["unit", "eligible", "validation_f1", "concept"], descending=[False, True, True, False])
-    first = ranked.group_by("unit", maintain_order=True).first()
+    ranked = long.with_columns(eligible=at_least("validation_lift", min_lift), _rank=nan_last("validation_f1")).sort(
+        ["unit", "eligible", "_rank", "concept"], descending=[False, True, True, False], nulls_last=True)
+    first = ranked.group_by("unit", maintain_order=True).first().drop("_rank")
     return first.with_columns(label=pl.when(pl.col("passes")).then(pl.col("concept")).otherwise(pl.lit(UNLABELLED)))
 
 
@@ -263,10 +299,10 @@ def probe_baseline(samples: dict[int, tuple[list, list]], names: list[str], seed
         fire = p_te >= t
         tp = float((fire & y_te[:, j]).sum())
         prev = float(y_te[:, j].mean())
-        precision = tp / fire.sum() if fire.any() else 0.0
+        precision = tp / fire.sum() if fire.any() else None  # nothing fired: undefined, as its lift
         recall = tp / y_te[:, j].sum()
         row.update(probe_f1=2 * tp / (fire.sum() + y_te[:, j].sum()), probe_precision=precision,
-                   probe_recall=recall, probe_lift=precision / prev,
+                   probe_recall=recall, probe_lift=None if precision is None else precision / prev,
                    probe_auprc=float(average_precision_score(y_te[:, j], p_te)))
         out.append(row)
     return out
@@ -392,15 +428,18 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     geometry = {r["concept"]: r for r in concept_geometry(samples, names, seed=seed)}
     per_concept = []
     for j, name in enumerate(names):
-        entry = {"concept": name, "prevalence": float(sae_counts[TEST].n_pos[j] / max(sae_counts[TEST].n_tokens, 1)),
+        # undefined numbers (the concept absent from the test blocks, a unit that never fires there) are null
+        entry = {"concept": name, "prevalence": finite_or_none(_ratio(sae_counts[TEST].n_pos[j],
+                                                                      sae_counts[TEST].n_tokens)),
                  "n_test_positive": int(sae_counts[TEST].n_pos[j])}
         for kind, long, units in (("sae", sae_long, sae_units), ("neuron", neuron_long, neuron_units)):
-            best = long.filter(pl.col("concept") == name).sort(["validation_f1", "unit"],
-                                                               descending=[True, False]).row(0, named=True)
+            best = long.filter(pl.col("concept") == name).sort([nan_last("validation_f1"), "unit"],
+                                                               descending=[True, False], nulls_last=True
+                                                               ).row(0, named=True)
             entry[f"n_{kind}_labelled"] = int((units["label"] == name).sum())
             entry[f"best_{kind}_unit"] = int(best["unit"])
             for key in ("f1", "lift", "auprc", "precision", "recall"):
-                entry[f"best_{kind}_{key}"] = float(best[key])
+                entry[f"best_{kind}_{key}"] = finite_or_none(best[key])
         entry.update({k: v for k, v in probes.get(name, {}).items() if k != "concept"})
         entry.update({k: v for k, v in geometry.get(name, {}).items() if k != "concept"})
         per_concept.append(entry)

@@ -48,21 +48,24 @@ def match_table(units: pl.DataFrame, targets: PlantedTargets, kind: str = "sae")
     units: the long table of `interp.sae.concepts.label_units` (columns kind, unit, concept,
     threshold, validation_f1, precision, recall, f1, lift, auprc, prevalence, density, true_positives).
     """
+    from interp.sae.concepts import at_least, nan_last
+
     best = (units.filter(pl.col("kind") == kind)
-            .sort(["concept", "validation_f1", "unit"], descending=[False, True, False])
+            .sort(["concept", nan_last("validation_f1"), "unit"], descending=[False, True, False], nulls_last=True)
             .group_by("concept", maintain_order=True).first())
+    # an undefined (NaN) F1 or lift, a type absent from the test blocks, is never matched
     return best.select(
         "concept", pl.col("unit").alias("feature"), "threshold", "validation_f1", "f1", "precision", "recall", "lift",
         "auprc", "prevalence", "density", "true_positives",
-        ((pl.col("f1") >= targets.min_f1) & (pl.col("lift") >= targets.min_lift)).alias("matched"),
+        (at_least("f1", targets.min_f1) & at_least("lift", targets.min_lift)).alias("matched"),
     ).sort("concept")
 
 
 def match_verdict(match: pl.DataFrame, targets: PlantedTargets) -> dict:
-    """{n_types, n_matched, share_matched, pass, targets}."""
+    """{n_types, n_matched, share_matched, pass, targets}; share_matched None (undefined) without types."""
     n = match.height
     matched = int(match["matched"].sum()) if n else 0
-    share = matched / n if n else 0.0
+    share = matched / n if n else None
     return {"n_types": n, "n_matched": matched, "share_matched": share, "pass": bool(n > 0 and share >= targets.min_share),
             "targets": {"min_f1": targets.min_f1, "min_lift": targets.min_lift, "min_share": targets.min_share}}
 
@@ -148,7 +151,7 @@ def instance_scores(model: SparseAutoencoder, store_path: str | Path, windows: p
     """
     import torch
 
-    from interp.sae.concepts import ThresholdCounts, _div
+    from interp.sae.concepts import ThresholdCounts, _ratio
     from interp.sae.splits import TEST, VALIDATION
     from interp.sae.train import open_store
 
@@ -194,24 +197,28 @@ def instance_scores(model: SparseAutoencoder, store_path: str | Path, windows: p
         levels = np.arange(n_thresholds)[None, :] * counts.scale.numpy()[:, None] / n_thresholds  # [F, T]
         hit = [(m[inst_split[j] == code][:, :, None] > levels[None]).sum(axis=0) for j, m in enumerate(inst_max)]
         n_used = [int((where == code).sum()) for where in inst_split]
-        precision = _div(tp, fires[None])
-        recall = _div(np.stack(hit), np.array(n_used, dtype=np.float64)[:, None, None])
-        stats[code] = {"precision": precision, "recall": recall,
-                       "f1": _div(2 * precision * recall, precision + recall),
-                       "prevalence": _div(counts.n_pos, counts.n_tokens), "n": n_used}
-    best = stats[VALIDATION]["f1"].argmax(axis=2)                     # [C, F]
+        # undefined (NaN): precision where nothing fires, recall without instances in the split, F1 where
+        # either is undefined (0 where both are 0), lift at prevalence 0
+        precision = _ratio(tp, fires[None])
+        recall = _ratio(np.stack(hit), np.array(n_used, dtype=np.float64)[:, None, None])
+        f1 = np.where(precision + recall > 0, _ratio(2 * precision * recall, precision + recall),
+                      np.where(np.isnan(precision + recall), np.nan, 0.0))
+        stats[code] = {"precision": precision, "recall": recall, "f1": f1,
+                       "prevalence": _ratio(counts.n_pos, counts.n_tokens), "n": n_used}
+    chooser = np.nan_to_num(stats[VALIDATION]["f1"], nan=-1.0)       # an undefined F1 never wins a choice
+    best = chooser.argmax(axis=2)                                     # [C, F]
     take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
     v_f1 = take(stats[VALIDATION]["f1"])
     out = []
     for j, name in enumerate(names):
-        u = int(np.argmax(v_f1[j]))                                    # first maximum: lowest feature
+        u = int(np.argmax(take(chooser)[j]))                          # first maximum: lowest feature
         t = stats[TEST]
         precision = float(take(t["precision"])[j, u])
         out.append({"concept": name, "instance_feature": u,
                     "instance_threshold": float(best[j, u] * scale[u] / n_thresholds) if scale[u] > 0 else 0.0,
                     "instance_validation_f1": float(v_f1[j, u]), "instance_precision": precision,
                     "instance_recall": float(take(t["recall"])[j, u]), "instance_f1": float(take(t["f1"])[j, u]),
-                    "instance_lift": float(_div(precision, t["prevalence"][j])),
+                    "instance_lift": float(_ratio(precision, t["prevalence"][j])),
                     "n_test_instances": int(t["n"][j])})
     return pl.DataFrame(out, schema={c: (pl.String if c == "concept" else pl.Int64 if c in (
         "instance_feature", "n_test_instances") else pl.Float64) for c in INSTANCE_COLUMNS})
@@ -352,6 +359,7 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
     every steered motif feature raises its motif; `pass_instance` is the same with the instance-level
     share.
     """
+    from interp.sae.concepts import at_least
     from interp.sae.planted_oracle import oracle_table
     from interp.sae.splits import TEST, block_split, windows_within
 
@@ -367,8 +375,8 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
                    on="concept", how="left", maintain_order="left")
              .join(instance, on="concept", how="left", maintain_order="left")
              .join(baseline_columns(sae_metrics), on="concept", how="left", maintain_order="left")
-             .with_columns(((pl.col("instance_f1") >= targets.min_f1) & (pl.col("instance_lift") >= targets.min_lift))
-                           .fill_null(False).alias("matched_instance")))
+             .with_columns((at_least("instance_f1", targets.min_f1) & at_least("instance_lift", targets.min_lift))
+                           .alias("matched_instance")))
     verdict = match_verdict(match, targets)
     verdict_instance = match_verdict(match.with_columns(pl.col("matched_instance").alias("matched")), targets)
     test = windows.filter(pl.Series(windows_within(split, windows, TEST)))
@@ -398,4 +406,18 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
         "pass_instance": bool(lm_pass and verdict_instance["pass"] and steer_pass),
         "layer": layer,
     }
-    return match, steering, summary
+    return match, steering, json_nulls(summary)
+
+
+def json_nulls(obj):
+    """`obj` with every NaN or infinite float (an undefined statistic) as None: null in JSON, where NaN is
+    not a value (json.dumps would write the bare token NaN, which strict readers reject)."""
+    from interp.sae.concepts import finite_or_none
+
+    if isinstance(obj, dict):
+        return {k: json_nulls(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_nulls(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return finite_or_none(obj)
+    return obj

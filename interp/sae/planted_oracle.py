@@ -80,11 +80,13 @@ def covered(starts: np.ndarray, width: int, n: int) -> np.ndarray:
 
 
 def _f1(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """(precision, recall, F1) per base; NaN where undefined: precision with nothing called, recall and F1
+    with no motif base in the split (F1 is 0 when there are motif bases and nothing is called)."""
     tp = float((pred & truth).sum())
     fired, pos = float(pred.sum()), float(truth.sum())
-    precision = tp / fired if fired else 0.0
-    recall = tp / pos if pos else 0.0
-    f1 = 2 * tp / (fired + pos) if fired + pos else 0.0
+    precision = tp / fired if fired else float("nan")
+    recall = tp / pos if pos else float("nan")
+    f1 = 2 * tp / (fired + pos) if pos else float("nan")
     return precision, recall, f1
 
 
@@ -98,6 +100,7 @@ def oracle_table(sequence: str, elements: pl.DataFrame, transition: np.ndarray, 
     among `n_thresholds` evenly spaced LLR levels from 0 to the validation maximum (best validation
     per-base F1; ties: the lowest). Instance recall: share of the test instances (wholly in test
     blocks) holding at least one called base; instance F1: its harmonic mean with per-base precision.
+    Undefined statistics are NaN (`_f1`; no test instance: instance recall and F1), never 0.
     """
     codes = encode_acgt(sequence.upper())
     n = codes.size
@@ -119,12 +122,14 @@ def oracle_table(sequence: str, elements: pl.DataFrame, transition: np.ndarray, 
         top = float(graded.max()) if graded.size else 0.0
         levels = np.linspace(0.0, max(top, 1e-9), n_thresholds, endpoint=False)
         val_f1 = np.array([_f1(covered(llr > t, w, n)[val], truth[val])[2] for t in levels])
-        best = int(val_f1.argmax())
+        best = int(np.nan_to_num(val_f1, nan=-1.0).argmax())  # no motif base in validation: the lowest level
         call = covered(llr > levels[best], w, n)
         precision, recall, f1 = _f1(call[test], truth[test])
         inst = [bool(call[s:e].any()) for s, e in sub if test[s:e].all()]
-        inst_recall = float(np.mean(inst)) if inst else 0.0
-        inst_f1 = 2 * precision * inst_recall / (precision + inst_recall) if precision + inst_recall else 0.0
+        # undefined (NaN) without a test instance, and where the per-base precision is
+        inst_recall = float(np.mean(inst)) if inst else float("nan")
+        inst_f1 = (2 * precision * inst_recall / (precision + inst_recall) if precision + inst_recall > 0
+                   else float("nan") if np.isnan(precision + inst_recall) else 0.0)
         rows.append({"concept": concept, "oracle_threshold": float(levels[best]),
                      "oracle_validation_f1": float(val_f1[best]), "oracle_precision": precision,
                      "oracle_recall": recall, "oracle_f1": f1, "oracle_instance_recall": inst_recall,
