@@ -8,6 +8,7 @@ modules each stage calls (named in its docstring), and their tests in `tests/tes
 from __future__ import annotations
 
 import json
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,42 @@ STAGES = (
 )
 
 
+#: a list input or output of at least this many paths travels compacted in the JSON job (`compact_paths`)
+COMPACT_MIN_PATHS = 8
+
+
+def compact_paths(paths: list[str]) -> list[str] | dict[str, Any]:
+    """A long list of paths as {"prefix", "suffix", "stems"}, each path = prefix + stem + suffix (`expand_paths`
+    inverts it). A rule's JSON job is one argument of its shell command (`bash -c '<command>'`), which Linux caps
+    at 128 KiB: listed in full, the 800 shards of a gather or the 1,000+ replicates of the calibration suite
+    overran it and the job failed with "Argument list too long" before the stage started."""
+    paths = [str(p) for p in paths]
+    if len(paths) < COMPACT_MIN_PATHS:
+        return paths
+    prefix = os.path.commonprefix(paths)
+    rest = [p[len(prefix):] for p in paths]
+    suffix = os.path.commonprefix([r[::-1] for r in rest])[::-1]
+    return {"prefix": prefix, "suffix": suffix, "stems": [r[:len(r) - len(suffix)] for r in rest]}
+
+
+def expand_paths(value: Any) -> Any:
+    """The list of paths a `compact_paths` dict stands for; any other value as it is."""
+    if isinstance(value, dict) and set(value) == {"prefix", "suffix", "stems"}:
+        return [f"{value['prefix']}{stem}{value['suffix']}" for stem in value["stems"]]
+    return value
+
+
+def job_json(input: dict[str, Any], output: dict[str, Any], params: Any, threads: int) -> str:
+    """The JSON job of a rule (`Job.from_json` reads it): named inputs and outputs (a path or a list of paths,
+    long lists compacted), settings, threads."""
+
+    def plain(named: dict[str, Any]) -> dict[str, Any]:
+        return {k: v if isinstance(v, str) else compact_paths(list(v)) for k, v in named.items()}
+
+    return json.dumps({"input": plain(input), "output": plain(output), "params": params, "threads": threads},
+                      sort_keys=True)
+
+
 @dataclass
 class Job:
     input: dict[str, Any]
@@ -61,7 +98,8 @@ class Job:
         if not isinstance(data, dict) or not {"input", "output"} <= set(data):
             raise InputError(f"stage job: expected a JSON object with input, output, params and threads, got "
                              f"{text[:80]!r}")
-        return cls(input=data.get("input", {}), output=data.get("output", {}),
+        named = {k: {name: expand_paths(v) for name, v in (data.get(k) or {}).items()} for k in ("input", "output")}
+        return cls(input=named["input"], output=named["output"],
                    params=data.get("params", {}), threads=int(data.get("threads", 1)))
 
 

@@ -507,3 +507,43 @@ def test_calibration_reaudit_covers_every_archived_replicate_by_default(tmp_path
                                       "--replicates", "50"])
     script.main()
     assert seen[-1] == range(100, 150)
+
+
+#: Linux's cap on one argument of exec (MAX_ARG_STRLEN): a rule's whole shell command is one (`bash -c '...'`)
+MAX_ARG_STRLEN = 128 * 1024
+
+
+def test_compacted_paths_expand_to_the_same_list() -> None:
+    from interp.stages import COMPACT_MIN_PATHS, compact_paths, expand_paths
+
+    cases = [[f"results/r/cohort/shards/per1/s{i:04d}/haplotypes.parquet" for i in range(800)],
+             ["aXa", "aa", "a", "aaa", "ba", "", "ab", "a/b"],  # prefix and suffix must not overlap
+             [f"results/c/replicates/{cell}/{i}.json" for cell in ("base", "null-big") for i in range(12)],
+             ["x.json"] * COMPACT_MIN_PATHS]
+    for paths in cases:
+        packed = compact_paths(paths)
+        assert isinstance(packed, dict) and expand_paths(packed) == paths
+    assert compact_paths(["a", "b"]) == ["a", "b"] and expand_paths(["a", "b"]) == ["a", "b"]
+
+
+def test_many_shards_keep_every_shell_command_under_the_argument_cap(workflow_copy: Path) -> None:
+    """800 cohort regions at cohort.shard_genes: 1 (or a calibration suite of 1,000+ replicates) once gave the
+    gather rules a 158 KB command line, their whole JSON job with every shard path: exec refuses an argument over
+    128 KiB ("Argument list too long"), so `haplotypes` could not start. Long path lists now travel compacted."""
+    from interp.stages import Job
+
+    bed = workflow_copy / "many.bed"
+    bed.write_text("".join(f"chr17\t{i * 45}\t{i * 45 + 40}\tr{i}\n" for i in range(800)))
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump({"run": "many", "cohort": {"genes": [], "bed": str(bed), "shard_genes": 1}}))
+    res = run_snakemake(workflow_copy, "-n", "-p", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    commands = [line.removeprefix("Shell command: ") for line in res.stdout.splitlines()
+                if line.startswith("Shell command: python -m interp.cli stage ")]
+    assert len(commands) > 800
+    assert max(len(c.encode()) for c in commands) < MAX_ARG_STRLEN / 4
+    gather = next(c for c in commands if c.startswith("python -m interp.cli stage haplotypes '"))
+    job = Job.from_json(gather.split(" ", 5)[5].split(" > ")[0].strip("'"))
+    assert job.input["shard_assignments"] == [f"results/many/cohort/shards/per1/s{i:04d}/haplotypes.parquet"
+                                              for i in range(800)]
+    assert len(job.input["shard_stats"]) == 800 and job.output["assignments"] == "results/many/cohort/haplotypes.parquet"

@@ -11,6 +11,7 @@ from interp.cohort.shards import count_cohort_regions, shard_index, shard_names,
 from interp.config import check_config, model_layer_names
 from interp.errors import InputError
 from interp.resources import count_lines, job_resources
+from interp.stages import job_json
 from interp.sae.config import NOT_TRAINING as SAE_NOT_TRAINING
 
 try:
@@ -138,16 +139,10 @@ def job(stage_params):
 
     def pack(wildcards, input, output, threads):
         params = stage_params(wildcards) if callable(stage_params) else stage_params
-
-        def plain(named):
-            return {k: (list(v) if not isinstance(v, str) else v) for k, v in named.items()}
-
         if "fasta" in dict(input.items()) and isinstance(params, dict):
             # where a missing .fai goes when the FASTA's folder is read-only
             params = {**params, "reference_cache": f"{R}/reference"}
-
-        return json.dumps({"input": plain(input), "output": plain(output), "params": params,
-                           "threads": threads}, sort_keys=True)
+        return job_json(dict(input.items()), dict(output.items()), params, threads)
 
     return pack
 
