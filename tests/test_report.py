@@ -830,6 +830,7 @@ def test_sae_methods_name_the_sae_splits_of_the_config() -> None:
     s = cfg["sae"]
     assert f"{s['split_block_bases']}-base genome blocks" in sae["scheme"]
     assert f"{s['test_fraction']:g} of them held out as test" in sae["scheme"]
+    assert "straddles two splits are in none" in sae["scheme"]
 
 
 def _calibration_cell_as_written() -> list[dict]:

@@ -595,7 +595,8 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                       "per feature precision / recall / F1 of 'fires' against per-base labels",
          "scheme": f"layer {s.get('layer')}; windows split by {s.get('split_block_bases')}-base genome blocks, "
                    f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
-                   "of them held out as test (FVU and L0 are measured there)",
+                   "of them held out as test (FVU and L0 are measured there); the tokens of a window that "
+                   "straddles two splits are in none (no held-out token has training bases in its context)",
          "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
     ]
     cohort = config.get("cohort", {})
