@@ -110,6 +110,20 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 VERDICTS = ("PASS", "FAIL", "NO SIGNAL", "INCONCLUSIVE")
 #: groups of fewer samples are never reported on (counts masked, statistics left out)
 MIN_REPORTED_GROUP = 5
+
+
+def small_cell(n: int, n_cases: int) -> str | None:
+    """Why a group of `n` samples with `n_cases` cases is not reported on, or None when it is: fewer than
+    MIN_REPORTED_GROUP samples ("<5"), cases ("<5 cases") or controls ("<5 controls"), zero included. A group's
+    prevalence times its size is its case count, and its AUROC ranks its few cases against its controls, so a
+    phenotype x population cell of 1-4 people (or of all but 1-4) would be reported on."""
+    if n < MIN_REPORTED_GROUP:
+        return f"<{MIN_REPORTED_GROUP}"
+    if n_cases < MIN_REPORTED_GROUP:
+        return f"<{MIN_REPORTED_GROUP} cases"
+    if n - n_cases < MIN_REPORTED_GROUP:
+        return f"<{MIN_REPORTED_GROUP} controls"
+    return None
 #: ridge penalties tried by the leave-one-out probe, in units of n (standardised embeddings)
 RIDGE_GRID = tuple(float(v) for v in np.logspace(-2, 2, 9))
 
@@ -439,8 +453,8 @@ def by_population(
 
     Returns ([{population, n, prevalence, auroc, auroc_ci_low, auroc_ci_high, accuracy, accuracy_ci_low,
     accuracy_ci_high}], {metric: between-group difference (max - min over the populations of at least
-    MIN_REPORTED_GROUP samples; NaN with fewer than two such)}): a difference that takes a group of 2-4
-    people as its extreme would report on them.
+    MIN_REPORTED_GROUP samples, cases and controls (`small_cell`); NaN with fewer than two such)}): a
+    difference that takes a group of 2-4 people, or of 1-4 cases, as its extreme would report on them.
     CIs are 2.5/97.5% quantiles of `n_boot` seeded resamples within each population (NaN when
     n_boot < 2); MetricFrame's own n_boot resamples the whole cohort and is ~50x slower.
     """
@@ -451,7 +465,7 @@ def by_population(
     frame = MetricFrame(metrics=metrics, y_true=y, y_pred=score, sensitive_features=population)
     table = frame.by_group
     rng = np.random.default_rng(seed)
-    groups = []
+    groups, shown_cells = [], []
     for g in table.index:
         row = {"population": str(g), "n": int(table.loc[g, "n"]), "prevalence": float(table.loc[g, "prevalence"])}
         sel = population == g
@@ -461,7 +475,8 @@ def by_population(
             row[f"{m}_ci_low"] = ci[m][0] if ci else float("nan")
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
-    shown = [g for g in groups if g["n"] >= MIN_REPORTED_GROUP]
+        shown_cells.append(small_cell(row["n"], int(y[sel].sum())) is None)
+    shown = [g for g, ok in zip(groups, shown_cells, strict=True) if ok]
     diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
                 else float("nan")) for m in ("auroc", "accuracy", "prevalence")}
     return groups, diff

@@ -21,6 +21,7 @@ from interp.audit import (
     audit_phenotype,
     feature_attribution,
     null_replicates_needed,
+    small_cell,
 )
 from interp.cohort.vcf import population_obs_column
 from interp.errors import InputError
@@ -77,19 +78,39 @@ def sae_feature_leakage(features: np.ndarray | None, y: np.ndarray, pcs: np.ndar
         "top_phenotype": fa.sort("p_phenotype").head(10).to_dicts()}
 
 
-def _group_size(groups: list[dict], population: str) -> int:
-    """n of `population` among by_population's groups (0 when absent)."""
-    return next((int(g.get("n", 0)) for g in groups if g.get("population") == population), 0)
+def _group_cases(g: dict) -> int | None:
+    """A by_population group's case count (its prevalence x n), or None when it has no prevalence."""
+    prevalence, n = g.get("prevalence"), g.get("n")
+    if not isinstance(n, (int, np.integer)) or not isinstance(prevalence, (float, int, np.floating)):
+        return None
+    return int(round(float(prevalence) * int(n))) if np.isfinite(prevalence) else None
+
+
+def _reportable(groups: list[dict], population: str) -> bool:
+    """`population` is among by_population's groups with at least MIN_GROUP_SIZE samples, cases and controls."""
+    g = next((g for g in groups if g.get("population") == population), None)
+    if g is None or not isinstance(g.get("n"), (int, np.integer)):
+        return False
+    cases = _group_cases(g)
+    return small_cell(int(g["n"]), cases) is None if cases is not None else int(g["n"]) >= MIN_GROUP_SIZE
 
 
 def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[dict]:
     """Groups (dicts with `n` samples) of fewer than `min_n` samples keep their population name only,
-    with n shown as "<5" (for the default min_n); others are returned unchanged, in order."""
+    with n shown as "<5" (for the default min_n). Groups of `min_n` or more whose cases or controls
+    (prevalence x n, and n minus that) number under MIN_GROUP_SIZE, zero included, keep `population` and `n`
+    and say why in `small_cell` ("<5 cases" / "<5 controls"): their prevalence would give the small count and
+    their AUROC and accuracy would rank those few people. Others are returned unchanged, in order."""
     out = []
     for g in groups:
         n = g.get("n", 0)
         if isinstance(n, (int, np.integer)) and n < min_n:
             out.append({"population": g.get("population"), "n": f"<{min_n}"})
+            continue
+        cases = _group_cases(g)
+        why = small_cell(int(n), cases) if cases is not None else None
+        if why is not None:
+            out.append({"population": g.get("population"), "n": int(n), "small_cell": why})
         else:
             out.append(g)
     return out
@@ -157,7 +178,7 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
           model, layer, region (the whole cohort's row first);
       details: one dict per result, in input order: verdict and its rule, reasons, thresholds, the
           covariate policy, descriptors, per-population and per-stratum statistics (groups of fewer than 5
-          samples masked, `mask_small_groups`), the between-group difference, leave-one-population-out
+          samples, cases or controls masked, `mask_small_groups`), the between-group difference, leave-one-population-out
           AUROCs and the extras.
     """
     rows, details = [], []
@@ -177,9 +198,10 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "by_population": mask_small_groups(res["by_population"]),
             "by_stratum": mask_small_groups(res.get("by_stratum", [])),
             "between_group_difference": res["between_group_difference"],
-            # a held-out population of fewer than MIN_GROUP_SIZE samples: its AUROC would rank those few
+            # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls: its AUROC would
+            # rank those few
             "auroc_lopo_by_population": {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
-                                         if _group_size(res["by_population"], pop) >= MIN_GROUP_SIZE},
+                                         if _reportable(res["by_population"], pop)},
             **extra,
         })
     table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))

@@ -734,3 +734,25 @@ def test_between_group_difference_leaves_out_groups_under_five() -> None:
     assert diff["prevalence"] == pytest.approx(float(frame.difference(method="between_groups")["prevalence"]))
     aucs = {g["population"]: g["auroc"] for g in groups}
     assert diff["auroc"] == pytest.approx(abs(aucs["A"] - aucs["B"])) and aucs["RARE"] == 1.0
+
+
+def test_between_group_difference_leaves_out_groups_with_under_five_cases() -> None:
+    """A population of 60 with 2 cases is a cell of 2 people: its prevalence and AUROC are not an extreme of the
+    between-group difference (which would give them away with the other groups' values)."""
+    from interp.audit import by_population, small_cell
+
+    rng = np.random.default_rng(1)
+    population = np.array(["A"] * 60 + ["B"] * 60 + ["FEW"] * 60)
+    y = rng.integers(0, 2, population.size).astype(float)
+    y[-60:] = 0.0
+    y[-2:] = 1.0
+    score = rng.normal(size=population.size) + 0.5 * y
+    score[-2:] = 9.0  # a perfect AUROC in the cell of 2: the extreme if it counted
+    groups, diff = by_population(y, score, population, n_boot=0, seed=0)
+    aucs = {g["population"]: g["auroc"] for g in groups}
+    prev = {g["population"]: g["prevalence"] for g in groups}
+    assert aucs["FEW"] == 1.0
+    assert diff["auroc"] == pytest.approx(abs(aucs["A"] - aucs["B"]))
+    assert diff["prevalence"] == pytest.approx(abs(prev["A"] - prev["B"]))
+    assert small_cell(60, 2) == "<5 cases" and small_cell(60, 57) == "<5 controls" and small_cell(4, 2) == "<5"
+    assert small_cell(10, 5) is None and small_cell(60, 0) == "<5 cases"

@@ -162,3 +162,26 @@ def test_audit_run_refuses_duplicate_sample_ids(tmp_path) -> None:
     cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=99, seed=0)
     with pytest.raises(InputError, match=r"m block1: 10 sample ID\(s\) appear more than once.*'s0', 's1'"):
         audit_run([str(tmp_path / "m")], ["pheno"], [], cfg, population_column="population")
+
+
+def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_groups() -> None:
+    """A population of 200 with 2 cases is a phenotype x population cell of 2 people: its prevalence x n gives the
+    count and its AUROC ranks those 2 against the controls, so only its size and "<5 cases" are shown, and its
+    held-out-population AUROC is left out; zero cases (or controls) count as under 5 too."""
+    from interp.audit_summary import audit_tables, mask_small_groups
+
+    def group(pop: str, n: int, cases: int) -> dict:
+        return {"population": pop, "n": n, "prevalence": cases / n, "auroc": 0.9, "auroc_ci_low": 0.8,
+                "auroc_ci_high": 0.95, "accuracy": 0.7, "accuracy_ci_low": 0.6, "accuracy_ci_high": 0.8}
+
+    groups = [group("FEW", 200, 2), group("ALL", 40, 37), group("OK", 100, 30), group("NONE", 50, 0),
+              group("EDGE", 10, 5), {"population": "TINY", "n": 3, "prevalence": 1 / 3}]
+    out = mask_small_groups(groups)
+    assert out == [{"population": "FEW", "n": 200, "small_cell": "<5 cases"},
+                   {"population": "ALL", "n": 40, "small_cell": "<5 controls"}, groups[2],
+                   {"population": "NONE", "n": 50, "small_cell": "<5 cases"}, groups[4],
+                   {"population": "TINY", "n": "<5"}]
+    result = _result("p", "block1", groups[:3])
+    _, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert details[0]["auroc_lopo_by_population"] == {"OK": 0.6}
+    assert details[0]["by_population"] == out[:3]

@@ -928,6 +928,19 @@ def test_per_layer_details_show_the_genotype_descriptors_the_audit_writes() -> N
     assert "<td class=\"l\">bin0</td><td>40</td><td>0.25</td><td>0.660 [0.500, 0.800]</td>" in section
 
 
+def test_population_with_under_five_cases_shows_its_size_and_the_mask_only() -> None:
+    """A population whose cases (or controls) number under 5 comes from the audit as n and `small_cell`: the page says
+    why its prevalence and AUROC are missing, and the per-population figure draws nothing for it."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    for d in report["audit_details"]:
+        d["by_population"] = [*d["by_population"][:2], {"population": "FIN", "n": 80, "small_cell": "<5 cases"}]
+    section = _html(report, figs, layers, calib, cfg).split("Per-population performance")[1].split("</details>")[0]
+    assert "<td class=\"l\">FIN</td><td>80</td><td>&lt;5 cases</td><td>–</td>" in section
+    from interp.report import plots
+
+    plots.population_auroc(report["audit_details"], rs.LAYERS)  # a masked group is skipped, not an error
+
+
 def test_regional_plot_leaves_out_untested_features(monkeypatch) -> None:
     """rank writes untested features (too few carriers) with p NaN; the plot took them as a family's top feature
     (polars sorts NaN last, so a family of untested features only was drawn with a NaN bar)."""

@@ -4,7 +4,8 @@ Stable keys of report.json: generated_at; provenance {config, inputs, packages, 
 git_commit}; lm; probes; probe_sae_vs_raw; sae; planted; timings; audit; biomarkers; truth_recovery. Everything except
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; populations and strata of
-fewer than 5 samples are shown as "<5". Aggregate counts (cases, missing values) are exact.
+fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls"
+(interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact.
 """
 
 from __future__ import annotations
