@@ -262,6 +262,11 @@ def test_card_errors_name_file_and_key(tmp_path):
         good + "pooling: max\n": "field pooling: expected one of",
         good.replace("hf_id: org/x\n", ""): "field hf_id: required for family hf",
         good.replace("[hidden_states.1]", "[a, a]"): "field layers: layer names repeat",
+        # layer names become file and folder names of the run: a path in one would write outside results/
+        good.replace("[hidden_states.1]", "['../../../outside']"): "field layers: layer name '../../../outside'",
+        good.replace("[hidden_states.1]", "[encoder/layer]"): "field layers: layer name 'encoder/layer'",
+        good.replace("[hidden_states.1]", "[.hidden]"): "field layers: layer name '.hidden'",
+        good.replace("[hidden_states.1]", "[hidden_states.last]"): "expected hidden_states.<i> with <i> a whole",
         good + "chunk_overlap: 10\n": "field chunk_overlap",
         "- just\n- a list\n": "expected a YAML mapping",
     }

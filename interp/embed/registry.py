@@ -23,6 +23,7 @@ A card says where a model comes from and how to run it. Fields (checked by `chec
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -36,6 +37,7 @@ TOKENIZERS = ("character", "kmer", "bpe", "byte")
 POOLINGS = ("mean", "last")
 HF_CLASSES = ("model", "masked_lm", "causal_lm")
 REQUIRED_KEYS = ("name", "family", "layers", "context", "license")
+_LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # every key a card may have; anything else is a typo and is refused (the dtype is the run's embed.dtype, not a
 # card's: a card key for it would be silently ignored)
 KNOWN_KEYS = {
@@ -73,6 +75,16 @@ def check_card(card: object, path: str | Path) -> dict:
         raise InputError(f"{where(path, field='layers')}: expected a non-empty list of layer names")
     if len(set(card["layers"])) != len(card["layers"]):
         raise InputError(f"{where(path, field='layers')}: layer names repeat")
+    for layer in card["layers"]:
+        # a layer name is a file and folder name of the run (<layer>.h5ad, sae/<model>/<layer>/): no '/' or
+        # leading '.', which would write outside results/<run>/
+        if not _LAYER_NAME.match(layer):
+            raise InputError(f"{where(path, field='layers')}: layer name {layer!r}: expected letters, digits, _ . - "
+                             "starting with a letter, digit or _ (a module path such as encoder.layer.5, or "
+                             "hidden_states.<i>); it names the run's files and folders")
+        if layer.startswith("hidden_states.") and not layer.removeprefix("hidden_states.").isdigit():
+            raise InputError(f"{where(path, field='layers')}: layer name {layer!r}: expected hidden_states.<i> "
+                             "with <i> a whole number (0 = the embeddings)")
     for key in ("context", "hidden_size", "max_tokens"):
         if key in card and card[key] <= 0:
             raise InputError(f"{where(path, field=key)}: expected a positive integer")
