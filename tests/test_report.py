@@ -647,6 +647,23 @@ def test_provenance_hashes_the_config_and_the_cohort_bed(tmp_path: Path) -> None
     assert prov["python"].count(".") == 2
 
 
+def test_provenance_packages_cover_every_pinned_dependency() -> None:
+    """provenance.packages left out stdpopsim (the simulated demography), pyjaspar (the planted motifs),
+    umap-learn, igraph, pandas, pyyaml, logomaker and the evo2 extra, all pinned in pyproject.toml: a run
+    in an environment with other versions of them said nothing of it."""
+    import re
+    import tomllib
+
+    from interp.report.provenance import PACKAGES, package_versions
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    pinned = [*project["dependencies"], *project["optional-dependencies"]["evo2"]]
+    names = {re.split(r"[=<>!~\[ ;]", dep, maxsplit=1)[0].lower() for dep in pinned}
+    assert names <= set(PACKAGES), sorted(names - set(PACKAGES))
+    versions = package_versions()
+    assert versions["stdpopsim"] != "not installed" and versions["pyjaspar"] != "not installed"
+
+
 def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: Path) -> None:
     """A hub model's checkpoint_sha256 is None: the snapshot commit the embedder loaded (emb/<model>.stats.json)
     is its weights' identity, and must be in provenance.models[] and the provenance table."""
