@@ -214,7 +214,9 @@ def summarise_replicate(audit: pl.DataFrame, bio: pl.DataFrame | None, truth: di
     far = (found["contig"].to_numpy().astype(str) != causal["contig"]) | (distance > near_bp)
     discoveries = {"n": int(found.height), "false": int(far.sum()),
                    "fdp": float(far.sum() / max(found.height, 1)),
-                   "by_family": {f: int(k) for f, k in found.group_by("_family").len().iter_rows()}}
+                   # sorted: polars' group_by order changes from call to call, and summaries are also written
+                   # as JSON with keys in insertion order (the archive, a re-audited replicate)
+                   "by_family": {f: int(k) for f, k in found.group_by("_family").len().sort("_family").iter_rows()}}
     null = bio.filter(pl.col("phenotype") == "null")
     type1 = {}
     for family, p in [("all", null["p"].to_numpy())] + [

@@ -156,6 +156,21 @@ def test_summarise_replicate_on_a_known_table(with_family):
     assert tight["discoveries"]["false"] == 2
 
 
+def test_summarise_replicate_is_the_same_text_every_time():
+    """A replicate summary is written as JSON without sorted keys (the calibration archive, a re-audited
+    replicate): its discoveries per family must come in one order, not polars' group_by order, which
+    changes from call to call."""
+    families = ["variants", "embedding:m/b0", "embedding:m/b1", "embedding:m/b2", "sae:m/b1", "variant_effect:m"]
+    rows = [("causal", f"{fam}/f{i}", "variant" if fam == "variants" else "embedding", 1e-6, 1e-4, "chr17",
+             1000 + i, 1001 + i, fam) for fam in families for i in range(3)]
+    bio = pl.DataFrame(rows, schema=["phenotype", "feature", "kind", "p", "q", "contig", "start", "end", "family"],
+                       orient="row")
+    texts = {json.dumps(cal.summarise_replicate(AUDIT, bio, TRUTH)) for _ in range(8)}
+    assert len(texts) == 1
+    by_family = cal.summarise_replicate(AUDIT, bio, TRUTH)["discoveries"]["by_family"]
+    assert list(by_family) == sorted(families) and set(by_family.values()) == {3}
+
+
 def test_summarise_replicate_without_rank():
     """Replicates past `calibration.rank_replicates` have verdicts but no rank keys; the table pools rank
     statistics over the ranked replicates only and says how many."""

@@ -12,7 +12,7 @@ import pytest
 import report_synthetic as rs
 
 from interp.report import summary
-from interp.report.build import finish_report, fmt_num, render_html
+from interp.report.build import _clean, finish_report, fmt_num, render_html
 
 LAYERS = {"m": ["embed", "block1", "block2", "block3"]}
 
@@ -620,6 +620,48 @@ def test_git_dirty_state_is_recorded(tmp_path: Path) -> None:
     assert git_dirty(tmp_path) is False
     (tmp_path / "a.py").write_text("x = 2\n")
     assert git_dirty(tmp_path) is True
+
+
+def test_provenance_hashes_the_config_and_the_cohort_bed(tmp_path: Path) -> None:
+    """provenance named the cohort BED (the studied regions) only inside the config, with no digest: an edited
+    BED of the same path left no trace in report.json. It is hashed like the other inputs; the config gets one
+    digest that report.json's own provenance.config gives back; the Python version is recorded."""
+    import hashlib
+
+    from interp.report.build import provenance
+
+    fasta, bed, card = tmp_path / "ref.fa", tmp_path / "regions.bed", tmp_path / "m.yaml"
+    fasta.write_text(">chr1\nACGT\n")
+    bed.write_text("chr1\t0\t4\tgeneA\n")
+    card.write_text("name: m\nfamily: hf\nhf_id: org/m\n")
+    cfg = {"seed": 7, "cohort": {"enabled": True, "bed": str(bed)}, "embed": {"cache": str(tmp_path / "c" / "e")},
+           "audit": {"alpha": 0.05, "fail_within_margin": 0.0512345678}}
+    inputs = {"fasta": str(fasta), "cohort_bed": str(bed), "cards": [str(card)]}
+    prov = provenance(inputs, {"config": cfg})
+    assert prov["inputs"][str(bed)] == hashlib.sha256(bed.read_bytes()).hexdigest()
+    report = json.loads(json.dumps(_clean({"provenance": prov}), sort_keys=True))
+    config_text = json.dumps(report["provenance"]["config"], sort_keys=True, separators=(",", ":"))
+    assert prov["config_sha256"] == hashlib.sha256(config_text.encode()).hexdigest()
+    changed = provenance(inputs, {"config": {**cfg, "seed": 8}})
+    assert changed["config_sha256"] != prov["config_sha256"]
+    assert prov["python"].count(".") == 2
+
+
+def test_provenance_packages_cover_every_pinned_dependency() -> None:
+    """provenance.packages left out stdpopsim (the simulated demography), pyjaspar (the planted motifs),
+    umap-learn, igraph, pandas, pyyaml, logomaker and the evo2 extra, all pinned in pyproject.toml: a run
+    in an environment with other versions of them said nothing of it."""
+    import re
+    import tomllib
+
+    from interp.report.provenance import PACKAGES, package_versions
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    pinned = [*project["dependencies"], *project["optional-dependencies"]["evo2"]]
+    names = {re.split(r"[=<>!~\[ ;]", dep, maxsplit=1)[0].lower() for dep in pinned}
+    assert names <= set(PACKAGES), sorted(names - set(PACKAGES))
+    versions = package_versions()
+    assert versions["stdpopsim"] != "not installed" and versions["pyjaspar"] != "not installed"
 
 
 def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: Path) -> None:

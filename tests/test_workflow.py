@@ -41,6 +41,16 @@ def test_dry_run_plans_one_job_per_shard_and_sizes_resources(workflow_copy: Path
         assert f"results/shards/cohort/shards/per1/{shard}/emb/tiny-dnalm.npz" in out
 
 
+def test_workflow_passes_the_cohort_bed_to_the_report(workflow_copy: Path) -> None:
+    """The report rule's inputs carry cohort.bed, so its digest reaches provenance.inputs."""
+    (workflow_copy / "configs" / "two.bed").write_text("chr17\t6010\t14000\tpartA\nchr17\t14000\t22000\tpartB\n")
+    path = _write_config(workflow_copy, {"run": "bed", "cohort": {"genes": [], "bed": "configs/two.bed"}})
+    res = run_snakemake(workflow_copy, "reports/bed/report.json", "-n", "-p", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = next(line for line in (res.stdout + res.stderr).splitlines() if "interp.cli stage report" in line)
+    assert '"cohort_bed": "configs/two.bed"' in job, job
+
+
 def test_lint_reports_nothing(workflow_copy: Path) -> None:
     res = run_snakemake(workflow_copy, "--lint")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -1,7 +1,7 @@
 """Assemble report.json (the interface audit tools read) and the self-contained index.html.
 
-Stable keys of report.json: generated_at; provenance {config, inputs, packages, seeds, models,
-git_commit}; lm; probes; probe_sae_vs_raw; sae; planted; timings; audit; biomarkers; truth_recovery. Everything except
+Stable keys of report.json: generated_at; provenance {config, config_sha256, inputs, packages, python, seeds, models,
+git_commit, git_dirty}; lm; probes; probe_sae_vs_raw; sae; planted; timings; audit; biomarkers; truth_recovery. Everything except
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; populations and strata of
 fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls"
@@ -11,10 +11,12 @@ fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or con
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +114,8 @@ def provenance(inputs: dict, params: dict) -> dict:
     hashed = {}
     # the embedding cache's sibling: shared by runs, so each version of a large input is read once
     digests = Path(cfg.get("embed", {}).get("cache") or "results/cache/embeddings").parent / "sha256"
-    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "ancestry_vcf", "calibration", "planted"):
+    for key in ("fasta", "annotation", "cohort_vcf", "cohort_samples", "ancestry_vcf", "cohort_bed", "calibration",
+                "planted"):
         for path in _as_list(inputs.get(key)):
             hashed[path] = sha256_cached(path, digests)
     for path in _as_list(inputs.get("cards")):
@@ -126,9 +129,18 @@ def provenance(inputs: dict, params: dict) -> dict:
         entry["weights"] = weights.get(entry["name"])
         sae_w = [w for w in _as_list(inputs.get("sae_weights")) if f"/sae/{entry['name']}/" in w]
         entry["sae_sha256"] = {Path(w).parent.name: sha256_file(w) for w in sae_w}
-    return {"config": cfg, "inputs": hashed, "packages": package_versions(), "seeds": seeds,
+    return {"config": cfg, "config_sha256": config_sha256(cfg), "inputs": hashed, "packages": package_versions(),
+            "python": platform.python_version(), "seeds": seeds,
             "models": models, "git_commit": git_commit(Path(__file__).resolve().parents[2]),
             "git_dirty": git_dirty(Path(__file__).resolve().parents[2])}
+
+
+def config_sha256(cfg: dict) -> str:
+    """sha256 of the resolved config as report.json carries it (`_clean`: floats to 6 significant digits), as
+    compact JSON with sorted keys: `json.dumps(report["provenance"]["config"], sort_keys=True,
+    separators=(",", ":"))` gives it back, so two reports' configs compare by one string."""
+    text = json.dumps(_clean(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 SAE_EXTRA = ("dense_fraction", "loss_recovered")  # SAE metrics copied into report.json when present

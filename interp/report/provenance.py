@@ -11,10 +11,13 @@ from pathlib import Path
 
 import yaml
 
+#: every dependency pinned in pyproject.toml (the evo2 extra included), and the unpinned ones that change numbers:
+#: h5py (the h5ad files), tokenizers and huggingface-hub (what a hub model is fed and which snapshot it loads)
 PACKAGES = (
-    "interp", "torch", "pytorch-lightning", "snakemake", "anndata", "scanpy", "polars", "pyarrow", "numpy",
-    "scipy", "biopython", "pysam", "msprime", "tskit", "zarr", "safetensors", "transformers", "statsmodels",
-    "fairlearn", "scikit-learn", "jinja2", "matplotlib",
+    "interp", "torch", "pytorch-lightning", "snakemake", "snakemake-executor-plugin-slurm", "anndata", "scanpy",
+    "umap-learn", "igraph", "polars", "pyarrow", "numpy", "scipy", "pandas", "biopython", "pysam", "msprime",
+    "tskit", "stdpopsim", "pyjaspar", "logomaker", "zarr", "h5py", "safetensors", "transformers", "tokenizers",
+    "huggingface-hub", "evo2", "statsmodels", "fairlearn", "scikit-learn", "jinja2", "matplotlib", "pyyaml",
 )
 
 

@@ -228,6 +228,8 @@ def report_inputs(wildcards):
             "cohort_samples": config_cohort_samples(),
             # the ancestry markers decide the PCs every verdict conditions on: their digest is provenance too
             **{"ancestry_vcf": path for path in config_ancestry_vcf().values()},
+            # the BED names the studied regions: its digest is provenance too
+            **({"cohort_bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}),
         })
         if config["cohort"]["source"] == "simulate":
             inputs["truth"] = f"{R}/cohort/input/truth.json"
