@@ -237,7 +237,7 @@ def planted_run():
 
 @pytest.mark.slow
 def test_planted_lm_beats_order3_markov(planted_run):
-    # measured: held-out 1.0812 nats (1.0796 on an earlier machine) vs order-3 1.3214 and order-0 1.3745
+    # measured: held-out 1.0796 nats (2026-12-05; 1.0812 on another machine) vs order-3 1.3214 and order-0 1.3745
     lm = planted_run["lm"]
     assert lm["heldout_ce"] < lm["baseline_order3_ce"] < lm["baseline_order0_ce"], lm
     assert planted_run["lm_beats_order3"]
@@ -248,8 +248,9 @@ def test_planted_lm_beats_order3_markov(planted_run):
                    "loss on 20%): 2 of 7 planted types matched per base (gc_island F1 0.80, repeat 0.93); motifs F1 "
                    "0.26-0.55 (0.17-0.33 without the temporal loss) against PWM-oracle F1 0.85-0.99 and a linear probe "
                    "on the same activations of 0.67-0.90; rerun 2026-12-04 (ninth session): islands 0.88, repeat 0.89, "
-                   "motifs 0.23-0.47 vs probe 0.65-0.90, the motifs' shared shift 0.20-0.44 (README, Planted-motif "
-                   "calibration)")
+                   "motifs 0.23-0.47 vs probe 0.65-0.90, the motifs' shared shift 0.20-0.44; fifteenth session "
+                   "(2026-12-05, straddling windows left out): islands 0.86, repeat 0.86, motifs 0.26-0.52 vs probe "
+                   "0.63-0.89 (README, Planted-motif calibration)")
 def test_planted_types_matched_by_sae_features(planted_run):
     assert planted_run["match_share_matched"] >= 0.8, planted_run["match"]
 
@@ -258,7 +259,7 @@ def test_planted_types_matched_by_sae_features(planted_run):
 def test_planted_types_matched_per_instance(planted_run):
     """InterPLM's reading (per-base precision, recall per instance), reported beside the per-base target:
     measured 2026-12-04 (d_model 256 LM, TopK 1,024 + temporal 20%), 7 of 7 types (instance F1 0.83-1.00, lift 13-77);
-    the ninth session's rerun 6 of 7 (CTCF 0.799)."""
+    the ninth session's rerun 6 of 7 (CTCF 0.799); the fifteenth session's 7 of 7 (CTCF 0.861)."""
     assert planted_run["match_instance_share_matched"] >= 0.8, planted_run["match"]
     for row in planted_run["match"]:
         assert row["matched_instance"] == (row["instance_f1"] >= 0.8 and row["instance_lift"] >= 5.0)
@@ -273,7 +274,8 @@ def test_planted_types_matched_per_instance(planted_run):
                    "type is matched per base, so `pass` stays false; of the five motif features matched per instance, "
                    "clamped where they fire, four raise their motif's bases above the random control (dp +0.0003 to "
                    "+0.0071 vs control q95 -0.0000 to +0.0021) and TP53's does not (+0.0007 vs +0.0010); rerun "
-                   "(ninth session): 2 of the 4 instance-matched motif features (NRF1, TP53)")
+                   "(ninth session): 2 of the 4 instance-matched motif features (NRF1, TP53); fifteenth session, "
+                   "with 19 controls: 4 of 5 above all of them (TP53's not, p 0.35)")
 def test_planted_steering_beats_the_random_control(planted_run):
     assert planted_run["steering_pass"], planted_run["steering"]
     assert planted_run["pass"]
@@ -282,13 +284,17 @@ def test_planted_steering_beats_the_random_control(planted_run):
 @pytest.mark.slow
 def test_planted_steering_rows_report_both_clamps(planted_run):
     """Each steered motif feature: the check's clamp where it fires (n_clamped > 0 positions) and the clamp at
-    every position beside it; the verdict follows the stated rule."""
+    every position beside it; the verdict follows the stated rule (dp above 0 and Monte Carlo p <= 0.05 against
+    the 19 random controls: above all of them; until the eleventh session "above their 95th percentile", which
+    this test still asserted: the fifteenth session's ZNF143 per-base row, dp above q95 at p 0.10, broke it)."""
+    from interp.sae.steer import CONTROL_ALPHA
+
     assert planted_run["steering"], "no motif feature was steered"
     for row in planted_run["steering"]:
         assert row["n_clamped"] > 0 and row["n_motif_bases"] > 0
         for suffix in ("", "_everywhere"):
             assert row[f"raises_motif{suffix}"] == (
-                row[f"dp_motif{suffix}"] > max(row[f"control_dp_motif_q95{suffix}"], 0.0))
+                row[f"dp_motif{suffix}"] > 0.0 and row[f"control_p_motif{suffix}"] <= CONTROL_ALPHA)
 
 
 # ---------------------------------------------------------------- the oracle and the instance-level match
