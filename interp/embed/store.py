@@ -10,8 +10,9 @@ Layout of one store (one model, one layer):
 Activations can be far larger than memory, so writers append chunk by chunk and readers
 iterate chunk by chunk; nothing here loads the whole matrix unless asked.
 
-A chunk holds about `CHUNK_BYTES` of activations whatever the model's width (`chunk_rows_for`: 2,048 tokens
-at d 4,096, 16,384 at d 512, 131,072 at d 64), and the writer buffers rows until a chunk is full, so every
+A chunk holds at most `CHUNK_BYTES` of activations whatever the model's width (`chunk_rows_for`: 2,048 tokens
+at d 4,096, 8,192 at d 1,024, and 16,384, the former fixed size, at d 512 and below, so that narrower stores, and
+the SAE training that reads them a chunk at a time, are as before), and the writer buffers rows until a chunk is full, so every
 chunk is compressed and written once: appending a batch to a part-filled chunk would read, decompress and
 rewrite the whole chunk each time.
 """
@@ -27,12 +28,12 @@ import zarr
 
 #: bytes of float32 activations per store chunk (16,384 tokens at width 512)
 CHUNK_BYTES = 32 * 2**20
-#: bounds on the rows of one chunk (a very narrow or very wide model)
-MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 256, 1 << 17
+#: bounds on the rows of one chunk: a very wide model; 16,384 rows (4 MiB at d 64) for narrow ones
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 256, 16384
 
 
 def chunk_rows_for(d: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Rows of one store chunk for activations of width d: about `chunk_bytes` of float32."""
+    """Rows of one store chunk for activations of width d: `chunk_bytes` of float32, at most 16,384 rows."""
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, chunk_bytes // (4 * max(int(d), 1)))))
 
 
