@@ -221,23 +221,53 @@ def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np
     # unique() returned
     model_windows = (t.filter(pl.col("kind") != "variant").select("contig", "start", "end").unique()
                      .sort(["contig", "start", "end"]))
-
-    def holding_window(contig: str, pos: int) -> str:
-        hit = model_windows.filter((pl.col("contig") == contig) & (pl.col("start") <= pos) & (pl.col("end") > pos))
-        return "" if hit.is_empty() else f"{contig}:{hit['start'][0]}-{hit['end'][0]}"
-
+    loci_in = t.select((pl.col("kind") == "variant").alias("v"), "contig", "start", "end").unique()
+    v_contig = np.asarray(v_contig).astype(str)
+    v_pos0 = np.asarray(v_pos0, dtype=np.int64)
+    v_ids = np.asarray(v_ids)
+    # every lookup is a binary search on a contig's sorted positions: a scan of all variants (or a polars filter)
+    # per locus made this quadratic in the variants (minutes for a few hundred thousand)
     rows = []
-    for kind_is_variant, contig, start, end in (
-            t.select((pl.col("kind") == "variant").alias("v"), "contig", "start", "end").unique().iter_rows()):
-        gene, exon = "", False
+    for (contig,), part in loci_in.group_by("contig", maintain_order=True):
+        contig = str(contig)
+        is_var = part["v"].to_numpy()
+        starts, ends = part["start"].to_numpy().astype(np.int64), part["end"].to_numpy().astype(np.int64)
+        on_contig = np.flatnonzero(v_contig == contig)  # file order
+        by_pos = on_contig[np.argsort(v_pos0[on_contig], kind="stable")]
+        in_file_order = bool(np.all(np.diff(by_pos) > 0))
+        first_in = np.searchsorted(v_pos0[by_pos], starts, side="left")
+        past_in = np.searchsorted(v_pos0[by_pos], ends, side="left")
+        w = model_windows.filter(pl.col("contig") == contig)
+        w_start, w_end = w["start"].to_numpy().astype(np.int64), w["end"].to_numpy().astype(np.int64)
+        # the first window in (start, end) order holding pos: the first of those starting at or before pos whose
+        # end passes pos, i.e. where the running maximum of the ends first passes pos
+        w_reach = np.maximum.accumulate(w_end) if w_end.size else w_end
         if annotation is not None:
-            hit = annotation.filter((pl.col("contig") == contig) & (pl.col("start") < end) & (pl.col("end") > start))
-            exon = bool((hit["feature"] == "exon").any())
-            gene = ",".join(sorted(set(hit["gene"].to_list())))
-        inside = v_ids[(v_contig == contig) & (v_pos0 >= start) & (v_pos0 < end)]
-        window = holding_window(contig, start) if kind_is_variant else f"{contig}:{start}-{end}"
-        rows.append({"v": kind_is_variant, "contig": contig, "start": start, "end": end, "gene": gene,
-                     "exon_overlap": exon, "nearest_variants": ",".join(inside[:5].tolist()), "window": window})
+            a = annotation.filter(pl.col("contig") == contig).sort("start")
+            a_start, a_end = a["start"].to_numpy().astype(np.int64), a["end"].to_numpy().astype(np.int64)
+            a_exon, a_gene = (a["feature"] == "exon").to_numpy(), np.asarray(a["gene"].to_list(), dtype=object)
+            longest = int((a_end - a_start).max()) if a.height else 0
+        for i in range(part.height):
+            start, end = int(starts[i]), int(ends[i])
+            gene, exon = "", False
+            if annotation is not None:
+                # rows overlapping [start, end): a_start < end and a_end > start (so a_start > start - longest)
+                lo = int(np.searchsorted(a_start, start - longest, side="right"))
+                hi = int(np.searchsorted(a_start, end, side="left"))
+                hit = lo + np.flatnonzero(a_end[lo:hi] > start)
+                exon = bool(a_exon[hit].any())
+                gene = ",".join(sorted(set(a_gene[hit].tolist())))
+            inside = by_pos[first_in[i]:past_in[i]]
+            inside = inside[:5] if in_file_order else np.sort(inside)[:5]
+            if is_var[i]:
+                k = int(np.searchsorted(w_start, start, side="right"))
+                j = int(np.searchsorted(w_reach[:k], start, side="right"))
+                window = f"{contig}:{w_start[j]}-{w_end[j]}" if j < k else ""
+            else:
+                window = f"{contig}:{start}-{end}"
+            rows.append({"v": bool(is_var[i]), "contig": contig, "start": start, "end": end, "gene": gene,
+                         "exon_overlap": exon, "nearest_variants": ",".join(v_ids[inside].tolist()),
+                         "window": window})
     loci = pl.DataFrame(rows, schema_overrides={"start": pl.Int64, "end": pl.Int64})
     t = t.with_columns(pl.col("start").cast(pl.Int64), pl.col("end").cast(pl.Int64),
                        (pl.col("kind") == "variant").alias("v"))

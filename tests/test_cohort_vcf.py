@@ -523,3 +523,51 @@ def test_samples_tsv_row_with_extra_tab_names_its_line(tmp_path):
     sheet.write_text("sample_id\tcase\na\t1\nb\t0\t\n")
     with pytest.raises(InputError, match=r"s.tsv, line 3: 3 tab-separated fields, but the header has 2 columns"):
         read_samples_tsv(sheet, ["case"], [])
+
+
+def test_imputed_format_is_decoded_without_a_loop_over_samples(tmp_path, monkeypatch):
+    """GT:DS:GP (imputation servers) and GT:AD:DP (callers) put GT first: its sub-field is decoded with numpy
+    like a GT-only column (the per-sample loop took ~3.5 ms a record at 3,000 samples, ~100x the GT-only
+    path), giving the same genotypes; a FORMAT without GT first, and bad calls, still go field by field."""
+    import interp.cohort.vcf as vcf_module
+
+    rng = np.random.default_rng(3)
+    n, m = 40, 12
+    a = rng.integers(0, 2, (m, n, 2))
+    a[0, 5] = -1  # a missing call
+    sep = np.where(rng.random((m, n)) < 0.8, "|", "/")
+
+    def allele(x: int) -> str:
+        return "." if x < 0 else str(x)
+
+    def cells(i: int, extra: str) -> str:
+        return "\t".join(f"{allele(a[i, j, 0])}{sep[i, j]}{allele(a[i, j, 1])}{extra}" for j in range(n))
+
+    header = ("##fileformat=VCFv4.2\n##contig=<ID=chr2,length=1000>\n"
+              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(f"s{j}" for j in range(n)) + "\n")
+    plain, imputed = tmp_path / "gt.vcf", tmp_path / "imputed.vcf"
+    plain.write_text(header + "".join(f"chr2\t{10 + i}\t.\tA\tC\t.\t.\t.\tGT\t{cells(i, '')}\n" for i in range(m)))
+    imputed.write_text(header + "".join(f"chr2\t{10 + i}\t.\tA\tC\t.\t.\t.\tGT:DS:GP\t{cells(i, ':0.98:0.01,0.5,0.49')}\n"
+                                        for i in range(m)))
+    expected = read_genotypes(plain)
+    dosage = [d for d, _ in iter_dosage_chunks(plain, chunk_records=5)]
+
+    def no_loop(*args, **kwargs):
+        raise AssertionError("the per-sample parser ran for a FORMAT starting with GT")
+
+    monkeypatch.setattr(vcf_module, "_parse_calls", no_loop)
+    got = read_genotypes(imputed)
+    np.testing.assert_array_equal(got.gt, expected.gt)
+    np.testing.assert_array_equal(got.phased, expected.phased)
+    assert got.gt[0, 5].tolist() == [-1, -1]
+    for ours, theirs in zip(iter_dosage_chunks(imputed, chunk_records=5), dosage, strict=True):
+        np.testing.assert_array_equal(ours[0], theirs)
+    monkeypatch.undo()
+    # GT not first, or a bad call behind GT:DS: the field-by-field parser, same result or the named error
+    moved = tmp_path / "moved.vcf"
+    moved.write_text(header + "chr2\t10\t.\tA\tC\t.\t.\t.\tDS:GT\t" + "\t".join(
+        f"0.5:{allele(a[0, j, 0])}{sep[0, j]}{allele(a[0, j, 1])}" for j in range(n)) + "\n")
+    np.testing.assert_array_equal(read_genotypes(moved).gt[0], expected.gt[0])
+    imputed.write_text(header + "chr2\t10\t.\tA\tC\t.\t.\t.\tGT:DS\t0|2:1.0" + "\t0|1:1.0" * (n - 1) + "\n")
+    with pytest.raises(InputError, match=r"chr2:10: genotype '0\|2' names ALT allele 2"):
+        read_genotypes(imputed)

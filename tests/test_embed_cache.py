@@ -257,3 +257,22 @@ def test_a_cache_that_cannot_be_written_is_read_and_the_job_goes_on(tmp_path: Pa
     nowhere = EmbeddingCache(tmp_path / "file" / "cache", ident)
     out = cached_vectors(["ACGT"], {"x": "x"}, lambda s: {"x": np.full((len(s), 3), 2, np.float32)}, nowhere)
     assert out["x"].tolist() == [[2.0] * 3] and not nowhere.writable
+
+
+def test_adding_a_layer_to_the_card_keeps_the_cached_vectors(tmp_path: Path, tiny: dict) -> None:
+    """The card's list of layers, its stated width and family name do not change a layer's vectors: a card
+    extended by a layer (or given hidden_size) embeds nothing again for the layers already cached."""
+    cache = EmbeddingCache(tmp_path, model_identity(CARD, tiny["ckpt"]))
+    embed_distinct_windows(CountingEmbedder(), SEQS, ["b1"], 8, IdentitySae(), "b2", cache=cache, sae_cache_key="s")
+    wider = {**CARD, "layers": [*CARD["layers"], "block3"], "hidden_size": 16, "model_family": "tiny"}
+    again = EmbeddingCache(tmp_path, model_identity(wider, tiny["ckpt"]))
+    emb = CountingEmbedder()
+    embed_distinct_windows(emb, SEQS, ["b1"], 8, IdentitySae(), "b2", cache=again, sae_cache_key="s")
+    assert again.dir == cache.dir and emb.seqs == 0 and (again.hits, again.misses) == (5, 0)
+
+
+@pytest.mark.parametrize("field, value", [("context", 32), ("pooling", "last"), ("rc_average", True),
+                                          ("chunk_overlap", 4), ("max_tokens", 40), ("family", "hf"),
+                                          ("architecture", {"d_model": 16})])
+def test_a_card_field_that_changes_the_vectors_changes_the_key(tiny: dict, field: str, value) -> None:
+    assert model_key(model_identity({**CARD, field: value}, tiny["ckpt"])) != model_key(_identity(tiny["ckpt"]))

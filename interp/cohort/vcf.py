@@ -3,8 +3,9 @@
 Cost follows the regions studied: a bgzipped VCF with a .tbi/.csi is read region by region through
 its index (`pysam.TabixFile`), streamed, so time and memory grow with records-in-regions x samples,
 never with the file; only unindexed files are scanned (`check_cohort` makes an indexed copy once).
-Records are parsed from their text: GT-only one-digit diploid calls (`0|1`, `./.`), the layout of
-phased reference panels, are decoded with numpy; any other FORMAT or ploidy goes field by field.
+Records are parsed from their text: one-digit diploid calls (`0|1`, `./.`) are decoded with numpy, from
+GT-only columns (phased reference panels) or from the GT sub-field of a FORMAT that starts with GT (imputed
+GT:DS:GP, called GT:AD:DP); any other FORMAT or ploidy goes field by field.
 Marker panels stream as int8 dosage chunks (`iter_dosage_chunks`). Only biallelic records are kept
 (multi-allelic, symbolic and reference-only records are skipped and counted). Positions are 1-based as
 in the VCF; `Region` objects are 0-based half-open in FASTA contig names. A truncated or corrupt
@@ -397,6 +398,21 @@ def _decode_gt(calls: str, n_samples: int) -> tuple[np.ndarray, np.ndarray] | No
     return alleles.astype(np.int8), sep == 124
 
 
+#: every sub-field after a call's first (GT): removed to read GT out of a FORMAT such as GT:DS:GP
+_AFTER_GT = re.compile(r":[^\t]*")
+
+
+def _gt_text(calls: str, format_field: str) -> str | None:
+    """The sample columns reduced to their GT sub-fields (`0|1\t1|1...`) when FORMAT starts with GT (as the
+    VCF specification requires when GT is present: imputed GT:DS:GP, called GT:AD:DP:GQ), so that the numpy
+    decoders read them instead of a Python loop over thousands of samples; None for another FORMAT."""
+    if format_field == "GT":
+        return calls
+    if format_field.startswith("GT:"):
+        return _AFTER_GT.sub("", calls)
+    return None
+
+
 def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: str
                  ) -> tuple[np.ndarray, np.ndarray]:
     """General path: GT out of any FORMAT of a biallelic record, for `fields` [n_samples] sample columns:
@@ -518,7 +534,8 @@ def read_genotypes(
             if len(fields) < 10:
                 raise InputError(f"{vcf_path}: record {fields[0]}:{pos} has no genotype columns for the "
                                  f"{n_all} samples of the header")
-            decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
+            gt_text = _gt_text(fields[9], fields[8])
+            decoded = _decode_gt(gt_text, n_all) if gt_text is not None else None
             if decoded is None:
                 decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record "
                                        f"{fields[0]}:{pos}")
@@ -596,12 +613,13 @@ def iter_dosage_chunks(
 
     def decode(pending: list[list[str]]) -> tuple[np.ndarray, dict[str, list]]:
         dose = None
-        if all(f[8] == "GT" for f in pending):
-            dose = _dosage_batch([f[9] for f in pending], n_all)
+        texts = [_gt_text(f[9], f[8]) for f in pending]
+        if all(t is not None for t in texts):
+            dose = _dosage_batch(texts, n_all)
         if dose is None:  # another layout somewhere in the chunk: record by record
             dose = np.empty((len(pending), n_all), dtype=np.int8)
             for i, f in enumerate(pending):
-                decoded = _decode_gt(f[9], n_all) if f[8] == "GT" else None
+                decoded = _decode_gt(texts[i], n_all) if texts[i] is not None else None
                 if decoded is None:
                     decoded = _parse_calls(f[9].split("\t"), f[8], n_all, f"{path}, record {f[0]}:{f[1]}")
                 gt = decoded[0]
@@ -840,7 +858,8 @@ def validate_cohort(
         if by_contig is None or _in_regions(contig, pos - 1, by_contig):
             in_regions += 1
             if n_all and len(fields) == 10:
-                decoded = _decode_gt(fields[9], n_all) if fields[8] == "GT" else None
+                gt_text = _gt_text(fields[9], fields[8])
+                decoded = _decode_gt(gt_text, n_all) if gt_text is not None else None
                 if decoded is None:
                     decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record {chrom}:{pos}")
                 gt, phased = decoded

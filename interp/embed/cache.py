@@ -1,8 +1,8 @@
 """Content-addressed cache of pooled embeddings: a sequence seen once by a model is never embedded again.
 
 A cached vector is keyed by (model identity, layer, sequence hash):
-  model identity  the card's fields that decide what the model computes (family, hf_id, revision, layers,
-                  context, pooling, rc_average, chunk_overlap, architecture, ...), the sha256 of the
+  model identity  the card's fields that decide what the model computes (family, hf_id, revision, context,
+                  pooling, rc_average, chunk_overlap, max_tokens, architecture, ...; not the list of layers), the sha256 of the
                   checkpoint file (built-in model) or the hub snapshot commit actually loaded (hub models),
                   and the numerics settings (device, dtype); see `model_identity`.
   layer           a layer name, or a derived per-token quantity such as an SAE's codes, whose key names the
@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
 #: 3: a tiny card's `pooling: last` is honoured (its vectors were mean-pooled, cached under a key naming last), and
 #: a layer listed twice no longer mixes other sequences' vectors into the cached rows.
 CACHE_VERSION = 3
-#: card fields that describe a model without changing what it computes
-_NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name"}
+#: card fields that describe a model without changing what it computes: `layers` lists the layers a run may ask
+#: for (a layer's vectors do not depend on which others are listed, so adding one to a card must not make every
+#: cached vector a miss), `hidden_size` is only checked against the output, `model_family` only names the model,
+#: `trust_pickle_weights` only allows loading
+_NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name",
+                 "layers", "hidden_size", "model_family", "trust_pickle_weights"}
 
 
 def sequence_hash(seq: str) -> str:

@@ -9,6 +9,12 @@ Layout of one store (one model, one layer):
 
 Activations can be far larger than memory, so writers append chunk by chunk and readers
 iterate chunk by chunk; nothing here loads the whole matrix unless asked.
+
+A chunk holds at most `CHUNK_BYTES` of activations whatever the model's width (`chunk_rows_for`: 2,048 tokens
+at d 4,096, 8,192 at d 1,024, and 16,384, the former fixed size, at d 512 and below, so that narrower stores, and
+the SAE training that reads them a chunk at a time, are as before), and the writer buffers rows until a chunk is full, so every
+chunk is compressed and written once: appending a batch to a part-filled chunk would read, decompress and
+rewrite the whole chunk each time.
 """
 
 from __future__ import annotations
@@ -20,12 +26,31 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+#: bytes of float32 activations per store chunk (16,384 tokens at width 512)
+CHUNK_BYTES = 32 * 2**20
+#: bounds on the rows of one chunk: a very wide model; 16,384 rows (4 MiB at d 64) for narrow ones
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 256, 16384
+
+
+def chunk_rows_for(d: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows of one store chunk for activations of width d: `chunk_bytes` of float32, at most 16,384 rows."""
+    return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, chunk_bytes // (4 * max(int(d), 1)))))
+
 
 class TokenStoreWriter:
-    """Append-only writer; the store only appears at `path` once `close()` succeeds."""
+    """Append-only writer; the store only appears at `path` once `close()` succeeds.
+
+    chunk_rows: rows per chunk (default `chunk_rows_for(d)`). Appended rows are copied into a one-chunk buffer
+    and written a whole chunk at a time; the last, partial chunk is written by `close()`.
+    """
 
     def __init__(self, path: str | Path, d: int, label_names: list[str], model: str, layer: str,
-                 chunk_rows: int = 16384) -> None:
+                 chunk_rows: int | None = None) -> None:
+        chunk_rows = chunk_rows_for(d) if chunk_rows is None else int(chunk_rows)
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.chunk_rows = chunk_rows
+        self.n_pending = 0
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".partial")
         if self.tmp.exists():
@@ -46,6 +71,8 @@ class TokenStoreWriter:
         for name in self.label_names:
             self.arrays[f"labels/{name}"] = labels.create_array(name, shape=(0,), chunks=(chunk_rows,),
                                                                 dtype="uint8")
+        # one chunk of rows waiting to be written, per array
+        self.buffers = {key: np.empty((chunk_rows, *arr.shape[1:]), dtype=arr.dtype) for key, arr in self.arrays.items()}
         self.group.attrs.update({"model": model, "layer": layer, "d": d,
                                  "label_names": self.label_names, "complete": False})
 
@@ -58,15 +85,33 @@ class TokenStoreWriter:
         missing = set(self.label_names) - set(labels)
         if missing:
             raise ValueError(f"labels missing: {sorted(missing)}")
-        self.arrays["activations"].append(np.asarray(activations, dtype=np.float32), axis=0)
-        self.arrays["window_index"].append(np.asarray(window_index, dtype=np.int32))
-        self.arrays["base_start"].append(np.asarray(base_start, dtype=np.int32))
-        for name in self.label_names:
-            self.arrays[f"labels/{name}"].append(np.asarray(labels[name], dtype=np.uint8))
+        rows = {"activations": np.asarray(activations), "window_index": np.asarray(window_index),
+                "base_start": np.asarray(base_start),
+                **{f"labels/{name}": np.asarray(labels[name]) for name in self.label_names}}
+        for key, values in rows.items():
+            if values.shape[0] != m:
+                raise ValueError(f"{key}: {values.shape[0]} rows for {m} rows of activations")
+        done = 0
+        while done < m:  # copy into the chunk buffers, writing each one as it fills
+            take = min(m - done, self.chunk_rows - self.n_pending)
+            for key, values in rows.items():
+                self.buffers[key][self.n_pending:self.n_pending + take] = values[done:done + take]
+            self.n_pending += take
+            done += take
+            if self.n_pending == self.chunk_rows:
+                self._flush()
         self.n += m
 
+    def _flush(self) -> None:
+        """Write the buffered rows (a whole chunk, or the last part of one at close) and empty the buffers."""
+        if self.n_pending:
+            for key, array in self.arrays.items():
+                array.append(self.buffers[key][:self.n_pending], axis=0)
+        self.n_pending = 0
+
     def close(self) -> None:
-        """Mark complete and move into place (replacing an older store)."""
+        """Write the held rows, mark complete and move into place (replacing an older store)."""
+        self._flush()
         self.group.attrs["complete"] = True
         self.group.attrs["n_tokens"] = self.n
         if self.path.exists():
@@ -102,8 +147,15 @@ class TokenStore:
         arr = self.group["labels"][name]
         return arr[rows] if rows is not None else arr[:]
 
-    def iter_chunks(self, rows: int = 16384) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield (row slice, float32 [m, d] activations) over the whole store, in order."""
+    @property
+    def chunk_rows(self) -> int:
+        """Rows of one stored chunk (reads of whole chunks decompress nothing twice)."""
+        return int(self.activations.chunks[0])
+
+    def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield (row slice, float32 [m, d] activations) over the whole store, in order; `rows` per read
+        (default: one stored chunk)."""
+        rows = self.chunk_rows if rows is None else int(rows)
         for start in range(0, self.n_tokens, rows):
             sl = slice(start, min(start + rows, self.n_tokens))
             yield sl, self.activations[sl]

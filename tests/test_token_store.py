@@ -1,0 +1,75 @@
+"""The per-token store: chunks sized in bytes whatever the width, each chunk written once, contents intact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from interp.embed.store import CHUNK_BYTES, TokenStore, TokenStoreWriter, chunk_rows_for
+
+
+class AppendSpy:
+    """Stands in for a zarr array and records (first row, rows) of every append."""
+
+    def __init__(self, array) -> None:
+        self.array, self.calls = array, []
+
+    def append(self, values, axis=0):
+        self.calls.append((int(self.array.shape[0]), int(values.shape[0])))
+        return self.array.append(values, axis=axis)
+
+
+@pytest.mark.parametrize("d", [64, 512, 4096])
+def test_chunks_hold_at_most_32_mib_at_any_width(tmp_path, d):
+    writer = TokenStoreWriter(tmp_path / "s.zarr", d, [], "m", "l")
+    rows = writer.arrays["activations"].chunks[0]
+    assert rows == chunk_rows_for(d)
+    assert rows * d * 4 <= CHUNK_BYTES  # 32 MiB, not 256 MiB at 4,096
+    # up to width 512 the former 16,384 tokens (SAE training reads a chunk at a time: same batches as before)
+    assert rows == (16384 if d <= 512 else CHUNK_BYTES // (4 * d))
+
+
+def test_small_batches_are_written_a_whole_chunk_at_a_time(tmp_path):
+    d, chunk, rng = 8, 50, np.random.default_rng(0)
+    writer = TokenStoreWriter(tmp_path / "s.zarr", d, ["exon"], "m", "l", chunk_rows=chunk)
+    spies = {key: AppendSpy(arr) for key, arr in writer.arrays.items()}
+    writer.arrays.update(spies)
+    parts = []
+    for m in [7, 30, 1, 64, 0, 13, 120, 9]:  # 244 rows in batches that never match the chunk
+        x = rng.standard_normal((m, d)).astype(np.float32)
+        parts.append(x)
+        start = sum(p.shape[0] for p in parts[:-1])
+        writer.append(x, np.arange(start, start + m) // 10, np.arange(start, start + m) % 10,
+                      {"exon": (np.arange(start, start + m) % 3 == 0)})
+    writer.close()
+    for spy in spies.values():
+        # every append starts on a chunk boundary and, but the last, fills whole chunks: no chunk is rewritten
+        assert all(first % chunk == 0 for first, _ in spy.calls), spy.calls
+        assert all(rows % chunk == 0 for _, rows in spy.calls[:-1]), spy.calls
+        assert sum(rows for _, rows in spy.calls) == 244
+    store = TokenStore(tmp_path / "s.zarr")
+    x = np.concatenate(parts)
+    assert store.n_tokens == 244 and store.group.attrs["n_tokens"] == 244
+    np.testing.assert_array_equal(store.activations[:], x)
+    np.testing.assert_array_equal(store.window_index[:], np.arange(244) // 10)
+    np.testing.assert_array_equal(store.base_start[:], np.arange(244) % 10)
+    np.testing.assert_array_equal(store.labels("exon"), (np.arange(244) % 3 == 0).astype(np.uint8))
+    # reads default to one stored chunk
+    slices = [sl for sl, _ in store.iter_chunks()]
+    assert slices[0] == slice(0, chunk) and slices[-1] == slice(200, 244)
+
+
+def test_rows_are_copied_when_appended(tmp_path):
+    """The writer holds rows until a chunk fills: a caller reusing its buffer must not change them."""
+    writer = TokenStoreWriter(tmp_path / "s.zarr", 2, [], "m", "l", chunk_rows=100)
+    buf = np.ones((3, 2), np.float32)
+    writer.append(buf, np.zeros(3), np.zeros(3), {})
+    buf[:] = 5
+    writer.close()
+    np.testing.assert_array_equal(TokenStore(tmp_path / "s.zarr").activations[:], np.ones((3, 2)))
+
+
+def test_rows_of_unequal_length_are_refused(tmp_path):
+    writer = TokenStoreWriter(tmp_path / "s.zarr", 2, [], "m", "l")
+    with pytest.raises(ValueError, match="window_index: 2 rows for 3"):
+        writer.append(np.ones((3, 2)), np.zeros(2), np.zeros(3), {})
