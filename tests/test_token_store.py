@@ -73,3 +73,26 @@ def test_rows_of_unequal_length_are_refused(tmp_path):
     writer = TokenStoreWriter(tmp_path / "s.zarr", 2, [], "m", "l")
     with pytest.raises(ValueError, match="window_index: 2 rows for 3"):
         writer.append(np.ones((3, 2)), np.zeros(2), np.zeros(3), {})
+
+
+def test_chunk_reader_returns_what_the_array_holds_and_decompresses_each_chunk_once(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    w = TokenStoreWriter(tmp_path / "s.zarr", 3, [], "m", "l", chunk_rows=16)
+    w.append(x, np.arange(100) // 7, np.arange(100) % 7, {})
+    w.close()
+    store = TokenStore(tmp_path / "s.zarr")
+    acts, index = store.reader("activations"), store.reader("window_index")
+    got = [acts[a:min(a + 5, 100)] for a in range(0, 100, 5)]  # in order, 5 rows at a time
+    np.testing.assert_array_equal(np.concatenate(got), x)
+    assert acts.n_reads == 7  # ceil(100 / 16): each chunk once
+    for key in (slice(10, 40), slice(95, 200), slice(30, 30), slice(0, 100), slice(-5, None)):
+        np.testing.assert_array_equal(store.reader()[key], x[key])
+    assert int(index[99]) == 99 // 7 and int(index[-1]) == 99 // 7 and int(index[16]) == 16 // 7
+    part = acts[0:3]
+    part[:] = 0  # a copy: the kept chunk is not changed
+    np.testing.assert_array_equal(acts[0:3], x[0:3])
+    with pytest.raises(IndexError):
+        index[100]
+    with pytest.raises(ValueError, match="contiguous"):
+        acts[0:10:2]

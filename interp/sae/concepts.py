@@ -309,6 +309,12 @@ def probe_baseline(samples: dict[int, tuple[list, list]], names: list[str], seed
 
 
 # ---------------------------------------------------------------- the whole analysis
+def token_rows_for(n_features: int, d: int) -> int:
+    """Tokens encoded at a time so that one dense code block [rows, F] (or [rows, 2d] neuron block) holds about
+    2**25 values (128 MiB of float32): 16,384 tokens for 512 features, 1,024 for 32,768; at least 256."""
+    return max(256, min(16384, 2**25 // max(int(n_features), 2 * int(d))))
+
+
 @torch.no_grad()
 def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.DataFrame, split: BlockSplit,
                   tracks: ConceptTracks, cfg: LabelConfig | None = None, top_n: int = 5, rows: int | None = None,
@@ -324,13 +330,14 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     (kind "neuron", unit = 2 * dim for the high direction, 2 * dim + 1 for the low one).
     summary: per concept prevalence, matches by SAE features and neurons, probe baseline, and the
     counts n_concepts_matched_sae / n_concepts_matched_neurons / n_labelled_features.
-    rows: tokens per read; by default about 2**25 dense values per chunk (16384 tokens for 512
-    features, 1024 for 32768), so a large dictionary or a wide model does not blow up memory.
+    rows: tokens encoded at a time; by default about 2**25 dense values (16384 tokens for 512 features, 1024
+    for 32768), so a large dictionary or a wide model does not blow up memory. The store is read through its
+    stored chunks (`interp.embed.store.ChunkReader`): each is decompressed once per pass whatever `rows`.
     """
     cfg = cfg or LabelConfig()
     store = open_store(store_path)
     if rows is None:
-        rows = max(256, min(16384, 2**25 // max(model.n_features, 2 * store.d)))
+        rows = token_rows_for(model.n_features, store.d)
     if store.d != model.d_in:
         raise InputError(f"{store_path}: activations have width {store.d} but the SAE expects {model.d_in}")
     ids = _window_ids(windows)
@@ -340,23 +347,25 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                                  np.cumsum(tracks.values, axis=0, dtype=np.int32)])
 
     def chunks():
+        # read through the stored chunks: a stored chunk (up to 16,384 tokens) spans many `rows` slices when the
+        # dictionary is wide, and each is decompressed once per pass, not once per slice
+        index, starts, acts = store.reader("window_index"), store.reader("base_start"), store.reader("activations")
         for start in range(0, store.n_tokens, rows):
             sl = slice(start, min(start + rows, store.n_tokens))
-            w, bs = np.asarray(store.window_index[sl]), np.asarray(store.base_start[sl])
-            after = ((int(store.window_index[sl.stop]), int(store.base_start[sl.stop]))
-                     if sl.stop < store.n_tokens else None)
-            yield sl, w, bs, split.of_tokens(w, bs), after
+            w, bs = index[sl], starts[sl]
+            after = (int(index[sl.stop]), int(starts[sl.stop])) if sl.stop < store.n_tokens else None
+            yield sl, w, bs, split.of_tokens(w, bs), after, acts
 
     # pass 1: scales on validation tokens (feature maxima, neuron ranges); tokens per split
     feat_max = np.zeros(F)
     lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
     per_split = np.zeros(3, dtype=np.int64)
-    for sl, _, _, code, _ in chunks():
+    for sl, _, _, code, _, acts in chunks():
         per_split += np.bincount(code[code >= 0], minlength=3)[:3]
         keep = code == VALIDATION
         if not keep.any():
             continue
-        x = np.asarray(store.activations[sl])[keep]
+        x = acts[sl][keep]
         feat_max = np.maximum(feat_max, model.encode(torch.from_numpy(x)).max(dim=0).values.double().numpy())
         lo, hi = np.minimum(lo, x.min(axis=0)), np.maximum(hi, x.max(axis=0))
     if not np.isfinite(lo).all():
@@ -375,8 +384,8 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     best_values = np.zeros((F, top_n), dtype=np.float32)
     best_windows = np.full((F, top_n), -1, dtype=np.int64)
     lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
-    for sl, w, bs, code, after in chunks():
-        x = torch.from_numpy(np.asarray(store.activations[sl], dtype=np.float32))
+    for sl, w, bs, code, after, acts in chunks():
+        x = torch.from_numpy(np.asarray(acts[sl], dtype=np.float32))
         features = model.encode(x)
         n_fire += (features > 0).sum(dim=0).double().numpy()
         activation_sum += features.sum(dim=0).double().numpy()
