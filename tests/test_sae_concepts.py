@@ -644,3 +644,40 @@ def test_feature_table_decompresses_each_stored_chunk_once_per_pass(planted, mon
             else:
                 assert a[col].to_list() == b[col].to_list(), col
 
+
+def test_atlas_reads_windows_in_groups_of_bounded_bytes(planted, labelled, monkeypatch):
+    """The atlas gathers its windows' activations in groups sized in bytes (`CHUNK_BYTES`), not a fixed 65,536
+    tokens (1 GiB at d 4,096, copied once more); the codes are those of one group holding every window."""
+    import zarr
+
+    import interp.sae.atlas as atlas
+    from interp.sae.train import open_store
+
+    features, _, _ = labelled
+    needs: dict[int, list[int]] = {}
+    for f, ws in zip(features["feature"].to_list(), features["top_windows"].to_list(), strict=True):
+        for wid in dict.fromkeys(w for w in (ws or "").split(",") if w):
+            needs.setdefault(int(wid.split(":")[1].split("-")[0]) // PER_WINDOW, []).append(f)
+    store = open_store(planted["path"])
+    token_rows = atlas.window_token_rows(store, set(needs))
+    assert sum(v.size for v in token_rows.values()) > 3000  # several groups below
+    with torch.no_grad():
+        one_group = atlas.window_codes(planted["model"], store, needs, token_rows, batch_tokens=256,
+                                       read_rows=N_TOKENS)
+    gathered: list[int] = []
+    original = zarr.Array.get_orthogonal_selection
+
+    def spy(self, selection, *args, **kwargs):
+        if self.basename == "activations":
+            gathered.append(len(selection[0]))
+        return original(self, selection, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.Array, "get_orthogonal_selection", spy)
+    monkeypatch.setattr(atlas, "CHUNK_BYTES", 1000 * 4 * D_IN, raising=False)  # 1,000 tokens of width D_IN
+    with torch.no_grad():
+        codes, starts = atlas.window_codes(planted["model"], store, needs, token_rows, batch_tokens=256)
+    assert gathered and max(gathered) < 1000 + PER_WINDOW  # a group closes once it reaches the budget
+    assert starts.keys() == one_group[1].keys() and codes.keys() == one_group[0].keys()
+    for key, (positions, values) in codes.items():
+        np.testing.assert_array_equal(positions, one_group[0][key][0])
+        np.testing.assert_array_equal(values, one_group[0][key][1])

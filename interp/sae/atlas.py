@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from interp.embed.store import CHUNK_BYTES
 from interp.errors import InputError
 from interp.io import atomic_path, write_text_atomic
 from interp.sae.model import SparseAutoencoder
@@ -39,17 +40,21 @@ def window_token_rows(store, wanted: set[int], read_rows: int = 1 << 20) -> dict
 
 
 def window_codes(model: SparseAutoencoder, store, needs: dict[int, list[int]], token_rows: dict[int, np.ndarray],
-                 batch_tokens: int = 1024, read_rows: int = 1 << 16
+                 batch_tokens: int = 1024, read_rows: int | None = None
                  ) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]], dict[int, np.ndarray]]:
     """Encode the tokens of each wanted window once and keep only the features that list it.
 
     needs: window_index -> features whose top windows include it; token_rows: `window_token_rows`.
-    Windows are read in groups of about `read_rows` tokens and encoded in batches of about `batch_tokens`
-    tokens (one dense code block [batch, F] at a time, so memory is bounded by batch_tokens x F, never
-    features x tokens). Returns ({(feature, window): (positions int32 [m] into the window's token rows,
+    Windows are read in groups of about `read_rows` tokens (default: `interp.embed.store.CHUNK_BYTES` of
+    float32 activations, 65,536 tokens at d 128, 8,192 at d 1,024; it was 65,536 at every width, 1 GiB at d
+    4,096, gathered twice) and encoded in batches of about `batch_tokens` tokens (one dense code block
+    [batch, F] at a time, so memory is bounded by batch_tokens x F, never features x tokens). The batches
+    follow the windows alone, so the codes do not depend on read_rows. Returns ({(feature, window): (positions int32 [m] into the window's token rows,
     activations float32 [m]) of the tokens where the feature is non-zero}, {window: base_start int32
     [tokens of the window]}).
     """
+    if read_rows is None:
+        read_rows = max(int(batch_tokens), CHUNK_BYTES // (4 * max(int(store.d), 1)))
     codes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     starts: dict[int, np.ndarray] = {}
     windows = sorted((w for w in needs if w in token_rows), key=lambda w: int(token_rows[w][0]))
