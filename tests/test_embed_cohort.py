@@ -185,3 +185,19 @@ def test_given_vectors_must_be_the_runs_layers_and_sequences() -> None:
     short = {k: v[:2] for k, v in pooled.items()}
     with pytest.raises(ValueError, match="3 distinct sequences but vectors with"):
         embed_cohort_tables(None, sequences, assign, geno, "m", ["block1"], 1, None, "block2", pooled=short)
+
+
+@pytest.mark.parametrize("n_s, n_w, d, budget", [(3000, 5, 32768, 1 << 27), (3000, 40, 16, 1 << 20), (7, 3, 4, 1),
+                                                 (600, 4, 1000, 600 * 8000 - 1), (10, 6, 2, 10 * 16 * 3)])
+def test_pool_blocks_stay_within_the_budget_and_cover_every_entry_once(n_s, n_w, d, budget, monkeypatch) -> None:
+    """Where one window of all samples is over `POOL_CHUNK_BYTES` (3,000 samples x 32,768 SAE features: 786 MB
+    gathered at once), samples are split too, so no gathered block is over the budget (down to one sample-window)."""
+    from interp.embed import cohort
+
+    monkeypatch.setattr(cohort, "POOL_CHUNK_BYTES", budget)
+    seen = np.zeros((n_s, n_w), dtype=int)
+    for rows, windows in cohort._window_chunks(n_s, n_w, d):
+        seen[rows, windows] += 1
+        size = (rows.stop - rows.start) * (windows.stop - windows.start) * 2 * d * 4
+        assert size <= max(budget, 2 * d * 4), (rows, windows)
+    assert (seen == 1).all()

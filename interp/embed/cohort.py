@@ -102,14 +102,29 @@ def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: li
 
 #: bytes of float32 [n_samples, windows, 2, d] gathered at a time when pooling (bounds the pooling's memory)
 POOL_CHUNK_BYTES = 1 << 27
+#: rows of the windows table's HDF5 chunks (`WindowTable.write_h5ad`): sample blocks are cut at multiples of it
+H5_CHUNK_ROWS = 256
 
 
-def _window_chunks(n_s: int, n_w: int, d: int) -> Iterator[slice]:
-    """Slices of windows whose gathered [n_s, k, 2, d] float32 block stays within `POOL_CHUNK_BYTES` (>= 1
-    window)."""
-    step = max(1, POOL_CHUNK_BYTES // max(1, n_s * 2 * d * 4))
+def _window_chunks(n_s: int, n_w: int, d: int) -> Iterator[tuple[slice, slice]]:
+    """(samples, windows) slices whose gathered [samples, windows, 2, d] float32 block stays within
+    `POOL_CHUNK_BYTES`: blocks of windows over all samples, and where one window of all samples is larger
+    (3,000 samples x 32,768 SAE features: 786 MB), one window over blocks of samples (multiples of
+    `H5_CHUNK_ROWS` where possible, so each HDF5 chunk of the windows table is written once). One
+    sample-window (2 x d) is the smallest block. Window blocks are as before samples were split (one window
+    when one window is over the budget) and every (sample, window) entry is pooled on its own, so the tables
+    are the same bits as with whole-sample blocks."""
+    per_window = max(1, n_s * 2 * d * 4)
+    step = max(1, POOL_CHUNK_BYTES // per_window)
+    if n_s and per_window > POOL_CHUNK_BYTES:
+        rows = max(1, POOL_CHUNK_BYTES // max(1, 2 * d * 4))
+        rows = rows // H5_CHUNK_ROWS * H5_CHUNK_ROWS or rows
+        for lo in range(0, n_w):
+            for r in range(0, n_s, rows):
+                yield slice(r, min(r + rows, n_s)), slice(lo, lo + 1)
+        return
     for lo in range(0, n_w, step):
-        yield slice(lo, min(lo + step, n_w))
+        yield slice(0, n_s), slice(lo, min(lo + step, n_w))
 
 
 class WindowTable:
@@ -145,9 +160,9 @@ class WindowTable:
             x = f.create_dataset("X", shape=(n_s, n_cols), dtype="float32", chunks=chunks,
                                  compression="lzf" if self.uns.get("kind") == "sae" and chunks else None)
             x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
-            for sl in _window_chunks(n_s, n_w, d):
-                block = self.mat[self.seq_index[:, sl]].mean(axis=2)  # [n_s, k, d], mean of the 2 haplotypes
-                x[:, sl.start * d:sl.stop * d] = block.reshape(n_s, -1).astype(np.float32)
+            for rows, sl in _window_chunks(n_s, n_w, d):
+                block = self.mat[self.seq_index[rows, sl]].mean(axis=2)  # [rows, k, d], mean of the 2 haplotypes
+                x[rows, sl.start * d:sl.stop * d] = block.reshape(block.shape[0], -1).astype(np.float32)
 
 
 def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.DataFrame, pcs: np.ndarray,
@@ -181,8 +196,8 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
     for name, mat in pooled.items():
         d = mat.shape[-1]
         total = np.zeros((n_s, 2, d), dtype=np.float64)  # per haplotype, summed over windows
-        for sl in _window_chunks(n_s, n_w, d):
-            total += mat[seq_index[:, sl]].sum(axis=1, dtype=np.float64)
+        for rows, sl in _window_chunks(n_s, n_w, d):
+            total[rows] += mat[seq_index[rows, sl]].sum(axis=1, dtype=np.float64)
         per_hap = total / max(n_w, 1)
         sample_level = ad.AnnData(X=per_hap.mean(axis=1).astype(np.float32), obs=obs.copy())
         sample_level.obsm["X_pca"] = pcs
@@ -277,8 +292,8 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
     obs = genotypes.obs.copy()
     n_s, n_w = seq_index.shape[:2]
     gc_sum = np.zeros(n_s)
-    for sl in _window_chunks(n_s, n_w, 1):
-        gc_sum += gc[seq_index[:, sl]].sum(axis=(1, 2))
+    for rows, sl in _window_chunks(n_s, n_w, 1):
+        gc_sum[rows] += gc[seq_index[rows, sl]].sum(axis=(1, 2))
     obs["gc"] = gc_sum / max(2 * n_w, 1)
     return cohort_tables(pooled, seq_index, obs, np.asarray(genotypes.obsm["X_pca"]), windows, model, sae_layer,
                          keep_haplotypes)
