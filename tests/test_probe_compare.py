@@ -344,3 +344,39 @@ def test_report_table_only_when_the_run_has_the_comparison(with_rows: bool) -> N
     assert ("Probes on SAE features vs raw activations" in html) is with_rows
     if with_rows:
         assert "-0.070" in html and "[-0.120, -0.020]" in html
+
+
+def test_window_features_encode_bounded_blocks_and_do_not_depend_on_them(tmp_path: Path) -> None:
+    """At 32,768 features a read of 16,384 tokens was 2 GB of codes plus a 4 GB float64 copy: codes are now
+    made a bounded block at a time (`token_rows_for`: 1,024 tokens here), and the window means are the same
+    bits whatever the block (each window's sum runs token by token in store order)."""
+    from interp.sae.concepts import token_rows_for
+
+    rng = np.random.default_rng(2)
+    n, d, n_features = 3000, 4, 32768
+    acts = (rng.normal(size=(n, d)) * 10.0 ** rng.integers(-6, 3, size=(n, 1))).astype(np.float32)
+    win = np.repeat(np.arange(30), 100)
+    writer = TokenStoreWriter(tmp_path / "l.zarr", d, [], "m", "l", chunk_rows=700)
+    writer.append(acts, win, np.zeros(n, np.int32), {})
+    writer.close()
+    torch.manual_seed(0)
+    sae = TopKSAE(d, n_features, 8)
+    blocks = []
+    original = sae.encode
+
+    def counting(x):
+        blocks.append(x.shape[0])
+        return original(x)
+
+    sae.encode = counting
+    wanted = np.array([5, 0, 29, 14, 13, 3, 7, 8, 9, 10, 11, 20, 21, 22, 23])  # 1,500 tokens
+    X, F = window_features(tmp_path / "l.zarr", sae, wanted)
+    assert max(blocks) <= token_rows_for(n_features, d) == 1024
+    X_small, F_small = window_features(tmp_path / "l.zarr", sae, wanted, chunk_rows=37)
+    np.testing.assert_array_equal(X_small, X)
+    np.testing.assert_array_equal(F_small, F)
+    with torch.inference_mode():
+        codes = original(torch.from_numpy(acts)).numpy()
+    for row, w in enumerate(wanted):
+        np.testing.assert_allclose(X[row], acts[win == w].astype(np.float64).mean(0), rtol=1e-12)
+        np.testing.assert_allclose(F[row], codes[win == w].astype(np.float64).mean(0), rtol=1e-5, atol=1e-9)

@@ -311,16 +311,23 @@ def _boot_auroc(used: list, y: np.ndarray, scores: list[np.ndarray], draws: list
     return np.mean(per_fold, axis=0)
 
 
-def window_features(store_path: str | Path, sae, window_index: np.ndarray, chunk_rows: int = 16384,
+def window_features(store_path: str | Path, sae, window_index: np.ndarray, chunk_rows: int | None = None,
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(X [n, d], F [n, m]) for the n windows `window_index` [n] (ids as in windows.parquet), in that
     order: the mean over each window's tokens in the token store of the raw activations and of
     `sae.encode` of them (float64). Tokens of other windows are ignored; a window without tokens is
-    refused."""
+    refused.
+
+    chunk_rows: tokens encoded at a time (default `interp.sae.concepts.token_rows_for`: one float32 code block
+    of about 128 MiB, 1,024 tokens at 32,768 features). The store is read through its stored chunks
+    (`interp.embed.store.ChunkReader`, each decompressed once). Each window's sums are accumulated token by
+    token in store order in float64 (only the non-zero codes are added), so the result does not depend on
+    chunk_rows.
+    """
     import torch
-    from scipy import sparse
 
     from interp.embed.store import TokenStore
+    from interp.sae.concepts import token_rows_for
 
     store = TokenStore(store_path)
     ids = np.asarray(window_index, dtype=np.int64)
@@ -330,18 +337,26 @@ def window_features(store_path: str | Path, sae, window_index: np.ndarray, chunk
     sums_x = np.zeros((n, store.d))
     sums_f = np.zeros((n, int(sae.n_features)))
     counts = np.zeros(n)
-    for sl, acts in store.iter_chunks(chunk_rows):
-        w = np.asarray(store.window_index[sl], dtype=np.int64)
+    rows = token_rows_for(int(sae.n_features), store.d) if chunk_rows is None else int(chunk_rows)
+    if rows < 1:
+        raise ValueError(f"window_features: chunk_rows must be >= 1, got {chunk_rows}")
+    index, activations = store.reader("window_index"), store.reader("activations")
+    for start in range(0, store.n_tokens, rows):
+        sl = slice(start, min(start + rows, store.n_tokens))
+        w = index[sl].astype(np.int64)
         at = np.clip(np.searchsorted(sorted_ids, w), 0, max(n - 1, 0))
         keep = (sorted_ids[at] == w) if n else np.zeros(w.shape[0], dtype=bool)
-        rows, cols = order[at[keep]], np.flatnonzero(keep)
+        if not keep.any():
+            continue
+        target = order[at[keep]]  # the output row of each kept token, in store order
+        acts = activations[sl][keep]
         with torch.inference_mode():
-            feats = sae.encode(torch.from_numpy(np.ascontiguousarray(acts[keep], dtype=np.float32))).numpy()
-        # [n, tokens kept] 0/1 membership: one sparse product sums each window's tokens
-        member = sparse.csr_matrix((np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n, rows.size))
-        sums_x += member @ np.asarray(acts, dtype=np.float64)[cols]
-        sums_f += member @ feats.astype(np.float64)
-        counts += np.bincount(rows, minlength=n)
+            feats = sae.encode(torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))).numpy()
+        # unbuffered, in order: each (window, column) sum is 0 + t1 + t2 + ... over its tokens in store order
+        np.add.at(sums_x, target, acts.astype(np.float64))
+        tok, col = np.nonzero(feats)
+        np.add.at(sums_f, (target[tok], col), feats[tok, col].astype(np.float64))
+        counts += np.bincount(target, minlength=n)
     if np.any(counts == 0):
         missing = ids[counts == 0]
         raise InputError(f"{store_path}: {missing.size} window(s) have no tokens in the store "
