@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from interp.rank import Family, RankConfig, mean_impute, rank_phenotype
+from interp.rank import Family, RankConfig, rank_phenotype
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -177,7 +177,11 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
     score_of = dict(zip(scored["variant_id"].cast(pl.String).to_list(), scored["score"].to_list(), strict=True))
     ids = geno.var.index.astype(str).tolist()
     weight = np.array([max(-float(score_of.get(v, 0.0)), 0.0) for v in ids])
-    dosage = mean_impute(np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float64))
+    # no float64 copy of the whole matrix (it took ~29 B per sample x variant at its peak): the imputed means of
+    # the positive-weight columns only, then each window's columns made float64 and imputed as it is summed;
+    # the same values as `mean_impute` of the whole matrix, so the same burdens, bit for bit
+    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X)
+    means = _imputed_means(dosage, np.flatnonzero(weight > 0))
     v_contig = geno.var["contig"].astype(str).to_numpy()
     v_pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
     by_contig = {}
@@ -191,7 +195,11 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
         inside = idx[np.searchsorted(p0, s, side="left"):np.searchsorted(p0, e, side="left")]
         if inside.size == 0:
             continue
-        cols.append(dosage[:, inside] @ weight[inside])
+        block = np.take(dosage, inside, axis=1).astype(np.float64, copy=False)
+        missing = ~np.isfinite(block)
+        if missing.any():
+            block[missing] = means[inside][np.nonzero(missing)[1]]
+        cols.append(block @ weight[inside])
         feats.append(f"{model}/variant_effect/{c}:{s}-{e}")
         short.append(f"burden {c}:{s}-{e}")
         contig.append(c)
@@ -203,6 +211,27 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
                   matrix=np.column_stack(cols).astype(np.float32), features=feats, short_names=short,
                   contig=np.asarray(contig, dtype=object), start=np.asarray(start, dtype=np.int64),
                   end=np.asarray(end, dtype=np.int64), model=model, layer="")
+
+
+#: genotypes (samples x variants) made float64 at a time by `_imputed_means`: 2^24, 128 MB
+IMPUTE_CHUNK_VALUES = 1 << 24
+
+
+def _imputed_means(dosage: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """float64 [n_variants]: for each of `columns`, the value `mean_impute` gives that column's missing
+    (non-finite) entries, the mean of its observed ones (0 when none); 0 elsewhere. Read a block of columns
+    at a time, so at most `IMPUTE_CHUNK_VALUES` float64 values are held (a column's sum runs down its rows
+    whatever the block, as in `mean_impute`)."""
+    means = np.zeros(dosage.shape[1], dtype=np.float64)
+    step = max(1, IMPUTE_CHUNK_VALUES // max(dosage.shape[0], 1))
+    for lo in range(0, columns.size, step):
+        cols = columns[lo:lo + step]
+        block = np.take(dosage, cols, axis=1).astype(np.float64, copy=False)
+        missing = ~np.isfinite(block)
+        counts = (~missing).sum(axis=0)
+        sums = np.where(missing, 0.0, block).sum(axis=0)
+        means[cols] = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return means
 
 
 def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np.ndarray, v_pos0: np.ndarray,

@@ -638,7 +638,9 @@ def embed_cohort(job: Job) -> None:
         pooled, extra = _embed_distinct(job, sequences)
         extra["n_shards"] = 0
     tables, stats = embed_cohort_tables(
-        None, sequences, pl.read_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
+        # a lazy scan: only the columns used are read, as codes (interp.embed.cohort.sequence_index), never the
+        # whole table of strings (~120 bytes a row; one row per sample, haplotype and window)
+        None, sequences, pl.scan_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
         load_card(job.input["card"])["name"], e.layers, e.batch_size, None, p["sae_layer"],
         keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:

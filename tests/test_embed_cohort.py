@@ -58,6 +58,44 @@ def test_sequence_index_maps_sample_window_haplotype_to_sequence_rows() -> None:
                                      | (pl.col("hap") == 1)), ["s1", "s2"], sequences["seq_hash"].to_list())
 
 
+def test_sequence_index_from_a_parquet_scan_equals_the_table_in_memory(tmp_path: Path) -> None:
+    """embed_cohort passes a lazy scan of haplotypes.parquet (only the columns used are read, as codes): the
+    index and windows equal those of the table read whole, by the former string-keyed mapping, on a cohort of
+    many samples, windows and hashes (samples listed in another order, one not in the genotypes); the index
+    is int32; the errors are the same."""
+    from interp.embed.cohort import sequence_index
+
+    rng = np.random.default_rng(0)
+    n_s, n_w = 40, 30
+    hashes = [f"{k:040x}" for k in rng.permutation(500)]
+    rows = pl.DataFrame({"sample": np.repeat([f"s{i}" for i in range(n_s)], 2 * n_w),
+                         "hap": np.tile(np.repeat([1, 2], n_w), n_s).astype(np.int8),
+                         "window_index": np.tile(np.arange(n_w), 2 * n_s)})
+    rows = rows.with_columns(pl.Series("seq_hash", [hashes[k] for k in rng.integers(0, 500, rows.height)]),
+                             pl.format("chr1:{}-{}", pl.col("window_index") * 10, pl.col("window_index") * 10 + 5)
+                             .alias("window_id"), pl.lit("g").alias("region"), pl.lit("chr1").alias("contig"),
+                             (pl.col("window_index") * 10).alias("start"), (pl.col("window_index") * 10 + 5).alias("end"))
+    path = tmp_path / "haplotypes.parquet"
+    rows.sample(fraction=1.0, shuffle=True, seed=1).write_parquet(path, row_group_size=500)
+    samples = [f"s{i}" for i in rng.permutation(n_s)[:-1]]  # the last is not in the genotypes: ignored
+    # the former mapping, string by string
+    s_pos, index_of = {s: i for i, s in enumerate(samples)}, {h: i for i, h in enumerate(hashes)}
+    expected = np.full((len(samples), n_w, 2), -1, dtype=np.int64)
+    for r in rows.iter_rows(named=True):
+        if r["sample"] in s_pos:
+            expected[s_pos[r["sample"]], r["window_index"], r["hap"] - 1] = index_of[r["seq_hash"]]
+    for source in (pl.scan_parquet(path), pl.read_parquet(path)):
+        seq_index, windows = sequence_index(source, samples, hashes)
+        assert seq_index.dtype == np.int32
+        np.testing.assert_array_equal(seq_index, expected)
+        assert windows.equals(rows.select("window_index", "window_id", "region", "contig", "start", "end")
+                              .unique().sort("window_index"))
+    with pytest.raises(ValueError, match="sequence hash.* not in the sequences table"):
+        sequence_index(pl.scan_parquet(path), samples, hashes[1:])
+    with pytest.raises(ValueError, match="different sample sets"):
+        sequence_index(pl.scan_parquet(path), [*samples, "nobody"], hashes)
+
+
 def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
     import anndata as ad
 

@@ -171,6 +171,45 @@ def test_variant_effect_family_is_the_damaging_weighted_burden_by_hand() -> None
     assert none is None  # no variant the model finds less likely than REF: no family
 
 
+def test_variant_effect_family_equals_the_whole_matrix_imputation_bit_for_bit(monkeypatch) -> None:
+    """The burdens are imputed a block of positive-weight columns and a window at a time (no float64 copy of
+    the whole dosage matrix); they equal, bit for bit, the definition: `mean_impute` of the whole matrix in
+    float64, then each window's columns times their weights. Fractional dosages and missing calls (a column
+    entirely missing among them), blocks of one column and of many, overlapping windows, two contigs."""
+    import interp.rank_inputs as ri
+    from interp.rank import mean_impute
+
+    rng = np.random.default_rng(3)
+    n, v = 257, 90
+    contig = np.where(np.arange(v) < 60, "chr1", "chr2")
+    pos = np.where(contig == "chr1", 1 + np.sort(rng.choice(5000, v, replace=False)),
+                   1 + np.sort(rng.choice(3000, v, replace=False)))
+    dosage = rng.uniform(0, 2, size=(n, v)).astype(np.float32)  # DS-like fractional dosages
+    dosage[rng.random((n, v)) < 0.1] = np.nan
+    dosage[:, 7] = np.nan
+    ids = [f"{c}:{p}:A:G" for c, p in zip(contig, pos, strict=True)]
+    score = rng.normal(size=v)
+    score[7] = -1.0
+    scores = pl.DataFrame({"variant_id": ids, "score": score, "model": ["m"] * v})
+    windows = pl.DataFrame({"contig": ["chr1"] * 20 + ["chr2"] * 12,
+                            "start": list(range(0, 5000, 250)) + list(range(0, 3000, 250)),
+                            "end": list(range(500, 5500, 250)) + list(range(500, 3500, 250))})
+    geno = _tiny_geno(dosage.astype(np.float64), contig.tolist(), pos.tolist(), ids)
+    weight = np.maximum(-score, 0.0)
+    imputed = mean_impute(geno.layers["dosage"].astype(np.float64))
+    expected = []
+    for c, s, e in windows.iter_rows():
+        inside = np.flatnonzero((contig == c) & (pos - 1 >= s) & (pos - 1 < e) & (weight > 0))
+        if inside.size:
+            expected.append(imputed[:, inside] @ weight[inside])
+    expected = np.column_stack(expected).astype(np.float32)
+    for chunk in (1 << 24, n, 3 * n):  # one block; one column per block; three columns per block
+        monkeypatch.setattr(ri, "IMPUTE_CHUNK_VALUES", chunk)
+        f = ri.variant_effect_family(geno, scores, windows)
+        assert f.matrix.shape == expected.shape
+        np.testing.assert_array_equal(f.matrix, expected)
+
+
 def _planted_cohort(seed: int = 5):
     """800 samples, 10 windows of 500 bases on chr1 with 3 independent variants each. The phenotype is
     driven by the variant at 3,251 (score -6, window chr1:3000-3500) and, as strongly, by the one at 1,251

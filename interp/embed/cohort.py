@@ -64,31 +64,45 @@ def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: lis
     return cached_vectors(sequences, keys, compute, cache)
 
 
-def sequence_index(assignments: pl.DataFrame, samples: list[str], seq_hashes: list[str],
+def sequence_index(assignments: pl.DataFrame | pl.LazyFrame, samples: list[str], seq_hashes: list[str],
                    ) -> tuple[np.ndarray, pl.DataFrame]:
     """Where each (sample, window, haplotype) finds its sequence.
 
     assignments: sample, hap (1 | 2), window_index (0 .. n_windows - 1), window_id, region, contig, start,
-    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`); rows of samples not in `samples` are
-    ignored. seq_hashes: the hash of row i of the distinct-sequence matrix.
-    Returns (seq_index int64 [n_samples, n_windows, 2], the row of the distinct-sequence matrix for sample
-    s, window w, haplotype h + 1; windows: window_index, window_id, region, contig, start, end, one row
-    per window, sorted by window_index). Raises ValueError when some (sample, window, haplotype) has no row.
+    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`), in memory or as a lazy scan of its
+    parquet (`pl.scan_parquet`: then only the columns used are read, streamed, and no string column is held
+    whole); rows of samples not in `samples` are ignored. seq_hashes: the hash of row i of the
+    distinct-sequence matrix (distinct).
+    Returns (seq_index int32 [n_samples, n_windows, 2] (int64 beyond 2^31 - 1 sequences), the row of the
+    distinct-sequence matrix for sample s, window w, haplotype h + 1; windows: window_index, window_id,
+    region, contig, start, end, one row per window, sorted by window_index). Raises ValueError when some
+    (sample, window, haplotype) has no row.
+
+    Memory: the rows are reduced to codes as they are read (sample and hash as `pl.Enum` codes, 4 bytes each,
+    instead of strings: ~14 bytes a row, where the whole table as strings takes ~120).
     """
-    index_of = {h: i for i, h in enumerate(seq_hashes)}
-    windows = (assignments.select("window_index", "window_id", "region", "contig", "start", "end").unique()
-               .sort("window_index"))
+    lazy = assignments.lazy()
+    windows = (lazy.select("window_index", "window_id", "region", "contig", "start", "end").unique()
+               .sort("window_index").collect(engine="streaming"))
     n_s, n_w = len(samples), windows.height
-    seq_index = np.full((n_s, n_w, 2), -1, dtype=np.int64)
+    dtype = np.int32 if len(seq_hashes) < np.iinfo(np.int32).max else np.int64
+    seq_index = np.full((n_s, n_w, 2), -1, dtype=dtype)
     s_pos = {s: i for i, s in enumerate(samples)}
-    a = assignments.filter(pl.col("sample").is_in(samples))
-    unknown = a.filter(~pl.col("seq_hash").is_in(seq_hashes))["seq_hash"].unique()
-    if unknown.len():
+    sample_cats = list(s_pos)  # distinct, in first-seen order; code k is sample_cats[k]
+    position_of_code = np.array([s_pos[s] for s in sample_cats], dtype=np.int64)
+    codes = (lazy.filter(pl.col("sample").is_in(sample_cats))
+             .select(pl.col("sample").cast(pl.Enum(sample_cats)).to_physical().alias("s"),
+                     pl.col("window_index").cast(pl.Int64).alias("w"), pl.col("hap").cast(pl.Int8).alias("h"),
+                     pl.col("seq_hash").cast(pl.Enum(seq_hashes), strict=False).to_physical().alias("q"))
+             .collect(engine="streaming"))
+    if codes["q"].null_count():
+        unknown = (lazy.filter(pl.col("sample").is_in(sample_cats) & ~pl.col("seq_hash").is_in(seq_hashes))
+                   .select(pl.col("seq_hash").unique()).collect(engine="streaming")["seq_hash"])
         raise ValueError(f"{unknown.len()} sequence hash(es) of the haplotype windows are not in the sequences "
                          f"table, e.g. {unknown[0]} (tables of different haplotypes runs?)")
-    seq_index[a["sample"].replace_strict(s_pos, return_dtype=pl.Int64).to_numpy(),
-              a["window_index"].to_numpy(), a["hap"].to_numpy() - 1] = (
-        a["seq_hash"].replace_strict(index_of, return_dtype=pl.Int64).to_numpy())
+    seq_index[position_of_code[codes["s"].to_numpy()], codes["w"].to_numpy(), codes["h"].to_numpy() - 1] = (
+        codes["q"].to_numpy())
+    del codes
     if (seq_index < 0).any():
         absent = [s for s in samples if (seq_index[s_pos[s]] < 0).all()]
         if absent:
@@ -276,14 +290,14 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
             yield table
 
 
-def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame,
+def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame | pl.LazyFrame,
                 genotypes: ad.AnnData, model: str, sae_layer: str, keep_haplotypes: bool = False,
                 ) -> Iterator[tuple[str, ad.AnnData]]:
     """Per-sample cohort embedding tables from the distinct sequences' vectors.
 
     pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i (seq_hash, sequence);
-    assignments: the haplotypes stage's table; genotypes: the ancestry stage's AnnData (its obs, in its
-    sample order, and obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction (`gc_fraction`)
+    assignments: the haplotypes stage's table (or a lazy scan of it, `sequence_index`); genotypes: the
+    ancestry stage's AnnData (its obs, in its sample order, and obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction (`gc_fraction`)
     of their 2 x n_windows window sequences. The index is checked now (ValueError when some sample,
     window or haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
     """
@@ -299,7 +313,8 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
                          keep_haplotypes)
 
 
-def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame, assignments: pl.DataFrame,
+def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame,
+                        assignments: pl.DataFrame | pl.LazyFrame,
                         genotypes: ad.AnnData, model: str, layers: list[str], batch_size: int, sae_model: Any,
                         sae_layer: str, keep_haplotypes: bool = False, cache: EmbeddingCache | None = None,
                         sae_cache_key: str | None = None, pooled: dict[str, np.ndarray] | None = None,
@@ -326,7 +341,9 @@ def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame, assi
                                         sae_layer, cache=cache, sae_cache_key=sae_cache_key)
     tables = pool_cohort(pooled, sequences, assignments, genotypes, model, sae_layer,
                          keep_haplotypes=keep_haplotypes)
-    n_hw, n_seq = int(assignments.height), int(sequences.height)
+    n_hw = int(assignments.height if isinstance(assignments, pl.DataFrame)
+               else assignments.select(pl.len()).collect().item())
+    n_seq = int(sequences.height)
     stats = {"model": model, "layers": list(layers), "n_haplotype_windows": n_hw, "n_distinct_sequences": n_seq,
              "dedup_ratio": n_hw / max(n_seq, 1)}
     return tables, stats
