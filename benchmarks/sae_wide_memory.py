@@ -2,17 +2,19 @@
 fresh process (peak RSS: VmHWM).
 
 Run: `python benchmarks/sae_wide_memory.py [--tokens 196608] [--features 32768] [--keep 0.25] [--samples 3000]
-[--out DIR]`. Writes a token store (d 256, windows of 200 tokens, 16,384-token chunks, about 200 MB at the
-default) and a random TopK SAE under --out (deleted at the end unless --keep-files), then times:
+[--out DIR] [--modes concepts,probe,pool] [--keep-haplotypes]`. Writes a token store (d 256, windows of 200
+tokens, 16,384-token chunks, about 200 MB at the default) and a random TopK SAE under --out (deleted at the end unless --keep-files), then times:
 
 - `concepts`: `feature_table`'s two passes of reads (window_index, base_start, activations) at its default
   1,024 tokens per read: the former way (each read from zarr, so every 16,384-token chunk is decompressed 16
   times per pass) against `ChunkReader` (once). Reads only: the encoding, the same either way, is left out.
 - `probe`: `interp.sae.probe_compare.window_features` for a share `--keep` of the windows: the former function
   (16,384 tokens per read, dense codes, a float64 copy of them) against the current one.
-- `pool`: the cohort's sample pooling of SAE codes (`cohort_tables`' sum over windows) for `--samples` samples,
-  4 windows: the former whole-sample window blocks (at least one window: 786 MB gathered at 3,000 x 32,768)
-  against sample blocks within `POOL_CHUNK_BYTES`. Both hold the [samples, 2, F] float64 total (1.5 GB).
+- `pool`: the cohort's sample table of SAE codes (`cohort_tables`' X [samples, F] float32, the mean over
+  windows and haplotypes) for `--samples` samples, 4 windows: the former way, the whole [samples, 2, F] float64
+  total (1.5 GB at 3,000 x 32,768), its mean over windows (another 1.5 GB) and the haplotypes' mean (786 MB)
+  held at once, against `_sample_means` (blocks of samples, float64 within `POOL_CHUNK_BYTES`).
+  `--keep-haplotypes` adds hap1 / hap2. The token store is not written when `--modes pool`.
 Nothing is asserted.
 """
 
@@ -132,18 +134,23 @@ def run(mode: str, way: str, folder: Path, args) -> dict:
         n_s, n_w, F = args.samples, 4, args.features
         mat = (rng.random((64, F)) < 0.05).astype(np.float32) * rng.random((64, F), dtype=np.float32)
         seq_index = rng.integers(0, 64, (n_s, n_w, 2))
+        base_rss = peak_rss_mib()
         t0 = cpu_s()
-        total = np.zeros((n_s, 2, F), dtype=np.float64)
-        if way == "former":
-            step = max(1, cohort.POOL_CHUNK_BYTES // max(1, n_s * 2 * F * 4))
-            for lo in range(0, n_w, step):
-                sl = slice(lo, min(lo + step, n_w))
-                total += mat[seq_index[:, sl]].sum(axis=1, dtype=np.float64)
-        else:
+        if way == "former":  # cohort_tables' sample table before _sample_means
+            total = np.zeros((n_s, 2, F), dtype=np.float64)
             for rows, sl in cohort._window_chunks(n_s, n_w, F):
                 total[rows] += mat[seq_index[rows, sl]].sum(axis=1, dtype=np.float64)
-        out.update(cpu_s=cpu_s() - t0)
-        np.save(folder / f"pool_{way}.npy", total[:, :, :64])
+            per_hap = total / max(n_w, 1)
+            x = per_hap.mean(axis=1).astype(np.float32)
+            haps = (per_hap[:, 0].astype(mat.dtype), per_hap[:, 1].astype(mat.dtype)) if args.keep_haplotypes else ()
+        else:
+            x, haps = cohort._sample_means(mat, seq_index, args.keep_haplotypes)
+            haps = haps or ()
+        out.update(cpu_s=cpu_s() - t0, inputs_peak_rss_mib=base_rss)
+        import hashlib
+
+        # the outputs' bits, hashed in place (no copy of them adds to the peak)
+        out["sha256"] = [hashlib.sha256(a.data).hexdigest() for a in (x, *haps)]
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -157,15 +164,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/sae_wide"))
     ap.add_argument("--modes", default="concepts,probe,pool")
     ap.add_argument("--keep-files", action="store_true")
+    ap.add_argument("--keep-haplotypes", action="store_true")
     ap.add_argument("--child", nargs=2)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run(args.child[0], args.child[1], args.out, args)))
         return
-    if not (args.out / "tokens.zarr").exists():
+    if args.modes != "pool" and not (args.out / "tokens.zarr").exists():
         make(args.out, args.tokens, args.features)
+    args.out.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, __file__, "--tokens", str(args.tokens), "--features", str(args.features), "--keep",
             str(args.keep), "--samples", str(args.samples), "--out", str(args.out)]
+    base += ["--keep-haplotypes"] if args.keep_haplotypes else []
     try:
         for mode in args.modes.split(","):
             got = {}
@@ -183,8 +193,8 @@ def main() -> None:
                     print(f"  {name}: max relative difference {float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-300))):.2e}, "
                           f"identical {np.array_equal(a, b)}")
             if mode == "pool":
-                a, b = (np.load(args.out / f"pool_{w}.npy") for w in ("former", "new"))
-                print(f"  identical {np.array_equal(a, b)}")
+                print(f"  identical {f['sha256'] == n['sha256']}; peak before pooling (inputs) "
+                      f"{f['inputs_peak_rss_mib']:.0f} / {n['inputs_peak_rss_mib']:.0f} MiB")
     finally:
         if not args.keep_files:
             shutil.rmtree(args.out, ignore_errors=True)

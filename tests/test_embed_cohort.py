@@ -239,3 +239,61 @@ def test_pool_blocks_stay_within_the_budget_and_cover_every_entry_once(n_s, n_w,
         size = (rows.stop - rows.start) * (windows.stop - windows.start) * 2 * d * 4
         assert size <= max(budget, 2 * d * 4), (rows, windows)
     assert (seen == 1).all()
+
+
+def _former_sample_means(mat, seq_index, keep_haplotypes):
+    """`cohort_tables`' sample table before `_sample_means` (verbatim but for the return): the whole
+    [n_samples, 2, d] float64 total, its mean over windows and the haplotypes' mean held at once."""
+    from interp.embed.cohort import _window_chunks
+
+    n_s, n_w = seq_index.shape[:2]
+    d = mat.shape[-1]
+    total = np.zeros((n_s, 2, d), dtype=np.float64)
+    for rows, sl in _window_chunks(n_s, n_w, d):
+        total[rows] += mat[seq_index[rows, sl]].sum(axis=1, dtype=np.float64)
+    per_hap = total / max(n_w, 1)
+    x = per_hap.mean(axis=1).astype(np.float32)
+    haps = (per_hap[:, 0].astype(mat.dtype), per_hap[:, 1].astype(mat.dtype)) if keep_haplotypes else None
+    return x, haps
+
+
+@pytest.mark.parametrize("keep_haplotypes", [False, True])
+@pytest.mark.parametrize("budget", [1, 2 * 7 * 8 * 5, 2 * 7 * 4 * 37 * 3, 1 << 27])
+def test_sample_means_in_sample_blocks_are_the_former_bits(keep_haplotypes, budget, monkeypatch) -> None:
+    """The sample table is summed over blocks of samples (the [samples, 2, d] float64 total within
+    `POOL_CHUNK_BYTES`, not 1.5 GB at 3,000 samples x 32,768 SAE features): the same bits as the whole-cohort
+    total for every budget (one sample-window, several samples, several windows, everything at once), on
+    values over 60 binary orders of magnitude with both signs and two that cancel (+-2^60), where a change in
+    the order of the float64 sums shows."""
+    import pandas as pd
+
+    from interp.embed import cohort
+
+    monkeypatch.setattr(cohort, "POOL_CHUNK_BYTES", budget)
+    rng = np.random.default_rng(7)
+    n_s, n_w, d, n_seq = 37, 9, 7, 23
+    mat = (rng.choice([-1.0, 1.0], (n_seq, d)) * 2.0 ** rng.integers(-30, 30, (n_seq, d))
+           * rng.random((n_seq, d))).astype(np.float32)
+    mat[:2] = [[2.0 ** 60], [-(2.0 ** 60)]]  # cancel each other: what is added between them is lost
+    seq_index = rng.integers(0, n_seq, (n_s, n_w, 2))
+    x, haps = cohort._sample_means(mat, seq_index, keep_haplotypes)
+    fx, fhaps = _former_sample_means(mat, seq_index, keep_haplotypes)
+    assert x.dtype == np.float32 and x.tobytes() == fx.tobytes()
+    if keep_haplotypes:
+        for got, want in zip(haps, fhaps, strict=True):
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    else:
+        assert haps is None
+    # summing the windows in another order changes bits here: the comparison can see a change of order
+    other, _ = _former_sample_means(mat, seq_index[:, ::-1], keep_haplotypes)
+    assert other.tobytes() != fx.tobytes()
+    # and the tables carry them
+    obs = pd.DataFrame(index=[f"s{i}" for i in range(n_s)])
+    windows = pl.DataFrame({"window_id": [f"chr1:{100 * w}-{100 * w + 50}" for w in range(n_w)],
+                            "region": ["g"] * n_w})
+    name, table = next(cohort.cohort_tables({"sae": mat}, seq_index, obs, np.zeros((n_s, 2)), windows, "m", "b",
+                                            keep_haplotypes=keep_haplotypes))
+    assert name == "sae.features.h5ad" and table.X.tobytes() == fx.tobytes()
+    assert ("hap1" in table.obsm) == keep_haplotypes
+    if keep_haplotypes:
+        assert table.obsm["hap2"].tobytes() == fhaps[1].tobytes()

@@ -176,7 +176,36 @@ class WindowTable:
             x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
             for rows, sl in _window_chunks(n_s, n_w, d):
                 block = self.mat[self.seq_index[rows, sl]].mean(axis=2)  # [rows, k, d], mean of the 2 haplotypes
-                x[rows, sl.start * d:sl.stop * d] = block.reshape(block.shape[0], -1).astype(np.float32)
+                x[rows, sl.start * d:sl.stop * d] = block.reshape(block.shape[0], -1).astype(np.float32, copy=False)
+
+
+def _sample_means(mat: np.ndarray, seq_index: np.ndarray, keep_haplotypes: bool,
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Per sample: X float32 [n_samples, d], the mean over windows of h (the mean of the two haplotypes'
+    vectors), and with keep_haplotypes (hap1, hap2) [n_samples, d] (mat's dtype), each haplotype's mean over
+    windows. Only these outputs are held whole: the float64 sums run over blocks of samples whose [samples, 2,
+    d] float64 total stays within `POOL_CHUNK_BYTES` (3,000 samples x 32,768 SAE features held 1.5 GB for the
+    total, 1.5 GB for its mean and 786 MB for the haplotypes' mean at once), each block summing the windows in
+    the window blocks of `_window_chunks` in the same order, so every entry is the same bits as with the
+    whole-cohort total."""
+    n_s, n_w = seq_index.shape[:2]
+    d = mat.shape[-1]
+    x = np.empty((n_s, d), dtype=np.float32)
+    haps = (np.empty((n_s, d), dtype=mat.dtype), np.empty((n_s, d), dtype=mat.dtype)) if keep_haplotypes else None
+    # the window blocks of the whole-cohort pooling, in order (one window each where samples were split there)
+    window_blocks = list(dict.fromkeys((sl.start, sl.stop) for _, sl in _window_chunks(n_s, n_w, d)))
+    rows = max(1, POOL_CHUNK_BYTES // max(1, 2 * d * 8))
+    for lo in range(0, n_s, rows):
+        block = slice(lo, min(lo + rows, n_s))
+        total = np.zeros((block.stop - block.start, 2, d), dtype=np.float64)  # per haplotype, summed over windows
+        for start, stop in window_blocks:
+            total += mat[seq_index[block, start:stop]].sum(axis=1, dtype=np.float64)
+        total /= max(n_w, 1)
+        x[block] = total.mean(axis=1).astype(np.float32)
+        if haps is not None:
+            haps[0][block] = total[:, 0].astype(mat.dtype)
+            haps[1][block] = total[:, 1].astype(mat.dtype)
+    return x, haps
 
 
 def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.DataFrame, pcs: np.ndarray,
@@ -197,7 +226,8 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
           columns, `dim` j, index "<model>/<layer>/<window_id>/dim<j>" ("f<j>" for SAE features;
           "<window_id>@<region>" where overlapping regions share a window_id).
     Both carry uns model, layer (sae_layer for "sae") and kind ("embedding" or "sae"). Pooling runs over
-    blocks of windows (`POOL_CHUNK_BYTES`), so memory follows n_samples x d, not the number of windows.
+    blocks of windows and of samples (`POOL_CHUNK_BYTES`, `_sample_means`), so memory follows the output
+    (n_samples x d float32), not the number of windows.
     """
     import anndata as ad
 
@@ -209,21 +239,19 @@ def cohort_tables(pooled: dict[str, np.ndarray], seq_index: np.ndarray, obs: pd.
                       var_w["window_id"].astype(str))
     for name, mat in pooled.items():
         d = mat.shape[-1]
-        total = np.zeros((n_s, 2, d), dtype=np.float64)  # per haplotype, summed over windows
-        for rows, sl in _window_chunks(n_s, n_w, d):
-            total[rows] += mat[seq_index[rows, sl]].sum(axis=1, dtype=np.float64)
-        per_hap = total / max(n_w, 1)
-        sample_level = ad.AnnData(X=per_hap.mean(axis=1).astype(np.float32), obs=obs.copy())
+        x, haps = _sample_means(mat, seq_index, keep_haplotypes)
+        sample_level = ad.AnnData(X=x, obs=obs.copy())
         sample_level.obsm["X_pca"] = pcs
         if keep_haplotypes:
-            sample_level.obsm["hap1"] = per_hap[:, 0].astype(mat.dtype)
-            sample_level.obsm["hap2"] = per_hap[:, 1].astype(mat.dtype)
+            sample_level.obsm["hap1"], sample_level.obsm["hap2"] = haps
+        del x, haps
         layer = sae_layer if name == "sae" else name
         kind = "sae" if name == "sae" else "embedding"
         uns = {"model": model, "layer": layer, "kind": kind}
         sample_level.uns.update(uns)
         # sample-level SAE features feed the per-feature leakage audit, not a probe of their own
         yield (f"{name}.samples.h5ad" if kind == "embedding" else "sae.features.h5ad"), sample_level
+        del sample_level  # not held here while the windows table is written
         var = var_w.iloc[np.repeat(np.arange(n_w), d)].reset_index(drop=True)  # by position: ids may repeat
         var["dim"] = np.tile(np.arange(d), n_w)
         prefix = "f" if kind == "sae" else "dim"
