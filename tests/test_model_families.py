@@ -355,6 +355,56 @@ def test_offline_loading_from_a_cache_records_the_snapshot_commit(folders, tmp_p
     assert resolve_source({**card, "hf_id": str(folders["nt"])}, None)["commit"] is None
 
 
+
+@pytest.mark.parametrize("env", [{}, {"HF_HOME": "hf-home"}, {"HF_HUB_CACHE": "hub-cache"}, "config"])
+def test_a_model_missing_from_the_cache_names_the_folder_looked_in(tmp_path, env):
+    """Offline, a hub model not in the cache named the cache '(default)' when embed.hf_cache was null: the user
+    could not tell where the run had looked (HF_HOME on the login node and the compute node may differ). A new
+    process per case: huggingface_hub reads the variables when imported."""
+    import subprocess
+    import sys
+
+    env_vars = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME")}
+    env_vars.update({"HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    for var, value in (env if isinstance(env, dict) else {}).items():
+        env_vars[var] = str(tmp_path / value)
+    folder = {"HF_HOME": tmp_path / "hf-home" / "hub", "HF_HUB_CACHE": tmp_path / "hub-cache"}.get(
+        next(iter(env), None) if isinstance(env, dict) else None, tmp_path / "home/.cache/huggingface/hub")
+    cache = None
+    if env == "config":
+        cache = folder = tmp_path / "configured"
+    code = ("import sys\nfrom interp.embed.hub import resolve_source\nfrom interp.errors import InputError\n"
+            "try:\n    resolve_source({'name': 'tiny-nt', 'hf_id': 'test-org/not-downloaded', 'revision': 'main'}, "
+            f"{None if cache is None else str(cache)!r})\nexcept InputError as err:\n    print(err)\n"
+            "else:\n    sys.exit('no error')\n")
+    res = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=120)
+    message = res.stdout.strip()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Hugging Face cache {folder} (" in message, message
+    assert "(default)" not in message and "python -m interp.cli prefetch --configfile" in message, message
+    assert len(message.splitlines()) == 1, message
+
+
+def test_an_unreachable_hub_says_to_prefetch(folders, tmp_path, monkeypatch):
+    """Not offline, a hub id not cached is downloaded; on a compute node without network transformers raises an
+    OSError of several lines ("We couldn't connect to ..."): the one-line error must say how to get the model."""
+    from transformers import PretrainedConfig
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in "
+                      "the cached files.\nCheck your internet connection or see how to run the library in offline "
+                      "mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'.")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(PretrainedConfig, "get_config_dict", unreachable)
+    card = check_card({"name": "tiny-nt", "family": "hf", "hf_id": "test-org/not-downloaded", "revision": "main",
+                       "license": "test", "context": 300, "layers": ["hidden_states.1"], **CARDS["nt"]}, "c.yaml")
+    with pytest.raises(InputError) as err:
+        make_embedder(card, None, hf_cache=str(tmp_path / "hub"))
+    message = str(err.value)
+    assert "couldn't connect" in message and f"Hugging Face cache {tmp_path / 'hub'} (embed.hf_cache)" in message
+    assert "python -m interp.cli prefetch --configfile" in message and len(message.splitlines()) == 1, message
+
 def test_prefetch_downloads_every_card_at_its_revision(tmp_path, monkeypatch):
     calls = []
 

@@ -622,6 +622,31 @@ def test_git_dirty_state_is_recorded(tmp_path: Path) -> None:
     assert git_dirty(tmp_path) is True
 
 
+
+def test_git_dirty_counts_untracked_code_but_not_a_users_config_or_outputs(tmp_path: Path) -> None:
+    """A module or rule file never committed ran but is not in git_commit: the checkout was called clean."""
+    import subprocess
+
+    from interp.report.provenance import git_dirty
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for path in ("interp/a.py", "workflow/rules/a.smk", ".gitignore"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("__pycache__/\nresults/\n" if path == ".gitignore" else "x = 1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    for path in ("configs/my_cohort.yaml", "models/my-model.yaml", "results/run/x.json", "notes.txt",
+                 "interp/__pycache__/a.cpython-311.pyc"):  # a user's config and card, outputs, ignored caches
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("y\n")
+    assert git_dirty(tmp_path) is False
+    for path in ("interp/new_module.py", "workflow/rules/new.smk"):
+        (tmp_path / path).write_text("y = 2\n")
+        assert git_dirty(tmp_path) is True, path
+        (tmp_path / path).unlink()
+    assert git_dirty(tmp_path) is False
+
 def test_provenance_hashes_the_config_and_the_cohort_bed(tmp_path: Path) -> None:
     """provenance named the cohort BED (the studied regions) only inside the config, with no digest: an edited
     BED of the same path left no trace in report.json. It is hashed like the other inputs; the config gets one

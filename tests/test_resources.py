@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -108,3 +110,32 @@ def test_every_rule_asks_for_more_on_a_retry() -> None:
     assert blocks >= 25
     common = (rules / "common.smk").read_text()
     assert "mem_mb * attempt" in common and "runtime * attempt" in common
+
+
+def test_check_cohort_time_follows_the_vcf_copy_it_must_make(tmp_path: Path) -> None:
+    """check_cohort copies a plain, plain-gzip or unindexed VCF whole (bgzip + tabix) before reading its regions;
+    a fixed 10 minutes killed it on a chromosome VCF. An indexed VCF is read in place: the base request."""
+    import pysam
+
+    from interp.resources import SIZE_OF, vcf_copy_size_mb
+
+    header = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    plain = tmp_path / "chr1.vcf"
+    plain.write_text(header + "chr1\t10\t.\tA\tG\t.\tPASS\t.\n")
+    pysam.tabix_compress(str(plain), str(tmp_path / "indexed.vcf.gz"))
+    pysam.tabix_index(str(tmp_path / "indexed.vcf.gz"), preset="vcf")
+    with open(plain, "r+b") as fh:  # 10 GB of plain VCF (sparse: the size without the disk)
+        fh.truncate(10 << 30)
+
+    def runtime(vcf: Path | None) -> int:
+        return job_resources("check_cohort", SIZE_OF["check_cohort"](SimpleNamespace(vcf=vcf)))["runtime"]
+
+    assert runtime(tmp_path / "indexed.vcf.gz") == 10 and vcf_copy_size_mb(tmp_path / "indexed.vcf.gz") == 0
+    assert runtime(None) == runtime(tmp_path / "not-yet.vcf.gz") == 10  # simulate_cohort has not run (dry run)
+    assert runtime(plain) >= 60
+    assert job_resources("check_cohort", vcf_copy_size_mb(plain), attempt=2)["runtime"] >= 120
+    assert job_resources("check_cohort", vcf_copy_size_mb(plain))["mem_mb"] == 2000  # streamed: memory stays
+    # an index older than the VCF counts as none: ensure_indexed copies and indexes it anew
+    stale = tmp_path / "indexed.vcf.gz"
+    os.utime(f"{stale}.tbi", (1, 1))
+    assert vcf_copy_size_mb(stale) == pytest.approx(5 * stale.stat().st_size / (1 << 20))

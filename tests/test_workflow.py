@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,18 @@ def test_changed_setting_reruns_the_rule_and_unchanged_does_not(workflow_copy: P
     out = changed.stdout + changed.stderr
     assert changed.returncode == 0, out
     assert "rule windows:" in out and "Params have changed" in out, out
+
+
+
+def test_prefetch_is_a_local_rule_under_the_slurm_profile(workflow_copy: Path) -> None:
+    # prefetch downloads models: on a cluster it must run where snakemake runs (the login node, with network),
+    # never be submitted to a compute node without network. A dry run does not say which jobs are local, so it
+    # runs (the demo's built-in model needs no download; with embed.hf_cache null, no --cache); a job submitted
+    # to SLURM instead would fail here, where there is no sbatch
+    res = run_snakemake(workflow_copy, "prefetch", "--profile", "configs/profiles/slurm",
+                        "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert re.search(r"^localrule prefetch:", out, re.M), out
+    log = (workflow_copy / "results/demo/logs/prefetch.log").read_text()
+    assert '"skipped": "built-in model' in log, log

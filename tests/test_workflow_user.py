@@ -547,3 +547,37 @@ def test_many_shards_keep_every_shell_command_under_the_argument_cap(workflow_co
     assert job.input["shard_assignments"] == [f"results/many/cohort/shards/per1/s{i:04d}/haplotypes.parquet"
                                               for i in range(800)]
     assert len(job.input["shard_stats"]) == 800 and job.output["assignments"] == "results/many/cohort/haplotypes.parquet"
+
+
+def test_check_cohort_asks_for_time_by_the_vcf_it_must_copy(workflow_copy: Path) -> None:
+    """A plain chromosome VCF is copied whole (bgzip + tabix) by check_cohort: the SLURM job asks for time by its
+    size (10 GB: about an hour), not the fixed 10 minutes it had; an indexed VCF keeps the base request."""
+    import pysam
+
+    data = workflow_copy / "data"
+    data.mkdir()
+    ids = [f"S{i}" for i in range(1, 11)]
+    (data / "cohort.vcf").write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(ids) + "\n"
+        "chr17\t7000\t.\tA\tG\t.\tPASS\t.\tGT\t" + "\t".join(["0|1", "0|0"] * 5) + "\n")
+    pysam.tabix_compress(str(data / "cohort.vcf"), str(data / "indexed.vcf.gz"))
+    pysam.tabix_index(str(data / "indexed.vcf.gz"), preset="vcf")
+    with open(data / "cohort.vcf", "r+b") as fh:  # 10 GB (sparse); a dry run reads the header only
+        fh.truncate(10 << 30)
+    (data / "samples.tsv").write_text("sample_id\tcase\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(ids)))
+    runtimes = {}
+    for vcf in ("cohort.vcf", "indexed.vcf.gz"):
+        path = workflow_copy / "configs" / "user.yaml"
+        path.write_text(yaml.safe_dump({"run": "user", "sae": {"sweep": []}, "cohort": {
+            "source": "vcf", "vcf": f"data/{vcf}", "samples": "data/samples.tsv", "phenotypes": ["case"],
+            "covariates": [], "population_column": None, "genes": ["DOC2B"]}}))
+        res = run_snakemake(workflow_copy, "results/user/cohort/validation.json", "-n", "--profile",
+                            "configs/profiles/slurm", "--configfile", str(path))
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out
+        block = out[out.index("rule check_cohort:"):]
+        runtimes[vcf] = int(block[block.index("runtime="):].split("=")[1].split(",")[0].split()[0])
+    assert runtimes["indexed.vcf.gz"] == 10, runtimes
+    assert runtimes["cohort.vcf"] >= 60, runtimes

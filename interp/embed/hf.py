@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from interp.embed.base import TokenActivations
-from interp.embed.hub import resolve_source
+from interp.embed.hub import prefetch_hint, resolve_source
 from interp.embed.pieces import (
     Piece,
     check_finite,
@@ -173,8 +173,11 @@ class HFEmbedder:
                                  f"set trust_remote_code: true in the card to allow it ({err})") from err
             raise InputError(f"model card {self.name}: cannot load {load_from}: {err}") from err
         except OSError as err:
+            detail = " ".join(str(err).split())  # one line: transformers' messages span several
+            # a hub id not in the cache: the hub unreachable (a compute node without network) or the files missing
+            hint = "" if source["local_dir"] else f"; if the hub cannot be reached, {prefetch_hint(cache_dir)}"
             raise InputError(f"model card {self.name}, field hf_id: cannot load {load_from} with safetensors "
-                             f"weights (pickle checkpoints are refused; offline without a cached copy?): {err}") from err
+                             f"weights (pickle checkpoints are refused): {detail}{hint}") from err
         self.model.to(device).eval()
         if not source["local_dir"]:
             source = resolve_source(card, cache_dir)  # now cached: read the snapshot commit

@@ -31,6 +31,26 @@ def hub_offline() -> bool:
     return False
 
 
+def hub_cache_location(cache_dir: str | None) -> str:
+    """The Hugging Face cache folder a load with `cache_dir` reads, and where that came from, for messages:
+    embed.hf_cache when given, else huggingface_hub's own (HF_HUB_CACHE, else HF_HOME/hub, else
+    $XDG_CACHE_HOME or ~/.cache, then huggingface/hub, as `huggingface_hub.constants.HF_HUB_CACHE` resolved it)."""
+    if cache_dir:
+        return f"{cache_dir} (embed.hf_cache)"
+    from huggingface_hub import constants
+
+    how = next((f"from {var}" for var in ("HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
+                if os.environ.get(var)), "the default")
+    return f"{constants.HF_HUB_CACHE} ({how})"
+
+
+def prefetch_hint(cache_dir: str | None) -> str:
+    """How to fill the cache a load reads (the end of the errors for a model not there)."""
+    return (f"download it first, on a machine with network access, into the Hugging Face cache "
+            f"{hub_cache_location(cache_dir)}: python -m interp.cli prefetch --configfile <your config> "
+            "(or snakemake prefetch)")
+
+
 def is_local_source(card: dict) -> bool:
     """A card's hf_id names an existing local folder (then no hub and no revision are involved)."""
     return Path(str(card.get("hf_id") or "")).expanduser().is_dir()
@@ -74,9 +94,7 @@ def resolve_source(card: dict, cache_dir: str | None) -> dict:
         out["commit"] = snapshot_commit(snap)
     elif offline:
         raise InputError(f"model card {card['name']}, field hf_id: {hf_id} (revision {revision}) is not in the "
-                         f"Hugging Face cache {cache_dir or '(default)'} and HF_HUB_OFFLINE is set; download it "
-                         "first on a machine with network access: python -m interp.cli prefetch --configfile "
-                         "<your config>")
+                         f"Hugging Face cache and HF_HUB_OFFLINE is set; {prefetch_hint(cache_dir)}")
     return out
 
 

@@ -87,16 +87,25 @@ def git_commit(repo: str | Path = ".") -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+#: folders whose untracked (not ignored) files are code that may have run: a module or rule file never committed
+#: is not in `git_commit`. Not configs/ or models/: the resolved config and every card used are in the report
+#: whole (with sha256), and a user's own config or card there is normally untracked
+CODE_FOLDERS = ("interp", "workflow")
+
+
 def git_dirty(repo: str | Path = ".") -> bool | None:
-    """Whether the checkout holding the workflow has uncommitted changes to tracked files (then `git_commit`
-    alone does not say which code ran), or None outside a git checkout. Untracked files (results, scratch)
-    do not count."""
+    """Whether the checkout holding the workflow has uncommitted changes to tracked files, or untracked files
+    (not ignored) under `CODE_FOLDERS`: then `git_commit` alone does not say which code ran. None outside a git
+    checkout. Other untracked files (results, scratch, a user's config or model card) do not count."""
     try:
-        out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, timeout=30, check=False)
+        runs = [subprocess.run(["git", "-C", str(repo), "status", "--porcelain", *args],
+                               capture_output=True, text=True, timeout=30, check=False)
+                for args in (["--untracked-files=no"], ["--untracked-files=all", "--", *CODE_FOLDERS])]
     except (OSError, subprocess.SubprocessError):
         return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    if any(out.returncode != 0 for out in runs):
+        return None
+    return any(out.stdout.strip() for out in runs)
 
 
 def model_entries(cards: list[str], checkpoints: list[str]) -> list[dict]:

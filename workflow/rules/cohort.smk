@@ -77,7 +77,7 @@ if COHORT:
         priority: 100
         threads: 1
         resources:
-            **fixed(mem_mb=2000, runtime=10),
+            **scaled("check_cohort"),  # an unindexed or plain VCF is copied whole: time follows its size
         conda:
             ENV
         shell:

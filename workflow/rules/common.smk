@@ -63,11 +63,14 @@ def scaled(rule, units=None):
     (interp.resources.job_resources); units(wildcards, input) -> a count (samples x regions) where size alone
     says too little."""
 
-    from interp.resources import SIZED_BY, inputs_size_mb
+    from interp.resources import SIZE_OF, SIZED_BY, inputs_size_mb
 
     def size(input):
         # only the inputs whose size tells the cost (interp.resources.SIZED_BY): not a genome read by region
-        return inputs_size_mb(input, SIZED_BY[rule]) if rule in SIZED_BY else input.size_mb
+        # SIZE_OF: a cost its own function measures (check_cohort: the VCF copy, when one is needed)
+        measure = SIZE_OF.get(rule)
+        return measure(input) if measure else (
+            inputs_size_mb(input, SIZED_BY[rule]) if rule in SIZED_BY else input.size_mb)
 
     def mem_mb(wildcards, input, attempt):
         return job_resources(rule, size(input), units(wildcards, input) if units else 0, attempt)["mem_mb"]

@@ -35,12 +35,19 @@ rule embed:
 
 # `snakemake prefetch -c1` (on a login node with network): download every hub model the config names into
 # embed.hf_cache, at each card's revision. Compute nodes then run with HF_HUB_OFFLINE=1.
+# A local rule: under the SLURM profile it runs where snakemake runs (the login node, with network), never on a
+# compute node without network.
+localrules:
+    prefetch,
+
+
 rule prefetch:
     output:
         touch(f"{R}/prefetch.done"),
     params:
         cards=[card_path(m) for m in MODELS],
-        cache=config["embed"]["hf_cache"] or "",
+        # no --cache when embed.hf_cache is null (an empty `{params.cache:q}` vanishes from the command line)
+        cache=["--cache", config["embed"]["hf_cache"]] if config["embed"]["hf_cache"] else [],
     log:
         log_path("prefetch"),
     benchmark:
@@ -51,4 +58,4 @@ rule prefetch:
     conda:
         ENV
     shell:
-        "python -m interp.cli prefetch {params.cards:q} --cache {params.cache:q} > {log:q} 2>&1"
+        "python -m interp.cli prefetch {params.cards:q} {params.cache:q} > {log:q} 2>&1"
