@@ -386,16 +386,31 @@ def test_oracle_threshold_ignores_the_test_blocks():
     assert after["oracle_validation_f1"] == before["oracle_validation_f1"]
 
 
+def _identity_sae_over(path, x: np.ndarray, width: int):
+    """A token store at `path` of activations x [n, d] in windows of `width` tokens, and a TopK SAE (k = d) whose
+    features are the d input dimensions."""
+    import torch
+
+    from interp.embed.store import TokenStoreWriter
+    from interp.sae.topk import TopKSAE
+
+    n, d = x.shape
+    writer = TokenStoreWriter(path, d, [], "m", "l")
+    writer.append(x, np.repeat(np.arange(n // width), width), np.tile(np.arange(width), n // width), {})
+    writer.close()
+    sae = TopKSAE(d, d, d)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.eye(d))
+    return sae
+
+
 def test_instance_recall_is_interplm_recall_per_domain(tmp_path):
     """A feature that fires on the first base of every instance (and nowhere else) has per-base precision 1,
     per-base recall 1/15 and instance recall 1: instance F1 1.0 (per-base F1 would be 0.125). It beats a
     feature firing on every base of the instances and on as many background bases (precision 0.5)."""
-    import torch
 
-    from interp.embed.store import TokenStoreWriter
     from interp.sae.planted import instance_scores
     from interp.sae.splits import TEST
-    from interp.sae.topk import TopKSAE
 
     rng = np.random.default_rng(3)
     n, width = 30_000, 100
@@ -416,12 +431,7 @@ def test_instance_recall_is_interplm_recall_per_domain(tmp_path):
     x = np.stack([first.astype(np.float32), noisy.astype(np.float32), np.zeros(n, np.float32)], axis=1)
     windows = pl.DataFrame({"window_index": np.arange(n // width), "contig": ["c"] * (n // width),
                             "start": np.arange(0, n, width), "end": np.arange(width, n + 1, width)})
-    writer = TokenStoreWriter(tmp_path / "t.zarr", 3, [], "m", "l")
-    writer.append(x, np.repeat(np.arange(n // width), width), np.tile(np.arange(width), n // width), {})
-    writer.close()
-    sae = TopKSAE(3, 3, 3)
-    with torch.no_grad():
-        sae.encoder.weight.copy_(torch.eye(3))
+    sae = _identity_sae_over(tmp_path / "t.zarr", x, width)
     split, code = _split_codes(windows)
     table = instance_scores(sae, tmp_path / "t.zarr", windows, split, elements)
     row = table.row(0, named=True)
@@ -518,13 +528,10 @@ def test_instance_statistics_without_test_instances_are_nan_and_unmatched(tmp_pa
     """Instances only outside the test blocks: no test instance recall (0/0), so instance recall, F1 and the
     matched_instance flag are NaN / NaN / false, not 0 (or, with polars' NaN >= level, true); the summary
     written to JSON carries them as null."""
-    import torch
 
-    from interp.embed.store import TokenStoreWriter
     from interp.sae.concepts import at_least
     from interp.sae.planted import instance_scores, json_nulls
     from interp.sae.splits import TEST
-    from interp.sae.topk import TopKSAE
 
     n, width = 20_000, 100
     windows = pl.DataFrame({"window_index": np.arange(n // width), "contig": ["c"] * (n // width),
@@ -536,12 +543,7 @@ def test_instance_statistics_without_test_instances_are_nan_and_unmatched(tmp_pa
     first = np.zeros(n, dtype=np.float32)
     first[[r[1] for r in rows]] = 1.0
     x = np.stack([first, np.zeros(n, np.float32)], axis=1)
-    writer = TokenStoreWriter(tmp_path / "t.zarr", 2, [], "m", "l")
-    writer.append(x, np.repeat(np.arange(n // width), width), np.tile(np.arange(width), n // width), {})
-    writer.close()
-    sae = TopKSAE(2, 2, 2)
-    with torch.no_grad():
-        sae.encoder.weight.copy_(torch.eye(2))
+    sae = _identity_sae_over(tmp_path / "t.zarr", x, width)
     row = instance_scores(sae, tmp_path / "t.zarr", windows, split, elements).row(0, named=True)
     assert row["n_test_instances"] == 0 and row["instance_validation_f1"] == 1.0 and row["instance_feature"] == 0
     for key in ("instance_precision", "instance_recall", "instance_f1", "instance_lift"):

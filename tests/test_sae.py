@@ -159,15 +159,20 @@ def test_jumprelu_learns_thresholds_and_batchtopk_estimates_one(planted):
     assert not torch.allclose(model.log_threshold.detach(), before)
 
 
-def test_block_split_puts_each_base_in_one_split():
-    """Windows overlapping by 50%: tokens of the same base land in the same split, whichever window."""
+def _overlapping_windows_split():
+    """399 windows of 200 bases overlapping by 50% on one contig, split by 2 kb blocks (seed 3): (windows, split,
+    window of each token, base offset of each token, starts, width, n)."""
     width, stride, n = 200, 100, 399
     starts = np.arange(n) * stride
     windows = pl.DataFrame({"window_index": np.arange(n), "contig": ["chr17"] * n, "start": starts,
                             "end": starts + width})
     split = block_split(windows, 2000, 0.15, 0.15, seed=3)
-    w = np.repeat(np.arange(n), width)
-    bs = np.tile(np.arange(width), n)
+    return windows, split, np.repeat(np.arange(n), width), np.tile(np.arange(width), n), starts, width, n
+
+
+def test_block_split_puts_each_base_in_one_split():
+    """Windows overlapping by 50%: tokens of the same base land in the same split, whichever window."""
+    windows, split, w, bs, starts, width, n = _overlapping_windows_split()
     codes = split.of_tokens(w, bs)
     pos = starts[w] + bs
     used = codes != UNUSED
@@ -194,13 +199,7 @@ def test_tokens_of_windows_straddling_splits_are_in_no_split():
     splits would give a held-out token the context of training bases (and an activation close to its
     training neighbours'). Every token of a split comes from a window lying wholly in that split's blocks;
     the straddling windows' tokens are UNUSED, and counted."""
-    width, stride, n = 200, 100, 399
-    starts = np.arange(n) * stride
-    windows = pl.DataFrame({"window_index": np.arange(n), "contig": ["chr17"] * n, "start": starts,
-                            "end": starts + width})
-    split = block_split(windows, 2000, 0.15, 0.15, seed=3)
-    w = np.repeat(np.arange(n), width)
-    bs = np.tile(np.arange(width), n)
+    windows, split, w, bs, starts, width, n = _overlapping_windows_split()
     codes = split.of_tokens(w, bs)
     blocks = split.of_bases(w, bs)
     for i in range(n):
