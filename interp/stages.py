@@ -582,8 +582,9 @@ def _embedding_cache(e: EmbedConfig, card: dict, checkpoint: str | None, embedde
     return EmbeddingCache(e.cache, identity)
 
 
-def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
-    """Vectors of each distinct sequence (rows sorted by seq_hash) under the rule's model, through the cache."""
+def _embed_distinct(job: Job, sequences: pl.DataFrame, **extra) -> tuple[dict, dict]:
+    """Vectors of each distinct sequence (rows sorted by seq_hash) under the rule's model, through the cache;
+    and the run's stats (cache, devices, plus `extra`)."""
     from interp.embed.cache import sae_key
     from interp.embed.cohort import embed_distinct_windows
     from interp.embed.registry import load_card, make_embedder
@@ -598,7 +599,7 @@ def _embed_distinct(job: Job, sequences: pl.DataFrame) -> tuple[dict, dict]:
                                      load_sae(job.input["sae"]), sae_layer, cache=cache,
                                      sae_cache_key=sae_key(job.input["sae"], sae_layer) if cache else None)
     # the device resolved here (embed.device auto: per node); shards on different devices differ numerically
-    return vectors, {"cache": cache.stats() if cache else None, "devices": [_device(e.device)]}
+    return vectors, {"cache": cache.stats() if cache else None, "devices": [_device(e.device)], **extra}
 
 
 def embed_cohort_shard(job: Job) -> None:
@@ -629,20 +630,14 @@ def embed_cohort(job: Job) -> None:
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
-    e = _embed_settings(p, EMBED_COHORT_JOB_KEYS)
     sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
-    if job.input.get("shard_vectors"):
-        pooled, extra = gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
-                                           sequences["seq_hash"].to_list())
-    else:
-        pooled, extra = _embed_distinct(job, sequences)
-        extra["n_shards"] = 0
-    tables, stats = embed_cohort_tables(
-        # a lazy scan: only the columns used are read, as codes (interp.embed.cohort.sequence_index), never the
-        # whole table of strings (~120 bytes a row; one row per sample, haplotype and window)
+    pooled, extra = (gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
+                                        sequences["seq_hash"].to_list())
+                     if job.input.get("shard_vectors") else _embed_distinct(job, sequences, n_shards=0))
+    tables, stats = embed_cohort_tables(  # assignments as a lazy scan (interp.embed.cohort.sequence_index)
         None, sequences, pl.scan_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
-        load_card(job.input["card"])["name"], e.layers, e.batch_size, None, p["sae_layer"],
-        keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
+        load_card(job.input["card"])["name"], _embed_settings(p, EMBED_COHORT_JOB_KEYS).layers, None, None,
+        p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
             table.write_h5ad(folder / name)
