@@ -630,13 +630,14 @@ def embed_cohort(job: Job) -> None:
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
+    layers = _embed_settings(p, EMBED_COHORT_JOB_KEYS).layers  # settings checked before any input is read
     sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
     pooled, extra = (gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
                                         sequences["seq_hash"].to_list())
                      if job.input.get("shard_vectors") else _embed_distinct(job, sequences, n_shards=0))
     tables, stats = embed_cohort_tables(  # assignments as a lazy scan (interp.embed.cohort.sequence_index)
         None, sequences, pl.scan_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
-        load_card(job.input["card"])["name"], _embed_settings(p, EMBED_COHORT_JOB_KEYS).layers, None, None,
+        load_card(job.input["card"])["name"], layers, None, None,
         p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
         for name, table in tables:
