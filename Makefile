@@ -40,7 +40,7 @@ demo: $(STAMP)
 	@$(BIN)/python -m interp.cli summary --configfile $(CONFIG)
 
 test: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slow and not slurm" -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not slow and not slurm" -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-all: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -m "not slurm" -q -n $(TEST_WORKERS) --dist loadfile
