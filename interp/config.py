@@ -8,6 +8,7 @@ key, then checks what a schema cannot: that files exist and model cards are ther
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,38 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
 
         settings_from_section(SAEConfig, cfg["planted"]["sae"], source=f"{source}: planted.sae", seed=0)
         sae_settings({**cfg["sae"], **cfg["planted"]["sae"]}, source=f"{source}: planted.sae")
+    _check_job_size(cfg, source)
     return cfg
+
+
+#: the most bytes of JSON the whole config may take: every rule passes its settings (rule `report`: the whole
+#: config) inside its JSON job, one argument of its shell command, which Linux caps at 128 KiB (MAX_ARG_STRLEN);
+#: the rest is left for the job's paths (long lists compacted, `interp.stages.compact_paths`) and the shell line
+MAX_CONFIG_JSON = 96 * 1024
+
+
+def _lists(value: Any, key: str = "") -> list[tuple[str, list]]:
+    """Every list in a config (nested in dicts), with its dotted key."""
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _lists(v, f"{key}.{k}" if key else str(k))]
+    return [(key, value)] if isinstance(value, list) else []
+
+
+def _check_job_size(cfg: dict, source: str) -> None:
+    """Refuse a config too long to travel in the rules' jobs: with ~15,000 names in cohort.genes, every cohort
+    rule and the report failed at exec with "Argument list too long", after the run had started."""
+    size = len(json.dumps(cfg, sort_keys=True))
+    if size <= MAX_CONFIG_JSON:
+        return
+    key, longest = max(_lists(cfg), key=lambda kv: len(json.dumps(kv[1])))
+    advice = {"cohort.genes": "list the cohort's regions in a BED file instead (cohort.bed: contig, start, end, "
+                              "name per line; cohort.genes: [])",
+              "regions": "tile fewer, longer regions"}.get(
+        key, "shorten it")
+    raise InputError(f"{source}: {key} ({len(longest):,} entries, {len(json.dumps(longest)) // 1024} KiB as JSON) "
+                     f"makes the configuration {size // 1024} KiB as JSON, more than the {MAX_CONFIG_JSON // 1024} "
+                     "KiB the rules can carry (each rule gets its settings as one command-line argument, which "
+                     f"Linux caps at 128 KiB): {advice}")
 
 
 def model_layer_names(card: dict, lm_overrides: dict | None) -> list[str]:

@@ -3,6 +3,7 @@ directives (the rest: test_workflow.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -547,6 +548,49 @@ def test_many_shards_keep_every_shell_command_under_the_argument_cap(workflow_co
     assert job.input["shard_assignments"] == [f"results/many/cohort/shards/per1/s{i:04d}/haplotypes.parquet"
                                               for i in range(800)]
     assert len(job.input["shard_stats"]) == 800 and job.output["assignments"] == "results/many/cohort/haplotypes.parquet"
+
+
+def _gene_config(n: int) -> dict:
+    """A user config naming n cohort genes (Ensembl-style IDs, 15 characters: about 19 bytes each as JSON)."""
+    return {"run": "genes", "cohort": {"enabled": True, "genes": [f"ENSG{i:011d}" for i in range(n)]}}
+
+
+def test_a_config_too_long_for_the_jobs_is_refused_naming_the_list(tmp_path: Path, capsys) -> None:
+    """cohort.genes travels in the JSON job of check_cohort, haplotypes_shard, ancestry, simulate_cohort and (with
+    the whole config) report: with 15,000 names each command was 196-202 KB, over Linux's 128 KiB cap on one
+    argument, and those jobs died with "Argument list too long" after the run had started. check-config now
+    refuses such a config at once, naming the list and pointing to cohort.bed."""
+    from interp.cli import main
+
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(_gene_config(15_000)))
+    rc = main(["check-config", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: cohort.genes (15,000 entries, "), err
+    assert "Linux caps at 128 KiB" in err and "cohort.bed" in err, err
+
+
+def test_the_longest_config_accepted_keeps_every_shell_command_under_the_argument_cap(workflow_copy: Path) -> None:
+    """The budget check-config enforces (interp.config.MAX_CONFIG_JSON) leaves room for the paths: a config just
+    under it runs with every rule's command line below 128 KiB (the report's carries the whole config)."""
+    from interp.config import MAX_CONFIG_JSON, check_config, load_workflow_config
+
+    base = len(json.dumps(check_config(load_workflow_config([]), base_dir=workflow_copy), sort_keys=True))
+    n = (MAX_CONFIG_JSON - base - 64) // len('"ENSG00000000000", ')
+    cfg = _gene_config(n)
+    merged = load_workflow_config([])
+    merged["cohort"].update(cfg["cohort"])
+    size = len(json.dumps(check_config(merged, base_dir=workflow_copy), sort_keys=True))
+    assert MAX_CONFIG_JSON - 1024 < size <= MAX_CONFIG_JSON
+    path = workflow_copy / "configs" / "user.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(workflow_copy, "-n", "-p", "--configfile", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    commands = [line.removeprefix("Shell command: ") for line in res.stdout.splitlines()
+                if line.startswith("Shell command: python -m interp.cli stage ")]
+    longest = max(commands, key=len)
+    assert "stage report " in longest and len(longest.encode()) < MAX_ARG_STRLEN, len(longest.encode())
 
 
 def test_check_cohort_asks_for_time_by_the_vcf_it_must_copy(workflow_copy: Path) -> None:
