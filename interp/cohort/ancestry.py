@@ -3,7 +3,8 @@
 Two routes: `genotype_pca` (scanpy, exact) for the few variants of a studied region, and `marker_pca`
 for a genome-wide ancestry-marker VCF (100k-500k markers): int8 dosages read in chunks, then the exact
 samples x samples Gram matrix accumulated one block at a time (up to `EXACT_MAX_SAMPLES` samples) or a
-blockwise randomized SVD beyond, never a float matrix of the whole panel. Missing genotypes are
+blockwise randomized block Krylov SVD beyond, run until it matches the exact PCs, never a float matrix of
+the whole panel. Missing genotypes are
 mean-imputed, as `plink2 --pca meanimpute` (plain `plink2 --pca` drops missing pairs instead).
 """
 
@@ -245,8 +246,12 @@ def _standardised_blocks(markers: MarkerDosages):
 
 
 #: up to this many samples `marker_pca` eigendecomposes the exact Gram matrix (n^2 float64: 128 MB at
-#: 4,096), as plink2 does below ~5k samples; the randomized SVD only finds the PCs with a clear eigengap
-#: (its PC3-PC10 of three populations correlated 0.1-0.8 with the exact ones) and depends on the seed.
+#: 4,096), as plink2 does below ~5k samples; beyond, `randomized_genotype_pca` (block Krylov, run until its
+#: PC subspace has converged) gives the same PCs. The former range finder (6 power iterations, 10
+#: oversampling) only found the PCs with a clear eigengap: on three populations and an admixed group its
+#: PC3-PC10 correlated 0.0-0.8 with the exact ones and changed with the seed. The Gram costs n^2 x markers,
+#: the Krylov route about 2,600 n x markers (25-33 passes of width 20, 10 PCs); both took about 12 s CPU at
+#: 4,096 samples (`benchmarks/ancestry_pca_krylov.py`), so the switch stays here.
 EXACT_MAX_SAMPLES = 4096
 
 
@@ -272,36 +277,88 @@ def exact_genotype_pca(markers: MarkerDosages, n_pcs: int = 10) -> tuple[np.ndar
     return scores.astype(np.float32), (singular ** 2 / total if total > 0 else np.zeros(n_pcs))
 
 
-def randomized_genotype_pca(markers: MarkerDosages, n_pcs: int = 10, seed: int = 0, oversample: int = 10,
-                            n_iter: int = 6) -> tuple[np.ndarray, np.ndarray]:
+#: `randomized_genotype_pca` stops once the Davis-Kahan bound on the sine of the largest principal angle
+#: between its n_pcs-PC subspace and the exact one, ||residuals||_F / (theta_k - theta_{k+1}), is below this.
+#: The bound is pessimistic (at 6e-3 the true sine was 3.5e-5 on 4,096 samples) and levels off near 1.3e-3
+#: there (float32 products), so it cannot be much smaller.
+KRYLOV_TOL = 1e-2
+#: ... or after this many passes over the markers (the Krylov basis is n_samples x block x passes float64)
+KRYLOV_MAX_PASSES = 60
+
+
+def _gram_times(markers: MarkerDosages, q: np.ndarray, with_total: bool) -> tuple[np.ndarray, float]:
+    """Z^T (Z q) [n_samples, width] for the standardised genotypes Z, and (with_total, else 0) the total sum
+    of squares of Z, in one pass over the int8 blocks."""
+    y = np.zeros(q.shape)
+    total = 0.0
+    q32 = q.astype(np.float32)
+    for z in _standardised_blocks(markers):
+        y += z.T @ (z @ q32)
+        if with_total:
+            total += float(np.square(z, dtype=np.float64).sum())
+    return y, total
+
+
+def randomized_genotype_pca(markers: MarkerDosages, n_pcs: int = 10, seed: int = 0, block: int | None = None,
+                            tol: float = KRYLOV_TOL, max_passes: int = KRYLOV_MAX_PASSES,
+                            info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top principal components of the standardised genotypes without materialising them.
 
-    Randomized range finder with power iterations (Halko, Martinsson & Tropp 2011, alg. 4.4) on the
-    samples x markers matrix Z, one pass over the int8 blocks per iteration: each pass standardises one
-    block at a time and accumulates Z (Z^T Q). The top eigenpairs of Q^T Z Z^T Q then give the
-    singular values S and left singular vectors U of Z.
+    Randomized block Krylov (Musco & Musco 2015) as block Lanczos with full reorthogonalisation on the
+    samples x samples Gram matrix G = Z Z^T: from a seeded Gaussian start block Q_0 [n, block], each pass over
+    the int8 blocks (standardised one at a time) gives G Q_j, which is orthogonalised (twice) against the basis
+    into Q_{j+1}; the coefficients give G Q = Q H exactly, so the Rayleigh-Ritz pairs (theta, V) of the basis
+    and their residual norms ||G v - theta v|| come from H alone. It stops once the Davis-Kahan bound
+    ||residuals||_F / (theta_{n_pcs} - theta_{n_pcs+1}) on the sine of the largest principal angle to the exact
+    n_pcs-PC subspace is below tol (then every PC matches `exact_genotype_pca`, seed or not), after max_passes,
+    or when the basis holds every sample. Power iterations (Halko et al. 2011) converge as
+    (lambda_{k+1}/lambda_k)^passes and do not resolve PCs beyond the population structure, whose eigenvalues
+    sit in the noise bulk with relative gaps near 1e-3.
+    block: Krylov block width, default max(2 n_pcs, n_pcs + 10). Memory: the basis, n x block x passes float64.
+    info: if given, filled with n_passes, converged and sin_bound.
     Returns scores U S [n_samples, n_pcs] (as scanpy's X_pca, oriented by `_orient`) and
     variance_ratio [n_pcs] (each PC's variance over the total variance of Z).
     """
     n = len(markers.samples)
-    width = min(n_pcs + oversample, n, max(markers.n_kept, 1))
+    b = min(block or max(2 * n_pcs, n_pcs + 10), n)
     rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((n, width)))
-    for _ in range(n_iter):
-        y = np.zeros((n, width))
-        for z in _standardised_blocks(markers):
-            y += z.T @ (z @ q.astype(np.float32))
-        q, _ = np.linalg.qr(y)
-    gram = np.zeros((width, width))
-    total = 0.0
-    for z in _standardised_blocks(markers):
-        w = (z @ q.astype(np.float32)).astype(np.float64)
-        gram += w.T @ w
-        total += float(np.square(z, dtype=np.float64).sum())
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    top = np.argsort(eigenvalues)[::-1][:n_pcs]
-    singular = np.sqrt(np.clip(eigenvalues[top], 0, None))
-    scores = (q @ vectors[:, top]) * singular
+    basis, _ = np.linalg.qr(rng.standard_normal((n, b)))
+    h = np.zeros((b, 0))  # G basis[:, :J] = basis h exactly (up to rounding), h [basis columns, J]
+    passes, total = 0, 0.0
+    while True:
+        j = h.shape[1]
+        y, sum_squares = _gram_times(markers, basis[:, j:], with_total=passes == 0)
+        total += sum_squares
+        passes += 1
+        coef = np.zeros((basis.shape[1], y.shape[1]))
+        for _ in range(2):  # classical Gram-Schmidt, twice
+            c = basis.T @ y
+            y -= basis @ c
+            coef += c
+        room = n - basis.shape[1]
+        if room >= y.shape[1]:
+            q_new, r = np.linalg.qr(y)
+        else:  # the last block fills the sample space: y lies in the room-dimensional complement of the basis
+            q_new = np.linalg.svd(y, full_matrices=False)[0][:, :room]
+            r = q_new.T @ y
+        basis = np.hstack([basis, q_new])
+        h = np.hstack([np.vstack([h, np.zeros((q_new.shape[1], j))]), np.vstack([coef, r])])
+        size = h.shape[1]
+        ritz, vectors = np.linalg.eigh((h[:size] + h[:size].T) / 2)
+        order = np.argsort(ritz)[::-1]
+        ritz, vectors = ritz[order], vectors[:, order]
+        top = vectors[:, :n_pcs]
+        residual = float(np.linalg.norm(h @ top - np.vstack([top * ritz[:n_pcs],
+                                                             np.zeros((h.shape[0] - size, n_pcs))])))
+        gap = ritz[n_pcs - 1] - ritz[n_pcs] if size > n_pcs else 0.0
+        bound = 0.0 if size == n else residual / gap if gap > 0 else np.inf  # size == n: Ritz pairs exact
+        converged = bound <= tol
+        if converged or passes >= max_passes:
+            break
+    if info is not None:
+        info.update(n_passes=passes, converged=bool(converged), sin_bound=float(min(bound, 1.0)))
+    singular = np.sqrt(np.clip(ritz[:n_pcs], 0, None))
+    scores = (basis[:, :size] @ top) * singular
     scores = scores - scores.mean(axis=0)  # Z's columns have mean 0 already; guards float error
     _orient(scores, np.zeros((0, scores.shape[1])))
     return scores.astype(np.float32), (singular ** 2 / total if total > 0 else np.zeros(n_pcs))
@@ -319,11 +376,12 @@ def marker_pca(
 ) -> anndata.AnnData:
     """Ancestry PCs (out-of-core), UMAP and Leiden clusters of a genome-wide marker panel.
 
-    The PCs are exact (`exact_genotype_pca`) up to exact_max_samples samples, randomized
-    (`randomized_genotype_pca`, with `seed`) beyond.
+    The PCs are exact (`exact_genotype_pca`) up to exact_max_samples samples, randomized block Krylov
+    (`randomized_genotype_pca`, seeded start, run to convergence on the exact PCs) beyond.
     Returns a samples x 0 AnnData (obs: the samples table in `markers.samples` order) with
     obsm["X_pca"], uns["pca"]["variance_ratio"], obsm["X_umap"], obs["cluster"], and
-    uns["genotype_pca"] (n_variants read / kept, n_pcs, seed, method).
+    uns["genotype_pca"] (n_variants read / kept, n_pcs, seed, method; on the randomized route also
+    n_passes, converged and sin_bound, see `randomized_genotype_pca`).
     """
     table = samples.to_pandas().set_index("sample_id")
     obs = table.loc[markers.samples]
@@ -333,19 +391,20 @@ def marker_pca(
         raise InputError(f"ancestry PCA: only {markers.n_kept} markers pass the MAF and missingness filters for "
                          f"{len(markers.samples)} samples; need at least 3 of each")
     n_pcs = min(n_pcs, max_pcs)
+    info: dict = {}
     if len(markers.samples) <= exact_max_samples:
         scores, ratio = exact_genotype_pca(markers, n_pcs)
         method = "exact (blockwise int8 Gram)"
     else:
-        scores, ratio = randomized_genotype_pca(markers, n_pcs, seed)
-        method = "randomized (blockwise int8)"
+        scores, ratio = randomized_genotype_pca(markers, n_pcs, seed, info=info)
+        method = "randomized block Krylov (blockwise int8)"
     result = anndata.AnnData(obs=obs)
     result.obsm["X_pca"] = scores
     result.uns["pca"] = {"variance_ratio": ratio}
     if umap_and_clusters:
         _embed_and_cluster(result, n_neighbors, leiden_resolution, seed)
     result.uns["genotype_pca"] = {"n_variants_read": markers.n_read, "n_variants": markers.n_kept,
-                                  "n_pcs": n_pcs, "seed": seed, "method": method}
+                                  "n_pcs": n_pcs, "seed": seed, "method": method, **info}
     return result
 
 
@@ -404,9 +463,11 @@ def cohort_ancestry(
     if panel:
         markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min)
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
+        exact = pcs.uns["genotype_pca"]["method"].startswith("exact")
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
-                  "method": ("exact blockwise Gram" if pcs.uns["genotype_pca"]["method"].startswith("exact")
-                             else "randomized blockwise SVD")}
+                  "method": "exact blockwise Gram" if exact else "randomized block Krylov"}
+        if not exact:
+            source.update({key: pcs.uns["genotype_pca"][key] for key in ("n_passes", "converged")})
         adata = merge_marker_pcs(adata, pcs, source, maf_min=maf_min)
     else:
         adata = genotype_pca(adata, maf_min=maf_min, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
