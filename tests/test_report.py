@@ -166,6 +166,16 @@ def test_caveat_one_population_label() -> None:
     assert "one_population_label" not in _ids({"cohort": {"populations": {"A": 300, "B": 300}}})
 
 
+def test_caveat_ancestry_pcs_unconverged_only_when_the_krylov_route_stopped_short() -> None:
+    stopped = {"cohort": {"ancestry_markers": {"vcf": "panel.vcf.gz", "method": "randomized block Krylov",
+                                               "n_passes": 60, "converged": False}}}
+    [caveat] = [c for c in summary.detect_caveats(stopped) if c["id"] == "ancestry_pcs_unconverged"]
+    assert "60 passes" in caveat["text"] and caveat["severity"] == "high"
+    converged = {"cohort": {"ancestry_markers": {"vcf": "p", "n_passes": 25, "converged": True}}}
+    assert "ancestry_pcs_unconverged" not in _ids(converged)
+    assert "ancestry_pcs_unconverged" not in _ids({"cohort": {"ancestry_markers": {"method": "exact blockwise Gram"}}})
+
+
 def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     phased = {"cohort": {"validation": {"unphased_het_rate": 0.0}, "haplotypes": {"unphased_policy": "ref"}}}
     assert "unphased_calls" not in _ids(phased)

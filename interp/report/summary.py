@@ -462,6 +462,14 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{int(mostly_missing)} sample(s) have missing genotypes at over half of the variants in "
                            "the studied regions; their haplotypes are mostly the reference (or N), per "
                            "cohort.missing.", "audit"))
+    markers = cohort.get("ancestry_markers") or {}
+    if markers.get("converged") is False:
+        out.append(_caveat("ancestry_pcs_unconverged", "high",
+                           f"The ancestry PCs of the marker panel ({markers.get('vcf')}) come from the randomized "
+                           f"block Krylov SVD, which stopped after {markers.get('n_passes')} passes before its PC "
+                           "subspace converged to the exact one: the later PCs may differ from the exact PCs and "
+                           "with the seed, and so may the audit's adjustment. Use fewer, LD-pruned markers or fewer "
+                           "PCs (cohort.n_pcs).", "audit"))
     labels = list(cohort.get("populations") or {})
     if len(labels) == 1 and labels[0] != "all":
         out.append(_caveat("one_population_label", "medium",
