@@ -160,6 +160,34 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "3 cases" not in text and "232 cases" not in text
 
 
+def test_one_population_under_five_is_not_the_total_minus_the_others(monkeypatch) -> None:
+    """cohort.populations showed {CEU: 60, CHB: "<5", YRI: 60} beside n_samples 124: CHB's 4 by subtraction. A second
+    population's size is masked ("masked", the smallest of 15 or more), the caveats do not call it small, and the
+    ancestry PCA's legend does not give its size."""
+    import numpy as np
+
+    from interp.audit import suppressed_sizes
+    from interp.report import plots
+
+    assert suppressed_sizes([60, 4, 60]) == ["masked", "<5", None]  # the first of the smallest
+    assert suppressed_sizes([200, 12, 30, 3]) == [None, None, "masked", "<5"]  # 12: under 15
+    assert suppressed_sizes([8, 3]) == ["masked", "<5"]
+    assert suppressed_sizes([3, 2]) == ["<5", "<5"]  # two under 5: their sum is the total minus the others' only
+    assert suppressed_sizes([3, 1, 100]) == ["<5", "<5", None]
+    assert suppressed_sizes([1, 1, 100]) == ["<5", "<5", "masked"]  # a sum of 2 pins both to 1
+    assert suppressed_sizes([60, 60]) == [None, None]
+    populations = {"CEU": "masked", "CHB": "<5", "YRI": 60}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats({"cohort": {"populations": populations}})}
+    assert "CHB (n = <5)" in text["small_population"] and "CEU" not in text["small_population"]
+    pcs = np.random.default_rng(0).normal(size=(124, 2))
+    population = np.array(["CEU"] * 60 + ["CHB"] * 4 + ["YRI"] * 60)
+    seen = []
+    monkeypatch.setattr(plots, "to_png",
+                        lambda fig: seen.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()]) or "")
+    plots.ancestry_pca(pcs, population, np.array([0.1, 0.05]), 5, sizes=populations)
+    assert seen == [["CEU", "YRI (n = 60)"]]
+
+
 def test_caveat_one_population_label() -> None:
     assert "one_population_label" in _ids({"cohort": {"populations": {"ADMIX": 600}}})
     assert "one_population_label" not in _ids({"cohort": {"populations": {"all": 600}}})  # no labels at all

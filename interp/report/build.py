@@ -5,7 +5,9 @@ git_commit, git_dirty}; lm; probes; probe_sae_vs_raw; sae; planted; timings; aud
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; populations and strata of
 fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls"
-(interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact.
+(interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact, so further groups are
+masked as their complement where a masked count would follow by subtraction (interp.audit.suppressed_groups,
+suppressed_sizes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from interp.audit import MIN_REPORTED_GROUP
+from interp.audit import MIN_REPORTED_GROUP, suppressed_sizes
 from interp.cohort.vcf import population_obs_column
 from interp.io import is_missing, write_text_atomic
 from interp.report import plots, summary
@@ -270,15 +272,19 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
     population = population_labels(geno.obs, pop_col)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
-    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP)
     pops, counts = np.unique(population, return_counts=True)
+    # a single "<5" population's size would be n_samples minus the others': `suppressed_sizes` masks more
+    sizes = {str(p): int(c) if why is None else why
+             for p, c, why in zip(pops, counts, suppressed_sizes([int(c) for c in counts]), strict=True)}
+    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP,
+                                              sizes=sizes)
     validation = _read_json(inputs["validation"])
     hap_stats = _read_json(inputs["haplotype_stats"])
     emb_stats = [run_state_removed(_read_json(p)) for p in _as_list(inputs.get("cohort_emb_stats"))]
     out["cohort"] = {
         "source": cfg["cohort"]["source"],
         "n_samples": small_group(int(geno.n_obs)),
-        "populations": {str(p): small_group(int(c)) for p, c in zip(pops, counts, strict=True)},
+        "populations": sizes,
         "n_variants": int(validation.get("n_variants_in_regions", geno.n_vars)),
         "n_variants_pca": int(geno.n_vars),
         "genotype_pc_variance_ratio": var_ratio[:5].tolist(),
