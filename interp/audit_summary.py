@@ -209,6 +209,14 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
         masked = _suppressed(strata_groups)
         if "n_minority_within" in row and (masked is None or any(w for w, _ in masked)):
             row["n_minority_within"] = None
+        # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls (or masked as the
+        # complement of one): its AUROC would rank those few
+        lopo = {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
+                if _reportable(res["by_population"], pop)}
+        if "auroc_lopo_cv" in row and len(lopo) < len(res["auroc_lopo_by_population"]):
+            # the mean over every population with the shown ones would give a masked one's AUROC: mean over the shown
+            shown = [v for v in lopo.values() if v is not None and np.isfinite(v)]
+            row["auroc_lopo_cv"] = float(np.mean(shown)) if shown else float("nan")
         rows.append(row)
         details.append({
             **{k: res[k] for k in ("phenotype", "model", "layer", "verdict", "verdict_rule", "reason",
@@ -221,10 +229,7 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "by_population": mask_small_groups(res["by_population"]),
             "by_stratum": mask_small_groups(res.get("by_stratum", [])),
             "between_group_difference": res["between_group_difference"],
-            # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls: its AUROC would
-            # rank those few
-            "auroc_lopo_by_population": {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
-                                         if _reportable(res["by_population"], pop)},
+            "auroc_lopo_by_population": lopo,
             **extra,
         })
     table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))

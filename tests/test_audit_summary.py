@@ -266,3 +266,33 @@ def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
         (None, False), (None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
     assert suppressed_groups([12, 11, 3], [6, 5, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
     assert suppressed_groups([100, 60], [30, 20]) == [(None, False), (None, False)]
+
+
+def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the_mean() -> None:
+    """auroc_lopo_cv was the mean of every population's held-out AUROC, masked ones included, while
+    auroc_lopo_by_population showed the others': the masked population's AUROC was 4 x mean minus the three shown
+    (here EAS, 3 cases, masked with SAS: 2 masked, so their sum). The mean is now over the populations shown."""
+    from interp.audit import by_population
+    from interp.audit_summary import audit_tables
+
+    rng = np.random.default_rng(0)
+    sizes, cases = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}, {"AFR": 40, "EUR": 25, "SAS": 12, "EAS": 3}
+    population = np.concatenate([[p] * n for p, n in sizes.items()])
+    y = np.concatenate([np.r_[np.ones(cases[p]), np.zeros(n - cases[p])] for p, n in sizes.items()])
+    groups, _ = by_population(y, rng.normal(size=y.size) + y, population, n_boot=0, seed=0)
+    group = {g["population"]: g for g in groups}
+    lopo = {"AFR": 0.7, "EUR": 0.6, "SAS": 0.55, "EAS": 0.95}
+    result = _result("p", "block1", groups) | {"auroc_lopo_by_population": lopo,
+                                               "auroc_lopo_cv": float(np.mean(list(lopo.values())))}
+    table, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert details[0]["auroc_lopo_by_population"] == {"AFR": 0.7, "EUR": 0.6}
+    assert table["auroc_lopo_cv"].to_list() == [pytest.approx(0.65)]
+    # nothing masked: the audit's own mean, untouched
+    full = _result("q", "block1", [group["AFR"], group["EUR"]]) | {"auroc_lopo_by_population": {"AFR": 0.7, "EUR": 0.6},
+                                                              "auroc_lopo_cv": 0.123}
+    table, _ = audit_tables([full], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert table["auroc_lopo_cv"].to_list() == [0.123]
+    # every population masked: no mean to give
+    few = _result("r", "block1", [group["EAS"]]) | {"auroc_lopo_by_population": {"EAS": 0.95}, "auroc_lopo_cv": 0.95}
+    table, _ = audit_tables([few], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert np.isnan(table["auroc_lopo_cv"][0])
