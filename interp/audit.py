@@ -124,6 +124,83 @@ def small_cell(n: int, n_cases: int) -> str | None:
     if n - n_cases < MIN_REPORTED_GROUP:
         return f"<{MIN_REPORTED_GROUP} controls"
     return None
+
+
+#: `small_cell` reason of a group masked only so that a small group's count cannot be had by subtraction
+COMPLEMENTARY = "masked (complementary)"
+
+
+def _derivable(ranges: list[tuple[float, float]], total: float) -> bool:
+    """Whether some hidden cell's value is pinned to one number by the ranges the report lets a reader know
+    (lo, hi per hidden cell) and the hidden cells' sum `total` (the shown margin minus the shown cells)."""
+    if not ranges:
+        return False
+    lo_sum, hi_sum = sum(lo for lo, _ in ranges), sum(hi for _, hi in ranges)
+    for lo, hi in ranges:
+        if min(hi, total - (lo_sum - lo)) <= max(lo, total - (hi_sum - hi)):
+            return True
+    return False
+
+
+def suppressed_groups(n: list[int], cases: list[int]) -> list[tuple[str | None, bool]]:
+    """Per group of a partition of the samples (sizes `n`, case counts `cases`): (why it is not reported on,
+    or None; whether its size is hidden too). Primary suppression is `small_cell` ("<5" hides the size as
+    well). The report also gives the partition's total samples and cases exactly, so complementary
+    suppression follows: while a hidden group's case count (or a hidden size) is pinned to one value by the
+    totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4, "<5
+    controls": n-4 to n, COMPLEMENTARY: 5 to n-5), one more shown group is masked with COMPLEMENTARY (its
+    size hidden too while a hidden size is pinned): the smallest of at least 3 x MIN_REPORTED_GROUP samples,
+    else the smallest. The choice depends on the sizes only, never on the hidden counts."""
+    m = MIN_REPORTED_GROUP
+    why = [small_cell(int(k), int(c)) for k, c in zip(n, cases, strict=True)]
+    size_hidden = [w == f"<{m}" for w in why]
+    big = float(sum(n))
+
+    def case_range(i: int) -> tuple[float, float]:
+        if why[i] == COMPLEMENTARY:
+            return (m, big) if size_hidden[i] else (m, n[i] - m)
+        if why[i] == f"<{m} controls":
+            return (0, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+        return 0, m - 1  # "<5 cases", and "<5" (0 to its size, under 5)
+
+    def size_range(i: int) -> tuple[float, float]:
+        return (1, m - 1) if why[i] == f"<{m}" else (2 * m if why[i] == COMPLEMENTARY else m, big)
+
+    while True:
+        hidden = [i for i, w in enumerate(why) if w is not None]
+        sizes = [i for i in hidden if size_hidden[i]]
+        pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
+        pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
+        if not (pinned_cases or pinned_size):
+            break
+        shown = [i for i, w in enumerate(why) if w is None]
+        if shown:
+            pick = min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))
+            why[pick] = COMPLEMENTARY
+            size_hidden[pick] = pinned_size
+        elif pinned_size and (extra := [i for i in hidden if not size_hidden[i]]):
+            size_hidden[min(extra, key=lambda i: (n[i], i))] = True
+        else:
+            break  # every group masked: nothing more to hide (the totals themselves are the cohort's)
+    return list(zip(why, size_hidden, strict=True))
+
+
+def suppressed_sizes(n: list[int]) -> list[str | None]:
+    """Per group of a partition of the samples whose total the report gives: how its size is shown instead of
+    the number, or None: "<5" under MIN_REPORTED_GROUP, and "masked" for as many further groups as keep every
+    "<5" size from following by subtraction (the smallest of at least 3 x MIN_REPORTED_GROUP first, as in
+    `suppressed_groups`)."""
+    m = MIN_REPORTED_GROUP
+    shown_as: list[str | None] = [f"<{m}" if k < m else None for k in n]
+    while True:
+        hidden = [i for i, w in enumerate(shown_as) if w is not None]
+        ranges = [(1, m - 1) if shown_as[i] == f"<{m}" else (m, float(sum(n))) for i in hidden]
+        shown = [i for i, w in enumerate(shown_as) if w is None]
+        if not shown or not _derivable(ranges, float(sum(n[i] for i in hidden))):
+            return shown_as
+        shown_as[min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))] = "masked"
+
+
 #: ridge penalties tried by the leave-one-out probe, in units of n (standardised embeddings)
 RIDGE_GRID = tuple(float(v) for v in np.logspace(-2, 2, 9))
 
@@ -453,8 +530,9 @@ def by_population(
 
     Returns ([{population, n, prevalence, auroc, auroc_ci_low, auroc_ci_high, accuracy, accuracy_ci_low,
     accuracy_ci_high}], {metric: between-group difference (max - min over the populations of at least
-    MIN_REPORTED_GROUP samples, cases and controls (`small_cell`); NaN with fewer than two such)}): a
-    difference that takes a group of 2-4 people, or of 1-4 cases, as its extreme would report on them.
+    MIN_REPORTED_GROUP samples, cases and controls and not masked as their complement (`suppressed_groups`);
+    NaN with fewer than two such)}): a difference that takes a group of 2-4 people, or of 1-4 cases, as its
+    extreme would report on them.
     CIs are 2.5/97.5% quantiles of `n_boot` seeded resamples within each population (NaN when
     n_boot < 2); MetricFrame's own n_boot resamples the whole cohort and is ~50x slower.
     """
@@ -465,7 +543,7 @@ def by_population(
     frame = MetricFrame(metrics=metrics, y_true=y, y_pred=score, sensitive_features=population)
     table = frame.by_group
     rng = np.random.default_rng(seed)
-    groups, shown_cells = [], []
+    groups, n_cases = [], []
     for g in table.index:
         row = {"population": str(g), "n": int(table.loc[g, "n"]), "prevalence": float(table.loc[g, "prevalence"])}
         sel = population == g
@@ -475,8 +553,9 @@ def by_population(
             row[f"{m}_ci_low"] = ci[m][0] if ci else float("nan")
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
-        shown_cells.append(small_cell(row["n"], int(y[sel].sum())) is None)
-    shown = [g for g, ok in zip(groups, shown_cells, strict=True) if ok]
+        n_cases.append(int(y[sel].sum()))
+    masked = suppressed_groups([g["n"] for g in groups], n_cases)
+    shown = [g for g, (why, _) in zip(groups, masked, strict=True) if why is None]
     diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
                 else float("nan")) for m in ("auroc", "accuracy", "prevalence")}
     return groups, diff

@@ -22,6 +22,7 @@ from interp.audit import (
     feature_attribution,
     null_replicates_needed,
     small_cell,
+    suppressed_groups,
 )
 from interp.cohort.vcf import population_obs_column
 from interp.errors import InputError
@@ -86,13 +87,23 @@ def _group_cases(g: dict) -> int | None:
     return int(round(float(prevalence) * int(n))) if np.isfinite(prevalence) else None
 
 
+def _suppressed(groups: list[dict]) -> list[tuple[str | None, bool]] | None:
+    """`interp.audit.suppressed_groups` of by_population's groups (None when a group has no size or case count)."""
+    n = [g.get("n") for g in groups]
+    cases = [_group_cases(g) for g in groups]
+    if any(not isinstance(k, (int, np.integer)) for k in n) or any(c is None for c in cases):
+        return None
+    return suppressed_groups([int(k) for k in n], cases)
+
+
 def _reportable(groups: list[dict], population: str) -> bool:
-    """`population` is among by_population's groups with at least MIN_GROUP_SIZE samples, cases and controls."""
-    g = next((g for g in groups if g.get("population") == population), None)
-    if g is None or not isinstance(g.get("n"), (int, np.integer)):
+    """`population` is among by_population's groups with at least MIN_GROUP_SIZE samples, cases and controls,
+    and not masked as the complement of a small group (`interp.audit.suppressed_groups`)."""
+    i = next((i for i, g in enumerate(groups) if g.get("population") == population), None)
+    if i is None or not isinstance(groups[i].get("n"), (int, np.integer)):
         return False
-    cases = _group_cases(g)
-    return small_cell(int(g["n"]), cases) is None if cases is not None else int(g["n"]) >= MIN_GROUP_SIZE
+    masked = _suppressed(groups)
+    return masked[i][0] is None if masked is not None else int(groups[i]["n"]) >= MIN_GROUP_SIZE
 
 
 def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[dict]:
@@ -100,17 +111,24 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[d
     with n shown as "<5" (for the default min_n). Groups of `min_n` or more whose cases or controls
     (prevalence x n, and n minus that) number under MIN_GROUP_SIZE, zero included, keep `population` and `n`
     and say why in `small_cell` ("<5 cases" / "<5 controls"): their prevalence would give the small count and
-    their AUROC and accuracy would rank those few people. Others are returned unchanged, in order."""
+    their AUROC and accuracy would rank those few people. The groups are a partition whose total samples and
+    cases the report gives, so a small group's count must not follow by subtraction: further groups are
+    masked the same way with `small_cell` COMPLEMENTARY ("masked (complementary)"), and `n` "masked" where
+    a small group's size would follow (`interp.audit.suppressed_groups`). Others are returned unchanged, in
+    order."""
+    masked = _suppressed(groups)
     out = []
-    for g in groups:
+    for i, g in enumerate(groups):
         n = g.get("n", 0)
         if isinstance(n, (int, np.integer)) and n < min_n:
             out.append({"population": g.get("population"), "n": f"<{min_n}"})
             continue
         cases = _group_cases(g)
-        why = small_cell(int(n), cases) if cases is not None else None
+        why, size_hidden = (masked[i] if masked is not None
+                            else (small_cell(int(n), cases) if cases is not None else None, False))
         if why is not None:
-            out.append({"population": g.get("population"), "n": int(n), "small_cell": why})
+            out.append({"population": g.get("population"), "n": "masked" if size_hidden else int(n),
+                        "small_cell": why})
         else:
             out.append(g)
     return out
@@ -186,6 +204,19 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
         row = {k: res.get(k) for k in ("phenotype", "model", "layer", "region")}
         row.update({k: v for k, v in res.items() if k not in row and (np.isscalar(v) or v is None)})
         row["reasons"] = res["reason"]
+        # the sum over strata of min(cases, controls): with the shown strata's counts it gives a masked one's
+        strata_groups = res.get("by_stratum") or res["by_population"]
+        masked = _suppressed(strata_groups)
+        if "n_minority_within" in row and (masked is None or any(w for w, _ in masked)):
+            row["n_minority_within"] = None
+        # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls (or masked as the
+        # complement of one): its AUROC would rank those few
+        lopo = {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
+                if _reportable(res["by_population"], pop)}
+        if "auroc_lopo_cv" in row and len(lopo) < len(res["auroc_lopo_by_population"]):
+            # the mean over every population with the shown ones would give a masked one's AUROC: mean over the shown
+            shown = [v for v in lopo.values() if v is not None and np.isfinite(v)]
+            row["auroc_lopo_cv"] = float(np.mean(shown)) if shown else float("nan")
         rows.append(row)
         details.append({
             **{k: res[k] for k in ("phenotype", "model", "layer", "verdict", "verdict_rule", "reason",
@@ -198,10 +229,7 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "by_population": mask_small_groups(res["by_population"]),
             "by_stratum": mask_small_groups(res.get("by_stratum", [])),
             "between_group_difference": res["between_group_difference"],
-            # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls: its AUROC would
-            # rank those few
-            "auroc_lopo_by_population": {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
-                                         if _reportable(res["by_population"], pop)},
+            "auroc_lopo_by_population": lopo,
             **extra,
         })
     table = pl.DataFrame(rows).with_columns(pl.col("region").cast(pl.String))

@@ -342,7 +342,6 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
         carrier_counts,
         columns_to_test,
         mean_impute,
-        minor_allele_count,
         null_model,
     )
     from interp.rank_inputs import rank_design, variant_family, window_families
@@ -353,7 +352,7 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
     cov, _ = rank_design(geno, covariates, covariate_missing)
     raw = np.asarray(variant_family(geno).matrix, dtype=np.float64)
     dosage = mean_impute(raw)
-    matrices = {"variant": columns_to_test(dosage, cfg.min_carriers, minor_allele_count(raw), standardise=False)}
+    matrices = {"variant": columns_to_test(dosage, cfg.min_carriers, carrier_counts(raw), standardise=False)}
     for fam in window_families(emb_dirs, geno.obs_names):
         x = fam.columns().read(slice(None))  # calibration cohorts are small: the whole family at once
         matrices[fam.name] = columns_to_test(x, cfg.min_carriers, carrier_counts(x))

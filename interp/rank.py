@@ -17,8 +17,9 @@ embedding, one SAE feature of a window) is one predictor beside the covariates [
   Frisch-Waugh-Lovell; exact Student-t p). Method "ols"; effect in phenotype units per feature SD.
 
 A feature carried by fewer than `min_carriers` individuals (individuals whose value differs from the
-column's modal value: a window's features take a handful of values, one per haplotype pair) or a
-variant with minor-allele count below it is not tested; it keeps a `filtered` reason and no p.
+column's modal value: a window's features take a handful of values, one per haplotype pair; a variant's
+carriers among its called genotypes, however many copies each carries) is not tested; it keeps a
+`filtered` reason and no p.
 
 Benjamini-Hochberg q-values are computed within one phenotype and one feature family (the variants;
 the embedding of one model layer; the SAE features of one model layer); `rank` is 1-based within it.
@@ -534,8 +535,8 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
 class RankConfig:
     """Settings of the ranking (defaults live in workflow/schemas/config.schema.yaml; these match).
 
-    min_carriers: fewest individuals off a window feature's modal value (minor-allele count for a
-    variant) for a column to be tested. alpha: BH level that makes a feature significant (linkage
+    min_carriers: fewest individuals off a column's modal value (a variant's carriers, not its alleles) for
+    a column to be tested. alpha: BH level that makes a feature significant (linkage
     reporting). tag_r: |r| of feature vs variant dosage from which a variant counts as tagged.
     max_tags: tagged variants listed per feature. refit_top: columns per family whose effect is refitted
     by full logistic regression (binary phenotypes). spa_cutoff: |z| above which the SPA replaces the
@@ -559,7 +560,7 @@ def columns_to_test(x: np.ndarray, min_carriers: int, count: np.ndarray, standar
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The columns of x [n, m] as `rank_family` tests them, and why any is not tested.
 
-    count [m]: carriers (minor-allele count for variants), compared with min_carriers. Returns (x scaled to
+    count [m]: carriers (individuals, `carrier_counts`), compared with min_carriers. Returns (x scaled to
     mean 0, SD 1 when `standardise`, else as given [n, m]; filtered [m] object: "" for a tested column, else
     "constant" or "fewer than <min_carriers> carriers").
     """
@@ -577,16 +578,15 @@ COLUMN_CHUNK = 2048
 
 
 def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray | None, binary: bool,
-                cfg: RankConfig, n_carriers: np.ndarray | None = None, filter_count: np.ndarray | None = None,
-                standardise: bool = True, null: NullModel | None = None, chunk: int | None = None,
+                cfg: RankConfig, n_carriers: np.ndarray | None = None, standardise: bool = True, null: NullModel | None = None, chunk: int | None = None,
                 ) -> pl.DataFrame:
     """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
 
     x: the family's columns [n, m], an array or a `Columns` reader (an on-disk table is then read `chunk`
     columns at a time, default `COLUMN_CHUNK`, so memory follows n x chunk, not m; variants: mean-imputed dosage,
     standardise=False so effects are per allele; model features: standardise=True, effects per SD);
-    n_carriers [m] reported per column (None: `carrier_counts` of each block); filter_count [m] compared
-    with cfg.min_carriers (default n_carriers; variants pass the minor-allele count). Returns one row per
+    n_carriers [m] reported per column and compared with cfg.min_carriers (None: `carrier_counts` of each
+    block; variants pass theirs among the called genotypes). Returns one row per
     column in input order: effect, se, ci_low, ci_high, z, p, q, method, effect_method, n_carriers,
     filtered ("" when tested), stability.
     """
@@ -603,8 +603,7 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
         block = cols_in.read(sl)
         if n_carriers is None:
             carriers[sl] = carrier_counts(block)
-        count = carriers[sl] if filter_count is None else np.asarray(filter_count)[sl]
-        xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
+        xs, filt = columns_to_test(block, cfg.min_carriers, carriers[sl], standardise)
         tested = np.flatnonzero(filt == "")
         res = association(xs[:, tested], null, cfg.spa_cutoff)
         untestable = ~np.isfinite(res["p"].to_numpy())
@@ -792,9 +791,10 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
-    # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier)
+    # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
+    # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
     vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
-                     filter_count=minor_allele_count(np.asarray(variants.matrix)[keep]), standardise=False, null=null)
+                     standardise=False, null=null)
     vt = _family_frame(variants, vt, phenotype)
     tables = [vt]
     v_p = vt["p"].to_numpy()

@@ -722,18 +722,19 @@ def test_between_group_difference_leaves_out_groups_under_five() -> None:
     from interp.audit import by_population
 
     rng = np.random.default_rng(0)
-    population = np.array(["A"] * 60 + ["B"] * 60 + ["RARE"] * 4)
+    # A is masked as RARE's complement (its size would be the total minus B's and C's): B and C are compared
+    population = np.array(["A"] * 60 + ["B"] * 60 + ["C"] * 60 + ["RARE"] * 4)
     y = rng.integers(0, 2, population.size).astype(float)
     y[-4:] = [1, 0, 1, 0]
     score = rng.normal(size=population.size) + 0.5 * y
     score[-4:] = [5.0, -5.0, 5.0, -5.0]  # a perfect AUROC in the small group: the extreme if it counted
     groups, diff = by_population(y, score, population, n_boot=0, seed=0)
-    big = population != "RARE"
+    big = np.isin(population, ["B", "C"])
     frame = MetricFrame(metrics={"prevalence": lambda t, p: float(np.mean(t))}, y_true=y[big], y_pred=score[big],
                         sensitive_features=population[big])
     assert diff["prevalence"] == pytest.approx(float(frame.difference(method="between_groups")["prevalence"]))
     aucs = {g["population"]: g["auroc"] for g in groups}
-    assert diff["auroc"] == pytest.approx(abs(aucs["A"] - aucs["B"])) and aucs["RARE"] == 1.0
+    assert diff["auroc"] == pytest.approx(abs(aucs["B"] - aucs["C"])) and aucs["RARE"] == 1.0
 
 
 def test_between_group_difference_leaves_out_groups_with_under_five_cases() -> None:
@@ -742,7 +743,8 @@ def test_between_group_difference_leaves_out_groups_with_under_five_cases() -> N
     from interp.audit import by_population, small_cell
 
     rng = np.random.default_rng(1)
-    population = np.array(["A"] * 60 + ["B"] * 60 + ["FEW"] * 60)
+    # A is masked as FEW's complement (FEW's 2 would be the total minus B's and C's cases): B and C are compared
+    population = np.array(["A"] * 60 + ["B"] * 60 + ["C"] * 60 + ["FEW"] * 60)
     y = rng.integers(0, 2, population.size).astype(float)
     y[-60:] = 0.0
     y[-2:] = 1.0
@@ -752,7 +754,7 @@ def test_between_group_difference_leaves_out_groups_with_under_five_cases() -> N
     aucs = {g["population"]: g["auroc"] for g in groups}
     prev = {g["population"]: g["prevalence"] for g in groups}
     assert aucs["FEW"] == 1.0
-    assert diff["auroc"] == pytest.approx(abs(aucs["A"] - aucs["B"]))
-    assert diff["prevalence"] == pytest.approx(abs(prev["A"] - prev["B"]))
+    assert diff["auroc"] == pytest.approx(abs(aucs["B"] - aucs["C"]))
+    assert diff["prevalence"] == pytest.approx(abs(prev["B"] - prev["C"]))
     assert small_cell(60, 2) == "<5 cases" and small_cell(60, 57) == "<5 controls" and small_cell(4, 2) == "<5"
     assert small_cell(10, 5) is None and small_cell(60, 0) == "<5 cases"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
 
 def test_mask_small_groups_hides_counts_below_five() -> None:
@@ -177,11 +178,121 @@ def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_grou
     groups = [group("FEW", 200, 2), group("ALL", 40, 37), group("OK", 100, 30), group("NONE", 50, 0),
               group("EDGE", 10, 5), {"population": "TINY", "n": 3, "prevalence": 1 / 3}]
     out = mask_small_groups(groups)
+    # TINY's size would be the total minus the others': OK (the smallest of 15 or more) is masked with it
     assert out == [{"population": "FEW", "n": 200, "small_cell": "<5 cases"},
-                   {"population": "ALL", "n": 40, "small_cell": "<5 controls"}, groups[2],
+                   {"population": "ALL", "n": 40, "small_cell": "<5 controls"},
+                   {"population": "OK", "n": "masked", "small_cell": "masked (complementary)"},
                    {"population": "NONE", "n": 50, "small_cell": "<5 cases"}, groups[4],
                    {"population": "TINY", "n": "<5"}]
     result = _result("p", "block1", groups[:3])
     _, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
     assert details[0]["auroc_lopo_by_population"] == {"OK": 0.6}
-    assert details[0]["by_population"] == out[:3]
+    assert details[0]["by_population"] == [*out[:2], groups[2]]  # FEW's and ALL's counts are not pinned
+
+
+def _feasible_cases(details: dict, row: dict, population: str) -> set[int]:
+    """Every case count of `population` consistent with what the report shows: the row's exact n_cases and
+    n_minority_within, the shown groups' prevalence x n, and each masked group's declared range (a reader
+    who knows the masking rule: "<5 cases" 0-4, "<5 controls" n-4..n, complementary 5..n-5)."""
+    import itertools
+
+    groups = details["by_population"]
+    shown = sum(round(g["prevalence"] * g["n"]) for g in groups if "prevalence" in g)
+    ranges = []
+    for g in groups:
+        if "prevalence" in g:
+            continue
+        n = g["n"] if isinstance(g["n"], int) else None
+        why = g.get("small_cell")
+        if why == "<5 controls":
+            ranges.append(range(n - 4, n + 1))
+        elif why in (None, "<5 cases"):  # "<5" groups have no small_cell
+            ranges.append(range(0, 5))
+        else:
+            ranges.append(range(5, (n - 5 if n else row["n_samples"]) + 1))
+    masked = [g["population"] for g in groups if "prevalence" not in g]
+    out = set()
+    for combo in itertools.product(*ranges):
+        if sum(combo) != row["n_cases"] - shown:
+            continue
+        out.add(combo[masked.index(population)])
+    return out
+
+
+def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
+    """Complementary suppression: with one population masked for 3 cases, the report's exact n_cases minus the
+    other populations' prevalence x n gave the 3 (and n_minority_within, the sum over strata of min(cases,
+    controls), gave it too). A second population is masked, its held-out AUROC and its extreme in the
+    between-group difference left out with it, and n_minority_within is null while any stratum is masked."""
+    from interp.audit import by_population
+    from interp.audit_summary import audit_tables
+
+    rng = np.random.default_rng(0)
+    sizes, cases = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}, {"AFR": 40, "EUR": 25, "SAS": 12, "EAS": 3}
+    population = np.concatenate([[p] * n for p, n in sizes.items()])
+    y = np.concatenate([np.r_[np.ones(cases[p]), np.zeros(n - cases[p])] for p, n in sizes.items()])
+    score = rng.normal(size=y.size) + y
+    groups, diff = by_population(y, score, population, n_boot=0, seed=0)
+    result = _result("p", "block1", groups) | {
+        "between_group_difference": diff, "n_samples": int(y.size), "n_cases": int(y.sum()),
+        "n_minority_within": int(sum(min(c, sizes[p] - c) for p, c in cases.items()))}
+    table, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    row = table.row(0, named=True)
+    masked = [g["population"] for g in details[0]["by_population"] if "prevalence" not in g]
+    assert masked == ["EAS", "SAS"]  # the smallest group of 15 or more goes with the one of 3 cases
+    assert details[0]["by_population"][3] == {"population": "SAS", "n": 40, "small_cell": "masked (complementary)"}
+    assert _feasible_cases(details[0], row, "EAS") == {0, 1, 2, 3, 4}
+    assert row["n_minority_within"] is None
+    assert set(details[0]["auroc_lopo_by_population"]) == {"AFR", "EUR"}
+    prev = {g["population"]: g["prevalence"] for g in groups}
+    assert diff["prevalence"] == pytest.approx(abs(prev["AFR"] - prev["EUR"]))
+    # nothing masked: nothing extra is hidden and n_minority_within is kept
+    full = _result("q", "block1", [groups[0], groups[2]]) | {"n_minority_within": 7}
+    table, details = audit_tables([full], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert details[0]["by_population"] == [groups[0], groups[2]] and table["n_minority_within"].to_list() == [7]
+
+
+def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
+    """A single group under 5 samples: its size is the total minus the others', so a second group's size is
+    masked too. Two groups of 0 cases each: their sum, 0, pins both, so a third group is masked."""
+    from interp.audit import COMPLEMENTARY, suppressed_groups
+
+    assert suppressed_groups([100, 60, 3], [30, 20, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
+    assert suppressed_groups([100, 60, 50, 50], [30, 20, 0, 0]) == [
+        (None, False), (COMPLEMENTARY, False), ("<5 cases", False), ("<5 cases", False)]
+    assert suppressed_groups([100, 60, 50], [30, 20, 2]) == [(None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
+    # the group masked as complement is chosen by size alone: the smallest of 15 or more, else the smallest
+    assert suppressed_groups([12, 300, 16, 40], [6, 100, 8, 3]) == [
+        (None, False), (None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
+    assert suppressed_groups([12, 11, 3], [6, 5, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
+    assert suppressed_groups([100, 60], [30, 20]) == [(None, False), (None, False)]
+
+
+def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the_mean() -> None:
+    """auroc_lopo_cv was the mean of every population's held-out AUROC, masked ones included, while
+    auroc_lopo_by_population showed the others': the masked population's AUROC was 4 x mean minus the three shown
+    (here EAS, 3 cases, masked with SAS: 2 masked, so their sum). The mean is now over the populations shown."""
+    from interp.audit import by_population
+    from interp.audit_summary import audit_tables
+
+    rng = np.random.default_rng(0)
+    sizes, cases = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}, {"AFR": 40, "EUR": 25, "SAS": 12, "EAS": 3}
+    population = np.concatenate([[p] * n for p, n in sizes.items()])
+    y = np.concatenate([np.r_[np.ones(cases[p]), np.zeros(n - cases[p])] for p, n in sizes.items()])
+    groups, _ = by_population(y, rng.normal(size=y.size) + y, population, n_boot=0, seed=0)
+    group = {g["population"]: g for g in groups}
+    lopo = {"AFR": 0.7, "EUR": 0.6, "SAS": 0.55, "EAS": 0.95}
+    result = _result("p", "block1", groups) | {"auroc_lopo_by_population": lopo,
+                                               "auroc_lopo_cv": float(np.mean(list(lopo.values())))}
+    table, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert details[0]["auroc_lopo_by_population"] == {"AFR": 0.7, "EUR": 0.6}
+    assert table["auroc_lopo_cv"].to_list() == [pytest.approx(0.65)]
+    # nothing masked: the audit's own mean, untouched
+    full = _result("q", "block1", [group["AFR"], group["EUR"]]) | {"auroc_lopo_by_population": {"AFR": 0.7, "EUR": 0.6},
+                                                              "auroc_lopo_cv": 0.123}
+    table, _ = audit_tables([full], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert table["auroc_lopo_cv"].to_list() == [0.123]
+    # every population masked: no mean to give
+    few = _result("r", "block1", [group["EAS"]]) | {"auroc_lopo_by_population": {"EAS": 0.95}, "auroc_lopo_cv": 0.95}
+    table, _ = audit_tables([few], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
+    assert np.isnan(table["auroc_lopo_cv"][0])

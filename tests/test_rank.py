@@ -364,6 +364,30 @@ def test_variant_carriers_do_not_count_missing_genotypes():
     assert got == {"v0": 11, "v1": int((d[:, 1] > 0).sum() - (d[5, 1] > 0))}
 
 
+def test_min_carriers_counts_individuals_not_alleles():
+    """rank compared a variant's minor-allele count with `min_carriers`: 2 homozygous + 1 heterozygous carrier (5
+    alleles, 3 people) passed min_carriers 5 and reached the report, though the schema promises that no feature
+    carried by fewer individuals is tested or reported. 5 heterozygous carriers (5 people) are tested."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(5)
+    n = 300
+    d = np.zeros((n, 3))
+    d[:2, 0], d[2, 0] = 2.0, 1.0  # 3 carriers, minor-allele count 5
+    d[10:15, 1] = 1.0  # 5 carriers
+    d[:, 2] = rng.binomial(2, 0.3, size=n)
+    assert minor_allele_count(d[:, :2]).tolist() == [5, 5] and carrier_counts(d[:, :2]).tolist() == [3, 5]
+    variants = Family("variant", "variant", d, ["v0", "v1", "v2"], ["v0", "v1", "v2"], np.array(["c"] * 3),
+                      np.array([1, 2, 3]), np.array([2, 3, 4]))
+    y = (rng.random(n) < 0.3).astype(float)
+    table, _ = rank_phenotype("p", y, None, variants, [], RankConfig(min_carriers=5, resamples=0, refit_top=0))
+    got = {r["feature"]: r for r in table.iter_rows(named=True)}
+    assert got["v0"]["filtered"] == "fewer than 5 carriers" and np.isnan(got["v0"]["p"]) and got["v0"]["rank"] is None
+    assert got["v0"]["n_carriers"] == 3
+    assert got["v1"]["filtered"] == "" and np.isfinite(got["v1"]["p"]) and got["v1"]["n_carriers"] == 5
+    assert got["v2"]["filtered"] == ""
+
+
 def test_rank_family_filters_and_says_why():
     rng = np.random.default_rng(12)
     cov, _ = covariates(300, rng)

@@ -160,6 +160,34 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
     assert "3 cases" not in text and "232 cases" not in text
 
 
+def test_one_population_under_five_is_not_the_total_minus_the_others(monkeypatch) -> None:
+    """cohort.populations showed {CEU: 60, CHB: "<5", YRI: 60} beside n_samples 124: CHB's 4 by subtraction. A second
+    population's size is masked ("masked", the smallest of 15 or more), the caveats do not call it small, and the
+    ancestry PCA's legend does not give its size."""
+    import numpy as np
+
+    from interp.audit import suppressed_sizes
+    from interp.report import plots
+
+    assert suppressed_sizes([60, 4, 60]) == ["masked", "<5", None]  # the first of the smallest
+    assert suppressed_sizes([200, 12, 30, 3]) == [None, None, "masked", "<5"]  # 12: under 15
+    assert suppressed_sizes([8, 3]) == ["masked", "<5"]
+    assert suppressed_sizes([3, 2]) == ["<5", "<5"]  # two under 5: their sum is the total minus the others' only
+    assert suppressed_sizes([3, 1, 100]) == ["<5", "<5", None]
+    assert suppressed_sizes([1, 1, 100]) == ["<5", "<5", "masked"]  # a sum of 2 pins both to 1
+    assert suppressed_sizes([60, 60]) == [None, None]
+    populations = {"CEU": "masked", "CHB": "<5", "YRI": 60}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats({"cohort": {"populations": populations}})}
+    assert "CHB (n = <5)" in text["small_population"] and "CEU" not in text["small_population"]
+    pcs = np.random.default_rng(0).normal(size=(124, 2))
+    population = np.array(["CEU"] * 60 + ["CHB"] * 4 + ["YRI"] * 60)
+    seen = []
+    monkeypatch.setattr(plots, "to_png",
+                        lambda fig: seen.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()]) or "")
+    plots.ancestry_pca(pcs, population, np.array([0.1, 0.05]), 5, sizes=populations)
+    assert seen == [["CEU", "YRI (n = 60)"]]
+
+
 def test_caveat_one_population_label() -> None:
     assert "one_population_label" in _ids({"cohort": {"populations": {"ADMIX": 600}}})
     assert "one_population_label" not in _ids({"cohort": {"populations": {"all": 600}}})  # no labels at all
@@ -1080,3 +1108,43 @@ def test_first_screen_counts_each_phenotypes_missing_samples_and_names_the_covar
     html = render_html(report, figs, "x", cfg)
     assert f"{ph} (165 analysed, 60 cases; 15 with a missing value left out)" in html
     assert "Covariates adjusted for</dt><dd>site (categorical: north, south vs east), age" in html
+
+
+def test_variants_carried_by_under_five_people_are_not_named_in_the_report() -> None:
+    """`tags_variants` and `nearest_variants` named any variant that passed cohort.maf, singletons included (maf
+    0.05 means 5 carriers only from n = 100; the schema allows maf 0), so `biomarkers` and `biomarker_families`
+    (and the HTML) named variants carried by 1-4 people. They now name only variants rank counted at least 5
+    carriers of (the fewest over the phenotypes) and say how many others they leave out."""
+    import polars as pl
+
+    from interp.report.build import biomarker_sections
+
+    def variant(vid, pos, carriers, phenotype, p):
+        return {"phenotype": phenotype, "family": "variant", "feature": vid, "kind": "variant", "contig": "chr1",
+                "start": pos - 1, "end": pos, "p": p, "q": p, "rank": 1 if p == p else None,
+                "n_carriers": carriers, "tags_variants": None, "nearest_variants": vid}
+
+    nan = float("nan")
+    rows = []
+    for ph in ("causal", "null"):
+        rows += [variant("chr1:150:A:G", 150, 40, ph, 1e-4), variant("chr1:160:C:T", 160, 2, ph, nan),
+                 # 6 carriers among one phenotype's people, 4 among the other's: the fewer count
+                 variant("chr1:170:G:A", 170, 6 if ph == "causal" else 4, ph, nan)]
+        rows.append({"phenotype": ph, "family": "embedding:m/l", "feature": "m/l/chr1:100-600/dim0",
+                     "kind": "embedding", "contig": "chr1", "start": 100, "end": 600, "p": 1e-6, "q": 1e-4,
+                     "rank": 1, "n_carriers": 299,
+                     "tags_variants": "chr1:160:C:T(r=0.91);chr1:150:A:G(r=0.80);chr1:170:G:A(r=0.40)",
+                     "nearest_variants": "chr1:150:A:G,chr1:160:C:T,chr1:170:G:A,chr1:999:T:C"})
+    out = biomarker_sections(pl.DataFrame(rows), 10)
+    text = json.dumps(out)
+    for rare in ("chr1:160:C:T", "chr1:170:G:A", "chr1:999:T:C"):  # 2, 4 (fewest), unknown: not counted
+        assert rare not in text, rare
+    emb = [b for b in out["biomarkers"] if b["kind"] == "embedding"]
+    assert [b["tags_variants"] for b in emb] == ["chr1:150:A:G(r=0.80);(+2 with <5 carriers)"] * 2
+    assert [b["nearest_variants"] for b in emb] == ["chr1:150:A:G (+3 with <5 carriers)"] * 2
+    fam_rows = [r for f in out["biomarker_families"] for r in f["rows"]]
+    assert {r["nearest_variants"] for r in fam_rows if r["kind"] == "variant"} == {"chr1:150:A:G"}
+    assert {r["tags_variants"] for r in fam_rows if r["kind"] == "embedding"} == {
+        "chr1:150:A:G(r=0.80);(+2 with <5 carriers)"}
+    # the linkage counts every tagged variant (a count names nobody)
+    assert [x["n_tagged_variants"] for x in out["biomarker_linkage"]] == [3, 3]

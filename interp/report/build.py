@@ -5,7 +5,9 @@ git_commit, git_dirty}; lm; probes; probe_sae_vs_raw; sae; planted; timings; aud
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; populations and strata of
 fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls"
-(interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact.
+(interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact, so further groups are
+masked as their complement where a masked count would follow by subtraction (interp.audit.suppressed_groups,
+suppressed_sizes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from interp.audit import MIN_REPORTED_GROUP
+from interp.audit import MIN_REPORTED_GROUP, suppressed_sizes
 from interp.cohort.vcf import population_obs_column
 from interp.io import is_missing, write_text_atomic
 from interp.report import plots, summary
@@ -270,15 +272,19 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
     population = population_labels(geno.obs, pop_col)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
-    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP)
     pops, counts = np.unique(population, return_counts=True)
+    # a single "<5" population's size would be n_samples minus the others': `suppressed_sizes` masks more
+    sizes = {str(p): int(c) if why is None else why
+             for p, c, why in zip(pops, counts, suppressed_sizes([int(c) for c in counts]), strict=True)}
+    figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP,
+                                              sizes=sizes)
     validation = _read_json(inputs["validation"])
     hap_stats = _read_json(inputs["haplotype_stats"])
     emb_stats = [run_state_removed(_read_json(p)) for p in _as_list(inputs.get("cohort_emb_stats"))]
     out["cohort"] = {
         "source": cfg["cohort"]["source"],
         "n_samples": small_group(int(geno.n_obs)),
-        "populations": {str(p): small_group(int(c)) for p, c in zip(pops, counts, strict=True)},
+        "populations": sizes,
         "n_variants": int(validation.get("n_variants_in_regions", geno.n_vars)),
         "n_variants_pca": int(geno.n_vars),
         "genotype_pc_variance_ratio": var_ratio[:5].tolist(),
@@ -302,7 +308,24 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
         figs["population_auroc"] = plots.population_auroc(details, all_layers)
 
     bio = pl.read_parquet(inputs["biomarkers"])
-    top = cfg["rank"]["report_top"]
+    sections = biomarker_sections(bio, cfg["rank"]["report_top"])
+    out["biomarkers"] = sections.pop("biomarkers")
+    if inputs.get("rank_summary"):
+        out["rank_summary"] = _read_json(inputs["rank_summary"])
+    out.update(sections)
+    truth = _read_json(inputs["truth"]) if inputs.get("truth") else None
+    if truth is not None:
+        out["truth_recovery"] = truth_recovery(truth, audit, bio)
+    exons = _annotation_near(inputs, params, bio)
+    for phenotype in bio["phenotype"].unique(maintain_order=True).to_list():
+        figs[f"regional_{phenotype}"] = regional_plot(bio, phenotype, exons, truth)
+    return out, figs
+
+
+def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
+    """report.json's `biomarkers`, `biomarker_families` and `biomarker_linkage` from rank's table (every row of
+    every phenotype and family); `top`: rows per (phenotype, family)."""
+    out: dict[str, Any] = {}
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
     extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
@@ -314,24 +337,50 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     tested = bio.filter(pl.col("rank").is_not_null())
     rows = (tested.sort(["phenotype", *family, "rank"])
             .group_by(["phenotype", *family], maintain_order=True).head(top))
-    out["biomarkers"] = [{k: r.get(k) for k in bio_keys + extra_bio} for r in rows.iter_rows(named=True)]
-    if inputs.get("rank_summary"):
-        out["rank_summary"] = _read_json(inputs["rank_summary"])
+    carriers = variant_carriers(bio)
+    out["biomarkers"] = [rare_variants_unnamed({k: r.get(k) for k in bio_keys + extra_bio}, carriers)
+                         for r in rows.iter_rows(named=True)]
     keep = [c for c in bio.columns if c in FAMILY_KEYS]
     families = summary.family_tables(bio.select(keep).to_dicts(), top)
     for fam in families:
-        fam["rows"] = [{k: r.get(k) for k in FAMILY_KEYS if k in r} for r in fam["rows"]]
+        fam["rows"] = [rare_variants_unnamed({k: r.get(k) for k in FAMILY_KEYS if k in r}, carriers)
+                       for r in fam["rows"]]
     out["biomarker_families"] = families
     out["biomarker_linkage"] = summary.linkage_summary(
         bio.select([c for c in ("phenotype", "kind", "q", "p", "contig", "start", "end", "feature", "tags_variants")
                     if c in bio.columns]).to_dicts())
-    truth = _read_json(inputs["truth"]) if inputs.get("truth") else None
-    if truth is not None:
-        out["truth_recovery"] = truth_recovery(truth, audit, bio)
-    exons = _annotation_near(inputs, params, bio)
-    for phenotype in bio["phenotype"].unique(maintain_order=True).to_list():
-        figs[f"regional_{phenotype}"] = regional_plot(bio, phenotype, exons, truth)
-    return out, figs
+    return out
+
+
+def variant_carriers(bio: pl.DataFrame) -> dict[str, int]:
+    """Per variant id: the fewest carriers rank counted for it over the phenotypes (`n_carriers` of its variant
+    rows: individuals, among those with the phenotype, whose called genotype differs from the modal one)."""
+    if bio.is_empty() or "n_carriers" not in bio.columns:
+        return {}
+    v = (bio.filter(pl.col("kind") == "variant").group_by("feature")
+         .agg(pl.col("n_carriers").min()).drop_nulls("n_carriers"))
+    return dict(zip(v["feature"].cast(pl.String).to_list(), v["n_carriers"].cast(pl.Int64).to_list(), strict=True))
+
+
+#: rank's columns of a biomarker row that name variants, and how each separates its entries
+VARIANT_LISTS = {"tags_variants": ";", "nearest_variants": ","}
+
+
+def rare_variants_unnamed(row: dict, carriers: dict[str, int]) -> dict:
+    """row with the variants its `tags_variants` and `nearest_variants` name kept only where `carriers` counts at
+    least MIN_GROUP of them (a variant not counted is left out too); the others counted, not named:
+    "chr1:150:A:G(r=0.80);(+2 with <5 carriers)", "chr1:150:A:G (+3 with <5 carriers)"."""
+    for col, sep in VARIANT_LISTS.items():
+        value = row.get(col)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        entries = [e.strip() for e in value.split(sep) if e.strip()]
+        shown = [e for e in entries if carriers.get(summary._variant_id(e), 0) >= MIN_GROUP]
+        if len(shown) == len(entries):
+            continue
+        hidden = f"(+{len(entries) - len(shown)} with <{MIN_GROUP} carriers)"
+        row[col] = (sep if sep == ";" else " ").join([*shown, hidden]) if shown else hidden
+    return row
 
 
 FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", "layer", "window", "gene",

@@ -58,11 +58,13 @@ def feature_density_histogram(density: np.ndarray) -> str:
     return to_png(fig)
 
 
-def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.ndarray, min_group: int = 5) -> str:
+def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.ndarray, min_group: int = 5,
+                 sizes: dict[str, int | str] | None = None) -> str:
     """Genotype PC1/PC2 of the cohort without individual points (reports carry no individual-level data):
     the density of samples in hexagonal cells holding at least `min_group` of them, and per population of at
     least `min_group` samples its centre and 1- and 2-SD covariance ellipses. Smaller populations are counted
-    in the title, never drawn or named."""
+    in the title, never drawn or named. sizes: the population sizes as the report shows them (a size masked
+    there, `interp.audit.suppressed_sizes`, is not written in the legend either); default the counts."""
     from matplotlib.patches import Ellipse
 
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -85,7 +87,8 @@ def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.nda
         for k, style in ((1, "-"), (2, ":")):
             w, h = 2 * k * np.sqrt(np.maximum(vals[::-1], 0))
             ax.add_patch(Ellipse(centre, w, h, angle=angle, fill=False, color=color, linestyle=style))
-        ax.plot(*centre, "o", color=color, label=f"{pop} (n = {n})")
+        shown_n = (sizes or {}).get(str(pop), n)
+        ax.plot(*centre, "o", color=color, label=f"{pop} (n = {shown_n})" if shown_n != "masked" else str(pop))
     ax.autoscale_view()
     ax.set_xlabel(f"genotype PC1 ({variance_ratio[0]:.0%})")
     ax.set_ylabel(f"genotype PC2 ({variance_ratio[1]:.0%})")

@@ -479,6 +479,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     small = []
     for pop, n in (cohort.get("populations") or {}).items():
         v = _num(n)
+        if n == "masked":  # masked only so that a "<5" population's size is not the total minus the others'
+            continue
         if v is None or v < SMALL_POPULATION:
             small.append(f"{pop} (n = {n})")
     if small:
