@@ -578,7 +578,8 @@ COLUMN_CHUNK = 2048
 
 
 def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray | None, binary: bool,
-                cfg: RankConfig, n_carriers: np.ndarray | None = None, standardise: bool = True, null: NullModel | None = None, chunk: int | None = None,
+                cfg: RankConfig, n_carriers: np.ndarray | None = None, standardise: bool = True,
+                null: NullModel | None = None, chunk: int | None = None,
                 ) -> pl.DataFrame:
     """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
 
