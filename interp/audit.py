@@ -150,10 +150,14 @@ def suppressed_groups(n: list[int], cases: list[int]) -> list[tuple[str | None, 
     totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4, "<5
     controls": n-4 to n, COMPLEMENTARY: 5 to n-5), one more shown group is masked with COMPLEMENTARY (its
     size hidden too while a hidden size is pinned): the smallest of at least 3 x MIN_REPORTED_GROUP samples,
-    else the smallest. The choice depends on the sizes only, never on the hidden counts."""
+    else the smallest. The choice depends on the sizes only, never on the hidden counts. The sizes hidden are
+    `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
+    phenotype of a cohort and in its population table: chosen per phenotype by where the cases fall, one
+    phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one."""
     m = MIN_REPORTED_GROUP
     why = [small_cell(int(k), int(c)) for k, c in zip(n, cases, strict=True)]
-    size_hidden = [w == f"<{m}" for w in why]
+    size_hidden = [w is not None for w in suppressed_sizes([int(k) for k in n])]
+    why = [COMPLEMENTARY if w is None and h else w for w, h in zip(why, size_hidden, strict=True)]
     big = float(sum(n))
 
     def case_range(i: int) -> tuple[float, float]:

@@ -178,16 +178,18 @@ def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_grou
     groups = [group("FEW", 200, 2), group("ALL", 40, 37), group("OK", 100, 30), group("NONE", 50, 0),
               group("EDGE", 10, 5), {"population": "TINY", "n": 3, "prevalence": 1 / 3}]
     out = mask_small_groups(groups)
-    # TINY's size would be the total minus the others': OK (the smallest of 15 or more) is masked with it
+    # TINY's size would be the total minus the others': ALL's size (the smallest of 15 or more, as the cohort's
+    # population table masks it, `suppressed_sizes`) is masked with it; that leaves no case count pinned
     assert out == [{"population": "FEW", "n": 200, "small_cell": "<5 cases"},
-                   {"population": "ALL", "n": 40, "small_cell": "<5 controls"},
-                   {"population": "OK", "n": "masked", "small_cell": "masked (complementary)"},
+                   {"population": "ALL", "n": "masked", "small_cell": "<5 controls"},
+                   groups[2],
                    {"population": "NONE", "n": 50, "small_cell": "<5 cases"}, groups[4],
                    {"population": "TINY", "n": "<5"}]
     result = _result("p", "block1", groups[:3])
     _, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
     assert details[0]["auroc_lopo_by_population"] == {"OK": 0.6}
-    assert details[0]["by_population"] == [*out[:2], groups[2]]  # FEW's and ALL's counts are not pinned
+    assert details[0]["by_population"] == [  # FEW's and ALL's counts are not pinned
+        out[0], {"population": "ALL", "n": 40, "small_cell": "<5 controls"}, groups[2]]
 
 
 def _feasible_cases(details: dict, row: dict, population: str) -> set[int]:
@@ -296,3 +298,22 @@ def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the
     few = _result("r", "block1", [group["EAS"]]) | {"auroc_lopo_by_population": {"EAS": 0.95}, "auroc_lopo_cv": 0.95}
     table, _ = audit_tables([few], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
     assert np.isnan(table["auroc_lopo_cv"][0])
+
+
+def test_sizes_masked_alike_in_every_phenotype_and_in_the_cohort_table() -> None:
+    """The size a complementary mask hides must not depend on the phenotype's case counts: populations of 3, 20,
+    100 and 200 samples (no phenotype missing, so every phenotype's sizes are the cohort's). The cohort table
+    (`suppressed_sizes`) masks the 20's size; a phenotype with 2 cases among the 20 masked the 100's size and
+    showed the 20 (as "<5 cases", n 20), another masked the 20's and showed the 100: from the shown sizes
+    together the "<5" population's size was n_samples - 20 - 100 - 200 = 3."""
+    from interp.audit import suppressed_groups, suppressed_sizes
+
+    n = [3, 20, 100, 200]
+    cohort = [w is not None for w in suppressed_sizes(n)]
+    shown_somewhere = [not h for h in cohort]
+    for cases in ([1, 2, 30, 60], [1, 10, 30, 60], [0, 8, 3, 60], [2, 15, 50, 198]):
+        hidden = [h for _, h in suppressed_groups(n, cases)]
+        assert hidden == cohort, cases
+        shown_somewhere = [s or not h for s, h in zip(shown_somewhere, hidden, strict=True)]
+    # every size but the "<5" one's shown somewhere would give it by subtraction
+    assert shown_somewhere.count(False) >= 2
