@@ -277,10 +277,12 @@ def exact_genotype_pca(markers: MarkerDosages, n_pcs: int = 10) -> tuple[np.ndar
     return scores.astype(np.float32), (singular ** 2 / total if total > 0 else np.zeros(n_pcs))
 
 
-#: `randomized_genotype_pca` stops once the Davis-Kahan bound on the sine of the largest principal angle
+#: `randomized_genotype_pca` stops once the Davis-Kahan estimate of the sine of the largest principal angle
 #: between its n_pcs-PC subspace and the exact one, ||residuals||_F / (theta_k - theta_{k+1}), is below this.
-#: The bound is pessimistic (at 6e-3 the true sine was 3.5e-5 on 4,096 samples) and levels off near 1.3e-3
-#: there (float32 products), so it cannot be much smaller.
+#: An estimate, not a guarantee: the theorem's gap is theta_k - lambda_{k+1}, and the Ritz value theta_{k+1}
+#: (<= the unknown lambda_{k+1}) stands in for it. In practice it is pessimistic (at 6e-3 the true sine was
+#: 3.5e-5 on 4,096 samples; tests/test_ancestry.py checks the PCs against the exact ones) and levels off near
+#: 1.3e-3 there (float32 products), so it cannot be much smaller.
 KRYLOV_TOL = 1e-2
 #: ... or after this many passes over the markers (the Krylov basis is n_samples x block x passes float64)
 KRYLOV_MAX_PASSES = 60
@@ -308,18 +310,21 @@ def randomized_genotype_pca(markers: MarkerDosages, n_pcs: int = 10, seed: int =
     samples x samples Gram matrix G = Z Z^T: from a seeded Gaussian start block Q_0 [n, block], each pass over
     the int8 blocks (standardised one at a time) gives G Q_j, which is orthogonalised (twice) against the basis
     into Q_{j+1}; the coefficients give G Q = Q H exactly, so the Rayleigh-Ritz pairs (theta, V) of the basis
-    and their residual norms ||G v - theta v|| come from H alone. It stops once the Davis-Kahan bound
-    ||residuals||_F / (theta_{n_pcs} - theta_{n_pcs+1}) on the sine of the largest principal angle to the exact
-    n_pcs-PC subspace is below tol (then every PC matches `exact_genotype_pca`, seed or not), after max_passes,
+    and their residual norms ||G v - theta v|| come from H alone. It stops once the Davis-Kahan estimate
+    ||residuals||_F / (theta_{n_pcs} - theta_{n_pcs+1}) of the sine of the largest principal angle to the exact
+    n_pcs-PC subspace (`KRYLOV_TOL`: Ritz values stand in for the unknown eigenvalues) is below tol (then every PC matches `exact_genotype_pca`, seed or not), after max_passes,
     or when the basis holds every sample. Power iterations (Halko et al. 2011) converge as
     (lambda_{k+1}/lambda_k)^passes and do not resolve PCs beyond the population structure, whose eigenvalues
     sit in the noise bulk with relative gaps near 1e-3.
-    block: Krylov block width, default max(2 n_pcs, n_pcs + 10). Memory: the basis, n x block x passes float64.
+    block: Krylov block width, at least n_pcs, default max(2 n_pcs, n_pcs + 10). Memory: the basis,
+    n x block x passes float64 (twice that while a pass appends to it).
     info: if given, filled with n_passes, converged and sin_bound.
     Returns scores U S [n_samples, n_pcs] (as scanpy's X_pca, oriented by `_orient`) and
     variance_ratio [n_pcs] (each PC's variance over the total variance of Z).
     """
     n = len(markers.samples)
+    if block is not None and block < n_pcs:
+        raise ValueError(f"randomized_genotype_pca: block {block} < n_pcs {n_pcs}")
     b = min(block or max(2 * n_pcs, n_pcs + 10), n)
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((n, b)))
