@@ -29,23 +29,11 @@ from interp.cohort.ancestry import (
     exact_genotype_pca,
     randomized_genotype_pca,
 )
+from interp.cohort.simulate import balding_nichols_markers
 
 
-def panel(seed: int, n_per_pop: int, n_admixed: int, n_markers: int, block: int = 4096) -> MarkerDosages:
-    rng = np.random.default_rng(seed)
-    p0 = rng.uniform(0.05, 0.95, n_markers)
-    pops = np.stack([rng.beta(p0 * (1 - f) / f, (1 - p0) * (1 - f) / f) for f in (0.05, 0.05, 0.1)])
-    ancestry = np.concatenate([np.repeat(np.eye(3), n_per_pop, axis=0), rng.dirichlet([1, 1, 1], n_admixed)])
-    freq = (ancestry @ pops).T
-    dosage = ((rng.random(freq.shape) < freq).astype(np.int8) + (rng.random(freq.shape) < freq)).astype(np.int8)
-    dosage[rng.random(dosage.shape) < 0.02] = -1
-    called = dosage >= 0
-    alt = np.where(called, dosage, 0).sum(axis=1) / (2 * called.sum(axis=1))
-    keep = np.minimum(alt, 1 - alt) >= 0.05
-    dosage, alt = dosage[keep], alt[keep]
-    return MarkerDosages(samples=[f"s{i}" for i in range(dosage.shape[1])],
-                         blocks=[np.ascontiguousarray(dosage[i:i + block]) for i in range(0, dosage.shape[0], block)],
-                         alt_freq=alt, n_read=n_markers, n_kept=int(keep.sum()))
+def panel(seed: int, n_per_pop: int, n_admixed: int, n_markers: int) -> MarkerDosages:
+    return balding_nichols_markers(seed, n_per_pop, n_admixed, n_markers)
 
 
 def former_randomized_pca(markers: MarkerDosages, n_pcs: int = 10, seed: int = 0, oversample: int = 10,

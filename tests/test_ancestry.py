@@ -416,26 +416,12 @@ def test_monomorphic_markers_do_not_count_as_kept_at_maf_0(tmp_path) -> None:
     assert genotype_pca(adata, maf_min=0.0, umap_and_clusters=False).uns["genotype_pca"]["n_variants"] == expected
 
 
-def _admixed_markers(seed: int = 0, n_per_pop: int = 150, n_admixed: int = 150, n_markers: int = 6000):
-    """MarkerDosages of three Balding-Nichols populations (Fst 0.05, 0.05, 0.1) and an admixed group
-    (Dirichlet(1, 1, 1) ancestry), 2% missing: PC1-2 structured, PC3 onward in the noise bulk with relative
-    eigengaps near 1e-3."""
-    from interp.cohort.ancestry import MarkerDosages
+def _admixed_markers(seed: int = 0):
+    """Three Balding-Nichols populations (Fst 0.05, 0.05, 0.1) of 150 and 150 admixed, 6,000 markers, 2%
+    missing: PC1-2 structured, PC3 onward in the noise bulk with relative eigengaps near 1e-3."""
+    from interp.cohort.simulate import balding_nichols_markers
 
-    rng = np.random.default_rng(seed)
-    p0 = rng.uniform(0.05, 0.95, n_markers)
-    pops = np.stack([rng.beta(p0 * (1 - f) / f, (1 - p0) * (1 - f) / f) for f in (0.05, 0.05, 0.1)])
-    ancestry = np.concatenate([np.repeat(np.eye(3), n_per_pop, axis=0), rng.dirichlet([1, 1, 1], n_admixed)])
-    freq = (ancestry @ pops).T  # [n_markers, n_samples]
-    dosage = ((rng.random(freq.shape) < freq).astype(np.int8) + (rng.random(freq.shape) < freq)).astype(np.int8)
-    dosage[rng.random(dosage.shape) < 0.02] = -1
-    called = dosage >= 0
-    alt = np.where(called, dosage, 0).sum(axis=1) / (2 * called.sum(axis=1))
-    keep = np.minimum(alt, 1 - alt) >= 0.05
-    dosage, alt = dosage[keep], alt[keep]
-    return MarkerDosages(samples=[f"s{i}" for i in range(dosage.shape[1])],
-                         blocks=[dosage[i:i + 1000] for i in range(0, dosage.shape[0], 1000)],
-                         alt_freq=alt, n_read=n_markers, n_kept=int(keep.sum()))
+    return balding_nichols_markers(seed, block=1000)
 
 
 def test_randomized_route_gives_the_exact_10_pc_subspace_whatever_the_seed() -> None:

@@ -804,3 +804,31 @@ def _write_vcf_text(path: Path, contig: str, contig_length: int, sample_ids: lis
         finally:
             text.unlink(missing_ok=True)
         pysam.tabix_index(str(gz), preset="vcf", force=True, index=str(tmp_index))
+
+
+def balding_nichols_markers(seed: int = 0, n_per_pop: int = 150, n_admixed: int = 150, n_markers: int = 6000,
+                            fst: tuple[float, ...] = (0.05, 0.05, 0.1), missing: float = 0.02, maf_min: float = 0.05,
+                            block: int = 4096):
+    """A marker panel (`interp.cohort.ancestry.MarkerDosages`, int8, -1 missing) of len(fst) Balding-Nichols
+    populations (n_per_pop each; allele frequencies Beta around a shared uniform(0.05, 0.95) draw at the given
+    Fst) and n_admixed individuals with Dirichlet(1, ..., 1) ancestry; `missing` of the calls set missing,
+    markers under `maf_min` (over the called genotypes) dropped. Without linkage or drift beyond Fst, so PC1 to
+    PC(len(fst) - 1) carry the structure and the rest sit in the noise bulk: the hard case for randomized PCA.
+    Used by tests/test_ancestry.py and benchmarks/ancestry_pca_krylov.py."""
+    from interp.cohort.ancestry import MarkerDosages
+
+    rng = np.random.default_rng(seed)
+    p0 = rng.uniform(0.05, 0.95, n_markers)
+    pops = np.stack([rng.beta(p0 * (1 - f) / f, (1 - p0) * (1 - f) / f) for f in fst])
+    k = len(fst)
+    ancestry = np.concatenate([np.repeat(np.eye(k), n_per_pop, axis=0), rng.dirichlet(np.ones(k), n_admixed)])
+    freq = (ancestry @ pops).T  # [n_markers, n_samples]
+    dosage = ((rng.random(freq.shape) < freq).astype(np.int8) + (rng.random(freq.shape) < freq)).astype(np.int8)
+    dosage[rng.random(dosage.shape) < missing] = -1
+    called = dosage >= 0
+    alt = np.where(called, dosage, 0).sum(axis=1) / (2 * called.sum(axis=1))
+    keep = np.minimum(alt, 1 - alt) >= maf_min
+    dosage, alt = dosage[keep], alt[keep]
+    return MarkerDosages(samples=[f"s{i}" for i in range(dosage.shape[1])],
+                         blocks=[np.ascontiguousarray(dosage[i:i + block]) for i in range(0, dosage.shape[0], block)],
+                         alt_freq=alt, n_read=n_markers, n_kept=int(keep.sum()))
