@@ -10,8 +10,9 @@ prints both peaks, their ratio, the written table's size in memory (`estimated_s
 files are byte-identical. Nothing is asserted.
 
 - `old`: the former gather, kept here: every shard's assignments read whole (`pl.read_parquet`), concatenated,
-  renumbered and sorted (`renumber_windows`);
-- `new`: the current `interp.stages.haplotypes` (`interp.cohort.shards.gather_assignments`: column by column).
+  renumbered by a join on (region, start) and sorted (`renumber_windows` as it was, copied here);
+- `new`: the current `interp.stages.haplotypes` (`interp.cohort.haplotypes.renumber_windows`: column by column
+  from the files).
 """
 
 from __future__ import annotations
@@ -89,10 +90,13 @@ def old_gather(inputs: dict, out: Path) -> None:
     """The gather as it was: every shard's tables read whole, then gathered in memory."""
     import polars as pl
 
-    from interp.cohort.haplotypes import renumber_windows
     from interp.stages import write_table
 
-    assign = renumber_windows(pl.concat([pl.read_parquet(a) for a in inputs["shard_assignments"]])).rechunk()
+    assignments = pl.concat([pl.read_parquet(a) for a in inputs["shard_assignments"]])
+    order = (assignments.select("region", "start").unique().sort(["region", "start"])
+             .with_row_index("cohort_window").with_columns(pl.col("cohort_window").cast(pl.Int64)))
+    assign = (assignments.join(order, on=["region", "start"]).drop("window_index")
+              .rename({"cohort_window": "window_index"}).sort(["sample", "hap", "window_index"])).rechunk()
     dist = (pl.concat([pl.read_parquet(d) for d in inputs["shard_sequences"]]).group_by("seq_hash")
             .agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum()).sort("seq_hash").rechunk())
     write_table(assign, out / "haplotypes.parquet")

@@ -252,7 +252,7 @@ def _check_job_size(cfg: dict, source: str) -> None:
     size = len(json.dumps(cfg, sort_keys=True))
     if size <= MAX_CONFIG_JSON:
         return
-    key, longest = max(_lists(cfg), key=lambda kv: len(json.dumps(kv[1])))
+    key, longest = max(_lists(cfg), key=lambda kv: len(json.dumps(kv[1])), default=("a value", []))
     advice = {"cohort.genes": "list the cohort's regions in a BED file instead (cohort.bed: contig, start, end, "
                               "name per line; cohort.genes: [])",
               "regions": "tile fewer, longer regions"}.get(

@@ -535,7 +535,7 @@ def haplotypes(job: Job) -> None:
         return
     names = ("shard_assignments", "shard_sequences", "shard_stats")
     parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
-    # the assignments are read column by column (interp.cohort.shards.gather_assignments), not whole
+    # the assignments are read column by column (interp.cohort.haplotypes.renumber_windows), not whole
     assign, dist, stats = gather_haplotypes(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]])
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])

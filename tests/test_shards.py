@@ -104,12 +104,22 @@ def test_gathered_haplotypes_are_the_unsharded_tables_byte_for_byte(tmp_path: Pa
     assert per_shard > dist.height or shard_genes == 3 and len(parts) == 2 and per_shard >= dist.height
 
 
-def test_gather_from_files_is_the_former_whole_table_renumbering_byte_for_byte(tmp_path: Path) -> None:
-    """The gather reads the shards' assignments column by column (gather_assignments, for memory); its table is the
-    one the former way made, every shard's table read whole, concatenated and renumbered (renumber_windows),
-    with shards whose region names sort out of shard order (g0 last) and a region repeated across shards."""
+def _renumbered_by_dict(assign: pl.DataFrame) -> pl.DataFrame:
+    """renumber_windows' contract, written plainly: window_index = rank of (region, start) among the distinct
+    pairs sorted by region then start, rows sorted by sample, hap, window_index, window_index last."""
+    pairs = sorted(set(zip(assign["region"].to_list(), assign["start"].to_list(), strict=True)))
+    rank = {pair: i for i, pair in enumerate(pairs)}
+    window = [rank[pair] for pair in zip(assign["region"].to_list(), assign["start"].to_list(), strict=True)]
+    return (assign.drop("window_index").with_columns(pl.Series("window_index", window, dtype=pl.Int64))
+            .sort(["sample", "hap", "window_index"]))
+
+
+def test_gather_from_files_is_the_whole_table_renumbering_byte_for_byte(tmp_path: Path) -> None:
+    """The gather reads the shards' assignments column by column from their files (renumber_windows, for memory);
+    its table is renumber_windows' contract applied to the shards' tables concatenated whole, and the same
+    whether it is given the files, the frames or one concatenated frame, with shards whose region names sort
+    out of shard order (g0 last) and a region repeated across shards."""
     from interp.cohort.haplotypes import renumber_windows
-    from interp.cohort.shards import gather_assignments
 
     fasta, geno, regions = _cohort()
     for shard_genes in (1, 3):
@@ -119,14 +129,15 @@ def test_gather_from_files_is_the_former_whole_table_renumbering_byte_for_byte(t
             for key, table in (("a", a), ("d", d)):
                 files[key].append(str(tmp_path / f"{key}{shard_genes}_{i}.parquet"))
                 table.write_parquet(files[key][-1])
-        former = renumber_windows(pl.concat([a for a, _, _ in parts])).rechunk()
-        assert gather_assignments([a for a, _, _ in parts]).equals(former)
+        expected = _renumbered_by_dict(pl.concat([a for a, _, _ in parts]))
+        assert renumber_windows([a for a, _, _ in parts]).equals(expected)
+        assert renumber_windows(pl.concat([a for a, _, _ in parts])).equals(expected)
         g_assign, g_dist, _ = gather_haplotypes(files["a"], files["d"], [s for _, _, s in parts])
         f_assign, f_dist, _ = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
-        assert g_assign.columns == former.columns and g_assign.dtypes == former.dtypes
-        assert _write(g_assign, tmp_path / "new.parquet") == _write(former, tmp_path / "old.parquet")
+        assert g_assign.columns == expected.columns and g_assign.dtypes == expected.dtypes
+        assert _write(g_assign, tmp_path / "new.parquet") == _write(expected, tmp_path / "old.parquet")
         assert _write(g_dist, tmp_path / "dn.parquet") == _write(f_dist, tmp_path / "df.parquet")
-        assert f_assign.equals(former)
+        assert f_assign.equals(expected)
 
 
 def test_gather_refuses_shards_of_other_policies() -> None:

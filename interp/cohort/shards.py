@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from interp.cohort.haplotypes import renumber_windows
 from interp.errors import InputError
 
 
@@ -87,48 +88,13 @@ def haplotype_stats(assignments: pl.DataFrame, distinct: pl.DataFrame, n_samples
             "regions": list(regions)}
 
 
-def gather_assignments(assignments: list[pl.DataFrame | str | Path]) -> pl.DataFrame:
-    """`renumber_windows` over the shards' assignments concatenated (frames, or parquet files read here), built
-    column by column: the rows' order comes from the key columns alone (sample, hap, and the window's rank from
-    region and start), then each column is read, put in that order and its input dropped before the next.
-
-    Renumbering the concatenated tables whole held every shard's table, the joined copy and the sorted copy at
-    once: at 3,000 samples x 300 windows (10 shards), a 184 MiB table took 791 MiB at peak, now 469 MiB; at 1,200
-    windows (40 shards) 2,730 MiB, now 1,454 MiB (the stage, benchmarks/haplotypes_gather_memory.py). The rows and bytes are those of `renumber_windows`: its sort
-    keys (sample, hap, window) are unique, so the order does not depend on how it is computed.
-    """
-    parts = [pl.scan_parquet(a) if isinstance(a, (str, Path)) else a.lazy() for a in assignments]
-    rows = pl.concat(parts, how="vertical")
-
-    def column(name: str) -> pl.Series:
-        return rows.select(name).collect().to_series()
-
-    def codes(name: str) -> pl.Series:
-        """Each row's rank among the column's distinct strings in sorted order (no string sort of every row)."""
-        levels = rows.select(pl.col(name).unique()).collect().to_series().sort()
-        return rows.select(pl.col(name).cast(pl.Enum(levels)).to_physical().cast(pl.Int64)).collect().to_series()
-
-    # the window's rank among the distinct (region, start) pairs sorted by region name then start
-    region, start = codes("region"), column("start")
-    key = (region * (int(start.max()) + 1) + start).to_numpy()
-    del region, start
-    window = pl.Series("window_index", np.searchsorted(np.unique(key), key).astype(np.int64))
-    del key
-    perm = (pl.DataFrame({"sample": codes("sample"), "hap": column("hap"), "window": window})
-            .with_row_index("row").sort(["sample", "hap", "window"])["row"])
-    window = window.gather(perm)
-    # renumber_windows' columns: the input's without window_index, which comes last
-    columns = [column(name).gather(perm) for name in rows.collect_schema().names() if name != "window_index"]
-    return pl.DataFrame([*columns, window])
-
-
 def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: list[pl.DataFrame | str | Path],
                       stats: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """One cohort-wide (assignments, distinct, stats) from the shards' outputs, listed in shard order.
 
     assignments, distinct: each shard's tables (`interp.cohort.haplotypes.cohort_haplotype_windows` on its
     regions), as frames or parquet files; stats: each shard's `haplotype_stats`. Windows are renumbered over
-    all shards (`gather_assignments`, equal to `renumber_windows`), sequences shared by shards counted once
+    all shards (`renumber_windows`, reading the files one column at a time), sequences shared by shards counted once
     with their haplotype counts summed; the result equals `cohort_haplotype_windows` over all regions at once.
     """
     if not assignments or len(assignments) != len(distinct) or len(distinct) != len(stats):
@@ -138,7 +104,7 @@ def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: li
         for key in ("n_samples", "missing_policy", "unphased_policy"):
             if s[key] != first[key]:
                 raise ValueError(f"gather_haplotypes: shards disagree on {key} ({first[key]!r} vs {s[key]!r})")
-    assign = gather_assignments(assignments)
+    assign = renumber_windows(assignments)
     distinct = [pl.read_parquet(d) if isinstance(d, (str, Path)) else d for d in distinct]
     dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum())
             .sort("seq_hash").rechunk())
