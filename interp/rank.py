@@ -431,14 +431,6 @@ def carrier_counts(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
     return out
 
 
-def minor_allele_count(dosage: np.ndarray) -> np.ndarray:
-    """Minor-allele count [v] of dosages [n, v] (0..2 alt alleles, NaN = missing, not counted)."""
-    d = np.asarray(dosage, dtype=np.float64)
-    alt = np.nansum(d, axis=0)
-    called = 2.0 * np.sum(np.isfinite(d), axis=0)
-    return np.rint(np.minimum(alt, called - alt)).astype(np.int64)
-
-
 def mean_impute(dosage: np.ndarray) -> np.ndarray:
     """Replace NaN dosages by the column mean of the observed ones (all-missing -> 0)."""
     d = np.array(dosage, dtype=np.float64, copy=True)

@@ -27,7 +27,6 @@ from interp.rank import (
     benjamini_hochberg,
     carrier_counts,
     logistic_effect,
-    minor_allele_count,
     null_model,
     rank_family,
     rank_features,
@@ -334,11 +333,12 @@ def test_benjamini_hochberg_matches_statsmodels():
     np.testing.assert_allclose(q[[0, 2]], multipletests([0.01, 0.04], method="fdr_bh")[1])
 
 
-def test_carrier_and_minor_allele_counts():
+def test_carrier_counts():
     x = np.array([[0.5, 1.0, 0.0], [0.5, 2.0, 0.1], [0.7, 3.0, 0.1], [0.5, 4.0, 0.1], [0.9, 5.0, 0.0]])
     np.testing.assert_array_equal(carrier_counts(x), [2, 4, 2])
+    # variants: people off the modal genotype among the called ones (minor alleles 3 and 1, people 2 and 1)
     d = np.array([[0, 2], [1, 2], [2, 2], [np.nan, 1]], dtype=float)
-    np.testing.assert_array_equal(minor_allele_count(d), [3, 1])
+    np.testing.assert_array_equal(carrier_counts(d), [2, 1])
 
 
 def test_variant_carriers_do_not_count_missing_genotypes():
@@ -376,7 +376,7 @@ def test_min_carriers_counts_individuals_not_alleles():
     d[:2, 0], d[2, 0] = 2.0, 1.0  # 3 carriers, minor-allele count 5
     d[10:15, 1] = 1.0  # 5 carriers
     d[:, 2] = rng.binomial(2, 0.3, size=n)
-    assert minor_allele_count(d[:, :2]).tolist() == [5, 5] and carrier_counts(d[:, :2]).tolist() == [3, 5]
+    assert d[:, :2].sum(axis=0).tolist() == [5, 5] and carrier_counts(d[:, :2]).tolist() == [3, 5]
     variants = Family("variant", "variant", d, ["v0", "v1", "v2"], ["v0", "v1", "v2"], np.array(["c"] * 3),
                       np.array([1, 2, 3]), np.array([2, 3, 4]))
     y = (rng.random(n) < 0.3).astype(float)

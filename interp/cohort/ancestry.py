@@ -124,6 +124,14 @@ def genotype_pca(
     return result
 
 
+def top_eigenpairs(gram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenpairs of a symmetric Gram matrix [n, n]: vectors [n, k] and eigenvalues [k], largest
+    first, clipped at 0 (rounding can make a PSD matrix's smallest slightly negative)."""
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    top = np.argsort(eigenvalues)[::-1][:k]
+    return vectors[:, top], np.clip(eigenvalues[top], 0, None)
+
+
 #: variants per block of `gram_pca` (a float64 block of 2,048 variants x 3,000 samples is 49 MB)
 GRAM_BLOCK_VARIANTS = 2048
 
@@ -146,11 +154,8 @@ def gram_pca(adata: anndata.AnnData, n_pcs: int, block: int = GRAM_BLOCK_VARIANT
         means[start:start + z.shape[1]] = z.mean(axis=0)
         z -= means[start:start + z.shape[1]]
         gram += z @ z.T
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    top = np.argsort(eigenvalues)[::-1][:n_pcs]
-    lam = np.clip(eigenvalues[top], 0, None)
+    u, lam = top_eigenpairs(gram, n_pcs)
     singular = np.sqrt(lam)
-    u = vectors[:, top]
     loadings = np.empty((d, n_pcs))
     for start in range(0, d, block):  # V = Z^T U / S, one block of variants at a time
         z = np.asarray(x[:, start:start + block], dtype=np.float64) - means[start:start + block]
@@ -268,10 +273,9 @@ def exact_genotype_pca(markers: MarkerDosages, n_pcs: int = 10) -> tuple[np.ndar
     for z in _standardised_blocks(markers):
         gram += z.T @ z
     total = float(np.trace(gram))
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    top = np.argsort(eigenvalues)[::-1][:n_pcs]
-    singular = np.sqrt(np.clip(eigenvalues[top], 0, None))
-    scores = vectors[:, top] * singular
+    u, lam = top_eigenpairs(gram, n_pcs)
+    singular = np.sqrt(lam)
+    scores = u * singular
     scores = scores - scores.mean(axis=0)  # Z's columns have mean 0 already; guards float error
     _orient(scores, np.zeros((0, scores.shape[1])))
     return scores.astype(np.float32), (singular ** 2 / total if total > 0 else np.zeros(n_pcs))
