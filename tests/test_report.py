@@ -1129,19 +1129,21 @@ def test_variants_carried_by_under_five_people_are_not_named_in_the_report() -> 
     for ph in ("causal", "null"):
         rows += [variant("chr1:150:A:G", 150, 40, ph, 1e-4), variant("chr1:160:C:T", 160, 2, ph, nan),
                  # 6 carriers among one phenotype's people, 4 among the other's: the fewer count
-                 variant("chr1:170:G:A", 170, 6 if ph == "causal" else 4, ph, nan)]
+                 variant("chr1:170:G:A", 170, 6 if ph == "causal" else 4, ph, nan),
+                 variant("chr1:180:T:A", 180, 12, ph, nan)]
         rows.append({"phenotype": ph, "family": "embedding:m/l", "feature": "m/l/chr1:100-600/dim0",
                      "kind": "embedding", "contig": "chr1", "start": 100, "end": 600, "p": 1e-6, "q": 1e-4,
                      "rank": 1, "n_carriers": 299,
                      "tags_variants": "chr1:160:C:T(r=0.91);chr1:150:A:G(r=0.80);chr1:170:G:A(r=0.40)",
-                     "nearest_variants": "chr1:150:A:G,chr1:160:C:T,chr1:170:G:A,chr1:999:T:C"})
+                     "nearest_variants": "chr1:150:A:G,chr1:160:C:T,chr1:170:G:A,chr1:180:T:A,chr1:999:T:C"})
     out = biomarker_sections(pl.DataFrame(rows), 10)
     text = json.dumps(out)
     for rare in ("chr1:160:C:T", "chr1:170:G:A", "chr1:999:T:C"):  # 2, 4 (fewest), unknown: not counted
         assert rare not in text, rare
     emb = [b for b in out["biomarkers"] if b["kind"] == "embedding"]
     assert [b["tags_variants"] for b in emb] == ["chr1:150:A:G(r=0.80);(+2 with <5 carriers)"] * 2
-    assert [b["nearest_variants"] for b in emb] == ["chr1:150:A:G (+3 with <5 carriers)"] * 2
+    # the variants kept stay comma-separated, as rank writes them
+    assert [b["nearest_variants"] for b in emb] == ["chr1:150:A:G,chr1:180:T:A (+3 with <5 carriers)"] * 2
     fam_rows = [r for f in out["biomarker_families"] for r in f["rows"]]
     assert {r["nearest_variants"] for r in fam_rows if r["kind"] == "variant"} == {"chr1:150:A:G"}
     assert {r["tags_variants"] for r in fam_rows if r["kind"] == "embedding"} == {

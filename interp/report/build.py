@@ -369,7 +369,7 @@ VARIANT_LISTS = {"tags_variants": ";", "nearest_variants": ","}
 def rare_variants_unnamed(row: dict, carriers: dict[str, int]) -> dict:
     """row with the variants its `tags_variants` and `nearest_variants` name kept only where `carriers` counts at
     least MIN_GROUP of them (a variant not counted is left out too); the others counted, not named:
-    "chr1:150:A:G(r=0.80);(+2 with <5 carriers)", "chr1:150:A:G (+3 with <5 carriers)"."""
+    "chr1:150:A:G(r=0.80);(+2 with <5 carriers)", "chr1:150:A:G,chr1:180:T:A (+3 with <5 carriers)"."""
     for col, sep in VARIANT_LISTS.items():
         value = row.get(col)
         if not isinstance(value, str) or not value.strip():
@@ -379,7 +379,11 @@ def rare_variants_unnamed(row: dict, carriers: dict[str, int]) -> dict:
         if len(shown) == len(entries):
             continue
         hidden = f"(+{len(entries) - len(shown)} with <{MIN_GROUP} carriers)"
-        row[col] = (sep if sep == ";" else " ").join([*shown, hidden]) if shown else hidden
+        # tags_variants: "a;b;(+2 ...)"; nearest_variants: "a,b (+2 ...)" (its entries stay comma-separated)
+        if not shown:
+            row[col] = hidden
+        else:
+            row[col] = sep.join([*shown, hidden]) if sep == ";" else f"{sep.join(shown)} {hidden}"
     return row
 
 
