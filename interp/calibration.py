@@ -313,7 +313,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                     "n_distinct_windows": hap["n_distinct"], "dedup_ratio": hap["dedup_ratio"],
                     "stage_seconds": seconds, "seconds": round(time.perf_counter() - t0, 2),
                     # CPU time of this process: the wall time on one dedicated core (the work is single-threaded)
-                    "cpu_seconds": round(time.process_time() - cpu0, 2)})
+                    "cpu_seconds": round(time.process_time() - cpu0, 2), "code": code_version()})
     if archive is not None:
         _archive(workdir, Path(emb), Path(archive), summary)
     if not keep:
@@ -544,6 +544,27 @@ def oracle_markdown(rows: list[dict]) -> str:
 # ---------------------------------------------------------------- pooling
 
 
+def code_version() -> dict:
+    """{git_commit, git_dirty} of the checkout running the replicate (None outside git): a cell's summaries
+    may come from several runs, and the table says which code made each (`code_versions`)."""
+    from interp.report.provenance import git_commit, git_dirty
+
+    repo = Path(__file__).resolve().parents[1]
+    return {"git_commit": git_commit(repo), "git_dirty": git_dirty(repo)}
+
+
+def code_versions(replicates: list[dict]) -> dict[str, int]:
+    """{commit (12 hex digits, "+dirty" for uncommitted changes), or "unrecorded": number of replicates}; a
+    summary written before the `code` key existed, or outside git, counts as "unrecorded"."""
+    out: dict[str, int] = {}
+    for rep in replicates:
+        code = rep.get("code") or {}
+        key = (code["git_commit"][:12] + ("+dirty" if code.get("git_dirty") else "")) if code.get("git_commit") \
+            else "unrecorded"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def calibration_table(replicates: list[dict]) -> list[dict]:
     """Rows {cell, axis, value, truth, n_replicates, replicates, verdict_rates, power_variant, power_feature,
     type1, fdr, ...} pooled over replicate summaries; grid order of cells, truths causal / ancestry-only / null.
@@ -578,6 +599,7 @@ def calibration_table(replicates: list[dict]) -> list[dict]:
                 "median_seconds": float(np.median([r["seconds"] for r in reps])),
                 "median_cpu_seconds": (float(np.median([r["cpu_seconds"] for r in reps]))
                                        if all("cpu_seconds" in r for r in reps) else None),
+                "code_versions": code_versions(reps),
             }
             row["n_ranked_replicates"] = len(ranked)
             if phenotype == "causal" and ranked:
@@ -639,6 +661,8 @@ def table_frame(rows: list[dict]) -> pl.DataFrame:
         out["fdr"] = "" if r["fdr"] is None else f"{r['fdr']['fdr']:.2f} (SE {r['fdr']['se']:.2f}; " \
             f"{r['fdr']['mean_discoveries']:.0f} discoveries/replicate)"
         out["median_seconds"] = round(r["median_seconds"], 1)
+        versions = r.get("code_versions") or {"unrecorded": r["n_replicates"]}
+        out["code_versions"] = "; ".join(f"{k} ({n})" for k, n in versions.items())
         flat.append(out)
     return pl.DataFrame(flat)
 
@@ -812,7 +836,9 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
     for key in sorted(set(prior) | set(new), key=lambda k: (order.get(k[0], len(order)), k[0], truth_order[k[1]])):
         a, b = prior.get(key), new.get(key)
         if a is None or b is None:
-            pooled.append({**(a or b), "n_replicates_prior": a["n_replicates"] if a else 0})
+            only = a or b
+            pooled.append({**only, "code_versions": only.get("code_versions") or {"unrecorded": only["n_replicates"]},
+                           "n_replicates_prior": a["n_replicates"] if a else 0})
             continue
         if a.get("n_ranked_replicates") and b.get("n_ranked_replicates"):
             raise ValueError(f"calibration cell {key[0]}: both the earlier table and the new replicates ran rank; "
@@ -829,9 +855,15 @@ def pool_with_prior(rows: list[dict], prior_rows: list[dict], first_new: dict[st
                "n_ranked_replicates": ranked.get("n_ranked_replicates", 0),
                **{k: ranked.get(k) for k in _RANK_KEYS if k in ranked},
                "median_seconds": b["median_seconds"], "median_cpu_seconds": b.get("median_cpu_seconds"),
+               "code_versions": _add_counts(a.get("code_versions") or {"unrecorded": a["n_replicates"]},
+                                            b.get("code_versions") or {"unrecorded": b["n_replicates"]}),
                "n_replicates_prior": a["n_replicates"]}
         pooled.append(row)
     return pooled
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
 def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None,

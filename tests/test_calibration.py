@@ -213,6 +213,27 @@ def test_calibration_table_pools_replicates():
     assert {"PASS", "FAIL", "power_variant", "type1_0.01", "fdr"} <= set(frame.columns)
 
 
+def test_code_versions_count_the_replicates_each_commit_made_through_pooling():
+    """A cell pooled from runs of different code says how many replicates each commit made; summaries from
+    before the `code` key (or outside git) count as unrecorded, through `pool_with_prior` too."""
+    def made_by(rep: dict, commit: str | None, dirty: bool = False) -> dict:
+        return {**rep, "code": {"git_commit": commit, "git_dirty": dirty}}
+
+    old = [_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(2)] + \
+        [made_by(_summary("base", 2, "PASS", False, 0.0, 0, 10), "a" * 40)]
+    rows = cal.calibration_table(old)
+    assert rows[0]["code_versions"] == {"aaaaaaaaaaaa": 1, "unrecorded": 2}
+    new = [_unranked(made_by(_summary("base", r, "FAIL", False, 0.0, 0, 10), "b" * 40, dirty=r == 4))
+           for r in (3, 4)] + [_unranked(made_by(_summary("base", 5, "FAIL", False, 0.0, 0, 10), None))]
+    pooled = cal.pool_with_prior(cal.calibration_table(new), rows, {"base": 3})
+    assert pooled[0]["code_versions"] == {"aaaaaaaaaaaa": 1, "bbbbbbbbbbbb": 1, "bbbbbbbbbbbb+dirty": 1,
+                                          "unrecorded": 3}
+    legacy = [{k: v for k, v in r.items() if k != "code_versions"} for r in rows]  # a table from before the key
+    assert cal.pool_with_prior([], legacy, {})[0]["code_versions"] == {"unrecorded": 3}
+    assert cal.table_frame(pooled)["code_versions"][0] == \
+        "aaaaaaaaaaaa (1); bbbbbbbbbbbb (1); bbbbbbbbbbbb+dirty (1); unrecorded (3)"
+
+
 def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
     files = []
     for r in range(4):
@@ -530,6 +551,7 @@ def test_reduced_grid_machinery(reduced):
         assert redraw["draws"] == 20 and redraw["all"]["n_tests"] > 10 * rep["type1"]["all"]["n_tests"]
         assert set(rep["stage_seconds"]) == {"simulate_cohort", "check_cohort", "haplotypes", "ancestry",
                                              "embed_cohort", "audit", "rank"}
+        assert set(rep["code"]) == {"git_commit", "git_dirty"}  # which code made it (None outside git)
     admixed = [r for r in reps if r["cell"].startswith("demography=")]
     assert all(r["truth"]["ancestry_sd"]["AFR"] > 0 for r in admixed)
     rows = reduced["rows"]
