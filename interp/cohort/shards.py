@@ -106,7 +106,8 @@ def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: li
                 raise ValueError(f"gather_haplotypes: shards disagree on {key} ({first[key]!r} vs {s[key]!r})")
     assign = renumber_windows(assignments)
     distinct = [pl.read_parquet(d) if isinstance(d, (str, Path)) else d for d in distinct]
-    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum())
+    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum(),
+                                                         pl.col("gc").first())
             .sort("seq_hash").rechunk())
     regions = [r for s in stats for r in s["regions"]]
     return assign, dist, haplotype_stats(assign, dist, first["n_samples"], regions, first["missing_policy"],
