@@ -78,7 +78,7 @@ def make_shards(folder: Path, n_samples: int, n_windows: int, n_shards: int, see
         out.mkdir()
         assign.write_parquet(out / "haplotypes.parquet")
         dist.write_parquet(out / "sequences.parquet")
-        (out / "haplotypes.stats.json").write_text(json.dumps(haplotype_stats(assign, dist, n_samples, names,
+        (out / "haplotypes.stats.json").write_text(json.dumps(haplotype_stats(assign, dist.height, n_samples, names,
                                                                               "ref", "ref")))
         for key, file in (("shard_assignments", "haplotypes.parquet"), ("shard_sequences", "sequences.parquet"),
                           ("shard_stats", "haplotypes.stats.json")):

@@ -520,25 +520,26 @@ def haplotypes_shard(job: Job) -> None:
                                             missing=c.missing, unphased=c.unphased)
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
-    write_json(haplotype_stats(assign, dist, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
+    write_json(haplotype_stats(assign, dist.height, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
                                c.missing, c.unphased), job.output["stats"])
 
 
 def haplotypes(job: Job) -> None:
     """The cohort's haplotype windows: the shards' tables gathered (inputs shard_assignments, shard_sequences,
-    shard_stats, in shard order; interp.cohort.shards.gather_haplotypes), or, without shards, every region
-    computed here (`haplotypes_shard`)."""
-    from interp.cohort.shards import gather_haplotypes
+    shard_stats, in shard order; interp.cohort.shards.gather_haplotype_files: the distinct sequences written one
+    shard at a time, rows in shard order), or, without shards, every region computed here (`haplotypes_shard`)."""
+    from interp.cohort.shards import gather_haplotype_files
 
     if not job.input.get("shard_assignments"):
         haplotypes_shard(job)
         return
     names = ("shard_assignments", "shard_sequences", "shard_stats")
     parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
-    # the assignments are read column by column (interp.cohort.haplotypes.renumber_windows), not whole
-    assign, dist, stats = gather_haplotypes(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]])
+    # the sequences are written one shard at a time, then the assignments are read column by column
+    # (interp.cohort.haplotypes.renumber_windows), neither table whole
+    assign, stats = gather_haplotype_files(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]],
+                                           job.output["sequences"])
     write_table(assign, job.output["assignments"])
-    write_table(dist, job.output["sequences"])
     write_json(stats, job.output["stats"])
 
 
