@@ -278,7 +278,7 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
     layers = ["block1", "block2"]
 
     def tables(pooled, seqs, assign, folder: Path) -> dict[str, bytes]:
-        it, _ = embed_cohort_tables(None, seqs, assign, genotypes, "tiny", layers, None, None, "block2",
+        it, _ = embed_cohort_tables(None, seqs, assign, genotypes, "tiny-dnalm", layers, None, None, "block2",
                                     keep_haplotypes=True, pooled=pooled)
         folder.mkdir()
         out = {}
@@ -314,3 +314,33 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
         assert one[name] == many[name], name
     gc = ad.read_h5ad(tmp_path / "sharded" / "block1.samples.h5ad").obs["gc"]
     assert gc.between(0.3, 0.7).all() and gc.nunique() > 1  # the samples' gc, equal in both (bytes above)
+
+    # the embed_cohort rule on the shards' files reads no sequence: a cohort table stripped of them gives the same
+    from interp import stages
+
+    c = tmp_path / "rule"
+    c.mkdir()
+    pl.read_parquet(tmp_path / "seq.parquet").drop("sequence").write_parquet(c / "seq.parquet")
+    g_assign.write_parquet(c / "hap.parquet")
+    genotypes.write_h5ad(c / "geno.h5ad")
+    shard_vectors = []
+    for i, (hashes, vecs) in enumerate(vectors):
+        shard_vectors.append(str(c / f"v{i}.npz"))
+        write_vectors(shard_vectors[-1], hashes, vecs)
+    params = {"layers": layers, "sae_layer": "block2", "batch_size": 8, "device": "cpu", "cache": None,
+              "keep_haplotypes": True}
+
+    def job(sequences: Path, out: str) -> stages.Job:
+        return stages.Job(input={"card": "models/tiny-dnalm.yaml", "sequences": str(sequences),
+                                 "assignments": str(c / "hap.parquet"), "genotypes": str(c / "geno.h5ad"),
+                                 "shard_vectors": shard_vectors, "shard_stats": []},
+                          output={"out_dir": str(c / out), "stats": str(c / f"{out}.json")}, params=params)
+
+    stages.embed_cohort(job(c / "seq.parquet", "emb"))
+    assert sorted(p.name for p in (c / "emb").iterdir()) == sorted(one)
+    for name in one:
+        assert (c / "emb" / name).read_bytes() == one[name], name
+    pl.read_parquet(tmp_path / "seq.parquet").drop("gc").write_parquet(c / "old.parquet")  # an older run's table
+    with pytest.raises(InputError, match=r"old\.parquet: the distinct-sequence table has no column gc"):
+        stages.embed_cohort(job(c / "old.parquet", "emb2"))
+    assert not (c / "emb2").exists()
