@@ -15,7 +15,8 @@ def _cohort_inputs():
     import anndata as ad
     import pandas as pd
 
-    sequences = pl.DataFrame({"seq_hash": ["h0", "h1", "h2"], "sequence": ["GGCC", "AATT", "GANN"]})
+    sequences = pl.DataFrame({"seq_hash": ["h0", "h1", "h2"], "sequence": ["GGCC", "AATT", "GANN"],
+                              "gc": [1.0, 0.0, 0.5]})
     # (sample, window, hap) -> hash
     which = {("s1", 0, 1): "h0", ("s1", 0, 2): "h1", ("s1", 1, 1): "h2", ("s1", 1, 2): "h2",
              ("s2", 0, 1): "h1", ("s2", 0, 2): "h1", ("s2", 1, 1): "h0", ("s2", 1, 2): "h2",
@@ -32,7 +33,7 @@ def _cohort_inputs():
 
 
 def test_gc_fraction_ignores_n() -> None:
-    from interp.embed.cohort import gc_fraction
+    from interp.cohort.haplotypes import gc_fraction
 
     assert gc_fraction("GGCC") == 1.0
     assert gc_fraction("GANN") == 0.5
@@ -131,6 +132,12 @@ def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
     assert tables["sae.windows.h5ad"].var.index.tolist() == ["m/block2/chr1:0-50/f0", "m/block2/chr1:100-150/f0"]
     plain = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2"))
     assert "hap1" not in plain["block1.samples.h5ad"].obsm
+    # gc comes from the table's gc column, not from the sequences (the sharded gather reads no sequence)
+    other = dict(pool_cohort(pooled, sequences.drop("sequence").with_columns(pl.Series("gc", [0.0, 1.0, 0.0])),
+                             assign, geno, "m", "block2"))
+    np.testing.assert_allclose(other["block1.samples.h5ad"].obs["gc"].to_numpy(), [0.25, 0.5])
+    with pytest.raises(ValueError, match="no gc column"):
+        pool_cohort(pooled, sequences.drop("gc"), assign, geno, "m", "block2")
 
 
 def test_pooling_by_window_blocks_gives_the_same_tables(tmp_path: Path, monkeypatch) -> None:

@@ -10,10 +10,11 @@ import polars as pl
 import pytest
 import torch
 
-from interp.cohort.haplotypes import cohort_haplotype_windows
+from interp.cohort.haplotypes import SEQUENCE_SCHEMA, cohort_haplotype_windows, read_sequences
 from interp.cohort.shards import (
     count_bed_regions,
     count_cohort_regions,
+    gather_haplotype_files,
     gather_haplotypes,
     gather_shard_files,
     gather_vectors,
@@ -84,21 +85,35 @@ def _sharded(fasta, geno, regions, shard_genes: int, width: int = 200):
     for i in range(shard_count(len(regions), shard_genes)):
         part = regions[shard_slice(len(regions), shard_genes, i)]
         a, d = cohort_haplotype_windows(fasta, geno, part, width, width, missing="N", unphased="N")
-        parts.append((a, d, haplotype_stats(a, d, len(geno.samples), [r.name for r in part], "N", "N")))
+        parts.append((a, d, haplotype_stats(a, d.height, len(geno.samples), [r.name for r in part], "N", "N")))
     return parts
 
 
 @pytest.mark.parametrize("shard_genes", [1, 2, 3])
-def test_gathered_haplotypes_are_the_unsharded_tables_byte_for_byte(tmp_path: Path, shard_genes: int) -> None:
+def test_gathered_haplotypes_are_the_unsharded_tables(tmp_path: Path, shard_genes: int) -> None:
+    """The assignments byte for byte; the distinct sequences the same rows (gc included), in shard order, each
+    shard's rows by hash, whether gathered in memory or written by the rule's streaming gather."""
     fasta, geno, regions = _cohort()
     assign, dist = cohort_haplotype_windows(fasta, geno, regions, 200, 200, missing="N", unphased="N")
-    stats = haplotype_stats(assign, dist, len(geno.samples), [r.name for r in regions], "N", "N")
+    stats = haplotype_stats(assign, dist.height, len(geno.samples), [r.name for r in regions], "N", "N")
     parts = _sharded(fasta, geno, regions, shard_genes)
     g_assign, g_dist, g_stats = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
     assert g_stats == stats
-    assert g_assign.equals(assign) and g_dist.equals(dist)
+    assert g_assign.equals(assign) and g_dist.sort("seq_hash").equals(dist)
+    assert g_dist.schema == SEQUENCE_SCHEMA
     assert _write(g_assign, tmp_path / "a1.parquet") == _write(assign, tmp_path / "a0.parquet")
-    assert _write(g_dist, tmp_path / "d1.parquet") == _write(dist, tmp_path / "d0.parquet")
+    # the rule's way: shard files in, the sequences streamed to a file
+    files = []
+    for i, (_, d, _) in enumerate(parts):
+        files.append(tmp_path / f"d{i}.parquet")
+        d.write_parquet(files[-1])
+    f_assign, f_stats = gather_haplotype_files([a for a, _, _ in parts], files, [s for _, _, s in parts],
+                                               tmp_path / "seq.parquet")
+    written = pl.read_parquet(tmp_path / "seq.parquet")
+    assert f_stats == stats and f_assign.equals(assign) and written.equals(g_dist)
+    expected_order = [h for i, (_, d, _) in enumerate(parts) for h in d["seq_hash"]
+                      if all(h not in set(e["seq_hash"]) for _, e, _ in parts[:i])]
+    assert written["seq_hash"].to_list() == expected_order
     # the repeated region's windows are shared sequences: counted once, haplotype counts summed
     per_shard = sum(d.height for _, d, _ in parts)
     assert per_shard > dist.height or shard_genes == 3 and len(parts) == 2 and per_shard >= dist.height
@@ -136,8 +151,56 @@ def test_gather_from_files_is_the_whole_table_renumbering_byte_for_byte(tmp_path
         f_assign, f_dist, _ = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
         assert g_assign.columns == expected.columns and g_assign.dtypes == expected.dtypes
         assert _write(g_assign, tmp_path / "new.parquet") == _write(expected, tmp_path / "old.parquet")
-        assert _write(g_dist, tmp_path / "dn.parquet") == _write(f_dist, tmp_path / "df.parquet")
+        assert g_dist.equals(f_dist)
         assert f_assign.equals(expected)
+
+
+def _seqs(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    from interp.cohort.haplotypes import gc_fraction
+
+    return pl.DataFrame([(h, x, n, gc_fraction(x)) for h, x, n in rows], schema=SEQUENCE_SCHEMA, orient="row")
+
+
+def test_streamed_sequences_sum_a_shared_sequence_and_keep_its_gc(tmp_path: Path) -> None:
+    """A sequence held by two shards: one row, its counts summed, sequence and gc as the shards wrote them; rows
+    of the first shard holding them, in shard order; the file written by the rule's gather says the same."""
+    from interp.cohort.shards import gathered_sequences, write_gathered_sequences
+
+    shards = [_seqs([("a1", "GGGA", 2), ("b2", "ACGT", 3)]), _seqs([]), _seqs([("b2", "ACGT", 4), ("c0", "NNAT", 1)]),
+              _seqs([("0z", "CCNN", 5), ("c0", "NNAT", 6)])]
+    paths = []
+    for i, table in enumerate(shards):
+        paths.append(tmp_path / f"s{i}.parquet")
+        table.write_parquet(paths[-1])
+    expected = [("a1", "GGGA", 2, 0.75), ("b2", "ACGT", 7, 0.5), ("c0", "NNAT", 7, 0.0), ("0z", "CCNN", 5, 1.0)]
+    assert pl.concat(list(gathered_sequences(shards))).rows() == expected
+    assert write_gathered_sequences(paths, tmp_path / "out" / "seq.parquet") == 4
+    written = pl.read_parquet(tmp_path / "out" / "seq.parquet")
+    assert written.schema == SEQUENCE_SCHEMA and written.rows() == expected
+    # written by rows groups, one per shard holding a first row, not as one table
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "out" / "seq.parquet").metadata.num_row_groups == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seq.parquet"]
+
+
+def test_streamed_sequences_refuse_a_shard_without_gc_and_write_nothing(tmp_path: Path) -> None:
+    """A shard table from before the gc column: InputError naming its file, no output (not even a partial one),
+    an existing output kept."""
+    from interp.cohort.shards import write_gathered_sequences
+
+    good, old = tmp_path / "s0.parquet", tmp_path / "s1.parquet"
+    _seqs([("a1", "GGGA", 2)]).write_parquet(good)
+    _seqs([("b2", "ACGT", 3)]).drop("gc").write_parquet(old)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seq.parquet").write_bytes(b"former")
+    with pytest.raises(InputError, match=r"s1\.parquet: the distinct-sequence table has no column gc"):
+        write_gathered_sequences([good, old], out / "seq.parquet")
+    assert [p.name for p in out.iterdir()] == ["seq.parquet"] and (out / "seq.parquet").read_bytes() == b"former"
+    with pytest.raises(InputError, match="shard 1: the distinct-sequence table has no column gc"):
+        gather_haplotypes([pl.DataFrame()] * 2, [_seqs([]), _seqs([]).drop("gc")],
+                          [{"n_samples": 1, "missing_policy": "N", "unphased_policy": "N", "regions": []}] * 2)
 
 
 def test_gather_refuses_shards_of_other_policies() -> None:
@@ -215,7 +278,7 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
     layers = ["block1", "block2"]
 
     def tables(pooled, seqs, assign, folder: Path) -> dict[str, bytes]:
-        it, _ = embed_cohort_tables(None, seqs, assign, genotypes, "tiny", layers, None, None, "block2",
+        it, _ = embed_cohort_tables(None, seqs, assign, genotypes, "tiny-dnalm", layers, None, None, "block2",
                                     keep_haplotypes=True, pooled=pooled)
         folder.mkdir()
         out = {}
@@ -233,7 +296,14 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
         d = d.sort("seq_hash")
         vectors.append((d["seq_hash"].to_list(),
                         embed_distinct_windows(emb, d["sequence"].to_list(), layers, 8, sae, "block2")))
-    g_assign, g_dist, _ = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
+    # as the rules run: the gathered sequences written, then read as embed_cohort reads them (hash and gc, sorted)
+    files = []
+    for i, (_, d, _) in enumerate(parts):
+        files.append(tmp_path / f"d{i}.parquet")
+        d.write_parquet(files[-1])
+    g_assign, _ = gather_haplotype_files([a for a, _, _ in parts], files, [s for _, _, s in parts],
+                                         tmp_path / "seq.parquet")
+    g_dist = read_sequences(tmp_path / "seq.parquet", ["seq_hash", "gc"]).sort("seq_hash")
     gathered = gather_vectors(vectors, g_dist["seq_hash"].to_list())
     for name in plain:
         assert np.array_equal(gathered[name], plain[name]), name
@@ -242,3 +312,35 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
     assert list(one) == list(many) and len(one) == 6
     for name in one:
         assert one[name] == many[name], name
+    gc = ad.read_h5ad(tmp_path / "sharded" / "block1.samples.h5ad").obs["gc"]
+    assert gc.between(0.3, 0.7).all() and gc.nunique() > 1  # the samples' gc, equal in both (bytes above)
+
+    # the embed_cohort rule on the shards' files reads no sequence: a cohort table stripped of them gives the same
+    from interp import stages
+
+    c = tmp_path / "rule"
+    c.mkdir()
+    pl.read_parquet(tmp_path / "seq.parquet").drop("sequence").write_parquet(c / "seq.parquet")
+    g_assign.write_parquet(c / "hap.parquet")
+    genotypes.write_h5ad(c / "geno.h5ad")
+    shard_vectors = []
+    for i, (hashes, vecs) in enumerate(vectors):
+        shard_vectors.append(str(c / f"v{i}.npz"))
+        write_vectors(shard_vectors[-1], hashes, vecs)
+    params = {"layers": layers, "sae_layer": "block2", "batch_size": 8, "device": "cpu", "cache": None,
+              "keep_haplotypes": True}
+
+    def job(sequences: Path, out: str) -> stages.Job:
+        return stages.Job(input={"card": "models/tiny-dnalm.yaml", "sequences": str(sequences),
+                                 "assignments": str(c / "hap.parquet"), "genotypes": str(c / "geno.h5ad"),
+                                 "shard_vectors": shard_vectors, "shard_stats": []},
+                          output={"out_dir": str(c / out), "stats": str(c / f"{out}.json")}, params=params)
+
+    stages.embed_cohort(job(c / "seq.parquet", "emb"))
+    assert sorted(p.name for p in (c / "emb").iterdir()) == sorted(one)
+    for name in one:
+        assert (c / "emb" / name).read_bytes() == one[name], name
+    pl.read_parquet(tmp_path / "seq.parquet").drop("gc").write_parquet(c / "old.parquet")  # an older run's table
+    with pytest.raises(InputError, match=r"old\.parquet: the distinct-sequence table has no column gc"):
+        stages.embed_cohort(job(c / "old.parquet", "emb2"))
+    assert not (c / "emb2").exists()

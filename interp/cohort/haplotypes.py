@@ -34,6 +34,34 @@ _POLICIES = ("ref", "N")
 
 Edit = tuple[int, int, str]  # (0-based reference start, REF length, replacement sequence)
 
+#: the distinct-sequence table (`sequences.parquet`) of `haplotype_windows` and every table made from it
+SEQUENCE_SCHEMA = {"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64, "gc": pl.Float64}
+
+
+def gc_fraction(seq: str) -> float:
+    """(G + C) / (A + C + G + T) of an upper-case sequence; other letters (N) are not counted; 0 when no
+    base is A, C, G or T."""
+    acgt = sum(seq.count(b) for b in "ACGT")
+    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
+
+
+def read_sequences(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """`columns` (default: all of `SEQUENCE_SCHEMA`) of a distinct-sequence table written by the haplotypes
+    stages; only those columns are read. A table lacking one (`gc` is absent from tables written before it was
+    added) raises InputError naming the file."""
+    columns = list(SEQUENCE_SCHEMA) if columns is None else columns
+    check_sequence_columns(pl.read_parquet_schema(path), str(path), columns)
+    return pl.read_parquet(path, columns=columns)
+
+
+def check_sequence_columns(names, source: str, columns: list[str] | None = None) -> None:
+    """InputError naming `source` when the column names `names` lack one of `columns` (default: all of
+    `SEQUENCE_SCHEMA`)."""
+    missing = [c for c in (list(SEQUENCE_SCHEMA) if columns is None else columns) if c not in names]
+    if missing:
+        raise InputError(f"{source}: the distinct-sequence table has no column {', '.join(missing)} (written by an "
+                         f"older version of the haplotypes stage? delete it and rerun haplotypes)")
+
 
 class HaplotypeSet(Mapping[tuple[str, int], str]):
     """Mapping (sample, hap) -> sequence, plus what was applied.
@@ -234,8 +262,8 @@ def haplotype_windows(
     Returns
       assignments: sample, hap, region, window_index, window_id, start, end (0-based reference
           coordinates), seq_hash (sha1 hex of the window sequence);
-      distinct: seq_hash, sequence, n_haplotypes (how many assignment rows carry it), each
-          distinct sequence once, in order of first appearance.
+      distinct: seq_hash, sequence, n_haplotypes (how many assignment rows carry it), gc (`gc_fraction` of
+          the sequence), each distinct sequence once, in order of first appearance (`SEQUENCE_SCHEMA`).
     """
     if not isinstance(hap_seqs, HaplotypeSet):
         raise TypeError("hap_seqs must be the HaplotypeSet returned by haplotype_sequences")
@@ -286,8 +314,9 @@ def haplotype_windows(
                 "window_id": pl.String, "start": pl.Int64, "end": pl.Int64, "seq_hash": pl.String})
     distinct = pl.DataFrame(
         {"seq_hash": hashes, "sequence": sequences,
-         "n_haplotypes": np.bincount(seq_row, minlength=len(sequences)).astype(np.int64)},
-        schema={"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64},
+         "n_haplotypes": np.bincount(seq_row, minlength=len(sequences)).astype(np.int64),
+         "gc": [gc_fraction(w) for w in sequences]},
+        schema=SEQUENCE_SCHEMA,
     )
     return assignments, distinct
 
@@ -344,7 +373,7 @@ def merge_region_windows(
     Returns
       assignments: the rows of all regions plus `contig` and `window_id` ("contig:start-end", 0-based
           half-open reference coordinates), window_index renumbered across regions (`renumber_windows`);
-      distinct: seq_hash, sequence, n_haplotypes (summed over regions), one row per hash, sorted by hash.
+      distinct: seq_hash, sequence, n_haplotypes (summed over regions), gc, one row per hash, sorted by hash.
     """
     assign = pl.concat(assignments).with_columns(
         pl.col("region").replace_strict(contig_of, return_dtype=pl.String).alias("contig"))
@@ -352,7 +381,7 @@ def merge_region_windows(
         (pl.col("contig") + ":" + pl.col("start").cast(pl.String) + "-" + pl.col("end").cast(pl.String))
         .alias("window_id"))
     dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(),
-                                                         pl.col("n_haplotypes").sum())
+                                                         pl.col("n_haplotypes").sum(), pl.col("gc").first())
             .sort("seq_hash"))
     return renumber_windows(assign), dist
 

@@ -5,23 +5,26 @@ A shard is `cohort.shard_genes` consecutive regions of the cohort's region list 
 `cohort.genes` in their order, then the BED's records in file order); 0 puts every region in one shard.
 Shard `i` is named `s<i, 4 digits>`, so names sort in region order.
 
-Gathering is deterministic and equal, byte for byte once written, to the unsharded run: the haplotypes
-stage's window numbering and distinct-sequence table are functions of the whole set of rows
-(`interp.cohort.haplotypes.renumber_windows`, a group-by on the sequence hash sorted by hash), so they are
-recomputed from the concatenated shards; each distinct sequence's vectors come from the first shard holding
-it (the model gives one sequence the same vector whichever shard embeds it).
+Gathering is deterministic and equal to the unsharded run: the haplotype windows table byte for byte once
+written (the window numbering is a function of the whole set of rows, `interp.cohort.haplotypes.renumber_windows`,
+recomputed from the concatenated shards); the distinct-sequence table has the same rows (one per hash, counts
+summed over the shards, each sequence and gc from the first shard holding it) but in shard order, each shard's
+rows sorted by hash, where the unsharded table is sorted by hash throughout (`gathered_sequences`: written one
+shard at a time, never holding every sequence); its consumers sort by hash. Each distinct sequence's vectors
+come from the first shard holding it (the model gives one sequence the same vector whichever shard embeds it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from interp.cohort.haplotypes import renumber_windows
+from interp.cohort.haplotypes import SEQUENCE_SCHEMA, check_sequence_columns, renumber_windows
 from interp.errors import InputError
 
 
@@ -78,39 +81,119 @@ def count_cohort_regions(genes: list[str], bed: str | Path | None) -> int:
     return len(genes) + (count_bed_regions(bed) if bed else 0)
 
 
-def haplotype_stats(assignments: pl.DataFrame, distinct: pl.DataFrame, n_samples: int, regions: list[str],
+def haplotype_stats(assignments: pl.DataFrame, n_distinct: int, n_samples: int, regions: list[str],
                     missing: str, unphased: str) -> dict:
-    """The haplotypes stage's counts (`haplotypes.stats.json`)."""
+    """The haplotypes stage's counts (`haplotypes.stats.json`); n_distinct: rows of its distinct-sequence table."""
     n_windows = assignments.height
     return {"n_haplotype_windows": n_windows, "n_windows": assignments["window_index"].n_unique(),
-            "n_distinct": distinct.height, "dedup_ratio": n_windows / max(distinct.height, 1),
+            "n_distinct": n_distinct, "dedup_ratio": n_windows / max(n_distinct, 1),
             "missing_policy": missing, "unphased_policy": unphased, "n_samples": n_samples,
             "regions": list(regions)}
 
 
-def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: list[pl.DataFrame | str | Path],
-                      stats: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """One cohort-wide (assignments, distinct, stats) from the shards' outputs, listed in shard order.
-
-    assignments, distinct: each shard's tables (`interp.cohort.haplotypes.cohort_haplotype_windows` on its
-    regions), as frames or parquet files; stats: each shard's `haplotype_stats`. Windows are renumbered over
-    all shards (`renumber_windows`, reading the files one column at a time), sequences shared by shards counted once
-    with their haplotype counts summed; the result equals `cohort_haplotype_windows` over all regions at once.
-    """
-    if not assignments or len(assignments) != len(distinct) or len(distinct) != len(stats):
+def _check_shards(n_assignments: int, n_distinct: int, stats: list[dict]) -> None:
+    if not n_assignments or n_assignments != n_distinct or n_distinct != len(stats):
         raise ValueError("gather_haplotypes: give one assignments, distinct and stats per shard")
     first = stats[0]
     for s in stats[1:]:
         for key in ("n_samples", "missing_policy", "unphased_policy"):
             if s[key] != first[key]:
                 raise ValueError(f"gather_haplotypes: shards disagree on {key} ({first[key]!r} vs {s[key]!r})")
+
+
+def _gathered_stats(assign: pl.DataFrame, n_distinct: int, stats: list[dict]) -> dict:
+    first = stats[0]
+    return haplotype_stats(assign, n_distinct, first["n_samples"], [r for s in stats for r in s["regions"]],
+                           first["missing_policy"], first["unphased_policy"])
+
+
+def _columns(part: pl.DataFrame | str | Path, columns: list[str]) -> pl.DataFrame:
+    return pl.read_parquet(part, columns=columns) if isinstance(part, (str, Path)) else part.select(columns)
+
+
+def gathered_sequences(distinct: list[pl.DataFrame | str | Path]) -> Iterator[pl.DataFrame]:
+    """The cohort's distinct-sequence table from the shards' (frames or parquet files, in shard order), yielded
+    one shard's part at a time, never every sequence at once.
+
+    Two passes: the first reads only seq_hash and n_haplotypes of every shard (a hash is 40 characters, a
+    window sequence 1 kb or more) to sum each hash's counts over the shards and find the first shard holding
+    it; the second reads one shard's table at a time and yields its rows whose hash it holds first, with the
+    summed counts (`interp.cohort.haplotypes.SEQUENCE_SCHEMA`). Rows come in shard order, each shard's rows
+    in its table's order (sorted by hash): the same rows as the unsharded table, which is sorted by hash
+    throughout; consumers sort by hash. A shard's table lacking a column (gc, in tables of runs before it was
+    added) raises InputError naming its file before anything is read.
+    """
+    for i, part in enumerate(distinct):
+        names = pl.read_parquet_schema(part) if isinstance(part, (str, Path)) else part.columns
+        check_sequence_columns(names, str(part) if isinstance(part, (str, Path)) else f"shard {i}")
+    keys = pl.concat([_columns(part, ["seq_hash", "n_haplotypes"]).with_row_index("row")
+                      .with_columns(pl.lit(i, pl.Int64).alias("shard")) for i, part in enumerate(distinct)])
+    # groups in order of first appearance: by shard, then by row within the shard
+    first = (keys.group_by("seq_hash", maintain_order=True)
+             .agg(pl.col("shard").first(), pl.col("row").first(), pl.col("n_haplotypes").sum())
+             .drop("seq_hash"))
+    del keys
+    rows_of = first.partition_by("shard", as_dict=True, include_key=False)
+    del first
+    for i, part in enumerate(distinct):
+        mine = rows_of.pop((i,), None)
+        if mine is None:
+            continue
+        table = _columns(part, list(SEQUENCE_SCHEMA)).cast(SEQUENCE_SCHEMA)
+        yield table.gather(mine["row"]).with_columns(mine["n_haplotypes"].cast(pl.Int64))
+        del table
+
+
+def write_gathered_sequences(distinct: list[pl.DataFrame | str | Path], path: str | Path) -> int:
+    """`gathered_sequences` written to `path` (parquet, zstd), one shard's part at a time as row groups through
+    a temporary file renamed into place only when complete; returns its rows (distinct sequences).
+
+    Memory: every shard's hashes and counts, plus one shard's table. Gathering 20 shards of 40,000 sequences of
+    1,000 bases each (800,000 rows, 724,000 distinct, 690 MiB of sequence) peaked at 466 MiB RSS, where reading
+    every shard's table whole, concatenating, grouping and sorting by hash (the former gather) peaked at 1,270 MiB
+    (0.37x; `python benchmarks/haplotypes_gather_memory.py --sequences 20 200 200 1000`, 2026-12-05).
+    """
+    import pyarrow.parquet as pq
+
+    from interp.io import atomic_path
+
+    n = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, pl.DataFrame(schema=SEQUENCE_SCHEMA).to_arrow().schema,
+                              compression="zstd") as writer:
+            for part in gathered_sequences(distinct):
+                writer.write_table(part.to_arrow())
+                n += part.height
+    return n
+
+
+def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: list[pl.DataFrame | str | Path],
+                      stats: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """One cohort-wide (assignments, distinct, stats) from the shards' outputs, listed in shard order, in memory
+    (the rule writes the distinct sequences by `gather_haplotype_files` instead).
+
+    assignments, distinct: each shard's tables (`interp.cohort.haplotypes.cohort_haplotype_windows` on its
+    regions), as frames or parquet files; stats: each shard's `haplotype_stats`. Windows are renumbered over
+    all shards (`renumber_windows`, reading the files one column at a time), sequences shared by shards counted once
+    with their haplotype counts summed (`gathered_sequences`, in its row order); the result equals
+    `cohort_haplotype_windows` over all regions at once (the distinct sequences up to row order).
+    """
+    _check_shards(len(assignments), len(distinct), stats)
+    parts = list(gathered_sequences(distinct))
+    dist = pl.concat(parts) if parts else pl.DataFrame(schema=SEQUENCE_SCHEMA)
     assign = renumber_windows(assignments)
-    distinct = [pl.read_parquet(d) if isinstance(d, (str, Path)) else d for d in distinct]
-    dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(), pl.col("n_haplotypes").sum())
-            .sort("seq_hash").rechunk())
-    regions = [r for s in stats for r in s["regions"]]
-    return assign, dist, haplotype_stats(assign, dist, first["n_samples"], regions, first["missing_policy"],
-                                         first["unphased_policy"])
+    return assign, dist, _gathered_stats(assign, dist.height, stats)
+
+
+def gather_haplotype_files(assignments: list[str | Path], sequences: list[str | Path], stats: list[dict],
+                           sequences_out: str | Path) -> tuple[pl.DataFrame, dict]:
+    """The haplotypes gather rule's work: the shards' distinct sequences written to `sequences_out`
+    (`write_gathered_sequences`, one shard at a time), then (assignments renumbered over all shards, stats) as
+    `gather_haplotypes` returns them."""
+    _check_shards(len(assignments), len(sequences), stats)
+    n_distinct = write_gathered_sequences(sequences, sequences_out)
+    assign = renumber_windows(assignments)
+    return assign, _gathered_stats(assign, n_distinct, stats)
 
 
 def write_vectors(path: str | Path, seq_hashes: list[str], vectors: dict[str, np.ndarray]) -> None:

@@ -23,13 +23,6 @@ if TYPE_CHECKING:
     from interp.embed.cache import EmbeddingCache
 
 
-def gc_fraction(seq: str) -> float:
-    """(G + C) / (A + C + G + T) of an upper-case sequence; other letters (N) are not counted; 0 when no
-    base is A, C, G or T."""
-    acgt = sum(seq.count(b) for b in "ACGT")
-    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
-
-
 def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: list[str], batch_size: int,
                            sae_model: Any, sae_layer: str, cache: EmbeddingCache | None = None,
                            sae_cache_key: str | None = None) -> dict[str, np.ndarray]:
@@ -323,14 +316,18 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
                 ) -> Iterator[tuple[str, ad.AnnData]]:
     """Per-sample cohort embedding tables from the distinct sequences' vectors.
 
-    pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i (seq_hash, sequence);
-    assignments: the haplotypes stage's table (or a lazy scan of it, `sequence_index`); genotypes: the
-    ancestry stage's AnnData (its obs, in its sample order, and obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction (`gc_fraction`)
-    of their 2 x n_windows window sequences. The index is checked now (ValueError when some sample,
-    window or haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
+    pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i; sequences: at least seq_hash
+    and gc (the sequence's GC fraction, `interp.cohort.haplotypes.gc_fraction`, written by the haplotypes
+    stage; the sequence itself is not needed here); assignments: the haplotypes stage's table (or a lazy scan
+    of it, `sequence_index`); genotypes: the ancestry stage's AnnData (its obs, in its sample order, and
+    obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction of their 2 x n_windows window sequences.
+    A table without gc raises ValueError. The index is checked now (ValueError when some sample, window or
+    haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
     """
+    if "gc" not in sequences.columns:
+        raise ValueError("pool_cohort: the sequences table has no gc column (a table of an older haplotypes run?)")
     seq_index, windows = sequence_index(assignments, genotypes.obs_names.tolist(), sequences["seq_hash"].to_list())
-    gc = np.array([gc_fraction(s) for s in sequences["sequence"].to_list()])
+    gc = sequences["gc"].cast(pl.Float64).to_numpy()
     obs = genotypes.obs.copy()
     n_s, n_w = seq_index.shape[:2]
     gc_sum = np.zeros(n_s)
