@@ -288,8 +288,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
     common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
               "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": seed}
-    run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
-                  "sequences": w["seq.parquet"]},
+    run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"]},
         {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
         {"audit": config["audit"], **common, "population_column": cohort["population_column"],
          "sae_layer": config["sae"]["layer"]})
