@@ -153,18 +153,9 @@ def write_gathered_sequences(distinct: list[pl.DataFrame | str | Path], path: st
     every shard's table whole, concatenating, grouping and sorting by hash (the former gather) peaked at 1,270 MiB
     (0.37x; `python benchmarks/haplotypes_gather_memory.py --sequences 20 200 200 1000`, 2026-12-05).
     """
-    import pyarrow.parquet as pq
+    from interp.io import write_parquet_parts
 
-    from interp.io import atomic_path
-
-    n = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, pl.DataFrame(schema=SEQUENCE_SCHEMA).to_arrow().schema,
-                              compression="zstd") as writer:
-            for part in gathered_sequences(distinct):
-                writer.write_table(part.to_arrow())
-                n += part.height
-    return n
+    return write_parquet_parts(path, gathered_sequences(distinct), SEQUENCE_SCHEMA)
 
 
 def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: list[pl.DataFrame | str | Path],
