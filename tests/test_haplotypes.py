@@ -304,6 +304,21 @@ def test_renumber_windows_is_unique_across_regions_in_region_then_start_order() 
         out.select("sample", "hap", "window_index").rows())
 
 
+def test_window_numbering_is_one_definition_for_parts_and_wholes() -> None:
+    """window_numbering: the distinct (region, start) pairs ranked by region name then start, the same from parts
+    (a sharded gather's shards) as from their concatenation; window_indices refuses a row it does not number."""
+    from interp.cohort.haplotypes import window_indices, window_numbering
+
+    a, b = _assignments("b", [100, 50]), _assignments("a", [500, 700, 900])
+    numbering = window_numbering([a, b.lazy()])
+    assert numbering.rows() == [(0, "a", 500), (1, "a", 700), (2, "a", 900), (3, "b", 50), (4, "b", 100)]
+    assert numbering.columns == ["window_index", "region", "start"] and numbering["window_index"].dtype == pl.Int64
+    assert window_numbering(pl.concat([a, b])).equals(numbering)
+    assert window_indices(a, numbering).to_list() == [4, 3] * (a.height // 2)
+    with pytest.raises(ValueError, match="1 row"):
+        window_indices(pl.DataFrame({"region": ["a", "c"], "start": [500, 500]}), numbering)
+
+
 def test_merge_region_windows_adds_contig_window_id_and_sums_shared_sequences() -> None:
     from interp.cohort.haplotypes import merge_region_windows
 

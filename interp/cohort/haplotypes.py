@@ -321,21 +321,48 @@ def haplotype_windows(
     return assignments, distinct
 
 
+def window_numbering(windows: pl.DataFrame | pl.LazyFrame | list[pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame:
+    """The cohort's window numbering: every distinct (region, start) pair of `windows` (rows with at least region
+    and start: one frame or lazy frame, or several taken as concatenated) with its window_index (Int64), the
+    pair's rank among the pairs sorted by region name then start, so 0 .. n_windows - 1; rows in that order.
+
+    The one definition of the cohort-wide window_index: `renumber_windows` (one job's regions) and the sharded
+    gather (`interp.cohort.shards.gathered_haplotypes`, from each shard's distinct pairs, never its whole table)
+    both number windows through it. Each part is reduced to its distinct pairs first (streamed from a lazy scan).
+    """
+    parts = windows if isinstance(windows, list) else [windows]
+    pairs = pl.concat([w.lazy().select("region", "start").unique() for w in parts], how="vertical")
+    return (pairs.unique().sort(["region", "start"]).collect(engine="streaming")
+            .with_row_index("window_index").with_columns(pl.col("window_index").cast(pl.Int64)))
+
+
+def window_indices(rows: pl.DataFrame | pl.LazyFrame, numbering: pl.DataFrame) -> pl.Series:
+    """Each row's window_index (Int64) under `numbering` (`window_numbering`), in the rows' order; only the rows'
+    region and start are read. ValueError when a row's (region, start) is not numbered (a numbering of other
+    rows)."""
+    out = (rows.lazy().select("region", "start")
+           .join(numbering.lazy(), on=["region", "start"], how="left", validate="m:1", maintain_order="left")
+           .select("window_index").collect().to_series())
+    if out.null_count():
+        raise ValueError(f"{out.null_count()} row(s) have a (region, start) the window numbering lacks")
+    return out
+
+
 def renumber_windows(assignments: pl.DataFrame | list[pl.DataFrame | str | Path]) -> pl.DataFrame:
-    """Window indices unique across regions, in genome order.
+    """Window indices unique across regions, in genome order: one job's table (the unsharded run's,
+    `merge_region_windows`); the sharded gather streams instead (`interp.cohort.shards.gathered_haplotypes`).
 
     assignments: rows of `haplotype_windows` for one or more regions (their `window_index` restarts at 0
     in every region), with at least sample, hap, region, start, window_index: one frame, or several frames or
-    parquet files (the shards of a sharded run) taken as concatenated, read here one column at a time.
-    Returns the same rows with `window_index` (Int64, now the last column) replaced by the rank of the
-    window's (region name, start) among all distinct (region, start) pairs sorted by region name then
-    start, so 0 .. n_windows - 1; rows sorted by sample, hap, window_index (unique keys, so the order does not
+    parquet files taken as concatenated, read here one column at a time.
+    Returns the same rows with `window_index` (Int64, now the last column) replaced by the window's index under
+    `window_numbering` (the rank of its (region name, start) among all distinct pairs sorted by region name then
+    start, so 0 .. n_windows - 1); rows sorted by sample, hap, window_index (unique keys, so the order does not
     depend on how it is computed).
 
-    Built column by column: the order comes from integer codes of the key columns, then each column is read,
-    put in that order and dropped before the next. A join and a sort of the whole table of strings held the
-    input, the joined and the sorted copies at once: gathering 3,000 samples x 1,200 windows from 40 shards
-    (a 735 MiB table) peaked at 2,730 MiB that way and at 1,454 MiB this way (benchmarks/haplotypes_gather_memory.py).
+    Built column by column: the order comes from the window index and integer codes of the sample column, then
+    each column is read, put in that order and dropped before the next (a join and a sort of the whole table of
+    strings held the input, the joined and the sorted copies at once).
     """
     parts = assignments if isinstance(assignments, list) else [assignments]
     rows = pl.concat([pl.scan_parquet(a) if isinstance(a, (str, Path)) else a.lazy() for a in parts],
@@ -349,11 +376,7 @@ def renumber_windows(assignments: pl.DataFrame | list[pl.DataFrame | str | Path]
         levels = rows.select(pl.col(name).unique()).collect().to_series().sort()
         return rows.select(pl.col(name).cast(pl.Enum(levels)).to_physical().cast(pl.Int64)).collect().to_series()
 
-    region, start = codes("region"), column("start")
-    key = (region * (int(start.max() or 0) + 1) + start).to_numpy()
-    del region, start
-    window = pl.Series("window_index", np.searchsorted(np.unique(key), key).astype(np.int64))
-    del key
+    window = window_indices(rows, window_numbering(rows))
     perm = (pl.DataFrame({"sample": codes("sample"), "hap": column("hap"), "window": window})
             .with_row_index("row").sort(["sample", "hap", "window"])["row"])
     window = window.gather(perm)
