@@ -526,8 +526,8 @@ def haplotypes_shard(job: Job) -> None:
 
 def haplotypes(job: Job) -> None:
     """The cohort's haplotype windows: the shards' tables gathered (inputs shard_assignments, shard_sequences,
-    shard_stats, in shard order; interp.cohort.shards.gather_haplotype_files: the distinct sequences written one
-    shard at a time, rows in shard order), or, without shards, every region computed here (`haplotypes_shard`)."""
+    shard_stats, in shard order; interp.cohort.shards.gather_haplotype_files: both tables written one shard at a
+    time, rows in shard order), or, without shards, every region computed here (`haplotypes_shard`)."""
     from interp.cohort.shards import gather_haplotype_files
 
     if not job.input.get("shard_assignments"):
@@ -535,11 +535,10 @@ def haplotypes(job: Job) -> None:
         return
     names = ("shard_assignments", "shard_sequences", "shard_stats")
     parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
-    # the sequences are written one shard at a time, then the assignments are read column by column
-    # (interp.cohort.haplotypes.renumber_windows), neither table whole
-    assign, stats = gather_haplotype_files(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]],
-                                           job.output["sequences"])
-    write_table(assign, job.output["assignments"])
+    # first the windows' (region, start) pairs and the sequences' hashes and counts, then one shard's table at a
+    # time: neither cohort table is held whole
+    stats = gather_haplotype_files(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]],
+                                   job.output["assignments"], job.output["sequences"])
     write_json(stats, job.output["stats"])
 
 
