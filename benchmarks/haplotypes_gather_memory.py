@@ -1,19 +1,22 @@
 """Peak memory of the haplotypes gather (rule `haplotypes`: `interp.stages.haplotypes`, which calls
 `interp.cohort.shards.gather_haplotype_files`) on synthetic shards, against the former way, and whether both
-write the same tables.
+write the same rows.
 
-Run: `python benchmarks/haplotypes_gather_memory.py [n_samples] [n_windows] [n_shards]` (default 3,000 samples,
-300 windows in regions of 10 windows, 10 shards: 1.8 M assignment rows). Each shard's tables are made by the
-library's own `merge_region_windows` from per-region frames shaped as `haplotype_windows` returns them (10
-distinct haplotypes per window). Each way runs in a fresh process and reports its peak RSS (VmHWM); the script
-prints both peaks, their ratio, the written table's size in memory (`estimated_size`), whether the written
-assignments are byte-identical and whether the distinct-sequence tables hold the same rows (the new one keeps the
-shards' order). Nothing is asserted.
+Run: `python benchmarks/haplotypes_gather_memory.py` (two cohorts 4x apart in windows at the same shard size:
+3,000 samples x 300 windows in 10 shards, then x 1,200 windows in 40 shards, 1.8 M and 7.2 M assignment rows;
+regions of 10 windows, 30 windows a shard) or `python benchmarks/haplotypes_gather_memory.py n_samples n_windows
+n_shards` (one cohort). Each shard's tables are made by the library's own `merge_region_windows` from per-region
+frames shaped as `haplotype_windows` returns them (10 distinct haplotypes per window). Each way runs in a fresh
+process and reports its peak RSS (VmHWM); the script prints both peaks, their ratio, the gathered table's size in
+memory (`estimated_size`), whether the written assignments hold the same rows (the new gather keeps the shards'
+order, the former sorted by sample throughout: compared sorted) and the distinct-sequence tables the same rows;
+with two cohorts, how each way's peak grew from the smaller to the larger. Nothing is asserted.
 
-- `old`: the former gather, kept here: every shard's assignments read whole (`pl.read_parquet`), concatenated,
-  renumbered by a join on (region, start) and sorted (`renumber_windows` as it was, copied here);
-- `new`: the current `interp.stages.haplotypes` (`interp.cohort.haplotypes.renumber_windows`: column by column
-  from the files; the distinct sequences written one shard at a time).
+- `old`: the former gather, kept here: the shards' assignments renumbered and sorted column by column from the
+  files (`renumber_windows` as it was, copied here: the whole table held, as strings), written whole;
+- `new`: the current `interp.stages.haplotypes` (`write_gathered_haplotypes`: the windows numbered from each
+  shard's (region, start) pairs, then one shard's table at a time renumbered and written as row groups). Both
+  write the distinct sequences one shard at a time (`write_gathered_sequences`).
 
 `python benchmarks/haplotypes_gather_memory.py --sequences [n_shards] [windows_per_shard] [distinct_per_window]
 [width]` (default 20 shards x 50 windows x 200 distinct sequences of 1,000 bases: 200,000 rows, a tenth of each
@@ -98,19 +101,39 @@ def make_shards(folder: Path, n_samples: int, n_windows: int, n_shards: int, see
     return paths
 
 
-def old_gather(inputs: dict, out: Path) -> None:
-    """The gather as it was: every shard's tables read whole, then gathered in memory."""
+def _renumber_windows_former(assignments: list[str]):
+    """`interp.cohort.haplotypes.renumber_windows` as it was when it gathered sharded runs (until 2026-12-05):
+    the concatenated shards' table renumbered and sorted column by column, every column held whole."""
     import polars as pl
 
+    rows = pl.concat([pl.scan_parquet(a) for a in assignments], how="vertical")
+
+    def column(name: str) -> pl.Series:
+        return rows.select(name).collect().to_series()
+
+    def codes(name: str) -> pl.Series:
+        levels = rows.select(pl.col(name).unique()).collect().to_series().sort()
+        return rows.select(pl.col(name).cast(pl.Enum(levels)).to_physical().cast(pl.Int64)).collect().to_series()
+
+    region, start = codes("region"), column("start")
+    key = (region * (int(start.max() or 0) + 1) + start).to_numpy()
+    del region, start
+    window = pl.Series("window_index", np.searchsorted(np.unique(key), key).astype(np.int64))
+    del key
+    perm = (pl.DataFrame({"sample": codes("sample"), "hap": column("hap"), "window": window})
+            .with_row_index("row").sort(["sample", "hap", "window"])["row"])
+    window = window.gather(perm)
+    columns = [column(name).gather(perm) for name in rows.collect_schema().names() if name != "window_index"]
+    return pl.DataFrame([*columns, window])
+
+
+def old_gather(inputs: dict, out: Path) -> None:
+    """The gather as it was: the assignments renumbered and sorted whole (column by column), then written."""
     from interp.stages import write_table
 
-    assignments = pl.concat([pl.read_parquet(a) for a in inputs["shard_assignments"]])
-    order = (assignments.select("region", "start").unique().sort(["region", "start"])
-             .with_row_index("cohort_window").with_columns(pl.col("cohort_window").cast(pl.Int64)))
-    assign = (assignments.join(order, on=["region", "start"]).drop("window_index")
-              .rename({"cohort_window": "window_index"}).sort(["sample", "hap", "window_index"])).rechunk()
+    assign = _renumber_windows_former(inputs["shard_assignments"])
     write_table(assign, out / "haplotypes.parquet")
-    old_sequences(inputs, out)
+    new_sequences(inputs, out)
     print(json.dumps({"table_mib": assign.estimated_size() / 2**20}), file=sys.stderr)
 
 
@@ -212,6 +235,41 @@ def sequences_main(args: list[str]) -> None:
               f"wall old {seconds['old']:.1f} s, new {seconds['new']:.1f} s; same rows (sorted by hash): {same}")
 
 
+def gather_main(n_samples: int, n_windows: int, n_shards: int) -> dict:
+    import time
+
+    import polars as pl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        inputs = make_shards(folder, n_samples, n_windows, n_shards)
+        made = time.perf_counter() - t0
+        (folder / "inputs.json").write_text(json.dumps(inputs))
+        peaks, seconds = {}, {}
+        for way in ("old", "new"):
+            t0 = time.perf_counter()
+            res = run_child(way, folder, way)
+            seconds[way] = time.perf_counter() - t0
+            peaks[way] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+            if way == "old":
+                table = json.loads(res.stderr.strip().splitlines()[-1])["table_mib"]
+        old = pl.read_parquet(folder / "old" / "haplotypes.parquet")
+        new = pl.read_parquet(folder / "new" / "haplotypes.parquet")
+        same = new.sort("sample", "hap", "window_index").equals(old)
+        del old, new
+        # the distinct sequences: the same rows (both gathers keep the shards' order here)
+        same_rows = pl.read_parquet(folder / "new" / "sequences.parquet").sort("seq_hash").equals(
+            pl.read_parquet(folder / "old" / "sequences.parquet").sort("seq_hash"))
+        rows = n_samples * 2 * (n_windows // REGION_WINDOWS * REGION_WINDOWS)
+        print(f"{n_samples} samples x {n_windows} windows, {n_shards} shards: {rows:,} assignment rows, "
+              f"gathered table {table:.0f} MiB in memory (inputs made in {made:.0f} s)")
+        print(f"  peak RSS old {peaks['old']:.0f} MiB, new {peaks['new']:.0f} MiB, new/old "
+              f"{peaks['new'] / peaks['old']:.2f}; wall old {seconds['old']:.1f} s, new {seconds['new']:.1f} s; "
+              f"assignments the same rows: {same}; sequences the same rows: {same_rows}")
+        return peaks
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(*sys.argv[2:5])
@@ -219,28 +277,12 @@ def main() -> None:
     if sys.argv[1:2] == ["--sequences"]:
         sequences_main(sys.argv[2:])
         return
-    n_samples, n_windows, n_shards = (int(a) for a in (sys.argv[1:] + ["3000", "300", "10"][len(sys.argv) - 1:]))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        inputs = make_shards(folder, n_samples, n_windows, n_shards)
-        (folder / "inputs.json").write_text(json.dumps(inputs))
-        peaks = {}
-        for way in ("old", "new"):
-            res = run_child(way, folder, way)
-            peaks[way] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
-            if way == "old":
-                table = json.loads(res.stderr.strip().splitlines()[-1])["table_mib"]
-        import polars as pl
-
-        same = (folder / "old" / "haplotypes.parquet").read_bytes() == (folder / "new" / "haplotypes.parquet").read_bytes()
-        # the distinct sequences: the same rows (the new gather keeps the shards' order, the former sorted by hash)
-        same_rows = pl.read_parquet(folder / "new" / "sequences.parquet").sort("seq_hash").equals(
-            pl.read_parquet(folder / "old" / "sequences.parquet"))
-        rows = n_samples * 2 * (n_windows // REGION_WINDOWS * REGION_WINDOWS)
-        print(f"{n_samples} samples x {n_windows} windows, {n_shards} shards: {rows:,} assignment rows, "
-              f"gathered table {table:.0f} MiB in memory")
-        print(f"peak RSS old {peaks['old']:.0f} MiB, new {peaks['new']:.0f} MiB, new/old {peaks['new'] / peaks['old']:.2f}; "
-              f"assignments byte-identical: {same}; sequences the same rows: {same_rows}")
+    if sys.argv[1:]:
+        gather_main(*(int(a) for a in (sys.argv[1:] + ["3000", "300", "10"][len(sys.argv) - 1:])))
+        return
+    small, large = gather_main(3000, 300, 10), gather_main(3000, 1200, 40)
+    print(f"4x the windows (same shard size): old peak x{large['old'] / small['old']:.2f}, "
+          f"new peak x{large['new'] / small['new']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 per-sequence vectors are pooled per sample (`pool_cohort`).
 
 Shapes: n_seqs distinct window sequences, n_samples samples, n_windows cohort windows (the `window_index`
-of `interp.cohort.haplotypes.renumber_windows`, 0 .. n_windows - 1), d dimensions of a layer (or SAE
+of `interp.cohort.haplotypes.window_numbering`, 0 .. n_windows - 1), d dimensions of a layer (or SAE
 features), 2 haplotypes per sample.
 """
 
@@ -62,10 +62,11 @@ def sequence_index(assignments: pl.DataFrame | pl.LazyFrame, samples: list[str],
     """Where each (sample, window, haplotype) finds its sequence.
 
     assignments: sample, hap (1 | 2), window_index (0 .. n_windows - 1), window_id, region, contig, start,
-    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`), in memory or as a lazy scan of its
-    parquet (`pl.scan_parquet`: then only the columns used are read, streamed, and no string column is held
-    whole); rows of samples not in `samples` are ignored. seq_hashes: the hash of row i of the
-    distinct-sequence matrix (distinct).
+    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`, or a sharded run's gather), rows in any order
+    (each is placed by its sample, window and haplotype), in memory or as a lazy scan of its parquet
+    (`pl.scan_parquet`: then only the columns used are read, streamed, and no string column is held whole);
+    rows of samples not in `samples` are ignored. seq_hashes: the hash of row i of the distinct-sequence matrix
+    (distinct).
     Returns (seq_index int32 [n_samples, n_windows, 2] (int64 beyond 2^31 - 1 sequences), the row of the
     distinct-sequence matrix for sample s, window w, haplotype h + 1; windows: window_index, window_id,
     region, contig, start, end, one row per window, sorted by window_index). Raises ValueError when some
