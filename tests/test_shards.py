@@ -408,3 +408,33 @@ def test_sharded_embedding_tables_are_the_unsharded_tables_byte_for_byte(tmp_pat
     with pytest.raises(InputError, match=r"old\.parquet: the distinct-sequence table has no column gc"):
         stages.embed_cohort(job(c / "old.parquet", "emb2"))
     assert not (c / "emb2").exists()
+
+
+def test_haplotypes_rule_gathers_shard_files_into_its_outputs(tmp_path: Path) -> None:
+    """interp.stages.haplotypes on shard files (as the gather rule runs it): both tables written one shard at a
+    time (one row group per shard) with the in-memory gather's rows and the unsharded run's stats."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from interp import stages
+
+    fasta, geno, regions = _cohort()
+    assign, dist = cohort_haplotype_windows(fasta, geno, regions, 200, 200, missing="N", unphased="N")
+    parts = _sharded(fasta, geno, regions, 1)
+    inputs: dict[str, list[str]] = {"shard_assignments": [], "shard_sequences": [], "shard_stats": []}
+    for i, (a, d, s) in enumerate(parts):
+        for key, write in (("shard_assignments", a.write_parquet), ("shard_sequences", d.write_parquet),
+                           ("shard_stats", lambda p, s=s: Path(p).write_text(json.dumps(s)))):
+            inputs[key].append(str(tmp_path / f"{key}{i}"))
+            write(inputs[key][-1])
+    out = {"assignments": str(tmp_path / "c" / "haplotypes.parquet"),
+           "sequences": str(tmp_path / "c" / "sequences.parquet"), "stats": str(tmp_path / "c" / "stats.json")}
+    stages.haplotypes(stages.Job(input=inputs, output=out))
+    g_assign, g_dist, g_stats = gather_haplotypes(*[list(x) for x in zip(*parts, strict=True)])
+    assert pl.read_parquet(out["assignments"]).equals(g_assign)
+    assert pl.read_parquet(out["assignments"]).sort("sample", "hap", "window_index").equals(assign)
+    assert pl.read_parquet(out["sequences"]).equals(g_dist)
+    assert json.loads(Path(out["stats"]).read_text()) == json.loads(json.dumps(g_stats))
+    assert g_stats == haplotype_stats(assign, dist.height, len(geno.samples), [r.name for r in regions], "N", "N")
+    assert pq.ParquetFile(out["assignments"]).metadata.num_row_groups == len(parts) == 4
