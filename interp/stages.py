@@ -643,8 +643,8 @@ def embed_cohort(job: Job) -> None:
     else:
         pooled, extra = _embed_distinct(job, sequences, n_shards=0)
         sequences = sequences.drop("sequence")  # pooled from seq_hash and gc only
-    tables, stats = embed_cohort_tables(  # assignments as a lazy scan (interp.embed.cohort.sequence_index)
-        None, sequences, pl.scan_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
+    tables, stats = embed_cohort_tables(  # assignments read in batches (interp.embed.cohort.sequence_index)
+        None, sequences, job.input["assignments"], ad.read_h5ad(job.input["genotypes"]),
         load_card(job.input["card"])["name"], layers, None, None,
         p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
