@@ -64,19 +64,33 @@ _INDEX_COLUMNS = ("sample", "hap", "window_index", "seq_hash")
 _WINDOW_COLUMNS = ("window_index", "window_id", "region", "contig", "start", "end")
 
 
-def _assignment_batches(assignments: pl.DataFrame | str | Path) -> Iterator[pl.DataFrame]:
-    """The rows' sample, hap, window_index and seq_hash, `INDEX_BATCH_ROWS` at most at a time: a DataFrame in
-    slices; a parquet file row group by row group, each in batches of rows (pyarrow; one iterator a row group,
-    as one over the whole file keeps memory for each row group it has read)."""
+def _assignment_batches(assignments: pl.DataFrame | Path, columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+    """The rows' `columns`, `INDEX_BATCH_ROWS` rows at most at a time: a DataFrame in slices; a parquet file
+    row group by row group, each in batches of rows (pyarrow; one iterator a row group, as one over the whole
+    file keeps memory for each row group it has read, and polars' streaming scan reads ahead up to 128 row
+    groups)."""
     if isinstance(assignments, pl.DataFrame):
-        yield from assignments.select(_INDEX_COLUMNS).iter_slices(INDEX_BATCH_ROWS)
+        yield from assignments.select(columns).iter_slices(INDEX_BATCH_ROWS)
         return
     import pyarrow.parquet as pq
 
     with pq.ParquetFile(assignments) as parquet:
         for group in range(parquet.num_row_groups):
-            for batch in parquet.iter_batches(INDEX_BATCH_ROWS, row_groups=[group], columns=list(_INDEX_COLUMNS)):
+            for batch in parquet.iter_batches(INDEX_BATCH_ROWS, row_groups=[group], columns=list(columns)):
                 yield pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def _distinct_windows(source: pl.DataFrame | Path) -> pl.DataFrame:
+    """The distinct (window_index, window_id, region, contig, start, end) of the rows, sorted by window_index,
+    a batch at a time (memory: the windows and one batch)."""
+    windows: pl.DataFrame | None = None
+    for batch in _assignment_batches(source, _WINDOW_COLUMNS):
+        batch = batch.unique()
+        windows = batch if windows is None else pl.concat([windows, batch]).unique()
+    if windows is None:
+        return pl.DataFrame(schema=source.select(_WINDOW_COLUMNS).schema if isinstance(source, pl.DataFrame)
+                            else pl.scan_parquet(source).select(_WINDOW_COLUMNS).collect_schema())
+    return windows.sort("window_index", *_WINDOW_COLUMNS[1:])
 
 
 def sequence_index(assignments: pl.DataFrame | str | Path, samples: list[str], seq_hashes: list[str],
@@ -97,8 +111,9 @@ def sequence_index(assignments: pl.DataFrame | str | Path, samples: list[str], s
     windows are not numbered 0 .. n_windows - 1 once each, and when some (sample, window, haplotype) has no row.
 
     Memory: the index, the windows table, `seq_hashes` (as a `pl.Enum`) and one batch (`INDEX_BATCH_ROWS` rows:
-    a parquet is read row group by row group, each in batches of rows), each batch mapped to codes (sample and
-    hash as `pl.Enum` codes) and placed in the index before the next is read.
+    a parquet is read row group by row group, each in batches of rows, twice: the windows' columns, then the
+    rows'), each batch reduced to its distinct windows, or mapped to codes (sample and hash as `pl.Enum`
+    codes) and placed in the index, before the next is read.
     """
     if not isinstance(assignments, (pl.DataFrame, str, Path)):
         raise TypeError(f"sequence_index: assignments must be a DataFrame or a parquet path, not "
@@ -108,7 +123,7 @@ def sequence_index(assignments: pl.DataFrame | str | Path, samples: list[str], s
     missing = sorted({*_INDEX_COLUMNS, *_WINDOW_COLUMNS} - set(lazy.collect_schema().names()))
     if missing:
         raise ValueError(f"the haplotype windows table has no column(s) {missing}")
-    windows = lazy.select(_WINDOW_COLUMNS).unique().sort("window_index").collect(engine="streaming")
+    windows = _distinct_windows(source)
     n_s, n_w = len(samples), windows.height
     if n_w and not windows["window_index"].equals(pl.Series("window_index", range(n_w)), check_dtypes=False):
         raise ValueError(f"the haplotype windows table's {n_w} windows are not numbered 0 .. {n_w - 1} once "
@@ -120,7 +135,7 @@ def sequence_index(assignments: pl.DataFrame | str | Path, samples: list[str], s
     sample_cats = list(s_pos)  # distinct, in first-seen order; code k is sample_cats[k]
     position_of_code = np.array([s_pos[s] for s in sample_cats], dtype=np.int64)
     sample_enum, hash_enum = pl.Enum(sample_cats), pl.Enum(seq_hashes)
-    for batch in _assignment_batches(source):
+    for batch in _assignment_batches(source, _INDEX_COLUMNS):
         nulls = [c for c in _INDEX_COLUMNS if batch[c].null_count()]
         if nulls:
             raise ValueError(f"the haplotype windows table has missing values in {nulls}")
