@@ -737,9 +737,25 @@ class Family:
         return Columns(self.matrix, None if (self.rows is None and keep is None) else rows)
 
 
-def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str) -> pl.DataFrame:
+def cohort_carrier_counts(fam: Family) -> np.ndarray:
+    """`carrier_counts` of each of fam's columns over every sample of the cohort (its rows, none left out), read
+    `COLUMN_CHUNK` columns at a time: `n_carriers_cohort`, the same in every phenotype's rows. rank's own
+    `n_carriers` counts the samples with a value for the phenotype, so two phenotypes' counts of one column
+    differ by the carriers among the samples one of them leaves out (a privacy leak where those are 1-4
+    people, see README Privacy); the report shows this count instead."""
+    cols = fam.columns()
+    m = cols.n_columns
+    out = np.zeros(m, dtype=np.int64)
+    for lo in range(0, m, COLUMN_CHUNK):
+        sl = slice(lo, min(lo + COLUMN_CHUNK, m))
+        out[sl] = carrier_counts(cols.read(sl))
+    return out
+
+
+def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str, cohort_carriers: np.ndarray) -> pl.DataFrame:
     n_tested = int(np.isfinite(res["p"].to_numpy()).sum())
     return res.with_columns(
+        pl.Series("n_carriers_cohort", np.asarray(cohort_carriers, dtype=np.int64)),
         pl.lit(phenotype).alias("phenotype"), pl.lit(fam.name).alias("family"),
         pl.lit(f"BH within phenotype '{phenotype}' and family '{fam.name}' ({n_tested} tests)").alias("bh_scope"),
         pl.Series("feature", fam.features, dtype=pl.String), pl.Series("short_name", fam.short_names, dtype=pl.String),
@@ -755,7 +771,8 @@ def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
 
 
 def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None, variants: Family,
-                   families: list[Family], cfg: RankConfig) -> tuple[pl.DataFrame, dict]:
+                   families: list[Family], cfg: RankConfig,
+                   cohort_carriers: dict[str, np.ndarray] | None = None) -> tuple[pl.DataFrame, dict]:
     """Rank the variants and every model feature family for one phenotype, with linkage reporting.
 
     y [n] (0/1 = binary, otherwise quantitative; NaN = missing: those individuals are dropped and
@@ -765,8 +782,11 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     its window with the smallest p for this phenotype) and `p_conditional` (the feature's p with that
     variant's dosage added as a covariate); `conditional_significant` when p_conditional is at or below
     the family's BH threshold; `p_conditional_top_variant`: its p given the phenotype's top variant (the
-    smallest variant p). summary: counts per phenotype and family, and how many significant model
-    features the lead variant of their window, or the one top variant, explains (p above the threshold).
+    smallest variant p). Every row also has `n_carriers_cohort`: its column's carriers over every sample
+    (`cohort_carrier_counts`), taken from cohort_carriers {family name: [m]} where given (rank_cohort counts each
+    family once for all phenotypes), else counted here. summary: counts per phenotype and family, and how many
+    significant model features the lead variant of their window, or the one top variant, explains (p above the
+    threshold).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
     keep = np.isfinite(y)
@@ -783,12 +803,16 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     except ValueError as err:
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
+    cohort_carriers = dict(cohort_carriers or {})
+    for fam in [variants, *families]:
+        if fam.name not in cohort_carriers:
+            cohort_carriers[fam.name] = cohort_carrier_counts(fam)
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
     # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
     # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
     vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
                      standardise=False, null=null)
-    vt = _family_frame(variants, vt, phenotype)
+    vt = _family_frame(variants, vt, phenotype, cohort_carriers[variants.name])
     tables = [vt]
     v_p = vt["p"].to_numpy()
     v_contig, v_start = np.asarray(variants.contig).astype(str), np.asarray(variants.start, dtype=np.int64)
@@ -845,7 +869,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
                              pl.Series("lead_variant", lead.tolist(), dtype=pl.String),
                              pl.Series("p_conditional", p_cond), pl.Series("p_conditional_top_variant", p_top),
                              pl.Series("conditional_significant", cond_sig.tolist(), dtype=pl.Boolean))
-        tables.append(_family_frame(fam, ft, phenotype))
+        tables.append(_family_frame(fam, ft, phenotype, cohort_carriers[fam.name]))
     for t in tables:
         name = t["family"][0] if t.height else None
         if name is None:

@@ -328,7 +328,9 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     out: dict[str, Any] = {}
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
-    extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
+    # the carriers shown are the cohort's (`n_carriers_cohort`), never rank's per-phenotype `n_carriers`: two
+    # phenotypes' counts of one variant differ by its carriers among the people one of them leaves out
+    extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers_cohort",
                              "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
                              "p_conditional_top_variant", "model",
                              "layer", "gene", "exon_overlap", "nearest_variants") if c in bio.columns]
@@ -353,13 +355,16 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
 
 
 def variant_carriers(bio: pl.DataFrame) -> dict[str, int]:
-    """Per variant id: the fewest carriers rank counted for it over the phenotypes (`n_carriers` of its variant
-    rows: individuals, among those with the phenotype, whose called genotype differs from the modal one)."""
-    if bio.is_empty() or "n_carriers" not in bio.columns:
+    """Per variant id: its carriers in the cohort (`n_carriers_cohort` of its variant rows: individuals, among
+    every sample, whose called genotype differs from the modal one; the same in every phenotype's rows). A rank
+    table written before that column: the fewest carriers rank counted for it over the phenotypes (`n_carriers`,
+    among those with the phenotype)."""
+    col = next((c for c in ("n_carriers_cohort", "n_carriers") if c in bio.columns), None)
+    if bio.is_empty() or col is None:
         return {}
     v = (bio.filter(pl.col("kind") == "variant").group_by("feature")
-         .agg(pl.col("n_carriers").min()).drop_nulls("n_carriers"))
-    return dict(zip(v["feature"].cast(pl.String).to_list(), v["n_carriers"].cast(pl.Int64).to_list(), strict=True))
+         .agg(pl.col(col).min()).drop_nulls(col))
+    return dict(zip(v["feature"].cast(pl.String).to_list(), v[col].cast(pl.Int64).to_list(), strict=True))
 
 
 #: rank's columns of a biomarker row that name variants, and how each separates its entries
@@ -389,7 +394,7 @@ def rare_variants_unnamed(row: dict, carriers: dict[str, int]) -> dict:
 
 FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", "layer", "window", "gene",
                "exon_overlap", "effect", "ci_low", "ci_high", "p", "q", "stability", "rank", "method",
-               "n_carriers", "tags_variants", "lead_variant", "p_conditional", "bh_scope", "nearest_variants")
+               "n_carriers_cohort", "tags_variants", "lead_variant", "p_conditional", "bh_scope", "nearest_variants")
 
 
 def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFrame:
