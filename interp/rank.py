@@ -19,7 +19,8 @@ embedding, one SAE feature of a window) is one predictor beside the covariates [
 A feature carried by fewer than `min_carriers` individuals (individuals whose value differs from the
 column's modal value: a window's features take a handful of values, one per haplotype pair; a variant's
 carriers among its called genotypes, however many copies each carries) is not tested; it keeps a
-`filtered` reason and no p.
+`filtered` reason and no p. Where 1-4 samples lack the phenotype's value the count compared is the cohort's
+less all of them, so which columns are tested does not tell those few people's genotypes.
 
 Benjamini-Hochberg q-values are computed within one phenotype and one feature family (the variants;
 the embedding of one model layer; the SAE features of one model layer); `rank` is 1-based within it.
@@ -571,7 +572,7 @@ COLUMN_CHUNK = 2048
 
 def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray | None, binary: bool,
                 cfg: RankConfig, n_carriers: np.ndarray | None = None, standardise: bool = True,
-                null: NullModel | None = None, chunk: int | None = None,
+                null: NullModel | None = None, chunk: int | None = None, carrier_cap: np.ndarray | None = None,
                 ) -> pl.DataFrame:
     """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
 
@@ -579,7 +580,9 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     columns at a time, default `COLUMN_CHUNK`, so memory follows n x chunk, not m; variants: mean-imputed dosage,
     standardise=False so effects are per allele; model features: standardise=True, effects per SD);
     n_carriers [m] reported per column and compared with cfg.min_carriers (None: `carrier_counts` of each
-    block; variants pass theirs among the called genotypes). Returns one row per
+    block; variants pass theirs among the called genotypes). carrier_cap [m]: where given, cfg.min_carriers is
+    compared with min(n_carriers, carrier_cap) (`rank_phenotype`: the cohort's count less the 1-4 samples
+    without a value, so that whether a column is tested does not tell those samples' values). Returns one row per
     column in input order: effect, se, ci_low, ci_high, z, p, q, method, effect_method, n_carriers,
     filtered ("" when tested), stability.
     """
@@ -596,7 +599,8 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
         block = cols_in.read(sl)
         if n_carriers is None:
             carriers[sl] = carrier_counts(block)
-        xs, filt = columns_to_test(block, cfg.min_carriers, carriers[sl], standardise)
+        count = carriers[sl] if carrier_cap is None else np.minimum(carriers[sl], np.asarray(carrier_cap)[sl])
+        xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
         tested = np.flatnonzero(filt == "")
         res = association(xs[:, tested], null, cfg.spa_cutoff)
         untestable = ~np.isfinite(res["p"].to_numpy())
@@ -776,7 +780,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     """Rank the variants and every model feature family for one phenotype, with linkage reporting.
 
     y [n] (0/1 = binary, otherwise quantitative; NaN = missing: those individuals are dropped and
-    counted); covariates [n, c] (PCs and the covariate design, no intercept). Returns (table, summary):
+    counted; where 1-4 are, a column is tested only when its cohort count less them reaches min_carriers, so
+    that which columns are tested does not tell those few people's genotypes); covariates [n, c] (PCs and the covariate design, no intercept). Returns (table, summary):
     one row per (family, column) with the test, BH q and `rank` within the family, and for each model
     feature with q < alpha: `tags_variants` (variants with |r| >= tag_r), `lead_variant` (the variant of
     its window with the smallest p for this phenotype) and `p_conditional` (the feature's p with that
@@ -803,15 +808,24 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     except ValueError as err:
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
+    from interp.audit import MIN_REPORTED_GROUP
+
     cohort_carriers = dict(cohort_carriers or {})
     for fam in [variants, *families]:
         if fam.name not in cohort_carriers:
             cohort_carriers[fam.name] = cohort_carrier_counts(fam)
+    # 1-4 samples without a value: a column's count among the others is the cohort's less its carriers among
+    # those few, so testing it exactly when that count reaches min_carriers told their genotypes (a variant of 10
+    # carriers tested for a phenotype everyone has, not for the one a carrier lacks). The filter then reads the
+    # cohort's count less all of them: whether a column is tested follows from public counts alone.
+    n_missing = int((~keep).sum())
+    cap = ({k: np.asarray(c, dtype=np.int64) - n_missing for k, c in cohort_carriers.items()}
+           if 0 < n_missing < MIN_REPORTED_GROUP else {})
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
     # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
     # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
     vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
-                     standardise=False, null=null)
+                     standardise=False, null=null, carrier_cap=cap.get(variants.name))
     vt = _family_frame(variants, vt, phenotype, cohort_carriers[variants.name])
     tables = [vt]
     v_p = vt["p"].to_numpy()
@@ -825,7 +839,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         if v_tested.size else None
     for fam in families:
         x = fam.columns(keep)
-        ft = rank_family(x, y, cov, binary, cfg, null=null)
+        ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name))
         p, q = ft["p"].to_numpy(), ft["q"].to_numpy()
         sig = np.flatnonzero(np.isfinite(q) & (q < cfg.alpha))
         threshold = _bh_threshold(p, q, cfg.alpha)

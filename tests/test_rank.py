@@ -873,3 +873,50 @@ def test_cohort_carrier_count_is_the_same_for_every_phenotype():
     expect = {"v0": 12, "v1": int((d[:, 1] > 0).sum()), "f0": 15, "f1": n - 1}
     for ph in rows:
         assert {f: r["n_carriers_cohort"] for f, r in rows[ph].items()} == expect, ph
+
+
+def test_which_features_are_tested_does_not_tell_the_genotype_of_the_few_left_out():
+    """With `min_carriers` 10 a variant carried by 10 people was tested under a phenotype everyone has and not
+    under one whose single missing value is a carrier's (9 carriers among the people tested): the report's
+    `n_tests`, `rank_summary` `n_tested` / `filtered` and the regional plot differed by that variant, which told
+    the person's genotype as the carrier counts did. Where 1-4 samples lack a value, a column is now tested only
+    when its cohort count less them reaches `min_carriers`: whether it is tested follows from public counts
+    alone, whoever the left-out people are and whatever they carry."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(9)
+    n = 200
+    d = rng.binomial(2, 0.3, size=(n, 4)).astype(float)
+    d[:, :3] = 0.0
+    d[:10, 0] = 1.0  # 10 carriers
+    d[20:30, 1] = 1.0  # 10 carriers
+    d[40:52, 2] = 1.0  # 12 carriers
+    variants = Family("variant", "variant", d, ["v0", "v1", "v2", "v3"], ["v0", "v1", "v2", "v3"],
+                      np.array(["c"] * 4), np.arange(4), np.arange(4) + 1)
+    w = np.zeros((n, 1))
+    w[60:71, 0] = 1.0  # 11 people off the modal haplotype pair
+    window = Family("embedding:m/l", "embedding", w, ["f0"], ["f0"], np.array(["c"]), np.array([0]),
+                    np.array([10]), model="m", layer="l")
+    y = (rng.random(n) < 0.4).astype(float)
+    cfg = RankConfig(min_carriers=10, resamples=0, refit_top=0)
+
+    def tested(missing: list[int]) -> tuple[dict, dict]:
+        ym = y.copy()
+        ym[missing] = np.nan
+        table, summ = rank_phenotype("p", ym, None, variants, [window], cfg)
+        return ({r["feature"]: r["filtered"] for r in table.iter_rows(named=True)},
+                {k: (f["n_tested"], f["filtered"]) for k, f in summ["families"].items()})
+
+    everyone = tested([])
+    assert everyone[0] == {"v0": "", "v1": "", "v2": "", "v3": "", "f0": ""}
+    # one person left out: a carrier of v0 and f0, or of v1, or of nothing; the same features are tested
+    one = [tested([0]), tested([65]), tested([25]), tested([150])]
+    assert all(t == one[0] for t in one[1:]), one
+    assert {f for f, why in one[0][0].items() if why == ""} == {"v2", "v3", "f0"}
+    # two left out: 12 - 2 reaches 10 (v2 tested), 11 - 2 does not (f0 not)
+    two = [tested([40, 41]), tested([150, 151]), tested([0, 60])]
+    assert all(t == two[0] for t in two[1:]), two
+    assert {f for f, why in two[0][0].items() if why == ""} == {"v2", "v3"}
+    # 5 or more left out: rank's own count among the people tested decides, as before
+    five = tested([150, 151, 152, 153, 154])
+    assert {f for f, why in five[0].items() if why == ""} == {"v0", "v1", "v2", "v3", "f0"}
