@@ -1155,9 +1155,9 @@ def test_variants_carried_by_under_five_people_are_not_named_in_the_report() -> 
 def test_report_shows_one_carrier_count_per_variant_not_one_per_phenotype() -> None:
     """A variant's `n_carriers` is rank's count among the samples with a value for the phenotype: 12 for
     `b` (no one left out) and 11 for `a` (one person without an `a` value, who carries it). The report showed
-    both in `biomarkers`, `biomarker_families` and the HTML tables, and 12 - 11 told that person's genotype. It
-    now shows the cohort's count (`n_carriers_cohort`, the same under every phenotype) and not rank's
-    per-phenotype one; the "<5 carriers, not named" rule reads the cohort's count too."""
+    both in `biomarkers`, `biomarker_families` and the HTML tables, and 12 - 11 told that person's genotype. The
+    report's `n_carriers` is now the cohort's count (rank's `n_carriers_cohort`, the same under every phenotype),
+    never rank's per-phenotype one; the "<5 carriers, not named" rule reads the cohort's count too."""
     import polars as pl
 
     from interp.report.build import biomarker_sections
@@ -1178,16 +1178,16 @@ def test_report_shows_one_carrier_count_per_variant_not_one_per_phenotype() -> N
                      "tags_variants": "chr1:170:G:A(r=0.40)", "nearest_variants": None})
     out = biomarker_sections(pl.DataFrame(rows), 10)
     shown = out["biomarkers"] + [r for f in out["biomarker_families"] for r in f["rows"]]
-    assert shown and all("n_carriers" not in r for r in shown)
+    assert shown and all("n_carriers_cohort" not in r for r in shown)  # one count, under the report's key
     by_feature: dict = {}
     for r in shown:
-        by_feature.setdefault(r["feature"], set()).add(r["n_carriers_cohort"])
+        by_feature.setdefault(r["feature"], set()).add(r["n_carriers"])
     assert by_feature == {"chr1:150:A:G": {12}, "m/l/chr1:100-600/dim0": {299}}
     assert {r["tags_variants"] for r in shown if r["kind"] == "embedding"} == {"chr1:170:G:A(r=0.40)"}
     report, figs, layers, calib, cfg = rs.report_parts()
     report.update(out)
     html = _html(report, figs, layers, calib, cfg)
-    assert "<th>n carriers cohort</th>" in html and "<td>11</td>" not in html and "<td>12</td>" in html
+    assert "<th>n carriers</th>" in html and "<td>11</td>" not in html and "<td>12</td>" in html
 
 
 def test_report_without_a_cohort_carrier_count_shows_no_carrier_count() -> None:

@@ -328,9 +328,13 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     out: dict[str, Any] = {}
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
-    # the carriers shown are the cohort's (`n_carriers_cohort`), never rank's per-phenotype `n_carriers`: two
-    # phenotypes' counts of one variant differ by its carriers among the people one of them leaves out
-    extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers_cohort",
+    carriers = variant_carriers(bio)
+    # the carriers shown (`n_carriers`) are the cohort's (rank's `n_carriers_cohort`), never rank's per-phenotype
+    # `n_carriers`: two phenotypes' counts of one variant differ by its carriers among the people one leaves out
+    bio = bio.drop("n_carriers", strict=False)
+    if "n_carriers_cohort" in bio.columns:
+        bio = bio.rename({"n_carriers_cohort": "n_carriers"})
+    extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
                              "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
                              "p_conditional_top_variant", "model",
                              "layer", "gene", "exon_overlap", "nearest_variants") if c in bio.columns]
@@ -339,7 +343,6 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     tested = bio.filter(pl.col("rank").is_not_null())
     rows = (tested.sort(["phenotype", *family, "rank"])
             .group_by(["phenotype", *family], maintain_order=True).head(top))
-    carriers = variant_carriers(bio)
     out["biomarkers"] = [rare_variants_unnamed({k: r.get(k) for k in bio_keys + extra_bio}, carriers)
                          for r in rows.iter_rows(named=True)]
     keep = [c for c in bio.columns if c in FAMILY_KEYS]
@@ -394,7 +397,7 @@ def rare_variants_unnamed(row: dict, carriers: dict[str, int]) -> dict:
 
 FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", "layer", "window", "gene",
                "exon_overlap", "effect", "ci_low", "ci_high", "p", "q", "stability", "rank", "method",
-               "n_carriers_cohort", "tags_variants", "lead_variant", "p_conditional", "bh_scope", "nearest_variants")
+               "n_carriers", "tags_variants", "lead_variant", "p_conditional", "bh_scope", "nearest_variants")
 
 
 def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFrame:
