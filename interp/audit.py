@@ -130,19 +130,28 @@ def small_cell(n: int, n_cases: int) -> str | None:
 COMPLEMENTARY = "masked (complementary)"
 
 
+def _feasible(ranges: list[tuple[float, float]], total: float) -> list[tuple[float, float]]:
+    """Per hidden cell, the narrowest interval a reader can place it in from the ranges the report lets a
+    reader know (lo, hi per hidden cell) and the hidden cells' sum `total` (the shown margin minus the shown
+    cells)."""
+    lo_sum, hi_sum = sum(lo for lo, _ in ranges), sum(hi for _, hi in ranges)
+    return [(max(lo, total - (hi_sum - hi)), min(hi, total - (lo_sum - lo))) for lo, hi in ranges]
+
+
 def _derivable(ranges: list[tuple[float, float]], total: float) -> bool:
     """Whether some hidden cell's value is pinned to one number by the ranges the report lets a reader know
     (lo, hi per hidden cell) and the hidden cells' sum `total` (the shown margin minus the shown cells)."""
-    if not ranges:
-        return False
-    lo_sum, hi_sum = sum(lo for lo, _ in ranges), sum(hi for _, hi in ranges)
-    for lo, hi in ranges:
-        if min(hi, total - (lo_sum - lo)) <= max(lo, total - (hi_sum - hi)):
-            return True
-    return False
+    return any(hi <= lo for lo, hi in _feasible(ranges, total))
 
 
-def suppressed_groups(n: list[int], cases: list[int]) -> list[tuple[str | None, bool]]:
+def _few_left_out(n: int, reference: int) -> bool:
+    """A group's size `n` in a phenotype against its size `reference` in the cohort: 1 to MIN_REPORTED_GROUP - 1
+    of its people were left out (no phenotype value), a count the two sizes would give by subtraction."""
+    return 0 < reference - n < MIN_REPORTED_GROUP
+
+
+def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | None = None,
+                      ) -> list[tuple[str | None, bool]]:
     """Per group of a partition of the samples (sizes `n`, case counts `cases`): (why it is not reported on,
     or None; whether its size is hidden too). Primary suppression is `small_cell` ("<5" hides the size as
     well). The report also gives the partition's total samples and cases exactly, so complementary
@@ -153,10 +162,22 @@ def suppressed_groups(n: list[int], cases: list[int]) -> list[tuple[str | None, 
     else the smallest. The choice depends on the sizes only, never on the hidden counts. The sizes hidden are
     `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
     phenotype of a cohort and in its population table: chosen per phenotype by where the cases fall, one
-    phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one."""
+    phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one.
+
+    reference: the same groups' sizes in the whole cohort (the report's `cohort.populations`, or the cohort's
+    PC bins), when the phenotype left samples out for a missing value (None: the sizes are the cohort's). The
+    sizes hidden are then `suppressed_sizes`' of the cohort's sizes (the cohort table's), and a group's size is
+    hidden too where 1-4 of its people were left out (`_few_left_out`: the cohort's size minus the shown one
+    would count them), its statistics with it (its prevalence would give its size back); complementary
+    suppression then also keeps every hidden group's left-out count (the phenotype's exact
+    n_missing_phenotype minus the shown groups') from being placed within 1-4."""
     m = MIN_REPORTED_GROUP
-    why = [small_cell(int(k), int(c)) for k, c in zip(n, cases, strict=True)]
-    size_hidden = [w is not None for w in suppressed_sizes([int(k) for k in n])]
+    n = [int(k) for k in n]
+    ref = n if reference is None else [int(k) for k in reference]
+    why = [small_cell(k, int(c)) for k, c in zip(n, cases, strict=True)]
+    # (one group is the whole set: its left-out count is the exact n_missing_phenotype, not a group's)
+    size_hidden = [w is not None or (len(n) > 1 and _few_left_out(k, r)) or k < m
+                   for w, k, r in zip(suppressed_sizes(ref), n, ref, strict=True)]
     why = [COMPLEMENTARY if w is None and h else w for w, h in zip(why, size_hidden, strict=True)]
     big = float(sum(n))
 
@@ -170,11 +191,19 @@ def suppressed_groups(n: list[int], cases: list[int]) -> list[tuple[str | None, 
     def size_range(i: int) -> tuple[float, float]:
         return (1, m - 1) if why[i] == f"<{m}" else (2 * m if why[i] == COMPLEMENTARY else m, big)
 
+    def left_out_range(i: int) -> tuple[float, float]:  # the cohort's size (as if shown) minus the hidden size
+        lo, hi = size_range(i)
+        return max(0.0, ref[i] - hi), max(0.0, ref[i] - lo)
+
     while True:
         hidden = [i for i, w in enumerate(why) if w is not None]
         sizes = [i for i in hidden if size_hidden[i]]
         pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
         pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
+        # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
+        pinned_left_out = any(1 <= lo and hi <= m - 1 for lo, hi in _feasible(
+            [left_out_range(i) for i in sizes], float(sum(ref[i] - n[i] for i in sizes))))
+        pinned_size = pinned_size or pinned_left_out
         if not (pinned_cases or pinned_size):
             break
         shown = [i for i, w in enumerate(why) if w is None]
@@ -528,7 +557,8 @@ def bootstrap_ci(
 
 
 def by_population(
-    y: np.ndarray, score: np.ndarray, population: np.ndarray, n_boot: int, seed: int
+    y: np.ndarray, score: np.ndarray, population: np.ndarray, n_boot: int, seed: int,
+    reference: dict[str, int] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Per-population AUROC / accuracy of out-of-fold scores (fairlearn MetricFrame) with bootstrap CIs.
 
@@ -539,6 +569,8 @@ def by_population(
     extreme would report on them.
     CIs are 2.5/97.5% quantiles of `n_boot` seeded resamples within each population (NaN when
     n_boot < 2); MetricFrame's own n_boot resamples the whole cohort and is ~50x slower.
+    reference: {group: its size in the whole cohort, samples without a phenotype value included}
+    (`suppressed_groups`' reference; None: the sizes here are the cohort's).
     """
     ok = np.isfinite(score)
     y, score, population = y[ok], score[ok], population[ok]
@@ -558,7 +590,8 @@ def by_population(
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
         n_cases.append(int(y[sel].sum()))
-    masked = suppressed_groups([g["n"] for g in groups], n_cases)
+    ref = None if reference is None else [int(reference.get(g["population"], g["n"])) for g in groups]
+    masked = suppressed_groups([g["n"] for g in groups], n_cases, ref)
     shown = [g for g, (why, _) in zip(groups, masked, strict=True) if why is None]
     diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
                 else float("nan")) for m in ("auroc", "accuracy", "prevalence")}
@@ -951,11 +984,29 @@ def audit_phenotype(
     (default cfg.max_null_replicates; the stage passes `null_replicates_needed`).
     `assign_verdicts` adds the multiplicity-adjusted p-values and the verdict.
     """
-    X, y, population, pcs, cov, desc, n_missing = _check_inputs(X, y, population, pcs, covariates, descriptors)
+    y_all, all_population, all_pcs = y, np.asarray(population), pcs
+    X, y, population, pcs, cov, desc, n_missing = _check_inputs(X, y_all, population, pcs, covariates, descriptors)
+    keep = ~np.isnan(_phenotype_values(np.asarray(y_all).reshape(-1)))
+    all_pcs = np.asarray(all_pcs, dtype=np.float64).reshape(keep.size, -1)
     n = X.shape[0]
     b_max = int(max_null_replicates or cfg.max_null_replicates)
     rng = np.random.default_rng(cfg.seed)
-    strata, strata_source = ancestry_strata(population, pcs, cfg.ancestry_bins, cfg.seed)
+    # every group's size in the whole cohort, samples without a phenotype value included: a phenotype's group
+    # size that is the cohort's minus 1-4 would count those left out (`suppressed_groups`' reference)
+    labelled = np.array([not is_missing(v) for v in all_population], dtype=bool)
+    labels, label_counts = np.unique(all_population[labelled].astype(str), return_counts=True)
+    group_sizes: dict[str, dict[str, int]] = {"population": dict(zip(labels.tolist(), label_counts.tolist(), strict=True))}
+    if np.unique(population).size >= 2:
+        strata, strata_source = ancestry_strata(population, pcs, cfg.ancestry_bins, cfg.seed)
+    else:
+        # PC bins of the whole cohort, the same for every phenotype: bins fitted to each phenotype's own samples
+        # differ by those left out, whose count per bin two phenotypes' tables would then give
+        all_strata, strata_source = ancestry_strata(np.array(["all"] * all_pcs.shape[0]), all_pcs,
+                                                    cfg.ancestry_bins, cfg.seed)
+        strata = all_strata[keep] if strata_source == "pc_bins" else population
+        if strata_source == "pc_bins":
+            bins, bin_counts = np.unique(all_strata, return_counts=True)
+            group_sizes["stratum"] = dict(zip(bins.tolist(), bin_counts.tolist(), strict=True))
     nuis = nuisance_design(strata, pcs, cov)
     A = np.hstack([nuis["ancestry"], nuis["covariates"]])
     out: dict = {"n_samples": n, "n_cases": int(y.sum()), "n_missing_phenotype": n_missing,
@@ -1046,9 +1097,11 @@ def audit_phenotype(
     out["auroc_ancestry_only"], out["auroc_ancestry_only_ci_low"], out["auroc_ancestry_only_ci_high"] = (
         auroc_with_ci(y[ok], anc_score[ok], cfg.bootstrap, eff_rng))
     out["by_population"], out["between_group_difference"] = by_population(
-        y, oof["strat"], population, cfg.bootstrap, cfg.seed)
+        y, oof["strat"], population, cfg.bootstrap, cfg.seed, group_sizes["population"])
     if strata_source == "pc_bins":
-        out["by_stratum"], _ = by_population(y, oof["strat"], strata, cfg.bootstrap, cfg.seed)
+        out["by_stratum"], _ = by_population(y, oof["strat"], strata, cfg.bootstrap, cfg.seed,
+                                             group_sizes.get("stratum"))
+    out["group_sizes"] = group_sizes  # the cohort's, for the report's masking (never written as such)
     out["covariates"] = {name: {**info, "adjusted_for": bool(info.get("columns", True))} for name, info in
                          (covariates.info.items() if covariates is not None else [])}
     out["descriptors"] = {name: descriptor_report(v, y, strata, pcs) for name, v in desc.items()}

@@ -87,26 +87,30 @@ def _group_cases(g: dict) -> int | None:
     return int(round(float(prevalence) * int(n))) if np.isfinite(prevalence) else None
 
 
-def _suppressed(groups: list[dict]) -> list[tuple[str | None, bool]] | None:
-    """`interp.audit.suppressed_groups` of by_population's groups (None when a group has no size or case count)."""
+def _suppressed(groups: list[dict], reference: dict[str, int] | None = None,
+                ) -> list[tuple[str | None, bool]] | None:
+    """`interp.audit.suppressed_groups` of by_population's groups (None when a group has no size or case count);
+    reference: {group: its size in the whole cohort} (`audit_phenotype`'s `group_sizes`), None when unknown."""
     n = [g.get("n") for g in groups]
     cases = [_group_cases(g) for g in groups]
     if any(not isinstance(k, (int, np.integer)) for k in n) or any(c is None for c in cases):
         return None
-    return suppressed_groups([int(k) for k in n], cases)
+    ref = None if reference is None else [int(reference.get(g.get("population"), k)) for g, k in zip(groups, n, strict=True)]
+    return suppressed_groups([int(k) for k in n], cases, ref)
 
 
-def _reportable(groups: list[dict], population: str) -> bool:
+def _reportable(groups: list[dict], population: str, reference: dict[str, int] | None = None) -> bool:
     """`population` is among by_population's groups with at least MIN_GROUP_SIZE samples, cases and controls,
     and not masked as the complement of a small group (`interp.audit.suppressed_groups`)."""
     i = next((i for i, g in enumerate(groups) if g.get("population") == population), None)
     if i is None or not isinstance(groups[i].get("n"), (int, np.integer)):
         return False
-    masked = _suppressed(groups)
+    masked = _suppressed(groups, reference)
     return masked[i][0] is None if masked is not None else int(groups[i]["n"]) >= MIN_GROUP_SIZE
 
 
-def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[dict]:
+def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE,
+                      reference: dict[str, int] | None = None) -> list[dict]:
     """Groups (dicts with `n` samples) of fewer than `min_n` samples keep their population name only,
     with n shown as "<5" (for the default min_n). Groups of `min_n` or more whose cases or controls
     (prevalence x n, and n minus that) number under MIN_GROUP_SIZE, zero included, keep `population` and `n`
@@ -115,8 +119,10 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE) -> list[d
     cases the report gives, so a small group's count must not follow by subtraction: further groups are
     masked the same way with `small_cell` COMPLEMENTARY ("masked (complementary)"), and `n` "masked" where
     a small group's size would follow (`interp.audit.suppressed_groups`). Others are returned unchanged, in
-    order."""
-    masked = _suppressed(groups)
+    order. reference: {group: its size in the whole cohort, samples without a phenotype value included}: a
+    group whose size here is that minus 1-4 is masked the same way (the subtraction would count those left
+    out), with complementary suppression of those counts as well."""
+    masked = _suppressed(groups, reference)
     out = []
     for i, g in enumerate(groups):
         n = g.get("n", 0)
@@ -205,14 +211,15 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
         row.update({k: v for k, v in res.items() if k not in row and (np.isscalar(v) or v is None)})
         row["reasons"] = res["reason"]
         # the sum over strata of min(cases, controls): with the shown strata's counts it gives a masked one's
+        sizes = res.get("group_sizes") or {}
         strata_groups = res.get("by_stratum") or res["by_population"]
-        masked = _suppressed(strata_groups)
+        masked = _suppressed(strata_groups, sizes.get("stratum" if res.get("by_stratum") else "population"))
         if "n_minority_within" in row and (masked is None or any(w for w, _ in masked)):
             row["n_minority_within"] = None
         # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls (or masked as the
         # complement of one): its AUROC would rank those few
         lopo = {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()
-                if _reportable(res["by_population"], pop)}
+                if _reportable(res["by_population"], pop, sizes.get("population"))}
         if "auroc_lopo_cv" in row and len(lopo) < len(res["auroc_lopo_by_population"]):
             # the mean over every population with the shown ones would give a masked one's AUROC: mean over the shown
             shown = [v for v in lopo.values() if v is not None and np.isfinite(v)]
@@ -226,8 +233,8 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
             "covariate_policy": {"missing": covariate_missing, "covariates": res["covariates"],
                                  "descriptors_not_adjusted_for": sorted(res["descriptors"])},
             "descriptors": res["descriptors"],
-            "by_population": mask_small_groups(res["by_population"]),
-            "by_stratum": mask_small_groups(res.get("by_stratum", [])),
+            "by_population": mask_small_groups(res["by_population"], reference=sizes.get("population")),
+            "by_stratum": mask_small_groups(res.get("by_stratum", []), reference=sizes.get("stratum")),
             "between_group_difference": res["between_group_difference"],
             "auroc_lopo_by_population": lopo,
             **extra,

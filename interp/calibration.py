@@ -25,6 +25,7 @@ else (kind, model, layer)):
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -241,6 +242,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     from interp import stages
 
     t0, cpu0 = time.perf_counter(), time.process_time()
+    code = code_version()  # before the work: what this process loaded, not what is checked out when it ends
     workdir = Path(workdir)
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -286,8 +288,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
     # audit and rank get the params their rules pass (workflow/rules/audit.smk, rank.smk): keep in step
     common = {"phenotypes": cohort["phenotypes"], "covariates": cohort["covariates"],
               "covariate_missing": cohort.get("covariate_missing", "refuse"), "seed": seed}
-    run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"],
-                  "sequences": w["seq.parquet"]},
+    run("audit", {"emb_dirs": [emb], "genotypes": w["geno.h5ad"], "assignments": w["hap.parquet"]},
         {"parquet": w["audit.parquet"], "tsv": w["audit.tsv"], "details": w["audit.json"]},
         {"audit": config["audit"], **common, "population_column": cohort["population_column"],
          "sae_layer": config["sae"]["layer"]})
@@ -313,7 +314,7 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
                     "n_distinct_windows": hap["n_distinct"], "dedup_ratio": hap["dedup_ratio"],
                     "stage_seconds": seconds, "seconds": round(time.perf_counter() - t0, 2),
                     # CPU time of this process: the wall time on one dedicated core (the work is single-threaded)
-                    "cpu_seconds": round(time.process_time() - cpu0, 2), "code": code_version()})
+                    "cpu_seconds": round(time.process_time() - cpu0, 2), "code": code})
     if archive is not None:
         _archive(workdir, Path(emb), Path(archive), summary)
     if not keep:
@@ -544,9 +545,12 @@ def oracle_markdown(rows: list[dict]) -> str:
 # ---------------------------------------------------------------- pooling
 
 
+@functools.cache
 def code_version() -> dict:
     """{git_commit, git_dirty} of the checkout running the replicate (None outside git): a cell's summaries
-    may come from several runs, and the table says which code made each (`code_versions`)."""
+    may come from several runs, and the table says which code made each (`code_versions`). Asked once per
+    process: a long-lived worker (workflow/scripts/calibration_local.py) keeps running the modules it imported
+    after a commit or an edit of the checkout, so a later answer would name code it does not run."""
     from interp.report.provenance import git_commit, git_dirty
 
     repo = Path(__file__).resolve().parents[1]

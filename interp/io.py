@@ -10,11 +10,15 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from interp.errors import InputError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: text that means "no value" in samples.tsv and in the audit's inputs (phenotypes, labels, covariates); "None",
 #: "nan" and "<NA>" are also what str() makes of Python's None, a float NaN and pandas' NA
@@ -89,6 +93,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write text to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_parquet_parts(path: str | Path, parts: Iterable[pl.DataFrame], schema: Mapping[str, pl.DataType]) -> int:
+    """Frames written to `path` as one parquet file (zstd), each as row groups as it comes, so only the frame at
+    hand is held (a gathered table written one shard at a time); through a temporary sibling renamed into place
+    only once every frame is written (`atomic_path`: a failure leaves no file, and an older one untouched).
+    schema: the file's columns and types, in order (every frame must match it, else pyarrow's ValueError; no
+    frames write an empty table). Returns the rows written. The same frames give the same bytes."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    n = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, pl.DataFrame(schema=dict(schema)).to_arrow().schema,
+                              compression="zstd") as writer:
+            for part in parts:
+                writer.write_table(part.to_arrow())
+                n += part.height
+    return n
 
 
 def read_safetensors_metadata(path: str | Path, what: str) -> dict[str, str]:

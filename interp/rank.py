@@ -19,7 +19,8 @@ embedding, one SAE feature of a window) is one predictor beside the covariates [
 A feature carried by fewer than `min_carriers` individuals (individuals whose value differs from the
 column's modal value: a window's features take a handful of values, one per haplotype pair; a variant's
 carriers among its called genotypes, however many copies each carries) is not tested; it keeps a
-`filtered` reason and no p.
+`filtered` reason and no p. Where 1-4 samples lack the phenotype's value the count compared is the cohort's
+less all of them, so which columns are tested does not tell those few people's genotypes.
 
 Benjamini-Hochberg q-values are computed within one phenotype and one feature family (the variants;
 the embedding of one model layer; the SAE features of one model layer); `rank` is 1-based within it.
@@ -571,7 +572,7 @@ COLUMN_CHUNK = 2048
 
 def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray | None, binary: bool,
                 cfg: RankConfig, n_carriers: np.ndarray | None = None, standardise: bool = True,
-                null: NullModel | None = None, chunk: int | None = None,
+                null: NullModel | None = None, chunk: int | None = None, carrier_cap: np.ndarray | None = None,
                 ) -> pl.DataFrame:
     """Test one feature family against one phenotype: filter, test, BH, stability, effects of the top.
 
@@ -579,7 +580,9 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     columns at a time, default `COLUMN_CHUNK`, so memory follows n x chunk, not m; variants: mean-imputed dosage,
     standardise=False so effects are per allele; model features: standardise=True, effects per SD);
     n_carriers [m] reported per column and compared with cfg.min_carriers (None: `carrier_counts` of each
-    block; variants pass theirs among the called genotypes). Returns one row per
+    block; variants pass theirs among the called genotypes). carrier_cap [m]: where given, cfg.min_carriers is
+    compared with min(n_carriers, carrier_cap) (`rank_phenotype`: the cohort's count less the 1-4 samples
+    without a value, so that whether a column is tested does not tell those samples' values). Returns one row per
     column in input order: effect, se, ci_low, ci_high, z, p, q, method, effect_method, n_carriers,
     filtered ("" when tested), stability.
     """
@@ -596,7 +599,8 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
         block = cols_in.read(sl)
         if n_carriers is None:
             carriers[sl] = carrier_counts(block)
-        xs, filt = columns_to_test(block, cfg.min_carriers, carriers[sl], standardise)
+        count = carriers[sl] if carrier_cap is None else np.minimum(carriers[sl], np.asarray(carrier_cap)[sl])
+        xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
         tested = np.flatnonzero(filt == "")
         res = association(xs[:, tested], null, cfg.spa_cutoff)
         untestable = ~np.isfinite(res["p"].to_numpy())
@@ -737,9 +741,25 @@ class Family:
         return Columns(self.matrix, None if (self.rows is None and keep is None) else rows)
 
 
-def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str) -> pl.DataFrame:
+def cohort_carrier_counts(fam: Family) -> np.ndarray:
+    """`carrier_counts` of each of fam's columns over every sample of the cohort (its rows, none left out), read
+    `COLUMN_CHUNK` columns at a time: `n_carriers_cohort`, the same in every phenotype's rows. rank's own
+    `n_carriers` counts the samples with a value for the phenotype, so two phenotypes' counts of one column
+    differ by the carriers among the samples one of them leaves out (a privacy leak where those are 1-4
+    people, see README Privacy); the report shows this count instead."""
+    cols = fam.columns()
+    m = cols.n_columns
+    out = np.zeros(m, dtype=np.int64)
+    for lo in range(0, m, COLUMN_CHUNK):
+        sl = slice(lo, min(lo + COLUMN_CHUNK, m))
+        out[sl] = carrier_counts(cols.read(sl))
+    return out
+
+
+def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str, cohort_carriers: np.ndarray) -> pl.DataFrame:
     n_tested = int(np.isfinite(res["p"].to_numpy()).sum())
     return res.with_columns(
+        pl.Series("n_carriers_cohort", np.asarray(cohort_carriers, dtype=np.int64)),
         pl.lit(phenotype).alias("phenotype"), pl.lit(fam.name).alias("family"),
         pl.lit(f"BH within phenotype '{phenotype}' and family '{fam.name}' ({n_tested} tests)").alias("bh_scope"),
         pl.Series("feature", fam.features, dtype=pl.String), pl.Series("short_name", fam.short_names, dtype=pl.String),
@@ -755,18 +775,23 @@ def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
 
 
 def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None, variants: Family,
-                   families: list[Family], cfg: RankConfig) -> tuple[pl.DataFrame, dict]:
+                   families: list[Family], cfg: RankConfig,
+                   cohort_carriers: dict[str, np.ndarray] | None = None) -> tuple[pl.DataFrame, dict]:
     """Rank the variants and every model feature family for one phenotype, with linkage reporting.
 
     y [n] (0/1 = binary, otherwise quantitative; NaN = missing: those individuals are dropped and
-    counted); covariates [n, c] (PCs and the covariate design, no intercept). Returns (table, summary):
+    counted; where 1-4 are, a column is tested only when its cohort count less them reaches min_carriers, so
+    that which columns are tested does not tell those few people's genotypes); covariates [n, c] (PCs and the covariate design, no intercept). Returns (table, summary):
     one row per (family, column) with the test, BH q and `rank` within the family, and for each model
     feature with q < alpha: `tags_variants` (variants with |r| >= tag_r), `lead_variant` (the variant of
     its window with the smallest p for this phenotype) and `p_conditional` (the feature's p with that
     variant's dosage added as a covariate); `conditional_significant` when p_conditional is at or below
     the family's BH threshold; `p_conditional_top_variant`: its p given the phenotype's top variant (the
-    smallest variant p). summary: counts per phenotype and family, and how many significant model
-    features the lead variant of their window, or the one top variant, explains (p above the threshold).
+    smallest variant p). Every row also has `n_carriers_cohort`: its column's carriers over every sample
+    (`cohort_carrier_counts`), taken from cohort_carriers {family name: [m]} where given (rank_cohort counts each
+    family once for all phenotypes), else counted here. summary: counts per phenotype and family, and how many
+    significant model features the lead variant of their window, or the one top variant, explains (p above the
+    threshold).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
     keep = np.isfinite(y)
@@ -783,12 +808,25 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     except ValueError as err:
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
+    from interp.audit import MIN_REPORTED_GROUP
+
+    cohort_carriers = dict(cohort_carriers or {})
+    for fam in [variants, *families]:
+        if fam.name not in cohort_carriers:
+            cohort_carriers[fam.name] = cohort_carrier_counts(fam)
+    # 1-4 samples without a value: a column's count among the others is the cohort's less its carriers among
+    # those few, so testing it exactly when that count reaches min_carriers told their genotypes (a variant of 10
+    # carriers tested for a phenotype everyone has, not for the one a carrier lacks). The filter then reads the
+    # cohort's count less all of them: whether a column is tested follows from public counts alone.
+    n_missing = int((~keep).sum())
+    cap = ({k: np.asarray(c, dtype=np.int64) - n_missing for k, c in cohort_carriers.items()}
+           if 0 < n_missing < MIN_REPORTED_GROUP else {})
     dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
     # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
     # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
     vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
-                     standardise=False, null=null)
-    vt = _family_frame(variants, vt, phenotype)
+                     standardise=False, null=null, carrier_cap=cap.get(variants.name))
+    vt = _family_frame(variants, vt, phenotype, cohort_carriers[variants.name])
     tables = [vt]
     v_p = vt["p"].to_numpy()
     v_contig, v_start = np.asarray(variants.contig).astype(str), np.asarray(variants.start, dtype=np.int64)
@@ -801,7 +839,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         if v_tested.size else None
     for fam in families:
         x = fam.columns(keep)
-        ft = rank_family(x, y, cov, binary, cfg, null=null)
+        ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name))
         p, q = ft["p"].to_numpy(), ft["q"].to_numpy()
         sig = np.flatnonzero(np.isfinite(q) & (q < cfg.alpha))
         threshold = _bh_threshold(p, q, cfg.alpha)
@@ -845,7 +883,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
                              pl.Series("lead_variant", lead.tolist(), dtype=pl.String),
                              pl.Series("p_conditional", p_cond), pl.Series("p_conditional_top_variant", p_top),
                              pl.Series("conditional_significant", cond_sig.tolist(), dtype=pl.Boolean))
-        tables.append(_family_frame(fam, ft, phenotype))
+        tables.append(_family_frame(fam, ft, phenotype, cohort_carriers[fam.name]))
     for t in tables:
         name = t["family"][0] if t.height else None
         if name is None:

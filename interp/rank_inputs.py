@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 #: the rank table's leading columns, in this order; the rest follow in their own order
 RANK_FIRST_COLUMNS = (
     "phenotype", "family", "rank", "feature", "short_name", "kind", "window", "effect", "ci_low", "ci_high", "p",
-    "q", "method", "effect_method", "n_carriers", "filtered", "stability", "tags_variants", "lead_variant",
-    "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope")
+    "q", "method", "effect_method", "n_carriers", "n_carriers_cohort", "filtered", "stability", "tags_variants",
+    "lead_variant", "p_conditional", "conditional_significant", "p_conditional_top_variant", "bh_scope")
 
 
 def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
@@ -322,16 +322,22 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     geno: the ancestry stage's AnnData (obs with the phenotypes and covariates, obsm["X_pca"] [n, k], the
     variants); families: `window_family` of each model layer, in the samples' order of geno, and any
     `variant_effect_family` (each family its own BH scope).
-    Returns (table: one row per (phenotype, family, feature), with the locus columns of `annotate_loci`,
+    Returns (table: one row per (phenotype, family, feature), with the locus columns of `annotate_loci` and
+    `n_carriers_cohort` (the column's carriers over every sample, `interp.rank.cohort_carrier_counts`),
     ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
     covariate_columns (the design's), n_pcs, config).
     """
+    from interp import rank as _rank
+
     cov, design = rank_design(geno, covariates, covariate_missing, categorical_covariates)
     variants = variant_family(geno)
+    # each column's carriers over the whole cohort, counted once: the count the report shows (every phenotype's
+    # own count differs by the carriers among the samples it leaves out)
+    cohort_carriers = {fam.name: _rank.cohort_carrier_counts(fam) for fam in [variants, *families]}
     tables, summaries = [], []
     for phenotype in phenotypes:
         y = phenotype_values(geno.obs[phenotype], phenotype)
-        t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg)
+        t, s = rank_phenotype(phenotype, y, cov, variants, families, cfg, cohort_carriers)
         tables.append(t)
         summaries.append(s)
     if not any(t.height for t in tables):

@@ -520,25 +520,25 @@ def haplotypes_shard(job: Job) -> None:
                                             missing=c.missing, unphased=c.unphased)
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
-    write_json(haplotype_stats(assign, dist, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
+    write_json(haplotype_stats(assign, dist.height, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],
                                c.missing, c.unphased), job.output["stats"])
 
 
 def haplotypes(job: Job) -> None:
     """The cohort's haplotype windows: the shards' tables gathered (inputs shard_assignments, shard_sequences,
-    shard_stats, in shard order; interp.cohort.shards.gather_haplotypes), or, without shards, every region
-    computed here (`haplotypes_shard`)."""
-    from interp.cohort.shards import gather_haplotypes
+    shard_stats, in shard order; interp.cohort.shards.gather_haplotype_files: both tables written one shard at a
+    time, rows in shard order), or, without shards, every region computed here (`haplotypes_shard`)."""
+    from interp.cohort.shards import gather_haplotype_files
 
     if not job.input.get("shard_assignments"):
         haplotypes_shard(job)
         return
     names = ("shard_assignments", "shard_sequences", "shard_stats")
     parts = [[job.input[n]] if isinstance(job.input[n], str) else list(job.input[n]) for n in names]
-    # the assignments are read column by column (interp.cohort.haplotypes.renumber_windows), not whole
-    assign, dist, stats = gather_haplotypes(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]])
-    write_table(assign, job.output["assignments"])
-    write_table(dist, job.output["sequences"])
+    # first the windows' (region, start) pairs and the sequences' hashes and counts, then one shard's table at a
+    # time: neither cohort table is held whole
+    stats = gather_haplotype_files(parts[0], parts[1], [json.loads(Path(x).read_text()) for x in parts[2]],
+                                   job.output["assignments"], job.output["sequences"])
     write_json(stats, job.output["stats"])
 
 
@@ -606,10 +606,11 @@ def embed_cohort_shard(job: Job) -> None:
     codes, embedded only where the embedding cache lacks them (interp.embed.cohort, interp.embed.cache)."""
     import time
 
+    from interp.cohort.haplotypes import read_sequences
     from interp.cohort.shards import write_vectors
 
     t0 = time.perf_counter()
-    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
+    sequences = read_sequences(job.input["sequences"], ["seq_hash", "sequence"]).sort("seq_hash")
     vectors, stats = _embed_distinct(job, sequences)
     write_vectors(job.output["vectors"], sequences["seq_hash"].to_list(), vectors)
     write_json({**stats, "n_sequences": sequences.height, "seconds": round(time.perf_counter() - t0, 1)},
@@ -619,23 +620,31 @@ def embed_cohort_shard(job: Job) -> None:
 def embed_cohort(job: Job) -> None:
     """Per-sample and per-(sample, window) tables of each layer and of the SAE's codes (interp.embed.cohort):
     the distinct windows' vectors gathered from the shards (input shard_vectors, shard_stats;
-    interp.cohort.shards.gather_vectors), or, without shards, embedded here once each (through the cache)."""
+    interp.cohort.shards.gather_vectors), or, without shards, embedded here once each (through the cache).
+    With shards only seq_hash and gc of the sequences table are read (the samples' obs gc is pooled from gc), not
+    the sequences; a table without gc (an older run's) raises InputError naming it."""
     import time
 
     import anndata as ad
 
+    from interp.cohort.haplotypes import read_sequences
     from interp.cohort.shards import gather_shard_files
     from interp.embed.cohort import embed_cohort_tables
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
     layers = _embed_settings(p, EMBED_COHORT_JOB_KEYS).layers  # settings checked before any input is read
-    sequences = pl.read_parquet(job.input["sequences"]).sort("seq_hash")
-    pooled, extra = (gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
-                                        sequences["seq_hash"].to_list())
-                     if job.input.get("shard_vectors") else _embed_distinct(job, sequences, n_shards=0))
-    tables, stats = embed_cohort_tables(  # assignments as a lazy scan (interp.embed.cohort.sequence_index)
-        None, sequences, pl.scan_parquet(job.input["assignments"]), ad.read_h5ad(job.input["genotypes"]),
+    sharded = bool(job.input.get("shard_vectors"))
+    sequences = read_sequences(job.input["sequences"],
+                               ["seq_hash", "gc"] if sharded else ["seq_hash", "sequence", "gc"]).sort("seq_hash")
+    if sharded:
+        pooled, extra = gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
+                                           sequences["seq_hash"].to_list())
+    else:
+        pooled, extra = _embed_distinct(job, sequences, n_shards=0)
+        sequences = sequences.drop("sequence")  # pooled from seq_hash and gc only
+    tables, stats = embed_cohort_tables(  # assignments read in batches (interp.embed.cohort.sequence_index)
+        None, sequences, job.input["assignments"], ad.read_h5ad(job.input["genotypes"]),
         load_card(job.input["card"])["name"], layers, None, None,
         p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:

@@ -133,7 +133,7 @@ def biomarkers(rng: np.random.Generator, new_keys: bool) -> list[dict]:
             fam = g["_family"][0]
             g = g.with_columns(pl.lit(fam).alias("family"),
                                pl.lit(f"BH within {fam} for {g['phenotype'][0]} ({g.height} tests)").alias("bh_scope"),
-                               pl.lit(3).alias("n_carriers"))
+                               pl.lit(3).alias("n_carriers"), pl.lit(12).alias("n_carriers_cohort"))
         out += g.drop("_family").to_dicts()
     return out
 

@@ -317,3 +317,87 @@ def test_sizes_masked_alike_in_every_phenotype_and_in_the_cohort_table() -> None
         shown_somewhere = [s or not h for s, h in zip(shown_somewhere, hidden, strict=True)]
     # every size but the "<5" one's shown somewhere would give it by subtraction
     assert shown_somewhere.count(False) >= 2
+
+
+def _phenotypes_with_missing_values(labelled: bool):
+    """Four populations (AFR 120, EUR 80, SAS 40, EAS 30); B complete with 5 EUR cases, A = B with one EUR case
+    left out (no value), C = B with two EUR controls left out; audited and masked as the stage does."""
+    import anndata as ad
+    import pandas as pd
+
+    from interp.audit import AuditConfig
+    from interp.audit_summary import audit_embedding, audit_tables
+
+    rng = np.random.default_rng(0)
+    sizes, cases = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}, {"AFR": 40, "EUR": 5, "SAS": 12, "EAS": 10}
+    pop = np.concatenate([[p] * n for p, n in sizes.items()])
+    b = np.concatenate([np.r_[np.ones(cases[p]), np.zeros(n - cases[p])] for p, n in sizes.items()])
+    eur = np.flatnonzero(pop == "EUR")
+    a, c = b.copy(), b.copy()
+    a[eur[0]] = np.nan
+    c[eur[-2:]] = np.nan
+    obs = pd.DataFrame({"A": a, "B": b, "C": c, "population": pop}, index=[f"s{i}" for i in range(pop.size)])
+    pcs = np.c_[np.repeat([0.0, 3.0, 6.0, 9.0], list(sizes.values())), np.zeros(pop.size)] + rng.normal(size=(pop.size, 2))
+    table = ad.AnnData(X=(rng.normal(size=(pop.size, 3)) + b[:, None]).astype(np.float32), obs=obs)
+    table.obsm["X_pca"] = pcs
+    table.uns.update({"model": "m", "layer": "block1"})
+    cfg = AuditConfig(n_folds=3, bootstrap=10, max_null_replicates=19, seed=0, ancestry_bins=4)
+    out = audit_embedding(table, None, ["A", "B", "C"], cfg, [], population_column="population" if labelled else None,
+                          max_null_replicates=19)
+    results = [r | {"verdict": "X", "verdict_rule": "r", "reason": "w", "reasons": ["w"], "multiplicity": "m"}
+               for r, _ in out]
+    return audit_tables(results, [e for _, e in out], "refuse")
+
+
+def _shown_sizes(groups: list[dict]) -> dict:
+    return {g["population"]: g["n"] for g in groups if isinstance(g["n"], int)}
+
+
+def test_a_phenotypes_group_size_never_tells_how_many_of_its_people_have_no_value() -> None:
+    """cohort.populations gives each population's size; a phenotype's by_population gave its size among those
+    with a value. EUR 80 in the cohort and 78 for C: 2 EUR people have no C value, and with B (the same values,
+    none missing: 5 cases of 80, C 5 of 78) both were controls. A (one EUR case without a value) showed EUR
+    "<5 cases", n 79: with B's 5 cases of 80 that pinned A's masked count at 4. A phenotype's size of a
+    group is now shown only where none or 5 or more of its people have no value, and no hidden group's count of
+    those is pinned within 1-4 by n_missing_phenotype minus the shown groups'."""
+    import itertools
+
+    from interp.audit import suppressed_sizes
+
+    table, details = _phenotypes_with_missing_values(labelled=True)
+    cohort = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}
+    cohort_shown = {p: k for (p, k), w in zip(cohort.items(), suppressed_sizes(list(cohort.values())), strict=True)
+                    if w is None}
+    rows = {r["phenotype"]: r for r in table.to_dicts()}
+    for d in details:
+        groups = d["by_population"]
+        shown = _shown_sizes(groups)
+        for p, k in shown.items():  # what the subtraction gives: 0, or 5 and more
+            assert cohort[p] - k == 0 or cohort[p] - k >= 5, (d["phenotype"], p)
+        # every split of the hidden groups' left-out count (n_missing minus the shown groups') between them
+        hidden = [g["population"] for g in groups if g["population"] not in shown]
+        total = rows[d["phenotype"]]["n_missing_phenotype"] - sum(cohort[p] - k for p, k in shown.items())
+        ranges = [range(0, cohort[p] - 4) for p in hidden]
+        for p in hidden:
+            feasible = {combo[hidden.index(p)] for combo in itertools.product(*ranges) if sum(combo) == total}
+            assert not feasible <= {1, 2, 3, 4}, (d["phenotype"], p, feasible)
+    by = {d["phenotype"]: d["by_population"] for d in details}
+    assert _shown_sizes(by["B"]) == cohort  # nothing left out: nothing more hidden than before
+    assert "EUR" not in _shown_sizes(by["A"]) and "EUR" not in _shown_sizes(by["C"])
+    assert set(cohort_shown) == set(cohort)
+
+
+def test_pc_bins_are_the_cohorts_so_two_phenotypes_bin_sizes_do_not_count_those_left_out() -> None:
+    """Without labels the strata are k-means bins of the PCs. Fitted to each phenotype's own samples, the bins
+    of A (one sample without a value) and B (none) were the same clusters with sizes differing by who was left
+    out of each. The bins are now the whole cohort's, the same for every phenotype, and a bin's size is shown
+    only where 0 or 5 and more of its people have no value."""
+    _, details = _phenotypes_with_missing_values(labelled=False)
+    by = {d["phenotype"]: d["by_stratum"] for d in details}
+    assert all(d["strata_source"] == "pc_bins" for d in details)
+    full = _shown_sizes(by["B"])
+    assert sum(full.values()) == 270 and len(full) == 4
+    for p in ("A", "C"):
+        assert [g["population"] for g in by[p]] == [g["population"] for g in by["B"]]
+        for s, k in _shown_sizes(by[p]).items():
+            assert full[s] - k == 0 or full[s] - k >= 5, (p, s)

@@ -234,6 +234,21 @@ def test_code_versions_count_the_replicates_each_commit_made_through_pooling():
         "aaaaaaaaaaaa (1); bbbbbbbbbbbb (1); bbbbbbbbbbbb+dirty (1); unrecorded (3)"
 
 
+def test_code_version_is_the_one_the_process_started_with(monkeypatch):
+    """A long-lived calibration worker keeps the modules it imported: a commit made while it runs must not
+    be recorded as the code of its later replicates."""
+    from interp.report import provenance
+
+    cal.code_version.cache_clear()
+    monkeypatch.setattr(provenance, "git_commit", lambda repo=".": "c" * 40)
+    monkeypatch.setattr(provenance, "git_dirty", lambda repo=".": False)
+    first = cal.code_version()
+    monkeypatch.setattr(provenance, "git_commit", lambda repo=".": "d" * 40)
+    monkeypatch.setattr(provenance, "git_dirty", lambda repo=".": True)
+    assert cal.code_version() == first == {"git_commit": "c" * 40, "git_dirty": False}
+    cal.code_version.cache_clear()
+
+
 def test_gather_writes_strict_json_tsv_report_and_plots(tmp_path):
     files = []
     for r in range(4):

@@ -15,7 +15,8 @@ def _cohort_inputs():
     import anndata as ad
     import pandas as pd
 
-    sequences = pl.DataFrame({"seq_hash": ["h0", "h1", "h2"], "sequence": ["GGCC", "AATT", "GANN"]})
+    sequences = pl.DataFrame({"seq_hash": ["h0", "h1", "h2"], "sequence": ["GGCC", "AATT", "GANN"],
+                              "gc": [1.0, 0.0, 0.5]})
     # (sample, window, hap) -> hash
     which = {("s1", 0, 1): "h0", ("s1", 0, 2): "h1", ("s1", 1, 1): "h2", ("s1", 1, 2): "h2",
              ("s2", 0, 1): "h1", ("s2", 0, 2): "h1", ("s2", 1, 1): "h0", ("s2", 1, 2): "h2",
@@ -32,7 +33,7 @@ def _cohort_inputs():
 
 
 def test_gc_fraction_ignores_n() -> None:
-    from interp.embed.cohort import gc_fraction
+    from interp.cohort.haplotypes import gc_fraction
 
     assert gc_fraction("GGCC") == 1.0
     assert gc_fraction("GANN") == 0.5
@@ -58,12 +59,18 @@ def test_sequence_index_maps_sample_window_haplotype_to_sequence_rows() -> None:
                                      | (pl.col("hap") == 1)), ["s1", "s2"], sequences["seq_hash"].to_list())
 
 
-def test_sequence_index_from_a_parquet_scan_equals_the_table_in_memory(tmp_path: Path) -> None:
-    """embed_cohort passes a lazy scan of haplotypes.parquet (only the columns used are read, as codes): the
-    index and windows equal those of the table read whole, by the former string-keyed mapping, on a cohort of
-    many samples, windows and hashes (samples listed in another order, one not in the genotypes); the index
-    is int32; the errors are the same."""
+@pytest.mark.parametrize("batch_rows", [1 << 18, 7])
+def test_sequence_index_from_a_parquet_path_equals_the_table_in_memory(tmp_path: Path, batch_rows: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """embed_cohort passes the path of haplotypes.parquet (only the columns used are read, a batch of rows at
+    a time, as codes): the index and windows equal those of the former string-keyed mapping, row by row, on a
+    cohort of many samples, windows and hashes (rows shuffled, in row groups of 500; samples listed in another
+    order, one not in the genotypes), with batches of whole row groups and of 7 rows (cutting row groups);
+    the index is int32; the errors are the same."""
+    from interp.embed import cohort
     from interp.embed.cohort import sequence_index
+
+    monkeypatch.setattr(cohort, "INDEX_BATCH_ROWS", batch_rows)
 
     rng = np.random.default_rng(0)
     n_s, n_w = 40, 30
@@ -84,16 +91,56 @@ def test_sequence_index_from_a_parquet_scan_equals_the_table_in_memory(tmp_path:
     for r in rows.iter_rows(named=True):
         if r["sample"] in s_pos:
             expected[s_pos[r["sample"]], r["window_index"], r["hap"] - 1] = index_of[r["seq_hash"]]
-    for source in (pl.scan_parquet(path), pl.read_parquet(path)):
+    for source in (path, str(path), pl.read_parquet(path)):
         seq_index, windows = sequence_index(source, samples, hashes)
         assert seq_index.dtype == np.int32
         np.testing.assert_array_equal(seq_index, expected)
         assert windows.equals(rows.select("window_index", "window_id", "region", "contig", "start", "end")
                               .unique().sort("window_index"))
     with pytest.raises(ValueError, match="sequence hash.* not in the sequences table"):
-        sequence_index(pl.scan_parquet(path), samples, hashes[1:])
+        sequence_index(path, samples, hashes[1:])
     with pytest.raises(ValueError, match="different sample sets"):
-        sequence_index(pl.scan_parquet(path), [*samples, "nobody"], hashes)
+        sequence_index(path, [*samples, "nobody"], hashes)
+    with pytest.raises(TypeError, match="a DataFrame or a parquet path, not LazyFrame"):
+        sequence_index(pl.scan_parquet(path), samples, hashes)
+
+
+@pytest.mark.parametrize("batch_rows", [1 << 18, 3])
+def test_sequence_index_places_a_repeated_row_once_and_names_a_conflicting_one(
+        tmp_path: Path, batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A (sample, window, haplotype) given twice with the same sequence is placed once; with another sequence
+    (in the same batch, or a later one: batches of 3 rows put the repeat in another) it is named, not silently
+    overwritten by the later row. Bad hap, window_index or missing values are named too."""
+    from interp.embed import cohort
+    from interp.embed.cohort import sequence_index
+
+    monkeypatch.setattr(cohort, "INDEX_BATCH_ROWS", batch_rows)
+    _, sequences, assign, _ = _cohort_inputs()
+    hashes = sequences["seq_hash"].to_list()
+    expected, _ = sequence_index(assign, ["s2", "s1"], hashes)
+    again = pl.concat([assign, assign.head(2)])
+    path = tmp_path / "haplotypes.parquet"
+    again.write_parquet(path)
+    for source in (again, path):
+        np.testing.assert_array_equal(sequence_index(source, ["s2", "s1"], hashes)[0], expected)
+    first = assign.row(0, named=True)
+    other = next(h for h in hashes if h != first["seq_hash"])
+    clash = pl.concat([assign, assign.head(1).with_columns(pl.lit(other).alias("seq_hash"))])
+    clash.write_parquet(path)
+    for source in (clash, path, clash.reverse()):
+        with pytest.raises(ValueError, match=f"sample '{first['sample']}' window {first['window_id']} haplotype "
+                                             f"{first['hap']} is given more than once with different sequences"):
+            sequence_index(source, ["s2", "s1"], hashes)
+    with pytest.raises(ValueError, match="hap 3: haplotypes are 1 and 2"):
+        sequence_index(assign.with_columns(pl.col("hap").replace(2, 3)), ["s2", "s1"], hashes)
+    with pytest.raises(ValueError, match=r"3 windows are not numbered 0 \.\. 2 once each"):
+        sequence_index(pl.concat([assign, assign.head(1).with_columns(pl.lit(-1, pl.Int64).alias("window_index"))]),
+                       ["s2", "s1"], hashes)
+    with pytest.raises(ValueError, match=r"missing values in \['seq_hash'\]"):
+        sequence_index(assign.with_columns(pl.when(pl.col("hap") == 2).then(pl.col("seq_hash"))),
+                       ["s2", "s1"], hashes)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['window_id'\]"):
+        sequence_index(assign.drop("window_id"), ["s2", "s1"], hashes)
 
 
 def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
@@ -131,6 +178,12 @@ def test_pool_cohort_means_over_haplotypes_and_windows(tmp_path: Path) -> None:
     assert tables["sae.windows.h5ad"].var.index.tolist() == ["m/block2/chr1:0-50/f0", "m/block2/chr1:100-150/f0"]
     plain = dict(pool_cohort(pooled, sequences, assign, geno, "m", "block2"))
     assert "hap1" not in plain["block1.samples.h5ad"].obsm
+    # gc comes from the table's gc column, not from the sequences (the sharded gather reads no sequence)
+    other = dict(pool_cohort(pooled, sequences.drop("sequence").with_columns(pl.Series("gc", [0.0, 1.0, 0.0])),
+                             assign, geno, "m", "block2"))
+    np.testing.assert_allclose(other["block1.samples.h5ad"].obs["gc"].to_numpy(), [0.25, 0.5])
+    with pytest.raises(ValueError, match="no gc column"):
+        pool_cohort(pooled, sequences.drop("gc"), assign, geno, "m", "block2")
 
 
 def test_pooling_by_window_blocks_gives_the_same_tables(tmp_path: Path, monkeypatch) -> None:

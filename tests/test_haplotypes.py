@@ -12,7 +12,13 @@ import polars as pl
 import pysam
 import pytest
 
-from interp.cohort.haplotypes import haplotype_sequences, haplotype_windows
+from interp.cohort.haplotypes import (
+    SEQUENCE_SCHEMA,
+    gc_fraction,
+    haplotype_sequences,
+    haplotype_windows,
+    read_sequences,
+)
 from interp.cohort.vcf import read_genotypes
 from interp.errors import InputError
 from interp.genome.fasta import read_fasta
@@ -182,6 +188,10 @@ def test_windows_follow_reference_coordinates(demo):
     assert assignments.height == len(genotypes.samples) * 2 * n_windows
     assert distinct["seq_hash"].n_unique() == distinct.height
     assert distinct["n_haplotypes"].sum() == assignments.height
+    # each sequence's GC fraction travels with it (the cohort's obs gc is pooled from it without the sequences)
+    assert distinct.schema == SEQUENCE_SCHEMA
+    assert distinct["gc"].to_list() == [gc_fraction(x) for x in distinct["sequence"]]
+    assert 0.2 < distinct["gc"].mean() < 0.8
     by_hash = dict(zip(distinct["seq_hash"], distinct["sequence"], strict=True))
     ref = demo["reference"]["chr17"].upper()
     for sample in genotypes.samples:
@@ -294,21 +304,48 @@ def test_renumber_windows_is_unique_across_regions_in_region_then_start_order() 
         out.select("sample", "hap", "window_index").rows())
 
 
+def test_window_numbering_is_one_definition_for_parts_and_wholes() -> None:
+    """window_numbering: the distinct (region, start) pairs ranked by region name then start, the same from parts
+    (a sharded gather's shards) as from their concatenation; window_indices refuses a row it does not number."""
+    from interp.cohort.haplotypes import window_indices, window_numbering
+
+    a, b = _assignments("b", [100, 50]), _assignments("a", [500, 700, 900])
+    numbering = window_numbering([a, b.lazy()])
+    assert numbering.rows() == [(0, "a", 500), (1, "a", 700), (2, "a", 900), (3, "b", 50), (4, "b", 100)]
+    assert numbering.columns == ["window_index", "region", "start"] and numbering["window_index"].dtype == pl.Int64
+    assert window_numbering(pl.concat([a, b])).equals(numbering)
+    assert window_indices(a, numbering).to_list() == [4, 3] * (a.height // 2)
+    with pytest.raises(ValueError, match="1 row"):
+        window_indices(pl.DataFrame({"region": ["a", "c"], "start": [500, 500]}), numbering)
+
+
 def test_merge_region_windows_adds_contig_window_id_and_sums_shared_sequences() -> None:
     from interp.cohort.haplotypes import merge_region_windows
 
     a = _assignments("g2", [0, 10], samples=("s1", "s2"))
     b = _assignments("g1", [30], samples=("s1", "s2"))
-    d1 = pl.DataFrame({"seq_hash": ["h2", "h1"], "sequence": ["CC", "AA"], "n_haplotypes": [3, 1]})
-    d2 = pl.DataFrame({"seq_hash": ["h1", "h3"], "sequence": ["AA", "GG"], "n_haplotypes": [2, 5]})
+    d1 = pl.DataFrame({"seq_hash": ["h2", "h1"], "sequence": ["CC", "AA"], "n_haplotypes": [3, 1], "gc": [1.0, 0.0]})
+    d2 = pl.DataFrame({"seq_hash": ["h1", "h3"], "sequence": ["AA", "GG"], "n_haplotypes": [2, 5], "gc": [0.0, 1.0]})
     assign, dist = merge_region_windows([a, b], [d1, d2], {"g1": "chr1", "g2": "chr2"})
-    assert dist.rows() == [("h1", "AA", 3), ("h2", "CC", 3), ("h3", "GG", 5)]
+    assert dist.rows() == [("h1", "AA", 3, 0.0), ("h2", "CC", 3, 1.0), ("h3", "GG", 5, 1.0)]
     first = assign.filter((pl.col("sample") == "s2") & (pl.col("hap") == 2)).sort("window_index")
     assert first["window_id"].to_list() == ["chr1:30-40", "chr2:0-10", "chr2:10-20"]
     assert first["contig"].to_list() == ["chr1", "chr2", "chr2"]
     assert first["window_index"].to_list() == [0, 1, 2]
     with pytest.raises(pl.exceptions.InvalidOperationError):
         merge_region_windows([a], [d1], {"g1": "chr1"})  # a region without a contig
+
+
+def test_read_sequences_reads_the_columns_asked_and_names_a_table_without_gc(tmp_path: Path) -> None:
+    table = pl.DataFrame({"seq_hash": ["h1"], "sequence": ["GA"], "n_haplotypes": [2], "gc": [0.5]},
+                         schema=SEQUENCE_SCHEMA)
+    table.write_parquet(tmp_path / "new.parquet")
+    assert read_sequences(tmp_path / "new.parquet", ["seq_hash", "gc"]).rows() == [("h1", 0.5)]
+    assert read_sequences(tmp_path / "new.parquet").equals(table)
+    table.drop("gc").write_parquet(tmp_path / "old.parquet")  # as written before the gc column
+    assert read_sequences(tmp_path / "old.parquet", ["seq_hash", "sequence"]).height == 1
+    with pytest.raises(InputError, match=r"old\.parquet: the distinct-sequence table has no column gc .*rerun"):
+        read_sequences(tmp_path / "old.parquet", ["seq_hash", "gc"])
 
 
 def _one_by_one(genotypes, region: Region, ref: str, missing: str, unphased: str) -> dict:

@@ -669,8 +669,13 @@ def test_rank_stage_families_linkage_missing_phenotypes_and_quantitative(tmp_pat
     summary = json.loads((tmp_path / "summary.json").read_text())
     for col in ("phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q", "stability",
                 "rank", "family", "bh_scope", "short_name", "method", "n_carriers", "filtered", "tags_variants",
-                "lead_variant", "p_conditional", "conditional_significant"):
+                "lead_variant", "p_conditional", "conditional_significant", "n_carriers_cohort"):
         assert col in bio.columns, col
+    # the cohort's carrier count is one per column, whichever samples a phenotype leaves out (causal: 7)
+    per_column = bio.group_by(["family", "feature"]).agg(pl.col("n_carriers_cohort").n_unique().alias("k"))
+    assert per_column["k"].max() == 1
+    v = bio.filter(pl.col("kind") == "variant")
+    assert (v["n_carriers_cohort"] >= v["n_carriers"]).all()
     assert set(bio["family"].unique()) == {"variant", "embedding:m/block1"}
     # ranks restart in each (phenotype, family) and BH is scoped there
     for (_ph, _fam), t in bio.group_by(["phenotype", "family"]):
@@ -830,3 +835,88 @@ def test_stability_is_empty_in_a_family_no_larger_than_top_k():
     wide = rank_family(x_wide, y, None, True, RankConfig(top_k=20, resamples=10), n_carriers=carrier_counts(x_wide))
     stab = wide["stability"].to_numpy()
     assert stab[0] == 1.0 and np.nanmin(stab) < 1.0
+
+
+def test_cohort_carrier_count_is_the_same_for_every_phenotype():
+    """rank's `n_carriers` counts a column's carriers among the samples with a value for the phenotype, so a
+    variant carried by 12 people read 12 for a phenotype everyone has and 11 for one that 1 carrier lacks: the
+    report showed both, and the difference was that person's genotype. `n_carriers_cohort` counts every sample
+    of the cohort (the same in every phenotype's rows); `n_carriers` stays rank's own, per phenotype."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(8)
+    n = 200
+    d = np.zeros((n, 2))
+    d[:12, 0] = 1.0  # 12 carriers
+    d[:, 1] = rng.binomial(2, 0.3, size=n)
+    d[50, 1] = np.nan  # a missing call is no carrier, in the cohort's count too
+    variants = Family("variant", "variant", d, ["v0", "v1"], ["v0", "v1"], np.array(["c", "c"]), np.array([1, 2]),
+                      np.array([2, 3]))
+    w = np.zeros((n, 2))
+    w[:15, 0] = 0.5  # a window feature: 15 people off the modal haplotype pair
+    w[:, 1] = rng.normal(size=n)
+    window = Family("embedding:m/l", "embedding", w, ["f0", "f1"], ["f0", "f1"], np.array(["c", "c"]),
+                    np.array([0, 0]), np.array([10, 10]), model="m", layer="l")
+    y_all = (rng.random(n) < 0.4).astype(float)
+    y_all[:6], y_all[6:12] = 1.0, 0.0
+    y_one = y_all.copy()
+    y_one[0] = np.nan  # the one person without a value carries v0 and f0
+    cfg = RankConfig(min_carriers=5, resamples=0, refit_top=0)
+    rows = {}
+    for ph, y in (("all", y_all), ("one_missing", y_one)):
+        table, _ = rank_phenotype(ph, y, None, variants, [window], cfg)
+        rows[ph] = {r["feature"]: r for r in table.iter_rows(named=True)}
+    # rank's own per-phenotype count differs by the person left out...
+    assert rows["all"]["v0"]["n_carriers"] == 12 and rows["one_missing"]["v0"]["n_carriers"] == 11
+    assert rows["all"]["f0"]["n_carriers"] == 15 and rows["one_missing"]["f0"]["n_carriers"] == 14
+    # ...the cohort's count does not
+    expect = {"v0": 12, "v1": int((d[:, 1] > 0).sum()), "f0": 15, "f1": n - 1}
+    for ph in rows:
+        assert {f: r["n_carriers_cohort"] for f, r in rows[ph].items()} == expect, ph
+
+
+def test_which_features_are_tested_does_not_tell_the_genotype_of_the_few_left_out():
+    """With `min_carriers` 10 a variant carried by 10 people was tested under a phenotype everyone has and not
+    under one whose single missing value is a carrier's (9 carriers among the people tested): the report's
+    `n_tests`, `rank_summary` `n_tested` / `filtered` and the regional plot differed by that variant, which told
+    the person's genotype as the carrier counts did. Where 1-4 samples lack a value, a column is now tested only
+    when its cohort count less them reaches `min_carriers`: whether it is tested follows from public counts
+    alone, whoever the left-out people are and whatever they carry."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(9)
+    n = 200
+    d = rng.binomial(2, 0.3, size=(n, 4)).astype(float)
+    d[:, :3] = 0.0
+    d[:10, 0] = 1.0  # 10 carriers
+    d[20:30, 1] = 1.0  # 10 carriers
+    d[40:52, 2] = 1.0  # 12 carriers
+    variants = Family("variant", "variant", d, ["v0", "v1", "v2", "v3"], ["v0", "v1", "v2", "v3"],
+                      np.array(["c"] * 4), np.arange(4), np.arange(4) + 1)
+    w = np.zeros((n, 1))
+    w[60:71, 0] = 1.0  # 11 people off the modal haplotype pair
+    window = Family("embedding:m/l", "embedding", w, ["f0"], ["f0"], np.array(["c"]), np.array([0]),
+                    np.array([10]), model="m", layer="l")
+    y = (rng.random(n) < 0.4).astype(float)
+    cfg = RankConfig(min_carriers=10, resamples=0, refit_top=0)
+
+    def tested(missing: list[int]) -> tuple[dict, dict]:
+        ym = y.copy()
+        ym[missing] = np.nan
+        table, summ = rank_phenotype("p", ym, None, variants, [window], cfg)
+        return ({r["feature"]: r["filtered"] for r in table.iter_rows(named=True)},
+                {k: (f["n_tested"], f["filtered"]) for k, f in summ["families"].items()})
+
+    everyone = tested([])
+    assert everyone[0] == {"v0": "", "v1": "", "v2": "", "v3": "", "f0": ""}
+    # one person left out: a carrier of v0 and f0, or of v1, or of nothing; the same features are tested
+    one = [tested([0]), tested([65]), tested([25]), tested([150])]
+    assert all(t == one[0] for t in one[1:]), one
+    assert {f for f, why in one[0][0].items() if why == ""} == {"v2", "v3", "f0"}
+    # two left out: 12 - 2 reaches 10 (v2 tested), 11 - 2 does not (f0 not)
+    two = [tested([40, 41]), tested([150, 151]), tested([0, 60])]
+    assert all(t == two[0] for t in two[1:]), two
+    assert {f for f, why in two[0][0].items() if why == ""} == {"v2", "v3"}
+    # 5 or more left out: rank's own count among the people tested decides, as before
+    five = tested([150, 151, 152, 153, 154])
+    assert {f for f, why in five[0].items() if why == ""} == {"v0", "v1", "v2", "v3", "f0"}

@@ -382,3 +382,33 @@ def test_annotate_loci_equals_the_rule_locus_by_locus_on_unsorted_variants_and_s
         for r in out.iter_rows(named=True):
             key = (r["kind"] == "variant", r["contig"], r["start"], r["end"])
             assert (r["gene"], r["exon_overlap"], r["nearest_variants"], r["window"]) == expected[key], (trial, key)
+
+
+def test_rank_cohort_counts_each_familys_cohort_carriers_once_for_every_phenotype(monkeypatch):
+    """rank_cohort counts every family's carriers over the whole cohort once (`n_carriers_cohort`) and gives the
+    same count to every phenotype's rows, whatever samples each phenotype leaves out."""
+    import anndata as ad
+    import pandas as pd
+
+    import interp.rank as rank
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort
+
+    rng = np.random.default_rng(3)
+    n, m = 120, 4
+    d = rng.binomial(2, 0.2, size=(n, m)).astype(np.float32)
+    d[:, 0] = 0
+    d[:9, 0] = 1  # 9 carriers
+    obs = pd.DataFrame({"a": (rng.random(n) < 0.5).astype(float), "b": (rng.random(n) < 0.5).astype(float)},
+                       index=[f"s{i}" for i in range(n)])
+    obs.loc["s0", "a"] = np.nan  # one carrier without an `a` value
+    var = pd.DataFrame({"contig": ["chr1"] * m, "pos": np.arange(1, m + 1) * 10},
+                       index=[f"chr1:{(j + 1) * 10}:A:G" for j in range(m)])
+    geno = ad.AnnData(X=d, obs=obs, var=var, obsm={"X_pca": rng.normal(size=(n, 2))})
+    calls = []
+    real = rank.cohort_carrier_counts
+    monkeypatch.setattr(rank, "cohort_carrier_counts", lambda fam: calls.append(fam.name) or real(fam))
+    table, _ = rank_cohort(geno, [], None, ["a", "b"], [], RankConfig(min_carriers=5, resamples=0, refit_top=0))
+    assert calls == ["variant"]
+    v0 = table.filter(pl.col("feature") == "chr1:10:A:G").sort("phenotype")
+    assert v0["n_carriers"].to_list() == [8, 9] and v0["n_carriers_cohort"].to_list() == [9, 9]

@@ -1150,3 +1150,56 @@ def test_variants_carried_by_under_five_people_are_not_named_in_the_report() -> 
         "chr1:150:A:G(r=0.80);(+2 with <5 carriers)"}
     # the linkage counts every tagged variant (a count names nobody)
     assert [x["n_tagged_variants"] for x in out["biomarker_linkage"]] == [3, 3]
+
+
+def test_report_shows_one_carrier_count_per_variant_not_one_per_phenotype() -> None:
+    """A variant's `n_carriers` is rank's count among the samples with a value for the phenotype: 12 for
+    `b` (no one left out) and 11 for `a` (one person without an `a` value, who carries it). The report showed
+    both in `biomarkers`, `biomarker_families` and the HTML tables, and 12 - 11 told that person's genotype. The
+    report's `n_carriers` is now the cohort's count (rank's `n_carriers_cohort`, the same under every phenotype),
+    never rank's per-phenotype one; the "<5 carriers, not named" rule reads the cohort's count too."""
+    import polars as pl
+
+    from interp.report.build import biomarker_sections
+
+    def variant(vid, pos, per_phenotype, cohort, phenotype):
+        return {"phenotype": phenotype, "family": "variant", "feature": vid, "kind": "variant", "contig": "chr1",
+                "start": pos - 1, "end": pos, "p": 1e-4, "q": 1e-3, "rank": 1, "n_carriers": per_phenotype,
+                "n_carriers_cohort": cohort, "tags_variants": None, "nearest_variants": None}
+
+    rows = [variant("chr1:150:A:G", 150, 11, 12, "a"), variant("chr1:150:A:G", 150, 12, 12, "b"),
+            # 5 carriers in the cohort, 4 among `a`'s people: carried by 5 people, named
+            variant("chr1:170:G:A", 170, 4, 5, "a") | {"p": float("nan"), "rank": None},
+            variant("chr1:170:G:A", 170, 5, 5, "b") | {"p": float("nan"), "rank": None}]
+    for ph in ("a", "b"):
+        rows.append({"phenotype": ph, "family": "embedding:m/l", "feature": "m/l/chr1:100-600/dim0",
+                     "kind": "embedding", "contig": "chr1", "start": 100, "end": 600, "p": 1e-6, "q": 1e-4,
+                     "rank": 1, "n_carriers": 298 if ph == "a" else 299, "n_carriers_cohort": 299,
+                     "tags_variants": "chr1:170:G:A(r=0.40)", "nearest_variants": None})
+    out = biomarker_sections(pl.DataFrame(rows), 10)
+    shown = out["biomarkers"] + [r for f in out["biomarker_families"] for r in f["rows"]]
+    assert shown and all("n_carriers_cohort" not in r for r in shown)  # one count, under the report's key
+    by_feature: dict = {}
+    for r in shown:
+        by_feature.setdefault(r["feature"], set()).add(r["n_carriers"])
+    assert by_feature == {"chr1:150:A:G": {12}, "m/l/chr1:100-600/dim0": {299}}
+    assert {r["tags_variants"] for r in shown if r["kind"] == "embedding"} == {"chr1:170:G:A(r=0.40)"}
+    report, figs, layers, calib, cfg = rs.report_parts()
+    report.update(out)
+    html = _html(report, figs, layers, calib, cfg)
+    assert "<th>n carriers</th>" in html and "<td>11</td>" not in html and "<td>12</td>" in html
+
+
+def test_report_without_a_cohort_carrier_count_shows_no_carrier_count() -> None:
+    """A rank table written before `n_carriers_cohort`: its per-phenotype `n_carriers` is not shown (it is what
+    differs between phenotypes); the naming rule falls back to the fewest per-phenotype count."""
+    import polars as pl
+
+    from interp.report.build import biomarker_sections
+
+    rows = [{"phenotype": ph, "family": "variant", "feature": "chr1:150:A:G", "kind": "variant", "contig": "chr1",
+             "start": 149, "end": 150, "p": 1e-4, "q": 1e-3, "rank": 1, "n_carriers": c}
+            for ph, c in (("a", 11), ("b", 12))]
+    out = biomarker_sections(pl.DataFrame(rows), 10)
+    shown = out["biomarkers"] + [r for f in out["biomarker_families"] for r in f["rows"]]
+    assert shown and all(r.get("n_carriers") is None and r.get("n_carriers_cohort") is None for r in shown)

@@ -42,6 +42,18 @@ def test_dry_run_plans_one_job_per_shard_and_sizes_resources(workflow_copy: Path
         assert f"results/shards/cohort/shards/per1/{shard}/emb/tiny-dnalm.npz" in out
 
 
+def test_audit_takes_the_embedding_tables_not_the_sequences(workflow_copy: Path) -> None:
+    """interp.stages.audit reads only the embedding folders: the audit job does not stage the cohort's
+    sequences table (gigabytes of window sequences at scale), and still runs after embed_cohort."""
+    res = run_snakemake(workflow_copy, "-n", "results/demo/audit/audit.parquet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    block = out[out.index("rule audit:"):]
+    inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+    assert "results/demo/cohort/emb/tiny-dnalm" in inputs and "sequences.parquet" not in inputs, inputs
+    assert re.search(r"^embed_cohort\s+1$", out, flags=re.M), out
+
+
 def test_workflow_passes_the_cohort_bed_to_the_report(workflow_copy: Path) -> None:
     """The report rule's inputs carry cohort.bed, so its digest reaches provenance.inputs."""
     (workflow_copy / "configs" / "two.bed").write_text("chr17\t6010\t14000\tpartA\nchr17\t14000\t22000\tpartB\n")

@@ -34,6 +34,34 @@ _POLICIES = ("ref", "N")
 
 Edit = tuple[int, int, str]  # (0-based reference start, REF length, replacement sequence)
 
+#: the distinct-sequence table (`sequences.parquet`) of `haplotype_windows` and every table made from it
+SEQUENCE_SCHEMA = {"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64, "gc": pl.Float64}
+
+
+def gc_fraction(seq: str) -> float:
+    """(G + C) / (A + C + G + T) of an upper-case sequence; other letters (N) are not counted; 0 when no
+    base is A, C, G or T."""
+    acgt = sum(seq.count(b) for b in "ACGT")
+    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
+
+
+def read_sequences(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """`columns` (default: all of `SEQUENCE_SCHEMA`) of a distinct-sequence table written by the haplotypes
+    stages; only those columns are read. A table lacking one (`gc` is absent from tables written before it was
+    added) raises InputError naming the file."""
+    columns = list(SEQUENCE_SCHEMA) if columns is None else columns
+    check_sequence_columns(pl.read_parquet_schema(path), str(path), columns)
+    return pl.read_parquet(path, columns=columns)
+
+
+def check_sequence_columns(names, source: str, columns: list[str] | None = None) -> None:
+    """InputError naming `source` when the column names `names` lack one of `columns` (default: all of
+    `SEQUENCE_SCHEMA`)."""
+    missing = [c for c in (list(SEQUENCE_SCHEMA) if columns is None else columns) if c not in names]
+    if missing:
+        raise InputError(f"{source}: the distinct-sequence table has no column {', '.join(missing)} (written by an "
+                         f"older version of the haplotypes stage? delete it and rerun haplotypes)")
+
 
 class HaplotypeSet(Mapping[tuple[str, int], str]):
     """Mapping (sample, hap) -> sequence, plus what was applied.
@@ -234,8 +262,8 @@ def haplotype_windows(
     Returns
       assignments: sample, hap, region, window_index, window_id, start, end (0-based reference
           coordinates), seq_hash (sha1 hex of the window sequence);
-      distinct: seq_hash, sequence, n_haplotypes (how many assignment rows carry it), each
-          distinct sequence once, in order of first appearance.
+      distinct: seq_hash, sequence, n_haplotypes (how many assignment rows carry it), gc (`gc_fraction` of
+          the sequence), each distinct sequence once, in order of first appearance (`SEQUENCE_SCHEMA`).
     """
     if not isinstance(hap_seqs, HaplotypeSet):
         raise TypeError("hap_seqs must be the HaplotypeSet returned by haplotype_sequences")
@@ -286,27 +314,55 @@ def haplotype_windows(
                 "window_id": pl.String, "start": pl.Int64, "end": pl.Int64, "seq_hash": pl.String})
     distinct = pl.DataFrame(
         {"seq_hash": hashes, "sequence": sequences,
-         "n_haplotypes": np.bincount(seq_row, minlength=len(sequences)).astype(np.int64)},
-        schema={"seq_hash": pl.String, "sequence": pl.String, "n_haplotypes": pl.Int64},
+         "n_haplotypes": np.bincount(seq_row, minlength=len(sequences)).astype(np.int64),
+         "gc": [gc_fraction(w) for w in sequences]},
+        schema=SEQUENCE_SCHEMA,
     )
     return assignments, distinct
 
 
+def window_numbering(windows: pl.DataFrame | pl.LazyFrame | list[pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame:
+    """The cohort's window numbering: every distinct (region, start) pair of `windows` (rows with at least region
+    and start: one frame or lazy frame, or several taken as concatenated) with its window_index (Int64), the
+    pair's rank among the pairs sorted by region name then start, so 0 .. n_windows - 1; rows in that order.
+
+    The one definition of the cohort-wide window_index: `renumber_windows` (one job's regions) and the sharded
+    gather (`interp.cohort.shards.gathered_haplotypes`, from each shard's distinct pairs, never its whole table)
+    both number windows through it. Each part is reduced to its distinct pairs first (streamed from a lazy scan).
+    """
+    parts = windows if isinstance(windows, list) else [windows]
+    pairs = pl.concat([w.lazy().select("region", "start").unique() for w in parts], how="vertical")
+    return (pairs.unique().sort(["region", "start"]).collect(engine="streaming")
+            .with_row_index("window_index").with_columns(pl.col("window_index").cast(pl.Int64)))
+
+
+def window_indices(rows: pl.DataFrame | pl.LazyFrame, numbering: pl.DataFrame) -> pl.Series:
+    """Each row's window_index (Int64) under `numbering` (`window_numbering`), in the rows' order; only the rows'
+    region and start are read. ValueError when a row's (region, start) is not numbered (a numbering of other
+    rows)."""
+    out = (rows.lazy().select("region", "start")
+           .join(numbering.lazy(), on=["region", "start"], how="left", validate="m:1", maintain_order="left")
+           .select("window_index").collect().to_series())
+    if out.null_count():
+        raise ValueError(f"{out.null_count()} row(s) have a (region, start) the window numbering lacks")
+    return out
+
+
 def renumber_windows(assignments: pl.DataFrame | list[pl.DataFrame | str | Path]) -> pl.DataFrame:
-    """Window indices unique across regions, in genome order.
+    """Window indices unique across regions, in genome order: one job's table (the unsharded run's,
+    `merge_region_windows`); the sharded gather streams instead (`interp.cohort.shards.gathered_haplotypes`).
 
     assignments: rows of `haplotype_windows` for one or more regions (their `window_index` restarts at 0
     in every region), with at least sample, hap, region, start, window_index: one frame, or several frames or
-    parquet files (the shards of a sharded run) taken as concatenated, read here one column at a time.
-    Returns the same rows with `window_index` (Int64, now the last column) replaced by the rank of the
-    window's (region name, start) among all distinct (region, start) pairs sorted by region name then
-    start, so 0 .. n_windows - 1; rows sorted by sample, hap, window_index (unique keys, so the order does not
+    parquet files taken as concatenated, read here one column at a time.
+    Returns the same rows with `window_index` (Int64, now the last column) replaced by the window's index under
+    `window_numbering` (the rank of its (region name, start) among all distinct pairs sorted by region name then
+    start, so 0 .. n_windows - 1); rows sorted by sample, hap, window_index (unique keys, so the order does not
     depend on how it is computed).
 
-    Built column by column: the order comes from integer codes of the key columns, then each column is read,
-    put in that order and dropped before the next. A join and a sort of the whole table of strings held the
-    input, the joined and the sorted copies at once: gathering 3,000 samples x 1,200 windows from 40 shards
-    (a 735 MiB table) peaked at 2,730 MiB that way and at 1,454 MiB this way (benchmarks/haplotypes_gather_memory.py).
+    Built column by column: the order comes from the window index and integer codes of the sample column, then
+    each column is read, put in that order and dropped before the next (a join and a sort of the whole table of
+    strings held the input, the joined and the sorted copies at once).
     """
     parts = assignments if isinstance(assignments, list) else [assignments]
     rows = pl.concat([pl.scan_parquet(a) if isinstance(a, (str, Path)) else a.lazy() for a in parts],
@@ -320,11 +376,7 @@ def renumber_windows(assignments: pl.DataFrame | list[pl.DataFrame | str | Path]
         levels = rows.select(pl.col(name).unique()).collect().to_series().sort()
         return rows.select(pl.col(name).cast(pl.Enum(levels)).to_physical().cast(pl.Int64)).collect().to_series()
 
-    region, start = codes("region"), column("start")
-    key = (region * (int(start.max() or 0) + 1) + start).to_numpy()
-    del region, start
-    window = pl.Series("window_index", np.searchsorted(np.unique(key), key).astype(np.int64))
-    del key
+    window = window_indices(rows, window_numbering(rows))
     perm = (pl.DataFrame({"sample": codes("sample"), "hap": column("hap"), "window": window})
             .with_row_index("row").sort(["sample", "hap", "window"])["row"])
     window = window.gather(perm)
@@ -344,7 +396,7 @@ def merge_region_windows(
     Returns
       assignments: the rows of all regions plus `contig` and `window_id` ("contig:start-end", 0-based
           half-open reference coordinates), window_index renumbered across regions (`renumber_windows`);
-      distinct: seq_hash, sequence, n_haplotypes (summed over regions), one row per hash, sorted by hash.
+      distinct: seq_hash, sequence, n_haplotypes (summed over regions), gc, one row per hash, sorted by hash.
     """
     assign = pl.concat(assignments).with_columns(
         pl.col("region").replace_strict(contig_of, return_dtype=pl.String).alias("contig"))
@@ -352,7 +404,7 @@ def merge_region_windows(
         (pl.col("contig") + ":" + pl.col("start").cast(pl.String) + "-" + pl.col("end").cast(pl.String))
         .alias("window_id"))
     dist = (pl.concat(distinct).group_by("seq_hash").agg(pl.col("sequence").first(),
-                                                         pl.col("n_haplotypes").sum())
+                                                         pl.col("n_haplotypes").sum(), pl.col("gc").first())
             .sort("seq_hash"))
     return renumber_windows(assign), dist
 

@@ -2,7 +2,7 @@
 per-sequence vectors are pooled per sample (`pool_cohort`).
 
 Shapes: n_seqs distinct window sequences, n_samples samples, n_windows cohort windows (the `window_index`
-of `interp.cohort.haplotypes.renumber_windows`, 0 .. n_windows - 1), d dimensions of a layer (or SAE
+of `interp.cohort.haplotypes.window_numbering`, 0 .. n_windows - 1), d dimensions of a layer (or SAE
 features), 2 haplotypes per sample.
 """
 
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
 
     from interp.embed.base import Embedder
     from interp.embed.cache import EmbeddingCache
-
-
-def gc_fraction(seq: str) -> float:
-    """(G + C) / (A + C + G + T) of an upper-case sequence; other letters (N) are not counted; 0 when no
-    base is A, C, G or T."""
-    acgt = sum(seq.count(b) for b in "ACGT")
-    return (seq.count("G") + seq.count("C")) / acgt if acgt else 0.0
 
 
 def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: list[str], batch_size: int,
@@ -64,45 +57,116 @@ def embed_distinct_windows(embedder: Embedder, sequences: list[str], layers: lis
     return cached_vectors(sequences, keys, compute, cache)
 
 
-def sequence_index(assignments: pl.DataFrame | pl.LazyFrame, samples: list[str], seq_hashes: list[str],
+#: rows of the haplotype-window assignments mapped to codes and placed at a time by `sequence_index`
+INDEX_BATCH_ROWS = 1 << 18
+#: the assignments' columns `sequence_index` reads: the rows' (placed a batch at a time), then the windows'
+_INDEX_COLUMNS = ("sample", "hap", "window_index", "seq_hash")
+_WINDOW_COLUMNS = ("window_index", "window_id", "region", "contig", "start", "end")
+
+
+def _assignment_batches(assignments: pl.DataFrame | Path, columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+    """The rows' `columns`, `INDEX_BATCH_ROWS` rows at most at a time: a DataFrame in slices; a parquet file
+    row group by row group, each in batches of rows (pyarrow; one iterator a row group, as one over the whole
+    file keeps memory for each row group it has read, and polars' streaming scan reads ahead up to 128 row
+    groups)."""
+    if isinstance(assignments, pl.DataFrame):
+        yield from assignments.select(columns).iter_slices(INDEX_BATCH_ROWS)
+        return
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(assignments) as parquet:
+        for group in range(parquet.num_row_groups):
+            for batch in parquet.iter_batches(INDEX_BATCH_ROWS, row_groups=[group], columns=list(columns)):
+                yield pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def _distinct_windows(source: pl.DataFrame | Path) -> pl.DataFrame:
+    """The distinct (window_index, window_id, region, contig, start, end) of the rows, sorted by window_index,
+    a batch at a time (memory: the windows and one batch)."""
+    windows: pl.DataFrame | None = None
+    for batch in _assignment_batches(source, _WINDOW_COLUMNS):
+        batch = batch.unique()
+        windows = batch if windows is None else pl.concat([windows, batch]).unique()
+    if windows is None:
+        return pl.DataFrame(schema=source.select(_WINDOW_COLUMNS).schema if isinstance(source, pl.DataFrame)
+                            else pl.scan_parquet(source).select(_WINDOW_COLUMNS).collect_schema())
+    return windows.sort("window_index", *_WINDOW_COLUMNS[1:])
+
+
+def sequence_index(assignments: pl.DataFrame | str | Path, samples: list[str], seq_hashes: list[str],
                    ) -> tuple[np.ndarray, pl.DataFrame]:
     """Where each (sample, window, haplotype) finds its sequence.
 
     assignments: sample, hap (1 | 2), window_index (0 .. n_windows - 1), window_id, region, contig, start,
-    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`), in memory or as a lazy scan of its
-    parquet (`pl.scan_parquet`: then only the columns used are read, streamed, and no string column is held
-    whole); rows of samples not in `samples` are ignored. seq_hashes: the hash of row i of the
-    distinct-sequence matrix (distinct).
+    end, seq_hash (`interp.cohort.haplotypes.merge_region_windows`, or a sharded run's gather), rows in any order
+    (each is placed by its sample, window and haplotype), in memory or the path of its parquet (then only the
+    columns used are read, a batch of rows at a time); rows of samples not in `samples` are ignored. A
+    (sample, window, haplotype) given more than once with the same sequence is placed once; with different
+    sequences it raises ValueError (naming it). seq_hashes: the hash of row i of the distinct-sequence matrix
+    (distinct).
     Returns (seq_index int32 [n_samples, n_windows, 2] (int64 beyond 2^31 - 1 sequences), the row of the
     distinct-sequence matrix for sample s, window w, haplotype h + 1; windows: window_index, window_id,
-    region, contig, start, end, one row per window, sorted by window_index). Raises ValueError when some
-    (sample, window, haplotype) has no row.
+    region, contig, start, end, one row per window, sorted by window_index). Raises ValueError when a column is
+    missing or has missing values, when a hash is not in `seq_hashes` (naming one), a hap is not 1 or 2, the
+    windows are not numbered 0 .. n_windows - 1 once each, and when some (sample, window, haplotype) has no row.
 
-    Memory: the rows are reduced to codes as they are read (sample and hash as `pl.Enum` codes, 4 bytes each,
-    instead of strings: ~14 bytes a row, where the whole table as strings takes ~120).
+    Memory: the index, the windows table, `seq_hashes` (as a `pl.Enum`) and one batch (`INDEX_BATCH_ROWS` rows:
+    a parquet is read row group by row group, each in batches of rows, twice: the windows' columns, then the
+    rows'), each batch reduced to its distinct windows, or mapped to codes (sample and hash as `pl.Enum`
+    codes) and placed in the index, before the next is read. At 3,000 samples, 1.8 M / 7.2 M rows (300 / 1,200
+    windows) peaked at 169 / 187 MiB over the step's start (x1.11), against 205 / 375 MiB (x1.83) with every
+    row's codes collected at once as before; CPU 0.7 / 2.7 s against 0.3 / 1.6 s (two passes)
+    (`benchmarks/cohort_side_memory.py --index`, 2026-12-05, shared 2-core machine).
     """
-    lazy = assignments.lazy()
-    windows = (lazy.select("window_index", "window_id", "region", "contig", "start", "end").unique()
-               .sort("window_index").collect(engine="streaming"))
+    if not isinstance(assignments, (pl.DataFrame, str, Path)):
+        raise TypeError(f"sequence_index: assignments must be a DataFrame or a parquet path, not "
+                        f"{type(assignments).__name__}")
+    source = assignments if isinstance(assignments, pl.DataFrame) else Path(assignments)
+    lazy = source.lazy() if isinstance(source, pl.DataFrame) else pl.scan_parquet(source)
+    missing = sorted({*_INDEX_COLUMNS, *_WINDOW_COLUMNS} - set(lazy.collect_schema().names()))
+    if missing:
+        raise ValueError(f"the haplotype windows table has no column(s) {missing}")
+    windows = _distinct_windows(source)
     n_s, n_w = len(samples), windows.height
+    if n_w and not windows["window_index"].equals(pl.Series("window_index", range(n_w)), check_dtypes=False):
+        raise ValueError(f"the haplotype windows table's {n_w} windows are not numbered 0 .. {n_w - 1} once "
+                         "each (window_index)")
     dtype = np.int32 if len(seq_hashes) < np.iinfo(np.int32).max else np.int64
     seq_index = np.full((n_s, n_w, 2), -1, dtype=dtype)
+    flat = seq_index.reshape(-1)
     s_pos = {s: i for i, s in enumerate(samples)}
     sample_cats = list(s_pos)  # distinct, in first-seen order; code k is sample_cats[k]
     position_of_code = np.array([s_pos[s] for s in sample_cats], dtype=np.int64)
-    codes = (lazy.filter(pl.col("sample").is_in(sample_cats))
-             .select(pl.col("sample").cast(pl.Enum(sample_cats)).to_physical().alias("s"),
-                     pl.col("window_index").cast(pl.Int64).alias("w"), pl.col("hap").cast(pl.Int8).alias("h"),
-                     pl.col("seq_hash").cast(pl.Enum(seq_hashes), strict=False).to_physical().alias("q"))
-             .collect(engine="streaming"))
-    if codes["q"].null_count():
-        unknown = (lazy.filter(pl.col("sample").is_in(sample_cats) & ~pl.col("seq_hash").is_in(seq_hashes))
-                   .select(pl.col("seq_hash").unique()).collect(engine="streaming")["seq_hash"])
-        raise ValueError(f"{unknown.len()} sequence hash(es) of the haplotype windows are not in the sequences "
-                         f"table, e.g. {unknown[0]} (tables of different haplotypes runs?)")
-    seq_index[position_of_code[codes["s"].to_numpy()], codes["w"].to_numpy(), codes["h"].to_numpy() - 1] = (
-        codes["q"].to_numpy())
-    del codes
+    sample_enum, hash_enum = pl.Enum(sample_cats), pl.Enum(seq_hashes)
+    for batch in _assignment_batches(source, _INDEX_COLUMNS):
+        nulls = [c for c in _INDEX_COLUMNS if batch[c].null_count()]
+        if nulls:
+            raise ValueError(f"the haplotype windows table has missing values in {nulls}")
+        codes = (batch.select(pl.col("sample").cast(sample_enum, strict=False).to_physical().alias("s"),
+                              pl.col("window_index").cast(pl.Int64).alias("w"),
+                              (pl.col("hap").cast(pl.Int64) - 1).alias("h"),
+                              pl.col("seq_hash").cast(hash_enum, strict=False).to_physical().alias("q"))
+                 .filter(pl.col("s").is_not_null()))
+        del batch
+        if codes["q"].null_count():
+            unknown = (lazy.filter(pl.col("sample").is_in(sample_cats) & ~pl.col("seq_hash").is_in(seq_hashes))
+                       .select(pl.col("seq_hash").unique()).collect(engine="streaming")["seq_hash"])
+            raise ValueError(f"{unknown.len()} sequence hash(es) of the haplotype windows are not in the sequences "
+                             f"table, e.g. {unknown[0]} (tables of different haplotypes runs?)")
+        w, h, q = codes["w"].to_numpy(), codes["h"].to_numpy(), codes["q"].to_numpy()
+        if ((h != 0) & (h != 1)).any():
+            raise ValueError(f"the haplotype windows table has hap {int(h[(h != 0) & (h != 1)][0]) + 1}: "
+                             "haplotypes are 1 and 2")
+        at = (position_of_code[codes["s"].to_numpy()] * n_w + w) * 2 + h
+        del codes, w, h
+        before = flat[at]
+        flat[at] = q
+        # a place given twice: an earlier batch's different sequence, or a different one within this batch
+        clash = ((before >= 0) & (before != q)) | (flat[at] != q)
+        if clash.any():
+            s, w0, h0 = np.unravel_index(int(at[np.argmax(clash)]), seq_index.shape)
+            raise ValueError(f"sample {samples[s]!r} window {windows['window_id'][int(w0)]} haplotype {h0 + 1} is "
+                             "given more than once with different sequences (rows of two runs in one table?)")
     if (seq_index < 0).any():
         absent = [s for s in samples if (seq_index[s_pos[s]] < 0).all()]
         if absent:
@@ -318,19 +382,23 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
             yield table
 
 
-def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame | pl.LazyFrame,
+def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignments: pl.DataFrame | str | Path,
                 genotypes: ad.AnnData, model: str, sae_layer: str, keep_haplotypes: bool = False,
                 ) -> Iterator[tuple[str, ad.AnnData]]:
     """Per-sample cohort embedding tables from the distinct sequences' vectors.
 
-    pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i (seq_hash, sequence);
-    assignments: the haplotypes stage's table (or a lazy scan of it, `sequence_index`); genotypes: the
-    ancestry stage's AnnData (its obs, in its sample order, and obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction (`gc_fraction`)
-    of their 2 x n_windows window sequences. The index is checked now (ValueError when some sample,
-    window or haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
+    pooled: {layer or "sae": [n_seqs, d]}, row i the vector of `sequences` row i; sequences: at least seq_hash
+    and gc (the sequence's GC fraction, `interp.cohort.haplotypes.gc_fraction`, written by the haplotypes
+    stage; the sequence itself is not needed here); assignments: the haplotypes stage's table (or the path of
+    its parquet, read a batch of rows at a time, `sequence_index`); genotypes: the ancestry stage's AnnData (its obs, in its sample order, and
+    obsm["X_pca"]). The samples' obs gain `gc`, the mean GC fraction of their 2 x n_windows window sequences.
+    A table without gc raises ValueError. The index is checked now (ValueError when some sample, window or
+    haplotype has no sequence); the tables are then yielded one at a time by `cohort_tables`.
     """
+    if "gc" not in sequences.columns:
+        raise ValueError("pool_cohort: the sequences table has no gc column (a table of an older haplotypes run?)")
     seq_index, windows = sequence_index(assignments, genotypes.obs_names.tolist(), sequences["seq_hash"].to_list())
-    gc = np.array([gc_fraction(s) for s in sequences["sequence"].to_list()])
+    gc = sequences["gc"].cast(pl.Float64).to_numpy()
     obs = genotypes.obs.copy()
     n_s, n_w = seq_index.shape[:2]
     gc_sum = np.zeros(n_s)
@@ -342,7 +410,7 @@ def pool_cohort(pooled: dict[str, np.ndarray], sequences: pl.DataFrame, assignme
 
 
 def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame,
-                        assignments: pl.DataFrame | pl.LazyFrame,
+                        assignments: pl.DataFrame | str | Path,
                         genotypes: ad.AnnData, model: str, layers: list[str], batch_size: int, sae_model: Any,
                         sae_layer: str, keep_haplotypes: bool = False, cache: EmbeddingCache | None = None,
                         sae_cache_key: str | None = None, pooled: dict[str, np.ndarray] | None = None,
@@ -370,7 +438,7 @@ def embed_cohort_tables(embedder: Embedder | None, sequences: pl.DataFrame,
     tables = pool_cohort(pooled, sequences, assignments, genotypes, model, sae_layer,
                          keep_haplotypes=keep_haplotypes)
     n_hw = int(assignments.height if isinstance(assignments, pl.DataFrame)
-               else assignments.select(pl.len()).collect().item())
+               else pl.scan_parquet(assignments).select(pl.len()).collect().item())
     n_seq = int(sequences.height)
     stats = {"model": model, "layers": list(layers), "n_haplotype_windows": n_hw, "n_distinct_sequences": n_seq,
              "dedup_ratio": n_hw / max(n_seq, 1)}

@@ -328,6 +328,12 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     out: dict[str, Any] = {}
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
+    carriers = variant_carriers(bio)
+    # the carriers shown (`n_carriers`) are the cohort's (rank's `n_carriers_cohort`), never rank's per-phenotype
+    # `n_carriers`: two phenotypes' counts of one variant differ by its carriers among the people one leaves out
+    bio = bio.drop("n_carriers", strict=False)
+    if "n_carriers_cohort" in bio.columns:
+        bio = bio.rename({"n_carriers_cohort": "n_carriers"})
     extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
                              "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
                              "p_conditional_top_variant", "model",
@@ -337,7 +343,6 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     tested = bio.filter(pl.col("rank").is_not_null())
     rows = (tested.sort(["phenotype", *family, "rank"])
             .group_by(["phenotype", *family], maintain_order=True).head(top))
-    carriers = variant_carriers(bio)
     out["biomarkers"] = [rare_variants_unnamed({k: r.get(k) for k in bio_keys + extra_bio}, carriers)
                          for r in rows.iter_rows(named=True)]
     keep = [c for c in bio.columns if c in FAMILY_KEYS]
@@ -353,13 +358,16 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
 
 
 def variant_carriers(bio: pl.DataFrame) -> dict[str, int]:
-    """Per variant id: the fewest carriers rank counted for it over the phenotypes (`n_carriers` of its variant
-    rows: individuals, among those with the phenotype, whose called genotype differs from the modal one)."""
-    if bio.is_empty() or "n_carriers" not in bio.columns:
+    """Per variant id: its carriers in the cohort (`n_carriers_cohort` of its variant rows: individuals, among
+    every sample, whose called genotype differs from the modal one; the same in every phenotype's rows). A rank
+    table written before that column: the fewest carriers rank counted for it over the phenotypes (`n_carriers`,
+    among those with the phenotype)."""
+    col = next((c for c in ("n_carriers_cohort", "n_carriers") if c in bio.columns), None)
+    if bio.is_empty() or col is None:
         return {}
     v = (bio.filter(pl.col("kind") == "variant").group_by("feature")
-         .agg(pl.col("n_carriers").min()).drop_nulls("n_carriers"))
-    return dict(zip(v["feature"].cast(pl.String).to_list(), v["n_carriers"].cast(pl.Int64).to_list(), strict=True))
+         .agg(pl.col(col).min()).drop_nulls(col))
+    return dict(zip(v["feature"].cast(pl.String).to_list(), v[col].cast(pl.Int64).to_list(), strict=True))
 
 
 #: rank's columns of a biomarker row that name variants, and how each separates its entries

@@ -7,7 +7,6 @@ if COHORT:
             emb_dirs=expand(f"{R}/cohort/emb/{{model}}", model=MODELS),
             genotypes=f"{R}/cohort/genotypes.h5ad",
             assignments=f"{R}/cohort/haplotypes.parquet",
-            sequences=f"{R}/cohort/sequences.parquet",
         output:
             parquet=f"{R}/audit/audit.parquet",
             tsv=f"{R}/audit/audit.tsv",
