@@ -367,23 +367,25 @@ def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
 
 
 def test_pooling_refuses_a_pooled_table_that_does_not_record_its_replicates():
-    """The committed table pooled 16 replicates (0-15) of odds_ratio=3 with summaries 20-103 and kept no
-    [first, last]: its n_replicates (100) says nothing of where it ends, so new summaries from 100 on would
-    count 100-103 twice (reports/calibration/replicates/odds_ratio=3/100.json is in it). Such a table is refused
-    as a prior; a plain earlier table without ranges (replicates 0.. of each cell) still pools."""
+    """A committed cell pooled from an earlier table's replicates 0.. and later summaries after a gap (OR 1.2:
+    0-16 from 2026-11-25 with summaries 20-53, 51 replicates) ends beyond its count: without its [first, last]
+    its n_replicates says nothing of where it ends, so new summaries from n_replicates on would count the last
+    ones twice (their summary files are committed). Such a table is refused as a prior; with its range the new
+    replicate is refused as already held; a plain earlier table without ranges (replicates 0.. of each cell)
+    still pools."""
     # the committed table as it was until 2026-12-05 (regathered since, with ranges): the ranges left out
-    committed = [{k: v for k, v in r.items() if k != "replicates"}
-                 for r in json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]]
-    row = next(r for r in committed if r["cell"] == "odds_ratio=3" and r["truth"] == "causal")
-    assert row["n_replicates"] == 100 and "n_replicates_prior" in row
-    assert (REPO / "reports" / "calibration" / "replicates" / "odds_ratio=3" / "100.json").exists()
-    new = cal.calibration_table([_unranked(_summary("odds_ratio=3", 100, "PASS", False, 0.0, 0, 10))])
-    with pytest.raises(ValueError, match="does not record"):
-        cal.pool_with_prior(new, committed, {"odds_ratio=3": 100})
-    # with its range (0-103) the same new replicate is refused as already held
     ranged = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    gapped = [r for r in ranged if r.get("n_replicates_prior") and r["replicates"][1] >= r["n_replicates"]]
+    assert gapped, "the committed table has no pooled cell with a gap (the case this test needs)"
+    row = gapped[0]
+    cell, first_new = row["cell"], row["n_replicates"]
+    assert (REPO / "reports" / "calibration" / "replicates" / cell / f"{first_new}.json").exists()
+    committed = [{k: v for k, v in r.items() if k != "replicates"} for r in ranged]
+    new = cal.calibration_table([_unranked(_summary(cell, first_new, "PASS", False, 0.0, 0, 10))])
+    with pytest.raises(ValueError, match="does not record"):
+        cal.pool_with_prior(new, committed, {cell: first_new})
     with pytest.raises(ValueError, match="already holds"):
-        cal.pool_with_prior(new, ranged, {"odds_ratio=3": 100})
+        cal.pool_with_prior(new, ranged, {cell: first_new})
     plain = [{k: v for k, v in r.items() if k != "replicates"}
              for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(3)])]
     later = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
