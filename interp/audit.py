@@ -195,14 +195,23 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         lo, hi = size_range(i)
         return max(0.0, ref[i] - hi), max(0.0, ref[i] - lo)
 
+    total_left_out = float(sum(r - k for r, k in zip(ref, n, strict=True)))  # the exact n_missing_phenotype
+
+    def unavoidable(i: int) -> bool:
+        """The group's left-out count lies in 1-4 from what is public whatever else is masked: its own range
+        (the cohort's size less its hidden size) starts at 1 or more and it cannot exceed the exact total (a cohort
+        group of 6 shown as "<5" with 2 left out in all); masking other groups would hide their tables for nothing."""
+        lo, hi = left_out_range(i)
+        return lo >= 1 and min(hi, total_left_out) <= m - 1
+
     while True:
         hidden = [i for i, w in enumerate(why) if w is not None]
         sizes = [i for i in hidden if size_hidden[i]]
         pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
         pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
-        pinned_left_out = any(1 <= lo and hi <= m - 1 for lo, hi in _feasible(
-            [left_out_range(i) for i in sizes], float(sum(ref[i] - n[i] for i in sizes))))
+        pinned_left_out = any(1 <= lo and hi <= m - 1 and not unavoidable(i) for i, (lo, hi) in zip(sizes, _feasible(
+            [left_out_range(i) for i in sizes], float(sum(ref[i] - n[i] for i in sizes))), strict=True))
         pinned_size = pinned_size or pinned_left_out
         if not (pinned_cases or pinned_size):
             break

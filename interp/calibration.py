@@ -425,7 +425,8 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
     summary = summarise_replicate(pl.read_parquet(out["audit.parquet"]), pl.read_parquet(bio) if bio.exists() else None,
                                   truth, alpha=float(cal.get("alpha", 0.05)), near_bp=int(cal.get("near_bp", 500)))
     seconds = dict(before["stage_seconds"], audit=round(time.perf_counter() - t0, 2))
-    return {**before, **summary, "stage_seconds": seconds, "reaudited": True}
+    # the verdicts are this code's: its commit, not the original run's
+    return {**before, **summary, "stage_seconds": seconds, "reaudited": True, "code": code_version()}
 
 
 # ---------------------------------------------------------------- oracle

@@ -601,6 +601,10 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
             carriers[sl] = carrier_counts(block)
         count = carriers[sl] if carrier_cap is None else np.minimum(carriers[sl], np.asarray(carrier_cap)[sl])
         xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
+        if carrier_cap is not None:
+            # the reason too from the public count alone: "constant" among the people tested would tell that
+            # the few left out hold the column's only carriers (a column constant there is below the cap anyway)
+            filt = np.where(count < cfg.min_carriers, f"fewer than {cfg.min_carriers} carriers", filt).astype(object)
         tested = np.flatnonzero(filt == "")
         res = association(xs[:, tested], null, cfg.spa_cutoff)
         untestable = ~np.isfinite(res["p"].to_numpy())

@@ -353,6 +353,22 @@ def _shown_sizes(groups: list[dict]) -> dict:
     return {g["population"]: g["n"] for g in groups if isinstance(g["n"], int)}
 
 
+def test_a_left_out_count_pinned_by_public_numbers_alone_does_not_mask_every_other_group() -> None:
+    """A cohort group of 6 shown as "<5" for a phenotype that leaves 2 people out in all: its left-out count is
+    2-4 from the cohort's size, "<5" and the exact n_missing_phenotype alone, whatever else is masked. Masking
+    the other groups could not hide it and masked them all (every group's table gone); now the groups masked are
+    those the cases and sizes need, as without the reference (where masking does help, it still masks)."""
+    from interp.audit import COMPLEMENTARY, suppressed_groups
+
+    plain = suppressed_groups([4, 30, 40, 50], [2, 10, 15, 20])
+    for reference in ([6, 30, 40, 50], [5, 30, 40, 50]):
+        assert suppressed_groups([4, 30, 40, 50], [2, 10, 15, 20], reference) == plain
+    assert [w for w, _ in plain] == ["<5", COMPLEMENTARY, None, None]
+    # one of 80 left out of a group shown "<5 cases": its size is hidden and one more group masked, as before
+    masked = suppressed_groups([60, 79, 40, 30], [10, 4, 8, 6], [60, 80, 40, 30])
+    assert [w for w, _ in masked] == [None, "<5 cases", None, COMPLEMENTARY] and masked[1][1]
+
+
 def test_a_phenotypes_group_size_never_tells_how_many_of_its_people_have_no_value() -> None:
     """cohort.populations gives each population's size; a phenotype's by_population gave its size among those
     with a value. EUR 80 in the cohort and 78 for C: 2 EUR people have no C value, and with B (the same values,

@@ -599,6 +599,15 @@ def test_reaudit_of_an_archived_replicate_reproduces_its_summary(reduced):
     before = json.loads(first.read_text())
     assert again["reaudited"] is True
     assert again["verdicts"] == before["verdicts"]
+    # the re-audited verdicts are credited to the code that recomputed them, not to the archived run's commit
+    cal.code_version.cache_clear()
+    archived = json.loads((archive / "summary.json").read_text())
+    (archive / "summary.json").write_text(json.dumps({**archived, "code": {"git_commit": "0" * 40, "git_dirty": False}}))
+    try:
+        assert cal.reaudit_replicate(archive, cfg, None)["code"] == cal.code_version() != {"git_commit": "0" * 40,
+                                                                                          "git_dirty": False}
+    finally:
+        (archive / "summary.json").write_text(json.dumps(archived))
     assert again["type1"] == before["type1"] and again["variant"] == before["variant"]
 
 

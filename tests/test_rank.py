@@ -920,3 +920,28 @@ def test_which_features_are_tested_does_not_tell_the_genotype_of_the_few_left_ou
     # 5 or more left out: rank's own count among the people tested decides, as before
     five = tested([150, 151, 152, 153, 154])
     assert {f for f, why in five[0].items() if why == ""} == {"v0", "v1", "v2", "v3", "f0"}
+
+
+def test_the_filter_reason_does_not_tell_that_the_few_left_out_hold_a_columns_only_carrier():
+    """A variant carried by one person is filtered whoever lacks the phenotype, but its reason was "constant"
+    when that person was the one left out (no carrier among the people tested) and "fewer than 10 carriers"
+    otherwise; rank_summary's `filtered` counts (in report.json) told it. Where 1-4 lack a value the reason now
+    follows the public count too."""
+    from interp.rank import Family, rank_phenotype
+
+    rng = np.random.default_rng(1)
+    n = 60
+    d = np.hstack([(rng.random((n, 3)) < 0.4).astype(float), np.zeros((n, 1))])
+    d[0, 3] = 1.0  # only sample 0 carries v3
+    variants = Family("variant", "variant", d, [f"v{i}" for i in range(4)], [f"v{i}" for i in range(4)],
+                      np.array(["c"] * 4), np.arange(4), np.arange(4) + 1)
+    y = (rng.random(n) < 0.5).astype(float)
+    cfg = RankConfig(min_carriers=10, resamples=0, refit_top=0)
+    out = []
+    for missing in (0, 1):
+        ym = y.copy()
+        ym[missing] = np.nan
+        table, summ = rank_phenotype("p", ym, None, variants, [], cfg)
+        out.append((dict(zip(table["feature"], table["filtered"], strict=True)), summ["families"]["variant"]["filtered"]))
+    assert out[0] == out[1], out
+    assert out[0][0]["v3"] == "fewer than 10 carriers"
