@@ -618,31 +618,26 @@ def embed_cohort_shard(job: Job) -> None:
 
 
 def embed_cohort(job: Job) -> None:
-    """Per-sample and per-(sample, window) tables of each layer and of the SAE's codes (interp.embed.cohort):
-    the distinct windows' vectors gathered from the shards (input shard_vectors, shard_stats;
-    interp.cohort.shards.gather_vectors), or, without shards, embedded here once each (through the cache).
-    With shards only seq_hash and gc of the sequences table are read (the samples' obs gc is pooled from gc), not
-    the sequences; a table without gc (an older run's) raises InputError naming it."""
+    """Per-sample and per-(sample, window) tables of each layer and of the SAE's codes (interp.embed.cohort) from
+    the distinct windows' vectors: gathered from the shards (interp.cohort.shards.gather_cohort_vectors: the
+    sequences table's seq_hash and gc only), or, without shards (tests, the calibration suite), embedded here."""
     import time
 
     import anndata as ad
 
     from interp.cohort.haplotypes import read_sequences
-    from interp.cohort.shards import gather_shard_files
+    from interp.cohort.shards import gather_cohort_vectors
     from interp.embed.cohort import embed_cohort_tables
     from interp.embed.registry import load_card
 
     t0, p = time.perf_counter(), job.params
     layers = _embed_settings(p, EMBED_COHORT_JOB_KEYS).layers  # settings checked before any input is read
-    sharded = bool(job.input.get("shard_vectors"))
-    sequences = read_sequences(job.input["sequences"],
-                               ["seq_hash", "gc"] if sharded else ["seq_hash", "sequence", "gc"]).sort("seq_hash")
-    if sharded:
-        pooled, extra = gather_shard_files(job.input["shard_vectors"], job.input.get("shard_stats", []),
-                                           sequences["seq_hash"].to_list())
+    if job.input.get("shard_vectors"):
+        sequences, pooled, extra = gather_cohort_vectors(job.input["sequences"], job.input["shard_vectors"],
+                                                         job.input.get("shard_stats", []))
     else:
+        sequences = read_sequences(job.input["sequences"]).sort("seq_hash")
         pooled, extra = _embed_distinct(job, sequences, n_shards=0)
-        sequences = sequences.drop("sequence")  # pooled from seq_hash and gc only
     tables, stats = embed_cohort_tables(  # assignments read in batches (interp.embed.cohort.sequence_index)
         None, sequences, job.input["assignments"], ad.read_h5ad(job.input["genotypes"]),
         load_card(job.input["card"])["name"], layers, None, None,

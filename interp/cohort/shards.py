@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from interp.cohort.haplotypes import SEQUENCE_SCHEMA, check_sequence_columns, window_indices, window_numbering
+from interp.cohort.haplotypes import (
+    SEQUENCE_SCHEMA,
+    check_sequence_columns,
+    read_sequences,
+    window_indices,
+    window_numbering,
+)
 from interp.errors import InputError
 
 
@@ -273,7 +279,6 @@ def gather_haplotypes(assignments: list[pl.DataFrame | str | Path], distinct: li
     _check_shards(len(assignments), len(distinct), stats)
     parts = list(gathered_sequences(distinct))
     dist = pl.concat(parts) if parts else pl.DataFrame(schema=SEQUENCE_SCHEMA)
-    assignment_schema(assignments)
     numbering = shard_window_numbering(assignments)
     assign = pl.concat(list(gathered_haplotypes(assignments, numbering)))
     return assign, dist, _gathered_stats(assign.height, numbering.height, dist.height, stats)
@@ -335,6 +340,17 @@ def gather_vectors(parts: list[tuple[list[str], dict[str, np.ndarray]]], seq_has
         out[name] = np.stack([mats[p][row] for p, row in (where[h] for h in seq_hashes)]) if seq_hashes else \
             np.zeros((0, mats[0].shape[1]), np.float32)
     return out
+
+
+def gather_cohort_vectors(sequences: str | Path, vector_paths: str | list[str], stats_paths: str | list[str],
+                          ) -> tuple[pl.DataFrame, dict[str, np.ndarray], dict]:
+    """The embed_cohort gather's inputs: the cohort's distinct-sequence table, only seq_hash and gc (never the
+    sequences; `interp.cohort.haplotypes.read_sequences`, InputError naming a table without gc), sorted by hash,
+    with each sequence's vectors gathered from the shards in that order and the shards' stats
+    (`gather_shard_files`)."""
+    seqs = read_sequences(sequences, ["seq_hash", "gc"]).sort("seq_hash")
+    pooled, stats = gather_shard_files(vector_paths, stats_paths, seqs["seq_hash"].to_list())
+    return seqs, pooled, stats
 
 
 def gather_shard_files(vector_paths: str | list[str], stats_paths: str | list[str], seq_hashes: list[str],
