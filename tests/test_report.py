@@ -332,6 +332,30 @@ def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() ->
 
 
 # ------------------------------------------------------------------------------------------ methods
+def test_biomarker_methods_name_the_test_rank_ran() -> None:
+    """The phenotype is the outcome (score test with the SPA for binary, OLS for quantitative), as interp.rank
+    does; not the likelihood-ratio test or the OLS of the feature on the phenotype it once said."""
+    cfg = rs.config()
+    cfg["rank"] = {**cfg.get("rank", {}), "min_carriers": 12, "refit_top": 40}
+
+    def entry(methods: list[str]) -> dict:
+        fams = [{"family": "variant", "rows": [{"method": m} for m in methods]}]
+        return {m["name"]: m for m in summary.methods(cfg, [], fams)}["Candidate biomarkers"]
+
+    binary = entry(["score_spa"])
+    assert "score test" in binary["statistic"] and "saddle-point" in binary["statistic"]
+    assert "phenotype is the outcome" in binary["statistic"] and "best 40 features" in binary["statistic"]
+    assert "likelihood-ratio" not in binary["statistic"] and "quantitative" not in binary["statistic"]
+    assert "fewer than 12 individuals" in binary["thresholds"]
+    quant = entry(["ols"])
+    assert "ordinary least squares of the phenotype on the feature" in quant["statistic"]
+    assert "inverse normal" in quant["statistic"] and "score test" not in quant["statistic"]
+    cfg["rank"]["quantitative_transform"] = "none"
+    assert "inverse normal" not in entry(["ols"])["statistic"]
+    both = entry([])  # no rows: both tests described
+    assert "score test" in both["statistic"] and "least squares" in both["statistic"]
+
+
 def test_methods_come_from_the_config() -> None:
     cfg = rs.config()
     cfg["audit"]["max_null_replicates"] = 499

@@ -579,6 +579,32 @@ def pcs_from(ancestry_markers: dict | None) -> str | None:
     return "regions" if vcf == "cohort" else "panel"
 
 
+#: what rank's `method` values mean, for the report's methods table (interp.rank.association)
+RANK_METHOD_TEXT = {
+    "score_spa": "binary phenotype: logistic regression, the efficient score test of each feature with a "
+                 "saddle-point approximation of its null distribution in the tail (as SPAtest / SAIGE)",
+    "ols": "quantitative phenotype: ordinary least squares of the phenotype on the feature, Student t test",
+}
+
+
+def rank_statistic(families: list[dict] | None, cohort: dict, rank_config: dict) -> str:
+    """The biomarkers' test as rank ran it: the methods its reported rows name (`method`, RANK_METHOD_TEXT;
+    both when no row says), the phenotype as the outcome beside the PCs and covariates, and how effects were
+    estimated (`effect_method`: the one-step score estimate, or a full logistic fit, Firth's under separation)."""
+    rows = [row for fam in families or [] for row in fam.get("rows", [])]
+    used = sorted({str(row["method"]) for row in rows if row.get("method") in RANK_METHOD_TEXT})
+    tests = "; ".join(RANK_METHOD_TEXT[m] for m in (used or sorted(RANK_METHOD_TEXT)))
+    if (not used or "ols" in used) and rank_config.get("quantitative_transform", "rint") == "rint":
+        tests += " (after the phenotype's rank-based inverse normal transform)"
+    nuisance = f"{cohort.get('n_pcs')} genotype PCs + covariates ({', '.join(cohort.get('covariates', [])) or 'none'})"
+    text = f"the phenotype is the outcome, one feature at a time beside {nuisance}. {tests}"
+    if not used or "score_spa" in used:
+        text += (f"; log-odds effects: a full logistic fit (Firth's penalised likelihood under separation) for the "
+                 f"best {rank_config.get('refit_top')} features of each family, the one-step score estimate for "
+                 "the others")
+    return text
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
             ancestry_markers: dict | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
@@ -652,16 +678,15 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         scopes = sorted({f["bh_scope"] for f in families or [] if f.get("bh_scope")})
         out.append({
             "name": "Candidate biomarkers",
-            "statistic": "variants: logistic regression likelihood-ratio p (Firth under separation), OLS for a "
-                         "quantitative phenotype; model features: OLS of the standardised feature on phenotype "
-                         f"+ {cohort.get('n_pcs')} genotype PCs + covariates ({', '.join(cohort.get('covariates', [])) or 'none'})",
-            "scheme": "all samples; effect per allele (log-odds) or per feature SD with 95% CI",
+            "statistic": rank_statistic(families, cohort, r),
+            "scheme": "all samples with the phenotype (those without are dropped and counted); effect per allele "
+                      "(variants) or per feature SD (model features) with 95% CI",
             "resampling": f"stability: share of {r.get('resamples')} half-sample resamples with the feature in "
                           f"the top {r.get('top_k')}",
             "multiplicity": "Benjamini-Hochberg q within one phenotype and one feature family"
                             + (f" ({len(scopes)} scopes)" if scopes else ""),
-            "thresholds": "q < 0.05 counted as a discovery; top "
-                          f"{r.get('report_top')} per family reported",
+            "thresholds": f"features carried by fewer than {r.get('min_carriers')} individuals not tested; q < 0.05 "
+                          f"counted as a discovery; top {r.get('report_top')} per family reported",
         })
         ve = sorted({f["family"] for f in families or [] if f.get("kind") == "variant_effect"})
         if ve:
