@@ -1203,3 +1203,13 @@ def test_report_without_a_cohort_carrier_count_shows_no_carrier_count() -> None:
     out = biomarker_sections(pl.DataFrame(rows), 10)
     shown = out["biomarkers"] + [r for f in out["biomarker_families"] for r in f["rows"]]
     assert shown and all(r.get("n_carriers") is None and r.get("n_carriers_cohort") is None for r in shown)
+
+
+def test_caveat_sae_dead_states_what_dead_fraction_counts() -> None:
+    """`dead_fraction` (interp.sae.train) counts features firing on no test token and no token of the last
+    training epoch; the caveat said "never fire on held-out tokens", which is `dead_fraction_test` (higher)."""
+    report = {"sae": [{"model": "m", "layer": "block2", "dead_fraction": 0.3, "dead_fraction_test": 0.45}]}
+    [caveat] = [c for c in summary.detect_caveats(report) if c["id"] == "sae_dead"]
+    assert "30%" in caveat["text"]
+    assert "never fire on held-out tokens" not in caveat["text"]
+    assert "last training epoch" in caveat["text"]

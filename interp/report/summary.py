@@ -531,8 +531,10 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     for s in report.get("sae") or []:
         dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
         if dead is not None and dead > DEAD_FRACTION:
+            # dead_fraction (interp.sae.train): no test token and no token of the last training epoch
             out.append(_caveat("sae_dead", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dead:.0%} of features "
-                               "never fire on held-out tokens.", "represents"))
+                               "are dead: they fire on no held-out (test-block) token and on no token of the last "
+                               "training epoch.", "represents"))
         if dense is not None and dense > DENSE_FRACTION:
             out.append(_caveat("sae_dense", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dense:.0%} of features "
                                "fire on more than 10% of tokens (dense features carry little concept "
