@@ -1213,3 +1213,15 @@ def test_caveat_sae_dead_states_what_dead_fraction_counts() -> None:
     assert "30%" in caveat["text"]
     assert "never fire on held-out tokens" not in caveat["text"]
     assert "last training epoch" in caveat["text"]
+
+
+def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
+    """The caveat fires when the best probe is not above its shuffled-label control by more than one fold-SD;
+    it said "not above the shuffled-label control" beside numbers showing the probe above it (0.620 vs 0.550)."""
+    rows = [{"model": "m", "layer": "block2", "target": "exon", "features": "embedding", "auroc_mean": 0.62,
+             "auroc_sd": 0.10},
+            {"model": "m", "layer": "block2", "target": "exon", "features": "shuffled", "auroc_mean": 0.55,
+             "auroc_sd": 0.02}]
+    text = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}["probes_vs_shuffled"]
+    assert "exon (0.620 vs shuffled 0.550)" in text
+    assert "by more than one fold-SD" in text

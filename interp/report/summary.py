@@ -436,8 +436,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            "measurable over k-mer counts.", "represents"))
     if not_above_shuffled:
         out.append(_caveat("probes_vs_shuffled", "medium",
-                           "Probes are not above the shuffled-label control for: " + "; ".join(not_above_shuffled)
-                           + ".", "represents"))
+                           "Probes do not beat the shuffled-label control by more than one fold-SD for: "
+                           + "; ".join(not_above_shuffled) + ".", "represents"))
     cohort = report.get("cohort") or {}
     validation = cohort.get("validation") or {}
     unphased = _num(validation.get("unphased_het_rate"))
