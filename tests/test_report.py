@@ -1225,3 +1225,24 @@ def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
     text = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}["probes_vs_shuffled"]
     assert "exon (0.620 vs shuffled 0.550)" in text
     assert "by more than one fold-SD" in text
+
+
+def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
+    """The SAE's labels (the report's top features) pass a one-sided binomial test, Bonferroni over features x
+    concepts, and lift / true-positive / F1-baseline thresholds (interp.sae.concepts); the methods table said
+    multiplicity and thresholds "none", and gave "k = 16" whatever the architecture (a relu SAE has no k)."""
+    cfg = rs.config(cohort=False)
+    cfg["sae"]["labels"] = {"min_lift": 3.0, "min_true_positives": 12, "alpha": 0.01, "n_thresholds": 16}
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "topk" in sae["statistic"] and "k = 16" in sae["statistic"]
+    assert "Bonferroni" in sae["multiplicity"] and "0.01" in sae["multiplicity"]
+    assert "none" not in sae["thresholds"]
+    for text in ("lift >= 3", "12 true positives", "16 levels", "validation blocks"):
+        assert text in sae["thresholds"]
+    cfg["sae"]["architecture"] = "relu"
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "relu" in sae["statistic"] and "L1 coefficient 0.1" in sae["statistic"]
+    assert "k = " not in sae["statistic"]
+    cfg["sae"]["architecture"] = "jumprelu"
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "L0 coefficient 0.01" in sae["statistic"] and "k = " not in sae["statistic"]

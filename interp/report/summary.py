@@ -581,6 +581,35 @@ def pcs_from(ancestry_markers: dict | None) -> str | None:
     return "regions" if vcf == "cohort" else "panel"
 
 
+def sae_sparsity(sae: dict) -> str:
+    """The `sae` section's architecture with the setting that makes it sparse (k only where k sets the sparsity:
+    relu is sparse by its L1 penalty, jumprelu by its L0 penalty)."""
+    arch = sae.get("architecture", "topk")
+    if arch == "relu":
+        return f"relu SAE (L1 coefficient {_fmt(sae.get('l1_coefficient'))})"
+    if arch == "jumprelu":
+        return f"jumprelu SAE (L0 coefficient {_fmt(sae.get('l0_coefficient'))})"
+    if arch in ("batchtopk", "matryoshka"):
+        return f"{arch} SAE (k = {sae.get('k')} active features per token on average over a batch)"
+    return f"{arch} SAE (k = {sae.get('k')} active features per token)"
+
+
+def sae_label_rule(labels: dict) -> dict[str, str]:
+    """{multiplicity, thresholds} of the SAE's concept labels (`interp.sae.concepts`) from `sae.labels`, with
+    interp.sae.concepts.LabelConfig's defaults where a key is absent."""
+    from interp.sae.concepts import LabelConfig
+
+    rule = {**LabelConfig().__dict__, **labels}
+    return {
+        "multiplicity": "concept labels: one-sided binomial test of precision > prevalence on the test blocks, "
+                        f"Bonferroni over all features x concepts at family-wise alpha {_fmt(rule['alpha'])}",
+        "thresholds": f"a feature fires above the threshold of best validation F1 (of {rule['n_thresholds']} levels, "
+                      "chosen on the validation blocks); it is labelled with a concept only if, on the test blocks, "
+                      f"lift >= {_fmt(rule['min_lift'])}, at least {rule['min_true_positives']} true positives, F1 "
+                      "above the always-fires and same-density random baselines, and the binomial test passes; "
+                      "else 'unlabelled'"}
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
             ancestry_markers: dict | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
@@ -603,13 +632,13 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                        "frequency control",
          "multiplicity": "none (descriptive)", "thresholds": "none; mean ± SD over folds shown"},
         {"name": "Sparse autoencoder",
-         "statistic": f"{s.get('n_features')} features, k = {s.get('k')}; held-out FVU, mean L0, dead fraction; "
+         "statistic": f"{sae_sparsity(s)}, {s.get('n_features')} features; held-out FVU, mean L0, dead fraction; "
                       "per feature precision / recall / F1 of 'fires' against per-base labels",
          "scheme": f"layer {s.get('layer')}; windows split by {s.get('split_block_bases')}-base genome blocks, "
                    f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
                    "of them held out as test (FVU and L0 are measured there); the tokens of a window that "
                    "straddles two splits are in none (no held-out token has training bases in its context)",
-         "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
+         "resampling": "none", **sae_label_rule(s.get("labels") or {})},
     ]
     cohort = config.get("cohort", {})
     if cohort.get("enabled"):
