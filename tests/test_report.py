@@ -1246,3 +1246,19 @@ def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
     cfg["sae"]["architecture"] = "jumprelu"
     sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
     assert "L0 coefficient 0.01" in sae["statistic"] and "k = " not in sae["statistic"]
+
+
+def test_no_language_model_fit_in_methods_when_no_built_in_model_ran(tmp_path: Path, monkeypatch) -> None:
+    """Only the built-in model is pretrained and scored on held-out bases (report.json `lm`); with hub models
+    alone `lm` is [] and the page says so, but the methods table still described a held-out masked-LM
+    cross-entropy against Markov baselines."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    assert report["lm"]
+    out = finish_report(dict(report), figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert "Language model fit" in {m["name"] for m in out["methods"]}
+    out = finish_report({**report, "lm": []}, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert "Language model fit" not in {m["name"] for m in out["methods"]}
+    assert "Language model fit" not in (tmp_path / "index.html").read_text()

@@ -611,11 +611,13 @@ def sae_label_rule(labels: dict) -> dict[str, str]:
 
 
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
-            ancestry_markers: dict | None = None) -> list[dict]:
+            ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
     variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
-    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`)."""
+    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`). lm: report.json `lm` (the
+    built-in model's held-out fit); [] leaves the LM entry out (hub models only: no LM is fitted or scored),
+    None (not known) keeps it."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -623,6 +625,8 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                       "Markov models fitted on the training bases",
          "scheme": f"last {_fmt(w.get('heldout_fraction'))} of each region held out",
          "resampling": "none", "multiplicity": "not applicable", "thresholds": "beats a baseline = lower CE"},
+    ] if lm is None or lm else []
+    out += [
         {"name": "Linear probes",
          "statistic": f"AUROC, balanced accuracy and MCC of L2 logistic regression (C = {_fmt(p.get('C'))}) "
                       f"for {', '.join(p.get('targets', []))}",
