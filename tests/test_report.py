@@ -1262,3 +1262,22 @@ def test_no_language_model_fit_in_methods_when_no_built_in_model_ran(tmp_path: P
                         {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
     assert "Language model fit" not in {m["name"] for m in out["methods"]}
     assert "Language model fit" not in (tmp_path / "index.html").read_text()
+
+
+def test_a_users_marker_panel_is_not_said_to_lie_outside_the_regions(tmp_path: Path, monkeypatch) -> None:
+    """The ancestry stage reads every marker of cohort.ancestry_vcf (interp.cohort.ancestry.read_marker_dosages):
+    none inside the studied regions is removed, and the README's genome-wide panel holds some. Only the simulated
+    panel (its own contig, unlinked loci) lies outside by construction; the summary and Methods said "markers
+    outside the (studied) regions" for any panel."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    cfg = {**cfg, "cohort": {**cfg["cohort"], "source": "vcf", "ancestry_vcf": "markers.vcf.gz"}}
+    report = {**report, "cohort": {**report["cohort"], "source": "vcf",
+                                   "ancestry_markers": {"vcf": "markers.vcf.gz", "n_markers": 2000}}}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    html = (tmp_path / "index.html").read_text()
+    scheme = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))["scheme"]
+    assert "outside the regions" not in html and "outside the studied regions" not in scheme
+    assert "not removed" in scheme and "cohort.ancestry_vcf" in scheme
+    assert "ancestry PCs from 2000 markers of the marker panel" in html

@@ -673,7 +673,10 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "statistic": within,
             "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
                       "sizes; leave-one-out ridge probes for the tests; "
-                      + {"panel": "PCs from ancestry markers outside the studied regions",
+                      + {"panel": ("PCs from ancestry markers outside the studied regions (the simulated panel's "
+                                   "unlinked loci)" if cohort.get("source") == "simulate" else
+                                   "PCs from the ancestry marker panel (cohort.ancestry_vcf), read whole: its markers "
+                                   "inside the studied regions, if any, are not removed"),
                          "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
                                     "given, so the regions' variants, causal ones included, define them)",
                          None: "genotype PCs"}[pcs_from(ancestry_markers)],
