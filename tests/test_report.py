@@ -1227,3 +1227,81 @@ def test_report_without_a_cohort_carrier_count_shows_no_carrier_count() -> None:
     out = biomarker_sections(pl.DataFrame(rows), 10)
     shown = out["biomarkers"] + [r for f in out["biomarker_families"] for r in f["rows"]]
     assert shown and all(r.get("n_carriers") is None and r.get("n_carriers_cohort") is None for r in shown)
+
+
+def test_caveat_sae_dead_states_what_dead_fraction_counts() -> None:
+    """`dead_fraction` (interp.sae.train) counts features firing on no test token and no token of the last
+    training epoch; the caveat said "never fire on held-out tokens", which is `dead_fraction_test` (higher)."""
+    report = {"sae": [{"model": "m", "layer": "block2", "dead_fraction": 0.3, "dead_fraction_test": 0.45}]}
+    [caveat] = [c for c in summary.detect_caveats(report) if c["id"] == "sae_dead"]
+    assert "30%" in caveat["text"]
+    assert "never fire on held-out tokens" not in caveat["text"]
+    assert "last training epoch" in caveat["text"]
+
+
+def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
+    """The caveat fires when the best probe is not above its shuffled-label control by more than one fold-SD;
+    it said "not above the shuffled-label control" beside numbers showing the probe above it (0.620 vs 0.550)."""
+    rows = [{"model": "m", "layer": "block2", "target": "exon", "features": "embedding", "auroc_mean": 0.62,
+             "auroc_sd": 0.10},
+            {"model": "m", "layer": "block2", "target": "exon", "features": "shuffled", "auroc_mean": 0.55,
+             "auroc_sd": 0.02}]
+    text = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}["probes_vs_shuffled"]
+    assert "exon (0.620 vs shuffled 0.550)" in text
+    assert "by more than one fold-SD" in text
+
+
+def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
+    """The SAE's labels (the report's top features) pass a one-sided binomial test, Bonferroni over features x
+    concepts, and lift / true-positive / F1-baseline thresholds (interp.sae.concepts); the methods table said
+    multiplicity and thresholds "none", and gave "k = 16" whatever the architecture (a relu SAE has no k)."""
+    cfg = rs.config(cohort=False)
+    cfg["sae"]["labels"] = {"min_lift": 3.0, "min_true_positives": 12, "alpha": 0.01, "n_thresholds": 16}
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "topk" in sae["statistic"] and "k = 16" in sae["statistic"]
+    assert "Bonferroni" in sae["multiplicity"] and "0.01" in sae["multiplicity"]
+    assert "none" not in sae["thresholds"]
+    for text in ("lift >= 3", "12 true positives", "16 levels", "validation blocks"):
+        assert text in sae["thresholds"]
+    cfg["sae"]["architecture"] = "relu"
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "relu" in sae["statistic"] and "L1 coefficient 0.1" in sae["statistic"]
+    assert "k = " not in sae["statistic"]
+    cfg["sae"]["architecture"] = "jumprelu"
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "L0 coefficient 0.01" in sae["statistic"] and "k = " not in sae["statistic"]
+
+
+def test_no_language_model_fit_in_methods_when_no_built_in_model_ran(tmp_path: Path, monkeypatch) -> None:
+    """Only the built-in model is pretrained and scored on held-out bases (report.json `lm`); with hub models
+    alone `lm` is [] and the page says so, but the methods table still described a held-out masked-LM
+    cross-entropy against Markov baselines."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    assert report["lm"]
+    out = finish_report(dict(report), figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert "Language model fit" in {m["name"] for m in out["methods"]}
+    out = finish_report({**report, "lm": []}, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    assert "Language model fit" not in {m["name"] for m in out["methods"]}
+    assert "Language model fit" not in (tmp_path / "index.html").read_text()
+
+
+def test_a_users_marker_panel_is_not_said_to_lie_outside_the_regions(tmp_path: Path, monkeypatch) -> None:
+    """The ancestry stage reads every marker of cohort.ancestry_vcf (interp.cohort.ancestry.read_marker_dosages):
+    none inside the studied regions is removed, and the README's genome-wide panel holds some. Only the simulated
+    panel (its own contig, unlinked loci) lies outside by construction; the summary and Methods said "markers
+    outside the (studied) regions" for any panel."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    cfg = {**cfg, "cohort": {**cfg["cohort"], "source": "vcf", "ancestry_vcf": "markers.vcf.gz"}}
+    report = {**report, "cohort": {**report["cohort"], "source": "vcf",
+                                   "ancestry_markers": {"vcf": "markers.vcf.gz", "n_markers": 2000}}}
+    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
+                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    html = (tmp_path / "index.html").read_text()
+    scheme = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))["scheme"]
+    assert "outside the regions" not in html and "outside the studied regions" not in scheme
+    assert "not removed" in scheme and "cohort.ancestry_vcf" in scheme
+    assert "ancestry PCs from 2000 markers of the marker panel" in html

@@ -571,7 +571,7 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
     report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"),
-                                        (report.get("cohort") or {}).get("ancestry_markers"))
+                                        (report.get("cohort") or {}).get("ancestry_markers"), report.get("lm"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page

@@ -436,8 +436,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            "measurable over k-mer counts.", "represents"))
     if not_above_shuffled:
         out.append(_caveat("probes_vs_shuffled", "medium",
-                           "Probes are not above the shuffled-label control for: " + "; ".join(not_above_shuffled)
-                           + ".", "represents"))
+                           "Probes do not beat the shuffled-label control by more than one fold-SD for: "
+                           + "; ".join(not_above_shuffled) + ".", "represents"))
     cohort = report.get("cohort") or {}
     validation = cohort.get("validation") or {}
     unphased = _num(validation.get("unphased_het_rate"))
@@ -531,8 +531,10 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     for s in report.get("sae") or []:
         dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
         if dead is not None and dead > DEAD_FRACTION:
+            # dead_fraction (interp.sae.train): no test token and no token of the last training epoch
             out.append(_caveat("sae_dead", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dead:.0%} of features "
-                               "never fire on held-out tokens.", "represents"))
+                               "are dead: they fire on no held-out (test-block) token and on no token of the last "
+                               "training epoch.", "represents"))
         if dense is not None and dense > DENSE_FRACTION:
             out.append(_caveat("sae_dense", "info", f"SAE {s.get('model')}/{s.get('layer')}: {dense:.0%} of features "
                                "fire on more than 10% of tokens (dense features carry little concept "
@@ -605,12 +607,43 @@ def rank_statistic(families: list[dict] | None, cohort: dict, rank_config: dict)
     return text
 
 
+def sae_sparsity(sae: dict) -> str:
+    """The `sae` section's architecture with the setting that makes it sparse (k only where k sets the sparsity:
+    relu is sparse by its L1 penalty, jumprelu by its L0 penalty)."""
+    arch = sae.get("architecture", "topk")
+    if arch == "relu":
+        return f"relu SAE (L1 coefficient {_fmt(sae.get('l1_coefficient'))})"
+    if arch == "jumprelu":
+        return f"jumprelu SAE (L0 coefficient {_fmt(sae.get('l0_coefficient'))})"
+    if arch in ("batchtopk", "matryoshka"):
+        return f"{arch} SAE (k = {sae.get('k')} active features per token on average over a batch)"
+    return f"{arch} SAE (k = {sae.get('k')} active features per token)"
+
+
+def sae_label_rule(labels: dict) -> dict[str, str]:
+    """{multiplicity, thresholds} of the SAE's concept labels (`interp.sae.concepts`) from `sae.labels`, with
+    interp.sae.concepts.LabelConfig's defaults where a key is absent."""
+    from interp.sae.concepts import LabelConfig
+
+    rule = {**LabelConfig().__dict__, **labels}
+    return {
+        "multiplicity": "concept labels: one-sided binomial test of precision > prevalence on the test blocks, "
+                        f"Bonferroni over all features x concepts at family-wise alpha {_fmt(rule['alpha'])}",
+        "thresholds": f"a feature fires above the threshold of best validation F1 (of {rule['n_thresholds']} levels, "
+                      "chosen on the validation blocks); it is labelled with a concept only if, on the test blocks, "
+                      f"lift >= {_fmt(rule['min_lift'])}, at least {rule['min_true_positives']} true positives, F1 "
+                      "above the always-fires and same-density random baselines, and the binomial test passes; "
+                      "else 'unlabelled'"}
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
-            ancestry_markers: dict | None = None) -> list[dict]:
+            ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
     variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
-    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`)."""
+    `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`). lm: report.json `lm` (the
+    built-in model's held-out fit); [] leaves the LM entry out (hub models only: no LM is fitted or scored),
+    None (not known) keeps it."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -618,6 +651,8 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                       "Markov models fitted on the training bases",
          "scheme": f"last {_fmt(w.get('heldout_fraction'))} of each region held out",
          "resampling": "none", "multiplicity": "not applicable", "thresholds": "beats a baseline = lower CE"},
+    ] if lm is None or lm else []
+    out += [
         {"name": "Linear probes",
          "statistic": f"AUROC, balanced accuracy and MCC of L2 logistic regression (C = {_fmt(p.get('C'))}) "
                       f"for {', '.join(p.get('targets', []))}",
@@ -627,13 +662,13 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                        "frequency control",
          "multiplicity": "none (descriptive)", "thresholds": "none; mean ± SD over folds shown"},
         {"name": "Sparse autoencoder",
-         "statistic": f"{s.get('n_features')} features, k = {s.get('k')}; held-out FVU, mean L0, dead fraction; "
+         "statistic": f"{sae_sparsity(s)}, {s.get('n_features')} features; held-out FVU, mean L0, dead fraction; "
                       "per feature precision / recall / F1 of 'fires' against per-base labels",
          "scheme": f"layer {s.get('layer')}; windows split by {s.get('split_block_bases')}-base genome blocks, "
                    f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
                    "of them held out as test (FVU and L0 are measured there); the tokens of a window that "
                    "straddles two splits are in none (no held-out token has training bases in its context)",
-         "resampling": "none", "multiplicity": "none (descriptive)", "thresholds": "none"},
+         "resampling": "none", **sae_label_rule(s.get("labels") or {})},
     ]
     cohort = config.get("cohort", {})
     if cohort.get("enabled"):
@@ -664,7 +699,10 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "statistic": within,
             "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
                       "sizes; leave-one-out ridge probes for the tests; "
-                      + {"panel": "PCs from ancestry markers outside the studied regions",
+                      + {"panel": ("PCs from ancestry markers outside the studied regions (the simulated panel's "
+                                   "unlinked loci)" if cohort.get("source") == "simulate" else
+                                   "PCs from the ancestry marker panel (cohort.ancestry_vcf), read whole: its markers "
+                                   "inside the studied regions, if any, are not removed"),
                          "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
                                     "given, so the regions' variants, causal ones included, define them)",
                          None: "genotype PCs"}[pcs_from(ancestry_markers)],
