@@ -545,10 +545,10 @@ def haplotypes(job: Job) -> None:
 def ancestry(job: Job) -> None:
     """Genotype AnnData of the studied regions with ancestry PCs, UMAP and clusters (interp.cohort.ancestry).
 
-    With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages,
-    read in chunks (exact Gram matrix, or a blockwise randomized SVD beyond 4,096 samples); otherwise from the regions' own variants.
+    With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages but those
+    within cohort.ancestry_exclude_flank bases of a studied region, read in chunks (exact Gram matrix, or a blockwise randomized SVD beyond 4,096 samples); otherwise from the regions' own variants.
     """
-    from interp.cohort.ancestry import cohort_ancestry
+    from interp.cohort.ancestry import NearRegions, cohort_ancestry
 
     _set_threads(job.threads)
     c = _cohort_settings(job)
@@ -558,7 +558,9 @@ def ancestry(job: Job) -> None:
     # UMAP and Leiden clusters are for the report's ancestry plot; the calibration suite skips them
     adata = cohort_ancestry(geno, samples, maf_min=c.maf, n_pcs=c.n_pcs, seed=job.params["seed"],
                             panel=job.input.get("panel"),
-                            umap_and_clusters=bool(job.params.get("umap_and_clusters", True)))
+                            umap_and_clusters=bool(job.params.get("umap_and_clusters", True)),
+                            near_regions=NearRegions.of(regions, c.ancestry_exclude_flank,
+                                                        job.params["reference"].get("contig_aliases")))
     write_h5ad(adata, job.output["genotypes"])
 
 

@@ -272,8 +272,56 @@ def test_cohort_ancestry_with_panel_takes_the_pcs_from_the_panel(tmp_path) -> No
     direct = marker_pca(markers, table, n_pcs=3, seed=1, umap_and_clusters=False)
     np.testing.assert_array_equal(out.obsm["X_pca"], direct.obsm["X_pca"])
     assert out.uns["ancestry_source"] == {"vcf": "panel.vcf", "n_markers": markers.n_kept,
-                                          "n_markers_read": 300, "method": "exact blockwise Gram"}
+                                          "n_markers_read": 300, "n_markers_near_regions": 0, "exclude_flank": None,
+                                          "method": "exact blockwise Gram"}
     np.testing.assert_array_equal(out.X, out.layers["dosage"])  # region dosages, not standardised
+
+
+def test_near_regions_mask_matches_contig_names_and_flanks() -> None:
+    from interp.cohort.ancestry import NearRegions
+    from interp.genome.regions import Region
+
+    near = NearRegions.of([Region("g1", "chr2", 1000, 2000), Region("g2", "chr2", 2050, 2060),
+                           Region("g3", "chrX", 0, 10)], flank=100)
+    assert near.spans["chr2"][0].tolist() == [900] and near.spans["chr2"][1].tolist() == [2160]  # merged
+    # 1-based positions: 900 is base 899 (outside), 901 is 900 (inside); 2160 is 2159 (inside), 2161 outside
+    got = near.mask(["2", "2", "chr2", "chr2", "3", "X"], np.array([900, 901, 2160, 2161, 1500, 5]))
+    assert got.tolist() == [False, True, True, False, False, True]
+    aliased = NearRegions.of([Region("g", "NC_000002.12", 100, 200)], flank=0, aliases={"2": "NC_000002.12"})
+    assert aliased.mask(["2", "2"], np.array([150, 250])).tolist() == [True, False]
+
+
+def test_panel_markers_in_and_near_the_studied_regions_are_left_out(tmp_path) -> None:
+    """A genome-wide panel holds markers inside the studied gene (and the causal variant's LD): they are left out
+    of the PCs, which equal those of the panel without them, and counted; a panel of nothing else is refused."""
+    from interp.cohort.ancestry import NearRegions, cohort_ancestry, marker_pca, read_marker_dosages
+    from interp.genome.regions import Region
+
+    panel = tmp_path / "panel.vcf"
+    samples = _structured_vcf(panel, n_per_pop=12, n_markers=300)
+    lines = panel.read_text().splitlines()
+    header, records = [x for x in lines if x.startswith("#")], [x for x in lines if not x.startswith("#")]
+    # markers at 1,000 + 30 j on contig "1": region chr1:4,000-5,000 widened by 1,000 holds bases 3,000-5,999
+    inside = [r for r in records if 3000 < int(r.split("\t")[1]) <= 6000]
+    assert len(inside) == 100
+    away = tmp_path / "away.vcf"
+    away.write_text("\n".join(header + [r for r in records if r not in inside]) + "\n")
+    rng = np.random.default_rng(0)
+    gt = (rng.random((20, len(samples), 2)) < 0.4).astype(np.int8)
+    table = pl.DataFrame({"sample_id": samples})
+    near = NearRegions.of([Region("gene", "chr1", 4000, 5000)], flank=1000)
+    out = cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(panel),
+                          umap_and_clusters=False, near_regions=near)
+    want = marker_pca(read_marker_dosages(str(away), samples, maf_min=0.05), table, n_pcs=3, seed=1,
+                      umap_and_clusters=False)
+    np.testing.assert_array_equal(out.obsm["X_pca"], want.obsm["X_pca"])
+    source = out.uns["ancestry_source"]
+    assert (source["n_markers_read"], source["n_markers_near_regions"], source["exclude_flank"]) == (300, 100, 1000)
+    only_near = tmp_path / "only_near.vcf"
+    only_near.write_text("\n".join(header + inside) + "\n")
+    with pytest.raises(InputError, match="all 100 markers .* within 1000 bases of a studied region"):
+        cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(only_near),
+                        umap_and_clusters=False, near_regions=near)
 
 
 def test_panel_with_a_sample_listed_twice_is_refused(tmp_path) -> None:

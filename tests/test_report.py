@@ -798,7 +798,7 @@ def test_ancestry_pcs_source_stated_truly(tmp_path: Path, monkeypatch, source: s
     html = (tmp_path / "index.html").read_text()
     audit_method = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))
     assert out["summary"]["data"]["cohort"]["ancestry_pcs_from"] == source
-    assert ("markers outside the regions" in html) is (source == "panel")
+    assert ("markers outside the studied regions" in html) is (source == "panel")
     assert ("outside the studied regions" in audit_method["scheme"]) is (source == "panel")
     assert ("regions' own" in audit_method["scheme"]) is (source == "regions")
 
@@ -1288,20 +1288,26 @@ def test_no_language_model_fit_in_methods_when_no_built_in_model_ran(tmp_path: P
     assert "Language model fit" not in (tmp_path / "index.html").read_text()
 
 
-def test_a_users_marker_panel_is_not_said_to_lie_outside_the_regions(tmp_path: Path, monkeypatch) -> None:
-    """The ancestry stage reads every marker of cohort.ancestry_vcf (interp.cohort.ancestry.read_marker_dosages):
-    none inside the studied regions is removed, and the README's genome-wide panel holds some. Only the simulated
-    panel (its own contig, unlinked loci) lies outside by construction; the summary and Methods said "markers
-    outside the (studied) regions" for any panel."""
+def test_a_users_marker_panel_is_described_as_the_ancestry_stage_filtered_it(tmp_path: Path, monkeypatch) -> None:
+    """The ancestry stage leaves out the panel's markers within cohort.ancestry_exclude_flank bases of a studied
+    region and records how many (interp.cohort.ancestry.NearRegions): the summary and Methods say so; a genotype
+    table from before that exclusion (no exclude_flank) read the panel whole, and they say that instead of
+    "outside the regions" (which only the simulated panel, on its own contig, is by construction)."""
     monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
     report, figs, layers, calib, cfg = rs.report_parts()
     cfg = {**cfg, "cohort": {**cfg["cohort"], "source": "vcf", "ancestry_vcf": "markers.vcf.gz"}}
-    report = {**report, "cohort": {**report["cohort"], "source": "vcf",
-                                   "ancestry_markers": {"vcf": "markers.vcf.gz", "n_markers": 2000}}}
-    out = finish_report(report, figs, layers, calib, cfg, "synthetic",
-                        {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
-    html = (tmp_path / "index.html").read_text()
-    scheme = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))["scheme"]
+
+    def render(markers: dict) -> tuple[str, str]:
+        rep = {**report, "cohort": {**report["cohort"], "source": "vcf", "ancestry_markers": markers}}
+        out = finish_report(rep, figs, layers, calib, cfg, "synthetic",
+                            {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+        scheme = next(m for m in out["methods"] if m["name"].startswith("Ancestry audit"))["scheme"]
+        return (tmp_path / "index.html").read_text(), scheme
+
+    html, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000, "n_markers_near_regions": 37,
+                           "exclude_flank": 500000})
+    assert "ancestry PCs from 2000 markers of the marker panel less its 37 within 500,000 bases" in html
+    assert "less its 37 within 500,000 bases of a studied region" in scheme
+    html, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000})
     assert "outside the regions" not in html and "outside the studied regions" not in scheme
-    assert "not removed" in scheme and "cohort.ancestry_vcf" in scheme
-    assert "ancestry PCs from 2000 markers of the marker panel" in html
+    assert "read whole" in scheme and "ancestry PCs from 2000 markers of the marker panel, read whole" in html

@@ -10,7 +10,7 @@ mean-imputed, as `plink2 --pca meanimpute` (plain `plink2 --pca` drops missing p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata
@@ -188,7 +188,8 @@ class MarkerDosages:
         passed the MAF / missingness filters, in file order. 1 byte per genotype: 500k markers x 2,504
         samples take 1.25 GB, where a float64 matrix would take 10 GB.
     alt_freq: [n_kept] ALT frequency among called alleles of the kept markers.
-    n_read: biallelic records read; n_kept: markers kept.
+    n_read: biallelic records read; n_kept: markers kept; n_near_regions: markers read but left out for lying
+    in or near a studied region (`NearRegions`).
     """
 
     samples: list[str]
@@ -196,6 +197,64 @@ class MarkerDosages:
     alt_freq: np.ndarray
     n_read: int
     n_kept: int
+    n_near_regions: int = 0
+
+
+@dataclass
+class NearRegions:
+    """The stretches of genome whose markers are left out of the ancestry panel: every studied region widened by
+    `flank` bases on each side, so that the PCs are not made of the regions' own (maybe causal) variants or of
+    markers in LD with them, which would let the ancestry adjustment take away the effect the audit looks for.
+
+    spans: {FASTA contig: (starts [k], ends [k])}, 0-based half-open, merged and sorted. aliases: the config's
+    reference.contig_aliases; a panel contig is matched to a region's contig by them and the chr-prefix rule
+    (`interp.genome.fasta.resolve_contig`), and one that matches none has no region.
+    """
+
+    spans: dict[str, tuple[np.ndarray, np.ndarray]]
+    flank: int
+    aliases: dict[str, str] = field(default_factory=dict)
+    _names: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, regions, flank: int, aliases: dict[str, str] | None = None) -> NearRegions:
+        """From regions (objects with contig, start, end; 0-based half-open) and a flank in bases."""
+        merged: dict[str, list[list[int]]] = {}
+        for r in sorted(regions, key=lambda r: (str(r.contig), int(r.start))):
+            lo, hi = max(0, int(r.start) - flank), int(r.end) + flank
+            spans = merged.setdefault(str(r.contig), [])
+            if spans and lo <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], hi)
+            else:
+                spans.append([lo, hi])
+        arrays = {c: (np.array([a for a, _ in v], dtype=np.int64), np.array([b for _, b in v], dtype=np.int64))
+                  for c, v in merged.items()}
+        return cls(spans=arrays, flank=int(flank), aliases=dict(aliases or {}))
+
+    def _contig(self, name: str) -> str | None:
+        if name not in self._names:
+            from interp.genome.fasta import resolve_contig
+
+            try:
+                self._names[name] = resolve_contig(name, self.spans, self.aliases, source="ancestry panel")
+            except InputError:
+                self._names[name] = None
+        return self._names[name]
+
+    def mask(self, contigs: list[str], pos: np.ndarray) -> np.ndarray:
+        """[n] bool: marker i (contig name as the panel writes it, 1-based VCF position) lies in a span."""
+        pos0 = np.asarray(pos, dtype=np.int64) - 1
+        out = np.zeros(pos0.size, dtype=bool)
+        names = np.asarray(contigs, dtype=object)
+        for name in dict.fromkeys(contigs):
+            contig = self._contig(str(name))
+            if contig is None:
+                continue
+            starts, ends = self.spans[contig]
+            rows = np.flatnonzero(names == name)
+            k = np.searchsorted(starts, pos0[rows], side="right") - 1
+            out[rows] = (k >= 0) & (pos0[rows] < ends[np.maximum(k, 0)])
+        return out
 
 
 #: genotypes per chunk of a marker VCF (int8 or float32 each): 2^26, 256 MB as float32
@@ -203,9 +262,10 @@ CHUNK_GENOTYPES = 2**26
 
 
 def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max_missing: float = 0.5,
-                        chunk_records: int | None = None) -> MarkerDosages:
+                        chunk_records: int | None = None, near_regions: NearRegions | None = None) -> MarkerDosages:
     """Stream a marker VCF in chunks into `MarkerDosages`, keeping polymorphic markers with maf >= maf_min
-    and missing rate <= max_missing (never more than one chunk of unfiltered records in memory).
+    and missing rate <= max_missing, and none in `near_regions` (counted in n_near_regions), never more than one
+    chunk of unfiltered records in memory.
 
     chunk_records: markers per block; default keeps a chunk's decoding (over every sample of the VCF
     header, studied or not) and a block's float32 standardised copy (made one block at a time by the PCA)
@@ -213,13 +273,17 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
     """
     from interp.cohort.vcf import iter_dosage_chunks, read_vcf_header
 
-    blocks, freqs, n_read = [], [], 0
+    blocks, freqs, n_read, n_near = [], [], 0, 0
     n = len(samples)
     if chunk_records is None:  # a panel of many more samples than studied is decoded in full, chunk by chunk
         n_decoded = max(n, len(read_vcf_header(vcf_path).samples))
         chunk_records = int(max(16, min(4096, CHUNK_GENOTYPES // max(n_decoded, 1))))
-    for chunk, _ in iter_dosage_chunks(vcf_path, samples, chunk_records):
+    for chunk, info in iter_dosage_chunks(vcf_path, samples, chunk_records):
         n_read += chunk.shape[0]
+        if near_regions is not None:
+            near = near_regions.mask(info["contig"], np.asarray(info["pos"]))
+            n_near += int(near.sum())
+            chunk = chunk[~near]
         called = chunk >= 0
         n_called = called.sum(axis=1)
         alt = np.where(called, chunk, 0).sum(axis=1) / (2 * np.maximum(n_called, 1))
@@ -231,7 +295,7 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
             freqs.append(alt[keep])
     alt_freq = np.concatenate(freqs) if freqs else np.zeros(0)
     return MarkerDosages(samples=list(samples), blocks=blocks, alt_freq=alt_freq, n_read=n_read,
-                         n_kept=int(alt_freq.size))
+                         n_kept=int(alt_freq.size), n_near_regions=n_near)
 
 
 def _standardised_blocks(markers: MarkerDosages):
@@ -457,12 +521,13 @@ def cohort_ancestry(
     seed: int = 0,
     panel=None,
     umap_and_clusters: bool = True,
+    near_regions: NearRegions | None = None,
 ) -> anndata.AnnData:
     """Genotype AnnData of the studied regions with ancestry PCs (at least 2), UMAP and clusters.
 
     With a marker panel VCF (`panel`), the PCs come from its markers (`read_marker_dosages`, `marker_pca`)
-    and are merged in by `merge_marker_pcs`, so the regions' own (maybe causal) variants do not define
-    them; otherwise from the regions' own variants (`genotype_pca`, X then standardised). Either way
+    but those in `near_regions` (the studied regions and their flanks), and are merged in by
+    `merge_marker_pcs`, so the regions' own (maybe causal) variants and their LD do not define them; otherwise from the regions' own variants (`genotype_pca`, X then standardised). Either way
     obs["missing_rate"] is each sample's fraction of missing calls over all the regions' variants, before
     any variant filter.
     """
@@ -470,10 +535,16 @@ def cohort_ancestry(
     missing_rate = np.isnan(np.asarray(adata.X, dtype=np.float32)).mean(axis=1)
     n_pcs = max(n_pcs, 2)
     if panel:
-        markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min)
+        markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min, near_regions=near_regions)
+        if markers.n_kept == 0 and markers.n_near_regions:
+            raise InputError(f"{panel}: all {markers.n_near_regions} markers that were read lie within "
+                             f"{near_regions.flank} bases of a studied region; ancestry PCs need markers elsewhere "
+                             "(a genome-wide panel), or a smaller cohort.ancestry_exclude_flank")
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
         exact = pcs.uns["genotype_pca"]["method"].startswith("exact")
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
+                  "n_markers_near_regions": markers.n_near_regions,
+                  "exclude_flank": None if near_regions is None else near_regions.flank,
                   "method": "exact blockwise Gram" if exact else "randomized block Krylov"}
         if not exact:
             source.update({key: pcs.uns["genotype_pca"][key] for key in ("n_passes", "converged")})

@@ -25,6 +25,9 @@ class CohortConfig:
     """samples.tsv: sample_id, phenotypes, covariates, population (source: vcf)."""
     ancestry_vcf: str | None = None
     """genome-wide markers for the ancestry PCs (None: the studied regions' own variants)."""
+    ancestry_exclude_flank: int = 500_000
+    """markers of ancestry_vcf within this many bases of a studied region are left out of the PCs (the regions'
+    own variants and those in LD with them)."""
     genes: list[str] = field(default_factory=list)
     """genes of the gene table (reference.annotation) whose spans are studied."""
     bed: str | None = None

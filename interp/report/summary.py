@@ -636,6 +636,20 @@ def sae_label_rule(labels: dict) -> dict[str, str]:
                       "else 'unlabelled'"}
 
 
+def panel_markers_text(ancestry_markers: dict | None, source: str | None) -> str:
+    """Which markers of a panel made the PCs, as the ancestry stage recorded it (report.json
+    `cohort.ancestry_markers`): the simulated panel's unlinked loci, or the user's panel less its markers within
+    `exclude_flank` bases of a studied region (`n_markers_near_regions`); a genotype table from before that
+    exclusion (no `exclude_flank`) read the panel whole."""
+    m = ancestry_markers or {}
+    if source == "simulate":
+        return "outside the studied regions (the simulated panel's unlinked loci)"
+    if m.get("exclude_flank") is None:
+        return "of the marker panel, read whole (its markers inside the studied regions, if any, were not removed)"
+    return (f"of the marker panel less its {m.get('n_markers_near_regions', 0)} within {m['exclude_flank']:,} bases of "
+            "a studied region (cohort.ancestry_exclude_flank)")
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
             ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
@@ -699,10 +713,8 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             "statistic": within,
             "scheme": f"{a.get('n_folds')}-fold stratified CV (L2 logistic, C = {_fmt(a.get('C'))}) for the effect "
                       "sizes; leave-one-out ridge probes for the tests; "
-                      + {"panel": ("PCs from ancestry markers outside the studied regions (the simulated panel's "
-                                   "unlinked loci)" if cohort.get("source") == "simulate" else
-                                   "PCs from the ancestry marker panel (cohort.ancestry_vcf), read whole: its markers "
-                                   "inside the studied regions, if any, are not removed"),
+                      + {"panel": "PCs from ancestry markers " + panel_markers_text(ancestry_markers,
+                                                                                   cohort.get("source")),
                          "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
                                     "given, so the regions' variants, causal ones included, define them)",
                          None: "genotype PCs"}[pcs_from(ancestry_markers)],
@@ -831,6 +843,8 @@ def assemble(report: dict, layer_order: dict[str, list[str]], calibration_rows: 
             "n_variants_pca": cohort.get("n_variants_pca"),
             "n_ancestry_markers": (cohort.get("ancestry_markers") or {}).get("n_markers"),
             "ancestry_pcs_from": pcs_from(cohort.get("ancestry_markers")),
+            "ancestry_markers_used": (panel_markers_text(cohort.get("ancestry_markers"), cohort.get("source"))
+                                      if pcs_from(cohort.get("ancestry_markers")) == "panel" else None),
             "phenotypes": list(OrderedDict.fromkeys(a["phenotype"] for a in report.get("audit") or [])),
             "phenotype_counts": phenotype_counts(report.get("audit") or []),
             "covariates": covariate_labels(report.get("audit_details") or []),
