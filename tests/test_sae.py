@@ -297,7 +297,8 @@ class KillAfter(pl_lightning.Callback):
 def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, settings):
     cfg = SAEConfig(**{**FAST, "epochs": 3, "checkpoint_every_steps": 20, **settings,
                        "memory_budget_mb": 0.5})  # streamed through the buffer, not cached
-    reference, ref_metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
+    reference, ref_metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1,
+                                       log_dir=tmp_path / "ref_csv")
     state = tmp_path / "state.safetensors"
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, callbacks=[KillAfter(67)],
@@ -314,6 +315,13 @@ def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, settings
     assert not state.exists()  # removed once training completed
     log = pl.read_csv(tmp_path / "csv" / "metrics.csv")
     assert {"train_recon_loss", "train_l0", "lr", "dead_features"} <= set(log.columns)
+    # the resumed attempt's rows carry the run's step and epoch (not Lightning's, which restart at 0): they
+    # are the uninterrupted run's rows from step 60 on
+    ref_log = pl.read_csv(tmp_path / "ref_csv" / "metrics.csv").filter(pl.col("step") >= 60)
+    assert log["step"].to_list() == ref_log["step"].to_list() and log["step"].min() > 60
+    assert log["epoch"].to_list() == ref_log["epoch"].to_list()
+    for name in ("train_recon_loss", "lr"):
+        np.testing.assert_allclose(log[name].to_numpy(), ref_log[name].to_numpy(), rtol=1e-5, err_msg=name)
 
 
 def test_state_for_another_config_is_not_resumed(planted, tmp_path):

@@ -295,7 +295,9 @@ class SAETraining(pl_lightning.LightningModule):
                        "train_auxk_loss": aux_loss.detach(), "train_temporal_loss": temporal_loss.detach(),
                        "train_l0": (features > 0).sum(1).float().mean(),
                        "dead_features": float(n_dead),
-                       "lr": self.trainer.optimizers[0].param_groups[0]["lr"]},
+                       "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                       # the run's step and epoch, not Lightning's (they restart at 0 in a resumed attempt)
+                       "step": float(self.step), "epoch": float(self.epochs_done)},
                       on_step=True, on_epoch=False, prog_bar=False)
         return loss
 
@@ -415,7 +417,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     config and training data (`training_data_fingerprint`), training resumes from it, else (another
     config or store, or an unreadable file) it starts over with a warning; it is removed once training
     completes. log_dir: Lightning
-    CSV metrics (per step losses, L0, dead features, lr). read_rows: store read size (default: the
+    CSV metrics (per step losses, L0, dead features, lr; the step and epoch columns are the run's, so a
+    resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv). read_rows: store read size (default: the
     store's chunk length).
 
     Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
