@@ -30,7 +30,7 @@ RANK_NOT_FIT = ("report_top", "variant_effect")
 AUDIT_NOT_FIT = ("by_region",)
 
 #: params of the SAE rules next to the `sae` section's keys: the job's own (the run's seed is passed as seed)
-SAE_JOB_KEYS = ("model", "log_dir", "seed")
+SAE_JOB_KEYS = ("model", "log_dir", "seed", "accelerator")
 #: params of the cohort embedding rules next to the `embed` section's keys: the job's own
 EMBED_COHORT_JOB_KEYS = ("sae_layer", "keep_haplotypes")
 #: params of the variant_effect rule next to the `embed` section's keys: the job's own
@@ -329,7 +329,8 @@ def sae(job: Job) -> None:
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True,
+                                        accelerator=p.get("accelerator", "cpu"))
     bases = pl.read_parquet(job.input["bases"])
     tracks = None
     if job.input.get("planted_bed"):  # the planted calibration: its planted elements are the concepts
@@ -359,7 +360,8 @@ def sae_sweep(job: Job) -> None:
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True)
+                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True,
+                                        accelerator=p["base"].get("accelerator", "cpu"))
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
 

@@ -466,3 +466,20 @@ def test_steer_runs_a_half_precision_lm_and_checks_marks():
         steer(lm, "block1", sae, 0, seqs, strength=5.0, n_random=1, marks=[np.ones(100, dtype=bool)])
     with pytest.raises(ValueError, match="0 arrays for 1 sequences"):
         steer(lm, "block1", sae, 0, seqs, strength=5.0, n_random=1, marks=[])
+
+
+def test_train_and_evaluate_trains_on_the_accelerator_it_is_given(monkeypatch) -> None:
+    """The stage's accelerator (the rule's GPU when embed.device is cuda) reaches train_sae."""
+    import interp.sae.run as run
+
+    seen = {}
+
+    def fake_train(store, cfg, windows, **kwargs):
+        seen.update(kwargs)
+        return "model", {}
+
+    monkeypatch.setattr(run, "train_sae", fake_train)
+    model, metrics = run.train_and_evaluate("store", pl.DataFrame(), SAEConfig(), "block1", None, accelerator="gpu")
+    assert seen["accelerator"] == "gpu" and metrics["loss_recovered"] is None
+    run.train_and_evaluate("store", pl.DataFrame(), SAEConfig(), "block1", None)
+    assert seen["accelerator"] == "cpu"

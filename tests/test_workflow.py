@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,18 @@ def test_prefetch_is_a_local_rule_under_the_slurm_profile(workflow_copy: Path) -
     assert re.search(r"^localrule prefetch:", out, re.M), out
     log = (workflow_copy / "results/demo/logs/prefetch.log").read_text()
     assert '"skipped": "built-in model' in log, log
+
+
+@pytest.mark.parametrize(("device", "accelerator"), [("cpu", "cpu"), ("cuda", "gpu")])
+def test_sae_rules_train_where_they_ask_for_a_gpu(workflow_copy: Path, device: str, accelerator: str) -> None:
+    """The SAE rules ask SLURM for a GPU when embed.device is cuda; their jobs now tell the training to use it
+    (the accelerator reached train_sae nowhere: it trained on the CPU beside an idle GPU)."""
+    path = _write_config(workflow_copy, {"embed": {"device": device}, "sae": {"sweep": [{"name": "k8", "k": 8}]}})
+    res = run_snakemake(workflow_copy, "-n", "-p", "--forceall", "--configfile", "configs/demo.yaml", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    for stage in ("sae", "sae_sweep"):
+        line = next(x for x in out.splitlines() if f"interp.cli stage {stage} " in x)
+        job = json.loads(shlex.split(line.split(f"interp.cli stage {stage} ", 1)[1])[0])
+        params = job["params"] if stage == "sae" else job["params"]["base"]
+        assert params["accelerator"] == accelerator, (stage, params)

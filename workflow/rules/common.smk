@@ -173,8 +173,9 @@ SAE_SWEEP = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for 
 
 
 def sae_base_params():
-    """The main SAE's training settings and the run seed."""
-    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NOT_TRAINING}, "seed": config["seed"]}
+    """The main SAE's training settings, the run seed and where it trains (the GPU the rule asks for, if any)."""
+    return {**{k: v for k, v in config["sae"].items() if k not in SAE_NOT_TRAINING}, "seed": config["seed"],
+            "accelerator": "gpu" if GPU else "cpu"}
 
 
 def probe_sae_inputs(wildcards):
