@@ -1311,3 +1311,22 @@ def test_a_users_marker_panel_is_described_as_the_ancestry_stage_filtered_it(tmp
     html, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000})
     assert "outside the regions" not in html and "outside the studied regions" not in scheme
     assert "read whole" in scheme and "ancestry PCs from 2000 markers of the marker panel, read whole" in html
+
+
+def test_the_audits_monte_carlo_p_is_not_called_a_permutation_p_when_its_null_is_a_bootstrap() -> None:
+    """With covariates or PC-bin strata the within-ancestry null is a parametric bootstrap (the row's
+    `null_method`), and the signal test's null is a permutation over all samples: the audit table's p column
+    and the permutation_floor caveat called every null a permutation."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    boot = "parametric bootstrap from y ~ strata + PCs + covariates"
+    report["audit"] = [{**a, "null_method": boot} for a in report["audit"]]
+    html = _html(report, figs, layers, calib, cfg)
+    table = html[html.index("<h2>1. Audit"):html.index("<h3>Why each verdict")]
+    assert "permutation p" not in table and "Monte Carlo p" in table
+    assert f'title="{boot}"' in table  # each row's own null on hover
+    assert "permutation p" not in html[html.index('id="limitations"'):]
+    capped = {"provenance": {"config": {"audit": {"alpha": 0.05}}},
+              "audit": [_row("p", la, "PASS", n_null_replicates=12, n_null_replicates_max=39, null_method=boot)
+                        for la in LAYERS["m"]]}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats(capped)}["permutation_floor"]
+    assert "permutation test" not in text and "Monte Carlo" in text and "parametric bootstrap" in text

@@ -389,7 +389,7 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
 
     Checks: the LM against its order-3 Markov baseline; each probe target's best layer against the 3-mer
     and shuffled controls; small populations and few cases; verdicts that disagree across layers; the
-    smallest attainable permutation p; SAE dead / dense fractions; calibration availability; planted
+    smallest attainable Monte Carlo p; SAE dead / dense fractions; calibration availability; planted
     truth not recovered (simulated cohorts). The text states the numbers that triggered it.
     """
     out: list[dict] = []
@@ -523,11 +523,16 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
         alpha = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("alpha"))
         n_verdicts = len(audit)
         if alpha is not None and p_min > alpha / max(n_verdicts, 1):
+            # the audit's nulls are Monte Carlo: a permutation inside strata, or (covariates, PC-bin strata) a
+            # parametric bootstrap, as each row's null_method says; the signal test permutes over all samples
+            nulls = sorted({str(a["null_method"]) for a in audit if a.get("null_method")})
+            how = ("within-ancestry null: " + "; ".join(nulls) if nulls
+                   else "permutation or parametric bootstrap null")
             out.append(_caveat("permutation_floor", "medium",
                                f"With {b} null replicates the smallest attainable p is {p_min:.3g}, above "
                                f"alpha / number of verdicts = {alpha:g} / {n_verdicts} = {alpha / n_verdicts:.3g}: "
-                               "after multiplicity control across verdicts no permutation test can reach "
-                               "significance; raise audit.max_null_replicates.", "audit"))
+                               f"after multiplicity control across verdicts no Monte Carlo test of the audit ({how}) "
+                               "can reach significance; raise audit.max_null_replicates.", "audit"))
     for s in report.get("sae") or []:
         dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
         if dead is not None and dead > DEAD_FRACTION:
