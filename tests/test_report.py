@@ -1330,3 +1330,16 @@ def test_the_audits_monte_carlo_p_is_not_called_a_permutation_p_when_its_null_is
                         for la in LAYERS["m"]]}
     text = {c["id"]: c["text"] for c in summary.detect_caveats(capped)}["permutation_floor"]
     assert "permutation test" not in text and "Monte Carlo" in text and "parametric bootstrap" in text
+
+
+def test_audit_methods_name_the_signal_tests_null_beside_the_within_ancestry_one() -> None:
+    """interp.audit: p_within's null is the row's null_method (a permutation inside strata or a parametric
+    bootstrap), p_signal's is the phenotype permuted over all samples; Methods named only the first."""
+    cfg = rs.config()
+    boot = "parametric bootstrap from y ~ strata + PCs + covariates"
+    rows = [_row("p", "embed", "PASS", p_within=0.01, p_signal=0.01, n_null_replicates_max=3999, null_method=boot)]
+    res = {m["name"]: m for m in summary.methods(cfg, rows)}["Ancestry audit (verdicts)"]["resampling"]
+    assert f"within-ancestry test: {boot}" in res and "signal test: phenotype permuted over all samples" in res
+    # no rows: the config's null rule (audit.null auto), not a permutation whatever the covariates
+    res = {m["name"]: m for m in summary.methods(cfg, [])}["Ancestry audit (verdicts)"]["resampling"]
+    assert "signal test: phenotype permuted over all samples" in res and "parametric bootstrap" in res

@@ -655,6 +655,16 @@ def panel_markers_text(ancestry_markers: dict | None, source: str | None) -> str
             "a studied region (cohort.ancestry_exclude_flank)")
 
 
+#: the within-ancestry test's null as `audit.null` chooses it (interp.audit.audit_phenotype), for Methods when no
+#: audit row records its `null_method`
+AUDIT_NULL_TEXT = {
+    "permute": "phenotype permuted inside strata",
+    "bootstrap": "parametric bootstrap from y ~ strata + PCs + covariates",
+    "auto": "phenotype permuted inside the population labels when they are the strata and there are no covariates, "
+            "else (PC-bin strata, covariates) a parametric bootstrap from y ~ strata + PCs + covariates",
+}
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
             ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
@@ -713,6 +723,14 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             thresholds += "; verdict rules: " + " | ".join(rules)
         methods_null = sorted({str(x["null_method"]) for x in rows if x.get("null_method")})
         b = n_max[-1] if n_max else (n_null[-1] if n_null else a.get("max_null_replicates"))
+        if any("p_within" in x for x in rows) or not rows:
+            # interp.audit.audit_phenotype: p_within's null as the rows record it (else as audit.null decides it),
+            # p_signal's the phenotype permuted over all samples
+            within_null = "; ".join(methods_null) if methods_null else AUDIT_NULL_TEXT.get(
+                str(a.get("null", "auto")), AUDIT_NULL_TEXT["auto"])
+            nulls = f"within-ancestry test: {within_null}; signal test: phenotype permuted over all samples"
+        else:  # an audit table from before the calibrated audit: one within-population permutation test
+            nulls = "; ".join(methods_null) if methods_null else "phenotype permuted inside strata"
         out.append({
             "name": "Ancestry audit (verdicts)",
             "statistic": within,
@@ -723,8 +741,7 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                          "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
                                     "given, so the regions' variants, causal ones included, define them)",
                          None: "genotype PCs"}[pcs_from(ancestry_markers)],
-            "resampling": (f"up to {b} null replicates, sequential (Besag-Clifford) "
-                           f"({'; '.join(methods_null) if methods_null else 'phenotype permuted inside strata'}); "
+            "resampling": (f"up to {b} null replicates per test, sequential (Besag-Clifford) ({nulls}); "
                            f"{a.get('bootstrap')} bootstrap resamples for AUROC intervals"),
             "multiplicity": ", ".join(mult) if mult else
             "none across verdicts: each verdict is tested at alpha on its own",
