@@ -1343,3 +1343,21 @@ def test_audit_methods_name_the_signal_tests_null_beside_the_within_ancestry_one
     # no rows: the config's null rule (audit.null auto), not a permutation whatever the covariates
     res = {m["name"]: m for m in summary.methods(cfg, [])}["Ancestry audit (verdicts)"]["resampling"]
     assert "signal test: phenotype permuted over all samples" in res and "parametric bootstrap" in res
+
+
+def test_probe_text_names_the_pooling_of_the_runs_model_cards() -> None:
+    """interp.embed.run.pool_tokens pools a window as its card's `pooling` says (mean over its base-covering
+    tokens, or the last one); the report said "mean-pooled" whatever the card."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+
+    def probes_text(cards: list[dict]) -> str:
+        models = [{"name": f"m{i}", "card": c} for i, c in enumerate(cards)]
+        rep = {**report, "provenance": {**report["provenance"], "models": models}}
+        html = _html(rep, figs, layers, calib, cfg)
+        return html[html.index("<h3>Linear probes"):html.index("<figure", html.index("<h3>Linear probes"))]
+
+    last = probes_text([{"family": "hf", "pooling": "last"}])
+    assert "mean-pooled" not in last and "last base-covering token" in last
+    assert "mean-pooled" in probes_text([{"family": "tiny"}])  # the registry's default is mean
+    both = probes_text([{"family": "tiny", "pooling": "mean"}, {"family": "hf", "pooling": "last"}])
+    assert "m0: mean" in both and "m1: last" in both

@@ -593,8 +593,9 @@ def render_html(report: dict, figs: dict[str, str], run: str, config: dict) -> s
                              undefined=jinja2.ChainableUndefined)
     env.filters["num"] = fmt_num
     env.filters["verdict_class"] = summary.verdict_class
-    return env.get_template("report.html").render(r=report, figs=figs, run=run,
-                                                  config_yaml=json.dumps(config, indent=2))
+    return env.get_template("report.html").render(
+        r=report, figs=figs, run=run, config_yaml=json.dumps(config, indent=2),
+        probe_pooling=summary.pooling_text((report.get("provenance") or {}).get("models")))
 
 
 def fmt_num(x: Any, spec: str = ".3f", missing: str = "n/a") -> str:

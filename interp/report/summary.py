@@ -779,6 +779,27 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
     return out
 
 
+#: how interp.embed.run.pool_tokens makes one vector of a window, by the model card's `pooling`
+POOLING_TEXT = {"mean": "mean over the window's base-covering tokens", "last": "the window's last base-covering token"}
+
+
+def pooling_text(models: list[dict] | None) -> str:
+    """The probes' window embeddings as the run's model cards pool them (report.json `provenance.models`, each
+    card's `pooling`; the registry's default is mean): "mean-pooled window embeddings (...)" when every card
+    pools by the mean, else the pooling named, per model where the cards differ."""
+    pools = {str(m.get("name")): str((m.get("card") or {}).get("pooling") or "mean") for m in models or []}
+    kinds = set(pools.values())
+    if not kinds:
+        return "pooled window embeddings"
+    if kinds == {"mean"}:
+        return f"mean-pooled window embeddings ({POOLING_TEXT['mean']})"
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        return f"window embeddings pooled as the model card sets it, pooling: {kind} ({POOLING_TEXT.get(kind, kind)})"
+    return ("window embeddings pooled as each model card sets it ("
+            + "; ".join(f"{m}: {k}, {POOLING_TEXT.get(k, k)}" for m, k in pools.items()) + ")")
+
+
 def short_reason(text: str, limit: int = 240) -> str:
     """A reason trimmed to one readable sentence (full text stays in the JSON)."""
     text = re.sub(r"\s+", " ", text).strip()
