@@ -308,7 +308,7 @@ def test_variant_effect_family_gets_its_own_table_and_a_methods_line() -> None:
     assert "Variant-effect burden" not in {m["name"] for m in summary.methods(cfg, [], tables[:1])}
     entry = {m["name"]: m for m in summary.methods({**cfg, "variant_effect": {"width": 128}}, [], tables)}[
         "Variant-effect burden"]
-    assert "max(-score, 0)" in entry["statistic"] and "128-base window" in entry["statistic"]
+    assert "max(-score, 0)" in entry["statistic"] and "up to 128 bases" in entry["statistic"]
     assert "variant_effect:m" in entry["scheme"]
 
 
@@ -1361,3 +1361,31 @@ def test_probe_text_names_the_pooling_of_the_runs_model_cards() -> None:
     assert "mean-pooled" in probes_text([{"family": "tiny"}])  # the registry's default is mean
     both = probes_text([{"family": "tiny", "pooling": "mean"}, {"family": "hf", "pooling": "last"}])
     assert "m0: mean" in both and "m1: last" in both
+
+
+def test_variant_effect_methods_say_the_width_the_scorer_used_not_the_configured_one(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """interp.embed.variant_effect.score_cohort_variants scores on min(variant_effect.width, the model's context)
+    bases and records it (stats `width`); Methods printed the configured width as if it were used."""
+    from interp.report.build import variant_effect_stats
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    cfg = {**cfg, "variant_effect": {"width": 1000}}
+
+    def statistic(methods: list[dict]) -> str:
+        return next(m for m in methods if m["name"] == "Variant-effect burden")["statistic"]
+
+    # what the run recorded: the stage's stats.json, its wall clock left out
+    path = tmp_path / "tiny-dnalm.stats.json"
+    path.write_text(json.dumps({"model": rs.MODEL, "method": "masked_llr", "context": 256, "width": 256,
+                                "n_variants": 152, "n_scored": 150, "n_not_snv": 2, "skipped": {}, "seconds": 3.0}))
+    recorded = variant_effect_stats([str(path)])
+    assert recorded[0]["width"] == 256 and "seconds" not in recorded[0]
+    out = finish_report({**report, "cohort": {**report["cohort"], "variant_effect": recorded}}, figs, layers, calib,
+                        cfg, "synthetic", {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    text = statistic(out["methods"])
+    assert "1000-base" not in text and f"256-base window ({rs.MODEL}" in text
+    # a report without the stats: the configured width, said to be capped at the model's context
+    text = statistic(summary.methods(cfg, [], report["biomarker_families"]))
+    assert "up to 1000 bases" in text and "model's context" in text

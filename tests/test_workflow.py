@@ -135,3 +135,12 @@ def test_prefetch_is_a_local_rule_under_the_slurm_profile(workflow_copy: Path) -
     assert re.search(r"^localrule prefetch:", out, re.M), out
     log = (workflow_copy / "results/demo/logs/prefetch.log").read_text()
     assert '"skipped": "built-in model' in log, log
+
+
+def test_workflow_passes_the_variant_effect_stats_to_the_report(workflow_copy: Path) -> None:
+    """The report rule reads each model's variant_effect stats (the width it scored on, for Methods) when rank
+    adds the variant-effect families."""
+    res = run_snakemake(workflow_copy, "reports/demo/report.json", "-n", "-p")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = next(line for line in (res.stdout + res.stderr).splitlines() if "interp.cli stage report" in line)
+    assert '"variant_effect_stats": ["results/demo/cohort/variant_effect/tiny-dnalm.stats.json"]' in job, job

@@ -666,13 +666,15 @@ AUDIT_NULL_TEXT = {
 
 
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
-            ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
+            ancestry_markers: dict | None = None, lm: list[dict] | None = None,
+            variant_effect: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
     variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
     `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`). lm: report.json `lm` (the
     built-in model's held-out fit); [] leaves the LM entry out (hub models only: no LM is fitted or scored),
-    None (not known) keeps it."""
+    None (not known) keeps it. variant_effect: report.json `cohort.variant_effect` (each model's variant_effect
+    stats, with the `width` it scored on); None: the configured width, capped at the model's context."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -762,14 +764,20 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         })
         ve = sorted({f["family"] for f in families or [] if f.get("kind") == "variant_effect"})
         if ve:
+            # interp.embed.variant_effect.score_cohort_variants: min(variant_effect.width, the model's context),
+            # recorded as the stats' width
+            used = [f"{int(v['width'])}-base window ({v.get('model')})" for v in variant_effect or []
+                    if _num(v.get("width"))]
             width = (config.get("variant_effect") or {}).get("width")
+            window = (", ".join(used) if used else
+                      f"window of up to {width} bases (variant_effect.width, capped at the model's context)" if width
+                      else "window of the model's context")
             out.append({
                 "name": "Variant-effect burden",
                 "statistic": "per sample and window, the sum over the window's scored SNVs of max(-score, 0) x ALT "
                              "dosage; score = the model's zero-shot log p(ALT) - log p(REF) (masked models: the "
                              "variant masked; causal models: the whole window) on the reference "
-                             f"{f'{width}-base window' if width else 'window of the model context'} centred on the "
-                             "variant, so the burden counts the ALT alleles the model finds unlikely; then tested "
+                             f"{window} centred on the variant (shifted to stay inside its contig), so the burden counts the ALT alleles the model finds unlikely; then tested "
                              "like the model features",
                 "scheme": "the windows of the model's window features; " + ", ".join(ve),
                 "resampling": "as the candidate biomarkers",
