@@ -185,7 +185,10 @@ def report_parts(new_keys: bool = True, cohort: bool = True, seed: int = 0):
                        "n_variants": 152, "n_variants_pca": 40, "ancestry_markers": {"n_markers": 2000, "vcf": "panel.vcf.gz"},
                        "haplotypes": {"n_windows": 26, "n_haplotype_windows": 6000, "n_distinct": 300, "dedup_ratio": 20.0},
                        "validation": {"regions": ["DOC2B=chr17:6010-31427"]}, "missing_policy": "ref",
-                       "unphased_policy": "ref"},
+                       "unphased_policy": "ref"}
+            | ({"variant_effect": [{"model": MODEL, "method": "masked_llr", "context": 256, "width": 256,
+                                    "n_variants": 152, "n_scored": 150, "n_not_snv": 2,
+                                    "skipped": {"not an SNV": 2}}]} if new_keys else {}),
             "audit": audit, "audit_details": det,
             "biomarkers": [b for b in bio if b["rank"] <= 5],
             "biomarker_families": summary.family_tables(bio, 50),

@@ -308,7 +308,7 @@ def test_variant_effect_family_gets_its_own_table_and_a_methods_line() -> None:
     assert "Variant-effect burden" not in {m["name"] for m in summary.methods(cfg, [], tables[:1])}
     entry = {m["name"]: m for m in summary.methods({**cfg, "variant_effect": {"width": 128}}, [], tables)}[
         "Variant-effect burden"]
-    assert "max(-score, 0)" in entry["statistic"] and "128-base window" in entry["statistic"]
+    assert "max(-score, 0)" in entry["statistic"] and "up to 128 bases" in entry["statistic"]
     assert "variant_effect:m" in entry["scheme"]
 
 
@@ -1311,3 +1311,81 @@ def test_a_users_marker_panel_is_described_as_the_ancestry_stage_filtered_it(tmp
     html, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000})
     assert "outside the regions" not in html and "outside the studied regions" not in scheme
     assert "read whole" in scheme and "ancestry PCs from 2000 markers of the marker panel, read whole" in html
+
+
+def test_the_audits_monte_carlo_p_is_not_called_a_permutation_p_when_its_null_is_a_bootstrap() -> None:
+    """With covariates or PC-bin strata the within-ancestry null is a parametric bootstrap (the row's
+    `null_method`), and the signal test's null is a permutation over all samples: the audit table's p column
+    and the permutation_floor caveat called every null a permutation."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+    boot = "parametric bootstrap from y ~ strata + PCs + covariates"
+    report["audit"] = [{**a, "null_method": boot} for a in report["audit"]]
+    html = _html(report, figs, layers, calib, cfg)
+    table = html[html.index("<h2>1. Audit"):html.index("<h3>Why each verdict")]
+    assert "permutation p" not in table and "Monte Carlo p" in table
+    assert f'title="{boot}"' in table  # each row's own null on hover
+    assert "permutation p" not in html[html.index('id="limitations"'):]
+    capped = {"provenance": {"config": {"audit": {"alpha": 0.05}}},
+              "audit": [_row("p", la, "PASS", n_null_replicates=12, n_null_replicates_max=39, null_method=boot)
+                        for la in LAYERS["m"]]}
+    text = {c["id"]: c["text"] for c in summary.detect_caveats(capped)}["permutation_floor"]
+    assert "permutation test" not in text and "Monte Carlo" in text and "parametric bootstrap" in text
+
+
+def test_audit_methods_name_the_signal_tests_null_beside_the_within_ancestry_one() -> None:
+    """interp.audit: p_within's null is the row's null_method (a permutation inside strata or a parametric
+    bootstrap), p_signal's is the phenotype permuted over all samples; Methods named only the first."""
+    cfg = rs.config()
+    boot = "parametric bootstrap from y ~ strata + PCs + covariates"
+    rows = [_row("p", "embed", "PASS", p_within=0.01, p_signal=0.01, n_null_replicates_max=3999, null_method=boot)]
+    res = {m["name"]: m for m in summary.methods(cfg, rows)}["Ancestry audit (verdicts)"]["resampling"]
+    assert f"within-ancestry test: {boot}" in res and "signal test: phenotype permuted over all samples" in res
+    # no rows: the config's null rule (audit.null auto), not a permutation whatever the covariates
+    res = {m["name"]: m for m in summary.methods(cfg, [])}["Ancestry audit (verdicts)"]["resampling"]
+    assert "signal test: phenotype permuted over all samples" in res and "parametric bootstrap" in res
+
+
+def test_probe_text_names_the_pooling_of_the_runs_model_cards() -> None:
+    """interp.embed.run.pool_tokens pools a window as its card's `pooling` says (mean over its base-covering
+    tokens, or the last one); the report said "mean-pooled" whatever the card."""
+    report, figs, layers, calib, cfg = rs.report_parts()
+
+    def probes_text(cards: list[dict]) -> str:
+        models = [{"name": f"m{i}", "card": c} for i, c in enumerate(cards)]
+        rep = {**report, "provenance": {**report["provenance"], "models": models}}
+        html = _html(rep, figs, layers, calib, cfg)
+        return html[html.index("<h3>Linear probes"):html.index("<figure", html.index("<h3>Linear probes"))]
+
+    last = probes_text([{"family": "hf", "pooling": "last"}])
+    assert "mean-pooled" not in last and "last base-covering token" in last
+    assert "mean-pooled" in probes_text([{"family": "tiny"}])  # the registry's default is mean
+    both = probes_text([{"family": "tiny", "pooling": "mean"}, {"family": "hf", "pooling": "last"}])
+    assert "m0: mean" in both and "m1: last" in both
+
+
+def test_variant_effect_methods_say_the_width_the_scorer_used_not_the_configured_one(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """interp.embed.variant_effect.score_cohort_variants scores on min(variant_effect.width, the model's context)
+    bases and records it (stats `width`); Methods printed the configured width as if it were used."""
+    from interp.report.build import variant_effect_stats
+
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    cfg = {**cfg, "variant_effect": {"width": 1000}}
+
+    def statistic(methods: list[dict]) -> str:
+        return next(m for m in methods if m["name"] == "Variant-effect burden")["statistic"]
+
+    # what the run recorded: the stage's stats.json, its wall clock left out
+    path = tmp_path / "tiny-dnalm.stats.json"
+    path.write_text(json.dumps({"model": rs.MODEL, "method": "masked_llr", "context": 256, "width": 256,
+                                "n_variants": 152, "n_scored": 150, "n_not_snv": 2, "skipped": {}, "seconds": 3.0}))
+    recorded = variant_effect_stats([str(path)])
+    assert recorded[0]["width"] == 256 and "seconds" not in recorded[0]
+    out = finish_report({**report, "cohort": {**report["cohort"], "variant_effect": recorded}}, figs, layers, calib,
+                        cfg, "synthetic", {"json": tmp_path / "report.json", "html": tmp_path / "index.html"})
+    text = statistic(out["methods"])
+    assert "1000-base" not in text and f"256-base window ({rs.MODEL}" in text
+    # a report without the stats: the configured width, said to be capped at the model's context
+    text = statistic(summary.methods(cfg, [], report["biomarker_families"]))
+    assert "up to 1000 bases" in text and "model's context" in text

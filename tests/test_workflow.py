@@ -152,3 +152,12 @@ def test_sae_rules_train_where_they_ask_for_a_gpu(workflow_copy: Path, device: s
         job = json.loads(shlex.split(line.split(f"interp.cli stage {stage} ", 1)[1])[0])
         params = job["params"] if stage == "sae" else job["params"]["base"]
         assert params["accelerator"] == accelerator, (stage, params)
+
+
+def test_workflow_passes_the_variant_effect_stats_to_the_report(workflow_copy: Path) -> None:
+    """The report rule reads each model's variant_effect stats (the width it scored on, for Methods) when rank
+    adds the variant-effect families."""
+    res = run_snakemake(workflow_copy, "reports/demo/report.json", "-n", "-p")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = next(line for line in (res.stdout + res.stderr).splitlines() if "interp.cli stage report" in line)
+    assert '"variant_effect_stats": ["results/demo/cohort/variant_effect/tiny-dnalm.stats.json"]' in job, job

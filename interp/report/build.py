@@ -111,6 +111,13 @@ def loaded_weights(emb_dirs: list[str]) -> dict[str, dict]:
     return out
 
 
+def variant_effect_stats(paths: list[str] | str | None) -> list[dict]:
+    """report.json `cohort.variant_effect`: each model's `cohort/variant_effect/<model>.stats.json` (model, method,
+    context, width: the bases actually scored around each variant, min(variant_effect.width, context), n_variants,
+    n_scored, n_not_snv, skipped) without its wall clock."""
+    return [run_state_removed(_read_json(p)) for p in _as_list(paths)]
+
+
 def provenance(inputs: dict, params: dict) -> dict:
     cfg = params["config"]
     hashed = {}
@@ -295,6 +302,8 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
         "missing_policy": cfg["cohort"]["missing"],
         "unphased_policy": cfg["cohort"]["unphased"],
     }
+    if inputs.get("variant_effect_stats"):
+        out["cohort"]["variant_effect"] = variant_effect_stats(inputs["variant_effect_stats"])
     audit = pl.read_parquet(inputs["audit"])
     details = _read_json(inputs["audit_details"])
     keys = ["phenotype", "model", "layer", "region", "verdict", "ancestry_auroc", "auroc_random_cv", "auroc_lopo_cv",
@@ -571,7 +580,8 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     report["limitations"] = first.pop("_all_caveats")
     report["summary"] = first
     report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"),
-                                        (report.get("cohort") or {}).get("ancestry_markers"), report.get("lm"))
+                                        (report.get("cohort") or {}).get("ancestry_markers"), report.get("lm"),
+                                        (report.get("cohort") or {}).get("variant_effect"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page
@@ -593,8 +603,9 @@ def render_html(report: dict, figs: dict[str, str], run: str, config: dict) -> s
                              undefined=jinja2.ChainableUndefined)
     env.filters["num"] = fmt_num
     env.filters["verdict_class"] = summary.verdict_class
-    return env.get_template("report.html").render(r=report, figs=figs, run=run,
-                                                  config_yaml=json.dumps(config, indent=2))
+    return env.get_template("report.html").render(
+        r=report, figs=figs, run=run, config_yaml=json.dumps(config, indent=2),
+        probe_pooling=summary.pooling_text((report.get("provenance") or {}).get("models")))
 
 
 def fmt_num(x: Any, spec: str = ".3f", missing: str = "n/a") -> str:

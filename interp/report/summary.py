@@ -389,7 +389,7 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
 
     Checks: the LM against its order-3 Markov baseline; each probe target's best layer against the 3-mer
     and shuffled controls; small populations and few cases; verdicts that disagree across layers; the
-    smallest attainable permutation p; SAE dead / dense fractions; calibration availability; planted
+    smallest attainable Monte Carlo p; SAE dead / dense fractions; calibration availability; planted
     truth not recovered (simulated cohorts). The text states the numbers that triggered it.
     """
     out: list[dict] = []
@@ -523,11 +523,16 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
         alpha = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("alpha"))
         n_verdicts = len(audit)
         if alpha is not None and p_min > alpha / max(n_verdicts, 1):
+            # the audit's nulls are Monte Carlo: a permutation inside strata, or (covariates, PC-bin strata) a
+            # parametric bootstrap, as each row's null_method says; the signal test permutes over all samples
+            nulls = sorted({str(a["null_method"]) for a in audit if a.get("null_method")})
+            how = ("within-ancestry null: " + "; ".join(nulls) if nulls
+                   else "permutation or parametric bootstrap null")
             out.append(_caveat("permutation_floor", "medium",
                                f"With {b} null replicates the smallest attainable p is {p_min:.3g}, above "
                                f"alpha / number of verdicts = {alpha:g} / {n_verdicts} = {alpha / n_verdicts:.3g}: "
-                               "after multiplicity control across verdicts no permutation test can reach "
-                               "significance; raise audit.max_null_replicates.", "audit"))
+                               f"after multiplicity control across verdicts no Monte Carlo test of the audit ({how}) "
+                               "can reach significance; raise audit.max_null_replicates.", "audit"))
     for s in report.get("sae") or []:
         dead, dense = _num(s.get("dead_fraction")), _num(s.get("dense_fraction"))
         if dead is not None and dead > DEAD_FRACTION:
@@ -650,14 +655,26 @@ def panel_markers_text(ancestry_markers: dict | None, source: str | None) -> str
             "a studied region (cohort.ancestry_exclude_flank)")
 
 
+#: the within-ancestry test's null as `audit.null` chooses it (interp.audit.audit_phenotype), for Methods when no
+#: audit row records its `null_method`
+AUDIT_NULL_TEXT = {
+    "permute": "phenotype permuted inside strata",
+    "bootstrap": "parametric bootstrap from y ~ strata + PCs + covariates",
+    "auto": "phenotype permuted inside the population labels when they are the strata and there are no covariates, "
+            "else (PC-bin strata, covariates) a parametric bootstrap from y ~ strata + PCs + covariates",
+}
+
+
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
-            ancestry_markers: dict | None = None, lm: list[dict] | None = None) -> list[dict]:
+            ancestry_markers: dict | None = None, lm: list[dict] | None = None,
+            variant_effect: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
     variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
     `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`). lm: report.json `lm` (the
     built-in model's held-out fit); [] leaves the LM entry out (hub models only: no LM is fitted or scored),
-    None (not known) keeps it."""
+    None (not known) keeps it. variant_effect: report.json `cohort.variant_effect` (each model's variant_effect
+    stats, with the `width` it scored on); None: the configured width, capped at the model's context."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -708,6 +725,14 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
             thresholds += "; verdict rules: " + " | ".join(rules)
         methods_null = sorted({str(x["null_method"]) for x in rows if x.get("null_method")})
         b = n_max[-1] if n_max else (n_null[-1] if n_null else a.get("max_null_replicates"))
+        if any("p_within" in x for x in rows) or not rows:
+            # interp.audit.audit_phenotype: p_within's null as the rows record it (else as audit.null decides it),
+            # p_signal's the phenotype permuted over all samples
+            within_null = "; ".join(methods_null) if methods_null else AUDIT_NULL_TEXT.get(
+                str(a.get("null", "auto")), AUDIT_NULL_TEXT["auto"])
+            nulls = f"within-ancestry test: {within_null}; signal test: phenotype permuted over all samples"
+        else:  # an audit table from before the calibrated audit: one within-population permutation test
+            nulls = "; ".join(methods_null) if methods_null else "phenotype permuted inside strata"
         out.append({
             "name": "Ancestry audit (verdicts)",
             "statistic": within,
@@ -718,8 +743,7 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                          "regions": "PCs from the studied regions' own variants (no ancestry marker panel was "
                                     "given, so the regions' variants, causal ones included, define them)",
                          None: "genotype PCs"}[pcs_from(ancestry_markers)],
-            "resampling": (f"up to {b} null replicates, sequential (Besag-Clifford) "
-                           f"({'; '.join(methods_null) if methods_null else 'phenotype permuted inside strata'}); "
+            "resampling": (f"up to {b} null replicates per test, sequential (Besag-Clifford) ({nulls}); "
                            f"{a.get('bootstrap')} bootstrap resamples for AUROC intervals"),
             "multiplicity": ", ".join(mult) if mult else
             "none across verdicts: each verdict is tested at alpha on its own",
@@ -740,14 +764,20 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         })
         ve = sorted({f["family"] for f in families or [] if f.get("kind") == "variant_effect"})
         if ve:
+            # interp.embed.variant_effect.score_cohort_variants: min(variant_effect.width, the model's context),
+            # recorded as the stats' width
+            used = [f"{int(v['width'])}-base window ({v.get('model')})" for v in variant_effect or []
+                    if _num(v.get("width"))]
             width = (config.get("variant_effect") or {}).get("width")
+            window = (", ".join(used) if used else
+                      f"window of up to {width} bases (variant_effect.width, capped at the model's context)" if width
+                      else "window of the model's context")
             out.append({
                 "name": "Variant-effect burden",
                 "statistic": "per sample and window, the sum over the window's scored SNVs of max(-score, 0) x ALT "
                              "dosage; score = the model's zero-shot log p(ALT) - log p(REF) (masked models: the "
                              "variant masked; causal models: the whole window) on the reference "
-                             f"{f'{width}-base window' if width else 'window of the model context'} centred on the "
-                             "variant, so the burden counts the ALT alleles the model finds unlikely; then tested "
+                             f"{window} centred on the variant (shifted to stay inside its contig), so the burden counts the ALT alleles the model finds unlikely; then tested "
                              "like the model features",
                 "scheme": "the windows of the model's window features; " + ", ".join(ve),
                 "resampling": "as the candidate biomarkers",
@@ -755,6 +785,27 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                 "thresholds": f"windows with at least {r.get('min_carriers')} samples off the modal burden tested",
             })
     return out
+
+
+#: how interp.embed.run.pool_tokens makes one vector of a window, by the model card's `pooling`
+POOLING_TEXT = {"mean": "mean over the window's base-covering tokens", "last": "the window's last base-covering token"}
+
+
+def pooling_text(models: list[dict] | None) -> str:
+    """The probes' window embeddings as the run's model cards pool them (report.json `provenance.models`, each
+    card's `pooling`; the registry's default is mean): "mean-pooled window embeddings (...)" when every card
+    pools by the mean, else the pooling named, per model where the cards differ."""
+    pools = {str(m.get("name")): str((m.get("card") or {}).get("pooling") or "mean") for m in models or []}
+    kinds = set(pools.values())
+    if not kinds:
+        return "pooled window embeddings"
+    if kinds == {"mean"}:
+        return f"mean-pooled window embeddings ({POOLING_TEXT['mean']})"
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        return f"window embeddings pooled as the model card sets it, pooling: {kind} ({POOLING_TEXT.get(kind, kind)})"
+    return ("window embeddings pooled as each model card sets it ("
+            + "; ".join(f"{m}: {k}, {POOLING_TEXT.get(k, k)}" for m, k in pools.items()) + ")")
 
 
 def short_reason(text: str, limit: int = 240) -> str:

@@ -235,6 +235,8 @@ def report_inputs(wildcards):
             # the BED names the studied regions: its digest is provenance too
             **({"cohort_bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}),
         })
+        if config["rank"]["variant_effect"]:  # the width each model scored on (Methods)
+            inputs["variant_effect_stats"] = expand(f"{R}/cohort/variant_effect/{{model}}.stats.json", model=MODELS)
         if config["cohort"]["source"] == "simulate":
             inputs["truth"] = f"{R}/cohort/input/truth.json"
         calibration = config["report"].get("calibration")
