@@ -875,6 +875,25 @@ def test_every_top_and_second_level_report_json_key_is_documented_in_the_readme(
     assert not sorted(set(missing)), f"report.json keys not documented in README (Outputs): {sorted(set(missing))}"
 
 
+def test_rank_summary_phenotype_keys_are_documented_in_the_readme() -> None:
+    """report.json `rank_summary.phenotypes` rows as rank_phenotype writes them, quantitative (with its `transform`,
+    rank.quantitative_transform) and binary: every key is named in README (Outputs)."""
+    import numpy as np
+
+    from interp.rank import Family, RankConfig, rank_phenotype
+
+    rng = np.random.default_rng(0)
+    n = 60
+    d = rng.binomial(2, 0.3, size=(n, 2)).astype(float)
+    variants = Family("variant", "variant", d, ["v0", "v1"], ["v0", "v1"], np.array(["c", "c"]), np.array([1, 2]),
+                      np.array([2, 3]))
+    words = _readme_report_json_words()
+    for y in (rng.lognormal(size=n), (rng.random(n) < 0.4).astype(float)):
+        _, summ = rank_phenotype("p", y, None, variants, [], RankConfig(resamples=0, refit_top=0, min_carriers=5))
+        missing = [k for k in summ if not _documented(k, words)]
+        assert not missing, f"rank_summary.phenotypes keys not documented in README (Outputs): {missing}"
+
+
 def test_annotation_near_the_biomarkers_reads_only_their_span(tmp_path: Path) -> None:
     """The regional plot's gene rows: those overlapping the biomarkers' span, as from the whole gene table."""
     import polars as pl
