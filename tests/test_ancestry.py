@@ -324,6 +324,40 @@ def test_panel_markers_in_and_near_the_studied_regions_are_left_out(tmp_path) ->
                         umap_and_clusters=False, near_regions=near)
 
 
+def test_panel_left_with_too_few_markers_by_the_exclusion_says_so(tmp_path) -> None:
+    """Markers near the studied regions and a few elsewhere that fail the MAF filter (a panel of the studied
+    chromosome, say): the refusal counts each part rather than saying every marker read lay near a region, and
+    with 1-2 markers left it names the exclusion, not only the MAF filter."""
+    from interp.cohort.ancestry import NearRegions, cohort_ancestry
+    from interp.genome.regions import Region
+
+    panel = tmp_path / "panel.vcf"
+    samples = _structured_vcf(panel, n_per_pop=12, n_markers=300)
+    lines = panel.read_text().splitlines()
+    header, records = [x for x in lines if x.startswith("#")], [x for x in lines if not x.startswith("#")]
+    inside = [r for r in records if 3000 < int(r.split("\t")[1]) <= 6000]
+
+    def monomorphic(record: str) -> str:
+        fields = record.split("\t")
+        return "\t".join(fields[:9] + ["0|0"] * (len(fields) - 9))
+
+    away = [r for r in records if r not in inside]
+    near = NearRegions.of([Region("gene", "chr1", 4000, 5000)], flank=1000)
+    rng = np.random.default_rng(0)
+    gt = (rng.random((20, len(samples), 2)) < 0.4).astype(np.int8)
+    table = pl.DataFrame({"sample_id": samples})
+    for n_kept in (0, 2):
+        vcf = tmp_path / f"kept{n_kept}.vcf"
+        vcf.write_text("\n".join(header + inside + away[:n_kept] + [monomorphic(r) for r in away[n_kept:3]]) + "\n")
+        with pytest.raises(InputError) as err:
+            cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(vcf),
+                            umap_and_clusters=False, near_regions=near)
+        text = str(err.value)
+        assert "all 100 markers" not in text, text
+        assert "100 of the 103 markers read lie within 1000 bases of a studied region" in text, text
+        assert f"{3 - n_kept} fail the MAF and missingness filters" in text and f"leaving {n_kept}" in text, text
+
+
 def test_panel_with_a_sample_listed_twice_is_refused(tmp_path) -> None:
     """A duplicated sample column in the ancestry VCF: which column is that sample's was the last one, silently."""
     from interp.cohort.ancestry import read_marker_dosages

@@ -536,10 +536,15 @@ def cohort_ancestry(
     n_pcs = max(n_pcs, 2)
     if panel:
         markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min, near_regions=near_regions)
-        if markers.n_kept == 0 and markers.n_near_regions:
-            raise InputError(f"{panel}: all {markers.n_near_regions} markers that were read lie within "
-                             f"{near_regions.flank} bases of a studied region; ancestry PCs need markers elsewhere "
-                             "(a genome-wide panel), or a smaller cohort.ancestry_exclude_flank")
+        if markers.n_kept < 3 and markers.n_near_regions:  # marker_pca needs 3; say what the exclusion took
+            near, read = markers.n_near_regions, markers.n_read
+            where = (f"all {near} markers that were read lie" if near == read else
+                     f"{near} of the {read} markers read lie")
+            rest = (f"; of the others {read - near - markers.n_kept} fail the MAF and missingness filters, leaving "
+                    f"{markers.n_kept}" if near < read else "")
+            raise InputError(f"{panel}: {where} within {near_regions.flank} bases of a studied region{rest}; "
+                             "ancestry PCs need at least 3 markers elsewhere (a genome-wide panel), or a smaller "
+                             "cohort.ancestry_exclude_flank")
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
         exact = pcs.uns["genotype_pca"]["method"].startswith("exact")
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
