@@ -356,6 +356,29 @@ def test_biomarker_methods_name_the_test_rank_ran() -> None:
     assert "score test" in both["statistic"] and "least squares" in both["statistic"]
 
 
+def test_biomarker_methods_state_the_transform_rank_recorded_and_the_effect_scale() -> None:
+    """Methods says the quantitative test's transform as rank recorded it (rank_summary.phenotypes `transform`; a rank
+    summary without it tested y as given), not the report-time config's, and the scale of a quantitative effect."""
+    cfg = rs.config()
+    cfg["rank"] = {**cfg.get("rank", {}), "quantitative_transform": "rint"}
+    fams = [{"family": "variant", "rows": [{"method": "ols"}]}]
+
+    def text(phenotypes):
+        out = {m["name"]: m for m in summary.methods(cfg, [], fams, rank_phenotypes=phenotypes)}
+        return out["Candidate biomarkers"]["statistic"]
+
+    rint = text([{"phenotype": "ldl", "type": "quantitative", "transform": "rint"}])
+    assert "inverse normal" in rint and "SD units of the transformed phenotype" in rint
+    as_given = text([{"phenotype": "ldl", "type": "quantitative", "transform": "none"}])
+    assert "inverse normal" not in as_given and "the phenotype's own units" in as_given
+    before = text([{"phenotype": "ldl", "type": "quantitative"}])  # a rank summary from before the transform
+    assert "inverse normal" not in before
+    mixed = text([{"phenotype": "ldl", "type": "quantitative", "transform": "rint"}, {"phenotype": "crp",
+                  "type": "quantitative", "transform": "none"}])
+    assert "inverse normal transform (ldl)" in mixed and "as given (crp)" in mixed
+    assert "inverse normal" in text(None)  # no rank summary: the config's setting
+
+
 def test_methods_come_from_the_config() -> None:
     cfg = rs.config()
     cfg["audit"]["max_null_replicates"] = 499

@@ -581,7 +581,8 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     report["summary"] = first
     report["methods"] = summary.methods(config, report.get("audit"), report.get("biomarker_families"),
                                         (report.get("cohort") or {}).get("ancestry_markers"), report.get("lm"),
-                                        (report.get("cohort") or {}).get("variant_effect"))
+                                        (report.get("cohort") or {}).get("variant_effect"),
+                                        (report.get("rank_summary") or {}).get("phenotypes"))
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page

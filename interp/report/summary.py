@@ -594,15 +594,38 @@ RANK_METHOD_TEXT = {
 }
 
 
-def rank_statistic(families: list[dict] | None, cohort: dict, rank_config: dict) -> str:
+def quantitative_transform_text(rank_config: dict, rank_phenotypes: list[dict] | None) -> str:
+    """How rank transformed the quantitative phenotypes before their OLS test, and so the scale of their effects: as
+    rank recorded it (report.json `rank_summary.phenotypes`, each quantitative row's `transform`; a row without one
+    is from before the transform, y as given), else (no rank summary) as rank.quantitative_transform says."""
+    quant = [ph for ph in rank_phenotypes or [] if ph.get("type") == "quantitative"]
+    done = ({str(ph.get("phenotype")): str(ph.get("transform") or "none") for ph in quant} if quant else
+            {"": str(rank_config.get("quantitative_transform", "rint"))})
+    rint = (" after the phenotype's rank-based inverse normal transform; effects in SD units of the transformed "
+            "phenotype")
+    given = " of the phenotype as given; effects in the phenotype's own units"
+    kinds = set(done.values())
+    if kinds == {"rint"}:
+        return rint
+    if "rint" not in kinds:
+        return given
+    return ("; the phenotype after its rank-based inverse normal transform ("
+            + ", ".join(k for k, v in done.items() if v == "rint") + "), effects in SD units of the transformed "
+            "phenotype, or as given (" + ", ".join(k for k, v in done.items() if v != "rint")
+            + "), effects in its own units")
+
+
+def rank_statistic(families: list[dict] | None, cohort: dict, rank_config: dict,
+                   rank_phenotypes: list[dict] | None = None) -> str:
     """The biomarkers' test as rank ran it: the methods its reported rows name (`method`, RANK_METHOD_TEXT;
-    both when no row says), the phenotype as the outcome beside the PCs and covariates, and how effects were
+    both when no row says), the phenotype as the outcome beside the PCs and covariates, the quantitative
+    phenotype's transform as rank recorded it (`quantitative_transform_text`), and how effects were
     estimated (`effect_method`: the one-step score estimate, or a full logistic fit, Firth's under separation)."""
     rows = [row for fam in families or [] for row in fam.get("rows", [])]
     used = sorted({str(row["method"]) for row in rows if row.get("method") in RANK_METHOD_TEXT})
     tests = "; ".join(RANK_METHOD_TEXT[m] for m in (used or sorted(RANK_METHOD_TEXT)))
-    if (not used or "ols" in used) and rank_config.get("quantitative_transform", "rint") == "rint":
-        tests += " (after the phenotype's rank-based inverse normal transform)"
+    if not used or "ols" in used:  # "ols" sorts last: the text that follows is the OLS test's
+        tests += quantitative_transform_text(rank_config, rank_phenotypes)
     nuisance = f"{cohort.get('n_pcs')} genotype PCs + covariates ({', '.join(cohort.get('covariates', [])) or 'none'})"
     text = f"the phenotype is the outcome, one feature at a time beside {nuisance}. {tests}"
     if not used or "score_spa" in used:
@@ -667,14 +690,16 @@ AUDIT_NULL_TEXT = {
 
 def methods(config: dict, audit: list[dict] | None = None, families: list[dict] | None = None,
             ancestry_markers: dict | None = None, lm: list[dict] | None = None,
-            variant_effect: list[dict] | None = None) -> list[dict]:
+            variant_effect: list[dict] | None = None, rank_phenotypes: list[dict] | None = None) -> list[dict]:
     """The statistics of this run as the config set them: [{name, statistic, scheme, resampling,
     multiplicity, thresholds}], one entry per analysis (LM, probes, SAE, audit, biomarkers, and the
     variant-effect burden when `families` has a variant_effect:<model> family). ancestry_markers: report.json
     `cohort.ancestry_markers`, which says where the PCs came from (`pcs_from`). lm: report.json `lm` (the
     built-in model's held-out fit); [] leaves the LM entry out (hub models only: no LM is fitted or scored),
     None (not known) keeps it. variant_effect: report.json `cohort.variant_effect` (each model's variant_effect
-    stats, with the `width` it scored on); None: the configured width, capped at the model's context."""
+    stats, with the `width` it scored on); None: the configured width, capped at the model's context.
+    rank_phenotypes: report.json `rank_summary.phenotypes` (the quantitative phenotypes' `transform` as rank tested
+    them); None: rank.quantitative_transform of the config."""
     w, p, s = config.get("windows", {}), config.get("probe", {}), config.get("sae", {})
     out = [
         {"name": "Language model fit",
@@ -752,7 +777,7 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
         scopes = sorted({f["bh_scope"] for f in families or [] if f.get("bh_scope")})
         out.append({
             "name": "Candidate biomarkers",
-            "statistic": rank_statistic(families, cohort, r),
+            "statistic": rank_statistic(families, cohort, r, rank_phenotypes),
             "scheme": "all samples with the phenotype (those without are dropped and counted); effect per allele "
                       "(variants) or per feature SD (model features) with 95% CI",
             "resampling": f"stability: share of {r.get('resamples')} half-sample resamples with the feature in "
