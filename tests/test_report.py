@@ -1350,6 +1350,8 @@ def test_a_users_marker_panel_is_described_as_the_ancestry_stage_filtered_it(tmp
                            "exclude_flank": 500000})
     assert "ancestry PCs from 2000 markers of the marker panel less its 37 within 500,000 bases" in html
     assert "less its 37 within 500,000 bases of a studied region" in scheme
+    _, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000, "n_markers_near_regions": 3, "exclude_flank": 0})
+    assert "less its 3 inside a studied region" in scheme
     html, scheme = render({"vcf": "markers.vcf.gz", "n_markers": 2000})
     assert "outside the regions" not in html and "outside the studied regions" not in scheme
     assert "read whole" in scheme and "ancestry PCs from 2000 markers of the marker panel, read whole" in html

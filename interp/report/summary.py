@@ -674,8 +674,10 @@ def panel_markers_text(ancestry_markers: dict | None, source: str | None) -> str
         return "outside the studied regions (the simulated panel's unlinked loci)"
     if m.get("exclude_flank") is None:
         return "of the marker panel, read whole (its markers inside the studied regions, if any, were not removed)"
-    return (f"of the marker panel less its {m.get('n_markers_near_regions', 0)} within {m['exclude_flank']:,} bases of "
-            "a studied region (cohort.ancestry_exclude_flank)")
+    where = (f"within {m['exclude_flank']:,} bases of a studied region" if m["exclude_flank"]
+             else "inside a studied region")
+    return (f"of the marker panel less its {m.get('n_markers_near_regions', 0)} {where} "
+            "(cohort.ancestry_exclude_flank)")
 
 
 #: the within-ancestry test's null as `audit.null` chooses it (interp.audit.audit_phenotype), for Methods when no
