@@ -367,25 +367,25 @@ def test_pooling_refuses_a_replicate_behind_a_failed_one_and_duplicates():
 
 
 def test_pooling_refuses_a_pooled_table_that_does_not_record_its_replicates():
-    """A committed cell pooled from an earlier table's replicates 0.. and later summaries after a gap (OR 1.2:
-    0-16 from 2026-11-25 with summaries 20-53, 51 replicates) ends beyond its count: without its [first, last]
-    its n_replicates says nothing of where it ends, so new summaries from n_replicates on would count the last
-    ones twice (their summary files are committed). Such a table is refused as a prior; with its range the new
-    replicate is refused as already held; a plain earlier table without ranges (replicates 0.. of each cell)
-    still pools."""
-    # the committed table as it was until 2026-12-05 (regathered since, with ranges): the ranges left out
-    ranged = json.loads((REPO / "reports" / "calibration" / "calibration.json").read_text())["rows"]
-    gapped = [r for r in ranged if r.get("n_replicates_prior") and r["replicates"][1] >= r["n_replicates"]]
-    assert gapped, "the committed table has no pooled cell with a gap (the case this test needs)"
-    row = gapped[0]
-    cell, first_new = row["cell"], row["n_replicates"]
-    assert (REPO / "reports" / "calibration" / "replicates" / cell / f"{first_new}.json").exists()
+    """A cell pooled from an earlier table's replicates 0.. and later summaries after a gap (as OR 1.2 was until
+    2026-12-05: 0-16 from 2026-11-25 with summaries 20-53, 51 replicates) ends beyond its count: without its
+    [first, last] its n_replicates says nothing of where it ends, so new summaries from n_replicates on would
+    count the last ones twice. Such a table is refused as a prior; with its range the new replicate is refused as
+    already held; a plain earlier table without ranges (replicates 0.. of each cell) still pools. (The committed
+    table no longer holds such a cell: every pooled cell was rerun whole, so the case is built here.)"""
+    earliest = [{k: v for k, v in r.items() if k != "replicates"}
+                for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(17)])]
+    after_gap = cal.calibration_table([_unranked(_summary("base", r, "FAIL", False, 0.0, 0, 10))
+                                       for r in range(20, 54)])
+    ranged = cal.pool_with_prior(after_gap, earliest, {"base": 20})
+    assert {(r["n_replicates"], tuple(r["replicates"])) for r in ranged} == {(51, (0, 53))}
+    first_new = 51  # n_replicates: replicate 51 is held already
     committed = [{k: v for k, v in r.items() if k != "replicates"} for r in ranged]
-    new = cal.calibration_table([_unranked(_summary(cell, first_new, "PASS", False, 0.0, 0, 10))])
+    new = cal.calibration_table([_unranked(_summary("base", first_new, "PASS", False, 0.0, 0, 10))])
     with pytest.raises(ValueError, match="does not record"):
-        cal.pool_with_prior(new, committed, {cell: first_new})
+        cal.pool_with_prior(new, committed, {"base": first_new})
     with pytest.raises(ValueError, match="already holds"):
-        cal.pool_with_prior(new, ranged, {cell: first_new})
+        cal.pool_with_prior(new, ranged, {"base": first_new})
     plain = [{k: v for k, v in r.items() if k != "replicates"}
              for r in cal.calibration_table([_summary("base", r, "PASS", False, 0.0, 0, 10) for r in range(3)])]
     later = cal.calibration_table([_unranked(_summary("base", 3, "FAIL", False, 0.0, 0, 10))])
