@@ -17,8 +17,8 @@ embedding, one SAE feature of a window) is one predictor beside the covariates [
   Frisch-Waugh-Lovell; exact Student-t p). Method "ols". By default (`quantitative_transform: "rint"`) y is
   first replaced by its rank-based inverse normal transform (`inverse_normal`): the t-test of a feature carried
   by few individuals compares the mean of a handful of phenotype values with the rest, which a skewed phenotype
-  (a lognormal biomarker, say) makes far too small in the tail (measured at n = 1,000 with 10-30 carriers:
-  P(p < 1e-3) 7.8e-3 for a lognormal phenotype, 9.6e-4 for a normal one). Effects (per feature SD; per allele for a
+  (a lognormal biomarker, say) makes far too small in the tail (tests/test_rank.py, 5e4 null tests at n = 1,000
+  with 10-40 carriers: P(p < 1e-3) 1.2e-2 for a lognormal phenotype as given, 1.3e-3 transformed). Effects (per feature SD; per allele for a
   variant) are then in SD units of the transformed phenotype; "none" keeps phenotype units.
 
 A feature carried by fewer than `min_carriers` individuals (individuals whose value differs from the

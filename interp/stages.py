@@ -548,7 +548,8 @@ def ancestry(job: Job) -> None:
     """Genotype AnnData of the studied regions with ancestry PCs, UMAP and clusters (interp.cohort.ancestry).
 
     With a marker panel (`cohort.ancestry_vcf` or the simulated one), PCs come from its int8 dosages but those
-    within cohort.ancestry_exclude_flank bases of a studied region, read in chunks (exact Gram matrix, or a blockwise randomized SVD beyond 4,096 samples); otherwise from the regions' own variants.
+    within cohort.ancestry_exclude_flank bases of a studied region, read in chunks (exact Gram matrix, or a
+    blockwise randomized SVD beyond 4,096 samples); otherwise from the regions' own variants.
     """
     from interp.cohort.ancestry import NearRegions, cohort_ancestry
 

@@ -373,9 +373,6 @@ def test_biomarker_methods_state_the_transform_rank_recorded_and_the_effect_scal
     assert "inverse normal" not in as_given and "the phenotype's own units" in as_given
     before = text([{"phenotype": "ldl", "type": "quantitative"}])  # a rank summary from before the transform
     assert "inverse normal" not in before
-    mixed = text([{"phenotype": "ldl", "type": "quantitative", "transform": "rint"}, {"phenotype": "crp",
-                  "type": "quantitative", "transform": "none"}])
-    assert "inverse normal transform (ldl)" in mixed and "as given (crp)" in mixed
     assert "inverse normal" in text(None)  # no rank summary: the config's setting
 
 

@@ -527,7 +527,8 @@ def cohort_ancestry(
 
     With a marker panel VCF (`panel`), the PCs come from its markers (`read_marker_dosages`, `marker_pca`)
     but those in `near_regions` (the studied regions and their flanks), and are merged in by
-    `merge_marker_pcs`, so the regions' own (maybe causal) variants and their LD do not define them; otherwise from the regions' own variants (`genotype_pca`, X then standardised). Either way
+    `merge_marker_pcs`, so the regions' own (maybe causal) variants and their LD do not define them; otherwise
+    from the regions' own variants (`genotype_pca`, X then standardised). Either way
     obs["missing_rate"] is each sample's fraction of missing calls over all the regions' variants, before
     any variant filter.
     """

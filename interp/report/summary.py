@@ -596,23 +596,15 @@ RANK_METHOD_TEXT = {
 
 def quantitative_transform_text(rank_config: dict, rank_phenotypes: list[dict] | None) -> str:
     """How rank transformed the quantitative phenotypes before their OLS test, and so the scale of their effects: as
-    rank recorded it (report.json `rank_summary.phenotypes`, each quantitative row's `transform`; a row without one
-    is from before the transform, y as given), else (no rank summary) as rank.quantitative_transform says."""
+    rank recorded it (report.json `rank_summary.phenotypes`, a quantitative row's `transform`; one rank run applies
+    one setting to all of them; a row without it is from before the transform, y as given), else (no rank summary)
+    as rank.quantitative_transform says."""
     quant = [ph for ph in rank_phenotypes or [] if ph.get("type") == "quantitative"]
-    done = ({str(ph.get("phenotype")): str(ph.get("transform") or "none") for ph in quant} if quant else
-            {"": str(rank_config.get("quantitative_transform", "rint"))})
-    rint = (" after the phenotype's rank-based inverse normal transform; effects in SD units of the transformed "
-            "phenotype")
-    given = " of the phenotype as given; effects in the phenotype's own units"
-    kinds = set(done.values())
-    if kinds == {"rint"}:
-        return rint
-    if "rint" not in kinds:
-        return given
-    return ("; the phenotype after its rank-based inverse normal transform ("
-            + ", ".join(k for k, v in done.items() if v == "rint") + "), effects in SD units of the transformed "
-            "phenotype, or as given (" + ", ".join(k for k, v in done.items() if v != "rint")
-            + "), effects in its own units")
+    done = (quant[0].get("transform") or "none") if quant else rank_config.get("quantitative_transform", "rint")
+    if done == "rint":
+        return (" after the phenotype's rank-based inverse normal transform; effects in SD units of the transformed "
+                "phenotype")
+    return " of the phenotype as given; effects in the phenotype's own units"
 
 
 def rank_statistic(families: list[dict] | None, cohort: dict, rank_config: dict,

@@ -418,8 +418,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     config or store, or an unreadable file) it starts over with a warning; it is removed once training
     completes. log_dir: Lightning
     CSV metrics (per step losses, L0, dead features, lr; the step and epoch columns are the run's, so a
-    resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv). read_rows: store read size (default: the
-    store's chunk length).
+    resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv).
+    read_rows: store read size (default: the store's chunk length).
 
     Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
     dead_fraction (features firing on no test and no last-epoch training token: the window is the
