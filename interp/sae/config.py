@@ -55,6 +55,10 @@ class SAEConfig:
     threshold_momentum: float = 0.99
     """batchtopk, matryoshka: momentum of the running inference threshold (mean over batches of the
     smallest activation BatchTopK kept), so inference does not depend on the batch."""
+    threshold_calibration_tokens: int = 262_144
+    """batchtopk, matryoshka: after training, the inference threshold is re-estimated with the final
+    weights over at most this many training tokens (shuffled batches of batch_size); 0 keeps the running
+    mean, which lags in short runs."""
     lr: float = 0.001
     """peak Adam learning rate."""
     lr_warmup_fraction: float = 0.05
@@ -102,6 +106,9 @@ class SAEConfig:
             raise bad("architecture", f"one of {', '.join(ARCHITECTURES)}")
         if self.b_dec_init not in B_DEC_INITS:
             raise bad("b_dec_init", f"one of {', '.join(B_DEC_INITS)}")
+        if (not isinstance(self.threshold_calibration_tokens, int) or isinstance(self.threshold_calibration_tokens, bool)
+                or self.threshold_calibration_tokens < 0):
+            raise bad("threshold_calibration_tokens", "a non-negative integer")
         for name in ("n_features", "k", "epochs", "batch_size", "split_block_bases", "dead_after_tokens",
                      "init_sample_tokens", "checkpoint_every_steps", "temporal_gap"):
             value = getattr(self, name)

@@ -390,6 +390,29 @@ def evaluate_split(sae: SparseAutoencoder, store: TokenStore, split: BlockSplit,
             "n_tokens": n, "fire_count": fire_count.cpu().numpy()}
 
 
+def calibrate_inference_threshold(sae: BatchTopKSAE, store: TokenStore, split: BlockSplit, n_train: int,
+                                  cfg: SAEConfig, read_rows: int, device: torch.device) -> dict:
+    """Re-estimate a BatchTopK SAE's inference threshold with its final weights (`BatchTopKSAE.calibrate_threshold`)
+    on full shuffled batches of `cfg.batch_size` training tokens, at most `cfg.threshold_calibration_tokens`
+    (fewer than one batch: the one partial batch). Streams like training; returns the calibration record."""
+    dataset = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed, cfg.memory_budget_mb * 2**20,
+                             read_rows)
+    dataset.epoch = cfg.epochs  # an order no training epoch used
+    limit = max(1, cfg.threshold_calibration_tokens // cfg.batch_size)
+    n_tokens = 0
+
+    def batches():
+        nonlocal n_tokens
+        for i, batch in enumerate(dataset):
+            if i >= limit or (batch.shape[0] < cfg.batch_size and i > 0):  # a short last batch keeps fewer
+                return
+            n_tokens += batch.shape[0]
+            yield batch.to(device) * sae.input_scale
+
+    sae.to(device).eval()
+    return {**sae.calibrate_threshold(batches()), "n_tokens": n_tokens}
+
+
 def density_histogram(density: np.ndarray) -> dict:
     """Counts of features per log10(density) bin (edges DENSITY_BINS) and of never-firing features."""
     alive = density[density > 0]
@@ -512,6 +535,9 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                 trainer.fit(module, DataLoader(dataset, batch_size=None, num_workers=0))
         fired_last_epoch = module.fired_this_epoch.cpu()
         device = _device(accelerator)
+        threshold = None
+        if isinstance(sae, BatchTopKSAE) and cfg.threshold_calibration_tokens > 0:
+            threshold = calibrate_inference_threshold(sae, store, split, n_train, cfg, read_rows, device)
         test = evaluate_split(sae, store, split, TEST, read_rows, max(cfg.batch_size, 1024), device)
         validation = evaluate_split(sae, store, split, VALIDATION, read_rows, max(cfg.batch_size, 1024), device)
     finally:
@@ -536,6 +562,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "epochs": cfg.epochs, "steps": module.step, "seed": cfg.seed, "input_scale": scale,
         "chunk_reads": dataset.chunk_reads,
         "resumed_from_step": int(resume[1]["step"]) if resume is not None else None,
+        "inference_threshold": threshold,
         "config": cfg.to_dict(),
     }
     if state_path is not None and Path(state_path).exists():
