@@ -328,9 +328,11 @@ def sae(job: Job) -> None:
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
-    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True,
-                                        accelerator=p.get("accelerator", "cpu"))
+    state = out_dir / "train_state.safetensors"  # kept until the outputs are written: a failure after
+    # training (loss recovered, labelling) reruns without training again
+    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"), state,
+                                        p.get("log_dir"), progress_bar=True,
+                                        accelerator=p.get("accelerator", "cpu"), keep_state=True)
     bases = pl.read_parquet(job.input["bases"])
     tracks = None
     if job.input.get("planted_bed"):  # the planted calibration: its planted elements are the concepts
@@ -346,6 +348,7 @@ def sae(job: Job) -> None:
                 "top_features": labels["top_features"],
                 "n_concepts_matched_sae": labels["n_concepts_matched_sae"],
                 "n_concepts_matched_neurons": labels["n_concepts_matched_neurons"]}, job.output["metrics"])
+    state.unlink(missing_ok=True)
 
 
 def sae_sweep(job: Job) -> None:
@@ -359,11 +362,13 @@ def sae_sweep(job: Job) -> None:
     store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
     windows = pl.read_parquet(job.input["windows"])
     out_dir = Path(job.output["weights"]).parent
-    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"),
-                                        out_dir / "train_state.safetensors", p.get("log_dir"), progress_bar=True,
-                                        accelerator=p["base"].get("accelerator", "cpu"))
+    state = out_dir / "train_state.safetensors"
+    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"), state,
+                                        p.get("log_dir"), progress_bar=True,
+                                        accelerator=p["base"].get("accelerator", "cpu"), keep_state=True)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
+    state.unlink(missing_ok=True)
 
 
 def sae_steer(job: Job) -> None:

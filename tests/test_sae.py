@@ -335,6 +335,32 @@ def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, settings
         np.testing.assert_allclose(log[name].to_numpy(), ref_log[name].to_numpy(), rtol=1e-5, err_msg=name)
 
 
+def test_kept_state_lets_a_failure_after_training_rerun_without_training(planted, tmp_path):
+    """keep_state (the SAE stage's setting until its outputs are written): the complete state is kept, and a
+    rerun (after, say, labelling failed) trains no step and returns the same weights and metrics."""
+    cfg = SAEConfig(**{**FAST, "epochs": 2, "architecture": "batchtopk"})
+    state, csv = tmp_path / "state.safetensors", tmp_path / "csv"
+    first, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, log_dir=csv,
+                               keep_state=True)
+    assert state.exists() and metrics["resumed_from_step"] is None
+    log = pl.read_csv(csv / "metrics.csv")
+
+    class NoStep(pl_lightning.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            raise AssertionError("trained again")
+
+    again, rerun = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, log_dir=csv,
+                             keep_state=True, callbacks=[NoStep()])
+    assert rerun["resumed_from_step"] == metrics["steps"] == rerun["steps"]
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    same = set(metrics) - {"resumed_from_step", "chunk_reads"}  # chunk_reads: the training data's reads
+    assert {k: rerun[k] for k in same} == {k: metrics[k] for k in same}
+    assert pl.read_csv(csv / "metrics.csv").equals(log)  # the training log stays where it was
+    train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, callbacks=[NoStep()])
+    assert not state.exists()  # without keep_state the state goes once training is done
+
+
 def test_state_for_another_config_is_not_resumed(planted, tmp_path):
     cfg = SAEConfig(**{**FAST, "epochs": 1, "checkpoint_every_steps": 5})
     state = tmp_path / "state.safetensors"

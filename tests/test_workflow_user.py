@@ -438,6 +438,43 @@ def test_sae_state_of_other_tokens_is_not_resumed(tmp_path: Path) -> None:
     assert train_sae(new, cfg, windows, threads=1, state_path=state)[1]["resumed_from_step"] == 10
 
 
+def test_sae_stage_keeps_its_training_state_until_its_outputs_are_written(tmp_path: Path, monkeypatch) -> None:
+    """The SAE stages removed the training state as soon as training ended, before loss recovered, labels and
+    the weights were written: a failure there (a time limit, a full disk) meant training again from step 0.
+    Now the state stays until the outputs are written, and the rerun trains nothing."""
+    from interp import stages
+    from interp.sae import train
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    tokens = tmp_path / "tokens"
+    _token_store(tokens / "block1.zarr", rng.normal(size=(n, 16)).astype(np.float32))
+    starts = np.arange(n // 100) * 100
+    pl.DataFrame({"window_index": np.arange(n // 100), "contig": ["chr1"] * (n // 100), "start": starts,
+                  "end": starts + 100, "window_id": [f"chr1:{s}-{s + 100}" for s in starts]}
+                 ).write_parquet(tmp_path / "w.parquet")
+    out = tmp_path / "sae"
+    job = stages.Job(input={"tokens_dir": str(tokens), "windows": str(tmp_path / "w.parquet")},
+                     output={"weights": str(out / "weights.safetensors"), "metrics": str(out / "metrics.json")},
+                     params={"base": {"n_features": 32, "k": 2, "epochs": 2, "batch_size": 256, "seed": 0,
+                                      "split_block_bases": 500, "init_sample_tokens": 512},
+                             "overrides": {}, "name": "k2", "model": "m", "layer": "block1"})
+    save = train.save_sae
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(train, "save_sae", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        stages.sae_sweep(job)
+    assert (out / "train_state.safetensors").exists() and not (out / "metrics.json").exists()
+    monkeypatch.setattr(train, "save_sae", save)
+    stages.sae_sweep(job)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == metrics["steps"] > 0  # every step came from the kept state
+    assert not (out / "train_state.safetensors").exists()
+
+
 def _calibration_local():
     """workflow/scripts/calibration_local.py as a module."""
     import importlib.util

@@ -39,12 +39,13 @@ def loss_recovered_on_test(lm_checkpoint: str | Path, layer: str, sae: SparseAut
 
 def train_and_evaluate(store: str | Path, windows: pl.DataFrame, cfg: SAEConfig, layer: str,
                        lm_checkpoint: str | Path | None, state_path: str | Path | None = None,
-                       log_dir: str | Path | None = None, progress_bar: bool = False, accelerator: str = "cpu"
-                       ) -> tuple[SparseAutoencoder, dict]:
+                       log_dir: str | Path | None = None, progress_bar: bool = False, accelerator: str = "cpu",
+                       keep_state: bool = False) -> tuple[SparseAutoencoder, dict]:
     """Train (on `accelerator`: "cpu" or "gpu", the device the rule asked for), then add loss recovered (built-in
-    LM only; None for other models) to the metrics. The model comes back on the CPU."""
+    LM only; None for other models) to the metrics. The model comes back on the CPU. keep_state: see
+    `train_sae` (the stage removes the state once its outputs are written)."""
     model, metrics = train_sae(store, cfg, windows, threads=1, state_path=state_path, log_dir=log_dir,
-                               progress_bar=progress_bar, accelerator=accelerator)
+                               progress_bar=progress_bar, accelerator=accelerator, keep_state=keep_state)
     if lm_checkpoint:
         metrics.update(loss_recovered_on_test(lm_checkpoint, layer, model, windows, cfg))
     else:

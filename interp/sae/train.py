@@ -431,15 +431,16 @@ def _device(accelerator: str) -> torch.device:
 
 def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, threads: int = 1,
               accelerator: str = "cpu", read_rows: int | None = None, state_path: str | Path | None = None,
-              log_dir: str | Path | None = None, callbacks: list | None = None, progress_bar: bool = False
-              ) -> tuple[SparseAutoencoder, dict]:
+              log_dir: str | Path | None = None, callbacks: list | None = None, progress_bar: bool = False,
+              keep_state: bool = False) -> tuple[SparseAutoencoder, dict]:
     """Train an SAE of `cfg.architecture` on the tokens in `store_path`; return (model on CPU, metrics).
 
     windows: the windows table (window_index, contig, start, end) that locates each token's bases.
     state_path: resumable training state (safetensors); if it exists and was written for the same
     config and training data (`training_data_fingerprint`), training resumes from it, else (another
     config or store, or an unreadable file) it starts over with a warning; it is removed once training
-    completes. log_dir: Lightning
+    completes, unless `keep_state`: then it is written complete (every epoch done), so a caller whose later
+    steps fail reruns with no training, and the caller removes it once its outputs are written. log_dir: Lightning
     CSV metrics (per step losses, L0, dead features, lr; the step and epoch columns are the run's, so a
     resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv).
     read_rows: store read size (default: the store's chunk length).
@@ -518,7 +519,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             dataset.skip_batches = module.batch_in_epoch
             module.resumed_mid_epoch = module.batch_in_epoch > 0
             epochs_left = cfg.epochs - module.epochs_done
-        if resume is not None and log_dir and (Path(log_dir) / "metrics.csv").exists():
+        if resume is not None and epochs_left > 0 and log_dir and (Path(log_dir) / "metrics.csv").exists():
             # the logger rewrites metrics.csv: the interrupted attempt's rows stay, under the step they reach
             (Path(log_dir) / "metrics.csv").rename(Path(log_dir) / f"metrics.until_step{module.step}.csv")
         logger = pl_lightning.loggers.CSVLogger(str(log_dir), name="", version="") if log_dir else False
@@ -533,6 +534,9 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                 warnings.filterwarnings("ignore", message=".*IterableDataset.*")
                 warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
                 trainer.fit(module, DataLoader(dataset, batch_size=None, num_workers=0))
+            if keep_state and state_path is not None:
+                module.batch_in_epoch = 0  # every epoch done: a resume trains nothing
+                save_training_state(module, trainer.optimizers[0], state_path, module.state_extra)
         fired_last_epoch = module.fired_this_epoch.cpu()
         device = _device(accelerator)
         threshold = None
@@ -565,7 +569,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "inference_threshold": threshold,
         "config": cfg.to_dict(),
     }
-    if state_path is not None and Path(state_path).exists():
+    if state_path is not None and not keep_state and Path(state_path).exists():
         Path(state_path).unlink()
     return sae, metrics
 
