@@ -7,7 +7,9 @@ peak RSS; the script prints both and their ratio (streaming means about 1, loadi
 mean about 4 in the activations' share). A third process that only imports the stack and opens the
 store gives the fixed cost. With `--temporal` the same two trainings run again with the T-SAE temporal loss
 (`temporal_fraction` 0.2: batches of adjacent-token pairs) and the script prints their peak RSS ratio and
-their tokens/s against the plain runs'. Nothing is asserted.
+their tokens/s against the plain runs'. With `--batchtopk` they run again as BatchTopK SAEs, whose inference threshold
+is re-estimated after training by a pass over up to 262,144 training tokens (`threshold_calibration_tokens`),
+streamed like training: the ratio says whether that pass keeps memory flat too. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def write_store(path: Path, n_tokens: int, d: int, chunk: int = 16384) -> None:
 
 
 def child(store: str, mode: str) -> None:
-    """mode: open (import + open the store), train, or train-temporal."""
+    """mode: open (import + open the store), train, train-temporal or train-batchtopk."""
     from interp.sae import SAEConfig, train_sae
     from interp.sae.train import open_store
 
@@ -62,7 +64,8 @@ def child(store: str, mode: str) -> None:
         windows = pl.read_parquet(Path(store).with_suffix(".windows.parquet"))
         cfg = SAEConfig(n_features=512, k=16, epochs=1, batch_size=512, memory_budget_mb=16,
                         split_block_bases=20 * PER_WINDOW,
-                        temporal_fraction=0.2 if mode == "train-temporal" else 0.0)
+                        temporal_fraction=0.2 if mode == "train-temporal" else 0.0,
+                        architecture="batchtopk" if mode == "train-batchtopk" else "topk")
         _, metrics = train_sae(store, cfg, windows, threads=1)
         extra = {"n_train_tokens": metrics["n_train_tokens"], "fvu": metrics["fvu"]}
     else:
@@ -79,8 +82,8 @@ def run_child(store: Path, mode: str) -> dict:
 
 
 def main() -> None:
-    temporal = "--temporal" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--temporal"]
+    temporal, batchtopk = "--temporal" in sys.argv, "--batchtopk" in sys.argv
+    args = [a for a in sys.argv[1:] if a not in ("--temporal", "--batchtopk")]
     n = int(args[0]) if len(args) > 0 else 100_000
     d = int(args[1]) if len(args) > 1 else 128
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +96,9 @@ def main() -> None:
         if temporal:
             ta = run_child(small, "train-temporal")
             tb = run_child(large, "train-temporal")
+        if batchtopk:
+            ba = run_child(small, "train-batchtopk")
+            bb = run_child(large, "train-batchtopk")
     mb = n * d * 4 / 2**20
     print(f"activations: {mb:.0f} MB vs {4 * mb:.0f} MB (4x); budget 16 MB")
     print(f"fixed cost (import + open store): peak RSS {base['peak_rss_mb']:.0f} MB")
@@ -107,6 +113,12 @@ def main() -> None:
                   f"({pairs['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x plain), {pairs['seconds']:.1f} s, "
                   f"tokens/s {pairs['n_train_tokens'] / pairs['seconds'] / (plain['n_train_tokens'] / plain['seconds']):.3f}x plain")
         print(f"temporal peak RSS ratio (4x store / 1x store): {tb['peak_rss_mb'] / ta['peak_rss_mb']:.3f}")
+    if batchtopk:
+        for size, plain, other in ((n, a, ba), (4 * n, b, bb)):
+            print(f"batchtopk, {size} tokens: peak RSS {other['peak_rss_mb']:.0f} MB "
+                  f"({other['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x TopK), {other['seconds']:.1f} s "
+                  f"({other['seconds'] / plain['seconds']:.3f}x TopK, threshold pass included)")
+        print(f"batchtopk peak RSS ratio (4x store / 1x store): {bb['peak_rss_mb'] / ba['peak_rss_mb']:.3f}")
 
 
 if __name__ == "__main__":

@@ -451,7 +451,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     token: held-out only, the window is n_test_tokens), dense_fraction (test density > 0.1),
     density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
     epochs, steps, seed, input_scale, chunk_reads, resumed_from_step, n_train_pairs (adjacent-token
-    pairs per epoch with temporal_fraction > 0, else 0).
+    pairs per epoch with temporal_fraction > 0, else 0), inference_threshold (batchtopk / matryoshka with
+    threshold_calibration_tokens > 0: `calibrate_inference_threshold`'s record; else None).
     """
     cfg.validate()
     store = open_store(store_path)
@@ -541,6 +542,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         device = _device(accelerator)
         threshold = None
         if isinstance(sae, BatchTopKSAE) and cfg.threshold_calibration_tokens > 0:
+            dataset.cache = None  # training is done: its cached tokens must not sit beside the pass's own
             threshold = calibrate_inference_threshold(sae, store, split, n_train, cfg, read_rows, device)
         test = evaluate_split(sae, store, split, TEST, read_rows, max(cfg.batch_size, 1024), device)
         validation = evaluate_split(sae, store, split, VALIDATION, read_rows, max(cfg.batch_size, 1024), device)
