@@ -99,6 +99,21 @@ def test_multiallelic_records_are_split_into_one_record_per_alt_allele(tmp_path)
         read_genotypes(vcf)
 
 
+def test_record_with_more_alt_alleles_than_int8_holds_is_split(tmp_path):
+    """A joint-called STR site can list over 127 ALT alleles: a call naming allele 130 stopped the read with an
+    OverflowError traceback; the record is now split like any other."""
+    alts = [f"A{'C' * i}" for i in range(1, 131)]
+    vcf = tmp_path / "str.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1,length=1000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
+                   f"1\t5\t.\tA\t{','.join(alts)}\t.\t.\t.\tGT\t0|130\t129/1\n")
+    genotypes = read_genotypes(vcf)
+    assert genotypes.n_variants == 130 and genotypes.alt == alts and genotypes.gt.dtype == np.int8
+    np.testing.assert_array_equal(genotypes.gt[[0, 1, 128, 129]],
+                                  [[[0, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 0], [1, 0]], [[0, 1], [0, 0]]])
+
+
 def test_samples_tsv_short_row_is_refused_not_read_as_missing(tmp_path):
     """A row with fewer fields than the header (a phenotype left off, not written NA) is refused by its line:
     it was read with its last columns missing, silently dropping that sample's phenotype."""

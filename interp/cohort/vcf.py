@@ -424,7 +424,8 @@ def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: s
     """
     if len(fields) < n_samples or any(fields[n_samples:]):  # a cut or merged line (a trailing tab is fine)
         raise InputError(f"{where_}: {len(fields)} genotype columns; the header names {n_samples} samples")
-    gt = np.full((n_samples, 2), -1, dtype=np.int8)
+    # int16 for a site listing over 127 ALT alleles (joint-called STRs); `_split_calls` makes int8 records of it
+    gt = np.full((n_samples, 2), -1, dtype=np.int8 if n_alt <= 127 else np.int16)
     phased = np.zeros(n_samples, dtype=bool)
     keys = format_field.split(":")
     if "GT" not in keys:
