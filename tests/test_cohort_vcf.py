@@ -360,8 +360,8 @@ def test_region_records_are_streamed_one_at_a_time(kg_indexed, monkeypatch):
     pulled, tabix_file = [], pysam.TabixFile
 
     class Counting:
-        def __init__(self, path):
-            self._tabix = tabix_file(path)
+        def __init__(self, path, index=None):
+            self._tabix = tabix_file(path, index=index)
             self.contigs = self._tabix.contigs
 
         def __enter__(self):

@@ -284,11 +284,18 @@ def is_indexed(vcf_path: str | Path) -> bool:
     return path.exists() and compression(path) == "bgzf" and _has_index(path)
 
 
+def _open_tabix(path: Path) -> pysam.TabixFile:
+    """`path` opened through its index: the .tbi beside it, else the .csi (pysam looks for a .tbi only, so a VCF
+    indexed by `bcftools index`, CSI by default, was refused as having no index)."""
+    indexes = _indexes(path)
+    return pysam.TabixFile(str(path), index=str(indexes[0]) if indexes else None)
+
+
 def indexed_contigs(vcf_path: str | Path) -> list[str]:
     """Contigs that have records, from the tabix/CSI index (no record is read)."""
     path = Path(vcf_path)
     try:
-        with pysam.TabixFile(str(path)) as tabix:
+        with _open_tabix(path) as tabix:
             return list(tabix.contigs)
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: cannot open its tabix/CSI index ({' '.join(str(error).split())})") from error
@@ -367,7 +374,7 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
                     if not line.startswith("#"):
                         yield line.rstrip("\r\n")
             return
-        with pysam.TabixFile(str(path)) as tabix:
+        with _open_tabix(path) as tabix:
             known = set(tabix.contigs)
             for contig, start, end in spans:
                 if contig not in known:
