@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -44,3 +46,32 @@ def test_a_sample_in_neither_vcf_is_blamed_on_the_cohort_vcf_not_the_ancestry_pa
         check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, [Region("r", "chr17", 900, 1100)],
                             CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi, panel=panel)
     assert sorted(p.name for p in out_vcf.parent.iterdir()) == []
+
+
+def test_a_bgzipped_vcf_with_a_csi_index_is_used_through_it(tmp_path) -> None:
+    """`bcftools index` writes a .csi (the README offers it for long contigs): such a VCF counted as indexed,
+    but pysam looked for a .tbi only, and check_cohort stopped with 'cannot open its tabix/CSI index (index
+    ... .tbi not found)'. It is now read through its .csi, linked in place with the index beside it."""
+    import pysam
+
+    fasta = read_fasta(FASTA)
+    ids = [f"S{i}" for i in range(1, 9)]
+    plain = tmp_path / "user.vcf"
+    _vcf(plain, fasta, ids)
+    vcf = tmp_path / "user.vcf.gz"
+    pysam.tabix_compress(str(plain), str(vcf))
+    pysam.tabix_index(str(vcf), preset="vcf", csi=True)
+    assert not (tmp_path / "user.vcf.gz.tbi").exists()
+    sheet = pl.DataFrame({"sample_id": ids, "case": [0, 1] * 4})
+    out_vcf, out_tbi = tmp_path / "out" / "cohort.vcf.gz", tmp_path / "out" / "cohort.vcf.gz.tbi"
+    out_vcf.parent.mkdir()
+    regions = [Region("r", "chr17", 900, 1100)]
+    summary = check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, regions,
+                                  CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi)
+    assert summary["indexed"] and summary["n_variants_in_regions"] == 1
+    assert out_vcf.resolve() == vcf.resolve() and out_tbi.resolve() == Path(f"{vcf}.csi").resolve()
+    from interp.cohort.vcf import read_genotypes
+
+    for path in (vcf, out_vcf):
+        genotypes = read_genotypes(path, samples=ids, regions=regions, fasta_contigs=list(fasta))
+        assert list(genotypes.pos) == [1000] and genotypes.gt[:, :, 1].tolist() == [[0, 1] * 4]

@@ -41,7 +41,7 @@ def _sheet(ids, **columns) -> pl.DataFrame:
 def test_read_real_vcf_missing_calls():
     genotypes = read_genotypes(KG)
     assert genotypes.gt.shape == (381, 629, 2)
-    assert genotypes.n_multiallelic_skipped == 0
+    assert genotypes.n_multiallelic_split == 0
     assert (genotypes.contig == "2").all() and genotypes.pos[0] == 10038
     assert 0.3 < (genotypes.gt < 0).mean() < 1
     # first record: every call is ./.
@@ -74,17 +74,44 @@ def test_sample_subset_order_regions_and_contig_mapping(kg_samples):
         read_genotypes(KG, samples=["nobody"])
 
 
-def test_multiallelic_records_are_skipped_and_counted(tmp_path):
+def test_multiallelic_records_are_split_into_one_record_per_alt_allele(tmp_path):
+    """An unsplit multi-allelic record was skipped (its variants lost from every haplotype); it is now read as
+    `bcftools norm -m -any` splits it: one record per ALT allele, a copy carrying another ALT reads 0 in it.
+    Symbolic and '*' alleles give no record; a record with none but them is counted as skipped."""
     vcf = tmp_path / "m.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1,length=100>\n"
                    '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
                    "1\t5\t.\tA\tC,G\t.\t.\t.\tGT\t0|1\t2|1\n"
-                   "1\t7\t.\tA\tT\t.\t.\t.\tGT\t0|1\t1/.\n")
+                   "1\t6\t.\tA\tT,*,<*>\t.\t.\t.\tGT:DP\t3/2:4\t1|.:5\n"
+                   "1\t7\t.\tA\tT\t.\t.\t.\tGT\t0|1\t1/.\n"
+                   "1\t8\t.\tA\t*,<DEL>\t.\t.\t.\tGT\t0|1\t1|2\n")
     genotypes = read_genotypes(vcf)
-    assert genotypes.n_multiallelic_skipped == 1 and genotypes.n_variants == 1
-    np.testing.assert_array_equal(genotypes.gt[0], [[0, 1], [1, -1]])
-    np.testing.assert_array_equal(genotypes.phased[0], [True, False])
+    assert genotypes.n_multiallelic_split == 2 and genotypes.n_other_skipped == 1
+    assert list(genotypes.pos) == [5, 5, 6, 7] and genotypes.alt == ["C", "G", "T", "T"]
+    np.testing.assert_array_equal(genotypes.gt[0], [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(genotypes.gt[1], [[0, 0], [1, 0]])
+    np.testing.assert_array_equal(genotypes.gt[2], [[0, 0], [1, -1]])
+    np.testing.assert_array_equal(genotypes.gt[3], [[0, 1], [1, -1]])
+    np.testing.assert_array_equal(genotypes.phased[:, 0], [True, True, False, True])
+    with pytest.raises(InputError, match=r"'0\|3' names ALT allele 3, but the record has 2"):
+        vcf.write_text(vcf.read_text() + "1\t9\t.\tA\tC,G\t.\t.\t.\tGT\t0|3\t0|1\n")
+        read_genotypes(vcf)
+
+
+def test_record_with_more_alt_alleles_than_int8_holds_is_split(tmp_path):
+    """A joint-called STR site can list over 127 ALT alleles: a call naming allele 130 stopped the read with an
+    OverflowError traceback; the record is now split like any other."""
+    alts = [f"A{'C' * i}" for i in range(1, 131)]
+    vcf = tmp_path / "str.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1,length=1000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
+                   f"1\t5\t.\tA\t{','.join(alts)}\t.\t.\t.\tGT\t0|130\t129/1\n")
+    genotypes = read_genotypes(vcf)
+    assert genotypes.n_variants == 130 and genotypes.alt == alts and genotypes.gt.dtype == np.int8
+    np.testing.assert_array_equal(genotypes.gt[[0, 1, 128, 129]],
+                                  [[[0, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 0], [1, 0]], [[0, 1], [0, 0]]])
 
 
 def test_samples_tsv_short_row_is_refused_not_read_as_missing(tmp_path):
@@ -234,7 +261,7 @@ def test_validate_phenotype_class_checks_and_summary(tmp_path):
     assert summary["n_variants_in_regions"] == 3 and summary["contig_map"] == {"17": "chr17"}
     whole = validate_cohort(vcf, good, fasta, None, None, ["case"], 5)
     assert whole["n_records_checked"] == 4 and whole["n_variants_in_regions"] == 4
-    assert 0 < summary["missing_rate"] < 0.3 and summary["n_multiallelic_skipped"] == 0
+    assert 0 < summary["missing_rate"] < 0.3 and summary["n_multiallelic_split"] == 0
 
 
 def test_ensure_indexed_never_touches_user_file(tmp_path):
@@ -333,8 +360,8 @@ def test_region_records_are_streamed_one_at_a_time(kg_indexed, monkeypatch):
     pulled, tabix_file = [], pysam.TabixFile
 
     class Counting:
-        def __init__(self, path):
-            self._tabix = tabix_file(path)
+        def __init__(self, path, index=None):
+            self._tabix = tabix_file(path, index=index)
             self.contigs = self._tabix.contigs
 
         def __enter__(self):
@@ -503,7 +530,7 @@ def test_scanned_region_read_counts_and_contigs_like_the_indexed_one(tmp_path):
     for path in (vcf, indexed):
         genotypes = read_genotypes(path, regions=regions, fasta_contigs=["2", "X"])
         assert list(genotypes.pos) == [9] and genotypes.contig_map["chr2"] == "2"
-        assert (genotypes.n_other_skipped, genotypes.n_multiallelic_skipped) == (1, 0), path
+        assert (genotypes.n_other_skipped, genotypes.n_multiallelic_split) == (1, 0), path
 
 
 def test_bcf_is_named_as_such(tmp_path):

@@ -136,6 +136,53 @@ def test_missing_policies_match_bcftools(demo, policy, vcf):
     assert (n_masked > 0) == (policy == "N")
 
 
+def _multiallelic_vcf(path: Path, ref: str) -> list[str]:
+    """Unsplit multi-allelic records, as a joint caller writes them (no `bcftools norm -m -any`), indexed."""
+    def base(pos: int, n: int = 1) -> str:
+        return ref[pos - 1: pos - 1 + n].upper()
+
+    def others(b: str) -> list[str]:
+        return [x for x in "ACGT" if x != b]
+
+    samples = ["A", "B", "C", "D"]
+    records = [
+        (6010, base(6010), ",".join(others(base(6010))[:2]), ["1|2", "2|0", "0|2", ".|2"]),
+        (6020, base(6020, 3), f"{base(6020)},{others(base(6020))[0]}{base(6021, 2)}", ["1|2", "2|1", "0|0", "1|1"]),
+        (6022, base(6022), others(base(6022))[0], ["1|1", "1|1", "1|0", "0|1"]),  # inside 6020's REF span
+        (6030, base(6030), f"{others(base(6030))[0]},<*>", ["1|0", "0|1", "1|2", "2|2"]),
+        (6050, base(6050), f"{others(base(6050))[1]},{others(base(6050))[2]},{base(6050)}TT", ["3|1", "2|3", "0|3", "1|2"]),
+    ]
+    lines = ["##fileformat=VCFv4.2", f"##contig=<ID=chr17,length={len(ref)}>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples])]
+    lines += ["\t".join(["chr17", str(pos), ".", r, a, ".", "PASS", ".", "GT", *gts]) for pos, r, a, gts in records]
+    plain = path.with_suffix("")
+    plain.write_text("\n".join(lines) + "\n")
+    pysam.tabix_compress(str(plain), str(path), force=True)
+    pysam.tabix_index(str(path), preset="vcf", force=True)
+    return samples
+
+
+@pytest.mark.oracle
+@needs_bcftools
+def test_unsplit_multiallelic_records_match_bcftools_consensus(demo, tmp_path):
+    """A VCF whose multi-allelic records are not split: every haplotype was the reference at those sites
+    (the records were skipped, only counted in validation.json); each ALT allele now applies as in
+    `bcftools consensus -H 1|2` on the same file, `<*>` leaves REF, and a record inside an applied multi-base
+    REF is skipped as bcftools skips it."""
+    vcf = tmp_path / "multi.vcf.gz"
+    samples = _multiallelic_vcf(vcf, demo["reference"]["chr17"])
+    genotypes = read_genotypes(vcf, regions=[REGION], fasta_contigs=["chr17"])
+    assert genotypes.n_multiallelic_split == 4 and genotypes.n_variants == 9
+    haps = haplotype_sequences(demo["reference"], genotypes, REGION)
+    reference = demo["reference"]["chr17"][REGION.start:REGION.end].upper()
+    for sample in samples:
+        for hap in (1, 2):
+            expected = _bcftools(demo["region_fa"], vcf, sample, hap, missing_n=False)
+            assert expected != reference
+            assert haps[(sample, hap)] == expected, (sample, hap)
+
+
 def test_missing_n_masks_whole_ref_span(demo):
     """Documented difference: bcftools -M N writes one N over REF's first base only; we mask REF's span."""
     genotypes = read_genotypes(demo["full"])
@@ -388,7 +435,7 @@ def test_haplotype_rules_for_every_policy_and_sequences_built_from_the_edits():
         samples=[f"s{i}" for i in range(n)], contig=np.array(["c"] * k, dtype=object), pos=pos, ref=refs,
         alt=[str(rng.choice(["A", "CG", "T", "GAT"])) for _ in pos],
         gt=rng.choice([-1, 0, 1], size=(k, n, 2), p=[0.1, 0.6, 0.3]).astype(np.int8),
-        phased=rng.random((k, n)) < 0.7, n_multiallelic_skipped=0, n_other_skipped=0, contig_map={})
+        phased=rng.random((k, n)) < 0.7, n_multiallelic_split=0, n_other_skipped=0, contig_map={})
     region = Region("r", "c", 10, 790)
     for missing in ("ref", "N"):
         for unphased in ("ref", "N"):

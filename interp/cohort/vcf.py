@@ -6,8 +6,9 @@ never with the file; only unindexed files are scanned (`check_cohort` makes an i
 Records are parsed from their text: one-digit diploid calls (`0|1`, `./.`) are decoded with numpy, from
 GT-only columns (phased reference panels) or from the GT sub-field of a FORMAT that starts with GT (imputed
 GT:DS:GP, called GT:AD:DP); any other FORMAT or ploidy goes field by field.
-Marker panels stream as int8 dosage chunks (`iter_dosage_chunks`). Only biallelic records are kept
-(multi-allelic, symbolic and reference-only records are skipped and counted). Positions are 1-based as
+Marker panels stream as int8 dosage chunks (`iter_dosage_chunks`), biallelic records only. Genotype reads
+split a multi-allelic record into one biallelic record per ALT allele, as `bcftools norm -m -any` does
+(symbolic `<DEL>`/`<*>` and `*` alleles give none; a record with no other ALT is skipped and counted). Positions are 1-based as
 in the VCF; `Region` objects are 0-based half-open in FASTA contig names. A truncated or corrupt
 compressed VCF ends in a one-line InputError naming the file.
 """
@@ -54,8 +55,8 @@ class Genotypes:
     alt: list[str]
     gt: np.ndarray
     phased: np.ndarray
-    n_multiallelic_skipped: int = 0
-    n_other_skipped: int = 0  # reference-only or symbolic (<DEL>, *) records
+    n_multiallelic_split: int = 0  # multi-allelic records read as one record per sequence ALT allele
+    n_other_skipped: int = 0  # records with no sequence ALT: reference-only, or only symbolic (<DEL>, <*>) or *
     contig_map: dict[str, str] = field(default_factory=dict)  # VCF name -> returned name
 
     @property
@@ -283,11 +284,18 @@ def is_indexed(vcf_path: str | Path) -> bool:
     return path.exists() and compression(path) == "bgzf" and _has_index(path)
 
 
+def _open_tabix(path: Path) -> pysam.TabixFile:
+    """`path` opened through its index: the .tbi beside it, else the .csi (pysam looks for a .tbi only, so a VCF
+    indexed by `bcftools index`, CSI by default, was refused as having no index)."""
+    indexes = _indexes(path)
+    return pysam.TabixFile(str(path), index=str(indexes[0]) if indexes else None)
+
+
 def indexed_contigs(vcf_path: str | Path) -> list[str]:
     """Contigs that have records, from the tabix/CSI index (no record is read)."""
     path = Path(vcf_path)
     try:
-        with pysam.TabixFile(str(path)) as tabix:
+        with _open_tabix(path) as tabix:
             return list(tabix.contigs)
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: cannot open its tabix/CSI index ({' '.join(str(error).split())})") from error
@@ -366,7 +374,7 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
                     if not line.startswith("#"):
                         yield line.rstrip("\r\n")
             return
-        with pysam.TabixFile(str(path)) as tabix:
+        with _open_tabix(path) as tabix:
             known = set(tabix.contigs)
             for contig, start, end in spans:
                 if contig not in known:
@@ -379,10 +387,11 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
         raise _corrupt(path, error) from error
 
 
-def _decode_gt(calls: str, n_samples: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _decode_gt(calls: str, n_samples: int, n_alt: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
     """Fast path for GT-only columns of one-digit diploid calls ('0|1', './.'): ([n, 2] int8, [n] phased).
 
-    None when the layout is anything else (then `_parse_calls` reads the fields one by one).
+    None when the layout is anything else, or an allele index is above `n_alt` (then `_parse_calls` reads the
+    fields one by one, and names what is wrong).
     """
     raw = np.frombuffer(calls.encode("ascii", "replace") + b"\t", dtype=np.uint8)
     if raw.size != 4 * n_samples:
@@ -393,7 +402,7 @@ def _decode_gt(calls: str, n_samples: int) -> tuple[np.ndarray, np.ndarray] | No
         return None
     alleles = cells[:, [0, 2]].astype(np.int16) - 48
     alleles[cells[:, [0, 2]] == 46] = -1  # '.'
-    if ((alleles < -1) | (alleles > 1)).any():  # `_parse_calls` names what is wrong
+    if ((alleles < -1) | (alleles > n_alt)).any():  # `_parse_calls` names what is wrong
         return None
     return alleles.astype(np.int8), sep == 124
 
@@ -413,16 +422,17 @@ def _gt_text(calls: str, format_field: str) -> str | None:
     return None
 
 
-def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: str
+def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: str, n_alt: int = 1
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """General path: GT out of any FORMAT of a biallelic record, for `fields` [n_samples] sample columns:
-    ([n_samples, 2] int8 allele indices, -1 missing; [n_samples] phased). Haploid calls count as homozygous
-    and phased. InputError (naming `where_`) for a column count that differs from the header's, a ploidy above
-    2, or an allele index other than 0, 1 or '.'.
+    """General path: GT out of any FORMAT of a record with `n_alt` ALT alleles, for `fields` [n_samples] sample
+    columns: ([n_samples, 2] int8 allele indices, -1 missing; [n_samples] phased). Haploid calls count as
+    homozygous and phased. InputError (naming `where_`) for a column count that differs from the header's, a
+    ploidy above 2, or an allele index other than 0 .. n_alt or '.'.
     """
     if len(fields) < n_samples or any(fields[n_samples:]):  # a cut or merged line (a trailing tab is fine)
         raise InputError(f"{where_}: {len(fields)} genotype columns; the header names {n_samples} samples")
-    gt = np.full((n_samples, 2), -1, dtype=np.int8)
+    # int16 for a site listing over 127 ALT alleles (joint-called STRs); `_split_calls` makes int8 records of it
+    gt = np.full((n_samples, 2), -1, dtype=np.int8 if n_alt <= 127 else np.int16)
     phased = np.zeros(n_samples, dtype=bool)
     keys = format_field.split(":")
     if "GT" not in keys:
@@ -443,12 +453,41 @@ def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: s
         for copy, allele in enumerate(alleles):
             if allele in (".", ""):
                 continue
-            if allele not in ("0", "1"):
+            if not (allele.isdigit() and int(allele) <= n_alt):
                 what = "is not a VCF GT value" if not allele.isdigit() else (
-                    f"names ALT allele {allele}, but the record has one ALT allele")
-                raise InputError(f"{where_}: genotype {text!r} {what} (expected 0, 1 or '.' per copy)")
+                    f"names ALT allele {allele}, but the record has "
+                    + ("one ALT allele" if n_alt == 1 else f"{n_alt} ALT alleles"))
+                raise InputError(f"{where_}: genotype {text!r} {what} (expected 0 .. {n_alt} or '.' per copy)")
             gt[i, copy] = int(allele)
     return gt, phased
+
+
+def _is_sequence(allele: str) -> bool:
+    """An allele that is bases: not symbolic (<DEL>, <*>, <NON_REF>), not '*' (a deletion another record
+    holds), not '.' or a breakend."""
+    return allele.isalpha()
+
+
+def _split_calls(fields: list[str], n_all: int, where_: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A record's calls as biallelic records, as `bcftools norm -m -any` splits them: [(ALT, gt [n_all, 2] int8,
+    phased [n_all])], one per ALT allele that is a sequence, in ALT order; a copy carrying another ALT allele
+    reads 0 (REF) in that record, a missing copy -1 in each. [] when REF or every ALT is not a sequence."""
+    alts = fields[4].split(",")
+    kept = [(k, alt.upper()) for k, alt in enumerate(alts, start=1) if _is_sequence(alt)]
+    if not kept or not _is_sequence(fields[3]):
+        return []
+    if n_all == 0:
+        return [(alt, np.zeros((0, 2), dtype=np.int8), np.zeros(0, dtype=bool)) for _, alt in kept]
+    if len(fields) < 10:
+        raise InputError(f"{where_}: no genotype columns for the {n_all} samples of the header")
+    gt_text = _gt_text(fields[9], fields[8])
+    decoded = _decode_gt(gt_text, n_all, len(alts)) if gt_text is not None else None
+    if decoded is None:
+        decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, where_, len(alts))
+    gt, phased = decoded
+    if len(alts) == 1:
+        return [(kept[0][1], gt, phased)]
+    return [(alt, np.where(gt < 0, -1, gt == k).astype(np.int8), phased) for k, alt in kept]
 
 
 def _biallelic(fields: list[str]) -> str:
@@ -470,7 +509,9 @@ def read_genotypes(
     fasta_contigs=None,
     aliases: dict[str, str] | None = None,
 ) -> Genotypes:
-    """Read biallelic genotypes from a VCF.
+    """Read genotypes from a VCF as biallelic records: a multi-allelic record is split into one record per ALT
+    allele that is a sequence (`_split_calls`, as `bcftools norm -m -any`), so haplotypes built from them equal
+    `bcftools consensus` on the unsplit file; a record with no such ALT is skipped and counted.
 
     samples: keep these samples in this order (InputError if any is absent); None keeps all.
     regions: keep records whose first base lies in one of these 0-based half-open regions
@@ -522,32 +563,21 @@ def read_genotypes(
                 continue
             if not _in_regions(contig, pos - 1, regions_by_contig):
                 continue
-        kind = _biallelic(fields)
-        if kind != "ok":
-            n_multi += kind == "multi"
-            n_other += kind == "other"
+        split = _split_calls(fields, n_all, f"{vcf_path}, record {fields[0]}:{pos}")
+        if not split:
+            n_other += 1
             continue
+        n_multi += "," in fields[4]
         contig = resolve(fields[0])
-        if n_all == 0:
-            gt, phased = np.zeros((0, 2), dtype=np.int8), np.zeros(0, dtype=bool)
-        else:
-            if len(fields) < 10:
-                raise InputError(f"{vcf_path}: record {fields[0]}:{pos} has no genotype columns for the "
-                                 f"{n_all} samples of the header")
-            gt_text = _gt_text(fields[9], fields[8])
-            decoded = _decode_gt(gt_text, n_all) if gt_text is not None else None
-            if decoded is None:
-                decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record "
-                                       f"{fields[0]}:{pos}")
-            gt, phased = decoded
-        if order is not None:
-            gt, phased = gt[order], phased[order]
-        contigs.append(contig)
-        positions.append(pos)
-        refs.append(fields[3].upper())
-        alts.append(fields[4].upper())
-        calls.append(gt)
-        phases.append(phased)
+        for alt, gt, phased in split:
+            if order is not None:
+                gt, phased = gt[order], phased[order]
+            contigs.append(contig)
+            positions.append(pos)
+            refs.append(fields[3].upper())
+            alts.append(alt)
+            calls.append(gt)
+            phases.append(phased)
     n = len(kept)
     return Genotypes(
         samples=kept,
@@ -557,7 +587,7 @@ def read_genotypes(
         alt=alts,
         gt=np.stack(calls) if calls else np.zeros((0, n, 2), dtype=np.int8),
         phased=np.stack(phases) if phases else np.zeros((0, n), dtype=bool),
-        n_multiallelic_skipped=n_multi,
+        n_multiallelic_split=n_multi,
         n_other_skipped=n_other,
         contig_map=dict(contig_map),
     )
@@ -796,8 +826,9 @@ def validate_cohort(
     (quantitative) for `n_folds`-fold cross-validation; with binary_only (the workflow, whose audit takes
     0/1 phenotypes only) a quantitative phenotype is refused, naming its column.
     Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
-    records among them), n_variants_in_regions, n_multiallelic_skipped, n_other_skipped, missing_rate
-    (missing calls among biallelic genotypes in the regions), n_samples_mostly_missing (samples with a
+    records among them, a multi-allelic record counting once per sequence ALT allele, as `read_genotypes`
+    splits it), n_variants_in_regions, n_multiallelic_split, n_other_skipped (records with no sequence ALT),
+    missing_rate (missing calls among those biallelic genotypes in the regions), n_samples_mostly_missing (samples with a
     missing call at over half of those records), n_het_calls and unphased_het_rate (of the
     heterozygous calls there, the share written with '/'), contig_map, indexed, scope, and the
     header-contig report (`_header_contig_report`). With regions, a VCF with no biallelic record inside
@@ -849,20 +880,17 @@ def validate_cohort(
             n_mismatch += 1
             if len(mismatches) < 5:
                 mismatches.append(f"{chrom}:{pos} REF={ref} reference={found}")
-        kind = _biallelic(fields)
-        if kind != "ok":
-            n_multi += kind == "multi"
-            n_other += kind == "other"
+        n_alts = sum(map(_is_sequence, fields[4].split(","))) if _is_sequence(ref) else 0
+        if not n_alts:
+            n_other += 1
             continue
-        biallelic += 1
+        n_multi += "," in fields[4]
+        biallelic += n_alts  # a multi-allelic record counts as the biallelic records it is read as
         if by_contig is None or _in_regions(contig, pos - 1, by_contig):
-            in_regions += 1
-            if n_all and len(fields) == 10:
-                gt_text = _gt_text(fields[9], fields[8])
-                decoded = _decode_gt(gt_text, n_all) if gt_text is not None else None
-                if decoded is None:
-                    decoded = _parse_calls(fields[9].split("\t"), fields[8], n_all, f"{vcf_path}, record {chrom}:{pos}")
-                gt, phased = decoded
+            in_regions += n_alts
+            split = _split_calls(fields, n_all, f"{vcf_path}, record {chrom}:{pos}") if (
+                n_all and len(fields) == 10) else []
+            for _, gt, phased in split:
                 per_sample_missing += (gt < 0).any(axis=1)
                 n_missing += int((gt < 0).sum())
                 n_calls += gt.size
@@ -885,7 +913,7 @@ def validate_cohort(
         "n_records_checked": checked,
         "n_variants": biallelic,
         "n_variants_in_regions": in_regions,
-        "n_multiallelic_skipped": n_multi,
+        "n_multiallelic_split": n_multi,
         "n_other_skipped": n_other,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "n_het_calls": n_het,
