@@ -262,6 +262,7 @@ def test_validate_phenotype_class_checks_and_summary(tmp_path):
     whole = validate_cohort(vcf, good, fasta, None, None, ["case"], 5)
     assert whole["n_records_checked"] == 4 and whole["n_variants_in_regions"] == 4
     assert 0 < summary["missing_rate"] < 0.3 and summary["n_multiallelic_split"] == 0
+    assert summary["n_multiallelic_skipped"] == 0  # report.json's key of earlier reports stays (nothing is skipped)
 
 
 def test_ensure_indexed_never_touches_user_file(tmp_path):

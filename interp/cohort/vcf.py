@@ -914,6 +914,7 @@ def validate_cohort(
         "n_variants": biallelic,
         "n_variants_in_regions": in_regions,
         "n_multiallelic_split": n_multi,
+        "n_multiallelic_skipped": 0,  # kept for report.json readers: multi-allelic records are now split, not skipped
         "n_other_skipped": n_other,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "n_het_calls": n_het,
