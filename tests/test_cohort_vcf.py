@@ -137,6 +137,19 @@ def test_samples_tsv_errors(tmp_path):
     path.write_text("sample_id\tcase\nA\t1\nB\tyes\n")
     with pytest.raises(InputError, match=r"line 3, field case: phenotype value 'yes' is not a number"):
         read_samples_tsv(path, ["case"], [], None)
+    # Python's float() reads these, a sample sheet does not mean them: 1_0 was 10, Inf and NAN numbers
+    for value in ("1_0", "Inf", "NAN", "-infinity", "0x1"):
+        path.write_text(f"sample_id\tcase\tage\nA\t1\t50\nB\t{value}\t61\n")
+        with pytest.raises(InputError, match=rf"line 3, field case: phenotype value '{value}' is not a number"):
+            read_samples_tsv(path, ["case"], [], None)
+        path.write_text(f"sample_id\tcase\tage\nA\t1\t50\nB\t0\t{value}\n")
+        if value == "0x1":  # not a float at all: the column is categorical, as before
+            assert read_samples_tsv(path, ["case"], ["age"], None)["age"].to_list() == ["50", "0x1"]
+            continue
+        with pytest.raises(InputError, match=rf"line 3, field age: covariate value '{value}' is not a finite"):
+            read_samples_tsv(path, ["case"], ["age"], None)
+    path.write_text("sample_id\tcase\tage\nA\t1\t5e1\nB\t0\t -.5 \nC\tNA\t+61.\n")
+    assert read_samples_tsv(path, ["case"], ["age"], None)["age"].to_list() == [50.0, -0.5, 61.0]
     path.write_text("sample_id\tcase\nA\t1\nA\t0\n")
     with pytest.raises(InputError, match=r"line 3, field sample_id: duplicate sample_id 'A' \(first seen on "
                                          r"line 2\)"):

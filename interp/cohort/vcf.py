@@ -74,7 +74,15 @@ class Genotypes:
 # ---------------------------------------------------------------- samples.tsv
 
 
+# a finite decimal number as a sample sheet writes one; Python's float() also takes "1_0" (10), "Inf" and "NAN"
+_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
 def _is_number(text: str) -> bool:
+    return _DECIMAL.fullmatch(text) is not None
+
+
+def _parses_as_float(text: str) -> bool:
     try:
         float(text)
     except ValueError:
@@ -174,7 +182,13 @@ def read_samples_tsv(
         columns[name] = _to_float(values)
     for name in covariates:
         values = table[name].to_list()
-        numeric = all(v is None or v in MISSING_TEXT or _is_number(v) for v in values)
+        # a column of numbers is numeric, even with a stray "Inf" or "1_0", which is then refused by line
+        numeric = all(v is None or v in MISSING_TEXT or _parses_as_float(v) for v in values)
+        if numeric:
+            for row, value in enumerate(values):
+                if value is not None and value not in MISSING_TEXT and not _is_number(value):
+                    raise InputError(f"{where(path, line=row + 2, field=name)}: covariate value '{value}' is not a "
+                                     "finite decimal number (NA for missing)")
         columns[name] = _to_float(values) if numeric else table[name]
     return pl.DataFrame(columns).select(list(columns))
 
