@@ -120,6 +120,17 @@ def test_matches_bcftools_consensus_snvs_and_indels(demo):
     assert sum(haps.n_overlapping_skipped.values()) > 0  # overlapping records really occurred
 
 
+def test_records_crossing_either_edge_of_the_region_are_skipped_and_counted(demo):
+    """A deletion that begins before the region and ends inside it was skipped without being counted (only
+    records crossing the end were); both edges now count, and the region's bases stay reference."""
+    genotypes = read_genotypes(demo["full"])
+    edge = Region("edge", "chr17", 6031, 6105)  # inside the 4-bp REF at 6030; before the ends of 6100 and 6105
+    haps = haplotype_sequences(demo["reference"], genotypes, edge)
+    assert haps.n_outside_skipped == 3
+    applied = {start for edits in haps.edits.values() for start, _, _ in edits}
+    assert applied and min(applied) >= edge.start and 6029 not in applied and 6099 not in applied
+
+
 @pytest.mark.oracle
 @needs_bcftools
 @pytest.mark.parametrize(("policy", "vcf"), [("ref", "missing"), ("ref", "missing_snv"), ("N", "missing_snv")])

@@ -71,7 +71,7 @@ class HaplotypeSet(Mapping[tuple[str, int], str]):
     samples x 2 x region length of sequence (3,000 samples over a 500 kb gene would be 3 GB).
     edits: (sample, hap) -> list of (0-based start, REF length, replacement) actually applied.
     n_overlapping_skipped: (sample, hap) -> records skipped for overlapping an applied one.
-    n_outside_skipped: records whose REF span crosses the region's end (skipped for everyone).
+    n_outside_skipped: records whose REF span crosses the region's start or end (skipped for everyone).
     """
 
     def __init__(self, region: Region, local: str = "") -> None:
@@ -92,7 +92,8 @@ class HaplotypeSet(Mapping[tuple[str, int], str]):
 
 
 def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int]:
-    """Indices of records inside `region` sorted by position, and how many cross its end.
+    """Indices of records inside `region` sorted by position, and how many cross its start or end (a deletion
+    that begins before the region and ends inside it counts; its bases inside the region stay reference).
 
     local: the reference bases of the region (local[0] is reference base region.start).
 
@@ -102,7 +103,9 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
     in_contig = np.asarray(genotypes.contig == region.contig, dtype=bool)
     pos0 = genotypes.pos - 1
     starts_inside = in_contig & (pos0 >= region.start) & (pos0 < region.end)
-    keep, n_outside = [], 0
+    ref_len = np.fromiter((len(r) for r in genotypes.ref), dtype=np.int64, count=len(genotypes.ref))
+    n_outside = int((in_contig & (pos0 < region.start) & (pos0 + ref_len > region.start)).sum())
+    keep = []
     for i in np.flatnonzero(starts_inside):
         ref = genotypes.ref[i]
         if pos0[i] + len(ref) > region.end:
