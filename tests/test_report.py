@@ -1299,6 +1299,7 @@ def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
     sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
     assert "topk" in sae["statistic"] and "k = 16" in sae["statistic"]
     assert "Bonferroni" in sae["multiplicity"] and "0.01" in sae["multiplicity"]
+    assert "design effect" in sae["multiplicity"]  # tokens in runs are not independent evidence
     assert "none" not in sae["thresholds"]
     for text in ("lift >= 3", "12 true positives", "16 levels", "validation blocks"):
         assert text in sae["thresholds"]

@@ -84,12 +84,18 @@ def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.nd
 
 
 # ---------------------------------------------------------------- streaming threshold statistics
+#: lags (tokens) at which the autocorrelations behind the design effect are measured; dyadic up to LAGS[-1]
+LAGS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
 class ThresholdCounts:
     """Firing counts of U units at T thresholds, overall and per concept, on one split; and, for the
-    label test's design effect (`design_effect`), the same counts over pairs of adjacent tokens.
+    label test's design effect (`design_effect`), the counts of token pairs `LAGS` apart in one window on
+    which the unit fires at both tokens (per level) or the concept holds at both.
 
     Unit u fires at threshold level j (0..T-1) when its score > j * scale[u] / T. tokens_per_base: tokens
     per distinct base of the split (overlapping windows see a base more than once; set by the caller).
+    Memory: (2 + len(LAGS)) x U x (T + 1) counts plus C x U x (T + 1), never per token.
     """
 
     def __init__(self, scale: np.ndarray, n_concepts: int, n_thresholds: int) -> None:
@@ -97,13 +103,15 @@ class ThresholdCounts:
         self.U, self.C, self.T = scale.size, n_concepts, n_thresholds
         self.hist = torch.zeros(self.U * (self.T + 1), dtype=torch.float64)
         self.hist_pos = torch.zeros(self.C, self.U * (self.T + 1), dtype=torch.float64)
-        self.pair_hist = torch.zeros(self.U * (self.T + 1), dtype=torch.float64)
+        self.pair_hist = torch.zeros(len(LAGS), self.U * (self.T + 1), dtype=torch.float64)
         self.n_tokens = 0
         self.n_pos = np.zeros(n_concepts)
-        self.n_pairs = 0
-        self.n_pos_pairs = np.zeros(n_concepts)
+        self.n_pairs = np.zeros(len(LAGS))
+        self.n_pos_pairs = np.zeros((len(LAGS), n_concepts))
         self.tokens_per_base = 1.0
-        self._last: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None  # last row: units, levels, concepts
+        # the last LAGS[-1] rows of the previous call (levels [t, U], concepts [t, C], segment of each row), so
+        # pairs across calls count as within one
+        self._tail: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
 
     def add(self, scores: torch.Tensor, concepts: np.ndarray, follows: np.ndarray | None = None) -> None:
         """scores [m, U] (>= 0 means nothing; only > 0 can fire), concepts bool [m, C]; follows bool [m]: row i
@@ -112,43 +120,49 @@ class ThresholdCounts:
         m = scores.shape[0]
         if m == 0:
             return
-        if follows is None:
-            follows = np.arange(m) > 0
-        follows = np.asarray(follows, dtype=bool)
-        last = self._last if follows[0] else None
+        follows = np.arange(m) > 0 if follows is None else np.asarray(follows, dtype=bool)
+        concepts = np.asarray(concepts, dtype=bool)
         self.n_tokens += m
         self.n_pos += concepts.sum(axis=0)
-        self.n_pairs += int(follows[1:].sum()) + (last is not None)
-        self.n_pos_pairs += (concepts[1:] & concepts[:-1] & follows[1:, None]).sum(axis=0)
-        if last is not None:
-            self.n_pos_pairs += last[2] & concepts[0]
         tok, unit = torch.nonzero(scores > 0, as_tuple=True)
-        level = torch.ceil(scores[tok, unit].double() * self.T / self.scale[unit]).clamp(0, self.T).long()
-        first = tok == 0
-        if last is not None and bool(first.any()):  # the pair across calls: the unit fires on both tokens
-            level_before = torch.zeros(self.U, dtype=torch.long)
-            level_before[last[0]] = last[1]
-            before = level_before[unit[first]]
-            on = before > 0
-            self.pair_hist += torch.bincount(unit[first][on] * (self.T + 1) + torch.minimum(level[first][on], before[on]),
-                                             minlength=self.U * (self.T + 1)).double()
-        final = tok == m - 1
-        self._last = (unit[final].clone(), level[final].clone(), np.asarray(concepts[m - 1], dtype=bool).copy())
-        if tok.numel() == 0:
-            return
-        index = unit * (self.T + 1) + level
-        size = self.U * (self.T + 1)
-        self.hist += torch.bincount(index, minlength=size).double()
-        c = torch.from_numpy(concepts)
-        for j in range(self.C):
-            self.hist_pos[j] += torch.bincount(index, weights=c[tok, j].double(), minlength=size)
-        # adjacent pairs where the unit fires on both: the pair fires at the lower of the two levels
-        key = tok * self.U + unit                       # ascending (nonzero is row-major)
-        after = torch.from_numpy(follows)[tok]
-        partner = torch.searchsorted(key, key - self.U).clamp(max=key.numel() - 1)
-        both = after & (key[partner] == key - self.U)
-        pair_level = torch.minimum(level[both], level[partner[both]])
-        self.pair_hist += torch.bincount(unit[both] * (self.T + 1) + pair_level, minlength=size).double()
+        level = torch.ceil(scores[tok, unit].double() * self.T / self.scale[unit]).clamp(1, self.T).long()
+        dense = torch.zeros((m, self.U), dtype=torch.int16)  # the level of every (token, unit), 0: silent
+        if tok.numel():
+            dense[tok, unit] = level.to(torch.int16)
+            index = unit * (self.T + 1) + level
+            size = self.U * (self.T + 1)
+            self.hist += torch.bincount(index, minlength=size).double()
+            c = torch.from_numpy(concepts)
+            for j in range(self.C):
+                self.hist_pos[j] += torch.bincount(index, weights=c[tok, j].double(), minlength=size)
+        self._add_pairs(dense, concepts, follows)
+
+    def _add_pairs(self, level: torch.Tensor, concepts: np.ndarray, follows: np.ndarray) -> None:
+        tail = self._tail if (self._tail is not None and follows[0]) else None
+        if tail is not None:
+            t = tail[0].shape[0]
+            level = torch.cat([tail[0], level])
+            concepts = np.concatenate([tail[1], concepts])
+            segment = np.concatenate([tail[2], tail[2][-1] + np.cumsum(~follows)])
+        else:
+            t = 0
+            segment = np.cumsum(~follows)
+        n = level.shape[0]
+        offsets = (torch.arange(self.U) * (self.T + 1)).to(torch.int32)
+        for i, lag in enumerate(LAGS):
+            later = np.arange(max(t, lag), n)
+            later = later[segment[later] == segment[later - lag]]
+            if later.size == 0:
+                continue
+            self.n_pairs[i] += later.size
+            self.n_pos_pairs[i] += (concepts[later] & concepts[later - lag]).sum(axis=0)
+            for part in np.array_split(later, -(-later.size * self.U // 2**22)):  # temporaries of ~2**22 values
+                idx = torch.from_numpy(part)
+                both = torch.minimum(level[idx], level[idx - lag])                # [pairs, U]: the lower level
+                on = both > 0
+                self.pair_hist[i] += torch.bincount((offsets + both)[on], minlength=self.U * (self.T + 1)).double()
+        keep = max(0, n - LAGS[-1])
+        self._tail = (level[keep:].clone(), concepts[keep:].copy(), segment[keep:].copy())
 
     def fires(self) -> tuple[np.ndarray, np.ndarray]:
         """(fires [U, T], true positives [C, U, T]): counts of tokens above each threshold level."""
@@ -158,27 +172,51 @@ class ThresholdCounts:
         return np.cumsum(h[:, ::-1], axis=1)[:, ::-1], np.cumsum(hp[:, :, ::-1], axis=2)[:, :, ::-1]
 
     def pair_fires(self) -> np.ndarray:
-        """[U, T]: adjacent token pairs on which the unit fires at both tokens, per threshold level."""
-        h = self.pair_hist.view(self.U, self.T + 1).numpy()[:, 1:]
-        return np.cumsum(h[:, ::-1], axis=1)[:, ::-1]
+        """[len(LAGS), U, T]: token pairs LAGS apart in one window on which the unit fires at both, per level."""
+        h = self.pair_hist.view(len(LAGS), self.U, self.T + 1).numpy()[:, :, 1:]
+        return np.cumsum(h[:, :, ::-1], axis=2)[:, :, ::-1]
 
 
-def lag1_correlation(n_both: np.ndarray, n_pairs: int, rate: np.ndarray) -> np.ndarray:
-    """Lag-1 autocorrelation of a 0/1 series from the share of adjacent pairs that are both 1 and its rate p:
-    (P11 - p^2) / (p (1 - p)); 0 where undefined (no pairs, p 0 or 1)."""
+def lag_correlation(n_both: np.ndarray, n_pairs: np.ndarray | float, rate: np.ndarray) -> np.ndarray:
+    """Autocorrelation of a 0/1 series at one lag from the pairs that are both 1 and its rate p:
+    (P11 - p^2) / (p (1 - p)); NaN where undefined (no pairs, p 0 or 1)."""
+    n_pairs = np.asarray(n_pairs, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rho = (np.asarray(n_both, dtype=float) / max(n_pairs, 1) - rate**2) / (rate * (1 - rate))
-    return np.where(np.isfinite(rho) & (n_pairs > 0), rho, 0.0)
+        rho = (np.asarray(n_both, dtype=float) / n_pairs - rate**2) / (rate * (1 - rate))
+    return np.where(np.isfinite(rho) & (n_pairs > 0), rho, np.nan)
 
 
 def design_effect(rho_unit: np.ndarray, rho_concept: np.ndarray, tokens_per_base: float = 1.0) -> np.ndarray:
     """Variance inflation of the true-positive count over the binomial's, for a unit and a concept that are
     independent but each correlated along the sequence: Bartlett's formula for the cross-covariance of two
-    independent series, 1 + 2 sum_k rho_u(k) rho_c(k), with geometric (two-state Markov) autocorrelations
-    rho(k) = rho(1)^k, i.e. (1 + r) / (1 - r) with r = rho_u(1) rho_c(1) (negative products count as 0);
-    times tokens_per_base, since a base seen in several overlapping windows is one observation. >= 1."""
-    r = np.clip(rho_unit, 0.0, 0.999) * np.clip(rho_concept, 0.0, 0.999)
-    return np.maximum(tokens_per_base, 1.0) * (1 + r) / (1 - r)
+    independent series, 1 + 2 sum_{k >= 1} rho_u(k) rho_c(k), times tokens_per_base (a base seen in several
+    overlapping windows is one observation). rho_*: [len(LAGS), ...] autocorrelations at `LAGS` (NaN: no
+    pairs that far apart). Between two measured lags the product is interpolated geometrically (exact for
+    Markov runs; above a decay with a long tail, whose log is convex, so the sum errs on the safe side); past
+    the last measured lag it goes on at the last interval's rate (with lag 1 alone: rho^k, a two-state
+    Markov run, giving (1 + r) / (1 - r)). Negative products count as 0. >= 1."""
+    product = np.asarray(rho_unit, dtype=float) * np.asarray(rho_concept, dtype=float)
+    measured = np.isfinite(product)
+    product = np.clip(np.nan_to_num(product), 0.0, 0.999)
+    shape = product.shape[1:]
+    total = np.zeros(shape)
+    last, last_lag, rate = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    seen = np.zeros(shape, dtype=bool)
+    for i, lag in enumerate(LAGS):
+        now = measured[i]
+        gap = np.maximum(lag - last_lag, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.clip(np.nan_to_num(np.where(last > 0, (product[i] / last) ** (1.0 / gap), 0.0)), 0.0, 1.0)
+        # the interval [last_lag, lag): last * step^j, j = 0 .. gap - 1
+        interval = np.where(step < 1, last * (1 - step**gap) / np.maximum(1 - step, 1e-12), last * gap)
+        total += np.where(now & seen, interval, 0.0)
+        rate = np.where(now, np.where(seen, np.minimum(step, 0.999), product[i]), rate)
+        last = np.where(now, product[i], last)
+        last_lag = np.where(now, lag, last_lag)
+        seen |= now
+    # from the last measured lag on: last * rate^j, j >= 0 (lag 1 alone: r / (1 - r))
+    total += np.where(seen, last / (1 - np.minimum(rate, 0.999)), 0.0)
+    return np.maximum(tokens_per_base, 1.0) * (1 + 2 * total)
 
 
 def binomial_sf_effective(tp: np.ndarray, fire: np.ndarray, prevalence: np.ndarray, effect: np.ndarray) -> np.ndarray:
@@ -272,9 +310,12 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
     # on the effective number of tokens: concepts (exons, repeats, islands) and firing come in runs, and a chance
     # overlap of two runs is one piece of evidence, not one per token (a planted null in runs labelled a
     # unit in 18 of 20 replicates at family-wise alpha 0.05 with tokens counted as independent)
-    pair_fire = np.take_along_axis(np.broadcast_to(test.pair_fires()[None], t_tp.shape), best[..., None], axis=2)[..., 0]
-    rho_unit = lag1_correlation(pair_fire, test.n_pairs, _div(fire, test.n_tokens))
-    rho_concept = lag1_correlation(test.n_pos_pairs, test.n_pairs, _div(test.n_pos, test.n_tokens))[:, None]
+    pairs = test.pair_fires()                                               # [L, U, T]
+    pair_fire = np.stack([np.take_along_axis(np.broadcast_to(pairs[i][None], t_tp.shape), best[..., None],
+                                             axis=2)[..., 0] for i in range(len(LAGS))])  # [L, C, U]
+    rho_unit = lag_correlation(pair_fire, test.n_pairs[:, None, None], _div(fire, test.n_tokens)[None])
+    rho_concept = lag_correlation(test.n_pos_pairs, test.n_pairs[:, None],
+                                  _div(test.n_pos, test.n_tokens)[None])[:, :, None]
     effect = design_effect(rho_unit, rho_concept, test.tokens_per_base)
     p_value = binomial_sf_effective(tp, fire, prevalence, effect)
     # every comparison with NaN is false: no label on an undefined statistic
@@ -520,7 +561,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         "top_windows": [",".join(ids[int(v)] for v in row if v >= 0) for row in best_windows],
     }).join(sae_units.select(
         pl.col("unit").alias("feature"), "concept", "label", "threshold", "precision", "recall", "f1", "lift",
-        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value"),
+        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value", "design_effect"),
         on="feature", how="left").with_columns(
         pl.col("label").alias("best_label"), pl.col("f1").alias("best_f1")).sort("feature")
     # a feature that never fires cannot carry a label
