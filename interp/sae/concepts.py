@@ -95,15 +95,17 @@ class ThresholdCounts:
 
     Unit u fires at threshold level j (0..T-1) when its score > j * scale[u] / T. tokens_per_base: tokens
     per distinct base of the split (overlapping windows see a base more than once; set by the caller).
-    Memory: (2 + len(LAGS)) x U x (T + 1) counts plus C x U x (T + 1), never per token.
+    pairs: count the pairs (the test split's counts; validation only chooses thresholds and needs none).
+    Memory: (1 + len(LAGS) if pairs) x U x (T + 1) counts plus C x U x (T + 1), never per token.
     """
 
-    def __init__(self, scale: np.ndarray, n_concepts: int, n_thresholds: int) -> None:
+    def __init__(self, scale: np.ndarray, n_concepts: int, n_thresholds: int, pairs: bool = True) -> None:
         self.scale = torch.from_numpy(np.where(scale > 0, scale, 1.0)).double()
         self.U, self.C, self.T = scale.size, n_concepts, n_thresholds
         self.hist = torch.zeros(self.U * (self.T + 1), dtype=torch.float64)
         self.hist_pos = torch.zeros(self.C, self.U * (self.T + 1), dtype=torch.float64)
-        self.pair_hist = torch.zeros(len(LAGS), self.U * (self.T + 1), dtype=torch.float64)
+        self.pairs = pairs
+        self.pair_hist = torch.zeros(len(LAGS) if pairs else 0, self.U * (self.T + 1), dtype=torch.float64)
         self.n_tokens = 0
         self.n_pos = np.zeros(n_concepts)
         self.n_pairs = np.zeros(len(LAGS))
@@ -126,16 +128,18 @@ class ThresholdCounts:
         self.n_pos += concepts.sum(axis=0)
         tok, unit = torch.nonzero(scores > 0, as_tuple=True)
         level = torch.ceil(scores[tok, unit].double() * self.T / self.scale[unit]).clamp(1, self.T).long()
-        dense = torch.zeros((m, self.U), dtype=torch.int16)  # the level of every (token, unit), 0: silent
+        dense = torch.zeros((m, self.U) if self.pairs else (0, 0), dtype=torch.int16)  # levels, 0: silent
         if tok.numel():
-            dense[tok, unit] = level.to(torch.int16)
+            if self.pairs:
+                dense[tok, unit] = level.to(torch.int16)
             index = unit * (self.T + 1) + level
             size = self.U * (self.T + 1)
             self.hist += torch.bincount(index, minlength=size).double()
             c = torch.from_numpy(concepts)
             for j in range(self.C):
                 self.hist_pos[j] += torch.bincount(index, weights=c[tok, j].double(), minlength=size)
-        self._add_pairs(dense, concepts, follows)
+        if self.pairs:
+            self._add_pairs(dense, concepts, follows)
 
     def _add_pairs(self, level: torch.Tensor, concepts: np.ndarray, follows: np.ndarray) -> None:
         tail = self._tail if (self._tail is not None and follows[0]) else None
@@ -491,8 +495,9 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     if not np.isfinite(lo).all():
         raise InputError(f"{store_path}: no validation tokens (check sae.validation_fraction / split_block_bases)")
     span = np.maximum(hi - lo, 1e-12)
-    sae_counts = {c: ThresholdCounts(feat_max, len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
-    neuron_counts = {c: ThresholdCounts(np.ones(2 * d), len(names), cfg.n_thresholds) for c in (VALIDATION, TEST)}
+    sae_counts = {c: ThresholdCounts(feat_max, len(names), cfg.n_thresholds, pairs=c == TEST) for c in (VALIDATION, TEST)}
+    neuron_counts = {c: ThresholdCounts(np.ones(2 * d), len(names), cfg.n_thresholds, pairs=c == TEST)
+                     for c in (VALIDATION, TEST)}
     # each split's probe sample holds about probe_max_tokens (the training split is the largest)
     rate = np.minimum(1.0, cfg.probe_max_tokens / np.maximum(per_split, 1))
     rng = np.random.default_rng([seed, 97])

@@ -184,7 +184,7 @@ def instance_scores(model: SparseAutoencoder, store_path: str | Path, windows: p
         scale = np.maximum(scale, f.max(dim=0).values.double().numpy())
     stats = {}
     for code in (VALIDATION, TEST):
-        counts = ThresholdCounts(scale, len(names), n_thresholds)
+        counts = ThresholdCounts(scale, len(names), n_thresholds, pairs=False)  # F1 only: no label test
         inst_max = [np.zeros((where.size, model.n_features), dtype=np.float32) for where in inst_split]
         for pos, f in encoded(code):
             counts.add(f, inside[pos])
