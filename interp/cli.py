@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,24 @@ from pathlib import Path
 from interp.errors import InputError
 
 
+class StageStopped(BaseException):
+    """A stage stopped by SIGTERM or SIGINT (a BaseException, as KeyboardInterrupt: no `except Exception` of a
+    stage takes it for an error of its own)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame) -> None:
+    raise StageStopped(signum)
+
+
 def _run_stage(name: str, job_json: str) -> int:
+    """Run one stage. SIGTERM (Snakemake cancelling its jobs, `timeout`, SLURM at the time limit) and SIGINT
+    unwind the stage as an exception, so every `finally` of interp.io's atomic writes removes its temporary
+    file; Python's default SIGTERM exit skipped them and left `.<name>.tmp<pid>` files no later run removes.
+    The log then says in one line which stage stopped and why; the exit status is 128 + the signal."""
     from interp import stages
 
     fn = getattr(stages, name, None)
@@ -28,7 +46,16 @@ def _run_stage(name: str, job_json: str) -> int:
         raise InputError(f"unknown stage {name!r}; stages: {', '.join(stages.STAGES)}")
     job = stages.Job.from_json(job_json)
     t0 = time.perf_counter()
-    fn(job)
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        fn(job)
+    except StageStopped as stop:
+        print(f"error: stage {name} stopped by {stop} after {time.perf_counter() - t0:.1f} s; its outputs were "
+              "not written (rerun to complete them)", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f"[interp] stage {name} finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 

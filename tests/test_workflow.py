@@ -125,6 +125,26 @@ def test_changed_setting_reruns_the_rule_and_unchanged_does_not(workflow_copy: P
 
 
 
+def test_an_ancestry_setting_reruns_ancestry_not_the_cohort_simulation_haplotypes_or_shard_embeddings(
+        workflow_copy: Path) -> None:
+    """cohort.n_pcs, maf and ancestry_exclude_flank are read by the ancestry rule only, keep_haplotypes by
+    embed_cohort only; they were in the settings of simulate_cohort, check_cohort and haplotypes_shard too, so
+    changing the number of PCs re-simulated the cohort, re-checked and re-copied the VCF, rebuilt every haplotype
+    shard and re-embedded every shard (hours on a GPU at scale). Now those rules stay done and ancestry reruns."""
+    targets = ("results/test/cohort/haplotypes.parquet", "results/test/cohort/genotypes.h5ad")
+    done = run_snakemake(workflow_copy, "--configfile", "configs/test.yaml", "--", *targets)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for patch, reruns in (({"cohort": {"n_pcs": 4}}, ["ancestry"]), ({"cohort": {"maf": 0.1}}, ["ancestry"]),
+                          ({"cohort": {"ancestry_exclude_flank": 1000}}, ["ancestry"]),
+                          ({"cohort": {"keep_haplotypes": True}}, [])):
+        path = _write_config(workflow_copy, patch)
+        res = run_snakemake(workflow_copy, "-n", "--configfile", "configs/test.yaml", str(path), "--", *targets)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out
+        planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
+        assert planned == set(reruns), (patch, planned)
+
+
 def test_prefetch_is_a_local_rule_under_the_slurm_profile(workflow_copy: Path) -> None:
     # prefetch downloads models: on a cluster it must run where snakemake runs (the login node, with network),
     # never be submitted to a compute node without network. A dry run does not say which jobs are local, so it

@@ -206,6 +206,44 @@ def test_stage_verb_refuses_a_bad_job_in_one_line(capsys, args: list[str], expec
     assert err.startswith(expected) and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stage_stopped_by_a_signal_removes_its_temporary_files_and_says_so(tmp_path: Path, signame: str) -> None:
+    """A job killed by SIGTERM (Snakemake cancelling its jobs, a `timeout`, SLURM at the time limit) or SIGINT
+    once left its temporary output beside the outputs (`.<name>.tmp<pid>`: Python's default SIGTERM exit skips
+    the `finally` of interp.io.atomic_path, and no later run removes another process's file) and an empty
+    log, or a KeyboardInterrupt traceback. Now: no file left, one line in the log naming the stage and the
+    signal, a non-zero exit."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import sys, time\n"
+        "from interp import cli, stages\n"
+        "from interp.io import atomic_path\n"
+        "def slow(job):\n"
+        "    with atomic_path(job.output['out']) as tmp:\n"
+        "        tmp.write_text('half')\n"
+        "        print('writing', flush=True)\n"
+        "        time.sleep(60)\n"
+        "stages.windows = slow\n"
+        "sys.exit(cli.main(['stage', 'windows', sys.argv[1]]))\n")
+    out = tmp_path / "out" / "table.tsv"
+    job = json.dumps({"input": {}, "output": {"out": str(out)}, "params": {}, "threads": 1})
+    proc = subprocess.Popen([sys.executable, "-c", script, job], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + getattr(signal, signame), (proc.returncode, err)
+    assert list(out.parent.iterdir()) == [], list(out.parent.iterdir())
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "stage windows" in lines[0] and signame in lines[0], err
+
+
 @pytest.mark.parametrize("run", ["..", ".", ".hidden", "-x", "a/b", "a b"])
 def test_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path: Path, capsys, run: str) -> None:
     """run '..' once passed the schema: results/../ and reports/../index.html wrote into the repository itself

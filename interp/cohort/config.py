@@ -65,3 +65,21 @@ class CohortConfig:
     """settings of the simulated cohort (demography, labels, case_fraction, causal, confounded, null,
     ancestry_panel): a nested dict with its own schema (`cohort.simulate`), whose defaults check_config fills
     in, read by `interp.cohort.simulate`."""
+
+
+
+#: cohort keys a cohort rule's settings leave out because its stage never reads them, so that changing one
+#: (Snakemake's params trigger) reruns only the rules that do: the shard size only plans jobs; maf, n_pcs and
+#: ancestry_exclude_flank are read by ancestry alone, keep_haplotypes by embed_cohort alone (cohort_embed_params).
+#: "early": simulate_cohort, check_cohort, haplotypes_shard.
+NOT_READ_BY = {
+    "early": ("shard_genes", "maf", "n_pcs", "ancestry_exclude_flank", "keep_haplotypes"),
+    "ancestry": ("shard_genes", "keep_haplotypes"),
+}
+
+
+def cohort_rule_settings(section: dict, rules: str) -> dict:
+    """The `cohort` section as the `rules` of NOT_READ_BY get it, without the keys they never read: changing
+    cohort.n_pcs once re-simulated the cohort, re-checked the VCF and rebuilt and re-embedded every haplotype
+    shard. The stages fill the keys left out with CohortConfig's defaults, which they do not read."""
+    return {k: v for k, v in section.items() if k not in NOT_READ_BY[rules]}

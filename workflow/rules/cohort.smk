@@ -4,8 +4,9 @@
 if COHORT:
     SAE_LAYER = config["sae"]["layer"]
 
-    # the shard size only plans jobs: left out of the jobs' settings so changing it reruns no upstream rule
-    COHORT_SETTINGS = {k: v for k, v in config["cohort"].items() if k != "shard_genes"}
+    # each rule's settings leave out the cohort keys it never reads (the shard size only plans jobs): changing
+    # one reruns only the rules that read it (interp.cohort.config.NOT_READ_BY)
+    COHORT_EARLY = cohort_rule_settings(config["cohort"], "early")
     COHORT_BED = {"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}
     COHORT_VCF = config_cohort_vcf()
     COHORT_SAMPLES = config_cohort_samples()
@@ -28,7 +29,7 @@ if COHORT:
                     if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
                 ),
             params:
-                **rule_params({"reference": config["reference"], "cohort": COHORT_SETTINGS,
+                **rule_params({"reference": config["reference"], "cohort": COHORT_EARLY,
                          "seed": config["seed"]}),
             log:
                 log_path("simulate_cohort"),
@@ -47,8 +48,9 @@ if COHORT:
         **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
         **COHORT_BED,
     }
-    COHORT_PARAMS = {"reference": config["reference"], "cohort": COHORT_SETTINGS,
+    COHORT_PARAMS = {"reference": config["reference"], "cohort": cohort_rule_settings(config["cohort"], "ancestry"),
                      "n_folds": config["audit"]["n_folds"], "seed": config["seed"]}
+    COHORT_PARAMS_EARLY = {**COHORT_PARAMS, "cohort": COHORT_EARLY}
     SHARDS = cohort_shards()
     # the shard size is in the path: after a change of cohort.shard_genes no shard of the old size is reused
     SHARD_DIR = f"{R}/cohort/shards/{shard_set()}/{{shard}}"
@@ -68,7 +70,7 @@ if COHORT:
             tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
             regions=f"{R}/cohort/regions.parquet",
         params:
-            **rule_params(COHORT_PARAMS),
+            **rule_params(COHORT_PARAMS_EARLY),
         log:
             log_path("check_cohort"),
         benchmark:
@@ -97,7 +99,7 @@ if COHORT:
             sequences=f"{SHARD_DIR}/sequences.parquet",
             stats=f"{SHARD_DIR}/haplotypes.stats.json",
         params:
-            **rule_params(lambda wc: {**COHORT_PARAMS, "shard": {"index": shard_index(wc.shard),
+            **rule_params(lambda wc: {**COHORT_PARAMS_EARLY, "shard": {"index": shard_index(wc.shard),
                                                            "size": config["cohort"]["shard_genes"]}}),
         log:
             log_path("haplotypes_shard", "shard"),

@@ -7,6 +7,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from interp.cohort.config import cohort_rule_settings
 from interp.cohort.shards import count_cohort_regions, shard_index, shard_names, shard_slice
 from interp.config import check_config, model_layer_names
 from interp.errors import InputError
