@@ -272,7 +272,8 @@ def test_long_tailed_runs_are_rarely_labelled():
     assert any_label <= binom.ppf(0.99, n_reps, 0.05), any_label
 
 
-def test_design_effect_counts_pairs_across_calls_and_follows_windows():
+@pytest.mark.parametrize("density", [0.3, 0.05, 0.0], ids=["dense", "sparse", "silent"])
+def test_design_effect_counts_pairs_across_calls_and_follows_windows(density):
     """The pair counts behind the design effect: a stream added in pieces gives the counts of the whole (pairs
     across calls included, up to the longest lag), and a row that does not follow its predecessor (another
     window) makes no pair at any lag across it."""
@@ -280,7 +281,8 @@ def test_design_effect_counts_pairs_across_calls_and_follows_windows():
 
     rng = np.random.default_rng(5)
     n = 700
-    scores = torch.from_numpy(np.where(rng.random((n, 4)) < 0.3, rng.uniform(0.1, 1, (n, 4)), 0.0))
+    # dense levels are paired row by row, sparse ones (an SAE's codes) entry by entry: the same counts
+    scores = torch.from_numpy(np.where(rng.random((n, 4)) < density, rng.uniform(0.1, 1, (n, 4)), 0.0))
     concepts = rng.random((n, 2)) < 0.2
     whole = ThresholdCounts(np.ones(4), 2, 8)
     whole.add(scores, concepts)

@@ -152,7 +152,14 @@ class ThresholdCounts:
             t = 0
             segment = np.cumsum(~follows)
         n = level.shape[0]
+        size = self.U * (self.T + 1)
         offsets = (torch.arange(self.U) * (self.T + 1)).to(torch.int32)
+        row, unit = torch.nonzero(level, as_tuple=True)
+        sparse = row.numel() * 8 < n * self.U  # sparse codes (an SAE's): pair the firing entries by key
+        if sparse:
+            key = row * self.U + unit                                           # ascending (row-major)
+            entry_level = level[row, unit]
+            segment_t = torch.from_numpy(segment)
         for i, lag in enumerate(LAGS):
             later = np.arange(max(t, lag), n)
             later = later[segment[later] == segment[later - lag]]
@@ -160,11 +167,20 @@ class ThresholdCounts:
                 continue
             self.n_pairs[i] += later.size
             self.n_pos_pairs[i] += (concepts[later] & concepts[later - lag]).sum(axis=0)
+            if sparse:
+                if key.numel() == 0:
+                    continue
+                partner = torch.searchsorted(key, key - lag * self.U).clamp(max=max(key.numel() - 1, 0))
+                both = ((row >= max(t, lag)) & (key[partner] == key - lag * self.U)
+                        & (segment_t[row] == segment_t[(row - lag).clamp(min=0)]))
+                lower = torch.minimum(entry_level[both], entry_level[partner[both]]).long()
+                self.pair_hist[i] += torch.bincount(unit[both] * (self.T + 1) + lower, minlength=size).double()
+                continue
             for part in np.array_split(later, -(-later.size * self.U // 2**22)):  # temporaries of ~2**22 values
                 idx = torch.from_numpy(part)
                 both = torch.minimum(level[idx], level[idx - lag])                # [pairs, U]: the lower level
                 on = both > 0
-                self.pair_hist[i] += torch.bincount((offsets + both)[on], minlength=self.U * (self.T + 1)).double()
+                self.pair_hist[i] += torch.bincount((offsets + both)[on], minlength=size).double()
         keep = max(0, n - LAGS[-1])
         self._tail = (level[keep:].clone(), concepts[keep:].copy(), segment[keep:].copy())
 
