@@ -108,18 +108,20 @@ def main() -> None:
           f"{b['n_train_tokens'] / b['seconds']:.0f} tokens/s")
     print(f"peak RSS ratio (4x store / 1x store): {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
     if temporal:
-        for size, plain, pairs in ((n, a, ta), (4 * n, b, tb)):
-            print(f"temporal, {size} tokens: peak RSS {pairs['peak_rss_mb']:.0f} MB "
-                  f"({pairs['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x plain), {pairs['seconds']:.1f} s, "
-                  f"tokens/s {pairs['n_train_tokens'] / pairs['seconds'] / (plain['n_train_tokens'] / plain['seconds']):.3f}x plain")
-        print(f"temporal peak RSS ratio (4x store / 1x store): {tb['peak_rss_mb'] / ta['peak_rss_mb']:.3f}")
-    if batchtopk:
-        for size, plain, other in ((n, a, ba), (4 * n, b, bb)):
-            print(f"batchtopk, {size} tokens: peak RSS {other['peak_rss_mb']:.0f} MB "
-                  f"({other['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x TopK), {other['seconds']:.1f} s "
-                  f"({other['seconds'] / plain['seconds']:.3f}x TopK, threshold pass included)")
-        print(f"batchtopk peak RSS ratio (4x store / 1x store): {bb['peak_rss_mb'] / ba['peak_rss_mb']:.3f}")
+        compare("temporal", (ta, tb), (a, b), n)
+    if batchtopk:  # its time includes the threshold pass after training
+        compare("batchtopk", (ba, bb), (a, b), n)
 
+
+def compare(name: str, runs: tuple[dict, dict], plain: tuple[dict, dict], n: int) -> None:
+    """Print a variant's two trainings against the plain (TopK) ones: peak RSS and tokens/s ratios, and its own
+    4x-store / 1x-store peak RSS ratio."""
+    for size, base, run in ((n, plain[0], runs[0]), (4 * n, plain[1], runs[1])):
+        speed = run["n_train_tokens"] / run["seconds"] / (base["n_train_tokens"] / base["seconds"])
+        print(f"{name}, {size} tokens: peak RSS {run['peak_rss_mb']:.0f} MB "
+              f"({run['peak_rss_mb'] / base['peak_rss_mb']:.3f}x plain), {run['seconds']:.1f} s, "
+              f"tokens/s {speed:.3f}x plain")
+    print(f"{name} peak RSS ratio (4x store / 1x store): {runs[1]['peak_rss_mb'] / runs[0]['peak_rss_mb']:.3f}")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
