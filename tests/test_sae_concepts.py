@@ -311,6 +311,12 @@ def test_design_effect_counts_pairs_across_calls_and_follows_windows(density):
     only_lag1 = np.r_[0.9, [np.nan] * (len(LAGS) - 1)][:, None]
     assert design_effect(only_lag1, only_lag1)[0] == pytest.approx(1.81 / 0.19)
     assert design_effect(-only_lag1, only_lag1, 2.0)[0] == 2.0
+    # counts without pairs (validation's) leave the design effect at tokens_per_base
+    bare = ThresholdCounts(np.ones(4), 2, 8, pairs=False)
+    bare.add(scores, concepts)
+    bare.tokens_per_base = 1.5
+    assert not bare.pair_fires().any() and (label_units(bare, bare, ["a", "b"], LabelConfig(), "sae")
+                                            ["design_effect"].to_numpy() == 1.5).all()
     power = np.array([lag ** -0.5 for lag in LAGS])[:, None]
     assert design_effect(power, power)[0] >= 1 + 2 * sum(k ** -1.0 for k in range(1, 513))  # at least to the lags seen
 

@@ -192,7 +192,10 @@ class ThresholdCounts:
         return np.cumsum(h[:, ::-1], axis=1)[:, ::-1], np.cumsum(hp[:, :, ::-1], axis=2)[:, :, ::-1]
 
     def pair_fires(self) -> np.ndarray:
-        """[len(LAGS), U, T]: token pairs LAGS apart in one window on which the unit fires at both, per level."""
+        """[len(LAGS), U, T]: token pairs LAGS apart in one window on which the unit fires at both, per level (zeros
+        without `pairs`: no pair was counted, so the design effect is tokens_per_base alone)."""
+        if not self.pairs:
+            return np.zeros((len(LAGS), self.U, self.T))
         h = self.pair_hist.view(len(LAGS), self.U, self.T + 1).numpy()[:, :, 1:]
         return np.cumsum(h[:, :, ::-1], axis=2)[:, :, ::-1]
 
