@@ -9,14 +9,15 @@ among concepts with validation lift >= min_lift (else of highest validation F1).
 with it only if on test blocks: lift >= min_lift, F1 above the "always fires" baseline 2p/(1+p)
 and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), at least
 `min_true_positives` true positives, and precision significantly above prevalence (one-sided
-binomial test, Bonferroni over all units x concepts at family-wise `alpha`); otherwise it is
-"unlabelled".
+binomial test on effective token counts, both divided by `design_effect`: concepts and firing come in runs
+along the sequence, and a chance overlap of two runs is one piece of evidence, not one per token;
+Bonferroni over all units x concepts at family-wise `alpha`); otherwise it is "unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
 threshold chosen on validation) gives, per concept, what the raw activations can do at all;
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
-Everything streams over the store chunk by chunk; memory grows with features x concepts x
+Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
 thresholds, not with tokens (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
@@ -49,8 +50,9 @@ class LabelConfig:
     min_true_positives: int = 10
     """test tokens where the unit fires and the concept holds, needed for a label."""
     alpha: float = 0.05
-    """family-wise error rate of the one-sided binomial test "precision > prevalence" on test tokens,
-    Bonferroni-corrected over all (unit, concept) pairs of the family (SAE features, or neurons)."""
+    """family-wise error rate of the one-sided binomial test "precision > prevalence" on the test tokens'
+    effective counts (`design_effect`), Bonferroni-corrected over all (unit, concept) pairs of the family (SAE
+    features, or neurons)."""
     n_thresholds: int = 32
     """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
     probe_max_tokens: int = 20000
