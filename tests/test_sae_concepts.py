@@ -321,6 +321,49 @@ def test_design_effect_counts_pairs_across_calls_and_follows_windows(density):
     assert design_effect(power, power)[0] >= 1 + 2 * sum(k ** -1.0 for k in range(1, 513))  # at least to the lags seen
 
 
+@pytest.mark.parametrize("token_bases", [1, 6], ids=["one-base", "6-mer"])
+def test_tokens_per_base_counts_how_often_each_base_is_seen(tmp_path, monkeypatch, token_bases):
+    """Windows 200 wide every 100 bases see most bases twice, whatever the tokens: with 6-base tokens the two
+    windows' tokens start at different bases (100 is not a multiple of 6), and counting distinct token starts gave
+    1.0 (the design effect halved); the factor is sum m^2 / sum m over bases seen m times by test tokens (a token
+    covering its bases up to the next token of its window, as `token_concepts`), read in pieces or whole."""
+    import interp.sae.concepts as concepts_module
+    from interp.embed.store import TokenStoreWriter
+
+    rng = np.random.default_rng(3)
+    length, width, stride = 12_000, 200, 100
+    starts = np.arange(0, length - width + 1, stride)
+    base_start = np.arange(0, width, token_bases)
+    window = np.repeat(np.arange(starts.size), base_start.size)
+    bs = np.tile(base_start, starts.size)
+    x = rng.normal(size=(window.size, 4)).astype(np.float32)
+    writer = TokenStoreWriter(tmp_path / "t.zarr", 4, [], "s", "l", chunk_rows=500)
+    writer.append(x, window, bs, {})
+    writer.close()
+    windows = pl.DataFrame({"window_index": np.arange(starts.size), "contig": ["c"] * starts.size, "start": starts,
+                            "end": starts + width, "window_id": [f"c:{s}" for s in starts]})
+    tracks = ConceptTracks(["c"], np.arange(length, dtype=np.int64), (rng.random((length, 1)) < 0.1), ["x"])
+    split = block_split(windows, 1000, 0.2, 0.2, 0)
+    seen = np.zeros(length)
+    test = split.of_tokens(window, bs) == TEST
+    last = np.r_[window[1:] != window[:-1], True]
+    for w, b, end in zip(window[test], bs[test], last[test], strict=True):
+        seen[starts[w] + b: starts[w] + b + (1 if end else token_bases)] += 1
+    expected = (seen**2).sum() / seen.sum()
+    assert expected > 1.8
+    got = []
+    real = concepts_module.label_units
+
+    def spy(val, test_counts, names, cfg, kind):
+        got.append(test_counts.tokens_per_base)
+        return real(val, test_counts, names, cfg, kind)
+
+    monkeypatch.setattr(concepts_module, "label_units", spy)
+    for rows in (333, 100_000):
+        feature_table(TopKSAE(4, 8, 2), tmp_path / "t.zarr", windows, split, tracks, LabelConfig(), top_n=1, rows=rows)
+    assert got == pytest.approx([expected] * 4)
+
+
 def test_neuron_units_are_numbered_as_documented(tmp_path):
     """units.parquet documents a neuron unit as 2 * dim (read high) and 2 * dim + 1 (read low): a concept
     marked by low values of dim 1 of 3 is best matched by unit 3, one marked by high values of dim 2 by unit 4

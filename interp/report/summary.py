@@ -649,7 +649,7 @@ def sae_label_rule(labels: dict) -> dict[str, str]:
     return {
         "multiplicity": "concept labels: one-sided binomial test of precision > prevalence on the test blocks, on "
                         "effective token counts (divided by the design effect of runs: Bartlett's formula from the "
-                        "unit's and the concept's autocorrelations at lags 1-256, times tokens per base), "
+                        "unit's and the concept's autocorrelations at lags 1-256, times how often a base is seen), "
                         f"Bonferroni over all features x concepts at family-wise alpha {_fmt(rule['alpha'])}",
         "thresholds": f"a feature fires above the threshold of best validation F1 (of {rule['n_thresholds']} levels, "
                       "chosen on the validation blocks); it is labelled with a concept only if, on the test blocks, "

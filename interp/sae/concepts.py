@@ -77,12 +77,36 @@ def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.nd
     if (cid < 0).any():
         raise InputError(f"bases table: no bases on contig {split.contigs[int(split.window_contig[w][cid < 0][0])]}")
     rows = tracks.rows_of(cid, split.window_start[w] + bs)
+    end = np.minimum(rows + token_spans(w, bs, following), cumulative.shape[0] - 1)
+    return (cumulative[end] - cumulative[rows]) > 0
+
+
+def token_spans(window_index: np.ndarray, base_start: np.ndarray,
+                following: tuple[int, int] | None = None) -> np.ndarray:
+    """int64 [m]: bases each token covers, up to the next token's base_start when the next row is the same window,
+    else one base (`token_concepts`); following: the (window_index, base_start) of the store row after these."""
+    w = np.asarray(window_index, dtype=np.int64)
+    bs = np.asarray(base_start, dtype=np.int64)
     nxt_w, nxt_bs = following if following is not None else (-1, -1)
     nxt = np.r_[bs[1:], nxt_bs]
     same = np.r_[w[1:] == w[:-1], w.size > 0 and w[-1] == nxt_w]
-    span = np.where(same & (nxt > bs), nxt - bs, 1)
-    end = np.minimum(rows + span, cumulative.shape[0] - 1)
-    return (cumulative[end] - cumulative[rows]) > 0
+    return np.where(same & (nxt > bs), nxt - bs, 1)
+
+
+def bases_seen(start: np.ndarray, end: np.ndarray) -> float:
+    """How often a base is seen by tokens covering [start, end) (genome keys): sum m^2 / sum m over the bases, m the
+    number of tokens covering a base (a base seen m times adds m^2 times a single base's variance to a count and m to
+    the binomial's); 1.0 with no tokens. Windows 200 wide every 100 bases give about 2, whatever the tokens (those
+    of two windows need not start at the same bases: 6-mers, BPE)."""
+    if start.size == 0:
+        return 1.0
+    edge = np.concatenate([start, end])
+    step = np.concatenate([np.ones(start.size, dtype=np.int64), -np.ones(end.size, dtype=np.int64)])
+    order = np.argsort(edge, kind="stable")
+    depth = np.cumsum(step[order])[:-1].astype(np.float64)   # tokens covering [edge[i], edge[i + 1])
+    length = np.diff(edge[order]).astype(np.float64)
+    once = (depth * length).sum()
+    return float((depth**2 * length).sum() / once) if once > 0 else 1.0
 
 
 # ---------------------------------------------------------------- streaming threshold statistics
@@ -95,8 +119,8 @@ class ThresholdCounts:
     label test's design effect (`design_effect`), the counts of token pairs `LAGS` apart in one window on
     which the unit fires at both tokens (per level) or the concept holds at both.
 
-    Unit u fires at threshold level j (0..T-1) when its score > j * scale[u] / T. tokens_per_base: tokens
-    per distinct base of the split (overlapping windows see a base more than once; set by the caller).
+    Unit u fires at threshold level j (0..T-1) when its score > j * scale[u] / T. tokens_per_base: how often
+    the split's tokens see a base (`bases_seen`: overlapping windows see a base more than once; set by the caller).
     pairs: count the pairs (the test split's counts; validation only chooses thresholds and needs none).
     Memory: (1 + len(LAGS) if pairs) x U x (T + 1) counts plus C x U x (T + 1), never per token.
     """
@@ -530,7 +554,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     best_values = np.zeros((F, top_n), dtype=np.float32)
     best_windows = np.full((F, top_n), -1, dtype=np.int64)
     lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
-    positions: dict[int, list[np.ndarray]] = {VALIDATION: [], TEST: []}  # (contig, base) keys, for tokens_per_base
+    positions: dict[int, list[np.ndarray]] = {VALIDATION: [], TEST: []}  # [2, m] (contig, base) spans: tokens_per_base
     last_kept = {VALIDATION: (-2, -1, -1), TEST: (-2, -1, -1)}  # (store row, window, base_start) per split
     for sl, w, bs, code, after, acts in chunks():
         x = torch.from_numpy(np.asarray(acts[sl], dtype=np.float32))
@@ -542,6 +566,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         concepts = token_concepts(tracks, split, w, bs, cumulative, after)
         w64, bs64 = np.asarray(w, dtype=np.int64), np.asarray(bs, dtype=np.int64)
         next_in_window = np.r_[False, (w64[1:] == w64[:-1]) & (bs64[1:] > bs64[:-1])]
+        spans = token_spans(w64, bs64, after)
         for c in (VALIDATION, TEST):
             keep = torch.from_numpy(code == c)
             if not bool(keep.any()):
@@ -552,8 +577,8 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             row, window, base = last_kept[c]  # the split's last token before this read, if it is the row before
             follows[0] = row == sl.start + at[0] - 1 and window == w64[at[0]] and base < bs64[at[0]]
             last_kept[c] = (sl.start + int(at[-1]), int(w64[at[-1]]), int(bs64[at[-1]]))
-            positions[c].append(np.unique((split.window_contig[w64[kept]].astype(np.int64) << 40)
-                                          + split.window_start[w64[kept]] + bs64[kept]))
+            at_base = (split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]] + bs64[kept]
+            positions[c].append(np.stack([at_base, at_base + spans[kept]]))
             sae_counts[c].add(features[keep], concepts[kept], follows)
             scaled = (x[keep].double() - lo_t) / span_t
             # a neuron is read both ways (unit 2 * dim high, 2 * dim + 1 low); +1e-9 so the unit's validation
@@ -568,9 +593,10 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                 samples[c][1].append(concepts[sel])
 
     for c in (VALIDATION, TEST):
-        n_bases = np.unique(np.concatenate(positions[c])).size if positions[c] else 0
+        spans_c = np.concatenate(positions[c], axis=1) if positions[c] else np.zeros((2, 0), dtype=np.int64)
+        seen = bases_seen(spans_c[0], spans_c[1])
         for counts in (sae_counts[c], neuron_counts[c]):
-            counts.tokens_per_base = counts.n_tokens / n_bases if n_bases else 1.0
+            counts.tokens_per_base = seen
     unknown = sorted({int(v) for v in np.unique(best_windows) if v >= 0} - ids.keys())
     if unknown:
         raise InputError(f"windows table: no window_id for window_index {unknown[:5]} found in {store_path}")
