@@ -18,7 +18,7 @@ threshold chosen on validation) gives, per concept, what the raw activations can
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
-thresholds, not with tokens (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
+thresholds, and by 16 bytes per test token (their spans, for `bases_seen`), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
 from __future__ import annotations
@@ -554,7 +554,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     best_values = np.zeros((F, top_n), dtype=np.float32)
     best_windows = np.full((F, top_n), -1, dtype=np.int64)
     lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
-    positions: dict[int, list[np.ndarray]] = {VALIDATION: [], TEST: []}  # [2, m] (contig, base) spans: tokens_per_base
+    test_spans: list[np.ndarray] = []  # [2, m] (contig, base) spans of the test tokens: tokens_per_base
     last_kept = {VALIDATION: (-2, -1, -1), TEST: (-2, -1, -1)}  # (store row, window, base_start) per split
     for sl, w, bs, code, after, acts in chunks():
         x = torch.from_numpy(np.asarray(acts[sl], dtype=np.float32))
@@ -577,8 +577,10 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             row, window, base = last_kept[c]  # the split's last token before this read, if it is the row before
             follows[0] = row == sl.start + at[0] - 1 and window == w64[at[0]] and base < bs64[at[0]]
             last_kept[c] = (sl.start + int(at[-1]), int(w64[at[-1]]), int(bs64[at[-1]]))
-            at_base = (split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]] + bs64[kept]
-            positions[c].append(np.stack([at_base, at_base + spans[kept]]))
+            if c == TEST:  # only the test counts' design effect uses it
+                at_base = ((split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]]
+                           + bs64[kept])
+                test_spans.append(np.stack([at_base, at_base + spans[kept]]))
             sae_counts[c].add(features[keep], concepts[kept], follows)
             scaled = (x[keep].double() - lo_t) / span_t
             # a neuron is read both ways (unit 2 * dim high, 2 * dim + 1 low); +1e-9 so the unit's validation
@@ -592,11 +594,8 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                 samples[c][0].append(x.numpy()[sel])
                 samples[c][1].append(concepts[sel])
 
-    for c in (VALIDATION, TEST):
-        spans_c = np.concatenate(positions[c], axis=1) if positions[c] else np.zeros((2, 0), dtype=np.int64)
-        seen = bases_seen(spans_c[0], spans_c[1])
-        for counts in (sae_counts[c], neuron_counts[c]):
-            counts.tokens_per_base = seen
+    spans_test = np.concatenate(test_spans, axis=1) if test_spans else np.zeros((2, 0), dtype=np.int64)
+    sae_counts[TEST].tokens_per_base = neuron_counts[TEST].tokens_per_base = bases_seen(*spans_test)
     unknown = sorted({int(v) for v in np.unique(best_windows) if v >= 0} - ids.keys())
     if unknown:
         raise InputError(f"windows table: no window_id for window_index {unknown[:5]} found in {store_path}")
