@@ -1290,6 +1290,24 @@ def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
     assert "by more than one fold-SD" in text
 
 
+def test_an_unlabelled_top_feature_names_its_candidate_concept_and_label_test(tmp_path: Path, monkeypatch) -> None:
+    """The top-features table showed "unlabelled" beside lift 12 and F1 0.48 with no word of the concept or why
+    (the demo's CTCF features, whose evidence is one ~1 kb stretch: design effect about 370); it now names the
+    candidate concept, the label test's p and the design effect; a labelled feature shows its label alone."""
+    monkeypatch.setenv("INTERP_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    report, figs, layers, calib, cfg = rs.report_parts()
+    top = [{"id": 28, "label": "unlabelled", "f1": 0.48, "lift": 12.4, "density": 0.09, "top_windows": "chr17:1-200",
+            "concept": "motif_CTCF", "p_value": 0.218, "design_effect": 370.9},
+           {"id": 3, "label": "intron", "f1": 0.6, "density": 0.6, "top_windows": "chr17:1-200", "concept": "intron",
+            "p_value": 1e-9, "design_effect": 2.0}]
+    rep = {**report, "sae": [{**report["sae"][0], "top_features": top}]}
+    finish_report(rep, figs, layers, calib, cfg, "synthetic", {"json": tmp_path / "report.json",
+                                                               "html": tmp_path / "index.html"})
+    html = (tmp_path / "index.html").read_text()
+    assert "unlabelled (candidate motif_CTCF: label test p 0.22, design effect 371)" in html
+    assert "intron (candidate" not in html
+
+
 def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
     """The SAE's labels (the report's top features) pass a one-sided binomial test, Bonferroni over features x
     concepts, and lift / true-positive / F1-baseline thresholds (interp.sae.concepts); the methods table said

@@ -250,6 +250,10 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
             for k in ("lift", "best_lift", "auprc", "best_auprc", "precision", "best_precision"):
                 if r.get(k) is not None:
                     t[k.removeprefix("best_")] = r[k]
+            # the candidate concept and its label test, so an unlabelled feature of high lift says why
+            for k in ("concept", "p_value", "design_effect"):
+                if r.get(k) is not None:
+                    t[k] = r[k]
         entry["top_features"] = top
         atlas = sae_atlas(m, metrics_path, params.get("html_dir"))
         if atlas:
