@@ -318,37 +318,23 @@ def _sae_settings(params: dict, source: str = "sae"):
 
 
 def sae(job: Job) -> None:
-    """The main SAE of one layer: training, evaluation, honest concept labels (interp.sae.run)."""
-    from interp.sae.run import label_features, train_and_evaluate
+    """The main SAE of one layer: training, evaluation, honest concept labels (interp.sae.run.train_and_label)."""
+    from interp.sae.run import train_and_label
     from interp.sae.train import save_sae
 
     _set_threads(1)  # bitwise-reproducible weights (see pretrain_tiny_dnalm)
     p = job.params
     cfg = _sae_settings(p)
-    store = Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr"
-    windows = pl.read_parquet(job.input["windows"])
-    out_dir = Path(job.output["weights"]).parent
-    state = out_dir / "train_state.safetensors"  # kept until the outputs are written: a failure after
-    # training (loss recovered, labelling) reruns without training again
-    model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"), state,
-                                        p.get("log_dir"), progress_bar=True,
-                                        accelerator=p.get("accelerator", "cpu"), keep_state=True)
-    bases = pl.read_parquet(job.input["bases"])
-    tracks = None
-    if job.input.get("planted_bed"):  # the planted calibration: its planted elements are the concepts
-        from interp.sae.planted_genome import planted_tracks, read_planted_bed
-
-        tracks = planted_tracks(bases, read_planted_bed(job.input["planted_bed"]))
-    features, units, labels = label_features(model, store, windows, bases, cfg, p["concepts"], p["labels"],
-                                             p["top_windows"], tracks=tracks)
+    state = Path(job.output["weights"]).parent / "train_state.safetensors"
+    model, features, units, metrics = train_and_label(
+        Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr", pl.read_parquet(job.input["windows"]),
+        pl.read_parquet(job.input["bases"]), cfg, p["layer"], job.input.get("checkpoint"), state, p["concepts"],
+        p["labels"], p["top_windows"], job.input.get("planted_bed"), p.get("log_dir"), p.get("accelerator", "cpu"))
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_table(features, job.output["features"])
     write_table(units, job.output["units"])
-    write_json({"model": p["model"], "layer": p["layer"], "name": "main", **metrics, "labels": labels,
-                "top_features": labels["top_features"],
-                "n_concepts_matched_sae": labels["n_concepts_matched_sae"],
-                "n_concepts_matched_neurons": labels["n_concepts_matched_neurons"]}, job.output["metrics"])
-    state.unlink(missing_ok=True)
+    write_json({"model": p["model"], "layer": p["layer"], "name": "main", **metrics}, job.output["metrics"])
+    state.unlink(missing_ok=True)  # only now: a failure before reruns without training
 
 
 def sae_sweep(job: Job) -> None:

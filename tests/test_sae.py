@@ -149,7 +149,9 @@ def test_every_architecture_learns_and_round_trips(planted, architecture, tmp_pa
 def test_jumprelu_learns_thresholds_and_batchtopk_estimates_one(planted):
     # one epoch (55 steps): the running mean alone averaged the early steps' smaller activations and
     # left held-out L0 at 5.3 for k 3; re-estimated with the final weights it is k on held-out tokens
-    for arch, extra in (("batchtopk", {}), ("matryoshka", {"matryoshka_prefixes": [0.25, 1.0]})):
+    # (with the temporal loss the training batches are pairs: the pass reads single tokens of its own)
+    for arch, extra in (("batchtopk", {}), ("matryoshka", {"matryoshka_prefixes": [0.25, 1.0]}),
+                        ("batchtopk", {"temporal_fraction": 0.25})):
         cfg = SAEConfig(**{**FAST, "epochs": 1, "architecture": arch, **extra})
         model, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
         record = metrics["inference_threshold"]
@@ -359,6 +361,38 @@ def test_kept_state_lets_a_failure_after_training_rerun_without_training(planted
     assert pl.read_csv(csv / "metrics.csv").equals(log)  # the training log stays where it was
     train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, callbacks=[NoStep()])
     assert not state.exists()  # without keep_state the state goes once training is done
+
+
+def test_train_and_label_keeps_the_state_until_labelling_is_done(planted, tmp_path, monkeypatch):
+    """The sae stage's library function (interp.sae.run.train_and_label): labelling that fails after training
+    leaves the complete training state, and the rerun labels the same weights without a training step; the
+    metrics carry the labels' summary and counts for metrics.json."""
+    from interp.sae import run
+
+    cfg = SAEConfig(**{**FAST, "epochs": 2})
+    state = tmp_path / "train_state.safetensors"
+    bases = pl.DataFrame({"contig": ["chr1"], "pos": [0]})
+
+    def fails(*args, **kwargs):
+        raise MemoryError("labelling ran out of memory")
+
+    monkeypatch.setattr(run, "label_features", fails)
+    with pytest.raises(MemoryError):
+        run.train_and_label(planted["path"], planted["windows"], bases, cfg, "layer0", None, state, {}, {}, 3)
+    assert state.exists()
+    seen = {}
+
+    def labels(model, *args, **kwargs):
+        seen["model"] = model
+        return pl.DataFrame({"feature": [0]}), pl.DataFrame({"unit": [0]}), {
+            "top_features": [], "n_concepts_matched_sae": 0, "n_concepts_matched_neurons": 2}
+
+    monkeypatch.setattr(run, "label_features", labels)
+    model, features, units, metrics = run.train_and_label(planted["path"], planted["windows"], bases, cfg, "layer0",
+                                                          None, state, {}, {}, 3)
+    assert seen["model"] is model and metrics["resumed_from_step"] == metrics["steps"] > 0
+    assert metrics["labels"]["n_concepts_matched_neurons"] == 2 == metrics["n_concepts_matched_neurons"]
+    assert metrics["top_features"] == [] and state.exists()  # the stage removes it once its outputs are written
 
 
 def test_state_for_another_config_is_not_resumed(planted, tmp_path):

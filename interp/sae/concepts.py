@@ -555,7 +555,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     best_windows = np.full((F, top_n), -1, dtype=np.int64)
     lo_t, span_t = torch.from_numpy(lo), torch.from_numpy(span)
     test_spans: list[np.ndarray] = []  # [2, m] (contig, base) spans of the test tokens: tokens_per_base
-    last_kept = {VALIDATION: (-2, -1, -1), TEST: (-2, -1, -1)}  # (store row, window, base_start) per split
+    last_test = (-2, -1, -1)  # (store row, window, base_start) of the last test token read
     for sl, w, bs, code, after, acts in chunks():
         x = torch.from_numpy(np.asarray(acts[sl], dtype=np.float32))
         features = model.encode(x)
@@ -572,12 +572,13 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
             if not bool(keep.any()):
                 continue
             kept = keep.numpy()
-            follows = (next_in_window & np.r_[False, kept[:-1]])[kept]
-            at = np.flatnonzero(kept)
-            row, window, base = last_kept[c]  # the split's last token before this read, if it is the row before
-            follows[0] = row == sl.start + at[0] - 1 and window == w64[at[0]] and base < bs64[at[0]]
-            last_kept[c] = (sl.start + int(at[-1]), int(w64[at[-1]]), int(bs64[at[-1]]))
-            if c == TEST:  # only the test counts' design effect uses it
+            follows = None  # pairs and spans: only the test counts' design effect uses them
+            if c == TEST:
+                follows = (next_in_window & np.r_[False, kept[:-1]])[kept]
+                at = np.flatnonzero(kept)
+                row, window, base = last_test  # the last test token before this read, if it is the row before
+                follows[0] = row == sl.start + at[0] - 1 and window == w64[at[0]] and base < bs64[at[0]]
+                last_test = (sl.start + int(at[-1]), int(w64[at[-1]]), int(bs64[at[-1]]))
                 at_base = ((split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]]
                            + bs64[kept])
                 test_spans.append(np.stack([at_base, at_base + spans[kept]]))

@@ -73,6 +73,30 @@ def label_features(model: SparseAutoencoder, store: str | Path, windows: pl.Data
     return features, units, summary
 
 
+def train_and_label(store: str | Path, windows: pl.DataFrame, bases: pl.DataFrame, cfg: SAEConfig, layer: str,
+                    lm_checkpoint: str | Path | None, state_path: str | Path, concepts: dict, labels: dict,
+                    top_n: int, planted_bed: str | Path | None = None, log_dir: str | Path | None = None,
+                    accelerator: str = "cpu") -> tuple[SparseAutoencoder, pl.DataFrame, pl.DataFrame, dict]:
+    """The main SAE of one layer: `train_and_evaluate` (keeping its training state, complete, at `state_path`,
+    which the caller removes once its outputs are written: a failure in labelling reruns with no training),
+    then `label_features` against the concept tracks of `bases`, or, with `planted_bed` (the planted
+    calibration), against its planted elements. Returns (model, features, units, metrics), metrics holding the
+    training metrics, `labels` and the summary counts the report reads."""
+    model, metrics = train_and_evaluate(store, windows, cfg, layer, lm_checkpoint, state_path, log_dir,
+                                        progress_bar=True, accelerator=accelerator, keep_state=True)
+    tracks = None
+    if planted_bed:
+        from interp.sae.planted_genome import planted_tracks, read_planted_bed
+
+        tracks = planted_tracks(bases, read_planted_bed(planted_bed))
+    features, units, summary = label_features(model, store, windows, bases, cfg, concepts, labels, top_n,
+                                              tracks=tracks)
+    metrics = {**metrics, "labels": summary, "top_features": summary["top_features"],
+               "n_concepts_matched_sae": summary["n_concepts_matched_sae"],
+               "n_concepts_matched_neurons": summary["n_concepts_matched_neurons"]}
+    return model, features, units, metrics
+
+
 FRONTIER_COLUMNS = ["name", "architecture", "n_features", "k", "l1_coefficient", "l0_coefficient", "temporal_fraction",
                     "l0", "fvu", "loss_recovered", "dead_fraction", "dense_fraction"]
 

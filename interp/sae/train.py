@@ -390,14 +390,14 @@ def evaluate_split(sae: SparseAutoencoder, store: TokenStore, split: BlockSplit,
             "n_tokens": n, "fire_count": fire_count.cpu().numpy()}
 
 
-def calibrate_inference_threshold(sae: BatchTopKSAE, store: TokenStore, split: BlockSplit, n_train: int,
-                                  cfg: SAEConfig, read_rows: int, device: torch.device) -> dict:
+def calibrate_inference_threshold(sae: BatchTopKSAE, dataset: TrainingTokens, cfg: SAEConfig,
+                                  device: torch.device) -> dict:
     """Re-estimate a BatchTopK SAE's inference threshold with its final weights (`BatchTopKSAE.calibrate_threshold`)
-    on full shuffled batches of `cfg.batch_size` training tokens, at most `cfg.threshold_calibration_tokens`
-    (fewer than one batch: the one partial batch). Streams like training; returns the calibration record."""
-    dataset = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed, cfg.memory_budget_mb * 2**20,
-                             read_rows)
-    dataset.epoch = cfg.epochs  # an order no training epoch used
+    on full shuffled batches of `cfg.batch_size` training tokens from `dataset` (single tokens, not pairs; the
+    training's own when it had them, so tokens it cached are not read again), at most
+    `cfg.threshold_calibration_tokens` (fewer than one batch: the one partial batch). Streams like training;
+    returns the calibration record."""
+    dataset.epoch, dataset.skip_batches = cfg.epochs, 0  # an order no training epoch used
     limit = max(1, cfg.threshold_calibration_tokens // cfg.batch_size)
     n_tokens = 0
 
@@ -540,10 +540,15 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                 save_training_state(module, trainer.optimizers[0], state_path, module.state_extra)
         fired_last_epoch = module.fired_this_epoch.cpu()
         device = _device(accelerator)
-        threshold = None
+        threshold, training_reads = None, dataset.chunk_reads
         if isinstance(sae, BatchTopKSAE) and cfg.threshold_calibration_tokens > 0:
-            dataset.cache = None  # training is done: its cached tokens must not sit beside the pass's own
-            threshold = calibrate_inference_threshold(sae, store, split, n_train, cfg, read_rows, device)
+            if temporal:  # trained on pairs: single tokens from a dataset of their own, the pairs' cache freed
+                dataset.cache = None
+                tokens = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed,
+                                        cfg.memory_budget_mb * 2**20, read_rows)
+            else:
+                tokens = dataset
+            threshold = calibrate_inference_threshold(sae, tokens, cfg, device)
         test = evaluate_split(sae, store, split, TEST, read_rows, max(cfg.batch_size, 1024), device)
         validation = evaluate_split(sae, store, split, VALIDATION, read_rows, max(cfg.batch_size, 1024), device)
     finally:
@@ -566,7 +571,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
         "n_windows_straddling_splits": split.window_counts()["straddling"],
         "epochs": cfg.epochs, "steps": module.step, "seed": cfg.seed, "input_scale": scale,
-        "chunk_reads": dataset.chunk_reads,
+        "chunk_reads": training_reads,
         "resumed_from_step": int(resume[1]["step"]) if resume is not None else None,
         "inference_threshold": threshold,
         "config": cfg.to_dict(),
