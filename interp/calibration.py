@@ -4,7 +4,7 @@ A grid of cohort scenarios (`grid_cells`): a base cell (OutOfAfrica_3G09, labels
 2 per allele, flat causal allele frequency, 30% cases, no confounding, n = 1,000), then one axis varied
 at a time. Each replicate simulates one cohort carrying three phenotypes with known truth -- `causal`
 (one planted SNV), `confounded` (ancestry only) and `null` -- and runs the real pipeline stages on it
-(`interp.stages`: simulate_cohort, check_cohort, haplotypes, ancestry, embed_cohort with the shared
+(`interp.stages`: simulate_cohort, place_cohort, check_cohort, haplotypes, ancestry, embed_cohort with the shared
 built-in LM and SAE, audit, rank). `summarise_replicate` reduces one replicate to counts;
 `calibration_table` pools replicates per cell and truth into rates with Clopper-Pearson intervals.
 
@@ -270,9 +270,9 @@ def run_replicate(cell: dict, replicate: int, seed: int, config: dict, shared: d
         sim_out.update({"panel": w["panel.vcf.gz"], "panel_tbi": w["panel.vcf.gz.tbi"]})
     run("simulate_cohort", ref, sim_out, params)
     io = {**ref, "vcf": w["in.vcf.gz"], "samples": w["samples.tsv"], **({"panel": w["panel.vcf.gz"]} if panel else {})}
-    run("check_cohort", io, {"summary": w["validation.json"], "vcf": w["cohort.vcf.gz"],
-                             "tbi": w["cohort.vcf.gz.tbi"]}, params)
+    run("place_cohort", io, {"vcf": w["cohort.vcf.gz"], "tbi": w["cohort.vcf.gz.tbi"]}, params)
     io = {**io, "vcf": w["cohort.vcf.gz"]}
+    run("check_cohort", io, {"summary": w["validation.json"]}, {**params, "user_vcf": w["in.vcf.gz"]})
     run("haplotypes", io, {"assignments": w["hap.parquet"], "sequences": w["seq.parquet"], "stats": w["hap.json"]},
         params)
     run("ancestry", io, {"genotypes": w["geno.h5ad"]}, {**params, "umap_and_clusters": False})
@@ -764,7 +764,7 @@ def markdown_report(rows: list[dict], meta: dict) -> str:
     lines = ["# Calibration of the audit and rank", "",
              f"Generated from {meta.get('n_replicate_files', '?')} replicate summaries "
              f"({meta.get('command', '')}). Each replicate simulates one cohort with a causal, an ancestry-only "
-             "and a null phenotype and runs the real pipeline stages (simulate_cohort, check_cohort, haplotypes, "
+             "and a null phenotype and runs the real pipeline stages (simulate_cohort, place_cohort, check_cohort, haplotypes, "
              "ancestry, embed_cohort with the built-in tiny LM and its SAE, audit, rank).", "",
              "Rates are shares of replicates (verdicts: of replicate x model x layer verdicts) with 95% "
              "Clopper-Pearson intervals and (count/n). Type-I error: share of the null phenotype's tests "

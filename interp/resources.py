@@ -53,15 +53,17 @@ SCALING: dict[str, Scaling] = {
     "audit": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
     "audit_by_region": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
     "rank": Scaling(base_mb=4000, mb_per_mb=0.25, base_min=30, min_per_mb=0.01),
-    # check_cohort reads the cohort VCF in the studied regions only, but a VCF that is not bgzipped with a fresh
-    # index is first copied whole as bgzip + tabix (interp.cohort.vcf.ensure_indexed): time follows that copy,
-    # sized by `vcf_copy_size_mb` (0 for an indexed VCF: the base 10 minutes, as before). Measured here 0.022 s per
-    # MB of plain VCF (92 MB, 2,000 samples, compression + index in 1.9 s); x~14 for slower disks and
-    # less compressible records: 10 GB plain -> 61 minutes. Memory does not follow (streamed)
-    "check_cohort": Scaling(base_mb=2000, base_min=10, min_per_mb=0.005),
+    # place_cohort links a bgzipped, indexed VCF, but one that is not is copied whole as bgzip + tabix
+    # (interp.cohort.vcf.ensure_indexed): time follows that copy, sized by `vcf_copy_size_mb` (0 for an indexed
+    # VCF: the base 10 minutes). Measured here 0.022 s per MB of plain VCF (92 MB, 2,000 samples, compression +
+    # index in 1.9 s); x~14 for slower disks and less compressible records: 10 GB plain -> 61 minutes. Memory
+    # does not follow (streamed)
+    "place_cohort": Scaling(base_mb=2000, base_min=10, min_per_mb=0.005),
+    # check_cohort reads the placed (indexed) VCF in the studied regions only: the base request
+    "check_cohort": Scaling(base_mb=2000, base_min=10),
 }
 
-#: check_cohort's copy of a VCF that is not bgzipped and indexed costs, per MB of the file, this many MB of plain
+#: place_cohort's copy of a VCF that is not bgzipped and indexed costs, per MB of the file, this many MB of plain
 #: VCF (measured with `ensure_indexed` on the same records: plain 1.9 s; bgzip without index 0.21 s for 3.7 MB,
 #: copied and indexed; plain gzip 2.0 s for 2.9 MB, decompressed, bgzipped and indexed). Phased genotype VCFs
 #: compress 10-60x, so a gzip MB weighs 40 plain MB
@@ -110,7 +112,7 @@ def inputs_size_mb(input: object, names: Iterable[str]) -> float:
 
 
 def vcf_copy_size_mb(vcf: str | os.PathLike | None) -> float:
-    """What check_cohort's copy of `vcf` costs, in MB of plain VCF (`VCF_COPY_WEIGHT`): 0 for a bgzipped VCF with
+    """What place_cohort's copy of `vcf` costs, in MB of plain VCF (`VCF_COPY_WEIGHT`): 0 for a bgzipped VCF with
     a fresh .tbi/.csi (used as it is) or a file not there yet (a dry run before simulate_cohort), else its size
     times the weight of its compression."""
     from interp.cohort.vcf import is_indexed
@@ -122,7 +124,7 @@ def vcf_copy_size_mb(vcf: str | os.PathLike | None) -> float:
 
 
 #: per rule: a function of the job's input giving the size to scale by, where a file's size alone says too little
-SIZE_OF = {"check_cohort": lambda input: vcf_copy_size_mb(getattr(input, "vcf", None))}
+SIZE_OF = {"place_cohort": lambda input: vcf_copy_size_mb(getattr(input, "vcf", None))}
 
 
 def count_lines(path: str, header: bool = True) -> int:

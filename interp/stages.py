@@ -38,7 +38,7 @@ VARIANT_EFFECT_JOB_KEYS = ("width", "reference_cache")
 
 STAGES = (
     "windows", "pretrain_tiny_dnalm", "embed", "probe", "probe_sae", "sae", "sae_sweep", "sae_frontier",
-    "sae_steer", "sae_atlas", "simulate_cohort", "check_cohort", "haplotypes_shard", "haplotypes", "ancestry",
+    "sae_steer", "sae_atlas", "simulate_cohort", "place_cohort", "check_cohort", "haplotypes_shard", "haplotypes", "ancestry",
     "embed_cohort_shard", "embed_cohort",
     "variant_effect", "audit", "rank", "report", "calibration_replicate", "calibration", "planted_genome",
     "planted_calibration",
@@ -403,8 +403,13 @@ def report(job: Job) -> None:
 
 # ---------------------------------------------------------------- cohort part
 def _cohort_settings(job: Job) -> CohortConfig:
-    """CohortConfig of the whole `cohort` section the cohort rules pass (without shard_genes, which only plans jobs)."""
-    return settings_from_section(CohortConfig, job.params["cohort"], source="cohort")
+    """CohortConfig of the `cohort` section the cohort rule passes (interp.cohort.config.cohort_rule_settings);
+    with params.cohort_rules (a key of READ_BY), one that refuses to read the keys those rules do not get."""
+    from interp.cohort.config import READ_BY, OnlyRead
+
+    c = settings_from_section(CohortConfig, job.params["cohort"], source="cohort")
+    rules = job.params.get("cohort_rules")
+    return OnlyRead(c, READ_BY[rules], rules) if rules else c
 
 
 def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
@@ -468,22 +473,34 @@ def _samples(job: Job, c: CohortConfig) -> pl.DataFrame:
     return read_samples_tsv(job.input["samples"], c.phenotypes, c.covariates, c.population_column)
 
 
+def place_cohort(job: Job) -> None:
+    """The cohort's regions resolved once (output regions, when asked: the shard and ancestry jobs read them, not
+    the annotation) and the VCF placed where the cohort rules read it (interp.cohort.check.place_cohort_vcf). It
+    reads no samples.tsv: a new phenotype or covariate re-checks the cohort, never re-places its VCF or rebuilds
+    the haplotype shards that read it."""
+    from interp.cohort.check import place_cohort_vcf
+
+    c = _cohort_settings(job)
+    _, regions = _studied_regions(job, c)
+    place_cohort_vcf(job.input["vcf"], job.output["vcf"], job.output["tbi"])
+    if job.output.get("regions"):
+        from interp.genome.regions import write_regions
+
+        write_regions(regions, job.output["regions"])
+
+
 def check_cohort(job: Job) -> None:
-    """Validate VCF + samples.tsv (covariates included) against the reference before any work, and place the
-    VCF for the cohort rules (interp.cohort.check.check_cohort_inputs)."""
+    """Validate the placed VCF + samples.tsv (covariates included) against the reference before any work
+    (interp.cohort.check.check_cohort_inputs); messages name the user's VCF (params.user_vcf)."""
     from interp.cohort.check import check_cohort_inputs
 
     c = _cohort_settings(job)
     fasta, regions = _studied_regions(job, c)
     summary = check_cohort_inputs(job.input["vcf"], job.input["samples"], _samples(job, c), fasta,
                                   job.params["reference"].get("contig_aliases") or {}, regions, c,
-                                  job.params["n_folds"], job.output["vcf"], job.output["tbi"],
-                                  panel=job.input.get("panel"))
+                                  job.params["n_folds"], panel=job.input.get("panel"),
+                                  shown_as=job.params.get("user_vcf"))
     summary["reference"] = _reference_stats(fasta, regions)
-    if job.output.get("regions"):  # for the cohort rules after it: the annotation is not read again
-        from interp.genome.regions import write_regions
-
-        write_regions(regions, job.output["regions"])
     write_json(summary, job.output["summary"])
 
 
@@ -507,7 +524,10 @@ def haplotypes_shard(job: Job) -> None:
     shard = job.params.get("shard")
     if shard:
         regions = regions[shard_slice(len(regions), int(shard["size"]), int(shard["index"]))]
-    samples = _samples(job, c)
+    # the sample IDs only: the sheet's phenotypes and covariates are check_cohort's and the audit's
+    from interp.cohort.vcf import read_samples_tsv
+
+    samples = read_samples_tsv(job.input["samples"], [], [], None)
     geno = _genotypes(job, fasta, samples, regions)
     assign, dist = cohort_haplotype_windows(fasta, geno, regions, c.window["width"], c.window["stride"],
                                             missing=c.missing, unphased=c.unphased)

@@ -566,7 +566,7 @@ def test_reduced_grid_machinery(reduced):
         assert rep["type1"]["all"]["n_tests"] > 100
         redraw = rep["type1_redraw"]  # calibration.null_redraws fresh null phenotypes on the same features
         assert redraw["draws"] == 20 and redraw["all"]["n_tests"] > 10 * rep["type1"]["all"]["n_tests"]
-        assert set(rep["stage_seconds"]) == {"simulate_cohort", "check_cohort", "haplotypes", "ancestry",
+        assert set(rep["stage_seconds"]) == {"simulate_cohort", "place_cohort", "check_cohort", "haplotypes", "ancestry",
                                              "embed_cohort", "audit", "rank"}
         assert set(rep["code"]) == {"git_commit", "git_dirty"}  # which code made it (None outside git)
     admixed = [r for r in reps if r["cell"].startswith("demography=")]

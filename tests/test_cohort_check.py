@@ -1,4 +1,4 @@
-"""check_cohort_inputs: which file a sample mismatch is blamed on."""
+"""place_cohort_vcf and check_cohort_inputs: which file a sample mismatch is blamed on, indexes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from interp.cohort.check import check_cohort_inputs
+from interp.cohort.check import check_cohort_inputs, place_cohort_vcf
 from interp.cohort.config import CohortConfig
 from interp.errors import InputError
 from interp.genome.fasta import read_fasta
@@ -26,6 +26,15 @@ def _vcf(path, fasta, samples: list[str]) -> None:
                     f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t{gts}\n")
 
 
+def _place_and_check(vcf: Path, sheet: pl.DataFrame, fasta, regions: list[Region], cohort: CohortConfig,
+                     out_dir: Path, panel: Path | None = None) -> dict:
+    """place_cohort_vcf, then check_cohort_inputs on the placed VCF naming the user's, as the stages run them."""
+    out_vcf, out_tbi = out_dir / "cohort.vcf.gz", out_dir / "cohort.vcf.gz.tbi"
+    place_cohort_vcf(vcf, out_vcf, out_tbi)
+    return check_cohort_inputs(out_vcf, out_dir / "samples.tsv", sheet, fasta, {}, regions, cohort, 2, panel=panel,
+                               shown_as=vcf)
+
+
 def test_a_sample_in_neither_vcf_is_blamed_on_the_cohort_vcf_not_the_ancestry_panel(tmp_path) -> None:
     """A samples.tsv row absent from the cohort VCF (and so from the panel too) was reported as missing from
     the ancestry VCF, sending the user to rebuild the wrong file; the cohort VCF's sample check comes first."""
@@ -35,17 +44,15 @@ def test_a_sample_in_neither_vcf_is_blamed_on_the_cohort_vcf_not_the_ancestry_pa
     _vcf(vcf, fasta, ids)
     _vcf(panel, fasta, ids)
     sheet = pl.DataFrame({"sample_id": ids + ["EXTRA"], "case": [0, 1] * 4 + [0]})
-    out_vcf, out_tbi = tmp_path / "out" / "cohort.vcf.gz", tmp_path / "out" / "cohort.vcf.gz.tbi"
-    out_vcf.parent.mkdir()
-    with pytest.raises(InputError, match=r"cohort.vcf: .*in the samples table but not in the VCF: 'EXTRA'"):
-        check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, [Region("r", "chr17", 900, 1100)],
-                            CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi, panel=panel)
-    # a sample only the panel lacks is still refused naming the panel, and nothing is left placed
+    out = tmp_path / "out"
+    out.mkdir()
+    cohort, regions = CohortConfig(phenotypes=["case"], covariates=[]), [Region("r", "chr17", 900, 1100)]
+    with pytest.raises(InputError, match=rf"^{vcf}: .*in the samples table but not in the VCF: 'EXTRA'"):
+        _place_and_check(vcf, sheet, fasta, regions, cohort, out, panel=panel)
+    # a sample only the panel lacks is still refused naming the panel
     _vcf(vcf, fasta, ids + ["EXTRA"])
     with pytest.raises(InputError, match=r"panel.vcf: 1 sample\(s\) of samples.tsv are not in the ancestry VCF: EXTRA"):
-        check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, [Region("r", "chr17", 900, 1100)],
-                            CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi, panel=panel)
-    assert sorted(p.name for p in out_vcf.parent.iterdir()) == []
+        _place_and_check(vcf, sheet, fasta, regions, cohort, out, panel=panel)
 
 
 def test_a_bgzipped_vcf_with_a_csi_index_is_used_through_it(tmp_path) -> None:
@@ -66,8 +73,8 @@ def test_a_bgzipped_vcf_with_a_csi_index_is_used_through_it(tmp_path) -> None:
     out_vcf, out_tbi = tmp_path / "out" / "cohort.vcf.gz", tmp_path / "out" / "cohort.vcf.gz.tbi"
     out_vcf.parent.mkdir()
     regions = [Region("r", "chr17", 900, 1100)]
-    summary = check_cohort_inputs(vcf, tmp_path / "samples.tsv", sheet, fasta, {}, regions,
-                                  CohortConfig(phenotypes=["case"], covariates=[]), 2, out_vcf, out_tbi)
+    summary = _place_and_check(vcf, sheet, fasta, regions, CohortConfig(phenotypes=["case"], covariates=[]),
+                               out_vcf.parent)
     assert summary["indexed"] and summary["n_variants_in_regions"] == 1
     assert out_vcf.resolve() == vcf.resolve() and out_tbi.resolve() == Path(f"{vcf}.csi").resolve()
     from interp.cohort.vcf import read_genotypes

@@ -57,12 +57,13 @@ def _run_cohort(seed: int, reference_model: dict, out: Path) -> dict:
     stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
                                       "samples": c / "samples.tsv", "truth": c / "truth.json",
                                       "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
-    io = {**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv", "panel": c / "panel.vcf.gz"}
-    stages.check_cohort(_job(io, {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz",
-                                  "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet"}, params))
-    # as the workflow runs them: the regions from check_cohort's regions.parquet, no annotation
+    stages.place_cohort(_job({**ref, "vcf": c / "in.vcf.gz"}, {"vcf": c / "cohort.vcf.gz",
+                                                               "tbi": c / "cohort.vcf.gz.tbi",
+                                                               "regions": c / "regions.parquet"}, params))
+    # as the workflow runs them: the regions from place_cohort's regions.parquet, no annotation
     io = {"fasta": DEMO_FASTA, "regions": c / "regions.parquet", "vcf": c / "cohort.vcf.gz",
           "samples": c / "samples.tsv", "panel": c / "panel.vcf.gz"}
+    stages.check_cohort(_job(io, {"summary": c / "validation.json"}, {**params, "user_vcf": str(c / "in.vcf.gz")}))
     stages.haplotypes(_job(io, {"assignments": c / "hap.parquet", "sequences": c / "seq.parquet",
                                 "stats": c / "hap.json"}, params))
     stages.ancestry(_job(io, {"genotypes": c / "geno.h5ad"}, params))
@@ -134,10 +135,23 @@ def test_each_distinct_haplotype_window_is_embedded_once(cohorts) -> None:
         assert hap["dedup_ratio"] == pytest.approx(hap["n_haplotype_windows"] / hap["n_distinct"])
 
 
-def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariates_first(tmp_path) -> None:
-    """check_cohort: an indexed bgzipped VCF is linked, not copied; a plain VCF's errors name the user's file
-    and leave no indexed copy behind; covariates (missing values) are refused here, before any genotype
-    work, naming the samples file."""
+def _place_and_check(ref: dict, vcf: Path, samples: Path, c: Path, params: dict, **extra) -> dict:
+    """place_cohort then check_cohort, as the workflow runs them; returns their outputs' paths."""
+    out = {"vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet",
+           "summary": c / "validation.json"}
+    stages.place_cohort(_job({**ref, "vcf": vcf}, {k: out[k] for k in ("vcf", "tbi", "regions")}, params))
+    stages.check_cohort(_job({"fasta": ref["fasta"], "regions": out["regions"], "vcf": out["vcf"], "tbi": out["tbi"],
+                              "samples": samples, **extra}, {"summary": out["summary"]},
+                             {**params, "user_vcf": str(vcf)}))
+    return out
+
+
+def test_place_cohort_links_an_indexed_vcf_and_check_cohort_names_user_files_and_checks_covariates_first(
+        tmp_path) -> None:
+    """place_cohort: an indexed bgzipped VCF is linked, not copied, a plain VCF copied once (bgzip + tabix);
+    check_cohort's errors name the user's file, never the placed copy or its staging folder, and write no
+    validation.json; covariates (missing values) are refused before any genotype work, naming the samples
+    file."""
     import gzip
     import os
 
@@ -150,10 +164,9 @@ def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariate
     stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
                                       "samples": c / "samples.tsv", "truth": c / "truth.json",
                                       "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
-    out = {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi"}
-    stages.check_cohort(_job({**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv"}, out, params))
+    out = _place_and_check(ref, c / "in.vcf.gz", c / "samples.tsv", c, params)
     assert os.path.islink(out["vcf"]) and Path(out["vcf"]).resolve() == (c / "in.vcf.gz").resolve()
-    assert os.path.islink(out["tbi"])
+    assert os.path.islink(out["tbi"]) and out["summary"].exists()
     for p in out.values():
         p.unlink()
 
@@ -162,28 +175,64 @@ def test_check_cohort_links_an_indexed_vcf_names_user_files_and_checks_covariate
     table = pl.read_csv(c / "samples.tsv", separator="\t")
     table.slice(1).write_csv(c / "fewer.tsv", separator="\t")  # the VCF's first sample is not in the sheet
     with pytest.raises(InputError) as err:
-        stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "fewer.tsv"}, out, params))
+        _place_and_check(ref, plain, c / "fewer.tsv", c, params)
     assert str(err.value).startswith(f"{plain}: the VCF and the samples table list different samples")
-    assert ".staging" not in str(err.value) and not (c / ".staging").exists()
-    assert not out["vcf"].exists()
+    assert "cohort.vcf.gz" not in str(err.value) and not (c / ".staging").exists()
+    assert out["vcf"].exists() and not os.path.islink(out["vcf"])  # the indexed copy, kept for the rerun
+    assert not out["summary"].exists()
 
     ages = [None if i == 3 else 40.0 + i % 20 for i in range(table.height)]
     table.with_columns(pl.Series("age", ages)).write_csv(c / "aged.tsv", separator="\t", null_value="NA")
     with_age = {**params, "cohort": {**params["cohort"], "covariates": ["age"]}}
     with pytest.raises(InputError, match=rf"{c / 'aged.tsv'}: covariate 'age' has 1 missing value"):
-        stages.check_cohort(_job({**ref, "vcf": plain, "samples": c / "aged.tsv"}, out, with_age))
-    assert not (c / ".staging").exists()
+        _place_and_check(ref, plain, c / "aged.tsv", c, with_age)
+    assert not (c / ".staging").exists() and not out["summary"].exists()
 
     # an unphased VCF: under unphased: ref every heterozygous call would become REF, so it is refused;
     # unphased: N masks them knowingly and is recorded
     text = plain.read_text().split("\n")
     unphased = c / "unphased.vcf"
     unphased.write_text("\n".join(line if line.startswith("#") else line.replace("|", "/") for line in text))
-    with pytest.raises(InputError, match=r"unphased.vcf: 100% of the \d+ heterozygous calls .* are unphased"):
-        stages.check_cohort(_job({**ref, "vcf": unphased, "samples": c / "samples.tsv"}, out, params))
+    with pytest.raises(InputError, match=r"^\S*unphased.vcf: 100% of the \d+ heterozygous calls .* are unphased"):
+        _place_and_check(ref, unphased, c / "samples.tsv", c, params)
     masked = {**params, "cohort": {**params["cohort"], "unphased": "N"}}
-    stages.check_cohort(_job({**ref, "vcf": unphased, "samples": c / "samples.tsv"}, out, masked))
+    _place_and_check(ref, unphased, c / "samples.tsv", c, masked)
     assert json.loads(out["summary"].read_text())["unphased_het_rate"] == 1.0
+
+
+def test_place_cohort_refusing_a_vcf_names_it_and_places_nothing(tmp_path) -> None:
+    """A file that is no VCF: place_cohort's error names the user's file, and it leaves no cohort.vcf.gz, index
+    or staging folder that could look complete."""
+    from interp.errors import InputError
+
+    cfg = _config(11)
+    c = tmp_path / "cohort"
+    c.mkdir()
+    bad = tmp_path / "user.vcf"
+    bad.write_text("this is not a VCF\n")
+    out = {"vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet"}
+    params = {"reference": cfg["reference"], "cohort": cfg["cohort"], "seed": 11}
+    with pytest.raises(InputError) as err:
+        stages.place_cohort(_job({"fasta": DEMO_FASTA, "annotation": DEMO_GENES, "vcf": bad}, out, params))
+    assert str(bad) in str(err.value) and ".staging" not in str(err.value), err.value
+    assert sorted(p.name for p in c.iterdir()) == []
+
+
+def test_a_cohort_rule_reading_a_key_its_settings_leave_out_is_an_error() -> None:
+    """The haplotype shards' settings carry only the cohort keys they read (READ_BY), so that a new phenotype
+    does not rebuild them; a stage reading another key would silently see its default, so it raises."""
+    from interp.cohort.config import READ_BY, cohort_rule_settings
+
+    section = _config(11)["cohort"]
+    for rules, keys in READ_BY.items():
+        job = _job({}, {}, {"cohort": cohort_rule_settings(section, rules), "cohort_rules": rules})
+        c = stages._cohort_settings(job)
+        for key in keys:
+            assert getattr(c, key) == section.get(key, getattr(stages.CohortConfig(), key))
+        with pytest.raises(AttributeError, match=r"cohort.phenotypes is not among the settings"):
+            _ = c.phenotypes
+    full = stages._cohort_settings(_job({}, {}, {"cohort": section}))
+    assert full.phenotypes == section["phenotypes"]
 
 
 def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> None:
@@ -235,9 +284,9 @@ def test_cohort_regions_are_resolved_once_and_read_back_unchanged(tmp_path) -> N
         stages._studied_regions(job, c)
 
 
-def test_check_cohort_refusing_the_ancestry_panel_places_no_vcf(tmp_path) -> None:
-    """An ancestry panel lacking a sample of samples.tsv is refused before the VCF and its index are placed:
-    the failed stage leaves no cohort.vcf.gz / .tbi that look complete."""
+def test_check_cohort_refusing_the_ancestry_panel_writes_no_validation(tmp_path) -> None:
+    """An ancestry panel lacking a sample of samples.tsv is refused by check_cohort, which then writes no
+    validation.json that looks complete (the VCF placed before it stays: it does not depend on the panel)."""
     import gzip
 
     import pysam
@@ -257,13 +306,10 @@ def test_check_cohort_refusing_the_ancestry_panel_places_no_vcf(tmp_path) -> Non
     short.write_text("\n".join(line if line.startswith("##") else line.rsplit("\t", 1)[0] for line in lines) + "\n")
     pysam.tabix_compress(str(short), f"{short}.gz")
     pysam.tabix_index(f"{short}.gz", preset="vcf")
-    out = {"summary": c / "validation.json", "vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi",
-           "regions": c / "regions.parquet"}
-    inputs = {**ref, "vcf": c / "in.vcf.gz", "samples": c / "samples.tsv", "panel": f"{short}.gz"}
     with pytest.raises(InputError, match=r"short_panel.vcf.gz: 1 sample\(s\) of samples.tsv are not in the ancestry "
                                          r"VCF: CHB_0020"):
-        stages.check_cohort(_job(inputs, out, params))
-    assert [p.name for p in out.values() if p.exists() or p.is_symlink()] == []
-    stages.check_cohort(_job({**inputs, "panel": c / "panel.vcf.gz"}, out, params))
+        _place_and_check(ref, c / "in.vcf.gz", c / "samples.tsv", c, params, panel=f"{short}.gz")
+    assert not (c / "validation.json").exists()
+    out = _place_and_check(ref, c / "in.vcf.gz", c / "samples.tsv", c, params, panel=c / "panel.vcf.gz")
     assert json.loads(out["summary"].read_text())["ancestry_panel"]["n_samples"] == 60
     assert out["vcf"].is_symlink() and out["tbi"].is_symlink()

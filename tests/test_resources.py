@@ -112,9 +112,10 @@ def test_every_rule_asks_for_more_on_a_retry() -> None:
     assert "mem_mb * attempt" in common and "runtime * attempt" in common
 
 
-def test_check_cohort_time_follows_the_vcf_copy_it_must_make(tmp_path: Path) -> None:
-    """check_cohort copies a plain, plain-gzip or unindexed VCF whole (bgzip + tabix) before reading its regions;
-    a fixed 10 minutes killed it on a chromosome VCF. An indexed VCF is read in place: the base request."""
+def test_place_cohort_time_follows_the_vcf_copy_it_must_make(tmp_path: Path) -> None:
+    """place_cohort (check_cohort until it was split) copies a plain, plain-gzip or unindexed VCF whole (bgzip +
+    tabix); a fixed 10 minutes killed it on a chromosome VCF. An indexed VCF is linked: the base request, as for
+    check_cohort, which reads the placed VCF in the studied regions only."""
     import pysam
 
     from interp.resources import SIZE_OF, vcf_copy_size_mb
@@ -128,13 +129,14 @@ def test_check_cohort_time_follows_the_vcf_copy_it_must_make(tmp_path: Path) -> 
         fh.truncate(10 << 30)
 
     def runtime(vcf: Path | None) -> int:
-        return job_resources("check_cohort", SIZE_OF["check_cohort"](SimpleNamespace(vcf=vcf)))["runtime"]
+        return job_resources("place_cohort", SIZE_OF["place_cohort"](SimpleNamespace(vcf=vcf)))["runtime"]
 
     assert runtime(tmp_path / "indexed.vcf.gz") == 10 and vcf_copy_size_mb(tmp_path / "indexed.vcf.gz") == 0
     assert runtime(None) == runtime(tmp_path / "not-yet.vcf.gz") == 10  # simulate_cohort has not run (dry run)
     assert runtime(plain) >= 60
-    assert job_resources("check_cohort", vcf_copy_size_mb(plain), attempt=2)["runtime"] >= 120
-    assert job_resources("check_cohort", vcf_copy_size_mb(plain))["mem_mb"] == 2000  # streamed: memory stays
+    assert job_resources("place_cohort", vcf_copy_size_mb(plain), attempt=2)["runtime"] >= 120
+    assert job_resources("place_cohort", vcf_copy_size_mb(plain))["mem_mb"] == 2000  # streamed: memory stays
+    assert job_resources("check_cohort", 0.0)["runtime"] == 10
     # an index older than the VCF counts as none: ensure_indexed copies and indexes it anew
     stale = tmp_path / "indexed.vcf.gz"
     os.utime(f"{stale}.tbi", (1, 1))

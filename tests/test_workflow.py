@@ -7,6 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -131,18 +132,93 @@ def test_an_ancestry_setting_reruns_ancestry_not_the_cohort_simulation_haplotype
     embed_cohort only; they were in the settings of simulate_cohort, check_cohort and haplotypes_shard too, so
     changing the number of PCs re-simulated the cohort, re-checked and re-copied the VCF, rebuilt every haplotype
     shard and re-embedded every shard (hours on a GPU at scale). Now those rules stay done and ancestry reruns."""
-    targets = ("results/test/cohort/haplotypes.parquet", "results/test/cohort/genotypes.h5ad")
+    targets = ("results/test/cohort/haplotypes.parquet", "results/test/cohort/genotypes.h5ad",
+               "results/test/cohort/validation.json")
     done = run_snakemake(workflow_copy, "--configfile", "configs/test.yaml", "--", *targets)
     assert done.returncode == 0, done.stdout + done.stderr
     for patch, reruns in (({"cohort": {"n_pcs": 4}}, ["ancestry"]), ({"cohort": {"maf": 0.1}}, ["ancestry"]),
                           ({"cohort": {"ancestry_exclude_flank": 1000}}, ["ancestry"]),
-                          ({"cohort": {"keep_haplotypes": True}}, [])):
+                          ({"cohort": {"keep_haplotypes": True}}, []),
+                          # read by check_cohort (and the audit), not by the simulation or the haplotype shards
+                          ({"audit": {"n_folds": 4}}, ["check_cohort"]),
+                          ({"cohort": {"phenotypes": ["causal", "null"]}}, ["check_cohort", "ancestry"]),
+                          ({"cohort": {"covariates": ["sex"]}}, ["check_cohort", "ancestry"]),
+                          # read by the shards
+                          ({"cohort": {"unphased": "N"}}, ["check_cohort", "ancestry", "haplotypes_shard",
+                                                           "haplotypes"])):
         path = _write_config(workflow_copy, patch)
         res = run_snakemake(workflow_copy, "-n", "--configfile", "configs/test.yaml", str(path), "--", *targets)
         out = res.stdout + res.stderr
         assert res.returncode == 0, out
-        planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
+        planned = set(re.findall(r"^\s*(?:local)?rule (\w+):", out, flags=re.M))
         assert planned == set(reruns), (patch, planned)
+
+
+def _planned(workflow_copy: Path, configs: tuple[str, ...], targets: tuple[str, ...]) -> set[str]:
+    """The rules a dry run with these config files plans for `targets`."""
+    res = run_snakemake(workflow_copy, "-n", "--configfile", *configs, "--", *targets)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    return set(re.findall(r"^\s*(?:local)?rule (\w+):", out, flags=re.M))
+
+
+def test_a_new_phenotype_or_covariate_in_the_users_sheet_does_not_rebuild_the_haplotype_shards(
+        workflow_copy: Path) -> None:
+    """A user's samples.tsv was an input of every haplotype shard (and check_cohort, which re-placed the VCF the
+    shards read, was too): adding a covariate column, a phenotype or changing audit.n_folds rebuilt and
+    re-embedded every shard of the cohort. Now the sheet is re-checked and the ancestry table remade; the VCF
+    is placed by place_cohort, which reads no sheet, and the shards rerun when their sample IDs, the VCF or
+    their own settings change, and only then."""
+    import shutil
+
+    sim = run_snakemake(workflow_copy, "--configfile", "configs/test.yaml", "--",
+                        "results/test/cohort/input/cohort.vcf.gz")
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    data = workflow_copy / "data"
+    data.mkdir()
+    for name in ("cohort.vcf.gz", "cohort.vcf.gz.tbi", "samples.tsv"):
+        shutil.copy(workflow_copy / "results" / "test" / "cohort" / "input" / name, data / name)
+    user = {"run": "user", "cohort": {"source": "vcf", "vcf": "data/cohort.vcf.gz", "samples": "data/samples.tsv",
+                                      "phenotypes": ["causal", "null"], "covariates": ["sex"]}}
+    config = _write_config(workflow_copy, user)
+    targets = ("results/user/cohort/haplotypes.parquet", "results/user/cohort/genotypes.h5ad",
+               "results/user/cohort/validation.json")
+    done = run_snakemake(workflow_copy, "--configfile", "configs/test.yaml", str(config), "--", *targets)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def planned(patch: dict) -> set[str]:
+        merged = {**user, "cohort": {**user["cohort"], **patch.get("cohort", {})},
+                  **{k: v for k, v in patch.items() if k != "cohort"}}
+        return _planned(workflow_copy, ("configs/test.yaml", str(_write_config(workflow_copy, merged))), targets)
+
+    assert planned({}) == set()
+    sheet = pl.read_csv(data / "samples.tsv", separator="\t", infer_schema=False)
+    sheet.with_columns(age=pl.Series([str(30 + i % 40) for i in range(sheet.height)])).write_csv(
+        data / "samples.tsv", separator="\t")
+    # the edited sheet is re-checked, and the ancestry table (its obs) remade; nothing else
+    for patch in ({}, {"cohort": {"covariates": ["sex", "age"]}},
+                  {"cohort": {"phenotypes": ["causal", "confounded", "null"]}}, {"audit": {"n_folds": 4}}):
+        assert planned(patch) == {"check_cohort", "ancestry"}, patch
+    # the sample set changes: the shards rebuild
+    sheet.head(sheet.height - 1).write_csv(data / "samples.tsv", separator="\t")
+    assert {"haplotypes_shard", "haplotypes", "check_cohort"} <= planned({})
+    sheet.write_csv(data / "samples.tsv", separator="\t")  # back to the sample set the shards were built with
+    assert "haplotypes_shard" not in planned({})
+    # the VCF touched, same bytes: nothing (Snakemake compares the checksum of a small file)
+    (data / "cohort.vcf.gz").touch()
+    assert planned({}) == set()
+    # a new VCF in its place (one more header line): placed again, shards rebuilt
+    import pysam
+
+    with pysam.VariantFile(str(data / "cohort.vcf.gz")) as vcf:
+        header = vcf.header.copy()
+        header.add_line("##note=reannotated")
+        records = [str(r) for r in vcf]
+    (data / "cohort.vcf").write_text(str(header) + "".join(records))
+    (data / "cohort.vcf.gz").unlink()
+    pysam.tabix_compress(str(data / "cohort.vcf"), str(data / "cohort.vcf.gz"))
+    pysam.tabix_index(str(data / "cohort.vcf.gz"), preset="vcf", force=True)
+    assert {"place_cohort", "haplotypes_shard", "check_cohort"} <= planned({})
 
 
 def test_prefetch_is_a_local_rule_under_the_slurm_profile(workflow_copy: Path) -> None:

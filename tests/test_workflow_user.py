@@ -668,8 +668,8 @@ def test_the_longest_config_accepted_keeps_every_shell_command_under_the_argumen
     assert "stage report " in longest and len(longest.encode()) < MAX_ARG_STRLEN, len(longest.encode())
 
 
-def test_check_cohort_asks_for_time_by_the_vcf_it_must_copy(workflow_copy: Path) -> None:
-    """A plain chromosome VCF is copied whole (bgzip + tabix) by check_cohort: the SLURM job asks for time by its
+def test_place_cohort_asks_for_time_by_the_vcf_it_must_copy(workflow_copy: Path) -> None:
+    """A plain chromosome VCF is copied whole (bgzip + tabix) by place_cohort: the SLURM job asks for time by its
     size (10 GB: about an hour), not the fixed 10 minutes it had; an indexed VCF keeps the base request."""
     import pysam
 
@@ -696,7 +696,7 @@ def test_check_cohort_asks_for_time_by_the_vcf_it_must_copy(workflow_copy: Path)
                             "configs/profiles/slurm", "--configfile", str(path))
         out = res.stdout + res.stderr
         assert res.returncode == 0, out
-        block = out[out.index("rule check_cohort:"):]
+        block = out[out.index("rule place_cohort:"):]
         runtimes[vcf] = int(block[block.index("runtime="):].split("=")[1].split(",")[0].split()[0])
     assert runtimes["indexed.vcf.gz"] == 10, runtimes
     assert runtimes["cohort.vcf"] >= 60, runtimes

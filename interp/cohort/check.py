@@ -1,9 +1,12 @@
-"""The check_cohort stage's library function: a user's VCF + samples.tsv checked before any work.
+"""The place_cohort and check_cohort stages' library functions: a user's VCF placed, then checked with
+samples.tsv before any work.
 
-`check_cohort_inputs` runs the checks of `interp.cohort.vcf.validate_cohort` (samples, contigs, REF alleles,
-records in the regions, phenotypes) plus the covariates, the share of unphased calls and the ancestry panel's
-samples, then puts the VCF where the cohort rules read it: a link to the user's file when it is bgzipped and
-indexed (cost follows the regions read, not the file), else the indexed copy made once.
+`place_cohort_vcf` puts the VCF where the cohort rules read it: a link to the user's file when it is bgzipped
+and indexed (cost follows the regions read, not the file), else the indexed copy made once. It reads nothing
+of samples.tsv, so a new phenotype or covariate never re-places the VCF (nor reruns the haplotype shards that
+read it). `check_cohort_inputs` then runs the checks of `interp.cohort.vcf.validate_cohort` (samples, contigs,
+REF alleles, records in the regions, phenotypes) plus the covariates, the share of unphased calls and the
+ancestry panel's samples.
 """
 
 from __future__ import annotations
@@ -26,33 +29,13 @@ from interp.io import atomic_path
 MAX_UNPHASED_WITH_REF = 0.5
 
 
-def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.DataFrame, fasta,
-                        aliases: dict[str, str], regions: list[Region], cohort: CohortConfig, n_folds: int,
-                        out_vcf: str | Path, out_index: str | Path, panel: str | Path | None = None) -> dict:
-    """Check the cohort's inputs and place the VCF at out_vcf / out_index; returns `validate_cohort`'s
-    summary with `regions` and, with a panel, `ancestry_panel`.
-
-    samples: `read_samples_tsv` of samples_path. Every failure is one InputError naming the user's file
-    (never the indexed copy), and a failure leaves no copy behind.
-    """
-    # covariates first, before any genotype is read (the audit would otherwise find them after embedding)
-    covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
-                     missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
-                     source=str(samples_path), categorical=cohort.categorical_covariates)
+def place_cohort_vcf(vcf: str | Path, out_vcf: str | Path, out_index: str | Path) -> None:
+    """Put the cohort VCF at out_vcf / out_index, where the cohort rules read it: a link to `vcf` when it is
+    bgzipped and indexed (cost follows the regions read, not the file), else the indexed copy made once
+    (`ensure_indexed`). A failure names the user's file and leaves nothing placed."""
     staging = Path(out_vcf).parent / ".staging"
     try:
         indexed = ensure_indexed(vcf, out_dir=staging)
-        summary = validate_cohort(indexed, samples, fasta, aliases, regions, cohort.phenotypes, n_folds,
-                                  binary_only=True, samples_source=str(samples_path))
-        if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and cohort.unphased == "ref":
-            raise InputError(
-                f"{indexed}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
-                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
-                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
-                "to mask them knowingly")
-        # the panel after the cohort VCF (a samples.tsv row in neither file is the cohort VCF's mismatch, not
-        # the panel's), and before the VCF is placed at out_vcf / out_index: its failure leaves nothing placed
-        panel_summary = check_panel(panel, samples) if panel else None
         index = Path(f"{indexed}.tbi") if Path(f"{indexed}.tbi").exists() else Path(f"{indexed}.csi")
         for src, dst in ((indexed, out_vcf), (index, out_index)):
             with atomic_path(dst) as tmp:
@@ -61,10 +44,46 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
                 else:  # the indexed copy made of a plain or unindexed VCF
                     shutil.move(src, tmp)
     except InputError as err:
-        # the checks read the indexed copy; the user knows their own file
-        raise InputError(re.sub(re.escape(str(staging)) + r"/\S*?(?=[:;,\s]|$)", str(vcf), str(err))) from None
+        raise InputError(_as_user_file(str(err), staging, vcf)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _as_user_file(message: str, placed: str | Path, user_vcf: str | Path) -> str:
+    """`message` with paths under `placed` (the placed VCF, or the staging folder of its copy) named as the user's
+    VCF: the user knows their own file, not the pipeline's copy of it."""
+    return re.sub(re.escape(str(placed)) + r"(/\S*?)?(?=[:;,\s]|$)", str(user_vcf), message)
+
+
+def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.DataFrame, fasta,
+                        aliases: dict[str, str], regions: list[Region], cohort: CohortConfig, n_folds: int,
+                        panel: str | Path | None = None, shown_as: str | Path | None = None) -> dict:
+    """Check the cohort's inputs: returns `validate_cohort`'s summary with `regions` and, with a panel,
+    `ancestry_panel`.
+
+    vcf: the VCF as `place_cohort_vcf` placed it (bgzipped, indexed). samples: `read_samples_tsv` of samples_path.
+    shown_as: the user's VCF, named in every failure instead of `vcf` (default: `vcf`). Every failure is one
+    InputError.
+    """
+    # covariates first, before any genotype is read (the audit would otherwise find them after embedding)
+    covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
+                     missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
+                     source=str(samples_path), categorical=cohort.categorical_covariates)
+    try:
+        summary = validate_cohort(vcf, samples, fasta, aliases, regions, cohort.phenotypes, n_folds,
+                                  binary_only=True, samples_source=str(samples_path))
+        if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and cohort.unphased == "ref":
+            raise InputError(
+                f"{vcf}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
+                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
+                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
+                "to mask them knowingly")
+        # the panel after the cohort VCF: a samples.tsv row in neither file is the cohort VCF's mismatch
+        panel_summary = check_panel(panel, samples) if panel else None
+    except InputError as err:
+        if shown_as is None or str(shown_as) == str(vcf):
+            raise
+        raise InputError(_as_user_file(str(err), vcf, shown_as)) from None
     summary["regions"] = [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions]
     if panel_summary is not None:
         summary["ancestry_panel"] = panel_summary

@@ -71,15 +71,45 @@ class CohortConfig:
 #: cohort keys a cohort rule's settings leave out because its stage never reads them, so that changing one
 #: (Snakemake's params trigger) reruns only the rules that do: the shard size only plans jobs; maf, n_pcs and
 #: ancestry_exclude_flank are read by ancestry alone, keep_haplotypes by embed_cohort alone (cohort_embed_params).
-#: "early": simulate_cohort, check_cohort, haplotypes_shard.
+#: "check": check_cohort (the samples sheet, phenotypes and covariates included); "ancestry": ancestry.
 NOT_READ_BY = {
-    "early": ("shard_genes", "maf", "n_pcs", "ancestry_exclude_flank", "keep_haplotypes"),
+    "check": ("shard_genes", "maf", "n_pcs", "ancestry_exclude_flank", "keep_haplotypes"),
     "ancestry": ("shard_genes", "keep_haplotypes"),
+}
+
+#: the only cohort keys these rules read; the rest never reaches their settings, so adding a phenotype or a
+#: covariate (or a new samples.tsv column) does not re-simulate the cohort, re-place the VCF or rebuild and
+#: re-embed every haplotype shard. "simulate": simulate_cohort (its regions and simulation); "place":
+#: place_cohort (the VCF placed, the regions resolved); "haplotypes": haplotypes_shard (regions come from
+#: place_cohort's regions.parquet, sample IDs from samples.tsv). The stage reading a key left out is an error
+#: (`OnlyRead`), never a silent default.
+READ_BY = {
+    "simulate": ("genes", "flank", "populations", "simulate"),
+    "place": ("genes", "flank"),
+    "haplotypes": ("window", "missing", "unphased"),
 }
 
 
 def cohort_rule_settings(section: dict, rules: str) -> dict:
-    """The `cohort` section as the `rules` of NOT_READ_BY get it, without the keys they never read: changing
-    cohort.n_pcs once re-simulated the cohort, re-checked the VCF and rebuilt and re-embedded every haplotype
-    shard. The stages fill the keys left out with CohortConfig's defaults, which they do not read."""
+    """The `cohort` section as the `rules` of NOT_READ_BY or READ_BY get it, with only the keys they read:
+    changing cohort.n_pcs once re-simulated the cohort, re-checked the VCF and rebuilt and re-embedded every
+    haplotype shard; adding a phenotype still did. The stages fill the keys left out with CohortConfig's defaults,
+    which they do not read (`OnlyRead` makes sure of it for READ_BY)."""
+    if rules in READ_BY:
+        return {k: v for k, v in section.items() if k in READ_BY[rules]}
     return {k: v for k, v in section.items() if k not in NOT_READ_BY[rules]}
+
+
+class OnlyRead:
+    """A CohortConfig that lets a stage read only `keys`: reading another field raises (a programming error:
+    the rule's settings left that key out, so a change of it would not rerun the rule, and the stage would
+    silently see the default)."""
+
+    def __init__(self, cfg: CohortConfig, keys: tuple[str, ...] | list[str], rules: str) -> None:
+        self._cfg, self._keys, self._rules = cfg, frozenset(keys), rules
+
+    def __getattr__(self, name: str):
+        if name in CohortConfig.__dataclass_fields__ and name not in self._keys:
+            raise AttributeError(f"cohort.{name} is not among the settings of the {self._rules!r} cohort rules "
+                                 "(interp.cohort.config.READ_BY): add it there so that changing it reruns them")
+        return getattr(self._cfg, name)

@@ -16,6 +16,7 @@ compressed VCF ends in a one-line InputError naming the file.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -98,6 +99,13 @@ def population_obs_column(configured: str | None) -> str | None:
     """The obs column of the population labels in the cohort's tables: `POPULATION` when the config names
     a population column of samples.tsv (`read_samples_tsv` renames it), None without labels."""
     return POPULATION if configured else None
+
+
+def sample_ids_digest(path: str | Path) -> str:
+    """sha256 of samples.tsv's sample IDs in their order (hex): what the haplotype shards read of the sheet, so
+    the workflow reruns them when it changes and only then (`read_samples_tsv`'s checks apply)."""
+    ids = read_samples_tsv(path, [], [], None)["sample_id"].to_list()
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def read_samples_tsv(

@@ -5,8 +5,8 @@ if COHORT:
     SAE_LAYER = config["sae"]["layer"]
 
     # each rule's settings leave out the cohort keys it never reads (the shard size only plans jobs): changing
-    # one reruns only the rules that read it (interp.cohort.config.NOT_READ_BY)
-    COHORT_EARLY = cohort_rule_settings(config["cohort"], "early")
+    # one reruns only the rules that read it (interp.cohort.config.NOT_READ_BY, READ_BY)
+    COHORT_CHECK = cohort_rule_settings(config["cohort"], "check")
     COHORT_BED = {"bed": config["cohort"]["bed"]} if config["cohort"].get("bed") else {}
     COHORT_VCF = config_cohort_vcf()
     COHORT_SAMPLES = config_cohort_samples()
@@ -29,8 +29,7 @@ if COHORT:
                     if config["cohort"]["simulate"]["ancestry_panel"]["loci"] > 0 else {}
                 ),
             params:
-                **rule_params({"reference": config["reference"], "cohort": COHORT_EARLY,
-                         "seed": config["seed"]}),
+                **rule_params(cohort_read_by("simulate", {"reference": config["reference"], "seed": config["seed"]})),
             log:
                 log_path("simulate_cohort"),
             benchmark:
@@ -49,8 +48,7 @@ if COHORT:
         **COHORT_BED,
     }
     COHORT_PARAMS = {"reference": config["reference"], "cohort": cohort_rule_settings(config["cohort"], "ancestry"),
-                     "n_folds": config["audit"]["n_folds"], "seed": config["seed"]}
-    COHORT_PARAMS_EARLY = {**COHORT_PARAMS, "cohort": COHORT_EARLY}
+                     "seed": config["seed"]}
     SHARDS = cohort_shards()
     # the shard size is in the path: after a change of cohort.shard_genes no shard of the old size is reused
     SHARD_DIR = f"{R}/cohort/shards/{shard_set()}/{{shard}}"
@@ -58,19 +56,48 @@ if COHORT:
     wildcard_constraints:
         shard=r"s\d{4}",
 
-    rule check_cohort:
+    # the VCF where the cohort rules read it, and the regions resolved once; nothing of samples.tsv, so a new
+    # phenotype or covariate re-checks the cohort (check_cohort) but never re-places the VCF or reruns the shards
+    rule place_cohort:
         input:
             **COHORT_REF,
-            **config_ancestry_vcf(),
             vcf=COHORT_VCF,
-            samples=COHORT_SAMPLES,
         output:
-            summary=f"{R}/cohort/validation.json",
             vcf=f"{R}/cohort/cohort.vcf.gz",
             tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
             regions=f"{R}/cohort/regions.parquet",
         params:
-            **rule_params(COHORT_PARAMS_EARLY),
+            **rule_params(cohort_read_by("place", {"reference": config["reference"]})),
+        log:
+            log_path("place_cohort"),
+        benchmark:
+            bench_path("place_cohort")
+        # before the LM: check_cohort waits for it
+        priority: 100
+        threads: 1
+        resources:
+            **scaled("place_cohort"),  # an unindexed or plain VCF is copied whole: time follows its size
+        conda:
+            ENV
+        shell:
+            stage_shell("place_cohort")
+
+    # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
+    # the regions as place_cohort resolved them: the annotation is parsed once per run, not once per shard
+    COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.parquet"}
+
+    rule check_cohort:
+        input:
+            **COHORT_REGIONS,
+            **config_ancestry_vcf(),
+            vcf=f"{R}/cohort/cohort.vcf.gz",
+            tbi=f"{R}/cohort/cohort.vcf.gz.tbi",
+            samples=COHORT_SAMPLES,
+        output:
+            summary=f"{R}/cohort/validation.json",
+        params:
+            **rule_params({**COHORT_PARAMS, "cohort": COHORT_CHECK, "n_folds": config["audit"]["n_folds"],
+                           "user_vcf": COHORT_VCF}),
         log:
             log_path("check_cohort"),
         benchmark:
@@ -79,28 +106,30 @@ if COHORT:
         priority: 100
         threads: 1
         resources:
-            **scaled("check_cohort"),  # an unindexed or plain VCF is copied whole: time follows its size
+            **scaled("check_cohort"),
         conda:
             ENV
         shell:
             stage_shell("check_cohort")
 
-    # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
-    # the regions as check_cohort resolved them: the annotation is parsed once per run, not once per shard
-    COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.parquet"}
+    HAPLOTYPES_SAMPLES = haplotypes_samples_params()  # the sheet read once, not once per shard
 
     rule haplotypes_shard:
         input:
             **COHORT_REGIONS,
+            **haplotypes_samples_input(),
+            # not validation.json: the shards would rerun after every re-check of the sheet, and an ancient()
+            # input of a job that reruns hides the shards' own changes from Snakemake in that run (it masks
+            # every job downstream of a rerun job and then skips those reached only through ancient inputs)
             vcf=f"{R}/cohort/cohort.vcf.gz",
-            samples=COHORT_SAMPLES,
         output:
             assignments=f"{SHARD_DIR}/haplotypes.parquet",
             sequences=f"{SHARD_DIR}/sequences.parquet",
             stats=f"{SHARD_DIR}/haplotypes.stats.json",
         params:
-            **rule_params(lambda wc: {**COHORT_PARAMS_EARLY, "shard": {"index": shard_index(wc.shard),
-                                                           "size": config["cohort"]["shard_genes"]}}),
+            **rule_params(lambda wc: cohort_read_by("haplotypes", {
+                "reference": config["reference"], **HAPLOTYPES_SAMPLES,
+                "shard": {"index": shard_index(wc.shard), "size": config["cohort"]["shard_genes"]}})),
         log:
             log_path("haplotypes_shard", "shard"),
         benchmark:

@@ -258,6 +258,34 @@ def config_cohort_samples():
     return config["cohort"]["samples"]
 
 
+def cohort_read_by(rules, params):
+    """A cohort rule's settings: `params` with the cohort keys `rules` read (interp.cohort.config.READ_BY) and
+    the group's name, so that the stage refuses to read any other."""
+    return {**params, "cohort": cohort_rule_settings(config["cohort"], rules), "cohort_rules": rules}
+
+
+def haplotypes_samples_input():
+    """samples.tsv for haplotypes_shard, which reads its sample IDs only. The user's sheet is `ancient`, its IDs'
+    digest a setting (`haplotypes_samples_params`): a new phenotype or covariate column does not rebuild every
+    shard, a changed sample set or order does. A simulated sheet is the simulation's output, rewritten with
+    the VCF, so it stays an ordinary input."""
+    path = config_cohort_samples()
+    return {"samples": path if config["cohort"]["source"] == "simulate" else ancient(path)}
+
+
+def haplotypes_samples_params():
+    """{"sample_ids": digest of the user's sample IDs in order} (nothing for a simulated cohort); a sheet that
+    cannot be read gets its error as the digest: check_cohort reports it."""
+    if config["cohort"]["source"] == "simulate":
+        return {}
+    from interp.cohort.vcf import sample_ids_digest
+
+    try:
+        return {"sample_ids": sample_ids_digest(config["cohort"]["samples"])}
+    except InputError as exc:
+        return {"sample_ids": f"unreadable: {exc}"}
+
+
 def config_ancestry_vcf():
     """Markers for ancestry PCs: the simulated panel, the user's genome-wide VCF, or none (the cohort VCF)."""
     if config["cohort"]["source"] == "simulate":
