@@ -82,3 +82,29 @@ def test_a_bgzipped_vcf_with_a_csi_index_is_used_through_it(tmp_path) -> None:
     for path in (vcf, out_vcf):
         genotypes = read_genotypes(path, samples=ids, regions=regions, fasta_contigs=list(fasta))
         assert list(genotypes.pos) == [1000] and genotypes.gt[:, :, 1].tolist() == [[0, 1] * 4]
+
+
+def test_unphased_ref_is_refused_for_a_vcf_of_half_missing_unphased_calls(tmp_path) -> None:
+    """A VCF whose heterozygous-looking calls are mostly './1' passed under unphased: ref, which writes REF on both
+    haplotypes for each, erasing those variants unseen: half-missing ALT calls were not counted. They are now
+    counted with the unphased heterozygous calls, and refused as a '0/1' VCF is; unphased: N is accepted."""
+    fasta = read_fasta(FASTA)
+    ids = [f"S{i}" for i in range(1, 9)]
+    ref = fasta["chr17"][999].upper()
+    alt = "G" if ref != "G" else "T"
+    vcf = tmp_path / "half.vcf"
+    calls = ["0|1", "./1", "1/.", "./1", "./1", "0|0", "./.", "0|0"]
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(ids) + "\n"
+                   f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t" + "\t".join(calls) + "\n")
+    sheet = pl.DataFrame({"sample_id": ids, "case": [0, 1] * 4})
+    out = tmp_path / "out"
+    out.mkdir()
+    regions = [Region("r", "chr17", 900, 1100)]
+    with pytest.raises(InputError, match=rf"^{vcf}: 80% of the 5 heterozygous calls .* are unphased .*"
+                                         r"4 of them half-missing"):
+        _place_and_check(vcf, sheet, fasta, regions, CohortConfig(phenotypes=["case"], covariates=[]), out)
+    summary = _place_and_check(vcf, sheet, fasta, regions,
+                               CohortConfig(phenotypes=["case"], covariates=[], unphased="N"), out)
+    assert summary["n_unphased_half_missing"] == 4 and summary["unphased_het_rate"] == pytest.approx(0.8)

@@ -205,6 +205,31 @@ def test_validation_counts_unphased_heterozygous_calls_and_needs_records_in_the_
         validate_cohort(vcf, sheet, fasta, {}, [Region("r", "chr17", 2000, 3000)], ["case"], 2)
 
 
+def test_validation_counts_half_missing_alt_calls_with_the_unphased_ones(tmp_path):
+    """'./1', '1/.' (and './2', split) carry an ALT whose haplotype is unknown, as a '0/1' does, and
+    `cohort.unphased` decides them; they were not counted (both alleles had to be called), so unphased_het_rate
+    missed them. They are counted now (n_half_missing_alt_calls, n_unphased_half_missing) and in the rate; './0'
+    carries no ALT and is not."""
+    from interp.genome.regions import Region
+
+    fasta = read_fasta(FASTA)
+    ref, ref2 = fasta["chr17"][999].upper(), fasta["chr17"][1009].upper()
+    alt = "G" if ref != "G" else "T"
+    alts2 = ",".join([b for b in "ACGT" if b != ref2][:2])
+    vcf = tmp_path / "calls.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\tS3\tS4\tS5\tS6\n"
+                   f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t0|1\t./1\t1/.\t.|1\t./0\t./.\n"
+                   f"chr17\t1010\t.\t{ref2}\t{alts2}\t.\tPASS\t.\tGT\t./2\t1|2\t0|0\t0|0\t0|0\t0|0\n")
+    sheet = _sheet([f"S{i}" for i in range(1, 7)], case=[0, 1] * 3)
+    summary = validate_cohort(vcf, sheet, fasta, {}, [Region("r", "chr17", 900, 1100)], ["case"], 2)
+    # 0|1 once, 1|2 as 1|0 and 0|1; ./1, 1/., .|1 and ./2 (as ./1 in the second split record) half-missing
+    assert summary["n_het_calls"] == 3
+    assert summary["n_half_missing_alt_calls"] == 4 and summary["n_unphased_half_missing"] == 3
+    assert summary["unphased_het_rate"] == pytest.approx(3 / 7)
+
+
 def test_validate_sample_mismatch_lists_samples(kg_samples):
     fasta = read_fasta(FASTA)
     sheet = _sheet(kg_samples[2:] + ["EXTRA1"], case=[0, 1] * 314)

@@ -230,6 +230,90 @@ def test_unphased_het_policy(demo, tmp_path):
         assert kept[("S1", hap)][offset] == genotypes.alt[0] == masked[("S1", hap)][offset]
 
 
+# Half-missing calls at one SNV (REF r, ALT a) -> (hap 1, hap 2) under (missing, unphased); "N" masks the base.
+# A missing allele reads as REF under missing: ref before the phase is judged (./1 is 0/1, ./0 is 0/0); under
+# missing: N it is N on its own haplotype and the called allele of an unphased call follows `unphased` (its
+# haplotype is unknown). A phased call keeps each allele on its haplotype.
+_HALF_MISSING = {  # call: {(missing, unphased): (hap 1, hap 2)}
+    "./1": {("ref", "ref"): "rr", ("ref", "N"): "NN", ("N", "ref"): "Nr", ("N", "N"): "NN"},
+    "1/.": {("ref", "ref"): "rr", ("ref", "N"): "NN", ("N", "ref"): "rN", ("N", "N"): "NN"},
+    ".|1": {("ref", "ref"): "ra", ("ref", "N"): "ra", ("N", "ref"): "Na", ("N", "N"): "Na"},
+    "1|.": {("ref", "ref"): "ar", ("ref", "N"): "ar", ("N", "ref"): "aN", ("N", "N"): "aN"},
+    "./0": {("ref", "ref"): "rr", ("ref", "N"): "rr", ("N", "ref"): "Nr", ("N", "N"): "NN"},
+    "0/.": {("ref", "ref"): "rr", ("ref", "N"): "rr", ("N", "ref"): "rN", ("N", "N"): "NN"},
+    "./.": {("ref", "ref"): "rr", ("ref", "N"): "rr", ("N", "ref"): "NN", ("N", "N"): "NN"},
+    "0/1": {("ref", "ref"): "rr", ("ref", "N"): "NN", ("N", "ref"): "rr", ("N", "N"): "NN"},
+    "1/1": {("ref", "ref"): "aa", ("ref", "N"): "aa", ("N", "ref"): "aa", ("N", "N"): "aa"},
+}
+
+
+def _half_missing_vcf(tmp_path: Path, ref: str, calls: list[str]) -> Path:
+    """One SNV at position 11 of contig c (ALT a different base) and one sample per call; bgzipped, indexed."""
+    alt = "G" if ref[10] != "G" else "T"
+    plain = tmp_path / "half.vcf"
+    plain.write_text(f"##fileformat=VCFv4.2\n##contig=<ID=c,length={len(ref)}>\n"
+                     + '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                     + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t"
+                     + "\t".join(f"S{i}" for i in range(len(calls))) + "\n"
+                     + f"c\t11\t.\t{ref[10]}\t{alt}\t.\tPASS\t.\tGT\t" + "\t".join(calls) + "\n")
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    return tmp_path / "half.vcf.gz"
+
+
+def test_half_missing_calls_follow_the_documented_rules_under_every_policy(tmp_path):
+    """./1, 1/. (and ./2 once split) were written as REF + ALT-under-unphased on the haplotype the GT order
+    named: under missing: ref, unphased: N a './1' kept REF on haplotype 1 and masked only haplotype 2, though
+    its ALT may lie on either (a '0/1' masks both). A missing allele now reads as REF under missing: ref before the
+    phase is judged; phased '.|1' keeps its ALT on haplotype 2."""
+    ref = "ACGTACGTACGTACGTACGT"
+    calls = list(_HALF_MISSING)
+    vcf = _half_missing_vcf(tmp_path, ref, calls)
+    genotypes = read_genotypes(vcf)
+    region = Region("r", "c", 0, len(ref))
+    alt = genotypes.alt[0]
+    for (missing, unphased) in _HALF_MISSING["./1"]:
+        haps = haplotype_sequences({"c": ref}, genotypes, region, missing=missing, unphased=unphased)
+        for i, call in enumerate(calls):
+            expected = _HALF_MISSING[call][(missing, unphased)]
+            got = "".join(haps[(f"S{i}", hap)][10] for hap in (1, 2))
+            assert got == expected.replace("r", ref[10]).replace("a", alt), (call, missing, unphased)
+
+
+def test_half_missing_multiallelic_call_is_split_before_the_rules(tmp_path):
+    """'./2' of a record with two ALT alleles is read as './0' in the first split record and './1' in the second
+    (`bcftools norm -m -any`): under missing: ref its ALT follows `unphased` on both haplotypes, like '0/2'."""
+    ref = "ACGTACGTACGTACGTACGT"
+    plain = tmp_path / "multi.vcf"
+    plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=c,length=20>\n"
+                     '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS0\tS1\n"
+                     f"c\t11\t.\t{ref[10]}\tA,T\t.\tPASS\t.\tGT\t./2\t.|2\n")
+    genotypes = read_genotypes(plain)
+    region = Region("r", "c", 0, 20)
+    for unphased, expected in (("ref", ref[10] * 2), ("N", "NN")):
+        haps = haplotype_sequences({"c": ref}, genotypes, region, missing="ref", unphased=unphased)
+        assert haps[("S0", 1)][10] + haps[("S0", 2)][10] == expected
+        assert haps[("S1", 1)][10] + haps[("S1", 2)][10] == ref[10] + "T"
+
+
+@pytest.mark.oracle
+@needs_bcftools
+@pytest.mark.parametrize("missing", ["ref", "N"])
+def test_phased_half_missing_calls_match_bcftools_consensus(tmp_path, missing):
+    """'.|1' and '1|.' are phased: each allele stays on its haplotype, as `bcftools consensus -H 1|2` writes it
+    (the missing one REF, or N with -M N)."""
+    ref = "ACGTACGTACGTACGTACGT"
+    calls = [".|1", "1|.", "0|1", ".|."]
+    vcf = _half_missing_vcf(tmp_path, ref, calls)
+    fasta = tmp_path / "c.fa"
+    fasta.write_text(f">c\n{ref}\n")
+    genotypes = read_genotypes(vcf)
+    haps = haplotype_sequences({"c": ref}, genotypes, Region("r", "c", 0, 20), missing=missing)
+    for i in range(len(calls)):
+        for hap in (1, 2):
+            assert haps[(f"S{i}", hap)] == _bcftools(fasta, vcf, f"S{i}", hap, missing_n=missing == "N"), (calls[i], hap)
+
+
 def test_ref_mismatch_is_input_error(demo):
     genotypes = read_genotypes(demo["full"])
     genotypes.ref[0] = "A" if genotypes.ref[0] != "A" else "C"
@@ -416,12 +500,14 @@ def _one_by_one(genotypes, region: Region, ref: str, missing: str, unphased: str
             for i in order:
                 call, start, ref_len = genotypes.gt[i, s], int(genotypes.pos[i]) - 1, len(genotypes.ref[i])
                 allele = int(call[hap - 1])
-                if allele < 0:
-                    write = "N" * ref_len if missing == "N" else None
+                if missing == "ref":  # a missing copy reads as REF before the phase is judged: ./1 is 0/1
+                    call = [max(int(c), 0) for c in call]
+                if allele < 0 and missing == "N":
+                    write = "N" * ref_len
                 elif not genotypes.phased[i, s] and call[0] != call[1]:
                     write = "N" * ref_len if unphased == "N" else None
                 else:
-                    write = genotypes.alt[i] if allele else None
+                    write = genotypes.alt[i] if allele > 0 else None
                 if write is None:
                     continue
                 if start > frozen:

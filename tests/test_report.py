@@ -211,6 +211,9 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     [caveat] = [c for c in summary.detect_caveats(masked) if c["id"] == "unphased_calls"]
     assert "25.0% of the heterozygous calls" in caveat["text"] and "masked (N)" in caveat["text"]
     assert "samples_mostly_missing" not in _ids(masked)
+    half = {"cohort": {"validation": {"unphased_het_rate": 0.25, "n_unphased_half_missing": 3}}}
+    [caveat] = [c for c in summary.detect_caveats(half) if c["id"] == "unphased_calls"]
+    assert "unphased (3 of them half-missing, './1'); under cohort.unphased: ref they are REF" in caveat["text"]
     assert "samples_mostly_missing" in _ids({"cohort": {"validation": {"n_samples_mostly_missing": 2}}})
 
 

@@ -25,7 +25,8 @@ from interp.errors import InputError
 from interp.genome.regions import Region
 from interp.io import atomic_path
 
-#: above this share of unphased heterozygous calls, `cohort.unphased: ref` (which erases them) is refused
+#: above this share of unphased heterozygous calls (`validate_cohort`'s unphased_het_rate, half-missing ALT calls
+#: such as './1' included), `cohort.unphased: ref` (which erases them) is refused
 MAX_UNPHASED_WITH_REF = 0.5
 
 
@@ -73,11 +74,14 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
         summary = validate_cohort(vcf, samples, fasta, aliases, regions, cohort.phenotypes, n_folds,
                                   binary_only=True, samples_source=str(samples_path))
         if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and cohort.unphased == "ref":
+            n_half = summary["n_unphased_half_missing"]
             raise InputError(
-                f"{vcf}: {summary['unphased_het_rate']:.0%} of the {summary['n_het_calls']} heterozygous calls "
-                "in the studied regions are unphased ('/'); with cohort.unphased: ref each becomes REF on both "
-                "haplotypes, erasing those variants. Phase the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N "
-                "to mask them knowingly")
+                f"{vcf}: {summary['unphased_het_rate']:.0%} of the "
+                f"{summary['n_het_calls'] + summary['n_half_missing_alt_calls']} heterozygous calls "
+                "in the studied regions are unphased ('/')"
+                + (f", {n_half} of them half-missing ('./1')" if n_half else "")
+                + "; with cohort.unphased: ref each becomes REF on both haplotypes, erasing those variants. Phase "
+                "the VCF (SHAPEIT5, Eagle), or set cohort.unphased: N to mask them knowingly")
         # the panel after the cohort VCF: a samples.tsv row in neither file is the cohort VCF's mismatch
         panel_summary = check_panel(panel, samples) if panel else None
     except InputError as err:

@@ -50,9 +50,10 @@ class CohortConfig:
     population_column: str | None = "population"
     """population label column of samples.tsv (None: no labels; strata from ancestry PCs)."""
     missing: str = "ref"
-    """a missing genotype becomes the reference base (ref) or N."""
+    """a missing genotype (copy) becomes the reference base (ref) or N; under ref an unphased './1' reads as '0/1'."""
     unphased: str = "ref"
-    """an unphased heterozygous genotype becomes the reference base (ref) or N."""
+    """an unphased heterozygous genotype, half-missing './1' included, becomes the reference base (ref) or N on both
+    haplotypes (`interp.cohort.haplotypes`)."""
     keep_haplotypes: bool = False
     """also keep each haplotype's mean embedding (obsm hap1 / hap2 of the per-sample tables)."""
     shard_genes: int = 0

@@ -11,6 +11,15 @@ Differences from bcftools, by design:
   span and the masked record then blocks overlapping records. This equals `--missing N` for SNVs;
   for multi-base REF alleles bcftools 1.16 writes a single N over REF's first base only and keeps
   the rest of REF (tested in tests/test_haplotypes.py).
+- half-missing calls (one copy '.'; a multi-allelic './2' is split first, into './0' and './1'): a phased one
+  ('.|1', '1|.') keeps each allele on its haplotype, the missing one under `missing`, as bcftools does. An
+  unphased one ('./1', '1/.') is an unphased call: the ALT's haplotype is as unknown, relative to the
+  neighbouring heterozygous sites, as a '0/1''s. Under missing "ref" the missing copy reads as REF before the
+  phase is judged, so './1' is '0/1' (both haplotypes follow `unphased`: REF and REF, or N and N) and './0' is
+  '0/0'. Under missing "N" the missing copy is N on the haplotype the GT names, and the called copy, which differs
+  from it, follows `unphased` on the other ('./1' and './0': N and REF under unphased "ref", N and N under "N").
+  `validate_cohort` counts the unphased ones with an ALT among the unphased calls (n_unphased_half_missing, in
+  unphased_het_rate), so check_cohort refuses unphased "ref" when they would erase most variants.
 Output is upper case (bcftools keeps the FASTA's case).
 """
 
@@ -130,14 +139,18 @@ def _acting_records(genotypes: Genotypes, records: np.ndarray, missing: str, unp
 
     Returns (acts [n_samples, 2, k] bool: haplotype (sample, hap 1|2) writes record records[j];
     masks [n_samples, 2, k] bool: what it writes is N over REF's span, else the ALT allele). A missing
-    allele writes N under missing "N"; otherwise an unphased heterozygous call writes N under unphased "N";
-    otherwise an ALT allele writes ALT; anything else leaves REF.
+    allele writes N under missing "N"; otherwise an unphased call whose two copies differ writes N on both
+    haplotypes under unphased "N" (REF under "ref"); otherwise an ALT allele writes ALT; anything else leaves REF.
+    Under missing "ref" a missing copy reads as REF (allele 0) before the copies are compared, so an unphased
+    './1' is '0/1' and './0' is '0/0'; under missing "N" it differs from every allele (see the module docstring).
     """
     gt = genotypes.gt[records].transpose(1, 2, 0)  # [n_samples, 2, k]
     is_missing = gt < 0
-    unphased_het = (~genotypes.phased[records].T & (gt[:, 0] != gt[:, 1]))[:, None, :]  # [n_samples, 1, k]
-    acts = np.where(is_missing, missing == "N", np.where(unphased_het, unphased == "N", gt != 0))
-    return acts, is_missing | unphased_het
+    called = np.where(is_missing, 0, gt) if missing == "ref" else gt  # a missing copy as REF under missing: ref
+    unphased_het = (~genotypes.phased[records].T & (called[:, 0] != called[:, 1]))[:, None, :]  # [n_samples, 1, k]
+    masked = is_missing & (missing == "N")
+    acts = np.where(masked, True, np.where(unphased_het, unphased == "N", called > 0))
+    return acts, masked | unphased_het
 
 
 def _apply(local: str, region: Region, edits: list[Edit]) -> str:

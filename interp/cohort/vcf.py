@@ -851,8 +851,11 @@ def validate_cohort(
     records among them, a multi-allelic record counting once per sequence ALT allele, as `read_genotypes`
     splits it), n_variants_in_regions, n_multiallelic_split, n_other_skipped (records with no sequence ALT),
     missing_rate (missing calls among those biallelic genotypes in the regions), n_samples_mostly_missing (samples with a
-    missing call at over half of those records), n_het_calls and unphased_het_rate (of the
-    heterozygous calls there, the share written with '/'), contig_map, indexed, scope, and the
+    missing call at over half of those records), n_het_calls (heterozygous calls there, both copies called),
+    n_half_missing_alt_calls (calls with one copy missing and the other ALT: './1', '1/.', '.|1', a './2' in the
+    split record of its ALT), n_unphased_half_missing (those written with '/'), unphased_het_rate (of the
+    heterozygous and half-missing ALT calls, the share written with '/': those whose ALT `cohort.unphased`
+    decides, as `interp.cohort.haplotypes` reads them), contig_map, indexed, scope, and the
     header-contig report (`_header_contig_report`). With regions, a VCF with no biallelic record inside
     them is refused.
     """
@@ -876,7 +879,7 @@ def validate_cohort(
                  for name in contig_map if contig_map[name] == contig for start, end in merged]
     n_all = len(header.samples)
     checked = biallelic = in_regions = n_multi = n_other = 0
-    n_missing = n_calls = n_het = n_unphased_het = 0
+    n_missing = n_calls = n_het = n_unphased_het = n_half = n_unphased_half = 0
     per_sample_missing = np.zeros(len(header.samples), dtype=np.int64)  # records with a missing call, per sample
     mismatches: list[str] = []
     n_mismatch = 0
@@ -919,6 +922,11 @@ def validate_cohort(
                 het = (gt[:, 0] != gt[:, 1]) & (gt >= 0).all(axis=1)
                 n_het += int(het.sum())
                 n_unphased_het += int((het & ~phased).sum())
+                # one copy missing, the other ALT ('./1', '1/.', './2' once split): the ALT's haplotype is as
+                # unknown as a '0/1''s when unphased, and `cohort.unphased` decides it
+                half = (gt < 0).any(axis=1) & (gt > 0).any(axis=1)
+                n_half += int(half.sum())
+                n_unphased_half += int((half & ~phased).sum())
     if n_mismatch:
         raise InputError(
             f"{vcf_path}: REF alleles disagree with the reference FASTA for {n_mismatch} of {checked} "
@@ -942,7 +950,11 @@ def validate_cohort(
         "n_het_calls": n_het,
         # a count, not who: samples missing most genotypes become (nearly) the reference under missing: ref
         "n_samples_mostly_missing": int((per_sample_missing > 0.5 * in_regions).sum()) if in_regions else 0,
-        "unphased_het_rate": n_unphased_het / n_het if n_het else 0.0,
+        "n_half_missing_alt_calls": n_half,
+        "n_unphased_half_missing": n_unphased_half,
+        # the share `cohort.unphased` decides: unphased heterozygous and unphased half-missing ALT calls among
+        # all heterozygous and half-missing ALT calls (check_cohort gates unphased: ref on it)
+        "unphased_het_rate": ((n_unphased_het + n_unphased_half) / (n_het + n_half)) if n_het + n_half else 0.0,
         "contig_map": contig_map,
         "record_contigs_not_in_fasta": unmatched[:50],
         "indexed": indexed,

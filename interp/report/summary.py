@@ -443,8 +443,10 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     unphased = _num(validation.get("unphased_het_rate"))
     if unphased is not None and unphased > 0.01:
         policy = (cohort.get("haplotypes") or {}).get("unphased_policy", "ref")
+        half = _num(validation.get("n_unphased_half_missing")) or 0  # absent from reports before it was counted
+        half_text = f" ({half:.0f} of them half-missing, './1')" if half else ""
         out.append(_caveat("unphased_calls", "medium" if unphased < 0.1 else "high",
-                           f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased; under "
+                           f"{unphased:.1%} of the heterozygous calls in the studied regions are unphased{half_text}; under "
                            f"cohort.unphased: {policy} they are {'REF' if policy == 'ref' else 'masked (N)'} on both "
                            "haplotypes, so the haplotypes the model saw lack those variants.", "audit"))
     # "unknown": a shard from before devices were recorded (a resumed run), not a second device
