@@ -15,10 +15,13 @@ from interp.errors import InputError
 from interp.probe import (
     ProbeConfig,
     auroc,
+    beats_controls,
     classification_metrics,
     contiguous_folds,
     cross_validate,
     fit_logistic,
+    fold_interval,
+    fold_p_greater,
     kmer_frequencies,
     predict_proba,
     probe_table,
@@ -246,3 +249,88 @@ def test_bad_inputs_raise_input_error():
     X[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         fit_logistic(X, np.array([0, 1, 0, 1]), np.ones((1, 4), bool), ProbeConfig())
+
+
+def test_fold_p_greater_agrees_with_the_fold_interval():
+    """The one-sided p of the paired fold comparison is below 0.025 exactly when the 95% fold interval lies
+    above 0 (the same corrected t)."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        d = rng.normal(rng.normal(0, 0.05), 0.05, size=5)
+        low, high = fold_interval(d, [240] * 5, [60] * 5)
+        p = fold_p_greater(d, [240] * 5, [60] * 5)
+        assert (p < 0.025) == (low > 0), (d, p, low)
+        assert (p > 0.975) == (high < 0), (d, p, high)
+    assert np.isnan(fold_p_greater(np.array([0.1]), [240], [60]))
+
+
+def _runs_windows(rng: np.random.Generator, n: int = 300, run: float = 10.0, prevalence: float = 0.3,
+                  width: int = 100, gc_shift: float = 0.0) -> pl.DataFrame:
+    """n windows tiled over one contig in 5 contiguous blocks; target t comes in runs (a two-state Markov chain
+    of mean run length `run` windows), as labels along a genome do; a window's G+C share is 0.5 + gc_shift * t
+    (0: the sequence knows nothing of t)."""
+    t = np.zeros(n, dtype=bool)
+    state = rng.random() < prevalence
+    leave_pos, leave_neg = 1 / run, prevalence / (1 - prevalence) / run
+    for i in range(n):
+        t[i] = state
+        state = (rng.random() >= leave_pos) if state else (rng.random() < leave_neg)
+    seqs = ["".join(rng.choice(list("ACGT"), width, p=[(1 - g) / 2, g / 2, g / 2, (1 - g) / 2]))
+            for g in 0.5 + gc_shift * t]
+    start = np.arange(n) * width
+    return pl.DataFrame({"window_index": np.arange(n), "contig": ["c"] * n, "start": start, "end": start + width,
+                         "sequence": seqs, "block": np.repeat(np.arange(5), n // 5), "t": t})
+
+
+def _control_claims(seed: int, effect: float, gc_shift: float = 0.0, n_layers: int = 6) -> dict:
+    """beats_controls on one planted replicate: n_layers layers of 32 autocorrelated (AR(1), rho 0.8 along the
+    windows) noise dimensions, the first shifted by `effect` SDs of the standardised target; with gc_shift the
+    layers also hold the windows' 3-mer frequencies (the model knows what the k-mers know, nothing more)."""
+    rng = np.random.default_rng(seed)
+    w = _runs_windows(rng, gc_shift=gc_shift)
+    y = w["t"].to_numpy().astype(float)
+    pooled = {}
+    for layer in range(n_layers):
+        noise = rng.standard_normal((w.height, 32))
+        X = np.empty_like(noise)
+        X[0] = noise[0]
+        for i in range(1, w.height):
+            X[i] = 0.8 * X[i - 1] + 0.6 * noise[i]
+        X[:, 0] += effect * (y - y.mean()) / max(y.std(), 1e-9)
+        if gc_shift:
+            X = np.hstack([kmer_frequencies(w["sequence"].to_list(), 3), X])
+        pooled[("m", f"layer{layer}")] = X
+    return beats_controls(probe_table(pooled, w, ["t"], ProbeConfig(seed=seed)).to_dicts())["t"]
+
+
+def test_claims_that_probes_beat_their_controls_hold_their_level():
+    """"The model represents t beyond the 3-mer / shuffled-label control" is a claim of the report (the caveats
+    probes_vs_kmer3 / probes_vs_shuffled mark where it fails). It was made when the best layer's fold-mean
+    AUROC exceeded the control by one fold-SD. Measured with this test's replicates (/work scripts, 2026-12-06):
+    on null targets in runs with autocorrelated embeddings (6 layers, 5 blocks) that rule claimed both, in 204
+    and 209 of 400 (51%); with layers holding the 3-mer counts and nothing more it claimed "beyond the 3-mer
+    control" in 25 of 200 (12.5%). Now `beats_controls`: a paired, corrected t over the folds, the two-sided
+    95% interval at Bonferroni over the layers lying above 0: null 18/400 (4.5%) vs the 3-mer control and
+    16/400 (4.0%) vs the shuffled one; k-mer-only layers 0/200 vs the 3-mer control (169/200 beat the shuffled
+    one); power vs the 3-mer / shuffled control 56 and 61 of 200 at effect 0.5 SD, 75 and 97 of 100 at 1.0,
+    47 and 59 of 60 at 1.5. Here 60 null replicates (a true 5% gives more than 7 in 1.0% of runs), 20 with
+    the k-mer-only layers and 20 at effect 1.0 (each bound is missed in under 1% of runs at the measured rates)."""
+    null = [_control_claims(seed, 0.0) for seed in range(60)]
+    for control in ("kmer3", "shuffled"):
+        claimed = sum(bool(c[control]) for c in null)
+        assert claimed <= 7, (control, claimed)
+    kmer_only = [_control_claims(1000 + seed, 0.0, gc_shift=0.1) for seed in range(20)]
+    assert sum(bool(c["kmer3"]) for c in kmer_only) <= 2
+    assert sum(bool(c["shuffled"]) for c in kmer_only) >= 13
+    signal = [_control_claims(2000 + seed, 1.0) for seed in range(20)]
+    assert sum(bool(c["kmer3"]) for c in signal) >= 10 and sum(bool(c["shuffled"]) for c in signal) >= 16
+
+
+
+@pytest.mark.slow
+def test_claims_that_probes_beat_their_controls_on_400_null_targets():
+    """The null rate behind the README figure: 18/400 vs the 3-mer control and 16/400 vs the shuffled one
+    (a true 5% gives more than 28 of 400 in 1% of runs)."""
+    null = [_control_claims(seed, 0.0) for seed in range(400)]
+    for control in ("kmer3", "shuffled"):
+        assert sum(bool(c[control]) for c in null) <= 28, control

@@ -1293,6 +1293,30 @@ def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
     assert "by more than one fold-SD" in text
 
 
+def test_probe_control_caveats_follow_the_paired_fold_test_over_the_layers() -> None:
+    """With the paired fold comparison in the rows (vs_<control>_p, since 2026-12-06), the caveats follow
+    `beats_controls`: a target is claimed beyond a control when some layer's one-sided p is below 0.05 / (2 x
+    its layers); a fold-mean far above the control with a p that misses the corrected level is not claimed,
+    and the caveat names the best layer's difference and interval."""
+    def row(layer: str, p_kmer: float, p_shuffled: float) -> dict:
+        return {"model": "m", "layer": layer, "target": "exon", "features": "embedding", "auroc_mean": 0.9,
+                "auroc_sd": 0.01, "vs_kmer3_diff": 0.10, "vs_kmer3_low": -0.02, "vs_kmer3_high": 0.22,
+                "vs_kmer3_p": p_kmer, "vs_shuffled_diff": 0.4, "vs_shuffled_low": 0.3, "vs_shuffled_high": 0.5,
+                "vs_shuffled_p": p_shuffled}
+
+    kmer = {"model": "kmer3", "layer": "3-mer frequencies", "target": "exon", "features": "kmer3",
+            "auroc_mean": 0.8, "auroc_sd": 0.01}
+    # two layers: the level is 0.05 / 4 = 0.0125
+    texts = {c["id"]: c["text"] for c in summary.detect_caveats(
+        {"probes": [row("block1", 0.02, 0.001), row("block2", 0.03, 0.5), kmer]})}
+    assert "probes_vs_kmer3" in texts and "probes_vs_shuffled" not in texts
+    assert "exon (best layer block1: +0.100 AUROC, 95% fold interval -0.020 to +0.220)" in texts["probes_vs_kmer3"]
+    assert "Bonferroni over the target's layers" in texts["probes_vs_kmer3"]
+    texts = {c["id"] for c in summary.detect_caveats(
+        {"probes": [row("block1", 0.01, 0.02), row("block2", 0.03, 0.5), kmer]})}
+    assert "probes_vs_kmer3" not in texts and "probes_vs_shuffled" in texts
+
+
 def test_an_unlabelled_top_feature_names_its_candidate_concept_and_label_test(tmp_path: Path, monkeypatch) -> None:
     """The top-features table showed "unlabelled" beside lift 12 and F1 0.48 with no word of the concept or why
     (the demo's CTCF features, whose evidence is one ~1 kb stretch: design effect about 370); it now names the

@@ -409,34 +409,48 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                                f"(held-out cross-entropy {ce:.3f} vs {o3:.3f} nats/base): it has learnt no more "
                                "about the sequence than 3-mer statistics.", "model"))
     probes = report.get("probes") or []
-    targets = list(OrderedDict.fromkeys(str(p["target"]) for p in probes))
     not_above_kmer, not_above_shuffled = [], []
-    for t in targets:
-        emb = [p for p in probes if p["target"] == t and p.get("features") == "embedding"
-               and _num(p.get("auroc_mean")) is not None]
-        if not emb:
-            continue
-        best = max(emb, key=lambda p: p["auroc_mean"])
-        b, sd = best["auroc_mean"], _num(best.get("auroc_sd")) or 0.0
-        kmer = [p for p in probes if p["target"] == t and p.get("features") == "kmer3"
-                and _num(p.get("auroc_mean")) is not None]
-        if kmer:
-            k = kmer[0]["auroc_mean"]
-            if b <= k + sd:
-                not_above_kmer.append(f"{t} (best layer {best.get('layer')} {b:.3f} ± {sd:.3f} vs 3-mer {k:.3f})")
-        shuf = [p for p in probes if p["target"] == t and p.get("features") == "shuffled"
-                and p.get("model") == best.get("model") and p.get("layer") == best.get("layer")
-                and _num(p.get("auroc_mean")) is not None]
-        if shuf and b <= shuf[0]["auroc_mean"] + sd:
-            not_above_shuffled.append(f"{t} ({b:.3f} vs shuffled {shuf[0]['auroc_mean']:.3f})")
+    if any("vs_kmer3_p" in p for p in probes):
+        from interp.probe import CONTROL_ALPHA, beats_controls
+
+        for t, claim in beats_controls(probes).items():
+            best = max((p for p in probes if str(p["target"]) == t and p.get("features") == "embedding"
+                        and _num(p.get("vs_kmer3_diff")) is not None),
+                       key=lambda p: p["vs_kmer3_diff"], default=None)
+            if claim["kmer3"] is False and best is not None:
+                not_above_kmer.append(f"{t} (best layer {best.get('layer')}: {best['vs_kmer3_diff']:+.3f} AUROC, 95% "
+                                      f"fold interval {best['vs_kmer3_low']:+.3f} to {best['vs_kmer3_high']:+.3f})")
+            if claim["shuffled"] is False:
+                not_above_shuffled.append(t)
+        rule = ("by a paired test over the CV folds (Nadeau-Bengio corrected t: no layer's 95% interval, "
+                f"Bonferroni over the target's layers at {CONTROL_ALPHA:g}, lies above 0)")
+    else:  # a report.json from before the paired comparison: the old one-fold-SD rule
+        rule = "by more than one fold-SD"
+        for t in OrderedDict.fromkeys(str(p["target"]) for p in probes):
+            emb = [p for p in probes if p["target"] == t and p.get("features") == "embedding"
+                   and _num(p.get("auroc_mean")) is not None]
+            if not emb:
+                continue
+            best = max(emb, key=lambda p: p["auroc_mean"])
+            b, sd = best["auroc_mean"], _num(best.get("auroc_sd")) or 0.0
+            kmer = [p for p in probes if p["target"] == t and p.get("features") == "kmer3"
+                    and _num(p.get("auroc_mean")) is not None]
+            if kmer and b <= kmer[0]["auroc_mean"] + sd:
+                not_above_kmer.append(f"{t} (best layer {best.get('layer')} {b:.3f} ± {sd:.3f} vs 3-mer "
+                                      f"{kmer[0]['auroc_mean']:.3f})")
+            shuf = [p for p in probes if p["target"] == t and p.get("features") == "shuffled"
+                    and p.get("model") == best.get("model") and p.get("layer") == best.get("layer")
+                    and _num(p.get("auroc_mean")) is not None]
+            if shuf and b <= shuf[0]["auroc_mean"] + sd:
+                not_above_shuffled.append(f"{t} ({b:.3f} vs shuffled {shuf[0]['auroc_mean']:.3f})")
     if not_above_kmer:
         out.append(_caveat("probes_vs_kmer3", "medium",
-                           "Probes do not beat the 3-mer control by more than one fold-SD for: "
+                           f"Probes do not beat the 3-mer control {rule} for: "
                            + "; ".join(not_above_kmer) + ". For these targets the model adds nothing "
                            "measurable over k-mer counts.", "represents"))
     if not_above_shuffled:
         out.append(_caveat("probes_vs_shuffled", "medium",
-                           "Probes do not beat the shuffled-label control by more than one fold-SD for: "
+                           f"Probes do not beat the shuffled-label control {rule} for: "
                            + "; ".join(not_above_shuffled) + ".", "represents"))
     cohort = report.get("cohort") or {}
     validation = cohort.get("validation") or {}

@@ -45,7 +45,7 @@ import polars as pl
 from scipy.stats import rankdata
 
 from interp.errors import InputError
-from interp.probe import ProbeConfig, auroc, contiguous_folds, fit_logistic, predict_proba
+from interp.probe import ProbeConfig, auroc, contiguous_folds, fit_logistic, fold_interval, predict_proba
 
 #: defaults of the `probe.sae_*` config keys
 DEFAULT_TOP_K = (1, 8, 32)
@@ -274,25 +274,6 @@ def _fit_tuned(Xa: np.ndarray, y: np.ndarray, masks: np.ndarray, inner_by_fold: 
         # argmax takes the first maximum: the smallest C (strongest penalty) among equals
         best[tuned] = np.asarray(grid)[np.argmax(np.round(score[:, tuned], 12), axis=0)]
     return predict_proba(fit_logistic(Xa, y, masks, cfg, C=best), Xa), best
-
-
-def fold_interval(differences: np.ndarray, n_train: Sequence[int], n_test: Sequence[int],
-                  confidence: float = 0.95) -> tuple[float, float]:
-    """Paired interval (low, high) of the mean of the per-fold differences [K] (SAE - raw AUROC).
-
-    A t interval with K - 1 degrees of freedom whose variance is the sample variance of the differences
-    times (1/K + n_test/n_train) (mean fold sizes), Nadeau & Bengio's (2003) correction for the
-    correlation the folds' overlapping training rows induce: the plain paired t (variance / K) called a
-    winner on 13-19% of null labels at 95%, the corrected one on 5-8%. (NaN, NaN) for fewer than 2 folds.
-    """
-    from scipy.stats import t as student_t
-
-    d = np.asarray(differences, dtype=np.float64)
-    if d.size < 2:
-        return float("nan"), float("nan")
-    ratio = float(np.mean(n_test)) / float(np.mean(n_train))
-    half = student_t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) * np.sqrt(1.0 / d.size + ratio)
-    return float(d.mean() - half), float(d.mean() + half)
 
 
 def _stratified_draws(y_test: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
