@@ -2,7 +2,7 @@
 
 Cost follows the regions studied: a bgzipped VCF with a .tbi/.csi is read region by region through
 its index (`pysam.TabixFile`), streamed, so time and memory grow with records-in-regions x samples,
-never with the file; only unindexed files are scanned (`check_cohort` makes an indexed copy once).
+never with the file; only unindexed files are scanned (`place_cohort` makes an indexed copy once).
 Records are parsed from their text: one-digit diploid calls (`0|1`, `./.`) are decoded with numpy, from
 GT-only columns (phased reference panels) or from the GT sub-field of a FORMAT that starts with GT (imputed
 GT:DS:GP, called GT:AD:DP); any other FORMAT or ploidy goes field by field.

@@ -140,7 +140,7 @@ def read_regions(path: str | Path, fasta: dict[str, str]) -> list[Region]:
     for row, (name, contig, start, end) in enumerate(table.select("name", "contig", "start", "end").iter_rows()):
         if contig not in fasta:
             raise InputError(f"{path}, row {row + 1}: contig {contig!r} is not in the FASTA; the regions were "
-                             "resolved against another reference: rerun check_cohort")
+                             "resolved against another reference: rerun place_cohort")
         out.append(_checked(name, contig, int(start), int(end), fasta, f"{path}, row {row + 1}"))
     return out
 

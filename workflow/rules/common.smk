@@ -68,7 +68,7 @@ def scaled(rule, units=None):
 
     def size(input):
         # only the inputs whose size tells the cost (interp.resources.SIZED_BY): not a genome read by region
-        # SIZE_OF: a cost its own function measures (check_cohort: the VCF copy, when one is needed)
+        # SIZE_OF: a cost its own function measures (place_cohort: the VCF copy, when one is needed)
         measure = SIZE_OF.get(rule)
         return measure(input) if measure else (
             inputs_size_mb(input, SIZED_BY[rule]) if rule in SIZED_BY else input.size_mb)
