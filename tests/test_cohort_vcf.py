@@ -637,3 +637,31 @@ def test_imputed_format_is_decoded_without_a_loop_over_samples(tmp_path, monkeyp
     imputed.write_text(header + "chr2\t10\t.\tA\tC\t.\t.\t.\tGT:DS\t0|2:1.0" + "\t0|1:1.0" * (n - 1) + "\n")
     with pytest.raises(InputError, match=r"chr2:10: genotype '0\|2' names ALT allele 2"):
         read_genotypes(imputed)
+
+
+def test_validation_counts_samples_whose_calls_are_mostly_unphased(tmp_path):
+    """A VCF phased but for one sample (a batch phased apart, or not at all) passed: its unphased share over the
+    whole VCF (1 of 8 samples) stays far below the 50% gate, while that sample's heterozygous variants are all
+    erased under unphased: ref. Such samples are now counted (at least 5 heterozygous or half-missing ALT calls,
+    over half unphased), and the report says so; a lone unphased call does not count a sample."""
+    from interp.genome.regions import Region
+
+    fasta = read_fasta(FASTA)
+    ids = [f"S{i}" for i in range(1, 9)]
+    lines = []
+    for k, pos in enumerate(range(1000, 1060, 10)):  # 6 records
+        ref = fasta["chr17"][pos - 1].upper()
+        alt = "G" if ref != "G" else "T"
+        # S1: every call unphased; S2: one unphased call of 6; the rest phased
+        calls = ["0/1", "1/0" if k == 0 else "0|1"] + ["0|1", "1|0", "0|0", "1|1", "0|1", "1|0"]
+        lines.append(f"chr17\t{pos}\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t" + "\t".join(calls) + "\n")
+    vcf = tmp_path / "batch.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(ids) + "\n"
+                   + "".join(lines))
+    summary = validate_cohort(vcf, _sheet(ids, case=[0, 1] * 4), fasta, {}, [Region("r", "chr17", 900, 1100)],
+                              ["case"], 2)
+    assert summary["unphased_het_rate"] < 0.5
+    assert summary["n_samples_mostly_unphased"] == 1
+

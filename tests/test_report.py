@@ -215,6 +215,9 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     [caveat] = [c for c in summary.detect_caveats(half) if c["id"] == "unphased_calls"]
     assert "unphased (3 of them half-missing, './1'); under cohort.unphased: ref they are REF" in caveat["text"]
     assert "samples_mostly_missing" in _ids({"cohort": {"validation": {"n_samples_mostly_missing": 2}}})
+    unphased = _ids({"cohort": {"validation": {"n_samples_mostly_unphased": 3}}})
+    assert "samples_mostly_unphased" in unphased
+    assert "samples_mostly_unphased" not in _ids({"cohort": {"validation": {"n_samples_mostly_unphased": 0}}})
 
 
 def test_caveat_mixed_devices_only_when_shards_ran_on_more_than_one() -> None:

@@ -101,6 +101,11 @@ def population_obs_column(configured: str | None) -> str | None:
     return POPULATION if configured else None
 
 
+#: heterozygous (or half-missing ALT) calls a sample needs in the studied regions before its share of unphased
+#: ones counts it in n_samples_mostly_unphased (a lone unphased call says little)
+MIN_HET_CALLS_PER_SAMPLE = 5
+
+
 def sample_ids_digest(path: str | Path) -> str:
     """sha256 of samples.tsv's sample IDs in their order (hex): what the haplotype shards read of the sheet, so
     the workflow reruns them when it changes and only then (`read_samples_tsv`'s checks apply)."""
@@ -855,7 +860,8 @@ def validate_cohort(
     n_half_missing_alt_calls (calls with one copy missing and the other ALT: './1', '1/.', '.|1', a './2' in the
     split record of its ALT), n_unphased_half_missing (those written with '/'), unphased_het_rate (of the
     heterozygous and half-missing ALT calls, the share written with '/': those whose ALT `cohort.unphased`
-    decides, as `interp.cohort.haplotypes` reads them), contig_map, indexed, scope, and the
+    decides, as `interp.cohort.haplotypes` reads them), n_samples_mostly_unphased (samples with at least
+    MIN_HET_CALLS_PER_SAMPLE such calls, over half of them unphased), contig_map, indexed, scope, and the
     header-contig report (`_header_contig_report`). With regions, a VCF with no biallelic record inside
     them is refused.
     """
@@ -881,6 +887,9 @@ def validate_cohort(
     checked = biallelic = in_regions = n_multi = n_other = 0
     n_missing = n_calls = n_het = n_unphased_het = n_half = n_unphased_half = 0
     per_sample_missing = np.zeros(len(header.samples), dtype=np.int64)  # records with a missing call, per sample
+    # per sample: heterozygous and half-missing ALT calls, and those of them unphased
+    per_sample_het = np.zeros(len(header.samples), dtype=np.int64)
+    per_sample_unphased = np.zeros(len(header.samples), dtype=np.int64)
     mismatches: list[str] = []
     n_mismatch = 0
     for line in _record_lines(vcf_path, spans):
@@ -927,6 +936,8 @@ def validate_cohort(
                 half = (gt < 0).any(axis=1) & (gt > 0).any(axis=1)
                 n_half += int(half.sum())
                 n_unphased_half += int((half & ~phased).sum())
+                per_sample_het += het | half
+                per_sample_unphased += (het | half) & ~phased
     if n_mismatch:
         raise InputError(
             f"{vcf_path}: REF alleles disagree with the reference FASTA for {n_mismatch} of {checked} "
@@ -955,6 +966,10 @@ def validate_cohort(
         # the share `cohort.unphased` decides: unphased heterozygous and unphased half-missing ALT calls among
         # all heterozygous and half-missing ALT calls (check_cohort gates unphased: ref on it)
         "unphased_het_rate": ((n_unphased_het + n_unphased_half) / (n_het + n_half)) if n_het + n_half else 0.0,
+        # a count, not who: a VCF phased but for a few samples (a batch phased apart, or not at all) passes the
+        # whole-VCF gate, yet those samples' heterozygous variants are erased (or masked): the audit can see them
+        "n_samples_mostly_unphased": int(((per_sample_het >= MIN_HET_CALLS_PER_SAMPLE)
+                                          & (2 * per_sample_unphased > per_sample_het)).sum()),
         "contig_map": contig_map,
         "record_contigs_not_in_fasta": unmatched[:50],
         "indexed": indexed,

@@ -478,6 +478,16 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            f"{int(mostly_missing)} sample(s) have missing genotypes at over half of the variants in "
                            "the studied regions; their haplotypes are mostly the reference (or N), per "
                            "cohort.missing.", "audit"))
+    mostly_unphased = _num(validation.get("n_samples_mostly_unphased"))
+    if mostly_unphased:
+        policy = (cohort.get("haplotypes") or {}).get("unphased_policy", "ref")
+        out.append(_caveat("samples_mostly_unphased", "high",
+                           f"{int(mostly_unphased)} sample(s) have over half of their heterozygous calls in the "
+                           f"studied regions unphased; under cohort.unphased: {policy} those variants are "
+                           f"{'REF' if policy == 'ref' else 'masked (N)'} on both of their haplotypes, so these "
+                           "samples differ from the others by how they were phased: if they share a batch or a "
+                           "population, the audit and rank can see it. Phase them with the others, or leave them "
+                           "out.", "audit"))
     markers = cohort.get("ancestry_markers") or {}
     if markers.get("converged") is False:
         out.append(_caveat("ancestry_pcs_unconverged", "high",
