@@ -808,7 +808,12 @@ def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline()
     html = _html(report, figs, layers, calib, cfg)
     row = html[html.index("<td class=\"l\">tiny-dnalm</td><td>1.3747"):]
     row = row[: row.index("</tr>")]
-    assert "<td>yes</td><td>n/a</td>" in row
+    assert "<td>yes</td><td>not recorded</td>\n<td>n/a</td><td>not recorded</td>" in row
+    # with the held-out differences (since 2026-12-06): each beside its "beats", with its interval
+    diff = {"mean": -0.0172, "low": -0.0301, "high": -0.0043, "n_blocks": 16, "block": 500}
+    report["lm"] = [dict(report["lm"][0], order0_difference=diff)]
+    html = _html(report, figs, layers, calib, cfg)
+    assert "<td>yes</td><td>-0.0172 [-0.0301, -0.0043]</td>" in html
 
 
 @pytest.mark.parametrize("source", ["panel", "regions"])
@@ -1294,6 +1299,23 @@ def test_caveat_shuffled_control_says_the_one_fold_sd_margin() -> None:
     text = {c["id"]: c["text"] for c in summary.detect_caveats({"probes": rows})}["probes_vs_shuffled"]
     assert "exon (0.620 vs shuffled 0.550)" in text
     assert "by more than one fold-SD" in text
+
+
+def test_lm_caveat_when_the_lm_is_below_order3_but_its_interval_reaches_zero() -> None:
+    """The LM "beating" the order-3 chain by a point estimate whose block interval reaches 0 is not shown; it is
+    said (medium), while an interval below 0 says nothing and a point estimate above the chain stays high."""
+    def lm(ce: float, low: float, high: float) -> dict:
+        return {"model": "tiny", "heldout_ce": ce, "baseline_order3_ce": 1.30,
+                "order3_difference": {"mean": ce - 1.30, "low": low, "high": high, "n_blocks": 16, "block": 500}}
+
+    def caveat(row: dict) -> dict | None:
+        return next((c for c in summary.detect_caveats({"lm": [row]}) if c["id"] == "lm_vs_markov3"), None)
+
+    unclear = caveat(lm(1.29, -0.03, 0.01))
+    assert unclear["severity"] == "medium" and "-0.0300 to +0.0100, 16 blocks of 500 bases" in unclear["text"]
+    assert caveat(lm(1.20, -0.12, -0.08)) is None
+    assert caveat(lm(1.31, 0.0, 0.02))["severity"] == "high"
+    assert caveat({"model": "tiny", "heldout_ce": 1.29, "baseline_order3_ce": 1.30}) is None  # an older run
 
 
 def test_probe_control_caveats_follow_the_paired_fold_test_over_the_layers() -> None:

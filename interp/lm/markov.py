@@ -51,13 +51,10 @@ def count_contexts(train_seqs: list[str], order: int) -> list[np.ndarray]:
     return counts
 
 
-def markov_cross_entropy(train_seqs: list[str], test_seqs: list[str], order: int,
-                         pseudocount: float = 1.0) -> tuple[float, int]:
-    """Mean per-base cross-entropy (nats) of an order-`order` Markov chain on the test ACGT bases.
-
-    Returns (cross-entropy, number of bases scored). Every A/C/G/T of `test_seqs` is scored
-    once; N and other letters are skipped and break contexts.
-    """
+def markov_base_losses(train_seqs: list[str], test_seqs: list[str], order: int,
+                       pseudocount: float = 1.0) -> np.ndarray:
+    """Per-base cross-entropy (nats) [n] of an order-`order` Markov chain on the test ACGT bases, in sequence
+    order then position order (N and other letters are skipped and break contexts)."""
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
     if pseudocount <= 0:
@@ -65,16 +62,67 @@ def markov_cross_entropy(train_seqs: list[str], test_seqs: list[str], order: int
     counts = count_contexts(train_seqs, order)
     log_probs = [np.log((c + pseudocount) / (c.sum(axis=1, keepdims=True) + 4 * pseudocount))
                  for c in counts]
-    total, n = 0.0, 0
+    out = []
     for seq in test_seqs:
         codes = encode_acgt(seq)
         run = clean_run_before(codes)
         scored = np.flatnonzero(codes >= 0)
         used_order = np.minimum(run[scored], order)
+        losses = np.empty(len(scored), dtype=np.float64)
         for j in range(order + 1):
-            pos = scored[used_order == j]
-            total -= float(log_probs[j][context_index(codes, pos, j), codes[pos]].sum())
-        n += len(scored)
-    if n == 0:
+            sel = used_order == j
+            pos = scored[sel]
+            losses[sel] = -log_probs[j][context_index(codes, pos, j), codes[pos]]
+        out.append(losses)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def markov_cross_entropy(train_seqs: list[str], test_seqs: list[str], order: int,
+                         pseudocount: float = 1.0) -> tuple[float, int]:
+    """Mean per-base cross-entropy (nats) of an order-`order` Markov chain on the test ACGT bases.
+
+    Returns (cross-entropy, number of bases scored). Every A/C/G/T of `test_seqs` is scored
+    once; N and other letters are skipped and break contexts (`markov_base_losses`).
+    """
+    losses = markov_base_losses(train_seqs, test_seqs, order, pseudocount)
+    if losses.size == 0:
         raise ValueError("no A/C/G/T bases to score in the test sequences")
-    return total / n, n
+    return float(losses.mean()), int(losses.size)
+
+
+def block_mean_interval(differences: np.ndarray, lengths: list[int], block: int = 1000,
+                        confidence: float = 0.95) -> dict:
+    """Interval of the mean of per-base differences [n] (e.g. LM - Markov loss, nats) from blocks of consecutive
+    bases (batch means): the bases of each sequence (`lengths` [n_seqs] scored bases, in order, summing to n)
+    cut into blocks of `block` bases (the last of a sequence shorter); the mean is the ratio sum / bases, its
+    standard error the between-block (cluster-robust) one, the interval a t with blocks - 1 degrees of freedom.
+    Neighbouring bases' losses are correlated (a motif, a repeat): treating bases as independent would make
+    the interval far too narrow; blocks much longer than that correlation are nearly independent. On AR(1)
+    series of 8,000 bases in blocks of 500, 1,000 replicates each: coverage 95.6% (correlation length 10
+    bases), 95.3% (20), 93.4% (100), 88.6% (200); 94.7% with 6 blocks (`tests/test_lm.py` checks the first
+    two at 400 replicates); a percentile bootstrap of the same blocks covered 92.5% (20) and 90% (100).
+    Returns {mean, low, high, n_blocks, block}; low/high NaN with fewer than 2 blocks.
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    if sum(lengths) != d.size:
+        raise ValueError(f"lengths sum to {sum(lengths)} but there are {d.size} differences")
+    starts, cursor = [], 0
+    for n in lengths:
+        starts += list(range(cursor, cursor + n, block))
+        cursor += n
+    out = {"mean": float(d.mean()) if d.size else float("nan"), "low": float("nan"), "high": float("nan"),
+           "n_blocks": len(starts), "block": int(block)}
+    if len(starts) < 2:
+        return out
+    sums = np.add.reduceat(d, starts)
+    sizes = np.diff(np.append(starts, d.size)).astype(np.float64)
+    # the block starts of every sequence, so a block never spans two sequences (a sequence's last block may
+    # be short)
+    n_blocks = sums.size
+    residual = sums - out["mean"] * sizes
+    se = float(np.sqrt(n_blocks / (n_blocks - 1) * (residual ** 2).sum()) / sizes.sum())
+    half = float(student_t.ppf(0.5 + confidence / 2, n_blocks - 1)) * se
+    out["low"], out["high"] = out["mean"] - half, out["mean"] + half
+    return out

@@ -403,11 +403,21 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            "`revision` to that commit in the card to make the code fixed.", "represents"))
     for m in report.get("lm") or []:
         ce, o3 = _num(m.get("heldout_ce")), _num(m.get("baseline_order3_ce"))
+        diff = m.get("order3_difference") or {}
+        high = _num(diff.get("high"))
         if ce is not None and o3 is not None and ce >= o3:
             out.append(_caveat("lm_vs_markov3", "high",
                                f"The language model {m.get('model')} does not beat the order-3 Markov baseline "
                                f"(held-out cross-entropy {ce:.3f} vs {o3:.3f} nats/base): it has learnt no more "
                                "about the sequence than 3-mer statistics.", "model"))
+        elif ce is not None and o3 is not None and high is not None and high >= 0:
+            out.append(_caveat("lm_vs_markov3", "medium",
+                               f"The language model {m.get('model')} is below the order-3 Markov baseline by "
+                               f"{o3 - ce:.4f} nats/base on held-out bases ({ce:.3f} vs {o3:.3f}), but the 95% "
+                               f"block interval of the difference ({_num(diff.get('low')):+.4f} to "
+                               f"{high:+.4f}, {diff.get('n_blocks')} blocks of {diff.get('block')} bases) reaches "
+                               "0: the held-out bases do not show it has learnt more than 3-mer statistics.",
+                               "model"))
     probes = report.get("probes") or []
     not_above_kmer, not_above_shuffled = [], []
     if any("vs_kmer3_p" in p for p in probes):
