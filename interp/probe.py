@@ -476,11 +476,13 @@ def fold_p_greater(differences: np.ndarray, n_train, n_test) -> float:
 
 
 def _paired(a: list[dict], b: list[dict]) -> dict[str, float]:
-    """a's fold AUROCs minus b's, over the folds both used (b: one row per fold, or several shuffles per fold,
-    averaged): {diff (mean), low, high (95% `fold_interval`), p (`fold_p_greater`), n_folds}."""
+    """a's fold AUROCs minus b's, over the folds both used with a finite AUROC (b: one row per fold, or several
+    shuffles per fold, their finite AUROCs averaged): {diff (mean), low, high (95% `fold_interval`),
+    p (`fold_p_greater`), n_folds}."""
     by_fold: dict[int, list[float]] = {}
     for r in b:
-        by_fold.setdefault(int(r["fold"]), []).append(float(r["auroc"]))
+        if np.isfinite(r["auroc"]):  # a NaN control AUROC is left out like a NaN embedding one
+            by_fold.setdefault(int(r["fold"]), []).append(float(r["auroc"]))
     rows = [(float(r["auroc"]) - float(np.mean(by_fold[int(r["fold"])])), r["n_train"], r["n_test"])
             for r in a if int(r["fold"]) in by_fold and np.isfinite(r["auroc"])]
     if not rows:
