@@ -476,11 +476,13 @@ def fold_p_greater(differences: np.ndarray, n_train, n_test) -> float:
 
 
 def _paired(a: list[dict], b: list[dict]) -> dict[str, float]:
-    """a's fold AUROCs minus b's, over the folds both used (b: one row per fold, or several shuffles per fold,
-    averaged): {diff (mean), low, high (95% `fold_interval`), p (`fold_p_greater`), n_folds}."""
+    """a's fold AUROCs minus b's, over the folds both used with a finite AUROC (b: one row per fold, or several
+    shuffles per fold, their finite AUROCs averaged): {diff (mean), low, high (95% `fold_interval`),
+    p (`fold_p_greater`), n_folds}."""
     by_fold: dict[int, list[float]] = {}
     for r in b:
-        by_fold.setdefault(int(r["fold"]), []).append(float(r["auroc"]))
+        if np.isfinite(r["auroc"]):  # a NaN control AUROC is left out like a NaN embedding one
+            by_fold.setdefault(int(r["fold"]), []).append(float(r["auroc"]))
     rows = [(float(r["auroc"]) - float(np.mean(by_fold[int(r["fold"])])), r["n_train"], r["n_test"])
             for r in a if int(r["fold"]) in by_fold and np.isfinite(r["auroc"])]
     if not rows:
@@ -588,7 +590,8 @@ def beats_controls(rows: list[dict], alpha: float = CONTROL_ALPHA) -> dict[str, 
     """Per target of `probe_table` rows (as dicts): does some embedding row beat each control?
 
     {target: {"kmer3": bool | None, "shuffled": bool | None, "n_rows": m}}: True when some row's one-sided
-    p (vs_<control>_p) is <= alpha / m, Bonferroni over the target's m embedding rows with a p (models x
+    p (vs_<control>_p) is <= alpha / (2 m), i.e. its two-sided 1 - alpha / m interval lies above 0: Bonferroni
+    over the target's m embedding rows with a p (models x
     layers: the best layer is chosen after seeing them, so its p alone would claim too often); None when no
     row has one (fewer than 2 folds compared). A claim "the model represents the target beyond the control"
     then holds at family-wise level alpha per target and control.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,12 +504,29 @@ def check_cohort(job: Job) -> None:
     write_json(summary, job.output["summary"])
 
 
+@contextmanager
+def _as_users_vcf(job: Job):
+    """InputErrors raised inside name the user's VCF (params.user_vcf) instead of the placed one (input vcf):
+    the shards and ancestry read place_cohort's VCF without waiting for check_cohort, so their errors can come
+    first, and the user knows their own file, not the pipeline's copy of it."""
+    try:
+        yield
+    except InputError as err:
+        user, placed = job.params.get("user_vcf"), job.input.get("vcf")
+        if not user or not placed or str(user) == str(placed):
+            raise
+        from interp.cohort.check import _as_user_file
+
+        raise InputError(_as_user_file(str(err), placed, user)) from None
+
+
 def _genotypes(job: Job, fasta, samples: pl.DataFrame, regions):
-    """Genotypes of the studied regions only, fetched through the VCF's index."""
+    """Genotypes of the studied regions only, fetched through the VCF's index (errors name params.user_vcf)."""
     from interp.cohort.vcf import read_genotypes
 
-    return read_genotypes(job.input["vcf"], samples=samples["sample_id"].to_list(), regions=regions,
-                          fasta_contigs=list(fasta), aliases=job.params["reference"].get("contig_aliases") or {})
+    with _as_users_vcf(job):
+        return read_genotypes(job.input["vcf"], samples=samples["sample_id"].to_list(), regions=regions,
+                              fasta_contigs=list(fasta), aliases=job.params["reference"].get("contig_aliases") or {})
 
 
 def haplotypes_shard(job: Job) -> None:

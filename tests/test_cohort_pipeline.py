@@ -313,3 +313,40 @@ def test_check_cohort_refusing_the_ancestry_panel_writes_no_validation(tmp_path)
     out = _place_and_check(ref, c / "in.vcf.gz", c / "samples.tsv", c, params, panel=c / "panel.vcf.gz")
     assert json.loads(out["summary"].read_text())["ancestry_panel"]["n_samples"] == 60
     assert out["vcf"].is_symlink() and out["tbi"].is_symlink()
+
+
+def test_haplotype_shard_and_ancestry_errors_name_the_users_vcf_not_the_placed_copy(tmp_path) -> None:
+    """The shards and ancestry no longer wait for check_cohort (they need only place_cohort's VCF), so a sheet
+    naming a sample the VCF lacks can stop them first, with an error that named the pipeline's placed copy
+    (cohort/cohort.vcf.gz: a copy the user never made) instead of the user's file. They now name the user's
+    file (params.user_vcf), as place_cohort and check_cohort do."""
+    import gzip
+
+    from interp.cohort.config import cohort_rule_settings
+    from interp.errors import InputError
+
+    cfg = _config(11)
+    cohort = {**cfg["cohort"], "populations": {"YRI": 10, "CEU": 10, "CHB": 10}}
+    c = tmp_path / "cohort"
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    params = {"reference": cfg["reference"], "cohort": cohort, "n_folds": cfg["audit"]["n_folds"], "seed": 11}
+    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
+                                      "samples": c / "samples.tsv", "truth": c / "truth.json"}, params))
+    user = tmp_path / "user.vcf"  # plain: placed as an indexed copy
+    user.write_bytes(gzip.decompress((c / "in.vcf.gz").read_bytes()))
+    placed = {"vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet"}
+    stages.place_cohort(_job({**ref, "vcf": user}, placed, params))
+    sheet = pl.read_csv(c / "samples.tsv", separator="\t")
+    sheet.vstack(sheet.head(1).with_columns(sample_id=pl.lit("NOT_IN_VCF"))).write_csv(c / "more.tsv", separator="\t")
+    io = {"fasta": DEMO_FASTA, "regions": placed["regions"], "vcf": placed["vcf"], "samples": c / "more.tsv"}
+    shard = {"reference": cfg["reference"], "cohort": cohort_rule_settings(cohort, "haplotypes"),
+             "cohort_rules": "haplotypes", "user_vcf": str(user), "shard": {"index": 0, "size": 0}}
+    hap_out = {"assignments": c / "h.parquet", "sequences": c / "s.parquet", "stats": c / "h.json"}
+    with pytest.raises(InputError) as err:
+        stages.haplotypes_shard(_job(io, hap_out, shard))
+    assert str(err.value).startswith(f"{user}: 1 requested samples are not in the VCF header"), err.value
+    anc = {"reference": cfg["reference"], "cohort": cohort_rule_settings(cohort, "ancestry"), "seed": 11,
+           "user_vcf": str(user)}
+    with pytest.raises(InputError) as err:
+        stages.ancestry(_job(io, {"genotypes": c / "g.h5ad"}, anc))
+    assert str(err.value).startswith(f"{user}: 1 requested samples are not in the VCF header"), err.value

@@ -334,3 +334,23 @@ def test_claims_that_probes_beat_their_controls_on_400_null_targets():
     null = [_control_claims(seed, 0.0) for seed in range(400)]
     for control in ("kmer3", "shuffled"):
         assert sum(bool(c[control]) for c in null) <= 28, control
+
+
+def test_a_nan_control_auroc_in_one_fold_drops_that_fold_not_the_comparison():
+    """`_paired` dropped an embedding fold whose AUROC is NaN but averaged the control's folds as they came: one
+    NaN control AUROC (one shuffle of a fold) made the mean difference, its interval and p NaN, so
+    `beats_controls` said nothing for that row. A NaN control value is left out like a NaN embedding value: a
+    fold counts when both arms have a finite AUROC there."""
+    from interp.probe import _paired
+
+    a = [{"fold": f, "auroc": 0.80 + 0.01 * f, "n_train": 80, "n_test": 20} for f in range(5)]
+    b = [{"fold": f, "auroc": 0.60, "n_train": 80, "n_test": 20} for f in range(5)]
+    clean = _paired(a, b)
+    assert clean["n_folds"] == 5 and np.isfinite(clean["p"])
+    # a NaN shuffle beside a finite one in fold 1: the fold keeps its finite shuffle
+    with_nan_shuffle = _paired(a, b + [{"fold": 1, "auroc": float("nan"), "n_train": 80, "n_test": 20}])
+    assert with_nan_shuffle == clean
+    # the control's only AUROC of fold 2 is NaN: fold 2 is left out, the other four are compared
+    b_nan = [dict(r, auroc=float("nan")) if r["fold"] == 2 else r for r in b]
+    res = _paired(a, b_nan)
+    assert res["n_folds"] == 4 and np.isfinite(res["diff"]) and np.isfinite(res["p"]) and np.isfinite(res["low"])

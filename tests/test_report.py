@@ -1501,3 +1501,27 @@ def test_variant_effect_methods_say_the_width_the_scorer_used_not_the_configured
     # a report without the stats: the configured width, said to be capped at the model's context
     text = statistic(summary.methods(cfg, [], report["biomarker_families"]))
     assert "up to 1000 bases" in text and "model's context" in text
+
+
+def test_a_probe_target_too_few_folds_for_the_paired_test_is_not_silently_claimed_beyond_its_controls() -> None:
+    """With the paired fold test, a target with a single CV fold (a rare label present in few blocks) has no p
+    (`beats_controls`: None) and no caveat was written at all, so the report read as if the probes beat both
+    controls, where the old rule compared the fold means. It is now listed in both caveats as untested. Rows as
+    report.json holds them (NaN written as null), with several models: a best row whose interval is null (one
+    fold) beside rows with a p no longer breaks the text, and the model is named."""
+    def row(model: str, target: str, diff: float, p: float | None, low: float | None) -> dict:
+        return {"model": model, "layer": "block1", "target": target, "features": "embedding", "auroc_mean": 0.9,
+                "auroc_sd": None, "n_folds_used": 1 if p is None else 5, "vs_kmer3_diff": diff, "vs_kmer3_low": low,
+                "vs_kmer3_high": None if low is None else low + 0.2, "vs_kmer3_p": p, "vs_shuffled_diff": diff,
+                "vs_shuffled_low": low, "vs_shuffled_high": None if low is None else low + 0.2, "vs_shuffled_p": p}
+
+    kmer = {"model": "kmer3", "layer": "3-mer frequencies", "target": "rare", "features": "kmer3",
+            "auroc_mean": 0.8, "auroc_sd": None, "vs_kmer3_p": None}
+    texts = {c["id"]: c["text"] for c in summary.detect_caveats(
+        {"probes": [row("m1", "rare", 0.1, None, None), row("m2", "rare", 0.1, None, None), kmer]})}
+    assert "rare" in texts.get("probes_vs_kmer3", "") and "rare" in texts.get("probes_vs_shuffled", ""), texts
+    assert "fewer than 2" in texts["probes_vs_kmer3"]
+    # one model's row has a single fold compared (null interval) and the largest difference, the other a p
+    texts = {c["id"]: c["text"] for c in summary.detect_caveats(
+        {"probes": [row("m1", "exon", 0.3, None, None), row("m2", "exon", 0.1, 0.4, -0.1), kmer]})}
+    assert "exon (best layer m2 block1: +0.100 AUROC, 95% fold interval -0.100 to +0.100)" in texts["probes_vs_kmer3"]

@@ -31,6 +31,12 @@ DENSE_FRACTION = 0.1
 """An SAE with more dense features (firing on > 10% of tokens) gets a caveat."""
 
 
+def _signed(x: Any) -> str:
+    """A number as +0.123, or n/a (None, NaN)."""
+    v = _num(x)
+    return "n/a" if v is None else f"{v:+.3f}"
+
+
 def _num(x: Any) -> float | None:
     """A finite float or None (NaN, None, strings such as "<5" are not numbers here)."""
     if isinstance(x, bool) or x is None:
@@ -424,14 +430,26 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
         from interp.probe import CONTROL_ALPHA, beats_controls
 
         for t, claim in beats_controls(probes).items():
-            best = max((p for p in probes if str(p["target"]) == t and p.get("features") == "embedding"
+            emb = [p for p in probes if str(p["target"]) == t and p.get("features") == "embedding"]
+            if not any(_num(p.get("auroc_mean")) is not None for p in emb):
+                continue  # no fold was used at all: the probe notes say which folds were skipped
+            several = len({p.get("model") for p in emb}) > 1
+            untested = "fewer than 2 CV folds compared: not tested"
+            # the best of the rows the claim was decided on (a row with one fold compared has no interval)
+            best = max((p for p in emb if _num(p.get("vs_kmer3_p")) is not None
                         and _num(p.get("vs_kmer3_diff")) is not None),
                        key=lambda p: p["vs_kmer3_diff"], default=None)
             if claim["kmer3"] is False and best is not None:
-                not_above_kmer.append(f"{t} (best layer {best.get('layer')}: {best['vs_kmer3_diff']:+.3f} AUROC, 95% "
-                                      f"fold interval {best['vs_kmer3_low']:+.3f} to {best['vs_kmer3_high']:+.3f})")
+                name = f"{best.get('model')} {best.get('layer')}" if several else best.get("layer")
+                not_above_kmer.append(f"{t} (best layer {name}: {best['vs_kmer3_diff']:+.3f} AUROC, 95% fold "
+                                      f"interval {_signed(best.get('vs_kmer3_low'))} to "
+                                      f"{_signed(best.get('vs_kmer3_high'))})")
+            elif claim["kmer3"] is None:
+                not_above_kmer.append(f"{t} ({untested})")
             if claim["shuffled"] is False:
                 not_above_shuffled.append(t)
+            elif claim["shuffled"] is None:
+                not_above_shuffled.append(f"{t} ({untested})")
         rule = ("by a paired test over the CV folds (Nadeau-Bengio corrected t: no layer's 95% interval, "
                 f"Bonferroni over the target's layers at {CONTROL_ALPHA:g}, lies above 0)")
     else:  # a report.json from before the paired comparison: the old one-fold-SD rule

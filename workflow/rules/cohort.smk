@@ -47,8 +47,9 @@ if COHORT:
         **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
         **COHORT_BED,
     }
+    # user_vcf: the VCF as the user named it, which errors name instead of the placed cohort/cohort.vcf.gz
     COHORT_PARAMS = {"reference": config["reference"], "cohort": cohort_rule_settings(config["cohort"], "ancestry"),
-                     "seed": config["seed"]}
+                     "seed": config["seed"], "user_vcf": COHORT_VCF}
     SHARDS = cohort_shards()
     # the shard size is in the path: after a change of cohort.shard_genes no shard of the old size is reused
     SHARD_DIR = f"{R}/cohort/shards/{shard_set()}/{{shard}}"
@@ -96,8 +97,7 @@ if COHORT:
         output:
             summary=f"{R}/cohort/validation.json",
         params:
-            **rule_params({**COHORT_PARAMS, "cohort": COHORT_CHECK, "n_folds": config["audit"]["n_folds"],
-                           "user_vcf": COHORT_VCF}),
+            **rule_params({**COHORT_PARAMS, "cohort": COHORT_CHECK, "n_folds": config["audit"]["n_folds"]}),
         log:
             log_path("check_cohort"),
         benchmark:
@@ -128,7 +128,7 @@ if COHORT:
             stats=f"{SHARD_DIR}/haplotypes.stats.json",
         params:
             **rule_params(lambda wc: cohort_read_by("haplotypes", {
-                "reference": config["reference"], **HAPLOTYPES_SAMPLES,
+                "reference": config["reference"], **HAPLOTYPES_SAMPLES, "user_vcf": COHORT_VCF,
                 "shard": {"index": shard_index(wc.shard), "size": config["cohort"]["shard_genes"]}})),
         log:
             log_path("haplotypes_shard", "shard"),
