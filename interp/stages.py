@@ -546,8 +546,12 @@ def haplotypes_shard(job: Job) -> None:
 
     samples = read_samples_tsv(job.input["samples"], [], [], None)
     geno = _genotypes(job, fasta, samples, regions)
-    assign, dist = cohort_haplotype_windows(fasta, geno, regions, c.window["width"], c.window["stride"],
-                                            missing=c.missing, unphased=c.unphased)
+    try:
+        assign, dist = cohort_haplotype_windows(fasta, geno, regions, c.window["width"], c.window["stride"],
+                                                missing=c.missing, unphased=c.unphased)
+    except InputError as err:  # a record's REF against the FASTA: name the VCF (the shards may fail first)
+        vcf = job.params.get("user_vcf") or job.input["vcf"]
+        raise InputError(f"{vcf}: {err}" if str(err).startswith("VCF record") else str(err)) from None
     write_table(assign, job.output["assignments"])
     write_table(dist, job.output["sequences"])
     write_json(haplotype_stats(assign, dist.height, samples.height, [f"{r.name}={r.contig}:{r.start}-{r.end}" for r in regions],

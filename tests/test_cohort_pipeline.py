@@ -350,3 +350,18 @@ def test_haplotype_shard_and_ancestry_errors_name_the_users_vcf_not_the_placed_c
     with pytest.raises(InputError) as err:
         stages.ancestry(_job(io, {"genotypes": c / "g.h5ad"}, anc))
     assert str(err.value).startswith(f"{user}: 1 requested samples are not in the VCF header"), err.value
+    # a REF that disagrees with the FASTA stops the shard (before check_cohort says so): the message names the
+    # user's VCF too (it named no file)
+    lines = user.read_text().split("\n")
+    first = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    fields = lines[first].split("\t")
+    # a first base that is neither the reference's nor the ALT's
+    fields[3] = next(b for b in "ACGT" if b not in (fields[3][0], fields[4][0])) + fields[3][1:]
+    lines[first] = "\t".join(fields)
+    bad = tmp_path / "bad_ref.vcf"
+    bad.write_text("\n".join(lines))
+    bad_placed = {k: c / "bad" / Path(v).name for k, v in placed.items()}
+    stages.place_cohort(_job({**ref, "vcf": bad}, bad_placed, params))
+    with pytest.raises(InputError, match=rf"^{bad}: VCF record chr17:\d+ has REF="):
+        stages.haplotypes_shard(_job({**io, "vcf": bad_placed["vcf"], "samples": c / "samples.tsv",
+                                      "regions": bad_placed["regions"]}, hap_out, {**shard, "user_vcf": str(bad)}))

@@ -53,7 +53,7 @@ def place_cohort_vcf(vcf: str | Path, out_vcf: str | Path, out_index: str | Path
 def _as_user_file(message: str, placed: str | Path, user_vcf: str | Path) -> str:
     """`message` with paths under `placed` (the placed VCF, or the staging folder of its copy) named as the user's
     VCF: the user knows their own file, not the pipeline's copy of it."""
-    return re.sub(re.escape(str(placed)) + r"(/\S*?)?(?=[:;,\s]|$)", str(user_vcf), message)
+    return re.sub(re.escape(str(placed)) + r"(/[^\s'\")]*?)?(?=[:;,\s'\")]|$)", str(user_vcf), message)
 
 
 def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.DataFrame, fasta,
