@@ -135,6 +135,21 @@ def test_each_distinct_haplotype_window_is_embedded_once(cohorts) -> None:
         assert hap["dedup_ratio"] == pytest.approx(hap["n_haplotype_windows"] / hap["n_distinct"])
 
 
+def _simulated(tmp_path: Path, per_population: int | None = None) -> tuple[dict, Path, dict, dict]:
+    """A small simulated cohort under tmp_path/cohort (in.vcf.gz, samples.tsv, panel.vcf.gz) through the
+    simulate_cohort stage: (config, its folder, reference inputs, stage params)."""
+    cfg = _config(11)
+    cohort = cfg["cohort"] if per_population is None else {
+        **cfg["cohort"], "populations": {"YRI": per_population, "CEU": per_population, "CHB": per_population}}
+    c = tmp_path / "cohort"
+    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
+    params = {"reference": cfg["reference"], "cohort": cohort, "n_folds": cfg["audit"]["n_folds"], "seed": 11}
+    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
+                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
+                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    return cfg, c, ref, params
+
+
 def _place_and_check(ref: dict, vcf: Path, samples: Path, c: Path, params: dict, **extra) -> dict:
     """place_cohort then check_cohort, as the workflow runs them; returns their outputs' paths."""
     out = {"vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet",
@@ -157,13 +172,7 @@ def test_place_cohort_links_an_indexed_vcf_and_check_cohort_names_user_files_and
 
     from interp.errors import InputError
 
-    cfg = _config(11)
-    c = tmp_path / "cohort"
-    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
-    params = {"reference": cfg["reference"], "cohort": cfg["cohort"], "n_folds": cfg["audit"]["n_folds"], "seed": 11}
-    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
-                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
-                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    _, c, ref, params = _simulated(tmp_path)
     out = _place_and_check(ref, c / "in.vcf.gz", c / "samples.tsv", c, params)
     assert os.path.islink(out["vcf"]) and Path(out["vcf"]).resolve() == (c / "in.vcf.gz").resolve()
     assert os.path.islink(out["tbi"]) and out["summary"].exists()
@@ -293,14 +302,7 @@ def test_check_cohort_refusing_the_ancestry_panel_writes_no_validation(tmp_path)
 
     from interp.errors import InputError
 
-    cfg = _config(11)
-    cohort = {**cfg["cohort"], "populations": {"YRI": 20, "CEU": 20, "CHB": 20}}
-    c = tmp_path / "cohort"
-    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
-    params = {"reference": cfg["reference"], "cohort": cohort, "n_folds": cfg["audit"]["n_folds"], "seed": 11}
-    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
-                                      "samples": c / "samples.tsv", "truth": c / "truth.json",
-                                      "panel": c / "panel.vcf.gz", "panel_tbi": c / "panel.vcf.gz.tbi"}, params))
+    _, c, ref, params = _simulated(tmp_path, per_population=20)
     lines = gzip.decompress((c / "panel.vcf.gz").read_bytes()).decode().splitlines()
     short = c / "short_panel.vcf"  # the last sample's column dropped
     short.write_text("\n".join(line if line.startswith("##") else line.rsplit("\t", 1)[0] for line in lines) + "\n")
@@ -325,13 +327,8 @@ def test_haplotype_shard_and_ancestry_errors_name_the_users_vcf_not_the_placed_c
     from interp.cohort.config import cohort_rule_settings
     from interp.errors import InputError
 
-    cfg = _config(11)
-    cohort = {**cfg["cohort"], "populations": {"YRI": 10, "CEU": 10, "CHB": 10}}
-    c = tmp_path / "cohort"
-    ref = {"fasta": DEMO_FASTA, "annotation": DEMO_GENES}
-    params = {"reference": cfg["reference"], "cohort": cohort, "n_folds": cfg["audit"]["n_folds"], "seed": 11}
-    stages.simulate_cohort(_job(ref, {"vcf": c / "in.vcf.gz", "tbi": c / "in.vcf.gz.tbi",
-                                      "samples": c / "samples.tsv", "truth": c / "truth.json"}, params))
+    cfg, c, ref, params = _simulated(tmp_path, per_population=10)
+    cohort = params["cohort"]
     user = tmp_path / "user.vcf"  # plain: placed as an indexed copy
     user.write_bytes(gzip.decompress((c / "in.vcf.gz").read_bytes()))
     placed = {"vcf": c / "cohort.vcf.gz", "tbi": c / "cohort.vcf.gz.tbi", "regions": c / "regions.parquet"}
