@@ -83,7 +83,6 @@ if COHORT:
         shell:
             stage_shell("place_cohort")
 
-    # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
     # the regions as place_cohort resolved them: the annotation is parsed once per run, not once per shard
     COHORT_REGIONS = {"fasta": config["reference"]["fasta"], "regions": f"{R}/cohort/regions.parquet"}
 
@@ -113,6 +112,8 @@ if COHORT:
             stage_shell("check_cohort")
 
     HAPLOTYPES_SAMPLES = haplotypes_samples_params()  # the sheet read once, not once per shard
+
+    # haplotype windows of cohort.shard_genes regions per job; small jobs, grouped for cluster submission
 
     rule haplotypes_shard:
         input:
