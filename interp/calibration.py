@@ -36,6 +36,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from interp.ratio_se import cluster_se
+
 TRUTHS = {"causal": "causal", "confounded": "ancestry-only", "null": "null"}
 TYPE1_LEVELS = (1e-2, 1e-3, 1e-4)
 #: calibration.null_redraws' default (the schema's); the rule passes the key only when it differs, so that
@@ -148,16 +150,6 @@ def rate(k: int, n: int, level: float = 0.95) -> dict:
     """{rate, ci_low, ci_high, count, n} of k successes in n trials (Clopper-Pearson interval)."""
     low, high = clopper_pearson(int(k), int(n), level)
     return {"rate": (k / n) if n else float("nan"), "ci_low": low, "ci_high": high, "count": int(k), "n": int(n)}
-
-
-def cluster_se(counts: np.ndarray, totals: np.ndarray) -> float:
-    """Between-replicate standard error of the pooled ratio sum(counts) / sum(totals) (ratio estimator)."""
-    counts, totals = np.asarray(counts, float), np.asarray(totals, float)
-    r = len(counts)
-    if r < 2 or totals.sum() == 0:
-        return float("nan")
-    ratio = counts.sum() / totals.sum()
-    return float(np.sqrt(r / (r - 1) * ((counts - ratio * totals) ** 2).sum()) / totals.sum())
 
 
 # ---------------------------------------------------------------- one replicate

@@ -590,11 +590,11 @@ def beats_controls(rows: list[dict], alpha: float = CONTROL_ALPHA) -> dict[str, 
     """Per target of `probe_table` rows (as dicts): does some embedding row beat each control?
 
     {target: {"kmer3": bool | None, "shuffled": bool | None, "n_rows": m}}: True when some row's one-sided
-    p (vs_<control>_p) is <= alpha / (2 m), i.e. its two-sided 1 - alpha / m interval lies above 0: Bonferroni
-    over the target's m embedding rows with a p (models x
-    layers: the best layer is chosen after seeing them, so its p alone would claim too often); None when no
-    row has one (fewer than 2 folds compared). A claim "the model represents the target beyond the control"
-    then holds at family-wise level alpha per target and control.
+    p (vs_<control>_p) is <= alpha / (2 m), i.e. its two-sided 1 - alpha / m interval lies above 0, Bonferroni
+    over the target's m embedding rows with a p (models x layers: the best layer is chosen after seeing them,
+    so its p alone would claim too often); None when no row has one (fewer than 2 folds compared). A claim
+    "the model represents the target beyond the control" then holds at family-wise level alpha per target and
+    control (rates: tests/test_probe.py).
     """
     out: dict[str, dict] = {}
     for r in rows:

@@ -1335,8 +1335,8 @@ def test_probe_control_caveats_follow_the_paired_fold_test_over_the_layers() -> 
     texts = {c["id"]: c["text"] for c in summary.detect_caveats(
         {"probes": [row("block1", 0.02, 0.001), row("block2", 0.03, 0.5), kmer]})}
     assert "probes_vs_kmer3" in texts and "probes_vs_shuffled" not in texts
-    assert "exon (best layer block1: +0.100 AUROC, 95% fold interval -0.020 to +0.220)" in texts["probes_vs_kmer3"]
-    assert "Bonferroni over the target's layers" in texts["probes_vs_kmer3"]
+    assert "exon (best layer block1: +0.100 AUROC, unadjusted 95% fold interval -0.020 to +0.220)" in texts["probes_vs_kmer3"]
+    assert "Bonferroni over the target's models x layers" in texts["probes_vs_kmer3"]
     texts = {c["id"] for c in summary.detect_caveats(
         {"probes": [row("block1", 0.01, 0.02), row("block2", 0.03, 0.5), kmer]})}
     assert "probes_vs_kmer3" not in texts and "probes_vs_shuffled" in texts
@@ -1524,4 +1524,4 @@ def test_a_probe_target_too_few_folds_for_the_paired_test_is_not_silently_claime
     # one model's row has a single fold compared (null interval) and the largest difference, the other a p
     texts = {c["id"]: c["text"] for c in summary.detect_caveats(
         {"probes": [row("m1", "exon", 0.3, None, None), row("m2", "exon", 0.1, 0.4, -0.1), kmer]})}
-    assert "exon (best layer m2 block1: +0.100 AUROC, 95% fold interval -0.100 to +0.100)" in texts["probes_vs_kmer3"]
+    assert "exon (best layer m2 block1: +0.100 AUROC, unadjusted 95% fold interval -0.100 to +0.100)" in texts["probes_vs_kmer3"]

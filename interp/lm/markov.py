@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from interp.ratio_se import cluster_se
+
 _CODE = np.full(256, -1, dtype=np.int64)
 for _i, _b in enumerate("ACGT"):
     _CODE[ord(_b)] = _i
@@ -116,13 +118,11 @@ def block_mean_interval(differences: np.ndarray, lengths: list[int], block: int 
            "n_blocks": len(starts), "block": int(block)}
     if len(starts) < 2:
         return out
-    sums = np.add.reduceat(d, starts)
-    sizes = np.diff(np.append(starts, d.size)).astype(np.float64)
     # the block starts of every sequence, so a block never spans two sequences (a sequence's last block may
     # be short)
-    n_blocks = sums.size
-    residual = sums - out["mean"] * sizes
-    se = float(np.sqrt(n_blocks / (n_blocks - 1) * (residual ** 2).sum()) / sizes.sum())
-    half = float(student_t.ppf(0.5 + confidence / 2, n_blocks - 1)) * se
+    sums = np.add.reduceat(d, starts)
+    sizes = np.diff(np.append(starts, d.size)).astype(np.float64)
+    se = cluster_se(sums, sizes)
+    half = float(student_t.ppf(0.5 + confidence / 2, sums.size - 1)) * se
     out["low"], out["high"] = out["mean"] - half, out["mean"] + half
     return out

@@ -441,8 +441,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                        key=lambda p: p["vs_kmer3_diff"], default=None)
             if claim["kmer3"] is False and best is not None:
                 name = f"{best.get('model')} {best.get('layer')}" if several else best.get("layer")
-                not_above_kmer.append(f"{t} (best layer {name}: {best['vs_kmer3_diff']:+.3f} AUROC, 95% fold "
-                                      f"interval {_signed(best.get('vs_kmer3_low'))} to "
+                not_above_kmer.append(f"{t} (best layer {name}: {best['vs_kmer3_diff']:+.3f} AUROC, unadjusted 95% "
+                                      f"fold interval {_signed(best.get('vs_kmer3_low'))} to "
                                       f"{_signed(best.get('vs_kmer3_high'))})")
             elif claim["kmer3"] is None:
                 not_above_kmer.append(f"{t} ({untested})")
@@ -450,8 +450,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                 not_above_shuffled.append(t)
             elif claim["shuffled"] is None:
                 not_above_shuffled.append(f"{t} ({untested})")
-        rule = ("by a paired test over the CV folds (Nadeau-Bengio corrected t: no layer's 95% interval, "
-                f"Bonferroni over the target's layers at {CONTROL_ALPHA:g}, lies above 0)")
+        rule = ("by a paired test over the CV folds (Nadeau-Bengio corrected t: no layer's interval at "
+                f"1 - {CONTROL_ALPHA:g} / layers, Bonferroni over the target's models x layers, lies above 0)")
     else:  # a report.json from before the paired comparison: the old one-fold-SD rule
         rule = "by more than one fold-SD"
         for t in OrderedDict.fromkeys(str(p["target"]) for p in probes):
