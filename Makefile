@@ -39,11 +39,16 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --show-failed-logs
 	@$(BIN)/python -m interp.cli summary --configfile $(CONFIG)
 
+# one BLAS/OpenMP thread per worker: TEST_WORKERS workers on as many cores, each with its own thread pool,
+# oversubscribe the cores and OpenMP's waiting threads spin (k-means in the oracle test: 16 ms a call alone,
+# 290 ms in the suite); rules that train set torch's threads themselves
 test: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slow and not slurm" -q -n $(TEST_WORKERS) --dist loadfile --durations=30
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -m "not slow and not slurm" -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-all: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -m "not slurm" -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -m "not slurm" -q -n $(TEST_WORKERS) --dist loadfile
 
 # A one-node SLURM cluster on this machine (root; Debian slurm-wlm + munge), then the SLURM tests on it.
 slurm-up:
