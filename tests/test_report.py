@@ -1361,15 +1361,21 @@ def test_an_unlabelled_top_feature_names_its_candidate_concept_and_label_test(tm
 
 
 def test_sae_methods_name_the_architecture_and_the_label_rule() -> None:
-    """The SAE's labels (the report's top features) pass a one-sided binomial test, Bonferroni over features x
-    concepts, and lift / true-positive / F1-baseline thresholds (interp.sae.concepts); the methods table said
+    """The SAE's labels (the report's top features) pass a one-sided binomial test, family-wise by the circular-shift
+    min-p (Bonferroni with n_shifts 0), and lift / true-positive / F1-baseline thresholds (interp.sae.concepts); the
+    methods table said
     multiplicity and thresholds "none", and gave "k = 16" whatever the architecture (a relu SAE has no k)."""
     cfg = rs.config(cohort=False)
     cfg["sae"]["labels"] = {"min_lift": 3.0, "min_true_positives": 12, "alpha": 0.01, "n_thresholds": 16}
     sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
     assert "topk" in sae["statistic"] and "k = 16" in sae["statistic"]
-    assert "Bonferroni" in sae["multiplicity"] and "0.01" in sae["multiplicity"]
+    assert "Westfall-Young" in sae["multiplicity"] and "0.01" in sae["multiplicity"]
+    assert "199 circular shifts" in sae["multiplicity"] and "199 circular shifts" in sae["resampling"]
+    assert "one test per feature" in sae["multiplicity"]
     assert "design effect" in sae["multiplicity"]  # tokens in runs are not independent evidence
+    cfg["sae"]["labels"]["n_shifts"] = 0
+    sae = next(m for m in summary.methods(cfg) if m["name"] == "Sparse autoencoder")
+    assert "Bonferroni over the features" in sae["multiplicity"] and sae["resampling"] == "none"
     assert "none" not in sae["thresholds"]
     for text in ("lift >= 3", "12 true positives", "16 levels", "validation blocks"):
         assert text in sae["thresholds"]

@@ -24,10 +24,13 @@ from interp.sae.concepts import (
     ThresholdCounts,
     design_effect,
     feature_table,
+    label_arrays,
     label_units,
+    shift_null_for,
     token_concepts,
     unit_labels,
 )
+from interp.sae.shift_null import ShiftNull, circular_layout, overlaps_runs, runs_of, to_circle
 from interp.sae.splits import TEST, VALIDATION, block_split
 from interp.sae.topk import TopKSAE
 from tests.conftest import planted_dictionary
@@ -198,18 +201,20 @@ def test_units_independent_of_a_concept_in_runs_are_rarely_labelled():
     18/20 replicates (exact 95% CI 68-99%) labelled a null unit, 126/1000 null units (12.6%); with the design
     effect (`design_effect`: autocorrelations of unit and concept at lags 1-256) 0/20 and 0/1000 (lag 1 alone,
     a two-state Markov model: 1/20). Ten signal units beside them fire over 70% of the concept's runs (plus 1% background runs): labelled
-    101/200 here (51%; another seed 147/200: about 4 concept runs per split is little evidence), 199/200 at
+    101/200 with Bonferroni (51%; another seed 147/200: about 4 concept runs per split is little evidence), 199/200 at
     100,000 tokens per split (one-off runs, 20 replicates each, null replicates with a label: runs of 100 / 30
     at 100,000 tokens 0/20; 150 / 10 0/20; 20 / 5 0/20; prevalence 10% 0/20; fixed-length runs 0/20; long-tailed
-    run lengths, `test_long_tailed_runs_are_rarely_labelled`, 4/40)."""
+    run lengths, `test_long_tailed_runs_are_rarely_labelled`). Family-wise by the circular-shift min-p (the
+    default, asserted here): 0/20 null replicates labelled, signal 110/200; over 200 replicates of this null
+    (one-off) 11/200 (5.5%) against Bonferroni's 4/200, signal 1360/2000 against 1281/2000."""
     from scipy.stats import binom
 
     rng = np.random.default_rng(23)
     n, n_units, n_signal, n_reps = 20_000, 50, 10, 20
     any_label, n_labelled, signal_labelled = 0, 0, 0
-    for _ in range(n_reps):
-        counts = {}
-        for split in (VALIDATION, TEST):
+    for rep in range(n_reps):
+        splits = []
+        for _ in (VALIDATION, TEST):
             concept = _runs(rng, n, 0.02, 100)
             concept_run = np.cumsum(np.diff(np.r_[0, concept.astype(int)]) == 1)
             scores = np.zeros((n, n_units + n_signal))
@@ -220,10 +225,9 @@ def test_units_independent_of_a_concept_in_runs_are_rarely_labelled():
                     fire = (concept & (rng.random(concept_run.max() + 1) < 0.7)[concept_run]) | _runs(rng, n, 0.01, 30)
                 run_id = np.cumsum(np.diff(np.concatenate([[0], fire.astype(int)])) == 1)
                 scores[:, u] = np.where(fire, rng.uniform(0.1, 1, size=run_id.max() + 1)[run_id], 0.0)
-            c = ThresholdCounts(np.ones(n_units + n_signal), 1, 16)
-            c.add(torch.from_numpy(scores), concept[:, None])
-            counts[split] = c
-        long = label_units(counts[VALIDATION], counts[TEST], ["concept"], LabelConfig(), "sae")
+            splits.append((scores, concept[:, None]))
+        long = label_arrays(*splits, ["concept"], LabelConfig(n_thresholds=16), scale=np.ones(n_units + n_signal),
+                            seed=rep)
         labelled = unit_labels(long, 2.0)["label"].to_numpy() != UNLABELLED
         any_label += bool(labelled[:n_units].any())
         n_labelled += int(labelled[:n_units].sum())
@@ -270,6 +274,77 @@ def test_long_tailed_runs_are_rarely_labelled():
         long = label_units(counts[VALIDATION], counts[TEST], ["concept"], LabelConfig(), "sae")
         any_label += bool((unit_labels(long, 2.0)["label"].to_numpy() != UNLABELLED).any())
     assert any_label <= binom.ppf(0.99, n_reps, 0.05), any_label
+
+
+def test_circular_layout_lays_merged_test_spans_end_to_end():
+    starts, ends, offsets = circular_layout(np.array([10, 0, 5, 30, 12]), np.array([12, 6, 10, 31, 14]))
+    assert starts.tolist() == [0, 30] and ends.tolist() == [14, 31] and offsets.tolist() == [0, 14, 15]
+    assert to_circle(np.array([0, 13, 30]), starts, offsets).tolist() == [0, 13, 14]
+    assert [r.tolist() for r in runs_of(np.array([1, 1, 0, 0, 1, 0, 1], bool))] == [[0, 4, 6], [2, 5, 7]]
+
+
+def test_shift_null_counts_are_those_of_the_concept_track_rolled():
+    """Under each shift s, a token [x, x + span) holds a concept when any base of [x + s, x + s + span) mod L does
+    (brute force with np.roll); each unit is counted against its own concept at its own threshold, by the sparse
+    path and the dense one alike; shift 0 gives the data's true positives of each unit's candidate pair, as
+    `ThresholdCounts` counts them at the validation-chosen threshold; the shifts are drawn over the whole circle."""
+    rng = np.random.default_rng(5)
+    L, U, T, m = 900, 6, 8, 700
+    values = np.column_stack([rng.random(L) < 0.1, _runs(rng, L, 0.2, 20)])
+    position, span = rng.integers(0, L, m), rng.integers(1, 5, m)
+    concept, levels = np.array([0, 1, 1, 0, 1, 0]), rng.integers(0, T, size=U)
+    for density in (0.05, 0.6):  # sparse codes, then dense ones
+        scores = rng.random((m, U)) * (rng.random((m, U)) < density)
+        null = ShiftNull.build(concept, levels, np.ones(U), T, values, 30, seed=1)
+        for part in np.array_split(np.arange(m), 3):
+            null.add(torch.from_numpy(scores[part]), position[part], span[part])
+        assert null.shifts.size == 30 and ((null.shifts >= 1) & (null.shifts < L)).all()
+        level = np.where(scores > 0, np.clip(np.ceil(scores * T), 1, T), 0)
+        for b, shift in enumerate(np.r_[0, null.shifts]):
+            rolled = np.roll(values, -shift, axis=0)
+            held = np.stack([rolled[(position + k) % L] & (k < span)[:, None] for k in range(4)]).any(axis=0)
+            expected = ((level > levels[None]) & held[:, concept]).sum(axis=0)
+            np.testing.assert_array_equal(null.tp[b], expected)
+            np.testing.assert_array_equal(null.n_pos[b], held.sum(axis=0))
+    assert overlaps_runs(np.array([L - 1]), np.array([2]), *runs_of(np.r_[True, np.zeros(L - 1, bool)]), L)[0]
+    # shift 0 against the streaming counts of the label test, at its own candidates and thresholds
+    names = ["a", "b"]
+    test = ThresholdCounts(np.ones(U), 2, T)
+    test.add(torch.from_numpy(scores), values[position])
+    val = ThresholdCounts(np.ones(U), 2, T, pairs=False)
+    val.add(torch.from_numpy(scores), values[position])
+    cfg = LabelConfig(n_thresholds=T, n_shifts=5)
+    one = shift_null_for(val, np.ones(U), names, cfg, values, 0)
+    one.add(torch.from_numpy(scores), position, np.ones(m, dtype=np.int64))
+    long = label_units(val, test, names, cfg, "sae", one)
+    tested = long.filter(pl.col("candidate")).sort("unit")
+    assert tested.height == U and tested["concept"].to_list() == [names[c] for c in one.concept]
+    np.testing.assert_array_equal(one.tp[0], tested["true_positives"].to_numpy())
+    assert ((tested["p_family"] > 0) & (tested["p_family"] <= 1)).all()
+    assert long.filter(~pl.col("candidate"))["p_family"].is_nan().all()
+    assert not long.filter(~pl.col("candidate"))["passes"].any()
+
+
+def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monkeypatch):
+    """The stage's third pass (test tokens only, on the circle of the test bases) counts at shift 0 exactly the
+    true positives the label table reports, for SAE features and neurons."""
+    import interp.sae.shift_null as shift_null
+
+    seen = []
+    real = shift_null.ShiftNull.family_p
+
+    def spy(self, p_value, fire, effect):
+        seen.append(self.tp[0].copy())
+        return real(self, p_value, fire, effect)
+
+    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    _, units, summary = feature_table(planted["model"], planted["path"], planted["windows"], planted["split"],
+                                      planted["tracks"], LabelConfig(n_shifts=19), top_n=1, rows=3000)
+    assert summary["label_rule"]["family"] == "circular_shift_min_p" and summary["label_rule"]["n_shifts_drawn"] == 19
+    for kind, counts in zip(("sae", "neuron"), seen, strict=True):
+        tp = units.filter((pl.col("kind") == kind) & pl.col("candidate")).sort("unit")["true_positives"].to_numpy()
+        np.testing.assert_array_equal(counts, tp)
+    assert units["p_family"].drop_nans().min() >= 1 / 20
 
 
 @pytest.mark.parametrize("density", [0.3, 0.05, 0.0], ids=["dense", "sparse", "silent"])
@@ -354,9 +429,9 @@ def test_tokens_per_base_counts_how_often_each_base_is_seen(tmp_path, monkeypatc
     got = []
     real = concepts_module.label_units
 
-    def spy(val, test_counts, names, cfg, kind):
+    def spy(val, test_counts, names, cfg, kind, *rest):
         got.append(test_counts.tokens_per_base)
-        return real(val, test_counts, names, cfg, kind)
+        return real(val, test_counts, names, cfg, kind, *rest)
 
     monkeypatch.setattr(concepts_module, "label_units", spy)
     for rows in (333, 100_000):
@@ -816,12 +891,13 @@ def _count_chunk_reads(monkeypatch, name: str = "activations") -> list[int]:
 def test_feature_table_decompresses_each_stored_chunk_once_per_pass(planted, monkeypatch):
     """With reads far smaller than a stored chunk (a wide dictionary: 1,024 tokens against 16,384-token chunks)
     every chunk of activations is decompressed once per pass, not once per read (it was 8 times here, 16
-    times at 32,768 features), and the table is the one read a chunk at a time gives."""
+    times at 32,768 features), and the table is the one read a chunk at a time gives. Three passes: scales, counts,
+    and the label test's shift null (only chunks holding test tokens)."""
     touched = _count_chunk_reads(monkeypatch)
     small = feature_table(planted["model"], planted["path"], planted["windows"], planted["split"],
                           planted["tracks"], LabelConfig(), top_n=3, rows=512)
     n_chunks = -(-N_TOKENS // 4096)
-    assert sum(touched) <= 2 * n_chunks, touched  # two passes over the store
+    assert sum(touched) <= 3 * n_chunks, touched  # three passes (the shift null's reads the test tokens' chunks)
     monkeypatch.undo()
     whole = feature_table(planted["model"], planted["path"], planted["windows"], planted["split"],
                           planted["tracks"], LabelConfig(), top_n=3, rows=4096)

@@ -251,7 +251,7 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
                 if r.get(k) is not None:
                     t[k.removeprefix("best_")] = r[k]
             # the candidate concept and its label test, so an unlabelled feature of high lift says why
-            for k in ("concept", "p_value", "design_effect"):
+            for k in ("concept", "p_value", "p_family", "design_effect"):
                 if r.get(k) is not None:
                     t[k] = r[k]
         entry["top_features"] = top

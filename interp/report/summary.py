@@ -695,16 +695,22 @@ def sae_sparsity(sae: dict) -> str:
 
 
 def sae_label_rule(labels: dict) -> dict[str, str]:
-    """{multiplicity, thresholds} of the SAE's concept labels (`interp.sae.concepts`) from `sae.labels`, with
+    """{resampling, multiplicity, thresholds} of the SAE's concept labels (`interp.sae.concepts`) from `sae.labels`, with
     interp.sae.concepts.LabelConfig's defaults where a key is absent."""
     from interp.sae.concepts import LabelConfig
 
     rule = {**LabelConfig().__dict__, **labels}
     return {
+        "resampling": (f"{rule['n_shifts']} circular shifts of the concept tracks along the test bases (the label "
+                       "test's null)" if rule.get("n_shifts") else "none"),
         "multiplicity": "concept labels: one-sided binomial test of precision > prevalence on the test blocks, on "
                         "effective token counts (divided by the design effect of runs: Bartlett's formula from the "
                         "unit's and the concept's autocorrelations at lags 1-256, times how often a base is seen), "
-                        f"Bonferroni over all features x concepts at family-wise alpha {_fmt(rule['alpha'])}",
+                        + "one test per feature, of its candidate concept (chosen on the validation blocks), "
+                        + (f"family-wise at alpha {_fmt(rule['alpha'])} by the minimum p of the family under "
+                           f"{rule['n_shifts']} circular shifts of the concept tracks along the test bases "
+                           "(Westfall-Young min-p; the shifts keep both sides' runs)" if rule.get("n_shifts")
+                           else f"Bonferroni over the features at family-wise alpha {_fmt(rule['alpha'])}"),
         "thresholds": f"a feature fires above the threshold of best validation F1 (of {rule['n_thresholds']} levels, "
                       "chosen on the validation blocks); it is labelled with a concept only if, on the test blocks, "
                       f"lift >= {_fmt(rule['min_lift'])}, at least {rule['min_true_positives']} true positives, F1 "
@@ -774,7 +780,7 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                    f"{_fmt(s.get('validation_fraction'))} of them for validation and {_fmt(s.get('test_fraction'))} "
                    "of them held out as test (FVU and L0 are measured there); the tokens of a window that "
                    "straddles two splits are in none (no held-out token has training bases in its context)",
-         "resampling": "none", **sae_label_rule(s.get("labels") or {})},
+         **sae_label_rule(s.get("labels") or {})},
     ]
     cohort = config.get("cohort", {})
     if cohort.get("enabled"):

@@ -11,14 +11,16 @@ and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), 
 `min_true_positives` true positives, and precision significantly above prevalence (one-sided
 binomial test on effective token counts, both divided by `design_effect`: concepts and firing come in runs
 along the sequence, and a chance overlap of two runs is one piece of evidence, not one per token;
-Bonferroni over all units x concepts at family-wise `alpha`); otherwise it is "unlabelled".
+family-wise `alpha` over all units x concepts by the family's minimum p under circular shifts of the concept
+tracks, `interp.sae.shift_null`, or Bonferroni with `n_shifts` 0); otherwise it is "unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
 threshold chosen on validation) gives, per concept, what the raw activations can do at all;
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
-thresholds, and by 16 bytes per test token (their spans, for `bases_seen`), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
+thresholds, with features x concepts x `n_shifts`, by 16 bytes per test token (their spans, for `bases_seen`)
+and by concepts + 8 bytes per test base (the shift null's circle), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from interp.errors import InputError
 from interp.sae.concept_geometry import best_threshold, concept_geometry
 from interp.sae.concept_tracks import ConceptTracks
 from interp.sae.model import SparseAutoencoder
+from interp.sae.shift_null import ShiftNull, circular_layout, to_circle
 from interp.sae.splits import TEST, TRAIN, VALIDATION, BlockSplit
 from interp.sae.train import open_store
 
@@ -51,12 +54,16 @@ class LabelConfig:
     """test tokens where the unit fires and the concept holds, needed for a label."""
     alpha: float = 0.05
     """family-wise error rate of the one-sided binomial test "precision > prevalence" on the test tokens'
-    effective counts (`design_effect`), Bonferroni-corrected over all (unit, concept) pairs of the family (SAE
-    features, or neurons)."""
+    effective counts (`design_effect`) over all (unit, concept) pairs of the family (SAE features, or neurons):
+    by the circular-shift min-p (`n_shifts`), or Bonferroni."""
     n_thresholds: int = 32
     """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
     probe_max_tokens: int = 20000
     """about this many tokens per split are sampled for the linear-probe baseline."""
+    n_shifts: int = 199
+    """circular shifts of the concept tracks along the test bases whose family-wise minimum p is the label test's
+    null (`interp.sae.shift_null`; Westfall-Young min-p, so `alpha` needs n_shifts >= 1 / alpha - 1); 0: Bonferroni
+    over the binomial p-values instead (too liberal when a concept comes in a few long runs)."""
 
 
 # ---------------------------------------------------------------- per-token concepts
@@ -107,6 +114,25 @@ def bases_seen(start: np.ndarray, end: np.ndarray) -> float:
     length = np.diff(edge[order]).astype(np.float64)
     once = (depth * length).sum()
     return float((depth**2 * length).sum() / once) if once > 0 else 1.0
+
+
+def circle_concepts(tracks: ConceptTracks, split: BlockSplit, layout: tuple[np.ndarray, np.ndarray, np.ndarray]
+                    ) -> np.ndarray:
+    """bool [L, C]: the concepts of the bases laid out on the circle of `interp.sae.shift_null.circular_layout`
+    (intervals of genome keys in the split's contig numbering, every base of them a row of the bases table)."""
+    starts, ends, _ = layout
+    track_contig = np.array([tracks.contigs.index(c) if c in tracks.contigs else -1 for c in split.contigs])
+    contig = track_contig[(starts >> 40).astype(np.int64)]
+    if (contig < 0).any():
+        raise InputError(f"bases table: no bases on contig {split.contigs[int(starts[contig < 0][0] >> 40)]}")
+    first = tracks.rows_of(contig, starts & (2**40 - 1))
+    length = ends - starts
+    rows = np.repeat(first - np.r_[0, np.cumsum(length)[:-1]], length) + np.arange(int(length.sum()))
+    expected = np.repeat((contig << 40) | (starts & (2**40 - 1)), length) + (
+        np.arange(int(length.sum())) - np.repeat(np.r_[0, np.cumsum(length)[:-1]], length))
+    if rows.size and (rows.max() >= tracks.keys.size or (tracks.keys[rows] != expected).any()):
+        raise InputError("bases table: the test tokens' bases are not all rows of it (a gap inside a token's span)")
+    return tracks.values[rows]
 
 
 # ---------------------------------------------------------------- streaming threshold statistics
@@ -329,14 +355,50 @@ def average_precision(fires: np.ndarray, tp: np.ndarray, n_tokens: int, n_pos: n
     return np.where(n_pos[:, None] > 0, (delta * precision).sum(axis=2), np.nan)
 
 
-def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], cfg: LabelConfig,
-                kind: str) -> pl.DataFrame:
-    """Long table: one row per (unit, concept) with validation-chosen threshold and test statistics."""
+def chosen_levels(val: ThresholdCounts) -> np.ndarray:
+    """int64 [C, U]: each (concept, unit) pair's threshold index, the one of best validation F1 (ties: the
+    lowest); the unit fires at index j when its score > j x scale / n_thresholds."""
     v_fires, v_tp = val.fires()
-    t_fires, t_tp = test.fires()
-    C, U, T = v_tp.shape
+    return _div(2 * v_tp, v_fires[None] + val.n_pos[:, None, None]).argmax(axis=2)
+
+
+def validation_choice(val: ThresholdCounts, names: list[str], min_lift: float) -> dict[str, np.ndarray]:
+    """What the validation blocks decide, before any test token is read: {levels [C, U] (`chosen_levels`),
+    validation_f1 [C, U] (NaN: concept absent from validation), validation_lift [C, U], candidate [U]: each
+    unit's candidate concept, the one of highest validation F1 among those of validation lift >= min_lift
+    (else among all; ties: the first name in order)}. A unit is tested for its candidate only."""
+    v_fires, v_tp = val.fires()
+    best = chosen_levels(val)
+    take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
     v_f1 = _div(2 * v_tp, v_fires[None] + val.n_pos[:, None, None])
-    best = v_f1.argmax(axis=2)                                    # [C, U], ties -> lowest threshold
+    validation_f1 = np.where((val.n_pos > 0)[:, None], take(v_f1), np.nan)
+    v_prev = _ratio(val.n_pos, val.n_tokens)[:, None]
+    v_lift = _ratio(_ratio(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
+    # lexicographic: eligible first, then validation F1 (undefined last), then the concept's name
+    eligible = (np.nan_to_num(v_lift, nan=-np.inf) >= min_lift).astype(float)
+    score = np.nan_to_num(validation_f1, nan=-np.inf)
+    candidate = np.zeros(best.shape[1], dtype=np.int64)
+    top_e, top_f = np.full(best.shape[1], -1.0), np.full(best.shape[1], -np.inf)
+    for c in sorted(range(len(names)), key=lambda j: names[j]):  # strictly better only: the first name keeps ties
+        better = (eligible[c] > top_e) | ((eligible[c] == top_e) & (score[c] > top_f))
+        candidate[better], top_e[better], top_f[better] = c, eligible[c][better], score[c][better]
+    return {"levels": best, "validation_f1": validation_f1, "validation_lift": v_lift, "candidate": candidate}
+
+
+def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], cfg: LabelConfig,
+                kind: str, shift_null: ShiftNull | None = None) -> pl.DataFrame:
+    """Long table: one row per (unit, concept) with validation-chosen threshold and test statistics.
+
+    Each unit is tested for its candidate concept only (`validation_choice`; column `candidate`): the label test's
+    family is one test per unit. shift_null: the circular-shift null of the candidates' test counts
+    (`interp.sae.shift_null`, built from `validation_choice`): the family-wise p (`p_family`) is then its
+    Westfall-Young min-p, else Bonferroni's min(1, p x units); NaN for the pairs not tested."""
+    t_fires, t_tp = test.fires()
+    C, U, T = t_tp.shape
+    choice = validation_choice(val, names, cfg.min_lift)
+    best, validation_f1, v_lift = choice["levels"], choice["validation_f1"], choice["validation_lift"]
+    candidate = np.zeros((C, U), dtype=bool)
+    candidate[choice["candidate"], np.arange(U)] = True
     take = lambda a: np.take_along_axis(a, best[..., None], axis=2)[..., 0]  # noqa: E731
     tp = take(t_tp)
     fire = np.take_along_axis(np.broadcast_to(t_fires[None], t_tp.shape), best[..., None], axis=2)[..., 0]
@@ -352,9 +414,6 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
     f1_always = _ratio(2 * prevalence, 1 + prevalence)
     f1_random = _ratio(2 * prevalence * density, prevalence + density)
     lift = _ratio(precision, prevalence)
-    v_prev = _ratio(val.n_pos, val.n_tokens)[:, None]
-    v_lift = _ratio(_ratio(take(v_tp), take(np.broadcast_to(v_fires[None], v_tp.shape))), v_prev)
-    validation_f1 = np.where((val.n_pos > 0)[:, None], take(v_f1), np.nan)
     # one-sided binomial test: tp or more of `fire` tokens carry the concept if firing were unrelated to it,
     # on the effective number of tokens: concepts (exons, repeats, islands) and firing come in runs, and a chance
     # overlap of two runs is one piece of evidence, not one per token (a planted null in runs labelled a
@@ -367,9 +426,20 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
                                   _div(test.n_pos, test.n_tokens)[None])[:, :, None]
     effect = design_effect(rho_unit, rho_concept, test.tokens_per_base)
     p_value = binomial_sf_effective(tp, fire, prevalence, effect)
-    # every comparison with NaN is false: no label on an undefined statistic
+    units = np.arange(U)
+    tested = choice["candidate"]
+    p_family = np.full((C, U), np.nan)
+    if shift_null is not None:
+        if not (np.array_equal(shift_null.concept, tested)
+                and np.array_equal(shift_null.levels.numpy(), best[tested, units])):
+            raise ValueError("shift_null was built for other candidates or thresholds than the validation's choice")
+        p_family[tested, units] = shift_null.family_p(p_value[tested, units], fire[tested, units],
+                                                      effect[tested, units])[0]
+    else:
+        p_family[tested, units] = np.minimum(1.0, p_value[tested, units] * U)
+    # every comparison with NaN is false: no label on an undefined statistic, nor for a pair not tested
     passes = ((lift >= cfg.min_lift) & (f1 > f1_always) & (f1 > f1_random) & (tp >= cfg.min_true_positives)
-              & (p_value * C * U <= cfg.alpha))
+              & (p_family <= cfg.alpha))
     threshold = best * val.scale.numpy()[None, :] / T
     frame = pl.DataFrame({
         "kind": [kind] * (C * U),
@@ -379,14 +449,49 @@ def label_units(val: ThresholdCounts, test: ThresholdCounts, names: list[str], c
         "precision": precision.ravel(), "recall": recall.ravel(), "f1": f1.ravel(), "lift": lift.ravel(),
         "auprc": average_precision(t_fires, t_tp, test.n_tokens, test.n_pos).ravel(),
         "prevalence": prevalence.ravel(), "density": density.ravel(), "true_positives": tp.ravel(), "p_value": p_value.ravel(),
-        "design_effect": effect.ravel(),
+        "p_family": p_family.ravel(), "candidate": candidate.ravel(), "design_effect": effect.ravel(),
         "f1_always": f1_always.ravel(), "f1_random": f1_random.ravel(), "passes": passes.ravel(),
     })
     return frame
 
 
+def shift_null_for(val: ThresholdCounts, scale: np.ndarray, names: list[str], cfg: LabelConfig, values: np.ndarray,
+                   seed: int) -> ShiftNull:
+    """The (empty) circular-shift null of each unit's candidate pair as `validation_choice` picks it; values bool
+    [L, C]: the concepts along the test circle. Fill it with `ShiftNull.add` over the test tokens."""
+    choice = validation_choice(val, names, cfg.min_lift)
+    units = np.arange(choice["candidate"].size)
+    return ShiftNull.build(choice["candidate"], choice["levels"][choice["candidate"], units], scale, cfg.n_thresholds,
+                           values, cfg.n_shifts, seed)
+
+
+def label_arrays(validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], names: list[str],
+                 cfg: LabelConfig, kind: str = "sae", scale: np.ndarray | None = None, seed: int = 0) -> pl.DataFrame:
+    """`label_units` on in-memory splits, each (scores [m, U] (> 0 fires), concepts bool [m, C]) of consecutive
+    tokens one base apart (one contiguous stream per split; the test stream is the shift null's circle).
+    scale [U]: the units' maxima (default: the validation maxima)."""
+    v_scores, v_concepts = validation
+    t_scores, t_concepts = test
+    scale = np.asarray(v_scores, dtype=np.float64).max(axis=0) if scale is None else np.asarray(scale, dtype=float)
+    counts = {}
+    for code, (x, c) in ((VALIDATION, validation), (TEST, test)):
+        counts[code] = ThresholdCounts(scale, len(names), cfg.n_thresholds, pairs=code == TEST)
+        counts[code].add(torch.from_numpy(np.asarray(x, dtype=np.float64)), np.asarray(c, dtype=bool))
+    null = None
+    if cfg.n_shifts > 0:
+        null = shift_null_for(counts[VALIDATION], scale, names, cfg, np.asarray(t_concepts, bool), seed)
+        scores = torch.from_numpy(np.asarray(t_scores, dtype=np.float64))
+        for start in range(0, scores.shape[0], 8192):  # chunks bound the [tokens, shifts] temporaries
+            at = np.arange(start, min(start + 8192, scores.shape[0]))
+            null.add(scores[at], at, np.ones(at.size, dtype=np.int64))
+    return label_units(counts[VALIDATION], counts[TEST], names, cfg, kind, null)
+
+
 def unit_labels(long: pl.DataFrame, min_lift: float) -> pl.DataFrame:
-    """One row per unit: its candidate concept (by validation) and label (test criteria)."""
+    """One row per unit: its candidate concept (by validation, `validation_choice`) and label (test criteria)."""
+    if "candidate" in long.columns:
+        first = long.filter(pl.col("candidate")).sort("unit")
+        return first.with_columns(label=pl.when(pl.col("passes")).then(pl.col("concept")).otherwise(pl.lit(UNLABELLED)))
     ranked = long.with_columns(eligible=at_least("validation_lift", min_lift), _rank=nan_last("validation_f1")).sort(
         ["unit", "eligible", "_rank", "concept"], descending=[False, True, True, False], nulls_last=True)
     first = ranked.group_by("unit", maintain_order=True).first().drop("_rank")
@@ -600,8 +705,29 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
     unknown = sorted({int(v) for v in np.unique(best_windows) if v >= 0} - ids.keys())
     if unknown:
         raise InputError(f"windows table: no window_id for window_index {unknown[:5]} found in {store_path}")
-    sae_long = label_units(sae_counts[VALIDATION], sae_counts[TEST], names, cfg, "sae")
-    neuron_long = label_units(neuron_counts[VALIDATION], neuron_counts[TEST], names, cfg, "neuron")
+    nulls: dict[str, ShiftNull | None] = {"sae": None, "neuron": None}
+    if cfg.n_shifts > 0 and spans_test.shape[1]:
+        # pass 3, test tokens only: true positives at the chosen thresholds under shifts of the concept tracks
+        layout = circular_layout(*spans_test)
+        values = circle_concepts(tracks, split, layout)
+        nulls = {kind: shift_null_for(counts[VALIDATION], scale, names, cfg, values, seed)
+                 for kind, counts, scale in (("sae", sae_counts, feat_max), ("neuron", neuron_counts, np.ones(2 * d)))}
+        for sl, w, bs, code, after, acts in chunks():
+            kept = code == TEST
+            if not kept.any():
+                continue
+            w64, bs64 = np.asarray(w, dtype=np.int64)[kept], np.asarray(bs, dtype=np.int64)
+            spans = token_spans(np.asarray(w, dtype=np.int64), bs64, after)[kept]
+            bs64 = bs64[kept]
+            at_base = (split.window_contig[w64].astype(np.int64) << 40) + split.window_start[w64] + bs64
+            position = to_circle(at_base, layout[0], layout[2])
+            x = torch.from_numpy(np.asarray(acts[sl], dtype=np.float32)[kept])
+            nulls["sae"].add(model.encode(x), position, spans)
+            scaled = (x.double() - lo_t) / span_t
+            both = torch.stack([scaled + 1e-9, 1 - scaled + 1e-9], dim=2).reshape(scaled.shape[0], 2 * d)
+            nulls["neuron"].add(both, position, spans)
+    sae_long = label_units(sae_counts[VALIDATION], sae_counts[TEST], names, cfg, "sae", nulls["sae"])
+    neuron_long = label_units(neuron_counts[VALIDATION], neuron_counts[TEST], names, cfg, "neuron", nulls["neuron"])
     sae_units = unit_labels(sae_long, cfg.min_lift)
     neuron_units = unit_labels(neuron_long, cfg.min_lift)
 
@@ -613,7 +739,7 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         "top_windows": [",".join(ids[int(v)] for v in row if v >= 0) for row in best_windows],
     }).join(sae_units.select(
         pl.col("unit").alias("feature"), "concept", "label", "threshold", "precision", "recall", "f1", "lift",
-        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value", "design_effect"),
+        "auprc", "prevalence", pl.col("density").alias("label_density"), "f1_always", "f1_random", "p_value", "p_family", "design_effect"),
         on="feature", how="left").with_columns(
         pl.col("label").alias("best_label"), pl.col("f1").alias("best_f1")).sort("feature")
     # a feature that never fires cannot carry a label
@@ -649,7 +775,9 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
         "n_validation_tokens": int(sae_counts[VALIDATION].n_tokens),
         "n_test_tokens": int(sae_counts[TEST].n_tokens),
         "label_rule": {"min_lift": cfg.min_lift, "min_true_positives": cfg.min_true_positives,
-                       "n_thresholds": cfg.n_thresholds, "alpha": cfg.alpha},
+                       "n_thresholds": cfg.n_thresholds, "alpha": cfg.alpha, "n_shifts": cfg.n_shifts,
+                       "family": "circular_shift_min_p" if nulls["sae"] is not None else "bonferroni",
+                       "n_shifts_drawn": int(nulls["sae"].shifts.size) if nulls["sae"] is not None else 0},
     }
     units = pl.concat([sae_long, neuron_long])
     return features_df, units, summary
