@@ -428,43 +428,89 @@ def reaudit_replicate(archive: Path, config: dict, population_column: str | None
 ORACLE_P_BANDS = (("<1e-6", 0.0, 1e-6), ("1e-6..1e-4", 1e-6, 1e-4), ("1e-4..1e-2", 1e-4, 1e-2), (">=1e-2", 1e-2, 2.0))
 
 
-def oracle_causal_p(geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4, seed: int = 0) -> float:
-    """Likelihood-ratio p of the planted causal variant's dosage in logistic causal ~ ancestry + covariates
-    + dosage: the test of an analyst who knew the variant, adjusted as the audit adjusts.
-
-    This is the ceiling of the audit's within-ancestry test, which must find the variant's direction in the
-    embeddings among everything else they carry. The nuisance is the audit's (`interp.audit.ancestry_strata`
-    from the population labels, or PC bins without them; the PCs; `interp.covariates.covariate_design`).
-    geno: the ancestry stage's AnnData (layers["dosage"] [n, variants] of the region's variants, obs with the
-    phenotypes and covariates, obsm["X_pca"]); truth: the simulation's truth.json (`causal_variant.id`);
-    cohort: the cell's cohort config (`cell_cohort`: population_column, covariates, covariate_missing).
-    Samples with no causal phenotype are left out. NaN when the variant is not among geno's variants.
-    """
-    from interp.audit import ancestry_strata, lr_test, nuisance_design
-    from interp.covariates import covariate_design
+def _causal_dosage(geno: Any, truth: dict) -> np.ndarray | None:
+    """The planted causal variant's dosage [n] (NaN missing) in geno's sample order, as rank tests it; None when the
+    variant is not among geno's variants."""
     from interp.rank_inputs import variant_family
 
     vid = truth["causal_variant"]["id"]
     variants = variant_family(geno)  # the dosage rank tests (layers["dosage"], else X; NaN missing)
     if vid not in variants.features:
-        return float("nan")
-    dosage = variants.matrix[:, variants.features.index(vid)].astype(np.float64)
-    y = geno.obs["causal"].to_numpy(dtype=np.float64)
-    keep = np.isfinite(y) & np.isfinite(dosage)
+        return None
+    return variants.matrix[:, variants.features.index(vid)].astype(np.float64)
+
+
+def _adjusted_lr_p(obs: Any, pcs: np.ndarray, sample_ids: list[str], score: np.ndarray, cohort: dict,
+                   ancestry_bins: int, seed: int) -> float:
+    """Likelihood-ratio p of `score` [n] in logistic causal ~ ancestry + covariates + score, the nuisance the
+    audit's (`interp.audit.ancestry_strata` from the population labels, or PC bins without them; the PCs;
+    `interp.covariates.covariate_design`); samples with no causal phenotype or no score left out."""
+    from interp.audit import ancestry_strata, lr_test, nuisance_design
+    from interp.covariates import covariate_design
+
+    y = obs["causal"].to_numpy(dtype=np.float64)
+    keep = np.isfinite(y) & np.isfinite(score)
     column = cohort.get("population_column")
-    population = (geno.obs[column].astype(str).to_numpy() if column and column in geno.obs
-                  else np.array(["all"] * geno.n_obs))
-    pcs = np.asarray(geno.obsm["X_pca"], dtype=np.float64)
+    population = (obs[column].astype(str).to_numpy() if column and column in obs else np.array(["all"] * y.size))
     covs = list(cohort.get("covariates") or [])
-    design = covariate_design({c: geno.obs[c].to_numpy()[keep] for c in covs if c in geno.obs}, covs,
+    design = covariate_design({c: obs[c].to_numpy()[keep] for c in covs if c in obs}, covs,
                               missing=cohort.get("covariate_missing", "refuse"),
-                              sample_ids=geno.obs_names[keep].tolist(),
+                              sample_ids=[s for s, k in zip(sample_ids, keep, strict=True) if k],
                               categorical=cohort.get("categorical_covariates") or [])
     strata, _ = ancestry_strata(population[keep], pcs[keep], ancestry_bins, seed)
     nuis = nuisance_design(strata, pcs[keep], design.matrix)
     reduced = np.hstack([nuis["ancestry"], nuis["covariates"]])
-    p, _ = lr_test(y[keep], reduced, dosage[keep, None] - dosage[keep].mean())
+    p, _ = lr_test(y[keep], reduced, score[keep, None] - score[keep].mean())
     return p
+
+
+def oracle_causal_p(geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4, seed: int = 0) -> float:
+    """Likelihood-ratio p of the planted causal variant's dosage in logistic causal ~ ancestry + covariates
+    + dosage: the test of an analyst who knew the variant, adjusted as the audit adjusts.
+
+    This is the ceiling of the audit's within-ancestry test, which must find the variant's direction in the
+    embeddings among everything else they carry. The nuisance is the audit's (`_adjusted_lr_p`).
+    geno: the ancestry stage's AnnData (layers["dosage"] [n, variants] of the region's variants, obs with the
+    phenotypes and covariates, obsm["X_pca"]); truth: the simulation's truth.json (`causal_variant.id`);
+    cohort: the cell's cohort config (`cell_cohort`: population_column, covariates, covariate_missing).
+    Samples with no causal phenotype are left out. NaN when the variant is not among geno's variants.
+    """
+    dosage = _causal_dosage(geno, truth)
+    if dosage is None:
+        return float("nan")
+    return _adjusted_lr_p(geno.obs, np.asarray(geno.obsm["X_pca"], dtype=np.float64), geno.obs_names.tolist(),
+                          dosage, cohort, ancestry_bins, seed)
+
+
+def oracle_embedding(table: Any, geno: Any, truth: dict, cohort: dict, ancestry_bins: int = 4,
+                     seed: int = 0) -> dict[str, float]:
+    """The oracle told the variant but reading only the embedding: {p, r2}.
+
+    The causal dosage's leave-one-out ridge prediction from the sample embeddings (`interp.audit.RidgeProbe`, the
+    audit's probe, fitted to the dosage, never to the phenotype, so under no effect it is independent of y given
+    ancestry), tested as `oracle_causal_p` tests the dosage; r2: the squared correlation of the dosage and its
+    prediction (how much of the variant the embedding holds, learned from the other samples). It separates the
+    audit's two costs: an embedding that holds little of the variant (low r2, this oracle weak too) and the search
+    for the variant's direction without being told it (this oracle strong, the audit weaker). table: the layer's
+    `<layer>.samples.h5ad` (X [n, d], obs_names those of geno); NaN for both when the variant is not in geno.
+    """
+    from interp.audit import RidgeProbe
+
+    dosage = _causal_dosage(geno, truth)
+    if dosage is None:
+        return {"p": float("nan"), "r2": float("nan")}
+    where = geno.obs_names.get_indexer(table.obs_names)
+    if (where < 0).any():
+        raise ValueError(f"{int((where < 0).sum())} sample(s) of the embedding table are not in the genotypes")
+    dosage = dosage[where]
+    known = np.isfinite(dosage)
+    X = np.asarray(table.X, dtype=np.float64)[known]
+    predicted = np.full(dosage.size, np.nan)
+    predicted[known] = RidgeProbe.from_embeddings(X).loo_scores(dosage[known][None])[0][0]
+    r = np.corrcoef(dosage[known], predicted[known])[0, 1] if known.sum() > 2 else np.nan
+    p = _adjusted_lr_p(table.obs, np.asarray(table.obsm["X_pca"], dtype=np.float64), table.obs_names.tolist(),
+                       predicted, cohort, ancestry_bins, seed)
+    return {"p": float(p), "r2": float(r**2) if np.isfinite(r) else float("nan")}
 
 
 def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alpha: float = 0.05) -> list[dict]:
@@ -475,7 +521,10 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
     strictest level of the audit's Holm family; the audit's causal verdict often meets a looser one, so the
     comparison favours the audit). Rows {cell, n_replicates, replicates (first, last), oracle_level,
     oracle_significant, audit_pass (each `rate`), audit_pass_when_oracle_significant, audit_pass_when_not,
-    oracle_log10_p_median, audit_pass_by_oracle_p: {"<1e-6", "1e-6..1e-4", "1e-4..1e-2", ">=1e-2"}: [PASS, n]}.
+    oracle_log10_p_median, audit_pass_by_oracle_p: {"<1e-6", "1e-6..1e-4", "1e-4..1e-2", ">=1e-2"}: [PASS, n],
+    embedding_oracle_n, embedding_oracle_significant, audit_pass_when_embedding_oracle_significant (rates, None
+    without archived `<layer>.samples.h5ad`), embedding_oracle_r2_median, embedding_oracle_log10_p_median}: the
+    same test of the variant as read from the layer's embedding (`oracle_embedding`), at the same level.
     A named cell that is unknown or has no folder in the archive raises ValueError.
     """
     import anndata as ad
@@ -490,24 +539,35 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
     for name in names:
         cell = select_cells([name])[0]
         cohort = cell_cohort(cell, config["cohort"])
-        ps, passed, levels, reps = [], [], [], []
+        ps, passed, levels, reps, emb_ps, emb_r2 = [], [], [], [], [], []
+        bins = int(config["audit"].get("ancestry_bins", 4))
         for folder in sorted((archive / name).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1):
             if not (folder / "summary.json").exists() or not (folder / "geno.h5ad").exists():
                 continue
             summary = json.loads((folder / "summary.json").read_text())
             truth = json.loads((folder / "truth.json").read_text())
-            p = oracle_causal_p(ad.read_h5ad(folder / "geno.h5ad"), truth, cohort,
-                                int(config["audit"].get("ancestry_bins", 4)), int(summary["seed"]))
+            geno = ad.read_h5ad(folder / "geno.h5ad")
+            p = oracle_causal_p(geno, truth, cohort, bins, int(summary["seed"]))
             m = sum(len(v) for v in summary["verdicts"].values())
+            by_layer: dict[str, dict] = {}
             for v in summary["verdicts"]["causal"]:
                 ps.append(p)
                 passed.append(v["verdict"] == "PASS")
                 levels.append(alpha / max(m, 1))
                 reps.append(int(summary["replicate"]))
+                table = folder / f"{v.get('layer')}.samples.h5ad"
+                if v.get("layer") not in by_layer:
+                    by_layer[v.get("layer")] = (oracle_embedding(ad.read_h5ad(table), geno, truth, cohort, bins,
+                                                                 int(summary["seed"])) if table.exists()
+                                                else {"p": float("nan"), "r2": float("nan")})
+                emb_ps.append(by_layer[v.get("layer")]["p"])
+                emb_r2.append(by_layer[v.get("layer")]["r2"])
         if not ps:
             continue
-        p_arr, pass_arr = np.asarray(ps), np.asarray(passed)
+        p_arr, pass_arr, e_arr = np.asarray(ps), np.asarray(passed), np.asarray(emb_ps)
         sig = np.isfinite(p_arr) & (p_arr <= np.asarray(levels))
+        e_sig = np.isfinite(e_arr) & (e_arr <= np.asarray(levels))
+        has_emb = np.isfinite(e_arr)
         rows.append({
             "cell": name, "n_replicates": len(set(reps)), "replicates": [min(reps), max(reps)],
             "oracle_level": float(min(levels)), "oracle_significant": rate(int(sig.sum()), sig.size),
@@ -518,6 +578,14 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
             "audit_pass_by_oracle_p": {label: [int((pass_arr & (p_arr >= lo) & (p_arr < hi)).sum()),
                                                int(((p_arr >= lo) & (p_arr < hi)).sum())]
                                        for label, lo, hi in ORACLE_P_BANDS},
+            # the variant read from the embedding (`oracle_embedding`), over the verdicts whose table is archived
+            "embedding_oracle_n": int(has_emb.sum()),
+            "embedding_oracle_significant": rate(int(e_sig.sum()), int(has_emb.sum())) if has_emb.any() else None,
+            "audit_pass_when_embedding_oracle_significant": (rate(int((pass_arr & e_sig).sum()), int(e_sig.sum()))
+                                                             if e_sig.any() else None),
+            "embedding_oracle_r2_median": float(np.nanmedian(emb_r2)) if has_emb.any() else None,
+            "embedding_oracle_log10_p_median": (float(np.nanmedian(np.log10(np.clip(e_arr[has_emb], 1e-300, 1.0))))
+                                                if has_emb.any() else None),
         })
     return rows
 
@@ -525,13 +593,18 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
 def oracle_markdown(rows: list[dict]) -> str:
     """The `oracle_rows` table as markdown: rate [95% Clopper-Pearson interval] (count/n)."""
     lines = ["| cell | replicates | audit PASS | oracle significant | audit PASS where the oracle is | audit PASS "
-             "by oracle p: <1e-6 / 1e-6..1e-4 / 1e-4..1e-2 / >=1e-2 |", "|---|---|---|---|---|---|"]
+             "by oracle p: <1e-6 / 1e-6..1e-4 / 1e-4..1e-2 / >=1e-2 | embedding oracle significant | audit PASS "
+             "where it is | embedding r2 (median) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         counts = r["audit_pass_by_oracle_p"]  # in band order, also when read back from sorted JSON
         bands = " / ".join("{}/{}".format(*counts[label]) for label, _, _ in ORACLE_P_BANDS)
+        r2 = r.get("embedding_oracle_r2_median")  # absent in rows written before the embedding oracle
         lines.append(f"| {r['cell']} | {r['n_replicates']} ({r['replicates'][0]}-{r['replicates'][1]}) | "
                      f"{_fmt_rate(r['audit_pass'])} | {_fmt_rate(r['oracle_significant'])} | "
-                     f"{_fmt_rate(r['audit_pass_when_oracle_significant'])} | {bands} |")
+                     f"{_fmt_rate(r['audit_pass_when_oracle_significant'])} | {bands} | "
+                     f"{_fmt_rate(r.get('embedding_oracle_significant'))} | "
+                     f"{_fmt_rate(r.get('audit_pass_when_embedding_oracle_significant'))} | "
+                     f"{'–' if r2 is None else f'{r2:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 
