@@ -29,16 +29,21 @@ def seconds_per_add(scores: torch.Tensor, concepts: np.ndarray, pairs: bool, rep
     return (time.perf_counter() - start) / repeats
 
 
+def random_codes(rng: np.random.Generator, units: int, rows: int, active: int | None) -> torch.Tensor:
+    """[rows, units] float64 codes: `active` random units per row at random levels, or all of them (None)."""
+    if active is None:
+        return torch.from_numpy(rng.random((rows, units)))
+    scores = torch.zeros(rows, units, dtype=torch.float64)
+    scores.scatter_(1, torch.from_numpy(rng.integers(0, units, (rows, active))),
+                    torch.from_numpy(rng.random((rows, active))))
+    return scores
+
+
 def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     for units, rows, active in CASES:
-        if active is None:
-            scores = torch.from_numpy(rng.random((rows, units)))
-        else:
-            scores = torch.zeros(rows, units, dtype=torch.float64)
-            scores.scatter_(1, torch.from_numpy(rng.integers(0, units, (rows, active))),
-                            torch.from_numpy(rng.random((rows, active))))
+        scores = random_codes(rng, units, rows, active)
         concepts = rng.random((rows, 10)) < 0.1
         without, with_pairs = (seconds_per_add(scores, concepts, pairs) for pairs in (False, True))
         kind = "dense" if active is None else f"sparse, {active} active"
