@@ -347,6 +347,76 @@ def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monke
     assert units["p_family"].drop_nans().min() >= 1 / 20
 
 
+def test_validation_choice_picks_the_candidate_of_the_polars_ranking():
+    """`validation_choice` picks the candidate `unit_labels`' polars ranking picked (eligible by validation lift,
+    then validation F1 with NaN last, then the concept's name), ties and NaNs included: names out of order, two
+    identical tracks (F1 ties), a concept absent from validation (NaN F1), silent units (NaN lift), coarse scores."""
+    from interp.sae.concepts import validation_choice
+
+    rng = np.random.default_rng(11)
+    names = ["m", "b", "a", "z", "c"]
+    U, T, m = 40, 4, 60
+    for _ in range(20):
+        base = rng.random((m, 2)) < 0.3
+        concepts = np.column_stack([base[:, 0], base[:, 0], base[:, 1], np.zeros(m, bool), rng.random(m) < 0.5])
+        scores = np.round(rng.random((m, U)) * (rng.random((m, U)) < 0.3), 1)
+        scores[:, :5] = 0.0
+        counts = {}
+        for code in (VALIDATION, TEST):
+            counts[code] = ThresholdCounts(np.ones(U), len(names), T, pairs=code == TEST)
+            counts[code].add(torch.from_numpy(scores), concepts)
+        for min_lift in (0.5, 1.0, 2.0):
+            long = label_units(counts[VALIDATION], counts[TEST], names, LabelConfig(n_thresholds=T, min_lift=min_lift),
+                               "sae")
+            old = unit_labels(long.drop("candidate"), min_lift).sort("unit")["concept"].to_list()
+            chosen = validation_choice(counts[VALIDATION], names, min_lift)["candidate"]
+            assert [names[c] for c in chosen] == old
+
+
+
+
+def test_shift_null_starts_from_the_observed_counts_of_overlapping_kmers_on_two_contigs(tmp_path, monkeypatch):
+    """The third pass's shift 0 is the label table's true positives also when windows overlap (200 wide every 100
+    bases), tokens are 6-mers (a window's last token one base), the test blocks lie on two contigs numbered
+    differently in the bases table and the split, and reads cut windows (333 rows)."""
+    import interp.sae.shift_null as shift_null
+    from interp.embed.store import TokenStoreWriter
+
+    rng = np.random.default_rng(4)
+    length, width, stride = 6000, 200, 100
+    starts = np.arange(0, length - width + 1, stride)
+    contig = np.repeat(["c1", "c2"], starts.size)
+    start = np.tile(starts, 2)
+    base_start = np.arange(0, width, 6)
+    window = np.repeat(np.arange(start.size), base_start.size)
+    bs = np.tile(base_start, start.size)
+    writer = TokenStoreWriter(tmp_path / "t.zarr", 4, [], "s", "l", chunk_rows=500)
+    writer.append(rng.normal(size=(window.size, 4)).astype(np.float32), window, bs, {})
+    writer.close()
+    windows = pl.DataFrame({"window_index": np.arange(start.size), "contig": contig, "start": start,
+                            "end": start + width, "window_id": [f"{c}:{s}" for c, s in zip(contig, start, strict=True)]})
+    keys = np.concatenate([(np.int64(i) << 40) | np.arange(length, dtype=np.int64) for i in range(2)])
+    values = np.column_stack([rng.random(2 * length) < 0.05, _runs(rng, 2 * length, 0.2, 40)])
+    tracks = ConceptTracks(["c2", "c1"], keys, values, ["x", "y"])
+    split = block_split(windows, 1000, 0.2, 0.2, 0)
+    seen = []
+    real = shift_null.ShiftNull.family_p
+
+    def spy(self, p_value, fire, effect):
+        seen.append(self.tp[0].copy())
+        return real(self, p_value, fire, effect)
+
+    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    for rows in (333, 100_000):
+        seen.clear()
+        _, units, _ = feature_table(TopKSAE(4, 8, 2), tmp_path / "t.zarr", windows, split, tracks,
+                                    LabelConfig(n_shifts=19), top_n=1, rows=rows)
+        for kind, counts in zip(("sae", "neuron"), seen, strict=True):
+            tp = units.filter((pl.col("kind") == kind) & pl.col("candidate")).sort("unit")["true_positives"]
+            assert tp.sum() > 0
+            np.testing.assert_array_equal(counts, tp.to_numpy())
+
+
 @pytest.mark.parametrize("density", [0.3, 0.05, 0.0], ids=["dense", "sparse", "silent"])
 def test_design_effect_counts_pairs_across_calls_and_follows_windows(density):
     """The pair counts behind the design effect: a stream added in pieces gives the counts of the whole (pairs
