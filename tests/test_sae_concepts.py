@@ -298,7 +298,7 @@ def test_shift_null_counts_are_those_of_the_concept_track_rolled():
         null = ShiftNull.build(concept, levels, np.ones(U), T, values, 30, seed=1)
         for part in np.array_split(np.arange(m), 3):
             null.add(torch.from_numpy(scores[part]), position[part], span[part])
-        assert null.shifts.size == 30 and ((null.shifts >= 1) & (null.shifts < L)).all()
+        assert null.shifts.size == 30 and ((null.shifts >= 0) & (null.shifts < L)).all()
         level = np.where(scores > 0, np.clip(np.ceil(scores * T), 1, T), 0)
         for b, shift in enumerate(np.r_[0, null.shifts]):
             rolled = np.roll(values, -shift, axis=0)
@@ -372,6 +372,24 @@ def test_validation_choice_picks_the_candidate_of_the_polars_ranking():
             chosen = validation_choice(counts[VALIDATION], names, min_lift)["candidate"]
             assert [names[c] for c in chosen] == old
 
+
+def test_shift_null_draws_the_identity_among_the_shifts():
+    """A unit firing on the one concept base of a 3-base circle: the data is the most extreme of the circle's 3
+    rotations, equally likely under the null, so its permutation p is about 1/3. Shifts drawn from [1, L) leave the
+    data's own rotation out of the null, and (1 + count) / (1 + B) gave 1/200: labelled at any alpha (a rotated
+    null is labelled 1 time in 3). A circle of one base: every shift is the identity, p 1."""
+    from interp.sae.concepts import binomial_sf_effective
+
+    one = np.ones(1)
+    for L in (3, 1):
+        values = np.arange(L)[:, None] == 0
+        null = ShiftNull.build(np.array([0]), np.array([0]), one, 4, values, 199, seed=0)
+        null.add(torch.from_numpy((np.arange(L) == 0).astype(np.float64)[:, None]), np.arange(L),
+                 np.ones(L, dtype=np.int64))
+        np.testing.assert_array_equal(null.tp[0], [1.0])
+        p = binomial_sf_effective(one, one, np.array([1 / L]), one)
+        family = null.family_p(p, one, one)[0][0]
+        assert (0.2 < family < 0.5) if L == 3 else family == 1.0, (L, family)
 
 
 
