@@ -313,7 +313,7 @@ def test_shift_null_counts_are_those_of_the_concept_track_rolled():
     test.add(torch.from_numpy(scores), values[position])
     val = ThresholdCounts(np.ones(U), 2, T, pairs=False)
     val.add(torch.from_numpy(scores), values[position])
-    cfg = LabelConfig(n_thresholds=T, n_shifts=5)
+    cfg = LabelConfig(n_thresholds=T, n_shifts=5, alpha=0.2)
     one = shift_null_for(val, np.ones(U), names, cfg, values, 0)
     one.add(torch.from_numpy(scores), position, np.ones(m, dtype=np.int64))
     long = label_units(val, test, names, cfg, "sae", one)
@@ -391,6 +391,16 @@ def test_shift_null_draws_the_identity_among_the_shifts():
         family = null.family_p(p, one, one)[0][0]
         assert (0.2 < family < 0.5) if L == 3 else family == 1.0, (L, family)
 
+
+def test_label_config_refuses_too_few_shifts_for_alpha():
+    """With B shifts the smallest family-wise p is 1 / (1 + B): fewer than 1 / alpha - 1 shifts could never
+    label anything, silently; refused, as Bonferroni (n_shifts 0) and enough shifts are not."""
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="n_shifts"):
+        LabelConfig(alpha=0.01, n_shifts=19)
+    for alpha, n_shifts in ((0.05, 19), (0.01, 99), (0.01, 0), (0.001, 999)):
+        LabelConfig(alpha=alpha, n_shifts=n_shifts)
 
 
 def test_shift_null_starts_from_the_observed_counts_of_overlapping_kmers_on_two_contigs(tmp_path, monkeypatch):

@@ -65,6 +65,14 @@ class LabelConfig:
     null (`interp.sae.shift_null`; Westfall-Young min-p, so `alpha` needs n_shifts >= 1 / alpha - 1); 0: Bonferroni
     over the binomial p-values instead (too liberal when a concept comes in a few long runs)."""
 
+    def __post_init__(self) -> None:
+        # the smallest family-wise p is 1 / (1 + n_shifts) (`ShiftNull.family_p`): with fewer shifts nothing could
+        # ever be labelled, and the tables would not say why
+        if self.n_shifts > 0 and 1.0 / (1 + self.n_shifts) > self.alpha:
+            raise InputError(f"sae.labels.n_shifts {self.n_shifts} cannot reach alpha {self.alpha} (the smallest "
+                             "family-wise p is 1 / (1 + n_shifts)): use at least 1 / alpha - 1 shifts, or 0 "
+                             "(Bonferroni)")
+
 
 # ---------------------------------------------------------------- per-token concepts
 def token_concepts(tracks: ConceptTracks, split: BlockSplit, window_index: np.ndarray,
