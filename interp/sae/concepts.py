@@ -11,15 +11,17 @@ and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), 
 `min_true_positives` true positives, and precision significantly above prevalence (one-sided
 binomial test on effective token counts, both divided by `design_effect`: concepts and firing come in runs
 along the sequence, and a chance overlap of two runs is one piece of evidence, not one per token;
-family-wise `alpha` over all units x concepts by the family's minimum p under circular shifts of the concept
-tracks, `interp.sae.shift_null`, or Bonferroni with `n_shifts` 0); otherwise it is "unlabelled".
+one test per unit, of its candidate concept, family-wise `alpha` over the units by the family's minimum p under
+circular shifts of the concept tracks, `interp.sae.shift_null`, or Bonferroni with `n_shifts` 0); otherwise it is
+"unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
 threshold chosen on validation) gives, per concept, what the raw activations can do at all;
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
-thresholds, with features x concepts x `n_shifts`, by 16 bytes per test token (their spans, for `bases_seen`)
+thresholds, with (features + concepts) x `n_shifts` (and per read, tokens x `n_shifts`), by 16 bytes per test
+token (their spans, for `bases_seen`)
 and by concepts + 8 bytes per test base (the shift null's circle), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
@@ -54,8 +56,8 @@ class LabelConfig:
     """test tokens where the unit fires and the concept holds, needed for a label."""
     alpha: float = 0.05
     """family-wise error rate of the one-sided binomial test "precision > prevalence" on the test tokens'
-    effective counts (`design_effect`) over all (unit, concept) pairs of the family (SAE features, or neurons):
-    by the circular-shift min-p (`n_shifts`), or Bonferroni."""
+    effective counts (`design_effect`) over the family's units (SAE features, or neurons), each tested once, for its
+    candidate concept: by the circular-shift min-p (`n_shifts`), or Bonferroni."""
     n_thresholds: int = 32
     """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
     probe_max_tokens: int = 20000
