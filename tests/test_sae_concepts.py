@@ -347,6 +347,39 @@ def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monke
     assert units["p_family"].drop_nans().min() >= 1 / 20
 
 
+def test_shift_null_encodes_the_test_tokens_as_the_label_counts_do(planted, monkeypatch):
+    """A matrix product's rounding depends on the batch (1 to 7 rows of 3,000 differ from the whole batch's in the
+    last bits: a level or a top-k choice at a boundary flips), and the third pass encodes a read's test tokens
+    alone: the label counts must come from the same batches, or shift 0 is not the data. Here the dependence is
+    exaggerated (scores scaled by the batch's row count mod 3)."""
+    import interp.sae.shift_null as shift_null
+
+    class BatchDependent:
+        def __init__(self, model):
+            self.model, self.n_features, self.d_in = model, model.n_features, model.d_in
+
+        def cpu(self):
+            return self
+
+        def eval(self):
+            return self
+
+        def encode(self, x):
+            return self.model.encode(x) * (1 + 0.05 * (x.shape[0] % 3))
+
+    seen = []
+    real = shift_null.ShiftNull.family_p
+
+    def spy(self, p_value, fire, effect):
+        seen.append(self.tp[0].copy())
+        return real(self, p_value, fire, effect)
+
+    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    _, units, _ = feature_table(BatchDependent(planted["model"]), planted["path"], planted["windows"],
+                                planted["split"], planted["tracks"], LabelConfig(n_shifts=19), top_n=1, rows=2999)
+    tp = units.filter((pl.col("kind") == "sae") & pl.col("candidate")).sort("unit")["true_positives"].to_numpy()
+    np.testing.assert_array_equal(seen[0], tp)
+
 def test_validation_choice_picks_the_candidate_of_the_polars_ranking():
     """`validation_choice` picks the candidate `unit_labels`' polars ranking picked (eligible by validation lift,
     then validation F1 with NaN last, then the concept's name), ties and NaNs included: names out of order, two

@@ -697,7 +697,9 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                 at_base = ((split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]]
                            + bs64[kept])
                 test_spans.append(np.stack([at_base, at_base + spans[kept]]))
-            sae_counts[c].add(features[keep], concepts[kept], follows)
+            # the test tokens encoded alone, as the shift null's pass encodes them: a matrix product's rounding
+            # depends on the batch, and shift 0 must be these counts (a level at a boundary would flip)
+            sae_counts[c].add(model.encode(x[keep]) if c == TEST else features[keep], concepts[kept], follows)
             scaled = (x[keep].double() - lo_t) / span_t
             # a neuron is read both ways (unit 2 * dim high, 2 * dim + 1 low); +1e-9 so the unit's validation
             # minimum still "fires" at level 0
