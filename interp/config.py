@@ -224,6 +224,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         cfg["embed"]["token_layers"] = list(cfg["embed"]["token_layers"]) + [cfg["sae"]["layer"]]
     _check_sae_sweep(cfg["sae"], source)
     _check_split_blocks(cfg, source)
+    _check_label_shifts(cfg["sae"], source)
     if cfg.get("planted", {}).get("sae"):  # the planted SAE: `sae` with planted.sae merged over it (rule planted_sae)
         from interp.sae.config import SAEConfig, sae_settings
 
@@ -360,6 +361,17 @@ def _check_sae_sweep(sae: dict, source: str) -> None:
             raise InputError(f"{source}: sae.sweep[{i}]: name {entry['name']!r} is used twice (or is 'main')")
         seen.add(entry["name"])
         sae_settings({**sae, **overrides}, source=where)
+
+
+def _check_label_shifts(sae: dict, source: str) -> None:
+    """sae.labels must make a valid LabelConfig (n_shifts enough to reach alpha), refused here and not by the label
+    stage after the SAE is trained."""
+    from interp.sae.concepts import LabelConfig
+
+    try:
+        LabelConfig(**(sae.get("labels") or {}))
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
 
 
 def _check_split_blocks(cfg: dict, source: str) -> None:

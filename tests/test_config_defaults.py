@@ -409,3 +409,22 @@ def test_every_schema_key_is_in_the_readme_table() -> None:
     stale = sorted(k.removesuffix(".*") for k in named if k.removesuffix(".*") not in keys
                    and not any(k.startswith(leaf + ".") for leaf in keys))  # a leaf's own keys: lm.overrides.n_layers
     assert not stale, f"README.md's Configuration table names keys the schema does not have: {stale}"
+
+
+def test_too_few_label_shifts_for_alpha_are_refused_before_training(tmp_path, capsys) -> None:
+    """sae.labels.n_shifts under 1 / alpha - 1 could never label a feature (the smallest family-wise p is
+    1 / (1 + n_shifts), `interp.sae.concepts.LabelConfig`): `interp check-config` refuses it, not the label stage
+    after the SAE is trained."""
+    import yaml
+
+    from interp.cli import main
+    from interp.config import ROOT
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["sae"]["labels"]["alpha"] = 0.001  # the demo's 199 shifts reach 0.005 at best
+    path = tmp_path / "shifts.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: sae.labels.n_shifts 199 cannot reach alpha 0.001"), err
+    assert "Traceback" not in err

@@ -298,7 +298,7 @@ def test_shift_null_counts_are_those_of_the_concept_track_rolled():
         null = ShiftNull.build(concept, levels, np.ones(U), T, values, 30, seed=1)
         for part in np.array_split(np.arange(m), 3):
             null.add(torch.from_numpy(scores[part]), position[part], span[part])
-        assert null.shifts.size == 30 and ((null.shifts >= 1) & (null.shifts < L)).all()
+        assert null.shifts.size == 30 and ((null.shifts >= 0) & (null.shifts < L)).all()
         level = np.where(scores > 0, np.clip(np.ceil(scores * T), 1, T), 0)
         for b, shift in enumerate(np.r_[0, null.shifts]):
             rolled = np.roll(values, -shift, axis=0)
@@ -313,7 +313,7 @@ def test_shift_null_counts_are_those_of_the_concept_track_rolled():
     test.add(torch.from_numpy(scores), values[position])
     val = ThresholdCounts(np.ones(U), 2, T, pairs=False)
     val.add(torch.from_numpy(scores), values[position])
-    cfg = LabelConfig(n_thresholds=T, n_shifts=5)
+    cfg = LabelConfig(n_thresholds=T, n_shifts=5, alpha=0.2)
     one = shift_null_for(val, np.ones(U), names, cfg, values, 0)
     one.add(torch.from_numpy(scores), position, np.ones(m, dtype=np.int64))
     long = label_units(val, test, names, cfg, "sae", one)
@@ -345,6 +345,137 @@ def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monke
         tp = units.filter((pl.col("kind") == kind) & pl.col("candidate")).sort("unit")["true_positives"].to_numpy()
         np.testing.assert_array_equal(counts, tp)
     assert units["p_family"].drop_nans().min() >= 1 / 20
+
+
+def test_shift_null_encodes_the_test_tokens_as_the_label_counts_do(planted, monkeypatch):
+    """A matrix product's rounding depends on the batch (1 to 7 rows of 3,000 differ from the whole batch's in the
+    last bits: a level or a top-k choice at a boundary flips), and the third pass encodes a read's test tokens
+    alone: the label counts must come from the same batches, or shift 0 is not the data. Here the dependence is
+    exaggerated (scores scaled by the batch's row count mod 3)."""
+    import interp.sae.shift_null as shift_null
+
+    class BatchDependent:
+        def __init__(self, model):
+            self.model, self.n_features, self.d_in = model, model.n_features, model.d_in
+
+        def cpu(self):
+            return self
+
+        def eval(self):
+            return self
+
+        def encode(self, x):
+            return self.model.encode(x) * (1 + 0.05 * (x.shape[0] % 3))
+
+    seen = []
+    real = shift_null.ShiftNull.family_p
+
+    def spy(self, p_value, fire, effect):
+        seen.append(self.tp[0].copy())
+        return real(self, p_value, fire, effect)
+
+    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    _, units, _ = feature_table(BatchDependent(planted["model"]), planted["path"], planted["windows"],
+                                planted["split"], planted["tracks"], LabelConfig(n_shifts=19), top_n=1, rows=2999)
+    tp = units.filter((pl.col("kind") == "sae") & pl.col("candidate")).sort("unit")["true_positives"].to_numpy()
+    np.testing.assert_array_equal(seen[0], tp)
+
+def test_validation_choice_picks_the_candidate_of_the_polars_ranking():
+    """`validation_choice` picks the candidate `unit_labels`' polars ranking picked (eligible by validation lift,
+    then validation F1 with NaN last, then the concept's name), ties and NaNs included: names out of order, two
+    identical tracks (F1 ties), a concept absent from validation (NaN F1), silent units (NaN lift), coarse scores."""
+    from interp.sae.concepts import validation_choice
+
+    rng = np.random.default_rng(11)
+    names = ["m", "b", "a", "z", "c"]
+    U, T, m = 40, 4, 60
+    for _ in range(20):
+        base = rng.random((m, 2)) < 0.3
+        concepts = np.column_stack([base[:, 0], base[:, 0], base[:, 1], np.zeros(m, bool), rng.random(m) < 0.5])
+        scores = np.round(rng.random((m, U)) * (rng.random((m, U)) < 0.3), 1)
+        scores[:, :5] = 0.0
+        counts = {}
+        for code in (VALIDATION, TEST):
+            counts[code] = ThresholdCounts(np.ones(U), len(names), T, pairs=code == TEST)
+            counts[code].add(torch.from_numpy(scores), concepts)
+        for min_lift in (0.5, 1.0, 2.0):
+            long = label_units(counts[VALIDATION], counts[TEST], names, LabelConfig(n_thresholds=T, min_lift=min_lift),
+                               "sae")
+            old = unit_labels(long.drop("candidate"), min_lift).sort("unit")["concept"].to_list()
+            chosen = validation_choice(counts[VALIDATION], names, min_lift)["candidate"]
+            assert [names[c] for c in chosen] == old
+
+
+def test_shift_null_draws_the_identity_among_the_shifts():
+    """A unit firing on the one concept base of a 3-base circle: the data is the most extreme of the circle's 3
+    rotations, equally likely under the null, so its permutation p is about 1/3. Shifts drawn from [1, L) leave the
+    data's own rotation out of the null, and (1 + count) / (1 + B) gave 1/200: labelled at any alpha (a rotated
+    null is labelled 1 time in 3). A circle of one base: every shift is the identity, p 1."""
+    from interp.sae.concepts import binomial_sf_effective
+
+    one = np.ones(1)
+    for L in (3, 1):
+        values = np.arange(L)[:, None] == 0
+        null = ShiftNull.build(np.array([0]), np.array([0]), one, 4, values, 199, seed=0)
+        null.add(torch.from_numpy((np.arange(L) == 0).astype(np.float64)[:, None]), np.arange(L),
+                 np.ones(L, dtype=np.int64))
+        np.testing.assert_array_equal(null.tp[0], [1.0])
+        p = binomial_sf_effective(one, one, np.array([1 / L]), one)
+        family = null.family_p(p, one, one)[0][0]
+        assert (0.2 < family < 0.5) if L == 3 else family == 1.0, (L, family)
+
+
+def test_label_config_refuses_too_few_shifts_for_alpha():
+    """With B shifts the smallest family-wise p is 1 / (1 + B): fewer than 1 / alpha - 1 shifts could never
+    label anything, silently; refused, as Bonferroni (n_shifts 0) and enough shifts are not."""
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="n_shifts"):
+        LabelConfig(alpha=0.01, n_shifts=19)
+    for alpha, n_shifts in ((0.05, 19), (0.01, 99), (0.01, 0), (0.001, 999)):
+        LabelConfig(alpha=alpha, n_shifts=n_shifts)
+
+
+def test_shift_null_starts_from_the_observed_counts_of_overlapping_kmers_on_two_contigs(tmp_path, monkeypatch):
+    """The third pass's shift 0 is the label table's true positives also when windows overlap (200 wide every 100
+    bases), tokens are 6-mers (a window's last token one base), the test blocks lie on two contigs numbered
+    differently in the bases table and the split, and reads cut windows (333 rows)."""
+    import interp.sae.shift_null as shift_null
+    from interp.embed.store import TokenStoreWriter
+
+    rng = np.random.default_rng(4)
+    length, width, stride = 6000, 200, 100
+    starts = np.arange(0, length - width + 1, stride)
+    contig = np.repeat(["c1", "c2"], starts.size)
+    start = np.tile(starts, 2)
+    base_start = np.arange(0, width, 6)
+    window = np.repeat(np.arange(start.size), base_start.size)
+    bs = np.tile(base_start, start.size)
+    writer = TokenStoreWriter(tmp_path / "t.zarr", 4, [], "s", "l", chunk_rows=500)
+    writer.append(rng.normal(size=(window.size, 4)).astype(np.float32), window, bs, {})
+    writer.close()
+    windows = pl.DataFrame({"window_index": np.arange(start.size), "contig": contig, "start": start,
+                            "end": start + width, "window_id": [f"{c}:{s}" for c, s in zip(contig, start, strict=True)]})
+    keys = np.concatenate([(np.int64(i) << 40) | np.arange(length, dtype=np.int64) for i in range(2)])
+    values = np.column_stack([rng.random(2 * length) < 0.05, _runs(rng, 2 * length, 0.2, 40)])
+    tracks = ConceptTracks(["c2", "c1"], keys, values, ["x", "y"])
+    split = block_split(windows, 1000, 0.2, 0.2, 0)
+    seen = []
+    real = shift_null.ShiftNull.family_p
+
+    def spy(self, p_value, fire, effect):
+        seen.append(self.tp[0].copy())
+        return real(self, p_value, fire, effect)
+
+    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    for rows in (333, 100_000):
+        seen.clear()
+        _, units, _ = feature_table(TopKSAE(4, 8, 2), tmp_path / "t.zarr", windows, split, tracks,
+                                    LabelConfig(n_shifts=19), top_n=1, rows=rows)
+        for kind, counts in zip(("sae", "neuron"), seen, strict=True):
+            tp = units.filter((pl.col("kind") == kind) & pl.col("candidate")).sort("unit")["true_positives"]
+            assert tp.sum() > 0
+            np.testing.assert_array_equal(counts, tp.to_numpy())
 
 
 @pytest.mark.parametrize("density", [0.3, 0.05, 0.0], ids=["dense", "sparse", "silent"])

@@ -11,15 +11,17 @@ and above a random unit of the same density d, 2pd/(p+d) (p = test prevalence), 
 `min_true_positives` true positives, and precision significantly above prevalence (one-sided
 binomial test on effective token counts, both divided by `design_effect`: concepts and firing come in runs
 along the sequence, and a chance overlap of two runs is one piece of evidence, not one per token;
-family-wise `alpha` over all units x concepts by the family's minimum p under circular shifts of the concept
-tracks, `interp.sae.shift_null`, or Bonferroni with `n_shifts` 0); otherwise it is "unlabelled".
+one test per unit, of its candidate concept, family-wise `alpha` over the units by the family's minimum p under
+circular shifts of the concept tracks, `interp.sae.shift_null`, or Bonferroni with `n_shifts` 0); otherwise it is
+"unlabelled".
 
 A linear probe (logistic regression on standardised raw activations of a training-token sample,
 threshold chosen on validation) gives, per concept, what the raw activations can do at all;
 `interp.sae.concept_geometry` says whether the concept is one direction there or needs a subspace
 (what one latent, a single decoder direction, could do).
 Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
-thresholds, with features x concepts x `n_shifts`, by 16 bytes per test token (their spans, for `bases_seen`)
+thresholds, with (features + concepts) x `n_shifts` (and per read, tokens x `n_shifts`), by 16 bytes per test
+token (their spans, for `bases_seen`)
 and by concepts + 8 bytes per test base (the shift null's circle), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
@@ -54,8 +56,8 @@ class LabelConfig:
     """test tokens where the unit fires and the concept holds, needed for a label."""
     alpha: float = 0.05
     """family-wise error rate of the one-sided binomial test "precision > prevalence" on the test tokens'
-    effective counts (`design_effect`) over all (unit, concept) pairs of the family (SAE features, or neurons):
-    by the circular-shift min-p (`n_shifts`), or Bonferroni."""
+    effective counts (`design_effect`) over the family's units (SAE features, or neurons), each tested once, for its
+    candidate concept: by the circular-shift min-p (`n_shifts`), or Bonferroni."""
     n_thresholds: int = 32
     """activation thresholds tried per unit (evenly spaced from 0 to its validation maximum)."""
     probe_max_tokens: int = 20000
@@ -64,6 +66,14 @@ class LabelConfig:
     """circular shifts of the concept tracks along the test bases whose family-wise minimum p is the label test's
     null (`interp.sae.shift_null`; Westfall-Young min-p, so `alpha` needs n_shifts >= 1 / alpha - 1); 0: Bonferroni
     over the binomial p-values instead (too liberal when a concept comes in a few long runs)."""
+
+    def __post_init__(self) -> None:
+        # the smallest family-wise p is 1 / (1 + n_shifts) (`ShiftNull.family_p`): with fewer shifts nothing could
+        # ever be labelled, and the tables would not say why
+        if self.n_shifts > 0 and 1.0 / (1 + self.n_shifts) > self.alpha:
+            raise InputError(f"sae.labels.n_shifts {self.n_shifts} cannot reach alpha {self.alpha} (the smallest "
+                             "family-wise p is 1 / (1 + n_shifts)): use at least 1 / alpha - 1 shifts, or 0 "
+                             "(Bonferroni)")
 
 
 # ---------------------------------------------------------------- per-token concepts
@@ -687,7 +697,9 @@ def feature_table(model: SparseAutoencoder, store_path: str | Path, windows: pl.
                 at_base = ((split.window_contig[w64[kept]].astype(np.int64) << 40) + split.window_start[w64[kept]]
                            + bs64[kept])
                 test_spans.append(np.stack([at_base, at_base + spans[kept]]))
-            sae_counts[c].add(features[keep], concepts[kept], follows)
+            # the test tokens encoded alone, as the shift null's pass encodes them: a matrix product's rounding
+            # depends on the batch, and shift 0 must be these counts (a level at a boundary would flip)
+            sae_counts[c].add(model.encode(x[keep]) if c == TEST else features[keep], concepts[kept], follows)
             scaled = (x[keep].double() - lo_t) / span_t
             # a neuron is read both ways (unit 2 * dim high, 2 * dim + 1 low); +1e-9 so the unit's validation
             # minimum still "fires" at level 0

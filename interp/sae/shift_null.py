@@ -84,7 +84,7 @@ class ShiftNull:
     blocks) at that pair's threshold. concept [U]: each unit's candidate (index into the tracks); levels [U]:
     its threshold index (a unit fires when its `ThresholdCounts` level, ceil(score x n_thresholds / scale),
     exceeds it); scale [U]: the units' scales; values bool [L, C]: the concepts along the circle
-    (`circular_layout`); shifts [B] in [1, L).
+    (`circular_layout`); shifts [B] in [0, L).
     """
 
     concept: np.ndarray
@@ -104,11 +104,13 @@ class ShiftNull:
               values: np.ndarray, n_shifts: int, seed: int) -> ShiftNull:
         L, C = values.shape
         runs = [runs_of(values[:, c]) for c in range(C)]
-        # uniform over the whole circle, near 0 included: the data and its shifted copies are then exchangeable
-        # (a random rotation of a rotation-invariant pair is distributed as the pair). Leaving out shifts within
-        # 5% of 0 leaves out the copies most like the data, and null families were labelled in 14 of 200 (7%)
+        # uniform over the whole circle, 0 included: the data and its shifted copies are then exchangeable (a random
+        # rotation of a rotation-invariant pair is distributed as the pair), which (1 + count) / (1 + B) needs.
+        # Leaving out shifts within 5% of 0 leaves out the copies most like the data, and null families were
+        # labelled in 14 of 200 (7%); leaving out 0 alone errs by 1 / L (on a 3-base circle a null was labelled 1
+        # time in 3). A circle of one base: every shift is 0, and every p 1
         rng = np.random.default_rng([seed, 211])
-        shifts = rng.integers(1, L, size=n_shifts) if L > 1 else np.zeros(0, np.int64)
+        shifts = rng.integers(0, L, size=n_shifts) if L > 0 else np.zeros(0, np.int64)
         return cls(concept=np.asarray(concept, dtype=np.int64),
                    levels=torch.from_numpy(np.asarray(levels, dtype=np.int64)),
                    scale=torch.from_numpy(np.where(scale > 0, scale, 1.0)).double(), n_thresholds=n_thresholds,
@@ -152,7 +154,7 @@ class ShiftNull:
     def family_p(self, p_value: np.ndarray, fire: np.ndarray, effect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(family-wise p [U], the family's minimum p under each shift [B]) from the data's p-values, the units'
         firing counts and design effects [U] of their candidate pairs (the data's, also under the shifts: a shift
-        moves the concept, not its runs). With no shifts (a circle of one base) every p is 1."""
+        moves the concept, not its runs). With no shifts (an empty circle) every p is 1."""
         from interp.sae.concepts import binomial_sf_effective
 
         B = self.shifts.size
