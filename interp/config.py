@@ -363,15 +363,23 @@ def _check_sae_sweep(sae: dict, source: str) -> None:
         sae_settings({**sae, **overrides}, source=where)
 
 
-def _check_label_shifts(sae: dict, source: str) -> None:
-    """sae.labels must make a valid LabelConfig (n_shifts enough to reach alpha), refused here and not by the label
-    stage after the SAE is trained."""
-    from interp.sae.concepts import LabelConfig
+def label_shifts_problem(n_shifts: int, alpha: float) -> str | None:
+    """Why sae.labels' n_shifts cannot serve alpha, or None: the smallest family-wise p of the label test's shift
+    null is 1 / (1 + n_shifts) (`interp.sae.shift_null`), so with fewer than 1 / alpha - 1 shifts no unit could
+    ever be labelled, and the tables would not say why. Torch-free: check_config runs on every Snakemake start."""
+    if n_shifts > 0 and 1.0 / (1 + n_shifts) > alpha:
+        return (f"sae.labels.n_shifts {n_shifts} cannot reach alpha {alpha} (the smallest family-wise p is "
+                "1 / (1 + n_shifts)): use at least 1 / alpha - 1 shifts, or 0 (Bonferroni)")
+    return None
 
-    try:
-        LabelConfig(**(sae.get("labels") or {}))
-    except InputError as exc:
-        raise InputError(f"{source}: {exc}") from None
+
+def _check_label_shifts(sae: dict, source: str) -> None:
+    """sae.labels' n_shifts must reach its alpha (`label_shifts_problem`): refused here, not by the label stage
+    after the SAE is trained. check_config has filled the schema's defaults."""
+    labels = sae.get("labels") or {}
+    problem = label_shifts_problem(int(labels.get("n_shifts", 0)), float(labels.get("alpha", 1.0)))
+    if problem:
+        raise InputError(f"{source}: {problem}")
 
 
 def _check_split_blocks(cfg: dict, source: str) -> None:

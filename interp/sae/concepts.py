@@ -35,6 +35,7 @@ import polars as pl
 import torch
 from scipy.special import betainc
 
+from interp.config import label_shifts_problem
 from interp.errors import InputError
 from interp.sae.concept_geometry import best_threshold, concept_geometry
 from interp.sae.concept_tracks import ConceptTracks
@@ -68,12 +69,9 @@ class LabelConfig:
     over the binomial p-values instead (too liberal when a concept comes in a few long runs)."""
 
     def __post_init__(self) -> None:
-        # the smallest family-wise p is 1 / (1 + n_shifts) (`ShiftNull.family_p`): with fewer shifts nothing could
-        # ever be labelled, and the tables would not say why
-        if self.n_shifts > 0 and 1.0 / (1 + self.n_shifts) > self.alpha:
-            raise InputError(f"sae.labels.n_shifts {self.n_shifts} cannot reach alpha {self.alpha} (the smallest "
-                             "family-wise p is 1 / (1 + n_shifts)): use at least 1 / alpha - 1 shifts, or 0 "
-                             "(Bonferroni)")
+        problem = label_shifts_problem(self.n_shifts, self.alpha)
+        if problem:
+            raise InputError(problem)
 
 
 # ---------------------------------------------------------------- per-token concepts
