@@ -539,7 +539,7 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
     for name in names:
         cell = select_cells([name])[0]
         cohort = cell_cohort(cell, config["cohort"])
-        ps, passed, levels, reps, emb_ps, emb_r2 = [], [], [], [], [], []
+        ps, passed, levels, reps, emb_ps, emb_r2, has_table = [], [], [], [], [], [], []
         bins = int(config["audit"].get("ancestry_bins", 4))
         for folder in sorted((archive / name).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1):
             if not (folder / "summary.json").exists() or not (folder / "geno.h5ad").exists():
@@ -562,12 +562,17 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
                                                 else {"p": float("nan"), "r2": float("nan")})
                 emb_ps.append(by_layer[v.get("layer")]["p"])
                 emb_r2.append(by_layer[v.get("layer")]["r2"])
+                has_table.append(table.exists())
         if not ps:
             continue
         p_arr, pass_arr, e_arr = np.asarray(ps), np.asarray(passed), np.asarray(emb_ps)
         sig = np.isfinite(p_arr) & (p_arr <= np.asarray(levels))
         e_sig = np.isfinite(e_arr) & (e_arr <= np.asarray(levels))
-        has_emb = np.isfinite(e_arr)
+        # over the verdicts whose table is archived; a NaN p there (the variant not in geno) counts as not
+        # significant, as the genotype oracle counts it, so the two rates share their verdicts
+        has_emb = np.asarray(has_table, dtype=bool)
+        r2_arr = np.asarray(emb_r2)[has_emb]
+        log_p = np.log10(np.clip(e_arr[has_emb & np.isfinite(e_arr)], 1e-300, 1.0))
         rows.append({
             "cell": name, "n_replicates": len(set(reps)), "replicates": [min(reps), max(reps)],
             "oracle_level": float(min(levels)), "oracle_significant": rate(int(sig.sum()), sig.size),
@@ -583,9 +588,9 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
             "embedding_oracle_significant": rate(int(e_sig.sum()), int(has_emb.sum())) if has_emb.any() else None,
             "audit_pass_when_embedding_oracle_significant": (rate(int((pass_arr & e_sig).sum()), int(e_sig.sum()))
                                                              if e_sig.any() else None),
-            "embedding_oracle_r2_median": float(np.nanmedian(emb_r2)) if has_emb.any() else None,
-            "embedding_oracle_log10_p_median": (float(np.nanmedian(np.log10(np.clip(e_arr[has_emb], 1e-300, 1.0))))
-                                                if has_emb.any() else None),
+            "embedding_oracle_r2_median": (float(np.median(r2_arr[np.isfinite(r2_arr)]))
+                                           if np.isfinite(r2_arr).any() else None),
+            "embedding_oracle_log10_p_median": float(np.median(log_p)) if log_p.size else None,
         })
     return rows
 

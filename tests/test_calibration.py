@@ -795,6 +795,41 @@ def test_oracle_rows_cross_tabulate_the_audit_verdicts(tmp_path):
     assert cal.oracle_markdown([old]).rstrip().endswith(" |  |  | – |")
 
 
+def test_embedding_oracle_rows_count_every_archived_table(tmp_path):
+    """Two layers: replicate 0 archives both tables (a holds the variant, b is noise), replicate 1 only b's and
+    its truth names a variant not in the genotypes (both oracles NaN), replicate 2 none. The embedding oracle's
+    rate is over the 3 verdicts with a table, a NaN p counted as not significant as the genotype oracle counts it
+    (dropping it would raise the embedding oracle's rate above the genotype one's for no reason)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(9)
+    cfg = check_config(_config(7), base_dir=REPO)
+    for rep in range(3):
+        folder = tmp_path / "base" / str(rep)
+        folder.mkdir(parents=True)
+        geno, truth = _oracle_cohort(rng, 334, 3.0)
+        geno.obs = geno.obs.assign(batch=rng.choice(["b1", "b2"], geno.n_obs))
+        geno.write_h5ad(folder / "geno.h5ad")
+        if rep == 1:
+            truth = {"causal_variant": {"id": "chr1:999:A:G"}}
+        (folder / "truth.json").write_text(json.dumps(truth))
+        verdicts = {p: [{"model": "m", "layer": layer, "verdict": "PASS" if p == "causal" and rep == 0 else "NO SIGNAL"}
+                        for layer in ("a", "b")] for p in cal.TRUTHS}
+        (folder / "summary.json").write_text(json.dumps({"seed": 1000 + rep, "replicate": rep, "verdicts": verdicts}))
+        noise = ad.AnnData(X=rng.normal(size=(geno.n_obs, 16)).astype(np.float32), obs=geno.obs.copy(),
+                           obsm={"X_pca": geno.obsm["X_pca"]})
+        if rep == 0:
+            _embedding_table(rng, geno, 0.3).write_h5ad(folder / "a.samples.h5ad")
+        if rep < 2:
+            noise.write_h5ad(folder / "b.samples.h5ad")
+    (row,) = cal.oracle_rows(tmp_path, cfg)
+    assert row["oracle_significant"]["count"] == 4 and row["oracle_significant"]["n"] == 6
+    assert row["embedding_oracle_n"] == 3
+    assert row["embedding_oracle_significant"]["count"] == 1 and row["embedding_oracle_significant"]["n"] == 3
+    assert row["audit_pass_when_embedding_oracle_significant"]["count"] == 1
+    assert row["audit_pass_when_embedding_oracle_significant"]["n"] == 1
+
+
 def test_oracle_command_refuses_an_unknown_or_unarchived_cell(tmp_path, capsys):
     """Bad input to `interp calibration-oracle`: exit 2 with the reason, no traceback, no output file."""
     from interp.cli import main
