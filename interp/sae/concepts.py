@@ -66,7 +66,8 @@ class LabelConfig:
     n_shifts: int = 199
     """circular shifts of the concept tracks along the test bases whose family-wise minimum p is the label test's
     null (`interp.sae.shift_null`; Westfall-Young min-p, so `alpha` needs n_shifts >= 1 / alpha - 1); 0: Bonferroni
-    over the binomial p-values instead (too liberal when a concept comes in a few long runs)."""
+    over the units' binomial p-values instead (which leans on the binomial's far tail, heavier than it when a concept
+    comes in a few long runs)."""
 
     def __post_init__(self) -> None:
         problem = label_shifts_problem(self.n_shifts, self.alpha)
