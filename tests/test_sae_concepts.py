@@ -325,9 +325,8 @@ def test_shift_null_counts_are_those_of_the_concept_track_rolled():
     assert not long.filter(~pl.col("candidate"))["passes"].any()
 
 
-def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monkeypatch):
-    """The stage's third pass (test tokens only, on the circle of the test bases) counts at shift 0 exactly the
-    true positives the label table reports, for SAE features and neurons."""
+def _shift_zero_counts(monkeypatch) -> list[np.ndarray]:
+    """The shift-0 counts [U] of every shift null built while the list is alive (caught as `family_p` reads them)."""
     import interp.sae.shift_null as shift_null
 
     seen = []
@@ -338,6 +337,13 @@ def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monke
         return real(self, p_value, fire, effect)
 
     monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    return seen
+
+
+def test_feature_table_shift_null_starts_from_the_observed_counts(planted, monkeypatch):
+    """The stage's third pass (test tokens only, on the circle of the test bases) counts at shift 0 exactly the
+    true positives the label table reports, for SAE features and neurons."""
+    seen = _shift_zero_counts(monkeypatch)
     _, units, summary = feature_table(planted["model"], planted["path"], planted["windows"], planted["split"],
                                       planted["tracks"], LabelConfig(n_shifts=19), top_n=1, rows=3000)
     assert summary["label_rule"]["family"] == "circular_shift_min_p" and summary["label_rule"]["n_shifts_drawn"] == 19
@@ -352,8 +358,6 @@ def test_shift_null_encodes_the_test_tokens_as_the_label_counts_do(planted, monk
     last bits: a level or a top-k choice at a boundary flips), and the third pass encodes a read's test tokens
     alone: the label counts must come from the same batches, or shift 0 is not the data. Here the dependence is
     exaggerated (scores scaled by the batch's row count mod 3)."""
-    import interp.sae.shift_null as shift_null
-
     class BatchDependent:
         def __init__(self, model):
             self.model, self.n_features, self.d_in = model, model.n_features, model.d_in
@@ -367,14 +371,7 @@ def test_shift_null_encodes_the_test_tokens_as_the_label_counts_do(planted, monk
         def encode(self, x):
             return self.model.encode(x) * (1 + 0.05 * (x.shape[0] % 3))
 
-    seen = []
-    real = shift_null.ShiftNull.family_p
-
-    def spy(self, p_value, fire, effect):
-        seen.append(self.tp[0].copy())
-        return real(self, p_value, fire, effect)
-
-    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    seen = _shift_zero_counts(monkeypatch)
     _, units, _ = feature_table(BatchDependent(planted["model"]), planted["path"], planted["windows"],
                                 planted["split"], planted["tracks"], LabelConfig(n_shifts=19), top_n=1, rows=2999)
     tp = units.filter((pl.col("kind") == "sae") & pl.col("candidate")).sort("unit")["true_positives"].to_numpy()
@@ -440,7 +437,6 @@ def test_shift_null_starts_from_the_observed_counts_of_overlapping_kmers_on_two_
     """The third pass's shift 0 is the label table's true positives also when windows overlap (200 wide every 100
     bases), tokens are 6-mers (a window's last token one base), the test blocks lie on two contigs numbered
     differently in the bases table and the split, and reads cut windows (333 rows)."""
-    import interp.sae.shift_null as shift_null
     from interp.embed.store import TokenStoreWriter
 
     rng = np.random.default_rng(4)
@@ -460,14 +456,7 @@ def test_shift_null_starts_from_the_observed_counts_of_overlapping_kmers_on_two_
     values = np.column_stack([rng.random(2 * length) < 0.05, _runs(rng, 2 * length, 0.2, 40)])
     tracks = ConceptTracks(["c2", "c1"], keys, values, ["x", "y"])
     split = block_split(windows, 1000, 0.2, 0.2, 0)
-    seen = []
-    real = shift_null.ShiftNull.family_p
-
-    def spy(self, p_value, fire, effect):
-        seen.append(self.tp[0].copy())
-        return real(self, p_value, fire, effect)
-
-    monkeypatch.setattr(shift_null.ShiftNull, "family_p", spy)
+    seen = _shift_zero_counts(monkeypatch)
     for rows in (333, 100_000):
         seen.clear()
         _, units, _ = feature_table(TopKSAE(4, 8, 2), tmp_path / "t.zarr", windows, split, tracks,
