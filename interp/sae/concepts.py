@@ -22,7 +22,7 @@ threshold chosen on validation) gives, per concept, what the raw activations can
 Everything streams over the store chunk by chunk; memory grows with features x (concepts + lags) x
 thresholds, with (features + concepts) x `n_shifts` (and per read, tokens x `n_shifts`), by 16 bytes per test
 token (their spans, for `bases_seen`)
-and by concepts + 8 bytes per test base (the shift null's circle), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
+and by concepts bytes per test base (the shift null's circle; about 40 bytes per test base while it is built), not with the store (the probe uses samples of about `probe_max_tokens` per split, each split sampled at its own rate).
 """
 
 from __future__ import annotations
