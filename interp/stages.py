@@ -725,7 +725,8 @@ def audit(job: Job) -> None:
                                by_region=bool(p["audit"].get("by_region")), sae_layer=p["sae_layer"],
                                covariate_missing=p.get("covariate_missing", "refuse"),
                                population_column=p.get("population_column"),
-                               categorical_covariates=p.get("categorical_covariates", []))
+                               categorical_covariates=p.get("categorical_covariates", []),
+                               genotypes=job.input.get("genotypes"))
     write_table(table, job.output["parquet"], job.output["tsv"])
     write_json(details, job.output["details"])
 

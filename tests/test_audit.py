@@ -43,8 +43,10 @@ FULL = {"bootstrap": 200, "max_null_replicates": 199, "n_folds": 5}
 
 def make_cohort(kind: str, seed: int, n_per: int = 200, labels: bool = True, admixed: bool = False,
                 causal_freq=(0.3, 0.3, 0.3), odds_ratio: float = 3.0, prevalence=(0.3, 0.12, 0.2),
-                d: int = 32, n_region: int = 30, n_markers: int = 1000, fst: float = 0.1, baseline=None):
-    """(X [n, d], y [n], population [n], pcs [n, 5], truth) for one planted scenario.
+                d: int = 32, n_region: int = 30, n_markers: int = 1000, fst: float = 0.1, baseline=None,
+                return_region: bool = False):
+    """(X [n, d], y [n], population [n], pcs [n, 5]) for one planted scenario, and with return_region the
+    region's dosages [n, n_region + 1] (the causal SNP last), which the audit's variant scan reads.
 
     kind: "causal" (logit P(y) = b0 + log(OR) x dosage of a causal SNP with per-population allele
     frequencies causal_freq, same effect everywhere, ~30% cases; baseline: per-population prevalences at the
@@ -98,19 +100,26 @@ def make_cohort(kind: str, seed: int, n_per: int = 200, labels: bool = True, adm
         y = rng.random(n) < 0.3
     if not labels:
         population = np.array(["all"] * n)
+    if return_region:
+        return X, y.astype(int), population, pcs, region
     return X, y.astype(int), population, pcs
 
 
-def run(X, y, population, pcs, seed: int, **kw) -> dict:
+def run(X, y, population, pcs, seed: int, dosage=None, **kw) -> dict:
+    """One verdict; with dosage [n, V] the within test includes the variant scan, as the stage runs it."""
     cfg = AuditConfig(seed=seed, **{**FAST, **kw})
-    r = audit_phenotype(X, y, population, pcs, cfg)
+    ids = None if dosage is None else [f"v{j}" for j in range(dosage.shape[1])]
+    r = audit_phenotype(X, y, population, pcs, cfg, variant_dosage=dosage, variant_ids=ids)
     return assign_verdicts([r], cfg)[0]
 
 
-def verdict_counts(seeds, audit: dict | None = None, **cohort) -> dict[str, int]:
+def verdict_counts(seeds, audit: dict | None = None, scan: bool = True, **cohort) -> dict[str, int]:
+    """Verdict counts over cohorts of these seeds; scan: give the audit the region's genotypes (the stage's
+    default), else the probe statistic alone."""
     counts = {"PASS": 0, "FAIL": 0, "NO SIGNAL": 0, "INCONCLUSIVE": 0}
     for s in seeds:
-        counts[run(*make_cohort(seed=s, **cohort), seed=s, **(audit or {}))["verdict"]] += 1
+        X, y, population, pcs, region = make_cohort(seed=s, return_region=True, **cohort)
+        counts[run(X, y, population, pcs, seed=s, dosage=region if scan else None, **(audit or {}))["verdict"]] += 1
     return counts
 
 

@@ -72,6 +72,30 @@ def region_cohort(seed: int, n_per: int = 150, n_regions: int = 3, windows_per_r
     return obs, pcs, h, pl.DataFrame(rows)
 
 
+def region_genotypes(seed: int, obs, windows, snps_per_window: int = 8):
+    """genotypes.h5ad-like AnnData of `region_cohort(seed, ...)`'s window SNPs (layers["dosage"], var contig
+    and 1-based pos inside each window, variant IDs contig:pos:A:G), regenerated from the same seed."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    n, n_win = obs.shape[0], windows.height
+    n_markers = 500
+    n_snps = n_markers + n_win * snps_per_window
+    p_anc = rng.uniform(0.05, 0.95, n_snps)
+    freqs = np.stack([rng.beta(p_anc * 0.9 / 0.1, (1 - p_anc) * 0.9 / 0.1) for _ in POPS])
+    pop = np.repeat(np.arange(3), n // 3)
+    G = rng.binomial(2, freqs[pop]).astype(float)
+    g_causal = rng.binomial(2, 0.3, n).astype(float)
+    D = G[:, n_markers:].copy()
+    D[:, 0] = g_causal  # window 0 (region r0), SNP 0
+    starts = np.repeat(windows["start"].to_numpy(), snps_per_window)
+    pos = starts + 1 + 50 * np.tile(np.arange(snps_per_window), n_win)
+    var = pd.DataFrame({"contig": "chr1", "pos": pos}, index=[f"chr1:{p}:A:G" for p in pos])
+    geno = ad.AnnData(X=D.astype(np.float32), obs=pd.DataFrame(index=obs.index), var=var)
+    geno.layers["dosage"] = geno.X.copy()
+    return geno
+
+
 def write_tables(out, obs, pcs, h, windows, layer: str = "block2"):
     """`<layer>.samples.h5ad` and `<layer>.windows.h5ad` of the cohort, through `cohort_tables` (each
     (sample, window) its own sequence row, both haplotypes the same)."""
@@ -129,10 +153,11 @@ def _params(**audit):
             "population_column": "population", "sae_layer": "none", "seed": 3}
 
 
-def _run(tmp_path, emb, params, tag: str):
+def _run(tmp_path, emb, params, tag: str, genotypes=None):
     out = {k: str(tmp_path / f"{tag}.{ext}") for k, ext in (("parquet", "parquet"), ("tsv", "tsv"),
                                                              ("details", "json"))}
-    stages.audit(stages.Job(input={"emb_dirs": [str(emb)]}, output=out, params=params))
+    inputs = {"emb_dirs": [str(emb)], **({"genotypes": str(genotypes)} if genotypes else {})}
+    stages.audit(stages.Job(input=inputs, output=out, params=params))
     return pl.read_parquet(out["parquet"]), json.loads(open(out["details"]).read())
 
 
@@ -158,6 +183,33 @@ def test_audit_stage_adds_one_verdict_per_region_in_one_multiplicity_family(tmp_
     assert all(verdict[("confounded", r)] != "PASS" for r in (None, "r0", "r1", "r2")), verdict
     by_region = {(d["phenotype"], d["region"]) for d in details}
     assert ("causal", "r0") in by_region and ("causal", None) in by_region
+
+
+def test_the_stage_scans_each_regions_own_variants(tmp_path):
+    """With genotypes.h5ad the stage adds the variant scan: the whole cohort's table scans every variant, each
+    region's table only those inside its windows' span; the causal region's scan finds the causal SNP.
+    Without the genotypes (or with audit.variant_scan false) the probe statistic alone is tested."""
+    obs, pcs, h, windows = region_cohort(4, n_per=150, n_regions=3)
+    emb = write_tables(tmp_path / "emb" / "toy", obs, pcs, h, windows)
+    geno_path = tmp_path / "genotypes.h5ad"
+    geno = region_genotypes(4, obs, windows)
+    geno[::-1].copy().write_h5ad(geno_path)  # another sample order than the embeddings'
+    table, details = _run(tmp_path, emb, _params(by_region=True), "scan", genotypes=geno_path)
+    assert set(table["within_test"]) == {"probe + variant scan"}
+    n_candidates = {r["region"]: r["variant_scan_n_candidates"] for r in table.iter_rows(named=True)}
+    assert n_candidates == {None: 48, "r0": 16, "r1": 16, "r2": 16}
+    causal = {r["region"]: r for r in table.filter(pl.col("phenotype") == "causal").iter_rows(named=True)}
+    assert causal["r0"]["variant_scan_variant"] == geno.var_names[0]
+    assert causal["r0"]["verdict"] == "PASS" and "variant scan" in causal["r0"]["reasons"]
+    off, _ = _run(tmp_path, emb, _params(by_region=True, variant_scan=False), "off", genotypes=geno_path)
+    assert set(off["within_test"]) == {"probe"} and off["variant_scan_statistic"].null_count() == off.height
+    plain, _ = _run(tmp_path, emb, _params(by_region=True), "plain")
+    np.testing.assert_array_equal(off.sort("phenotype", "region")["p_within"].to_numpy(),
+                                  plain.sort("phenotype", "region")["p_within"].to_numpy())
+    missing = geno[:-3].copy()
+    missing.write_h5ad(geno_path)
+    with pytest.raises(InputError, match=r"genotypes.h5ad\) lack sample 's\d+' of the embedding table \(3 missing\)"):
+        _run(tmp_path, emb, _params(), "missing", genotypes=geno_path)
 
 
 def test_by_region_needs_the_windows_table(tmp_path):

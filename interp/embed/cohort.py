@@ -335,13 +335,25 @@ def window_regions(path: str | Path) -> list[str]:
         meta.file.close()
 
 
+def _region_spans(var) -> dict[str, list]:
+    """{region: [contig, first window start, last window end]} of a windows table's var (0-based, half-open);
+    regions whose windows lie on more than one contig are left out."""
+    if not {"contig", "start", "end"} <= set(var.columns):
+        return {}
+    frame = pl.DataFrame({"region": var["region"].astype(str).to_numpy(), "contig": var["contig"].astype(str).to_numpy(),
+                          "start": var["start"].to_numpy().astype(np.int64), "end": var["end"].to_numpy().astype(np.int64)})
+    spans = frame.group_by("region").agg(pl.col("contig").n_unique().alias("n"), pl.col("contig").first(),
+                                         pl.col("start").min(), pl.col("end").max())
+    return {r["region"]: [r["contig"], int(r["start"]), int(r["end"])] for r in spans.iter_rows(named=True) if r["n"] == 1}
+
+
 def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Iterator[ad.AnnData]:
     """Per-region sample-level tables from a `<layer>.windows.h5ad` (`cohort_tables`), one region at a time.
 
     samples: the layer's `<layer>.samples.h5ad` AnnData (obs, obsm, uns are copied; its rows set the sample
     order). For each region (`window_regions` order) yields an AnnData like `samples` whose X float32
     [n_samples, d] is the mean over the region's windows of h (the mean of a sample's two haplotypes'
-    vectors), i.e. the sample table of a cohort of that region alone, with uns["region"] set. X of the
+    vectors), i.e. the sample table of a cohort of that region alone, with uns["region"] set (and uns["region_span"], [contig, start, end) of its windows). X of the
     windows table stays on disk and is read a block of windows at a time (`interp.rank.Columns`), so memory
     follows n_samples x d, not the region's windows.
     """
@@ -356,6 +368,7 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
         position = {s: i for i, s in enumerate(meta.obs_names.astype(str))}
         region = meta.var["region"].astype(str).to_numpy()
         dim = meta.var["dim"].to_numpy().astype(np.int64)
+        spans = _region_spans(meta.var)
     finally:
         meta.file.close()
     missing = [s for s in samples.obs_names.astype(str) if s not in position]
@@ -379,6 +392,8 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
             for key, value in samples.obsm.items():
                 table.obsm[key] = np.asarray(value)
             table.uns.update({**samples.uns, "region": name, "n_region_windows": int(windows.size)})
+            if name in spans:
+                table.uns["region_span"] = spans[name]
             yield table
 
 
