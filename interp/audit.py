@@ -31,7 +31,7 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   calibration batch of null replicates drawn apart from the test's (`CombinedWithin`), and the larger is
   the statistic tested; the null replicates recompute both, so the test stays exact. With few cases the
   probe often cannot find a single causal variant's direction that the embedding holds well; the scan,
-  which does not have to learn it, does (calibration, 10% cases: causal PASS 69/100 -> README).
+  which does not have to learn it, does (calibration, 10% cases: causal PASS 69/100 -> 84/100, README).
   Null (`null: auto`): with population labels and no covariates, y permuted inside the
   labelled strata (exact when the phenotype depends on ancestry through the label); otherwise (PC-bin
   strata, continuous ancestry, covariates, which a permutation would decouple from y) a parametric bootstrap y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only
