@@ -203,7 +203,8 @@ def test_strong_ancestry_only_phenotype_fails():
         "60-79%), FAIL 1/100. In these cohorts the causal SNV is one of 31 spread by a random map over 32 noisy "
         "dimensions: a likelihood-ratio test of all 32 dimensions given ancestry has power 66%, the same test "
         "of the oracle direction (X regressed on the true genotype) 98%; a test that must learn the direction "
-        "sits near the former (README, audit)")),
+        "sits near the former (README, audit); measured before the variant scan, which these cohorts now get, "
+        "and not yet remeasured with it")),
 ], ids=["flat", "differentiated"])
 def test_causal_or2_n1000_rates(freq):
     counts = verdict_counts(range(1000, 1100), kind="causal", causal_freq=freq, odds_ratio=2.0, n_per=334, audit=FULL)
