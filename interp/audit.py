@@ -1075,7 +1075,7 @@ def audit_phenotype(
     nuis = nuisance_design(strata, pcs, cov)
     A = np.hstack([nuis["ancestry"], nuis["covariates"]])
     if variant_dosage is not None:
-        variant_dosage = np.asarray(variant_dosage, dtype=np.float64)
+        variant_dosage = np.asarray(variant_dosage)  # kept as given (float32): made float64 a chunk at a time
         if variant_dosage.ndim != 2 or variant_dosage.shape[0] != keep.size:
             raise InputError(f"audit genotypes: a dosage matrix of shape {variant_dosage.shape} but the embeddings "
                              f"have {keep.size} samples; give one row per sample, in the same order")
