@@ -828,14 +828,14 @@ def within_statistics(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
 
 
 def within_statistic(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
-                     probes: tuple[str, ...] = WITHIN_PROBES) -> np.ndarray:
+                     probes: tuple[str, ...] = WITHIN_PROBES, reduced: dict | None = None) -> np.ndarray:
     """The within-ancestry statistic [B] of responses Y [B, n]: the largest of `within_statistics`.
 
     A maximum over probes is one statistic of (y, X, strata); since every null replicate recomputes it
     with both probes refitted, a within-strata permutation or parametric bootstrap null stays exact, and
     the test has the power of whichever probe suits the data.
     """
-    return np.max(np.stack([t for t, _ in within_statistics(Y, probe, nuisance, probes).values()]), axis=0)
+    return np.max(np.stack([t for t, _ in within_statistics(Y, probe, nuisance, probes, reduced).values()]), axis=0)
 
 
 def within_components(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
@@ -846,8 +846,7 @@ def within_components(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
     (`scan_z`, Li-Ji effective number of directions) and "scan_variant": the direction that gave it [B]."""
     Y = np.atleast_2d(Y)
     reduced = logistic_many(nuisance, Y)
-    out = {"probe": np.max(np.stack([t for t, _ in within_statistics(Y, probe, nuisance, WITHIN_PROBES,
-                                                                      reduced=reduced).values()]), axis=0)}
+    out = {"probe": within_statistic(Y, probe, nuisance, WITHIN_PROBES, reduced)}
     if directions is not None:
         out["scan"], out["scan_variant"] = scan_statistics(Y, reduced["prob"], directions.S, nuisance)
         out["scan_z"] = scan_z(out["scan"], directions.m_eff)

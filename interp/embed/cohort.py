@@ -368,7 +368,7 @@ def region_sample_tables(samples: ad.AnnData, windows_path: str | Path) -> Itera
         position = {s: i for i, s in enumerate(meta.obs_names.astype(str))}
         region = meta.var["region"].astype(str).to_numpy()
         dim = meta.var["dim"].to_numpy().astype(np.int64)
-        spans = _region_spans(meta.var)
+        spans = _region_spans(meta.var[dim == 0])  # one row per window, not per window x dimension
     finally:
         meta.file.close()
     missing = [s for s in samples.obs_names.astype(str) if s not in position]
