@@ -57,6 +57,19 @@ def test_audit_takes_the_embedding_tables_not_the_sequences(workflow_copy: Path)
     assert re.search(r"^embed_cohort\s+1$", out, flags=re.M), out
 
 
+def test_audit_and_rank_wait_for_the_cohort_check(workflow_copy: Path) -> None:
+    """audit and rank read validation.json: with --keep-going, a check_cohort that fails (a bad samples.tsv)
+    used to leave the other branches running, and the audit and rank wrote verdicts and a ranking from the
+    unchecked sheet. Now neither job can start before the check has passed."""
+    res = run_snakemake(workflow_copy, "-n", "results/demo/audit/audit.parquet", "results/demo/rank/biomarkers.parquet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    for rule in ("audit", "rank"):
+        block = out[out.index(f"rule {rule}:"):]
+        inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+        assert "results/demo/cohort/validation.json" in inputs, (rule, inputs)
+
+
 def test_workflow_passes_the_cohort_bed_to_the_report(workflow_copy: Path) -> None:
     """The report rule's inputs carry cohort.bed, so its digest reaches provenance.inputs."""
     (workflow_copy / "configs" / "two.bed").write_text("chr17\t6010\t14000\tpartA\nchr17\t14000\t22000\tpartB\n")

@@ -7,6 +7,8 @@ if COHORT:
             emb_dirs=expand(f"{R}/cohort/emb/{{model}}", model=MODELS),
             genotypes=f"{R}/cohort/genotypes.h5ad",
             assignments=f"{R}/cohort/haplotypes.parquet",
+            # the checked cohort: under --keep-going a failed check_cohort must not leave a verdict written
+            validation=f"{R}/cohort/validation.json",
         output:
             parquet=f"{R}/audit/audit.parquet",
             tsv=f"{R}/audit/audit.tsv",

@@ -6,6 +6,8 @@ if COHORT:
         input:
             emb_dirs=expand(f"{R}/cohort/emb/{{model}}", model=MODELS),
             genotypes=f"{R}/cohort/genotypes.h5ad",
+            # the checked cohort: under --keep-going a failed check_cohort must not leave a ranking written
+            validation=f"{R}/cohort/validation.json",
             **({"annotation": config["reference"]["annotation"]} if config["reference"]["annotation"] else {}),
             fasta=config["reference"]["fasta"],
             **({"variant_effect": expand(f"{R}/cohort/variant_effect/{{model}}.parquet", model=MODELS)}
