@@ -11,12 +11,12 @@ ratio, the scan's variants kept and their effective number, and peak RSS. Nothin
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 
 import numpy as np
 from bench_audit import cohort
+from sae_stream_memory import peak_rss_mib
 
 from interp.audit import AuditConfig, audit_phenotype, null_replicates_needed
 
@@ -32,12 +32,8 @@ def region(n: int, n_variants: int, g: np.ndarray, seed: int = 1) -> np.ndarray:
 
 
 def main(n: int = 1000, d: int = 128) -> None:
-    X, population, pcs, phenotypes = cohort(n, d)
-    rng = np.random.default_rng(0)  # bench_audit.cohort's draws up to its causal genotype g
-    pop_idx = rng.integers(0, 3, n)
-    rng.normal(scale=0.5, size=(n, 2))
-    rng.normal(size=(n, 3))
-    g = rng.binomial(2, np.array([0.05, 0.3, 0.6])[pop_idx]).astype(np.float32)
+    X, population, pcs, phenotypes, g = cohort(n, d, with_genotype=True)
+    g = g.astype(np.float32)
     cfg = AuditConfig()
     b = null_replicates_needed(3, cfg.alpha, cfg.max_null_replicates)
     y = phenotypes["causal"]
@@ -55,7 +51,7 @@ def main(n: int = 1000, d: int = 128) -> None:
         print(f"V={n_variants}: with the scan {s:.2f} s, ratio {s / base_s:.2f}; kept {r['variant_scan_n_variants']}, "
               f"m_eff {r['variant_scan_m_eff']:.1f}, top {r['variant_scan_variant']}, p_within {r['p_within']:.3g} "
               f"({r['n_null_replicates']} replicates)")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from interp.audit import AuditConfig, RidgeProbe, assign_verdicts, audit_phenoty
 from interp.probe import ProbeConfig, fit_logistic
 
 
-def cohort(n: int, d: int, seed: int = 0):
+def cohort(n: int, d: int, seed: int = 0, with_genotype: bool = False):
+    """(X, population, pcs, phenotypes), and the causal dosage g [n] with `with_genotype`."""
     rng = np.random.default_rng(seed)
     pop_idx = rng.integers(0, 3, n)
     population = np.array(["AFR", "EUR", "EAS"])[pop_idx]
@@ -29,7 +30,8 @@ def cohort(n: int, d: int, seed: int = 0):
     causal = (rng.random(n) < 1 / (1 + np.exp(-(-1.5 + np.log(2.0) * g)))).astype(float)
     ancestry = (rng.random(n) < np.array([0.3, 0.12, 0.2])[pop_idx]).astype(float)
     null = (rng.random(n) < 0.3).astype(float)
-    return X, population, pcs, {"causal": causal, "ancestry": ancestry, "null": null}
+    phenotypes = {"causal": causal, "ancestry": ancestry, "null": null}
+    return (X, population, pcs, phenotypes, g) if with_genotype else (X, population, pcs, phenotypes)
 
 
 def main(n: int = 1000, d: int = 128) -> None:

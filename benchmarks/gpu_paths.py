@@ -87,23 +87,16 @@ def embed(run_dir: Path, checkpoint: Path, device: str) -> None:
 
 def sae(run_dir: Path, tokens_dir: Path, checkpoint: Path, accelerator: str, quick: bool) -> dict:
     from interp import stages
+    from interp.config import load_workflow_config
 
-    params = {"accelerator": accelerator, "architecture": "topk", "auxk_alpha": 0.03125,
-              "b_dec_init": "geometric_median", "batch_size": 512, "checkpoint_every_steps": 200,
-              # no JASPAR motifs: labelling is CPU work, and pyjaspar's database (57 MB) would not travel to a
-              # device machine; GC-rich and annotation concepts remain
-              "concepts": {"gc_rich_threshold": 0.6, "gc_rich_window": 50, "motif_pvalue": 0.0001, "motifs": []},
-              "dead_after_tokens": 100000, "epochs": 1 if quick else 8, "init_sample_tokens": 8192,
-              "jumprelu_bandwidth": 0.05, "jumprelu_init_threshold": 0.05, "k": 16, "l0_coefficient": 0.01,
-              "l1_coefficient": 0.1,
-              "labels": {"alpha": 0.05, "min_lift": 2.0, "min_true_positives": 10, "n_shifts": 199,
-                         "n_thresholds": 32, "probe_max_tokens": 20000},
-              "layer": "block2", "log_dir": None, "lr": 0.001, "lr_decay_fraction": 0.2,
-              "lr_warmup_fraction": 0.05, "matryoshka_prefixes": [0.0625, 0.25, 1.0], "memory_budget_mb": 1024,
-              "model": "tiny-dnalm", "n_features": 512, "normalize_inputs": True, "seed": 7,
-              "split_block_bases": 1000, "temporal_coefficient": 1.0, "temporal_fraction": 0.0, "temporal_gap": 1,
-              "temporal_temperature": 0.1, "test_fraction": 0.15, "threshold_calibration_tokens": 262144,
-              "threshold_momentum": 0.99, "top_windows": 5, "validation_fraction": 0.15}
+    # the demo's settings as the sae rule passes them (its job keys added, the sweep/atlas/steer sections not)
+    section = load_workflow_config([ROOT / "configs" / "demo.yaml"])["sae"]
+    params = {k: v for k, v in section.items() if k not in ("atlas", "steer", "sweep")}
+    params.update({"accelerator": accelerator, "log_dir": None, "model": "tiny-dnalm", "seed": 7,
+                   "epochs": 1 if quick else section["epochs"],
+                   # no JASPAR motifs: labelling is CPU work, and pyjaspar's database (57 MB) would not travel
+                   # to a device machine; GC-rich and annotation concepts remain
+                   "concepts": {**section["concepts"], "motifs": []}})
     out = run_dir / "sae"
     stages.sae(stages.Job(
         input={"bases": str(WINDOWS / "bases.parquet"), "checkpoint": str(checkpoint),
