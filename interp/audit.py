@@ -1034,6 +1034,7 @@ def audit_phenotype(
     max_null_replicates: int | None = None,
     variant_dosage: np.ndarray | None = None,
     variant_ids: list[str] | None = None,
+    directions_cache: dict | None = None,
 ) -> dict:
     """Statistics of one (phenotype, model, layer) audit: raw p-values, effect sizes, read-outs; no verdict.
 
@@ -1043,9 +1044,12 @@ def audit_phenotype(
     ancestry markers; covariates: `interp.covariates.covariate_design` output (entering the nuisance
     model); descriptors {name: [n]} reported only. max_null_replicates: B of the Monte Carlo tests
     (default cfg.max_null_replicates; the stage passes `null_replicates_needed`).
-    variant_dosage [n, V] (NaN missing) and variant_ids [V]: the studied region's genotypes, rows as X's;
+    variant_dosage [n, V] (NaN missing; an array or a lazy `interp.cohort.genotype_file.DosageColumns`, read a
+    block at a time) and variant_ids [V]: the studied region's genotypes, rows as X's;
     with cfg.variant_scan the within-ancestry test adds the variant-direction scan (`within_components`,
-    `CombinedWithin`); without them it is the probe statistic alone.
+    `CombinedWithin`); without them it is the probe statistic alone. directions_cache: a dict shared by
+    calls on the same X and variant_dosage (one table's phenotypes): the scan's directions depend only on
+    which samples have a phenotype, so they are computed once per such set.
     `assign_verdicts` adds the multiplicity-adjusted p-values and the verdict.
     """
     y_all, all_population, all_pcs = y, np.asarray(population), pcs
@@ -1074,7 +1078,8 @@ def audit_phenotype(
     nuis = nuisance_design(strata, pcs, cov)
     A = np.hstack([nuis["ancestry"], nuis["covariates"]])
     if variant_dosage is not None:
-        variant_dosage = np.asarray(variant_dosage)  # kept as given (float32): made float64 a chunk at a time
+        if not hasattr(variant_dosage, "ndim"):  # an array or a lazy view is kept as given: read a chunk at a time
+            variant_dosage = np.asarray(variant_dosage)
         if variant_dosage.ndim != 2 or variant_dosage.shape[0] != keep.size:
             raise InputError(f"audit genotypes: a dosage matrix of shape {variant_dosage.shape} but the embeddings "
                              f"have {keep.size} samples; give one row per sample, in the same order")
@@ -1109,8 +1114,13 @@ def audit_phenotype(
             return (gen.random((m, n)) < p_hat).astype(np.float64)
         return np.stack([permute_within(y, strata, gen) for _ in range(m)]).astype(np.float64)
 
-    directions = (variant_directions(probe, variant_dosage[keep], list(variant_ids), cfg.max_scan_variants)
-                  if variant_dosage is not None and cfg.variant_scan else None)
+    directions = None
+    if variant_dosage is not None and cfg.variant_scan:
+        cache = directions_cache if directions_cache is not None else {}
+        key = (np.packbits(keep).tobytes(), cfg.max_scan_variants)
+        if key not in cache:
+            cache[key] = variant_directions(probe, variant_dosage[keep], list(variant_ids), cfg.max_scan_variants)
+        directions = cache[key]
     scan_keys = ("variant_scan_statistic", "variant_scan_z", "variant_scan_variant", "variant_scan_r2",
                  "variant_scan_n_variants", "variant_scan_n_candidates", "variant_scan_m_eff",
                  "within_probe_null_mean", "within_probe_null_sd", "variant_scan_null_mean", "variant_scan_null_sd")

@@ -24,6 +24,7 @@ from interp.audit import (
     small_cell,
     suppressed_groups,
 )
+from interp.cohort.genotype_file import GenotypeFile, dosage_columns
 from interp.cohort.vcf import population_obs_column
 from interp.errors import InputError
 
@@ -143,7 +144,8 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE,
 def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotypes: list[str],
                     cfg: AuditConfig, covariates: list[str], covariate_missing: str = "refuse",
                     population_column: str | None = None, max_null_replicates: int | None = None,
-                    categorical_covariates: list[str] | tuple = (), genotypes: ad.AnnData | None = None,
+                    categorical_covariates: list[str] | tuple = (),
+                    genotypes: GenotypeFile | ad.AnnData | None = None,
                     ) -> list[tuple[dict, dict]]:
     """Audit one sample-level embedding table (`<layer>.samples.h5ad`) for every phenotype.
 
@@ -155,9 +157,12 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
     absent); None puts every sample in one group "all" (strata then
     come from the PCs). covariate_missing, categorical_covariates: the `interp.covariates.covariate_design`
     policy and the covariates one-hot encoded even when coded as numbers.
-    genotypes: the studied regions' genotypes (`genotypes.h5ad`: obs sample IDs, var contig and 1-based pos,
-    layers["dosage"] or X), for the audit's variant-direction scan (`interp.variant_scan`): every variant
-    for the whole cohort's table, the variants inside uns["region_span"] for one region's; None: no scan.
+    genotypes: the studied regions' genotypes (`interp.cohort.genotype_file.GenotypeFile` over genotypes.h5ad,
+    or an AnnData: obs sample IDs, var contig and 1-based pos, layers["dosage"] or X), for the audit's
+    variant-direction scan (`interp.variant_scan`): every variant for the whole cohort's table, the variants
+    inside uns["region_span"] for one region's, read from disk a block at a time (`dosage_columns`); the scan's
+    directions are computed once per set of samples with a phenotype and shared by the phenotypes; None: no
+    scan.
     Sample IDs (obs_names) repeated in the table are an InputError.
     Returns per phenotype (`audit_phenotype`'s result with phenotype, model, layer and region added, no verdict
     yet; extras: the embedding's feature attribution summary and the SAE feature leakage).
@@ -183,40 +188,20 @@ def audit_embedding(table: ad.AnnData, sae_features: ad.AnnData | None, phenotyp
                               categorical=categorical_covariates)
     descriptors = {k: table.obs[k].to_numpy(dtype=float) for k in DESCRIPTOR_COLUMNS if k in table.obs}
     sae_matrix = None if sae_features is None else sae_features.X
-    dosage, variant_ids = (scan_genotypes(genotypes, ids.tolist(), table.uns.get("region_span"))
+    dosage, variant_ids = (dosage_columns(genotypes, ids.tolist(), table.uns.get("region_span"))
                            if genotypes is not None else (None, None))
+    directions_cache: dict = {}  # phenotypes with the same samples share the scan's directions
     out = []
     for phenotype in phenotypes:
         y = table.obs[phenotype].to_numpy(dtype=float)
         res = audit_phenotype(X, y, population, pcs, cfg, covariates=design, descriptors=descriptors,
                               max_null_replicates=max_null_replicates, variant_dosage=dosage,
-                              variant_ids=variant_ids)
+                              variant_ids=variant_ids, directions_cache=directions_cache)
         res.update({"phenotype": phenotype, "model": table.uns["model"], "layer": table.uns["layer"],
                     "region": table.uns.get("region")})
         out.append((res, {"attribution": attribution_summary(feature_attribution(X, y, pcs, population)),
                           "sae_feature_leakage": sae_feature_leakage(sae_matrix, y, pcs, population)}))
     return out
-
-
-def scan_genotypes(genotypes: ad.AnnData, sample_ids: list[str], region_span: list | None = None,
-                   ) -> tuple[np.ndarray, list[str]]:
-    """Dosages [n, V] (float32, NaN missing) of `sample_ids` in that order and the variant IDs [V] for the
-    audit's variant scan: every variant of `genotypes`, or those whose 1-based pos lies in region_span
-    [contig, start, end) (0-based, half-open). A sample missing from the genotypes is an InputError."""
-    position = {s: i for i, s in enumerate(genotypes.obs_names.astype(str))}
-    absent = [s for s in sample_ids if s not in position]
-    if absent:
-        raise InputError(f"audit: the genotypes (genotypes.h5ad) lack sample {absent[0]!r} of the embedding table "
-                         f"({len(absent)} missing): rerun the ancestry stage on the same samples")
-    cols = np.ones(genotypes.n_vars, dtype=bool)
-    if region_span is not None:
-        contig, start, end = str(region_span[0]), int(region_span[1]), int(region_span[2])
-        pos0 = genotypes.var["pos"].to_numpy().astype(np.int64) - 1
-        cols = (genotypes.var["contig"].astype(str).to_numpy() == contig) & (pos0 >= start) & (pos0 < end)
-    matrix = genotypes.layers["dosage"] if "dosage" in genotypes.layers else genotypes.X
-    rows = np.array([position[s] for s in sample_ids], dtype=np.int64)
-    dosage = np.asarray(matrix[:, np.flatnonzero(cols)], dtype=np.float32)[rows]
-    return dosage, genotypes.var_names[cols].astype(str).tolist()
 
 
 def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str,
@@ -290,7 +275,8 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
     all verdicts adjusted together (`interp.audit.assign_verdicts`). The Monte Carlo null size B is what the
     strictest Holm level of that many verdicts needs (`null_replicates_needed`), at most
     cfg.max_null_replicates; when the cap keeps that level out of reach a warning names the B needed.
-    genotypes: the ancestry stage's genotypes.h5ad, for the variant scan (`scan_genotypes`); None: no scan.
+    genotypes: the ancestry stage's genotypes.h5ad, for the variant scan: opened once, its dosage columns read a
+    block at a time (`interp.cohort.genotype_file`), never loaded whole; None: no scan.
     Returns `audit_tables`' (table, details).
     """
     import anndata as ad
@@ -312,14 +298,18 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
     kw = {"covariate_missing": covariate_missing, "population_column": population_obs_column(population_column),
           "max_null_replicates": b,
           "categorical_covariates": categorical_covariates,
-          "genotypes": ad.read_h5ad(genotypes) if genotypes is not None and cfg.variant_scan else None}
+          "genotypes": GenotypeFile(genotypes) if genotypes is not None and cfg.variant_scan else None}
     audited = []
-    for path in paths:
-        table = ad.read_h5ad(path)
-        sae_path = path.parent / "sae.features.h5ad"
-        sae = ad.read_h5ad(sae_path) if sae_path.exists() and table.uns["layer"] == sae_layer else None
-        audited += audit_embedding(table, sae, phenotypes, cfg, covariates, **kw)
-        for region_table in region_sample_tables(table, regions[path]) if path in regions else ():
-            audited += audit_embedding(region_table, None, phenotypes, cfg, covariates, **kw)
+    try:
+        for path in paths:
+            table = ad.read_h5ad(path)
+            sae_path = path.parent / "sae.features.h5ad"
+            sae = ad.read_h5ad(sae_path) if sae_path.exists() and table.uns["layer"] == sae_layer else None
+            audited += audit_embedding(table, sae, phenotypes, cfg, covariates, **kw)
+            for region_table in region_sample_tables(table, regions[path]) if path in regions else ():
+                audited += audit_embedding(region_table, None, phenotypes, cfg, covariates, **kw)
+    finally:
+        if kw["genotypes"] is not None:
+            kw["genotypes"].close()
     results = assign_verdicts([r for r, _ in audited], cfg)
     return audit_tables(results, [e for _, e in audited], covariate_missing)

@@ -56,7 +56,7 @@ def variant_directions(probe, dosage: np.ndarray, ids: list[str], max_variants: 
     are predicted VARIANT_CHUNK at a time and only the best are held, so memory follows n x max_variants
     however many variants the regions have. Returns None when no variant is left.
     """
-    D = np.asarray(dosage)
+    D = dosage if hasattr(dosage, "ndim") else np.asarray(dosage)  # a lazy view is read a chunk at a time
     if D.ndim != 2 or D.shape[1] == 0:
         return None
     kept_S, kept_r2, kept_ids, n_candidates = np.zeros((0, D.shape[0])), np.zeros(0), [], 0
