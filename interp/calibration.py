@@ -326,8 +326,7 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
     variants and every `*.windows.h5ad` family of emb_dirs. Returns {"draws", family name / "all":
     {n_tests, "0.01", "0.001", "0.0001"}} with n_tests and counts summed over draws.
     """
-    import anndata as ad
-
+    from interp.cohort.genotype_file import read_genotypes
     from interp.config import settings_from_section
     from interp.rank import (
         RankConfig,
@@ -341,7 +340,7 @@ def null_redraw_type1(genotypes: str | Path, emb_dirs: list[str | Path], covaria
     from interp.stages import RANK_NOT_FIT
 
     cfg = settings_from_section(RankConfig, rank, ignore=RANK_NOT_FIT, source="rank", seed=seed)
-    geno = ad.read_h5ad(genotypes)
+    geno = read_genotypes(genotypes)
     cov, _ = rank_design(geno, covariates, covariate_missing)
     raw = np.asarray(variant_family(geno).matrix, dtype=np.float64)
     dosage = mean_impute(raw)
@@ -529,6 +528,8 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
     """
     import anndata as ad
 
+    from interp.cohort.genotype_file import read_genotypes
+
     archive = Path(archive)
     names = cells if cells is not None else sorted(p.name for p in archive.iterdir() if p.is_dir())
     select_cells(names)  # unknown names raise, listing the known cells
@@ -546,7 +547,7 @@ def oracle_rows(archive: Path, config: dict, cells: list[str] | None = None, alp
                 continue
             summary = json.loads((folder / "summary.json").read_text())
             truth = json.loads((folder / "truth.json").read_text())
-            geno = ad.read_h5ad(folder / "geno.h5ad")
+            geno = read_genotypes(folder / "geno.h5ad")
             p = oracle_causal_p(geno, truth, cohort, bins, int(summary["seed"]))
             m = sum(len(v) for v in summary["verdicts"].values())
             by_layer: dict[str, dict] = {}

@@ -660,8 +660,7 @@ def embed_cohort(job: Job) -> None:
     sequences table's seq_hash and gc only), or, without shards (tests, the calibration suite), embedded here."""
     import time
 
-    import anndata as ad
-
+    from interp.cohort.genotype_file import read_genotypes
     from interp.cohort.haplotypes import read_sequences
     from interp.cohort.shards import gather_cohort_vectors
     from interp.embed.cohort import embed_cohort_tables
@@ -676,7 +675,7 @@ def embed_cohort(job: Job) -> None:
         sequences = read_sequences(job.input["sequences"]).sort("seq_hash")
         pooled, extra = _embed_distinct(job, sequences, n_shards=0)
     tables, stats = embed_cohort_tables(  # assignments read in batches (interp.embed.cohort.sequence_index)
-        None, sequences, job.input["assignments"], ad.read_h5ad(job.input["genotypes"]),
+        None, sequences, job.input["assignments"], read_genotypes(job.input["genotypes"], dosage=False),
         load_card(job.input["card"])["name"], layers, None, None,
         p["sae_layer"], keep_haplotypes=bool(p.get("keep_haplotypes")), pooled=pooled)
     with atomic_dir(job.output["out_dir"]) as folder:
@@ -736,14 +735,13 @@ def rank(job: Job) -> None:
     covariates, with linkage to the variants (interp.rank, interp.rank_inputs). The optional input
     `variant_effect` (the variant_effect stage's tables) adds one burden family per model over the same
     windows; without it (the calibration suite) no such family is built."""
-    import anndata as ad
-
+    from interp.cohort.genotype_file import read_genotypes
     from interp.rank import RankConfig
     from interp.rank_inputs import model_windows, rank_cohort, variant_effect_family, window_families
 
     _set_threads(job.threads)
     p = job.params
-    geno = ad.read_h5ad(job.input["genotypes"])
+    geno = read_genotypes(job.input["genotypes"])
     cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
     families = window_families(job.input["emb_dirs"], geno.obs_names)
     # the annotation rows the ranked loci can overlap: the variants' bases and the model windows

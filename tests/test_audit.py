@@ -196,15 +196,11 @@ def test_strong_ancestry_only_phenotype_fails():
 
 
 @pytest.mark.slow
+# measured 2026-12-06 with the variant scan (README, audit): flat PASS 97/100; differentiated PASS 82/100 (CI
+# 73-89%; 70/100 with the probe statistic alone, when this case was an expected failure), FAIL 1/100
 @pytest.mark.parametrize("freq", [
     (0.3, 0.3, 0.3),
-    pytest.param((0.05, 0.3, 0.6), marks=pytest.mark.xfail(
-        strict=False, reason="target missed, measured 2026-11-25 with the two-probe statistic: PASS 70/100 (CI "
-        "60-79%), FAIL 1/100. In these cohorts the causal SNV is one of 31 spread by a random map over 32 noisy "
-        "dimensions: a likelihood-ratio test of all 32 dimensions given ancestry has power 66%, the same test "
-        "of the oracle direction (X regressed on the true genotype) 98%; a test that must learn the direction "
-        "sits near the former (README, audit); measured before the variant scan, which these cohorts now get, "
-        "and not yet remeasured with it")),
+    (0.05, 0.3, 0.6),
 ], ids=["flat", "differentiated"])
 def test_causal_or2_n1000_rates(freq):
     counts = verdict_counts(range(1000, 1100), kind="causal", causal_freq=freq, odds_ratio=2.0, n_per=334, audit=FULL)

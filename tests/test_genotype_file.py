@@ -133,3 +133,31 @@ def test_the_audit_reads_the_same_numbers_from_disk_and_shares_directions_across
         for key in ("p_within", "within_statistic", "variant_scan_statistic", "variant_scan_m_eff"):
             assert a[key] == b[key], key
     assert lazy[0][0]["variant_scan_variant"] == "v4"
+
+
+def test_read_genotypes_leaves_out_the_standardised_x(tmp_path) -> None:
+    from interp.cohort.genotype_file import read_genotypes
+
+    adata = _genotypes()
+    adata.obsm["X_pca"] = np.arange(80, dtype=np.float64).reshape(40, 2)
+    adata.uns["pca"] = {"variance_ratio": np.array([0.3, 0.1])}
+    path = tmp_path / "genotypes.h5ad"
+    adata.write_h5ad(path)
+    geno = read_genotypes(path)
+    assert geno.X is None and geno.shape == adata.shape
+    np.testing.assert_array_equal(geno.layers["dosage"], adata.layers["dosage"])
+    np.testing.assert_array_equal(geno.obsm["X_pca"], adata.obsm["X_pca"])
+    pd.testing.assert_frame_equal(geno.var, adata.var)
+    assert list(geno.obs_names) == list(adata.obs_names) and geno.uns["pca"]["variance_ratio"][0] == 0.3
+    meta = read_genotypes(path, dosage=False)  # the samples' ancestry only
+    assert meta.X is None and len(meta.layers) == 0 and meta.n_vars == adata.n_vars
+    del adata.layers["dosage"]  # a file whose X is the dosage
+    adata.write_h5ad(path)
+    np.testing.assert_array_equal(read_genotypes(path).layers["dosage"], adata.X)
+    meta_only = ad.AnnData(obs=adata.obs, var=adata.var)  # no matrix at all: the ancestry is readable, dosages not
+    meta_only.write_h5ad(path)
+    assert read_genotypes(path, dosage=False).n_vars == adata.n_vars
+    with pytest.raises(InputError, match=r"neither layers\['dosage'\] nor X"):
+        read_genotypes(path)
+    with pytest.raises(InputError, match=r"neither layers\['dosage'\] nor X"):
+        GenotypeFile(path)

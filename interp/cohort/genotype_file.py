@@ -5,7 +5,9 @@ table's samples. Loading the file whole holds n x V float32 twice (X standardise
 for thousands of samples and hundreds of genes that is gigabytes beside the embeddings, and a region's
 audit needs only its own columns. `GenotypeFile` opens the file read-only and keeps obs and var;
 `DosageColumns` is a lazy [rows, columns] view whose blocks `interp.variant_scan.variant_directions` reads
-VARIANT_CHUNK columns at a time, so memory follows n x chunk, not n x V.
+VARIANT_CHUNK columns at a time, so memory follows n x chunk, not n x V. `read_genotypes` reads the file
+without its standardised X: the stages that need only the samples' ancestry (embed_cohort, report) read no
+matrix at all, rank reads the dosages once instead of twice.
 """
 
 from __future__ import annotations
@@ -73,23 +75,17 @@ class GenotypeFile:
     Use as a context manager, or call close()."""
 
     def __init__(self, path: str | Path):
-        import h5py
         from anndata.io import read_elem
 
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise InputError(f"{self.path}: not a readable genotypes.h5ad (HDF5) file: {e}") from None
-        f = self._file
-        missing = [k for k in ("obs", "var", "X") if k not in f]
-        if missing:
-            self.close()
-            raise InputError(f"{self.path}: no {missing[0]!r} in this AnnData file; expected the ancestry stage's "
-                             "genotypes.h5ad")
+        self._file = f = _open(self.path)
         self.obs_names = read_elem(f["obs"]).index.astype(str)
         self.var: pd.DataFrame = read_elem(f["var"])
-        node = f["layers/dosage"] if "layers" in f and "dosage" in f["layers"] else f["X"]
+        try:
+            node = _dosage_node(f)
+        except InputError:
+            self.close()
+            raise
         # a sparse matrix (not what the ancestry stage writes) is read whole: its columns are not slabs
         self.matrix = node if hasattr(node, "shape") and not hasattr(node, "keys") else _dense(read_elem(node))
 
@@ -118,6 +114,42 @@ class InMemoryGenotypes:
     @property
     def n_vars(self) -> int:
         return len(self.var)
+
+
+def _open(path: Path):
+    """The file opened read-only, checked to have obs and var; an InputError naming it otherwise."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(f"{path}: not a readable genotypes.h5ad (HDF5) file: {e}") from None
+    missing = [k for k in ("obs", "var") if k not in f]
+    if missing:
+        f.close()
+        raise InputError(f"{path}: no {missing[0]!r} in this AnnData file; expected the ancestry stage's genotypes.h5ad")
+    return f
+
+
+def _dosage_node(f):
+    if "layers" in f and "dosage" in f["layers"]:
+        return f["layers/dosage"]
+    if "X" not in f:
+        raise InputError(f"{f.filename}: neither layers['dosage'] nor X in this AnnData file: no genotypes to read; "
+                         "expected the ancestry stage's genotypes.h5ad")
+    return f["X"]
+
+
+def read_genotypes(path: str | Path, dosage: bool = True) -> ad.AnnData:
+    """genotypes.h5ad without its standardised X: obs, var, obsm and uns, and with `dosage` the ALT dosages
+    [n, V] (float32, NaN missing) as layers["dosage"] (the file's X when it has no such layer); X is None."""
+    import anndata as ad
+    from anndata.io import read_elem
+
+    with _open(Path(path)) as f:
+        parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "uns") if k in f}
+        layers = {"dosage": read_elem(_dosage_node(f))} if dosage else {}
+    return ad.AnnData(**parts, layers=layers)
 
 
 def _dense(matrix) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from interp.audit import MIN_REPORTED_GROUP, suppressed_sizes
+from interp.cohort.genotype_file import read_genotypes
 from interp.cohort.vcf import population_obs_column
 from interp.io import is_missing, write_text_atomic
 from interp.report import plots, summary
@@ -279,7 +280,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     out: dict[str, Any] = {}
     figs: dict[str, str] = {}
     cfg = params["config"]
-    geno = ad.read_h5ad(inputs["genotypes"])
+    geno = read_genotypes(inputs["genotypes"], dosage=False)  # obs, PCs and uns: no matrix
     pop_col = population_obs_column(cfg["cohort"].get("population_column"))  # samples.tsv's, renamed
     population = population_labels(geno.obs, pop_col)
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
