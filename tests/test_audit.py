@@ -195,9 +195,9 @@ def test_strong_ancestry_only_phenotype_fails():
 # ------------------------------------------------------------------------------------------ rates (slow, fuller)
 
 
-@pytest.mark.slow
 # measured 2026-12-06 with the variant scan (README, audit): flat PASS 97/100; differentiated PASS 82/100 (CI
 # 73-89%; 70/100 with the probe statistic alone, when this case was an expected failure), FAIL 1/100
+@pytest.mark.slow
 @pytest.mark.parametrize("freq", [
     (0.3, 0.3, 0.3),
     (0.05, 0.3, 0.6),

@@ -89,10 +89,6 @@ class GenotypeFile:
         # a sparse matrix (not what the ancestry stage writes) is read whole: its columns are not slabs
         self.matrix = node if hasattr(node, "shape") and not hasattr(node, "keys") else _dense(read_elem(node))
 
-    @property
-    def n_vars(self) -> int:
-        return len(self.var)
-
     def close(self) -> None:
         self._file.close()
 
@@ -110,10 +106,6 @@ class InMemoryGenotypes:
         self.obs_names = adata.obs_names.astype(str)
         self.var = adata.var
         self.matrix = _dense(adata.layers["dosage"] if "dosage" in adata.layers else adata.X)
-
-    @property
-    def n_vars(self) -> int:
-        return len(self.var)
 
 
 def _open(path: Path):
@@ -168,7 +160,7 @@ def dosage_columns(genotypes: GenotypeFile | InMemoryGenotypes | ad.AnnData, sam
     if absent:
         raise InputError(f"audit: the genotypes (genotypes.h5ad) lack sample {absent[0]!r} of the embedding table "
                          f"({len(absent)} missing): rerun the ancestry stage on the same samples")
-    cols = np.ones(genotypes.n_vars, dtype=bool)
+    cols = np.ones(len(genotypes.var), dtype=bool)
     if region_span is not None:
         contig, start, end = str(region_span[0]), int(region_span[1]), int(region_span[2])
         pos0 = genotypes.var["pos"].to_numpy().astype(np.int64) - 1
