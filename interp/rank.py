@@ -685,21 +685,31 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
 # ----------------------------------------------------------------------------- linkage
 
 
-def tagged_variants(features: np.ndarray, dosage: np.ndarray, variant_ids: list[str], r_min: float,
+def tagged_variants(features: np.ndarray, dosage: np.ndarray | Columns, variant_ids: list[str], r_min: float,
                     max_tags: int) -> list[str]:
-    """Per feature column of features [n, k]: the variants (dosage [n, v], mean-imputed) whose Pearson
-    |r| with it is >= r_min, the strongest `max_tags` first, as "id(r=0.82);id2(r=-0.41)"."""
+    """Per feature column of features [n, k]: the variants (dosage [n, v], mean-imputed; an array or a `Columns`
+    reader, read `COLUMN_CHUNK` columns at a time, so memory follows k x chunk, not k x v) whose Pearson |r|
+    with it is >= r_min, the strongest `max_tags` first (ties by variant order), as "id(r=0.82);id2(r=-0.41)"."""
     f, fc = _standardise(np.asarray(features, dtype=np.float64))
-    g, gc = _standardise(np.asarray(dosage, dtype=np.float64))
-    n = f.shape[0]
-    r = (f.T @ g) / max(n - 1, 1)
-    r[fc] = 0.0
-    r[:, gc] = 0.0
+    cols = dosage if isinstance(dosage, Columns) else Columns(np.asarray(dosage, dtype=np.float64))
+    n, m = f.shape[0], cols.n_columns
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (feature, variant, r) of each hit
+    for lo in range(0, m, COLUMN_CHUNK):
+        g, gc = _standardise(cols.read(slice(lo, min(lo + COLUMN_CHUNK, m))))
+        r = (f.T @ g) / max(n - 1, 1)
+        r[fc] = 0.0
+        r[:, gc] = 0.0
+        i, j = np.nonzero(np.abs(r) >= r_min)
+        found.append((i, lo + j, r[i, j]))
+    feat = np.concatenate([h[0] for h in found]) if found else np.zeros(0, dtype=np.int64)
+    var = np.concatenate([h[1] for h in found]) if found else np.zeros(0, dtype=np.int64)
+    r_hit = np.concatenate([h[2] for h in found]) if found else np.zeros(0)
     out = []
-    for row in r:
-        hits = np.flatnonzero(np.abs(row) >= r_min)
-        hits = hits[np.lexsort((hits, -np.abs(row[hits])))][:max_tags]
-        out.append(";".join(f"{variant_ids[j]}(r={row[j]:.2f})" for j in hits))
+    for row in range(f.shape[1]):
+        mine = feat == row
+        hits, r_row = var[mine], r_hit[mine]
+        best = np.lexsort((hits, -np.abs(r_row)))[:max_tags]
+        out.append(";".join(f"{variant_ids[j]}(r={rr:.2f})" for j, rr in zip(hits[best], r_row[best], strict=True)))
     return out
 
 
@@ -750,6 +760,25 @@ class Columns:
         return block if self.rows is None else block[self.rows]
 
 
+class ImputedColumns(Columns):
+    """Dosage columns (NaN = missing) read mean-imputed, as `mean_impute` of the whole matrix gives them: each
+    column's missing entries take the mean of its observed ones among `rows`, whichever columns are read
+    together (a column's sum runs down its rows in the same order in any block)."""
+
+    def read(self, cols: slice | np.ndarray) -> np.ndarray:
+        return mean_impute(super().read(cols))
+
+
+def column_carrier_counts(cols: Columns) -> np.ndarray:
+    """`carrier_counts` of every column of a `Columns` reader, read `COLUMN_CHUNK` columns at a time."""
+    m = cols.n_columns
+    out = np.zeros(m, dtype=np.int64)
+    for lo in range(0, m, COLUMN_CHUNK):
+        sl = slice(lo, min(lo + COLUMN_CHUNK, m))
+        out[sl] = carrier_counts(cols.read(sl))
+    return out
+
+
 @dataclass
 class Family:
     """One feature family tested against each phenotype, BH-corrected on its own.
@@ -788,13 +817,7 @@ def cohort_carrier_counts(fam: Family) -> np.ndarray:
     `n_carriers` counts the samples with a value for the phenotype, so two phenotypes' counts of one column
     differ by the carriers among the samples one of them leaves out (a privacy leak where those are 1-4
     people, see README Privacy); the report shows this count instead."""
-    cols = fam.columns()
-    m = cols.n_columns
-    out = np.zeros(m, dtype=np.int64)
-    for lo in range(0, m, COLUMN_CHUNK):
-        sl = slice(lo, min(lo + COLUMN_CHUNK, m))
-        out[sl] = carrier_counts(cols.read(sl))
-    return out
+    return column_carrier_counts(fam.columns())
 
 
 def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str, cohort_carriers: np.ndarray) -> pl.DataFrame:
@@ -864,10 +887,13 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     n_missing = int((~keep).sum())
     cap = ({k: np.asarray(c, dtype=np.int64) - n_missing for k, c in cohort_carriers.items()}
            if 0 < n_missing < MIN_REPORTED_GROUP else {})
-    dosage = mean_impute(np.asarray(variants.matrix, dtype=np.float64)[keep])
+    # the dosages read a block of columns at a time (the variant family may be on disk: rows x variants need not
+    # fit in memory), mean-imputed among the samples kept
+    raw = variants.columns(keep)
+    dosage = ImputedColumns(raw.source, raw.rows)
     # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
     # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
-    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=carrier_counts(np.asarray(variants.matrix)[keep]),
+    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=column_carrier_counts(raw),
                      standardise=False, null=null, carrier_cap=cap.get(variants.name))
     vt = _family_frame(variants, vt, phenotype, cohort_carriers[variants.name])
     tables = [vt]
@@ -880,6 +906,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     v_tested = np.flatnonzero(np.isfinite(v_p))
     top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
         if v_tested.size else None
+    top_dosage = dosage.read(np.array([top_v]))[:, 0] if top_v is not None else None
     for fam in families:
         x = fam.columns(keep)
         ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name))
@@ -896,7 +923,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
             block = x.read(part)
             if top_v is not None:
                 # one variant for the whole phenotype: how many significant features does it alone explain?
-                p_top[part] = conditional_pvalues(block, null, dosage[:, top_v], cfg.spa_cutoff)
+                p_top[part] = conditional_pvalues(block, null, top_dosage, cfg.spa_cutoff)
             tags[part] = tagged_variants(block, dosage, variants.features, cfg.tag_r, cfg.max_tags)
         if sig.size and top_v is not None:
             n_explained_top += int((p_top[sig] > (threshold if threshold is not None else -1.0)).sum())
@@ -910,7 +937,8 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
                     continue
                 groups.setdefault(int(inside[np.argmin(v_p[inside])]), []).append(int(j))
             for v_j, cols in groups.items():
-                pc = conditional_pvalues(x.read(np.asarray(cols)), null, dosage[:, v_j], cfg.spa_cutoff)
+                pc = conditional_pvalues(x.read(np.asarray(cols)), null, dosage.read(np.array([v_j]))[:, 0],
+                                        cfg.spa_cutoff)
                 vid = variants.features[v_j]
                 lead[cols] = vid
                 p_cond[cols] = pc

@@ -76,13 +76,15 @@ def window_families(emb_dirs: list[str | Path], sample_order: list[str] | pd.Ind
             for path in sorted(Path(d).glob("*.windows.h5ad"))]
 
 
-def variant_family(geno: ad.AnnData) -> Family:
+def variant_family(geno: ad.AnnData, dosage: Any = None) -> Family:
     """Every variant of the cohort as one family.
 
     geno: the ancestry stage's AnnData (var index "contig:pos:ref:alt", var contig and 1-based pos;
-    layers["dosage"], else X, ALT dosage [n_samples, n_variants], NaN missing).
-    Returns a Family "variant": matrix float32 dosage, features the variant ids, short names
-    "contig:pos ref>alt", contig, start = pos - 1 and end = pos (0-based, the variant's first base).
+    layers["dosage"], else X, ALT dosage [n_samples, n_variants], NaN missing). dosage: that matrix when geno
+    holds none, e.g. `interp.cohort.genotype_file.GenotypeFile(path).matrix` (left on disk: rank reads it a
+    block of columns at a time), rows in geno's order.
+    Returns a Family "variant": matrix the dosage (float32 when read from geno), features the variant ids,
+    short names "contig:pos ref>alt", contig, start = pos - 1 and end = pos (0-based, the variant's first base).
     """
     var = geno.var
     ids = var.index.astype(str).tolist()
@@ -91,7 +93,8 @@ def variant_family(geno: ad.AnnData) -> Family:
     for vid in ids:
         parts = vid.split(":")
         short.append(f"{parts[0]}:{parts[1]} {parts[2]}>{parts[3]}" if len(parts) == 4 else vid)
-    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float32)
+    if dosage is None:
+        dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X, dtype=np.float32)
     return Family(name="variant", kind="variant", matrix=dosage, features=ids, short_names=short,
                   contig=var["contig"].astype(str).to_numpy(), start=pos0, end=pos0 + 1)
 
@@ -150,12 +153,14 @@ def model_windows(families: list[Family]) -> pl.DataFrame:
     return pl.concat(frames).unique().sort(["contig", "start", "end"])
 
 
-def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.DataFrame) -> Family | None:
+def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.DataFrame,
+                          dosage: Any = None) -> Family | None:
     """One model's zero-shot variant scores as a window burden family "variant_effect:<model>".
 
     geno: the ancestry stage's AnnData (var index variant_id, contig, 1-based pos; layers["dosage"], else X,
     ALT dosage, NaN missing, mean-imputed per variant as in the variant family). scores: the variant_effect
-    stage's table (variant_id, score, model; `interp.embed.variant_effect.score_cohort_variants`).
+    stage's table (variant_id, score, model; `interp.embed.variant_effect.score_cohort_variants`). dosage: the
+    matrix when geno holds none (as in `variant_family`: on disk, read a window's columns at a time).
     windows: contig, start, end (0-based half-open): the windows of the model's window features
     (`model_windows`), so the burden and the embedding / SAE features of a window describe the same bases.
 
@@ -180,7 +185,8 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
     # no float64 copy of the whole matrix (it took ~29 B per sample x variant at its peak): the imputed means of
     # the positive-weight columns only, then each window's columns made float64 and imputed as it is summed;
     # the same values as `mean_impute` of the whole matrix, so the same burdens, bit for bit
-    dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X)
+    if dosage is None:
+        dosage = np.asarray(geno.layers["dosage"] if "dosage" in geno.layers else geno.X)
     means = _imputed_means(dosage, np.flatnonzero(weight > 0))
     v_contig = geno.var["contig"].astype(str).to_numpy()
     v_pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
@@ -195,7 +201,7 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
         inside = idx[np.searchsorted(p0, s, side="left"):np.searchsorted(p0, e, side="left")]
         if inside.size == 0:
             continue
-        block = np.take(dosage, inside, axis=1).astype(np.float64, copy=False)
+        block = _take_columns(dosage, inside)
         missing = ~np.isfinite(block)
         if missing.any():
             block[missing] = means[inside][np.nonzero(missing)[1]]
@@ -226,12 +232,24 @@ def _imputed_means(dosage: np.ndarray, columns: np.ndarray) -> np.ndarray:
     step = max(1, IMPUTE_CHUNK_VALUES // max(dosage.shape[0], 1))
     for lo in range(0, columns.size, step):
         cols = columns[lo:lo + step]
-        block = np.take(dosage, cols, axis=1).astype(np.float64, copy=False)
+        block = _take_columns(dosage, cols)
         missing = ~np.isfinite(block)
         counts = (~missing).sum(axis=0)
         sums = np.where(missing, 0.0, block).sum(axis=0)
         means[cols] = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
     return means
+
+
+def _take_columns(dosage: Any, cols: np.ndarray) -> np.ndarray:
+    """float64 [n, len(cols)] of the columns `cols` (any order) of an array or an on-disk dataset."""
+    if isinstance(dosage, np.ndarray):
+        return np.take(dosage, cols, axis=1).astype(np.float64, copy=False)
+    from interp.rank import Columns
+
+    order = np.argsort(cols, kind="stable")
+    block = np.empty((dosage.shape[0], cols.size), dtype=np.float64)
+    block[:, order] = Columns(dosage).read(np.asarray(cols)[order])
+    return block
 
 
 def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np.ndarray, v_pos0: np.ndarray,
@@ -314,14 +332,15 @@ def order_rank_table(table: pl.DataFrame) -> pl.DataFrame:
 
 def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFrame | None, phenotypes: list[str],
                 covariates: list[str], cfg: RankConfig, covariate_missing: str = "refuse",
-                categorical_covariates: list[str] | tuple = (),
+                categorical_covariates: list[str] | tuple = (), variants: Family | None = None,
                 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Rank the variants and every model feature family for each phenotype (`interp.rank.rank_phenotype`),
     adjusted for the ancestry PCs and the covariates.
 
     geno: the ancestry stage's AnnData (obs with the phenotypes and covariates, obsm["X_pca"] [n, k], the
     variants); families: `window_family` of each model layer, in the samples' order of geno, and any
-    `variant_effect_family` (each family its own BH scope).
+    `variant_effect_family` (each family its own BH scope); variants: the variant family (default
+    `variant_family(geno)`; the rank stage passes one whose dosages stay on disk).
     Returns (table: one row per (phenotype, family, feature), with the locus columns of `annotate_loci` and
     `n_carriers_cohort` (the column's carriers over every sample, `interp.rank.cohort_carrier_counts`),
     ordered by `order_rank_table`; summary: phenotypes (rank_phenotype's summaries), covariates and
@@ -330,7 +349,7 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     from interp import rank as _rank
 
     cov, design = rank_design(geno, covariates, covariate_missing, categorical_covariates)
-    variants = variant_family(geno)
+    variants = variants if variants is not None else variant_family(geno)
     # each column's carriers over the whole cohort, counted once: the count the report shows (every phenotype's
     # own count differs by the carriers among the samples it leaves out)
     cohort_carriers = {fam.name: _rank.cohort_carrier_counts(fam) for fam in [variants, *families]}

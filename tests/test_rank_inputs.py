@@ -412,3 +412,58 @@ def test_rank_cohort_counts_each_familys_cohort_carriers_once_for_every_phenotyp
     assert calls == ["variant"]
     v0 = table.filter(pl.col("feature") == "chr1:10:A:G").sort("phenotype")
     assert v0["n_carriers"].to_list() == [8, 9] and v0["n_carriers_cohort"].to_list() == [9, 9]
+
+
+def test_rank_cohort_with_the_dosages_on_disk_equals_it_in_memory(tmp_path, monkeypatch) -> None:
+    """The rank stage leaves genotypes.h5ad's dosages on disk (`GenotypeFile`) and reads them a block of columns
+    at a time: variant tests, carrier counts, mean imputation among each phenotype's samples, the burden family,
+    tags, the lead and top variants' conditional tests. Missing calls (and samples without a phenotype) included,
+    blocks of 4 columns on disk against the whole matrix in memory: the same table."""
+    from interp import rank
+    from interp.cohort.genotype_file import GenotypeFile, read_genotypes
+    from interp.rank import RankConfig
+    from interp.rank_inputs import rank_cohort, variant_effect_family, variant_family
+    from tests.test_rank import assert_same_table, rounded
+
+    geno, scores, windows, _ = _planted_cohort()
+    rng = np.random.default_rng(11)
+    dosage = geno.layers["dosage"].copy()
+    dosage[rng.random(dosage.shape) < 0.03] = np.nan
+    geno.layers["dosage"] = dosage
+    geno.obs.loc[geno.obs_names[:3], "null"] = np.nan  # 3 samples without this phenotype
+    geno.write_h5ad(tmp_path / "genotypes.h5ad")
+    cfg = RankConfig(resamples=4, top_k=3, refit_top=2, seed=1, tag_r=0.05, max_tags=3)
+    want, want_summary = rank_cohort(geno, [variant_effect_family(geno, scores, windows)], None, ["causal", "null"],
+                                     ["sex"], cfg)
+    assert (want["family"] == "variant_effect:m").any() and want["tags_variants"].drop_nulls().len() > 0
+    monkeypatch.setattr(rank, "COLUMN_CHUNK", 4)
+    meta = read_genotypes(tmp_path / "genotypes.h5ad", dosage=False)
+    assert not meta.layers
+    with GenotypeFile(tmp_path / "genotypes.h5ad") as on_disk:
+        assert not isinstance(on_disk.matrix, np.ndarray)
+        fam = variant_effect_family(meta, scores, windows, dosage=on_disk.matrix)
+        got, got_summary = rank_cohort(meta, [fam], None, ["causal", "null"], ["sex"], cfg,
+                                       variants=variant_family(meta, on_disk.matrix))
+    assert_same_table(got, want)
+    assert rounded(got_summary["phenotypes"]) == rounded(want_summary["phenotypes"])  # to the last bits
+
+
+def test_tagged_variants_streamed_in_blocks_equals_one_block(monkeypatch) -> None:
+    """Tags are collected a block of variants at a time: every block size gives the strongest max_tags per feature,
+    ties by variant order, as the whole correlation matrix does."""
+    from interp import rank
+
+    rng = np.random.default_rng(2)
+    n, v = 300, 23
+    g = rng.binomial(2, 0.3, size=(n, v)).astype(float)
+    g[:, 5] = g[:, 4]  # a tie: the earlier variant first
+    g[:, 9] = 1.0  # constant: never a tag
+    f = np.column_stack([g[:, 4] + rng.normal(size=n), g[:, 12] - g[:, 13] + rng.normal(size=n), rng.normal(size=n),
+                         np.zeros(n)])
+    ids = [f"v{j}" for j in range(v)]
+    whole = rank.tagged_variants(f, g, ids, 0.1, 3)
+    assert whole[0].startswith("v4(r=") and whole[0].split(";")[1].startswith("v5(") and whole[3] == ""
+    for chunk in (1, 4, 22):
+        monkeypatch.setattr(rank, "COLUMN_CHUNK", chunk)
+        assert rank.tagged_variants(f, g, ids, 0.1, 3) == whole
+        assert rank.tagged_variants(f, rank.Columns(g), ids, 0.1, 3) == whole
