@@ -49,7 +49,10 @@ SCALING: dict[str, Scaling] = {
     # tables a block of columns at a time: memory grows per column (its results), 0.19 MB per MB of table at
     # 1,000 samples (README "Scale": 388 -> 446 MB from 102 to 410 MB), time per value (the demo's 97 MB in 15 s,
     # 0.0026 min/MB; x4 here). The audit reads the sample tables ([n, d] per layer) and, with audit.by_region,
-    # the per-window ones region by region, each region one more audit (x8 the rank's time per MB)
+    # the per-window ones region by region, each region one more audit (x8 the rank's time per MB). Both read
+    # genotypes.h5ad's dosages a block of columns at a time too (README "Scale": rank 699 -> 724 MB from 38 to
+    # 153 MB of dosages), so counting its size at these rates over-asks a little, on the safe side; time does
+    # follow it (every value is read)
     "audit": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
     "audit_by_region": Scaling(base_mb=4000, mb_per_mb=0.2, base_min=30, min_per_mb=0.02),
     "rank": Scaling(base_mb=4000, mb_per_mb=0.25, base_min=30, min_per_mb=0.01),
