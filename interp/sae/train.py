@@ -318,8 +318,8 @@ class SAETraining(pl_lightning.LightningModule):
             # collection. The row's step and epoch are the run's, not Lightning's (which restart at 0 in a
             # resumed attempt)
             self.logger.log_metrics({
-                "train_recon_loss": float(recon_loss), "train_sparsity_loss": float(sparsity),
-                "train_auxk_loss": float(aux_loss), "train_temporal_loss": float(temporal_loss),
+                "train_recon_loss": recon_loss.item(), "train_sparsity_loss": sparsity.item(),
+                "train_auxk_loss": aux_loss.item(), "train_temporal_loss": temporal_loss.item(),
                 "train_l0": float((features > 0).sum(1).float().mean()), "dead_features": float(n_dead),
                 "lr": self.trainer.optimizers[0].param_groups[0]["lr"], "epoch": float(self.epochs_done)},
                 step=self.step)
