@@ -16,13 +16,13 @@ and seconds per mode and size, and the 4x / 1x ratio per mode. Nothing is assert
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from fresh_process import print_runs, run_child
 from sae_stream_memory import peak_rss_mib
 
 D_EMBEDDING = 128
@@ -67,26 +67,15 @@ def child(path: str, mode: str) -> None:
     print(json.dumps({"peak_rss_mb": peak_rss_mib(), "seconds": time.perf_counter() - t0, **extra}))
 
 
-def run_child(path: Path, mode: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(path), mode], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main(n: int = 2000, n_variants: int = 5000) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = {v: Path(tmp) / f"genotypes.{v}.h5ad" for v in (n_variants, 4 * n_variants)}
         for v, path in paths.items():
             write_genotypes(path, n, v)
-        runs = {(mode, v): run_child(path, mode) for v, path in paths.items() for mode in ("open", "lazy", "loaded")}
+        runs = {(mode, v): run_child(__file__, path, mode) for v, path in paths.items() for mode in ("open", "lazy", "loaded")}
     print(f"n = {n} samples; dosages {n * n_variants * 4 / 2**20:.0f} MB vs {n * 4 * n_variants * 4 / 2**20:.0f} MB "
           "(4x), as much again in X")
-    for (mode, v), r in runs.items():
-        print(f"{mode:>6} V = {v:>6}: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s")
-    for mode in ("lazy", "loaded"):
-        ratio = runs[(mode, 4 * n_variants)]["peak_rss_mb"] / runs[(mode, n_variants)]["peak_rss_mb"]
-        print(f"{mode}: peak RSS ratio (4x variants / 1x) {ratio:.3f}")
-
+    print_runs(runs, n_variants, ("lazy", "loaded"))
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
