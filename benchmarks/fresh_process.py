@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,3 +30,18 @@ def print_runs(runs: dict[tuple[str, int], dict], small: int, ratio_modes: tuple
     for mode in ratio_modes:
         ratio = runs[(mode, 4 * small)]["peak_rss_mb"] / runs[(mode, small)]["peak_rss_mb"]
         print(f"{mode}: peak RSS ratio (4x variants / 1x) {ratio:.3f}")
+
+
+def measure_sizes(script: str | Path, write: Callable[[Path, int, int], None], n: int, n_variants: int,
+                  about_x: str) -> None:
+    """Write genotypes.h5ad files of n samples and n_variants and 4 x n_variants variants (`write(path, n, v)`), run
+    `script`'s child in modes open, lazy and loaded on each, and print the runs and the lazy and loaded ratios."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {v: Path(tmp) / f"genotypes.{v}.h5ad" for v in (n_variants, 4 * n_variants)}
+        for v, path in paths.items():
+            write(path, n, v)
+        runs = {(mode, v): run_child(script, path, mode) for v, path in paths.items()
+                for mode in ("open", "lazy", "loaded")}
+    print(f"n = {n} samples; dosages {n * n_variants * 4 / 2**20:.0f} MB vs {n * 4 * n_variants * 4 / 2**20:.0f} MB "
+          f"(4x) float32, {about_x}")
+    print_runs(runs, n_variants, ("lazy", "loaded"))

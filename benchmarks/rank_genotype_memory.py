@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from fresh_process import print_runs, run_child
+from fresh_process import measure_sizes
 from sae_stream_memory import peak_rss_mib
 
 
@@ -73,14 +72,8 @@ def child(path: str, mode: str) -> None:
 
 
 def main(n: int = 2000, n_variants: int = 5000) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {v: Path(tmp) / f"genotypes.{v}.h5ad" for v in (n_variants, 4 * n_variants)}
-        for v, path in paths.items():
-            write_genotypes(path, n, v)
-        runs = {(mode, v): run_child(__file__, path, mode) for v, path in paths.items() for mode in ("open", "lazy", "loaded")}
-    print(f"n = {n} samples; dosages {n * n_variants * 4 / 2**20:.0f} MB vs {n * 4 * n_variants * 4 / 2**20:.0f} MB "
-          "(4x) float32")
-    print_runs(runs, n_variants, ("lazy", "loaded"))
+    measure_sizes(__file__, write_genotypes, n, n_variants, "1% missing")
+
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
