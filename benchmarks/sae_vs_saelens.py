@@ -20,9 +20,11 @@ rows and true features), dead latents and their fraction (never firing on them),
 
 Throughput, three ways for ours, each against SAELens's training loop on its cached tokens: `tokens_per_s`,
 ours's training loop (Lightning's, from the first batch in hand to the end of the last: the training tokens
-then in memory, as SAELens's are); `tokens_per_s_fit`, Lightning's whole fit (adding the one read of the
-training tokens from the store); `tokens_per_s_whole_call`, the whole `train_sae` call (adding its statistics
-pass and geometric median before training, and the held-out evaluation of test and validation tokens after). Each pair of trainings runs
+then in memory, as SAELens's are); `tokens_per_s_fit`, Lightning's whole fit (its setup too; the training
+tokens, which fit the memory budget here, were read into memory in the statistics pass, so the fit reads
+nothing); `tokens_per_s_whole_call`, the whole `train_sae` call (adding that statistics pass, which reads the
+store once, and the geometric median before training, and the held-out evaluation of test and validation
+tokens after). Each pair of trainings runs
 `repeats` times (second argument, default 3), alternating, from the same seeds: the median time is reported.
 """
 
@@ -92,8 +94,8 @@ def main() -> None:
     from interp.sae.train import iter_split_chunks, open_store
 
     class FitClock(pl_lightning.Callback):
-        """Wall time of Lightning's fit (`seconds`: from its setup, so with the one read of the training tokens from
-        the store that its first batch waits for) and of its training loop (`loop_seconds`: from on_train_start,
+        """Wall time of Lightning's fit (`seconds`: from its setup, so with the first batch's fetch: a read of the
+        training tokens from the store where they were not kept from the statistics pass) and of its training loop (`loop_seconds`: from on_train_start,
         which Lightning calls with the first batch already fetched, the tokens then in memory as SAELens's are),
         both to the end of the last batch."""
 
@@ -174,8 +176,8 @@ def main() -> None:
         a, b = ours[key], lens[key]
         ratio = a / b if b else float("nan")
         print(f"{key:<24}{a:>12.4g}{b:>12.4g}{ratio:>14.3f}")
-    print("(tokens_per_s: the training loops on tokens in memory; ours: _fit adds reading its training tokens "
-          "from the store once, _whole_call the statistics pass, the geometric median and the held-out evaluation "
+    print("(tokens_per_s: the training loops on tokens in memory; ours: _fit adds Lightning's setup, _whole_call "
+          "the statistics pass (the one read of the store), the geometric median and the held-out evaluation "
           f"too; SAELens's is its loop in all three. Seconds per run, SAELens: {', '.join(f'{t:.2f}' for t in t_lens)}"
           f"; ours, loop: {', '.join(f'{t:.2f}' for t in t_loop)}; fit: {', '.join(f'{t:.2f}' for t in t_fit)}; "
           f"whole call: {', '.join(f'{t:.2f}' for t in t_ours)})")

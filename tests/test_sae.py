@@ -556,3 +556,19 @@ def test_train_and_evaluate_trains_on_the_accelerator_it_is_given(monkeypatch) -
     assert seen["accelerator"] == "gpu" and metrics["loss_recovered"] is None
     run.train_and_evaluate("store", pl.DataFrame(), SAEConfig(), "block1", None)
     assert seen["accelerator"] == "cpu"
+
+
+def test_training_tokens_read_in_the_statistics_pass_train_the_same_weights(planted, monkeypatch):
+    """Training tokens that fit the memory budget are kept as they are read for the input statistics (one read of
+    the store, not two): the same cache, so the same weights bit for bit as the dataset reading its own."""
+    from interp.sae import train as train_module
+
+    cfg = SAEConfig(**{**FAST, "epochs": 2})
+    once, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
+    assert metrics["chunk_reads"] == 0  # the training data took no read of its own
+    monkeypatch.setattr(train_module, "count_split_tokens", lambda *args: 0)  # no cache from the statistics pass
+    twice, again = train_sae(planted["path"], cfg, planted["windows"], threads=1)
+    assert again["chunk_reads"] > 0
+    for (name, a), (_, b) in zip(once.state_dict().items(), twice.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert metrics["fvu"] == again["fvu"]

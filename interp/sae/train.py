@@ -191,16 +191,28 @@ class TrainingTokens(IterableDataset):
                 yield batch
 
 
-def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sample_tokens: int, seed: int
-                     ) -> tuple[np.ndarray, float, int, np.ndarray]:
+def count_split_tokens(store: TokenStore, split: BlockSplit, want: int, read_rows: int) -> int:
+    """Number of tokens in split `want` (reads only the token index arrays)."""
+    return sum(int((split.of_tokens(np.asarray(store.window_index[sl]), store.base_start[sl]) == want).sum())
+               for sl in _chunk_slices(store, read_rows))
+
+
+def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sample_tokens: int, seed: int,
+                     keep: np.ndarray | None = None) -> tuple[np.ndarray, float, int, np.ndarray]:
     """Streaming (mean [d] float64, mean squared norm, count) of the training tokens, and a uniform
-    random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples)."""
+    random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples). keep: where
+    given, an array [count, d] filled with the training tokens in store order as they are read (the training
+    cache of `TrainingTokens`, so that the tokens are read once for both)."""
     total = np.zeros(store.d)
     sq = 0.0
     n = 0
     rng = np.random.default_rng([seed, 31])
     sample: list[np.ndarray] = []
     for rows in iter_split_chunks(store, split, TRAIN, read_rows):
+        if keep is not None:
+            if n + rows.shape[0] > keep.shape[0]:
+                raise RuntimeError(f"{store.path}: more training tokens than the {keep.shape[0]} counted before")
+            keep[n:n + rows.shape[0]] = rows
         rows = rows.astype(np.float64)
         total += rows.sum(axis=0)
         sq += float(np.einsum("ij,ij->", rows, rows))
@@ -210,6 +222,8 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
         sample.append(rows[take])
     if n == 0:
         raise InputError(f"{store.path}: no training tokens after the block split")
+    if keep is not None and n != keep.shape[0]:
+        raise RuntimeError(f"{store.path}: {n} training tokens, {keep.shape[0]} counted before")
     if not (np.all(np.isfinite(total)) and np.isfinite(sq)):
         raise InputError(f"{store.path}: the training tokens hold NaN or infinite activations; re-embed (the "
                          "model or its dtype produced them) before training an SAE")
@@ -482,11 +496,17 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     store = open_store(store_path)
     read_rows = read_rows or int(store.activations.chunks[0])
     split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
+    temporal = cfg.temporal_fraction > 0
+    budget_bytes = cfg.memory_budget_mb * 2**20
+    cache = None
+    if not temporal:  # training tokens that fit the budget are kept in memory: read them in the statistics pass
+        n_expected = count_split_tokens(store, split, TRAIN, read_rows)
+        if 0 < n_expected * 4 * store.d <= budget_bytes:
+            cache = np.empty((n_expected, store.d), dtype=np.float32)
     mean, mean_sq_norm, n_train, sample = input_statistics(store, split, read_rows, cfg.init_sample_tokens,
-                                                           cfg.seed)
+                                                           cfg.seed, keep=cache)
     scale = float(np.sqrt(store.d / mean_sq_norm)) if cfg.normalize_inputs and mean_sq_norm > 0 else 1.0
     token_variance = (mean_sq_norm - float(mean @ mean)) * scale**2
-    temporal = cfg.temporal_fraction > 0
     # temporal: batches of batch_size // 2 adjacent-token pairs, so a step still sees batch_size tokens
     n_rows = count_split_pairs(store, split, TRAIN, read_rows, cfg.temporal_gap) if temporal else n_train
     rows_per_batch = cfg.batch_size // 2 if temporal else cfg.batch_size
@@ -526,9 +546,10 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                              Path(state_path) if state_path is not None else None,
                              {"config": cfg.to_dict(), "n_train": n_rows, "data": data},
                              resume[0] if resume is not None else None)
-        dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed,
-                                 cfg.memory_budget_mb * 2**20, read_rows, pairs=temporal,
-                                 gap=cfg.temporal_gap)
+        dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed, budget_bytes, read_rows,
+                                 pairs=temporal, gap=cfg.temporal_gap)
+        if cache is not None and dataset.cache_allowed:
+            dataset.cache = cache  # read in the statistics pass
         epochs_left = cfg.epochs
         if resume is not None:
             tensors, counters = resume
@@ -569,7 +590,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             if temporal:  # trained on pairs: single tokens from a dataset of their own, the pairs' cache freed
                 dataset.cache = None
                 tokens = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed,
-                                        cfg.memory_budget_mb * 2**20, read_rows)
+                                        budget_bytes, read_rows)
             else:
                 tokens = dataset
             threshold = calibrate_inference_threshold(sae, tokens, cfg, device)
