@@ -8,6 +8,7 @@ Coordinates: 0-based half-open [start, end) throughout (a variant's `pos` in the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -370,3 +371,30 @@ def rank_cohort(geno: ad.AnnData, families: list[Family], annotation: pl.DataFra
     summary = {"phenotypes": summaries, "covariates": design.info, "covariate_columns": design.columns,
                "n_pcs": int(geno.obsm["X_pca"].shape[1]), "config": cfg.__dict__}
     return order_rank_table(table), summary
+
+
+def rank_files(genotypes: str | Path, emb_dirs: list[str | Path], variant_effect: list[str | Path],
+               phenotypes: list[str], covariates: list[str], cfg: RankConfig,
+               annotation_for: Callable[[list[tuple[str, int, int]]], pl.DataFrame | None],
+               covariate_missing: str = "refuse", categorical_covariates: list[str] | tuple = (),
+               ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The rank stage on its files: `rank_cohort` of genotypes.h5ad (metadata read, the dosage matrix left on
+    disk and read a block of columns at a time), every `*.windows.h5ad` of emb_dirs (`window_families`) and one
+    burden family per variant_effect table (`variant_effect_family`; none when the list is empty).
+    annotation_for(spans): the annotation rows overlapping spans [(contig, start, end)], 0-based half-open (the
+    variants' bases and the model windows), or None."""
+    from interp.cohort.genotype_file import GenotypeFile, read_genotypes
+
+    geno = read_genotypes(genotypes, dosage=False)  # obs, PCs, var
+    families = window_families(emb_dirs, geno.obs_names)
+    windows = model_windows(families)
+    pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
+    loci = list(zip(geno.var["contig"].astype(str), pos0.tolist(), (pos0 + 1).tolist(), strict=True))
+    annotation = annotation_for(loci + list(windows.iter_rows()))
+    with GenotypeFile(genotypes) as on_disk:
+        for path in variant_effect:
+            fam = variant_effect_family(geno, pl.read_parquet(path), windows, dosage=on_disk.matrix)
+            families += [fam] if fam is not None else []
+        return rank_cohort(geno, families, annotation, phenotypes, covariates, cfg,
+                           covariate_missing=covariate_missing, categorical_covariates=categorical_covariates,
+                           variants=variant_family(geno, on_disk.matrix))

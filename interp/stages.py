@@ -735,35 +735,18 @@ def rank(job: Job) -> None:
     covariates, with linkage to the variants (interp.rank, interp.rank_inputs). The optional input
     `variant_effect` (the variant_effect stage's tables) adds one burden family per model over the same
     windows; without it (the calibration suite) no such family is built."""
-    from interp.cohort.genotype_file import GenotypeFile, read_genotypes
     from interp.rank import RankConfig
-    from interp.rank_inputs import (
-        model_windows,
-        rank_cohort,
-        variant_effect_family,
-        variant_family,
-        window_families,
-    )
+    from interp.rank_inputs import rank_files
 
     _set_threads(job.threads)
     p = job.params
-    geno = read_genotypes(job.input["genotypes"], dosage=False)  # obs, PCs, var; the dosages stay on disk
     cfg = settings_from_section(RankConfig, p["rank"], ignore=RANK_NOT_FIT, source="rank", seed=p["seed"])
-    families = window_families(job.input["emb_dirs"], geno.obs_names)
-    # the annotation rows the ranked loci can overlap: the variants' bases and the model windows
-    windows = model_windows(families)
-    pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
-    loci = list(zip(geno.var["contig"].astype(str), pos0.tolist(), (pos0 + 1).tolist(), strict=True))
-    _, annotation = _reference(job, spans=loci + list(windows.iter_rows()))
     scores = job.input.get("variant_effect") or []
-    with GenotypeFile(job.input["genotypes"]) as genotypes:
-        for path in sorted([scores] if isinstance(scores, str) else scores):
-            fam = variant_effect_family(geno, pl.read_parquet(path), windows, dosage=genotypes.matrix)
-            families += [fam] if fam is not None else []
-        table, summary = rank_cohort(geno, families, annotation, p["phenotypes"], p["covariates"], cfg,
-                                     covariate_missing=p.get("covariate_missing", "refuse"),
-                                     categorical_covariates=p.get("categorical_covariates", []),
-                                     variants=variant_family(geno, genotypes.matrix))
+    table, summary = rank_files(job.input["genotypes"], job.input["emb_dirs"],
+                                sorted([scores] if isinstance(scores, str) else scores), p["phenotypes"],
+                                p["covariates"], cfg, lambda spans: _reference(job, spans=spans)[1],
+                                covariate_missing=p.get("covariate_missing", "refuse"),
+                                categorical_covariates=p.get("categorical_covariates", []))
     write_table(table, job.output["parquet"], job.output["tsv"])
     if job.output.get("summary"):
         write_json(summary, job.output["summary"])
