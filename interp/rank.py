@@ -617,7 +617,7 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     columns at a time, default `COLUMN_CHUNK`, so memory follows n x chunk, not m; variants: mean-imputed dosage,
     standardise=False so effects are per allele; model features: standardise=True, effects per SD);
     n_carriers [m] reported per column and compared with cfg.min_carriers (None: `carrier_counts` of each
-    block; variants pass theirs among the called genotypes). carrier_cap [m]: where given, cfg.min_carriers is
+    block as stored, so of the called genotypes when x is an `ImputedColumns`). carrier_cap [m]: where given, cfg.min_carriers is
     compared with min(n_carriers, carrier_cap) (`rank_phenotype`: the cohort's count less the 1-4 samples
     without a value, so that whether a column is tested does not tell those samples' values). Returns one row per
     column in input order: effect, se, ci_low, ci_high, z, p, q, method, effect_method, n_carriers,
@@ -633,9 +633,9 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     carriers = np.zeros(m, dtype=np.int64) if n_carriers is None else np.asarray(n_carriers, dtype=np.int64)
     for lo in range(0, m, chunk):
         sl = slice(lo, min(lo + chunk, m))
-        block = cols_in.read(sl)
+        block, as_stored = cols_in.read_with_stored(sl)
         if n_carriers is None:
-            carriers[sl] = carrier_counts(block)
+            carriers[sl] = carrier_counts(as_stored)
         count = carriers[sl] if carrier_cap is None else np.minimum(carriers[sl], np.asarray(carrier_cap)[sl])
         xs, filt = columns_to_test(block, cfg.min_carriers, count, standardise)
         if carrier_cap is not None:
@@ -759,6 +759,12 @@ class Columns:
         block = np.asarray(block, dtype=np.float64)
         return block if self.rows is None else block[self.rows]
 
+    def read_with_stored(self, cols: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the columns as `read` gives them, the same as stored): one array twice here; a reader that transforms
+        them (`ImputedColumns`) returns both from one read."""
+        block = self.read(cols)
+        return block, block
+
 
 class ImputedColumns(Columns):
     """Dosage columns (NaN = missing) read mean-imputed, as `mean_impute` of the whole matrix gives them: each
@@ -767,6 +773,10 @@ class ImputedColumns(Columns):
 
     def read(self, cols: slice | np.ndarray) -> np.ndarray:
         return mean_impute(super().read(cols))
+
+    def read_with_stored(self, cols: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        stored = super().read(cols)
+        return mean_impute(stored), stored
 
 
 def column_carrier_counts(cols: Columns) -> np.ndarray:
@@ -891,10 +901,10 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     # fit in memory), mean-imputed among the samples kept
     raw = variants.columns(keep)
     dosage = ImputedColumns(raw.source, raw.rows)
-    # carriers among the called genotypes (the mean-imputed dosage of a missing call is no carrier), individuals
-    # and not alleles: two homozygous carriers and one heterozygous are 3 people, not a minor-allele count of 5
-    vt = rank_family(dosage, y, cov, binary, cfg, n_carriers=column_carrier_counts(raw),
-                     standardise=False, null=null, carrier_cap=cap.get(variants.name))
+    # carriers among the called genotypes (counted on the stored block, read once with the imputed one: the
+    # mean-imputed dosage of a missing call is no carrier), individuals and not alleles: two homozygous carriers
+    # and one heterozygous are 3 people, not a minor-allele count of 5
+    vt = rank_family(dosage, y, cov, binary, cfg, standardise=False, null=null, carrier_cap=cap.get(variants.name))
     vt = _family_frame(variants, vt, phenotype, cohort_carriers[variants.name])
     tables = [vt]
     v_p = vt["p"].to_numpy()

@@ -421,7 +421,7 @@ def test_rank_cohort_with_the_dosages_on_disk_equals_it_in_memory(tmp_path, monk
     blocks of 4 columns on disk against the whole matrix in memory: the same table."""
     from interp import rank
     from interp.cohort.genotype_file import GenotypeFile, read_genotypes
-    from interp.rank import RankConfig
+    from interp.rank import RankConfig, carrier_counts
     from interp.rank_inputs import rank_cohort, variant_effect_family, variant_family
     from tests.test_rank import assert_same_table, rounded
 
@@ -446,6 +446,12 @@ def test_rank_cohort_with_the_dosages_on_disk_equals_it_in_memory(tmp_path, monk
                                        variants=variant_family(meta, on_disk.matrix))
     assert_same_table(got, want)
     assert rounded(got_summary["phenotypes"]) == rounded(want_summary["phenotypes"])  # to the last bits
+    # carriers among the called genotypes of the samples with a value (not of the imputed dosages)
+    rows = got.filter((pl.col("family") == "variant") & (pl.col("phenotype") == "null"))
+    by_id = dict(zip(rows["feature"].to_list(), rows["n_carriers"].to_list(), strict=True))
+    expected = carrier_counts(dosage[3:])
+    assert [by_id[v] for v in geno.var_names] == expected.tolist()
+    assert (expected < carrier_counts(np.nan_to_num(dosage[3:], nan=0.5))).any()  # imputed values would count
 
 
 def test_tagged_variants_streamed_in_blocks_equals_one_block(monkeypatch) -> None:
