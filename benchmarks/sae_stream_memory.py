@@ -9,7 +9,9 @@ store gives the fixed cost. With `--temporal` the same two trainings run again w
 (`temporal_fraction` 0.2: batches of adjacent-token pairs) and the script prints their peak RSS ratio and
 their tokens/s against the plain runs'. With `--batchtopk` they run again as BatchTopK SAEs, whose inference threshold
 is re-estimated after training by a pass over up to 262,144 training tokens (`threshold_calibration_tokens`),
-streamed like training: the ratio says whether that pass keeps memory flat too. Nothing is asserted.
+streamed like training: the ratio says whether that pass keeps memory flat too. With `--threads` they run again
+with `threads=2` (two torch threads, and two reader threads that read store chunks ahead,
+`interp.embed.store.read_ahead`): the ratio says whether reading ahead keeps memory flat. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def write_store(path: Path, n_tokens: int, d: int, chunk: int = 16384) -> None:
 
 
 def child(store: str, mode: str) -> None:
-    """mode: open (import + open the store), train, train-temporal or train-batchtopk."""
+    """mode: open (import + open the store), train, train-temporal, train-batchtopk or train-threads."""
     from interp.sae import SAEConfig, train_sae
     from interp.sae.train import open_store
 
@@ -66,7 +68,7 @@ def child(store: str, mode: str) -> None:
                         split_block_bases=20 * PER_WINDOW,
                         temporal_fraction=0.2 if mode == "train-temporal" else 0.0,
                         architecture="batchtopk" if mode == "train-batchtopk" else "topk")
-        _, metrics = train_sae(store, cfg, windows, threads=1)
+        _, metrics = train_sae(store, cfg, windows, threads=2 if mode == "train-threads" else 1)
         extra = {"n_train_tokens": metrics["n_train_tokens"], "fvu": metrics["fvu"]}
     else:
         open_store(store)
@@ -82,8 +84,8 @@ def run_child(store: Path, mode: str) -> dict:
 
 
 def main() -> None:
-    temporal, batchtopk = "--temporal" in sys.argv, "--batchtopk" in sys.argv
-    args = [a for a in sys.argv[1:] if a not in ("--temporal", "--batchtopk")]
+    temporal, batchtopk, threads = "--temporal" in sys.argv, "--batchtopk" in sys.argv, "--threads" in sys.argv
+    args = [a for a in sys.argv[1:] if a not in ("--temporal", "--batchtopk", "--threads")]
     n = int(args[0]) if len(args) > 0 else 100_000
     d = int(args[1]) if len(args) > 1 else 128
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,6 +101,9 @@ def main() -> None:
         if batchtopk:
             ba = run_child(small, "train-batchtopk")
             bb = run_child(large, "train-batchtopk")
+        if threads:
+            ha = run_child(small, "train-threads")
+            hb = run_child(large, "train-threads")
     mb = n * d * 4 / 2**20
     print(f"activations: {mb:.0f} MB vs {4 * mb:.0f} MB (4x); budget 16 MB")
     print(f"fixed cost (import + open store): peak RSS {base['peak_rss_mb']:.0f} MB")
@@ -111,6 +116,8 @@ def main() -> None:
         compare("temporal", (ta, tb), (a, b), n)
     if batchtopk:  # its time includes the threshold pass after training
         compare("batchtopk", (ba, bb), (a, b), n)
+    if threads:
+        compare("threads 2", (ha, hb), (a, b), n)
 
 
 def compare(name: str, runs: tuple[dict, dict], plain: tuple[dict, dict], n: int) -> None:

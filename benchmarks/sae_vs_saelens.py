@@ -23,8 +23,9 @@ ours's training loop (Lightning's, from the first batch in hand to the end of th
 then in memory, as SAELens's are); `tokens_per_s_fit`, Lightning's whole fit (its setup too; the training
 tokens, which fit the memory budget here, were read into memory in the statistics pass, so the fit reads
 nothing); `tokens_per_s_whole_call`, the whole `train_sae` call (adding that statistics pass, which reads the
-store once, and the geometric median before training, and the held-out evaluation of test and validation
-tokens after). Each pair of trainings runs
+store once with two reader threads and keeps the validation and test tokens too, since all fit the budget, and
+the geometric median before training, and the held-out evaluation of the test and validation tokens after, the
+SAE run on 209,000 tokens). Each pair of trainings runs
 `repeats` times (second argument, default 3), alternating, from the same seeds: the median time is reported.
 """
 

@@ -293,6 +293,12 @@ def test_streaming_reshuffles_and_reads_every_epoch(planted):
     assert (key(first.numpy()) == key(train_rows)).all()  # every training token exactly once per epoch
     assert not torch.equal(first, second)
     assert data.chunk_reads == 2 * len(list(iter_split_chunks(store, split, TRAIN, CHUNK)))
+    # reader threads (train_sae passes its `threads`) read ahead and change nothing: the same batches, statistics
+    threaded = TrainingTokens(store, split, n_train, 256, 0, budget_bytes=6000 * D_IN * 4, read_rows=CHUNK, workers=2)
+    assert torch.equal(torch.cat(list(threaded)), first) and torch.equal(torch.cat(list(threaded)), second)
+    for a, b in zip(input_statistics(store, split, CHUNK, 100, 0), input_statistics(store, split, CHUNK, 100, 0,
+                                                                                      workers=2), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 class KillAfter(pl_lightning.Callback):
@@ -559,16 +565,33 @@ def test_train_and_evaluate_trains_on_the_accelerator_it_is_given(monkeypatch) -
 
 
 def test_training_tokens_read_in_the_statistics_pass_train_the_same_weights(planted, monkeypatch):
-    """Training tokens that fit the memory budget are kept as they are read for the input statistics (one read of
-    the store, not two): the same cache, so the same weights bit for bit as the dataset reading its own."""
+    """Training tokens that fit the memory budget are kept as they are read for the input statistics, and so are
+    the validation and test tokens when all fit (one read of the store, not three): the same weights bit for bit
+    as the dataset reading its own, and the same held-out statistics as the evaluation reading the store."""
     from interp.sae import train as train_module
 
     cfg = SAEConfig(**{**FAST, "epochs": 2})
     once, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
-    assert metrics["chunk_reads"] == 0  # the training data took no read of its own
-    monkeypatch.setattr(train_module, "count_split_tokens", lambda *args: 0)  # no cache from the statistics pass
+    assert metrics["chunk_reads"] == 0 and metrics["evaluation_reads"] == 0  # neither read the store again
+    monkeypatch.setattr(train_module, "split_token_counts", lambda *args: np.zeros(3, dtype=np.int64))  # no cache
     twice, again = train_sae(planted["path"], cfg, planted["windows"], threads=1)
-    assert again["chunk_reads"] > 0
+    assert again["chunk_reads"] > 0 and again["evaluation_reads"] > 0
     for (name, a), (_, b) in zip(once.state_dict().items(), twice.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-    assert metrics["fvu"] == again["fvu"]
+    for key in ("fvu", "validation_fvu", "l0", "n_test_tokens", "n_validation_tokens", "dead_fraction",
+                "dead_fraction_test", "dense_fraction", "density_histogram"):
+        assert metrics[key] == again[key], key
+
+
+def test_heldout_tokens_are_kept_only_when_every_split_fits_the_budget(planted):
+    """A budget that holds the training tokens but not all splits: the training cache is kept, the evaluation
+    reads the validation and test tokens from the store (memory stays within the budget)."""
+    cfg = SAEConfig(**{**FAST, "epochs": 1})
+    _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1)
+    n_split = metrics["n_train_tokens"] + metrics["n_validation_tokens"] + metrics["n_test_tokens"]
+    budget_mb = (metrics["n_train_tokens"] + n_split) / 2 * D_IN * 4 / 2**20  # between the two
+    _, tight = train_sae(planted["path"], SAEConfig(**{**FAST, "epochs": 1, "memory_budget_mb": budget_mb}),
+                         planted["windows"], threads=1)
+    assert metrics["evaluation_reads"] == 0 and metrics["chunk_reads"] == 0
+    assert tight["chunk_reads"] == 0 and tight["evaluation_reads"] > 0
+    assert tight["fvu"] == metrics["fvu"] and tight["density_histogram"] == metrics["density_histogram"]

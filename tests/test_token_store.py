@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
-from interp.embed.store import CHUNK_BYTES, TokenStore, TokenStoreWriter, chunk_rows_for
+from interp.embed.store import CHUNK_BYTES, TokenStore, TokenStoreWriter, chunk_rows_for, read_ahead
 
 
 class AppendSpy:
@@ -96,3 +99,32 @@ def test_chunk_reader_returns_what_the_array_holds_and_decompresses_each_chunk_o
         index[100]
     with pytest.raises(ValueError, match="contiguous"):
         acts[0:10:2]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_read_ahead_yields_in_order_and_loads_at_most_workers_ahead(tmp_path, workers):
+    """Chunks read by threads come back in order and equal to a plain read; no more than `workers` are loaded
+    beyond the one being consumed (memory stays bounded however long the store), and 1 worker runs no thread."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    w = TokenStoreWriter(tmp_path / "s.zarr", 3, [], "m", "l", chunk_rows=16)
+    w.append(x, np.arange(200) // 7, np.arange(200) % 7, {})
+    w.close()
+    store = TokenStore(tmp_path / "s.zarr")
+    started, threads, lock = [], set(), threading.Lock()
+
+    def load(start):
+        with lock:
+            started.append(start)
+            threads.add(threading.get_ident())
+        time.sleep(0.002 * (start % 3))  # uneven read times: later chunks may finish first
+        return start, np.asarray(store.activations[start:start + 16])
+
+    starts = list(range(0, 200, 16))
+    for consumed, (start, rows) in enumerate(read_ahead(load, starts, workers), start=1):
+        np.testing.assert_array_equal(rows, x[start:start + 16])
+        assert start == starts[consumed - 1]
+        with lock:
+            assert len(started) <= consumed + (workers if workers > 1 else 0)
+    assert sorted(started) == starts
+    assert (threads == {threading.get_ident()}) == (workers == 1)

@@ -2,11 +2,12 @@
 
 Flow: (1) split tokens into train / validation / test by genome block (`interp.sae.splits`);
 (2) one streaming pass over the training tokens for their mean and mean squared norm (input scale,
-loss denominator) plus a bounded sample for the decoder-bias initialisation (geometric median);
-(3) Lightning epochs over an `IterableDataset` that caches the training tokens if they fit in
-`memory_budget_mb`, else re-reads the store chunk by chunk through a shuffle buffer of that size,
-with a resumable safetensors training state every `checkpoint_every_steps` steps and metrics
-in a CSV log; (4) one streaming pass over the validation and test tokens for FVU, L0 and density.
+loss denominator) plus a bounded sample for the decoder-bias initialisation (geometric median), which keeps
+the training tokens if they fit in `memory_budget_mb` (and the validation and test tokens if all fit);
+(3) Lightning epochs over an `IterableDataset` over those cached training tokens, else re-reading the store
+chunk by chunk through a shuffle buffer of that size, with a resumable safetensors training state every
+`checkpoint_every_steps` steps and metrics in a CSV log; (4) FVU, L0 and density of the validation and test
+tokens, kept or read in one more pass. Store reads go through `threads` reader threads (`_split_chunks`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset
 
-from interp.embed.store import TokenStore
+from interp.embed.store import TokenStore, read_ahead
 from interp.errors import InputError
 from interp.io import atomic_path, read_safetensors_metadata
 from interp.sae.batchtopk import BatchTopKSAE
@@ -66,15 +67,29 @@ def build_sae(cfg: SAEConfig, d_in: int) -> SparseAutoencoder:
 
 
 def iter_split_chunks(store: TokenStore, split: BlockSplit, want: int | tuple[int, ...], read_rows: int,
-                      order: np.ndarray | None = None, with_rows: bool = False):
+                      order: np.ndarray | None = None, with_rows: bool = False, workers: int = 1):
     """Yield float32 [m, d] activations of the tokens in split(s) `want`, one store chunk at a time
-    (with `with_rows`: (row slice, keep mask [rows], activations))."""
+    (with `with_rows`: (row slice, keep mask [rows], activations)); `workers`: reader threads (`_split_chunks`)."""
+    for sl, keep, _, x in _split_chunks(store, split, want, read_rows, order, workers):
+        yield (sl, keep, x) if with_rows else x
+
+
+def _split_chunks(store: TokenStore, split: BlockSplit, want: int | tuple[int, ...], read_rows: int,
+                  order: np.ndarray | None = None, workers: int = 1):
+    """Yield (row slice, keep mask [rows], split codes int8 [m], activations float32 [m, d]) of the tokens in
+    split(s) `want`, one store chunk at a time, in order; a chunk holding none of them is not read. With
+    `workers` >= 2 that many threads read chunks ahead (`interp.embed.store.read_ahead`: up to `workers` chunks
+    more in memory); the same rows either way."""
     want = (want,) if isinstance(want, int) else tuple(want)
-    for sl in _chunk_slices(store, read_rows, order):
-        keep = np.isin(split.of_tokens(store.window_index[sl], store.base_start[sl]), want)
-        if keep.any():
-            x = np.asarray(store.activations[sl])[keep]
-            yield (sl, keep, x) if with_rows else x
+
+    def load(sl: slice):
+        code = split.of_tokens(store.window_index[sl], store.base_start[sl])
+        keep = np.isin(code, want)
+        return sl, keep, code[keep], (np.asarray(store.activations[sl])[keep] if keep.any() else None)
+
+    for sl, keep, code, x in read_ahead(load, _chunk_slices(store, read_rows, order), workers):
+        if x is not None:
+            yield sl, keep, code, x
 
 
 def _chunk_slices(store: TokenStore, read_rows: int, order: np.ndarray | None = None):
@@ -85,11 +100,11 @@ def _chunk_slices(store: TokenStore, read_rows: int, order: np.ndarray | None = 
 
 
 def iter_split_pairs(store: TokenStore, split: BlockSplit, want: int, read_rows: int,
-                     order: np.ndarray | None = None, gap: int = 1):
+                     order: np.ndarray | None = None, gap: int = 1, workers: int = 1):
     """Yield float32 [p, 2, d] non-overlapping pairs of tokens `gap` apart in one window, both in split
     `want` (`interp.sae.temporal.adjacent_pair_starts`), one store chunk at a time (`iter_split_chunks`).
     A pair that would straddle two store chunks is skipped."""
-    for sl, keep, x in iter_split_chunks(store, split, want, read_rows, order, with_rows=True):
+    for sl, keep, x in iter_split_chunks(store, split, want, read_rows, order, with_rows=True, workers=workers):
         first = adjacent_pair_starts(np.asarray(store.window_index[sl]), keep, gap)
         if first.size:
             kept_row = np.cumsum(keep) - 1  # row of the chunk -> row of x (the kept rows)
@@ -114,12 +129,13 @@ class TrainingTokens(IterableDataset):
     epoch visits store chunks in a seeded random order, pooling them in a buffer of about
     `budget_bytes` that is shuffled and emptied batch by batch. The order depends only on
     (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
-    `chunk_reads` counts store reads.
+    `chunk_reads` counts store reads; `workers` reader threads read chunks ahead (the same batches).
     """
 
     def __init__(self, store: TokenStore, split: BlockSplit, n_train: int, batch_size: int,
-                 seed: int, budget_bytes: float, read_rows: int, pairs: bool = False, gap: int = 1) -> None:
-        self.store, self.split, self.pairs, self.gap = store, split, pairs, gap
+                 seed: int, budget_bytes: float, read_rows: int, pairs: bool = False, gap: int = 1,
+                 workers: int = 1) -> None:
+        self.store, self.split, self.pairs, self.gap, self.workers = store, split, pairs, gap, workers
         self.batch_size, self.seed, self.read_rows = batch_size, seed, read_rows
         self.n_chunks = -(-store.n_tokens // read_rows)
         row_bytes = 4 * store.d * (2 if pairs else 1)
@@ -132,8 +148,9 @@ class TrainingTokens(IterableDataset):
         self.chunk_reads = 0
 
     def _chunks(self, order: np.ndarray | None = None):
-        chunks = (iter_split_pairs(self.store, self.split, TRAIN, self.read_rows, order, self.gap) if self.pairs
-                  else iter_split_chunks(self.store, self.split, TRAIN, self.read_rows, order))
+        chunks = (iter_split_pairs(self.store, self.split, TRAIN, self.read_rows, order, self.gap, self.workers)
+                  if self.pairs else
+                  iter_split_chunks(self.store, self.split, TRAIN, self.read_rows, order, workers=self.workers))
         for rows in chunks:
             self.chunk_reads += 1
             yield rows
@@ -191,35 +208,55 @@ class TrainingTokens(IterableDataset):
                 yield batch
 
 
-def count_split_tokens(store: TokenStore, split: BlockSplit, want: int, read_rows: int) -> int:
-    """Number of tokens in split `want` (reads only the token index arrays)."""
-    return sum(int((split.of_tokens(np.asarray(store.window_index[sl]), store.base_start[sl]) == want).sum())
-               for sl in _chunk_slices(store, read_rows))
+def split_token_counts(store: TokenStore, split: BlockSplit, read_rows: int) -> np.ndarray:
+    """int64 [3]: number of tokens in TRAIN, VALIDATION and TEST (reads only the token index arrays)."""
+    counts = np.zeros(3, dtype=np.int64)
+    for sl in _chunk_slices(store, read_rows):
+        code = split.of_tokens(np.asarray(store.window_index[sl]), store.base_start[sl])
+        counts += np.bincount(code[code >= 0], minlength=3)[:3]
+    return counts
 
 
 def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sample_tokens: int, seed: int,
-                     keep: np.ndarray | None = None) -> tuple[np.ndarray, float, int, np.ndarray]:
+                     keep: np.ndarray | None = None,
+                     keep_heldout: list | None = None, workers: int = 1) -> tuple[np.ndarray, float, int, np.ndarray]:
     """Streaming (mean [d] float64, mean squared norm, count) of the training tokens, and a uniform
     random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples). keep: where
     given, an array [count, d] filled with the training tokens in store order as they are read (the training
-    cache of `TrainingTokens`, so that the tokens are read once for both)."""
+    cache of `TrainingTokens`, so that the tokens are read once for both). keep_heldout: where given, a list
+    that gets one (split codes int8 [m], activations [m, d]) per store chunk holding validation or test tokens,
+    in store order (what `evaluate_splits` reads instead of the store: the store is then read once in all).
+    workers: reader threads (`_split_chunks`)."""
     total = np.zeros(store.d)
     sq = 0.0
     n = 0
     rng = np.random.default_rng([seed, 31])
     sample: list[np.ndarray] = []
-    for rows in iter_split_chunks(store, split, TRAIN, read_rows):
+    want = (TRAIN,) if keep_heldout is None else (TRAIN, VALIDATION, TEST)
+    rows64 = np.empty((0, store.d))  # one float64 buffer for every chunk: fresh memory is not free to touch
+    for _, _, code, rows in _split_chunks(store, split, want, read_rows, workers=workers):
+        if keep_heldout is not None:
+            heldout = code != TRAIN
+            if heldout.any():
+                keep_heldout.append((code[heldout], rows[heldout]))
+                rows = rows[~heldout]
+            if not rows.shape[0]:
+                continue
+        m = rows.shape[0]
         if keep is not None:
-            if n + rows.shape[0] > keep.shape[0]:
+            if n + m > keep.shape[0]:
                 raise RuntimeError(f"{store.path}: more training tokens than the {keep.shape[0]} counted before")
-            keep[n:n + rows.shape[0]] = rows
-        rows = rows.astype(np.float64)
-        total += rows.sum(axis=0)
-        sq += float(np.einsum("ij,ij->", rows, rows))
-        n += rows.shape[0]
+            keep[n:n + m] = rows
+        if rows64.shape[0] < m:
+            rows64 = np.empty((max(m, read_rows), store.d))
+        chunk = rows64[:m]
+        chunk[...] = rows
+        total += chunk.sum(axis=0)
+        sq += float(np.einsum("ij,ij->", chunk, chunk))
+        n += m
         # keep each row with a fixed probability bound; the merged sample is thinned at the end
-        take = rng.random(rows.shape[0]) < min(1.0, 4 * sample_tokens / max(store.n_tokens, 1))
-        sample.append(rows[take])
+        take = rng.random(m) < min(1.0, 4 * sample_tokens / max(store.n_tokens, 1))
+        sample.append(chunk[take])
     if n == 0:
         raise InputError(f"{store.path}: no training tokens after the block split")
     if keep is not None and n != keep.shape[0]:
@@ -402,30 +439,37 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_split(sae: SparseAutoencoder, store: TokenStore, split: BlockSplit, which: int, read_rows: int,
-                   batch_size: int, device: torch.device) -> dict:
-    """FVU (original scale), mean L0, token count and per-feature firing counts [F] on one split."""
+def evaluate_splits(sae: SparseAutoencoder, chunks, which: tuple[int, ...], batch_size: int,
+                    device: torch.device) -> dict[int, dict]:
+    """Per split code in `which`: FVU (original scale), mean L0, token count and per-feature firing counts [F].
+
+    chunks: (split codes int8 [m], activations float32 [m, d]) one store chunk at a time, in store order: from
+    `_split_chunks` (one pass over the store for all splits) or the list `input_statistics` kept. Each split's
+    tokens of a chunk are run in batches of `batch_size`, so the two sources give the same numbers bit for bit.
+    """
     sae = sae.to(device).eval()
-    err = 0.0
-    total = np.zeros(store.d)
-    sq = 0.0
-    l0 = 0
-    n = 0
-    fire_count = torch.zeros(sae.n_features, dtype=torch.float64, device=device)
-    for rows in iter_split_chunks(store, split, which, read_rows):
-        for start in range(0, rows.shape[0], batch_size):
-            x = torch.from_numpy(rows[start:start + batch_size]).to(device)
-            recon, features = sae(x)
-            active = features > 0
-            err += float((x.double() - recon.double()).pow(2).sum())
-            total += x.double().sum(dim=0).cpu().numpy()
-            sq += float(x.double().pow(2).sum())
-            l0 += int(active.sum())
-            fire_count += active.sum(dim=0).double()
-            n += x.shape[0]
-    variance = sq - float(total @ total) / max(n, 1)
-    return {"fvu": err / variance if variance > 0 and n else float("nan"), "l0": l0 / max(n, 1),
-            "n_tokens": n, "fire_count": fire_count.cpu().numpy()}
+    acc = {w: {"err": 0.0, "total": np.zeros(sae.d_in), "sq": 0.0, "l0": 0, "n": 0,
+               "fire_count": torch.zeros(sae.n_features, dtype=torch.float64, device=device)} for w in which}
+    for code, chunk in chunks:
+        for w in which:
+            rows, a = chunk[code == w], acc[w]
+            for start in range(0, rows.shape[0], batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(rows[start:start + batch_size])).to(device)
+                recon, features = sae(x)
+                active = features > 0
+                a["err"] += float((x.double() - recon.double()).pow(2).sum())
+                a["total"] += x.double().sum(dim=0).cpu().numpy()
+                a["sq"] += float(x.double().pow(2).sum())
+                a["l0"] += int(active.sum())
+                a["fire_count"] += active.sum(dim=0).double()
+                a["n"] += x.shape[0]
+    out = {}
+    for w, a in acc.items():
+        n = a["n"]
+        variance = a["sq"] - float(a["total"] @ a["total"]) / max(n, 1)
+        out[w] = {"fvu": a["err"] / variance if variance > 0 and n else float("nan"), "l0": a["l0"] / max(n, 1),
+                  "n_tokens": n, "fire_count": a["fire_count"].cpu().numpy()}
+    return out
 
 
 def calibrate_inference_threshold(sae: BatchTopKSAE, dataset: TrainingTokens, cfg: SAEConfig,
@@ -488,7 +532,9 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     n_test_tokens plus one epoch of training tokens), dead_fraction_test (features firing on no test
     token: held-out only, the window is n_test_tokens), dense_fraction (test density > 0.1),
     density_histogram, n_{train,validation,test}_tokens, n_blocks per split,
-    epochs, steps, seed, input_scale, chunk_reads, resumed_from_step, n_train_pairs (adjacent-token
+    epochs, steps, seed, input_scale, chunk_reads (store chunks the training data read itself),
+    evaluation_reads (store chunks the held-out evaluation read: 0 when the statistics pass kept the validation
+    and test tokens, i.e. all splits fit `memory_budget_mb`), resumed_from_step, n_train_pairs (adjacent-token
     pairs per epoch with temporal_fraction > 0, else 0), inference_threshold (batchtopk / matryoshka with
     threshold_calibration_tokens > 0: `calibrate_inference_threshold`'s record; else None).
     """
@@ -498,13 +544,18 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     split = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed)
     temporal = cfg.temporal_fraction > 0
     budget_bytes = cfg.memory_budget_mb * 2**20
+    # Tokens that fit the budget are kept as the statistics pass reads them: the training tokens (the training
+    # cache) and, when all splits fit, the validation and test tokens too, so the store is read once in all.
+    # A temporal run's pair cache is at most its training tokens (the pairs do not overlap).
+    counts = split_token_counts(store, split, read_rows)
+    row_bytes = 4 * store.d
     cache = None
-    if not temporal:  # training tokens that fit the budget are kept in memory: read them in the statistics pass
-        n_expected = count_split_tokens(store, split, TRAIN, read_rows)
-        if 0 < n_expected * 4 * store.d <= budget_bytes:
-            cache = np.empty((n_expected, store.d), dtype=np.float32)
+    if not temporal and 0 < counts[TRAIN] * row_bytes <= budget_bytes:
+        cache = np.empty((int(counts[TRAIN]), store.d), dtype=np.float32)
+    heldout = [] if 0 < counts.sum() * row_bytes <= budget_bytes else None
     mean, mean_sq_norm, n_train, sample = input_statistics(store, split, read_rows, cfg.init_sample_tokens,
-                                                           cfg.seed, keep=cache)
+                                                           cfg.seed, keep=cache, keep_heldout=heldout,
+                                                           workers=threads)
     scale = float(np.sqrt(store.d / mean_sq_norm)) if cfg.normalize_inputs and mean_sq_norm > 0 else 1.0
     token_variance = (mean_sq_norm - float(mean @ mean)) * scale**2
     # temporal: batches of batch_size // 2 adjacent-token pairs, so a step still sees batch_size tokens
@@ -547,7 +598,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                              {"config": cfg.to_dict(), "n_train": n_rows, "data": data},
                              resume[0] if resume is not None else None)
         dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed, budget_bytes, read_rows,
-                                 pairs=temporal, gap=cfg.temporal_gap)
+                                 pairs=temporal, gap=cfg.temporal_gap, workers=threads)
         if cache is not None and dataset.cache_allowed:
             dataset.cache = cache  # read in the statistics pass
         epochs_left = cfg.epochs
@@ -590,12 +641,23 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             if temporal:  # trained on pairs: single tokens from a dataset of their own, the pairs' cache freed
                 dataset.cache = None
                 tokens = TrainingTokens(store, split, n_train, cfg.batch_size, cfg.seed,
-                                        budget_bytes, read_rows)
+                                        budget_bytes, read_rows, workers=threads)
             else:
                 tokens = dataset
             threshold = calibrate_inference_threshold(sae, tokens, cfg, device)
-        test = evaluate_split(sae, store, split, TEST, read_rows, max(cfg.batch_size, 1024), device)
-        validation = evaluate_split(sae, store, split, VALIDATION, read_rows, max(cfg.batch_size, 1024), device)
+        dataset.cache = cache = None  # the training tokens are no longer needed
+        evaluation_reads = 0
+
+        def read_heldout():
+            nonlocal evaluation_reads
+            for _, _, code, x in _split_chunks(store, split, (VALIDATION, TEST), read_rows, workers=threads):
+                evaluation_reads += 1
+                yield code, x
+
+        scores = evaluate_splits(sae, heldout if heldout is not None else read_heldout(), (TEST, VALIDATION),
+                                 max(cfg.batch_size, 1024), device)
+        test, validation = scores[TEST], scores[VALIDATION]
+        heldout = None
     finally:
         torch.set_num_threads(previous_threads)
     sae = sae.cpu().eval()
@@ -616,7 +678,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         "n_test_blocks": blocks["test"], "split_block_bases": cfg.split_block_bases,
         "n_windows_straddling_splits": split.window_counts()["straddling"],
         "epochs": cfg.epochs, "steps": module.step, "seed": cfg.seed, "input_scale": scale,
-        "chunk_reads": training_reads,
+        "chunk_reads": training_reads, "evaluation_reads": evaluation_reads,
         "resumed_from_step": int(resume[1]["step"]) if resume is not None else None,
         "inference_threshold": threshold,
         "config": cfg.to_dict(),
