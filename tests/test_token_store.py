@@ -78,13 +78,17 @@ def test_rows_of_unequal_length_are_refused(tmp_path):
         writer.append(np.ones((3, 2)), np.zeros(2), np.zeros(3), {})
 
 
-def test_chunk_reader_returns_what_the_array_holds_and_decompresses_each_chunk_once(tmp_path):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(100, 3)).astype(np.float32)
-    w = TokenStoreWriter(tmp_path / "s.zarr", 3, [], "m", "l", chunk_rows=16)
-    w.append(x, np.arange(100) // 7, np.arange(100) % 7, {})
+def small_store(path, n: int, seed: int) -> tuple[TokenStore, np.ndarray]:
+    """A store of n random float32 rows of width 3 in chunks of 16 (7 tokens per window), and its rows."""
+    x = np.random.default_rng(seed).normal(size=(n, 3)).astype(np.float32)
+    w = TokenStoreWriter(path, 3, [], "m", "l", chunk_rows=16)
+    w.append(x, np.arange(n) // 7, np.arange(n) % 7, {})
     w.close()
-    store = TokenStore(tmp_path / "s.zarr")
+    return TokenStore(path), x
+
+
+def test_chunk_reader_returns_what_the_array_holds_and_decompresses_each_chunk_once(tmp_path):
+    store, x = small_store(tmp_path / "s.zarr", 100, 1)
     acts, index = store.reader("activations"), store.reader("window_index")
     got = [acts[a:min(a + 5, 100)] for a in range(0, 100, 5)]  # in order, 5 rows at a time
     np.testing.assert_array_equal(np.concatenate(got), x)
@@ -105,12 +109,7 @@ def test_chunk_reader_returns_what_the_array_holds_and_decompresses_each_chunk_o
 def test_read_ahead_yields_in_order_and_loads_at_most_workers_ahead(tmp_path, workers):
     """Chunks read by threads come back in order and equal to a plain read; no more than `workers` are loaded
     beyond the one being consumed (memory stays bounded however long the store), and 1 worker runs no thread."""
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(200, 3)).astype(np.float32)
-    w = TokenStoreWriter(tmp_path / "s.zarr", 3, [], "m", "l", chunk_rows=16)
-    w.append(x, np.arange(200) // 7, np.arange(200) % 7, {})
-    w.close()
-    store = TokenStore(tmp_path / "s.zarr")
+    store, x = small_store(tmp_path / "s.zarr", 200, 2)
     started, threads, lock = [], set(), threading.Lock()
 
     def load(start):
