@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -439,7 +440,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_splits(sae: SparseAutoencoder, chunks, which: tuple[int, ...], batch_size: int,
+def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, np.ndarray]], which: tuple[int, ...],
+                    batch_size: int,
                     device: torch.device) -> dict[int, dict]:
     """Per split code in `which`: FVU (original scale), mean L0, token count and per-feature firing counts [F].
 
