@@ -441,8 +441,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, np.ndarray]], which: tuple[int, ...],
-                    batch_size: int,
-                    device: torch.device) -> dict[int, dict]:
+                    batch_size: int, device: torch.device) -> dict[int, dict]:
     """Per split code in `which`: FVU (original scale), mean L0, token count and per-feature firing counts [F].
 
     chunks: (split codes int8 [m], activations float32 [m, d]) one store chunk at a time, in store order: from
