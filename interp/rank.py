@@ -779,16 +779,6 @@ class ImputedColumns(Columns):
         return mean_impute(stored), stored
 
 
-def column_carrier_counts(cols: Columns) -> np.ndarray:
-    """`carrier_counts` of every column of a `Columns` reader, read `COLUMN_CHUNK` columns at a time."""
-    m = cols.n_columns
-    out = np.zeros(m, dtype=np.int64)
-    for lo in range(0, m, COLUMN_CHUNK):
-        sl = slice(lo, min(lo + COLUMN_CHUNK, m))
-        out[sl] = carrier_counts(cols.read(sl))
-    return out
-
-
 @dataclass
 class Family:
     """One feature family tested against each phenotype, BH-corrected on its own.
@@ -827,7 +817,12 @@ def cohort_carrier_counts(fam: Family) -> np.ndarray:
     `n_carriers` counts the samples with a value for the phenotype, so two phenotypes' counts of one column
     differ by the carriers among the samples one of them leaves out (a privacy leak where those are 1-4
     people, see README Privacy); the report shows this count instead."""
-    return column_carrier_counts(fam.columns())
+    cols = fam.columns()
+    out = np.zeros(cols.n_columns, dtype=np.int64)
+    for lo in range(0, cols.n_columns, COLUMN_CHUNK):
+        sl = slice(lo, min(lo + COLUMN_CHUNK, cols.n_columns))
+        out[sl] = carrier_counts(cols.read(sl))
+    return out
 
 
 def _family_frame(fam: Family, res: pl.DataFrame, phenotype: str, cohort_carriers: np.ndarray) -> pl.DataFrame:
