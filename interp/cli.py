@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -34,11 +35,31 @@ def _stop(signum: int, frame) -> None:
     raise StageStopped(signum)
 
 
+#: thread-count variables of the native math libraries (OpenMP, OpenBLAS, MKL, ...): the ones Snakemake sets to a
+#: rule's threads for its shell command
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                           "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def limit_native_threads(job_json: str) -> None:
+    """Set NATIVE_THREAD_VARIABLES to the job's threads, before numpy, scipy or torch are loaded, as Snakemake does
+    for a rule: a stage run by hand (or by a script) then uses the rule's thread count in BLAS too, and its tables
+    come out as under Snakemake (a multi-threaded BLAS sums in another order: the linear probes' F1 moved in the
+    fourth decimal). A job that does not parse is left to `Job.from_json` to report."""
+    try:
+        threads = int(json.loads(job_json).get("threads", 1))
+    except (ValueError, TypeError, AttributeError):
+        return
+    for variable in NATIVE_THREAD_VARIABLES:
+        os.environ[variable] = str(max(1, threads))
+
+
 def _run_stage(name: str, job_json: str) -> int:
     """Run one stage. SIGTERM (Snakemake cancelling its jobs, `timeout`, SLURM at the time limit) and SIGINT
     unwind the stage as an exception, so every `finally` of interp.io's atomic writes removes its temporary
     file; Python's default SIGTERM exit skipped them and left `.<name>.tmp<pid>` files no later run removes.
     The log then says in one line which stage stopped and why; the exit status is 128 + the signal."""
+    limit_native_threads(job_json)
     from interp import stages
 
     fn = getattr(stages, name, None)
