@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def rule_jobs(configfiles: list[str]) -> dict[str, dict]:
     """The JSON jobs of the `sae` and `planted_calibration` stages that `snakemake planted` would run."""
-    out = subprocess.run(["snakemake", "planted", "-n", "-p", "--nolock", "--forcerun", "planted_sae",
-                          "--configfile", *configfiles], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "snakemake", "planted", "-n", "-p", "--nolock", "--forcerun",
+                          "planted_sae", "--configfile", *configfiles], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"snakemake dry run failed:\n{out.stderr[-2000:]}")
     jobs = {}
@@ -45,6 +45,10 @@ def rule_jobs(configfiles: list[str]) -> dict[str, dict]:
             jobs[stage] = json.loads(words[words.index("stage") + 2])
     if set(jobs) != {"sae", "planted_calibration"}:
         raise SystemExit("snakemake planted -n -p did not list the planted_sae and planted_calibration jobs")
+    missing = [path for path in jobs["sae"]["input"].values() if isinstance(path, str) and not (ROOT / path).exists()]
+    if missing:
+        raise SystemExit(f"the planted run is not built (missing {', '.join(missing)}): run `snakemake planted` "
+                         "with the same config files first")
     return jobs
 
 
