@@ -259,6 +259,56 @@ def test_geometric_median_minimises_distance_sum():
     assert np.linalg.norm(points.mean(axis=0)) > 10
 
 
+@pytest.mark.parametrize("architecture", sorted(ARCH_SETTINGS))
+def test_training_code_decodes_and_differentiates_like_the_dense_formula(architecture, monkeypatch):
+    """The training loss as computed (the active features' decoder rows summed by `embedding_bag`: k per token
+    for TopK, grouped by token with offsets for BatchTopK, per prefix for Matryoshka; W_enc x - W_enc b_dec in
+    the encoder) against the textbook dense formula, the architecture's non-linearity of W_enc (x - b_dec) +
+    b_enc multiplied by W_dec, plus b_dec: the same loss and the same gradient of every parameter, to float32
+    rounding, on inputs away from b_dec = 0."""
+    torch.manual_seed(0)
+    cfg = SAEConfig(architecture=architecture, n_features=96, k=5, **ARCH_SETTINGS[architecture][0])
+    sae = build_sae(cfg, 24)
+    with torch.no_grad():
+        sae.b_dec.normal_(0, 2)
+        sae.encoder.bias.normal_(0, 0.1)
+    x = torch.randn(64, 24) * 3 + 1
+
+    code = sae.train_encode(x)
+    if architecture == "topk":
+        values, indices, offsets = code.active
+        assert values.shape == indices.shape == (64, 5) and offsets is None
+        assert torch.equal(sae.scatter_rows((values, indices), 96), code.features)
+    elif architecture in ("batchtopk", "matryoshka"):
+        values, indices, offsets = code.active
+        assert values.shape == indices.shape == (64 * 5,) and offsets.shape == (64,)
+        token = torch.repeat_interleave(torch.arange(64), torch.diff(offsets, append=torch.tensor([64 * 5])))
+        assert torch.equal(torch.zeros(64, 96).index_put((token, indices), values), code.features)
+    else:
+        assert code.active is None
+    loss, _ = sae.reconstruction_loss(x, code, 2.0)
+    loss = loss + code.penalty
+    fast = torch.autograd.grad(loss, list(sae.parameters()))
+
+    pre = torch.nn.functional.linear(x - sae.b_dec, sae.encoder.weight, sae.encoder.bias)
+    assert torch.allclose(code.pre, pre, atol=1e-5)
+    dense = code._replace(pre=pre, active=None)
+    if architecture == "topk":
+        dense = dense._replace(features=sae.select_top_k(torch.relu(pre), 5))
+    else:  # the architecture's own non-linearity, applied to the textbook pre-activations
+        with monkeypatch.context() as patch:
+            patch.setattr(sae, "pre_activations", lambda _: pre)
+            dense = sae.train_encode(x)._replace(active=None)
+    assert torch.allclose(dense.features, code.features, atol=1e-5)
+    reference, _ = sae.reconstruction_loss(x, dense, 2.0)
+    reference = reference + dense.penalty
+    slow = torch.autograd.grad(reference, list(sae.parameters()), allow_unused=True)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    for (name, _), a, b in zip(sae.named_parameters(), fast, slow, strict=True):
+        b = torch.zeros_like(a) if b is None else b
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()) + 1e-7), name
+
+
 def test_lr_schedule_warms_up_and_decays():
     f = [lr_factor(s, 100, 0.1, 0.2) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1 and f[50] == 1

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-from interp.sae.model import SparseAutoencoder
+from interp.sae.model import SparseAutoencoder, TrainCode
 
 
 class BatchTopKSAE(SparseAutoencoder):
@@ -27,10 +27,20 @@ class BatchTopKSAE(SparseAutoencoder):
 
     def batch_top_k(self, pre: torch.Tensor) -> torch.Tensor:
         """Keep the k * n largest entries of relu(pre) [n, F] over the whole batch."""
-        acts = torch.relu(pre)
-        flat = acts.flatten()
-        top, indices = flat.topk(min(self.k * acts.shape[0], flat.numel()), sorted=False)
-        return torch.zeros_like(flat).scatter(0, indices, top).view_as(acts)
+        return self.batch_top_k_active(pre)[0]
+
+    def batch_top_k_active(self, pre: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]]:
+        """(`batch_top_k`'s features [n, F], the same entries grouped by token: values [k n], feature indices
+        [k n], offsets [n], as `TrainCode.active` holds them)."""
+        n, n_features = pre.shape
+        flat = torch.relu(pre).flatten()
+        top, flat_index = flat.topk(min(self.k * n, flat.numel()), sorted=False)
+        features = torch.zeros_like(flat).scatter(0, flat_index, top).view_as(pre)
+        flat_index, order = flat_index.sort()  # row-major: grouped by token
+        token = flat_index // n_features
+        offsets = torch.searchsorted(token, torch.arange(n, device=pre.device))
+        return features, (top[order], flat_index - token * n_features, offsets)
 
     @torch.no_grad()
     def update_threshold(self, features: torch.Tensor) -> None:
@@ -65,8 +75,8 @@ class BatchTopKSAE(SparseAutoencoder):
         acts = torch.relu(self.pre_activations(x_normalized))
         return acts * (acts > self.threshold)
 
-    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         pre = self.pre_activations(x_normalized)
-        features = self.batch_top_k(pre)
+        features, active = self.batch_top_k_active(pre)
         self.update_threshold(features)
-        return features, pre, pre.new_zeros(())
+        return TrainCode(features, pre, pre.new_zeros(()), active)

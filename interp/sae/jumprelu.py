@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from interp.sae.model import SparseAutoencoder
+from interp.sae.model import SparseAutoencoder, TrainCode
 
 
 def _rectangle(x: torch.Tensor) -> torch.Tensor:
@@ -73,10 +73,10 @@ class JumpReLUSAE(SparseAutoencoder):
         z = torch.relu(self.pre_activations(x_normalized))
         return z * (z > self.log_threshold.exp())
 
-    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         pre = self.pre_activations(x_normalized)
         z = torch.relu(pre)
         threshold = self.log_threshold.exp()
         features = _JumpReLU.apply(z, threshold, self.bandwidth)
         l0 = _Step.apply(z, threshold, self.bandwidth).sum(dim=1).mean()
-        return features, pre, self.l0_coefficient * l0
+        return TrainCode(features, pre, self.l0_coefficient * l0)

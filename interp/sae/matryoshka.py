@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from interp.sae.batchtopk import BatchTopKSAE
+from interp.sae.model import TrainCode
 
 
 class MatryoshkaSAE(BatchTopKSAE):
@@ -21,15 +22,25 @@ class MatryoshkaSAE(BatchTopKSAE):
     def hparams(self) -> dict:
         return {"threshold_momentum": self.threshold_momentum, "prefixes": self.prefixes}
 
-    def reconstruction_loss(self, x_normalized: torch.Tensor, features: torch.Tensor,
+    def reconstruction_loss(self, x_normalized: torch.Tensor, code: TrainCode,
                             token_variance: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean over prefixes m of the normalised MSE of features[:, :m] @ W_dec[:m] + b_dec;
-        the error returned is the full dictionary's (for AuxK)."""
-        denom = x_normalized.shape[0] * token_variance
-        recon = self.b_dec.expand_as(x_normalized)
-        losses, start = [], 0
-        for size in self.prefix_sizes:
-            recon = recon + features[:, start:size] @ self.W_dec[start:size]
-            losses.append((x_normalized - recon).pow(2).sum() / denom)
-            start = size
-        return torch.stack(losses).mean(), x_normalized - recon
+        the error returned is the full dictionary's (for AuxK). With the code's active entries
+        (`TrainCode.active`, grouped by token in feature order) each token's entries in each prefix's new
+        features are a contiguous run, summed as one bag of one `embedding_bag`; else dense products."""
+        n, denom = x_normalized.shape[0], x_normalized.shape[0] * token_variance
+        starts = [0, *self.prefix_sizes[:-1]]
+        if code.active is None:
+            parts = torch.stack([code.features[:, a:b] @ self.W_dec[a:b] for a, b in zip(starts, self.prefix_sizes,
+                                                                                          strict=True)], dim=1)
+        else:
+            values, indices, offsets = code.active
+            counts = torch.diff(offsets, append=offsets.new_tensor([values.numel()]))
+            key = torch.repeat_interleave(torch.arange(n, device=values.device), counts) * self.n_features + indices
+            bounds = (torch.arange(n, device=values.device)[:, None] * self.n_features
+                      + torch.tensor(starts, device=values.device)[None, :]).flatten()
+            bags = torch.searchsorted(key, bounds)  # [n * prefixes]: token i, prefix p's first entry
+            parts = self.decode_active_normalized(values, indices, bags).view(n, len(starts), -1)
+        recon = self.b_dec + parts.cumsum(dim=1)  # [n, prefixes, d]: each prefix's reconstruction
+        losses = (x_normalized[:, None, :] - recon).pow(2).sum(dim=(0, 2)) / denom
+        return losses.mean(), x_normalized - recon[:, -1]

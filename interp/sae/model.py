@@ -8,15 +8,34 @@ W_dec [F, d_in] has unit-norm rows (one direction per feature).
 
 An architecture (topk.py, relu.py, batchtopk.py, jumprelu.py, matryoshka.py) subclasses this and
 defines `encode_normalized` (inference, batch-independent), `train_encode` (training-time code
-and its sparsity penalty) and, where needed, `reconstruction_loss`.
+and its sparsity penalty, a `TrainCode`) and, where needed, `reconstruction_loss`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class TrainCode(NamedTuple):
+    """What `SparseAutoencoder.train_encode` returns for one batch of n normalised tokens."""
+
+    features: torch.Tensor
+    """[n, F] the code, dense (zeros where a feature is off)."""
+    pre: torch.Tensor
+    """[n, F] pre-activations, before any non-linearity (AuxK reads the dead features' from them)."""
+    penalty: torch.Tensor
+    """Scalar sparsity penalty added to the loss (zero for the k-sparse architectures)."""
+    active: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+    """The code's non-zeros, where the architecture has them without a search (the same numbers as `features`),
+    so that the reconstruction sums their decoder rows (`decode_active_normalized`) instead of multiplying by the
+    whole dictionary: (values [n, m], feature indices [n, m], None) with m per token (TopK: m = k), or (values
+    [nnz], feature indices [nnz], offsets [n]) grouped by token, token i's starting at offsets[i] (BatchTopK).
+    Entries of value 0 may be among them."""
 
 
 class SparseAutoencoder(nn.Module, ABC):
@@ -52,14 +71,28 @@ class SparseAutoencoder(nn.Module, ABC):
         self.W_dec.grad -= parallel * self.W_dec.data
 
     def pre_activations(self, x_normalized: torch.Tensor) -> torch.Tensor:
-        """W_enc (x - b_dec) + b_enc: [n, F], before any non-linearity."""
-        return self.encoder(x_normalized - self.b_dec)
+        """W_enc (x - b_dec) + b_enc: [n, F], before any non-linearity.
+
+        Computed as W_enc x + b_enc - W_enc b_dec: the same numbers up to rounding, but the backward pass then
+        gets b_dec's gradient from a vector product instead of the [n, F] x [F, d] product that the gradient of
+        the input (x - b_dec) would cost."""
+        return self.encoder(x_normalized) - F.linear(self.b_dec, self.encoder.weight)
 
     @staticmethod
-    def select_top_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    def top_k_rows(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the k largest entries [n, k], their column indices [n, k]) of each row of values [n, F]."""
+        return values.topk(k, dim=1, sorted=False)
+
+    @staticmethod
+    def scatter_rows(rows: tuple[torch.Tensor, torch.Tensor], n_features: int) -> torch.Tensor:
+        """Dense [n, F] tensor holding (values [n, m], indices [n, m]) and zeros elsewhere."""
+        values, indices = rows
+        return values.new_zeros(values.shape[0], n_features).scatter(1, indices, values)
+
+    @classmethod
+    def select_top_k(cls, values: torch.Tensor, k: int) -> torch.Tensor:
         """Keep the k largest entries of each row of values [n, F], zero the rest."""
-        top, indices = values.topk(k, dim=1, sorted=False)
-        return torch.zeros_like(values).scatter(1, indices, top)
+        return cls.scatter_rows(cls.top_k_rows(values, k), values.shape[1])
 
     @abstractmethod
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
@@ -69,18 +102,27 @@ class SparseAutoencoder(nn.Module, ABC):
     def init_from_sample(self, x_normalized: torch.Tensor) -> None:
         """Data-dependent initialisation after b_dec is set (sample [n, d_in], normalised); default none."""
 
-    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training-time (features [n, F], pre-activations [n, F], sparsity penalty scalar)."""
+    def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
+        """Training-time code of a batch (`TrainCode`: features, pre-activations, sparsity penalty)."""
         pre = self.pre_activations(x_normalized)
-        return self.encode_normalized(x_normalized), pre, pre.new_zeros(())
+        return TrainCode(self.encode_normalized(x_normalized), pre, pre.new_zeros(()))
 
     def decode_normalized(self, features: torch.Tensor) -> torch.Tensor:
         return features @ self.W_dec + self.b_dec
 
-    def reconstruction_loss(self, x_normalized: torch.Tensor, features: torch.Tensor,
+    def decode_active_normalized(self, values: torch.Tensor, indices: torch.Tensor,
+                                 offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum over each token's active features of value x decoder row (no b_dec): [n, d_in], O(nnz d)
+        (`F.embedding_bag`, as EleutherAI's sparsify decodes on CPU) where the dense product costs O(n F d).
+        values, indices: [n, m] (m per token; offsets None), or [nnz] grouped by token with offsets [n]."""
+        return F.embedding_bag(indices, self.W_dec, offsets, per_sample_weights=values, mode="sum")
+
+    def reconstruction_loss(self, x_normalized: torch.Tensor, code: TrainCode,
                             token_variance: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised MSE: sum of squared errors / (n * token variance), error [n, d] of the full code)."""
-        error = x_normalized - self.decode_normalized(features)
+        recon = (self.decode_normalized(code.features) if code.active is None
+                 else self.decode_active_normalized(*code.active) + self.b_dec)
+        error = x_normalized - recon
         return error.pow(2).sum() / (x_normalized.shape[0] * token_variance), error
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

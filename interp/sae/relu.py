@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.sae.model import SparseAutoencoder
+from interp.sae.model import SparseAutoencoder, TrainCode
 
 
 class ReLUSAE(SparseAutoencoder):
@@ -21,9 +21,9 @@ class ReLUSAE(SparseAutoencoder):
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.pre_activations(x_normalized))
 
-    def train_encode(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         pre = self.pre_activations(x_normalized)
         features = torch.relu(pre)
         # L1 per token relative to the input norm sqrt(d_in), so the coefficient is scale-free
         l1 = features.sum(dim=1).mean() / self.d_in**0.5
-        return features, pre, self.l1_coefficient * l1
+        return TrainCode(features, pre, self.l1_coefficient * l1)

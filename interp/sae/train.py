@@ -339,8 +339,9 @@ class SAETraining(pl_lightning.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         # a batch of adjacent-token pairs [B, 2, d] is encoded as 2B tokens (pair members interleaved)
         x = batch.reshape(-1, batch.shape[-1]) * self.sae.input_scale
-        features, pre, sparsity = self.sae.train_encode(x)
-        recon_loss, error = self.sae.reconstruction_loss(x, features, self.token_variance)
+        code = self.sae.train_encode(x)
+        features, sparsity = code.features, code.penalty
+        recon_loss, error = self.sae.reconstruction_loss(x, code, self.token_variance)
         loss = recon_loss + sparsity
         temporal_loss = torch.zeros(())
         if batch.ndim == 3:
@@ -357,10 +358,10 @@ class SAETraining(pl_lightning.LightningModule):
         if self.cfg.auxk_alpha > 0 and n_dead > 0:
             # AuxK: the top dead features must explain what the live ones missed, so they get gradient.
             k_aux = min(self.sae.d_in // 2, n_dead) or 1
-            acts = torch.relu(pre)
-            aux = self.sae.select_top_k(torch.where(dead, acts, torch.zeros_like(acts)), k_aux)
+            acts = torch.relu(code.pre)
+            aux = self.sae.top_k_rows(torch.where(dead, acts, torch.zeros_like(acts)), k_aux)
             target = error.detach()
-            aux_error = aux @ self.sae.W_dec - target
+            aux_error = self.sae.decode_active_normalized(*aux) - target
             denom = (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
             scale = min(n_dead / (self.sae.d_in // 2 or 1), 1.0)
             aux_loss = self.cfg.auxk_alpha * scale * aux_error.pow(2).sum() / denom
@@ -458,9 +459,11 @@ def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, n
                 x = torch.from_numpy(np.ascontiguousarray(rows[start:start + batch_size])).to(device)
                 recon, features = sae(x)
                 active = features > 0
-                a["err"] += float((x.double() - recon.double()).pow(2).sum())
-                a["total"] += x.double().sum(dim=0).cpu().numpy()
-                a["sq"] += float(x.double().pow(2).sum())
+                x64 = x.double().flatten()  # one float64 copy; the dot products below make no others
+                error = x64 - recon.double().flatten()
+                a["err"] += float(torch.dot(error, error))
+                a["total"] += x64.view_as(x).sum(dim=0).cpu().numpy()
+                a["sq"] += float(torch.dot(x64, x64))
                 a["l0"] += int(active.sum())
                 a["fire_count"] += active.sum(dim=0).double()
                 a["n"] += x.shape[0]
