@@ -309,6 +309,21 @@ def test_training_code_decodes_and_differentiates_like_the_dense_formula(archite
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()) + 1e-7), name
 
 
+def test_matryoshka_active_decode_leaves_out_features_past_the_last_prefix():
+    """Built directly with prefixes that stop short of the dictionary (the config refuses them), the features past
+    the last prefix are in no prefix's loss, with the active-feature decode as with the dense products."""
+    from interp.sae.matryoshka import MatryoshkaSAE
+
+    torch.manual_seed(0)
+    sae = MatryoshkaSAE(16, 64, 4, prefixes=(0.25, 0.5))
+    x = torch.randn(32, 16)
+    code = sae.train_encode(x)
+    assert bool((code.active[1] >= 32).any())  # some active features lie past the last prefix
+    fast, _ = sae.reconstruction_loss(x, code, 1.0)
+    dense, _ = sae.reconstruction_loss(x, code._replace(active=None), 1.0)
+    assert fast.item() == pytest.approx(dense.item(), rel=1e-6)
+
+
 def test_lr_schedule_warms_up_and_decays():
     f = [lr_factor(s, 100, 0.1, 0.2) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1 and f[50] == 1

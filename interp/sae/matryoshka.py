@@ -35,6 +35,8 @@ class MatryoshkaSAE(BatchTopKSAE):
                                                                                           strict=True)], dim=1)
         else:
             values, indices, offsets = code.active
+            if self.prefix_sizes[-1] < self.n_features:  # features past the last prefix are in no prefix's loss
+                values = values * (indices < self.prefix_sizes[-1])
             counts = torch.diff(offsets, append=offsets.new_tensor([values.numel()]))
             key = torch.repeat_interleave(torch.arange(n, device=values.device), counts) * self.n_features + indices
             bounds = (torch.arange(n, device=values.device)[:, None] * self.n_features
