@@ -25,18 +25,23 @@ class BatchTopKSAE(SparseAutoencoder):
     def hparams(self) -> dict:
         return {"threshold_momentum": self.threshold_momentum}
 
+    def _batch_top(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the k * n largest entries of relu(pre) [n, F] over the whole batch [k n], their flat indices [k n],
+        the features [n, F] holding them and zeros elsewhere)."""
+        flat = torch.relu(pre).flatten()
+        top, flat_index = flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
+        return top, flat_index, torch.zeros_like(flat).scatter(0, flat_index, top).view_as(pre)
+
     def batch_top_k(self, pre: torch.Tensor) -> torch.Tensor:
         """Keep the k * n largest entries of relu(pre) [n, F] over the whole batch."""
-        return self.batch_top_k_active(pre)[0]
+        return self._batch_top(pre)[2]
 
     def batch_top_k_active(self, pre: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor,
                                                                                   torch.Tensor]]:
         """(`batch_top_k`'s features [n, F], the same entries grouped by token: values [k n], feature indices
         [k n], offsets [n], as `TrainCode.active` holds them)."""
         n, n_features = pre.shape
-        flat = torch.relu(pre).flatten()
-        top, flat_index = flat.topk(min(self.k * n, flat.numel()), sorted=False)
-        features = torch.zeros_like(flat).scatter(0, flat_index, top).view_as(pre)
+        top, flat_index, features = self._batch_top(pre)
         flat_index, order = flat_index.sort()  # row-major: grouped by token
         token = flat_index // n_features
         offsets = torch.searchsorted(token, torch.arange(n, device=pre.device))
