@@ -286,19 +286,24 @@ def test_training_code_decodes_and_differentiates_like_the_dense_formula(archite
         assert torch.equal(torch.zeros(64, 96).index_put((token, indices), values), code.features)
     else:
         assert code.active is None
+    # what the training step reads of the code without the dense [n, F] tensor: firing features and mean L0
+    with torch.no_grad():
+        dense_code = code.features
+        assert torch.equal(code.fired(), (dense_code > 0).any(dim=0))
+        assert code.mean_l0() == int((dense_code > 0).sum()) / 64
     loss, _ = sae.reconstruction_loss(x, code, 2.0)
     loss = loss + code.penalty
     fast = torch.autograd.grad(loss, list(sae.parameters()))
 
     pre = torch.nn.functional.linear(x - sae.b_dec, sae.encoder.weight, sae.encoder.bias)
     assert torch.allclose(code.pre, pre, atol=1e-5)
-    dense = code._replace(pre=pre, active=None)
     if architecture == "topk":
-        dense = dense._replace(features=sae.select_top_k(torch.relu(pre), 5))
+        dense = code._replace(dense=sae.select_top_k(torch.relu(pre), 5), pre=pre, active=None)
     else:  # the architecture's own non-linearity, applied to the textbook pre-activations
         with monkeypatch.context() as patch:
             patch.setattr(sae, "pre_activations", lambda _: pre)
-            dense = sae.train_encode(x)._replace(active=None)
+            dense = sae.train_encode(x)
+            dense = dense._replace(dense=dense.features, active=None)
     assert torch.allclose(dense.features, code.features, atol=1e-5)
     reference, _ = sae.reconstruction_loss(x, dense, 2.0)
     reference = reference + dense.penalty
@@ -320,8 +325,38 @@ def test_matryoshka_active_decode_leaves_out_features_past_the_last_prefix():
     code = sae.train_encode(x)
     assert bool((code.active[1] >= 32).any())  # some active features lie past the last prefix
     fast, _ = sae.reconstruction_loss(x, code, 1.0)
-    dense, _ = sae.reconstruction_loss(x, code._replace(active=None), 1.0)
+    dense, _ = sae.reconstruction_loss(x, code._replace(dense=code.features, active=None), 1.0)
     assert fast.item() == pytest.approx(dense.item(), rel=1e-6)
+
+
+def test_topk_evaluation_from_the_active_entries_matches_the_dense_code():
+    """`evaluate_splits` reads a TopK SAE's k (value, index) pairs per token (`encode_active_normalized`): its FVU,
+    L0 and per-feature firing counts equal those of the dense code and dense decode, and the pairs are the dense
+    code's non-zeros (the top k of the pre-activations, then ReLU: fewer than k positive on some tokens here)."""
+    from interp.sae.train import evaluate_splits
+
+    torch.manual_seed(1)
+    sae = build_sae(SAEConfig(n_features=64, k=8), 16)
+    with torch.no_grad():
+        sae.encoder.bias.normal_(-1.5, 0.5)
+        sae.input_scale.fill_(0.7)
+    x = (torch.randn(3000, 16) * 2 + 0.5).numpy()
+    code = np.arange(3000) % 3  # split codes 0, 1, 2
+    with torch.no_grad():
+        values, indices, _ = sae.encode_active_normalized(torch.from_numpy(x) * sae.input_scale)
+        dense = sae.encode(torch.from_numpy(x))
+    assert 0 < int((values > 0).sum(1).lt(8).sum()) < 3000  # some tokens with fewer than k positive entries
+    assert torch.equal(sae.scatter_rows((values, indices), 64), dense)
+    fast = evaluate_splits(sae, [(code[:1700], x[:1700]), (code[1700:], x[1700:])], (2, 1), 256, torch.device("cpu"))
+    # the dense path every other architecture takes, with the textbook TopK code (top k of ReLU(pre))
+    sae.encode_active_normalized = lambda _: None
+    sae.encode_normalized = lambda xn: sae.select_top_k(torch.relu(sae.pre_activations(xn)), 8)
+    slow = evaluate_splits(sae, [(code[:1700], x[:1700]), (code[1700:], x[1700:])], (2, 1), 256, torch.device("cpu"))
+    for split in (2, 1):
+        assert fast[split]["fvu"] == pytest.approx(slow[split]["fvu"], rel=1e-5) and 0.05 < fast[split]["fvu"] < 1
+        assert fast[split]["l0"] == slow[split]["l0"] and fast[split]["n_tokens"] == 1000
+        np.testing.assert_array_equal(fast[split]["fire_count"], slow[split]["fire_count"])
+    assert fast[2]["fire_count"].sum() == pytest.approx(fast[2]["l0"] * 1000)
 
 
 def test_lr_schedule_warms_up_and_decays():

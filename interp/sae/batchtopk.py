@@ -25,31 +25,30 @@ class BatchTopKSAE(SparseAutoencoder):
     def hparams(self) -> dict:
         return {"threshold_momentum": self.threshold_momentum}
 
-    def _batch_top(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(the k * n largest entries of relu(pre) [n, F] over the whole batch [k n], their flat indices [k n],
-        the features [n, F] holding them and zeros elsewhere)."""
+    def _batch_top(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the k * n largest entries of relu(pre) [n, F] over the whole batch [k n], their flat indices [k n])."""
         flat = torch.relu(pre).flatten()
-        top, flat_index = flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
-        return top, flat_index, torch.zeros_like(flat).scatter(0, flat_index, top).view_as(pre)
+        return flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
 
     def batch_top_k(self, pre: torch.Tensor) -> torch.Tensor:
         """Keep the k * n largest entries of relu(pre) [n, F] over the whole batch."""
-        return self._batch_top(pre)[2]
+        top, flat_index = self._batch_top(pre)
+        return torch.zeros_like(pre).flatten().scatter(0, flat_index, top).view_as(pre)
 
-    def batch_top_k_active(self, pre: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor]]:
-        """(`batch_top_k`'s features [n, F], the same entries grouped by token: values [k n], feature indices
-        [k n], offsets [n], as `TrainCode.active` holds them)."""
+    def batch_top_k_active(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`batch_top_k`'s entries grouped by token, as `TrainCode.active` holds them: values [k n], feature indices
+        [k n], offsets [n] (the dense code is not built)."""
         n, n_features = pre.shape
-        top, flat_index, features = self._batch_top(pre)
+        top, flat_index = self._batch_top(pre)
         flat_index, order = flat_index.sort()  # row-major: grouped by token
         token = flat_index // n_features
         offsets = torch.searchsorted(token, torch.arange(n, device=pre.device))
-        return features, (top[order], flat_index - token * n_features, offsets)
+        return top[order], flat_index - token * n_features, offsets
 
     @torch.no_grad()
-    def update_threshold(self, features: torch.Tensor) -> None:
-        kept = features[features > 0]
+    def update_threshold(self, kept: torch.Tensor) -> None:
+        """Move the running threshold towards the smallest positive entry of kept (the batch's kept activations)."""
+        kept = kept[kept > 0]
         if kept.numel() == 0:
             return
         smallest = kept.min()
@@ -82,6 +81,6 @@ class BatchTopKSAE(SparseAutoencoder):
 
     def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         pre = self.pre_activations(x_normalized)
-        features, active = self.batch_top_k_active(pre)
-        self.update_threshold(features)
-        return TrainCode(features, pre, pre.new_zeros(()), active)
+        active = self.batch_top_k_active(pre)
+        self.update_threshold(active[0])
+        return TrainCode(None, pre, pre.new_zeros(()), active)

@@ -24,18 +24,51 @@ from torch import nn
 class TrainCode(NamedTuple):
     """What `SparseAutoencoder.train_encode` returns for one batch of n normalised tokens."""
 
-    features: torch.Tensor
-    """[n, F] the code, dense (zeros where a feature is off)."""
+    dense: torch.Tensor | None
+    """[n, F] the code, dense (zeros where a feature is off), where the architecture computes it; None where
+    `active` holds it (then `features` builds it, only for a caller that needs it)."""
     pre: torch.Tensor
     """[n, F] pre-activations, before any non-linearity (AuxK reads the dead features' from them)."""
     penalty: torch.Tensor
     """Scalar sparsity penalty added to the loss (zero for the k-sparse architectures)."""
     active: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-    """The code's non-zeros, where the architecture has them without a search (the same numbers as `features`),
-    so that the reconstruction sums their decoder rows (`decode_active_normalized`) instead of multiplying by the
-    whole dictionary: (values [n, m], feature indices [n, m], None) with m per token (TopK: m = k), or (values
-    [nnz], feature indices [nnz], offsets [n]) grouped by token, token i's starting at offsets[i] (BatchTopK).
-    Entries of value 0 may be among them."""
+    """The code's non-zeros, where the architecture has them without a search, so that the reconstruction sums
+    their decoder rows (`decode_active_normalized`) instead of multiplying by the whole dictionary: (values [n, m],
+    feature indices [n, m], None) with m per token (TopK: m = k), or (values [nnz], feature indices [nnz],
+    offsets [n]) grouped by token, token i's starting at offsets[i] (BatchTopK). Entries of value 0 may be among
+    them."""
+
+    @property
+    def features(self) -> torch.Tensor:
+        """[n, F] the code, dense: `dense`, or `active` scattered into zeros (differentiable in the values)."""
+        if self.dense is not None:
+            return self.dense
+        values, indices, offsets = self.active
+        n, n_features = self.pre.shape
+        if offsets is None:
+            return values.new_zeros(n, n_features).scatter(1, indices, values)
+        token = torch.repeat_interleave(torch.arange(n, device=values.device), self.counts())
+        return values.new_zeros(n, n_features).index_put((token, indices), values)
+
+    def counts(self) -> torch.Tensor:
+        """int64 [n]: entries of `active` per token."""
+        values, _, offsets = self.active
+        if offsets is None:
+            return torch.full((values.shape[0],), values.shape[1], dtype=torch.long, device=values.device)
+        return torch.diff(offsets, append=offsets.new_tensor([values.numel()]))
+
+    def fired(self) -> torch.Tensor:
+        """bool [F]: features above 0 on some token of the batch (from `active` without the dense code)."""
+        if self.active is None:
+            return (self.dense > 0).any(dim=0)
+        values, indices, _ = self.active
+        fired = torch.zeros(self.pre.shape[1], dtype=torch.bool, device=values.device)
+        return fired.index_fill_(0, indices[values > 0], True)
+
+    def mean_l0(self) -> float:
+        """Mean number of features above 0 per token."""
+        on = self.dense > 0 if self.active is None else self.active[0] > 0
+        return int(on.sum()) / max(self.pre.shape[0], 1)
 
 
 class SparseAutoencoder(nn.Module, ABC):
@@ -97,6 +130,13 @@ class SparseAutoencoder(nn.Module, ABC):
     @abstractmethod
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
         """Inference-time features [n, F] of normalised inputs [n, d_in]; each architecture defines it."""
+
+    def encode_active_normalized(self, x_normalized: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """`encode_normalized`'s code as its entries per token, in `TrainCode.active`'s layout, where the architecture
+        has them without a search (TopK: its k (value, index) pairs, values >= 0, zeros among them); None where the
+        code is dense (then use `encode_normalized`)."""
+        return None
 
     @torch.no_grad()
     def init_from_sample(self, x_normalized: torch.Tensor) -> None:

@@ -12,15 +12,21 @@ class TopKSAE(SparseAutoencoder):
 
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:
         """[n, d_in] -> [n, F] with at most k non-zeros per row."""
-        return self.select_top_k(torch.relu(self.pre_activations(x_normalized)), self.k)
+        values, indices, _ = self.encode_active_normalized(x_normalized)
+        return self.scatter_rows((values, indices), self.n_features)
+
+    def encode_active_normalized(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """(values [n, k] >= 0, feature indices [n, k], None): the ReLU of each token's k largest pre-activations.
+        The top k of pre, then ReLU on those k: the same code as the top k of ReLU(pre) (entries it would pick
+        instead are zeros either way), without a ReLU over all [n, F]."""
+        values, indices = self.top_k_rows(self.pre_activations(x_normalized), self.k)
+        return torch.relu(values), indices, None
 
     def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
-        """The code with its k (value, index) pairs per token (`TrainCode.active`, a k-row decode), zero penalty;
-        the pre-activations computed once for both."""
+        """The code as its k (value, index) pairs per token (`TrainCode.active`, a k-row decode; the dense code is
+        not built), zero penalty."""
         pre = self.pre_activations(x_normalized)
-        # the top k of pre, then ReLU on those k: the same code as top k of ReLU(pre) (entries it would pick
-        # instead are zeros either way), without a ReLU and its backward over all [n, F]
+        # as encode_active_normalized, with pre kept for AuxK; no ReLU and its backward over all [n, F]
         values, indices = self.top_k_rows(pre, self.k)
         values = torch.relu(values)
-        return TrainCode(self.scatter_rows((values, indices), self.n_features), pre, pre.new_zeros(()),
-                         (values, indices, None))
+        return TrainCode(None, pre, pre.new_zeros(()), (values, indices, None))

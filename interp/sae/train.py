@@ -340,16 +340,16 @@ class SAETraining(pl_lightning.LightningModule):
         # a batch of adjacent-token pairs [B, 2, d] is encoded as 2B tokens (pair members interleaved)
         x = batch.reshape(-1, batch.shape[-1]) * self.sae.input_scale
         code = self.sae.train_encode(x)
-        features, sparsity = code.features, code.penalty
+        sparsity = code.penalty
         recon_loss, error = self.sae.reconstruction_loss(x, code, self.token_variance)
         loss = recon_loss + sparsity
         temporal_loss = torch.zeros(())
         if batch.ndim == 3:
-            high = features[:, :self.n_temporal].reshape(batch.shape[0], 2, self.n_temporal)
+            high = code.features[:, :self.n_temporal].reshape(batch.shape[0], 2, self.n_temporal)
             temporal_loss = temporal_contrastive_loss(high[:, 0], high[:, 1], self.cfg.temporal_temperature)
             loss = loss + self.cfg.temporal_coefficient * temporal_loss
         with torch.no_grad():
-            fired = (features > 0).any(dim=0)
+            fired = code.fired()
             self.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)  # in place: no Module.__setattr__
             self.fired_this_epoch.logical_or_(fired)
         dead = self.tokens_since_fired > self.cfg.dead_after_tokens
@@ -373,7 +373,7 @@ class SAETraining(pl_lightning.LightningModule):
             self.logger.log_metrics({
                 "train_recon_loss": recon_loss.item(), "train_sparsity_loss": sparsity.item(),
                 "train_auxk_loss": aux_loss.item(), "train_temporal_loss": temporal_loss.item(),
-                "train_l0": float((features > 0).sum(1).float().mean()), "dead_features": float(n_dead),
+                "train_l0": code.mean_l0(), "dead_features": float(n_dead),
                 "lr": self.trainer.optimizers[0].param_groups[0]["lr"], "epoch": float(self.epochs_done)},
                 step=self.step)
         return loss
@@ -404,7 +404,8 @@ class SAETraining(pl_lightning.LightningModule):
             save_training_state(self, self.trainer.optimizers[0], self.state_path, self.state_extra)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr)
+        # fused: one kernel for all parameters (0.09 ms a step against 0.30 for the per-parameter loop at 512 x 128)
+        return torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr, fused=True)
 
 
 # ---------------------------------------------------------------- resumable training state
@@ -457,15 +458,22 @@ def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, n
             rows, a = chunk[code == w], acc[w]
             for start in range(0, rows.shape[0], batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(rows[start:start + batch_size])).to(device)
-                recon, features = sae(x)
-                active = features > 0
+                entries = sae.encode_active_normalized(x * sae.input_scale)
+                if entries is None:
+                    recon, features = sae(x)
+                    active = features > 0
+                    a["fire_count"] += active.sum(dim=0).double()
+                else:  # the k decoder rows per token, as in training; counts from the entries above 0
+                    values, indices, offsets = entries
+                    recon = (sae.decode_active_normalized(values, indices, offsets) + sae.b_dec) / sae.input_scale
+                    active = values > 0
+                    a["fire_count"] += torch.bincount(indices[active], minlength=sae.n_features).double()
                 x64 = x.double().flatten()  # one float64 copy; the dot products below make no others
                 error = x64 - recon.double().flatten()
                 a["err"] += float(torch.dot(error, error))
                 a["total"] += x64.view_as(x).sum(dim=0).cpu().numpy()
                 a["sq"] += float(torch.dot(x64, x64))
                 a["l0"] += int(active.sum())
-                a["fire_count"] += active.sum(dim=0).double()
                 a["n"] += x.shape[0]
     out = {}
     for w, a in acc.items():
