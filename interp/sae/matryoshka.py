@@ -37,8 +37,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             values, indices, offsets = code.active
             if self.prefix_sizes[-1] < self.n_features:  # features past the last prefix are in no prefix's loss
                 values = values * (indices < self.prefix_sizes[-1])
-            counts = torch.diff(offsets, append=offsets.new_tensor([values.numel()]))
-            key = torch.repeat_interleave(torch.arange(n, device=values.device), counts) * self.n_features + indices
+            key = torch.repeat_interleave(torch.arange(n, device=values.device), code.counts()) * self.n_features + indices
             bounds = (torch.arange(n, device=values.device)[:, None] * self.n_features
                       + torch.tensor(starts, device=values.device)[None, :]).flatten()
             bags = torch.searchsorted(key, bounds)  # [n * prefixes]: token i, prefix p's first entry
