@@ -329,6 +329,24 @@ def test_matryoshka_active_decode_leaves_out_features_past_the_last_prefix():
     assert fast.item() == pytest.approx(dense.item(), rel=1e-6)
 
 
+def test_train_code_reads_firing_and_l0_from_the_entries_above_zero():
+    """`TrainCode.fired` / `mean_l0` / `features` from active entries in both layouts: an entry of value 0 (a ReLU'd
+    top-k entry) is not a firing, and the dense code holds each entry in its token's row."""
+    from interp.sae.model import TrainCode
+
+    pre = torch.zeros(3, 6)
+    per_token = TrainCode(None, pre, pre.new_zeros(()), (torch.tensor([[0.5, 0.0], [0.0, 0.0], [2.0, 1.0]]),
+                                                         torch.tensor([[1, 4], [2, 3], [5, 1]]), None))
+    assert per_token.fired().tolist() == [False, True, False, False, False, True]
+    assert per_token.mean_l0() == 1.0 and per_token.counts().tolist() == [2, 2, 2]
+    assert per_token.features.tolist() == [[0, 0.5, 0, 0, 0, 0], [0] * 6, [0, 1.0, 0, 0, 0, 2.0]]
+    grouped = TrainCode(None, pre, pre.new_zeros(()), (torch.tensor([0.5, 0.0, 2.0, 1.0]), torch.tensor([1, 4, 1, 5]),
+                                                       torch.tensor([0, 2, 2])))
+    assert grouped.counts().tolist() == [2, 0, 2] and grouped.mean_l0() == 1.0
+    assert grouped.fired().tolist() == [False, True, False, False, False, True]
+    assert grouped.features.tolist() == [[0, 0.5, 0, 0, 0, 0], [0] * 6, [0, 2.0, 0, 0, 0, 1.0]]
+
+
 def test_topk_evaluation_from_the_active_entries_matches_the_dense_code():
     """`evaluate_splits` reads a TopK SAE's k (value, index) pairs per token (`encode_active_normalized`): its FVU,
     L0 and per-feature firing counts equal those of the dense code and dense decode, and the pairs are the dense
