@@ -46,7 +46,7 @@ class TrainCode(NamedTuple):
         values, indices, offsets = self.active
         n, n_features = self.pre.shape
         if offsets is None:
-            return values.new_zeros(n, n_features).scatter(1, indices, values)
+            return SparseAutoencoder.scatter_rows((values, indices), n_features)
         token = torch.repeat_interleave(torch.arange(n, device=values.device), self.counts())
         return values.new_zeros(n, n_features).index_put((token, indices), values)
 
@@ -121,11 +121,6 @@ class SparseAutoencoder(nn.Module, ABC):
         """Dense [n, F] tensor holding (values [n, m], indices [n, m]) and zeros elsewhere."""
         values, indices = rows
         return values.new_zeros(values.shape[0], n_features).scatter(1, indices, values)
-
-    @classmethod
-    def select_top_k(cls, values: torch.Tensor, k: int) -> torch.Tensor:
-        """Keep the k largest entries of each row of values [n, F], zero the rest."""
-        return cls.scatter_rows(cls.top_k_rows(values, k), values.shape[1])
 
     @abstractmethod
     def encode_normalized(self, x_normalized: torch.Tensor) -> torch.Tensor:

@@ -16,17 +16,17 @@ class TopKSAE(SparseAutoencoder):
         return self.scatter_rows((values, indices), self.n_features)
 
     def encode_active_normalized(self, x_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """(values [n, k] >= 0, feature indices [n, k], None): the ReLU of each token's k largest pre-activations.
-        The top k of pre, then ReLU on those k: the same code as the top k of ReLU(pre) (entries it would pick
-        instead are zeros either way), without a ReLU over all [n, F]."""
-        values, indices = self.top_k_rows(self.pre_activations(x_normalized), self.k)
-        return torch.relu(values), indices, None
+        """(values [n, k] >= 0, feature indices [n, k], None): the ReLU of each token's k largest pre-activations."""
+        return self._top_k_entries(self.pre_activations(x_normalized))
 
     def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         """The code as its k (value, index) pairs per token (`TrainCode.active`, a k-row decode; the dense code is
-        not built), zero penalty."""
+        not built), the pre-activations kept for AuxK, zero penalty."""
         pre = self.pre_activations(x_normalized)
-        # as encode_active_normalized, with pre kept for AuxK; no ReLU and its backward over all [n, F]
+        return TrainCode(None, pre, pre.new_zeros(()), self._top_k_entries(pre))
+
+    def _top_k_entries(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The top k of pre [n, F], then ReLU on those k: the same code as the top k of ReLU(pre) (entries it would
+        pick instead are zeros either way), without a ReLU (and its backward) over all [n, F]."""
         values, indices = self.top_k_rows(pre, self.k)
-        values = torch.relu(values)
-        return TrainCode(None, pre, pre.new_zeros(()), (values, indices, None))
+        return torch.relu(values), indices, None
