@@ -902,6 +902,71 @@ def test_atlas_encodes_each_window_once_and_every_link_resolves(planted, labelle
         build_atlas(TopKSAE(D_IN + 1, 8, 2), planted["path"], windows, features, units, tmp_path / "other")
 
 
+SORT_HARNESS = """
+const rows = ROWS.map(keys => ({cells: keys.map(v => ({dataset: {v}}))}));
+const body = {rows, appendChild(r) { rows.splice(rows.indexOf(r), 1); rows.push(r); }};
+const table = {tBodies: [body], dataset: {}};
+const document = {getElementById: () => table};
+const out = [];
+for (const column of COLUMNS) { sortBy(column); out.push(rows.map(r => r.cells[0].dataset.v));
+                                sortBy(column); out.push(rows.map(r => r.cells[0].dataset.v)); }
+console.log(JSON.stringify(out));
+"""
+
+
+def test_atlas_index_shows_undefined_statistics_as_na_and_sorts_them_last(planted, labelled, tmp_path):
+    """A feature that never fires on the test blocks has no lift (NaN) and may have no F1: the index shows n/a,
+    its sort key is empty, and the index's own sort script (run under node where installed) orders the
+    numeric columns by number, both directions, with the undefined rows last (a 'nan' key used to make the
+    whole column sort as text)."""
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    from interp.sae.atlas import INDEX_JS, build_atlas
+
+    features, units, _ = labelled
+    features = features.with_columns(
+        lift=pl.when(pl.col("feature").is_in([3, 7, 40])).then(float("nan")).otherwise(pl.col("lift")),
+        f1=pl.when(pl.col("feature").is_in([7, 90])).then(None).otherwise(pl.col("f1")))
+
+    def undefined_in(column: str) -> list[int]:
+        return features.filter(pl.col(column).is_null() | pl.col(column).is_nan())["feature"].to_list()
+
+    undefined_f1, undefined_lift = undefined_in("f1"), undefined_in("lift")
+    assert {7, 90} <= set(undefined_f1) and {3, 7, 40} <= set(undefined_lift)
+    assert len(undefined_lift) < features.height - 10
+    rng = np.random.default_rng(4)
+    windows = planted["windows"].with_columns(sequence=pl.Series(
+        ["".join(rng.choice(list("ACGT"), size=PER_WINDOW)) for _ in range(planted["windows"].height)]))
+    build_atlas(planted["model"], planted["path"], windows, features, units, tmp_path / "atlas", max_logos=0)
+    index = (tmp_path / "atlas" / "index.html").read_text()
+    body = index.split("<tbody>")[1]
+    rows = [re.findall(r'<td data-v="([^"]*)">(.*?)</td>', row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+    assert len(rows) == features.height
+    keys = {int(r[0][0]): [k for k, _ in r] for r in rows}
+    for feature, r in zip(keys, rows, strict=True):
+        for column, (key, shown) in ((3, r[3]), (4, r[4])):
+            if feature in (undefined_f1 if column == 3 else undefined_lift):
+                assert (key, shown) == ("", "n/a"), (feature, r)
+            else:
+                assert float(key) >= 0 and shown != "n/a", (feature, r)
+    assert "nan" not in {k for r in keys.values() for k in r[3:]}
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed: the index's sort script is not run")
+    script = INDEX_JS.removeprefix("<script>").removesuffix("</script>") + SORT_HARNESS.replace(
+        "ROWS", json.dumps(list(keys.values()))).replace("COLUMNS", "[3, 4, 5]")
+    orders = json.loads(subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout)
+    for (column, undefined), descending, ascending in zip(
+            ((3, undefined_f1), (4, undefined_lift), (5, [])), orders[0::2], orders[1::2], strict=True):
+        for order, sign in ((descending, -1), (ascending, 1)):
+            values = [float(keys[int(f)][column]) for f in order[:len(order) - len(undefined)]]
+            assert values == sorted(values, key=lambda v: sign * v), (column, sign)
+            assert sorted(int(f) for f in order[len(order) - len(undefined):]) == sorted(undefined)
+
+
 def test_steer_table_flags_only_judged_labelled_features():
     from interp.sae.steer import SteerConfig, steer_table
 

@@ -135,11 +135,29 @@ def _shaded(sequence: str, acts: np.ndarray) -> str:
     return "".join(spans)
 
 
+def _number(value: float | None, spec: str) -> tuple[str, str]:
+    """(sort key, shown text) of a statistic; an undefined one (None or NaN: the feature never fires on the test
+    blocks, or the concept is absent from them) gets an empty key, which the index sorts last, and shows n/a."""
+    if value is None or not np.isfinite(value):
+        return "", "n/a"
+    return repr(float(value)), format(value, spec)
+
+
+def _concept_row(unit: dict) -> str:
+    """One row of a feature's concept table (a row of the units table)."""
+    stats = "".join(f"<td>{_number(unit[key], spec)[1]}</td>" for key, spec in (
+        ("f1", ".3f"), ("precision", ".3f"), ("recall", ".3f"), ("lift", ".2f"), ("auprc", ".3f"),
+        ("prevalence", ".3f")))
+    return f"<tr><td>{html.escape(unit['concept'])}</td>{stats}<td>{unit['passes']}</td></tr>"
+
+
+# A column sorts by number when every defined key is one; undefined keys ('') go last in either direction.
 INDEX_JS = """<script>
 function sortBy(c){const t=document.getElementById('idx');const rows=[...t.tBodies[0].rows];
-const num=rows.every(r=>!isNaN(parseFloat(r.cells[c].dataset.v)));const asc=t.dataset.col==c&&t.dataset.dir=='d';
-rows.sort((a,b)=>{const x=a.cells[c].dataset.v,y=b.cells[c].dataset.v;
-const r=num?parseFloat(x)-parseFloat(y):x.localeCompare(y);return asc?r:-r;});
+const key=r=>r.cells[c].dataset.v;const num=rows.every(r=>key(r)===''||!isNaN(Number(key(r))));
+const asc=t.dataset.col==c&&t.dataset.dir=='d';
+rows.sort((a,b)=>{const x=key(a),y=key(b);if(x===''||y==='')return (x==='')-(y==='');
+const r=num?Number(x)-Number(y):x.localeCompare(y);return asc?r:-r;});
 t.dataset.col=c;t.dataset.dir=asc?'a':'d';rows.forEach(r=>t.tBodies[0].appendChild(r));}
 </script>"""
 STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:1em 2em}td,th{padding:2px 8px}"
@@ -184,8 +202,8 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
     rows = ["<tr>" + "".join(f'<td data-v="{html.escape(str(v))}">{cell}</td>' for v, cell in (
         (r["feature"], f'<a href="page_{page_of[r["feature"]]}.html#f{r["feature"]}">{r["feature"]}</a>'),
         (r["label"], html.escape(r["label"])), (r["concept"], html.escape(str(r["concept"]))),
-        (round(r["f1"] or 0, 4), f'{r["f1"] or 0:.3f}'), (round(r["lift"] or 0, 4), f'{r["lift"] or 0:.2f}'),
-        (r["density"], f'{r["density"]:.4f}'))) + "</tr>" for r in features.iter_rows(named=True)]
+        _number(r["f1"], ".3f"), _number(r["lift"], ".2f"), _number(r["density"], ".4f"))) + "</tr>"
+            for r in features.iter_rows(named=True)]
     head = "".join(f'<th onclick="sortBy({i})">{h}</th>'
                    for i, h in enumerate(["feature", "label", "concept", "test F1", "lift", "density"]))
     write_text_atomic(
@@ -214,11 +232,8 @@ def build_atlas(model: SparseAutoencoder, store_path: str | Path, windows: pl.Da
             best = best_units.get(f, [])
             if best:
                 parts.append("<table><tr><th>concept</th><th>test F1</th><th>precision</th><th>recall</th>"
-                             "<th>lift</th><th>AUPRC</th><th>prevalence</th><th>passes</th></tr>" + "".join(
-                                 f"<tr><td>{html.escape(b['concept'])}</td><td>{b['f1']:.3f}</td>"
-                                 f"<td>{b['precision']:.3f}</td><td>{b['recall']:.3f}</td><td>{b['lift']:.2f}</td>"
-                                 f"<td>{b['auprc']:.3f}</td><td>{b['prevalence']:.3f}</td><td>{b['passes']}</td></tr>"
-                                 for b in best) + "</table>")
+                             "<th>lift</th><th>AUPRC</th><th>prevalence</th><th>passes</th></tr>"
+                             + "".join(_concept_row(b) for b in best) + "</table>")
             counts = np.zeros((2 * flank + 1, 4))
             for wid in dict.fromkeys(w for w in (r["top_windows"] or "").split(",") if w):
                 w = by_id[wid]
