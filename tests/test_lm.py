@@ -109,12 +109,12 @@ def test_forward_shapes_and_named_layers():
 
 
 def test_forward_from_a_block_continues_the_forward_pass():
-    """forward_from(block i's output) is the rest of `forward`, bit for bit (steering runs the blocks up to its
+    """forward_from(a layer's output: the embedding sum or block i's) is the rest of `forward`, bit for bit (steering runs the blocks up to its
     layer once and the rest once per direction), padding included; forward_layers stops at its last layer."""
     torch.manual_seed(0)
     model = TinyDNALM(TinyLMConfig(d_model=16, n_layers=3, n_heads=2, d_ff=32, max_len=40, conv_kernel=3)).eval()
     tokens = torch.stack([encode("ACGTACGTNNACGT"), torch.cat([encode("ACGTAC"), torch.full((8,), PAD_ID)])])
-    for layer in ("block1", "block2", "block3"):
+    for layer in ("embed", "block1", "block2", "block3"):
         hidden = model.forward_layers(tokens, [layer])[layer]
         assert torch.equal(model.forward_from(hidden, layer, tokens), model(tokens)), layer
     ran = []
@@ -123,8 +123,8 @@ def test_forward_from_a_block_continues_the_forward_pass():
     assert ran == [0]
     for h in hooks:
         h.remove()
-    with pytest.raises(KeyError, match="block layer"):
-        model.forward_from(hidden, "embed", tokens)
+    with pytest.raises(KeyError, match="unknown layer 'block4'"):
+        model.forward_from(hidden, "block4", tokens)
 
 
 def test_padding_does_not_change_real_tokens():

@@ -765,8 +765,12 @@ def test_loss_recovered_is_one_for_exact_and_zero_for_empty_reconstruction():
     assert recovered_fraction(1.0, 2.0, 1.25) == pytest.approx(0.75)
     assert recovered_fraction(1.0, 2.0, 1.0) == 1 and recovered_fraction(1.0, 2.0, 2.0) == 0
     assert np.isnan(recovered_fraction(2.0, 1.0, 1.5))
-    with pytest.raises(ValueError, match="block layer"):
-        masked_lm_losses(lm, "embed", exact, seqs)
+    # the embedding layer (a layer the config offers for the built-in LM) is spliced the same way
+    at_embed = masked_lm_losses(lm, "embed", exact, seqs, seed=1)
+    assert at_embed["clean"] == out["clean"] and at_embed["zero"] != pytest.approx(at_embed["clean"], abs=1e-3)
+    assert at_embed["sae"] == pytest.approx(at_embed["clean"], abs=1e-4)
+    with pytest.raises(ValueError, match="'block3' is not a layer of the LM"):
+        masked_lm_losses(lm, "block3", exact, seqs)
 
 
 def _toy_lm_and_sae():
@@ -819,6 +823,12 @@ def test_steering_along_a_readout_direction_beats_random_controls():
     assert everywhere["kl_other"] > 0
     with pytest.raises(ValueError, match="positions"):
         steer(lm, "block2", sae, 0, seqs, strength=1.0, positions="some")
+    # the embedding layer (which the config offers for the built-in LM) is steered the same way: the
+    # intervention runs through every block
+    at_embed = steer(lm, "embed", sae, 0, seqs, strength=0.0, n_random=2)
+    assert at_embed["kl_firing"] == 0 and at_embed["kl_other"] == 0 and at_embed["n_firing"] > 0
+    at_embed = steer(lm, "embed", sae, 0, seqs, strength=20.0, mode="clamp", n_random=2, positions="firing")
+    assert at_embed["kl_firing"] > 0 and at_embed["kl_other"] > 0  # attention carries it to other positions
 
 
 def test_a_direction_the_lm_cannot_see_is_flagged():

@@ -162,14 +162,15 @@ class TinyDNALM(nn.Module):
         return {name: found[name] for name in layers}
 
     def forward_from(self, hidden: torch.Tensor, layer: str, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [b, L, 4] from `hidden` [b, L, d_model] put in place of block `layer`'s output ("block<i>"):
-        the remaining blocks, the final norm and the head, as `forward` runs them (tokens [b, L]: the input,
-        for its padding mask). With hidden = forward_layers(tokens, [layer])[layer] it equals forward(tokens)."""
-        if layer not in self.layer_names[1:]:
-            raise KeyError(f"forward_from needs a block layer ({', '.join(self.layer_names[1:])}), got {layer!r}")
+        """Logits [b, L, 4] from `hidden` [b, L, d_model] put in place of `layer`'s output ("embed": the
+        embedding sum, fed to every block; "block<i>": the rest after block i): the remaining blocks, the final
+        norm and the head, as `forward` runs them in eval mode (tokens [b, L]: the input, for its padding mask).
+        With hidden = forward_layers(tokens, [layer])[layer] it equals forward(tokens)."""
+        if layer not in self.layer_names:
+            raise KeyError(f"unknown layer {layer!r}; this model has {self.layer_names}")
         keep = self._keep(tokens)
         x = hidden
-        for block in self.blocks[int(layer[5:]):]:
+        for block in self.blocks[self.layer_names.index(layer):]:
             x = block(x, keep)
         return self.head(self.ln_final(x))
 

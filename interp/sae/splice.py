@@ -1,6 +1,7 @@
 """Loss recovered: splice an SAE's reconstruction into the built-in LM at its layer.
 
-A forward hook replaces the output of block i ("block<i>", the residual stream after block i)
+A forward hook replaces the output of the layer ("block<i>", the residual stream after block i, or "embed",
+the embedding sum)
 with (a) itself (clean), (b) zeros (zero ablation) or (c) the SAE's reconstruction of it, and the
 masked-LM cross-entropy is measured on the same masked positions of held-out windows:
 loss recovered = (L_zero - L_sae) / (L_zero - L_clean); 1 means the SAE loses nothing.
@@ -16,9 +17,11 @@ from interp.sae.model import SparseAutoencoder
 
 
 def _layer_module(lm: TinyDNALM, layer: str) -> torch.nn.Module:
-    if not layer.startswith("block") or not layer[5:].isdigit() or not 1 <= int(layer[5:]) <= len(lm.blocks):
-        raise ValueError(f"loss recovered needs a block layer of the LM (block1..block{len(lm.blocks)}), got {layer!r}")
-    return lm.blocks[int(layer[5:]) - 1]
+    """The module whose output is `layer`'s activation: block i for "block<i>"; for "embed" the embedding
+    dropout, whose output in eval mode is the embedding sum itself (what `forward_layers` returns as "embed")."""
+    if layer not in lm.layer_names:
+        raise ValueError(f"{layer!r} is not a layer of the LM ({', '.join(lm.layer_names)})")
+    return lm.embed_drop if layer == "embed" else lm.blocks[lm.layer_names.index(layer) - 1]
 
 
 @torch.inference_mode()

@@ -1,12 +1,12 @@
 """Causal check of an SAE feature by steering the built-in LM.
 
-At block i it adds `strength` x the feature's decoder direction (store scale) to the
+At the layer (block i, or "embed", the embedding sum) it adds `strength` x the feature's decoder direction (store scale) to the
 layer's output at every position ("add"), or sets the feature's activation to `strength` while
 keeping the SAE's error term ("clamp": h + (strength - a_f(h)) d_f), at every position
 (`positions="all"`) or only where the feature fires on the clean, unmasked sequence (`positions="firing"`:
 the feature amplified where it is present, not written where it never is). Every base is scored once
-while masked (mask groups, as for loss recovered). The blocks up to i run once per batch and only the rest
-of the model once per direction (`TinyDNALM.forward_from`), as a forward hook at block i would. We compare the LM's predicted base
+while masked (mask groups, as for loss recovered). The blocks up to the layer run once per batch and only the rest
+of the model once per direction (`TinyDNALM.forward_from`), as a forward hook at the layer would. We compare the LM's predicted base
 distributions with and without the intervention: KL(steered || clean) and the change in the
 probability of the sequence's own base, separately at positions where the feature fires on the
 clean, unmasked sequence and elsewhere. The same intervention along random directions of the same norm is the
@@ -99,7 +99,7 @@ def steer(lm: TinyDNALM, layer: str, sae: SparseAutoencoder, feature: int, seque
     if positions not in ("all", "firing"):
         raise ValueError(f"steering positions must be 'all' or 'firing', got {positions!r}")
     lm, sae = lm.eval(), sae.eval()
-    _layer_module(lm, layer)  # a block layer, or a clear error
+    _layer_module(lm, layer)  # a layer of the LM, or a clear error
     device = next(lm.parameters()).device
     direction = (sae.W_dec[feature] / sae.input_scale).detach().to(device)
     # drawn on the CPU generator whatever the device, so a seed gives the same controls everywhere
