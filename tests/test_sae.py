@@ -602,6 +602,19 @@ def test_config_check_rejects_bad_sweep():
     with pytest.raises(InputError, match="k"):
         check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", "k": 100000}]}}, base_dir=root,
                      source="config")
+    # sweep entries are not typed by the schema: a value of the wrong type is an InputError naming the entry and
+    # field, not a TypeError from a comparison (PyYAML reads `lr: 1e-3` as the text "1e-3")
+    entry = yaml.safe_load("{name: lr3, lr: 1e-3}")
+    assert entry["lr"] == "1e-3"
+    with pytest.raises(InputError, match=r"sae.sweep\[0\] \(lr3\), field lr: expected a number \(YAML reads a "
+                                         r"number such as 1e-3 as text; write 1.0e-3 or 0.001\), got '1e-3'"):
+        check_config({**base, "sae": {**base["sae"], "sweep": [entry]}}, base_dir=root, source="config")
+    for key, value in (("memory_budget_mb", "2e3"), ("l1_coefficient", None), ("temporal_fraction", [0.1]),
+                       ("validation_fraction", None), ("matryoshka_prefixes", 0.5),
+                       ("matryoshka_prefixes", ["0.5", 1.0]), ("normalize_inputs", "yes"), ("k", 8.0)):
+        with pytest.raises(InputError, match=rf"sae.sweep\[0\] \(x\), field {key}: expected"):
+            check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", key: value}]}}, base_dir=root,
+                         source="config")
 
 
 def test_frontier_table_and_plots(tmp_path):

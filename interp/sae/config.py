@@ -15,6 +15,11 @@ from interp.errors import InputError
 NOT_TRAINING = ("layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas")
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 B_DEC_INITS = ("geometric_median", "mean", "zero")
+#: the real-valued fields (`SAEConfig.validate` checks their type before their range)
+NUMBER_FIELDS = ("lr", "lr_warmup_fraction", "lr_decay_fraction", "l1_coefficient", "l0_coefficient", "auxk_alpha",
+                 "threshold_momentum", "jumprelu_bandwidth", "jumprelu_init_threshold", "memory_budget_mb",
+                 "validation_fraction", "test_fraction", "temporal_fraction", "temporal_coefficient",
+                 "temporal_temperature")
 
 
 @dataclass
@@ -102,6 +107,18 @@ class SAEConfig:
         def bad(name: str, expected: str) -> InputError:
             return InputError(f"{source}, field {name}: expected {expected}, got {getattr(self, name)!r}")
 
+        for name in NUMBER_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise bad(name, "a number" + _text_number_hint(value))
+        prefixes = self.matryoshka_prefixes
+        if not isinstance(prefixes, list | tuple) or any(
+                not isinstance(p, int | float) or isinstance(p, bool) for p in prefixes):
+            raise bad("matryoshka_prefixes", "a list of numbers" + _text_number_hint(prefixes))
+        if not isinstance(self.normalize_inputs, bool):
+            raise bad("normalize_inputs", "true or false")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise bad("seed", "a non-negative integer")
         if self.architecture not in ARCHITECTURES:
             raise bad("architecture", f"one of {', '.join(ARCHITECTURES)}")
         if self.b_dec_init not in B_DEC_INITS:
@@ -142,11 +159,19 @@ class SAEConfig:
                 raise bad(name, "a number strictly between 0 and 1")
         if self.validation_fraction + self.test_fraction >= 1:
             raise bad("test_fraction", "validation_fraction + test_fraction < 1")
-        prefixes = self.matryoshka_prefixes
         if (not prefixes or any(not 0 < p <= 1 for p in prefixes) or prefixes[-1] != 1
                 or any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False))):
             raise bad("matryoshka_prefixes", "increasing fractions in (0, 1] ending with 1.0")
         return self
+
+
+def _text_number_hint(value: object) -> str:
+    """Advice where a number came as text: YAML 1.1 (PyYAML) reads 1e-3, without a decimal point, as a string."""
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+    return " (YAML reads a number such as 1e-3 as text; write 1.0e-3 or 0.001)" if isinstance(value, str) else ""
 
 
 def sae_settings(section: dict, *, seed: int = 0, ignore: tuple[str, ...] = (), source: str = "sae") -> SAEConfig:
