@@ -389,17 +389,42 @@ def test_lr_schedule_warms_up_and_decays():
     assert all(b <= a for a, b in zip(f[80:], f[81:], strict=False)) and f[99] == pytest.approx(0.05)
 
 
-def test_non_finite_training_tokens_are_refused(planted, tmp_path):
+@pytest.mark.parametrize("where", ["training", "test-kept", "test-streamed"])
+def test_non_finite_tokens_are_refused(planted, tmp_path, where):
     """A store holding a NaN activation (written by another tool, or before embedding checked) stops SAE
-    training with the store's name instead of training NaN weights."""
+    training with the store's name instead of training NaN weights, and a NaN among the held-out tokens
+    instead of reporting a NaN FVU: before training where the statistics pass keeps them, after it where they
+    are read from the store (a memory budget too small to keep them)."""
+    cfg = SAEConfig(**FAST, **({"memory_budget_mb": 0.05} if where == "test-streamed" else {}))
+    windows = planted_windows(5000 // TOKENS_PER_WINDOW)
+    code = block_split(windows, cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, cfg.seed
+                       ).of_tokens(planted["window"][:5000], np.arange(5000) % TOKENS_PER_WINDOW)
     x = planted["x"][:5000].copy()
-    x[::97, 4] = np.nan  # in every split
+    x[np.flatnonzero(code == (TRAIN if where == "training" else TEST))[7], 4] = np.nan
     path = tmp_path / "nan.zarr"
     writer = TokenStoreWriter(path, D_IN, [], "synthetic", "layer0", chunk_rows=CHUNK)
     writer.append(x, planted["window"][:5000], np.arange(5000) % TOKENS_PER_WINDOW, {})
     writer.close()
-    with pytest.raises(InputError, match="nan.zarr: the training tokens hold NaN"):
-        train_sae(path, SAEConfig(**FAST), planted_windows(5000 // TOKENS_PER_WINDOW), threads=1)
+    which = "training" if where == "training" else "validation or test"
+    with pytest.raises(InputError, match=f"nan.zarr: the {which} tokens hold NaN"):
+        train_sae(path, cfg, windows, threads=1)
+
+
+def test_the_initialisation_sample_is_never_empty(planted):
+    """init_sample_tokens as small as 1 (the schema allows it): each training token enters the sample with
+    probability 4 / n_tokens, so some seeds draw none; the sample is then the first training rows, never empty
+    (an empty one gave a NaN geometric median, so NaN weights, and a crash in JumpReLU's initialisation)."""
+    cfg = SAEConfig(**FAST)
+    store = TokenStore(planted["path"])
+    split = block_split(planted["windows"], cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, 0)
+    first = next(iter_split_chunks(store, split, TRAIN, CHUNK))[:1]
+    fallbacks = 0
+    for seed in range(60):
+        _, _, _, sample = input_statistics(store, split, CHUNK, 1, seed)
+        assert sample.shape == (1, D_IN)
+        fallbacks += bool(np.array_equal(sample, first))
+    assert fallbacks > 0  # about 6% of seeds draw no row
+    assert np.isfinite(geometric_median(first)).all()
 
 
 def test_streaming_reshuffles_and_reads_every_epoch(planted):

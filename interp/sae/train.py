@@ -222,12 +222,14 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
                      keep: np.ndarray | None = None,
                      keep_heldout: list | None = None, workers: int = 1) -> tuple[np.ndarray, float, int, np.ndarray]:
     """Streaming (mean [d] float64, mean squared norm, count) of the training tokens, and a uniform
-    random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples). keep: where
+    random sample float64 [<= sample_tokens, d] of them (bounded memory: per-chunk subsamples; never empty: where
+    the draw keeps no row, as a tiny sample_tokens can, the first chunk's first rows). keep: where
     given, an array [count, d] filled with the training tokens in store order as they are read (the training
     cache of `TrainingTokens`, so that the tokens are read once for both). keep_heldout: where given, a list
     that gets one (split codes int8 [m], activations [m, d]) per store chunk holding validation or test tokens,
     in store order (what `evaluate_splits` reads instead of the store: the store is then read once in all).
-    workers: reader threads (`_split_chunks`)."""
+    workers: reader threads (`_split_chunks`). Non-finite activations (training or kept held-out tokens) are an
+    InputError."""
     total = np.zeros(store.d)
     sq = 0.0
     n = 0
@@ -239,7 +241,10 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
         if keep_heldout is not None:
             heldout = code != TRAIN
             if heldout.any():
-                keep_heldout.append((code[heldout], rows[heldout]))
+                held = rows[heldout]
+                if not np.isfinite(held).all():
+                    raise non_finite_error(store.path, "validation or test")
+                keep_heldout.append((code[heldout], held))
                 rows = rows[~heldout]
             if not rows.shape[0]:
                 continue
@@ -258,17 +263,26 @@ def input_statistics(store: TokenStore, split: BlockSplit, read_rows: int, sampl
         # keep each row with a fixed probability bound; the merged sample is thinned at the end
         take = rng.random(m) < min(1.0, 4 * sample_tokens / max(store.n_tokens, 1))
         sample.append(chunk[take])
+        if n == m:
+            first_rows = chunk[:sample_tokens].copy()
     if n == 0:
         raise InputError(f"{store.path}: no training tokens after the block split")
     if keep is not None and n != keep.shape[0]:
         raise RuntimeError(f"{store.path}: {n} training tokens, {keep.shape[0]} counted before")
     if not (np.all(np.isfinite(total)) and np.isfinite(sq)):
-        raise InputError(f"{store.path}: the training tokens hold NaN or infinite activations; re-embed (the "
-                         "model or its dtype produced them) before training an SAE")
-    pooled = np.concatenate(sample) if sample else np.zeros((0, store.d))
+        raise non_finite_error(store.path, "training")
+    pooled = np.concatenate(sample)
+    if pooled.shape[0] == 0:
+        pooled = first_rows
     if pooled.shape[0] > sample_tokens:
         pooled = pooled[np.sort(rng.choice(pooled.shape[0], sample_tokens, replace=False))]
     return total / n, sq / n, n, pooled
+
+
+def non_finite_error(path: str | Path, which: str) -> InputError:
+    """The error for NaN or infinite activations among the `which` tokens of the store at `path`."""
+    return InputError(f"{path}: the {which} tokens hold NaN or infinite activations; re-embed (the model or its "
+                      "dtype produced them) before training an SAE")
 
 
 def training_data_fingerprint(store: TokenStore, mean: np.ndarray, mean_sq_norm: float) -> dict:
@@ -444,7 +458,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 @torch.no_grad()
 def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, np.ndarray]], which: tuple[int, ...],
                     batch_size: int, device: torch.device) -> dict[int, dict]:
-    """Per split code in `which`: FVU (original scale), mean L0, token count and per-feature firing counts [F].
+    """Per split code in `which`: FVU (original scale), mean L0, token count, per-feature firing counts [F] and
+    the sum of squared activations (`sq`: not finite where a token is not).
 
     chunks: (split codes int8 [m], activations float32 [m, d]) one store chunk at a time, in store order: from
     `_split_chunks` (one pass over the store for all splits) or the list `input_statistics` kept. Each split's
@@ -480,7 +495,7 @@ def evaluate_splits(sae: SparseAutoencoder, chunks: Iterable[tuple[np.ndarray, n
         n = a["n"]
         variance = a["sq"] - float(a["total"] @ a["total"]) / max(n, 1)
         out[w] = {"fvu": a["err"] / variance if variance > 0 and n else float("nan"), "l0": a["l0"] / max(n, 1),
-                  "n_tokens": n, "fire_count": a["fire_count"].cpu().numpy()}
+                  "n_tokens": n, "fire_count": a["fire_count"].cpu().numpy(), "sq": a["sq"]}
     return out
 
 
@@ -670,6 +685,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
                                  max(cfg.batch_size, 1024), device)
         test, validation = scores[TEST], scores[VALIDATION]
         heldout = None
+        if not (np.isfinite(test["sq"]) and np.isfinite(validation["sq"])):  # read from the store after training
+            raise non_finite_error(store_path, "validation or test")
     finally:
         torch.set_num_threads(previous_threads)
     sae = sae.cpu().eval()
