@@ -213,6 +213,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
     _check_lm_overrides(cfg, cards, source)
     _check_layers(cfg, cards, source)
     _check_planted_layer(cfg, source)
+    _check_motifs_and_planted_genome(cfg, source)
     if cfg.get("calibration", {}).get("cells"):
         from interp.calibration import select_cells
 
@@ -327,6 +328,21 @@ def _check_samples_sheet(path: Path, cohort, n_folds: int) -> None:
     covariate_design({n: samples[n].to_numpy() for n in cohort.covariates}, cohort.covariates,
                      missing=cohort.covariate_missing, sample_ids=samples["sample_id"].to_list(),
                      source=str(path), categorical=cohort.categorical_covariates)
+
+
+def _check_motifs_and_planted_genome(cfg: dict, source: str) -> None:
+    """The JASPAR names of sae.concepts.motifs and planted.genome.motifs, and the planted genome's ranges: a bad
+    one would otherwise stop the run after the SAE has trained (the concept tracks) or in rule planted_genome."""
+    from interp.sae.concept_tracks import load_jaspar_motifs
+    from interp.sae.planted_genome import PlantedConfig
+
+    try:
+        load_jaspar_motifs(cfg["sae"].get("concepts", {}).get("motifs", []), "sae.concepts.motifs")
+        genome = cfg.get("planted", {}).get("genome")
+        if genome is not None:
+            load_jaspar_motifs(PlantedConfig.from_params(genome).motifs, "planted.genome.motifs")
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
 
 
 def _check_planted_layer(cfg: dict, source: str) -> None:

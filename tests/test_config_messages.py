@@ -69,6 +69,22 @@ def test_lm_overrides_are_checked_before_any_rule(tmp_path: Path, capsys, text: 
     assert rc == 2 and err.startswith(f"error: {tmp_path / 'user.yaml'}: {expected}"), err
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sae: {concepts: {motifs: [CTCF, NOPE]}}", "sae.concepts.motifs: no JASPAR 2024 motif named 'NOPE'"),
+    ("planted: {genome: {motifs: [NOTAMOTIF]}}", "planted.genome.motifs: no JASPAR 2024 motif named 'NOTAMOTIF'"),
+    ("planted: {genome: {repeat_copies: [16, 8]}}", "planted.genome.repeat_copies: expected [low, high] with low "
+                                                    "<= high (an inclusive range), got [16, 8]"),
+    ("planted: {genome: {island_length: [600, 300]}}", "planted.genome.island_length: expected [low, high]"),
+])
+def test_motif_names_and_planted_ranges_are_checked_before_any_rule(tmp_path: Path, capsys, text: str,
+                                                                    expected: str) -> None:
+    """An unknown JASPAR name stopped the SAE stage only after training (the concept tracks), under the key
+    sae.concepts.motifs even when planted.genome.motifs listed it; a reversed range stopped rule planted_genome
+    with numpy's bare 'low >= high'."""
+    rc, err = _check_config(tmp_path, text, capsys)
+    assert rc == 2 and err.startswith(f"error: {tmp_path / 'user.yaml'}: {expected}"), err
+
+
 def test_lm_overrides_that_are_settings_pass(tmp_path: Path, capsys) -> None:
     text = yaml.safe_dump({"lm": {"overrides": {"max_steps": 10, "max_len": 128, "seq_len": 128}},
                            "planted": {"lm_overrides": {"max_steps": 10}}})

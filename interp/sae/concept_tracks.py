@@ -15,6 +15,7 @@ one strand or the other at about twice that rate.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,16 +78,19 @@ def gc_rich(bases: np.ndarray, window: int, threshold: float) -> np.ndarray:
     return known & ((cs[hi] - cs[lo]) / np.maximum(cs_known[hi] - cs_known[lo], 1) >= threshold)
 
 
-def load_jaspar_motifs(names: list[str]):
-    """Bio.motifs Motif objects for JASPAR 2024 CORE names (pyjaspar's bundled database)."""
+def load_jaspar_motifs(names: list[str], key: str = "sae.concepts.motifs"):
+    """Bio.motifs Motif objects for JASPAR 2024 CORE names (pyjaspar's bundled database); an unknown name is an
+    InputError naming the config `key` that listed it."""
     from pyjaspar import jaspardb
 
     db = jaspardb(release="JASPAR2024")
     motifs = []
     for name in names:
-        found = db.fetch_motifs_by_name(name)
+        with warnings.catch_warnings():  # pyjaspar warns of an unknown name; the error below says it better
+            warnings.simplefilter("ignore")
+            found = db.fetch_motifs_by_name(name)
         if not found:
-            raise InputError(f"sae.concepts.motifs: no JASPAR 2024 motif named {name!r}")
+            raise InputError(f"{key}: no JASPAR 2024 motif named {name!r}")
         motifs.append(sorted(found, key=lambda m: m.matrix_id)[0])
     return motifs
 

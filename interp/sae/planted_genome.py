@@ -61,7 +61,13 @@ class PlantedConfig:
         unknown = sorted(set(params) - known)
         if unknown:
             raise InputError(f"planted.genome: unknown keys {unknown}; expected some of {sorted(known)}")
-        return cls(**params)
+        cfg = cls(**params)
+        for name in ("repeat_copies", "island_length"):
+            low, high = getattr(cfg, name)
+            if low > high:
+                raise InputError(f"planted.genome.{name}: expected [low, high] with low <= high (an inclusive "
+                                 f"range), got {[low, high]}")
+        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +111,7 @@ def motif_frequencies(names: list[str]) -> dict[str, np.ndarray]:
     from interp.sae.concept_tracks import load_jaspar_motifs
 
     out = {}
-    for name, motif in zip(names, load_jaspar_motifs(names), strict=True):
+    for name, motif in zip(names, load_jaspar_motifs(names, "planted.genome.motifs"), strict=True):
         freq = motif.counts.normalize(pseudocounts=0.5)
         out[name] = np.array([freq[b] for b in "ACGT"], dtype=np.float64)
     return out
