@@ -182,6 +182,40 @@ def test_both_arms_use_identical_folds(monkeypatch) -> None:
     assert set(untuned.folds["C_raw"]) == set(untuned.folds["C_sae"]) == {CFG.C}
 
 
+def test_inner_fits_choose_the_sae_features_on_their_own_training_rows(monkeypatch) -> None:
+    """The fits that choose C for the SAE arm read the k features ranked on their inner training rows, not on
+    the whole fold (whose ranking saw the inner validation rows' labels: with many features and a null label
+    that made the inner AUROC about 0.8 instead of 0.5)."""
+    rng = np.random.default_rng(5)
+    n, m, k = 160, 400, 4
+    F = np.abs(rng.normal(size=(n, m)))
+    X = rng.normal(size=(n, 6))
+    y = rng.random(n) < 0.3  # a null label
+    folds = interleaved_folds(n, 4)
+    inner_inputs: list[tuple[np.ndarray, np.ndarray]] = []
+    fit = probe_compare.fit_logistic
+
+    def spy(Xa, ya, masks, cfg, C=None):
+        Xa, masks = np.asarray(Xa), np.asarray(masks)
+        if Xa.ndim == 3 and Xa.shape[-1] == k and masks.shape[0] > len(folds):
+            inner_inputs.append((Xa.copy(), masks.copy()))
+        return fit(Xa, ya, masks, cfg, C=C)
+
+    monkeypatch.setattr(probe_compare, "fit_logistic", spy)
+    compare_probes(X, F, y, folds, top_k=[k], cfg=CFG, n_bootstrap=0, C_grid=(0.01, 1.0))
+    assert len(inner_inputs) == 2  # one inner fit per grid value
+    fold_sets = [set(train.tolist()) for train, _ in folds]
+    differs = 0
+    for Xa, masks in inner_inputs:
+        for q in range(masks.shape[0]):
+            rows = np.flatnonzero(masks[q])
+            np.testing.assert_array_equal(Xa[q], F[:, select_top_features(F, y, rows, k)])
+            fold = next(f for f, rows_f in enumerate(fold_sets) if set(rows.tolist()) <= rows_f)
+            differs += not np.array_equal(select_top_features(F, y, rows, k),
+                                          select_top_features(F, y, folds[fold][0], k))
+    assert differs > 0  # the two choices do differ here, so the check above can fail
+
+
 def nuisance_cancelling(seed: int, n: int = 300):
     """The label is carried by s; the first column reads s + 2 * noise and the second the noise itself, so
     only a weakly penalised raw probe (w ~ (1, -2)) recovers s; a strongly penalised one keeps the mean
