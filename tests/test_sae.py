@@ -586,6 +586,11 @@ def test_state_of_another_store_or_damaged_is_not_resumed(planted, tmp_path):
     with pytest.warns(UserWarning, match="not resuming"):
         _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state)
     assert metrics["resumed_from_step"] is None and not state.exists()
+    interrupted()  # another read_rows orders the streamed batches otherwise: not resumed either
+    with pytest.warns(UserWarning, match="another config or token store"):
+        _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state,
+                               read_rows=CHUNK // 2)
+    assert metrics["resumed_from_step"] is None
     interrupted()  # the same store and config still resume
     _, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state)
     assert metrics["resumed_from_step"] == 5

@@ -602,11 +602,12 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             warnings.warn(f"not resuming: {err}; training starts from step 0", stacklevel=2)
         else:
             if (counters.get("config") == cfg.to_dict() and counters.get("n_train") == n_rows
-                    and counters.get("data") == data):
+                    and counters.get("data") == data and counters.get("read_rows") == read_rows):
                 resume = (tensors, counters)
             else:
-                warnings.warn(f"{state_path}: training state was written for another config or token store; "
-                              "training starts from step 0 (the state is overwritten)", stacklevel=2)
+                warnings.warn(f"{state_path}: training state was written for another config or token store (or "
+                              "read_rows, which orders the streamed batches); training starts from step 0 (the "
+                              "state is overwritten)", stacklevel=2)
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
@@ -622,7 +623,7 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
         sae.init_from_sample(torch.as_tensor(sample * scale, dtype=torch.float32))
         module = SAETraining(sae, cfg, token_variance, total_steps,
                              Path(state_path) if state_path is not None else None,
-                             {"config": cfg.to_dict(), "n_train": n_rows, "data": data},
+                             {"config": cfg.to_dict(), "n_train": n_rows, "data": data, "read_rows": read_rows},
                              resume[0] if resume is not None else None)
         dataset = TrainingTokens(store, split, n_rows, rows_per_batch, cfg.seed, budget_bytes, read_rows,
                                  pairs=temporal, gap=cfg.temporal_gap, workers=threads)
