@@ -368,7 +368,7 @@ def planted_calibration(units: pl.DataFrame, genome: PlantedGenome, store_path: 
                         sae_cfg.seed)
     contig = windows["contig"][0]
     oracle = oracle_table(genome.sequence, elements.filter(pl.col("contig") == contig), genome.transition,
-                          genome.motif_freqs, base_split(windows, split, contig, len(genome.sequence)))
+                          genome.motif_freqs, base_split(windows, split, contig, len(genome.sequence), tokens=True))
     instance = instance_scores(sae, store_path, windows, split, elements)
     match = (match_table(units, targets)
              .join(oracle.select("concept", "oracle_f1", "oracle_precision", "oracle_recall", "oracle_instance_f1"),

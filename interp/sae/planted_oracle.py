@@ -10,7 +10,9 @@ on both strands (the reverse-complement matrix f[::-1, ::-1], A/C/G/T coded 0..3
 larger. The bases covered by starts with LLR above a threshold are called "inside the motif"; the
 threshold is the one of best per-base F1 on the validation blocks, and per-base precision, recall,
 F1 (and the instance-level recall and F1 of `interp.sae.planted.instance_scores`) are reported on
-the test blocks, the same bases the SAE features are scored on. Because every instance is drawn
+the test blocks, the bases the SAE features are scored on (those some window lying wholly in the split
+covers: `interp.sae.planted.base_split(..., tokens=True)`; each once here, where the SAE's tokens of two
+overlapping windows count a base twice). Because every instance is drawn
 from the motif's frequency matrix, some instances look like background and some background looks
 like an instance: this F1 is the most any per-base detector (an SAE feature included) can reach.
 """
