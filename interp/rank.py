@@ -520,10 +520,29 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
         except ValueError:  # this half cannot carry the null model: it does not vote
             continue
         fitted += 1
-        z = np.abs(association(x[idx], null, spa=False)["z"].to_numpy())
-        z = np.where(np.isnan(z), -1.0, z)
-        counts[np.lexsort((np.arange(z.size), -z))[:top_k]] += 1
+        counts += top_k_credit(np.abs(association(x[idx], null, spa=False)["z"].to_numpy()), top_k)
     return counts / fitted if fitted else np.full(x.shape[1], np.nan)
+
+
+def top_k_credit(score: np.ndarray, top_k: int, rtol: float = 1e-9) -> np.ndarray:
+    """float64 [m]: 1 for the columns among the top_k by score [m] (NaN: never), and for a tie at the k-th
+    place, the free places shared among the tied columns (within `rtol` of the k-th score): the chance that
+    a random tie-break keeps the column. Columns carrying the same signal (every dimension of a window whose
+    features take one value per haplotype pair is an affine map of one indicator) have scores equal but for
+    rounding, and picking among them by rounding or by column order would make their stability arbitrary."""
+    score = np.asarray(score, dtype=np.float64)
+    credit = np.zeros(score.size)
+    valid = np.isfinite(score)
+    if valid.sum() <= top_k:
+        credit[valid] = 1.0
+        return credit
+    kth = np.sort(score[valid])[::-1][top_k - 1]
+    tol = rtol * max(abs(kth), np.finfo(np.float64).tiny)
+    above = valid & (score > kth + tol)
+    tied = valid & ~above & (score >= kth - tol)
+    credit[above] = 1.0
+    credit[tied] = (top_k - above.sum()) / tied.sum()
+    return credit
 
 
 # ----------------------------------------------------------------------------- one family of tests

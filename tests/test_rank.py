@@ -650,6 +650,34 @@ def test_stability_selects_planted_feature_and_is_deterministic():
     np.testing.assert_array_equal(share, stability(x, y, cov, top_k=5, n_resamples=20, seed=0, binary=True))
 
 
+def test_equivalent_columns_get_equal_stability_whatever_their_order():
+    """Dimensions of one window that read the same haplotype-pair indicator (affine copies of it) have |z|
+    equal but for rounding: their stability must not depend on rounding or on column order (it ranged
+    0.1-0.55 among 10 such copies, and moved when the columns were permuted). Ties at the k-th place share
+    the places left; the credit per resample still sums to top_k."""
+    from interp.rank import top_k_credit
+
+    rng = np.random.default_rng(3)
+    n = 200
+    cov, _ = covariates(n, rng)
+    a, b = rng.random(n) < 0.3, rng.random(n) < 0.5
+    y = binary_phenotype(cov, 0.3, rng, extra=1.2 * a + 0.8 * b)
+    copies = [rng.normal() + rng.uniform(0.5, 3) * a for _ in range(10)]
+    x = np.column_stack(copies + [rng.normal() + rng.uniform(0.5, 3) * b for _ in range(15)]
+                        + [rng.normal(size=n) for _ in range(10)])
+    share = stability(x, y, cov, top_k=5, n_resamples=20, seed=0, binary=True)
+    order = rng.permutation(x.shape[1])
+    permuted = np.empty_like(share)
+    permuted[order] = stability(x[:, order], y, cov, top_k=5, n_resamples=20, seed=0, binary=True)
+    np.testing.assert_allclose(permuted, share, atol=1e-12)
+    for group in (share[:10], share[10:25]):
+        np.testing.assert_allclose(group, group[0], atol=1e-12)
+    assert share.sum() == pytest.approx(5.0)
+    assert top_k_credit(np.array([3.0, 2.0, 2.0, 2.0 * (1 + 1e-12), 1.0, np.nan]), 2).tolist() == \
+        [1.0, 1 / 3, 1 / 3, 1 / 3, 0.0, 0.0]
+    assert top_k_credit(np.array([1.0, np.nan, 0.5]), 3).tolist() == [1.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_few_individuals_for_half_samples_leave_stability_empty_not_a_crash(binary):
     """n = 20 with 8 covariates: the whole sample fits the null model (10 residual df) but a half of 10 cannot
