@@ -14,6 +14,7 @@ import pytest
 
 from interp.cohort.haplotypes import (
     SEQUENCE_SCHEMA,
+    _anchored_indel,
     gc_fraction,
     haplotype_sequences,
     haplotype_windows,
@@ -47,6 +48,20 @@ def _records(ref: str) -> list[tuple[int, str, str]]:
         (6100, base(6100, 11), base(6100)),                 # 10-bp deletion
         (6105, base(6105, 2), base(6105) + "TT"),           # complex record inside it
         (6200, base(6200, 2), other(base(6200)) + other(base(6201))),  # MNP
+        # bcftools applies an indel anchored on the last base of the record applied before it (unless that
+        # one was an insertion), as `bcftools norm -m -any` writes them
+        (6220, base(6220), other(base(6220))),              # SNV ...
+        (6220, base(6220), base(6220) + "TTT"),             # ... then an insertion at the same POS
+        (6230, base(6230, 2), other(base(6230)) + other(base(6231))),  # MNP ...
+        (6231, base(6231), base(6231) + "GG"),              # ... then an insertion on its last base
+        (6240, base(6240), other(base(6240))),              # SNV ...
+        (6240, base(6240, 3), base(6240)),                  # ... then a deletion at the same POS
+        (6250, base(6250), base(6250) + "AA"),              # insertion ...
+        (6250, base(6250, 2), base(6250)),                  # ... then a deletion: skipped (follows an insertion)
+        (6260, base(6260, 3), base(6260)),                  # deletion ...
+        (6262, base(6262), base(6262) + "C"),               # ... then an insertion on its last (deleted) base
+        (6270, base(6270, 3), base(6270)),                  # deletion ...
+        (6272, base(6272, 2), base(6272)),                  # ... then a deletion from its last base
         (6300, base(6300), base(6300) + "CCCC"),            # insertion
         (6301, base(6301), other(base(6301))),              # SNV just after the insertion anchor
         (6390, base(6390, 3), base(6390)),
@@ -118,6 +133,66 @@ def test_matches_bcftools_consensus_snvs_and_indels(demo):
             lengths.add(len(expected))
     assert len(lengths) > 1  # indels really changed lengths
     assert sum(haps.n_overlapping_skipped.values()) > 0  # overlapping records really occurred
+
+
+def test_anchored_indels_are_those_htslib_calls_indels_sharing_the_first_base():
+    """bcftools consensus applies a record on the last base of the one before it only when htslib's
+    bcf_set_variant_type calls it an indel and REF and ALT share their first base."""
+    for ref, alt, expected in (("A", "ATTT", True), ("CGT", "C", True), ("AC", "A", True), ("ATG", "ACTG", True),
+                               ("cgt", "C", True), ("GT", "GGC", False), ("CGTA", "CT", False), ("C", "T", False),
+                               ("GA", "T", False), ("AT", "CA", False), ("AG", "AG", False), ("AT", "AC", False)):
+        assert _anchored_indel(ref, alt) is expected, (ref, alt)
+
+
+@pytest.mark.oracle
+@needs_bcftools
+def test_dense_random_records_match_bcftools_consensus(tmp_path):
+    """Dense random SNVs, insertions, deletions, MNPs and complex records, several at one position (as
+    `bcftools norm -m -any` leaves them): every haplotype equals `bcftools consensus -H 1|2` (an indel anchored
+    on the last base of an applied record was dropped in 22 of 162 haplotypes of such a fuzz before)."""
+    rng = np.random.default_rng(11)
+    seq = "".join(rng.choice(list("ACGT"), 200))
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text(f">chr1\n{seq}\n")
+    pysam.faidx(str(fasta))
+    reference = read_fasta(fasta)
+    region = Region("r", "chr1", 0, 200)
+    n_anchored = 0
+    for it in range(40):
+        records = []
+        for _ in range(10):
+            p = int(rng.integers(20, 45))
+            kind = rng.choice(["snv", "ins", "del", "mnp", "complex"])
+            b = seq[p - 1]
+            if kind == "snv":
+                r, a = b, str(rng.choice([x for x in "ACGT" if x != b]))
+            elif kind == "ins":
+                r, a = b, b + "".join(rng.choice(list("ACGT"), int(rng.integers(1, 4))))
+            elif kind == "del":
+                r, a = seq[p - 1:p - 1 + int(rng.integers(2, 5))], b
+            elif kind == "mnp":
+                r = seq[p - 1:p + 1]
+                a = "".join(str(rng.choice([x for x in "ACGT" if x != c])) for c in r)
+            else:
+                r = seq[p - 1:p - 1 + int(rng.integers(2, 4))]
+                a = "".join(rng.choice(list("ACGT"), int(rng.integers(1, 4))))
+            if r != a:
+                records.append((p, r, a, ["|".join(str(x) for x in rng.integers(0, 2, 2)) for _ in range(3)]))
+        records.sort(key=lambda x: x[0])
+        plain = tmp_path / f"f{it}.vcf"
+        plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=200>\n"
+                         '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\tC\n"
+                         + "".join(f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(g) + "\n"
+                                   for p, r, a, g in records))
+        vcf = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+        haps = haplotype_sequences(reference, read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"]), region)
+        for sample in "ABC":
+            for hap in (1, 2):
+                assert haps[(sample, hap)] == _bcftools(fasta, vcf, sample, hap, missing_n=False), (it, sample, hap)
+                # an anchored record is applied after its first base: (POS, len(REF) - 1, ALT[1:]) 0-based
+                n_anchored += len(set(haps.edits[(sample, hap)]) & {(p, len(r) - 1, a[1:]) for p, r, a, _ in records})
+    assert n_anchored > 0  # the exception was exercised
 
 
 def test_records_crossing_either_edge_of_the_region_are_skipped_and_counted(demo):
@@ -496,7 +571,7 @@ def _one_by_one(genotypes, region: Region, ref: str, missing: str, unphased: str
     order = np.argsort(genotypes.pos, kind="stable")
     for s, sample in enumerate(genotypes.samples):
         for hap in (1, 2):
-            edits, frozen = [], -1
+            edits, frozen, inserted = [], -1, False
             for i in order:
                 call, start, ref_len = genotypes.gt[i, s], int(genotypes.pos[i]) - 1, len(genotypes.ref[i])
                 allele = int(call[hap - 1])
@@ -510,9 +585,15 @@ def _one_by_one(genotypes, region: Region, ref: str, missing: str, unphased: str
                     write = genotypes.alt[i] if allele > 0 else None
                 if write is None:
                     continue
+                masked = write == "N" * ref_len and genotypes.alt[i] != write
+                indel = _anchored_indel(genotypes.ref[i], genotypes.alt[i])
                 if start > frozen:
                     edits.append((start, ref_len, write))
-                    frozen = start + ref_len - 1
+                elif start == frozen and indel and not masked and not inserted:  # bcftools' exception
+                    edits.append((start + 1, ref_len - 1, write[1:]))
+                else:
+                    continue
+                frozen, inserted = start + ref_len - 1, len(write) > ref_len
             out[(sample, hap)] = edits
     return out
 
@@ -527,17 +608,23 @@ def test_haplotype_rules_for_every_policy_and_sequences_built_from_the_edits():
     k, n = 40, 12
     pos = np.sort(rng.choice(np.arange(20, 760), k, replace=False)).astype(np.int64) + 1
     pos[7] = pos[6] + 1  # an overlapping record
+    pos[13], pos[25] = pos[12], pos[24]  # records at the same position: bcftools' anchored indels below
     refs = [ref[p - 1:p - 1 + int(rng.integers(1, 4))] for p in pos]
+    refs[12], refs[24], refs[25] = refs[12][:1], refs[24][:1], ref[pos[25] - 1:pos[25] + 2]
     genotypes = Genotypes(
         samples=[f"s{i}" for i in range(n)], contig=np.array(["c"] * k, dtype=object), pos=pos, ref=refs,
         alt=[str(rng.choice(["A", "CG", "T", "GAT"])) for _ in pos],
         gt=rng.choice([-1, 0, 1], size=(k, n, 2), p=[0.1, 0.6, 0.3]).astype(np.int8),
         phased=rng.random((k, n)) < 0.7, n_multiallelic_split=0, n_other_skipped=0, contig_map={})
+    genotypes.alt[12], genotypes.alt[13] = "GT"[refs[12] == "G"], refs[13][0] + "TT"  # SNV, then an insertion
+    genotypes.alt[24], genotypes.alt[25] = "GT"[refs[24] == "G"], refs[25][0]  # SNV, then a deletion
     region = Region("r", "c", 10, 790)
     for missing in ("ref", "N"):
         for unphased in ("ref", "N"):
             haps = haplotype_sequences({"c": ref}, genotypes, region, missing=missing, unphased=unphased)
             assert haps.edits == _one_by_one(genotypes, region, ref, missing, unphased), (missing, unphased)
+            anchored = {e for edits in haps.edits.values() for e in edits if e[0] in (pos[13], pos[25])}
+            assert {(pos[13], 0, "TT"), (pos[25], 2, "")} <= anchored, (missing, unphased)
     key = ("s0", 1)
     haps.edits[key] = [(100, 1, "TT")]
     assert haps[key] == ref[10:100] + "TT" + ref[101:790]  # read from the edits, not stored
@@ -553,6 +640,9 @@ def _windows_base_by_base(haps, region: Region, ref: str, key, width: int, strid
     emits = list(ref[region.start:region.end].upper())
     for start, ref_len, replacement in haps.edits[key]:
         k = start - region.start
+        if ref_len == 0:  # an insertion after its anchor base (bcftools' anchored indel): the anchor emits it
+            emits[k - 1] += replacement
+            continue
         for j in range(ref_len - 1):
             emits[k + j] = replacement[j] if j < len(replacement) else ""
         emits[k + ref_len - 1] = replacement[ref_len - 1:]

@@ -2,7 +2,11 @@
 
 `haplotype_sequences` follows `bcftools consensus -H 1|2 -s SAMPLE` (records applied in
 position order; a record is skipped when the haplotype carries REF; a record whose first base
-lies at or before the last base of an already applied record is skipped and counted).
+lies at or before the last base of an already applied record is skipped and counted, but for
+bcftools' one exception: an indel (as htslib classifies it, REF and ALT sharing their first base) whose
+first base is that last base, unless the record applied before it was an insertion, is applied after
+its anchor base, which keeps what the earlier record wrote: a SNV then an insertion or a deletion at the
+same POS, or an insertion on the last base of a deletion or MNP, as `bcftools norm -m -any` writes them).
 Differences from bcftools, by design:
 - records whose REF span does not lie wholly inside the region are skipped (and counted);
 - unphased heterozygous calls follow the `unphased` policy ("ref" keeps REF, "N" masks REF's
@@ -196,23 +200,51 @@ def haplotype_sequences(
     starts = (genotypes.pos[records] - 1).tolist()
     ref_lens = [len(genotypes.ref[i]) for i in records]
     alts = [genotypes.alt[i] for i in records]
+    anchored = [_anchored_indel(genotypes.ref[i], alts[j]) for j, i in enumerate(records)]
     for s, sample in enumerate(genotypes.samples):
         for hap in (1, 2):
             edits: list[Edit] = []
             frozen_until = -1  # last reference base (0-based) covered by an applied record
+            inserted = False  # whether the record applied last was an insertion
             n_overlap = 0
             mask = masks[s, hap - 1]
             for j in np.flatnonzero(acts[s, hap - 1]).tolist():  # records in position order
-                start = starts[j]
-                if start <= frozen_until:
+                start, ref_len = starts[j], ref_lens[j]
+                replacement = "N" * ref_len if mask[j] else alts[j]
+                if start > frozen_until:
+                    edits.append((start, ref_len, replacement))
+                elif start == frozen_until and anchored[j] and not mask[j] and not inserted:
+                    # after the anchor base, which keeps what the earlier record wrote there
+                    edits.append((start + 1, ref_len - 1, replacement[1:]))
+                else:
                     n_overlap += 1
                     continue
-                ref_len = ref_lens[j]
-                edits.append((start, ref_len, "N" * ref_len if mask[j] else alts[j]))
                 frozen_until = start + ref_len - 1
+                inserted = len(replacement) > ref_len
             result.edits[(sample, hap)] = edits
             result.n_overlapping_skipped[(sample, hap)] = n_overlap
     return result
+
+
+def _anchored_indel(ref: str, alt: str) -> bool:
+    """Whether bcftools consensus may apply the record on the last base of the one before it: htslib calls it
+    an indel (`bcf_set_variant_type`: after the common prefix one allele is used up, or after the common
+    suffix too what is left of one allele is a single base equal to the other's) and REF and ALT share their
+    first base. A length-changing record that htslib calls "other" (GT>GGC) does not qualify."""
+    r, a = ref.upper(), alt.upper()
+    if not r or not a or r[0] != a[0]:
+        return False
+    i = 0
+    while i < len(r) and i < len(a) and r[i] == a[i]:
+        i += 1
+    if i == len(r) or i == len(a):
+        return len(r) != len(a)
+    r_end, a_end = len(r) - 1, len(a) - 1
+    while r_end > i and a_end > i and r[r_end] == a[a_end]:
+        r_end, a_end = r_end - 1, a_end - 1
+    if a_end == i:
+        return r_end != i and r[r_end] == a[a_end]
+    return r_end == i and r[r_end] == a[a_end]
 
 
 def _reference_offsets(region: Region, edits: list[Edit], hap_length: int,
