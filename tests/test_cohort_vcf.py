@@ -186,6 +186,23 @@ def test_repeated_vcf_sample_is_refused(tmp_path):
         validate_cohort(vcf, _sheet(["S1", "S2"], case=[0, 1]), read_fasta(FASTA), {}, None, ["case"], 2)
 
 
+def test_utf8_sample_ids_are_read_as_written(tmp_path):
+    """VCF 4.3 is UTF-8: a sample called 'Mü' was decoded as ASCII ('M\ufffd\ufffd') and so missing from
+    samples.tsv, which is read as UTF-8."""
+    from interp.cohort.vcf import read_genotypes, vcf_samples
+
+    plain = tmp_path / "utf.vcf"
+    plain.write_text("##fileformat=VCFv4.3\n##contig=<ID=chr17,length=40000>\n"
+                     '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tMü\tS2\n"
+                     "chr17\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\t0|0\n", encoding="utf-8")
+    indexed = Path(pysam.tabix_index(str(plain), preset="vcf", keep_original=True, force=True))
+    for vcf in (plain, indexed):
+        assert vcf_samples(vcf) == ["Mü", "S2"], vcf
+        genotypes = read_genotypes(vcf, samples=["Mü"])
+        assert genotypes.samples == ["Mü"] and genotypes.gt[0, 0].tolist() == [0, 1], vcf
+
+
 def test_validation_counts_unphased_heterozygous_calls_and_needs_records_in_the_regions(tmp_path):
     from interp.genome.regions import Region
 

@@ -228,8 +228,9 @@ def _to_float(values: list[str | None]) -> pl.Series:
 
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="ascii", errors="replace") if compression(path) != "plain" else (
-        open(path, encoding="ascii", errors="replace"))
+    """The VCF as text: UTF-8 (VCF 4.3; sample IDs may hold any character), undecodable bytes replaced."""
+    return gzip.open(path, "rt", encoding="utf-8", errors="replace") if compression(path) != "plain" else (
+        open(path, encoding="utf-8", errors="replace"))
 
 
 def _corrupt(path: Path, error: Exception) -> InputError:
