@@ -1132,7 +1132,8 @@ def audit_phenotype(
         cache = directions_cache if directions_cache is not None else {}
         key = (np.packbits(keep).tobytes(), cfg.max_scan_variants)
         if key not in cache:
-            cache[key] = variant_directions(probe, variant_dosage[keep], list(variant_ids), cfg.max_scan_variants)
+            cache[key] = variant_directions(probe, variant_dosage[keep], list(variant_ids), cfg.max_scan_variants,
+                                            min_carriers=MIN_REPORTED_GROUP)
         directions = cache[key]
     scan_keys = ("variant_scan_statistic", "variant_scan_z", "variant_scan_variant", "variant_scan_r2",
                  "variant_scan_n_variants", "variant_scan_n_candidates", "variant_scan_m_eff",

@@ -48,24 +48,31 @@ class VariantDirections:
     m_eff: float
 
 
-def variant_directions(probe, dosage: np.ndarray, ids: list[str], max_variants: int) -> VariantDirections | None:
+def variant_directions(probe, dosage: np.ndarray, ids: list[str], max_variants: int,
+                       min_carriers: int = 5) -> VariantDirections | None:
     """The scan's directions from the audit's `RidgeProbe` and dosages [n, V] (NaN: missing, mean-imputed).
 
-    Variants whose dosage does not vary are dropped; of the rest, the max_variants whose dosage the
+    Variants whose dosage does not vary, or that fewer than `min_carriers` of the n people carry (off the
+    modal dosage among the called, `interp.rank.carrier_counts`), are dropped: the scan's hit is named in the
+    audit row and reason, and a variant of 1-4 carriers is never named (README, Privacy); its direction would
+    rest on those few people anyway. Of the rest, the max_variants whose dosage the
     embedding predicts best (leave-one-out R^2, a choice that never sees the phenotype) are kept. Variants
     are predicted VARIANT_CHUNK at a time and only the best are held, so memory follows n x max_variants
     however many variants the regions have. Returns None when no variant is left.
     """
+    from interp.rank import carrier_counts
+
     D = dosage if hasattr(dosage, "ndim") else np.asarray(dosage)  # a lazy view is read a chunk at a time
     if D.ndim != 2 or D.shape[1] == 0:
         return None
     kept_S, kept_r2, kept_ids, n_candidates = np.zeros((0, D.shape[0])), np.zeros(0), [], 0
     for lo in range(0, D.shape[1], VARIANT_CHUNK):
         block = np.asarray(D[:, lo:lo + VARIANT_CHUNK], dtype=np.float64)
+        carried = carrier_counts(block) >= min_carriers
         finite = np.isfinite(block)
         mean = np.where(finite, block, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
         block = np.where(finite, block, mean[None, :]).T  # [v, n]
-        varies = block.std(axis=1) > 1e-9
+        varies = (block.std(axis=1) > 1e-9) & carried
         block, names = block[varies], [i for i, k in zip(ids[lo:lo + VARIANT_CHUNK], varies, strict=True) if k]
         n_candidates += len(names)
         if not names:

@@ -93,6 +93,13 @@ def test_variant_directions_keep_the_best_predicted_and_never_see_y(monkeypatch)
     assert chunked.ids == whole.ids
     np.testing.assert_allclose(chunked.S, whole.S, rtol=1e-10)
     assert variant_directions(probe, np.ones((n, 2)), ["a", "b"], 5) is None
+    # a variant that 1-4 people carry is never a direction (its ID would be named by the audit), however well the
+    # embedding holds it; 5 carriers are enough
+    rare = np.zeros((n, 2))
+    rare[:2, 0], rare[:5, 1] = 1.0, 1.0
+    X_rare = np.column_stack([X, 5 * rare])
+    directions = variant_directions(RidgeProbe.from_embeddings(X_rare), np.hstack([D, rare]), ids + ["r2", "r5"], 10)
+    assert "r2" not in directions.ids and "r5" in directions.ids and directions.n_candidates == 7
 
 
 def test_audit_reports_the_scan_and_refuses_misshapen_genotypes():
