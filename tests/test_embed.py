@@ -410,6 +410,18 @@ def test_hf_refuses_custom_code_from_another_repository(char_bert, tmp_path):
         HFEmbedder({**hf_card(remote), "trust_remote_code": True})
 
 
+def test_hf_refuses_tokenizer_code_from_another_repository(char_bert, tmp_path):
+    """AutoTokenizer follows tokenizer_config.json's own auto_map: a cross-repository entry there is refused
+    as config.json's is (it ran that repository's latest tokenizer code before)."""
+    cross = tmp_path / "tokcross"
+    shutil.copytree(char_bert, cross)
+    tokenizer_config = json.loads((cross / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": ["someone/else--tok.Tok", None]}
+    (cross / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    with pytest.raises(InputError, match=r"tokenizer_config.json takes custom code from another repository"):
+        HFEmbedder({**hf_card(cross), "trust_remote_code": True})
+
+
 def test_pickle_weights_need_an_evo2_card_that_opts_in(tmp_path):
     from interp.embed.hub import prefetch_card
     from interp.embed.registry import Evo2Embedder, check_card

@@ -49,6 +49,9 @@ def check_local_model_dir(path: Path, trust_remote_code: bool, card_name: str) -
             raise InputError(f"model card {card_name}, field trust_remote_code: {path} needs custom model code "
                              "(config.json has auto_map); set trust_remote_code: true in the card to allow it")
         check_code_source(config.get("auto_map"), card_name, str(path))
+    tokenizer_file = path / "tokenizer_config.json"  # AutoTokenizer follows its own auto_map too
+    if tokenizer_file.is_file():
+        check_code_source(json.loads(tokenizer_file.read_text()).get("auto_map"), card_name, str(tokenizer_file))
     has_safetensors = any(path.glob("*.safetensors"))
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.ckpt"))
     if has_pickle and not has_safetensors:
@@ -130,6 +133,7 @@ class HFEmbedder:
             AutoTokenizer,
             PretrainedConfig,
         )
+        from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
         self.name = card["name"]
         self.device = device
@@ -164,6 +168,9 @@ class HFEmbedder:
             raw, _ = PretrainedConfig.get_config_dict(load_from, **{k: v for k, v in common.items()
                                                                     if k != "trust_remote_code"})
             check_code_source(raw.get("auto_map"), self.name, str(load_from))
+            tokenizer_config = get_tokenizer_config(load_from, **{k: v for k, v in common.items()
+                                                                 if k != "trust_remote_code"})
+            check_code_source(tokenizer_config.get("auto_map"), self.name, f"{load_from} (tokenizer_config.json)")
             config = AutoConfig.from_pretrained(load_from, **common)
             self.tokenizer = AutoTokenizer.from_pretrained(load_from, **common)
             self.model = self._load_model(cls, load_from, config, common)
