@@ -353,6 +353,10 @@ def test_offline_loading_from_a_cache_records_the_snapshot_commit(folders, tmp_p
     with pytest.raises(InputError, match="not in the Hugging Face cache .*prefetch"):
         make_embedder(missing, None, hf_cache=str(tmp_path / "hub"))
     assert resolve_source({**card, "hf_id": str(folders["nt"])}, None)["commit"] is None
+    # a mistyped local folder is neither a folder nor a hub id: an InputError naming the field, not a traceback
+    for typo in (str(tmp_path / "no_such" / "model"), "models/typo dir"):
+        with pytest.raises(InputError, match=r"field hf_id: .* is neither an existing folder nor a valid Hugging"):
+            resolve_source({**card, "hf_id": typo}, None)
 
 
 

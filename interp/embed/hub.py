@@ -86,8 +86,13 @@ def resolve_source(card: dict, cache_dir: str | None) -> dict:
         out["commit"] = snapshot_commit(local)
         return out
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    found = try_to_load_from_cache(hf_id, "config.json", cache_dir=cache_dir, revision=revision)
+    try:
+        found = try_to_load_from_cache(hf_id, "config.json", cache_dir=cache_dir, revision=revision)
+    except HFValidationError as err:  # a mistyped local folder is the likely cause: say so, not a traceback
+        raise InputError(f"model card {card['name']}, field hf_id: {hf_id!r} is neither an existing folder nor a "
+                         f"valid Hugging Face id ({err})") from None
     if isinstance(found, str):
         snap = Path(found).parent
         out["local_dir"] = str(snap)
