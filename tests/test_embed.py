@@ -268,6 +268,9 @@ def test_card_errors_name_file_and_key(tmp_path):
         good.replace("[hidden_states.1]", "[.hidden]"): "field layers: layer name '.hidden'",
         good.replace("[hidden_states.1]", "[hidden_states.last]"): "expected hidden_states.<i> with <i> a whole",
         good + "chunk_overlap: 10\n": "field chunk_overlap",
+        # the built-in embedder reads one strand and tiles without overlap: these were accepted and ignored
+        good.replace("family: hf", "family: tiny") + "rc_average: true\n": "field rc_average: the built-in model",
+        good.replace("family: hf", "family: tiny") + "chunk_overlap: 2\n": "field chunk_overlap: the built-in",
         "- just\n- a list\n": "expected a YAML mapping",
     }
     for text, message in cases.items():

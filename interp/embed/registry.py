@@ -102,6 +102,11 @@ def check_card(card: object, path: str | Path) -> dict:
     if "max_tokens" in card and card["family"] != "hf":
         raise InputError(f"{where(path, field='max_tokens')}: only transformers (family hf) models have a token "
                          "limit apart from context; remove it")
+    if card["family"] == "tiny":  # the built-in embedder tiles without overlap and reads one strand
+        for key, given in (("rc_average", card.get("rc_average")), ("chunk_overlap", "chunk_overlap" in card)):
+            if given:
+                raise InputError(f"{where(path, field=key)}: the built-in model (family tiny) does not apply it; "
+                                 "remove it (it would be recorded as applied while ignored)")
     if card["family"] != "evo2" and card.get("trust_pickle_weights"):
         raise InputError(f"{where(path, field='trust_pickle_weights')}: only evo2 cards may opt in to pickle "
                          "weights; transformers models load from safetensors")
