@@ -6,7 +6,7 @@ The defaults here are the defaults of the `sae` section of `workflow/schemas/con
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from interp.errors import InputError
 
@@ -15,11 +15,6 @@ from interp.errors import InputError
 NOT_TRAINING = ("layer", "sweep", "concepts", "labels", "top_windows", "steer", "atlas")
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 B_DEC_INITS = ("geometric_median", "mean", "zero")
-#: the real-valued fields (`SAEConfig.validate` checks their type before their range)
-NUMBER_FIELDS = ("lr", "lr_warmup_fraction", "lr_decay_fraction", "l1_coefficient", "l0_coefficient", "auxk_alpha",
-                 "threshold_momentum", "jumprelu_bandwidth", "jumprelu_init_threshold", "memory_budget_mb",
-                 "validation_fraction", "test_fraction", "temporal_fraction", "temporal_coefficient",
-                 "temporal_temperature")
 
 
 @dataclass
@@ -163,6 +158,10 @@ class SAEConfig:
                 or any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False))):
             raise bad("matryoshka_prefixes", "increasing fractions in (0, 1] ending with 1.0")
         return self
+
+
+#: the real-valued fields, read from the dataclass (`SAEConfig.validate` checks their type before their range)
+NUMBER_FIELDS = tuple(f.name for f in fields(SAEConfig) if f.type == "float")
 
 
 def _text_number_hint(value: object) -> str:
