@@ -138,6 +138,10 @@ def small_cell(n: int, n_cases: int) -> str | None:
     return None
 
 
+#: the group of samples without a population label in the report's cohort table (they may have no phenotype
+#: value either: the audit refuses a phenotype value without a label)
+NO_LABEL = "(no label)"
+
 #: `small_cell` reason of a group masked only so that a small group's count cannot be had by subtraction
 COMPLEMENTARY = "masked (complementary)"
 
@@ -163,7 +167,7 @@ def _few_left_out(n: int, reference: int) -> bool:
 
 
 def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | None = None,
-                      ) -> list[tuple[str | None, bool]]:
+                      absent: list[int] | None = None) -> list[tuple[str | None, bool]]:
     """Per group of a partition of the samples (sizes `n`, case counts `cases`): (why it is not reported on,
     or None; whether its size is hidden too). Primary suppression is `small_cell` ("<5" hides the size as
     well). The report also gives the partition's total samples and cases exactly, so complementary
@@ -182,14 +186,25 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     hidden too where 1-4 of its people were left out (`_few_left_out`: the cohort's size minus the shown one
     would count them), its statistics with it (its prevalence would give its size back); complementary
     suppression then also keeps every hidden group's left-out count (the phenotype's exact
-    n_missing_phenotype minus the shown groups') from being placed within 1-4."""
+    n_missing_phenotype minus the shown groups') from being placed within 1-4.
+
+    absent: the cohort's sizes of its further groups with no sample here (every one of their people left out,
+    e.g. the "(no label)" group, which may hold only samples without a phenotype value; `reference_sizes`). They
+    are part of the cohort table's partition, so they take part in which sizes it hides (a "<5" group absent
+    here still needs its complement hidden here), and their hidden sizes in what n_missing_phenotype minus the
+    shown groups' counts leaves."""
     m = MIN_REPORTED_GROUP
     n = [int(k) for k in n]
     ref = n if reference is None else [int(k) for k in reference]
+    absent = [int(k) for k in (absent or [])]
+    cohort_table = suppressed_sizes(ref + absent)
+    # an absent group the cohort table hides: its left-out count is its size, in its "<5" or "masked" range
+    absent_hidden = [(k, (1, m - 1) if w == f"<{m}" else (m, float(sum(ref + absent))))
+                     for k, w in zip(absent, cohort_table[len(n):], strict=True) if w is not None]
     why = [small_cell(k, int(c)) for k, c in zip(n, cases, strict=True)]
-    # (one group is the whole set: its left-out count is the exact n_missing_phenotype, not a group's)
+    # (one group is the whole set: its size is the phenotype's exact n_samples, nothing to hide)
     size_hidden = [w is not None or (len(n) > 1 and _few_left_out(k, r)) or k < m
-                   for w, k, r in zip(suppressed_sizes(ref), n, ref, strict=True)]
+                   for w, k, r in zip(cohort_table[:len(n)], n, ref, strict=True)]
     why = [COMPLEMENTARY if w is None and h else w for w, h in zip(why, size_hidden, strict=True)]
     big = float(sum(n))
 
@@ -207,7 +222,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         lo, hi = size_range(i)
         return max(0.0, ref[i] - hi), max(0.0, ref[i] - lo)
 
-    total_left_out = float(sum(r - k for r, k in zip(ref, n, strict=True)))  # the exact n_missing_phenotype
+    total_left_out = float(sum(r - k for r, k in zip(ref, n, strict=True)) + sum(absent))  # n_missing_phenotype
 
     def unavoidable(i: int) -> bool:
         """The group's left-out count lies in 1-4 from what is public whatever else is masked: its own range
@@ -222,8 +237,10 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
         pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
-        pinned_left_out = any(1 <= lo and hi <= m - 1 and not unavoidable(i) for i, (lo, hi) in zip(sizes, _feasible(
-            [left_out_range(i) for i in sizes], float(sum(ref[i] - n[i] for i in sizes))), strict=True))
+        feasible = _feasible([left_out_range(i) for i in sizes] + [r for _, r in absent_hidden],
+                             float(sum(ref[i] - n[i] for i in sizes) + sum(k for k, _ in absent_hidden)))
+        pinned_left_out = any(1 <= lo and hi <= m - 1 and not unavoidable(i)
+                              for i, (lo, hi) in zip(sizes, feasible[:len(sizes)], strict=True))
         pinned_size = pinned_size or pinned_left_out
         if not (pinned_cases or pinned_size):
             break
@@ -237,6 +254,19 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         else:
             break  # every group masked: nothing more to hide (the totals themselves are the cohort's)
     return list(zip(why, size_hidden, strict=True))
+
+
+def reference_sizes(names: list[str], n: list[int], reference: dict[str, int] | None,
+                    ) -> tuple[list[int] | None, list[int]]:
+    """`suppressed_groups`' reference and absent sizes for groups `names` of sizes `n` from {group: its size in
+    the whole cohort} (None: unknown, the sizes are the cohort's): each group's cohort size (its own size where
+    the reference lacks it), and the cohort sizes of the reference's groups missing from `names`, in the
+    reference's order."""
+    if reference is None:
+        return None, []
+    present = set(names)
+    return ([int(reference.get(g, k)) for g, k in zip(names, n, strict=True)],
+            [int(k) for g, k in reference.items() if g not in present])
 
 
 def suppressed_sizes(n: list[int]) -> list[str | None]:
@@ -620,8 +650,8 @@ def by_population(
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
         n_cases.append(int(y[sel].sum()))
-    ref = None if reference is None else [int(reference.get(g["population"], g["n"])) for g in groups]
-    masked = suppressed_groups([g["n"] for g in groups], n_cases, ref)
+    ref, absent = reference_sizes([g["population"] for g in groups], [g["n"] for g in groups], reference)
+    masked = suppressed_groups([g["n"] for g in groups], n_cases, ref, absent)
     shown = [g for g, (why, _) in zip(groups, masked, strict=True) if why is None]
     diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
                 else float("nan")) for m in ("auroc", "accuracy", "prevalence")}
@@ -636,7 +666,7 @@ def ancestry_strata(population: np.ndarray, pcs: np.ndarray, n_bins: int, seed: 
 
     Population labels with two or more levels are the strata. Otherwise (labels absent, one label) the
     samples are binned by k-means on the genotype PCs (n_bins clusters, at most n / 20), so a cohort
-    without labels still gets ancestry strata.
+    without labels still gets ancestry strata; the bins do not depend on the order of the samples.
     """
     population = np.asarray(population).astype(str)
     if np.unique(population).size >= 2:
@@ -646,7 +676,12 @@ def ancestry_strata(population: np.ndarray, pcs: np.ndarray, n_bins: int, seed: 
     k = int(max(1, min(n_bins, population.size // 20)))
     if k < 2:  # too few samples to bin: one stratum, the PCs alone carry ancestry
         return population, "none"
-    lab = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(np.asarray(pcs, dtype=np.float64))
+    pcs = np.asarray(pcs, dtype=np.float64).reshape(population.size, -1)
+    # k-means' seeded starts pick rows by index, so the input order would change the partition (reordering
+    # samples.tsv moved 1-96 of the demo's 300 samples between bins): it sees the rows sorted by PC1, PC2, ...
+    canonical = np.lexsort(pcs.T[::-1])
+    lab = np.empty(population.size, dtype=np.int64)
+    lab[canonical] = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pcs[canonical])
     # name bins by their order along PC1 so the names do not depend on k-means' arbitrary numbering
     order = np.argsort(np.argsort([pcs[lab == c, 0].mean() for c in range(k)]))
     return np.array([f"pc_bin{order[c] + 1}" for c in lab]), "pc_bins"
@@ -1007,14 +1042,38 @@ def _cv_logistic_scores(D: np.ndarray, y: np.ndarray, folds: Folds) -> np.ndarra
     return out
 
 
+def descriptor_small_cell(x: np.ndarray, y: np.ndarray) -> str | None:
+    """Why a descriptor x [n] is not reported against the phenotype y [n] (0/1), or None when it is.
+
+    A descriptor that sets a few samples apart (e.g. `missing_rate`, 0 but for the 1-4 samples with missing
+    calls) splits the cohort into those at its most common value and the others. Its AUROC and correlation then
+    count the cases among the others, as a population's prevalence would: with those few (1-4), or their 1-4
+    cases or controls, that tells people's status. `small_cell` of that group (and of those at the common value),
+    where the common value is shared by at least MIN_REPORTED_GROUP samples (a continuous descriptor has no such
+    group)."""
+    values, counts = np.unique(x, return_counts=True)
+    at_mode = x == values[np.argmax(counts)]
+    if at_mode.sum() < MIN_REPORTED_GROUP:
+        return None
+    y = np.asarray(y, dtype=np.float64)
+    for where, group in (("off", ~at_mode), ("at", at_mode)):
+        if (why := small_cell(int(group.sum()), int(y[group].sum()))) is not None:
+            return f"{why} among the samples {where} its most common value"
+    return None
+
+
 def descriptor_report(values: np.ndarray, y: np.ndarray, strata: np.ndarray, pcs: np.ndarray) -> dict:
     """A genotype-derived descriptor (e.g. haplotype GC content): its association with the phenotype
-    (Pearson r, p; AUROC) and with ancestry (R^2 on strata + PCs and its F-test p). Never adjusted for."""
+    (Pearson r, p; AUROC) and with ancestry (R^2 on strata + PCs and its F-test p). Never adjusted for.
+    NaN statistics with `small_cell` where the descriptor sets apart a group of 1-4 people, cases or controls
+    (`descriptor_small_cell`): its ancestry R^2 too, which would place those few among the populations."""
     x = np.asarray(values, dtype=np.float64)
     out = {"kind": "descriptor", "adjusted_for": False}
+    nan = {"pearson_r": float("nan"), "p_value": float("nan"), "ancestry_r2": float("nan"), "ancestry_p": float("nan")}
     if not np.all(np.isfinite(x)) or x.std() == 0:
-        return {**out, "pearson_r": float("nan"), "p_value": float("nan"), "ancestry_r2": float("nan"),
-                "ancestry_p": float("nan")}
+        return {**out, **nan}
+    if (why := descriptor_small_cell(x, y)) is not None:
+        return {**out, **nan, "small_cell": why}
     r, p = stats.pearsonr(x, y)
     anc = nuisance_design(strata, pcs)["ancestry"]
     D = _design(anc)
@@ -1068,8 +1127,9 @@ def audit_phenotype(
     rng = np.random.default_rng(cfg.seed)
     # every group's size in the whole cohort, samples without a phenotype value included: a phenotype's group
     # size that is the cohort's minus 1-4 would count those left out (`suppressed_groups`' reference)
-    labelled = np.array([not is_missing(v) for v in all_population], dtype=bool)
-    labels, label_counts = np.unique(all_population[labelled].astype(str), return_counts=True)
+    # (samples without a label form the cohort table's group NO_LABEL: part of the partition its masking reads)
+    labels, label_counts = np.unique([NO_LABEL if is_missing(v) else str(v) for v in all_population],
+                                     return_counts=True)
     group_sizes: dict[str, dict[str, int]] = {"population": dict(zip(labels.tolist(), label_counts.tolist(), strict=True))}
     if np.unique(population).size >= 2:
         strata, strata_source = ancestry_strata(population, pcs, cfg.ancestry_bins, cfg.seed)

@@ -21,6 +21,7 @@ from interp.audit import (
     audit_phenotype,
     feature_attribution,
     null_replicates_needed,
+    reference_sizes,
     small_cell,
     suppressed_groups,
 )
@@ -96,8 +97,8 @@ def _suppressed(groups: list[dict], reference: dict[str, int] | None = None,
     cases = [_group_cases(g) for g in groups]
     if any(not isinstance(k, (int, np.integer)) for k in n) or any(c is None for c in cases):
         return None
-    ref = None if reference is None else [int(reference.get(g.get("population"), k)) for g, k in zip(groups, n, strict=True)]
-    return suppressed_groups([int(k) for k in n], cases, ref)
+    ref, absent = reference_sizes([g.get("population") for g in groups], [int(k) for k in n], reference)
+    return suppressed_groups([int(k) for k in n], cases, ref, absent)
 
 
 def _reportable(groups: list[dict], population: str, reference: dict[str, int] | None = None) -> bool:

@@ -418,6 +418,54 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
     assert unadjusted["verdict"] == "PASS"  # without the batch the embedding signal looks within-ancestry
 
 
+def test_pc_bins_do_not_depend_on_the_order_of_the_samples():
+    """Without labels the strata are k-means bins of the PCs. k-means' seeded starts pick rows by index, so
+    reordering the samples (samples.tsv, the VCF) moved samples between bins: on a continuous ancestry cloud of
+    300, 8 of 8 shuffles gave another partition. The partition (bin name -> its samples) is now the same."""
+    from interp.audit import ancestry_strata
+
+    rng = np.random.default_rng(1)
+    n = 300
+    pcs = np.c_[rng.beta(2, 2, n) + 0.05 * rng.normal(size=n), 0.05 * rng.normal(size=(n, 4))]
+    unlabelled = np.array(["all"] * n)
+    strata, source = ancestry_strata(unlabelled, pcs, 4, 0)
+    assert source == "pc_bins" and np.unique(strata).size == 4
+    for shuffle in range(6):
+        order = np.random.default_rng(100 + shuffle).permutation(n)
+        shuffled, _ = ancestry_strata(unlabelled, pcs[order], 4, 0)
+        assert np.array_equal(shuffled, strata[order]), shuffle
+
+
+def test_a_descriptor_setting_apart_a_few_people_is_not_reported_against_the_phenotype():
+    """`missing_rate` is 0 but for the 1-4 samples with missing calls (a count the report gives); its AUROC
+    against the phenotype, 0.5 + a / (2 n_cases) - (k - a) / (2 n_controls), then gave a, those few people's cases.
+    Such a descriptor's statistics are NaN with `small_cell`, as are those of a group of 5 or more holding 1-4
+    cases; a continuous descriptor, or a common split with 5 or more of each, is reported as before."""
+    from interp.audit import descriptor_report
+
+    rng = np.random.default_rng(0)
+    n = 200
+    y = np.zeros(n)
+    y[rng.choice(n, 60, replace=False)] = 1
+    strata, pcs = np.repeat(["A", "B"], n // 2), rng.normal(size=(n, 3))
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    for k, a in ((1, 1), (1, 0), (3, 2), (4, 0)):
+        miss = np.zeros(n)
+        miss[np.r_[cases[:a], controls[:k - a]]] = 0.8
+        d = descriptor_report(miss, y, strata, pcs)
+        assert d["small_cell"] == "<5 among the samples off its most common value", (k, a)
+        assert "auroc" not in d and np.isnan(d["pearson_r"]) and np.isnan(d["ancestry_r2"])
+    few_cases = np.zeros(n)
+    few_cases[np.r_[cases[:2], controls[:20]]] = 0.5  # 22 set apart, 2 of them cases
+    assert descriptor_report(few_cases, y, strata, pcs)["small_cell"].startswith("<5 cases among the samples off")
+    common = np.zeros(n)
+    common[np.r_[cases[:10], controls[:20]]] = 0.5
+    continuous = rng.normal(size=n)
+    for x in (common, continuous):
+        d = descriptor_report(x, y, strata, pcs)
+        assert "small_cell" not in d and np.isfinite(d["auroc"]) and np.isfinite(d["pearson_r"])
+
+
 def test_permutation_null_inside_strata():
     """With labels, null "auto" is the exact permutation inside strata; the parametric bootstrap agrees."""
     X, y, population, pcs = make_cohort("causal", 8, causal_freq=(0.05, 0.3, 0.6))
@@ -517,6 +565,12 @@ def test_missing_population_labels_are_refused_not_a_population():
     y_missing[[3, 50]] = np.nan  # samples left out anyway need no label
     r = audit_phenotype(X, y_missing, labels, pcs, AuditConfig(**FAST))
     assert r["n_strata"] == 3 and r["n_missing_phenotype"] == 2
+    # the unlabelled are the report's cohort-table group NO_LABEL, part of the partition its masking reads
+    from interp.audit import NO_LABEL
+    counts = dict(zip(*np.unique(population, return_counts=True), strict=True))
+    counts[population[3]] -= 1
+    counts[population[50]] -= 1
+    assert r["group_sizes"]["population"] == {NO_LABEL: 2, **{str(k): int(v) for k, v in counts.items()}}
 
 
 def test_phenotype_as_text_and_coded_one_two():

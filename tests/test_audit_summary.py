@@ -417,3 +417,106 @@ def test_pc_bins_are_the_cohorts_so_two_phenotypes_bin_sizes_do_not_count_those_
         assert [g["population"] for g in by[p]] == [g["population"] for g in by["B"]]
         for s, k in _shown_sizes(by[p]).items():
             assert full[s] - k == 0 or full[s] - k >= 5, (p, s)
+
+
+def _reader_range(cohort: dict, cohort_table: dict, groups: list[dict], n_phenotype: int, target: str,
+                  ) -> tuple[float, float]:
+    """The range of `target`'s cohort size a reader can derive from the report (linear relaxation, so a range
+    of one value means it is pinned): the cohort's total and table (`cohort_table`: its number, "<5" or
+    "masked"), and a phenotype's total `n_phenotype` and masked by_population `groups` (a cohort group missing
+    from them has no sample with a value; a phenotype's size is at most the cohort's; n None: not shown), and the
+    README's rule that a phenotype's size of a group is shown only where 0 or 5 or more of its people have no
+    value (each such group's two cases tried in turn)."""
+    import itertools
+
+    from scipy.optimize import linprog
+
+    m, names = 5, list(cohort)
+    k = len(names)  # variables: cohort sizes c, then phenotype sizes p
+    shown = {g["population"]: g for g in groups}
+    bounds = []
+    for p in names:
+        w = cohort_table[p]
+        bounds.append((w, w) if isinstance(w, int) else (1, m - 1) if w == "<5" else (m, None))
+    for p in names:
+        g = shown.get(p)
+        if g is None:
+            bounds.append((0, 0))
+        elif isinstance(g["n"], int):
+            bounds.append((g["n"], g["n"]))
+        elif g["n"] is None:  # nothing shown but that the group has samples with a value
+            bounds.append((1, None))
+        elif g["n"] == "<5":
+            bounds.append((1, m - 1))
+        else:  # masked: at least 5 cases and 5 controls when complementary, at least 5 samples otherwise
+            bounds.append((2 * m if g.get("small_cell") == "masked (complementary)" else m, None))
+    a_eq = [[1] * k + [0] * k, [0] * k + [1] * k]
+    b_eq = [sum(cohort.values()), n_phenotype]
+    a_ub = [[(-1 if j == i else 0) for j in range(k)] + [(1 if j == i else 0) for j in range(k)] for i in range(k)]
+    b_ub = [0] * k  # p_i - c_i <= 0
+    objective = [0.0] * (2 * k)
+    objective[names.index(target)] = 1.0
+    sized = [i for i, p in enumerate(names) if isinstance(shown.get(p, {}).get("n"), int)]
+    lo, hi = np.inf, -np.inf
+    for none_left_out in itertools.product([True, False], repeat=len(sized)):
+        rows, rhs = list(a_ub), list(b_ub)
+        for i, none in zip(sized, none_left_out, strict=True):
+            row = [(1 if j == i else 0) for j in range(k)] + [(-1 if j == i else 0) for j in range(k)]
+            rows.append(row)  # c_i - p_i <= 0 (none left out), or p_i - c_i <= -5
+            rhs.append(0)
+            if not none:
+                rows[-1], rhs[-1] = [-v for v in row], -m
+        low = linprog(objective, A_ub=rows, b_ub=rhs, A_eq=a_eq, b_eq=b_eq, bounds=bounds)
+        if low.status != 0:
+            continue
+        high = linprog([-v for v in objective], A_ub=rows, b_ub=rhs, A_eq=a_eq, b_eq=b_eq, bounds=bounds)
+        lo, hi = min(lo, low.fun), max(hi, -high.fun)
+    assert np.isfinite(lo), "the true sizes are feasible"
+    return lo, hi
+
+
+def test_a_small_group_absent_from_a_phenotype_is_not_given_by_its_shown_groups() -> None:
+    """cohort.populations masks a "<5" group and its complement; a phenotype's by_population is a partition of
+    its own samples. A "<5" group with no phenotype value at all (the "(no label)" group, which may hold only
+    such samples, or a small population none of whose people has a value) was missing from the phenotype's
+    partition, so its complement was shown there: (no label) 3, CEU 20, CHB 100, YRI 100 gave CEU's 20 and the
+    cohort's total less the shown sizes was 3. The cohort table's masking now reads the whole partition, and
+    over random cohorts a reader of both tables cannot pin the small group's size."""
+    from interp.audit import NO_LABEL, suppressed_sizes
+    from interp.audit_summary import mask_small_groups
+
+    def check(cohort: dict, left_out: dict, prevalence: dict, target: str) -> None:
+        names = list(cohort)
+        table = dict(zip(names, [k if w is None else w for k, w in
+                                 zip(cohort.values(), suppressed_sizes(list(cohort.values())), strict=True)],
+                         strict=True))
+        groups = [{"population": p, "n": cohort[p] - left_out[p], "prevalence": prevalence[p]}
+                  for p in names if cohort[p] - left_out[p] > 0]
+        n_phenotype = sum(g["n"] for g in groups)
+        # pinned by the cohort table, the exact n_missing_phenotype and which groups have a value alone (e.g. the
+        # small group is the only one with people left out): masking the phenotype's groups cannot help
+        blind = [{"population": g["population"], "n": None} for g in groups]
+        if np.ptp(_reader_range(cohort, table, blind, n_phenotype, target)) < 1 - 1e-9:
+            return
+        shown = mask_small_groups(groups, reference=cohort)
+        lo, hi = _reader_range(cohort, table, shown, n_phenotype, target)
+        assert hi - lo >= 1 - 1e-9, (cohort, left_out, shown, lo, hi)
+        checked.append(target)
+
+    checked: list[str] = []
+    check({NO_LABEL: 3, "CEU": 20, "CHB": 100, "YRI": 100}, {NO_LABEL: 3, "CEU": 0, "CHB": 10, "YRI": 0},
+          {"CEU": 0.5, "CHB": 0.3, "YRI": 0.3}, NO_LABEL)
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        pops = [f"P{i}" for i in range(int(rng.integers(2, 5)))]
+        cohort = {NO_LABEL if rng.random() < 0.5 else "SMALL": int(rng.integers(1, 5))}
+        cohort |= {p: int(rng.integers(5, 80)) for p in pops}
+        left_out = {p: int(rng.choice([0, rng.integers(1, 5), rng.integers(5, max(6, n // 2))])) if p in pops else n
+                    for p, n in cohort.items()}
+        left_out = {p: min(v, cohort[p] - (p in pops)) for p, v in left_out.items()}  # every population keeps one
+        prevalence = {}
+        for p in pops:
+            n = cohort[p] - left_out[p]
+            prevalence[p] = int(rng.integers(0, n + 1)) / n
+        check(cohort, left_out, prevalence, next(iter(cohort)))
+    assert len(checked) >= 50  # cohorts where the phenotype's table decides

@@ -220,6 +220,25 @@ def test_caveat_unphased_calls_names_the_share_and_the_policy() -> None:
     assert "samples_mostly_unphased" not in _ids({"cohort": {"validation": {"n_samples_mostly_unphased": 0}}})
 
 
+def test_validation_counts_of_people_are_masked_under_5() -> None:
+    """cohort.validation gave n_samples_mostly_missing (and _unphased) exactly, and the caveat "2 sample(s) have
+    missing genotypes ..."; with the per-sample descriptor `missing_rate` set apart in those few, the audit's
+    AUROC then told their case status. 1-4 are now "<5" in report.json and "Fewer than 5" in the caveat."""
+    from interp.report import summary
+    from interp.report.build import validation_section
+
+    raw = {"n_samples_mostly_missing": 2, "n_samples_mostly_unphased": 0, "n_samples": 300, "samples": ["s1"],
+           "n_het_calls": 3}
+    shown = validation_section(raw)
+    assert shown == {"n_samples_mostly_missing": "<5", "n_samples_mostly_unphased": 0, "n_samples": 300,
+                     "n_het_calls": 3}
+    assert validation_section({"n_samples_mostly_unphased": 7})["n_samples_mostly_unphased"] == 7
+    [caveat] = [c for c in summary.detect_caveats({"cohort": {"validation": shown}}) if c["id"] == "samples_mostly_missing"]
+    assert caveat["text"].startswith("Fewer than 5 sample(s) have missing genotypes")
+    unphased = summary.detect_caveats({"cohort": {"validation": validation_section({"n_samples_mostly_unphased": 4})}})
+    assert [c["text"][:30] for c in unphased if c["id"] == "samples_mostly_unphased"] == ["Fewer than 5 sample(s) have ov"]
+
+
 def test_caveat_mixed_devices_only_when_shards_ran_on_more_than_one() -> None:
     one = {"cohort": {"embedding": [{"devices": ["cuda"]}, {"devices": ["cpu"]}]}}  # two models, one device each
     assert "mixed_devices" not in _ids(one)

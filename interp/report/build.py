@@ -27,7 +27,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from interp.audit import MIN_REPORTED_GROUP, suppressed_sizes
+from interp.audit import MIN_REPORTED_GROUP, NO_LABEL, suppressed_sizes
 from interp.cohort.genotype_file import read_genotypes
 from interp.cohort.vcf import population_obs_column
 from interp.io import is_missing, write_text_atomic
@@ -82,6 +82,21 @@ def _read_json(path: str | Path) -> dict:
 def small_group(n: int) -> int | str:
     """Counts under MIN_GROUP are masked so no individual can be singled out."""
     return f"<{MIN_GROUP}" if n < MIN_GROUP else int(n)
+
+
+#: cohort validation counts of people (how many samples have mostly missing or unphased genotypes): 1-4 are
+#: shown as "<5", since a per-sample descriptor (`missing_rate`) set apart in those few would be theirs
+VALIDATION_PERSON_COUNTS = ("n_samples_mostly_missing", "n_samples_mostly_unphased")
+
+
+def validation_section(validation: dict) -> dict:
+    """The cohort validation summary as report.json shows it: its per-sample `samples` dropped, and the counts
+    of people in VALIDATION_PERSON_COUNTS masked as "<5" when 1-4 (0 is kept: it singles no one out)."""
+    out = {k: v for k, v in validation.items() if k != "samples"}
+    for k in VALIDATION_PERSON_COUNTS:
+        if isinstance(out.get(k), (int, np.integer)) and out[k] > 0:
+            out[k] = small_group(int(out[k]))
+    return out
 
 
 #: keys of a stage's stats.json that describe how this execution went, not what it computed: the wall clock, and
@@ -272,7 +287,7 @@ def population_labels(obs, pop_col: str | None) -> np.ndarray:
     otherwise) is the group "(no label)", not the text "nan"."""
     if not pop_col:
         return np.array(["all"] * len(obs))
-    return np.array(["(no label)" if is_missing(v) else str(v) for v in obs[pop_col].astype(object)])
+    return np.array([NO_LABEL if is_missing(v) else str(v) for v in obs[pop_col].astype(object)])
 
 
 def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]]) -> tuple[dict, dict]:
@@ -301,7 +316,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
         "n_variants_pca": int(geno.n_vars),
         "genotype_pc_variance_ratio": var_ratio[:5].tolist(),
         "ancestry_markers": dict(geno.uns.get("ancestry_source", {})),
-        "validation": {k: v for k, v in validation.items() if k not in ("samples",)},
+        "validation": validation_section(validation),
         "haplotypes": hap_stats,
         "embedding": emb_stats,
         "missing_policy": cfg["cohort"]["missing"],

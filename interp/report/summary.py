@@ -37,6 +37,14 @@ def _signed(x: Any) -> str:
     return "n/a" if v is None else f"{v:+.3f}"
 
 
+def _people(x: Any) -> str | None:
+    """A count of people as a caveat says it ("Fewer than 5" for a masked "<5"), or None when there is none."""
+    if x == f"<{MIN_REPORTED_GROUP}":
+        return f"Fewer than {MIN_REPORTED_GROUP}"
+    v = _num(x)
+    return str(int(v)) if v else None
+
+
 def _num(x: Any) -> float | None:
     """A finite float or None (NaN, None, strings such as "<5" are not numbers here)."""
     if isinstance(x, bool) or x is None:
@@ -500,17 +508,17 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                            "embed.device auto on nodes with and without a GPU). Floating-point results differ "
                            "slightly between devices, so the tables are not bit-for-bit reproducible on other "
                            "nodes; set embed.device to one device for a reproducible run.", "audit"))
-    mostly_missing = _num(validation.get("n_samples_mostly_missing"))
+    mostly_missing = _people(validation.get("n_samples_mostly_missing"))
     if mostly_missing:
         out.append(_caveat("samples_mostly_missing", "medium",
-                           f"{int(mostly_missing)} sample(s) have missing genotypes at over half of the variants in "
+                           f"{mostly_missing} sample(s) have missing genotypes at over half of the variants in "
                            "the studied regions; their haplotypes are mostly the reference (or N), per "
                            "cohort.missing.", "audit"))
-    mostly_unphased = _num(validation.get("n_samples_mostly_unphased"))
+    mostly_unphased = _people(validation.get("n_samples_mostly_unphased"))
     if mostly_unphased:
         policy = (cohort.get("haplotypes") or {}).get("unphased_policy", "ref")
         out.append(_caveat("samples_mostly_unphased", "high",
-                           f"{int(mostly_unphased)} sample(s) have over half of their heterozygous calls in the "
+                           f"{mostly_unphased} sample(s) have over half of their heterozygous calls in the "
                            f"studied regions unphased; under cohort.unphased: {policy} those variants are "
                            f"{'REF' if policy == 'ref' else 'masked (N)'} on both of their haplotypes, so these "
                            "samples differ from the others by how they were phased: if they share a batch or a "
