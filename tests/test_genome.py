@@ -93,6 +93,54 @@ def test_fasta_structure_errors(tmp_path, text, needle):
         read_fasta(_write(tmp_path / "bad.fa", text))
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b">a\nACGT\nAC\nACGT\n", r"bad.fa, line 4: FASTA record 'a' has more bases after line 3, which is shorter"),
+        (b">a\nACGT\n\nACGT\n>b\nA\n", r"line 4: FASTA record 'a' has more bases after line 3, .* or blank"),
+        (b">a\nACGT\nACGTAA\n", r"line 3: FASTA record 'a' holds 6 bases, more than the record's first line"),
+        (b">a\r\nACGT\r\nACGT\nAC\r\n", r"line 4: .* after line 3, which ends with \\n where the record's first "
+                                       r"line ends with \\r\\n"),
+        (b">a\nACGT\nACGT\r\n", r"line 3: FASTA record 'a' ends its line with \\r\\n where"),
+        (b"\xef\xbb\xbf>a\nACGT\n", r"line 1: the FASTA starts with a UTF-8 byte-order mark"),
+    ],
+)
+def test_fasta_lines_faidx_cannot_index_are_named_by_line(tmp_path, text, needle):
+    """faidx refuses a record whose lines (but its last) differ in width, and says so on stderr only: the error
+    named no line and showed a temporary index path. The structure check now names the line; a BOM (a file saved
+    by a Windows editor) is named too, where it read as 'text before the first header'."""
+    path = tmp_path / "bad.fa"
+    path.write_bytes(text)
+    with pytest.raises(InputError, match=needle) as info:
+        open_reference(path)
+    assert ".tmp" not in str(info.value)
+
+
+def test_fasta_lines_faidx_indexes_still_pass(tmp_path):
+    for text, lengths in ((b">a\nACGT\nAC\n\n>b\nACGT\nACGT\n\n\n", {"a": 6, "b": 8}),
+                          (b">a\r\nACGT\r\nAC\r\n", {"a": 6}), (b">a\nACGT\nACGT", {"a": 8})):
+        path = tmp_path / "ok.fa"
+        path.write_bytes(text)
+        for index in tmp_path.glob("ok.fa.*"):
+            index.unlink()
+        reference = open_reference(path)
+        assert {k: len(reference[k]) for k in reference.keys()} == lengths
+
+
+def test_bed_and_annotation_with_a_byte_order_mark_are_read(demo_fasta, tmp_path):
+    """A BED or gene table saved with a UTF-8 BOM: the BED's first contig read as '\\ufeffchr17' ("chr17 is not
+    in chr17"), the UCSC table's header as a data row."""
+    bed = tmp_path / "r.bed"
+    bed.write_bytes("\ufeffchr17\t0\t500\tr\n".encode())
+    assert read_bed(bed, demo_fasta, None) == [Region("r", "chr17", 0, 500)]
+    genes = tmp_path / "genes.tsv"
+    genes.write_bytes(b"\xef\xbb\xbf" + DEMO_GENES.read_bytes())
+    assert read_annotation(genes).equals(read_annotation(DEMO_GENES))
+    from interp.cohort.shards import count_bed_regions
+
+    assert count_bed_regions(bed) == 1
+
+
 def test_fasta_bad_character_names_record_line_column(tmp_path):
     path = _write(tmp_path / "bad.fa", ">ok\nACGT\n>chrX\nACGTACGT\nACGXAC\n")
     with pytest.raises(InputError) as info:
@@ -206,7 +254,7 @@ def test_index_newer_than_a_replaced_fasta_is_refused_as_stale(tmp_path, compres
 
 
 def test_fasta_irregular_lines_are_input_error(tmp_path):
-    with pytest.raises(InputError, match="cannot be indexed as FASTA"):
+    with pytest.raises(InputError, match="irregular.fa, line 4: FASTA record 'a' has more bases after line 3"):
         read_fasta(_write(tmp_path / "irregular.fa", ">a\nACGT\nAC\nACGT\n"))
 
 
@@ -725,6 +773,60 @@ def test_windows_genome_order_and_errors(tmp_path):
         build_windows(fasta, regions, None, 50, 50, 1.0, 2)
     with pytest.raises(InputError, match="wider than region"):
         build_windows(fasta, regions, None, 150, 50, 0.0, 2)
+
+
+def test_overlapping_regions_on_one_grid_name_their_shared_windows_by_region(tmp_path):
+    """Two overlapping regions whose tiles line up gave the same window twice under one window_id (and windows.fa
+    two records of one id); the embed stage then refused the table with "ids are not unique", naming neither
+    region. A window both regions tile is now named by region, as the cohort's dimensions are."""
+    from interp.embed.run import check_windows
+
+    fasta = {"a": "ACGT" * 100}
+    regions = [Region("whole", "a", 0, 400), Region("inner", "a", 100, 300)]
+    windows, bases = build_windows(fasta, regions, None, 100, 100, 0.0, 2)
+    ids = windows["window_id"].to_list()
+    assert len(set(ids)) == len(ids) == 6
+    assert ids == ["a:0-100", "a:100-200@whole", "a:100-200@inner", "a:200-300@whole", "a:200-300@inner",
+                   "a:300-400"]
+    check_windows(windows)  # the embed stage's own check
+    out = {k: tmp_path / f"w.{k}" for k in ("parquet", "tsv", "fa", "bases")}
+    write_windows(windows, bases, out["parquet"], out["tsv"], out["fa"], out["bases"])
+    headers = [line[1:].split()[0] for line in out["fa"].read_text().splitlines() if line.startswith(">")]
+    assert sorted(headers) == sorted(ids)
+    # windows of one region only keep the plain id
+    alone, _ = build_windows(fasta, regions[:1], None, 100, 100, 0.0, 2)
+    assert alone["window_id"].to_list() == ["a:0-100", "a:100-200", "a:200-300", "a:300-400"]
+
+
+def test_a_mistyped_alias_of_an_annotation_contig_is_refused_not_dropped():
+    """reference.contig_aliases {"1": "chr01"} with a FASTA holding chr1: the region path refused it, but the
+    annotation reader, which drops contigs the FASTA lacks (a genome-wide annotation with a few chromosomes),
+    dropped every transcript of "1" whenever another contig matched, so the region's bases were all intergenic.
+    An alias naming no FASTA contig, for a name that matches one without it, is now refused; an alias for a
+    contig this FASTA does not hold is still dropped quietly."""
+    from interp.genome.annotation import KeepStudied
+
+    annotation = pl.DataFrame({"gene": ["g1", "g2"], "transcript": ["t1", "t2"], "contig": ["1", "2"],
+                               "strand": ["+", "+"], "start": [10, 10], "end": [50, 50]})
+    available = ["chr1", "chr2"]
+    assert to_contigs(annotation, available, {}, drop_missing=True)["contig"].to_list() == ["chr1", "chr2"]
+    with pytest.raises(InputError, match=r"alias '1' -> 'chr01'.*'1' itself matches its contig 'chr1'"):
+        to_contigs(annotation, available, {"1": "chr01"}, drop_missing=True)
+    keep = KeepStudied(available, {"1": "chr01"}, spans=[("chr1", 0, 100)])
+    with pytest.raises(InputError, match=r"alias '1' -> 'chr01'"):
+        keep("g1", "1", 10, 50)
+    # a genome-wide alias map with a FASTA of one chromosome: "2" -> "chr2" names a contig this FASTA lacks
+    kept = to_contigs(annotation, ["chr1"], {"1": "chr1", "2": "chr2"}, drop_missing=True)
+    assert kept["contig"].to_list() == ["chr1"]
+    # the ancestry panel's markers near the studied regions (left out of the PCs) are matched the same way:
+    # a mistyped alias would have kept the region's own variants in the panel
+    from interp.cohort.ancestry import NearRegions
+
+    near = NearRegions.of([Region("r", "chr1", 0, 100)], 10, {"1": "chr01"})
+    with pytest.raises(InputError, match=r"alias '1' -> 'chr01'"):
+        near.mask(["1"], np.array([5]))
+    assert NearRegions.of([Region("r", "chr1", 0, 100)], 10, {"2": "chr2"}).mask(["1", "2"], np.array([5, 5])).tolist() == [
+        True, False]
 
 
 def test_write_windows_and_tracks(demo_fasta, demo_genes, tmp_path):

@@ -233,11 +233,12 @@ class NearRegions:
 
     def _contig(self, name: str) -> str | None:
         if name not in self._names:
-            from interp.genome.fasta import resolve_contig
+            from interp.genome.fasta import check_alias_not_masking, resolve_contig
 
             try:
                 self._names[name] = resolve_contig(name, self.spans, self.aliases, source="ancestry panel")
             except InputError:
+                check_alias_not_masking(name, self.spans, self.aliases)  # a mistyped alias of a studied contig
                 self._names[name] = None
         return self._names[name]
 

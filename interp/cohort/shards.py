@@ -79,7 +79,7 @@ def count_bed_regions(path: str | Path, source: str | None = None) -> int:
     `browser` lines skipped), without opening the FASTA: for planning shards before any job runs. A file that is
     not plain text (a gzipped BED) raises InputError naming it (`source`, else the path)."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return sum(1 for line in handle
                        if line.strip() and not line.startswith(("#", "track", "browser")))
     except UnicodeDecodeError:

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import polars as pl
 
 from interp.errors import InputError, where
-from interp.genome.fasta import resolve_contig
+from interp.genome.fasta import check_alias_not_masking, resolve_contig
 
 FORMATS = ("ucsc", "gtf", "gff3")
 SCHEMA = {
@@ -58,7 +58,7 @@ def _lines(path: Path) -> Iterator[str]:
         raise InputError(f"{path}: annotation file not found")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt") as handle:
+        with opener(path, "rt", encoding="utf-8-sig") as handle:  # (a BOM is no text)
             for line in handle:
                 yield line.rstrip("\r\n")
     except (OSError, EOFError, UnicodeDecodeError) as err:
@@ -551,6 +551,7 @@ class KeepStudied:
                 self._resolved[contig] = resolve_contig(contig, self.available, self.aliases, source="annotation")
                 self.contigs_matched.append(contig)
             except InputError:
+                check_alias_not_masking(contig, self.available, self.aliases)
                 self._resolved[contig] = None
             self.contigs_seen.append(contig)
         return self._resolved[contig]
@@ -585,5 +586,6 @@ def to_contigs(
         except InputError:
             if not drop_missing:
                 raise
+            check_alias_not_masking(contig, available, aliases)
     renamed = annotation.filter(pl.col("contig").is_in(list(mapping)))
     return renamed.with_columns(pl.col("contig").replace_strict(mapping, return_dtype=pl.String))

@@ -66,19 +66,48 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
+def _check_line_width(shown: Path, name: str, line_no: int, line: bytes, width: int,
+                      short_line: tuple[int, bool] | None) -> None:
+    """faidx's rule for a sequence line of record `name`: every line of a record but its last holds as many bytes
+    as its first (`width`, line end included; 0 before it). InputError naming the line where it breaks: bases
+    after a shorter or blank line (`short_line`: its number, and whether it held the first line's bases with a
+    shorter line end; None if none), or a line longer than the first."""
+    if not line.strip():
+        return
+    bases = len(line.rstrip(b"\r\n"))
+    if short_line:
+        what = ("ends with \\n where the record's first line ends with \\r\\n" if short_line[1] else
+                "is shorter than the record's first line, or blank")
+        raise InputError(f"{where(shown, line=line_no)}: FASTA record '{name}' has more bases after line "
+                         f"{short_line[0]}, which {what}; every line of a record but its last must hold the same "
+                         "number of bases, with the same line end (reformat it, e.g. seqkit seq -w 60)")
+    if width and len(line) > width:
+        what = ("ends its line with \\r\\n where the record's first line ends with \\n" if bases <= width - 1
+                else f"holds {bases} bases, more than the record's first line")
+        raise InputError(f"{where(shown, line=line_no)}: FASTA record '{name}' {what}; every line of a record but "
+                         "its last must hold the same number of bases, with the same line end")
+
+
 def _check_structure(path: Path, name_as: Path | None = None) -> None:
     """One pass over the headers before indexing: faidx silently drops empty and duplicate records.
 
-    Raises InputError for an empty file, text before the first '>', an empty record name, a duplicate
-    name, or a record without bases.
+    Raises InputError for an empty file, a byte-order mark, text before the first '>', an empty record name, a
+    duplicate name, a record without bases, or lines of a record whose widths faidx cannot index
+    (`_check_line_width`: its own message names no line).
     """
     shown = name_as or path
     seen: dict[str, int] = {}
     name, name_line, n_bases = None, 0, 0
+    # the record's first line, in bytes with its line end; a shorter (or blank) line (`_check_line_width`)
+    width, short_line = 0, None
     try:
         with _open_binary(path) as handle:
             for line_no, line in enumerate(handle, start=1):
+                if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    raise InputError(f"{where(shown, line=1)}: the FASTA starts with a UTF-8 byte-order mark (as some "
+                                     "Windows editors save text); remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)")
                 if line.startswith(b">"):
+                    width, short_line = 0, None
                     if name is not None and n_bases == 0:
                         raise InputError(f"{where(shown, line=name_line)}: FASTA record '{name}' has zero bases")
                     fields = line[1:].split(None, 1)
@@ -95,6 +124,12 @@ def _check_structure(path: Path, name_as: Path | None = None) -> None:
                                          "before the first '>' header")
                 else:
                     n_bases += len(line.strip())
+                    _check_line_width(shown, name, line_no, line, width, short_line)
+                    if not short_line and (not line.strip() or (width and len(line) < width)):
+                        # the record's last line, unless more bases follow
+                        short_line = (line_no, bool(line.strip()) and len(line.rstrip(b"\r\n")) == width - 2
+                                      and line.endswith(b"\n"))
+                    width = width or (len(line) if line.strip() else 0)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise InputError(f"{shown}: truncated or corrupt compressed FASTA ({_one_line(err)})") from err
     if name is None:
@@ -417,6 +452,23 @@ def _contig_list(available: list[str], limit: int = 25) -> str:
     if len(available) <= limit:
         return ", ".join(available)
     return ", ".join(available[:limit]) + f", ... ({len(available)} in all)"
+
+
+def check_alias_not_masking(name: str, available: Iterable[str], aliases: dict[str, str] | None) -> None:
+    """InputError when `aliases` maps `name` to a contig the FASTA lacks while `name` itself matches one of its
+    contigs (exactly or by the chr-prefix rule): a mistyped alias target. Callers that drop contigs the FASTA
+    lacks (a genome-wide annotation with a FASTA of a few chromosomes) call this first, so such an alias is
+    refused rather than silently dropping every row of a studied contig."""
+    if not aliases or str(name) not in aliases or str(aliases[str(name)]) in set(available):
+        return
+    try:
+        matched = resolve_contig(name, available, None)
+    except InputError:
+        return  # the name is not in the FASTA either: an alias for a contig this FASTA does not hold
+    raise InputError(
+        f"contig alias '{name}' -> '{aliases[str(name)]}' (from reference.contig_aliases) names a contig that is "
+        f"not in the FASTA, while '{name}' itself matches its contig '{matched}'; correct the alias or remove it"
+    )
 
 
 def resolve_contig(

@@ -83,10 +83,10 @@ def read_bed(path: str | Path, fasta: dict[str, str], aliases: dict[str, str] | 
     regions: list[Region] = []
     first_line: dict[str, int] = {}
     try:
-        path.read_text(encoding="utf-8")
+        path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a plain-text BED file (gzipped? give it uncompressed)") from None
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # (a BOM, as Windows editors save, is no text)
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or line.startswith(("#", "track", "browser")):

@@ -257,7 +257,8 @@ def build_windows(
     """Tile `regions` into windows and summarise each; returns ``(windows, bases)``.
 
     windows, one row per window in genome order (FASTA contig order, then start):
-      window_index, window_id ("contig:start-end", 0-based half-open), region, contig, start, end,
+      window_index, window_id ("contig:start-end", 0-based half-open; "contig:start-end@region" where
+      overlapping regions tile the same window), region, contig, start, end,
       sequence (upper-case), gc (G+C fraction of ACGT bases), cpg_density (CG pairs per base),
       cpg_oe (n_CG * width / (n_C * n_G), 0 when n_C * n_G == 0), repeat/exon/intron/intergenic/n
       fractions, exon (exon_fraction > 0), repeat (repeat_fraction >= 0.5), gc_high (gc above the
@@ -294,6 +295,11 @@ def build_windows(
         gc_high=pl.col("gc") > gc_cut,
         block=pl.Series(index * n_blocks // n),
     )
+    # overlapping regions tiled on the same grid give one window twice (one per region): named by region there,
+    # as the cohort's dimensions are (`interp.embed.cohort`), so that every window_id is unique
+    shared = pl.col("window_id").is_duplicated()
+    table = table.with_columns(window_id=pl.when(shared).then(pl.format("{}@{}", "window_id", "region"))
+                               .otherwise(pl.col("window_id")))
     first = ["window_index", "window_id", "region", "contig", "start", "end", "sequence"]
     table = table.select(first + [c for c in table.columns if c not in first and c != "heldout"]
                          + ["heldout"]).select(pl.exclude("block"), "block")
