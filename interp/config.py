@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.message}"
     if error.validator in ("type", "oneOf", "anyOf"):
         expected = _expected(error.schema)
-        return f"{where}: expected {expected}, got {_got(error.instance, expected)}"
+        hint = ""
+        if isinstance(error.instance, str) and "number" in expected and re.fullmatch(
+                r"\s*[-+]?\d+[eE][-+]?\d+\s*", error.instance):  # PyYAML reads 5e-2, without a dot, as text
+            mantissa, exponent = re.split(r"[eE]", error.instance.strip())
+            hint = (f" (YAML reads {error.instance.strip()}, without a dot, as text: write {float(error.instance)!r} "
+                    f"or {mantissa}.0e{exponent})")
+        return f"{where}: expected {expected}, got {_got(error.instance, expected)}{hint}"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "pattern" and error.schema.get("description"):
@@ -282,13 +289,18 @@ def _check_lm_overrides(cfg: dict, cards: dict[str, dict], source: str) -> None:
     otherwise stop only the pretrain rule, after the windows are built (the schema leaves these dicts open)."""
     from interp.lm.config import resolve_settings
 
-    checks = [("lm.overrides", card, cfg["lm"]["overrides"]) for card in cards.values() if card.get("family") == "tiny"]
+    checks = [("lm.overrides", name, card, cfg["lm"]["overrides"]) for name, card in cards.items()
+              if card.get("family") == "tiny"]
     planted = cfg.get("planted", {}).get("lm_overrides")
     if planted is not None and model_card_path(PLANTED_MODEL).exists():
         from interp.embed.registry import load_card
 
-        checks.append(("planted.lm_overrides", load_card(model_card_path(PLANTED_MODEL)), planted))
-    for key, card, overrides in checks:
+        checks.append(("planted.lm_overrides", PLANTED_MODEL, load_card(model_card_path(PLANTED_MODEL)), planted))
+    for key, name, card, overrides in checks:
+        try:  # the card alone first: its own mistakes are the card file's, not the config's
+            resolve_settings(card, {})
+        except InputError as exc:
+            raise InputError(f"{model_card_path(name)}: {exc}") from None
         try:
             resolve_settings(card, overrides)
         except InputError as exc:

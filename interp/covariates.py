@@ -82,6 +82,18 @@ def _as_numeric(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def _not_numbers(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """[n] bool: the present values that are not numbers."""
+    out = np.zeros(values.shape[0], dtype=bool)
+    for i, v in enumerate(values):
+        if not missing[i]:
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                out[i] = True
+    return out
+
+
 def covariate_design(
     table: Mapping[str, Sequence],
     names: Sequence[str],
@@ -151,9 +163,23 @@ def covariate_design(
             entry["kind"] = "categorical"
             if name in categorical:
                 entry["declared"] = True
+            else:
+                # a numeric column with a stray text value ("-", "30,5") would become one level per sample
+                bad = _not_numbers(values, miss)
+                if bad.sum() <= (~miss).sum() / 2:
+                    shown = ", ".join(repr(str(v)) for v in values[bad][:5])
+                    raise InputError(
+                        f"{source}: covariate {name!r} holds numbers but for {int(bad.sum())} value(s): {shown}"
+                        f"{_samples(bad, sample_ids)}; write NA for a missing value, or list {name} in "
+                        "cohort.categorical_covariates if it is a category")
             labels = np.array(["NA" if m else _level(v) for v, m in zip(values, miss, strict=True)])
             # the reference is the first observed level; "NA" (imputed) is never the reference
             levels = sorted(set(labels[~miss].tolist())) + (["NA"] if miss.any() else [])
+            n_present, n_observed = int((~miss).sum()), len(levels) - int(miss.any())
+            if n_observed > max(5, n_present / 2):  # e.g. an ID column: an indicator per sample or two adjusts for anything
+                raise InputError(
+                    f"{source}: categorical covariate {name!r} has {n_observed} distinct values among {n_present} "
+                    "samples with a value; a category must group samples (is it an ID column?)")
             entry["levels"] = levels
             entry["reference"] = levels[0]
             for lv in levels[1:]:

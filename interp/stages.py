@@ -235,16 +235,35 @@ def pretrain_tiny_dnalm(job: Job) -> None:
     card = load_card(job.input["card"])
     metrics = pretrain(train, heldout, card, p.get("overrides") or {}, p["seed"],
                        Path(job.output["checkpoint"]), threads=1,
-                       accelerator=p.get("accelerator", "cpu"))
+                       accelerator=_accelerator(p))
     write_json(metrics, job.output["metrics"])
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        import torch
+#: what a job that was told to use a GPU says when it sees none
+NO_GPU = ("embed.device is 'cuda', but this job sees no CUDA GPU (torch.cuda.is_available() is false: a node "
+          "without a GPU, no GPU requested from the scheduler, or a CPU build of torch); set embed.device: auto "
+          "(a GPU where there is one) or cpu, or run the job where a GPU is visible")
 
+
+def _device(name: str) -> str:
+    """The torch device of embed.device ("auto": cuda where visible, else cpu); InputError (NO_GPU) for cuda
+    where none is visible (torch's own error is a traceback)."""
+    import torch
+
+    if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError(NO_GPU)
     return name
+
+
+def _accelerator(params: dict) -> str:
+    """The Lightning accelerator of a training job's params ("gpu" where embed.device is cuda, else "cpu");
+    InputError (NO_GPU) for "gpu" where no GPU is visible."""
+    value = params.get("accelerator", "cpu")
+    if value == "gpu":
+        _device("cuda")
+    return value
 
 
 def _embed_settings(params: dict, ignore: tuple[str, ...] = ()) -> EmbedConfig:
@@ -329,7 +348,7 @@ def sae(job: Job) -> None:
     model, features, units, metrics = train_and_label(
         Path(job.input["tokens_dir"]) / f"{p['layer']}.zarr", pl.read_parquet(job.input["windows"]),
         pl.read_parquet(job.input["bases"]), cfg, p["layer"], job.input.get("checkpoint"), state, p["concepts"],
-        p["labels"], p["top_windows"], job.input.get("planted_bed"), p.get("log_dir"), p.get("accelerator", "cpu"))
+        p["labels"], p["top_windows"], job.input.get("planted_bed"), p.get("log_dir"), _accelerator(p))
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_table(features, job.output["features"])
     write_table(units, job.output["units"])
@@ -351,7 +370,7 @@ def sae_sweep(job: Job) -> None:
     state = out_dir / "train_state.safetensors"
     model, metrics = train_and_evaluate(store, windows, cfg, p["layer"], job.input.get("checkpoint"), state,
                                         p.get("log_dir"), progress_bar=True,
-                                        accelerator=p["base"].get("accelerator", "cpu"), keep_state=True)
+                                        accelerator=_accelerator(p["base"]), keep_state=True)
     save_sae(model, job.output["weights"], {"config": cfg.to_dict(), "model": p["model"], "layer": p["layer"]})
     write_json({"model": p["model"], "layer": p["layer"], "name": p["name"], **metrics}, job.output["metrics"])
     state.unlink(missing_ok=True)
@@ -420,15 +439,20 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     regions = []
     if c.genes:
         try:
-            regions += gene_regions(annotation, c.genes, c.flank, fasta)
-        except InputError:  # a gene on a contig the FASTA lacks was dropped with it: say so
-            if job.input.get("annotation"):
-                explain_dropped_genes(job.input["annotation"], job.params["reference"].get("annotation_format", "auto"),
-                                      c.genes, annotation, list(fasta))
-                # the annotation may hold only the studied genes (`_annotation`): the error from the whole file
-                # names the genes it does know
-                gene_regions(_annotation(job, fasta), c.genes, c.flank, fasta)
-            raise
+            try:
+                regions += gene_regions(annotation, c.genes, c.flank, fasta)
+            except InputError:  # a gene on a contig the FASTA lacks was dropped with it: say so
+                if job.input.get("annotation"):
+                    explain_dropped_genes(job.input["annotation"],
+                                          job.params["reference"].get("annotation_format", "auto"),
+                                          c.genes, annotation, list(fasta))
+                    # the annotation may hold only the studied genes (`_annotation`): the error from the whole
+                    # file names the genes it does know
+                    gene_regions(_annotation(job, fasta), c.genes, c.flank, fasta)
+                raise
+        except InputError as err:  # named by the setting and the file it was looked up in
+            path = str(job.input.get("annotation") or "reference.annotation")
+            raise InputError(f"cohort.genes: {err}" + ("" if path in str(err) else f" (annotation: {path})")) from None
     if job.input.get("bed"):
         regions += read_bed(job.input["bed"], fasta, aliases)
     return require_unique_names(regions, f"cohort.genes and the BED {job.input.get('bed')}")

@@ -108,3 +108,37 @@ def test_unphased_ref_is_refused_for_a_vcf_of_half_missing_unphased_calls(tmp_pa
     summary = _place_and_check(vcf, sheet, fasta, regions,
                                CohortConfig(phenotypes=["case"], covariates=[], unphased="N"), out)
     assert summary["n_unphased_half_missing"] == 4 and summary["unphased_het_rate"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("fmt, calls", [("DS", ["0.9"] * 8), ("GT", ["./."] * 8), ("GT:DS", [".|.:1"] * 8)])
+def test_a_vcf_without_a_called_genotype_in_the_regions_is_refused(tmp_path, fmt, calls) -> None:
+    """A VCF of dosages (FORMAT DS, no GT) or of missing calls passed every check; under cohort.missing: ref
+    every haplotype was then the reference, and the audit and rank saw no genotype. It is refused at
+    check_cohort, naming the VCF; one called genotype is enough to pass."""
+    fasta = read_fasta(FASTA)
+    ids = [f"S{i}" for i in range(1, 9)]
+    ref = fasta["chr17"][999].upper()
+    alt = "G" if ref != "G" else "T"
+
+    def write(cells: list[str]) -> Path:
+        vcf = tmp_path / "dosage.vcf"
+        vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17,length=40000>\n"
+                       '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                       '##FORMAT=<ID=DS,Number=1,Type=Float,Description="Dosage">\n'
+                       "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(ids) + "\n"
+                       f"chr17\t1000\t.\t{ref}\t{alt}\t.\tPASS\t.\t{fmt}\t" + "\t".join(cells) + "\n")
+        return vcf
+
+    sheet = pl.DataFrame({"sample_id": ids, "case": [0, 1] * 4})
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    regions, cohort = [Region("r", "chr17", 900, 1100)], CohortConfig(phenotypes=["case"], covariates=[])
+    vcf = write(calls)
+    with pytest.raises(InputError, match=rf"^{vcf}: no genotype is called in the studied regions: every call of "
+                                         r"its 1 variant\(s\) there is missing .*no GT field"):
+        _place_and_check(vcf, sheet, fasta, regions, cohort, out)
+    if fmt != "DS":
+        one = list(calls)
+        one[0] = "0|1" + calls[0][3:]
+        summary = _place_and_check(write(one), sheet, fasta, regions, cohort, out)
+        assert summary["missing_rate"] == pytest.approx(7 / 8)

@@ -258,7 +258,9 @@ def test_gene_on_a_contig_the_fasta_lacks_is_named_with_its_contig(tmp_path) -> 
     with pytest.raises(InputError, match=r"genes.tsv: gene\(s\) TP53 on '2' lie on contigs the FASTA does not "
                                          r"have \(it has 'chr17'\)"):
         stages._cohort_regions(job, CohortConfig(genes=["DOC2B", "TP53"]), fasta, annotation)
-    with pytest.raises(InputError, match=r"gene 'BRCA9' is not in the annotation"):
+    # named by the setting and the annotation file (it named neither)
+    with pytest.raises(InputError, match=rf"^cohort.genes: gene 'BRCA9' is not in the annotation \(known genes: "
+                                         rf".*\) \(annotation: {genes}\)$"):
         stages._cohort_regions(job, CohortConfig(genes=["BRCA9"]), fasta, annotation)
 
 

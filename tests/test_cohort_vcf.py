@@ -157,6 +157,19 @@ def test_samples_tsv_errors(tmp_path):
     path.write_text("sample_id\tcase\n")
     with pytest.raises(InputError, match="no samples"):
         read_samples_tsv(path, ["case"], [], None)
+    # a comment line above the header read as "line 2: 2 fields, but the header has 1 columns"; a comma-separated
+    # sheet as "column 'sample_id' is missing; the header has: sample_id,case"
+    path.write_text("# cohort of 2024\nsample_id\tcase\nA\t1\n")
+    with pytest.raises(InputError, match=r"samples.tsv, line 1: starts with '#' .* takes no comment lines"):
+        read_samples_tsv(path, ["case"], [], None)
+    path.write_text("#sample_id\tcase\nA\t1\n")
+    with pytest.raises(InputError, match=r"line 1: starts with '#'.*sample_id as a column name \(no '#'\)"):
+        read_samples_tsv(path, ["case"], [], None)
+    for sep, name in ((",", "comma"), (";", "semicolon")):
+        path.write_text(f"sample_id{sep}case\nA{sep}1\n")
+        with pytest.raises(InputError, match=rf"line 1: the header is one column holding {name}s .* looks "
+                                             rf"{name}-separated; a sample sheet is tab-separated"):
+            read_samples_tsv(path, ["case"], [], None)
 
 
 def test_samples_tsv_population_labels_and_header(tmp_path):
@@ -481,6 +494,12 @@ def test_unmatched_record_contig_is_reported_unless_it_hides_a_studied_contig(tm
     with pytest.raises(InputError, match=r"no VCF contig with records matches the studied contig\(s\) chr2"):
         validate_cohort(indexed, sheet, {**fasta, "chr2": "A" * 100}, None, [Region("r", "chr2", 0, 50)],
                         ["case"], 5)
+    # a VCF of a header only: said so, not "VCF contigs with records:  (0 in all)" and advice on contig aliases
+    header_only = tmp_path / "header_only.vcf"
+    header_only.write_text("".join(line for line in vcf.read_text().splitlines(keepends=True) if line.startswith("#")))
+    with pytest.raises(InputError, match=r"header_only.vcf: the VCF has no records \(a header only\); expected "
+                                         r"genotypes of the samples in the studied contig\(s\) chr17$"):
+        validate_cohort(header_only, sheet, fasta, None, [Region("r", "chr17", 6000, 31500)], ["case"], 5)
 
 
 def test_contig_beyond_tbi_limit_gets_a_csi_index(tmp_path):

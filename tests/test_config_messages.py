@@ -28,6 +28,8 @@ def _check_config(tmp_path: Path, text: str, capsys) -> tuple[int, str]:
     ("cohort: {simulate: {causal: {oddsratio: 3}}}", "unknown key 'oddsratio' in cohort.simulate.causal; "),
     ("sae: {n_features: many}", "sae.n_features: expected integer, got string ('many')"),
     ("audit: {alpha: '0.05'}", "audit.alpha: expected number, got string ('0.05')"),
+    ("audit: {alpha: 5e-2}", "audit.alpha: expected number, got string ('5e-2') (YAML reads 5e-2, without a dot, "
+                             "as text: write 0.05 or 5.0e-2)"),
     ("embed: {token_budget: big}", "embed.token_budget: expected integer or null, got string ('big')"),
     ("embed: {device: gpu}", "embed.device: 'gpu' is not one of ['cpu', 'cuda', 'auto']"),
 ])
@@ -123,3 +125,27 @@ def test_yaml_that_does_not_parse_is_one_line_naming_file_line_and_column(tmp_pa
     assert main(["stage", "embed", json.dumps(job)]) == 2
     assert capsys.readouterr().err == (f"error: {card}: not valid YAML: line 3, column 1: while parsing a flow "
                                        "sequence, expected ',' or ']', but got '<stream end>'\n")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"training": {"max_stpes": 5000}}, "tiny-dnalm, field training: unknown keys ['max_stpes']; expected some of "),
+    ({"architecture": {"n_heads": 3}}, "tiny-dnalm, field architecture: d_model 128 is not divisible by n_heads 3"),
+])
+def test_a_mistake_in_a_model_card_is_named_in_the_card_file(tmp_path: Path, capsys, monkeypatch, change: dict,
+                                                              expected: str) -> None:
+    """A misspelt key in a card's training section (max_stpes) was ignored, its default in force; a mistake in
+    the card (n_heads 3 for d_model 128) was blamed on the user's config and lm.overrides, which it did not set.
+    Both now stop check-config naming the card file."""
+    import interp.config as config
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for card in config.MODELS_DIR.glob("*.yaml"):
+        (models / card.name).write_text(card.read_text())
+    card = yaml.safe_load((models / "tiny-dnalm.yaml").read_text())
+    for section, values in change.items():
+        card[section] = {**(card.get(section) or {}), **values}
+    (models / "tiny-dnalm.yaml").write_text(yaml.safe_dump(card))
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    rc, err = _check_config(tmp_path, "seed: 7", capsys)
+    assert rc == 2 and err.startswith(f"error: {models / 'tiny-dnalm.yaml'}: {expected}"), err

@@ -97,3 +97,28 @@ def test_infinite_value_is_refused_not_imputed():
 def test_sample_ids_must_match_the_values():
     with pytest.raises(InputError, match="'age' has 3 values for 2 samples"):
         covariate_design({"age": np.array([30.0, 40.0, 50.0])}, ["age"], sample_ids=["s1", "s2"])
+
+
+def test_a_numeric_covariate_with_a_stray_text_value_is_refused_not_made_categorical():
+    """age with one "-" (or "30,5") among numbers became a categorical covariate of one level per sample: 60
+    samples against a 60-column design, without a word. Now refused naming the value and the sample, as is a
+    categorical column of (nearly) one level per sample; declared categorical, a coded column still works."""
+    ids = [f"s{i}" for i in range(60)]
+    age = np.array([str(20 + i) for i in range(60)], dtype=object)
+    age[5] = "-"
+    with pytest.raises(InputError, match=r"covariate 'age' holds numbers but for 1 value\(s\): '-' \(samples s5\); "
+                                         r"write NA for a missing value"):
+        covariate_design({"age": age}, ["age"], sample_ids=ids, source="samples.tsv")
+    age[5] = "30,5"
+    with pytest.raises(InputError, match=r"'30,5'"):
+        covariate_design({"age": age}, ["age"], sample_ids=ids)
+    with pytest.raises(InputError, match=r"categorical covariate 'age' has 60 distinct values among 60 samples"):
+        covariate_design({"age": age}, ["age"], sample_ids=ids, categorical=["age"])
+    sample_code = np.array([f"ID{i}" for i in range(60)], dtype=object)
+    with pytest.raises(InputError, match=r"'code' has 60 distinct values"):
+        covariate_design({"code": sample_code}, ["code"], sample_ids=ids)
+    batch = np.array(["1", "2", "x"] * 20, dtype=object)  # codes with a text level, declared: one-hot
+    d = covariate_design({"batch": batch}, ["batch"], categorical=["batch"])
+    assert d.columns == ["batch=2", "batch=x"]
+    site = np.array(["north", "south", "east"] * 20, dtype=object)  # text levels need no declaration
+    assert covariate_design({"site": site}, ["site"]).info["site"]["kind"] == "categorical"

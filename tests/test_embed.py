@@ -511,3 +511,31 @@ def test_token_budget_batches_bucket_lengths_and_respect_the_budget():
     assert chunk_starts(100, 100, 10) == [0]
     assert chunk_starts(250, 100, 20) == [0, 80, 150]
     assert chunk_starts(250, 100, 0) == [0, 100, 200]
+
+
+def test_cuda_where_no_gpu_is_visible_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """embed.device: cuda on a node without a GPU (or a CPU build of torch) stopped the embed rule with torch's
+    "Torch not compiled with CUDA enabled" and the pretrain rule with Lightning's MisconfigurationException,
+    each a traceback. The stages now say what is wrong and what to set (exit 2)."""
+    import torch
+
+    from interp import stages
+    from interp.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"embed.device is 'cuda', but this job sees no CUDA GPU"):
+        stages._device("cuda")
+    assert stages._device("auto") == "cpu" and stages._device("cpu") == "cpu"
+    assert stages._accelerator({"accelerator": "cpu"}) == "cpu"
+    job = {"input": {"fasta": "resources/demo/hg19_chr17_1-40000.fa", "card": "models/tiny-dnalm.yaml"},
+           "output": {"checkpoint": str(tmp_path / "lm.safetensors"), "metrics": str(tmp_path / "lm.json")},
+           "params": {"reference": {"fasta": "resources/demo/hg19_chr17_1-40000.fa", "contig_aliases": {}},
+                      "regions": [{"name": "r", "contig": "chr17", "start": 0, "end": 40000}],
+                      "heldout_fraction": 0.2, "overrides": {"max_steps": 2}, "seed": 7, "accelerator": "gpu"},
+           "threads": 1}
+    import json
+
+    rc = main(["stage", "pretrain_tiny_dnalm", json.dumps(job)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "sees no CUDA GPU" in err, err
+    assert not (tmp_path / "lm.safetensors").exists()

@@ -277,7 +277,8 @@ def test_unknown_calibration_cell_is_one_config_error(tmp_path: Path, capsys, wo
     assert rc == 2, err
     assert "calibration.cells: unknown calibration cell(s) ['nosuchcell']; cells: base," in err, err
     out = _failed_dry_run(workflow_copy, {"calibration": {"cells": ["nosuchcell"]}})
-    assert "invalid configuration: config: calibration.cells: unknown calibration cell(s)" in out, out
+    user = workflow_copy / "configs" / "user.yaml"  # the user's config file is named, not just "config"
+    assert f"invalid configuration: config ({user}): calibration.cells: unknown calibration cell(s)" in out, out
     assert "ValueError" not in out and "select_cells" not in out, out
 
 
@@ -300,7 +301,8 @@ def test_calibration_model_without_a_card_is_one_config_error(tmp_path: Path, ca
     res = run_snakemake(workflow_copy, "calibration", "-n", "--configfile", "configs/calibration.yaml", str(path))
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "invalid configuration: config: calibration.model: no model card models/nosuchmodel.yaml" in out, out
+    assert (f"invalid configuration: config ({workflow_copy / 'configs' / 'calibration.yaml'}, {path}): "
+            "calibration.model: no model card models/nosuchmodel.yaml") in out, out
     assert "FileNotFoundError" not in out and "Traceback" not in out, out
 
 
@@ -340,7 +342,8 @@ def test_empty_bed_without_genes_is_one_config_error(tmp_path: Path, capsys, wor
     assert rc == 0, err
     (workflow_copy / "configs" / "regions.bed").write_text("")
     out = _failed_dry_run(workflow_copy, {"cohort": {"genes": [], "bed": "configs/regions.bed"}})
-    assert "invalid configuration: config: cohort.bed = 'configs/regions.bed': no records" in out, out
+    user = workflow_copy / "configs" / "user.yaml"
+    assert f"invalid configuration: config ({user}): cohort.bed = 'configs/regions.bed': no records" in out, out
     assert "no regions to shard" not in out, out
 
 

@@ -73,6 +73,12 @@ def check_cohort_inputs(vcf: str | Path, samples_path: str | Path, samples: pl.D
     try:
         summary = validate_cohort(vcf, samples, fasta, aliases, regions, cohort.phenotypes, n_folds,
                                   binary_only=True, samples_source=str(samples_path))
+        if summary["n_variants_in_regions"] and summary["missing_rate"] >= 1.0:
+            # every haplotype would be the reference (cohort.missing: ref) or masked (N): nothing to audit
+            raise InputError(
+                f"{vcf}: no genotype is called in the studied regions: every call of its "
+                f"{summary['n_variants_in_regions']} variant(s) there is missing ('./.'), or their FORMAT has no GT "
+                f"field (a VCF of dosages or of sites only); the haplotypes need called genotypes (GT)")
         if summary["unphased_het_rate"] > MAX_UNPHASED_WITH_REF and cohort.unphased == "ref":
             n_half = summary["n_unphased_half_missing"]
             raise InputError(

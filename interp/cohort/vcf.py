@@ -128,6 +128,7 @@ def read_samples_tsv(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: samples file does not exist")
+    _check_header_line(path)
     try:
         table = pl.read_csv(path, separator="\t", infer_schema=False, comment_prefix=None)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
@@ -204,6 +205,21 @@ def read_samples_tsv(
                                      "finite decimal number (NA for missing)")
         columns[name] = _to_float(values) if numeric else table[name]
     return pl.DataFrame(columns).select(list(columns))
+
+
+def _check_header_line(path: Path) -> None:
+    """InputError for a sample sheet whose first line is not a tab-separated header: a comment line ('#'), or
+    a comma- or semicolon-separated file (one column holding the separators)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        first = handle.readline().rstrip("\r\n")
+    if first.startswith("#"):
+        raise InputError(f"{where(path, line=1)}: starts with '#' ({first[:40]!r}): a sample sheet's first line is its "
+                         "header, with sample_id as a column name (no '#'), and it takes no comment lines")
+    if "\t" not in first:
+        for sep, name in ((",", "comma"), (";", "semicolon")):
+            if sep in first:
+                raise InputError(f"{where(path, line=1)}: the header is one column holding {name}s "
+                                 f"({first[:60]!r}): the file looks {name}-separated; a sample sheet is tab-separated")
 
 
 def _ragged_row(path: Path) -> InputError | None:
@@ -757,6 +773,9 @@ def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases,
         except InputError:
             unmatched.append(name)
     missing = sorted(region_contigs - set(contig_map.values())) if region_contigs is not None else []
+    if missing and not vcf_contigs:
+        raise InputError(f"{vcf_path}: the VCF has no records (a header only); expected genotypes of the samples in "
+                         f"the studied contig(s) {', '.join(missing)}")
     if (unmatched and region_contigs is None) or missing:
         what = (f"no VCF contig with records matches the studied contig(s) {', '.join(missing)} (VCF contigs "
                 f"with records: {_first(vcf_contigs, 25)})" if missing else

@@ -114,6 +114,10 @@ def resolve_settings(card: dict, overrides: dict) -> tuple[TinyLMConfig, dict]:
     unknown = set(arch) - arch_keys
     if unknown:
         raise InputError(f"{card.get('name', 'model card')}, field architecture: unknown keys {sorted(unknown)}")
+    unknown = set(card.get("training") or {}) - set(TRAINING_DEFAULTS)
+    if unknown:  # a misspelt key (max_stpes) would otherwise leave its default in force, unsaid
+        raise InputError(f"{card.get('name', 'model card')}, field training: unknown keys {sorted(unknown)}; "
+                         f"expected some of {sorted(TRAINING_DEFAULTS)}")
     name = card.get('name', 'model card')
     given = overrides or {}
     for section, values in (("architecture", arch), ("training", train)):

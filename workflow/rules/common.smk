@@ -17,7 +17,9 @@ from interp.sae.config import NOT_TRAINING as SAE_NOT_TRAINING
 
 try:
     # One short message naming the key or path, instead of a schema dump.
-    config = check_config(config, base_dir=workflow.basedir, source="config")
+    # named by the user's --configfile(s), merged over configs/demo.yaml, so a user knows where to look
+    _files = [str(path) for path in workflow.config_settings.configfiles] or ["configs/demo.yaml"]
+    config = check_config(config, base_dir=workflow.basedir, source=f"config ({', '.join(_files)})")
 except InputError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 validate(config, "../schemas/config.schema.yaml")
