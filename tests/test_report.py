@@ -520,7 +520,7 @@ def test_tagged_variants_counted_once_whatever_r_each_feature_gives() -> None:
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
 
 
-def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
+def test_sae_atlas_is_found_beside_the_sae_metrics(tmp_path: Path) -> None:
     from interp.report.build import sae_atlas
 
     sae_dir = tmp_path / "results" / "run" / "sae" / "m" / "block2"
@@ -531,9 +531,75 @@ def test_sae_atlas_link_is_relative_to_the_report(tmp_path: Path) -> None:
     report_dir.mkdir(parents=True)
     assert sae_atlas({}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
     assert sae_atlas({"atlas": "atlas/index.html"}, metrics, report_dir) == "../../results/run/sae/m/block2/atlas/index.html"
+    assert sae_atlas({}, metrics, None) == str(sae_dir / "atlas" / "index.html")
     assert sae_atlas({"atlas": "missing.html"}, metrics, report_dir) is None
     (sae_dir / "atlas" / "index.html").unlink()
     assert sae_atlas({}, metrics, report_dir) is None
+
+
+def test_the_atlas_is_copied_into_the_report_folder_and_the_pdf_linked_only_when_written(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """The report linked its atlas at ../../results/<run>/sae/..., so a report folder handed on (or moved) had a
+    dead link, and it linked report.pdf even where no PDF was written (no Chromium). The atlas is now copied into
+    the report's folder (atlas/<model>/<layer>/, hard links where possible; a rerun replaces it whole) and the
+    page says when there is no PDF."""
+    from interp.report.build import ATLAS_SOURCE
+
+    monkeypatch.setenv("INTERP_CHROMIUM", "/nonexistent")
+    atlas = tmp_path / "results" / "sae" / "atlas"
+    (atlas / "logos").mkdir(parents=True)
+    (atlas / "index.html").write_text('<a href="page_0.html">p</a>')
+    (atlas / "page_0.html").write_text("<img src='logos/f1.png'>")
+    (atlas / "logos" / "f1.png").write_bytes(b"png")
+    report, figs, layers, _, cfg = rs.report_parts(cohort=False)
+    report["sae"][0].update({"atlas": "atlas/m/block2/index.html", ATLAS_SOURCE: str(atlas / "index.html")})
+    model, layer = report["sae"][0]["model"], report["sae"][0]["layer"]
+    report["sae"][0]["atlas"] = f"atlas/{model}/{layer}/index.html"
+    out_dir = tmp_path / "reports" / "run"
+    stale = out_dir / "atlas" / model / layer / "page_9.html"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("an earlier run's page")
+    out = finish_report(report, figs, layers, None, cfg, "x",
+                        {"json": out_dir / "report.json", "html": out_dir / "index.html"})
+    copied = out_dir / "atlas" / model / layer
+    assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == ["index.html", "logos", "logos/f1.png",
+                                                                             "page_0.html"]
+    assert ATLAS_SOURCE not in out["sae"][0]
+    saved = json.loads((out_dir / "report.json").read_text())
+    assert saved["sae"][0]["atlas"] == f"atlas/{model}/{layer}/index.html" and ATLAS_SOURCE not in saved["sae"][0]
+    html = (out_dir / "index.html").read_text()
+    assert f'href="atlas/{model}/{layer}/index.html"' in html
+    assert 'href="report.pdf"' not in html and "printable: none (no Chromium to print it with)" in html
+    assert not (out_dir / "report.pdf").exists()
+
+
+def test_user_text_with_dollars_or_a_leading_underscore_is_drawn_as_written(monkeypatch) -> None:
+    """matplotlib read text between two '$' as mathtext: a population 'A$_$B' or a phenotype 'p$\\x$' stopped
+    the report build with a ParseException; a legend label starting with '_' was left out of the legend."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import polars as pl
+
+    from interp.report import plots
+
+    rng = np.random.default_rng(0)
+    population = np.repeat(["A$_$B", "EUR$$", "_admixed"], 20)
+    assert plots.ancestry_pca(rng.normal(size=(60, 2)), population, np.array([0.3, 0.1]))
+    captured = []
+
+    def legend_of(fig) -> str:
+        captured.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        fig.canvas.draw()  # the text is parsed when drawn
+        plt.close(fig)
+        return "png"
+
+    monkeypatch.setattr(plots, "to_png", legend_of)
+    plots.ancestry_pca(rng.normal(size=(60, 2)), population, np.array([0.3, 0.1]))
+    monkeypatch.undo()
+    assert captured == [["A$_$B (n = 20)", "EUR$$ (n = 20)", "\u200b_admixed (n = 20)"]]
+    audit = pl.DataFrame({"phenotype": ["p$\\x$"], "model": ["m"], "layer": ["l"], "region": ["G$\\q$"],
+                          "auroc_random_cv": [0.7], "auroc_ancestry_stratified_cv": [0.6]})
+    assert plots.cv_schemes(audit)
 
 
 def test_sae_concept_counts_and_atlas_shown(tmp_path: Path) -> None:

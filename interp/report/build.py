@@ -19,8 +19,10 @@ import logging
 import math
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anndata as ad
 import jinja2
@@ -30,7 +32,7 @@ import polars as pl
 from interp.audit import MIN_REPORTED_GROUP, NO_LABEL, suppressed_sizes
 from interp.cohort.genotype_file import read_genotypes
 from interp.cohort.vcf import population_obs_column
-from interp.io import is_missing, write_text_atomic
+from interp.io import atomic_dir, is_missing, write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
 from interp.report.provenance import (
@@ -169,11 +171,14 @@ def config_sha256(cfg: dict) -> str:
 
 
 SAE_EXTRA = ("dense_fraction", "loss_recovered")  # SAE metrics copied into report.json when present
+#: key of an `sae` entry holding its atlas's source page until `finish_report` copies it (never written)
+ATLAS_SOURCE = "_atlas_source"
 
 
 def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | None) -> str | None:
-    """Link (relative to the report's folder) to the SAE's feature atlas page when the SAE stage made one:
-    metrics `atlas` / `atlas_path`, else `atlas/index.html` or `atlas.html` beside metrics.json."""
+    """The SAE's feature atlas page when the SAE stage made one (metrics `atlas` / `atlas_path`, else
+    `atlas/index.html` or `atlas.html` beside metrics.json): its path relative to the report's folder (its own
+    path without `html_dir`), or None. `report_atlas` copies it into the report's folder for the link."""
     found = None
     for key in ("atlas", "atlas_path", "atlas_html"):
         if isinstance(metrics.get(key), str) and metrics[key]:
@@ -188,6 +193,29 @@ def sae_atlas(metrics: dict, metrics_path: str | Path, html_dir: str | Path | No
     if found is None or not found.exists():
         return None
     return os.path.relpath(found.resolve(), Path(html_dir).resolve()) if html_dir else str(found)
+
+
+def report_atlas(source: str | Path, report_dir: str | Path, model: str, layer: str) -> str:
+    """Copy an SAE's atlas (its `atlas/` folder, or a single atlas page) into the report's folder, as
+    `atlas/<model>/<layer>/`, and return the page's link relative to the report: a report folder handed on holds
+    its atlas (the link pointed into results/ until the thirty-first session). Files are hard-linked where the
+    file system allows (a 32k-feature atlas costs no second copy), the folder replaced whole (`atomic_dir`)."""
+    source = Path(source)
+    target = Path(report_dir) / "atlas" / model / layer
+    with atomic_dir(target) as tmp:
+        if source.parent.name == "atlas":  # the stage's atlas folder: pages, logos
+            shutil.copytree(source.parent, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, tmp / source.name)
+    return "/".join(quote(part) for part in ("atlas", model, layer, source.name))
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """A hard link of `src` at `dst`, or a copy where the file system refuses one (another device)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 PROBE_SAE_KEYS = ("model", "layer", "target", "level", "k", "auroc_raw", "auroc_sae", "difference", "ci_low",
@@ -271,9 +299,10 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
                 if r.get(k) is not None:
                     t[k] = r[k]
         entry["top_features"] = top
-        atlas = sae_atlas(m, metrics_path, params.get("html_dir"))
-        if atlas:
-            entry["atlas"] = atlas
+        atlas = sae_atlas(m, metrics_path, None)
+        if atlas:  # copied into the report's folder by `finish_report`, with the rest of the report
+            entry["atlas"] = f"atlas/{quote(str(m.get('model')))}/{quote(str(m.get('layer')))}/{quote(Path(atlas).name)}"
+            entry[ATLAS_SOURCE] = str(Path(atlas).resolve())
         entry["best_f1_by_label"] = {
             col[3:]: float(feats[col].max()) for col in feats.columns if col.startswith("f1_")}
         out["sae"].append(entry)
@@ -595,6 +624,7 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
                   calibration_rows: list[dict] | None, config: dict, run: str, outputs: dict) -> dict:
     """Add the summary, limitations and methods to the report's sections; write report.json, index.html
     and report.pdf (when Chromium is installed; else the log says so and a stale PDF is removed)."""
+    atlases = [(entry.pop(ATLAS_SOURCE), entry) for entry in report.get("sae") or [] if ATLAS_SOURCE in entry]
     report = _clean(report)
     first = summary.assemble(report, layer_order, calibration_rows)
     report["limitations"] = first.pop("_all_caveats")
@@ -606,26 +636,31 @@ def finish_report(report: dict, figs: dict[str, str], layer_order: dict[str, lis
     report["audit_reasons_grouped"] = summary.group_verdict_reasons(report.get("audit") or [])
     report = _clean(report)
     # both rendered before either is written: a failure leaves the earlier pair, never a new json beside an old page
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
     page = render_html(report, figs, run, config)
+    for source, entry in atlases:  # beside the page that links them
+        report_atlas(source, Path(outputs["html"]).parent, str(entry.get("model")), str(entry.get("layer")))
     write_text_atomic(outputs["json"], text)
     write_text_atomic(outputs["html"], page)
     pdf = Path(outputs.get("pdf") or Path(outputs["html"]).with_name("report.pdf"))
     if not html_to_pdf(outputs["html"], pdf, title=f"interp audit report: {run}"):
+        # the page links report.pdf: without one it says so instead
+        write_text_atomic(outputs["html"], render_html(report, figs, run, config, pdf_written=False))
         if pdf.exists():
             pdf.unlink()  # a PDF of an earlier run would contradict this index.html
             log.warning("removed the stale %s of an earlier run", pdf)
     return report
 
 
-def render_html(report: dict, figs: dict[str, str], run: str, config: dict) -> str:
-    """index.html from the report dict and its figures (base64 PNGs), one self-contained page."""
+def render_html(report: dict, figs: dict[str, str], run: str, config: dict, pdf_written: bool = True) -> str:
+    """index.html from the report dict and its figures (base64 PNGs), one self-contained page (its SAE atlases in
+    the report's folder). pdf_written: link report.pdf (else the page says none was made)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.ChainableUndefined)
     env.filters["num"] = fmt_num
     env.filters["verdict_class"] = summary.verdict_class
     return env.get_template("report.html").render(
-        r=report, figs=figs, run=run, config_yaml=json.dumps(config, indent=2),
+        r=report, figs=figs, run=run, config_yaml=json.dumps(config, indent=2), pdf_written=pdf_written,
         probe_pooling=summary.pooling_text((report.get("provenance") or {}).get("models")))
 
 

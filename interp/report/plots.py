@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
 
 import matplotlib
 
@@ -15,6 +17,23 @@ import polars as pl  # noqa: E402
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 
 
+def plain_text(plot: Callable[..., str]) -> Callable[..., str]:
+    """A figure function whose text is drawn as written: population labels, phenotype, gene and variant names
+    are the user's, and matplotlib read text between two '$' as mathtext ('A$_$B' stopped the report build with
+    a ParseException; 'AFR$1$2' lost its '$')."""
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs) -> str:
+        with plt.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+    return drawn
+
+
+def legend_label(text: str) -> str:
+    """`text` as a legend entry: matplotlib leaves out labels that start with '_' (a population '_admixed'),
+    so such a label gets a zero-width space in front."""
+    return "\u200b" + text if text.startswith("_") else text
+
+
 def to_png(fig) -> str:
     """base64 PNG of a figure (fixed dpi and metadata so bytes do not vary run to run)."""
     buf = io.BytesIO()
@@ -23,6 +42,7 @@ def to_png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@plain_text
 def embedding_pca(X: np.ndarray, labels: dict[str, np.ndarray], title: str) -> str:
     """PCA (scanpy) of window embeddings, one panel per boolean label."""
     import anndata as ad
@@ -45,6 +65,7 @@ def embedding_pca(X: np.ndarray, labels: dict[str, np.ndarray], title: str) -> s
     return to_png(fig)
 
 
+@plain_text
 def feature_density_histogram(density: np.ndarray) -> str:
     """Histogram of log10 feature activation density (dead features counted apart)."""
     density = np.asarray(density, dtype=float)
@@ -58,6 +79,7 @@ def feature_density_histogram(density: np.ndarray) -> str:
     return to_png(fig)
 
 
+@plain_text
 def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.ndarray, min_group: int = 5,
                  sizes: dict[str, int | str] | None = None) -> str:
     """Genotype PC1/PC2 of the cohort without individual points (reports carry no individual-level data):
@@ -88,7 +110,7 @@ def ancestry_pca(pcs: np.ndarray, population: np.ndarray, variance_ratio: np.nda
             w, h = 2 * k * np.sqrt(np.maximum(vals[::-1], 0))
             ax.add_patch(Ellipse(centre, w, h, angle=angle, fill=False, color=color, linestyle=style))
         shown_n = (sizes or {}).get(str(pop), n)
-        ax.plot(*centre, "o", color=color, label=f"{pop} (n = {shown_n})" if shown_n != "masked" else str(pop))
+        ax.plot(*centre, "o", color=color, label=legend_label(f"{pop} (n = {shown_n})" if shown_n != "masked" else str(pop)))
     ax.autoscale_view()
     ax.set_xlabel(f"genotype PC1 ({variance_ratio[0]:.0%})")
     ax.set_ylabel(f"genotype PC2 ({variance_ratio[1]:.0%})")
@@ -109,6 +131,7 @@ def _limits(lows: list[float], highs: list[float], floor: float = 0.0, ceil: flo
     return max(floor, lo - pad), min(ceil, hi + pad)
 
 
+@plain_text
 def lm_fit(rows: list[dict]) -> str:
     """Held-out cross-entropy (nats/base) of each built-in LM beside its order-0 and order-3 Markov
     baselines, as dots on an axis fitted to the values (differences of 0.01 nats are visible)."""
@@ -138,6 +161,7 @@ def lm_fit(rows: list[dict]) -> str:
     return to_png(fig)
 
 
+@plain_text
 def probe_panels(probes: pl.DataFrame, layer_order: dict[str, list[str]]) -> str:
     """One panel per probe target: embedding-probe AUROC by layer (mean ± SD over folds), the
     shuffled-label control at each layer, and the 3-mer control as a band (mean ± SD)."""
@@ -197,6 +221,7 @@ CV_SCHEMES = [("auroc_random_cv", "random CV", "o"), ("auroc_ancestry_stratified
               ("auroc_shuffled", "shuffled", "x")]
 
 
+@plain_text
 def cv_schemes(audit: pl.DataFrame) -> str:
     """Phenotype-probe AUROC of every (phenotype, layer) under each CV scheme and baseline, as dots on an
     axis fitted to the values; the gap between random CV and the ancestry-aware schemes is the shortcut."""
@@ -231,6 +256,7 @@ def cv_schemes(audit: pl.DataFrame) -> str:
     return to_png(fig)
 
 
+@plain_text
 def population_auroc(details: list[dict], layer_order: list[str]) -> str:
     """Verdict evidence: per-population out-of-fold AUROC of the phenotype probe with its bootstrap 95%
     interval, one panel per phenotype, one colour per layer (masked small populations are left out)."""
@@ -278,6 +304,7 @@ def population_auroc(details: list[dict], layer_order: list[str]) -> str:
     return to_png(fig)
 
 
+@plain_text
 def regional_association(
     phenotype: str,
     variants: pl.DataFrame,
