@@ -24,7 +24,8 @@ from interp.errors import InputError
 from interp.io import atomic_dir, atomic_path, write_text_atomic
 
 #: keys of the probe / rank sections read by the stages themselves (or the rules, the report), not fit settings
-PROBE_NOT_FIT = ("targets", "n_shuffles", "sae_top_k", "sae_bootstrap", "sae_sample_folds", "sae_C_grid")
+PROBE_NOT_FIT = ("targets", "n_shuffles", "block_gap", "sae_top_k", "sae_bootstrap", "sae_sample_folds",
+                 "sae_C_grid")
 RANK_NOT_FIT = ("report_top", "variant_effect")
 #: audit keys read by the stage, not by interp.audit.AuditConfig
 AUDIT_NOT_FIT = ("by_region",)
@@ -309,7 +310,8 @@ def probe(job: Job) -> None:
         pooled[(a.uns["model"], a.uns["layer"])] = np.asarray(a.X, dtype=np.float32)
     section = p["probe"]
     cfg = settings_from_section(ProbeConfig, section, ignore=PROBE_NOT_FIT, source="probe", seed=p["seed"])
-    table = probe_table(pooled, win, section["targets"], cfg, n_shuffles=section["n_shuffles"])
+    table = probe_table(pooled, win, section["targets"], cfg, n_shuffles=section["n_shuffles"],
+                        block_gap=section["block_gap"])
     write_table(table, job.output["parquet"], job.output["tsv"])
 
 

@@ -16,6 +16,7 @@ from interp.probe import (
     ProbeConfig,
     auroc,
     beats_controls,
+    block_folds,
     classification_metrics,
     contiguous_folds,
     cross_validate,
@@ -156,6 +157,14 @@ def test_folds_without_both_classes_are_skipped_and_counted():
     assert res["n_folds_skipped"] == 1
     assert res["n_folds_used"] == 2
     assert sorted(r["fold"] for r in res["real"]) == [0, 2]
+    # shuffle fits are counted as fits: the skipped fold's, and a shuffle whose labels lack a class (the shuffled
+    # row copied the real label's count, and a shuffle fit dropped for a missing class was counted nowhere)
+    assert res["n_shuffled_skipped"] + len(res["shuffled"]) == 3
+    few = np.zeros(300, dtype=int)
+    few[[5, 150]] = 1  # two positives: most shuffles leave a fold without one
+    res = cross_validate(X, few, folds, ProbeConfig(), n_shuffles=4)
+    assert res["n_shuffled_skipped"] + len(res["shuffled"]) == 3 * 4
+    assert res["n_shuffled_skipped"] > 4 * res["n_folds_skipped"]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -188,6 +197,67 @@ def test_contiguous_folds_never_train_on_a_window_overlapping_the_test_block(see
             & (start[test][None, :] < end[others][:, None])
         ).any(axis=1)
         assert np.array_equal(np.sort(train), others[~hits])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_contiguous_folds_leave_out_the_training_windows_within_the_gap(seed):
+    """With gap g, a training window is dropped iff it overlaps a test window widened by g bases each side."""
+    rng = np.random.default_rng(seed)
+    n, gap = 300, 450
+    contig = rng.choice(["chr1", "chr2"], size=n)
+    start = rng.integers(0, 30_000, size=n)
+    end = start + rng.integers(1, 400, size=n)
+    order = np.lexsort((start, contig))
+    block = np.empty(n, dtype=np.int64)
+    block[order] = (np.arange(n) * 5) // n
+    for train, test in contiguous_folds(block, contig, start, end, gap=gap):
+        others = np.setdiff1d(np.arange(n), test)
+        near = ((contig[others][:, None] == contig[test][None, :])
+                & (start[others][:, None] < end[test][None, :] + gap)
+                & (start[test][None, :] - gap < end[others][:, None])).any(axis=1)
+        assert np.array_equal(np.sort(train), others[~near])
+    # block_folds counts the gap in windows: the tiling's step (here 100 bases, windows of 200)
+    windows = pl.DataFrame({"contig": ["c"] * 40, "start": np.arange(40) * 100, "end": np.arange(40) * 100 + 200,
+                            "block": (np.arange(40) * 4) // 40})
+    train, test = block_folds(windows, block_gap=3)[1]  # test: windows 10-19 (bases 1000-2100)
+    assert test.tolist() == list(range(10, 20))
+    assert train.tolist() == list(range(0, 6)) + list(range(24, 40))  # 1 overlapping + 3 more on each side
+
+
+def test_a_label_in_runs_on_autocorrelated_activations_is_at_chance_with_the_gap():
+    """A null label in runs (10% prevalence, runs of about 10 windows) on AR(1) activations (rho 0.8) drawn
+    independently of it: trained right up to the test block, where both carry across the edge, the probe scored
+    above chance (mean fold AUROC over 359 replicates 0.537, CI 0.520-0.553); with the default gap of 10 windows
+    the interval holds 0.5 (0.511, 0.495-0.527; 20 windows: 0.510)."""
+    n, d, R = 400, 32, 400
+    means = {0: [], 10: []}
+    for seed in range(R):
+        rng = np.random.default_rng(50_000 + seed)
+        y = np.zeros(n, dtype=bool)
+        state = rng.random() < 0.1
+        for i in range(n):  # a two-state chain: runs of mean 10, 10% of windows in the label
+            y[i] = state
+            state = rng.random() >= 0.1 if state else rng.random() < 0.1 / 0.9 / 10
+        X = np.empty((n, d))
+        noise = rng.standard_normal((n, d))
+        X[0] = noise[0]
+        for i in range(1, n):
+            X[i] = 0.8 * X[i - 1] + 0.6 * noise[i]
+        windows = pl.DataFrame({"contig": ["c"] * n, "start": np.arange(n) * 100, "end": np.arange(n) * 100 + 100,
+                                "block": (np.arange(n) * 5) // n})
+        for gap in means:
+            res = cross_validate(X, y.astype(int), block_folds(windows, gap), ProbeConfig(seed=seed), n_shuffles=0)
+            folds = [r["auroc"] for r in res["real"] if np.isfinite(r["auroc"])]
+            if folds:
+                means[gap].append(np.mean(folds))
+    def interval(v):
+        v = np.asarray(v)
+        half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)
+        return v.mean() - half, v.mean() + half
+    assert len(means[10]) > 300
+    assert interval(means[0])[0] > 0.5, interval(means[0])  # the simulation does carry the leak
+    low, high = interval(means[10])
+    assert low < 0.5 < high and high < 0.53, (low, high)
 
 
 def test_auroc_and_metrics_match_sklearn_with_ties():

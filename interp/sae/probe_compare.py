@@ -47,7 +47,15 @@ import polars as pl
 from scipy.stats import rankdata
 
 from interp.errors import InputError
-from interp.probe import ProbeConfig, auroc, contiguous_folds, fit_logistic, fold_interval, predict_proba
+from interp.probe import (
+    ProbeConfig,
+    auroc,
+    block_folds,
+    contiguous_folds,
+    fit_logistic,
+    fold_interval,
+    predict_proba,
+)
 
 #: defaults of the `probe.sae_*` config keys
 DEFAULT_TOP_K = (1, 8, 32)
@@ -423,7 +431,8 @@ def compare_run(windows: pl.DataFrame, tokens_dirs: Sequence[str | Path], sae_we
     and each phenotype per sample (`compare_samples`) for each cohort folder holding `<layer>.samples.h5ad`
     and `sae.features.h5ad` (a folder without them has no SAE features at this layer: window level only).
 
-    section: the config's `probe` section (targets, sae_top_k, sae_bootstrap, sae_sample_folds, sae_C_grid);
+    section: the config's `probe` section (targets, block_gap, sae_top_k, sae_bootstrap, sae_sample_folds,
+    sae_C_grid);
     cfg: the probe settings built from it.
     """
     import anndata as ad
@@ -433,8 +442,7 @@ def compare_run(windows: pl.DataFrame, tokens_dirs: Sequence[str | Path], sae_we
     opts = {"top_k": section["sae_top_k"], "cfg": cfg, "n_bootstrap": section["sae_bootstrap"], "seed": seed,
             "C_grid": section.get("sae_C_grid", DEFAULT_C_GRID)}
     win = windows.sort("window_index")
-    folds = contiguous_folds(win["block"].to_numpy(), win["contig"].to_numpy(), win["start"].to_numpy(),
-                             win["end"].to_numpy())
+    folds = block_folds(win, section.get("block_gap", 0.0))
     models = [(Path(d).name, Path(d) / f"{layer}.zarr", load_sae(w))
               for d, w in zip(tokens_dirs, sae_weights, strict=True)]
     tables = compare_windows(win, folds, section["targets"], models, layer, **opts)
