@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -310,6 +311,39 @@ def test_load_scorer_hf_masked_matches_the_library_llr(esm_6mer, tmp_path):
     window = "ACGTAC" "GGATCC" "TTAGCA" "CATGCA"
     got = scorer.score([window], [8], ["A"], ["T"])[0]  # needs the LM head: AutoModel has no logits
     assert got == pytest.approx(hf_masked_llr(model, tok, [window], [8], ["A"], ["T"])[0], abs=1e-6)
+
+
+def test_a_window_longer_than_max_tokens_is_cut_around_its_variant(esm_6mer, tmp_path):
+    """The scorer ran the card's whole context whatever it tokenized to: next to an N run a 6-mer tokenizer
+    gives one token per base, and a model with 24 learned positions stopped the variant_effect job with an
+    IndexError (an NT-v1 window with over about 40 N, GENA-LM's 512 positions). The window is now cut around the
+    variant to the card's max_tokens, as the embedder cuts its pieces, and scored on what fits."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    from interp.embed.variant_effect import fit_window, load_scorer, score_cohort_variants
+
+    _, tok = esm_6mer
+    torch.manual_seed(0)
+    EsmForMaskedLM(EsmConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=26, position_embedding_type="absolute",
+                             pad_token_id=1, mask_token_id=2, token_dropout=False)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    card = {"name": "nt-like", "family": "hf", "hf_id": str(tmp_path), "context": 96, "max_tokens": 24,
+            "causal": False, "hf_class": "masked_lm", "trust_remote_code": False, "layers": ["hidden_states.1"]}
+    rng = np.random.default_rng(0)
+    contig = "".join(rng.choice(list("ACGT"), 300))
+    contig = contig[:100] + "N" * 40 + contig[140:]
+    window = contig[111:207]  # the variant (1-based 160) is base 48; bases 0-28 are N: single-base tokens
+    assert len(tok(window)["input_ids"]) > 24
+    cut, p = fit_window(tok, window, 48, 24)
+    assert len(tok(cut)["input_ids"]) <= 24 and cut[p] == window[48] and len(cut) < len(window)
+    assert fit_window(tok, window, 48, None) == (window, 48)
+    scorer = load_scorer(card, device="cpu", dtype="float32")
+    alt = "A" if contig[159] != "A" else "C"
+    variants = pl.DataFrame({"variant_id": ["v"], "contig": ["c"], "pos": [160], "ref": [contig[159]], "alt": [alt]})
+    table, _ = score_cohort_variants(variants, {"c": contig}, scorer)
+    assert np.isfinite(table["score"][0])
+    assert table["score"][0] == pytest.approx(scorer.score([cut], [p], [contig[159]], [alt])[0], abs=1e-9)
 
 
 def test_evo2_causal_delta_matches_the_transformers_causal_delta():

@@ -75,16 +75,39 @@ def tiny_masked_llr(model, windows: list[str], positions: list[int], refs: list[
     return out
 
 
+def fit_window(tokenizer, w: str, p: int, max_tokens: int | None, i: int = 0) -> tuple[str, int]:
+    """(window, position) cut around base `p` of window `w` until it tokenizes to at most `max_tokens` ids
+    (special tokens included; the card's position limit, as the embedder reads it): an N run is one token per
+    base to a k-mer tokenizer, so a window of `context` bases can exceed the model's positions (an IndexError
+    deep in the model, or positions it never trained on). Unchanged without `max_tokens` or when it fits."""
+    if not max_tokens:
+        return w, p
+    while True:
+        ids, spans = _ids_and_spans(tokenizer, w)
+        if len(ids) <= max_tokens:
+            return w, p
+        n_real = int(np.count_nonzero(spans[:, 1] > spans[:, 0]))
+        room = max_tokens - (len(ids) - n_real)  # tokens left for bases beside the special tokens
+        if room < 1 or len(w) == 1:
+            raise InputError(f"variant {i}: its window is {len(ids)} tokens, more than max_tokens {max_tokens} "
+                             f"even at {len(w)} base(s)")
+        width = max(1, min(len(w) - 1, len(w) * room // max(n_real, 1)))
+        start = min(max(p - width // 2, 0), len(w) - width)
+        w, p = w[start:start + width], p - start
+
+
 @torch.inference_mode()
 def hf_masked_llr(model, tokenizer, windows: list[str], positions: list[int], refs: list[str],
-                  alts: list[str]) -> np.ndarray:
-    """float64 [n]: LLR of ALT vs REF at the masked token holding the variant (transformers masked LM)."""
+                  alts: list[str], max_tokens: int | None = None) -> np.ndarray:
+    """float64 [n]: LLR of ALT vs REF at the masked token holding the variant (transformers masked LM); each
+    window cut around its variant to `max_tokens` tokens where it is longer (`fit_window`)."""
     windows = check_snvs(windows, positions, refs, alts)
     if tokenizer.mask_token_id is None:
         raise InputError("variant effect: the tokenizer has no mask token; use a masked language model")
     vocab = tokenizer.get_vocab()
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
+        w, p = fit_window(tokenizer, w, p, max_tokens, i)
         ids, spans = _ids_and_spans(tokenizer, w)
         k, ref_token, alt_token = _variant_tokens(tokenizer, ids, spans, w, p, alt, i)
         missing = [t for t in (ref_token, alt_token) if t not in vocab]
@@ -122,11 +145,13 @@ def _variant_tokens(tokenizer, ids: list[int], spans: np.ndarray, w: str, p: int
 
 @torch.inference_mode()
 def hf_causal_delta(model, tokenizer, windows: list[str], positions: list[int], refs: list[str],
-                    alts: list[str]) -> np.ndarray:
-    """float64 [n]: log p(ALT window) - log p(REF window) under a causal LM (sum over predicted tokens)."""
+                    alts: list[str], max_tokens: int | None = None) -> np.ndarray:
+    """float64 [n]: log p(ALT window) - log p(REF window) under a causal LM (sum over predicted tokens); each
+    window cut around its variant to `max_tokens` tokens where it is longer (`fit_window`)."""
     windows = check_snvs(windows, positions, refs, alts)
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
+        w, p = fit_window(tokenizer, w, p, max_tokens, i)
         _, spans = _ids_and_spans(tokenizer, w)
         holding = np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))
         if holding.size == 0:
@@ -209,7 +234,9 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
     tiny: the built-in model from its checkpoint, masked LLR (`tiny_masked_llr`; context = the card's
     context, at most the checkpoint's max_len). hf: `HFEmbedder` with its language-model head (the card's
     hf_class when it is masked_lm or causal_lm, else causal_lm for a `causal` card, masked_lm otherwise):
-    `hf_causal_delta` or `hf_masked_llr`. evo2: the evo2 package's model, `evo2_causal_delta`.
+    `hf_causal_delta` or `hf_masked_llr`, each window cut around its variant to the card's `max_tokens`
+    where it tokenizes longer (as the embedder cuts its pieces). evo2: the evo2 package's model,
+    `evo2_causal_delta`.
     """
     name, family = card["name"], card["family"]
     if family == "tiny":
@@ -228,12 +255,12 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
         if hf_class not in ("masked_lm", "causal_lm"):
             hf_class = "causal_lm" if card.get("causal") else "masked_lm"
         loaded = HFEmbedder({**card, "hf_class": hf_class}, device=device, cache_dir=hf_cache, dtype=dtype)
-        model, tok = loaded.model, loaded.tokenizer
+        model, tok, limit = loaded.model, loaded.tokenizer, loaded.max_tokens
         if hf_class == "causal_lm":
             return VariantScorer(name, "causal_delta", int(card["context"]),
-                                 lambda w, p, r, a: hf_causal_delta(model, tok, w, p, r, a))
+                                 lambda w, p, r, a: hf_causal_delta(model, tok, w, p, r, a, max_tokens=limit))
         return VariantScorer(name, "masked_llr", int(card["context"]),
-                             lambda w, p, r, a: hf_masked_llr(model, tok, w, p, r, a))
+                             lambda w, p, r, a: hf_masked_llr(model, tok, w, p, r, a, max_tokens=limit))
     if family == "evo2":
         from interp.embed.registry import Evo2Embedder
 
