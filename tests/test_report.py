@@ -338,6 +338,23 @@ def test_variant_effect_family_gets_its_own_table_and_a_methods_line() -> None:
 
 
 # ------------------------------------------------------------------------------------------ calibration
+def test_the_base_cell_is_on_every_axis_at_its_own_setting() -> None:
+    """The committed grid's n axis holds n = 300 and 3,000; the base cell (n 1,000) was matched only when no axis
+    matched, so a run of n = 1,000 was quoted the n = 3,000 cell (ancestry-only FAIL 79% where the base cell
+    has 12%). The base cell now stands on every axis at its own setting (`interp.calibration.BASE`)."""
+    import json
+
+    from interp.config import ROOT
+
+    rows = json.loads((ROOT / "reports" / "calibration" / "calibration.json").read_text())["rows"]
+    picks = {n: summary.calibration_summary(rows, {"n_samples": n}) for n in (300, 800, 1000, 1200, 2500)}
+    assert {n: p["cell"] for n, p in picks.items()} == {300: "n=300", 800: "base", 1000: "base", 1200: "base",
+                                                        2500: "n=3000"}
+    assert picks[1000]["note"] == "Closest calibration cell to this run: n = 1000 (the base cell) (this run: 1000)."
+    assert summary.calibration_summary(rows, {"odds_ratio": 1.9})["cell"] == "base"
+    assert summary.calibration_summary(rows, {"odds_ratio": 2.9})["cell"] == "odds_ratio=3"
+
+
 def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() -> None:
     rows = rs.calibration_rows()
     near = summary.calibration_summary(rows, {"n_samples": 250})
@@ -345,8 +362,9 @@ def test_calibration_picks_the_nearest_cell_else_base_else_says_unavailable() ->
     assert {r["truth"] for r in near["rows"]} == {"causal", "ancestry", "null"}
     assert near["rows"][0]["verdict_rates"]["PASS"]["rate"] == 0.8
     assert summary.calibration_summary(rows, {"n_samples": 5000})["cell"] == "n1000"
-    base = summary.calibration_summary(rows, {"odds_ratio": 2.0})
-    assert base["available"] and base["cell"] == "base" and base["matched_by"] == "base"
+    base = summary.calibration_summary(rows, {"odds_ratio": 2.0})  # the base cell's own odds ratio
+    assert base["available"] and base["cell"] == "base" and base["matched_by"] == "nearest"
+    assert summary.calibration_summary(rows, {"permutations": 999})["matched_by"] == "base"  # no axis matches
     none = summary.calibration_summary(None, {"n_samples": 250})
     assert not none["available"] and "not available" in none["note"]
     no_base = summary.calibration_summary([r for r in rows if r["cell"] != "base"], {"odds_ratio": 2.0})

@@ -353,21 +353,29 @@ def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
                 "note": "Calibration is not available for this configuration: no calibration table "
                         "(reports/calibration/calibration.json) was given to the report, so the error "
                         "rates of these verdicts were not measured for it."}
-    best: tuple[float, str, dict] | None = None
+    from interp.calibration import BASE
+
+    best: tuple[float, str, dict, str, Any] | None = None
     for r in rows:
-        axis = str(r.get("axis") or "").lower()
-        value = _num(r.get("value"))
-        for key, names in RUN_AXES.items():
-            if axis in names and value is not None and _num(run.get(key)) is not None:
-                d = _axis_distance(value, float(run[key]))
-                if best is None or d < best[0]:
-                    best = (d, key, r)
+        # the base cell lies on every axis, at its own setting (n 1,000, odds ratio 2): read only by its axis
+        # "base", it was never the nearest, and a run of n 1,000 was quoted the n = 3,000 cell
+        on_axes = [(str(r.get("axis") or "").lower(), r.get("value"))]
+        if str(r.get("cell", "")).lower() == "base":
+            on_axes += [(str(a).lower(), v) for a, v in (r.get("settings") or BASE).items()]
+        for axis, raw in on_axes:
+            value = _num(raw)
+            for key, names in RUN_AXES.items():
+                if axis in names and value is not None and _num(run.get(key)) is not None:
+                    d = _axis_distance(value, float(run[key]))
+                    # (at equal distance a cell of that axis before the base cell)
+                    if best is None or d < best[0] or (d == best[0] and str(best[2].get("cell")) == "base"):
+                        best = (d, key, r, axis, raw)
     if best is not None:
-        _, key, pick = best
+        _, key, pick, axis, raw = best
         matched_by = "nearest"
         cell = pick.get("cell")
-        note = (f"Closest calibration cell to this run: {pick.get('axis')} = {pick.get('value')} "
-                f"(this run: {run[key]:g}).")
+        where = f"{axis} = {raw}" + (" (the base cell)" if str(cell).lower() == "base" else "")
+        note = f"Closest calibration cell to this run: {where} (this run: {run[key]:g})."
     else:
         base = [r for r in rows if str(r.get("cell", "")).lower() == "base"
                 or str(r.get("axis") or "").lower() in ("", "base", "none")]
