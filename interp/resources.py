@@ -45,6 +45,9 @@ SCALING: dict[str, Scaling] = {
     "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort_shard": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort": Scaling(base_mb=4000, mb_per_mb=8, base_min=10, min_per_mb=0.2),
+    # variant effect: the same model weights as embed (it asked for 4 GB, half of embed's); one window scored per
+    # variant, so time follows the genotypes (`SIZED_BY`: the variant table is read from genotypes.h5ad)
+    "variant_effect": Scaling(base_mb=8000, base_min=30, min_per_mb=0.5),
     # audit and rank: sized by the embedding tables inside their folders (`SIZED_BY`). rank reads the per-window
     # tables a block of columns at a time: memory grows per column (its results), 0.19 MB per MB of table at
     # 1,000 samples (README "Scale": 388 -> 446 MB from 102 to 410 MB), time per value (the demo's 97 MB in 15 s,
@@ -82,6 +85,7 @@ SIZED_BY: dict[str, tuple[str, ...]] = {
     "audit": ("emb_dirs/*.samples.h5ad", "genotypes"),
     "audit_by_region": ("emb_dirs/*.h5ad", "genotypes"),
     "rank": ("emb_dirs/*.h5ad", "genotypes", "variant_effect"),
+    "variant_effect": ("genotypes",),
 }
 
 

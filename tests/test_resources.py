@@ -141,3 +141,14 @@ def test_place_cohort_time_follows_the_vcf_copy_it_must_make(tmp_path: Path) -> 
     stale = tmp_path / "indexed.vcf.gz"
     os.utime(f"{stale}.tbi", (1, 1))
     assert vcf_copy_size_mb(stale) == pytest.approx(5 * stale.stat().st_size / (1 << 20))
+
+
+def test_variant_effect_asks_for_the_models_memory_and_time_by_its_genotypes() -> None:
+    """variant_effect loads the same model weights as embed but asked for a fixed 4 GB (half of embed's base) and
+    60 min whatever the number of variants; it now starts at embed's base and its time follows the genotypes
+    (sized by genotypes.h5ad alone, not the FASTA it reads by region)."""
+    from interp.resources import SIZED_BY
+
+    assert job_resources("variant_effect", 0.0)["mem_mb"] >= SCALING["embed"].base_mb
+    assert job_resources("variant_effect", 500.0)["runtime"] > job_resources("variant_effect", 5.0)["runtime"]
+    assert SIZED_BY["variant_effect"] == ("genotypes",)

@@ -258,6 +258,25 @@ def test_sae_rules_train_where_they_ask_for_a_gpu(workflow_copy: Path, device: s
         assert params["accelerator"] == accelerator, (stage, params)
 
 
+def test_rules_are_not_given_the_settings_only_other_rules_read(workflow_copy: Path) -> None:
+    """A changed param reruns its rule (--rerun-triggers params): probe was given the whole probe section, so
+    probe.sae_bootstrap reran it; rank was given rank.report_top (the report's); every embed_cohort_shard (GPU)
+    job was given cohort.keep_haplotypes (embed_cohort's). Each now gets what its stage reads, and the rule
+    that does read the key still gets it."""
+    res = run_snakemake(workflow_copy, "-n", "-p", "--forceall")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+
+    def params(stage: str) -> dict:
+        line = next(x for x in out.splitlines() if f"interp.cli stage {stage} " in x)
+        return json.loads(shlex.split(line.split(f"interp.cli stage {stage} ", 1)[1])[0])["params"]
+
+    assert not [k for k in params("probe")["probe"] if k.startswith("sae_")]
+    assert "block_gap" in params("probe")["probe"] and "sae_bootstrap" in params("probe_sae")["probe"]
+    assert "report_top" not in params("rank")["rank"] and "min_carriers" in params("rank")["rank"]
+    assert "keep_haplotypes" not in params("embed_cohort_shard") and "keep_haplotypes" in params("embed_cohort")
+
+
 def test_workflow_passes_the_variant_effect_stats_to_the_report(workflow_copy: Path) -> None:
     """The report rule reads each model's variant_effect stats (the width it scored on, for Methods) when rank
     adds the variant-effect families."""

@@ -202,7 +202,7 @@ if COHORT:
             vectors=f"{SHARD_DIR}/emb/{{model}}.npz",
             stats=f"{SHARD_DIR}/emb/{{model}}.stats.json",
         params:
-            **rule_params(cohort_embed_params),
+            **rule_params(cohort_shard_params),
         log:
             log_path("embed_cohort_shard", "model", "shard"),
         benchmark:

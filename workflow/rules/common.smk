@@ -115,6 +115,12 @@ def cohort_embed_params(wildcards):
             "keep_haplotypes": config["cohort"]["keep_haplotypes"]}
 
 
+def cohort_shard_params(wildcards):
+    """`cohort_embed_params` less keep_haplotypes, which only embed_cohort reads: a change to it must not rerun
+    every shard's embedding (GPU jobs)."""
+    return {k: v for k, v in cohort_embed_params(wildcards).items() if k != "keep_haplotypes"}
+
+
 def card_path(model):
     return f"models/{model}.yaml"
 

@@ -9,7 +9,9 @@ rule probe:
         parquet=f"{R}/probe/probes.parquet",
         tsv=f"{R}/probe/probes.tsv",
     params:
-        **rule_params({"probe": config["probe"], "seed": config["seed"]}),
+        # the sae_* keys are probe_sae's: a change to them must not rerun this rule
+        **rule_params({"probe": {k: v for k, v in config["probe"].items() if not k.startswith("sae_")},
+                       "seed": config["seed"]}),
     log:
         log_path("probe"),
     benchmark:

@@ -17,7 +17,9 @@ if COHORT:
             tsv=f"{R}/rank/biomarkers.tsv",
             summary=f"{R}/rank/summary.json",
         params:
-            **rule_params({"rank": config["rank"], "phenotypes": config["cohort"]["phenotypes"],
+            # rank.report_top is the report's (how many rows it shows): a change to it must not rerun rank
+            **rule_params({"rank": {k: v for k, v in config["rank"].items() if k != "report_top"},
+                     "phenotypes": config["cohort"]["phenotypes"],
                      "covariates": config["cohort"]["covariates"],
                      "covariate_missing": config["cohort"].get("covariate_missing", "refuse"),
                      "categorical_covariates": config["cohort"]["categorical_covariates"],

@@ -27,7 +27,7 @@ if COHORT:
             model="[^/]+",
         threads: THREADS
         resources:
-            **fixed(mem_mb=4000, runtime=60),
+            **scaled("variant_effect"),
             gpu=GPU,
         conda:
             ENV
