@@ -328,8 +328,9 @@ def contiguous_folds(
     except those that overlap a test window on the same contig (overlapping windows share sequence and would
     leak the test labels) or lie within `gap` bases of one: next to a block edge, labels that come in runs
     (an exon, a repeat, a GC-rich stretch) and autocorrelated activations are shared across the edge, and a
-    probe of a label unrelated to the activations scored above chance (mean fold AUROC 0.533, CI 0.517-0.548,
-    on AR(1) activations with rho 0.8 and labels in runs of 10 windows; 0.506 with a 10-window gap).
+    probe of a label unrelated to the activations scored above chance (mean fold AUROC 0.537, CI 0.520-0.553,
+    on AR(1) activations with rho 0.8 and labels in runs of 10 windows; 0.511, 0.495-0.527, with a 10-window
+    gap: tests/test_probe.py).
     """
     block = np.asarray(block)
     contig = np.asarray(contig).astype(str)
