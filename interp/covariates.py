@@ -67,31 +67,18 @@ def _level(value) -> str:
     return str(value).strip()
 
 
-def _as_numeric(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
-    """float64 values when every present value is a number, else None (categorical)."""
+def _parse_numbers(values: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 [n] values, NaN where missing or not a number; bool [n] present values that are not numbers)."""
     if values.dtype.kind in "fiub":
-        return values.astype(np.float64)
-    out = np.full(values.shape[0], np.nan)
-    for i, v in enumerate(values):
-        if missing[i]:
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            return None
-    return out
-
-
-def _not_numbers(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """[n] bool: the present values that are not numbers."""
-    out = np.zeros(values.shape[0], dtype=bool)
+        return values.astype(np.float64), np.zeros(values.shape[0], dtype=bool)
+    out, bad = np.full(values.shape[0], np.nan), np.zeros(values.shape[0], dtype=bool)
     for i, v in enumerate(values):
         if not missing[i]:
             try:
-                float(v)
+                out[i] = float(v)
             except (TypeError, ValueError):
-                out[i] = True
-    return out
+                bad[i] = True
+    return out, bad
 
 
 def covariate_design(
@@ -141,7 +128,8 @@ def covariate_design(
         if miss.any() and missing == "refuse":
             raise InputError(f"{source}: covariate {name!r} has {int(miss.sum())} missing value(s)"
                              f"{_samples(miss, sample_ids)}; fill them in or set cohort.covariate_missing: impute")
-        numeric = None if name in categorical else _as_numeric(values, miss)
+        parsed, not_numbers = _parse_numbers(values, miss)
+        numeric = None if name in categorical or not_numbers.any() else parsed
         if numeric is not None and np.isinf(numeric).any():  # a bad value, not a missing one: never imputed
             bad = np.isinf(numeric)
             raise InputError(f"{source}: covariate {name!r} has {int(bad.sum())} infinite value(s)"
@@ -165,7 +153,7 @@ def covariate_design(
                 entry["declared"] = True
             else:
                 # a numeric column with a stray text value ("-", "30,5") would become one level per sample
-                bad = _not_numbers(values, miss)
+                bad = not_numbers
                 if bad.sum() <= (~miss).sum() / 2:
                     shown = ", ".join(repr(str(v)) for v in values[bad][:5])
                     raise InputError(

@@ -361,18 +361,29 @@ class HFEmbedder:
             for piece, (ids, spans) in zip(pieces, tokens, strict=True):
                 if len(ids) <= self.max_tokens:
                     continue
-                n_real = int(np.count_nonzero(spans[:, 1] > spans[:, 0]))
-                room = self.max_tokens - (len(ids) - n_real)  # tokens left for bases beside the special tokens
-                if room < 1 or contexts[piece.seq] == 1:
+                fit = fitting_width(len(ids), spans, self.max_tokens, contexts[piece.seq])
+                if fit is None:
                     raise InputError(f"model card {self.name}, field max_tokens: {describe(piece)} is "
                                      f"{len(ids)} tokens, more than max_tokens {self.max_tokens} even at "
                                      f"{contexts[piece.seq]} base(s) a piece")
-                fit = max(1, min(contexts[piece.seq] - 1, contexts[piece.seq] * room // n_real))
                 shrink[piece.seq] = min(shrink.get(piece.seq, fit), fit)
             if not shrink:
                 return pieces, tokens, contexts
             for i, context in shrink.items():
                 contexts[i] = context
+
+
+def fitting_width(n_ids: int, spans: np.ndarray, max_tokens: int, width: int) -> int | None:
+    """The shorter width, in bases, to cut a `width`-base stretch to when it tokenized to `n_ids` ids (spans
+    [n_ids, 2]: its tokens' bases, (0, 0) for special tokens) and a model takes `max_tokens` (special tokens
+    included): the bases scaled by the room left beside the special tokens, at least one fewer than before;
+    None when not even one base fits. Callers retokenize and repeat until the stretch fits (the embedder's
+    pieces, `HFEmbedder.plan`; the variant scorer's windows, `interp.embed.variant_effect.fit_window`)."""
+    n_real = int(np.count_nonzero(spans[:, 1] > spans[:, 0]))
+    room = max_tokens - (n_ids - n_real)  # tokens left for bases beside the special tokens
+    if room < 1 or width == 1:
+        return None
+    return max(1, min(width - 1, width * room // max(n_real, 1)))
 
 
 def describe(piece: Piece) -> str:

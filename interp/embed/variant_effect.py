@@ -80,18 +80,18 @@ def fit_window(tokenizer, w: str, p: int, max_tokens: int | None, i: int = 0) ->
     (special tokens included; the card's position limit, as the embedder reads it): an N run is one token per
     base to a k-mer tokenizer, so a window of `context` bases can exceed the model's positions (an IndexError
     deep in the model, or positions it never trained on). Unchanged without `max_tokens` or when it fits."""
+    from interp.embed.hf import fitting_width
+
     if not max_tokens:
         return w, p
     while True:
         ids, spans = _ids_and_spans(tokenizer, w)
         if len(ids) <= max_tokens:
             return w, p
-        n_real = int(np.count_nonzero(spans[:, 1] > spans[:, 0]))
-        room = max_tokens - (len(ids) - n_real)  # tokens left for bases beside the special tokens
-        if room < 1 or len(w) == 1:
+        width = fitting_width(len(ids), spans, max_tokens, len(w))
+        if width is None:
             raise InputError(f"variant {i}: its window is {len(ids)} tokens, more than max_tokens {max_tokens} "
                              f"even at {len(w)} base(s)")
-        width = max(1, min(len(w) - 1, len(w) * room // max(n_real, 1)))
         start = min(max(p - width // 2, 0), len(w) - width)
         w, p = w[start:start + width], p - start
 

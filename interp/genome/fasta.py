@@ -124,12 +124,13 @@ def _check_structure(path: Path, name_as: Path | None = None) -> None:
                                          "before the first '>' header")
                 else:
                     n_bases += len(line.strip())
-                    _check_line_width(shown, name, line_no, line, width, short_line)
-                    if not short_line and (not line.strip() or (width and len(line) < width)):
-                        # the record's last line, unless more bases follow
-                        short_line = (line_no, bool(line.strip()) and len(line.rstrip(b"\r\n")) == width - 2
-                                      and line.endswith(b"\n"))
-                    width = width or (len(line) if line.strip() else 0)
+                    if len(line) != width or short_line:  # (not a full line of the record's width: checked)
+                        _check_line_width(shown, name, line_no, line, width, short_line)
+                        if not short_line and (not line.strip() or (width and len(line) < width)):
+                            # the record's last line, unless more bases follow
+                            short_line = (line_no, bool(line.strip()) and len(line.rstrip(b"\r\n")) == width - 2
+                                          and line.endswith(b"\n"))
+                        width = width or (len(line) if line.strip() else 0)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise InputError(f"{shown}: truncated or corrupt compressed FASTA ({_one_line(err)})") from err
     if name is None:
