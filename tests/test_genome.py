@@ -600,6 +600,11 @@ def test_read_bed(demo_fasta, tmp_path):
         read_bed(_write(tmp_path / "b.bed", "chr5\t0\t10\n"), demo_fasta, None)
     with pytest.raises(InputError, match=r"line 2, field end: expected an integer"):
         read_bed(_write(tmp_path / "c.bed", "chr17\t0\t10\nchr17\t5\tten\n"), demo_fasta, None)
+    # a comma in a name would split its window ids in the SAE's comma-joined top_windows (the atlas failed)
+    with pytest.raises(InputError, match=r"d\.bed, line 2: region name 'TP53,exon2' holds a comma"):
+        read_bed(_write(tmp_path / "d.bed", "chr17\t0\t10\nchr17\t5\t20\tTP53,exon2\n"), demo_fasta, None)
+    with pytest.raises(InputError, match=r"FASTA contig name 'chr17,b' holds a comma"):
+        read_bed(_write(tmp_path / "e.bed", "chr17,b\t0\t10\n"), {"chr17,b": "ACGT" * 10}, None)
 
 
 def test_gene_regions(demo_genes, demo_fasta):

@@ -30,7 +30,14 @@ class Region:
 
 
 def _checked(name: str, contig: str, start: int, end: int, fasta: dict[str, str], location: str) -> Region:
-    """Build a Region after checking its bounds against the (already resolved) FASTA contig."""
+    """Build a Region after checking its bounds against the (already resolved) FASTA contig, and that neither
+    its name nor its contig holds a comma: window ids (``contig:start-end``, ``@region`` where regions overlap)
+    are listed comma-joined in the SAE's ``top_windows`` (features.parquet, report.json), which the atlas and
+    steering split on commas."""
+    for what, text in (("FASTA contig name", contig), ("region name", name)):
+        if "," in text:
+            raise InputError(f"{location}: {what} {text!r} holds a comma; window ids are listed comma-separated "
+                             "(the SAE's top_windows), so rename it without one")
     size = len(fasta[contig])
     if start < 0:
         raise InputError(f"{location}: region {name} start {start} is negative")
