@@ -450,6 +450,47 @@ def test_streaming_reshuffles_and_reads_every_epoch(planted):
         np.testing.assert_array_equal(a, b)
 
 
+def test_streaming_holds_one_buffer_and_gives_the_pooled_batches(planted):
+    """The streamed epoch's peak is the shuffle buffer (the budget plus a chunk), not the four buffers that a list
+    of chunks, its concatenation, its shuffled copy and batch views into the previous buffer held (4.2-4.7x the
+    budget before); its batches are those of shuffling each concatenated pool."""
+    import tracemalloc
+
+    cfg = SAEConfig(**FAST)
+    store = TokenStore(planted["path"])
+    split = block_split(planted["windows"], cfg.split_block_bases, cfg.validation_fraction, cfg.test_fraction, 0)
+    _, _, n_train, _ = input_statistics(store, split, CHUNK, 100, 0)
+    budget, read_rows = 3000 * D_IN * 4, 512
+    data = TrainingTokens(store, split, n_train, 256, 0, budget_bytes=budget, read_rows=read_rows)
+    assert not data.cache_allowed and n_train * D_IN * 4 > 3 * budget
+    tracemalloc.start()
+    for _ in data._chunks(np.arange(data.n_chunks)):  # what reading the store alone takes (zarr's buffers)
+        pass
+    reading = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    data.chunk_reads = 0
+    tracemalloc.start()
+    for _ in data:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak - reading < 1.5 * budget, (peak - reading) / budget  # the buffer, a chunk and a batch: 1.2x
+
+    def pooled(epoch):  # the reference: a list of chunks, concatenated and shuffled, the remainder carried on
+        rng = np.random.default_rng([0, epoch])
+        chunks = list(iter_split_chunks(store, split, TRAIN, read_rows, rng.permutation(data.n_chunks)))
+        out, pool = [], np.empty((0, D_IN), dtype=np.float32)
+        for rows in chunks:
+            pool = np.concatenate([pool, rows])
+            if pool.shape[0] >= data.buffer_rows:
+                pool = pool[rng.permutation(pool.shape[0])]
+                stop = pool.shape[0] - pool.shape[0] % 256
+                out, pool = out + [pool[:stop]], pool[stop:]
+        return np.concatenate(out + [pool[rng.permutation(pool.shape[0])]])
+
+    np.testing.assert_array_equal(torch.cat(list(data)).numpy(), pooled(1))  # the second epoch: buffer reused
+
+
 class KillAfter(pl_lightning.Callback):
     def __init__(self, steps: int) -> None:
         self.steps = steps

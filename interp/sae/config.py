@@ -89,8 +89,8 @@ class SAEConfig:
     init_sample_tokens: int = 8192
     """size of the training-token sample for the decoder-bias initialisation."""
     memory_budget_mb: float = 1024.0
-    """training tokens are cached in memory when they fit, else streamed through a shuffle buffer of
-    this size."""
+    """training tokens are cached in memory when they fit, else streamed through one shuffle buffer of
+    this size (plus a store chunk)."""
     checkpoint_every_steps: int = 200
     """write a resumable training state (safetensors) every this many steps."""
 

@@ -127,8 +127,8 @@ class TrainingTokens(IterableDataset):
     `pairs`, batches [batch_size, 2, d] of adjacent-token pairs (`iter_split_pairs`; n_train counts pairs).
 
     If n_train rows (d or 2d float32 each) fit in `budget_bytes` they are read once and kept; otherwise each
-    epoch visits store chunks in a seeded random order, pooling them in a buffer of about
-    `budget_bytes` that is shuffled and emptied batch by batch. The order depends only on
+    epoch visits store chunks in a seeded random order, copying them into one buffer of `budget_bytes` plus a
+    chunk that is shuffled and emptied batch by batch (each batch a copy, so the buffer is the peak). The order depends only on
     (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
     `chunk_reads` counts store reads; `workers` reader threads read chunks ahead (the same batches).
     """
@@ -144,6 +144,7 @@ class TrainingTokens(IterableDataset):
         self.n_train = n_train
         self.cache_allowed = n_train * row_bytes <= budget_bytes
         self.cache: np.ndarray | None = None
+        self.buffer: np.ndarray | None = None  # the shuffle buffer where the tokens are streamed
         self.epoch = 0
         self.skip_batches = 0
         self.chunk_reads = 0
@@ -172,13 +173,17 @@ class TrainingTokens(IterableDataset):
             raise RuntimeError(f"token store changed while training: {at} training rows, {self.n_train} counted before")
         return cache
 
-    def _batches(self, pool: np.ndarray, rng: np.random.Generator, final: bool):
-        """Yield shuffled batches from pool; return the unused remainder unless final."""
-        pool = pool[rng.permutation(pool.shape[0])]
-        stop = pool.shape[0] if final else pool.shape[0] - pool.shape[0] % self.batch_size
+    def _batches(self, size: int, rng: np.random.Generator, final: bool):
+        """Yield shuffled batches (copies) of the first `size` rows of the shuffle buffer; unless final, move the
+        unused remainder (fewer than batch_size rows, in its shuffled order) to the buffer's start and return its
+        size. The same batches as shuffling a concatenated pool, without its copies: the buffer is the peak."""
+        order = rng.permutation(size)
+        stop = size if final else size - size % self.batch_size
         for start in range(0, stop, self.batch_size):
-            yield torch.from_numpy(np.ascontiguousarray(pool[start:min(start + self.batch_size, stop)]))
-        return pool[stop:]
+            yield torch.from_numpy(self.buffer[order[start:min(start + self.batch_size, stop)]])
+        rest = self.buffer[order[stop:]]
+        self.buffer[:rest.shape[0]] = rest
+        return rest.shape[0]
 
     def _epoch_batches(self, rng: np.random.Generator):
         if self.cache_allowed:
@@ -189,16 +194,21 @@ class TrainingTokens(IterableDataset):
                 # Sorted indices read memory in order; order within a batch does not matter.
                 yield torch.from_numpy(self.cache[np.sort(order[start:start + self.batch_size])])
             return
-        pool: list[np.ndarray] = []
         size = 0
         for rows in self._chunks(rng.permutation(self.n_chunks)):
-            pool.append(rows)
+            # one buffer of buffer_rows plus a chunk, kept across epochs: chunks are copied in, batches out
+            if self.buffer is None or size + rows.shape[0] > self.buffer.shape[0]:
+                grown = np.empty((max(self.buffer_rows + self.read_rows, size + rows.shape[0]), *rows.shape[1:]),
+                                 dtype=np.float32)
+                if self.buffer is not None:
+                    grown[:size] = self.buffer[:size]
+                self.buffer = grown
+            self.buffer[size:size + rows.shape[0]] = rows
             size += rows.shape[0]
             if size >= self.buffer_rows:
-                remainder = yield from self._batches(np.concatenate(pool), rng, final=False)
-                pool, size = [remainder], remainder.shape[0]
+                size = yield from self._batches(size, rng, final=False)
         if size:
-            yield from self._batches(np.concatenate(pool), rng, final=True)
+            yield from self._batches(size, rng, final=True)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
