@@ -171,9 +171,9 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     """Per group of a partition of the samples (sizes `n`, case counts `cases`): (why it is not reported on,
     or None; whether its size is hidden too). Primary suppression is `small_cell` ("<5" hides the size as
     well). The report also gives the partition's total samples and cases exactly, so complementary
-    suppression follows: while a hidden group's case count (or a hidden size) is pinned to one value by the
-    totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4, "<5
-    controls": n-4 to n, COMPLEMENTARY: 5 to n-5), one more shown group is masked with COMPLEMENTARY (its
+    suppression follows: while a hidden group's case count, control count (or a hidden size) is pinned to one
+    value by the totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4
+    cases, "<5 controls": 0-4 controls, COMPLEMENTARY: 5 or more of each), one more shown group is masked with COMPLEMENTARY (its
     size hidden too while a hidden size is pinned): the smallest of at least 3 x MIN_REPORTED_GROUP samples,
     else the smallest. The choice depends on the sizes only, never on the hidden counts. The sizes hidden are
     `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
@@ -212,8 +212,15 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         if why[i] == COMPLEMENTARY:
             return (m, big) if size_hidden[i] else (m, n[i] - m)
         if why[i] == f"<{m} controls":
-            return (0, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+            return (1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
         return 0, m - 1  # "<5 cases", and "<5" (0 to its size, under 5)
+
+    def control_range(i: int) -> tuple[float, float]:  # a hidden group's controls: its size less its cases
+        if why[i] == COMPLEMENTARY:
+            return (m, big) if size_hidden[i] else (m, n[i] - m)
+        if why[i] == f"<{m} cases":
+            return (1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+        return 0, m - 1  # "<5 controls", and "<5"
 
     def size_range(i: int) -> tuple[float, float]:
         return (1, m - 1) if why[i] == f"<{m}" else (2 * m if why[i] == COMPLEMENTARY else m, big)
@@ -235,6 +242,10 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         hidden = [i for i, w in enumerate(why) if w is not None]
         sizes = [i for i in hidden if size_hidden[i]]
         pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
+        # the controls too: the totals give the hidden groups' controls as well (a "<5" group of cases only,
+        # beside a complement with exactly 5 controls, had its controls pinned to 0)
+        pinned_cases = pinned_cases or _derivable([control_range(i) for i in hidden],
+                                                  float(sum(n[i] - cases[i] for i in hidden)))
         pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
         feasible = _feasible([left_out_range(i) for i in sizes] + [r for _, r in absent_hidden],

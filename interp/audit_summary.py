@@ -227,8 +227,12 @@ def audit_tables(results: list[dict], extras: list[dict], covariate_missing: str
         sizes = res.get("group_sizes") or {}
         strata_groups = res.get("by_stratum") or res["by_population"]
         masked = _suppressed(strata_groups, sizes.get("stratum" if res.get("by_stratum") else "population"))
-        if "n_minority_within" in row and (masked is None or any(w for w, _ in masked)):
-            row["n_minority_within"] = None
+        if masked is None or any(w for w, _ in masked):
+            # ... and the count of strata with a case and a control (below n_strata: a masked "<5 cases" or
+            # "<5 controls" stratum has none, where its mask says 0-4)
+            for key in ("n_minority_within", "n_strata_used"):
+                if key in row:
+                    row[key] = None
         # a held-out population of fewer than MIN_GROUP_SIZE samples, cases or controls (or masked as the
         # complement of one): its AUROC would rank those few
         lopo = {pop: auc for pop, auc in res["auroc_lopo_by_population"].items()

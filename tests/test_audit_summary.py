@@ -225,7 +225,8 @@ def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
     """Complementary suppression: with one population masked for 3 cases, the report's exact n_cases minus the
     other populations' prevalence x n gave the 3 (and n_minority_within, the sum over strata of min(cases,
     controls), gave it too). A second population is masked, its held-out AUROC and its extreme in the
-    between-group difference left out with it, and n_minority_within is null while any stratum is masked."""
+    between-group difference left out with it, and n_minority_within is null while any stratum is masked (and
+    n_strata_used, whose shortfall from n_strata told a masked stratum of 0 cases from one of 1-4)."""
     from interp.audit import by_population
     from interp.audit_summary import audit_tables
 
@@ -237,9 +238,12 @@ def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
     groups, diff = by_population(y, score, population, n_boot=0, seed=0)
     result = _result("p", "block1", groups) | {
         "between_group_difference": diff, "n_samples": int(y.size), "n_cases": int(y.sum()),
-        "n_minority_within": int(sum(min(c, sizes[p] - c) for p, c in cases.items()))}
+        "n_minority_within": int(sum(min(c, sizes[p] - c) for p, c in cases.items())),
+        "n_strata": 4, "n_strata_used": 4}
     table, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
     row = table.row(0, named=True)
+    # the strata with a case and a control: 3 of 4 would say the "<5 cases" one has none (its mask says 0-4)
+    assert row["n_strata"] == 4 and row["n_strata_used"] is None
     masked = [g["population"] for g in details[0]["by_population"] if "prevalence" not in g]
     assert masked == ["EAS", "SAS"]  # the smallest group of 15 or more goes with the one of 3 cases
     assert details[0]["by_population"][3] == {"population": "SAS", "n": 40, "small_cell": "masked (complementary)"}
@@ -249,9 +253,10 @@ def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
     prev = {g["population"]: g["prevalence"] for g in groups}
     assert diff["prevalence"] == pytest.approx(abs(prev["AFR"] - prev["EUR"]))
     # nothing masked: nothing extra is hidden and n_minority_within is kept
-    full = _result("q", "block1", [groups[0], groups[2]]) | {"n_minority_within": 7}
+    full = _result("q", "block1", [groups[0], groups[2]]) | {"n_minority_within": 7, "n_strata_used": 2}
     table, details = audit_tables([full], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
     assert details[0]["by_population"] == [groups[0], groups[2]] and table["n_minority_within"].to_list() == [7]
+    assert table["n_strata_used"].to_list() == [2]
 
 
 def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
@@ -268,6 +273,67 @@ def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
         (None, False), (None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
     assert suppressed_groups([12, 11, 3], [6, 5, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
     assert suppressed_groups([100, 60], [30, 20]) == [(None, False), (None, False)]
+
+
+def _hidden_values(n: list[int], cases: list[int], masked: list) -> dict[int, set]:
+    """Exact reader of one phenotype's by_population: per hidden group, every (size, cases) it can have given the
+    exact totals, the shown groups' sizes and prevalences, and what the README says of a hidden group ("<5": 1-4
+    people; "<5 cases": 0-4 cases; "<5 controls": 0-4 controls; masked (complementary): 5 or more of each; a size
+    shown or hidden)."""
+    m, total_n, total_c = 5, sum(n), sum(cases)
+    options = []
+    for k, c, (why, size_hidden) in zip(n, cases, masked, strict=True):
+        sizes = range(1, m) if why == "<5" else range(m, total_n + 1) if size_hidden else [k]
+        if why is None:
+            options.append({(k, c)})
+            continue
+        options.append({(s, x) for s in sizes for x in range(s + 1)
+                        if why == "<5" or (why == "<5 cases" and x < m) or (why == "<5 controls" and s - x < m)
+                        or (why == COMPLEMENT and x >= m and s - x >= m)})
+    values = {}
+    for j, (why, _) in enumerate(masked):
+        if why is None:
+            continue
+        others = {(0, 0)}  # the sums the other groups can reach
+        for i, opts in enumerate(options):
+            if i != j:
+                others = {(a + s, b + x) for a, b in others for s, x in opts if a + s <= total_n and b + x <= total_c}
+        values[j] = {(s, x) for s, x in options[j] if (total_n - s, total_c - x) in others}
+    return values
+
+
+COMPLEMENT = "masked (complementary)"
+
+
+def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None:
+    """Over random partitions with 1-2 groups under 5 samples or cases, an exact reader of the masked table and
+    the exact totals cannot pin a hidden group's size, case count or control count. The masking checked the
+    hidden cases and sizes only: a "<5" group of cases only beside a complement with exactly 5 controls ([3, 20,
+    100] samples, [3, 15, 40] cases) had its controls pinned to 0 (all its people cases)."""
+    from interp.audit import COMPLEMENTARY, suppressed_groups
+
+    assert COMPLEMENTARY == COMPLEMENT
+    rng = np.random.default_rng(11)
+    cohorts = [([3, 20, 100], [3, 15, 40])]
+    while len(cohorts) < 250:
+        small, k = int(rng.integers(1, 3)), int(rng.integers(3, 6))
+        n = [int(rng.integers(1, 5)) if i < small else int(rng.integers(5, 50)) for i in range(k)]
+        cases = [int(rng.integers(0, v + 1)) if v < 5 or rng.random() < 0.7 else
+                 int(rng.choice([rng.integers(0, 5), rng.integers(v - 4, v + 1)])) for v in n]
+        cohorts.append((n, cases))
+    checked = 0
+    for n, cases in cohorts:
+        masked = suppressed_groups(n, cases)
+        if all(why is not None for why, _ in masked):
+            continue  # every group masked: what is left are the totals themselves
+        checked += 1
+        for j, vals in _hidden_values(n, cases, masked).items():
+            assert (n[j], cases[j]) in vals
+            for what, of in (("size", lambda v: v[0]), ("cases", lambda v: v[1]), ("controls", lambda v: v[0] - v[1])):
+                if what == "size" and not masked[j][1]:
+                    continue  # a size shown
+                assert len({of(v) for v in vals}) > 1, (n, cases, masked, j, what, vals)
+    assert checked >= 120
 
 
 def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the_mean() -> None:
