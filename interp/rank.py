@@ -492,13 +492,23 @@ def half_samples(phenotype: np.ndarray, n_resamples: int, seed: int) -> list[np.
     return out
 
 
+def _ranking_score(table: pl.DataFrame) -> np.ndarray:
+    """float64 [m], larger first, ordering columns as `_ranking` does: -log p, and above every p > 0 the p
+    that underflow to 0, by |z|; NaN where p is NaN (untested)."""
+    p = table["p"].to_numpy().astype(float)
+    z = np.abs(table["z"].to_numpy().astype(float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(p > 0, -np.log(p), np.where(p == 0, 1e3 + z, np.nan))
+
+
 def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarray | None, top_k: int,
-              n_resamples: int, seed: int, binary: bool) -> np.ndarray:
+              n_resamples: int, seed: int, binary: bool, spa_cutoff: float = 2.0) -> np.ndarray:
     """Stability selection: share [m] of half-sample resamples in which each column is in the top_k.
 
     Each resample keeps n//2 individuals (stratified by class for a binary phenotype), refits the null
-    model there and ranks columns by |z| of the same test as `association` (score z for binary, OLS t
-    for quantitative; the normal approximation is enough for an ordering). features [n, m] (only the
+    model there and ranks columns by p of the same test as `association` and the table's rank (score test
+    with the SPA beyond `spa_cutoff` for binary, OLS t for quantitative; the normal |z| alone put a rare,
+    case-enriched column, whose |z| the SPA corrects, above one the table ranks first). features [n, m] (only the
     columns that are tested); returns float64 [m] in [0, 1]: the share among the resamples whose null model
     could be fitted (a half-sample can have too few individuals for the covariates, or a constant
     quantitative phenotype, where the whole sample does not); all NaN when none could.
@@ -520,7 +530,7 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
         except ValueError:  # this half cannot carry the null model: it does not vote
             continue
         fitted += 1
-        counts += top_k_credit(np.abs(association(x[idx], null, spa=False)["z"].to_numpy()), top_k)
+        counts += top_k_credit(_ranking_score(association(x[idx], null, spa_cutoff=spa_cutoff)), top_k)
     return counts / fitted if fitted else np.full(x.shape[1], np.nan)
 
 
@@ -686,7 +696,7 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
         # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
         screened = np.sort(best_first[:cfg.stability_screen])
         stab[screened] = stability(scaled(screened), null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
-                                   binary)
+                                   binary, cfg.spa_cutoff)
     if binary and cfg.refit_top > 0 and keep.size:
         order = np.sort(best_first[:cfg.refit_top])
         top = scaled(order)
