@@ -197,13 +197,49 @@ def test_dense_random_records_match_bcftools_consensus(tmp_path):
 
 def test_records_crossing_either_edge_of_the_region_are_skipped_and_counted(demo):
     """A deletion that begins before the region and ends inside it was skipped without being counted (only
-    records crossing the end were); both edges now count, and the region's bases stay reference."""
+    records crossing the end were); both edges now count, and the region's bases stay reference. A deletion that
+    begins inside and runs past the end deletes the region's bases it covers (it was skipped, keeping bases the
+    individual lacks); another record crossing the end (a complex one) is skipped and counted."""
     genotypes = read_genotypes(demo["full"])
     edge = Region("edge", "chr17", 6031, 6105)  # inside the 4-bp REF at 6030; before the ends of 6100 and 6105
     haps = haplotype_sequences(demo["reference"], genotypes, edge)
-    assert haps.n_outside_skipped == 3
-    applied = {start for edits in haps.edits.values() for start, _, _ in edits}
-    assert applied and min(applied) >= edge.start and 6029 not in applied and 6099 not in applied
+    assert haps.n_outside_skipped == 2  # the deletion at 6030 and the complex record at 6105
+    applied = {(start, ref_len) for edits in haps.edits.values() for start, ref_len, _ in edits}
+    assert applied and min(start for start, _ in applied) >= edge.start and 6029 not in {s for s, _ in applied}
+    assert (6099, edge.end - 6099) in applied  # 6100's 10-bp deletion, cut at the region's end
+
+
+@pytest.mark.oracle
+@needs_bcftools
+def test_deletion_running_past_the_region_end_matches_bcftools_on_the_region(tmp_path):
+    """Deletions (and an insertion on the last base of one) at the region's end: equal to `bcftools consensus`
+    on the region's FASTA, which deletes the region's bases a deletion covers."""
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), 200))
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text(f">chr1\n{seq}\n")
+    pysam.faidx(str(fasta))
+    region = Region("r", "chr1", 50, 100)
+    region_fa = tmp_path / "region.fa"
+    region_fa.write_text(f">chr1:51-100\n{seq[50:100]}\n")
+    records = [(60, seq[59:62], seq[59], ["1|1", "0|0"]),          # inside: a 2-bp deletion
+               (97, seq[96:100], seq[96], ["1|0", "0|0"]),         # ends at the region's last base
+               (99, seq[98:104], seq[98], ["0|1", "1|0"]),         # anchor inside, 5 bases deleted, 3 outside
+               (100, seq[99], seq[99] + "TTT", ["0|1", "0|0"])]    # an insertion on that deletion's last base
+    plain = tmp_path / "v.vcf"
+    plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=200>\n"
+                     '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
+                     + "".join(f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(g) + "\n"
+                               for p, r, a, g in records))
+    vcf = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+    haps = haplotype_sequences(read_fasta(fasta), read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"]),
+                               region)
+    assert haps.n_outside_skipped == 0
+    for sample in "AB":
+        for hap in (1, 2):
+            assert haps[(sample, hap)] == _bcftools(region_fa, vcf, sample, hap, missing_n=False), (sample, hap)
+    assert haps[("B", 1)] == seq[50:99]  # the region's last base, after the anchor, deleted
 
 
 @pytest.mark.oracle

@@ -8,7 +8,10 @@ first base is that last base, unless the record applied before it was an inserti
 its anchor base, which keeps what the earlier record wrote: a SNV then an insertion or a deletion at the
 same POS, or an insertion on the last base of a deletion or MNP, as `bcftools norm -m -any` writes them).
 Differences from bcftools, by design:
-- records whose REF span does not lie wholly inside the region are skipped (and counted);
+- records are read where their first base lies in the region (bcftools on the region's FASTA ignores the others
+  too): a deletion from before the region leaves the region's first bases reference. A deletion (ALT a prefix of
+  REF) that runs past the region's end deletes the region's bases it covers, as bcftools does on the region's
+  FASTA; any other record crossing the end is skipped (and counted);
 - unphased heterozygous calls follow the `unphased` policy ("ref" keeps REF, "N" masks REF's
   span), where `bcftools -H 1` would take the first allele whatever the phasing;
 - missing calls follow `missing`: "ref" equals bcftools' default; "N" writes N over REF's whole
@@ -104,9 +107,12 @@ class HaplotypeSet(Mapping[tuple[str, int], str]):
         return len(self.edits)
 
 
-def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int]:
-    """Indices of records inside `region` sorted by position, and how many cross its start or end (a deletion
-    that begins before the region and ends inside it counts; its bases inside the region stay reference).
+def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int, dict[int, int]]:
+    """Indices of records inside `region` sorted by position, how many cross its start or end and are skipped
+    (a deletion that begins before the region and ends inside it counts; its bases inside the region stay
+    reference), and {record: its REF length inside the region} for the deletions that begin inside and run
+    past the end (ALT a prefix of REF): they delete the region's bases they cover, as bcftools consensus does
+    on the region's FASTA; any other record crossing the end is skipped and counted.
 
     local: the reference bases of the region (local[0] is reference base region.start).
 
@@ -118,23 +124,27 @@ def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[n
     starts_inside = in_contig & (pos0 >= region.start) & (pos0 < region.end)
     ref_len = np.fromiter((len(r) for r in genotypes.ref), dtype=np.int64, count=len(genotypes.ref))
     n_outside = int((in_contig & (pos0 < region.start) & (pos0 + ref_len > region.start)).sum())
-    keep = []
+    keep, clipped = [], {}
     for i in np.flatnonzero(starts_inside):
         ref = genotypes.ref[i]
-        if pos0[i] + len(ref) > region.end:
-            n_outside += 1
-            continue
+        inside = min(len(ref), region.end - pos0[i])
+        if inside < len(ref):
+            if not ref.upper().startswith(genotypes.alt[i].upper()):
+                n_outside += 1  # not a deletion after its anchor: no part of it is the region's alone
+                continue
+            clipped[int(i)] = int(inside)
         offset = pos0[i] - region.start
-        found = local[offset: offset + len(ref)].upper()
+        found = local[offset: offset + inside].upper()
         # a reference N (or an IUPAC code, read as N) does not know the base: not a mismatch, as in validation
-        if any(a != b and b != "N" for a, b in zip(ref.upper(), found, strict=True)):
+        if any(a != b and b != "N" for a, b in zip(ref[:inside].upper(), found, strict=True)):
             raise InputError(
                 f"VCF record {region.contig}:{genotypes.pos[i]} has REF={ref} but the reference has {found}"
+                + (" (within the region)" if inside < len(ref) else "")
             )
         keep.append(i)
     keep = np.array(keep, dtype=np.int64)
     order = np.argsort(genotypes.pos[keep], kind="stable")
-    return keep[order], n_outside
+    return keep[order], n_outside, clipped
 
 
 def _acting_records(genotypes: Genotypes, records: np.ndarray, missing: str, unphased: str
@@ -193,14 +203,15 @@ def haplotype_sequences(
         raise InputError(f"region {region.name}: {region.contig}:{region.start}-{region.end} is not inside "
                          f"the contig (length {len(ref_seq)})")
     local = ref_seq[region.start:region.end]  # one fetch from an indexed reference; plain str below
-    records, n_outside = _region_records(local, genotypes, region)
+    records, n_outside, clipped = _region_records(local, genotypes, region)
     result = HaplotypeSet(region, local)
     result.n_outside_skipped = n_outside
     acts, masks = _acting_records(genotypes, records, missing, unphased)
     starts = (genotypes.pos[records] - 1).tolist()
-    ref_lens = [len(genotypes.ref[i]) for i in records]
-    alts = [genotypes.alt[i] for i in records]
-    anchored = [_anchored_indel(genotypes.ref[i], alts[j]) for j, i in enumerate(records)]
+    # a deletion running past the region's end: its REF and ALT cut at the end (ALT is a prefix of REF)
+    ref_lens = [clipped.get(int(i), len(genotypes.ref[i])) for i in records]
+    alts = [genotypes.alt[i][:clipped[int(i)]] if int(i) in clipped else genotypes.alt[i] for i in records]
+    anchored = [_anchored_indel(genotypes.ref[i][:ref_lens[j]], alts[j]) for j, i in enumerate(records)]
     for s, sample in enumerate(genotypes.samples):
         for hap in (1, 2):
             edits: list[Edit] = []
