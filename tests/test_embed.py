@@ -440,11 +440,47 @@ def test_pickle_weights_need_an_evo2_card_that_opts_in(tmp_path):
     with pytest.raises(InputError, match=r"prefetch_patterns: \['\*.bin'\] would fetch pickle weights"):
         prefetch_card({"name": "x", "family": "hf", "hf_id": "a/b", "prefetch_patterns": ["*.bin"]}, None,
                       download=lambda **kw: "never")
+    # a pattern that matches pickle files without naming their suffix is refused too, and whatever the patterns,
+    # a card without the opt-in leaves pickle weights on the hub
+    for wide in (["*"], ["*.b?n"], ["pytorch_model*"]):
+        with pytest.raises(InputError, match="would fetch pickle weights"):
+            prefetch_card({"name": "x", "family": "hf", "hf_id": "a/b", "prefetch_patterns": wide}, None,
+                          download=lambda **kw: "never")
+    plain = []
+    prefetch_card({"name": "x", "family": "hf", "hf_id": "a/b"}, None,
+                  download=lambda **kw: plain.append(kw) or str(tmp_path))
+    assert "*.bin" in plain[0]["ignore_patterns"] and fetched[0]["ignore_patterns"] is None
     with pytest.raises(InputError, match="field revision: the evo2 package downloads"):
         check_card({**{k: v for k, v in card.items() if k != "card_path"}, "revision": "a" * 40}, "evo2.yaml")
     with pytest.raises(InputError, match="field trust_pickle_weights: only evo2 cards"):
         check_card({"name": "x", "family": "hf", "hf_id": "a/b", "layers": ["l"], "context": 8, "license": "MIT",
                     "trust_pickle_weights": True}, "x.yaml")
+
+
+def test_evo2_downloads_into_the_configured_hub_cache(tmp_path, monkeypatch):
+    """The evo2 package downloads through huggingface_hub's default cache, which huggingface_hub reads from
+    HF_HUB_CACHE once, at its import: setting the variable before `Evo2(...)` left the package on the default
+    cache (embed.hf_cache, where prefetch put the weights, was not read). The constant is set while it loads."""
+    import sys
+    import types
+
+    import huggingface_hub.constants as constants
+    import torch
+
+    from interp.embed.registry import Evo2Embedder
+
+    seen = []
+
+    class Evo2:  # reads the cache as the package's loader does, at call time
+        def __init__(self, name: str) -> None:
+            seen.append((name, constants.HF_HUB_CACHE))
+
+    monkeypatch.setitem(sys.modules, "evo2", types.SimpleNamespace(Evo2=Evo2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    before = constants.HF_HUB_CACHE
+    Evo2Embedder(load_card(ROOT / "models" / "evo2-1b.yaml"), device="cuda", hf_cache=str(tmp_path / "hub"))
+    assert seen == [("evo2_1b_base", str(tmp_path / "hub"))]
+    assert constants.HF_HUB_CACHE == before  # restored after loading
 
 
 def test_card_with_a_repeated_key_or_not_utf8_is_refused(tmp_path):

@@ -412,8 +412,8 @@ def test_an_unreachable_hub_says_to_prefetch(folders, tmp_path, monkeypatch):
 def test_prefetch_downloads_every_card_at_its_revision(tmp_path, monkeypatch):
     calls = []
 
-    def fake_download(repo_id, revision, cache_dir, allow_patterns):
-        calls.append((repo_id, revision, cache_dir, tuple(allow_patterns)))
+    def fake_download(repo_id, revision, cache_dir, allow_patterns, ignore_patterns):
+        calls.append((repo_id, revision, cache_dir, tuple(allow_patterns), ignore_patterns))
         path = Path(cache_dir) / "models--x" / "snapshots" / ("ab" * 20)
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
@@ -424,7 +424,8 @@ def test_prefetch_downloads_every_card_at_its_revision(tmp_path, monkeypatch):
     assert rows[0]["skipped"].startswith("built-in")
     assert calls[0][:2] == ("LongSafari/hyenadna-tiny-1k-seqlen-hf", "e8c1effa8673814e257e627d2e1eda9ea5a373f6")
     assert "*.safetensors" in calls[0][3] and "*.bin" not in calls[0][3]
-    assert calls[1][0] == "arcinstitute/evo2_7b" and "*.pt" in calls[1][3]
+    assert "*.bin" in calls[0][4]  # and left on the hub whatever the patterns match
+    assert calls[1][0] == "arcinstitute/evo2_7b" and "*.pt" in calls[1][3] and calls[1][4] is None
     assert rows[1]["commit"] == "ab" * 20
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="login node"):

@@ -10,6 +10,7 @@ Provenance records what was actually loaded: for a hub id, the commit of the cac
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Callable
@@ -21,6 +22,11 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # files a transformers model needs; pickle weights are never fetched (safetensors only) unless an evo2
 # card opts in with trust_pickle_weights (its package can only read its .pt checkpoint)
 PREFETCH_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.txt", "*.model", "tokenizer*", "*.md"]
+#: files that hold pickled weights (torch.save): what a card's prefetch patterns may not fetch unless it sets
+#: trust_pickle_weights (`PICKLE_WEIGHT_NAMES`: names they are tried against, shards and Evo 2's parts included)
+PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.bin.*", "*.pt", "*.pt.*", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+PICKLE_WEIGHT_NAMES = ("pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "model.pt", "evo2_7b.pt.part0",
+                       "weights.pth", "last.ckpt", "model.pkl", "state.pickle", "training_args.bin")
 
 
 def hub_offline() -> bool:
@@ -123,12 +129,15 @@ def prefetch_card(card: dict, cache_dir: str | None,
     if download is None:
         from huggingface_hub import snapshot_download as download
     patterns = list(card.get("prefetch_patterns") or PREFETCH_PATTERNS)
-    pickled = [p for p in patterns if p.rstrip("*").endswith((".pt", ".bin", ".ckpt", ".pth", ".pkl"))]
-    if pickled and not card.get("trust_pickle_weights"):
+    trusted = bool(card.get("trust_pickle_weights"))
+    pickled = [p for p in patterns if any(fnmatch.fnmatch(name, p) for name in PICKLE_WEIGHT_NAMES)]
+    if pickled and not trusted:
         raise InputError(f"model card {card['name']}, field prefetch_patterns: {pickled} would fetch pickle "
                          "weights; transformers models load from safetensors (drop them)")
+    # and whatever the patterns, pickle weights are left on the hub for a card that does not opt in
     path = download(repo_id=str(card["hf_id"]), revision=str(card.get("revision") or "main"),
-                    cache_dir=cache_dir, allow_patterns=patterns)
+                    cache_dir=cache_dir, allow_patterns=patterns,
+                    ignore_patterns=None if trusted else list(PICKLE_WEIGHT_PATTERNS))
     return {**base, "commit": snapshot_commit(path), "path": str(path)}
 
 

@@ -22,6 +22,7 @@ A card says where a model comes from and how to run it. Fields (checked by `chec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -175,6 +176,29 @@ def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_c
     raise InputError(f"model card {card.get('name')}, field family: unknown family {family!r}")
 
 
+@contextlib.contextmanager
+def hub_cache(hf_cache: str | None):
+    """Within the block, huggingface_hub's default cache is `hf_cache` (None: left as it is), for a package
+    that downloads through it without a cache_dir (the evo2 package). huggingface_hub reads HF_HUB_CACHE into
+    `constants.HF_HUB_CACHE` once, when first imported, and its downloads read that constant at call time:
+    setting the environment variable alone, after the import, changed nothing."""
+    if not hf_cache:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved_env, saved = os.environ.get("HF_HUB_CACHE"), constants.HF_HUB_CACHE
+    os.environ["HF_HUB_CACHE"] = constants.HF_HUB_CACHE = str(hf_cache)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_CACHE = saved
+        if saved_env is None:
+            os.environ.pop("HF_HUB_CACHE", None)
+        else:
+            os.environ["HF_HUB_CACHE"] = saved_env
+
+
 class Evo2Embedder:
     """Evo 2 via the `evo2` package (StripedHyena 2; needs a CUDA GPU). Byte tokens: span [i, i+1).
 
@@ -201,10 +225,9 @@ class Evo2Embedder:
 
             if not device.startswith("cuda") or not torch.cuda.is_available():
                 raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
-            if hf_cache:  # the package downloads through huggingface_hub's default cache
-                os.environ["HF_HUB_CACHE"] = str(hf_cache)
             try:
-                model = Evo2(str(card["hf_id"]).split("/")[-1])
+                with hub_cache(hf_cache):
+                    model = Evo2(str(card["hf_id"]).split("/")[-1])
             except (OSError, RuntimeError, ValueError) as err:
                 raise InputError(f"model card {card['name']}: the evo2 package could not load "
                                  f"{card['hf_id']} (offline without a cached copy, or no GPU memory?): {err}") from err
