@@ -405,6 +405,20 @@ def test_hf_refuses_remote_code_without_opt_in(char_bert, tmp_path):
         HFEmbedder(hf_card(remote))
 
 
+def test_hf_refuses_remote_code_without_opt_in_before_it_is_cached(char_bert, tmp_path, monkeypatch):
+    """Loaded from the hub (not yet in the cache), a config.json with auto_map over a model_type transformers
+    knows was loaded with transformers' own class, weights of the custom architecture left random, while the
+    cached copy of the same card was refused. Both are refused now."""
+    import interp.embed.hf as hf
+
+    remote = _with_auto_map(char_bert, tmp_path / "remote", "modeling_custom.CustomModel")
+    real = hf.resolve_source
+    monkeypatch.setattr(hf, "resolve_source",
+                        lambda card, cache_dir: {**real(card, cache_dir), "local_dir": None, "revision": None})
+    with pytest.raises(InputError, match="field trust_remote_code: .* needs custom model code"):
+        HFEmbedder(hf_card(remote))
+
+
 def test_hf_refuses_custom_code_from_another_repository(char_bert, tmp_path):
     """auto_map "other/repo--module.Class" pulls code from another repository's latest files, which the
     card's revision does not pin: refused even with trust_remote_code, before any of it runs."""

@@ -168,6 +168,12 @@ class HFEmbedder:
             raw, _ = PretrainedConfig.get_config_dict(load_from, **{k: v for k, v in common.items()
                                                                     if k != "trust_remote_code"})
             check_code_source(raw.get("auto_map"), self.name, str(load_from))
+            if raw.get("auto_map") and not trust:
+                # as for a local folder: over a model_type transformers knows, it would load its own class
+                # quietly, with the custom architecture's weights that do not fit it left at random values
+                raise InputError(f"model card {self.name}, field trust_remote_code: {load_from} needs custom model "
+                                 "code (config.json has auto_map); set trust_remote_code: true in the card to allow "
+                                 "it")
             tokenizer_config = get_tokenizer_config(load_from, **{k: v for k, v in common.items()
                                                                  if k != "trust_remote_code"})
             check_code_source(tokenizer_config.get("auto_map"), self.name, f"{load_from} (tokenizer_config.json)")
@@ -205,6 +211,12 @@ class HFEmbedder:
         # real tokens exactly as unpadded because they never see later positions
         default_side = "left" if self.causal and self.accepts_mask and self.accepts_positions else "right"
         self.padding_side = card.get("padding_side", default_side)
+        if self.padding_side == "left" and not self.causal:
+            # left padding counts position ids from 0 at the first real token, as causal LMs number them; a
+            # bidirectional model may not (ESM and RoBERTa start after padding_idx): a lone sequence came out wrong
+            raise InputError(f"model card {self.name}, field padding_side: left padding is for causal models (the "
+                             "last real token at the end); this card is not causal: use right (or leave "
+                             "padding_side out)")
         if self.padding_side == "left" and not (self.accepts_mask and self.accepts_positions):
             # pads before the real tokens: seen by a model without a mask, or shifting the real tokens'
             # positions without position ids, so a sequence's activations would depend on its batch
@@ -361,7 +373,9 @@ class HFEmbedder:
             for piece, (ids, spans) in zip(pieces, tokens, strict=True):
                 if len(ids) <= self.max_tokens:
                     continue
-                fit = fitting_width(len(ids), spans, self.max_tokens, contexts[piece.seq])
+                # scaled from the piece's own width: a sequence shorter than its context gives a shorter piece,
+                # and scaling the context moved it by a base or two a round (800 tokenizations of a 1 kb N window)
+                fit = fitting_width(len(ids), spans, self.max_tokens, min(contexts[piece.seq], len(piece.text)))
                 if fit is None:
                     raise InputError(f"model card {self.name}, field max_tokens: {describe(piece)} is "
                                      f"{len(ids)} tokens, more than max_tokens {self.max_tokens} even at "
