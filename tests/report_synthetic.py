@@ -175,7 +175,9 @@ def report_parts(new_keys: bool = True, cohort: bool = True, seed: int = 0):
         "timings": [{"rule": "windows", "seconds": 1.0}],
     }
     figs = {"lm": plots.lm_fit(report["lm"]), "probe_by_layer": plots.probe_panels(pl.DataFrame(pr), layer_order),
-            f"density_{MODEL}": plots.feature_density_histogram(rng.uniform(0, 0.5, 128))}
+            f"density_{MODEL}": plots.feature_density_histogram(
+                {"log10_edges": list(np.arange(-6.0, 0.5, 0.5)), "counts": list(rng.integers(0, 20, 12)), "n_zero": 5},
+                128)}
     if cohort:
         audit = audit_rows(new_keys)
         det = details(audit)

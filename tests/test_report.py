@@ -538,6 +538,40 @@ def test_tagged_variants_counted_once_whatever_r_each_feature_gives() -> None:
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
 
 
+def test_sae_entry_passes_the_documented_metrics_and_draws_the_test_block_density(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """The density figure was drawn from features.parquet's density over every token of the store, and titled
+    with its own dead count (206 of 512 in the demo) beside the table's dead fraction (190) and the test blocks'
+    (244): it is now the SAE stage's test-block histogram. The metrics the README lists for the `sae` entries
+    (lm_loss_*, density_histogram, validation_fvu, the split sizes) are passed through."""
+    import numpy as np
+    import polars as pl
+
+    import interp.report.plots as plots
+    from interp.report.build import sae_entry
+
+    histogram = {"log10_edges": [-3.0, -2.0, -1.0, 0.0], "counts": [2, 3, 1], "n_zero": 4}
+    metrics = {"model": "m", "layer": "block2", "architecture": "topk", "n_features": 10, "k": 2, "fvu": 0.1,
+               "l0": 2.0, "dead_fraction": 0.3, "dead_fraction_test": 0.4, "n_train_tokens": 100,
+               "n_heldout_tokens": 40, "dense_fraction": 0.1, "loss_recovered": 0.9, "lm_loss_clean": 1.2,
+               "lm_loss_zero": 1.4, "lm_loss_sae": 1.22, "density_histogram": histogram, "validation_fvu": 0.12,
+               "n_validation_tokens": 20, "n_test_tokens": 20, "n_train_blocks": 5, "n_validation_blocks": 1,
+               "n_test_blocks": 1, "n_concepts_matched_sae": 0}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    pl.DataFrame({"feature": np.arange(10), "density": [0.0] * 3 + [0.01] * 7, "best_label": ["unlabelled"] * 10,
+                  "best_f1": [0.1] * 10, "top_windows": [""] * 10}).write_parquet(tmp_path / "features.parquet")
+    drawn = []
+    monkeypatch.setattr(plots, "feature_density_histogram", lambda *a: drawn.append(a) or "png")
+    entry, figure = sae_entry(tmp_path / "metrics.json", tmp_path / "features.parquet", 3)
+    assert figure == "png" and drawn[0][0] == histogram and drawn[0][1] == 10
+    assert {k: entry[k] for k in metrics} == metrics
+    assert len(entry["top_features"]) == 3
+    monkeypatch.undo()
+    import base64
+
+    assert base64.b64decode(plots.feature_density_histogram(histogram, 10)).startswith(b"\x89PNG")
+
+
 def test_sae_atlas_is_found_beside_the_sae_metrics(tmp_path: Path) -> None:
     from interp.report.build import sae_atlas
 

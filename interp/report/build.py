@@ -170,7 +170,10 @@ def config_sha256(cfg: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-SAE_EXTRA = ("dense_fraction", "loss_recovered")  # SAE metrics copied into report.json when present
+#: SAE metrics copied into report.json's `sae` entries when present (the README's list)
+SAE_EXTRA = ("dense_fraction", "loss_recovered", "lm_loss_clean", "lm_loss_zero", "lm_loss_sae", "density_histogram",
+             "dead_fraction_test", "validation_fvu", "n_validation_tokens", "n_test_tokens", "n_train_blocks",
+             "n_validation_blocks", "n_test_blocks")
 #: key of an `sae` entry holding its atlas's source page until `finish_report` copies it (never written)
 ATLAS_SOURCE = "_atlas_source"
 
@@ -277,37 +280,49 @@ def reference_sections(inputs: dict, params: dict) -> tuple[dict, dict]:
     out["sae"] = []
     for metrics_path, features_path in zip(_as_list(inputs.get("sae_metrics")),
                                            _as_list(inputs.get("sae_features")), strict=True):
-        m = _read_json(metrics_path)
-        feats = pl.read_parquet(features_path)
-        # an undefined F1 (NaN: its concept absent from the test blocks) sorts last, not first as polars orders NaN
-        alive = feats.filter(pl.col("density") > 0).sort([pl.col("best_f1").fill_nan(None), "feature"],
-                                                         descending=[True, False], nulls_last=True)
-        top = [{"id": r["feature"], "label": r["best_label"], "f1": r["best_f1"], "density": r["density"],
-                "top_windows": r.get("top_windows")} for r in alive.head(top_n).iter_rows(named=True)]
-        entry = {k: m.get(k) for k in ("model", "layer", "architecture", "n_features", "k", "fvu", "l0",
-                                       "dead_fraction", "n_train_tokens", "n_heldout_tokens")}
-        # metrics the SAE stage may add (honest labels, loss recovered, concept counts): passed through
-        for k, v in m.items():
-            if k in SAE_EXTRA or k.startswith("n_concepts_matched"):
-                entry[k] = v
-        for r, t in zip(alive.head(top_n).iter_rows(named=True), top, strict=True):
-            for k in ("lift", "best_lift", "auprc", "best_auprc", "precision", "best_precision"):
-                if r.get(k) is not None:
-                    t[k.removeprefix("best_")] = r[k]
-            # the candidate concept and its label test, so an unlabelled feature of high lift says why
-            for k in ("concept", "p_value", "p_family", "design_effect"):
-                if r.get(k) is not None:
-                    t[k] = r[k]
-        entry["top_features"] = top
-        atlas = sae_atlas(m, metrics_path, None)
-        if atlas:  # copied into the report's folder by `finish_report`, with the rest of the report
-            entry["atlas"] = f"atlas/{quote(str(m.get('model')))}/{quote(str(m.get('layer')))}/{quote(Path(atlas).name)}"
-            entry[ATLAS_SOURCE] = str(Path(atlas).resolve())
-        entry["best_f1_by_label"] = {
-            col[3:]: float(feats[col].max()) for col in feats.columns if col.startswith("f1_")}
+        entry, fig = sae_entry(metrics_path, features_path, top_n)
         out["sae"].append(entry)
-        figs[f"density_{m.get('model')}"] = plots.feature_density_histogram(feats["density"].to_numpy())
+        figs[f"density_{entry.get('model')}"] = fig
     return out, figs
+
+
+def sae_entry(metrics_path: str | Path, features_path: str | Path, top_n: int) -> tuple[dict, str]:
+    """One SAE's report.json `sae` entry from its `metrics.json` and `features.parquet` (the stage's held-out
+    figures, the keys of SAE_EXTRA, its top_n features alive by F1, the atlas page to copy), and its feature
+    density figure (base64 PNG): the stage's test-block histogram, where the entry's held-out figures come from
+    (the features table's density counts every token of the store, training ones first; it is drawn only for
+    metrics without the histogram)."""
+    m = _read_json(metrics_path)
+    feats = pl.read_parquet(features_path)
+    # an undefined F1 (NaN: its concept absent from the test blocks) sorts last, not first as polars orders NaN
+    alive = feats.filter(pl.col("density") > 0).sort([pl.col("best_f1").fill_nan(None), "feature"],
+                                                     descending=[True, False], nulls_last=True)
+    top = [{"id": r["feature"], "label": r["best_label"], "f1": r["best_f1"], "density": r["density"],
+            "top_windows": r.get("top_windows")} for r in alive.head(top_n).iter_rows(named=True)]
+    entry = {k: m.get(k) for k in ("model", "layer", "architecture", "n_features", "k", "fvu", "l0",
+                                   "dead_fraction", "n_train_tokens", "n_heldout_tokens")}
+    # metrics the SAE stage may add (honest labels, loss recovered, concept counts): passed through
+    for k, v in m.items():
+        if k in SAE_EXTRA or k.startswith("n_concepts_matched"):
+            entry[k] = v
+    for r, t in zip(alive.head(top_n).iter_rows(named=True), top, strict=True):
+        for k in ("lift", "best_lift", "auprc", "best_auprc", "precision", "best_precision"):
+            if r.get(k) is not None:
+                t[k.removeprefix("best_")] = r[k]
+        # the candidate concept and its label test, so an unlabelled feature of high lift says why
+        for k in ("concept", "p_value", "p_family", "design_effect"):
+            if r.get(k) is not None:
+                t[k] = r[k]
+    entry["top_features"] = top
+    atlas = sae_atlas(m, metrics_path, None)
+    if atlas:  # copied into the report's folder by `finish_report`, with the rest of the report
+        entry["atlas"] = f"atlas/{quote(str(m.get('model')))}/{quote(str(m.get('layer')))}/{quote(Path(atlas).name)}"
+        entry[ATLAS_SOURCE] = str(Path(atlas).resolve())
+    entry["best_f1_by_label"] = {
+        col[3:]: float(feats[col].max()) for col in feats.columns if col.startswith("f1_")}
+    figure = plots.feature_density_histogram(m.get("density_histogram"), int(m.get("n_features") or feats.height),
+                                             feats["density"].to_numpy())
+    return entry, figure
 
 
 def population_labels(obs, pop_col: str | None) -> np.ndarray:

@@ -66,16 +66,25 @@ def embedding_pca(X: np.ndarray, labels: dict[str, np.ndarray], title: str) -> s
 
 
 @plain_text
-def feature_density_histogram(density: np.ndarray) -> str:
-    """Histogram of log10 feature activation density (dead features counted apart)."""
-    density = np.asarray(density, dtype=float)
-    alive = density[density > 0]
+def feature_density_histogram(histogram: dict | None, n_features: int, density: np.ndarray | None = None) -> str:
+    """Histogram of log10 feature activation density on the test blocks: the SAE stage's `density_histogram`
+    {`log10_edges`, `counts`, `n_zero`} (features firing on no test token counted apart). Without one (metrics
+    from before it was written), the features table's `density` [n_features] over every token of the store."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    if alive.size:
-        ax.hist(np.log10(alive), bins=40, color="#7570b3")
-    ax.set_xlabel("log10 activation density (fraction of tokens)")
+    if histogram:
+        edges, counts = np.asarray(histogram["log10_edges"], float), np.asarray(histogram["counts"], float)
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#7570b3", edgecolor="white")
+        ax.set_xlabel("log10 activation density (fraction of test tokens)")
+        title = f"SAE feature density, test blocks ({int(histogram['n_zero'])} of {n_features} never fire there)"
+    else:
+        density = np.asarray(density, dtype=float)
+        alive = density[density > 0]
+        if alive.size:
+            ax.hist(np.log10(alive), bins=40, color="#7570b3")
+        ax.set_xlabel("log10 activation density (fraction of all tokens)")
+        title = f"SAE feature density ({int((density == 0).sum())} of {density.size} never fire)"
     ax.set_ylabel("features")
-    ax.set_title(f"SAE feature density ({int((density == 0).sum())} dead of {density.size})")
+    ax.set_title(title, fontsize=9)
     return to_png(fig)
 
 
