@@ -31,7 +31,7 @@ def _filled(tmp_path):
 
 def test_template_passes_the_schema_with_files_in_place(tmp_path):
     cfg = check_config(_filled(tmp_path), base_dir=REPO, source="cohort_template.yaml")
-    assert cfg["cohort"]["source"] == "vcf" and cfg["cohort"]["ancestry_vcf"].endswith("pruned.vcf.gz")
+    assert cfg["cohort"]["source"] == "vcf" and cfg["cohort"]["ancestry_vcf"].endswith("ancestry_markers.vcf.gz")
     assert cfg["cohort"]["categorical_covariates"] == []
 
 
