@@ -144,6 +144,17 @@ def test_anchored_indels_are_those_htslib_calls_indels_sharing_the_first_base():
         assert _anchored_indel(ref, alt) is expected, (ref, alt)
 
 
+def _chr1_vcf(plain: Path, samples: str, records: list[tuple[int, str, str, list[str]]]) -> Path:
+    """A bgzipped, tabix-indexed VCF of a 200-base chr1 with one sample per letter of `samples` and records
+    (POS, REF, ALT, GT per sample)."""
+    plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=200>\n"
+                     '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples) + "\n"
+                     + "".join(f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(g) + "\n"
+                               for p, r, a, g in records))
+    return Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+
+
 @pytest.mark.oracle
 @needs_bcftools
 def test_dense_random_records_match_bcftools_consensus(tmp_path):
@@ -179,13 +190,7 @@ def test_dense_random_records_match_bcftools_consensus(tmp_path):
             if r != a:
                 records.append((p, r, a, ["|".join(str(x) for x in rng.integers(0, 2, 2)) for _ in range(3)]))
         records.sort(key=lambda x: x[0])
-        plain = tmp_path / f"f{it}.vcf"
-        plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=200>\n"
-                         '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
-                         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\tC\n"
-                         + "".join(f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(g) + "\n"
-                                   for p, r, a, g in records))
-        vcf = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+        vcf = _chr1_vcf(tmp_path / f"f{it}.vcf", "ABC", records)
         haps = haplotype_sequences(reference, read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"]), region)
         for sample in "ABC":
             for hap in (1, 2):
@@ -226,13 +231,7 @@ def test_deletion_running_past_the_region_end_matches_bcftools_on_the_region(tmp
                (97, seq[96:100], seq[96], ["1|0", "0|0"]),         # ends at the region's last base
                (99, seq[98:104], seq[98], ["0|1", "1|0"]),         # anchor inside, 5 bases deleted, 3 outside
                (100, seq[99], seq[99] + "TTT", ["0|1", "0|0"])]    # an insertion on that deletion's last base
-    plain = tmp_path / "v.vcf"
-    plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=200>\n"
-                     '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
-                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
-                     + "".join(f"chr1\t{p}\t.\t{r}\t{a}\t.\tPASS\t.\tGT\t" + "\t".join(g) + "\n"
-                               for p, r, a, g in records))
-    vcf = Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
+    vcf = _chr1_vcf(tmp_path / "v.vcf", "AB", records)
     haps = haplotype_sequences(read_fasta(fasta), read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"]),
                                region)
     assert haps.n_outside_skipped == 0
