@@ -509,6 +509,21 @@ def test_report_without_cohort_renders(tmp_path: Path) -> None:
     assert first["verdicts"] == [] and not first["calibration"]["available"]
 
 
+def test_discoveries_are_counted_at_rank_alpha() -> None:
+    """rank calls a row significant at q < rank.alpha; the report counted q < 0.05 whatever the level (4
+    discoveries of these 5 rows at alpha 0.01, where rank's level gives 1) and said "q < 0.05" in its methods."""
+    rows = [{"phenotype": "ph", "kind": "variant", "feature": f"chr1:{i}:A:G", "p": 0.001 * (i + 1), "q": q,
+             "rank": i + 1} for i, q in enumerate([0.004, 0.02, 0.03, 0.04, 0.2])]
+    fam = summary.family_tables(rows, 10, alpha=0.01)[0]
+    assert fam["n_significant"] == 1 and fam["alpha"] == 0.01 and fam["n_q_below_0_05"] == 4
+    link = summary.linkage_summary(rows, 0.01)[0]
+    assert link["n_variants_q"] == 1 and link["alpha"] == 0.01
+    cfg = {"cohort": {"enabled": True}, "audit": {},
+           "rank": {"alpha": 0.01, "min_carriers": 10, "report_top": 50, "resamples": 50, "top_k": 20}}
+    biomarkers = [m for m in summary.methods(cfg, [], [fam], None, []) if m["name"] == "Candidate biomarkers"][0]
+    assert "q < 0.01 (rank.alpha) counted as a discovery" in biomarkers["thresholds"]
+
+
 def test_linkage_summary_counts_signals_not_features() -> None:
     rows = [{"phenotype": "c", "kind": "variant", "feature": "chr1:150:A:G", "q": 1e-6, "p": 1e-8, "contig": "chr1",
              "start": 149, "end": 150},
@@ -519,7 +534,7 @@ def test_linkage_summary_counts_signals_not_features() -> None:
     rows += [{"phenotype": "n", "kind": "embedding", "feature": f"m/l/chr1:{i * 100}-1000/dim0", "q": 0.01, "p": 1e-4,
               "contig": "chr1", "start": i * 100, "end": i * 100 + 1000} for i in range(30)]
     link = {x["phenotype"]: x for x in summary.linkage_summary(rows)}
-    assert link["c"] == {"phenotype": "c", "n_model_features_q": 40, "n_windows": 2, "n_variants_q": 1,
+    assert link["c"] == {"phenotype": "c", "alpha": 0.05, "n_model_features_q": 40, "n_windows": 2, "n_variants_q": 1,
                          "lead_variant": "chr1:150 A>G", "n_tagged_variants": None}
     assert link["n"]["n_windows"] == 30
     caveats = [c for c in summary.detect_caveats({"biomarker_linkage": list(link.values())}) if c["id"] == "linked_features"]
@@ -1472,8 +1487,21 @@ def test_probe_control_caveats_follow_the_paired_fold_test_over_the_layers() -> 
     texts = {c["id"]: c["text"] for c in summary.detect_caveats(
         {"probes": [row("block1", 0.02, 0.001), row("block2", 0.03, 0.5), kmer]})}
     assert "probes_vs_kmer3" in texts and "probes_vs_shuffled" not in texts
-    assert "exon (best layer block1: +0.100 AUROC, unadjusted 95% fold interval -0.020 to +0.220)" in texts["probes_vs_kmer3"]
+    assert ("exon (closest layer block1: +0.100 AUROC, one-sided p 0.02 against the Bonferroni level 0.0125; "
+            "unadjusted 95% fold interval -0.020 to +0.220)") in texts["probes_vs_kmer3"]
     assert "Bonferroni over the target's models x layers" in texts["probes_vs_kmer3"]
+    # the row named is the one closest to the claim (lowest p), not the largest difference; and its unadjusted
+    # interval above 0 (the demo's gc_high: +0.002 to +0.011 at p 0.0057 against 0.0042) is not called nothing
+    close = {**row("block2", 0.006, 0.5), "vs_kmer3_diff": 0.006, "vs_kmer3_low": 0.002, "vs_kmer3_high": 0.011}
+    texts = {c["id"]: c["text"] for c in summary.detect_caveats(
+        {"probes": [row("block1", 0.02, 0.001), close, kmer]})}
+    assert "closest layer block2: +0.006 AUROC, one-sided p 0.006 against the Bonferroni level 0.0125" not in \
+        texts.get("probes_vs_kmer3", "")  # 0.006 < 0.0125: claimed, no caveat
+    close["vs_kmer3_p"] = 0.015
+    texts = {c["id"]: c["text"] for c in summary.detect_caveats(
+        {"probes": [row("block1", 0.02, 0.001), close, kmer]})}
+    assert "exon (closest layer block2: +0.006 AUROC, one-sided p 0.015" in texts["probes_vs_kmer3"]
+    assert "adds nothing" not in texts["probes_vs_kmer3"] and "rather than be absent" in texts["probes_vs_kmer3"]
     texts = {c["id"] for c in summary.detect_caveats(
         {"probes": [row("block1", 0.01, 0.02), row("block2", 0.03, 0.5), kmer]})}
     assert "probes_vs_kmer3" not in texts and "probes_vs_shuffled" in texts
@@ -1667,4 +1695,5 @@ def test_a_probe_target_too_few_folds_for_the_paired_test_is_not_silently_claime
     # one model's row has a single fold compared (null interval) and the largest difference, the other a p
     texts = {c["id"]: c["text"] for c in summary.detect_caveats(
         {"probes": [row("m1", "exon", 0.3, None, None), row("m2", "exon", 0.1, 0.4, -0.1), kmer]})}
-    assert "exon (best layer m2 block1: +0.100 AUROC, unadjusted 95% fold interval -0.100 to +0.100)" in texts["probes_vs_kmer3"]
+    assert ("exon (closest layer m2 block1: +0.100 AUROC, one-sided p 0.4 against the Bonferroni level 0.025; "
+            "unadjusted 95% fold interval -0.100 to +0.100)") in texts["probes_vs_kmer3"]

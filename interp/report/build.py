@@ -381,7 +381,7 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
         figs["population_auroc"] = plots.population_auroc(details, all_layers)
 
     bio = pl.read_parquet(inputs["biomarkers"])
-    sections = biomarker_sections(bio, cfg["rank"]["report_top"])
+    sections = biomarker_sections(bio, cfg["rank"]["report_top"], float(cfg["rank"].get("alpha", 0.05)))
     out["biomarkers"] = sections.pop("biomarkers")
     if inputs.get("rank_summary"):
         out["rank_summary"] = _read_json(inputs["rank_summary"])
@@ -395,9 +395,10 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     return out, figs
 
 
-def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
+def biomarker_sections(bio: pl.DataFrame, top: int, alpha: float = 0.05) -> dict:
     """report.json's `biomarkers`, `biomarker_families` and `biomarker_linkage` from rank's table (every row of
-    every phenotype and family); `top`: rows per (phenotype, family)."""
+    every phenotype and family); `top`: rows per (phenotype, family); `alpha`: `rank.alpha`, the q below which
+    rank calls a row significant (and the report counts a discovery)."""
     out: dict[str, Any] = {}
     bio_keys = ["phenotype", "feature", "kind", "window", "effect", "ci_low", "ci_high", "p", "q",
                 "stability", "rank"]
@@ -419,14 +420,14 @@ def biomarker_sections(bio: pl.DataFrame, top: int) -> dict:
     out["biomarkers"] = [rare_variants_unnamed({k: r.get(k) for k in bio_keys + extra_bio}, carriers)
                          for r in rows.iter_rows(named=True)]
     keep = [c for c in bio.columns if c in FAMILY_KEYS]
-    families = summary.family_tables(bio.select(keep).to_dicts(), top)
+    families = summary.family_tables(bio.select(keep).to_dicts(), top, alpha)
     for fam in families:
         fam["rows"] = [rare_variants_unnamed({k: r.get(k) for k in FAMILY_KEYS if k in r}, carriers)
                        for r in fam["rows"]]
     out["biomarker_families"] = families
     out["biomarker_linkage"] = summary.linkage_summary(
         bio.select([c for c in ("phenotype", "kind", "q", "p", "contig", "start", "end", "feature", "tags_variants")
-                    if c in bio.columns]).to_dicts())
+                    if c in bio.columns]).to_dicts(), alpha)
     return out
 
 

@@ -245,7 +245,7 @@ def short_name(row: dict) -> str:
     return feature.rsplit("/", 1)[-1]
 
 
-def family_tables(rows: list[dict], top: int) -> list[dict]:
+def family_tables(rows: list[dict], top: int, alpha: float = 0.05) -> list[dict]:
     """Biomarker rows (all tests of a run) into one table per (phenotype, family), each with its BH scope.
 
     `rows`: every feature (not only the top) so n_tests and the count at q < 0.05 are the family's; rows that
@@ -269,7 +269,8 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
         members = [r for r in groups[(phen, fam)]
                    if (_num(r["rank"]) is not None if "rank" in r else _num(r.get("p")) is not None)]
         n = len(members)
-        n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
+        n_q05 = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < 0.05))
+        n_sig = sum(1 for r in members if (_num(r.get("q")) is not None and _num(r.get("q")) < alpha))
         scope = next((r.get("bh_scope") for r in groups[(phen, fam)] if r.get("bh_scope")), None)
         if not scope:
             scope = f"Benjamini-Hochberg q within this family for phenotype {phen}"
@@ -283,7 +284,7 @@ def family_tables(rows: list[dict], top: int) -> list[dict]:
             table.append(entry)
         out.append({"phenotype": phen, "family": fam, "title": family_title(fam),
                     "kind": fam.partition(":")[0], "bh_scope": scope, "n_tests": n,
-                    "n_q_below_0_05": n_sig, "rows": table})
+                    "n_q_below_0_05": n_q05, "alpha": alpha, "n_significant": n_sig, "rows": table})
     return out
 
 
@@ -315,7 +316,7 @@ def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
                 tagged.update(_variant_id(t) for t in re.split(r"[,;\s]+", tv) if t)
             elif isinstance(tv, (list, tuple)):
                 tagged.update(_variant_id(str(t)) for t in tv)
-        out.append({"phenotype": ph, "n_model_features_q": len(model), "n_windows": len(windows),
+        out.append({"phenotype": ph, "alpha": q_level, "n_model_features_q": len(model), "n_windows": len(windows),
                     "n_variants_q": len(variants),
                     "lead_variant": short_name(variants[0]) if variants else None,
                     "n_tagged_variants": len(tagged) if tagged else None})
@@ -451,14 +452,16 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                 continue  # no fold was used at all: the probe notes say which folds were skipped
             several = len({p.get("model") for p in emb}) > 1
             untested = "fewer than 2 CV folds compared: not tested"
-            # the best of the rows the claim was decided on (a row with one fold compared has no interval)
-            best = max((p for p in emb if _num(p.get("vs_kmer3_p")) is not None
-                        and _num(p.get("vs_kmer3_diff")) is not None),
-                       key=lambda p: p["vs_kmer3_diff"], default=None)
+            # the row closest to the claim (lowest p; a row with one fold compared has no interval), with the
+            # level the claim needed: its unadjusted interval may lie above 0 where the Bonferroni one does not
+            tested = [p for p in emb if _num(p.get("vs_kmer3_p")) is not None and _num(p.get("vs_kmer3_diff")) is not None]
+            best = min(tested, key=lambda p: (p["vs_kmer3_p"], -p["vs_kmer3_diff"]), default=None)
             if claim["kmer3"] is False and best is not None:
                 name = f"{best.get('model')} {best.get('layer')}" if several else best.get("layer")
-                not_above_kmer.append(f"{t} (best layer {name}: {best['vs_kmer3_diff']:+.3f} AUROC, unadjusted 95% "
-                                      f"fold interval {_signed(best.get('vs_kmer3_low'))} to "
+                level = CONTROL_ALPHA / (2 * claim["n_rows"])
+                not_above_kmer.append(f"{t} (closest layer {name}: {best['vs_kmer3_diff']:+.3f} AUROC, one-sided p "
+                                      f"{best['vs_kmer3_p']:.3g} against the Bonferroni level {level:.3g}; "
+                                      f"unadjusted 95% fold interval {_signed(best.get('vs_kmer3_low'))} to "
                                       f"{_signed(best.get('vs_kmer3_high'))})")
             elif claim["kmer3"] is None:
                 not_above_kmer.append(f"{t} ({untested})")
@@ -490,8 +493,9 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     if not_above_kmer:
         out.append(_caveat("probes_vs_kmer3", "medium",
                            f"Probes do not beat the 3-mer control {rule} for: "
-                           + "; ".join(not_above_kmer) + ". For these targets the model adds nothing "
-                           "measurable over k-mer counts.", "represents"))
+                           + "; ".join(not_above_kmer) + ". For these targets the run does not show that the "
+                           "model adds to k-mer counts (a gain may be small, or need more folds, rather than be "
+                           "absent).", "represents"))
     if not_above_shuffled:
         out.append(_caveat("probes_vs_shuffled", "medium",
                            f"Probes do not beat the shuffled-label control {rule} for: "
@@ -623,7 +627,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
             lead = f" (lead variant {link['lead_variant']})" if link.get("lead_variant") else ""
             tagged = (f", tagging {link['n_tagged_variants']} variant(s)" if link.get("n_tagged_variants") else "")
             out.append(_caveat("linked_features", "medium",
-                               f"{link['phenotype']}: {n} model features at q < 0.05 lie in {w} window(s){tagged}, "
+                               f"{link['phenotype']}: {n} model features at q < {link.get('alpha', 0.05):g} lie in "
+                               f"{w} window(s){tagged}, "
                                f"beside {link.get('n_variants_q', 0)} significant variant(s){lead}: they are at most {w} "
                                f"window-level signals carried by linked variants, not {n} independent biomarkers.",
                                "biomarkers"))
@@ -856,8 +861,9 @@ def methods(config: dict, audit: list[dict] | None = None, families: list[dict] 
                           f"the top {r.get('top_k')}",
             "multiplicity": "Benjamini-Hochberg q within one phenotype and one feature family"
                             + (f" ({len(scopes)} scopes)" if scopes else ""),
-            "thresholds": f"features carried by fewer than {r.get('min_carriers')} individuals not tested; q < 0.05 "
-                          f"counted as a discovery; top {r.get('report_top')} per family reported",
+            "thresholds": f"features carried by fewer than {r.get('min_carriers')} individuals not tested; q < "
+                          f"{r.get('alpha', 0.05):g} (rank.alpha) counted as a discovery; top {r.get('report_top')} "
+                          "per family reported",
         })
         ve = sorted({f["family"] for f in families or [] if f.get("kind") == "variant_effect"})
         if ve:
