@@ -248,10 +248,11 @@ def short_name(row: dict) -> str:
 def family_tables(rows: list[dict], top: int, alpha: float = 0.05) -> list[dict]:
     """Biomarker rows (all tests of a run) into one table per (phenotype, family), each with its BH scope.
 
-    `rows`: every feature (not only the top) so n_tests and the count at q < 0.05 are the family's; rows that
-    rank left untested (`rank` empty, p NaN: too few carriers, constant) are neither counted nor listed.
-    Returns [{phenotype, family, title, kind, bh_scope, n_tests, n_q_below_0_05, rows [top by rank, with
-    short_name and family added]}], phenotypes in first-seen order, variants first, then model families.
+    `rows`: every feature (not only the top) so n_tests and the counts are the family's; rows that rank left
+    untested (`rank` empty, p NaN: too few carriers, constant) are neither counted nor listed. `alpha`: rank's
+    significance level (`rank.alpha`). Returns [{phenotype, family, title, kind, bh_scope, n_tests,
+    n_q_below_0_05, alpha, n_significant (q < alpha), rows [top by rank, with short_name and family added]}],
+    phenotypes in first-seen order, variants first, then model families.
     """
     groups: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
     for r in rows:
