@@ -455,7 +455,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
             untested = "fewer than 2 CV folds compared: not tested"
             # the row closest to the claim (lowest p; a row with one fold compared has no interval), with the
             # level the claim needed: its unadjusted interval may lie above 0 where the Bonferroni one does not
-            tested = [p for p in emb if _num(p.get("vs_kmer3_p")) is not None and _num(p.get("vs_kmer3_diff")) is not None]
+            tested = [p for p in emb
+                      if _num(p.get("vs_kmer3_p")) is not None and _num(p.get("vs_kmer3_diff")) is not None]
             best = min(tested, key=lambda p: (p["vs_kmer3_p"], -p["vs_kmer3_diff"]), default=None)
             if claim["kmer3"] is False and best is not None:
                 name = f"{best.get('model')} {best.get('layer')}" if several else best.get("layer")

@@ -67,14 +67,6 @@ class PlantedConfig:
             if low > high:
                 raise InputError(f"planted.genome.{name}: expected [low, high] with low <= high (an inclusive "
                                  f"range), got {[low, high]}")
-            if low < 1:  # a repeat of 0 copies was written to the BED as an empty element
-                raise InputError(f"planted.genome.{name}: expected a low of 1 or more, got {[low, high]}")
-        # the schema's ranges, for a library call that bypasses it (a GC of 1.2 failed in numpy's sampler)
-        if not 0 <= cfg.island_gc <= 1:
-            raise InputError(f"planted.genome.island_gc: expected a fraction in [0, 1], got {cfg.island_gc}")
-        for name in ("motif_rate", "repeat_rate", "island_rate", "min_gap"):
-            if getattr(cfg, name) < 0:
-                raise InputError(f"planted.genome.{name}: expected a number >= 0, got {getattr(cfg, name)}")
         return cfg
 
     def to_dict(self) -> dict:

@@ -128,8 +128,8 @@ class TrainingTokens(IterableDataset):
 
     If n_train rows (d or 2d float32 each) fit in `budget_bytes` they are read once and kept; otherwise each
     epoch visits store chunks in a seeded random order, copying them into one buffer of `budget_bytes` plus a
-    chunk that is shuffled and emptied batch by batch (each batch a copy, so the buffer is the peak). The order depends only on
-    (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
+    chunk that is shuffled and emptied batch by batch (each batch a copy, so the buffer is the peak). The order
+    depends only on (seed, epoch), so a resumed run sets `epoch` and `skip_batches` and sees the same batches.
     `chunk_reads` counts store reads; `workers` reader threads read chunks ahead (the same batches).
     """
 
