@@ -82,24 +82,41 @@ def fit_background(seqs: list[str], order: int = 3, pseudocount: float = 1.0) ->
     return (counts + pseudocount) / (counts.sum(axis=1, keepdims=True) + 4 * pseudocount)
 
 
-def sample_background(transition: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [length] of ASCII bases drawn from the order-k chain (the first k from its base frequencies)."""
+def sample_background(transition: np.ndarray, length: int, rng: np.random.Generator,
+                      fixed: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [length] of ASCII bases drawn left to right from the order-k chain (the first k from its base
+    frequencies).
+
+    fixed: optional int [length], a base code 0..3 where the base is given (a planted element) and -1 where
+    it is drawn. Given bases are kept and are the context of the bases drawn after them, so every drawn base
+    follows the chain given its real preceding bases (writing elements over a drawn sequence would leave the
+    bases after each element drawn given bases that are no longer there). The random draws do not depend on
+    `fixed`.
+    """
     order = int(round(np.log(transition.shape[0]) / np.log(4)))
     cumulative = np.cumsum(transition, axis=1)
     cumulative[:, -1] = 1.0
     marginal = transition.mean(axis=0) / transition.mean(axis=0).sum()
+    if fixed is None:
+        fixed = np.full(length, -1, dtype=np.int64)
+    elif fixed.shape != (length,):
+        raise ValueError(f"fixed must have shape ({length},), got {fixed.shape}")
     codes = np.empty(length, dtype=np.int64)
     codes[:order] = rng.choice(4, size=min(order, length), p=marginal)
     u = rng.random(length)
     mask = 4**order - 1
     ctx = 0
-    for i in range(order):
-        ctx = (ctx * 4 + int(codes[i])) & mask
     rows = cumulative.tolist()
-    for i in range(order, length):
-        row = rows[ctx]
-        x = u[i]
-        b = 0 if x < row[0] else 1 if x < row[1] else 2 if x < row[2] else 3
+    fixed_list = fixed.tolist()
+    for i in range(length):
+        b = fixed_list[i]
+        if b < 0:
+            if i < order:
+                b = int(codes[i])
+            else:
+                row = rows[ctx]
+                x = u[i]
+                b = 0 if x < row[0] else 1 if x < row[1] else 2 if x < row[2] else 3
         codes[i] = b
         ctx = (ctx * 4 + b) & mask
     return BASES[codes]
@@ -166,14 +183,21 @@ def planted_genome(cfg: PlantedConfig, source_seqs: list[str]) -> tuple[str, pl.
                          f"lower the rates or raise planted.genome.length")
     cuts = np.sort(rng.integers(0, free + 1, size=len(items)))
     gaps = np.diff(np.concatenate([[0], cuts])) + cfg.min_gap
-    seq = sample_background(transition, cfg.length, rng)
+    # the elements are placed first and the background drawn around them, each base given the real bases
+    # before it, elements' included
+    fixed = np.full(cfg.length, -1, dtype=np.int64)
+    code_of = np.full(256, -1, dtype=np.int64)
+    code_of[BASES] = np.arange(4)
     rows = []
     pos = 0
     for (name, element, strand), gap in zip(items, gaps, strict=True):
         pos += int(gap)
-        seq[pos:pos + len(element)] = np.frombuffer(element.encode("ascii"), dtype=np.uint8)
+        element_codes = code_of[np.frombuffer(element.encode("ascii"), dtype=np.uint8)]
+        assert (element_codes >= 0).all(), f"planted {name} element has a base other than A/C/G/T"
+        fixed[pos:pos + len(element)] = element_codes
         rows.append((cfg.contig, pos, pos + len(element), name, strand))
         pos += len(element)
+    seq = sample_background(transition, cfg.length, rng, fixed=fixed)
     elements = pl.DataFrame(rows, schema={"contig": pl.String, "start": pl.Int64, "end": pl.Int64,
                                           "name": pl.String, "strand": pl.String}, orient="row").sort("start")
     per_type = elements.group_by("name").agg(pl.len().alias("n"), (pl.col("end") - pl.col("start")).sum()
