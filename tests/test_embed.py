@@ -163,6 +163,35 @@ def test_embed_windows_outputs(tiny_checkpoint, demo, tmp_path):
     assert not list(tmp_path.glob("*.partial*")) and not list(tmp_path.glob("*.tmp*"))  # temp names gone
 
 
+def test_token_labels_cost_the_bases_studied_not_their_coordinates(tiny_checkpoint, demo, tmp_path):
+    # The same windows 5 Mb further along the contig get the same token labels, and the label lookup holds
+    # memory for the table's bases only: until the thirty-third session it held 5 int64 arrays over positions
+    # 0..max(pos) (a gene at the end of chr1: about 10 GB; 200 MB here).
+    from interp.embed.run import label_prefix_sums
+
+    emb = TinyEmbedder(tiny_checkpoint)
+    windows, bases = make_tables(demo)
+    shift = 5_000_000
+    far_windows = windows.with_columns(pl.col("start") + shift, pl.col("end") + shift)
+    far_bases = bases.with_columns(pl.col("pos") + shift)
+    sums = label_prefix_sums(far_bases, LABELS)
+    held = sum(a.nbytes for per in sums.values() for a in per.values())
+    assert held <= 8 * (len(LABELS) + 1) * (bases.height + 1), held
+    run_windows(emb, windows, bases, tmp_path / "near")
+    run_windows(emb, far_windows, far_bases, tmp_path / "far")
+    near, far = TokenStore(tmp_path / "near/block2.zarr"), TokenStore(tmp_path / "far/block2.zarr")
+    for name in LABELS:
+        assert np.array_equal(near.labels(name), far.labels(name)), name
+    # a position listed twice (overlapping windows' bases) counts once, labelled if either row is
+    doubled = pl.concat([bases, bases.filter(pl.col("pos") == 5150).with_columns(exon=pl.lit(True))])
+    run_windows(emb, windows, doubled, tmp_path / "doubled")
+    store = TokenStore(tmp_path / "doubled/block2.zarr")
+    start_of = dict(zip(windows["window_index"].to_list(), windows["start"].to_list(), strict=True))
+    genome_pos = np.array([start_of[w] for w in store.window_index[:]]) + store.base_start[:]
+    assert store.labels("exon")[genome_pos == 5150].all()
+    assert np.array_equal(store.labels("exon")[genome_pos != 5150], near.labels("exon")[genome_pos != 5150])
+
+
 def test_embed_windows_is_deterministic(tiny_checkpoint, demo, tmp_path):
     emb = TinyEmbedder(tiny_checkpoint)
     windows, bases = make_tables(demo)

@@ -20,10 +20,12 @@ WINDOW_COLUMNS = ("window_index", "window_id", "contig", "start", "end", "sequen
 
 
 def label_prefix_sums(bases: pl.DataFrame, label_names: tuple[str, ...] | list[str]) -> dict[str, dict]:
-    """Per contig: {"present": int64 [max_pos + 2], label: int64 [max_pos + 2]} prefix sums over positions.
+    """Per contig: {"pos": int64 [n] its sorted distinct positions, label: int64 [n + 1] prefix sums}.
 
-    `present[e] - present[s]` counts bases of [s, e) that are in the table; likewise per label,
-    so "any base in the span carries the label" is one subtraction.
+    Sums run over the positions the table has, not over the contig's coordinates, so memory follows the bases
+    studied, not how far along the chromosome they lie (a gene at the end of chr1 costs what one at its start
+    does). With i, j = searchsorted(pos, [s, e)), j - i counts the table's bases of [s, e) and
+    `prefix[j] - prefix[i] > 0` says some base of the span carries the label.
     """
     missing = [c for c in ("contig", "pos", *label_names) if c not in bases.columns]
     if missing:
@@ -31,21 +33,18 @@ def label_prefix_sums(bases: pl.DataFrame, label_names: tuple[str, ...] | list[s
                          f"{list(label_names)})")
     sums: dict[str, dict] = {}
     for (contig,), part in bases.group_by("contig", maintain_order=True):
-        pos = part["pos"].to_numpy().astype(np.int64)
-        size = int(pos.max()) + 1
-        per = {}
-        for name in ("present", *label_names):
-            flags = np.zeros(size, dtype=np.int64)
-            flags[pos] = 1 if name == "present" else part[name].cast(pl.Int64).to_numpy()
-            per[name] = np.concatenate([[0], np.cumsum(flags)])
+        # a position listed twice (overlapping windows' bases) counts once and carries a label if any row does
+        part = part.group_by("pos").agg(pl.col(name).cast(pl.Int64).max() for name in label_names).sort("pos")
+        per = {"pos": part["pos"].to_numpy().astype(np.int64)}
+        for name in label_names:
+            per[name] = np.concatenate([[0], np.cumsum(part[name].to_numpy().astype(np.int64) > 0)])
         sums[str(contig)] = per
     return sums
 
 
-def span_any(prefix: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """uint8 [m]: 1 where the flag is set for at least one position of [start, end)."""
-    n = len(prefix) - 1
-    return (prefix[np.minimum(ends, n)] - prefix[np.minimum(starts, n)] > 0).astype(np.uint8)
+def span_indices(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [m] twice: the range [i, j) of sorted `positions` that falls in each span [start, end)."""
+    return np.searchsorted(positions, starts, side="left"), np.searchsorted(positions, ends, side="left")
 
 
 def check_windows(windows: pl.DataFrame) -> pl.DataFrame:
@@ -160,13 +159,12 @@ def token_rows(acts: TokenActivations, batch: pl.DataFrame, sums: dict[str, dict
         if contig not in sums:
             raise InputError(f"bases table, field contig: no bases for contig {contig} used by the windows")
         sel = contigs == contig
-        present = sums[contig]["present"]
-        covered = present[np.minimum(g_end[sel], len(present) - 1)] - present[np.minimum(g_start[sel],
-                                                                                        len(present) - 1)]
-        if np.any(covered != g_end[sel] - g_start[sel]):
+        first, last = span_indices(sums[contig]["pos"], g_start[sel], g_end[sel])
+        if np.any(last - first != g_end[sel] - g_start[sel]):
             raise InputError(f"bases table: contig {contig} lacks some positions covered by the windows")
         for name in label_names:
-            labels[name][sel] = span_any(sums[contig][name], g_start[sel], g_end[sel])
+            prefix = sums[contig][name]
+            labels[name][sel] = (prefix[last] - prefix[first] > 0).astype(np.uint8)
     return {"window_index": batch["window_index"].to_numpy().astype(np.int32)[seq_of_token],
             "base_start": span[:, 0].astype(np.int32), "labels": labels}
 
