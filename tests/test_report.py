@@ -539,6 +539,9 @@ def test_linkage_summary_counts_signals_not_features() -> None:
     assert link["n"]["n_windows"] == 30
     caveats = [c for c in summary.detect_caveats({"biomarker_linkage": list(link.values())}) if c["id"] == "linked_features"]
     assert len(caveats) == 1 and caveats[0]["text"].startswith("c: 40 model features at q < 0.05 lie in 2 window(s)")
+    # a rank table with the column but no tagged variant: a count of 0, not null (null: the column is absent)
+    untagged = [{**r, "tags_variants": None} for r in rows]
+    assert summary.linkage_summary(untagged)[0]["n_tagged_variants"] == 0
     rows[2]["tags_variants"] = "chr1:150:A:G,chr1:160:C:T"
     assert summary.linkage_summary(rows)[0]["n_tagged_variants"] == 2
 
@@ -1376,6 +1379,10 @@ def test_variants_carried_by_under_five_people_are_not_named_in_the_report() -> 
         "chr1:150:A:G(r=0.80);(+2 with <5 carriers)"}
     # the linkage counts every tagged variant (a count names nobody)
     assert [x["n_tagged_variants"] for x in out["biomarker_linkage"]] == [3, 3]
+    # an old rank table (per-phenotype `n_carriers`, no `n_carriers_cohort`): the per-phenotype count is never
+    # shown, and the key stays, null, in both lists (README; it was missing)
+    assert all(b["n_carriers"] is None for b in out["biomarkers"]) and all(
+        "n_carriers" in r and r["n_carriers"] is None for r in fam_rows)
 
 
 def test_report_shows_one_carrier_count_per_variant_not_one_per_phenotype() -> None:

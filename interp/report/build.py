@@ -408,6 +408,8 @@ def biomarker_sections(bio: pl.DataFrame, top: int, alpha: float = 0.05) -> dict
     bio = bio.drop("n_carriers", strict=False)
     if "n_carriers_cohort" in bio.columns:
         bio = bio.rename({"n_carriers_cohort": "n_carriers"})
+    else:  # a rank table from before the cohort's count: the key stays, null (README)
+        bio = bio.with_columns(pl.lit(None, dtype=pl.Int64).alias("n_carriers"))
     extra_bio = [c for c in ("family", "bh_scope", "short_name", "method", "effect_method", "n_carriers",
                              "tags_variants", "lead_variant", "p_conditional", "conditional_significant",
                              "p_conditional_top_variant", "model",

@@ -320,7 +320,9 @@ def linkage_summary(rows: list[dict], q_level: float = 0.05) -> list[dict]:
         out.append({"phenotype": ph, "alpha": q_level, "n_model_features_q": len(model), "n_windows": len(windows),
                     "n_variants_q": len(variants),
                     "lead_variant": short_name(variants[0]) if variants else None,
-                    "n_tagged_variants": len(tagged) if tagged else None})
+                    # null only where rank's table predates `tags_variants`; no tagged variant is a count of 0
+                    "n_tagged_variants": None if model and not any("tags_variants" in r for r in model)
+                    else len(tagged)})
     return out
 
 
