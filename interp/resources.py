@@ -38,9 +38,12 @@ SCALING: dict[str, Scaling] = {
     # for 2,504 samples x one 30 kb gene); units = samples x regions of the shard
     "haplotypes_shard": Scaling(base_mb=1000, mb_per_unit=0.2, base_min=5, min_per_unit=0.002),
     "haplotypes": Scaling(base_mb=1000, mb_per_mb=4, base_min=5, min_per_mb=0.05),
-    # ancestry: marker VCF streamed in chunks, kept as int8 (976 MB for a 123 MB VCF of 2,504 samples); sized by
-    # the marker VCF alone (`SIZED_BY`): the cohort VCF, FASTA and annotation are read only in the regions
-    "ancestry": Scaling(base_mb=2000, mb_per_mb=12, base_min=10, min_per_mb=0.2),
+    # ancestry: marker VCF streamed in chunks, kept as int8 (976 MB for a 123 MB VCF of 2,504 samples), sized by
+    # its size (`SIZED_BY`: the cohort VCF, FASTA and annotation are read only in the regions); and the studied
+    # regions' genotypes, all held at once (calls, dosages, the PCA's copy: 16.5 B per sample x variant over an
+    # import base of 330 MB, measured at 1,000 x 20,000 and 3,000 x 64,000), which no file size tells:
+    # units = samples x kb of regions, at 20 variant records per kb (1000 Genomes: 10.6) and 25 B each
+    "ancestry": Scaling(base_mb=2000, mb_per_mb=12, base_min=10, min_per_mb=0.2, mb_per_unit=0.0005),
     # embeddings: model weights dominate memory; time follows the sequences (parquet size)
     "embed": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
     "embed_cohort_shard": Scaling(base_mb=8000, mb_per_mb=40, base_min=20, min_per_mb=2),
@@ -132,6 +135,14 @@ def vcf_copy_size_mb(vcf: str | os.PathLike | None) -> float:
 
 #: per rule: a function of the job's input giving the size to scale by, where a file's size alone says too little
 SIZE_OF = {"place_cohort": lambda input: vcf_copy_size_mb(getattr(input, "vcf", None))}
+
+
+def region_kb(path: str) -> float:
+    """Total length in kb of a regions table (parquet with start and end, as place_cohort writes): for `units`."""
+    import polars as pl
+
+    spans = pl.read_parquet(path, columns=["start", "end"])
+    return float((spans["end"] - spans["start"]).sum() or 0) / 1000
 
 
 def count_lines(path: str, header: bool = True) -> int:

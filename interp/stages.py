@@ -251,6 +251,10 @@ def _device(name: str) -> str:
     where none is visible (torch's own error is a traceback)."""
     import torch
 
+    from interp.embed.devices import claim_one_gpu
+
+    if name in ("auto", "cuda"):
+        claim_one_gpu()  # a job given several GPUs (grouped shards): one of its own, before CUDA starts
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

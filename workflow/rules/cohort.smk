@@ -185,7 +185,8 @@ if COHORT:
             bench_path("ancestry")
         threads: THREADS
         resources:
-            **scaled("ancestry"),
+            # the regions' genotypes are held at once: samples x kb of regions (interp.resources.SCALING)
+            **scaled("ancestry", units=lambda wc, input: count_lines(input.samples) * region_kb(input.regions)),
         conda:
             ENV
         shell:

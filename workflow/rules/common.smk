@@ -11,7 +11,7 @@ from interp.cohort.config import cohort_rule_settings
 from interp.cohort.shards import count_cohort_regions, shard_index, shard_names, shard_slice
 from interp.config import check_config, model_layer_names
 from interp.errors import InputError
-from interp.resources import count_lines, job_resources
+from interp.resources import count_lines, job_resources, region_kb
 from interp.stages import job_json
 from interp.sae.config import NOT_TRAINING as SAE_NOT_TRAINING
 
