@@ -1094,8 +1094,16 @@ def test_annotation_near_the_biomarkers_reads_only_their_span(tmp_path: Path) ->
     bio = pl.DataFrame({"contig": ["chr17", "chr17"], "start": [6500, 11000], "end": [6501, 11500]})
     got = _annotation_near({"annotation": str(genes)}, {"config": {"reference": {}}}, bio)
     whole = to_contigs(read_annotation(genes), ["chr17"], drop_missing=True)
-    expected = whole.filter((pl.col("start") < 11500) & (pl.col("end") > 6500)).select(got.columns)
+    # whole transcripts, exons outside the biomarkers' spans included, so the plot draws each gene whole
+    expected = whole.filter(pl.col("gene") == "DOC2B").select(got.columns)
     assert got.equals(expected) and set(got["gene"]) == {"DOC2B"}
+    # biomarkers near both ends of the contig: the gene in between is not theirs (until the thirty-third session
+    # one span from the first row to the last kept it, and on chr1 every transcript of the chromosome)
+    bio = pl.DataFrame({"contig": ["chr17", "chr17"], "start": [6500, 39500], "end": [6501, 39501]})
+    middle = tmp_path / "middle.tsv"
+    middle.write_text(genes.read_text() + "MIDDLE\t17\t+\t33000\t34000\t33000,\t34000,\n")
+    got = _annotation_near({"annotation": str(middle)}, {"config": {"reference": {}}}, bio)
+    assert set(got["gene"]) == {"DOC2B", "FAR"}
 
 
 def test_audit_table_shows_the_ancestry_only_auroc_with_its_interval() -> None:

@@ -477,7 +477,9 @@ FAMILY_KEYS = ("phenotype", "feature", "short_name", "family", "kind", "model", 
 
 
 def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFrame:
-    """Transcript and exon rows of the gene table on the biomarkers' contigs and span (empty without one)."""
+    """Transcript and exon rows of the gene table overlapping a biomarker row's own span (window or variant;
+    empty without a table). Per row, not one span from the first to the last row on every contig: genes at
+    both ends of chr1 kept every transcript of the chromosome."""
     from interp.genome.annotation import KeepStudied, read_annotation, to_contigs
 
     empty = pl.DataFrame(schema={"gene": pl.String, "transcript": pl.String, "contig": pl.String,
@@ -486,13 +488,19 @@ def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFr
         return empty
     ref = params["config"]["reference"]
     aliases = ref.get("contig_aliases") or {}
-    contigs = bio["contig"].unique().to_list()
-    lo, hi = int(bio["start"].min()), int(bio["end"].max())
-    ann = read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"),
-                          keep=KeepStudied(contigs, aliases, spans=[(c, lo, hi) for c in contigs]))
-    ann = to_contigs(ann, contigs, aliases, drop_missing=True)
-    return ann.filter(pl.col("contig").is_in(contigs) & (pl.col("start") < hi) & (pl.col("end") > lo)).select(
-        list(empty.columns))
+    spans = (bio.select(pl.col("contig").cast(pl.String), "start", "end").drop_nulls().unique()
+             .sort("contig", "start"))
+    contigs = spans["contig"].unique().to_list()
+    keep = KeepStudied(contigs, aliases, spans=spans.iter_rows())
+    ann = to_contigs(read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"), keep=keep),
+                     contigs, aliases, drop_missing=True)
+    if ann.is_empty():
+        return empty
+    # the transcripts whose own span overlaps a biomarker row (the reader kept them whole, exons included)
+    tx = ann.group_by("transcript").agg(pl.col("contig").first(), pl.col("start").min(), pl.col("end").max())
+    near = KeepStudied(contigs, None, spans=spans.iter_rows())
+    kept = [t for t, c, s0, s1 in tx.select("transcript", "contig", "start", "end").iter_rows() if near("", c, s0, s1)]
+    return ann.filter(pl.col("transcript").is_in(kept)).select(list(empty.columns))
 
 
 def regional_plot(bio: pl.DataFrame, phenotype: str, exons: pl.DataFrame, truth: dict | None) -> str:

@@ -350,9 +350,10 @@ def regional_association(
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"Regional association: {phenotype}", fontsize=10)
-    genes = list(dict.fromkeys(exons["transcript"].to_list())) if not exons.is_empty() else []
-    for gi, tx in enumerate(genes):
-        sub = exons.filter(pl.col("transcript") == tx)
+    # one pass over the table, not a filter per transcript (quadratic in the transcripts drawn)
+    by_transcript = exons.partition_by("transcript", maintain_order=True) if not exons.is_empty() else []
+    genes = [part["transcript"][0] for part in by_transcript]
+    for gi, sub in enumerate(by_transcript):
         level = gi % 3
         span = sub.filter(pl.col("feature") == "transcript")
         s0 = int(span["start"].min() if not span.is_empty() else sub["start"].min())
