@@ -157,11 +157,14 @@ def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
     columns: dict[str, int] | None = None
     header_names: list[str] = []
     transcripts: dict[str, _Transcript] = {}
+    # every row's transcript name, kept or not (for the _dupN names): each row is a whole transcript, so one
+    # `keep` refuses is dropped as it is read, not held to the end of a genome-wide table
+    names_seen: set[str] = set()
     for line_no, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         if raw.startswith("#"):
-            if columns is None and not transcripts:
+            if columns is None and not names_seen:
                 header_names = raw.lstrip("#").split("\t")
                 columns = _ucsc_columns(header_names, path, line_no)
             continue
@@ -202,14 +205,19 @@ def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
                 raise InputError(f"{where(path, line=line_no)}: exon {start}-{end} lies outside transcript "
                                  f"{tx_start}-{tx_end}")
             exons.append((start, end, line_no))
-        if transcript in transcripts:
+        if transcript in names_seen:
             # one row per placement: refGene, ncbiRefSeq and knownGene map some transcripts to several loci
             # (PAR genes on chrX and chrY, alternate haplotypes); named as genePredToGtf names them
             placement = 1
-            while f"{transcript}_dup{placement}" in transcripts:
+            while f"{transcript}_dup{placement}" in names_seen:
                 placement += 1
             transcript = f"{transcript}_dup{placement}"
+        names_seen.add(transcript)
+        if keep is not None and not keep(gene, contig, tx_start, tx_end):
+            continue
         transcripts[transcript] = _Transcript(gene, contig, strand, line_no, (tx_start, tx_end), exons)
+    if names_seen and not transcripts:  # rows, none of them kept: an empty table, as before
+        return pl.DataFrame(schema=SCHEMA)
     return _to_frame(transcripts, path, keep)
 
 
