@@ -439,7 +439,7 @@ def _cohort_settings(job: Job) -> CohortConfig:
 
 def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
     """Regions of the cohort: genes from the gene table (+ flank) and/or a BED file."""
-    from interp.genome.regions import explain_dropped_genes, gene_regions, read_bed, require_unique_names
+    from interp.genome.regions import explain_missing_genes, gene_regions, read_bed, require_unique_names
 
     aliases = job.params["reference"].get("contig_aliases") or {}
     regions = []
@@ -447,14 +447,14 @@ def _cohort_regions(job: Job, c: CohortConfig, fasta: dict, annotation):
         try:
             try:
                 regions += gene_regions(annotation, c.genes, c.flank, fasta)
-            except InputError:  # a gene on a contig the FASTA lacks was dropped with it: say so
+            except InputError:
+                # the annotation holds only the studied genes (`_annotation`): a gene missing from it lies on a
+                # contig the FASTA lacks, or is not in the file; say which, naming the genes the file has
                 if job.input.get("annotation"):
-                    explain_dropped_genes(job.input["annotation"],
+                    explain_missing_genes(job.input["annotation"],
                                           job.params["reference"].get("annotation_format", "auto"),
-                                          c.genes, annotation, list(fasta))
-                    # the annotation may hold only the studied genes (`_annotation`): the error from the whole
-                    # file names the genes it does know
-                    gene_regions(_annotation(job, fasta), c.genes, c.flank, fasta)
+                                          c.genes, annotation, list(fasta),
+                                          job.params["reference"].get("contig_aliases") or {})
                 raise
         except InputError as err:  # named by the setting and the file it was looked up in
             path = str(job.input.get("annotation") or "reference.annotation")

@@ -902,7 +902,7 @@ def test_reference_slices_across_fetch_blocks_equal_the_string(tmp_path):
         contig[len(sequence)]
 
 
-def test_cohort_stages_read_the_genes_studied_and_name_the_known_ones(tmp_path):
+def test_cohort_stages_read_the_genes_studied_and_name_the_known_ones(tmp_path, monkeypatch):
     """The cohort stages keep the studied genes' transcripts only; an unknown gene's error still lists the genes
     of the whole file, and a gene on a contig the FASTA lacks is named with its contig."""
     from types import SimpleNamespace
@@ -916,10 +916,19 @@ def test_cohort_stages_read_the_genes_studied_and_name_the_known_ones(tmp_path):
     assert annotation["gene"].unique().to_list() == ["DOC2B"]
     [region] = stages._cohort_regions(job, SimpleNamespace(genes=["DOC2B"], flank=100), fasta, annotation)
     assert (region.contig, region.start, region.end) == ("chr17", 5910, 31527)
+    from interp.genome import annotation as annotation_module
+
+    reads = []  # (with a keep, rows returned) of each read of the annotation
+    read = annotation_module.read_annotation
+    monkeypatch.setattr(annotation_module, "read_annotation", lambda *a, **k: (
+        lambda table: reads.append((k.get("keep") is not None, table.height)) or table)(read(*a, **k)))
     for gene, needle in (("NOPE", "known genes: .*DOC2B"), ("ELSEWHERE", "ELSEWHERE on '5'")):
         _, annotation = stages._reference(job, genes=[gene], spans=[])
+        reads.clear()
         with pytest.raises(InputError, match=needle):
             stages._cohort_regions(job, SimpleNamespace(genes=[gene], flank=0), fasta, annotation)
+        # the error path reads the file once and keeps no transcript (it built the whole table twice)
+        assert reads == [(True, 0)], reads
     other = _write(tmp_path / "other.tsv", "#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\n"
                    "t1\tscaffold_9\t+\t10\t900\t10,\t900,\n")
     job.input["annotation"] = str(other)

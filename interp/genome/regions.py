@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,9 +176,7 @@ def gene_regions(
     regions = []
     for gene in genes:
         if gene not in by_gene:
-            known = sorted(by_gene)
-            shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
-            raise InputError(f"gene {gene!r} is not in the annotation (known genes: {shown})")
+            raise _unknown_gene(gene, by_gene)
         row = by_gene[gene]
         if len(row["contig"]) > 1:
             raise InputError(f"gene {gene!r} has transcripts on several contigs ({', '.join(row['contig'])}); "
@@ -194,23 +193,52 @@ def gene_regions(
     return regions
 
 
-def explain_dropped_genes(annotation_path: str | Path, annotation_format: str, genes: list[str],
-                          kept: pl.DataFrame | None, fasta_contigs: list[str]) -> None:
-    """Raise an InputError naming the contig of each gene in `genes` that the annotation has but `kept` (the
-    annotation restricted to the FASTA's contigs) lost; return when there is none. Reads the annotation again:
-    call it on the error path only."""
+def _unknown_gene(gene: str, known: Iterable[str]) -> InputError:
+    known = sorted(known)
+    shown = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
+    return InputError(f"gene {gene!r} is not in the annotation (known genes: {shown})")
+
+
+def explain_missing_genes(annotation_path: str | Path, annotation_format: str, genes: list[str],
+                          kept: pl.DataFrame | None, fasta_contigs: list[str],
+                          aliases: dict[str, str] | None = None) -> None:
+    """Raise an InputError for the genes of `genes` that `kept` (the studied transcripts, on the FASTA's contigs)
+    lacks: those the annotation has on contigs the FASTA does not (named with their contig), else one the file
+    does not have (named with the genes it has on the FASTA's contigs); return when none is missing.
+
+    Reads the annotation again, keeping no transcript, only each gene's contig (a typo in a gene name of a
+    GENCODE GTF must not build the whole file's table, twice, as until the thirty-third session): call it on the
+    error path only.
+    """
     from interp.genome.annotation import read_annotation
 
     known = set(kept["gene"].to_list()) if kept is not None else set()
     missing = [g for g in genes if g not in known]
     if not missing:
         return
-    raw = read_annotation(annotation_path, annotation_format)
-    hits = raw.filter(pl.col("gene").is_in(missing)).group_by("gene", maintain_order=True).agg(pl.col("contig").first())
-    if hits.height:
-        found = ", ".join(f"{g} on '{c}'" for g, c in hits.iter_rows())
+    contig_of: dict[str, str] = {}
+
+    def record(gene: str, contig: str, start: int, end: int) -> bool:
+        contig_of.setdefault(gene, contig)
+        return False
+
+    read_annotation(annotation_path, annotation_format, keep=record)
+    resolved: dict[str, str | None] = {}
+    for contig in dict.fromkeys(contig_of.values()):
+        try:
+            resolved[contig] = resolve_contig(contig, fasta_contigs, aliases, source="annotation")
+        except InputError:
+            resolved[contig] = None
+    off_fasta = [(g, contig_of[g]) for g in missing if g in contig_of and resolved[contig_of[g]] is None]
+    if off_fasta:
+        found = ", ".join(f"{g} on '{c}'" for g, c in off_fasta)
         shown = ", ".join(f"'{n}'" for n in fasta_contigs[:10])
         shown += f", ... ({len(fasta_contigs)} in all)" if len(fasta_contigs) > 10 else ""
         raise InputError(f"{annotation_path}: gene(s) {found} lie on contigs the FASTA does not have (it has "
                          f"{shown}); map the names with reference.contig_aliases, or use the FASTA the annotation "
                          "was made for")
+    if contig_of and not any(resolved.values()):  # an annotation of another naming: say which contig
+        resolve_contig(next(iter(resolved)), fasta_contigs, aliases, source="annotation")
+    absent = [g for g in missing if g not in contig_of]
+    if absent:
+        raise _unknown_gene(absent[0], (g for g, c in contig_of.items() if resolved[c] is not None))
