@@ -230,6 +230,64 @@ def test_tokens_of_windows_straddling_splits_are_in_no_split():
                     seed=3)
 
 
+def _dense_block_codes(windows: pl.DataFrame, block_bases: int, val: float, test: float, seed: int):
+    """The split as computed until the thirty-third session, over an array of every block of each contig up to
+    its last window (the oracle: block ids in contig order, a seeded permutation of the touched ones)."""
+    contigs = sorted(windows["contig"].unique().to_list())
+    cid = np.array([contigs.index(c) for c in windows["contig"].to_list()])
+    starts, ends = windows["start"].to_numpy(), windows["end"].to_numpy()
+    n_per = np.zeros(len(contigs), dtype=np.int64)
+    np.maximum.at(n_per, cid, -(-ends // block_bases))
+    offset = np.concatenate([[0], np.cumsum(n_per)[:-1]])
+    touched = np.zeros(int(n_per.sum()), dtype=bool)
+    for c, s0, e in zip(cid, starts, ends, strict=True):
+        touched[offset[c] + s0 // block_bases: offset[c] + (e - 1) // block_bases + 1] = True
+    used = np.flatnonzero(touched)
+    order = np.random.default_rng([seed, 1729]).permutation(used)
+    n_test = min(max(1, round(test * used.size)), used.size - 2)
+    n_val = min(max(1, round(val * used.size)), used.size - 1 - n_test)
+    split = np.full(touched.size, UNUSED, dtype=np.int8)
+    split[used] = TRAIN
+    split[order[:n_test]], split[order[n_test:n_test + n_val]] = TEST, VALIDATION
+    return offset, split, cid
+
+
+def test_block_split_holds_the_touched_blocks_only_and_assigns_them_as_before():
+    """Until the thirty-third session the split held an array over every block of each contig up to its last
+    window (2.6 M blocks for 200 windows at 240 Mb on 22 contigs); now the touched blocks only, with the same
+    assignment as that dense array gave (checked against it on 40 random layouts: several contigs, gaps,
+    windows wider than a block)."""
+    rng = np.random.default_rng(0)
+    for layout in range(40):
+        n = int(rng.integers(30, 200))
+        contig = rng.choice(["chr1", "chr2", "chrX"], size=n)
+        starts = rng.integers(0, 300_000, size=n) + rng.choice([0, 2_000_000], size=n)
+        width = int(rng.choice([150, 400, 2500]))
+        windows = pl.DataFrame({"window_index": rng.permutation(n), "contig": contig, "start": starts,
+                                "end": starts + width})
+        block = int(rng.choice([1000, 5000, 20000]))
+        try:
+            split = block_split(windows, block, 0.2, 0.2, seed=layout)
+        except InputError:
+            continue  # no window wholly in a held-out split: the same refusal as before, not what is compared
+        offset, dense, cid = _dense_block_codes(windows, block, 0.2, 0.2, layout)
+        keys = offset[cid] + windows["start"].to_numpy() // block  # each window's first block
+        assert np.array_equal(split.split_of_blocks(keys), dense[keys]), layout
+        assert split.block_keys.size == int((dense != UNUSED).sum())  # touched blocks only
+        w = np.repeat(windows["window_index"].to_numpy(), width)
+        offsets = np.tile(np.arange(width), n)
+        expected = dense[offset[np.repeat(cid, width)] + (np.repeat(starts, width) + offsets) // block]
+        assert np.array_equal(split.of_bases(w, offsets), expected), layout
+        per_window = expected.reshape(n, width)
+        pure = np.where((per_window == per_window[:, :1]).all(axis=1), per_window[:, 0], UNUSED)
+        assert np.array_equal(split.window_split[windows["window_index"].to_numpy()], pure), layout
+    # far along a chromosome: the blocks held are the windows', not the 240 Mb before them
+    starts = 240_000_000 + np.arange(200) * 100
+    far = pl.DataFrame({"window_index": np.arange(200), "contig": ["chr1"] * 200, "start": starts,
+                        "end": starts + 200})
+    assert block_split(far, 2000, 0.2, 0.2, seed=0).block_split.size == 11
+
+
 def test_block_counts_cover_only_blocks_a_window_touches():
     """Windows of a region far from the contig start (and a gap): blocks before and between them belong to no
     split, so n_train_blocks is not inflated by them (it counted 1,000 empty blocks as training blocks)."""

@@ -33,8 +33,10 @@ class BlockSplit:
     """Lookup from (window_index, base offset in window) to split code (TRAIN / VALIDATION / TEST).
 
     window_contig / window_start: int64 [max window_index + 1] (-1 contig = unknown window);
-    block_offset: int64 [n contigs] first global block id of each contig; block_split: int8 [n blocks]
-    (UNUSED for a block that no window touches, e.g. before the first region of a contig);
+    block_offset: int64 [n contigs] first global block id of each contig; block_keys: int64 [n touched
+    blocks] the sorted global ids of the blocks some window touches, block_split: int8 [n touched blocks]
+    their splits (only touched blocks are held: a block no window touches, e.g. before the first region of a
+    contig, is UNUSED, and memory follows the regions, not how far along the contig they lie);
     window_split: int8 [max window_index + 1] the split of a window whose bases all lie in blocks of
     that one split, UNUSED for a window that straddles splits (or an unknown window).
     """
@@ -44,6 +46,7 @@ class BlockSplit:
     window_contig: np.ndarray
     window_start: np.ndarray
     block_offset: np.ndarray
+    block_keys: np.ndarray
     block_split: np.ndarray
     window_split: np.ndarray
 
@@ -57,16 +60,24 @@ class BlockSplit:
         position = self.window_start[w] + np.asarray(base_start, dtype=np.int64)
         return self.block_offset[self.window_contig[w]] + position // self.block_bases
 
+    def split_of_blocks(self, keys: np.ndarray) -> np.ndarray:
+        """int8 [m] split code of each global block id (UNUSED for a block no window touches)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.block_keys, keys), max(self.block_keys.size - 1, 0))
+        known = self.block_keys.size > 0
+        hit = (self.block_keys[at] == keys) if known else np.zeros(keys.shape, dtype=bool)
+        return np.where(hit, self.block_split[at] if known else np.int8(UNUSED), np.int8(UNUSED)).astype(np.int8)
+
     def of_tokens(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
         """int8 [m] split code of each token: its block's, or UNUSED when its window straddles splits."""
-        code = self.block_split[self.global_block(window_index, base_start)]
+        code = self.split_of_blocks(self.global_block(window_index, base_start))
         return np.where(code == self.window_split[np.asarray(window_index, dtype=np.int64)], code,
                         np.int8(UNUSED)).astype(np.int8)
 
     def of_bases(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
         """int8 [m] split code of the block holding each base, whatever its window (for scores that use
         no model context, such as a motif scanner on the sequence itself)."""
-        return self.block_split[self.global_block(window_index, base_start)]
+        return self.split_of_blocks(self.global_block(window_index, base_start))
 
     def counts(self) -> dict[str, int]:
         """Number of blocks (touched by some window) per split."""
@@ -104,26 +115,29 @@ def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: fl
     n_per_contig = np.zeros(len(contigs), dtype=np.int64)
     np.maximum.at(n_per_contig, cids, -(-ends // block_bases))
     block_offset = np.concatenate([[0], np.cumsum(n_per_contig)[:-1]]).astype(np.int64)
-    touched = np.zeros(int(n_per_contig.sum()), dtype=bool)
-    for c, s, e in zip(cids, starts, ends, strict=True):
-        touched[block_offset[c] + s // block_bases: block_offset[c] + (max(e, s + 1) - 1) // block_bases + 1] = True
-    used = np.flatnonzero(touched)
+    first = block_offset[cids] + starts // block_bases
+    last = block_offset[cids] + (np.maximum(ends, starts + 1) - 1) // block_bases
+    # the touched blocks' global ids, sorted (each window's first..last): as many as the regions have blocks,
+    # never an array over every block of the contig up to the last window
+    span = last - first + 1
+    keys = np.repeat(first - np.concatenate([[0], np.cumsum(span)[:-1]]), span) + np.arange(int(span.sum()))
+    used = np.unique(keys)
     if used.size < 3:
         raise InputError(f"sae.split_block_bases = {block_bases}: the windows touch only {used.size} genome "
                          f"block(s); need at least 3 for train/validation/test (use smaller blocks)")
-    order = np.random.default_rng([seed, 1729]).permutation(used)
+    # the permutation of the sorted ids: the same assignment as the dense array over all blocks gave
+    order = np.searchsorted(used, np.random.default_rng([seed, 1729]).permutation(used))
     n_test = min(max(1, round(test_fraction * used.size)), used.size - 2)
     n_val = min(max(1, round(validation_fraction * used.size)), used.size - 1 - n_test)
-    split = np.full(touched.size, UNUSED, dtype=np.int8)
-    split[used] = TRAIN
+    split = np.full(used.size, TRAIN, dtype=np.int8)
     split[order[:n_test]] = TEST
     split[order[n_test:n_test + n_val]] = VALIDATION
-    first = block_offset[cids] + starts // block_bases
-    last = block_offset[cids] + (np.maximum(ends, starts + 1) - 1) // block_bases
-    code = split[first]
+    first_at, last_at = np.searchsorted(used, first), np.searchsorted(used, last)
+    code = split[first_at]
+    # a window's blocks are consecutive touched ids, so its pure-ness is one split over first_at..last_at
     pure = np.ones(first.size, dtype=bool)
-    for i in range(1, int((last - first).max(initial=0)) + 1):
-        pure &= (first + i > last) | (split[np.minimum(first + i, last)] == code)
+    for i in range(1, int((last_at - first_at).max(initial=0)) + 1):
+        pure &= (first_at + i > last_at) | (split[np.minimum(first_at + i, last_at)] == code)
     window_split = np.full(size, UNUSED, dtype=np.int8)
     window_split[w_index] = np.where(pure, code, UNUSED)
     short = [SPLIT_NAMES[c] for c in SPLIT_NAMES if not (window_split == c).any()]
@@ -132,7 +146,7 @@ def block_split(windows: pl.DataFrame, block_bases: int, validation_fraction: fl
                          f"blocks (windows up to {int((ends - starts).max())} bases; {int((~pure).sum())} of "
                          f"{pure.size} straddle splits, and their tokens are left out so that no held-out token "
                          f"has training bases in its context). Use blocks several times the window length")
-    return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, split, window_split)
+    return BlockSplit(block_bases, contigs, window_contig, window_start, block_offset, used, split, window_split)
 
 
 def windows_within(split: BlockSplit, windows: pl.DataFrame, code: int) -> np.ndarray:
