@@ -575,7 +575,12 @@ def test_malformed_calls_are_named_not_misread(tmp_path):
              "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|2\t0|1\n": r"'0\|2' names ALT allele 2, but the record has one",
              "chr2\t5\t.\tA\tC\t.\t.\t.\tGT:DP\t0|2:3\t0|1:4\n": "names ALT allele 2",
              "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1|1\t0|1\n": "ploidy 3",
-             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|x\t0|1\n": "is not a VCF GT value"}
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|x\t0|1\n": "is not a VCF GT value",
+             # a column lost before a trailing tab, and an empty middle one: read as missing calls until the
+             # thirty-third session (bcftools refuses both); an empty allele likewise
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t\n": "genotype column 2 of 2 is empty",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT:DS\t\t0|1:1\n": "genotype column 1 of 2 is empty",
+             "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|\t0|1\n": r"'0\|' is not a VCF GT value"}
     for record, message in cases.items():
         vcf = tmp_path / "bad.vcf"
         vcf.write_text(_QUIRK_HEADER + record)
@@ -587,6 +592,31 @@ def test_malformed_calls_are_named_not_misread(tmp_path):
     vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|2\t0|1\n")
     with pytest.raises(InputError, match="names ALT allele 2"):
         list(iter_dosage_chunks(vcf))
+    vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t\n")
+    with pytest.raises(InputError, match="column 2 of 2 is empty"):
+        list(iter_dosage_chunks(vcf))
+    # a trailing tab on the #CHROM line: an unnamed sample, named as such (it was "in the VCF but not in the
+    # samples table: ''", or records blamed for a column count)
+    vcf.write_text(_QUIRK_HEADER.replace("\ta\tb\n", "\ta\tb\t\n") + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
+    with pytest.raises(InputError, match=r"line 5: column 12 of the #CHROM line has no sample name"):
+        read_genotypes(vcf)
+
+
+def test_a_mistyped_contig_alias_of_the_vcf_is_named(tmp_path):
+    """An alias sending the VCF's chr2 to a contig the FASTA lacks (chr02 for chr2): the reads skipped chr2 as a
+    contig the FASTA lacks (no variants, all-reference haplotypes) and check_cohort said no contig matched and
+    to add an alias; now the alias is named, as for the regions, the annotation and the ancestry panel."""
+    vcf = tmp_path / "typo.vcf"
+    vcf.write_text(_QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
+    fasta, aliases = ["chr2", "chrX"], {"chr2": "chr02"}
+    message = r"contig alias 'chr2' -> 'chr02' .* names a contig that is not in the FASTA"
+    with pytest.raises(InputError, match=message):
+        read_genotypes(vcf, regions=[Region("r", "chr2", 0, 100)], fasta_contigs=fasta, aliases=aliases)
+    indexed = _bgzip(tmp_path / "typo2.vcf", _QUIRK_HEADER + "chr2\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
+    with pytest.raises(InputError, match=message):
+        read_genotypes(indexed, regions=[Region("r", "chr2", 0, 100)], fasta_contigs=fasta, aliases=aliases)
+    # the same VCF and FASTA without the alias: the name matches as it is
+    assert read_genotypes(indexed, regions=[Region("r", "chr2", 0, 100)], fasta_contigs=fasta).n_variants == 1
 
 
 def test_scanned_region_read_counts_and_contigs_like_the_indexed_one(tmp_path):

@@ -29,7 +29,7 @@ import polars as pl
 import pysam
 
 from interp.errors import InputError, where
-from interp.genome.fasta import resolve_contig
+from interp.genome.fasta import check_alias_not_masking, resolve_contig
 from interp.io import MISSING_TEXT, atomic_path, compression
 
 if TYPE_CHECKING:
@@ -293,6 +293,11 @@ def read_vcf_header(vcf_path: str | Path) -> VcfHeader:
                     if columns[:8] != _FIXED_COLUMNS:
                         raise InputError(f"{where(path, line=line_no)}: header line must start with the tab-separated "
                                          f"columns {' '.join(_FIXED_COLUMNS)}")
+                    unnamed = [k for k, name in enumerate(columns[9:], start=10) if not name.strip()]
+                    if unnamed:
+                        raise InputError(f"{where(path, line=line_no)}: column {unnamed[0]} of the #CHROM line has "
+                                         "no sample name (a trailing tab or space, or two tabs in a row); expected "
+                                         "one name per sample column")
                     return VcfHeader(samples=columns[9:], contigs=contigs)
                 elif not line.startswith("##"):
                     break
@@ -350,6 +355,11 @@ def vcf_samples(vcf_path: str | Path) -> list[str]:
     return read_vcf_header(vcf_path).samples
 
 
+class MaskingAlias(InputError):
+    """A contig alias that sends a contig the FASTA has to one it lacks: refused where contigs the FASTA lacks
+    are otherwise skipped."""
+
+
 def _contig_resolver(vcf_path: Path, fasta_contigs, aliases):
     """Function VCF contig name -> returned name (cached); identity without FASTA contigs."""
     cache: dict[str, str] = {}
@@ -360,7 +370,15 @@ def _contig_resolver(vcf_path: Path, fasta_contigs, aliases):
             if available is None:
                 cache[name] = aliases.get(name, name) if aliases else name
             else:
-                cache[name] = resolve_contig(name, available, aliases, source=f"VCF {vcf_path}")
+                try:
+                    cache[name] = resolve_contig(name, available, aliases, source=f"VCF {vcf_path}")
+                except InputError:
+                    # callers skip contigs the FASTA lacks; a mistyped alias of a studied contig must not be one
+                    try:
+                        check_alias_not_masking(name, available, aliases)
+                    except InputError as err:
+                        raise MaskingAlias(f"VCF {vcf_path}: {err}") from None
+                    raise
         return cache[name]
 
     return resolve, cache
@@ -389,6 +407,8 @@ def _vcf_names_of(vcf_contigs: list[str], fasta_contig: str, resolve) -> list[st
         try:
             if resolve(name) == fasta_contig:
                 names.append(name)
+        except MaskingAlias:
+            raise
         except InputError:
             continue
     return names
@@ -475,6 +495,11 @@ def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: s
     """
     if len(fields) < n_samples or any(fields[n_samples:]):  # a cut or merged line (a trailing tab is fine)
         raise InputError(f"{where_}: {len(fields)} genotype columns; the header names {n_samples} samples")
+    empty = [i for i, f in enumerate(fields[:n_samples]) if not f]
+    if empty:  # a lost column with a trailing tab, or two tabs in a row: not a missing call ('./.' or '.')
+        raise InputError(f"{where_}: genotype column {empty[0] + 1} of {n_samples} is empty"
+                         + (f" ({len(empty)} in all)" if len(empty) > 1 else "")
+                         + "; expected a call per sample ('0|1', or './.' for a missing one)")
     # int16 for a site listing over 127 ALT alleles (joint-called STRs); `_split_calls` makes int8 records of it
     gt = np.full((n_samples, 2), -1, dtype=np.int8 if n_alt <= 127 else np.int16)
     phased = np.zeros(n_samples, dtype=bool)
@@ -495,7 +520,7 @@ def _parse_calls(fields: list[str], format_field: str, n_samples: int, where_: s
             raise InputError(f"{where_}: genotype {text!r} has ploidy {len(alleles)}; only haploid and diploid "
                              "calls can be read")
         for copy, allele in enumerate(alleles):
-            if allele in (".", ""):
+            if allele == ".":  # an empty allele ('0|', or no GT value) is not one: refused below
                 continue
             if not (allele.isdigit() and int(allele) <= n_alt):
                 what = "is not a VCF GT value" if not allele.isdigit() else (
@@ -603,6 +628,8 @@ def read_genotypes(
         if regions_by_contig is not None and spans is None:  # a scan: only records inside the regions count
             try:
                 contig = resolve(fields[0])
+            except MaskingAlias:
+                raise
             except InputError:  # a contig the FASTA lacks (decoy, HLA) holds no studied region
                 continue
             if not _in_regions(contig, pos - 1, regions_by_contig):
@@ -771,6 +798,7 @@ def _check_contigs(vcf_path: Path, vcf_contigs: list[str], fasta, aliases,
         try:
             contig_map[name] = resolve_contig(name, available, aliases, source=f"VCF {vcf_path}")
         except InputError:
+            check_alias_not_masking(name, available, aliases)  # a mistyped alias: named, not "no contig matches"
             unmatched.append(name)
     missing = sorted(region_contigs - set(contig_map.values())) if region_contigs is not None else []
     if missing and not vcf_contigs:
@@ -799,6 +827,7 @@ def _header_contig_report(header: VcfHeader, fasta, aliases) -> dict:
         try:
             target = resolve_contig(name, available, aliases, source="VCF header")
         except InputError:
+            check_alias_not_masking(name, available, aliases)
             unmatched.append(name)
             continue
         if length is not None and length != len(fasta[target]):
