@@ -942,6 +942,25 @@ def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
+#: keys every replicate summary has (`run_replicate` writes them): a JSON file without them is not one
+REPLICATE_KEYS = ("cell", "replicate", "verdicts", "discoveries", "seconds", "cpu_seconds")
+
+
+def _read_table_json(path: str | Path, what: str, keys: tuple[str, ...]) -> dict:
+    """A JSON object with `keys` from `path`; InputError naming the file and what was expected otherwise."""
+    from interp.errors import InputError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON {what} ({exc})") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise InputError(f"{path}: not a {what} (expected a JSON object with {', '.join(keys)}; "
+                         f"{'it lacks ' + ', '.join(missing) if isinstance(data, dict) else 'it is not an object'})")
+    return data
+
+
 def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: dict | None = None,
            prior: str | Path | None = None, supersede: tuple[str, ...] = ()) -> list[dict]:
     """Read replicate summaries, write calibration.{tsv,json}, the plots and report.md (atomically).
@@ -953,12 +972,17 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
 
     from interp.io import write_text_atomic
 
-    replicates = [json.loads(Path(p).read_text()) for p in replicate_files]
+    replicates = [_read_table_json(p, "replicate summary (<cell>/<replicate>.json of the calibration suite)",
+                                   REPLICATE_KEYS) for p in replicate_files]
+    earlier = None
+    if prior is not None:  # read before any pooling: a wrong --prior is named, not met as a KeyError
+        earlier = _read_table_json(prior, "calibration table (an earlier calibration.json)", ("rows",))
+        if not isinstance(earlier["rows"], list):
+            raise ValueError(f"{prior}: rows is not a list; expected an earlier calibration.json")
     rows = calibration_table(replicates)
     meta = {**(meta or {}), "n_replicate_files": len(replicates)}
-    if prior is not None:
+    if prior is not None and earlier is not None:
         text = Path(prior).read_text()
-        earlier = json.loads(text)
         first_new: dict[str, int] = {}
         for rep in replicates:
             first_new[rep["cell"]] = min(first_new.get(rep["cell"], rep["replicate"]), rep["replicate"])
@@ -967,7 +991,7 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
                          "meta": earlier.get("meta", {})}
         meta["superseded_cells"] = sorted(supersede)
     elif supersede:
-        raise ValueError("supersede names cells of an earlier table: give prior too")
+        raise ValueError("--supersede names cells of an earlier table: give --prior too")
     # everything rendered (plots written) before any table is replaced: a failure leaves the earlier set whole
     texts = {"json": json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
                                 allow_nan=False) + "\n",

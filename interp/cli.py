@@ -86,7 +86,7 @@ def _summary(configfiles: list[str]) -> int:
     from interp.config import check_config, load_workflow_config
     from interp.report.provenance import rule_timings
 
-    cfg = check_config(load_workflow_config(configfiles))
+    cfg = check_config(load_workflow_config(configfiles), source=", ".join(configfiles) or "configs/demo.yaml")
     run = cfg["run"]
     if not (Path("reports") / run / "index.html").is_file():
         raise InputError(f"reports/{run}/index.html: no report for run {run!r} yet (run snakemake with the same "
@@ -108,6 +108,9 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
     from interp.calibration import gather
 
     # not the hidden temporary sibling of a summary being written (interp.io.atomic_path: .<name>.tmp<pid>.json)
+    if not replicates.is_dir():
+        raise InputError(f"{replicates}: no such folder (expected the calibration suite's replicate folder, "
+                         "<cell>/<replicate>.json)")
     files = sorted(p for p in replicates.glob("*/*.json") if not p.name.startswith("."))
     if not files:
         raise InputError(f"{replicates}: no replicate summaries (<cell>/<replicate>.json) yet")
@@ -119,8 +122,8 @@ def _calibration_gather(replicates: Path, out: Path, prior: Path | None = None,
         rows = gather(files, {"tsv": out / "calibration.tsv", "json": out / "calibration.json",
                               "report": out / "report" / "report.md"}, meta={"command": command}, prior=prior,
                       supersede=tuple(supersede))
-    except ValueError as exc:
-        raise InputError(f"{prior}: {exc}") from None
+    except ValueError as exc:  # each message names its file or cell
+        raise InputError(str(exc)) from None
     print(f"{len(files)} replicate summaries, {len(rows)} rows -> {out}/calibration.tsv, calibration.json, "
           "report/report.md")
     return 0
@@ -153,7 +156,9 @@ def _prefetch(cards: list[str], configfiles: list[str], cache: str | None) -> in
     from interp.embed.hub import prefetch_models
     from interp.embed.registry import load_card
 
-    paths = [Path(c) if Path(c).is_file() else model_card_path(c) for c in cards]
+    # a card named by its file (models/x.yaml, ./my.yaml) or by its name (x: models/x.yaml)
+    paths = [Path(c) if Path(c).is_file() or c.endswith((".yaml", ".yml")) or "/" in c else model_card_path(c)
+             for c in cards]
     if configfiles:
         from interp.config import check_config, load_workflow_config
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from interp.cohort.config import CohortConfig
 from interp.embed.config import EmbedConfig
 from interp.errors import InputError, yaml_problem
+from interp.io import load_yaml_unique
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -161,6 +163,9 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         from interp.embed.registry import load_card
 
         cards[name] = load_card(card)  # a bad card stops the run here, naming the card file and field
+        if cards[name]["name"] != name:  # the report and the results name a model by its card's `name`
+            raise InputError(f"{card}, field name: {cards[name]['name']!r}, but the card is "
+                             f"listed in models as {name!r}; a copied card needs name: {name}")
     calibration_card = model_card_path(cfg["calibration"]["model"])
     if not calibration_card.exists():  # once: a FileNotFoundError traceback from common.smk (target calibration)
         known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
@@ -449,34 +454,72 @@ def load_workflow_config(paths: list[str | Path]) -> dict:
     return load_config_files([DEFAULT_CONFIG, *rest])
 
 
+#: mappings whose keys are data (population names), not settings: a config file that sets one replaces the
+#: mapping of the files before it (the defaults') instead of adding to it, or a user's {ADMIX: 300} would keep
+#: the demo's YRI, CEU and CHB
+REPLACED_MAPPINGS: tuple[tuple[str, ...], ...] = (("cohort", "populations"),)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """One YAML config file as a mapping; InputError naming the file for a missing or empty file, YAML that
+    does not parse, a key given twice in one mapping (a section written twice kept only the last), or a top
+    level that is not a mapping."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"config file {p} not found")
+    if p.is_dir():
+        raise InputError(f"config file {p} is a folder; expected a YAML file")
+    try:
+        with open(p, encoding="utf-8") as fh:
+            data = load_yaml_unique(fh.read())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML: {yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); expected YAML") from None
+    except OSError as exc:
+        raise InputError(f"config file {p}: cannot be read ({exc.strerror})") from None
+    if data is None:  # Snakemake refuses it too, without naming the file
+        raise InputError(f"{p}: no settings (the file is empty or holds only comments); expected a mapping of "
+                         "config keys such as run: and reference:")
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping of config keys at the top level")
+    return data
+
+
 def load_config_files(paths: list[str | Path]) -> dict:
-    """Merge YAML config files left to right (later keys win, like snakemake --configfile)."""
+    """Merge YAML config files left to right (later keys win, like snakemake --configfile; the mappings of
+    `REPLACED_MAPPINGS` are replaced whole)."""
     merged: dict = {}
     for path in paths:
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"config file {p} not found")
-        if p.is_dir():
-            raise InputError(f"config file {p} is a folder; expected a YAML file")
-        try:
-            with open(p, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML: {yaml_problem(exc)}") from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); expected YAML") from None
-        except OSError as exc:
-            raise InputError(f"config file {p}: cannot be read ({exc.strerror})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{p}: expected a mapping of config keys at the top level")
-        _deep_update(merged, data)
+        _deep_update(merged, read_config_file(path))
     return merged
 
 
-def _deep_update(base: dict, new: dict) -> None:
+def replace_data_mappings(config: dict, sources: list) -> dict:
+    """`config` merged key by key by Snakemake from `sources` (its --configfile files, after the workflow's own
+    default, then its --config mapping), with each mapping of `REPLACED_MAPPINGS` that a source sets replaced
+    by the last such source's own (files are read again, and checked as `read_config_file` does)."""
+    for keys in REPLACED_MAPPINGS:
+        last = None
+        for source in sources:
+            node: Any = dict(source) if isinstance(source, Mapping) else read_config_file(source)
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                last = node
+        if last is not None:
+            parent = config
+            for key in keys[:-1]:
+                parent = parent.setdefault(key, {})
+            parent[keys[-1]] = copy.deepcopy(last)
+    return config
+
+
+def _deep_update(base: dict, new: dict, path: tuple[str, ...] = ()) -> None:
     for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
+        here = (*path, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in REPLACED_MAPPINGS:
+            _deep_update(base[key], value, here)
         else:
             base[key] = value
 

@@ -13,7 +13,9 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from interp.errors import InputError
 
@@ -126,3 +128,24 @@ def read_safetensors_metadata(path: str | Path, what: str) -> dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise InputError(f"{path}: {what} is not a readable safetensors file ({err})") from err
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (a section or setting written twice would
+    otherwise silently keep the last: `trust_remote_code: true` then `false`, or two `sae:` sections)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_unique(text: str) -> Any:
+    """YAML text read safely, a key given twice in one mapping refused (yaml.YAMLError)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+

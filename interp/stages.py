@@ -82,6 +82,18 @@ def job_json(input: dict[str, Any], output: dict[str, Any], params: Any, threads
                       sort_keys=True)
 
 
+class JobPart(dict):
+    """A job's input, output or params: a key the stage needs but the job lacks (a job typed by hand) is an
+    InputError naming it, not a KeyError traceback."""
+
+    def __init__(self, part: str, items: dict) -> None:
+        super().__init__(items)
+        self.part = part
+
+    def __missing__(self, key: str) -> Any:
+        raise InputError(f"stage job: no {self.part} {key!r} (the job has {', '.join(map(repr, self)) or 'none'})")
+
+
 @dataclass
 class Job:
     input: dict[str, Any]
@@ -99,9 +111,15 @@ class Job:
         if not isinstance(data, dict) or not {"input", "output"} <= set(data):
             raise InputError(f"stage job: expected a JSON object with input, output, params and threads, got "
                              f"{text[:80]!r}")
+        bad = [k for k in ("input", "output", "params") if not isinstance(data.get(k) if data.get(k) is not None
+                                                                          else {}, dict)]
+        threads = data.get("threads", 1)
+        if bad or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InputError(f"stage job: {', '.join(bad) + ' must be objects' if bad else 'threads must be an integer >= 1'}"
+                             f", got {text[:80]!r}")
         named = {k: {name: expand_paths(v) for name, v in (data.get(k) or {}).items()} for k in ("input", "output")}
-        return cls(input=named["input"], output=named["output"],
-                   params=data.get("params", {}), threads=int(data.get("threads", 1)))
+        return cls(input=JobPart("input", named["input"]), output=JobPart("output", named["output"]),
+                   params=JobPart("params", data.get("params") or {}), threads=threads)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -149,3 +149,85 @@ def test_a_mistake_in_a_model_card_is_named_in_the_card_file(tmp_path: Path, cap
     monkeypatch.setattr(config, "MODELS_DIR", models)
     rc, err = _check_config(tmp_path, "seed: 7", capsys)
     assert rc == 2 and err.startswith(f"error: {models / 'tiny-dnalm.yaml'}: {expected}"), err
+
+
+def test_a_section_given_twice_an_empty_config_and_a_copied_card_are_refused(tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """A config with `sae:` twice kept the second silently (check-config and Snakemake both took it); an empty or
+    comment-only config passed check-config (Snakemake then refused it without naming the file); a card copied
+    under a new file name but keeping `name: tiny-dnalm` passed, and the report gave both models that name and
+    the same checkpoint."""
+    import interp.config as config
+
+    rc, err = _check_config(tmp_path, "sae: {n_features: 64, k: 4}\nrun: x\nsae: {layer: block3}\n", capsys)
+    assert rc == 2 and err == f"error: {tmp_path / 'user.yaml'}: not valid YAML: line 3, column 1: key 'sae' is " \
+                              "given twice\n"
+    rc, err = _check_config(tmp_path, "# settings to come\n", capsys)
+    assert rc == 2 and "user.yaml: no settings (the file is empty or holds only comments)" in err
+    models = tmp_path / "models"
+    models.mkdir()
+    for card in config.MODELS_DIR.glob("*.yaml"):
+        (models / card.name).write_text(card.read_text())
+    (models / "my-tiny.yaml").write_text((models / "tiny-dnalm.yaml").read_text())
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    rc, err = _check_config(tmp_path, "models: [tiny-dnalm, my-tiny]", capsys)
+    assert rc == 2 and err.startswith(f"error: {models / 'my-tiny.yaml'}, field name: 'tiny-dnalm', but the card "
+                                      "is listed in models as 'my-tiny'"), err
+
+
+def test_a_users_populations_replace_the_defaults(tmp_path: Path, capsys) -> None:
+    """`cohort.populations` is keyed by population names (data, not settings): merged key by key over the demo's
+    {YRI, CEU, CHB}, a user's {ADMIX: 300} for the admixed demography kept all four, and the simulation then
+    stopped on a population the user never wrote. The user's mapping now replaces the default's, in
+    check-config and in the workflow (the same files read again after Snakemake's merge)."""
+    import json
+
+    from interp.config import load_workflow_config, replace_data_mappings
+
+    text = "cohort: {populations: {ADMIX: 300}, simulate: {demography: AmericanAdmixture_4B18}}\n"
+    rc, _ = _check_config(tmp_path, text, capsys)
+    out = capsys.readouterr()
+    assert rc == 0
+    user = tmp_path / "user.yaml"
+    assert load_workflow_config([user])["cohort"]["populations"] == {"ADMIX": 300}
+    # Snakemake's own merge (key by key) put right from the files, and a later --config mapping wins
+    merged = {"cohort": {"populations": {"YRI": 100, "CEU": 100, "CHB": 100, "ADMIX": 300}, "maf": 0.05}}
+    assert replace_data_mappings(json.loads(json.dumps(merged)), [user])["cohort"] == {
+        "populations": {"ADMIX": 300}, "maf": 0.05}
+    later = {"cohort": {"populations": {"AFR": 10, "EUR": 10}}}
+    assert replace_data_mappings(json.loads(json.dumps(merged)), [user, later])["cohort"]["populations"] == {
+        "AFR": 10, "EUR": 10}
+    # a config that leaves populations alone keeps the default's
+    other = tmp_path / "other.yaml"
+    other.write_text("seed: 3\n")
+    assert load_workflow_config([other])["cohort"]["populations"] == {"YRI": 100, "CEU": 100, "CHB": 100}
+    assert out.err == ""
+
+
+def test_calibration_gather_names_the_file_it_cannot_read(tmp_path: Path, capsys) -> None:
+    """calibration-gather on a folder of other JSON (KeyError traceback), with an empty replicate (blamed on
+    --prior, or on 'None'), with a --prior that is not a calibration table (KeyError / TypeError tracebacks), or
+    on a folder that does not exist ("no replicate summaries yet")."""
+    from interp.cli import main
+
+    (tmp_path / "reps" / "base").mkdir(parents=True)
+    (tmp_path / "reps" / "base" / "3.json").write_text("")
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'reps' / 'base' / '3.json'}: not a readable JSON replicate summary")
+    (tmp_path / "reps" / "base" / "3.json").write_text('{"run": "demo"}')
+    assert main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "out")]) == 2
+    assert "3.json: not a replicate summary (<cell>/<replicate>.json of the calibration suite) (expected a JSON " \
+           "object with cell, replicate, verdicts, discoveries, seconds, cpu_seconds; it lacks cell, replicate, " \
+           "verdicts" in capsys.readouterr().err
+    good = {"cell": "base", "replicate": 0, "verdicts": {}, "discoveries": None, "seconds": 1, "cpu_seconds": 1}
+    (tmp_path / "reps" / "base" / "3.json").write_text(__import__("json").dumps(good))
+    for prior_text, needle in (("[1, 2]", "it is not an object"), ('{"meta": {}}', "it lacks rows")):
+        prior = tmp_path / "prior.json"
+        prior.write_text(prior_text)
+        rc = main(["calibration-gather", str(tmp_path / "reps"), str(tmp_path / "out"), "--prior", str(prior)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith(f"error: {prior}: not a calibration table") and needle in err, err
+    assert main(["calibration-gather", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -193,6 +193,10 @@ def test_every_rule_has_log_benchmark_threads_and_resources(workflow_copy: Path)
     [
         (["stage", "windows", "not json"], "error: stage job: not valid JSON"),
         (["stage", "windows", "[]"], "error: stage job: expected a JSON object with input, output"),
+        (["stage", "windows", '{"input": {}, "output": {}, "threads": "x"}'],
+         "error: stage job: threads must be an integer >= 1"),
+        (["stage", "windows", '{"input": [], "output": {}}'], "error: stage job: input must be objects"),
+        (["stage", "windows", '{"input": {}, "output": {}}'], "error: stage job: no input 'fasta' (the job has none)"),
         (["stage", "no_such_stage", "{}"], "error: unknown stage 'no_such_stage'; stages: windows,"),
     ],
 )

@@ -31,6 +31,7 @@ import yaml
 
 from interp.embed.base import Embedder
 from interp.errors import InputError, where, yaml_problem
+from interp.io import load_yaml_unique
 
 FAMILIES = ("tiny", "hf", "evo2")
 MODEL_FAMILIES = ("tiny", "nucleotide-transformer", "dnabert-2", "gena-lm", "hyenadna", "caduceus", "evo2", "bert")
@@ -128,27 +129,12 @@ def load_card(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: model card not found")
     try:
-        card = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        card = load_yaml_unique(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err})") from err
     except yaml.YAMLError as err:
         raise InputError(f"{path}: not valid YAML: {yaml_problem(err)}") from err
     return check_card(card, path)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (`trust_remote_code: true` then `false` would otherwise
-    silently keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def make_embedder(card: dict, checkpoint: Path | None, device: str = "cpu", hf_cache: str | None = None,

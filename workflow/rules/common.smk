@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from interp.cohort.config import cohort_rule_settings
 from interp.cohort.shards import count_cohort_regions, shard_index, shard_names, shard_slice
-from interp.config import check_config, model_layer_names
+from interp.config import check_config, model_layer_names, replace_data_mappings
 from interp.errors import InputError
 from interp.resources import count_lines, job_resources, region_kb
 from interp.stages import job_json
@@ -19,7 +19,11 @@ try:
     # One short message naming the key or path, instead of a schema dump.
     # named by the user's --configfile(s), merged over configs/demo.yaml, so a user knows where to look
     _files = [str(path) for path in workflow.config_settings.configfiles] or ["configs/demo.yaml"]
-    config = check_config(config, base_dir=workflow.basedir, source=f"config ({', '.join(_files)})")
+    _overrides = dict(workflow.config_settings.config or {})
+    # Snakemake merges the files key by key: population mappings are replaced whole (interp.config)
+    config = replace_data_mappings(config, [*workflow.config_settings.configfiles, _overrides])
+    _named = ", ".join(_files) + (f"; --config {', '.join(sorted(_overrides))}" if _overrides else "")
+    config = check_config(config, base_dir=workflow.basedir, source=f"config ({_named})")
 except InputError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 validate(config, "../schemas/config.schema.yaml")
