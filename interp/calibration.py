@@ -943,7 +943,7 @@ def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 
 #: keys every replicate summary has (`run_replicate` writes them): a JSON file without them is not one
-REPLICATE_KEYS = ("cell", "replicate", "verdicts", "discoveries", "seconds", "cpu_seconds")
+REPLICATE_KEYS = ("cell", "replicate", "verdicts")
 
 
 def _read_table_json(path: str | Path, what: str, keys: tuple[str, ...]) -> dict:
@@ -991,7 +991,7 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
                          "meta": earlier.get("meta", {})}
         meta["superseded_cells"] = sorted(supersede)
     elif supersede:
-        raise ValueError("--supersede names cells of an earlier table: give --prior too")
+        raise ValueError("supersede names cells of an earlier table: give prior too")
     # everything rendered (plots written) before any table is replaced: a failure leaves the earlier set whole
     texts = {"json": json.dumps(_strict({"meta": meta, "rows": rows}), indent=2, sort_keys=True,
                                 allow_nan=False) + "\n",

@@ -138,15 +138,22 @@ SIZE_OF = {"place_cohort": lambda input: vcf_copy_size_mb(getattr(input, "vcf", 
 
 
 def region_kb(path: str) -> float:
-    """Total length in kb of a regions table (parquet with start and end, as place_cohort writes): for `units`."""
+    """Total length in kb of a regions table (parquet with start and end, as place_cohort writes): for `units`.
+    0 for a table not written yet: Snakemake evaluates resources while it builds the DAG, then again, with every
+    input present, before it runs the job (`reset_params_and_resources`)."""
     import polars as pl
 
+    if not os.path.isfile(path):
+        return 0.0
     spans = pl.read_parquet(path, columns=["start", "end"])
     return float((spans["end"] - spans["start"]).sum() or 0) / 1000
 
 
 def count_lines(path: str, header: bool = True) -> int:
-    """Data lines of a text table (samples.tsv): for `units` without parsing it."""
+    """Data lines of a text table (samples.tsv): for `units` without parsing it; 0 for a table not written yet
+    (a simulated cohort's, while Snakemake builds the DAG: see `region_kb`)."""
+    if not os.path.isfile(path):
+        return 0
     with open(path) as fh:
         n = sum(1 for line in fh if line.strip())
     return max(n - (1 if header else 0), 0)
