@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from interp.cohort.config import CohortConfig
+from interp.cohort.config import DEMOGRAPHY_POPULATIONS, CohortConfig
 from interp.embed.config import EmbedConfig
 from interp.errors import InputError, yaml_problem
 from interp.io import load_yaml_unique
@@ -209,6 +209,13 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
         if stray:
             raise InputError(f"{source}: cohort.categorical_covariates {stray} must also be listed in "
                              f"cohort.covariates ({cohort.covariates})")
+        demography = cohort.simulate.get("demography", "OutOfAfrica_3G09")
+        known = DEMOGRAPHY_POPULATIONS.get(demography, ())
+        unknown = [p for p in cohort.populations if p not in known]
+        if cohort.source == "simulate" and known and unknown:  # else the simulate job stops on it, much later
+            raise InputError(f"{source}: cohort.populations: {unknown[0]!r} is not a population of "
+                             f"cohort.simulate.demography {demography} ({', '.join(known)}); a config's "
+                             "populations replace the default's")
         if cohort.source == "simulate" and cohort.simulate.get("labels") == "absent" and cohort.population_column:
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")

@@ -197,6 +197,11 @@ def test_a_users_populations_replace_the_defaults(tmp_path: Path, capsys) -> Non
     later = {"cohort": {"populations": {"AFR": 10, "EUR": 10}}}
     assert replace_data_mappings(json.loads(json.dumps(merged)), [user, later])["cohort"]["populations"] == {
         "AFR": 10, "EUR": 10}
+    # populations the demography lacks stop check-config (they stopped the simulate job, naming 'simulation')
+    rc, err = _check_config(tmp_path, "cohort: {populations: {ADMIX: 300}}\n", capsys)
+    assert rc == 2 and "cohort.populations: 'ADMIX' is not a population of cohort.simulate.demography " \
+                       "OutOfAfrica_3G09 (YRI, CEU, CHB)" in err, err
+    user.write_text(text)
     # a config that leaves populations alone keeps the default's
     other = tmp_path / "other.yaml"
     other.write_text("seed: 3\n")

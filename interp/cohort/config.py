@@ -73,6 +73,13 @@ class CohortConfig:
 #: (Snakemake's params trigger) reruns only the rules that do: the shard size only plans jobs; maf, n_pcs and
 #: ancestry_exclude_flank are read by ancestry alone, keep_haplotypes by embed_cohort alone (cohort_embed_params).
 #: "check": check_cohort (the samples sheet, phenotypes and covariates included); "ancestry": ancestry.
+#: the populations each simulated demography has (`cohort.simulate.demography` -> names `cohort.populations` may
+#: use); the simulation builds its models with these names (interp.cohort.simulate)
+DEMOGRAPHY_POPULATIONS: dict[str, tuple[str, ...]] = {
+    "OutOfAfrica_3G09": ("YRI", "CEU", "CHB"),
+    "AmericanAdmixture_4B18": ("AFR", "EUR", "ASIA", "ADMIX"),
+}
+
 NOT_READ_BY = {
     "check": ("shard_genes", "maf", "n_pcs", "ancestry_exclude_flank", "keep_haplotypes"),
     "ancestry": ("shard_genes", "keep_haplotypes"),

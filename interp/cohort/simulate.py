@@ -34,6 +34,7 @@ import tskit
 from scipy.optimize import brentq
 from scipy.special import expit
 
+from interp.cohort.config import DEMOGRAPHY_POPULATIONS
 from interp.errors import InputError
 from interp.genome.fasta import resolve_contig
 from interp.io import atomic_path, write_text_atomic
@@ -72,7 +73,7 @@ class OutOfAfrica3G09:
 
 
 OUT_OF_AFRICA_3G09 = OutOfAfrica3G09()
-POPULATIONS = ("YRI", "CEU", "CHB")
+POPULATIONS = DEMOGRAPHY_POPULATIONS[DEMOGRAPHY_NAME]
 
 
 def out_of_africa_demography(p: OutOfAfrica3G09 = OUT_OF_AFRICA_3G09) -> msprime.Demography:
@@ -104,7 +105,7 @@ def out_of_africa_demography(p: OutOfAfrica3G09 = OUT_OF_AFRICA_3G09) -> msprime
     return demography
 
 
-ADMIXED_POPULATIONS = ("AFR", "EUR", "ASIA", "ADMIX")
+ADMIXED_POPULATIONS = DEMOGRAPHY_POPULATIONS[ADMIXED_NAME]
 ADMIXED_SOURCES = ("AFR", "EUR", "ASIA")
 ADMIXTURE_PROPORTIONS = {"AFR": 1 / 6, "EUR": 1 / 3, "ASIA": 1 / 2}  # of the ADMIX founders (Browning 2018)
 
