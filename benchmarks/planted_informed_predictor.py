@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.genome.fasta import read_fasta
+from interp.lm.markov import encode_acgt
 from interp.sae.planted_genome import PlantedConfig, motif_frequencies, read_planted_bed
 
 
@@ -27,7 +28,7 @@ def informed_cross_entropy(seq: str, elements, transition: np.ndarray, cfg: Plan
                            first: int) -> tuple[float, float]:
     """(both sides, left only) mean -log p over bases first.. of `seq`."""
     order = int(round(np.log(transition.shape[0]) / np.log(4)))
-    codes = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), np.frombuffer(seq.encode(), np.uint8))
+    codes = encode_acgt(seq)
     told = np.full((len(seq), 4), np.nan)
     freqs = motif_frequencies(cfg.motifs)
     for r in elements.iter_rows(named=True):
@@ -72,6 +73,10 @@ def main() -> None:
     parser.add_argument("genome", type=Path, help="the planted run's genome folder")
     parser.add_argument("--heldout-fraction", type=float, default=0.2)
     args = parser.parse_args()
+    missing = [n for n in ("planted.json", "planted.fa", "planted.bed") if not (args.genome / n).is_file()]
+    if missing:
+        raise SystemExit(f"{args.genome}: no {', '.join(missing)}; expected a planted run's genome folder "
+                         "(results/<run>/planted/genome, written by `make planted`)")
     stats = json.loads((args.genome / "planted.json").read_text())
     cfg = PlantedConfig.from_params(stats["config"])
     seq = read_fasta(args.genome / "planted.fa")[cfg.contig].upper()

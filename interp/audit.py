@@ -175,8 +175,8 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     value by the totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4
     cases, "<5 controls": 0-4 controls, COMPLEMENTARY: 5 or more of each), one more shown group is masked
     with COMPLEMENTARY (its size hidden too while a hidden size is pinned): the smallest of at least
-    3 x MIN_REPORTED_GROUP samples, else the smallest. The choice depends on the sizes only, never on the hidden counts. The sizes hidden are
-    `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
+    3 x MIN_REPORTED_GROUP samples, else the smallest. The choice depends on the sizes only, never on the
+    hidden counts. The sizes hidden are `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
     phenotype of a cohort and in its population table: chosen per phenotype by where the cases fall, one
     phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one.
 

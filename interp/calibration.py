@@ -981,7 +981,7 @@ def gather(replicate_files: list[str | Path], out: dict[str, str | Path], meta: 
             raise ValueError(f"{prior}: rows is not a list; expected an earlier calibration.json")
     rows = calibration_table(replicates)
     meta = {**(meta or {}), "n_replicate_files": len(replicates)}
-    if prior is not None and earlier is not None:
+    if earlier is not None:
         text = Path(prior).read_text()
         first_new: dict[str, int] = {}
         for rep in replicates:

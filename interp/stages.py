@@ -111,12 +111,12 @@ class Job:
         if not isinstance(data, dict) or not {"input", "output"} <= set(data):
             raise InputError(f"stage job: expected a JSON object with input, output, params and threads, got "
                              f"{text[:80]!r}")
-        bad = [k for k in ("input", "output", "params") if not isinstance(data.get(k) if data.get(k) is not None
-                                                                          else {}, dict)]
+        bad = [k for k in ("input", "output", "params") if data.get(k) is not None and not isinstance(data[k], dict)]
+        if bad:
+            raise InputError(f"stage job: {', '.join(bad)} must be objects, got {text[:80]!r}")
         threads = data.get("threads", 1)
-        if bad or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise InputError(f"stage job: {', '.join(bad) + ' must be objects' if bad else 'threads must be an integer >= 1'}"
-                             f", got {text[:80]!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InputError(f"stage job: threads must be an integer >= 1, got {text[:80]!r}")
         named = {k: {name: expand_paths(v) for name, v in (data.get(k) or {}).items()} for k in ("input", "output")}
         return cls(input=JobPart("input", named["input"]), output=JobPart("output", named["output"]),
                    params=JobPart("params", data.get("params") or {}), threads=threads)

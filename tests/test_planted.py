@@ -17,6 +17,7 @@ import pysam
 import pytest
 
 from interp.genome.fasta import read_fasta
+from interp.lm.markov import encode_acgt
 from interp.sae.concepts import LabelConfig, ThresholdCounts, label_units
 from interp.sae.planted import (
     PlantedTargets,
@@ -118,8 +119,7 @@ def test_background_keeps_the_source_3mer_statistics(genome):
 def _chain_z(seq: str, transition: np.ndarray, positions: np.ndarray) -> float:
     """z of the summed log-probability of the bases at `positions` under the order-3 chain, given the bases
     before them: about N(0, 1) when those bases were drawn from the chain given exactly those bases."""
-    codes = np.frombuffer(seq.encode(), dtype=np.uint8)
-    codes = np.searchsorted(np.frombuffer(b"ACGT", dtype=np.uint8), codes)
+    codes = encode_acgt(seq)
     log_t = np.log(transition)
     context = codes[positions - 3] * 16 + codes[positions - 2] * 4 + codes[positions - 1]
     observed = log_t[context, codes[positions]]

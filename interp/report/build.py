@@ -494,13 +494,8 @@ def _annotation_near(inputs: dict, params: dict, bio: pl.DataFrame) -> pl.DataFr
     keep = KeepStudied(contigs, aliases, spans=spans.iter_rows())
     ann = to_contigs(read_annotation(inputs["annotation"], ref.get("annotation_format", "auto"), keep=keep),
                      contigs, aliases, drop_missing=True)
-    if ann.is_empty():
-        return empty
-    # the transcripts whose own span overlaps a biomarker row (the reader kept them whole, exons included)
-    tx = ann.group_by("transcript").agg(pl.col("contig").first(), pl.col("start").min(), pl.col("end").max())
-    near = KeepStudied(contigs, None, spans=spans.iter_rows())
-    kept = [t for t, c, s0, s1 in tx.select("transcript", "contig", "start", "end").iter_rows() if near("", c, s0, s1)]
-    return ann.filter(pl.col("transcript").is_in(kept)).select(list(empty.columns))
+    # `keep` kept the transcripts whose own span overlaps a biomarker row, whole (exons included)
+    return ann.select(list(empty.columns)) if not ann.is_empty() else empty
 
 
 def regional_plot(bio: pl.DataFrame, phenotype: str, exons: pl.DataFrame, truth: dict | None) -> str:

@@ -186,13 +186,11 @@ def planted_genome(cfg: PlantedConfig, source_seqs: list[str]) -> tuple[str, pl.
     # the elements are placed first and the background drawn around them, each base given the real bases
     # before it, elements' included
     fixed = np.full(cfg.length, -1, dtype=np.int64)
-    code_of = np.full(256, -1, dtype=np.int64)
-    code_of[BASES] = np.arange(4)
     rows = []
     pos = 0
     for (name, element, strand), gap in zip(items, gaps, strict=True):
         pos += int(gap)
-        element_codes = code_of[np.frombuffer(element.encode("ascii"), dtype=np.uint8)]
+        element_codes = encode_acgt(element)
         assert (element_codes >= 0).all(), f"planted {name} element has a base other than A/C/G/T"
         fixed[pos:pos + len(element)] = element_codes
         rows.append((cfg.contig, pos, pos + len(element), name, strand))

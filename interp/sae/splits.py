@@ -63,10 +63,10 @@ class BlockSplit:
     def split_of_blocks(self, keys: np.ndarray) -> np.ndarray:
         """int8 [m] split code of each global block id (UNUSED for a block no window touches)."""
         keys = np.asarray(keys, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.block_keys, keys), max(self.block_keys.size - 1, 0))
-        known = self.block_keys.size > 0
-        hit = (self.block_keys[at] == keys) if known else np.zeros(keys.shape, dtype=bool)
-        return np.where(hit, self.block_split[at] if known else np.int8(UNUSED), np.int8(UNUSED)).astype(np.int8)
+        if not self.block_keys.size:
+            return np.full(keys.shape, UNUSED, dtype=np.int8)
+        at = np.minimum(np.searchsorted(self.block_keys, keys), self.block_keys.size - 1)
+        return np.where(self.block_keys[at] == keys, self.block_split[at], UNUSED).astype(np.int8)
 
     def of_tokens(self, window_index: np.ndarray, base_start: np.ndarray) -> np.ndarray:
         """int8 [m] split code of each token: its block's, or UNUSED when its window straddles splits."""
