@@ -99,6 +99,50 @@ def test_multiallelic_records_are_split_into_one_record_per_alt_allele(tmp_path)
         read_genotypes(vcf)
 
 
+@pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
+def test_repeated_records_are_read_once_as_bcftools_norm_d_exact_keeps_them(tmp_path):
+    """A record repeating the contig, position, REF, ALT and calls of an earlier one (two copies of a file
+    concatenated, a split record beside its unsplit source) was read twice: the rank stage tested the variant
+    twice under `#k` ids and the PCA counted it twice. It is skipped, as `bcftools norm -d exact` skips it
+    (the oracle), here for a plain repeat, one in lower case, and one hidden in a multi-allelic record; a
+    record at the same position with another ALT is a different variant and stays. The same variant with
+    other calls is refused, naming it: which record is right cannot be told."""
+    text = ("##fileformat=VCFv4.2\n##contig=<ID=1,length=100>\n"
+            '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+            "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
+            "1\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n"
+            "1\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n"
+            "1\t5\t.\tA\tG\t.\t.\t.\tGT\t1|0\t0|0\n"
+            "1\t7\t.\tA\tT\t.\t.\t.\tGT\t0|0\t0|1\n"
+            "1\t7\t.\ta\tt\t.\t.\t.\tGT\t0|0\t0|1\n"
+            "1\t9\t.\tA\tT\t.\t.\t.\tGT\t0|1\t0|0\n"
+            "1\t9\t.\tA\tG,T\t.\t.\t.\tGT\t1|2\t0|0\n")
+    vcf = _bgzip(tmp_path / "dup.vcf.gz", text)
+    pysam.tabix_index(str(vcf), preset="vcf", force=True)
+    genotypes = read_genotypes(vcf)
+    assert genotypes.n_duplicate_skipped == 3 and genotypes.n_variants == 5
+    normed = subprocess.run(["bcftools", "norm", "-m", "-any", str(vcf)], check=True, capture_output=True,
+                            text=True).stdout
+    normed = subprocess.run(["bcftools", "norm", "-d", "exact", "-"], input=normed, check=True,
+                            capture_output=True, text=True).stdout
+    expected = [line.split("\t") for line in normed.splitlines() if not line.startswith("#")]
+    assert [(int(f[1]), f[3].upper(), f[4].upper()) for f in expected] == list(
+        zip(genotypes.pos.tolist(), genotypes.ref, genotypes.alt, strict=True))
+    calls = [[[int(a) for a in call.replace("|", "/").split("/")] for call in f[9:]] for f in expected]
+    np.testing.assert_array_equal(genotypes.gt, calls)
+    fasta = {"1": "A" * 100}
+    summary = validate_cohort(vcf, _sheet(["a", "b"], case=[0, 1]), fasta, {}, None, [], 2)
+    assert summary["n_duplicate_skipped"] == 3
+    regional = read_genotypes(vcf, regions=[Region("r", "1", 0, 100)], fasta_contigs=["1"])
+    assert regional.n_duplicate_skipped == 3 and regional.n_variants == 5
+    conflicting = _bgzip(tmp_path / "conflict.vcf.gz", text + "1\t9\t.\tA\tT\t.\t.\t.\tGT\t0|1\t1|0\n")
+    message = r"conflict.vcf.gz: the variant 1:9 A>T appears in two records with different genotypes"
+    with pytest.raises(InputError, match=message):
+        read_genotypes(conflicting)
+    with pytest.raises(InputError, match=message):
+        validate_cohort(conflicting, _sheet(["a", "b"], case=[0, 1]), fasta, {}, None, [], 2)
+
+
 def test_record_with_more_alt_alleles_than_int8_holds_is_split(tmp_path):
     """A joint-called STR site can list over 127 ALT alleles: a call naming allele 130 stopped the read with an
     OverflowError traceback; the record is now split like any other."""

@@ -58,6 +58,10 @@ class Genotypes:
     phased: np.ndarray
     n_multiallelic_split: int = 0  # multi-allelic records read as one record per sequence ALT allele
     n_other_skipped: int = 0  # records with no sequence ALT: reference-only, or only symbolic (<DEL>, <*>) or *
+    # biallelic records (after splitting) repeating the contig, position, REF, ALT and calls of one read before:
+    # skipped, as `bcftools norm -d exact` does (read twice, a variant was tested twice and counted twice in the
+    # PCA and the multiple-testing families); the same variant with other calls is an InputError
+    n_duplicate_skipped: int = 0
     contig_map: dict[str, str] = field(default_factory=dict)  # VCF name -> returned name
 
     @property
@@ -571,6 +575,24 @@ def _biallelic(fields: list[str]) -> str:
     return "ok"
 
 
+def _is_repeat(seen: dict[tuple[str, int, str, str], bytes], key: tuple[str, int, str, str], gt: np.ndarray,
+               phased: np.ndarray, path: Path, vcf_contig: str) -> bool:
+    """Whether the biallelic record `key` (contig, pos, REF, ALT) with calls gt [n, 2] / phased [n] repeats one
+    in `seen` (then it is skipped); records it in `seen` otherwise. A repeat whose calls differ is an
+    InputError: which of the two is right cannot be told (`bcftools norm -d exact` keeps the first; `bcftools
+    consensus` applies whichever carries the ALT first)."""
+    digest = hashlib.blake2b(gt.tobytes() + np.packbits(phased).tobytes(), digest_size=16).digest()
+    earlier = seen.setdefault(key, digest)
+    if earlier is digest:
+        return False
+    if earlier != digest:
+        _, pos, ref, alt = key
+        raise InputError(f"{path}: the variant {vcf_contig}:{pos} {ref}>{alt} appears in two records with different "
+                         "genotypes; which is right cannot be told. Remove the repeat (bcftools norm -d exact keeps "
+                         "the first) or fix the file")
+    return True
+
+
 def read_genotypes(
     vcf_path: str | Path,
     samples: list[str] | None = None,
@@ -580,7 +602,10 @@ def read_genotypes(
 ) -> Genotypes:
     """Read genotypes from a VCF as biallelic records: a multi-allelic record is split into one record per ALT
     allele that is a sequence (`_split_calls`, as `bcftools norm -m -any`), so haplotypes built from them equal
-    `bcftools consensus` on the unsplit file; a record with no such ALT is skipped and counted.
+    `bcftools consensus` on the unsplit file; a record with no such ALT is skipped and counted. A biallelic
+    record (after splitting) with the contig, position, REF, ALT and calls of one read before is skipped and
+    counted (`n_duplicate_skipped`), as `bcftools norm -d exact` skips it; the same variant with other calls is
+    an InputError (which record is right cannot be told).
 
     samples: keep these samples in this order (InputError if any is absent); None keeps all.
     regions: keep records whose first base lies in one of these 0-based half-open regions
@@ -619,7 +644,8 @@ def read_genotypes(
 
     n_all = len(header_samples)
     contigs, positions, refs, alts, calls, phases = [], [], [], [], [], []
-    n_multi = n_other = 0
+    n_multi = n_other = n_duplicate = 0
+    seen: dict[tuple[str, int, str, str], bytes] = {}  # (contig, pos, REF, ALT) read so far -> its calls' digest
     for line in _record_lines(vcf_path, spans):
         fields = line.split("\t", 9)
         if len(fields) < 8:
@@ -640,12 +666,16 @@ def read_genotypes(
             continue
         n_multi += "," in fields[4]
         contig = resolve(fields[0])
+        ref = fields[3].upper()
         for alt, gt, phased in split:
+            if _is_repeat(seen, (contig, pos, ref, alt), gt, phased, vcf_path, fields[0]):
+                n_duplicate += 1
+                continue
             if order is not None:
                 gt, phased = gt[order], phased[order]
             contigs.append(contig)
             positions.append(pos)
-            refs.append(fields[3].upper())
+            refs.append(ref)
             alts.append(alt)
             calls.append(gt)
             phases.append(phased)
@@ -660,6 +690,7 @@ def read_genotypes(
         phased=np.stack(phases) if phases else np.zeros((0, n), dtype=bool),
         n_multiallelic_split=n_multi,
         n_other_skipped=n_other,
+        n_duplicate_skipped=n_duplicate,
         contig_map=dict(contig_map),
     )
 
@@ -904,6 +935,8 @@ def validate_cohort(
     Returns n_samples, n_records_checked (records whose REF was compared), n_variants (biallelic
     records among them, a multi-allelic record counting once per sequence ALT allele, as `read_genotypes`
     splits it), n_variants_in_regions, n_multiallelic_split, n_other_skipped (records with no sequence ALT),
+    n_duplicate_skipped (biallelic records in the regions repeating the contig, position, REF, ALT and calls of
+    an earlier one, which `read_genotypes` skips; the same variant with other calls is refused),
     missing_rate (missing calls among those biallelic genotypes in the regions), n_samples_mostly_missing (samples with a
     missing call at over half of those records), n_het_calls (heterozygous calls there, both copies called),
     n_half_missing_alt_calls (calls with one copy missing and the other ALT: './1', '1/.', '.|1', a './2' in the
@@ -933,7 +966,8 @@ def validate_cohort(
         spans = [(name, start, end) for contig, merged in by_contig.items()
                  for name in contig_map if contig_map[name] == contig for start, end in merged]
     n_all = len(header.samples)
-    checked = biallelic = in_regions = n_multi = n_other = 0
+    checked = biallelic = in_regions = n_multi = n_other = n_duplicate = 0
+    seen: dict[tuple[str, int, str, str], bytes] = {}  # biallelic records in the regions so far -> calls' digest
     n_missing = n_calls = n_het = n_unphased_het = n_half = n_unphased_half = 0
     per_sample_missing = np.zeros(len(header.samples), dtype=np.int64)  # records with a missing call, per sample
     # per sample: heterozygous and half-missing ALT calls, and those of them unphased
@@ -963,17 +997,21 @@ def validate_cohort(
             n_mismatch += 1
             if len(mismatches) < 5:
                 mismatches.append(f"{chrom}:{pos} REF={ref} reference={found}")
-        n_alts = sum(map(_is_sequence, fields[4].split(","))) if _is_sequence(ref) else 0
-        if not n_alts:
+        alts = [alt.upper() for alt in fields[4].split(",") if _is_sequence(alt)] if _is_sequence(ref) else []
+        if not alts:
             n_other += 1
             continue
         n_multi += "," in fields[4]
+        n_alts = len(alts)
         biallelic += n_alts  # a multi-allelic record counts as the biallelic records it is read as
         if by_contig is None or _in_regions(contig, pos - 1, by_contig):
             in_regions += n_alts
             split = _split_calls(fields, n_all, f"{vcf_path}, record {chrom}:{pos}") if (
                 n_all and len(fields) == 10) else []
-            for _, gt, phased in split:
+            for alt, gt, phased in split:
+                if _is_repeat(seen, (contig, pos, ref.upper(), alt), gt, phased, vcf_path, chrom):
+                    n_duplicate += 1  # read_genotypes skips it
+                    continue
                 per_sample_missing += (gt < 0).any(axis=1)
                 n_missing += int((gt < 0).sum())
                 n_calls += gt.size
@@ -1006,6 +1044,7 @@ def validate_cohort(
         "n_multiallelic_split": n_multi,
         "n_multiallelic_skipped": 0,  # kept for report.json readers: multi-allelic records are now split, not skipped
         "n_other_skipped": n_other,
+        "n_duplicate_skipped": n_duplicate,
         "missing_rate": n_missing / n_calls if n_calls else 0.0,
         "n_het_calls": n_het,
         # a count, not who: samples missing most genotypes become (nearly) the reference under missing: ref
