@@ -222,7 +222,8 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
 
 
 PROBE_SAE_KEYS = ("model", "layer", "target", "level", "k", "auroc_raw", "auroc_sae", "difference", "ci_low",
-                  "ci_high", "winner", "n_folds_used", "n_missing", "C_raw", "C_sae")
+                  "ci_high", "winner", "n_folds_used", "n_missing", "C_raw", "C_sae", "auroc_raw_ci_low",
+                  "auroc_raw_ci_high", "auroc_sae_ci_low", "auroc_sae_ci_high")
 
 
 def probe_sae_rows(path: str | Path | None) -> list[dict]:
