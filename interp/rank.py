@@ -694,7 +694,13 @@ def rank_family(x: np.ndarray | Columns, y: np.ndarray, covariates: np.ndarray |
     if keep.size > cfg.top_k and cfg.resamples > 0:
         # screening: a column far down the full-sample ranking is essentially never in a half-sample's top_k;
         # columns beyond the best `stability_screen` keep NaN (not computed) rather than a guessed 0
-        screened = np.sort(best_first[:cfg.stability_screen])
+        screened = best_first[:cfg.stability_screen]
+        if keep.size > cfg.stability_screen:  # columns tied with the last screened one come in with it: cut by
+            # column order, 60 of 120 equivalent dimensions of one window had stability and the others none
+            beyond = best_first[cfg.stability_screen:]
+            p_cut = cols["p"][screened[-1]]
+            screened = np.concatenate([screened, beyond[np.isclose(cols["p"][beyond], p_cut, rtol=1e-9, atol=0)]])
+        screened = np.sort(screened)
         stab[screened] = stability(scaled(screened), null.y, null.design[:, 1:], cfg.top_k, cfg.resamples, cfg.seed,
                                    binary, cfg.spa_cutoff)
     if binary and cfg.refit_top > 0 and keep.size:
@@ -817,7 +823,9 @@ class Family:
     on-disk dataset that rank reads a block of columns at a time (`Columns`). rows [n]: the rows of matrix
     in the order of the phenotype (None: matrix is already in that order).
     features: m full ids; short_names: m readable names; contig, start, end [m]: 0-based half-open span
-    (a variant's base, a feature's window). model, layer: "" for variants.
+    (a variant's base, a feature's window). model, layer: "" for variants. carriers [N, m] bool: who carries
+    each column, where its values cannot tell (a burden of mean-imputed missing calls is above 0 without a
+    called ALT); None: `carrier_counts` of the values.
     """
 
     name: str
@@ -831,13 +839,21 @@ class Family:
     model: str = ""
     layer: str = ""
     rows: np.ndarray | None = None
+    carriers: np.ndarray | None = None
+
+    def _rows(self, keep: np.ndarray | None) -> np.ndarray:
+        rows = np.arange(self.matrix.shape[0]) if self.rows is None else np.asarray(self.rows)
+        return rows if keep is None else rows[np.asarray(keep, dtype=bool)]
 
     def columns(self, keep: np.ndarray | None = None) -> Columns:
         """A reader of this family's columns, rows in phenotype order, restricted to the boolean mask keep."""
-        rows = np.arange(self.matrix.shape[0]) if self.rows is None else np.asarray(self.rows)
-        if keep is not None:
-            rows = rows[np.asarray(keep, dtype=bool)]
-        return Columns(self.matrix, None if (self.rows is None and keep is None) else rows)
+        return Columns(self.matrix, None if (self.rows is None and keep is None) else self._rows(keep))
+
+    def carrier_counts(self, keep: np.ndarray | None = None) -> np.ndarray | None:
+        """[m] carriers per column among the rows keep selects, from `carriers`; None when it is not given."""
+        if self.carriers is None:
+            return None
+        return np.asarray(self.carriers)[self._rows(keep)].sum(axis=0, dtype=np.int64)
 
 
 def cohort_carrier_counts(fam: Family) -> np.ndarray:
@@ -845,7 +861,10 @@ def cohort_carrier_counts(fam: Family) -> np.ndarray:
     `COLUMN_CHUNK` columns at a time: `n_carriers_cohort`, the same in every phenotype's rows. rank's own
     `n_carriers` counts the samples with a value for the phenotype, so two phenotypes' counts of one column
     differ by the carriers among the samples one of them leaves out (a privacy leak where those are 1-4
-    people, see README Privacy); the report shows this count instead."""
+    people, see README Privacy); the report shows this count instead. A family with `carriers` counts those."""
+    given = fam.carrier_counts()
+    if given is not None:
+        return given
     cols = fam.columns()
     out = np.zeros(cols.n_columns, dtype=np.int64)
     for lo in range(0, cols.n_columns, COLUMN_CHUNK):
@@ -870,6 +889,33 @@ def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
     """Largest p rejected at BH level alpha (None when nothing is)."""
     sig = np.isfinite(q) & (q < alpha)
     return float(np.max(p[sig])) if sig.any() else None
+
+
+def variants_by_contig(contig: np.ndarray, start: np.ndarray, index: np.ndarray
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{contig: (starts sorted [k], the variants' indices [k] in that order)} of the variants given by contig,
+    start (0-based) and index [n], for `lead_variant`'s lookups."""
+    out = {}
+    for c in np.unique(contig):
+        on = np.flatnonzero(contig == c)
+        on = on[np.argsort(start[on], kind="stable")]
+        out[str(c)] = (start[on], index[on])
+    return out
+
+
+def lead_variant(by_contig: dict[str, tuple[np.ndarray, np.ndarray]], contig: str, start: int, end: int,
+                 p: np.ndarray) -> int | None:
+    """The index of the variant of smallest p [n] whose start lies in [start, end) on contig (the lowest index
+    among equal p), or None: a sorted search, so the cost follows the variants in the window, not all of them
+    (a scan per significant feature cost features x variants)."""
+    starts, index = by_contig.get(contig, (None, None))
+    if starts is None:
+        return None
+    inside = index[np.searchsorted(starts, start, side="left"):np.searchsorted(starts, end, side="left")]
+    if inside.size == 0:
+        return None
+    best = p[inside].min()
+    return int(inside[p[inside] == best].min())
 
 
 def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None, variants: Family,
@@ -941,9 +987,11 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
         if v_tested.size else None
     top_dosage = dosage.read(np.array([top_v]))[:, 0] if top_v is not None else None
+    tested_by_contig = variants_by_contig(v_contig[v_tested], v_start[v_tested], v_tested)
     for fam in families:
         x = fam.columns(keep)
-        ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name))
+        ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name),
+                         n_carriers=fam.carrier_counts(keep))
         p, q = ft["p"].to_numpy(), ft["q"].to_numpy()
         sig = np.flatnonzero(np.isfinite(q) & (q < cfg.alpha))
         threshold = _bh_threshold(p, q, cfg.alpha)
@@ -964,12 +1012,11 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         if sig.size:
             groups: dict[int, list[int]] = {}
             for j in sig:
-                inside = np.flatnonzero((v_contig == str(fam.contig[j])) & (v_start >= fam.start[j])
-                                        & (v_start < fam.end[j]) & np.isfinite(v_p))
-                if inside.size == 0:
+                lead_j = lead_variant(tested_by_contig, str(fam.contig[j]), int(fam.start[j]), int(fam.end[j]), v_p)
+                if lead_j is None:
                     n_no_lead += 1
                     continue
-                groups.setdefault(int(inside[np.argmin(v_p[inside])]), []).append(int(j))
+                groups.setdefault(lead_j, []).append(int(j))
             for v_j, cols in groups.items():
                 pc = conditional_pvalues(x.read(np.asarray(cols)), null, dosage.read(np.array([v_j]))[:, 0],
                                         cfg.spa_cutoff)

@@ -31,8 +31,8 @@ RANK_FIRST_COLUMNS = (
 
 
 def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
-    """A phenotype column as float64 [n] (missing -> NaN); text that is not a number is an InputError, and so is
-    a column with exactly two values other than 0/1 (a case/control phenotype coded 1/2, say): rank would test
+    """A phenotype column as float64 [n] (missing -> NaN); text that is not a number is an InputError, and so are
+    an infinite value (rank would drop it as missing) and a column with exactly two values other than 0/1 (a case/control phenotype coded 1/2, say): rank would test
     it as quantitative by OLS, whose t-test is anti-conservative for features with few carriers."""
     import pandas as pd
 
@@ -43,6 +43,10 @@ def phenotype_values(col: pd.Series, name: str) -> np.ndarray:
     if bad.any():
         raise InputError(f"samples.tsv: phenotype {name!r} has non-numeric value {col[bad].iloc[0]!r}; "
                          "expected 0/1 (binary) or numbers (quantitative), empty/NA for missing")
+    infinite = np.isinf(values)
+    if infinite.any():  # dropped as missing, the lowest (log of 0) or highest values would leave unseen
+        raise InputError(f"samples.tsv: phenotype {name!r} has an infinite value ({values[infinite][0]:g}, "
+                         f"{int(infinite.sum())} in all); expected finite numbers, empty/NA for missing")
     distinct = np.unique(values[np.isfinite(values)])
     if distinct.size == 2 and not set(distinct.tolist()) <= {0.0, 1.0}:
         raise InputError(f"samples.tsv: phenotype {name!r} has two values ({distinct[0]:g}, {distinct[1]:g}); "
@@ -176,7 +180,9 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
     without a score (non-SNVs, REF mismatch) and variants not in `scores` weigh 0. Only windows holding a
     variant of positive weight are features (the others would be constant 0).
     Returns None when no window has one. Feature ids "<model>/variant_effect/<contig>:<start>-<end>", short
-    names "burden <contig>:<start>-<end>"; kind "variant_effect", model set, layer "".
+    names "burden <contig>:<start>-<end>"; kind "variant_effect", model set, layer "". Its carriers
+    (`Family.carriers`) are the samples with a called ALT allele of positive weight in the window: a missing
+    call is imputed in the burden but makes no one a carrier.
     """
     model = str(scores["model"][0]) if "model" in scores.columns and scores.height else "model"
     scored = scores.filter(pl.col("score").is_not_null() & pl.col("score").is_not_nan())
@@ -196,7 +202,7 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
         idx = np.flatnonzero((v_contig == c) & (weight > 0))
         idx = idx[np.argsort(v_pos0[idx], kind="stable")]
         by_contig[c] = (idx, v_pos0[idx])
-    cols, feats, short, contig, start, end = [], [], [], [], [], []
+    cols, carried, feats, short, contig, start, end = [], [], [], [], [], [], []
     for c, s, e in windows.select("contig", "start", "end").iter_rows():
         idx, p0 = by_contig.get(c, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
         inside = idx[np.searchsorted(p0, s, side="left"):np.searchsorted(p0, e, side="left")]
@@ -204,6 +210,9 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
             continue
         block = _take_columns(dosage, inside)
         missing = ~np.isfinite(block)
+        # carriers from the called genotypes: a missing call's imputed mean is above 0 and made its sample a
+        # "carrier" (a window with 1 real carrier and 20 missing calls was tested with 21)
+        carried.append((np.where(missing, 0, block) > 0).any(axis=1))
         if missing.any():
             block[missing] = means[inside][np.nonzero(missing)[1]]
         cols.append(block @ weight[inside])
@@ -217,7 +226,8 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
     return Family(name=f"variant_effect:{model}", kind="variant_effect",
                   matrix=np.column_stack(cols).astype(np.float32), features=feats, short_names=short,
                   contig=np.asarray(contig, dtype=object), start=np.asarray(start, dtype=np.int64),
-                  end=np.asarray(end, dtype=np.int64), model=model, layer="")
+                  end=np.asarray(end, dtype=np.int64), model=model, layer="",
+                  carriers=np.column_stack(carried))
 
 
 #: genotypes (samples x variants) made float64 at a time by `_imputed_means`: 2^24, 128 MB

@@ -1094,3 +1094,42 @@ def test_the_filter_reason_does_not_tell_that_the_few_left_out_hold_a_columns_on
         out.append((dict(zip(table["feature"], table["filtered"], strict=True)), summ["families"]["variant"]["filtered"]))
     assert out[0] == out[1], out
     assert out[0][0]["v3"] == "fewer than 10 carriers"
+
+
+def test_lead_variant_by_sorted_search_equals_a_scan_of_every_variant() -> None:
+    """The lead variant of a significant feature's window (smallest p among the tested variants whose start lies
+    in it, the lowest index on a tie) by a sorted search per contig equals the scan over every variant that it
+    replaces (0.8 ms per feature at 200,000 variants), on unsorted variants over two contigs with tied p and
+    untested (NaN) variants."""
+    from interp.rank import lead_variant, variants_by_contig
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    contig = rng.choice(["chr1", "chr2"], n)
+    start = rng.integers(0, 50_000, n)
+    p = rng.choice([0.5, 0.01, 1e-4, 3e-6, np.nan], n)  # few distinct values: ties everywhere
+    tested = np.flatnonzero(np.isfinite(p))
+    by_contig = variants_by_contig(contig[tested], start[tested], tested)
+    for _ in range(500):
+        c, lo = str(rng.choice(["chr1", "chr2", "chr3"])), int(rng.integers(0, 50_000))
+        hi = lo + int(rng.integers(0, 3000))
+        inside = np.flatnonzero((contig == c) & (start >= lo) & (start < hi) & np.isfinite(p))
+        want = int(inside[np.argmin(p[inside])]) if inside.size else None
+        assert lead_variant(by_contig, c, lo, hi, p) == want
+
+
+def test_columns_tied_at_the_stability_screen_all_get_stability() -> None:
+    """Equivalent columns (every dimension of a window reading one haplotype-pair indicator: the same p) tied at
+    the screen's cut were split by column order, 60 of 120 with stability and 60 without; the screen now takes the
+    whole tie, so all 120 get the same stability."""
+    rng = np.random.default_rng(8)
+    cov, _ = covariates(400, rng)
+    g = (rng.random(400) < 0.2).astype(float)
+    x = np.column_stack([rng.normal(size=(400, 30)) * 0.1 + 1.0 * (rng.random((400, 30)) < 0.5),
+                         g[:, None] * rng.uniform(0.5, 2.0, 120) + rng.normal(size=120)])
+    y = binary_phenotype(cov, 0.3, rng, extra=0.4 * g)
+    res = rank_family(x, y, cov, True, RankConfig(resamples=6, top_k=3, refit_top=0, stability_screen=60),
+                      n_carriers=carrier_counts(x))
+    p, stab = res["p"].to_numpy(), res["stability"].to_numpy()
+    assert np.allclose(p[30:], p[30], rtol=1e-9) and np.sort(p)[59] == pytest.approx(p[30], rel=1e-9)
+    assert np.isfinite(stab[30:]).all() and np.ptp(stab[30:]) == 0

@@ -22,6 +22,18 @@ def test_phenotype_values_numbers_missing_and_text() -> None:
         phenotype_values(pd.Series(["1", "case"], dtype=object), "p")
 
 
+def test_phenotype_values_refuses_an_infinite_value() -> None:
+    """A log-transformed reading of 0 (-inf) was dropped by rank as missing: the lowest values left the
+    analysis unseen, counted as missing phenotypes."""
+    import pandas as pd
+
+    from interp.errors import InputError
+    from interp.rank_inputs import phenotype_values
+
+    with pytest.raises(InputError, match=r"phenotype 'log_crp' has an infinite value \(-inf, 1 in all\)"):
+        phenotype_values(np.log(pd.Series([1.2, 0.0, 3.4, np.nan])), "log_crp")
+
+
 def test_phenotype_values_refuses_a_two_valued_phenotype_not_coded_0_1() -> None:
     """A case/control column coded 1/2 used to be taken as quantitative and tested by OLS (the t-test the
     issue showed anti-conservative for rare carriers); it is refused with a message. 0/1, and quantitative
@@ -169,6 +181,43 @@ def test_variant_effect_family_is_the_damaging_weighted_burden_by_hand() -> None
     assert f.matrix.dtype == np.float32
     none = variant_effect_family(geno, scores.with_columns(pl.col("score").abs()), windows)
     assert none is None  # no variant the model finds less likely than REF: no family
+
+
+def test_burden_carriers_are_called_alt_carriers_not_imputed_missing_calls() -> None:
+    """A missing call at a damaging variant takes the mean burden (above 0), which made its sample a
+    "carrier" of the window: with 3 real carriers and 20 missing calls the window was tested (21-23
+    "carriers" against min_carriers 10), its effect resting on 3 people. Carriers are now the samples with
+    a called ALT of positive weight: 3, so the window is filtered like the variant itself."""
+    import anndata
+    import pandas as pd
+
+    from interp.rank import RankConfig, rank_phenotype
+    from interp.rank_inputs import variant_effect_family, variant_family
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    dosage = np.zeros((n, 2), dtype=np.float32)
+    dosage[:3, 0] = 1  # the window's damaging variant: 3 carriers
+    dosage[500:520, 0] = np.nan  # 20 missing calls
+    dosage[:, 1] = rng.binomial(2, 0.3, n)
+    geno = anndata.AnnData(X=dosage, var=pd.DataFrame({"contig": ["chr1", "chr1"], "pos": [1101, 1201]},
+                                                      index=["chr1:1101:A:G", "chr1:1201:A:G"]))
+    scores = pl.DataFrame({"variant_id": ["chr1:1101:A:G", "chr1:1201:A:G"], "score": [-4.0, 0.5],
+                           "model": ["m", "m"]})
+    fam = variant_effect_family(geno, scores, pl.DataFrame({"contig": ["chr1"], "start": [1000], "end": [1500]}))
+    assert fam.matrix[500, 0] > 0  # the imputed burden stays in the test
+    y = (rng.random(n) < 0.1).astype(float)
+    y[:3] = 1
+    y[700] = np.nan  # one sample without a value: the count among the others, capped as for any family
+    table, _ = rank_phenotype("ph", y, rng.normal(size=(n, 2)), variant_family(geno), [fam], RankConfig(resamples=0))
+    burden = table.filter(pl.col("family") == "variant_effect:m").row(0, named=True)
+    assert (burden["n_carriers"], burden["n_carriers_cohort"]) == (3, 3)
+    assert burden["filtered"] == "fewer than 10 carriers" and not np.isfinite(burden["p"] or np.nan)
+    dosage[:40, 0] = 1  # 40 carriers: tested, and the count is theirs
+    fam = variant_effect_family(geno, scores, pl.DataFrame({"contig": ["chr1"], "start": [1000], "end": [1500]}))
+    table, _ = rank_phenotype("ph", y, rng.normal(size=(n, 2)), variant_family(geno), [fam], RankConfig(resamples=0))
+    burden = table.filter(pl.col("family") == "variant_effect:m").row(0, named=True)
+    assert (burden["n_carriers"], burden["n_carriers_cohort"], burden["filtered"]) == (40, 40, "")
 
 
 def test_variant_effect_family_equals_the_whole_matrix_imputation_bit_for_bit(monkeypatch) -> None:
