@@ -428,3 +428,30 @@ def test_too_few_label_shifts_for_alpha_are_refused_before_training(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: sae.labels.n_shifts 199 cannot reach alpha 0.001"), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("section", ["rank", "sae.steer", "planted.steer"])
+def test_settings_that_would_bias_stability_or_steering_are_refused(tmp_path, capsys, section) -> None:
+    """rank.stability_screen under 100 x rank.top_k: columns beyond the screen never compete for a half-sample's
+    top k, so a screen near top_k gave null columns stability 1.0. sae.steer.n_random (and planted.steer's) under
+    19: the control's Monte Carlo p (1 + controls at least as large) / (1 + n_random) can never reach 0.05, so
+    every labelled feature was flagged as changing nothing beyond the control, however strong its effect."""
+    import yaml
+
+    from interp.cli import main
+    from interp.config import ROOT
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    if section == "rank":
+        cfg["rank"].update(top_k=20, stability_screen=1999)
+        want = "rank.stability_screen (1999) must be at least 100 x rank.top_k (20), i.e. 2000"
+    else:
+        head, _, tail = section.partition(".")
+        cfg.setdefault(head, {}).setdefault(tail, {})["n_random"] = 18
+        want = f"{section}.n_random: 18 is less than the minimum of 19"
+    path = tmp_path / "bias.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {want}"), err
+    assert "Traceback" not in err

@@ -34,8 +34,11 @@ def window_token_rows(store, wanted: set[int], read_rows: int = 1 << 20) -> dict
     for start in range(0, store.n_tokens, read_rows):
         w = np.asarray(store.window_index[start:start + read_rows], dtype=np.int64)
         hit = np.flatnonzero(np.isin(w, wanted_arr))
-        for value in np.unique(w[hit]):
-            found.setdefault(int(value), []).append(start + hit[w[hit] == value])
+        # one stable sort groups the rows by window, in store order (a scan per window cost windows x rows)
+        hit = hit[np.argsort(w[hit], kind="stable")]
+        values, first = np.unique(w[hit], return_index=True)
+        for value, rows in zip(values, np.split(start + hit, first[1:]), strict=True):
+            found.setdefault(int(value), []).append(rows)
     return {k: np.concatenate(v) for k, v in found.items()}
 
 
