@@ -436,6 +436,14 @@ def _check_stability_screen(rank: dict, source: str) -> None:
         raise InputError(f"{source}: rank.stability_screen ({screen}) must be at least {MIN_SCREEN_PER_TOP_K} x "
                          f"rank.top_k ({top_k}), i.e. {MIN_SCREEN_PER_TOP_K * top_k}: columns beyond the screen never "
                          "compete for a half-sample's top k, which inflates the stability of the screened ones")
+    # the report shows the best report_top rows of each family: beyond refit_top their log odds ratios would be the
+    # score's one-step estimates, up to 2x the fitted value for a rare column with unbalanced cases, unmarked
+    refit, shown = int(rank["refit_top"]), int(rank["report_top"])
+    if 0 < refit < shown:
+        raise InputError(f"{source}: rank.report_top ({shown}) is larger than rank.refit_top ({refit}): the report's "
+                         f"rows beyond the first {refit} of each family would show one-step score estimates of the log "
+                         "odds ratio (up to 2x the fitted value for rare columns with unbalanced cases); set "
+                         f"rank.refit_top to at least {shown} (or 0: one-step estimates throughout, as the report then says)")
 
 
 def _check_split_blocks(cfg: dict, source: str) -> None:

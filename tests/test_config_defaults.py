@@ -430,10 +430,11 @@ def test_too_few_label_shifts_for_alpha_are_refused_before_training(tmp_path, ca
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("section", ["rank", "sae.steer", "planted.steer"])
+@pytest.mark.parametrize("section", ["rank", "rank.report_top", "sae.steer", "planted.steer"])
 def test_settings_that_would_bias_stability_or_steering_are_refused(tmp_path, capsys, section) -> None:
     """rank.stability_screen under 100 x rank.top_k: columns beyond the screen never compete for a half-sample's
-    top k, so a screen near top_k gave null columns stability 1.0. sae.steer.n_random (and planted.steer's) under
+    top k, so a screen near top_k gave null columns stability 1.0. rank.report_top over rank.refit_top: the
+    report's rows beyond refit_top showed the score's one-step log odds ratios (2x the fit for rare columns). sae.steer.n_random (and planted.steer's) under
     19: the control's Monte Carlo p (1 + controls at least as large) / (1 + n_random) can never reach 0.05, so
     every labelled feature was flagged as changing nothing beyond the control, however strong its effect."""
     import yaml
@@ -445,6 +446,9 @@ def test_settings_that_would_bias_stability_or_steering_are_refused(tmp_path, ca
     if section == "rank":
         cfg["rank"].update(top_k=20, stability_screen=1999)
         want = "rank.stability_screen (1999) must be at least 100 x rank.top_k (20), i.e. 2000"
+    elif section == "rank.report_top":  # rows beyond refit_top would show unmarked one-step estimates
+        cfg["rank"].update(report_top=60, refit_top=50)
+        want = "rank.report_top (60) is larger than rank.refit_top (50)"
     else:
         head, _, tail = section.partition(".")
         cfg.setdefault(head, {}).setdefault(tail, {})["n_random"] = 18
