@@ -618,3 +618,77 @@ def test_cuda_where_no_gpu_is_visible_is_one_line_not_a_traceback(tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "sees no CUDA GPU" in err, err
     assert not (tmp_path / "lm.safetensors").exists()
+
+
+def test_evo2_card_hf_id_is_what_the_package_loads(tmp_path, monkeypatch):
+    """The evo2 package loads a hub model by name from its own repository, so a card's hf_id was ignored (a lab's
+    `mylab/evo2_1b_base` or a local folder both loaded arcinstitute/evo2_1b_base while provenance named the
+    card's); another hub repository is now refused and a local checkpoint is passed as `local_path`. The variant
+    scorer loads through the configured hub cache too (it used the default cache, where prefetch put nothing)."""
+    import sys
+    import types
+
+    import huggingface_hub.constants as constants
+    import torch
+
+    from interp.embed.registry import Evo2Embedder
+    from interp.embed.variant_effect import load_scorer
+
+    seen = []
+
+    class Evo2:
+        def __init__(self, name: str, local_path: str | None = None) -> None:
+            seen.append((name, local_path, constants.HF_HUB_CACHE))
+
+    package = types.SimpleNamespace(Evo2=Evo2)
+    utils = types.SimpleNamespace(HF_MODEL_NAME_MAP={"evo2_1b_base": "arcinstitute/evo2_1b_base"})
+    monkeypatch.setitem(sys.modules, "evo2", package)
+    monkeypatch.setitem(sys.modules, "evo2.utils", utils)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    card = load_card(ROOT / "models" / "evo2-1b.yaml")
+    with pytest.raises(InputError, match=r"field hf_id: the evo2 package loads 'evo2_1b_base' from its own repository "
+                                         r"\(arcinstitute/evo2_1b_base\), not mylab/evo2_1b_base"):
+        Evo2Embedder({**card, "hf_id": "mylab/evo2_1b_base"}, device="cuda")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "evo2_1b_base.pt").write_bytes(b"")
+    Evo2Embedder({**card, "hf_id": str(folder)}, device="cuda")
+    (folder / "other.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="holds 2 .pt checkpoints"):
+        Evo2Embedder({**card, "hf_id": str(folder)}, device="cuda")
+    load_scorer(card, device="cuda", hf_cache=str(tmp_path / "hub"))
+    assert seen == [("evo2_1b_base", str(folder / "evo2_1b_base.pt"), constants.HF_HUB_CACHE),
+                    ("evo2_1b_base", None, str(tmp_path / "hub"))]
+
+
+def test_card_mistakes_that_gave_tracebacks_or_were_ignored_are_named(char_bert, kmer_bert, tmp_path, demo):
+    """A layer naming a module whose output is not one vector per token (`encoder`: a ModelOutput; `pooler`: one
+    vector per sequence) gave an AttributeError / RuntimeError traceback; a tokenizer whose ids exceed the model's
+    embeddings, an IndexError; a prefetch pattern that is not text, a TypeError at prefetch. Keys a family never
+    reads (hf_class on a tiny card, architecture on an hf card, ...) were accepted and ignored, yet recorded."""
+    import shutil
+
+    from interp.embed.registry import check_card
+
+    emb = make_embedder(hf_card(char_bert, layers=["encoder", "pooler", "hidden_states.1"]), None)
+    for layer, what in (("encoder", "outputs BaseModelOutput"), ("pooler", r"outputs shape \(1, 32\)")):
+        with pytest.raises(InputError, match=f"model card local-bert, field layers: the module '{layer}' {what}"):
+            emb.embed([demo[100:130]], [layer])
+    mixed = tmp_path / "mixed"
+    shutil.copytree(char_bert, mixed)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (kmer_bert / name).exists():
+            shutil.copy(kmer_bert / name, mixed / name)  # the 3-mer tokenizer beside the single-base model
+    emb = make_embedder(hf_card(mixed), None)
+    with pytest.raises(InputError, match=r"its tokenizer gives token id \d+, beyond the model's \d+ token embeddings"):
+        emb.embed([demo[100:160].upper()], ["hidden_states.1"])
+    tiny = {"name": "t", "family": "tiny", "layers": ["block1"], "context": 64, "license": "x"}
+    with pytest.raises(InputError, match=r"t.yaml, field hf_class: family tiny does not read it"):
+        check_card({**tiny, "hf_class": "masked_lm"}, "t.yaml")
+    with pytest.raises(InputError, match=r"field causal: the built-in model \(family tiny\) is a masked LM"):
+        check_card({**tiny, "causal": True}, "t.yaml")
+    check_card({**tiny, "trust_remote_code": False}, "t.yaml")  # a flag at its default is fine
+    with pytest.raises(InputError, match=r"h.yaml, field architecture: family hf does not read it"):
+        check_card({**hf_card(char_bert), "license": "x", "architecture": {"d_model": 8}}, "h.yaml")
+    with pytest.raises(InputError, match=r"field prefetch_patterns: expected a list of file-name patterns"):
+        check_card({**hf_card(char_bert), "license": "x", "prefetch_patterns": ["*.json", 2]}, "h.yaml")

@@ -536,7 +536,8 @@ def test_pieces_over_max_tokens_are_cut_shorter(folders, tmp_path, genome):
     clean = genome[10000:10540]  # 90 6-mers + <cls> + <eos> = 92 tokens: fits
     gapped = genome[10000:10300] + "N" * 200 + genome[10500:10540]  # 50 + 200 + 6 + 2 tokens: does not
     plain = make_embedder(card_for(folder, **fields), None)
-    with pytest.raises(IndexError):
+    with pytest.raises(InputError, match=r"a piece of 262 tokens does not fit the model's 102 positions .* set the "
+                                         r"card's max_tokens"):  # an IndexError traceback before
         plain.embed([gapped], ["hidden_states.1"])
     emb = make_embedder(card_for(folder, **fields, max_tokens=100), None)
     pieces, tokens, contexts = emb.plan([clean, gapped])

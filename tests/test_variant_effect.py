@@ -313,6 +313,46 @@ def test_load_scorer_hf_masked_matches_the_library_llr(esm_6mer, tmp_path):
     assert got == pytest.approx(hf_masked_llr(model, tok, [window], [8], ["A"], ["T"])[0], abs=1e-6)
 
 
+def test_a_window_with_unknown_tokens_is_not_scored(esm_6mer, tmp_path):
+    """A tokenizer without N maps an N run to the unknown token: the embedder refused such a window, the scorer
+    scored it (-0.16 with five [UNK] tokens in the window). Now its variant is skipped with the reason, for the
+    masked and the causal score alike; a window whose N run lies beyond max_tokens' cut is still scored."""
+    from transformers import EsmTokenizer
+
+    model, _ = esm_6mer
+    vocab = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
+    vocab += ["".join(p) for p in itertools.product("ATCG", repeat=6)] + list("ATCG")  # no N
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tok = EsmTokenizer(str(tmp_path / "vocab.txt"), unk_token="<unk>", cls_token="<cls>", pad_token="<pad>",
+                       mask_token="<mask>", eos_token="<eos>")
+    window = "ACGTAC" "GGATCC" "NNNNNN" "CATGCA"
+    with pytest.raises(InputError, match="variant 0: its window holds bases the tokenizer maps to the unknown token"):
+        hf_masked_llr(model, tok, [window], [8], ["A"], ["T"])
+    with pytest.raises(InputError, match="variant 0: its window holds bases the tokenizer maps to the unknown token"):
+        hf_causal_delta(model, tok, [window], [8], ["A"], ["T"])
+    clean = hf_masked_llr(model, tok, [window[:12]], [8], ["A"], ["T"])
+    cut = hf_masked_llr(model, tok, ["ACGTAC" "GGATCC" + "ACGTAC" * 6 + "NNNN"], [8], ["A"], ["T"], max_tokens=4)
+    assert np.isfinite(clean).all() and np.isfinite(cut).all()
+
+
+def test_a_checkpoint_without_the_lm_head_is_refused_by_the_scorer(esm_6mer, tmp_path):
+    """An encoder-only checkpoint (no masked-LM head) loaded for scoring had its head started at random values
+    by transformers, with no error: the scores meant nothing and changed with the torch seed. Refused now,
+    naming the head's weights; the same checkpoint still embeds (its hidden states are all there)."""
+    from interp.embed.hf import HFEmbedder
+    from interp.embed.variant_effect import load_scorer
+
+    model, tok = esm_6mer
+    model.esm.save_pretrained(tmp_path)  # the base model only
+    tok.save_pretrained(tmp_path)
+    card = {"name": "esm6", "family": "hf", "hf_id": str(tmp_path), "context": 48, "causal": False,
+            "trust_remote_code": False, "layers": ["hidden_states.1"]}
+    with pytest.raises(InputError, match=r"model card esm6: the checkpoint .* has no weights for its EsmForMaskedLM "
+                                         r"head \(lm_head\..*transformers would start them at random values"):
+        load_scorer(card, device="cpu", dtype="float32")
+    HFEmbedder(card, device="cpu", dtype="float32")
+
+
 def test_a_window_longer_than_max_tokens_is_cut_around_its_variant(esm_6mer, tmp_path):
     """The scorer ran the card's whole context whatever it tokenized to: next to an N run a 6-mer tokenizer
     gives one token per base, and a model with 24 learned positions stopped the variant_effect job with an

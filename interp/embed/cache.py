@@ -38,14 +38,16 @@ log = logging.getLogger(__name__)
 #: computed for the same model and sequence (the key cannot see code). 2: a SentencePiece word marker no longer
 #: counts as a base-covering token (2026-12-04), which changed pooled vectors of Metaspace BPE tokenizers.
 #: 3: a tiny card's `pooling: last` is honoured (its vectors were mean-pooled, cached under a key naming last), and
-#: a layer listed twice no longer mixes other sequences' vectors into the cached rows.
-CACHE_VERSION = 3
+#: a layer listed twice no longer mixes other sequences' vectors into the cached rows. 4 (thirty-fourth session):
+#: `max_tokens` cuts a piece from its own width (5036cdd, after 3), which moved the pieces of N-rich windows under
+#: k-mer tokenizers (15 of 40 such windows, pooled vectors by up to 0.04) under unchanged keys.
+CACHE_VERSION = 4
 #: card fields that describe a model without changing what it computes: `layers` lists the layers a run may ask
 #: for (a layer's vectors do not depend on which others are listed, so adding one to a card must not make every
 #: cached vector a miss), `hidden_size` is only checked against the output, `model_family` only names the model,
-#: `trust_pickle_weights` only allows loading
+#: `tokenizer` only describes it (the model's own tokenizer files decide), `trust_pickle_weights` only allows loading
 _NOT_IDENTITY = {"card_path", "description", "notes", "license", "prefetch_patterns", "requires", "name",
-                 "layers", "hidden_size", "model_family", "trust_pickle_weights"}
+                 "layers", "hidden_size", "model_family", "tokenizer", "trust_pickle_weights"}
 
 
 def sequence_hash(seq: str) -> str:

@@ -228,15 +228,38 @@ class HFEmbedder:
         self.pad_free = not self.accepts_mask and not self.causal
         self.modules = dict(self.model.named_modules())
         self.input_counts: dict[str, int] = {}  # N and IUPAC-as-N bases seen (see pieces.clean_sequences)
+        try:  # token ids the model has embeddings for (None: its code does not say)
+            self.n_token_ids = int(self.model.get_input_embeddings().num_embeddings)
+        except (AttributeError, NotImplementedError, TypeError):
+            self.n_token_ids = None
 
     def _load_model(self, cls, load_from: str, config, common: dict):
-        kwargs = {"config": config, "use_safetensors": True, "dtype": self.dtype, **common}
+        kwargs = {"config": config, "use_safetensors": True, "dtype": self.dtype, "output_loading_info": True,
+                  **common}
+        loaded = None
         if self.device.startswith("cuda"):
             try:
-                return cls.from_pretrained(load_from, attn_implementation="sdpa", **kwargs)
+                loaded = cls.from_pretrained(load_from, attn_implementation="sdpa", **kwargs)
             except (ValueError, TypeError, ImportError):
                 pass  # custom code without SDPA support: its own attention
-        return cls.from_pretrained(load_from, **kwargs)
+        model, info = loaded or cls.from_pretrained(load_from, **kwargs)
+        # weights the checkpoint lacks, which transformers starts at random values (a pooler, or a whole head)
+        self.missing_weights = sorted(info.get("missing_keys", ()))
+        return model
+
+    def check_head(self) -> None:
+        """InputError when the checkpoint lacks weights of the model's head (the part outside its base model),
+        which transformers starts at random values: a masked- or causal-LM head filled so predicts nothing,
+        and its scores change with the torch seed (an encoder-only checkpoint under AutoModelForMaskedLM)."""
+        prefix = getattr(self.model, "base_model_prefix", "")
+        if self.model.base_model is self.model or not prefix:
+            return
+        head = [k for k in self.missing_weights if not k.startswith(prefix + ".")]
+        if head:
+            raise InputError(f"model card {self.name}: the checkpoint {self.provenance['loaded_from']} has no weights "
+                             f"for its {type(self.model).__name__} head ({', '.join(head[:3])}"
+                             f"{', ...' if len(head) > 3 else ''}): transformers would start them at random values, "
+                             "so its base predictions would mean nothing; use a checkpoint that has the head")
 
     # ---------------------------------------------------------------- tokens
     def tokenize(self, texts: list[str]) -> list[tuple[list[int], np.ndarray]]:
@@ -253,6 +276,12 @@ class HFEmbedder:
             for ids, text in zip(enc["input_ids"], texts, strict=True):
                 tokens = self.tokenizer.convert_ids_to_tokens(ids)
                 out.append((list(ids), spans_by_matching(tokens, self.special_tokens, text)))
+        if self.n_token_ids is not None:
+            largest = max((max(ids) for ids, _ in out if ids), default=-1)
+            if largest >= self.n_token_ids:
+                raise InputError(f"model card {self.name}: its tokenizer gives token id {largest}, beyond the "
+                                 f"model's {self.n_token_ids} token embeddings: tokenizer and model do not belong "
+                                 "together (check hf_id, or the folder's tokenizer files)")
         if self.unk_id is not None:
             for (ids, _), text in zip(out, texts, strict=True):
                 if self.unk_id in ids:
@@ -301,6 +330,14 @@ class HFEmbedder:
         want_hidden = any(name.startswith("hidden_states.") for name in layers)
         try:
             out = self.model(**inputs, output_hidden_states=True) if want_hidden else self.model(**inputs)
+        except (RuntimeError, IndexError) as err:
+            positions = getattr(self.model.config, "max_position_embeddings", None)
+            if positions and longest > int(positions) - 2:  # ESM / RoBERTa count positions from padding_idx + 1
+                raise InputError(f"model card {self.name}: a piece of {longest} tokens does not fit the model's "
+                                 f"{positions} positions (config max_position_embeddings; the model said: "
+                                 f"{' '.join(str(err).split())[:160]}); set the card's max_tokens to what the model "
+                                 "takes, and pieces are cut to it") from err
+            raise
         finally:
             for h in handles:
                 h.remove()
@@ -318,14 +355,19 @@ class HFEmbedder:
                 t = hidden[k]
             else:
                 t = captured[name]
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"model card {self.name}, field layers: the module {name!r} outputs "
+                                 f"{type(t).__name__}, not activations [batch, tokens, d]; name a module whose output "
+                                 "is one (a block, or a hidden_states.<k> layer)")
             t = t.detach()
             if t.dim() == 2 and t.shape[0] == n_real:  # unpadded [n_real, d] (DNABERT-2 style): scatter back
                 full = torch.zeros((b, longest, t.shape[1]), dtype=t.dtype, device=t.device)
                 full[mask.to(t.device).bool()] = t
                 t = full
             if t.dim() != 3 or t.shape[:2] != (b, longest):
-                raise RuntimeError(f"model {self.name}, layer {name}: expected activations [batch, tokens, d] "
-                                   f"= [{b}, {longest}, d], got {tuple(t.shape)}")
+                raise InputError(f"model card {self.name}, field layers: the module {name!r} outputs shape "
+                                 f"{tuple(t.shape)}, not activations [batch, tokens, d] = [{b}, {longest}, d] (a pooler "
+                                 "or a head?); name a module with one vector per token")
             result[name] = t.float().cpu().numpy()
         return result, position
 

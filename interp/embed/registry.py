@@ -52,6 +52,14 @@ KNOWN_KEYS = {
 
 
 
+#: card keys a family's back-end never reads (False, the default of a flag, is allowed)
+NOT_FOR_FAMILY = {
+    "tiny": {"hf_id", "revision", "hf_class", "padding_side", "prefetch_patterns", "trust_remote_code"},
+    "hf": {"architecture", "training"},
+    "evo2": {"hf_class", "padding_side", "architecture", "training"},
+}
+
+
 def check_card(card: object, path: str | Path) -> dict:
     """Validate a parsed card and fill defaults; InputError naming file and field otherwise."""
     if not isinstance(card, dict):
@@ -104,11 +112,22 @@ def check_card(card: object, path: str | Path) -> dict:
     if "max_tokens" in card and card["family"] != "hf":
         raise InputError(f"{where(path, field='max_tokens')}: only transformers (family hf) models have a token "
                          "limit apart from context; remove it")
+    if "prefetch_patterns" in card and not all(isinstance(x, str) and x for x in card["prefetch_patterns"]):
+        raise InputError(f"{where(path, field='prefetch_patterns')}: expected a list of file-name patterns (text), "
+                         f"got {card['prefetch_patterns']!r}")
     if card["family"] == "tiny":  # the built-in embedder tiles without overlap and reads one strand
         for key, given in (("rc_average", card.get("rc_average")), ("chunk_overlap", "chunk_overlap" in card)):
             if given:
                 raise InputError(f"{where(path, field=key)}: the built-in model (family tiny) does not apply it; "
                                  "remove it (it would be recorded as applied while ignored)")
+    # fields another back-end reads: accepted here they were ignored, yet recorded and part of the cache key
+    for key in sorted(set(card) & NOT_FOR_FAMILY.get(card["family"], set())):
+        if card[key] is not False:
+            raise InputError(f"{where(path, field=key)}: family {card['family']} does not read it (it is for "
+                             f"{', '.join(f for f, keys in NOT_FOR_FAMILY.items() if key not in keys)} cards); "
+                             "remove it")
+    if card["family"] == "tiny" and card.get("causal"):
+        raise InputError(f"{where(path, field='causal')}: the built-in model (family tiny) is a masked LM; remove it")
     if card["family"] != "evo2" and card.get("trust_pickle_weights"):
         raise InputError(f"{where(path, field='trust_pickle_weights')}: only evo2 cards may opt in to pickle "
                          "weights; transformers models load from safetensors")
@@ -185,6 +204,34 @@ def hub_cache(hf_cache: str | None):
             os.environ["HF_HUB_CACHE"] = saved_env
 
 
+def evo2_source(card: dict) -> tuple[str, str | None]:
+    """(model name, local checkpoint or None) to give `evo2.Evo2` for the card's hf_id. The package loads a hub
+    model by name from its own repository (`evo2.utils.HF_MODEL_NAME_MAP`, arcinstitute/<name>), so a hub id must
+    be that repository: another one (a lab's fine-tune) would be replaced by it while provenance named the card's.
+    A local .pt file, or a folder holding one `<name>.pt`, is passed as `local_path`, its name (the file's stem)
+    choosing the package's config."""
+    hf_id = str(card["hf_id"])
+    path = Path(hf_id).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob("*.pt"))
+        if len(found) != 1:
+            raise InputError(f"model card {card['name']}, field hf_id: the folder {hf_id} holds {len(found)} .pt "
+                             "checkpoints; the evo2 package loads one, named <model>.pt (e.g. evo2_7b.pt)")
+        path = found[0]
+    if path.is_file():
+        return path.stem, str(path)
+    name = hf_id.split("/")[-1]
+    try:
+        from evo2.utils import HF_MODEL_NAME_MAP
+    except ImportError:  # a stand-in or an older package: its map cannot be read
+        return name, None
+    if HF_MODEL_NAME_MAP.get(name) != hf_id:
+        raise InputError(f"model card {card['name']}, field hf_id: the evo2 package loads {name!r} from its own "
+                         f"repository ({HF_MODEL_NAME_MAP.get(name, 'none for that name')}), not {hf_id}; use one of "
+                         f"{sorted(HF_MODEL_NAME_MAP.values())}, or a local <model>.pt checkpoint")
+    return name, None
+
+
 class Evo2Embedder:
     """Evo 2 via the `evo2` package (StripedHyena 2; needs a CUDA GPU). Byte tokens: span [i, i+1).
 
@@ -211,9 +258,10 @@ class Evo2Embedder:
 
             if not device.startswith("cuda") or not torch.cuda.is_available():
                 raise InputError(f"model card {card['name']}: Evo 2 runs only on a CUDA GPU (device={device!r})")
+            name, local_path = evo2_source(card)
             try:
                 with hub_cache(hf_cache):
-                    model = Evo2(str(card["hf_id"]).split("/")[-1])
+                    model = Evo2(name) if local_path is None else Evo2(name, local_path=local_path)
             except (OSError, RuntimeError, ValueError) as err:
                 raise InputError(f"model card {card['name']}: the evo2 package could not load "
                                  f"{card['hf_id']} (offline without a cached copy, or no GPU memory?): {err}") from err

@@ -20,6 +20,7 @@ model card's family. The rank stage turns the scores into the `variant_effect:<m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ def hf_masked_llr(model, tokenizer, windows: list[str], positions: list[int], re
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
         w, p = fit_window(tokenizer, w, p, max_tokens, i)
-        ids, spans = _ids_and_spans(tokenizer, w)
+        ids, spans = _ids_and_spans(tokenizer, w, i)
         k, ref_token, alt_token = _variant_tokens(tokenizer, ids, spans, w, p, alt, i)
         missing = [t for t in (ref_token, alt_token) if t not in vocab]
         if missing:
@@ -116,7 +117,8 @@ def hf_masked_llr(model, tokenizer, windows: list[str], positions: list[int], re
                              "masked LLRs need REF and ALT tokens the model can predict")
         masked = list(ids)
         masked[k] = tokenizer.mask_token_id
-        logits = model(input_ids=torch.tensor([masked], device=model.device)).logits[0, k].double()
+        with _fits_positions(model, len(masked), i):
+            logits = model(input_ids=torch.tensor([masked], device=model.device)).logits[0, k].double()
         logp = torch.log_softmax(logits, dim=-1)
         out[i] = float(logp[vocab[alt_token]] - logp[vocab[ref_token]])
     return out
@@ -152,14 +154,15 @@ def hf_causal_delta(model, tokenizer, windows: list[str], positions: list[int], 
     out = np.zeros(len(windows))
     for i, (w, p, alt) in enumerate(zip(windows, positions, alts, strict=True)):
         w, p = fit_window(tokenizer, w, p, max_tokens, i)
-        _, spans = _ids_and_spans(tokenizer, w)
+        _, spans = _ids_and_spans(tokenizer, w, i)
         holding = np.flatnonzero((spans[:, 0] <= p) & (spans[:, 1] > p))
         if holding.size == 0:
             raise InputError(f"variant {i}: no token of the tokenized window covers its base {p}")
         if int(holding[0]) == 0:
             raise InputError(unpredicted_first_token(i))
         alt_w = w[:p] + alt.upper() + w[p + 1:]
-        out[i] = sequence_loglik(model, tokenizer, alt_w) - sequence_loglik(model, tokenizer, w)
+        with _fits_positions(model, len(spans), i):
+            out[i] = sequence_loglik(model, tokenizer, alt_w) - sequence_loglik(model, tokenizer, w)
     return out
 
 
@@ -170,6 +173,20 @@ def unpredicted_first_token(i: int) -> str:
 
 
 @torch.inference_mode()
+@contextlib.contextmanager
+def _fits_positions(model, n_tokens: int, i: int):
+    """Turn the model's failure on a window of n_tokens longer than its positions (config max_position_embeddings,
+    less 2 for models counting from padding_idx + 1) into variant i's InputError, a skip reason naming the fix."""
+    try:
+        yield
+    except (RuntimeError, IndexError) as err:
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if positions and n_tokens > int(positions) - 2:
+            raise InputError(f"variant {i}: its window does not fit the model's {positions} positions; set the card's "
+                             "max_tokens, and windows are cut to it") from err
+        raise
+
+
 def sequence_loglik(model, tokenizer, seq: str) -> float:
     """Sum over tokens 1..n-1 of log p(token | earlier tokens) under a causal LM."""
     ids = torch.tensor([tokenizer(seq)["input_ids"]], device=model.device)
@@ -177,17 +194,23 @@ def sequence_loglik(model, tokenizer, seq: str) -> float:
     return float(logp.gather(1, ids[0, 1:, None]).sum())
 
 
-def _ids_and_spans(tokenizer, seq: str) -> tuple[list[int], np.ndarray]:
+def _ids_and_spans(tokenizer, seq: str, i: int | None = None) -> tuple[list[int], np.ndarray]:
+    """(token ids, spans [n, 2]) of window `seq`; with `i`, InputError for variant i when part of it tokenizes to
+    the unknown token (a tokenizer without N, next to an N run): the model would score a window it cannot read, as
+    the embedder refuses to embed one."""
     from interp.embed.hf import spans_by_matching, spans_from_offsets
 
     if tokenizer.is_fast:
         enc = tokenizer(seq, return_offsets_mapping=True)
-        ids = enc["input_ids"]
-        return list(ids), spans_from_offsets(ids, enc["offset_mapping"], tokenizer.convert_ids_to_tokens(ids),
-                                             tokenizer.all_special_ids)
-    ids = tokenizer(seq)["input_ids"]
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    return list(ids), spans_by_matching(tokens, set(tokenizer.all_special_tokens), seq)
+        ids = list(enc["input_ids"])
+        spans = spans_from_offsets(ids, enc["offset_mapping"], tokenizer.convert_ids_to_tokens(ids),
+                                   tokenizer.all_special_ids)
+    else:
+        ids = list(tokenizer(seq)["input_ids"])
+        spans = spans_by_matching(tokenizer.convert_ids_to_tokens(ids), set(tokenizer.all_special_tokens), seq)
+    if i is not None and tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise InputError(f"variant {i}: its window holds bases the tokenizer maps to the unknown token (N?)")
+    return ids, spans
 
 
 @torch.inference_mode()
@@ -255,6 +278,7 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
         if hf_class not in ("masked_lm", "causal_lm"):
             hf_class = "causal_lm" if card.get("causal") else "masked_lm"
         loaded = HFEmbedder({**card, "hf_class": hf_class}, device=device, cache_dir=hf_cache, dtype=dtype)
+        loaded.check_head()  # a head missing from the checkpoint would score at random
         model, tok, limit = loaded.model, loaded.tokenizer, loaded.max_tokens
         if hf_class == "causal_lm":
             return VariantScorer(name, "causal_delta", int(card["context"]),
@@ -264,7 +288,7 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
     if family == "evo2":
         from interp.embed.registry import Evo2Embedder
 
-        evo = Evo2Embedder(card, device=device)
+        evo = Evo2Embedder(card, device=device, hf_cache=hf_cache)  # the cache prefetch filled, as for embedding
         return VariantScorer(name, "causal_delta", int(card["context"]),
                              lambda w, p, r, a: evo2_causal_delta(evo.model, w, p, r, a, device=device))
     raise InputError(f"model card {name}, field family: no variant-effect scorer for family {family!r}")
