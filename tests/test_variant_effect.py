@@ -444,3 +444,14 @@ def test_variant_effect_stage_on_the_demo_reference(random_tiny, tmp_path):
         by_hand = tiny_masked_llr(random_tiny, [window], [off], [rows[i][1].upper()], [rows[i][2]])[0]
         assert table["score"][i] == pytest.approx(by_hand, abs=1e-9) and table["score"][i] != 0
     assert set(table["method"]) == {"masked_llr"} and set(table["model"]) == {"tiny-dnalm"}
+
+
+def test_the_transformers_scorer_takes_auto_precision_as_float32():
+    """A score is a difference of log-probabilities: under `embed.dtype: auto` the embedder runs bf16 on CUDA,
+    whose logits of size 8-16 lie 0.0625 apart; the scorer runs float32 unless a precision is named."""
+    from interp.embed.variant_effect import scorer_dtype
+
+    assert scorer_dtype("auto") == "float32"
+    assert [scorer_dtype(d) for d in ("float32", "bfloat16", "float16")] == ["float32", "bfloat16", "float16"]
+    spacing = float(torch.tensor(12.0, dtype=torch.bfloat16).nextafter(torch.tensor(13.0, dtype=torch.bfloat16)) - 12)
+    assert spacing == 0.0625

@@ -250,6 +250,13 @@ class VariantScorer:
     score: Callable[[list[str], list[int], list[str], list[str]], np.ndarray]
 
 
+def scorer_dtype(dtype: str) -> str:
+    """The precision a transformers scorer runs at: `auto` means float32 here, not the embedder's bfloat16 on CUDA,
+    since a score is a difference of log-probabilities and bfloat16 logits of size 8-16 lie 0.0625 apart (8
+    significant bits), as large as many variants' scores; an explicit embed.dtype is kept."""
+    return "float32" if dtype == "auto" else dtype
+
+
 def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = "cpu", hf_cache: str | None = None,
                 dtype: str = "auto", batch_size: int = 64) -> VariantScorer:
     """The scorer of a model card's family, loaded by the embedding loaders (`interp.embed`).
@@ -277,7 +284,8 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
         hf_class = card.get("hf_class")
         if hf_class not in ("masked_lm", "causal_lm"):
             hf_class = "causal_lm" if card.get("causal") else "masked_lm"
-        loaded = HFEmbedder({**card, "hf_class": hf_class}, device=device, cache_dir=hf_cache, dtype=dtype)
+        loaded = HFEmbedder({**card, "hf_class": hf_class}, device=device, cache_dir=hf_cache,
+                            dtype=scorer_dtype(dtype))
         loaded.check_head()  # a head missing from the checkpoint would score at random
         model, tok, limit = loaded.model, loaded.tokenizer, loaded.max_tokens
         if hf_class == "causal_lm":
