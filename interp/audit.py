@@ -40,8 +40,10 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   against 4.4% for the bootstrap in a planted case; covariates) a parametric bootstrap
   y* ~ Bernoulli(p̂(y | A)) from the fitted ancestry-only model. Both probes (on each y* and on its residual) and both models are refitted. A probe that reads only ancestry earns on
   y* what it earns on y, so it is not significant.
-* **Signal test** (`p_signal`): the same statistic in y ~ 1 + s, null = y permuted over all samples: is
-  there anything to explain?
+* **Signal test** (`p_signal`): the same statistic without ancestry (y ~ 1 + s, and with the variant scan the
+  scan too, standardised on a calibration batch of permutations as `CombinedWithin`), null = y permuted over
+  all samples: is there anything to explain? (Until the thirty-fourth session the probe alone, while the
+  within test had the scan: a causal variant the scan found within ancestry could be "nothing to explain".)
 * **Ancestry test** (`p_ancestry`, `p_covariates`): analytic likelihood-ratio tests of the strata + PCs
   (and of the covariates) in the logistic model of y, each beyond the other, and of both together
   (`p_ancestry_and_covariates`; NaN without covariates); plus the ancestry-only AUROC (cross-validated
@@ -1235,9 +1237,27 @@ def audit_phenotype(
     out["within_combined_statistic"] = t_test
     sig_rng = np.random.default_rng([cfg.seed, 2])
 
-    def draw_signal(m: int) -> np.ndarray:
-        Y = np.stack([sig_rng.permutation(y) for _ in range(m)]).astype(np.float64)
-        return signed_root_lr(Y, probe.loo_scores(Y)[0], np.zeros((n, 0)))
+    def permuted(m: int, gen: np.random.Generator) -> np.ndarray:
+        return np.stack([gen.permutation(y) for _ in range(m)]).astype(np.float64)
+
+    if directions is None:
+        def draw_signal(m: int) -> np.ndarray:
+            Y = permuted(m, sig_rng)
+            return signed_root_lr(Y, probe.loo_scores(Y)[0], np.zeros((n, 0)))
+    else:
+        # the same statistic as the within test, without ancestry: the probe and the variant scan, each
+        # standardised on its own calibration batch of permutations (until the thirty-fourth session the probe
+        # alone, so a causal variant the scan found within ancestry could be called "nothing to explain")
+        no_ancestry = np.zeros((n, 0))
+        sig_combine = CombinedWithin.calibrate(within_components(
+            permuted(max(cfg.first_round, 32), np.random.default_rng([cfg.seed, 5])), probe, no_ancestry,
+            directions))
+        t_signal = float(sig_combine(within_components(y[None].astype(np.float64), probe, no_ancestry,
+                                                       directions))[0])
+        out["signal_statistic"] = t_signal
+
+        def draw_signal(m: int) -> np.ndarray:
+            return sig_combine(within_components(permuted(m, sig_rng), probe, no_ancestry, directions))
 
     h = cfg.stop_exceedances
     out["p_within"], out["n_null_replicates"], out["n_null_exceedances"] = sequential_mc_p(
