@@ -251,7 +251,7 @@ def test_cohort_ancestry_without_panel_uses_region_variants_and_records_missing_
     out = cohort_ancestry(_genotypes(samples, gt), pl.DataFrame({"sample_id": samples}), maf_min=0.05, n_pcs=1,
                           seed=0, umap_and_clusters=False)
     assert out.obsm["X_pca"].shape == (n, 2)  # at least 2 PCs
-    assert out.uns["ancestry_source"] == {"vcf": "cohort", "n_markers": n_var - 1}
+    assert out.uns["ancestry_source"] == {"vcf": "cohort", "n_markers": n_var - 1, "n_markers_non_autosomal": 0}
     expected = np.zeros(n)
     expected[:3] = 1 / n_var  # over all the regions' variants, before the filter
     np.testing.assert_allclose(out.obs["missing_rate"].to_numpy(), expected)
@@ -272,7 +272,8 @@ def test_cohort_ancestry_with_panel_takes_the_pcs_from_the_panel(tmp_path) -> No
     direct = marker_pca(markers, table, n_pcs=3, seed=1, umap_and_clusters=False)
     np.testing.assert_array_equal(out.obsm["X_pca"], direct.obsm["X_pca"])
     assert out.uns["ancestry_source"] == {"vcf": "panel.vcf", "n_markers": markers.n_kept,
-                                          "n_markers_read": 300, "n_markers_near_regions": 0, "exclude_flank": None,
+                                          "n_markers_read": 300, "n_markers_near_regions": 0,
+                                          "n_markers_non_autosomal": 0, "exclude_flank": None,
                                           "method": "exact blockwise Gram"}
     np.testing.assert_array_equal(out.X, out.layers["dosage"])  # region dosages, not standardised
 
@@ -532,3 +533,47 @@ def test_randomized_route_gives_the_exact_10_pc_subspace_whatever_the_seed() -> 
         runs.append(scores)
     for other in runs[1:]:  # the seed changes the PCs by float error only
         np.testing.assert_allclose(other, runs[0], atol=1e-3 * np.abs(runs[0]).max())
+
+
+@pytest.mark.skipif(shutil.which("plink2") is None, reason="plink2 not installed")
+def test_x_markers_stay_out_of_the_pcs_as_plink2_leaves_them_out(tmp_path) -> None:
+    """A panel as the README's recipe leaves it (autosomes and 5% chrX markers, males haploid on X, read as dosage
+    0 or 2) gave PCs 3-6 correlating 0.32-0.76 with plink2 --pca, which leaves non-autosomes out, and leaning on
+    the males. X, Y and MT markers now stay out of the PCs on both routes (a marker panel, and the regions'
+    own variants, which keep their X variants for everything else): every PC as plink2's."""
+    from interp.cohort.ancestry import genotype_anndata, genotype_pca, marker_pca, read_marker_dosages
+    from interp.cohort.vcf import read_genotypes
+
+    rng = np.random.default_rng(1)
+    n_per = 60
+    n = 3 * n_per
+    male = rng.random(n) < 0.5
+    samples = [f"s{i}" for i in range(n)]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=1,length=100000000>", "##contig=<ID=X,length=100000000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples])]
+    for contig, m in (("1", 950), ("X", 50)):
+        p0 = rng.uniform(0.05, 0.95, m)
+        f = np.repeat(np.stack([rng.beta(p0 * (1 - s) / s, (1 - p0) * (1 - s) / s) for s in (0.05, 0.05, 0.1)]),
+                      n_per, axis=0)
+        hap = (rng.random((2, n, m)) < f).astype(int)
+        for j in range(m):
+            calls = [f"{hap[0, i, j]}" if contig == "X" and male[i] else f"{hap[0, i, j]}/{hap[1, i, j]}"
+                     for i in range(n)]
+            lines.append("\t".join([contig, str(1000 + 100 * j), f"{contig}_{j}", "A", "G", ".", "PASS", ".", "GT",
+                                    *calls]))
+    vcf = tmp_path / "panel.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    subprocess.run(["plink2", "--vcf", str(vcf), "--maf", "0.05", "--pca", "6", "--double-id", "--out",
+                    str(tmp_path / "pc")], check=True, capture_output=True)
+    plink = pl.read_csv(tmp_path / "pc.eigenvec", separator="\t")
+    order = [dict(zip(plink["IID"], range(n), strict=True))[s] for s in samples]
+    table = pl.DataFrame({"sample_id": samples})
+    markers = read_marker_dosages(vcf, samples, maf_min=0.05)
+    assert markers.n_non_autosomal == 50
+    by_panel = marker_pca(markers, table, n_pcs=6, umap_and_clusters=False).obsm["X_pca"]
+    own = genotype_pca(genotype_anndata(read_genotypes(vcf), table), maf_min=0.05, n_pcs=6, umap_and_clusters=False)
+    assert own.uns["genotype_pca"]["n_non_autosomal"] > 0 and (own.var["contig"] == "X").any()
+    for scores in (by_panel, own.obsm["X_pca"]):
+        r = [abs(np.corrcoef(plink[f"PC{k + 1}"].to_numpy()[order], scores[:, k])[0, 1]) for k in range(6)]
+        assert min(r) > 0.999, r

@@ -90,7 +90,9 @@ def genotype_pca(
 ) -> anndata.AnnData:
     """Genotype PCA, UMAP and Leiden clusters of a `genotype_anndata` matrix.
 
-    Keeps polymorphic variants with maf >= maf_min and missing_rate <= max_missing, standardises like plink2
+    Keeps polymorphic variants with maf >= maf_min and missing_rate <= max_missing, computes the PCs from the
+    autosomal ones (`non_autosomal`: X, Y and MT are left out of the PCs, as plink2 --pca leaves them out, and
+    kept in the result), standardises like plink2
     --pca (see `standardise_genotypes`), runs scanpy PCA (covariance eigendecomposition:
     deterministic), orients each PC so its largest-|score| sample is positive, then neighbours,
     UMAP and Leiden (igraph flavour) with `seed` (skipped when umap_and_clusters is False; the first
@@ -102,25 +104,37 @@ def genotype_pca(
     maf = adata.var["maf"].to_numpy()
     # maf > 0: a monomorphic variant standardises to 0 and carries nothing (maf_min may be 0)
     keep = (maf >= maf_min) & (maf > 0) & (adata.var["missing_rate"].to_numpy() <= max_missing)
-    n_keep = int(keep.sum())
-    max_pcs = min(adata.n_obs, n_keep) - 1
+    # X, Y and MT variants stay in the returned genotypes but out of the PCs, as plink2 --pca leaves them out
+    sex = non_autosomal(adata.var["contig"]) & keep
+    n_pca = int((keep & ~sex).sum())
+    max_pcs = min(adata.n_obs, n_pca) - 1
     if max_pcs < 2:
-        raise InputError(f"genotype PCA: only {n_keep} variants pass maf >= {maf_min} and missing <= "
-                         f"{max_missing} for {adata.n_obs} samples; need at least 3 of each")
+        also = (f" ({int(sex.sum())} more on X, Y or MT are left out of ancestry PCs, as plink2 --pca leaves them; "
+                "give an autosomal marker panel, cohort.ancestry_vcf)" if sex.any() else "")
+        raise InputError(f"genotype PCA: only {n_pca} autosomal variants pass maf >= {maf_min} and missing <= "
+                         f"{max_missing} for {adata.n_obs} samples; need at least 3 of each{also}")
     n_pcs = min(n_pcs, max_pcs)
+    n_keep = int(keep.sum())
     result = adata[:, keep].copy()
     dosage = np.asarray(result.X, dtype=np.float64)
     result.layers["dosage"] = dosage.astype(np.float32)
     result.X, _ = standardise_genotypes(dosage)
-    if n_keep > result.n_obs:  # scanpy's covariance route would hold n_keep^2 float64 (10,000 variants: 800 MB)
-        gram_pca(result, n_pcs)
+    on = ~sex[keep]
+    target = result if on.all() else result[:, on].copy()
+    if n_pca > target.n_obs:  # scanpy's covariance route would hold n_pca^2 float64 (10,000 variants: 800 MB)
+        gram_pca(target, n_pcs)
     else:
-        sc.pp.pca(result, n_comps=n_pcs, zero_center=True, svd_solver="covariance_eigh", random_state=seed)
-    _orient(result.obsm["X_pca"], result.varm["PCs"])
+        sc.pp.pca(target, n_comps=n_pcs, zero_center=True, svd_solver="covariance_eigh", random_state=seed)
+    _orient(target.obsm["X_pca"], target.varm["PCs"])
+    if target is not result:  # loadings 0 for the variants the PCs left out
+        loadings = np.zeros((result.n_vars, n_pcs), dtype=target.varm["PCs"].dtype)
+        loadings[on] = target.varm["PCs"]
+        result.obsm["X_pca"], result.varm["PCs"], result.uns["pca"] = target.obsm["X_pca"], loadings, target.uns["pca"]
     if umap_and_clusters:
         _embed_and_cluster(result, n_neighbors, leiden_resolution, seed)
     result.uns["genotype_pca"] = {"maf_min": maf_min, "max_missing": max_missing, "n_variants": n_keep,
-                                  "n_pcs": n_pcs, "seed": seed}
+                                  "n_pca_variants": n_pca, "n_non_autosomal": int(sex.sum()), "n_pcs": n_pcs,
+                                  "seed": seed}
     return result
 
 
@@ -198,6 +212,7 @@ class MarkerDosages:
     n_read: int
     n_kept: int
     n_near_regions: int = 0
+    n_non_autosomal: int = 0  # markers read on X, Y or MT and left out (`non_autosomal`)
 
 
 @dataclass
@@ -261,12 +276,24 @@ class NearRegions:
 #: genotypes per chunk of a marker VCF (int8 or float32 each): 2^26, 256 MB as float32
 CHUNK_GENOTYPES = 2**26
 
+#: contig names (without a chr prefix, upper case) that are not autosomes, as plink2 reads human contigs
+#: (23-26 its numeric codes for X, Y, XY, MT): plink2 --pca leaves their variants out
+NON_AUTOSOMES = frozenset({"X", "Y", "XY", "MT", "M", "23", "24", "25", "26"})
+
+
+def non_autosomal(contigs) -> np.ndarray:
+    """bool [n]: which contig names are sex chromosomes or the mitochondrion (`NON_AUTOSOMES`; `chrX`, `X`,
+    `chrM`, `MT`, ...). Their variants stay out of the ancestry PCs, as plink2 --pca leaves them out: a male's
+    haploid X call reads as dosage 0 or 2, so X markers make the lower PCs lean on sex."""
+    bare = (str(c)[3:] if str(c).lower().startswith("chr") else str(c) for c in contigs)
+    return np.fromiter((b.upper() in NON_AUTOSOMES for b in bare), dtype=bool)
+
 
 def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max_missing: float = 0.5,
                         chunk_records: int | None = None, near_regions: NearRegions | None = None) -> MarkerDosages:
     """Stream a marker VCF in chunks into `MarkerDosages`, keeping polymorphic markers with maf >= maf_min
-    and missing rate <= max_missing, and none in `near_regions` (counted in n_near_regions), never more than one
-    chunk of unfiltered records in memory.
+    and missing rate <= max_missing, on autosomes (`non_autosomal`, counted in n_non_autosomal), and none in
+    `near_regions` (counted in n_near_regions), never more than one chunk of unfiltered records in memory.
 
     chunk_records: markers per block; default keeps a chunk's decoding (over every sample of the VCF
     header, studied or not) and a block's float32 standardised copy (made one block at a time by the PCA)
@@ -274,13 +301,18 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
     """
     from interp.cohort.vcf import iter_dosage_chunks, read_vcf_header
 
-    blocks, freqs, n_read, n_near = [], [], 0, 0
+    blocks, freqs, n_read, n_near, n_non_autosomal = [], [], 0, 0, 0
     n = len(samples)
     if chunk_records is None:  # a panel of many more samples than studied is decoded in full, chunk by chunk
         n_decoded = max(n, len(read_vcf_header(vcf_path).samples))
         chunk_records = int(max(16, min(4096, CHUNK_GENOTYPES // max(n_decoded, 1))))
     for chunk, info in iter_dosage_chunks(vcf_path, samples, chunk_records):
         n_read += chunk.shape[0]
+        sex = non_autosomal(info["contig"])
+        if sex.any():
+            n_non_autosomal += int(sex.sum())
+            chunk, info = chunk[~sex], {k: [v for v, x in zip(vals, sex, strict=True) if not x]
+                                        for k, vals in info.items()}
         if near_regions is not None:
             near = near_regions.mask(info["contig"], np.asarray(info["pos"]))
             n_near += int(near.sum())
@@ -296,7 +328,7 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
             freqs.append(alt[keep])
     alt_freq = np.concatenate(freqs) if freqs else np.zeros(0)
     return MarkerDosages(samples=list(samples), blocks=blocks, alt_freq=alt_freq, n_read=n_read,
-                         n_kept=int(alt_freq.size), n_near_regions=n_near)
+                         n_kept=int(alt_freq.size), n_near_regions=n_near, n_non_autosomal=n_non_autosomal)
 
 
 def _standardised_blocks(markers: MarkerDosages):
@@ -550,7 +582,7 @@ def cohort_ancestry(
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
         exact = pcs.uns["genotype_pca"]["method"].startswith("exact")
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,
-                  "n_markers_near_regions": markers.n_near_regions,
+                  "n_markers_near_regions": markers.n_near_regions, "n_markers_non_autosomal": markers.n_non_autosomal,
                   "exclude_flank": None if near_regions is None else near_regions.flank,
                   "method": "exact blockwise Gram" if exact else "randomized block Krylov"}
         if not exact:
@@ -558,6 +590,7 @@ def cohort_ancestry(
         adata = merge_marker_pcs(adata, pcs, source, maf_min=maf_min)
     else:
         adata = genotype_pca(adata, maf_min=maf_min, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
-        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": int(adata.n_vars)}
+        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": adata.uns["genotype_pca"]["n_pca_variants"],
+                                        "n_markers_non_autosomal": adata.uns["genotype_pca"]["n_non_autosomal"]}
     adata.obs["missing_rate"] = missing_rate
     return adata
