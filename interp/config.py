@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from interp.cohort.config import DEMOGRAPHY_POPULATIONS, CohortConfig
+from interp.cohort.config import DEMOGRAPHY_POPULATIONS, CohortConfig, causal_gene
 from interp.embed.config import EmbedConfig
 from interp.errors import InputError, yaml_problem
 from interp.io import load_yaml_unique
@@ -216,6 +216,11 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
             raise InputError(f"{source}: cohort.populations: {unknown[0]!r} is not a population of "
                              f"cohort.simulate.demography {demography} ({', '.join(known)}); a config's "
                              "populations replace the default's")
+        if cohort.source == "simulate":
+            try:  # the simulate job would stop on it (it read only DOC2B's exons until the thirty-fourth session)
+                causal_gene(cohort.simulate, cohort.genes)
+            except InputError as exc:
+                raise InputError(f"{source}: {exc}") from None
         if cohort.source == "simulate" and cohort.simulate.get("labels") == "absent" and cohort.population_column:
             raise InputError(f"{source}: cohort.simulate.labels is 'absent' (samples.tsv gets no population "
                              "column): set cohort.population_column: null")

@@ -497,6 +497,7 @@ def _studied_regions(job: Job, c: CohortConfig):
 
 def simulate_cohort(job: Job) -> None:
     """msprime cohort (Out-of-Africa or admixed) over the cohort region, planted phenotypes (interp.cohort.simulate)."""
+    from interp.cohort.config import causal_gene
     from interp.cohort.simulate import simulate_cohort as simulate
 
     c = _cohort_settings(job)
@@ -509,6 +510,7 @@ def simulate_cohort(job: Job) -> None:
     span = Region(name="+".join(r.name for r in regions), contig=regions[0].contig,
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     sim = {k: v for k, v in c.simulate.items() if k != "ancestry_panel"}
+    sim["causal"] = {**sim.get("causal", {}), "gene": causal_gene(c.simulate, c.genes)}
     # the panel is only an output when it has loci (see the rule)
     simulate(fasta, annotation, span, c.populations, job.params["seed"], sim,
              Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),

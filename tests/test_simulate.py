@@ -346,9 +346,12 @@ def test_bad_configuration_is_input_error(tmp_path):
     with pytest.raises(InputError, match="not in AmericanAdmixture_4B18"):
         simulate_cohort(fasta, annotation, REGION, POPULATIONS, 1, {"demography": "AmericanAdmixture_4B18"},
                         tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
-    with pytest.raises(InputError, match="no exon inside region"):
+    with pytest.raises(InputError, match="no gene of the annotation has an exon inside region far"):
         simulate_cohort(fasta, annotation, Region("far", "chr17", 32000, 39000), POPULATIONS, 1, None,
                         tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
+    with pytest.raises(InputError, match="gene 'DOC2B' has no exon inside region far"):
+        simulate_cohort(fasta, annotation, Region("far", "chr17", 32000, 39000), POPULATIONS, 1,
+                        {"causal": {"gene": "DOC2B"}}, tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
     assert not (tmp_path / "a.vcf.gz").exists()
 
 
@@ -366,3 +369,34 @@ def test_simulated_haplotypes_match_bcftools(cohort, tmp_path):
             result = subprocess.run(["bcftools", "consensus", "-f", str(region_fa), "-s", sample, "-H", str(hap),
                                      str(vcf)], capture_output=True, text=True, check=True)
             assert haps[(sample, hap)] == "".join(result.stdout.splitlines()[1:])
+
+
+def test_the_causal_gene_is_configured_not_fixed(tmp_path, capsys):
+    """The causal SNV could only be planted in DOC2B (hard-coded): a simulated cohort of any other gene stopped in
+    the simulate job, after check-config had accepted it, and `cohort.simulate.causal.gene` was refused as an
+    unknown key. It is now a key (null: the first of cohort.genes), checked against cohort.genes by check-config;
+    the library takes the first annotated gene with an exon in the region."""
+    import yaml
+
+    from interp.cli import main
+    from interp.cohort.config import causal_gene
+    from interp.config import ROOT
+
+    assert causal_gene({}, ["GENEX", "DOC2B"]) == "GENEX"
+    assert causal_gene({"causal": {"gene": "DOC2B"}}, ["GENEX", "DOC2B"]) == "DOC2B"
+    with pytest.raises(InputError, match="cohort.simulate.causal.gene: cohort.genes is empty"):
+        causal_gene({}, [])
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["cohort"].setdefault("simulate", {}).setdefault("causal", {})["gene"] = "TP53"
+    path = tmp_path / "gene.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    assert "cohort.simulate.causal.gene: 'TP53' is not one of cohort.genes (DOC2B)" in capsys.readouterr().err
+    # the library: another gene's exon, named or the first with one in the region
+    fasta = read_fasta(FASTA)
+    annotation = pl.concat([read_annotation(GENES).with_columns(pl.lit("OTHER").alias("gene")),
+                            read_annotation(GENES)], how="vertical_relaxed")
+    for sim, want in (({"causal": {"gene": "DOC2B"}}, "DOC2B"), (None, "OTHER")):
+        truth = simulate_cohort(fasta, annotation, REGION, POPULATIONS, 3, sim, tmp_path / "c.vcf.gz",
+                                tmp_path / "s.tsv", tmp_path / "t.json")
+        assert truth["causal_variant"]["exon"]["gene"] == want, truth["causal_variant"]

@@ -121,3 +121,21 @@ class OnlyRead:
             raise AttributeError(f"cohort.{name} is not among the settings of the {self._rules!r} cohort rules "
                                  "(interp.cohort.config.READ_BY): add it there so that changing it reruns them")
         return getattr(self._cfg, name)
+
+
+def causal_gene(simulate: dict, genes: list[str]) -> str:
+    """The gene in whose exons a simulated cohort's causal SNV is planted: `cohort.simulate.causal.gene`, else the
+    first of cohort.genes (the simulation reads the annotation of cohort.genes only). InputError naming the key
+    when it is none of them, or when there is no gene to take."""
+    from interp.errors import InputError
+
+    gene = (simulate.get("causal") or {}).get("gene")
+    if gene is None:
+        if not genes:
+            raise InputError("cohort.simulate.causal.gene: cohort.genes is empty (regions from a BED), so name the "
+                             "gene in whose exons the causal SNV is planted")
+        return genes[0]
+    if genes and gene not in genes:
+        raise InputError(f"cohort.simulate.causal.gene: {gene!r} is not one of cohort.genes ({', '.join(genes)}); "
+                         "the simulation reads those genes' annotation only")
+    return gene

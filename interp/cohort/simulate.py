@@ -173,7 +173,7 @@ DEFAULTS = {
     "case_fraction": 0.3,
     "causal": {"odds_ratio": 2.0, "frequency": "flat", "freq_range": [0.2, 0.5],
                "target_freqs": {"YRI": 0.05, "CEU": 0.3, "CHB": 0.6}, "freq_tolerance": 0.1,
-               "confounding": "none", "gene": "DOC2B", "max_r2": 0.8},
+               "confounding": "none", "gene": None, "max_r2": 0.8},
     "confounded": {"strength": "mild", "prevalence": None, "ancestry_component": "AFR",
                    "ancestry_odds_ratio": None},
     "null": {},
@@ -280,6 +280,13 @@ def _logit(p: float) -> float:
 
 
 # ---------------------------------------------------------------- causal site
+
+
+def _has_exon_in(annotation: pl.DataFrame, gene: str, region: Region) -> bool:
+    try:
+        return bool(_exon_intervals(annotation, gene, region))
+    except InputError:
+        return False
 
 
 def _exon_intervals(annotation: pl.DataFrame, gene: str, region: Region) -> list[tuple[int, int, str]]:
@@ -593,14 +600,13 @@ def simulate_cohort(
         {"ADMIX": 300} (names of the chosen demography).
     phenotypes: the `cohort.simulate` settings (see DEFAULTS and the config schema): demography,
         labels, case_fraction, causal {odds_ratio, frequency, freq_range, target_freqs, freq_tolerance,
-        confounding}, confounded {strength, prevalence, ancestry_component, ancestry_odds_ratio}; None
+        confounding, gene (None: the first gene of the annotation with an exon in the region)}, confounded {strength, prevalence, ancestry_component, ancestry_odds_ratio}; None
         uses the defaults.
     panel: {loci, locus_length} of the ancestry marker panel written to `out_panel` (None or 0 loci: none).
     REF is the reference base (upper case) at each site, ALT a different base drawn with the seed;
     sites at N and sites hit by more than one mutation are dropped. One causal SNV is planted in an
     exon of the causal gene (see `_plant_causal`) on a branch whose dosage has r^2 < max_r2 with every
-    other variant. Global ancestry proportions per individual come from the panel and the region
-    (base-pair weighted). Returns the truth dict (also written to `out_truth`).
+    other variant. Global ancestry proportions per individual come from the panel. Returns the truth dict (also written to `out_truth`).
     Same inputs + seed => identical outputs.
     """
     config = simulation_config(phenotypes, populations)
@@ -609,6 +615,12 @@ def simulate_cohort(
         raise InputError(f"simulation region {region.name}: contig '{region.contig}' is not in the FASTA")
     ref_seq = fasta[region.contig][region.start:region.end]
     causal_cfg = config["causal"]
+    if not causal_cfg["gene"]:  # the first gene of the annotation with an exon in the region
+        genes = annotation.filter(pl.col("feature") == "exon")["gene"].unique(maintain_order=True).to_list()
+        causal_cfg["gene"] = next((g for g in genes if _has_exon_in(annotation, g, region)), None)
+        if causal_cfg["gene"] is None:
+            raise InputError(f"simulation: no gene of the annotation has an exon inside region {region.name} "
+                             f"({region.contig}:{region.start}-{region.end}) to hold the causal SNV")
     exons = _exon_intervals(annotation, causal_cfg["gene"], region)
     rng = np.random.default_rng(_seeds(seed, 1)[0])
     pop_names = list(populations)
