@@ -961,6 +961,12 @@ def null_replicates_needed(n_verdicts: int, alpha: float, cap: int, margin: int 
     return int(max(99, min(cap, need)))
 
 
+def floor_level(alpha: float, n_verdicts: int, method: str) -> float:
+    """The largest raw p with which some verdict can still pass after `adjust` across n_verdicts: alpha / n under
+    Holm (the smallest p alone), alpha under BH (every p at the floor adjusts to itself)."""
+    return alpha if method == "bh" else alpha / max(n_verdicts, 1)
+
+
 def adjust(p: np.ndarray, method: str) -> np.ndarray:
     if method == "holm":
         return holm(p)
@@ -1315,8 +1321,13 @@ def audit_phenotype(
         out["by_stratum"], _ = by_population(y, oof["strat"], strata, cfg.bootstrap, cfg.seed,
                                              group_sizes.get("stratum"))
     out["group_sizes"] = group_sizes  # the cohort's, for the report's masking (never written as such)
-    out["covariates"] = {name: {**info, "adjusted_for": bool(info.get("columns", True))} for name, info in
-                         (covariates.info.items() if covariates is not None else [])}
+    # a covariate is adjusted for when one of its columns is in the model: constant among this phenotype's samples
+    # (a site whose samples all lack the value), `nuisance_design` drops it, and it was reported adjusted for
+    live = (set() if cov is None or not np.size(cov) else
+            {c for c, sd in zip(covariates.columns, cov.std(axis=0), strict=True) if sd > 1e-12})
+    out["covariates"] = {name: {**info, "adjusted_for": (any(c in live for c in info["columns"]) if "columns" in info
+                                                         else True)}
+                         for name, info in (covariates.info.items() if covariates is not None else [])}
     out["descriptors"] = {name: descriptor_report(v, y, strata, pcs) for name, v in desc.items()}
     out["thresholds"] = asdict(cfg) | {"max_null_replicates_used": b_max}
     return out

@@ -20,6 +20,7 @@ from interp.audit import (
     assign_verdicts,
     audit_phenotype,
     feature_attribution,
+    floor_level,
     null_replicates_needed,
     reference_sizes,
     small_cell,
@@ -294,11 +295,12 @@ def audit_run(emb_dirs: list[str], phenotypes: list[str], covariates: list[str],
     regions = {path: w for path, w in windows.items() if n_regions[path] > 1}  # one region: the cohort's own
     n_verdicts = (len(paths) + sum(n_regions[path] for path in regions)) * len(phenotypes)
     b = null_replicates_needed(n_verdicts, cfg.alpha, cfg.max_null_replicates)
-    if 1 / (b + 1) > cfg.alpha / max(n_verdicts, 1):
+    if 1 / (b + 1) > floor_level(cfg.alpha, n_verdicts, cfg.multiplicity):
         logging.getLogger(__name__).warning(
             "audit: %d verdicts need p <= %.3g, but audit.max_null_replicates %d allows p >= %.3g: no verdict "
-            "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts, cfg.alpha / n_verdicts,
-            cfg.max_null_replicates, 1 / (b + 1), null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
+            "can PASS; raise audit.max_null_replicates to at least %d", n_verdicts,
+            floor_level(cfg.alpha, n_verdicts, cfg.multiplicity), cfg.max_null_replicates, 1 / (b + 1),
+            null_replicates_needed(n_verdicts, cfg.alpha, 10**9))
     # samples.tsv's population column, whatever its name, is `population` in the cohort's tables
     kw = {"covariate_missing": covariate_missing, "population_column": population_obs_column(population_column),
           "max_null_replicates": b,

@@ -413,6 +413,14 @@ def test_covariates_enter_the_ancestry_model_and_descriptors_are_only_reported()
     assert r["covariates"]["site"]["adjusted_for"] is False  # constant: dropped from the design, said so
     assert r["descriptors"]["gc"]["adjusted_for"] is False and r["descriptors"]["gc"]["p_value"] > 0.001
     assert r["descriptors"]["gc"]["ancestry_p"] > 0.001
+    # constant among this phenotype's samples only (the other site's samples lack its value): dropped from the
+    # design as well, so not adjusted for (it was reported adjusted for, from the whole cohort's columns)
+    y_site = y.astype(float)
+    y_site[: X.shape[0] // 2] = np.nan
+    two_sites = covariate_design({"site": np.repeat(["s1", "s2"], [X.shape[0] // 2, X.shape[0] - X.shape[0] // 2])},
+                                 ["site"])
+    r_site = audit_phenotype(X, y_site, population, pcs, cfg, covariates=two_sites)
+    assert r_site["covariates"]["site"]["adjusted_for"] is False and r_site["df_covariates"] == 0
     assert r["descriptors"]["gc_by_ancestry"]["ancestry_p"] < 1e-6 and r["descriptors"]["gc_by_ancestry"]["ancestry_r2"] > 0.3
     unadjusted = run(X, y, population, pcs, seed=3)
     assert unadjusted["verdict"] == "PASS"  # without the batch the embedding signal looks within-ancestry

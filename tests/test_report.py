@@ -263,6 +263,13 @@ def test_caveat_permutation_floor_against_the_multiplicity_adjusted_level() -> N
                               for la in LAYERS["m"]])
     assert "audit.max_null_replicates" in {c["id"]: c["text"] for c in summary.detect_caveats(capped)}[
         "permutation_floor"]
+    # under BH every p at the floor adjusts to itself, so a floor under alpha rules nothing out (it warned that no
+    # verdict could pass beside BH PASS verdicts); above alpha it still does
+    bh = {"provenance": {"config": {"audit": {"alpha": 0.05, "multiplicity": "bh"}}}}
+    assert "permutation_floor" not in _ids(dict(bh, audit=capped["audit"]))  # floor 1/40 = 0.025
+    tiny = [_row("p", la, "NO SIGNAL", n_null_replicates=12, n_null_replicates_max=9) for la in LAYERS["m"]]
+    assert "above alpha = 0.05" in {c["id"]: c["text"] for c in summary.detect_caveats(dict(bh, audit=tiny))}[
+        "permutation_floor"]
 
 
 def test_caveat_verdicts_disagreeing_and_truth_not_recovered() -> None:

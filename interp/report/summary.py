@@ -598,9 +598,13 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
     if perms:
         b = int(max(perms))
         p_min = 1.0 / (b + 1)
-        alpha = _num(((report.get("provenance") or {}).get("config") or {}).get("audit", {}).get("alpha"))
+        audit_cfg = ((report.get("provenance") or {}).get("config") or {}).get("audit", {})
+        alpha = _num(audit_cfg.get("alpha"))
         n_verdicts = len(audit)
-        if alpha is not None and p_min > alpha / max(n_verdicts, 1):
+        bh = audit_cfg.get("multiplicity") == "bh"
+        # the largest raw p that can still pass after the adjustment: under BH every p at the floor adjusts to itself
+        level = None if alpha is None else (alpha if bh else alpha / max(n_verdicts, 1))
+        if level is not None and p_min > level:
             # the audit's nulls are Monte Carlo: a permutation inside strata, or (covariates, PC-bin strata) a
             # parametric bootstrap, as each row's null_method says; the signal test permutes over all samples
             nulls = sorted({str(a["null_method"]) for a in audit if a.get("null_method")})
@@ -608,7 +612,8 @@ def detect_caveats(report: dict, layer_order: dict[str, list[str]] | None = None
                    else "permutation or parametric bootstrap null")
             out.append(_caveat("permutation_floor", "medium",
                                f"With {b} null replicates the smallest attainable p is {p_min:.3g}, above "
-                               f"alpha / number of verdicts = {alpha:g} / {n_verdicts} = {alpha / n_verdicts:.3g}: "
+                               + (f"alpha = {alpha:g}: " if bh else f"alpha / number of verdicts = {alpha:g} / "
+                                  f"{n_verdicts} = {alpha / n_verdicts:.3g}: ") +
                                f"after multiplicity control across verdicts no Monte Carlo test of the audit ({how}) "
                                "can reach significance; raise audit.max_null_replicates.", "audit"))
     for s in report.get("sae") or []:
