@@ -22,8 +22,8 @@ the phenotype's prevalence differs between populations. The verdicts rest on thr
   away, and misses a weaker within-ancestry effect; the residual probe does not. When the causal allele's
   frequency differs between populations, the between-population part of y points the y-probe at the
   causal direction, which the residual probe cannot use. The maximum is one statistic whose null
-  replicates refit both probes, so the null stays exact. (Balding-Nichols cohorts of 1,002, OR 2, 100
-  each: differentiated causal frequency PASS 59 -> 70 with the maximum; six-fold ancestry risk FAIL 8 -> 5.)
+  replicates refit both probes, so the null stays exact. (Measured on Balding-Nichols cohorts: README,
+  the audit stage's calibration, "Against the audit before the two-probe statistic".)
   With the studied region's genotypes (`variant_dosage`, `cfg.variant_scan`) the test adds the
   variant-direction scan (`interp.variant_scan`): the largest score |z| of y on each variant's
   leave-one-out ridge prediction from X (fitted to the dosage, never to y) given A, Sidak-scaled over the
