@@ -931,6 +931,10 @@ class CombinedWithin:
 # ------------------------------------------------------------------------------------------ Monte Carlo
 
 
+#: null replicates drawn and evaluated at once inside a round of `sequential_mc_p` (memory: MAX_DRAW x n x design)
+MAX_DRAW = 256
+
+
 def sequential_mc_p(observed: float, draw: Callable[[int], np.ndarray], h: int, b_max: int,
                     first_round: int = 64) -> tuple[float, int, int]:
     """Sequential Monte Carlo p-value (Besag & Clifford 1991) for "statistic >= observed".
@@ -944,7 +948,10 @@ def sequential_mc_p(observed: float, draw: Callable[[int], np.ndarray], h: int, 
     tol = 1e-9 * max(1.0, abs(observed))
     exceed, used, m = 0, 0, first_round
     while used < b_max:
-        t = np.asarray(draw(min(m, b_max - used)))
+        size = min(m, b_max - used)
+        # drawn MAX_DRAW at a time: a round of 2,048 replicates held B x n x design arrays at once (3.2 GB at
+        # n = 5,000); the draws are sequential in their generators, so the statistics are the same
+        t = np.concatenate([np.asarray(draw(min(MAX_DRAW, size - lo))) for lo in range(0, size, MAX_DRAW)])
         cum = exceed + np.cumsum(t >= observed - tol)
         hit = np.flatnonzero(cum >= h)
         if hit.size:
