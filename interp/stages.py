@@ -511,6 +511,8 @@ def simulate_cohort(job: Job) -> None:
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     sim = {k: v for k, v in c.simulate.items() if k != "ancestry_panel"}
     sim["causal"] = {**sim.get("causal", {}), "gene": causal_gene(c.simulate, c.genes)}
+    if not c.genes:  # regions from a BED: the annotation of what they span, where the causal gene is looked for
+        annotation = _annotation(job, fasta, spans=[(r.contig, r.start, r.end) for r in regions])
     # the panel is only an output when it has loci (see the rule)
     simulate(fasta, annotation, span, c.populations, job.params["seed"], sim,
              Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),

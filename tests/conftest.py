@@ -105,3 +105,25 @@ def planted_dictionary(n_atoms: int, d_in: int, n_tokens: int, seed: int = 0):
     coef = rng.uniform(1.0, 2.0, size=(n_tokens, 3))
     x = np.einsum("nk,nkd->nd", coef, atoms[active]) + 0.3
     return rng, atoms, active, x
+
+
+def demo_config() -> dict:
+    """The demo config, parsed: tests change a key and check what check-config says."""
+    import yaml
+
+    from interp.config import ROOT
+
+    return yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+
+
+def check_config_error(cfg: dict, path: Path, capsys) -> str:
+    """Write cfg to path, run `interp check-config` on it, assert it refuses (exit 2, no traceback), return stderr."""
+    import yaml
+
+    from interp.cli import main
+
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "Traceback" not in err, err
+    return err

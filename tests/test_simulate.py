@@ -376,22 +376,17 @@ def test_the_causal_gene_is_configured_not_fixed(tmp_path, capsys):
     the simulate job, after check-config had accepted it, and `cohort.simulate.causal.gene` was refused as an
     unknown key. It is now a key (null: the first of cohort.genes), checked against cohort.genes by check-config;
     the library takes the first annotated gene with an exon in the region."""
-    import yaml
-
-    from interp.cli import main
     from interp.cohort.config import causal_gene
-    from interp.config import ROOT
+    from tests.conftest import check_config_error, demo_config
 
     assert causal_gene({}, ["GENEX", "DOC2B"]) == "GENEX"
     assert causal_gene({"causal": {"gene": "DOC2B"}}, ["GENEX", "DOC2B"]) == "DOC2B"
-    with pytest.raises(InputError, match="cohort.simulate.causal.gene: cohort.genes is empty"):
-        causal_gene({}, [])
-    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    assert causal_gene({}, []) is None  # regions from a BED: the first annotated gene with an exon in them
+    assert causal_gene({"causal": {"gene": "DOC2B"}}, []) == "DOC2B"
+    cfg = demo_config()
     cfg["cohort"].setdefault("simulate", {}).setdefault("causal", {})["gene"] = "TP53"
-    path = tmp_path / "gene.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert main(["check-config", str(path)]) == 2
-    assert "cohort.simulate.causal.gene: 'TP53' is not one of cohort.genes (DOC2B)" in capsys.readouterr().err
+    err = check_config_error(cfg, tmp_path / "gene.yaml", capsys)
+    assert "cohort.simulate.causal.gene: 'TP53' is not one of cohort.genes (DOC2B)" in err
     # the library: another gene's exon, named or the first with one in the region
     fasta = read_fasta(FASTA)
     annotation = pl.concat([read_annotation(GENES).with_columns(pl.lit("OTHER").alias("gene")),

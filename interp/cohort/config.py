@@ -123,18 +123,16 @@ class OnlyRead:
         return getattr(self._cfg, name)
 
 
-def causal_gene(simulate: dict, genes: list[str]) -> str:
+def causal_gene(simulate: dict, genes: list[str]) -> str | None:
     """The gene in whose exons a simulated cohort's causal SNV is planted: `cohort.simulate.causal.gene`, else the
-    first of cohort.genes (the simulation reads the annotation of cohort.genes only). InputError naming the key
-    when it is none of them, or when there is no gene to take."""
+    first of cohort.genes (the simulation reads the annotation of cohort.genes only); None when both are empty
+    (regions from a BED: the first annotated gene with an exon in them). InputError naming the key when it is none
+    of cohort.genes."""
     from interp.errors import InputError
 
     gene = (simulate.get("causal") or {}).get("gene")
     if gene is None:
-        if not genes:
-            raise InputError("cohort.simulate.causal.gene: cohort.genes is empty (regions from a BED), so name the "
-                             "gene in whose exons the causal SNV is planted")
-        return genes[0]
+        return genes[0] if genes else None
     if genes and gene not in genes:
         raise InputError(f"cohort.simulate.causal.gene: {gene!r} is not one of cohort.genes ({', '.join(genes)}); "
                          "the simulation reads those genes' annotation only")
