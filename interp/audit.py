@@ -894,14 +894,15 @@ def within_statistic(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
 
 
 def within_components(Y: np.ndarray, probe: RidgeProbe, nuisance: np.ndarray,
-                      directions: VariantDirections | None) -> dict[str, np.ndarray]:
+                      directions: VariantDirections | None,
+                      probes: tuple[str, ...] = WITHIN_PROBES) -> dict[str, np.ndarray]:
     """The within-ancestry test's components for responses Y [B, n], sharing one fit of y ~ nuisance:
     "probe": `within_statistic` [B]; with directions (`interp.variant_scan.variant_directions`) also
     "scan": the largest score |z| over the variant directions [B], "scan_z": it on the scale of one z
     (`scan_z`, Li-Ji effective number of directions) and "scan_variant": the direction that gave it [B]."""
     Y = np.atleast_2d(Y)
     reduced = logistic_many(nuisance, Y)
-    out = {"probe": within_statistic(Y, probe, nuisance, WITHIN_PROBES, reduced)}
+    out = {"probe": within_statistic(Y, probe, nuisance, probes, reduced)}
     if directions is not None:
         out["scan"], out["scan_variant"] = scan_statistics(Y, reduced["prob"], directions.S, nuisance)
         out["scan_z"] = scan_z(out["scan"], directions.m_eff)
@@ -1261,16 +1262,17 @@ def audit_phenotype(
         # the same statistic as the within test, without ancestry: the probe and the variant scan, each
         # standardised on its own calibration batch of permutations (until the thirty-fourth session the probe
         # alone, so a causal variant the scan found within ancestry could be called "nothing to explain")
-        no_ancestry = np.zeros((n, 0))
+        # (without ancestry the residual probe is the phenotype probe: y less its mean; one is computed)
+        no_ancestry, one_probe = np.zeros((n, 0)), ("phenotype",)
         sig_combine = CombinedWithin.calibrate(within_components(
             permuted(max(cfg.first_round, 32), np.random.default_rng([cfg.seed, 5])), probe, no_ancestry,
-            directions))
+            directions, one_probe))
         t_signal = float(sig_combine(within_components(y[None].astype(np.float64), probe, no_ancestry,
-                                                       directions))[0])
+                                                       directions, one_probe))[0])
         out["signal_statistic"] = t_signal
 
         def draw_signal(m: int) -> np.ndarray:
-            return sig_combine(within_components(permuted(m, sig_rng), probe, no_ancestry, directions))
+            return sig_combine(within_components(permuted(m, sig_rng), probe, no_ancestry, directions, one_probe))
 
     h = cfg.stop_exceedances
     out["p_within"], out["n_null_replicates"], out["n_null_exceedances"] = sequential_mc_p(

@@ -577,3 +577,8 @@ def test_x_markers_stay_out_of_the_pcs_as_plink2_leaves_them_out(tmp_path) -> No
     for scores in (by_panel, own.obsm["X_pca"]):
         r = [abs(np.corrcoef(plink[f"PC{k + 1}"].to_numpy()[order], scores[:, k])[0, 1]) for k in range(6)]
         assert min(r) > 0.999, r
+    # regions on X alone, no panel: their variants still make the PCs (they were refused for a moment), said so
+    x_only = genotype_anndata(read_genotypes(vcf), table)
+    x_only = x_only[:, (x_only.var["contig"] == "X").to_numpy()].copy()
+    pcs = genotype_pca(x_only, maf_min=0.05, n_pcs=3, umap_and_clusters=False)
+    assert pcs.uns["genotype_pca"]["pcs_from_non_autosomal"] and pcs.obsm["X_pca"].shape == (n, 3)

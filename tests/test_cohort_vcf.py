@@ -132,7 +132,17 @@ def test_repeated_records_are_read_once_as_bcftools_norm_d_exact_keeps_them(tmp_
     np.testing.assert_array_equal(genotypes.gt, calls)
     fasta = {"1": "A" * 100}
     summary = validate_cohort(vcf, _sheet(["a", "b"], case=[0, 1]), fasta, {}, None, [], 2)
-    assert summary["n_duplicate_skipped"] == 3
+    assert summary["n_duplicate_skipped"] == 3 and summary["n_variants_in_regions"] == 5
+    from interp.cohort.ancestry import read_marker_dosages  # a marker panel counts a repeated marker once too
+
+    assert read_marker_dosages(vcf, ["a", "b"], maf_min=0.0).n_read == 4  # 5 biallelic, the multi-allelic skipped
+    # the phase of a homozygous call means nothing: '0/0' repeating '0|0' is the same call, not a conflict; that
+    # of a heterozygous one does ('1/0' repeating '1|0')
+    same = _bgzip(tmp_path / "phase.vcf.gz", text + "1\t5\t.\tA\tG\t.\t.\t.\tGT\t1|0\t0/0\n")
+    assert read_genotypes(same).n_duplicate_skipped == 4
+    other = _bgzip(tmp_path / "phase2.vcf.gz", text + "1\t5\t.\tA\tG\t.\t.\t.\tGT\t1/0\t0|0\n")
+    with pytest.raises(InputError, match="1:5 A>G appears in two records with different genotypes"):
+        read_genotypes(other)
     regional = read_genotypes(vcf, regions=[Region("r", "1", 0, 100)], fasta_contigs=["1"])
     assert regional.n_duplicate_skipped == 3 and regional.n_variants == 5
     conflicting = _bgzip(tmp_path / "conflict.vcf.gz", text + "1\t9\t.\tA\tT\t.\t.\t.\tGT\t0|1\t1|0\n")

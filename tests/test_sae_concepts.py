@@ -1158,3 +1158,7 @@ def test_window_token_rows_equal_a_scan_per_window_across_reads() -> None:
     assert got.keys() == want.keys()
     for w, rows in want.items():
         np.testing.assert_array_equal(got[w], rows)
+    # reads holding none of them (the sorted version stopped there: np.split of nothing gives one piece)
+    last = int(window_index[-1])
+    assert atlas.window_token_rows(store, {last}, read_rows=257).keys() == {last}
+    assert atlas.window_token_rows(store, set(), read_rows=257) == {}

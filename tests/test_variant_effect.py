@@ -351,6 +351,16 @@ def test_a_checkpoint_without_the_lm_head_is_refused_by_the_scorer(esm_6mer, tmp
                                          r"head \(lm_head\..*transformers would start them at random values"):
         load_scorer(card, device="cpu", dtype="float32")
     HFEmbedder(card, device="cpu", dtype="float32")
+    # a head weight listed missing but tied to a loaded one (remote code tying it in its own tie_weights, which
+    # transformers still lists) shares the loaded tensor: not random, not refused; an untied one is
+    model.save_pretrained(tmp_path)
+    loaded = HFEmbedder({**card, "hf_class": "masked_lm"}, device="cpu", dtype="float32")
+    assert loaded.missing_weights == []
+    loaded.missing_weights = ["lm_head.decoder.weight"]  # ESM ties it to the word embeddings
+    loaded.check_head()
+    loaded.missing_weights = ["lm_head.dense.weight"]
+    with pytest.raises(InputError, match=r"head \(lm_head.dense.weight\)"):
+        loaded.check_head()
 
 
 def test_a_window_longer_than_max_tokens_is_cut_around_its_variant(esm_6mer, tmp_path):

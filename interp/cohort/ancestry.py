@@ -92,7 +92,8 @@ def genotype_pca(
 
     Keeps polymorphic variants with maf >= maf_min and missing_rate <= max_missing, computes the PCs from the
     autosomal ones (`non_autosomal`: X, Y and MT are left out of the PCs, as plink2 --pca leaves them out, and
-    kept in the result), standardises like plink2
+    kept in the result; where fewer than 3 autosomal ones pass, from all of them, `pcs_from_non_autosomal`),
+    standardises like plink2
     --pca (see `standardise_genotypes`), runs scanpy PCA (covariance eigendecomposition:
     deterministic), orients each PC so its largest-|score| sample is positive, then neighbours,
     UMAP and Leiden (igraph flavour) with `seed` (skipped when umap_and_clusters is False; the first
@@ -104,15 +105,17 @@ def genotype_pca(
     maf = adata.var["maf"].to_numpy()
     # maf > 0: a monomorphic variant standardises to 0 and carries nothing (maf_min may be 0)
     keep = (maf >= maf_min) & (maf > 0) & (adata.var["missing_rate"].to_numpy() <= max_missing)
-    # X, Y and MT variants stay in the returned genotypes but out of the PCs, as plink2 --pca leaves them out
+    # X, Y and MT variants stay in the returned genotypes but out of the PCs, as plink2 --pca leaves them out;
+    # regions on them alone (an X-linked study without a marker panel) keep them, as before, and say so
     sex = non_autosomal(adata.var["contig"]) & keep
+    only_non_autosomal = int((keep & ~sex).sum()) < 3 and sex.any()
+    if only_non_autosomal:
+        sex = np.zeros_like(sex)
     n_pca = int((keep & ~sex).sum())
     max_pcs = min(adata.n_obs, n_pca) - 1
     if max_pcs < 2:
-        also = (f" ({int(sex.sum())} more on X, Y or MT are left out of ancestry PCs, as plink2 --pca leaves them; "
-                "give an autosomal marker panel, cohort.ancestry_vcf)" if sex.any() else "")
-        raise InputError(f"genotype PCA: only {n_pca} autosomal variants pass maf >= {maf_min} and missing <= "
-                         f"{max_missing} for {adata.n_obs} samples; need at least 3 of each{also}")
+        raise InputError(f"genotype PCA: only {n_pca} variants pass maf >= {maf_min} and missing <= "
+                         f"{max_missing} for {adata.n_obs} samples; need at least 3 of each")
     n_pcs = min(n_pcs, max_pcs)
     n_keep = int(keep.sum())
     result = adata[:, keep].copy()
@@ -134,7 +137,7 @@ def genotype_pca(
         _embed_and_cluster(result, n_neighbors, leiden_resolution, seed)
     result.uns["genotype_pca"] = {"maf_min": maf_min, "max_missing": max_missing, "n_variants": n_keep,
                                   "n_pca_variants": n_pca, "n_non_autosomal": int(sex.sum()), "n_pcs": n_pcs,
-                                  "seed": seed}
+                                  "seed": seed, "pcs_from_non_autosomal": bool(only_non_autosomal)}
     return result
 
 
@@ -590,7 +593,10 @@ def cohort_ancestry(
         adata = merge_marker_pcs(adata, pcs, source, maf_min=maf_min)
     else:
         adata = genotype_pca(adata, maf_min=maf_min, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
-        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": adata.uns["genotype_pca"]["n_pca_variants"],
-                                        "n_markers_non_autosomal": adata.uns["genotype_pca"]["n_non_autosomal"]}
+        info = adata.uns["genotype_pca"]
+        adata.uns["ancestry_source"] = {"vcf": "cohort", "n_markers": info["n_pca_variants"],
+                                        "n_markers_non_autosomal": info["n_non_autosomal"]}
+        if info["pcs_from_non_autosomal"]:  # regions on X, Y or MT alone: their variants make the PCs
+            adata.uns["ancestry_source"]["pcs_from_non_autosomal"] = True
     adata.obs["missing_rate"] = missing_rate
     return adata

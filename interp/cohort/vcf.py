@@ -581,7 +581,9 @@ def _is_repeat(seen: dict[tuple[str, int, str, str], bytes], key: tuple[str, int
     in `seen` (then it is skipped); records it in `seen` otherwise. A repeat whose calls differ is an
     InputError: which of the two is right cannot be told (`bcftools norm -d exact` keeps the first; `bcftools
     consensus` applies whichever carries the ALT first)."""
-    digest = hashlib.blake2b(gt.tobytes() + np.packbits(phased).tobytes(), digest_size=16).digest()
+    # the phase of a homozygous or missing call means nothing: '0/0' and '0|0' are the same call
+    phase = phased & (gt[:, 0] != gt[:, 1]) & (gt >= 0).all(axis=1) if gt.size else phased
+    digest = hashlib.blake2b(gt.tobytes() + np.packbits(phase).tobytes(), digest_size=16).digest()
     earlier = seen.setdefault(key, digest)
     if earlier is digest:
         return False
@@ -728,7 +730,8 @@ def iter_dosage_chunks(
     """Stream a VCF as chunks of int8 ALT dosages, for genome-wide marker panels.
 
     Yields (dosage [n_records_in_chunk, n_samples] int8: 0/1/2, -1 where either copy is missing;
-    info {"contig", "pos", "ref", "alt"} lists) for biallelic records, in file order. Memory is one chunk
+    info {"contig", "pos", "ref", "alt"} lists) for biallelic records, in file order; a record repeating the
+    contig, position, REF and ALT of an earlier one is skipped (counted once in the PCA, as `read_genotypes` does). Memory is one chunk
     (its text and its int8 calls); GT-only records are decoded a chunk at a time with numpy.
     """
     path = Path(vcf_path)
@@ -764,10 +767,17 @@ def iter_dosage_chunks(
         return dose, info
 
     pending: list[list[str]] = []
+    # a marker repeated in the panel counts once (the first); 64-bit hashes of (contig, pos, REF, ALT), about 60
+    # bytes a marker where the tuples took about 250 (a collision, ~n^2 / 2^65, would drop one marker)
+    seen: set[int] = set()
     for line in _record_lines(path, None):
         fields = line.split("\t", 9)
         if len(fields) < 10 or _biallelic(fields) != "ok":
             continue
+        key = hash((fields[0], fields[1], fields[3].upper(), fields[4].upper()))
+        if key in seen:
+            continue
+        seen.add(key)
         pending.append(fields)
         if len(pending) == chunk_records:
             yield decode(pending)
@@ -1010,7 +1020,8 @@ def validate_cohort(
                 n_all and len(fields) == 10) else []
             for alt, gt, phased in split:
                 if _is_repeat(seen, (contig, pos, ref.upper(), alt), gt, phased, vcf_path, chrom):
-                    n_duplicate += 1  # read_genotypes skips it
+                    n_duplicate += 1  # read_genotypes skips it: not a variant of the regions either
+                    in_regions -= 1
                     continue
                 per_sample_missing += (gt < 0).any(axis=1)
                 n_missing += int((gt < 0).sum())

@@ -254,7 +254,13 @@ class HFEmbedder:
         prefix = getattr(self.model, "base_model_prefix", "")
         if self.model.base_model is self.model or not prefix:
             return
-        head = [k for k in self.missing_weights if not k.startswith(prefix + ".")]
+        # a head tied to a loaded weight (remote code tying lm_head to the embeddings in its own tie_weights) is
+        # listed missing, yet shares the loaded tensor: not random
+        missing = set(self.missing_weights)
+        loaded = {t.data_ptr() for name, t in self.model.state_dict(keep_vars=True).items() if name not in missing}
+        state = self.model.state_dict(keep_vars=True)
+        head = [k for k in self.missing_weights if not k.startswith(prefix + ".")
+                and not (k in state and state[k].data_ptr() in loaded)]
         if head:
             raise InputError(f"model card {self.name}: the checkpoint {self.provenance['loaded_from']} has no weights "
                              f"for its {type(self.model).__name__} head ({', '.join(head[:3])}"

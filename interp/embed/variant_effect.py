@@ -172,7 +172,6 @@ def unpredicted_first_token(i: int) -> str:
             "predicts (the score would leave out p(ALT) vs p(REF) itself); give it left context")
 
 
-@torch.inference_mode()
 @contextlib.contextmanager
 def _fits_positions(model, n_tokens: int, i: int):
     """Turn the model's failure on a window of n_tokens longer than its positions (config max_position_embeddings,
@@ -187,6 +186,7 @@ def _fits_positions(model, n_tokens: int, i: int):
         raise
 
 
+@torch.inference_mode()
 def sequence_loglik(model, tokenizer, seq: str) -> float:
     """Sum over tokens 1..n-1 of log p(token | earlier tokens) under a causal LM."""
     ids = torch.tensor([tokenizer(seq)["input_ids"]], device=model.device)

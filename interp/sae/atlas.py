@@ -34,6 +34,8 @@ def window_token_rows(store, wanted: set[int], read_rows: int = 1 << 20) -> dict
     for start in range(0, store.n_tokens, read_rows):
         w = np.asarray(store.window_index[start:start + read_rows], dtype=np.int64)
         hit = np.flatnonzero(np.isin(w, wanted_arr))
+        if hit.size == 0:  # a read holding none of them (np.split of nothing still gives one piece)
+            continue
         # one stable sort groups the rows by window, in store order (a scan per window cost windows x rows)
         hit = hit[np.argsort(w[hit], kind="stable")]
         values, first = np.unique(w[hit], return_index=True)
