@@ -250,7 +250,7 @@ def check_config(config: dict, base_dir: str | Path = ".", source: str = "config
     _check_sae_sweep(cfg["sae"], source)
     _check_split_blocks(cfg, source)
     _check_label_shifts(cfg["sae"], source)
-    _check_stability_screen(cfg["rank"], source)
+    _check_rank(cfg["rank"], source)
     if cfg.get("planted", {}).get("sae"):  # the planted SAE: `sae` with planted.sae merged over it (rule planted_sae)
         from interp.sae.config import SAEConfig, sae_settings
 
@@ -432,10 +432,12 @@ def _check_label_shifts(sae: dict, source: str) -> None:
 MIN_SCREEN_PER_TOP_K = 100
 
 
-def _check_stability_screen(rank: dict, source: str) -> None:
-    """Stability is computed among the best `stability_screen` columns only, so columns beyond them never
-    compete for a half-sample's top_k: at a screen near top_k every screened null column read stability near 1
-    (screen 10, top_k 20: 1.0; at 10x top_k still up to 0.2 above the unscreened value, at 100x within 0.05)."""
+def _check_rank(rank: dict, source: str) -> None:
+    """rank settings that would bias what it reports. Stability is computed among the best `stability_screen`
+    columns only, so columns beyond them never compete for a half-sample's top_k: at a screen near top_k every
+    screened null column read stability near 1 (screen 10, top_k 20: 1.0; at 10x top_k still up to 0.2 above the
+    unscreened value, at 100x within 0.05; one simulation each). The report's rows must have refitted effects
+    (`refit_top`)."""
     screen, top_k = int(rank["stability_screen"]), int(rank["top_k"])
     if screen < MIN_SCREEN_PER_TOP_K * top_k:
         raise InputError(f"{source}: rank.stability_screen ({screen}) must be at least {MIN_SCREEN_PER_TOP_K} x "

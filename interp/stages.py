@@ -499,10 +499,16 @@ def simulate_cohort(job: Job) -> None:
     """msprime cohort (Out-of-Africa or admixed) over the cohort region, planted phenotypes (interp.cohort.simulate)."""
     from interp.cohort.config import causal_gene
     from interp.cohort.simulate import simulate_cohort as simulate
+    from interp.genome.fasta import open_reference
 
     c = _cohort_settings(job)
-    fasta, annotation = _reference(job, genes=c.genes, spans=[])  # the genes' spans only
+    fasta = open_reference(job.input["fasta"], job.params.get("reference_cache"))
+    # the annotation read once: the genes' transcripts, or for regions from a BED alone (which need none to be
+    # placed) those the regions span, where the causal gene is then looked for
+    annotation = _annotation(job, fasta, genes=c.genes, spans=[]) if c.genes else None
     regions = _cohort_regions(job, c, fasta, annotation)
+    if not c.genes:
+        annotation = _annotation(job, fasta, spans=[(r.contig, r.start, r.end) for r in regions])
     if len({r.contig for r in regions}) != 1:
         raise InputError("cohort.simulate: the simulated cohort's regions must lie on one contig")
     from interp.genome.regions import Region
@@ -511,8 +517,6 @@ def simulate_cohort(job: Job) -> None:
                   start=min(r.start for r in regions), end=max(r.end for r in regions))
     sim = {k: v for k, v in c.simulate.items() if k != "ancestry_panel"}
     sim["causal"] = {**sim.get("causal", {}), "gene": causal_gene(c.simulate, c.genes)}
-    if not c.genes:  # regions from a BED: the annotation of what they span, where the causal gene is looked for
-        annotation = _annotation(job, fasta, spans=[(r.contig, r.start, r.end) for r in regions])
     # the panel is only an output when it has loci (see the rule)
     simulate(fasta, annotation, span, c.populations, job.params["seed"], sim,
              Path(job.output["vcf"]), Path(job.output["samples"]), Path(job.output["truth"]),

@@ -120,6 +120,14 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def beyond_positions(model, n_tokens: int) -> int | None:
+    """The model's position count (config max_position_embeddings) when n_tokens may exceed it, else None: what a
+    RuntimeError / IndexError of its forward pass on that many tokens means (ESM and RoBERTa count positions from
+    padding_idx + 1, so 2 fewer fit)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(positions) if positions and n_tokens > int(positions) - 2 else None
+
+
 class HFEmbedder:
     """transformers back-end driven by a model card (see interp.embed.registry for the fields)."""
 
@@ -256,9 +264,8 @@ class HFEmbedder:
             return
         # a head tied to a loaded weight (remote code tying lm_head to the embeddings in its own tie_weights) is
         # listed missing, yet shares the loaded tensor: not random
-        missing = set(self.missing_weights)
-        loaded = {t.data_ptr() for name, t in self.model.state_dict(keep_vars=True).items() if name not in missing}
-        state = self.model.state_dict(keep_vars=True)
+        missing, state = set(self.missing_weights), self.model.state_dict(keep_vars=True)
+        loaded = {t.data_ptr() for name, t in state.items() if name not in missing}
         head = [k for k in self.missing_weights if not k.startswith(prefix + ".")
                 and not (k in state and state[k].data_ptr() in loaded)]
         if head:
@@ -337,8 +344,8 @@ class HFEmbedder:
         try:
             out = self.model(**inputs, output_hidden_states=True) if want_hidden else self.model(**inputs)
         except (RuntimeError, IndexError) as err:
-            positions = getattr(self.model.config, "max_position_embeddings", None)
-            if positions and longest > int(positions) - 2:  # ESM / RoBERTa count positions from padding_idx + 1
+            positions = beyond_positions(self.model, longest)
+            if positions:
                 raise InputError(f"model card {self.name}: a piece of {longest} tokens does not fit the model's "
                                  f"{positions} positions (config max_position_embeddings; the model said: "
                                  f"{' '.join(str(err).split())[:160]}); set the card's max_tokens to what the model "

@@ -174,13 +174,15 @@ def unpredicted_first_token(i: int) -> str:
 
 @contextlib.contextmanager
 def _fits_positions(model, n_tokens: int, i: int):
-    """Turn the model's failure on a window of n_tokens longer than its positions (config max_position_embeddings,
-    less 2 for models counting from padding_idx + 1) into variant i's InputError, a skip reason naming the fix."""
+    """Turn the model's failure on a window of n_tokens longer than its positions (`beyond_positions`) into variant
+    i's InputError, a skip reason naming the fix."""
     try:
         yield
     except (RuntimeError, IndexError) as err:
-        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if positions and n_tokens > int(positions) - 2:
+        from interp.embed.hf import beyond_positions
+
+        positions = beyond_positions(model, n_tokens)
+        if positions:
             raise InputError(f"variant {i}: its window does not fit the model's {positions} positions; set the card's "
                              "max_tokens, and windows are cut to it") from err
         raise

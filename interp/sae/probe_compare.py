@@ -217,6 +217,8 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
     raw_auc = np.array([auroc(y[te], s) for (_, _, te), s in zip(used, test_scores["raw"], strict=True)])
     raw_boot = _boot_auroc(used, y, test_scores["raw"], draws)
     alpha = 1.0 - confidence
+    sizes = ([tr.shape[0] for _, tr, _ in used], [te.shape[0] for _, _, te in used])  # training, test rows per fold
+    raw_lo, raw_hi = fold_interval(raw_auc - 0.5, *sizes, confidence)  # the raw arm's, the same for every k
     for k in ks:
         sae_auc = np.array([auroc(y[te], s) for (_, _, te), s in zip(used, test_scores[k], strict=True)])
         for p, (f, train, te) in enumerate(used):
@@ -226,10 +228,7 @@ def compare_probes(X: np.ndarray, F: np.ndarray, y: np.ndarray, folds: Folds,
                               "selected": selected[k][p].tolist(), "C_raw": float(chosen["raw"][p]),
                               "C_sae": float(chosen[k][p])})
         diff = float(sae_auc.mean() - raw_auc.mean())
-        lo, hi = fold_interval(sae_auc - raw_auc, [tr.shape[0] for _, tr, _ in used],
-                               [te.shape[0] for _, _, te in used], confidence)
-        sizes = ([tr.shape[0] for _, tr, _ in used], [te.shape[0] for _, _, te in used])
-        raw_lo, raw_hi = fold_interval(raw_auc - 0.5, *sizes, confidence)
+        lo, hi = fold_interval(sae_auc - raw_auc, *sizes, confidence)
         sae_lo, sae_hi = fold_interval(sae_auc - 0.5, *sizes, confidence)
         # a win needs the difference's interval away from 0 and the winning arm's own AUROC interval above
         # chance: on null labels one arm's AUROC strays far below 0.5 (fold means 0.19-0.36 in runs of
