@@ -760,6 +760,22 @@ def test_window_statistics_hand_made():
     assert no_cg["cpg_oe"][0] == 0 and no_cg["cpg_density"][0] == 0 and not no_cg["heldout"][0]
 
 
+def test_gap_windows_stay_out_of_gc_high():
+    """A window of N alone (an assembly gap) has no GC fraction: NaN, outside gc_high's cut and never gc_high.
+    Counted as GC 0 it set the cut at 0, so every real window was gc_high and the target marked N windows."""
+    rng = np.random.default_rng(0)
+    real = "".join(rng.choice(list("AAATTTGC"), 400))  # AT-rich: GC about 0.25
+    windows, _ = build_windows({"c": "N" * 600 + real}, [Region("r", "c", 0, 1000)], None, 100, 100, 0.0, 2)
+    gap = windows["n_fraction"].to_numpy() == 1.0
+    assert gap.sum() == 6 and np.isnan(windows["gc"].to_numpy()[gap]).all()
+    assert not windows["gc_high"].to_numpy()[gap].any()
+    real_gc = windows["gc"].to_numpy()[~gap]
+    assert windows["gc_high"].to_numpy()[~gap].tolist() == (real_gc > np.median(real_gc)).tolist()
+    assert windows["gc_high"].sum() == 2  # half of the 4 real windows, not all of them
+    only_gap, _ = build_windows({"c": "N" * 200}, [Region("r", "c", 0, 200)], None, 100, 100, 0.0, 1)
+    assert not only_gap["gc_high"].any()
+
+
 def test_demo_windows(demo_fasta, demo_genes):
     started = time.perf_counter()
     region = regions_from_config([{"name": "demo", "contig": "chr17", "start": 0, "end": 40000}], demo_fasta, None)

@@ -233,7 +233,9 @@ def _window_table(
         columns["start"] += starts.tolist()
         columns["end"] += (starts + width).tolist()
         columns["sequence"] += [text[o:o + width] for o in offsets]
-        columns["gc"] += np.where(n_acgt > 0, (n_c + n_g) / np.maximum(n_acgt, 1), 0.0).tolist()
+        # a window of no A/C/G/T (an assembly gap) has no GC fraction: NaN, not 0, so that it stays out of
+        # gc_high's cut (counted as 0 it pulled the cut down and made gc_high an N detector)
+        columns["gc"] += np.where(n_acgt > 0, (n_c + n_g) / np.maximum(n_acgt, 1), np.nan).tolist()
         columns["cpg_density"] += (n_cg / width).tolist()
         columns["cpg_oe"] += np.where(expected > 0, n_cg * width / np.maximum(expected, 1), 0.0).tolist()
         for name in ("repeat", "exon", "intron", "intergenic"):
@@ -259,10 +261,10 @@ def build_windows(
     windows, one row per window in genome order (FASTA contig order, then start):
       window_index, window_id ("contig:start-end", 0-based half-open; "contig:start-end@region" where
       overlapping regions tile the same window), region, contig, start, end,
-      sequence (upper-case), gc (G+C fraction of ACGT bases), cpg_density (CG pairs per base),
+      sequence (upper-case), gc (G+C fraction of ACGT bases; NaN in a window with none), cpg_density (CG pairs per base),
       cpg_oe (n_CG * width / (n_C * n_G), 0 when n_C * n_G == 0), repeat/exon/intron/intergenic/n
       fractions, exon (exon_fraction > 0), repeat (repeat_fraction >= 0.5), gc_high (gc above the
-      `gc_high_quantile` quantile over all windows), heldout (window starts at or after
+      `gc_high_quantile` quantile over the windows holding some A/C/G/T; false in the others), heldout (window starts at or after
       `heldout_start` of its region), block (0..n_blocks-1, contiguous runs of ~equal window counts).
     bases is `base_labels` of the same regions. Annotation contigs are mapped onto the FASTA's
     names (`aliases`, then the chr-prefix rule); annotation rows on other contigs are ignored.
@@ -285,14 +287,15 @@ def build_windows(
         .sort("_order", "start", "end", maintain_order=True)
         .drop("_order")
     )
-    gc_cut = float(np.quantile(table["gc"].to_numpy(), gc_high_quantile))
+    gc = table["gc"].to_numpy()
+    gc_cut = float(np.quantile(gc[~np.isnan(gc)], gc_high_quantile)) if not np.isnan(gc).all() else np.inf
     index = np.arange(n, dtype=np.int64)
     table = table.with_columns(
         window_index=pl.Series(index),
         window_id=pl.format("{}:{}-{}", "contig", "start", "end"),
         exon=pl.col("exon_fraction") > 0,
         repeat=pl.col("repeat_fraction") >= 0.5,
-        gc_high=pl.col("gc") > gc_cut,
+        gc_high=(pl.col("gc") > gc_cut) & pl.col("gc").is_not_nan(),  # polars orders NaN above every number
         block=pl.Series(index * n_blocks // n),
     )
     # overlapping regions tiled on the same grid give one window twice (one per region): named by region there,
