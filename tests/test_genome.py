@@ -230,7 +230,10 @@ def test_truncated_compressed_fasta_is_one_line_input_error(tmp_path):
 def test_index_newer_than_a_replaced_fasta_is_refused_as_stale(tmp_path, compression):
     """A FASTA replaced keeping an older mtime (cp -p, rsync -a) leaves a .fai that looks fresh but is not."""
     old = ">c1\n" + "ACGTTGCAAC\n" * 10 + ">c2\n" + "GGGGGCCCCC\n" * 5
-    new = ">c1 a longer header\n" + "ACGTTGCAAC\n" * 10 + ">c2\n" + "GGGGGCCCCC\n" * 5
+    # the same size as `old` (11 bytes more header, one 11-byte line less of c2), so the file ends where the
+    # index says; only the records' own check sees the change
+    new = ">c1 abcdefghij\n" + "ACGTTGCAAC\n" * 10 + ">c2\n" + "GGGGGCCCCC\n" * 4
+    assert len(new) == len(old)
     crlf = ">c1\r\n" + "ACGTTGCAAC\r\n" * 10 + ">c2 x\r\n" + "GGGGGCCCCC\r\n" * 4 + "GGG"
     for text in (old, crlf):  # a matching index passes, LF or CRLF, with or without a final line end
         plain = _write(tmp_path / "ok.fa", text)
@@ -251,6 +254,29 @@ def test_index_newer_than_a_replaced_fasta_is_refused_as_stale(tmp_path, compres
     for contig in ("c1", "c2"):  # before: 'extra desc' read as bases, or a newline refused at "base 20"
         with pytest.raises(InputError, match=rf"index .*\.fai does not match the file \(record '{contig}'"):
             reference[contig][0:10]
+    # a contig added in the replacement: the index knows c1 and c2 only, so c3 was silently missing
+    open_reference(_rebuilt(tmp_path, old, compression)).close()
+    plain = _write(tmp_path / "h.fa", old + ">c3\n" + "ACGTACGTAC\n" * 3)
+    if compression == "bgzip":
+        _bgzip(plain, tmp_path / "h.fa.bgz")
+    with pytest.raises(InputError, match=r"index .*\.fai does not match the file \(the file goes on after record 'c2'"):
+        open_reference(_rebuilt(tmp_path, None, compression))
+
+
+def _rebuilt(tmp_path: Path, text: str | None, compression: str) -> Path:
+    """h.fa (or h.fa.bgz): written from `text` and indexed when given, else made older than its index."""
+    plain = tmp_path / "h.fa"
+    path = plain if compression == "plain" else tmp_path / "h.fa.bgz"
+    if text is not None:
+        _write(plain, text)
+        if compression == "bgzip":
+            _bgzip(plain, path)
+        for index in (Path(f"{path}.fai"), Path(f"{path}.gzi")):
+            index.unlink(missing_ok=True)
+        return path
+    stamp = Path(f"{path}.fai").stat()
+    os.utime(path, ns=(stamp.st_atime_ns - 10**10, stamp.st_mtime_ns - 10**10))
+    return path
 
 
 def test_fasta_irregular_lines_are_input_error(tmp_path):

@@ -266,6 +266,7 @@ class Reference(Mapping[str, ContigSequence]):
         self._contigs = {name: ContigSequence(self, name, int(row[0])) for name, row in self._fai.items()}
         if not self._contigs:
             raise InputError(f"{path}: FASTA file is empty or has no '>' records; expected at least one sequence")
+        self._verify_tail()
 
     def __getitem__(self, name: str) -> ContigSequence:
         return self._contigs[name]
@@ -340,6 +341,27 @@ class Reference(Mapping[str, ContigSequence]):
             handle.seek(bgzf.make_virtual_offset(compressed[block], start - uncompressed[block]))
             return handle.read(size)
 
+    def _record_end(self, contig: str) -> int:
+        """Byte offset just past the last base of `contig`, by its index entry."""
+        length, offset, line_bases, line_width = self._fai[contig]
+        return offset + (length - 1) // line_bases * line_width + (length - 1) % line_bases + 1 if length else offset
+
+    def _verify_tail(self) -> None:
+        """InputError when the file goes on after the last record its index knows (a record added to a FASTA
+        replaced keeping an older mtime: the index looked fresh and the new contigs were silently missing).
+        One read of at most 4 kB."""
+        last = max(self._fai, key=lambda name: self._fai[name][1])
+        try:
+            tail = self._bytes_at(self._record_end(last), 4096)
+        except (OSError, ValueError, EOFError, struct.error):
+            tail = b""
+        if tail.strip(b"\r\n\t "):
+            raise InputError(
+                f"{self.path}: its index {self._fai_path} does not match the file (the file goes on after record "
+                f"'{last}', the last the index knows); the index was built for another version of the file: delete "
+                "it (and its .gzi) to have it rebuilt"
+            )
+
     def _verify_record(self, contig: str) -> None:
         """InputError unless the index's layout of `contig` matches the file: its bases start right after a
         '>contig' header line and end at a line end followed by the next '>' header (or the file's end).
@@ -347,8 +369,8 @@ class Reference(Mapping[str, ContigSequence]):
         A .fai newer than its FASTA passes the freshness check even when it was built for another version of
         the file (a FASTA replaced with `cp -p` or `rsync -a`); its offsets then point at the wrong bytes.
         """
-        length, offset, line_bases, line_width = self._fai[contig]
-        last = offset + (length - 1) // line_bases * line_width + (length - 1) % line_bases + 1 if length else offset
+        length, offset = self._fai[contig][:2]
+        last = self._record_end(contig)
         try:
             before = self._bytes_at(max(0, offset - 1024), min(offset, 1024))
             after = self._bytes_at(last, 8)
