@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pysam
 import pytest
+import yaml
 from Bio import SeqIO
 
 from interp.errors import InputError
@@ -830,6 +831,12 @@ def test_demo_windows(demo_fasta, demo_genes):
     assert len(sizes) == 5 and max(sizes) - min(sizes) <= 1
     assert (windows["block"].diff().drop_nulls() >= 0).all()  # contiguous
     assert windows["gc_high"].sum() == (windows["gc"] > windows["gc"].median()).sum()
+    assert windows["intron"].to_list() == (windows["intron_fraction"] >= 0.5).to_list() and windows["intron"].any()
+    # every probe target the schema offers is a label column of the windows (intron was accepted by the
+    # schema and check-config, then refused by the probe stage: the windows had only intron_fraction)
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    for target in schema["properties"]["probe"]["properties"]["targets"]["items"]["enum"]:
+        assert windows[target].dtype == pl.Boolean, target
     again, _ = build_windows(demo_fasta, region, demo_genes, 200, 100, heldout_fraction=0.2, n_blocks=5)
     assert again.equals(windows)
 

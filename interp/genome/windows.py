@@ -263,7 +263,7 @@ def build_windows(
       overlapping regions tile the same window), region, contig, start, end,
       sequence (upper-case), gc (G+C fraction of ACGT bases; NaN in a window with none), cpg_density (CG pairs per base),
       cpg_oe (n_CG * width / (n_C * n_G), 0 when n_C * n_G == 0), repeat/exon/intron/intergenic/n
-      fractions, exon (exon_fraction > 0), repeat (repeat_fraction >= 0.5), gc_high (gc above the
+      fractions, exon (exon_fraction > 0), repeat (repeat_fraction >= 0.5), intron (intron_fraction >= 0.5), gc_high (gc above the
       `gc_high_quantile` quantile over the windows holding some A/C/G/T; false in the others), heldout (window starts at or after
       `heldout_start` of its region), block (0..n_blocks-1, contiguous runs of ~equal window counts).
     bases is `base_labels` of the same regions. Annotation contigs are mapped onto the FASTA's
@@ -295,6 +295,7 @@ def build_windows(
         window_id=pl.format("{}:{}-{}", "contig", "start", "end"),
         exon=pl.col("exon_fraction") > 0,
         repeat=pl.col("repeat_fraction") >= 0.5,
+        intron=pl.col("intron_fraction") >= 0.5,
         gc_high=(pl.col("gc") > gc_cut) & pl.col("gc").is_not_nan(),  # polars orders NaN above every number
         block=pl.Series(index * n_blocks // n),
     )
