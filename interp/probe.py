@@ -44,7 +44,13 @@ class ProbeConfig:
     """Settings shared by every probe of one fit.
 
     C: inverse L2 strength, as scikit-learn's ``LogisticRegression(C=...)``.
-    max_iter: L-BFGS iterations (one full-batch step of ``torch.optim.LBFGS``).
+    max_iter: L-BFGS iterations of one round (one full-batch step of ``torch.optim.LBFGS``).
+    gtol: a probe has converged when every entry of its own objective's gradient is below this.
+    max_rounds: rounds of `max_iter` iterations at most; after the first, only the probes not yet
+        converged are refitted, from where they stopped, together while a round still halves their largest
+        gradient, then each alone (one L-BFGS over the sum of P objectives shares its line search and
+        curvature memory, so a probe batched beside others can stop short of its own minimum where it alone
+        would not: its result then depended on how many shuffled-label controls were fitted beside it).
     seed: seeds Lightning and every label shuffle.
     accelerator: "cpu" or "cuda" (or anything Lightning accepts).
     num_threads: CPU threads during the fit; None picks 1 for small problems, torch's default otherwise.
@@ -52,6 +58,8 @@ class ProbeConfig:
 
     C: float = 1.0
     max_iter: int = 200
+    gtol: float = 1e-5
+    max_rounds: int = 10
     seed: int = 0
     accelerator: str = "cpu"
     num_threads: int | None = None
@@ -62,7 +70,8 @@ class LogisticProbes:
     """P fitted probes.
 
     coef [P, d] in standardised units; intercept [P]; mean, scale [P, d] the per-probe training-row
-    standardisation (scale of a constant feature is 1); n_train [P] training rows per probe.
+    standardisation (scale of a constant feature is 1); n_train [P] training rows per probe; grad_max [P]
+    the largest absolute entry of each probe's gradient at the end (converged: below `ProbeConfig.gtol`).
     """
 
     coef: np.ndarray
@@ -70,6 +79,7 @@ class LogisticProbes:
     mean: np.ndarray
     scale: np.ndarray
     n_train: np.ndarray
+    grad_max: np.ndarray | None = None
 
     @property
     def n_probes(self) -> int:
@@ -79,7 +89,7 @@ class LogisticProbes:
 class _ProbeModule(pl_light.LightningModule):
     """P logistic regressions on one shared X [n, d] or per-probe X [P, n, d], full batch."""
 
-    def __init__(self, X, y, train_mask, mean, scale, C, max_iter: int):
+    def __init__(self, X, y, train_mask, mean, scale, C, max_iter: int, W=None, b=None):
         super().__init__()
         self.automatic_optimization = True
         n_probes, d = mean.shape
@@ -89,8 +99,8 @@ class _ProbeModule(pl_light.LightningModule):
         self.register_buffer("mean", mean)
         self.register_buffer("scale", scale)
         self.register_buffer("l2", 1.0 / (2.0 * C * train_mask.sum(dim=1)))  # C: scalar or [P]
-        self.W = torch.nn.Parameter(torch.zeros(n_probes, d, dtype=X.dtype))
-        self.b = torch.nn.Parameter(torch.zeros(n_probes, dtype=X.dtype))
+        self.W = torch.nn.Parameter(torch.zeros(n_probes, d, dtype=X.dtype) if W is None else W.clone())
+        self.b = torch.nn.Parameter(torch.zeros(n_probes, dtype=X.dtype) if b is None else b.clone())
         self.max_iter = max_iter
 
     def logits(self) -> torch.Tensor:
@@ -110,6 +120,13 @@ class _ProbeModule(pl_light.LightningModule):
 
     def training_step(self, batch, batch_idx):
         return self.objective()
+
+    def grad_max(self) -> torch.Tensor:
+        """[P] the largest absolute entry of each probe's gradient (the objectives are independent, so the
+        joint gradient's block for probe p is its own)."""
+        with torch.enable_grad():
+            gW, gb = torch.autograd.grad(self.objective(), [self.W, self.b])
+        return torch.maximum(gW.abs().amax(dim=1), gb.abs()).detach()
 
     def configure_optimizers(self):
         return torch.optim.LBFGS(
@@ -225,16 +242,61 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: Prob
         # cuBLAS needs this for deterministic matmuls under Trainer(deterministic=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     pl_light.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = _ProbeModule(
-        torch.from_numpy(X),
-        torch.from_numpy(y),
-        torch.from_numpy(train_mask.astype(np.float64)),
-        torch.from_numpy(mean),
-        torch.from_numpy(scale),
-        C=_per_probe_C(cfg.C if C is None else C, n_probes),
-        max_iter=cfg.max_iter,
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    mask_t = torch.from_numpy(train_mask.astype(np.float64))
+    mean_t, scale_t = torch.from_numpy(mean), torch.from_numpy(scale)
+    C_t = _per_probe_C(cfg.C if C is None else C, n_probes)
+    W = torch.zeros(n_probes, X.shape[-1], dtype=X_t.dtype)
+    b = torch.zeros(n_probes, dtype=X_t.dtype)
+    grad = torch.full((n_probes,), np.inf, dtype=X_t.dtype)
+
+    def fit_round(rows: torch.Tensor | slice) -> None:
+        module = _ProbeModule(
+            X_t if X.ndim == 2 else X_t[rows], y_t[rows], mask_t[rows], mean_t[rows], scale_t[rows],
+            C=C_t[rows], max_iter=cfg.max_iter, W=W[rows], b=b[rows],
+        )
+        # the data lives in the module's buffers; the loader only ticks once per epoch
+        _probe_trainer(cfg).fit(module, train_dataloaders=DataLoader([0], batch_size=1))
+        W[rows], b[rows] = module.W.detach().cpu(), module.b.detach().cpu()
+        grad[rows] = module.grad_max().cpu()
+
+    def unconverged() -> torch.Tensor:
+        return torch.nonzero(~(grad < cfg.gtol)).flatten()
+
+    with warnings.catch_warnings(), _cpu_threads(_threads_for(cfg, X.size * (n_probes if X.ndim == 2 else 1))):
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        fit_round(slice(None))
+        rounds, todo = 1, unconverged()
+        while todo.numel() and rounds < cfg.max_rounds:  # together, while that still halves the gradient
+            before = float(grad[todo].max())
+            fit_round(todo)
+            rounds, todo = rounds + 1, unconverged()
+            if todo.numel() and float(grad[todo].max()) > before / 2:
+                break
+        for probe in todo.tolist():  # then each alone, in the rounds left
+            for _ in range(rounds, cfg.max_rounds):
+                fit_round(torch.tensor([probe]))
+                if grad[probe] < cfg.gtol:
+                    break
+        todo = unconverged()
+    if todo.numel():
+        warnings.warn(f"fit_logistic: {todo.numel()} of {n_probes} probes did not converge in {cfg.max_rounds} rounds "
+                      f"of {cfg.max_iter} L-BFGS iterations (largest gradient entry {float(grad.max()):.2g}, "
+                      f"gtol {cfg.gtol:g})", RuntimeWarning, stacklevel=2)
+    return LogisticProbes(
+        coef=W.numpy().copy(),
+        intercept=b.numpy().copy(),
+        mean=mean,
+        scale=scale,
+        n_train=train_mask.sum(axis=1),
+        grad_max=grad.numpy().copy(),
     )
-    trainer = pl_light.Trainer(
+
+
+def _probe_trainer(cfg: ProbeConfig) -> pl_light.Trainer:
+    """One Lightning epoch of one full-batch L-BFGS step, deterministic, silent."""
+    return pl_light.Trainer(
         max_epochs=1,
         accelerator=cfg.accelerator,
         devices=1,
@@ -243,18 +305,6 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, train_mask: np.ndarray, cfg: Prob
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-    )
-    # the data lives in the module's buffers; the loader only ticks once per epoch
-    with warnings.catch_warnings(), _cpu_threads(_threads_for(cfg, X.size * (n_probes if X.ndim == 2 else 1))):
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, train_dataloaders=DataLoader([0], batch_size=1))
-    return LogisticProbes(
-        coef=module.W.detach().cpu().numpy().copy(),
-        intercept=module.b.detach().cpu().numpy().copy(),
-        mean=mean,
-        scale=scale,
-        n_train=train_mask.sum(axis=1),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from Bio import SeqIO
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef, roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 from interp.errors import InputError
 from interp.probe import (
@@ -87,6 +88,29 @@ def test_batched_fit_equals_fitting_each_probe_alone():
         alone = fit_logistic(X, Y[p], masks[p : p + 1], cfg)
         np.testing.assert_allclose(alone.coef[0], batched.coef[p], atol=1e-4)
         np.testing.assert_allclose(alone.intercept[0], batched.intercept[p], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_probe_does_not_depend_on_the_probes_fitted_beside_it(seed):
+    """On correlated activations with weak regularisation (C = 100), one L-BFGS over the sum of 21
+    objectives (a probe and its shuffled-label controls, as probe_table batches them) stopped short of the
+    probe's own minimum: 16-23% of its coefficients' norm away from scikit-learn's (1.6-2.1% fitted alone, in
+    200 iterations). Probes not converged are now refitted until each one's gradient is below gtol."""
+    rng = np.random.default_rng(seed)
+    n, d = 400, 96
+    latent = rng.normal(size=(n, 8))
+    X = latent @ rng.normal(size=(8, d)) + 0.3 * rng.normal(size=(n, d))
+    y = (latent[:, 0] + rng.normal(size=n) > 0.8).astype(float)
+    train = np.arange(n) < 300
+    Y = np.stack([y] + [y[rng.permutation(n)] for _ in range(20)])
+    cfg = ProbeConfig(C=100.0)
+    scaler = StandardScaler().fit(X[train])
+    reference = LogisticRegression(C=100.0, max_iter=100_000, tol=1e-12).fit(scaler.transform(X[train]), y[train])
+    for companions in (0, 20):
+        probes = fit_logistic(X, Y[: companions + 1], np.repeat(train[None], companions + 1, 0), cfg)
+        error = np.linalg.norm(probes.coef[0] - reference.coef_[0]) / np.linalg.norm(reference.coef_[0])
+        assert error < 0.01, (companions, error)
+        assert (probes.grad_max < cfg.gtol).all()
 
 
 def test_fit_is_reproducible():
