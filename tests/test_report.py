@@ -962,6 +962,35 @@ def test_hub_weights_commit_reaches_the_report_without_machine_paths(tmp_path: P
     assert f"org/nt@{commit}" in html and "with uncommitted changes" in html
 
 
+def test_local_model_weights_are_in_provenance(tmp_path: Path) -> None:
+    """A card whose hf_id is a local folder has no snapshot commit: replacing its weights in place left the
+    report's provenance byte for byte the same. Now models[].weights_sha256 digests the folder's files."""
+    from interp.report.build import provenance
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    card = tmp_path / "my.yaml"
+    card.write_text(f"name: my\nfamily: hf\nhf_id: {folder}\ncontext: 64\nlayers: [hidden_states.1]\n")
+    inputs = {"cards": [str(card)], "checkpoints": [], "emb_dirs": [], "sae_weights": []}
+    params = {"config": {"seed": 1, "embed": {"cache": str(tmp_path / "cache" / "embeddings")}}}
+    digests = []
+    for weights in (b"version A", b"version B", b"version A"):
+        (folder / "model.safetensors").write_bytes(weights)
+        digests.append(provenance(inputs, params)["models"][0]["weights_sha256"])
+    assert digests[0] != digests[1] and digests[0] == digests[2] and len(digests[0]) == 64
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_text("x")  # hub-download bookkeeping is not the model
+    assert provenance(inputs, params)["models"][0]["weights_sha256"] == digests[0]
+    hub = tmp_path / "hub.yaml"
+    hub.write_text("name: hub\nfamily: hf\nhf_id: org/model\ncontext: 64\nlayers: [hidden_states.1]\n")
+    assert provenance(dict(inputs, cards=[str(hub)]), params)["models"][0]["weights_sha256"] is None
+    report, figs, layers, calib, cfg = rs.report_parts()
+    report["provenance"]["models"].append({"name": "my", "card": {"family": "hf"}, "checkpoint_sha256": None,
+                                           "weights_sha256": digests[1], "card_sha256": "d" * 64})
+    assert f"<code>{digests[1]}</code>" in _html(report, figs, layers, calib, cfg)
+
+
 def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline() -> None:
     """The template compared heldout_ce with the baselines itself (a None baseline, NaN in the metrics, raised
     TypeError); it shows the stage's beats_order0 / beats_order3."""

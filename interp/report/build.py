@@ -150,7 +150,7 @@ def provenance(inputs: dict, params: dict) -> dict:
     seeds = {"seed": cfg["seed"], "lm": cfg["seed"], "probe": cfg["seed"], "sae": cfg["seed"]}
     if cfg.get("cohort", {}).get("enabled"):
         seeds.update({"cohort": cfg["seed"], "audit": cfg["seed"], "rank": cfg["seed"]})
-    models = model_entries(_as_list(inputs.get("cards")), _as_list(inputs.get("checkpoints")))
+    models = model_entries(_as_list(inputs.get("cards")), _as_list(inputs.get("checkpoints")), digests)
     weights = loaded_weights(_as_list(inputs.get("emb_dirs")))
     for entry in models:
         entry["weights"] = weights.get(entry["name"])

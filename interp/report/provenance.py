@@ -108,8 +108,30 @@ def git_dirty(repo: str | Path = ".") -> bool | None:
     return any(out.stdout.strip() for out in runs)
 
 
-def model_entries(cards: list[str], checkpoints: list[str]) -> list[dict]:
-    """[{name, card, card_sha256, checkpoint_sha256}] for every model of the run."""
+def local_weights_sha256(hf_id: str | None, cache_dir: str | Path | None) -> str | None:
+    """sha256 of a card's local weights: an hf_id naming a local folder (every file under it, by relative path;
+    not `.git/` or `.cache/`) or a local file (an evo2 .pt), each large file's digest cached as by
+    `sha256_cached`. None for a hub id (its snapshot commit identifies it) or a hub-cache snapshot folder."""
+    from interp.embed.hub import snapshot_commit
+
+    path = Path(str(hf_id or "")).expanduser()
+    if not hf_id or not path.exists() or (path.is_dir() and snapshot_commit(path)):
+        return None
+    if path.is_file():
+        return sha256_cached(path, cache_dir)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path)
+        if rel.parts[0] in (".git", ".cache"):
+            continue
+        h.update(f"{rel}\0{sha256_cached(f, cache_dir)}\n".encode())
+    return h.hexdigest()
+
+
+def model_entries(cards: list[str], checkpoints: list[str], cache_dir: str | Path | None = None) -> list[dict]:
+    """[{name, card, card_sha256, checkpoint_sha256, weights_sha256}] for every model of the run;
+    weights_sha256: `local_weights_sha256` of the card's hf_id (a model loaded from a local folder or file has
+    no snapshot commit, and its files may be replaced in place), else None."""
     by_name = {Path(c).stem: c for c in checkpoints}
     entries = []
     for card_path in cards:
@@ -122,6 +144,7 @@ def model_entries(cards: list[str], checkpoints: list[str]) -> list[dict]:
             "card_sha256": sha256_file(card_path),
             "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
             "checkpoint": ckpt or card.get("hf_id"),
+            "weights_sha256": None if ckpt else local_weights_sha256(card.get("hf_id"), cache_dir),
         })
     return entries
 
