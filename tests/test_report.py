@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import report_synthetic as rs
 
+from interp.errors import InputError
 from interp.report import summary
 from interp.report.build import _clean, finish_report, fmt_num, render_html
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = {"m": ["embed", "block1", "block2", "block3"]}
 
@@ -989,6 +992,26 @@ def test_local_model_weights_are_in_provenance(tmp_path: Path) -> None:
     report["provenance"]["models"].append({"name": "my", "card": {"family": "hf"}, "checkpoint_sha256": None,
                                            "weights_sha256": digests[1], "card_sha256": "d" * 64})
     assert f"<code>{digests[1]}</code>" in _html(report, figs, layers, calib, cfg)
+
+
+@pytest.mark.parametrize("text", ["{}", "[]", '{"rows": []}', '{"cells": {}}', '{"rows": [{"cell": "base"}]}'])
+def test_a_file_that_is_no_calibration_table_is_refused(tmp_path: Path, text: str) -> None:
+    """Given as report.planted, any JSON (the cohort calibration's table, also named calibration.json, or {})
+    rendered as an available planted calibration that "does not pass", with null counts; given as
+    report.calibration, a table of no rows read as "no calibration table was given"."""
+    from interp.report.build import _calibration_rows, planted_section
+
+    wrong = tmp_path / "calibration.json"
+    wrong.write_text(text)
+    with pytest.raises(InputError, match=r"report\.planted\): not the calibration\.json of `make planted`"):
+        planted_section(wrong)
+    with pytest.raises(InputError, match=r"report\.calibration\): not a calibration table"):
+        _calibration_rows(wrong)
+    with pytest.raises(InputError, match="report.planted"):
+        planted_section(ROOT / "reports" / "calibration" / "calibration.json")
+    assert planted_section(ROOT / "reports" / "planted" / "calibration.json")["available"]
+    assert _calibration_rows(ROOT / "reports" / "calibration" / "calibration.json")
+    assert _calibration_rows(tmp_path / "absent.json") is None and not planted_section(None)["available"]
 
 
 def test_lm_table_takes_beats_from_report_json_and_survives_a_missing_baseline() -> None:

@@ -32,6 +32,7 @@ import polars as pl
 from interp.audit import MIN_REPORTED_GROUP, NO_LABEL, suppressed_sizes
 from interp.cohort.genotype_file import read_genotypes
 from interp.cohort.vcf import population_obs_column
+from interp.errors import InputError
 from interp.io import atomic_dir, is_missing, write_text_atomic
 from interp.report import plots, summary
 from interp.report.browser import html_to_pdf
@@ -576,12 +577,18 @@ def truth_recovery(truth: dict, audit: pl.DataFrame, bio: pl.DataFrame) -> dict:
 
 
 def _calibration_rows(path: str | Path | None) -> list[dict] | None:
-    """Rows of the calibration table (a list, or {"rows": [...]}), or None when there is none."""
+    """Rows of the calibration table (a list, or {"rows": [...]}), or None when there is none. A file that is
+    not such a table (no rows, rows without cell / truth / verdict_rates: another JSON given as
+    report.calibration) is an InputError, not a report saying that no table was given."""
     if not path or not Path(path).exists():
         return None
     data = _read_json(path)
     rows = data.get("rows") if isinstance(data, dict) else data
-    return rows if isinstance(rows, list) else None
+    if not (isinstance(rows, list) and rows and all(
+            isinstance(r, dict) and {"cell", "truth", "verdict_rates"} <= r.keys() for r in rows)):
+        raise InputError(f"{path} (report.calibration): not a calibration table of `make calibration`; expected "
+                         "{\"rows\": [...]} with at least one row, each with cell, truth and verdict_rates")
+    return rows
 
 
 PLANTED_MATCH_KEYS = ("concept", "feature", "f1", "precision", "recall", "lift", "matched", "oracle_f1",
@@ -607,6 +614,10 @@ def planted_section(path: str | Path | None) -> dict:
                 "note": "The planted-motif calibration of the SAE features is not available: no calibration.json "
                         "of `make planted` was given (report.planted)."}
     data = _read_json(path)
+    if not (isinstance(data, dict) and isinstance(data.get("pass"), bool) and isinstance(data.get("match"), list)
+            and isinstance(data.get("match_n_types"), int)):
+        raise InputError(f"{path} (report.planted): not the calibration.json of `make planted`; expected a JSON "
+                         "object with pass (true/false), match_n_types and match (its match table)")
     out = {"available": True, "source": str(path),
            "note": "Measured on a synthetic genome with planted motifs, a repeat and GC islands (make planted); "
                    "it calibrates the method (LM + SAE + labels), not this run's model.",

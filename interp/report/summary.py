@@ -355,7 +355,7 @@ def calibration_summary(rows: list[dict] | None, run: dict[str, float]) -> dict:
     if not rows:
         return {"available": False, "rows": [],
                 "note": "Calibration is not available for this configuration: no calibration table "
-                        "(reports/calibration/calibration.json) was given to the report, so the error "
+                        "(report.calibration) was given to the report, so the error "
                         "rates of these verdicts were not measured for it."}
     from interp.calibration import BASE
 
