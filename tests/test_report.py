@@ -923,6 +923,12 @@ def test_provenance_hashes_the_config_and_the_cohort_bed(tmp_path: Path) -> None
     changed = provenance(inputs, {"config": {**cfg, "seed": 8}})
     assert changed["config_sha256"] != prov["config_sha256"]
     assert prov["python"].count(".") == 2
+    # settings differing in the 7th significant digit are two configs (floats were rounded to 6 digits)
+    assert report["provenance"]["config"]["audit"]["fail_within_margin"] == 0.0512345678
+    seventh = provenance(inputs, {"config": {**cfg, "audit": {**cfg["audit"], "fail_within_margin": 0.0512345679}}})
+    assert seventh["config_sha256"] != prov["config_sha256"]
+    twice = json.loads(json.dumps(_clean(_clean({"provenance": prov}))))  # finish_report cleans twice
+    assert twice["provenance"]["config"] == report["provenance"]["config"]
 
 
 def test_provenance_packages_cover_every_pinned_dependency() -> None:

@@ -51,8 +51,16 @@ MIN_GROUP = MIN_REPORTED_GROUP  # one threshold for the audit's tables and the r
 log = logging.getLogger(__name__)
 
 
+class ExactFloats(dict):
+    """A dict whose floats `_clean` keeps whole (17 significant digits, which give a float back exactly): the
+    resolved config, whose values are settings (an lr of 0.00123456 and one of 0.001234564 are two configs)."""
+
+
 def _clean(obj: Any, digits: int = 6) -> Any:
-    """JSON-safe copy: floats rounded to `digits` significant digits, NaN -> None, numpy -> python."""
+    """JSON-safe copy: floats rounded to `digits` significant digits (inside an `ExactFloats`, 17), NaN -> None,
+    numpy -> python."""
+    if isinstance(obj, ExactFloats):
+        return ExactFloats({str(k): _clean(v, 17) for k, v in obj.items()})
     if isinstance(obj, dict):
         return {str(k): _clean(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -157,17 +165,18 @@ def provenance(inputs: dict, params: dict) -> dict:
         entry["weights"] = weights.get(entry["name"])
         sae_w = [w for w in _as_list(inputs.get("sae_weights")) if f"/sae/{entry['name']}/" in w]
         entry["sae_sha256"] = {Path(w).parent.name: sha256_file(w) for w in sae_w}
-    return {"config": cfg, "config_sha256": config_sha256(cfg), "inputs": hashed, "packages": package_versions(),
+    return {"config": ExactFloats(cfg), "config_sha256": config_sha256(cfg), "inputs": hashed, "packages": package_versions(),
             "python": platform.python_version(), "seeds": seeds,
             "models": models, "git_commit": git_commit(Path(__file__).resolve().parents[2]),
             "git_dirty": git_dirty(Path(__file__).resolve().parents[2])}
 
 
 def config_sha256(cfg: dict) -> str:
-    """sha256 of the resolved config as report.json carries it (`_clean`: floats to 6 significant digits), as
-    compact JSON with sorted keys: `json.dumps(report["provenance"]["config"], sort_keys=True,
-    separators=(",", ":"))` gives it back, so two reports' configs compare by one string."""
-    text = json.dumps(_clean(cfg), sort_keys=True, separators=(",", ":"))
+    """sha256 of the resolved config as report.json carries it (`_clean` of an `ExactFloats`: floats whole,
+    where until the thirty-fifth session they were rounded to 6 significant digits, so two settings differing
+    in the 7th digit had one digest), as compact JSON with sorted keys: `json.dumps(report["provenance"]["config"],
+    sort_keys=True, separators=(",", ":"))` gives it back, so two reports' configs compare by one string."""
+    text = json.dumps(_clean(ExactFloats(cfg)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
