@@ -432,6 +432,14 @@ def _fetched(path: Path, tabix: pysam.TabixFile, contig: str, start: int, end: i
         yield line
 
 
+def record_pos(field: str, vcf_path: str | Path, line: str) -> int:
+    """A record's POS (1-based); InputError naming the file and record unless it is a positive integer
+    (tabix indexes '10x' at 10, so a bad POS gets past the index and only shows here)."""
+    if not (field.isascii() and field.isdigit()) or int(field) < 1:
+        raise InputError(f"{vcf_path}: record {line[:60]!r}: POS {field!r} is not a positive integer")
+    return int(field)
+
+
 def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Iterator[str]:
     """Record lines (no trailing newline) of the whole file, or of `spans` [(VCF contig, start, end)]
     through the index, each record once: a record belongs to the span holding its first base."""
@@ -448,7 +456,7 @@ def _record_lines(path: Path, spans: list[tuple[str, int, int]] | None) -> Itera
                 if contig not in known:
                     continue
                 for line in _fetched(path, tabix, contig, start, end):
-                    pos0 = int(line.split("\t", 2)[1]) - 1
+                    pos0 = record_pos(line.split("\t", 2)[1], path, line) - 1
                     if start <= pos0 < end:
                         yield line
     except (OSError, EOFError, gzip.BadGzipFile) as error:
@@ -589,9 +597,9 @@ def _is_repeat(seen: dict[tuple[str, int, str, str], bytes], key: tuple[str, int
         return False
     if earlier != digest:
         _, pos, ref, alt = key
-        raise InputError(f"{path}: the variant {vcf_contig}:{pos} {ref}>{alt} appears in two records with different "
-                         "genotypes; which is right cannot be told. Remove the repeat (bcftools norm -d exact keeps "
-                         "the first) or fix the file")
+        raise InputError(f"{path}: the variant {vcf_contig}:{pos} {ref}>{alt} appears twice (in two records, or "
+                         "twice among one record's ALT alleles) with different genotypes; which is right cannot be "
+                         "told. Remove the repeat (bcftools norm -d exact keeps the first) or fix the file")
     return True
 
 
@@ -652,7 +660,7 @@ def read_genotypes(
         fields = line.split("\t", 9)
         if len(fields) < 8:
             raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
-        pos = int(fields[1])
+        pos = record_pos(fields[1], vcf_path, line)
         if regions_by_contig is not None and spans is None:  # a scan: only records inside the regions count
             try:
                 contig = resolve(fields[0])
@@ -989,7 +997,7 @@ def validate_cohort(
         fields = line.split("\t", 9)
         if len(fields) < 8:
             raise InputError(f"{vcf_path}: record {line[:60]!r} has {len(fields)} columns; expected at least 8")
-        chrom, pos, ref = fields[0], int(fields[1]), fields[3]
+        chrom, pos, ref = fields[0], record_pos(fields[1], vcf_path, line), fields[3]
         contig = contig_map.get(chrom)
         if contig is None:  # a contig the FASTA lacks, reported above; it holds no studied region
             continue
