@@ -351,6 +351,28 @@ def test_gtf_and_gff3_match_ucsc(demo_genes, tmp_path):
     assert read_annotation(_write(tmp_path / "genes_gff.txt", gff_path.read_text()))["transcript"][0] == "tx1"
 
 
+def test_gff3_fasta_section_compressed_files_and_more_ucsc_layouts(demo_genes, tmp_path):
+    """A GFF3 ending in a ##FASTA section (Prokka, Bakta) was refused at its first sequence line; a bgzipped
+    `.bgz` or a gzipped file not named .gz was read as text and refused as undecodable; headerless refFlat (11
+    columns) and hg38 knownGene (12) tables were refused by their column count."""
+    gtf_path, gff_path = _ucsc_to_gtf_and_gff3(demo_genes, tmp_path)
+    expected = read_annotation(gff_path)
+    with_fasta = _write(tmp_path / "with_fasta.gff3", gff_path.read_text() + "##FASTA\n>chr17\nACGT\nACGT\n")
+    assert read_annotation(with_fasta).equals(expected)
+    bare = _write(tmp_path / "bare_fasta.gff3", gff_path.read_text() + ">chr17\nACGT\n")
+    assert read_annotation(bare).equals(expected)
+    for name in ("genes.gtf.bgz", "genes_gzipped.gtf"):
+        packed = tmp_path / name
+        packed.write_bytes(gzip.compress(gtf_path.read_bytes()))
+        assert read_annotation(packed).equals(read_annotation(gtf_path)), name
+    genepred = "NM_1\tchr1\t+\t100\t500\t100\t500\t2\t100,300,\t200,500,"
+    ref_flat = read_annotation(_write(tmp_path / "refFlat.txt", "SHOX\t" + genepred + "\n"), fmt="ucsc")
+    known = read_annotation(_write(tmp_path / "knownGene.txt", genepred + "\tP1\tuc1\n"), fmt="ucsc")
+    for table, gene in ((ref_flat, "SHOX"), (known, "NM_1")):
+        exons = table.filter(pl.col("feature") == "exon")
+        assert exons.select("start", "end").rows() == [(100, 200), (300, 500)] and set(table["gene"]) == {gene}
+
+
 def test_ucsc_transcript_placed_twice_is_two_transcripts(tmp_path):
     """refGene lists a PAR transcript once per chromosome under one name: each row is a placement, the later
     ones named <name>_dup<k> (as genePredToGtf does), not refused; with keep, only the studied placement."""

@@ -21,6 +21,7 @@ import polars as pl
 
 from interp.errors import InputError, where
 from interp.genome.fasta import check_alias_not_masking, resolve_contig
+from interp.io import compression
 
 FORMATS = ("ucsc", "gtf", "gff3")
 SCHEMA = {
@@ -56,7 +57,9 @@ def _lines(path: Path) -> Iterator[str]:
     """The file's lines without their line ends, streamed (a 1.5 GB GENCODE GTF is never held whole)."""
     if not path.is_file():
         raise InputError(f"{path}: annotation file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
+    # by the file's first bytes, as the FASTA reader does: a bgzipped .bgz, or a gzipped file named .gtf, was
+    # read as text and refused as undecodable
+    opener = gzip.open if compression(path) != "plain" else open
     try:
         with opener(path, "rt", encoding="utf-8-sig") as handle:  # (a BOM is no text)
             for line in handle:
@@ -129,6 +132,10 @@ _UCSC_LAYOUTS = {
     7: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_starts": 5, "exon_ends": 6},
     10: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
          "exon_starts": 8, "exon_ends": 9},  # genePred
+    11: {"gene": 0, "transcript": 1, "contig": 2, "strand": 3, "tx_start": 4, "tx_end": 5, "exon_count": 8,
+         "exon_starts": 9, "exon_ends": 10},  # refFlat
+    12: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
+         "exon_starts": 8, "exon_ends": 9},  # knownGene (proteinID, alignID after the genePred columns)
     15: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
          "exon_starts": 8, "exon_ends": 9, "gene": 11},  # genePredExt
     16: {"transcript": 1, "contig": 2, "strand": 3, "tx_start": 4, "tx_end": 5, "exon_count": 8,
@@ -226,6 +233,8 @@ def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
 def _nine_columns(path: Path, lines: Iterable[str]):
     """Yield (line_no, fields) for the data lines of a GTF/GFF file, with checked coordinates."""
     for line_no, raw in enumerate(lines, start=1):
+        if raw.startswith(("##FASTA", ">")):  # GFF3: the features end where an embedded FASTA section begins
+            return
         if not raw.strip() or raw.startswith("#"):
             continue
         fields = raw.rstrip("\r").split("\t")
