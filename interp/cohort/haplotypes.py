@@ -107,25 +107,49 @@ class HaplotypeSet(Mapping[tuple[str, int], str]):
         return len(self.edits)
 
 
-def _region_records(local: str, genotypes: Genotypes, region: Region) -> tuple[np.ndarray, int, dict[int, int]]:
+class RecordIndex:
+    """The records of a `Genotypes` by contig, sorted by start, with their REF lengths: built once, so that
+    finding one region's records costs a search in its contig's starts, not a pass over every record (a job of
+    many regions was regions x records)."""
+
+    def __init__(self, genotypes: Genotypes) -> None:
+        pos0 = np.asarray(genotypes.pos, dtype=np.int64) - 1
+        ref_len = np.fromiter((len(r) for r in genotypes.ref), dtype=np.int64, count=len(genotypes.ref))
+        contig = np.asarray(genotypes.contig).astype(str)
+        order = np.lexsort((pos0, contig))
+        self.by_contig: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        bounds = np.flatnonzero(contig[order][1:] != contig[order][:-1]) + 1
+        for rows in np.split(order, bounds) if order.size else []:
+            lengths = ref_len[rows]
+            self.by_contig[str(contig[rows[0]])] = (rows, pos0[rows], lengths, int(lengths.max()))
+
+    def near(self, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(records, their 0-based starts, REF lengths) of `region`'s contig that start inside it or could
+        cross its start (start at most the contig's longest REF before it), in start order."""
+        rows, starts, lengths, longest = self.by_contig.get(region.contig, (np.empty(0, np.int64),) * 3 + (0,))
+        lo, hi = np.searchsorted(starts, [region.start - longest, region.end])
+        return rows[lo:hi], starts[lo:hi], lengths[lo:hi]
+
+
+def _region_records(local: str, genotypes: Genotypes, region: Region, index: RecordIndex | None = None,
+                    ) -> tuple[np.ndarray, int, dict[int, int]]:
     """Indices of records inside `region` sorted by position, how many cross its start or end and are skipped
     (a deletion that begins before the region and ends inside it counts; its bases inside the region stay
     reference), and {record: its REF length inside the region} for the deletions that begin inside and run
     past the end (ALT a prefix of REF): they delete the region's bases they cover, as bcftools consensus does
     on the region's FASTA; any other record crossing the end is skipped and counted.
 
-    local: the reference bases of the region (local[0] is reference base region.start).
+    local: the reference bases of the region (local[0] is reference base region.start). index: the
+    genotypes' `RecordIndex` (built here when None).
 
     Raises InputError if a record's REF disagrees with the reference (case-insensitive; a reference N
     matches any base).
     """
-    in_contig = np.asarray(genotypes.contig == region.contig, dtype=bool)
+    rows, pos0_near, ref_len = (index or RecordIndex(genotypes)).near(region)
+    n_outside = int(((pos0_near < region.start) & (pos0_near + ref_len > region.start)).sum())
     pos0 = genotypes.pos - 1
-    starts_inside = in_contig & (pos0 >= region.start) & (pos0 < region.end)
-    ref_len = np.fromiter((len(r) for r in genotypes.ref), dtype=np.int64, count=len(genotypes.ref))
-    n_outside = int((in_contig & (pos0 < region.start) & (pos0 + ref_len > region.start)).sum())
     keep, clipped = [], {}
-    for i in np.flatnonzero(starts_inside):
+    for i in rows[pos0_near >= region.start]:
         ref = genotypes.ref[i]
         inside = min(len(ref), region.end - pos0[i])
         if inside < len(ref):
@@ -184,6 +208,7 @@ def haplotype_sequences(
     region: Region,
     missing: str = "ref",
     unphased: str = "ref",
+    index: RecordIndex | None = None,
 ) -> HaplotypeSet:
     """Sequences of both haplotypes of every sample over `region` (0-based half-open).
 
@@ -191,7 +216,8 @@ def haplotype_sequences(
     applied edits, so windows can be mapped back to reference coordinates. `ref_seq_by_contig` may be a dict of
     str or an indexed `Reference` (only the region's bases are fetched). Lengths differ from
     region.end - region.start where indels were applied. See the module docstring for the
-    bcftools-compatible rules and the two policies ("ref" or "N").
+    bcftools-compatible rules and the two policies ("ref" or "N"). index: the genotypes' `RecordIndex`, for a
+    caller building many regions from one `Genotypes` (built here when None).
     """
     for name, policy in (("missing", missing), ("unphased", unphased)):
         if policy not in _POLICIES:
@@ -203,7 +229,7 @@ def haplotype_sequences(
         raise InputError(f"region {region.name}: {region.contig}:{region.start}-{region.end} is not inside "
                          f"the contig (length {len(ref_seq)})")
     local = ref_seq[region.start:region.end]  # one fetch from an indexed reference; plain str below
-    records, n_outside, clipped = _region_records(local, genotypes, region)
+    records, n_outside, clipped = _region_records(local, genotypes, region, index)
     result = HaplotypeSet(region, local)
     result.n_outside_skipped = n_outside
     acts, masks = _acting_records(genotypes, records, missing, unphased)
@@ -483,8 +509,10 @@ def cohort_haplotype_windows(
     Returns (assignments, distinct) as `merge_region_windows` does.
     """
     assignments, distinct = [], []
+    index = RecordIndex(genotypes)
     for region in regions:
-        seqs = haplotype_sequences(ref_seq_by_contig, genotypes, region, missing=missing, unphased=unphased)
+        seqs = haplotype_sequences(ref_seq_by_contig, genotypes, region, missing=missing, unphased=unphased,
+                                   index=index)
         a, d = haplotype_windows(seqs, region, genotypes, width, stride)
         assignments.append(a)
         distinct.append(d)
