@@ -810,3 +810,18 @@ def test_validation_counts_samples_whose_calls_are_mostly_unphased(tmp_path):
     assert summary["unphased_het_rate"] < 0.5
     assert summary["n_samples_mostly_unphased"] == 1
 
+
+
+def test_in_regions_searches_the_merged_spans_as_a_scan_would():
+    """Whether a record lies in the studied regions is one binary search in the contig's merged spans (it was a
+    pass over every span for every record); checked against that pass at every position around the edges."""
+    from interp.cohort.vcf import _in_regions, _merged
+
+    regions = [Region(f"r{i}", "c", start, end) for i, (start, end) in
+               enumerate([(50, 60), (10, 20), (18, 30), (60, 61), (100, 200), (5, 6)])]
+    spans = _merged(regions)
+    assert spans == {"c": [(5, 6), (10, 30), (50, 61), (100, 200)]}
+    for pos0 in range(-2, 205):
+        scan = any(r.start <= pos0 < r.end for r in regions)
+        assert _in_regions("c", pos0, spans) == scan, pos0
+    assert not _in_regions("other", 15, spans) and not _in_regions("c", 15, {})

@@ -15,8 +15,10 @@ compressed VCF ends in a one-line InputError naming the file.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
+import math
 import re
 import shutil
 from collections.abc import Iterator
@@ -401,7 +403,11 @@ def _merged(regions: list[Region]) -> dict[str, list[tuple[int, int]]]:
 
 
 def _in_regions(contig: str, pos0: int, regions_by_contig: dict[str, list[tuple[int, int]]]) -> bool:
-    return any(start <= pos0 < end for start, end in regions_by_contig.get(contig, ()))
+    """Whether pos0 lies in one of the contig's sorted disjoint spans (`_merged`): one binary search, not a
+    pass over the spans for every record (2,000 regions on a contig cost 51 us per record)."""
+    spans = regions_by_contig.get(contig, ())
+    i = bisect.bisect_right(spans, (pos0, math.inf)) - 1
+    return i >= 0 and spans[i][0] <= pos0 < spans[i][1]
 
 
 def _vcf_names_of(vcf_contigs: list[str], fasta_contig: str, resolve) -> list[str]:
