@@ -313,6 +313,31 @@ def test_load_scorer_hf_masked_matches_the_library_llr(esm_6mer, tmp_path):
     assert got == pytest.approx(hf_masked_llr(model, tok, [window], [8], ["A"], ["T"])[0], abs=1e-6)
 
 
+def test_a_masked_lm_whose_tokenizer_has_no_mask_token_is_refused_at_load(tmp_path):
+    """The refusal was raised while scoring, caught per variant and counted as every variant's skip reason:
+    the job succeeded with nothing scored and rank's burden family for the model silently dropped out."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    from interp.embed.variant_effect import load_scorer
+
+    vocab = {t: i for i, t in enumerate(["[UNK]", "[PAD]", "[CLS]", "[SEP]", "A", "C", "G", "T", "N"])}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    inner.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=inner, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=128)).save_pretrained(tmp_path)
+    card = {"name": "nomask", "family": "hf", "hf_id": str(tmp_path), "context": 64, "causal": False,
+            "trust_remote_code": False, "layers": ["hidden_states.1"]}
+    with pytest.raises(InputError, match="model card nomask: variant effect: the tokenizer has no mask token"):
+        load_scorer(card, device="cpu", dtype="float32")
+
+
 def test_a_window_with_unknown_tokens_is_not_scored(esm_6mer, tmp_path):
     """A tokenizer without N maps an N run to the unknown token: the embedder refused such a window, the scorer
     scored it (-0.16 with five [UNK] tokens in the window). Now its variant is skipped with the reason, for the

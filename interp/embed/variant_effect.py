@@ -293,6 +293,11 @@ def load_scorer(card: dict, checkpoint: str | Path | None = None, device: str = 
         if hf_class == "causal_lm":
             return VariantScorer(name, "causal_delta", int(card["context"]),
                                  lambda w, p, r, a: hf_causal_delta(model, tok, w, p, r, a, max_tokens=limit))
+        if tok.mask_token_id is None:  # a model-wide refusal, not one variant's: raised inside scoring it was
+            # caught per variant and every variant skipped, and the job succeeded with nothing scored
+            raise InputError(f"model card {name}: variant effect: the tokenizer has no mask token, so the masked-LM "
+                             "score cannot be computed; use a masked language model, or hf_class: causal_lm for a "
+                             "causal one")
         return VariantScorer(name, "masked_llr", int(card["context"]),
                              lambda w, p, r, a: hf_masked_llr(model, tok, w, p, r, a, max_tokens=limit))
     if family == "evo2":
