@@ -295,6 +295,16 @@ def model_layer_names(card: dict, lm_overrides: dict | None) -> list[str]:
     `lm.overrides.n_layers`, `embed` and `block1`..`block<n>` (its depth follows the override)."""
     n_blocks = (lm_overrides or {}).get("n_layers") if card.get("family") == "tiny" else None
     if n_blocks is None:
+        if card.get("family") == "tiny":  # the card's layers must be ones its architecture builds
+            from interp.lm.config import TinyLMConfig
+
+            depth = (card.get("architecture") or {}).get("n_layers", TinyLMConfig.n_layers)
+            built = ["embed", *(f"block{i}" for i in range(1, depth + 1))] if isinstance(depth, int) else []
+            unbuilt = [layer for layer in card["layers"] if layer not in built]
+            if built and unbuilt:
+                raise InputError(f"model card {card.get('name')}, field layers: {', '.join(map(repr, unbuilt))} "
+                                 f"are not layers of the built-in model, which has embed and block1..block{depth} "
+                                 f"(architecture.n_layers {depth})")
         return list(card["layers"])
     if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
         raise InputError(f"lm.overrides.n_layers: expected a positive integer, got {n_blocks!r}")

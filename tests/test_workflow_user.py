@@ -54,6 +54,27 @@ def test_layers_the_model_has_pass(tmp_path: Path, capsys) -> None:
     assert rc == 0, err
 
 
+def test_a_tiny_card_listing_layers_its_architecture_does_not_build_is_refused() -> None:
+    """A copied built-in card with a block6 in `layers` (or its architecture.n_layers lowered, layers left)
+    passed check-config, and the embed rule stopped on it after the LM had been trained."""
+    import yaml
+
+    from interp.config import ROOT, _check_layers, model_layer_names
+
+    card = yaml.safe_load((ROOT / "models" / "tiny-dnalm.yaml").read_text())
+    assert model_layer_names(card, {}) == card["layers"]
+    deeper = {**card, "name": "my-dnalm", "layers": [*card["layers"], "block6"]}
+    with pytest.raises(InputError, match=r"model card my-dnalm, field layers: 'block6' are not layers of the "
+                                         r"built-in model, which has embed and block1..block5 \(architecture"):
+        model_layer_names(deeper, {})
+    shallower = {**card, "architecture": {**card["architecture"], "n_layers": 3}}
+    with pytest.raises(InputError, match="'block4', 'block5' are not layers"):
+        _check_layers({"embed": {"layers": "all", "token_layers": []}, "sae": {"layer": "block2"},
+                       "lm": {"overrides": {}}}, {"tiny-dnalm": shallower}, "user.yaml")
+    # with lm.overrides.n_layers the layers follow the override, not the card
+    assert model_layer_names(deeper, {"n_layers": 2}) == ["embed", "block1", "block2"]
+
+
 def _failed_dry_run(workflow_copy: Path, config: dict) -> str:
     """`snakemake -n` with `config` as the user's config file: it must fail; returns its stdout + stderr."""
     path = workflow_copy / "configs" / "user.yaml"
