@@ -487,6 +487,11 @@ def test_calibration_target_builds_its_dag(tmp_path):
         return [json.loads(shlex.split(m)[0])["params"]["config"]["calibration"] for m in found]
 
     assert all("null_redraws" not in c for c in calibration_params(result.stdout))
+    # of embed and sae a replicate gets only what it reads: the whole sections made an atlas page size, a sweep
+    # SAE or a cache folder rerun every replicate of the suite
+    config = json.loads(shlex.split(re.findall(r"interp\.cli stage calibration_replicate (.*?) > ",
+                                               result.stdout)[0])[0])["params"]["config"]
+    assert set(config["embed"]) == {"batch_size", "device"} and config["sae"] == {"layer": "block2"}
     overlay.write_text(yaml.safe_dump({"calibration": {"replicates": 1, "cells": ["base"], "null_redraws": 5}}))
     result = run_snakemake(wf, "-n", "-p", "calibration", "--configfile", "configs/calibration.yaml", str(overlay))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -273,6 +273,7 @@ def test_rules_are_not_given_the_settings_only_other_rules_read(workflow_copy: P
 
     assert not [k for k in params("probe")["probe"] if k.startswith("sae_")]
     assert "block_gap" in params("probe")["probe"] and "sae_bootstrap" in params("probe_sae")["probe"]
+    assert "n_shuffles" in params("probe")["probe"] and "n_shuffles" not in params("probe_sae")["probe"]
     assert "report_top" not in params("rank")["rank"] and "min_carriers" in params("rank")["rank"]
     assert "keep_haplotypes" not in params("embed_cohort_shard") and "keep_haplotypes" in params("embed_cohort")
 

@@ -33,7 +33,11 @@ rule calibration_replicate:
                             # not the replicate count or cell list: growing the suite must not rerun replicates
                             # rank.variant_effect is left out: replicates never score variants, and a new
                             # key must not change the params of replicates already run
-                            "config": {**{k: config[k] for k in ("reference", "cohort", "audit", "embed", "sae")},
+                            # of embed and sae only what a replicate reads (interp.calibration.run_replicate): an
+                            # atlas page size or a sweep SAE must not rerun ~1,400 replicates
+                            "config": {**{k: config[k] for k in ("reference", "cohort", "audit")},
+                                       "embed": {k: config["embed"][k] for k in ("batch_size", "device")},
+                                       "sae": {"layer": config["sae"]["layer"]},
                                        "rank": {k: v for k, v in config["rank"].items() if k != "variant_effect"},
                                        "calibration": {**{k: CAL[k] for k in ("alpha", "near_bp", "seed",
                                                                                           "rank_replicates")},

@@ -203,7 +203,7 @@ if COHORT:
             vectors=f"{SHARD_DIR}/emb/{{model}}.npz",
             stats=f"{SHARD_DIR}/emb/{{model}}.stats.json",
         params:
-            **rule_params(cohort_shard_params),
+            **rule_params(cohort_shard_params, CACHE_LOCATIONS),
         log:
             log_path("embed_cohort_shard", "model", "shard"),
         benchmark:
@@ -232,7 +232,7 @@ if COHORT:
             out_dir=directory(f"{R}/cohort/emb/{{model}}"),
             stats=f"{R}/cohort/emb/{{model}}.stats.json",
         params:
-            **rule_params(cohort_embed_params),
+            **rule_params(cohort_embed_params, CACHE_LOCATIONS),
         log:
             log_path("embed_cohort", "model"),
         benchmark:

@@ -163,19 +163,32 @@ def job(stage_params):
     return pack
 
 
-def settings(stage_params):
+def settings(stage_params, locations=()):
     """The rule's settings as a plain JSON string (a params function of the wildcards only, or a string): the
     one param Snakemake's params rerun trigger sees, since `job` reads input/output and so counts as derived
-    from them. Changing a setting in the config then reruns the rules it reaches."""
+    from them. Changing a setting in the config then reruns the rules it reaches. `locations`: keys that say
+    where something is kept (a cache folder), not what is computed: left out, so that moving a cache reruns
+    nothing."""
+
+    def text(params):
+        kept = {k: v for k, v in params.items() if k not in locations} if isinstance(params, dict) else params
+        return json.dumps(kept, sort_keys=True, default=str)
+
     if callable(stage_params):
-        return lambda wildcards: json.dumps(stage_params(wildcards), sort_keys=True, default=str)
-    return json.dumps(stage_params, sort_keys=True, default=str)
+        return lambda wildcards: text(stage_params(wildcards))
+    return text(stage_params)
 
 
-def rule_params(stage_params):
+#: settings of the embedding rules that only say where models and vectors are cached (`settings`' locations):
+#: the same vectors come out wherever they are (HF_HOME and embed.hf_cache are one thing; a cached vector is the
+#: computed one bit for bit)
+CACHE_LOCATIONS = ("hf_cache", "cache")
+
+
+def rule_params(stage_params, locations=()):
     """params of a stage rule: `job` (the JSON job the stage reads) and `settings` (what the rerun trigger
-    compares)."""
-    return {"job": job(stage_params), "settings": settings(stage_params)}
+    compares: the job's settings less `locations`)."""
+    return {"job": job(stage_params), "settings": settings(stage_params, locations)}
 
 
 

@@ -18,7 +18,7 @@ rule embed:
                             "device": config["embed"]["device"],
                             "dtype": config["embed"]["dtype"],
                             "token_budget": config["embed"]["token_budget"],
-                            "hf_cache": config["embed"]["hf_cache"]}),
+                            "hf_cache": config["embed"]["hf_cache"]}, CACHE_LOCATIONS),
     log:
         log_path("embed", "model"),
     benchmark:

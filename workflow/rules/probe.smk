@@ -37,7 +37,9 @@ rule probe_sae:
         tsv=f"{R}/probe/sae_vs_raw.tsv",
         folds=f"{R}/probe/sae_vs_raw.folds.parquet",
     params:
-        **rule_params({"probe": config["probe"], "sae_layer": config["sae"]["layer"], "seed": config["seed"],
+        # n_shuffles is the probe rule's (its shuffled-label controls); compare_run never reads it
+        **rule_params({"probe": {k: v for k, v in config["probe"].items() if k != "n_shuffles"},
+                       "sae_layer": config["sae"]["layer"], "seed": config["seed"],
                  "phenotypes": config["cohort"]["phenotypes"] if COHORT else []}),
     log:
         log_path("probe_sae"),

@@ -18,7 +18,7 @@ if COHORT:
                      "batch_size": config["embed"]["batch_size"],
                      "device": config["embed"]["device"],
                      "dtype": config["embed"]["dtype"],
-                     "hf_cache": config["embed"]["hf_cache"]}),
+                     "hf_cache": config["embed"]["hf_cache"]}, CACHE_LOCATIONS),
         log:
             log_path("variant_effect", "model"),
         benchmark:
