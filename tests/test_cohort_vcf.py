@@ -153,7 +153,7 @@ def test_repeated_records_are_read_once_as_bcftools_norm_d_exact_keeps_them(tmp_
         validate_cohort(conflicting, _sheet(["a", "b"], case=[0, 1]), fasta, {}, None, [], 2)
 
 
-@pytest.mark.parametrize("pos", ["10x", "3.0", "0", "-4"])
+@pytest.mark.parametrize("pos", ["10x", "3.0", "-4"])
 def test_a_malformed_pos_is_an_input_error_through_the_index_and_in_a_scan(tmp_path, pos):
     """tabix indexes POS '10x' at 10 (htslib reads the leading digits), so a bad POS got past the index and
     ended check_cohort and the haplotype shards in a bare ValueError traceback."""
@@ -167,15 +167,32 @@ def test_a_malformed_pos_is_an_input_error_through_the_index_and_in_a_scan(tmp_p
             f"chr1\t{pos}\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n")
     vcf = _bgzip(tmp_path / "bad.vcf.gz", text)
     region = Region("r", "chr1", 0, 106)
-    message = rf"bad\.vcf\.gz: record .*: POS '{pos}' is not a positive integer"
+    message = rf"bad\.vcf\.gz: record .*: POS '{pos}' is not a whole number"
     with pytest.raises(InputError, match=message):
         read_genotypes(vcf)  # a scan of the whole file
-    if pos[0].isdigit() and pos != "0":  # tabix refuses the others itself (its own error, also an InputError)
+    if pos[0].isdigit():  # tabix refuses the others itself (its own error, also an InputError)
         pysam.tabix_index(str(vcf), preset="vcf", force=True)
         with pytest.raises(InputError, match=message):
             read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"])
         with pytest.raises(InputError, match=message):
             validate_cohort(vcf, pl.DataFrame({"sample_id": ["A", "B"]}), read_fasta(fasta), {}, [region], [], 2)
+
+
+def test_a_telomere_record_at_pos_0_is_read_past(tmp_path):
+    """POS 0 marks a telomere (VCF 4.2, 1.6.1): it lies in no region and was read past; the POS check must not
+    refuse it."""
+    seq = "ACGTACGTTAGCCATGGATCCAGTTGACCATGCAATGCGTACCGGATTACAGT" * 4
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text(f">chr1\n{seq}\n")
+    vcf = _bgzip(tmp_path / "t.vcf.gz", "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=212>\n"
+                 '##FORMAT=<ID=GT,Number=1,Type=String,Description="GT">\n'
+                 "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
+                 "chr1\t0\t.\tN\t.[chr1:5[\t.\t.\tSVTYPE=BND\tGT\t0|1\t0|0\n"
+                 "chr1\t103\t.\tC\tG\t.\t.\t.\tGT\t0|1\t1|1\n")
+    region = Region("r", "chr1", 100, 200)
+    assert read_genotypes(vcf, regions=[region], fasta_contigs=["chr1"]).n_variants == 1
+    summary = validate_cohort(vcf, pl.DataFrame({"sample_id": ["A", "B"]}), read_fasta(fasta), {}, [region], [], 2)
+    assert summary["n_variants_in_regions"] == 1
 
 
 def test_record_with_more_alt_alleles_than_int8_holds_is_split(tmp_path):

@@ -439,10 +439,11 @@ def _fetched(path: Path, tabix: pysam.TabixFile, contig: str, start: int, end: i
 
 
 def record_pos(field: str, vcf_path: str | Path, line: str) -> int:
-    """A record's POS (1-based); InputError naming the file and record unless it is a positive integer
-    (tabix indexes '10x' at 10, so a bad POS gets past the index and only shows here)."""
-    if not (field.isascii() and field.isdigit()) or int(field) < 1:
-        raise InputError(f"{vcf_path}: record {line[:60]!r}: POS {field!r} is not a positive integer")
+    """A record's POS (1-based; 0 is a telomere, as the VCF specification allows, and lies in no region);
+    InputError naming the file and record unless it is a whole number (tabix indexes '10x' at 10, so a bad POS
+    gets past the index and only shows here)."""
+    if not (field.isascii() and field.isdigit()):
+        raise InputError(f"{vcf_path}: record {line[:60]!r}: POS {field!r} is not a whole number")
     return int(field)
 
 
