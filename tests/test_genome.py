@@ -371,6 +371,13 @@ def test_gff3_fasta_section_compressed_files_and_more_ucsc_layouts(demo_genes, t
     for table, gene in ((ref_flat, "SHOX"), (known, "NM_1")):
         exons = table.filter(pl.col("feature") == "exon")
         assert exons.select("start", "end").rows() == [(100, 200), (300, 500)] and set(table["gene"]) == {gene}
+    # look-alikes are refused by what they hold, not read wrongly: a genePred with a bin column has refFlat's 11
+    # columns (its bin read as the gene name), a BED12 knownGene's 12
+    with pytest.raises(InputError, match=r"11 columns without a header is read as refFlat .*gene name '585'"):
+        read_annotation(_write(tmp_path / "genscan.txt", "585\t" + genepred + "\n"), fmt="ucsc")
+    bed12 = "chr1\t100\t500\tNM_1\t0\t+\t100\t500\t0\t2\t100,200,\t0,200,"
+    with pytest.raises(InputError, match=r"12 columns without a header is read as knownGene .*strand '500'"):
+        read_annotation(_write(tmp_path / "genes.bed12", bed12 + "\n"), fmt="ucsc")
 
 
 def test_ucsc_transcript_placed_twice_is_two_transcripts(tmp_path):

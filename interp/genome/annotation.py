@@ -156,6 +156,23 @@ def _ucsc_columns(header: list[str], path: Path, line: int) -> dict[str, int]:
     return columns
 
 
+def _check_layout_guess(fields: list[str], columns: dict[str, int], path: Path, line: int) -> None:
+    """A headerless table's layout is guessed from its first row's column count: InputError (naming the
+    layout) unless the row reads as that layout, i.e. its strand is + or - and a gene name column does not hold
+    a bare number (an 11-column genePred with a leading bin column reads like refFlat, a BED12 has 12 columns
+    like knownGene)."""
+    layout = {7: "name, chrom, strand, txStart, txEnd, exonStarts, exonEnds", 10: "genePred",
+              11: "refFlat (geneName, name, chrom, strand, ...)", 12: "knownGene (genePred + proteinID, alignID)",
+              15: "genePredExt", 16: "refGene (bin + genePredExt)"}[len(fields)]
+    strand = fields[columns["strand"]].strip()
+    gene = fields[columns["gene"]].strip() if "gene" in columns else ""
+    if strand not in ("+", "-") or gene.isdigit():
+        raise InputError(f"{where(path, line=line)}: a gene table of {len(fields)} columns without a header is read "
+                         f"as {layout}, but this row does not fit it (strand {strand!r}"
+                         + (f", gene name {gene!r}" if gene else "") + "); give a '#' header naming the columns "
+                         "(name, chrom, strand, txStart, txEnd, exonStarts, exonEnds, and name2 or geneName)")
+
+
 def _coordinate_list(text: str, path: Path, line: int, name: str) -> list[int]:
     return [_int(part, path, line, name) for part in text.strip().rstrip(",").split(",") if part.strip()]
 
@@ -182,6 +199,7 @@ def _read_ucsc(path: Path, lines: Iterable[str], keep: Keep | None = None) -> pl
                                  f"expected one of {sorted(_UCSC_LAYOUTS)} (or a '#' header naming them)")
             columns = _UCSC_LAYOUTS[len(fields)]
             header_names = [f"column {i + 1}" for i in range(len(fields))]
+            _check_layout_guess(fields, columns, path, line_no)
         width = len(header_names) if header_names else max(columns.values()) + 1
         if len(fields) != width:
             raise InputError(f"{where(path, line=line_no)}: gene table row has {len(fields)} columns; "
