@@ -55,11 +55,12 @@ def test_end_to_end_test_config_twice_gives_identical_report(tmp_path: Path) -> 
     samples = pl.read_csv(wd / "results" / "test" / "cohort" / "input" / "samples.tsv", separator="\t")
     text = json.dumps(report)
     assert not any(s in text or s in html for s in samples["sample_id"].to_list())
-    # a changed setting reruns only the rules that read it: moving the model or vector caches reran every
-    # embedding, SAE and cohort analysis (hf_cache and cache were compared as settings), and probe.n_shuffles
-    # reran the SAE-vs-raw comparison, which never reads it
-    for patch, reruns in (({"embed": {"hf_cache": str(tmp_path / "hf"), "cache": str(tmp_path / "vectors")}}, set()),
-                          ({"probe": {"n_shuffles": 2}}, {"probe", "report"})):
+    # a changed setting reruns only the rules that read it (and the report, which records the whole config):
+    # moving the model or vector caches reran every embedding, SAE and cohort analysis (hf_cache and cache were
+    # compared as settings), and probe.n_shuffles reran the SAE-vs-raw comparison, which never reads it
+    for patch, reruns in (({"embed": {"hf_cache": str(tmp_path / "hf"), "cache": str(tmp_path / "vectors")}},
+                           {"report", "all"}),
+                          ({"probe": {"n_shuffles": 2}}, {"probe", "report", "all"})):
         overlay = wd / "configs" / "overlay.yaml"
         overlay.write_text(yaml.safe_dump(patch))
         res = run_snakemake(wd, "-n", "--configfile", "configs/test.yaml", str(overlay))
