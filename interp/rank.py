@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 from scipy import special, stats
 
+from interp.genome.regions import positions_by_contig
 from interp.multiplicity import benjamini_hochberg  # noqa: F401  (re-exported: rank's BH scope)
 
 _Z975 = float(stats.norm.ppf(0.975))
@@ -891,23 +892,12 @@ def _bh_threshold(p: np.ndarray, q: np.ndarray, alpha: float) -> float:
     return float(np.max(p[sig])) if sig.any() else None
 
 
-def variants_by_contig(contig: np.ndarray, start: np.ndarray, index: np.ndarray
-                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{contig: (starts sorted [k], the variants' indices [k] in that order)} of the variants given by contig,
-    start (0-based) and index [n], for `lead_variant`'s lookups."""
-    out = {}
-    for c in np.unique(contig):
-        on = np.flatnonzero(contig == c)
-        on = on[np.argsort(start[on], kind="stable")]
-        out[str(c)] = (start[on], index[on])
-    return out
-
-
 def lead_variant(by_contig: dict[str, tuple[np.ndarray, np.ndarray]], contig: str, start: int, end: int,
                  p: np.ndarray) -> int | None:
     """The index of the variant of smallest p [n] whose start lies in [start, end) on contig (the lowest index
-    among equal p), or None: a sorted search, so the cost follows the variants in the window, not all of them
-    (a scan per significant feature cost features x variants)."""
+    among equal p; by_contig: `interp.genome.regions.positions_by_contig` of the variants), or None: a sorted
+    search, so the cost follows the variants in the window, not all of them (a scan per significant feature
+    cost features x variants)."""
     starts, index = by_contig.get(contig, (None, None))
     if starts is None:
         return None
@@ -987,7 +977,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
     top_v = int(v_tested[np.lexsort((v_tested, -np.abs(vt["z"].to_numpy()[v_tested]), v_p[v_tested]))[0]]) \
         if v_tested.size else None
     top_dosage = dosage.read(np.array([top_v]))[:, 0] if top_v is not None else None
-    tested_by_contig = variants_by_contig(v_contig[v_tested], v_start[v_tested], v_tested)
+    tested_by_contig = positions_by_contig(v_contig[v_tested], v_start[v_tested], v_tested)
     for fam in families:
         x = fam.columns(keep)
         ft = rank_family(x, y, cov, binary, cfg, null=null, carrier_cap=cap.get(fam.name),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from interp.genome.regions import positions_by_contig
 from interp.rank import Family, RankConfig, rank_phenotype
 
 if TYPE_CHECKING:
@@ -197,14 +198,11 @@ def variant_effect_family(geno: ad.AnnData, scores: pl.DataFrame, windows: pl.Da
     means = _imputed_means(dosage, np.flatnonzero(weight > 0))
     v_contig = geno.var["contig"].astype(str).to_numpy()
     v_pos0 = geno.var["pos"].to_numpy().astype(np.int64) - 1
-    by_contig = {}
-    for c in np.unique(v_contig):
-        idx = np.flatnonzero((v_contig == c) & (weight > 0))
-        idx = idx[np.argsort(v_pos0[idx], kind="stable")]
-        by_contig[c] = (idx, v_pos0[idx])
+    weighted = np.flatnonzero(weight > 0)
+    by_contig = positions_by_contig(v_contig[weighted], v_pos0[weighted], weighted)
     cols, carried, feats, short, contig, start, end = [], [], [], [], [], [], []
     for c, s, e in windows.select("contig", "start", "end").iter_rows():
-        idx, p0 = by_contig.get(c, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+        p0, idx = by_contig.get(c, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
         inside = idx[np.searchsorted(p0, s, side="left"):np.searchsorted(p0, e, side="left")]
         if inside.size == 0:
             continue

@@ -1101,7 +1101,8 @@ def test_lead_variant_by_sorted_search_equals_a_scan_of_every_variant() -> None:
     in it, the lowest index on a tie) by a sorted search per contig equals the scan over every variant that it
     replaces (0.8 ms per feature at 200,000 variants), on unsorted variants over two contigs with tied p and
     untested (NaN) variants."""
-    from interp.rank import lead_variant, variants_by_contig
+    from interp.genome.regions import positions_by_contig
+    from interp.rank import lead_variant
 
     rng = np.random.default_rng(4)
     n = 3000
@@ -1109,7 +1110,7 @@ def test_lead_variant_by_sorted_search_equals_a_scan_of_every_variant() -> None:
     start = rng.integers(0, 50_000, n)
     p = rng.choice([0.5, 0.01, 1e-4, 3e-6, np.nan], n)  # few distinct values: ties everywhere
     tested = np.flatnonzero(np.isfinite(p))
-    by_contig = variants_by_contig(contig[tested], start[tested], tested)
+    by_contig = positions_by_contig(contig[tested], start[tested], tested)
     for _ in range(500):
         c, lo = str(rng.choice(["chr1", "chr2", "chr3"])), int(rng.integers(0, 50_000))
         hi = lo + int(rng.integers(0, 3000))

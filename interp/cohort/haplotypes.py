@@ -42,6 +42,7 @@ import polars as pl
 
 from interp.cohort.vcf import Genotypes
 from interp.errors import InputError
+from interp.genome.regions import positions_by_contig
 
 if TYPE_CHECKING:
     from interp.genome.regions import Region
@@ -113,15 +114,10 @@ class RecordIndex:
     many regions was regions x records)."""
 
     def __init__(self, genotypes: Genotypes) -> None:
-        pos0 = np.asarray(genotypes.pos, dtype=np.int64) - 1
         ref_len = np.fromiter((len(r) for r in genotypes.ref), dtype=np.int64, count=len(genotypes.ref))
-        contig = np.asarray(genotypes.contig).astype(str)
-        order = np.lexsort((pos0, contig))
         self.by_contig: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
-        bounds = np.flatnonzero(contig[order][1:] != contig[order][:-1]) + 1
-        for rows in np.split(order, bounds) if order.size else []:
-            lengths = ref_len[rows]
-            self.by_contig[str(contig[rows[0]])] = (rows, pos0[rows], lengths, int(lengths.max()))
+        for contig, (starts, rows) in positions_by_contig(genotypes.contig, genotypes.pos - 1).items():
+            self.by_contig[contig] = (rows, starts, ref_len[rows], int(ref_len[rows].max()))
 
     def near(self, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(records, their 0-based starts, REF lengths) of `region`'s contig that start inside it or could

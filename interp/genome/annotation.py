@@ -127,20 +127,23 @@ _UCSC_HEADER = {
     "exonstart": "exon_starts", "exonstarts": "exon_starts", "exonend": "exon_ends", "exonends": "exon_ends",
     "exoncount": "exon_count",
 }
-# Headerless layouts by column count: field -> column index.
+# Headerless layouts by column count: field -> column index (their names: _UCSC_LAYOUT_NAMES).
 _UCSC_LAYOUTS = {
     7: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_starts": 5, "exon_ends": 6},
     10: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
-         "exon_starts": 8, "exon_ends": 9},  # genePred
+         "exon_starts": 8, "exon_ends": 9},
     11: {"gene": 0, "transcript": 1, "contig": 2, "strand": 3, "tx_start": 4, "tx_end": 5, "exon_count": 8,
-         "exon_starts": 9, "exon_ends": 10},  # refFlat
+         "exon_starts": 9, "exon_ends": 10},
     12: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
-         "exon_starts": 8, "exon_ends": 9},  # knownGene (proteinID, alignID after the genePred columns)
+         "exon_starts": 8, "exon_ends": 9},
     15: {"transcript": 0, "contig": 1, "strand": 2, "tx_start": 3, "tx_end": 4, "exon_count": 7,
-         "exon_starts": 8, "exon_ends": 9, "gene": 11},  # genePredExt
+         "exon_starts": 8, "exon_ends": 9, "gene": 11},
     16: {"transcript": 1, "contig": 2, "strand": 3, "tx_start": 4, "tx_end": 5, "exon_count": 8,
          "exon_starts": 9, "exon_ends": 10, "gene": 12},  # refGene with bin column
 }
+_UCSC_LAYOUT_NAMES = {7: "name, chrom, strand, txStart, txEnd, exonStarts, exonEnds", 10: "genePred",
+                      11: "refFlat (geneName + genePred)", 12: "knownGene (genePred + proteinID, alignID)",
+                      15: "genePredExt", 16: "refGene (bin + genePredExt)"}
 
 
 def _ucsc_columns(header: list[str], path: Path, line: int) -> dict[str, int]:
@@ -161,9 +164,7 @@ def _check_layout_guess(fields: list[str], columns: dict[str, int], path: Path, 
     layout) unless the row reads as that layout, i.e. its strand is + or - and a gene name column does not hold
     a bare number (an 11-column genePred with a leading bin column reads like refFlat, a BED12 has 12 columns
     like knownGene)."""
-    layout = {7: "name, chrom, strand, txStart, txEnd, exonStarts, exonEnds", 10: "genePred",
-              11: "refFlat (geneName, name, chrom, strand, ...)", 12: "knownGene (genePred + proteinID, alignID)",
-              15: "genePredExt", 16: "refGene (bin + genePredExt)"}[len(fields)]
+    layout = _UCSC_LAYOUT_NAMES[len(fields)]
     strand = fields[columns["strand"]].strip()
     gene = fields[columns["gene"]].strip() if "gene" in columns else ""
     if strand not in ("+", "-") or gene.isdigit():

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from interp.errors import InputError, where
@@ -28,6 +29,19 @@ class Region:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.contig}:{self.start}-{self.end}, {self.length} bases)"
+
+
+def positions_by_contig(contig: np.ndarray, start: np.ndarray, index: np.ndarray | None = None,
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{contig: (starts sorted [k], the items' indices [k] in that order)} of items (variants, records) given by
+    contig, 0-based start and index [n] (default 0 .. n-1; ties keep their given order): one sort, after which
+    the items in [s, e) of a contig are one `np.searchsorted` away, not a scan of every item per lookup."""
+    contig = np.asarray(contig).astype(str)
+    start = np.asarray(start, dtype=np.int64)
+    index = np.arange(contig.size) if index is None else np.asarray(index)
+    order = np.lexsort((start, contig))  # stable: by contig, then start, then given order
+    cuts = np.flatnonzero(contig[order][1:] != contig[order][:-1]) + 1
+    return {str(contig[rows[0]]): (start[rows], index[rows]) for rows in np.split(order, cuts) if rows.size}
 
 
 def _checked(name: str, contig: str, start: int, end: int, fasta: dict[str, str], location: str) -> Region:

@@ -288,7 +288,8 @@ def build_windows(
         .drop("_order")
     )
     gc = table["gc"].to_numpy()
-    gc_cut = float(np.quantile(gc[~np.isnan(gc)], gc_high_quantile)) if not np.isnan(gc).all() else np.inf
+    gc = gc[~np.isnan(gc)]
+    gc_cut = float(np.quantile(gc, gc_high_quantile)) if gc.size else np.inf
     index = np.arange(n, dtype=np.int64)
     table = table.with_columns(
         window_index=pl.Series(index),
