@@ -320,7 +320,7 @@ def test_panel_markers_in_and_near_the_studied_regions_are_left_out(tmp_path) ->
     assert (source["n_markers_read"], source["n_markers_near_regions"], source["exclude_flank"]) == (300, 100, 1000)
     only_near = tmp_path / "only_near.vcf"
     only_near.write_text("\n".join(header + inside) + "\n")
-    with pytest.raises(InputError, match="all 100 markers .* within 1000 bases of a studied region"):
+    with pytest.raises(InputError, match="of 100 biallelic markers read, 100 within 1000 bases of a studied region"):
         cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(only_near),
                         umap_and_clusters=False, near_regions=near)
 
@@ -354,9 +354,43 @@ def test_panel_left_with_too_few_markers_by_the_exclusion_says_so(tmp_path) -> N
             cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(vcf),
                             umap_and_clusters=False, near_regions=near)
         text = str(err.value)
-        assert "all 100 markers" not in text, text
-        assert "100 of the 103 markers read lie within 1000 bases of a studied region" in text, text
-        assert f"{3 - n_kept} fail the MAF and missingness filters" in text and f"leaving {n_kept}" in text, text
+        assert "of 103 biallelic markers read, 100 within 1000 bases of a studied region" in text, text
+        assert f"{3 - n_kept} failing the MAF and missingness filters" in text and f"{n_kept} left" in text, text
+
+
+def test_panel_without_usable_markers_names_the_file_and_what_took_them(tmp_path) -> None:
+    """A panel that leaves fewer than 3 markers for another reason than the exclusion flank (no records, X
+    only, dosage-only FORMAT) names the panel and what each filter took; a record whose POS is not a number
+    is an InputError naming the record (the panel is read whole, past tabix's check: it indexes '50x' at 50)."""
+    from interp.cohort.ancestry import cohort_ancestry
+
+    panel = tmp_path / "panel.vcf"
+    samples = _structured_vcf(panel, n_per_pop=12, n_markers=40)
+    lines = panel.read_text().splitlines()
+    header, records = [x for x in lines if x.startswith("#")], [x for x in lines if not x.startswith("#")]
+    rng = np.random.default_rng(0)
+    gt = (rng.random((20, len(samples), 2)) < 0.4).astype(np.int8)
+    table = pl.DataFrame({"sample_id": samples})
+
+    def dosage_only(record: str) -> str:
+        fields = record.split("\t")
+        return "\t".join(fields[:8] + ["DS"] + ["1"] * (len(fields) - 9))
+
+    cases = {
+        "empty": (header, "no biallelic SNV or indel record"),
+        "x_only": (header + ["X" + r[1:] for r in records], "of 40 biallelic markers read, 40 on X, Y or MT"),
+        "ds_only": (header + [dosage_only(r) for r in records],
+                    "of 40 biallelic markers read, 40 with no called genotype among the studied samples"),
+        "pos": (header + records[:5] + [records[5].replace("\t1150\t", "\t1150x\t")] + records[6:],
+                "record '1.t1150x.*POS '1150x' is not a whole number"),
+    }
+    for name, (body, message) in cases.items():
+        vcf = tmp_path / f"{name}.vcf"
+        vcf.write_text("\n".join(body) + "\n")
+        with pytest.raises(InputError, match=message) as err:
+            cohort_ancestry(_genotypes(samples, gt), table, maf_min=0.05, n_pcs=3, seed=1, panel=str(vcf),
+                            umap_and_clusters=False)
+        assert str(vcf) in str(err.value), (name, str(err.value))
 
 
 def test_panel_with_a_sample_listed_twice_is_refused(tmp_path) -> None:

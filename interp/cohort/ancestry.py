@@ -216,6 +216,7 @@ class MarkerDosages:
     n_kept: int
     n_near_regions: int = 0
     n_non_autosomal: int = 0  # markers read on X, Y or MT and left out (`non_autosomal`)
+    n_uncalled: int = 0  # autosomal markers left in with no called genotype among the samples (no GT, all ./.)
 
 
 @dataclass
@@ -304,7 +305,7 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
     """
     from interp.cohort.vcf import iter_dosage_chunks, read_vcf_header
 
-    blocks, freqs, n_read, n_near, n_non_autosomal = [], [], 0, 0, 0
+    blocks, freqs, n_read, n_near, n_non_autosomal, n_uncalled = [], [], 0, 0, 0, 0
     n = len(samples)
     if chunk_records is None:  # a panel of many more samples than studied is decoded in full, chunk by chunk
         n_decoded = max(n, len(read_vcf_header(vcf_path).samples))
@@ -322,6 +323,7 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
             chunk = chunk[~near]
         called = chunk >= 0
         n_called = called.sum(axis=1)
+        n_uncalled += int((n_called == 0).sum())
         alt = np.where(called, chunk, 0).sum(axis=1) / (2 * np.maximum(n_called, 1))
         maf = np.minimum(alt, 1 - alt)
         # maf > 0: a monomorphic marker standardises to 0 and carries nothing (maf_min may be 0)
@@ -331,7 +333,8 @@ def read_marker_dosages(vcf_path, samples: list[str], maf_min: float = 0.05, max
             freqs.append(alt[keep])
     alt_freq = np.concatenate(freqs) if freqs else np.zeros(0)
     return MarkerDosages(samples=list(samples), blocks=blocks, alt_freq=alt_freq, n_read=n_read,
-                         n_kept=int(alt_freq.size), n_near_regions=n_near, n_non_autosomal=n_non_autosomal)
+                         n_kept=int(alt_freq.size), n_near_regions=n_near, n_non_autosomal=n_non_autosomal,
+                         n_uncalled=n_uncalled)
 
 
 def _standardised_blocks(markers: MarkerDosages):
@@ -549,6 +552,27 @@ def merge_marker_pcs(
     return adata
 
 
+def _too_few_markers(panel, markers: MarkerDosages, near_regions: NearRegions | None) -> str:
+    """The message for a panel that leaves fewer than 3 markers: what each filter took."""
+    read, near, sex, uncalled = markers.n_read, markers.n_near_regions, markers.n_non_autosomal, markers.n_uncalled
+    if read == 0:
+        return f"{panel}: no biallelic SNV or indel record; ancestry PCs need at least 3 markers (a genome-wide panel)"
+    parts = []
+    if sex:
+        parts.append(f"{sex} on X, Y or MT (left out: haploid calls make PCs lean on sex)")
+    if near:
+        parts.append(f"{near} within {near_regions.flank} bases of a studied region (a smaller "
+                     "cohort.ancestry_exclude_flank keeps more)")
+    if uncalled:
+        parts.append(f"{uncalled} with no called genotype among the studied samples (a panel without GT, e.g. "
+                     "dosage-only DS, reads as missing)")
+    failing = read - sex - near - uncalled - markers.n_kept
+    if failing:
+        parts.append(f"{failing} failing the MAF and missingness filters")
+    return (f"{panel}: of {read} biallelic markers read, " + "; ".join(parts) + f"; {markers.n_kept} left, and "
+            "ancestry PCs need at least 3 (a genome-wide panel)")
+
+
 def cohort_ancestry(
     genotypes: Genotypes,
     samples: pl.DataFrame,
@@ -573,15 +597,8 @@ def cohort_ancestry(
     n_pcs = max(n_pcs, 2)
     if panel:
         markers = read_marker_dosages(panel, adata.obs_names.tolist(), maf_min=maf_min, near_regions=near_regions)
-        if markers.n_kept < 3 and markers.n_near_regions:  # marker_pca needs 3; say what the exclusion took
-            near, read = markers.n_near_regions, markers.n_read
-            where = (f"all {near} markers that were read lie" if near == read else
-                     f"{near} of the {read} markers read lie")
-            rest = (f"; of the others {read - near - markers.n_kept} fail the MAF and missingness filters, leaving "
-                    f"{markers.n_kept}" if near < read else "")
-            raise InputError(f"{panel}: {where} within {near_regions.flank} bases of a studied region{rest}; "
-                             "ancestry PCs need at least 3 markers elsewhere (a genome-wide panel), or a smaller "
-                             "cohort.ancestry_exclude_flank")
+        if markers.n_kept < 3:  # marker_pca needs 3; say where the panel's markers went
+            raise InputError(_too_few_markers(panel, markers, near_regions))
         pcs = marker_pca(markers, samples, n_pcs=n_pcs, seed=seed, umap_and_clusters=umap_and_clusters)
         exact = pcs.uns["genotype_pca"]["method"].startswith("exact")
         source = {"vcf": Path(panel).name, "n_markers": markers.n_kept, "n_markers_read": markers.n_read,

@@ -777,7 +777,7 @@ def iter_dosage_chunks(
                 dose[i, (gt < 0).any(axis=1)] = -1
         if order is not None:
             dose = dose[:, order]
-        info = {"contig": [f[0] for f in pending], "pos": [int(f[1]) for f in pending],
+        info = {"contig": [f[0] for f in pending], "pos": [f[1] for f in pending],
                 "ref": [f[3].upper() for f in pending], "alt": [f[4].upper() for f in pending]}
         return dose, info
 
@@ -789,6 +789,7 @@ def iter_dosage_chunks(
         fields = line.split("\t", 9)
         if len(fields) < 10 or _biallelic(fields) != "ok":
             continue
+        fields[1] = record_pos(fields[1], path, line)  # the panel is read whole, past any index check
         key = hash((fields[0], fields[1], fields[3].upper(), fields[4].upper()))
         if key in seen:
             continue
