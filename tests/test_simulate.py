@@ -346,6 +346,14 @@ def test_bad_configuration_is_input_error(tmp_path):
     with pytest.raises(InputError, match="not in AmericanAdmixture_4B18"):
         simulate_cohort(fasta, annotation, REGION, POPULATIONS, 1, {"demography": "AmericanAdmixture_4B18"},
                         tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
+    # a confounding setting of the other demography's model would do nothing, silently
+    with pytest.raises(InputError, match="ancestry_odds_ratio applies to an admixed demography"):
+        simulate_cohort(fasta, annotation, REGION, POPULATIONS, 1, {"confounded": {"ancestry_odds_ratio": 5.0}},
+                        tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
+    with pytest.raises(InputError, match="confounded.prevalence applies to discrete populations"):
+        simulate_cohort(fasta, annotation, REGION, {"ADMIX": 10}, 1,
+                        {"demography": "AmericanAdmixture_4B18", "confounded": {"prevalence": {"ADMIX": 0.9}}},
+                        tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")
     with pytest.raises(InputError, match="no gene of the annotation has an exon inside region far"):
         simulate_cohort(fasta, annotation, Region("far", "chr17", 32000, 39000), POPULATIONS, 1, None,
                         tmp_path / "a.vcf.gz", tmp_path / "s.tsv", tmp_path / "t.json")

@@ -225,6 +225,15 @@ def simulation_config(sim: dict | None, populations: dict[str, int]) -> dict:
         if level not in PREVALENCE_PRESETS:
             raise InputError(f"cohort.simulate.{key}: '{level}' is not one of none, mild, strong")
     conf = config["confounded"]
+    # each demography reads one of the two confounding models; the other's setting would silently do nothing
+    if sc.census_time is None and conf["ancestry_odds_ratio"] is not None:
+        raise InputError(f"cohort.simulate.confounded.ancestry_odds_ratio applies to an admixed demography "
+                         f"(confounding by ancestry proportion); {sc.name} has discrete populations: set "
+                         "confounded.prevalence per population instead")
+    if sc.census_time is not None and conf["prevalence"]:
+        raise InputError(f"cohort.simulate.confounded.prevalence applies to discrete populations; {sc.name} is "
+                         "admixed, confounded by ancestry proportion: set confounded.ancestry_odds_ratio (and "
+                         "ancestry_component) instead")
     if sc.census_time is None:
         prevalence = conf["prevalence"] or PREVALENCE_PRESETS[conf["strength"]] or dict.fromkeys(populations, f)
         for population in populations:
