@@ -261,6 +261,11 @@ def _take_columns(dosage: Any, cols: np.ndarray) -> np.ndarray:
     return block
 
 
+def _by_contig(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """{contig: its rows, in table order} in one pass."""
+    return {str(key[0]): part for key, part in table.partition_by("contig", as_dict=True, maintain_order=True).items()}
+
+
 def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np.ndarray, v_pos0: np.ndarray,
                   v_ids: np.ndarray) -> pl.DataFrame:
     """Where each ranked feature sits.
@@ -283,23 +288,29 @@ def annotate_loci(t: pl.DataFrame, annotation: pl.DataFrame | None, v_contig: np
     v_ids = np.asarray(v_ids)
     # every lookup is a binary search on a contig's sorted positions: a scan of all variants (or a polars filter)
     # per locus made this quadratic in the variants (minutes for a few hundred thousand)
+    # and each contig's variants, windows and annotation rows are grouped once (a filter per contig made the
+    # cost contigs x rows: a scaffold-level assembly of thousands of contigs)
+    variants_by_contig = positions_by_contig(v_contig, v_pos0)
+    no_variants = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    windows_by_contig = _by_contig(model_windows)
+    annotation_by_contig = _by_contig(annotation.sort("start")) if annotation is not None else {}
+    empty_annotation = annotation.clear() if annotation is not None else None
     rows = []
     for (contig,), part in loci_in.group_by("contig", maintain_order=True):
         contig = str(contig)
         is_var = part["v"].to_numpy()
         starts, ends = part["start"].to_numpy().astype(np.int64), part["end"].to_numpy().astype(np.int64)
-        on_contig = np.flatnonzero(v_contig == contig)  # file order
-        by_pos = on_contig[np.argsort(v_pos0[on_contig], kind="stable")]
+        sorted_pos, by_pos = variants_by_contig.get(contig, no_variants)  # by position, then file order
         in_file_order = bool(np.all(np.diff(by_pos) > 0))
-        first_in = np.searchsorted(v_pos0[by_pos], starts, side="left")
-        past_in = np.searchsorted(v_pos0[by_pos], ends, side="left")
-        w = model_windows.filter(pl.col("contig") == contig)
+        first_in = np.searchsorted(sorted_pos, starts, side="left")
+        past_in = np.searchsorted(sorted_pos, ends, side="left")
+        w = windows_by_contig.get(contig, model_windows.clear())
         w_start, w_end = w["start"].to_numpy().astype(np.int64), w["end"].to_numpy().astype(np.int64)
         # the first window in (start, end) order holding pos: the first of those starting at or before pos whose
         # end passes pos, i.e. where the running maximum of the ends first passes pos
         w_reach = np.maximum.accumulate(w_end) if w_end.size else w_end
         if annotation is not None:
-            a = annotation.filter(pl.col("contig") == contig).sort("start")
+            a = annotation_by_contig.get(contig, empty_annotation)
             a_start, a_end = a["start"].to_numpy().astype(np.int64), a["end"].to_numpy().astype(np.int64)
             a_exon, a_gene = (a["feature"] == "exon").to_numpy(), np.asarray(a["gene"].to_list(), dtype=object)
             longest = int((a_end - a_start).max()) if a.height else 0
