@@ -129,31 +129,38 @@ def logistic_null_fit(y: np.ndarray, design: np.ndarray, max_iter: int = 100,
     return np.clip(special.expit(eta), 1e-12, 1.0 - 1e-12)
 
 
+class NullModelError(ValueError):
+    """The data cannot carry a covariates-only model (no individuals, one class, too few for the covariates...):
+    the phenotype, or a half-sample, is skipped with this reason, where any other error is a fault."""
+
+
 def null_model(y: np.ndarray, covariates: np.ndarray | None, binary: bool) -> NullModel:
     """Fit the covariates-only model of phenotype y [n] on covariates [n, c] (None: intercept only)."""
     y = np.asarray(y, dtype=np.float64).ravel()
     n = y.size
+    if n == 0:
+        raise NullModelError("no individual has a value")
     if not np.all(np.isfinite(y)):
-        raise ValueError("phenotype contains missing or non-finite values; drop those individuals first")
+        raise NullModelError("phenotype contains missing or non-finite values; drop those individuals first")
     c = np.zeros((n, 0)) if covariates is None else np.asarray(covariates, dtype=np.float64).reshape(n, -1)
     if not np.all(np.isfinite(c)):
-        raise ValueError("covariates contain missing or non-finite values")
+        raise NullModelError("covariates contain missing or non-finite values")
     design = _design(c)
     df = n - design.shape[1] - 1
     if df < 1:
-        raise ValueError(f"too few individuals ({n}) for {c.shape[1]} covariates")
+        raise NullModelError(f"too few individuals ({n}) for {c.shape[1]} covariates")
     if binary:
         if not np.all((y == 0) | (y == 1)):
-            raise ValueError("binary phenotype must be coded 0/1")
+            raise NullModelError("binary phenotype must be coded 0/1")
         if y.min() == y.max():
-            raise ValueError("binary phenotype has only one class")
+            raise NullModelError("binary phenotype has only one class")
         mu = logistic_null_fit(y, design)
         basis = _orthonormal(design * np.sqrt(mu * (1.0 - mu))[:, None])
     else:
         basis = _orthonormal(design)
         mu = basis @ (basis.T @ y)
         if np.sum((y - mu) ** 2) <= 1e-12 * max(1.0, float(y @ y)):
-            raise ValueError("phenotype is constant or fully explained by the covariates")
+            raise NullModelError("phenotype is constant or fully explained by the covariates")
     return NullModel(binary=binary, y=y, design=design, mu=mu, basis=basis, df=df)
 
 
@@ -528,7 +535,7 @@ def stability(features: np.ndarray, phenotype: np.ndarray, covariates: np.ndarra
     for idx in half_samples(y, n_resamples, seed):
         try:
             null = null_model(y[idx], None if c is None else c[idx], binary)
-        except ValueError:  # this half cannot carry the null model: it does not vote
+        except NullModelError:  # this half cannot carry the null model: it does not vote
             continue
         fitted += 1
         counts += top_k_credit(_ranking_score(association(x[idx], null, spa_cutoff=spa_cutoff)), top_k)
@@ -941,7 +948,7 @@ def rank_phenotype(phenotype: str, y: np.ndarray, covariates: np.ndarray | None,
         summary["transform"] = cfg.quantitative_transform
     try:
         null = null_model(outcome(y, binary, cfg), cov, binary)
-    except ValueError as err:
+    except NullModelError as err:
         summary["skipped"] = str(err)
         return pl.DataFrame(), summary
     from interp.audit import MIN_REPORTED_GROUP

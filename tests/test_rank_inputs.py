@@ -357,10 +357,12 @@ def test_rank_cohort_with_no_testable_phenotype_says_why() -> None:
     geno, _, _, _ = _planted_cohort()
     geno.obs["all_cases"] = 1.0
     geno.obs["constant"] = 2.5
+    geno.obs["no_values"] = np.nan  # a library caller's all-missing column (check_phenotypes refuses it earlier)
     cfg = RankConfig(resamples=2, top_k=3, refit_top=2, seed=1)
     with pytest.raises(InputError, match=r"no phenotype could be tested: 'all_cases' \(binary phenotype has only "
-                                         r"one class\), 'constant' \(phenotype is constant"):
-        rank_cohort(geno, [], None, ["all_cases", "constant"], [], cfg)
+                                         r"one class\), 'constant' \(phenotype is constant.*\), 'no_values' \(no "
+                                         r"individual has a value\)"):  # was numpy's "cannot reshape array of size 0"
+        rank_cohort(geno, [], None, ["all_cases", "constant", "no_values"], [], cfg)
     table, summary = rank_cohort(geno, [], None, ["all_cases", "causal"], [], cfg)  # one is enough
     assert set(table["phenotype"]) == {"causal"} and "skipped" in summary["phenotypes"][0]
 
