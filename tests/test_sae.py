@@ -172,6 +172,30 @@ def test_jumprelu_learns_thresholds_and_batchtopk_estimates_one(planted):
     assert not torch.allclose(model.log_threshold.detach(), before)
 
 
+def test_jumprelu_threshold_gradient_counts_only_tokens_near_the_threshold() -> None:
+    """The straight-through estimate of d(L0)/d(theta) counts tokens whose pre-activation lies within
+    bandwidth / 2 of theta (Rajamanoharan et al. 2024). It was taken on relu(pre): once theta fell below
+    bandwidth / 2, every token with pre <= 0 (relu 0) sat inside the kernel, a floor under the thresholds."""
+    from interp.sae.jumprelu import JumpReLUSAE
+
+    eps = 0.05
+    for theta, pre, pushed in ((0.02, -5.0, False), (0.02, 0.0, True), (0.02, 0.03, True), (0.2, 0.05, False)):
+        sae = JumpReLUSAE(4, 1, 1, l0_coefficient=1.0, bandwidth=eps, init_threshold=theta)
+        with torch.no_grad():
+            sae.encoder.weight.zero_()
+            sae.encoder.bias.fill_(pre)
+            sae.b_dec.zero_()
+        code = sae.train_encode(torch.randn(8, 4))
+        code.penalty.backward()
+        grad = float(sae.log_threshold.grad[0])
+        assert (grad != 0) == pushed, (theta, pre, grad)
+        if pushed:  # -(theta / eps) per token, averaged over the batch: the paper's estimate
+            assert grad == pytest.approx(-theta / eps, rel=1e-5)
+        # forward values as inference gives them: relu(pre) where it passes theta
+        want = pre if pre > theta else 0.0
+        assert torch.all(code.features.detach() == want), (theta, pre, code.features)
+
+
 def _overlapping_windows_split():
     """399 windows of 200 bases overlapping by 50% on one contig, split by 2 kb blocks (seed 3): (windows, split,
     window of each token, base offset of each token, starts, width, n)."""

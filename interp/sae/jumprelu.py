@@ -75,8 +75,9 @@ class JumpReLUSAE(SparseAutoencoder):
 
     def train_encode(self, x_normalized: torch.Tensor) -> TrainCode:
         pre = self.pre_activations(x_normalized)
-        z = torch.relu(pre)
         threshold = self.log_threshold.exp()
-        features = _JumpReLU.apply(z, threshold, self.bandwidth)
-        l0 = _Step.apply(z, threshold, self.bandwidth).sum(dim=1).mean()
+        # on pre itself, not relu(pre): the same values (theta > 0), but every token with pre <= 0 sits at
+        # relu's 0, inside the kernel once theta < bandwidth / 2, and would push theta's gradient (a floor)
+        features = _JumpReLU.apply(pre, threshold, self.bandwidth)
+        l0 = _Step.apply(pre, threshold, self.bandwidth).sum(dim=1).mean()
         return TrainCode(features, pre, self.l0_coefficient * l0)
