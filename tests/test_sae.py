@@ -596,9 +596,15 @@ def test_interrupted_run_resumes_to_the_same_weights(planted, tmp_path, settings
                   log_dir=tmp_path / "csv")
     assert state.exists()  # last written at step 60
     before = pl.read_csv(tmp_path / "csv" / "metrics.csv")
+    with pytest.raises(RuntimeError, match="simulated kill"):  # killed again before the next state
+        train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state, callbacks=[KillAfter(79)],
+                  log_dir=tmp_path / "csv")
+    second = pl.read_csv(tmp_path / "csv" / "metrics.csv")
     resumed, metrics = train_sae(planted["path"], cfg, planted["windows"], threads=1, state_path=state,
                                  log_dir=tmp_path / "csv")
-    assert pl.read_csv(tmp_path / "csv" / "metrics.until_step60.csv").equals(before)  # not overwritten
+    # each interrupted attempt's rows kept (the second rename replaced the first's: steps 0-59 were lost)
+    assert pl.read_csv(tmp_path / "csv" / "metrics.until_step60.csv").equals(before)
+    assert pl.read_csv(tmp_path / "csv" / "metrics.until_step60.2.csv").equals(second) and second["step"].min() >= 60
     assert metrics["resumed_from_step"] == 60 and metrics["steps"] == ref_metrics["steps"]
     for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

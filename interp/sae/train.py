@@ -561,7 +561,8 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
     completes, unless `keep_state`: then it is written complete (every epoch done), so a caller whose later
     steps fail reruns with no training, and the caller removes it once its outputs are written. log_dir: Lightning
     CSV metrics (per step losses, L0, dead features, lr; the step and epoch columns are the run's, so a
-    resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv).
+    resumed attempt's rows continue the interrupted one's, which stay in metrics.until_step<N>.csv, or
+    metrics.until_step<N>.<attempt>.csv for a later attempt interrupted after the same state).
     read_rows: store read size (default: the store's chunk length).
 
     Metrics: architecture, n_features, k, d_in, fvu / l0 on test tokens (validation_fvu too),
@@ -655,8 +656,13 @@ def train_sae(store_path: str | Path, cfg: SAEConfig, windows: pl.DataFrame, thr
             module.resumed_mid_epoch = module.batch_in_epoch > 0
             epochs_left = cfg.epochs - module.epochs_done
         if resume is not None and epochs_left > 0 and log_dir and (Path(log_dir) / "metrics.csv").exists():
-            # the logger rewrites metrics.csv: the interrupted attempt's rows stay, under the step they reach
-            (Path(log_dir) / "metrics.csv").rename(Path(log_dir) / f"metrics.until_step{module.step}.csv")
+            # the logger rewrites metrics.csv: the interrupted attempt's rows stay, under the step they reach (a
+            # second attempt killed after the same state gets its own name: rename would replace the first's)
+            kept, attempt = Path(log_dir) / f"metrics.until_step{module.step}.csv", 1
+            while kept.exists():
+                attempt += 1
+                kept = Path(log_dir) / f"metrics.until_step{module.step}.{attempt}.csv"
+            (Path(log_dir) / "metrics.csv").rename(kept)
         logger = pl_lightning.loggers.CSVLogger(str(log_dir), name="", version="") if log_dir else False
         if epochs_left > 0:
             trainer = pl_lightning.Trainer(
