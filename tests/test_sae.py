@@ -774,6 +774,12 @@ def test_config_check_rejects_bad_sweep():
         with pytest.raises(InputError, match=rf"sae.sweep\[0\] \(x\), field {key}: expected"):
             check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", key: value}]}}, base_dir=root,
                          source="config")
+    # YAML's .inf is a number: an infinite rate or coefficient trained to NaN weights and reported L0 0, dead 0
+    for key in ("lr", "l1_coefficient", "l0_coefficient", "auxk_alpha", "temporal_coefficient",
+                "temporal_temperature", "jumprelu_bandwidth", "memory_budget_mb"):
+        with pytest.raises(InputError, match=rf"{key}.*finite"):
+            check_config({**base, "sae": {**base["sae"], "sweep": [{"name": "x", key: float("inf")}]}},
+                         base_dir=root, source="config")
 
 
 def test_frontier_table_and_plots(tmp_path):

@@ -6,6 +6,8 @@ The defaults here are the defaults of the `sae` section of `workflow/schemas/con
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, fields
 
 from interp.errors import InputError
@@ -57,8 +59,8 @@ class SAEConfig:
     smallest activation BatchTopK kept), so inference does not depend on the batch."""
     threshold_calibration_tokens: int = 262_144
     """batchtopk, matryoshka: after training, the inference threshold is re-estimated with the final
-    weights over at most this many training tokens (shuffled batches of batch_size); 0 keeps the running
-    mean, which lags in short runs."""
+    weights over this many training tokens, in whole shuffled batches of batch_size (rounded down, at least
+    one batch); 0 keeps the running mean, which lags in short runs."""
     lr: float = 0.001
     """peak Adam learning rate."""
     lr_warmup_fraction: float = 0.05
@@ -128,20 +130,21 @@ class SAEConfig:
                 raise bad(name, "a positive integer")
         if self.k > self.n_features:
             raise bad("k", f"at most n_features ({self.n_features})")
+        # finite too: an infinite rate or coefficient trained to NaN weights without a word
         for name in ("lr", "jumprelu_bandwidth", "jumprelu_init_threshold", "memory_budget_mb"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "a positive number")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise bad(name, "a positive finite number")
         if not 0 <= self.temporal_fraction < 1:
             raise bad("temporal_fraction", "a number in [0, 1)")
         if self.temporal_fraction > 0 and round(self.temporal_fraction * self.n_features) < 1:
             raise bad("temporal_fraction", f"at least 1 / n_features ({1 / self.n_features:.3g}) when not 0")
         if self.temporal_fraction > 0 and self.batch_size < 4:
             raise bad("batch_size", "at least 4 with temporal_fraction > 0 (pairs need negatives)")
-        if not self.temporal_temperature > 0:
-            raise bad("temporal_temperature", "a positive number")
+        if not (self.temporal_temperature > 0 and math.isfinite(self.temporal_temperature)):
+            raise bad("temporal_temperature", "a positive finite number")
         for name in ("l1_coefficient", "l0_coefficient", "auxk_alpha", "temporal_coefficient"):
-            if not getattr(self, name) >= 0:
-                raise bad(name, "a non-negative number")
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise bad(name, "a non-negative finite number")
         for name in ("lr_warmup_fraction", "lr_decay_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise bad(name, "a number in [0, 1)")

@@ -514,7 +514,7 @@ def calibrate_inference_threshold(sae: BatchTopKSAE, dataset: TrainingTokens, cf
     """Re-estimate a BatchTopK SAE's inference threshold with its final weights (`BatchTopKSAE.calibrate_threshold`)
     on full shuffled batches of `cfg.batch_size` training tokens from `dataset` (single tokens, not pairs; the
     training's own when it had them, so tokens it cached are not read again), at most
-    `cfg.threshold_calibration_tokens` (fewer than one batch: the one partial batch). Streams like training;
+    `cfg.threshold_calibration_tokens` rounded down to whole batches, at least one. Streams like training;
     returns the calibration record."""
     dataset.epoch, dataset.skip_batches = cfg.epochs, 0  # an order no training epoch used
     limit = max(1, cfg.threshold_calibration_tokens // cfg.batch_size)
