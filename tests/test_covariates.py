@@ -90,8 +90,10 @@ def test_infinite_value_is_refused_not_imputed():
     as a mean under impute, and text "inf" put NaN columns into the design)."""
     for values in (np.array([30.0, np.inf, 50.0]), np.array(["30", "inf", "50"], dtype=object)):
         for policy in ("refuse", "impute"):
-            with pytest.raises(InputError, match=r"'age' has 1 infinite value.*s2"):
-                covariate_design({"age": values}, ["age"], missing=policy, sample_ids=["s1", "s2", "s3"])
+            for categorical in ((), ["age"]):  # declared categorical, it became a level "inf" of the design
+                with pytest.raises(InputError, match=r"'age' has 1 infinite value.*s2"):
+                    covariate_design({"age": values}, ["age"], missing=policy, sample_ids=["s1", "s2", "s3"],
+                                     categorical=categorical)
 
 
 def test_sample_ids_must_match_the_values():
