@@ -130,14 +130,23 @@ def small_cell(n: int, n_cases: int) -> str | None:
     """Why a group of `n` samples with `n_cases` cases is not reported on, or None when it is: fewer than
     MIN_REPORTED_GROUP samples ("<5"), cases ("<5 cases") or controls ("<5 controls"), zero included. A group's
     prevalence times its size is its case count, and its AUROC ranks its few cases against its controls, so a
-    phenotype x population cell of 1-4 people (or of all but 1-4) would be reported on."""
-    if n < MIN_REPORTED_GROUP:
-        return f"<{MIN_REPORTED_GROUP}"
-    if n_cases < MIN_REPORTED_GROUP:
-        return f"<{MIN_REPORTED_GROUP} cases"
-    if n - n_cases < MIN_REPORTED_GROUP:
-        return f"<{MIN_REPORTED_GROUP} controls"
+    phenotype x population cell of 1-4 people (or of all but 1-4) would be reported on. A group of 5-9 (under
+    2 x MIN_REPORTED_GROUP) says neither which side is small (SMALL_EITHER): there the side named, with the size
+    shown, narrows the other (a group of 5 marked "<5 controls" has 5 cases, since cases are checked first)."""
+    m = MIN_REPORTED_GROUP
+    if n < m:
+        return f"<{m}"
+    if min(n_cases, n - n_cases) < m and n < 2 * m:
+        return SMALL_EITHER
+    if n_cases < m:
+        return f"<{m} cases"
+    if n - n_cases < m:
+        return f"<{m} controls"
     return None
+
+
+#: `small_cell` of a group of 5-9 samples with fewer than 5 cases or fewer than 5 controls
+SMALL_EITHER = f"<{MIN_REPORTED_GROUP} cases or controls"
 
 
 #: the group of samples without a population label in the report's cohort table (they may have no phenotype
@@ -175,7 +184,8 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     well). The report also gives the partition's total samples and cases exactly, so complementary
     suppression follows: while a hidden group's case count, control count (or a hidden size) is pinned to one
     value by the totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4
-    cases, "<5 controls": 0-4 controls, COMPLEMENTARY: 5 or more of each), one more shown group is masked
+    cases of 10 or more samples, "<5 controls": 0-4 controls of 10 or more, SMALL_EITHER: 5-9 samples,
+    COMPLEMENTARY: 5 or more of each), one more shown group is masked
     with COMPLEMENTARY (its size hidden too while a hidden size is pinned): the smallest of at least
     3 x MIN_REPORTED_GROUP samples, else the smallest. The choice depends on the sizes only, never on the
     hidden counts. The sizes hidden are `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
@@ -210,22 +220,28 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     why = [COMPLEMENTARY if w is None and h else w for w, h in zip(why, size_hidden, strict=True)]
     big = float(sum(n))
 
+    # what a reader knows of a hidden group from its label (`small_cell`), its size shown or not: "<5 cases" and
+    # "<5 controls" are groups of 10 or more (so the other side has 6 or more), SMALL_EITHER one of 5-9
     def case_range(i: int) -> tuple[float, float]:
         if why[i] == COMPLEMENTARY:
             return (m, big) if size_hidden[i] else (m, n[i] - m)
         if why[i] == f"<{m} controls":
-            return (1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+            return (m + 1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+        if why[i] == SMALL_EITHER:
+            return (0, 2 * m - 1) if size_hidden[i] else (0, n[i])
         return 0, m - 1  # "<5 cases", and "<5" (0 to its size, under 5)
 
     def control_range(i: int) -> tuple[float, float]:  # a hidden group's controls: its size less its cases
         if why[i] == COMPLEMENTARY:
             return (m, big) if size_hidden[i] else (m, n[i] - m)
         if why[i] == f"<{m} cases":
-            return (1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+            return (m + 1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+        if why[i] == SMALL_EITHER:
+            return (0, 2 * m - 1) if size_hidden[i] else (0, n[i])
         return 0, m - 1  # "<5 controls", and "<5"
 
     def size_range(i: int) -> tuple[float, float]:
-        return (1, m - 1) if why[i] == f"<{m}" else (2 * m if why[i] == COMPLEMENTARY else m, big)
+        return {f"<{m}": (1, m - 1), SMALL_EITHER: (m, 2 * m - 1)}.get(why[i], (2 * m, big))
 
     def left_out_range(i: int) -> tuple[float, float]:  # the cohort's size (as if shown) minus the hidden size
         lo, hi = size_range(i)
@@ -546,6 +562,8 @@ def _check_inputs(X, y, population, pcs, covariates, descriptors):
     for name, arr in [("phenotype", y), ("population", population), ("genotype PCs", pcs)]:
         if arr.shape[0] != n:
             raise InputError(f"audit {name}: {arr.shape[0]} samples but the embeddings have {n}")
+    if pcs.shape[1] == 0:  # the ancestry the audit adjusts for, and its strata without labels
+        raise InputError("audit genotype PCs: no PC column; at least one is needed (cohort.n_pcs)")
     for name, arr in (("embeddings", X), ("genotype PCs", pcs)):
         bad = ~np.isfinite(arr).all(axis=1)
         if bad.any():

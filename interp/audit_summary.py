@@ -117,7 +117,7 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE,
     """Groups (dicts with `n` samples) of fewer than `min_n` samples keep their population name only,
     with n shown as "<5" (for the default min_n). Groups of `min_n` or more whose cases or controls
     (prevalence x n, and n minus that) number under MIN_GROUP_SIZE, zero included, keep `population` and `n`
-    and say why in `small_cell` ("<5 cases" / "<5 controls"): their prevalence would give the small count and
+    and say why in `small_cell` ("<5 cases" / "<5 controls"; "<5 cases or controls" for 5-9 samples): their prevalence would give the small count and
     their AUROC and accuracy would rank those few people. The groups are a partition whose total samples and
     cases the report gives, so a small group's count must not follow by subtraction: further groups are
     masked the same way with `small_cell` COMPLEMENTARY ("masked (complementary)"), and `n` "masked" where

@@ -548,6 +548,8 @@ def test_bad_inputs_raise_input_error():
         audit_phenotype(X, y[:-1], population, pcs, AuditConfig(**FAST))
     with pytest.raises(InputError, match="descriptor gc"):
         audit_phenotype(X, y, population, pcs, AuditConfig(**FAST), descriptors={"gc": np.zeros(3)})
+    with pytest.raises(InputError, match="no PC column"):  # without labels a TypeError from np.lexsort
+        audit_phenotype(X, y, np.array(["all"] * y.size), pcs[:, :0], AuditConfig(**FAST))
 
 
 def test_covariate_matrix_of_other_samples_is_refused_not_reshaped():

@@ -208,6 +208,8 @@ def _feasible_cases(details: dict, row: dict, population: str) -> set[int]:
         why = g.get("small_cell")
         if why == "<5 controls":
             ranges.append(range(n - 4, n + 1))
+        elif why == "<5 cases or controls":
+            ranges.append(range(0, n + 1))
         elif why in (None, "<5 cases"):  # "<5" groups have no small_cell
             ranges.append(range(0, 5))
         else:
@@ -279,7 +281,10 @@ def _hidden_values(n: list[int], cases: list[int], masked: list) -> dict[int, se
     """Exact reader of one phenotype's by_population: per hidden group, every (size, cases) it can have given the
     exact totals, the shown groups' sizes and prevalences, and what the README says of a hidden group ("<5": 1-4
     people; "<5 cases": 0-4 cases; "<5 controls": 0-4 controls; masked (complementary): 5 or more of each; a size
-    shown or hidden)."""
+    shown or hidden), and the rule that gives each label (`small_cell`: cases are checked first, so "<5 controls"
+    says 5 or more cases, and a group of 5-9 is "<5 cases or controls")."""
+    from interp.audit import small_cell
+
     m, total_n, total_c = 5, sum(n), sum(cases)
     options = []
     for k, c, (why, size_hidden) in zip(n, cases, masked, strict=True):
@@ -288,8 +293,7 @@ def _hidden_values(n: list[int], cases: list[int], masked: list) -> dict[int, se
             options.append({(k, c)})
             continue
         options.append({(s, x) for s in sizes for x in range(s + 1)
-                        if why == "<5" or (why == "<5 cases" and x < m) or (why == "<5 controls" and s - x < m)
-                        or (why == COMPLEMENT and x >= m and s - x >= m)})
+                        if small_cell(s, x) == (None if why == COMPLEMENT else why)})
     values = {}
     for j, (why, _) in enumerate(masked):
         if why is None:
@@ -314,10 +318,12 @@ def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None
 
     assert COMPLEMENTARY == COMPLEMENT
     rng = np.random.default_rng(11)
-    cohorts = [([3, 20, 100], [3, 15, 40])]
+    # a group of 5, all cases, was "<5 controls" with its size shown: 5 cases, pinned by the label alone
+    cohorts = [([3, 20, 100], [3, 15, 40]), ([5, 14, 3, 3], [5, 8, 3, 1]), ([13, 5, 5, 10], [7, 0, 5, 5]),
+               ([60, 60, 60, 5], [20, 19, 21, 5])]
     while len(cohorts) < 250:
         small, k = int(rng.integers(1, 3)), int(rng.integers(3, 6))
-        n = [int(rng.integers(1, 5)) if i < small else int(rng.integers(5, 50)) for i in range(k)]
+        n = [int(rng.integers(1, 10)) if i < small else int(rng.integers(5, 50)) for i in range(k)]
         cases = [int(rng.integers(0, v + 1)) if v < 5 or rng.random() < 0.7 else
                  int(rng.choice([rng.integers(0, 5), rng.integers(v - 4, v + 1)])) for v in n]
         cohorts.append((n, cases))

@@ -4,7 +4,7 @@ Stable keys of report.json: generated_at; provenance {config, config_sha256, inp
 git_commit, git_dirty}; lm; probes; probe_sae_vs_raw; sae; planted; timings; audit; biomarkers; truth_recovery. Everything except
 `generated_at` (and the wall-clock `timings`) is a pure function of the run's outputs.
 Privacy: no individual-level genotype, sequence or per-sample row is written; populations and strata of
-fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls"
+fewer than 5 samples are shown as "<5", and those with fewer than 5 cases or controls as "<5 cases" / "<5 controls" ("<5 cases or controls" for a group of 5-9)
 (interp.audit_summary.mask_small_groups). Aggregate counts (cases, missing values) are exact, so further groups are
 masked as their complement where a masked count would follow by subtraction (interp.audit.suppressed_groups,
 suppressed_sizes).

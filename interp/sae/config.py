@@ -7,7 +7,6 @@ The defaults here are the defaults of the `sae` section of `workflow/schemas/con
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field, fields
 
 from interp.errors import InputError
