@@ -237,7 +237,7 @@ def pretrain_tiny_dnalm(job: Job) -> None:
     from interp.embed.registry import load_card
     from interp.genome.fasta import open_reference
     from interp.genome.regions import regions_from_config
-    from interp.genome.windows import heldout_start
+    from interp.genome.windows import lm_split
     from interp.lm.pretrain import pretrain_tiny_dnalm as pretrain
 
     # one thread: multi-threaded CPU reductions made weights differ in the last bits between runs
@@ -245,12 +245,7 @@ def pretrain_tiny_dnalm(job: Job) -> None:
     p = job.params
     fasta = open_reference(job.input["fasta"], p.get("reference_cache"))
     regions = regions_from_config(p["regions"], fasta, p["reference"].get("contig_aliases") or {})
-    train, heldout = [], []
-    for region in regions:
-        cut = heldout_start(region, p["heldout_fraction"])
-        seq = fasta[region.contig]
-        train.append(seq[region.start:cut].upper())
-        heldout.append(seq[cut:region.end].upper())
+    train, heldout = lm_split(fasta, regions, p["heldout_fraction"])
     card = load_card(job.input["card"])
     metrics = pretrain(train, heldout, card, p.get("overrides") or {}, p["seed"],
                        Path(job.output["checkpoint"]), threads=1,

@@ -1012,3 +1012,33 @@ def test_cohort_stages_read_the_genes_studied_and_name_the_known_ones(tmp_path, 
     job.input["annotation"] = str(other)
     with pytest.raises(InputError, match="contig 'scaffold_9'"):  # an annotation of another naming
         stages._reference(job, genes=["t1"], spans=[])
+
+
+def test_lm_split_merges_overlapping_regions_so_no_held_out_base_is_trained_on() -> None:
+    """Split region by region, A = [0, 10000)'s held-out tail lay inside B = [5000, 15000)'s training part: the
+    LM and the Markov baselines trained on bases they were scored on. Overlapping regions of a contig are one
+    span; other regions keep their own split and their order."""
+    from interp.genome.regions import Region
+    from interp.genome.windows import lm_split
+
+    rng = np.random.default_rng(0)
+    fasta = {c: "".join(rng.choice(list("acgt"), 20_000)) for c in ("chrA", "chrB")}
+    regions = [Region("far", "chrB", 1000, 3000), Region("A", "chrA", 0, 10_000), Region("B", "chrA", 5000, 15_000),
+               Region("C", "chrA", 9100, 10_000), Region("next", "chrA", 15_000, 17_000)]
+    train, heldout = lm_split(fasta, regions, 0.1)
+    # far; A + B + C merged into [0, 15000) (held out from 13,500); next, adjacent to it but not overlapping
+    assert [len(t) for t in train] == [1800, 13_500, 1800] and [len(h) for h in heldout] == [200, 1500, 200]
+    assert heldout[1] == fasta["chrA"][13_500:15_000].upper() and train[0] == fasta["chrB"][1000:2800].upper()
+
+    def covered(pieces, contig):  # the bases each piece came from (random text: find() places each one)
+        return {(contig, i) for p in pieces for start in [fasta[contig].upper().find(p)] for i in
+                range(start, start + len(p))}
+
+    trained = covered(train[1:], "chrA")
+    scored = covered(heldout[1:], "chrA")
+    assert not trained & scored
+    # the per-region split scored A's tail [9000, 10000) (and C's within it, twice) and trained on it within B's
+    assert {i for _, i in scored} == set(range(13_500, 15_000)) | set(range(16_800, 17_000))
+    assert {i for _, i in trained} == set(range(0, 13_500)) | set(range(15_000, 16_800))
+    one = lm_split(fasta, [Region("A", "chrA", 0, 10_000)], 0.1)
+    assert one == ([fasta["chrA"][:9000].upper()], [fasta["chrA"][9000:10_000].upper()])  # one region: as before

@@ -49,6 +49,31 @@ def heldout_start(region: Region, heldout_fraction: float) -> int:
     return region.end - int(round(heldout_fraction * region.length))
 
 
+def lm_split(fasta: Mapping[str, str], regions: list[Region], heldout_fraction: float,
+             ) -> tuple[list[str], list[str]]:
+    """(training sequences, held-out sequences) of the built-in LM: per span, its first bases and its held-out
+    tail (`heldout_start`), upper-cased. Overlapping regions of a contig are merged into one span first: split
+    one by one, one region's held-out tail lay inside another's training part, so the LM and the Markov
+    baselines trained on bases they were then scored on (and a tail inside another's was scored twice)."""
+    groups: list[tuple[int, Region]] = []  # (first index in `regions` among its members, merged span)
+    for i in sorted(range(len(regions)), key=lambda i: (regions[i].contig, regions[i].start, regions[i].end)):
+        region = regions[i]
+        if groups and groups[-1][1].contig == region.contig and region.start < groups[-1][1].end:
+            first, last = groups[-1]
+            groups[-1] = (min(first, i), Region(f"{last.name}+{region.name}", last.contig, last.start,
+                                                max(last.end, region.end)))
+        else:
+            groups.append((i, region))
+    spans = [span for _, span in sorted(groups, key=lambda g: g[0])]  # the regions' order: crops draw by it
+    train, heldout = [], []
+    for span in spans:
+        cut = heldout_start(span, heldout_fraction)
+        sequence = fasta[span.contig]
+        train.append(sequence[span.start:cut].upper())
+        heldout.append(sequence[cut:span.end].upper())
+    return train, heldout
+
+
 def splice_intervals(
     exons: list[tuple[int, int]], strand: str
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
