@@ -77,6 +77,9 @@ def test_lm_overrides_are_checked_before_any_rule(tmp_path: Path, capsys, text: 
     ("planted: {genome: {repeat_copies: [16, 8]}}", "planted.genome.repeat_copies: expected [low, high] with low "
                                                     "<= high (an inclusive range), got [16, 8]"),
     ("planted: {genome: {island_length: [600, 300]}}", "planted.genome.island_length: expected [low, high]"),
+    # listed twice, CTCF was planted at twice motif_rate under one type
+    ("planted: {genome: {motifs: [CTCF, CTCF, REST]}}", "planted.genome.motifs"),
+    ("sae: {concepts: {motifs: [CTCF, CTCF]}}", "sae.concepts.motifs"),
 ])
 def test_motif_names_and_planted_ranges_are_checked_before_any_rule(tmp_path: Path, capsys, text: str,
                                                                     expected: str) -> None:

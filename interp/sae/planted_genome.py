@@ -62,6 +62,10 @@ class PlantedConfig:
         if unknown:
             raise InputError(f"planted.genome: unknown keys {unknown}; expected some of {sorted(known)}")
         cfg = cls(**params)
+        repeated = sorted({m for m in cfg.motifs if list(cfg.motifs).count(m) > 1})
+        if repeated:  # each name is one type; listed twice it was planted at twice motif_rate
+            raise InputError(f"planted.genome.motifs: {repeated} listed more than once; each motif is one type, "
+                             "planted at motif_rate")
         for name in ("repeat_copies", "island_length"):
             low, high = getattr(cfg, name)
             if low > high:
