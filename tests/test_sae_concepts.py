@@ -713,6 +713,18 @@ def test_gc_rich_share_is_among_known_bases():
     assert not rich[95:].any()
 
 
+def test_jaspar_names_resolve_to_vertebrate_core_matrices() -> None:
+    """The lowest matrix ID of a name was taken whatever its taxon: HSF1, RFX1 and XBP1 loaded the yeast matrix
+    and GSC the fly's. A name JASPAR has for other taxa only is refused, naming them."""
+    from interp.errors import InputError
+
+    motifs = load_jaspar_motifs(["HSF1", "RFX1", "GSC", "XBP1", "CTCF"])
+    assert [m.tax_group for m in motifs] == ["vertebrates"] * 5
+    assert [m.matrix_id for m in motifs] == ["MA0486.2", "MA0509.3", "MA0648.2", "MA0844.2", "MA0139.2"]
+    with pytest.raises(InputError, match="'GAL4' only for fungi"):
+        load_jaspar_motifs(["GAL4"])
+
+
 def test_motif_hits_find_planted_sites_at_the_stated_false_positive_rate():
     motif = load_jaspar_motifs(["CTCF"])[0]
     pssm, threshold = motif_scanner(motif, 1e-4)

@@ -29,7 +29,7 @@ class ConceptConfig:
     """Which concepts, and how they are defined."""
 
     motifs: list[str] = field(default_factory=lambda: ["CTCF", "SP1", "YY1", "NRF1", "ELK1"])
-    """JASPAR (2024, CORE vertebrates) motif names; the first matrix of each name is used."""
+    """JASPAR (2024, CORE vertebrates) motif names; of several vertebrate matrices of a name, the lowest ID."""
     motif_pvalue: float = 0.0001
     """per-position, per-strand false-positive rate of a motif hit under a uniform background (either
     strand: about twice this)."""
@@ -79,8 +79,9 @@ def gc_rich(bases: np.ndarray, window: int, threshold: float) -> np.ndarray:
 
 
 def load_jaspar_motifs(names: list[str], key: str = "sae.concepts.motifs"):
-    """Bio.motifs Motif objects for JASPAR 2024 CORE names (pyjaspar's bundled database); an unknown name is an
-    InputError naming the config `key` that listed it."""
+    """Bio.motifs Motif objects for JASPAR 2024 CORE vertebrate names (pyjaspar's bundled database; of several
+    matrices of a name, the lowest ID); an unknown name, or one JASPAR has for other taxa only, is an InputError
+    naming the config `key` that listed it."""
     from pyjaspar import jaspardb
 
     db = jaspardb(release="JASPAR2024")
@@ -91,7 +92,13 @@ def load_jaspar_motifs(names: list[str], key: str = "sae.concepts.motifs"):
             found = db.fetch_motifs_by_name(name)
         if not found:
             raise InputError(f"{key}: no JASPAR 2024 motif named {name!r}")
-        motifs.append(sorted(found, key=lambda m: m.matrix_id)[0])
+        # the name may be a yeast or fly matrix too, with a lower ID (HSF1, RFX1, GSC, VSX2, XBP1)
+        vertebrate = [m for m in found if m.collection == "CORE" and m.tax_group == "vertebrates"]
+        if not vertebrate:
+            groups = sorted({str(m.tax_group) for m in found})
+            raise InputError(f"{key}: JASPAR 2024 has {name!r} only for {', '.join(groups)}, not among its CORE "
+                             "vertebrate motifs")
+        motifs.append(sorted(vertebrate, key=lambda m: m.matrix_id)[0])
     return motifs
 
 
