@@ -354,6 +354,17 @@ def test_offline_loading_from_a_cache_records_the_snapshot_commit(folders, tmp_p
     with pytest.raises(InputError, match="not in the Hugging Face cache .*prefetch"):
         make_embedder(missing, None, hf_cache=str(tmp_path / "hub"))
     assert resolve_source({**card, "hf_id": str(folders["nt"])}, None)["commit"] is None
+    # a snapshot of config.json alone (a first load refused for trust_remote_code, or interrupted) is not the
+    # model: it was loaded as a folder, failing on every later run with no download tried
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(folders["nt"] / "config.json", partial / "config.json")
+    _fake_cache(tmp_path / "hub", "test-org/partial", partial, commit)
+    with pytest.raises(InputError, match="without its safetensors weights .*HF_HUB_OFFLINE is set; .*prefetch"):
+        make_embedder({**card, "hf_id": "test-org/partial"}, None, hf_cache=str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    online = resolve_source({**card, "hf_id": "test-org/partial"}, str(tmp_path / "hub"))
+    assert online["local_dir"] is None and online["commit"] is None  # loaded by id: transformers fetches the rest
     # a mistyped local folder is neither a folder nor a hub id: an InputError naming the field, not a traceback
     for typo in (str(tmp_path / "no_such" / "model"), "models/typo dir"):
         with pytest.raises(InputError, match=r"field hf_id: .* is neither an existing folder nor a valid Hugging"):

@@ -99,14 +99,25 @@ def resolve_source(card: dict, cache_dir: str | None) -> dict:
     except HFValidationError as err:  # a mistyped local folder is the likely cause: say so, not a traceback
         raise InputError(f"model card {card['name']}, field hf_id: {hf_id!r} is neither an existing folder nor a "
                          f"valid Hugging Face id ({err})") from None
-    if isinstance(found, str):
-        snap = Path(found).parent
+    # a snapshot is the model once its weights are there: a refused or interrupted first load leaves config.json
+    # alone, and loading that folder as the model failed on every later run, online too, without a download
+    snap = Path(found).parent if isinstance(found, str) else None
+    if snap is not None and _has_safetensors(snap):
         out["local_dir"] = str(snap)
         out["commit"] = snapshot_commit(snap)
+    elif offline and snap is not None:
+        raise InputError(f"model card {card['name']}, field hf_id: the Hugging Face cache holds {hf_id} (revision "
+                         f"{revision}) without its safetensors weights ({snap}: an interrupted or refused "
+                         f"download) and HF_HUB_OFFLINE is set; {prefetch_hint(cache_dir)}")
     elif offline:
         raise InputError(f"model card {card['name']}, field hf_id: {hf_id} (revision {revision}) is not in the "
                          f"Hugging Face cache and HF_HUB_OFFLINE is set; {prefetch_hint(cache_dir)}")
     return out
+
+
+def _has_safetensors(folder: Path) -> bool:
+    """Whether a model folder holds safetensors weights (one file, or a sharded set's index)."""
+    return any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
 
 
 def prefetch_card(card: dict, cache_dir: str | None,
