@@ -286,6 +286,24 @@ def test_left_padding_the_model_cannot_take_exactly_is_refused(folders, embedder
     with pytest.raises(InputError, match="padding_side: left padding is for causal models"):
         make_embedder(card_for(folders["nt"], **{**CARDS["nt"], "padding_side": "left"}), None)
 
+
+def test_a_broken_model_folder_is_an_input_error_naming_it(folders, tmp_path):
+    """A hand-edited config.json or tokenizer_config.json that is not JSON, and remote code importing a package
+    the environment lacks (the Caduceus card without mamba-ssm), ended in tracebacks."""
+    for name in ("config.json", "tokenizer_config.json"):
+        broken = tmp_path / f"bert_{name.split('.')[0]}"
+        shutil.copytree(folders["bert_bpe"], broken)
+        (broken / name).write_text((broken / name).read_text().rstrip().rstrip("}") + ",}")  # a trailing comma
+        with pytest.raises(InputError, match=rf"field hf_id: .*{name} is not valid JSON"):
+            make_embedder(card_for(broken, **CARDS["bert_bpe"]), None)
+    needs = tmp_path / "caduceus_needs"
+    shutil.copytree(folders["caduceus_ph"], needs)
+    code = needs / "modeling_caduceus.py"
+    code.write_text("import mamba_ssm_not_installed  # as the hub's file imports mamba_ssm\n" + code.read_text())
+    with pytest.raises(InputError, match=r"needs a package that is not installed .*mamba_ssm_not_installed.*requires"):
+        make_embedder(card_for(needs, **CARDS["caduceus_ph"]), None)
+
+
 def test_long_sequences_are_chunked_with_overlap_and_stitched(folders, genome):
     hyena = make_embedder(card_for(folders["hyena"], **{**CARDS["hyena"], "context": 64, "chunk_overlap": 16}),
                           None)

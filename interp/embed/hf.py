@@ -42,16 +42,22 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def check_local_model_dir(path: Path, trust_remote_code: bool, card_name: str) -> None:
     """Refuse a local model directory that needs remote code without opt-in, or only has pickle weights."""
+    def read_json(file: Path) -> dict:
+        try:
+            return json.loads(file.read_text())
+        except (ValueError, UnicodeDecodeError) as err:  # a hand-edited file: say which and where
+            raise InputError(f"model card {card_name}, field hf_id: {file} is not valid JSON ({err})") from None
+
     config_file = path / "config.json"
     if config_file.is_file():
-        config = json.loads(config_file.read_text())
+        config = read_json(config_file)
         if config.get("auto_map") and not trust_remote_code:
             raise InputError(f"model card {card_name}, field trust_remote_code: {path} needs custom model code "
                              "(config.json has auto_map); set trust_remote_code: true in the card to allow it")
         check_code_source(config.get("auto_map"), card_name, str(path))
     tokenizer_file = path / "tokenizer_config.json"  # AutoTokenizer follows its own auto_map too
     if tokenizer_file.is_file():
-        check_code_source(json.loads(tokenizer_file.read_text()).get("auto_map"), card_name, str(tokenizer_file))
+        check_code_source(read_json(tokenizer_file).get("auto_map"), card_name, str(tokenizer_file))
     has_safetensors = any(path.glob("*.safetensors"))
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.ckpt"))
     if has_pickle and not has_safetensors:
@@ -193,6 +199,10 @@ class HFEmbedder:
                 raise InputError(f"model card {self.name}, field trust_remote_code: {load_from} needs custom code; "
                                  f"set trust_remote_code: true in the card to allow it ({err})") from err
             raise InputError(f"model card {self.name}: cannot load {load_from}: {err}") from err
+        except ImportError as err:  # remote code needing a package this environment lacks (mamba-ssm, ...)
+            raise InputError(f"model card {self.name}: the model's code needs a package that is not installed "
+                             f"({' '.join(str(err).split())}); install what the card's `requires` field lists "
+                             f"({card.get('requires') or 'not given'})") from err
         except OSError as err:
             detail = " ".join(str(err).split())  # one line: transformers' messages span several
             # a hub id not in the cache: the hub unreachable (a compute node without network) or the files missing
