@@ -304,6 +304,31 @@ def test_a_broken_model_folder_is_an_input_error_naming_it(folders, tmp_path):
         make_embedder(card_for(needs, **CARDS["caduceus_ph"]), None)
 
 
+def test_out_of_memory_on_a_long_piece_is_not_called_a_position_overflow(folders, tmp_path, genome):
+    """Any RuntimeError on a piece past max_position_embeddings - 2 was reported as not fitting the positions,
+    with advice to lower max_tokens: a GPU out-of-memory error too, on an ALiBi model (DNABERT-2's config says
+    512 positions; it runs longer pieces)."""
+    import json
+
+    import torch
+
+    alibi = tmp_path / "dnabert2_512"
+    shutil.copytree(folders["dnabert2"], alibi)
+    config = json.loads((alibi / "config.json").read_text())
+    (alibi / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    emb = make_embedder(card_for(alibi, **{**CARDS["dnabert2"], "context": 2500}), None)
+    piece = genome[1000:1600]
+    assert len(emb.tokenize([piece])[0][0]) > 64  # runs past the config's count
+    emb.embed([piece], ["encoder.layer.1"])
+
+    def oom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    emb.modules["encoder.layer.0"].register_forward_hook(oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        emb.embed([piece], ["encoder.layer.1"])
+
+
 def test_long_sequences_are_chunked_with_overlap_and_stitched(folders, genome):
     hyena = make_embedder(card_for(folders["hyena"], **{**CARDS["hyena"], "context": 64, "chunk_overlap": 16}),
                           None)

@@ -354,7 +354,10 @@ class HFEmbedder:
         try:
             out = self.model(**inputs, output_hidden_states=True) if want_hidden else self.model(**inputs)
         except (RuntimeError, IndexError) as err:
-            positions = beyond_positions(self.model, longest)
+            # out of memory is not a position overflow (an ALiBi model such as DNABERT-2 runs pieces past its
+            # config's max_position_embeddings): it goes up as it is, not as advice to shorten max_tokens
+            oom = isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+            positions = None if oom else beyond_positions(self.model, longest)
             if positions:
                 raise InputError(f"model card {self.name}: a piece of {longest} tokens does not fit the model's "
                                  f"{positions} positions (config max_position_embeddings; the model said: "
