@@ -482,6 +482,20 @@ def test_prefetch_downloads_every_card_at_its_revision(tmp_path, monkeypatch):
     assert "*.bin" in calls[0][4]  # and left on the hub whatever the patterns match
     assert calls[1][0] == "arcinstitute/evo2_7b" and "*.pt" in calls[1][3] and calls[1][4] is None
     assert rows[1]["commit"] == "ab" * 20
+    # a mistyped id (a folder path that is not there, checked by huggingface_hub before any request) or revision
+    typo = {**cards[1], "hf_id": "models/typo dir"}
+    with pytest.raises(InputError, match=r"field hf_id: 'models/typo dir' is neither an existing folder nor a Hugging"):
+        prefetch_models([typo], str(tmp_path))  # the real snapshot_download: a traceback before
+
+    def missing_revision(**_):
+        from huggingface_hub.errors import RevisionNotFoundError
+
+        error = RevisionNotFoundError.__new__(RevisionNotFoundError)  # as raised on the hub's 404, less a response
+        Exception.__init__(error, "404 Client Error: Revision Not Found")
+        raise error
+
+    with pytest.raises(InputError, match=r"field revision: .* is not a branch, tag or commit"):
+        prefetch_models(cards[1:2], str(tmp_path), download=missing_revision)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="login node"):
         prefetch_models(cards[1:2], str(tmp_path), download=fake_download)

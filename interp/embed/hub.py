@@ -146,9 +146,18 @@ def prefetch_card(card: dict, cache_dir: str | None,
         raise InputError(f"model card {card['name']}, field prefetch_patterns: {pickled} would fetch pickle "
                          "weights; transformers models load from safetensors (drop them)")
     # and whatever the patterns, pickle weights are left on the hub for a card that does not opt in
-    path = download(repo_id=str(card["hf_id"]), revision=str(card.get("revision") or "main"),
-                    cache_dir=cache_dir, allow_patterns=patterns,
-                    ignore_patterns=None if trusted else list(PICKLE_WEIGHT_PATTERNS))
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+
+    revision = str(card.get("revision") or "main")
+    try:
+        path = download(repo_id=str(card["hf_id"]), revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
+                        ignore_patterns=None if trusted else list(PICKLE_WEIGHT_PATTERNS))
+    except RevisionNotFoundError:
+        raise InputError(f"model card {card['name']}, field revision: {revision!r} is not a branch, tag or commit "
+                         f"of {card['hf_id']}") from None
+    except (HFValidationError, RepositoryNotFoundError) as err:  # a mistyped id, or a folder that is not there
+        raise InputError(f"model card {card['name']}, field hf_id: {card['hf_id']!r} is neither an existing folder "
+                         f"nor a Hugging Face model ({' '.join(str(err).split())[:200]})") from None
     return {**base, "commit": snapshot_commit(path), "path": str(path)}
 
 
