@@ -46,3 +46,42 @@ def test_one_or_no_listed_gpu_is_left_alone(tmp_path: Path) -> None:
         before = dict(environ)
         assert claim_one_gpu(environ, tmp_path) is None and environ == before
     assert not list(tmp_path.iterdir())
+
+
+def _claim_as(uid: int, lock_dir: str, listed: str, results) -> None:
+    import os
+
+    os.setuid(uid)  # another user of the node
+    results.put(claim_one_gpu({"CUDA_VISIBLE_DEVICES": listed}, lock_dir))
+
+
+def test_lock_files_left_by_another_user_do_not_stop_a_claim() -> None:
+    """The lock files stay in the shared temporary folder, 0644 and owned by whoever ran first; another user's
+    job opened them to append and died with PermissionError. Now it opens them read-only (flock needs no more)."""
+    import os
+    import shutil
+    import tempfile
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as a second user")
+    folder = tempfile.mkdtemp(prefix="interp-locks-")  # outside pytest's 0700 folders, so the other user reaches it
+    try:
+        os.chmod(folder, 0o1777)
+        ctx = mp.get_context("spawn")
+        results = ctx.Queue()
+        first = ctx.Process(target=_claim_as, args=(0, folder, "0,1", results))
+        first.start()
+        assert results.get(timeout=60) == "0"
+        first.join(60)
+        lock = Path(folder) / "interp-gpu-0.lock"  # root's, not writable by others (umask), as on a real node
+        os.chmod(lock, 0o644)
+        assert lock.stat().st_uid == 0 and not lock.stat().st_mode & 0o022
+        other = ctx.Process(target=_claim_as, args=(65534, folder, "0,1", results))  # nobody
+        other.start()
+        assert results.get(timeout=60) == "0"  # root's lock went with its process: free again
+        other.join(60)
+        assert other.exitcode == 0
+    finally:
+        shutil.rmtree(folder)

@@ -38,7 +38,14 @@ def claim_one_gpu(environ: MutableMapping[str, str] | None = None, lock_dir: str
     folder = Path(lock_dir or tempfile.gettempdir())
     for gpu in listed:
         # ids may be indices or UUIDs ("GPU-8c0f..."); the lock names the GPU, so jobs sharing a node never clash
-        handle = open(folder / f"interp-gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock", "a")  # noqa: SIM115
+        path = folder / f"interp-gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock"
+        # read-only: a lock file another user's job left (0644 in the shared temporary folder) opens and locks
+        # all the same (flock needs no write access), where opening it to append was a PermissionError
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:  # not even readable: leave that GPU as if held
+            continue
+        handle = os.fdopen(fd, "rb")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
