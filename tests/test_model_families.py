@@ -546,7 +546,10 @@ def test_evo2_embedder_chunks_byte_tokens_through_the_embedding_api():
     from interp.embed.registry import Evo2Embedder
 
     card = load_card(ROOT / "models/evo2-7b.yaml")
-    emb = Evo2Embedder({**card, "context": 50, "chunk_overlap": 10}, model=FakeEvo2())
+    # the card's hidden_size is checked against the layer's width, as for transformers models (it was ignored)
+    with pytest.raises(InputError, match="field hidden_size: 4096, but layer blocks.28.mlp.l3 is 2 wide"):
+        Evo2Embedder({**card, "context": 50}, model=FakeEvo2()).embed(["ACGT"], ["blocks.28.mlp.l3"])
+    emb = Evo2Embedder({**card, "context": 50, "chunk_overlap": 10, "hidden_size": 2}, model=FakeEvo2())
     seq = "ACGT" * 30  # 120 bases: chunks at 0, 40, 70
     acts = emb.embed([seq, "acgtn"], ["blocks.28.mlp.l3"])["blocks.28.mlp.l3"]
     assert acts.offsets.tolist() == [0, 120, 125]

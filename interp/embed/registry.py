@@ -267,6 +267,7 @@ class Evo2Embedder:
                                  f"{card['hf_id']} (offline without a cached copy, or no GPU memory?): {err}") from err
         self.name, self.device, self.context = card["name"], device, int(card["context"])
         self.layers = list(card["layers"])
+        self.hidden_size = card.get("hidden_size")  # width the card states for its layers (checked when run)
         self.pooling = card.get("pooling", "mean")
         self.rc_average = bool(card.get("rc_average", False))
         self.overlap = int(card.get("chunk_overlap", self.context // 8))
@@ -297,6 +298,9 @@ class Evo2Embedder:
                 for name in layers:
                     values[name] = emb[name][0].float().cpu().numpy()
                     check_finite(values[name], self.name, name, describe(piece))
+                    if self.hidden_size is not None and values[name].shape[1] != self.hidden_size:  # as HF's
+                        raise InputError(f"model card {self.name}, field hidden_size: {self.hidden_size}, but "
+                                         f"layer {name} is {values[name].shape[1]} wide")
                 pos = np.arange(len(piece.text), dtype=np.int32)
                 piece_out.append((np.stack([pos, pos + 1], axis=1), values))
         return assemble(seqs, pieces, piece_out, layers, self.context, self.rc_average)
