@@ -124,10 +124,12 @@ def cell_cohort(cell: dict, cohort: dict) -> dict:
     sim["causal"] = {**sim.get("causal", {}), "odds_ratio": float(cell["odds_ratio"]),
                      "frequency": cell["frequency"], "confounding": cell["confounding"],
                      "target_freqs": DIFFERENTIATED_TARGETS}
-    # the ancestry-only phenotype is never absent: at confounding "none" it stays mild
+    # the ancestry-only phenotype is never absent: at confounding "none" it stays mild; the cell's strength sets
+    # it in either demography (a user's prevalence or ancestry odds ratio would override the cell's axis, and
+    # each belongs to one demography's model: the simulation refuses it in the other's cells)
     sim["confounded"] = {**sim.get("confounded", {}),
                          "strength": cell["confounding"] if cell["confounding"] != "none" else "mild",
-                         "prevalence": None}
+                         "prevalence": None, "ancestry_odds_ratio": None}
     out.update({"populations": populations, "phenotypes": ["causal", "confounded", "null"],
                 "population_column": "population" if cell["labels"] == "given" else None})
     return out

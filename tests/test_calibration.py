@@ -107,6 +107,15 @@ def test_cell_cohort_settings():
     strong = cal.cell_cohort(cal.select_cells(["confounding=strong"])[0], cohort)
     assert strong["simulate"]["causal"]["confounding"] == "strong"
     assert strong["simulate"]["confounded"]["strength"] == "strong"
+    # a user's ancestry odds ratio (admixed model only) is the cell axis's to set, as prevalence is: left in,
+    # every discrete-population cell's simulation refused it
+    from interp.cohort.simulate import simulation_config
+
+    user = {**cohort, "simulate": {**cohort.get("simulate", {}), "confounded": {"ancestry_odds_ratio": 2.0}}}
+    for name in ("base", "demography=AmericanAdmixture_4B18"):
+        sim = cal.cell_cohort(cal.select_cells([name])[0], user)["simulate"]
+        assert sim["confounded"]["ancestry_odds_ratio"] is None
+        simulation_config(sim, cal.cell_cohort(cal.select_cells([name])[0], user)["populations"])
 
 
 # ---------------------------------------------------------------- one replicate's summary
