@@ -130,8 +130,9 @@ def covariate_design(
                              f"{_samples(miss, sample_ids)}; fill them in or set cohort.covariate_missing: impute")
         parsed, not_numbers = _parse_numbers(values, miss)
         numeric = None if name in categorical or not_numbers.any() else parsed
-        # a bad value, not a missing one: never imputed, nor a level of a categorical covariate
-        bad = np.isinf(parsed) & ~not_numbers & ~miss
+        # a bad value, not a missing one: never imputed, nor a level of a covariate of numbers declared categorical
+        # (a text covariate's level spelled "inf", say infected, is text: float() reads it, the user does not)
+        bad = np.isinf(parsed) & ~miss if not not_numbers.any() else np.zeros_like(miss)
         if bad.any():
             raise InputError(f"{source}: covariate {name!r} has {int(bad.sum())} infinite value(s)"
                              f"{_samples(bad, sample_ids)}; expected finite numbers (NA for a missing value)")

@@ -94,6 +94,11 @@ def test_infinite_value_is_refused_not_imputed():
                 with pytest.raises(InputError, match=r"'age' has 1 infinite value.*s2"):
                     covariate_design({"age": values}, ["age"], missing=policy, sample_ids=["s1", "s2", "s3"],
                                      categorical=categorical)
+    # among text levels, "inf" (infected) is a level, not a number
+    status = np.array(["inf", "uninf", "ctrl", "inf", "ctrl", "uninf"], dtype=object)
+    for categorical in ((), ["status"]):
+        design = covariate_design({"status": status}, ["status"], categorical=categorical)
+        assert design.columns == ["status=inf", "status=uninf"], design.columns
 
 
 def test_sample_ids_must_match_the_values():
