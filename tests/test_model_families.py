@@ -496,6 +496,16 @@ def test_prefetch_downloads_every_card_at_its_revision(tmp_path, monkeypatch):
 
     with pytest.raises(InputError, match=r"field revision: .* is not a branch, tag or commit"):
         prefetch_models(cards[1:2], str(tmp_path), download=missing_revision)
+
+    def gated(**_):  # a RepositoryNotFoundError too: it was reported as a mistyped id
+        from huggingface_hub.errors import GatedRepoError
+
+        error = GatedRepoError.__new__(GatedRepoError)
+        Exception.__init__(error, "401 Client Error. Cannot access gated repo")
+        raise error
+
+    with pytest.raises(InputError, match=r"field hf_id: .* is a gated model; accept its terms"):
+        prefetch_models(cards[1:2], str(tmp_path), download=gated)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="login node"):
         prefetch_models(cards[1:2], str(tmp_path), download=fake_download)

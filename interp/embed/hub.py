@@ -146,7 +146,12 @@ def prefetch_card(card: dict, cache_dir: str | None,
         raise InputError(f"model card {card['name']}, field prefetch_patterns: {pickled} would fetch pickle "
                          "weights; transformers models load from safetensors (drop them)")
     # and whatever the patterns, pickle weights are left on the hub for a card that does not opt in
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     revision = str(card.get("revision") or "main")
     try:
@@ -155,9 +160,14 @@ def prefetch_card(card: dict, cache_dir: str | None,
     except RevisionNotFoundError:
         raise InputError(f"model card {card['name']}, field revision: {revision!r} is not a branch, tag or commit "
                          f"of {card['hf_id']}") from None
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: the model is there, access is not yet
+        raise InputError(f"model card {card['name']}, field hf_id: {card['hf_id']} is a gated model; accept its "
+                         "terms on its Hugging Face page and log in (huggingface-cli login, or HF_TOKEN) on this "
+                         "node") from None
     except (HFValidationError, RepositoryNotFoundError) as err:  # a mistyped id, or a folder that is not there
         raise InputError(f"model card {card['name']}, field hf_id: {card['hf_id']!r} is neither an existing folder "
-                         f"nor a Hugging Face model ({' '.join(str(err).split())[:200]})") from None
+                         "nor a Hugging Face model you can see (a private one needs a login: huggingface-cli login, "
+                         f"or HF_TOKEN) ({' '.join(str(err).split())[:200]})") from None
     return {**base, "commit": snapshot_commit(path), "path": str(path)}
 
 
