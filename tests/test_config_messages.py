@@ -80,6 +80,8 @@ def test_lm_overrides_are_checked_before_any_rule(tmp_path: Path, capsys, text: 
     # listed twice, CTCF was planted at twice motif_rate under one type
     ("planted: {genome: {motifs: [CTCF, CTCF, REST]}}", "planted.genome.motifs"),
     ("sae: {concepts: {motifs: [CTCF, CTCF]}}", "sae.concepts.motifs"),
+    ("planted: {genome: {motifs: [CTCF, ctcf]}}", "planted.genome.motifs: 'CTCF' and 'ctcf' are the same JASPAR"),
+    ("sae: {concepts: {motifs: [CTCF, Ctcf]}}", "sae.concepts.motifs: 'CTCF' and 'Ctcf' are the same JASPAR"),
 ])
 def test_motif_names_and_planted_ranges_are_checked_before_any_rule(tmp_path: Path, capsys, text: str,
                                                                     expected: str) -> None:

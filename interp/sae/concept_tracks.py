@@ -99,6 +99,14 @@ def load_jaspar_motifs(names: list[str], key: str = "sae.concepts.motifs"):
             raise InputError(f"{key}: JASPAR 2024 has {name!r} only for {', '.join(groups)}, not among its CORE "
                              "vertebrate motifs")
         motifs.append(sorted(vertebrate, key=lambda m: m.matrix_id)[0])
+    # JASPAR's names match whatever their case: CTCF and ctcf are one matrix, twice the type (the planted genome
+    # planted it at twice motif_rate, as two indistinguishable types)
+    seen: dict[str, str] = {}
+    for name, motif in zip(names, motifs, strict=True):
+        if motif.matrix_id in seen:
+            raise InputError(f"{key}: {seen[motif.matrix_id]!r} and {name!r} are the same JASPAR motif "
+                             f"({motif.matrix_id}); list it once")
+        seen[motif.matrix_id] = name
     return motifs
 
 
