@@ -41,9 +41,8 @@ def claim_one_gpu(environ: MutableMapping[str, str] | None = None, lock_dir: str
         path = folder / f"interp-gpu-{re.sub(r'[^A-Za-z0-9_.-]', '_', gpu)}.lock"
         # read-only: a lock file another user's job left (0644 in the shared temporary folder) opens and locks
         # all the same (flock needs no write access), where opening it to append was a PermissionError
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-        except OSError:  # not even readable: leave that GPU as if held
+        fd = _open_lock(path)
+        if fd is None:  # not even readable: leave that GPU as if held
             continue
         handle = os.fdopen(fd, "rb")
         try:
@@ -54,4 +53,18 @@ def claim_one_gpu(environ: MutableMapping[str, str] | None = None, lock_dir: str
         _CLAIMED.update(gpu=gpu, lock=handle)
         environ["CUDA_VISIBLE_DEVICES"] = gpu
         return gpu
+    return None
+
+
+def _open_lock(path: Path) -> int | None:
+    """A read-only descriptor of the lock file, created if absent; None when it cannot be opened. An existing
+    file is opened without O_CREAT: under fs.protected_regular (systemd's default) O_CREAT on another user's file
+    in a sticky world-writable folder such as /tmp is refused even when it exists."""
+    for flags in (os.O_RDONLY, os.O_RDONLY | os.O_CREAT | os.O_EXCL, os.O_RDONLY):  # the last: created meanwhile
+        try:
+            return os.open(path, flags, 0o666)
+        except (FileNotFoundError, FileExistsError):
+            continue
+        except OSError:
+            return None
     return None
