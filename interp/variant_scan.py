@@ -99,7 +99,9 @@ def effective_tests(S: np.ndarray) -> float:
         return 1.0
     lam = np.abs(np.linalg.eigvalsh(np.corrcoef(S)))
     lam = np.where(np.abs(lam - np.round(lam)) < 1e-8, np.round(lam), lam)  # 2.9999999 is 3, not 1 + 0.9999999
-    return float(max(1.0, ((lam >= 1).astype(float) + (lam - np.floor(lam))).sum()))
+    # at most V: each term is at most its eigenvalue, and they sum to V, but rounding can add an ulp or two
+    # (10.000000000000002 for 10 independent rows), which the Sidak exponent would then count
+    return float(min(S.shape[0], max(1.0, ((lam >= 1).astype(float) + (lam - np.floor(lam))).sum())))
 
 
 def scan_statistics(Y: np.ndarray, prob: np.ndarray, S: np.ndarray, nuisance: np.ndarray
