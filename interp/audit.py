@@ -187,8 +187,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     cases of 10 or more samples, "<5 controls": 0-4 controls of 10 or more, SMALL_EITHER: 5-9 samples,
     COMPLEMENTARY: 5 or more of each), one more shown group is masked
     with COMPLEMENTARY (its size hidden too while a hidden size is pinned): the smallest of at least
-    3 x MIN_REPORTED_GROUP samples, else the smallest, or, where its size is hidden too, the first in table order
-    (a choice by size bounds a hidden size by the shown ones). The choice depends on the sizes only, never on the
+    3 x MIN_REPORTED_GROUP samples, else the smallest. The choice depends on the sizes only, never on the
     hidden counts. The sizes hidden are `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
     phenotype of a cohort and in its population table: chosen per phenotype by where the cases fall, one
     phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one.
@@ -276,14 +275,11 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
             break
         shown = [i for i, w in enumerate(why) if w is None]
         if shown:
-            # by size while its size stays shown (every size the choice compares is then public); where its
-            # size is hidden too, the first in table order (a choice by size would bound the hidden size by the
-            # shown ones, as in `suppressed_sizes`)
-            pick = min(shown) if pinned_size else min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))
+            pick = min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))
             why[pick] = COMPLEMENTARY
             size_hidden[pick] = pinned_size
         elif pinned_size and (extra := [i for i in hidden if not size_hidden[i]]):
-            size_hidden[min(extra)] = True
+            size_hidden[min(extra, key=lambda i: (n[i], i))] = True
         else:
             break  # every group masked: nothing more to hide (the totals themselves are the cohort's)
     return list(zip(why, size_hidden, strict=True))
@@ -305,9 +301,8 @@ def reference_sizes(names: list[str], n: list[int], reference: dict[str, int] | 
 def suppressed_sizes(n: list[int]) -> list[str | None]:
     """Per group of a partition of the samples whose total the report gives: how its size is shown instead of
     the number, or None: "<5" under MIN_REPORTED_GROUP, and "masked" for as many further groups as keep every
-    "<5" size from following by subtraction: the first shown in table order (until the thirty-sixth session the
-    smallest of at least 3 x MIN_REPORTED_GROUP, which told a reader the masked size was at most the shown ones:
-    [60, 4, 60] gave 60 and 4))."""
+    "<5" size from following by subtraction (the smallest of at least 3 x MIN_REPORTED_GROUP first, as in
+    `suppressed_groups`)."""
     m = MIN_REPORTED_GROUP
     shown_as: list[str | None] = [f"<{m}" if k < m else None for k in n]
     while True:
@@ -316,10 +311,7 @@ def suppressed_sizes(n: list[int]) -> list[str | None]:
         shown = [i for i, w in enumerate(shown_as) if w is None]
         if not shown or not _derivable(ranges, float(sum(n[i] for i in hidden))):
             return shown_as
-        # the first shown group in table order, not the smallest: a reader who knows a size rule bounds the masked
-        # size by the shown ones ([60, 4, 60]: the first 60 masked as the smallest, so at most 60, so 60 of the
-        # hidden 64, and the "<5" group 4)
-        shown_as[min(shown)] = "masked"
+        shown_as[min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))] = "masked"
 
 
 #: `null: auto` permutes y inside population labels only where the PCs add nothing to the labels in the
