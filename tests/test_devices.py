@@ -41,6 +41,17 @@ def test_each_process_of_a_grouped_job_claims_its_own_gpu(tmp_path: Path) -> Non
     assert results.get(timeout=60)[0] == "3"
 
 
+def test_a_lock_path_that_is_not_a_file_leaves_that_gpu_as_held(tmp_path: Path, monkeypatch) -> None:
+    """A directory where GPU 0's lock file belongs: the read-only open succeeded and fdopen raised
+    IsADirectoryError (the claim died); that GPU is now skipped, as one held."""
+    from interp.embed import devices
+
+    monkeypatch.setattr(devices, "_CLAIMED", {})  # this process's claim, undone after the test
+    (tmp_path / "interp-gpu-0.lock").mkdir()
+    environ = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert claim_one_gpu(environ, tmp_path) == "1" and environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
 def test_one_or_no_listed_gpu_is_left_alone(tmp_path: Path) -> None:
     for environ in ({}, {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": ""}):
         before = dict(environ)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -60,11 +61,16 @@ def _open_lock(path: Path) -> int | None:
     """A read-only descriptor of the lock file, created if absent; None when it cannot be opened. An existing
     file is opened without O_CREAT: under fs.protected_regular (systemd's default) O_CREAT on another user's file
     in a sticky world-writable folder such as /tmp is refused even when it exists."""
+    quiet = os.O_NONBLOCK | os.O_NOFOLLOW  # a FIFO or a link at the path must not block or lead elsewhere
     for flags in (os.O_RDONLY, os.O_RDONLY | os.O_CREAT | os.O_EXCL, os.O_RDONLY):  # the last: created meanwhile
         try:
-            return os.open(path, flags, 0o666)
+            fd = os.open(path, flags | quiet, 0o666)
         except (FileNotFoundError, FileExistsError):
             continue
         except OSError:
             return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)  # a directory (read-only opens one) or a FIFO: not a lock file
+        return None
     return None
