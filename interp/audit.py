@@ -178,19 +178,22 @@ def _few_left_out(n: int, reference: int) -> bool:
 
 
 def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | None = None,
-                      absent: list[int] | None = None) -> list[tuple[str | None, bool]]:
+                      absent: list[int] | None = None, names: list[str] | None = None,
+                      absent_names: list[str] | None = None) -> list[tuple[str | None, bool]]:
     """Per group of a partition of the samples (sizes `n`, case counts `cases`): (why it is not reported on,
     or None; whether its size is hidden too). Primary suppression is `small_cell` ("<5" hides the size as
     well). The report also gives the partition's total samples and cases exactly, so complementary
-    suppression follows: while a hidden group's case count, control count (or a hidden size) is pinned to one
-    value by the totals minus the shown groups and what the report says of the hidden ones ("<5 cases": 0-4
-    cases of 10 or more samples, "<5 controls": 0-4 controls of 10 or more, SMALL_EITHER: 5-9 samples,
-    COMPLEMENTARY: 5 or more of each), one more shown group is masked
-    with COMPLEMENTARY (its size hidden too while a hidden size is pinned): the smallest of at least
-    3 x MIN_REPORTED_GROUP samples, else the smallest. The choice depends on the sizes only, never on the
-    hidden counts. The sizes hidden are `suppressed_sizes`' (a group it masks that is not small is masked with COMPLEMENTARY), the same in every
-    phenotype of a cohort and in its population table: chosen per phenotype by where the cases fall, one
-    phenotype hid one group's size and another a second's, and the sizes shown by either gave the "<5" one.
+    suppression follows: while the totals minus the shown groups tell more of a small group's case count,
+    control count (or of a "<5" size) than its label does, or pin any hidden count (`_exposed`; what the
+    report says of the hidden ones: "<5 cases": 0-4 cases of 10 or more samples, "<5 controls": 0-4 controls
+    of 10 or more, SMALL_EITHER: 5-9 samples, COMPLEMENTARY: 5 or more of each), one more shown group is
+    masked with COMPLEMENTARY (its size hidden too where a size is exposed), the first in the order of
+    `names` (None: as given): the choice depends on the names and the shown numbers, never on the hidden
+    counts (chosen by size until the thirty-seventh session, the smallest of 15 or more, which bounded a
+    masked size by the shown ones for a reader who knew the rule). The sizes hidden are `suppressed_sizes`'
+    (a group it masks that is not small is masked with COMPLEMENTARY), the same in every phenotype of a
+    cohort and in its population table: chosen per phenotype by where the cases fall, one phenotype hid one
+    group's size and another a second's, and the sizes shown by either gave the "<5" one.
 
     reference: the same groups' sizes in the whole cohort (the report's `cohort.populations`, or the cohort's
     PC bins), when the phenotype left samples out for a missing value (None: the sizes are the cohort's). The
@@ -204,12 +207,17 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     e.g. the "(no label)" group, which may hold only samples without a phenotype value; `reference_sizes`). They
     are part of the cohort table's partition, so they take part in which sizes it hides (a "<5" group absent
     here still needs its complement hidden here), and their hidden sizes in what n_missing_phenotype minus the
-    shown groups' counts leaves."""
+    shown groups' counts leaves. names, absent_names: the groups' names and the absent groups' (both or
+    neither): the cohort table masks by name, so a table listing its groups in another order masks the same.
+    The left-out counts' check still asks only that none be placed within 1-4 (a value-dependent trigger: a
+    reader who knows the rule may learn more there)."""
     m = MIN_REPORTED_GROUP
     n = [int(k) for k in n]
     ref = n if reference is None else [int(k) for k in reference]
     absent = [int(k) for k in (absent or [])]
-    cohort_table = suppressed_sizes(ref + absent)
+    if names is not None and len(absent_names or []) != len(absent):
+        raise ValueError(f"suppressed_groups: {len(absent_names or [])} names for {len(absent)} absent groups")
+    cohort_table = suppressed_sizes(ref + absent, None if names is None else [*names, *(absent_names or [])])
     # an absent group the cohort table hides: its left-out count is its size, in its "<5" or "masked" range
     absent_hidden = [(k, (1, m - 1) if w == f"<{m}" else (m, float(sum(ref + absent))))
                      for k, w in zip(absent, cohort_table[len(n):], strict=True) if w is not None]
@@ -256,15 +264,20 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         lo, hi = left_out_range(i)
         return lo >= 1 and min(hi, total_left_out) <= m - 1
 
+    order = _name_order(names, len(n))
     while True:
         hidden = [i for i, w in enumerate(why) if w is not None]
         sizes = [i for i in hidden if size_hidden[i]]
-        pinned_cases = _derivable([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)))
+        # the counts a label says are small: "<5" (both), "<5 cases", "<5 controls", SMALL_EITHER (either)
+        few_cases = [why[i] in (f"<{m}", f"<{m} cases", SMALL_EITHER) for i in hidden]
+        few_controls = [why[i] in (f"<{m}", f"<{m} controls", SMALL_EITHER) for i in hidden]
+        pinned_cases = _exposed([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)), few_cases)
         # the controls too: the totals give the hidden groups' controls as well (a "<5" group of cases only,
         # beside a complement with exactly 5 controls, had its controls pinned to 0)
-        pinned_cases = pinned_cases or _derivable([control_range(i) for i in hidden],
-                                                  float(sum(n[i] - cases[i] for i in hidden)))
-        pinned_size = _derivable([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)))
+        pinned_cases = pinned_cases or _exposed([control_range(i) for i in hidden],
+                                                float(sum(n[i] - cases[i] for i in hidden)), few_controls)
+        pinned_size = _exposed([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)),
+                               [why[i] == f"<{m}" for i in sizes])
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
         feasible = _feasible([left_out_range(i) for i in sizes] + [r for _, r in absent_hidden],
                              float(sum(ref[i] - n[i] for i in sizes) + sum(k for k, _ in absent_hidden)))
@@ -273,45 +286,76 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         pinned_size = pinned_size or pinned_left_out
         if not (pinned_cases or pinned_size):
             break
-        shown = [i for i, w in enumerate(why) if w is None]
+        shown = [i for i in order if why[i] is None]
         if shown:
-            pick = min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))
-            why[pick] = COMPLEMENTARY
-            size_hidden[pick] = pinned_size
-        elif pinned_size and (extra := [i for i in hidden if not size_hidden[i]]):
-            size_hidden[min(extra, key=lambda i: (n[i], i))] = True
+            why[shown[0]] = COMPLEMENTARY
+            size_hidden[shown[0]] = pinned_size
+        elif pinned_size and (extra := [i for i in order if why[i] is not None and not size_hidden[i]]):
+            size_hidden[extra[0]] = True
         else:
             break  # every group masked: nothing more to hide (the totals themselves are the cohort's)
     return list(zip(why, size_hidden, strict=True))
 
 
 def reference_sizes(names: list[str], n: list[int], reference: dict[str, int] | None,
-                    ) -> tuple[list[int] | None, list[int]]:
-    """`suppressed_groups`' reference and absent sizes for groups `names` of sizes `n` from {group: its size in
-    the whole cohort} (None: unknown, the sizes are the cohort's): each group's cohort size (its own size where
-    the reference lacks it), and the cohort sizes of the reference's groups missing from `names`, in the
-    reference's order."""
+                    ) -> tuple[list[int] | None, list[int], list[str]]:
+    """`suppressed_groups`' reference, absent sizes and absent names for groups `names` of sizes `n` from
+    {group: its size in the whole cohort} (None: unknown, the sizes are the cohort's): each group's cohort size
+    (its own size where the reference lacks it), and the cohort sizes and names of the reference's groups
+    missing from `names`, in the reference's order."""
     if reference is None:
-        return None, []
+        return None, [], []
     present = set(names)
+    missing = [g for g in reference if g not in present]
     return ([int(reference.get(g, k)) for g, k in zip(names, n, strict=True)],
-            [int(k) for g, k in reference.items() if g not in present])
+            [int(reference[g]) for g in missing], [str(g) for g in missing])
 
 
-def suppressed_sizes(n: list[int]) -> list[str | None]:
+def suppressed_sizes(n: list[int], names: list[str] | None = None) -> list[str | None]:
     """Per group of a partition of the samples whose total the report gives: how its size is shown instead of
-    the number, or None: "<5" under MIN_REPORTED_GROUP, and "masked" for as many further groups as keep every
-    "<5" size from following by subtraction (the smallest of at least 3 x MIN_REPORTED_GROUP first, as in
-    `suppressed_groups`)."""
+    the number, or None: "<5" under MIN_REPORTED_GROUP, and "masked" for as many further groups, taken in the
+    order of `names` (None: in the given order), as keep the total minus the shown sizes from telling more of a
+    "<5" size than that it is 1-4 (`_exposed`). The groups masked depend on the names and on the sizes shown
+    only, never on the hidden ones: chosen by size (the smallest of 15 or more, until the thirty-seventh
+    session), a masked size was bounded by the shown ones, and a reader who knew the rule had the hidden sizes
+    of [60, 4, 60] (60 and 4)."""
     m = MIN_REPORTED_GROUP
     shown_as: list[str | None] = [f"<{m}" if k < m else None for k in n]
+    order = _name_order(names, len(n))
     while True:
         hidden = [i for i, w in enumerate(shown_as) if w is not None]
+        shown = [i for i in order if shown_as[i] is None]
         ranges = [(1, m - 1) if shown_as[i] == f"<{m}" else (m, float(sum(n))) for i in hidden]
-        shown = [i for i, w in enumerate(shown_as) if w is None]
-        if not shown or not _derivable(ranges, float(sum(n[i] for i in hidden))):
+        if not shown or not _exposed(ranges, float(sum(n[i] for i in hidden)),
+                                     [shown_as[i] == f"<{m}" for i in hidden]):
             return shown_as
-        shown_as[min(shown, key=lambda i: (n[i] < 3 * m, n[i], i))] = "masked"
+        shown_as[shown[0]] = "masked"
+
+
+def _name_order(names: list[str] | None, k: int) -> list[int]:
+    """Indices of `k` groups in the order their complements are taken: by name (None: as given). A public
+    order, the same in every table of one cohort whatever order a table lists its groups in."""
+    if names is None:
+        return list(range(k))
+    if len(names) != k:
+        raise ValueError(f"{len(names)} names for {k} groups")
+    return sorted(range(k), key=lambda i: (str(names[i]), i))
+
+
+def _exposed(ranges: list[tuple[float, float]], total: float, primary: list[bool]) -> bool:
+    """Whether the hidden cells (`ranges`: what their labels let a reader know of each; `total`: their sum,
+    the shown margin minus the shown cells) tell a reader more of a primary cell (a count the label says is
+    small: `primary`) than its label does. Asking for the label's whole range, not only "not pinned", is what
+    lets the masking depend on the shown numbers alone: a reader who knows that masking went on past a step
+    learns only that the cells then hidden sat within a small cell's width of their bounds, not which values
+    they had (with "not pinned" as the test, masking one more group told that the step before had pinned a
+    value). Any other cell counts only when the totals pin it to one value: a complement's count (5 or more) may
+    be narrowed, but a pinned one is as good as shown (its phenotype size, with the cohort's, gave a "<5"
+    group's size); one its label alone pins (a group of 10 masked with 5 or more cases and controls: 5 of each)
+    does not count. Where the totals themselves are that small (a cohort of 13 in groups of 1, 1, 6 and 5),
+    every group ends up masked."""
+    return any((p and (lo > r[0] or hi < r[1])) or (hi <= lo and r[0] < r[1])
+               for p, (lo, hi), r in zip(primary, _feasible(ranges, total), ranges, strict=True))
 
 
 #: `null: auto` permutes y inside population labels only where the PCs add nothing to the labels in the
@@ -681,8 +725,9 @@ def by_population(
             row[f"{m}_ci_high"] = ci[m][1] if ci else float("nan")
         groups.append(row)
         n_cases.append(int(y[sel].sum()))
-    ref, absent = reference_sizes([g["population"] for g in groups], [g["n"] for g in groups], reference)
-    masked = suppressed_groups([g["n"] for g in groups], n_cases, ref, absent)
+    names = [g["population"] for g in groups]
+    ref, absent, absent_names = reference_sizes(names, [g["n"] for g in groups], reference)
+    masked = suppressed_groups([g["n"] for g in groups], n_cases, ref, absent, names, absent_names)
     shown = [g for g, (why, _) in zip(groups, masked, strict=True) if why is None]
     diff = {m: (float(np.nanmax([g[m] for g in shown]) - np.nanmin([g[m] for g in shown])) if len(shown) >= 2
                 else float("nan")) for m in ("auroc", "accuracy", "prevalence")}

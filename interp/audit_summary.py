@@ -98,8 +98,9 @@ def _suppressed(groups: list[dict], reference: dict[str, int] | None = None,
     cases = [_group_cases(g) for g in groups]
     if any(not isinstance(k, (int, np.integer)) for k in n) or any(c is None for c in cases):
         return None
-    ref, absent = reference_sizes([g.get("population") for g in groups], [int(k) for k in n], reference)
-    return suppressed_groups([int(k) for k in n], cases, ref, absent)
+    names = [str(g.get("population")) for g in groups]
+    ref, absent, absent_names = reference_sizes(names, [int(k) for k in n], reference)
+    return suppressed_groups([int(k) for k in n], cases, ref, absent, names, absent_names)
 
 
 def _reportable(groups: list[dict], population: str, reference: dict[str, int] | None = None) -> bool:

@@ -178,8 +178,8 @@ def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_grou
     groups = [group("FEW", 200, 2), group("ALL", 40, 37), group("OK", 100, 30), group("NONE", 50, 0),
               group("EDGE", 10, 5), {"population": "TINY", "n": 3, "prevalence": 1 / 3}]
     out = mask_small_groups(groups)
-    # TINY's size would be the total minus the others': ALL's size (the smallest of 15 or more, as the cohort's
-    # population table masks it, `suppressed_sizes`) is masked with it; that leaves no case count pinned
+    # TINY's size would be the total minus the others': ALL's size (the first by name, as the cohort's population
+    # table masks it, `suppressed_sizes`) is masked with it; that leaves every small count its label's whole range
     assert out == [{"population": "FEW", "n": 200, "small_cell": "<5 cases"},
                    {"population": "ALL", "n": "masked", "small_cell": "<5 controls"},
                    groups[2],
@@ -187,9 +187,12 @@ def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_grou
                    {"population": "TINY", "n": "<5"}]
     result = _result("p", "block1", groups[:3])
     _, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
-    assert details[0]["auroc_lopo_by_population"] == {"OK": 0.6}
-    assert details[0]["by_population"] == [  # FEW's and ALL's counts are not pinned
-        out[0], {"population": "ALL", "n": 40, "small_cell": "<5 controls"}, groups[2]]
+    # FEW's cases and ALL's are 39 together, so FEW's 0-4 would be 0-3 (ALL's 40 less 0-4 controls): OK is
+    # masked too, and with it its held-out AUROC
+    assert details[0]["auroc_lopo_by_population"] == {}
+    assert details[0]["by_population"] == [
+        out[0], {"population": "ALL", "n": 40, "small_cell": "<5 controls"},
+        {"population": "OK", "n": 100, "small_cell": "masked (complementary)"}]
 
 
 def _feasible_cases(details: dict, row: dict, population: str) -> set[int]:
@@ -247,13 +250,13 @@ def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
     # the strata with a case and a control: 3 of 4 would say the "<5 cases" one has none (its mask says 0-4)
     assert row["n_strata"] == 4 and row["n_strata_used"] is None
     masked = [g["population"] for g in details[0]["by_population"] if "prevalence" not in g]
-    assert masked == ["EAS", "SAS"]  # the smallest group of 15 or more goes with the one of 3 cases
-    assert details[0]["by_population"][3] == {"population": "SAS", "n": 40, "small_cell": "masked (complementary)"}
+    assert masked == ["AFR", "EAS"]  # the first group by name goes with the one of 3 cases
+    assert details[0]["by_population"][0] == {"population": "AFR", "n": 120, "small_cell": "masked (complementary)"}
     assert _feasible_cases(details[0], row, "EAS") == {0, 1, 2, 3, 4}
     assert row["n_minority_within"] is None
-    assert set(details[0]["auroc_lopo_by_population"]) == {"AFR", "EUR"}
+    assert set(details[0]["auroc_lopo_by_population"]) == {"EUR", "SAS"}
     prev = {g["population"]: g["prevalence"] for g in groups}
-    assert diff["prevalence"] == pytest.approx(abs(prev["AFR"] - prev["EUR"]))
+    assert diff["prevalence"] == pytest.approx(abs(prev["SAS"] - prev["EUR"]))
     # nothing masked: nothing extra is hidden and n_minority_within is kept
     full = _result("q", "block1", [groups[0], groups[2]]) | {"n_minority_within": 7, "n_strata_used": 2}
     table, details = audit_tables([full], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
@@ -266,14 +269,25 @@ def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
     masked too. Two groups of 0 cases each: their sum, 0, pins both, so a third group is masked."""
     from interp.audit import COMPLEMENTARY, suppressed_groups
 
-    assert suppressed_groups([100, 60, 3], [30, 20, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
-    assert suppressed_groups([100, 60, 50, 50], [30, 20, 0, 0]) == [
+    names = ["Z", "Y", "X", "W"]  # the complement is the first by name: Y before Z
+    assert suppressed_groups([100, 60, 3], [30, 20, 1], names=names[:3], absent_names=[]) == [
+        (None, False), (COMPLEMENTARY, True), ("<5", True)]
+    assert suppressed_groups([100, 60, 50, 50], [30, 20, 0, 0], names=names, absent_names=[]) == [
         (None, False), (COMPLEMENTARY, False), ("<5 cases", False), ("<5 cases", False)]
-    assert suppressed_groups([100, 60, 50], [30, 20, 2]) == [(None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
-    # the group masked as complement is chosen by size alone: the smallest of 15 or more, else the smallest
-    assert suppressed_groups([12, 300, 16, 40], [6, 100, 8, 3]) == [
+    assert suppressed_groups([100, 60, 50], [30, 20, 2], names=names[:3], absent_names=[]) == [
+        (None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
+    # by name, whatever the sizes (by size, the smallest of 15 or more, a reader who knew the rule bounded the
+    # masked size by the shown ones); without names, in the order given
+    assert suppressed_groups([100, 60, 50], [30, 20, 2]) == [(COMPLEMENTARY, False), (None, False), ("<5 cases", False)]
+    assert suppressed_groups([12, 300, 16, 40], [6, 100, 8, 3], names=names, absent_names=[]) == [
         (None, False), (None, False), (COMPLEMENTARY, False), ("<5 cases", False)]
-    assert suppressed_groups([12, 11, 3], [6, 5, 1]) == [(None, False), (COMPLEMENTARY, True), ("<5", True)]
+    # a complement of 16 with 8 cases leaves "<5 cases" its 0-4 (11 cases: 3-4 would not, with 12 and 6, be
+    # 0-4: 9 cases give 2-4), so a second one is masked where the first has 12 samples
+    assert suppressed_groups([12, 300, 16, 40], [6, 100, 8, 3]) == [
+        (COMPLEMENTARY, False), (COMPLEMENTARY, False), (None, False), ("<5 cases", False)]
+    # "<5" of 1 case beside complements whose cases the totals bound: everything is masked
+    assert suppressed_groups([12, 11, 3], [6, 5, 1], names=names[:3], absent_names=[]) == [
+        (COMPLEMENTARY, False), (COMPLEMENTARY, True), ("<5", True)]
     assert suppressed_groups([100, 60], [30, 20]) == [(None, False), (None, False)]
 
 
@@ -321,7 +335,7 @@ def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None
     # a group of 5, all cases, was "<5 controls" with its size shown: 5 cases, pinned by the label alone
     cohorts = [([3, 20, 100], [3, 15, 40]), ([5, 14, 3, 3], [5, 8, 3, 1]), ([13, 5, 5, 10], [7, 0, 5, 5]),
                ([60, 60, 60, 5], [20, 19, 21, 5])]
-    while len(cohorts) < 250:
+    while len(cohorts) < 450:  # tiny cohorts: two in three end with every group masked
         small, k = int(rng.integers(1, 3)), int(rng.integers(3, 6))
         n = [int(rng.integers(1, 10)) if i < small else int(rng.integers(5, 50)) for i in range(k)]
         cases = [int(rng.integers(0, v + 1)) if v < 5 or rng.random() < 0.7 else
@@ -345,7 +359,8 @@ def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None
 def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the_mean() -> None:
     """auroc_lopo_cv was the mean of every population's held-out AUROC, masked ones included, while
     auroc_lopo_by_population showed the others': the masked population's AUROC was 4 x mean minus the three shown
-    (here EAS, 3 cases, masked with SAS: 2 masked, so their sum). The mean is now over the populations shown."""
+    (here EAS, 3 cases, masked with AFR, the first by name: 2 masked, so their sum). The mean is now over the
+    populations shown."""
     from interp.audit import by_population
     from interp.audit_summary import audit_tables
 
@@ -359,8 +374,8 @@ def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the
     result = _result("p", "block1", groups) | {"auroc_lopo_by_population": lopo,
                                                "auroc_lopo_cv": float(np.mean(list(lopo.values())))}
     table, details = audit_tables([result], [{"attribution": {}, "sae_feature_leakage": None}], "refuse")
-    assert details[0]["auroc_lopo_by_population"] == {"AFR": 0.7, "EUR": 0.6}
-    assert table["auroc_lopo_cv"].to_list() == [pytest.approx(0.65)]
+    assert details[0]["auroc_lopo_by_population"] == {"EUR": 0.6, "SAS": 0.55}
+    assert table["auroc_lopo_cv"].to_list() == [pytest.approx(0.575)]
     # nothing masked: the audit's own mean, untouched
     full = _result("q", "block1", [group["AFR"], group["EUR"]]) | {"auroc_lopo_by_population": {"AFR": 0.7, "EUR": 0.6},
                                                               "auroc_lopo_cv": 0.123}
@@ -438,7 +453,7 @@ def test_a_left_out_count_pinned_by_public_numbers_alone_does_not_mask_every_oth
     assert [w for w, _ in plain] == ["<5", COMPLEMENTARY, None, None]
     # one of 80 left out of a group shown "<5 cases": its size is hidden and one more group masked, as before
     masked = suppressed_groups([60, 79, 40, 30], [10, 4, 8, 6], [60, 80, 40, 30])
-    assert [w for w, _ in masked] == [None, "<5 cases", None, COMPLEMENTARY] and masked[1][1]
+    assert [w for w, _ in masked] == [COMPLEMENTARY, "<5 cases", None, None] and masked[1][1]
 
 
 def test_a_phenotypes_group_size_never_tells_how_many_of_its_people_have_no_value() -> None:
@@ -454,8 +469,8 @@ def test_a_phenotypes_group_size_never_tells_how_many_of_its_people_have_no_valu
 
     table, details = _phenotypes_with_missing_values(labelled=True)
     cohort = {"AFR": 120, "EUR": 80, "SAS": 40, "EAS": 30}
-    cohort_shown = {p: k for (p, k), w in zip(cohort.items(), suppressed_sizes(list(cohort.values())), strict=True)
-                    if w is None}
+    cohort_shown = {p: k for (p, k), w in zip(cohort.items(), suppressed_sizes(list(cohort.values()), list(cohort)),
+                                              strict=True) if w is None}
     rows = {r["phenotype"]: r for r in table.to_dicts()}
     for d in details:
         groups = d["by_population"]
@@ -560,7 +575,8 @@ def test_a_small_group_absent_from_a_phenotype_is_not_given_by_its_shown_groups(
     def check(cohort: dict, left_out: dict, prevalence: dict, target: str) -> None:
         names = list(cohort)
         table = dict(zip(names, [k if w is None else w for k, w in
-                                 zip(cohort.values(), suppressed_sizes(list(cohort.values())), strict=True)],
+                                 zip(cohort.values(), suppressed_sizes(list(cohort.values()), names),
+                                     strict=True)],
                          strict=True))
         groups = [{"population": p, "n": cohort[p] - left_out[p], "prevalence": prevalence[p]}
                   for p in names if cohort[p] - left_out[p] > 0]
@@ -592,3 +608,101 @@ def test_a_small_group_absent_from_a_phenotype_is_not_given_by_its_shown_groups(
             prevalence[p] = int(rng.integers(0, n + 1)) / n
         check(cohort, left_out, prevalence, next(iter(cohort)))
     assert len(checked) >= 50  # cohorts where the phenotype's table decides
+
+
+def _sums(ranges: list[tuple[int, int]], total: int):
+    """Every tuple of integers within `ranges` (inclusive) summing to `total`."""
+    if not ranges:
+        if total == 0:
+            yield ()
+        return
+    (lo, hi), rest = ranges[0], ranges[1:]
+    for v in range(max(lo, total - sum(r[1] for r in rest)), min(hi, total - sum(r[0] for r in rest)) + 1):
+        for tail in _sums(rest, total - v):
+            yield (v, *tail)
+
+
+def _pinned_by_rule_aware_reader(n: list[int], cases: list[int] | None = None) -> list:
+    """What a reader who knows the masking rule pins: every hidden configuration consistent with the labels and
+    the exact totals is run through the rule again, and only those giving the same table are kept; a hidden
+    size (or, with `cases`, a hidden case or control count) that is the same in all of them is pinned. Without
+    `cases` the table is the cohort's (`suppressed_sizes`), with them a phenotype's (`suppressed_groups`)."""
+    from interp.audit import COMPLEMENTARY, small_cell, suppressed_groups, suppressed_sizes
+
+    if cases is None:
+        out = suppressed_sizes(n)
+        hidden = [i for i, w in enumerate(out) if w is not None]
+        total = sum(n[i] for i in hidden)
+        options = [[(v,) for v in (range(1, 5) if out[i] == "<5" else range(5, total + 1))] for i in hidden]
+    else:
+        out = suppressed_groups(n, cases)
+        hidden = [i for i, (w, _) in enumerate(out) if w is not None]
+        total = sum(n[i] for i in hidden)
+        options = []
+        for i in hidden:
+            why, size_hidden = out[i]
+            sizes = range(1, 5) if why == "<5" else range(5, total + 1) if size_hidden else [n[i]]
+            want = None if why == COMPLEMENTARY else why
+            options.append([(s, c) for s in sizes for c in range(s + 1) if small_cell(s, c) == want])
+    if not hidden or len(hidden) == len(n):
+        return []  # nothing hidden, or everything: the totals alone
+
+    def configurations(j: int, left: tuple):
+        if j == len(options):
+            if not any(left):
+                yield ()
+            return
+        for v in options[j]:
+            if all(a <= b for a, b in zip(v, left, strict=False)):
+                rest = tuple(b - a for a, b in zip(v, left, strict=False)) + left[len(v):]
+                for tail in configurations(j + 1, rest):
+                    yield (v, *tail)
+
+    left = (total,) if cases is None else (total, sum(cases[i] for i in hidden))
+    kept = []
+    for config in configurations(0, left):
+        a, b = list(n), list(cases or [])
+        for i, v in zip(hidden, config, strict=True):
+            a[i] = v[0]
+            if cases is not None:
+                b[i] = v[1]
+        if (suppressed_sizes(a) if cases is None else suppressed_groups(a, b)) == out:
+            kept.append(config)
+    truth = tuple((n[i],) if cases is None else (n[i], cases[i]) for i in hidden)
+    assert truth in kept
+    pinned = []
+    for j, i in enumerate(hidden):
+        reads = {"size": lambda v: v[0]} if cases is None or out[i][1] else {}
+        if cases is not None:
+            reads |= {"cases": lambda v: v[1], "controls": lambda v: v[0] - v[1]}
+        pinned += [(i, what) for what, of in reads.items() if len({of(c[j]) for c in kept}) == 1]
+    return pinned
+
+
+def test_a_reader_who_knows_the_masking_rule_cannot_pin_a_hidden_count() -> None:
+    """The complement masked for a small group was the smallest of 15 or more: a reader who knew that had the
+    masked size bounded by the shown ones, and cohort sizes [60, 4, 60] gave 60 and 4 (1,167 of the 7,413 small
+    partitions below pinned something). It is now the first by name (here: in the order given), masked whatever
+    the hidden counts, and more are masked while the totals tell more of a small count than its label: rerunning
+    the rule on every configuration the table allows pins nothing, over every partition of 2-3 groups with one
+    under 5 and over random phenotype tables with small groups, groups of 5-9 and few cases or controls."""
+    import itertools
+
+    assert _pinned_by_rule_aware_reader([60, 4, 60]) == []
+    assert _pinned_by_rule_aware_reader([16, 15, 2, 1], [5, 6, 0, 0]) == []
+    assert _pinned_by_rule_aware_reader([1, 1, 8, 60]) == []
+    checked = 0
+    for k in (2, 3):
+        for n in itertools.product([1, 2, 3, 4, 5, 6, 7, 9, 12, 15, 20, 60], repeat=k):
+            if min(n) < 5:
+                assert _pinned_by_rule_aware_reader(list(n)) == [], n
+                checked += 1
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        k = int(rng.integers(3, 6))
+        n = [int(rng.choice([rng.integers(1, 5), rng.integers(5, 10), rng.integers(10, 26)])) for _ in range(k)]
+        cases = [int(rng.choice([rng.integers(0, min(v, 4) + 1), rng.integers(max(0, v - 4), v + 1),
+                                 rng.integers(0, v + 1)])) for v in n]
+        assert _pinned_by_rule_aware_reader(n, cases) == [], (n, cases)
+        checked += 1
+    assert checked > 1000

@@ -165,18 +165,21 @@ def test_caveat_small_or_masked_population_and_few_cases() -> None:
 
 def test_one_population_under_five_is_not_the_total_minus_the_others(monkeypatch) -> None:
     """cohort.populations showed {CEU: 60, CHB: "<5", YRI: 60} beside n_samples 124: CHB's 4 by subtraction. A second
-    population's size is masked ("masked", the smallest of 15 or more), the caveats do not call it small, and the
+    population's size is masked ("masked", the first by name), the caveats do not call it small, and the
     ancestry PCA's legend does not give its size."""
     import numpy as np
 
     from interp.audit import suppressed_sizes
     from interp.report import plots
 
-    assert suppressed_sizes([60, 4, 60]) == ["masked", "<5", None]  # the first of the smallest
-    assert suppressed_sizes([200, 12, 30, 3]) == [None, None, "masked", "<5"]  # 12: under 15
+    # the complement is the first by name, whatever its size: CEU, or YRI when the names are swapped
+    assert suppressed_sizes([60, 4, 60], ["CEU", "CHB", "YRI"]) == ["masked", "<5", None]
+    assert suppressed_sizes([60, 4, 60], ["YRI", "CHB", "CEU"]) == [None, "<5", "masked"]
+    assert suppressed_sizes([200, 12, 30, 3], ["d", "c", "b", "a"]) == [None, None, "masked", "<5"]
+    assert suppressed_sizes([200, 12, 30, 3]) == ["masked", None, None, "<5"]  # no names: the order given
     assert suppressed_sizes([8, 3]) == ["masked", "<5"]
-    assert suppressed_sizes([3, 2]) == ["<5", "<5"]  # two under 5: their sum is the total minus the others' only
-    assert suppressed_sizes([3, 1, 100]) == ["<5", "<5", None]
+    assert suppressed_sizes([3, 2]) == ["<5", "<5"]  # their sum, 5, leaves each its 1-4
+    assert suppressed_sizes([3, 1, 100]) == ["<5", "<5", "masked"]  # a sum of 4 tells each is at most 3
     assert suppressed_sizes([1, 1, 100]) == ["<5", "<5", "masked"]  # a sum of 2 pins both to 1
     assert suppressed_sizes([60, 60]) == [None, None]
     populations = {"CEU": "masked", "CHB": "<5", "YRI": 60}

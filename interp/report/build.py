@@ -356,8 +356,8 @@ def cohort_sections(inputs: dict, params: dict, layer_order: dict[str, list[str]
     var_ratio = np.asarray(geno.uns.get("pca", {}).get("variance_ratio", [0, 0]))
     pops, counts = np.unique(population, return_counts=True)
     # a single "<5" population's size would be n_samples minus the others': `suppressed_sizes` masks more
-    sizes = {str(p): int(c) if why is None else why
-             for p, c, why in zip(pops, counts, suppressed_sizes([int(c) for c in counts]), strict=True)}
+    shown_as = suppressed_sizes([int(c) for c in counts], [str(p) for p in pops])
+    sizes = {str(p): int(c) if why is None else why for p, c, why in zip(pops, counts, shown_as, strict=True)}
     figs["ancestry_pca"] = plots.ancestry_pca(np.asarray(geno.obsm["X_pca"]), population, var_ratio, MIN_GROUP,
                                               sizes=sizes)
     validation = _read_json(inputs["validation"])
