@@ -156,6 +156,11 @@ NO_LABEL = "(no label)"
 #: `small_cell` reason of a group masked only so that a small group's count cannot be had by subtraction
 COMPLEMENTARY = "masked (complementary)"
 
+#: `suppressed_groups`' reason for a group of 5 or more whose size is hidden too: it says nothing of which count
+#: is small, since "<5 cases" or "masked (complementary)" say 10 or more samples and "<5 cases or controls" 5-9,
+#: a size class that with the cohort table's sizes narrowed a "<5" group's size
+SIZE_MASKED = "masked"
+
 
 def _feasible(ranges: list[tuple[float, float]], total: float) -> list[tuple[float, float]]:
     """Per hidden cell, the narrowest interval a reader can place it in from the ranges the report lets a
@@ -227,33 +232,60 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
                    for w, k, r in zip(cohort_table[:len(n)], n, ref, strict=True)]
     why = [COMPLEMENTARY if w is None and h else w for w, h in zip(why, size_hidden, strict=True)]
     big = float(sum(n))
+    total_n = float(sum(ref + absent))
 
-    # what a reader knows of a hidden group from its label (`small_cell`), its size shown or not: "<5 cases" and
-    # "<5 controls" are groups of 10 or more (so the other side has 6 or more), SMALL_EITHER one of 5-9
+    def generic(i: int) -> bool:  # shown as SIZE_MASKED: size hidden, no size class told
+        return size_hidden[i] and why[i] != f"<{m}"
+
+    # what a reader knows of a hidden group from its label (`small_cell`), with its size shown: "<5 cases" and
+    # "<5 controls" are groups of 10 or more (so the other side has 6 or more), SMALL_EITHER one of 5-9; of a
+    # SIZE_MASKED group only that it has 5 or more samples
     def case_range(i: int) -> tuple[float, float]:
+        if generic(i):
+            return 0, big
         if why[i] == COMPLEMENTARY:
-            return (m, big) if size_hidden[i] else (m, n[i] - m)
+            return m, n[i] - m
         if why[i] == f"<{m} controls":
-            return (m + 1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+            return n[i] - (m - 1), n[i]
         if why[i] == SMALL_EITHER:
-            return (0, 2 * m - 1) if size_hidden[i] else (0, n[i])
+            return 0, n[i]
         return 0, m - 1  # "<5 cases", and "<5" (0 to its size, under 5)
 
     def control_range(i: int) -> tuple[float, float]:  # a hidden group's controls: its size less its cases
+        if generic(i):
+            return 0, big
         if why[i] == COMPLEMENTARY:
-            return (m, big) if size_hidden[i] else (m, n[i] - m)
+            return m, n[i] - m
         if why[i] == f"<{m} cases":
-            return (m + 1, big) if size_hidden[i] else (n[i] - (m - 1), n[i])
+            return n[i] - (m - 1), n[i]
         if why[i] == SMALL_EITHER:
-            return (0, 2 * m - 1) if size_hidden[i] else (0, n[i])
+            return 0, n[i]
         return 0, m - 1  # "<5 controls", and "<5"
 
-    def size_range(i: int) -> tuple[float, float]:
-        return {f"<{m}": (1, m - 1), SMALL_EITHER: (m, 2 * m - 1)}.get(why[i], (2 * m, big))
+    def protected(i: int, count: int, label: tuple[float, float]) -> tuple[float, float] | None:
+        """The interval of a small count (`count`: a hidden group's cases or controls) that the totals must
+        leave whole: its label's range, or for a SIZE_MASKED group 0-4 where the count is under 5 (a value-
+        dependent test: a rule-aware reader may learn which side of such a group is small, cohort [2, 7, 15];
+        asking it of both sides masked every group in nearly every realistic table)."""
+        if why[i] == COMPLEMENTARY:
+            return None
+        if generic(i):
+            return (0, m - 1) if count < m else None
+        return label if count < m or why[i] == SMALL_EITHER else None
 
-    def left_out_range(i: int) -> tuple[float, float]:  # the cohort's size (as if shown) minus the hidden size
+    def size_range(i: int) -> tuple[float, float]:
+        return (1, m - 1) if why[i] == f"<{m}" else (m, big)
+
+    def left_out_range(i: int) -> tuple[float, float]:
+        """The cohort's size (its number where the cohort table shows it, else its public range) minus the hidden
+        size: with the hidden cohort size the rule itself used, a reader who knew the rule pinned a "<5" group."""
         lo, hi = size_range(i)
-        return max(0.0, ref[i] - hi), max(0.0, ref[i] - lo)
+        c_lo, c_hi = cohort_range(i)
+        return max(0.0, c_lo - hi), max(0.0, c_hi - lo)
+
+    def cohort_range(i: int) -> tuple[float, float]:  # a group's size in the cohort table, as a reader has it
+        w = cohort_table[i]
+        return (ref[i], ref[i]) if w is None else (1, m - 1) if w == f"<{m}" else (m, total_n)
 
     total_left_out = float(sum(r - k for r, k in zip(ref, n, strict=True)) + sum(absent))  # n_missing_phenotype
 
@@ -264,25 +296,40 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         lo, hi = left_out_range(i)
         return lo >= 1 and min(hi, total_left_out) <= m - 1
 
+    # what the absent groups' hidden sizes would be placed in were every size here hidden: the most masking can do
+    every_size = [((1, m - 1) if k < m else (m, big)) for k in n]
+    floor = _feasible([(max(0.0, c_lo - hi), max(0.0, c_hi - lo)) for (lo, hi), (c_lo, c_hi)
+                       in zip(every_size, [cohort_range(i) for i in range(len(n))], strict=True)]
+                      + [r for _, r in absent_hidden], total_left_out)
+    absent_floor = [f if r == (1, m - 1) else None for f, (_, r) in zip(floor[len(n):], absent_hidden, strict=True)]
+
     order = _name_order(names, len(n))
     while True:
         hidden = [i for i, w in enumerate(why) if w is not None]
         sizes = [i for i in hidden if size_hidden[i]]
-        # the counts a label says are small: "<5" (both), "<5 cases", "<5 controls", SMALL_EITHER (either)
-        few_cases = [why[i] in (f"<{m}", f"<{m} cases", SMALL_EITHER) for i in hidden]
-        few_controls = [why[i] in (f"<{m}", f"<{m} controls", SMALL_EITHER) for i in hidden]
-        pinned_cases = _exposed([case_range(i) for i in hidden], float(sum(cases[i] for i in hidden)), few_cases)
+        # the small counts: "<5" (both), "<5 cases", "<5 controls", SMALL_EITHER (either), SIZE_MASKED's under 5
+        case_ranges = [case_range(i) for i in hidden]
+        pinned_cases = _exposed(case_ranges, float(sum(cases[i] for i in hidden)),
+                                [protected(i, cases[i], r) for i, r in zip(hidden, case_ranges, strict=True)])
         # the controls too: the totals give the hidden groups' controls as well (a "<5" group of cases only,
         # beside a complement with exactly 5 controls, had its controls pinned to 0)
-        pinned_cases = pinned_cases or _exposed([control_range(i) for i in hidden],
-                                                float(sum(n[i] - cases[i] for i in hidden)), few_controls)
+        control_ranges = [control_range(i) for i in hidden]
+        pinned_cases = pinned_cases or _exposed(
+            control_ranges, float(sum(n[i] - cases[i] for i in hidden)),
+            [protected(i, n[i] - cases[i], r) for i, r in zip(hidden, control_ranges, strict=True)])
         pinned_size = _exposed([size_range(i) for i in sizes], float(sum(n[i] for i in sizes)),
-                               [why[i] == f"<{m}" for i in sizes])
+                               [size_range(i) if why[i] == f"<{m}" else None for i in sizes])
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
         feasible = _feasible([left_out_range(i) for i in sizes] + [r for _, r in absent_hidden],
                              float(sum(ref[i] - n[i] for i in sizes) + sum(k for k, _ in absent_hidden)))
         pinned_left_out = any(1 <= lo and hi <= m - 1 and not unavoidable(i)
                               for i, (lo, hi) in zip(sizes, feasible[:len(sizes)], strict=True))
+        # an absent "<5" group's size (all its people left out) narrowed within 1-4 by the shown groups' left-out
+        # counts (a SAS shown with 10 of 70 left out, of 13 in all, put "(no label)" at 1-3), where hiding
+        # sizes can widen it (n_missing_phenotype of 2 bounds it whatever is hidden)
+        pinned_left_out = pinned_left_out or any(
+            f is not None and (lo > f[0] or hi < f[1])
+            for (lo, hi), f in zip(feasible[len(sizes):], absent_floor, strict=True))
         pinned_size = pinned_size or pinned_left_out
         if not (pinned_cases or pinned_size):
             break
@@ -290,11 +337,13 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         if shown:
             why[shown[0]] = COMPLEMENTARY
             size_hidden[shown[0]] = pinned_size
-        elif pinned_size and (extra := [i for i in order if why[i] is not None and not size_hidden[i]]):
+        elif extra := [i for i in order if why[i] is not None and not size_hidden[i]]:
+            # every group masked and a count still told: hide a size, which leaves that group's label saying
+            # nothing of its counts (SIZE_MASKED; a complement of 10 said 5 cases and 5 controls)
             size_hidden[extra[0]] = True
         else:
             break  # every group masked: nothing more to hide (the totals themselves are the cohort's)
-    return list(zip(why, size_hidden, strict=True))
+    return [(SIZE_MASKED if generic(i) else why[i], size_hidden[i]) for i in range(len(n))]
 
 
 def reference_sizes(names: list[str], n: list[int], reference: dict[str, int] | None,
@@ -326,8 +375,8 @@ def suppressed_sizes(n: list[int], names: list[str] | None = None) -> list[str |
         hidden = [i for i, w in enumerate(shown_as) if w is not None]
         shown = [i for i in order if shown_as[i] is None]
         ranges = [(1, m - 1) if shown_as[i] == f"<{m}" else (m, float(sum(n))) for i in hidden]
-        if not shown or not _exposed(ranges, float(sum(n[i] for i in hidden)),
-                                     [shown_as[i] == f"<{m}" for i in hidden]):
+        protect = [r if shown_as[i] == f"<{m}" else None for i, r in zip(hidden, ranges, strict=True)]
+        if not shown or not _exposed(ranges, float(sum(n[i] for i in hidden)), protect):
             return shown_as
         shown_as[shown[0]] = "masked"
 
@@ -342,20 +391,19 @@ def _name_order(names: list[str] | None, k: int) -> list[int]:
     return sorted(range(k), key=lambda i: (str(names[i]), i))
 
 
-def _exposed(ranges: list[tuple[float, float]], total: float, primary: list[bool]) -> bool:
+def _exposed(ranges: list[tuple[float, float]], total: float,
+             protect: list[tuple[float, float] | None]) -> bool:
     """Whether the hidden cells (`ranges`: what their labels let a reader know of each; `total`: their sum,
-    the shown margin minus the shown cells) tell a reader more of a primary cell (a count the label says is
-    small: `primary`) than its label does. Asking for the label's whole range, not only "not pinned", is what
-    lets the masking depend on the shown numbers alone: a reader who knows that masking went on past a step
-    learns only that the cells then hidden sat within a small cell's width of their bounds, not which values
-    they had (with "not pinned" as the test, masking one more group told that the step before had pinned a
-    value). Any other cell counts only when the totals pin it to one value: a complement's count (5 or more) may
-    be narrowed, but a pinned one is as good as shown (its phenotype size, with the cohort's, gave a "<5"
-    group's size); one its label alone pins (a group of 10 masked with 5 or more cases and controls: 5 of each)
-    does not count. Where the totals themselves are that small (a cohort of 13 in groups of 1, 1, 6 and 5),
-    every group ends up masked."""
-    return any((p and (lo > r[0] or hi < r[1])) or (hi <= lo and r[0] < r[1])
-               for p, (lo, hi), r in zip(primary, _feasible(ranges, total), ranges, strict=True))
+    the shown margin minus the shown cells) tell a reader more of a small count than its label does: a cell's
+    `protect` interval (its label's range, e.g. 0-4 for "<5 cases"; None for a count that is not small) not
+    wholly within what the totals leave it; or pin any cell to one value. Asking for the whole interval, not
+    only "not pinned", is what lets the masking follow the shown numbers: with "not pinned" as the test, masking
+    one more group told that the step before had pinned a value. A complement's count (5 or more) may be
+    narrowed, but a pinned one is as good as shown (its phenotype size, with the cohort's, gave a "<5" group's
+    size); one its label alone pins does not count. Where the totals themselves are that small (a cohort of 13
+    in groups of 1, 1, 6 and 5), every group ends up masked."""
+    return any((p is not None and (lo > p[0] or hi < p[1])) or (hi <= lo and r[0] < r[1])
+               for p, (lo, hi), r in zip(protect, _feasible(ranges, total), ranges, strict=True))
 
 
 #: `null: auto` permutes y inside population labels only where the PCs add nothing to the labels in the

@@ -121,8 +121,9 @@ def mask_small_groups(groups: list[dict], min_n: int = MIN_GROUP_SIZE,
     and say why in `small_cell` ("<5 cases" / "<5 controls"; "<5 cases or controls" for 5-9 samples): their prevalence would give the small count and
     their AUROC and accuracy would rank those few people. The groups are a partition whose total samples and
     cases the report gives, so a small group's count must not follow by subtraction: further groups are
-    masked the same way with `small_cell` COMPLEMENTARY ("masked (complementary)"), and `n` "masked" where
-    a small group's size would follow (`interp.audit.suppressed_groups`). Others are returned unchanged, in
+    masked the same way with `small_cell` COMPLEMENTARY ("masked (complementary)"), and `n` "masked" (with
+    `small_cell` "masked", `interp.audit.SIZE_MASKED`, which tells no size class) where a small group's size
+    would follow (`interp.audit.suppressed_groups`). Others are returned unchanged, in
     order. reference: {group: its size in the whole cohort, samples without a phenotype value included}: a
     group whose size here is that minus 1-4 is masked the same way (the subtraction would count those left
     out), with complementary suppression of those counts as well."""

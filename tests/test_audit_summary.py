@@ -181,7 +181,7 @@ def test_groups_with_under_five_cases_or_controls_are_masked_not_just_small_grou
     # TINY's size would be the total minus the others': ALL's size (the first by name, as the cohort's population
     # table masks it, `suppressed_sizes`) is masked with it; that leaves every small count its label's whole range
     assert out == [{"population": "FEW", "n": 200, "small_cell": "<5 cases"},
-                   {"population": "ALL", "n": "masked", "small_cell": "<5 controls"},
+                   {"population": "ALL", "n": "masked", "small_cell": "masked"},  # no size class told
                    groups[2],
                    {"population": "NONE", "n": 50, "small_cell": "<5 cases"}, groups[4],
                    {"population": "TINY", "n": "<5"}]
@@ -267,11 +267,11 @@ def test_a_population_with_three_cases_cannot_be_had_by_subtraction() -> None:
 def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
     """A single group under 5 samples: its size is the total minus the others', so a second group's size is
     masked too. Two groups of 0 cases each: their sum, 0, pins both, so a third group is masked."""
-    from interp.audit import COMPLEMENTARY, suppressed_groups
+    from interp.audit import COMPLEMENTARY, SIZE_MASKED, suppressed_groups
 
     names = ["Z", "Y", "X", "W"]  # the complement is the first by name: Y before Z
     assert suppressed_groups([100, 60, 3], [30, 20, 1], names=names[:3], absent_names=[]) == [
-        (None, False), (COMPLEMENTARY, True), ("<5", True)]
+        (None, False), (SIZE_MASKED, True), ("<5", True)]
     assert suppressed_groups([100, 60, 50, 50], [30, 20, 0, 0], names=names, absent_names=[]) == [
         (None, False), (COMPLEMENTARY, False), ("<5 cases", False), ("<5 cases", False)]
     assert suppressed_groups([100, 60, 50], [30, 20, 2], names=names[:3], absent_names=[]) == [
@@ -285,9 +285,10 @@ def test_complementary_suppression_covers_sizes_and_zero_sums() -> None:
     # 0-4: 9 cases give 2-4), so a second one is masked where the first has 12 samples
     assert suppressed_groups([12, 300, 16, 40], [6, 100, 8, 3]) == [
         (COMPLEMENTARY, False), (COMPLEMENTARY, False), (None, False), ("<5 cases", False)]
-    # "<5" of 1 case beside complements whose cases the totals bound: everything is masked
+    # the complement of a "<5" group has its size hidden, so it says nothing of its counts ("masked"): 11 with 5
+    # cases, "<5 cases or controls" before, a size class the cohort table's "masked" does not give
     assert suppressed_groups([12, 11, 3], [6, 5, 1], names=names[:3], absent_names=[]) == [
-        (COMPLEMENTARY, False), (COMPLEMENTARY, True), ("<5", True)]
+        (None, False), (SIZE_MASKED, True), ("<5", True)]
     assert suppressed_groups([100, 60], [30, 20]) == [(None, False), (None, False)]
 
 
@@ -306,8 +307,8 @@ def _hidden_values(n: list[int], cases: list[int], masked: list) -> dict[int, se
         if why is None:
             options.append({(k, c)})
             continue
-        options.append({(s, x) for s in sizes for x in range(s + 1)
-                        if small_cell(s, x) == (None if why == COMPLEMENT else why)})
+        options.append({(s, x) for s in sizes for x in range(s + 1)  # "masked": a size hidden, any counts
+                        if why == "masked" or small_cell(s, x) == (None if why == COMPLEMENT else why)})
     values = {}
     for j, (why, _) in enumerate(masked):
         if why is None:
@@ -445,15 +446,15 @@ def test_a_left_out_count_pinned_by_public_numbers_alone_does_not_mask_every_oth
     2-4 from the cohort's size, "<5" and the exact n_missing_phenotype alone, whatever else is masked. Masking
     the other groups could not hide it and masked them all (every group's table gone); now the groups masked are
     those the cases and sizes need, as without the reference (where masking does help, it still masks)."""
-    from interp.audit import COMPLEMENTARY, suppressed_groups
+    from interp.audit import SIZE_MASKED, suppressed_groups
 
     plain = suppressed_groups([4, 30, 40, 50], [2, 10, 15, 20])
     for reference in ([6, 30, 40, 50], [5, 30, 40, 50]):
         assert suppressed_groups([4, 30, 40, 50], [2, 10, 15, 20], reference) == plain
-    assert [w for w, _ in plain] == ["<5", COMPLEMENTARY, None, None]
+    assert [w for w, _ in plain] == ["<5", SIZE_MASKED, None, None]
     # one of 80 left out of a group shown "<5 cases": its size is hidden and one more group masked, as before
     masked = suppressed_groups([60, 79, 40, 30], [10, 4, 8, 6], [60, 80, 40, 30])
-    assert [w for w, _ in masked] == [COMPLEMENTARY, "<5 cases", None, None] and masked[1][1]
+    assert masked == [(SIZE_MASKED, True), (SIZE_MASKED, True), (None, False), (None, False)]
 
 
 def test_a_phenotypes_group_size_never_tells_how_many_of_its_people_have_no_value() -> None:
@@ -627,7 +628,7 @@ def _pinned_by_rule_aware_reader(n: list[int], cases: list[int] | None = None) -
     the exact totals is run through the rule again, and only those giving the same table are kept; a hidden
     size (or, with `cases`, a hidden case or control count) that is the same in all of them is pinned. Without
     `cases` the table is the cohort's (`suppressed_sizes`), with them a phenotype's (`suppressed_groups`)."""
-    from interp.audit import COMPLEMENTARY, small_cell, suppressed_groups, suppressed_sizes
+    from interp.audit import COMPLEMENTARY, SIZE_MASKED, small_cell, suppressed_groups, suppressed_sizes
 
     if cases is None:
         out = suppressed_sizes(n)
@@ -642,6 +643,9 @@ def _pinned_by_rule_aware_reader(n: list[int], cases: list[int] | None = None) -
         for i in hidden:
             why, size_hidden = out[i]
             sizes = range(1, 5) if why == "<5" else range(5, total + 1) if size_hidden else [n[i]]
+            if why == SIZE_MASKED:  # a size hidden: any counts
+                options.append([(s, c) for s in sizes for c in range(s + 1)])
+                continue
             want = None if why == COMPLEMENTARY else why
             options.append([(s, c) for s in sizes for c in range(s + 1) if small_cell(s, c) == want])
     if not hidden or len(hidden) == len(n):
@@ -706,3 +710,107 @@ def test_a_reader_who_knows_the_masking_rule_cannot_pin_a_hidden_count() -> None
         assert _pinned_by_rule_aware_reader(n, cases) == [], (n, cases)
         checked += 1
     assert checked > 1000
+
+
+def _both_tables(names: list[str], cohort: list[int], n: list[int], cases: list[int]) -> tuple:
+    """The cohort table (`suppressed_sizes`, groups in name order as the report lists them) and a phenotype's
+    masking (`mask_small_groups` with the cohort's sizes as reference; a group with n 0 has no value)."""
+    from interp.audit import suppressed_sizes
+    from interp.audit_summary import _suppressed
+
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    table = dict(zip([names[i] for i in order], suppressed_sizes([cohort[i] for i in order],
+                                                                 [names[i] for i in order]), strict=True))
+    present = [i for i in range(len(names)) if n[i] > 0]
+    groups = [{"population": names[i], "n": n[i], "prevalence": cases[i] / n[i]} for i in present]
+    return table, present, _suppressed(groups, dict(zip(names, cohort, strict=True)))
+
+
+def _pinned_across_tables(names: list[str], cohort: list[int], n: list[int], cases: list[int],
+                          limit: int = 20000) -> list | None:
+    """A rule-aware reader of both tables and the exact totals (n_samples of the cohort and of the phenotype,
+    n_cases, hence n_missing_phenotype): every hidden configuration (cohort sizes, phenotype sizes, case
+    counts) that gives the same two tables when the rules are rerun on it. Returns what it pins: a hidden cohort
+    size, case or control count, or a left-out count placed within 1-4 (None: too many configurations to try,
+    or every group of the phenotype masked: there the fact that the rule masked them all can itself tell the
+    counts of a tiny cohort, cohort [1, 10, 21] and 5 cases, and nothing more can be masked)."""
+    table, present, masked = _both_tables(names, cohort, n, cases)
+    if all(w is not None for w, _ in masked):
+        return None
+    k, hidden_c = len(names), [i for i in range(len(names)) if table[names[i]] is not None]
+    mk = dict(zip(present, masked, strict=True))
+    size_h = [i for i in present if mk[i][0] is not None and (mk[i][1] or n[i] < 5)]
+    case_h = [i for i in present if mk[i][0] is not None]
+    kept, tried = [], 0
+    c_ranges = [(1, 4) if table[names[i]] == "<5" else (5, sum(cohort)) for i in hidden_c]
+    for cv in _sums(c_ranges, sum(cohort[i] for i in hidden_c)):
+        big = list(cohort)
+        for i, v in zip(hidden_c, cv, strict=True):
+            big[i] = v
+        for pv in _sums([(1, big[i]) for i in size_h], sum(n[i] for i in size_h)):
+            sizes = list(n)
+            for i, v in zip(size_h, pv, strict=True):
+                sizes[i] = v
+            for cc in _sums([(0, sizes[i]) for i in case_h], sum(cases[i] for i in case_h)):
+                tried += 1
+                if tried > limit:
+                    return None
+                counts = list(cases)
+                for i, v in zip(case_h, cc, strict=True):
+                    counts[i] = v
+                if _both_tables(names, big, sizes, counts) == (table, present, masked):
+                    kept.append((big, sizes, counts))
+    assert (cohort, n, cases) in kept
+    pins = [(names[i], "cohort size") for i in hidden_c if len({c[0][i] for c in kept}) == 1]
+    for i in case_h:
+        if len({c[2][i] for c in kept}) == 1:
+            pins.append((names[i], "cases"))
+        if len({c[1][i] - c[2][i] for c in kept}) == 1:
+            pins.append((names[i], "controls"))
+    for i in range(k):
+        left = {c[0][i] - c[1][i] for c in kept}
+        public = i not in hidden_c and (i not in present or i not in size_h)
+        if len(left) == 1 and 1 <= next(iter(left)) <= 4 and not public:
+            pins.append((names[i], "left out"))
+    return pins
+
+
+def test_a_reader_of_the_cohort_table_and_a_phenotype_table_who_knows_the_rules_pins_nothing() -> None:
+    """The phenotype's labels told a hidden size's class ("<5 cases": 10 or more samples), which the cohort table
+    does not: cohort {ACB 10, CHB 1, GBR 95, YRI 110} showed ACB "masked", CHB "<5" and the phenotype ACB "<5
+    cases" with its size hidden, so CHB = 216 - 95 - 110 - ACB with ACB >= 10: 1. A group whose size is hidden
+    now says only "masked". The left-out check read a hidden cohort size as the rule knew it (P2 of 4 pinned
+    with cohort [27, 20, 4], phenotype [27, 20, 1]), and an absent "<5" group's size was left narrowed by a
+    shown group's left-out count. Over random cohorts of 3-4 groups with one under 5 and phenotypes with a value
+    for everyone, a reader of both tables who reruns both rules pins a count in 2 of the 150 tables here (0
+    of 150 with another seed; 10 of 150 under the old rule): a SIZE_MASKED group's counts are protected on
+    its small side only, which tells such a reader which side that was (cohort [2, 7, 15], cases [0, 5, 5]).
+    It can also narrow a "<5" size: a second complement masked tells that the first left its 1-4 narrowed.
+    With people left out it pins something in 7-12 of 150 (18-20 before; README, Privacy): the left-out check
+    masks only while a count is placed within 1-4, a trigger that depends on the counts."""
+    from interp.audit import NO_LABEL
+
+    assert _pinned_across_tables(["ACB", "CHB", "GBR", "YRI"], [10, 1, 95, 110], [10, 1, 95, 110],
+                                 [2, 0, 20, 25]) == []
+    # (None: every group masked now; P2 was pinned at 4 with P0 and P1 shown)
+    assert not _pinned_across_tables(["P0", "P1", "P2"], [27, 20, 4], [27, 20, 1], [1, 2, 1])
+    assert not _pinned_across_tables([NO_LABEL, "AFR", "EUR", "SAS"], [3, 12, 11, 15], [0, 12, 11, 10],
+                                     [0, 6, 5, 5])
+    rng = np.random.default_rng(7)
+    checked, pinned = 0, []
+    while checked < 150:
+        k = int(rng.integers(3, 5))
+        cohort = [int(rng.choice([rng.integers(1, 5), rng.integers(5, 15), rng.integers(15, 30)])) for _ in range(k)]
+        cohort[0] = min(cohort[0], int(rng.integers(1, 5)))
+        names = [f"P{j}" for j in rng.permutation(k)]
+        cases = [int(rng.choice([rng.integers(0, min(v, 4) + 1), rng.integers(max(0, v - 4), v + 1),
+                                 rng.integers(0, v + 1)])) for v in cohort]
+        if sum(cases) in (0, sum(cohort)):
+            continue
+        pins = _pinned_across_tables(names, cohort, list(cohort), cases)
+        if pins is None:
+            continue
+        checked += 1
+        pinned += [(names, cohort, cases, pins)] if pins else []
+    # 10 of 150 under the old rule; not 0: a SIZE_MASKED group's counts are protected on its small side only
+    assert len(pinned) <= 3, pinned
