@@ -170,12 +170,6 @@ def _feasible(ranges: list[tuple[float, float]], total: float) -> list[tuple[flo
     return [(max(lo, total - (hi_sum - hi)), min(hi, total - (lo_sum - lo))) for lo, hi in ranges]
 
 
-def _derivable(ranges: list[tuple[float, float]], total: float) -> bool:
-    """Whether some hidden cell's value is pinned to one number by the ranges the report lets a reader know
-    (lo, hi per hidden cell) and the hidden cells' sum `total` (the shown margin minus the shown cells)."""
-    return any(hi <= lo for lo, hi in _feasible(ranges, total))
-
-
 def _few_left_out(n: int, reference: int) -> bool:
     """A group's size `n` in a phenotype against its size `reference` in the cohort: 1 to MIN_REPORTED_GROUP - 1
     of its people were left out (no phenotype value), a count the two sizes would give by subtraction."""
@@ -191,14 +185,17 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     suppression follows: while the totals minus the shown groups tell more of a small group's case count,
     control count (or of a "<5" size) than its label does, or pin any hidden count (`_exposed`; what the
     report says of the hidden ones: "<5 cases": 0-4 cases of 10 or more samples, "<5 controls": 0-4 controls
-    of 10 or more, SMALL_EITHER: 5-9 samples, COMPLEMENTARY: 5 or more of each), one more shown group is
-    masked with COMPLEMENTARY (its size hidden too where a size is exposed), the first in the order of
-    `names` (None: as given): the choice depends on the names and the shown numbers, never on the hidden
-    counts (chosen by size until the thirty-seventh session, the smallest of 15 or more, which bounded a
-    masked size by the shown ones for a reader who knew the rule). The sizes hidden are `suppressed_sizes`'
-    (a group it masks that is not small is masked with COMPLEMENTARY), the same in every phenotype of a
-    cohort and in its population table: chosen per phenotype by where the cases fall, one phenotype hid one
-    group's size and another a second's, and the sizes shown by either gave the "<5" one.
+    of 10 or more, SMALL_EITHER: 5-9 samples, COMPLEMENTARY: 5 or more of each, SIZE_MASKED: a size hidden,
+    nothing said of the counts), one more shown group is masked with COMPLEMENTARY (its size hidden too where a
+    size is exposed), the first in the order of `names` (None: as given): the choice depends on the names and
+    the shown numbers, never on the hidden counts (chosen by size until the thirty-seventh session, the
+    smallest of 15 or more, which bounded a masked size by the shown ones for a reader who knew the rule). When
+    every group is masked and a count is still told, a size is hidden (that group then says SIZE_MASKED). The
+    sizes hidden are at least `suppressed_sizes`' (the cohort table's), the same in every phenotype of a cohort
+    and in its population table: chosen per phenotype by where the cases fall, one phenotype hid one group's
+    size and another a second's, and the sizes shown by either gave the "<5" one. Every group whose size is
+    hidden, "<5" ones apart, is returned as SIZE_MASKED: "<5 cases" told 10 or more samples, a size class the
+    cohort table's "masked" does not give.
 
     reference: the same groups' sizes in the whole cohort (the report's `cohort.populations`, or the cohort's
     PC bins), when the phenotype left samples out for a missing value (None: the sizes are the cohort's). The
@@ -276,10 +273,11 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
     def size_range(i: int) -> tuple[float, float]:
         return (1, m - 1) if why[i] == f"<{m}" else (m, big)
 
-    def left_out_range(i: int) -> tuple[float, float]:
+    def left_out_range(i: int, size: tuple[float, float] | None = None) -> tuple[float, float]:
         """The cohort's size (its number where the cohort table shows it, else its public range) minus the hidden
-        size: with the hidden cohort size the rule itself used, a reader who knew the rule pinned a "<5" group."""
-        lo, hi = size_range(i)
+        size (its range `size`, default what its label says): with the hidden cohort size the rule itself used,
+        a reader who knew the rule pinned a "<5" group."""
+        lo, hi = size or size_range(i)
         c_lo, c_hi = cohort_range(i)
         return max(0.0, c_lo - hi), max(0.0, c_hi - lo)
 
@@ -296,11 +294,14 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         lo, hi = left_out_range(i)
         return lo >= 1 and min(hi, total_left_out) <= m - 1
 
+    def hidden_left_out(groups: list[int]) -> float:
+        """The left-out count of `groups` (sizes hidden) and of the absent groups the cohort table hides: the exact
+        n_missing_phenotype less what the rest show (an absent group whose cohort size is shown is public)."""
+        return float(sum(ref[i] - n[i] for i in groups) + sum(k for k, _ in absent_hidden))
+
     # what the absent groups' hidden sizes would be placed in were every size here hidden: the most masking can do
-    every_size = [((1, m - 1) if k < m else (m, big)) for k in n]
-    floor = _feasible([(max(0.0, c_lo - hi), max(0.0, c_hi - lo)) for (lo, hi), (c_lo, c_hi)
-                       in zip(every_size, [cohort_range(i) for i in range(len(n))], strict=True)]
-                      + [r for _, r in absent_hidden], total_left_out)
+    floor = _feasible([left_out_range(i, (1, m - 1) if k < m else (m, big)) for i, k in enumerate(n)]
+                      + [r for _, r in absent_hidden], hidden_left_out(list(range(len(n)))))
     absent_floor = [f if r == (1, m - 1) else None for f, (_, r) in zip(floor[len(n):], absent_hidden, strict=True)]
 
     order = _name_order(names, len(n))
@@ -321,7 +322,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
                                [size_range(i) if why[i] == f"<{m}" else None for i in sizes])
         # a hidden group's left-out count placed within 1-4 (0, or 5 and more, tell of no few people)
         feasible = _feasible([left_out_range(i) for i in sizes] + [r for _, r in absent_hidden],
-                             float(sum(ref[i] - n[i] for i in sizes) + sum(k for k, _ in absent_hidden)))
+                             hidden_left_out(sizes))
         pinned_left_out = any(1 <= lo and hi <= m - 1 and not unavoidable(i)
                               for i, (lo, hi) in zip(sizes, feasible[:len(sizes)], strict=True))
         # an absent "<5" group's size (all its people left out) narrowed within 1-4 by the shown groups' left-out
