@@ -336,7 +336,7 @@ def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None
     # a group of 5, all cases, was "<5 controls" with its size shown: 5 cases, pinned by the label alone
     cohorts = [([3, 20, 100], [3, 15, 40]), ([5, 14, 3, 3], [5, 8, 3, 1]), ([13, 5, 5, 10], [7, 0, 5, 5]),
                ([60, 60, 60, 5], [20, 19, 21, 5])]
-    while len(cohorts) < 250:  # tiny cohorts: most end with every group masked (the rule-aware test covers more)
+    while len(cohorts) < 150:  # tiny cohorts: most end with every group masked (the rule-aware tests cover more)
         small, k = int(rng.integers(1, 3)), int(rng.integers(3, 6))
         n = [int(rng.integers(1, 10)) if i < small else int(rng.integers(5, 50)) for i in range(k)]
         cases = [int(rng.integers(0, v + 1)) if v < 5 or rng.random() < 0.7 else
@@ -354,7 +354,7 @@ def test_no_hidden_groups_cases_or_controls_follow_from_the_shown_ones() -> None
                 if what == "size" and not masked[j][1]:
                     continue  # a size shown
                 assert len({of(v) for v in vals}) > 1, (n, cases, masked, j, what, vals)
-    assert checked >= 60
+    assert checked >= 35
 
 
 def test_held_out_population_auroc_of_a_masked_population_cannot_be_had_from_the_mean() -> None:
