@@ -170,6 +170,12 @@ def _feasible(ranges: list[tuple[float, float]], total: float) -> list[tuple[flo
     return [(max(lo, total - (hi_sum - hi)), min(hi, total - (lo_sum - lo))) for lo, hi in ranges]
 
 
+def _size_label_range(label: str | None, total: float) -> tuple[float, float]:
+    """What a masked size's label lets a reader know: "<5" is 1-4, any other mask 5 up to the table's total."""
+    m = MIN_REPORTED_GROUP
+    return (1, m - 1) if label == f"<{m}" else (m, total)
+
+
 def _few_left_out(n: int, reference: int) -> bool:
     """A group's size `n` in a phenotype against its size `reference` in the cohort: 1 to MIN_REPORTED_GROUP - 1
     of its people were left out (no phenotype value), a count the two sizes would give by subtraction."""
@@ -221,7 +227,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         raise ValueError(f"suppressed_groups: {len(absent_names or [])} names for {len(absent)} absent groups")
     cohort_table = suppressed_sizes(ref + absent, None if names is None else [*names, *(absent_names or [])])
     # an absent group the cohort table hides: its left-out count is its size, in its "<5" or "masked" range
-    absent_hidden = [(k, (1, m - 1) if w == f"<{m}" else (m, float(sum(ref + absent))))
+    absent_hidden = [(k, _size_label_range(w, float(sum(ref + absent))))
                      for k, w in zip(absent, cohort_table[len(n):], strict=True) if w is not None]
     why = [small_cell(k, int(c)) for k, c in zip(n, cases, strict=True)]
     # (one group is the whole set: its size is the phenotype's exact n_samples, nothing to hide)
@@ -271,7 +277,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         return label if count < m or why[i] == SMALL_EITHER else None
 
     def size_range(i: int) -> tuple[float, float]:
-        return (1, m - 1) if why[i] == f"<{m}" else (m, big)
+        return _size_label_range(why[i], big)
 
     def left_out_range(i: int, size: tuple[float, float] | None = None) -> tuple[float, float]:
         """The cohort's size (its number where the cohort table shows it, else its public range) minus the hidden
@@ -283,7 +289,7 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
 
     def cohort_range(i: int) -> tuple[float, float]:  # a group's size in the cohort table, as a reader has it
         w = cohort_table[i]
-        return (ref[i], ref[i]) if w is None else (1, m - 1) if w == f"<{m}" else (m, total_n)
+        return (ref[i], ref[i]) if w is None else _size_label_range(w, total_n)
 
     total_left_out = float(sum(r - k for r, k in zip(ref, n, strict=True)) + sum(absent))  # n_missing_phenotype
 
@@ -300,7 +306,8 @@ def suppressed_groups(n: list[int], cases: list[int], reference: list[int] | Non
         return float(sum(ref[i] - n[i] for i in groups) + sum(k for k, _ in absent_hidden))
 
     # what the absent groups' hidden sizes would be placed in were every size here hidden: the most masking can do
-    floor = _feasible([left_out_range(i, (1, m - 1) if k < m else (m, big)) for i, k in enumerate(n)]
+    floor = _feasible([left_out_range(i, _size_label_range(f"<{m}" if k < m else SIZE_MASKED, big))
+                       for i, k in enumerate(n)]
                       + [r for _, r in absent_hidden], hidden_left_out(list(range(len(n)))))
     absent_floor = [f if r == (1, m - 1) else None for f, (_, r) in zip(floor[len(n):], absent_hidden, strict=True)]
 
@@ -375,7 +382,7 @@ def suppressed_sizes(n: list[int], names: list[str] | None = None) -> list[str |
     while True:
         hidden = [i for i, w in enumerate(shown_as) if w is not None]
         shown = [i for i in order if shown_as[i] is None]
-        ranges = [(1, m - 1) if shown_as[i] == f"<{m}" else (m, float(sum(n))) for i in hidden]
+        ranges = [_size_label_range(shown_as[i], float(sum(n))) for i in hidden]
         protect = [r if shown_as[i] == f"<{m}" else None for i, r in zip(hidden, ranges, strict=True)]
         if not shown or not _exposed(ranges, float(sum(n[i] for i in hidden)), protect):
             return shown_as
